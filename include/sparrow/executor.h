@@ -1,0 +1,66 @@
+// The dense reference executor: runs a whole Model on the CPU in float32.
+// It is the numerical truth that every compressed or optimized path is checked against.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "sparrow/model.h"
+
+namespace sparrow {
+
+struct ExecOptions {
+  int threads = 0;                                   // 0: one per hardware thread
+  int64_t memory_limit_bytes = int64_t{8} << 30;     // largest plan (activations + scratch) allowed
+};
+
+// One executed layer of a planned model, for `sparrow info`.
+struct LayerInfo {
+  std::string name;
+  std::string op_type;
+  std::vector<Shape> output_shapes;
+  int64_t params = 0;  // float32 weights read from initializers
+  int64_t macs = 0;    // multiply-accumulates per run
+};
+
+struct ModelSummary {
+  std::vector<Shape> input_shapes;
+  std::vector<Shape> output_shapes;
+  std::vector<LayerInfo> layers;
+  int64_t folded_nodes = 0;  // nodes computed once at plan time (constants, shape chains)
+  int64_t params = 0;
+  int64_t macs = 0;
+};
+
+class Plan;
+
+class Executor {
+ public:
+  // Takes the model; checks every operator and attribute (errors name the node).
+  static Result<std::unique_ptr<Executor>> create(Model model, ExecOptions options = {});
+  ~Executor();
+
+  const Model& model() const { return model_; }
+  int threads() const;
+
+  // Runs the model on one tensor per graph input (in declaration order). Plans once per distinct
+  // set of input shapes; after that a run allocates nothing. The returned tensors belong to the
+  // executor and stay valid until the next run.
+  Result<std::vector<const Tensor*>> run(std::span<const Tensor> inputs);
+
+  // The input shapes the model declares, with unknown dims set to `batch`.
+  Result<std::vector<Shape>> default_input_shapes(int64_t batch = 1) const;
+  // Plans for the given input shapes and describes every executed layer.
+  Result<ModelSummary> summarize(const std::vector<Shape>& input_shapes);
+
+ private:
+  Executor(Model model, ExecOptions options);
+  Result<Plan*> plan_for(const std::vector<Shape>& input_shapes);
+
+  Model model_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sparrow

@@ -1,0 +1,10 @@
+// Sparrow: compress neural networks, store them compactly, and run them fast on CPUs.
+// Umbrella header for the public C++ API.
+#pragma once
+
+#include "sparrow/dataset.h"
+#include "sparrow/executor.h"
+#include "sparrow/model.h"
+#include "sparrow/onnx.h"
+#include "sparrow/status.h"
+#include "sparrow/tensor.h"

@@ -1,0 +1,82 @@
+// sparrow info MODEL: inputs, outputs, and per layer the operator, output shape, parameters and FLOPs.
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+
+namespace sparrow::cli {
+
+namespace {
+
+struct InfoOptions {
+  std::string model;
+  int64_t batch = 1;
+  bool json = false;
+};
+
+void print_table(const Executor& ex, const ModelSummary& s, int64_t batch) {
+  const Model& m = ex.model();
+  fmt::print("model     {}\n", m.source);
+  fmt::print("producer  {} {} (opset {}, IR {})\n", m.producer_name.empty() ? "unknown" : m.producer_name,
+             m.producer_version, m.opset, m.ir_version);
+  for (const auto& in : m.inputs) fmt::print("input     {}\n", in.describe());
+  for (size_t i = 0; i < m.outputs.size(); ++i)
+    fmt::print("output    '{}' {}\n", m.outputs[i].name, shape_str(s.output_shapes[i]));
+  fmt::print("\nlayers at batch {}:\n", batch);
+  fmt::print("{:>3}  {:<28} {:<18} {:<22} {:>10} {:>12}\n", "#", "name", "op", "output", "params", "FLOPs");
+  for (size_t i = 0; i < s.layers.size(); ++i) {
+    const LayerInfo& l = s.layers[i];
+    std::string shape = l.output_shapes.empty() ? "-" : shape_str(l.output_shapes[0]);
+    fmt::print("{:>3}  {:<28} {:<18} {:<22} {:>10} {:>12}\n", i, l.name.substr(0, 28), l.op_type, shape,
+               l.params ? human_count(l.params) : "-", l.macs ? human_count(2 * l.macs) : "-");
+  }
+  fmt::print("\ntotal: {} layers, {} parameters ({} bytes as float32), {} FLOPs per batch of {}", s.layers.size(),
+             s.params, s.params * 4, human_count(2 * s.macs), batch);
+  if (s.folded_nodes) fmt::print(", {} nodes folded at load", s.folded_nodes);
+  fmt::print("\n");
+}
+
+nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch) {
+  const Model& m = ex.model();
+  nlohmann::json j;
+  j["model"] = m.source;
+  j["producer"] = m.producer_name;
+  j["opset"] = m.opset;
+  j["batch"] = batch;
+  j["inputs"] = nlohmann::json::array();
+  for (size_t i = 0; i < m.inputs.size(); ++i)
+    j["inputs"].push_back({{"name", m.inputs[i].name}, {"shape", s.input_shapes[i]}});
+  j["outputs"] = nlohmann::json::array();
+  for (size_t i = 0; i < m.outputs.size(); ++i)
+    j["outputs"].push_back({{"name", m.outputs[i].name}, {"shape", s.output_shapes[i]}});
+  j["layers"] = nlohmann::json::array();
+  for (const auto& l : s.layers)
+    j["layers"].push_back({{"name", l.name}, {"op", l.op_type}, {"output_shapes", l.output_shapes},
+                           {"params", l.params}, {"flops", 2 * l.macs}});
+  j["params"] = s.params;
+  j["flops"] = 2 * s.macs;
+  j["folded_nodes"] = s.folded_nodes;
+  return j;
+}
+
+}  // namespace
+
+Command add_info(CLI::App& app, const GlobalOptions& global) {
+  auto opts = std::make_shared<InfoOptions>();
+  auto* cmd = app.add_subcommand("info", "Show a model's inputs, outputs, layers, parameters and FLOPs");
+  cmd->add_option("model", opts->model, "Model file (.onnx)")->required();
+  cmd->add_option("--batch", opts->batch, "Batch size for unknown batch dimensions")->check(CLI::Range(1, 1 << 20));
+  cmd->add_flag("--json", opts->json, "Print one JSON object");
+  return {cmd, [opts, &global]() -> int {
+    auto ex = open_model(opts->model, global);
+    if (!ex.ok()) return report_error(ex.status());
+    auto shapes = (*ex)->default_input_shapes(opts->batch);
+    if (!shapes.ok()) return report_error(shapes.status());
+    auto summary = (*ex)->summarize(*shapes);
+    if (!summary.ok()) return report_error(summary.status());
+    if (opts->json) fmt::print("{}\n", to_json(**ex, *summary, opts->batch).dump(2));
+    else print_table(**ex, *summary, opts->batch);
+    return 0;
+  }};
+}
+
+}  // namespace sparrow::cli

@@ -1,0 +1,99 @@
+// sparrow run MODEL --input X.npy [-o Y.npy]: runs a model on arrays; several outputs go to
+// Y.npy, Y.1.npy, Y.2.npy, ...
+#include <cmath>
+#include <filesystem>
+
+#include "cli/commands.h"
+#include "sparrow/dataset.h"
+
+namespace sparrow::cli {
+
+namespace {
+
+struct RunOptions {
+  std::string model;
+  std::vector<std::string> inputs;
+  std::string output;
+  bool allow_nonfinite = false;
+};
+
+// Index of the first NaN or infinity, or -1.
+int64_t first_nonfinite(const Tensor& t) {
+  if (t.dtype() != DType::f32) return -1;
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (!std::isfinite(t.f32_data()[i])) return i;
+  return -1;
+}
+
+// "Y.npy" for output 0, "Y.1.npy" for output 1, ...
+std::string output_path(const std::string& base, size_t index) {
+  if (index == 0) return base;
+  std::filesystem::path p(base);
+  std::string stem = p.extension() == ".npy" ? p.stem().string() : p.filename().string();
+  return (p.parent_path() / fmt::format("{}.{}.npy", stem, index)).string();
+}
+
+// Integer arrays are accepted for float inputs (e.g. raw uint8 images).
+Tensor to_dtype(Tensor t, DType want) {
+  if (t.dtype() == want) return t;
+  Tensor out(want, t.shape());
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (want == DType::f32) out.f32_data()[i] = static_cast<float>(t.i64_data()[i]);
+    else out.i64_data()[i] = static_cast<int64_t>(t.f32_data()[i]);
+  }
+  return out;
+}
+
+void print_output(const std::string& name, const Tensor& t) {
+  fmt::print("{} {} {}:", name, shape_str(t.shape()), dtype_name(t.dtype()));
+  for (int64_t i = 0; i < std::min<int64_t>(t.numel(), 10); ++i)
+    t.dtype() == DType::f32 ? fmt::print(" {:.6g}", t.f32_data()[i]) : fmt::print(" {}", t.i64_data()[i]);
+  fmt::print("{}\n", t.numel() > 10 ? " ..." : "");
+}
+
+int run_command(const RunOptions& o, const GlobalOptions& global) {
+  for (const auto& in : o.inputs)
+    if (!o.output.empty() && (same_file_or_equal(o.output, in) || same_file_or_equal(o.output, o.model)))
+      return report_error(errorf("output {} would overwrite an input file", o.output));
+  auto ex = open_model(o.model, global);
+  if (!ex.ok()) return report_error(ex.status());
+  const Model& m = (*ex)->model();
+  if (o.inputs.size() != m.inputs.size())
+    return report_error(errorf("{}: the model has {} inputs, {} --input files were given", o.model, m.inputs.size(),
+                               o.inputs.size()));
+  std::vector<Tensor> inputs;
+  for (size_t i = 0; i < o.inputs.size(); ++i) {
+    auto t = read_npy(o.inputs[i]);
+    if (!t.ok()) return report_error(t.status());
+    if (int64_t bad = first_nonfinite(*t); bad >= 0 && !o.allow_nonfinite)
+      return report_error(errorf("{}: holds non-finite values (first at flat index {}); pass --allow-nonfinite to run anyway",
+                                 o.inputs[i], bad));
+    inputs.push_back(to_dtype(std::move(*t), *compute_dtype(m.inputs[i].elem_type)));
+  }
+  auto outputs = (*ex)->run(inputs);
+  if (!outputs.ok()) return report_error(outputs.status());
+  for (size_t i = 0; i < outputs->size(); ++i) {
+    if (o.output.empty()) {
+      print_output(m.outputs[i].name, *(*outputs)[i]);
+      continue;
+    }
+    std::string path = output_path(o.output, i);
+    if (auto s = write_npy(path, *(*outputs)[i]); !s.ok()) return report_error(s);
+    if (!global.quiet) fmt::print(stderr, "wrote {} {} to {}\n", m.outputs[i].name, shape_str((*outputs)[i]->shape()), path);
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command add_run(CLI::App& app, const GlobalOptions& global) {
+  auto opts = std::make_shared<RunOptions>();
+  auto* cmd = app.add_subcommand("run", "Run a model on .npy inputs");
+  cmd->add_option("model", opts->model, "Model file (.onnx)")->required();
+  cmd->add_option("-i,--input", opts->inputs, "Input .npy file, one per model input, in order")->required();
+  cmd->add_option("-o,--output", opts->output, "Output .npy file (more outputs: NAME.1.npy, ...)");
+  cmd->add_flag("--allow-nonfinite", opts->allow_nonfinite, "Accept inputs holding NaN or infinity");
+  return {cmd, [opts, &global]() { return run_command(*opts, global); }};
+}
+
+}  // namespace sparrow::cli

@@ -1,0 +1,20 @@
+// One function pair per subcommand: add_<name> registers options, the callback runs it.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "cli/common.h"
+
+namespace sparrow::cli {
+
+// A registered subcommand and the function that runs it once parsed (returns the exit code).
+struct Command {
+  CLI::App* app;
+  std::function<int()> run;
+};
+
+Command add_info(CLI::App& app, const GlobalOptions& global);
+Command add_run(CLI::App& app, const GlobalOptions& global);
+Command add_eval(CLI::App& app, const GlobalOptions& global);
+
+}  // namespace sparrow::cli

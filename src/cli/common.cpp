@@ -1,0 +1,42 @@
+#include "cli/common.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include <unistd.h>
+
+#include "sparrow/onnx.h"
+
+namespace sparrow::cli {
+
+Result<std::unique_ptr<Executor>> open_model(const std::string& path, const GlobalOptions& options) {
+  std::string ext = std::filesystem::path(path).extension().string();
+  if (ext != ".onnx")
+    return errorf("{}: unknown model file type '{}' (expected .onnx)", path, ext);
+  SP_ASSIGN_OR_RETURN(Model model, load_onnx(path));
+  return Executor::create(std::move(model), ExecOptions{options.threads});
+}
+
+bool show_progress(const GlobalOptions& options) { return !options.quiet && ::isatty(STDERR_FILENO); }
+
+int report_error(const Status& status) {
+  std::fprintf(stderr, "sparrow: error: %s\n", status.message().c_str());
+  return 1;
+}
+
+std::string human_count(int64_t n) {
+  if (n >= 10'000'000'000) return fmt::format("{:.1f}G", n / 1e9);
+  if (n >= 10'000'000) return fmt::format("{:.1f}M", n / 1e6);
+  if (n >= 10'000) return fmt::format("{:.1f}K", n / 1e3);
+  return std::to_string(n);
+}
+
+}  // namespace sparrow::cli
+
+namespace sparrow::cli {
+bool same_file_or_equal(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (std::filesystem::weakly_canonical(a, ec) == std::filesystem::weakly_canonical(b, ec)) return true;
+  return std::filesystem::equivalent(a, b, ec) && !ec;
+}
+}  // namespace sparrow::cli

@@ -1,0 +1,33 @@
+// Shared helpers for the CLI subcommands.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "sparrow/executor.h"
+
+namespace sparrow::cli {
+
+struct GlobalOptions {
+  int threads = 0;
+  bool quiet = false;
+};
+
+// Loads a model file (.onnx) and prepares an executor for it.
+Result<std::unique_ptr<Executor>> open_model(const std::string& path, const GlobalOptions& options);
+
+// True when progress lines should be drawn (stderr is a terminal and --quiet is off).
+bool show_progress(const GlobalOptions& options);
+
+// Prints "sparrow: error: <message>" and returns the exit code 1.
+int report_error(const Status& status);
+
+// "1.2M", "431K", "950"
+std::string human_count(int64_t n);
+
+}  // namespace sparrow::cli
+
+namespace sparrow::cli {
+// True when both paths are the same string or name the same existing file.
+bool same_file_or_equal(const std::string& a, const std::string& b);
+}  // namespace sparrow::cli

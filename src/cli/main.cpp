@@ -1,0 +1,36 @@
+// sparrow: the command-line interface. Each subcommand lives in cmd_<name>.cpp.
+#include <cstdio>
+#include <new>
+
+#include "cli/commands.h"
+#include "core/log.h"
+#include "core/version.h"
+
+int main(int argc, char** argv) {
+  using namespace sparrow::cli;
+  CLI::App app{"Sparrow: compress neural networks, store them compactly, run them fast.", "sparrow"};
+  app.set_version_flag("--version", std::string("sparrow ") + SPARROW_VERSION);
+  app.require_subcommand(1);
+  GlobalOptions global;
+  bool verbose = false;
+  app.add_option("--threads", global.threads, "Worker threads (default: one per core)")->check(CLI::Range(0, 1024));
+  app.add_flag("-q,--quiet", global.quiet, "No progress lines");
+  app.add_flag("-v,--verbose", verbose, "Log what Sparrow does");
+
+  std::vector<Command> commands;
+  for (auto add : {add_info, add_run, add_eval}) commands.push_back(add(app, global));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (verbose) sparrow::set_log_level(sparrow::LogLevel::info);
+  try {
+    for (auto& command : commands)
+      if (command.app->parsed()) return command.run();
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "sparrow: error: out of memory\n");
+    return 1;
+  }
+  return 1;
+}

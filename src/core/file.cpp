@@ -1,0 +1,54 @@
+#include "core/file.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <unistd.h>
+
+namespace sparrow {
+
+Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return errorf("{}: no such file", path);
+  if (std::filesystem::is_directory(path, ec)) return errorf("{}: is a directory, expected a file", path);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return errorf("{}: cannot open: {}", path, std::strerror(errno));
+  std::streamoff size = in.tellg();
+  if (size < 0) return errorf("{}: cannot determine file size", path);
+  if (static_cast<size_t>(size) > max_bytes)
+    return errorf("{}: file is {} bytes, larger than the {} byte limit", path, size, max_bytes);
+  std::vector<char> bytes(static_cast<size_t>(size));
+  in.seekg(0);
+  if (size > 0 && !in.read(bytes.data(), size)) return errorf("{}: read failed", path);
+  return bytes;
+}
+
+Status write_file_atomic(const std::string& path, std::string_view data) {
+  std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return errorf("{}: cannot create: {}", tmp, std::strerror(errno));
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+    out.flush();
+    if (!out) {
+      std::remove(tmp.c_str());
+      return errorf("{}: write failed", tmp);
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    std::remove(tmp.c_str());
+    return errorf("{}: cannot rename temporary file into place: {}", path, std::strerror(err));
+  }
+  return {};
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  return std::filesystem::equivalent(a, b, ec) && !ec;
+}
+
+}  // namespace sparrow

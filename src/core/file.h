@@ -1,0 +1,23 @@
+// Whole-file reads and crash-safe writes.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sparrow/status.h"
+
+namespace sparrow {
+
+// Reads a whole file. Fails with "<path>: <reason>" when missing, unreadable or larger than max_bytes.
+Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes = size_t{1} << 32);
+
+// Writes `data` to a temporary file next to `path`, then renames it over `path`, so a failure
+// never leaves a half-written file.
+Status write_file_atomic(const std::string& path, std::string_view data);
+
+// True when both paths name the same existing file.
+bool same_file(const std::string& a, const std::string& b);
+
+}  // namespace sparrow

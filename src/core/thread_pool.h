@@ -1,0 +1,74 @@
+// A fixed pool of worker threads for data-parallel loops.
+// parallel_for blocks until every task has run; the calling thread works too, so a pool of
+// size 1 runs everything inline. No allocation happens per call.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <algorithm>
+#include <vector>
+
+namespace sparrow {
+
+class ThreadPool {
+ public:
+  // `threads` is the total parallelism including the caller; values < 1 mean 1.
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Calls fn(i) for every i in [0, count). fn must not throw. Not reentrant: fn must not
+  // call parallel_for on the same pool.
+  template <class F>
+  void parallel_for(int64_t count, F&& fn) {
+    if (count <= 0) return;
+    if (count == 1 || workers_.empty()) {
+      for (int64_t i = 0; i < count; ++i) fn(i);
+      return;
+    }
+    auto trampoline = [](void* ctx, int64_t i) { (*static_cast<std::remove_reference_t<F>*>(ctx))(i); };
+    run(count, trampoline, const_cast<void*>(static_cast<const void*>(&fn)));
+  }
+
+  // Splits [0, n) into at most size() contiguous chunks of at least `min_chunk` elements and
+  // calls fn(begin, end) for each.
+  template <class F>
+  void parallel_range(int64_t n, int64_t min_chunk, F&& fn) {
+    if (n <= 0) return;
+    int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(size(), n / std::max<int64_t>(1, min_chunk)));
+    int64_t step = (n + chunks - 1) / chunks;
+    parallel_for(chunks, [&](int64_t c) {
+      int64_t begin = c * step;
+      int64_t end = std::min(n, begin + step);
+      if (begin < end) fn(begin, end);
+    });
+  }
+
+ private:
+  using Call = void (*)(void*, int64_t);
+  void run(int64_t count, Call call, void* ctx);
+  void worker_loop();
+  void drain();
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+  Call call_ = nullptr;
+  void* ctx_ = nullptr;
+  int64_t count_ = 0;
+  std::atomic<int64_t> next_{0};
+  std::atomic<int64_t> finished_{0};
+  int active_workers_ = 0;
+};
+
+}  // namespace sparrow

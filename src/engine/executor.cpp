@@ -1,0 +1,91 @@
+#include "sparrow/executor.h"
+
+#include <thread>
+
+#include "engine/blas.h"
+#include "engine/plan.h"
+
+namespace sparrow {
+
+namespace {
+constexpr size_t kMaxCachedPlans = 4;
+}
+
+struct Executor::Impl {
+  explicit Impl(const ExecOptions& o) : options(o), pool(o.threads) {}
+  ExecOptions options;
+  ThreadPool pool;
+  std::vector<std::unique_ptr<Plan>> plans;  // most recently used last
+};
+
+Executor::Executor(Model model, ExecOptions options)
+    : model_(std::move(model)), impl_(std::make_unique<Impl>(options)) {}
+Executor::~Executor() = default;
+
+int Executor::threads() const { return impl_->pool.size(); }
+
+Result<std::unique_ptr<Executor>> Executor::create(Model model, ExecOptions options) {
+  SP_RETURN_IF_ERROR(model.validate().prefixed(model.source));
+  for (const Node& node : model.nodes) {
+    auto op = create_op(node, model.opset);
+    if (!op.ok()) return op.status().prefixed(model.source);
+  }
+  for (const auto& in : model.inputs)
+    if (!compute_dtype(in.elem_type))
+      return errorf("{}: input '{}' has unsupported type {}", model.source, in.name, elem_type_name(in.elem_type));
+  blas_use_single_thread();
+  if (options.threads <= 0) options.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::unique_ptr<Executor>(new Executor(std::move(model), options));
+}
+
+Result<Plan*> Executor::plan_for(const std::vector<Shape>& input_shapes) {
+  auto& plans = impl_->plans;
+  for (size_t i = 0; i < plans.size(); ++i) {
+    if (plans[i]->input_shapes() == input_shapes) {
+      std::rotate(plans.begin() + static_cast<std::ptrdiff_t>(i), plans.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                  plans.end());
+      return plans.back().get();
+    }
+  }
+  auto plan = Plan::build(model_, input_shapes, impl_->pool, impl_->options.memory_limit_bytes);
+  if (!plan.ok()) return plan.status().prefixed(model_.source);
+  if (plans.size() == kMaxCachedPlans) plans.erase(plans.begin());
+  plans.push_back(std::move(*plan));
+  return plans.back().get();
+}
+
+Result<std::vector<const Tensor*>> Executor::run(std::span<const Tensor> inputs) {
+  if (inputs.size() != model_.inputs.size())
+    return errorf("{}: the model has {} inputs, {} were given", model_.source, model_.inputs.size(), inputs.size());
+  std::vector<Shape> shapes;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    DType want = *compute_dtype(model_.inputs[i].elem_type);
+    if (inputs[i].dtype() != want)
+      return errorf("{}: input {} expects {} data, got {}", model_.source, model_.inputs[i].describe(), dtype_name(want),
+                    dtype_name(inputs[i].dtype()));
+    shapes.push_back(inputs[i].shape());
+  }
+  SP_ASSIGN_OR_RETURN(Plan * plan, plan_for(shapes));
+  auto status = plan->run(inputs, impl_->pool);
+  if (!status.ok()) return status.prefixed(model_.source);
+  return plan->outputs();
+}
+
+Result<std::vector<Shape>> Executor::default_input_shapes(int64_t batch) const {
+  std::vector<Shape> shapes;
+  for (const auto& in : model_.inputs) {
+    if (!in.has_shape) return errorf("{}: input '{}' declares no shape", model_.source, in.name);
+    Shape s = in.dims;
+    for (auto& d : s)
+      if (d < 0) d = batch;
+    shapes.push_back(s);
+  }
+  return shapes;
+}
+
+Result<ModelSummary> Executor::summarize(const std::vector<Shape>& input_shapes) {
+  SP_ASSIGN_OR_RETURN(Plan * plan, plan_for(input_shapes));
+  return plan->summary(model_);
+}
+
+}  // namespace sparrow

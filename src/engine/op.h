@@ -1,0 +1,115 @@
+// The operator interface of the dense reference executor.
+//
+// An Op is made per node and per plan: its factory parses and checks attributes (errors name the
+// node and attribute), infer() checks inputs and computes output dtypes and shapes once per plan,
+// and run() computes outputs into tensors the planner has already allocated. run() must not
+// allocate; it may use `scratch` (scratch_floats() floats owned by the plan).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "sparrow/model.h"
+
+namespace sparrow {
+
+struct ValueDesc {
+  DType dtype = DType::f32;
+  Shape shape;
+  const Tensor* constant = nullptr;  // set when the value is known at plan time
+  bool present = true;               // false for an omitted optional input
+};
+
+struct RunArgs {
+  std::span<const Tensor* const> in;  // nullptr for omitted optional inputs
+  std::span<Tensor* const> out;       // preallocated with the inferred dtype and shape; nullptr if unused
+  ThreadPool& pool;
+  std::span<float> scratch;
+};
+
+class Op {
+ public:
+  Op(const Node& node, int64_t opset) : node_(node), opset_(opset) {}
+  virtual ~Op() = default;
+
+  // Parses attributes; called once by the factory.
+  virtual Status parse() { return {}; }
+  // Checks inputs and fills `out` (one entry per node output).
+  virtual Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) = 0;
+  virtual Status run(const RunArgs& args) = 0;
+  // Multiply-accumulates per run (valid after infer).
+  virtual int64_t macs() const { return 0; }
+  // Scratch floats run() needs with `threads` threads (valid after infer).
+  virtual size_t scratch_floats(int threads) const { return 0; }
+  // True when outputs depend only on input shapes, so the planner can fold the node.
+  virtual bool depends_only_on_shapes() const { return false; }
+
+  const Node& node() const { return node_; }
+
+ protected:
+  // Error naming this node: fail("axis {} out of range", a) -> "node 'x' (Softmax): axis 5 out of range".
+  template <class... Args>
+  Status fail(fmt::format_string<Args...> format, Args&&... args) const {
+    return Status::error(node_.describe() + ": " + fmt::format(format, std::forward<Args>(args)...));
+  }
+  // Checks the number of inputs (present or omitted) is within [lo, hi].
+  Status expect_inputs(std::span<const ValueDesc> in, size_t lo, size_t hi) const;
+  // Reads a constant integer input (e.g. Reshape's shape). Fails if it is not known at plan time.
+  Result<std::vector<int64_t>> constant_ints(std::span<const ValueDesc> in, size_t index, const char* what) const;
+  Result<int> normalize_axis(int64_t axis, int rank, const char* what = "axis") const;
+
+  const Node& node_;
+  int64_t opset_;
+};
+
+using OpFactory = Result<std::unique_ptr<Op>> (*)(const Node& node, int64_t opset);
+
+template <class T>
+Result<std::unique_ptr<Op>> make_op(const Node& node, int64_t opset) {
+  auto op = std::make_unique<T>(node, opset);
+  SP_RETURN_IF_ERROR(op->parse());
+  return std::unique_ptr<Op>(std::move(op));
+}
+
+using OpRegistry = std::map<std::string, OpFactory>;
+const OpRegistry& op_registry();
+// Creates the op for a node, or fails with "unsupported operator X in node Y (opset Z)".
+Result<std::unique_ptr<Op>> create_op(const Node& node, int64_t opset);
+
+// Registration, one function per operator family (called once by op_registry()).
+void register_elementwise_ops(OpRegistry& r);
+void register_gemm_ops(OpRegistry& r);
+void register_conv_ops(OpRegistry& r);
+void register_pool_ops(OpRegistry& r);
+void register_shape_ops(OpRegistry& r);
+void register_normalize_ops(OpRegistry& r);
+void register_lstm_ops(OpRegistry& r);
+
+// Numpy-style multidirectional broadcast of two shapes; nullopt if incompatible.
+std::optional<Shape> broadcast_shapes(const Shape& a, const Shape& b);
+// Row-major strides of `shape` aligned to `rank` dims, 0 along broadcast (size-1 or missing) dims.
+std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out);
+
+// Calls fn.template operator()<T>() with T = float or int64_t for the dtype.
+template <class F>
+decltype(auto) dispatch_dtype(DType dtype, F&& fn) {
+  if (dtype == DType::f32) return fn.template operator()<float>();
+  return fn.template operator()<int64_t>();
+}
+
+template <class T>
+const T* data_of(const Tensor& t) {
+  if constexpr (std::is_same_v<T, float>) return t.f32_data();
+  else return t.i64_data();
+}
+template <class T>
+T* data_of(Tensor& t) {
+  if constexpr (std::is_same_v<T, float>) return t.f32_data();
+  else return t.i64_data();
+}
+
+}  // namespace sparrow

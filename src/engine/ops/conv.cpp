@@ -1,0 +1,136 @@
+// Conv (1-D and 2-D, groups, pads/auto_pad, strides, dilations) as im2col + sgemm.
+#include <cstring>
+
+#include "engine/blas.h"
+#include "engine/ops/window.h"
+
+namespace sparrow {
+
+namespace {
+
+// Unrolls one group's input [C, H, W] into col [C*kh*kw, out_h*out_w] (zero where padded).
+void im2col(const float* x, int64_t channels, const Window2d& w, float* col) {
+  int64_t out_hw = w.out_h * w.out_w;
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* xc = x + c * w.in_h * w.in_w;
+    for (int64_t i = 0; i < w.k_h; ++i) {
+      for (int64_t j = 0; j < w.k_w; ++j) {
+        float* row = col + ((c * w.k_h + i) * w.k_w + j) * out_hw;
+        for (int64_t oh = 0; oh < w.out_h; ++oh) {
+          int64_t ih = oh * w.s_h - w.pad_t + i * w.d_h;
+          float* dst = row + oh * w.out_w;
+          if (ih < 0 || ih >= w.in_h) {
+            std::memset(dst, 0, static_cast<size_t>(w.out_w) * sizeof(float));
+            continue;
+          }
+          const float* src = xc + ih * w.in_w;
+          for (int64_t ow = 0; ow < w.out_w; ++ow) {
+            int64_t iw = ow * w.s_w - w.pad_l + j * w.d_w;
+            dst[ow] = (iw >= 0 && iw < w.in_w) ? src[iw] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+class ConvOp : public Op {
+ public:
+  using Op::Op;
+  Status parse() override {
+    SP_ASSIGN_OR_RETURN(attrs_, read_window_attrs(node_));
+    SP_ASSIGN_OR_RETURN(group_, node_.attr_int("group", 1));
+    if (group_ < 1) return fail("attribute 'group' must be >= 1, got {}", group_);
+    return {};
+  }
+  Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) override {
+    SP_RETURN_IF_ERROR(expect_inputs(in, 2, 3));
+    const Shape& x = in[0].shape;
+    const Shape& wt = in[1].shape;
+    if (in[0].dtype != DType::f32 || in[1].dtype != DType::f32) return fail("inputs must be float");
+    if (x.size() < 3 || x.size() != wt.size())
+      return fail("input {} and weight {} must both be [N, C, spatial...]", shape_str(x), shape_str(wt));
+    n_ = x[0];
+    c_ = x[1];
+    m_ = wt[0];
+    if (c_ % group_ != 0 || m_ % group_ != 0 || wt[1] * group_ != c_)
+      return fail("weight {} does not match {} input channels in {} groups", shape_str(wt), c_, group_);
+    Shape kernel(wt.begin() + 2, wt.end());
+    if (!attrs_.kernel.empty() && attrs_.kernel != std::vector<int64_t>(kernel.begin(), kernel.end()))
+      return fail("attribute 'kernel_shape' {} disagrees with weight {}", shape_str(attrs_.kernel), shape_str(wt));
+    SP_ASSIGN_OR_RETURN(win_, make_window(node_, attrs_, Shape(x.begin() + 2, x.end()), kernel));
+    has_bias_ = in.size() > 2 && in[2].present;
+    if (has_bias_ && shape_numel(in[2].shape) != m_) return fail("bias {} must have {} values", shape_str(in[2].shape), m_);
+    Shape y = {n_, m_};
+    if (x.size() == 4) y.push_back(win_.out_h);
+    y.push_back(win_.out_w);
+    out = {ValueDesc{DType::f32, y}};
+    return {};
+  }
+  size_t scratch_floats(int threads) const override {
+    if (is_pointwise()) return 0;
+    return static_cast<size_t>(threads) * col_rows() * win_.out_h * win_.out_w;
+  }
+  int64_t macs() const override { return n_ * m_ * win_.out_h * win_.out_w * col_rows(); }
+
+  Status run(const RunArgs& a) override {
+    const float* x = a.in[0]->f32_data();
+    const float* wt = a.in[1]->f32_data();
+    float* y = a.out[0]->f32_data();
+    int64_t tasks = n_ * group_;
+    int64_t chunks = std::min<int64_t>(a.pool.size(), tasks);
+    if (chunks > 1) {
+      int64_t step = (tasks + chunks - 1) / chunks;
+      a.pool.parallel_for(chunks, [&](int64_t c) {
+        float* col = a.scratch.data() + (is_pointwise() ? 0 : c * col_rows() * win_.out_h * win_.out_w);
+        for (int64_t t = c * step; t < std::min(tasks, (c + 1) * step); ++t) run_task(nullptr, t, x, wt, y, col);
+      });
+    } else {
+      for (int64_t t = 0; t < tasks; ++t) run_task(&a.pool, t, x, wt, y, a.scratch.data());
+    }
+    if (has_bias_) add_bias(a.in[2]->f32_data(), y);
+    return {};
+  }
+
+ private:
+  int64_t col_rows() const { return (c_ / group_) * win_.k_h * win_.k_w; }
+  bool is_pointwise() const {
+    return win_.k_h == 1 && win_.k_w == 1 && win_.s_h == 1 && win_.s_w == 1 && win_.pad_t == 0 && win_.pad_l == 0 &&
+           win_.pad_b == 0 && win_.pad_r == 0;
+  }
+  // One (image, group) product; `pool` non-null means parallelize the product itself.
+  void run_task(ThreadPool* pool, int64_t task, const float* x, const float* wt, float* y, float* col) const {
+    int64_t n = task / group_, g = task % group_;
+    int64_t cg = c_ / group_, mg = m_ / group_, out_hw = win_.out_h * win_.out_w;
+    const float* xg = x + (n * c_ + g * cg) * win_.in_h * win_.in_w;
+    const float* b = xg;
+    if (!is_pointwise()) {
+      im2col(xg, cg, win_, col);
+      b = col;
+    }
+    const float* wg = wt + g * mg * col_rows();
+    float* yg = y + (n * m_ + g * mg) * out_hw;
+    if (pool) sgemm_parallel(*pool, false, false, mg, out_hw, col_rows(), 1.0f, wg, col_rows(), b, out_hw, 0.0f, yg, out_hw);
+    else sgemm(false, false, mg, out_hw, col_rows(), 1.0f, wg, col_rows(), b, out_hw, 0.0f, yg, out_hw);
+  }
+  void add_bias(const float* bias, float* y) const {
+    int64_t out_hw = win_.out_h * win_.out_w;
+    for (int64_t n = 0; n < n_; ++n)
+      for (int64_t m = 0; m < m_; ++m) {
+        float* p = y + (n * m_ + m) * out_hw;
+        for (int64_t i = 0; i < out_hw; ++i) p[i] += bias[m];
+      }
+  }
+
+  WindowAttrs attrs_;
+  int64_t group_ = 1;
+  Window2d win_;
+  int64_t n_ = 0, c_ = 0, m_ = 0;
+  bool has_bias_ = false;
+};
+
+}  // namespace
+
+void register_conv_ops(OpRegistry& r) { r["Conv"] = make_op<ConvOp>; }
+
+}  // namespace sparrow

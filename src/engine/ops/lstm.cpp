@@ -1,0 +1,146 @@
+// LSTM, forward direction, default activations (sigmoid, tanh, tanh), gate order i, o, f, c.
+// Inputs: X [seq, batch, in] (layout 0) or [batch, seq, in] (layout 1), W [1, 4H, in], R [1, 4H, H],
+// optional B [1, 8H], sequence_lens [batch], initial_h / initial_c [1, batch, H], P [1, 3H].
+// Outputs (each optional): Y [seq, 1, batch, H], Y_h [1, batch, H], Y_c [1, batch, H].
+#include <cmath>
+#include <cstring>
+
+#include "engine/blas.h"
+#include "engine/op.h"
+
+namespace sparrow {
+
+namespace {
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+class LstmOp : public Op {
+ public:
+  using Op::Op;
+  Status parse() override {
+    SP_ASSIGN_OR_RETURN(std::string direction, node_.attr_string("direction", std::string("forward")));
+    if (direction != "forward") return fail("direction '{}' is not supported (only forward)", direction);
+    SP_ASSIGN_OR_RETURN(auto acts, node_.attr_strings("activations", std::vector<std::string>{}));
+    if (!acts.empty() && acts != std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"})
+      return fail("only the default activations (Sigmoid, Tanh, Tanh) are supported");
+    SP_ASSIGN_OR_RETURN(int64_t input_forget, node_.attr_int("input_forget", 0));
+    if (input_forget != 0) return fail("input_forget=1 is not supported");
+    SP_ASSIGN_OR_RETURN(clip_, node_.attr_float("clip", 0.0f));
+    SP_ASSIGN_OR_RETURN(int64_t layout, node_.attr_int("layout", 0));
+    batch_first_ = layout != 0;
+    return {};
+  }
+  Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) override {
+    SP_RETURN_IF_ERROR(expect_inputs(in, 3, 8));
+    for (size_t i = 0; i < in.size(); ++i)
+      if (in[i].present && i != 4 && in[i].dtype != DType::f32) return fail("input {} must be float", i);
+    const Shape &x = in[0].shape, &w = in[1].shape, &r = in[2].shape;
+    if (x.size() != 3) return fail("X must be 3-D, got {}", shape_str(x));
+    seq_ = batch_first_ ? x[1] : x[0];
+    batch_ = batch_first_ ? x[0] : x[1];
+    input_ = x[2];
+    if (w.size() != 3 || w[0] != 1 || w[1] % 4 != 0 || w[2] != input_)
+      return fail("W {} must be [1, 4*hidden, {}]", shape_str(w), input_);
+    hidden_ = w[1] / 4;
+    SP_ASSIGN_OR_RETURN(int64_t hs, node_.attr_int("hidden_size", hidden_));
+    if (hs != hidden_) return fail("hidden_size {} disagrees with W {}", hs, shape_str(w));
+    if (r != Shape{1, 4 * hidden_, hidden_}) return fail("R {} must be [1, {}, {}]", shape_str(r), 4 * hidden_, hidden_);
+    auto check = [&](size_t i, int64_t numel, const char* what) -> Status {
+      if (in.size() > i && in[i].present && shape_numel(in[i].shape) != numel)
+        return fail("{} {} must hold {} values", what, shape_str(in[i].shape), numel);
+      return {};
+    };
+    SP_RETURN_IF_ERROR(check(3, 8 * hidden_, "B"));
+    SP_RETURN_IF_ERROR(check(4, batch_, "sequence_lens"));
+    SP_RETURN_IF_ERROR(check(5, batch_ * hidden_, "initial_h"));
+    SP_RETURN_IF_ERROR(check(6, batch_ * hidden_, "initial_c"));
+    SP_RETURN_IF_ERROR(check(7, 3 * hidden_, "P"));
+    Shape y = batch_first_ ? Shape{batch_, seq_, 1, hidden_} : Shape{seq_, 1, batch_, hidden_};
+    Shape state = batch_first_ ? Shape{batch_, 1, hidden_} : Shape{1, batch_, hidden_};
+    out = {ValueDesc{DType::f32, y}, ValueDesc{DType::f32, state}, ValueDesc{DType::f32, state}};
+    out.resize(node_.outputs.size());
+    return {};
+  }
+  // Scratch: x*W^T for all steps [seq*batch, 4H], gates [batch, 4H], h and c [batch, H].
+  size_t scratch_floats(int) const override {
+    return static_cast<size_t>(seq_ * batch_ * 4 * hidden_ + batch_ * 4 * hidden_ + 2 * batch_ * hidden_);
+  }
+  int64_t macs() const override { return seq_ * batch_ * 4 * hidden_ * (input_ + hidden_); }
+
+  Status run(const RunArgs& a) override;
+
+ private:
+  void step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h, float* c) const;
+
+  float clip_ = 0;
+  bool batch_first_ = false;
+  int64_t seq_ = 0, batch_ = 0, input_ = 0, hidden_ = 0;
+};
+
+Status LstmOp::run(const RunArgs& a) {
+  const int64_t H = hidden_, G = 4 * H;
+  float* xw = a.scratch.data();
+  float* gates = xw + seq_ * batch_ * G;
+  float* h = gates + batch_ * G;
+  float* c = h + batch_ * H;
+  const float* x = a.in[0]->f32_data();
+  // Rows of xw are ordered (t, b) for either layout.
+  if (batch_first_) {
+    for (int64_t t = 0; t < seq_; ++t)
+      sgemm(false, true, batch_, G, input_, 1.0f, x + t * input_, seq_ * input_, a.in[1]->f32_data(), input_, 0.0f,
+            xw + t * batch_ * G, G);
+  } else {
+    sgemm_parallel(a.pool, false, true, seq_ * batch_, G, input_, 1.0f, x, input_, a.in[1]->f32_data(), input_, 0.0f,
+                   xw, G);
+  }
+  auto input = [&](size_t i) { return a.in.size() > i ? a.in[i] : nullptr; };
+  if (const Tensor* bias = input(3)) {
+    const float* wb = bias->f32_data();
+    for (int64_t k = 0; k < seq_ * batch_; ++k)
+      for (int64_t g = 0; g < G; ++g) xw[k * G + g] += wb[g] + wb[G + g];
+  }
+  if (const Tensor* h0 = input(5)) std::memcpy(h, h0->f32_data(), sizeof(float) * batch_ * H);
+  else std::fill_n(h, batch_ * H, 0.0f);
+  if (const Tensor* c0 = input(6)) std::memcpy(c, c0->f32_data(), sizeof(float) * batch_ * H);
+  else std::fill_n(c, batch_ * H, 0.0f);
+  for (int64_t t = 0; t < seq_; ++t) step(t, a, xw, gates, h, c);
+  if (a.out.size() > 1 && a.out[1]) std::memcpy(a.out[1]->f32_data(), h, sizeof(float) * batch_ * H);
+  if (a.out.size() > 2 && a.out[2]) std::memcpy(a.out[2]->f32_data(), c, sizeof(float) * batch_ * H);
+  return {};
+}
+
+void LstmOp::step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h, float* c) const {
+  const int64_t H = hidden_, G = 4 * H;
+  std::memcpy(gates, xw + t * batch_ * G, sizeof(float) * batch_ * G);
+  sgemm(false, true, batch_, G, H, 1.0f, h, H, a.in[2]->f32_data(), H, 1.0f, gates, G);
+  const Tensor* lens = a.in.size() > 4 ? a.in[4] : nullptr;
+  const float* p = a.in.size() > 7 && a.in[7] ? a.in[7]->f32_data() : nullptr;
+  Tensor* y = a.out.empty() ? nullptr : a.out[0];
+  auto clip = [&](float v) { return clip_ > 0 ? std::clamp(v, -clip_, clip_) : v; };
+  for (int64_t b = 0; b < batch_; ++b) {
+    bool active = !lens || t < lens->i64_data()[b];
+    float* g = gates + b * G;
+    float* hb = h + b * H;
+    float* cb = c + b * H;
+    for (int64_t j = 0; j < H && active; ++j) {
+      float ig = sigmoid(clip(g[j] + (p ? p[j] * cb[j] : 0.0f)));
+      float fg = sigmoid(clip(g[2 * H + j] + (p ? p[2 * H + j] * cb[j] : 0.0f)));
+      float cand = std::tanh(clip(g[3 * H + j]));
+      float cn = fg * cb[j] + ig * cand;
+      float og = sigmoid(clip(g[H + j] + (p ? p[H + j] * cn : 0.0f)));
+      cb[j] = cn;
+      hb[j] = og * std::tanh(cn);
+    }
+    if (y) {
+      float* yb = y->f32_data() + (batch_first_ ? (b * seq_ + t) * H : (t * batch_ + b) * H);
+      if (active) std::memcpy(yb, hb, sizeof(float) * H);
+      else std::fill_n(yb, H, 0.0f);
+    }
+  }
+}
+
+}  // namespace
+
+void register_lstm_ops(OpRegistry& r) { r["LSTM"] = make_op<LstmOp>; }
+
+}  // namespace sparrow

@@ -1,0 +1,136 @@
+#include "engine/plan.h"
+
+#include <cstring>
+
+namespace sparrow {
+
+Status Plan::reserve(int64_t bytes, const std::string& what) {
+  planned_bytes_ += bytes;
+  if (planned_bytes_ > memory_limit_)
+    return errorf("{} brings the plan to {} bytes, over the memory limit of {} bytes", what, planned_bytes_,
+                  memory_limit_);
+  return {};
+}
+
+Result<Tensor*> Plan::new_value(const std::string& name, const ValueDesc& desc) {
+  int64_t bytes = shape_numel(desc.shape) * static_cast<int64_t>(dtype_size(desc.dtype));
+  SP_RETURN_IF_ERROR(reserve(bytes, fmt::format("value '{}' of shape {}", name, shape_str(desc.shape))));
+  owned_.push_back(std::make_unique<Tensor>(desc.dtype, desc.shape));
+  Tensor* t = owned_.back().get();
+  values_[name] = t;
+  descs_[name] = ValueDesc{desc.dtype, desc.shape};
+  return t;
+}
+
+Status Plan::bind_graph_inputs(const Model& model) {
+  if (input_shapes_.size() != model.inputs.size())
+    return errorf("the model has {} inputs, {} were given", model.inputs.size(), input_shapes_.size());
+  for (size_t i = 0; i < model.inputs.size(); ++i) {
+    const ValueInfo& vi = model.inputs[i];
+    const Shape& s = input_shapes_[i];
+    if (shape_numel(s) < 0) return errorf("input '{}': shape {} is invalid or too large", vi.name, shape_str(s));
+    bool mismatch = vi.has_shape && vi.dims.size() != s.size();
+    for (size_t d = 0; vi.has_shape && !mismatch && d < s.size(); ++d) mismatch = vi.dims[d] >= 0 && vi.dims[d] != s[d];
+    if (mismatch) return errorf("input {} expects shape {}, got {}", vi.describe(), shape_str(vi.dims), shape_str(s));
+    SP_ASSIGN_OR_RETURN(Tensor * t, new_value(vi.name, ValueDesc{*compute_dtype(vi.elem_type), s}));
+    input_tensors_.push_back(t);
+  }
+  for (const auto& [name, t] : model.initializers) {
+    values_[name] = &t;
+    descs_[name] = ValueDesc{t.dtype(), t.shape(), &t};
+  }
+  return {};
+}
+
+Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
+  SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, create_op(node, model.opset));
+  std::vector<ValueDesc> in;
+  std::vector<const Tensor*> in_tensors;
+  bool all_constant = true;
+  for (const auto& name : node.inputs) {
+    if (name.empty()) {
+      in.push_back(ValueDesc{DType::f32, {}, nullptr, false});
+      in_tensors.push_back(nullptr);
+      continue;
+    }
+    ValueDesc d = descs_.at(name);
+    all_constant = all_constant && d.constant != nullptr;
+    in.push_back(d);
+    in_tensors.push_back(values_.at(name));
+  }
+  std::vector<ValueDesc> out;
+  SP_RETURN_IF_ERROR(op->infer(in, out));
+  if (out.size() < node.outputs.size())
+    return errorf("{}: produces {} outputs, the node names {}", node.describe(), out.size(), node.outputs.size());
+  std::vector<Tensor*> out_tensors;
+  for (size_t i = 0; i < node.outputs.size(); ++i) {
+    if (node.outputs[i].empty()) {
+      out_tensors.push_back(nullptr);
+      continue;
+    }
+    if (shape_numel(out[i].shape) < 0)
+      return errorf("{}: output '{}' would have shape {}, too large", node.describe(), node.outputs[i],
+                    shape_str(out[i].shape));
+    auto t = new_value(node.outputs[i], out[i]);
+    if (!t.ok()) return t.status().prefixed(node.describe());
+    out_tensors.push_back(*t);
+  }
+  PlanStep step{std::move(op), std::move(in_tensors), std::move(out_tensors)};
+  size_t scratch = step.op->scratch_floats(pool.size());
+  if (scratch > scratch_.size())
+    SP_RETURN_IF_ERROR(reserve(static_cast<int64_t>((scratch - scratch_.size()) * sizeof(float)),
+                               node.describe() + " scratch"));
+  if (all_constant || step.op->depends_only_on_shapes()) {
+    // Known at plan time: compute once and treat the outputs as constants.
+    std::vector<float> folding_scratch(scratch);
+    SP_RETURN_IF_ERROR(step.op->run(RunArgs{step.inputs, step.outputs, pool, folding_scratch}));
+    for (size_t i = 0; i < node.outputs.size(); ++i)
+      if (step.outputs[i]) descs_[node.outputs[i]].constant = step.outputs[i];
+    ++folded_;
+    return {};
+  }
+  scratch_.resize(std::max(scratch_.size(), scratch));
+  steps_.push_back(std::move(step));
+  return {};
+}
+
+Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<Shape>& input_shapes, ThreadPool& pool,
+                                          int64_t memory_limit) {
+  auto plan = std::unique_ptr<Plan>(new Plan());
+  plan->memory_limit_ = memory_limit;
+  plan->input_shapes_ = input_shapes;
+  SP_RETURN_IF_ERROR(plan->bind_graph_inputs(model));
+  for (const Node& node : model.nodes) SP_RETURN_IF_ERROR(plan->plan_node(model, node, pool));
+  for (const auto& out : model.outputs) plan->output_tensors_.push_back(plan->values_.at(out.name));
+  return plan;
+}
+
+Status Plan::run(std::span<const Tensor> inputs, ThreadPool& pool) {
+  for (size_t i = 0; i < inputs.size(); ++i) std::memcpy(input_tensors_[i]->raw(), inputs[i].raw(), inputs[i].bytes());
+  for (auto& step : steps_) SP_RETURN_IF_ERROR(step.op->run(RunArgs{step.inputs, step.outputs, pool, scratch_}));
+  return {};
+}
+
+std::vector<const Tensor*> Plan::outputs() const { return output_tensors_; }
+
+ModelSummary Plan::summary(const Model& model) const {
+  ModelSummary s;
+  s.input_shapes = input_shapes_;
+  for (const Tensor* t : output_tensors_) s.output_shapes.push_back(t->shape());
+  s.folded_nodes = folded_;
+  for (const auto& step : steps_) {
+    LayerInfo layer{step.op->node().name, step.op->node().op_type, {}, 0, step.op->macs()};
+    for (const Tensor* t : step.outputs)
+      if (t) layer.output_shapes.push_back(t->shape());
+    for (const auto& name : step.op->node().inputs) {
+      auto it = model.initializers.find(name);
+      if (it != model.initializers.end() && it->second.dtype() == DType::f32) layer.params += it->second.numel();
+    }
+    s.params += layer.params;
+    s.macs += layer.macs;
+    s.layers.push_back(std::move(layer));
+  }
+  return s;
+}
+
+}  // namespace sparrow

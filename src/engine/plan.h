@@ -1,0 +1,52 @@
+// A Plan is a model specialized to one set of input shapes: every value has a concrete shape and
+// a preallocated tensor, nodes whose inputs are known at plan time (constants, shape chains) have
+// been computed once, and the remaining steps run in order.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "engine/op.h"
+#include "sparrow/executor.h"
+
+namespace sparrow {
+
+struct PlanStep {
+  std::unique_ptr<Op> op;
+  std::vector<const Tensor*> inputs;  // nullptr for omitted optional inputs
+  std::vector<Tensor*> outputs;       // nullptr for unused outputs
+};
+
+class Plan {
+ public:
+  // Builds the plan. Errors name the node and what does not fit.
+  // Fails if activations and scratch would exceed `memory_limit` bytes.
+  static Result<std::unique_ptr<Plan>> build(const Model& model, const std::vector<Shape>& input_shapes,
+                                             ThreadPool& pool, int64_t memory_limit);
+  // Copies the inputs in and runs every step.
+  Status run(std::span<const Tensor> inputs, ThreadPool& pool);
+
+  const std::vector<Shape>& input_shapes() const { return input_shapes_; }
+  std::vector<const Tensor*> outputs() const;
+  ModelSummary summary(const Model& model) const;
+
+ private:
+  Status bind_graph_inputs(const Model& model);
+  Status plan_node(const Model& model, const Node& node, ThreadPool& pool);
+  Result<Tensor*> new_value(const std::string& name, const ValueDesc& desc);
+  Status reserve(int64_t bytes, const std::string& what);
+
+  std::vector<Shape> input_shapes_;
+  std::vector<std::unique_ptr<Tensor>> owned_;         // values computed by the plan
+  std::map<std::string, const Tensor*> values_;        // every known value by name
+  std::map<std::string, ValueDesc> descs_;
+  std::vector<Tensor*> input_tensors_;
+  std::vector<const Tensor*> output_tensors_;
+  std::vector<PlanStep> steps_;
+  std::vector<float> scratch_;
+  int64_t folded_ = 0;
+  int64_t memory_limit_ = 0;
+  int64_t planned_bytes_ = 0;
+};
+
+}  // namespace sparrow

@@ -1,0 +1,128 @@
+// Bad input must give a clear error and a non-zero exit, never a crash: truncated and bit-flipped
+// models, missing files, wrong shapes, unsupported operators, non-finite inputs.
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "test_util.h"
+
+namespace sparrow {
+namespace {
+
+std::string model_bytes() { return *serialize_onnx(test::small_cnn()); }
+
+// Parses, plans and runs; returns the first error (or OK). Must never crash.
+Status load_and_run(const std::string& bytes) {
+  SP_ASSIGN_OR_RETURN(Model m, parse_onnx(bytes, "fuzz.onnx"));
+  SP_ASSIGN_OR_RETURN(auto ex, Executor::create(std::move(m), ExecOptions{1, int64_t{256} << 20}));
+  Tensor x = test::random_f32({2, 1, 8, 8}, 3);
+  SP_ASSIGN_OR_RETURN(auto y, ex->run({&x, 1}));
+  return {};
+}
+
+TEST(BadInput, EveryTruncationIsAnError) {
+  std::string bytes = model_bytes();
+  for (int k = 0; k < 100; ++k) {
+    size_t cut = bytes.size() * static_cast<size_t>(k) / 100;
+    Status s = load_and_run(bytes.substr(0, cut));
+    ASSERT_FALSE(s.ok()) << "truncated at " << cut << " of " << bytes.size() << " was accepted";
+    EXPECT_NE(s.message().find("fuzz.onnx"), std::string::npos) << s.message();
+  }
+}
+
+TEST(BadInput, ByteFlipsNeverCrash) {
+  std::string bytes = model_bytes();
+  std::mt19937 rng(1234);
+  int errors = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    std::string mutated = bytes;
+    int flips = 1 + static_cast<int>(rng() % 3);
+    for (int f = 0; f < flips; ++f) mutated[rng() % mutated.size()] ^= static_cast<char>(1 + rng() % 255);
+    Status s = load_and_run(mutated);
+    if (!s.ok()) {
+      ++errors;
+      EXPECT_FALSE(s.message().empty());
+    }
+  }
+  // Flips inside weight bytes give a valid model with other weights; most flips elsewhere are caught.
+  EXPECT_GT(errors, 0);
+}
+
+class CliBadInput : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = test::temp_dir("cli_bad");
+    ASSERT_TRUE(save_onnx(test::small_cnn(), dir_ + "/m.onnx").ok());
+    ASSERT_TRUE(write_npy(dir_ + "/x.npy", test::random_f32({2, 1, 8, 8}, 1)).ok());
+    bytes_ = model_bytes();
+  }
+  // Runs `sparrow run` and checks the process ended cleanly; returns its result.
+  test::CliResult run_model(const std::string& model, const std::string& input, const std::string& extra = "") {
+    auto r = test::run_cli("-q run " + model + " --input " + input + " " + extra);
+    EXPECT_EQ(r.signal, 0) << "crashed with signal " << r.signal << ": " << r.output;
+    EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.exit_code << ": " << r.output;
+    if (r.exit_code == 1) {
+      EXPECT_NE(r.output.find("sparrow: error:"), std::string::npos) << r.output;
+    }
+    return r;
+  }
+  void write(const std::string& name, const std::string& data) { std::ofstream(dir_ + "/" + name, std::ios::binary) << data; }
+  std::string dir_, bytes_;
+};
+
+TEST_F(CliBadInput, TruncatedAndFlippedFilesExitCleanly) {
+  std::mt19937 rng(99);
+  for (int k = 0; k < 25; ++k) {
+    write("t.onnx", bytes_.substr(0, bytes_.size() * k / 25));
+    EXPECT_EQ(run_model(dir_ + "/t.onnx", dir_ + "/x.npy").exit_code, 1);
+    std::string mutated = bytes_;
+    mutated[rng() % mutated.size()] ^= static_cast<char>(1 + rng() % 255);
+    write("f.onnx", mutated);
+    run_model(dir_ + "/f.onnx", dir_ + "/x.npy");
+  }
+}
+
+TEST_F(CliBadInput, MessagesSayWhatAndWhere) {
+  auto missing = run_model(dir_ + "/nope.onnx", dir_ + "/x.npy");
+  EXPECT_NE(missing.output.find("nope.onnx: no such file"), std::string::npos) << missing.output;
+
+  ASSERT_TRUE(write_npy(dir_ + "/wrong.npy", test::random_f32({2, 1, 9, 9}, 1)).ok());
+  auto shape = run_model(dir_ + "/m.onnx", dir_ + "/wrong.npy");
+  EXPECT_NE(shape.output.find("input 'x' [N, 1, 8, 8] float32 expects shape [-1, 1, 8, 8], got [2, 1, 9, 9]"),
+            std::string::npos)
+      << shape.output;
+
+  Model foo = test::small_cnn();
+  foo.nodes[1].op_type = "Foo";
+  ASSERT_TRUE(save_onnx(foo, dir_ + "/foo.onnx").ok());
+  auto unsupported = test::run_cli("info " + dir_ + "/foo.onnx");
+  EXPECT_EQ(unsupported.exit_code, 1);
+  EXPECT_NE(unsupported.output.find("unsupported operator Foo in node 'relu' (opset 13)"), std::string::npos)
+      << unsupported.output;
+
+  auto overwrite = run_model(dir_ + "/m.onnx", dir_ + "/x.npy", "-o " + dir_ + "/x.npy");
+  EXPECT_NE(overwrite.output.find("would overwrite an input"), std::string::npos) << overwrite.output;
+  EXPECT_TRUE(read_npy(dir_ + "/x.npy").ok()) << "the input must be intact";
+
+  Tensor nan = test::random_f32({2, 1, 8, 8}, 1);
+  nan.f32_data()[7] = NAN;
+  ASSERT_TRUE(write_npy(dir_ + "/nan.npy", nan).ok());
+  auto nonfinite = run_model(dir_ + "/m.onnx", dir_ + "/nan.npy");
+  EXPECT_NE(nonfinite.output.find("non-finite"), std::string::npos) << nonfinite.output;
+  EXPECT_EQ(run_model(dir_ + "/m.onnx", dir_ + "/nan.npy", "--allow-nonfinite").exit_code, 0);
+
+  write("huge.npy", std::string("\x93NUMPY\x01\x00\x46\x00{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 1000), }   \n", 80));
+  auto huge = run_model(dir_ + "/m.onnx", dir_ + "/huge.npy");
+  EXPECT_NE(huge.output.find("huge.npy"), std::string::npos) << huge.output;
+}
+
+TEST_F(CliBadInput, InvalidOptionsAreRejected) {
+  auto r = test::run_cli("eval " + dir_ + "/m.onnx --images a --labels b --batch 0");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.signal, 0);
+  auto none = test::run_cli("");
+  EXPECT_NE(none.exit_code, 0);
+}
+
+}  // namespace
+}  // namespace sparrow

@@ -1,0 +1,81 @@
+#include <atomic>
+#include <cmath>
+
+#include "core/half.h"
+#include "core/thread_pool.h"
+#include "test_util.h"
+
+namespace sparrow {
+namespace {
+
+TEST(Tensor, ShapesAndStorage) {
+  Tensor t(DType::f32, {2, 3, 4});
+  EXPECT_EQ(t.numel(), 24);
+  EXPECT_EQ(t.bytes(), 96u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw()) % 64, 0u);
+  for (float v : t.f32_span()) EXPECT_EQ(v, 0.0f);
+  t.f32_data()[5] = 2.5f;
+  Tensor copy = t;
+  copy.f32_data()[5] = 1.0f;
+  EXPECT_EQ(t.f32_data()[5], 2.5f) << "copies are deep";
+  t.reshape({4, 6});
+  EXPECT_EQ(t.shape(), (Shape{4, 6}));
+  Tensor scalar = Tensor::scalar_f32(3.0f);
+  EXPECT_EQ(scalar.numel(), 1);
+  EXPECT_EQ(scalar.rank(), 0);
+}
+
+TEST(Tensor, NumelGuardsOverflowAndNegatives) {
+  EXPECT_EQ(shape_numel({}), 1);
+  EXPECT_EQ(shape_numel({3, 0, 5}), 0);
+  EXPECT_EQ(shape_numel({-1, 2}), -1);
+  EXPECT_EQ(shape_numel({int64_t{1} << 20, int64_t{1} << 20}), -1);
+  EXPECT_EQ(shape_numel({int64_t{1} << 40, 0}), 0);
+  EXPECT_EQ(shape_str({2, 3}), "[2, 3]");
+}
+
+TEST(Status, ResultAndContext) {
+  Result<int> good = 4;
+  ASSERT_TRUE(good.ok());
+  EXPECT_EQ(*good, 4);
+  Result<int> bad = errorf("field {} out of range", "x");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().prefixed("model.onnx").message(), "model.onnx: field x out of range");
+  auto chain = [&]() -> Result<int> {
+    SP_ASSIGN_OR_RETURN(int v, bad);
+    return v + 1;
+  };
+  EXPECT_FALSE(chain().ok());
+}
+
+TEST(ThreadPool, RunsEveryTaskOnce) {
+  for (int threads : {1, 2, 4}) {
+    ThreadPool pool(threads);
+    EXPECT_EQ(pool.size(), threads);
+    for (int round = 0; round < 200; ++round) {
+      std::vector<std::atomic<int>> hits(37);
+      pool.parallel_for(37, [&](int64_t i) { hits[i]++; });
+      for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+    }
+    std::atomic<int64_t> sum{0};
+    pool.parallel_range(1000, 10, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) sum += i;
+    });
+    EXPECT_EQ(sum.load(), 999 * 1000 / 2);
+  }
+}
+
+TEST(Half, ConvertsSpecialAndOrdinaryValues) {
+  EXPECT_EQ(half_to_float(0x3C00), 1.0f);
+  EXPECT_EQ(half_to_float(0xC000), -2.0f);
+  EXPECT_EQ(half_to_float(0x7BFF), 65504.0f);
+  EXPECT_EQ(half_to_float(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(half_to_float(0x03FF), std::ldexp(1023.0f, -24));
+  EXPECT_EQ(half_to_float(0x8000), -0.0f);
+  EXPECT_TRUE(std::isinf(half_to_float(0x7C00)));
+  EXPECT_TRUE(std::isnan(half_to_float(0x7E00)));
+  EXPECT_EQ(half_to_float(0x3555), 0.333251953125f);
+}
+
+}  // namespace
+}  // namespace sparrow

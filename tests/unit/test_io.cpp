@@ -1,0 +1,157 @@
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <zlib.h>
+
+#include "test_util.h"
+
+namespace sparrow {
+namespace {
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+std::string npy_bytes(const std::string& descr, const std::string& shape, const std::string& data) {
+  std::string dict = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  while ((10 + dict.size() + 1) % 64) dict += ' ';
+  dict += '\n';
+  std::string out("\x93NUMPY\x01\x00", 8);
+  uint16_t len = static_cast<uint16_t>(dict.size());
+  out.append(reinterpret_cast<char*>(&len), 2);
+  return out + dict + data;
+}
+
+TEST(Npy, RoundTripsFloatAndInt) {
+  std::string dir = test::temp_dir("npy");
+  for (Shape shape : {Shape{}, Shape{5}, Shape{2, 3, 4}, Shape{0, 3}}) {
+    Tensor t = test::random_f32(shape, 3);
+    ASSERT_TRUE(write_npy(dir + "/a.npy", t).ok());
+    auto back = read_npy(dir + "/a.npy");
+    ASSERT_TRUE(back.ok()) << back.status().message();
+    EXPECT_EQ(back->shape(), shape);
+    EXPECT_EQ(std::memcmp(back->raw(), t.raw(), t.bytes()), 0);
+  }
+  Tensor i = test::make_i64({3}, {-5, 0, int64_t{1} << 40});
+  ASSERT_TRUE(write_npy(dir + "/i.npy", i).ok());
+  auto back = read_npy(dir + "/i.npy");
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->i64_data()[2], int64_t{1} << 40);
+}
+
+TEST(Npy, ReadsHalfDoubleAndBytes) {
+  std::string dir = test::temp_dir("npy_kinds");
+  uint16_t halves[2] = {0x3C00, 0xC000};
+  write_bytes(dir + "/h.npy", npy_bytes("<f2", "(2,)", std::string(reinterpret_cast<char*>(halves), 4)));
+  auto h = read_npy(dir + "/h.npy");
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_EQ(h->f32_data()[0], 1.0f);
+  EXPECT_EQ(h->f32_data()[1], -2.0f);
+  double d = 0.25;
+  write_bytes(dir + "/d.npy", npy_bytes("<f8", "(1, 1)", std::string(reinterpret_cast<char*>(&d), 8)));
+  EXPECT_EQ(read_npy(dir + "/d.npy")->f32_data()[0], 0.25f);
+  write_bytes(dir + "/u.npy", npy_bytes("|u1", "(3,)", "\x01\x02\xff"));
+  auto u = read_npy(dir + "/u.npy");
+  ASSERT_EQ(u->dtype(), DType::i64);
+  EXPECT_EQ(u->i64_data()[2], 255);
+}
+
+TEST(Npy, RejectsBadFilesWithFieldNames) {
+  std::string dir = test::temp_dir("npy_bad");
+  write_bytes(dir + "/short.npy", npy_bytes("<f4", "(4,)", "abcd"));
+  auto r = read_npy(dir + "/short.npy");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("truncated"), std::string::npos);
+  write_bytes(dir + "/c.npy", npy_bytes("<c8", "(1,)", "12345678"));
+  EXPECT_NE(read_npy(dir + "/c.npy").status().message().find("descr"), std::string::npos);
+  write_bytes(dir + "/junk.npy", "hello");
+  EXPECT_FALSE(read_npy(dir + "/junk.npy").ok());
+  EXPECT_NE(read_npy(dir + "/missing.npy").status().message().find("no such file"), std::string::npos);
+}
+
+std::string idx_bytes(uint8_t type, std::vector<uint32_t> dims, const std::string& data) {
+  std::string out = {0, 0, static_cast<char>(type), static_cast<char>(dims.size())};
+  for (uint32_t d : dims)
+    for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<char>((d >> s) & 0xff));
+  return out + data;
+}
+
+TEST(Idx, ReadsPlainAndGzip) {
+  std::string dir = test::temp_dir("idx");
+  std::string img = idx_bytes(0x08, {2, 2, 3}, std::string("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\xff", 12));
+  write_bytes(dir + "/plain-idx3-ubyte", img);
+  gzFile gz = gzopen((dir + "/img.gz").c_str(), "wb");
+  gzwrite(gz, img.data(), static_cast<unsigned>(img.size()));
+  gzclose(gz);
+  for (const char* name : {"/plain-idx3-ubyte", "/img.gz"}) {
+    auto t = read_idx(dir + name);
+    ASSERT_TRUE(t.ok()) << t.status().message();
+    EXPECT_EQ(t->shape(), (Shape{2, 2, 3}));
+    EXPECT_EQ(t->f32_data()[11], 255.0f);
+  }
+  write_bytes(dir + "/labels", idx_bytes(0x08, {3}, std::string("\x07\x00\x09", 3)));
+  auto labels = read_idx_labels(dir + "/labels");
+  ASSERT_TRUE(labels.ok());
+  EXPECT_EQ(*labels, (std::vector<int64_t>{7, 0, 9}));
+}
+
+TEST(Idx, RejectsCorruptFiles) {
+  std::string dir = test::temp_dir("idx_bad");
+  write_bytes(dir + "/short", idx_bytes(0x08, {2, 3}, "abc"));
+  auto r = read_idx(dir + "/short");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("field dims"), std::string::npos) << r.status().message();
+  write_bytes(dir + "/type", idx_bytes(0x42, {1}, "a"));
+  EXPECT_NE(read_idx(dir + "/type").status().message().find("field type"), std::string::npos);
+  write_bytes(dir + "/bad.gz", std::string("\x1f\x8b\x08\x00garbage", 12));
+  EXPECT_FALSE(read_idx(dir + "/bad.gz").ok());
+  EXPECT_FALSE(read_idx(dir + "/missing").ok());
+}
+
+TEST(Idx, ReadsMnistWhenPresent) {
+  std::string dir = SPARROW_MNIST_DIR;
+  if (!std::filesystem::exists(dir + "/t10k-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "MNIST not found at " << dir << "; skipping";
+  auto images = read_idx(dir + "/t10k-images-idx3-ubyte.gz");
+  ASSERT_TRUE(images.ok()) << images.status().message();
+  EXPECT_EQ(images->shape(), (Shape{10000, 28, 28}));
+  auto labels = read_idx_labels(dir + "/t10k-labels-idx1-ubyte.gz");
+  ASSERT_TRUE(labels.ok());
+  EXPECT_EQ(labels->size(), 10000u);
+  EXPECT_EQ((*labels)[0], 7);  // the first MNIST test digit is a 7
+}
+
+TEST(Onnx, ExportImportGivesIdenticalOutputs) {
+  Model m = test::small_cnn();
+  auto bytes = serialize_onnx(m);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  auto back = parse_onnx(*bytes, "roundtrip");
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->nodes.size(), m.nodes.size());
+  EXPECT_EQ(back->parameter_count(), m.parameter_count());
+  Tensor x = test::random_f32({3, 1, 8, 8}, 9);
+  auto e1 = Executor::create(m);
+  auto e2 = Executor::create(std::move(*back));
+  ASSERT_TRUE(e1.ok() && e2.ok());
+  auto y1 = (*e1)->run({&x, 1});
+  auto y2 = (*e2)->run({&x, 1});
+  ASSERT_TRUE(y1.ok()) << y1.status().message();
+  ASSERT_TRUE(y2.ok()) << y2.status().message();
+  EXPECT_EQ(std::memcmp((*y1)[0]->raw(), (*y2)[0]->raw(), (*y1)[0]->bytes()), 0);
+}
+
+TEST(Onnx, SaveIsAtomicAndReportsUnwritablePaths) {
+  Model m = test::small_cnn();
+  std::string dir = test::temp_dir("onnx_save");
+  ASSERT_TRUE(save_onnx(m, dir + "/m.onnx").ok());
+  EXPECT_TRUE(load_onnx(dir + "/m.onnx").ok());
+  auto bad = save_onnx(m, dir + "/no/such/dir/m.onnx");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("no/such/dir"), std::string::npos);
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << "temporary file left behind";
+}
+
+}  // namespace
+}  // namespace sparrow

@@ -1,0 +1,340 @@
+// Operator tests against hand-computed values and naive reference loops.
+#include <cmath>
+
+#include "test_util.h"
+
+namespace sparrow {
+namespace {
+
+using test::make_f32;
+using test::make_i64;
+using test::random_f32;
+using test::run_op;
+
+using Ints = std::vector<int64_t>;
+
+std::vector<float> values(const Tensor& t) { return {t.f32_data(), t.f32_data() + t.numel()}; }
+
+Tensor run1(const std::string& op, std::map<std::string, AttrValue> attrs, const std::vector<Tensor>& in,
+            int64_t opset = 13) {
+  auto r = run_op(op, std::move(attrs), in, opset);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return r.ok() ? (*r)[0] : Tensor();
+}
+
+// ---------------------------------------------------------------- Conv
+struct ConvCase {
+  int64_t n, c, h, w, m, kh, kw, stride, pad, dilation, group;
+};
+
+Tensor reference_conv(const Tensor& x, const Tensor& wt, const Tensor& b, const ConvCase& p) {
+  int64_t oh = (p.h + 2 * p.pad - (p.kh - 1) * p.dilation - 1) / p.stride + 1;
+  int64_t ow = (p.w + 2 * p.pad - (p.kw - 1) * p.dilation - 1) / p.stride + 1;
+  Tensor y(DType::f32, {p.n, p.m, oh, ow});
+  int64_t cg = p.c / p.group, mg = p.m / p.group;
+  for (int64_t n = 0; n < p.n; ++n)
+    for (int64_t m = 0; m < p.m; ++m)
+      for (int64_t i = 0; i < oh; ++i)
+        for (int64_t j = 0; j < ow; ++j) {
+          double acc = b.f32_data()[m];
+          int64_t g = m / mg;
+          for (int64_t c = 0; c < cg; ++c)
+            for (int64_t u = 0; u < p.kh; ++u)
+              for (int64_t v = 0; v < p.kw; ++v) {
+                int64_t ih = i * p.stride - p.pad + u * p.dilation, iw = j * p.stride - p.pad + v * p.dilation;
+                if (ih < 0 || iw < 0 || ih >= p.h || iw >= p.w) continue;
+                acc += x.f32_data()[((n * p.c + g * cg + c) * p.h + ih) * p.w + iw] *
+                       wt.f32_data()[((m * cg + c) * p.kh + u) * p.kw + v];
+              }
+          y.f32_data()[((n * p.m + m) * oh + i) * ow + j] = static_cast<float>(acc);
+        }
+  return y;
+}
+
+TEST(Conv, MatchesReferenceOnAGridOfGeometries) {
+  std::vector<ConvCase> cases = {
+      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1, 1},  {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1},   {1, 4, 9, 9, 6, 3, 3, 2, 1, 1, 2},
+      {2, 6, 8, 7, 6, 3, 3, 1, 2, 2, 6},  {1, 2, 5, 9, 3, 1, 1, 1, 0, 1, 1},   {3, 2, 6, 6, 4, 1, 1, 2, 0, 1, 2},
+      {1, 3, 4, 4, 2, 5, 5, 1, 2, 1, 1},  {2, 1, 11, 3, 5, 2, 3, 3, 1, 1, 1},  {1, 8, 3, 3, 8, 3, 3, 1, 1, 1, 4},
+  };
+  uint32_t seed = 1;
+  for (const auto& p : cases) {
+    for (int threads : {1, 2}) {
+      Tensor x = random_f32({p.n, p.c, p.h, p.w}, seed++);
+      Tensor wt = random_f32({p.m, p.c / p.group, p.kh, p.kw}, seed++);
+      Tensor b = random_f32({p.m}, seed++);
+      std::map<std::string, AttrValue> attrs = {{"strides", Ints{p.stride, p.stride}},
+                                                {"pads", Ints{p.pad, p.pad, p.pad, p.pad}},
+                                                {"dilations", Ints{p.dilation, p.dilation}},
+                                                {"group", p.group}};
+      auto y = run_op("Conv", attrs, {x, wt, b}, 13, 1, {}, threads);
+      ASSERT_TRUE(y.ok()) << y.status().message();
+      EXPECT_LT(test::max_relative_error((*y)[0], reference_conv(x, wt, b, p)), 1e-5)
+          << "case c=" << p.c << " k=" << p.kh << "x" << p.kw << " s=" << p.stride << " g=" << p.group;
+    }
+  }
+}
+
+TEST(Conv, OneDimensionalAndAsymmetricPads) {
+  Tensor x = make_f32({1, 1, 5}, {1, 2, 3, 4, 5});
+  Tensor w = make_f32({1, 1, 2}, {1, -1});
+  Tensor y = run1("Conv", {{"pads", Ints{1, 0}}}, {x, w});
+  EXPECT_EQ(y.shape(), (Shape{1, 1, 5}));
+  EXPECT_EQ(values(y), (std::vector<float>{-1, -1, -1, -1, -1}));
+}
+
+TEST(Conv, RejectsMismatchedChannels) {
+  auto r = run_op("Conv", {}, {random_f32({1, 3, 5, 5}, 1), random_f32({2, 2, 3, 3}, 2)});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("node 'n' (Conv)"), std::string::npos) << r.status().message();
+}
+
+// ---------------------------------------------------------------- pooling
+TEST(Pool, MaxPoolCeilModePadsAndDilation) {
+  Tensor x = make_f32({1, 1, 4, 4}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16});
+  Tensor y = run1("MaxPool", {{"kernel_shape", Ints{3, 3}}, {"strides", Ints{2, 2}}, {"ceil_mode", int64_t{1}}}, {x});
+  EXPECT_EQ(y.shape(), (Shape{1, 1, 2, 2}));
+  EXPECT_EQ(values(y), (std::vector<float>{11, 12, 15, 16}));
+  Tensor p = run1("MaxPool", {{"kernel_shape", Ints{2, 2}}, {"pads", Ints{1, 1, 1, 1}}, {"strides", Ints{2, 2}}}, {x});
+  EXPECT_EQ(values(p), (std::vector<float>{1, 3, 4, 9, 11, 12, 13, 15, 16}));
+  Tensor d = run1("MaxPool", {{"kernel_shape", Ints{2, 2}}, {"dilations", Ints{2, 2}}}, {x}, 11);
+  EXPECT_EQ(values(d), (std::vector<float>{11, 12, 15, 16}));
+}
+
+TEST(Pool, AveragePoolPaddingCountsAsConfigured) {
+  Tensor x = make_f32({1, 1, 2, 2}, {1, 2, 3, 4});
+  std::map<std::string, AttrValue> a = {{"kernel_shape", Ints{2, 2}}, {"pads", Ints{1, 1, 1, 1}}, {"strides", Ints{2, 2}}};
+  EXPECT_EQ(values(run1("AveragePool", a, {x})), (std::vector<float>{1, 2, 3, 4}));
+  a["count_include_pad"] = int64_t{1};
+  EXPECT_EQ(values(run1("AveragePool", a, {x})), (std::vector<float>{0.25f, 0.5f, 0.75f, 1.0f}));
+  Tensor g = run1("GlobalAveragePool", {}, {make_f32({1, 2, 1, 2}, {1, 3, 5, 9})});
+  EXPECT_EQ(g.shape(), (Shape{1, 2, 1, 1}));
+  EXPECT_EQ(values(g), (std::vector<float>{2, 7}));
+}
+
+// ---------------------------------------------------------------- Gemm / MatMul
+TEST(Gemm, TransposesAlphaBetaAndBroadcastBias) {
+  for (int64_t ta : {0, 1})
+    for (int64_t tb : {0, 1}) {
+      int64_t m = 3, k = 5, n = 4;
+      Tensor a = random_f32(ta ? Shape{k, m} : Shape{m, k}, 10 + ta);
+      Tensor b = random_f32(tb ? Shape{n, k} : Shape{k, n}, 20 + tb);
+      Tensor c = random_f32({n}, 30);
+      Tensor y = run1("Gemm", {{"transA", ta}, {"transB", tb}, {"alpha", 0.5f}, {"beta", 2.0f}}, {a, b, c});
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          double acc = 0;
+          for (int64_t p = 0; p < k; ++p)
+            acc += (ta ? a.f32_data()[p * m + i] : a.f32_data()[i * k + p]) *
+                   (tb ? b.f32_data()[j * k + p] : b.f32_data()[p * n + j]);
+          EXPECT_NEAR(y.f32_data()[i * n + j], 0.5 * acc + 2.0 * c.f32_data()[j], 1e-5);
+        }
+    }
+}
+
+TEST(MatMul, VectorsAndBatchBroadcast) {
+  Tensor v = make_f32({2}, {1, 2});
+  Tensor m = make_f32({2, 3}, {1, 2, 3, 4, 5, 6});
+  Tensor y = run1("MatMul", {}, {v, m});
+  EXPECT_EQ(y.shape(), (Shape{3}));
+  EXPECT_EQ(values(y), (std::vector<float>{9, 12, 15}));
+  Tensor a = random_f32({2, 1, 3, 4}, 1), b = random_f32({3, 4, 2}, 2);
+  Tensor z = run1("MatMul", {}, {a, b});
+  ASSERT_EQ(z.shape(), (Shape{2, 3, 3, 2}));
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t j = 0; j < 3; ++j)
+      for (int64_t r = 0; r < 3; ++r)
+        for (int64_t c = 0; c < 2; ++c) {
+          double acc = 0;
+          for (int64_t p = 0; p < 4; ++p) acc += a.f32_data()[(i * 3 + r) * 4 + p] * b.f32_data()[(j * 4 + p) * 2 + c];
+          EXPECT_NEAR(z.f32_data()[((i * 3 + j) * 3 + r) * 2 + c], acc, 1e-5);
+        }
+  EXPECT_FALSE(run_op("MatMul", {}, {random_f32({2, 3}, 1), random_f32({4, 2}, 2)}).ok());
+}
+
+// ---------------------------------------------------------------- elementwise
+TEST(Elementwise, UnaryValues) {
+  Tensor x = make_f32({4}, {-2, -0.5f, 0, 3});
+  EXPECT_EQ(values(run1("Relu", {}, {x})), (std::vector<float>{0, 0, 0, 3}));
+  EXPECT_EQ(values(run1("LeakyRelu", {{"alpha", 0.1f}}, {x})), (std::vector<float>{-0.2f, -0.05f, 0, 3}));
+  Tensor s = run1("Sigmoid", {}, {x});
+  EXPECT_NEAR(s.f32_data()[3], 1 / (1 + std::exp(-3.0)), 1e-7);
+  EXPECT_NEAR(run1("Tanh", {}, {x}).f32_data()[0], std::tanh(-2.0), 1e-7);
+  EXPECT_NEAR(run1("Exp", {}, {x}).f32_data()[1], std::exp(-0.5), 1e-7);
+  EXPECT_NEAR(run1("Log", {}, {make_f32({1}, {2})}).f32_data()[0], std::log(2.0), 1e-7);
+  EXPECT_EQ(run1("Sqrt", {}, {make_f32({1}, {9})}).f32_data()[0], 3.0f);
+}
+
+TEST(Elementwise, BroadcastingBinaryAndVariadic) {
+  Tensor a = make_f32({2, 1, 3}, {1, 2, 3, 4, 5, 6});
+  Tensor b = make_f32({2, 1}, {10, 20});
+  Tensor y = run1("Add", {}, {a, b});
+  EXPECT_EQ(y.shape(), (Shape{2, 2, 3}));
+  EXPECT_EQ(values(y), (std::vector<float>{11, 12, 13, 21, 22, 23, 14, 15, 16, 24, 25, 26}));
+  EXPECT_EQ(values(run1("Sub", {}, {make_f32({2}, {5, 5}), make_f32({}, {1})})), (std::vector<float>{4, 4}));
+  EXPECT_EQ(values(run1("Div", {}, {make_f32({2}, {1, 6}), make_f32({2}, {2, 3})})), (std::vector<float>{0.5f, 2}));
+  EXPECT_EQ(values(run1("Pow", {}, {make_f32({2}, {2, 3}), make_f32({1}, {2})})), (std::vector<float>{4, 9}));
+  Tensor mx = run1("Max", {}, {make_f32({3}, {1, 5, 2}), make_f32({1}, {3}), make_f32({2, 1}, {0, 4})});
+  EXPECT_EQ(mx.shape(), (Shape{2, 3}));
+  EXPECT_EQ(values(mx), (std::vector<float>{3, 5, 3, 4, 5, 4}));
+  EXPECT_EQ(values(run1("Min", {}, {make_f32({3}, {1, 5, 2}), make_f32({1}, {3})})), (std::vector<float>{1, 3, 2}));
+  auto bad = run_op("Add", {}, {make_f32({2, 3}, std::vector<float>(6)), make_f32({4}, std::vector<float>(4))});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("do not broadcast"), std::string::npos);
+}
+
+TEST(Elementwise, ClipForms) {
+  Tensor x = make_f32({3}, {-2, 0.5f, 2});
+  EXPECT_EQ(values(run1("Clip", {{"min", -1.0f}, {"max", 1.0f}}, {x}, 9)), (std::vector<float>{-1, 0.5f, 1}));
+  auto r = run_op("Clip", {}, {x, make_f32({}, {0}), make_f32({}, {0})}, 13, 1, {1});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(values((*r)[0]), (std::vector<float>{-2, 0, 0}));
+}
+
+TEST(Elementwise, CastAndIntegerDivisionByZero) {
+  auto r = run_op("Cast", {{"to", int64_t{7}}}, {make_f32({3}, {-1.7f, 2.9f, NAN})});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)[0].dtype(), DType::i64);
+  EXPECT_EQ((*r)[0].i64_data()[0], -1);
+  EXPECT_EQ((*r)[0].i64_data()[1], 2);
+  EXPECT_EQ((*r)[0].i64_data()[2], 0);
+  auto div = run_op("Div", {}, {make_i64({2}, {4, 2}), make_i64({2}, {2, 0})});
+  ASSERT_FALSE(div.ok());
+  EXPECT_NE(div.status().message().find("division by zero"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- normalization
+TEST(Softmax, AxisSemanticsChangeAtOpset13) {
+  Tensor x = random_f32({2, 3, 4}, 3);
+  Tensor new_form = run1("Softmax", {{"axis", int64_t{1}}}, {x}, 13);  // over axis 1 only
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t k = 0; k < 4; ++k) {
+      double sum = 0;
+      for (int64_t c = 0; c < 3; ++c) sum += new_form.f32_data()[(n * 3 + c) * 4 + k];
+      EXPECT_NEAR(sum, 1.0, 1e-6);
+    }
+  Tensor old_form = run1("Softmax", {{"axis", int64_t{1}}}, {x}, 11);  // over axes 1..2 flattened
+  for (int64_t n = 0; n < 2; ++n) {
+    double sum = 0;
+    for (int64_t i = 0; i < 12; ++i) sum += old_form.f32_data()[n * 12 + i];
+    EXPECT_NEAR(sum, 1.0, 1e-6);
+  }
+  Tensor ls = run1("LogSoftmax", {}, {make_f32({2}, {0, 0})}, 13);
+  EXPECT_NEAR(ls.f32_data()[0], std::log(0.5), 1e-6);
+}
+
+TEST(BatchNorm, InferenceForm) {
+  Tensor x = make_f32({1, 2, 1, 2}, {1, 2, 3, 4});
+  Tensor y = run1("BatchNormalization", {{"epsilon", 0.0f}},
+                  {x, make_f32({2}, {2, 1}), make_f32({2}, {0, 1}), make_f32({2}, {1, 3}), make_f32({2}, {4, 1})});
+  EXPECT_EQ(values(y), (std::vector<float>{0, 1, 1, 2}));
+}
+
+TEST(ReduceMean, AxesAndKeepdims) {
+  Tensor x = make_f32({2, 3}, {1, 2, 3, 4, 5, 6});
+  Tensor y = run1("ReduceMean", {{"axes", Ints{1}}, {"keepdims", int64_t{0}}}, {x});
+  EXPECT_EQ(y.shape(), (Shape{2}));
+  EXPECT_EQ(values(y), (std::vector<float>{2, 5}));
+  Tensor all = run1("ReduceMean", {}, {x});
+  EXPECT_EQ(all.shape(), (Shape{1, 1}));
+  EXPECT_EQ(all.f32_data()[0], 3.5f);
+}
+
+// ---------------------------------------------------------------- shape ops
+TEST(ShapeOps, ReshapeZeroAndMinusOne) {
+  Tensor x = random_f32({2, 3, 4}, 1);
+  Tensor y = run1("Reshape", {}, {x, make_i64({2}, {0, -1})});
+  EXPECT_EQ(y.shape(), (Shape{2, 12}));
+  EXPECT_EQ(values(y), values(x));
+  auto bad = run_op("Reshape", {}, {x, make_i64({2}, {5, -1})});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("cannot reshape"), std::string::npos);
+}
+
+TEST(ShapeOps, FlattenTransposeSqueezeUnsqueeze) {
+  Tensor x = make_f32({2, 3}, {1, 2, 3, 4, 5, 6});
+  EXPECT_EQ(run1("Flatten", {{"axis", int64_t{0}}}, {x}).shape(), (Shape{1, 6}));
+  Tensor t = run1("Transpose", {}, {x});
+  EXPECT_EQ(t.shape(), (Shape{3, 2}));
+  EXPECT_EQ(values(t), (std::vector<float>{1, 4, 2, 5, 3, 6}));
+  Tensor u = run1("Unsqueeze", {}, {x, make_i64({2}, {0, -1})});
+  EXPECT_EQ(u.shape(), (Shape{1, 2, 3, 1}));
+  EXPECT_EQ(run1("Squeeze", {}, {u}).shape(), (Shape{2, 3}));
+  EXPECT_EQ(run1("Squeeze", {{"axes", Ints{0}}}, {u}, 11).shape(), (Shape{2, 3, 1}));
+  EXPECT_FALSE(run_op("Squeeze", {}, {x, make_i64({1}, {0})}).ok()) << "axis 0 has size 2";
+}
+
+TEST(ShapeOps, ConcatSplitSlice) {
+  Tensor a = make_f32({2, 1}, {1, 2}), b = make_f32({2, 2}, {3, 4, 5, 6});
+  Tensor c = run1("Concat", {{"axis", int64_t{1}}}, {a, b});
+  EXPECT_EQ(values(c), (std::vector<float>{1, 3, 4, 2, 5, 6}));
+  auto parts = run_op("Split", {{"axis", int64_t{1}}}, {c, make_i64({2}, {2, 1})}, 13, 2);
+  ASSERT_TRUE(parts.ok()) << parts.status().message();
+  EXPECT_EQ(values((*parts)[0]), (std::vector<float>{1, 3, 2, 5}));
+  EXPECT_EQ(values((*parts)[1]), (std::vector<float>{4, 6}));
+  Tensor x = make_f32({5}, {0, 1, 2, 3, 4});
+  EXPECT_EQ(values(run1("Slice", {}, {x, make_i64({1}, {-1}), make_i64({1}, {-100}), make_i64({1}, {0}),
+                                      make_i64({1}, {-2})})),
+            (std::vector<float>{4, 2, 0}));
+  EXPECT_EQ(run1("Slice", {}, {x, make_i64({1}, {3}), make_i64({1}, {1})}).numel(), 0);
+}
+
+TEST(ShapeOps, GatherPadExpandConstantOfShapeShape) {
+  Tensor x = make_f32({2, 3}, {1, 2, 3, 4, 5, 6});
+  EXPECT_EQ(values(run1("Gather", {{"axis", int64_t{1}}}, {x, make_i64({2}, {-1, 0})})),
+            (std::vector<float>{3, 1, 6, 4}));
+  auto oob = run_op("Gather", {}, {x, make_i64({1}, {2})});
+  ASSERT_FALSE(oob.ok());
+  EXPECT_NE(oob.status().message().find("out of range"), std::string::npos);
+  Tensor row = make_f32({1, 3}, {1, 2, 3});
+  EXPECT_EQ(values(run1("Pad", {{"mode", std::string("reflect")}}, {row, make_i64({4}, {0, 2, 0, 1})})),
+            (std::vector<float>{3, 2, 1, 2, 3, 2}));
+  EXPECT_EQ(values(run1("Pad", {{"mode", std::string("edge")}}, {row, make_i64({4}, {0, 1, 0, 2})})),
+            (std::vector<float>{1, 1, 2, 3, 3, 3}));
+  Tensor e = run1("Expand", {}, {make_f32({3, 1}, {1, 2, 3}), make_i64({3}, {2, 1, 4})});
+  EXPECT_EQ(e.shape(), (Shape{2, 3, 4}));
+  auto cos = run_op("ConstantOfShape", {}, {make_i64({2}, {2, 2})});
+  ASSERT_TRUE(cos.ok());
+  EXPECT_EQ(values((*cos)[0]), (std::vector<float>{0, 0, 0, 0}));
+  auto shape = run_op("Shape", {{"start", int64_t{1}}}, {random_f32({4, 5, 6}, 1)}, 15);
+  ASSERT_TRUE(shape.ok());
+  EXPECT_EQ((*shape)[0].i64_data()[0], 5);
+  EXPECT_EQ((*shape)[0].i64_data()[1], 6);
+}
+
+// ---------------------------------------------------------------- LSTM
+TEST(Lstm, ZeroWeightsGiveClosedFormState) {
+  // With W = R = B = 0 every gate is sigmoid(0) = 0.5 and the candidate tanh(0) = 0,
+  // so c_t = 0.5 * c_{t-1} and h_t = 0.5 * tanh(c_t).
+  int64_t seq = 3, batch = 2, in = 4, hid = 2;
+  Tensor x = random_f32({seq, batch, in}, 5);
+  Tensor w(DType::f32, {1, 4 * hid, in}), r(DType::f32, {1, 4 * hid, hid});
+  Tensor b(DType::f32, {1, 8 * hid});
+  Tensor h0(DType::f32, {1, batch, hid});
+  Tensor c0 = make_f32({1, batch, hid}, {1, -2, 4, 0.5f});
+  auto out = run_op("LSTM", {{"hidden_size", hid}}, {x, w, r, b, Tensor(), h0, c0}, 13, 3, {4});
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  for (int64_t k = 0; k < batch * hid; ++k) {
+    double c = c0.f32_data()[k] * 0.125;
+    EXPECT_NEAR((*out)[2].f32_data()[k], c, 1e-6);
+    EXPECT_NEAR((*out)[1].f32_data()[k], 0.5 * std::tanh(c), 1e-6);
+  }
+  EXPECT_EQ((*out)[0].shape(), (Shape{seq, 1, batch, hid}));
+}
+
+TEST(Lstm, RejectsUnsupportedDirection) {
+  auto r = run_op("LSTM", {{"direction", std::string("bidirectional")}},
+                  {random_f32({1, 1, 2}, 1), random_f32({2, 4, 2}, 2), random_f32({2, 4, 1}, 3)});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("bidirectional"), std::string::npos);
+}
+
+TEST(Registry, UnsupportedOperatorNamesOpNodeAndOpset) {
+  auto r = run_op("Einsum", {}, {random_f32({2}, 1)}, 12);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("unsupported operator Einsum in node 'n' (opset 12)"), std::string::npos)
+      << r.status().message();
+}
+
+}  // namespace
+}  // namespace sparrow

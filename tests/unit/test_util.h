@@ -1,0 +1,43 @@
+// Helpers shared by the unit tests.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "sparrow/sparrow.h"
+
+namespace sparrow::test {
+
+// A tensor from a shape and values.
+Tensor make_f32(Shape shape, std::vector<float> values);
+Tensor make_i64(Shape shape, std::vector<int64_t> values);
+// Uniform random values in [-1, 1) from a fixed seed.
+Tensor random_f32(Shape shape, uint32_t seed);
+
+// Runs one node. Float inputs become graph inputs; int64 inputs become initializers (constants),
+// as shape-like inputs are in exported models. Empty tensors with rank 0 and 0 elements are not
+// used; pass `omitted` indices for optional inputs that are left out.
+Result<std::vector<Tensor>> run_op(const std::string& op_type, std::map<std::string, AttrValue> attrs,
+                                   const std::vector<Tensor>& inputs, int64_t opset = 13, size_t outputs = 1,
+                                   std::vector<size_t> omitted = {}, int threads = 1);
+
+// A small model: Conv -> Relu -> MaxPool -> Flatten -> Gemm, input [N, 1, 8, 8], 10 outputs.
+Model small_cnn(uint32_t seed = 7);
+
+// Largest |a - b| divided by the largest |b| (or 1e-6 if b is all zeros).
+double max_relative_error(const Tensor& a, const Tensor& b);
+
+struct CliResult {
+  int exit_code = -1;    // -1 if the process died from a signal
+  int signal = 0;
+  std::string output;    // stdout and stderr together
+};
+// Runs the sparrow CLI with the given arguments (shell-quoted by the caller).
+CliResult run_cli(const std::string& args);
+
+// A fresh empty directory under the test temp dir.
+std::string temp_dir(const std::string& name);
+
+}  // namespace sparrow::test
