@@ -47,7 +47,7 @@ class Executor {
   // Runs the model on one tensor per graph input (in declaration order). Plans once per distinct
   // set of input shapes; after that a run allocates nothing. The returned tensors belong to the
   // executor and stay valid until the next run.
-  Result<std::vector<const Tensor*>> run(std::span<const Tensor> inputs);
+  Result<std::span<const Tensor* const>> run(std::span<const Tensor> inputs);
 
   // The input shapes the model declares, with unknown dims set to `batch`.
   Result<std::vector<Shape>> default_input_shapes(int64_t batch = 1) const;
@@ -57,6 +57,8 @@ class Executor {
  private:
   Executor(Model model, ExecOptions options);
   Result<Plan*> plan_for(const std::vector<Shape>& input_shapes);
+  // The cached plan whose input shapes match `inputs` (moved to most-recent), or nullptr.
+  Plan* find_plan(std::span<const Tensor> inputs);
 
   Model model_;
   struct Impl;

@@ -54,21 +54,39 @@ Result<Plan*> Executor::plan_for(const std::vector<Shape>& input_shapes) {
   return plans.back().get();
 }
 
-Result<std::vector<const Tensor*>> Executor::run(std::span<const Tensor> inputs) {
+Plan* Executor::find_plan(std::span<const Tensor> inputs) {
+  auto& plans = impl_->plans;
+  for (auto it = plans.rbegin(); it != plans.rend(); ++it) {
+    const auto& shapes = (*it)->input_shapes();
+    bool match = shapes.size() == inputs.size();
+    for (size_t i = 0; match && i < inputs.size(); ++i) match = shapes[i] == inputs[i].shape();
+    if (match) {
+      std::rotate(it.base() - 1, it.base(), plans.end());
+      return plans.back().get();
+    }
+  }
+  return nullptr;
+}
+
+// Allocation-free once a plan for these input shapes exists.
+Result<std::span<const Tensor* const>> Executor::run(std::span<const Tensor> inputs) {
   if (inputs.size() != model_.inputs.size())
     return errorf("{}: the model has {} inputs, {} were given", model_.source, model_.inputs.size(), inputs.size());
-  std::vector<Shape> shapes;
   for (size_t i = 0; i < inputs.size(); ++i) {
     DType want = *compute_dtype(model_.inputs[i].elem_type);
     if (inputs[i].dtype() != want)
       return errorf("{}: input {} expects {} data, got {}", model_.source, model_.inputs[i].describe(), dtype_name(want),
                     dtype_name(inputs[i].dtype()));
-    shapes.push_back(inputs[i].shape());
   }
-  SP_ASSIGN_OR_RETURN(Plan * plan, plan_for(shapes));
+  Plan* plan = find_plan(inputs);
+  if (plan == nullptr) {
+    std::vector<Shape> shapes;
+    for (const Tensor& t : inputs) shapes.push_back(t.shape());
+    SP_ASSIGN_OR_RETURN(plan, plan_for(shapes));
+  }
   auto status = plan->run(inputs, impl_->pool);
   if (!status.ok()) return status.prefixed(model_.source);
-  return plan->outputs();
+  return std::span<const Tensor* const>(plan->outputs());
 }
 
 Result<std::vector<Shape>> Executor::default_input_shapes(int64_t batch) const {

@@ -111,8 +111,6 @@ Status Plan::run(std::span<const Tensor> inputs, ThreadPool& pool) {
   return {};
 }
 
-std::vector<const Tensor*> Plan::outputs() const { return output_tensors_; }
-
 ModelSummary Plan::summary(const Model& model) const {
   ModelSummary s;
   s.input_shapes = input_shapes_;

@@ -27,7 +27,7 @@ class Plan {
   Status run(std::span<const Tensor> inputs, ThreadPool& pool);
 
   const std::vector<Shape>& input_shapes() const { return input_shapes_; }
-  std::vector<const Tensor*> outputs() const;
+  const std::vector<const Tensor*>& outputs() const { return output_tensors_; }
   ModelSummary summary(const Model& model) const;
 
  private:

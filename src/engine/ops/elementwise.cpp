@@ -158,9 +158,11 @@ T apply_bin(BinKind k, T a, T b) {
   return a;
 }
 
-// out[i] = f(a[..], b[..]) with numpy broadcasting of a and b to out's shape.
+// out[i] = f(a[..], b[..]) with numpy broadcasting of a and b to out's shape; sa and sb are
+// broadcast_strides of a and b against out.
 template <class T, BinKind K>
-void broadcast_binary(ThreadPool& pool, const Tensor& a, const Tensor& b, Tensor& out) {
+void broadcast_binary(ThreadPool& pool, const Tensor& a, const std::vector<int64_t>& sa, const Tensor& b,
+                      const std::vector<int64_t>& sb, Tensor& out) {
   const T* pa = data_of<T>(a);
   const T* pb = data_of<T>(b);
   T* po = data_of<T>(out);
@@ -173,8 +175,6 @@ void broadcast_binary(ThreadPool& pool, const Tensor& a, const Tensor& b, Tensor
   }
   const Shape& os = out.shape();
   int rank = static_cast<int>(os.size());
-  auto sa = broadcast_strides(a.shape(), os);
-  auto sb = broadcast_strides(b.shape(), os);
   int64_t inner = rank ? os[rank - 1] : 1;
   int64_t rows = inner ? n / inner : 0;
   int64_t ia_step = rank ? sa[rank - 1] : 0, ib_step = rank ? sb[rank - 1] : 0;
@@ -210,6 +210,9 @@ class BroadcastOp : public Op {
       if (!b) return fail("shapes {} and {} do not broadcast", shape_str(shape), shape_str(in[i].shape));
       shape = *b;
     }
+    strides_.clear();
+    for (const auto& d : in) strides_.push_back(broadcast_strides(d.shape, shape));
+    out_strides_ = broadcast_strides(shape, shape);
     out = {ValueDesc{in[0].dtype, shape}};
     return {};
   }
@@ -225,11 +228,16 @@ class BroadcastOp : public Op {
         for (int64_t i = 0; i < a.in[1]->numel(); ++i)
           if (d[i] == 0) return fail("integer division by zero");
       }
-      broadcast_binary<T, K>(a.pool, *a.in[0], *a.in[1], out);
-      for (size_t i = 2; i < a.in.size(); ++i) broadcast_binary<T, K>(a.pool, out, *a.in[i], out);
+      broadcast_binary<T, K>(a.pool, *a.in[0], strides_[0], *a.in[1], strides_[1], out);
+      for (size_t i = 2; i < a.in.size(); ++i)
+        broadcast_binary<T, K>(a.pool, out, out_strides_, *a.in[i], strides_[i], out);
       return {};
     });
   }
+
+ private:
+  std::vector<std::vector<int64_t>> strides_;  // per input, against the output shape
+  std::vector<int64_t> out_strides_;
 };
 
 // Calls fn(out_index, offsets) for every element of `out`, with each input's offset under
@@ -268,13 +276,13 @@ class CompareOp : public Op {
     if (in[0].dtype != in[1].dtype) return fail("inputs have different types");
     auto shape = broadcast_shapes(in[0].shape, in[1].shape);
     if (!shape) return fail("shapes {} and {} do not broadcast", shape_str(in[0].shape), shape_str(in[1].shape));
+    st_ = {broadcast_strides(in[0].shape, *shape), broadcast_strides(in[1].shape, *shape)};
     out = {ValueDesc{DType::i64, *shape}};
     return {};
   }
   Status run(const RunArgs& a) override {
     const Shape& os = a.out[0]->shape();
-    std::array<std::vector<int64_t>, 2> st = {broadcast_strides(a.in[0]->shape(), os),
-                                              broadcast_strides(a.in[1]->shape(), os)};
+    const auto& st = st_;
     int64_t* y = a.out[0]->i64_data();
     dispatch_dtype(a.in[0]->dtype(), [&]<class T>() {
       const T* p = data_of<T>(*a.in[0]);
@@ -286,6 +294,9 @@ class CompareOp : public Op {
     });
     return {};
   }
+
+ private:
+  std::array<std::vector<int64_t>, 2> st_;
 };
 
 // Where(cond, x, y): x where cond is non-zero, else y, with broadcasting of all three.
@@ -298,14 +309,13 @@ class WhereOp : public Op {
     auto s = broadcast_shapes(in[0].shape, in[1].shape);
     if (s) s = broadcast_shapes(*s, in[2].shape);
     if (!s) return fail("condition, X and Y shapes do not broadcast");
+    for (int k = 0; k < 3; ++k) st_[k] = broadcast_strides(in[k].shape, *s);
     out = {ValueDesc{in[1].dtype, *s}};
     return {};
   }
   Status run(const RunArgs& a) override {
     const Shape& os = a.out[0]->shape();
-    std::array<std::vector<int64_t>, 3> st = {broadcast_strides(a.in[0]->shape(), os),
-                                              broadcast_strides(a.in[1]->shape(), os),
-                                              broadcast_strides(a.in[2]->shape(), os)};
+    const auto& st = st_;
     const Tensor& cond = *a.in[0];
     dispatch_dtype(a.out[0]->dtype(), [&]<class T>() {
       const T* x = data_of<T>(*a.in[1]);
@@ -318,6 +328,9 @@ class WhereOp : public Op {
     });
     return {};
   }
+
+ private:
+  std::array<std::vector<int64_t>, 3> st_;
 };
 
 }  // namespace

@@ -38,6 +38,7 @@ class GemmOp : public Op {
       auto bc = broadcast_shapes(in[2].shape, {m_, n_});
       if (!bc || *bc != Shape{m_, n_})
         return fail("C {} does not broadcast to [{}, {}]", shape_str(in[2].shape), m_, n_);
+      c_strides_ = broadcast_strides(in[2].shape, {m_, n_});
     }
     out = {ValueDesc{DType::f32, {m_, n_}}};
     return {};
@@ -47,10 +48,9 @@ class GemmOp : public Op {
     float beta = 0.0f;
     if (has_c_) {
       const Tensor& c = *a.in[2];
-      auto strides = broadcast_strides(c.shape(), {m_, n_});
       const float* pc = c.f32_data();
       for (int64_t i = 0; i < m_; ++i)
-        for (int64_t j = 0; j < n_; ++j) y[i * n_ + j] = beta_ * pc[i * strides[0] + j * strides[1]];
+        for (int64_t j = 0; j < n_; ++j) y[i * n_ + j] = beta_ * pc[i * c_strides_[0] + j * c_strides_[1]];
       beta = 1.0f;
     }
     const Tensor& ta = *a.in[0];
@@ -65,6 +65,7 @@ class GemmOp : public Op {
   float alpha_ = 1, beta_ = 1;
   bool trans_a_ = false, trans_b_ = false, has_c_ = false;
   int64_t m_ = 0, n_ = 0, k_ = 0;
+  std::vector<int64_t> c_strides_;
 };
 
 class MatMulOp : public Op {

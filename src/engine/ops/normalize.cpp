@@ -130,7 +130,7 @@ class ReduceOp : public Op {
         y.push_back(x[d]);
       }
     }
-    kept_ = kept;
+    out_strides_ = broadcast_strides(kept, x);  // 0 along reduced axes
     out = {ValueDesc{DType::f32, y}};
     return {};
   }
@@ -138,7 +138,7 @@ class ReduceOp : public Op {
     const Tensor& x = *a.in[0];
     float* y = a.out[0]->f32_data();
     std::fill_n(y, a.out[0]->numel(), 0.0f);
-    auto out_strides = broadcast_strides(kept_, x.shape());  // 0 along reduced axes
+    const auto& out_strides = out_strides_;
     int r = x.rank();
     const float* px = x.f32_data();
     for (int64_t k = 0; k < x.numel(); ++k) {
@@ -156,7 +156,7 @@ class ReduceOp : public Op {
 
  private:
   std::vector<bool> reduced_;
-  Shape kept_;
+  std::vector<int64_t> out_strides_;
   int64_t count_ = 1;
 };
 

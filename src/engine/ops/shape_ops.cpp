@@ -469,6 +469,7 @@ class PadOp : public Op {
       if (mode_ == "edge" && x[d] == 0 && (pads_[d] || pads_[d + r])) return fail("edge padding of an empty axis");
       out_shape_[d] = x[d] + pads_[d] + pads_[d + r];
     }
+    in_strides_ = row_major_strides(x);
     out = {ValueDesc{in[0].dtype, out_shape_}};
     return {};
   }
@@ -497,7 +498,7 @@ class PadOp : public Op {
     T* y = data_of<T>(*a.out[0]);
     const T* src = data_of<T>(x);
     int rank = x.rank();
-    auto strides = row_major_strides(x.shape());
+    const auto& strides = in_strides_;
     int64_t n = shape_numel(out_shape_);
     for (int64_t k = 0; k < n; ++k) {
       int64_t rem = k, off = 0;
@@ -517,6 +518,7 @@ class PadOp : public Op {
   float value_ = 0;
   std::vector<int64_t> pads_;
   Shape out_shape_;
+  std::vector<int64_t> in_strides_;
 };
 
 // ---- Expand ----
@@ -529,19 +531,20 @@ class ExpandOp : public Op {
     auto y = broadcast_shapes(in[0].shape, target);
     if (!y) return fail("input {} does not broadcast to {}", shape_str(in[0].shape), shape_str(target));
     out_shape_ = *y;
+    src_strides_ = broadcast_strides(in[0].shape, out_shape_);
     out = {ValueDesc{in[0].dtype, out_shape_}};
     return {};
   }
   Status run(const RunArgs& a) override {
-    auto strides = broadcast_strides(a.in[0]->shape(), out_shape_);
     dispatch_dtype(a.in[0]->dtype(), [&]<class T>() {
-      strided_copy<T>(data_of<T>(*a.in[0]), 0, out_shape_, strides, data_of<T>(*a.out[0]));
+      strided_copy<T>(data_of<T>(*a.in[0]), 0, out_shape_, src_strides_, data_of<T>(*a.out[0]));
     });
     return {};
   }
 
  private:
   Shape out_shape_;
+  std::vector<int64_t> src_strides_;
 };
 
 // ---- Tile ----
@@ -558,12 +561,13 @@ class TileOp : public Op {
       if (repeats[d] < 0) return fail("negative repeat {}", repeats[d]);
       out_shape_[d] = x[d] * repeats[d];
     }
+    in_strides_ = row_major_strides(x);
     out = {ValueDesc{in[0].dtype, out_shape_}};
     return {};
   }
   Status run(const RunArgs& a) override {
     const Tensor& x = *a.in[0];
-    auto strides = row_major_strides(x.shape());
+    const auto& strides = in_strides_;
     int rank = x.rank();
     dispatch_dtype(x.dtype(), [&]<class T>() {
       const T* src = data_of<T>(x);
@@ -582,6 +586,7 @@ class TileOp : public Op {
 
  private:
   Shape out_shape_;
+  std::vector<int64_t> in_strides_;
 };
 
 // ---- ConstantOfShape ----
