@@ -302,6 +302,50 @@ TEST(ShapeOps, GatherPadExpandConstantOfShapeShape) {
   EXPECT_EQ((*shape)[0].i64_data()[1], 6);
 }
 
+TEST(ShapeOps, TileRepeatsEachAxis) {
+  Tensor y = run1("Tile", {}, {make_f32({2, 2}, {1, 2, 3, 4}), make_i64({2}, {2, 3})});
+  EXPECT_EQ(y.shape(), (Shape{4, 6}));
+  EXPECT_EQ(values(y), (std::vector<float>{1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4,
+                                           1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4}));
+}
+
+TEST(Elementwise, CompareAndWhereBroadcast) {
+  auto eq = run_op("Equal", {}, {make_i64({3}, {1, -1, 5}), make_i64({1}, {-1})});
+  ASSERT_TRUE(eq.ok()) << eq.status().message();
+  EXPECT_EQ(std::vector<int64_t>((*eq)[0].i64_data(), (*eq)[0].i64_data() + 3), (std::vector<int64_t>{0, 1, 0}));
+  auto lt = run_op("Less", {}, {make_f32({2, 1}, {1, 3}), make_f32({2}, {2, 3})});
+  ASSERT_TRUE(lt.ok());
+  EXPECT_EQ(std::vector<int64_t>((*lt)[0].i64_data(), (*lt)[0].i64_data() + 4), (std::vector<int64_t>{1, 1, 0, 0}));
+  auto gt = run_op("Greater", {}, {make_f32({2}, {1, 3}), make_f32({1}, {2})});
+  EXPECT_EQ((*gt)[0].i64_data()[1], 1);
+  Tensor w = run1("Where", {}, {make_i64({2, 1}, {1, 0}), make_f32({3}, {1, 2, 3}), make_f32({1}, {-1})});
+  EXPECT_EQ(w.shape(), (Shape{2, 3}));
+  EXPECT_EQ(values(w), (std::vector<float>{1, 2, 3, -1, -1, -1}));
+}
+
+TEST(Elementwise, NegAbsAndIntegerCastToFloat) {
+  Tensor x = make_f32({2}, {-1.5f, 2});
+  EXPECT_EQ(values(run1("Neg", {}, {x})), (std::vector<float>{1.5f, -2}));
+  EXPECT_EQ(values(run1("Abs", {}, {x})), (std::vector<float>{1.5f, 2}));
+  auto c = run_op("Cast", {{"to", int64_t{1}}}, {make_i64({2}, {-3, 7})});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(values((*c)[0]), (std::vector<float>{-3, 7}));
+}
+
+TEST(ReduceSum, AxesInputFromOpset13AndAttributeBefore) {
+  Tensor x = make_f32({2, 3}, {1, 2, 3, 4, 5, 6});
+  Tensor y = run1("ReduceSum", {{"keepdims", int64_t{0}}}, {x, make_i64({1}, {0})}, 13);
+  EXPECT_EQ(values(y), (std::vector<float>{5, 7, 9}));
+  Tensor z = run1("ReduceSum", {{"axes", Ints{-1}}}, {x}, 11);
+  EXPECT_EQ(z.shape(), (Shape{2, 1}));
+  EXPECT_EQ(values(z), (std::vector<float>{6, 15}));
+}
+
+TEST(Pool, GlobalMaxPool) {
+  Tensor g = run1("GlobalMaxPool", {}, {make_f32({1, 2, 2, 1}, {1, -3, -5, -2})});
+  EXPECT_EQ(values(g), (std::vector<float>{1, -2}));
+}
+
 // ---------------------------------------------------------------- LSTM
 TEST(Lstm, ZeroWeightsGiveClosedFormState) {
   // With W = R = B = 0 every gate is sigmoid(0) = 0.5 and the candidate tanh(0) = 0,
