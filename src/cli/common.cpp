@@ -25,8 +25,8 @@ int report_error(const Status& status) {
 }
 
 std::string human_count(int64_t n) {
-  if (n >= 10'000'000'000) return fmt::format("{:.1f}G", n / 1e9);
-  if (n >= 10'000'000) return fmt::format("{:.1f}M", n / 1e6);
+  if (n >= 1'000'000'000) return fmt::format("{:.2f}G", n / 1e9);
+  if (n >= 1'000'000) return fmt::format("{:.2f}M", n / 1e6);
   if (n >= 10'000) return fmt::format("{:.1f}K", n / 1e3);
   return std::to_string(n);
 }

@@ -28,6 +28,9 @@ except ImportError as e:  # pragma: no cover
     print(f"corpus skipped: {e}")
     sys.exit(0)
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "pytorch"))
+from train_classifier import LeNet5  # noqa: E402  (the Caffe LeNet-5 of [LWC]: 20-50-500-10)
+
 torch.manual_seed(0)
 np.random.seed(0)
 cases = []
@@ -79,18 +82,6 @@ class MLP(nn.Module):
 
     def forward(self, x):
         return self.fc2(F.relu(self.fc1(x)))
-
-
-class LeNet5(nn.Module):  # the Caffe LeNet-5 of [LWC]: 20-50-500-10
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 20, 5), nn.Conv2d(20, 50, 5)
-        self.fc1, self.fc2 = nn.Linear(800, 500), nn.Linear(500, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(self.conv1(x), 2)
-        x = F.max_pool2d(self.conv2(x), 2)
-        return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
 
 
 class CnnBn(nn.Module):
