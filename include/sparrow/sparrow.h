@@ -2,8 +2,10 @@
 // Umbrella header for the public C++ API.
 #pragma once
 
+#include "sparrow/compress.h"
 #include "sparrow/dataset.h"
 #include "sparrow/executor.h"
+#include "sparrow/format.h"
 #include "sparrow/model.h"
 #include "sparrow/onnx.h"
 #include "sparrow/status.h"

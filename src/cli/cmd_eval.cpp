@@ -92,7 +92,7 @@ Result<EvalResult> evaluate(Executor& ex, const EvalOptions& o, const GlobalOpti
 Command add_eval(CLI::App& app, const GlobalOptions& global) {
   auto o = std::make_shared<EvalOptions>();
   auto* cmd = app.add_subcommand("eval", "Classification accuracy on an IDX dataset (e.g. MNIST)");
-  cmd->add_option("model", o->model, "Model file (.onnx)")->required();
+  cmd->add_option("model", o->model, "Model file (.onnx or .spw)")->required();
   cmd->add_option("--images", o->images, "IDX images, optionally .gz")->required();
   cmd->add_option("--labels", o->labels, "IDX labels, optionally .gz")->required();
   cmd->add_option("--scale", o->scale, "Input normalization: x = raw * scale + shift (default 1/255)");

@@ -63,7 +63,7 @@ nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch)
 Command add_info(CLI::App& app, const GlobalOptions& global) {
   auto opts = std::make_shared<InfoOptions>();
   auto* cmd = app.add_subcommand("info", "Show a model's inputs, outputs, layers, parameters and FLOPs");
-  cmd->add_option("model", opts->model, "Model file (.onnx)")->required();
+  cmd->add_option("model", opts->model, "Model file (.onnx or .spw)")->required();
   cmd->add_option("--batch", opts->batch, "Batch size for unknown batch dimensions")->check(CLI::Range(1, 1 << 20));
   cmd->add_flag("--json", opts->json, "Print one JSON object");
   return {cmd, [opts, &global]() -> int {

@@ -89,7 +89,7 @@ int run_command(const RunOptions& o, const GlobalOptions& global) {
 Command add_run(CLI::App& app, const GlobalOptions& global) {
   auto opts = std::make_shared<RunOptions>();
   auto* cmd = app.add_subcommand("run", "Run a model on .npy inputs");
-  cmd->add_option("model", opts->model, "Model file (.onnx)")->required();
+  cmd->add_option("model", opts->model, "Model file (.onnx or .spw)")->required();
   cmd->add_option("-i,--input", opts->inputs, "Input .npy file, one per model input, in order")->required();
   cmd->add_option("-o,--output", opts->output, "Output .npy file (more outputs: NAME.1.npy, ...)");
   cmd->add_flag("--allow-nonfinite", opts->allow_nonfinite, "Accept inputs holding NaN or infinity");

@@ -16,5 +16,8 @@ struct Command {
 Command add_info(CLI::App& app, const GlobalOptions& global);
 Command add_run(CLI::App& app, const GlobalOptions& global);
 Command add_eval(CLI::App& app, const GlobalOptions& global);
+Command add_compress(CLI::App& app, const GlobalOptions& global);
+Command add_inspect(CLI::App& app, const GlobalOptions& global);
+Command add_export(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace sparrow::cli

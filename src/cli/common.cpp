@@ -5,15 +5,23 @@
 
 #include <unistd.h>
 
+#include "sparrow/format.h"
 #include "sparrow/onnx.h"
 
 namespace sparrow::cli {
 
 Result<std::unique_ptr<Executor>> open_model(const std::string& path, const GlobalOptions& options) {
   std::string ext = std::filesystem::path(path).extension().string();
-  if (ext != ".onnx")
-    return errorf("{}: unknown model file type '{}' (expected .onnx)", path, ext);
-  SP_ASSIGN_OR_RETURN(Model model, load_onnx(path));
+  Model model;
+  if (ext == ".onnx") {
+    SP_ASSIGN_OR_RETURN(model, load_onnx(path));
+  } else if (ext == ".spw") {
+    // Decompressed to the dense executor (the sparse engine runs the encoding directly).
+    SP_ASSIGN_OR_RETURN(SpwModel spw, read_spw(path));
+    SP_ASSIGN_OR_RETURN(model, spw.to_dense_model());
+  } else {
+    return errorf("{}: unknown model file type '{}' (expected .onnx or .spw)", path, ext);
+  }
   return Executor::create(std::move(model), ExecOptions{options.threads});
 }
 

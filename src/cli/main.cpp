@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "Log what Sparrow does");
 
   std::vector<Command> commands;
-  for (auto add : {add_info, add_run, add_eval}) commands.push_back(add(app, global));
+  for (auto add : {add_info, add_run, add_eval, add_compress, add_inspect, add_export}) commands.push_back(add(app, global));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

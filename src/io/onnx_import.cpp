@@ -5,6 +5,7 @@
 
 #include "core/file.h"
 #include "core/half.h"
+#include "io/onnx_graph.h"
 #include "sparrow/onnx.h"
 
 namespace sparrow {
@@ -229,7 +230,8 @@ Result<Node> convert_node(const onnx::NodeProto& np, size_t index, int64_t opset
   return node;
 }
 
-Result<Model> convert_model(const onnx::ModelProto& mp) {
+// `complete`: validate and simplify (a whole model); otherwise return the graph as written.
+Result<Model> convert_model(const onnx::ModelProto& mp, bool complete) {
   Model m;
   if (!mp.has_graph()) return errorf("field graph: the model has no graph");
   SP_ASSIGN_OR_RETURN(m.opset, default_opset(mp));
@@ -257,23 +259,31 @@ Result<Model> convert_model(const onnx::ModelProto& mp) {
     SP_ASSIGN_OR_RETURN(Node n, convert_node(g.node(i), static_cast<size_t>(i), m.opset));
     m.nodes.push_back(std::move(n));
   }
-  SP_RETURN_IF_ERROR(m.validate());
-  SP_RETURN_IF_ERROR(simplify_model(m));
+  if (complete) {
+    SP_RETURN_IF_ERROR(m.validate());
+    SP_RETURN_IF_ERROR(simplify_model(m));
+  }
   return m;
 }
 
-}  // namespace
-
-Result<Model> parse_onnx(std::string_view bytes, const std::string& source) {
+Result<Model> parse(std::string_view bytes, const std::string& source, bool complete) {
   onnx::ModelProto mp;
   if (bytes.size() > static_cast<size_t>(INT32_MAX))
     return errorf("{}: {} bytes exceeds the 2 GiB protobuf limit", source, bytes.size());
   if (!mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
     return errorf("{}: not a valid ONNX protobuf (truncated or corrupt file?)", source);
-  auto model = convert_model(mp);
+  auto model = convert_model(mp, complete);
   if (!model.ok()) return model.status().prefixed(source);
   model->source = source;
   return model;
+}
+
+}  // namespace
+
+Result<Model> parse_onnx(std::string_view bytes, const std::string& source) { return parse(bytes, source, true); }
+
+Result<Model> parse_onnx_graph(std::string_view bytes, const std::string& source) {
+  return parse(bytes, source, false);
 }
 
 Result<Model> load_onnx(const std::string& path) {

@@ -1,0 +1,99 @@
+// Post-training Deep Compression: per-layer magnitude pruning, weight sharing by 1-D k-means
+// (or uniform affine quantization as a baseline), relative-index encoding, optional Huffman.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sparrow/format.h"
+#include "sparrow/model.h"
+
+namespace sparrow {
+
+// ---- pruning ----
+
+// How much of one layer to prune: either a target sparsity (keep the top-k |w|,
+// k = round(n * (1 - sparsity))) or a threshold (prune |w| < quality * std of the layer's weights).
+struct PruneRule {
+  std::optional<double> sparsity;
+  std::optional<double> quality;
+};
+
+// Sets pruned weights to exactly 0; returns how many weights are zero afterwards. Deterministic:
+// among weights tied at the threshold, the earliest (by index) are kept.
+int64_t prune_weights(std::span<float> weights, const PruneRule& rule);
+
+// ---- weight sharing ----
+
+enum class KmeansInit { linear, density, random };
+enum class Quantizer { kmeans, uniform };
+
+struct Codebook {
+  std::vector<float> centroids;  // ascending
+};
+
+// 1-D k-means (Lloyd's algorithm on sorted values with prefix sums: O(k log n) per iteration after
+// one sort). Deterministic for a given seed. Returns at most k centroids (fewer if there are fewer
+// distinct values).
+Codebook kmeans_1d(std::span<const float> values, int k, KmeansInit init, uint64_t seed, int max_iterations = 300);
+// k evenly spaced levels over [min, max] (uniform affine quantization).
+Codebook uniform_levels(std::span<const float> values, int k);
+// Index of the nearest centroid for each value (ties go to the lower centroid).
+std::vector<uint8_t> assign_nearest(std::span<const float> values, const Codebook& codebook);
+
+// ---- the pipeline ----
+
+struct LayerSettings {
+  PruneRule prune;
+  std::optional<int> bits;  // 1..8
+  bool exclude = false;     // keep the layer dense float32
+};
+
+struct CompressOptions {
+  LayerSettings all;                            // --sparsity / --quality / --bits N
+  int conv_bits = 8;                            // default weight bits of conv layers
+  int fc_bits = 5;                              // default weight bits of fc (Gemm/MatMul/LSTM) layers
+  std::map<std::string, LayerSettings> layers;  // overrides by node name or weight name
+  int index_bits = 4;                           // 2..8
+  KmeansInit init = KmeansInit::linear;
+  Quantizer quantizer = Quantizer::kmeans;
+  bool huffman = true;
+  int partitions = 1;                           // 1..65536
+  uint64_t seed = 1;
+
+  // Checks every value; messages name the option (and layer) and the valid range.
+  Status validate() const;
+};
+
+// A weight tensor Sparrow can compress: the initializer, the node that reads it, its kind.
+struct CompressibleLayer {
+  std::string weight;  // initializer name
+  std::string node;    // first node that reads it
+  bool conv = false;
+  MatrixView view;
+};
+std::vector<CompressibleLayer> find_compressible_layers(const Model& model);
+
+struct LayerReport {
+  std::string weight, node;
+  bool conv = false;
+  int64_t weights = 0, kept = 0;
+  int bits = 0;
+  bool excluded = false;
+  double rms_error = 0;  // of the quantized weights against the pruned float weights
+};
+
+struct CompressResult {
+  SpwModel spw;
+  std::vector<LayerReport> layers;
+};
+
+// Compresses every compressible layer of `model`; `metadata_json` is stored in the file as is.
+Result<CompressResult> compress_model(const Model& model, const CompressOptions& options,
+                                      const std::string& metadata_json = "{}");
+
+}  // namespace sparrow

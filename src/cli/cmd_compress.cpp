@@ -1,0 +1,96 @@
+// sparrow compress MODEL.onnx -o OUT.spw [options | --recipe FILE.json]: post-training Deep
+// Compression (prune, share weights, encode, Huffman) into one .spw file.
+#include <fstream>
+
+#include "cli/commands.h"
+#include "cli/spw_report.h"
+#include "compress/recipe.h"
+#include "core/file.h"
+#include "core/hash.h"
+#include "core/version.h"
+#include "sparrow/compress.h"
+#include "sparrow/onnx.h"
+
+namespace sparrow::cli {
+
+namespace {
+
+struct CompressArgs {
+  std::string model, output, recipe, bits, init, quantizer, huffman;
+  std::optional<double> sparsity, quality;
+  std::optional<int> index_bits, partitions;
+  std::optional<uint64_t> seed;
+  std::vector<std::string> layers;
+  bool json = false;
+};
+
+// Recipe first, then command-line options on top of it.
+Result<CompressOptions> build_options(const CompressArgs& a) {
+  CompressOptions o;
+  if (!a.recipe.empty()) {
+    SP_ASSIGN_OR_RETURN(std::vector<char> text, read_file(a.recipe));
+    auto j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
+    if (j.is_discarded()) return errorf("{}: not valid JSON", a.recipe);
+    SP_RETURN_IF_ERROR(apply_recipe(j, o).prefixed(a.recipe));
+  }
+  if (a.sparsity) o.all.prune = PruneRule{a.sparsity, std::nullopt};
+  if (a.quality) o.all.prune = PruneRule{std::nullopt, a.quality};
+  if (!a.bits.empty()) SP_RETURN_IF_ERROR(apply_bits(a.bits, o));
+  if (a.index_bits) o.index_bits = *a.index_bits;
+  if (a.partitions) o.partitions = *a.partitions;
+  if (a.seed) o.seed = *a.seed;
+  if (!a.init.empty()) SP_RETURN_IF_ERROR(apply_recipe({{"init", a.init}}, o).prefixed("--init"));
+  if (!a.quantizer.empty()) SP_RETURN_IF_ERROR(apply_recipe({{"quantizer", a.quantizer}}, o).prefixed("--quantizer"));
+  if (!a.huffman.empty()) o.huffman = a.huffman == "on";
+  for (const auto& l : a.layers) SP_RETURN_IF_ERROR(apply_layer_override(l, o));
+  SP_RETURN_IF_ERROR(o.validate());
+  return o;
+}
+
+int run_compress(const CompressArgs& a, const GlobalOptions& global) {
+  if (same_file_or_equal(a.output, a.model)) return report_error(errorf("output {} would overwrite the input", a.output));
+  auto options = build_options(a);
+  if (!options.ok()) return report_error(options.status());
+  auto bytes = read_file(a.model);
+  if (!bytes.ok()) return report_error(bytes.status());
+  std::string_view source(bytes->data(), bytes->size());
+  auto model = parse_onnx(source, a.model);
+  if (!model.ok()) return report_error(model.status());
+  nlohmann::json meta = {{"tool", std::string("sparrow ") + SPARROW_VERSION},
+                         {"format", "1.0"},
+                         {"source", a.model},
+                         {"source_bytes", source.size()},
+                         {"source_fnv1a64", fmt::format("{:016x}", fnv1a64(source))},
+                         {"options", recipe_json(*options)}};
+  auto result = compress_model(*model, *options, meta.dump());
+  if (!result.ok()) return report_error(result.status().prefixed(a.model));
+  if (auto s = write_spw(result->spw, a.output, options->huffman); !s.ok()) return report_error(s);
+  if (a.json) fmt::print("{}\n", spw_report_json(result->spw, a.output).dump(2));
+  else if (!global.quiet) print_spw_report(result->spw, a.output);
+  return 0;
+}
+
+}  // namespace
+
+Command add_compress(CLI::App& app, const GlobalOptions& global) {
+  auto a = std::make_shared<CompressArgs>();
+  auto* cmd = app.add_subcommand("compress", "Prune, share weights and encode a model into a .spw file");
+  cmd->add_option("model", a->model, "Model file (.onnx)")->required();
+  cmd->add_option("-o,--output", a->output, "Output .spw file")->required();
+  cmd->add_option("--sparsity", a->sparsity, "Fraction of each layer's weights to prune (keep the largest |w|)");
+  cmd->add_option("--quality", a->quality, "Prune |w| < quality x std of the layer's weights");
+  cmd->add_option("--bits", a->bits, "Weight bits: N for every layer, or per kind: conv=8,fc=5 (default)");
+  cmd->add_option("--index-bits", a->index_bits, "Bits per relative index (2..8, default 4)");
+  cmd->add_option("--init", a->init, "k-means initialization: linear (default), density, random");
+  cmd->add_option("--quantizer", a->quantizer, "kmeans (default) or uniform (affine baseline)");
+  cmd->add_option("--huffman", a->huffman, "Huffman-code the streams: on (default) or off")
+      ->check(CLI::IsMember({"on", "off"}));
+  cmd->add_option("--partitions", a->partitions, "Row partitions (engine threads / simulated PEs), default 1");
+  cmd->add_option("--seed", a->seed, "Seed for random k-means initialization");
+  cmd->add_option("--layer", a->layers, "Per-layer override NAME:key=value,... (sparsity, quality, bits, exclude)");
+  cmd->add_option("--recipe", a->recipe, "JSON file with the same settings (options given here win)");
+  cmd->add_flag("--json", a->json, "Print the inspect report as JSON");
+  return {cmd, [a, &global]() { return run_compress(*a, global); }};
+}
+
+}  // namespace sparrow::cli

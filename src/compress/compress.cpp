@@ -1,0 +1,166 @@
+// The post-training pipeline: prune -> share weights -> encode, per compressible layer.
+#include <cmath>
+#include <set>
+
+#include "sparrow/compress.h"
+
+namespace sparrow {
+
+namespace {
+
+Status check_settings(const LayerSettings& s, const std::string& where) {
+  if (s.prune.sparsity && s.prune.quality) return errorf("{}: give either sparsity or quality, not both", where);
+  if (s.prune.sparsity && !(*s.prune.sparsity >= 0.0 && *s.prune.sparsity < 1.0))
+    return errorf("{}: sparsity {} is outside [0, 1)", where, *s.prune.sparsity);
+  if (s.prune.quality && !(*s.prune.quality >= 0.0 && std::isfinite(*s.prune.quality)))
+    return errorf("{}: quality {} must be a finite number >= 0", where, *s.prune.quality);
+  if (s.bits && (*s.bits < 1 || *s.bits > 8)) return errorf("{}: bits {} is outside 1..8", where, *s.bits);
+  return {};
+}
+
+// The matrix view of a weight read by `node` as input `index`, or nullopt if not compressible.
+std::optional<CompressibleLayer> layer_of(const Node& node, size_t index, const Tensor& w) {
+  if (w.dtype() != DType::f32) return std::nullopt;
+  CompressibleLayer l{node.inputs[index], node.name, false, {}};
+  if (node.op_type == "Conv" && index == 1 && w.rank() >= 3) {
+    l.conv = true;
+    l.view = {w.dim(0), w.numel() / std::max<int64_t>(w.dim(0), 1), false};
+  } else if (node.op_type == "Gemm" && index == 1 && w.rank() == 2) {
+    bool trans_b = node.attr_int("transB", 0).ok() && *node.attr_int("transB", 0) != 0;
+    l.view = trans_b ? MatrixView{w.dim(0), w.dim(1), false} : MatrixView{w.dim(1), w.dim(0), true};
+  } else if (node.op_type == "MatMul" && index == 1 && w.rank() == 2) {
+    l.view = {w.dim(1), w.dim(0), true};
+  } else if (node.op_type == "LSTM" && (index == 1 || index == 2) && w.rank() == 3) {
+    l.view = {w.dim(0) * w.dim(1), w.dim(2), false};
+  } else {
+    return std::nullopt;
+  }
+  if (l.view.rows * l.view.cols == 0) return std::nullopt;
+  return l;
+}
+
+LayerSettings resolve(const CompressOptions& o, const CompressibleLayer& l) {
+  LayerSettings s = o.all;
+  for (const std::string& key : {l.node, l.weight}) {
+    auto it = o.layers.find(key);
+    if (it == o.layers.end()) continue;
+    if (it->second.prune.sparsity || it->second.prune.quality) s.prune = it->second.prune;
+    if (it->second.bits) s.bits = it->second.bits;
+    s.exclude = s.exclude || it->second.exclude;
+  }
+  if (!s.bits) s.bits = l.conv ? o.conv_bits : o.fc_bits;
+  return s;
+}
+
+// Values of the weight tensor in matrix-view order (row-major over [rows, cols]).
+std::vector<float> view_values(const Tensor& w, const MatrixView& v) {
+  std::vector<float> out(static_cast<size_t>(w.numel()));
+  const float* p = w.f32_data();
+  for (int64_t r = 0; r < v.rows; ++r)
+    for (int64_t c = 0; c < v.cols; ++c) out[r * v.cols + c] = v.transposed ? p[c * v.rows + r] : p[r * v.cols + c];
+  return out;
+}
+
+// Picks the smaller of the sparse and dense layouts (before Huffman coding).
+CompressedTensor encode_smaller(const std::vector<uint8_t>& codes, const MatrixView& view, const CompressOptions& o,
+                                int bits) {
+  CompressedTensor sparse = encode_sparse(codes, view, o.partitions, o.index_bits);
+  uint32_t max_count = 0;
+  for (const auto& p : sparse.partitions)
+    for (uint32_t c : p.col_counts) max_count = std::max(max_count, c);
+  int count_bits = 0;
+  while ((uint64_t{max_count} >> count_bits) != 0) ++count_bits;
+  double sparse_bits = static_cast<double>(sparse.entries()) * (bits + o.index_bits) +
+                       static_cast<double>(o.partitions) * static_cast<double>(view.cols) * count_bits;
+  double dense_bits = static_cast<double>(view.rows) * static_cast<double>(view.cols) * bits;
+  return sparse_bits <= dense_bits ? std::move(sparse) : encode_dense(codes, view);
+}
+
+Result<CompressedTensor> compress_layer(const Tensor& weight, const CompressibleLayer& layer, const LayerSettings& s,
+                                        const CompressOptions& o, LayerReport& report) {
+  std::vector<float> values = view_values(weight, layer.view);
+  prune_weights(values, s.prune);
+  std::vector<float> survivors;
+  for (float v : values)
+    if (v != 0.0f) survivors.push_back(v);
+  int k = (1 << *s.bits) - 1;  // code 0 is reserved for exact zero
+  Codebook cb = o.quantizer == Quantizer::kmeans ? kmeans_1d(survivors, k, o.init, o.seed) : uniform_levels(survivors, k);
+  std::vector<uint8_t> nearest = assign_nearest(values, cb);
+  std::vector<uint8_t> codes(values.size(), 0);
+  double err = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (values[i] == 0.0f) continue;
+    codes[i] = static_cast<uint8_t>(1 + nearest[i]);
+    double d = values[i] - cb.centroids[nearest[i]];
+    err += d * d;
+  }
+  CompressedTensor t = encode_smaller(codes, layer.view, o, *s.bits);
+  t.name = layer.weight;
+  t.shape = weight.shape();
+  t.weight_bits = *s.bits;
+  if (t.layout == WeightLayout::dense) t.index_bits = 0;
+  t.codebook.assign(size_t{1} << *s.bits, 0.0f);
+  std::copy(cb.centroids.begin(), cb.centroids.end(), t.codebook.begin() + 1);
+  report.kept = static_cast<int64_t>(survivors.size());
+  report.rms_error = values.empty() ? 0 : std::sqrt(err / static_cast<double>(values.size()));
+  return t;
+}
+
+}  // namespace
+
+Status CompressOptions::validate() const {
+  SP_RETURN_IF_ERROR(check_settings(all, "options"));
+  for (const auto& [name, s] : layers) SP_RETURN_IF_ERROR(check_settings(s, "layer '" + name + "'"));
+  if (conv_bits < 1 || conv_bits > 8 || fc_bits < 1 || fc_bits > 8)
+    return errorf("bits: conv={} fc={} must be within 1..8", conv_bits, fc_bits);
+  if (index_bits < 2 || index_bits > 8) return errorf("index-bits {} is outside 2..8", index_bits);
+  if (partitions < 1 || partitions > 65536) return errorf("partitions {} is outside 1..65536", partitions);
+  return {};
+}
+
+std::vector<CompressibleLayer> find_compressible_layers(const Model& model) {
+  std::vector<CompressibleLayer> out;
+  std::set<std::string> seen;
+  for (const auto& node : model.nodes)
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      auto it = model.initializers.find(node.inputs[i]);
+      if (it == model.initializers.end() || seen.count(node.inputs[i])) continue;
+      if (auto l = layer_of(node, i, it->second)) {
+        seen.insert(l->weight);
+        out.push_back(*l);
+      }
+    }
+  return out;
+}
+
+Result<CompressResult> compress_model(const Model& model, const CompressOptions& options,
+                                      const std::string& metadata_json) {
+  SP_RETURN_IF_ERROR(options.validate());
+  std::vector<CompressibleLayer> layers = find_compressible_layers(model);
+  for (const auto& [name, s] : options.layers) {
+    bool found = false;
+    for (const auto& l : layers) found = found || l.node == name || l.weight == name;
+    if (!found) {
+      std::string names;
+      for (const auto& l : layers) names += (names.empty() ? "" : ", ") + l.weight;
+      return errorf("layer '{}': no compressible layer has that node or weight name (layers: {})", name, names);
+    }
+  }
+  CompressResult result;
+  result.spw.graph = model;
+  result.spw.metadata_json = metadata_json;
+  for (const auto& layer : layers) {
+    LayerSettings s = resolve(options, layer);
+    const Tensor& w = model.initializers.at(layer.weight);
+    LayerReport report{layer.weight, layer.node, layer.conv, w.numel(), w.numel(), *s.bits, s.exclude, 0};
+    if (!s.exclude) {
+      SP_ASSIGN_OR_RETURN(CompressedTensor t, compress_layer(w, layer, s, options, report));
+      result.spw.tensors.push_back(std::move(t));
+      result.spw.graph.initializers.erase(layer.weight);
+    }
+    result.layers.push_back(report);
+  }
+  return result;
+}
+
+}  // namespace sparrow

@@ -1,0 +1,188 @@
+#include "compress/recipe.h"
+
+#include <charconv>
+
+namespace sparrow {
+
+namespace {
+
+using json = nlohmann::json;
+
+Result<double> number(const json& j, const std::string& key) {
+  if (!j.is_number()) return errorf("recipe key '{}': expected a number, got {}", key, j.dump());
+  return j.get<double>();
+}
+
+Result<int> integer(const json& j, const std::string& key) {
+  if (!j.is_number_integer()) return errorf("recipe key '{}': expected an integer, got {}", key, j.dump());
+  return j.get<int>();
+}
+
+Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
+  if (!j.is_object()) return errorf("recipe layer '{}': expected an object", name);
+  for (const auto& [key, v] : j.items()) {
+    std::string where = "layers." + name + "." + key;
+    if (key == "sparsity") {
+      SP_ASSIGN_OR_RETURN(s.prune.sparsity, number(v, where));
+    } else if (key == "quality") {
+      SP_ASSIGN_OR_RETURN(s.prune.quality, number(v, where));
+    } else if (key == "bits") {
+      SP_ASSIGN_OR_RETURN(s.bits, integer(v, where));
+    } else if (key == "exclude") {
+      if (!v.is_boolean()) return errorf("recipe key '{}': expected true or false", where);
+      s.exclude = v.get<bool>();
+    } else {
+      return errorf("recipe key '{}': unknown (use sparsity, quality, bits, exclude)", where);
+    }
+  }
+  return {};
+}
+
+Result<double> parse_double(std::string_view text, const std::string& what) {
+  double v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size()) return errorf("{}: '{}' is not a number", what, text);
+  return v;
+}
+
+Result<int> parse_int(std::string_view text, const std::string& what) {
+  int v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size()) return errorf("{}: '{}' is not an integer", what, text);
+  return v;
+}
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  for (size_t i = 0; i <= s.size(); ++i)
+    if (i == s.size() || s[i] == sep) {
+      parts.push_back(s.substr(start, i - start));
+      start = i + 1;
+    }
+  return parts;
+}
+
+}  // namespace
+
+const char* init_name(KmeansInit init) {
+  return init == KmeansInit::linear ? "linear" : init == KmeansInit::density ? "density" : "random";
+}
+
+Status apply_bits(const std::string& text, CompressOptions& o) {
+  if (text.find('=') == std::string::npos) {
+    SP_ASSIGN_OR_RETURN(int bits, parse_int(text, "--bits"));
+    o.conv_bits = o.fc_bits = bits;
+    return {};
+  }
+  for (auto part : split(text, ',')) {
+    auto kv = split(part, '=');
+    if (kv.size() != 2) return errorf("--bits: '{}' is not kind=bits", part);
+    SP_ASSIGN_OR_RETURN(int bits, parse_int(kv[1], "--bits"));
+    if (kv[0] == "conv") o.conv_bits = bits;
+    else if (kv[0] == "fc") o.fc_bits = bits;
+    else return errorf("--bits: unknown layer kind '{}' (use conv or fc)", kv[0]);
+  }
+  return {};
+}
+
+Status apply_layer_override(const std::string& text, CompressOptions& o) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    return errorf("--layer '{}': expected NAME:key=value[,key=value]", text);
+  std::string name = text.substr(0, colon);
+  LayerSettings& s = o.layers[name];
+  for (auto part : split(std::string_view(text).substr(colon + 1), ',')) {
+    auto kv = split(part, '=');
+    std::string where = "--layer " + name;
+    if (kv.size() == 1 && kv[0] == "exclude") {
+      s.exclude = true;
+    } else if (kv.size() != 2) {
+      return errorf("{}: '{}' is not key=value", where, part);
+    } else if (kv[0] == "sparsity") {
+      SP_ASSIGN_OR_RETURN(s.prune.sparsity, parse_double(kv[1], where + " sparsity"));
+    } else if (kv[0] == "quality") {
+      SP_ASSIGN_OR_RETURN(s.prune.quality, parse_double(kv[1], where + " quality"));
+    } else if (kv[0] == "bits") {
+      SP_ASSIGN_OR_RETURN(s.bits, parse_int(kv[1], where + " bits"));
+    } else if (kv[0] == "exclude") {
+      s.exclude = kv[1] == "true" || kv[1] == "1";
+    } else {
+      return errorf("{}: unknown key '{}' (use sparsity, quality, bits, exclude)", where, kv[0]);
+    }
+  }
+  return {};
+}
+
+Status apply_recipe(const json& r, CompressOptions& o) {
+  if (!r.is_object()) return errorf("a recipe must be a JSON object");
+  for (const auto& [key, v] : r.items()) {
+    if (key == "sparsity") {
+      SP_ASSIGN_OR_RETURN(o.all.prune.sparsity, number(v, key));
+    } else if (key == "quality") {
+      SP_ASSIGN_OR_RETURN(o.all.prune.quality, number(v, key));
+    } else if (key == "bits" && v.is_object()) {
+      for (const auto& [kind, b] : v.items()) {
+        SP_ASSIGN_OR_RETURN(int bits, integer(b, "bits." + kind));
+        if (kind == "conv") o.conv_bits = bits;
+        else if (kind == "fc") o.fc_bits = bits;
+        else return errorf("recipe key 'bits.{}': unknown layer kind (use conv or fc)", kind);
+      }
+    } else if (key == "bits") {
+      SP_ASSIGN_OR_RETURN(int bits, integer(v, key));
+      o.conv_bits = o.fc_bits = bits;
+    } else if (key == "index_bits") {
+      SP_ASSIGN_OR_RETURN(o.index_bits, integer(v, key));
+    } else if (key == "partitions") {
+      SP_ASSIGN_OR_RETURN(o.partitions, integer(v, key));
+    } else if (key == "seed") {
+      SP_ASSIGN_OR_RETURN(int seed, integer(v, key));
+      o.seed = static_cast<uint64_t>(seed);
+    } else if (key == "huffman") {
+      if (!v.is_boolean()) return errorf("recipe key 'huffman': expected true or false");
+      o.huffman = v.get<bool>();
+    } else if (key == "init") {
+      std::string s = v.is_string() ? v.get<std::string>() : "";
+      if (s == "linear") o.init = KmeansInit::linear;
+      else if (s == "density") o.init = KmeansInit::density;
+      else if (s == "random") o.init = KmeansInit::random;
+      else return errorf("recipe key 'init': {} is not linear, density or random", v.dump());
+    } else if (key == "quantizer") {
+      std::string s = v.is_string() ? v.get<std::string>() : "";
+      if (s == "kmeans") o.quantizer = Quantizer::kmeans;
+      else if (s == "uniform") o.quantizer = Quantizer::uniform;
+      else return errorf("recipe key 'quantizer': {} is not kmeans or uniform", v.dump());
+    } else if (key == "layers") {
+      if (!v.is_object()) return errorf("recipe key 'layers': expected an object of layer names");
+      for (const auto& [name, l] : v.items()) SP_RETURN_IF_ERROR(apply_layer(l, name, o.layers[name]));
+    } else {
+      return errorf("recipe key '{}': unknown", key);
+    }
+  }
+  return {};
+}
+
+json recipe_json(const CompressOptions& o) {
+  auto settings = [](const LayerSettings& s) {
+    json j = json::object();
+    if (s.prune.sparsity) j["sparsity"] = *s.prune.sparsity;
+    if (s.prune.quality) j["quality"] = *s.prune.quality;
+    if (s.bits) j["bits"] = *s.bits;
+    if (s.exclude) j["exclude"] = true;
+    return j;
+  };
+  json j = settings(o.all);
+  if (!o.all.bits) j["bits"] = {{"conv", o.conv_bits}, {"fc", o.fc_bits}};
+  j["index_bits"] = o.index_bits;
+  j["init"] = init_name(o.init);
+  j["quantizer"] = o.quantizer == Quantizer::kmeans ? "kmeans" : "uniform";
+  j["huffman"] = o.huffman;
+  j["partitions"] = o.partitions;
+  j["seed"] = o.seed;
+  json layers = json::object();
+  for (const auto& [name, s] : o.layers) layers[name] = settings(s);
+  if (!layers.empty()) j["layers"] = layers;
+  return j;
+}
+
+}  // namespace sparrow

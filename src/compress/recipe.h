@@ -1,0 +1,27 @@
+// Compression recipes: CompressOptions as JSON, read from --recipe files and stored in the
+// metadata of every .spw file.
+//
+// {"sparsity": 0.9 | "quality": 1.2, "bits": 6 | {"conv": 8, "fc": 5}, "index_bits": 5,
+//  "init": "linear|density|random", "quantizer": "kmeans|uniform", "huffman": true,
+//  "partitions": 1, "seed": 1,
+//  "layers": {"fc3": {"sparsity": 0.7, "bits": 6}, "conv1": {"exclude": true}}}
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "sparrow/compress.h"
+
+namespace sparrow {
+
+// Applies the recipe's keys to `options`; unknown keys and wrong types are errors naming the key.
+Status apply_recipe(const nlohmann::json& recipe, CompressOptions& options);
+nlohmann::json recipe_json(const CompressOptions& options);
+
+// Parses "key=value,key=value" (keys sparsity, quality, bits, exclude) into layer settings.
+Status apply_layer_override(const std::string& text, CompressOptions& options);
+// Parses "--bits" text: "6" (every layer) or "conv=8,fc=5".
+Status apply_bits(const std::string& text, CompressOptions& options);
+
+const char* init_name(KmeansInit init);
+
+}  // namespace sparrow

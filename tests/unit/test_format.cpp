@@ -1,0 +1,202 @@
+// The relative-index encoding, Huffman coding and the .spw container.
+#include <random>
+
+#include "format/bitstream.h"
+#include "format/huffman.h"
+#include "test_util.h"
+
+namespace sparrow {
+namespace {
+
+// A random code matrix: `density` of the entries non-zero, codes drawn from 1..2^bits-1.
+std::vector<uint8_t> random_codes(int64_t rows, int64_t cols, double density, int bits, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<uint8_t> codes(static_cast<size_t>(rows * cols), 0);
+  for (auto& c : codes)
+    if (u(rng) < density) c = static_cast<uint8_t>(1 + rng() % ((1u << bits) - 1));
+  return codes;
+}
+
+TEST(Encoding, PaperExampleColumn) {
+  // [EIE]: the column [0,0,1,2, 18 zeros, 3] is stored as v=[1,2,0,3], z=[2,0,15,2] with 4-bit gaps.
+  std::vector<uint8_t> col = {0, 0, 1, 2};
+  col.resize(22, 0);
+  col.push_back(3);
+  CompressedTensor t = encode_sparse(col, MatrixView{23, 1, false}, 1, 4);
+  EXPECT_EQ(t.partitions[0].codes, (std::vector<uint8_t>{1, 2, 0, 3}));
+  EXPECT_EQ(t.partitions[0].gaps, (std::vector<uint8_t>{2, 0, 15, 2}));
+  EXPECT_EQ(t.partitions[0].col_counts, (std::vector<uint32_t>{4}));
+  EXPECT_EQ(t.fillers(), 1);
+}
+
+TEST(Encoding, RoundTripsOverAGridOfShapesDensitiesAndPartitions) {
+  uint32_t seed = 1;
+  for (int64_t rows : {1, 7, 64, 300})
+    for (int64_t cols : {1, 5, 33})
+      for (double density : {0.0, 0.02, 0.3, 1.0})
+        for (int partitions : {1, 3, 8})
+          for (int index_bits : {2, 4, 8}) {
+            auto codes = random_codes(rows, cols, density, 4, seed++);
+            CompressedTensor t = encode_sparse(codes, MatrixView{rows, cols, false}, partitions, index_bits);
+            auto back = decode_codes(t);
+            ASSERT_TRUE(back.ok()) << back.status().message();
+            ASSERT_EQ(*back, codes) << rows << "x" << cols << " d=" << density << " P=" << partitions
+                                    << " b=" << index_bits;
+            for (const auto& p : t.partitions)
+              for (uint8_t g : p.gaps) ASSERT_LT(g, 1 << index_bits);
+          }
+}
+
+TEST(Encoding, LongestRunsOfZerosNeedFillers) {
+  // One non-zero at the end of a 1000-row column: 2-bit gaps need a filler every 4 rows.
+  std::vector<uint8_t> col(1000, 0);
+  col[999] = 5;
+  CompressedTensor t = encode_sparse(col, MatrixView{1000, 1, false}, 1, 2);
+  EXPECT_EQ(t.fillers(), 249);
+  EXPECT_EQ(t.nonzeros(), 1);
+  EXPECT_EQ(*decode_codes(t), col);
+}
+
+TEST(Huffman, RoundTripsAndHandlesOneSymbol) {
+  std::mt19937 rng(3);
+  std::vector<uint32_t> symbols;
+  std::vector<uint64_t> counts(16, 0);
+  for (int i = 0; i < 5000; ++i) {
+    uint32_t s = std::min<uint32_t>(15, static_cast<uint32_t>(std::abs(std::normal_distribution<double>(0, 3)(rng))));
+    symbols.push_back(s);
+    ++counts[s];
+  }
+  auto lengths = huffman_lengths(counts);
+  ASSERT_TRUE(validate_huffman_lengths(lengths).ok());
+  HuffmanEncoder enc(lengths);
+  BitWriter w;
+  for (uint32_t s : symbols) enc.encode(w, s);
+  BitReader r(w.bytes(), w.bit_count());
+  HuffmanDecoder dec(lengths);
+  for (uint32_t s : symbols) ASSERT_EQ(*dec.decode(r), s);
+  EXPECT_EQ(r.remaining(), 0u);
+
+  std::vector<uint64_t> one(8, 0);
+  one[5] = 100;
+  auto l1 = huffman_lengths(one);
+  EXPECT_EQ(l1[5], 1);
+  HuffmanEncoder e1(l1);
+  BitWriter w1;
+  e1.encode(w1, 5);
+  BitReader r1(w1.bytes(), w1.bit_count());
+  EXPECT_EQ(*HuffmanDecoder(l1).decode(r1), 5u);
+}
+
+TEST(Huffman, LimitsCodeLengthsAndRejectsBadTables) {
+  // Fibonacci counts give a maximally deep tree: 40 symbols would need 39-bit codes.
+  std::vector<uint64_t> fib = {1, 1};
+  while (fib.size() < 40) fib.push_back(fib[fib.size() - 1] + fib[fib.size() - 2]);
+  auto lengths = huffman_lengths(fib);
+  EXPECT_LE(*std::max_element(lengths.begin(), lengths.end()), kMaxHuffmanLength);
+  EXPECT_TRUE(validate_huffman_lengths(lengths).ok());
+  HuffmanEncoder enc(lengths);
+  BitWriter w;
+  for (uint32_t s = 0; s < 40; ++s) enc.encode(w, s);
+  BitReader r(w.bytes(), w.bit_count());
+  HuffmanDecoder dec(lengths);
+  for (uint32_t s = 0; s < 40; ++s) ASSERT_EQ(*dec.decode(r), s);
+
+  EXPECT_FALSE(validate_huffman_lengths(std::vector<uint8_t>{1, 1, 1}).ok()) << "Kraft sum > 1";
+  EXPECT_FALSE(validate_huffman_lengths(std::vector<uint8_t>{0, 0}).ok()) << "no symbols";
+  EXPECT_FALSE(validate_huffman_lengths(std::vector<uint8_t>{30, 1}).ok()) << "too long";
+  std::vector<uint8_t> incomplete = {2, 2, 2, 0};  // code 11 is unused
+  HuffmanDecoder d(incomplete);
+  BitWriter ones;
+  ones.write(3, 2);
+  BitReader bad(ones.bytes(), ones.bit_count());
+  EXPECT_FALSE(d.decode(bad).ok());
+}
+
+// A small SpwModel: one sparse and one dense tensor plus a bias.
+SpwModel sample_spw(int partitions) {
+  SpwModel m;
+  m.graph = test::small_cnn();
+  m.metadata_json = R"({"test": true})";
+  auto fc_codes = random_codes(10, 64, 0.2, 5, 11);
+  CompressedTensor fc = encode_sparse(fc_codes, MatrixView{10, 64, false}, partitions, 3);
+  fc.name = "fw";
+  fc.shape = {10, 64};
+  fc.weight_bits = 5;
+  fc.codebook.resize(32);
+  for (int i = 1; i < 32; ++i) fc.codebook[i] = 0.05f * static_cast<float>(i - 16);
+  CompressedTensor conv = encode_dense(random_codes(4, 9, 0.9, 8, 12), MatrixView{4, 9, false});
+  conv.name = "w";
+  conv.shape = {4, 1, 3, 3};
+  conv.weight_bits = 8;
+  conv.codebook.resize(256);
+  for (int i = 1; i < 256; ++i) conv.codebook[i] = 0.01f * static_cast<float>(i - 128);
+  m.graph.initializers.erase("fw");
+  m.graph.initializers.erase("w");
+  m.tensors = {fc, conv};
+  return m;
+}
+
+TEST(SpwFile, RoundTripGivesBackExactlyWhatWasWritten) {
+  for (bool huffman : {false, true})
+    for (int partitions : {1, 4}) {
+      SpwModel m = sample_spw(partitions);
+      auto bytes = serialize_spw(m, huffman);
+      ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+      EXPECT_EQ(m.breakdown.total(), static_cast<int64_t>(bytes->size()));
+      auto back = parse_spw(*bytes, "t.spw");
+      ASSERT_TRUE(back.ok()) << back.status().message();
+      ASSERT_EQ(back->tensors.size(), 2u);
+      for (size_t i = 0; i < 2; ++i) {
+        EXPECT_EQ(back->tensors[i].codebook, m.tensors[i].codebook);
+        EXPECT_EQ(*decode_codes(back->tensors[i]), *decode_codes(m.tensors[i]));
+        auto a = decompress(back->tensors[i]);
+        auto b = decompress(m.tensors[i]);
+        EXPECT_EQ(std::memcmp(a->raw(), b->raw(), a->bytes()), 0);
+      }
+      EXPECT_EQ(back->breakdown.total(), back->file_bytes);
+      EXPECT_EQ(back->breakdown.codes, m.breakdown.codes);
+      EXPECT_EQ(back->metadata_json, m.metadata_json);
+      auto dense = back->to_dense_model();
+      ASSERT_TRUE(dense.ok()) << dense.status().message();
+      EXPECT_EQ(dense->initializers.at("fb").f32_data()[3], m.graph.initializers.at("fb").f32_data()[3]);
+      auto again = serialize_spw(*back, huffman);
+      EXPECT_EQ(*again, *bytes) << "re-serializing what was read gives the same bytes";
+    }
+}
+
+TEST(SpwFile, EveryTruncationAndFlipIsRejected) {
+  SpwModel m = sample_spw(2);
+  std::string bytes = *serialize_spw(m, true);
+  for (size_t cut = 0; cut < bytes.size(); cut += std::max<size_t>(1, bytes.size() / 150)) {
+    auto r = parse_spw(bytes.substr(0, cut), "t.spw");
+    ASSERT_FALSE(r.ok()) << "truncated at " << cut;
+    EXPECT_EQ(r.status().message().rfind("t.spw: ", 0), 0u);
+  }
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 300; ++trial) {
+    std::string mutated = bytes;
+    size_t at = rng() % mutated.size();
+    mutated[at] ^= static_cast<char>(1 + rng() % 255);
+    auto r = parse_spw(mutated, "t.spw");
+    ASSERT_FALSE(r.ok()) << "flip at byte " << at << " was accepted";
+    const std::string& msg = r.status().message();
+    bool named = msg.find("checksum mismatch") != std::string::npos || msg.find("field") != std::string::npos ||
+                 msg.find("magic") != std::string::npos || msg.find("padding") != std::string::npos;
+    EXPECT_TRUE(named) << msg;
+  }
+}
+
+TEST(SpwFile, FlippedSectionsNameTheSection) {
+  SpwModel m = sample_spw(1);
+  std::string bytes = *serialize_spw(m, false);
+  std::string mutated = bytes;
+  mutated[mutated.size() - 20] ^= 0x10;  // inside the last WGHT section
+  auto r = parse_spw(mutated, "t.spw");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("checksum mismatch in section 4 (WGHT)"), std::string::npos)
+      << r.status().message();
+}
+
+}  // namespace
+}  // namespace sparrow
