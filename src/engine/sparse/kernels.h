@@ -1,0 +1,70 @@
+// Sparse kernels of the engine. One list drives declarations, dispatch, tests and benchmarks:
+// every kernel has a scalar reference (`__ref`) and AVX2 / AVX-512 variants, each compiled in its
+// own translation unit with its own flags. The variant is chosen once at start-up from the CPU's
+// features, capped by SPARROW_MAX_ISA=scalar|avx2|avx512.
+//
+// spmv_csc: y[local rows] = sum over the listed active columns j of codebook[code] * x[j], for one
+//   CSC partition (EIE: only the columns of non-zero inputs are walked). y is overwritten.
+// spmm_csr: Y[r, 0:batch] = sum over the entries of rows [row_begin, row_end) of codebook[code] *
+//   Xt[col, 0:batch], with Xt the inputs laid out [cols, ldx] and Y [rows, ldy]. Y rows are overwritten.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/sparse/sparse_matrix.h"
+
+namespace sparrow {
+
+struct SpmvArgs {
+  const CscPartition* part;
+  const float* codebook;   // 16 or 256 entries
+  const int32_t* active;   // indices of non-zero inputs
+  int64_t n_active;
+  const float* x;
+  float* y;                // part->local_rows values
+};
+
+struct SpmmArgs {
+  const SparseMatrix* m;
+  int64_t row_begin, row_end;
+  const float* xt;         // [cols, ldx]
+  int64_t ldx;
+  int64_t batch;           // columns of Xt/Y used, <= ldx
+  float* y;                // [rows, ldy]
+  int64_t ldy;
+};
+
+enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
+const char* isa_name(Isa isa);
+
+// The kernel list: name and argument type. It generates the per-ISA declarations below, the
+// dispatch table, and the tests and benchmarks that iterate over every variant.
+#define SPARROW_SPARSE_KERNELS(X) \
+  X(spmv_csc_e8, SpmvArgs)        \
+  X(spmv_csc_e16, SpmvArgs)       \
+  X(spmm_csr_e16, SpmmArgs)
+
+namespace kernels {
+#define SPARROW_DECLARE_VARIANTS(name, args) \
+  void name##__ref(const args& a);           \
+  void name##__avx2(const args& a);          \
+  void name##__avx512(const args& a);
+SPARROW_SPARSE_KERNELS(SPARROW_DECLARE_VARIANTS)
+#undef SPARROW_DECLARE_VARIANTS
+}  // namespace kernels
+
+struct SparseKernels {
+  Isa isa = Isa::scalar;
+#define SPARROW_KERNEL_FIELD(name, args) void (*name)(const args&) = nullptr;
+  SPARROW_SPARSE_KERNELS(SPARROW_KERNEL_FIELD)
+#undef SPARROW_KERNEL_FIELD
+};
+
+// The kernels for one ISA (falls back to lower ISAs the CPU or build lacks).
+SparseKernels sparse_kernels_for(Isa isa);
+// The best ISA this CPU supports, capped by SPARROW_MAX_ISA; chosen once and logged at info level.
+const SparseKernels& sparse_kernels();
+Isa best_supported_isa();
+
+}  // namespace sparrow

@@ -1,0 +1,122 @@
+// AVX-512 kernels (compiled with -mavx512f -mavx512bw -mavx512vl -mfma).
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "engine/sparse/kernels.h"
+
+namespace sparrow::kernels {
+
+namespace {
+
+// Inclusive prefix sum of 16 int32 lanes.
+inline __m512i prefix_sum(__m512i s) {
+  const __m512i zero = _mm512_setzero_si512();
+  s = _mm512_add_epi32(s, _mm512_alignr_epi32(s, zero, 15));
+  s = _mm512_add_epi32(s, _mm512_alignr_epi32(s, zero, 14));
+  s = _mm512_add_epi32(s, _mm512_alignr_epi32(s, zero, 12));
+  s = _mm512_add_epi32(s, _mm512_alignr_epi32(s, zero, 8));
+  return s;
+}
+
+inline int last_lane(__m512i v) { return _mm_extract_epi32(_mm512_extracti32x4_epi32(v, 3), 3); }
+
+// Decodes up to 16 entries (as 32-bit lanes), accumulates w * xj into y at their positions, and
+// returns the position of the last one. Lanes outside `mask` do nothing.
+template <int kGapShift, int kCodeMask, bool kNarrow>
+inline int accumulate16(__m512i v, __mmask16 mask, int base, __m512 cb, const float* codebook, __m512 xj,
+                        float* y) {
+  __m512i code = _mm512_and_si512(v, _mm512_set1_epi32(kCodeMask));
+  __m512i step = _mm512_maskz_add_epi32(mask, _mm512_srli_epi32(v, kGapShift), _mm512_set1_epi32(1));
+  __m512i pos = _mm512_add_epi32(_mm512_set1_epi32(base), prefix_sum(step));
+  __m512 w = kNarrow ? _mm512_permutexvar_ps(code, cb) : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, code, codebook, 4);
+  __m512 yv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, pos, y, 4);
+  yv = _mm512_fmadd_ps(w, xj, yv);
+  _mm512_mask_i32scatter_ps(y, mask, pos, yv, 4);
+  return last_lane(pos);
+}
+
+}  // namespace
+
+void spmv_csc_e8__avx512(const SpmvArgs& a) {
+  const CscPartition& p = *a.part;
+  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
+  const __m512 cb = _mm512_loadu_ps(a.codebook);
+  const uint8_t* entries = p.entries8.data();
+  for (int64_t k = 0; k < a.n_active; ++k) {
+    int32_t j = a.active[k];
+    __m512 xj = _mm512_set1_ps(a.x[j]);
+    uint32_t e = p.col_ptr[j], end = p.col_ptr[j + 1];
+    int base = -1;
+    for (; e + 16 <= end; e += 16) {
+      __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(entries + e)));
+      base = accumulate16<4, 0xF, true>(v, 0xFFFF, base, cb, a.codebook, xj, a.y);
+    }
+    if (e < end) {
+      __mmask16 mask = static_cast<__mmask16>((1u << (end - e)) - 1);
+      __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, entries + e));
+      accumulate16<4, 0xF, true>(v, mask, base, cb, a.codebook, xj, a.y);
+    }
+  }
+}
+
+void spmv_csc_e16__avx512(const SpmvArgs& a) {
+  const CscPartition& p = *a.part;
+  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
+  const __m512 cb = _mm512_setzero_ps();
+  const uint16_t* entries = p.entries16.data();
+  for (int64_t k = 0; k < a.n_active; ++k) {
+    int32_t j = a.active[k];
+    __m512 xj = _mm512_set1_ps(a.x[j]);
+    uint32_t e = p.col_ptr[j], end = p.col_ptr[j + 1];
+    int base = -1;
+    for (; e + 16 <= end; e += 16) {
+      __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(entries + e)));
+      base = accumulate16<8, 0xFF, false>(v, 0xFFFF, base, cb, a.codebook, xj, a.y);
+    }
+    if (e < end) {
+      __mmask16 mask = static_cast<__mmask16>((1u << (end - e)) - 1);
+      __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, entries + e));
+      accumulate16<8, 0xFF, false>(v, mask, base, cb, a.codebook, xj, a.y);
+    }
+  }
+}
+
+namespace {
+
+// One row over a batch chunk of up to 64 columns of Xt, held in four accumulators.
+inline void csr_row_chunk(const SparseMatrix& m, int64_t r, const float* xt, int64_t ldx, int64_t b0, int64_t n,
+                          float* y) {
+  __mmask16 masks[4];
+  for (int t = 0; t < 4; ++t) {
+    int64_t left = n - 16 * t;
+    masks[t] = left >= 16 ? 0xFFFF : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
+  }
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  int64_t col = -1;
+  const float* base = xt + b0;
+  for (uint32_t e = m.row_ptr[r]; e < m.row_ptr[r + 1]; ++e) {
+    uint16_t v = m.csr[e];
+    col += (v >> 8) + 1;
+    __m512 w = _mm512_set1_ps(m.codebook[v & 0xFF]);
+    const float* x = base + col * ldx;
+    acc0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[0], x), acc0);
+    if (masks[1]) acc1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[1], x + 16), acc1);
+    if (masks[2]) acc2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[2], x + 32), acc2);
+    if (masks[3]) acc3 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[3], x + 48), acc3);
+  }
+  _mm512_mask_storeu_ps(y + b0, masks[0], acc0);
+  _mm512_mask_storeu_ps(y + b0 + 16, masks[1], acc1);
+  _mm512_mask_storeu_ps(y + b0 + 32, masks[2], acc2);
+  _mm512_mask_storeu_ps(y + b0 + 48, masks[3], acc3);
+}
+
+}  // namespace
+
+void spmm_csr_e16__avx512(const SpmmArgs& a) {
+  for (int64_t r = a.row_begin; r < a.row_end; ++r)
+    for (int64_t b0 = 0; b0 < a.batch; b0 += 64)
+      csr_row_chunk(*a.m, r, a.xt, a.ldx, b0, std::min<int64_t>(64, a.batch - b0), a.y + r * a.ldy);
+}
+
+}  // namespace sparrow::kernels

@@ -1,0 +1,49 @@
+// Scalar reference kernels: the functional golden for every optimized variant and for the
+// simulator. Plain loops, no intrinsics.
+#include <cstring>
+
+#include "engine/sparse/kernels.h"
+
+namespace sparrow::kernels {
+
+namespace {
+
+// Walks the active columns of one CSC partition. Entry e decodes to (code, gap).
+template <class Entry, int kGapShift, int kCodeMask>
+void spmv_csc(const SpmvArgs& a, const std::vector<Entry>& entries) {
+  const CscPartition& p = *a.part;
+  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
+  for (int64_t k = 0; k < a.n_active; ++k) {
+    int32_t j = a.active[k];
+    float xj = a.x[j];
+    int64_t pos = -1;
+    for (uint32_t e = p.col_ptr[j]; e < p.col_ptr[j + 1]; ++e) {
+      Entry v = entries[e];
+      pos += (v >> kGapShift) + 1;
+      a.y[pos] += a.codebook[v & kCodeMask] * xj;
+    }
+  }
+}
+
+}  // namespace
+
+void spmv_csc_e8__ref(const SpmvArgs& a) { spmv_csc<uint8_t, 4, 0xF>(a, a.part->entries8); }
+void spmv_csc_e16__ref(const SpmvArgs& a) { spmv_csc<uint16_t, 8, 0xFF>(a, a.part->entries16); }
+
+void spmm_csr_e16__ref(const SpmmArgs& a) {
+  const SparseMatrix& m = *a.m;
+  for (int64_t r = a.row_begin; r < a.row_end; ++r) {
+    float* y = a.y + r * a.ldy;
+    for (int64_t b = 0; b < a.batch; ++b) y[b] = 0.0f;
+    int64_t col = -1;
+    for (uint32_t e = m.row_ptr[r]; e < m.row_ptr[r + 1]; ++e) {
+      uint16_t v = m.csr[e];
+      col += (v >> 8) + 1;
+      float w = m.codebook[v & 0xFF];
+      const float* x = a.xt + col * a.ldx;
+      for (int64_t b = 0; b < a.batch; ++b) y[b] += w * x[b];
+    }
+  }
+}
+
+}  // namespace sparrow::kernels

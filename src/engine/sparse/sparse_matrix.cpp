@@ -1,0 +1,72 @@
+#include "engine/sparse/sparse_matrix.h"
+
+namespace sparrow {
+
+int64_t SparseMatrix::csc_entries() const {
+  int64_t n = 0;
+  for (const auto& p : csc) n += narrow ? static_cast<int64_t>(p.entries8.size()) : static_cast<int64_t>(p.entries16.size());
+  return n;
+}
+
+namespace {
+
+// Appends (code, gap) entries for the non-zeros met while walking `n` positions, bridging gaps
+// longer than max_gap with fillers. code_at(k) gives the code at position k.
+template <class CodeAt, class Emit>
+void encode_run(int64_t n, int max_gap, CodeAt code_at, Emit emit) {
+  int64_t next = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    uint8_t code = code_at(k);
+    if (code == 0) continue;
+    while (k - next > max_gap) {
+      emit(0, max_gap);
+      next += max_gap + 1;
+    }
+    emit(code, static_cast<int>(k - next));
+    next = k + 1;
+  }
+}
+
+}  // namespace
+
+SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
+                                 const std::vector<float>& codebook, int partitions) {
+  SparseMatrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.narrow = codebook.size() <= 16;
+  m.codebook.assign(m.narrow ? 16 : 256, 0.0f);
+  std::copy(codebook.begin(), codebook.end(), m.codebook.begin());
+  m.codebook[0] = 0.0f;
+  for (uint8_t c : codes) m.nonzeros += c != 0;
+  m.csc.resize(static_cast<size_t>(partitions));
+  for (int p = 0; p < partitions; ++p) {
+    CscPartition& part = m.csc[p];
+    part.local_rows = rows > p ? (rows - p + partitions - 1) / partitions : 0;
+    part.col_ptr.assign(static_cast<size_t>(cols + 1), 0);
+    for (int64_t c = 0; c < cols; ++c) {
+      auto code_at = [&](int64_t k) { return codes[static_cast<size_t>((k * partitions + p) * cols + c)]; };
+      if (m.narrow)
+        encode_run(part.local_rows, 15, code_at,
+                   [&](int code, int gap) { part.entries8.push_back(static_cast<uint8_t>(code | gap << 4)); });
+      else
+        encode_run(part.local_rows, 255, code_at,
+                   [&](int code, int gap) { part.entries16.push_back(static_cast<uint16_t>(code | gap << 8)); });
+      part.col_ptr[c + 1] = static_cast<uint32_t>(m.narrow ? part.entries8.size() : part.entries16.size());
+    }
+  }
+  m.row_ptr.assign(static_cast<size_t>(rows + 1), 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    encode_run(cols, 255, [&](int64_t k) { return codes[static_cast<size_t>(r * cols + k)]; },
+               [&](int code, int gap) { m.csr.push_back(static_cast<uint16_t>(code | gap << 8)); });
+    m.row_ptr[r + 1] = static_cast<uint32_t>(m.csr.size());
+  }
+  return m;
+}
+
+Result<SparseMatrix> build_sparse_matrix(const CompressedTensor& t, int partitions) {
+  SP_ASSIGN_OR_RETURN(std::vector<uint8_t> codes, decode_codes(t));
+  return build_sparse_matrix(codes, t.view.rows, t.view.cols, t.codebook, partitions);
+}
+
+}  // namespace sparrow

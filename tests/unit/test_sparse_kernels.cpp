@@ -1,0 +1,155 @@
+// Every sparse kernel variant against the scalar reference, and the reference against a dense
+// double-precision product, on an edge-case grid: rows below/at/above the 16-lane width, empty
+// columns, all-zero and fully dense inputs, the longest gaps (fillers), every code used, odd sizes.
+#include <cmath>
+#include <random>
+
+#include "engine/sparse/kernels.h"
+#include "test_util.h"
+
+namespace sparrow {
+namespace {
+
+struct Case {
+  std::vector<uint8_t> codes;
+  int64_t rows, cols;
+  std::vector<float> codebook;
+};
+
+Case make_case(int64_t rows, int64_t cols, double density, int codebook_size, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0, 1);
+  Case c{std::vector<uint8_t>(static_cast<size_t>(rows * cols), 0), rows, cols, std::vector<float>(codebook_size)};
+  for (int i = 1; i < codebook_size; ++i) c.codebook[i] = u(rng) * 2 - 1;
+  int next_code = 1;
+  for (auto& code : c.codes)
+    if (u(rng) < density) {  // cycle through every code so each is used
+      code = static_cast<uint8_t>(next_code);
+      next_code = next_code % (codebook_size - 1) + 1;
+    }
+  return c;
+}
+
+std::vector<float> random_input(int64_t n, double density, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0, 1);
+  std::vector<float> x(static_cast<size_t>(n), 0.0f);
+  for (auto& v : x)
+    if (u(rng) < density) v = u(rng) * 2 - 1;
+  return x;
+}
+
+struct Product {
+  std::vector<double> y;        // W x in double
+  std::vector<double> abs_sum;  // sum of |terms| per row: float error scales with it
+};
+
+Product dense_product(const Case& c, const std::vector<float>& x) {
+  Product p{std::vector<double>(static_cast<size_t>(c.rows), 0.0), std::vector<double>(static_cast<size_t>(c.rows), 0.0)};
+  for (int64_t r = 0; r < c.rows; ++r)
+    for (int64_t j = 0; j < c.cols; ++j) {
+      double t = double(c.codebook[c.codes[r * c.cols + j]]) * x[j];
+      p.y[r] += t;
+      p.abs_sum[r] += std::fabs(t);
+    }
+  return p;
+}
+
+// Runs spmv over every partition with the given kernels and returns y in global row order.
+std::vector<float> run_spmv(const SparseMatrix& m, const SparseKernels& k, const std::vector<float>& x) {
+  std::vector<int32_t> active;
+  for (int64_t j = 0; j < m.cols; ++j)
+    if (x[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
+  std::vector<float> y(static_cast<size_t>(m.rows));
+  for (int p = 0; p < m.partitions(); ++p) {
+    std::vector<float> local(static_cast<size_t>(m.csc[p].local_rows) + 1, -7.0f);
+    SpmvArgs a{&m.csc[p], m.codebook.data(), active.data(), static_cast<int64_t>(active.size()), x.data(), local.data()};
+    (m.narrow ? k.spmv_csc_e8 : k.spmv_csc_e16)(a);
+    EXPECT_EQ(local.back(), -7.0f) << "wrote past the partition's rows";
+    for (int64_t r = 0; r < m.csc[p].local_rows; ++r) y[r * m.partitions() + p] = local[r];
+  }
+  return y;
+}
+
+// Float sums may differ from the double result by rounding; any wrong or missing term is far larger.
+void expect_close(const std::vector<float>& got, const Product& want, const std::string& what) {
+  for (size_t i = 0; i < want.y.size(); ++i)
+    ASSERT_NEAR(got[i], want.y[i], 1e-5 * want.abs_sum[i] + 1e-30) << what << " row " << i;
+}
+
+const Isa kIsas[] = {Isa::scalar, Isa::avx2, Isa::avx512};
+
+TEST(SparseKernels, SpmvEveryVariantMatchesOnTheGrid) {
+  uint32_t seed = 1;
+  for (int64_t rows : {1, 15, 16, 17, 64, 300})
+    for (int64_t cols : {1, 7, 33})
+      for (double density : {0.0, 0.09, 0.5, 1.0})
+        for (int cb : {16, 64, 256})
+          for (int partitions : {1, 3}) {
+            Case c = make_case(rows, cols, density, cb, seed++);
+            SparseMatrix m = build_sparse_matrix(c.codes, rows, cols, c.codebook, partitions);
+            for (double x_density : {0.0, 0.35, 1.0}) {
+              auto x = random_input(cols, x_density, seed++);
+              auto want = dense_product(c, x);
+              for (Isa isa : kIsas) {
+                std::string what = std::string(isa_name(isa)) + " " + std::to_string(rows) + "x" +
+                                   std::to_string(cols) + " d=" + std::to_string(density) + " cb=" +
+                                   std::to_string(cb) + " P=" + std::to_string(partitions);
+                expect_close(run_spmv(m, sparse_kernels_for(isa), x), want, what);
+              }
+            }
+          }
+}
+
+TEST(SparseKernels, LongestGapsUseFillers) {
+  // One non-zero at the bottom of a 1000-row column: narrow entries need 62 fillers.
+  Case c{std::vector<uint8_t>(1000, 0), 1000, 1, std::vector<float>(16, 0.5f)};
+  c.codebook[0] = 0;
+  c.codes[999] = 3;
+  SparseMatrix m = build_sparse_matrix(c.codes, 1000, 1, c.codebook, 1);
+  EXPECT_EQ(m.csc[0].entries8.size(), 63u);
+  std::vector<float> x = {2.0f};
+  for (Isa isa : kIsas) {
+    auto y = run_spmv(m, sparse_kernels_for(isa), x);
+    EXPECT_EQ(y[999], 1.0f) << isa_name(isa);
+    EXPECT_EQ(std::count(y.begin(), y.end(), 0.0f), 999) << isa_name(isa);
+  }
+}
+
+TEST(SparseKernels, SpmmEveryVariantMatchesAcrossBatchWidths) {
+  uint32_t seed = 100;
+  for (int64_t rows : {1, 17, 64})
+    for (int64_t cols : {3, 40, 300})
+      for (double density : {0.0, 0.1, 1.0})
+        for (int64_t batch : {1, 5, 16, 17, 64, 70}) {
+          Case c = make_case(rows, cols, density, 256, seed++);
+          SparseMatrix m = build_sparse_matrix(c.codes, rows, cols, c.codebook, 1);
+          int64_t ldx = batch + 3;
+          std::vector<float> xt(static_cast<size_t>(cols * ldx));
+          auto vals = random_input(cols * ldx, 0.6, seed++);
+          std::copy(vals.begin(), vals.end(), xt.begin());
+          for (Isa isa : kIsas) {
+            int64_t ldy = batch + 1;
+            std::vector<float> y(static_cast<size_t>(rows * ldy), -7.0f);
+            SpmmArgs a{&m, 0, rows, xt.data(), ldx, batch, y.data(), ldy};
+            sparse_kernels_for(isa).spmm_csr_e16(a);
+            for (int64_t b = 0; b < batch; ++b) {
+              std::vector<float> col(static_cast<size_t>(cols));
+              for (int64_t j = 0; j < cols; ++j) col[j] = xt[j * ldx + b];
+              auto want = dense_product(c, col);
+              std::vector<float> got(static_cast<size_t>(rows));
+              for (int64_t r = 0; r < rows; ++r) got[r] = y[r * ldy + b];
+              expect_close(got, want, std::string(isa_name(isa)) + " batch " + std::to_string(batch));
+            }
+            for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(y[r * ldy + batch], -7.0f) << "wrote past the batch";
+          }
+        }
+}
+
+TEST(SparseKernels, CapSelectsLowerIsas) {
+  EXPECT_EQ(sparse_kernels_for(Isa::scalar).isa, Isa::scalar);
+  EXPECT_LE(sparse_kernels_for(Isa::avx512).isa, best_supported_isa());
+}
+
+}  // namespace
+}  // namespace sparrow
