@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include "sparrow/format.h"
 #include "sparrow/model.h"
 
 namespace sparrow {
@@ -13,6 +14,7 @@ namespace sparrow {
 struct ExecOptions {
   int threads = 0;                                   // 0: one per hardware thread
   int64_t memory_limit_bytes = int64_t{8} << 30;     // largest plan (activations + scratch) allowed
+  bool sparse = true;                                // run compressed weights on the sparse engine
 };
 
 // One executed layer of a planned model, for `sparrow info`.
@@ -21,7 +23,8 @@ struct LayerInfo {
   std::string op_type;
   std::vector<Shape> output_shapes;
   int64_t params = 0;  // float32 weights read from initializers
-  int64_t macs = 0;    // multiply-accumulates per run
+  int64_t macs = 0;    // multiply-accumulates per run (non-zero weights only on the sparse engine)
+  bool sparse = false; // runs on the sparse engine
 };
 
 struct ModelSummary {
@@ -39,6 +42,10 @@ class Executor {
  public:
   // Takes the model; checks every operator and attribute (errors name the node).
   static Result<std::unique_ptr<Executor>> create(Model model, ExecOptions options = {});
+  // A compressed model: layers whose weights are compressed run on the sparse engine straight from
+  // their encoding (unless options.sparse is false or a layer is too dense to gain); the others,
+  // and every other operator, on the dense executor.
+  static Result<std::unique_ptr<Executor>> create(const SpwModel& spw, ExecOptions options = {});
   ~Executor();
 
   const Model& model() const { return model_; }

@@ -26,7 +26,8 @@ void print_table(const Executor& ex, const ModelSummary& s, int64_t batch) {
   for (size_t i = 0; i < s.layers.size(); ++i) {
     const LayerInfo& l = s.layers[i];
     std::string shape = l.output_shapes.empty() ? "-" : shape_str(l.output_shapes[0]);
-    fmt::print("{:>3}  {:<28} {:<18} {:<22} {:>10} {:>12}\n", i, l.name.substr(0, 28), l.op_type, shape,
+    fmt::print("{:>3}  {:<28} {:<18} {:<22} {:>10} {:>12}\n", i, l.name.substr(0, 28),
+               l.sparse ? l.op_type + " (sparse)" : l.op_type, shape,
                l.params ? human_count(l.params) : "-", l.macs ? human_count(2 * l.macs) : "-");
   }
   fmt::print("\ntotal: {} layers, {} parameters ({} bytes as float32), {} FLOPs per batch of {}", s.layers.size(),
@@ -51,7 +52,7 @@ nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch)
   j["layers"] = nlohmann::json::array();
   for (const auto& l : s.layers)
     j["layers"].push_back({{"name", l.name}, {"op", l.op_type}, {"output_shapes", l.output_shapes},
-                           {"params", l.params}, {"flops", 2 * l.macs}});
+                           {"params", l.params}, {"flops", 2 * l.macs}, {"sparse", l.sparse}});
   j["params"] = s.params;
   j["flops"] = 2 * s.macs;
   j["folded_nodes"] = s.folded_nodes;

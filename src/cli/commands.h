@@ -19,5 +19,6 @@ Command add_eval(CLI::App& app, const GlobalOptions& global);
 Command add_compress(CLI::App& app, const GlobalOptions& global);
 Command add_inspect(CLI::App& app, const GlobalOptions& global);
 Command add_export(CLI::App& app, const GlobalOptions& global);
+Command add_bench(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace sparrow::cli

@@ -12,17 +12,17 @@ namespace sparrow::cli {
 
 Result<std::unique_ptr<Executor>> open_model(const std::string& path, const GlobalOptions& options) {
   std::string ext = std::filesystem::path(path).extension().string();
-  Model model;
+  ExecOptions exec{options.threads};
+  exec.sparse = !options.dense;
   if (ext == ".onnx") {
-    SP_ASSIGN_OR_RETURN(model, load_onnx(path));
-  } else if (ext == ".spw") {
-    // Decompressed to the dense executor (the sparse engine runs the encoding directly).
-    SP_ASSIGN_OR_RETURN(SpwModel spw, read_spw(path));
-    SP_ASSIGN_OR_RETURN(model, spw.to_dense_model());
-  } else {
-    return errorf("{}: unknown model file type '{}' (expected .onnx or .spw)", path, ext);
+    SP_ASSIGN_OR_RETURN(Model model, load_onnx(path));
+    return Executor::create(std::move(model), exec);
   }
-  return Executor::create(std::move(model), ExecOptions{options.threads});
+  if (ext == ".spw") {
+    SP_ASSIGN_OR_RETURN(SpwModel spw, read_spw(path));
+    return Executor::create(spw, exec);
+  }
+  return errorf("{}: unknown model file type '{}' (expected .onnx or .spw)", path, ext);
 }
 
 bool show_progress(const GlobalOptions& options) { return !options.quiet && ::isatty(STDERR_FILENO); }

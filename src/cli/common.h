@@ -11,6 +11,7 @@ namespace sparrow::cli {
 struct GlobalOptions {
   int threads = 0;
   bool quiet = false;
+  bool dense = false;  // run .spw models decompressed on the dense executor
 };
 
 // Loads a model file (.onnx) and prepares an executor for it.

@@ -16,9 +16,10 @@ int main(int argc, char** argv) {
   app.add_option("--threads", global.threads, "Worker threads (default: one per core)")->check(CLI::Range(0, 1024));
   app.add_flag("-q,--quiet", global.quiet, "No progress lines");
   app.add_flag("-v,--verbose", verbose, "Log what Sparrow does");
+  app.add_flag("--dense", global.dense, "Run .spw models decompressed on the dense executor");
 
   std::vector<Command> commands;
-  for (auto add : {add_info, add_run, add_eval, add_compress, add_inspect, add_export}) commands.push_back(add(app, global));
+  for (auto add : {add_info, add_run, add_eval, add_compress, add_inspect, add_export, add_bench}) commands.push_back(add(app, global));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

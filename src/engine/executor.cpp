@@ -15,6 +15,7 @@ struct Executor::Impl {
   explicit Impl(const ExecOptions& o) : options(o), pool(o.threads) {}
   ExecOptions options;
   ThreadPool pool;
+  std::map<std::string, SparseMatrix> sparse;  // engine layouts of the compressed weights
   std::vector<std::unique_ptr<Plan>> plans;  // most recently used last
 };
 
@@ -38,6 +39,18 @@ Result<std::unique_ptr<Executor>> Executor::create(Model model, ExecOptions opti
   return std::unique_ptr<Executor>(new Executor(std::move(model), options));
 }
 
+Result<std::unique_ptr<Executor>> Executor::create(const SpwModel& spw, ExecOptions options) {
+  SP_ASSIGN_OR_RETURN(Model dense, spw.to_dense_model());
+  SP_ASSIGN_OR_RETURN(auto ex, create(std::move(dense), options));
+  if (!options.sparse) return ex;
+  for (const auto& t : spw.tensors) {
+    auto m = build_sparse_matrix(t, ex->threads());
+    if (!m.ok()) return m.status().prefixed(spw.graph.source);
+    ex->impl_->sparse.emplace(t.name, std::move(*m));
+  }
+  return ex;
+}
+
 Result<Plan*> Executor::plan_for(const std::vector<Shape>& input_shapes) {
   auto& plans = impl_->plans;
   for (size_t i = 0; i < plans.size(); ++i) {
@@ -47,7 +60,8 @@ Result<Plan*> Executor::plan_for(const std::vector<Shape>& input_shapes) {
       return plans.back().get();
     }
   }
-  auto plan = Plan::build(model_, input_shapes, impl_->pool, impl_->options.memory_limit_bytes);
+  auto plan = Plan::build(model_, input_shapes, impl_->pool, impl_->options.memory_limit_bytes,
+                          impl_->sparse.empty() ? nullptr : &impl_->sparse);
   if (!plan.ok()) return plan.status().prefixed(model_.source);
   if (plans.size() == kMaxCachedPlans) plans.erase(plans.begin());
   plans.push_back(std::move(*plan));

@@ -1,5 +1,7 @@
 #include "engine/plan.h"
 
+#include "engine/ops/sparse_ops.h"
+
 #include <cstring>
 
 namespace sparrow {
@@ -42,8 +44,22 @@ Status Plan::bind_graph_inputs(const Model& model) {
   return {};
 }
 
+Result<std::unique_ptr<Op>> Plan::make_op(const Model& model, const Node& node, int threads) {
+  if (sparse_ && node.inputs.size() > 1) {
+    auto it = sparse_->find(node.inputs[1]);
+    if (it != sparse_->end() && it->second.density() <= kSparseMaxDensity) {
+      SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, create_sparse_op(node, model.opset, it->second, threads));
+      if (op) {
+        sparse_steps_.insert(op.get());
+        return op;
+      }
+    }
+  }
+  return create_op(node, model.opset);
+}
+
 Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
-  SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, create_op(node, model.opset));
+  SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, make_op(model, node, pool.size()));
   std::vector<ValueDesc> in;
   std::vector<const Tensor*> in_tensors;
   bool all_constant = true;
@@ -95,8 +111,9 @@ Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
 }
 
 Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<Shape>& input_shapes, ThreadPool& pool,
-                                          int64_t memory_limit) {
+                                          int64_t memory_limit, const std::map<std::string, SparseMatrix>* sparse) {
   auto plan = std::unique_ptr<Plan>(new Plan());
+  plan->sparse_ = sparse;
   plan->memory_limit_ = memory_limit;
   plan->input_shapes_ = input_shapes;
   SP_RETURN_IF_ERROR(plan->bind_graph_inputs(model));
@@ -117,7 +134,8 @@ ModelSummary Plan::summary(const Model& model) const {
   for (const Tensor* t : output_tensors_) s.output_shapes.push_back(t->shape());
   s.folded_nodes = folded_;
   for (const auto& step : steps_) {
-    LayerInfo layer{step.op->node().name, step.op->node().op_type, {}, 0, step.op->macs()};
+    LayerInfo layer{step.op->node().name, step.op->node().op_type, {}, 0, step.op->macs(),
+                    sparse_steps_.count(step.op.get()) > 0};
     for (const Tensor* t : step.outputs)
       if (t) layer.output_shapes.push_back(t->shape());
     for (const auto& name : step.op->node().inputs) {

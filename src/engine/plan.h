@@ -6,7 +6,10 @@
 #include <memory>
 #include <vector>
 
+#include <set>
+
 #include "engine/op.h"
+#include "engine/sparse/sparse_matrix.h"
 #include "sparrow/executor.h"
 
 namespace sparrow {
@@ -21,8 +24,10 @@ class Plan {
  public:
   // Builds the plan. Errors name the node and what does not fit.
   // Fails if activations and scratch would exceed `memory_limit` bytes.
+  // `sparse` maps weight names to engine matrices: nodes reading them run on the sparse kernels.
   static Result<std::unique_ptr<Plan>> build(const Model& model, const std::vector<Shape>& input_shapes,
-                                             ThreadPool& pool, int64_t memory_limit);
+                                             ThreadPool& pool, int64_t memory_limit,
+                                             const std::map<std::string, SparseMatrix>* sparse = nullptr);
   // Copies the inputs in and runs every step.
   Status run(std::span<const Tensor> inputs, ThreadPool& pool);
 
@@ -33,6 +38,7 @@ class Plan {
  private:
   Status bind_graph_inputs(const Model& model);
   Status plan_node(const Model& model, const Node& node, ThreadPool& pool);
+  Result<std::unique_ptr<Op>> make_op(const Model& model, const Node& node, int threads);
   Result<Tensor*> new_value(const std::string& name, const ValueDesc& desc);
   Status reserve(int64_t bytes, const std::string& what);
 
@@ -47,6 +53,8 @@ class Plan {
   int64_t folded_ = 0;
   int64_t memory_limit_ = 0;
   int64_t planned_bytes_ = 0;
+  const std::map<std::string, SparseMatrix>* sparse_ = nullptr;
+  std::set<const Op*> sparse_steps_;
 };
 
 }  // namespace sparrow

@@ -31,4 +31,8 @@ Result<WindowAttrs> read_window_attrs(const Node& node);
 // Fails (naming the node) on bad ranks, non-positive sizes or an empty output.
 Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const Shape& spatial, const Shape& kernel);
 
+// Unrolls input planes [channels, in_h, in_w] into col [channels * k_h * k_w, out_h * out_w]
+// (zero where the window covers padding).
+void im2col(const float* x, int64_t channels, const Window2d& w, float* col);
+
 }  // namespace sparrow

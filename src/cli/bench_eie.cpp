@@ -1,0 +1,255 @@
+#include "cli/bench_eie.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "cli/bench_eigen.h"
+#include "core/thread_pool.h"
+#include "core/timer.h"
+#include "engine/sparse/kernels.h"
+#include "engine/sparse/peers.h"
+
+namespace sparrow::cli {
+
+namespace {
+
+using json = nlohmann::json;
+
+struct EieLayer {
+  const char* name;
+  int64_t in, out;
+  double weight_density, activation_density;
+};
+
+// [EIE] Table III: size (input x output), weight density, activation density.
+constexpr EieLayer kLayers[] = {
+    {"Alex-6", 9216, 4096, 0.09, 0.351}, {"Alex-7", 4096, 4096, 0.09, 0.353}, {"Alex-8", 4096, 1000, 0.25, 0.375},
+    {"VGG-6", 25088, 4096, 0.04, 0.183}, {"VGG-7", 4096, 4096, 0.04, 0.375}, {"VGG-8", 4096, 1000, 0.23, 0.411},
+    {"NT-We", 4096, 600, 0.10, 1.0},     {"NT-Wd", 600, 8791, 0.11, 1.0},    {"NT-LSTM", 1201, 2400, 0.10, 1.0}};
+
+// One layer's weights in every form the contenders use.
+struct Workload {
+  EieLayer layer;
+  std::vector<uint8_t> codes;  // [out, in], 4-bit codes, 0 = zero weight
+  std::vector<float> codebook;
+  std::vector<float> dense;    // [out, in] float32
+  PlainCsc csc;
+  PlainCsr csr;
+  std::unique_ptr<EigenPeer> eigen;
+  std::map<int, SparseMatrix> sparrow;  // by partition count
+};
+
+Workload make_workload(const EieLayer& l, uint32_t seed) {
+  Workload w{l, std::vector<uint8_t>(static_cast<size_t>(l.in * l.out), 0), std::vector<float>(16, 0.0f), {}, {}, {}, {}, {}};
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0, 1);
+  for (int i = 1; i < 16; ++i) w.codebook[i] = (u(rng) * 0.1f + 0.01f) * (i % 2 ? 1.0f : -1.0f);
+  uint32_t threshold = static_cast<uint32_t>(l.weight_density * 4294967295.0);
+  std::minstd_rand fast(seed);
+  for (auto& c : w.codes) {
+    uint32_t r = static_cast<uint32_t>(fast()) << 1 ^ static_cast<uint32_t>(fast());
+    if (r < threshold) c = static_cast<uint8_t>(1 + fast() % 15);
+  }
+  w.dense.resize(w.codes.size());
+  for (size_t i = 0; i < w.codes.size(); ++i) w.dense[i] = w.codebook[w.codes[i]];
+  w.csc = plain_csc(w.dense, l.out, l.in);
+  w.csr = plain_csr(w.dense, l.out, l.in);
+  w.eigen = make_eigen_peer(w.dense, l.out, l.in);
+  return w;
+}
+
+// Inputs X [batch, in] at the layer's activation density (non-negative, as after ReLU).
+std::vector<float> make_inputs(const EieLayer& l, int64_t batch, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0, 1);
+  std::vector<float> x(static_cast<size_t>(batch * l.in), 0.0f);
+  for (auto& v : x)
+    if (u(rng) < l.activation_density) v = u(rng) + 0.01f;
+  return x;
+}
+
+template <class F>
+double median_us(F&& f, int repeats) {
+  f();
+  f();
+  std::vector<double> t;
+  for (int i = 0; i < repeats; ++i) {
+    Timer timer;
+    f();
+    t.push_back(timer.seconds() * 1e6);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Contiguous row ranges of about equal entry counts, one per thread.
+std::vector<int64_t> balanced_rows(const std::vector<uint32_t>& row_ptr, int parts) {
+  int64_t rows = static_cast<int64_t>(row_ptr.size()) - 1;
+  std::vector<int64_t> bounds = {0};
+  for (int p = 1; p < parts; ++p) {
+    uint64_t target = static_cast<uint64_t>(row_ptr.back()) * p / parts;
+    bounds.push_back(std::lower_bound(row_ptr.begin(), row_ptr.end(), target) - row_ptr.begin());
+  }
+  bounds.push_back(rows);
+  return bounds;
+}
+
+json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
+  const EieLayer& l = w.layer;
+  auto [it, fresh] = w.sparrow.try_emplace(threads);
+  if (fresh) it->second = build_sparse_matrix(w.codes, l.out, l.in, w.codebook, threads);
+  const SparseMatrix& m = it->second;
+  const SparseKernels& k = sparse_kernels();
+  std::vector<float> x = make_inputs(l, 1, 7), y(static_cast<size_t>(l.out));
+  std::vector<int32_t> active;
+  active.reserve(static_cast<size_t>(l.in));
+  std::vector<std::vector<float>> local(static_cast<size_t>(threads));
+  for (int p = 0; p < threads; ++p) local[p].resize(static_cast<size_t>(m.csc[p].local_rows));
+  auto sparrow = [&] {
+    active.clear();  // the leading-non-zero detection of EIE's central unit
+    for (int64_t j = 0; j < l.in; ++j)
+      if (x[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
+    pool.parallel_for(threads, [&](int64_t p) {
+      SpmvArgs a{&m.csc[p], m.codebook.data(), active.data(), static_cast<int64_t>(active.size()), x.data(), local[p].data()};
+      k.spmv_csc_e8(a);
+      for (int64_t r = 0; r < m.csc[p].local_rows; ++r) y[r * threads + p] = local[p][r];
+    });
+  };
+  double sparrow_us = median_us(sparrow, repeats);
+  openblas_set_num_threads(threads);
+  double dense_us = median_us([&] {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(l.out), static_cast<int>(l.in), 1.0f, w.dense.data(),
+                static_cast<int>(l.in), x.data(), 1, 0.0f, y.data(), 1);
+  }, repeats);
+  openblas_set_num_threads(1);
+  double eigen_rm = median_us([&] { w.eigen->spmv_rowmajor(x.data(), y.data()); }, repeats);
+  double eigen_sv = median_us([&] { w.eigen->spmv_sparse_vector(x.data(), y.data()); }, repeats);
+  double plain_us = median_us([&] { plain_csc_spmv(w.csc, active.data(), static_cast<int64_t>(active.size()), x.data(), y.data()); }, repeats);
+  // Work actually done: non-zeros in the active columns; entries (fillers too) each partition walks.
+  int64_t nnz = 0, plain_bytes = 0, sparrow_bytes = 0, max_part = 0, all_parts = 0;
+  for (int32_t j : active) nnz += w.csc.col_ptr[j + 1] - w.csc.col_ptr[j];
+  plain_bytes = nnz * 8 + static_cast<int64_t>(active.size()) * 8;
+  for (const auto& part : m.csc) {
+    int64_t e = 0;
+    for (int32_t j : active) e += part.col_ptr[j + 1] - part.col_ptr[j];
+    sparrow_bytes += e + static_cast<int64_t>(active.size()) * 8;
+    max_part = std::max(max_part, e);
+    all_parts += e;
+  }
+  return {{"name", l.name}, {"batch", 1}, {"threads", threads}, {"sparrow_us", sparrow_us}, {"dense_us", dense_us},
+          {"eigen_us", std::min(eigen_rm, eigen_sv)}, {"eigen_rowmajor_us", eigen_rm}, {"eigen_sparse_vector_us", eigen_sv},
+          {"plain_us", plain_us}, {"nonzeros_per_second", nnz / (sparrow_us * 1e-6)},
+          {"sparrow_bytes_touched", sparrow_bytes}, {"plain_bytes_touched", plain_bytes},
+          {"load_balance", max_part ? static_cast<double>(all_parts) / threads / max_part : 1.0}};
+}
+
+json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int repeats) {
+  const EieLayer& l = w.layer;
+  auto [it, fresh] = w.sparrow.try_emplace(threads);
+  if (fresh) it->second = build_sparse_matrix(w.codes, l.out, l.in, w.codebook, threads);
+  const SparseMatrix& m = it->second;
+  const SparseKernels& k = sparse_kernels();
+  std::vector<float> x = make_inputs(l, batch, 9), xt(x.size()), y(static_cast<size_t>(batch * l.out));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t j = 0; j < l.in; ++j) xt[j * batch + b] = x[b * l.in + j];
+  auto sparrow_bounds = balanced_rows(m.row_ptr, threads);
+  auto plain_bounds = balanced_rows(w.csr.row_ptr, threads);
+  double sparrow_us = median_us([&] {
+    pool.parallel_for(threads, [&](int64_t t) {
+      k.spmm_csr_e16(SpmmArgs{&m, sparrow_bounds[t], sparrow_bounds[t + 1], xt.data(), batch, batch, y.data(), batch});
+    });
+  }, repeats);
+  openblas_set_num_threads(threads);
+  double dense_us = median_us([&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, static_cast<int>(l.out), static_cast<int>(l.in), 1.0f,
+                x.data(), static_cast<int>(l.in), w.dense.data(), static_cast<int>(l.in), 0.0f, y.data(),
+                static_cast<int>(l.out));
+  }, repeats);
+  openblas_set_num_threads(1);
+  double eigen_us = median_us([&] { w.eigen->spmm(x.data(), batch, y.data()); }, repeats);
+  double plain_us = median_us([&] {
+    pool.parallel_for(threads, [&](int64_t t) {
+      plain_csr_spmm(w.csr, plain_bounds[t], plain_bounds[t + 1], xt.data(), batch, batch, y.data(), batch);
+    });
+  }, repeats);
+  int64_t nnz = static_cast<int64_t>(w.csr.values.size());
+  return {{"name", l.name}, {"batch", batch}, {"threads", threads}, {"sparrow_us", sparrow_us}, {"dense_us", dense_us},
+          {"eigen_us", eigen_us}, {"plain_us", plain_us}, {"nonzeros_per_second", nnz * batch / (sparrow_us * 1e-6)},
+          {"sparrow_bytes_touched", static_cast<int64_t>(m.csr.size()) * 2 + (l.out + 1) * 4},
+          {"plain_bytes_touched", nnz * 8 + (l.out + 1) * 4}};
+}
+
+double geomean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += std::log(x);
+  return v.empty() ? 0 : std::exp(s / static_cast<double>(v.size()));
+}
+
+}  // namespace
+
+json run_eie_bench(const EieBenchOptions& o) {
+  json results{{"isa", isa_name(sparse_kernels().isa)}, {"repeats", o.repeats}, {"layers", json::array()}};
+  int max_threads = *std::max_element(o.threads.begin(), o.threads.end());
+  ThreadPool pool(max_threads);
+  for (const auto& layer : kLayers) {
+    if (!o.layers.empty() && std::find(o.layers.begin(), o.layers.end(), layer.name) == o.layers.end()) continue;
+    if (o.progress) fmt::print(stderr, "\r\033[Kbench {}: preparing", layer.name);
+    Workload w = make_workload(layer, 1);
+    for (int batch : o.batches)
+      for (int threads : o.threads) {
+        if (o.progress) fmt::print(stderr, "\r\033[Kbench {}: batch {}, {} thread(s)", layer.name, batch, threads);
+        ThreadPool local(threads);
+        results["layers"].push_back(batch == 1 ? bench_batch1(w, threads, local, o.repeats)
+                                               : bench_batched(w, batch, threads, local, o.repeats));
+      }
+  }
+  if (o.progress) fmt::print(stderr, "\r\033[K");
+  json geo = json::object();
+  for (int batch : o.batches)
+    for (int threads : o.threads) {
+      std::vector<double> dense, eigen, plain;
+      for (const auto& r : results["layers"])
+        if (r["batch"] == batch && r["threads"] == threads) {
+          double s = r["sparrow_us"];
+          dense.push_back(r["dense_us"].get<double>() / s);
+          eigen.push_back(r["eigen_us"].get<double>() / s);
+          plain.push_back(r["plain_us"].get<double>() / s);
+        }
+      geo[fmt::format("batch {}, {} thread{}", batch, threads, threads > 1 ? "s" : "")] = {
+          {"speedup_vs_dense", geomean(dense)}, {"speedup_vs_eigen", geomean(eigen)}, {"speedup_vs_plain", geomean(plain)}};
+    }
+  results["geomean"] = geo;
+  return results;
+}
+
+void print_eie_bench(const json& r) {
+  fmt::print("EIE benchmark layers, random weights at the paper's densities, 4-bit codes; sparse kernels: {}\n"
+             "median of {} runs; times in microseconds; x = peer time / Sparrow time\n"
+             "peers: OpenBLAS dense sgemv/sgemm (same thread count), Eigen sparse and plain float32 kernels\n",
+             r["isa"].get<std::string>(), r["repeats"].get<int>());
+  fmt::print("(Eigen: 1 thread; plain CSC: 1 thread; plain CSR: same threads as Sparrow)\n");
+  for (const auto& [config, g] : r["geomean"].items()) {
+    fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10}\n", config, "layer", "sparrow",
+               "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s");
+    for (const auto& l : r["layers"]) {
+      std::string key = fmt::format("batch {}, {} thread{}", l["batch"].get<int>(), l["threads"].get<int>(),
+                                    l["threads"].get<int>() > 1 ? "s" : "");
+      if (key != config) continue;
+      double s = l["sparrow_us"];
+      fmt::print("{:<9} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>8.2f} {:>8.2f} {:>8.2f} {:>10.2f}\n",
+                 l["name"].get<std::string>(), s, l["dense_us"].get<double>(), l["eigen_us"].get<double>(),
+                 l["plain_us"].get<double>(), l["dense_us"].get<double>() / s, l["eigen_us"].get<double>() / s,
+                 l["plain_us"].get<double>() / s, l["nonzeros_per_second"].get<double>() / 1e9);
+    }
+    fmt::print("{:<9} {:>43} {:>8.2f} {:>8.2f} {:>8.2f}\n", "geomean", "", g["speedup_vs_dense"].get<double>(),
+               g["speedup_vs_eigen"].get<double>(), g["speedup_vs_plain"].get<double>());
+  }
+}
+
+}  // namespace sparrow::cli

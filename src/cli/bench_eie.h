@@ -1,0 +1,23 @@
+// `sparrow bench --eie`: the nine benchmark layers of [EIE] Table IV with random weights at the
+// paper's weight densities (4-bit codes, 4-bit gaps) and inputs at its activation densities, timed
+// in one process against OpenBLAS dense, Eigen sparse and plain float32 sparse kernels.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <vector>
+
+namespace sparrow::cli {
+
+struct EieBenchOptions {
+  std::vector<int> batches = {1, 64};
+  std::vector<int> threads = {1, 2};
+  int repeats = 21;          // timed runs per measurement; the median is reported
+  std::vector<std::string> layers;  // empty: all nine
+  bool progress = false;
+};
+
+nlohmann::json run_eie_bench(const EieBenchOptions& options);
+void print_eie_bench(const nlohmann::json& results);
+
+}  // namespace sparrow::cli

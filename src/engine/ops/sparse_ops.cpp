@@ -1,0 +1,212 @@
+// Gemm, MatMul and Conv on compressed weights: the sparse engine inside the executor.
+//
+// Fully connected: one sample at a time, EIE style (the leading non-zero inputs are listed, and each
+// thread walks the CSC columns of those inputs for its interleaved row partition); from
+// kBatchedFrom samples on, inputs are transposed to [in, batch] and each thread runs the CSR kernel
+// over a balanced contiguous range of rows with the batch in registers.
+// Convolution: sparse W [M, C*kh*kw] times the im2col matrix [C*kh*kw, out_h*out_w] (the CSR
+// kernel with the output positions as the batch), per image.
+#include "engine/ops/sparse_ops.h"
+
+#include <cstring>
+
+#include "engine/ops/window.h"
+
+namespace sparrow {
+
+namespace {
+
+constexpr int64_t kBatchedFrom = 4;
+// Below this many non-zero weights a layer runs on the calling thread: waking the pool costs more.
+constexpr int64_t kParallelFromNonzeros = int64_t{1} << 17;
+
+// Contiguous row ranges of about equal entry counts, one per thread.
+std::vector<int64_t> balanced_rows(const SparseMatrix& m, int parts) {
+  std::vector<int64_t> bounds = {0};
+  for (int p = 1; p < parts; ++p) {
+    uint64_t target = static_cast<uint64_t>(m.row_ptr.back()) * p / parts;
+    bounds.push_back(std::lower_bound(m.row_ptr.begin(), m.row_ptr.end(), target) - m.row_ptr.begin());
+  }
+  bounds.push_back(m.rows);
+  return bounds;
+}
+
+// Y[r, 0:batch] (ldy) = W Xt for all rows, split over the pool.
+void spmm_all_rows(ThreadPool& pool, const SparseKernels& k, const SparseMatrix& m, const std::vector<int64_t>& bounds,
+                   const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy) {
+  if (m.nonzeros * batch < kParallelFromNonzeros) {
+    k.spmm_csr_e16(SpmmArgs{&m, 0, m.rows, xt, ldx, batch, y, ldy});
+    return;
+  }
+  int parts = static_cast<int>(bounds.size()) - 1;
+  pool.parallel_for(parts, [&](int64_t t) {
+    k.spmm_csr_e16(SpmmArgs{&m, bounds[t], bounds[t + 1], xt, ldx, batch, y, ldy});
+  });
+}
+
+class SparseFcOp : public Op {
+ public:
+  SparseFcOp(const Node& node, int64_t opset, const SparseMatrix& m, int threads)
+      : Op(node, opset), m_(m), threads_(threads) {}
+
+  Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) override {
+    const Shape& x = in[0].shape;
+    if (in[0].dtype != DType::f32 || x.empty() || x.back() != m_.cols)
+      return fail("input {} does not end with the weight's {} inputs", shape_str(x), m_.cols);
+    if (node_.op_type == "Gemm" && x.size() != 2) return fail("Gemm input {} must be 2-D", shape_str(x));
+    batch_ = shape_numel(x) / m_.cols;
+    has_bias_ = in.size() > 2 && in[2].present;
+    if (has_bias_ && shape_numel(in[2].shape) != m_.rows)
+      return fail("bias {} must hold {} values", shape_str(in[2].shape), m_.rows);
+    SP_ASSIGN_OR_RETURN(beta_, node_.attr_float("beta", 1.0f));
+    Shape y(x.begin(), x.end() - 1);
+    y.push_back(m_.rows);
+    active_.resize(static_cast<size_t>(m_.cols));
+    bounds_ = balanced_rows(m_, threads_);
+    out = {ValueDesc{DType::f32, y}};
+    return {};
+  }
+  size_t scratch_floats(int) const override {
+    size_t local = 0;
+    for (const auto& p : m_.csc) local += static_cast<size_t>(p.local_rows);
+    return batch_ >= kBatchedFrom ? static_cast<size_t>((m_.cols + m_.rows) * batch_) : local;
+  }
+  int64_t macs() const override { return batch_ * m_.nonzeros; }
+
+  Status run(const RunArgs& a) override {
+    const float* x = a.in[0]->f32_data();
+    float* y = a.out[0]->f32_data();
+    if (batch_ >= kBatchedFrom) run_batched(a, x, y);
+    else
+      for (int64_t n = 0; n < batch_; ++n) run_one(a, x + n * m_.cols, y + n * m_.rows);
+    if (has_bias_) {
+      const float* b = a.in[2]->f32_data();
+      for (int64_t n = 0; n < batch_; ++n)
+        for (int64_t r = 0; r < m_.rows; ++r) y[n * m_.rows + r] += beta_ * b[r];
+    }
+    return {};
+  }
+
+ private:
+  void run_one(const RunArgs& a, const float* x, float* y) {
+    int64_t n_active = 0;
+    for (int64_t j = 0; j < m_.cols; ++j)
+      if (x[j] != 0.0f) active_[n_active++] = static_cast<int32_t>(j);
+    const SparseKernels& k = sparse_kernels();
+    int parts = m_.partitions();
+    auto partition = [&](int64_t p) {
+      float* local = a.scratch.data();
+      for (int64_t q = 0; q < p; ++q) local += m_.csc[q].local_rows;
+      SpmvArgs args{&m_.csc[p], m_.codebook.data(), active_.data(), n_active, x, local};
+      (m_.narrow ? k.spmv_csc_e8 : k.spmv_csc_e16)(args);
+      for (int64_t r = 0; r < m_.csc[p].local_rows; ++r) y[r * parts + p] = local[r];
+    };
+    if (m_.nonzeros < kParallelFromNonzeros)
+      for (int p = 0; p < parts; ++p) partition(p);
+    else
+      a.pool.parallel_for(parts, partition);
+  }
+  void run_batched(const RunArgs& a, const float* x, float* y) {
+    float* xt = a.scratch.data();
+    float* yt = xt + m_.cols * batch_;
+    for (int64_t n = 0; n < batch_; ++n)
+      for (int64_t j = 0; j < m_.cols; ++j) xt[j * batch_ + n] = x[n * m_.cols + j];
+    spmm_all_rows(a.pool, sparse_kernels(), m_, bounds_, xt, batch_, batch_, yt, batch_);
+    for (int64_t r = 0; r < m_.rows; ++r)
+      for (int64_t n = 0; n < batch_; ++n) y[n * m_.rows + r] = yt[r * batch_ + n];
+  }
+
+  const SparseMatrix& m_;
+  int64_t batch_ = 0;
+  bool has_bias_ = false;
+  float beta_ = 1.0f;
+  std::vector<int32_t> active_;
+  std::vector<int64_t> bounds_;
+  int threads_ = 1;
+};
+
+class SparseConvOp : public Op {
+ public:
+  SparseConvOp(const Node& node, int64_t opset, const SparseMatrix& m, int threads)
+      : Op(node, opset), m_(m), threads_(threads) {}
+
+  Status parse() override {
+    SP_ASSIGN_OR_RETURN(attrs_, read_window_attrs(node_));
+    return {};
+  }
+  Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) override {
+    const Shape& x = in[0].shape;
+    const Shape& w = in[1].shape;
+    if (in[0].dtype != DType::f32 || x.size() < 3 || x.size() != w.size() || x[1] != w[1] || w[0] != m_.rows)
+      return fail("input {} does not match weight {}", shape_str(x), shape_str(w));
+    SP_ASSIGN_OR_RETURN(win_, make_window(node_, attrs_, Shape(x.begin() + 2, x.end()), Shape(w.begin() + 2, w.end())));
+    if (m_.cols != x[1] * win_.k_h * win_.k_w) return fail("weight matrix has {} columns", m_.cols);
+    images_ = x[0];
+    channels_ = x[1];
+    has_bias_ = in.size() > 2 && in[2].present;
+    Shape y = {x[0], m_.rows};
+    if (x.size() == 4) y.push_back(win_.out_h);
+    y.push_back(win_.out_w);
+    out = {ValueDesc{DType::f32, y}};
+    bounds_ = balanced_rows(m_, threads_);
+    return {};
+  }
+  size_t scratch_floats(int) const override {
+    return static_cast<size_t>(m_.cols * win_.out_h * win_.out_w);
+  }
+  int64_t macs() const override { return images_ * m_.nonzeros * win_.out_h * win_.out_w; }
+
+  Status run(const RunArgs& a) override {
+    int64_t hw = win_.out_h * win_.out_w;
+    for (int64_t n = 0; n < images_; ++n) {
+      const float* x = a.in[0]->f32_data() + n * channels_ * win_.in_h * win_.in_w;
+      float* y = a.out[0]->f32_data() + n * m_.rows * hw;
+      const float* col = x;
+      if (!pointwise()) {
+        im2col(x, channels_, win_, a.scratch.data());
+        col = a.scratch.data();
+      }
+      spmm_all_rows(a.pool, sparse_kernels(), m_, bounds_, col, hw, hw, y, hw);
+      if (has_bias_)
+        for (int64_t r = 0; r < m_.rows; ++r)
+          for (int64_t i = 0; i < hw; ++i) y[r * hw + i] += a.in[2]->f32_data()[r];
+    }
+    return {};
+  }
+
+ private:
+  bool pointwise() const {
+    return win_.k_h == 1 && win_.k_w == 1 && win_.s_h == 1 && win_.s_w == 1 && win_.pad_t + win_.pad_l + win_.pad_b + win_.pad_r == 0;
+  }
+  const SparseMatrix& m_;
+  WindowAttrs attrs_;
+  Window2d win_;
+  int64_t images_ = 0, channels_ = 0;
+  bool has_bias_ = false;
+  std::vector<int64_t> bounds_;
+  int threads_ = 1;
+};
+
+bool attr_is(const Node& node, const char* key, int64_t want, int64_t fallback) {
+  auto v = node.attr_int(key, fallback);
+  return v.ok() && *v == want;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, const SparseMatrix& m, int threads) {
+  std::unique_ptr<Op> op;
+  if (node.op_type == "Gemm" && attr_is(node, "transA", 0, 0) && node.attr_float("alpha", 1.0f).ok() &&
+      *node.attr_float("alpha", 1.0f) == 1.0f)
+    op = std::make_unique<SparseFcOp>(node, opset, m, threads);
+  else if (node.op_type == "MatMul")
+    op = std::make_unique<SparseFcOp>(node, opset, m, threads);
+  else if (node.op_type == "Conv" && attr_is(node, "group", 1, 1))
+    op = std::make_unique<SparseConvOp>(node, opset, m, threads);
+  else
+    return std::unique_ptr<Op>();  // not supported on the sparse engine: the caller uses the dense op
+  SP_RETURN_IF_ERROR(op->parse());
+  return op;
+}
+
+}  // namespace sparrow

@@ -1,0 +1,91 @@
+// The CSR peer has an AVX-512 body (the instructions Sparrow's own AVX-512 kernel uses) and a
+// portable body for CPUs without AVX-512.
+#include "engine/sparse/peers.h"
+
+#include <immintrin.h>
+
+#include <cstring>
+
+namespace sparrow {
+
+PlainCsc plain_csc(const std::vector<float>& w, int64_t rows, int64_t cols) {
+  PlainCsc m{rows, cols, std::vector<uint32_t>(static_cast<size_t>(cols + 1), 0), {}, {}};
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t r = 0; r < rows; ++r)
+      if (float v = w[r * cols + c]; v != 0.0f) {
+        m.row_index.push_back(static_cast<int32_t>(r));
+        m.values.push_back(v);
+      }
+    m.col_ptr[c + 1] = static_cast<uint32_t>(m.values.size());
+  }
+  return m;
+}
+
+PlainCsr plain_csr(const std::vector<float>& w, int64_t rows, int64_t cols) {
+  PlainCsr m{rows, cols, std::vector<uint32_t>(static_cast<size_t>(rows + 1), 0), {}, {}};
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c)
+      if (float v = w[r * cols + c]; v != 0.0f) {
+        m.col_index.push_back(static_cast<int32_t>(c));
+        m.values.push_back(v);
+      }
+    m.row_ptr[r + 1] = static_cast<uint32_t>(m.values.size());
+  }
+  return m;
+}
+
+void plain_csc_spmv(const PlainCsc& m, const int32_t* active, int64_t n_active, const float* x, float* y) {
+  std::memset(y, 0, sizeof(float) * static_cast<size_t>(m.rows));
+  for (int64_t k = 0; k < n_active; ++k) {
+    int32_t j = active[k];
+    float xj = x[j];
+    for (uint32_t e = m.col_ptr[j]; e < m.col_ptr[j + 1]; ++e) y[m.row_index[e]] += m.values[e] * xj;
+  }
+}
+
+namespace {
+
+void csr_spmm_portable(const PlainCsr& m, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx,
+                       int64_t batch, float* y, int64_t ldy) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    float* out = y + r * ldy;
+    std::memset(out, 0, sizeof(float) * static_cast<size_t>(batch));
+    for (uint32_t e = m.row_ptr[r]; e < m.row_ptr[r + 1]; ++e) {
+      const float* x = xt + static_cast<int64_t>(m.col_index[e]) * ldx;
+      for (int64_t b = 0; b < batch; ++b) out[b] += m.values[e] * x[b];
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void csr_spmm_avx512(
+    const PlainCsr& m, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx, int64_t batch, float* y,
+    int64_t ldy) {
+  for (int64_t r = row_begin; r < row_end; ++r)
+    for (int64_t b0 = 0; b0 < batch; b0 += 64) {
+      int64_t n = std::min<int64_t>(64, batch - b0);
+      __mmask16 masks[4];
+      for (int t = 0; t < 4; ++t) {
+        int64_t left = n - 16 * t;
+        masks[t] = left >= 16 ? 0xFFFF : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
+      }
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (uint32_t e = m.row_ptr[r]; e < m.row_ptr[r + 1]; ++e) {
+        __m512 w = _mm512_set1_ps(m.values[e]);
+        const float* x = xt + static_cast<int64_t>(m.col_index[e]) * ldx + b0;
+        for (int t = 0; t < 4; ++t)
+          if (masks[t]) acc[t] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[t], x + 16 * t), acc[t]);
+      }
+      for (int t = 0; t < 4; ++t) _mm512_mask_storeu_ps(y + r * ldy + b0 + 16 * t, masks[t], acc[t]);
+    }
+}
+
+}  // namespace
+
+void plain_csr_spmm(const PlainCsr& m, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx,
+                    int64_t batch, float* y, int64_t ldy) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                             __builtin_cpu_supports("avx512vl");
+  (avx512 ? csr_spmm_avx512 : csr_spmm_portable)(m, row_begin, row_end, xt, ldx, batch, y, ldy);
+}
+
+}  // namespace sparrow

@@ -1,0 +1,35 @@
+// Plain float32 sparse kernels, the "well-written peers" Sparrow's compressed kernels are
+// benchmarked against: the same loop structure over float values and int32 indices.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace sparrow {
+
+struct PlainCsc {  // column-major: values and row indices per column
+  int64_t rows = 0, cols = 0;
+  std::vector<uint32_t> col_ptr;
+  std::vector<int32_t> row_index;
+  std::vector<float> values;
+};
+
+struct PlainCsr {  // row-major: values and column indices per row
+  int64_t rows = 0, cols = 0;
+  std::vector<uint32_t> row_ptr;
+  std::vector<int32_t> col_index;
+  std::vector<float> values;
+};
+
+// From a dense row-major matrix.
+PlainCsc plain_csc(const std::vector<float>& w, int64_t rows, int64_t cols);
+PlainCsr plain_csr(const std::vector<float>& w, int64_t rows, int64_t cols);
+
+// y = W x visiting only the listed non-zero inputs (y overwritten).
+void plain_csc_spmv(const PlainCsc& m, const int32_t* active, int64_t n_active, const float* x, float* y);
+// Y[r, 0:batch] = W Xt (Xt [cols, ldx], Y [rows, ldy]) for rows [row_begin, row_end); the batch is
+// the inner, vectorized loop (64 columns per pass held in registers).
+void plain_csr_spmm(const PlainCsr& m, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx,
+                    int64_t batch, float* y, int64_t ldy);
+
+}  // namespace sparrow

@@ -1,0 +1,100 @@
+// Compressed models on the sparse engine against the same weights on the dense executor.
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace sparrow {
+namespace {
+
+// Compresses, writes and reads back a model, and returns the executors with and without the engine.
+struct Pair {
+  std::unique_ptr<Executor> sparse, dense;
+};
+
+Pair executors(const Model& model, double sparsity, int threads, int partitions = 1) {
+  CompressOptions o;
+  o.all.prune.sparsity = sparsity;
+  o.partitions = partitions;
+  auto r = compress_model(model, o);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  auto bytes = serialize_spw(r->spw, true);
+  auto spw = parse_spw(*bytes, "m.spw");
+  EXPECT_TRUE(spw.ok()) << spw.status().message();
+  ExecOptions on{threads}, off{threads};
+  off.sparse = false;
+  auto a = Executor::create(*spw, on);
+  auto b = Executor::create(*spw, off);
+  EXPECT_TRUE(a.ok() && b.ok());
+  return {std::move(a).value(), std::move(b).value()};
+}
+
+void expect_same_outputs(Pair& p, const std::vector<Tensor>& inputs, const std::string& what) {
+  auto a = p.sparse->run(inputs);
+  ASSERT_TRUE(a.ok()) << what << ": " << a.status().message();
+  std::vector<Tensor> sparse_out;
+  for (const Tensor* t : *a) sparse_out.push_back(*t);
+  auto b = p.dense->run(inputs);
+  ASSERT_TRUE(b.ok()) << what << ": " << b.status().message();
+  for (size_t i = 0; i < sparse_out.size(); ++i)
+    EXPECT_LT(test::max_relative_error(sparse_out[i], *(*b)[i]), 1e-5) << what << " output " << i;
+}
+
+int sparse_layers(Executor& ex, const std::vector<Shape>& shapes) {
+  auto s = ex.summarize(shapes);
+  int n = 0;
+  for (const auto& l : s->layers) n += l.sparse;
+  return n;
+}
+
+TEST(Engine, SmallCnnMatchesDenseAtEveryBatchSize) {
+  for (int threads : {1, 2})
+    for (int partitions : {1, 3}) {
+      Pair p = executors(test::small_cnn(), 0.7, threads, partitions);
+      EXPECT_EQ(sparse_layers(*p.sparse, {{1, 1, 8, 8}}), 2) << "conv and fc run on the engine";
+      EXPECT_EQ(sparse_layers(*p.dense, {{1, 1, 8, 8}}), 0);
+      for (int64_t batch : {1, 3, 4, 17})
+        expect_same_outputs(p, {test::random_f32({batch, 1, 8, 8}, static_cast<uint32_t>(batch))},
+                            "threads " + std::to_string(threads) + " batch " + std::to_string(batch));
+    }
+}
+
+TEST(Engine, ZeroAndDenseInputsAndAllPrunedLayers) {
+  Pair p = executors(test::small_cnn(), 0.5, 2);
+  expect_same_outputs(p, {Tensor(DType::f32, {2, 1, 8, 8})}, "all-zero input");
+  Tensor ones(DType::f32, {5, 1, 8, 8});
+  for (float& v : ones.f32_span()) v = 1.0f;
+  expect_same_outputs(p, {ones}, "dense input");
+  Pair empty = executors(test::small_cnn(), 0.9999, 2);
+  expect_same_outputs(empty, {test::random_f32({4, 1, 8, 8}, 3)}, "every weight pruned");
+}
+
+TEST(Engine, CorpusModelsMatchDense) {
+  std::string dir = SPARROW_CORPUS_DIR;
+  std::ifstream in(dir + "/manifest.json");
+  if (!in) GTEST_SKIP() << "no model corpus at " << dir;
+  auto manifest = nlohmann::json::parse(in);
+  if (manifest.contains("skipped")) GTEST_SKIP() << "model corpus unavailable";
+  int checked = 0;
+  for (const auto& c : manifest["cases"]) {
+    std::string name = c["name"];
+    if (name.find("lstm") == std::string::npos && name.find("mlp") == std::string::npos &&
+        name.find("lenet5") == std::string::npos && name.find("batch_matmul") == std::string::npos &&
+        name.find("view_flatten") == std::string::npos)
+      continue;
+    SCOPED_TRACE(name);
+    auto model = load_onnx(dir + "/" + c["model"].get<std::string>());
+    ASSERT_TRUE(model.ok());
+    std::vector<Tensor> inputs;
+    for (const auto& n : c["inputs"]) inputs.push_back(*read_npy(dir + "/" + n.get<std::string>()));
+    Pair p = executors(*model, 0.6, 2);
+    expect_same_outputs(p, inputs, name);
+    ++checked;
+  }
+  EXPECT_GE(checked, 6);
+}
+
+}  // namespace
+}  // namespace sparrow
