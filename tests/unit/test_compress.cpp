@@ -212,12 +212,14 @@ TEST_F(CompressCli, CompressInspectRunExport) {
   auto inspect = test::run_cli("inspect " + dir_ + "/m.spw");
   ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
   EXPECT_NE(inspect.output.find("fw"), std::string::npos);
-  ASSERT_EQ(test::run_cli("-q run " + dir_ + "/m.spw --input " + dir_ + "/x.npy -o " + dir_ + "/y_spw.npy").exit_code, 0);
+  ASSERT_EQ(test::run_cli("-q --dense run " + dir_ + "/m.spw --input " + dir_ + "/x.npy -o " + dir_ + "/y_spw.npy").exit_code, 0);
+  ASSERT_EQ(test::run_cli("-q run " + dir_ + "/m.spw --input " + dir_ + "/x.npy -o " + dir_ + "/y_engine.npy").exit_code, 0);
   ASSERT_EQ(test::run_cli("-q export " + dir_ + "/m.spw -o " + dir_ + "/d.onnx").exit_code, 0);
   ASSERT_EQ(test::run_cli("-q run " + dir_ + "/d.onnx --input " + dir_ + "/x.npy -o " + dir_ + "/y_onnx.npy").exit_code, 0);
   auto a = read_npy(dir_ + "/y_spw.npy");
   auto b = read_npy(dir_ + "/y_onnx.npy");
   EXPECT_EQ(std::memcmp(a->raw(), b->raw(), a->bytes()), 0) << "the exported dense model computes the same";
+  EXPECT_LT(test::max_relative_error(*read_npy(dir_ + "/y_engine.npy"), *b), 1e-5) << "the sparse engine agrees";
 }
 
 TEST_F(CompressCli, BadOptionsAndCorruptFilesGiveMessages) {
