@@ -14,6 +14,7 @@
 #include "core/timer.h"
 #include "engine/sparse/kernels.h"
 #include "engine/sparse/peers.h"
+#include "engine/sparse/sparse_run.h"
 
 namespace sparrow::cli {
 
@@ -88,83 +89,83 @@ double median_us(F&& f, int repeats) {
   return t[t.size() / 2];
 }
 
-// Contiguous row ranges of about equal entry counts, one per thread.
-std::vector<int64_t> balanced_rows(const std::vector<uint32_t>& row_ptr, int parts) {
-  int64_t rows = static_cast<int64_t>(row_ptr.size()) - 1;
+// Contiguous row ranges of the plain CSR peer of about equal entry counts, one per thread.
+std::vector<int64_t> plain_balanced_rows(const std::vector<uint32_t>& row_ptr, int parts) {
   std::vector<int64_t> bounds = {0};
   for (int p = 1; p < parts; ++p) {
     uint64_t target = static_cast<uint64_t>(row_ptr.back()) * p / parts;
     bounds.push_back(std::lower_bound(row_ptr.begin(), row_ptr.end(), target) - row_ptr.begin());
   }
-  bounds.push_back(rows);
+  bounds.push_back(static_cast<int64_t>(row_ptr.size()) - 1);
   return bounds;
+}
+
+const SparseMatrix& sparrow_matrix(Workload& w, int partitions) {
+  auto [it, fresh] = w.sparrow.try_emplace(partitions);
+  if (fresh) it->second = build_sparse_matrix(w.codes, w.layer.out, w.layer.in, w.codebook, partitions);
+  return it->second;
+}
+
+// Entries each row partition walks for the active inputs: max over mean (1 = perfectly balanced).
+double row_scheme_balance(const SparseMatrix& m, const std::vector<int32_t>& active) {
+  int64_t max_part = 0, all = 0;
+  for (const auto& part : m.csc) {
+    int64_t e = 0;
+    for (int32_t j : active) e += part.col_ptr[j + 1] - part.col_ptr[j];
+    max_part = std::max(max_part, e);
+    all += e;
+  }
+  return max_part ? static_cast<double>(all) / m.partitions() / max_part : 1.0;
 }
 
 json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
   const EieLayer& l = w.layer;
-  auto [it, fresh] = w.sparrow.try_emplace(threads);
-  if (fresh) it->second = build_sparse_matrix(w.codes, l.out, l.in, w.codebook, threads);
-  const SparseMatrix& m = it->second;
-  const SparseKernels& k = sparse_kernels();
+  const SparseMatrix& by_columns = sparrow_matrix(w, 1);
+  const SparseMatrix& by_rows = sparrow_matrix(w, threads);
   std::vector<float> x = make_inputs(l, 1, 7), y(static_cast<size_t>(l.out));
-  std::vector<int32_t> active;
-  active.reserve(static_cast<size_t>(l.in));
-  std::vector<std::vector<float>> local(static_cast<size_t>(threads));
-  for (int p = 0; p < threads; ++p) local[p].resize(static_cast<size_t>(m.csc[p].local_rows));
-  auto sparrow = [&] {
-    active.clear();  // the leading-non-zero detection of EIE's central unit
-    for (int64_t j = 0; j < l.in; ++j)
-      if (x[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
-    pool.parallel_for(threads, [&](int64_t p) {
-      SpmvArgs a{&m.csc[p], m.codebook.data(), active.data(), static_cast<int64_t>(active.size()), x.data(), local[p].data()};
-      k.spmv_csc_e8(a);
-      for (int64_t r = 0; r < m.csc[p].local_rows; ++r) y[r * threads + p] = local[p][r];
-    });
-  };
-  double sparrow_us = median_us(sparrow, repeats);
+  SpmvWorkspace ws_columns, ws_rows;
+  ws_columns.reserve(by_columns, threads);
+  ws_rows.reserve(by_rows, threads);
+  double sparrow_us = median_us([&] { sparse_matvec(pool, by_columns, x.data(), y.data(), ws_columns, SpmvScheme::columns); }, repeats);
+  double rows_us = median_us([&] { sparse_matvec(pool, by_rows, x.data(), y.data(), ws_rows, SpmvScheme::rows); }, repeats);
   openblas_set_num_threads(threads);
   double dense_us = median_us([&] {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(l.out), static_cast<int>(l.in), 1.0f, w.dense.data(),
                 static_cast<int>(l.in), x.data(), 1, 0.0f, y.data(), 1);
   }, repeats);
   openblas_set_num_threads(1);
+  std::vector<int32_t> active;
+  for (int64_t j = 0; j < l.in; ++j)
+    if (x[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
   double eigen_rm = median_us([&] { w.eigen->spmv_rowmajor(x.data(), y.data()); }, repeats);
   double eigen_sv = median_us([&] { w.eigen->spmv_sparse_vector(x.data(), y.data()); }, repeats);
   double plain_us = median_us([&] { plain_csc_spmv(w.csc, active.data(), static_cast<int64_t>(active.size()), x.data(), y.data()); }, repeats);
-  // Work actually done: non-zeros in the active columns; entries (fillers too) each partition walks.
-  int64_t nnz = 0, plain_bytes = 0, sparrow_bytes = 0, max_part = 0, all_parts = 0;
-  for (int32_t j : active) nnz += w.csc.col_ptr[j + 1] - w.csc.col_ptr[j];
-  plain_bytes = nnz * 8 + static_cast<int64_t>(active.size()) * 8;
-  for (const auto& part : m.csc) {
-    int64_t e = 0;
-    for (int32_t j : active) e += part.col_ptr[j + 1] - part.col_ptr[j];
-    sparrow_bytes += e + static_cast<int64_t>(active.size()) * 8;
-    max_part = std::max(max_part, e);
-    all_parts += e;
+  // Work done: non-zeros in the active columns; bytes of entries and pointers each walk reads.
+  int64_t nnz = 0, entries = 0;
+  for (int32_t j : active) {
+    nnz += w.csc.col_ptr[j + 1] - w.csc.col_ptr[j];
+    entries += by_columns.csc[0].col_ptr[j + 1] - by_columns.csc[0].col_ptr[j];
   }
-  return {{"name", l.name}, {"batch", 1}, {"threads", threads}, {"sparrow_us", sparrow_us}, {"dense_us", dense_us},
+  int64_t pointer_bytes = static_cast<int64_t>(active.size()) * 8;
+  return {{"name", l.name}, {"batch", 1}, {"threads", threads}, {"sparrow_us", sparrow_us},
+          {"sparrow_rows_scheme_us", rows_us}, {"dense_us", dense_us},
           {"eigen_us", std::min(eigen_rm, eigen_sv)}, {"eigen_rowmajor_us", eigen_rm}, {"eigen_sparse_vector_us", eigen_sv},
           {"plain_us", plain_us}, {"nonzeros_per_second", nnz / (sparrow_us * 1e-6)},
-          {"sparrow_bytes_touched", sparrow_bytes}, {"plain_bytes_touched", plain_bytes},
-          {"load_balance", max_part ? static_cast<double>(all_parts) / threads / max_part : 1.0}};
+          {"entry_bytes", by_columns.e8 ? 1 : 2}, {"fillers", entries - nnz},
+          {"sparrow_bytes_touched", entries * (by_columns.e8 ? 1 : 2) + pointer_bytes},
+          {"plain_bytes_touched", nnz * 8 + pointer_bytes},
+          {"rows_scheme_load_balance", row_scheme_balance(by_rows, active)}};
 }
 
 json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int repeats) {
   const EieLayer& l = w.layer;
-  auto [it, fresh] = w.sparrow.try_emplace(threads);
-  if (fresh) it->second = build_sparse_matrix(w.codes, l.out, l.in, w.codebook, threads);
-  const SparseMatrix& m = it->second;
-  const SparseKernels& k = sparse_kernels();
+  const SparseMatrix& m = sparrow_matrix(w, 1);
   std::vector<float> x = make_inputs(l, batch, 9), xt(x.size()), y(static_cast<size_t>(batch * l.out));
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t j = 0; j < l.in; ++j) xt[j * batch + b] = x[b * l.in + j];
-  auto sparrow_bounds = balanced_rows(m.row_ptr, threads);
-  auto plain_bounds = balanced_rows(w.csr.row_ptr, threads);
-  double sparrow_us = median_us([&] {
-    pool.parallel_for(threads, [&](int64_t t) {
-      k.spmm_csr_e16(SpmmArgs{&m, sparrow_bounds[t], sparrow_bounds[t + 1], xt.data(), batch, batch, y.data(), batch});
-    });
-  }, repeats);
+  auto sparrow_bounds = balanced_row_bounds(m, threads);
+  auto plain_bounds = plain_balanced_rows(w.csr.row_ptr, threads);
+  double sparrow_us = median_us([&] { sparse_matmat(pool, m, sparrow_bounds, xt.data(), batch, batch, y.data(), batch); }, repeats);
   openblas_set_num_threads(threads);
   double dense_us = median_us([&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, static_cast<int>(l.out), static_cast<int>(l.in), 1.0f,
@@ -181,7 +182,11 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
   int64_t nnz = static_cast<int64_t>(w.csr.values.size());
   return {{"name", l.name}, {"batch", batch}, {"threads", threads}, {"sparrow_us", sparrow_us}, {"dense_us", dense_us},
           {"eigen_us", eigen_us}, {"plain_us", plain_us}, {"nonzeros_per_second", nnz * batch / (sparrow_us * 1e-6)},
-          {"sparrow_bytes_touched", static_cast<int64_t>(m.csr.size()) * 2 + (l.out + 1) * 4},
+          {"sparrow_bytes_touched", [&] {
+             int64_t b = 0;
+             for (const auto& block : m.csr) b += static_cast<int64_t>(block.entries.size()) * 2 + (l.out + 1) * 4;
+             return b;
+           }()},
           {"plain_bytes_touched", nnz * 8 + (l.out + 1) * 4}};
 }
 

@@ -69,6 +69,9 @@ class ThreadPool {
   std::atomic<int64_t> next_{0};
   std::atomic<int64_t> finished_{0};
   int active_workers_ = 0;
+  std::atomic<int> active_{0};            // workers still inside the current generation
+  std::atomic<uint64_t> published_{0};    // generation_, readable without the lock for spinning
+  static constexpr int kSpinIterations = 20000;  // roughly 50-100 microseconds
 };
 
 }  // namespace sparrow

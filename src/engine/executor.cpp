@@ -44,7 +44,7 @@ Result<std::unique_ptr<Executor>> Executor::create(const SpwModel& spw, ExecOpti
   SP_ASSIGN_OR_RETURN(auto ex, create(std::move(dense), options));
   if (!options.sparse) return ex;
   for (const auto& t : spw.tensors) {
-    auto m = build_sparse_matrix(t, ex->threads());
+    auto m = build_sparse_matrix(t, 1);  // one partition: threads split the active columns
     if (!m.ok()) return m.status().prefixed(spw.graph.source);
     ex->impl_->sparse.emplace(t.name, std::move(*m));
   }

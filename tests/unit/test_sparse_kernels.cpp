@@ -5,6 +5,7 @@
 #include <random>
 
 #include "engine/sparse/kernels.h"
+#include "engine/sparse/sparse_run.h"
 #include "test_util.h"
 
 namespace sparrow {
@@ -63,8 +64,9 @@ std::vector<float> run_spmv(const SparseMatrix& m, const SparseKernels& k, const
   std::vector<float> y(static_cast<size_t>(m.rows));
   for (int p = 0; p < m.partitions(); ++p) {
     std::vector<float> local(static_cast<size_t>(m.csc[p].local_rows) + 1, -7.0f);
-    SpmvArgs a{&m.csc[p], m.codebook.data(), active.data(), static_cast<int64_t>(active.size()), x.data(), local.data()};
-    (m.narrow ? k.spmv_csc_e8 : k.spmv_csc_e16)(a);
+    SpmvArgs a{&m.csc[p], m.codebook.data(), m.small_codebook, active.data(), static_cast<int64_t>(active.size()),
+               x.data(), local.data()};
+    (m.e8 ? k.spmv_csc_e8 : k.spmv_csc_e16)(a);
     EXPECT_EQ(local.back(), -7.0f) << "wrote past the partition's rows";
     for (int64_t r = 0; r < m.csc[p].local_rows; ++r) y[r * m.partitions() + p] = local[r];
   }
@@ -102,12 +104,14 @@ TEST(SparseKernels, SpmvEveryVariantMatchesOnTheGrid) {
 }
 
 TEST(SparseKernels, LongestGapsUseFillers) {
-  // One non-zero at the bottom of a 1000-row column: narrow entries need 62 fillers.
+  // One non-zero at the bottom of a 1000-row column: 4-bit gaps would need 62 fillers, so the
+  // two-byte layout (8-bit gaps, 3 fillers) is chosen.
   Case c{std::vector<uint8_t>(1000, 0), 1000, 1, std::vector<float>(16, 0.5f)};
   c.codebook[0] = 0;
   c.codes[999] = 3;
   SparseMatrix m = build_sparse_matrix(c.codes, 1000, 1, c.codebook, 1);
-  EXPECT_EQ(m.csc[0].entries8.size(), 63u);
+  EXPECT_FALSE(m.e8);
+  EXPECT_EQ(m.csc_entries(), 4);
   std::vector<float> x = {2.0f};
   for (Isa isa : kIsas) {
     auto y = run_spmv(m, sparse_kernels_for(isa), x);
@@ -144,6 +148,35 @@ TEST(SparseKernels, SpmmEveryVariantMatchesAcrossBatchWidths) {
             for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(y[r * ldy + batch], -7.0f) << "wrote past the batch";
           }
         }
+}
+
+TEST(SparseKernels, ParallelSchemesMatchTheReference) {
+  // Both batch-1 schemes and the blocked CSR over several threads, on a matrix wide enough to have
+  // several column blocks and enough non-zeros to use the pool.
+  Case c = make_case(700, 5000, 0.05, 16, 77);
+  auto x = random_input(5000, 0.4, 78);
+  auto want = dense_product(c, x);
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (SpmvScheme scheme : {SpmvScheme::columns, SpmvScheme::rows}) {
+      SparseMatrix m = build_sparse_matrix(c.codes, 700, 5000, c.codebook, scheme == SpmvScheme::rows ? threads : 1);
+      ASSERT_GE(m.nonzeros, kParallelFromNonzeros);
+      SpmvWorkspace ws;
+      ws.reserve(m, threads);
+      std::vector<float> y(700);
+      sparse_matvec(pool, m, x.data(), y.data(), ws, scheme);
+      expect_close(y, want, "threads " + std::to_string(threads));
+      EXPECT_EQ(m.csr.size(), static_cast<size_t>((5000 + csr_block_columns(m.density()) - 1) / csr_block_columns(m.density())));
+      EXPECT_GT(m.csr.size(), 1u) << "several column blocks";
+      std::vector<float> y2(700 * 2);
+      std::vector<float> xt(5000 * 2);
+      for (int64_t j = 0; j < 5000; ++j) xt[j * 2] = xt[j * 2 + 1] = x[j];
+      sparse_matmat(pool, m, balanced_row_bounds(m, threads), xt.data(), 2, 2, y2.data(), 2);
+      std::vector<float> first(700);
+      for (int r = 0; r < 700; ++r) first[r] = y2[r * 2 + 1];
+      expect_close(first, want, "batched, threads " + std::to_string(threads));
+    }
+  }
 }
 
 TEST(SparseKernels, CapSelectsLowerIsas) {

@@ -11,38 +11,13 @@
 #include <cstring>
 
 #include "engine/ops/window.h"
+#include "engine/sparse/sparse_run.h"
 
 namespace sparrow {
 
 namespace {
 
 constexpr int64_t kBatchedFrom = 4;
-// Below this many non-zero weights a layer runs on the calling thread: waking the pool costs more.
-constexpr int64_t kParallelFromNonzeros = int64_t{1} << 17;
-
-// Contiguous row ranges of about equal entry counts, one per thread.
-std::vector<int64_t> balanced_rows(const SparseMatrix& m, int parts) {
-  std::vector<int64_t> bounds = {0};
-  for (int p = 1; p < parts; ++p) {
-    uint64_t target = static_cast<uint64_t>(m.row_ptr.back()) * p / parts;
-    bounds.push_back(std::lower_bound(m.row_ptr.begin(), m.row_ptr.end(), target) - m.row_ptr.begin());
-  }
-  bounds.push_back(m.rows);
-  return bounds;
-}
-
-// Y[r, 0:batch] (ldy) = W Xt for all rows, split over the pool.
-void spmm_all_rows(ThreadPool& pool, const SparseKernels& k, const SparseMatrix& m, const std::vector<int64_t>& bounds,
-                   const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy) {
-  if (m.nonzeros * batch < kParallelFromNonzeros) {
-    k.spmm_csr_e16(SpmmArgs{&m, 0, m.rows, xt, ldx, batch, y, ldy});
-    return;
-  }
-  int parts = static_cast<int>(bounds.size()) - 1;
-  pool.parallel_for(parts, [&](int64_t t) {
-    k.spmm_csr_e16(SpmmArgs{&m, bounds[t], bounds[t + 1], xt, ldx, batch, y, ldy});
-  });
-}
 
 class SparseFcOp : public Op {
  public:
@@ -61,15 +36,13 @@ class SparseFcOp : public Op {
     SP_ASSIGN_OR_RETURN(beta_, node_.attr_float("beta", 1.0f));
     Shape y(x.begin(), x.end() - 1);
     y.push_back(m_.rows);
-    active_.resize(static_cast<size_t>(m_.cols));
-    bounds_ = balanced_rows(m_, threads_);
+    workspace_.reserve(m_, threads_);
+    bounds_ = balanced_row_bounds(m_, threads_);
     out = {ValueDesc{DType::f32, y}};
     return {};
   }
   size_t scratch_floats(int) const override {
-    size_t local = 0;
-    for (const auto& p : m_.csc) local += static_cast<size_t>(p.local_rows);
-    return batch_ >= kBatchedFrom ? static_cast<size_t>((m_.cols + m_.rows) * batch_) : local;
+    return batch_ >= kBatchedFrom ? static_cast<size_t>((m_.cols + m_.rows) * batch_) : 0;
   }
   int64_t macs() const override { return batch_ * m_.nonzeros; }
 
@@ -89,29 +62,14 @@ class SparseFcOp : public Op {
 
  private:
   void run_one(const RunArgs& a, const float* x, float* y) {
-    int64_t n_active = 0;
-    for (int64_t j = 0; j < m_.cols; ++j)
-      if (x[j] != 0.0f) active_[n_active++] = static_cast<int32_t>(j);
-    const SparseKernels& k = sparse_kernels();
-    int parts = m_.partitions();
-    auto partition = [&](int64_t p) {
-      float* local = a.scratch.data();
-      for (int64_t q = 0; q < p; ++q) local += m_.csc[q].local_rows;
-      SpmvArgs args{&m_.csc[p], m_.codebook.data(), active_.data(), n_active, x, local};
-      (m_.narrow ? k.spmv_csc_e8 : k.spmv_csc_e16)(args);
-      for (int64_t r = 0; r < m_.csc[p].local_rows; ++r) y[r * parts + p] = local[r];
-    };
-    if (m_.nonzeros < kParallelFromNonzeros)
-      for (int p = 0; p < parts; ++p) partition(p);
-    else
-      a.pool.parallel_for(parts, partition);
+    sparse_matvec(a.pool, m_, x, y, workspace_, SpmvScheme::columns);
   }
   void run_batched(const RunArgs& a, const float* x, float* y) {
     float* xt = a.scratch.data();
     float* yt = xt + m_.cols * batch_;
     for (int64_t n = 0; n < batch_; ++n)
       for (int64_t j = 0; j < m_.cols; ++j) xt[j * batch_ + n] = x[n * m_.cols + j];
-    spmm_all_rows(a.pool, sparse_kernels(), m_, bounds_, xt, batch_, batch_, yt, batch_);
+    sparse_matmat(a.pool, m_, bounds_, xt, batch_, batch_, yt, batch_);
     for (int64_t r = 0; r < m_.rows; ++r)
       for (int64_t n = 0; n < batch_; ++n) y[n * m_.rows + r] = yt[r * batch_ + n];
   }
@@ -120,7 +78,7 @@ class SparseFcOp : public Op {
   int64_t batch_ = 0;
   bool has_bias_ = false;
   float beta_ = 1.0f;
-  std::vector<int32_t> active_;
+  SpmvWorkspace workspace_;
   std::vector<int64_t> bounds_;
   int threads_ = 1;
 };
@@ -148,7 +106,7 @@ class SparseConvOp : public Op {
     if (x.size() == 4) y.push_back(win_.out_h);
     y.push_back(win_.out_w);
     out = {ValueDesc{DType::f32, y}};
-    bounds_ = balanced_rows(m_, threads_);
+    bounds_ = balanced_row_bounds(m_, threads_);
     return {};
   }
   size_t scratch_floats(int) const override {
@@ -166,7 +124,7 @@ class SparseConvOp : public Op {
         im2col(x, channels_, win_, a.scratch.data());
         col = a.scratch.data();
       }
-      spmm_all_rows(a.pool, sparse_kernels(), m_, bounds_, col, hw, hw, y, hw);
+      sparse_matmat(a.pool, m_, bounds_, col, hw, hw, y, hw);
       if (has_bias_)
         for (int64_t r = 0; r < m_.rows; ++r)
           for (int64_t i = 0; i < hw; ++i) y[r * hw + i] += a.in[2]->f32_data()[r];

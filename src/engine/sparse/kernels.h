@@ -6,7 +6,9 @@
 // spmv_csc: y[local rows] = sum over the listed active columns j of codebook[code] * x[j], for one
 //   CSC partition (EIE: only the columns of non-zero inputs are walked). y is overwritten.
 // spmm_csr: Y[r, 0:batch] = sum over the entries of rows [row_begin, row_end) of codebook[code] *
-//   Xt[col, 0:batch], with Xt the inputs laid out [cols, ldx] and Y [rows, ldy]. Y rows are overwritten.
+//   Xt[col, 0:batch], with Xt the inputs laid out [cols, ldx] and Y [rows, ldy]. Y rows are
+//   overwritten. Column blocks are walked one after the other, so each block of Xt is reused from
+//   cache by every row.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +21,7 @@ namespace sparrow {
 struct SpmvArgs {
   const CscPartition* part;
   const float* codebook;   // 16 or 256 entries
+  bool small_codebook;     // 16 entries (codes < 16)
   const int32_t* active;   // indices of non-zero inputs
   int64_t n_active;
   const float* x;
@@ -34,6 +37,9 @@ struct SpmmArgs {
   float* y;                // [rows, ldy]
   int64_t ldy;
 };
+
+using SpmvFn = void (*)(const SpmvArgs&);
+using SpmmFn = void (*)(const SpmmArgs&);
 
 enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
 const char* isa_name(Isa isa);

@@ -78,25 +78,29 @@ void spmv_csc_e16__avx2(const SpmvArgs& a) { spmv<uint16_t, 8, 0xFF, false>(a, a
 
 void spmm_csr_e16__avx2(const SpmmArgs& a) {
   const SparseMatrix& m = *a.m;
-  for (int64_t r = a.row_begin; r < a.row_end; ++r) {
-    float* y = a.y + r * a.ldy;
-    for (int64_t b0 = 0; b0 < a.batch; b0 += 32) {
-      // Four 8-lane accumulators over up to 32 batch columns; partial ones are masked.
-      __m256i masks[4];
-      for (int t = 0; t < 4; ++t) {
-        int64_t left = std::clamp<int64_t>(a.batch - b0 - 8 * t, 0, 8);
-        masks[t] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  for (int64_t b0 = 0; b0 < a.batch; b0 += 32) {
+    // Four 8-lane accumulators over up to 32 batch columns; partial ones are masked.
+    __m256i masks[4];
+    for (int t = 0; t < 4; ++t) {
+      int64_t left = std::clamp<int64_t>(a.batch - b0 - 8 * t, 0, 8);
+      masks[t] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    for (size_t k = 0; k < m.csr.size(); ++k) {
+      const CsrBlock& block = m.csr[k];
+      for (int64_t r = a.row_begin; r < a.row_end; ++r) {
+        float* y = a.y + r * a.ldy + b0;
+        __m256 acc[4];
+        for (int t = 0; t < 4; ++t) acc[t] = k == 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(y + 8 * t, masks[t]);
+        int64_t col = block.col_begin - 1;
+        for (uint32_t e = block.row_ptr[r]; e < block.row_ptr[r + 1]; ++e) {
+          uint16_t v = block.entries[e];
+          col += (v >> 8) + 1;
+          __m256 w = _mm256_set1_ps(m.codebook[v & 0xFF]);
+          const float* x = a.xt + col * a.ldx + b0;
+          for (int t = 0; t < 4; ++t) acc[t] = _mm256_fmadd_ps(w, _mm256_maskload_ps(x + 8 * t, masks[t]), acc[t]);
+        }
+        for (int t = 0; t < 4; ++t) _mm256_maskstore_ps(y + 8 * t, masks[t], acc[t]);
       }
-      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-      int64_t col = -1;
-      for (uint32_t e = m.row_ptr[r]; e < m.row_ptr[r + 1]; ++e) {
-        uint16_t v = m.csr[e];
-        col += (v >> 8) + 1;
-        __m256 w = _mm256_set1_ps(m.codebook[v & 0xFF]);
-        const float* x = a.xt + col * a.ldx + b0;
-        for (int t = 0; t < 4; ++t) acc[t] = _mm256_fmadd_ps(w, _mm256_maskload_ps(x + 8 * t, masks[t]), acc[t]);
-      }
-      for (int t = 0; t < 4; ++t) _mm256_maskstore_ps(y + b0 + 8 * t, masks[t], acc[t]);
     }
   }
 }

@@ -60,10 +60,11 @@ void spmv_csc_e8__avx512(const SpmvArgs& a) {
   }
 }
 
-void spmv_csc_e16__avx512(const SpmvArgs& a) {
+template <bool kSmallCodebook>
+void spmv_e16(const SpmvArgs& a) {
   const CscPartition& p = *a.part;
   std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
-  const __m512 cb = _mm512_setzero_ps();
+  const __m512 cb = kSmallCodebook ? _mm512_loadu_ps(a.codebook) : _mm512_setzero_ps();
   const uint16_t* entries = p.entries16.data();
   for (int64_t k = 0; k < a.n_active; ++k) {
     int32_t j = a.active[k];
@@ -72,31 +73,40 @@ void spmv_csc_e16__avx512(const SpmvArgs& a) {
     int base = -1;
     for (; e + 16 <= end; e += 16) {
       __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(entries + e)));
-      base = accumulate16<8, 0xFF, false>(v, 0xFFFF, base, cb, a.codebook, xj, a.y);
+      base = accumulate16<8, 0xFF, kSmallCodebook>(v, 0xFFFF, base, cb, a.codebook, xj, a.y);
     }
     if (e < end) {
       __mmask16 mask = static_cast<__mmask16>((1u << (end - e)) - 1);
       __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, entries + e));
-      accumulate16<8, 0xFF, false>(v, mask, base, cb, a.codebook, xj, a.y);
+      accumulate16<8, 0xFF, kSmallCodebook>(v, mask, base, cb, a.codebook, xj, a.y);
     }
   }
 }
 
+void spmv_csc_e16__avx512(const SpmvArgs& a) { a.small_codebook ? spmv_e16<true>(a) : spmv_e16<false>(a); }
+
 namespace {
 
-// One row over a batch chunk of up to 64 columns of Xt, held in four accumulators.
-inline void csr_row_chunk(const SparseMatrix& m, int64_t r, const float* xt, int64_t ldx, int64_t b0, int64_t n,
-                          float* y) {
+// One row of one column block over a batch chunk of up to 64 columns of Xt, held in four
+// accumulators that start from y (or zero for the first block).
+inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block, bool first, int64_t r, const float* xt,
+                          int64_t ldx, int64_t b0, int64_t n, float* y) {
   __mmask16 masks[4];
   for (int t = 0; t < 4; ++t) {
     int64_t left = n - 16 * t;
     masks[t] = left >= 16 ? 0xFFFF : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
   }
   __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-  int64_t col = -1;
+  if (!first) {
+    acc0 = _mm512_maskz_loadu_ps(masks[0], y + b0);
+    acc1 = _mm512_maskz_loadu_ps(masks[1], y + b0 + 16);
+    acc2 = _mm512_maskz_loadu_ps(masks[2], y + b0 + 32);
+    acc3 = _mm512_maskz_loadu_ps(masks[3], y + b0 + 48);
+  }
+  int64_t col = block.col_begin - 1;
   const float* base = xt + b0;
-  for (uint32_t e = m.row_ptr[r]; e < m.row_ptr[r + 1]; ++e) {
-    uint16_t v = m.csr[e];
+  for (uint32_t e = block.row_ptr[r]; e < block.row_ptr[r + 1]; ++e) {
+    uint16_t v = block.entries[e];
     col += (v >> 8) + 1;
     __m512 w = _mm512_set1_ps(m.codebook[v & 0xFF]);
     const float* x = base + col * ldx;
@@ -114,9 +124,11 @@ inline void csr_row_chunk(const SparseMatrix& m, int64_t r, const float* xt, int
 }  // namespace
 
 void spmm_csr_e16__avx512(const SpmmArgs& a) {
-  for (int64_t r = a.row_begin; r < a.row_end; ++r)
-    for (int64_t b0 = 0; b0 < a.batch; b0 += 64)
-      csr_row_chunk(*a.m, r, a.xt, a.ldx, b0, std::min<int64_t>(64, a.batch - b0), a.y + r * a.ldy);
+  for (int64_t b0 = 0; b0 < a.batch; b0 += 64)
+    for (size_t k = 0; k < a.m->csr.size(); ++k)
+      for (int64_t r = a.row_begin; r < a.row_end; ++r)
+        csr_row_chunk(*a.m, a.m->csr[k], k == 0, r, a.xt, a.ldx, b0, std::min<int64_t>(64, a.batch - b0),
+                      a.y + r * a.ldy);
 }
 
 }  // namespace sparrow::kernels

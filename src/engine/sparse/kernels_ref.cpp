@@ -32,18 +32,20 @@ void spmv_csc_e16__ref(const SpmvArgs& a) { spmv_csc<uint16_t, 8, 0xFF>(a, a.par
 
 void spmm_csr_e16__ref(const SpmmArgs& a) {
   const SparseMatrix& m = *a.m;
-  for (int64_t r = a.row_begin; r < a.row_end; ++r) {
-    float* y = a.y + r * a.ldy;
-    for (int64_t b = 0; b < a.batch; ++b) y[b] = 0.0f;
-    int64_t col = -1;
-    for (uint32_t e = m.row_ptr[r]; e < m.row_ptr[r + 1]; ++e) {
-      uint16_t v = m.csr[e];
-      col += (v >> 8) + 1;
-      float w = m.codebook[v & 0xFF];
-      const float* x = a.xt + col * a.ldx;
-      for (int64_t b = 0; b < a.batch; ++b) y[b] += w * x[b];
+  for (int64_t r = a.row_begin; r < a.row_end; ++r)
+    for (int64_t b = 0; b < a.batch; ++b) a.y[r * a.ldy + b] = 0.0f;
+  for (const CsrBlock& block : m.csr)
+    for (int64_t r = a.row_begin; r < a.row_end; ++r) {
+      float* y = a.y + r * a.ldy;
+      int64_t col = block.col_begin - 1;
+      for (uint32_t e = block.row_ptr[r]; e < block.row_ptr[r + 1]; ++e) {
+        uint16_t v = block.entries[e];
+        col += (v >> 8) + 1;
+        float w = m.codebook[v & 0xFF];
+        const float* x = a.xt + col * a.ldx;
+        for (int64_t b = 0; b < a.batch; ++b) y[b] += w * x[b];
+      }
     }
-  }
 }
 
 }  // namespace sparrow::kernels

@@ -1,10 +1,12 @@
 #include "engine/sparse/sparse_matrix.h"
 
+#include <algorithm>
+
 namespace sparrow {
 
 int64_t SparseMatrix::csc_entries() const {
   int64_t n = 0;
-  for (const auto& p : csc) n += narrow ? static_cast<int64_t>(p.entries8.size()) : static_cast<int64_t>(p.entries16.size());
+  for (const auto& p : csc) n += e8 ? static_cast<int64_t>(p.entries8.size()) : static_cast<int64_t>(p.entries16.size());
   return n;
 }
 
@@ -27,18 +29,38 @@ void encode_run(int64_t n, int max_gap, CodeAt code_at, Emit emit) {
   }
 }
 
+// Fillers that 4-bit gaps would add to the CSC layout of `partitions` partitions.
+int64_t fillers_with_4bit_gaps(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols, int partitions) {
+  int64_t fillers = 0;
+  for (int p = 0; p < partitions; ++p) {
+    int64_t local = rows > p ? (rows - p + partitions - 1) / partitions : 0;
+    for (int64_t c = 0; c < cols; ++c)
+      encode_run(local, 15, [&](int64_t k) { return codes[static_cast<size_t>((k * partitions + p) * cols + c)]; },
+                 [&](int code, int) { fillers += code == 0; });
+  }
+  return fillers;
+}
+
 }  // namespace
+
+int64_t csr_block_columns(double density) {
+  int64_t width = kCsrMinBlockColumns;
+  while (width < kCsrMaxBlockColumns && static_cast<double>(width) * density < kCsrEntriesPerBlockRow) width *= 2;
+  return width;
+}
 
 SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
                                  const std::vector<float>& codebook, int partitions) {
   SparseMatrix m;
   m.rows = rows;
   m.cols = cols;
-  m.narrow = codebook.size() <= 16;
-  m.codebook.assign(m.narrow ? 16 : 256, 0.0f);
+  m.small_codebook = codebook.size() <= 16;
+  m.codebook.assign(m.small_codebook ? 16 : 256, 0.0f);
   std::copy(codebook.begin(), codebook.end(), m.codebook.begin());
   m.codebook[0] = 0.0f;
   for (uint8_t c : codes) m.nonzeros += c != 0;
+  // One-byte entries unless 4-bit gaps would add more than 10% fillers (each costs a full update).
+  m.e8 = m.small_codebook && fillers_with_4bit_gaps(codes, rows, cols, partitions) * 10 <= m.nonzeros;
   m.csc.resize(static_cast<size_t>(partitions));
   for (int p = 0; p < partitions; ++p) {
     CscPartition& part = m.csc[p];
@@ -46,20 +68,28 @@ SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows
     part.col_ptr.assign(static_cast<size_t>(cols + 1), 0);
     for (int64_t c = 0; c < cols; ++c) {
       auto code_at = [&](int64_t k) { return codes[static_cast<size_t>((k * partitions + p) * cols + c)]; };
-      if (m.narrow)
+      if (m.e8)
         encode_run(part.local_rows, 15, code_at,
                    [&](int code, int gap) { part.entries8.push_back(static_cast<uint8_t>(code | gap << 4)); });
       else
         encode_run(part.local_rows, 255, code_at,
                    [&](int code, int gap) { part.entries16.push_back(static_cast<uint16_t>(code | gap << 8)); });
-      part.col_ptr[c + 1] = static_cast<uint32_t>(m.narrow ? part.entries8.size() : part.entries16.size());
+      part.col_ptr[c + 1] = static_cast<uint32_t>(m.e8 ? part.entries8.size() : part.entries16.size());
     }
   }
-  m.row_ptr.assign(static_cast<size_t>(rows + 1), 0);
-  for (int64_t r = 0; r < rows; ++r) {
-    encode_run(cols, 255, [&](int64_t k) { return codes[static_cast<size_t>(r * cols + k)]; },
-               [&](int code, int gap) { m.csr.push_back(static_cast<uint16_t>(code | gap << 8)); });
-    m.row_ptr[r + 1] = static_cast<uint32_t>(m.csr.size());
+  m.row_entries.assign(static_cast<size_t>(rows), 0);
+  const int64_t block_columns = csr_block_columns(m.density());
+  for (int64_t c0 = 0; c0 < cols; c0 += block_columns) {
+    CsrBlock& b = m.csr.emplace_back();
+    b.col_begin = c0;
+    int64_t width = std::min(block_columns, cols - c0);
+    b.row_ptr.assign(static_cast<size_t>(rows + 1), 0);
+    for (int64_t r = 0; r < rows; ++r) {
+      encode_run(width, 255, [&](int64_t k) { return codes[static_cast<size_t>(r * cols + c0 + k)]; },
+                 [&](int code, int gap) { b.entries.push_back(static_cast<uint16_t>(code | gap << 8)); });
+      b.row_ptr[r + 1] = static_cast<uint32_t>(b.entries.size());
+      m.row_entries[r] += b.row_ptr[r + 1] - b.row_ptr[r];
+    }
   }
   return m;
 }

@@ -1,0 +1,42 @@
+// Parallel drivers of the sparse kernels, shared by the executor's ops and the benchmarks.
+//
+// Batch 1 (y = W x over the CSC layout, walking only the columns of non-zero inputs):
+//   - columns: the threads split the active columns into chunks of about equal entry counts; each
+//     accumulates a private y over all rows, and the partial results are summed. Every thread pays
+//     the per-column overhead only for its own columns.
+//   - rows: EIE's scheme, one interleaved row partition per thread (needs a matrix built with
+//     partitions == threads); every thread walks every active column.
+// Batches (Y = W Xt over the blocked CSR layout): contiguous row ranges of about equal entry counts.
+#pragma once
+
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "engine/sparse/kernels.h"
+
+namespace sparrow {
+
+enum class SpmvScheme { columns, rows };
+
+// Buffers for one matrix, sized once (no allocation per run).
+struct SpmvWorkspace {
+  std::vector<int32_t> active;    // indices of non-zero inputs
+  std::vector<float> partial;     // columns: threads x rows; rows: rows (per-partition locals)
+  std::vector<int64_t> bounds;    // columns: active-list chunk bounds per thread
+  void reserve(const SparseMatrix& m, int threads);
+};
+
+// y[rows] = W x. Work below `parallel_from` non-zeros runs on the calling thread.
+void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws,
+                   SpmvScheme scheme);
+
+// Contiguous row ranges (parts + 1 bounds) of about equal CSR entry counts.
+std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int parts);
+// Y[rows, ldy] = W Xt over the row ranges in `bounds`, one per pool task.
+void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds, const float* xt,
+                   int64_t ldx, int64_t batch, float* y, int64_t ldy);
+
+// Non-zero count below which a layer runs on the calling thread: waking the pool costs more.
+inline constexpr int64_t kParallelFromNonzeros = int64_t{1} << 17;
+
+}  // namespace sparrow
