@@ -233,6 +233,30 @@ json run_eie_bench(const EieBenchOptions& o) {
   return results;
 }
 
+json run_crossover_bench(const EieBenchOptions& o) {
+  json rows = json::array();
+  ThreadPool pool(1);
+  for (double density : {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8}) {
+    if (o.progress) fmt::print(stderr, "\r\033[Kcrossover: density {}", density);
+    Workload w = make_workload(EieLayer{"4096x4096", 4096, 4096, density, 1.0}, 3);
+    for (int batch : o.batches) {
+      json r = batch == 1 ? bench_batch1(w, 1, pool, o.repeats) : bench_batched(w, batch, 1, pool, o.repeats);
+      rows.push_back({{"density", density}, {"batch", batch}, {"sparrow_us", r["sparrow_us"]}, {"dense_us", r["dense_us"]}});
+    }
+  }
+  if (o.progress) fmt::print(stderr, "\r\033[K");
+  return {{"isa", isa_name(sparse_kernels().isa)}, {"rows", rows}};
+}
+
+void print_crossover_bench(const json& r) {
+  fmt::print("4096 x 4096 layer, dense inputs, 1 thread, sparse kernels {}: microseconds\n", r["isa"].get<std::string>());
+  fmt::print("{:>8} {:>6} {:>10} {:>10} {:>8}\n", "density", "batch", "sparrow", "dense", "x dense");
+  for (const auto& row : r["rows"])
+    fmt::print("{:>8.2f} {:>6} {:>10.1f} {:>10.1f} {:>8.2f}\n", row["density"].get<double>(), row["batch"].get<int>(),
+               row["sparrow_us"].get<double>(), row["dense_us"].get<double>(),
+               row["dense_us"].get<double>() / row["sparrow_us"].get<double>());
+}
+
 void print_eie_bench(const json& r) {
   fmt::print("EIE benchmark layers, random weights at the paper's densities, 4-bit codes; sparse kernels: {}\n"
              "median of {} runs; times in microseconds; x = peer time / Sparrow time\n"

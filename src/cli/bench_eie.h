@@ -20,4 +20,9 @@ struct EieBenchOptions {
 nlohmann::json run_eie_bench(const EieBenchOptions& options);
 void print_eie_bench(const nlohmann::json& results);
 
+// Sparse kernels against OpenBLAS on a 4096 x 4096 layer over a range of weight densities (dense
+// inputs, one thread): where the engine's dense fallback threshold comes from.
+nlohmann::json run_crossover_bench(const EieBenchOptions& options);
+void print_crossover_bench(const nlohmann::json& results);
+
 }  // namespace sparrow::cli

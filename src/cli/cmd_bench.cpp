@@ -1,25 +1,122 @@
-// sparrow bench --eie: the sparse engine against dense and sparse peers on [EIE]'s layers.
+// sparrow bench: the sparse engine against dense and sparse peers, on [EIE]'s layers (--eie), over
+// weight densities (--crossover), or on a whole compressed model (MODEL.spw).
+#include <algorithm>
+#include <random>
+
 #include "cli/bench_eie.h"
 #include "cli/commands.h"
+#include "core/timer.h"
+#include "sparrow/dataset.h"
 
 namespace sparrow::cli {
 
+namespace {
+
+struct ModelBench {
+  std::string model, input;
+  std::vector<int> batches = {1, 64};
+  int repeats = 21;
+};
+
+// Inputs for one run: rows of the given .npy file (cycled), or uniform [0, 1) values.
+Result<Tensor> bench_input(const Model& m, const ModelBench& o, int64_t batch) {
+  SP_ASSIGN_OR_RETURN(Shape shape, [&]() -> Result<Shape> {
+    if (m.inputs.size() != 1 || !m.inputs[0].has_shape) return errorf("{}: bench needs one input with a shape", m.source);
+    Shape s = m.inputs[0].dims;
+    s[0] = batch;
+    for (int64_t d : s)
+      if (d < 0) return errorf("{}: input {} has unknown non-batch dims", m.source, m.inputs[0].describe());
+    return s;
+  }());
+  Tensor x(DType::f32, shape);
+  int64_t sample = x.numel() / batch;
+  if (!o.input.empty()) {
+    SP_ASSIGN_OR_RETURN(Tensor src, read_npy(o.input));
+    if (src.dtype() != DType::f32 || src.numel() % sample != 0 || src.numel() == 0)
+      return errorf("{}: needs float rows of {} values", o.input, sample);
+    for (int64_t i = 0; i < x.numel(); ++i) x.f32_data()[i] = src.f32_data()[i % src.numel()];
+  } else {
+    std::mt19937 rng(1);
+    std::uniform_real_distribution<float> u(0, 1);
+    for (float& v : x.f32_span()) v = u(rng);
+  }
+  return x;
+}
+
+Result<double> median_run_us(Executor& ex, const Tensor& x, int repeats) {
+  std::vector<double> t;
+  for (int i = 0; i < repeats + 2; ++i) {
+    Timer timer;
+    auto r = ex.run({&x, 1});
+    if (!r.ok()) return r.status();
+    if (i >= 2) t.push_back(timer.seconds() * 1e6);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
+  GlobalOptions sparse = global, dense = global;
+  dense.dense = true;
+  auto a = open_model(o.model, sparse);
+  if (!a.ok()) return report_error(a.status());
+  auto b = open_model(o.model, dense);
+  if (!b.ok()) return report_error(b.status());
+  nlohmann::json rows = nlohmann::json::array();
+  for (int batch : o.batches) {
+    auto x = bench_input((*a)->model(), o, batch);
+    if (!x.ok()) return report_error(x.status());
+    auto ts = median_run_us(**a, *x, o.repeats);
+    auto td = median_run_us(**b, *x, o.repeats);
+    if (!ts.ok()) return report_error(ts.status());
+    if (!td.ok()) return report_error(td.status());
+    rows.push_back({{"batch", batch}, {"threads", (*a)->threads()}, {"sparrow_us", *ts}, {"dense_us", *td},
+                    {"speedup", *td / *ts}});
+  }
+  if (json) {
+    fmt::print("{}\n", nlohmann::json{{"model", o.model}, {"runs", rows}}.dump(2));
+    return 0;
+  }
+  fmt::print("{}: whole model, sparse engine vs the same weights decompressed on the dense executor\n"
+             "median of {} runs, {} threads, {} inputs\n{:>6} {:>12} {:>12} {:>8}\n",
+             o.model, o.repeats, (*a)->threads(), o.input.empty() ? "random" : o.input, "batch", "sparrow us",
+             "dense us", "x dense");
+  for (const auto& r : rows)
+    fmt::print("{:>6} {:>12.1f} {:>12.1f} {:>8.2f}\n", r["batch"].get<int>(), r["sparrow_us"].get<double>(),
+               r["dense_us"].get<double>(), r["speedup"].get<double>());
+  return 0;
+}
+
+}  // namespace
+
 Command add_bench(CLI::App& app, const GlobalOptions& global) {
   auto o = std::make_shared<EieBenchOptions>();
-  auto eie = std::make_shared<bool>(false);
-  auto json = std::make_shared<bool>(false);
+  auto m = std::make_shared<ModelBench>();
+  auto flags = std::make_shared<std::array<bool, 3>>();  // eie, crossover, json
   auto* cmd = app.add_subcommand("bench", "Time the sparse engine against dense and sparse peers");
-  cmd->add_flag("--eie", *eie, "The nine benchmark layers of [EIE]")->required();
+  cmd->add_option("model", m->model, "A compressed model (.spw) to time against its dense form");
+  cmd->add_flag("--eie", (*flags)[0], "The nine benchmark layers of [EIE]");
+  cmd->add_flag("--crossover", (*flags)[1], "Sparse vs dense over weight densities (4096 x 4096)");
   cmd->add_option("--batch", o->batches, "Batch sizes, e.g. 1,64")->delimiter(',')->check(CLI::Range(1, 4096));
-  cmd->add_option("--threads", o->threads, "Thread counts, e.g. 1,2")->delimiter(',')->check(CLI::Range(1, 256));
+  cmd->add_option("--threads", o->threads, "Thread counts for --eie, e.g. 1,2")->delimiter(',')->check(CLI::Range(1, 256));
   cmd->add_option("--repeats", o->repeats, "Timed runs per measurement (median reported)")->check(CLI::Range(1, 10000));
-  cmd->add_option("--layers", o->layers, "Only these layers, e.g. Alex-6,VGG-7")->delimiter(',');
-  cmd->add_flag("--json", *json, "Print one JSON object");
-  return {cmd, [o, json, &global]() -> int {
+  cmd->add_option("--layers", o->layers, "Only these --eie layers, e.g. Alex-6,VGG-7")->delimiter(',');
+  cmd->add_option("--input", m->input, "For a model: .npy rows to feed (default: uniform random)");
+  cmd->add_flag("--json", (*flags)[2], "Print one JSON object");
+  return {cmd, [o, m, flags, &global]() -> int {
     o->progress = show_progress(global);
-    auto results = run_eie_bench(*o);
-    if (*json) fmt::print("{}\n", results.dump(2));
-    else print_eie_bench(results);
+    bool json = (*flags)[2];
+    if ((*flags)[0] + (*flags)[1] + !m->model.empty() != 1)
+      return report_error(errorf("bench: give exactly one of --eie, --crossover or a model file"));
+    if (!m->model.empty()) {
+      m->batches = o->batches;
+      m->repeats = o->repeats;
+      return bench_model(*m, global, json);
+    }
+    auto results = (*flags)[0] ? run_eie_bench(*o) : run_crossover_bench(*o);
+    if (json) fmt::print("{}\n", results.dump(2));
+    else if ((*flags)[0]) print_eie_bench(results);
+    else print_crossover_bench(results);
     return 0;
   }};
 }

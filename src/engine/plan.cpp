@@ -47,7 +47,10 @@ Status Plan::bind_graph_inputs(const Model& model) {
 Result<std::unique_ptr<Op>> Plan::make_op(const Model& model, const Node& node, int threads) {
   if (sparse_ && node.inputs.size() > 1) {
     auto it = sparse_->find(node.inputs[1]);
-    if (it != sparse_->end() && it->second.density() <= kSparseMaxDensity) {
+    const ValueDesc& x = descs_.at(node.inputs[0]);
+    bool one_sample = node.op_type != "Conv" && it != sparse_->end() && shape_numel(x.shape) <= it->second.cols;
+    double limit = one_sample ? kSparseMaxDensityOneSample : kSparseMaxDensityBatched;
+    if (it != sparse_->end() && it->second.density() <= limit) {
       SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, create_sparse_op(node, model.opset, it->second, threads));
       if (op) {
         sparse_steps_.insert(op.get());

@@ -6,9 +6,12 @@
 
 namespace sparrow {
 
-// Above this weight density the dense path (OpenBLAS) is used instead of the sparse kernels.
-// Measured with `sparrow bench --crossover` (see docs/engine.md).
-inline constexpr double kSparseMaxDensity = 0.5;
+// Weight densities above which the dense path (OpenBLAS) is used instead of the sparse kernels,
+// measured with `sparrow bench --crossover` (4096 x 4096, 4-bit codes, dense inputs, one thread,
+// AVX-512; docs/engine.md): one sample at a time, sparse and dense are equal at density 0.5;
+// batches of 64 are still 2.6x faster on the sparse kernels at 0.8.
+inline constexpr double kSparseMaxDensityOneSample = 0.45;
+inline constexpr double kSparseMaxDensityBatched = 0.8;
 
 // The sparse op for a Gemm/MatMul/Conv node whose weight is `m`, splitting work over `threads`, or
 // nullptr when the node's attributes are not supported sparsely (the dense op is then used).
