@@ -3,32 +3,12 @@
 #include <cstring>
 
 #include "engine/sparse/kernels.h"
+#include "engine/sparse/spmv_scalar.h"
 
 namespace sparrow::kernels {
 
-namespace {
-
-// Walks the active columns of one CSC partition. Entry e decodes to (code, gap).
-template <class Entry, int kGapShift, int kCodeMask>
-void spmv_csc(const SpmvArgs& a, const std::vector<Entry>& entries) {
-  const CscPartition& p = *a.part;
-  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
-  for (int64_t k = 0; k < a.n_active; ++k) {
-    int32_t j = a.active[k];
-    float xj = a.x[j];
-    int64_t pos = -1;
-    for (uint32_t e = p.col_ptr[j]; e < p.col_ptr[j + 1]; ++e) {
-      Entry v = entries[e];
-      pos += (v >> kGapShift) + 1;
-      a.y[pos] += a.codebook[v & kCodeMask] * xj;
-    }
-  }
-}
-
-}  // namespace
-
-void spmv_csc_e8__ref(const SpmvArgs& a) { spmv_csc<uint8_t, 4, 0xF>(a, a.part->entries8); }
-void spmv_csc_e16__ref(const SpmvArgs& a) { spmv_csc<uint16_t, 8, 0xFF>(a, a.part->entries16); }
+void spmv_csc_e8__ref(const SpmvArgs& a) { spmv_csc_scalar<uint8_t, 4, 0xF>(a, a.part->entries8.data()); }
+void spmv_csc_e16__ref(const SpmvArgs& a) { spmv_csc_scalar<uint16_t, 8, 0xFF>(a, a.part->entries16.data()); }
 
 void spmm_csr_e16__ref(const SpmmArgs& a) {
   const SparseMatrix& m = *a.m;
