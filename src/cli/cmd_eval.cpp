@@ -19,11 +19,13 @@ struct EvalOptions {
   int64_t batch = 64;
   int64_t limit = 0;
   bool json = false;
+  std::string predictions;  // optional .npy of predicted classes
 };
 
 struct EvalResult {
   int64_t correct = 0, total = 0;
   double seconds = 0;
+  std::vector<int64_t> predicted;
 };
 
 // The per-sample shape of the model's first input; fails if a non-batch dim is unknown.
@@ -78,7 +80,10 @@ Result<EvalResult> evaluate(Executor& ex, const EvalOptions& o, const GlobalOpti
       return errorf("{}: output '{}' has shape {}, expected [batch, classes]", ex.model().source,
                     ex.model().outputs[0].name, shape_str(y.shape()));
     int64_t classes = y.numel() / y.dim(0);
-    for (int64_t i = 0; i < n; ++i) r.correct += argmax(y.f32_data() + i * classes, classes) == labels[start + i];
+    for (int64_t i = 0; i < n; ++i) {
+      r.predicted.push_back(argmax(y.f32_data() + i * classes, classes));
+      r.correct += r.predicted.back() == labels[start + i];
+    }
     r.total += n;
     if (progress) fmt::print(stderr, "\reval {}/{} images", r.total, count);
   }
@@ -100,11 +105,19 @@ Command add_eval(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   cmd->add_option("--limit", o->limit, "Evaluate only the first N images")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->add_option("--predictions", o->predictions, "Write the predicted class of every image to this .npy");
   return {cmd, [o, &global]() -> int {
+    for (const auto& input : {o->model, o->images, o->labels})
+      if (!o->predictions.empty() && same_file_or_equal(o->predictions, input))
+        return report_error(errorf("--predictions {} would overwrite an input file", o->predictions));
     auto ex = open_model(o->model, global);
     if (!ex.ok()) return report_error(ex.status());
     auto r = evaluate(**ex, *o, global);
     if (!r.ok()) return report_error(r.status());
+    if (!o->predictions.empty()) {
+      Tensor p = Tensor::i64({static_cast<int64_t>(r->predicted.size())}, r->predicted);
+      if (auto s = write_npy(o->predictions, p); !s.ok()) return report_error(s);
+    }
     double accuracy = r->total ? static_cast<double>(r->correct) / static_cast<double>(r->total) : 0.0;
     if (o->json) {
       nlohmann::json j{{"model", o->model}, {"accuracy", accuracy}, {"correct", r->correct}, {"total", r->total},

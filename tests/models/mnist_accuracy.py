@@ -126,6 +126,23 @@ def main():
                 [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits, 7, ir=3)
     check("lenet300 hand-built opset 7 MatMul+Add, float16 weights", path, ref16)
 
+    # Compressed models: the sparse engine must predict exactly what the decompressed weights predict.
+    engine_rows = []
+    for name, onnx_path, options in (
+            ("lenet300, 90% pruned, 6-bit", os.path.join(a.work, "lenet300_op13.onnx"), ["--sparsity", "0.9", "--bits", "6"]),
+            ("lenet5, 70% pruned (conv1 30%), 8/5-bit", os.path.join(a.work, "lenet5_op13.onnx"),
+             ["--sparsity", "0.7", "--layer", "conv1.weight:sparsity=0.3"])):
+        spw = onnx_path.replace(".onnx", ".spw")
+        subprocess.run([a.sparrow, "--quiet", "compress", onnx_path, "-o", spw, *options], check=True)
+        preds = []
+        for mode in ([], ["--dense"]):
+            out = os.path.join(a.work, f"pred{len(preds)}.npy")
+            r = subprocess.run([a.sparrow, "--quiet", *mode, "eval", spw, "--images", images, "--labels", labels,
+                                "--json", "--predictions", out], capture_output=True, text=True, check=True)
+            preds.append((np.load(out), json.loads(r.stdout)))
+        same = int((preds[0][0] == preds[1][0]).sum())
+        engine_rows.append((name, preds[0][1]["accuracy"], preds[1][1]["accuracy"], same, len(preds[0][0])))
+
     print(f"{'model':<58} {'reference':>10} {'sparrow':>10}")
     failed = False
     for r in rows:
@@ -133,8 +150,12 @@ def main():
         failed |= not ok
         print(f"{r['model']:<58} {r['reference_correct'] / r['total']:>10.4f} {r['sparrow_correct'] / r['total']:>10.4f}"
               f"{'' if ok else '  MISMATCH'}")
+    print(f"\n{'compressed model':<44} {'engine':>8} {'dense':>8} {'same predictions':>18}")
+    for name, acc_engine, acc_dense, same, total in engine_rows:
+        print(f"{name:<44} {acc_engine:>8.4f} {acc_dense:>8.4f} {same:>12}/{total}")
+        failed |= same != total
     with open(os.path.join(a.work, "mnist_accuracy.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+        json.dump({"producers": rows, "engine": engine_rows}, f, indent=1)
     return 1 if failed else 0
 
 
