@@ -44,14 +44,34 @@ Status Plan::bind_graph_inputs(const Model& model) {
   return {};
 }
 
+// The engine matrix for input `index` of a node, if it is compressed and sparse enough.
+const SparseMatrix* Plan::engine_matrix(const Node& node, size_t index, bool one_sample) const {
+  if (!sparse_ || !node.has_input(index)) return nullptr;
+  auto it = sparse_->find(node.inputs[index]);
+  if (it == sparse_->end()) return nullptr;
+  double limit = one_sample ? kSparseMaxDensityOneSample : kSparseMaxDensityBatched;
+  return it->second.density() <= limit ? &it->second : nullptr;
+}
+
 Result<std::unique_ptr<Op>> Plan::make_op(const Model& model, const Node& node, int threads) {
-  if (sparse_ && node.inputs.size() > 1) {
+  if (node.op_type == "LSTM" && sparse_) {
+    const Shape& x = descs_.at(node.inputs[0]).shape;
+    auto layout = node.attr_int("layout", 0);
+    bool one_sample = x.size() == 3 && layout.ok() && x[*layout == 0 ? 1 : 0] == 1;  // recurrent product per sample
+    const SparseMatrix* w = engine_matrix(node, 1, false);
+    const SparseMatrix* r = engine_matrix(node, 2, one_sample);
+    if (w || r) {
+      SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, create_sparse_lstm_op(node, model.opset, w, r, threads));
+      sparse_steps_.insert(op.get());
+      return op;
+    }
+  }
+  if (sparse_ && node.inputs.size() > 1 && node.op_type != "LSTM") {
     auto it = sparse_->find(node.inputs[1]);
     const ValueDesc& x = descs_.at(node.inputs[0]);
     bool one_sample = node.op_type != "Conv" && it != sparse_->end() && shape_numel(x.shape) <= it->second.cols;
-    double limit = one_sample ? kSparseMaxDensityOneSample : kSparseMaxDensityBatched;
-    if (it != sparse_->end() && it->second.density() <= limit) {
-      SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, create_sparse_op(node, model.opset, it->second, threads));
+    if (const SparseMatrix* m = engine_matrix(node, 1, one_sample)) {
+      SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, create_sparse_op(node, model.opset, *m, threads));
       if (op) {
         sparse_steps_.insert(op.get());
         return op;

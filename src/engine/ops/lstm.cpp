@@ -1,4 +1,6 @@
 // LSTM, forward direction, default activations (sigmoid, tanh, tanh), gate order i, o, f, c.
+// W and R run on the sparse engine when they are compressed (input products for all steps at once,
+// the recurrent product per step), else on OpenBLAS.
 // Inputs: X [seq, batch, in] (layout 0) or [batch, seq, in] (layout 1), W [1, 4H, in], R [1, 4H, H],
 // optional B [1, 8H], sequence_lens [batch], initial_h / initial_c [1, batch, H], P [1, 3H].
 // Outputs (each optional): Y [seq, 1, batch, H], Y_h [1, batch, H], Y_c [1, batch, H].
@@ -7,6 +9,7 @@
 
 #include "engine/blas.h"
 #include "engine/op.h"
+#include "engine/sparse/sparse_run.h"
 
 namespace sparrow {
 
@@ -16,7 +19,10 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 class LstmOp : public Op {
  public:
-  using Op::Op;
+  LstmOp(const Node& node, int64_t opset) : Op(node, opset) {}
+  // With engine matrices for W and/or R (nullptr: dense), products over `threads` threads.
+  LstmOp(const Node& node, int64_t opset, const SparseMatrix* w, const SparseMatrix* r, int threads)
+      : Op(node, opset), w_sparse_(w), r_sparse_(r), threads_(threads) {}
   Status parse() override {
     SP_ASSIGN_OR_RETURN(std::string direction, node_.attr_string("direction", std::string("forward")));
     if (direction != "forward") return fail("direction '{}' is not supported (only forward)", direction);
@@ -55,6 +61,14 @@ class LstmOp : public Op {
     SP_RETURN_IF_ERROR(check(5, batch_ * hidden_, "initial_h"));
     SP_RETURN_IF_ERROR(check(6, batch_ * hidden_, "initial_c"));
     SP_RETURN_IF_ERROR(check(7, 3 * hidden_, "P"));
+    if ((w_sparse_ && (w_sparse_->rows != 4 * hidden_ || w_sparse_->cols != input_)) ||
+        (r_sparse_ && (r_sparse_->rows != 4 * hidden_ || r_sparse_->cols != hidden_)))
+      return fail("compressed W or R does not match [4 * {}, ...]", hidden_);
+    if (w_sparse_) w_bounds_ = balanced_row_bounds(*w_sparse_, threads_);
+    if (r_sparse_) {
+      r_bounds_ = balanced_row_bounds(*r_sparse_, threads_);
+      r_workspace_.reserve(*r_sparse_, threads_);
+    }
     Shape y = batch_first_ ? Shape{batch_, seq_, 1, hidden_} : Shape{seq_, 1, batch_, hidden_};
     Shape state = batch_first_ ? Shape{batch_, 1, hidden_} : Shape{1, batch_, hidden_};
     out = {ValueDesc{DType::f32, y}, ValueDesc{DType::f32, state}, ValueDesc{DType::f32, state}};
@@ -63,14 +77,30 @@ class LstmOp : public Op {
   }
   // Scratch: x*W^T for all steps [seq*batch, 4H], gates [batch, 4H], h and c [batch, H].
   size_t scratch_floats(int) const override {
-    return static_cast<size_t>(seq_ * batch_ * 4 * hidden_ + batch_ * 4 * hidden_ + 2 * batch_ * hidden_);
+    return static_cast<size_t>(seq_ * batch_ * 4 * hidden_ + batch_ * 4 * hidden_ + 2 * batch_ * hidden_) +
+           sparse_scratch();
   }
   int64_t macs() const override { return seq_ * batch_ * 4 * hidden_ * (input_ + hidden_); }
 
   Status run(const RunArgs& a) override;
 
  private:
-  void step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h, float* c) const;
+  void step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h, float* c);
+  void input_products(const RunArgs& a, float* xw, float* extra);
+  void recurrent_product(const RunArgs& a, const float* h, float* gates, float* extra);
+  // Transposed inputs and outputs for the sparse products: [(input + 4H) x seq*batch] for W,
+  // [(hidden + 4H) x batch] for R, whichever is larger.
+  size_t sparse_scratch() const {
+    size_t w = w_sparse_ ? static_cast<size_t>((input_ + 4 * hidden_) * seq_ * batch_) : 0;
+    size_t r = r_sparse_ ? static_cast<size_t>((hidden_ + 4 * hidden_) * batch_) : 0;
+    return std::max(w, r);
+  }
+
+  const SparseMatrix* w_sparse_ = nullptr;
+  const SparseMatrix* r_sparse_ = nullptr;
+  int threads_ = 1;
+  std::vector<int64_t> w_bounds_, r_bounds_;
+  SpmvWorkspace r_workspace_;
 
   float clip_ = 0;
   bool batch_first_ = false;
@@ -83,16 +113,8 @@ Status LstmOp::run(const RunArgs& a) {
   float* gates = xw + seq_ * batch_ * G;
   float* h = gates + batch_ * G;
   float* c = h + batch_ * H;
-  const float* x = a.in[0]->f32_data();
-  // Rows of xw are ordered (t, b) for either layout.
-  if (batch_first_) {
-    for (int64_t t = 0; t < seq_; ++t)
-      sgemm(false, true, batch_, G, input_, 1.0f, x + t * input_, seq_ * input_, a.in[1]->f32_data(), input_, 0.0f,
-            xw + t * batch_ * G, G);
-  } else {
-    sgemm_parallel(a.pool, false, true, seq_ * batch_, G, input_, 1.0f, x, input_, a.in[1]->f32_data(), input_, 0.0f,
-                   xw, G);
-  }
+  float* extra = c + batch_ * H;
+  input_products(a, xw, extra);
   auto input = [&](size_t i) { return a.in.size() > i ? a.in[i] : nullptr; };
   if (const Tensor* bias = input(3)) {
     const float* wb = bias->f32_data();
@@ -103,16 +125,64 @@ Status LstmOp::run(const RunArgs& a) {
   else std::fill_n(h, batch_ * H, 0.0f);
   if (const Tensor* c0 = input(6)) std::memcpy(c, c0->f32_data(), sizeof(float) * batch_ * H);
   else std::fill_n(c, batch_ * H, 0.0f);
-  for (int64_t t = 0; t < seq_; ++t) step(t, a, xw, gates, h, c);
+  for (int64_t t = 0; t < seq_; ++t) {
+    std::memcpy(gates, xw + t * batch_ * G, sizeof(float) * batch_ * G);
+    recurrent_product(a, h, gates, extra);
+    step(t, a, xw, gates, h, c);
+  }
   if (a.out.size() > 1 && a.out[1]) std::memcpy(a.out[1]->f32_data(), h, sizeof(float) * batch_ * H);
   if (a.out.size() > 2 && a.out[2]) std::memcpy(a.out[2]->f32_data(), c, sizeof(float) * batch_ * H);
   return {};
 }
 
-void LstmOp::step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h, float* c) const {
+// xw[(t, b), 0:4H] = X[t, b] W^T for every step at once (rows ordered (t, b) for either layout).
+void LstmOp::input_products(const RunArgs& a, float* xw, float* extra) {
+  const int64_t G = 4 * hidden_, n = seq_ * batch_;
+  const float* x = a.in[0]->f32_data();
+  auto row = [&](int64_t k) {  // input row of (t, b) = (k / batch, k % batch)
+    int64_t t = k / batch_, b = k % batch_;
+    return x + (batch_first_ ? b * seq_ + t : t * batch_ + b) * input_;
+  };
+  if (w_sparse_) {
+    float* xt = extra;
+    float* yt = xt + input_ * n;
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t j = 0; j < input_; ++j) xt[j * n + k] = row(k)[j];
+    sparse_matmat(a.pool, *w_sparse_, w_bounds_, xt, n, n, yt, n);
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t k = 0; k < n; ++k) xw[k * G + g] = yt[g * n + k];
+  } else if (batch_first_) {
+    for (int64_t t = 0; t < seq_; ++t)
+      sgemm(false, true, batch_, G, input_, 1.0f, x + t * input_, seq_ * input_, a.in[1]->f32_data(), input_, 0.0f,
+            xw + t * batch_ * G, G);
+  } else {
+    sgemm_parallel(a.pool, false, true, n, G, input_, 1.0f, x, input_, a.in[1]->f32_data(), input_, 0.0f, xw, G);
+  }
+}
+
+// gates[b, 0:4H] += h[b] R^T.
+void LstmOp::recurrent_product(const RunArgs& a, const float* h, float* gates, float* extra) {
   const int64_t H = hidden_, G = 4 * H;
-  std::memcpy(gates, xw + t * batch_ * G, sizeof(float) * batch_ * G);
-  sgemm(false, true, batch_, G, H, 1.0f, h, H, a.in[2]->f32_data(), H, 1.0f, gates, G);
+  if (!r_sparse_) {
+    sgemm(false, true, batch_, G, H, 1.0f, h, H, a.in[2]->f32_data(), H, 1.0f, gates, G);
+    return;
+  }
+  if (batch_ == 1) {
+    sparse_matvec(a.pool, *r_sparse_, h, extra, r_workspace_, SpmvScheme::columns);
+    for (int64_t g = 0; g < G; ++g) gates[g] += extra[g];
+    return;
+  }
+  float* ht = extra;
+  float* yt = ht + H * batch_;
+  for (int64_t b = 0; b < batch_; ++b)
+    for (int64_t j = 0; j < H; ++j) ht[j * batch_ + b] = h[b * H + j];
+  sparse_matmat(a.pool, *r_sparse_, r_bounds_, ht, batch_, batch_, yt, batch_);
+  for (int64_t b = 0; b < batch_; ++b)
+    for (int64_t g = 0; g < G; ++g) gates[b * G + g] += yt[g * batch_ + b];
+}
+
+void LstmOp::step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h, float* c) {
+  const int64_t H = hidden_, G = 4 * H;
   const Tensor* lens = a.in.size() > 4 ? a.in[4] : nullptr;
   const float* p = a.in.size() > 7 && a.in[7] ? a.in[7]->f32_data() : nullptr;
   Tensor* y = a.out.empty() ? nullptr : a.out[0];
@@ -142,5 +212,12 @@ void LstmOp::step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h
 }  // namespace
 
 void register_lstm_ops(OpRegistry& r) { r["LSTM"] = make_op<LstmOp>; }
+
+Result<std::unique_ptr<Op>> create_sparse_lstm_op(const Node& node, int64_t opset, const SparseMatrix* w,
+                                                  const SparseMatrix* r, int threads) {
+  auto op = std::make_unique<LstmOp>(node, opset, w, r, threads);
+  SP_RETURN_IF_ERROR(op->parse());
+  return std::unique_ptr<Op>(std::move(op));
+}
 
 }  // namespace sparrow

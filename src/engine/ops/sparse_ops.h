@@ -17,4 +17,8 @@ inline constexpr double kSparseMaxDensityBatched = 0.8;
 // nullptr when the node's attributes are not supported sparsely (the dense op is then used).
 Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, const SparseMatrix& m, int threads);
 
+// An LSTM whose W and/or R (nullptr: dense) run on the sparse engine.
+Result<std::unique_ptr<Op>> create_sparse_lstm_op(const Node& node, int64_t opset, const SparseMatrix* w,
+                                                  const SparseMatrix* r, int threads);
+
 }  // namespace sparrow
