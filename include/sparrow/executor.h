@@ -56,6 +56,9 @@ class Executor {
   // executor and stay valid until the next run.
   Result<std::span<const Tensor* const>> run(std::span<const Tensor> inputs);
 
+  // A value (any tensor name of the graph) as computed by the most recent run, or nullptr.
+  const Tensor* value(const std::string& name) const;
+
   // The input shapes the model declares, with unknown dims set to `batch`.
   Result<std::vector<Shape>> default_input_shapes(int64_t batch = 1) const;
   // Plans for the given input shapes and describes every executed layer.

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "cli/bench_eigen.h"
+#include "core/eie_layers.h"
 #include "core/thread_pool.h"
 #include "core/timer.h"
 #include "engine/sparse/kernels.h"
@@ -21,18 +22,6 @@ namespace sparrow::cli {
 namespace {
 
 using json = nlohmann::json;
-
-struct EieLayer {
-  const char* name;
-  int64_t in, out;
-  double weight_density, activation_density;
-};
-
-// [EIE] Table III: size (input x output), weight density, activation density.
-constexpr EieLayer kLayers[] = {
-    {"Alex-6", 9216, 4096, 0.09, 0.351}, {"Alex-7", 4096, 4096, 0.09, 0.353}, {"Alex-8", 4096, 1000, 0.25, 0.375},
-    {"VGG-6", 25088, 4096, 0.04, 0.183}, {"VGG-7", 4096, 4096, 0.04, 0.375}, {"VGG-8", 4096, 1000, 0.23, 0.411},
-    {"NT-We", 4096, 600, 0.10, 1.0},     {"NT-Wd", 600, 8791, 0.11, 1.0},    {"NT-LSTM", 1201, 2400, 0.10, 1.0}};
 
 // One layer's weights in every form the contenders use.
 struct Workload {
@@ -202,7 +191,7 @@ json run_eie_bench(const EieBenchOptions& o) {
   json results{{"isa", isa_name(sparse_kernels().isa)}, {"repeats", o.repeats}, {"layers", json::array()}};
   int max_threads = *std::max_element(o.threads.begin(), o.threads.end());
   ThreadPool pool(max_threads);
-  for (const auto& layer : kLayers) {
+  for (const auto& layer : kEieLayers) {
     if (!o.layers.empty() && std::find(o.layers.begin(), o.layers.end(), layer.name) == o.layers.end()) continue;
     if (o.progress) fmt::print(stderr, "\r\033[Kbench {}: preparing", layer.name);
     Workload w = make_workload(layer, 1);
@@ -238,7 +227,7 @@ json run_crossover_bench(const EieBenchOptions& o) {
   ThreadPool pool(1);
   for (double density : {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8}) {
     if (o.progress) fmt::print(stderr, "\r\033[Kcrossover: density {}", density);
-    Workload w = make_workload(EieLayer{"4096x4096", 4096, 4096, density, 1.0}, 3);
+    Workload w = make_workload(EieLayer{"4096x4096", 4096, 4096, density, 1.0, 0, 0}, 3);
     for (int batch : o.batches) {
       json r = batch == 1 ? bench_batch1(w, 1, pool, o.repeats) : bench_batched(w, batch, 1, pool, o.repeats);
       rows.push_back({{"density", density}, {"batch", batch}, {"sparrow_us", r["sparrow_us"]}, {"dense_us", r["dense_us"]}});

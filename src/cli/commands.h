@@ -20,5 +20,6 @@ Command add_compress(CLI::App& app, const GlobalOptions& global);
 Command add_inspect(CLI::App& app, const GlobalOptions& global);
 Command add_export(CLI::App& app, const GlobalOptions& global);
 Command add_bench(CLI::App& app, const GlobalOptions& global);
+Command add_sim(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace sparrow::cli

@@ -103,6 +103,10 @@ Result<std::span<const Tensor* const>> Executor::run(std::span<const Tensor> inp
   return std::span<const Tensor* const>(plan->outputs());
 }
 
+const Tensor* Executor::value(const std::string& name) const {
+  return impl_->plans.empty() ? nullptr : impl_->plans.back()->value(name);
+}
+
 Result<std::vector<Shape>> Executor::default_input_shapes(int64_t batch) const {
   std::vector<Shape> shapes;
   for (const auto& in : model_.inputs) {

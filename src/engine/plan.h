@@ -33,6 +33,10 @@ class Plan {
 
   const std::vector<Shape>& input_shapes() const { return input_shapes_; }
   const std::vector<const Tensor*>& outputs() const { return output_tensors_; }
+  const Tensor* value(const std::string& name) const {
+    auto it = values_.find(name);
+    return it == values_.end() ? nullptr : it->second;
+  }
   ModelSummary summary(const Model& model) const;
 
  private:

@@ -1,0 +1,84 @@
+#include "sim/report.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace sparrow::sim {
+
+nlohmann::json stats_json(const LayerStats& s) {
+  return {{"name", s.name}, {"rows", s.rows}, {"cols", s.cols}, {"pes", s.pes}, {"cycles", s.cycles},
+          {"time_us", s.time_us}, {"theoretical_us", s.theoretical_us}, {"load_balance", s.load_balance},
+          {"active_inputs", s.active_inputs}, {"entries", s.entries}, {"fillers", s.fillers}, {"macs", s.macs},
+          {"broadcast_stall_cycles", s.broadcast_stall_cycles}, {"pe_idle_cycles", s.pe_idle_cycles},
+          {"idle_fraction", s.idle_fraction}, {"spmat_reads", s.spmat_reads}, {"pointer_reads", s.pointer_reads},
+          {"accumulator_updates", s.accumulator_updates}, {"fifo_ops", s.fifo_ops}, {"lnzd_reads", s.lnzd_reads},
+          {"bypass_hits", s.bypass_hits}, {"hazard_stall_cycles", s.hazard_stall_cycles},
+          {"energy_uj", s.energy_uj},
+          {"energy_by_component_uj",
+           {{"spmat", s.spmat_uj}, {"pointer", s.pointer_uj}, {"arith", s.arith_uj}, {"act_rw", s.act_uj},
+            {"act_queue", s.fifo_uj}, {"lnzd", s.lnzd_uj}, {"idle", s.idle_uj}}},
+          {"power_w", s.power_w}, {"gops", s.gops}};
+}
+
+std::string stats_csv(const std::vector<LayerStats>& rows, const std::string& sweep_key,
+                      const std::vector<int>& sweep_values) {
+  std::string out = (sweep_key.empty() ? "" : sweep_key + ",") +
+                    "layer,pes,cycles,time_us,theoretical_us,load_balance,idle_fraction,broadcast_stall_cycles,"
+                    "entries,fillers,macs,spmat_reads,pointer_reads,energy_uj,power_w,gops\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const LayerStats& s = rows[i];
+    if (!sweep_key.empty()) out += fmt::format("{},", sweep_values[i]);
+    out += fmt::format("{},{},{},{:.4f},{:.4f},{:.4f},{:.4f},{},{},{},{},{},{},{:.4f},{:.4f},{:.3f}\n", s.name, s.pes,
+                       s.cycles, s.time_us, s.theoretical_us, s.load_balance, s.idle_fraction,
+                       s.broadcast_stall_cycles, s.entries, s.fillers, s.macs, s.spmat_reads, s.pointer_reads,
+                       s.energy_uj, s.power_w, s.gops);
+  }
+  return out;
+}
+
+std::string svg_line_plot(const std::string& title, const std::string& x_label, const std::string& y_label,
+                          const std::vector<double>& x, const std::vector<Series>& series, bool log_x) {
+  const double W = 760, H = 460, left = 70, right = 170, top = 40, bottom = 60;
+  auto fx = [&](double v) { return log_x ? std::log2(v) : v; };
+  double x0 = fx(x.front()), x1 = fx(x.back());
+  double y1 = 0;
+  for (const auto& s : series)
+    for (double v : s.y) y1 = std::max(y1, v);
+  y1 = y1 > 0 ? y1 * 1.08 : 1.0;
+  auto px = [&](double v) { return left + (fx(v) - x0) / std::max(x1 - x0, 1e-9) * (W - left - right); };
+  auto py = [&](double v) { return H - bottom - v / y1 * (H - top - bottom); };
+  static const char* kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                  "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      "<text x=\"{}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
+      W, H, (W - right + left) / 2, title);
+  svg += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"black\"/>\n", left, H - bottom, W - right);
+  svg += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"black\"/>\n", left, top, H - bottom);
+  for (double v : x)
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", px(v), H - bottom + 18, v);
+  for (int k = 0; k <= 5; ++k) {
+    double v = y1 * k / 5;
+    svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.3g}</text>\n"
+                       "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#ddd\"/>\n",
+                       left - 6, py(v) + 4, v, left, py(v), W - right, py(v));
+  }
+  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", (W - right + left) / 2, H - 18, x_label);
+  svg += fmt::format("<text x=\"18\" y=\"{}\" transform=\"rotate(-90 18 {})\" text-anchor=\"middle\">{}</text>\n",
+                     (H - bottom + top) / 2, (H - bottom + top) / 2, y_label);
+  for (size_t i = 0; i < series.size(); ++i) {
+    const char* color = kColors[i % 10];
+    std::string points;
+    for (size_t k = 0; k < x.size() && k < series[i].y.size(); ++k)
+      points += fmt::format("{:.1f},{:.1f} ", px(x[k]), py(series[i].y[k]));
+    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n", color, points);
+    svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>\n", W - right + 10, top + 16 * (i + 1), color,
+                       series[i].name);
+  }
+  return svg + "</svg>\n";
+}
+
+}  // namespace sparrow::sim
