@@ -133,7 +133,8 @@ int run_sweep(const sim::Config& base, const SimArgs& a) {
     if (auto s = write_file_atomic(a.csv, sim::stats_csv(all, key, all_values)); !s.ok()) return report_error(s);
   if (!a.plot.empty()) {
     std::vector<double> x(values.begin(), values.end());
-    std::string svg = sim::svg_line_plot("EIE simulator: " + key + " sweep", x_label, y_label, x, series, key != "width");
+    std::string svg = sim::svg_line_plot("EIE simulator: " + key + " sweep", x_label, y_label, x, series, key != "width",
+                                         key == "pes");
     if (auto s = write_file_atomic(a.plot, svg); !s.ok()) return report_error(s);
   }
   return 0;

@@ -57,6 +57,7 @@ Status validate(const Config& c) {
     return errorf("config key 'spmat_width_bits': {} must hold at least one entry ({} bits) and be at most 4096",
                   c.spmat_width_bits, c.entry_bits);
   const EnergyTable& e = c.energy;
+  SP_RETURN_IF_ERROR(range("energy.spmat_width_fraction", e.spmat_width_fraction, 0, 1));
   for (double v : {e.spmat_read_pj, e.pointer_read_pj, e.mac_pj, e.act_rw_pj, e.fifo_pj, e.lnzd_pj,
                    e.idle_mw_per_pe})
     if (!(v >= 0 && v < 1e9)) return errorf("config key 'energy': every value must be >= 0, got {}", v);
@@ -93,13 +94,14 @@ Result<Config> config_from_json(const json& j) {
   if (j.contains("energy")) {
     const json& e = j["energy"];
     if (!e.is_object()) return errorf("config key 'energy': expected an object");
-    static const char* kEnergy[] = {"spmat_read_pj", "pointer_read_pj", "mac_pj", "act_rw_pj",
+    static const char* kEnergy[] = {"spmat_read_pj", "spmat_width_fraction", "pointer_read_pj", "mac_pj", "act_rw_pj",
                                     "fifo_pj", "lnzd_pj", "idle_mw_per_pe"};
     for (const auto& [key, v] : e.items())
       if (std::find(std::begin(kEnergy), std::end(kEnergy), key) == std::end(kEnergy))
         return errorf("config key 'energy.{}': unknown", key);
     EnergyTable& t = c.energy;
     SP_RETURN_IF_ERROR(read_field(e, "spmat_read_pj", t.spmat_read_pj, "energy."));
+    SP_RETURN_IF_ERROR(read_field(e, "spmat_width_fraction", t.spmat_width_fraction, "energy."));
     SP_RETURN_IF_ERROR(read_field(e, "pointer_read_pj", t.pointer_read_pj, "energy."));
     SP_RETURN_IF_ERROR(read_field(e, "mac_pj", t.mac_pj, "energy."));
     SP_RETURN_IF_ERROR(read_field(e, "act_rw_pj", t.act_rw_pj, "energy."));
@@ -130,7 +132,8 @@ json config_to_json(const Config& c) {
           {"act_regfile_entries", c.act_regfile_entries}, {"act_sram_bytes", c.act_sram_bytes},
           {"spmat_sram_bytes", c.spmat_sram_bytes}, {"pointer_sram_bytes", c.pointer_sram_bytes},
           {"bypass", c.bypass}, {"pipeline_depth", c.pipeline_depth}, {"pe_area_mm2", c.pe_area_mm2},
-          {"energy", {{"spmat_read_pj", e.spmat_read_pj}, {"pointer_read_pj", e.pointer_read_pj}, {"mac_pj", e.mac_pj},
+          {"energy", {{"spmat_read_pj", e.spmat_read_pj}, {"spmat_width_fraction", e.spmat_width_fraction},
+                      {"pointer_read_pj", e.pointer_read_pj}, {"mac_pj", e.mac_pj},
                       {"act_rw_pj", e.act_rw_pj}, {"fifo_pj", e.fifo_pj},
                       {"lnzd_pj", e.lnzd_pj}, {"idle_mw_per_pe", e.idle_mw_per_pe}}}};
 }

@@ -16,7 +16,9 @@ namespace sparrow::sim {
 // component's power x PEs x simulated time / its event count (docs/simulator.md). The leading-
 // non-zero detectors are not in that table; 0.1 pJ per activation examined is an assumption.
 struct EnergyTable {
-  double spmat_read_pj = 31.16;    // one sparse-matrix SRAM word (width bits)
+  double spmat_read_pj = 31.16;    // one 64-bit sparse-matrix SRAM word
+  double spmat_width_fraction = 0.5;  // share of spmat_read_pj that scales with the word width
+                                      // (bitlines, sense amplifiers); the rest is per access
   double pointer_read_pj = 15.99;  // one pointer pair (two banks, one cycle)
   double mac_pj = 1.78;            // codebook lookup + 16-bit multiply + accumulate
   double act_rw_pj = 1.72;         // one accumulator read-modify-write (or output write)

@@ -39,16 +39,19 @@ std::string stats_csv(const std::vector<LayerStats>& rows, const std::string& sw
 }
 
 std::string svg_line_plot(const std::string& title, const std::string& x_label, const std::string& y_label,
-                          const std::vector<double>& x, const std::vector<Series>& series, bool log_x) {
+                          const std::vector<double>& x, const std::vector<Series>& series, bool log_x, bool log_y) {
   const double W = 760, H = 460, left = 70, right = 170, top = 40, bottom = 60;
   auto fx = [&](double v) { return log_x ? std::log2(v) : v; };
   double x0 = fx(x.front()), x1 = fx(x.back());
-  double y1 = 0;
+  double ymax = 0, ymin = 1e300;
   for (const auto& s : series)
-    for (double v : s.y) y1 = std::max(y1, v);
-  y1 = y1 > 0 ? y1 * 1.08 : 1.0;
+    for (double v : s.y) ymax = std::max(ymax, v), ymin = std::min(ymin, v);
+  auto fy = [&](double v) { return log_y ? std::log2(std::max(v, 1e-12)) : v; };
+  double y0 = log_y ? std::floor(fy(ymin)) : 0.0;
+  double y1 = log_y ? std::ceil(fy(ymax)) : (ymax > 0 ? ymax * 1.08 : 1.0);
+  if (y1 <= y0) y1 = y0 + 1;
   auto px = [&](double v) { return left + (fx(v) - x0) / std::max(x1 - x0, 1e-9) * (W - left - right); };
-  auto py = [&](double v) { return H - bottom - v / y1 * (H - top - bottom); };
+  auto py = [&](double v) { return H - bottom - (fy(v) - y0) / (y1 - y0) * (H - top - bottom); };
   static const char* kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
   std::string svg = fmt::format(
@@ -60,8 +63,9 @@ std::string svg_line_plot(const std::string& title, const std::string& x_label, 
   svg += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"black\"/>\n", left, top, H - bottom);
   for (double v : x)
     svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", px(v), H - bottom + 18, v);
-  for (int k = 0; k <= 5; ++k) {
-    double v = y1 * k / 5;
+  int ticks = log_y ? static_cast<int>(y1 - y0) : 5;
+  for (int k = 0; k <= ticks; ++k) {
+    double v = log_y ? std::exp2(y0 + k) : y1 * k / 5;
     svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.3g}</text>\n"
                        "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#ddd\"/>\n",
                        left - 6, py(v) + 4, v, left, py(v), W - right, py(v));

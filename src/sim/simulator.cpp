@@ -189,7 +189,8 @@ void finish_stats(const Config& c, const SimLayer& l, LayerStats& s, const std::
   s.theoretical_us = std::max(mean, static_cast<double>(s.active_inputs)) / c.clock_mhz;
   s.idle_fraction = s.cycles ? static_cast<double>(s.pe_idle_cycles) / (static_cast<double>(s.cycles) * c.pes) : 0.0;
   const EnergyTable& e = c.energy;
-  s.spmat_uj = s.spmat_reads * e.spmat_read_pj * 1e-6;
+  double per_read = e.spmat_read_pj * (1.0 - e.spmat_width_fraction + e.spmat_width_fraction * c.spmat_width_bits / 64.0);
+  s.spmat_uj = s.spmat_reads * per_read * 1e-6;
   s.pointer_uj = s.pointer_reads * e.pointer_read_pj * 1e-6;
   s.arith_uj = s.macs * e.mac_pj * 1e-6;
   s.act_uj = (s.accumulator_updates + s.output_writes) * e.act_rw_pj * 1e-6;
