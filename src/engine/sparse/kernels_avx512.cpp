@@ -36,54 +36,41 @@ inline int accumulate16(__m512i v, __mmask16 mask, int base, __m512 cb, const fl
   return last_lane(pos);
 }
 
-}  // namespace
-
-void spmv_csc_e8__avx512(const SpmvArgs& a) {
-  const CscPartition& p = *a.part;
-  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
-  const __m512 cb = _mm512_loadu_ps(a.codebook);
-  const uint8_t* entries = p.entries8.data();
-  for (int64_t k = 0; k < a.n_active; ++k) {
-    int32_t j = a.active[k];
-    __m512 xj = _mm512_set1_ps(a.x[j]);
-    uint32_t e = p.col_ptr[j], end = p.col_ptr[j + 1];
-    int base = -1;
-    for (; e + 16 <= end; e += 16) {
-      __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(entries + e)));
-      base = accumulate16<4, 0xF, true>(v, 0xFFFF, base, cb, a.codebook, xj, a.y);
-    }
-    if (e < end) {
-      __mmask16 mask = static_cast<__mmask16>((1u << (end - e)) - 1);
-      __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, entries + e));
-      accumulate16<4, 0xF, true>(v, mask, base, cb, a.codebook, xj, a.y);
-    }
-  }
+// 16 entries (or the masked tail) widened to 32-bit lanes.
+template <class Entry>
+inline __m512i load16(const Entry* p, __mmask16 mask) {
+  if constexpr (sizeof(Entry) == 1) return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, p));
+  else return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p));
 }
 
-template <bool kSmallCodebook>
-void spmv_e16(const SpmvArgs& a) {
+template <class Entry, int kGapShift, int kCodeMask, bool kSmallCodebook>
+void spmv(const SpmvArgs& a, const Entry* entries) {
   const CscPartition& p = *a.part;
   std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
   const __m512 cb = kSmallCodebook ? _mm512_loadu_ps(a.codebook) : _mm512_setzero_ps();
-  const uint16_t* entries = p.entries16.data();
   for (int64_t k = 0; k < a.n_active; ++k) {
     int32_t j = a.active[k];
     __m512 xj = _mm512_set1_ps(a.x[j]);
     uint32_t e = p.col_ptr[j], end = p.col_ptr[j + 1];
     int base = -1;
-    for (; e + 16 <= end; e += 16) {
-      __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(entries + e)));
-      base = accumulate16<8, 0xFF, kSmallCodebook>(v, 0xFFFF, base, cb, a.codebook, xj, a.y);
-    }
+    for (; e + 16 <= end; e += 16)
+      base = accumulate16<kGapShift, kCodeMask, kSmallCodebook>(load16(entries + e, 0xFFFF), 0xFFFF, base, cb,
+                                                                a.codebook, xj, a.y);
     if (e < end) {
       __mmask16 mask = static_cast<__mmask16>((1u << (end - e)) - 1);
-      __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, entries + e));
-      accumulate16<8, 0xFF, kSmallCodebook>(v, mask, base, cb, a.codebook, xj, a.y);
+      accumulate16<kGapShift, kCodeMask, kSmallCodebook>(load16(entries + e, mask), mask, base, cb, a.codebook, xj,
+                                                         a.y);
     }
   }
 }
 
-void spmv_csc_e16__avx512(const SpmvArgs& a) { a.small_codebook ? spmv_e16<true>(a) : spmv_e16<false>(a); }
+}  // namespace
+
+void spmv_csc_e8__avx512(const SpmvArgs& a) { spmv<uint8_t, 4, 0xF, true>(a, a.part->entries8.data()); }
+void spmv_csc_e16__avx512(const SpmvArgs& a) {
+  if (a.small_codebook) spmv<uint16_t, 8, 0xFF, true>(a, a.part->entries16.data());
+  else spmv<uint16_t, 8, 0xFF, false>(a, a.part->entries16.data());
+}
 
 namespace {
 
