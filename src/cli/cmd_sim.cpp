@@ -182,6 +182,9 @@ int run_model(const sim::Config& c, const SimArgs& a, const GlobalOptions& globa
     if (!layer.ok()) return report_error(layer.status());
     const Tensor* in = (*ex)->value(node.inputs[0]);
     const Tensor* out = (*ex)->value(node.outputs[0]);
+    if (!in || !out || in->numel() < t.view.cols || out->numel() < t.view.rows)
+      return report_error(errorf("{}: {}: its input or output was not computed as a {} x {} layer", a.model,
+                                 node.describe(), t.view.rows, t.view.cols));
     std::vector<int16_t> act;
     for (int64_t j = 0; j < t.view.cols; ++j) act.push_back(sim::to_fixed(in->f32_data()[j], c.activation_frac_bits));
     auto r = sim::simulate_layer(c, *layer, act);
