@@ -81,6 +81,12 @@ void print_layers(const sim::Config& c, const std::vector<sim::LayerStats>& rows
                p ? dev(s.theoretical_us, p->theoretical_us) : "", s.load_balance, s.idle_fraction, s.energy_uj,
                s.power_w, s.gops);
   }
+  for (const auto& s : rows)
+    if (!s.fits_on_chip)
+      fmt::print("note: {} needs {} B of sparse-matrix SRAM, {} B of pointers and {} B of activations per PE; the "
+                 "config has {}, {} and {} (register file: {} entries)\n",
+                 s.name, s.spmat_bytes_per_pe, s.pointer_bytes_per_pe, s.activation_bytes_per_pe, c.spmat_sram_bytes,
+                 c.pointer_sram_bytes, c.act_sram_bytes, c.act_regfile_entries);
 }
 
 int run_sweep(const sim::Config& base, const SimArgs& a) {

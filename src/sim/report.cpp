@@ -19,7 +19,10 @@ nlohmann::json stats_json(const LayerStats& s) {
           {"energy_by_component_uj",
            {{"spmat", s.spmat_uj}, {"pointer", s.pointer_uj}, {"arith", s.arith_uj}, {"act_rw", s.act_uj},
             {"act_queue", s.fifo_uj}, {"lnzd", s.lnzd_uj}, {"idle", s.idle_uj}}},
-          {"power_w", s.power_w}, {"gops", s.gops}};
+          {"power_w", s.power_w}, {"gops", s.gops},
+          {"storage_per_pe", {{"spmat_bytes", s.spmat_bytes_per_pe}, {"pointer_bytes", s.pointer_bytes_per_pe},
+                              {"activation_bytes", s.activation_bytes_per_pe},
+                              {"activations_in_regfile", s.activations_in_regfile}, {"fits_on_chip", s.fits_on_chip}}}};
 }
 
 std::string stats_csv(const std::vector<LayerStats>& rows, const std::string& sweep_key,

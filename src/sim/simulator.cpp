@@ -177,6 +177,19 @@ class ProcessingElement {
   int stall_ = 0;
 };
 
+// Per-PE storage of the layer against the SRAM and register-file capacities of the config.
+void account_storage(const Config& c, const SimLayer& l, LayerStats& s) {
+  int64_t max_entries = 0;
+  for (const auto& p : l.encoding.partitions) max_entries = std::max<int64_t>(max_entries, static_cast<int64_t>(p.codes.size()));
+  s.spmat_bytes_per_pe = (max_entries * c.entry_bits + 7) / 8;
+  s.pointer_bytes_per_pe = (l.cols + 1) * 2;
+  int64_t inputs = (l.cols + c.pes - 1) / c.pes, outputs = (l.rows + c.pes - 1) / c.pes;
+  s.activation_bytes_per_pe = (inputs + outputs) * (c.activation_bits / 8);
+  s.activations_in_regfile = inputs <= c.act_regfile_entries && outputs <= c.act_regfile_entries;
+  s.fits_on_chip = s.spmat_bytes_per_pe <= c.spmat_sram_bytes && s.pointer_bytes_per_pe <= c.pointer_sram_bytes &&
+                   (s.activations_in_regfile || s.activation_bytes_per_pe <= c.act_sram_bytes);
+}
+
 void finish_stats(const Config& c, const SimLayer& l, LayerStats& s, const std::vector<int64_t>& pe_entries) {
   s.time_us = static_cast<double>(s.cycles) / c.clock_mhz;
   double mean = 0;
@@ -200,7 +213,7 @@ void finish_stats(const Config& c, const SimLayer& l, LayerStats& s, const std::
   s.energy_uj = s.spmat_uj + s.pointer_uj + s.arith_uj + s.act_uj + s.fifo_uj + s.lnzd_uj + s.idle_uj;
   s.power_w = s.time_us > 0 ? s.energy_uj / s.time_us : 0.0;
   s.gops = s.time_us > 0 ? 2.0 * static_cast<double>(s.macs) / (s.time_us * 1e3) : 0.0;
-  (void)l;
+  account_storage(c, l, s);
 }
 
 }  // namespace

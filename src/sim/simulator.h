@@ -55,6 +55,12 @@ struct LayerStats {
          idle_uj = 0;
   double power_w = 0;
   double gops = 0;                         // 2 x non-zero MACs / time
+  // Storage the busiest PE needs, against the config's capacities.
+  int64_t spmat_bytes_per_pe = 0;          // its entries
+  int64_t pointer_bytes_per_pe = 0;        // (cols + 1) 16-bit pointers
+  int64_t activation_bytes_per_pe = 0;     // its share of inputs and outputs, 16-bit
+  bool activations_in_regfile = false;     // both fit in the register files (else activation SRAM)
+  bool fits_on_chip = false;               // every need within its SRAM
 };
 
 struct LayerResult {

@@ -132,6 +132,19 @@ TEST(Simulator, GoldenStatistics) {
   EXPECT_NEAR(got["energy_uj"].get<double>(), want["energy_uj"].get<double>(), 1e-9);
 }
 
+TEST(Simulator, StorageAgainstCapacities) {
+  Config c = one_pe();
+  SimLayer l = column_layer(std::vector<uint8_t>(6 * 100, 1), 6, 100, c);
+  auto r = simulate_layer(c, l, std::vector<int16_t>(100, 0));
+  EXPECT_EQ(r.stats.spmat_bytes_per_pe, 600);       // 600 one-byte entries
+  EXPECT_EQ(r.stats.pointer_bytes_per_pe, 202);     // 101 16-bit pointers
+  EXPECT_EQ(r.stats.activation_bytes_per_pe, 212);  // 100 inputs + 6 outputs, 2 bytes each
+  EXPECT_FALSE(r.stats.activations_in_regfile);     // 100 inputs > 64 register-file entries
+  EXPECT_TRUE(r.stats.fits_on_chip);
+  c.pointer_sram_bytes = 200;
+  EXPECT_FALSE(simulate_layer(c, l, std::vector<int16_t>(100, 0)).stats.fits_on_chip);
+}
+
 TEST(SimConfig, DefaultsMatchTheShippedFileAndThePaper) {
   auto c = read_config(std::string(SPARROW_SOURCE_DIR) + "/configs/eie_64pe.json");
   ASSERT_TRUE(c.ok()) << c.status().message();
