@@ -8,7 +8,7 @@ packages=(
   libonnx-dev python3-onnx libprotobuf-dev protobuf-compiler
   libopenblas-dev libeigen3-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev zlib1g-dev
-  python3-dev python3-numpy python3-torch
+  python3-dev python3-numpy python3-torch libtorch-dev libgloo-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 

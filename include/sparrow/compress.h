@@ -77,6 +77,9 @@ struct CompressibleLayer {
   MatrixView view;
 };
 std::vector<CompressibleLayer> find_compressible_layers(const Model& model);
+// The settings in force for one layer: the global ones, then overrides by node or weight name, then
+// the default bits of the layer's kind.
+LayerSettings resolve_layer_settings(const CompressOptions& options, const CompressibleLayer& layer);
 
 struct LayerReport {
   std::string weight, node;

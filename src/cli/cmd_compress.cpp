@@ -8,7 +8,9 @@
 #include "core/file.h"
 #include "core/hash.h"
 #include "core/version.h"
+#include "cli/train_data.h"
 #include "sparrow/compress.h"
+#include "sparrow/retrain.h"
 #include "sparrow/onnx.h"
 
 namespace sparrow::cli {
@@ -17,6 +19,8 @@ namespace {
 
 struct CompressArgs {
   std::string model, output, recipe, bits, init, quantizer, huffman;
+  DataArgs data;        // with data.dir: retrain after each pruning step, then fine-tune the codebooks
+  RetrainOptions retrain;
   std::optional<double> sparsity, quality;
   std::optional<int> index_bits, partitions;
   std::optional<uint64_t> seed;
@@ -62,7 +66,29 @@ int run_compress(const CompressArgs& a, const GlobalOptions& global) {
                          {"source_bytes", source.size()},
                          {"source_fnv1a64", fmt::format("{:016x}", fnv1a64(source))},
                          {"options", recipe_json(*options)}};
-  auto result = compress_model(*model, *options, meta.dump());
+  Result<CompressResult> result = errorf("not run");
+  if (a.data.dir.empty()) {
+    result = compress_model(*model, *options, meta.dump());
+  } else {
+    auto data = load_splits(*model, a.data);
+    if (!data.ok()) return report_error(data.status());
+    auto before = test_accuracy(*model, data->test, global.threads);
+    if (!before.ok()) return report_error(before.status());
+    RetrainOptions r = a.retrain;
+    r.retrain.threads = r.finetune.threads = global.threads;
+    r.retrain.progress = r.finetune.progress = !global.quiet;
+    meta["retrain"] = {{"data", a.data.dir}, {"prune_steps", r.prune_steps}, {"retrain_epochs", r.retrain.epochs},
+                       {"retrain_lr", r.retrain.lr}, {"finetune_epochs", r.finetune.epochs}, {"finetune_lr", r.finetune.lr}};
+    result = compress_with_retraining(*model, *options, data->train, &data->val, r, meta.dump());
+    if (result.ok()) {
+      auto dense = result->spw.to_dense_model();
+      auto after = dense.ok() ? test_accuracy(*dense, data->test, global.threads) : Result<double>(dense.status());
+      if (!after.ok()) return report_error(after.status());
+      if (!global.quiet)
+        fmt::print(stderr, "test accuracy: {:.4f} before, {:.4f} after compression ({:+.2f} points)\n", *before, *after,
+                   100 * (*after - *before));
+    }
+  }
   if (!result.ok()) return report_error(result.status().prefixed(a.model));
   if (auto s = write_spw(result->spw, a.output, options->huffman); !s.ok()) return report_error(s);
   if (a.json) fmt::print("{}\n", spw_report_json(result->spw, a.output).dump(2));
@@ -90,6 +116,16 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--layer", a->layers, "Per-layer override NAME:key=value,... (sparsity, quality, bits, exclude)");
   cmd->add_option("--recipe", a->recipe, "JSON file with the same settings (options given here win)");
   cmd->add_flag("--json", a->json, "Print the inspect report as JSON");
+  cmd->add_option("--data", a->data.dir, "IDX data (train-*, t10k-*): retrain after each pruning step and fine-tune the codebooks");
+  add_data_options(cmd, a->data);
+  cmd->add_option("--prune-steps", a->retrain.prune_steps, "Iterative pruning steps (cubic sparsity ramp)")
+      ->check(CLI::Range(1, 100));
+  a->retrain.retrain.epochs = 2;
+  a->retrain.retrain.lr = 0.005;
+  a->retrain.finetune.epochs = 1;
+  a->retrain.finetune.lr = 0.001;
+  add_train_options(cmd, a->retrain.retrain, "retrain-");
+  add_train_options(cmd, a->retrain.finetune, "finetune-");
   return {cmd, [a, &global]() { return run_compress(*a, global); }};
 }
 

@@ -21,5 +21,6 @@ Command add_inspect(CLI::App& app, const GlobalOptions& global);
 Command add_export(CLI::App& app, const GlobalOptions& global);
 Command add_bench(CLI::App& app, const GlobalOptions& global);
 Command add_sim(CLI::App& app, const GlobalOptions& global);
+Command add_train(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace sparrow::cli

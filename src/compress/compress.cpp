@@ -39,7 +39,9 @@ std::optional<CompressibleLayer> layer_of(const Node& node, size_t index, const 
   return l;
 }
 
-LayerSettings resolve(const CompressOptions& o, const CompressibleLayer& l) {
+}  // namespace
+
+LayerSettings resolve_layer_settings(const CompressOptions& o, const CompressibleLayer& l) {
   LayerSettings s = o.all;
   for (const std::string& key : {l.node, l.weight}) {
     auto it = o.layers.find(key);
@@ -51,6 +53,8 @@ LayerSettings resolve(const CompressOptions& o, const CompressibleLayer& l) {
   if (!s.bits) s.bits = l.conv ? o.conv_bits : o.fc_bits;
   return s;
 }
+
+namespace {
 
 // Values of the weight tensor in matrix-view order (row-major over [rows, cols]).
 std::vector<float> view_values(const Tensor& w, const MatrixView& v) {
@@ -150,7 +154,7 @@ Result<CompressResult> compress_model(const Model& model, const CompressOptions&
   result.spw.graph = model;
   result.spw.metadata_json = metadata_json;
   for (const auto& layer : layers) {
-    LayerSettings s = resolve(options, layer);
+    LayerSettings s = resolve_layer_settings(options, layer);
     const Tensor& w = model.initializers.at(layer.weight);
     LayerReport report{layer.weight, layer.node, layer.conv, w.numel(), w.numel(), *s.bits, s.exclude, 0};
     if (!s.exclude) {

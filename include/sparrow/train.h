@@ -1,0 +1,68 @@
+// Training with LibTorch: the retraining half of Deep Compression (masked retraining after pruning,
+// trained quantization of the codebooks) and training from scratch of the built-in architectures.
+// The graph is run in LibTorch directly from the IR, so any imported classifier built from the
+// supported operators trains. LibTorch appears only inside src/train/.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "sparrow/format.h"
+#include "sparrow/model.h"
+
+namespace sparrow {
+
+// Inputs laid out for the model's first input ([N, ...]) and one label per row.
+struct LabeledData {
+  Tensor inputs;
+  std::vector<int64_t> labels;
+  int64_t size() const { return static_cast<int64_t>(labels.size()); }
+};
+
+// IDX images and labels, normalized as x = raw * scale + shift and shaped [N] + sample_shape.
+Result<LabeledData> load_labeled_idx(const std::string& images, const std::string& labels, const Shape& sample_shape,
+                                     float scale, float shift, int64_t limit = 0);
+// Rows [begin, end).
+LabeledData slice(const LabeledData& d, int64_t begin, int64_t end);
+
+enum class Optimizer { sgd, adam };
+enum class Schedule { constant, step, cosine };
+
+struct TrainOptions {
+  Optimizer optimizer = Optimizer::sgd;
+  double lr = 0.05;
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  Schedule schedule = Schedule::cosine;
+  int epochs = 5;
+  int batch = 64;
+  uint64_t seed = 1;
+  int threads = 0;        // 0: one per core
+  bool progress = false;  // a line per epoch on stderr
+};
+
+struct EpochReport {
+  int epoch = 0;
+  double loss = 0, train_accuracy = 0, val_accuracy = -1, seconds = 0;
+};
+
+// Trains the float32 weights and biases of every Gemm, MatMul and Conv in place, minimizing the
+// cross-entropy of output 0. With `masks` (weight name -> 0/1 tensor of its shape), masked weights
+// stay exactly zero: their gradients are masked and the weights re-masked after every step, so
+// momentum cannot revive them.
+Result<std::vector<EpochReport>> train_model(Model& model, const LabeledData& train, const LabeledData* val,
+                                             const TrainOptions& options,
+                                             const std::map<std::string, Tensor>* masks = nullptr);
+
+// Trained quantization: fine-tunes the codebooks of the compressed tensors with the assignments
+// fixed (the gradient of a shared value is the sum of the gradients of the weights that share it;
+// code 0 stays exactly zero). The other weights and biases train as usual.
+Result<std::vector<EpochReport>> finetune_codebooks(SpwModel& spw, const LabeledData& train, const LabeledData* val,
+                                                    const TrainOptions& options);
+
+// The built-in architectures: "lenet300" (LeNet-300-100) and "lenet5" (the Caffe LeNet-5 of [LWC],
+// 20-50-500-10), for [N, 1, 28, 28] inputs, randomly initialized for a seed.
+Result<Model> make_architecture(const std::string& name, uint64_t seed);
+
+}  // namespace sparrow

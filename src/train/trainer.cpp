@@ -1,0 +1,311 @@
+// Training in LibTorch. The only translation unit of Sparrow that includes LibTorch: the IR graph is
+// interpreted with torch operations, so gradients flow through any supported classifier.
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "sparrow/train.h"
+
+namespace sparrow {
+
+namespace {
+
+torch::Tensor to_torch(const Tensor& t) {
+  std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
+  auto dtype = t.dtype() == DType::f32 ? torch::kFloat32 : torch::kInt64;
+  return torch::from_blob(const_cast<void*>(t.raw()), shape, dtype).clone();
+}
+
+void copy_back(const torch::Tensor& src, Tensor& dst) {
+  auto c = src.detach().contiguous().to(torch::kFloat32);
+  std::memcpy(dst.raw(), c.data_ptr<float>(), dst.bytes());
+}
+
+// Names of the initializers the trainer updates: weights and biases of Gemm, MatMul and Conv.
+std::set<std::string> trainable(const Model& m) {
+  std::set<std::string> names;
+  for (const auto& n : m.nodes)
+    if (n.op_type == "Gemm" || n.op_type == "MatMul" || n.op_type == "Conv")
+      for (size_t i = 1; i < std::min<size_t>(3, n.inputs.size()); ++i)
+        if (n.has_input(i) && m.initializers.count(n.inputs[i]) &&
+            m.initializers.at(n.inputs[i]).dtype() == DType::f32)
+          names.insert(n.inputs[i]);
+  return names;
+}
+
+std::vector<int64_t> ints(const Node& n, const char* key, std::vector<int64_t> fallback) {
+  auto v = n.attr_ints(key, fallback);
+  if (!v.ok()) throw std::runtime_error(v.status().message());
+  return *v;
+}
+int64_t int_attr(const Node& n, const char* key, int64_t fallback) {
+  auto v = n.attr_int(key, fallback);
+  if (!v.ok()) throw std::runtime_error(v.status().message());
+  return *v;
+}
+float float_attr(const Node& n, const char* key, float fallback) {
+  auto v = n.attr_float(key, fallback);
+  if (!v.ok()) throw std::runtime_error(v.status().message());
+  return *v;
+}
+
+// Symmetric pads of a 2-D window (ONNX [top, left, bottom, right]); asymmetric pads are refused.
+std::vector<int64_t> symmetric_pads(const Node& n) {
+  auto pads = ints(n, "pads", {0, 0, 0, 0});
+  std::string auto_pad = n.attr_string("auto_pad", std::string("NOTSET")).value();
+  if (auto_pad != "NOTSET" || pads.size() != 4 || pads[0] != pads[2] || pads[1] != pads[3])
+    throw std::runtime_error(n.describe() + ": only symmetric explicit pads of 2-D windows are supported for training");
+  return {pads[0], pads[1]};
+}
+
+// Runs the IR graph with torch operations. `weight` supplies every initializer (trainable ones as
+// parameters, derived ones such as codebook-shared weights as expressions).
+class GraphRunner {
+ public:
+  GraphRunner(const Model& m, std::function<torch::Tensor(const std::string&)> weight) : m_(m), weight_(std::move(weight)) {}
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    std::map<std::string, torch::Tensor> v;
+    v[m_.inputs.at(0).name] = x;
+    auto get = [&](const std::string& name) -> torch::Tensor {
+      auto it = v.find(name);
+      return it != v.end() ? it->second : weight_(name);
+    };
+    for (const Node& n : m_.nodes) v[n.outputs[0]] = run(n, get);
+    return v.at(m_.outputs.at(0).name);
+  }
+
+ private:
+  template <class Get>
+  torch::Tensor run(const Node& n, Get& get) {
+    const std::string& op = n.op_type;
+    auto in = [&](size_t i) { return get(n.inputs[i]); };
+    if (op == "Gemm") {
+      torch::Tensor a = int_attr(n, "transA", 0) ? in(0).t() : in(0);
+      torch::Tensor b = int_attr(n, "transB", 0) ? in(1).t() : in(1);
+      torch::Tensor y = torch::matmul(a, b) * float_attr(n, "alpha", 1.0f);
+      if (n.has_input(2)) y = y + in(2) * float_attr(n, "beta", 1.0f);
+      return y;
+    }
+    if (op == "MatMul") return torch::matmul(in(0), in(1));
+    if (op == "Add") return in(0) + in(1);
+    if (op == "Sub") return in(0) - in(1);
+    if (op == "Mul") return in(0) * in(1);
+    if (op == "Div") return in(0) / in(1);
+    if (op == "Relu") return torch::relu(in(0));
+    if (op == "LeakyRelu") return torch::leaky_relu(in(0), float_attr(n, "alpha", 0.01f));
+    if (op == "Sigmoid") return torch::sigmoid(in(0));
+    if (op == "Tanh") return torch::tanh(in(0));
+    if (op == "Identity" || op == "Dropout") return in(0);
+    if (op == "Flatten") {
+      torch::Tensor x = in(0);
+      int64_t axis = int_attr(n, "axis", 1);
+      if (axis < 0) axis += x.dim();
+      return x.reshape({axis == 0 ? 1 : x.flatten(0, axis - 1).size(0), -1});
+    }
+    if (op == "Reshape") {
+      torch::Tensor x = in(0), s = in(1).to(torch::kInt64);
+      std::vector<int64_t> shape(s.data_ptr<int64_t>(), s.data_ptr<int64_t>() + s.numel());
+      for (size_t i = 0; i < shape.size(); ++i)
+        if (shape[i] == 0) shape[i] = x.size(static_cast<int64_t>(i));
+      return x.reshape(shape);
+    }
+    if (op == "Softmax" || op == "LogSoftmax") {
+      int64_t axis = int_attr(n, "axis", m_.opset < 13 ? 1 : -1);
+      return op == "Softmax" ? torch::softmax(in(0), axis) : torch::log_softmax(in(0), axis);
+    }
+    if (op == "Conv") {
+      auto pads = symmetric_pads(n);
+      return torch::conv2d(in(0), in(1), n.has_input(2) ? in(2) : torch::Tensor(), ints(n, "strides", {1, 1}), pads,
+                           ints(n, "dilations", {1, 1}), int_attr(n, "group", 1));
+    }
+    if (op == "MaxPool") {
+      auto pads = symmetric_pads(n);
+      return torch::max_pool2d(in(0), ints(n, "kernel_shape", {}), ints(n, "strides", {1, 1}), pads,
+                               ints(n, "dilations", {1, 1}), int_attr(n, "ceil_mode", 0) != 0);
+    }
+    if (op == "AveragePool") {
+      auto pads = symmetric_pads(n);
+      return torch::avg_pool2d(in(0), ints(n, "kernel_shape", {}), ints(n, "strides", {1, 1}), pads,
+                               int_attr(n, "ceil_mode", 0) != 0, int_attr(n, "count_include_pad", 0) != 0);
+    }
+    if (op == "GlobalAveragePool") return torch::adaptive_avg_pool2d(in(0), {1, 1});
+    if (op == "BatchNormalization")
+      return torch::batch_norm(in(0), in(1), in(2), in(3), in(4), false, 0.0, float_attr(n, "epsilon", 1e-5f), false);
+    throw std::runtime_error(fmt::format("{}: operator {} is not supported for training", n.describe(), op));
+  }
+
+  const Model& m_;
+  std::function<torch::Tensor(const std::string&)> weight_;
+};
+
+double scheduled_lr(const TrainOptions& o, int epoch) {
+  switch (o.schedule) {
+    case Schedule::constant: return o.lr;
+    case Schedule::step: return o.lr * std::pow(0.1, epoch * 3 / std::max(o.epochs, 1));
+    case Schedule::cosine: return o.lr * 0.5 * (1.0 + std::cos(M_PI * epoch / std::max(o.epochs, 1)));
+  }
+  return o.lr;
+}
+
+double accuracy(GraphRunner& net, const torch::Tensor& x, const torch::Tensor& y) {
+  torch::NoGradGuard no_grad;
+  int64_t correct = 0;
+  for (int64_t i = 0; i < x.size(0); i += 1000) {
+    int64_t e = std::min(x.size(0), i + 1000);
+    correct += net.forward(x.slice(0, i, e)).argmax(1).eq(y.slice(0, i, e)).sum().item<int64_t>();
+  }
+  return x.size(0) ? static_cast<double>(correct) / static_cast<double>(x.size(0)) : 0.0;
+}
+
+// The training loop shared by weight training and codebook fine-tuning. `after_step` re-applies
+// constraints (masks, the zero code) after every optimizer step; `before_step` masks gradients.
+std::vector<EpochReport> fit(GraphRunner& net, std::vector<torch::Tensor> params, const LabeledData& train,
+                             const LabeledData* val, const TrainOptions& o, const std::function<void()>& before_step,
+                             const std::function<void()>& after_step) {
+  torch::manual_seed(o.seed);
+  torch::set_num_threads(o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  torch::Tensor x = to_torch(train.inputs);
+  torch::Tensor y = torch::tensor(train.labels, torch::kInt64);
+  torch::Tensor vx, vy;
+  if (val) {
+    vx = to_torch(val->inputs);
+    vy = torch::tensor(val->labels, torch::kInt64);
+  }
+  std::unique_ptr<torch::optim::Optimizer> opt;
+  if (o.optimizer == Optimizer::sgd)
+    opt = std::make_unique<torch::optim::SGD>(
+        params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
+  else
+    opt = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
+  std::vector<EpochReport> reports;
+  for (int epoch = 0; epoch < o.epochs; ++epoch) {
+    auto start = std::chrono::steady_clock::now();
+    for (auto& group : opt->param_groups()) group.options().set_lr(scheduled_lr(o, epoch));
+    torch::Tensor order = torch::randperm(x.size(0), torch::kInt64);
+    double loss_sum = 0;
+    int64_t correct = 0;
+    for (int64_t i = 0; i < x.size(0); i += o.batch) {
+      torch::Tensor idx = order.slice(0, i, std::min(x.size(0), i + o.batch));
+      torch::Tensor bx = x.index_select(0, idx), by = y.index_select(0, idx);
+      torch::Tensor logits = net.forward(bx);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, by);
+      opt->zero_grad();
+      loss.backward();
+      before_step();
+      opt->step();
+      after_step();
+      loss_sum += loss.item<double>() * static_cast<double>(idx.size(0));
+      correct += logits.argmax(1).eq(by).sum().item<int64_t>();
+    }
+    EpochReport r{epoch + 1, loss_sum / static_cast<double>(x.size(0)),
+                  static_cast<double>(correct) / static_cast<double>(x.size(0)), val ? accuracy(net, vx, vy) : -1.0,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
+    if (o.progress)
+      fmt::print(stderr, "epoch {}/{}: loss {:.4f}, train {:.2f}%{} ({:.1f} s)\n", r.epoch, o.epochs, r.loss,
+                 100 * r.train_accuracy, val ? fmt::format(", validation {:.2f}%", 100 * r.val_accuracy) : "",
+                 r.seconds);
+    reports.push_back(r);
+  }
+  return reports;
+}
+
+Status check_data(const Model& m, const LabeledData& d, const char* what) {
+  if (d.size() == 0) return errorf("{} set is empty", what);
+  if (d.inputs.dim(0) != d.size()) return errorf("{} set has {} inputs and {} labels", what, d.inputs.dim(0), d.size());
+  if (m.inputs.size() != 1 || m.outputs.empty()) return errorf("{}: training needs one input and a logits output", m.source);
+  return {};
+}
+
+}  // namespace
+
+Result<std::vector<EpochReport>> train_model(Model& model, const LabeledData& train, const LabeledData* val,
+                                             const TrainOptions& o, const std::map<std::string, Tensor>* masks) {
+  SP_RETURN_IF_ERROR(check_data(model, train, "training"));
+  try {
+    std::map<std::string, torch::Tensor> params, constants, torch_masks;
+    for (const auto& name : trainable(model)) params[name] = to_torch(model.initializers.at(name)).requires_grad_(true);
+    for (const auto& [name, t] : model.initializers)
+      if (!params.count(name)) constants[name] = to_torch(t);
+    if (masks)
+      for (const auto& [name, mask] : *masks) {
+        if (!params.count(name)) return errorf("mask for '{}', which is not a trainable weight", name);
+        if (mask.shape() != model.initializers.at(name).shape()) return errorf("mask for '{}' has the wrong shape", name);
+        torch_masks[name] = to_torch(mask);
+      }
+    GraphRunner net(model, [&](const std::string& n) { return params.count(n) ? params.at(n) : constants.at(n); });
+    std::vector<torch::Tensor> list;
+    for (auto& [name, p] : params) list.push_back(p);
+    auto reports = fit(
+        net, list, train, val, o,
+        [&] {
+          for (auto& [name, m] : torch_masks) params.at(name).mutable_grad().mul_(m);
+        },
+        [&] {
+          torch::NoGradGuard no_grad;
+          for (auto& [name, m] : torch_masks) params.at(name).mul_(m);
+        });
+    for (auto& [name, p] : params) copy_back(p, model.initializers.at(name));
+    return reports;
+  } catch (const std::exception& e) {
+    return errorf("{}: training failed: {}", model.source, e.what());
+  }
+}
+
+Result<std::vector<EpochReport>> finetune_codebooks(SpwModel& spw, const LabeledData& train, const LabeledData* val,
+                                                    const TrainOptions& o) {
+  SP_RETURN_IF_ERROR(check_data(spw.graph, train, "training"));
+  try {
+    struct Shared {
+      torch::Tensor codebook, codes;
+      CompressedTensor* tensor;
+    };
+    std::map<std::string, Shared> shared;
+    for (auto& t : spw.tensors) {
+      SP_ASSIGN_OR_RETURN(std::vector<uint8_t> codes, decode_codes(t));
+      std::vector<int64_t> wide(codes.begin(), codes.end());
+      shared[t.name] = {torch::tensor(t.codebook).requires_grad_(true), torch::tensor(wide, torch::kInt64), &t};
+    }
+    Model& m = spw.graph;
+    std::map<std::string, torch::Tensor> params, constants;
+    for (const auto& name : trainable(m)) params[name] = to_torch(m.initializers.at(name)).requires_grad_(true);
+    for (const auto& [name, t] : m.initializers)
+      if (!params.count(name)) constants[name] = to_torch(t);
+    GraphRunner net(m, [&](const std::string& n) -> torch::Tensor {
+      if (auto it = shared.find(n); it != shared.end()) {  // w = codebook[codes], in the tensor's own layout
+        const CompressedTensor& t = *it->second.tensor;
+        torch::Tensor w = it->second.codebook.index_select(0, it->second.codes).view({t.view.rows, t.view.cols});
+        std::vector<int64_t> shape(t.shape.begin(), t.shape.end());
+        return t.view.transposed ? w.t() : w.view(shape);
+      }
+      return params.count(n) ? params.at(n) : constants.at(n);
+    });
+    std::vector<torch::Tensor> list;
+    for (auto& [name, s] : shared) list.push_back(s.codebook);
+    for (auto& [name, p] : params) list.push_back(p);
+    auto reports = fit(
+        net, list, train, val, o,
+        [&] {
+          for (auto& [name, s] : shared) s.codebook.mutable_grad()[0] = 0;
+        },
+        [&] {
+          torch::NoGradGuard no_grad;
+          for (auto& [name, s] : shared) s.codebook[0] = 0;
+        });
+    for (auto& [name, s] : shared) {
+      auto c = s.codebook.detach().contiguous();
+      std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), s.tensor->codebook.begin());
+    }
+    for (auto& [name, p] : params) copy_back(p, m.initializers.at(name));
+    return reports;
+  } catch (const std::exception& e) {
+    return errorf("{}: codebook fine-tuning failed: {}", spw.graph.source, e.what());
+  }
+}
+
+}  // namespace sparrow

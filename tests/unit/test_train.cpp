@@ -1,0 +1,142 @@
+// Training with LibTorch: the IR round trip, learning a separable task, masks through momentum,
+// and trained quantization.
+#include <random>
+#include <set>
+
+#include "test_util.h"
+
+#include "sparrow/retrain.h"
+#include "sparrow/train.h"
+
+namespace sparrow {
+namespace {
+
+// Ten classes, each a fixed random pattern of 28x28 pixels, plus noise: easy to learn.
+LabeledData separable_digits(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> noise(0.0f, 0.3f);
+  std::mt19937 pattern_rng(99);
+  std::uniform_real_distribution<float> u(0, 1);
+  std::vector<std::vector<float>> patterns(10, std::vector<float>(784));
+  for (auto& p : patterns)
+    for (auto& v : p) v = u(pattern_rng) < 0.2f ? 1.0f : 0.0f;
+  LabeledData d{Tensor(DType::f32, {n, 1, 28, 28}), {}};
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t label = static_cast<int64_t>(rng() % 10);
+    d.labels.push_back(label);
+    for (int j = 0; j < 784; ++j) d.inputs.f32_data()[i * 784 + j] = patterns[label][j] + noise(rng);
+  }
+  return d;
+}
+
+TrainOptions quick(int epochs) {
+  TrainOptions o;
+  o.epochs = epochs;
+  o.lr = 0.05;
+  o.threads = 2;
+  return o;
+}
+
+TEST(Train, ArchitecturesHaveThePapersSizes) {
+  auto l300 = make_architecture("lenet300", 1);
+  auto l5 = make_architecture("lenet5", 1);
+  ASSERT_TRUE(l300.ok() && l5.ok());
+  EXPECT_EQ(l300->parameter_count(), 266610);
+  EXPECT_EQ(l5->parameter_count(), 431080);
+  EXPECT_FALSE(make_architecture("resnet", 1).ok());
+}
+
+TEST(Train, ZeroEpochsLeaveTheWeightsBitIdentical) {
+  Model m = *make_architecture("lenet5", 3);
+  Model copy = m;
+  auto r = train_model(m, separable_digits(64, 1), nullptr, quick(0));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  for (const auto& [name, t] : copy.initializers)
+    EXPECT_EQ(std::memcmp(t.raw(), m.initializers.at(name).raw(), t.bytes()), 0) << name;
+}
+
+TEST(Train, LearnsASeparableTask) {
+  Model m = *make_architecture("lenet300", 2);
+  auto train = separable_digits(2000, 3), val = separable_digits(500, 4);
+  auto r = train_model(m, train, &val, quick(3));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_GT(r->back().val_accuracy, 0.95);
+  EXPECT_LT(r->back().loss, r->front().loss);
+  // The trained IR gives the same answers on the dense executor.
+  auto ex = Executor::create(m);
+  auto out = (*ex)->run({&val.inputs, 1});
+  int64_t correct = 0;
+  for (int64_t i = 0; i < val.size(); ++i) {
+    const float* row = (*out)[0]->f32_data() + i * 10;
+    correct += std::max_element(row, row + 10) - row == val.labels[i];
+  }
+  EXPECT_NEAR(static_cast<double>(correct) / val.size(), r->back().val_accuracy, 0.01);
+}
+
+TEST(Train, MaskedWeightsStayZeroThroughMomentum) {
+  Model m = *make_architecture("lenet300", 4);
+  Tensor& w = m.initializers.at("fc1.weight");
+  prune_weights(w.f32_span(), PruneRule{0.8, std::nullopt});
+  Tensor mask(DType::f32, w.shape());
+  for (int64_t i = 0; i < w.numel(); ++i) mask.f32_data()[i] = w.f32_data()[i] != 0.0f;
+  std::map<std::string, Tensor> masks{{"fc1.weight", mask}};
+  TrainOptions o = quick(2);
+  o.momentum = 0.99;  // large momentum: any leak would show
+  ASSERT_TRUE(train_model(m, separable_digits(512, 5), nullptr, o, &masks).ok());
+  int64_t zeros = 0, revived = 0;
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    zeros += mask.f32_data()[i] == 0.0f;
+    revived += mask.f32_data()[i] == 0.0f && w.f32_data()[i] != 0.0f;
+  }
+  EXPECT_EQ(revived, 0);
+  EXPECT_NEAR(static_cast<double>(zeros) / w.numel(), 0.8, 0.01);
+}
+
+TEST(Train, TrainedQuantizationKeepsTheCodebookAndLowersTheLoss) {
+  Model m = *make_architecture("lenet300", 5);
+  auto train = separable_digits(1500, 6);
+  ASSERT_TRUE(train_model(m, train, nullptr, quick(2)).ok());
+  CompressOptions co;
+  co.all.prune.sparsity = 0.8;
+  co.fc_bits = 3;  // coarse: fine-tuning has something to recover
+  auto r = compress_model(m, co);
+  ASSERT_TRUE(r.ok());
+  auto codes_before = decode_codes(r->spw.tensors[0]);
+  TrainOptions o = quick(3);
+  o.lr = 0.01;
+  auto epochs = finetune_codebooks(r->spw, train, nullptr, o);
+  ASSERT_TRUE(epochs.ok()) << epochs.status().message();
+  EXPECT_LT(epochs->back().loss, epochs->front().loss);
+  EXPECT_EQ(*decode_codes(r->spw.tensors[0]), *codes_before) << "assignments stay fixed";
+  for (const auto& t : r->spw.tensors) {
+    EXPECT_EQ(t.codebook[0], 0.0f);
+    auto w = decompress(t);
+    std::set<float> distinct(w->f32_span().begin(), w->f32_span().end());
+    EXPECT_LE(distinct.size(), size_t{1} << t.weight_bits) << t.name;
+  }
+}
+
+TEST(Train, IterativePruningReachesTheTargets) {
+  EXPECT_DOUBLE_EQ(sparsity_ramp(3, 3), 1.0);
+  EXPECT_GT(sparsity_ramp(1, 3), 1.0 / 3) << "the cubic ramp prunes most in the first step";
+  Model m = *make_architecture("lenet300", 6);
+  auto train = separable_digits(800, 7);
+  CompressOptions co;
+  co.all.prune.sparsity = 0.9;
+  co.layers["fc3.weight"].exclude = true;
+  RetrainOptions r;
+  r.prune_steps = 2;
+  r.retrain = quick(1);
+  r.finetune = quick(1);
+  RetrainReport report;
+  auto result = compress_with_retraining(m, co, train, nullptr, r, "{}", &report);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  EXPECT_EQ(report.steps.size(), 2u);
+  EXPECT_EQ(report.finetune.size(), 1u);
+  for (const auto& t : result->spw.tensors)
+    EXPECT_NEAR(static_cast<double>(t.nonzeros()) / t.numel(), 0.1, 0.01) << t.name;
+  EXPECT_TRUE(result->spw.graph.initializers.count("fc3.weight")) << "excluded layers stay dense";
+}
+
+}  // namespace
+}  // namespace sparrow
