@@ -9,7 +9,7 @@
 
 #include <fmt/format.h>
 
-#include "sparrow/train.h"
+#include "train/training_api.h"
 
 namespace sparrow {
 
@@ -222,9 +222,7 @@ Status check_data(const Model& m, const LabeledData& d, const char* what) {
   return {};
 }
 
-}  // namespace
-
-Result<std::vector<EpochReport>> train_model(Model& model, const LabeledData& train, const LabeledData* val,
+Result<std::vector<EpochReport>> train_impl(Model& model, const LabeledData& train, const LabeledData* val,
                                              const TrainOptions& o, const std::map<std::string, Tensor>* masks) {
   SP_RETURN_IF_ERROR(check_data(model, train, "training"));
   try {
@@ -257,7 +255,7 @@ Result<std::vector<EpochReport>> train_model(Model& model, const LabeledData& tr
   }
 }
 
-Result<std::vector<EpochReport>> finetune_codebooks(SpwModel& spw, const LabeledData& train, const LabeledData* val,
+Result<std::vector<EpochReport>> finetune_impl(SpwModel& spw, const LabeledData& train, const LabeledData* val,
                                                     const TrainOptions& o) {
   SP_RETURN_IF_ERROR(check_data(spw.graph, train, "training"));
   try {
@@ -308,4 +306,11 @@ Result<std::vector<EpochReport>> finetune_codebooks(SpwModel& spw, const Labeled
   }
 }
 
+}  // namespace
+
 }  // namespace sparrow
+
+extern "C" const sparrow::TrainingApi* sparrow_training_api() {
+  static const sparrow::TrainingApi api{sparrow::train_impl, sparrow::finetune_impl};
+  return &api;
+}
