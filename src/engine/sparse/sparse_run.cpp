@@ -34,7 +34,7 @@ void split_active(const CscPartition& p, const int32_t* active, int64_t n, int p
   int64_t k = 0;
   for (int t = 1; t < parts; ++t) {
     uint64_t target = total * static_cast<uint64_t>(t) / static_cast<uint64_t>(parts);
-    while (k < n && seen < target) seen += p.col_ptr[active[k] + 1] - p.col_ptr[active[k++]];
+    for (; k < n && seen < target; ++k) seen += p.col_ptr[active[k] + 1] - p.col_ptr[active[k]];
     bounds[t] = k;
   }
   bounds[parts] = n;
