@@ -3,6 +3,7 @@
 #pragma once
 
 #include "sparrow/compress.h"
+#include "sparrow/executor.h"
 #include "sparrow/train.h"
 
 namespace sparrow {
@@ -26,5 +27,45 @@ Result<CompressResult> compress_with_retraining(Model model, const CompressOptio
 
 // The fraction of the final sparsity reached after step k of n (cubic ramp: fast first, then gentle).
 double sparsity_ramp(int k, int n);
+
+// DSD training ([DSD]): from a trained dense model, prune every compressible layer except the first
+// convolution to `sparsity` (largest |w| kept), retrain under masks (`sparse`), then restore the
+// pruned connections at zero and retrain everything (`redense`, by default at 1/10 of the rate);
+// `iterations` > 1 repeats the sparse and dense phases (DSDSD...).
+struct DsdOptions {
+  double sparsity = 0.3;
+  int iterations = 1;
+  TrainOptions sparse;
+  TrainOptions redense;
+};
+struct DsdReport {
+  std::vector<std::vector<EpochReport>> phases;  // sparse, dense, sparse, dense...
+  double sparse_fraction_after_sparse = 0;        // zeros in the pruned layers after the sparse phase
+  double sparse_fraction_after_redense = 0;       // and after re-densing
+};
+Result<DsdReport> dsd_train(Model& model, const LabeledData& train, const LabeledData* val, const DsdOptions& options);
+
+// Top-1 accuracy of a classifier (output 0 = logits) on `data`, measured by the dense executor.
+Result<double> classification_accuracy(Model model, const LabeledData& data, int threads);
+
+// Sensitivity scan ([LWC]): each compressible layer pruned alone to each sparsity (no retraining),
+// accuracy measured on `data`; per layer, the largest sparsity whose drop stays within
+// `allowed_drop` (a fraction: 0.005 = half a point) is proposed.
+struct SensitivityPoint {
+  double sparsity = 0, accuracy = 0;
+};
+struct LayerSensitivity {
+  std::string weight;
+  int64_t weights = 0;
+  std::vector<SensitivityPoint> points;
+  double proposed_sparsity = 0;
+};
+struct SensitivityResult {
+  double baseline_accuracy = 0;
+  std::vector<LayerSensitivity> layers;
+};
+Result<SensitivityResult> sensitivity_scan(const Model& model, const LabeledData& data,
+                                           const std::vector<double>& sparsities, double allowed_drop, int threads,
+                                           bool progress);
 
 }  // namespace sparrow

@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/train_data.h"
 #include "sparrow/onnx.h"
+#include "sparrow/retrain.h"
 #include "sparrow/train.h"
 
 namespace sparrow::cli {
@@ -28,19 +29,7 @@ Result<DataSplits> load_splits(const Model& m, const DataArgs& a) {
 }
 
 Result<double> test_accuracy(Model model, const LabeledData& test, int threads) {
-  SP_ASSIGN_OR_RETURN(auto ex, Executor::create(std::move(model), ExecOptions{threads}));
-  int64_t correct = 0, batch = 500;
-  for (int64_t i = 0; i < test.size(); i += batch) {
-    LabeledData part = slice(test, i, std::min(test.size(), i + batch));
-    SP_ASSIGN_OR_RETURN(auto out, ex->run({&part.inputs, 1}));
-    const Tensor& y = *out[0];
-    int64_t classes = y.numel() / part.size();
-    for (int64_t k = 0; k < part.size(); ++k) {
-      const float* row = y.f32_data() + k * classes;
-      correct += std::max_element(row, row + classes) - row == part.labels[k];
-    }
-  }
-  return static_cast<double>(correct) / static_cast<double>(test.size());
+  return classification_accuracy(std::move(model), test, threads);
 }
 
 void add_data_options(CLI::App* cmd, DataArgs& d) {

@@ -22,5 +22,7 @@ Command add_export(CLI::App& app, const GlobalOptions& global);
 Command add_bench(CLI::App& app, const GlobalOptions& global);
 Command add_sim(CLI::App& app, const GlobalOptions& global);
 Command add_train(CLI::App& app, const GlobalOptions& global);
+Command add_sensitivity(CLI::App& app, const GlobalOptions& global);
+Command add_dsd(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace sparrow::cli

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 
 #include "sparrow/retrain.h"
@@ -26,7 +27,45 @@ std::map<std::string, Tensor> prune_step(Model& model, const CompressOptions& o,
   return masks;
 }
 
+double zero_fraction(const Model& m, const std::vector<std::string>& names) {
+  int64_t zeros = 0, total = 0;
+  for (const auto& n : names) {
+    const Tensor& t = m.initializers.at(n);
+    zeros += std::count(t.f32_span().begin(), t.f32_span().end(), 0.0f);
+    total += t.numel();
+  }
+  return total ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
+}
+
 }  // namespace
+
+Result<DsdReport> dsd_train(Model& model, const LabeledData& train, const LabeledData* val, const DsdOptions& o) {
+  if (!(o.sparsity >= 0 && o.sparsity < 1)) return errorf("DSD sparsity {} is outside [0, 1)", o.sparsity);
+  std::vector<CompressibleLayer> layers = find_compressible_layers(model);
+  if (!layers.empty() && layers.front().conv) layers.erase(layers.begin());  // [DSD]: keep the first conv dense
+  std::vector<std::string> names;
+  for (const auto& l : layers) names.push_back(l.weight);
+  DsdReport report;
+  for (int it = 0; it < o.iterations; ++it) {
+    std::map<std::string, Tensor> masks;
+    for (const auto& name : names) {
+      Tensor& w = model.initializers.at(name);
+      prune_weights(w.f32_span(), PruneRule{o.sparsity, std::nullopt});
+      Tensor mask(DType::f32, w.shape());
+      for (int64_t i = 0; i < w.numel(); ++i) mask.f32_data()[i] = w.f32_data()[i] != 0.0f ? 1.0f : 0.0f;
+      masks[name] = std::move(mask);
+    }
+    if (o.sparse.progress) fmt::print(stderr, "DSD {}: sparse phase ({:.0f}% pruned)\n", it + 1, 100 * o.sparsity);
+    SP_ASSIGN_OR_RETURN(auto sparse, train_model(model, train, val, o.sparse, &masks));
+    report.phases.push_back(std::move(sparse));
+    report.sparse_fraction_after_sparse = zero_fraction(model, names);
+    if (o.redense.progress) fmt::print(stderr, "DSD {}: re-dense phase\n", it + 1);
+    SP_ASSIGN_OR_RETURN(auto dense, train_model(model, train, val, o.redense));
+    report.phases.push_back(std::move(dense));
+    report.sparse_fraction_after_redense = zero_fraction(model, names);
+  }
+  return report;
+}
 
 Result<CompressResult> compress_with_retraining(Model model, const CompressOptions& options, const LabeledData& train,
                                                 const LabeledData* val, const RetrainOptions& r,

@@ -138,5 +138,37 @@ TEST(Train, IterativePruningReachesTheTargets) {
   EXPECT_TRUE(result->spw.graph.initializers.count("fc3.weight")) << "excluded layers stay dense";
 }
 
+TEST(Train, DsdRestoresDenseConnectivity) {
+  Model m = *make_architecture("lenet300", 8);
+  auto train = separable_digits(800, 9);
+  ASSERT_TRUE(train_model(m, train, nullptr, quick(1)).ok());
+  DsdOptions o;
+  o.sparsity = 0.5;
+  o.sparse = quick(1);
+  o.redense = quick(1);
+  o.redense.lr = 0.005;
+  auto r = dsd_train(m, train, nullptr, o);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->phases.size(), 2u);
+  EXPECT_NEAR(r->sparse_fraction_after_sparse, 0.5, 0.01);
+  EXPECT_LT(r->sparse_fraction_after_redense, 0.01) << "re-densing brings the pruned weights back";
+}
+
+TEST(Train, SensitivityScanProposesPerLayerSparsities) {
+  Model m = *make_architecture("lenet300", 10);
+  auto train = separable_digits(1000, 11), val = separable_digits(300, 12);
+  ASSERT_TRUE(train_model(m, train, nullptr, quick(2)).ok());
+  auto r = sensitivity_scan(m, val, {0.5, 0.9, 0.99}, 0.02, 2, false);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->layers.size(), 3u);
+  for (const auto& l : r->layers) {
+    ASSERT_EQ(l.points.size(), 3u);
+    EXPECT_LE(l.points.back().accuracy, l.points.front().accuracy + 1e-9) << l.weight;
+    for (const auto& p : l.points)
+      if (p.sparsity <= l.proposed_sparsity) EXPECT_GE(p.accuracy, r->baseline_accuracy - 0.02 - 1e-9);
+  }
+  EXPECT_FALSE(sensitivity_scan(m, val, {1.5}, 0.01, 1, false).ok());
+}
+
 }  // namespace
 }  // namespace sparrow
