@@ -24,5 +24,6 @@ Command add_sim(CLI::App& app, const GlobalOptions& global);
 Command add_train(CLI::App& app, const GlobalOptions& global);
 Command add_sensitivity(CLI::App& app, const GlobalOptions& global);
 Command add_dsd(CLI::App& app, const GlobalOptions& global);
+Command add_repro(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace sparrow::cli
