@@ -52,7 +52,7 @@ Result<CompressOptions> build_options(const CompressArgs& a) {
 }
 
 int run_compress(const CompressArgs& a, const GlobalOptions& global) {
-  if (same_file_or_equal(a.output, a.model)) return report_error(errorf("output {} would overwrite the input", a.output));
+  if (same_file(a.output, a.model)) return report_error(errorf("output {} would overwrite the input", a.output));
   auto options = build_options(a);
   if (!options.ok()) return report_error(options.status());
   auto bytes = read_file(a.model);
@@ -72,7 +72,7 @@ int run_compress(const CompressArgs& a, const GlobalOptions& global) {
   } else {
     auto data = load_splits(*model, a.data);
     if (!data.ok()) return report_error(data.status());
-    auto before = test_accuracy(*model, data->test, global.threads);
+    auto before = classification_accuracy(*model, data->test, global.threads);
     if (!before.ok()) return report_error(before.status());
     RetrainOptions r = a.retrain;
     r.retrain.threads = r.finetune.threads = global.threads;
@@ -82,7 +82,7 @@ int run_compress(const CompressArgs& a, const GlobalOptions& global) {
     result = compress_with_retraining(*model, *options, data->train, &data->val, r, meta.dump());
     if (result.ok()) {
       auto dense = result->spw.to_dense_model();
-      auto after = dense.ok() ? test_accuracy(*dense, data->test, global.threads) : Result<double>(dense.status());
+      auto after = dense.ok() ? classification_accuracy(*dense, data->test, global.threads) : Result<double>(dense.status());
       if (!after.ok()) return report_error(after.status());
       if (!global.quiet)
         fmt::print(stderr, "test accuracy: {:.4f} before, {:.4f} after compression ({:+.2f} points)\n", *before, *after,

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "core/file.h"
 #include "cli/train_data.h"
 #include "sparrow/onnx.h"
 #include "sparrow/retrain.h"
@@ -20,7 +21,7 @@ struct DsdArgs {
 };
 
 int run(DsdArgs& a, const GlobalOptions& global) {
-  if (same_file_or_equal(a.model, a.output)) return report_error(errorf("output {} would overwrite the input", a.output));
+  if (same_file(a.model, a.output)) return report_error(errorf("output {} would overwrite the input", a.output));
   auto model = load_onnx(a.model);
   if (!model.ok()) return report_error(model.status());
   auto data = load_splits(*model, a.data);

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "core/file.h"
 #include "core/timer.h"
 #include "sparrow/dataset.h"
 
@@ -108,7 +109,7 @@ Command add_eval(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--predictions", o->predictions, "Write the predicted class of every image to this .npy");
   return {cmd, [o, &global]() -> int {
     for (const auto& input : {o->model, o->images, o->labels})
-      if (!o->predictions.empty() && same_file_or_equal(o->predictions, input))
+      if (!o->predictions.empty() && same_file(o->predictions, input))
         return report_error(errorf("--predictions {} would overwrite an input file", o->predictions));
     auto ex = open_model(o->model, global);
     if (!ex.ok()) return report_error(ex.status());

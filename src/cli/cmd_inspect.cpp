@@ -1,6 +1,7 @@
 // sparrow inspect FILE.spw [--json]: per-layer sizes in the style of Deep Compression, and where
 // every byte of the file goes.
 #include "cli/commands.h"
+#include "core/file.h"
 #include "cli/spw_report.h"
 #include "sparrow/onnx.h"
 
@@ -28,7 +29,7 @@ Command add_export(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("file", *in, "Compressed model (.spw)")->required();
   cmd->add_option("-o,--output", *out, "Output .onnx file")->required();
   return {cmd, [in, out, &global]() -> int {
-    if (same_file_or_equal(*in, *out)) return report_error(errorf("output {} would overwrite the input", *out));
+    if (same_file(*in, *out)) return report_error(errorf("output {} would overwrite the input", *out));
     auto m = read_spw(*in);
     if (!m.ok()) return report_error(m.status());
     auto dense = m->to_dense_model();

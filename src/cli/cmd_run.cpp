@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "core/file.h"
 #include "sparrow/dataset.h"
 
 namespace sparrow::cli {
@@ -53,7 +54,7 @@ void print_output(const std::string& name, const Tensor& t) {
 
 int run_command(const RunOptions& o, const GlobalOptions& global) {
   for (const auto& in : o.inputs)
-    if (!o.output.empty() && (same_file_or_equal(o.output, in) || same_file_or_equal(o.output, o.model)))
+    if (!o.output.empty() && (same_file(o.output, in) || same_file(o.output, o.model)))
       return report_error(errorf("output {} would overwrite an input file", o.output));
   auto ex = open_model(o.model, global);
   if (!ex.ok()) return report_error(ex.status());

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "core/file.h"
 #include "cli/train_data.h"
 #include "sparrow/onnx.h"
 #include "sparrow/retrain.h"
@@ -26,10 +27,6 @@ Result<DataSplits> load_splits(const Model& m, const DataArgs& a) {
   SP_ASSIGN_OR_RETURN(d.test, load_labeled_idx(path("t10k-images-idx3-ubyte.gz"), path("t10k-labels-idx1-ubyte.gz"),
                                                sample, a.scale, a.shift, 0));
   return d;
-}
-
-Result<double> test_accuracy(Model model, const LabeledData& test, int threads) {
-  return classification_accuracy(std::move(model), test, threads);
 }
 
 void add_data_options(CLI::App* cmd, DataArgs& d) {
@@ -66,7 +63,7 @@ struct TrainArgs {
 
 int run_train(TrainArgs& a, const GlobalOptions& global) {
   if (a.arch.empty() == a.model.empty()) return report_error(errorf("train: give either --arch or a model file"));
-  if (!a.model.empty() && same_file_or_equal(a.model, a.output))
+  if (!a.model.empty() && same_file(a.model, a.output))
     return report_error(errorf("output {} would overwrite the input", a.output));
   auto model = a.arch.empty() ? load_onnx(a.model) : make_architecture(a.arch, a.train.seed);
   if (!model.ok()) return report_error(model.status());
@@ -77,7 +74,7 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
   auto epochs = train_model(*model, data->train, &data->val, a.train);
   if (!epochs.ok()) return report_error(epochs.status());
   if (auto s = save_onnx(*model, a.output); !s.ok()) return report_error(s);
-  auto acc = test_accuracy(*model, data->test, global.threads);
+  auto acc = classification_accuracy(*model, data->test, global.threads);
   if (!acc.ok()) return report_error(acc.status());
   double seconds = 0;
   for (const auto& e : *epochs) seconds += e.seconds;

@@ -40,11 +40,3 @@ std::string human_count(int64_t n) {
 }
 
 }  // namespace sparrow::cli
-
-namespace sparrow::cli {
-bool same_file_or_equal(const std::string& a, const std::string& b) {
-  std::error_code ec;
-  if (std::filesystem::weakly_canonical(a, ec) == std::filesystem::weakly_canonical(b, ec)) return true;
-  return std::filesystem::equivalent(a, b, ec) && !ec;
-}
-}  // namespace sparrow::cli

@@ -27,8 +27,3 @@ int report_error(const Status& status);
 std::string human_count(int64_t n);
 
 }  // namespace sparrow::cli
-
-namespace sparrow::cli {
-// True when both paths are the same string or name the same existing file.
-bool same_file_or_equal(const std::string& a, const std::string& b);
-}  // namespace sparrow::cli

@@ -21,8 +21,6 @@ struct DataSplits {
 
 // train-* minus the last `validation` images for training, those for validation, t10k-* for test.
 Result<DataSplits> load_splits(const Model& model, const DataArgs& args);
-// Accuracy of the model on `test`, measured by the dense executor.
-Result<double> test_accuracy(Model model, const LabeledData& test, int threads);
 
 void add_data_options(CLI::App* cmd, DataArgs& data);
 // Epochs and learning rate under `prefix` (e.g. "retrain-"); with no prefix, every option.

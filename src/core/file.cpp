@@ -48,6 +48,7 @@ Status write_file_atomic(const std::string& path, std::string_view data) {
 
 bool same_file(const std::string& a, const std::string& b) {
   std::error_code ec;
+  if (std::filesystem::weakly_canonical(a, ec) == std::filesystem::weakly_canonical(b, ec)) return true;
   return std::filesystem::equivalent(a, b, ec) && !ec;
 }
 

@@ -17,7 +17,8 @@ Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes = 
 // never leaves a half-written file.
 Status write_file_atomic(const std::string& path, std::string_view data);
 
-// True when both paths name the same existing file.
+// True when both paths are the same path (after normalization) or name the same existing file,
+// so an output would overwrite an input.
 bool same_file(const std::string& a, const std::string& b);
 
 }  // namespace sparrow

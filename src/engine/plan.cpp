@@ -45,6 +45,8 @@ Status Plan::bind_graph_inputs(const Model& model) {
 }
 
 // The engine matrix for input `index` of a node, if it is compressed and sparse enough.
+// The engine matrix of input `index` when it is compressed and sparse enough to gain (measured
+// crossovers differ for one sample and for batches), else nullptr.
 const SparseMatrix* Plan::engine_matrix(const Node& node, size_t index, bool one_sample) const {
   if (!sparse_ || !node.has_input(index)) return nullptr;
   auto it = sparse_->find(node.inputs[index]);
@@ -53,29 +55,35 @@ const SparseMatrix* Plan::engine_matrix(const Node& node, size_t index, bool one
   return it->second.density() <= limit ? &it->second : nullptr;
 }
 
-Result<std::unique_ptr<Op>> Plan::make_op(const Model& model, const Node& node, int threads) {
-  if (node.op_type == "LSTM" && sparse_) {
+Result<std::unique_ptr<Op>> Plan::make_sparse_op(const Model& model, const Node& node, int threads) {
+  if (node.op_type == "LSTM") {
     const Shape& x = descs_.at(node.inputs[0]).shape;
     auto layout = node.attr_int("layout", 0);
     bool one_sample = x.size() == 3 && layout.ok() && x[*layout == 0 ? 1 : 0] == 1;  // recurrent product per sample
     const SparseMatrix* w = engine_matrix(node, 1, false);
     const SparseMatrix* r = engine_matrix(node, 2, one_sample);
-    if (w || r) {
-      SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, create_sparse_lstm_op(node, model.opset, w, r, threads));
+    if (!w && !r) return std::unique_ptr<Op>();
+    return create_sparse_lstm_op(node, model.opset, w, r, threads);
+  }
+  if (node.inputs.size() < 2) return std::unique_ptr<Op>();
+  // One sample at a time only for a fully connected layer fed a single row.
+  int64_t x_numel = shape_numel(descs_.at(node.inputs[0]).shape);
+  auto it = sparse_->find(node.inputs[1]);
+  bool one_sample = node.op_type != "Conv" && it != sparse_->end() && x_numel <= it->second.cols;
+  const SparseMatrix* m = engine_matrix(node, 1, one_sample);
+  if (!m) return std::unique_ptr<Op>();
+  // The sparse ops add a bias of one value per output; any other Gemm C runs dense.
+  if (node.op_type == "Gemm" && node.has_input(2) && shape_numel(descs_.at(node.inputs[2]).shape) != m->rows)
+    return std::unique_ptr<Op>();
+  return create_sparse_op(node, model.opset, *m, threads);
+}
+
+Result<std::unique_ptr<Op>> Plan::make_op(const Model& model, const Node& node, int threads) {
+  if (sparse_) {
+    SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, make_sparse_op(model, node, threads));
+    if (op) {
       sparse_steps_.insert(op.get());
       return op;
-    }
-  }
-  if (sparse_ && node.inputs.size() > 1 && node.op_type != "LSTM") {
-    auto it = sparse_->find(node.inputs[1]);
-    const ValueDesc& x = descs_.at(node.inputs[0]);
-    bool one_sample = node.op_type != "Conv" && it != sparse_->end() && shape_numel(x.shape) <= it->second.cols;
-    if (const SparseMatrix* m = engine_matrix(node, 1, one_sample)) {
-      SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, create_sparse_op(node, model.opset, *m, threads));
-      if (op) {
-        sparse_steps_.insert(op.get());
-        return op;
-      }
     }
   }
   return create_op(node, model.opset);

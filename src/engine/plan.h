@@ -43,6 +43,8 @@ class Plan {
   Status bind_graph_inputs(const Model& model);
   Status plan_node(const Model& model, const Node& node, ThreadPool& pool);
   Result<std::unique_ptr<Op>> make_op(const Model& model, const Node& node, int threads);
+  // The sparse-engine op for a node, or nullptr when the node runs dense.
+  Result<std::unique_ptr<Op>> make_sparse_op(const Model& model, const Node& node, int threads);
   const SparseMatrix* engine_matrix(const Node& node, size_t index, bool one_sample) const;
   Result<Tensor*> new_value(const std::string& name, const ValueDesc& desc);
   Status reserve(int64_t bytes, const std::string& what);

@@ -72,6 +72,20 @@ TEST(Engine, ZeroAndDenseInputsAndAllPrunedLayers) {
   expect_same_outputs(empty, {test::random_f32({4, 1, 8, 8}, 3)}, "every weight pruned");
 }
 
+TEST(Engine, GemmWithAFullBiasMatrixFallsBackToDense) {
+  // C of shape [M, N] is valid ONNX but not a per-output bias: the layer must run dense, not fail.
+  Model m;
+  m.source = "full_c";
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {2, 64}, {"", ""}, true});
+  m.outputs.push_back(ValueInfo{"y"});
+  m.initializers["w"] = test::random_f32({10, 64}, 1);
+  m.initializers["c"] = test::random_f32({2, 10}, 2);
+  m.nodes.push_back(Node{"fc", "Gemm", "", {"x", "w", "c"}, {"y"}, {{"transB", int64_t{1}}}});
+  Pair p = executors(m, 0.7, 2);
+  EXPECT_EQ(sparse_layers(*p.sparse, {{2, 64}}), 0);
+  expect_same_outputs(p, {test::random_f32({2, 64}, 3)}, "full C");
+}
+
 TEST(Engine, CorpusModelsMatchDense) {
   std::string dir = SPARROW_CORPUS_DIR;
   std::ifstream in(dir + "/manifest.json");
