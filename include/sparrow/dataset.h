@@ -1,6 +1,7 @@
 // Dataset and array files: NPY (numpy) and IDX (MNIST, optionally gzip-compressed).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -20,5 +21,8 @@ Status write_npy(const std::string& path, const Tensor& tensor);
 Result<Tensor> read_idx(const std::string& path);
 // Reads a 1-D IDX label file as int64 values.
 Result<std::vector<int64_t>> read_idx_labels(const std::string& path);
+// Writes unsigned bytes as an IDX file (type 0x08) of the given dimensions, gzip-compressed when the
+// path ends in ".gz", atomically.
+Status write_idx_u8(const std::string& path, const Shape& dims, const std::vector<uint8_t>& values);
 
 }  // namespace sparrow

@@ -23,6 +23,15 @@ struct LabeledData {
 // IDX images and labels, normalized as x = raw * scale + shift and shaped [N] + sample_shape.
 Result<LabeledData> load_labeled_idx(const std::string& images, const std::string& labels, const Shape& sample_shape,
                                      float scale, float shift, int64_t limit = 0);
+// Writes a small MNIST-shaped dataset (the four IDX files, gzip, with MNIST's names) into `dir`,
+// for machines without MNIST: ten classes of random strokes, each sample jittered, shifted, scaled
+// and noised. Deterministic for a seed.
+struct SyntheticDigitsOptions {
+  int64_t train = 20000, test = 2000;
+  uint64_t seed = 1;
+};
+Status write_synthetic_digits(const std::string& dir, const SyntheticDigitsOptions& options);
+
 // Rows [begin, end).
 LabeledData slice(const LabeledData& d, int64_t begin, int64_t end);
 

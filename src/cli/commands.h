@@ -25,5 +25,7 @@ Command add_train(CLI::App& app, const GlobalOptions& global);
 Command add_sensitivity(CLI::App& app, const GlobalOptions& global);
 Command add_dsd(CLI::App& app, const GlobalOptions& global);
 Command add_repro(CLI::App& app, const GlobalOptions& global);
+Command add_digits(CLI::App& app, const GlobalOptions& global);
+Command add_report(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace sparrow::cli

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   app.add_flag("--dense", global.dense, "Run .spw models decompressed on the dense executor");
 
   std::vector<Command> commands;
-  for (auto add : {add_info, add_run, add_eval, add_compress, add_inspect, add_export, add_bench, add_sim, add_train, add_sensitivity, add_dsd, add_repro}) commands.push_back(add(app, global));
+  for (auto add : {add_info, add_run, add_eval, add_compress, add_inspect, add_export, add_bench, add_sim, add_train, add_sensitivity, add_dsd, add_repro, add_digits, add_report}) commands.push_back(add(app, global));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include <fmt/format.h>
 
@@ -51,6 +52,86 @@ std::string svg_line_plot(const std::string& title, const std::string& x_label, 
     svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>\n", W - right + 10, top + 16 * (i + 1), color,
                        series[i].name);
   }
+  return svg + "</svg>\n";
+}
+
+Histogram make_histogram(const std::vector<float>& values, double lo, double hi, int bins) {
+  Histogram h{lo, hi, std::vector<int64_t>(static_cast<size_t>(std::max(bins, 1)), 0)};
+  double width = (hi - lo) / static_cast<double>(h.counts.size());
+  for (float v : values) {
+    if (!(v >= lo && v <= hi) || width <= 0) continue;
+    auto bin = static_cast<size_t>((v - lo) / width);
+    ++h.counts[std::min(bin, h.counts.size() - 1)];
+  }
+  return h;
+}
+
+namespace {
+
+// One panel of the weight-sharing plot: axes, y ticks from 0 to y_max, and a title line.
+struct Panel {
+  double left, right, top, bottom;  // pixel box of the plotting area
+  double lo, hi, y_max;
+  double px(double v) const { return left + (v - lo) / std::max(hi - lo, 1e-30) * (right - left); }
+  double py(double v) const { return bottom - v / std::max(y_max, 1e-30) * (bottom - top); }
+};
+
+std::string panel_axes(const Panel& p, const std::string& label) {
+  std::string svg = fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"black\"/>\n"
+                                "<line x1=\"{0}\" y1=\"{3}\" x2=\"{0}\" y2=\"{1}\" stroke=\"black\"/>\n"
+                                "<text x=\"{4}\" y=\"{5}\" text-anchor=\"middle\">{6}</text>\n",
+                                p.left, p.bottom, p.right, p.top, (p.left + p.right) / 2, p.top - 6, label);
+  for (int k = 0; k <= 4; ++k) {
+    double v = p.y_max * k / 4;
+    svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.3g}</text>\n", p.left - 6, p.py(v) + 4, v);
+  }
+  return svg;
+}
+
+}  // namespace
+
+std::string svg_weight_sharing_plot(const std::string& title, const Histogram* dense, const std::vector<float>& centroids,
+                                    const std::vector<int64_t>& centroid_counts) {
+  const double W = 760, left = 70, right = 730, panel_h = 200, gap = 50;
+  double lo = dense ? dense->lo : 0, hi = dense ? dense->hi : 0;
+  for (float c : centroids) lo = std::min(lo, static_cast<double>(c)), hi = std::max(hi, static_cast<double>(c));
+  if (hi <= lo) hi = lo + 1;
+  int panels = dense ? 2 : 1;
+  double H = 50 + panels * (panel_h + gap) + 20;
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      "<text x=\"{}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
+      W, H, (left + right) / 2, title);
+  double top = 60;
+  if (dense) {
+    int64_t most = *std::max_element(dense->counts.begin(), dense->counts.end());
+    Panel p{left, right, top, top + panel_h, lo, hi, static_cast<double>(std::max<int64_t>(most, 1)) * 1.05};
+    svg += panel_axes(p, "source model: weights per bin (dashed: the shared values)");
+    double width = (dense->hi - dense->lo) / static_cast<double>(dense->counts.size());
+    for (size_t b = 0; b < dense->counts.size(); ++b) {
+      double x0 = p.px(dense->lo + width * b), x1 = p.px(dense->lo + width * (b + 1));
+      svg += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"#999\"/>\n", x0,
+                         p.py(dense->counts[b]), std::max(x1 - x0, 0.5), p.bottom - p.py(dense->counts[b]));
+    }
+    for (float c : centroids)
+      svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#d62728\" "
+                         "stroke-dasharray=\"3,3\"/>\n", p.px(c), p.top, p.bottom);
+    top += panel_h + gap;
+  }
+  int64_t most = centroid_counts.empty() ? 1 : *std::max_element(centroid_counts.begin(), centroid_counts.end());
+  Panel p{left, right, top, top + panel_h, lo, hi, static_cast<double>(std::max<int64_t>(most, 1)) * 1.05};
+  svg += panel_axes(p, fmt::format("compressed: non-zero weights per shared value ({} values)", centroids.size()));
+  for (size_t k = 0; k < centroids.size() && k < centroid_counts.size(); ++k)
+    svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\" stroke=\"#d62728\" "
+                       "stroke-width=\"2\"/>\n<circle cx=\"{0:.1f}\" cy=\"{1:.1f}\" r=\"2.5\" fill=\"#d62728\"/>\n",
+                       p.px(centroids[k]), p.py(centroid_counts[k]), p.bottom);
+  for (int k = 0; k <= 4; ++k) {
+    double v = lo + (hi - lo) * k / 4;
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:.3g}</text>\n", p.px(v), p.bottom + 16, v);
+  }
+  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">weight value</text>\n", (left + right) / 2,
+                     p.bottom + 34);
   return svg + "</svg>\n";
 }
 

@@ -1,6 +1,8 @@
-// Minimal SVG line plots (sweeps, sensitivity curves): one polyline per series over shared x values.
+// Minimal SVG plots: line plots (sweeps, sensitivity curves; one polyline per series over shared x
+// values) and weight-sharing histograms.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -15,5 +17,18 @@ struct Series {
 std::string svg_line_plot(const std::string& title, const std::string& x_label, const std::string& y_label,
                           const std::vector<double>& x, const std::vector<Series>& series, bool log_x,
                           bool log_y = false);
+
+// Counts of values in `counts.size()` equal bins over [lo, hi].
+struct Histogram {
+  double lo = 0, hi = 0;
+  std::vector<int64_t> counts;
+};
+Histogram make_histogram(const std::vector<float>& values, double lo, double hi, int bins);
+
+// Weight sharing at a glance: one stem per shared value (height: how many weights share it) and,
+// when `dense` is given, the histogram of the weights before sharing in a panel above, on the same
+// x axis, with the shared values marked on it.
+std::string svg_weight_sharing_plot(const std::string& title, const Histogram* dense, const std::vector<float>& centroids,
+                                    const std::vector<int64_t>& centroid_counts);
 
 }  // namespace sparrow

@@ -5,6 +5,7 @@
 
 #include <zlib.h>
 
+#include "core/file.h"
 #include "sparrow/dataset.h"
 
 namespace sparrow {
@@ -32,6 +33,23 @@ Result<std::vector<unsigned char>> read_maybe_gzip(const std::string& path) {
   std::string reason = failed ? msg : "";
   gzclose(f);
   if (failed) return errorf("{}: gzip stream is corrupt or truncated ({})", path, reason);
+  return out;
+}
+
+// The whole of `data` as one gzip member (zlib's deflate with a gzip header).
+Result<std::string> gzip_bytes(std::string_view data) {
+  z_stream z{};
+  if (deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    return errorf("zlib: cannot start a gzip stream");
+  std::string out(deflateBound(&z, static_cast<uLong>(data.size())), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  int rc = deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  if (rc != Z_STREAM_END) return errorf("zlib: gzip compression failed ({})", rc);
   return out;
 }
 
@@ -109,6 +127,24 @@ Result<std::vector<int64_t>> read_idx_labels(const std::string& path) {
   std::vector<int64_t> labels(static_cast<size_t>(t.numel()));
   for (int64_t i = 0; i < t.numel(); ++i) labels[i] = static_cast<int64_t>(t.f32_data()[i]);
   return labels;
+}
+
+Status write_idx_u8(const std::string& path, const Shape& dims, const std::vector<uint8_t>& values) {
+  if (dims.empty() || dims.size() > 255) return errorf("{}: IDX needs 1 to 255 dimensions, got {}", path, dims.size());
+  int64_t numel = 1;
+  for (int64_t d : dims) {
+    if (d < 0 || d > int64_t{0xffffffff}) return errorf("{}: dimension {} does not fit IDX's 32 bits", path, d);
+    numel *= d;
+  }
+  if (numel != static_cast<int64_t>(values.size()))
+    return errorf("{}: shape {} needs {} values, got {}", path, shape_str(dims), numel, values.size());
+  std::string bytes{'\0', '\0', '\x08', static_cast<char>(dims.size())};
+  for (int64_t d : dims)
+    for (int shift = 24; shift >= 0; shift -= 8) bytes.push_back(static_cast<char>((d >> shift) & 0xff));
+  bytes.append(reinterpret_cast<const char*>(values.data()), values.size());
+  if (!path.ends_with(".gz")) return write_file_atomic(path, bytes);
+  SP_ASSIGN_OR_RETURN(std::string packed, gzip_bytes(bytes));
+  return write_file_atomic(path, packed);
 }
 
 }  // namespace sparrow

@@ -222,6 +222,32 @@ TEST_F(CompressCli, CompressInspectRunExport) {
   EXPECT_LT(test::max_relative_error(*read_npy(dir_ + "/y_engine.npy"), *b), 1e-5) << "the sparse engine agrees";
 }
 
+TEST_F(CompressCli, ReportDrawsEveryCompressedLayer) {
+  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/m.spw --sparsity 0.5 --bits 3").exit_code, 0);
+  auto r = test::run_cli("report " + dir_ + "/m.spw -o " + dir_ + "/rep --source " + dir_ + "/m.onnx");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto spw = read_spw(dir_ + "/m.spw");
+  ASSERT_TRUE(spw.ok());
+  std::ifstream html_in(dir_ + "/rep/index.html");
+  std::string html((std::istreambuf_iterator<char>(html_in)), {});
+  for (const auto& t : spw->tensors) {
+    std::ifstream svg_in(dir_ + "/rep/" + t.name + ".svg");
+    std::string svg((std::istreambuf_iterator<char>(svg_in)), {});
+    ASSERT_FALSE(svg.empty()) << t.name;
+    // One stem per shared value (2^3 - 1 non-zero values) and the source's histogram panel.
+    size_t stems = 0;
+    for (size_t at = svg.find("<circle"); at != std::string::npos; at = svg.find("<circle", at + 1)) ++stems;
+    EXPECT_EQ(stems, 7u) << t.name;
+    EXPECT_NE(svg.find("source model"), std::string::npos);
+    EXPECT_NE(html.find(t.name + ".svg"), std::string::npos);
+  }
+  auto j = nlohmann::json::parse(std::ifstream(dir_ + "/rep/report.json"));
+  EXPECT_EQ(j["file_bytes"].get<int64_t>(), spw->file_bytes);
+  auto bad = test::run_cli("report " + dir_ + "/m.onnx -o " + dir_ + "/rep2");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("m.onnx"), std::string::npos) << bad.output;
+}
+
 TEST_F(CompressCli, BadOptionsAndCorruptFilesGiveMessages) {
   auto s = test::run_cli("compress " + dir_ + "/m.onnx -o " + dir_ + "/m.spw --sparsity 1.5");
   EXPECT_EQ(s.exit_code, 1);

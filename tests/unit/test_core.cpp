@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "core/half.h"
+#include "core/svg_plot.h"
 #include "core/thread_pool.h"
 #include "test_util.h"
 
@@ -63,6 +64,16 @@ TEST(ThreadPool, RunsEveryTaskOnce) {
     });
     EXPECT_EQ(sum.load(), 999 * 1000 / 2);
   }
+}
+
+TEST(SvgPlot, HistogramCountsEveryValueInRangeOnce) {
+  Histogram h = make_histogram({-1.0f, -0.5f, 0.0f, 0.49f, 1.0f, 2.0f, std::nanf("")}, -1.0, 1.0, 4);
+  EXPECT_EQ(h.counts, (std::vector<int64_t>{1, 1, 2, 1})) << "the top edge falls in the last bin; out of range and NaN are left out";
+  std::string svg = svg_weight_sharing_plot("t", &h, {-0.5f, 0.5f}, {3, 4});
+  EXPECT_NE(svg.find("source model"), std::string::npos);
+  EXPECT_EQ(svg.find("<svg"), 0u);
+  EXPECT_NE(svg.rfind("</svg>"), std::string::npos);
+  EXPECT_EQ(svg_weight_sharing_plot("t", nullptr, {}, {}).find("source model"), std::string::npos);
 }
 
 TEST(Half, ConvertsSpecialAndOrdinaryValues) {

@@ -109,6 +109,22 @@ TEST(Idx, RejectsCorruptFiles) {
   EXPECT_FALSE(read_idx(dir + "/missing").ok());
 }
 
+TEST(Idx, WritesWhatItReads) {
+  std::string dir = test::temp_dir("idx_write");
+  std::vector<uint8_t> values{0, 1, 2, 127, 128, 255};
+  for (const char* name : {"/a-idx3-ubyte", "/a-idx3-ubyte.gz"}) {
+    ASSERT_TRUE(write_idx_u8(dir + name, {1, 2, 3}, values).ok());
+    auto t = read_idx(dir + name);
+    ASSERT_TRUE(t.ok()) << t.status().message();
+    EXPECT_EQ(t->shape(), (Shape{1, 2, 3}));
+    for (size_t i = 0; i < values.size(); ++i) EXPECT_EQ(t->f32_data()[i], values[i]);
+  }
+  auto wrong = write_idx_u8(dir + "/wrong", {2, 2}, values);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.message().find("needs 4 values"), std::string::npos) << wrong.message();
+  EXPECT_FALSE(std::filesystem::exists(dir + "/wrong"));
+}
+
 TEST(Idx, ReadsMnistWhenPresent) {
   std::string dir = SPARROW_MNIST_DIR;
   if (!std::filesystem::exists(dir + "/t10k-images-idx3-ubyte.gz"))

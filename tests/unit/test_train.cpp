@@ -1,5 +1,6 @@
 // Training with LibTorch: the IR round trip, learning a separable task, masks through momentum,
 // and trained quantization.
+#include <cstring>
 #include <random>
 #include <set>
 
@@ -71,6 +72,30 @@ TEST(Train, LearnsASeparableTask) {
     correct += std::max_element(row, row + 10) - row == val.labels[i];
   }
   EXPECT_NEAR(static_cast<double>(correct) / val.size(), r->back().val_accuracy, 0.01);
+}
+
+TEST(Train, SyntheticDigitsAreDeterministicAndLearnable) {
+  std::string a = test::temp_dir("digits_a"), b = test::temp_dir("digits_b"), c = test::temp_dir("digits_c");
+  ASSERT_TRUE(write_synthetic_digits(a, {.train = 3000, .test = 500, .seed = 5}).ok());
+  ASSERT_TRUE(write_synthetic_digits(b, {.train = 3000, .test = 500, .seed = 5}).ok());
+  ASSERT_TRUE(write_synthetic_digits(c, {.train = 3000, .test = 500, .seed = 6}).ok());
+  auto images = [](const std::string& dir) { return *read_idx(dir + "/train-images-idx3-ubyte.gz"); };
+  Tensor ia = images(a), ib = images(b), ic = images(c);
+  EXPECT_EQ(ia.shape(), (Shape{3000, 28, 28}));
+  EXPECT_EQ(std::memcmp(ia.raw(), ib.raw(), ia.bytes()), 0);
+  EXPECT_NE(std::memcmp(ia.raw(), ic.raw(), ia.bytes()), 0);
+  auto train = load_labeled_idx(a + "/train-images-idx3-ubyte.gz", a + "/train-labels-idx1-ubyte.gz", {1, 28, 28},
+                                1.0f / 255, 0, 0);
+  auto test = load_labeled_idx(a + "/t10k-images-idx3-ubyte.gz", a + "/t10k-labels-idx1-ubyte.gz", {1, 28, 28},
+                               1.0f / 255, 0, 0);
+  ASSERT_TRUE(train.ok() && test.ok());
+  std::set<int64_t> classes(train->labels.begin(), train->labels.end());
+  EXPECT_EQ(classes.size(), 10u);
+  Model m = *make_architecture("lenet300", 2);
+  auto r = train_model(m, *train, &*test, quick(3));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_GT(r->back().val_accuracy, 0.9);
+  EXPECT_FALSE(write_synthetic_digits(a, {.train = 0, .test = 1, .seed = 1}).ok());
 }
 
 TEST(Train, MaskedWeightsStayZeroThroughMomentum) {
