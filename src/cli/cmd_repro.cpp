@@ -118,6 +118,8 @@ int run(const ReproArgs& a, const GlobalOptions& global) {
                    {"baseline_error", 1 - *base_acc}, {"compressed_error", 1 - *acc},
                    {"paper", {{"ratio", recipe.paper_ratio}, {"baseline_error", recipe.paper_error_ref},
                               {"compressed_error", recipe.paper_error}}},
+                   {"data", {{"dir", a.data.dir}, {"train", data->train.size()}, {"validation", data->val.size()},
+                             {"test", data->test.size()}}},
                    {"train_seconds", train_seconds}, {"total_seconds", seconds()}, {"layers", layers}};
   if (a.json) {
     fmt::print("{}\n", j.dump(2));
@@ -131,7 +133,9 @@ int run(const ReproArgs& a, const GlobalOptions& global) {
                l["pq_percent"].get<double>(), p["pq_percent"].get<double>(), l["huffman_percent"].get<double>(),
                p["huffman_percent"].get<double>());
   }
-  fmt::print("\nwhole file {} bytes: {:.1f}x smaller than the float32 parameters (paper: {}x)\n"
+  fmt::print("\ndata {}: {} training, {} validation, {} test images (the paper's figures are for MNIST)\n",
+             a.data.dir, data->train.size(), data->val.size(), data->test.size());
+  fmt::print("whole file {} bytes: {:.1f}x smaller than the float32 parameters (paper: {}x)\n"
              "test error {:.2f}% -> {:.2f}% (paper: {:.2f}% -> {:.2f}%); {:.0f} s in all\n",
              result->spw.file_bytes, ratio, recipe.paper_ratio, 100 * (1 - *base_acc), 100 * (1 - *acc),
              100 * recipe.paper_error_ref, 100 * recipe.paper_error, seconds());
