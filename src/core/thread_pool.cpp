@@ -22,36 +22,44 @@ ThreadPool::~ThreadPool() {
   for (auto& w : workers_) w.join();
 }
 
-void ThreadPool::drain() {
-  int64_t i;
-  while ((i = next_.fetch_add(1, std::memory_order_relaxed)) < count_) {
-    call_(ctx_, i);
-    finished_.fetch_add(1, std::memory_order_acq_rel);
+void ThreadPool::work() {
+  for (;;) {
+    uint64_t t = ticket_.load(std::memory_order_acquire);
+    auto index = static_cast<int64_t>(t & kIndexMask);
+    Call call = call_.load(std::memory_order_relaxed);
+    void* ctx = ctx_.load(std::memory_order_relaxed);
+    int64_t count = count_.load(std::memory_order_relaxed);
+    if (index >= count) return;
+    // Succeeds only while the ticket is unchanged, so call/ctx/count are this generation's.
+    if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
+    call(ctx, index);
+    if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == count) {
+      std::lock_guard lock(mutex_);
+      done_.notify_one();
+    }
   }
 }
 
 void ThreadPool::run(int64_t count, Call call, void* ctx) {
   {
     std::lock_guard lock(mutex_);
-    call_ = call;
-    ctx_ = ctx;
-    count_ = count;
-    next_.store(0);
-    finished_.store(0);
-    active_workers_ = static_cast<int>(workers_.size());
-    active_.store(active_workers_);
     ++generation_;
+    uint64_t gen = generation_ << kIndexBits;
+    ticket_.store(gen | kIndexMask, std::memory_order_release);  // close: nothing claimable yet
+    call_.store(call, std::memory_order_relaxed);
+    ctx_.store(ctx, std::memory_order_relaxed);
+    count_.store(count, std::memory_order_relaxed);
+    finished_.store(0, std::memory_order_relaxed);
+    ticket_.store(gen, std::memory_order_release);  // open at task 0
     published_.store(generation_, std::memory_order_release);
   }
   wake_.notify_all();
-  drain();
+  work();
   // Short spin before blocking: parallel regions of a few hundred microseconds are common.
-  for (int spin = 0; spin < kSpinIterations && (finished_.load() != count_ || active_.load() != 0); ++spin)
+  for (int spin = 0; spin < kSpinIterations && finished_.load(std::memory_order_acquire) != count; ++spin)
     SPARROW_PAUSE();
   std::unique_lock lock(mutex_);
-  // Wait until all tasks are finished and every worker has left this generation, so the
-  // next call cannot race with a worker still reading call_/ctx_.
-  done_.wait(lock, [&] { return finished_.load() == count_ && active_workers_ == 0; });
+  done_.wait(lock, [&] { return finished_.load(std::memory_order_acquire) == count; });
 }
 
 void ThreadPool::worker_loop() {
@@ -66,13 +74,7 @@ void ThreadPool::worker_loop() {
       if (stopping_) return;
       seen = generation_;
     }
-    drain();
-    {
-      std::lock_guard lock(mutex_);
-      --active_workers_;
-      active_.fetch_sub(1);
-    }
-    done_.notify_one();
+    work();
   }
 }
 

@@ -55,23 +55,29 @@ class ThreadPool {
   using Call = void (*)(void*, int64_t);
   void run(int64_t count, Call call, void* ctx);
   void worker_loop();
-  void drain();
+  // Claims and runs tasks of the published generation until none are left.
+  void work();
+
+  // A ticket is (generation << kIndexBits) | next task index. Workers claim a task with a CAS on
+  // the whole ticket, so a worker that wakes late can never claim a task of a newer generation
+  // with an older one's function, and the caller never waits for workers that found no task: a
+  // descheduled worker (common on shared virtual machines) costs nothing.
+  static constexpr int kIndexBits = 40;
+  static constexpr uint64_t kIndexMask = (uint64_t{1} << kIndexBits) - 1;
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;
-  uint64_t generation_ = 0;
-  bool stopping_ = false;
-  Call call_ = nullptr;
-  void* ctx_ = nullptr;
-  int64_t count_ = 0;
-  std::atomic<int64_t> next_{0};
-  std::atomic<int64_t> finished_{0};
-  int active_workers_ = 0;
-  std::atomic<int> active_{0};            // workers still inside the current generation
-  std::atomic<uint64_t> published_{0};    // generation_, readable without the lock for spinning
-  static constexpr int kSpinIterations = 20000;  // roughly 50-100 microseconds
+  uint64_t generation_ = 0;  // under mutex_
+  bool stopping_ = false;    // under mutex_
+  std::atomic<Call> call_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<int64_t> count_{0};
+  std::atomic<uint64_t> ticket_{kIndexMask};  // no task to claim
+  std::atomic<int64_t> finished_{0};          // tasks of the current generation completed
+  std::atomic<uint64_t> published_{0};        // generation_, readable without the lock for spinning
+  static constexpr int kSpinIterations = 20000;
 };
 
 }  // namespace sparrow

@@ -66,6 +66,19 @@ TEST(ThreadPool, RunsEveryTaskOnce) {
   }
 }
 
+TEST(ThreadPool, BackToBackRegionsNeverMixTheirTasks) {
+  // Many short regions with different functions and counts: a worker that wakes late must not run
+  // a task of one region with another's function, and every task runs exactly once.
+  ThreadPool pool(3);
+  std::vector<std::atomic<int>> a(5), b(2);
+  for (int round = 0; round < 20000; ++round) {
+    if (round % 2 == 0) pool.parallel_for(5, [&](int64_t i) { a[i]++; });
+    else pool.parallel_for(2, [&](int64_t i) { b[i]++; });
+  }
+  for (auto& h : a) EXPECT_EQ(h.load(), 10000);
+  for (auto& h : b) EXPECT_EQ(h.load(), 10000);
+}
+
 TEST(SvgPlot, HistogramCountsEveryValueInRangeOnce) {
   Histogram h = make_histogram({-1.0f, -0.5f, 0.0f, 0.49f, 1.0f, 2.0f, std::nanf("")}, -1.0, 1.0, 4);
   EXPECT_EQ(h.counts, (std::vector<int64_t>{1, 1, 2, 1})) << "the top edge falls in the last bin; out of range and NaN are left out";
