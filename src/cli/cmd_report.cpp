@@ -2,7 +2,9 @@
 // page: per layer, the shared values and how many weights use each (with the source model's weight
 // histogram above them when given), and the per-layer table and byte breakdown of `inspect`.
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/spw_report.h"
@@ -57,7 +59,7 @@ Result<std::string> layer_plot(const CompressedTensor& t, const Model* source, i
   std::optional<Histogram> dense;
   if (source != nullptr) {
     auto it = source->initializers.find(t.name);
-    if (it != source->initializers.end() && it->second.dtype() == DType::f32) {
+    if (it != source->initializers.end() && it->second.dtype() == DType::f32 && it->second.numel() > 0) {
       std::vector<float> w(it->second.f32_data(), it->second.f32_data() + it->second.numel());
       auto [lo, hi] = std::minmax_element(w.begin(), w.end());
       dense = make_histogram(w, *lo, *hi, bins);
