@@ -136,12 +136,15 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
     entries += by_columns.csc[0].col_ptr[j + 1] - by_columns.csc[0].col_ptr[j];
   }
   int64_t pointer_bytes = static_cast<int64_t>(active.size()) * 8;
+  int64_t sparrow_bytes = by_columns.tiles.empty()
+                              ? entries * (by_columns.e8 ? 1 : 2) + pointer_bytes
+                              : static_cast<int64_t>(active.size()) * by_columns.tiles.tiles_per_column * 2 + nnz + pointer_bytes;
   return {{"name", l.name}, {"batch", 1}, {"threads", threads}, {"sparrow_us", sparrow_us},
           {"sparrow_rows_scheme_us", rows_us}, {"dense_us", dense_us},
           {"eigen_us", std::min(eigen_rm, eigen_sv)}, {"eigen_rowmajor_us", eigen_rm}, {"eigen_sparse_vector_us", eigen_sv},
           {"plain_us", plain_us}, {"nonzeros_per_second", nnz / (sparrow_us * 1e-6)},
-          {"entry_bytes", by_columns.e8 ? 1 : 2}, {"fillers", entries - nnz},
-          {"sparrow_bytes_touched", entries * (by_columns.e8 ? 1 : 2) + pointer_bytes},
+          {"layout", by_columns.batch1_layout()}, {"entry_bytes", by_columns.e8 ? 1 : 2},
+          {"fillers", by_columns.tiles.empty() ? entries - nnz : 0}, {"sparrow_bytes_touched", sparrow_bytes},
           {"plain_bytes_touched", nnz * 8 + pointer_bytes},
           {"rows_scheme_load_balance", row_scheme_balance(by_rows, active)}};
 }
@@ -222,15 +225,48 @@ json run_eie_bench(const EieBenchOptions& o) {
   return results;
 }
 
+namespace {
+
+// One sample through each batch-1 layout's kernel, whichever the matrix would choose: the CSC walk
+// and (with AVX-512 and a 16-entry codebook) the column tiles. Fills csc_us and tiles_us.
+void time_batch1_layouts(const Workload& w, int repeats, json& row) {
+  const EieLayer& l = w.layer;
+  SparseMatrix m = build_sparse_matrix(w.codes, l.out, l.in, w.codebook, 1);
+  ColumnTiles tiles = build_column_tiles(w.codes, l.out, l.in);
+  std::vector<float> x = make_inputs(l, 1, 7), y(static_cast<size_t>(l.out));
+  std::vector<int32_t> active;
+  for (int64_t j = 0; j < l.in; ++j)
+    if (x[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
+  const SparseKernels& k = sparse_kernels();
+  auto n = static_cast<int64_t>(active.size());
+  row["csc_layout"] = m.e8 ? "csc8" : "csc16";
+  row["csc_us"] = median_us([&] {
+    (m.e8 ? k.spmv_csc_e8 : k.spmv_csc_e16)(SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, active.data(), n,
+                                                    x.data(), y.data()});
+  }, repeats);
+  row["tiles_us"] = median_us([&] {
+    k.spmv_tiles(SpmvTileArgs{&tiles, l.out, m.codebook.data(), active.data(), n, x.data(), y.data()});
+  }, repeats);
+  row["csc_entries_per_tile"] =
+      static_cast<double>(m.csc_entries()) / static_cast<double>(tiles.tiles_per_column * l.in);
+}
+
+}  // namespace
+
 json run_crossover_bench(const EieBenchOptions& o) {
   json rows = json::array();
   ThreadPool pool(1);
-  for (double density : {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8}) {
+  for (double density : {0.05, 0.1, 0.125, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8}) {
     if (o.progress) fmt::print(stderr, "\r\033[Kcrossover: density {}", density);
     Workload w = make_workload(EieLayer{"4096x4096", 4096, 4096, density, 1.0, 0, 0}, 3);
     for (int batch : o.batches) {
       json r = batch == 1 ? bench_batch1(w, 1, pool, o.repeats) : bench_batched(w, batch, 1, pool, o.repeats);
-      rows.push_back({{"density", density}, {"batch", batch}, {"sparrow_us", r["sparrow_us"]}, {"dense_us", r["dense_us"]}});
+      json row = {{"density", density}, {"batch", batch}, {"sparrow_us", r["sparrow_us"]}, {"dense_us", r["dense_us"]}};
+      if (batch == 1) {
+        row["layout"] = r["layout"];
+        time_batch1_layouts(w, o.repeats, row);
+      }
+      rows.push_back(row);
     }
   }
   if (o.progress) fmt::print(stderr, "\r\033[K");
@@ -239,11 +275,18 @@ json run_crossover_bench(const EieBenchOptions& o) {
 
 void print_crossover_bench(const json& r) {
   fmt::print("4096 x 4096 layer, dense inputs, 1 thread, sparse kernels {}: microseconds\n", r["isa"].get<std::string>());
-  fmt::print("{:>8} {:>6} {:>10} {:>10} {:>8}\n", "density", "batch", "sparrow", "dense", "x dense");
-  for (const auto& row : r["rows"])
-    fmt::print("{:>8.2f} {:>6} {:>10.1f} {:>10.1f} {:>8.2f}\n", row["density"].get<double>(), row["batch"].get<int>(),
+  fmt::print("(batch 1: the CSC walk and the column tiles timed alone; the engine runs the layout shown)\n");
+  fmt::print("{:>8} {:>6} {:>10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>12}\n", "density", "batch", "sparrow", "dense",
+             "x dense", "layout", "csc", "tiles", "entries/tile");
+  for (const auto& row : r["rows"]) {
+    fmt::print("{:>8.3f} {:>6} {:>10.1f} {:>10.1f} {:>8.2f}", row["density"].get<double>(), row["batch"].get<int>(),
                row["sparrow_us"].get<double>(), row["dense_us"].get<double>(),
                row["dense_us"].get<double>() / row["sparrow_us"].get<double>());
+    if (row.contains("csc_us"))
+      fmt::print(" {:>8} {:>10.1f} {:>10.1f} {:>12.2f}", row["layout"].get<std::string>(), row["csc_us"].get<double>(),
+                 row["tiles_us"].get<double>(), row["csc_entries_per_tile"].get<double>());
+    fmt::print("\n");
+  }
 }
 
 void print_eie_bench(const json& r) {

@@ -44,14 +44,15 @@ Status Plan::bind_graph_inputs(const Model& model) {
   return {};
 }
 
-// The engine matrix for input `index` of a node, if it is compressed and sparse enough.
 // The engine matrix of input `index` when it is compressed and sparse enough to gain (measured
-// crossovers differ for one sample and for batches), else nullptr.
+// crossovers differ for one sample on the CSC walk, on the column tiles, and for batches), else
+// nullptr.
 const SparseMatrix* Plan::engine_matrix(const Node& node, size_t index, bool one_sample) const {
   if (!sparse_ || !node.has_input(index)) return nullptr;
   auto it = sparse_->find(node.inputs[index]);
   if (it == sparse_->end()) return nullptr;
-  double limit = one_sample ? kSparseMaxDensityOneSample : kSparseMaxDensityBatched;
+  double limit = !one_sample ? kSparseMaxDensityBatched
+                 : it->second.tiles.empty() ? kSparseMaxDensityOneSample : kSparseMaxDensityOneSampleTiles;
   return it->second.density() <= limit ? &it->second : nullptr;
 }
 

@@ -179,6 +179,84 @@ TEST(SparseKernels, ParallelSchemesMatchTheReference) {
   }
 }
 
+// y = W x over the column tiles with the given kernels; y carries a canary past its rows.
+std::vector<float> run_tiles(const ColumnTiles& t, const Case& c, const SparseKernels& k, const std::vector<float>& x) {
+  std::vector<int32_t> active;
+  for (int64_t j = 0; j < c.cols; ++j)
+    if (x[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
+  std::vector<float> codebook(16, 0.0f);
+  std::copy(c.codebook.begin(), c.codebook.end(), codebook.begin());
+  std::vector<float> y(static_cast<size_t>(c.rows) + 1, -7.0f);
+  k.spmv_tiles(SpmvTileArgs{&t, c.rows, codebook.data(), active.data(), static_cast<int64_t>(active.size()), x.data(),
+                            y.data()});
+  EXPECT_EQ(y.back(), -7.0f) << "wrote past the rows";
+  y.pop_back();
+  return y;
+}
+
+TEST(SparseKernels, TilesEveryVariantMatchesOnTheGrid) {
+  // Rows below, at and above one tile and partial last tiles; empty, full and mixed tiles; active
+  // column counts that are and are not multiples of the kernel's four-column passes.
+  uint32_t seed = 500;
+  for (int64_t rows : {1, 15, 16, 17, 33, 64, 300})
+    for (int64_t cols : {1, 4, 7, 33})
+      for (double density : {0.0, 0.09, 0.5, 1.0}) {
+        Case c = make_case(rows, cols, density, 16, seed++);
+        ColumnTiles t = build_column_tiles(c.codes, rows, cols);
+        ASSERT_EQ(t.tiles_per_column, (rows + 15) / 16);
+        for (double x_density : {0.0, 0.35, 1.0}) {
+          auto x = random_input(cols, x_density, seed++);
+          auto want = dense_product(c, x);
+          for (Isa isa : kIsas)
+            expect_close(run_tiles(t, c, sparse_kernels_for(isa), x), want,
+                         std::string(isa_name(isa)) + " tiles " + std::to_string(rows) + "x" + std::to_string(cols) +
+                             " d=" + std::to_string(density));
+        }
+      }
+}
+
+TEST(SparseKernels, TilesLayoutHoldsMasksAndCodesInRowOrder) {
+  // Column 0: rows 0, 17 and 31 (tiles 0 and 1); column 1: empty; column 2: row 18.
+  Case c{std::vector<uint8_t>(32 * 3, 0), 32, 3, std::vector<float>(16, 0.0f)};
+  c.codes[0 * 3 + 0] = 5;
+  c.codes[17 * 3 + 0] = 6;
+  c.codes[31 * 3 + 0] = 7;
+  c.codes[18 * 3 + 2] = 15;
+  ColumnTiles t = build_column_tiles(c.codes, 32, 3);
+  EXPECT_EQ(t.masks, (std::vector<uint16_t>{1, 1u << 1 | 1u << 15, 0, 0, 0, 1u << 2}));
+  EXPECT_EQ(t.code_ptr, (std::vector<uint32_t>{0, 3, 3, 4}));
+  EXPECT_EQ(std::vector<uint8_t>(t.codes.begin(), t.codes.begin() + 4), (std::vector<uint8_t>{5, 6, 7, 15}));
+  EXPECT_EQ(t.codes.size(), 4u + kTileRows) << "padding for 16-code loads";
+}
+
+TEST(SparseKernels, TilesChosenOnlyWhereTheyPayOff) {
+  Case dense_enough = make_case(160, 200, 0.3, 16, 901), sparse = make_case(160, 200, 0.05, 16, 902),
+       wide_codebook = make_case(160, 200, 0.3, 256, 903);
+  bool avx512 = sparse_kernels().isa == Isa::avx512;
+  EXPECT_EQ(!build_sparse_matrix(dense_enough.codes, 160, 200, dense_enough.codebook, 1).tiles.empty(), avx512);
+  EXPECT_TRUE(build_sparse_matrix(sparse.codes, 160, 200, sparse.codebook, 1).tiles.empty());
+  EXPECT_TRUE(build_sparse_matrix(wide_codebook.codes, 160, 200, wide_codebook.codebook, 1).tiles.empty());
+  EXPECT_TRUE(build_sparse_matrix(dense_enough.codes, 160, 200, dense_enough.codebook, 2).tiles.empty())
+      << "EIE's row partitions run on the CSC walk";
+}
+
+TEST(SparseKernels, TilesThroughTheParallelDriver) {
+  // Dense enough for the tiles (where the CPU has AVX-512) and large enough to use the pool.
+  Case c = make_case(1001, 600, 0.3, 16, 911);
+  auto x = random_input(600, 0.5, 912);
+  auto want = dense_product(c, x);
+  SparseMatrix m = build_sparse_matrix(c.codes, 1001, 600, c.codebook, 1);
+  ASSERT_GE(m.nonzeros, kParallelFromNonzeros);
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    SpmvWorkspace ws;
+    ws.reserve(m, threads);
+    std::vector<float> y(1001);
+    sparse_matvec(pool, m, x.data(), y.data(), ws, SpmvScheme::columns);
+    expect_close(y, want, std::string(m.batch1_layout()) + ", threads " + std::to_string(threads));
+  }
+}
+
 TEST(SparseKernels, CapSelectsLowerIsas) {
   EXPECT_EQ(sparse_kernels_for(Isa::scalar).isa, Isa::scalar);
   EXPECT_LE(sparse_kernels_for(Isa::avx512).isa, best_supported_isa());

@@ -74,6 +74,62 @@ void spmv_csc_e16__avx512(const SpmvArgs& a) {
 
 namespace {
 
+// Population count in a 32-bit register. (The compiler's 16-bit popcnt of a uint16_t mask writes a
+// partial register, which chains the code pointers of all columns of a pass one after the other.)
+inline uint32_t popcount32(uint32_t v) {
+  uint32_t r;
+  __asm__("popcntl %1, %0" : "=r"(r) : "r"(v));
+  return r;
+}
+
+// One tile's weights: 16 codes looked up in the register codebook, then spread to the mask's rows
+// (lanes of zero rows get 0). Advances `code` past the tile's codes.
+inline __m512 tile_weights(uint32_t mask, const uint8_t*& code, __m512 cb) {
+  __m512 w = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code))), cb);
+  code += popcount32(mask);
+  return _mm512_maskz_expand_ps(static_cast<__mmask16>(mask), w);
+}
+
+// Adds G active columns to y in one pass over the tiles, so y is loaded and stored once per tile
+// for all G. The last tile is partial when rows % 16 != 0 (last_mask: its rows).
+template <int G>
+void tiles_pass(const SpmvTileArgs& a, const int32_t* cols, __m512 cb, int64_t full_tiles, __mmask16 last_mask) {
+  const ColumnTiles& t = *a.tiles;
+  const uint16_t* masks[G];
+  const uint8_t* code[G];
+  __m512 xv[G];
+  for (int g = 0; g < G; ++g) {
+    masks[g] = t.masks.data() + cols[g] * t.tiles_per_column;
+    code[g] = t.codes.data() + t.code_ptr[cols[g]];
+    xv[g] = _mm512_set1_ps(a.x[cols[g]]);
+  }
+  for (int64_t tile = 0; tile < full_tiles; ++tile) {
+    __m512 acc = _mm512_loadu_ps(a.y + tile * kTileRows);
+    for (int g = 0; g < G; ++g) acc = _mm512_fmadd_ps(tile_weights(masks[g][tile], code[g], cb), xv[g], acc);
+    _mm512_storeu_ps(a.y + tile * kTileRows, acc);
+  }
+  if (last_mask) {
+    float* y = a.y + full_tiles * kTileRows;
+    __m512 acc = _mm512_maskz_loadu_ps(last_mask, y);
+    for (int g = 0; g < G; ++g) acc = _mm512_fmadd_ps(tile_weights(masks[g][full_tiles], code[g], cb), xv[g], acc);
+    _mm512_mask_storeu_ps(y, last_mask, acc);
+  }
+}
+
+}  // namespace
+
+void spmv_tiles__avx512(const SpmvTileArgs& a) {
+  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
+  const __m512 cb = _mm512_loadu_ps(a.codebook);
+  const int64_t full_tiles = a.rows / kTileRows;
+  const auto last_mask = static_cast<__mmask16>((1u << (a.rows % kTileRows)) - 1);
+  int64_t k = 0;
+  for (; k + 4 <= a.n_active; k += 4) tiles_pass<4>(a, a.active + k, cb, full_tiles, last_mask);
+  for (; k < a.n_active; ++k) tiles_pass<1>(a, a.active + k, cb, full_tiles, last_mask);
+}
+
+namespace {
+
 // One row of one column block over a batch chunk of up to 64 columns of Xt, held in four
 // accumulators that start from y (or zero for the first block).
 inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block, bool first, int64_t r, const float* xt,

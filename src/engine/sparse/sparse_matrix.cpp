@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "engine/sparse/kernels.h"
+
 namespace sparrow {
 
 int64_t SparseMatrix::csc_entries() const {
@@ -49,6 +51,31 @@ int64_t csr_block_columns(double density) {
   return width;
 }
 
+bool tiles_pay_off(const SparseMatrix& m) {
+  if (!m.small_codebook || m.partitions() != 1 || sparse_kernels().isa != Isa::avx512) return false;
+  double tiles = static_cast<double>((m.rows + kTileRows - 1) / kTileRows) * static_cast<double>(m.cols);
+  return static_cast<double>(m.csc_entries()) >= kTileBreakEvenEntries * tiles;
+}
+
+ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
+  ColumnTiles t;
+  t.tiles_per_column = (rows + kTileRows - 1) / kTileRows;
+  t.masks.assign(static_cast<size_t>(t.tiles_per_column * cols), 0);
+  t.code_ptr.assign(static_cast<size_t>(cols + 1), 0);
+  for (int64_t c = 0; c < cols; ++c) {
+    uint16_t* masks = t.masks.data() + c * t.tiles_per_column;
+    for (int64_t r = 0; r < rows; ++r) {
+      uint8_t code = codes[static_cast<size_t>(r * cols + c)];
+      if (code == 0) continue;
+      masks[r / kTileRows] = static_cast<uint16_t>(masks[r / kTileRows] | 1u << (r % kTileRows));
+      t.codes.push_back(code);
+    }
+    t.code_ptr[c + 1] = static_cast<uint32_t>(t.codes.size());
+  }
+  t.codes.resize(t.codes.size() + kTileRows, 0);
+  return t;
+}
+
 SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
                                  const std::vector<float>& codebook, int partitions) {
   SparseMatrix m;
@@ -77,6 +104,7 @@ SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows
       part.col_ptr[c + 1] = static_cast<uint32_t>(m.e8 ? part.entries8.size() : part.entries16.size());
     }
   }
+  if (tiles_pay_off(m)) m.tiles = build_column_tiles(codes, rows, cols);
   m.row_entries.assign(static_cast<size_t>(rows), 0);
   const int64_t block_columns = csr_block_columns(m.density());
   for (int64_t c0 = 0; c0 < cols; c0 += block_columns) {

@@ -1,7 +1,7 @@
 // The engine's in-memory form of a compressed weight matrix W [rows, cols], built once at load
 // from the codes of a CompressedTensor (whatever layout the file used).
 //
-// Two layouts are kept:
+// Two layouts are always kept, and a third when it is faster:
 //  - CSC per partition (batch 1): global row i belongs to partition i % P as local row i / P (EIE's
 //    row interleaving; the executor uses P = 1 and splits the active columns between threads).
 //    Entries of each column are (code, gap) pairs, gap = zero local rows skipped since the previous
@@ -11,6 +11,10 @@
 //  - CSR in column blocks (batches and convolutions): the columns are cut into blocks (see
 //    csr_block_columns) so that a block of the transposed inputs stays in cache while every row
 //    uses it; per block, the entries of each row are (code, column gap) in two bytes.
+//  - Column tiles (batch 1, with AVX-512, at densities where they beat the CSC walk; see
+//    tiles_pay_off): each column is cut into 16-row tiles; per tile a 16-bit mask of its non-zero
+//    rows, and the codes of those rows, one byte each, in row order. The kernel adds a whole tile
+//    of y at once (lookup, expand by the mask, FMA), instead of one scattered update per entry.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +45,22 @@ struct CsrBlock {
   std::vector<uint16_t> entries;   // code | column gap << 8, gaps relative to col_begin
 };
 
+inline constexpr int64_t kTileRows = 16;
+
+struct ColumnTiles {
+  int64_t tiles_per_column = 0;      // ceil(rows / 16)
+  std::vector<uint16_t> masks;       // [cols, tiles_per_column]: bit b = row 16 t + b is non-zero
+  std::vector<uint32_t> code_ptr;    // cols + 1 offsets into codes
+  std::vector<uint8_t> codes;        // codes of the non-zero rows, then kTileRows bytes of padding
+                                     // (kernels load 16 codes at a time)
+  bool empty() const { return code_ptr.empty(); }
+};
+
+// CSC entries (fillers included) per 16-row tile from which the tile kernel is faster than the
+// CSC walk: a tile costs about as much as three scattered entries (bench --crossover, AVX-512:
+// equal at 19% of 4096 x 4096 with dense inputs).
+inline constexpr double kTileBreakEvenEntries = 3.0;
+
 struct SparseMatrix {
   int64_t rows = 0, cols = 0;
   bool small_codebook = false;     // at most 16 entries: looked up from registers
@@ -48,15 +68,25 @@ struct SparseMatrix {
   std::vector<float> codebook;     // padded to 16 or 256 entries, entry 0 == 0
   std::vector<CscPartition> csc;   // one per partition
   std::vector<CsrBlock> csr;       // column blocks
+  ColumnTiles tiles;               // built only when tiles_pay_off (one partition, AVX-512)
   std::vector<uint64_t> row_entries;  // CSR entries per row over all blocks (for load balance)
   int64_t nonzeros = 0;
 
   int partitions() const { return static_cast<int>(csc.size()); }
+  // The layout one sample runs on: "tiles", "csc8" (one-byte entries) or "csc16".
+  const char* batch1_layout() const { return !tiles.empty() ? "tiles" : e8 ? "csc8" : "csc16"; }
   int64_t csc_entries() const;     // fillers included, all partitions
   double density() const { return static_cast<double>(nonzeros) / static_cast<double>(rows * cols); }
 };
 
-// Builds both layouts from a code matrix (codes[r * cols + c], 0 = zero weight).
+// Whether the column tiles beat the CSC walk for this matrix on this CPU: 16-entry codebook, one
+// partition, AVX-512 kernels, and at least kTileBreakEvenEntries CSC entries per tile.
+bool tiles_pay_off(const SparseMatrix& m);
+// The column-tile layout of a code matrix (codes[r * cols + c], 0 = zero weight).
+ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
+
+// Builds the layouts from a code matrix (codes[r * cols + c], 0 = zero weight): CSC and CSR
+// always, column tiles when tiles_pay_off.
 SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
                                  const std::vector<float>& codebook, int partitions);
 // From a compressed tensor: decodes its codes (any file layout) and builds the engine layouts.

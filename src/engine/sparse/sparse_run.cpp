@@ -40,19 +40,31 @@ void split_active(const CscPartition& p, const int32_t* active, int64_t n, int p
   bounds[parts] = n;
 }
 
+// Splits the active list into `parts` chunks of equal column counts (every column of the tile
+// layout costs the same number of tiles).
+void split_evenly(int64_t n, int parts, int64_t* bounds) {
+  for (int t = 0; t <= parts; ++t) bounds[t] = n * t / parts;
+}
+
+// y = W x for the active columns [begin, end) of the list, on the layout the matrix runs on.
+void matvec_chunk(const SparseMatrix& m, const float* x, const int32_t* active, int64_t n, float* y) {
+  if (!m.tiles.empty())
+    sparse_kernels().spmv_tiles(SpmvTileArgs{&m.tiles, m.rows, m.codebook.data(), active, n, x, y});
+  else
+    pick(m)(SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, active, n, x, y});
+}
+
 void matvec_columns(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws, int64_t n) {
-  SpmvFn kernel = pick(m);
-  const CscPartition& part = m.csc[0];
   int threads = m.nonzeros < kParallelFromNonzeros ? 1 : pool.size();
   if (threads == 1) {
-    kernel(SpmvArgs{&part, m.codebook.data(), m.small_codebook, ws.active.data(), n, x, y});
+    matvec_chunk(m, x, ws.active.data(), n, y);
     return;
   }
-  split_active(part, ws.active.data(), n, threads, ws.bounds.data());
+  if (!m.tiles.empty()) split_evenly(n, threads, ws.bounds.data());
+  else split_active(m.csc[0], ws.active.data(), n, threads, ws.bounds.data());
   pool.parallel_for(threads, [&](int64_t t) {
-    float* out = ws.partial.data() + t * m.rows;
-    kernel(SpmvArgs{&part, m.codebook.data(), m.small_codebook, ws.active.data() + ws.bounds[t],
-                    ws.bounds[t + 1] - ws.bounds[t], x, out});
+    matvec_chunk(m, x, ws.active.data() + ws.bounds[t], ws.bounds[t + 1] - ws.bounds[t],
+                 ws.partial.data() + t * m.rows);
   });
   // The reduction is a few microseconds: cheaper on this thread than another parallel region.
   std::memcpy(y, ws.partial.data(), sizeof(float) * static_cast<size_t>(m.rows));

@@ -25,4 +25,19 @@ inline void spmv_csc_scalar(const SpmvArgs& a, const Entry* entries) {
   }
 }
 
+// The column-tile walk: per active column, each tile's mask bits name the rows of its codes.
+inline void spmv_tiles_scalar(const SpmvTileArgs& a) {
+  const ColumnTiles& t = *a.tiles;
+  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
+  for (int64_t k = 0; k < a.n_active; ++k) {
+    int32_t j = a.active[k];
+    float xj = a.x[j];
+    const uint16_t* masks = t.masks.data() + j * t.tiles_per_column;
+    const uint8_t* code = t.codes.data() + t.code_ptr[j];
+    for (int64_t tile = 0; tile < t.tiles_per_column; ++tile)
+      for (uint32_t bits = masks[tile]; bits != 0; bits &= bits - 1)
+        a.y[tile * kTileRows + __builtin_ctz(bits)] += a.codebook[*code++] * xj;
+  }
+}
+
 }  // namespace sparrow::kernels
