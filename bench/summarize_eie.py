@@ -4,7 +4,7 @@ import json
 import sys
 
 r = json.load(open(sys.argv[1]) if len(sys.argv) > 1 else sys.stdin)
-print(f"sparse kernels: {r['isa']}, median of {r['repeats']} runs, microseconds; x = peer time / Sparrow time\n")
+print(f"sparse kernels: {r['isa']}, median of at least {r['repeats']} runs and 0.2 s each, microseconds; x = peer time / Sparrow time\n")
 configs = sorted({(l["batch"], l["threads"]) for l in r["layers"]})
 for batch, threads in configs:
     print(f"**batch {batch}, {threads} thread{'s' if threads > 1 else ''}**\n")

@@ -64,15 +64,24 @@ std::vector<float> make_inputs(const EieLayer& l, int64_t batch, uint32_t seed) 
   return x;
 }
 
+// Median over at least `repeats` timed runs and at least kMinTimedSeconds of them (a short kernel
+// timed over a few milliseconds would take its median from whatever else the machine was doing
+// then), after two warm-up runs.
+constexpr double kMinTimedSeconds = 0.2;
+constexpr int kMaxTimedRuns = 20000;
+
 template <class F>
 double median_us(F&& f, int repeats) {
   f();
   f();
   std::vector<double> t;
-  for (int i = 0; i < repeats; ++i) {
+  double total = 0;
+  while (static_cast<int>(t.size()) < repeats || (total < kMinTimedSeconds && static_cast<int>(t.size()) < kMaxTimedRuns)) {
     Timer timer;
     f();
-    t.push_back(timer.seconds() * 1e6);
+    double s = timer.seconds();
+    total += s;
+    t.push_back(s * 1e6);
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
@@ -291,7 +300,7 @@ void print_crossover_bench(const json& r) {
 
 void print_eie_bench(const json& r) {
   fmt::print("EIE benchmark layers, random weights at the paper's densities, 4-bit codes; sparse kernels: {}\n"
-             "median of {} runs; times in microseconds; x = peer time / Sparrow time\n"
+             "median of at least {} runs and 0.2 s; times in microseconds; x = peer time / Sparrow time\n"
              "peers: OpenBLAS dense sgemv/sgemm (same thread count), Eigen sparse and plain float32 kernels\n",
              r["isa"].get<std::string>(), r["repeats"].get<int>());
   fmt::print("(Eigen: 1 thread; plain CSC: 1 thread; plain CSR: same threads as Sparrow)\n");

@@ -99,7 +99,7 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
   cmd->add_flag("--crossover", (*flags)[1], "Sparse vs dense over weight densities (4096 x 4096)");
   cmd->add_option("--batch", o->batches, "Batch sizes, e.g. 1,64")->delimiter(',')->check(CLI::Range(1, 4096));
   cmd->add_option("--threads", o->threads, "Thread counts for --eie, e.g. 1,2")->delimiter(',')->check(CLI::Range(1, 256));
-  cmd->add_option("--repeats", o->repeats, "Timed runs per measurement (median reported)")->check(CLI::Range(1, 10000));
+  cmd->add_option("--repeats", o->repeats, "Least timed runs per measurement; --eie and --crossover also time at least 0.2 s (median reported)")->check(CLI::Range(1, 10000));
   cmd->add_option("--layers", o->layers, "Only these --eie layers, e.g. Alex-6,VGG-7")->delimiter(',');
   cmd->add_option("--input", m->input, "For a model: .npy rows to feed (default: uniform random)");
   cmd->add_flag("--json", (*flags)[2], "Print one JSON object");
