@@ -1,10 +1,12 @@
 // Compressed models on the sparse engine against the same weights on the dense executor.
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
 
+#include "engine/sparse/kernels.h"
 #include "test_util.h"
 
 namespace sparrow {
@@ -60,6 +62,47 @@ TEST(Engine, SmallCnnMatchesDenseAtEveryBatchSize) {
         expect_same_outputs(p, {test::random_f32({batch, 1, 8, 8}, static_cast<uint32_t>(batch))},
                             "threads " + std::to_string(threads) + " batch " + std::to_string(batch));
     }
+}
+
+// x [N, 256] -> fc1 [300 x 256] -> Relu -> fc2 [10 x 300].
+Model mlp() {
+  Model m;
+  m.source = "mlp";
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 256}, {"N", ""}, true});
+  m.outputs.push_back(ValueInfo{"y"});
+  m.initializers["w1"] = test::random_f32({300, 256}, 21);
+  m.initializers["b1"] = test::random_f32({300}, 22);
+  m.initializers["w2"] = test::random_f32({10, 300}, 23);
+  m.initializers["b2"] = test::random_f32({10}, 24);
+  m.nodes.push_back(Node{"fc1", "Gemm", "", {"x", "w1", "b1"}, {"h"}, {{"transB", int64_t{1}}}});
+  m.nodes.push_back(Node{"relu", "Relu", "", {"h"}, {"r"}, {}});
+  m.nodes.push_back(Node{"fc2", "Gemm", "", {"r", "w2", "b2"}, {"y"}, {{"transB", int64_t{1}}}});
+  return m;
+}
+
+TEST(Engine, FourBitLayersDenseEnoughForColumnTilesMatchDense) {
+  // 40% of the weights kept, 4-bit codebooks: one sample runs on the column tiles where the CPU
+  // has AVX-512 (on the CSC walk elsewhere); batches on the blocked CSR.
+  CompressOptions o;
+  o.all.prune.sparsity = 0.6;
+  o.all.bits = 4;
+  auto r = compress_model(mlp(), o);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  auto fc1 = std::find_if(r->spw.tensors.begin(), r->spw.tensors.end(), [](const auto& t) { return t.name == "w1"; });
+  ASSERT_NE(fc1, r->spw.tensors.end());
+  auto engine = build_sparse_matrix(*fc1, 1);
+  ASSERT_TRUE(engine.ok());
+  EXPECT_EQ(!engine->tiles.empty(), sparse_kernels().isa == Isa::avx512) << engine->batch1_layout();
+  for (int threads : {1, 2}) {
+    ExecOptions on{threads}, off{threads};
+    off.sparse = false;
+    Pair p{std::move(Executor::create(r->spw, on)).value(), std::move(Executor::create(r->spw, off)).value()};
+    EXPECT_EQ(sparse_layers(*p.sparse, {{1, 256}}), 2);
+    for (int64_t batch : {1, 2, 5})
+      expect_same_outputs(p, {test::random_f32({batch, 256}, static_cast<uint32_t>(30 + batch))},
+                          "threads " + std::to_string(threads) + " batch " + std::to_string(batch));
+    expect_same_outputs(p, {Tensor(DType::f32, {1, 256})}, "all-zero input");
+  }
 }
 
 TEST(Engine, ZeroAndDenseInputsAndAllPrunedLayers) {
