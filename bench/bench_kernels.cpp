@@ -1,7 +1,7 @@
 // Google Benchmark: every sparse kernel variant (scalar reference, AVX2, AVX-512) on the Alex-7
 // shape (4096 x 4096, 9% of weights, 35% of inputs non-zero, 4-bit codes), batch 1 and 64; and the
-// two batch-1 layouts (CSC walk, column tiles) on the Alex-8 shape (1000 x 4096, 25% of weights,
-// 37.5% of inputs non-zero), where the tiles are chosen.
+// three batch-1 layouts (CSC walk, column tiles, banded CSC) on the Alex-8 shape (1000 x 4096, 25%
+// of weights, 37.5% of inputs non-zero), near the tiles' break-even.
 #include <random>
 
 #include <benchmark/benchmark.h>
@@ -62,6 +62,7 @@ struct Alex8 {
   std::vector<uint8_t> codes;
   SparseMatrix csc;  // built with one partition: CSC always, tiles where the CPU has AVX-512
   ColumnTiles tiles;
+  BandedCsc banded;
 };
 
 const Alex8& alex8() {
@@ -75,15 +76,16 @@ const Alex8& alex8() {
     for (int i = 1; i < 16; ++i) codebook[i] = 0.01f * static_cast<float>(i - 8);
     r.csc = build_sparse_matrix(r.codes, 1000, 4096, codebook, 1);
     r.tiles = build_column_tiles(r.codes, 1000, 4096);
+    r.banded = build_banded_csc(r.codes, 1000, 4096);
     return r;
   }();
   return a;
 }
 
-// Arg 0: ISA; arg 1: 0 = CSC walk, 1 = column tiles.
+// Arg 0: ISA; arg 1: 0 = CSC walk, 1 = column tiles, 2 = banded CSC.
 void BM_SpmvLayouts(benchmark::State& state) {
   Isa isa = static_cast<Isa>(state.range(0));
-  bool tiles = state.range(1) == 1;
+  int64_t layout = state.range(1);
   SparseKernels k = sparse_kernels_for(isa);
   if (k.isa != isa) return state.SkipWithError("ISA not supported on this CPU");
   const Alex8& a = alex8();
@@ -99,8 +101,10 @@ void BM_SpmvLayouts(benchmark::State& state) {
   std::vector<float> y(1000);
   auto n = static_cast<int64_t>(active.size());
   for (auto _ : state) {
-    if (tiles)
+    if (layout == 1)
       k.spmv_tiles(SpmvTileArgs{&a.tiles, 1000, m.codebook.data(), active.data(), n, x.data(), y.data()});
+    else if (layout == 2)
+      k.spmv_banded(SpmvBandArgs{&a.banded, 1000, m.codebook.data(), active.data(), n, x.data(), y.data()});
     else
       (m.e8 ? k.spmv_csc_e8 : k.spmv_csc_e16)(
           SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, active.data(), n, x.data(), y.data()});
@@ -110,9 +114,10 @@ void BM_SpmvLayouts(benchmark::State& state) {
   for (int32_t j : active)
     for (int64_t r = 0; r < 1000; ++r) nonzeros += a.codes[static_cast<size_t>(r * 4096 + j)] != 0;
   state.counters["nonzeros/s"] = benchmark::Counter(static_cast<double>(nonzeros), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(isa_name(isa)) + (tiles ? ", column tiles" : m.e8 ? ", CSC 1-byte" : ", CSC 2-byte"));
+  state.SetLabel(std::string(isa_name(isa)) +
+                 (layout == 1 ? ", column tiles" : layout == 2 ? ", banded CSC" : m.e8 ? ", CSC 1-byte" : ", CSC 2-byte"));
 }
-BENCHMARK(BM_SpmvLayouts)->ArgsProduct({{0, 1, 2}, {0, 1}})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_SpmvLayouts)->ArgsProduct({{0, 1, 2}, {0, 1, 2}})->Unit(benchmark::kMicrosecond);
 
 void BM_Spmm(benchmark::State& state) {
   Isa isa = static_cast<Isa>(state.range(0));

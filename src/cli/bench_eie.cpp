@@ -145,15 +145,21 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
     entries += by_columns.csc[0].col_ptr[j + 1] - by_columns.csc[0].col_ptr[j];
   }
   int64_t pointer_bytes = static_cast<int64_t>(active.size()) * 8;
-  int64_t sparrow_bytes = by_columns.tiles.empty()
-                              ? entries * (by_columns.e8 ? 1 : 2) + pointer_bytes
-                              : static_cast<int64_t>(active.size()) * by_columns.tiles.tiles_per_column * 2 + nnz + pointer_bytes;
+  auto active_columns = static_cast<int64_t>(active.size());
+  int64_t sparrow_bytes = 0, fillers = 0;
+  if (!by_columns.tiles.empty()) {
+    sparrow_bytes = active_columns * by_columns.tiles.tiles_per_column * 2 + nnz + pointer_bytes;
+  } else if (!by_columns.banded.empty()) {
+    sparrow_bytes = nnz * 2 + pointer_bytes * by_columns.banded.bands;
+  } else {
+    sparrow_bytes = entries * (by_columns.e8 ? 1 : 2) + pointer_bytes;
+    fillers = entries - nnz;
+  }
   return {{"name", l.name}, {"batch", 1}, {"threads", threads}, {"sparrow_us", sparrow_us},
           {"sparrow_rows_scheme_us", rows_us}, {"dense_us", dense_us},
           {"eigen_us", std::min(eigen_rm, eigen_sv)}, {"eigen_rowmajor_us", eigen_rm}, {"eigen_sparse_vector_us", eigen_sv},
           {"plain_us", plain_us}, {"nonzeros_per_second", nnz / (sparrow_us * 1e-6)},
-          {"layout", by_columns.batch1_layout()}, {"entry_bytes", by_columns.e8 ? 1 : 2},
-          {"fillers", by_columns.tiles.empty() ? entries - nnz : 0}, {"sparrow_bytes_touched", sparrow_bytes},
+          {"layout", by_columns.batch1_layout()}, {"fillers", fillers}, {"sparrow_bytes_touched", sparrow_bytes},
           {"plain_bytes_touched", nnz * 8 + pointer_bytes},
           {"rows_scheme_load_balance", row_scheme_balance(by_rows, active)}};
 }
@@ -236,12 +242,13 @@ json run_eie_bench(const EieBenchOptions& o) {
 
 namespace {
 
-// One sample through each batch-1 layout's kernel, whichever the matrix would choose: the CSC walk
-// and (with AVX-512 and a 16-entry codebook) the column tiles. Fills csc_us and tiles_us.
+// One sample through each batch-1 layout's kernel, whichever the matrix would choose: the CSC walk,
+// the banded CSC and the column tiles. Fills csc_us, banded_us and tiles_us.
 void time_batch1_layouts(const Workload& w, int repeats, json& row) {
   const EieLayer& l = w.layer;
   SparseMatrix m = build_sparse_matrix(w.codes, l.out, l.in, w.codebook, 1);
   ColumnTiles tiles = build_column_tiles(w.codes, l.out, l.in);
+  BandedCsc banded = build_banded_csc(w.codes, l.out, l.in);
   std::vector<float> x = make_inputs(l, 1, 7), y(static_cast<size_t>(l.out));
   std::vector<int32_t> active;
   for (int64_t j = 0; j < l.in; ++j)
@@ -253,11 +260,14 @@ void time_batch1_layouts(const Workload& w, int repeats, json& row) {
     (m.e8 ? k.spmv_csc_e8 : k.spmv_csc_e16)(SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, active.data(), n,
                                                     x.data(), y.data()});
   }, repeats);
+  row["banded_us"] = median_us([&] {
+    k.spmv_banded(SpmvBandArgs{&banded, l.out, m.codebook.data(), active.data(), n, x.data(), y.data()});
+  }, repeats);
   row["tiles_us"] = median_us([&] {
     k.spmv_tiles(SpmvTileArgs{&tiles, l.out, m.codebook.data(), active.data(), n, x.data(), y.data()});
   }, repeats);
-  row["csc_entries_per_tile"] =
-      static_cast<double>(m.csc_entries()) / static_cast<double>(tiles.tiles_per_column * l.in);
+  row["nonzeros_per_tile"] =
+      static_cast<double>(m.nonzeros) / static_cast<double>(tiles.tiles_per_column * l.in);
 }
 
 }  // namespace
@@ -265,7 +275,7 @@ void time_batch1_layouts(const Workload& w, int repeats, json& row) {
 json run_crossover_bench(const EieBenchOptions& o) {
   json rows = json::array();
   ThreadPool pool(1);
-  for (double density : {0.05, 0.1, 0.125, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8}) {
+  for (double density : {0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8}) {
     if (o.progress) fmt::print(stderr, "\r\033[Kcrossover: density {}", density);
     Workload w = make_workload(EieLayer{"4096x4096", 4096, 4096, density, 1.0, 0, 0}, 3);
     for (int batch : o.batches) {
@@ -284,16 +294,17 @@ json run_crossover_bench(const EieBenchOptions& o) {
 
 void print_crossover_bench(const json& r) {
   fmt::print("4096 x 4096 layer, dense inputs, 1 thread, sparse kernels {}: microseconds\n", r["isa"].get<std::string>());
-  fmt::print("(batch 1: the CSC walk and the column tiles timed alone; the engine runs the layout shown)\n");
-  fmt::print("{:>8} {:>6} {:>10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>12}\n", "density", "batch", "sparrow", "dense",
-             "x dense", "layout", "csc", "tiles", "entries/tile");
+  fmt::print("(batch 1: each layout's kernel timed alone; the engine runs the layout shown)\n");
+  fmt::print("{:>8} {:>6} {:>10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}\n", "density", "batch", "sparrow",
+             "dense", "x dense", "layout", "csc", "banded", "tiles", "nz/tile");
   for (const auto& row : r["rows"]) {
     fmt::print("{:>8.3f} {:>6} {:>10.1f} {:>10.1f} {:>8.2f}", row["density"].get<double>(), row["batch"].get<int>(),
                row["sparrow_us"].get<double>(), row["dense_us"].get<double>(),
                row["dense_us"].get<double>() / row["sparrow_us"].get<double>());
     if (row.contains("csc_us"))
-      fmt::print(" {:>8} {:>10.1f} {:>10.1f} {:>12.2f}", row["layout"].get<std::string>(), row["csc_us"].get<double>(),
-                 row["tiles_us"].get<double>(), row["csc_entries_per_tile"].get<double>());
+      fmt::print(" {:>8} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.2f}", row["layout"].get<std::string>(),
+                 row["csc_us"].get<double>(), row["banded_us"].get<double>(), row["tiles_us"].get<double>(),
+                 row["nonzeros_per_tile"].get<double>());
     fmt::print("\n");
   }
 }

@@ -229,15 +229,65 @@ TEST(SparseKernels, TilesLayoutHoldsMasksAndCodesInRowOrder) {
   EXPECT_EQ(t.codes.size(), 4u + kTileRows) << "padding for 16-code loads";
 }
 
-TEST(SparseKernels, TilesChosenOnlyWhereTheyPayOff) {
-  Case dense_enough = make_case(160, 200, 0.3, 16, 901), sparse = make_case(160, 200, 0.05, 16, 902),
-       wide_codebook = make_case(160, 200, 0.3, 256, 903);
+TEST(SparseKernels, OneSampleLayoutChosenByCodebookDensityAndIsa) {
+  Case dense_enough = make_case(160, 200, 0.4, 16, 901), sparse = make_case(160, 200, 0.05, 16, 902),
+       wide_codebook = make_case(160, 200, 0.4, 256, 903);
   bool avx512 = sparse_kernels().isa == Isa::avx512;
-  EXPECT_EQ(!build_sparse_matrix(dense_enough.codes, 160, 200, dense_enough.codebook, 1).tiles.empty(), avx512);
-  EXPECT_TRUE(build_sparse_matrix(sparse.codes, 160, 200, sparse.codebook, 1).tiles.empty());
-  EXPECT_TRUE(build_sparse_matrix(wide_codebook.codes, 160, 200, wide_codebook.codebook, 1).tiles.empty());
-  EXPECT_TRUE(build_sparse_matrix(dense_enough.codes, 160, 200, dense_enough.codebook, 2).tiles.empty())
-      << "EIE's row partitions run on the CSC walk";
+  auto layout = [](const Case& c, int partitions) {
+    return std::string(build_sparse_matrix(c.codes, c.rows, c.cols, c.codebook, partitions).batch1_layout());
+  };
+  EXPECT_EQ(layout(dense_enough, 1), avx512 ? "tiles" : "csc8");
+  EXPECT_EQ(layout(sparse, 1).substr(0, avx512 ? 6 : 3), avx512 ? "banded" : "csc");
+  EXPECT_EQ(layout(wide_codebook, 1), "csc16");
+  EXPECT_EQ(layout(dense_enough, 2).substr(0, 3), "csc") << "EIE's row partitions run on the CSC walk";
+}
+
+// y = W x over the banded CSC with the given kernels; y carries a canary past its rows.
+std::vector<float> run_banded(const BandedCsc& b, const Case& c, const SparseKernels& k, const std::vector<float>& x) {
+  std::vector<int32_t> active;
+  for (int64_t j = 0; j < c.cols; ++j)
+    if (x[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
+  std::vector<float> codebook(16, 0.0f);
+  std::copy(c.codebook.begin(), c.codebook.end(), codebook.begin());
+  std::vector<float> y(static_cast<size_t>(c.rows) + 1, -7.0f);
+  k.spmv_banded(SpmvBandArgs{&b, c.rows, codebook.data(), active.data(), static_cast<int64_t>(active.size()), x.data(),
+                             y.data()});
+  EXPECT_EQ(y.back(), -7.0f) << "wrote past the rows";
+  y.pop_back();
+  return y;
+}
+
+TEST(SparseKernels, BandedEveryVariantMatchesOnTheGrid) {
+  // Rows below, at and above 16 lanes and one 4096-row band; columns with fewer, exactly and more
+  // than 16 entries; empty and full columns.
+  uint32_t seed = 700;
+  for (int64_t rows : {1, 15, 16, 17, 300, 4096, 4097, 8200})
+    for (int64_t cols : {1, 3, 9})
+      for (double density : {0.0, 0.09, 0.5, 1.0}) {
+        Case c = make_case(rows, cols, density, 16, seed++);
+        BandedCsc b = build_banded_csc(c.codes, rows, cols);
+        ASSERT_EQ(b.bands, (rows + 4095) / 4096);
+        for (double x_density : {0.0, 0.35, 1.0}) {
+          auto x = random_input(cols, x_density, seed++);
+          auto want = dense_product(c, x);
+          for (Isa isa : kIsas)
+            expect_close(run_banded(b, c, sparse_kernels_for(isa), x), want,
+                         std::string(isa_name(isa)) + " banded " + std::to_string(rows) + "x" + std::to_string(cols) +
+                             " d=" + std::to_string(density));
+        }
+      }
+}
+
+TEST(SparseKernels, BandedLayoutHoldsRowsWithinTheBandAndCodes) {
+  // Column 0: rows 3 and 4096 (band 1, row 0); column 1: row 4100 (band 1, row 4).
+  Case c{std::vector<uint8_t>(4101 * 2, 0), 4101, 2, std::vector<float>(16, 0.0f)};
+  c.codes[3 * 2 + 0] = 9;
+  c.codes[4096 * 2 + 0] = 1;
+  c.codes[4100 * 2 + 1] = 15;
+  BandedCsc b = build_banded_csc(c.codes, 4101, 2);
+  EXPECT_EQ(b.bands, 2);
+  EXPECT_EQ(b.col_ptr, (std::vector<uint32_t>{0, 1, 1, 1, 2, 3}));
+  EXPECT_EQ(b.entries, (std::vector<uint16_t>{3 << 4 | 9, 0 << 4 | 1, 4 << 4 | 15}));
 }
 
 TEST(SparseKernels, TilesThroughTheParallelDriver) {

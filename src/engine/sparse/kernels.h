@@ -5,6 +5,8 @@
 //
 // spmv_csc: y[local rows] = sum over the listed active columns j of codebook[code] * x[j], for one
 //   CSC partition (EIE: only the columns of non-zero inputs are walked). y is overwritten.
+// spmv_banded: the same product over the banded CSC (16-entry codebook): y[rows] is overwritten;
+//   band by band, the entries of each active column are added at their rows.
 // spmv_tiles: the same product over the column tiles (16-entry codebook): y[rows] is overwritten;
 //   per active column, every 16-row tile of y gets codebook[codes] * x[j] at its mask's rows.
 // spmm_csr: Y[r, 0:batch] = sum over the entries of rows [row_begin, row_end) of codebook[code] *
@@ -40,6 +42,16 @@ struct SpmmArgs {
   int64_t ldy;
 };
 
+struct SpmvBandArgs {
+  const BandedCsc* banded;
+  int64_t rows;
+  const float* codebook;   // 16 entries, entry 0 == 0
+  const int32_t* active;   // indices of non-zero inputs
+  int64_t n_active;
+  const float* x;
+  float* y;                // rows values
+};
+
 struct SpmvTileArgs {
   const ColumnTiles* tiles;
   int64_t rows;
@@ -52,6 +64,7 @@ struct SpmvTileArgs {
 
 using SpmvFn = void (*)(const SpmvArgs&);
 using SpmvTileFn = void (*)(const SpmvTileArgs&);
+using SpmvBandFn = void (*)(const SpmvBandArgs&);
 using SpmmFn = void (*)(const SpmmArgs&);
 
 enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
@@ -62,6 +75,7 @@ const char* isa_name(Isa isa);
 #define SPARROW_SPARSE_KERNELS(X) \
   X(spmv_csc_e8, SpmvArgs)        \
   X(spmv_csc_e16, SpmvArgs)       \
+  X(spmv_banded, SpmvBandArgs)    \
   X(spmv_tiles, SpmvTileArgs)     \
   X(spmm_csr_e16, SpmmArgs)
 

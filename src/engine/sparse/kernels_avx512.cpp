@@ -74,6 +74,38 @@ void spmv_csc_e16__avx512(const SpmvArgs& a) {
 
 namespace {
 
+// 16 banded entries (or the masked tail): the rows and codes are in the entries themselves, so a
+// shift gives the rows and the permute reads only the low 4 bits for the codebook.
+inline void accumulate_banded16(const uint16_t* entries, __mmask16 mask, __m512 cb, __m512 xj, float* y) {
+  __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, entries));
+  __m512i row = _mm512_srli_epi32(v, 4);
+  __m512 w = _mm512_permutexvar_ps(v, cb);
+  __m512 yv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, row, y, 4);
+  _mm512_mask_i32scatter_ps(y, mask, row, _mm512_fmadd_ps(w, xj, yv), 4);
+}
+
+}  // namespace
+
+void spmv_banded__avx512(const SpmvBandArgs& a) {
+  const BandedCsc& b = *a.banded;
+  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
+  const __m512 cb = _mm512_loadu_ps(a.codebook);
+  for (int64_t band = 0; band < b.bands; ++band) {
+    const uint32_t* ptr = b.col_ptr.data() + band * (b.cols + 1);
+    float* y = a.y + band * kBandRows;
+    for (int64_t k = 0; k < a.n_active; ++k) {
+      int32_t j = a.active[k];
+      __m512 xj = _mm512_set1_ps(a.x[j]);
+      uint32_t e = ptr[j], end = ptr[j + 1];
+      for (; e + 16 <= end; e += 16) accumulate_banded16(b.entries.data() + e, 0xFFFF, cb, xj, y);
+      if (e < end)
+        accumulate_banded16(b.entries.data() + e, static_cast<__mmask16>((1u << (end - e)) - 1), cb, xj, y);
+    }
+  }
+}
+
+namespace {
+
 // Population count in a 32-bit register. (The compiler's 16-bit popcnt of a uint16_t mask writes a
 // partial register, which chains the code pointers of all columns of a pass one after the other.)
 inline uint32_t popcount32(uint32_t v) {

@@ -54,7 +54,26 @@ int64_t csr_block_columns(double density) {
 bool tiles_pay_off(const SparseMatrix& m) {
   if (!m.small_codebook || m.partitions() != 1 || sparse_kernels().isa != Isa::avx512) return false;
   double tiles = static_cast<double>((m.rows + kTileRows - 1) / kTileRows) * static_cast<double>(m.cols);
-  return static_cast<double>(m.csc_entries()) >= kTileBreakEvenEntries * tiles;
+  return static_cast<double>(m.nonzeros) >= kTileBreakEvenEntries * tiles;
+}
+
+BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
+  BandedCsc b;
+  b.cols = cols;
+  b.bands = (rows + kBandRows - 1) / kBandRows;
+  b.col_ptr.assign(static_cast<size_t>(b.bands * (cols + 1)), 0);
+  for (int64_t band = 0; band < b.bands; ++band) {
+    uint32_t* ptr = b.col_ptr.data() + band * (cols + 1);
+    ptr[0] = static_cast<uint32_t>(b.entries.size());
+    int64_t row_end = std::min(rows, (band + 1) * kBandRows);
+    for (int64_t c = 0; c < cols; ++c) {
+      for (int64_t r = band * kBandRows; r < row_end; ++r)
+        if (uint8_t code = codes[static_cast<size_t>(r * cols + c)])
+          b.entries.push_back(static_cast<uint16_t>((r - band * kBandRows) << 4 | code));
+      ptr[c + 1] = static_cast<uint32_t>(b.entries.size());
+    }
+  }
+  return b;
 }
 
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
@@ -105,6 +124,8 @@ SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows
     }
   }
   if (tiles_pay_off(m)) m.tiles = build_column_tiles(codes, rows, cols);
+  else if (m.small_codebook && partitions == 1 && sparse_kernels().isa == Isa::avx512)
+    m.banded = build_banded_csc(codes, rows, cols);
   m.row_entries.assign(static_cast<size_t>(rows), 0);
   const int64_t block_columns = csr_block_columns(m.density());
   for (int64_t c0 = 0; c0 < cols; c0 += block_columns) {

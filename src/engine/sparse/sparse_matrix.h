@@ -1,20 +1,25 @@
 // The engine's in-memory form of a compressed weight matrix W [rows, cols], built once at load
 // from the codes of a CompressedTensor (whatever layout the file used).
 //
-// Two layouts are always kept, and a third when it is faster:
-//  - CSC per partition (batch 1): global row i belongs to partition i % P as local row i / P (EIE's
-//    row interleaving; the executor uses P = 1 and splits the active columns between threads).
-//    Entries of each column are (code, gap) pairs, gap = zero local rows skipped since the previous
-//    entry. One byte per entry (code | gap << 4) when the codebook has at most 16 entries and 4-bit
-//    gaps need few fillers; otherwise two bytes (code | gap << 8). Filler entries (code 0,
-//    codebook[0] == 0) bridge longer gaps.
+// Two layouts are always kept, and for one partition with a codebook of at most 16 entries a
+// third, the one a single sample runs on:
+//  - CSC per partition (batch 1 for wide codebooks, and EIE's row partitions): global row i
+//    belongs to partition i % P as local row i / P (EIE's row interleaving; the executor uses P = 1
+//    and splits the active columns between threads). Entries of each column are (code, gap) pairs,
+//    gap = zero local rows skipped since the previous entry. One byte per entry (code | gap << 4)
+//    when the codebook has at most 16 entries and 4-bit gaps need few fillers; otherwise two bytes
+//    (code | gap << 8). Filler entries (code 0, codebook[0] == 0) bridge longer gaps.
 //  - CSR in column blocks (batches and convolutions): the columns are cut into blocks (see
 //    csr_block_columns) so that a block of the transposed inputs stays in cache while every row
 //    uses it; per block, the entries of each row are (code, column gap) in two bytes.
-//  - Column tiles (batch 1, with AVX-512, at densities where they beat the CSC walk; see
-//    tiles_pay_off): each column is cut into 16-row tiles; per tile a 16-bit mask of its non-zero
-//    rows, and the codes of those rows, one byte each, in row order. The kernel adds a whole tile
-//    of y at once (lookup, expand by the mask, FMA), instead of one scattered update per entry.
+//  - Banded CSC (one sample, with AVX-512; the scalar walk gains nothing from it): the rows are
+//    cut into bands of 4096; within a band each entry of a
+//    column is one uint16, row within the band << 4 | code. No fillers and no prefix sum to find
+//    the rows, so 16 entries decode with a shift and a permute.
+//  - Column tiles (one sample, with AVX-512, on denser matrices; see tiles_pay_off), instead of the
+//    banded CSC: each column is cut into 16-row tiles; per tile a 16-bit mask of its non-zero rows,
+//    and the codes of those rows, one byte each, in row order. The kernel adds a whole tile of y at
+//    once (lookup, expand by the mask, FMA), instead of one scattered update per entry.
 #pragma once
 
 #include <cstdint>
@@ -56,10 +61,20 @@ struct ColumnTiles {
   bool empty() const { return code_ptr.empty(); }
 };
 
-// CSC entries (fillers included) per 16-row tile from which the tile kernel is faster than the
-// CSC walk: a tile costs about as much as three scattered entries (bench --crossover, AVX-512:
-// equal at 19% of 4096 x 4096 with dense inputs).
-inline constexpr double kTileBreakEvenEntries = 3.0;
+// Non-zeros per 16-row tile from which the tile kernel is faster than the banded CSC walk: a tile
+// costs about as much as four scattered entries (bench --crossover, AVX-512: equal at 20-25% of
+// 4096 x 4096 with dense inputs, and on Alex-8 and VGG-8 at 23-25%).
+inline constexpr double kTileBreakEvenEntries = 4.0;
+
+inline constexpr int64_t kBandRows = 4096;
+
+struct BandedCsc {
+  int64_t cols = 0;
+  int64_t bands = 0;                 // ceil(rows / 4096)
+  std::vector<uint32_t> col_ptr;     // [bands, cols + 1] entry offsets
+  std::vector<uint16_t> entries;     // row within the band << 4 | code (1..15)
+  bool empty() const { return col_ptr.empty(); }
+};
 
 struct SparseMatrix {
   int64_t rows = 0, cols = 0;
@@ -68,25 +83,31 @@ struct SparseMatrix {
   std::vector<float> codebook;     // padded to 16 or 256 entries, entry 0 == 0
   std::vector<CscPartition> csc;   // one per partition
   std::vector<CsrBlock> csr;       // column blocks
-  ColumnTiles tiles;               // built only when tiles_pay_off (one partition, AVX-512)
+  ColumnTiles tiles;               // one sample, when tiles_pay_off
+  BandedCsc banded;                // one sample: 16-entry codebook, one partition, AVX-512, no tiles
   std::vector<uint64_t> row_entries;  // CSR entries per row over all blocks (for load balance)
   int64_t nonzeros = 0;
 
   int partitions() const { return static_cast<int>(csc.size()); }
-  // The layout one sample runs on: "tiles", "csc8" (one-byte entries) or "csc16".
-  const char* batch1_layout() const { return !tiles.empty() ? "tiles" : e8 ? "csc8" : "csc16"; }
+  // The layout one sample runs on: "tiles", "banded", "csc8" (one-byte entries) or "csc16".
+  const char* batch1_layout() const {
+    return !tiles.empty() ? "tiles" : !banded.empty() ? "banded" : e8 ? "csc8" : "csc16";
+  }
   int64_t csc_entries() const;     // fillers included, all partitions
   double density() const { return static_cast<double>(nonzeros) / static_cast<double>(rows * cols); }
 };
 
-// Whether the column tiles beat the CSC walk for this matrix on this CPU: 16-entry codebook, one
-// partition, AVX-512 kernels, and at least kTileBreakEvenEntries CSC entries per tile.
+// Whether the column tiles beat the banded CSC walk for this matrix on this CPU: 16-entry
+// codebook, one partition, AVX-512 kernels, and at least kTileBreakEvenEntries non-zeros per tile.
 bool tiles_pay_off(const SparseMatrix& m);
+// The banded CSC layout of a code matrix with codes below 16.
+BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 // The column-tile layout of a code matrix (codes[r * cols + c], 0 = zero weight).
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 
 // Builds the layouts from a code matrix (codes[r * cols + c], 0 = zero weight): CSC and CSR
-// always, column tiles when tiles_pay_off.
+// always; for one partition, a 16-entry codebook and AVX-512 kernels, column tiles when
+// tiles_pay_off, else the banded CSC.
 SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
                                  const std::vector<float>& codebook, int partitions);
 // From a compressed tensor: decodes its codes (any file layout) and builds the engine layouts.

@@ -50,6 +50,8 @@ void split_evenly(int64_t n, int parts, int64_t* bounds) {
 void matvec_chunk(const SparseMatrix& m, const float* x, const int32_t* active, int64_t n, float* y) {
   if (!m.tiles.empty())
     sparse_kernels().spmv_tiles(SpmvTileArgs{&m.tiles, m.rows, m.codebook.data(), active, n, x, y});
+  else if (!m.banded.empty())
+    sparse_kernels().spmv_banded(SpmvBandArgs{&m.banded, m.rows, m.codebook.data(), active, n, x, y});
   else
     pick(m)(SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, active, n, x, y});
 }

@@ -3,8 +3,8 @@
 // Batch 1 (y = W x over the CSC layout, walking only the columns of non-zero inputs):
 //   - columns: the threads split the active columns into chunks of about equal entry counts; each
 //     accumulates a private y over all rows, and the partial results are summed. Every thread pays
-//     the per-column overhead only for its own columns. Runs on the column tiles when the matrix
-//     has them (chunks of equal column counts), else on the CSC walk.
+//     the per-column overhead only for its own columns. Runs on the layout the matrix has for one
+//     sample: column tiles (chunks of equal column counts), banded CSC or CSC.
 //   - rows: EIE's scheme, one interleaved row partition per thread (needs a matrix built with
 //     partitions == threads); every thread walks every active column.
 // Batches (Y = W Xt over the blocked CSR layout): contiguous row ranges of about equal entry counts.
