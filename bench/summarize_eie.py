@@ -1,28 +1,86 @@
 #!/usr/bin/env python3
-"""Prints a `sparrow bench --eie --json` result as markdown tables (for docs and notes)."""
+"""Prints `sparrow bench --eie --json` results as markdown tables (for docs and notes).
+
+One file: its tables. Several files (runs of the same benchmark): first a table of each run's
+geometric means and two-thread speedups with their medians, then the full tables of the median run
+(by the batch-1, one-thread geomean over OpenBLAS). The machine's noise moves single runs; the
+spread across runs shows by how much.
+"""
 import json
+import statistics
 import sys
 
-r = json.load(open(sys.argv[1]) if len(sys.argv) > 1 else sys.stdin)
-print(f"sparse kernels: {r['isa']}, median of at least {r['repeats']} runs and 0.2 s each, microseconds; x = peer time / Sparrow time\n")
-configs = sorted({(l["batch"], l["threads"]) for l in r["layers"]})
-for batch, threads in configs:
-    print(f"**batch {batch}, {threads} thread{'s' if threads > 1 else ''}**\n")
-    print("| layer | Sparrow | OpenBLAS dense | Eigen | plain fp32 | x dense | x Eigen | x plain |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for l in r["layers"]:
-        if (l["batch"], l["threads"]) != (batch, threads):
-            continue
-        s = l["sparrow_us"]
-        print(f"| {l['name']} | {s:.0f} | {l['dense_us']:.0f} | {l['eigen_us']:.0f} | {l['plain_us']:.0f} | "
-              f"{l['dense_us'] / s:.2f} | {l['eigen_us'] / s:.2f} | {l['plain_us'] / s:.2f} |")
-    g = r["geomean"][f"batch {batch}, {threads} thread{'s' if threads > 1 else ''}"]
-    print(f"| geomean | | | | | {g['speedup_vs_dense']:.2f} | {g['speedup_vs_eigen']:.2f} | {g['speedup_vs_plain']:.2f} |\n")
-one = {(l["name"], l["batch"]): l["sparrow_us"] for l in r["layers"] if l["threads"] == 1}
-two = {(l["name"], l["batch"]): l["sparrow_us"] for l in r["layers"] if l["threads"] == 2}
-if two:
-    print("| layer | batch | 2 threads vs 1 |")
-    print("|---|---:|---:|")
-    for k in sorted(two):
-        if k in one:
-            print(f"| {k[0]} | {k[1]} | {one[k] / two[k]:.2f}x |")
+SCALING_LAYERS = ["Alex-6", "Alex-7", "VGG-6", "VGG-7"]
+
+
+def config_name(batch, threads):
+    return f"batch {batch}, {threads} thread{'s' if threads > 1 else ''}"
+
+
+def two_thread_speedups(r):
+    one = {(l["name"], l["batch"]): l["sparrow_us"] for l in r["layers"] if l["threads"] == 1}
+    two = {(l["name"], l["batch"]): l["sparrow_us"] for l in r["layers"] if l["threads"] == 2}
+    return {k: one[k] / two[k] for k in two if k in one}
+
+
+def print_tables(r):
+    print(f"sparse kernels: {r['isa']}, median of at least {r['repeats']} runs and 0.2 s each, microseconds; "
+          "x = peer time / Sparrow time\n")
+    configs = sorted({(l["batch"], l["threads"]) for l in r["layers"]})
+    for batch, threads in configs:
+        print(f"**{config_name(batch, threads)}**\n")
+        print("| layer | layout | Sparrow | OpenBLAS dense | Eigen | plain fp32 | x dense | x Eigen | x plain |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for l in r["layers"]:
+            if (l["batch"], l["threads"]) != (batch, threads):
+                continue
+            s = l["sparrow_us"]
+            layout = l.get("layout", "csr") if batch == 1 else "csr"
+            print(f"| {l['name']} | {layout} | {s:.0f} | {l['dense_us']:.0f} | {l['eigen_us']:.0f} | {l['plain_us']:.0f} | "
+                  f"{l['dense_us'] / s:.2f} | {l['eigen_us'] / s:.2f} | {l['plain_us'] / s:.2f} |")
+        g = r["geomean"][config_name(batch, threads)]
+        print(f"| geomean | | | | | | {g['speedup_vs_dense']:.2f} | {g['speedup_vs_eigen']:.2f} | {g['speedup_vs_plain']:.2f} |\n")
+    speedups = two_thread_speedups(r)
+    if speedups:
+        print("| layer | batch | 2 threads vs 1 |")
+        print("|---|---:|---:|")
+        for k in sorted(speedups):
+            print(f"| {k[0]} | {k[1]} | {speedups[k]:.2f}x |")
+
+
+def print_runs(runs):
+    """One row per measure, one column per run, then the median."""
+    configs = sorted({(l["batch"], l["threads"]) for l in runs[0]["layers"]})
+    batches = sorted({b for b, _ in configs})
+    measures = []
+    for b, t in configs:
+        for peer in ["dense", "plain"]:
+            label = f"{config_name(b, t)}: geomean x {'OpenBLAS' if peer == 'dense' else 'plain fp32'}"
+            measures.append((label, lambda r, b=b, t=t, peer=peer: r["geomean"][config_name(b, t)][f"speedup_vs_{peer}"]))
+    for b in batches:
+        for name in SCALING_LAYERS:
+            measures.append((f"{name}, batch {b}: 2 threads vs 1",
+                             lambda r, b=b, name=name: two_thread_speedups(r).get((name, b), float("nan"))))
+    print("| measure | " + " | ".join(f"run {i}" for i in range(1, len(runs) + 1)) + " | median |")
+    print("|---|" + "---:|" * (len(runs) + 1))
+    for label, f in measures:
+        values = [f(r) for r in runs]
+        print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {statistics.median(values):.2f} |")
+    print()
+
+
+def main():
+    runs = [json.load(open(p)) for p in sys.argv[1:]] or [json.load(sys.stdin)]
+    if len(runs) == 1:
+        print_tables(runs[0])
+        return
+    print_runs(runs)
+    key = config_name(1, 1)
+    order = sorted(range(len(runs)), key=lambda i: runs[i]["geomean"][key]["speedup_vs_dense"])
+    median_run = order[len(order) // 2]
+    print(f"Tables of run {median_run + 1} (the median by the batch-1, one-thread geomean over OpenBLAS):\n")
+    print_tables(runs[median_run])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,14 +1,23 @@
 #include "engine/sparse/sparse_run.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 namespace sparrow {
 
 void SpmvWorkspace::reserve(const SparseMatrix& m, int threads) {
   active.resize(static_cast<size_t>(m.cols));
-  partial.resize(static_cast<size_t>(m.rows * std::max(threads, 1)));
+  constexpr int64_t kLineFloats = 16;
+  partial_stride = (m.rows + kLineFloats - 1) / kLineFloats * kLineFloats;
+  partial.resize(static_cast<size_t>(partial_stride * std::max({threads, m.partitions(), 1}) + kLineFloats));
   bounds.resize(static_cast<size_t>(threads + 1));
+}
+
+float* SpmvWorkspace::partial_for(int64_t t) {
+  auto address = reinterpret_cast<uintptr_t>(partial.data());
+  auto aligned = reinterpret_cast<float*>((address + 63) & ~uintptr_t{63});
+  return aligned + t * partial_stride;
 }
 
 namespace {
@@ -66,12 +75,12 @@ void matvec_columns(ThreadPool& pool, const SparseMatrix& m, const float* x, flo
   else split_active(m.csc[0], ws.active.data(), n, threads, ws.bounds.data());
   pool.parallel_for(threads, [&](int64_t t) {
     matvec_chunk(m, x, ws.active.data() + ws.bounds[t], ws.bounds[t + 1] - ws.bounds[t],
-                 ws.partial.data() + t * m.rows);
+                 ws.partial_for(t));
   });
   // The reduction is a few microseconds: cheaper on this thread than another parallel region.
-  std::memcpy(y, ws.partial.data(), sizeof(float) * static_cast<size_t>(m.rows));
+  std::memcpy(y, ws.partial_for(0), sizeof(float) * static_cast<size_t>(m.rows));
   for (int t = 1; t < threads; ++t) {
-    const float* part = ws.partial.data() + t * m.rows;
+    const float* part = ws.partial_for(t);
     for (int64_t r = 0; r < m.rows; ++r) y[r] += part[r];
   }
 }
@@ -80,8 +89,7 @@ void matvec_rows(ThreadPool& pool, const SparseMatrix& m, const float* x, float*
   SpmvFn kernel = pick(m);
   int parts = m.partitions();
   auto partition = [&](int64_t p) {
-    float* local = ws.partial.data();
-    for (int64_t q = 0; q < p; ++q) local += m.csc[q].local_rows;
+    float* local = ws.partial_for(p);
     kernel(SpmvArgs{&m.csc[p], m.codebook.data(), m.small_codebook, ws.active.data(), n, x, local});
     for (int64_t r = 0; r < m.csc[p].local_rows; ++r) y[r * parts + p] = local[r];
   };

@@ -22,7 +22,11 @@ enum class SpmvScheme { columns, rows };
 // Buffers for one matrix, sized once (no allocation per run).
 struct SpmvWorkspace {
   std::vector<int32_t> active;    // indices of non-zero inputs
-  std::vector<float> partial;     // columns: threads x rows; rows: rows (per-partition locals)
+  std::vector<float> partial;     // one private y per thread (columns) or partition (rows)
+  int64_t partial_stride = 0;     // floats per thread's y: whole 64-byte lines, so that two threads
+                                  // never write one cache line (false sharing)
+  // Thread (or partition) t's private y, 64-byte aligned.
+  float* partial_for(int64_t t);
   std::vector<int64_t> bounds;    // columns: active-list chunk bounds per thread
   void reserve(const SparseMatrix& m, int threads);
 };
