@@ -1,7 +1,7 @@
 // Gemm, MatMul and Conv on compressed weights: the sparse engine inside the executor.
 //
-// Fully connected: one sample at a time, EIE style (the leading non-zero inputs are listed, and each
-// thread walks the CSC columns of those inputs for its interleaved row partition); from
+// Fully connected: one sample at a time, EIE style (the leading non-zero inputs are listed, and the
+// threads split those inputs' columns of the matrix's one-sample layout, see sparse_run.h); from
 // kBatchedFrom samples on, inputs are transposed to [in, batch] and each thread runs the CSR kernel
 // over a balanced contiguous range of rows with the batch in registers.
 // Convolution: sparse W [M, C*kh*kw] times the im2col matrix [C*kh*kw, out_h*out_w] (the CSR
