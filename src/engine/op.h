@@ -47,6 +47,9 @@ class Op {
   virtual size_t scratch_floats(int threads) const { return 0; }
   // True when outputs depend only on input shapes, so the planner can fold the node.
   virtual bool depends_only_on_shapes() const { return false; }
+  // Asks the op to apply ReLU to its output in the same pass as its bias (before infer); returns
+  // whether it will. The planner then drops the Relu node that followed it.
+  virtual bool fuse_relu() { return false; }
 
   const Node& node() const { return node_; }
 

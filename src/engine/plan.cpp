@@ -90,8 +90,43 @@ Result<std::unique_ptr<Op>> Plan::make_op(const Model& model, const Node& node, 
   return create_op(node, model.opset);
 }
 
+const Node* Plan::fusable_relu(const Model& model, size_t i) const {
+  const Node& node = model.nodes[i];
+  if (!sparse_ || i + 1 >= model.nodes.size() || node.outputs.size() != 1) return nullptr;
+  const Node& next = model.nodes[i + 1];
+  if (next.op_type != "Relu" || next.inputs.size() != 1 || next.inputs[0] != node.outputs[0]) return nullptr;
+  for (const auto& out : model.outputs)
+    if (out.name == node.outputs[0]) return nullptr;
+  for (size_t k = i + 2; k < model.nodes.size(); ++k)
+    for (const auto& name : model.nodes[k].inputs)
+      if (name == node.outputs[0]) return nullptr;
+  return &next;
+}
+
+Result<size_t> Plan::plan_at(const Model& model, size_t i, ThreadPool& pool) {
+  const Node& node = model.nodes[i];
+  if (const Node* relu = fusable_relu(model, i)) {
+    // The node rewritten to write the Relu's output; kept by the plan, since ops refer to their node.
+    auto fused = std::make_unique<Node>(node);
+    fused->outputs = relu->outputs;
+    SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, make_sparse_op(model, *fused, pool.size()));
+    if (op && op->fuse_relu()) {
+      sparse_steps_.insert(op.get());
+      const Node& kept = *fused_nodes_.emplace_back(std::move(fused));
+      SP_RETURN_IF_ERROR(plan_step(kept, std::move(op), true, pool));
+      return size_t{2};
+    }
+  }
+  SP_RETURN_IF_ERROR(plan_node(model, node, pool));
+  return size_t{1};
+}
+
 Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
   SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, make_op(model, node, pool.size()));
+  return plan_step(node, std::move(op), false, pool);
+}
+
+Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, bool relu_fused, ThreadPool& pool) {
   std::vector<ValueDesc> in;
   std::vector<const Tensor*> in_tensors;
   bool all_constant = true;
@@ -123,7 +158,7 @@ Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
     if (!t.ok()) return t.status().prefixed(node.describe());
     out_tensors.push_back(*t);
   }
-  PlanStep step{std::move(op), std::move(in_tensors), std::move(out_tensors)};
+  PlanStep step{std::move(op), std::move(in_tensors), std::move(out_tensors), relu_fused};
   size_t scratch = step.op->scratch_floats(pool.size());
   if (scratch > scratch_.size())
     SP_RETURN_IF_ERROR(reserve(static_cast<int64_t>((scratch - scratch_.size()) * sizeof(float)),
@@ -149,7 +184,10 @@ Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<
   plan->memory_limit_ = memory_limit;
   plan->input_shapes_ = input_shapes;
   SP_RETURN_IF_ERROR(plan->bind_graph_inputs(model));
-  for (const Node& node : model.nodes) SP_RETURN_IF_ERROR(plan->plan_node(model, node, pool));
+  for (size_t i = 0; i < model.nodes.size();) {
+    SP_ASSIGN_OR_RETURN(size_t consumed, plan->plan_at(model, i, pool));
+    i += consumed;
+  }
   for (const auto& out : model.outputs) plan->output_tensors_.push_back(plan->values_.at(out.name));
   return plan;
 }
@@ -166,8 +204,8 @@ ModelSummary Plan::summary(const Model& model) const {
   for (const Tensor* t : output_tensors_) s.output_shapes.push_back(t->shape());
   s.folded_nodes = folded_;
   for (const auto& step : steps_) {
-    LayerInfo layer{step.op->node().name, step.op->node().op_type, {}, 0, step.op->macs(),
-                    sparse_steps_.count(step.op.get()) > 0};
+    LayerInfo layer{step.op->node().name, step.op->node().op_type + (step.relu_fused ? "+Relu" : ""), {}, 0,
+                    step.op->macs(), sparse_steps_.count(step.op.get()) > 0};
     for (const Tensor* t : step.outputs)
       if (t) layer.output_shapes.push_back(t->shape());
     for (const auto& name : step.op->node().inputs) {

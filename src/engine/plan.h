@@ -18,6 +18,7 @@ struct PlanStep {
   std::unique_ptr<Op> op;
   std::vector<const Tensor*> inputs;  // nullptr for omitted optional inputs
   std::vector<Tensor*> outputs;       // nullptr for unused outputs
+  bool relu_fused = false;            // the op also applies the Relu that followed its node
 };
 
 class Plan {
@@ -41,7 +42,12 @@ class Plan {
 
  private:
   Status bind_graph_inputs(const Model& model);
+  // Plans `nodes[i]`; returns how many nodes it consumed (2 when a sparse op fused the next Relu).
+  Result<size_t> plan_at(const Model& model, size_t i, ThreadPool& pool);
   Status plan_node(const Model& model, const Node& node, ThreadPool& pool);
+  Status plan_step(const Node& node, std::unique_ptr<Op> op, bool relu_fused, ThreadPool& pool);
+  // The Relu right after nodes[i] that only it reads, when its output may be fused away.
+  const Node* fusable_relu(const Model& model, size_t i) const;
   Result<std::unique_ptr<Op>> make_op(const Model& model, const Node& node, int threads);
   // The sparse-engine op for a node, or nullptr when the node runs dense.
   Result<std::unique_ptr<Op>> make_sparse_op(const Model& model, const Node& node, int threads);
@@ -56,6 +62,7 @@ class Plan {
   std::vector<Tensor*> input_tensors_;
   std::vector<const Tensor*> output_tensors_;
   std::vector<PlanStep> steps_;
+  std::vector<std::unique_ptr<Node>> fused_nodes_;     // nodes rewritten to write a fused Relu's output
   std::vector<float> scratch_;
   int64_t folded_ = 0;
   int64_t memory_limit_ = 0;

@@ -1,5 +1,6 @@
 // Compressed models on the sparse engine against the same weights on the dense executor.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -103,6 +104,49 @@ TEST(Engine, FourBitLayersDenseEnoughForColumnTilesMatchDense) {
                           "threads " + std::to_string(threads) + " batch " + std::to_string(batch));
     expect_same_outputs(p, {Tensor(DType::f32, {1, 256})}, "all-zero input");
   }
+}
+
+int count_layers(Executor& ex, const Shape& input, const std::string& op_type) {
+  auto s = ex.summarize({input});
+  int n = 0;
+  for (const auto& l : s->layers) n += l.op_type == op_type;
+  return n;
+}
+
+TEST(Engine, ReluAfterASparseLayerIsFusedIntoIt) {
+  CompressOptions o;
+  o.all.prune.sparsity = 0.8;
+  auto r = compress_model(mlp(), o);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ExecOptions off{1};
+  off.sparse = false;
+  Pair p{std::move(Executor::create(r->spw, ExecOptions{1})).value(), std::move(Executor::create(r->spw, off)).value()};
+  EXPECT_EQ(count_layers(*p.sparse, {1, 256}, "Gemm+Relu"), 1);
+  EXPECT_EQ(count_layers(*p.sparse, {1, 256}, "Relu"), 0);
+  EXPECT_EQ(count_layers(*p.dense, {1, 256}, "Relu"), 1);
+  for (int64_t batch : {1, 6}) {
+    expect_same_outputs(p, {test::random_f32({batch, 256}, 42)}, "batch " + std::to_string(batch));
+    Tensor negative = test::random_f32({batch, 256}, 41);
+    for (float& v : negative.f32_span()) v = -std::fabs(v);
+    expect_same_outputs(p, {negative}, "negative inputs, batch " + std::to_string(batch));
+  }
+  std::vector<Tensor> one = {test::random_f32({1, 256}, 43)};
+  ASSERT_TRUE(p.sparse->run(one).ok());
+  EXPECT_EQ(p.sparse->value("h"), nullptr) << "the pre-activation is not kept once fused";
+  EXPECT_NE(p.sparse->value("r"), nullptr);
+}
+
+TEST(Engine, ReluIsNotFusedWhenThePreActivationIsReadElsewhere) {
+  Model m = mlp();
+  m.outputs.push_back(ValueInfo{"h"});  // the Gemm's own output is a graph output
+  CompressOptions o;
+  o.all.prune.sparsity = 0.8;
+  auto r = compress_model(m, o);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  auto ex = Executor::create(r->spw, ExecOptions{1});
+  ASSERT_TRUE(ex.ok());
+  EXPECT_EQ(count_layers(**ex, {1, 256}, "Relu"), 1);
+  EXPECT_EQ(count_layers(**ex, {1, 256}, "Gemm+Relu"), 0);
 }
 
 TEST(Engine, ZeroAndDenseInputsAndAllPrunedLayers) {

@@ -19,6 +19,20 @@ namespace {
 
 constexpr int64_t kBatchedFrom = 4;
 
+// The epilogue of a sparse product, in one pass: y[r, i] += scale * bias[r] (when bias is given),
+// then max(y, 0) when relu (a Relu node fused into the op). y is [rows, per_row].
+void add_bias_relu(float* y, int64_t rows, int64_t per_row, const float* bias, float scale, bool relu) {
+  if (!bias && !relu) return;
+  for (int64_t r = 0; r < rows; ++r) {
+    float b = bias ? scale * bias[r] : 0.0f;
+    float* row = y + r * per_row;
+    if (relu)  // as the Relu op computes it
+      for (int64_t i = 0; i < per_row; ++i) row[i] = row[i] + b > 0 ? row[i] + b : 0.0f;
+    else
+      for (int64_t i = 0; i < per_row; ++i) row[i] += b;
+  }
+}
+
 class SparseFcOp : public Op {
  public:
   SparseFcOp(const Node& node, int64_t opset, const SparseMatrix& m, int threads)
@@ -45,6 +59,7 @@ class SparseFcOp : public Op {
     return batch_ >= kBatchedFrom ? static_cast<size_t>((m_.cols + m_.rows) * batch_) : 0;
   }
   int64_t macs() const override { return batch_ * m_.nonzeros; }
+  bool fuse_relu() override { return relu_ = true; }
 
   Status run(const RunArgs& a) override {
     const float* x = a.in[0]->f32_data();
@@ -52,11 +67,8 @@ class SparseFcOp : public Op {
     if (batch_ >= kBatchedFrom) run_batched(a, x, y);
     else
       for (int64_t n = 0; n < batch_; ++n) run_one(a, x + n * m_.cols, y + n * m_.rows);
-    if (has_bias_) {
-      const float* b = a.in[2]->f32_data();
-      for (int64_t n = 0; n < batch_; ++n)
-        for (int64_t r = 0; r < m_.rows; ++r) y[n * m_.rows + r] += beta_ * b[r];
-    }
+    for (int64_t n = 0; n < batch_; ++n)
+      add_bias_relu(y + n * m_.rows, m_.rows, 1, has_bias_ ? a.in[2]->f32_data() : nullptr, beta_, relu_);
     return {};
   }
 
@@ -78,6 +90,7 @@ class SparseFcOp : public Op {
   int64_t batch_ = 0;
   bool has_bias_ = false;
   float beta_ = 1.0f;
+  bool relu_ = false;
   SpmvWorkspace workspace_;
   std::vector<int64_t> bounds_;
   int threads_ = 1;
@@ -125,12 +138,11 @@ class SparseConvOp : public Op {
         col = a.scratch.data();
       }
       sparse_matmat(a.pool, m_, bounds_, col, hw, hw, y, hw);
-      if (has_bias_)
-        for (int64_t r = 0; r < m_.rows; ++r)
-          for (int64_t i = 0; i < hw; ++i) y[r * hw + i] += a.in[2]->f32_data()[r];
+      add_bias_relu(y, m_.rows, hw, has_bias_ ? a.in[2]->f32_data() : nullptr, 1.0f, relu_);
     }
     return {};
   }
+  bool fuse_relu() override { return relu_ = true; }
 
  private:
   bool pointwise() const {
@@ -141,6 +153,7 @@ class SparseConvOp : public Op {
   Window2d win_;
   int64_t images_ = 0, channels_ = 0;
   bool has_bias_ = false;
+  bool relu_ = false;
   std::vector<int64_t> bounds_;
   int threads_ = 1;
 };
