@@ -56,7 +56,8 @@ class Executor {
   // executor and stay valid until the next run.
   Result<std::span<const Tensor* const>> run(std::span<const Tensor> inputs);
 
-  // A value (any tensor name of the graph) as computed by the most recent run, or nullptr.
+  // A value (any tensor name of the graph) as computed by the most recent run, or nullptr (also for
+  // the output of a sparse layer whose Relu was fused into it: only the Relu's output is kept).
   const Tensor* value(const std::string& name) const;
 
   // The input shapes the model declares, with unknown dims set to `batch`.
