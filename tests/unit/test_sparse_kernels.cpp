@@ -179,16 +179,19 @@ TEST(SparseKernels, ParallelSchemesMatchTheReference) {
   }
 }
 
-// y = W x over the column tiles with the given kernels; y carries a canary past its rows.
-std::vector<float> run_tiles(const ColumnTiles& t, const Case& c, const SparseKernels& k, const std::vector<float>& x) {
+// y = W x over a one-sample layout (banded CSC or column tiles) with `kernel`; y carries a canary
+// past its rows.
+template <class Layout>
+std::vector<float> run_layout(const Layout& layout, const Case& c, void (*kernel)(const SpmvLayoutArgs<Layout>&),
+                              const std::vector<float>& x) {
   std::vector<int32_t> active;
   for (int64_t j = 0; j < c.cols; ++j)
     if (x[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
   std::vector<float> codebook(16, 0.0f);
   std::copy(c.codebook.begin(), c.codebook.end(), codebook.begin());
   std::vector<float> y(static_cast<size_t>(c.rows) + 1, -7.0f);
-  k.spmv_tiles(SpmvTileArgs{&t, c.rows, codebook.data(), active.data(), static_cast<int64_t>(active.size()), x.data(),
-                            y.data()});
+  kernel(SpmvLayoutArgs<Layout>{&layout, c.rows, codebook.data(), active.data(), static_cast<int64_t>(active.size()),
+                                x.data(), y.data()});
   EXPECT_EQ(y.back(), -7.0f) << "wrote past the rows";
   y.pop_back();
   return y;
@@ -208,7 +211,7 @@ TEST(SparseKernels, TilesEveryVariantMatchesOnTheGrid) {
           auto x = random_input(cols, x_density, seed++);
           auto want = dense_product(c, x);
           for (Isa isa : kIsas)
-            expect_close(run_tiles(t, c, sparse_kernels_for(isa), x), want,
+            expect_close(run_layout(t, c, sparse_kernels_for(isa).spmv_tiles, x), want,
                          std::string(isa_name(isa)) + " tiles " + std::to_string(rows) + "x" + std::to_string(cols) +
                              " d=" + std::to_string(density));
         }
@@ -242,21 +245,6 @@ TEST(SparseKernels, OneSampleLayoutChosenByCodebookDensityAndIsa) {
   EXPECT_EQ(layout(dense_enough, 2).substr(0, 3), "csc") << "EIE's row partitions run on the CSC walk";
 }
 
-// y = W x over the banded CSC with the given kernels; y carries a canary past its rows.
-std::vector<float> run_banded(const BandedCsc& b, const Case& c, const SparseKernels& k, const std::vector<float>& x) {
-  std::vector<int32_t> active;
-  for (int64_t j = 0; j < c.cols; ++j)
-    if (x[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
-  std::vector<float> codebook(16, 0.0f);
-  std::copy(c.codebook.begin(), c.codebook.end(), codebook.begin());
-  std::vector<float> y(static_cast<size_t>(c.rows) + 1, -7.0f);
-  k.spmv_banded(SpmvBandArgs{&b, c.rows, codebook.data(), active.data(), static_cast<int64_t>(active.size()), x.data(),
-                             y.data()});
-  EXPECT_EQ(y.back(), -7.0f) << "wrote past the rows";
-  y.pop_back();
-  return y;
-}
-
 TEST(SparseKernels, BandedEveryVariantMatchesOnTheGrid) {
   // Rows below, at and above 16 lanes and one 4096-row band; columns with fewer, exactly and more
   // than 16 entries; empty and full columns.
@@ -271,7 +259,7 @@ TEST(SparseKernels, BandedEveryVariantMatchesOnTheGrid) {
           auto x = random_input(cols, x_density, seed++);
           auto want = dense_product(c, x);
           for (Isa isa : kIsas)
-            expect_close(run_banded(b, c, sparse_kernels_for(isa), x), want,
+            expect_close(run_layout(b, c, sparse_kernels_for(isa).spmv_banded, x), want,
                          std::string(isa_name(isa)) + " banded " + std::to_string(rows) + "x" + std::to_string(cols) +
                              " d=" + std::to_string(density));
         }

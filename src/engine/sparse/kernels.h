@@ -42,8 +42,10 @@ struct SpmmArgs {
   int64_t ldy;
 };
 
-struct SpmvBandArgs {
-  const BandedCsc* banded;
+// One sample over a layout built for one partition and a 16-entry codebook (banded CSC, tiles).
+template <class Layout>
+struct SpmvLayoutArgs {
+  const Layout* layout;
   int64_t rows;
   const float* codebook;   // 16 entries, entry 0 == 0
   const int32_t* active;   // indices of non-zero inputs
@@ -51,16 +53,8 @@ struct SpmvBandArgs {
   const float* x;
   float* y;                // rows values
 };
-
-struct SpmvTileArgs {
-  const ColumnTiles* tiles;
-  int64_t rows;
-  const float* codebook;   // 16 entries, entry 0 == 0
-  const int32_t* active;   // indices of non-zero inputs
-  int64_t n_active;
-  const float* x;
-  float* y;                // rows values
-};
+using SpmvBandArgs = SpmvLayoutArgs<BandedCsc>;
+using SpmvTileArgs = SpmvLayoutArgs<ColumnTiles>;
 
 using SpmvFn = void (*)(const SpmvArgs&);
 using SpmvTileFn = void (*)(const SpmvTileArgs&);

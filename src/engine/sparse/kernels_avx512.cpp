@@ -87,7 +87,7 @@ inline void accumulate_banded16(const uint16_t* entries, __mmask16 mask, __m512 
 }  // namespace
 
 void spmv_banded__avx512(const SpmvBandArgs& a) {
-  const BandedCsc& b = *a.banded;
+  const BandedCsc& b = *a.layout;
   std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
   const __m512 cb = _mm512_loadu_ps(a.codebook);
   for (int64_t band = 0; band < b.bands; ++band) {
@@ -126,7 +126,7 @@ inline __m512 tile_weights(uint32_t mask, const uint8_t*& code, __m512 cb) {
 // for all G. The last tile is partial when rows % 16 != 0 (last_mask: its rows).
 template <int G>
 void tiles_pass(const SpmvTileArgs& a, const int32_t* cols, __m512 cb, int64_t full_tiles, __mmask16 last_mask) {
-  const ColumnTiles& t = *a.tiles;
+  const ColumnTiles& t = *a.layout;
   const uint16_t* masks[G];
   const uint8_t* code[G];
   __m512 xv[G];
