@@ -197,25 +197,35 @@ std::vector<float> run_layout(const Layout& layout, const Case& c, void (*kernel
   return y;
 }
 
-TEST(SparseKernels, TilesEveryVariantMatchesOnTheGrid) {
-  // Rows below, at and above one tile and partial last tiles; empty, full and mixed tiles; active
-  // column counts that are and are not multiples of the kernel's four-column passes.
-  uint32_t seed = 500;
-  for (int64_t rows : {1, 15, 16, 17, 33, 64, 300})
-    for (int64_t cols : {1, 4, 7, 33})
+// Every ISA's kernel for a one-sample layout against the dense double product, over rows x cols x
+// weight densities x input densities. `build(case)` makes the layout; `kernel(kernels)` picks it.
+template <class Build, class Kernel>
+void check_layout_grid(std::initializer_list<int64_t> row_counts, std::initializer_list<int64_t> col_counts,
+                       uint32_t seed, Build build, Kernel kernel, const std::string& name) {
+  for (int64_t rows : row_counts)
+    for (int64_t cols : col_counts)
       for (double density : {0.0, 0.09, 0.5, 1.0}) {
         Case c = make_case(rows, cols, density, 16, seed++);
-        ColumnTiles t = build_column_tiles(c.codes, rows, cols);
-        ASSERT_EQ(t.tiles_per_column, (rows + 15) / 16);
+        auto layout = build(c);
         for (double x_density : {0.0, 0.35, 1.0}) {
           auto x = random_input(cols, x_density, seed++);
           auto want = dense_product(c, x);
           for (Isa isa : kIsas)
-            expect_close(run_layout(t, c, sparse_kernels_for(isa).spmv_tiles, x), want,
-                         std::string(isa_name(isa)) + " tiles " + std::to_string(rows) + "x" + std::to_string(cols) +
-                             " d=" + std::to_string(density));
+            expect_close(run_layout(layout, c, kernel(sparse_kernels_for(isa)), x), want,
+                         std::string(isa_name(isa)) + " " + name + " " + std::to_string(rows) + "x" +
+                             std::to_string(cols) + " d=" + std::to_string(density));
         }
       }
+}
+
+TEST(SparseKernels, TilesEveryVariantMatchesOnTheGrid) {
+  // Rows below, at and above one tile and partial last tiles; empty, full and mixed tiles; active
+  // column counts that are and are not multiples of the kernel's four-column passes.
+  check_layout_grid({1, 15, 16, 17, 33, 64, 300}, {1, 4, 7, 33}, 500, [](const Case& c) {
+    ColumnTiles t = build_column_tiles(c.codes, c.rows, c.cols);
+    EXPECT_EQ(t.tiles_per_column, (c.rows + 15) / 16);
+    return t;
+  }, [](const SparseKernels& k) { return k.spmv_tiles; }, "tiles");
 }
 
 TEST(SparseKernels, TilesLayoutHoldsMasksAndCodesInRowOrder) {
@@ -248,22 +258,11 @@ TEST(SparseKernels, OneSampleLayoutChosenByCodebookDensityAndIsa) {
 TEST(SparseKernels, BandedEveryVariantMatchesOnTheGrid) {
   // Rows below, at and above 16 lanes and one 4096-row band; columns with fewer, exactly and more
   // than 16 entries; empty and full columns.
-  uint32_t seed = 700;
-  for (int64_t rows : {1, 15, 16, 17, 300, 4096, 4097, 8200})
-    for (int64_t cols : {1, 3, 9})
-      for (double density : {0.0, 0.09, 0.5, 1.0}) {
-        Case c = make_case(rows, cols, density, 16, seed++);
-        BandedCsc b = build_banded_csc(c.codes, rows, cols);
-        ASSERT_EQ(b.bands, (rows + 4095) / 4096);
-        for (double x_density : {0.0, 0.35, 1.0}) {
-          auto x = random_input(cols, x_density, seed++);
-          auto want = dense_product(c, x);
-          for (Isa isa : kIsas)
-            expect_close(run_layout(b, c, sparse_kernels_for(isa).spmv_banded, x), want,
-                         std::string(isa_name(isa)) + " banded " + std::to_string(rows) + "x" + std::to_string(cols) +
-                             " d=" + std::to_string(density));
-        }
-      }
+  check_layout_grid({1, 15, 16, 17, 300, 4096, 4097, 8200}, {1, 3, 9}, 700, [](const Case& c) {
+    BandedCsc b = build_banded_csc(c.codes, c.rows, c.cols);
+    EXPECT_EQ(b.bands, (c.rows + 4095) / 4096);
+    return b;
+  }, [](const SparseKernels& k) { return k.spmv_banded; }, "banded");
 }
 
 TEST(SparseKernels, BandedLayoutHoldsRowsWithinTheBandAndCodes) {
