@@ -244,9 +244,9 @@ namespace {
 
 // One sample through each batch-1 layout's kernel, whichever the matrix would choose: the CSC walk,
 // the banded CSC and the column tiles. Fills csc_us, banded_us and tiles_us.
-void time_batch1_layouts(const Workload& w, int repeats, json& row) {
+void time_batch1_layouts(Workload& w, int repeats, json& row) {
   const EieLayer& l = w.layer;
-  SparseMatrix m = build_sparse_matrix(w.codes, l.out, l.in, w.codebook, 1);
+  const SparseMatrix& m = sparrow_matrix(w, 1);
   ColumnTiles tiles = build_column_tiles(w.codes, l.out, l.in);
   BandedCsc banded = build_banded_csc(w.codes, l.out, l.in);
   std::vector<float> x = make_inputs(l, 1, 7), y(static_cast<size_t>(l.out));

@@ -9,8 +9,8 @@ namespace sparrow {
 // Weight densities above which the dense path (OpenBLAS) is used instead of the sparse kernels,
 // measured with `sparrow bench --crossover` (4096 x 4096, 4-bit codes, dense inputs, one thread,
 // AVX-512; docs/engine.md): one sample at a time, the CSC walk and dense are equal at density
-// 0.5, while the column tiles are still 2.3-3x faster than dense at 0.8; batches of 64 are still
-// 2.1-2.7x faster on the sparse kernels at 0.8.
+// 0.5, while the column tiles are still 2.3-3.1x faster than dense at 0.8; batches of 64 are still
+// 2.1-2.8x faster on the sparse kernels at 0.8 (three runs).
 inline constexpr double kSparseMaxDensityOneSample = 0.45;
 inline constexpr double kSparseMaxDensityOneSampleTiles = 0.8;
 inline constexpr double kSparseMaxDensityBatched = 0.8;

@@ -57,8 +57,6 @@ using SpmvBandArgs = SpmvLayoutArgs<BandedCsc>;
 using SpmvTileArgs = SpmvLayoutArgs<ColumnTiles>;
 
 using SpmvFn = void (*)(const SpmvArgs&);
-using SpmvTileFn = void (*)(const SpmvTileArgs&);
-using SpmvBandFn = void (*)(const SpmvBandArgs&);
 using SpmmFn = void (*)(const SpmmArgs&);
 
 enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };

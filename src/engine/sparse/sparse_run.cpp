@@ -55,7 +55,7 @@ void split_evenly(int64_t n, int parts, int64_t* bounds) {
   for (int t = 0; t <= parts; ++t) bounds[t] = n * t / parts;
 }
 
-// y = W x for the active columns [begin, end) of the list, on the layout the matrix runs on.
+// y = W x over the n listed active columns, on the one-sample layout the matrix has.
 void matvec_chunk(const SparseMatrix& m, const float* x, const int32_t* active, int64_t n, float* y) {
   if (!m.tiles.empty())
     sparse_kernels().spmv_tiles(SpmvTileArgs{&m.tiles, m.rows, m.codebook.data(), active, n, x, y});
