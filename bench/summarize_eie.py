@@ -29,17 +29,21 @@ def print_tables(r):
     configs = sorted({(l["batch"], l["threads"]) for l in r["layers"]})
     for batch, threads in configs:
         print(f"**{config_name(batch, threads)}**\n")
-        print("| layer | layout | Sparrow | OpenBLAS dense | Eigen | plain fp32 | x dense | x Eigen | x plain |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        listed = batch == 1 and all("plain_listed_us" in l for l in r["layers"] if l["batch"] == 1)
+        print("| layer | layout | Sparrow | OpenBLAS dense | Eigen | plain fp32 | x dense | x Eigen | x plain |"
+              + (" x plain, listed |" if listed else ""))
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if listed else ""))
         for l in r["layers"]:
             if (l["batch"], l["threads"]) != (batch, threads):
                 continue
             s = l["sparrow_us"]
             layout = l.get("layout", "csr") if batch == 1 else "csr"
             print(f"| {l['name']} | {layout} | {s:.0f} | {l['dense_us']:.0f} | {l['eigen_us']:.0f} | {l['plain_us']:.0f} | "
-                  f"{l['dense_us'] / s:.2f} | {l['eigen_us'] / s:.2f} | {l['plain_us'] / s:.2f} |")
+                  f"{l['dense_us'] / s:.2f} | {l['eigen_us'] / s:.2f} | {l['plain_us'] / s:.2f} |"
+                  + (f" {l['plain_listed_us'] / s:.2f} |" if listed else ""))
         g = r["geomean"][config_name(batch, threads)]
-        print(f"| geomean | | | | | | {g['speedup_vs_dense']:.2f} | {g['speedup_vs_eigen']:.2f} | {g['speedup_vs_plain']:.2f} |\n")
+        print(f"| geomean | | | | | | {g['speedup_vs_dense']:.2f} | {g['speedup_vs_eigen']:.2f} | {g['speedup_vs_plain']:.2f} |"
+              + (f" {g['speedup_vs_plain_listed']:.2f} |" if listed else "") + "\n")
     speedups = two_thread_speedups(r)
     if speedups:
         print("| layer | batch | 2 threads vs 1 |")
@@ -54,8 +58,10 @@ def print_runs(runs):
     batches = sorted({b for b, _ in configs})
     measures = []
     for b, t in configs:
-        for peer in ["dense", "plain"]:
-            label = f"{config_name(b, t)}: geomean x {'OpenBLAS' if peer == 'dense' else 'plain fp32'}"
+        peers = ["dense", "plain"] + (["plain_listed"] if "speedup_vs_plain_listed" in runs[0]["geomean"][config_name(b, t)] else [])
+        for peer in peers:
+            label = f"{config_name(b, t)}: geomean x " + {"dense": "OpenBLAS", "plain": "plain fp32",
+                                                         "plain_listed": "plain fp32, listed inputs"}[peer]
             measures.append((label, lambda r, b=b, t=t, peer=peer: r["geomean"][config_name(b, t)][f"speedup_vs_{peer}"]))
     for b in batches:
         for name in SCALING_LAYERS:

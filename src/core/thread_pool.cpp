@@ -10,7 +10,7 @@
 namespace sparrow {
 
 ThreadPool::ThreadPool(int threads) {
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -22,7 +22,7 @@ ThreadPool::~ThreadPool() {
   for (auto& w : workers_) w.join();
 }
 
-void ThreadPool::work() {
+void ThreadPool::work(int thread) {
   for (;;) {
     uint64_t t = ticket_.load(std::memory_order_acquire);
     auto index = static_cast<int64_t>(t & kIndexMask);
@@ -32,7 +32,7 @@ void ThreadPool::work() {
     if (index >= count) return;
     // Succeeds only while the ticket is unchanged, so call/ctx/count are this generation's.
     if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
-    call(ctx, index);
+    call(ctx, index, thread);
     if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == count) {
       std::lock_guard lock(mutex_);
       done_.notify_one();
@@ -54,7 +54,7 @@ void ThreadPool::run(int64_t count, Call call, void* ctx) {
     published_.store(generation_, std::memory_order_release);
   }
   wake_.notify_all();
-  work();
+  work(0);
   // Short spin before blocking: parallel regions of a few hundred microseconds are common.
   for (int spin = 0; spin < kSpinIterations && finished_.load(std::memory_order_acquire) != count; ++spin)
     SPARROW_PAUSE();
@@ -62,7 +62,7 @@ void ThreadPool::run(int64_t count, Call call, void* ctx) {
   done_.wait(lock, [&] { return finished_.load(std::memory_order_acquire) == count; });
 }
 
-void ThreadPool::worker_loop() {
+void ThreadPool::worker_loop(int thread) {
   uint64_t seen = 0;
   for (;;) {
     // Spin a little on the generation counter, then sleep until woken.
@@ -74,7 +74,7 @@ void ThreadPool::worker_loop() {
       if (stopping_) return;
       seen = generation_;
     }
-    work();
+    work(thread);
   }
 }
 

@@ -33,7 +33,24 @@ class ThreadPool {
       for (int64_t i = 0; i < count; ++i) fn(i);
       return;
     }
-    auto trampoline = [](void* ctx, int64_t i) { (*static_cast<std::remove_reference_t<F>*>(ctx))(i); };
+    auto trampoline = [](void* ctx, int64_t i, int) { (*static_cast<std::remove_reference_t<F>*>(ctx))(i); };
+    run(count, trampoline, const_cast<void*>(static_cast<const void*>(&fn)));
+  }
+
+  // Calls fn(i, thread) for every i in [0, count), where thread in [0, size()) names the thread
+  // running the task (0 = the caller). Tasks are claimed one at a time, so a thread slowed by
+  // something else on the machine simply runs fewer of them; which thread runs which task varies
+  // from call to call. Same rules as parallel_for.
+  template <class F>
+  void parallel_tasks(int64_t count, F&& fn) {
+    if (count <= 0) return;
+    if (workers_.empty()) {
+      for (int64_t i = 0; i < count; ++i) fn(i, 0);
+      return;
+    }
+    auto trampoline = [](void* ctx, int64_t i, int thread) {
+      (*static_cast<std::remove_reference_t<F>*>(ctx))(i, thread);
+    };
     run(count, trampoline, const_cast<void*>(static_cast<const void*>(&fn)));
   }
 
@@ -52,11 +69,11 @@ class ThreadPool {
   }
 
  private:
-  using Call = void (*)(void*, int64_t);
+  using Call = void (*)(void*, int64_t, int);
   void run(int64_t count, Call call, void* ctx);
-  void worker_loop();
-  // Claims and runs tasks of the published generation until none are left.
-  void work();
+  void worker_loop(int thread);
+  // Claims and runs tasks of the published generation until none are left, as `thread`.
+  void work(int thread);
 
   // A ticket is (generation << kIndexBits) | next task index. Workers claim a task with a CAS on
   // the whole ticket, so a worker that wakes late can never claim a task of a newer generation

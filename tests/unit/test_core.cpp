@@ -66,6 +66,32 @@ TEST(ThreadPool, RunsEveryTaskOnce) {
   }
 }
 
+TEST(ThreadPool, TasksNameTheThreadRunningThem) {
+  // Every task runs once, on a thread index in [0, size()), and no two tasks run at the same time
+  // on one index (a per-thread counter is written without atomics).
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int round = 0; round < 500; ++round) {
+      std::vector<std::atomic<int>> hits(41);
+      std::vector<int64_t> per_thread(static_cast<size_t>(threads) * 16, 0);  // 16 apart: own lines
+      std::atomic<bool> bad_index{false};
+      pool.parallel_tasks(41, [&](int64_t i, int t) {
+        if (t < 0 || t >= threads) {
+          bad_index = true;
+          return;
+        }
+        hits[i]++;
+        per_thread[static_cast<size_t>(t) * 16] += i + 1;
+      });
+      ASSERT_FALSE(bad_index.load());
+      for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+      int64_t sum = 0;
+      for (int t = 0; t < threads; ++t) sum += per_thread[static_cast<size_t>(t) * 16];
+      ASSERT_EQ(sum, 41 * 42 / 2);
+    }
+  }
+}
+
 TEST(ThreadPool, BackToBackRegionsNeverMixTheirTasks) {
   // Many short regions with different functions and counts: a worker that wakes late must not run
   // a task of one region with another's function, and every task runs exactly once.

@@ -294,6 +294,86 @@ TEST(SparseKernels, TilesThroughTheParallelDriver) {
   }
 }
 
+TEST(SparseKernels, ListNonzeroEveryVariantMatchesTheReference) {
+  // Lengths around the 8- and 16-lane steps; zero, -0, NaN, denormals and infinities; nothing is
+  // written past active[n - 1].
+  const float specials[] = {0.0f, -0.0f, std::nanf(""), 1e-42f, -1e-42f, INFINITY, -INFINITY, 3.5f};
+  uint32_t seed = 1200;
+  for (int64_t n : {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 1000})
+    for (int pattern = 0; pattern < 5; ++pattern) {
+      std::mt19937 rng(seed++);
+      std::vector<float> x(static_cast<size_t>(n));
+      for (int64_t j = 0; j < n; ++j)
+        x[j] = pattern == 0 ? 0.0f : pattern == 1 ? 1.0f : pattern == 2 ? static_cast<float>(j % 2)
+               : pattern == 3 ? specials[rng() % 8] : (rng() % 5 == 0 ? 0.5f : 0.0f);
+      std::vector<int32_t> want;
+      for (int64_t j = 0; j < n; ++j)
+        if (x[j] != 0.0f) want.push_back(static_cast<int32_t>(j));
+      for (Isa isa : kIsas) {
+        std::vector<int32_t> active(static_cast<size_t>(n) + 16, -7);
+        int64_t count = -1;
+        sparse_kernels_for(isa).list_nonzero(NonzeroArgs{x.data(), n, active.data(), &count});
+        std::string what = std::string(isa_name(isa)) + " n=" + std::to_string(n) + " pattern " + std::to_string(pattern);
+        ASSERT_EQ(count, static_cast<int64_t>(want.size())) << what;
+        EXPECT_EQ(std::vector<int32_t>(active.begin(), active.begin() + count), want) << what;
+        for (size_t i = static_cast<size_t>(n); i < active.size(); ++i) ASSERT_EQ(active[i], -7) << what << " wrote past n";
+      }
+    }
+}
+
+TEST(SparseKernels, OneSampleKernelsAddToYWhenAskedTo) {
+  // accumulate: y keeps what it held and gains W x (the parallel driver adds chunks of columns).
+  Case c = make_case(300, 40, 0.3, 16, 1300);
+  auto x = random_input(40, 0.5, 1301);
+  auto want = dense_product(c, x);
+  std::vector<int32_t> active;
+  for (int64_t j = 0; j < 40; ++j)
+    if (x[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
+  auto n = static_cast<int64_t>(active.size());
+  SparseMatrix m = build_sparse_matrix(c.codes, 300, 40, c.codebook, 1);
+  BandedCsc banded = build_banded_csc(c.codes, 300, 40);
+  ColumnTiles tiles = build_column_tiles(c.codes, 300, 40);
+  for (Isa isa : kIsas) {
+    const SparseKernels& k = sparse_kernels_for(isa);
+    for (int layout = 0; layout < 3; ++layout) {
+      std::vector<float> y(300);
+      for (int64_t r = 0; r < 300; ++r) y[r] = static_cast<float>(r);
+      if (layout == 0)
+        (m.e8 ? k.spmv_csc_e8 : k.spmv_csc_e16)(
+            SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, active.data(), n, x.data(), y.data(), true});
+      else if (layout == 1)
+        k.spmv_banded(SpmvBandArgs{&banded, 300, c.codebook.data(), active.data(), n, x.data(), y.data(), true});
+      else
+        k.spmv_tiles(SpmvTileArgs{&tiles, 300, c.codebook.data(), active.data(), n, x.data(), y.data(), true});
+      for (int64_t r = 0; r < 300; ++r)
+        ASSERT_NEAR(y[r], want.y[r] + r, 1e-5 * (want.abs_sum[r] + r) + 1e-30)
+            << isa_name(isa) << " layout " << layout << " row " << r;
+    }
+  }
+}
+
+TEST(SparseKernels, ColumnsSchemeWithFewOrNoActiveInputs) {
+  // Through the parallel driver: no active input (y must be zeros, not what it held), fewer active
+  // columns than one chunk, and many chunks over three threads.
+  Case c = make_case(4100, 400, 0.1, 16, 1400);
+  SparseMatrix m = build_sparse_matrix(c.codes, 4100, 400, c.codebook, 1);
+  ASSERT_GE(m.nonzeros, kParallelFromNonzeros);
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads);
+    SpmvWorkspace ws;
+    ws.reserve(m, threads);
+    for (double x_density : {0.0, 0.02, 0.9}) {
+      auto x = random_input(400, x_density, 1401);
+      auto want = dense_product(c, x);
+      for (int call = 0; call < 3; ++call) {
+        std::vector<float> y(4100, -7.0f);
+        sparse_matvec(pool, m, x.data(), y.data(), ws, SpmvScheme::columns);
+        expect_close(y, want, "threads " + std::to_string(threads) + " x density " + std::to_string(x_density));
+      }
+    }
+  }
+}
+
 TEST(SparseKernels, CapSelectsLowerIsas) {
   EXPECT_EQ(sparse_kernels_for(Isa::scalar).isa, Isa::scalar);
   EXPECT_LE(sparse_kernels_for(Isa::avx512).isa, best_supported_isa());

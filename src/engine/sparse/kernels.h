@@ -4,11 +4,15 @@
 // features, capped by SPARROW_MAX_ISA=scalar|avx2|avx512.
 //
 // spmv_csc: y[local rows] = sum over the listed active columns j of codebook[code] * x[j], for one
-//   CSC partition (EIE: only the columns of non-zero inputs are walked). y is overwritten.
+//   CSC partition (EIE: only the columns of non-zero inputs are walked). y is overwritten, or
+//   added to when the arguments say accumulate (so do the one-sample kernels below).
 // spmv_banded: the same product over the banded CSC (16-entry codebook): y[rows] is overwritten;
 //   band by band, the entries of each active column are added at their rows.
 // spmv_tiles: the same product over the column tiles (16-entry codebook): y[rows] is overwritten;
 //   per active column, every 16-row tile of y gets codebook[codes] * x[j] at its mask's rows.
+// list_nonzero: EIE's leading non-zero detection. Writes the indices j of x[0:n] with x[j] != 0
+//   (NaN counts as non-zero, -0 as zero) in increasing order to active[0:count] and sets *count.
+//   active must hold n values; nothing past active[n - 1] is written.
 // spmm_csr: Y[r, 0:batch] = sum over the entries of rows [row_begin, row_end) of codebook[code] *
 //   Xt[col, 0:batch], with Xt the inputs laid out [cols, ldx] and Y [rows, ldy]. Y rows are
 //   overwritten. Column blocks are walked one after the other, so each block of Xt is reused from
@@ -30,6 +34,7 @@ struct SpmvArgs {
   int64_t n_active;
   const float* x;
   float* y;                // part->local_rows values
+  bool accumulate = false; // add to y instead of overwriting it
 };
 
 struct SpmmArgs {
@@ -52,9 +57,17 @@ struct SpmvLayoutArgs {
   int64_t n_active;
   const float* x;
   float* y;                // rows values
+  bool accumulate = false; // add to y instead of overwriting it
 };
 using SpmvBandArgs = SpmvLayoutArgs<BandedCsc>;
 using SpmvTileArgs = SpmvLayoutArgs<ColumnTiles>;
+
+struct NonzeroArgs {
+  const float* x;
+  int64_t n;
+  int32_t* active;         // room for n indices
+  int64_t* count;          // out: number of indices written
+};
 
 using SpmvFn = void (*)(const SpmvArgs&);
 using SpmmFn = void (*)(const SpmmArgs&);
@@ -65,6 +78,7 @@ const char* isa_name(Isa isa);
 // The kernel list: name and argument type. It generates the per-ISA declarations below, the
 // dispatch table, and the tests and benchmarks that iterate over every variant.
 #define SPARROW_SPARSE_KERNELS(X) \
+  X(list_nonzero, NonzeroArgs)    \
   X(spmv_csc_e8, SpmvArgs)        \
   X(spmv_csc_e16, SpmvArgs)       \
   X(spmv_banded, SpmvBandArgs)    \

@@ -3,12 +3,48 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "engine/sparse/kernels.h"
 #include "engine/sparse/spmv_scalar.h"
 
 namespace sparrow::kernels {
+
+namespace {
+
+// For each 8-bit mask, the lanes of its set bits in increasing order, one byte each.
+constexpr std::array<uint64_t, 256> compress_lanes() {
+  std::array<uint64_t, 256> table{};
+  for (unsigned mask = 0; mask < 256; ++mask) {
+    int out = 0;
+    for (unsigned lane = 0; lane < 8; ++lane)
+      if (mask & (1u << lane)) table[mask] |= static_cast<uint64_t>(lane) << (8 * out++);
+  }
+  return table;
+}
+constexpr std::array<uint64_t, 256> kCompressLanes = compress_lanes();
+
+}  // namespace
+
+// 8 inputs per step: the compare's mask selects a permutation that moves the indices of the
+// non-zeros to the front; all 8 lanes are stored (at most index j + 7 < n, see the AVX-512 variant).
+void list_nonzero__avx2(const NonzeroArgs& a) {
+  int64_t count = 0, j = 0;
+  __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i step = _mm256_set1_epi32(8);
+  for (; j + 8 <= a.n; j += 8) {
+    auto nonzero = static_cast<unsigned>(
+        _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a.x + j), _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+    __m256i lanes = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(kCompressLanes[nonzero])));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.active + count), _mm256_permutevar8x32_epi32(index, lanes));
+    count += __builtin_popcount(nonzero);
+    index = _mm256_add_epi32(index, step);
+  }
+  for (; j < a.n; ++j)
+    if (a.x[j] != 0.0f) a.active[count++] = static_cast<int32_t>(j);
+  *a.count = count;
+}
 
 void spmv_csc_e8__avx2(const SpmvArgs& a) { spmv_csc_scalar<uint8_t, 4, 0xF>(a, a.part->entries8.data()); }
 void spmv_csc_e16__avx2(const SpmvArgs& a) { spmv_csc_scalar<uint16_t, 8, 0xFF>(a, a.part->entries16.data()); }

@@ -1,6 +1,7 @@
 // AVX-512 kernels (compiled with -mavx512f -mavx512bw -mavx512vl -mfma).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "engine/sparse/kernels.h"
@@ -8,6 +9,20 @@
 namespace sparrow::kernels {
 
 namespace {
+
+// The entries of the active column this many places ahead are prefetched: a column's first lines
+// come from the shared cache (the weights of a large layer do not fit in the core's own), and
+// without a hint the walk waits for them at the start of every column. Measured on the nine
+// benchmark layers: 2-22% less time (most on VGG-6, 164 entries per column), none slower.
+constexpr int64_t kPrefetchColumnsAhead = 2;
+constexpr int64_t kPrefetchMaxBytes = 512;
+
+template <class Entry>
+inline void prefetch_column(const Entry* begin, const Entry* end) {
+  auto p = reinterpret_cast<const char*>(begin);
+  auto stop = std::min(reinterpret_cast<const char*>(end), p + kPrefetchMaxBytes);
+  for (; p < stop; p += 64) _mm_prefetch(p, _MM_HINT_T0);
+}
 
 // Inclusive prefix sum of 16 int32 lanes.
 inline __m512i prefix_sum(__m512i s) {
@@ -46,10 +61,14 @@ inline __m512i load16(const Entry* p, __mmask16 mask) {
 template <class Entry, int kGapShift, int kCodeMask, bool kSmallCodebook>
 void spmv(const SpmvArgs& a, const Entry* entries) {
   const CscPartition& p = *a.part;
-  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
+  if (!a.accumulate) std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
   const __m512 cb = kSmallCodebook ? _mm512_loadu_ps(a.codebook) : _mm512_setzero_ps();
   for (int64_t k = 0; k < a.n_active; ++k) {
     int32_t j = a.active[k];
+    if (k + kPrefetchColumnsAhead < a.n_active) {
+      int32_t next = a.active[k + kPrefetchColumnsAhead];
+      prefetch_column(entries + p.col_ptr[next], entries + p.col_ptr[next + 1]);
+    }
     __m512 xj = _mm512_set1_ps(a.x[j]);
     uint32_t e = p.col_ptr[j], end = p.col_ptr[j + 1];
     int base = -1;
@@ -88,13 +107,17 @@ inline void accumulate_banded16(const uint16_t* entries, __mmask16 mask, __m512 
 
 void spmv_banded__avx512(const SpmvBandArgs& a) {
   const BandedCsc& b = *a.layout;
-  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
+  if (!a.accumulate) std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
   const __m512 cb = _mm512_loadu_ps(a.codebook);
   for (int64_t band = 0; band < b.bands; ++band) {
     const uint32_t* ptr = b.col_ptr.data() + band * (b.cols + 1);
     float* y = a.y + band * kBandRows;
     for (int64_t k = 0; k < a.n_active; ++k) {
       int32_t j = a.active[k];
+      if (k + kPrefetchColumnsAhead < a.n_active) {
+        int32_t next = a.active[k + kPrefetchColumnsAhead];
+        prefetch_column(b.entries.data() + ptr[next], b.entries.data() + ptr[next + 1]);
+      }
       __m512 xj = _mm512_set1_ps(a.x[j]);
       uint32_t e = ptr[j], end = ptr[j + 1];
       for (; e + 16 <= end; e += 16) accumulate_banded16(b.entries.data() + e, 0xFFFF, cb, xj, y);
@@ -151,13 +174,32 @@ void tiles_pass(const SpmvTileArgs& a, const int32_t* cols, __m512 cb, int64_t f
 }  // namespace
 
 void spmv_tiles__avx512(const SpmvTileArgs& a) {
-  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
+  if (!a.accumulate) std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
   const __m512 cb = _mm512_loadu_ps(a.codebook);
   const int64_t full_tiles = a.rows / kTileRows;
   const auto last_mask = static_cast<__mmask16>((1u << (a.rows % kTileRows)) - 1);
   int64_t k = 0;
   for (; k + 4 <= a.n_active; k += 4) tiles_pass<4>(a, a.active + k, cb, full_tiles, last_mask);
   for (; k < a.n_active; ++k) tiles_pass<1>(a, a.active + k, cb, full_tiles, last_mask);
+}
+
+// 16 inputs per step: one compare gives the mask of non-zeros, and their lane indices are
+// compressed to the front of a register and stored whole. Lanes past the compressed ones land at
+// active[count + popcount .. count + 15], which is at most index j + 15 < n, and are overwritten by
+// later steps or ignored.
+void list_nonzero__avx512(const NonzeroArgs& a) {
+  int64_t count = 0, j = 0;
+  __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  for (; j + 16 <= a.n; j += 16) {
+    __mmask16 nonzero = _mm512_cmp_ps_mask(_mm512_loadu_ps(a.x + j), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    _mm512_storeu_si512(a.active + count, _mm512_maskz_compress_epi32(nonzero, index));
+    count += popcount32(nonzero);
+    index = _mm512_add_epi32(index, step);
+  }
+  for (; j < a.n; ++j)
+    if (a.x[j] != 0.0f) a.active[count++] = static_cast<int32_t>(j);
+  *a.count = count;
 }
 
 namespace {

@@ -7,6 +7,13 @@
 
 namespace sparrow::kernels {
 
+void list_nonzero__ref(const NonzeroArgs& a) {
+  int64_t count = 0;
+  for (int64_t j = 0; j < a.n; ++j)
+    if (a.x[j] != 0.0f) a.active[count++] = static_cast<int32_t>(j);
+  *a.count = count;
+}
+
 void spmv_csc_e8__ref(const SpmvArgs& a) { spmv_csc_scalar<uint8_t, 4, 0xF>(a, a.part->entries8.data()); }
 void spmv_csc_e16__ref(const SpmvArgs& a) { spmv_csc_scalar<uint16_t, 8, 0xFF>(a, a.part->entries16.data()); }
 void spmv_banded__ref(const SpmvBandArgs& a) { spmv_banded_scalar(a); }

@@ -34,6 +34,15 @@ PlainCsr plain_csr(const std::vector<float>& w, int64_t rows, int64_t cols) {
   return m;
 }
 
+void plain_csc_spmv(const PlainCsc& m, const float* x, float* y) {
+  std::memset(y, 0, sizeof(float) * static_cast<size_t>(m.rows));
+  for (int64_t j = 0; j < m.cols; ++j) {
+    float xj = x[j];
+    if (xj == 0.0f) continue;
+    for (uint32_t e = m.col_ptr[j]; e < m.col_ptr[j + 1]; ++e) y[m.row_index[e]] += m.values[e] * xj;
+  }
+}
+
 void plain_csc_spmv(const PlainCsc& m, const int32_t* active, int64_t n_active, const float* x, float* y) {
   std::memset(y, 0, sizeof(float) * static_cast<size_t>(m.rows));
   for (int64_t k = 0; k < n_active; ++k) {

@@ -25,7 +25,11 @@ struct PlainCsr {  // row-major: values and column indices per row
 PlainCsc plain_csc(const std::vector<float>& w, int64_t rows, int64_t cols);
 PlainCsr plain_csr(const std::vector<float>& w, int64_t rows, int64_t cols);
 
-// y = W x visiting only the listed non-zero inputs (y overwritten).
+// y = W x: the plain loop over the inputs that skips the zero ones (y overwritten). This is the
+// batch-1 peer: like Sparrow's engine it starts from x and finds the non-zero inputs itself.
+void plain_csc_spmv(const PlainCsc& m, const float* x, float* y);
+// The same walk over a list of the non-zero inputs made beforehand (the peer's time without
+// finding them; reported next to it).
 void plain_csc_spmv(const PlainCsc& m, const int32_t* active, int64_t n_active, const float* x, float* y);
 // Y[r, 0:batch] = W Xt (Xt [cols, ldx], Y [rows, ldy]) for rows [row_begin, row_end); the batch is
 // the inner, vectorized loop (64 columns per pass held in registers).

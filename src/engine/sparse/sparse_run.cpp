@@ -11,7 +11,7 @@ void SpmvWorkspace::reserve(const SparseMatrix& m, int threads) {
   constexpr int64_t kLineFloats = 16;
   partial_stride = (m.rows + kLineFloats - 1) / kLineFloats * kLineFloats;
   partial.resize(static_cast<size_t>(partial_stride * std::max({threads, m.partitions(), 1}) + kLineFloats));
-  bounds.resize(static_cast<size_t>(threads + 1));
+  started.assign(static_cast<size_t>(std::max(threads, 1)), 0);
 }
 
 float* SpmvWorkspace::partial_for(int64_t t) {
@@ -29,59 +29,61 @@ SpmvFn pick(const SparseMatrix& m) {
 
 int64_t list_active(const float* x, int64_t n, int32_t* active) {
   int64_t count = 0;
-  for (int64_t j = 0; j < n; ++j)
-    if (x[j] != 0.0f) active[count++] = static_cast<int32_t>(j);
+  sparse_kernels().list_nonzero(NonzeroArgs{x, n, active, &count});
   return count;
 }
 
-// Splits the active list into `parts` chunks of about equal entry counts.
-void split_active(const CscPartition& p, const int32_t* active, int64_t n, int parts, int64_t* bounds) {
-  uint64_t total = 0;
-  for (int64_t k = 0; k < n; ++k) total += p.col_ptr[active[k] + 1] - p.col_ptr[active[k]];
-  bounds[0] = 0;
-  uint64_t seen = 0;
-  int64_t k = 0;
-  for (int t = 1; t < parts; ++t) {
-    uint64_t target = total * static_cast<uint64_t>(t) / static_cast<uint64_t>(parts);
-    for (; k < n && seen < target; ++k) seen += p.col_ptr[active[k] + 1] - p.col_ptr[active[k]];
-    bounds[t] = k;
-  }
-  bounds[parts] = n;
+// The active list is cut into chunks of equal column counts (multiples of four, the tile
+// kernel's group), about kChunksPerThread per thread and at least kMinChunkColumns each.
+constexpr int64_t kChunksPerThread = 16;
+constexpr int64_t kMinChunkColumns = 32;
+
+int64_t column_chunks(int64_t n, int threads) {
+  return std::clamp<int64_t>(n / kMinChunkColumns, 1, int64_t{threads} * kChunksPerThread);
 }
 
-// Splits the active list into `parts` chunks of equal column counts (every column of the tile
-// layout costs the same number of tiles).
-void split_evenly(int64_t n, int parts, int64_t* bounds) {
-  for (int t = 0; t <= parts; ++t) bounds[t] = n * t / parts;
+int64_t chunk_begin(int64_t n, int64_t chunks, int64_t c) {
+  return c == chunks ? n : std::min(n, n * c / chunks / 4 * 4);
 }
 
-// y = W x over the n listed active columns, on the one-sample layout the matrix has.
-void matvec_chunk(const SparseMatrix& m, const float* x, const int32_t* active, int64_t n, float* y) {
+// y = W x over the n listed active columns, on the one-sample layout the matrix has; adds to y
+// when `accumulate`.
+void matvec_chunk(const SparseMatrix& m, const float* x, const int32_t* active, int64_t n, float* y,
+                  bool accumulate) {
+  const SparseKernels& k = sparse_kernels();
   if (!m.tiles.empty())
-    sparse_kernels().spmv_tiles(SpmvTileArgs{&m.tiles, m.rows, m.codebook.data(), active, n, x, y});
+    k.spmv_tiles(SpmvTileArgs{&m.tiles, m.rows, m.codebook.data(), active, n, x, y, accumulate});
   else if (!m.banded.empty())
-    sparse_kernels().spmv_banded(SpmvBandArgs{&m.banded, m.rows, m.codebook.data(), active, n, x, y});
+    k.spmv_banded(SpmvBandArgs{&m.banded, m.rows, m.codebook.data(), active, n, x, y, accumulate});
   else
-    pick(m)(SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, active, n, x, y});
+    pick(m)(SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, active, n, x, y, accumulate});
 }
 
+// Threads claim chunks of the active columns one at a time and add them into their private y;
+// the private results are summed at the end. A thread slowed by other work on the machine simply
+// claims fewer chunks (a fixed half each made the pair wait for the slower one).
 void matvec_columns(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws, int64_t n) {
   int threads = m.nonzeros < kParallelFromNonzeros ? 1 : pool.size();
-  if (threads == 1) {
-    matvec_chunk(m, x, ws.active.data(), n, y);
+  if (threads == 1 || n == 0) {
+    matvec_chunk(m, x, ws.active.data(), n, y, false);
     return;
   }
-  if (!m.tiles.empty()) split_evenly(n, threads, ws.bounds.data());
-  else split_active(m.csc[0], ws.active.data(), n, threads, ws.bounds.data());
-  pool.parallel_for(threads, [&](int64_t t) {
-    matvec_chunk(m, x, ws.active.data() + ws.bounds[t], ws.bounds[t + 1] - ws.bounds[t],
-                 ws.partial_for(t));
+  int64_t chunks = column_chunks(n, threads);
+  std::fill(ws.started.begin(), ws.started.end(), 0);
+  pool.parallel_tasks(chunks, [&](int64_t c, int t) {
+    int64_t begin = chunk_begin(n, chunks, c), end = chunk_begin(n, chunks, c + 1);
+    matvec_chunk(m, x, ws.active.data() + begin, end - begin, ws.partial_for(t), ws.started[t] != 0);
+    ws.started[t] = 1;
   });
   // The reduction is a few microseconds: cheaper on this thread than another parallel region.
-  std::memcpy(y, ws.partial_for(0), sizeof(float) * static_cast<size_t>(m.rows));
-  for (int t = 1; t < threads; ++t) {
+  bool first = true;
+  for (int t = 0; t < threads; ++t) {
+    if (!ws.started[t]) continue;
     const float* part = ws.partial_for(t);
-    for (int64_t r = 0; r < m.rows; ++r) y[r] += part[r];
+    if (first) std::memcpy(y, part, sizeof(float) * static_cast<size_t>(m.rows));
+    else
+      for (int64_t r = 0; r < m.rows; ++r) y[r] += part[r];
+    first = false;
   }
 }
 
@@ -108,7 +110,8 @@ void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, floa
   else matvec_rows(pool, m, x, y, ws, n);
 }
 
-std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int parts) {
+std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads) {
+  const int parts = threads > 1 ? threads * kRowChunksPerThread : 1;
   uint64_t total = 0;
   for (uint64_t e : m.row_entries) total += e;
   std::vector<int64_t> bounds = {0};

@@ -1,13 +1,17 @@
 // Parallel drivers of the sparse kernels, shared by the executor's ops and the benchmarks.
 //
 // Batch 1 (y = W x over the CSC layout, walking only the columns of non-zero inputs):
-//   - columns: the threads split the active columns into chunks of about equal entry counts; each
-//     accumulates a private y over all rows, and the partial results are summed. Every thread pays
-//     the per-column overhead only for its own columns. Runs on the layout the matrix has for one
-//     sample: column tiles (chunks of equal column counts), banded CSC or CSC.
+//   - columns: the active columns are cut into chunks of equal column counts (several per thread),
+//     which the threads claim one at a time; each thread adds its chunks into a private y over all
+//     rows, and the private results are summed. Every thread pays the per-column overhead only for
+//     its own columns, and a thread slowed by other work claims fewer chunks. Which thread sums
+//     which chunk varies between calls, so with several threads y may differ between calls in the
+//     last bits (one thread is reproducible). Runs on the layout the matrix has for one sample:
+//     column tiles, banded CSC or CSC.
 //   - rows: EIE's scheme, one interleaved row partition per thread (needs a matrix built with
 //     partitions == threads); every thread walks every active column.
-// Batches (Y = W Xt over the blocked CSR layout): contiguous row ranges of about equal entry counts.
+// Batches (Y = W Xt over the blocked CSR layout): contiguous row ranges of about equal entry counts,
+//   several per thread, claimed one at a time.
 #pragma once
 
 #include <vector>
@@ -27,7 +31,7 @@ struct SpmvWorkspace {
                                   // never write one cache line (false sharing)
   // Thread (or partition) t's private y, 64-byte aligned.
   float* partial_for(int64_t t);
-  std::vector<int64_t> bounds;    // columns: active-list chunk bounds per thread
+  std::vector<char> started;      // columns: whether thread t has written its private y this call
   void reserve(const SparseMatrix& m, int threads);
 };
 
@@ -35,8 +39,11 @@ struct SpmvWorkspace {
 void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws,
                    SpmvScheme scheme);
 
-// Contiguous row ranges (parts + 1 bounds) of about equal CSR entry counts.
-std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int parts);
+// Row ranges for batches on `threads` threads: one range, or kRowChunksPerThread per thread of
+// about equal CSR entry counts, which the threads claim one at a time (a thread slowed by other
+// work on the machine claims fewer). Returned as ranges + 1 bounds.
+inline constexpr int kRowChunksPerThread = 4;
+std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads);
 // Y[rows, ldy] = W Xt over the row ranges in `bounds`, one per pool task.
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds, const float* xt,
                    int64_t ldx, int64_t batch, float* y, int64_t ldy);

@@ -12,7 +12,7 @@ namespace sparrow::kernels {
 template <class Entry, int kGapShift, int kCodeMask>
 inline void spmv_csc_scalar(const SpmvArgs& a, const Entry* entries) {
   const CscPartition& p = *a.part;
-  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
+  if (!a.accumulate) std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
   for (int64_t k = 0; k < a.n_active; ++k) {
     int32_t j = a.active[k];
     float xj = a.x[j];
@@ -28,7 +28,7 @@ inline void spmv_csc_scalar(const SpmvArgs& a, const Entry* entries) {
 // The banded CSC walk: each entry holds its row within the band, so the rows need no running sum.
 inline void spmv_banded_scalar(const SpmvBandArgs& a) {
   const BandedCsc& b = *a.layout;
-  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
+  if (!a.accumulate) std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
   for (int64_t band = 0; band < b.bands; ++band) {
     const uint32_t* ptr = b.col_ptr.data() + band * (b.cols + 1);
     float* y = a.y + band * kBandRows;
@@ -46,7 +46,7 @@ inline void spmv_banded_scalar(const SpmvBandArgs& a) {
 // The column-tile walk: per active column, each tile's mask bits name the rows of its codes.
 inline void spmv_tiles_scalar(const SpmvTileArgs& a) {
   const ColumnTiles& t = *a.layout;
-  std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
+  if (!a.accumulate) std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
   for (int64_t k = 0; k < a.n_active; ++k) {
     int32_t j = a.active[k];
     float xj = a.x[j];
