@@ -87,6 +87,44 @@ double median_us(F&& f, int repeats) {
   return t[t.size() / 2];
 }
 
+// Medians of f (Sparrow on several threads) and of one_thread (Sparrow on one), timed alternately
+// in one window, so that both see the same machine: on shared machines a slow spell lasts seconds,
+// and timing the two one after the other put it into one of them only. Returns {f, one_thread}.
+template <class F, class G>
+std::pair<double, double> alternating_median_us(F&& f, G&& one_thread, int repeats) {
+  f();
+  one_thread();
+  std::vector<double> tf, t1;
+  double total = 0;
+  while (static_cast<int>(tf.size()) < repeats || (total < 2 * kMinTimedSeconds && static_cast<int>(tf.size()) < kMaxTimedRuns)) {
+    Timer a;
+    f();
+    double sf = a.seconds();
+    Timer b;
+    one_thread();
+    double s1 = b.seconds();
+    total += sf + s1;
+    tf.push_back(sf * 1e6);
+    t1.push_back(s1 * 1e6);
+  }
+  std::sort(tf.begin(), tf.end());
+  std::sort(t1.begin(), t1.end());
+  return {tf[tf.size() / 2], t1[t1.size() / 2]};
+}
+
+// Sparrow's time for `run(pool, workspace-or-bounds)` on the benchmark's pool, and, when that has
+// several threads, also on one thread in the same window (see alternating_median_us); the JSON row
+// gets one_thread_us and speedup_vs_one_thread.
+template <class Run>
+double time_sparrow(ThreadPool& pool, int repeats, json& row, Run&& run) {
+  if (pool.size() == 1) return median_us([&] { run(pool, 1); }, repeats);
+  ThreadPool single(1);
+  auto [many, one] = alternating_median_us([&] { run(pool, pool.size()); }, [&] { run(single, 1); }, repeats);
+  row["one_thread_us"] = one;
+  row["speedup_vs_one_thread"] = one / many;
+  return many;
+}
+
 // Contiguous row ranges of the plain CSR peer of about equal entry counts.
 std::vector<int64_t> plain_balanced_rows(const std::vector<uint32_t>& row_ptr, int parts) {
   std::vector<int64_t> bounds = {0};
@@ -121,10 +159,14 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
   const SparseMatrix& by_columns = sparrow_matrix(w, 1);
   const SparseMatrix& by_rows = sparrow_matrix(w, threads);
   std::vector<float> x = make_inputs(l, 1, 7), y(static_cast<size_t>(l.out));
-  SpmvWorkspace ws_columns, ws_rows;
+  SpmvWorkspace ws_columns, ws_rows, ws_one;
   ws_columns.reserve(by_columns, threads);
   ws_rows.reserve(by_rows, threads);
-  double sparrow_us = median_us([&] { sparse_matvec(pool, by_columns, x.data(), y.data(), ws_columns, SpmvScheme::columns); }, repeats);
+  ws_one.reserve(by_columns, 1);
+  json scaling = json::object();
+  double sparrow_us = time_sparrow(pool, repeats, scaling, [&](ThreadPool& p, int t) {
+    sparse_matvec(p, by_columns, x.data(), y.data(), t == 1 ? ws_one : ws_columns, SpmvScheme::columns);
+  });
   double rows_us = median_us([&] { sparse_matvec(pool, by_rows, x.data(), y.data(), ws_rows, SpmvScheme::rows); }, repeats);
   openblas_set_num_threads(threads);
   double dense_us = median_us([&] {
@@ -156,13 +198,15 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
     sparrow_bytes = entries * (by_columns.e8 ? 1 : 2) + pointer_bytes;
     fillers = entries - nnz;
   }
-  return {{"name", l.name}, {"batch", 1}, {"threads", threads}, {"sparrow_us", sparrow_us},
+  json row = {{"name", l.name}, {"batch", 1}, {"threads", threads}, {"sparrow_us", sparrow_us},
           {"sparrow_rows_scheme_us", rows_us}, {"dense_us", dense_us},
           {"eigen_us", std::min(eigen_rm, eigen_sv)}, {"eigen_rowmajor_us", eigen_rm}, {"eigen_sparse_vector_us", eigen_sv},
           {"plain_us", plain_us}, {"plain_listed_us", plain_listed_us}, {"nonzeros_per_second", nnz / (sparrow_us * 1e-6)},
           {"layout", by_columns.batch1_layout()}, {"fillers", fillers}, {"sparrow_bytes_touched", sparrow_bytes},
           {"plain_bytes_touched", nnz * 8 + pointer_bytes},
           {"rows_scheme_load_balance", row_scheme_balance(by_rows, active)}};
+  row.update(scaling);
+  return row;
 }
 
 json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int repeats) {
@@ -174,7 +218,11 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
   auto sparrow_bounds = balanced_row_bounds(m, threads);
   // The peer gets the same number of row ranges, claimed the same way.
   auto plain_bounds = plain_balanced_rows(w.csr.row_ptr, static_cast<int>(sparrow_bounds.size()) - 1);
-  double sparrow_us = median_us([&] { sparse_matmat(pool, m, sparrow_bounds, xt.data(), batch, batch, y.data(), batch); }, repeats);
+  auto one_bounds = balanced_row_bounds(m, 1);
+  json scaling = json::object();
+  double sparrow_us = time_sparrow(pool, repeats, scaling, [&](ThreadPool& p, int t) {
+    sparse_matmat(p, m, t == 1 ? one_bounds : sparrow_bounds, xt.data(), batch, batch, y.data(), batch);
+  });
   openblas_set_num_threads(threads);
   double dense_us = median_us([&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, static_cast<int>(l.out), static_cast<int>(l.in), 1.0f,
@@ -189,7 +237,7 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
     });
   }, repeats);
   int64_t nnz = static_cast<int64_t>(w.csr.values.size());
-  return {{"name", l.name}, {"batch", batch}, {"threads", threads}, {"sparrow_us", sparrow_us}, {"dense_us", dense_us},
+  json row = {{"name", l.name}, {"batch", batch}, {"threads", threads}, {"sparrow_us", sparrow_us}, {"dense_us", dense_us},
           {"eigen_us", eigen_us}, {"plain_us", plain_us}, {"nonzeros_per_second", nnz * batch / (sparrow_us * 1e-6)},
           {"sparrow_bytes_touched", [&] {
              int64_t b = 0;
@@ -197,6 +245,8 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
              return b;
            }()},
           {"plain_bytes_touched", nnz * 8 + (l.out + 1) * 4}};
+  row.update(scaling);
+  return row;
 }
 
 double geomean(const std::vector<double>& v) {
@@ -320,10 +370,11 @@ void print_eie_bench(const json& r) {
              r["isa"].get<std::string>(), r["repeats"].get<int>());
   fmt::print("(Eigen: 1 thread; plain CSC: 1 thread; plain CSR: same threads as Sparrow)\n"
              "(batch 1: plain = the CSC loop skipping zero inputs; x listed = against its walk alone, over a\n"
-             " list of the non-zero inputs made before the timing)\n");
+             " list of the non-zero inputs made before the timing)\n"
+             "(x 1 thr: Sparrow on one thread / on this many, timed alternately in one window)\n");
   for (const auto& [config, g] : r["geomean"].items()) {
-    fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9}\n", config, "layer", "sparrow",
-               "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s", "x listed");
+    fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8}\n", config, "layer", "sparrow",
+               "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s", "x listed", "x 1 thr");
     for (const auto& l : r["layers"]) {
       std::string key = fmt::format("batch {}, {} thread{}", l["batch"].get<int>(), l["threads"].get<int>(),
                                     l["threads"].get<int>() > 1 ? "s" : "");
@@ -334,6 +385,8 @@ void print_eie_bench(const json& r) {
                  l["plain_us"].get<double>(), l["dense_us"].get<double>() / s, l["eigen_us"].get<double>() / s,
                  l["plain_us"].get<double>() / s, l["nonzeros_per_second"].get<double>() / 1e9);
       if (l.contains("plain_listed_us")) fmt::print(" {:>9.2f}", l["plain_listed_us"].get<double>() / s);
+      else fmt::print(" {:>9}", "");
+      if (l.contains("speedup_vs_one_thread")) fmt::print(" {:>8.2f}", l["speedup_vs_one_thread"].get<double>());
       fmt::print("\n");
     }
     fmt::print("{:<9} {:>43} {:>8.2f} {:>8.2f} {:>8.2f}", "geomean", "", g["speedup_vs_dense"].get<double>(),
