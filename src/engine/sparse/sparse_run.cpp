@@ -12,6 +12,8 @@ void SpmvWorkspace::reserve(const SparseMatrix& m, int threads) {
   partial_stride = (m.rows + kLineFloats - 1) / kLineFloats * kLineFloats;
   partial.resize(static_cast<size_t>(partial_stride * std::max({threads, m.partitions(), 1}) + kLineFloats));
   started.assign(static_cast<size_t>(std::max(threads, 1)), 0);
+  // At most cols / kMinChunkColumns + 1 chunks, and one bound more.
+  bounds.resize(static_cast<size_t>(m.cols / kMinChunkColumns + 2));
 }
 
 float* SpmvWorkspace::partial_for(int64_t t) {
@@ -33,17 +35,20 @@ int64_t list_active(const float* x, int64_t n, int32_t* active) {
   return count;
 }
 
-// The active list is cut into chunks of equal column counts (multiples of four, the tile
-// kernel's group), about kChunksPerThread per thread and at least kMinChunkColumns each.
-constexpr int64_t kChunksPerThread = 16;
-constexpr int64_t kMinChunkColumns = 32;
-
-int64_t column_chunks(int64_t n, int threads) {
-  return std::clamp<int64_t>(n / kMinChunkColumns, 1, int64_t{threads} * kChunksPerThread);
-}
-
-int64_t chunk_begin(int64_t n, int64_t chunks, int64_t c) {
-  return c == chunks ? n : std::min(n, n * c / chunks / 4 * 4);
+// The active list is cut into chunks that shrink as the list is used up (guided scheduling): each
+// is a 1/(2 * threads) share of the columns not yet in a chunk, rounded to whole groups of four
+// (the tile kernel's passes) and at least kMinChunkColumns. Early chunks are large (few claims),
+// the last ones small, so the threads finish within a small chunk of each other even when one of
+// them runs slower. Writes the chunk bounds (count + 1 values) and returns the count.
+int64_t guided_chunks(int64_t n, int threads, int64_t* bounds) {
+  int64_t count = 0, begin = 0;
+  bounds[0] = 0;
+  while (begin < n) {
+    int64_t size = std::max(kMinChunkColumns, (n - begin) / (2 * int64_t{threads}) / 4 * 4);
+    begin = std::min(n, begin + size);
+    bounds[++count] = begin;
+  }
+  return count;
 }
 
 // y = W x over the n listed active columns, on the one-sample layout the matrix has; adds to y
@@ -68,10 +73,10 @@ void matvec_columns(ThreadPool& pool, const SparseMatrix& m, const float* x, flo
     matvec_chunk(m, x, ws.active.data(), n, y, false);
     return;
   }
-  int64_t chunks = column_chunks(n, threads);
+  int64_t chunks = guided_chunks(n, threads, ws.bounds.data());
   std::fill(ws.started.begin(), ws.started.end(), 0);
   pool.parallel_tasks(chunks, [&](int64_t c, int t) {
-    int64_t begin = chunk_begin(n, chunks, c), end = chunk_begin(n, chunks, c + 1);
+    int64_t begin = ws.bounds[c], end = ws.bounds[c + 1];
     matvec_chunk(m, x, ws.active.data() + begin, end - begin, ws.partial_for(t), ws.started[t] != 0);
     ws.started[t] = 1;
   });

@@ -1,8 +1,8 @@
 // Parallel drivers of the sparse kernels, shared by the executor's ops and the benchmarks.
 //
 // Batch 1 (y = W x over the CSC layout, walking only the columns of non-zero inputs):
-//   - columns: the active columns are cut into chunks of equal column counts (several per thread),
-//     which the threads claim one at a time; each thread adds its chunks into a private y over all
+//   - columns: the active columns are cut into chunks that shrink towards the end of the list
+//     (guided scheduling), which the threads claim one at a time; each thread adds its chunks into a private y over all
 //     rows, and the private results are summed. Every thread pays the per-column overhead only for
 //     its own columns, and a thread slowed by other work claims fewer chunks. Which thread sums
 //     which chunk varies between calls, so with several threads y may differ between calls in the
@@ -32,6 +32,7 @@ struct SpmvWorkspace {
   // Thread (or partition) t's private y, 64-byte aligned.
   float* partial_for(int64_t t);
   std::vector<char> started;      // columns: whether thread t has written its private y this call
+  std::vector<int64_t> bounds;    // columns: bounds of the chunks of the active list
   void reserve(const SparseMatrix& m, int threads);
 };
 
@@ -47,6 +48,9 @@ std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads);
 // Y[rows, ldy] = W Xt over the row ranges in `bounds`, one per pool task.
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds, const float* xt,
                    int64_t ldx, int64_t batch, float* y, int64_t ldy);
+
+// Fewest active columns in one chunk of the columns scheme (the last chunk may have fewer).
+inline constexpr int64_t kMinChunkColumns = 32;
 
 // Non-zero count below which a layer runs on the calling thread: waking the pool costs more.
 inline constexpr int64_t kParallelFromNonzeros = int64_t{1} << 17;
