@@ -1,5 +1,7 @@
 #include "core/thread_pool.h"
 
+#include <chrono>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define SPARROW_PAUSE() _mm_pause()
@@ -8,6 +10,25 @@
 #endif
 
 namespace sparrow {
+
+namespace {
+
+// Spins (pausing) until done() holds or kSpinTime has passed; returns done(). Timed rather than
+// counted: one PAUSE lasts from a few to over a hundred cycles depending on the CPU (here 20000
+// of them took 0.31 ms, shorter than a large layer's product on one thread).
+template <class Done>
+bool spin_until(Done done) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      SPARROW_PAUSE();
+    }
+    if (std::chrono::steady_clock::now() - start > ThreadPool::kSpinTime) return done();
+  }
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int threads) {
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
@@ -56,8 +77,7 @@ void ThreadPool::run(int64_t count, Call call, void* ctx) {
   wake_.notify_all();
   work(0);
   // Short spin before blocking: parallel regions of a few hundred microseconds are common.
-  for (int spin = 0; spin < kSpinIterations && finished_.load(std::memory_order_acquire) != count; ++spin)
-    SPARROW_PAUSE();
+  if (spin_until([&] { return finished_.load(std::memory_order_acquire) == count; })) return;
   std::unique_lock lock(mutex_);
   done_.wait(lock, [&] { return finished_.load(std::memory_order_acquire) == count; });
 }
@@ -66,8 +86,7 @@ void ThreadPool::worker_loop(int thread) {
   uint64_t seen = 0;
   for (;;) {
     // Spin a little on the generation counter, then sleep until woken.
-    for (int spin = 0; spin < kSpinIterations && published_.load(std::memory_order_acquire) == seen; ++spin)
-      SPARROW_PAUSE();
+    spin_until([&] { return published_.load(std::memory_order_acquire) != seen; });
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
