@@ -35,10 +35,17 @@ std::vector<float> inputs(int64_t n, int percent_nonzero) {
   return x;
 }
 
+// Whether the CPU runs the ISA asked for in arg 0 (sparse_kernels_for falls back to a lower one);
+// if not, the benchmark is marked skipped.
+bool supported(benchmark::State& state, const SparseKernels& k) {
+  if (k.isa == static_cast<Isa>(state.range(0))) return true;
+  state.SkipWithError("ISA not supported on this CPU");
+  return false;
+}
+
 void BM_Spmv(benchmark::State& state) {
-  Isa isa = static_cast<Isa>(state.range(0));
-  SparseKernels k = sparse_kernels_for(isa);
-  if (k.isa != isa) return state.SkipWithError("ISA not supported on this CPU");
+  SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
+  if (!supported(state, k)) return;
   const SparseMatrix& m = matrix();
   auto x = inputs(kCols, 35);
   std::vector<int32_t> active;
@@ -55,7 +62,7 @@ void BM_Spmv(benchmark::State& state) {
   int64_t entries = 0;
   for (int32_t j : active) entries += m.csc[0].col_ptr[j + 1] - m.csc[0].col_ptr[j];
   state.counters["entries/s"] = benchmark::Counter(static_cast<double>(entries), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(isa_name(isa)) + (m.e8 ? ", 1-byte entries" : ", 2-byte entries"));
+  state.SetLabel(std::string(isa_name(k.isa)) + (m.e8 ? ", 1-byte entries" : ", 2-byte entries"));
 }
 BENCHMARK(BM_Spmv)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
 
@@ -85,10 +92,9 @@ const Alex8& alex8() {
 
 // Arg 0: ISA; arg 1: 0 = CSC walk, 1 = column tiles, 2 = banded CSC.
 void BM_SpmvLayouts(benchmark::State& state) {
-  Isa isa = static_cast<Isa>(state.range(0));
   int64_t layout = state.range(1);
-  SparseKernels k = sparse_kernels_for(isa);
-  if (k.isa != isa) return state.SkipWithError("ISA not supported on this CPU");
+  SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
+  if (!supported(state, k)) return;
   const Alex8& a = alex8();
   const SparseMatrix& m = a.csc;
   std::vector<float> x(4096, 0.0f);
@@ -115,16 +121,15 @@ void BM_SpmvLayouts(benchmark::State& state) {
   for (int32_t j : active)
     for (int64_t r = 0; r < 1000; ++r) nonzeros += a.codes[static_cast<size_t>(r * 4096 + j)] != 0;
   state.counters["nonzeros/s"] = benchmark::Counter(static_cast<double>(nonzeros), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(isa_name(isa)) +
+  state.SetLabel(std::string(isa_name(k.isa)) +
                  (layout == 1 ? ", column tiles" : layout == 2 ? ", banded CSC" : m.e8 ? ", CSC 1-byte" : ", CSC 2-byte"));
 }
 BENCHMARK(BM_SpmvLayouts)->ArgsProduct({{0, 1, 2}, {0, 1, 2}})->Unit(benchmark::kMicrosecond);
 
 void BM_Spmm(benchmark::State& state) {
-  Isa isa = static_cast<Isa>(state.range(0));
   int64_t batch = state.range(1);
-  SparseKernels k = sparse_kernels_for(isa);
-  if (k.isa != isa) return state.SkipWithError("ISA not supported on this CPU");
+  SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
+  if (!supported(state, k)) return;
   const SparseMatrix& m = matrix();
   auto xt = inputs(kCols * batch, 35);
   std::vector<float> y(static_cast<size_t>(kRows * batch));
@@ -134,14 +139,13 @@ void BM_Spmm(benchmark::State& state) {
   }
   state.counters["nonzeros*batch/s"] =
       benchmark::Counter(static_cast<double>(m.nonzeros * batch), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(isa_name(isa));
+  state.SetLabel(isa_name(k.isa));
 }
 BENCHMARK(BM_Spmm)->Args({0, 64})->Args({1, 64})->Args({2, 64})->Args({2, 16})->Unit(benchmark::kMillisecond);
 
 void BM_ListNonzero(benchmark::State& state) {
-  Isa isa = static_cast<Isa>(state.range(0));
-  SparseKernels k = sparse_kernels_for(isa);
-  if (k.isa != isa) return state.SkipWithError("ISA not supported on this CPU");
+  SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
+  if (!supported(state, k)) return;
   std::vector<float> x = inputs(25088, 18);
   std::vector<int32_t> active(x.size());
   int64_t count = 0;
@@ -149,7 +153,7 @@ void BM_ListNonzero(benchmark::State& state) {
     k.list_nonzero(NonzeroArgs{x.data(), static_cast<int64_t>(x.size()), active.data(), &count});
     benchmark::DoNotOptimize(count);
   }
-  state.SetLabel(isa_name(isa));
+  state.SetLabel(isa_name(k.isa));
   state.counters["inputs/s"] = benchmark::Counter(static_cast<double>(x.size()), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_ListNonzero)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
