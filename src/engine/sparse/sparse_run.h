@@ -36,7 +36,8 @@ struct SpmvWorkspace {
   void reserve(const SparseMatrix& m, int threads);
 };
 
-// y[rows] = W x. Work below `parallel_from` non-zeros runs on the calling thread.
+// y[rows] = W x. Work below kParallelFromNonzeros non-zeros runs on the calling thread. `ws` must
+// have been reserved for `m` and at least pool.size() threads.
 void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws,
                    SpmvScheme scheme);
 
