@@ -70,6 +70,11 @@ std::vector<float> make_inputs(const EieLayer& l, int64_t batch, uint32_t seed) 
 constexpr double kMinTimedSeconds = 0.2;
 constexpr int kMaxTimedRuns = 20000;
 
+double median_of(std::vector<double> t) {
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
 template <class F>
 double median_us(F&& f, int repeats) {
   f();
@@ -83,8 +88,7 @@ double median_us(F&& f, int repeats) {
     total += s;
     t.push_back(s * 1e6);
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return median_of(std::move(t));
 }
 
 // Medians of f (Sparrow on several threads) and of one_thread (Sparrow on one), timed alternately
@@ -107,9 +111,7 @@ std::pair<double, double> alternating_median_us(F&& f, G&& one_thread, int repea
     tf.push_back(sf * 1e6);
     t1.push_back(s1 * 1e6);
   }
-  std::sort(tf.begin(), tf.end());
-  std::sort(t1.begin(), t1.end());
-  return {tf[tf.size() / 2], t1[t1.size() / 2]};
+  return {median_of(std::move(tf)), median_of(std::move(t1))};
 }
 
 // Sparrow's time for `run(pool, workspace-or-bounds)` on the benchmark's pool, and, when that has
