@@ -33,6 +33,13 @@ def two_thread_speedups(r):
     return speedups
 
 
+def machine_scalings(r):
+    """Throughput of two independent one-thread products at once over one alone, per (layer, batch),
+    for runs that measured it: the machine's ceiling for the two-thread speedup in that window."""
+    return {(l["name"], l["batch"]): l["machine_scaling"] for l in r["layers"]
+            if l["threads"] == 2 and "machine_scaling" in l}
+
+
 def print_tables(r):
     print(f"sparse kernels: {r['isa']}, median of at least {r['repeats']} runs and 0.2 s each, microseconds; "
           "x = peer time / Sparrow time\n")
@@ -55,11 +62,12 @@ def print_tables(r):
         print(f"| geomean | | | | | | {g['speedup_vs_dense']:.2f} | {g['speedup_vs_eigen']:.2f} | {g['speedup_vs_plain']:.2f} |"
               + (f" {g['speedup_vs_plain_listed']:.2f} |" if listed else "") + "\n")
     speedups = two_thread_speedups(r)
+    machine = machine_scalings(r)
     if speedups:
-        print("| layer | batch | 2 threads vs 1 |")
-        print("|---|---:|---:|")
+        print("| layer | batch | 2 threads vs 1 |" + (" machine: 2 copies vs 1 |" if machine else ""))
+        print("|---|---:|---:|" + ("---:|" if machine else ""))
         for k in sorted(speedups):
-            print(f"| {k[0]} | {k[1]} | {speedups[k]:.2f}x |")
+            print(f"| {k[0]} | {k[1]} | {speedups[k]:.2f}x |" + (f" {machine[k]:.2f}x |" if k in machine else ""))
 
 
 def print_runs(runs):
@@ -77,6 +85,9 @@ def print_runs(runs):
         for name in SCALING_LAYERS:
             measures.append((f"{name}, batch {b}: 2 threads vs 1",
                              lambda r, b=b, name=name: two_thread_speedups(r).get((name, b), float("nan"))))
+            if any(machine_scalings(r) for r in runs):
+                measures.append((f"{name}, batch {b}: machine, 2 copies vs 1",
+                                 lambda r, b=b, name=name: machine_scalings(r).get((name, b), float("nan"))))
     print("| measure | " + " | ".join(f"run {i}" for i in range(1, len(runs) + 1)) + " | median |")
     print("|---|" + "---:|" * (len(runs) + 1))
     for label, f in measures:

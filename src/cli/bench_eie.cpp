@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
+#include <memory>
 #include <random>
 
 #include <fmt/format.h>
@@ -91,40 +93,52 @@ double median_us(F&& f, int repeats) {
   return median_of(std::move(t));
 }
 
-// Medians of f (Sparrow on several threads) and of one_thread (Sparrow on one), timed alternately
-// in one window, so that both see the same machine: on shared machines a slow spell lasts seconds,
-// and timing the two one after the other put it into one of them only. Returns {f, one_thread}.
-template <class F, class G>
-std::pair<double, double> alternating_median_us(F&& f, G&& one_thread, int repeats) {
-  f();
-  one_thread();
-  std::vector<double> tf, t1;
+// Medians of each of `runs`, timed in turn call by call in one window, so that all see the same
+// machine: on shared machines a slow spell lasts seconds, and timing one after the other put it
+// into one of them only.
+std::vector<double> alternating_medians_us(const std::vector<std::function<void()>>& runs, int repeats) {
+  for (const auto& f : runs) f();
+  std::vector<std::vector<double>> t(runs.size());
   double total = 0;
-  while (static_cast<int>(tf.size()) < repeats || (total < 2 * kMinTimedSeconds && static_cast<int>(tf.size()) < kMaxTimedRuns)) {
-    Timer a;
-    f();
-    double sf = a.seconds();
-    Timer b;
-    one_thread();
-    double s1 = b.seconds();
-    total += sf + s1;
-    tf.push_back(sf * 1e6);
-    t1.push_back(s1 * 1e6);
+  const double min_seconds = kMinTimedSeconds * static_cast<double>(runs.size());
+  while (static_cast<int>(t[0].size()) < repeats || (total < min_seconds && static_cast<int>(t[0].size()) < kMaxTimedRuns)) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      Timer timer;
+      runs[i]();
+      double s = timer.seconds();
+      total += s;
+      t[i].push_back(s * 1e6);
+    }
   }
-  return {median_of(std::move(tf)), median_of(std::move(t1))};
+  std::vector<double> medians;
+  for (auto& v : t) medians.push_back(median_of(std::move(v)));
+  return medians;
 }
 
-// Sparrow's time for `run(pool, workspace-or-bounds)` on the benchmark's pool, and, when that has
-// several threads, also on one thread in the same window (see alternating_median_us); the JSON row
-// gets one_thread_us and speedup_vs_one_thread.
+// Sparrow's time for `run(pool, threads, copy)` on the benchmark's pool. When that has several
+// threads, two more measures are timed alternately with it in the same window (see
+// alternating_medians_us), and the JSON row gets:
+//  - one_thread_us, speedup_vs_one_thread: the same product on one thread;
+//  - concurrent_one_thread_us, machine_scaling: `threads` independent one-thread products run at
+//    once, one per thread (copy = 0, 1, ...: each with its own output and workspace). Their
+//    throughput over one product alone is what the machine gives this kernel's threads with no
+//    work split and no coordination: the ceiling that speedup_vs_one_thread is to be read against
+//    on a shared machine, whose second vCPU can be slower than the first.
 template <class Run>
 double time_sparrow(ThreadPool& pool, int repeats, json& row, Run&& run) {
-  if (pool.size() == 1) return median_us([&] { run(pool, 1); }, repeats);
-  ThreadPool single(1);
-  auto [many, one] = alternating_median_us([&] { run(pool, pool.size()); }, [&] { run(single, 1); }, repeats);
-  row["one_thread_us"] = one;
-  row["speedup_vs_one_thread"] = one / many;
-  return many;
+  const int threads = pool.size();
+  if (threads == 1) return median_us([&] { run(pool, 1, 0); }, repeats);
+  std::vector<std::unique_ptr<ThreadPool>> singles;
+  for (int c = 0; c < threads; ++c) singles.push_back(std::make_unique<ThreadPool>(1));
+  std::vector<double> t = alternating_medians_us(
+      {[&] { run(pool, threads, 0); }, [&] { run(*singles[0], 1, 0); },
+       [&] { pool.parallel_for(threads, [&](int64_t c) { run(*singles[c], 1, static_cast<int>(c)); }); }},
+      repeats);
+  row["one_thread_us"] = t[1];
+  row["speedup_vs_one_thread"] = t[1] / t[0];
+  row["concurrent_one_thread_us"] = t[2];
+  row["machine_scaling"] = threads * t[1] / t[2];
+  return t[0];
 }
 
 // Contiguous row ranges of the plain CSR peer of about equal entry counts.
@@ -161,13 +175,17 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
   const SparseMatrix& by_columns = sparrow_matrix(w, 1);
   const SparseMatrix& by_rows = sparrow_matrix(w, threads);
   std::vector<float> x = make_inputs(l, 1, 7), y(static_cast<size_t>(l.out));
-  SpmvWorkspace ws_columns, ws_rows, ws_one;
+  SpmvWorkspace ws_columns, ws_rows;
   ws_columns.reserve(by_columns, threads);
   ws_rows.reserve(by_rows, threads);
-  ws_one.reserve(by_columns, 1);
+  // One workspace and output per concurrent one-thread copy (see time_sparrow).
+  std::vector<SpmvWorkspace> ws_one(static_cast<size_t>(threads));
+  for (auto& ws : ws_one) ws.reserve(by_columns, 1);
+  std::vector<std::vector<float>> y_copy(static_cast<size_t>(threads), y);
   json scaling = json::object();
-  double sparrow_us = time_sparrow(pool, repeats, scaling, [&](ThreadPool& p, int t) {
-    sparse_matvec(p, by_columns, x.data(), y.data(), t == 1 ? ws_one : ws_columns, SpmvScheme::columns);
+  double sparrow_us = time_sparrow(pool, repeats, scaling, [&](ThreadPool& p, int t, int copy) {
+    if (t > 1) sparse_matvec(p, by_columns, x.data(), y.data(), ws_columns, SpmvScheme::columns);
+    else sparse_matvec(p, by_columns, x.data(), y_copy[copy].data(), ws_one[copy], SpmvScheme::columns);
   });
   double rows_us = median_us([&] { sparse_matvec(pool, by_rows, x.data(), y.data(), ws_rows, SpmvScheme::rows); }, repeats);
   openblas_set_num_threads(threads);
@@ -221,9 +239,11 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
   // The peer gets the same number of row ranges, claimed the same way.
   auto plain_bounds = plain_balanced_rows(w.csr.row_ptr, static_cast<int>(sparrow_bounds.size()) - 1);
   auto one_bounds = balanced_row_bounds(m, 1);
+  std::vector<std::vector<float>> y_copy(static_cast<size_t>(threads), y);  // see time_sparrow
   json scaling = json::object();
-  double sparrow_us = time_sparrow(pool, repeats, scaling, [&](ThreadPool& p, int t) {
-    sparse_matmat(p, m, t == 1 ? one_bounds : sparrow_bounds, xt.data(), batch, batch, y.data(), batch);
+  double sparrow_us = time_sparrow(pool, repeats, scaling, [&](ThreadPool& p, int t, int copy) {
+    if (t > 1) sparse_matmat(p, m, sparrow_bounds, xt.data(), batch, batch, y.data(), batch);
+    else sparse_matmat(p, m, one_bounds, xt.data(), batch, batch, y_copy[copy].data(), batch);
   });
   openblas_set_num_threads(threads);
   double dense_us = median_us([&] {
@@ -373,10 +393,12 @@ void print_eie_bench(const json& r) {
   fmt::print("(Eigen: 1 thread; plain CSC: 1 thread; plain CSR: same threads as Sparrow)\n"
              "(batch 1: plain = the CSC loop skipping zero inputs; x listed = against its walk alone, over a\n"
              " list of the non-zero inputs made before the timing)\n"
-             "(x 1 thr: Sparrow on one thread / on this many, timed alternately in one window)\n");
+             "(x 1 thr: Sparrow on one thread / on this many; machine: throughput of as many independent\n"
+             " one-thread products run at once / of one alone, the machine's ceiling for x 1 thr; the three\n"
+             " timed alternately in one window)\n");
   for (const auto& [config, g] : r["geomean"].items()) {
-    fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8}\n", config, "layer", "sparrow",
-               "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s", "x listed", "x 1 thr");
+    fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}\n", config, "layer", "sparrow",
+               "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s", "x listed", "x 1 thr", "machine");
     for (const auto& l : r["layers"]) {
       std::string key = fmt::format("batch {}, {} thread{}", l["batch"].get<int>(), l["threads"].get<int>(),
                                     l["threads"].get<int>() > 1 ? "s" : "");
@@ -388,7 +410,8 @@ void print_eie_bench(const json& r) {
                  l["plain_us"].get<double>() / s, l["nonzeros_per_second"].get<double>() / 1e9);
       if (l.contains("plain_listed_us")) fmt::print(" {:>9.2f}", l["plain_listed_us"].get<double>() / s);
       else fmt::print(" {:>9}", "");
-      if (l.contains("speedup_vs_one_thread")) fmt::print(" {:>8.2f}", l["speedup_vs_one_thread"].get<double>());
+      if (l.contains("speedup_vs_one_thread"))
+        fmt::print(" {:>8.2f} {:>8.2f}", l["speedup_vs_one_thread"].get<double>(), l["machine_scaling"].get<double>());
       fmt::print("\n");
     }
     fmt::print("{:<9} {:>43} {:>8.2f} {:>8.2f} {:>8.2f}", "geomean", "", g["speedup_vs_dense"].get<double>(),

@@ -210,5 +210,28 @@ TEST(Engine, CorpusModelsMatchDense) {
   EXPECT_GE(checked, 6);
 }
 
+// The contract of `bench --eie --json` that scripts and docs read: per layer and configuration the
+// times of Sparrow and its peers, and with several threads the one-thread time and the machine's
+// scaling, timed in the same window; geometric means per configuration.
+TEST(Engine, EieBenchJsonHasEveryPeerAndTheScalingMeasures) {
+  auto r = test::run_cli("bench --eie --layers NT-LSTM --batch 1,4 --threads 1,2 --repeats 3 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  ASSERT_EQ(j["layers"].size(), 4u);
+  for (const auto& l : j["layers"]) {
+    EXPECT_EQ(l["name"], "NT-LSTM");
+    for (const char* key : {"sparrow_us", "dense_us", "eigen_us", "plain_us"}) EXPECT_GT(l[key].get<double>(), 0) << key;
+    bool several = l["threads"].get<int>() > 1;
+    EXPECT_EQ(l.contains("one_thread_us"), several);
+    if (several) {
+      EXPECT_NEAR(l["speedup_vs_one_thread"].get<double>(), l["one_thread_us"].get<double>() / l["sparrow_us"].get<double>(), 1e-9);
+      EXPECT_GT(l["machine_scaling"].get<double>(), 0);
+      EXPECT_NEAR(l["machine_scaling"].get<double>(), 2 * l["one_thread_us"].get<double>() / l["concurrent_one_thread_us"].get<double>(), 1e-9);
+    }
+  }
+  for (const char* config : {"batch 1, 1 thread", "batch 1, 2 threads", "batch 4, 1 thread", "batch 4, 2 threads"})
+    EXPECT_GT(j["geomean"][config]["speedup_vs_dense"].get<double>(), 0) << config;
+}
+
 }  // namespace
 }  // namespace sparrow
