@@ -35,7 +35,8 @@ def two_thread_speedups(r):
 
 def machine_scalings(r):
     """Throughput of two independent one-thread products at once over one alone, per (layer, batch),
-    for runs that measured it: the machine's ceiling for the two-thread speedup in that window."""
+    for runs that measured it: what the machine let two threads gain without splitting work, in the
+    same window as the two-thread speedup."""
     return {(l["name"], l["batch"]): l["machine_scaling"] for l in r["layers"]
             if l["threads"] == 2 and "machine_scaling" in l}
 

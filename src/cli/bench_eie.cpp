@@ -120,10 +120,12 @@ std::vector<double> alternating_medians_us(const std::vector<std::function<void(
 // alternating_medians_us), and the JSON row gets:
 //  - one_thread_us, speedup_vs_one_thread: the same product on one thread;
 //  - concurrent_one_thread_us, machine_scaling: `threads` independent one-thread products run at
-//    once, one per thread (copy = 0, 1, ...: each with its own output and workspace). Their
-//    throughput over one product alone is what the machine gives this kernel's threads with no
-//    work split and no coordination: the ceiling that speedup_vs_one_thread is to be read against
-//    on a shared machine, whose second vCPU can be slower than the first.
+//    once, one per thread (copy = 0, 1, ...: each with its own output, workspace and inputs), and
+//    their throughput over one product alone. No work is split and nothing is coordinated, so this
+//    is what the machine's shared parts (a second vCPU that can be slower than the first, shared
+//    caches, memory) let that many threads gain on this kernel in this window. It is not a bound on
+//    speedup_vs_one_thread: the copies read the weights `threads` times over, a split reads them
+//    once.
 template <class Run>
 double time_sparrow(ThreadPool& pool, int repeats, json& row, Run&& run) {
   const int threads = pool.size();
@@ -439,8 +441,8 @@ void print_eie_bench(const json& r) {
              "(batch 1: plain = the CSC loop skipping zero inputs; x listed = against its walk alone, over a\n"
              " list of the non-zero inputs made before the timing)\n"
              "(x 1 thr: Sparrow on one thread / on this many; machine: throughput of as many independent\n"
-             " one-thread products run at once / of one alone, the machine's ceiling for x 1 thr; the three\n"
-             " timed alternately in one window)\n");
+             " one-thread products run at once / of one alone, what the machine lets threads gain on this\n"
+             " kernel without splitting work; the three timed alternately in one window)\n");
   for (const auto& [config, g] : r["geomean"].items()) {
     fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}\n", config, "layer", "sparrow",
                "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s", "x listed", "x 1 thr", "machine");

@@ -10,33 +10,6 @@ namespace sparrow::kernels {
 
 namespace {
 
-// The entries of the active column this many places ahead are prefetched: a column's first lines
-// come from the shared cache (the weights of a large layer do not fit in the core's own), and
-// without a hint the walk can wait for them at the start of every column. Measured gains depended
-// on the machine's spell: up to 22% on VGG-6 (164 entries per column), nothing in others
-// (docs/engine.md).
-constexpr int64_t kPrefetchColumnsAhead = 2;
-constexpr int64_t kPrefetchMaxBytes = 512;
-
-template <class Entry>
-inline void prefetch_column(const Entry* begin, const Entry* end) {
-  auto p = reinterpret_cast<const char*>(begin);
-  auto stop = std::min(reinterpret_cast<const char*>(end), p + kPrefetchMaxBytes);
-  for (; p < stop; p += 64) _mm_prefetch(p, _MM_HINT_T0);
-}
-
-// Prefetches the entries of the active column kPrefetchColumnsAhead places after k, unless the
-// columns in between are consecutive inputs: their entries then follow in memory, the hardware
-// prefetcher already streams them, and the hint only costs instructions.
-template <class Entry>
-inline void prefetch_ahead(const Entry* entries, const uint32_t* col_ptr, const int32_t* active, int64_t k,
-                           int64_t n_active) {
-  if (k + kPrefetchColumnsAhead >= n_active) return;
-  int32_t next = active[k + kPrefetchColumnsAhead];
-  if (next == active[k] + kPrefetchColumnsAhead) return;
-  prefetch_column(entries + col_ptr[next], entries + col_ptr[next + 1]);
-}
-
 // Inclusive prefix sum of 16 int32 lanes.
 inline __m512i prefix_sum(__m512i s) {
   const __m512i zero = _mm512_setzero_si512();
@@ -78,7 +51,6 @@ void spmv(const SpmvArgs& a, const Entry* entries) {
   const __m512 cb = kSmallCodebook ? _mm512_loadu_ps(a.codebook) : _mm512_setzero_ps();
   for (int64_t k = 0; k < a.n_active; ++k) {
     int32_t j = a.active[k];
-    prefetch_ahead(entries, p.col_ptr.data(), a.active, k, a.n_active);
     __m512 xj = _mm512_set1_ps(a.x[j]);
     uint32_t e = p.col_ptr[j], end = p.col_ptr[j + 1];
     int base = -1;
@@ -124,7 +96,6 @@ void spmv_banded__avx512(const SpmvBandArgs& a) {
     float* y = a.y + band * kBandRows;
     for (int64_t k = 0; k < a.n_active; ++k) {
       int32_t j = a.active[k];
-      prefetch_ahead(b.entries.data(), ptr, a.active, k, a.n_active);
       __m512 xj = _mm512_set1_ps(a.x[j]);
       uint32_t e = ptr[j], end = ptr[j + 1];
       for (; e + 16 <= end; e += 16) accumulate_banded16(b.entries.data() + e, 0xFFFF, cb, xj, y);
