@@ -93,31 +93,53 @@ double median_us(F&& f, int repeats) {
   return median_of(std::move(t));
 }
 
-// Medians of each of `runs`, timed in turn call by call in one window, so that all see the same
-// machine: on shared machines a slow spell lasts seconds, and timing one after the other put it
-// into one of them only.
-std::vector<double> alternating_medians_us(const std::vector<std::function<void()>>& runs, int repeats) {
-  for (const auto& f : runs) f();
-  std::vector<std::vector<double>> t(runs.size());
-  double total = 0;
-  const double min_seconds = kMinTimedSeconds * static_cast<double>(runs.size());
-  while (static_cast<int>(t[0].size()) < repeats || (total < min_seconds && static_cast<int>(t[0].size()) < kMaxTimedRuns)) {
-    for (size_t i = 0; i < runs.size(); ++i) {
-      Timer timer;
-      runs[i]();
-      double s = timer.seconds();
-      total += s;
-      t[i].push_back(s * 1e6);
-    }
+// Measures timed together: call by call in one window, in an order drawn at random every round.
+// On shared machines a slow spell lasts seconds; timing measures one after the other put a spell
+// into some of them only, and moved a ratio by 20% between runs. The random order keeps any one
+// measure from always following the same other one (a call right after a walk over another
+// layout's weights finds its own evicted from the core's cache). OpenBLAS stays out: its threads
+// spin after each call and would take the second core from the measures after it.
+class Window {
+ public:
+  // Adds a measure; returns its index in medians_us().
+  size_t add(std::function<void()> run) {
+    runs_.push_back(std::move(run));
+    return runs_.size() - 1;
   }
-  std::vector<double> medians;
-  for (auto& v : t) medians.push_back(median_of(std::move(v)));
-  return medians;
-}
+  // Medians over at least `repeats` rounds and kMinTimedSeconds per measure in all, after one
+  // warm-up round.
+  std::vector<double> medians_us(int repeats) const {
+    for (const auto& f : runs_) f();
+    std::vector<std::vector<double>> t(runs_.size());
+    std::vector<size_t> order(runs_.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::mt19937 shuffle_rng(1);
+    double total = 0;
+    const double min_seconds = kMinTimedSeconds * static_cast<double>(runs_.size());
+    int rounds = 0;
+    while (rounds < repeats || (total < min_seconds && rounds < kMaxTimedRuns)) {
+      std::shuffle(order.begin(), order.end(), shuffle_rng);
+      for (size_t i : order) {
+        Timer timer;
+        runs_[i]();
+        double s = timer.seconds();
+        total += s;
+        t[i].push_back(s * 1e6);
+      }
+      ++rounds;
+    }
+    std::vector<double> medians;
+    for (auto& v : t) medians.push_back(median_of(std::move(v)));
+    return medians;
+  }
 
-// Sparrow's time for `run(pool, threads, copy)` on the benchmark's pool. When that has several
-// threads, two more measures are timed alternately with it in the same window (see
-// alternating_medians_us), and the JSON row gets:
+ private:
+  std::vector<std::function<void()>> runs_;
+};
+
+// Sparrow's measures of one configuration: `run(pool, threads, copy)` on the benchmark's pool and,
+// when that has several threads, two more in the same window, whose results fields() adds to the
+// JSON row:
 //  - one_thread_us, speedup_vs_one_thread: the same product on one thread;
 //  - concurrent_one_thread_us, machine_scaling: `threads` independent one-thread products run at
 //    once, one per thread (copy = 0, 1, ...: each with its own output, workspace and inputs), and
@@ -126,22 +148,30 @@ std::vector<double> alternating_medians_us(const std::vector<std::function<void(
 //    caches, memory) let that many threads gain on this kernel in this window. It is not a bound on
 //    speedup_vs_one_thread: the copies read the weights `threads` times over, a split reads them
 //    once.
-template <class Run>
-double time_sparrow(ThreadPool& pool, int repeats, json& row, Run&& run) {
-  const int threads = pool.size();
-  if (threads == 1) return median_us([&] { run(pool, 1, 0); }, repeats);
-  std::vector<std::unique_ptr<ThreadPool>> singles;
-  for (int c = 0; c < threads; ++c) singles.push_back(std::make_unique<ThreadPool>(1));
-  std::vector<double> t = alternating_medians_us(
-      {[&] { run(pool, threads, 0); }, [&] { run(*singles[0], 1, 0); },
-       [&] { pool.parallel_for(threads, [&](int64_t c) { run(*singles[c], 1, static_cast<int>(c)); }); }},
-      repeats);
-  row["one_thread_us"] = t[1];
-  row["speedup_vs_one_thread"] = t[1] / t[0];
-  row["concurrent_one_thread_us"] = t[2];
-  row["machine_scaling"] = threads * t[1] / t[2];
-  return t[0];
-}
+class SparrowMeasures {
+ public:
+  template <class Run>
+  SparrowMeasures(Window& window, ThreadPool& pool, Run run) : threads_(pool.size()) {
+    many_ = window.add([&pool, run, this] { run(pool, threads_, 0); });
+    if (threads_ == 1) return;
+    for (int c = 0; c < threads_; ++c) singles_.push_back(std::make_unique<ThreadPool>(1));
+    one_ = window.add([run, this] { run(*singles_[0], 1, 0); });
+    copies_ = window.add([&pool, run, this] {
+      pool.parallel_for(threads_, [&](int64_t c) { run(*singles_[c], 1, static_cast<int>(c)); });
+    });
+  }
+  double sparrow_us(const std::vector<double>& t) const { return t[many_]; }
+  json fields(const std::vector<double>& t) const {
+    if (threads_ == 1) return json::object();
+    return {{"one_thread_us", t[one_]}, {"speedup_vs_one_thread", t[one_] / t[many_]},
+            {"concurrent_one_thread_us", t[copies_]}, {"machine_scaling", threads_ * t[one_] / t[copies_]}};
+  }
+
+ private:
+  int threads_;
+  std::vector<std::unique_ptr<ThreadPool>> singles_;
+  size_t many_ = 0, one_ = 0, copies_ = 0;
+};
 
 // Contiguous row ranges of the plain CSR peer of about equal entry counts.
 std::vector<int64_t> plain_balanced_rows(const std::vector<uint32_t>& row_ptr, int parts) {
@@ -208,37 +238,40 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
   SpmvWorkspace ws_columns, ws_rows;
   ws_columns.reserve(by_columns, threads);
   ws_rows.reserve(by_rows, threads);
-  // One workspace, output and turn per concurrent one-thread copy (see time_sparrow).
+  // One workspace, output and turn per concurrent one-thread copy (see SparrowMeasures).
   std::vector<SpmvWorkspace> ws_one(static_cast<size_t>(threads));
   for (auto& ws : ws_one) ws.reserve(by_columns, 1);
   std::vector<std::vector<float>> y_copy(static_cast<size_t>(threads), y);
   std::vector<Turn> copy_turn(static_cast<size_t>(threads));
   Turn many_turn;
-  json scaling = json::object();
-  double sparrow_us = time_sparrow(pool, repeats, scaling, [&](ThreadPool& p, int t, int copy) {
+  Window window;
+  SparrowMeasures sparrow(window, pool, [&](ThreadPool& p, int t, int copy) {
     if (t > 1)
       sparse_matvec(p, by_columns, in.x[many_turn.next()].data(), y.data(), ws_columns, SpmvScheme::columns);
     else
       sparse_matvec(p, by_columns, in.x[copy_turn[copy].next()].data(), y_copy[copy].data(), ws_one[copy],
                     SpmvScheme::columns);
   });
-  Turn turn;
-  double rows_us = median_us([&] {
-    sparse_matvec(pool, by_rows, in.x[turn.next()].data(), y.data(), ws_rows, SpmvScheme::rows);
-  }, repeats);
+  Turn rows_turn, rm_turn, sv_turn, plain_turn, listed_turn, dense_turn;
+  size_t rows_i = window.add([&] {
+    sparse_matvec(pool, by_rows, in.x[rows_turn.next()].data(), y.data(), ws_rows, SpmvScheme::rows);
+  });
+  size_t eigen_rm_i = window.add([&] { w.eigen->spmv_rowmajor(in.x[rm_turn.next()].data(), y.data()); });
+  size_t eigen_sv_i = window.add([&] { w.eigen->spmv_sparse_vector(in.x[sv_turn.next()].data(), y.data()); });
+  size_t plain_i = window.add([&] { plain_csc_spmv(w.csc, in.x[plain_turn.next()].data(), y.data()); });
+  size_t listed_i = window.add([&] {
+    size_t i = listed_turn.next();
+    plain_csc_spmv(w.csc, in.active[i].data(), static_cast<int64_t>(in.active[i].size()), in.x[i].data(), y.data());
+  });
+  std::vector<double> t = window.medians_us(repeats);
+  double sparrow_us = sparrow.sparrow_us(t), rows_us = t[rows_i], eigen_rm = t[eigen_rm_i], eigen_sv = t[eigen_sv_i];
+  double plain_us = t[plain_i], plain_listed_us = t[listed_i];
   openblas_set_num_threads(threads);
   double dense_us = median_us([&] {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(l.out), static_cast<int>(l.in), 1.0f, w.dense.data(),
-                static_cast<int>(l.in), in.x[turn.next()].data(), 1, 0.0f, y.data(), 1);
+                static_cast<int>(l.in), in.x[dense_turn.next()].data(), 1, 0.0f, y.data(), 1);
   }, repeats);
   openblas_set_num_threads(1);
-  double eigen_rm = median_us([&] { w.eigen->spmv_rowmajor(in.x[turn.next()].data(), y.data()); }, repeats);
-  double eigen_sv = median_us([&] { w.eigen->spmv_sparse_vector(in.x[turn.next()].data(), y.data()); }, repeats);
-  double plain_us = median_us([&] { plain_csc_spmv(w.csc, in.x[turn.next()].data(), y.data()); }, repeats);
-  double plain_listed_us = median_us([&] {
-    size_t i = turn.next();
-    plain_csc_spmv(w.csc, in.active[i].data(), static_cast<int64_t>(in.active[i].size()), in.x[i].data(), y.data());
-  }, repeats);
   // Work done per call, averaged over the inputs: non-zeros in the active columns; bytes of
   // entries and pointers each walk reads.
   int64_t nnz = 0, entries = 0, active_columns = 0;
@@ -271,7 +304,7 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
           {"layout", by_columns.batch1_layout()}, {"fillers", fillers}, {"sparrow_bytes_touched", sparrow_bytes},
           {"plain_bytes_touched", nnz * 8 + pointer_bytes},
           {"rows_scheme_load_balance", balance}};
-  row.update(scaling);
+  row.update(sparrow.fields(t));
   return row;
 }
 
@@ -285,12 +318,20 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
   // The peer gets the same number of row ranges, claimed the same way.
   auto plain_bounds = plain_balanced_rows(w.csr.row_ptr, static_cast<int>(sparrow_bounds.size()) - 1);
   auto one_bounds = balanced_row_bounds(m, 1);
-  std::vector<std::vector<float>> y_copy(static_cast<size_t>(threads), y);  // see time_sparrow
-  json scaling = json::object();
-  double sparrow_us = time_sparrow(pool, repeats, scaling, [&](ThreadPool& p, int t, int copy) {
+  std::vector<std::vector<float>> y_copy(static_cast<size_t>(threads), y);  // see SparrowMeasures
+  Window window;
+  SparrowMeasures sparrow(window, pool, [&](ThreadPool& p, int t, int copy) {
     if (t > 1) sparse_matmat(p, m, sparrow_bounds, xt.data(), batch, batch, y.data(), batch);
     else sparse_matmat(p, m, one_bounds, xt.data(), batch, batch, y_copy[copy].data(), batch);
   });
+  size_t eigen_i = window.add([&] { w.eigen->spmm(x.data(), batch, y.data()); });
+  size_t plain_i = window.add([&] {
+    pool.parallel_for(static_cast<int64_t>(plain_bounds.size()) - 1, [&](int64_t t) {
+      plain_csr_spmm(w.csr, plain_bounds[t], plain_bounds[t + 1], xt.data(), batch, batch, y.data(), batch);
+    });
+  });
+  std::vector<double> t = window.medians_us(repeats);
+  double sparrow_us = sparrow.sparrow_us(t), eigen_us = t[eigen_i], plain_us = t[plain_i];
   openblas_set_num_threads(threads);
   double dense_us = median_us([&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, static_cast<int>(l.out), static_cast<int>(l.in), 1.0f,
@@ -298,12 +339,6 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
                 static_cast<int>(l.out));
   }, repeats);
   openblas_set_num_threads(1);
-  double eigen_us = median_us([&] { w.eigen->spmm(x.data(), batch, y.data()); }, repeats);
-  double plain_us = median_us([&] {
-    pool.parallel_for(static_cast<int64_t>(plain_bounds.size()) - 1, [&](int64_t t) {
-      plain_csr_spmm(w.csr, plain_bounds[t], plain_bounds[t + 1], xt.data(), batch, batch, y.data(), batch);
-    });
-  }, repeats);
   int64_t nnz = static_cast<int64_t>(w.csr.values.size());
   json row = {{"name", l.name}, {"batch", batch}, {"threads", threads}, {"sparrow_us", sparrow_us}, {"dense_us", dense_us},
           {"eigen_us", eigen_us}, {"plain_us", plain_us}, {"nonzeros_per_second", nnz * batch / (sparrow_us * 1e-6)},
@@ -313,7 +348,7 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
              return b;
            }()},
           {"plain_bytes_touched", nnz * 8 + (l.out + 1) * 4}};
-  row.update(scaling);
+  row.update(sparrow.fields(t));
   return row;
 }
 
@@ -434,6 +469,8 @@ void print_crossover_bench(const json& r) {
 void print_eie_bench(const json& r) {
   fmt::print("EIE benchmark layers, random weights at the paper's densities, 4-bit codes; sparse kernels: {}\n"
              "median of at least {} runs and 0.2 s; times in microseconds; x = peer time / Sparrow time\n"
+             "Sparrow, Eigen and the plain kernels timed call by call in one window, in random order every\n"
+             "round; OpenBLAS in a window of its own\n"
              "peers: OpenBLAS dense sgemv/sgemm (same thread count), Eigen sparse and plain float32 kernels\n"
              "(batch 1: each timed call takes the next of {} inputs at the layer's activation density)\n",
              r["isa"].get<std::string>(), r["repeats"].get<int>(), kStreamInputs);
@@ -442,7 +479,7 @@ void print_eie_bench(const json& r) {
              " list of the non-zero inputs made before the timing)\n"
              "(x 1 thr: Sparrow on one thread / on this many; machine: throughput of as many independent\n"
              " one-thread products run at once / of one alone, what the machine lets threads gain on this\n"
-             " kernel without splitting work; the three timed alternately in one window)\n");
+             " kernel without splitting work)\n");
   for (const auto& [config, g] : r["geomean"].items()) {
     fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}\n", config, "layer", "sparrow",
                "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s", "x listed", "x 1 thr", "machine");
