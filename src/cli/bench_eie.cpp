@@ -95,10 +95,10 @@ double median_us(F&& f, int repeats) {
 
 // Measures timed together: call by call in one window, in an order drawn at random every round.
 // On shared machines a slow spell lasts seconds; timing measures one after the other put a spell
-// into some of them only, and moved a ratio by 20% between runs. The random order keeps any one
-// measure from always following the same other one (a call right after a walk over another
-// layout's weights finds its own evicted from the core's cache). OpenBLAS stays out: its threads
-// spin after each call and would take the second core from the measures after it.
+// into some of them only. The random order keeps any one measure from always following the same
+// other one. Only measures of one kernel on one matrix share a window: a peer walking its own
+// layout in between evicts the weights of the next call, and on this machine that made every
+// measure a cold-cache one (docs/engine.md).
 class Window {
  public:
   // Adds a measure; returns its index in medians_us().
@@ -138,7 +138,7 @@ class Window {
 };
 
 // Sparrow's measures of one configuration: `run(pool, threads, copy)` on the benchmark's pool and,
-// when that has several threads, two more in the same window, whose results fields() adds to the
+// when that has several threads, two more in the same window, whose results fields() gives for the
 // JSON row:
 //  - one_thread_us, speedup_vs_one_thread: the same product on one thread;
 //  - concurrent_one_thread_us, machine_scaling: `threads` independent one-thread products run at
@@ -151,26 +151,35 @@ class Window {
 class SparrowMeasures {
  public:
   template <class Run>
-  SparrowMeasures(Window& window, ThreadPool& pool, Run run) : threads_(pool.size()) {
-    many_ = window.add([&pool, run, this] { run(pool, threads_, 0); });
+  SparrowMeasures(ThreadPool& pool, Run run) : threads_(pool.size()) {
+    many_ = window_.add([&pool, run, this] { run(pool, threads_, 0); });
     if (threads_ == 1) return;
     for (int c = 0; c < threads_; ++c) singles_.push_back(std::make_unique<ThreadPool>(1));
-    one_ = window.add([run, this] { run(*singles_[0], 1, 0); });
-    copies_ = window.add([&pool, run, this] {
+    one_ = window_.add([run, this] { run(*singles_[0], 1, 0); });
+    copies_ = window_.add([&pool, run, this] {
       pool.parallel_for(threads_, [&](int64_t c) { run(*singles_[c], 1, static_cast<int>(c)); });
     });
   }
-  double sparrow_us(const std::vector<double>& t) const { return t[many_]; }
-  json fields(const std::vector<double>& t) const {
+  SparrowMeasures(const SparrowMeasures&) = delete;  // the measures point at this object
+  SparrowMeasures& operator=(const SparrowMeasures&) = delete;
+
+  // Times the window; returns Sparrow's time on the pool.
+  double medians_us(int repeats) {
+    t_ = window_.medians_us(repeats);
+    return t_[many_];
+  }
+  json fields() const {
     if (threads_ == 1) return json::object();
-    return {{"one_thread_us", t[one_]}, {"speedup_vs_one_thread", t[one_] / t[many_]},
-            {"concurrent_one_thread_us", t[copies_]}, {"machine_scaling", threads_ * t[one_] / t[copies_]}};
+    return {{"one_thread_us", t_[one_]}, {"speedup_vs_one_thread", t_[one_] / t_[many_]},
+            {"concurrent_one_thread_us", t_[copies_]}, {"machine_scaling", threads_ * t_[one_] / t_[copies_]}};
   }
 
  private:
   int threads_;
+  Window window_;
   std::vector<std::unique_ptr<ThreadPool>> singles_;
   size_t many_ = 0, one_ = 0, copies_ = 0;
+  std::vector<double> t_;
 };
 
 // Contiguous row ranges of the plain CSR peer of about equal entry counts.
@@ -244,32 +253,29 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
   std::vector<std::vector<float>> y_copy(static_cast<size_t>(threads), y);
   std::vector<Turn> copy_turn(static_cast<size_t>(threads));
   Turn many_turn;
-  Window window;
-  SparrowMeasures sparrow(window, pool, [&](ThreadPool& p, int t, int copy) {
+  SparrowMeasures sparrow(pool, [&](ThreadPool& p, int t, int copy) {
     if (t > 1)
       sparse_matvec(p, by_columns, in.x[many_turn.next()].data(), y.data(), ws_columns, SpmvScheme::columns);
     else
       sparse_matvec(p, by_columns, in.x[copy_turn[copy].next()].data(), y_copy[copy].data(), ws_one[copy],
                     SpmvScheme::columns);
   });
-  Turn rows_turn, rm_turn, sv_turn, plain_turn, listed_turn, dense_turn;
-  size_t rows_i = window.add([&] {
-    sparse_matvec(pool, by_rows, in.x[rows_turn.next()].data(), y.data(), ws_rows, SpmvScheme::rows);
-  });
-  size_t eigen_rm_i = window.add([&] { w.eigen->spmv_rowmajor(in.x[rm_turn.next()].data(), y.data()); });
-  size_t eigen_sv_i = window.add([&] { w.eigen->spmv_sparse_vector(in.x[sv_turn.next()].data(), y.data()); });
-  size_t plain_i = window.add([&] { plain_csc_spmv(w.csc, in.x[plain_turn.next()].data(), y.data()); });
-  size_t listed_i = window.add([&] {
-    size_t i = listed_turn.next();
+  double sparrow_us = sparrow.medians_us(repeats);
+  Turn turn;
+  double rows_us = median_us([&] {
+    sparse_matvec(pool, by_rows, in.x[turn.next()].data(), y.data(), ws_rows, SpmvScheme::rows);
+  }, repeats);
+  double eigen_rm = median_us([&] { w.eigen->spmv_rowmajor(in.x[turn.next()].data(), y.data()); }, repeats);
+  double eigen_sv = median_us([&] { w.eigen->spmv_sparse_vector(in.x[turn.next()].data(), y.data()); }, repeats);
+  double plain_us = median_us([&] { plain_csc_spmv(w.csc, in.x[turn.next()].data(), y.data()); }, repeats);
+  double plain_listed_us = median_us([&] {
+    size_t i = turn.next();
     plain_csc_spmv(w.csc, in.active[i].data(), static_cast<int64_t>(in.active[i].size()), in.x[i].data(), y.data());
-  });
-  std::vector<double> t = window.medians_us(repeats);
-  double sparrow_us = sparrow.sparrow_us(t), rows_us = t[rows_i], eigen_rm = t[eigen_rm_i], eigen_sv = t[eigen_sv_i];
-  double plain_us = t[plain_i], plain_listed_us = t[listed_i];
+  }, repeats);
   openblas_set_num_threads(threads);
   double dense_us = median_us([&] {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(l.out), static_cast<int>(l.in), 1.0f, w.dense.data(),
-                static_cast<int>(l.in), in.x[dense_turn.next()].data(), 1, 0.0f, y.data(), 1);
+                static_cast<int>(l.in), in.x[turn.next()].data(), 1, 0.0f, y.data(), 1);
   }, repeats);
   openblas_set_num_threads(1);
   // Work done per call, averaged over the inputs: non-zeros in the active columns; bytes of
@@ -304,7 +310,7 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
           {"layout", by_columns.batch1_layout()}, {"fillers", fillers}, {"sparrow_bytes_touched", sparrow_bytes},
           {"plain_bytes_touched", nnz * 8 + pointer_bytes},
           {"rows_scheme_load_balance", balance}};
-  row.update(sparrow.fields(t));
+  row.update(sparrow.fields());
   return row;
 }
 
@@ -319,19 +325,17 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
   auto plain_bounds = plain_balanced_rows(w.csr.row_ptr, static_cast<int>(sparrow_bounds.size()) - 1);
   auto one_bounds = balanced_row_bounds(m, 1);
   std::vector<std::vector<float>> y_copy(static_cast<size_t>(threads), y);  // see SparrowMeasures
-  Window window;
-  SparrowMeasures sparrow(window, pool, [&](ThreadPool& p, int t, int copy) {
+  SparrowMeasures sparrow(pool, [&](ThreadPool& p, int t, int copy) {
     if (t > 1) sparse_matmat(p, m, sparrow_bounds, xt.data(), batch, batch, y.data(), batch);
     else sparse_matmat(p, m, one_bounds, xt.data(), batch, batch, y_copy[copy].data(), batch);
   });
-  size_t eigen_i = window.add([&] { w.eigen->spmm(x.data(), batch, y.data()); });
-  size_t plain_i = window.add([&] {
+  double sparrow_us = sparrow.medians_us(repeats);
+  double eigen_us = median_us([&] { w.eigen->spmm(x.data(), batch, y.data()); }, repeats);
+  double plain_us = median_us([&] {
     pool.parallel_for(static_cast<int64_t>(plain_bounds.size()) - 1, [&](int64_t t) {
       plain_csr_spmm(w.csr, plain_bounds[t], plain_bounds[t + 1], xt.data(), batch, batch, y.data(), batch);
     });
-  });
-  std::vector<double> t = window.medians_us(repeats);
-  double sparrow_us = sparrow.sparrow_us(t), eigen_us = t[eigen_i], plain_us = t[plain_i];
+  }, repeats);
   openblas_set_num_threads(threads);
   double dense_us = median_us([&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, static_cast<int>(l.out), static_cast<int>(l.in), 1.0f,
@@ -348,7 +352,7 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
              return b;
            }()},
           {"plain_bytes_touched", nnz * 8 + (l.out + 1) * 4}};
-  row.update(sparrow.fields(t));
+  row.update(sparrow.fields());
   return row;
 }
 
@@ -469,8 +473,6 @@ void print_crossover_bench(const json& r) {
 void print_eie_bench(const json& r) {
   fmt::print("EIE benchmark layers, random weights at the paper's densities, 4-bit codes; sparse kernels: {}\n"
              "median of at least {} runs and 0.2 s; times in microseconds; x = peer time / Sparrow time\n"
-             "Sparrow, Eigen and the plain kernels timed call by call in one window, in random order every\n"
-             "round; OpenBLAS in a window of its own\n"
              "peers: OpenBLAS dense sgemv/sgemm (same thread count), Eigen sparse and plain float32 kernels\n"
              "(batch 1: each timed call takes the next of {} inputs at the layer's activation density)\n",
              r["isa"].get<std::string>(), r["repeats"].get<int>(), kStreamInputs);
@@ -479,7 +481,8 @@ void print_eie_bench(const json& r) {
              " list of the non-zero inputs made before the timing)\n"
              "(x 1 thr: Sparrow on one thread / on this many; machine: throughput of as many independent\n"
              " one-thread products run at once / of one alone, what the machine lets threads gain on this\n"
-             " kernel without splitting work)\n");
+             " kernel without splitting work; Sparrow's measures are timed call by call in one window, in\n"
+             " random order)\n");
   for (const auto& [config, g] : r["geomean"].items()) {
     fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}\n", config, "layer", "sparrow",
                "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s", "x listed", "x 1 thr", "machine");
