@@ -1,6 +1,7 @@
 // Every sparse kernel variant against the scalar reference, and the reference against a dense
 // double-precision product, on an edge-case grid: rows below/at/above the 16-lane width, empty
 // columns, all-zero and fully dense inputs, the longest gaps (fillers), every code used, odd sizes.
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -275,6 +276,88 @@ TEST(SparseKernels, BandedLayoutHoldsRowsWithinTheBandAndCodes) {
   EXPECT_EQ(b.bands, 2);
   EXPECT_EQ(b.col_ptr, (std::vector<uint32_t>{0, 1, 1, 1, 2, 3}));
   EXPECT_EQ(b.entries, (std::vector<uint16_t>{3 << 4 | 9, 0 << 4 | 1, 4 << 4 | 15}));
+}
+
+// y[row_begin:row_end] = W x over the banded CSR with `kernel`; y starts at a canary value, and
+// rows outside the range must keep it.
+std::vector<float> run_rows(const BandedCsr& b, const Case& c, void (*kernel)(const SpmvRowArgs&),
+                            const std::vector<float>& x, int64_t row_begin, int64_t row_end) {
+  std::vector<float> codebook(16, 0.0f);
+  std::copy(c.codebook.begin(), c.codebook.end(), codebook.begin());
+  std::vector<float> y(static_cast<size_t>(c.rows) + 1, -7.0f);
+  kernel(SpmvRowArgs{&b, codebook.data(), x.data(), row_begin, row_end, y.data()});
+  for (int64_t r = 0; r <= c.rows; ++r)
+    if (r < row_begin || r >= row_end) EXPECT_EQ(y[r], -7.0f) << "wrote row " << r << " outside the range";
+  y.pop_back();
+  return y;
+}
+
+TEST(SparseKernels, BandedRowsEveryVariantMatchesOnTheGrid) {
+  // Rows with fewer, exactly and more than 16 and 32 entries (the kernel's two-register steps);
+  // columns below, at and above one 4096-column band; empty and full rows; zero and dense inputs.
+  uint32_t seed = 1300;
+  for (int64_t rows : {1, 15, 17, 300})
+    for (int64_t cols : {1, 15, 16, 17, 31, 32, 33, 4096, 4097, 8200})
+      for (double density : {0.0, 0.09, 0.5, 1.0}) {
+        Case c = make_case(rows, cols, density, 16, seed++);
+        BandedCsr b = build_banded_csr(c.codes, rows, cols);
+        EXPECT_EQ(b.bands, (cols + 4095) / 4096);
+        for (double x_density : {0.0, 0.35, 1.0}) {
+          auto x = random_input(cols, x_density, seed++);
+          auto want = dense_product(c, x);
+          for (Isa isa : kIsas) {
+            std::string what = std::string(isa_name(isa)) + " banded rows " + std::to_string(rows) + "x" +
+                               std::to_string(cols) + " d=" + std::to_string(density);
+            expect_close(run_rows(b, c, sparse_kernels_for(isa).spmv_rows_banded, x, 0, rows), want, what);
+            if (rows > 2) {
+              auto part = run_rows(b, c, sparse_kernels_for(isa).spmv_rows_banded, x, 1, rows - 1);
+              for (int64_t r = 1; r < rows - 1; ++r)
+                ASSERT_NEAR(part[r], want.y[r], 1e-5 * want.abs_sum[r] + 1e-30) << what << " range, row " << r;
+            }
+          }
+        }
+      }
+}
+
+TEST(SparseKernels, BandedRowsLayoutHoldsColumnsWithinTheBandAndCodes) {
+  // Row 0: columns 3 and 4096 (band 1, column 0); row 1: column 4100 (band 1, column 4).
+  Case c{std::vector<uint8_t>(2 * 4101, 0), 2, 4101, std::vector<float>(16, 0.0f)};
+  c.codes[0 * 4101 + 3] = 9;
+  c.codes[0 * 4101 + 4096] = 1;
+  c.codes[1 * 4101 + 4100] = 15;
+  BandedCsr b = build_banded_csr(c.codes, 2, 4101);
+  EXPECT_EQ(b.bands, 2);
+  EXPECT_EQ(b.row_ptr, (std::vector<uint32_t>{0, 1, 1, 1, 2, 3}));
+  EXPECT_EQ(b.entries, (std::vector<uint16_t>{3 << 4 | 9, 0 << 4 | 1, 4 << 4 | 15}));
+}
+
+TEST(SparseKernels, RowWalkChosenByActiveShareThroughTheDriver) {
+  // Large enough to use the pool. With AVX-512 the matrix has the banded CSR, and a sample with
+  // at least kRowWalkFromActiveShare non-zero inputs walks the rows; any sample gives W x, and the
+  // row walk gives the same bits on any number of threads.
+  Case c = make_case(700, 5000, 0.05, 16, 1400);
+  SparseMatrix m = build_sparse_matrix(c.codes, 700, 5000, c.codebook, 1);
+  ASSERT_GE(m.nonzeros, kParallelFromNonzeros);
+  bool avx512 = sparse_kernels().isa == Isa::avx512;
+  EXPECT_EQ(m.banded_rows.empty(), !avx512);
+  for (double x_density : {0.3, 0.6, 1.0}) {
+    auto x = random_input(5000, x_density, 1401);
+    int64_t active = std::count_if(x.begin(), x.end(), [](float v) { return v != 0.0f; });
+    EXPECT_EQ(m.row_walk_pays(active), avx512 && active >= kRowWalkFromActiveShare * 5000) << x_density;
+    auto want = dense_product(c, x);
+    std::vector<float> first;
+    for (int threads : {1, 2, 3}) {
+      ThreadPool pool(threads);
+      SpmvWorkspace ws;
+      ws.reserve(m, threads);
+      std::vector<float> y(700);
+      sparse_matvec(pool, m, x.data(), y.data(), ws, SpmvScheme::columns);
+      expect_close(y, want, "x density " + std::to_string(x_density) + ", threads " + std::to_string(threads));
+      if (!m.row_walk_pays(active)) continue;
+      if (first.empty()) first = y;
+      EXPECT_EQ(y, first) << "row walk on " << threads << " threads";
+    }
+  }
 }
 
 TEST(SparseKernels, TilesThroughTheParallelDriver) {

@@ -10,6 +10,8 @@
 //   band by band, the entries of each active column are added at their rows.
 // spmv_tiles: the same product over the column tiles (16-entry codebook): y[rows] is overwritten;
 //   per active column, every 16-row tile of y gets codebook[codes] * x[j] at its mask's rows.
+// spmv_rows_banded: y[row_begin:row_end] = W x over the banded CSR, every row walked (no active
+//   list: zero inputs are multiplied like the others). y rows are overwritten.
 // list_nonzero: EIE's leading non-zero detection. Writes the indices j of x[0:n] with x[j] != 0
 //   (NaN counts as non-zero, -0 as zero) in increasing order to active[0:count] and sets *count.
 //   active must hold n values; nothing past active[n - 1] is written.
@@ -62,6 +64,14 @@ struct SpmvLayoutArgs {
 using SpmvBandArgs = SpmvLayoutArgs<BandedCsc>;
 using SpmvTileArgs = SpmvLayoutArgs<ColumnTiles>;
 
+struct SpmvRowArgs {
+  const BandedCsr* layout;
+  const float* codebook;   // 16 entries, entry 0 == 0
+  const float* x;          // all inputs
+  int64_t row_begin, row_end;
+  float* y;                // y[row_begin:row_end] written
+};
+
 struct NonzeroArgs {
   const float* x;
   int64_t n;
@@ -83,6 +93,7 @@ const char* isa_name(Isa isa);
   X(spmv_csc_e16, SpmvArgs)       \
   X(spmv_banded, SpmvBandArgs)    \
   X(spmv_tiles, SpmvTileArgs)     \
+  X(spmv_rows_banded, SpmvRowArgs) \
   X(spmm_csr_e16, SpmmArgs)
 
 namespace kernels {

@@ -50,6 +50,7 @@ void spmv_csc_e8__avx2(const SpmvArgs& a) { spmv_csc_scalar<uint8_t, 4, 0xF>(a, 
 void spmv_csc_e16__avx2(const SpmvArgs& a) { spmv_csc_scalar<uint16_t, 8, 0xFF>(a, a.part->entries16.data()); }
 void spmv_banded__avx2(const SpmvBandArgs& a) { spmv_banded_scalar(a); }
 void spmv_tiles__avx2(const SpmvTileArgs& a) { spmv_tiles_scalar(a); }
+void spmv_rows_banded__avx2(const SpmvRowArgs& a) { spmv_rows_banded_scalar(a); }
 
 void spmm_csr_e16__avx2(const SpmmArgs& a) {
   const SparseMatrix& m = *a.m;

@@ -18,6 +18,7 @@ void spmv_csc_e8__ref(const SpmvArgs& a) { spmv_csc_scalar<uint8_t, 4, 0xF>(a, a
 void spmv_csc_e16__ref(const SpmvArgs& a) { spmv_csc_scalar<uint16_t, 8, 0xFF>(a, a.part->entries16.data()); }
 void spmv_banded__ref(const SpmvBandArgs& a) { spmv_banded_scalar(a); }
 void spmv_tiles__ref(const SpmvTileArgs& a) { spmv_tiles_scalar(a); }
+void spmv_rows_banded__ref(const SpmvRowArgs& a) { spmv_rows_banded_scalar(a); }
 
 void spmm_csr_e16__ref(const SpmmArgs& a) {
   const SparseMatrix& m = *a.m;

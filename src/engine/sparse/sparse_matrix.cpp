@@ -76,6 +76,25 @@ BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int6
   return b;
 }
 
+BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
+  BandedCsr b;
+  b.rows = rows;
+  b.bands = (cols + kBandColumns - 1) / kBandColumns;
+  b.row_ptr.assign(static_cast<size_t>(b.bands * (rows + 1)), 0);
+  for (int64_t band = 0; band < b.bands; ++band) {
+    uint32_t* ptr = b.row_ptr.data() + band * (rows + 1);
+    ptr[0] = static_cast<uint32_t>(b.entries.size());
+    int64_t col_begin = band * kBandColumns, col_end = std::min(cols, col_begin + kBandColumns);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = col_begin; c < col_end; ++c)
+        if (uint8_t code = codes[static_cast<size_t>(r * cols + c)])
+          b.entries.push_back(static_cast<uint16_t>((c - col_begin) << 4 | code));
+      ptr[r + 1] = static_cast<uint32_t>(b.entries.size());
+    }
+  }
+  return b;
+}
+
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
   ColumnTiles t;
   t.tiles_per_column = (rows + kTileRows - 1) / kTileRows;
@@ -124,8 +143,10 @@ SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows
     }
   }
   if (tiles_pay_off(m)) m.tiles = build_column_tiles(codes, rows, cols);
-  else if (m.small_codebook && partitions == 1 && sparse_kernels().isa == Isa::avx512)
+  else if (m.small_codebook && partitions == 1 && sparse_kernels().isa == Isa::avx512) {
     m.banded = build_banded_csc(codes, rows, cols);
+    m.banded_rows = build_banded_csr(codes, rows, cols);
+  }
   m.row_entries.assign(static_cast<size_t>(rows), 0);
   const int64_t block_columns = csr_block_columns(m.density());
   for (int64_t c0 = 0; c0 < cols; c0 += block_columns) {

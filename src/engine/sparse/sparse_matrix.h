@@ -16,6 +16,11 @@
 //    cut into bands of 4096; within a band each entry of a
 //    column is one uint16, row within the band << 4 | code. No fillers and no prefix sum to find
 //    the rows, so 16 entries decode with a shift and a permute.
+//  - Banded CSR (one sample when most inputs are non-zero; built beside the banded CSC): the
+//    columns are cut into bands of 4096; within a band each entry of a row is one uint16, column
+//    within the band << 4 | code. Every row is walked: 16 entries gather their inputs, multiply
+//    by their weights in one register, and the row's sum is stored once. No scatter, but every
+//    non-zero weight is visited whether its input is zero or not (see row_walk_pays).
 //  - Column tiles (one sample, with AVX-512, on denser matrices; see tiles_pay_off), instead of the
 //    banded CSC: each column is cut into 16-row tiles; per tile a 16-bit mask of its non-zero rows,
 //    and the codes of those rows, one byte each, in row order. The kernel adds a whole tile of y at
@@ -76,6 +81,23 @@ struct BandedCsc {
   bool empty() const { return col_ptr.empty(); }
 };
 
+inline constexpr int64_t kBandColumns = 4096;
+
+struct BandedCsr {
+  int64_t rows = 0;
+  int64_t bands = 0;                 // ceil(cols / 4096)
+  std::vector<uint32_t> row_ptr;     // [bands, rows + 1] entry offsets
+  std::vector<uint16_t> entries;     // column within the band << 4 | code (1..15)
+  bool empty() const { return row_ptr.empty(); }
+};
+
+// Share of non-zero inputs from which one sample walks every row of the banded CSR rather than
+// the active columns of the banded CSC. The row walk costs 0.40-0.65 of the column walk per
+// non-zero weight, so it wins once more than that share of the inputs is active (bench --eie's
+// layers and timings in docs/engine.md: even at 35-41%, ahead from 41%, 1.5-2.5x faster with
+// all inputs active).
+inline constexpr double kRowWalkFromActiveShare = 0.5;
+
 struct SparseMatrix {
   int64_t rows = 0, cols = 0;
   bool small_codebook = false;     // at most 16 entries: looked up from registers
@@ -85,10 +107,15 @@ struct SparseMatrix {
   std::vector<CsrBlock> csr;       // column blocks
   ColumnTiles tiles;               // one sample, when tiles_pay_off
   BandedCsc banded;                // one sample: 16-entry codebook, one partition, AVX-512, no tiles
+  BandedCsr banded_rows;           // one sample with most inputs active: built with `banded`
   std::vector<uint64_t> row_entries;  // CSR entries per row over all blocks (for load balance)
   int64_t nonzeros = 0;
 
   int partitions() const { return static_cast<int>(csc.size()); }
+  // Whether one sample with n_active non-zero inputs walks the rows (banded CSR).
+  bool row_walk_pays(int64_t n_active) const {
+    return !banded_rows.empty() && static_cast<double>(n_active) >= kRowWalkFromActiveShare * static_cast<double>(cols);
+  }
   // The layout one sample runs on: "tiles", "banded", "csc8" (one-byte entries) or "csc16".
   const char* batch1_layout() const {
     return !tiles.empty() ? "tiles" : !banded.empty() ? "banded" : e8 ? "csc8" : "csc16";
@@ -102,12 +129,14 @@ struct SparseMatrix {
 bool tiles_pay_off(const SparseMatrix& m);
 // The banded CSC layout of a code matrix with codes below 16.
 BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
+// The banded CSR layout of a code matrix with codes below 16.
+BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 // The column-tile layout of a code matrix (codes[r * cols + c], 0 = zero weight).
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 
 // Builds the layouts from a code matrix (codes[r * cols + c], 0 = zero weight): CSC and CSR
 // always; for one partition, a 16-entry codebook and AVX-512 kernels, column tiles when
-// tiles_pay_off, else the banded CSC.
+// tiles_pay_off, else the banded CSC and the banded CSR.
 SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
                                  const std::vector<float>& codebook, int partitions);
 // From a compressed tensor: decodes its codes (any file layout) and builds the engine layouts.

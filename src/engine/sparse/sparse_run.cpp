@@ -14,6 +14,7 @@ void SpmvWorkspace::reserve(const SparseMatrix& m, int threads) {
   started.assign(static_cast<size_t>(std::max(threads, 1)), 0);
   // At most cols / kMinChunkColumns + 1 chunks, and one bound more.
   bounds.resize(static_cast<size_t>(m.cols / kMinChunkColumns + 2));
+  row_bounds = balanced_row_bounds(m, threads);
 }
 
 float* SpmvWorkspace::partial_for(int64_t t) {
@@ -92,6 +93,19 @@ void matvec_columns(ThreadPool& pool, const SparseMatrix& m, const float* x, flo
   }
 }
 
+// Every row of the banded CSR, in the row ranges of ws.row_bounds claimed one at a time.
+void matvec_row_walk(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, const SpmvWorkspace& ws) {
+  auto rows = [&](int64_t begin, int64_t end) {
+    sparse_kernels().spmv_rows_banded(SpmvRowArgs{&m.banded_rows, m.codebook.data(), x, begin, end, y});
+  };
+  if (m.nonzeros < kParallelFromNonzeros || pool.size() == 1) {
+    rows(0, m.rows);
+    return;
+  }
+  pool.parallel_for(static_cast<int64_t>(ws.row_bounds.size()) - 1,
+                    [&](int64_t t) { rows(ws.row_bounds[t], ws.row_bounds[t + 1]); });
+}
+
 void matvec_rows(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws, int64_t n) {
   SpmvFn kernel = pick(m);
   int parts = m.partitions();
@@ -111,7 +125,8 @@ void matvec_rows(ThreadPool& pool, const SparseMatrix& m, const float* x, float*
 void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws,
                    SpmvScheme scheme) {
   int64_t n = list_active(x, m.cols, ws.active.data());  // EIE's leading non-zero detection
-  if (scheme == SpmvScheme::columns && m.partitions() == 1) matvec_columns(pool, m, x, y, ws, n);
+  if (scheme == SpmvScheme::columns && m.row_walk_pays(n)) matvec_row_walk(pool, m, x, y, ws);
+  else if (scheme == SpmvScheme::columns && m.partitions() == 1) matvec_columns(pool, m, x, y, ws, n);
   else matvec_rows(pool, m, x, y, ws, n);
 }
 

@@ -10,6 +10,10 @@
 //     column tiles, banded CSC or CSC.
 //   - rows: EIE's scheme, one interleaved row partition per thread (needs a matrix built with
 //     partitions == threads); every thread walks every active column.
+//   When at least kRowWalkFromActiveShare of the inputs are non-zero and the matrix has the banded
+//   CSR (SparseMatrix::row_walk_pays), the columns scheme walks every row instead: row ranges of
+//   about equal entry counts, several per thread, claimed one at a time; each row is written once
+//   by one thread, so the result does not depend on the thread count.
 // Batches (Y = W Xt over the blocked CSR layout): contiguous row ranges of about equal entry counts,
 //   several per thread, claimed one at a time.
 #pragma once
@@ -33,6 +37,7 @@ struct SpmvWorkspace {
   float* partial_for(int64_t t);
   std::vector<char> started;      // columns: whether thread t has written its private y this call
   std::vector<int64_t> bounds;    // columns: bounds of the chunks of the active list
+  std::vector<int64_t> row_bounds;  // row walk: ranges of about equal entry counts, claimed one at a time
   void reserve(const SparseMatrix& m, int threads);
 };
 

@@ -43,6 +43,20 @@ inline void spmv_banded_scalar(const SpmvBandArgs& a) {
   }
 }
 
+// The banded CSR walk: each row's entries hold their column within the band.
+inline void spmv_rows_banded_scalar(const SpmvRowArgs& a) {
+  const BandedCsr& b = *a.layout;
+  for (int64_t r = a.row_begin; r < a.row_end; ++r) {
+    float sum = 0.0f;
+    for (int64_t band = 0; band < b.bands; ++band) {
+      const uint32_t* ptr = b.row_ptr.data() + band * (b.rows + 1);
+      const float* x = a.x + band * kBandColumns;
+      for (uint32_t e = ptr[r]; e < ptr[r + 1]; ++e) sum += a.codebook[b.entries[e] & 0xF] * x[b.entries[e] >> 4];
+    }
+    a.y[r] = sum;
+  }
+}
+
 // The column-tile walk: per active column, each tile's mask bits name the rows of its codes.
 inline void spmv_tiles_scalar(const SpmvTileArgs& a) {
   const ColumnTiles& t = *a.layout;
