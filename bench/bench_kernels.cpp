@@ -1,7 +1,8 @@
 // Google Benchmark: every sparse kernel variant (scalar reference, AVX2, AVX-512) on the Alex-7
 // shape (4096 x 4096, 9% of weights, 35% of inputs non-zero, 4-bit codes), batch 1 and 64; and the
-// three batch-1 layouts (CSC walk, column tiles, banded CSC) on the Alex-8 shape (1000 x 4096, 25%
-// of weights, 37.5% of inputs non-zero), near the tiles' break-even; and the non-zero input
+// four batch-1 layouts (CSC walk, column tiles, banded CSC, banded CSR row walk) on the Alex-8
+// shape (1000 x 4096, 25% of weights, 37.5% of inputs non-zero), near the tiles' break-even and
+// the row walk's; and the non-zero input
 // detection of every variant on VGG-6's input (25088 values, 18% non-zero).
 #include <random>
 
@@ -71,6 +72,7 @@ struct Alex8 {
   SparseMatrix csc;  // built with one partition: CSC always, tiles where the CPU has AVX-512
   ColumnTiles tiles;
   BandedCsc banded;
+  BandedCsr banded_rows;
 };
 
 const Alex8& alex8() {
@@ -85,12 +87,13 @@ const Alex8& alex8() {
     r.csc = build_sparse_matrix(r.codes, 1000, 4096, codebook, 1);
     r.tiles = build_column_tiles(r.codes, 1000, 4096);
     r.banded = build_banded_csc(r.codes, 1000, 4096);
+    r.banded_rows = build_banded_csr(r.codes, 1000, 4096);
     return r;
   }();
   return a;
 }
 
-// Arg 0: ISA; arg 1: 0 = CSC walk, 1 = column tiles, 2 = banded CSC.
+// Arg 0: ISA; arg 1: 0 = CSC walk, 1 = column tiles, 2 = banded CSC, 3 = banded CSR (every row).
 void BM_SpmvLayouts(benchmark::State& state) {
   int64_t layout = state.range(1);
   SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
@@ -108,7 +111,9 @@ void BM_SpmvLayouts(benchmark::State& state) {
   std::vector<float> y(1000);
   auto n = static_cast<int64_t>(active.size());
   for (auto _ : state) {
-    if (layout == 1)
+    if (layout == 3)
+      k.spmv_rows_banded(SpmvRowArgs{&a.banded_rows, m.codebook.data(), x.data(), 0, 1000, y.data()});
+    else if (layout == 1)
       k.spmv_tiles(SpmvTileArgs{&a.tiles, 1000, m.codebook.data(), active.data(), n, x.data(), y.data()});
     else if (layout == 2)
       k.spmv_banded(SpmvBandArgs{&a.banded, 1000, m.codebook.data(), active.data(), n, x.data(), y.data()});
@@ -122,9 +127,10 @@ void BM_SpmvLayouts(benchmark::State& state) {
     for (int64_t r = 0; r < 1000; ++r) nonzeros += a.codes[static_cast<size_t>(r * 4096 + j)] != 0;
   state.counters["nonzeros/s"] = benchmark::Counter(static_cast<double>(nonzeros), benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(isa_name(k.isa)) +
-                 (layout == 1 ? ", column tiles" : layout == 2 ? ", banded CSC" : m.e8 ? ", CSC 1-byte" : ", CSC 2-byte"));
+                 (layout == 1 ? ", column tiles" : layout == 2 ? ", banded CSC" : layout == 3 ? ", banded CSR rows"
+                  : m.e8 ? ", CSC 1-byte" : ", CSC 2-byte"));
 }
-BENCHMARK(BM_SpmvLayouts)->ArgsProduct({{0, 1, 2}, {0, 1, 2}})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_SpmvLayouts)->ArgsProduct({{0, 1, 2}, {0, 1, 2, 3}})->Unit(benchmark::kMicrosecond);
 
 void BM_Spmm(benchmark::State& state) {
   int64_t batch = state.range(1);

@@ -295,7 +295,10 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
   active_columns /= kStreamInputs;
   int64_t pointer_bytes = active_columns * 8;
   int64_t sparrow_bytes = 0, fillers = 0;
-  if (!by_columns.tiles.empty()) {
+  const bool row_walk = by_columns.row_walk_pays(active_columns);  // at the inputs' average share
+  if (row_walk) {
+    sparrow_bytes = by_columns.nonzeros * 2 + (l.out + 1) * 4 * by_columns.banded_rows.bands;
+  } else if (!by_columns.tiles.empty()) {
     sparrow_bytes = active_columns * by_columns.tiles.tiles_per_column * 2 + nnz + pointer_bytes;
   } else if (!by_columns.banded.empty()) {
     sparrow_bytes = nnz * 2 + pointer_bytes * by_columns.banded.bands;
@@ -307,7 +310,7 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
           {"sparrow_rows_scheme_us", rows_us}, {"dense_us", dense_us},
           {"eigen_us", std::min(eigen_rm, eigen_sv)}, {"eigen_rowmajor_us", eigen_rm}, {"eigen_sparse_vector_us", eigen_sv},
           {"plain_us", plain_us}, {"plain_listed_us", plain_listed_us}, {"nonzeros_per_second", nnz / (sparrow_us * 1e-6)},
-          {"layout", by_columns.batch1_layout()}, {"fillers", fillers}, {"sparrow_bytes_touched", sparrow_bytes},
+          {"layout", row_walk ? "banded rows" : by_columns.batch1_layout()}, {"fillers", fillers}, {"sparrow_bytes_touched", sparrow_bytes},
           {"plain_bytes_touched", nnz * 8 + pointer_bytes},
           {"rows_scheme_load_balance", balance}};
   row.update(sparrow.fields());
