@@ -4,6 +4,7 @@
 // shape (1000 x 4096, 25% of weights, 37.5% of inputs non-zero), near the tiles' break-even and
 // the row walk's; and the non-zero input
 // detection of every variant on VGG-6's input (25088 values, 18% non-zero).
+#include <array>
 #include <random>
 
 #include <benchmark/benchmark.h>
@@ -163,6 +164,72 @@ void BM_ListNonzero(benchmark::State& state) {
   state.counters["inputs/s"] = benchmark::Counter(static_cast<double>(x.size()), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_ListNonzero)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
+
+// Where the row walk overtakes the column walk (the costs in sparse_matrix.h are fitted to these
+// timings), AVX-512 only: arg 0 is
+// the shape (0 = Alex-7, 4096 x 4096 at 9%; 1 = NT-We, 600 x 4096 at 10%; 2 = NT-Wd, 8791 x 600 at
+// 11%), arg 1 the percentage of non-zero inputs, arg 2 the walk (0 = active columns of the banded
+// CSC, 1 = every row of the banded CSR). Every call takes the next of 16 inputs.
+struct Shape {
+  BandedCsc columns;
+  BandedCsr rows;
+  int64_t out = 0, in = 0;
+  std::vector<float> codebook;
+};
+
+const Shape& shape(int64_t which) {
+  static const std::array<Shape, 3> shapes = [] {
+    const int64_t dims[3][2] = {{4096, 4096}, {600, 4096}, {8791, 600}};
+    const int percent[3] = {9, 10, 11};
+    std::array<Shape, 3> made;
+    for (int s = 0; s < 3; ++s) {
+      std::mt19937 rng(5 + s);
+      int64_t out = dims[s][0], in = dims[s][1];
+      std::vector<uint8_t> codes(static_cast<size_t>(out * in), 0);
+      for (auto& c : codes)
+        if (static_cast<int>(rng() % 100) < percent[s]) c = static_cast<uint8_t>(1 + rng() % 15);
+      made[s] = Shape{build_banded_csc(codes, out, in), build_banded_csr(codes, out, in), out, in, std::vector<float>(16)};
+      for (int i = 1; i < 16; ++i) made[s].codebook[i] = 0.01f * static_cast<float>(i - 8);
+    }
+    return made;
+  }();
+  return shapes[which];
+}
+
+void BM_RowWalkCrossover(benchmark::State& state) {
+  SparseKernels k = sparse_kernels_for(Isa::avx512);
+  if (k.isa != Isa::avx512) {
+    state.SkipWithError("needs AVX-512");
+    return;
+  }
+  const Shape& s = shape(state.range(0));
+  const bool rows = state.range(2) == 1;
+  std::mt19937 rng(6);
+  std::vector<std::vector<float>> xs(16, std::vector<float>(static_cast<size_t>(s.in), 0.0f));
+  std::vector<std::vector<int32_t>> active(16);
+  for (int i = 0; i < 16; ++i)
+    for (int32_t j = 0; j < s.in; ++j)
+      if (static_cast<int64_t>(rng() % 100) < state.range(1)) {
+        xs[i][j] = 0.5f;
+        active[i].push_back(j);
+      }
+  std::vector<float> y(static_cast<size_t>(s.out));
+  size_t turn = 0;
+  for (auto _ : state) {
+    turn = (turn + 1) % 16;
+    if (rows)
+      k.spmv_rows_banded(SpmvRowArgs{&s.rows, s.codebook.data(), xs[turn].data(), 0, s.out, y.data()});
+    else
+      k.spmv_banded(SpmvBandArgs{&s.columns, s.out, s.codebook.data(), active[turn].data(),
+                                 static_cast<int64_t>(active[turn].size()), xs[turn].data(), y.data()});
+    benchmark::DoNotOptimize(y.data());
+  }
+  const char* names[3] = {"Alex-7", "NT-We", "NT-Wd"};
+  state.SetLabel(std::string(names[state.range(0)]) + (rows ? ", rows" : ", columns"));
+}
+BENCHMARK(BM_RowWalkCrossover)
+    ->ArgsProduct({{0, 1, 2}, {30, 40, 50, 60, 100}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace sparrow

@@ -407,12 +407,14 @@ json run_eie_bench(const EieBenchOptions& o) {
 namespace {
 
 // One sample through each batch-1 layout's kernel, whichever the matrix would choose: the CSC walk,
-// the banded CSC and the column tiles. Fills csc_us, banded_us and tiles_us.
+// the banded CSC, the column tiles and the row walk over the banded CSR. Fills csc_us, banded_us,
+// tiles_us and row_walk_us.
 void time_batch1_layouts(Workload& w, int repeats, json& row) {
   const EieLayer& l = w.layer;
   const SparseMatrix& m = sparrow_matrix(w, 1);
   ColumnTiles tiles = build_column_tiles(w.codes, l.out, l.in);
   BandedCsc banded = build_banded_csc(w.codes, l.out, l.in);
+  BandedCsr banded_rows = build_banded_csr(w.codes, l.out, l.in);
   std::vector<float> x = make_inputs(l, 1, 7), y(static_cast<size_t>(l.out));
   std::vector<int32_t> active;
   for (int64_t j = 0; j < l.in; ++j)
@@ -429,6 +431,9 @@ void time_batch1_layouts(Workload& w, int repeats, json& row) {
   }, repeats);
   row["tiles_us"] = median_us([&] {
     k.spmv_tiles(SpmvTileArgs{&tiles, l.out, m.codebook.data(), active.data(), n, x.data(), y.data()});
+  }, repeats);
+  row["row_walk_us"] = median_us([&] {
+    k.spmv_rows_banded(SpmvRowArgs{&banded_rows, m.codebook.data(), x.data(), 0, l.out, y.data()});
   }, repeats);
   row["nonzeros_per_tile"] =
       static_cast<double>(m.nonzeros) / static_cast<double>(tiles.tiles_per_column * l.in);
@@ -459,16 +464,16 @@ json run_crossover_bench(const EieBenchOptions& o) {
 void print_crossover_bench(const json& r) {
   fmt::print("4096 x 4096 layer, dense inputs, 1 thread, sparse kernels {}: microseconds\n", r["isa"].get<std::string>());
   fmt::print("(batch 1: each layout's kernel timed alone; the engine runs the layout shown)\n");
-  fmt::print("{:>8} {:>6} {:>10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}\n", "density", "batch", "sparrow",
-             "dense", "x dense", "layout", "csc", "banded", "tiles", "nz/tile");
+  fmt::print("{:>8} {:>6} {:>10} {:>10} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}\n", "density", "batch",
+             "sparrow", "dense", "x dense", "layout", "csc", "banded", "tiles", "row walk", "nz/tile");
   for (const auto& row : r["rows"]) {
     fmt::print("{:>8.3f} {:>6} {:>10.1f} {:>10.1f} {:>8.2f}", row["density"].get<double>(), row["batch"].get<int>(),
                row["sparrow_us"].get<double>(), row["dense_us"].get<double>(),
                row["dense_us"].get<double>() / row["sparrow_us"].get<double>());
     if (row.contains("csc_us"))
-      fmt::print(" {:>8} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.2f}", row["layout"].get<std::string>(),
+      fmt::print(" {:>12} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.2f}", row["layout"].get<std::string>(),
                  row["csc_us"].get<double>(), row["banded_us"].get<double>(), row["tiles_us"].get<double>(),
-                 row["nonzeros_per_tile"].get<double>());
+                 row["row_walk_us"].get<double>(), row["nonzeros_per_tile"].get<double>());
     fmt::print("\n");
   }
 }

@@ -1,6 +1,7 @@
 #include "engine/sparse/sparse_matrix.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "engine/sparse/kernels.h"
 
@@ -95,6 +96,24 @@ BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int6
   return b;
 }
 
+int64_t row_walk_from_active(const BandedCsc& columns, const BandedCsr& rows) {
+  auto steps = [](const std::vector<uint32_t>& ptr, int64_t lines, int64_t bands) {
+    int64_t total = 0;
+    for (int64_t band = 0; band < bands; ++band)
+      for (int64_t i = 0; i < lines; ++i) {
+        uint32_t n = ptr[static_cast<size_t>(band * (lines + 1) + i + 1)] - ptr[static_cast<size_t>(band * (lines + 1) + i)];
+        total += (n + 15) / 16;
+      }
+    return static_cast<double>(total);
+  };
+  const auto cols = static_cast<double>(columns.cols);
+  double row_walk = kRowWalkNsPerRow * static_cast<double>(rows.rows) * static_cast<double>(rows.bands) +
+                    kRowWalkNsPerStep * steps(rows.row_ptr, rows.rows, rows.bands);
+  double per_active_column = kColumnWalkNsPerColumn * static_cast<double>(columns.bands) +
+                             kColumnWalkNsPerStep * steps(columns.col_ptr, columns.cols, columns.bands) / cols;
+  return static_cast<int64_t>(std::ceil(row_walk / per_active_column));
+}
+
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
   ColumnTiles t;
   t.tiles_per_column = (rows + kTileRows - 1) / kTileRows;
@@ -146,6 +165,7 @@ SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows
   else if (m.small_codebook && partitions == 1 && sparse_kernels().isa == Isa::avx512) {
     m.banded = build_banded_csc(codes, rows, cols);
     m.banded_rows = build_banded_csr(codes, rows, cols);
+    m.row_walk_from_active = row_walk_from_active(m.banded, m.banded_rows);
   }
   m.row_entries.assign(static_cast<size_t>(rows), 0);
   const int64_t block_columns = csr_block_columns(m.density());

@@ -91,12 +91,12 @@ struct BandedCsr {
   bool empty() const { return row_ptr.empty(); }
 };
 
-// Share of non-zero inputs from which one sample walks every row of the banded CSR rather than
-// the active columns of the banded CSC. The row walk costs 0.40-0.65 of the column walk per
-// non-zero weight, so it wins once more than that share of the inputs is active (bench --eie's
-// layers and timings in docs/engine.md: even at 35-41%, ahead from 41%, 1.5-2.5x faster with
-// all inputs active).
-inline constexpr double kRowWalkFromActiveShare = 0.5;
+// Costs of the two one-sample walks with AVX-512, in nanoseconds, fitted to BM_RowWalkCrossover
+// (bench_kernels: the Alex-7, NT-We and NT-Wd shapes at 30-100% non-zero inputs; docs/engine.md):
+// the banded CSC walk per active column and per 16-entry step, the banded CSR walk per row and
+// per step. Only their ratios matter: row_walk_from_active() compares the two.
+inline constexpr double kColumnWalkNsPerColumn = 5.6, kColumnWalkNsPerStep = 7.8;
+inline constexpr double kRowWalkNsPerRow = 8.6, kRowWalkNsPerStep = 3.5;
 
 struct SparseMatrix {
   int64_t rows = 0, cols = 0;
@@ -108,14 +108,15 @@ struct SparseMatrix {
   ColumnTiles tiles;               // one sample, when tiles_pay_off
   BandedCsc banded;                // one sample: 16-entry codebook, one partition, AVX-512, no tiles
   BandedCsr banded_rows;           // one sample with most inputs active: built with `banded`
+  int64_t row_walk_from_active = 0;   // non-zero inputs from which the row walk is cheaper (see
+                                      // row_walk_pays); more than cols when it never is
   std::vector<uint64_t> row_entries;  // CSR entries per row over all blocks (for load balance)
   int64_t nonzeros = 0;
 
   int partitions() const { return static_cast<int>(csc.size()); }
-  // Whether one sample with n_active non-zero inputs walks the rows (banded CSR).
-  bool row_walk_pays(int64_t n_active) const {
-    return !banded_rows.empty() && static_cast<double>(n_active) >= kRowWalkFromActiveShare * static_cast<double>(cols);
-  }
+  // Whether one sample with n_active non-zero inputs walks the rows (banded CSR): the row walk's
+  // cost is fixed, the column walk's grows with the active columns.
+  bool row_walk_pays(int64_t n_active) const { return !banded_rows.empty() && n_active >= row_walk_from_active; }
   // The layout one sample runs on: "tiles", "banded", "csc8" (one-byte entries) or "csc16".
   const char* batch1_layout() const {
     return !tiles.empty() ? "tiles" : !banded.empty() ? "banded" : e8 ? "csc8" : "csc16";
@@ -129,6 +130,9 @@ struct SparseMatrix {
 bool tiles_pay_off(const SparseMatrix& m);
 // The banded CSC layout of a code matrix with codes below 16.
 BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
+// Active inputs from which walking every row of `rows` costs less than walking the active columns
+// of `columns` (by the fitted costs above); more than the column count when never.
+int64_t row_walk_from_active(const BandedCsc& columns, const BandedCsr& rows);
 // The banded CSR layout of a code matrix with codes below 16.
 BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 // The column-tile layout of a code matrix (codes[r * cols + c], 0 = zero weight).

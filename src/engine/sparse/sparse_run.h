@@ -10,8 +10,8 @@
 //     column tiles, banded CSC or CSC.
 //   - rows: EIE's scheme, one interleaved row partition per thread (needs a matrix built with
 //     partitions == threads); every thread walks every active column.
-//   When at least kRowWalkFromActiveShare of the inputs are non-zero and the matrix has the banded
-//   CSR (SparseMatrix::row_walk_pays), the columns scheme walks every row instead: row ranges of
+//   When the matrix has the banded CSR and the sample enough non-zero inputs that walking every
+//   row costs less (SparseMatrix::row_walk_pays), the columns scheme walks the rows instead: row ranges of
 //   about equal entry counts, several per thread, claimed one at a time; each row is written once
 //   by one thread, so the result does not depend on the thread count.
 // Batches (Y = W Xt over the blocked CSR layout): contiguous row ranges of about equal entry counts,
