@@ -343,7 +343,9 @@ TEST(SparseKernels, RowWalkChosenByActiveShareThroughTheDriver) {
   for (double x_density : {0.1, 0.6, 1.0}) {
     auto x = random_input(5000, x_density, 1401);
     int64_t active = std::count_if(x.begin(), x.end(), [](float v) { return v != 0.0f; });
-    if (avx512 && x_density != 0.6) EXPECT_EQ(m.row_walk_pays(active), x_density == 1.0) << x_density;
+    if (avx512 && x_density != 0.6) {
+      EXPECT_EQ(m.row_walk_pays(active), x_density == 1.0) << x_density;
+    }
     auto want = dense_product(c, x);
     std::vector<float> first;
     for (int threads : {1, 2, 3}) {
