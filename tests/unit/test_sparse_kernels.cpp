@@ -286,8 +286,11 @@ std::vector<float> run_rows(const BandedCsr& b, const Case& c, void (*kernel)(co
   std::copy(c.codebook.begin(), c.codebook.end(), codebook.begin());
   std::vector<float> y(static_cast<size_t>(c.rows) + 1, -7.0f);
   kernel(SpmvRowArgs{&b, codebook.data(), x.data(), row_begin, row_end, y.data()});
-  for (int64_t r = 0; r <= c.rows; ++r)
-    if (r < row_begin || r >= row_end) EXPECT_EQ(y[r], -7.0f) << "wrote row " << r << " outside the range";
+  for (int64_t r = 0; r <= c.rows; ++r) {
+    if (r < row_begin || r >= row_end) {
+      EXPECT_EQ(y[r], -7.0f) << "wrote row " << r << " outside the range";
+    }
+  }
   y.pop_back();
   return y;
 }
