@@ -381,6 +381,9 @@ TEST(SparseKernels, RowWalkThresholdFollowsTheShape) {
   EXPECT_LT(wide, 0.5);
   Case empty = make_case(50, 40, 0.0, 16, 1501);
   EXPECT_GT(row_walk_from_active(build_banded_csc(empty.codes, 50, 40), build_banded_csr(empty.codes, 50, 40)), 40);
+  std::vector<uint8_t> none;
+  EXPECT_GT(row_walk_from_active(build_banded_csc(none, 0, 40), build_banded_csr(none, 0, 40)), 40) << "no rows";
+  EXPECT_GT(row_walk_from_active(build_banded_csc(none, 50, 0), build_banded_csr(none, 50, 0)), 0) << "no columns";
 }
 
 TEST(SparseKernels, TilesThroughTheParallelDriver) {

@@ -97,6 +97,7 @@ BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int6
 }
 
 int64_t row_walk_from_active(const BandedCsc& columns, const BandedCsr& rows) {
+  if (columns.cols == 0 || rows.rows == 0) return columns.cols + 1;  // nothing to walk either way
   auto steps = [](const std::vector<uint32_t>& ptr, int64_t lines, int64_t bands) {
     int64_t total = 0;
     for (int64_t band = 0; band < bands; ++band)
