@@ -58,41 +58,47 @@ bool tiles_pay_off(const SparseMatrix& m) {
   return static_cast<double>(m.nonzeros) >= kTileBreakEvenEntries * tiles;
 }
 
+namespace {
+
+// The banded encoding shared by the banded CSC (lines = columns, positions = rows) and the banded
+// CSR (lines = rows, positions = columns): positions are cut into bands of `band_width`; per band
+// and line, one entry per non-zero, position within the band << 4 | code. ptr gets
+// [bands, lines + 1] entry offsets. code_at(line, position) reads the code matrix.
+template <class CodeAt>
+int64_t encode_bands(int64_t lines, int64_t positions, int64_t band_width, CodeAt code_at, std::vector<uint32_t>& ptr,
+                     std::vector<uint16_t>& entries) {
+  const int64_t bands = (positions + band_width - 1) / band_width;
+  ptr.assign(static_cast<size_t>(bands * (lines + 1)), 0);
+  for (int64_t band = 0; band < bands; ++band) {
+    uint32_t* band_ptr = ptr.data() + band * (lines + 1);
+    band_ptr[0] = static_cast<uint32_t>(entries.size());
+    const int64_t begin = band * band_width, end = std::min(positions, begin + band_width);
+    for (int64_t line = 0; line < lines; ++line) {
+      for (int64_t pos = begin; pos < end; ++pos)
+        if (uint8_t code = code_at(line, pos)) entries.push_back(static_cast<uint16_t>((pos - begin) << 4 | code));
+      band_ptr[line + 1] = static_cast<uint32_t>(entries.size());
+    }
+  }
+  return bands;
+}
+
+}  // namespace
+
 BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
   BandedCsc b;
   b.cols = cols;
-  b.bands = (rows + kBandRows - 1) / kBandRows;
-  b.col_ptr.assign(static_cast<size_t>(b.bands * (cols + 1)), 0);
-  for (int64_t band = 0; band < b.bands; ++band) {
-    uint32_t* ptr = b.col_ptr.data() + band * (cols + 1);
-    ptr[0] = static_cast<uint32_t>(b.entries.size());
-    int64_t row_end = std::min(rows, (band + 1) * kBandRows);
-    for (int64_t c = 0; c < cols; ++c) {
-      for (int64_t r = band * kBandRows; r < row_end; ++r)
-        if (uint8_t code = codes[static_cast<size_t>(r * cols + c)])
-          b.entries.push_back(static_cast<uint16_t>((r - band * kBandRows) << 4 | code));
-      ptr[c + 1] = static_cast<uint32_t>(b.entries.size());
-    }
-  }
+  b.bands = encode_bands(cols, rows, kBandRows,
+                         [&](int64_t c, int64_t r) { return codes[static_cast<size_t>(r * cols + c)]; },
+                         b.col_ptr, b.entries);
   return b;
 }
 
 BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
   BandedCsr b;
   b.rows = rows;
-  b.bands = (cols + kBandColumns - 1) / kBandColumns;
-  b.row_ptr.assign(static_cast<size_t>(b.bands * (rows + 1)), 0);
-  for (int64_t band = 0; band < b.bands; ++band) {
-    uint32_t* ptr = b.row_ptr.data() + band * (rows + 1);
-    ptr[0] = static_cast<uint32_t>(b.entries.size());
-    int64_t col_begin = band * kBandColumns, col_end = std::min(cols, col_begin + kBandColumns);
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = col_begin; c < col_end; ++c)
-        if (uint8_t code = codes[static_cast<size_t>(r * cols + c)])
-          b.entries.push_back(static_cast<uint16_t>((c - col_begin) << 4 | code));
-      ptr[r + 1] = static_cast<uint32_t>(b.entries.size());
-    }
-  }
+  b.bands = encode_bands(rows, cols, kBandColumns,
+                         [&](int64_t r, int64_t c) { return codes[static_cast<size_t>(r * cols + c)]; },
+                         b.row_ptr, b.entries);
   return b;
 }
 
