@@ -313,6 +313,9 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
           {"layout", row_walk ? "banded rows" : by_columns.batch1_layout()}, {"fillers", fillers}, {"sparrow_bytes_touched", sparrow_bytes},
           {"plain_bytes_touched", nnz * 8 + pointer_bytes},
           {"rows_scheme_load_balance", balance}};
+  // The share of non-zero inputs from which a sample takes the row walk (absent without one).
+  if (!by_columns.banded_rows.empty())
+    row["row_walk_from_active_share"] = static_cast<double>(by_columns.row_walk_from_active) / static_cast<double>(l.in);
   row.update(sparrow.fields());
   return row;
 }

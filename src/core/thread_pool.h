@@ -102,7 +102,6 @@ class ThreadPool {
   std::atomic<uint64_t> ticket_{kIndexMask};  // no task to claim
   std::atomic<int64_t> finished_{0};          // tasks of the current generation completed
   std::atomic<uint64_t> published_{0};        // generation_, readable without the lock for spinning
-
 };
 
 }  // namespace sparrow

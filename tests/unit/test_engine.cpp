@@ -221,6 +221,9 @@ TEST(Engine, EieBenchJsonHasEveryPeerAndTheScalingMeasures) {
   for (const auto& l : j["layers"]) {
     EXPECT_EQ(l["name"], "NT-LSTM");
     for (const char* key : {"sparrow_us", "dense_us", "eigen_us", "plain_us"}) EXPECT_GT(l[key].get<double>(), 0) << key;
+    if (l["batch"] == 1) {
+      EXPECT_EQ(l.contains("row_walk_from_active_share"), sparse_kernels().isa == Isa::avx512) << "banded CSR built";
+    }
     bool several = l["threads"].get<int>() > 1;
     EXPECT_EQ(l.contains("one_thread_us"), several);
     if (several) {

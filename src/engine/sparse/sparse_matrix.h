@@ -117,7 +117,8 @@ struct SparseMatrix {
   // Whether one sample with n_active non-zero inputs walks the rows (banded CSR): the row walk's
   // cost is fixed, the column walk's grows with the active columns.
   bool row_walk_pays(int64_t n_active) const { return !banded_rows.empty() && n_active >= row_walk_from_active; }
-  // The layout one sample runs on: "tiles", "banded", "csc8" (one-byte entries) or "csc16".
+  // The layout one sample's column walk runs on: "tiles", "banded", "csc8" (one-byte entries) or
+  // "csc16". A sample with enough non-zero inputs walks the banded CSR instead (row_walk_pays).
   const char* batch1_layout() const {
     return !tiles.empty() ? "tiles" : !banded.empty() ? "banded" : e8 ? "csc8" : "csc16";
   }
