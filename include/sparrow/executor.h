@@ -12,9 +12,9 @@
 namespace sparrow {
 
 struct ExecOptions {
-  int threads = 0;                                   // 0: one per hardware thread
-  int64_t memory_limit_bytes = int64_t{8} << 30;     // largest plan (activations + scratch) allowed
-  bool sparse = true;                                // run compressed weights on the sparse engine
+  int threads = 0;                                // 0: one per hardware thread
+  int64_t memory_limit_bytes = int64_t{8} << 30;  // largest plan (activations + scratch) allowed
+  bool sparse = true;                             // run compressed weights on the sparse engine
 };
 
 // One executed layer of a planned model, for `sparrow info`.
@@ -22,9 +22,9 @@ struct LayerInfo {
   std::string name;
   std::string op_type;
   std::vector<Shape> output_shapes;
-  int64_t params = 0;  // float32 weights read from initializers
-  int64_t macs = 0;    // multiply-accumulates per run (non-zero weights only on the sparse engine)
-  bool sparse = false; // runs on the sparse engine
+  int64_t params = 0;   // float32 weights read from initializers
+  int64_t macs = 0;     // multiply-accumulates per run (non-zero weights only on the sparse engine)
+  bool sparse = false;  // runs on the sparse engine
 };
 
 struct ModelSummary {
@@ -36,6 +36,16 @@ struct ModelSummary {
   int64_t macs = 0;
 };
 
+// Bytes the weights take, in the file and in memory.
+struct WeightMemory {
+  int64_t compressed_in_file = 0;    // the .spw's compressed weight sections (0 for ONNX)
+  int64_t compressed_in_memory = 0;  // those weights now: engine layouts the plans so far run on, file
+                                     // encodings not yet built into layouts, float32 copies for
+                                     // layers that run dense
+  int64_t decompressed = 0;          // of which float32 copies
+  int64_t initializers = 0;          // uncompressed float32 tensors (biases, layers left dense)
+};
+
 class Plan;
 
 class Executor {
@@ -45,11 +55,17 @@ class Executor {
   // A compressed model: layers whose weights are compressed run on the sparse engine straight from
   // their encoding (unless options.sparse is false or a layer is too dense to gain); the others,
   // and every other operator, on the dense executor.
+  // Weights stay in their compressed encoding: no layer's float32 weights are formed unless it runs
+  // dense, and each layer keeps only the layouts its plans run on (built when first planned).
+  static Result<std::unique_ptr<Executor>> create(SpwModel&& spw, ExecOptions options = {});
   static Result<std::unique_ptr<Executor>> create(const SpwModel& spw, ExecOptions options = {});
   ~Executor();
 
+  // The graph; for a .spw, compressed weights are not among its initializers.
   const Model& model() const { return model_; }
   int threads() const;
+  // Weight bytes now (grows as plans for new input shapes build the layouts they run on).
+  WeightMemory weight_memory() const;
 
   // Runs the model on one tensor per graph input (in declaration order). Plans once per distinct
   // set of input shapes; after that a run allocates nothing. The returned tensors belong to the

@@ -81,8 +81,9 @@ struct Model {
   // Number of weights held in float32 initializers.
   int64_t parameter_count() const;
   // Checks structural invariants: unique value producers, inputs defined before use,
-  // outputs produced. Errors name the node and value.
-  Status validate() const;
+  // outputs produced. Errors name the node and value. `constants` names values defined outside
+  // the graph (compressed weights held beside it).
+  Status validate(const std::vector<std::string>& constants = {}) const;
 };
 
 // Lowest and highest default-domain opset versions Sparrow imports.

@@ -20,7 +20,7 @@ Result<std::unique_ptr<Executor>> open_model(const std::string& path, const Glob
   }
   if (ext == ".spw") {
     SP_ASSIGN_OR_RETURN(SpwModel spw, read_spw(path));
-    return Executor::create(spw, exec);
+    return Executor::create(std::move(spw), exec);
   }
   return errorf("{}: unknown model file type '{}' (expected .onnx or .spw)", path, ext);
 }

@@ -4,6 +4,7 @@
 
 #include "engine/blas.h"
 #include "engine/plan.h"
+#include "engine/sparse/kernels.h"
 
 namespace sparrow {
 
@@ -15,7 +16,7 @@ struct Executor::Impl {
   explicit Impl(const ExecOptions& o) : options(o), pool(o.threads) {}
   ExecOptions options;
   ThreadPool pool;
-  std::map<std::string, SparseMatrix> sparse;  // engine layouts of the compressed weights
+  std::unique_ptr<WeightStore> weights;      // compressed weights (.spw models)
   std::vector<std::unique_ptr<Plan>> plans;  // most recently used last
 };
 
@@ -23,45 +24,74 @@ Executor::Executor(Model model, ExecOptions options)
     : model_(std::move(model)), impl_(std::make_unique<Impl>(options)) {}
 Executor::~Executor() = default;
 
-int Executor::threads() const { return impl_->pool.size(); }
+int Executor::threads() const {
+  return impl_->pool.size();
+}
 
-Result<std::unique_ptr<Executor>> Executor::create(Model model, ExecOptions options) {
-  SP_RETURN_IF_ERROR(model.validate().prefixed(model.source));
+namespace {
+
+// Every operator and attribute can be run, and every input type is computed with.
+Status check_model(const Model& model, const std::vector<std::string>& held_weights) {
+  SP_RETURN_IF_ERROR(model.validate(held_weights).prefixed(model.source));
   for (const Node& node : model.nodes) {
     auto op = create_op(node, model.opset);
     if (!op.ok()) return op.status().prefixed(model.source);
   }
   for (const auto& in : model.inputs)
     if (!compute_dtype(in.elem_type))
-      return errorf("{}: input '{}' has unsupported type {}", model.source, in.name, elem_type_name(in.elem_type));
+      return errorf("{}: input '{}' has unsupported type {}", model.source, in.name,
+                    elem_type_name(in.elem_type));
+  return {};
+}
+
+ExecOptions resolved(ExecOptions options) {
   blas_use_single_thread();
-  if (options.threads <= 0) options.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::unique_ptr<Executor>(new Executor(std::move(model), options));
+  if (options.threads <= 0)
+    options.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return options;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Executor>> Executor::create(Model model, ExecOptions options) {
+  SP_RETURN_IF_ERROR(check_model(model, {}));
+  return std::unique_ptr<Executor>(new Executor(std::move(model), resolved(options)));
+}
+
+Result<std::unique_ptr<Executor>> Executor::create(SpwModel&& spw, ExecOptions options) {
+  std::vector<int64_t> section_bytes;
+  for (const auto& s : spw.storage) section_bytes.push_back(static_cast<int64_t>(s.section_bytes));
+  auto weights = WeightStore::create(std::move(spw.tensors), section_bytes, sparse_kernels().isa);
+  if (!weights.ok()) return weights.status().prefixed(spw.graph.source);
+  SP_RETURN_IF_ERROR(check_model(spw.graph, (*weights)->names()));
+  auto ex = std::unique_ptr<Executor>(new Executor(std::move(spw.graph), resolved(options)));
+  ex->impl_->weights = std::move(*weights);
+  return ex;
 }
 
 Result<std::unique_ptr<Executor>> Executor::create(const SpwModel& spw, ExecOptions options) {
-  SP_ASSIGN_OR_RETURN(Model dense, spw.to_dense_model());
-  SP_ASSIGN_OR_RETURN(auto ex, create(std::move(dense), options));
-  if (!options.sparse) return ex;
-  for (const auto& t : spw.tensors) {
-    auto m = build_sparse_matrix(t, 1);  // one partition: threads split the active columns
-    if (!m.ok()) return m.status().prefixed(spw.graph.source);
-    ex->impl_->sparse.emplace(t.name, std::move(*m));
-  }
-  return ex;
+  return create(SpwModel(spw), options);
+}
+
+WeightMemory Executor::weight_memory() const {
+  WeightMemory m;
+  if (impl_->weights) m = impl_->weights->memory();
+  for (const auto& [name, t] : model_.initializers)
+    if (t.dtype() == DType::f32) m.initializers += static_cast<int64_t>(t.bytes());
+  return m;
 }
 
 Result<Plan*> Executor::plan_for(const std::vector<Shape>& input_shapes) {
   auto& plans = impl_->plans;
   for (size_t i = 0; i < plans.size(); ++i) {
     if (plans[i]->input_shapes() == input_shapes) {
-      std::rotate(plans.begin() + static_cast<std::ptrdiff_t>(i), plans.begin() + static_cast<std::ptrdiff_t>(i) + 1,
-                  plans.end());
+      std::rotate(plans.begin() + static_cast<std::ptrdiff_t>(i),
+                  plans.begin() + static_cast<std::ptrdiff_t>(i) + 1, plans.end());
       return plans.back().get();
     }
   }
   auto plan = Plan::build(model_, input_shapes, impl_->pool, impl_->options.memory_limit_bytes,
-                          impl_->sparse.empty() ? nullptr : &impl_->sparse);
+                          impl_->weights.get(), impl_->options.sparse);
   if (!plan.ok()) return plan.status().prefixed(model_.source);
   if (plans.size() == kMaxCachedPlans) plans.erase(plans.begin());
   plans.push_back(std::move(*plan));
@@ -85,12 +115,13 @@ Plan* Executor::find_plan(std::span<const Tensor> inputs) {
 // Allocation-free once a plan for these input shapes exists.
 Result<std::span<const Tensor* const>> Executor::run(std::span<const Tensor> inputs) {
   if (inputs.size() != model_.inputs.size())
-    return errorf("{}: the model has {} inputs, {} were given", model_.source, model_.inputs.size(), inputs.size());
+    return errorf("{}: the model has {} inputs, {} were given", model_.source, model_.inputs.size(),
+                  inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     DType want = *compute_dtype(model_.inputs[i].elem_type);
     if (inputs[i].dtype() != want)
-      return errorf("{}: input {} expects {} data, got {}", model_.source, model_.inputs[i].describe(), dtype_name(want),
-                    dtype_name(inputs[i].dtype()));
+      return errorf("{}: input {} expects {} data, got {}", model_.source, model_.inputs[i].describe(),
+                    dtype_name(want), dtype_name(inputs[i].dtype()));
   }
   Plan* plan = find_plan(inputs);
   if (plan == nullptr) {

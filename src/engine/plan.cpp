@@ -30,10 +30,13 @@ Status Plan::bind_graph_inputs(const Model& model) {
   for (size_t i = 0; i < model.inputs.size(); ++i) {
     const ValueInfo& vi = model.inputs[i];
     const Shape& s = input_shapes_[i];
-    if (shape_numel(s) < 0) return errorf("input '{}': shape {} is invalid or too large", vi.name, shape_str(s));
+    if (shape_numel(s) < 0)
+      return errorf("input '{}': shape {} is invalid or too large", vi.name, shape_str(s));
     bool mismatch = vi.has_shape && vi.dims.size() != s.size();
-    for (size_t d = 0; vi.has_shape && !mismatch && d < s.size(); ++d) mismatch = vi.dims[d] >= 0 && vi.dims[d] != s[d];
-    if (mismatch) return errorf("input {} expects shape {}, got {}", vi.describe(), shape_str(vi.dims), shape_str(s));
+    for (size_t d = 0; vi.has_shape && !mismatch && d < s.size(); ++d)
+      mismatch = vi.dims[d] >= 0 && vi.dims[d] != s[d];
+    if (mismatch)
+      return errorf("input {} expects shape {}, got {}", vi.describe(), shape_str(vi.dims), shape_str(s));
     SP_ASSIGN_OR_RETURN(Tensor * t, new_value(vi.name, ValueDesc{*compute_dtype(vi.elem_type), s}));
     input_tensors_.push_back(t);
   }
@@ -41,58 +44,84 @@ Status Plan::bind_graph_inputs(const Model& model) {
     values_[name] = &t;
     descs_[name] = ValueDesc{t.dtype(), t.shape(), &t};
   }
+  // Compressed weights: shapes known now; a tensor is bound only where a node runs them dense.
+  if (weights_)
+    for (const auto& name : weights_->names()) descs_[name] = ValueDesc{DType::f32, weights_->shape(name)};
   return {};
 }
 
-// The engine matrix of input `index` when it is compressed and sparse enough to gain (measured
-// crossovers differ for one sample on the CSC walk, on the column tiles, and for batches), else
-// nullptr.
-const SparseMatrix* Plan::engine_matrix(const Node& node, size_t index, bool one_sample) const {
-  if (!sparse_ || !node.has_input(index)) return nullptr;
-  auto it = sparse_->find(node.inputs[index]);
-  if (it == sparse_->end()) return nullptr;
-  double limit = !one_sample ? kSparseMaxDensityBatched
-                 : it->second.tiles.empty() ? kSparseMaxDensityOneSample : kSparseMaxDensityOneSampleTiles;
-  return it->second.density() <= limit ? &it->second : nullptr;
+bool Plan::gains_sparse(const Node& node, size_t index, bool one_sample) const {
+  if (!sparse_ || !weights_ || !node.has_input(index) || !weights_->holds(node.inputs[index])) return false;
+  const SparseMatrix& m = weights_->header(node.inputs[index]);
+  // Measured crossovers differ for one sample on the column walk, on the column tiles, and for batches.
+  double limit = !one_sample                         ? kSparseMaxDensityBatched
+                 : tiles_pay_off(m, weights_->isa()) ? kSparseMaxDensityOneSampleTiles
+                                                     : kSparseMaxDensityOneSample;
+  return m.density() <= limit;
 }
 
-Result<std::unique_ptr<Op>> Plan::make_sparse_op(const Model& model, const Node& node, int threads) {
+Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, int threads) {
+  MadeOp made{nullptr, std::vector<bool>(node.inputs.size(), false)};
   if (node.op_type == "LSTM") {
     const Shape& x = descs_.at(node.inputs[0]).shape;
     auto layout = node.attr_int("layout", 0);
-    bool one_sample = x.size() == 3 && layout.ok() && x[*layout == 0 ? 1 : 0] == 1;  // recurrent product per sample
-    const SparseMatrix* w = engine_matrix(node, 1, false);
-    const SparseMatrix* r = engine_matrix(node, 2, one_sample);
-    if (!w && !r) return std::unique_ptr<Op>();
-    return create_sparse_lstm_op(node, model.opset, w, r, threads);
+    bool one_sample =
+        x.size() == 3 && layout.ok() && x[*layout == 0 ? 1 : 0] == 1;  // recurrent product per sample
+    bool w = gains_sparse(node, 1, false), r = gains_sparse(node, 2, one_sample);
+    if (!w && !r) return made;
+    const SparseMatrix *w_matrix = nullptr, *r_matrix = nullptr;
+    if (w) {
+      SP_ASSIGN_OR_RETURN(w_matrix, weights_->matrix(node.inputs[1], false));
+    }
+    if (r) {
+      SP_ASSIGN_OR_RETURN(r_matrix, weights_->matrix(node.inputs[2], one_sample));
+    }
+    SP_ASSIGN_OR_RETURN(made.op, create_sparse_lstm_op(node, model.opset, w_matrix, r_matrix, threads));
+    made.sparse_inputs[1] = w;
+    made.sparse_inputs[2] = r;
+    return made;
   }
-  if (node.inputs.size() < 2) return std::unique_ptr<Op>();
-  // One sample at a time only for a fully connected layer fed a single row.
-  int64_t x_numel = shape_numel(descs_.at(node.inputs[0]).shape);
-  auto it = sparse_->find(node.inputs[1]);
-  bool one_sample = node.op_type != "Conv" && it != sparse_->end() && x_numel <= it->second.cols;
-  const SparseMatrix* m = engine_matrix(node, 1, one_sample);
-  if (!m) return std::unique_ptr<Op>();
+  if (!sparse_ || !weights_ || !node.has_input(1) || !weights_->holds(node.inputs[1]) ||
+      !sparse_op_supports(node))
+    return made;
+  const SparseMatrix& header = weights_->header(node.inputs[1]);
+  // A fully connected layer fed fewer than kSparseFcBatchedFrom rows runs them one at a time.
+  const int64_t rows_in = header.cols > 0 ? shape_numel(descs_.at(node.inputs[0]).shape) / header.cols : 0;
+  bool one_sample = node.op_type != "Conv" && rows_in < kSparseFcBatchedFrom;
+  if (!gains_sparse(node, 1, one_sample)) return made;
   // The sparse ops add a bias of one value per output; any other Gemm C runs dense.
-  if (node.op_type == "Gemm" && node.has_input(2) && shape_numel(descs_.at(node.inputs[2]).shape) != m->rows)
-    return std::unique_ptr<Op>();
-  return create_sparse_op(node, model.opset, *m, threads);
+  if (node.op_type == "Gemm" && node.has_input(2) &&
+      shape_numel(descs_.at(node.inputs[2]).shape) != header.rows)
+    return made;
+  SP_ASSIGN_OR_RETURN(const SparseMatrix* m, weights_->matrix(node.inputs[1], one_sample));
+  SP_ASSIGN_OR_RETURN(made.op, create_sparse_op(node, model.opset, *m, threads));
+  made.sparse_inputs[1] = made.op != nullptr;
+  return made;
 }
 
-Result<std::unique_ptr<Op>> Plan::make_op(const Model& model, const Node& node, int threads) {
-  if (sparse_) {
-    SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, make_sparse_op(model, node, threads));
-    if (op) {
-      sparse_steps_.insert(op.get());
-      return op;
-    }
+Result<Plan::MadeOp> Plan::make_op(const Model& model, const Node& node, int threads) {
+  SP_ASSIGN_OR_RETURN(MadeOp made, make_sparse_op(model, node, threads));
+  if (made.op) {
+    sparse_steps_.insert(made.op.get());
+    return made;
   }
-  return create_op(node, model.opset);
+  SP_ASSIGN_OR_RETURN(made.op, create_op(node, model.opset));
+  return made;
+}
+
+Result<const Tensor*> Plan::bind_input(const std::string& name) {
+  auto it = values_.find(name);
+  if (it != values_.end()) return it->second;
+  if (!weights_ || !weights_->holds(name)) return errorf("value '{}' is not known to the plan", name);
+  SP_ASSIGN_OR_RETURN(const Tensor* w, weights_->dense(name));
+  values_[name] = w;
+  descs_[name].constant = w;
+  return w;
 }
 
 const Node* Plan::fusable_relu(const Model& model, size_t i) const {
   const Node& node = model.nodes[i];
-  if (!sparse_ || i + 1 >= model.nodes.size() || node.outputs.size() != 1) return nullptr;
+  if (!sparse_ || !weights_ || i + 1 >= model.nodes.size() || node.outputs.size() != 1) return nullptr;
   const Node& next = model.nodes[i + 1];
   if (next.op_type != "Relu" || next.inputs.size() != 1 || next.inputs[0] != node.outputs[0]) return nullptr;
   for (const auto& out : model.outputs)
@@ -109,11 +138,11 @@ Result<size_t> Plan::plan_at(const Model& model, size_t i, ThreadPool& pool) {
     // The node rewritten to write the Relu's output; kept by the plan, since ops refer to their node.
     auto fused = std::make_unique<Node>(node);
     fused->outputs = relu->outputs;
-    SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, make_sparse_op(model, *fused, pool.size()));
-    if (op && op->fuse_relu()) {
-      sparse_steps_.insert(op.get());
+    SP_ASSIGN_OR_RETURN(MadeOp made, make_sparse_op(model, *fused, pool.size()));
+    if (made.op && made.op->fuse_relu()) {
+      sparse_steps_.insert(made.op.get());
       const Node& kept = *fused_nodes_.emplace_back(std::move(fused));
-      SP_RETURN_IF_ERROR(plan_step(kept, std::move(op), true, pool));
+      SP_RETURN_IF_ERROR(plan_step(kept, std::move(made.op), made.sparse_inputs, true, pool));
       return size_t{2};
     }
   }
@@ -122,29 +151,40 @@ Result<size_t> Plan::plan_at(const Model& model, size_t i, ThreadPool& pool) {
 }
 
 Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
-  SP_ASSIGN_OR_RETURN(std::unique_ptr<Op> op, make_op(model, node, pool.size()));
-  return plan_step(node, std::move(op), false, pool);
+  SP_ASSIGN_OR_RETURN(MadeOp made, make_op(model, node, pool.size()));
+  return plan_step(node, std::move(made.op), made.sparse_inputs, false, pool);
 }
 
-Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, bool relu_fused, ThreadPool& pool) {
+Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, const std::vector<bool>& sparse_inputs,
+                       bool relu_fused, ThreadPool& pool) {
   std::vector<ValueDesc> in;
   std::vector<const Tensor*> in_tensors;
   bool all_constant = true;
-  for (const auto& name : node.inputs) {
+  for (size_t k = 0; k < node.inputs.size(); ++k) {
+    const std::string& name = node.inputs[k];
     if (name.empty()) {
       in.push_back(ValueDesc{DType::f32, {}, nullptr, false});
       in_tensors.push_back(nullptr);
       continue;
     }
-    ValueDesc d = descs_.at(name);
-    all_constant = all_constant && d.constant != nullptr;
+    // An input the op reads as an engine matrix is constant, and bound to no tensor.
+    const bool as_matrix = k < sparse_inputs.size() && sparse_inputs[k];
+    const Tensor* t = nullptr;
+    if (!as_matrix) {
+      auto bound = bind_input(name);
+      if (!bound.ok()) return bound.status().prefixed(node.describe());
+      t = *bound;
+    }
+    const ValueDesc& d = descs_.at(name);
+    all_constant = all_constant && (as_matrix || d.constant != nullptr);
     in.push_back(d);
-    in_tensors.push_back(values_.at(name));
+    in_tensors.push_back(t);
   }
   std::vector<ValueDesc> out;
   SP_RETURN_IF_ERROR(op->infer(in, out));
   if (out.size() < node.outputs.size())
-    return errorf("{}: produces {} outputs, the node names {}", node.describe(), out.size(), node.outputs.size());
+    return errorf("{}: produces {} outputs, the node names {}", node.describe(), out.size(),
+                  node.outputs.size());
   std::vector<Tensor*> out_tensors;
   for (size_t i = 0; i < node.outputs.size(); ++i) {
     if (node.outputs[i].empty()) {
@@ -177,9 +217,11 @@ Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, bool relu_fused
   return {};
 }
 
-Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<Shape>& input_shapes, ThreadPool& pool,
-                                          int64_t memory_limit, const std::map<std::string, SparseMatrix>* sparse) {
+Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<Shape>& input_shapes,
+                                          ThreadPool& pool, int64_t memory_limit, WeightStore* weights,
+                                          bool sparse) {
   auto plan = std::unique_ptr<Plan>(new Plan());
+  plan->weights_ = weights;
   plan->sparse_ = sparse;
   plan->memory_limit_ = memory_limit;
   plan->input_shapes_ = input_shapes;
@@ -193,8 +235,10 @@ Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<
 }
 
 Status Plan::run(std::span<const Tensor> inputs, ThreadPool& pool) {
-  for (size_t i = 0; i < inputs.size(); ++i) std::memcpy(input_tensors_[i]->raw(), inputs[i].raw(), inputs[i].bytes());
-  for (auto& step : steps_) SP_RETURN_IF_ERROR(step.op->run(RunArgs{step.inputs, step.outputs, pool, scratch_}));
+  for (size_t i = 0; i < inputs.size(); ++i)
+    std::memcpy(input_tensors_[i]->raw(), inputs[i].raw(), inputs[i].bytes());
+  for (auto& step : steps_)
+    SP_RETURN_IF_ERROR(step.op->run(RunArgs{step.inputs, step.outputs, pool, scratch_}));
   return {};
 }
 
@@ -204,13 +248,20 @@ ModelSummary Plan::summary(const Model& model) const {
   for (const Tensor* t : output_tensors_) s.output_shapes.push_back(t->shape());
   s.folded_nodes = folded_;
   for (const auto& step : steps_) {
-    LayerInfo layer{step.op->node().name, step.op->node().op_type + (step.relu_fused ? "+Relu" : ""), {}, 0,
-                    step.op->macs(), sparse_steps_.count(step.op.get()) > 0};
+    LayerInfo layer{step.op->node().name,
+                    step.op->node().op_type + (step.relu_fused ? "+Relu" : ""),
+                    {},
+                    0,
+                    step.op->macs(),
+                    sparse_steps_.count(step.op.get()) > 0};
     for (const Tensor* t : step.outputs)
       if (t) layer.output_shapes.push_back(t->shape());
     for (const auto& name : step.op->node().inputs) {
       auto it = model.initializers.find(name);
-      if (it != model.initializers.end() && it->second.dtype() == DType::f32) layer.params += it->second.numel();
+      if (it != model.initializers.end() && it->second.dtype() == DType::f32)
+        layer.params += it->second.numel();
+      else if (weights_ && weights_->holds(name))
+        layer.params += shape_numel(weights_->shape(name));
     }
     s.params += layer.params;
     s.macs += layer.macs;

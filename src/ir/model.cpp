@@ -62,10 +62,11 @@ int64_t Model::parameter_count() const {
   return n;
 }
 
-Status Model::validate() const {
-  std::set<std::string> defined;
+Status Model::validate(const std::vector<std::string>& constants) const {
+  std::set<std::string> defined(constants.begin(), constants.end());
   for (const auto& in : inputs) {
-    if (initializers.count(in.name)) return errorf("graph input '{}' is also an initializer", in.name);
+    if (initializers.count(in.name) || defined.count(in.name))
+      return errorf("graph input '{}' is also an initializer", in.name);
     if (!defined.insert(in.name).second) return errorf("graph input '{}' is declared twice", in.name);
   }
   for (const auto& [name, t] : initializers) defined.insert(name);

@@ -2,7 +2,7 @@
 //
 // Fully connected: one sample at a time, EIE style (the leading non-zero inputs are listed, and the
 // threads split those inputs' columns of the matrix's one-sample layout, see sparse_run.h); from
-// kBatchedFrom samples on, inputs are transposed to [in, batch] and each thread runs the CSR kernel
+// kSparseFcBatchedFrom samples on, inputs are transposed to [in, batch] and each thread runs the CSR kernel
 // over a balanced contiguous range of rows with the batch in registers.
 // Convolution: sparse W [M, C*kh*kw] times the im2col matrix [C*kh*kw, out_h*out_w] (the CSR
 // kernel with the output positions as the batch), per image.
@@ -16,8 +16,6 @@
 namespace sparrow {
 
 namespace {
-
-constexpr int64_t kBatchedFrom = 4;
 
 // The epilogue of a sparse product, in one pass: y[r, i] += scale * bias[r] (when bias is given),
 // then max(y, 0) when relu (a Relu node fused into the op). y is [rows, per_row].
@@ -56,7 +54,7 @@ class SparseFcOp : public Op {
     return {};
   }
   size_t scratch_floats(int) const override {
-    return batch_ >= kBatchedFrom ? static_cast<size_t>((m_.cols + m_.rows) * batch_) : 0;
+    return batch_ >= kSparseFcBatchedFrom ? static_cast<size_t>((m_.cols + m_.rows) * batch_) : 0;
   }
   int64_t macs() const override { return batch_ * m_.nonzeros; }
   bool fuse_relu() override { return relu_ = true; }
@@ -64,7 +62,8 @@ class SparseFcOp : public Op {
   Status run(const RunArgs& a) override {
     const float* x = a.in[0]->f32_data();
     float* y = a.out[0]->f32_data();
-    if (batch_ >= kBatchedFrom) run_batched(a, x, y);
+    if (batch_ >= kSparseFcBatchedFrom)
+      run_batched(a, x, y);
     else
       for (int64_t n = 0; n < batch_; ++n) run_one(a, x + n * m_.cols, y + n * m_.rows);
     for (int64_t n = 0; n < batch_; ++n)
@@ -110,7 +109,8 @@ class SparseConvOp : public Op {
     const Shape& w = in[1].shape;
     if (in[0].dtype != DType::f32 || x.size() < 3 || x.size() != w.size() || x[1] != w[1] || w[0] != m_.rows)
       return fail("input {} does not match weight {}", shape_str(x), shape_str(w));
-    SP_ASSIGN_OR_RETURN(win_, make_window(node_, attrs_, Shape(x.begin() + 2, x.end()), Shape(w.begin() + 2, w.end())));
+    SP_ASSIGN_OR_RETURN(
+        win_, make_window(node_, attrs_, Shape(x.begin() + 2, x.end()), Shape(w.begin() + 2, w.end())));
     if (m_.cols != x[1] * win_.k_h * win_.k_w) return fail("weight matrix has {} columns", m_.cols);
     images_ = x[0];
     channels_ = x[1];
@@ -122,9 +122,7 @@ class SparseConvOp : public Op {
     bounds_ = balanced_row_bounds(m_, threads_);
     return {};
   }
-  size_t scratch_floats(int) const override {
-    return static_cast<size_t>(m_.cols * win_.out_h * win_.out_w);
-  }
+  size_t scratch_floats(int) const override { return static_cast<size_t>(m_.cols * win_.out_h * win_.out_w); }
   int64_t macs() const override { return images_ * m_.nonzeros * win_.out_h * win_.out_w; }
 
   Status run(const RunArgs& a) override {
@@ -146,7 +144,8 @@ class SparseConvOp : public Op {
 
  private:
   bool pointwise() const {
-    return win_.k_h == 1 && win_.k_w == 1 && win_.s_h == 1 && win_.s_w == 1 && win_.pad_t + win_.pad_l + win_.pad_b + win_.pad_r == 0;
+    return win_.k_h == 1 && win_.k_w == 1 && win_.s_h == 1 && win_.s_w == 1 &&
+           win_.pad_t + win_.pad_l + win_.pad_b + win_.pad_r == 0;
   }
   const SparseMatrix& m_;
   WindowAttrs attrs_;
@@ -165,17 +164,21 @@ bool attr_is(const Node& node, const char* key, int64_t want, int64_t fallback) 
 
 }  // namespace
 
-Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, const SparseMatrix& m, int threads) {
+bool sparse_op_supports(const Node& node) {
+  if (node.op_type == "Gemm")
+    return attr_is(node, "transA", 0, 0) && node.attr_float("alpha", 1.0f).ok() &&
+           *node.attr_float("alpha", 1.0f) == 1.0f;
+  return node.op_type == "MatMul" || (node.op_type == "Conv" && attr_is(node, "group", 1, 1));
+}
+
+Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, const SparseMatrix& m,
+                                             int threads) {
+  if (!sparse_op_supports(node)) return std::unique_ptr<Op>();  // the caller uses the dense op
   std::unique_ptr<Op> op;
-  if (node.op_type == "Gemm" && attr_is(node, "transA", 0, 0) && node.attr_float("alpha", 1.0f).ok() &&
-      *node.attr_float("alpha", 1.0f) == 1.0f)
-    op = std::make_unique<SparseFcOp>(node, opset, m, threads);
-  else if (node.op_type == "MatMul")
-    op = std::make_unique<SparseFcOp>(node, opset, m, threads);
-  else if (node.op_type == "Conv" && attr_is(node, "group", 1, 1))
+  if (node.op_type == "Conv")
     op = std::make_unique<SparseConvOp>(node, opset, m, threads);
   else
-    return std::unique_ptr<Op>();  // not supported on the sparse engine: the caller uses the dense op
+    op = std::make_unique<SparseFcOp>(node, opset, m, threads);
   SP_RETURN_IF_ERROR(op->parse());
   return op;
 }

@@ -15,9 +15,18 @@ inline constexpr double kSparseMaxDensityOneSample = 0.45;
 inline constexpr double kSparseMaxDensityOneSampleTiles = 0.8;
 inline constexpr double kSparseMaxDensityBatched = 0.8;
 
+// A fully connected layer runs its samples one at a time (EIE's column walk) below this batch, and
+// as one product over the batch from it on.
+inline constexpr int64_t kSparseFcBatchedFrom = 4;
+
+// Whether the sparse engine runs this node's attributes (Gemm with transA = 0 and alpha = 1,
+// MatMul, ungrouped Conv); the others run dense.
+bool sparse_op_supports(const Node& node);
+
 // The sparse op for a Gemm/MatMul/Conv node whose weight is `m`, splitting work over `threads`, or
 // nullptr when the node's attributes are not supported sparsely (the dense op is then used).
-Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, const SparseMatrix& m, int threads);
+Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, const SparseMatrix& m,
+                                             int threads);
 
 // An LSTM whose W and/or R (nullptr: dense) run on the sparse engine.
 Result<std::unique_ptr<Op>> create_sparse_lstm_op(const Node& node, int64_t opset, const SparseMatrix* w,

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/sparse/isa.h"
 #include "engine/sparse/sparse_matrix.h"
 
 namespace sparrow {
@@ -81,9 +82,6 @@ struct NonzeroArgs {
 
 using SpmvFn = void (*)(const SpmvArgs&);
 using SpmmFn = void (*)(const SpmmArgs&);
-
-enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
-const char* isa_name(Isa isa);
 
 // The kernel list: name and argument type. It generates the per-ISA declarations below, the
 // dispatch table, and the tests and benchmarks that iterate over every variant.

@@ -3,103 +3,272 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/sparse/code_source.h"
 #include "engine/sparse/kernels.h"
 
 namespace sparrow {
 
 int64_t SparseMatrix::csc_entries() const {
   int64_t n = 0;
-  for (const auto& p : csc) n += e8 ? static_cast<int64_t>(p.entries8.size()) : static_cast<int64_t>(p.entries16.size());
+  for (const auto& p : csc)
+    n += e8 ? static_cast<int64_t>(p.entries8.size()) : static_cast<int64_t>(p.entries16.size());
+  return n;
+}
+
+int64_t csr_block_columns(double density) {
+  int64_t width = kCsrMinBlockColumns;
+  while (width < kCsrMaxBlockColumns && static_cast<double>(width) * density < kCsrEntriesPerBlockRow)
+    width *= 2;
+  return width;
+}
+
+bool tiles_pay_off(const SparseMatrix& m, Isa isa) {
+  if (!m.small_codebook || m.partitions() != 1 || isa != Isa::avx512) return false;
+  double tiles = static_cast<double>((m.rows + kTileRows - 1) / kTileRows) * static_cast<double>(m.cols);
+  return static_cast<double>(m.nonzeros) >= kTileBreakEvenEntries * tiles;
+}
+
+LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample) {
+  if (!one_sample) return kLayoutCsr;
+  if (m.rows == 0 || m.cols == 0) return kLayoutCsc;
+  if (tiles_pay_off(m, isa)) return kLayoutTiles;
+  if (m.small_codebook && m.partitions() == 1 && isa == Isa::avx512) return kLayoutBanded | kLayoutBandedRows;
+  return kLayoutCsc;
+}
+
+int64_t SparseMatrix::bytes() const {
+  auto held = [](const auto& v) { return static_cast<int64_t>(v.capacity() * sizeof(v[0])); };
+  int64_t n = held(codebook) + held(row_entries);
+  for (const auto& p : csc) n += held(p.col_ptr) + held(p.entries8) + held(p.entries16);
+  for (const auto& b : csr) n += held(b.row_ptr) + held(b.entries);
+  n += held(tiles.masks) + held(tiles.code_ptr) + held(tiles.codes);
+  n += held(banded.col_ptr) + held(banded.entries) + held(banded_rows.row_ptr) + held(banded_rows.entries);
   return n;
 }
 
 namespace {
 
-// Appends (code, gap) entries for the non-zeros met while walking `n` positions, bridging gaps
-// longer than max_gap with fillers. code_at(k) gives the code at position k.
-template <class CodeAt, class Emit>
-void encode_run(int64_t n, int max_gap, CodeAt code_at, Emit emit) {
-  int64_t next = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    uint8_t code = code_at(k);
-    if (code == 0) continue;
-    while (k - next > max_gap) {
-      emit(0, max_gap);
-      next += max_gap + 1;
-    }
-    emit(code, static_cast<int>(k - next));
-    next = k + 1;
-  }
+// Where a code goes in a line-keyed layout: its line, and its position along that line.
+struct Slot {
+  int64_t line, pos;
+};
+
+// Gap-coded layouts store each entry's distance from the previous one in its line; kNoGaps marks
+// layouts that store positions instead.
+constexpr int64_t kNoGaps = 0;
+
+// Fillers a gap-coded layout needs before an entry at `pos` whose line continues at `next`.
+int64_t fillers_before(int64_t pos, int64_t next, int64_t max_gap) {
+  return max_gap == kNoGaps ? 0 : (pos - next) / (max_gap + 1);
 }
 
-// Fillers that 4-bit gaps would add to the CSC layout of `partitions` partitions.
-int64_t fillers_with_4bit_gaps(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols, int partitions) {
+// Fills `lines` lines of entries by counting sort, in two passes over `codes`: slot_of(row, col)
+// places each code; the positions within a line arrive increasing (CodeSource's contract), so each
+// line comes out in order. Distances over max_gap are bridged with fillers (code 0).
+// encode(code, gap, pos) makes an entry. `starts` gets lines + 1 entry offsets.
+template <class Entry, class SlotOf, class Encode>
+void fill_lines(const CodeSource& codes, int64_t lines, int64_t max_gap, SlotOf slot_of, Encode encode,
+                std::vector<uint32_t>& starts, std::vector<Entry>& entries) {
+  std::vector<int64_t> next(static_cast<size_t>(lines), 0);
+  starts.assign(static_cast<size_t>(lines + 1), 0);
+  codes.visit([&](int64_t r, int64_t c, uint8_t) {
+    Slot s = slot_of(r, c);
+    starts[static_cast<size_t>(s.line + 1)] +=
+        static_cast<uint32_t>(fillers_before(s.pos, next[static_cast<size_t>(s.line)], max_gap) + 1);
+    next[static_cast<size_t>(s.line)] = s.pos + 1;
+  });
+  for (int64_t i = 0; i < lines; ++i) starts[static_cast<size_t>(i + 1)] += starts[static_cast<size_t>(i)];
+  entries.assign(starts.back(), Entry{});
+  std::vector<uint32_t> cursor(starts.begin(), starts.end() - 1);
+  std::fill(next.begin(), next.end(), 0);
+  codes.visit([&](int64_t r, int64_t c, uint8_t code) {
+    Slot s = slot_of(r, c);
+    uint32_t& at = cursor[static_cast<size_t>(s.line)];
+    int64_t& line_next = next[static_cast<size_t>(s.line)];
+    for (int64_t f = fillers_before(s.pos, line_next, max_gap); f > 0; --f) {
+      entries[at++] = encode(0, max_gap, 0);
+      line_next += max_gap + 1;
+    }
+    entries[at++] = encode(code, s.pos - line_next, s.pos);
+    line_next = s.pos + 1;
+  });
+}
+
+// Cuts lines [first, first + count) out of one filled layout: their offsets rebased to 0 and their
+// entries.
+template <class Entry>
+void slice_lines(const std::vector<uint32_t>& starts, const std::vector<Entry>& entries, int64_t first,
+                 int64_t count, std::vector<uint32_t>& ptr, std::vector<Entry>& out) {
+  const uint32_t base = starts[static_cast<size_t>(first)];
+  ptr.assign(starts.begin() + first, starts.begin() + first + count + 1);
+  for (uint32_t& p : ptr) p -= base;
+  out.assign(entries.begin() + base, entries.begin() + starts[static_cast<size_t>(first + count)]);
+}
+
+// Per band of `lines` lines, the band's offsets followed by its end: [bands, lines + 1], as the
+// banded layouts keep them, from the lines' starts in band order.
+std::vector<uint32_t> band_pointers(const std::vector<uint32_t>& starts, int64_t bands, int64_t lines) {
+  std::vector<uint32_t> ptr(static_cast<size_t>(bands * (lines + 1)));
+  for (int64_t band = 0; band < bands; ++band)
+    std::copy(starts.begin() + band * lines, starts.begin() + (band + 1) * lines + 1,
+              ptr.begin() + band * (lines + 1));
+  return ptr;
+}
+
+int64_t local_rows(int64_t rows, int64_t partitions, int64_t p) {
+  return rows > p ? (rows - p + partitions - 1) / partitions : 0;
+}
+
+int64_t csc_fillers(const CodeSource& codes, int64_t partitions, int64_t max_gap) {
+  std::vector<int64_t> next(static_cast<size_t>(partitions * codes.cols()), 0);
   int64_t fillers = 0;
-  for (int p = 0; p < partitions; ++p) {
-    int64_t local = rows > p ? (rows - p + partitions - 1) / partitions : 0;
-    for (int64_t c = 0; c < cols; ++c)
-      encode_run(local, 15, [&](int64_t k) { return codes[static_cast<size_t>((k * partitions + p) * cols + c)]; },
-                 [&](int code, int) { fillers += code == 0; });
-  }
+  codes.visit([&](int64_t r, int64_t c, uint8_t) {
+    int64_t& line_next = next[static_cast<size_t>((r % partitions) * codes.cols() + c)];
+    fillers += fillers_before(r / partitions, line_next, max_gap);
+    line_next = r / partitions + 1;
+  });
   return fillers;
 }
 
-}  // namespace
-
-int64_t csr_block_columns(double density) {
-  int64_t width = kCsrMinBlockColumns;
-  while (width < kCsrMaxBlockColumns && static_cast<double>(width) * density < kCsrEntriesPerBlockRow) width *= 2;
-  return width;
-}
-
-bool tiles_pay_off(const SparseMatrix& m) {
-  if (!m.small_codebook || m.partitions() != 1 || sparse_kernels().isa != Isa::avx512) return false;
-  double tiles = static_cast<double>((m.rows + kTileRows - 1) / kTileRows) * static_cast<double>(m.cols);
-  return static_cast<double>(m.nonzeros) >= kTileBreakEvenEntries * tiles;
-}
-
-namespace {
-
-// The banded encoding shared by the banded CSC (lines = columns, positions = rows) and the banded
-// CSR (lines = rows, positions = columns): positions are cut into bands of `band_width`; per band
-// and line, one entry per non-zero, position within the band << 4 | code. ptr gets
-// [bands, lines + 1] entry offsets. code_at(line, position) reads the code matrix.
-template <class CodeAt>
-int64_t encode_bands(int64_t lines, int64_t positions, int64_t band_width, CodeAt code_at, std::vector<uint32_t>& ptr,
-                     std::vector<uint16_t>& entries) {
-  const int64_t bands = (positions + band_width - 1) / band_width;
-  ptr.assign(static_cast<size_t>(bands * (lines + 1)), 0);
-  for (int64_t band = 0; band < bands; ++band) {
-    uint32_t* band_ptr = ptr.data() + band * (lines + 1);
-    band_ptr[0] = static_cast<uint32_t>(entries.size());
-    const int64_t begin = band * band_width, end = std::min(positions, begin + band_width);
-    for (int64_t line = 0; line < lines; ++line) {
-      for (int64_t pos = begin; pos < end; ++pos)
-        if (uint8_t code = code_at(line, pos)) entries.push_back(static_cast<uint16_t>((pos - begin) << 4 | code));
-      band_ptr[line + 1] = static_cast<uint32_t>(entries.size());
+template <class Entry>
+void build_csc_entries(SparseMatrix& m, const CodeSource& codes, int64_t max_gap, int shift,
+                       std::vector<Entry> CscPartition::*field) {
+  const int64_t P = m.partitions(), cols = m.cols;
+  std::vector<uint32_t> starts;
+  std::vector<Entry> all;
+  fill_lines(
+      codes, P * cols, max_gap,
+      [&](int64_t r, int64_t c) {
+        return Slot{(r % P) * cols + c, r / P};
+      },
+      [&](int code, int64_t gap, int64_t) { return static_cast<Entry>(code | gap << shift); }, starts, all);
+  std::vector<CscPartition> parts(static_cast<size_t>(P));
+  for (int64_t p = 0; p < P; ++p) {
+    parts[static_cast<size_t>(p)].local_rows = local_rows(m.rows, P, p);
+    if (P == 1) {
+      parts[0].col_ptr = std::move(starts);
+      parts[0].*field = std::move(all);
+    } else {
+      slice_lines(starts, all, p * cols, cols, parts[static_cast<size_t>(p)].col_ptr,
+                  parts[static_cast<size_t>(p)].*field);
     }
   }
+  m.csc = std::move(parts);
+}
+
+// One-byte entries unless 4-bit gaps would add more than 10% fillers (each costs a full update).
+void add_csc(SparseMatrix& m, const CodeSource& codes) {
+  m.e8 = m.small_codebook && csc_fillers(codes, m.partitions(), 15) * 10 <= m.nonzeros;
+  if (m.e8)
+    build_csc_entries<uint8_t>(m, codes, 15, 4, &CscPartition::entries8);
+  else
+    build_csc_entries<uint16_t>(m, codes, 255, 8, &CscPartition::entries16);
+}
+
+void add_csr(SparseMatrix& m, const CodeSource& codes) {
+  const int64_t rows = m.rows, width = csr_block_columns(m.density());
+  const int64_t blocks = (m.cols + width - 1) / width;
+  std::vector<uint32_t> starts;
+  std::vector<uint16_t> all;
+  fill_lines(
+      codes, blocks * rows, 255,
+      [&](int64_t r, int64_t c) {
+        return Slot{c / width * rows + r, c % width};
+      },
+      [](int code, int64_t gap, int64_t) { return static_cast<uint16_t>(code | gap << 8); }, starts, all);
+  std::vector<CsrBlock> csr(static_cast<size_t>(blocks));
+  for (int64_t b = 0; b < blocks; ++b) {
+    csr[static_cast<size_t>(b)].col_begin = b * width;
+    slice_lines(starts, all, b * rows, rows, csr[static_cast<size_t>(b)].row_ptr,
+                csr[static_cast<size_t>(b)].entries);
+  }
+  m.csr = std::move(csr);
+}
+
+// The banded encoding shared by the banded CSC (lines = columns, positions = rows) and the banded
+// CSR (lines = rows, positions = columns): positions cut into bands of `band_width`; per band and
+// line, one entry per non-zero, position within the band << 4 | code.
+int64_t fill_bands(const CodeSource& codes, bool by_columns, int64_t band_width, std::vector<uint32_t>& ptr,
+                   std::vector<uint16_t>& entries) {
+  const int64_t lines = by_columns ? codes.cols() : codes.rows();
+  const int64_t bands = ((by_columns ? codes.rows() : codes.cols()) + band_width - 1) / band_width;
+  std::vector<uint32_t> starts;
+  fill_lines(
+      codes, bands * lines, kNoGaps,
+      [&](int64_t r, int64_t c) {
+        int64_t line = by_columns ? c : r, pos = by_columns ? r : c;
+        return Slot{pos / band_width * lines + line, pos};
+      },
+      [&](int code, int64_t, int64_t pos) { return static_cast<uint16_t>((pos % band_width) << 4 | code); },
+      starts, entries);
+  ptr = band_pointers(starts, bands, lines);
   return bands;
 }
 
-}  // namespace
-
-BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
+BandedCsc banded_csc_of(const CodeSource& codes) {
   BandedCsc b;
-  b.cols = cols;
-  b.bands = encode_bands(cols, rows, kBandRows,
-                         [&](int64_t c, int64_t r) { return codes[static_cast<size_t>(r * cols + c)]; },
-                         b.col_ptr, b.entries);
+  b.cols = codes.cols();
+  b.bands = fill_bands(codes, true, kBandRows, b.col_ptr, b.entries);
   return b;
 }
 
-BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
+BandedCsr banded_csr_of(const CodeSource& codes) {
   BandedCsr b;
-  b.rows = rows;
-  b.bands = encode_bands(rows, cols, kBandColumns,
-                         [&](int64_t r, int64_t c) { return codes[static_cast<size_t>(r * cols + c)]; },
-                         b.row_ptr, b.entries);
+  b.rows = codes.rows();
+  b.bands = fill_bands(codes, false, kBandColumns, b.row_ptr, b.entries);
   return b;
+}
+
+ColumnTiles column_tiles_of(const CodeSource& codes) {
+  ColumnTiles t;
+  const int64_t cols = codes.cols();
+  t.tiles_per_column = (codes.rows() + kTileRows - 1) / kTileRows;
+  t.masks.assign(static_cast<size_t>(t.tiles_per_column * cols), 0);
+  t.code_ptr.assign(static_cast<size_t>(cols + 1), 0);
+  codes.visit([&](int64_t r, int64_t c, uint8_t) {
+    uint16_t& mask = t.masks[static_cast<size_t>(c * t.tiles_per_column + r / kTileRows)];
+    mask = static_cast<uint16_t>(mask | 1u << (r % kTileRows));
+    ++t.code_ptr[static_cast<size_t>(c + 1)];
+  });
+  for (int64_t c = 0; c < cols; ++c)
+    t.code_ptr[static_cast<size_t>(c + 1)] += t.code_ptr[static_cast<size_t>(c)];
+  t.codes.assign(t.code_ptr.back() + kTileRows, 0);
+  std::vector<uint32_t> cursor(t.code_ptr.begin(), t.code_ptr.end() - 1);
+  codes.visit([&](int64_t, int64_t c, uint8_t code) { t.codes[cursor[static_cast<size_t>(c)]++] = code; });
+  return t;
+}
+
+}  // namespace
+
+SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<float>& codebook, int partitions,
+                                  Isa isa) {
+  SparseMatrix m;
+  m.rows = codes.rows();
+  m.cols = codes.cols();
+  m.partition_count = std::max(partitions, 1);
+  m.isa = isa;
+  m.small_codebook = codebook.size() <= 16;
+  m.codebook.assign(m.small_codebook ? 16 : 256, 0.0f);
+  std::copy(codebook.begin(),
+            codebook.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(codebook.size(), 256)),
+            m.codebook.begin());
+  m.codebook[0] = 0.0f;
+  m.row_entries.assign(static_cast<size_t>(m.rows), 0);
+  codes.visit([&](int64_t r, int64_t, uint8_t) { ++m.row_entries[static_cast<size_t>(r)]; });
+  for (uint64_t n : m.row_entries) m.nonzeros += static_cast<int64_t>(n);
+  return m;
+}
+
+void add_layouts(SparseMatrix& m, const CodeSource& codes, LayoutSet want) {
+  const LayoutSet missing = want & ~m.layouts;
+  if (missing & kLayoutCsc) add_csc(m, codes);
+  if (missing & kLayoutCsr) add_csr(m, codes);
+  if (missing & kLayoutTiles) m.tiles = column_tiles_of(codes);
+  if (missing & kLayoutBanded) m.banded = banded_csc_of(codes);
+  if (missing & kLayoutBandedRows) m.banded_rows = banded_csr_of(codes);
+  m.layouts |= missing;
+  if ((missing & (kLayoutBanded | kLayoutBandedRows)) && m.has(kLayoutBanded | kLayoutBandedRows))
+    m.row_walk_from_active = row_walk_from_active(m.banded, m.banded_rows);
 }
 
 int64_t row_walk_from_active(const BandedCsc& columns, const BandedCsr& rows) {
@@ -108,7 +277,8 @@ int64_t row_walk_from_active(const BandedCsc& columns, const BandedCsr& rows) {
     int64_t total = 0;
     for (int64_t band = 0; band < bands; ++band)
       for (int64_t i = 0; i < lines; ++i) {
-        uint32_t n = ptr[static_cast<size_t>(band * (lines + 1) + i + 1)] - ptr[static_cast<size_t>(band * (lines + 1) + i)];
+        uint32_t n = ptr[static_cast<size_t>(band * (lines + 1) + i + 1)] -
+                     ptr[static_cast<size_t>(band * (lines + 1) + i)];
         total += (n + 15) / 16;
       }
     return static_cast<double>(total);
@@ -116,84 +286,43 @@ int64_t row_walk_from_active(const BandedCsc& columns, const BandedCsr& rows) {
   const auto cols = static_cast<double>(columns.cols);
   double row_walk = kRowWalkNsPerRow * static_cast<double>(rows.rows) * static_cast<double>(rows.bands) +
                     kRowWalkNsPerStep * steps(rows.row_ptr, rows.rows, rows.bands);
-  double per_active_column = kColumnWalkNsPerColumn * static_cast<double>(columns.bands) +
-                             kColumnWalkNsPerStep * steps(columns.col_ptr, columns.cols, columns.bands) / cols;
+  double per_active_column =
+      kColumnWalkNsPerColumn * static_cast<double>(columns.bands) +
+      kColumnWalkNsPerStep * steps(columns.col_ptr, columns.cols, columns.bands) / cols;
   return static_cast<int64_t>(std::ceil(row_walk / per_active_column));
 }
 
-ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
-  ColumnTiles t;
-  t.tiles_per_column = (rows + kTileRows - 1) / kTileRows;
-  t.masks.assign(static_cast<size_t>(t.tiles_per_column * cols), 0);
-  t.code_ptr.assign(static_cast<size_t>(cols + 1), 0);
-  for (int64_t c = 0; c < cols; ++c) {
-    uint16_t* masks = t.masks.data() + c * t.tiles_per_column;
-    for (int64_t r = 0; r < rows; ++r) {
-      uint8_t code = codes[static_cast<size_t>(r * cols + c)];
-      if (code == 0) continue;
-      masks[r / kTileRows] = static_cast<uint16_t>(masks[r / kTileRows] | 1u << (r % kTileRows));
-      t.codes.push_back(code);
-    }
-    t.code_ptr[c + 1] = static_cast<uint32_t>(t.codes.size());
-  }
-  t.codes.resize(t.codes.size() + kTileRows, 0);
-  return t;
+BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
+  return banded_csc_of(*dense_codes(codes, rows, cols));
 }
 
-SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
-                                 const std::vector<float>& codebook, int partitions) {
-  SparseMatrix m;
-  m.rows = rows;
-  m.cols = cols;
-  m.small_codebook = codebook.size() <= 16;
-  m.codebook.assign(m.small_codebook ? 16 : 256, 0.0f);
-  std::copy(codebook.begin(), codebook.end(), m.codebook.begin());
-  m.codebook[0] = 0.0f;
-  for (uint8_t c : codes) m.nonzeros += c != 0;
-  // One-byte entries unless 4-bit gaps would add more than 10% fillers (each costs a full update).
-  m.e8 = m.small_codebook && fillers_with_4bit_gaps(codes, rows, cols, partitions) * 10 <= m.nonzeros;
-  m.csc.resize(static_cast<size_t>(partitions));
-  for (int p = 0; p < partitions; ++p) {
-    CscPartition& part = m.csc[p];
-    part.local_rows = rows > p ? (rows - p + partitions - 1) / partitions : 0;
-    part.col_ptr.assign(static_cast<size_t>(cols + 1), 0);
-    for (int64_t c = 0; c < cols; ++c) {
-      auto code_at = [&](int64_t k) { return codes[static_cast<size_t>((k * partitions + p) * cols + c)]; };
-      if (m.e8)
-        encode_run(part.local_rows, 15, code_at,
-                   [&](int code, int gap) { part.entries8.push_back(static_cast<uint8_t>(code | gap << 4)); });
-      else
-        encode_run(part.local_rows, 255, code_at,
-                   [&](int code, int gap) { part.entries16.push_back(static_cast<uint16_t>(code | gap << 8)); });
-      part.col_ptr[c + 1] = static_cast<uint32_t>(m.e8 ? part.entries8.size() : part.entries16.size());
-    }
-  }
-  if (tiles_pay_off(m)) m.tiles = build_column_tiles(codes, rows, cols);
-  else if (m.small_codebook && partitions == 1 && sparse_kernels().isa == Isa::avx512) {
-    m.banded = build_banded_csc(codes, rows, cols);
-    m.banded_rows = build_banded_csr(codes, rows, cols);
-    m.row_walk_from_active = row_walk_from_active(m.banded, m.banded_rows);
-  }
-  m.row_entries.assign(static_cast<size_t>(rows), 0);
-  const int64_t block_columns = csr_block_columns(m.density());
-  for (int64_t c0 = 0; c0 < cols; c0 += block_columns) {
-    CsrBlock& b = m.csr.emplace_back();
-    b.col_begin = c0;
-    int64_t width = std::min(block_columns, cols - c0);
-    b.row_ptr.assign(static_cast<size_t>(rows + 1), 0);
-    for (int64_t r = 0; r < rows; ++r) {
-      encode_run(width, 255, [&](int64_t k) { return codes[static_cast<size_t>(r * cols + c0 + k)]; },
-                 [&](int code, int gap) { b.entries.push_back(static_cast<uint16_t>(code | gap << 8)); });
-      b.row_ptr[r + 1] = static_cast<uint32_t>(b.entries.size());
-      m.row_entries[r] += b.row_ptr[r + 1] - b.row_ptr[r];
-    }
-  }
+BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
+  return banded_csr_of(*dense_codes(codes, rows, cols));
+}
+
+ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
+  return column_tiles_of(*dense_codes(codes, rows, cols));
+}
+
+namespace {
+
+SparseMatrix every_layout(const CodeSource& codes, const std::vector<float>& codebook, int partitions) {
+  const Isa isa = sparse_kernels().isa;
+  SparseMatrix m = sparse_matrix_header(codes, codebook, partitions, isa);
+  add_layouts(m, codes, kLayoutCsc | kLayoutCsr | layouts_for(m, isa, true));
   return m;
 }
 
+}  // namespace
+
+SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
+                                 const std::vector<float>& codebook, int partitions) {
+  return every_layout(*dense_codes(codes, rows, cols), codebook, partitions);
+}
+
 Result<SparseMatrix> build_sparse_matrix(const CompressedTensor& t, int partitions) {
-  SP_ASSIGN_OR_RETURN(std::vector<uint8_t> codes, decode_codes(t));
-  return build_sparse_matrix(codes, t.view.rows, t.view.cols, t.codebook, partitions);
+  SP_ASSIGN_OR_RETURN(auto codes, compressed_codes(t));
+  return every_layout(*codes, t.codebook, partitions);
 }
 
 }  // namespace sparrow

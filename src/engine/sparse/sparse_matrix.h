@@ -1,8 +1,10 @@
-// The engine's in-memory form of a compressed weight matrix W [rows, cols], built once at load
-// from the codes of a CompressedTensor (whatever layout the file used).
+// The engine's in-memory form of a compressed weight matrix W [rows, cols]. A matrix starts as a
+// header (shape, codebook, non-zeros per row) and gains the layouts its products run on, each built
+// by counting sort straight from a CodeSource (the file's encoding, or a layout the matrix already
+// holds): no dense matrix of codes and no float32 weights are ever formed. layouts_for() is the one
+// place that says which layouts a product runs on.
 //
-// Two layouts are always kept, and for one partition with a codebook of at most 16 entries a
-// third, the one a single sample runs on:
+// The layouts:
 //  - CSC per partition (batch 1 for wide codebooks, and EIE's row partitions): global row i
 //    belongs to partition i % P as local row i / P (EIE's row interleaving; the executor uses P = 1
 //    and splits the active columns between threads). Entries of each column are (code, gap) pairs,
@@ -30,15 +32,16 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/sparse/isa.h"
 #include "sparrow/format.h"
 
 namespace sparrow {
 
 struct CscPartition {
   int64_t local_rows = 0;
-  std::vector<uint32_t> col_ptr;   // cols + 1 entry offsets
-  std::vector<uint8_t> entries8;   // one-byte entries (narrow codebook)
-  std::vector<uint16_t> entries16; // two-byte entries (wide codebook)
+  std::vector<uint32_t> col_ptr;    // cols + 1 entry offsets
+  std::vector<uint8_t> entries8;    // one-byte entries (narrow codebook)
+  std::vector<uint16_t> entries16;  // two-byte entries (wide codebook)
 };
 
 // Width of a CSR column block: enough columns for about kCsrEntriesPerBlockRow entries per row, so
@@ -51,18 +54,18 @@ int64_t csr_block_columns(double density);
 
 struct CsrBlock {
   int64_t col_begin = 0;
-  std::vector<uint32_t> row_ptr;   // rows + 1 entry offsets
-  std::vector<uint16_t> entries;   // code | column gap << 8, gaps relative to col_begin
+  std::vector<uint32_t> row_ptr;  // rows + 1 entry offsets
+  std::vector<uint16_t> entries;  // code | column gap << 8, gaps relative to col_begin
 };
 
 inline constexpr int64_t kTileRows = 16;
 
 struct ColumnTiles {
-  int64_t tiles_per_column = 0;      // ceil(rows / 16)
-  std::vector<uint16_t> masks;       // [cols, tiles_per_column]: bit b = row 16 t + b is non-zero
-  std::vector<uint32_t> code_ptr;    // cols + 1 offsets into codes
-  std::vector<uint8_t> codes;        // codes of the non-zero rows, then kTileRows bytes of padding
-                                     // (kernels load 16 codes at a time)
+  int64_t tiles_per_column = 0;    // ceil(rows / 16)
+  std::vector<uint16_t> masks;     // [cols, tiles_per_column]: bit b = row 16 t + b is non-zero
+  std::vector<uint32_t> code_ptr;  // cols + 1 offsets into codes
+  std::vector<uint8_t> codes;      // codes of the non-zero rows, then kTileRows bytes of padding
+                                   // (kernels load 16 codes at a time)
   bool empty() const { return code_ptr.empty(); }
 };
 
@@ -75,9 +78,9 @@ inline constexpr int64_t kBandRows = 4096;
 
 struct BandedCsc {
   int64_t cols = 0;
-  int64_t bands = 0;                 // ceil(rows / 4096)
-  std::vector<uint32_t> col_ptr;     // [bands, cols + 1] entry offsets
-  std::vector<uint16_t> entries;     // row within the band << 4 | code (1..15)
+  int64_t bands = 0;              // ceil(rows / 4096)
+  std::vector<uint32_t> col_ptr;  // [bands, cols + 1] entry offsets
+  std::vector<uint16_t> entries;  // row within the band << 4 | code (1..15)
   bool empty() const { return col_ptr.empty(); }
 };
 
@@ -85,9 +88,9 @@ inline constexpr int64_t kBandColumns = 4096;
 
 struct BandedCsr {
   int64_t rows = 0;
-  int64_t bands = 0;                 // ceil(cols / 4096)
-  std::vector<uint32_t> row_ptr;     // [bands, rows + 1] entry offsets
-  std::vector<uint16_t> entries;     // column within the band << 4 | code (1..15)
+  int64_t bands = 0;              // ceil(cols / 4096)
+  std::vector<uint32_t> row_ptr;  // [bands, rows + 1] entry offsets
+  std::vector<uint16_t> entries;  // column within the band << 4 | code (1..15)
   bool empty() const { return row_ptr.empty(); }
 };
 
@@ -98,53 +101,85 @@ struct BandedCsr {
 inline constexpr double kColumnWalkNsPerColumn = 5.6, kColumnWalkNsPerStep = 7.8;
 inline constexpr double kRowWalkNsPerRow = 8.6, kRowWalkNsPerStep = 3.5;
 
+class CodeSource;
+
+// The layouts a matrix may hold, as bits of a LayoutSet.
+enum Layout : unsigned {
+  kLayoutCsc = 1u << 0,         // CSC per partition
+  kLayoutCsr = 1u << 1,         // CSR in column blocks
+  kLayoutTiles = 1u << 2,       // column tiles
+  kLayoutBanded = 1u << 3,      // banded CSC
+  kLayoutBandedRows = 1u << 4,  // banded CSR
+};
+using LayoutSet = unsigned;
+
 struct SparseMatrix {
   int64_t rows = 0, cols = 0;
-  bool small_codebook = false;     // at most 16 entries: looked up from registers
-  bool e8 = false;                 // one-byte CSC entries (else two bytes)
-  std::vector<float> codebook;     // padded to 16 or 256 entries, entry 0 == 0
-  std::vector<CscPartition> csc;   // one per partition
-  std::vector<CsrBlock> csr;       // column blocks
-  ColumnTiles tiles;               // one sample, when tiles_pay_off
-  BandedCsc banded;                // one sample: 16-entry codebook, one partition, AVX-512, no tiles
-  BandedCsr banded_rows;           // one sample with most inputs active: built with `banded`
+  bool small_codebook = false;        // at most 16 entries: looked up from registers
+  bool e8 = false;                    // one-byte CSC entries (else two bytes); set when the CSC is built
+  int partition_count = 1;            // CSC row partitions
+  Isa isa = Isa::scalar;              // the kernels the layouts are chosen for
+  LayoutSet layouts = 0;              // the layouts built so far
+  std::vector<float> codebook;        // padded to 16 or 256 entries, entry 0 == 0
+  std::vector<CscPartition> csc;      // one per partition
+  std::vector<CsrBlock> csr;          // column blocks
+  ColumnTiles tiles;                  // one sample, when tiles_pay_off
+  BandedCsc banded;                   // one sample: 16-entry codebook, one partition, AVX-512, no tiles
+  BandedCsr banded_rows;              // one sample with most inputs active: built with `banded`
   int64_t row_walk_from_active = 0;   // non-zero inputs from which the row walk is cheaper (see
                                       // row_walk_pays); more than cols when it never is
-  std::vector<uint64_t> row_entries;  // CSR entries per row over all blocks (for load balance)
+  std::vector<uint64_t> row_entries;  // non-zeros per row (for load balance)
   int64_t nonzeros = 0;
 
-  int partitions() const { return static_cast<int>(csc.size()); }
+  int partitions() const { return partition_count; }
+  bool has(LayoutSet want) const { return (layouts & want) == want; }
   // Whether one sample with n_active non-zero inputs walks the rows (banded CSR): the row walk's
   // cost is fixed, the column walk's grows with the active columns.
-  bool row_walk_pays(int64_t n_active) const { return !banded_rows.empty() && n_active >= row_walk_from_active; }
+  bool row_walk_pays(int64_t n_active) const {
+    return !banded_rows.empty() && n_active >= row_walk_from_active;
+  }
   // The layout one sample's column walk runs on: "tiles", "banded", "csc8" (one-byte entries) or
   // "csc16". A sample with enough non-zero inputs walks the banded CSR instead (row_walk_pays).
   const char* batch1_layout() const {
     return !tiles.empty() ? "tiles" : !banded.empty() ? "banded" : e8 ? "csc8" : "csc16";
   }
-  int64_t csc_entries() const;     // fillers included, all partitions
-  double density() const { return static_cast<double>(nonzeros) / static_cast<double>(rows * cols); }
+  int64_t csc_entries() const;  // fillers included, all partitions
+  double density() const {
+    return rows * cols > 0 ? static_cast<double>(nonzeros) / static_cast<double>(rows * cols) : 0.0;
+  }
+  // Bytes held in memory: codebook, per-row counts and every layout built.
+  int64_t bytes() const;
 };
 
-// Whether the column tiles beat the banded CSC walk for this matrix on this CPU: 16-entry
-// codebook, one partition, AVX-512 kernels, and at least kTileBreakEvenEntries non-zeros per tile.
-bool tiles_pay_off(const SparseMatrix& m);
-// The banded CSC layout of a code matrix with codes below 16.
-BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
+// Whether the column tiles beat the banded CSC walk for this matrix with `isa`'s kernels: 16-entry
+// codebook, one partition, AVX-512, and at least kTileBreakEvenEntries non-zeros per tile. Needs
+// only the header.
+bool tiles_pay_off(const SparseMatrix& m, Isa isa);
+// The layouts a product runs on: batches and convolutions the CSR; one sample the column tiles
+// (tiles_pay_off), else with a 16-entry codebook, one partition and AVX-512 the banded CSC and the
+// banded CSR (the walk is chosen per call, see row_walk_pays), else the CSC.
+LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample);
+
+// The header of the matrix `codes` holds: shape, padded codebook, non-zeros per row; no layouts.
+// `partitions` row partitions for the CSC, layouts chosen for `isa`.
+SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<float>& codebook, int partitions,
+                                  Isa isa);
+// Builds the layouts in `want` that m lacks, from `codes` (which may read m's own layouts).
+void add_layouts(SparseMatrix& m, const CodeSource& codes, LayoutSet want);
+
 // Active inputs from which walking every row of `rows` costs less than walking the active columns
 // of `columns` (by the fitted costs above); more than the column count when never.
 int64_t row_walk_from_active(const BandedCsc& columns, const BandedCsr& rows);
-// The banded CSR layout of a code matrix with codes below 16.
+// Single layouts of a dense code matrix (codes[r * cols + c], codes below 16 for the banded ones).
+BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
-// The column-tile layout of a code matrix (codes[r * cols + c], 0 = zero weight).
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 
-// Builds the layouts from a code matrix (codes[r * cols + c], 0 = zero weight): CSC and CSR
-// always; for one partition, a 16-entry codebook and AVX-512 kernels, column tiles when
-// tiles_pay_off, else the banded CSC and the banded CSR.
+// Every layout a product may run on, from a code matrix (codes[r * cols + c], 0 = zero weight):
+// CSC and CSR always, plus the one-sample layouts of layouts_for() with the CPU's kernels.
 SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
                                  const std::vector<float>& codebook, int partitions);
-// From a compressed tensor: decodes its codes (any file layout) and builds the engine layouts.
+// The same from a compressed tensor, straight from its encoding.
 Result<SparseMatrix> build_sparse_matrix(const CompressedTensor& t, int partitions);
 
 }  // namespace sparrow

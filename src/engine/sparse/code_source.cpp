@@ -1,0 +1,195 @@
+#include "engine/sparse/code_source.h"
+
+#include "engine/sparse/sparse_matrix.h"
+
+namespace sparrow {
+
+namespace {
+
+class DenseCodes : public CodeSource {
+ public:
+  DenseCodes(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols)
+      : CodeSource(rows, cols), codes_(codes) {}
+  void visit(const Sink& sink) const override {
+    const uint8_t* row = codes_.data();
+    for (int64_t r = 0; r < rows(); ++r, row += cols())
+      for (int64_t c = 0; c < cols(); ++c)
+        if (row[c] != 0) sink(r, c, row[c]);
+  }
+
+ private:
+  const std::vector<uint8_t>& codes_;
+};
+
+int64_t local_rows(int64_t rows, int64_t partitions, int64_t p) {
+  return rows > p ? (rows - p + partitions - 1) / partitions : 0;
+}
+
+// The relative-index CSC of a compressed tensor. With one partition the entries of a column are
+// already in row order; with several, each column is gathered into a scratch column first (the
+// partitions interleave their rows) and read back in row order.
+class CompressedCsc : public CodeSource {
+ public:
+  explicit CompressedCsc(const CompressedTensor& t) : CodeSource(t.view.rows, t.view.cols), t_(t) {}
+  void visit(const Sink& sink) const override {
+    const int64_t P = static_cast<int64_t>(t_.partitions.size());
+    std::vector<size_t> next_entry(static_cast<size_t>(P), 0);
+    std::vector<uint8_t> column(P > 1 ? static_cast<size_t>(rows()) : 0, 0);
+    for (int64_t c = 0; c < cols(); ++c) {
+      for (int64_t p = 0; p < P; ++p) {
+        const Partition& part = t_.partitions[static_cast<size_t>(p)];
+        size_t& e = next_entry[static_cast<size_t>(p)];
+        int64_t local = 0;
+        for (uint32_t k = 0; k < part.col_counts[static_cast<size_t>(c)]; ++k, ++e, ++local) {
+          local += part.gaps[e];
+          if (part.codes[e] == 0) continue;  // filler
+          if (P == 1)
+            sink(local, c, part.codes[e]);
+          else
+            column[static_cast<size_t>(local * P + p)] = part.codes[e];
+        }
+      }
+      if (P > 1) drain_column(c, column, sink);
+    }
+  }
+
+ private:
+  void drain_column(int64_t c, std::vector<uint8_t>& column, const Sink& sink) const {
+    for (int64_t r = 0; r < rows(); ++r) {
+      uint8_t& code = column[static_cast<size_t>(r)];
+      if (code == 0) continue;
+      sink(r, c, code);
+      code = 0;
+    }
+  }
+  const CompressedTensor& t_;
+};
+
+Status check_codes(const CompressedTensor& t, const std::vector<uint8_t>& codes, int p) {
+  for (uint8_t code : codes)
+    if (code >= t.codebook.size())
+      return errorf("tensor '{}' partition {}: code {} outside the codebook of {} entries", t.name, p, code,
+                    t.codebook.size());
+  return {};
+}
+
+Status check_partition(const CompressedTensor& t, int p) {
+  const Partition& part = t.partitions[static_cast<size_t>(p)];
+  const int64_t P = static_cast<int64_t>(t.partitions.size());
+  if (static_cast<int64_t>(part.col_counts.size()) != t.view.cols || part.gaps.size() != part.codes.size())
+    return errorf("tensor '{}' partition {}: column counts or gaps do not match", t.name, p);
+  const int64_t n_local = local_rows(t.view.rows, P, p);
+  size_t e = 0;
+  for (int64_t c = 0; c < t.view.cols; ++c) {
+    int64_t pos = 0;
+    for (uint32_t k = 0; k < part.col_counts[static_cast<size_t>(c)]; ++k, ++e, ++pos) {
+      if (e >= part.codes.size())
+        return errorf("tensor '{}' partition {}: column counts exceed entries", t.name, p);
+      pos += part.gaps[e];
+      if (pos >= n_local)
+        return errorf("tensor '{}' partition {} column {}: entry runs past row {}", t.name, p, c, n_local);
+    }
+  }
+  if (e != part.codes.size())
+    return errorf("tensor '{}' partition {}: {} entries not covered by columns", t.name, p,
+                  part.codes.size() - e);
+  return check_codes(t, part.codes, p);
+}
+
+// A matrix layout read back as codes. Each walk below is band by band or line by line, which keeps
+// both the rows of a column and the columns of a row increasing.
+class MatrixCodes : public CodeSource {
+ public:
+  explicit MatrixCodes(const SparseMatrix& m) : CodeSource(m.rows, m.cols), m_(m) {}
+  void visit(const Sink& sink) const override {
+    if (!m_.banded.empty())
+      visit_banded(m_.banded.col_ptr, m_.banded.entries, m_.banded.bands, cols(), kBandRows,
+                   [&](int64_t c, int64_t r, uint8_t code) { sink(r, c, code); });
+    else if (!m_.banded_rows.empty())
+      visit_banded(m_.banded_rows.row_ptr, m_.banded_rows.entries, m_.banded_rows.bands, rows(), kBandColumns,
+                   sink);
+    else if (!m_.tiles.empty())
+      visit_tiles(sink);
+    else if (!m_.csr.empty())
+      visit_csr(sink);
+    else
+      visit_csc(sink);
+  }
+
+ private:
+  template <class Emit>
+  static void visit_banded(const std::vector<uint32_t>& ptr, const std::vector<uint16_t>& entries,
+                           int64_t bands, int64_t lines, int64_t band_width, Emit emit) {
+    for (int64_t band = 0; band < bands; ++band) {
+      const uint32_t* band_ptr = ptr.data() + band * (lines + 1);
+      for (int64_t line = 0; line < lines; ++line)
+        for (uint32_t e = band_ptr[line]; e < band_ptr[line + 1]; ++e)
+          emit(line, band * band_width + (entries[e] >> 4), static_cast<uint8_t>(entries[e] & 15));
+    }
+  }
+  void visit_tiles(const Sink& sink) const {
+    const ColumnTiles& t = m_.tiles;
+    for (int64_t c = 0; c < cols(); ++c) {
+      uint32_t e = t.code_ptr[static_cast<size_t>(c)];
+      for (int64_t tile = 0; tile < t.tiles_per_column; ++tile) {
+        uint16_t mask = t.masks[static_cast<size_t>(c * t.tiles_per_column + tile)];
+        for (int b = 0; b < kTileRows; ++b)
+          if (mask >> b & 1) sink(tile * kTileRows + b, c, t.codes[e++]);
+      }
+    }
+  }
+  void visit_csr(const Sink& sink) const {
+    for (const CsrBlock& block : m_.csr)
+      for (int64_t r = 0; r < rows(); ++r) {
+        int64_t c = block.col_begin;
+        for (uint32_t e = block.row_ptr[static_cast<size_t>(r)];
+             e < block.row_ptr[static_cast<size_t>(r) + 1]; ++e, ++c) {
+          c += block.entries[e] >> 8;
+          if (uint8_t code = block.entries[e] & 0xff) sink(r, c, code);
+        }
+      }
+  }
+  void visit_csc(const Sink& sink) const {
+    const CscPartition& part = m_.csc[0];
+    for (int64_t c = 0; c < cols(); ++c) {
+      int64_t r = 0;
+      for (uint32_t e = part.col_ptr[static_cast<size_t>(c)]; e < part.col_ptr[static_cast<size_t>(c) + 1];
+           ++e, ++r) {
+        unsigned entry = m_.e8 ? part.entries8[e] : part.entries16[e];
+        r += m_.e8 ? entry >> 4 : entry >> 8;
+        if (uint8_t code = static_cast<uint8_t>(m_.e8 ? entry & 15 : entry & 0xff)) sink(r, c, code);
+      }
+    }
+  }
+  const SparseMatrix& m_;
+};
+
+}  // namespace
+
+std::unique_ptr<CodeSource> dense_codes(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
+  return std::make_unique<DenseCodes>(codes, rows, cols);
+}
+
+Result<std::unique_ptr<CodeSource>> compressed_codes(const CompressedTensor& t) {
+  const int64_t rows = t.view.rows, cols = t.view.cols;
+  if (t.layout == WeightLayout::dense) {
+    if (t.partitions.size() != 1 || static_cast<int64_t>(t.partitions[0].codes.size()) != rows * cols)
+      return errorf("tensor '{}': dense layout needs {} codes", t.name, rows * cols);
+    SP_RETURN_IF_ERROR(check_codes(t, t.partitions[0].codes, 0));
+    return dense_codes(t.partitions[0].codes, rows, cols);
+  }
+  if (t.partitions.empty()) return errorf("tensor '{}': no partitions", t.name);
+  for (int p = 0; p < static_cast<int>(t.partitions.size()); ++p) SP_RETURN_IF_ERROR(check_partition(t, p));
+  return std::unique_ptr<CodeSource>(std::make_unique<CompressedCsc>(t));
+}
+
+bool sparse_matrix_has_source(const SparseMatrix& m) {
+  return !m.banded.empty() || !m.banded_rows.empty() || !m.tiles.empty() || !m.csr.empty() ||
+         (m.csc.size() == 1 && !m.csc[0].col_ptr.empty());
+}
+
+std::unique_ptr<CodeSource> matrix_codes(const SparseMatrix& m) {
+  return std::make_unique<MatrixCodes>(m);
+}
+
+}  // namespace sparrow
