@@ -13,6 +13,18 @@ struct InfoOptions {
   bool json = false;
 };
 
+// Where the weights are: in the file, and in memory once planned for this batch.
+void print_weight_memory(const WeightMemory& w) {
+  if (w.compressed_in_file > 0)
+    fmt::print(
+        "weights   compressed: {} in the file, {} in memory ({:.2f}x; {} of it float32 for layers run "
+        "dense)\n",
+        human_bytes(w.compressed_in_file), human_bytes(w.compressed_in_memory),
+        static_cast<double>(w.compressed_in_memory) / static_cast<double>(w.compressed_in_file),
+        human_bytes(w.decompressed));
+  fmt::print("weights   uncompressed float32: {}\n", human_bytes(w.initializers));
+}
+
 void print_table(const Executor& ex, const ModelSummary& s, int64_t batch) {
   const Model& m = ex.model();
   fmt::print("model     {}\n", m.source);
@@ -21,17 +33,18 @@ void print_table(const Executor& ex, const ModelSummary& s, int64_t batch) {
   for (const auto& in : m.inputs) fmt::print("input     {}\n", in.describe());
   for (size_t i = 0; i < m.outputs.size(); ++i)
     fmt::print("output    '{}' {}\n", m.outputs[i].name, shape_str(s.output_shapes[i]));
+  print_weight_memory(ex.weight_memory());
   fmt::print("\nlayers at batch {}:\n", batch);
   fmt::print("{:>3}  {:<28} {:<18} {:<22} {:>10} {:>12}\n", "#", "name", "op", "output", "params", "FLOPs");
   for (size_t i = 0; i < s.layers.size(); ++i) {
     const LayerInfo& l = s.layers[i];
     std::string shape = l.output_shapes.empty() ? "-" : shape_str(l.output_shapes[0]);
     fmt::print("{:>3}  {:<28} {:<18} {:<22} {:>10} {:>12}\n", i, l.name.substr(0, 28),
-               l.sparse ? l.op_type + " (sparse)" : l.op_type, shape,
-               l.params ? human_count(l.params) : "-", l.macs ? human_count(2 * l.macs) : "-");
+               l.sparse ? l.op_type + " (sparse)" : l.op_type, shape, l.params ? human_count(l.params) : "-",
+               l.macs ? human_count(2 * l.macs) : "-");
   }
-  fmt::print("\ntotal: {} layers, {} parameters ({} bytes as float32), {} FLOPs per batch of {}", s.layers.size(),
-             s.params, s.params * 4, human_count(2 * s.macs), batch);
+  fmt::print("\ntotal: {} layers, {} parameters ({} bytes as float32), {} FLOPs per batch of {}",
+             s.layers.size(), s.params, s.params * 4, human_count(2 * s.macs), batch);
   if (s.folded_nodes) fmt::print(", {} nodes folded at load", s.folded_nodes);
   fmt::print("\n");
 }
@@ -51,11 +64,20 @@ nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch)
     j["outputs"].push_back({{"name", m.outputs[i].name}, {"shape", s.output_shapes[i]}});
   j["layers"] = nlohmann::json::array();
   for (const auto& l : s.layers)
-    j["layers"].push_back({{"name", l.name}, {"op", l.op_type}, {"output_shapes", l.output_shapes},
-                           {"params", l.params}, {"flops", 2 * l.macs}, {"sparse", l.sparse}});
+    j["layers"].push_back({{"name", l.name},
+                           {"op", l.op_type},
+                           {"output_shapes", l.output_shapes},
+                           {"params", l.params},
+                           {"flops", 2 * l.macs},
+                           {"sparse", l.sparse}});
   j["params"] = s.params;
   j["flops"] = 2 * s.macs;
   j["folded_nodes"] = s.folded_nodes;
+  WeightMemory w = ex.weight_memory();
+  j["weight_bytes"] = {{"compressed_in_file", w.compressed_in_file},
+                       {"compressed_in_memory", w.compressed_in_memory},
+                       {"decompressed", w.decompressed},
+                       {"uncompressed", w.initializers}};
   return j;
 }
 
@@ -65,19 +87,22 @@ Command add_info(CLI::App& app, const GlobalOptions& global) {
   auto opts = std::make_shared<InfoOptions>();
   auto* cmd = app.add_subcommand("info", "Show a model's inputs, outputs, layers, parameters and FLOPs");
   cmd->add_option("model", opts->model, "Model file (.onnx or .spw)")->required();
-  cmd->add_option("--batch", opts->batch, "Batch size for unknown batch dimensions")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--batch", opts->batch, "Batch size for unknown batch dimensions")
+      ->check(CLI::Range(1, 1 << 20));
   cmd->add_flag("--json", opts->json, "Print one JSON object");
   return {cmd, [opts, &global]() -> int {
-    auto ex = open_model(opts->model, global);
-    if (!ex.ok()) return report_error(ex.status());
-    auto shapes = (*ex)->default_input_shapes(opts->batch);
-    if (!shapes.ok()) return report_error(shapes.status());
-    auto summary = (*ex)->summarize(*shapes);
-    if (!summary.ok()) return report_error(summary.status());
-    if (opts->json) fmt::print("{}\n", to_json(**ex, *summary, opts->batch).dump(2));
-    else print_table(**ex, *summary, opts->batch);
-    return 0;
-  }};
+            auto ex = open_model(opts->model, global);
+            if (!ex.ok()) return report_error(ex.status());
+            auto shapes = (*ex)->default_input_shapes(opts->batch);
+            if (!shapes.ok()) return report_error(shapes.status());
+            auto summary = (*ex)->summarize(*shapes);
+            if (!summary.ok()) return report_error(summary.status());
+            if (opts->json)
+              fmt::print("{}\n", to_json(**ex, *summary, opts->batch).dump(2));
+            else
+              print_table(**ex, *summary, opts->batch);
+            return 0;
+          }};
 }
 
 }  // namespace sparrow::cli

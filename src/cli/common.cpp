@@ -25,11 +25,19 @@ Result<std::unique_ptr<Executor>> open_model(const std::string& path, const Glob
   return errorf("{}: unknown model file type '{}' (expected .onnx or .spw)", path, ext);
 }
 
-bool show_progress(const GlobalOptions& options) { return !options.quiet && ::isatty(STDERR_FILENO); }
+bool show_progress(const GlobalOptions& options) {
+  return !options.quiet && ::isatty(STDERR_FILENO);
+}
 
 int report_error(const Status& status) {
   std::fprintf(stderr, "sparrow: error: %s\n", status.message().c_str());
   return 1;
+}
+
+std::string human_bytes(int64_t n) {
+  if (n >= 1'000'000) return fmt::format("{:.2f} MB", static_cast<double>(n) / 1e6);
+  if (n >= 10'000) return fmt::format("{:.0f} KB", static_cast<double>(n) / 1e3);
+  return fmt::format("{} B", n);
 }
 
 std::string human_count(int64_t n) {

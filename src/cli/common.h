@@ -25,5 +25,7 @@ int report_error(const Status& status);
 
 // "1.2M", "431K", "950"
 std::string human_count(int64_t n);
+// "5.59 MB", "812 KB", "96 B" (decimal units).
+std::string human_bytes(int64_t n);
 
 }  // namespace sparrow::cli

@@ -14,8 +14,12 @@ namespace {
 constexpr size_t kAlignment = 64;
 }
 
-size_t dtype_size(DType dtype) { return dtype == DType::f32 ? 4 : 8; }
-const char* dtype_name(DType dtype) { return dtype == DType::f32 ? "float32" : "int64"; }
+size_t dtype_size(DType dtype) {
+  return dtype == DType::f32 ? 4 : 8;
+}
+const char* dtype_name(DType dtype) {
+  return dtype == DType::f32 ? "float32" : "int64";
+}
 
 int64_t shape_numel(const Shape& shape) {
   for (int64_t d : shape) {
@@ -30,15 +34,18 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
-std::string shape_str(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+std::string shape_str(const Shape& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
 
-void Tensor::FreeDeleter::operator()(std::byte* p) const { std::free(p); }
+void Tensor::FreeDeleter::operator()(std::byte* p) const {
+  ::operator delete (p, std::align_val_t{kAlignment});
+}
 
 void Tensor::allocate(size_t bytes) {
   size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   if (rounded == 0) rounded = kAlignment;
-  void* p = std::aligned_alloc(kAlignment, rounded);
-  if (p == nullptr) throw std::bad_alloc();
+  void* p = ::operator new (rounded, std::align_val_t{kAlignment});  // throws std::bad_alloc
   std::memset(p, 0, rounded);
   data_.reset(static_cast<std::byte*>(p));
   capacity_ = rounded;

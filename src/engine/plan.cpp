@@ -39,6 +39,7 @@ Status Plan::bind_graph_inputs(const Model& model) {
       return errorf("input {} expects shape {}, got {}", vi.describe(), shape_str(vi.dims), shape_str(s));
     SP_ASSIGN_OR_RETURN(Tensor * t, new_value(vi.name, ValueDesc{*compute_dtype(vi.elem_type), s}));
     input_tensors_.push_back(t);
+    graph_inputs_.insert(vi.name);
   }
   for (const auto& [name, t] : model.initializers) {
     values_[name] = &t;
@@ -60,6 +61,23 @@ bool Plan::gains_sparse(const Node& node, size_t index, bool one_sample) const {
   return m.density() <= limit;
 }
 
+namespace {
+// Operators whose output keeps the zeros of their first input.
+const std::set<std::string> kKeepsZeros = {"Flatten",   "Reshape",   "Squeeze",
+                                           "Unsqueeze", "Transpose", "MaxPool"};
+}  // namespace
+
+InputZeros Plan::zeros_of(const std::string& name) const {
+  if (graph_inputs_.count(name)) return InputZeros::unknown;
+  return relu_values_.count(name) ? InputZeros::expected : InputZeros::unlikely;
+}
+
+void Plan::note_zeros(const Node& node, bool relu_fused) {
+  bool relu = relu_fused || node.op_type == "Relu" ||
+              (kKeepsZeros.count(node.op_type) && node.has_input(0) && relu_values_.count(node.inputs[0]));
+  if (relu) relu_values_.insert(node.outputs.begin(), node.outputs.end());
+}
+
 Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, int threads) {
   MadeOp made{nullptr, std::vector<bool>(node.inputs.size(), false)};
   if (node.op_type == "LSTM") {
@@ -74,7 +92,7 @@ Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, 
       SP_ASSIGN_OR_RETURN(w_matrix, weights_->matrix(node.inputs[1], false));
     }
     if (r) {
-      SP_ASSIGN_OR_RETURN(r_matrix, weights_->matrix(node.inputs[2], one_sample));
+      SP_ASSIGN_OR_RETURN(r_matrix, weights_->matrix(node.inputs[2], one_sample, InputZeros::unlikely));
     }
     SP_ASSIGN_OR_RETURN(made.op, create_sparse_lstm_op(node, model.opset, w_matrix, r_matrix, threads));
     made.sparse_inputs[1] = w;
@@ -93,7 +111,8 @@ Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, 
   if (node.op_type == "Gemm" && node.has_input(2) &&
       shape_numel(descs_.at(node.inputs[2]).shape) != header.rows)
     return made;
-  SP_ASSIGN_OR_RETURN(const SparseMatrix* m, weights_->matrix(node.inputs[1], one_sample));
+  SP_ASSIGN_OR_RETURN(const SparseMatrix* m,
+                      weights_->matrix(node.inputs[1], one_sample, zeros_of(node.inputs[0])));
   SP_ASSIGN_OR_RETURN(made.op, create_sparse_op(node, model.opset, *m, threads));
   made.sparse_inputs[1] = made.op != nullptr;
   return made;
@@ -182,6 +201,7 @@ Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, const std::vect
   }
   std::vector<ValueDesc> out;
   SP_RETURN_IF_ERROR(op->infer(in, out));
+  note_zeros(node, relu_fused);
   if (out.size() < node.outputs.size())
     return errorf("{}: produces {} outputs, the node names {}", node.describe(), out.size(),
                   node.outputs.size());

@@ -59,6 +59,10 @@ class Plan {
   Result<MadeOp> make_sparse_op(const Model& model, const Node& node, int threads);
   // Whether input `index` is a compressed weight sparse enough to gain on the product's layouts.
   bool gains_sparse(const Node& node, size_t index, bool one_sample) const;
+  // What a product reading `name` can expect of its zeros (see InputZeros).
+  InputZeros zeros_of(const std::string& name) const;
+  // Records which outputs of a planned node come from a ReLU.
+  void note_zeros(const Node& node, bool relu_fused);
   // The bound tensor of input `name`: a compressed weight is decompressed now (its node runs dense).
   Result<const Tensor*> bind_input(const std::string& name);
   Result<Tensor*> new_value(const std::string& name, const ValueDesc& desc);
@@ -79,6 +83,8 @@ class Plan {
   WeightStore* weights_ = nullptr;
   bool sparse_ = false;
   std::set<const Op*> sparse_steps_;
+  std::set<std::string> graph_inputs_;
+  std::set<std::string> relu_values_;  // outputs of a ReLU, or views and max-pools of one
 };
 
 }  // namespace sparrow

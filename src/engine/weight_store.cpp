@@ -55,10 +55,10 @@ Result<std::unique_ptr<CodeSource>> WeightStore::codes_of(const Weight& w) const
   return matrix_codes(*w.matrix);
 }
 
-Result<const SparseMatrix*> WeightStore::matrix(const std::string& name, bool one_sample) {
+Result<const SparseMatrix*> WeightStore::matrix(const std::string& name, bool one_sample, InputZeros zeros) {
   Weight& w = weights_.at(name);
   SparseMatrix& m = *w.matrix;
-  const LayoutSet want = layouts_for(m, isa_, one_sample);
+  const LayoutSet want = layouts_for(m, isa_, one_sample, zeros);
   if (!m.has(want)) {
     SP_ASSIGN_OR_RETURN(auto codes, codes_of(w));
     add_layouts(m, *codes, want);

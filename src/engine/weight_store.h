@@ -33,9 +33,10 @@ class WeightStore {
   const SparseMatrix& header(const std::string& name) const;
   Isa isa() const { return isa_; }
 
-  // The matrix with the layouts a product on one sample (or on batches) runs on, built on first use.
-  // The pointer stays valid, and its layouts unchanged, for the store's lifetime.
-  Result<const SparseMatrix*> matrix(const std::string& name, bool one_sample);
+  // The matrix with the layouts a product on one sample (or on batches) runs on, built on first use
+  // (layouts_for). The pointer stays valid, and its layouts unchanged, for the store's lifetime.
+  Result<const SparseMatrix*> matrix(const std::string& name, bool one_sample,
+                                     InputZeros zeros = InputZeros::unknown);
   // The float32 weight in its original shape, decompressed on first use.
   Result<const Tensor*> dense(const std::string& name);
 

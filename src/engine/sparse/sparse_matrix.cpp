@@ -28,12 +28,20 @@ bool tiles_pay_off(const SparseMatrix& m, Isa isa) {
   return static_cast<double>(m.nonzeros) >= kTileBreakEvenEntries * tiles;
 }
 
-LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample) {
+LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample, InputZeros zeros) {
   if (!one_sample) return kLayoutCsr;
   if (m.rows == 0 || m.cols == 0) return kLayoutCsc;
   if (tiles_pay_off(m, isa)) return kLayoutTiles;
-  if (m.small_codebook && m.partitions() == 1 && isa == Isa::avx512) return kLayoutBanded | kLayoutBandedRows;
-  return kLayoutCsc;
+  if (!m.small_codebook || m.partitions() != 1 || isa != Isa::avx512) return kLayoutCsc;
+  switch (zeros) {
+    case InputZeros::expected:
+      return kLayoutBanded;
+    case InputZeros::unlikely:
+      return kLayoutBandedRows;
+    case InputZeros::unknown:
+      break;
+  }
+  return kLayoutBanded | kLayoutBandedRows;
 }
 
 int64_t SparseMatrix::bytes() const {

@@ -141,7 +141,11 @@ struct SparseMatrix {
   // The layout one sample's column walk runs on: "tiles", "banded", "csc8" (one-byte entries) or
   // "csc16". A sample with enough non-zero inputs walks the banded CSR instead (row_walk_pays).
   const char* batch1_layout() const {
-    return !tiles.empty() ? "tiles" : !banded.empty() ? "banded" : e8 ? "csc8" : "csc16";
+    return !tiles.empty()         ? "tiles"
+           : !banded.empty()      ? "banded"
+           : !banded_rows.empty() ? "banded rows"
+           : e8                   ? "csc8"
+                                  : "csc16";
   }
   int64_t csc_entries() const;  // fillers included, all partitions
   double density() const {
@@ -156,9 +160,15 @@ struct SparseMatrix {
 // only the header.
 bool tiles_pay_off(const SparseMatrix& m, Isa isa);
 // The layouts a product runs on: batches and convolutions the CSR; one sample the column tiles
-// (tiles_pay_off), else with a 16-entry codebook, one partition and AVX-512 the banded CSC and the
-// banded CSR (the walk is chosen per call, see row_walk_pays), else the CSC.
-LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample);
+// (tiles_pay_off), else with a 16-entry codebook, one partition and AVX-512 the banded CSC and/or
+// the banded CSR (by `zeros`; with both, the walk is chosen per call, see row_walk_pays), else the CSC.
+// What a one-sample product can expect of its input's zeros, which decides which of the two banded
+// walks to keep: `expected` (the input comes from a ReLU: EIE's column walk skips the zeros; only
+// the banded CSC), `unlikely` (tanh, sigmoid, sums: every row is walked; only the banded CSR), or
+// `unknown` (a graph input: both, chosen per call).
+enum class InputZeros { unknown, expected, unlikely };
+LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample,
+                      InputZeros zeros = InputZeros::unknown);
 
 // The header of the matrix `codes` holds: shape, padded codebook, non-zeros per row; no layouts.
 // `partitions` row partitions for the CSC, layouts chosen for `isa`.

@@ -1,0 +1,201 @@
+// The load path: engine layouts built straight from the file's encoding (any partition count, index
+// width or file layout) equal those built from the dense code matrix, every layout rebuilds every
+// other, the layout choice depends on the ISA asked for (not on this CPU), and the weight store
+// decompresses exactly what decompress() gives, before and after its encoding is dropped.
+#include <random>
+
+#include "engine/sparse/code_source.h"
+#include "engine/sparse/kernels.h"
+#include "engine/weight_store.h"
+#include "test_util.h"
+
+namespace sparrow {
+namespace {
+
+struct Codes {
+  std::vector<uint8_t> codes;
+  int64_t rows, cols;
+  std::vector<float> codebook;
+};
+
+Codes random_codes(int64_t rows, int64_t cols, double density, int codebook_size, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0, 1);
+  Codes c{std::vector<uint8_t>(static_cast<size_t>(rows * cols), 0), rows, cols,
+          std::vector<float>(static_cast<size_t>(codebook_size), 0.0f)};
+  for (int i = 1; i < codebook_size; ++i) c.codebook[static_cast<size_t>(i)] = u(rng) * 2 - 1;
+  for (auto& code : c.codes)
+    if (u(rng) < density) code = static_cast<uint8_t>(1 + rng() % static_cast<uint32_t>(codebook_size - 1));
+  return c;
+}
+
+constexpr LayoutSet kEveryLayout = kLayoutCsc | kLayoutCsr | kLayoutTiles | kLayoutBanded | kLayoutBandedRows;
+
+SparseMatrix with_layouts(const CodeSource& codes, const std::vector<float>& codebook, int partitions,
+                          LayoutSet want) {
+  SparseMatrix m = sparse_matrix_header(codes, codebook, partitions, Isa::avx512);
+  add_layouts(m, codes, want);
+  return m;
+}
+
+void expect_same_layouts(const SparseMatrix& a, const SparseMatrix& b, const std::string& what) {
+  SCOPED_TRACE(what);
+  EXPECT_EQ(a.nonzeros, b.nonzeros);
+  EXPECT_EQ(a.row_entries, b.row_entries);
+  EXPECT_EQ(a.e8, b.e8);
+  ASSERT_EQ(a.csc.size(), b.csc.size());
+  for (size_t p = 0; p < a.csc.size(); ++p) {
+    EXPECT_EQ(a.csc[p].local_rows, b.csc[p].local_rows);
+    EXPECT_EQ(a.csc[p].col_ptr, b.csc[p].col_ptr);
+    EXPECT_EQ(a.csc[p].entries8, b.csc[p].entries8);
+    EXPECT_EQ(a.csc[p].entries16, b.csc[p].entries16);
+  }
+  ASSERT_EQ(a.csr.size(), b.csr.size());
+  for (size_t k = 0; k < a.csr.size(); ++k) {
+    EXPECT_EQ(a.csr[k].col_begin, b.csr[k].col_begin);
+    EXPECT_EQ(a.csr[k].row_ptr, b.csr[k].row_ptr);
+    EXPECT_EQ(a.csr[k].entries, b.csr[k].entries);
+  }
+  EXPECT_EQ(a.tiles.masks, b.tiles.masks);
+  EXPECT_EQ(a.tiles.code_ptr, b.tiles.code_ptr);
+  EXPECT_EQ(a.tiles.codes, b.tiles.codes);
+  EXPECT_EQ(a.banded.col_ptr, b.banded.col_ptr);
+  EXPECT_EQ(a.banded.entries, b.banded.entries);
+  EXPECT_EQ(a.banded_rows.row_ptr, b.banded_rows.row_ptr);
+  EXPECT_EQ(a.banded_rows.entries, b.banded_rows.entries);
+  EXPECT_EQ(a.row_walk_from_active, b.row_walk_from_active);
+}
+
+struct Shape2 {
+  int64_t rows, cols;
+};
+// Rows and columns below, at and above 16 lanes, across a 4096 band, and a single row or column.
+const Shape2 kShapes[] = {{1, 1}, {15, 40}, {16, 17}, {300, 40}, {4100, 3}, {5, 4100}};
+
+TEST(Layouts, FromTheFileEncodingEqualFromTheCodeMatrix) {
+  uint32_t seed = 1;
+  for (auto [rows, cols] : kShapes)
+    for (double density : {0.0, 0.05, 0.5, 1.0})
+      for (int codebook : {16, 256})
+        for (int file_partitions : {1, 3})
+          for (int index_bits : {2, 4, 8}) {
+            Codes c = random_codes(rows, cols, density, codebook, seed++);
+            CompressedTensor t =
+                encode_sparse(c.codes, MatrixView{rows, cols, false}, file_partitions, index_bits);
+            t.codebook = c.codebook;
+            auto from_file = compressed_codes(t);
+            ASSERT_TRUE(from_file.ok()) << from_file.status().message();
+            std::string what = fmt::format("{}x{} density {} codebook {} file partitions {} index bits {}",
+                                           rows, cols, density, codebook, file_partitions, index_bits);
+            for (int engine_partitions : {1, 2})
+              expect_same_layouts(with_layouts(**from_file, c.codebook, engine_partitions, kEveryLayout),
+                                  with_layouts(*dense_codes(c.codes, rows, cols), c.codebook,
+                                               engine_partitions, kEveryLayout),
+                                  what + " engine partitions " + std::to_string(engine_partitions));
+          }
+}
+
+TEST(Layouts, DenseFileLayoutReadsLikeTheCodeMatrix) {
+  Codes c = random_codes(33, 70, 0.7, 16, 77);
+  CompressedTensor t = encode_dense(c.codes, MatrixView{33, 70, false});
+  t.codebook = c.codebook;
+  auto from_file = compressed_codes(t);
+  ASSERT_TRUE(from_file.ok());
+  expect_same_layouts(with_layouts(**from_file, c.codebook, 1, kEveryLayout),
+                      with_layouts(*dense_codes(c.codes, 33, 70), c.codebook, 1, kEveryLayout),
+                      "dense file layout");
+}
+
+TEST(Layouts, EveryLayoutRebuildsEveryOther) {
+  for (auto [rows, cols] : kShapes)
+    for (double density : {0.0, 0.1, 0.6}) {
+      Codes c = random_codes(rows, cols, density, 16, 500 + static_cast<uint32_t>(rows + cols));
+      auto codes = dense_codes(c.codes, rows, cols);
+      SparseMatrix want = with_layouts(*codes, c.codebook, 1, kEveryLayout);
+      for (LayoutSet only : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutBandedRows}) {
+        SparseMatrix m = with_layouts(*codes, c.codebook, 1, only);
+        ASSERT_TRUE(sparse_matrix_has_source(m));
+        add_layouts(m, *matrix_codes(m), kEveryLayout);
+        expect_same_layouts(m, want,
+                            fmt::format("{}x{} density {} from layout bit {}", rows, cols, density, only));
+      }
+    }
+}
+
+TEST(Layouts, ChoiceFollowsTheIsaAskedFor) {
+  Codes sparse = random_codes(160, 200, 0.05, 16, 11), dense = random_codes(160, 200, 0.4, 16, 12),
+        wide = random_codes(160, 200, 0.05, 256, 13);
+  auto header = [](const Codes& c, int partitions = 1) {
+    return sparse_matrix_header(*dense_codes(c.codes, c.rows, c.cols), c.codebook, partitions, Isa::scalar);
+  };
+  EXPECT_EQ(layouts_for(header(sparse), Isa::avx512, true), kLayoutBanded | kLayoutBandedRows);
+  EXPECT_EQ(layouts_for(header(sparse), Isa::avx512, true, InputZeros::expected), kLayoutBanded)
+      << "after a ReLU";
+  EXPECT_EQ(layouts_for(header(sparse), Isa::avx512, true, InputZeros::unlikely), kLayoutBandedRows);
+  EXPECT_EQ(layouts_for(header(dense), Isa::avx512, true), kLayoutTiles);
+  EXPECT_EQ(layouts_for(header(wide), Isa::avx512, true), kLayoutCsc) << "wide codebooks walk the CSC";
+  EXPECT_EQ(layouts_for(header(sparse, 2), Isa::avx512, true), kLayoutCsc) << "EIE's row partitions";
+  for (Isa isa : {Isa::scalar, Isa::avx2}) {
+    EXPECT_EQ(layouts_for(header(sparse), isa, true), kLayoutCsc) << isa_name(isa);
+    EXPECT_EQ(layouts_for(header(dense), isa, true), kLayoutCsc) << isa_name(isa);
+  }
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+    EXPECT_EQ(layouts_for(header(sparse), isa, false), kLayoutCsr);
+}
+
+TEST(Layouts, BytesCountEveryLayoutHeld) {
+  Codes c = random_codes(300, 500, 0.1, 16, 21);
+  auto codes = dense_codes(c.codes, 300, 500);
+  SparseMatrix m = with_layouts(*codes, c.codebook, 1, kLayoutBanded);
+  const int64_t banded = m.bytes();
+  EXPECT_GE(banded, 2 * m.nonzeros) << "two bytes per entry";
+  add_layouts(m, *codes, kLayoutCsr);
+  EXPECT_GE(m.bytes(), banded + 2 * m.nonzeros);
+}
+
+TEST(WeightStore, DecompressesExactlyBeforeAndAfterTheEncodingIsDropped) {
+  for (bool transposed : {false, true}) {
+    Codes c = random_codes(40, 70, 0.2, 16, 31);
+    CompressedTensor t = encode_sparse(c.codes, MatrixView{40, 70, transposed}, 3, 4);
+    t.name = "w";
+    t.codebook = c.codebook;
+    t.shape = transposed ? Shape{70, 40} : Shape{40, 70};
+    auto want = decompress(t);
+    ASSERT_TRUE(want.ok());
+    auto store = WeightStore::create({t}, {123}, Isa::avx512);
+    ASSERT_TRUE(store.ok()) << store.status().message();
+    auto before = (*store)->dense("w");
+    ASSERT_TRUE(before.ok());
+    EXPECT_EQ(test::max_relative_error(**before, *want), 0.0);
+    ASSERT_TRUE((*store)->matrix("w", true).ok());
+    WeightMemory mem = (*store)->memory();
+    EXPECT_EQ(mem.compressed_in_file, 123);
+    EXPECT_EQ(mem.decompressed, 40 * 70 * 4);
+    auto store2 = WeightStore::create({t}, {0}, Isa::avx512);
+    ASSERT_TRUE((*store2)->matrix("w", true).ok());
+    auto after = (*store2)->dense("w");  // from the layouts: the encoding was dropped
+    ASSERT_TRUE(after.ok());
+    EXPECT_EQ(test::max_relative_error(**after, *want), 0.0) << "transposed " << transposed;
+  }
+}
+
+TEST(WeightStore, RefusesAnEncodingThatDoesNotFitItsMatrix) {
+  Codes c = random_codes(10, 10, 0.5, 16, 41);
+  CompressedTensor t = encode_sparse(c.codes, MatrixView{10, 10, false}, 1, 4);
+  t.name = "fc.weight";
+  t.codebook = c.codebook;
+  t.shape = {10, 10};
+  t.partitions[0].gaps.back() = 200;  // the last entry now runs past the rows
+  auto store = WeightStore::create({t}, {0}, Isa::scalar);
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("fc.weight"), std::string::npos) << store.status().message();
+  t = encode_sparse(c.codes, MatrixView{10, 10, false}, 1, 4);
+  t.name = "fc.weight";
+  t.codebook = std::vector<float>(c.codebook.begin(), c.codebook.begin() + 2);
+  t.shape = {10, 10};
+  store = WeightStore::create({t}, {0}, Isa::scalar);
+  ASSERT_FALSE(store.ok()) << "codes outside a 2-entry codebook";
+}
+
+}  // namespace
+}  // namespace sparrow
