@@ -6,11 +6,9 @@
 
 namespace sparrow {
 
-// Weight densities above which the dense path (OpenBLAS) is used instead of the sparse kernels,
-// measured with `sparrow bench --crossover` (4096 x 4096, 4-bit codes, dense inputs, one thread,
-// AVX-512; docs/engine.md): one sample at a time, the CSC walk and dense are equal at density
-// 0.5, while the column tiles are still 2.3-3.1x faster than dense at 0.8; batches of 64 are still
-// 2.1-2.8x faster on the sparse kernels at 0.8 (three runs).
+// Weight densities above which a layer runs dense (OpenBLAS) instead of on the sparse kernels: one
+// sample on the column walks, one sample on the column tiles, batches. Set from `sparrow bench
+// --crossover` (docs/engine.md, "Dense fallback and the choice of layout").
 inline constexpr double kSparseMaxDensityOneSample = 0.45;
 inline constexpr double kSparseMaxDensityOneSampleTiles = 0.8;
 inline constexpr double kSparseMaxDensityBatched = 0.8;

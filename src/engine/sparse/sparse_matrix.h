@@ -70,8 +70,8 @@ struct ColumnTiles {
 };
 
 // Non-zeros per 16-row tile from which the tile kernel is faster than the banded CSC walk: a tile
-// costs about as much as four scattered entries (bench --crossover, AVX-512: equal at 20-25% of
-// 4096 x 4096 with dense inputs, and on Alex-8 and VGG-8 at 23-25%).
+// costs about as much as four scattered entries (measured with `sparrow bench --crossover`;
+// docs/engine.md, "Dense fallback and the choice of layout").
 inline constexpr double kTileBreakEvenEntries = 4.0;
 
 inline constexpr int64_t kBandRows = 4096;
@@ -94,10 +94,10 @@ struct BandedCsr {
   bool empty() const { return row_ptr.empty(); }
 };
 
-// Costs of the two one-sample walks with AVX-512, in nanoseconds, fitted to BM_RowWalkCrossover
-// (bench_kernels: the Alex-7, NT-We and NT-Wd shapes at 30-100% non-zero inputs; docs/engine.md):
-// the banded CSC walk per active column and per 16-entry step, the banded CSR walk per row and
-// per step. Only their ratios matter: row_walk_from_active() compares the two.
+// Costs of the two one-sample walks with AVX-512, in nanoseconds, fitted to BM_RowWalkCrossover in
+// bench_kernels (docs/engine.md): the banded CSC walk per active column and per 16-entry step, the
+// banded CSR walk per row and per step. Only their ratios matter: row_walk_from_active() compares
+// the two.
 inline constexpr double kColumnWalkNsPerColumn = 5.6, kColumnWalkNsPerStep = 7.8;
 inline constexpr double kRowWalkNsPerRow = 8.6, kRowWalkNsPerStep = 3.5;
 
