@@ -46,15 +46,26 @@ struct CompressedTensor {
   std::vector<float> codebook;
   std::vector<Partition> partitions;  // sparse: P partitions; dense: one, with codes only
 
-  int64_t entries() const;    // stored entries, fillers included
-  int64_t fillers() const;    // entries with code 0 (sparse layout)
-  int64_t nonzeros() const;   // weights with a non-zero code
+  int64_t entries() const;   // stored entries, fillers included
+  int64_t fillers() const;   // entries with code 0 (sparse layout)
+  int64_t nonzeros() const;  // weights with a non-zero code
   int64_t numel() const { return view.rows * view.cols; }
 };
 
+// Rows of partition p of `partitions`: the global rows i with i % partitions == p.
+int64_t partition_rows(int64_t rows, int partitions, int p);
+// Checks that sparse partition p fits the matrix: one count per column, one gap per code, counts
+// covering exactly the entries, and no column's entries running past the partition's rows.
+Status check_partition(const CompressedTensor& t, int p);
+// Checks a whole encoding before it is decoded: every partition (sparse) or one code per weight
+// (dense), and every code within the codebook. Errors name the partition and column; callers add
+// the tensor.
+Status check_encoding(const CompressedTensor& t);
+
 // Encodes a code matrix (codes[r * cols + c], 0 = zero weight) in the relative-index layout with
 // `partitions` interleaved row partitions and gaps of `index_bits` bits.
-CompressedTensor encode_sparse(std::vector<uint8_t> const& codes, MatrixView view, int partitions, int index_bits);
+CompressedTensor encode_sparse(std::vector<uint8_t> const& codes, MatrixView view, int partitions,
+                               int index_bits);
 // Stores the code matrix as is.
 CompressedTensor encode_dense(std::vector<uint8_t> const& codes, MatrixView view);
 // The code matrix back (codes[r * cols + c]); fails if the entries do not fit the matrix.
@@ -74,11 +85,11 @@ struct ByteBreakdown {
 // Per compressed tensor: stored stream sizes, as written (after optional Huffman coding).
 struct TensorStorage {
   bool huffman_codes = false, huffman_gaps = false;
-  int count_bits = 0;                 // width of each column count
+  int count_bits = 0;  // width of each column count
   uint64_t code_bits = 0, gap_bits = 0, count_stream_bits = 0;
   uint64_t filler_code_bits = 0, filler_gap_bits = 0;
-  uint64_t table_bytes = 0;           // Huffman length tables
-  uint64_t section_bytes = 0;         // the whole section
+  uint64_t table_bytes = 0;    // Huffman length tables
+  uint64_t section_bytes = 0;  // the whole section
 };
 
 // Storage of one compressed tensor, in bits, the way Deep Compression tabulates it.
@@ -92,11 +103,11 @@ struct TensorSizes {
 TensorSizes tensor_sizes(const CompressedTensor& t, const TensorStorage& s);
 
 struct SpwModel {
-  Model graph;                          // every node; initializers hold only the uncompressed tensors
+  Model graph;  // every node; initializers hold only the uncompressed tensors
   std::vector<CompressedTensor> tensors;
-  std::string metadata_json;            // tool version, options, source hash
+  std::string metadata_json;  // tool version, options, source hash
   // Filled by write_spw / read_spw:
-  std::vector<TensorStorage> storage;   // one per tensor
+  std::vector<TensorStorage> storage;  // one per tensor
   ByteBreakdown breakdown;
   int64_t file_bytes = 0;
 

@@ -26,7 +26,7 @@ Result<std::unique_ptr<WeightStore>> WeightStore::create(std::vector<CompressedT
                     t.view.rows, t.view.cols);
     SP_ASSIGN_OR_RETURN(auto codes, compressed_codes(t));
     Weight w;
-    w.matrix = std::make_unique<SparseMatrix>(sparse_matrix_header(*codes, t.codebook, 1, isa));
+    w.matrix = std::make_unique<SparseMatrix>(sparse_matrix_header(*codes, t.codebook, 1));
     w.file_bytes = i < file_bytes.size() ? file_bytes[i] : 0;
     std::string name = t.name;
     w.encoding = std::move(t);
@@ -51,7 +51,7 @@ const SparseMatrix& WeightStore::header(const std::string& name) const {
 }
 
 Result<std::unique_ptr<CodeSource>> WeightStore::codes_of(const Weight& w) const {
-  if (w.encoding_held) return compressed_codes(w.encoding);
+  if (encoding_held(w)) return compressed_codes(w.encoding);
   return matrix_codes(*w.matrix);
 }
 
@@ -63,15 +63,9 @@ Result<const SparseMatrix*> WeightStore::matrix(const std::string& name, bool on
     SP_ASSIGN_OR_RETURN(auto codes, codes_of(w));
     add_layouts(m, *codes, want);
   }
-  if (w.encoding_held && sparse_matrix_has_source(m)) {
-    // The layouts now hold every code: the file's encoding is no longer needed.
-    CompressedTensor drained;
-    drained.name = w.encoding.name;
-    drained.shape = w.encoding.shape;
-    drained.view = w.encoding.view;
-    w.encoding = std::move(drained);
-    w.encoding_held = false;
-  }
+  // Once the layouts hold every code the file's encoding is no longer needed (move-assigning an
+  // empty vector frees its storage; name, shape and view stay).
+  if (encoding_held(w) && sparse_matrix_has_source(m)) w.encoding.partitions = std::vector<Partition>();
   return &m;
 }
 
@@ -97,7 +91,7 @@ WeightMemory WeightStore::memory() const {
     m.compressed_in_file += w.file_bytes;
     int64_t dense = w.dense ? static_cast<int64_t>(w.dense->bytes()) : 0;
     m.decompressed += dense;
-    m.compressed_in_memory += w.matrix->bytes() + dense + (w.encoding_held ? encoding_bytes(w.encoding) : 0);
+    m.compressed_in_memory += w.matrix->bytes() + dense + encoding_bytes(w.encoding);
   }
   return m;
 }

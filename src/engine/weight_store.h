@@ -44,13 +44,13 @@ class WeightStore {
 
  private:
   struct Weight {
-    CompressedTensor encoding;
-    bool encoding_held = true;
+    CompressedTensor encoding;             // its partitions are released once the layouts hold every code
     std::unique_ptr<SparseMatrix> matrix;  // header from the start; layouts as plans need them
     std::unique_ptr<Tensor> dense;
     int64_t file_bytes = 0;
   };
   explicit WeightStore(Isa isa) : isa_(isa) {}
+  static bool encoding_held(const Weight& w) { return !w.encoding.partitions.empty(); }
   Result<std::unique_ptr<CodeSource>> codes_of(const Weight& w) const;
 
   std::map<std::string, Weight> weights_;

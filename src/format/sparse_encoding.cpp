@@ -30,11 +30,58 @@ int64_t CompressedTensor::nonzeros() const {
   return n;
 }
 
+int64_t partition_rows(int64_t rows, int partitions, int p) {
+  return rows > p ? (rows - p + partitions - 1) / partitions : 0;
+}
+
+Status check_partition(const CompressedTensor& t, int p) {
+  const Partition& part = t.partitions[static_cast<size_t>(p)];
+  if (static_cast<int64_t>(part.col_counts.size()) != t.view.cols || part.gaps.size() != part.codes.size())
+    return errorf("partition {}: {} column counts for {} columns, {} gaps for {} codes", p,
+                  part.col_counts.size(), t.view.cols, part.gaps.size(), part.codes.size());
+  const int64_t n_local = partition_rows(t.view.rows, static_cast<int>(t.partitions.size()), p);
+  size_t e = 0;
+  for (int64_t c = 0; c < t.view.cols; ++c) {
+    int64_t pos = 0;
+    for (uint32_t k = 0; k < part.col_counts[static_cast<size_t>(c)]; ++k, ++e) {
+      if (e >= part.codes.size())
+        return errorf("partition {}: column counts exceed the {} entries", p, part.codes.size());
+      pos += part.gaps[e] + 1;
+      if (pos > n_local) return errorf("partition {} column {}: entries run past the {} rows", p, c, n_local);
+    }
+  }
+  if (e != part.codes.size())
+    return errorf("partition {}: column counts cover {} of {} entries", p, e, part.codes.size());
+  return {};
+}
+
 namespace {
-int64_t local_rows(int64_t rows, int partitions, int p) { return rows > p ? (rows - p + partitions - 1) / partitions : 0; }
+
+// Every entry has a place in the matrix (codes are not checked against the codebook).
+Status check_structure(const CompressedTensor& t) {
+  if (t.layout == WeightLayout::dense) {
+    if (t.partitions.size() != 1 || static_cast<int64_t>(t.partitions[0].codes.size()) != t.numel())
+      return errorf("dense layout needs {} codes", t.numel());
+    return {};
+  }
+  if (t.partitions.empty()) return errorf("no partitions");
+  for (int p = 0; p < static_cast<int>(t.partitions.size()); ++p) SP_RETURN_IF_ERROR(check_partition(t, p));
+  return {};
+}
+
 }  // namespace
 
-CompressedTensor encode_sparse(const std::vector<uint8_t>& codes, MatrixView view, int partitions, int index_bits) {
+Status check_encoding(const CompressedTensor& t) {
+  SP_RETURN_IF_ERROR(check_structure(t));
+  for (size_t p = 0; p < t.partitions.size(); ++p)
+    for (uint8_t code : t.partitions[p].codes)
+      if (code >= t.codebook.size())
+        return errorf("partition {}: code {} outside the codebook of {} entries", p, code, t.codebook.size());
+  return {};
+}
+
+CompressedTensor encode_sparse(const std::vector<uint8_t>& codes, MatrixView view, int partitions,
+                               int index_bits) {
   CompressedTensor t;
   t.view = view;
   t.layout = WeightLayout::sparse;
@@ -44,7 +91,7 @@ CompressedTensor encode_sparse(const std::vector<uint8_t>& codes, MatrixView vie
   for (int p = 0; p < partitions; ++p) {
     Partition& part = t.partitions[p];
     part.col_counts.assign(static_cast<size_t>(view.cols), 0);
-    int64_t n_local = local_rows(view.rows, partitions, p);
+    int64_t n_local = partition_rows(view.rows, partitions, p);
     for (int64_t c = 0; c < view.cols; ++c) {
       int64_t next = 0;  // first local row not yet covered by an entry
       for (int64_t r = 0; r < n_local; ++r) {
@@ -76,32 +123,21 @@ CompressedTensor encode_dense(const std::vector<uint8_t>& codes, MatrixView view
 }
 
 Result<std::vector<uint8_t>> decode_codes(const CompressedTensor& t) {
-  const int64_t rows = t.view.rows, cols = t.view.cols;
-  if (t.layout == WeightLayout::dense) {
-    if (t.partitions.size() != 1 || static_cast<int64_t>(t.partitions[0].codes.size()) != rows * cols)
-      return errorf("tensor '{}': dense layout needs {} codes", t.name, rows * cols);
-    return t.partitions[0].codes;
-  }
-  std::vector<uint8_t> codes(static_cast<size_t>(rows * cols), 0);
+  SP_RETURN_IF_ERROR(check_structure(t).prefixed(fmt::format("tensor '{}'", t.name)));
+  const int64_t cols = t.view.cols;
+  if (t.layout == WeightLayout::dense) return t.partitions[0].codes;
+  std::vector<uint8_t> codes(static_cast<size_t>(t.numel()), 0);
   const int P = static_cast<int>(t.partitions.size());
   for (int p = 0; p < P; ++p) {
-    const Partition& part = t.partitions[p];
-    int64_t n_local = local_rows(rows, P, p);
-    if (static_cast<int64_t>(part.col_counts.size()) != cols || part.gaps.size() != part.codes.size())
-      return errorf("tensor '{}' partition {}: column counts or gaps do not match", t.name, p);
+    const Partition& part = t.partitions[static_cast<size_t>(p)];
     size_t e = 0;
     for (int64_t c = 0; c < cols; ++c) {
       int64_t pos = 0;
-      for (uint32_t k = 0; k < part.col_counts[c]; ++k, ++e) {
-        if (e >= part.codes.size()) return errorf("tensor '{}' partition {}: column counts exceed entries", t.name, p);
+      for (uint32_t k = 0; k < part.col_counts[static_cast<size_t>(c)]; ++k, ++e, ++pos) {
         pos += part.gaps[e];
-        if (pos >= n_local)
-          return errorf("tensor '{}' partition {} column {}: entry runs past row {}", t.name, p, c, n_local);
         codes[static_cast<size_t>((pos * P + p) * cols + c)] = part.codes[e];
-        ++pos;
       }
     }
-    if (e != part.codes.size()) return errorf("tensor '{}' partition {}: {} entries not covered by columns", t.name, p, part.codes.size() - e);
   }
   return codes;
 }
@@ -109,15 +145,18 @@ Result<std::vector<uint8_t>> decode_codes(const CompressedTensor& t) {
 Result<Tensor> decompress(const CompressedTensor& t) {
   SP_ASSIGN_OR_RETURN(std::vector<uint8_t> codes, decode_codes(t));
   Tensor w(DType::f32, t.shape);
-  if (w.numel() != t.view.rows * t.view.cols) return errorf("tensor '{}': shape does not match its matrix view", t.name);
+  if (w.numel() != t.view.rows * t.view.cols)
+    return errorf("tensor '{}': shape does not match its matrix view", t.name);
   float* out = w.f32_data();
   for (int64_t r = 0; r < t.view.rows; ++r)
     for (int64_t c = 0; c < t.view.cols; ++c) {
       uint8_t code = codes[static_cast<size_t>(r * t.view.cols + c)];
       if (code >= t.codebook.size()) return errorf("tensor '{}': code {} outside the codebook", t.name, code);
       float v = t.codebook[code];
-      if (t.view.transposed) out[c * t.view.rows + r] = v;
-      else out[r * t.view.cols + c] = v;
+      if (t.view.transposed)
+        out[c * t.view.rows + r] = v;
+      else
+        out[r * t.view.cols + c] = v;
     }
   return w;
 }

@@ -152,25 +152,6 @@ Status read_values(BitReader& in, Coding coding, const std::vector<uint8_t>& len
   return {};  // leftover bits are checked once all partitions are read
 }
 
-// Checks that each partition's entries fit its columns: counts sum to entries and every column's
-// entries advance at most through the partition's rows.
-Status check_partition(const CompressedTensor& t, int p) {
-  const Partition& part = t.partitions[p];
-  int64_t P = static_cast<int64_t>(t.partitions.size());
-  int64_t n_local = t.view.rows > p ? (t.view.rows - p + P - 1) / P : 0;
-  size_t e = 0;
-  for (int64_t c = 0; c < t.view.cols; ++c) {
-    int64_t pos = 0;
-    for (uint32_t k = 0; k < part.col_counts[c]; ++k, ++e) {
-      if (e >= part.codes.size()) return errorf("partition {}: column counts exceed the {} entries", p, part.codes.size());
-      pos += part.gaps[e] + 1;
-      if (pos > n_local) return errorf("partition {} column {}: entries run past the {} rows", p, c, n_local);
-    }
-  }
-  if (e != part.codes.size()) return errorf("partition {}: column counts cover {} of {} entries", p, e, part.codes.size());
-  return {};
-}
-
 Result<CompressedTensor> read_weight(std::string_view bytes, TensorStorage& st) {
   ByteReader r(bytes);
   SP_ASSIGN_OR_RETURN(auto rec, r.get<spw::WeightRecord>("weight record"));

@@ -2,8 +2,6 @@
 // width or file layout) equal those built from the dense code matrix, every layout rebuilds every
 // other, the layout choice depends on the ISA asked for (not on this CPU), and the weight store
 // decompresses exactly what decompress() gives, before and after its encoding is dropped.
-#include <random>
-
 #include "engine/sparse/code_source.h"
 #include "engine/sparse/kernels.h"
 #include "engine/weight_store.h"
@@ -12,28 +10,14 @@
 namespace sparrow {
 namespace {
 
-struct Codes {
-  std::vector<uint8_t> codes;
-  int64_t rows, cols;
-  std::vector<float> codebook;
-};
-
-Codes random_codes(int64_t rows, int64_t cols, double density, int codebook_size, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(0, 1);
-  Codes c{std::vector<uint8_t>(static_cast<size_t>(rows * cols), 0), rows, cols,
-          std::vector<float>(static_cast<size_t>(codebook_size), 0.0f)};
-  for (int i = 1; i < codebook_size; ++i) c.codebook[static_cast<size_t>(i)] = u(rng) * 2 - 1;
-  for (auto& code : c.codes)
-    if (u(rng) < density) code = static_cast<uint8_t>(1 + rng() % static_cast<uint32_t>(codebook_size - 1));
-  return c;
-}
+using Codes = test::CodeMatrix;
+constexpr auto random_codes = &test::random_code_matrix;
 
 constexpr LayoutSet kEveryLayout = kLayoutCsc | kLayoutCsr | kLayoutTiles | kLayoutBanded | kLayoutBandedRows;
 
 SparseMatrix with_layouts(const CodeSource& codes, const std::vector<float>& codebook, int partitions,
                           LayoutSet want) {
-  SparseMatrix m = sparse_matrix_header(codes, codebook, partitions, Isa::avx512);
+  SparseMatrix m = sparse_matrix_header(codes, codebook, partitions);
   add_layouts(m, codes, want);
   return m;
 }
@@ -126,7 +110,7 @@ TEST(Layouts, ChoiceFollowsTheIsaAskedFor) {
   Codes sparse = random_codes(160, 200, 0.05, 16, 11), dense = random_codes(160, 200, 0.4, 16, 12),
         wide = random_codes(160, 200, 0.05, 256, 13);
   auto header = [](const Codes& c, int partitions = 1) {
-    return sparse_matrix_header(*dense_codes(c.codes, c.rows, c.cols), c.codebook, partitions, Isa::scalar);
+    return sparse_matrix_header(*dense_codes(c.codes, c.rows, c.cols), c.codebook, partitions);
   };
   EXPECT_EQ(layouts_for(header(sparse), Isa::avx512, true), kLayoutBanded | kLayoutBandedRows);
   EXPECT_EQ(layouts_for(header(sparse), Isa::avx512, true, InputZeros::expected), kLayoutBanded)

@@ -12,25 +12,8 @@
 namespace sparrow {
 namespace {
 
-struct Case {
-  std::vector<uint8_t> codes;
-  int64_t rows, cols;
-  std::vector<float> codebook;
-};
-
-Case make_case(int64_t rows, int64_t cols, double density, int codebook_size, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(0, 1);
-  Case c{std::vector<uint8_t>(static_cast<size_t>(rows * cols), 0), rows, cols, std::vector<float>(codebook_size)};
-  for (int i = 1; i < codebook_size; ++i) c.codebook[i] = u(rng) * 2 - 1;
-  int next_code = 1;
-  for (auto& code : c.codes)
-    if (u(rng) < density) {  // cycle through every code so each is used
-      code = static_cast<uint8_t>(next_code);
-      next_code = next_code % (codebook_size - 1) + 1;
-    }
-  return c;
-}
+using Case = test::CodeMatrix;
+constexpr auto make_case = &test::random_code_matrix;
 
 std::vector<float> random_input(int64_t n, double density, uint32_t seed) {
   std::mt19937 rng(seed);

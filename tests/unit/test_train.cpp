@@ -189,8 +189,11 @@ TEST(Train, SensitivityScanProposesPerLayerSparsities) {
   for (const auto& l : r->layers) {
     ASSERT_EQ(l.points.size(), 3u);
     EXPECT_LE(l.points.back().accuracy, l.points.front().accuracy + 1e-9) << l.weight;
-    for (const auto& p : l.points)
-      if (p.sparsity <= l.proposed_sparsity) EXPECT_GE(p.accuracy, r->baseline_accuracy - 0.02 - 1e-9);
+    for (const auto& p : l.points) {
+      if (p.sparsity <= l.proposed_sparsity) {
+        EXPECT_GE(p.accuracy, r->baseline_accuracy - 0.02 - 1e-9);
+      }
+    }
   }
   EXPECT_FALSE(sensitivity_scan(m, val, {1.5}, 0.01, 1, false).ok());
 }

@@ -9,8 +9,12 @@
 
 namespace sparrow::test {
 
-Tensor make_f32(Shape shape, std::vector<float> values) { return Tensor::f32(std::move(shape), values); }
-Tensor make_i64(Shape shape, std::vector<int64_t> values) { return Tensor::i64(std::move(shape), values); }
+Tensor make_f32(Shape shape, std::vector<float> values) {
+  return Tensor::f32(std::move(shape), values);
+}
+Tensor make_i64(Shape shape, std::vector<int64_t> values) {
+  return Tensor::i64(std::move(shape), values);
+}
 
 Tensor random_f32(Shape shape, uint32_t seed) {
   Tensor t(DType::f32, std::move(shape));
@@ -18,6 +22,21 @@ Tensor random_f32(Shape shape, uint32_t seed) {
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   for (auto& v : t.f32_span()) v = dist(rng);
   return t;
+}
+
+CodeMatrix random_code_matrix(int64_t rows, int64_t cols, double density, int codebook_size, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0, 1);
+  CodeMatrix c{std::vector<uint8_t>(static_cast<size_t>(rows * cols), 0), rows, cols,
+               std::vector<float>(static_cast<size_t>(codebook_size), 0.0f)};
+  for (int i = 1; i < codebook_size; ++i) c.codebook[static_cast<size_t>(i)] = u(rng) * 2 - 1;
+  int next_code = 1;
+  for (auto& code : c.codes)
+    if (u(rng) < density) {
+      code = static_cast<uint8_t>(next_code);
+      next_code = next_code % (codebook_size - 1) + 1;
+    }
+  return c;
 }
 
 Result<std::vector<Tensor>> run_op(const std::string& op_type, std::map<std::string, AttrValue> attrs,
@@ -64,10 +83,16 @@ Model small_cnn(uint32_t seed) {
   m.initializers["b"] = random_f32({4}, seed + 1);
   m.initializers["fw"] = random_f32({10, 64}, seed + 2);
   m.initializers["fb"] = random_f32({10}, seed + 3);
-  m.nodes.push_back(Node{"conv", "Conv", "", {"x", "w", "b"}, {"c"}, {{"pads", std::vector<int64_t>{1, 1, 1, 1}}}});
+  m.nodes.push_back(
+      Node{"conv", "Conv", "", {"x", "w", "b"}, {"c"}, {{"pads", std::vector<int64_t>{1, 1, 1, 1}}}});
   m.nodes.push_back(Node{"relu", "Relu", "", {"c"}, {"r"}, {}});
-  m.nodes.push_back(Node{"pool", "MaxPool", "", {"r"}, {"p"},
-                         {{"kernel_shape", std::vector<int64_t>{2, 2}}, {"strides", std::vector<int64_t>{2, 2}}}});
+  m.nodes.push_back(
+      Node{"pool",
+           "MaxPool",
+           "",
+           {"r"},
+           {"p"},
+           {{"kernel_shape", std::vector<int64_t>{2, 2}}, {"strides", std::vector<int64_t>{2, 2}}}});
   m.nodes.push_back(Node{"flat", "Flatten", "", {"p"}, {"f"}, {}});
   m.nodes.push_back(Node{"fc", "Gemm", "", {"f", "fw", "fb"}, {"y"}, {{"transB", int64_t{1}}}});
   return m;
@@ -96,13 +121,16 @@ CliResult run_cli(const std::string& args) {
   size_t n;
   while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
   int status = pclose(pipe);
-  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  else if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  if (WIFEXITED(status))
+    r.exit_code = WEXITSTATUS(status);
+  else if (WIFSIGNALED(status))
+    r.signal = WTERMSIG(status);
   return r;
 }
 
 std::string temp_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / ("sparrow_test_" + name + "_" + std::to_string(::getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("sparrow_test_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();

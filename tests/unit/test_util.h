@@ -16,6 +16,16 @@ Tensor make_i64(Shape shape, std::vector<int64_t> values);
 // Uniform random values in [-1, 1) from a fixed seed.
 Tensor random_f32(Shape shape, uint32_t seed);
 
+// A matrix of weight-sharing codes (codes[r * cols + c], 0 = pruned) with its codebook.
+struct CodeMatrix {
+  std::vector<uint8_t> codes;
+  int64_t rows, cols;
+  std::vector<float> codebook;  // entry 0 is 0
+};
+// Each position non-zero with probability `density`; the non-zero positions cycle through every
+// code so that each is used. Codebook values uniform in [-1, 1) from a fixed seed.
+CodeMatrix random_code_matrix(int64_t rows, int64_t cols, double density, int codebook_size, uint32_t seed);
+
 // Runs one node. Float inputs become graph inputs; int64 inputs become initializers (constants),
 // as shape-like inputs are in exported models. Empty tensors with rank 0 and 0 elements are not
 // used; pass `omitted` indices for optional inputs that are left out.
@@ -30,9 +40,9 @@ Model small_cnn(uint32_t seed = 7);
 double max_relative_error(const Tensor& a, const Tensor& b);
 
 struct CliResult {
-  int exit_code = -1;    // -1 if the process died from a signal
+  int exit_code = -1;  // -1 if the process died from a signal
   int signal = 0;
-  std::string output;    // stdout and stderr together
+  std::string output;  // stdout and stderr together
 };
 // Runs the sparrow CLI with the given arguments (shell-quoted by the caller).
 CliResult run_cli(const std::string& args);

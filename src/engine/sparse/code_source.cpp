@@ -21,10 +21,6 @@ class DenseCodes : public CodeSource {
   const std::vector<uint8_t>& codes_;
 };
 
-int64_t local_rows(int64_t rows, int64_t partitions, int64_t p) {
-  return rows > p ? (rows - p + partitions - 1) / partitions : 0;
-}
-
 // The relative-index CSC of a compressed tensor. With one partition the entries of a column are
 // already in row order; with several, each column is gathered into a scratch column first (the
 // partitions interleave their rows) and read back in row order.
@@ -64,37 +60,6 @@ class CompressedCsc : public CodeSource {
   }
   const CompressedTensor& t_;
 };
-
-Status check_codes(const CompressedTensor& t, const std::vector<uint8_t>& codes, int p) {
-  for (uint8_t code : codes)
-    if (code >= t.codebook.size())
-      return errorf("tensor '{}' partition {}: code {} outside the codebook of {} entries", t.name, p, code,
-                    t.codebook.size());
-  return {};
-}
-
-Status check_partition(const CompressedTensor& t, int p) {
-  const Partition& part = t.partitions[static_cast<size_t>(p)];
-  const int64_t P = static_cast<int64_t>(t.partitions.size());
-  if (static_cast<int64_t>(part.col_counts.size()) != t.view.cols || part.gaps.size() != part.codes.size())
-    return errorf("tensor '{}' partition {}: column counts or gaps do not match", t.name, p);
-  const int64_t n_local = local_rows(t.view.rows, P, p);
-  size_t e = 0;
-  for (int64_t c = 0; c < t.view.cols; ++c) {
-    int64_t pos = 0;
-    for (uint32_t k = 0; k < part.col_counts[static_cast<size_t>(c)]; ++k, ++e, ++pos) {
-      if (e >= part.codes.size())
-        return errorf("tensor '{}' partition {}: column counts exceed entries", t.name, p);
-      pos += part.gaps[e];
-      if (pos >= n_local)
-        return errorf("tensor '{}' partition {} column {}: entry runs past row {}", t.name, p, c, n_local);
-    }
-  }
-  if (e != part.codes.size())
-    return errorf("tensor '{}' partition {}: {} entries not covered by columns", t.name, p,
-                  part.codes.size() - e);
-  return check_codes(t, part.codes, p);
-}
 
 // A matrix layout read back as codes. Each walk below is band by band or line by line, which keeps
 // both the rows of a column and the columns of a row increasing.
@@ -171,15 +136,8 @@ std::unique_ptr<CodeSource> dense_codes(const std::vector<uint8_t>& codes, int64
 }
 
 Result<std::unique_ptr<CodeSource>> compressed_codes(const CompressedTensor& t) {
-  const int64_t rows = t.view.rows, cols = t.view.cols;
-  if (t.layout == WeightLayout::dense) {
-    if (t.partitions.size() != 1 || static_cast<int64_t>(t.partitions[0].codes.size()) != rows * cols)
-      return errorf("tensor '{}': dense layout needs {} codes", t.name, rows * cols);
-    SP_RETURN_IF_ERROR(check_codes(t, t.partitions[0].codes, 0));
-    return dense_codes(t.partitions[0].codes, rows, cols);
-  }
-  if (t.partitions.empty()) return errorf("tensor '{}': no partitions", t.name);
-  for (int p = 0; p < static_cast<int>(t.partitions.size()); ++p) SP_RETURN_IF_ERROR(check_partition(t, p));
+  SP_RETURN_IF_ERROR(check_encoding(t).prefixed(fmt::format("tensor '{}'", t.name)));
+  if (t.layout == WeightLayout::dense) return dense_codes(t.partitions[0].codes, t.view.rows, t.view.cols);
   return std::unique_ptr<CodeSource>(std::make_unique<CompressedCsc>(t));
 }
 

@@ -123,10 +123,6 @@ std::vector<uint32_t> band_pointers(const std::vector<uint32_t>& starts, int64_t
   return ptr;
 }
 
-int64_t local_rows(int64_t rows, int64_t partitions, int64_t p) {
-  return rows > p ? (rows - p + partitions - 1) / partitions : 0;
-}
-
 int64_t csc_fillers(const CodeSource& codes, int64_t partitions, int64_t max_gap) {
   std::vector<int64_t> next(static_cast<size_t>(partitions * codes.cols()), 0);
   int64_t fillers = 0;
@@ -152,7 +148,8 @@ void build_csc_entries(SparseMatrix& m, const CodeSource& codes, int64_t max_gap
       [&](int code, int64_t gap, int64_t) { return static_cast<Entry>(code | gap << shift); }, starts, all);
   std::vector<CscPartition> parts(static_cast<size_t>(P));
   for (int64_t p = 0; p < P; ++p) {
-    parts[static_cast<size_t>(p)].local_rows = local_rows(m.rows, P, p);
+    parts[static_cast<size_t>(p)].local_rows =
+        partition_rows(m.rows, static_cast<int>(P), static_cast<int>(p));
     if (P == 1) {
       parts[0].col_ptr = std::move(starts);
       parts[0].*field = std::move(all);
@@ -248,13 +245,12 @@ ColumnTiles column_tiles_of(const CodeSource& codes) {
 
 }  // namespace
 
-SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<float>& codebook, int partitions,
-                                  Isa isa) {
+SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<float>& codebook,
+                                  int partitions) {
   SparseMatrix m;
   m.rows = codes.rows();
   m.cols = codes.cols();
   m.partition_count = std::max(partitions, 1);
-  m.isa = isa;
   m.small_codebook = codebook.size() <= 16;
   m.codebook.assign(m.small_codebook ? 16 : 256, 0.0f);
   std::copy(codebook.begin(),
@@ -316,7 +312,7 @@ namespace {
 
 SparseMatrix every_layout(const CodeSource& codes, const std::vector<float>& codebook, int partitions) {
   const Isa isa = sparse_kernels().isa;
-  SparseMatrix m = sparse_matrix_header(codes, codebook, partitions, isa);
+  SparseMatrix m = sparse_matrix_header(codes, codebook, partitions);
   add_layouts(m, codes, kLayoutCsc | kLayoutCsr | layouts_for(m, isa, true));
   return m;
 }

@@ -118,7 +118,6 @@ struct SparseMatrix {
   bool small_codebook = false;        // at most 16 entries: looked up from registers
   bool e8 = false;                    // one-byte CSC entries (else two bytes); set when the CSC is built
   int partition_count = 1;            // CSC row partitions
-  Isa isa = Isa::scalar;              // the kernels the layouts are chosen for
   LayoutSet layouts = 0;              // the layouts built so far
   std::vector<float> codebook;        // padded to 16 or 256 entries, entry 0 == 0
   std::vector<CscPartition> csc;      // one per partition
@@ -171,9 +170,9 @@ LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample,
                       InputZeros zeros = InputZeros::unknown);
 
 // The header of the matrix `codes` holds: shape, padded codebook, non-zeros per row; no layouts.
-// `partitions` row partitions for the CSC, layouts chosen for `isa`.
-SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<float>& codebook, int partitions,
-                                  Isa isa);
+// `partitions` row partitions for the CSC.
+SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<float>& codebook,
+                                  int partitions);
 // Builds the layouts in `want` that m lacks, from `codes` (which may read m's own layouts).
 void add_layouts(SparseMatrix& m, const CodeSource& codes, LayoutSet want);
 
