@@ -25,7 +25,8 @@ import torch
 torch.manual_seed(0)
 m = torch.nn.Sequential(torch.nn.Linear(9216, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4096),
                         torch.nn.ReLU(), torch.nn.Linear(4096, 1000)).eval()
-torch.onnx.export(m, torch.randn(1, 9216), {onnx_path!r}, input_names=["x"], output_names=["y"], opset_version=13)
+torch.onnx.export(m, torch.randn(1, 9216), {onnx_path!r}, input_names=["x"], output_names=["y"], opset_version=13,
+                  dynamic_axes={{"x": {{0: "batch"}}, "y": {{0: "batch"}}}})
 import numpy as np
 np.save({os.path.join(work, "x.npy")!r}, np.random.RandomState(0).rand(1, 9216).astype(np.float32))
 """
