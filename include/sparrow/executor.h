@@ -15,6 +15,9 @@ struct ExecOptions {
   int threads = 0;                                // 0: one per hardware thread
   int64_t memory_limit_bytes = int64_t{8} << 30;  // largest plan (activations + scratch) allowed
   bool sparse = true;                             // run compressed weights on the sparse engine
+  // Keeps every value of the graph readable through Executor::value after a run: no graph pass fuses
+  // nodes (bias, activations) and no buffer is reused. For inspection; costs memory and time.
+  bool keep_values = false;
 };
 
 // One executed layer of a planned model, for `sparrow info`.
@@ -61,7 +64,8 @@ class Executor {
   static Result<std::unique_ptr<Executor>> create(const SpwModel& spw, ExecOptions options = {});
   ~Executor();
 
-  // The graph; for a .spw, compressed weights are not among its initializers.
+  // The graph as the executor runs it (after its graph passes); for a .spw, compressed weights are not
+  // among its initializers.
   const Model& model() const { return model_; }
   int threads() const;
   // Weight bytes now (grows as plans for new input shapes build the layouts they run on).
@@ -72,8 +76,9 @@ class Executor {
   // executor and stay valid until the next run.
   Result<std::span<const Tensor* const>> run(std::span<const Tensor> inputs);
 
-  // A value (any tensor name of the graph) as computed by the most recent run, or nullptr (also for
-  // the output of a sparse layer whose Relu was fused into it: only the Relu's output is kept).
+  // A value (any tensor name of the graph) as computed by the most recent run, or nullptr. Unless
+  // options.keep_values, only graph inputs, outputs and constants are kept: other values share bytes
+  // by liveness, and a node's output that a pass fused into its reader is never formed.
   const Tensor* value(const std::string& name) const;
 
   // The input shapes the model declares, with unknown dims set to `batch`.

@@ -1,4 +1,5 @@
-// Tensor: a dense, contiguous, row-major array of float32 or int64 with 64-byte aligned storage.
+// Tensor: a dense, contiguous, row-major array of float32 or int64 with 64-byte aligned storage,
+// owned or (view) borrowed.
 // float32 carries all numerical work; int64 carries shapes, indices and other integer data that
 // ONNX models compute with. Copies are deep; moves are cheap.
 #pragma once
@@ -36,6 +37,10 @@ class Tensor {
   static Tensor f32(Shape shape, std::span<const float> values);
   static Tensor i64(Shape shape, std::span<const int64_t> values);
   static Tensor scalar_f32(float v) { return f32({}, std::span<const float>(&v, 1)); }
+  // A tensor over memory it does not own: `data` holds at least shape_numel(shape) elements, is
+  // 64-byte aligned and outlives the view, or is null until the view is replaced by one over real
+  // memory (the shape is readable meanwhile). A copy of a view owns its data.
+  static Tensor view(DType dtype, Shape shape, void* data);
 
   Tensor(const Tensor& other);
   Tensor& operator=(const Tensor& other);
@@ -68,6 +73,7 @@ class Tensor {
 
  private:
   struct FreeDeleter {
+    bool borrowed;  // value-initialized (false) by default-constructed pointers
     void operator()(std::byte* p) const;
   };
   void allocate(size_t bytes);

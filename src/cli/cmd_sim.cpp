@@ -9,6 +9,7 @@
 #include "sim/report.h"
 #include "sim/workload.h"
 #include "sparrow/dataset.h"
+#include "sparrow/weight_roles.h"
 
 namespace sparrow::cli {
 
@@ -152,6 +153,7 @@ int run_model(const sim::Config& c, const SimArgs& a, const GlobalOptions& globa
   if (!spw.ok()) return report_error(spw.status());
   ExecOptions exec{global.threads};
   exec.sparse = false;
+  exec.keep_values = true;  // each layer's input and output are read after the run
   auto ex = Executor::create(*spw, exec);
   if (!ex.ok()) return report_error(ex.status());
   auto shapes = (*ex)->default_input_shapes(1);
@@ -173,16 +175,16 @@ int run_model(const sim::Config& c, const SimArgs& a, const GlobalOptions& globa
   std::vector<sim::LayerStats> rows;
   json functional = json::array();
   for (const Node& node : spw->graph.nodes) {
-    if ((node.op_type != "Gemm" && node.op_type != "MatMul") || node.inputs.size() < 2 || !compressed.count(node.inputs[1]))
-      continue;
+    const WeightRole* role = weight_role(node, 1);
+    if (!role || role->kind != WeightKind::fully_connected || !compressed.count(node.inputs[1])) continue;
     const CompressedTensor& t = *compressed[node.inputs[1]];
     if (t.weight_bits > c.weight_bits)
       return report_error(errorf("{}: layer '{}' uses {}-bit weight codes; the config decodes {} (set weight_bits "
                                  "and entry_bits, or compress with --bits {})", a.model, t.name, t.weight_bits,
                                  c.weight_bits, c.weight_bits));
     std::vector<float> bias;
-    if (node.op_type == "Gemm" && node.has_input(2))
-      if (const Tensor* b = (*ex)->value(node.inputs[2]); b && b->numel() == t.view.rows)
+    if (role->bias_input >= 0 && node.has_input(static_cast<size_t>(role->bias_input)))
+      if (const Tensor* b = (*ex)->value(node.inputs[static_cast<size_t>(role->bias_input)]); b && b->numel() == t.view.rows)
         bias.assign(b->f32_data(), b->f32_data() + b->numel());
     auto layer = sim::make_sim_layer(t, bias, false, c);
     if (!layer.ok()) return report_error(layer.status());

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "sparrow/compress.h"
+#include "sparrow/weight_roles.h"
 
 namespace sparrow {
 
@@ -18,25 +19,14 @@ Status check_settings(const LayerSettings& s, const std::string& where) {
   return {};
 }
 
-// The matrix view of a weight read by `node` as input `index`, or nullopt if not compressible.
+// The compressible layer of a weight read by `node` as input `index` (see weight_roles.h), or
+// nullopt if that input is no compressible float32 weight.
 std::optional<CompressibleLayer> layer_of(const Node& node, size_t index, const Tensor& w) {
-  if (w.dtype() != DType::f32) return std::nullopt;
-  CompressibleLayer l{node.inputs[index], node.name, false, {}};
-  if (node.op_type == "Conv" && index == 1 && w.rank() >= 3) {
-    l.conv = true;
-    l.view = {w.dim(0), w.numel() / std::max<int64_t>(w.dim(0), 1), false};
-  } else if (node.op_type == "Gemm" && index == 1 && w.rank() == 2) {
-    bool trans_b = node.attr_int("transB", 0).ok() && *node.attr_int("transB", 0) != 0;
-    l.view = trans_b ? MatrixView{w.dim(0), w.dim(1), false} : MatrixView{w.dim(1), w.dim(0), true};
-  } else if (node.op_type == "MatMul" && index == 1 && w.rank() == 2) {
-    l.view = {w.dim(1), w.dim(0), true};
-  } else if (node.op_type == "LSTM" && (index == 1 || index == 2) && w.rank() == 3) {
-    l.view = {w.dim(0) * w.dim(1), w.dim(2), false};
-  } else {
-    return std::nullopt;
-  }
-  if (l.view.rows * l.view.cols == 0) return std::nullopt;
-  return l;
+  const WeightRole* role = weight_role(node, index);
+  if (role == nullptr || w.dtype() != DType::f32) return std::nullopt;
+  auto view = weight_view(node, *role, w.shape());
+  if (!view) return std::nullopt;
+  return CompressibleLayer{node.inputs[index], node.name, role->kind == WeightKind::convolution, *view};
 }
 
 }  // namespace

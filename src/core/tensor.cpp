@@ -39,7 +39,7 @@ std::string shape_str(const Shape& shape) {
 }
 
 void Tensor::FreeDeleter::operator()(std::byte* p) const {
-  ::operator delete (p, std::align_val_t{kAlignment});
+  if (!borrowed) ::operator delete (p, std::align_val_t{kAlignment});
 }
 
 void Tensor::allocate(size_t bytes) {
@@ -47,7 +47,7 @@ void Tensor::allocate(size_t bytes) {
   if (rounded == 0) rounded = kAlignment;
   void* p = ::operator new (rounded, std::align_val_t{kAlignment});  // throws std::bad_alloc
   std::memset(p, 0, rounded);
-  data_.reset(static_cast<std::byte*>(p));
+  data_ = std::unique_ptr<std::byte, FreeDeleter>(static_cast<std::byte*>(p), FreeDeleter{false});
   capacity_ = rounded;
 }
 
@@ -55,6 +55,17 @@ Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape
   numel_ = shape_numel(shape_);
   assert(numel_ >= 0 && "Tensor shape must be validated before construction");
   allocate(bytes());
+}
+
+Tensor Tensor::view(DType dtype, Shape shape, void* data) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.numel_ = shape_numel(t.shape_);
+  assert(t.numel_ >= 0 && "Tensor shape must be validated before construction");
+  t.capacity_ = data ? t.bytes() : 0;
+  t.data_ = std::unique_ptr<std::byte, FreeDeleter>(static_cast<std::byte*>(data), FreeDeleter{true});
+  return t;
 }
 
 Tensor Tensor::f32(Shape shape, std::span<const float> values) {

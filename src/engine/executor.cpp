@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "engine/blas.h"
+#include "engine/graph_passes.h"
 #include "engine/plan.h"
 #include "engine/sparse/kernels.h"
 
@@ -51,10 +52,21 @@ ExecOptions resolved(ExecOptions options) {
   return options;
 }
 
+// Runs the graph passes unless every value is to stay readable.
+void optimize(Model& model, const ExecOptions& options, const WeightStore* weights) {
+  if (options.keep_values) return;
+  run_graph_passes(model, [&](const std::string& name) -> std::optional<Shape> {
+    if (auto it = model.initializers.find(name); it != model.initializers.end()) return it->second.shape();
+    if (weights && weights->holds(name)) return weights->shape(name);
+    return std::nullopt;
+  });
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Executor>> Executor::create(Model model, ExecOptions options) {
   SP_RETURN_IF_ERROR(check_model(model, {}));
+  optimize(model, options, nullptr);
   return std::unique_ptr<Executor>(new Executor(std::move(model), resolved(options)));
 }
 
@@ -64,6 +76,7 @@ Result<std::unique_ptr<Executor>> Executor::create(SpwModel&& spw, ExecOptions o
   auto weights = WeightStore::create(std::move(spw.tensors), section_bytes, sparse_kernels().isa);
   if (!weights.ok()) return weights.status().prefixed(spw.graph.source);
   SP_RETURN_IF_ERROR(check_model(spw.graph, (*weights)->names()));
+  optimize(spw.graph, options, weights->get());
   auto ex = std::unique_ptr<Executor>(new Executor(std::move(spw.graph), resolved(options)));
   ex->impl_->weights = std::move(*weights);
   return ex;
@@ -91,7 +104,7 @@ Result<Plan*> Executor::plan_for(const std::vector<Shape>& input_shapes) {
     }
   }
   auto plan = Plan::build(model_, input_shapes, impl_->pool, impl_->options.memory_limit_bytes,
-                          impl_->weights.get(), impl_->options.sparse);
+                          impl_->weights.get(), impl_->options.sparse, impl_->options.keep_values);
   if (!plan.ok()) return plan.status().prefixed(model_.source);
   if (plans.size() == kMaxCachedPlans) plans.erase(plans.begin());
   plans.push_back(std::move(*plan));

@@ -12,21 +12,30 @@ Status Op::expect_inputs(std::span<const ValueDesc> in, size_t lo, size_t hi) co
   return {};
 }
 
-Result<std::vector<int64_t>> Op::constant_ints(std::span<const ValueDesc> in, size_t index, const char* what) const {
+Result<std::vector<int64_t>> Op::constant_ints(std::span<const ValueDesc> in, size_t index,
+                                               const char* what) const {
   if (index >= in.size() || !in[index].present) return fail("input '{}' is missing", what);
   const Tensor* t = in[index].constant;
   if (t == nullptr)
-    return fail("input '{}' ('{}') must be known before inference (a constant or computed from shapes only)", what,
-                node_.inputs[index]);
+    return fail("input '{}' ('{}') must be known before inference (a constant or computed from shapes only)",
+                what, node_.inputs[index]);
   std::vector<int64_t> v(static_cast<size_t>(t->numel()));
   for (int64_t i = 0; i < t->numel(); ++i)
     v[i] = t->dtype() == DType::i64 ? t->i64_data()[i] : static_cast<int64_t>(t->f32_data()[i]);
   return v;
 }
 
+Status Op::prepare() {
+  if (node_.attrs.count(kFusedActivationAttr) && !takes_fused_activation(node_.op_type))
+    return fail("attribute '{}' is only valid on ops that fuse an activation", kFusedActivationAttr);
+  SP_ASSIGN_OR_RETURN(activation_, fused_activation(node_));
+  return parse();
+}
+
 Result<int> Op::normalize_axis(int64_t axis, int rank, const char* what) const {
   int64_t r = rank;
-  if (axis < -r || axis >= std::max<int64_t>(r, 1)) return fail("{} {} is out of range for rank {}", what, axis, rank);
+  if (axis < -r || axis >= std::max<int64_t>(r, 1))
+    return fail("{} {} is out of range for rank {}", what, axis, rank);
   return static_cast<int>(axis < 0 ? axis + r : axis);
 }
 
@@ -72,8 +81,8 @@ std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out) {
   std::vector<int64_t> strides(rank, 0);
   int64_t stride = 1;
   for (size_t k = 0; k < shape.size(); ++k) {
-    size_t i = shape.size() - 1 - k;       // index in shape
-    size_t o = rank - 1 - k;               // index in out
+    size_t i = shape.size() - 1 - k;  // index in shape
+    size_t o = rank - 1 - k;          // index in out
     strides[o] = shape[i] == 1 ? 0 : stride;
     stride *= shape[i];
   }

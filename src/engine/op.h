@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "engine/epilogue.h"
 #include "sparrow/model.h"
 
 namespace sparrow {
@@ -47,11 +48,15 @@ class Op {
   virtual size_t scratch_floats(int threads) const { return 0; }
   // True when outputs depend only on input shapes, so the planner can fold the node.
   virtual bool depends_only_on_shapes() const { return false; }
-  // Asks the op to apply ReLU to its output in the same pass as its bias (before infer); returns
-  // whether it will. The planner then drops the Relu node that followed it.
-  virtual bool fuse_relu() { return false; }
+  // True when the op's one output is input 0's data unchanged under another shape (valid after
+  // infer): the planner makes the output a view of the input and never runs the op.
+  virtual bool output_is_view() const { return false; }
+  // Reads the fused activation (epilogue.h), then parse(); what the factories call.
+  Status prepare();
 
   const Node& node() const { return node_; }
+  // The activation the op applies to its output (none unless a pass fused one into its node).
+  const Activation& activation() const { return activation_; }
 
  protected:
   // Error naming this node: fail("axis {} out of range", a) -> "node 'x' (Softmax): axis 5 out of range".
@@ -62,11 +67,13 @@ class Op {
   // Checks the number of inputs (present or omitted) is within [lo, hi].
   Status expect_inputs(std::span<const ValueDesc> in, size_t lo, size_t hi) const;
   // Reads a constant integer input (e.g. Reshape's shape). Fails if it is not known at plan time.
-  Result<std::vector<int64_t>> constant_ints(std::span<const ValueDesc> in, size_t index, const char* what) const;
+  Result<std::vector<int64_t>> constant_ints(std::span<const ValueDesc> in, size_t index,
+                                             const char* what) const;
   Result<int> normalize_axis(int64_t axis, int rank, const char* what = "axis") const;
 
   const Node& node_;
   int64_t opset_;
+  Activation activation_;
 };
 
 using OpFactory = Result<std::unique_ptr<Op>> (*)(const Node& node, int64_t opset);
@@ -74,7 +81,7 @@ using OpFactory = Result<std::unique_ptr<Op>> (*)(const Node& node, int64_t opse
 template <class T>
 Result<std::unique_ptr<Op>> make_op(const Node& node, int64_t opset) {
   auto op = std::make_unique<T>(node, opset);
-  SP_RETURN_IF_ERROR(op->parse());
+  SP_RETURN_IF_ERROR(op->prepare());
   return std::unique_ptr<Op>(std::move(op));
 }
 
@@ -106,13 +113,17 @@ decltype(auto) dispatch_dtype(DType dtype, F&& fn) {
 
 template <class T>
 const T* data_of(const Tensor& t) {
-  if constexpr (std::is_same_v<T, float>) return t.f32_data();
-  else return t.i64_data();
+  if constexpr (std::is_same_v<T, float>)
+    return t.f32_data();
+  else
+    return t.i64_data();
 }
 template <class T>
 T* data_of(Tensor& t) {
-  if constexpr (std::is_same_v<T, float>) return t.f32_data();
-  else return t.i64_data();
+  if constexpr (std::is_same_v<T, float>)
+    return t.f32_data();
+  else
+    return t.i64_data();
 }
 
 }  // namespace sparrow

@@ -1,6 +1,7 @@
 #include "engine/plan.h"
 
 #include "engine/ops/sparse_ops.h"
+#include "sparrow/weight_roles.h"
 
 #include <cstring>
 
@@ -22,6 +23,94 @@ Result<Tensor*> Plan::new_value(const std::string& name, const ValueDesc& desc) 
   values_[name] = t;
   descs_[name] = ValueDesc{desc.dtype, desc.shape};
   return t;
+}
+
+Result<Tensor*> Plan::new_arena_value(const std::string& name, const ValueDesc& desc) {
+  int64_t bytes = shape_numel(desc.shape) * static_cast<int64_t>(dtype_size(desc.dtype));
+  if (bytes > memory_limit_ - planned_bytes_)
+    return errorf("value '{}' of shape {} ({} bytes) does not fit the memory limit of {} bytes", name,
+                  shape_str(desc.shape), bytes, memory_limit_);
+  owned_.push_back(std::make_unique<Tensor>(Tensor::view(desc.dtype, desc.shape, nullptr)));
+  Tensor* t = owned_.back().get();
+  buffers_.push_back(Buffer{bytes, steps_.size(), steps_.size()});
+  buffer_of_[t] = buffers_.size() - 1;
+  bound_.emplace_back(t, buffers_.size() - 1);
+  values_[name] = t;
+  descs_[name] = ValueDesc{desc.dtype, desc.shape};
+  return t;
+}
+
+Result<Tensor*> Plan::new_view(const std::string& name, const ValueDesc& desc, const Tensor* input) {
+  auto it = buffer_of_.find(input);
+  // A graph input has storage of its own for the plan's lifetime.
+  void* data = it == buffer_of_.end() ? const_cast<void*>(input->raw()) : nullptr;
+  owned_.push_back(std::make_unique<Tensor>(Tensor::view(desc.dtype, desc.shape, data)));
+  Tensor* t = owned_.back().get();
+  if (it != buffer_of_.end()) {
+    buffer_of_[t] = it->second;
+    bound_.emplace_back(t, it->second);
+  }
+  values_[name] = t;
+  descs_[name] = ValueDesc{desc.dtype, desc.shape};
+  return t;
+}
+
+Status Plan::assign_buffers(bool keep_values) {
+  for (size_t s = 0; s < steps_.size(); ++s)
+    for (const Tensor* in : steps_[s].inputs)
+      if (auto it = buffer_of_.find(in); it != buffer_of_.end())
+        buffers_[it->second].last = std::max(buffers_[it->second].last, s);
+  for (const Tensor* out : output_tensors_)
+    if (auto it = buffer_of_.find(out); it != buffer_of_.end()) buffers_[it->second].last = kLiveToEnd;
+  if (keep_values)
+    for (Buffer& b : buffers_) b.last = kLiveToEnd;
+
+  std::vector<size_t> order(buffers_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return buffers_[a].bytes > buffers_[b].bytes; });
+  constexpr int64_t kAlign = 64;
+  int64_t arena = 0;
+  std::vector<size_t> placed;
+  for (size_t id : order) {
+    Buffer& b = buffers_[id];
+    // Placed buffers alive at the same time, by offset; take the lowest gap that fits.
+    std::vector<const Buffer*> live;
+    for (size_t p : placed)
+      if (buffers_[p].first <= b.last && b.first <= buffers_[p].last) live.push_back(&buffers_[p]);
+    std::sort(live.begin(), live.end(),
+              [](const Buffer* x, const Buffer* y) { return x->offset < y->offset; });
+    int64_t offset = 0;
+    for (const Buffer* other : live) {
+      if (other->offset - offset >= b.bytes) break;
+      offset = std::max(offset, (other->offset + other->bytes + kAlign - 1) / kAlign * kAlign);
+    }
+    b.offset = offset;
+    arena = std::max(arena, offset + b.bytes);
+    placed.push_back(id);
+  }
+  SP_RETURN_IF_ERROR(reserve(arena, "the values computed per run"));
+  arena_ = Tensor(DType::f32, {(arena + 3) / 4});
+  auto* base = static_cast<std::byte*>(arena_.raw());
+  for (auto& [t, id] : bound_) *t = Tensor::view(t->dtype(), t->shape(), base + buffers_[id].offset);
+  freed_after_.assign(steps_.size(), {});
+  for (size_t id = 0; id < buffers_.size(); ++id)
+    if (buffers_[id].last != kLiveToEnd && buffers_[id].last < steps_.size())
+      freed_after_[buffers_[id].last].push_back(id);
+  return {};
+}
+
+int64_t Plan::value_bytes() const {
+  int64_t sum = 0;
+  for (const Buffer& b : buffers_) sum += b.bytes;
+  return sum;
+}
+
+const Tensor* Plan::value(const std::string& name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return nullptr;
+  auto b = buffer_of_.find(it->second);
+  return b == buffer_of_.end() || buffers_[b->second].last == kLiveToEnd ? it->second : nullptr;
 }
 
 Status Plan::bind_graph_inputs(const Model& model) {
@@ -52,7 +141,9 @@ Status Plan::bind_graph_inputs(const Model& model) {
 }
 
 bool Plan::gains_sparse(const Node& node, size_t index, bool one_sample) const {
-  if (!sparse_ || !weights_ || !node.has_input(index) || !weights_->holds(node.inputs[index])) return false;
+  if (!sparse_ || !weights_ || !node.has_input(index) || !weights_->holds(node.inputs[index]) ||
+      weight_role(node, index) == nullptr)
+    return false;
   const SparseMatrix& m = weights_->header(node.inputs[index]);
   // Measured crossovers differ for one sample on the column walk, on the column tiles, and for batches.
   double limit = !one_sample                         ? kSparseMaxDensityBatched
@@ -72,8 +163,8 @@ InputZeros Plan::zeros_of(const std::string& name) const {
   return relu_values_.count(name) ? InputZeros::expected : InputZeros::unlikely;
 }
 
-void Plan::note_zeros(const Node& node, bool relu_fused) {
-  bool relu = relu_fused || node.op_type == "Relu" ||
+void Plan::note_zeros(const Node& node, const Activation& activation) {
+  bool relu = activation.makes_zeros() || node.op_type == "Relu" ||
               (kKeepsZeros.count(node.op_type) && node.has_input(0) && relu_values_.count(node.inputs[0]));
   if (relu) relu_values_.insert(node.outputs.begin(), node.outputs.end());
 }
@@ -108,9 +199,7 @@ Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, 
   bool one_sample = node.op_type != "Conv" && rows_in < kSparseFcBatchedFrom;
   if (!gains_sparse(node, 1, one_sample)) return made;
   // The sparse ops add a bias of one value per output; any other Gemm C runs dense.
-  if (node.op_type == "Gemm" && node.has_input(2) &&
-      shape_numel(descs_.at(node.inputs[2]).shape) != header.rows)
-    return made;
+  if (node.has_input(2) && shape_numel(descs_.at(node.inputs[2]).shape) != header.rows) return made;
   SP_ASSIGN_OR_RETURN(const SparseMatrix* m,
                       weights_->matrix(node.inputs[1], one_sample, zeros_of(node.inputs[0])));
   SP_ASSIGN_OR_RETURN(made.op, create_sparse_op(node, model.opset, *m, threads));
@@ -138,44 +227,13 @@ Result<const Tensor*> Plan::bind_input(const std::string& name) {
   return w;
 }
 
-const Node* Plan::fusable_relu(const Model& model, size_t i) const {
-  const Node& node = model.nodes[i];
-  if (!sparse_ || !weights_ || i + 1 >= model.nodes.size() || node.outputs.size() != 1) return nullptr;
-  const Node& next = model.nodes[i + 1];
-  if (next.op_type != "Relu" || next.inputs.size() != 1 || next.inputs[0] != node.outputs[0]) return nullptr;
-  for (const auto& out : model.outputs)
-    if (out.name == node.outputs[0]) return nullptr;
-  for (size_t k = i + 2; k < model.nodes.size(); ++k)
-    for (const auto& name : model.nodes[k].inputs)
-      if (name == node.outputs[0]) return nullptr;
-  return &next;
-}
-
-Result<size_t> Plan::plan_at(const Model& model, size_t i, ThreadPool& pool) {
-  const Node& node = model.nodes[i];
-  if (const Node* relu = fusable_relu(model, i)) {
-    // The node rewritten to write the Relu's output; kept by the plan, since ops refer to their node.
-    auto fused = std::make_unique<Node>(node);
-    fused->outputs = relu->outputs;
-    SP_ASSIGN_OR_RETURN(MadeOp made, make_sparse_op(model, *fused, pool.size()));
-    if (made.op && made.op->fuse_relu()) {
-      sparse_steps_.insert(made.op.get());
-      const Node& kept = *fused_nodes_.emplace_back(std::move(fused));
-      SP_RETURN_IF_ERROR(plan_step(kept, std::move(made.op), made.sparse_inputs, true, pool));
-      return size_t{2};
-    }
-  }
-  SP_RETURN_IF_ERROR(plan_node(model, node, pool));
-  return size_t{1};
-}
-
 Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
   SP_ASSIGN_OR_RETURN(MadeOp made, make_op(model, node, pool.size()));
-  return plan_step(node, std::move(made.op), made.sparse_inputs, false, pool);
+  return plan_step(node, std::move(made.op), made.sparse_inputs, pool);
 }
 
 Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, const std::vector<bool>& sparse_inputs,
-                       bool relu_fused, ThreadPool& pool) {
+                       ThreadPool& pool) {
   std::vector<ValueDesc> in;
   std::vector<const Tensor*> in_tensors;
   bool all_constant = true;
@@ -201,10 +259,13 @@ Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, const std::vect
   }
   std::vector<ValueDesc> out;
   SP_RETURN_IF_ERROR(op->infer(in, out));
-  note_zeros(node, relu_fused);
+  note_zeros(node, op->activation());
   if (out.size() < node.outputs.size())
     return errorf("{}: produces {} outputs, the node names {}", node.describe(), out.size(),
                   node.outputs.size());
+  // Known at plan time: computed once now, into storage of their own, and treated as constants.
+  const bool fold = all_constant || op->depends_only_on_shapes();
+  const bool view = !fold && op->output_is_view() && node.outputs.size() == 1;
   std::vector<Tensor*> out_tensors;
   for (size_t i = 0; i < node.outputs.size(); ++i) {
     if (node.outputs[i].empty()) {
@@ -214,16 +275,19 @@ Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, const std::vect
     if (shape_numel(out[i].shape) < 0)
       return errorf("{}: output '{}' would have shape {}, too large", node.describe(), node.outputs[i],
                     shape_str(out[i].shape));
-    auto t = new_value(node.outputs[i], out[i]);
+    auto t = fold   ? new_value(node.outputs[i], out[i])
+             : view ? new_view(node.outputs[i], out[i], in_tensors[0])
+                    : new_arena_value(node.outputs[i], out[i]);
     if (!t.ok()) return t.status().prefixed(node.describe());
     out_tensors.push_back(*t);
   }
-  PlanStep step{std::move(op), std::move(in_tensors), std::move(out_tensors), relu_fused};
+  if (view) return {};
+  PlanStep step{std::move(op), std::move(in_tensors), std::move(out_tensors)};
   size_t scratch = step.op->scratch_floats(pool.size());
   if (scratch > scratch_.size())
     SP_RETURN_IF_ERROR(reserve(static_cast<int64_t>((scratch - scratch_.size()) * sizeof(float)),
                                node.describe() + " scratch"));
-  if (all_constant || step.op->depends_only_on_shapes()) {
+  if (fold) {
     // Known at plan time: compute once and treat the outputs as constants.
     std::vector<float> folding_scratch(scratch);
     SP_RETURN_IF_ERROR(step.op->run(RunArgs{step.inputs, step.outputs, pool, folding_scratch}));
@@ -239,28 +303,40 @@ Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, const std::vect
 
 Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<Shape>& input_shapes,
                                           ThreadPool& pool, int64_t memory_limit, WeightStore* weights,
-                                          bool sparse) {
+                                          bool sparse, bool keep_values) {
   auto plan = std::unique_ptr<Plan>(new Plan());
   plan->weights_ = weights;
   plan->sparse_ = sparse;
   plan->memory_limit_ = memory_limit;
   plan->input_shapes_ = input_shapes;
   SP_RETURN_IF_ERROR(plan->bind_graph_inputs(model));
-  for (size_t i = 0; i < model.nodes.size();) {
-    SP_ASSIGN_OR_RETURN(size_t consumed, plan->plan_at(model, i, pool));
-    i += consumed;
-  }
+  for (const Node& node : model.nodes) SP_RETURN_IF_ERROR(plan->plan_node(model, node, pool));
   for (const auto& out : model.outputs) plan->output_tensors_.push_back(plan->values_.at(out.name));
+  SP_RETURN_IF_ERROR(plan->assign_buffers(keep_values));
   return plan;
 }
 
 Status Plan::run(std::span<const Tensor> inputs, ThreadPool& pool) {
   for (size_t i = 0; i < inputs.size(); ++i)
     std::memcpy(input_tensors_[i]->raw(), inputs[i].raw(), inputs[i].bytes());
-  for (auto& step : steps_)
+  auto* arena = static_cast<std::byte*>(arena_.raw());
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    PlanStep& step = steps_[s];
     SP_RETURN_IF_ERROR(step.op->run(RunArgs{step.inputs, step.outputs, pool, scratch_}));
+    if (poison_freed_)
+      for (size_t id : freed_after_[s])
+        std::memset(arena + buffers_[id].offset, 0xFF, static_cast<size_t>(buffers_[id].bytes));
+  }
   return {};
 }
+
+namespace {
+// "+Relu" or "+Clip" after the op type of a node with a fused activation.
+std::string activation_suffix(const Activation& a) {
+  if (a.none()) return "";
+  return a.lo == 0.0f && a.hi == std::numeric_limits<float>::infinity() ? "+Relu" : "+Clip";
+}
+}  // namespace
 
 ModelSummary Plan::summary(const Model& model) const {
   ModelSummary s;
@@ -269,7 +345,7 @@ ModelSummary Plan::summary(const Model& model) const {
   s.folded_nodes = folded_;
   for (const auto& step : steps_) {
     LayerInfo layer{step.op->node().name,
-                    step.op->node().op_type + (step.relu_fused ? "+Relu" : ""),
+                    step.op->node().op_type + activation_suffix(step.op->activation()),
                     {},
                     0,
                     step.op->macs(),

@@ -1,6 +1,11 @@
 // A Plan is a model specialized to one set of input shapes: every value has a concrete shape and
 // a preallocated tensor, nodes whose inputs are known at plan time (constants, shape chains) have
 // been computed once, and the remaining steps run in order.
+//
+// Memory plan: the values the steps compute live in one arena. A value occupies its bytes from the
+// step that writes it to the last step that reads it (graph outputs: always), and values whose
+// lifetimes do not overlap share bytes. Shape-only ops (Op::output_is_view) become views of their
+// input, extending its lifetime, and run nothing.
 #pragma once
 
 #include <memory>
@@ -17,7 +22,6 @@ struct PlanStep {
   std::unique_ptr<Op> op;
   std::vector<const Tensor*> inputs;  // nullptr for omitted optional inputs
   std::vector<Tensor*> outputs;       // nullptr for unused outputs
-  bool relu_fused = false;            // the op also applies the Relu that followed its node
 };
 
 class Plan {
@@ -26,30 +30,34 @@ class Plan {
   // Fails if activations and scratch would exceed `memory_limit` bytes.
   // `weights` holds the compressed weights (none for a dense model): with `sparse`, nodes that read
   // them run on the sparse kernels where those gain, and the others get the weight decompressed.
+  // With `keep_values`, no buffer is reused, so every value stays readable after a run.
   static Result<std::unique_ptr<Plan>> build(const Model& model, const std::vector<Shape>& input_shapes,
                                              ThreadPool& pool, int64_t memory_limit,
-                                             WeightStore* weights = nullptr, bool sparse = true);
+                                             WeightStore* weights = nullptr, bool sparse = true,
+                                             bool keep_values = false);
   // Copies the inputs in and runs every step.
   Status run(std::span<const Tensor> inputs, ThreadPool& pool);
 
   const std::vector<Shape>& input_shapes() const { return input_shapes_; }
   const std::vector<const Tensor*>& outputs() const { return output_tensors_; }
-  const Tensor* value(const std::string& name) const {
-    auto it = values_.find(name);
-    return it == values_.end() ? nullptr : it->second;
-  }
+  // A value after the last run; nullptr for unknown names and for values whose bytes were reused.
+  const Tensor* value(const std::string& name) const;
   ModelSummary summary(const Model& model) const;
+
+  // Bytes of the arena that holds the values computed per run, and what those values would take
+  // without reuse.
+  int64_t arena_bytes() const { return arena_.bytes(); }
+  int64_t value_bytes() const;
+  // With `poison`, run() fills each arena buffer with NaN bytes right after its value's last reader
+  // ran, so a plan that reads a value after its bytes were handed on gives wrong results (tests).
+  void set_poison_freed(bool poison) { poison_freed_ = poison; }
 
  private:
   Status bind_graph_inputs(const Model& model);
-  // Plans `nodes[i]`; returns how many nodes it consumed (2 when a sparse op fused the next Relu).
-  Result<size_t> plan_at(const Model& model, size_t i, ThreadPool& pool);
   Status plan_node(const Model& model, const Node& node, ThreadPool& pool);
   // `sparse_inputs[i]` marks the inputs the op reads as engine matrices (no tensor is bound).
   Status plan_step(const Node& node, std::unique_ptr<Op> op, const std::vector<bool>& sparse_inputs,
-                   bool relu_fused, ThreadPool& pool);
-  // The Relu right after nodes[i] that only it reads, when its output may be fused away.
-  const Node* fusable_relu(const Model& model, size_t i) const;
+                   ThreadPool& pool);
   struct MadeOp {
     std::unique_ptr<Op> op;
     std::vector<bool> sparse_inputs;  // inputs read as engine matrices
@@ -61,11 +69,18 @@ class Plan {
   bool gains_sparse(const Node& node, size_t index, bool one_sample) const;
   // What a product reading `name` can expect of its zeros (see InputZeros).
   InputZeros zeros_of(const std::string& name) const;
-  // Records which outputs of a planned node come from a ReLU.
-  void note_zeros(const Node& node, bool relu_fused);
+  // Records which outputs of a planned node come from a ReLU (its own, or one fused into it).
+  void note_zeros(const Node& node, const Activation& activation);
   // The bound tensor of input `name`: a compressed weight is decompressed now (its node runs dense).
   Result<const Tensor*> bind_input(const std::string& name);
+  // A value with its own storage (graph inputs, values computed at plan time).
   Result<Tensor*> new_value(const std::string& name, const ValueDesc& desc);
+  // A value computed per run: shaped now, given arena bytes by assign_buffers().
+  Result<Tensor*> new_arena_value(const std::string& name, const ValueDesc& desc);
+  // The output of a shape-only op over `input`: shares its bytes (or the graph input's).
+  Result<Tensor*> new_view(const std::string& name, const ValueDesc& desc, const Tensor* input);
+  // Lifetimes from the steps, offsets by greedy placement (largest first), then the arena.
+  Status assign_buffers(bool keep_values);
   Status reserve(int64_t bytes, const std::string& what);
 
   std::vector<Shape> input_shapes_;
@@ -75,7 +90,6 @@ class Plan {
   std::vector<Tensor*> input_tensors_;
   std::vector<const Tensor*> output_tensors_;
   std::vector<PlanStep> steps_;
-  std::vector<std::unique_ptr<Node>> fused_nodes_;  // nodes rewritten to write a fused Relu's output
   std::vector<float> scratch_;
   int64_t folded_ = 0;
   int64_t memory_limit_ = 0;
@@ -85,6 +99,19 @@ class Plan {
   std::set<const Op*> sparse_steps_;
   std::set<std::string> graph_inputs_;
   std::set<std::string> relu_values_;  // outputs of a ReLU, or views and max-pools of one
+
+  static constexpr size_t kLiveToEnd = SIZE_MAX;
+  struct Buffer {
+    int64_t bytes = 0;
+    size_t first = 0, last = 0;  // steps that write it first and read it last
+    int64_t offset = 0;          // in the arena
+  };
+  std::vector<Buffer> buffers_;
+  std::map<const Tensor*, size_t> buffer_of_;      // arena values and views of them -> buffer
+  std::vector<std::pair<Tensor*, size_t>> bound_;  // tensors to place over their buffer
+  std::vector<std::vector<size_t>> freed_after_;   // per step, buffers whose last reader it is
+  Tensor arena_;
+  bool poison_freed_ = false;
 };
 
 }  // namespace sparrow

@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "sparrow/weight_roles.h"
 #include "train/training_api.h"
 
 namespace sparrow {
@@ -28,15 +29,22 @@ void copy_back(const torch::Tensor& src, Tensor& dst) {
   std::memcpy(dst.raw(), c.data_ptr<float>(), dst.bytes());
 }
 
-// Names of the initializers the trainer updates: weights and biases of Gemm, MatMul and Conv.
+// Names of the initializers the trainer updates: the fully connected and convolution weights of the
+// weight-role table, and their biases.
 std::set<std::string> trainable(const Model& m) {
   std::set<std::string> names;
+  auto add = [&](const Node& n, int i) {
+    if (i >= 0 && n.has_input(static_cast<size_t>(i)) && m.initializers.count(n.inputs[i]) &&
+        m.initializers.at(n.inputs[i]).dtype() == DType::f32)
+      names.insert(n.inputs[i]);
+  };
   for (const auto& n : m.nodes)
-    if (n.op_type == "Gemm" || n.op_type == "MatMul" || n.op_type == "Conv")
-      for (size_t i = 1; i < std::min<size_t>(3, n.inputs.size()); ++i)
-        if (n.has_input(i) && m.initializers.count(n.inputs[i]) &&
-            m.initializers.at(n.inputs[i]).dtype() == DType::f32)
-          names.insert(n.inputs[i]);
+    for (size_t i = 0; i < n.inputs.size(); ++i)
+      if (const WeightRole* role = weight_role(n, i);
+          role && (role->kind == WeightKind::fully_connected || role->kind == WeightKind::convolution)) {
+        add(n, static_cast<int>(i));
+        add(n, role->bias_input);
+      }
   return names;
 }
 

@@ -20,9 +20,10 @@ std::vector<uint8_t> random_codes(int64_t rows, int64_t cols, double density, in
 
 TEST(Encoding, PaperExampleColumn) {
   // [EIE]: the column [0,0,1,2, 18 zeros, 3] is stored as v=[1,2,0,3], z=[2,0,15,2] with 4-bit gaps.
-  std::vector<uint8_t> col = {0, 0, 1, 2};
-  col.resize(22, 0);
-  col.push_back(3);
+  std::vector<uint8_t> col(23, 0);
+  col[2] = 1;
+  col[3] = 2;
+  col[22] = 3;
   CompressedTensor t = encode_sparse(col, MatrixView{23, 1, false}, 1, 4);
   EXPECT_EQ(t.partitions[0].codes, (std::vector<uint8_t>{1, 2, 0, 3}));
   EXPECT_EQ(t.partitions[0].gaps, (std::vector<uint8_t>{2, 0, 15, 2}));

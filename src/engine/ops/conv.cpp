@@ -62,7 +62,7 @@ class ConvOp : public Op {
     } else {
       for (int64_t t = 0; t < tasks; ++t) run_task(&a.pool, t, x, wt, y, a.scratch.data());
     }
-    if (has_bias_) add_bias(a.in[2]->f32_data(), y);
+    epilogue(has_bias_ ? a.in[2]->f32_data() : nullptr, y);
     return {};
   }
 
@@ -87,12 +87,16 @@ class ConvOp : public Op {
     if (pool) sgemm_parallel(*pool, false, false, mg, out_hw, col_rows(), 1.0f, wg, col_rows(), b, out_hw, 0.0f, yg, out_hw);
     else sgemm(false, false, mg, out_hw, col_rows(), 1.0f, wg, col_rows(), b, out_hw, 0.0f, yg, out_hw);
   }
-  void add_bias(const float* bias, float* y) const {
+  // Adds the bias (when given) and applies the fused activation, in one pass over y.
+  void epilogue(const float* bias, float* y) const {
+    if (!bias && activation_.none()) return;
     int64_t out_hw = win_.out_h * win_.out_w;
     for (int64_t n = 0; n < n_; ++n)
       for (int64_t m = 0; m < m_; ++m) {
         float* p = y + (n * m_ + m) * out_hw;
-        for (int64_t i = 0; i < out_hw; ++i) p[i] += bias[m];
+        if (bias)
+          for (int64_t i = 0; i < out_hw; ++i) p[i] += bias[m];
+        activation_.apply(p, out_hw);
       }
   }
 

@@ -231,6 +231,9 @@ class BroadcastOp : public Op {
       broadcast_binary<T, K>(a.pool, *a.in[0], strides_[0], *a.in[1], strides_[1], out);
       for (size_t i = 2; i < a.in.size(); ++i)
         broadcast_binary<T, K>(a.pool, out, out_strides_, *a.in[i], strides_[i], out);
+      if constexpr (std::is_same_v<T, float>) {
+        for_chunks(a.pool, out.numel(), [&](int64_t b, int64_t e) { activation_.apply(out.f32_data() + b, e - b); });
+      }
       return {};
     });
   }

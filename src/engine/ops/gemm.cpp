@@ -55,8 +55,9 @@ class GemmOp : public Op {
     }
     const Tensor& ta = *a.in[0];
     const Tensor& tb = *a.in[1];
-    sgemm_parallel(a.pool, trans_a_, trans_b_, m_, n_, k_, alpha_, ta.f32_data(), ta.dim(1), tb.f32_data(), tb.dim(1),
-                   beta, y, n_);
+    sgemm_parallel(a.pool, trans_a_, trans_b_, m_, n_, k_, alpha_, ta.f32_data(), ta.dim(1), tb.f32_data(),
+                   tb.dim(1), beta, y, n_);
+    activation_.apply(y, m_ * n_);
     return {};
   }
   int64_t macs() const override { return m_ * n_ * k_; }
@@ -68,14 +69,16 @@ class GemmOp : public Op {
   std::vector<int64_t> c_strides_;
 };
 
+// A third input, a bias of N values added in the epilogue, comes from fuse_matmul_bias (graph_passes.h).
 class MatMulOp : public Op {
  public:
   using Op::Op;
   Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) override {
-    SP_RETURN_IF_ERROR(expect_inputs(in, 2, 2));
+    SP_RETURN_IF_ERROR(expect_inputs(in, 2, 3));
     if (in[0].dtype != DType::f32 || in[1].dtype != DType::f32) return fail("inputs must be float");
     Shape a = in[0].shape, b = in[1].shape;
-    if (a.empty() || b.empty()) return fail("inputs must have rank >= 1, got {} and {}", shape_str(a), shape_str(b));
+    if (a.empty() || b.empty())
+      return fail("inputs must have rank >= 1, got {} and {}", shape_str(a), shape_str(b));
     bool a_vec = a.size() == 1, b_vec = b.size() == 1;
     if (a_vec) a.insert(a.begin(), 1);
     if (b_vec) b.push_back(1);
@@ -86,12 +89,16 @@ class MatMulOp : public Op {
       return fail("inner dimensions differ: {} x {}", shape_str(in[0].shape), shape_str(in[1].shape));
     Shape a_batch(a.begin(), a.end() - 2), b_batch(b.begin(), b.end() - 2);
     auto batch = broadcast_shapes(a_batch, b_batch);
-    if (!batch) return fail("batch dimensions {} and {} do not broadcast", shape_str(a_batch), shape_str(b_batch));
+    if (!batch)
+      return fail("batch dimensions {} and {} do not broadcast", shape_str(a_batch), shape_str(b_batch));
     batch_ = *batch;
     a_strides_ = broadcast_strides(a_batch, batch_);
     b_strides_ = broadcast_strides(b_batch, batch_);
     // x[..., K] @ W[K, N]: fold every batch dimension of A into M for one product.
     fold_batch_ = b_batch.empty() || shape_numel(b_batch) == 1;
+    has_bias_ = in.size() > 2 && in[2].present;
+    if (has_bias_ && (in[2].dtype != DType::f32 || shape_numel(in[2].shape) != n_ || b_vec))
+      return fail("bias {} must hold the {} outputs", shape_str(in[2].shape), n_);
     Shape y = batch_;
     if (!a_vec) y.push_back(m_);
     if (!b_vec) y.push_back(n_);
@@ -105,6 +112,7 @@ class MatMulOp : public Op {
     int64_t batches = shape_numel(batch_);
     if (fold_batch_) {  // B has no batch, so A's batch dimensions stack into M
       sgemm_parallel(args.pool, false, false, batches * m_, n_, k_, 1.0f, a, k_, b, n_, 0.0f, y, n_);
+      epilogue(args, y, batches * m_);
       return {};
     }
     int rank = static_cast<int>(batch_.size());
@@ -116,17 +124,32 @@ class MatMulOp : public Op {
         ia += idx * a_strides_[d];
         ib += idx * b_strides_[d];
       }
-      sgemm(false, false, m_, n_, k_, 1.0f, a + ia * m_ * k_, k_, b + ib * k_ * n_, n_, 0.0f, y + i * m_ * n_, n_);
+      sgemm(false, false, m_, n_, k_, 1.0f, a + ia * m_ * k_, k_, b + ib * k_ * n_, n_, 0.0f, y + i * m_ * n_,
+            n_);
     });
+    epilogue(args, y, batches * m_);
     return {};
   }
   int64_t macs() const override { return shape_numel(batch_) * m_ * n_ * k_; }
 
  private:
+  // y[r, :] += bias, then the fused activation, over `rows` rows of n_.
+  void epilogue(const RunArgs& args, float* y, int64_t rows) const {
+    const float* bias = has_bias_ ? args.in[2]->f32_data() : nullptr;
+    if (!bias && activation_.none()) return;
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = y + r * n_;
+      if (bias)
+        for (int64_t j = 0; j < n_; ++j) row[j] += bias[j];
+      activation_.apply(row, n_);
+    }
+  }
+
   int64_t m_ = 0, n_ = 0, k_ = 0;
   Shape batch_;
   std::vector<int64_t> a_strides_, b_strides_;
   bool fold_batch_ = false;
+  bool has_bias_ = false;
 };
 
 }  // namespace

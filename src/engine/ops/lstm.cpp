@@ -216,7 +216,7 @@ void register_lstm_ops(OpRegistry& r) { r["LSTM"] = make_op<LstmOp>; }
 Result<std::unique_ptr<Op>> create_sparse_lstm_op(const Node& node, int64_t opset, const SparseMatrix* w,
                                                   const SparseMatrix* r, int threads) {
   auto op = std::make_unique<LstmOp>(node, opset, w, r, threads);
-  SP_RETURN_IF_ERROR(op->parse());
+  SP_RETURN_IF_ERROR(op->prepare());
   return std::unique_ptr<Op>(std::move(op));
 }
 

@@ -72,6 +72,7 @@ class ShapeOp : public Op {
 class ReshapeLikeOp : public Op {
  public:
   using Op::Op;
+  bool output_is_view() const override { return true; }
   Status run(const RunArgs& a) override {
     copy_tensor_data(*a.in[0], *a.out[0]);
     return {};
@@ -630,6 +631,7 @@ class PassThroughOp : public Op {
     if (node_.outputs.size() > 1) out.push_back(ValueDesc{DType::i64, in[0].shape});  // Dropout mask
     return {};
   }
+  bool output_is_view() const override { return node_.outputs.size() == 1; }
   Status run(const RunArgs& a) override {
     copy_tensor_data(*a.in[0], *a.out[0]);
     if (a.out.size() > 1 && a.out[1]) std::fill_n(a.out[1]->i64_data(), a.out[1]->numel(), 1);

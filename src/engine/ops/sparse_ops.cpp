@@ -18,16 +18,14 @@ namespace sparrow {
 namespace {
 
 // The epilogue of a sparse product, in one pass: y[r, i] += scale * bias[r] (when bias is given),
-// then max(y, 0) when relu (a Relu node fused into the op). y is [rows, per_row].
-void add_bias_relu(float* y, int64_t rows, int64_t per_row, const float* bias, float scale, bool relu) {
-  if (!bias && !relu) return;
+// then the fused activation. y is [rows, per_row].
+void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bias, float scale,
+                       const Activation& act) {
+  if (!bias && act.none()) return;
   for (int64_t r = 0; r < rows; ++r) {
     float b = bias ? scale * bias[r] : 0.0f;
     float* row = y + r * per_row;
-    if (relu)  // as the Relu op computes it
-      for (int64_t i = 0; i < per_row; ++i) row[i] = row[i] + b > 0 ? row[i] + b : 0.0f;
-    else
-      for (int64_t i = 0; i < per_row; ++i) row[i] += b;
+    for (int64_t i = 0; i < per_row; ++i) row[i] = act(row[i] + b);
   }
 }
 
@@ -57,8 +55,6 @@ class SparseFcOp : public Op {
     return batch_ >= kSparseFcBatchedFrom ? static_cast<size_t>((m_.cols + m_.rows) * batch_) : 0;
   }
   int64_t macs() const override { return batch_ * m_.nonzeros; }
-  bool fuse_relu() override { return relu_ = true; }
-
   Status run(const RunArgs& a) override {
     const float* x = a.in[0]->f32_data();
     float* y = a.out[0]->f32_data();
@@ -67,7 +63,7 @@ class SparseFcOp : public Op {
     else
       for (int64_t n = 0; n < batch_; ++n) run_one(a, x + n * m_.cols, y + n * m_.rows);
     for (int64_t n = 0; n < batch_; ++n)
-      add_bias_relu(y + n * m_.rows, m_.rows, 1, has_bias_ ? a.in[2]->f32_data() : nullptr, beta_, relu_);
+      add_bias_activate(y + n * m_.rows, m_.rows, 1, has_bias_ ? a.in[2]->f32_data() : nullptr, beta_, activation_);
     return {};
   }
 
@@ -89,7 +85,6 @@ class SparseFcOp : public Op {
   int64_t batch_ = 0;
   bool has_bias_ = false;
   float beta_ = 1.0f;
-  bool relu_ = false;
   SpmvWorkspace workspace_;
   std::vector<int64_t> bounds_;
   int threads_ = 1;
@@ -136,12 +131,10 @@ class SparseConvOp : public Op {
         col = a.scratch.data();
       }
       sparse_matmat(a.pool, m_, bounds_, col, hw, hw, y, hw);
-      add_bias_relu(y, m_.rows, hw, has_bias_ ? a.in[2]->f32_data() : nullptr, 1.0f, relu_);
+      add_bias_activate(y, m_.rows, hw, has_bias_ ? a.in[2]->f32_data() : nullptr, 1.0f, activation_);
     }
     return {};
   }
-  bool fuse_relu() override { return relu_ = true; }
-
  private:
   bool pointwise() const {
     return win_.k_h == 1 && win_.k_w == 1 && win_.s_h == 1 && win_.s_w == 1 &&
@@ -152,7 +145,6 @@ class SparseConvOp : public Op {
   Window2d win_;
   int64_t images_ = 0, channels_ = 0;
   bool has_bias_ = false;
-  bool relu_ = false;
   std::vector<int64_t> bounds_;
   int threads_ = 1;
 };
@@ -179,7 +171,7 @@ Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, co
     op = std::make_unique<SparseConvOp>(node, opset, m, threads);
   else
     op = std::make_unique<SparseFcOp>(node, opset, m, threads);
-  SP_RETURN_IF_ERROR(op->parse());
+  SP_RETURN_IF_ERROR(op->prepare());
   return op;
 }
 

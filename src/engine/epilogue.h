@@ -1,0 +1,40 @@
+// The activation an op applies to its own output, in the pass that adds its bias: a Relu or Clip node
+// that fuse_activations (graph_passes.h) folded into the op. Ops that accept one are listed by
+// takes_fused_activation().
+#pragma once
+
+#include <limits>
+
+#include "sparrow/model.h"
+
+namespace sparrow {
+
+// Attribute of a fused node: floats {lo, hi}, the bounds of the activation.
+inline constexpr const char* kFusedActivationAttr = "sparrow.activation";
+
+struct Activation {
+  float lo = -std::numeric_limits<float>::infinity();
+  float hi = std::numeric_limits<float>::infinity();
+
+  bool none() const {
+    return lo == -std::numeric_limits<float>::infinity() && hi == std::numeric_limits<float>::infinity();
+  }
+  // Zeros the output is expected to hold: ReLU-like, nothing below 0 survives.
+  bool makes_zeros() const { return lo >= 0.0f; }
+  // As the Relu op computes it (NaN becomes lo), then capped at hi.
+  float operator()(float v) const {
+    v = v > lo ? v : lo;
+    return v < hi ? v : hi;
+  }
+  void apply(float* y, int64_t n) const {
+    if (none()) return;
+    for (int64_t i = 0; i < n; ++i) y[i] = (*this)(y[i]);
+  }
+};
+
+// The node's fused activation (none when it has no kFusedActivationAttr). Errors name the node.
+Result<Activation> fused_activation(const Node& node);
+// Whether ops of this type apply a fused activation.
+bool takes_fused_activation(const std::string& op_type);
+
+}  // namespace sparrow

@@ -1,0 +1,223 @@
+// Graph passes (bias and activation fusion) and the memory plan (buffers shared by liveness, shape-only
+// ops as views): fused graphs against the unfused dense executor, freed buffers poisoned.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/graph_passes.h"
+#include "engine/plan.h"
+#include "test_util.h"
+
+namespace sparrow {
+namespace {
+
+ConstantShape initializer_shapes(const Model& m) {
+  return [&m](const std::string& name) -> std::optional<Shape> {
+    auto it = m.initializers.find(name);
+    if (it == m.initializers.end()) return std::nullopt;
+    return it->second.shape();
+  };
+}
+
+int count_ops(const Model& m, const std::string& op_type) {
+  int n = 0;
+  for (const auto& node : m.nodes) n += node.op_type == op_type;
+  return n;
+}
+
+// x [N, 64] -> MatMul W1 -> Add b1 -> Relu -> MatMul W2 -> Add b2 -> (+ x residual) -> Relu -> Clip(0, 6)
+// -> Flatten -> Reshape -> y; the residual Add reads x again.
+Model residual_mlp() {
+  Model m;
+  m.source = "residual_mlp";
+  m.opset = 13;
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 64}, {"N", ""}, true});
+  m.outputs.push_back(ValueInfo{"y"});
+  m.initializers["w1"] = test::random_f32({64, 48}, 1);
+  m.initializers["b1"] = test::random_f32({48}, 2);
+  m.initializers["w2"] = test::random_f32({48, 64}, 3);
+  m.initializers["b2"] = test::random_f32({64}, 4);
+  m.initializers["lo"] = Tensor::scalar_f32(0.0f);
+  m.initializers["hi"] = Tensor::scalar_f32(0.5f);
+  m.initializers["shape"] = test::make_i64({2}, {-1, 64});
+  m.nodes.push_back(Node{"mm1", "MatMul", "", {"x", "w1"}, {"h1"}, {}});
+  m.nodes.push_back(Node{"add1", "Add", "", {"b1", "h1"}, {"a1"}, {}});
+  m.nodes.push_back(Node{"relu1", "Relu", "", {"a1"}, {"r1"}, {}});
+  m.nodes.push_back(Node{"mm2", "MatMul", "", {"r1", "w2"}, {"h2"}, {}});
+  m.nodes.push_back(Node{"add2", "Add", "", {"h2", "b2"}, {"a2"}, {}});
+  m.nodes.push_back(Node{"res", "Add", "", {"a2", "x"}, {"s"}, {}});
+  m.nodes.push_back(Node{"relu2", "Relu", "", {"s"}, {"r2"}, {}});
+  m.nodes.push_back(Node{"clip", "Clip", "", {"r2", "lo", "hi"}, {"c"}, {}});
+  m.nodes.push_back(Node{"flat", "Flatten", "", {"c"}, {"f"}, {}});
+  m.nodes.push_back(Node{"reshape", "Reshape", "", {"f", "shape"}, {"y"}, {}});
+  return m;
+}
+
+TEST(GraphPasses, FuseMatMulBiasAndActivationsIntoTheirProducers) {
+  Model m = residual_mlp();
+  EXPECT_EQ(fuse_matmul_bias(m, initializer_shapes(m)), 2);
+  EXPECT_EQ(count_ops(m, "Add"), 1) << "only the residual Add is left";
+  EXPECT_EQ(fuse_activations(m, initializer_shapes(m)), 2) << "relu1 into mm1, relu2 into the residual Add";
+  EXPECT_EQ(count_ops(m, "Relu"), 0);
+  EXPECT_EQ(count_ops(m, "Clip"), 1) << "the Clip reads an output that already carries an activation";
+  EXPECT_TRUE(m.validate().ok());
+  ASSERT_EQ(m.nodes[0].op_type, "MatMul");
+  EXPECT_EQ(m.nodes[0].inputs.size(), 3u);
+  EXPECT_EQ(m.nodes[0].outputs[0], "r1");
+}
+
+TEST(GraphPasses, LeaveValuesOthersReadOrTheGraphOutputs) {
+  Model m = residual_mlp();
+  m.outputs.push_back(ValueInfo{"h1"});                           // the MatMul's output is wanted as it is
+  m.nodes.push_back(Node{"tap", "Relu", "", {"a2"}, {"t"}, {}});  // a2 gets a second reader
+  m.outputs.push_back(ValueInfo{"t"});
+  EXPECT_EQ(fuse_matmul_bias(m, initializer_shapes(m)), 1) << "mm2 + add2 only: h1 is a graph output";
+  EXPECT_EQ(fuse_activations(m, initializer_shapes(m)), 2) << "add1 + relu1, res + relu2; a2 has two readers";
+  EXPECT_EQ(count_ops(m, "Relu"), 1) << "only the tap's Relu remains";
+  EXPECT_TRUE(m.validate().ok());
+  // The Clip reading the residual Add directly: fused with constant bounds, not with bounds known
+  // only at run time.
+  for (bool constant_bounds : {true, false}) {
+    Model c = residual_mlp();
+    c.nodes.erase(c.nodes.begin() + 6);  // relu2
+    c.nodes[6].inputs[0] = "s";
+    if (!constant_bounds) {
+      c.inputs.push_back(ValueInfo{"hi_in", ElemType::f32, {}, {}, true});
+      c.nodes[6].inputs[2] = "hi_in";
+    }
+    fuse_activations(c, initializer_shapes(c));
+    EXPECT_EQ(count_ops(c, "Clip"), constant_bounds ? 0 : 1);
+  }
+}
+
+void expect_close(std::span<const Tensor* const> a, std::span<const Tensor* const> b, double tol,
+                  const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i]->shape(), b[i]->shape()) << what;
+    EXPECT_LE(test::max_relative_error(*a[i], *b[i]), tol) << what << " output " << i;
+  }
+}
+
+TEST(GraphPasses, FusedGraphMatchesTheUnfusedDenseExecutor) {
+  ExecOptions fused{1}, unfused{1};
+  unfused.keep_values = true;
+  auto a = Executor::create(residual_mlp(), fused);
+  auto b = Executor::create(residual_mlp(), unfused);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_LT((*a)->model().nodes.size(), (*b)->model().nodes.size());
+  for (int64_t batch : {1, 5}) {
+    Tensor x = test::random_f32({batch, 64}, 9);
+    auto ya = (*a)->run({&x, 1});
+    std::vector<Tensor> keep;
+    for (const Tensor* t : *ya) keep.push_back(*t);
+    auto yb = (*b)->run({&x, 1});
+    ASSERT_TRUE(ya.ok() && yb.ok());
+    std::vector<const Tensor*> ka;
+    for (const Tensor& t : keep) ka.push_back(&t);
+    expect_close(ka, *yb, 1e-5, "batch " + std::to_string(batch));
+  }
+  Tensor x = test::random_f32({2, 64}, 10);
+  ASSERT_TRUE((*b)->run({&x, 1}).ok());
+  EXPECT_NE((*b)->value("h1"), nullptr) << "keep_values keeps intermediates";
+  ASSERT_TRUE((*a)->run({&x, 1}).ok());
+  EXPECT_EQ((*a)->value("h1"), nullptr) << "fused away";
+  EXPECT_NE((*a)->value("y"), nullptr);
+}
+
+// A chain of elementwise ops on [1, 1000]: two buffers suffice.
+Model chain(int length) {
+  Model m;
+  m.source = "chain";
+  m.inputs.push_back(ValueInfo{"v0", ElemType::f32, {1, 1000}, {"", ""}, true});
+  const char* ops[] = {"Tanh", "Sigmoid", "Neg", "Abs"};
+  for (int i = 0; i < length; ++i)
+    m.nodes.push_back(Node{
+        fmt::format("n{}", i), ops[i % 4], "", {fmt::format("v{}", i)}, {fmt::format("v{}", i + 1)}, {}});
+  m.outputs.push_back(ValueInfo{fmt::format("v{}", length)});
+  return m;
+}
+
+std::unique_ptr<Plan> plan_of(const Model& m, const Shape& input, ThreadPool& pool,
+                              bool keep_values = false) {
+  auto plan = Plan::build(m, {input}, pool, int64_t{1} << 30, nullptr, false, keep_values);
+  EXPECT_TRUE(plan.ok()) << plan.status().message();
+  return plan.ok() ? std::move(*plan) : nullptr;
+}
+
+TEST(MemoryPlan, AChainOfOpsTakesTwoBuffers) {
+  ThreadPool pool(1);
+  Model m = chain(8);
+  auto plan = plan_of(m, {1, 1000}, pool);
+  ASSERT_TRUE(plan);
+  EXPECT_EQ(plan->value_bytes(), 8 * 4000);
+  EXPECT_LE(plan->arena_bytes(), 2 * 4032) << "ping-pong between two 64-byte aligned buffers";
+  auto kept = plan_of(m, {1, 1000}, pool, true);
+  EXPECT_GE(kept->arena_bytes(), 8 * 4000) << "keep_values reuses nothing";
+}
+
+TEST(MemoryPlan, ShapeOnlyOpsAreViewsOfTheirInput) {
+  ThreadPool pool(1);
+  Model m = residual_mlp();
+  auto plan = plan_of(m, {3, 64}, pool, true);
+  ASSERT_TRUE(plan);
+  Tensor x = test::random_f32({3, 64}, 5);
+  ASSERT_TRUE(plan->run({&x, 1}, pool).ok());
+  ASSERT_NE(plan->value("f"), nullptr);
+  EXPECT_EQ(plan->value("f")->raw(), plan->value("c")->raw()) << "Flatten shares the Clip's bytes";
+  EXPECT_EQ(plan->value("y")->raw(), plan->value("c")->raw());
+  EXPECT_EQ(plan->value("y")->shape(), (Shape{3, 64}));
+  for (const auto& layer : plan->summary(m).layers)
+    EXPECT_NE(layer.op_type, "Flatten") << "a view runs nothing";
+}
+
+// Runs `m` (after the graph passes) on a plan that poisons each buffer once its last reader ran, and
+// compares with the unfused graph that keeps every value.
+void expect_poisoned_plan_matches(const Model& original, const std::vector<Tensor>& inputs,
+                                  const std::string& what) {
+  SCOPED_TRACE(what);
+  ThreadPool pool(2);
+  Model fused = original;
+  run_graph_passes(fused, initializer_shapes(fused));
+  std::vector<Shape> shapes;
+  for (const Tensor& t : inputs) shapes.push_back(t.shape());
+  auto plan = Plan::build(fused, shapes, pool, int64_t{1} << 32);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  (*plan)->set_poison_freed(true);
+  EXPECT_LE((*plan)->arena_bytes(), (*plan)->value_bytes() + 64 * static_cast<int64_t>(fused.nodes.size()));
+  ExecOptions unfused{2};
+  unfused.keep_values = true;
+  auto reference = Executor::create(original, unfused);
+  ASSERT_TRUE(reference.ok()) << reference.status().message();
+  auto want = (*reference)->run(inputs);
+  ASSERT_TRUE(want.ok()) << want.status().message();
+  for (int round = 0; round < 2; ++round) {  // the second run starts from poisoned buffers
+    ASSERT_TRUE((*plan)->run(inputs, pool).ok());
+    expect_close((*plan)->outputs(), *want, 1e-5, "round " + std::to_string(round));
+  }
+}
+
+TEST(MemoryPlan, PoisonedFreedBuffersLeaveResultsUnchanged) {
+  expect_poisoned_plan_matches(residual_mlp(), {test::random_f32({4, 64}, 11)}, "residual mlp");
+  expect_poisoned_plan_matches(chain(7), {test::random_f32({1, 1000}, 12)}, "chain");
+  expect_poisoned_plan_matches(test::small_cnn(), {test::random_f32({2, 1, 8, 8}, 13)}, "small cnn");
+}
+
+TEST(MemoryPlan, PoisonedFreedBuffersLeaveCorpusResultsUnchanged) {
+  const std::string dir = SPARROW_CORPUS_DIR;
+  std::ifstream in(dir + "/manifest.json");
+  if (!in) GTEST_SKIP() << "model corpus unavailable: no manifest at " << dir;
+  auto manifest = nlohmann::json::parse(in);
+  for (const auto& c : manifest["cases"]) {
+    auto model = load_onnx(dir + "/" + c["model"].get<std::string>());
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    std::vector<Tensor> inputs;
+    for (const auto& n : c["inputs"]) inputs.push_back(*read_npy(dir + "/" + n.get<std::string>()));
+    expect_poisoned_plan_matches(*model, inputs, c["name"].get<std::string>());
+  }
+}
+
+}  // namespace
+}  // namespace sparrow
