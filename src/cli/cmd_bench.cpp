@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <random>
 
-#include "cli/bench_eie.h"
+#include "harness/eie_bench.h"
 #include "cli/commands.h"
 #include "core/timer.h"
 #include "sparrow/dataset.h"

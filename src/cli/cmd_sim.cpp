@@ -6,10 +6,10 @@
 #include "cli/commands.h"
 #include "core/file.h"
 #include "core/timer.h"
+#include "sim/model_layers.h"
 #include "sim/report.h"
 #include "sim/workload.h"
 #include "sparrow/dataset.h"
-#include "sparrow/weight_roles.h"
 
 namespace sparrow::cli {
 
@@ -170,41 +170,17 @@ int run_model(const sim::Config& c, const SimArgs& a, const GlobalOptions& globa
     for (float& v : x.f32_span()) v = u(rng);
   }
   if (auto r = (*ex)->run({&x, 1}); !r.ok()) return report_error(r.status());
-  std::map<std::string, const CompressedTensor*> compressed;
-  for (const auto& t : spw->tensors) compressed[t.name] = &t;
+  auto layers = sim::model_layers(*spw, c);
+  if (!layers.ok()) return report_error(layers.status());
   std::vector<sim::LayerStats> rows;
   json functional = json::array();
-  for (const Node& node : spw->graph.nodes) {
-    const WeightRole* role = weight_role(node, 1);
-    if (!role || role->kind != WeightKind::fully_connected || !compressed.count(node.inputs[1])) continue;
-    const CompressedTensor& t = *compressed[node.inputs[1]];
-    if (t.weight_bits > c.weight_bits)
-      return report_error(errorf("{}: layer '{}' uses {}-bit weight codes; the config decodes {} (set weight_bits "
-                                 "and entry_bits, or compress with --bits {})", a.model, t.name, t.weight_bits,
-                                 c.weight_bits, c.weight_bits));
-    std::vector<float> bias;
-    if (role->bias_input >= 0 && node.has_input(static_cast<size_t>(role->bias_input)))
-      if (const Tensor* b = (*ex)->value(node.inputs[static_cast<size_t>(role->bias_input)]); b && b->numel() == t.view.rows)
-        bias.assign(b->f32_data(), b->f32_data() + b->numel());
-    auto layer = sim::make_sim_layer(t, bias, false, c);
-    if (!layer.ok()) return report_error(layer.status());
-    const Tensor* in = (*ex)->value(node.inputs[0]);
-    const Tensor* out = (*ex)->value(node.outputs[0]);
-    if (!in || !out || in->numel() < t.view.cols || out->numel() < t.view.rows)
-      return report_error(errorf("{}: {}: its input or output was not computed as a {} x {} layer", a.model,
-                                 node.describe(), t.view.rows, t.view.cols));
-    std::vector<int16_t> act;
-    for (int64_t j = 0; j < t.view.cols; ++j) act.push_back(sim::to_fixed(in->f32_data()[j], c.activation_frac_bits));
-    auto r = sim::simulate_layer(c, *layer, act);
-    bool exact = r.outputs == sim::fixed_point_reference(c, *layer, act);
-    double max_diff = 0, max_ref = 1e-9;
-    for (int64_t i = 0; i < t.view.rows; ++i) {
-      max_diff = std::max<double>(max_diff, std::fabs(sim::from_fixed(r.outputs[i], c.activation_frac_bits) - out->f32_data()[i]));
-      max_ref = std::max<double>(max_ref, std::fabs(out->f32_data()[i]));
-    }
-    functional.push_back({{"layer", t.name}, {"bit_exact_with_fixed_point_reference", exact},
-                          {"relative_error_vs_float", max_diff / max_ref}});
-    rows.push_back(r.stats);
+  for (const sim::ModelLayer& layer : *layers) {
+    auto r = sim::simulate_model_layer(c, layer, [&](const std::string& name) { return (*ex)->value(name); });
+    if (!r.ok()) return report_error(r.status().prefixed(a.model));
+    functional.push_back({{"layer", layer.weights->name},
+                          {"bit_exact_with_fixed_point_reference", r->bit_exact},
+                          {"relative_error_vs_float", r->relative_error}});
+    rows.push_back(r->stats);
   }
   if (rows.empty()) return report_error(errorf("{}: no compressed Gemm/MatMul layer to simulate", a.model));
   if (a.json_out) {

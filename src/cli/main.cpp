@@ -6,6 +6,18 @@
 #include "core/log.h"
 #include "core/version.h"
 
+namespace {
+using AddCommand = sparrow::cli::Command (*)(CLI::App&, const sparrow::cli::GlobalOptions&);
+constexpr AddCommand kCommands[] = {
+    sparrow::cli::add_info,     sparrow::cli::add_run,   sparrow::cli::add_eval,        sparrow::cli::add_compress,
+    sparrow::cli::add_inspect,  sparrow::cli::add_export,
+#ifdef SPARROW_WITH_BENCHMARKS
+    sparrow::cli::add_bench,
+#endif
+    sparrow::cli::add_sim,      sparrow::cli::add_train, sparrow::cli::add_sensitivity, sparrow::cli::add_dsd,
+    sparrow::cli::add_repro,    sparrow::cli::add_digits, sparrow::cli::add_report};
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace sparrow::cli;
   CLI::App app{"Sparrow: compress neural networks, store them compactly, run them fast.", "sparrow"};
@@ -19,7 +31,7 @@ int main(int argc, char** argv) {
   app.add_flag("--dense", global.dense, "Run .spw models decompressed on the dense executor");
 
   std::vector<Command> commands;
-  for (auto add : {add_info, add_run, add_eval, add_compress, add_inspect, add_export, add_bench, add_sim, add_train, add_sensitivity, add_dsd, add_repro, add_digits, add_report}) commands.push_back(add(app, global));
+  for (auto add : kCommands) commands.push_back(add(app, global));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -18,7 +18,9 @@ std::vector<std::string> candidates() {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) paths.push_back((exe.parent_path() / "libsparrow_training.so").string());
+#ifdef SPARROW_TRAINING_LIB_BUILD_PATH
   paths.emplace_back(SPARROW_TRAINING_LIB_BUILD_PATH);
+#endif
   return paths;
 }
 
@@ -47,6 +49,9 @@ Result<const TrainingApi*> load() {
     api = entry();
     return api;
   }
+#ifndef SPARROW_TRAINING_LIB_BUILD_PATH
+  tried += "\n  (this build has no training: configure with -DSPARROW_WITH_TRAINING=ON)";
+#endif
   return errorf("training needs the LibTorch plugin libsparrow_training.so, not found:{}", tried);
 }
 

@@ -215,6 +215,9 @@ TEST(Engine, CorpusModelsMatchDense) {
 // times of Sparrow and its peers, and with several threads the one-thread time and the machine's
 // scaling, timed in the same window; geometric means per configuration.
 TEST(Engine, EieBenchJsonHasEveryPeerAndTheScalingMeasures) {
+#ifndef SPARROW_WITH_BENCHMARKS
+  GTEST_SKIP() << "this build has no benchmark harness (configure with -DSPARROW_WITH_BENCHMARKS=ON)";
+#endif
   auto r = test::run_cli("bench --eie --layers NT-LSTM --batch 1,4 --threads 1,2 --repeats 3 --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));

@@ -1,4 +1,4 @@
-#include "cli/bench_eigen.h"
+#include "harness/eigen_peer.h"
 
 #include <Eigen/Sparse>
 

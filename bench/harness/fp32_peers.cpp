@@ -1,6 +1,6 @@
 // The CSR peer has an AVX-512 body (the instructions Sparrow's own AVX-512 kernel uses) and a
 // portable body for CPUs without AVX-512.
-#include "engine/sparse/peers.h"
+#include "harness/fp32_peers.h"
 
 #include <immintrin.h>
 

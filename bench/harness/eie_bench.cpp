@@ -1,4 +1,4 @@
-#include "cli/bench_eie.h"
+#include "harness/eie_bench.h"
 
 #include <cblas.h>
 
@@ -11,12 +11,12 @@
 
 #include <fmt/format.h>
 
-#include "cli/bench_eigen.h"
+#include "harness/eigen_peer.h"
 #include "core/eie_layers.h"
 #include "core/thread_pool.h"
 #include "core/timer.h"
 #include "engine/sparse/kernels.h"
-#include "engine/sparse/peers.h"
+#include "harness/fp32_peers.h"
 #include "engine/sparse/sparse_run.h"
 
 namespace sparrow::cli {
