@@ -14,8 +14,7 @@ namespace sparrow {
 namespace {
 
 // Spins (pausing) until done() holds or kSpinTime has passed; returns done(). Timed rather than
-// counted: one PAUSE lasts from a few to over a hundred cycles depending on the CPU (here 20000
-// of them took 0.31 ms, shorter than a large layer's product on one thread).
+// counted: one PAUSE lasts from a few to over a hundred cycles depending on the CPU.
 template <class Done>
 bool spin_until(Done done) {
   const auto start = std::chrono::steady_clock::now();

@@ -25,11 +25,9 @@ class ThreadPool {
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // How long an idle worker (and the caller waiting for the last task) spins before sleeping.
-  // Waking a sleeping thread took 20-120 us on the 2-vCPU benchmark machine (docs/engine.md), a
-  // large part of one layer's product; spinning through the gap to the next parallel region
-  // avoids it. Layers of a network follow each other closely, and a one-thread product of a large
-  // layer there lasts up to about 0.7 ms.
+  // How long an idle worker (and the caller waiting for the last task) spins before sleeping: long
+  // enough to bridge the gap between one layer's parallel region and the next, so that waking a
+  // sleeping thread is not paid per layer (docs/engine.md, "Measurements behind the code").
   static constexpr std::chrono::microseconds kSpinTime{2000};
 
   // Calls fn(i) for every i in [0, count). fn must not throw. Not reentrant: fn must not

@@ -154,8 +154,8 @@ class GraphRunner {
   std::function<torch::Tensor(const std::string&)> weight_;
 };
 
-// LibTorch's intra-op threads and OpenBLAS's own threads oversubscribe the cores (2.4x slower epochs
-// measured on 2 cores): keep OpenBLAS, which LibTorch loads, single-threaded while training.
+// LibTorch's intra-op threads and OpenBLAS's own threads oversubscribe the cores (docs/training.md):
+// keep OpenBLAS, which LibTorch loads, single-threaded while training.
 void single_threaded_openblas() {
   using SetThreads = void (*)(int);
   if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);

@@ -1,6 +1,5 @@
-// The scalar CSC walk, shared by the reference kernel and the AVX2 variant (AVX2 has no scatter,
-// and decoding eight entries in registers before scalar stores measured slower than this loop:
-// bench/bench_kernels, Alex-7 shape, 645 us against 516 us).
+// The scalar CSC walk, shared by the reference kernel and the AVX2 variant (AVX2 has no scatter;
+// why no register decoding: docs/engine.md, "Measurements behind the code").
 #pragma once
 
 #include <cstring>
