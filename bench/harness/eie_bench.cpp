@@ -16,6 +16,7 @@
 #include "core/thread_pool.h"
 #include "core/timer.h"
 #include "engine/sparse/kernels.h"
+#include "engine/sparse/layout_table.h"
 #include "harness/fp32_peers.h"
 #include "engine/sparse/sparse_run.h"
 
@@ -294,18 +295,12 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
   entries /= kStreamInputs;
   active_columns /= kStreamInputs;
   int64_t pointer_bytes = active_columns * 8;
-  int64_t sparrow_bytes = 0, fillers = 0;
   const bool row_walk = by_columns.row_walk_pays(active_columns);  // at the inputs' average share
-  if (row_walk) {
-    sparrow_bytes = by_columns.nonzeros * 2 + (l.out + 1) * 4 * by_columns.banded_rows.bands;
-  } else if (!by_columns.tiles.empty()) {
-    sparrow_bytes = active_columns * by_columns.tiles.tiles_per_column * 2 + nnz + pointer_bytes;
-  } else if (!by_columns.banded.empty()) {
-    sparrow_bytes = nnz * 2 + pointer_bytes * by_columns.banded.bands;
-  } else {
-    sparrow_bytes = entries * (by_columns.e8 ? 1 : 2) + pointer_bytes;
-    fillers = entries - nnz;
-  }
+  const LayoutRow& walked = row_walk ? layout_row(kLayoutBandedRows) : column_walk_of(by_columns);
+  int64_t sparrow_bytes = 0;
+  for (const auto& active : in.active) sparrow_bytes += walked.bytes_touched(by_columns, active);
+  sparrow_bytes /= kStreamInputs;
+  const int64_t fillers = walked.layout == kLayoutCsc ? entries - nnz : 0;
   json row = {{"name", l.name}, {"batch", 1}, {"threads", threads}, {"sparrow_us", sparrow_us},
           {"sparrow_rows_scheme_us", rows_us}, {"dense_us", dense_us},
           {"eigen_us", std::min(eigen_rm, eigen_sv)}, {"eigen_rowmajor_us", eigen_rm}, {"eigen_sparse_vector_us", eigen_sv},
@@ -352,11 +347,7 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
   int64_t nnz = static_cast<int64_t>(w.csr.values.size());
   json row = {{"name", l.name}, {"batch", batch}, {"threads", threads}, {"sparrow_us", sparrow_us}, {"dense_us", dense_us},
           {"eigen_us", eigen_us}, {"plain_us", plain_us}, {"nonzeros_per_second", nnz * batch / (sparrow_us * 1e-6)},
-          {"sparrow_bytes_touched", [&] {
-             int64_t b = 0;
-             for (const auto& block : m.csr) b += static_cast<int64_t>(block.entries.size()) * 2 + (l.out + 1) * 4;
-             return b;
-           }()},
+          {"sparrow_bytes_touched", layout_row(kLayoutCsr).bytes_touched(m, {})},
           {"plain_bytes_touched", nnz * 8 + (l.out + 1) * 4}};
   row.update(sparrow.fields());
   return row;

@@ -4,6 +4,7 @@
 // decompresses exactly what decompress() gives, before and after its encoding is dropped.
 #include "engine/sparse/code_source.h"
 #include "engine/sparse/kernels.h"
+#include "engine/sparse/layout_table.h"
 #include "engine/weight_store.h"
 #include "test_util.h"
 
@@ -179,6 +180,117 @@ TEST(WeightStore, RefusesAnEncodingThatDoesNotFitItsMatrix) {
   t.shape = {10, 10};
   store = WeightStore::create({t}, {0}, Isa::scalar);
   ASSERT_FALSE(store.ok()) << "codes outside a 2-entry codebook";
+}
+
+}  // namespace
+}  // namespace sparrow
+
+namespace sparrow {
+namespace {
+
+// ---- the layout table: every row's kernel, for every ISA, against the dense product ----
+
+class LayoutTableRow : public ::testing::TestWithParam<std::tuple<size_t, Isa>> {
+ protected:
+  void SetUp() override {
+    if (isa > best_supported_isa())
+      GTEST_SKIP() << isa_name(isa) << ": not supported on this CPU (or capped)";
+  }
+  const LayoutRow& row = layout_rows()[std::get<0>(GetParam())];
+  const Isa isa = std::get<1>(GetParam());
+};
+
+// y = W x in double, with the sum of |terms| per row for the tolerance.
+std::pair<std::vector<double>, std::vector<double>> dense_product(const Codes& c, const float* x) {
+  std::vector<double> y(static_cast<size_t>(c.rows), 0.0), scale(static_cast<size_t>(c.rows), 0.0);
+  for (int64_t r = 0; r < c.rows; ++r)
+    for (int64_t j = 0; j < c.cols; ++j) {
+      double term = static_cast<double>(c.codebook[c.codes[r * c.cols + j]]) * x[j];
+      y[r] += term;
+      scale[r] += std::fabs(term);
+    }
+  return {y, scale};
+}
+
+TEST_P(LayoutTableRow, KernelMatchesTheDenseProduct) {
+  const SparseKernels kernels = sparse_kernels_for(isa);
+  uint32_t seed = 40;
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {17, 33}, {300, 70}, {4100, 9}, {20, 4200}})
+    for (double density : {0.0, 0.1, 0.6}) {
+      SCOPED_TRACE(fmt::format("{} {}x{} density {}", row.name, rows, cols, density));
+      Codes c = random_codes(rows, cols, density, 16, seed++);
+      auto codes = dense_codes(c.codes, rows, cols);
+      SparseMatrix m = with_layouts(*codes, c.codebook, 1, row.layout);
+      ASSERT_TRUE(row.fits(m));
+      ASSERT_TRUE(m.has(row.layout));
+      const int64_t batch = row.use == LayoutUse::batched ? 5 : 1;
+      Tensor x = test::random_f32({cols, batch}, seed++);  // batched: Xt [cols, batch]
+      for (int64_t i = 0; i < x.numel(); i += 3) x.f32_data()[i] = 0.0f;
+      std::vector<int32_t> active;
+      for (int64_t j = 0; j < cols; ++j)
+        if (x.f32_data()[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
+      std::vector<float> y(static_cast<size_t>(rows * batch), -3.0f);
+      LayoutProduct p;
+      p.x = x.f32_data();
+      p.active = active.data();
+      p.n_active = static_cast<int64_t>(active.size());
+      p.row_begin = 0;
+      p.row_end = rows;
+      p.batch = batch;
+      p.ldx = batch;
+      p.ldy = batch;
+      p.y = y.data();
+      row.run(m, kernels, p);
+      for (int64_t b = 0; b < batch; ++b) {
+        std::vector<float> xb(static_cast<size_t>(cols));
+        for (int64_t j = 0; j < cols; ++j) xb[j] = x.f32_data()[j * batch + b];
+        auto [want, scale] = dense_product(c, xb.data());
+        for (int64_t r = 0; r < rows; ++r)
+          ASSERT_NEAR(y[r * batch + b], want[r], 1e-5 * scale[r] + 1e-30) << "row " << r << " sample " << b;
+      }
+      EXPECT_GT(row.bytes_held(m), 0);
+      if (row.use != LayoutUse::column_walk || !active.empty()) {
+        EXPECT_GT(row.bytes_touched(m, active), 0);
+      }
+      std::vector<int32_t> every(static_cast<size_t>(cols));
+      for (int64_t j = 0; j < cols; ++j) every[j] = static_cast<int32_t>(j);
+      EXPECT_GE(row.bytes_touched(m, every), row.bytes_touched(m, active)) << "more columns, more bytes";
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, LayoutTableRow,
+                         ::testing::Combine(::testing::Range<size_t>(0, layout_rows().size()),
+                                            ::testing::Values(Isa::scalar, Isa::avx2, Isa::avx512)),
+                         [](const auto& info) {
+                           std::string name = layout_rows()[std::get<0>(info.param)].name;
+                           std::replace(name.begin(), name.end(), ' ', '_');
+                           return name + "_" + isa_name(std::get<1>(info.param));
+                         });
+
+TEST(LayoutTable, EveryLayoutHasOneRowAndThePolicyPicksOnlyRowsThatPay) {
+  for (Layout l : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutBandedRows}) {
+    int rows = 0;
+    for (const LayoutRow& row : layout_rows()) rows += row.layout == l;
+    EXPECT_EQ(rows, 1) << l;
+    EXPECT_EQ(layout_row(l).layout, l);
+  }
+  uint32_t seed = 70;
+  for (double density : {0.02, 0.5})
+    for (int codebook : {16, 200})
+      for (int partitions : {1, 2}) {
+        Codes c = random_codes(64, 96, density, codebook, seed++);
+        SparseMatrix m = sparse_matrix_header(*dense_codes(c.codes, c.rows, c.cols), c.codebook, partitions);
+        for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+          for (bool one_sample : {true, false}) {
+            LayoutSet chosen = layouts_for(m, isa, one_sample);
+            EXPECT_NE(chosen, 0u);
+            for (const LayoutRow& row : layout_rows())
+              if (chosen & row.layout) {
+                EXPECT_TRUE(row.fits(m) && row.pays(m, isa)) << row.name << " " << isa_name(isa);
+                EXPECT_EQ(row.use == LayoutUse::batched, !one_sample) << row.name;
+              }
+          }
+      }
 }
 
 }  // namespace

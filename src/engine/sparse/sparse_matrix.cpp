@@ -5,6 +5,7 @@
 
 #include "engine/sparse/code_source.h"
 #include "engine/sparse/kernels.h"
+#include "engine/sparse/layout_table.h"
 
 namespace sparrow {
 
@@ -20,38 +21,6 @@ int64_t csr_block_columns(double density) {
   while (width < kCsrMaxBlockColumns && static_cast<double>(width) * density < kCsrEntriesPerBlockRow)
     width *= 2;
   return width;
-}
-
-bool tiles_pay_off(const SparseMatrix& m, Isa isa) {
-  if (!m.small_codebook || m.partitions() != 1 || isa != Isa::avx512) return false;
-  double tiles = static_cast<double>((m.rows + kTileRows - 1) / kTileRows) * static_cast<double>(m.cols);
-  return static_cast<double>(m.nonzeros) >= kTileBreakEvenEntries * tiles;
-}
-
-LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample, InputZeros zeros) {
-  if (!one_sample) return kLayoutCsr;
-  if (m.rows == 0 || m.cols == 0) return kLayoutCsc;
-  if (tiles_pay_off(m, isa)) return kLayoutTiles;
-  if (!m.small_codebook || m.partitions() != 1 || isa != Isa::avx512) return kLayoutCsc;
-  switch (zeros) {
-    case InputZeros::expected:
-      return kLayoutBanded;
-    case InputZeros::unlikely:
-      return kLayoutBandedRows;
-    case InputZeros::unknown:
-      break;
-  }
-  return kLayoutBanded | kLayoutBandedRows;
-}
-
-int64_t SparseMatrix::bytes() const {
-  auto held = [](const auto& v) { return static_cast<int64_t>(v.capacity() * sizeof(v[0])); };
-  int64_t n = held(codebook) + held(row_entries);
-  for (const auto& p : csc) n += held(p.col_ptr) + held(p.entries8) + held(p.entries16);
-  for (const auto& b : csr) n += held(b.row_ptr) + held(b.entries);
-  n += held(tiles.masks) + held(tiles.code_ptr) + held(tiles.codes);
-  n += held(banded.col_ptr) + held(banded.entries) + held(banded_rows.row_ptr) + held(banded_rows.entries);
-  return n;
 }
 
 namespace {
@@ -161,6 +130,8 @@ void build_csc_entries(SparseMatrix& m, const CodeSource& codes, int64_t max_gap
   m.csc = std::move(parts);
 }
 
+}  // namespace
+
 // One-byte entries unless 4-bit gaps would add more than 10% fillers (each costs a full update).
 void add_csc(SparseMatrix& m, const CodeSource& codes) {
   m.e8 = m.small_codebook && csc_fillers(codes, m.partitions(), 15) * 10 <= m.nonzeros;
@@ -190,6 +161,8 @@ void add_csr(SparseMatrix& m, const CodeSource& codes) {
   m.csr = std::move(csr);
 }
 
+namespace {
+
 // The banded encoding shared by the banded CSC (lines = columns, positions = rows) and the banded
 // CSR (lines = rows, positions = columns): positions cut into bands of `band_width`; per band and
 // line, one entry per non-zero, position within the band << 4 | code.
@@ -209,6 +182,8 @@ int64_t fill_bands(const CodeSource& codes, bool by_columns, int64_t band_width,
   ptr = band_pointers(starts, bands, lines);
   return bands;
 }
+
+}  // namespace
 
 BandedCsc banded_csc_of(const CodeSource& codes) {
   BandedCsc b;
@@ -243,8 +218,6 @@ ColumnTiles column_tiles_of(const CodeSource& codes) {
   return t;
 }
 
-}  // namespace
-
 SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<float>& codebook,
                                   int partitions) {
   SparseMatrix m;
@@ -261,18 +234,6 @@ SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<flo
   codes.visit([&](int64_t r, int64_t, uint8_t) { ++m.row_entries[static_cast<size_t>(r)]; });
   for (uint64_t n : m.row_entries) m.nonzeros += static_cast<int64_t>(n);
   return m;
-}
-
-void add_layouts(SparseMatrix& m, const CodeSource& codes, LayoutSet want) {
-  const LayoutSet missing = want & ~m.layouts;
-  if (missing & kLayoutCsc) add_csc(m, codes);
-  if (missing & kLayoutCsr) add_csr(m, codes);
-  if (missing & kLayoutTiles) m.tiles = column_tiles_of(codes);
-  if (missing & kLayoutBanded) m.banded = banded_csc_of(codes);
-  if (missing & kLayoutBandedRows) m.banded_rows = banded_csr_of(codes);
-  m.layouts |= missing;
-  if ((missing & (kLayoutBanded | kLayoutBandedRows)) && m.has(kLayoutBanded | kLayoutBandedRows))
-    m.row_walk_from_active = row_walk_from_active(m.banded, m.banded_rows);
 }
 
 int64_t row_walk_from_active(const BandedCsc& columns, const BandedCsr& rows) {

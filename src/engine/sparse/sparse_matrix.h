@@ -1,8 +1,9 @@
 // The engine's in-memory form of a compressed weight matrix W [rows, cols]. A matrix starts as a
 // header (shape, codebook, non-zeros per row) and gains the layouts its products run on, each built
 // by counting sort straight from a CodeSource (the file's encoding, or a layout the matrix already
-// holds): no dense matrix of codes and no float32 weights are ever formed. layouts_for() is the one
-// place that says which layouts a product runs on.
+// holds): no dense matrix of codes and no float32 weights are ever formed. Which layouts a product
+// runs on, how each is built and walked, and what it costs are rows of the layout table
+// (layout_table.h); layouts_for() reads it.
 //
 // The layouts:
 //  - CSC per partition (batch 1 for wide codebooks, and EIE's row partitions): global row i
@@ -150,7 +151,7 @@ struct SparseMatrix {
   double density() const {
     return rows * cols > 0 ? static_cast<double>(nonzeros) / static_cast<double>(rows * cols) : 0.0;
   }
-  // Bytes held in memory: codebook, per-row counts and every layout built.
+  // Bytes held in memory: codebook, per-row counts and every layout built (layout_table.h).
   int64_t bytes() const;
 };
 
@@ -179,6 +180,13 @@ void add_layouts(SparseMatrix& m, const CodeSource& codes, LayoutSet want);
 // Active inputs from which walking every row of `rows` costs less than walking the active columns
 // of `columns` (by the fitted costs above); more than the column count when never.
 int64_t row_walk_from_active(const BandedCsc& columns, const BandedCsr& rows);
+// Builders of single layouts from a CodeSource (rows of the layout table, layout_table.h).
+void add_csc(SparseMatrix& m, const CodeSource& codes);  // sets m.e8
+void add_csr(SparseMatrix& m, const CodeSource& codes);
+ColumnTiles column_tiles_of(const CodeSource& codes);
+BandedCsc banded_csc_of(const CodeSource& codes);
+BandedCsr banded_csr_of(const CodeSource& codes);
+
 // Single layouts of a dense code matrix (codes[r * cols + c], codes below 16 for the banded ones).
 BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);

@@ -1,5 +1,7 @@
 #include "engine/sparse/sparse_run.h"
 
+#include "engine/sparse/layout_table.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -56,19 +58,20 @@ int64_t guided_chunks(int64_t n, int threads, int64_t* bounds) {
 // when `accumulate`.
 void matvec_chunk(const SparseMatrix& m, const float* x, const int32_t* active, int64_t n, float* y,
                   bool accumulate) {
-  const SparseKernels& k = sparse_kernels();
-  if (!m.tiles.empty())
-    k.spmv_tiles(SpmvTileArgs{&m.tiles, m.rows, m.codebook.data(), active, n, x, y, accumulate});
-  else if (!m.banded.empty())
-    k.spmv_banded(SpmvBandArgs{&m.banded, m.rows, m.codebook.data(), active, n, x, y, accumulate});
-  else
-    pick(m)(SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, active, n, x, y, accumulate});
+  LayoutProduct p;
+  p.x = x;
+  p.active = active;
+  p.n_active = n;
+  p.y = y;
+  p.accumulate = accumulate;
+  column_walk_of(m).run(m, sparse_kernels(), p);
 }
 
 // Threads claim chunks of the active columns one at a time and add them into their private y;
 // the private results are summed at the end. A thread slowed by other work on the machine simply
 // claims fewer chunks (a fixed half each made the pair wait for the slower one).
-void matvec_columns(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws, int64_t n) {
+void matvec_columns(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws,
+                    int64_t n) {
   int threads = m.nonzeros < kParallelFromNonzeros ? 1 : pool.size();
   if (threads == 1 || n == 0) {
     matvec_chunk(m, x, ws.active.data(), n, y, false);
@@ -86,7 +89,8 @@ void matvec_columns(ThreadPool& pool, const SparseMatrix& m, const float* x, flo
   for (int t = 0; t < threads; ++t) {
     if (!ws.started[t]) continue;
     const float* part = ws.partial_for(t);
-    if (first) std::memcpy(y, part, sizeof(float) * static_cast<size_t>(m.rows));
+    if (first)
+      std::memcpy(y, part, sizeof(float) * static_cast<size_t>(m.rows));
     else
       for (int64_t r = 0; r < m.rows; ++r) y[r] += part[r];
     first = false;
@@ -94,9 +98,16 @@ void matvec_columns(ThreadPool& pool, const SparseMatrix& m, const float* x, flo
 }
 
 // Every row of the banded CSR, in the row ranges of ws.row_bounds claimed one at a time.
-void matvec_row_walk(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, const SpmvWorkspace& ws) {
+void matvec_row_walk(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y,
+                     const SpmvWorkspace& ws) {
+  const LayoutRow& walk = layout_row(kLayoutBandedRows);
   auto rows = [&](int64_t begin, int64_t end) {
-    sparse_kernels().spmv_rows_banded(SpmvRowArgs{&m.banded_rows, m.codebook.data(), x, begin, end, y});
+    LayoutProduct p;
+    p.x = x;
+    p.row_begin = begin;
+    p.row_end = end;
+    p.y = y;
+    walk.run(m, sparse_kernels(), p);
   };
   if (m.nonzeros < kParallelFromNonzeros || pool.size() == 1) {
     rows(0, m.rows);
@@ -106,7 +117,8 @@ void matvec_row_walk(ThreadPool& pool, const SparseMatrix& m, const float* x, fl
                     [&](int64_t t) { rows(ws.row_bounds[t], ws.row_bounds[t + 1]); });
 }
 
-void matvec_rows(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws, int64_t n) {
+void matvec_rows(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws,
+                 int64_t n) {
   SpmvFn kernel = pick(m);
   int parts = m.partitions();
   auto partition = [&](int64_t p) {
@@ -125,9 +137,12 @@ void matvec_rows(ThreadPool& pool, const SparseMatrix& m, const float* x, float*
 void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws,
                    SpmvScheme scheme) {
   int64_t n = list_active(x, m.cols, ws.active.data());  // EIE's leading non-zero detection
-  if (scheme == SpmvScheme::columns && m.row_walk_pays(n)) matvec_row_walk(pool, m, x, y, ws);
-  else if (scheme == SpmvScheme::columns && m.partitions() == 1) matvec_columns(pool, m, x, y, ws, n);
-  else matvec_rows(pool, m, x, y, ws, n);
+  if (scheme == SpmvScheme::columns && m.row_walk_pays(n))
+    matvec_row_walk(pool, m, x, y, ws);
+  else if (scheme == SpmvScheme::columns && m.partitions() == 1)
+    matvec_columns(pool, m, x, y, ws, n);
+  else
+    matvec_rows(pool, m, x, y, ws, n);
 }
 
 std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads) {
@@ -146,17 +161,26 @@ std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads) {
   return bounds;
 }
 
-void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds, const float* xt,
-                   int64_t ldx, int64_t batch, float* y, int64_t ldy) {
-  const SparseKernels& k = sparse_kernels();
+void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
+                   const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy) {
+  const LayoutRow& csr = layout_row(kLayoutCsr);
+  auto rows = [&](int64_t begin, int64_t end) {
+    LayoutProduct p;
+    p.x = xt;
+    p.row_begin = begin;
+    p.row_end = end;
+    p.batch = batch;
+    p.ldx = ldx;
+    p.ldy = ldy;
+    p.y = y;
+    csr.run(m, sparse_kernels(), p);
+  };
   if (m.nonzeros * batch < kParallelFromNonzeros) {
-    k.spmm_csr_e16(SpmmArgs{&m, 0, m.rows, xt, ldx, batch, y, ldy});
+    rows(0, m.rows);
     return;
   }
   int parts = static_cast<int>(bounds.size()) - 1;
-  pool.parallel_for(parts, [&](int64_t t) {
-    k.spmm_csr_e16(SpmmArgs{&m, bounds[t], bounds[t + 1], xt, ldx, batch, y, ldy});
-  });
+  pool.parallel_for(parts, [&](int64_t t) { rows(bounds[t], bounds[t + 1]); });
 }
 
 }  // namespace sparrow

@@ -1,0 +1,202 @@
+#include "engine/sparse/layout_table.h"
+
+#include <array>
+
+#include "engine/sparse/code_source.h"
+
+namespace sparrow {
+
+namespace {
+
+template <class V>
+int64_t held(const V& v) {
+  return static_cast<int64_t>(v.capacity() * sizeof(v[0]));
+}
+
+// The banded layouts and the tiles decode codes from a 16-entry codebook in registers, over one
+// row partition; their AVX-512 kernels are what make them pay (the scalar walk gains nothing).
+bool narrow_one_partition(const SparseMatrix& m) {
+  return m.small_codebook && m.partitions() == 1;
+}
+bool avx512_narrow(const SparseMatrix& m, Isa isa) {
+  return isa == Isa::avx512 && narrow_one_partition(m);
+}
+bool always(const SparseMatrix&) {
+  return true;
+}
+bool always_pays(const SparseMatrix&, Isa) {
+  return true;
+}
+
+// ---- CSC per partition ----
+int64_t csc_held(const SparseMatrix& m) {
+  int64_t n = 0;
+  for (const auto& p : m.csc) n += held(p.col_ptr) + held(p.entries8) + held(p.entries16);
+  return n;
+}
+int64_t csc_touched(const SparseMatrix& m, std::span<const int32_t> active) {
+  int64_t n = 0;
+  for (const auto& p : m.csc)
+    for (int32_t j : active) n += (p.col_ptr[j + 1] - p.col_ptr[j]) * (m.e8 ? 1 : 2) + 8;
+  return n;
+}
+void csc_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
+  (m.e8 ? k.spmv_csc_e8 : k.spmv_csc_e16)(
+      SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, p.active, p.n_active, p.x, p.y, p.accumulate});
+}
+
+// ---- column tiles ----
+void tiles_build(SparseMatrix& m, const CodeSource& codes) {
+  m.tiles = column_tiles_of(codes);
+}
+int64_t tiles_held(const SparseMatrix& m) {
+  return held(m.tiles.masks) + held(m.tiles.code_ptr) + held(m.tiles.codes);
+}
+int64_t tiles_touched(const SparseMatrix& m, std::span<const int32_t> active) {
+  int64_t n = 0;
+  for (int32_t j : active)
+    n += m.tiles.tiles_per_column * 2 + (m.tiles.code_ptr[j + 1] - m.tiles.code_ptr[j]) + 8;
+  return n;
+}
+void tiles_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
+  k.spmv_tiles(
+      SpmvTileArgs{&m.tiles, m.rows, m.codebook.data(), p.active, p.n_active, p.x, p.y, p.accumulate});
+}
+
+// ---- banded CSC ----
+void banded_build(SparseMatrix& m, const CodeSource& codes) {
+  m.banded = banded_csc_of(codes);
+}
+int64_t banded_held(const SparseMatrix& m) {
+  return held(m.banded.col_ptr) + held(m.banded.entries);
+}
+int64_t banded_touched(const SparseMatrix& m, std::span<const int32_t> active) {
+  const BandedCsc& b = m.banded;
+  int64_t n = 0;
+  for (int64_t band = 0; band < b.bands; ++band)
+    for (int32_t j : active) {
+      const uint32_t* ptr = b.col_ptr.data() + band * (b.cols + 1);
+      n += (ptr[j + 1] - ptr[j]) * 2 + 8;
+    }
+  return n;
+}
+void banded_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
+  k.spmv_banded(
+      SpmvBandArgs{&m.banded, m.rows, m.codebook.data(), p.active, p.n_active, p.x, p.y, p.accumulate});
+}
+
+// ---- banded CSR ----
+bool banded_rows_pay(const SparseMatrix& m, Isa isa) {
+  return avx512_narrow(m, isa) && !tiles_pay_off(m, isa);
+}
+void banded_rows_build(SparseMatrix& m, const CodeSource& codes) {
+  m.banded_rows = banded_csr_of(codes);
+}
+int64_t banded_rows_held(const SparseMatrix& m) {
+  return held(m.banded_rows.row_ptr) + held(m.banded_rows.entries);
+}
+int64_t banded_rows_touched(const SparseMatrix& m, std::span<const int32_t>) {
+  return static_cast<int64_t>(m.banded_rows.entries.size()) * 2 + (m.rows + 1) * 4 * m.banded_rows.bands;
+}
+void banded_rows_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
+  k.spmv_rows_banded(SpmvRowArgs{&m.banded_rows, m.codebook.data(), p.x, p.row_begin, p.row_end, p.y});
+}
+
+// ---- CSR in column blocks ----
+int64_t csr_held(const SparseMatrix& m) {
+  int64_t n = 0;
+  for (const auto& b : m.csr) n += held(b.row_ptr) + held(b.entries);
+  return n;
+}
+int64_t csr_touched(const SparseMatrix& m, std::span<const int32_t>) {
+  int64_t n = 0;
+  for (const auto& b : m.csr) n += static_cast<int64_t>(b.entries.size()) * 2 + (m.rows + 1) * 4;
+  return n;
+}
+void csr_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
+  k.spmm_csr_e16(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy});
+}
+
+const std::array kRows = {
+    LayoutRow{kLayoutTiles, "tiles", LayoutUse::column_walk, "spmv_tiles",
+              "y[rows] = W x over the listed active columns, a 16-row tile of y per step (mask, lookup, FMA)",
+              narrow_one_partition, tiles_pay_off, tiles_build, tiles_held, tiles_touched, tiles_run},
+    LayoutRow{
+        kLayoutBanded, "banded", LayoutUse::column_walk, "spmv_banded",
+        "y[rows] = W x over the listed active columns, 16 entries (row << 4 | code) per step, band by band",
+        narrow_one_partition, avx512_narrow, banded_build, banded_held, banded_touched, banded_run},
+    LayoutRow{kLayoutCsc, "csc", LayoutUse::column_walk, "spmv_csc_e8/e16",
+              "y[local rows] = W x over the listed active columns of one partition, (code, gap) entries",
+              always, always_pays, add_csc, csc_held, csc_touched, csc_run},
+    LayoutRow{kLayoutBandedRows, "banded rows", LayoutUse::row_walk, "spmv_rows_banded",
+              "y[row_begin:row_end] = W x walking every row, 16 entries (column << 4 | code) per step",
+              narrow_one_partition, banded_rows_pay, banded_rows_build, banded_rows_held, banded_rows_touched,
+              banded_rows_run},
+    LayoutRow{kLayoutCsr, "csr", LayoutUse::batched, "spmm_csr_e16",
+              "Y[row_begin:row_end, 0:batch] = W Xt, column block by column block", always, always_pays,
+              add_csr, csr_held, csr_touched, csr_run},
+};
+
+}  // namespace
+
+std::span<const LayoutRow> layout_rows() {
+  return kRows;
+}
+
+const LayoutRow& layout_row(Layout layout) {
+  for (const LayoutRow& row : kRows)
+    if (row.layout == layout) return row;
+  return kRows.back();  // unreachable: every Layout has a row
+}
+
+const LayoutRow& column_walk_of(const SparseMatrix& m) {
+  for (const LayoutRow& row : kRows)
+    if (row.use == LayoutUse::column_walk && m.has(row.layout)) return row;
+  return layout_row(kLayoutCsc);
+}
+
+bool tiles_pay_off(const SparseMatrix& m, Isa isa) {
+  if (!avx512_narrow(m, isa)) return false;
+  double tiles = static_cast<double>((m.rows + kTileRows - 1) / kTileRows) * static_cast<double>(m.cols);
+  return static_cast<double>(m.nonzeros) >= kTileBreakEvenEntries * tiles;
+}
+
+LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample, InputZeros zeros) {
+  auto first = [&](LayoutUse use) -> LayoutSet {
+    for (const LayoutRow& row : kRows)
+      if (row.use == use && row.fits(m) && row.pays(m, isa)) return row.layout;
+    return 0;
+  };
+  if (!one_sample) return first(LayoutUse::batched);
+  if (m.rows == 0 || m.cols == 0) return kLayoutCsc;
+  const LayoutSet columns = first(LayoutUse::column_walk);
+  // The row walk is kept beside a banded column walk only (tiles are cheap enough either way).
+  const LayoutSet rows = columns == kLayoutBanded ? first(LayoutUse::row_walk) : 0;
+  if (rows == 0) return columns;
+  switch (zeros) {
+    case InputZeros::expected:
+      return columns;
+    case InputZeros::unlikely:
+      return rows;
+    case InputZeros::unknown:
+      break;
+  }
+  return columns | rows;
+}
+
+void add_layouts(SparseMatrix& m, const CodeSource& codes, LayoutSet want) {
+  const LayoutSet missing = want & ~m.layouts;
+  for (const LayoutRow& row : kRows)
+    if (missing & row.layout) row.build(m, codes);
+  m.layouts |= missing;
+  if ((missing & (kLayoutBanded | kLayoutBandedRows)) && m.has(kLayoutBanded | kLayoutBandedRows))
+    m.row_walk_from_active = row_walk_from_active(m.banded, m.banded_rows);
+}
+
+int64_t SparseMatrix::bytes() const {
+  int64_t n = held(codebook) + held(row_entries);
+  for (const LayoutRow& row : kRows) n += row.bytes_held(*this);
+  return n;
+}
+
+}  // namespace sparrow
