@@ -61,7 +61,7 @@ int run_compress(const CompressArgs& a, const GlobalOptions& global) {
   auto model = parse_onnx(source, a.model);
   if (!model.ok()) return report_error(model.status());
   nlohmann::json meta = {{"tool", std::string("sparrow ") + SPARROW_VERSION},
-                         {"format", "1.0"},
+                         {"format", fmt::format("1.{}", kSpwVersionMinor)},
                          {"source", a.model},
                          {"source_bytes", source.size()},
                          {"source_fnv1a64", fmt::format("{:016x}", fnv1a64(source))},

@@ -8,7 +8,7 @@
 #include "format/huffman.h"
 #include "format/spw_account.h"
 #include "format/spw_format.h"
-#include "io/onnx_graph.h"
+#include "format/graph_section.h"
 #include "sparrow/format.h"
 
 namespace sparrow {
@@ -18,7 +18,8 @@ namespace {
 using spw::ByteReader;
 using spw::Coding;
 
-Result<std::vector<spw::SectionEntry>> read_table(std::string_view file) {
+// The section table, checked; `minor` gets the file's minor version.
+Result<std::vector<spw::SectionEntry>> read_table(std::string_view file, uint16_t& minor) {
   if (file.size() < sizeof(spw::SpwHeader)) return errorf("file is {} bytes, smaller than the 64-byte header", file.size());
   spw::SpwHeader h;
   std::memcpy(&h, file.data(), sizeof h);
@@ -27,6 +28,7 @@ Result<std::vector<spw::SectionEntry>> read_table(std::string_view file) {
   if (h.version_major != spw::kVersionMajor)
     return errorf("field version_major: file format {}.{}, this reader reads {}.x", h.version_major, h.version_minor,
                   spw::kVersionMajor);
+  minor = h.version_minor;
   if (h.file_bytes != file.size())
     return errorf("field file_bytes: header says {} bytes, the file has {} (truncated or extended?)", h.file_bytes,
                   file.size());
@@ -217,6 +219,20 @@ Result<CompressedTensor> read_weight(std::string_view bytes, TensorStorage& st) 
   return t;
 }
 
+// Format 1.0 stored the graph as ONNX, 1.1 and later in Sparrow's encoding.
+Result<Model> read_graph(std::string_view bytes, uint16_t minor) {
+  if (minor >= 1) {
+    auto g = spw::decode_graph(bytes);
+    if (!g.ok()) return g.status().prefixed("section 1 (GRPH)");
+    return g;
+  }
+  const auto& onnx = spw::onnx_graph_codec();
+  if (!onnx.parse)
+    return errorf("section 1 (GRPH): format 1.0 stores the graph as ONNX, which this program cannot read (link "
+                  "Sparrow's ONNX support, or re-save the file with `sparrow compress` 1.1 or later)");
+  return onnx.parse(bytes, "section 1 (GRPH)");
+}
+
 // Every tensor a node reads must come from a graph input, a node output, DENS or WGHT.
 Status check_references(const SpwModel& m) {
   std::set<std::string> known;
@@ -233,11 +249,12 @@ Status check_references(const SpwModel& m) {
 }
 
 Result<SpwModel> parse_inner(std::string_view file, const std::string& source) {
-  SP_ASSIGN_OR_RETURN(auto table, read_table(file));
+  uint16_t minor = 0;
+  SP_ASSIGN_OR_RETURN(auto table, read_table(file, minor));
   auto section = [&](size_t i) { return file.substr(table[i].offset, table[i].bytes); };
   SpwModel m;
   m.metadata_json = std::string(section(0));
-  SP_ASSIGN_OR_RETURN(m.graph, parse_onnx_graph(section(1), "section 1 (GRPH)"));
+  SP_ASSIGN_OR_RETURN(m.graph, read_graph(section(1), minor));
   if (!m.graph.initializers.empty()) return errorf("section 1 (GRPH): holds initializers, which belong in DENS");
   auto dense = read_dense(section(2), m.graph);
   if (!dense.ok()) return dense.prefixed("section 2 (DENS)");

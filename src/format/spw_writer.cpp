@@ -2,12 +2,13 @@
 #include <zlib.h>
 
 #include "core/file.h"
+#include "core/version.h"
 #include "format/bitstream.h"
 #include "format/huffman.h"
 #include "format/spw_account.h"
 #include "format/spw_format.h"
 #include "sparrow/format.h"
-#include "sparrow/onnx.h"
+#include "format/graph_section.h"
 
 namespace sparrow {
 
@@ -161,10 +162,21 @@ std::string dense_section(const Model& graph) {
 
 }  // namespace
 
-Result<std::string> serialize_spw(SpwModel& model, bool huffman) {
+Result<std::string> serialize_spw(SpwModel& model, bool huffman, int minor_version) {
   Model graph_only = model.graph;
   graph_only.initializers.clear();
-  SP_ASSIGN_OR_RETURN(std::string graph, serialize_onnx(graph_only));
+  std::string graph;
+  if (minor_version == 0) {
+    const auto& onnx = spw::onnx_graph_codec();
+    if (!onnx.serialize) return errorf("writing .spw format 1.0 stores the graph as ONNX: link ONNX support");
+    SP_ASSIGN_OR_RETURN(graph, onnx.serialize(graph_only));
+  } else if (minor_version == kSpwVersionMinor) {
+    graph_only.producer_name = "sparrow";  // as format 1.0's ONNX export stamps it
+    graph_only.producer_version = SPARROW_VERSION;
+    graph = spw::encode_graph(graph_only);
+  } else {
+    return errorf("cannot write .spw format 1.{}: this build writes 1.0 and 1.{}", minor_version, kSpwVersionMinor);
+  }
   std::vector<std::pair<uint32_t, std::string>> sections;
   sections.emplace_back(spw::kMeta, model.metadata_json);
   sections.emplace_back(spw::kGraph, std::move(graph));
@@ -184,7 +196,7 @@ Result<std::string> serialize_spw(SpwModel& model, bool huffman) {
   spw::SpwHeader header{};
   std::memcpy(header.magic, spw::kMagic, 4);
   header.version_major = spw::kVersionMajor;
-  header.version_minor = spw::kVersionMinor;
+  header.version_minor = static_cast<uint16_t>(minor_version);
   header.section_count = static_cast<uint32_t>(sections.size());
   header.table_crc = spw::crc32_of(std::string_view(reinterpret_cast<const char*>(table.data()),
                                                     table.size() * sizeof(spw::SectionEntry)));

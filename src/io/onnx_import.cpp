@@ -5,6 +5,7 @@
 
 #include "core/file.h"
 #include "core/half.h"
+#include "format/graph_section.h"
 #include "io/onnx_graph.h"
 #include "sparrow/onnx.h"
 
@@ -285,6 +286,12 @@ Result<Model> parse_onnx(std::string_view bytes, const std::string& source) { re
 Result<Model> parse_onnx_graph(std::string_view bytes, const std::string& source) {
   return parse(bytes, source, false);
 }
+
+namespace {
+// With ONNX support linked, .spw files of format 1.0 (whose graph section is ONNX) can be read and written.
+[[maybe_unused]] const bool kSpwCodecRegistered =
+    (spw::register_onnx_graph_codec(spw::OnnxGraphCodec{&parse_onnx_graph, &serialize_onnx}), true);
+}  // namespace
 
 Result<Model> load_onnx(const std::string& path) {
   SP_ASSIGN_OR_RETURN(std::vector<char> bytes, read_file(path));

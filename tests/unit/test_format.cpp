@@ -2,6 +2,7 @@
 #include <random>
 
 #include "format/bitstream.h"
+#include "format/graph_section.h"
 #include "format/huffman.h"
 #include "test_util.h"
 
@@ -197,6 +198,134 @@ TEST(SpwFile, FlippedSectionsNameTheSection) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("checksum mismatch in section 4 (WGHT)"), std::string::npos)
       << r.status().message();
+}
+
+// A graph with every attribute kind, omitted inputs, symbolic dims and metadata.
+Model every_attribute_graph() {
+  Model g;
+  g.opset = 13;
+  g.ir_version = 8;
+  g.producer_name = "test";
+  g.producer_version = "1";
+  g.graph_name = "g";
+  g.metadata = {{"k", "v"}, {"empty", ""}};
+  g.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 3}, {"batch", ""}, true});
+  g.inputs.push_back(ValueInfo{"unshaped", ElemType::i64, {}, {}, false});
+  g.outputs.push_back(ValueInfo{"y", ElemType::f32, {}, {}, false});
+  g.nodes.push_back(Node{"n0", "Custom", "", {"x", "", "unshaped"}, {"y", ""},
+                         {{"i", int64_t{-7}},
+                          {"f", 0.25f},
+                          {"s", std::string("text")},
+                          {"is", std::vector<int64_t>{1, -2, 3}},
+                          {"fs", std::vector<float>{}},
+                          {"ss", std::vector<std::string>{"a", ""}},
+                          {"t", test::make_i64({2, 2}, {1, 2, 3, 4})},
+                          {"scalar", Tensor::scalar_f32(1.5f)}}});
+  g.nodes.push_back(Node{"", "Relu", "", {"y"}, {"z"}, {}});
+  return g;
+}
+
+void expect_same_graph(const Model& a, const Model& b) {
+  EXPECT_EQ(a.opset, b.opset);
+  EXPECT_EQ(a.ir_version, b.ir_version);
+  EXPECT_EQ(a.producer_name, b.producer_name);
+  EXPECT_EQ(a.producer_version, b.producer_version);
+  EXPECT_EQ(a.graph_name, b.graph_name);
+  EXPECT_EQ(a.metadata, b.metadata);
+  ASSERT_EQ(a.inputs.size(), b.inputs.size());
+  for (size_t i = 0; i < a.inputs.size(); ++i) {
+    EXPECT_EQ(a.inputs[i].name, b.inputs[i].name);
+    EXPECT_EQ(a.inputs[i].elem_type, b.inputs[i].elem_type);
+    EXPECT_EQ(a.inputs[i].dims, b.inputs[i].dims);
+    EXPECT_EQ(a.inputs[i].dim_names, b.inputs[i].dim_names);
+    EXPECT_EQ(a.inputs[i].has_shape, b.inputs[i].has_shape);
+  }
+  ASSERT_EQ(a.outputs.size(), b.outputs.size());
+  ASSERT_EQ(a.nodes.size(), b.nodes.size());
+  for (size_t i = 0; i < a.nodes.size(); ++i) {
+    const Node &x = a.nodes[i], &y = b.nodes[i];
+    EXPECT_EQ(x.name, y.name);
+    EXPECT_EQ(x.op_type, y.op_type);
+    EXPECT_EQ(x.inputs, y.inputs);
+    EXPECT_EQ(x.outputs, y.outputs);
+    ASSERT_EQ(x.attrs.size(), y.attrs.size());
+    for (const auto& [key, value] : x.attrs) {
+      ASSERT_TRUE(y.attrs.count(key)) << key;
+      const AttrValue& other = y.attrs.at(key);
+      ASSERT_EQ(value.index(), other.index()) << key;
+      bool same = std::visit(
+          [&](const auto& v) {
+            using T = std::decay_t<decltype(v)>;
+            const T& u = std::get<T>(other);
+            if constexpr (std::is_same_v<T, Tensor>)
+              return v.dtype() == u.dtype() && v.shape() == u.shape() && std::memcmp(v.raw(), u.raw(), v.bytes()) == 0;
+            else
+              return v == u;
+          },
+          value);
+      EXPECT_TRUE(same) << key;
+    }
+  }
+}
+
+TEST(GraphSection, RoundTripsEveryAttributeKind) {
+  Model g = every_attribute_graph();
+  std::string bytes = spw::encode_graph(g);
+  auto back = spw::decode_graph(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  expect_same_graph(g, *back);
+  EXPECT_EQ(spw::encode_graph(*back), bytes);
+}
+
+TEST(GraphSection, TruncationsAndFlipsGiveErrorsNotCrashes) {
+  std::string bytes = spw::encode_graph(every_attribute_graph());
+  for (size_t cut = 0; cut < bytes.size(); ++cut)
+    EXPECT_FALSE(spw::decode_graph(bytes.substr(0, cut)).ok()) << "truncated at " << cut;
+  std::mt19937 rng(9);
+  int rejected = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string mutated = bytes;
+    mutated[rng() % mutated.size()] ^= static_cast<char>(1 + rng() % 255);
+    auto r = spw::decode_graph(mutated);  // must return, accepting (a flipped value) or refusing
+    rejected += !r.ok();
+  }
+  EXPECT_GT(rejected, 500);
+  // Counts that claim more items than the section holds are refused before any allocation.
+  std::string huge = bytes;
+  const uint32_t many = 0xFFFFFFF0u;
+  size_t metadata_count_at = 8 + 8 + 4 + 4 + 4 + 1 + 4 + 1;  // opset, ir, three strings ("test", "1", "g")
+  std::memcpy(huge.data() + metadata_count_at, &many, 4);
+  auto r = spw::decode_graph(huge);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("field metadata"), std::string::npos) << r.status().message();
+}
+
+TEST(GraphSection, RefusesUnsupportedOpsetsAndDomains) {
+  Model g = every_attribute_graph();
+  g.opset = 99;
+  auto r = spw::decode_graph(spw::encode_graph(g));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("opset"), std::string::npos);
+  g = every_attribute_graph();
+  g.nodes[1].domain = "com.example";
+  r = spw::decode_graph(spw::encode_graph(g));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("com.example.Relu"), std::string::npos) << r.status().message();
+}
+
+TEST(SpwFile, ReadsAndWritesFormat10WhoseGraphIsOnnx) {
+  SpwModel m = sample_spw(1);
+  auto v10 = serialize_spw(m, true, 0);
+  ASSERT_TRUE(v10.ok()) << v10.status().message();
+  EXPECT_EQ((*v10)[6], 0) << "minor version 0 in the header";
+  auto v11 = serialize_spw(m, true);
+  ASSERT_TRUE(v11.ok());
+  EXPECT_EQ((*v11)[6], 1);
+  auto a = parse_spw(*v10, "v10.spw"), b = parse_spw(*v11, "v11.spw");
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  expect_same_graph(a->graph, b->graph);
+  EXPECT_FALSE(serialize_spw(m, true, 7).ok());
 }
 
 }  // namespace
