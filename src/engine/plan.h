@@ -81,6 +81,9 @@ class Plan {
   Result<Tensor*> new_view(const std::string& name, const ValueDesc& desc, const Tensor* input);
   // Lifetimes from the steps, offsets by greedy placement (largest first), then the arena.
   Status assign_buffers(bool keep_values);
+  struct Buffer;
+  // The lowest 64-byte aligned offset where `bytes` overlap none of `live`, nor 4K-alias them.
+  static int64_t lowest_free_offset(int64_t bytes, const std::vector<const Buffer*>& live);
   Status reserve(int64_t bytes, const std::string& what);
 
   std::vector<Shape> input_shapes_;
