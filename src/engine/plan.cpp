@@ -60,7 +60,7 @@ namespace {
 constexpr int64_t kBufferAlign = 64;
 // Two buffers alive at once keep their offsets at least this far apart modulo 4 KiB: a store and a
 // later load whose addresses agree in their low 12 bits stall the load (4K aliasing), which slows
-// every op that streams one buffer into another (measured: about 10% on a small CNN).
+// every op that streams one buffer into another (docs/engine.md, "The memory plan").
 constexpr int64_t kAliasPage = 4096, kAliasWindow = 256;
 
 bool aliases_4k(int64_t a, int64_t b) {
