@@ -37,6 +37,8 @@ struct ModelSummary {
   int64_t folded_nodes = 0;  // nodes computed once at plan time (constants, shape chains)
   int64_t params = 0;
   int64_t macs = 0;
+  int64_t activation_bytes = 0;        // the arena the values computed per run share
+  int64_t activation_bytes_unshared = 0;  // those values' bytes if each had its own buffer
 };
 
 // Bytes the weights take, in the file and in memory.

@@ -46,7 +46,8 @@ void print_table(const Executor& ex, const ModelSummary& s, int64_t batch) {
   fmt::print("\ntotal: {} layers, {} parameters ({} bytes as float32), {} FLOPs per batch of {}",
              s.layers.size(), s.params, s.params * 4, human_count(2 * s.macs), batch);
   if (s.folded_nodes) fmt::print(", {} nodes folded at load", s.folded_nodes);
-  fmt::print("\n");
+  fmt::print("\nactivations: {} per run, shared by liveness ({} if each value had its own buffer)\n",
+             human_bytes(s.activation_bytes), human_bytes(s.activation_bytes_unshared));
 }
 
 nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch) {
@@ -73,6 +74,7 @@ nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch)
   j["params"] = s.params;
   j["flops"] = 2 * s.macs;
   j["folded_nodes"] = s.folded_nodes;
+  j["activation_bytes"] = {{"shared", s.activation_bytes}, {"unshared", s.activation_bytes_unshared}};
   WeightMemory w = ex.weight_memory();
   j["weight_bytes"] = {{"compressed_in_file", w.compressed_in_file},
                        {"compressed_in_memory", w.compressed_in_memory},

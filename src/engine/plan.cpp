@@ -372,6 +372,8 @@ ModelSummary Plan::summary(const Model& model) const {
   s.input_shapes = input_shapes_;
   for (const Tensor* t : output_tensors_) s.output_shapes.push_back(t->shape());
   s.folded_nodes = folded_;
+  s.activation_bytes = arena_bytes();
+  s.activation_bytes_unshared = value_bytes();
   for (const auto& step : steps_) {
     LayerInfo layer{step.op->node().name,
                     step.op->node().op_type + activation_suffix(step.op->activation()),

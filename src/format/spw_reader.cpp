@@ -228,8 +228,10 @@ Result<Model> read_graph(std::string_view bytes, uint16_t minor) {
   }
   const auto& onnx = spw::onnx_graph_codec();
   if (!onnx.parse)
-    return errorf("section 1 (GRPH): format 1.0 stores the graph as ONNX, which this program cannot read (link "
-                  "Sparrow's ONNX support, or re-save the file with `sparrow compress` 1.1 or later)");
+    return errorf("section 1 (GRPH): format 1.0 stores the graph as ONNX, which this program cannot read: read it "
+                  "with a program that links Sparrow's ONNX support (sparrow_io; the sparrow CLI does), or compress "
+                  "the model again to get format 1.{}",
+                  kSpwVersionMinor);
   return onnx.parse(bytes, "section 1 (GRPH)");
 }
 

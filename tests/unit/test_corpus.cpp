@@ -122,6 +122,11 @@ TEST(Corpus, CliInfoReportsLayersParamsAndFlops) {
   EXPECT_EQ(j["params"], 431080);  // 20*25+20 + 50*500+50 + 800*500+500 + 500*10+10
   // conv1 24*24*20*25, conv2 8*8*50*500, fc1 800*500, fc2 500*10 multiply-accumulates, x2 FLOPs
   EXPECT_EQ(j["flops"], 2 * (288000 + 1600000 + 400000 + 5000));
+  // Computed per run at batch 1: conv1 [20, 24, 24], pool [20, 12, 12], conv2 [50, 8, 8], pool [50, 4, 4],
+  // fc1 [500] (its Relu fused), fc2 [10]; the Flatten is a view.
+  const int64_t unshared = 4 * (11520 + 2880 + 3200 + 800 + 500 + 10);
+  EXPECT_EQ(j["activation_bytes"]["unshared"], unshared);
+  EXPECT_LT(j["activation_bytes"]["shared"], unshared) << "values share bytes by liveness";
 }
 
 }  // namespace
