@@ -58,13 +58,9 @@ int64_t guided_chunks(int64_t n, int threads, int64_t* bounds) {
 // when `accumulate`.
 void matvec_chunk(const SparseMatrix& m, const float* x, const int32_t* active, int64_t n, float* y,
                   bool accumulate) {
-  LayoutProduct p;
-  p.x = x;
-  p.active = active;
-  p.n_active = n;
-  p.y = y;
-  p.accumulate = accumulate;
-  column_walk_of(m).run(m, sparse_kernels(), p);
+  column_walk_of(m).run(
+      m, sparse_kernels(),
+      LayoutProduct{.x = x, .active = active, .n_active = n, .y = y, .accumulate = accumulate});
 }
 
 // Threads claim chunks of the active columns one at a time and add them into their private y;
@@ -102,12 +98,7 @@ void matvec_row_walk(ThreadPool& pool, const SparseMatrix& m, const float* x, fl
                      const SpmvWorkspace& ws) {
   const LayoutRow& walk = layout_row(kLayoutBandedRows);
   auto rows = [&](int64_t begin, int64_t end) {
-    LayoutProduct p;
-    p.x = x;
-    p.row_begin = begin;
-    p.row_end = end;
-    p.y = y;
-    walk.run(m, sparse_kernels(), p);
+    walk.run(m, sparse_kernels(), LayoutProduct{.x = x, .row_begin = begin, .row_end = end, .y = y});
   };
   if (m.nonzeros < kParallelFromNonzeros || pool.size() == 1) {
     rows(0, m.rows);
@@ -165,15 +156,9 @@ void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<in
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy) {
   const LayoutRow& csr = layout_row(kLayoutCsr);
   auto rows = [&](int64_t begin, int64_t end) {
-    LayoutProduct p;
-    p.x = xt;
-    p.row_begin = begin;
-    p.row_end = end;
-    p.batch = batch;
-    p.ldx = ldx;
-    p.ldy = ldy;
-    p.y = y;
-    csr.run(m, sparse_kernels(), p);
+    csr.run(m, sparse_kernels(),
+            LayoutProduct{
+                .x = xt, .row_begin = begin, .row_end = end, .batch = batch, .ldx = ldx, .ldy = ldy, .y = y});
   };
   if (m.nonzeros * batch < kParallelFromNonzeros) {
     rows(0, m.rows);
