@@ -126,6 +126,8 @@ inline constexpr uint32_t kMaxSections = 1 << 20;
 inline constexpr uint32_t kMaxNameBytes = 4096;
 inline constexpr uint32_t kMaxPartitions = 1 << 16;
 inline constexpr int kMaxRank = 8;
+// Most column counts a sparse tensor may leave implicit (zero-bit counts: nothing stored).
+inline constexpr uint64_t kMaxImplicitColumnCounts = uint64_t{1} << 24;
 
 // Appends little-endian values to a byte string.
 class ByteWriter {

@@ -137,6 +137,9 @@ Result<BitReader> read_stream(ByteReader& r, uint64_t bits, const char* what) {
 // Reads `count` values of `width` bits, packed or Huffman-coded, each checked < 2^width.
 Status read_values(BitReader& in, Coding coding, const std::vector<uint8_t>& lengths, int width, uint64_t count,
                    std::vector<uint8_t>& out) {
+  // Every value takes at least one bit (a Huffman code) or `width` bits (packed).
+  const uint64_t min_bits = count * static_cast<uint64_t>(coding == Coding::huffman ? 1 : width);
+  if (in.remaining() < min_bits) return errorf("stream holds fewer than {} values", count);
   out.resize(count);
   if (coding == Coding::huffman) {
     HuffmanDecoder dec(lengths);
@@ -145,7 +148,6 @@ Status read_values(BitReader& in, Coding coding, const std::vector<uint8_t>& len
       out[i] = static_cast<uint8_t>(v);
     }
   } else {
-    if (in.remaining() < count * static_cast<uint64_t>(width)) return errorf("stream holds fewer than {} values", count);
     for (uint64_t i = 0; i < count; ++i) {
       SP_ASSIGN_OR_RETURN(uint32_t v, in.read(width));
       out[i] = static_cast<uint8_t>(v);
@@ -175,16 +177,28 @@ Result<CompressedTensor> read_weight(std::string_view bytes, TensorStorage& st) 
   if (t.codebook[0] != 0.0f) return fail(errorf("codebook entry 0 is {}, must be 0", t.codebook[0]));
   for (float v : t.codebook)
     if (!std::isfinite(v)) return fail(errorf("codebook holds a non-finite value"));
-  t.partitions.resize(rec.partitions);
+  // Sizes are checked against the weights and the streams present before anything is allocated.
+  std::vector<uint64_t> entries(rec.partitions);
   uint64_t total_entries = 0;
-  for (auto& p : t.partitions) {
-    SP_ASSIGN_OR_RETURN(uint64_t n, r.get<uint64_t>("entry count"));
-    if (n > static_cast<uint64_t>(t.numel())) return fail(errorf("entry count {} exceeds {} weights", n, t.numel()));
-    total_entries += n;
-    p.codes.resize(n);  // bounded by numel per partition; refined below
+  for (uint64_t& n : entries) {
+    SP_ASSIGN_OR_RETURN(n, r.get<uint64_t>("entry count"));
+    total_entries += std::min(n, static_cast<uint64_t>(t.numel()) + 1);  // cannot overflow: P <= 2^16
+    if (total_entries > static_cast<uint64_t>(t.numel()))
+      return fail(errorf("field entries: entry counts sum past the matrix's {} weights", t.numel()));
   }
-  if (total_entries > static_cast<uint64_t>(t.numel()) || (!sparse && total_entries != static_cast<uint64_t>(t.numel())))
+  if (!sparse && total_entries != static_cast<uint64_t>(t.numel()))
     return fail(errorf("entry counts sum to {}, the matrix has {} weights", total_entries, t.numel()));
+  if (total_entries > rec.code_stream_bits || (sparse && total_entries > rec.gap_stream_bits))
+    return fail(errorf("fields code_stream_bits/gap_stream_bits: {} and {} bits cannot hold {} entries",
+                       rec.code_stream_bits, rec.gap_stream_bits, total_entries));
+  // Column counts: the count stream holds them, except that zero-bit counts (an all-pruned matrix)
+  // are implicit; those are capped so that a tiny file cannot ask for gigabytes of zeros.
+  const uint64_t column_counts = uint64_t{rec.partitions} * rec.cols;
+  if (sparse && rec.count_bits == 0 && (total_entries != 0 || column_counts > spw::kMaxImplicitColumnCounts))
+    return fail(errorf("field count_bits: zero-bit column counts need an empty matrix of at most {} columns "
+                       "(here {} entries, {} columns in {} partitions)",
+                       spw::kMaxImplicitColumnCounts, total_entries, rec.cols, rec.partitions));
+  t.partitions.resize(rec.partitions);
   auto codes_coding = static_cast<Coding>(rec.codes_coding), gaps_coding = static_cast<Coding>(rec.gaps_coding);
   SP_ASSIGN_OR_RETURN(auto code_lengths, read_lengths(r, codes_coding, rec.weight_bits, "code Huffman table"));
   SP_ASSIGN_OR_RETURN(auto gap_lengths, read_lengths(r, gaps_coding, rec.index_bits, "gap Huffman table"));
@@ -194,7 +208,7 @@ Result<CompressedTensor> read_weight(std::string_view bytes, TensorStorage& st) 
   if (r.remaining() != 0) return fail(errorf("{} unexpected bytes at the end of the section", r.remaining()));
   for (size_t p = 0; p < t.partitions.size(); ++p) {
     Partition& part = t.partitions[p];
-    uint64_t n = part.codes.size();
+    const uint64_t n = entries[p];
     if (sparse) {
       part.col_counts.resize(static_cast<size_t>(t.view.cols));
       for (auto& c : part.col_counts) c = *counts.read(rec.count_bits);  // stream length checked above

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "format/graph_section.h"
+#include "format/spw_format.h"
 #include "test_util.h"
 
 namespace {
@@ -161,6 +163,139 @@ TEST(LoadPath, WeightsInMemoryStayNearTheFile) {
   // Batches run on the CSR alone: two bytes per entry beside a file of about one.
   EXPECT_LE(batched.compressed_in_memory, 3 * batched.compressed_in_file);
   EXPECT_EQ(batched.initializers, 1024 * 4) << "the bias";
+}
+
+// ---- hostile .spw files: declared sizes are checked against the bytes present before allocating ----
+
+// A .spw whose only WGHT section is `weight` (a record, dims, name, codebook, entry counts, then
+// zero-filled streams of the sizes the record declares), with a valid header, table and checksums.
+std::string spw_with_weight(const spw::WeightRecord& rec, const Shape& dims,
+                            const std::vector<uint64_t>& entries) {
+  spw::ByteWriter w;
+  w.put(rec);
+  for (int64_t d : dims) w.put(static_cast<uint64_t>(d));
+  w.put_bytes("w", 1);
+  w.pad_to(8);
+  std::vector<float> codebook(size_t{1} << rec.weight_bits, 0.5f);
+  codebook[0] = 0.0f;
+  w.put_bytes(codebook.data(), codebook.size() * sizeof(float));
+  for (uint64_t n : entries) w.put(n);
+  for (uint64_t bits : {rec.count_stream_bits, rec.code_stream_bits, rec.gap_stream_bits}) {
+    w.str().append((bits + 7) / 8, '\0');
+    w.pad_to(8);
+  }
+  Model graph;
+  std::vector<std::pair<uint32_t, std::string>> sections = {{spw::kMeta, "{}"},
+                                                            {spw::kGraph, spw::encode_graph(graph)},
+                                                            {spw::kDense, std::string(8, '\0')},
+                                                            {spw::kWeight, w.str()}};
+  uint64_t offset = sizeof(spw::SpwHeader) + sections.size() * sizeof(spw::SectionEntry);
+  std::vector<spw::SectionEntry> table;
+  for (const auto& [kind, bytes] : sections) {
+    offset = (offset + 63) / 64 * 64;
+    table.push_back({kind, spw::crc32_of(bytes), offset, bytes.size(), 0});
+    offset += bytes.size();
+  }
+  spw::SpwHeader h{};
+  std::memcpy(h.magic, spw::kMagic, 4);
+  h.version_major = spw::kVersionMajor;
+  h.version_minor = spw::kVersionMinor;
+  h.section_count = static_cast<uint32_t>(sections.size());
+  h.table_crc = spw::crc32_of(std::string_view(reinterpret_cast<const char*>(table.data()),
+                                               table.size() * sizeof(spw::SectionEntry)));
+  h.file_bytes = offset;
+  h.table_offset = sizeof(spw::SpwHeader);
+  h.header_crc = spw::crc32_of(std::string_view(reinterpret_cast<const char*>(&h), 60));
+  std::string out(reinterpret_cast<const char*>(&h), sizeof h);
+  out.append(reinterpret_cast<const char*>(table.data()), table.size() * sizeof(spw::SectionEntry));
+  for (size_t i = 0; i < sections.size(); ++i) {
+    out.resize(table[i].offset, '\0');
+    out += sections[i].second;
+  }
+  return out;
+}
+
+spw::WeightRecord sparse_record(uint64_t rows, uint64_t cols, uint32_t partitions) {
+  spw::WeightRecord rec{};
+  rec.name_bytes = 1;
+  rec.rank = 2;
+  rec.layout = 0;
+  rec.weight_bits = 4;
+  rec.index_bits = 4;
+  rec.count_bits = 8;
+  rec.partitions = partitions;
+  rec.rows = rows;
+  rec.cols = cols;
+  rec.count_stream_bits = uint64_t{rec.count_bits} * partitions * cols;
+  return rec;
+}
+
+// Parses `bytes`, expecting a refusal that mentions `field`, and returns the largest allocation made.
+size_t largest_allocation_to_refuse(const std::string& bytes, const std::string& field) {
+  g_largest.store(0);
+  auto r = parse_spw(bytes, "hostile.spw");
+  size_t largest = g_largest.load();
+  EXPECT_FALSE(r.ok());
+  if (!r.ok()) {
+    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status().message();
+  }
+  return largest;
+}
+
+constexpr size_t kSmallAllocation = size_t{16} << 20;
+
+TEST(HostileSpw, ZeroBitCountsForTwoBillionColumnsAreRefusedWithoutAllocating) {
+  const uint64_t cols = uint64_t{1} << 31;
+  spw::WeightRecord rec = sparse_record(1, cols, 1);
+  rec.count_bits = 0;
+  rec.count_stream_bits = 0;
+  std::string file = spw_with_weight(rec, {1, static_cast<int64_t>(cols)}, {0});
+  EXPECT_LT(file.size(), 4096u);
+  EXPECT_LT(largest_allocation_to_refuse(file, "count_bits"), kSmallAllocation);
+}
+
+TEST(HostileSpw, ManyPartitionsClaimingEveryWeightAreRefusedWithoutAllocating) {
+  // 65,536 partitions, each claiming all 2^20 weights: refused on the running sum, not after
+  // allocating each partition's codes.
+  spw::WeightRecord rec = sparse_record(1024, 1024, 1u << 16);
+  rec.count_bits = 1;
+  rec.count_stream_bits = uint64_t{1} << 26;  // 8 MB of counts present
+  rec.code_stream_bits = rec.gap_stream_bits = 64;
+  std::vector<uint64_t> entries(size_t{1} << 16, uint64_t{1} << 20);
+  std::string file = spw_with_weight(rec, {1024, 1024}, entries);
+  EXPECT_LT(largest_allocation_to_refuse(file, "entries"), kSmallAllocation);
+}
+
+TEST(HostileSpw, EntriesBeyondTheStreamsAreRefusedBeforeTheirCodesAreAllocated) {
+  // A dense 2^31-weight tensor whose code stream holds 64 bits.
+  spw::WeightRecord rec{};
+  rec.name_bytes = 1;
+  rec.rank = 2;
+  rec.layout = 1;
+  rec.weight_bits = 4;
+  rec.partitions = 1;
+  rec.rows = uint64_t{1} << 16;
+  rec.cols = uint64_t{1} << 15;
+  rec.code_stream_bits = 64;
+  std::string file = spw_with_weight(rec, {1 << 16, 1 << 15}, {uint64_t{1} << 31});
+  EXPECT_LT(largest_allocation_to_refuse(file, "code_stream_bits"), kSmallAllocation);
+  // The same with a sparse tensor whose counts are present but whose entries are not.
+  spw::WeightRecord sparse = sparse_record(4096, 4096, 1);
+  sparse.code_stream_bits = sparse.gap_stream_bits = 64;
+  file = spw_with_weight(sparse, {4096, 4096}, {uint64_t{1} << 24});
+  EXPECT_LT(largest_allocation_to_refuse(file, "code_stream_bits"), kSmallAllocation);
+}
+
+TEST(HostileSpw, TheBuilderMakesFilesTheReaderAccepts) {
+  // The same builder with consistent sizes: an all-pruned 8 x 8 matrix reads back (so the refusals
+  // above come from the sizes, not from a malformed file).
+  spw::WeightRecord rec = sparse_record(8, 8, 1);
+  rec.count_bits = 0;
+  rec.count_stream_bits = 0;
+  auto r = parse_spw(spw_with_weight(rec, {8, 8}, {0}), "ok.spw");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->tensors.size(), 1u);
+  EXPECT_EQ(r->tensors[0].partitions[0].col_counts, std::vector<uint32_t>(8, 0));
 }
 
 }  // namespace
