@@ -1,7 +1,8 @@
 // NPY format: magic "\x93NUMPY", version (1|2|3).x, header length (u16 for v1, u32 after), then a
 // Python dict literal {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), } padded to 64 bytes.
+#include <algorithm>
+#include <cctype>
 #include <cstring>
-#include <regex>
 
 #include "core/file.h"
 #include "core/half.h"
@@ -12,18 +13,36 @@ namespace sparrow {
 namespace {
 
 struct NpyHeader {
-  char kind = 0;   // 'f', 'i', 'u', 'b'
-  int width = 0;   // bytes per element
+  char kind = 0;  // 'f', 'i', 'u', 'b'
+  int width = 0;  // bytes per element
   bool big_endian = false;
   Shape shape;
   size_t data_offset = 0;
 };
 
+// The value of `key` in the header's dict literal: a quoted string (quotes kept), True, False or a
+// parenthesized tuple (parentheses kept). A linear scan: headers may hold any amount of whitespace.
 Result<std::string> dict_field(const std::string& header, const std::string& key) {
-  std::regex re("'" + key + "'\\s*:\\s*('[^']*'|True|False|\\([^)]*\\))");
-  std::smatch m;
-  if (!std::regex_search(header, m, re)) return errorf("header field '{}' is missing", key);
-  return m[1].str();
+  const std::string quoted = "'" + key + "'";
+  size_t at = header.find(quoted);
+  if (at == std::string::npos) return errorf("header field '{}' is missing", key);
+  auto skip_space = [&](size_t i) {
+    while (i < header.size() && std::isspace(static_cast<unsigned char>(header[i]))) ++i;
+    return i;
+  };
+  size_t i = skip_space(at + quoted.size());
+  if (i >= header.size() || header[i] != ':') return errorf("header field '{}': expected ':'", key);
+  i = skip_space(i + 1);
+  if (i >= header.size()) return errorf("header field '{}': value is missing", key);
+  const char open = header[i];
+  if (open == '\'' || open == '(') {
+    size_t close = header.find(open == '(' ? ')' : '\'', i + 1);
+    if (close == std::string::npos) return errorf("header field '{}': value is not closed", key);
+    return header.substr(i, close - i + 1);
+  }
+  for (const char* word : {"True", "False"})
+    if (header.compare(i, std::strlen(word), word) == 0) return std::string(word);
+  return errorf("header field '{}': unsupported value", key);
 }
 
 Result<NpyHeader> parse_header(const std::vector<char>& bytes) {
@@ -37,36 +56,54 @@ Result<NpyHeader> parse_header(const std::vector<char>& bytes) {
   std::memcpy(&header_len, bytes.data() + 8, len_size);
   NpyHeader h;
   h.data_offset = 8 + len_size + header_len;
-  if (h.data_offset > bytes.size()) return errorf("header length {} runs past the end of the file", header_len);
+  if (h.data_offset > bytes.size())
+    return errorf("header length {} runs past the end of the file", header_len);
   std::string header(bytes.data() + 8 + len_size, header_len);
 
   SP_ASSIGN_OR_RETURN(std::string descr, dict_field(header, "descr"));
-  std::smatch dm;
-  std::regex descr_re("'([<>|=])([fiub])(\\d+)'");
-  if (!std::regex_match(descr, dm, descr_re)) return errorf("header field 'descr': unsupported dtype {}", descr);
-  h.big_endian = dm[1] == ">";
-  h.kind = dm[2].str()[0];
-  h.width = std::stoi(dm[3]);
+  // '<f4': byte order, kind, width in bytes.
+  const bool descr_ok =
+      descr.size() >= 5 && descr.size() <= 6 && descr.front() == '\'' && descr.back() == '\'' &&
+      std::strchr("<>|=", descr[1]) && std::strchr("fiub", descr[2]) &&
+      std::all_of(descr.begin() + 3, descr.end() - 1, [](char c) { return c >= '0' && c <= '9'; });
+  if (!descr_ok) return errorf("header field 'descr': unsupported dtype {}", descr);
+  h.big_endian = descr[1] == '>';
+  h.kind = descr[2];
+  h.width = std::stoi(descr.substr(3, descr.size() - 4));
   bool ok_width = (h.kind == 'f' && (h.width == 2 || h.width == 4 || h.width == 8)) ||
                   (h.kind != 'f' && (h.width == 1 || h.width == 2 || h.width == 4 || h.width == 8));
   if (!ok_width || h.big_endian) return errorf("header field 'descr': unsupported dtype {}", descr);
 
   SP_ASSIGN_OR_RETURN(std::string fortran, dict_field(header, "fortran_order"));
   if (fortran != "False")
-    return errorf("header field 'fortran_order': Fortran-order arrays are not supported (save a C-order copy)");
+    return errorf(
+        "header field 'fortran_order': Fortran-order arrays are not supported (save a C-order copy)");
 
   SP_ASSIGN_OR_RETURN(std::string shape_text, dict_field(header, "shape"));
-  std::regex num_re("-?\\d+");
-  for (auto it = std::sregex_iterator(shape_text.begin(), shape_text.end(), num_re); it != std::sregex_iterator();
-       ++it) {
-    if (it->str().size() > 12) return errorf("header field 'shape': dimension {} is too large", it->str());
-    h.shape.push_back(std::stoll(it->str()));
+  // Every run of digits (with an optional minus sign) is one dimension.
+  for (size_t i = 0; i < shape_text.size();) {
+    const bool minus = shape_text[i] == '-';
+    size_t j = i + (minus ? 1 : 0);
+    size_t digits_begin = j;
+    while (j < shape_text.size() && shape_text[j] >= '0' && shape_text[j] <= '9') ++j;
+    if (j == digits_begin) {
+      i = std::max(j, i + 1);
+      continue;
+    }
+    std::string number = shape_text.substr(i, j - i);
+    if (j - digits_begin > 12) return errorf("header field 'shape': dimension {} is too large", number);
+    h.shape.push_back(std::stoll(number));
+    i = j;
   }
   return h;
 }
 
 double element_as_double(const char* p, char kind, int width) {
-  auto load = [p]<class T>(T) { T v; std::memcpy(&v, p, sizeof(T)); return v; };
+  auto load = [p]<class T>(T) {
+    T v;
+    std::memcpy(&v, p, sizeof(T));
+    return v;
+  };
   if (kind == 'f') {
     if (width == 2) return half_to_float(load(uint16_t{}));
     if (width == 4) return load(float{});
@@ -75,10 +112,14 @@ double element_as_double(const char* p, char kind, int width) {
   if (kind == 'b') return load(uint8_t{}) != 0;
   bool is_signed = kind == 'i';
   switch (width) {
-    case 1: return is_signed ? load(int8_t{}) : load(uint8_t{});
-    case 2: return is_signed ? load(int16_t{}) : load(uint16_t{});
-    case 4: return is_signed ? load(int32_t{}) : load(uint32_t{});
-    default: return static_cast<double>(is_signed ? load(int64_t{}) : static_cast<int64_t>(load(uint64_t{})));
+    case 1:
+      return is_signed ? load(int8_t{}) : load(uint8_t{});
+    case 2:
+      return is_signed ? load(int16_t{}) : load(uint16_t{});
+    case 4:
+      return is_signed ? load(int32_t{}) : load(uint32_t{});
+    default:
+      return static_cast<double>(is_signed ? load(int64_t{}) : static_cast<int64_t>(load(uint64_t{})));
   }
 }
 
@@ -88,7 +129,8 @@ Result<Tensor> read_npy_inner(const std::vector<char>& bytes) {
   if (numel < 0) return errorf("header field 'shape': {} is negative or too large", shape_str(h.shape));
   size_t need = static_cast<size_t>(numel) * static_cast<size_t>(h.width);
   size_t have = bytes.size() - h.data_offset;
-  if (have < need) return errorf("data is truncated: shape {} needs {} bytes, file has {}", shape_str(h.shape), need, have);
+  if (have < need)
+    return errorf("data is truncated: shape {} needs {} bytes, file has {}", shape_str(h.shape), need, have);
   Tensor t(h.kind == 'f' ? DType::f32 : DType::i64, h.shape);
   const char* p = bytes.data() + h.data_offset;
   for (int64_t i = 0; i < numel; ++i) {

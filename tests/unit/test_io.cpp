@@ -57,6 +57,29 @@ TEST(Npy, ReadsHalfDoubleAndBytes) {
   EXPECT_EQ(u->i64_data()[2], 255);
 }
 
+TEST(Npy, HeadersWithMuchWhitespaceAreReadInLinearTime) {
+  // Legal: NumPy pads with spaces, and any whitespace may sit inside the tuple (a regex-based parser
+  // recursed once per character here and overflowed the stack).
+  std::string dir = test::temp_dir("npy_spaces");
+  float values[6] = {1, 2, 3, 4, 5, 6};
+  std::string shape = "(2," + std::string(30000, ' ') + "3)";
+  write_bytes(dir + "/s.npy", npy_bytes("<f4", shape, std::string(reinterpret_cast<char*>(values), sizeof values)));
+  auto t = read_npy(dir + "/s.npy");
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  EXPECT_EQ(t->shape(), (Shape{2, 3}));
+  EXPECT_EQ(t->f32_data()[5], 6.0f);
+  std::string padded_key = "{'descr'" + std::string(20000, ' ') + ": '<f4', 'fortran_order': False, 'shape': (1,), }";
+  std::string out("\x93NUMPY\x01\x00", 8);
+  while ((10 + padded_key.size() + 1) % 64) padded_key += ' ';
+  padded_key += '\n';
+  uint16_t len = static_cast<uint16_t>(padded_key.size());
+  out.append(reinterpret_cast<char*>(&len), 2);
+  write_bytes(dir + "/k.npy", out + padded_key + std::string(4, '\0'));
+  t = read_npy(dir + "/k.npy");
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  EXPECT_EQ(t->shape(), (Shape{1}));
+}
+
 TEST(Npy, RejectsBadFilesWithFieldNames) {
   std::string dir = test::temp_dir("npy_bad");
   write_bytes(dir + "/short.npy", npy_bytes("<f4", "(4,)", "abcd"));
