@@ -1,6 +1,8 @@
 // IDX format (MNIST): bytes 0-1 zero, byte 2 element type (0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32,
 // 0x0D f32, 0x0E f64), byte 3 number of dimensions, then one big-endian u32 per dimension, then the
 // data, big-endian. Files may be gzip-compressed; zlib reads plain files transparently.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include <zlib.h>
@@ -14,27 +16,37 @@ namespace {
 
 constexpr size_t kMaxIdxBytes = size_t{4} << 30;
 
-Result<std::vector<unsigned char>> read_maybe_gzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) return errorf("{}: cannot open (missing file?)", path);
-  std::vector<unsigned char> out;
-  unsigned char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof buf)) > 0) {
-    out.insert(out.end(), buf, buf + n);
-    if (out.size() > kMaxIdxBytes) {
-      gzclose(f);
-      return errorf("{}: larger than {} bytes once decompressed", path, kMaxIdxBytes);
-    }
+// A gzip (or plain) file read in order, exactly as many bytes as asked for at a time.
+class GzipReader {
+ public:
+  explicit GzipReader(const std::string& path) : path_(path), f_(gzopen(path.c_str(), "rb")) {}
+  ~GzipReader() {
+    if (f_) gzclose(f_);
   }
-  int err = 0;
-  const char* msg = gzerror(f, &err);
-  bool failed = n < 0 || (err != Z_OK && err != Z_STREAM_END);
-  std::string reason = failed ? msg : "";
-  gzclose(f);
-  if (failed) return errorf("{}: gzip stream is corrupt or truncated ({})", path, reason);
-  return out;
-}
+  GzipReader(const GzipReader&) = delete;
+  GzipReader& operator=(const GzipReader&) = delete;
+
+  bool opened() const { return f_ != nullptr; }
+  // Reads up to n bytes into out; returns how many were read (fewer at the end of the data).
+  Result<size_t> read(unsigned char* out, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+      const unsigned chunk = static_cast<unsigned>(std::min<size_t>(n - got, size_t{1} << 30));
+      int r = gzread(f_, out + got, chunk);
+      if (r < 0) {
+        int err = 0;
+        return errorf("{}: gzip stream is corrupt or truncated ({})", path_, gzerror(f_, &err));
+      }
+      if (r == 0) break;
+      got += static_cast<size_t>(r);
+    }
+    return got;
+  }
+
+ private:
+  std::string path_;
+  gzFile f_;
+};
 
 // The whole of `data` as one gzip member (zlib's deflate with a gzip header).
 Result<std::string> gzip_bytes(std::string_view data) {
@@ -60,12 +72,17 @@ uint32_t load_be32(const unsigned char* p) {
 int element_width(unsigned char type) {
   switch (type) {
     case 0x08:
-    case 0x09: return 1;
-    case 0x0B: return 2;
+    case 0x09:
+      return 1;
+    case 0x0B:
+      return 2;
     case 0x0C:
-    case 0x0D: return 4;
-    case 0x0E: return 8;
-    default: return 0;
+    case 0x0D:
+      return 4;
+    case 0x0E:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -74,40 +91,64 @@ double load_be_element(const unsigned char* p, unsigned char type) {
   int w = element_width(type);
   for (int i = 0; i < w; ++i) bits = (bits << 8) | p[i];
   switch (type) {
-    case 0x08: return static_cast<double>(bits);
-    case 0x09: return static_cast<int8_t>(bits);
-    case 0x0B: return static_cast<int16_t>(bits);
-    case 0x0C: return static_cast<int32_t>(bits);
-    case 0x0D: return std::bit_cast<float>(static_cast<uint32_t>(bits));
-    default: return std::bit_cast<double>(bits);
+    case 0x08:
+      return static_cast<double>(bits);
+    case 0x09:
+      return static_cast<int8_t>(bits);
+    case 0x0B:
+      return static_cast<int16_t>(bits);
+    case 0x0C:
+      return static_cast<int32_t>(bits);
+    case 0x0D:
+      return std::bit_cast<float>(static_cast<uint32_t>(bits));
+    default:
+      return std::bit_cast<double>(bits);
   }
 }
 
-Result<Tensor> parse_idx(const std::vector<unsigned char>& bytes) {
-  if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0)
-    return errorf("not an IDX file (magic bytes 0 0 missing)");
-  unsigned char type = bytes[2];
-  int width = element_width(type);
+// Reads the header, checks it, then exactly the data it declares: nothing is decompressed or
+// allocated past what a valid header asks for.
+Result<Tensor> parse_idx(GzipReader& in) {
+  unsigned char head[4];
+  SP_ASSIGN_OR_RETURN(size_t got, in.read(head, 4));
+  if (got < 4 || head[0] != 0 || head[1] != 0) return errorf("not an IDX file (magic bytes 0 0 missing)");
+  const unsigned char type = head[2];
+  const int width = element_width(type);
   if (width == 0) return errorf("field type: unknown element type 0x{:02x}", type);
-  int rank = bytes[3];
+  const int rank = head[3];
   if (rank < 1) return errorf("field rank: must be at least 1");
-  size_t header = 4 + 4 * static_cast<size_t>(rank);
-  if (bytes.size() < header) return errorf("header truncated: {} dimensions need {} bytes", rank, header);
+  std::vector<unsigned char> dims(4 * static_cast<size_t>(rank));
+  SP_ASSIGN_OR_RETURN(got, in.read(dims.data(), dims.size()));
+  if (got < dims.size())
+    return errorf("header truncated: {} dimensions need {} bytes", rank, 4 + dims.size());
   Shape shape;
-  for (int i = 0; i < rank; ++i) shape.push_back(load_be32(&bytes[4 + 4 * i]));
-  int64_t numel = shape_numel(shape);
-  if (numel < 0) return errorf("field dims: {} is too large", shape_str(shape));
-  size_t need = header + static_cast<size_t>(numel) * width;
-  if (bytes.size() != need)
-    return errorf("field dims: {} needs {} bytes of data, file has {}", shape_str(shape), need - header,
-                  bytes.size() - header);
+  for (int i = 0; i < rank; ++i) shape.push_back(load_be32(&dims[4 * static_cast<size_t>(i)]));
+  const int64_t numel = shape_numel(shape);
+  if (numel < 0 || static_cast<uint64_t>(numel) * static_cast<uint64_t>(width) > kMaxIdxBytes)
+    return errorf("field dims: {} is too large (at most {} bytes of data)", shape_str(shape), kMaxIdxBytes);
+  const size_t need = static_cast<size_t>(numel) * static_cast<size_t>(width);
+  // Grown as the data arrives, so a small file that declares a large size allocates little.
+  std::vector<unsigned char> data;
+  got = 0;
+  while (got < need) {
+    const size_t chunk = std::min<size_t>(need - got, size_t{1} << 20);
+    data.resize(got + chunk);
+    SP_ASSIGN_OR_RETURN(size_t n, in.read(data.data() + got, chunk));
+    got += n;
+    if (n < chunk) break;
+  }
+  unsigned char extra = 0;
+  SP_ASSIGN_OR_RETURN(size_t more, in.read(&extra, 1));
+  if (got != need || more != 0)
+    return errorf("field dims: {} needs {} bytes of data, file has {}", shape_str(shape), need,
+                  more ? "more" : std::to_string(got));
   Tensor t(DType::f32, shape);
   float* out = t.f32_data();
   if (type == 0x08) {
-    for (int64_t i = 0; i < numel; ++i) out[i] = bytes[header + i];
+    for (int64_t i = 0; i < numel; ++i) out[i] = data[static_cast<size_t>(i)];
   } else {
     for (int64_t i = 0; i < numel; ++i)
-      out[i] = static_cast<float>(load_be_element(&bytes[header + i * width], type));
+      out[i] = static_cast<float>(load_be_element(&data[static_cast<size_t>(i) * width], type));
   }
   return t;
 }
@@ -115,8 +156,9 @@ Result<Tensor> parse_idx(const std::vector<unsigned char>& bytes) {
 }  // namespace
 
 Result<Tensor> read_idx(const std::string& path) {
-  SP_ASSIGN_OR_RETURN(auto bytes, read_maybe_gzip(path));
-  auto t = parse_idx(bytes);
+  GzipReader in(path);
+  if (!in.opened()) return errorf("{}: cannot open (missing file?)", path);
+  auto t = parse_idx(in);
   if (!t.ok()) return t.status().prefixed(path);
   return t;
 }
@@ -125,15 +167,22 @@ Result<std::vector<int64_t>> read_idx_labels(const std::string& path) {
   SP_ASSIGN_OR_RETURN(Tensor t, read_idx(path));
   if (t.rank() != 1) return errorf("{}: labels must be 1-D, file has shape {}", path, shape_str(t.shape()));
   std::vector<int64_t> labels(static_cast<size_t>(t.numel()));
-  for (int64_t i = 0; i < t.numel(); ++i) labels[i] = static_cast<int64_t>(t.f32_data()[i]);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const float v = t.f32_data()[i];
+    if (!(v >= 0.0f && v < 2147483648.0f) || v != std::floor(v))  // also refuses NaN
+      return errorf("{}: label {} is {}, not a class index (a whole number from 0)", path, i, v);
+    labels[i] = static_cast<int64_t>(v);
+  }
   return labels;
 }
 
 Status write_idx_u8(const std::string& path, const Shape& dims, const std::vector<uint8_t>& values) {
-  if (dims.empty() || dims.size() > 255) return errorf("{}: IDX needs 1 to 255 dimensions, got {}", path, dims.size());
+  if (dims.empty() || dims.size() > 255)
+    return errorf("{}: IDX needs 1 to 255 dimensions, got {}", path, dims.size());
   int64_t numel = 1;
   for (int64_t d : dims) {
-    if (d < 0 || d > int64_t{0xffffffff}) return errorf("{}: dimension {} does not fit IDX's 32 bits", path, d);
+    if (d < 0 || d > int64_t{0xffffffff})
+      return errorf("{}: dimension {} does not fit IDX's 32 bits", path, d);
     numel *= d;
   }
   if (numel != static_cast<int64_t>(values.size()))

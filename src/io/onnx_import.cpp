@@ -17,37 +17,58 @@ size_t elem_size(ElemType t) {
   switch (t) {
     case ElemType::u8:
     case ElemType::i8:
-    case ElemType::boolean: return 1;
+    case ElemType::boolean:
+      return 1;
     case ElemType::u16:
     case ElemType::i16:
     case ElemType::f16:
-    case ElemType::bf16: return 2;
+    case ElemType::bf16:
+      return 2;
     case ElemType::i32:
     case ElemType::u32:
-    case ElemType::f32: return 4;
+    case ElemType::f32:
+      return 4;
     case ElemType::i64:
     case ElemType::u64:
-    case ElemType::f64: return 8;
-    default: return 0;
+    case ElemType::f64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
 // Converts element i of little-endian raw bytes to double (exact for every type but 64-bit ints).
 double raw_element_as_double(const char* p, ElemType t) {
-  auto load = [p]<class T>(T) { T v; std::memcpy(&v, p, sizeof(T)); return v; };
+  auto load = [p]<class T>(T) {
+    T v;
+    std::memcpy(&v, p, sizeof(T));
+    return v;
+  };
   switch (t) {
-    case ElemType::f32: return load(float{});
-    case ElemType::f64: return load(double{});
-    case ElemType::f16: return half_to_float(load(uint16_t{}));
-    case ElemType::bf16: return std::bit_cast<float>(static_cast<uint32_t>(load(uint16_t{})) << 16);
-    case ElemType::u8: return load(uint8_t{});
-    case ElemType::i8: return load(int8_t{});
-    case ElemType::boolean: return load(uint8_t{}) != 0;
-    case ElemType::u16: return load(uint16_t{});
-    case ElemType::i16: return load(int16_t{});
-    case ElemType::i32: return load(int32_t{});
-    case ElemType::u32: return load(uint32_t{});
-    default: return 0;
+    case ElemType::f32:
+      return load(float{});
+    case ElemType::f64:
+      return load(double{});
+    case ElemType::f16:
+      return half_to_float(load(uint16_t{}));
+    case ElemType::bf16:
+      return std::bit_cast<float>(static_cast<uint32_t>(load(uint16_t{})) << 16);
+    case ElemType::u8:
+      return load(uint8_t{});
+    case ElemType::i8:
+      return load(int8_t{});
+    case ElemType::boolean:
+      return load(uint8_t{}) != 0;
+    case ElemType::u16:
+      return load(uint16_t{});
+    case ElemType::i16:
+      return load(int16_t{});
+    case ElemType::i32:
+      return load(int32_t{});
+    case ElemType::u32:
+      return load(uint32_t{});
+    default:
+      return 0;
   }
 }
 
@@ -60,37 +81,48 @@ int64_t raw_element_as_i64(const char* p, ElemType t) {
   return static_cast<int64_t>(raw_element_as_double(p, t));
 }
 
-// Reads the typed (non-raw) data fields of a tensor as little-endian bytes of its element type.
-Result<std::string> typed_fields_as_raw(const onnx::TensorProto& tp, ElemType t, int64_t numel) {
-  std::string raw(static_cast<size_t>(numel) * elem_size(t), '\0');
-  auto check = [&](int64_t have) -> Status {
-    if (have != numel)
-      return errorf("has {} values in its data field, but its dims need {}", have, numel);
-    return {};
-  };
+// Number of values in the typed data field that holds elements of type t.
+int64_t typed_field_size(const onnx::TensorProto& tp, ElemType t) {
   switch (t) {
     case ElemType::f32:
-      SP_RETURN_IF_ERROR(check(tp.float_data_size()));
+      return tp.float_data_size();
+    case ElemType::f64:
+      return tp.double_data_size();
+    case ElemType::i64:
+      return tp.int64_data_size();
+    case ElemType::u32:
+    case ElemType::u64:
+      return tp.uint64_data_size();
+    default:
+      return tp.int32_data_size();  // all narrow types travel in int32_data, one value per entry
+  }
+}
+
+// Reads the typed (non-raw) data fields of a tensor as little-endian bytes of its element type. The
+// value count is checked before anything is allocated.
+Result<std::string> typed_fields_as_raw(const onnx::TensorProto& tp, ElemType t, int64_t numel) {
+  const int64_t have = typed_field_size(tp, t);
+  if (have != numel) return errorf("has {} values in its data field, but its dims need {}", have, numel);
+  std::string raw(static_cast<size_t>(numel) * elem_size(t), '\0');
+  if (numel == 0) return raw;
+  switch (t) {
+    case ElemType::f32:
       std::memcpy(raw.data(), tp.float_data().data(), raw.size());
       break;
     case ElemType::f64:
-      SP_RETURN_IF_ERROR(check(tp.double_data_size()));
       std::memcpy(raw.data(), tp.double_data().data(), raw.size());
       break;
     case ElemType::i64:
-      SP_RETURN_IF_ERROR(check(tp.int64_data_size()));
       std::memcpy(raw.data(), tp.int64_data().data(), raw.size());
       break;
     case ElemType::u32:
     case ElemType::u64:
-      SP_RETURN_IF_ERROR(check(tp.uint64_data_size()));
       for (int64_t i = 0; i < numel; ++i) {
         uint64_t v = tp.uint64_data(static_cast<int>(i));
         std::memcpy(raw.data() + i * elem_size(t), &v, elem_size(t));
       }
       break;
-    default:  // all narrow types travel in int32_data, one value per entry
-      SP_RETURN_IF_ERROR(check(tp.int32_data_size()));
+    default:
       for (int64_t i = 0; i < numel; ++i) {
         int32_t v = tp.int32_data(static_cast<int>(i));
         std::memcpy(raw.data() + i * elem_size(t), &v, elem_size(t));
@@ -105,12 +137,14 @@ Result<Tensor> convert_tensor_inner(const onnx::TensorProto& tp) {
   if (!dtype || elem_size(t) == 0)
     return errorf("field data_type: unsupported element type {} ({})", tp.data_type(), elem_type_name(t));
   if (tp.data_location() == onnx::TensorProto::EXTERNAL)
-    return errorf("uses external data files, which are not supported; save the model with all tensors inside");
+    return errorf(
+        "uses external data files, which are not supported; save the model with all tensors inside");
   Shape shape(tp.dims().begin(), tp.dims().end());
   for (int64_t d : shape)
     if (d < 0) return errorf("field dims: negative dimension {} in {}", d, shape_str(shape));
   int64_t numel = shape_numel(shape);
-  if (numel < 0) return errorf("field dims: {} has more than {} elements", shape_str(shape), kMaxTensorElements);
+  if (numel < 0)
+    return errorf("field dims: {} has more than {} elements", shape_str(shape), kMaxTensorElements);
   std::string typed;
   const std::string* raw = &tp.raw_data();
   if (!tp.has_raw_data()) {
@@ -125,7 +159,8 @@ Result<Tensor> convert_tensor_inner(const onnx::TensorProto& tp) {
   const char* p = raw->data();
   if (*dtype == DType::f32) {
     float* d = out.f32_data();
-    if (t == ElemType::f32) std::memcpy(d, p, raw->size());
+    if (t == ElemType::f32)
+      std::memcpy(d, p, raw->size());
     else
       for (int64_t i = 0; i < numel; ++i) d[i] = static_cast<float>(raw_element_as_double(p + i * esize, t));
   } else {
@@ -145,21 +180,34 @@ Result<AttrValue> convert_attribute(const onnx::AttributeProto& a, const std::st
   using A = onnx::AttributeProto;
   auto type = a.type();
   if (type == A::UNDEFINED) {  // very old producers leave type unset; infer it from the field set
-    if (a.has_f()) type = A::FLOAT;
-    else if (a.has_i()) type = A::INT;
-    else if (a.has_s()) type = A::STRING;
-    else if (a.has_t()) type = A::TENSOR;
-    else if (a.floats_size()) type = A::FLOATS;
-    else if (a.ints_size()) type = A::INTS;
-    else if (a.strings_size()) type = A::STRINGS;
+    if (a.has_f())
+      type = A::FLOAT;
+    else if (a.has_i())
+      type = A::INT;
+    else if (a.has_s())
+      type = A::STRING;
+    else if (a.has_t())
+      type = A::TENSOR;
+    else if (a.floats_size())
+      type = A::FLOATS;
+    else if (a.ints_size())
+      type = A::INTS;
+    else if (a.strings_size())
+      type = A::STRINGS;
   }
   switch (type) {
-    case A::FLOAT: return AttrValue(a.f());
-    case A::INT: return AttrValue(static_cast<int64_t>(a.i()));
-    case A::STRING: return AttrValue(a.s());
-    case A::FLOATS: return AttrValue(std::vector<float>(a.floats().begin(), a.floats().end()));
-    case A::INTS: return AttrValue(std::vector<int64_t>(a.ints().begin(), a.ints().end()));
-    case A::STRINGS: return AttrValue(std::vector<std::string>(a.strings().begin(), a.strings().end()));
+    case A::FLOAT:
+      return AttrValue(a.f());
+    case A::INT:
+      return AttrValue(static_cast<int64_t>(a.i()));
+    case A::STRING:
+      return AttrValue(a.s());
+    case A::FLOATS:
+      return AttrValue(std::vector<float>(a.floats().begin(), a.floats().end()));
+    case A::INTS:
+      return AttrValue(std::vector<int64_t>(a.ints().begin(), a.ints().end()));
+    case A::STRINGS:
+      return AttrValue(std::vector<std::string>(a.strings().begin(), a.strings().end()));
     case A::TENSOR: {
       SP_ASSIGN_OR_RETURN(Tensor t, convert_tensor(a.t(), context));
       return AttrValue(std::move(t));
@@ -197,8 +245,8 @@ Result<int64_t> default_opset(const onnx::ModelProto& mp) {
   for (const auto& op : mp.opset_import()) {
     if (op.domain().empty() || op.domain() == "ai.onnx") {
       if (op.version() < kMinOpset || op.version() > kMaxOpset)
-        return errorf("field opset_import: opset {} is not supported (Sparrow reads opsets {} to {})", op.version(),
-                      kMinOpset, kMaxOpset);
+        return errorf("field opset_import: opset {} is not supported (Sparrow reads opsets {} to {})",
+                      op.version(), kMinOpset, kMaxOpset);
       return op.version();
     }
   }
@@ -211,7 +259,8 @@ Result<Node> convert_node(const onnx::NodeProto& np, size_t index, int64_t opset
   node.op_type = np.op_type();
   node.domain = np.domain() == "ai.onnx" ? "" : np.domain();
   if (!node.domain.empty())
-    return errorf("unsupported operator {}.{} in node '{}' (opset {})", node.domain, node.op_type, node.name, opset);
+    return errorf("unsupported operator {}.{} in node '{}' (opset {})", node.domain, node.op_type, node.name,
+                  opset);
   node.inputs.assign(np.input().begin(), np.input().end());
   node.outputs.assign(np.output().begin(), np.output().end());
   if (node.outputs.empty()) return errorf("{}: has no outputs", node.describe());
@@ -246,7 +295,8 @@ Result<Model> convert_model(const onnx::ModelProto& mp, bool complete) {
     SP_ASSIGN_OR_RETURN(Tensor t, convert_tensor(init, fmt::format("initializer '{}'", init.name())));
     m.initializers[init.name()] = std::move(t);
   }
-  if (g.sparse_initializer_size() > 0) return errorf("field sparse_initializer: sparse initializers are not supported");
+  if (g.sparse_initializer_size() > 0)
+    return errorf("field sparse_initializer: sparse initializers are not supported");
   for (const auto& in : g.input()) {
     if (m.initializers.count(in.name())) continue;  // IR < 4 lists initializers among the inputs
     SP_ASSIGN_OR_RETURN(ValueInfo vi, convert_value_info(in, "input"));
@@ -281,7 +331,9 @@ Result<Model> parse(std::string_view bytes, const std::string& source, bool comp
 
 }  // namespace
 
-Result<Model> parse_onnx(std::string_view bytes, const std::string& source) { return parse(bytes, source, true); }
+Result<Model> parse_onnx(std::string_view bytes, const std::string& source) {
+  return parse(bytes, source, true);
+}
 
 Result<Model> parse_onnx_graph(std::string_view bytes, const std::string& source) {
   return parse(bytes, source, false);

@@ -1,3 +1,5 @@
+#include <bit>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -63,12 +65,14 @@ TEST(Npy, HeadersWithMuchWhitespaceAreReadInLinearTime) {
   std::string dir = test::temp_dir("npy_spaces");
   float values[6] = {1, 2, 3, 4, 5, 6};
   std::string shape = "(2," + std::string(30000, ' ') + "3)";
-  write_bytes(dir + "/s.npy", npy_bytes("<f4", shape, std::string(reinterpret_cast<char*>(values), sizeof values)));
+  write_bytes(dir + "/s.npy",
+              npy_bytes("<f4", shape, std::string(reinterpret_cast<char*>(values), sizeof values)));
   auto t = read_npy(dir + "/s.npy");
   ASSERT_TRUE(t.ok()) << t.status().message();
   EXPECT_EQ(t->shape(), (Shape{2, 3}));
   EXPECT_EQ(t->f32_data()[5], 6.0f);
-  std::string padded_key = "{'descr'" + std::string(20000, ' ') + ": '<f4', 'fortran_order': False, 'shape': (1,), }";
+  std::string padded_key =
+      "{'descr'" + std::string(20000, ' ') + ": '<f4', 'fortran_order': False, 'shape': (1,), }";
   std::string out("\x93NUMPY\x01\x00", 8);
   while ((10 + padded_key.size() + 1) % 64) padded_key += ' ';
   padded_key += '\n';
@@ -102,7 +106,8 @@ std::string idx_bytes(uint8_t type, std::vector<uint32_t> dims, const std::strin
 
 TEST(Idx, ReadsPlainAndGzip) {
   std::string dir = test::temp_dir("idx");
-  std::string img = idx_bytes(0x08, {2, 2, 3}, std::string("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\xff", 12));
+  std::string img =
+      idx_bytes(0x08, {2, 2, 3}, std::string("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\xff", 12));
   write_bytes(dir + "/plain-idx3-ubyte", img);
   gzFile gz = gzopen((dir + "/img.gz").c_str(), "wb");
   gzwrite(gz, img.data(), static_cast<unsigned>(img.size()));
@@ -130,6 +135,20 @@ TEST(Idx, RejectsCorruptFiles) {
   write_bytes(dir + "/bad.gz", std::string("\x1f\x8b\x08\x00garbage", 12));
   EXPECT_FALSE(read_idx(dir + "/bad.gz").ok());
   EXPECT_FALSE(read_idx(dir + "/missing").ok());
+}
+
+TEST(Idx, LabelsThatAreNoClassIndexAreRefused) {
+  // Float IDX labels: NaN, infinity, huge, negative and fractional values never reach an integer cast.
+  std::string dir = test::temp_dir("idx_labels");
+  for (float bad : {std::nanf(""), INFINITY, 1e30f, -1.0f, 2.5f}) {
+    uint32_t bits = std::bit_cast<uint32_t>(bad);
+    std::string be = {static_cast<char>(bits >> 24), static_cast<char>(bits >> 16),
+                      static_cast<char>(bits >> 8), static_cast<char>(bits)};
+    write_bytes(dir + "/labels", idx_bytes(0x0D, {2}, std::string("\x40\x00\x00\x00", 4) + be));  // 2.0, bad
+    auto r = read_idx_labels(dir + "/labels");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("label 1"), std::string::npos) << r.status().message();
+  }
 }
 
 TEST(Idx, WritesWhatItReads) {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <new>
 
+#include <zlib.h>
 #include <nlohmann/json.hpp>
 
 #include "format/graph_section.h"
@@ -296,6 +297,89 @@ TEST(HostileSpw, TheBuilderMakesFilesTheReaderAccepts) {
   ASSERT_TRUE(r.ok()) << r.status().message();
   ASSERT_EQ(r->tensors.size(), 1u);
   EXPECT_EQ(r->tensors[0].partitions[0].col_counts, std::vector<uint32_t>(8, 0));
+}
+
+// ---- hostile ONNX: an initializer's declared size is checked against its data before allocating ----
+
+// Protobuf wire format, just enough for a ModelProto with an opset and one initializer.
+void put_varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+void put_field(std::string& out, int field, const std::string& bytes) {  // length-delimited
+  put_varint(out, static_cast<uint64_t>(field) << 3 | 2);
+  put_varint(out, bytes.size());
+  out += bytes;
+}
+void put_int(std::string& out, int field, uint64_t v) {
+  put_varint(out, static_cast<uint64_t>(field) << 3);
+  put_varint(out, v);
+}
+
+TEST(HostileOnnx, AnInitializerDeclaringMillionsOfValuesWithNoneIsRefusedWithoutAllocating) {
+  std::string tensor;
+  put_int(tensor, 1, uint64_t{1} << 28);  // dims: [2^28]
+  put_int(tensor, 2, 7);                  // data_type: INT64, and no data at all
+  put_field(tensor, 8, "big");            // name
+  std::string graph;
+  put_field(graph, 5, tensor);  // initializer
+  std::string opset;
+  put_int(opset, 2, 13);
+  std::string model;
+  put_int(model, 1, 8);  // ir_version
+  put_field(model, 7, graph);
+  put_field(model, 8, opset);
+  EXPECT_LT(model.size(), 100u);
+  g_largest.store(0);
+  auto r = parse_onnx(model, "hostile.onnx");
+  size_t largest = g_largest.load();
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("has 0 values"), std::string::npos) << r.status().message();
+  EXPECT_LT(largest, kSmallAllocation);
+}
+
+// ---- hostile IDX: the header is checked before the data is decompressed ----
+
+// Writes an IDX header (u8 elements, `dims`) and `data_bytes` zero bytes, gzip-compressed.
+std::string gzip_idx(const std::string& name, const std::vector<uint32_t>& dims, size_t data_bytes) {
+  std::string path = test::temp_dir("hostile_idx") + "/" + name;
+  gzFile f = gzopen(path.c_str(), "wb9");
+  std::string head = {0, 0, 0x08, static_cast<char>(dims.size())};
+  for (uint32_t d : dims)
+    for (int s = 24; s >= 0; s -= 8) head.push_back(static_cast<char>((d >> s) & 0xff));
+  gzwrite(f, head.data(), static_cast<unsigned>(head.size()));
+  std::string zeros(size_t{1} << 20, '\0');
+  for (size_t left = data_bytes; left > 0;) {
+    size_t n = std::min(left, zeros.size());
+    gzwrite(f, zeros.data(), static_cast<unsigned>(n));
+    left -= n;
+  }
+  gzclose(f);
+  return path;
+}
+
+TEST(HostileIdx, DataBeyondWhatTheHeaderDeclaresIsNotDecompressed) {
+  // 10 declared bytes followed by 64 MB of zeros (about 64 KB compressed).
+  std::string path = gzip_idx("bomb.idx.gz", {10}, size_t{64} << 20);
+  EXPECT_LT(std::filesystem::file_size(path), size_t{1} << 20);
+  g_largest.store(0);
+  auto r = read_idx(path);
+  EXPECT_LT(g_largest.load(), kSmallAllocation);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("needs 10 bytes of data, file has more"), std::string::npos)
+      << r.status().message();
+}
+
+TEST(HostileIdx, AHeaderDeclaringGigabytesOverATinyFileAllocatesLittle) {
+  std::string path = gzip_idx("liar.idx.gz", {1u << 15, 1u << 15}, 1000);  // declares 1 GiB
+  g_largest.store(0);
+  auto r = read_idx(path);
+  EXPECT_LT(g_largest.load(), kSmallAllocation);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("file has 1000"), std::string::npos) << r.status().message();
 }
 
 }  // namespace
