@@ -1,5 +1,7 @@
 #include "engine/op.h"
 
+#include <cmath>
+
 namespace sparrow {
 
 Status Op::expect_inputs(std::span<const ValueDesc> in, size_t lo, size_t hi) const {
@@ -20,8 +22,16 @@ Result<std::vector<int64_t>> Op::constant_ints(std::span<const ValueDesc> in, si
     return fail("input '{}' ('{}') must be known before inference (a constant or computed from shapes only)",
                 what, node_.inputs[index]);
   std::vector<int64_t> v(static_cast<size_t>(t->numel()));
-  for (int64_t i = 0; i < t->numel(); ++i)
-    v[i] = t->dtype() == DType::i64 ? t->i64_data()[i] : static_cast<int64_t>(t->f32_data()[i]);
+  for (int64_t i = 0; i < t->numel(); ++i) {
+    if (t->dtype() == DType::i64) {
+      v[i] = t->i64_data()[i];
+      continue;
+    }
+    const float f = t->f32_data()[i];
+    if (!(std::fabs(f) < 9.2e18f))  // also refuses NaN: only values an int64 holds are cast
+      return fail("input '{}' ('{}') holds {}, which is not an integer", what, node_.inputs[index], f);
+    v[i] = static_cast<int64_t>(f);
+  }
   return v;
 }
 

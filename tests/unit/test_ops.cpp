@@ -1,6 +1,8 @@
 // Operator tests against hand-computed values and naive reference loops.
 #include <cmath>
 
+#include <limits>
+
 #include "test_util.h"
 
 namespace sparrow {
@@ -13,7 +15,9 @@ using test::run_op;
 
 using Ints = std::vector<int64_t>;
 
-std::vector<float> values(const Tensor& t) { return {t.f32_data(), t.f32_data() + t.numel()}; }
+std::vector<float> values(const Tensor& t) {
+  return {t.f32_data(), t.f32_data() + t.numel()};
+}
 
 Tensor run1(const std::string& op, std::map<std::string, AttrValue> attrs, const std::vector<Tensor>& in,
             int64_t opset = 13) {
@@ -41,7 +45,8 @@ Tensor reference_conv(const Tensor& x, const Tensor& wt, const Tensor& b, const 
           for (int64_t c = 0; c < cg; ++c)
             for (int64_t u = 0; u < p.kh; ++u)
               for (int64_t v = 0; v < p.kw; ++v) {
-                int64_t ih = i * p.stride - p.pad + u * p.dilation, iw = j * p.stride - p.pad + v * p.dilation;
+                int64_t ih = i * p.stride - p.pad + u * p.dilation,
+                        iw = j * p.stride - p.pad + v * p.dilation;
                 if (ih < 0 || iw < 0 || ih >= p.h || iw >= p.w) continue;
                 acc += x.f32_data()[((n * p.c + g * cg + c) * p.h + ih) * p.w + iw] *
                        wt.f32_data()[((m * cg + c) * p.kh + u) * p.kw + v];
@@ -53,9 +58,11 @@ Tensor reference_conv(const Tensor& x, const Tensor& wt, const Tensor& b, const 
 
 TEST(Conv, MatchesReferenceOnAGridOfGeometries) {
   std::vector<ConvCase> cases = {
-      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1, 1},  {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1},   {1, 4, 9, 9, 6, 3, 3, 2, 1, 1, 2},
-      {2, 6, 8, 7, 6, 3, 3, 1, 2, 2, 6},  {1, 2, 5, 9, 3, 1, 1, 1, 0, 1, 1},   {3, 2, 6, 6, 4, 1, 1, 2, 0, 1, 2},
-      {1, 3, 4, 4, 2, 5, 5, 1, 2, 1, 1},  {2, 1, 11, 3, 5, 2, 3, 3, 1, 1, 1},  {1, 8, 3, 3, 8, 3, 3, 1, 1, 1, 4},
+      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1, 1}, {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1},
+      {1, 4, 9, 9, 6, 3, 3, 2, 1, 1, 2}, {2, 6, 8, 7, 6, 3, 3, 1, 2, 2, 6},
+      {1, 2, 5, 9, 3, 1, 1, 1, 0, 1, 1}, {3, 2, 6, 6, 4, 1, 1, 2, 0, 1, 2},
+      {1, 3, 4, 4, 2, 5, 5, 1, 2, 1, 1}, {2, 1, 11, 3, 5, 2, 3, 3, 1, 1, 1},
+      {1, 8, 3, 3, 8, 3, 3, 1, 1, 1, 4},
   };
   uint32_t seed = 1;
   for (const auto& p : cases) {
@@ -92,10 +99,12 @@ TEST(Conv, RejectsMismatchedChannels) {
 // ---------------------------------------------------------------- pooling
 TEST(Pool, MaxPoolCeilModePadsAndDilation) {
   Tensor x = make_f32({1, 1, 4, 4}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16});
-  Tensor y = run1("MaxPool", {{"kernel_shape", Ints{3, 3}}, {"strides", Ints{2, 2}}, {"ceil_mode", int64_t{1}}}, {x});
+  Tensor y = run1("MaxPool",
+                  {{"kernel_shape", Ints{3, 3}}, {"strides", Ints{2, 2}}, {"ceil_mode", int64_t{1}}}, {x});
   EXPECT_EQ(y.shape(), (Shape{1, 1, 2, 2}));
   EXPECT_EQ(values(y), (std::vector<float>{11, 12, 15, 16}));
-  Tensor p = run1("MaxPool", {{"kernel_shape", Ints{2, 2}}, {"pads", Ints{1, 1, 1, 1}}, {"strides", Ints{2, 2}}}, {x});
+  Tensor p = run1("MaxPool",
+                  {{"kernel_shape", Ints{2, 2}}, {"pads", Ints{1, 1, 1, 1}}, {"strides", Ints{2, 2}}}, {x});
   EXPECT_EQ(values(p), (std::vector<float>{1, 3, 4, 9, 11, 12, 13, 15, 16}));
   Tensor d = run1("MaxPool", {{"kernel_shape", Ints{2, 2}}, {"dilations", Ints{2, 2}}}, {x}, 11);
   EXPECT_EQ(values(d), (std::vector<float>{11, 12, 15, 16}));
@@ -103,7 +112,8 @@ TEST(Pool, MaxPoolCeilModePadsAndDilation) {
 
 TEST(Pool, AveragePoolPaddingCountsAsConfigured) {
   Tensor x = make_f32({1, 1, 2, 2}, {1, 2, 3, 4});
-  std::map<std::string, AttrValue> a = {{"kernel_shape", Ints{2, 2}}, {"pads", Ints{1, 1, 1, 1}}, {"strides", Ints{2, 2}}};
+  std::map<std::string, AttrValue> a = {
+      {"kernel_shape", Ints{2, 2}}, {"pads", Ints{1, 1, 1, 1}}, {"strides", Ints{2, 2}}};
   EXPECT_EQ(values(run1("AveragePool", a, {x})), (std::vector<float>{1, 2, 3, 4}));
   a["count_include_pad"] = int64_t{1};
   EXPECT_EQ(values(run1("AveragePool", a, {x})), (std::vector<float>{0.25f, 0.5f, 0.75f, 1.0f}));
@@ -146,7 +156,8 @@ TEST(MatMul, VectorsAndBatchBroadcast) {
       for (int64_t r = 0; r < 3; ++r)
         for (int64_t c = 0; c < 2; ++c) {
           double acc = 0;
-          for (int64_t p = 0; p < 4; ++p) acc += a.f32_data()[(i * 3 + r) * 4 + p] * b.f32_data()[(j * 4 + p) * 2 + c];
+          for (int64_t p = 0; p < 4; ++p)
+            acc += a.f32_data()[(i * 3 + r) * 4 + p] * b.f32_data()[(j * 4 + p) * 2 + c];
           EXPECT_NEAR(z.f32_data()[((i * 3 + j) * 3 + r) * 2 + c], acc, 1e-5);
         }
   EXPECT_FALSE(run_op("MatMul", {}, {random_f32({2, 3}, 1), random_f32({4, 2}, 2)}).ok());
@@ -172,13 +183,16 @@ TEST(Elementwise, BroadcastingBinaryAndVariadic) {
   EXPECT_EQ(y.shape(), (Shape{2, 2, 3}));
   EXPECT_EQ(values(y), (std::vector<float>{11, 12, 13, 21, 22, 23, 14, 15, 16, 24, 25, 26}));
   EXPECT_EQ(values(run1("Sub", {}, {make_f32({2}, {5, 5}), make_f32({}, {1})})), (std::vector<float>{4, 4}));
-  EXPECT_EQ(values(run1("Div", {}, {make_f32({2}, {1, 6}), make_f32({2}, {2, 3})})), (std::vector<float>{0.5f, 2}));
+  EXPECT_EQ(values(run1("Div", {}, {make_f32({2}, {1, 6}), make_f32({2}, {2, 3})})),
+            (std::vector<float>{0.5f, 2}));
   EXPECT_EQ(values(run1("Pow", {}, {make_f32({2}, {2, 3}), make_f32({1}, {2})})), (std::vector<float>{4, 9}));
   Tensor mx = run1("Max", {}, {make_f32({3}, {1, 5, 2}), make_f32({1}, {3}), make_f32({2, 1}, {0, 4})});
   EXPECT_EQ(mx.shape(), (Shape{2, 3}));
   EXPECT_EQ(values(mx), (std::vector<float>{3, 5, 3, 4, 5, 4}));
-  EXPECT_EQ(values(run1("Min", {}, {make_f32({3}, {1, 5, 2}), make_f32({1}, {3})})), (std::vector<float>{1, 3, 2}));
-  auto bad = run_op("Add", {}, {make_f32({2, 3}, std::vector<float>(6)), make_f32({4}, std::vector<float>(4))});
+  EXPECT_EQ(values(run1("Min", {}, {make_f32({3}, {1, 5, 2}), make_f32({1}, {3})})),
+            (std::vector<float>{1, 3, 2}));
+  auto bad =
+      run_op("Add", {}, {make_f32({2, 3}, std::vector<float>(6)), make_f32({4}, std::vector<float>(4))});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("do not broadcast"), std::string::npos);
 }
@@ -225,8 +239,9 @@ TEST(Softmax, AxisSemanticsChangeAtOpset13) {
 
 TEST(BatchNorm, InferenceForm) {
   Tensor x = make_f32({1, 2, 1, 2}, {1, 2, 3, 4});
-  Tensor y = run1("BatchNormalization", {{"epsilon", 0.0f}},
-                  {x, make_f32({2}, {2, 1}), make_f32({2}, {0, 1}), make_f32({2}, {1, 3}), make_f32({2}, {4, 1})});
+  Tensor y =
+      run1("BatchNormalization", {{"epsilon", 0.0f}},
+           {x, make_f32({2}, {2, 1}), make_f32({2}, {0, 1}), make_f32({2}, {1, 3}), make_f32({2}, {4, 1})});
   EXPECT_EQ(values(y), (std::vector<float>{0, 1, 1, 2}));
 }
 
@@ -273,10 +288,44 @@ TEST(ShapeOps, ConcatSplitSlice) {
   EXPECT_EQ(values((*parts)[0]), (std::vector<float>{1, 3, 2, 5}));
   EXPECT_EQ(values((*parts)[1]), (std::vector<float>{4, 6}));
   Tensor x = make_f32({5}, {0, 1, 2, 3, 4});
-  EXPECT_EQ(values(run1("Slice", {}, {x, make_i64({1}, {-1}), make_i64({1}, {-100}), make_i64({1}, {0}),
-                                      make_i64({1}, {-2})})),
-            (std::vector<float>{4, 2, 0}));
+  EXPECT_EQ(
+      values(run1("Slice", {},
+                  {x, make_i64({1}, {-1}), make_i64({1}, {-100}), make_i64({1}, {0}), make_i64({1}, {-2})})),
+      (std::vector<float>{4, 2, 0}));
   EXPECT_EQ(run1("Slice", {}, {x, make_i64({1}, {3}), make_i64({1}, {1})}).numel(), 0);
+}
+
+TEST(ShapeOps, ExtremeStepsAndShapesNeverOverflow) {
+  Tensor x = make_f32({5}, {0, 1, 2, 3, 4});
+  const int64_t big = std::numeric_limits<int64_t>::max(), small = std::numeric_limits<int64_t>::min();
+  EXPECT_EQ(
+      values(run1("Slice", {},
+                  {x, make_i64({1}, {1}), make_i64({1}, {5}), make_i64({1}, {0}), make_i64({1}, {big})})),
+      (std::vector<float>{1}));
+  EXPECT_EQ(values(run1("Slice", {},
+                        {x, make_i64({1}, {-1}), make_i64({1}, {small}), make_i64({1}, {0}),
+                         make_i64({1}, {small})})),
+            (std::vector<float>{4}));
+  auto huge = run_op("Reshape", {}, {x, make_i64({3}, {int64_t{1} << 31, int64_t{1} << 31, -1})});
+  ASSERT_FALSE(huge.ok());
+  EXPECT_NE(huge.status().message().find("more than"), std::string::npos) << huge.status().message();
+}
+
+TEST(ShapeOps, AFloatShapeThatIsNoIntegerIsRefused) {
+  for (float bad : {std::nanf(""), INFINITY, 1e30f}) {
+    Model m;
+    m.source = "float_shape";
+    m.inputs.push_back(ValueInfo{"x", ElemType::f32, {2, 3}, {"", ""}, true});
+    m.outputs.push_back(ValueInfo{"y"});
+    m.initializers["s"] = make_f32({2}, {bad, 3.0f});
+    m.nodes.push_back(Node{"r", "Reshape", "", {"x", "s"}, {"y"}, {}});
+    auto ex = Executor::create(std::move(m));
+    ASSERT_TRUE(ex.ok()) << ex.status().message();
+    Tensor x(DType::f32, {2, 3});
+    auto y = (*ex)->run({&x, 1});
+    ASSERT_FALSE(y.ok()) << bad;
+    EXPECT_NE(y.status().message().find("not an integer"), std::string::npos) << y.status().message();
+  }
 }
 
 TEST(ShapeOps, GatherPadExpandConstantOfShapeShape) {
@@ -305,17 +354,19 @@ TEST(ShapeOps, GatherPadExpandConstantOfShapeShape) {
 TEST(ShapeOps, TileRepeatsEachAxis) {
   Tensor y = run1("Tile", {}, {make_f32({2, 2}, {1, 2, 3, 4}), make_i64({2}, {2, 3})});
   EXPECT_EQ(y.shape(), (Shape{4, 6}));
-  EXPECT_EQ(values(y), (std::vector<float>{1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4,
-                                           1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4}));
+  EXPECT_EQ(values(y),
+            (std::vector<float>{1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4, 1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4}));
 }
 
 TEST(Elementwise, CompareAndWhereBroadcast) {
   auto eq = run_op("Equal", {}, {make_i64({3}, {1, -1, 5}), make_i64({1}, {-1})});
   ASSERT_TRUE(eq.ok()) << eq.status().message();
-  EXPECT_EQ(std::vector<int64_t>((*eq)[0].i64_data(), (*eq)[0].i64_data() + 3), (std::vector<int64_t>{0, 1, 0}));
+  EXPECT_EQ(std::vector<int64_t>((*eq)[0].i64_data(), (*eq)[0].i64_data() + 3),
+            (std::vector<int64_t>{0, 1, 0}));
   auto lt = run_op("Less", {}, {make_f32({2, 1}, {1, 3}), make_f32({2}, {2, 3})});
   ASSERT_TRUE(lt.ok());
-  EXPECT_EQ(std::vector<int64_t>((*lt)[0].i64_data(), (*lt)[0].i64_data() + 4), (std::vector<int64_t>{1, 1, 0, 0}));
+  EXPECT_EQ(std::vector<int64_t>((*lt)[0].i64_data(), (*lt)[0].i64_data() + 4),
+            (std::vector<int64_t>{1, 1, 0, 0}));
   auto gt = run_op("Greater", {}, {make_f32({2}, {1, 3}), make_f32({1}, {2})});
   EXPECT_EQ((*gt)[0].i64_data()[1], 1);
   Tensor w = run1("Where", {}, {make_i64({2, 1}, {1, 0}), make_f32({3}, {1, 2, 3}), make_f32({1}, {-1})});
@@ -376,7 +427,8 @@ TEST(Lstm, RejectsUnsupportedDirection) {
 TEST(Registry, UnsupportedOperatorNamesOpNodeAndOpset) {
   auto r = run_op("Einsum", {}, {random_f32({2}, 1)}, 12);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("unsupported operator Einsum in node 'n' (opset 12)"), std::string::npos)
+  EXPECT_NE(r.status().message().find("unsupported operator Einsum in node 'n' (opset 12)"),
+            std::string::npos)
       << r.status().message();
 }
 

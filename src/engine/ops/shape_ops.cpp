@@ -106,6 +106,8 @@ class ReshapeOp : public ReshapeLikeOp {
       } else if (target[i] < 0) {
         return fail("shape {} has a negative entry", shape_str(target));
       } else {
+        if (target[i] > kMaxTensorElements || known * target[i] > kMaxTensorElements)  // no overflow: both <= 2^31
+          return fail("shape {} has more than {} elements", shape_str(target), kMaxTensorElements);
         known *= target[i];
       }
     }
@@ -370,6 +372,9 @@ class SliceOp : public Op {
       SP_ASSIGN_OR_RETURN(int ax, normalize_axis(axes[i], r));
       int64_t dim = x[ax], step = steps[i];
       if (step == 0) return fail("step 0 on axis {}", ax);
+      // A step longer than the axis selects at most one element, as a step of the axis' length does;
+      // clamping keeps the arithmetic below from overflowing.
+      step = std::clamp<int64_t>(step, -std::max<int64_t>(dim, 1), std::max<int64_t>(dim, 1));
       int64_t s = starts[i] < 0 ? starts[i] + dim : starts[i];
       int64_t e = ends[i] < 0 ? ends[i] + dim : ends[i];
       if (step > 0) {
