@@ -12,7 +12,7 @@
 namespace sparrow {
 
 struct ExecOptions {
-  int threads = 0;                                // 0: one per hardware thread
+  int threads = 0;  // 0, or more than the hardware has: one per hardware thread
   int64_t memory_limit_bytes = int64_t{8} << 30;  // largest plan (activations + scratch) allowed
   bool sparse = true;                             // run compressed weights on the sparse engine
   // Keeps every value of the graph readable through Executor::value after a run: no graph pass fuses

@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   GlobalOptions global;
   bool verbose = false;
-  app.add_option("--threads", global.threads, "Worker threads (default: one per core)")->check(CLI::Range(0, 1024));
+  app.add_option("--threads", global.threads, "Worker threads (default and most: one per hardware thread)")->check(CLI::Range(0, 1024));
   app.add_flag("-q,--quiet", global.quiet, "No progress lines");
   app.add_flag("-v,--verbose", verbose, "Log what Sparrow does");
   app.add_flag("--dense", global.dense, "Run .spw models decompressed on the dense executor");

@@ -47,8 +47,10 @@ Status check_model(const Model& model, const std::vector<std::string>& held_weig
 
 ExecOptions resolved(ExecOptions options) {
   blas_use_single_thread();
-  if (options.threads <= 0)
-    options.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // The pool's workers spin between parallel regions, so more threads than hardware threads only
+  // take turns on the cores: capped.
+  const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (options.threads <= 0 || options.threads > hardware) options.threads = hardware;
   return options;
 }
 

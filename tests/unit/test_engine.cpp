@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -238,6 +239,15 @@ TEST(Engine, EieBenchJsonHasEveryPeerAndTheScalingMeasures) {
   }
   for (const char* config : {"batch 1, 1 thread", "batch 1, 2 threads", "batch 4, 1 thread", "batch 4, 2 threads"})
     EXPECT_GT(j["geomean"][config]["speedup_vs_dense"].get<double>(), 0) << config;
+}
+
+TEST(Engine, ThreadsAreCappedAtTheHardwareThreads) {
+  // Spinning workers beyond the cores only take turns (1024 threads made a 26 ms job take minutes).
+  const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  auto ex = Executor::create(mlp(), ExecOptions{1024});
+  ASSERT_TRUE(ex.ok());
+  EXPECT_EQ((*ex)->threads(), hardware);
+  EXPECT_EQ((*std::move(Executor::create(mlp(), ExecOptions{1})))->threads(), 1);
 }
 
 }  // namespace
