@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+
 #include "cli/commands.h"
 #include "core/file.h"
 #include "core/timer.h"
@@ -58,10 +60,17 @@ Result<EvalResult> evaluate(Executor& ex, const EvalOptions& o, const GlobalOpti
     return errorf("{} has {} images but {} has {} labels", o.images, count, o.labels, labels.size());
   if (o.limit > 0) count = std::min(count, o.limit);
   int64_t sample = count ? images.numel() / images.dim(0) : 0;
+  for (int64_t i = 0; i < count * sample; ++i) {
+    const float v = images.f32_data()[i] * o.scale + o.shift;
+    if (!std::isfinite(v))
+      return errorf("{}: image {} value {} is {} once normalized (x * {} + {}): inputs must be finite",
+                    o.images, i / sample, i % sample, v, o.scale, o.shift);
+  }
   SP_ASSIGN_OR_RETURN(Shape per_sample, sample_shape(ex.model(), sample));
   int64_t fixed_batch = ex.model().inputs[0].dims[0];
   int64_t batch = fixed_batch > 0 ? fixed_batch : std::min(o.batch, std::max<int64_t>(count, 1));
-  if (ex.model().inputs.size() != 1) return errorf("{}: eval needs a model with one input", ex.model().source);
+  if (ex.model().inputs.size() != 1)
+    return errorf("{}: eval needs a model with one input", ex.model().source);
 
   EvalResult r;
   Timer timer;
@@ -101,37 +110,41 @@ Command add_eval(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("model", o->model, "Model file (.onnx or .spw)")->required();
   cmd->add_option("--images", o->images, "IDX images, optionally .gz")->required();
   cmd->add_option("--labels", o->labels, "IDX labels, optionally .gz")->required();
-  cmd->add_option("--scale", o->scale, "Input normalization: x = raw * scale + shift (default 1/255)");
-  cmd->add_option("--shift", o->shift, "Input normalization offset (default 0)");
+  cmd->add_option("--scale", o->scale, "Input normalization: x = raw * scale + shift (default 1/255)")
+      ->check(kFiniteNumber);
+  cmd->add_option("--shift", o->shift, "Input normalization offset (default 0)")->check(kFiniteNumber);
   cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   cmd->add_option("--limit", o->limit, "Evaluate only the first N images")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->add_option("--predictions", o->predictions, "Write the predicted class of every image to this .npy");
-  return {cmd, [o, &global]() -> int {
-    for (const auto& input : {o->model, o->images, o->labels})
-      if (!o->predictions.empty() && same_file(o->predictions, input))
-        return report_error(errorf("--predictions {} would overwrite an input file", o->predictions));
-    auto ex = open_model(o->model, global);
-    if (!ex.ok()) return report_error(ex.status());
-    auto r = evaluate(**ex, *o, global);
-    if (!r.ok()) return report_error(r.status());
-    if (!o->predictions.empty()) {
-      Tensor p = Tensor::i64({static_cast<int64_t>(r->predicted.size())}, r->predicted);
-      if (auto s = write_npy(o->predictions, p); !s.ok()) return report_error(s);
-    }
-    double accuracy = r->total ? static_cast<double>(r->correct) / static_cast<double>(r->total) : 0.0;
-    if (o->json) {
-      nlohmann::json j{{"model", o->model}, {"accuracy", accuracy}, {"correct", r->correct}, {"total", r->total},
-                       {"seconds", r->seconds}, {"images_per_second", r->seconds > 0 ? r->total / r->seconds : 0.0},
-                       {"batch", o->batch}, {"threads", (*ex)->threads()}};
-      fmt::print("{}\n", j.dump());
-    } else {
-      fmt::print("images: {}  time: {:.3f} s  ({:.0f} images/s, {} threads)\n", r->total, r->seconds,
-                 r->seconds > 0 ? r->total / r->seconds : 0.0, (*ex)->threads());
-      fmt::print("accuracy: {:.4f} ({}/{})\n", accuracy, r->correct, r->total);
-    }
-    return 0;
-  }};
+  return {
+      cmd, [o, &global]() -> int {
+        for (const auto& input : {o->model, o->images, o->labels})
+          if (!o->predictions.empty() && same_file(o->predictions, input))
+            return report_error(errorf("--predictions {} would overwrite an input file", o->predictions));
+        auto ex = open_model(o->model, global);
+        if (!ex.ok()) return report_error(ex.status());
+        auto r = evaluate(**ex, *o, global);
+        if (!r.ok()) return report_error(r.status());
+        if (!o->predictions.empty()) {
+          Tensor p = Tensor::i64({static_cast<int64_t>(r->predicted.size())}, r->predicted);
+          if (auto s = write_npy(o->predictions, p); !s.ok()) return report_error(s);
+        }
+        double accuracy = r->total ? static_cast<double>(r->correct) / static_cast<double>(r->total) : 0.0;
+        if (o->json) {
+          nlohmann::json j{
+              {"model", o->model},     {"accuracy", accuracy},
+              {"correct", r->correct}, {"total", r->total},
+              {"seconds", r->seconds}, {"images_per_second", r->seconds > 0 ? r->total / r->seconds : 0.0},
+              {"batch", o->batch},     {"threads", (*ex)->threads()}};
+          fmt::print("{}\n", j.dump());
+        } else {
+          fmt::print("images: {}  time: {:.3f} s  ({:.0f} images/s, {} threads)\n", r->total, r->seconds,
+                     r->seconds > 0 ? r->total / r->seconds : 0.0, (*ex)->threads());
+          fmt::print("accuracy: {:.4f} ({}/{})\n", accuracy, r->correct, r->total);
+        }
+        return 0;
+      }};
 }
 
 }  // namespace sparrow::cli

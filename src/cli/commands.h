@@ -1,11 +1,29 @@
 // One function pair per subcommand: add_<name> registers options, the callback runs it.
 #pragma once
 
+#include <cmath>
+#include <limits>
+#include <string>
+
 #include <CLI/CLI.hpp>
 
 #include "cli/common.h"
 
 namespace sparrow::cli {
+
+// For float options: a finite number within float range (refuses nan, inf and 1e39).
+inline const CLI::Validator kFiniteNumber(
+    [](std::string& text) -> std::string {
+      try {
+        size_t used = 0;
+        double v = std::stod(text, &used);
+        if (used == text.size() && std::isfinite(v) && std::fabs(v) <= std::numeric_limits<float>::max())
+          return {};
+      } catch (const std::exception&) {
+      }
+      return "must be a finite number, got " + text;
+    },
+    "FINITE");
 
 // A registered subcommand and the function that runs it once parsed (returns the exit code).
 struct Command {

@@ -9,13 +9,14 @@
 namespace {
 using AddCommand = sparrow::cli::Command (*)(CLI::App&, const sparrow::cli::GlobalOptions&);
 constexpr AddCommand kCommands[] = {
-    sparrow::cli::add_info,     sparrow::cli::add_run,   sparrow::cli::add_eval,        sparrow::cli::add_compress,
-    sparrow::cli::add_inspect,  sparrow::cli::add_export,
+    sparrow::cli::add_info,     sparrow::cli::add_run,     sparrow::cli::add_eval,
+    sparrow::cli::add_compress, sparrow::cli::add_inspect, sparrow::cli::add_export,
 #ifdef SPARROW_WITH_BENCHMARKS
     sparrow::cli::add_bench,
 #endif
-    sparrow::cli::add_sim,      sparrow::cli::add_train, sparrow::cli::add_sensitivity, sparrow::cli::add_dsd,
-    sparrow::cli::add_repro,    sparrow::cli::add_digits, sparrow::cli::add_report};
+    sparrow::cli::add_sim,      sparrow::cli::add_train,   sparrow::cli::add_sensitivity,
+    sparrow::cli::add_dsd,      sparrow::cli::add_repro,   sparrow::cli::add_digits,
+    sparrow::cli::add_report};
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -25,7 +26,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   GlobalOptions global;
   bool verbose = false;
-  app.add_option("--threads", global.threads, "Worker threads (default and most: one per hardware thread)")->check(CLI::Range(0, 1024));
+  app.add_option("--threads", global.threads, "Worker threads (default and most: one per hardware thread)")
+      ->check(CLI::Range(0, 1024));
   app.add_flag("-q,--quiet", global.quiet, "No progress lines");
   app.add_flag("-v,--verbose", verbose, "Log what Sparrow does");
   app.add_flag("--dense", global.dense, "Run .spw models decompressed on the dense executor");
@@ -35,7 +37,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 1;  // --help and --version exit 0; every bad option exits 1
   }
   if (verbose) sparrow::set_log_level(sparrow::LogLevel::info);
   try {

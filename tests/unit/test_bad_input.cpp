@@ -9,7 +9,9 @@
 namespace sparrow {
 namespace {
 
-std::string model_bytes() { return *serialize_onnx(test::small_cnn()); }
+std::string model_bytes() {
+  return *serialize_onnx(test::small_cnn());
+}
 
 // Parses, plans and runs; returns the first error (or OK). Must never crash.
 Status load_and_run(const std::string& bytes) {
@@ -57,7 +59,8 @@ class CliBadInput : public ::testing::Test {
     bytes_ = model_bytes();
   }
   // Runs `sparrow run` and checks the process ended cleanly; returns its result.
-  test::CliResult run_model(const std::string& model, const std::string& input, const std::string& extra = "") {
+  test::CliResult run_model(const std::string& model, const std::string& input,
+                            const std::string& extra = "") {
     auto r = test::run_cli("-q run " + model + " --input " + input + " " + extra);
     EXPECT_EQ(r.signal, 0) << "crashed with signal " << r.signal << ": " << r.output;
     EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.exit_code << ": " << r.output;
@@ -66,7 +69,9 @@ class CliBadInput : public ::testing::Test {
     }
     return r;
   }
-  void write(const std::string& name, const std::string& data) { std::ofstream(dir_ + "/" + name, std::ios::binary) << data; }
+  void write(const std::string& name, const std::string& data) {
+    std::ofstream(dir_ + "/" + name, std::ios::binary) << data;
+  }
   std::string dir_, bytes_;
 };
 
@@ -111,17 +116,43 @@ TEST_F(CliBadInput, MessagesSayWhatAndWhere) {
   EXPECT_NE(nonfinite.output.find("non-finite"), std::string::npos) << nonfinite.output;
   EXPECT_EQ(run_model(dir_ + "/m.onnx", dir_ + "/nan.npy", "--allow-nonfinite").exit_code, 0);
 
-  write("huge.npy", std::string("\x93NUMPY\x01\x00\x46\x00{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 1000), }   \n", 80));
+  write("huge.npy", std::string("\x93NUMPY\x01\x00\x46\x00{'descr': '<f4', 'fortran_order': False, 'shape': "
+                                "(100000, 100000, 1000), }   \n",
+                                80));
   auto huge = run_model(dir_ + "/m.onnx", dir_ + "/huge.npy");
   EXPECT_NE(huge.output.find("huge.npy"), std::string::npos) << huge.output;
 }
 
 TEST_F(CliBadInput, InvalidOptionsAreRejected) {
   auto r = test::run_cli("eval " + dir_ + "/m.onnx --images a --labels b --batch 0");
-  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.signal, 0);
   auto none = test::run_cli("");
-  EXPECT_NE(none.exit_code, 0);
+  EXPECT_EQ(none.exit_code, 1);
+  for (const char* bad : {"--scale nan", "--scale inf", "--shift 1e39", "--scale 1x"}) {
+    auto n = test::run_cli("eval " + dir_ + "/m.onnx --images a --labels b " + bad);
+    EXPECT_EQ(n.exit_code, 1) << bad << ": " << n.output;
+    EXPECT_NE(n.output.find("must be a finite number"), std::string::npos) << n.output;
+  }
+}
+
+TEST_F(CliBadInput, NonFiniteImagesAreRefused) {
+  // Float IDX images [2, 8, 8] with a NaN, and labels [2].
+  auto idx = [](uint8_t type, std::vector<uint32_t> dims, const std::string& data) {
+    std::string out = {0, 0, static_cast<char>(type), static_cast<char>(dims.size())};
+    for (uint32_t d : dims)
+      for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<char>((d >> s) & 0xff));
+    return out + data;
+  };
+  std::string pixels(2 * 64 * 4, '\0');  // big-endian floats, 0.0
+  pixels[4 * 70] = 0x7f;                 // image 1, value 6: 0x7fc00000, a NaN
+  pixels[4 * 70 + 1] = static_cast<char>(0xc0);
+  write("images.idx", idx(0x0D, {2, 8, 8}, pixels));
+  write("labels.idx", idx(0x08, {2}, std::string("\x01\x02", 2)));
+  auto r = test::run_cli("eval " + dir_ + "/m.onnx --images " + dir_ + "/images.idx --labels " + dir_ +
+                         "/labels.idx");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("image 1 value 6"), std::string::npos) << r.output;
 }
 
 }  // namespace
