@@ -3,6 +3,7 @@
 #include <new>
 
 #include "cli/commands.h"
+#include "core/file.h"
 #include "core/log.h"
 #include "core/version.h"
 
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 1;  // --help and --version exit 0; every bad option exits 1
   }
   if (verbose) sparrow::set_log_level(sparrow::LogLevel::info);
+  sparrow::protect_inputs(true);  // no output of a command replaces a file it read
   try {
     for (auto& command : commands)
       if (command.app->parsed()) return command.run();

@@ -1,14 +1,65 @@
 #include "core/file.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <optional>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace sparrow {
+
+namespace {
+
+struct FileId {
+  dev_t device;
+  ino_t inode;
+  bool operator==(const FileId&) const = default;
+};
+
+struct InputRegistry {
+  std::mutex mutex;
+  bool on = false;
+  std::vector<FileId> files;
+};
+
+InputRegistry& inputs() {
+  static InputRegistry registry;
+  return registry;
+}
+
+std::optional<FileId> file_id(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return FileId{st.st_dev, st.st_ino};
+}
+
+bool is_input(const FileId& id) {
+  InputRegistry& r = inputs();
+  std::lock_guard lock(r.mutex);
+  return r.on && std::find(r.files.begin(), r.files.end(), id) != r.files.end();
+}
+
+}  // namespace
+
+void protect_inputs(bool on) {
+  InputRegistry& r = inputs();
+  std::lock_guard lock(r.mutex);
+  r.on = on;
+  if (!on) r.files.clear();
+}
+
+void note_input_file(const std::string& path) {
+  InputRegistry& r = inputs();
+  std::lock_guard lock(r.mutex);
+  if (!r.on) return;
+  if (auto id = file_id(path)) r.files.push_back(*id);
+}
 
 Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes) {
   std::error_code ec;
@@ -16,6 +67,7 @@ Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes) {
   if (std::filesystem::is_directory(path, ec)) return errorf("{}: is a directory, expected a file", path);
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return errorf("{}: cannot open: {}", path, std::strerror(errno));
+  note_input_file(path);
   std::streamoff size = in.tellg();
   if (size < 0) return errorf("{}: cannot determine file size", path);
   if (static_cast<size_t>(size) > max_bytes)
@@ -27,6 +79,13 @@ Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes) {
 }
 
 Status write_file_atomic(const std::string& path, std::string_view data) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode))
+      return errorf("{}: exists and is not a regular file (a device, directory or pipe); not replaced", path);
+    if (is_input(FileId{st.st_dev, st.st_ino}))
+      return errorf("{}: is an input of this command; writing there would overwrite it", path);
+  }
   std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);

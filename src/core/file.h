@@ -14,8 +14,15 @@ namespace sparrow {
 Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes = size_t{1} << 32);
 
 // Writes `data` to a temporary file next to `path`, then renames it over `path`, so a failure
-// never leaves a half-written file.
+// never leaves a half-written file. Refuses to replace anything but a regular file (a device, a
+// directory), and, while inputs are protected, any file this process has read.
 Status write_file_atomic(const std::string& path, std::string_view data);
+
+// Input protection, for a command: once on, every file read through read_file or noted with
+// note_input_file is an input, and write_file_atomic refuses to replace one (by device and inode,
+// so other spellings of a path and hard or symbolic links count too).
+void protect_inputs(bool on);
+void note_input_file(const std::string& path);
 
 // True when both paths are the same path (after normalization) or name the same existing file,
 // so an output would overwrite an input.

@@ -19,7 +19,9 @@ constexpr size_t kMaxIdxBytes = size_t{4} << 30;
 // A gzip (or plain) file read in order, exactly as many bytes as asked for at a time.
 class GzipReader {
  public:
-  explicit GzipReader(const std::string& path) : path_(path), f_(gzopen(path.c_str(), "rb")) {}
+  explicit GzipReader(const std::string& path) : path_(path), f_(gzopen(path.c_str(), "rb")) {
+    if (f_) note_input_file(path);
+  }
   ~GzipReader() {
     if (f_) gzclose(f_);
   }

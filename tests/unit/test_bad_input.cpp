@@ -4,6 +4,8 @@
 #include <fstream>
 #include <random>
 
+#include <iterator>
+
 #include "test_util.h"
 
 namespace sparrow {
@@ -121,6 +123,37 @@ TEST_F(CliBadInput, MessagesSayWhatAndWhere) {
                                 80));
   auto huge = run_model(dir_ + "/m.onnx", dir_ + "/huge.npy");
   EXPECT_NE(huge.output.find("huge.npy"), std::string::npos) << huge.output;
+}
+
+TEST_F(CliBadInput, NoOutputReplacesAnInputOrANonRegularFile) {
+  // A model with two outputs: `run -o y.npy` writes y.npy and y.1.npy; y.1.npy is the input here.
+  Model two = test::small_cnn();
+  two.outputs.push_back(ValueInfo{two.nodes[0].outputs[0]});
+  ASSERT_TRUE(save_onnx(two, dir_ + "/two.onnx").ok());
+  ASSERT_TRUE(write_npy(dir_ + "/y.1.npy", test::random_f32({2, 1, 8, 8}, 1)).ok());
+  auto second = run_model(dir_ + "/two.onnx", dir_ + "/y.1.npy", "-o " + dir_ + "/y.npy");
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.output.find("is an input of this command"), std::string::npos) << second.output;
+  auto kept = read_npy(dir_ + "/y.1.npy");
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(kept->shape(), (Shape{2, 1, 8, 8})) << "the input must be intact";
+
+  // A recipe given as the output, through another spelling of its path and through a hard link.
+  write("r.json", "{}");
+  std::filesystem::create_hard_link(dir_ + "/r.json", dir_ + "/link.json");
+  for (const std::string& out : {dir_ + "/./r.json", dir_ + "/link.json"}) {
+    auto r = test::run_cli("-q compress " + dir_ + "/m.onnx --recipe " + dir_ + "/r.json -o " + out);
+    EXPECT_EQ(r.exit_code, 1) << out << ": " << r.output;
+    EXPECT_NE(r.output.find("is an input of this command"), std::string::npos) << r.output;
+  }
+  std::ifstream recipe(dir_ + "/r.json");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(recipe), {}), "{}");
+
+  // A device is never replaced by a regular file.
+  auto dev = test::run_cli("-q compress " + dir_ + "/m.onnx -o /dev/null");
+  EXPECT_EQ(dev.exit_code, 1) << dev.output;
+  EXPECT_NE(dev.output.find("not a regular file"), std::string::npos) << dev.output;
+  EXPECT_TRUE(std::filesystem::is_character_file("/dev/null"));
 }
 
 TEST_F(CliBadInput, InvalidOptionsAreRejected) {
