@@ -5,8 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "core/file.h"
 #include "cli/train_data.h"
+#include "core/file.h"
 #include "sparrow/onnx.h"
 #include "sparrow/retrain.h"
 #include "sparrow/train.h"
@@ -14,18 +14,20 @@
 namespace sparrow::cli {
 
 Result<DataSplits> load_splits(const Model& m, const DataArgs& a) {
-  if (m.inputs.empty() || !m.inputs[0].has_shape) return errorf("{}: the model's input declares no shape", m.source);
+  if (m.inputs.empty() || !m.inputs[0].has_shape)
+    return errorf("{}: the model's input declares no shape", m.source);
   Shape sample(m.inputs[0].dims.begin() + 1, m.inputs[0].dims.end());
   auto path = [&](const char* name) { return (std::filesystem::path(a.dir) / name).string(); };
   DataSplits d;
-  SP_ASSIGN_OR_RETURN(LabeledData train, load_labeled_idx(path("train-images-idx3-ubyte.gz"),
-                                                          path("train-labels-idx1-ubyte.gz"), sample, a.scale, a.shift,
-                                                          a.limit));
+  SP_ASSIGN_OR_RETURN(LabeledData train,
+                      load_labeled_idx(path("train-images-idx3-ubyte.gz"), path("train-labels-idx1-ubyte.gz"),
+                                       sample, a.scale, a.shift, a.limit));
   int64_t val = std::min<int64_t>(a.validation, train.size() / 5);
   d.train = slice(train, 0, train.size() - val);
   d.val = slice(train, train.size() - val, train.size());
-  SP_ASSIGN_OR_RETURN(d.test, load_labeled_idx(path("t10k-images-idx3-ubyte.gz"), path("t10k-labels-idx1-ubyte.gz"),
-                                               sample, a.scale, a.shift, 0));
+  SP_ASSIGN_OR_RETURN(
+      d.test, load_labeled_idx(path("t10k-images-idx3-ubyte.gz"), path("t10k-labels-idx1-ubyte.gz"), sample,
+                               a.scale, a.shift, 0));
   return d;
 }
 
@@ -39,13 +41,18 @@ void add_data_options(CLI::App* cmd, DataArgs& d) {
 
 void add_train_options(CLI::App* cmd, TrainOptions& o, const std::string& prefix) {
   cmd->add_option("--" + prefix + "epochs", o.epochs, "Epochs")->check(CLI::Range(0, 10000));
-  cmd->add_option("--" + prefix + "lr", o.lr, "Learning rate")->check(CLI::PositiveNumber);
+  cmd->add_option("--" + prefix + "lr", o.lr, "Learning rate")
+      ->check(kFiniteNumber)
+      ->check(CLI::PositiveNumber);
   if (!prefix.empty()) return;
   cmd->add_option("--batch", o.batch, "Batch size")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--momentum", o.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--weight-decay", o.weight_decay, "L2 weight decay")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--weight-decay", o.weight_decay, "L2 weight decay")
+      ->check(kFiniteNumber)
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--optimizer", o.optimizer, "sgd or adam")
-      ->transform(CLI::CheckedTransformer(std::map<std::string, Optimizer>{{"sgd", Optimizer::sgd}, {"adam", Optimizer::adam}}));
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, Optimizer>{{"sgd", Optimizer::sgd}, {"adam", Optimizer::adam}}));
   cmd->add_option("--schedule", o.schedule, "Learning-rate schedule: cosine, step or constant")
       ->transform(CLI::CheckedTransformer(std::map<std::string, Schedule>{
           {"cosine", Schedule::cosine}, {"step", Schedule::step}, {"constant", Schedule::constant}}));
@@ -62,7 +69,8 @@ struct TrainArgs {
 };
 
 int run_train(TrainArgs& a, const GlobalOptions& global) {
-  if (a.arch.empty() == a.model.empty()) return report_error(errorf("train: give either --arch or a model file"));
+  if (a.arch.empty() == a.model.empty())
+    return report_error(errorf("train: give either --arch or a model file"));
   if (!a.model.empty() && same_file(a.model, a.output))
     return report_error(errorf("output {} would overwrite the input", a.output));
   auto model = a.arch.empty() ? load_onnx(a.model) : make_architecture(a.arch, a.train.seed);
@@ -79,12 +87,15 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
   double seconds = 0;
   for (const auto& e : *epochs) seconds += e.seconds;
   if (a.json) {
-    nlohmann::json j{{"model", a.output}, {"test_accuracy", *acc}, {"test_error", 1 - *acc}, {"train_seconds", seconds},
+    nlohmann::json j{{"model", a.output},
+                     {"test_accuracy", *acc},
+                     {"test_error", 1 - *acc},
+                     {"train_seconds", seconds},
                      {"epochs", epochs->size()}};
     fmt::print("{}\n", j.dump());
   } else {
-    fmt::print("wrote {}; {} epochs in {:.1f} s\ntest accuracy: {:.4f} (error {:.2f}%)\n", a.output, epochs->size(),
-               seconds, *acc, 100 * (1 - *acc));
+    fmt::print("wrote {}; {} epochs in {:.1f} s\ntest accuracy: {:.4f} (error {:.2f}%)\n", a.output,
+               epochs->size(), seconds, *acc, 100 * (1 - *acc));
   }
   return 0;
 }
@@ -96,7 +107,8 @@ Command add_train(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand("train", "Train a built-in architecture or retrain a model on IDX data");
   cmd->add_option("model", a->model, "Model to retrain (.onnx)");
   cmd->add_option("--arch", a->arch, "Built-in architecture: lenet300 or lenet5");
-  cmd->add_option("--data", a->data.dir, "Directory with MNIST-style IDX files (train-*, t10k-*)")->required();
+  cmd->add_option("--data", a->data.dir, "Directory with MNIST-style IDX files (train-*, t10k-*)")
+      ->required();
   cmd->add_option("-o,--output", a->output, "Output .onnx")->required();
   add_data_options(cmd, a->data);
   add_train_options(cmd, a->train, "");

@@ -10,7 +10,8 @@ namespace sparrow {
 namespace {
 
 Status check_settings(const LayerSettings& s, const std::string& where) {
-  if (s.prune.sparsity && s.prune.quality) return errorf("{}: give either sparsity or quality, not both", where);
+  if (s.prune.sparsity && s.prune.quality)
+    return errorf("{}: give either sparsity or quality, not both", where);
   if (s.prune.sparsity && !(*s.prune.sparsity >= 0.0 && *s.prune.sparsity < 1.0))
     return errorf("{}: sparsity {} is outside [0, 1)", where, *s.prune.sparsity);
   if (s.prune.quality && !(*s.prune.quality >= 0.0 && std::isfinite(*s.prune.quality)))
@@ -51,13 +52,14 @@ std::vector<float> view_values(const Tensor& w, const MatrixView& v) {
   std::vector<float> out(static_cast<size_t>(w.numel()));
   const float* p = w.f32_data();
   for (int64_t r = 0; r < v.rows; ++r)
-    for (int64_t c = 0; c < v.cols; ++c) out[r * v.cols + c] = v.transposed ? p[c * v.rows + r] : p[r * v.cols + c];
+    for (int64_t c = 0; c < v.cols; ++c)
+      out[r * v.cols + c] = v.transposed ? p[c * v.rows + r] : p[r * v.cols + c];
   return out;
 }
 
 // Picks the smaller of the sparse and dense layouts (before Huffman coding).
-CompressedTensor encode_smaller(const std::vector<uint8_t>& codes, const MatrixView& view, const CompressOptions& o,
-                                int bits) {
+CompressedTensor encode_smaller(const std::vector<uint8_t>& codes, const MatrixView& view,
+                                const CompressOptions& o, int bits) {
   CompressedTensor sparse = encode_sparse(codes, view, o.partitions, o.index_bits);
   uint32_t max_count = 0;
   for (const auto& p : sparse.partitions)
@@ -70,15 +72,17 @@ CompressedTensor encode_smaller(const std::vector<uint8_t>& codes, const MatrixV
   return sparse_bits <= dense_bits ? std::move(sparse) : encode_dense(codes, view);
 }
 
-Result<CompressedTensor> compress_layer(const Tensor& weight, const CompressibleLayer& layer, const LayerSettings& s,
-                                        const CompressOptions& o, LayerReport& report) {
+Result<CompressedTensor> compress_layer(const Tensor& weight, const CompressibleLayer& layer,
+                                        const LayerSettings& s, const CompressOptions& o,
+                                        LayerReport& report) {
   std::vector<float> values = view_values(weight, layer.view);
   prune_weights(values, s.prune);
   std::vector<float> survivors;
   for (float v : values)
     if (v != 0.0f) survivors.push_back(v);
   int k = (1 << *s.bits) - 1;  // code 0 is reserved for exact zero
-  Codebook cb = o.quantizer == Quantizer::kmeans ? kmeans_1d(survivors, k, o.init, o.seed) : uniform_levels(survivors, k);
+  Codebook cb = o.quantizer == Quantizer::kmeans ? kmeans_1d(survivors, k, o.init, o.seed)
+                                                 : uniform_levels(survivors, k);
   std::vector<uint8_t> nearest = assign_nearest(values, cb);
   std::vector<uint8_t> codes(values.size(), 0);
   double err = 0;
@@ -137,7 +141,8 @@ Result<CompressResult> compress_model(const Model& model, const CompressOptions&
     if (!found) {
       std::string names;
       for (const auto& l : layers) names += (names.empty() ? "" : ", ") + l.weight;
-      return errorf("layer '{}': no compressible layer has that node or weight name (layers: {})", name, names);
+      return errorf("layer '{}': no compressible layer has that node or weight name (layers: {})", name,
+                    names);
     }
   }
   CompressResult result;
@@ -146,6 +151,12 @@ Result<CompressResult> compress_model(const Model& model, const CompressOptions&
   for (const auto& layer : layers) {
     LayerSettings s = resolve_layer_settings(options, layer);
     const Tensor& w = model.initializers.at(layer.weight);
+    for (int64_t i = 0; i < w.numel(); ++i)
+      if (!std::isfinite(w.f32_data()[i]))
+        return errorf(
+            "layer '{}' (weight '{}'): element {} is {}; only finite weights can be compressed (did "
+            "training diverge?)",
+            layer.node, layer.weight, i, w.f32_data()[i]);
     LayerReport report{layer.weight, layer.node, layer.conv, w.numel(), w.numel(), *s.bits, s.exclude, 0};
     if (!s.exclude) {
       SP_ASSIGN_OR_RETURN(CompressedTensor t, compress_layer(w, layer, s, options, report));

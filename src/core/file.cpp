@@ -9,6 +9,8 @@
 #include <mutex>
 #include <optional>
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,6 +45,44 @@ bool is_input(const FileId& id) {
   InputRegistry& r = inputs();
   std::lock_guard lock(r.mutex);
   return r.on && std::find(r.files.begin(), r.files.end(), id) != r.files.end();
+}
+
+// Writes every byte, retrying short writes and interrupted calls.
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// Makes a rename in the folder of `path` durable (best effort: some file systems refuse).
+void sync_directory_of(const std::string& path) {
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// Removes `<path>.tmp.<pid>` files left by writers that were killed (their process no longer exists).
+void remove_stale_temporaries(const std::string& path) {
+  const std::filesystem::path target(path);
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::error_code ec;
+  const auto dir = target.parent_path().empty() ? std::filesystem::path(".") : target.parent_path();
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string pid_text = name.substr(prefix.size());
+    if (!std::all_of(pid_text.begin(), pid_text.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        pid_text.size() > 9)
+      continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) std::filesystem::remove(entry.path(), ec);
+  }
 }
 
 }  // namespace
@@ -86,22 +126,28 @@ Status write_file_atomic(const std::string& path, std::string_view data) {
     if (is_input(FileId{st.st_dev, st.st_ino}))
       return errorf("{}: is an input of this command; writing there would overwrite it", path);
   }
+  remove_stale_temporaries(path);
   std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return errorf("{}: cannot create: {}", tmp, std::strerror(errno));
-    out.write(data.data(), static_cast<std::streamsize>(data.size()));
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      return errorf("{}: write failed", tmp);
-    }
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return errorf("{}: cannot create: {}", tmp, std::strerror(errno));
+  // The data reaches the disk before the rename makes it the file under `path`.
+  if (!write_all(fd, data) || ::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    std::remove(tmp.c_str());
+    return errorf("{}: write failed: {}", tmp, std::strerror(err));
+  }
+  if (::close(fd) != 0) {
+    int err = errno;
+    std::remove(tmp.c_str());
+    return errorf("{}: write failed: {}", tmp, std::strerror(err));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     int err = errno;
     std::remove(tmp.c_str());
     return errorf("{}: cannot rename temporary file into place: {}", path, std::strerror(err));
   }
+  sync_directory_of(path);
   return {};
 }
 

@@ -1,14 +1,16 @@
 // Writes SpwModel to the .spw layout described in spw_format.h.
 #include <zlib.h>
 
+#include <cmath>
+
 #include "core/file.h"
 #include "core/version.h"
 #include "format/bitstream.h"
+#include "format/graph_section.h"
 #include "format/huffman.h"
 #include "format/spw_account.h"
 #include "format/spw_format.h"
 #include "sparrow/format.h"
-#include "format/graph_section.h"
 
 namespace sparrow {
 
@@ -47,7 +49,9 @@ struct Stream {
   BitWriter bits;
 };
 
-size_t padded8(size_t n) { return (n + 7) / 8 * 8; }
+size_t padded8(size_t n) {
+  return (n + 7) / 8 * 8;
+}
 
 // Encodes `values` (each < 2^width) as the smaller of packed and Huffman (if allowed).
 Stream encode_stream(const std::vector<const std::vector<uint8_t>*>& parts, int width, bool allow_huffman) {
@@ -127,8 +131,10 @@ std::string weight_section(const CompressedTensor& t, bool huffman, TensorStorag
   put_padded(w, t.name.data(), t.name.size());
   w.put_bytes(t.codebook.data(), t.codebook.size() * sizeof(float));
   for (const auto& p : t.partitions) w.put(static_cast<uint64_t>(p.codes.size()));
-  if (code_stream.coding == Coding::huffman) put_padded(w, code_stream.lengths.data(), code_stream.lengths.size());
-  if (gap_stream.coding == Coding::huffman) put_padded(w, gap_stream.lengths.data(), gap_stream.lengths.size());
+  if (code_stream.coding == Coding::huffman)
+    put_padded(w, code_stream.lengths.data(), code_stream.lengths.size());
+  if (gap_stream.coding == Coding::huffman)
+    put_padded(w, gap_stream.lengths.data(), gap_stream.lengths.size());
   put_padded(w, counts.bytes().data(), counts.bytes().size());
   put_padded(w, code_stream.bits.bytes().data(), code_stream.bits.bytes().size());
   put_padded(w, gap_stream.bits.bytes().data(), gap_stream.bits.bytes().size());
@@ -141,7 +147,8 @@ std::string weight_section(const CompressedTensor& t, bool huffman, TensorStorag
   st.count_stream_bits = rec.count_stream_bits;
   st.filler_code_bits = symbol_bits(code_stream, 0, t.weight_bits, fillers);
   st.filler_gap_bits = sparse ? symbol_bits(gap_stream, (1u << t.index_bits) - 1, t.index_bits, fillers) : 0;
-  st.table_bytes = padded8(code_stream.lengths.size()) * st.huffman_codes + padded8(gap_stream.lengths.size()) * st.huffman_gaps;
+  st.table_bytes = padded8(code_stream.lengths.size()) * st.huffman_codes +
+                   padded8(gap_stream.lengths.size()) * st.huffman_gaps;
   st.section_bytes = w.size();
   return std::move(w.str());
 }
@@ -150,7 +157,8 @@ std::string dense_section(const Model& graph) {
   ByteWriter w;
   w.put(static_cast<uint64_t>(graph.initializers.size()));
   for (const auto& [name, t] : graph.initializers) {
-    spw::DenseRecord rec{static_cast<uint32_t>(name.size()), static_cast<uint8_t>(t.dtype() == DType::f32 ? 0 : 1),
+    spw::DenseRecord rec{static_cast<uint32_t>(name.size()),
+                         static_cast<uint8_t>(t.dtype() == DType::f32 ? 0 : 1),
                          static_cast<uint8_t>(t.rank()), 0};
     w.put(rec);
     for (int64_t d : t.shape()) w.put(static_cast<uint64_t>(d));
@@ -163,6 +171,14 @@ std::string dense_section(const Model& graph) {
 }  // namespace
 
 Result<std::string> serialize_spw(SpwModel& model, bool huffman, int minor_version) {
+  // Nothing is written that the reader would refuse.
+  for (const CompressedTensor& t : model.tensors) {
+    if (t.codebook.empty() || t.codebook[0] != 0.0f)
+      return errorf("tensor '{}': codebook entry 0 must be 0", t.name);
+    for (float v : t.codebook)
+      if (!std::isfinite(v))
+        return errorf("tensor '{}': codebook holds {}, which the reader refuses", t.name, v);
+  }
   Model graph_only = model.graph;
   graph_only.initializers.clear();
   std::string graph;
@@ -175,7 +191,8 @@ Result<std::string> serialize_spw(SpwModel& model, bool huffman, int minor_versi
     graph_only.producer_version = SPARROW_VERSION;
     graph = spw::encode_graph(graph_only);
   } else {
-    return errorf("cannot write .spw format 1.{}: this build writes 1.0 and 1.{}", minor_version, kSpwVersionMinor);
+    return errorf("cannot write .spw format 1.{}: this build writes 1.0 and 1.{}", minor_version,
+                  kSpwVersionMinor);
   }
   std::vector<std::pair<uint32_t, std::string>> sections;
   sections.emplace_back(spw::kMeta, model.metadata_json);

@@ -2,9 +2,8 @@
 // models, missing files, wrong shapes, unsupported operators, non-finite inputs.
 #include <filesystem>
 #include <fstream>
-#include <random>
-
 #include <iterator>
+#include <random>
 
 #include "test_util.h"
 
@@ -162,6 +161,9 @@ TEST_F(CliBadInput, InvalidOptionsAreRejected) {
   EXPECT_EQ(r.signal, 0);
   auto none = test::run_cli("");
   EXPECT_EQ(none.exit_code, 1);
+  auto lr = test::run_cli("train --arch lenet300 --data " + dir_ + " -o " + dir_ + "/t.onnx --lr nan");
+  EXPECT_EQ(lr.exit_code, 1) << lr.output;
+  EXPECT_NE(lr.output.find("must be a finite number"), std::string::npos) << lr.output;
   for (const char* bad : {"--scale nan", "--scale inf", "--shift 1e39", "--scale 1x"}) {
     auto n = test::run_cli("eval " + dir_ + "/m.onnx --images a --labels b " + bad);
     EXPECT_EQ(n.exit_code, 1) << bad << ": " << n.output;

@@ -64,14 +64,16 @@ TEST(Kmeans, ErrorBudgetsPerBitWidthAndInit) {
       EXPECT_LT(rms_error(v, cb), limit * sigma) << "bits " << bits << " init " << init_name(init);
     }
   }
-  EXPECT_LT(rms_error(v, kmeans_1d(v, 256, KmeansInit::linear, 1)), rms_error(v, kmeans_1d(v, 256, KmeansInit::density, 1)));
+  EXPECT_LT(rms_error(v, kmeans_1d(v, 256, KmeansInit::linear, 1)),
+            rms_error(v, kmeans_1d(v, 256, KmeansInit::density, 1)));
   // k-means beats uniform levels on bell-shaped weights.
   EXPECT_LT(rms_error(v, kmeans_1d(v, 16, KmeansInit::linear, 1)), rms_error(v, uniform_levels(v, 16)));
 }
 
 TEST(Kmeans, DeterministicAndExactOnFewDistinctValues) {
   auto v = gaussian(5000, 3);
-  EXPECT_EQ(kmeans_1d(v, 16, KmeansInit::random, 42).centroids, kmeans_1d(v, 16, KmeansInit::random, 42).centroids);
+  EXPECT_EQ(kmeans_1d(v, 16, KmeansInit::random, 42).centroids,
+            kmeans_1d(v, 16, KmeansInit::random, 42).centroids);
   std::vector<float> three = {1, 1, 2, 2, 2, 5};
   Codebook cb = kmeans_1d(three, 8, KmeansInit::density, 1);
   EXPECT_EQ(cb.centroids, (std::vector<float>{1, 2, 5}));
@@ -200,7 +202,8 @@ class CompressCli : public ::testing::Test {
 };
 
 TEST_F(CompressCli, CompressInspectRunExport) {
-  auto c = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/m.spw --sparsity 0.6 --bits conv=6,fc=4 "
+  auto c = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ +
+                         "/m.spw --sparsity 0.6 --bits conv=6,fc=4 "
                          "--layer fc:sparsity=0.8 --partitions 2 --json");
   ASSERT_EQ(c.exit_code, 0) << c.output;
   auto j = nlohmann::json::parse(c.output);
@@ -212,18 +215,28 @@ TEST_F(CompressCli, CompressInspectRunExport) {
   auto inspect = test::run_cli("inspect " + dir_ + "/m.spw");
   ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
   EXPECT_NE(inspect.output.find("fw"), std::string::npos);
-  ASSERT_EQ(test::run_cli("-q --dense run " + dir_ + "/m.spw --input " + dir_ + "/x.npy -o " + dir_ + "/y_spw.npy").exit_code, 0);
-  ASSERT_EQ(test::run_cli("-q run " + dir_ + "/m.spw --input " + dir_ + "/x.npy -o " + dir_ + "/y_engine.npy").exit_code, 0);
+  ASSERT_EQ(
+      test::run_cli("-q --dense run " + dir_ + "/m.spw --input " + dir_ + "/x.npy -o " + dir_ + "/y_spw.npy")
+          .exit_code,
+      0);
+  ASSERT_EQ(test::run_cli("-q run " + dir_ + "/m.spw --input " + dir_ + "/x.npy -o " + dir_ + "/y_engine.npy")
+                .exit_code,
+            0);
   ASSERT_EQ(test::run_cli("-q export " + dir_ + "/m.spw -o " + dir_ + "/d.onnx").exit_code, 0);
-  ASSERT_EQ(test::run_cli("-q run " + dir_ + "/d.onnx --input " + dir_ + "/x.npy -o " + dir_ + "/y_onnx.npy").exit_code, 0);
+  ASSERT_EQ(test::run_cli("-q run " + dir_ + "/d.onnx --input " + dir_ + "/x.npy -o " + dir_ + "/y_onnx.npy")
+                .exit_code,
+            0);
   auto a = read_npy(dir_ + "/y_spw.npy");
   auto b = read_npy(dir_ + "/y_onnx.npy");
   EXPECT_EQ(std::memcmp(a->raw(), b->raw(), a->bytes()), 0) << "the exported dense model computes the same";
-  EXPECT_LT(test::max_relative_error(*read_npy(dir_ + "/y_engine.npy"), *b), 1e-5) << "the sparse engine agrees";
+  EXPECT_LT(test::max_relative_error(*read_npy(dir_ + "/y_engine.npy"), *b), 1e-5)
+      << "the sparse engine agrees";
 }
 
 TEST_F(CompressCli, ReportDrawsEveryCompressedLayer) {
-  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/m.spw --sparsity 0.5 --bits 3").exit_code, 0);
+  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/m.spw --sparsity 0.5 --bits 3")
+                .exit_code,
+            0);
   auto r = test::run_cli("report " + dir_ + "/m.spw -o " + dir_ + "/rep --source " + dir_ + "/m.onnx");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto spw = read_spw(dir_ + "/m.spw");
@@ -272,6 +285,29 @@ TEST_F(CompressCli, BadOptionsAndCorruptFilesGiveMessages) {
     EXPECT_EQ(r.exit_code, 1) << r.output;
     EXPECT_NE(r.output.find("bad.spw"), std::string::npos) << r.output;
   }
+}
+
+TEST(Compress, NonFiniteWeightsAreRefusedAndNeverWritten) {
+  // A model whose training diverged: compressing it names the layer, and a .spw whose codebook holds
+  // a NaN is not written (the reader would refuse it).
+  Model m = test::small_cnn();
+  std::string weight;
+  for (auto& [name, t] : m.initializers)
+    if (t.rank() >= 2 && weight.empty()) weight = name;
+  ASSERT_FALSE(weight.empty());
+  m.initializers.at(weight).f32_data()[3] = NAN;
+  CompressOptions o;
+  o.all.prune.sparsity = 0.5;
+  auto r = compress_model(m, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("(weight '" + weight + "'): element 3 is nan"), std::string::npos)
+      << r.status().message();
+  auto good = compress_model(test::small_cnn(), o);
+  ASSERT_TRUE(good.ok());
+  good->spw.tensors[0].codebook[1] = INFINITY;
+  auto bytes = serialize_spw(good->spw, true);
+  ASSERT_FALSE(bytes.ok());
+  EXPECT_NE(bytes.status().message().find("reader refuses"), std::string::npos) << bytes.status().message();
 }
 
 }  // namespace

@@ -1,6 +1,13 @@
+#include <unistd.h>
+
 #include <atomic>
 #include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
+#include "core/file.h"
 #include "core/half.h"
 #include "core/svg_plot.h"
 #include "core/thread_pool.h"
@@ -98,8 +105,10 @@ TEST(ThreadPool, BackToBackRegionsNeverMixTheirTasks) {
   ThreadPool pool(3);
   std::vector<std::atomic<int>> a(5), b(2);
   for (int round = 0; round < 20000; ++round) {
-    if (round % 2 == 0) pool.parallel_for(5, [&](int64_t i) { a[i]++; });
-    else pool.parallel_for(2, [&](int64_t i) { b[i]++; });
+    if (round % 2 == 0)
+      pool.parallel_for(5, [&](int64_t i) { a[i]++; });
+    else
+      pool.parallel_for(2, [&](int64_t i) { b[i]++; });
   }
   for (auto& h : a) EXPECT_EQ(h.load(), 10000);
   for (auto& h : b) EXPECT_EQ(h.load(), 10000);
@@ -107,7 +116,8 @@ TEST(ThreadPool, BackToBackRegionsNeverMixTheirTasks) {
 
 TEST(SvgPlot, HistogramCountsEveryValueInRangeOnce) {
   Histogram h = make_histogram({-1.0f, -0.5f, 0.0f, 0.49f, 1.0f, 2.0f, std::nanf("")}, -1.0, 1.0, 4);
-  EXPECT_EQ(h.counts, (std::vector<int64_t>{1, 1, 2, 1})) << "the top edge falls in the last bin; out of range and NaN are left out";
+  EXPECT_EQ(h.counts, (std::vector<int64_t>{1, 1, 2, 1}))
+      << "the top edge falls in the last bin; out of range and NaN are left out";
   std::string svg = svg_weight_sharing_plot("t", &h, {-0.5f, 0.5f}, {3, 4});
   EXPECT_NE(svg.find("source model"), std::string::npos);
   EXPECT_EQ(svg.find("<svg"), 0u);
@@ -125,6 +135,33 @@ TEST(Half, ConvertsSpecialAndOrdinaryValues) {
   EXPECT_TRUE(std::isinf(half_to_float(0x7C00)));
   EXPECT_TRUE(std::isnan(half_to_float(0x7E00)));
   EXPECT_EQ(half_to_float(0x3555), 0.333251953125f);
+}
+
+TEST(File, AtomicWritesReplaceRegularFilesAndCleanUpAfterKilledWriters) {
+  namespace fs = std::filesystem;
+  const std::string dir = test::temp_dir("atomic");
+  const std::string out = dir + "/out.bin";
+  // A temporary left by a writer that was killed (no process has that id), one of a live process
+  // (this one's parent), and an unrelated file.
+  const std::string stale = out + ".tmp.999999999", live = out + fmt::format(".tmp.{}", ::getppid());
+  for (const auto& p : {stale, live, dir + "/other.tmp.1"}) std::ofstream(p) << "x";
+  ASSERT_NE(::kill(999999999, 0), 0);
+  ASSERT_TRUE(write_file_atomic(out, "new").ok());
+  std::ifstream in(out);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "new");
+  EXPECT_FALSE(fs::exists(stale)) << "the killed writer's temporary is removed";
+  EXPECT_TRUE(fs::exists(live)) << "a running writer's temporary is left alone";
+  EXPECT_TRUE(fs::exists(dir + "/other.tmp.1"));
+  EXPECT_FALSE(fs::exists(out + fmt::format(".tmp.{}", ::getpid()))) << "no temporary of ours remains";
+  // Inputs, once protected, are never replaced; neither is a directory.
+  protect_inputs(true);
+  ASSERT_TRUE(read_file(out).ok());
+  auto refused = write_file_atomic(dir + "/./out.bin", "overwrite");
+  protect_inputs(false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.message().find("is an input of this command"), std::string::npos) << refused.message();
+  EXPECT_TRUE(write_file_atomic(out, "again").ok()) << "protection off: a library call may replace it";
+  EXPECT_FALSE(write_file_atomic(dir, "x").ok());
 }
 
 }  // namespace
