@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -67,7 +68,9 @@ void sync_directory_of(const std::string& path) {
   ::close(fd);
 }
 
-// Removes `<path>.tmp.<pid>` files left by writers that were killed (their process no longer exists).
+// Removes `<path>.tmp.<pid>` files left by writers that were killed: their process no longer exists
+// and the file is over a minute old (a writer in another PID namespace or on another host sharing the
+// folder is not mistaken for a dead one while it writes).
 void remove_stale_temporaries(const std::string& path) {
   const std::filesystem::path target(path);
   const std::string prefix = target.filename().string() + ".tmp.";
@@ -81,6 +84,8 @@ void remove_stale_temporaries(const std::string& path) {
         pid_text.size() > 9)
       continue;
     const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    const auto age = std::filesystem::file_time_type::clock::now() - entry.last_write_time(ec);
+    if (ec || age < std::chrono::minutes(1)) continue;
     if (pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) std::filesystem::remove(entry.path(), ec);
   }
 }

@@ -19,8 +19,8 @@ struct Activation {
   bool none() const {
     return lo == -std::numeric_limits<float>::infinity() && hi == std::numeric_limits<float>::infinity();
   }
-  // Zeros the output is expected to hold: ReLU-like, nothing below 0 survives.
-  bool makes_zeros() const { return lo >= 0.0f; }
+  // Zeros the output is expected to hold: ReLU-like, everything below 0 becomes 0.
+  bool makes_zeros() const { return lo == 0.0f; }
   // As the Relu op computes it (NaN becomes lo), then capped at hi.
   float operator()(float v) const {
     v = v > lo ? v : lo;

@@ -36,7 +36,7 @@ std::optional<Activation> activation_of(const Model& m, const Node& node) {
   Activation a;
   if (m.opset < 11) {
     auto lo = node.attr_float("min", a.lo), hi = node.attr_float("max", a.hi);
-    if (!lo.ok() || !hi.ok()) return std::nullopt;
+    if (!lo.ok() || !hi.ok() || !(*lo <= *hi)) return std::nullopt;
     return Activation{*lo, *hi};
   }
   float* bound[2] = {&a.lo, &a.hi};
@@ -46,6 +46,7 @@ std::optional<Activation> activation_of(const Model& m, const Node& node) {
     if (t == nullptr || t->numel() != 1) return std::nullopt;
     *bound[i - 1] = t->f32_data()[0];
   }
+  if (!(a.lo <= a.hi)) return std::nullopt;  // NaN or crossed bounds: left to the Clip op to report
   return a;
 }
 

@@ -196,10 +196,14 @@ void Plan::note_zeros(const Node& node, const Activation& activation) {
   bool relu = activation.makes_zeros() || node.op_type == "Relu" ||
               (kKeepsZeros.count(node.op_type) && node.has_input(0) && relu_values_.count(node.inputs[0]));
   if (relu) relu_values_.insert(node.outputs.begin(), node.outputs.end());
+  // A view or max-pool of a graph input is as unknown as the input.
+  if (kKeepsZeros.count(node.op_type) && node.has_input(0) && graph_inputs_.count(node.inputs[0]))
+    graph_inputs_.insert(node.outputs.begin(), node.outputs.end());
 }
 
 Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, int threads) {
   MadeOp made{nullptr, std::vector<bool>(node.inputs.size(), false)};
+  if (!node.has_input(0)) return made;  // the dense op reports the missing input
   if (node.op_type == "LSTM") {
     const Shape& x = descs_.at(node.inputs[0]).shape;
     auto layout = node.attr_int("layout", 0);
@@ -340,7 +344,12 @@ Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<
   plan->input_shapes_ = input_shapes;
   SP_RETURN_IF_ERROR(plan->bind_graph_inputs(model));
   for (const Node& node : model.nodes) SP_RETURN_IF_ERROR(plan->plan_node(model, node, pool));
-  for (const auto& out : model.outputs) plan->output_tensors_.push_back(plan->values_.at(out.name));
+  for (const auto& out : model.outputs) {
+    // A graph output may be a compressed weight itself: it is then decompressed.
+    auto t = plan->bind_input(out.name);
+    if (!t.ok()) return t.status().prefixed(fmt::format("graph output '{}'", out.name));
+    plan->output_tensors_.push_back(*t);
+  }
   SP_RETURN_IF_ERROR(plan->assign_buffers(keep_values));
   return plan;
 }

@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
@@ -141,16 +142,21 @@ TEST(File, AtomicWritesReplaceRegularFilesAndCleanUpAfterKilledWriters) {
   namespace fs = std::filesystem;
   const std::string dir = test::temp_dir("atomic");
   const std::string out = dir + "/out.bin";
-  // A temporary left by a writer that was killed (no process has that id), one of a live process
-  // (this one's parent), and an unrelated file.
+  // Temporaries of a writer that was killed (no process has that id) five minutes ago and just now,
+  // one of a live process (this one's parent), and an unrelated file.
   const std::string stale = out + ".tmp.999999999", live = out + fmt::format(".tmp.{}", ::getppid());
-  for (const auto& p : {stale, live, dir + "/other.tmp.1"}) std::ofstream(p) << "x";
+  const std::string fresh = out + ".tmp.999999998";  // dead writer, but written just now: kept
+  for (const auto& p : {stale, fresh, live, dir + "/other.tmp.1"}) {
+    std::ofstream(p) << "x";
+    if (p != fresh) fs::last_write_time(p, fs::file_time_type::clock::now() - std::chrono::minutes(5));
+  }
   ASSERT_NE(::kill(999999999, 0), 0);
   ASSERT_TRUE(write_file_atomic(out, "new").ok());
   std::ifstream in(out);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "new");
   EXPECT_FALSE(fs::exists(stale)) << "the killed writer's temporary is removed";
   EXPECT_TRUE(fs::exists(live)) << "a running writer's temporary is left alone";
+  EXPECT_TRUE(fs::exists(fresh)) << "a temporary under a minute old is left alone";
   EXPECT_TRUE(fs::exists(dir + "/other.tmp.1"));
   EXPECT_FALSE(fs::exists(out + fmt::format(".tmp.{}", ::getpid()))) << "no temporary of ours remains";
   // Inputs, once protected, are never replaced; neither is a directory.

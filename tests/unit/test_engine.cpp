@@ -90,7 +90,8 @@ TEST(Engine, FourBitLayersDenseEnoughForColumnTilesMatchDense) {
   o.all.bits = 4;
   auto r = compress_model(mlp(), o);
   ASSERT_TRUE(r.ok()) << r.status().message();
-  auto fc1 = std::find_if(r->spw.tensors.begin(), r->spw.tensors.end(), [](const auto& t) { return t.name == "w1"; });
+  auto fc1 = std::find_if(r->spw.tensors.begin(), r->spw.tensors.end(),
+                          [](const auto& t) { return t.name == "w1"; });
   ASSERT_NE(fc1, r->spw.tensors.end());
   auto engine = build_sparse_matrix(*fc1, 1);
   ASSERT_TRUE(engine.ok());
@@ -122,7 +123,8 @@ TEST(Engine, ReluAfterASparseLayerIsFusedIntoIt) {
   ExecOptions off{1};
   off.sparse = false;
   off.keep_values = true;  // the unfused dense graph
-  Pair p{std::move(Executor::create(r->spw, ExecOptions{1})).value(), std::move(Executor::create(r->spw, off)).value()};
+  Pair p{std::move(Executor::create(r->spw, ExecOptions{1})).value(),
+         std::move(Executor::create(r->spw, off)).value()};
   EXPECT_EQ(count_layers(*p.sparse, {1, 256}, "Gemm+Relu"), 1);
   EXPECT_EQ(count_layers(*p.sparse, {1, 256}, "Relu"), 0);
   EXPECT_EQ(count_layers(*p.dense, {1, 256}, "Relu"), 1);
@@ -225,19 +227,24 @@ TEST(Engine, EieBenchJsonHasEveryPeerAndTheScalingMeasures) {
   ASSERT_EQ(j["layers"].size(), 4u);
   for (const auto& l : j["layers"]) {
     EXPECT_EQ(l["name"], "NT-LSTM");
-    for (const char* key : {"sparrow_us", "dense_us", "eigen_us", "plain_us"}) EXPECT_GT(l[key].get<double>(), 0) << key;
+    for (const char* key : {"sparrow_us", "dense_us", "eigen_us", "plain_us"})
+      EXPECT_GT(l[key].get<double>(), 0) << key;
     if (l["batch"] == 1) {
-      EXPECT_EQ(l.contains("row_walk_from_active_share"), sparse_kernels().isa == Isa::avx512) << "banded CSR built";
+      EXPECT_EQ(l.contains("row_walk_from_active_share"), sparse_kernels().isa == Isa::avx512)
+          << "banded CSR built";
     }
     bool several = l["threads"].get<int>() > 1;
     EXPECT_EQ(l.contains("one_thread_us"), several);
     if (several) {
-      EXPECT_NEAR(l["speedup_vs_one_thread"].get<double>(), l["one_thread_us"].get<double>() / l["sparrow_us"].get<double>(), 1e-9);
+      EXPECT_NEAR(l["speedup_vs_one_thread"].get<double>(),
+                  l["one_thread_us"].get<double>() / l["sparrow_us"].get<double>(), 1e-9);
       EXPECT_GT(l["machine_scaling"].get<double>(), 0);
-      EXPECT_NEAR(l["machine_scaling"].get<double>(), 2 * l["one_thread_us"].get<double>() / l["concurrent_one_thread_us"].get<double>(), 1e-9);
+      EXPECT_NEAR(l["machine_scaling"].get<double>(),
+                  2 * l["one_thread_us"].get<double>() / l["concurrent_one_thread_us"].get<double>(), 1e-9);
     }
   }
-  for (const char* config : {"batch 1, 1 thread", "batch 1, 2 threads", "batch 4, 1 thread", "batch 4, 2 threads"})
+  for (const char* config :
+       {"batch 1, 1 thread", "batch 1, 2 threads", "batch 4, 1 thread", "batch 4, 2 threads"})
     EXPECT_GT(j["geomean"][config]["speedup_vs_dense"].get<double>(), 0) << config;
 }
 
@@ -248,6 +255,26 @@ TEST(Engine, ThreadsAreCappedAtTheHardwareThreads) {
   ASSERT_TRUE(ex.ok());
   EXPECT_EQ((*ex)->threads(), hardware);
   EXPECT_EQ((*std::move(Executor::create(mlp(), ExecOptions{1})))->threads(), 1);
+}
+
+TEST(Engine, AGraphOutputThatIsACompressedWeightIsDecompressed) {
+  // Legal, if odd: the weight itself is an output. Planning used to look it up among computed values.
+  CompressOptions o;
+  o.all.prune.sparsity = 0.8;
+  auto r = compress_model(mlp(), o);
+  ASSERT_TRUE(r.ok());
+  r->spw.graph.outputs.push_back(ValueInfo{"w2"});
+  auto ex = Executor::create(r->spw);
+  ASSERT_TRUE(ex.ok()) << ex.status().message();
+  Tensor x = test::random_f32({1, 256}, 3);
+  auto y = (*ex)->run({&x, 1});
+  ASSERT_TRUE(y.ok()) << y.status().message();
+  ASSERT_EQ(y->size(), 2u);
+  auto w2 = std::find_if(r->spw.tensors.begin(), r->spw.tensors.end(),
+                         [](const auto& t) { return t.name == "w2"; });
+  ASSERT_NE(w2, r->spw.tensors.end());
+  auto want = decompress(*w2);
+  EXPECT_EQ(std::memcmp((*y)[1]->raw(), want->raw(), want->bytes()), 0);
 }
 
 }  // namespace

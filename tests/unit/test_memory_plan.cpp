@@ -90,6 +90,15 @@ TEST(GraphPasses, LeaveValuesOthersReadOrTheGraphOutputs) {
     fuse_activations(c, initializer_shapes(c));
     EXPECT_EQ(count_ops(c, "Clip"), constant_bounds ? 0 : 1);
   }
+  // Crossed or NaN bounds are left to the Clip op, which reports them.
+  for (float hi : {-1.0f, std::nanf("")}) {
+    Model c = residual_mlp();
+    c.nodes.erase(c.nodes.begin() + 6);
+    c.nodes[6].inputs[0] = "s";
+    c.initializers["hi"] = Tensor::scalar_f32(hi);
+    fuse_activations(c, initializer_shapes(c));
+    EXPECT_EQ(count_ops(c, "Clip"), 1) << hi;
+  }
 }
 
 void expect_close(std::span<const Tensor* const> a, std::span<const Tensor* const> b, double tol,

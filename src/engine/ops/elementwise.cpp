@@ -15,21 +15,50 @@ constexpr int64_t kParallelElements = 1 << 15;
 // Runs fn(begin, end) over [0, n), in parallel when n is large.
 template <class F>
 void for_chunks(ThreadPool& pool, int64_t n, F&& fn) {
-  if (n < kParallelElements) fn(int64_t{0}, n);
-  else pool.parallel_range(n, kParallelElements / 4, fn);
+  if (n < kParallelElements)
+    fn(int64_t{0}, n);
+  else
+    pool.parallel_range(n, kParallelElements / 4, fn);
 }
 
 // ---- unary float ops ----
 
-struct ReluFn { float alpha = 0; float operator()(float x) const { return x > 0 ? x : 0.0f; } };
-struct LeakyReluFn { float alpha = 0.01f; float operator()(float x) const { return x >= 0 ? x : alpha * x; } };
-struct SigmoidFn { float alpha = 0; float operator()(float x) const { return 1.0f / (1.0f + std::exp(-x)); } };
-struct TanhFn { float alpha = 0; float operator()(float x) const { return std::tanh(x); } };
-struct ExpFn { float alpha = 0; float operator()(float x) const { return std::exp(x); } };
-struct LogFn { float alpha = 0; float operator()(float x) const { return std::log(x); } };
-struct SqrtFn { float alpha = 0; float operator()(float x) const { return std::sqrt(x); } };
-struct NegFn { float alpha = 0; float operator()(float x) const { return -x; } };
-struct AbsFn { float alpha = 0; float operator()(float x) const { return std::fabs(x); } };
+struct ReluFn {
+  float alpha = 0;
+  float operator()(float x) const { return x > 0 ? x : 0.0f; }
+};
+struct LeakyReluFn {
+  float alpha = 0.01f;
+  float operator()(float x) const { return x >= 0 ? x : alpha * x; }
+};
+struct SigmoidFn {
+  float alpha = 0;
+  float operator()(float x) const { return 1.0f / (1.0f + std::exp(-x)); }
+};
+struct TanhFn {
+  float alpha = 0;
+  float operator()(float x) const { return std::tanh(x); }
+};
+struct ExpFn {
+  float alpha = 0;
+  float operator()(float x) const { return std::exp(x); }
+};
+struct LogFn {
+  float alpha = 0;
+  float operator()(float x) const { return std::log(x); }
+};
+struct SqrtFn {
+  float alpha = 0;
+  float operator()(float x) const { return std::sqrt(x); }
+};
+struct NegFn {
+  float alpha = 0;
+  float operator()(float x) const { return -x; }
+};
+struct AbsFn {
+  float alpha = 0;
+  float operator()(float x) const { return std::fabs(x); }
+};
 
 template <class Fn>
 class UnaryOp : public Op {
@@ -147,13 +176,20 @@ enum class BinKind { add, sub, mul, div, pow, max, min };
 template <class T>
 T apply_bin(BinKind k, T a, T b) {
   switch (k) {
-    case BinKind::add: return a + b;
-    case BinKind::sub: return a - b;
-    case BinKind::mul: return a * b;
-    case BinKind::div: return a / b;  // integer zero divisors are rejected before the loop
-    case BinKind::pow: return static_cast<T>(std::pow(static_cast<double>(a), static_cast<double>(b)));
-    case BinKind::max: return a > b || a != a ? a : b;  // NaN propagates as in numpy
-    case BinKind::min: return a < b || a != a ? a : b;
+    case BinKind::add:
+      return a + b;
+    case BinKind::sub:
+      return a - b;
+    case BinKind::mul:
+      return a * b;
+    case BinKind::div:
+      return a / b;  // integer zero divisors are rejected before the loop
+    case BinKind::pow:
+      return static_cast<T>(std::pow(static_cast<double>(a), static_cast<double>(b)));
+    case BinKind::max:
+      return a > b || a != a ? a : b;  // NaN propagates as in numpy
+    case BinKind::min:
+      return a < b || a != a ? a : b;
   }
   return a;
 }
@@ -188,11 +224,15 @@ void broadcast_binary(ThreadPool& pool, const Tensor& a, const std::vector<int64
         ib += idx * sb[d];
       }
       T* row = po + r * inner;
-      for (int64_t i = 0; i < inner; ++i) row[i] = apply_bin<T>(K, pa[ia + i * ia_step], pb[ib + i * ib_step]);
+      for (int64_t i = 0; i < inner; ++i)
+        row[i] = apply_bin<T>(K, pa[ia + i * ia_step], pb[ib + i * ib_step]);
     }
   };
-  if (n < kParallelElements) do_rows(0, rows);
-  else pool.parallel_range(rows, std::max<int64_t>(1, kParallelElements / 4 / std::max<int64_t>(inner, 1)), do_rows);
+  if (n < kParallelElements)
+    do_rows(0, rows);
+  else
+    pool.parallel_range(rows, std::max<int64_t>(1, kParallelElements / 4 / std::max<int64_t>(inner, 1)),
+                        do_rows);
 }
 
 template <BinKind K>
@@ -205,7 +245,8 @@ class BroadcastOp : public Op {
     Shape shape = in[0].shape;
     for (size_t i = 1; i < in.size(); ++i) {
       if (in[i].dtype != in[0].dtype)
-        return fail("inputs have different types ({} and {})", dtype_name(in[0].dtype), dtype_name(in[i].dtype));
+        return fail("inputs have different types ({} and {})", dtype_name(in[0].dtype),
+                    dtype_name(in[i].dtype));
       auto b = broadcast_shapes(shape, in[i].shape);
       if (!b) return fail("shapes {} and {} do not broadcast", shape_str(shape), shape_str(in[i].shape));
       shape = *b;
@@ -232,7 +273,9 @@ class BroadcastOp : public Op {
       for (size_t i = 2; i < a.in.size(); ++i)
         broadcast_binary<T, K>(a.pool, out, out_strides_, *a.in[i], strides_[i], out);
       if constexpr (std::is_same_v<T, float>) {
-        for_chunks(a.pool, out.numel(), [&](int64_t b, int64_t e) { activation_.apply(out.f32_data() + b, e - b); });
+        if (activation_.none()) return {};
+        for_chunks(a.pool, out.numel(),
+                   [&](int64_t b, int64_t e) { activation_.apply(out.f32_data() + b, e - b); });
       }
       return {};
     });
@@ -278,7 +321,8 @@ class CompareOp : public Op {
     SP_RETURN_IF_ERROR(expect_inputs(in, 2, 2));
     if (in[0].dtype != in[1].dtype) return fail("inputs have different types");
     auto shape = broadcast_shapes(in[0].shape, in[1].shape);
-    if (!shape) return fail("shapes {} and {} do not broadcast", shape_str(in[0].shape), shape_str(in[1].shape));
+    if (!shape)
+      return fail("shapes {} and {} do not broadcast", shape_str(in[0].shape), shape_str(in[1].shape));
     st_ = {broadcast_strides(in[0].shape, *shape), broadcast_strides(in[1].shape, *shape)};
     out = {ValueDesc{DType::i64, *shape}};
     return {};
