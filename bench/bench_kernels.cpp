@@ -54,8 +54,9 @@ void BM_Spmv(benchmark::State& state) {
   for (int64_t j = 0; j < kCols; ++j)
     if (x[j] != 0.0f) active.push_back(static_cast<int32_t>(j));
   std::vector<float> y(static_cast<size_t>(kRows));
-  SpmvArgs a{&m.csc[0], m.codebook.data(), m.small_codebook, active.data(), static_cast<int64_t>(active.size()),
-             x.data(), y.data()};
+  SpmvArgs a{
+      &m.csc[0], m.codebook.data(), m.small_codebook, active.data(), static_cast<int64_t>(active.size()),
+      x.data(),  y.data()};
   SpmvFn fn = m.e8 ? k.spmv_csc_e8 : k.spmv_csc_e16;
   for (auto _ : state) {
     fn(a);
@@ -63,7 +64,8 @@ void BM_Spmv(benchmark::State& state) {
   }
   int64_t entries = 0;
   for (int32_t j : active) entries += m.csc[0].col_ptr[j + 1] - m.csc[0].col_ptr[j];
-  state.counters["entries/s"] = benchmark::Counter(static_cast<double>(entries), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["entries/s"] =
+      benchmark::Counter(static_cast<double>(entries), benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(isa_name(k.isa)) + (m.e8 ? ", 1-byte entries" : ", 2-byte entries"));
 }
 BENCHMARK(BM_Spmv)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
@@ -126,29 +128,52 @@ void BM_SpmvLayouts(benchmark::State& state) {
   int64_t nonzeros = 0;
   for (int32_t j : active)
     for (int64_t r = 0; r < 1000; ++r) nonzeros += a.codes[static_cast<size_t>(r * 4096 + j)] != 0;
-  state.counters["nonzeros/s"] = benchmark::Counter(static_cast<double>(nonzeros), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(isa_name(k.isa)) +
-                 (layout == 1 ? ", column tiles" : layout == 2 ? ", banded CSC" : layout == 3 ? ", banded CSR rows"
-                  : m.e8 ? ", CSC 1-byte" : ", CSC 2-byte"));
+  state.counters["nonzeros/s"] =
+      benchmark::Counter(static_cast<double>(nonzeros), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(isa_name(k.isa)) + (layout == 1   ? ", column tiles"
+                                                 : layout == 2 ? ", banded CSC"
+                                                 : layout == 3 ? ", banded CSR rows"
+                                                 : m.e8        ? ", CSC 1-byte"
+                                                               : ", CSC 2-byte"));
 }
 BENCHMARK(BM_SpmvLayouts)->ArgsProduct({{0, 1, 2}, {0, 1, 2, 3}})->Unit(benchmark::kMicrosecond);
 
+// The Alex-7 matrix with one-byte entries and their fillers (a compact matrix).
+const SparseMatrix& compact_matrix() {
+  static const SparseMatrix m = [] {
+    std::mt19937 rng(1);
+    std::vector<uint8_t> codes(static_cast<size_t>(kRows * kCols), 0);
+    for (auto& c : codes)
+      if (rng() % 100 < 9) c = static_cast<uint8_t>(1 + rng() % 15);
+    std::vector<float> codebook(16);
+    for (int i = 1; i < 16; ++i) codebook[i] = 0.01f * static_cast<float>(i - 8);
+    return build_sparse_matrix(codes, kRows, kCols, codebook, 1, /*compact=*/true);
+  }();
+  return m;
+}
+
+// Arg 0: ISA; arg 1: batch; arg 2: 1 for the compact matrix (one-byte entries).
 void BM_Spmm(benchmark::State& state) {
   int64_t batch = state.range(1);
   SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
   if (!supported(state, k)) return;
-  const SparseMatrix& m = matrix();
+  const SparseMatrix& m = state.range(2) ? compact_matrix() : matrix();
   auto xt = inputs(kCols * batch, 35);
   std::vector<float> y(static_cast<size_t>(kRows * batch));
   for (auto _ : state) {
-    k.spmm_csr_e16(SpmmArgs{&m, 0, kRows, xt.data(), batch, batch, y.data(), batch});
+    (m.csr_e8 ? k.spmm_csr_e8
+              : k.spmm_csr_e16)(SpmmArgs{&m, 0, kRows, xt.data(), batch, batch, y.data(), batch});
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["nonzeros*batch/s"] =
-      benchmark::Counter(static_cast<double>(m.nonzeros * batch), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(isa_name(k.isa));
+  state.counters["nonzeros*batch/s"] = benchmark::Counter(static_cast<double>(m.nonzeros * batch),
+                                                          benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(isa_name(k.isa)) + (m.csr_e8 ? ", 1-byte entries" : ", 2-byte entries"));
 }
-BENCHMARK(BM_Spmm)->Args({0, 64})->Args({1, 64})->Args({2, 64})->Args({2, 16})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Spmm)
+    ->ArgsProduct({{0, 1, 2}, {64}, {0, 1}})
+    ->Args({2, 16, 0})
+    ->Args({2, 16, 1})
+    ->Unit(benchmark::kMillisecond);
 
 void BM_ListNonzero(benchmark::State& state) {
   SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
@@ -161,7 +186,8 @@ void BM_ListNonzero(benchmark::State& state) {
     benchmark::DoNotOptimize(count);
   }
   state.SetLabel(isa_name(k.isa));
-  state.counters["inputs/s"] = benchmark::Counter(static_cast<double>(x.size()), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["inputs/s"] =
+      benchmark::Counter(static_cast<double>(x.size()), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_ListNonzero)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
 
@@ -188,7 +214,8 @@ const Shape& shape(int64_t which) {
       std::vector<uint8_t> codes(static_cast<size_t>(out * in), 0);
       for (auto& c : codes)
         if (static_cast<int>(rng() % 100) < percent[s]) c = static_cast<uint8_t>(1 + rng() % 15);
-      made[s] = Shape{build_banded_csc(codes, out, in), build_banded_csr(codes, out, in), out, in, std::vector<float>(16)};
+      made[s] = Shape{build_banded_csc(codes, out, in), build_banded_csr(codes, out, in), out, in,
+                      std::vector<float>(16)};
       for (int i = 1; i < 16; ++i) made[s].codebook[i] = 0.01f * static_cast<float>(i - 8);
     }
     return made;

@@ -12,9 +12,13 @@
 namespace sparrow {
 
 struct ExecOptions {
-  int threads = 0;  // 0, or more than the hardware has: one per hardware thread
+  int threads = 0;                                // 0, or more than the hardware has: one per hardware thread
   int64_t memory_limit_bytes = int64_t{8} << 30;  // largest plan (activations + scratch) allowed
   bool sparse = true;                             // run compressed weights on the sparse engine
+  // The engine's layouts of the compressed weights take at most this many times the weights' bytes
+  // in the file where narrower layouts allow (some speed is given up for it); 0: the fastest
+  // layouts whatever their size.
+  double weight_memory_ratio = 2.0;
   // Keeps every value of the graph readable through Executor::value after a run: no graph pass fuses
   // nodes (bias, activations) and no buffer is reused. For inspection; costs memory and time.
   bool keep_values = false;
@@ -37,7 +41,7 @@ struct ModelSummary {
   int64_t folded_nodes = 0;  // nodes computed once at plan time (constants, shape chains)
   int64_t params = 0;
   int64_t macs = 0;
-  int64_t activation_bytes = 0;        // the arena the values computed per run share
+  int64_t activation_bytes = 0;           // the arena the values computed per run share
   int64_t activation_bytes_unshared = 0;  // those values' bytes if each had its own buffer
 };
 

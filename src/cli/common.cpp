@@ -14,6 +14,7 @@ Result<std::unique_ptr<Executor>> open_model(const std::string& path, const Glob
   std::string ext = std::filesystem::path(path).extension().string();
   ExecOptions exec{options.threads};
   exec.sparse = !options.dense;
+  exec.weight_memory_ratio = options.weight_memory;
   if (ext == ".onnx") {
     SP_ASSIGN_OR_RETURN(Model model, load_onnx(path));
     return Executor::create(std::move(model), exec);

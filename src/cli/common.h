@@ -11,7 +11,8 @@ namespace sparrow::cli {
 struct GlobalOptions {
   int threads = 0;
   bool quiet = false;
-  bool dense = false;  // run .spw models decompressed on the dense executor
+  bool dense = false;          // run .spw models decompressed on the dense executor
+  double weight_memory = 2.0;  // ExecOptions::weight_memory_ratio
 };
 
 // Loads a model file (.onnx) and prepares an executor for it.

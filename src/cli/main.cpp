@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", global.quiet, "No progress lines");
   app.add_flag("-v,--verbose", verbose, "Log what Sparrow does");
   app.add_flag("--dense", global.dense, "Run .spw models decompressed on the dense executor");
+  app.add_option("--weight-memory", global.weight_memory,
+                 "Compressed weights in memory at most this many times their bytes in the file, giving up "
+                 "some speed for it (default 2); 0: the fastest layouts whatever their size")
+      ->check(kFiniteNumber & CLI::Range(0.0, 1e6));
 
   std::vector<Command> commands;
   for (auto add : kCommands) commands.push_back(add(app, global));

@@ -204,6 +204,8 @@ void Plan::note_zeros(const Node& node, const Activation& activation) {
 Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, int threads) {
   MadeOp made{nullptr, std::vector<bool>(node.inputs.size(), false)};
   if (!node.has_input(0)) return made;  // the dense op reports the missing input
+  // A product of constants is folded at plan time, before the sparse layouts are built: dense.
+  if (auto in = descs_.find(node.inputs[0]); in != descs_.end() && in->second.constant) return made;
   if (node.op_type == "LSTM") {
     const Shape& x = descs_.at(node.inputs[0]).shape;
     auto layout = node.attr_int("layout", 0);
@@ -211,13 +213,9 @@ Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, 
         x.size() == 3 && layout.ok() && x[*layout == 0 ? 1 : 0] == 1;  // recurrent product per sample
     bool w = gains_sparse(node, 1, false), r = gains_sparse(node, 2, one_sample);
     if (!w && !r) return made;
-    const SparseMatrix *w_matrix = nullptr, *r_matrix = nullptr;
-    if (w) {
-      SP_ASSIGN_OR_RETURN(w_matrix, weights_->matrix(node.inputs[1], false));
-    }
-    if (r) {
-      SP_ASSIGN_OR_RETURN(r_matrix, weights_->matrix(node.inputs[2], one_sample, InputZeros::unlikely));
-    }
+    const SparseMatrix* w_matrix = w ? weights_->request(node.inputs[1], false) : nullptr;
+    const SparseMatrix* r_matrix =
+        r ? weights_->request(node.inputs[2], one_sample, InputZeros::unlikely) : nullptr;
     SP_ASSIGN_OR_RETURN(made.op, create_sparse_lstm_op(node, model.opset, w_matrix, r_matrix, threads));
     made.sparse_inputs[1] = w;
     made.sparse_inputs[2] = r;
@@ -233,8 +231,7 @@ Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, 
   if (!gains_sparse(node, 1, one_sample)) return made;
   // The sparse ops add a bias of one value per output; any other Gemm C runs dense.
   if (node.has_input(2) && shape_numel(descs_.at(node.inputs[2]).shape) != header.rows) return made;
-  SP_ASSIGN_OR_RETURN(const SparseMatrix* m,
-                      weights_->matrix(node.inputs[1], one_sample, zeros_of(node.inputs[0])));
+  const SparseMatrix* m = weights_->request(node.inputs[1], one_sample, zeros_of(node.inputs[0]));
   SP_ASSIGN_OR_RETURN(made.op, create_sparse_op(node, model.opset, *m, threads));
   made.sparse_inputs[1] = made.op != nullptr;
   return made;
@@ -344,6 +341,7 @@ Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<
   plan->input_shapes_ = input_shapes;
   SP_RETURN_IF_ERROR(plan->bind_graph_inputs(model));
   for (const Node& node : model.nodes) SP_RETURN_IF_ERROR(plan->plan_node(model, node, pool));
+  if (weights) SP_RETURN_IF_ERROR(weights->build_requested());
   for (const auto& out : model.outputs) {
     // A graph output may be a compressed weight itself: it is then decompressed.
     auto t = plan->bind_input(out.name);

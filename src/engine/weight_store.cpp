@@ -1,6 +1,10 @@
 #include "engine/weight_store.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "engine/sparse/code_source.h"
+#include "engine/sparse/layout_table.h"
 
 namespace sparrow {
 
@@ -17,8 +21,10 @@ int64_t encoding_bytes(const CompressedTensor& t) {
 }  // namespace
 
 Result<std::unique_ptr<WeightStore>> WeightStore::create(std::vector<CompressedTensor> tensors,
-                                                         const std::vector<int64_t>& file_bytes, Isa isa) {
-  auto store = std::unique_ptr<WeightStore>(new WeightStore(isa));
+                                                         const std::vector<int64_t>& file_bytes, Isa isa,
+                                                         double ratio) {
+  if (!(ratio > 0.0) || !std::isfinite(ratio)) ratio = 0.0;  // no budget
+  auto store = std::unique_ptr<WeightStore>(new WeightStore(isa, ratio));
   for (size_t i = 0; i < tensors.size(); ++i) {
     CompressedTensor& t = tensors[i];
     if (shape_numel(t.shape) != t.view.rows * t.view.cols)
@@ -55,18 +61,80 @@ Result<std::unique_ptr<CodeSource>> WeightStore::codes_of(const Weight& w) const
   return matrix_codes(*w.matrix);
 }
 
-Result<const SparseMatrix*> WeightStore::matrix(const std::string& name, bool one_sample, InputZeros zeros) {
+const SparseMatrix* WeightStore::request(const std::string& name, bool one_sample, InputZeros zeros) {
   Weight& w = weights_.at(name);
-  SparseMatrix& m = *w.matrix;
-  const LayoutSet want = layouts_for(m, isa_, one_sample, zeros);
-  if (!m.has(want)) {
-    SP_ASSIGN_OR_RETURN(auto codes, codes_of(w));
-    add_layouts(m, *codes, want);
+  w.requested |= layouts_for(*w.matrix, isa_, one_sample, zeros) & ~w.matrix->layouts;
+  return w.matrix.get();
+}
+
+namespace {
+
+// One way of giving up speed for bytes: rewrites a weight's requested layouts (and its compact
+// flag) into narrower ones, or returns false where it does not apply.
+using Narrowing = bool (*)(SparseMatrix& m, LayoutSet& requested);
+
+bool row_walk_only(SparseMatrix&, LayoutSet& requested) {
+  if ((requested & (kLayoutBanded | kLayoutBandedRows)) != (kLayoutBanded | kLayoutBandedRows)) return false;
+  requested &= ~kLayoutBanded;
+  return true;
+}
+bool narrow_csr(SparseMatrix& m, LayoutSet& requested) {
+  if (!(requested & kLayoutCsr) || !m.small_codebook || m.compact) return false;
+  m.compact = true;
+  return true;
+}
+bool narrow_column_walk(SparseMatrix& m, LayoutSet& requested) {
+  if (!(requested & (kLayoutBanded | kLayoutTiles)) || !m.small_codebook) return false;
+  requested = (requested & ~(kLayoutBanded | kLayoutTiles)) | kLayoutCsc;
+  m.compact = true;
+  return true;
+}
+bool narrow_row_walk(SparseMatrix& m, LayoutSet& requested) {
+  if (!(requested & kLayoutBandedRows) || !m.small_codebook) return false;
+  requested = (requested & ~kLayoutBandedRows) | kLayoutCsc;
+  m.compact = true;
+  return true;
+}
+
+// In order of the speed they give up (least first).
+constexpr Narrowing kNarrowings[] = {row_walk_only, narrow_csr, narrow_column_walk, narrow_row_walk};
+
+}  // namespace
+
+void WeightStore::fit_budget(std::vector<Weight*>& pending) const {
+  int64_t file = 0, expected = 0;
+  for (const auto& [name, w] : weights_)
+    if (w.requested || w.matrix->layouts) {
+      file += w.file_bytes;
+      expected += w.matrix->bytes() + bytes_expected(*w.matrix, w.requested);
+    }
+  const auto budget = static_cast<int64_t>(ratio_ * static_cast<double>(file));
+  if (ratio_ <= 0 || expected <= budget) return;
+  std::sort(pending.begin(), pending.end(),
+            [](const Weight* a, const Weight* b) { return a->matrix->nonzeros > b->matrix->nonzeros; });
+  for (Narrowing narrow : kNarrowings)
+    for (Weight* w : pending) {
+      if (expected <= budget) return;
+      const int64_t before = bytes_expected(*w->matrix, w->requested);
+      if (narrow(*w->matrix, w->requested)) expected += bytes_expected(*w->matrix, w->requested) - before;
+    }
+}
+
+Status WeightStore::build_requested() {
+  std::vector<Weight*> pending;
+  for (auto& [name, w] : weights_)
+    if (w.requested) pending.push_back(&w);
+  fit_budget(pending);
+  for (Weight* w : pending) {
+    SparseMatrix& m = *w->matrix;
+    SP_ASSIGN_OR_RETURN(auto codes, codes_of(*w));
+    add_layouts(m, *codes, w->requested);
+    w->requested = 0;
+    // Once the layouts hold every code the file's encoding is no longer needed (move-assigning an
+    // empty vector frees its storage; name, shape and view stay).
+    if (encoding_held(*w) && sparse_matrix_has_source(m)) w->encoding.partitions = std::vector<Partition>();
   }
-  // Once the layouts hold every code the file's encoding is no longer needed (move-assigning an
-  // empty vector frees its storage; name, shape and view stay).
-  if (encoding_held(w) && sparse_matrix_has_source(m)) w.encoding.partitions = std::vector<Partition>();
-  return &m;
+  return {};
 }
 
 Result<const Tensor*> WeightStore::dense(const std::string& name) {

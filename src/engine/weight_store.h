@@ -1,10 +1,19 @@
 // The compressed weights of a .spw model as the executor holds them.
 //
-// Each weight starts in the file's encoding (the CompressedTensor as read). The first plan that
-// runs it on the sparse engine builds the layouts that plan needs (layouts_for) straight from that
-// encoding, which is then dropped; layouts that later plans need are built from the ones held. A
-// weight whose layer runs dense is decompressed to float32 for that weight alone, and its encoding
-// is kept until some plan runs it sparse. No dense matrix of codes is formed on any path.
+// Each weight starts in the file's encoding (the CompressedTensor as read). A plan asks for the
+// layouts its products run on (request); once every node is planned, build_requested() chooses
+// them within the memory budget and builds them straight from that encoding, which is then
+// dropped; layouts that later plans need are built from the ones held. A weight whose layer runs
+// dense is decompressed to float32 for that weight alone, and its encoding is kept until some plan
+// runs it sparse. No dense matrix of codes is formed on any path.
+//
+// The budget: the layouts of the weights run sparse take at most `ratio` times their sections'
+// bytes in the file (ExecOptions::weight_memory_ratio), as estimated from the headers. The fastest
+// layouts (layouts_for) are kept when they fit; otherwise they give way, largest matrix first, in
+// this order, until the estimate fits: a graph input's column walk where its row walk is also
+// asked for (dense inputs are the common case), one-byte CSR entries for batches, a one-byte CSC
+// for a banded CSC or tiles, a one-byte CSC for a banded CSR. A budget the narrowest layouts
+// cannot meet leaves them narrowest.
 #pragma once
 
 #include <map>
@@ -21,8 +30,10 @@ class WeightStore {
  public:
   // Takes the tensors; `file_bytes[i]` is the size of tensor i's section in the file. Checks every
   // encoding (entries within the matrix, codes within the codebook); errors name the tensor.
+  // `ratio` <= 0: no budget.
   static Result<std::unique_ptr<WeightStore>> create(std::vector<CompressedTensor> tensors,
-                                                     const std::vector<int64_t>& file_bytes, Isa isa);
+                                                     const std::vector<int64_t>& file_bytes, Isa isa,
+                                                     double ratio = 0.0);
 
   bool holds(const std::string& name) const { return weights_.count(name) > 0; }
   // The names held, for graph validation.
@@ -33,10 +44,14 @@ class WeightStore {
   const SparseMatrix& header(const std::string& name) const;
   Isa isa() const { return isa_; }
 
-  // The matrix with the layouts a product on one sample (or on batches) runs on, built on first use
-  // (layouts_for). The pointer stays valid, and its layouts unchanged, for the store's lifetime.
-  Result<const SparseMatrix*> matrix(const std::string& name, bool one_sample,
-                                     InputZeros zeros = InputZeros::unknown);
+  // Asks for the layouts a product on one sample (or on batches) runs on (layouts_for). The matrix
+  // gains them, or the narrower ones the budget leaves, at build_requested(); until then only its
+  // header may be read. The pointer stays valid for the store's lifetime, and the layouts, once
+  // built, unchanged. Requires holds(name).
+  const SparseMatrix* request(const std::string& name, bool one_sample,
+                              InputZeros zeros = InputZeros::unknown);
+  // Chooses and builds every requested layout (see the budget above).
+  Status build_requested();
   // The float32 weight in its original shape, decompressed on first use.
   Result<const Tensor*> dense(const std::string& name);
 
@@ -48,13 +63,16 @@ class WeightStore {
     std::unique_ptr<SparseMatrix> matrix;  // header from the start; layouts as plans need them
     std::unique_ptr<Tensor> dense;
     int64_t file_bytes = 0;
+    LayoutSet requested = 0;  // asked for and not built yet
   };
-  explicit WeightStore(Isa isa) : isa_(isa) {}
+  explicit WeightStore(Isa isa, double ratio) : isa_(isa), ratio_(ratio) {}
+  void fit_budget(std::vector<Weight*>& pending) const;
   static bool encoding_held(const Weight& w) { return !w.encoding.partitions.empty(); }
   Result<std::unique_ptr<CodeSource>> codes_of(const Weight& w) const;
 
   std::map<std::string, Weight> weights_;
   Isa isa_;
+  double ratio_;
 };
 
 }  // namespace sparrow

@@ -28,6 +28,7 @@ void expect_same_layouts(const SparseMatrix& a, const SparseMatrix& b, const std
   EXPECT_EQ(a.nonzeros, b.nonzeros);
   EXPECT_EQ(a.row_entries, b.row_entries);
   EXPECT_EQ(a.e8, b.e8);
+  EXPECT_EQ(a.csr_e8, b.csr_e8);
   ASSERT_EQ(a.csc.size(), b.csc.size());
   for (size_t p = 0; p < a.csc.size(); ++p) {
     EXPECT_EQ(a.csc[p].local_rows, b.csc[p].local_rows);
@@ -39,7 +40,8 @@ void expect_same_layouts(const SparseMatrix& a, const SparseMatrix& b, const std
   for (size_t k = 0; k < a.csr.size(); ++k) {
     EXPECT_EQ(a.csr[k].col_begin, b.csr[k].col_begin);
     EXPECT_EQ(a.csr[k].row_ptr, b.csr[k].row_ptr);
-    EXPECT_EQ(a.csr[k].entries, b.csr[k].entries);
+    EXPECT_EQ(a.csr[k].entries8, b.csr[k].entries8);
+    EXPECT_EQ(a.csr[k].entries16, b.csr[k].entries16);
   }
   EXPECT_EQ(a.tiles.masks, b.tiles.masks);
   EXPECT_EQ(a.tiles.code_ptr, b.tiles.code_ptr);
@@ -152,16 +154,90 @@ TEST(WeightStore, DecompressesExactlyBeforeAndAfterTheEncodingIsDropped) {
     auto before = (*store)->dense("w");
     ASSERT_TRUE(before.ok());
     EXPECT_EQ(test::max_relative_error(**before, *want), 0.0);
-    ASSERT_TRUE((*store)->matrix("w", true).ok());
+    (*store)->request("w", true);
+    ASSERT_TRUE((*store)->build_requested().ok());
     WeightMemory mem = (*store)->memory();
     EXPECT_EQ(mem.compressed_in_file, 123);
     EXPECT_EQ(mem.decompressed, 40 * 70 * 4);
     auto store2 = WeightStore::create({t}, {0}, Isa::avx512);
-    ASSERT_TRUE((*store2)->matrix("w", true).ok());
+    (*store2)->request("w", true);
+    ASSERT_TRUE((*store2)->build_requested().ok());
     auto after = (*store2)->dense("w");  // from the layouts: the encoding was dropped
     ASSERT_TRUE(after.ok());
     EXPECT_EQ(test::max_relative_error(**after, *want), 0.0) << "transposed " << transposed;
   }
+}
+
+// A store of three weights, as a .spw holds them, with their 4-bit encodings' sizes as file bytes.
+struct Store {
+  std::unique_ptr<WeightStore> store;
+  int64_t file_bytes = 0;
+};
+Store three_layer_store(double ratio, Isa isa) {
+  const int64_t dims[3][2] = {{300, 700}, {200, 300}, {10, 200}};
+  std::vector<CompressedTensor> tensors;
+  std::vector<int64_t> bytes;
+  Store s;
+  for (int i = 0; i < 3; ++i) {
+    Codes c = random_codes(dims[i][0], dims[i][1], 0.1, 16, 50 + i);
+    CompressedTensor t = encode_sparse(c.codes, MatrixView{dims[i][0], dims[i][1], false}, 1, 4);
+    t.name = "w" + std::to_string(i);
+    t.codebook = c.codebook;
+    t.shape = {dims[i][0], dims[i][1]};
+    // Entries of 4-bit codes and 4-bit gaps, as the file stores them, and the column counts.
+    int64_t n = static_cast<int64_t>(t.partitions[0].codes.size() + 4 * t.partitions[0].col_counts.size());
+    bytes.push_back(n);
+    s.file_bytes += n;
+    tensors.push_back(std::move(t));
+  }
+  auto store = WeightStore::create(std::move(tensors), bytes, isa, ratio);
+  EXPECT_TRUE(store.ok()) << store.status().message();
+  if (store.ok()) s.store = std::move(*store);
+  return s;
+}
+
+// The layouts of an MLP on one sample: w0 reads the graph input, w1 and w2 ReLU outputs.
+void request_mlp(WeightStore& store) {
+  store.request("w0", true, InputZeros::unknown);
+  store.request("w1", true, InputZeros::expected);
+  store.request("w2", true, InputZeros::expected);
+  ASSERT_TRUE(store.build_requested().ok());
+}
+
+TEST(WeightStore, LayoutsStayWithinTheMemoryBudget) {
+  for (Isa isa : {Isa::scalar, Isa::avx512}) {
+    SCOPED_TRACE(isa_name(isa));
+    Store fast = three_layer_store(0.0, isa), lean = three_layer_store(2.0, isa);
+    request_mlp(*fast.store);
+    request_mlp(*lean.store);
+    const int64_t fast_bytes = fast.store->memory().compressed_in_memory;
+    const int64_t lean_bytes = lean.store->memory().compressed_in_memory;
+    EXPECT_LE(lean_bytes, 2 * lean.file_bytes) << "fast layouts: " << fast_bytes;
+    if (isa == Isa::avx512) {
+      // The fastest layouts (banded walks, both for the graph input) take more than the budget.
+      EXPECT_GT(fast_bytes, 2 * fast.file_bytes);
+      EXPECT_TRUE(fast.store->header("w0").has(kLayoutBanded | kLayoutBandedRows));
+      EXPECT_FALSE(lean.store->header("w0").has(kLayoutBanded)) << "the graph input keeps its row walk only";
+    }
+    // Every layout kept, narrow or not, holds the same matrix.
+    for (const char* name : {"w0", "w1", "w2"}) {
+      auto a = fast.store->dense(name), b = lean.store->dense(name);
+      ASSERT_TRUE(a.ok() && b.ok());
+      EXPECT_EQ(test::max_relative_error(**a, **b), 0.0) << name;
+    }
+  }
+}
+
+TEST(WeightStore, BatchedLayoutsStayWithinTheMemoryBudget) {
+  Store fast = three_layer_store(0.0, Isa::avx512), lean = three_layer_store(1.5, Isa::avx512);
+  for (Store* s : {&fast, &lean}) {
+    for (const char* name : {"w0", "w1", "w2"}) s->store->request(name, false);
+    ASSERT_TRUE(s->store->build_requested().ok());
+  }
+  EXPECT_FALSE(fast.store->header("w0").csr_e8) << "10% density: too many fillers for one-byte entries";
+  EXPECT_TRUE(lean.store->header("w0").csr_e8);
+  EXPECT_LE(lean.store->memory().compressed_in_memory, lean.file_bytes * 3 / 2);
+  EXPECT_GT(fast.store->memory().compressed_in_memory, fast.file_bytes * 3 / 2);
 }
 
 TEST(WeightStore, RefusesAnEncodingThatDoesNotFitItsMatrix) {

@@ -150,20 +150,28 @@ TEST(LoadPath, CompressedLayerNeverAllocatesItsFloatWeightsNorADenseCodeMatrix) 
   EXPECT_GE(largest_allocation_to_load_and_run(spw, 1, false), static_cast<size_t>(in * out * 4));
 }
 
-TEST(LoadPath, WeightsInMemoryStayNearTheFile) {
+TEST(LoadPath, WeightsInMemoryStayWithinTwiceTheFile) {
   SpwModel spw = compressed_fc(2048, 1024);
-  auto ex = Executor::create(SpwModel(spw), ExecOptions{1});
-  ASSERT_TRUE(ex.ok());
-  WeightMemory before = (*ex)->weight_memory();
-  EXPECT_GT(before.compressed_in_file, 0);
-  EXPECT_EQ(before.decompressed, 0);
-  std::vector<Tensor> x = {test::random_f32({16, 2048}, 6)};
-  ASSERT_TRUE((*ex)->run(x).ok());
-  WeightMemory batched = (*ex)->weight_memory();
-  EXPECT_EQ(batched.decompressed, 0);
-  // Batches run on the CSR alone: two bytes per entry beside a file of about one.
-  EXPECT_LE(batched.compressed_in_memory, 3 * batched.compressed_in_file);
-  EXPECT_EQ(batched.initializers, 1024 * 4) << "the bias";
+  for (int64_t batch : {1, 16}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    std::vector<Tensor> x = {test::random_f32({batch, 2048}, 6)};
+    WeightMemory held[2];  // the default budget, and none
+    for (double ratio : {2.0, 0.0}) {
+      ExecOptions options{1};
+      options.weight_memory_ratio = ratio;
+      auto ex = Executor::create(SpwModel(spw), options);
+      ASSERT_TRUE(ex.ok());
+      EXPECT_GT((*ex)->weight_memory().compressed_in_file, 0);
+      auto y = (*ex)->run(x);
+      ASSERT_TRUE(y.ok());
+      held[ratio == 0.0] = (*ex)->weight_memory();
+      EXPECT_EQ(held[ratio == 0.0].decompressed, 0);
+      EXPECT_EQ(held[ratio == 0.0].initializers, 1024 * 4) << "the bias";
+    }
+    EXPECT_LE(held[0].compressed_in_memory, 2 * held[0].compressed_in_file);
+    // The check can fail: the fastest layouts of this 10%-dense, 4-bit layer take more.
+    EXPECT_GT(held[1].compressed_in_memory, 2 * held[1].compressed_in_file);
+  }
 }
 
 // ---- hostile .spw files: declared sizes are checked against the bytes present before allocating ----

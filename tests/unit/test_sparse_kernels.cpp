@@ -6,6 +6,7 @@
 #include <random>
 
 #include "engine/sparse/kernels.h"
+#include "engine/sparse/layout_table.h"
 #include "engine/sparse/sparse_run.h"
 #include "test_util.h"
 
@@ -87,14 +88,17 @@ TEST_P(SparseKernelsPerIsa, SpmvEveryVariantMatchesOnTheGrid) {
         for (int cb : {16, 64, 256})
           for (int partitions : {1, 3}) {
             Case c = make_case(rows, cols, density, cb, seed++);
-            SparseMatrix m = build_sparse_matrix(c.codes, rows, cols, c.codebook, partitions);
+            // Compact matrices take one-byte entries with any number of fillers.
+            const bool compact = seed % 2 == 0;
+            SparseMatrix m = build_sparse_matrix(c.codes, rows, cols, c.codebook, partitions, compact);
             for (double x_density : {0.0, 0.35, 1.0}) {
               auto x = random_input(cols, x_density, seed++);
               auto want = dense_product(c, x);
 
               std::string what = std::string(isa_name(isa)) + " " + std::to_string(rows) + "x" +
                                  std::to_string(cols) + " d=" + std::to_string(density) +
-                                 " cb=" + std::to_string(cb) + " P=" + std::to_string(partitions);
+                                 " cb=" + std::to_string(cb) + " P=" + std::to_string(partitions) +
+                                 (m.e8 ? " csc8" : " csc16");
               expect_close(run_spmv(m, sparse_kernels_for(isa), x), want, what);
             }
           }
@@ -118,31 +122,56 @@ TEST_P(SparseKernelsPerIsa, LongestGapsUseFillers) {
 
 TEST_P(SparseKernelsPerIsa, SpmmEveryVariantMatchesAcrossBatchWidths) {
   uint32_t seed = 100;
+  int widths_seen[2] = {0, 0};  // two-byte, one-byte entries
   for (int64_t rows : {1, 17, 64})
     for (int64_t cols : {3, 40, 300})
       for (double density : {0.0, 0.1, 1.0})
-        for (int64_t batch : {1, 5, 16, 17, 64, 70}) {
-          Case c = make_case(rows, cols, density, 256, seed++);
-          SparseMatrix m = build_sparse_matrix(c.codes, rows, cols, c.codebook, 1);
-          int64_t ldx = batch + 3;
-          std::vector<float> xt(static_cast<size_t>(cols * ldx));
-          auto vals = random_input(cols * ldx, 0.6, seed++);
-          std::copy(vals.begin(), vals.end(), xt.begin());
+        for (int64_t batch : {1, 5, 16, 17, 64, 70})
+          for (int cb : {16, 256}) {
+            Case c = make_case(rows, cols, density, cb, seed++);
+            SparseMatrix m =
+                build_sparse_matrix(c.codes, rows, cols, c.codebook, 1, /*compact=*/batch % 2 == 1);
+            ++widths_seen[m.csr_e8];
+            int64_t ldx = batch + 3;
+            std::vector<float> xt(static_cast<size_t>(cols * ldx));
+            auto vals = random_input(cols * ldx, 0.6, seed++);
+            std::copy(vals.begin(), vals.end(), xt.begin());
 
-          int64_t ldy = batch + 1;
-          std::vector<float> y(static_cast<size_t>(rows * ldy), -7.0f);
-          SpmmArgs a{&m, 0, rows, xt.data(), ldx, batch, y.data(), ldy};
-          sparse_kernels_for(isa).spmm_csr_e16(a);
-          for (int64_t b = 0; b < batch; ++b) {
-            std::vector<float> col(static_cast<size_t>(cols));
-            for (int64_t j = 0; j < cols; ++j) col[j] = xt[j * ldx + b];
-            auto want = dense_product(c, col);
-            std::vector<float> got(static_cast<size_t>(rows));
-            for (int64_t r = 0; r < rows; ++r) got[r] = y[r * ldy + b];
-            expect_close(got, want, std::string(isa_name(isa)) + " batch " + std::to_string(batch));
+            int64_t ldy = batch + 1;
+            std::vector<float> y(static_cast<size_t>(rows * ldy), -7.0f);
+            SpmmArgs a{&m, 0, rows, xt.data(), ldx, batch, y.data(), ldy};
+            const SparseKernels k = sparse_kernels_for(isa);
+            (m.csr_e8 ? k.spmm_csr_e8 : k.spmm_csr_e16)(a);
+            const std::string what = std::string(isa_name(isa)) + " " + std::to_string(rows) + "x" +
+                                     std::to_string(cols) + " d=" + std::to_string(density) + " batch " +
+                                     std::to_string(batch) + (m.csr_e8 ? " csr8" : " csr16");
+            for (int64_t b = 0; b < batch; ++b) {
+              std::vector<float> col(static_cast<size_t>(cols));
+              for (int64_t j = 0; j < cols; ++j) col[j] = xt[j * ldx + b];
+              auto want = dense_product(c, col);
+              std::vector<float> got(static_cast<size_t>(rows));
+              for (int64_t r = 0; r < rows; ++r) got[r] = y[r * ldy + b];
+              expect_close(got, want, what);
+            }
+            for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(y[r * ldy + batch], -7.0f) << "wrote past the batch";
           }
-          for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(y[r * ldy + batch], -7.0f) << "wrote past the batch";
-        }
+  EXPECT_GT(widths_seen[0], 0) << "two-byte CSR entries tested";
+  EXPECT_GT(widths_seen[1], 0) << "one-byte CSR entries tested";
+}
+
+TEST(SparseKernels, CompactMatricesTakeOneByteEntriesWithFillers) {
+  // 9% of 300 x 300 at random: 4-bit gaps need fillers for about a fifth of the entries, too many
+  // for one-byte entries by default, not for a compact matrix.
+  Case c = make_case(300, 300, 0.09, 16, 5);
+  SparseMatrix fast = build_sparse_matrix(c.codes, 300, 300, c.codebook, 1);
+  SparseMatrix compact = build_sparse_matrix(c.codes, 300, 300, c.codebook, 1, true);
+  EXPECT_FALSE(fast.e8);
+  EXPECT_FALSE(fast.csr_e8);
+  EXPECT_TRUE(compact.e8);
+  EXPECT_TRUE(compact.csr_e8);
+  EXPECT_GT(compact.csc_entries(), compact.nonzeros) << "fillers";
+  EXPECT_LT(layout_row(kLayoutCsc).bytes_held(compact), layout_row(kLayoutCsc).bytes_held(fast));
+  EXPECT_LT(layout_row(kLayoutCsr).bytes_held(compact), layout_row(kLayoutCsr).bytes_held(fast));
 }
 
 TEST(SparseKernels, ParallelSchemesMatchTheReference) {

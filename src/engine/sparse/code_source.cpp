@@ -109,8 +109,9 @@ class MatrixCodes : public CodeSource {
         int64_t c = block.col_begin;
         for (uint32_t e = block.row_ptr[static_cast<size_t>(r)];
              e < block.row_ptr[static_cast<size_t>(r) + 1]; ++e, ++c) {
-          c += block.entries[e] >> 8;
-          if (uint8_t code = block.entries[e] & 0xff) sink(r, c, code);
+          const unsigned entry = m_.csr_e8 ? block.entries8[e] : block.entries16[e];
+          c += m_.csr_e8 ? entry >> 4 : entry >> 8;
+          if (uint8_t code = static_cast<uint8_t>(m_.csr_e8 ? entry & 15 : entry & 0xff)) sink(r, c, code);
         }
       }
   }

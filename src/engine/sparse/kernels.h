@@ -92,6 +92,7 @@ using SpmmFn = void (*)(const SpmmArgs&);
   X(spmv_banded, SpmvBandArgs)    \
   X(spmv_tiles, SpmvTileArgs)     \
   X(spmv_rows_banded, SpmvRowArgs) \
+  X(spmm_csr_e8, SpmmArgs)        \
   X(spmm_csr_e16, SpmmArgs)
 
 namespace kernels {

@@ -37,7 +37,8 @@ void list_nonzero__avx2(const NonzeroArgs& a) {
     auto nonzero = static_cast<unsigned>(
         _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a.x + j), _mm256_setzero_ps(), _CMP_NEQ_UQ)));
     __m256i lanes = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(kCompressLanes[nonzero])));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.active + count), _mm256_permutevar8x32_epi32(index, lanes));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.active + count),
+                        _mm256_permutevar8x32_epi32(index, lanes));
     count += __builtin_popcount(nonzero);
     index = _mm256_add_epi32(index, step);
   }
@@ -46,39 +47,65 @@ void list_nonzero__avx2(const NonzeroArgs& a) {
   *a.count = count;
 }
 
-void spmv_csc_e8__avx2(const SpmvArgs& a) { spmv_csc_scalar<uint8_t, 4, 0xF>(a, a.part->entries8.data()); }
-void spmv_csc_e16__avx2(const SpmvArgs& a) { spmv_csc_scalar<uint16_t, 8, 0xFF>(a, a.part->entries16.data()); }
-void spmv_banded__avx2(const SpmvBandArgs& a) { spmv_banded_scalar(a); }
-void spmv_tiles__avx2(const SpmvTileArgs& a) { spmv_tiles_scalar(a); }
-void spmv_rows_banded__avx2(const SpmvRowArgs& a) { spmv_rows_banded_scalar(a); }
+void spmv_csc_e8__avx2(const SpmvArgs& a) {
+  spmv_csc_scalar<uint8_t, 4, 0xF>(a, a.part->entries8.data());
+}
+void spmv_csc_e16__avx2(const SpmvArgs& a) {
+  spmv_csc_scalar<uint16_t, 8, 0xFF>(a, a.part->entries16.data());
+}
+void spmv_banded__avx2(const SpmvBandArgs& a) {
+  spmv_banded_scalar(a);
+}
+void spmv_tiles__avx2(const SpmvTileArgs& a) {
+  spmv_tiles_scalar(a);
+}
+void spmv_rows_banded__avx2(const SpmvRowArgs& a) {
+  spmv_rows_banded_scalar(a);
+}
 
-void spmm_csr_e16__avx2(const SpmmArgs& a) {
+namespace {
+
+template <class Entry, int kGapShift, int kCodeMask>
+void spmm_csr(const SpmmArgs& a, std::vector<Entry> CsrBlock::*entries) {
   const SparseMatrix& m = *a.m;
   for (int64_t b0 = 0; b0 < a.batch; b0 += 32) {
     // Four 8-lane accumulators over up to 32 batch columns; partial ones are masked.
     __m256i masks[4];
     for (int t = 0; t < 4; ++t) {
       int64_t left = std::clamp<int64_t>(a.batch - b0 - 8 * t, 0, 8);
-      masks[t] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      masks[t] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)),
+                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     }
     for (size_t k = 0; k < m.csr.size(); ++k) {
       const CsrBlock& block = m.csr[k];
+      const Entry* line = (block.*entries).data();
       for (int64_t r = a.row_begin; r < a.row_end; ++r) {
         float* y = a.y + r * a.ldy + b0;
         __m256 acc[4];
-        for (int t = 0; t < 4; ++t) acc[t] = k == 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(y + 8 * t, masks[t]);
+        for (int t = 0; t < 4; ++t)
+          acc[t] = k == 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(y + 8 * t, masks[t]);
         int64_t col = block.col_begin - 1;
         for (uint32_t e = block.row_ptr[r]; e < block.row_ptr[r + 1]; ++e) {
-          uint16_t v = block.entries[e];
-          col += (v >> 8) + 1;
-          __m256 w = _mm256_set1_ps(m.codebook[v & 0xFF]);
+          const unsigned v = line[e];
+          col += (v >> kGapShift) + 1;
+          __m256 w = _mm256_set1_ps(m.codebook[v & kCodeMask]);
           const float* x = a.xt + col * a.ldx + b0;
-          for (int t = 0; t < 4; ++t) acc[t] = _mm256_fmadd_ps(w, _mm256_maskload_ps(x + 8 * t, masks[t]), acc[t]);
+          for (int t = 0; t < 4; ++t)
+            acc[t] = _mm256_fmadd_ps(w, _mm256_maskload_ps(x + 8 * t, masks[t]), acc[t]);
         }
         for (int t = 0; t < 4; ++t) _mm256_maskstore_ps(y + 8 * t, masks[t], acc[t]);
       }
     }
   }
+}
+
+}  // namespace
+
+void spmm_csr_e8__avx2(const SpmmArgs& a) {
+  spmm_csr<uint8_t, 4, 0xF>(a, &CsrBlock::entries8);
+}
+void spmm_csr_e16__avx2(const SpmmArgs& a) {
+  spmm_csr<uint16_t, 8, 0xFF>(a, &CsrBlock::entries16);
 }
 
 }  // namespace sparrow::kernels

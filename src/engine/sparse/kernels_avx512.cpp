@@ -20,7 +20,9 @@ inline __m512i prefix_sum(__m512i s) {
   return s;
 }
 
-inline int last_lane(__m512i v) { return _mm_extract_epi32(_mm512_extracti32x4_epi32(v, 3), 3); }
+inline int last_lane(__m512i v) {
+  return _mm_extract_epi32(_mm512_extracti32x4_epi32(v, 3), 3);
+}
 
 // Decodes up to 16 entries (as 32-bit lanes), accumulates w * xj into y at their positions, and
 // returns the position of the last one. Lanes outside `mask` do nothing.
@@ -30,7 +32,8 @@ inline int accumulate16(__m512i v, __mmask16 mask, int base, __m512 cb, const fl
   __m512i code = _mm512_and_si512(v, _mm512_set1_epi32(kCodeMask));
   __m512i step = _mm512_maskz_add_epi32(mask, _mm512_srli_epi32(v, kGapShift), _mm512_set1_epi32(1));
   __m512i pos = _mm512_add_epi32(_mm512_set1_epi32(base), prefix_sum(step));
-  __m512 w = kNarrow ? _mm512_permutexvar_ps(code, cb) : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, code, codebook, 4);
+  __m512 w = kNarrow ? _mm512_permutexvar_ps(code, cb)
+                     : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, code, codebook, 4);
   __m512 yv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, pos, y, 4);
   yv = _mm512_fmadd_ps(w, xj, yv);
   _mm512_mask_i32scatter_ps(y, mask, pos, yv, 4);
@@ -40,8 +43,10 @@ inline int accumulate16(__m512i v, __mmask16 mask, int base, __m512 cb, const fl
 // 16 entries (or the masked tail) widened to 32-bit lanes.
 template <class Entry>
 inline __m512i load16(const Entry* p, __mmask16 mask) {
-  if constexpr (sizeof(Entry) == 1) return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, p));
-  else return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p));
+  if constexpr (sizeof(Entry) == 1)
+    return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, p));
+  else
+    return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p));
 }
 
 template <class Entry, int kGapShift, int kCodeMask, bool kSmallCodebook>
@@ -59,18 +64,22 @@ void spmv(const SpmvArgs& a, const Entry* entries) {
                                                                 a.codebook, xj, a.y);
     if (e < end) {
       __mmask16 mask = static_cast<__mmask16>((1u << (end - e)) - 1);
-      accumulate16<kGapShift, kCodeMask, kSmallCodebook>(load16(entries + e, mask), mask, base, cb, a.codebook, xj,
-                                                         a.y);
+      accumulate16<kGapShift, kCodeMask, kSmallCodebook>(load16(entries + e, mask), mask, base, cb,
+                                                         a.codebook, xj, a.y);
     }
   }
 }
 
 }  // namespace
 
-void spmv_csc_e8__avx512(const SpmvArgs& a) { spmv<uint8_t, 4, 0xF, true>(a, a.part->entries8.data()); }
+void spmv_csc_e8__avx512(const SpmvArgs& a) {
+  spmv<uint8_t, 4, 0xF, true>(a, a.part->entries8.data());
+}
 void spmv_csc_e16__avx512(const SpmvArgs& a) {
-  if (a.small_codebook) spmv<uint16_t, 8, 0xFF, true>(a, a.part->entries16.data());
-  else spmv<uint16_t, 8, 0xFF, false>(a, a.part->entries16.data());
+  if (a.small_codebook)
+    spmv<uint16_t, 8, 0xFF, true>(a, a.part->entries16.data());
+  else
+    spmv<uint16_t, 8, 0xFF, false>(a, a.part->entries16.data());
 }
 
 namespace {
@@ -110,7 +119,8 @@ namespace {
 // sum + w * x over 16 banded CSR entries (or the masked tail): the column within the band is the
 // entry shifted, the weight the permute of its low 4 bits. Lanes outside `mask` gather 0 and look
 // up codebook[0] == 0, so they add nothing.
-inline __m512 add_row_terms16(__m512 sum, const uint16_t* entries, __mmask16 mask, __m512 cb, const float* x) {
+inline __m512 add_row_terms16(__m512 sum, const uint16_t* entries, __mmask16 mask, __m512 cb,
+                              const float* x) {
   __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, entries));
   __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, _mm512_srli_epi32(v, 4), x, 4);
   return _mm512_fmadd_ps(_mm512_permutexvar_ps(v, cb), xv, sum);
@@ -155,7 +165,8 @@ inline uint32_t popcount32(uint32_t v) {
 // One tile's weights: 16 codes looked up in the register codebook, then spread to the mask's rows
 // (lanes of zero rows get 0). Advances `code` past the tile's codes.
 inline __m512 tile_weights(uint32_t mask, const uint8_t*& code, __m512 cb) {
-  __m512 w = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code))), cb);
+  __m512 w = _mm512_permutexvar_ps(
+      _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code))), cb);
   code += popcount32(mask);
   return _mm512_maskz_expand_ps(static_cast<__mmask16>(mask), w);
 }
@@ -163,7 +174,8 @@ inline __m512 tile_weights(uint32_t mask, const uint8_t*& code, __m512 cb) {
 // Adds G active columns to y in one pass over the tiles, so y is loaded and stored once per tile
 // for all G. The last tile is partial when rows % 16 != 0 (last_mask: its rows).
 template <int G>
-void tiles_pass(const SpmvTileArgs& a, const int32_t* cols, __m512 cb, int64_t full_tiles, __mmask16 last_mask) {
+void tiles_pass(const SpmvTileArgs& a, const int32_t* cols, __m512 cb, int64_t full_tiles,
+                __mmask16 last_mask) {
   const ColumnTiles& t = *a.layout;
   const uint16_t* masks[G];
   const uint8_t* code[G];
@@ -181,7 +193,8 @@ void tiles_pass(const SpmvTileArgs& a, const int32_t* cols, __m512 cb, int64_t f
   if (last_mask) {
     float* y = a.y + full_tiles * kTileRows;
     __m512 acc = _mm512_maskz_loadu_ps(last_mask, y);
-    for (int g = 0; g < G; ++g) acc = _mm512_fmadd_ps(tile_weights(masks[g][full_tiles], code[g], cb), xv[g], acc);
+    for (int g = 0; g < G; ++g)
+      acc = _mm512_fmadd_ps(tile_weights(masks[g][full_tiles], code[g], cb), xv[g], acc);
     _mm512_mask_storeu_ps(y, last_mask, acc);
   }
 }
@@ -221,8 +234,9 @@ namespace {
 
 // One row of one column block over a batch chunk of up to 64 columns of Xt, held in four
 // accumulators that start from y (or zero for the first block).
-inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block, bool first, int64_t r, const float* xt,
-                          int64_t ldx, int64_t b0, int64_t n, float* y) {
+template <class Entry, int kGapShift, int kCodeMask>
+inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block, const Entry* line, bool first,
+                          int64_t r, const float* xt, int64_t ldx, int64_t b0, int64_t n, float* y) {
   __mmask16 masks[4];
   for (int t = 0; t < 4; ++t) {
     int64_t left = n - 16 * t;
@@ -238,9 +252,9 @@ inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block, bool fir
   int64_t col = block.col_begin - 1;
   const float* base = xt + b0;
   for (uint32_t e = block.row_ptr[r]; e < block.row_ptr[r + 1]; ++e) {
-    uint16_t v = block.entries[e];
-    col += (v >> 8) + 1;
-    __m512 w = _mm512_set1_ps(m.codebook[v & 0xFF]);
+    const unsigned v = line[e];
+    col += (v >> kGapShift) + 1;
+    __m512 w = _mm512_set1_ps(m.codebook[v & kCodeMask]);
     const float* x = base + col * ldx;
     acc0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[0], x), acc0);
     if (masks[1]) acc1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[1], x + 16), acc1);
@@ -253,14 +267,25 @@ inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block, bool fir
   _mm512_mask_storeu_ps(y + b0 + 48, masks[3], acc3);
 }
 
+template <class Entry, int kGapShift, int kCodeMask>
+void spmm_csr(const SpmmArgs& a, std::vector<Entry> CsrBlock::*entries) {
+  for (int64_t b0 = 0; b0 < a.batch; b0 += 64)
+    for (size_t k = 0; k < a.m->csr.size(); ++k) {
+      const CsrBlock& block = a.m->csr[k];
+      for (int64_t r = a.row_begin; r < a.row_end; ++r)
+        csr_row_chunk<Entry, kGapShift, kCodeMask>(*a.m, block, (block.*entries).data(), k == 0, r, a.xt,
+                                                   a.ldx, b0, std::min<int64_t>(64, a.batch - b0),
+                                                   a.y + r * a.ldy);
+    }
+}
+
 }  // namespace
 
+void spmm_csr_e8__avx512(const SpmmArgs& a) {
+  spmm_csr<uint8_t, 4, 0xF>(a, &CsrBlock::entries8);
+}
 void spmm_csr_e16__avx512(const SpmmArgs& a) {
-  for (int64_t b0 = 0; b0 < a.batch; b0 += 64)
-    for (size_t k = 0; k < a.m->csr.size(); ++k)
-      for (int64_t r = a.row_begin; r < a.row_end; ++r)
-        csr_row_chunk(*a.m, a.m->csr[k], k == 0, r, a.xt, a.ldx, b0, std::min<int64_t>(64, a.batch - b0),
-                      a.y + r * a.ldy);
+  spmm_csr<uint16_t, 8, 0xFF>(a, &CsrBlock::entries16);
 }
 
 }  // namespace sparrow::kernels

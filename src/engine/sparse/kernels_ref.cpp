@@ -14,13 +14,26 @@ void list_nonzero__ref(const NonzeroArgs& a) {
   *a.count = count;
 }
 
-void spmv_csc_e8__ref(const SpmvArgs& a) { spmv_csc_scalar<uint8_t, 4, 0xF>(a, a.part->entries8.data()); }
-void spmv_csc_e16__ref(const SpmvArgs& a) { spmv_csc_scalar<uint16_t, 8, 0xFF>(a, a.part->entries16.data()); }
-void spmv_banded__ref(const SpmvBandArgs& a) { spmv_banded_scalar(a); }
-void spmv_tiles__ref(const SpmvTileArgs& a) { spmv_tiles_scalar(a); }
-void spmv_rows_banded__ref(const SpmvRowArgs& a) { spmv_rows_banded_scalar(a); }
+void spmv_csc_e8__ref(const SpmvArgs& a) {
+  spmv_csc_scalar<uint8_t, 4, 0xF>(a, a.part->entries8.data());
+}
+void spmv_csc_e16__ref(const SpmvArgs& a) {
+  spmv_csc_scalar<uint16_t, 8, 0xFF>(a, a.part->entries16.data());
+}
+void spmv_banded__ref(const SpmvBandArgs& a) {
+  spmv_banded_scalar(a);
+}
+void spmv_tiles__ref(const SpmvTileArgs& a) {
+  spmv_tiles_scalar(a);
+}
+void spmv_rows_banded__ref(const SpmvRowArgs& a) {
+  spmv_rows_banded_scalar(a);
+}
 
-void spmm_csr_e16__ref(const SpmmArgs& a) {
+namespace {
+
+template <class Entry, int kGapShift, int kCodeMask>
+void spmm_csr(const SpmmArgs& a, std::vector<Entry> CsrBlock::*entries) {
   const SparseMatrix& m = *a.m;
   for (int64_t r = a.row_begin; r < a.row_end; ++r)
     for (int64_t b = 0; b < a.batch; ++b) a.y[r * a.ldy + b] = 0.0f;
@@ -29,13 +42,22 @@ void spmm_csr_e16__ref(const SpmmArgs& a) {
       float* y = a.y + r * a.ldy;
       int64_t col = block.col_begin - 1;
       for (uint32_t e = block.row_ptr[r]; e < block.row_ptr[r + 1]; ++e) {
-        uint16_t v = block.entries[e];
-        col += (v >> 8) + 1;
-        float w = m.codebook[v & 0xFF];
+        const unsigned v = (block.*entries)[e];
+        col += (v >> kGapShift) + 1;
+        float w = m.codebook[v & kCodeMask];
         const float* x = a.xt + col * a.ldx;
         for (int64_t b = 0; b < a.batch; ++b) y[b] += w * x[b];
       }
     }
+}
+
+}  // namespace
+
+void spmm_csr_e8__ref(const SpmmArgs& a) {
+  spmm_csr<uint8_t, 4, 0xF>(a, &CsrBlock::entries8);
+}
+void spmm_csr_e16__ref(const SpmmArgs& a) {
+  spmm_csr<uint16_t, 8, 0xFF>(a, &CsrBlock::entries16);
 }
 
 }  // namespace sparrow::kernels

@@ -1,6 +1,7 @@
 #include "engine/sparse/layout_table.h"
 
 #include <array>
+#include <cmath>
 
 #include "engine/sparse/code_source.h"
 
@@ -28,6 +29,23 @@ bool always_pays(const SparseMatrix&, Isa) {
   return true;
 }
 
+// Bytes per non-zero of gap-coded entries (CSC, CSR): one byte plus its share of fillers where
+// add_csc/add_csr would choose one-byte entries, else two. Gaps between codes spread at random
+// with density d are geometric: a gap of 16 or more (a filler) follows an entry with probability
+// q = (1 - d)^16, so there are q / (1 - q) fillers per entry.
+double gap_coded_entry_bytes(const SparseMatrix& m) {
+  const double q = std::pow(1.0 - std::min(m.density(), 1.0), 16.0);
+  const double fillers = q < 1.0 ? q / (1.0 - q) : 1e9;
+  const bool narrow = m.small_codebook && (m.compact || fillers <= 0.1);
+  return narrow ? 1.0 + fillers : 2.0;
+}
+int64_t entries_expected(const SparseMatrix& m) {
+  return static_cast<int64_t>(std::ceil(static_cast<double>(m.nonzeros) * gap_coded_entry_bytes(m)));
+}
+int64_t pointers(int64_t lines, int64_t bands) {
+  return 4 * (lines + 1) * bands;
+}
+
 // ---- CSC per partition ----
 int64_t csc_held(const SparseMatrix& m) {
   int64_t n = 0;
@@ -40,6 +58,9 @@ int64_t csc_touched(const SparseMatrix& m, std::span<const int32_t> active) {
     for (int32_t j : active) n += (p.col_ptr[j + 1] - p.col_ptr[j]) * (m.e8 ? 1 : 2) + 8;
   return n;
 }
+int64_t csc_expected(const SparseMatrix& m) {
+  return entries_expected(m) + pointers(m.cols, m.partitions());
+}
 void csc_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
   (m.e8 ? k.spmv_csc_e8 : k.spmv_csc_e16)(
       SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, p.active, p.n_active, p.x, p.y, p.accumulate});
@@ -51,6 +72,9 @@ void tiles_build(SparseMatrix& m, const CodeSource& codes) {
 }
 int64_t tiles_held(const SparseMatrix& m) {
   return held(m.tiles.masks) + held(m.tiles.code_ptr) + held(m.tiles.codes);
+}
+int64_t tiles_expected(const SparseMatrix& m) {
+  return 2 * (m.rows + kTileRows - 1) / kTileRows * m.cols + m.nonzeros + pointers(m.cols, 1) + kTileRows;
 }
 int64_t tiles_touched(const SparseMatrix& m, std::span<const int32_t> active) {
   int64_t n = 0;
@@ -69,6 +93,9 @@ void banded_build(SparseMatrix& m, const CodeSource& codes) {
 }
 int64_t banded_held(const SparseMatrix& m) {
   return held(m.banded.col_ptr) + held(m.banded.entries);
+}
+int64_t banded_expected(const SparseMatrix& m) {
+  return 2 * m.nonzeros + pointers(m.cols, (m.rows + kBandRows - 1) / kBandRows);
 }
 int64_t banded_touched(const SparseMatrix& m, std::span<const int32_t> active) {
   const BandedCsc& b = m.banded;
@@ -95,6 +122,9 @@ void banded_rows_build(SparseMatrix& m, const CodeSource& codes) {
 int64_t banded_rows_held(const SparseMatrix& m) {
   return held(m.banded_rows.row_ptr) + held(m.banded_rows.entries);
 }
+int64_t banded_rows_expected(const SparseMatrix& m) {
+  return 2 * m.nonzeros + pointers(m.rows, (m.cols + kBandColumns - 1) / kBandColumns);
+}
 int64_t banded_rows_touched(const SparseMatrix& m, std::span<const int32_t>) {
   return static_cast<int64_t>(m.banded_rows.entries.size()) * 2 + (m.rows + 1) * 4 * m.banded_rows.bands;
 }
@@ -105,36 +135,44 @@ void banded_rows_run(const SparseMatrix& m, const SparseKernels& k, const Layout
 // ---- CSR in column blocks ----
 int64_t csr_held(const SparseMatrix& m) {
   int64_t n = 0;
-  for (const auto& b : m.csr) n += held(b.row_ptr) + held(b.entries);
+  for (const auto& b : m.csr) n += held(b.row_ptr) + held(b.entries8) + held(b.entries16);
   return n;
+}
+int64_t csr_expected(const SparseMatrix& m) {
+  const int64_t width = csr_block_columns(m.density());
+  return entries_expected(m) + pointers(m.rows, (m.cols + width - 1) / width);
 }
 int64_t csr_touched(const SparseMatrix& m, std::span<const int32_t>) {
   int64_t n = 0;
-  for (const auto& b : m.csr) n += static_cast<int64_t>(b.entries.size()) * 2 + (m.rows + 1) * 4;
+  for (const auto& b : m.csr)
+    n += static_cast<int64_t>(m.csr_e8 ? b.entries8.size() : b.entries16.size() * 2) + (m.rows + 1) * 4;
   return n;
 }
 void csr_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
-  k.spmm_csr_e16(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy});
+  (m.csr_e8 ? k.spmm_csr_e8
+            : k.spmm_csr_e16)(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy});
 }
 
 const std::array kRows = {
     LayoutRow{kLayoutTiles, "tiles", LayoutUse::column_walk, "spmv_tiles",
               "y[rows] = W x over the listed active columns, a 16-row tile of y per step (mask, lookup, FMA)",
-              narrow_one_partition, tiles_pay_off, tiles_build, tiles_held, tiles_touched, tiles_run},
+              narrow_one_partition, tiles_pay_off, tiles_build, tiles_held, tiles_expected, tiles_touched,
+              tiles_run},
     LayoutRow{
         kLayoutBanded, "banded", LayoutUse::column_walk, "spmv_banded",
         "y[rows] = W x over the listed active columns, 16 entries (row << 4 | code) per step, band by band",
-        narrow_one_partition, avx512_narrow, banded_build, banded_held, banded_touched, banded_run},
+        narrow_one_partition, avx512_narrow, banded_build, banded_held, banded_expected, banded_touched,
+        banded_run},
     LayoutRow{kLayoutCsc, "csc", LayoutUse::column_walk, "spmv_csc_e8/e16",
               "y[local rows] = W x over the listed active columns of one partition, (code, gap) entries",
-              always, always_pays, add_csc, csc_held, csc_touched, csc_run},
+              always, always_pays, add_csc, csc_held, csc_expected, csc_touched, csc_run},
     LayoutRow{kLayoutBandedRows, "banded rows", LayoutUse::row_walk, "spmv_rows_banded",
               "y[row_begin:row_end] = W x walking every row, 16 entries (column << 4 | code) per step",
-              narrow_one_partition, banded_rows_pay, banded_rows_build, banded_rows_held, banded_rows_touched,
-              banded_rows_run},
-    LayoutRow{kLayoutCsr, "csr", LayoutUse::batched, "spmm_csr_e16",
+              narrow_one_partition, banded_rows_pay, banded_rows_build, banded_rows_held,
+              banded_rows_expected, banded_rows_touched, banded_rows_run},
+    LayoutRow{kLayoutCsr, "csr", LayoutUse::batched, "spmm_csr_e8/e16",
               "Y[row_begin:row_end, 0:batch] = W Xt, column block by column block", always, always_pays,
-              add_csr, csr_held, csr_touched, csr_run},
+              add_csr, csr_held, csr_expected, csr_touched, csr_run},
 };
 
 }  // namespace
@@ -153,6 +191,13 @@ const LayoutRow& column_walk_of(const SparseMatrix& m) {
   for (const LayoutRow& row : kRows)
     if (row.use == LayoutUse::column_walk && m.has(row.layout)) return row;
   return layout_row(kLayoutCsc);
+}
+
+int64_t bytes_expected(const SparseMatrix& header, LayoutSet set) {
+  int64_t n = 0;
+  for (const LayoutRow& row : kRows)
+    if (set & row.layout) n += row.bytes_expected(header);
+  return n;
 }
 
 bool tiles_pay_off(const SparseMatrix& m, Isa isa) {

@@ -41,6 +41,9 @@ struct LayoutRow {
   bool (*pays)(const SparseMatrix& header, Isa isa);
   void (*build)(SparseMatrix& m, const CodeSource& codes);
   int64_t (*bytes_held)(const SparseMatrix& m);
+  // Bytes the layout would hold, from the header alone (shape, non-zeros, codebook, `compact`); the
+  // fillers of gap-coded entries are estimated as for codes spread at random.
+  int64_t (*bytes_expected)(const SparseMatrix& header);
   // Entry and pointer bytes one product reads: `active` lists a sample's non-zero inputs (column
   // walks); the row walk and batched products read the whole layout.
   int64_t (*bytes_touched)(const SparseMatrix& m, std::span<const int32_t> active);
@@ -52,5 +55,7 @@ std::span<const LayoutRow> layout_rows();
 const LayoutRow& layout_row(Layout layout);
 // The column walk a one-sample product runs on: the first in the table that `m` holds.
 const LayoutRow& column_walk_of(const SparseMatrix& m);
+// Sum of bytes_expected over the layouts in `set`.
+int64_t bytes_expected(const SparseMatrix& header, LayoutSet set);
 
 }  // namespace sparrow

@@ -92,15 +92,25 @@ std::vector<uint32_t> band_pointers(const std::vector<uint32_t>& starts, int64_t
   return ptr;
 }
 
-int64_t csc_fillers(const CodeSource& codes, int64_t partitions, int64_t max_gap) {
-  std::vector<int64_t> next(static_cast<size_t>(partitions * codes.cols()), 0);
+// Fillers a gap-coded layout with at most `max_gap` would need, the codes placed by slot_of.
+template <class SlotOf>
+int64_t count_fillers(const CodeSource& codes, int64_t lines, int64_t max_gap, SlotOf slot_of) {
+  std::vector<int64_t> next(static_cast<size_t>(lines), 0);
   int64_t fillers = 0;
   codes.visit([&](int64_t r, int64_t c, uint8_t) {
-    int64_t& line_next = next[static_cast<size_t>((r % partitions) * codes.cols() + c)];
-    fillers += fillers_before(r / partitions, line_next, max_gap);
-    line_next = r / partitions + 1;
+    Slot s = slot_of(r, c);
+    int64_t& line_next = next[static_cast<size_t>(s.line)];
+    fillers += fillers_before(s.pos, line_next, max_gap);
+    line_next = s.pos + 1;
   });
   return fillers;
+}
+
+// Whether a gap-coded layout takes one-byte entries (see the header): 16-entry codebook, and few
+// fillers unless the matrix is compact.
+template <class CountFillers>
+bool narrow_entries(const SparseMatrix& m, CountFillers fillers) {
+  return m.small_codebook && (m.compact || fillers() * 10 <= m.nonzeros);
 }
 
 template <class Entry>
@@ -132,33 +142,55 @@ void build_csc_entries(SparseMatrix& m, const CodeSource& codes, int64_t max_gap
 
 }  // namespace
 
-// One-byte entries unless 4-bit gaps would add more than 10% fillers (each costs a full update).
 void add_csc(SparseMatrix& m, const CodeSource& codes) {
-  m.e8 = m.small_codebook && csc_fillers(codes, m.partitions(), 15) * 10 <= m.nonzeros;
+  const int64_t P = m.partitions(), cols = m.cols;
+  m.e8 = narrow_entries(m, [&] {
+    return count_fillers(codes, P * cols, 15, [&](int64_t r, int64_t c) {
+      return Slot{(r % P) * cols + c, r / P};
+    });
+  });
   if (m.e8)
     build_csc_entries<uint8_t>(m, codes, 15, 4, &CscPartition::entries8);
   else
     build_csc_entries<uint16_t>(m, codes, 255, 8, &CscPartition::entries16);
 }
 
-void add_csr(SparseMatrix& m, const CodeSource& codes) {
-  const int64_t rows = m.rows, width = csr_block_columns(m.density());
-  const int64_t blocks = (m.cols + width - 1) / width;
+namespace {
+
+template <class Entry>
+void build_csr_blocks(SparseMatrix& m, const CodeSource& codes, int64_t width, int64_t max_gap, int shift,
+                      std::vector<Entry> CsrBlock::*field) {
+  const int64_t rows = m.rows, blocks = (m.cols + width - 1) / width;
   std::vector<uint32_t> starts;
-  std::vector<uint16_t> all;
+  std::vector<Entry> all;
   fill_lines(
-      codes, blocks * rows, 255,
+      codes, blocks * rows, max_gap,
       [&](int64_t r, int64_t c) {
         return Slot{c / width * rows + r, c % width};
       },
-      [](int code, int64_t gap, int64_t) { return static_cast<uint16_t>(code | gap << 8); }, starts, all);
+      [&](int code, int64_t gap, int64_t) { return static_cast<Entry>(code | gap << shift); }, starts, all);
   std::vector<CsrBlock> csr(static_cast<size_t>(blocks));
   for (int64_t b = 0; b < blocks; ++b) {
     csr[static_cast<size_t>(b)].col_begin = b * width;
     slice_lines(starts, all, b * rows, rows, csr[static_cast<size_t>(b)].row_ptr,
-                csr[static_cast<size_t>(b)].entries);
+                csr[static_cast<size_t>(b)].*field);
   }
   m.csr = std::move(csr);
+}
+
+}  // namespace
+
+void add_csr(SparseMatrix& m, const CodeSource& codes) {
+  const int64_t rows = m.rows, width = csr_block_columns(m.density());
+  m.csr_e8 = narrow_entries(m, [&] {
+    return count_fillers(codes, (m.cols + width - 1) / width * rows, 15, [&](int64_t r, int64_t c) {
+      return Slot{c / width * rows + r, c % width};
+    });
+  });
+  if (m.csr_e8)
+    build_csr_blocks<uint8_t>(m, codes, width, 15, 4, &CsrBlock::entries8);
+  else
+    build_csr_blocks<uint16_t>(m, codes, width, 255, 8, &CsrBlock::entries16);
 }
 
 namespace {
@@ -271,9 +303,11 @@ ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, 
 
 namespace {
 
-SparseMatrix every_layout(const CodeSource& codes, const std::vector<float>& codebook, int partitions) {
+SparseMatrix every_layout(const CodeSource& codes, const std::vector<float>& codebook, int partitions,
+                          bool compact) {
   const Isa isa = sparse_kernels().isa;
   SparseMatrix m = sparse_matrix_header(codes, codebook, partitions);
+  m.compact = compact;
   add_layouts(m, codes, kLayoutCsc | kLayoutCsr | layouts_for(m, isa, true));
   return m;
 }
@@ -281,13 +315,13 @@ SparseMatrix every_layout(const CodeSource& codes, const std::vector<float>& cod
 }  // namespace
 
 SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
-                                 const std::vector<float>& codebook, int partitions) {
-  return every_layout(*dense_codes(codes, rows, cols), codebook, partitions);
+                                 const std::vector<float>& codebook, int partitions, bool compact) {
+  return every_layout(*dense_codes(codes, rows, cols), codebook, partitions, compact);
 }
 
 Result<SparseMatrix> build_sparse_matrix(const CompressedTensor& t, int partitions) {
   SP_ASSIGN_OR_RETURN(auto codes, compressed_codes(t));
-  return every_layout(*codes, t.codebook, partitions);
+  return every_layout(*codes, t.codebook, partitions, false);
 }
 
 }  // namespace sparrow

@@ -14,7 +14,12 @@
 //    (code | gap << 8). Filler entries (code 0, codebook[0] == 0) bridge longer gaps.
 //  - CSR in column blocks (batches and convolutions): the columns are cut into blocks (see
 //    csr_block_columns) so that a block of the transposed inputs stays in cache while every row
-//    uses it; per block, the entries of each row are (code, column gap) in two bytes.
+//    uses it; per block, the entries of each row are (code, column gap) pairs, in one byte
+//    (code | gap << 4) or two (code | gap << 8) by the same rule as the CSC.
+//
+// One-byte entries are chosen when the codebook has at most 16 entries and 4-bit gaps add at most
+// 10% fillers (each filler costs a full update), or whatever the fillers when the matrix is
+// `compact` (built within a memory budget: see layouts_within).
 //  - Banded CSC (one sample, with AVX-512; the scalar walk gains nothing from it): the rows are
 //    cut into bands of 4096; within a band each entry of a
 //    column is one uint16, row within the band << 4 | code. No fillers and no prefix sum to find
@@ -55,8 +60,9 @@ int64_t csr_block_columns(double density);
 
 struct CsrBlock {
   int64_t col_begin = 0;
-  std::vector<uint32_t> row_ptr;  // rows + 1 entry offsets
-  std::vector<uint16_t> entries;  // code | column gap << 8, gaps relative to col_begin
+  std::vector<uint32_t> row_ptr;    // rows + 1 entry offsets
+  std::vector<uint8_t> entries8;    // code | column gap << 4 (narrow codebook)
+  std::vector<uint16_t> entries16;  // code | column gap << 8; gaps relative to col_begin
 };
 
 inline constexpr int64_t kTileRows = 16;
@@ -118,6 +124,8 @@ struct SparseMatrix {
   int64_t rows = 0, cols = 0;
   bool small_codebook = false;        // at most 16 entries: looked up from registers
   bool e8 = false;                    // one-byte CSC entries (else two bytes); set when the CSC is built
+  bool csr_e8 = false;                // one-byte CSR entries; set when the CSR is built
+  bool compact = false;               // one-byte entries whatever the fillers (a memory budget)
   int partition_count = 1;            // CSC row partitions
   LayoutSet layouts = 0;              // the layouts built so far
   std::vector<float> codebook;        // padded to 16 or 256 entries, entry 0 == 0
@@ -193,9 +201,10 @@ BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int6
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 
 // Every layout a product may run on, from a code matrix (codes[r * cols + c], 0 = zero weight):
-// CSC and CSR always, plus the one-sample layouts of layouts_for() with the CPU's kernels.
+// CSC and CSR always, plus the one-sample layouts of layouts_for() with the CPU's kernels. `compact`
+// asks for one-byte entries whatever the fillers (see SparseMatrix::compact).
 SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
-                                 const std::vector<float>& codebook, int partitions);
+                                 const std::vector<float>& codebook, int partitions, bool compact = false);
 // The same from a compressed tensor, straight from its encoding.
 Result<SparseMatrix> build_sparse_matrix(const CompressedTensor& t, int partitions);
 
