@@ -138,41 +138,41 @@ void BM_SpmvLayouts(benchmark::State& state) {
 }
 BENCHMARK(BM_SpmvLayouts)->ArgsProduct({{0, 1, 2}, {0, 1, 2, 3}})->Unit(benchmark::kMicrosecond);
 
-// The Alex-7 matrix with one-byte entries and their fillers (a compact matrix).
-const SparseMatrix& compact_matrix() {
-  static const SparseMatrix m = [] {
+// The Alex-7 matrix's CSR in each entry width: 16 bits (its own) and 8 (a compact matrix:
+// one-byte entries and their fillers).
+const SparseMatrix& matrix_with_csr_bits(int64_t bits) {
+  static const std::array<SparseMatrix, 2> m = [] {
     std::mt19937 rng(1);
     std::vector<uint8_t> codes(static_cast<size_t>(kRows * kCols), 0);
     for (auto& c : codes)
       if (rng() % 100 < 9) c = static_cast<uint8_t>(1 + rng() % 15);
     std::vector<float> codebook(16);
     for (int i = 1; i < 16; ++i) codebook[i] = 0.01f * static_cast<float>(i - 8);
-    return build_sparse_matrix(codes, kRows, kCols, codebook, 1, /*compact=*/true);
+    return std::array<SparseMatrix, 2>{
+        build_sparse_matrix(codes, kRows, kCols, codebook, 1),
+        build_sparse_matrix(codes, kRows, kCols, codebook, 1, /*compact=*/true)};
   }();
-  return m;
+  return m[bits == 8 ? 1 : 0];
 }
 
-// Arg 0: ISA; arg 1: batch; arg 2: 1 for the compact matrix (one-byte entries).
 void BM_Spmm(benchmark::State& state) {
   int64_t batch = state.range(1);
   SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
   if (!supported(state, k)) return;
-  const SparseMatrix& m = state.range(2) ? compact_matrix() : matrix();
+  const SparseMatrix& m = matrix_with_csr_bits(state.range(2));
   auto xt = inputs(kCols * batch, 35);
   std::vector<float> y(static_cast<size_t>(kRows * batch));
   for (auto _ : state) {
-    (m.csr_e8 ? k.spmm_csr_e8
-              : k.spmm_csr_e16)(SpmmArgs{&m, 0, kRows, xt.data(), batch, batch, y.data(), batch});
+    spmm_csr_of(k, m)(SpmmArgs{&m, 0, kRows, xt.data(), batch, batch, y.data(), batch});
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["nonzeros*batch/s"] = benchmark::Counter(static_cast<double>(m.nonzeros * batch),
                                                           benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(isa_name(k.isa)) + (m.csr_e8 ? ", 1-byte entries" : ", 2-byte entries"));
+  state.SetLabel(std::string(isa_name(k.isa)) + ", " + std::to_string(m.csr_entry_bits) + "-bit entries");
 }
 BENCHMARK(BM_Spmm)
-    ->ArgsProduct({{0, 1, 2}, {64}, {0, 1}})
-    ->Args({2, 16, 0})
-    ->Args({2, 16, 1})
+    ->ArgsProduct({{0, 1, 2}, {64}, {8, 16}})
+    ->ArgsProduct({{2}, {16}, {8, 16}})
     ->Unit(benchmark::kMillisecond);
 
 void BM_ListNonzero(benchmark::State& state) {

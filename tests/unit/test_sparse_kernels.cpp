@@ -3,6 +3,7 @@
 // columns, all-zero and fully dense inputs, the longest gaps (fillers), every code used, odd sizes.
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "engine/sparse/kernels.h"
@@ -122,7 +123,7 @@ TEST_P(SparseKernelsPerIsa, LongestGapsUseFillers) {
 
 TEST_P(SparseKernelsPerIsa, SpmmEveryVariantMatchesAcrossBatchWidths) {
   uint32_t seed = 100;
-  int widths_seen[2] = {0, 0};  // two-byte, one-byte entries
+  std::map<int, int> widths_seen;  // entry bits: matrices
   for (int64_t rows : {1, 17, 64})
     for (int64_t cols : {3, 40, 300})
       for (double density : {0.0, 0.1, 1.0})
@@ -131,7 +132,7 @@ TEST_P(SparseKernelsPerIsa, SpmmEveryVariantMatchesAcrossBatchWidths) {
             Case c = make_case(rows, cols, density, cb, seed++);
             SparseMatrix m =
                 build_sparse_matrix(c.codes, rows, cols, c.codebook, 1, /*compact=*/batch % 2 == 1);
-            ++widths_seen[m.csr_e8];
+            ++widths_seen[m.csr_entry_bits];
             int64_t ldx = batch + 3;
             std::vector<float> xt(static_cast<size_t>(cols * ldx));
             auto vals = random_input(cols * ldx, 0.6, seed++);
@@ -141,10 +142,10 @@ TEST_P(SparseKernelsPerIsa, SpmmEveryVariantMatchesAcrossBatchWidths) {
             std::vector<float> y(static_cast<size_t>(rows * ldy), -7.0f);
             SpmmArgs a{&m, 0, rows, xt.data(), ldx, batch, y.data(), ldy};
             const SparseKernels k = sparse_kernels_for(isa);
-            (m.csr_e8 ? k.spmm_csr_e8 : k.spmm_csr_e16)(a);
+            spmm_csr_of(k, m)(a);
             const std::string what = std::string(isa_name(isa)) + " " + std::to_string(rows) + "x" +
                                      std::to_string(cols) + " d=" + std::to_string(density) + " batch " +
-                                     std::to_string(batch) + (m.csr_e8 ? " csr8" : " csr16");
+                                     std::to_string(batch) + " csr" + std::to_string(m.csr_entry_bits);
             for (int64_t b = 0; b < batch; ++b) {
               std::vector<float> col(static_cast<size_t>(cols));
               for (int64_t j = 0; j < cols; ++j) col[j] = xt[j * ldx + b];
@@ -155,8 +156,7 @@ TEST_P(SparseKernelsPerIsa, SpmmEveryVariantMatchesAcrossBatchWidths) {
             }
             for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(y[r * ldy + batch], -7.0f) << "wrote past the batch";
           }
-  EXPECT_GT(widths_seen[0], 0) << "two-byte CSR entries tested";
-  EXPECT_GT(widths_seen[1], 0) << "one-byte CSR entries tested";
+  for (int bits : {8, 16}) EXPECT_GT(widths_seen[bits], 0) << bits << "-bit CSR entries tested";
 }
 
 TEST(SparseKernels, CompactMatricesTakeOneByteEntriesWithFillers) {
@@ -166,9 +166,9 @@ TEST(SparseKernels, CompactMatricesTakeOneByteEntriesWithFillers) {
   SparseMatrix fast = build_sparse_matrix(c.codes, 300, 300, c.codebook, 1);
   SparseMatrix compact = build_sparse_matrix(c.codes, 300, 300, c.codebook, 1, true);
   EXPECT_FALSE(fast.e8);
-  EXPECT_FALSE(fast.csr_e8);
+  EXPECT_EQ(fast.csr_entry_bits, 16);
   EXPECT_TRUE(compact.e8);
-  EXPECT_TRUE(compact.csr_e8);
+  EXPECT_EQ(compact.csr_entry_bits, 8);
   EXPECT_GT(compact.csc_entries(), compact.nonzeros) << "fillers";
   EXPECT_LT(layout_row(kLayoutCsc).bytes_held(compact), layout_row(kLayoutCsc).bytes_held(fast));
   EXPECT_LT(layout_row(kLayoutCsr).bytes_held(compact), layout_row(kLayoutCsr).bytes_held(fast));

@@ -1,5 +1,7 @@
 #include "engine/sparse/code_source.h"
 
+#include "engine/sparse/csr_entries.h"
+
 #include "engine/sparse/sparse_matrix.h"
 
 namespace sparrow {
@@ -104,16 +106,23 @@ class MatrixCodes : public CodeSource {
     }
   }
   void visit_csr(const Sink& sink) const {
-    for (const CsrBlock& block : m_.csr)
-      for (int64_t r = 0; r < rows(); ++r) {
-        int64_t c = block.col_begin;
-        for (uint32_t e = block.row_ptr[static_cast<size_t>(r)];
-             e < block.row_ptr[static_cast<size_t>(r) + 1]; ++e, ++c) {
-          const unsigned entry = m_.csr_e8 ? block.entries8[e] : block.entries16[e];
-          c += m_.csr_e8 ? entry >> 4 : entry >> 8;
-          if (uint8_t code = static_cast<uint8_t>(m_.csr_e8 ? entry & 15 : entry & 0xff)) sink(r, c, code);
-        }
-      }
+    switch (m_.csr_entry_bits) {
+      case 8:
+        return visit_csr_entries<CsrEntries8>(sink);
+      default:
+        return visit_csr_entries<CsrEntries16>(sink);
+    }
+  }
+  template <class Entries>
+  void visit_csr_entries(const Sink& sink) const {
+    for (const CsrBlock& block : m_.csr) {
+      const Entries entries(block);
+      for (int64_t r = 0; r < rows(); ++r)
+        entries.walk(block.row_ptr[static_cast<size_t>(r)], block.row_ptr[static_cast<size_t>(r) + 1],
+                     block.col_begin - 1, [&](int64_t c, unsigned code) {
+                       if (code) sink(r, c, static_cast<uint8_t>(code));
+                     });
+    }
   }
   void visit_csc(const Sink& sink) const {
     const CscPartition& part = m_.csc[0];

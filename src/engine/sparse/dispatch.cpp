@@ -8,9 +8,12 @@ namespace sparrow {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::scalar: return "scalar";
-    case Isa::avx2: return "avx2";
-    case Isa::avx512: return "avx512";
+    case Isa::scalar:
+      return "scalar";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::avx512:
+      return "avx512";
   }
   return "?";
 }
@@ -18,10 +21,13 @@ const char* isa_name(Isa isa) {
 Isa best_supported_isa() {
   Isa best = Isa::scalar;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl"))
     best = Isa::avx512;
   if (const char* cap = std::getenv("SPARROW_MAX_ISA")) {
-    Isa limit = std::strcmp(cap, "scalar") == 0 ? Isa::scalar : std::strcmp(cap, "avx2") == 0 ? Isa::avx2 : Isa::avx512;
+    Isa limit = std::strcmp(cap, "scalar") == 0 ? Isa::scalar
+                : std::strcmp(cap, "avx2") == 0 ? Isa::avx2
+                                                : Isa::avx512;
     if (limit < best) best = limit;
   }
   return best;
@@ -30,9 +36,10 @@ Isa best_supported_isa() {
 SparseKernels sparse_kernels_for(Isa isa) {
   SparseKernels k;
   k.isa = std::min(isa, best_supported_isa());
-#define SPARROW_PICK(name, args)                                         \
-  k.name = k.isa == Isa::avx512 ? kernels::name##__avx512                \
-           : k.isa == Isa::avx2 ? kernels::name##__avx2 : kernels::name##__ref;
+#define SPARROW_PICK(name, args)                          \
+  k.name = k.isa == Isa::avx512 ? kernels::name##__avx512 \
+           : k.isa == Isa::avx2 ? kernels::name##__avx2   \
+                                : kernels::name##__ref;
   SPARROW_SPARSE_KERNELS(SPARROW_PICK)
 #undef SPARROW_PICK
   return k;

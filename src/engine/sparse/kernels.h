@@ -31,22 +31,22 @@ namespace sparrow {
 
 struct SpmvArgs {
   const CscPartition* part;
-  const float* codebook;   // 16 or 256 entries
-  bool small_codebook;     // 16 entries (codes < 16)
-  const int32_t* active;   // indices of non-zero inputs
+  const float* codebook;  // 16 or 256 entries
+  bool small_codebook;    // 16 entries (codes < 16)
+  const int32_t* active;  // indices of non-zero inputs
   int64_t n_active;
   const float* x;
-  float* y;                // part->local_rows values
-  bool accumulate = false; // add to y instead of overwriting it
+  float* y;                 // part->local_rows values
+  bool accumulate = false;  // add to y instead of overwriting it
 };
 
 struct SpmmArgs {
   const SparseMatrix* m;
   int64_t row_begin, row_end;
-  const float* xt;         // [cols, ldx]
+  const float* xt;  // [cols, ldx]
   int64_t ldx;
-  int64_t batch;           // columns of Xt/Y used, <= ldx
-  float* y;                // [rows, ldy]
+  int64_t batch;  // columns of Xt/Y used, <= ldx
+  float* y;       // [rows, ldy]
   int64_t ldy;
 };
 
@@ -55,29 +55,29 @@ template <class Layout>
 struct SpmvLayoutArgs {
   const Layout* layout;
   int64_t rows;
-  const float* codebook;   // 16 entries, entry 0 == 0
-  const int32_t* active;   // indices of non-zero inputs
+  const float* codebook;  // 16 entries, entry 0 == 0
+  const int32_t* active;  // indices of non-zero inputs
   int64_t n_active;
   const float* x;
-  float* y;                // rows values
-  bool accumulate = false; // add to y instead of overwriting it
+  float* y;                 // rows values
+  bool accumulate = false;  // add to y instead of overwriting it
 };
 using SpmvBandArgs = SpmvLayoutArgs<BandedCsc>;
 using SpmvTileArgs = SpmvLayoutArgs<ColumnTiles>;
 
 struct SpmvRowArgs {
   const BandedCsr* layout;
-  const float* codebook;   // 16 entries, entry 0 == 0
-  const float* x;          // all inputs
+  const float* codebook;  // 16 entries, entry 0 == 0
+  const float* x;         // all inputs
   int64_t row_begin, row_end;
-  float* y;                // y[row_begin:row_end] written
+  float* y;  // y[row_begin:row_end] written
 };
 
 struct NonzeroArgs {
   const float* x;
   int64_t n;
-  int32_t* active;         // room for n indices
-  int64_t* count;          // out: number of indices written
+  int32_t* active;  // room for n indices
+  int64_t* count;   // out: number of indices written
 };
 
 using SpmvFn = void (*)(const SpmvArgs&);
@@ -85,14 +85,14 @@ using SpmmFn = void (*)(const SpmmArgs&);
 
 // The kernel list: name and argument type. It generates the per-ISA declarations below, the
 // dispatch table, and the tests and benchmarks that iterate over every variant.
-#define SPARROW_SPARSE_KERNELS(X) \
-  X(list_nonzero, NonzeroArgs)    \
-  X(spmv_csc_e8, SpmvArgs)        \
-  X(spmv_csc_e16, SpmvArgs)       \
-  X(spmv_banded, SpmvBandArgs)    \
-  X(spmv_tiles, SpmvTileArgs)     \
+#define SPARROW_SPARSE_KERNELS(X)  \
+  X(list_nonzero, NonzeroArgs)     \
+  X(spmv_csc_e8, SpmvArgs)         \
+  X(spmv_csc_e16, SpmvArgs)        \
+  X(spmv_banded, SpmvBandArgs)     \
+  X(spmv_tiles, SpmvTileArgs)      \
   X(spmv_rows_banded, SpmvRowArgs) \
-  X(spmm_csr_e8, SpmmArgs)        \
+  X(spmm_csr_e8, SpmmArgs)         \
   X(spmm_csr_e16, SpmmArgs)
 
 namespace kernels {
@@ -110,6 +110,11 @@ struct SparseKernels {
   SPARROW_SPARSE_KERNELS(SPARROW_KERNEL_FIELD)
 #undef SPARROW_KERNEL_FIELD
 };
+
+// The batched kernel for m's CSR entry width.
+inline SpmmFn spmm_csr_of(const SparseKernels& k, const SparseMatrix& m) {
+  return m.csr_entry_bits == 8 ? k.spmm_csr_e8 : k.spmm_csr_e16;
+}
 
 // The kernels for one ISA (falls back to lower ISAs the CPU or build lacks).
 SparseKernels sparse_kernels_for(Isa isa);

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstring>
 
+#include "engine/sparse/csr_entries.h"
 #include "engine/sparse/kernels.h"
 #include "engine/sparse/spmv_scalar.h"
 
@@ -65,8 +66,8 @@ void spmv_rows_banded__avx2(const SpmvRowArgs& a) {
 
 namespace {
 
-template <class Entry, int kGapShift, int kCodeMask>
-void spmm_csr(const SpmmArgs& a, std::vector<Entry> CsrBlock::*entries) {
+template <class Entries>
+void spmm_csr(const SpmmArgs& a) {
   const SparseMatrix& m = *a.m;
   for (int64_t b0 = 0; b0 < a.batch; b0 += 32) {
     // Four 8-lane accumulators over up to 32 batch columns; partial ones are masked.
@@ -78,21 +79,19 @@ void spmm_csr(const SpmmArgs& a, std::vector<Entry> CsrBlock::*entries) {
     }
     for (size_t k = 0; k < m.csr.size(); ++k) {
       const CsrBlock& block = m.csr[k];
-      const Entry* line = (block.*entries).data();
+      const Entries entries(block);
       for (int64_t r = a.row_begin; r < a.row_end; ++r) {
         float* y = a.y + r * a.ldy + b0;
         __m256 acc[4];
         for (int t = 0; t < 4; ++t)
           acc[t] = k == 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(y + 8 * t, masks[t]);
-        int64_t col = block.col_begin - 1;
-        for (uint32_t e = block.row_ptr[r]; e < block.row_ptr[r + 1]; ++e) {
-          const unsigned v = line[e];
-          col += (v >> kGapShift) + 1;
-          __m256 w = _mm256_set1_ps(m.codebook[v & kCodeMask]);
-          const float* x = a.xt + col * a.ldx + b0;
-          for (int t = 0; t < 4; ++t)
-            acc[t] = _mm256_fmadd_ps(w, _mm256_maskload_ps(x + 8 * t, masks[t]), acc[t]);
-        }
+        entries.walk(block.row_ptr[r], block.row_ptr[r + 1], block.col_begin - 1,
+                     [&](int64_t col, unsigned code) {
+                       __m256 w = _mm256_set1_ps(m.codebook[code]);
+                       const float* x = a.xt + col * a.ldx + b0;
+                       for (int t = 0; t < 4; ++t)
+                         acc[t] = _mm256_fmadd_ps(w, _mm256_maskload_ps(x + 8 * t, masks[t]), acc[t]);
+                     });
         for (int t = 0; t < 4; ++t) _mm256_maskstore_ps(y + 8 * t, masks[t], acc[t]);
       }
     }
@@ -102,10 +101,10 @@ void spmm_csr(const SpmmArgs& a, std::vector<Entry> CsrBlock::*entries) {
 }  // namespace
 
 void spmm_csr_e8__avx2(const SpmmArgs& a) {
-  spmm_csr<uint8_t, 4, 0xF>(a, &CsrBlock::entries8);
+  spmm_csr<CsrEntries8>(a);
 }
 void spmm_csr_e16__avx2(const SpmmArgs& a) {
-  spmm_csr<uint16_t, 8, 0xFF>(a, &CsrBlock::entries16);
+  spmm_csr<CsrEntries16>(a);
 }
 
 }  // namespace sparrow::kernels

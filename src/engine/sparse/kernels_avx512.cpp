@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "engine/sparse/csr_entries.h"
 #include "engine/sparse/kernels.h"
 
 namespace sparrow::kernels {
@@ -234,9 +235,11 @@ namespace {
 
 // One row of one column block over a batch chunk of up to 64 columns of Xt, held in four
 // accumulators that start from y (or zero for the first block).
-template <class Entry, int kGapShift, int kCodeMask>
-inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block, const Entry* line, bool first,
-                          int64_t r, const float* xt, int64_t ldx, int64_t b0, int64_t n, float* y) {
+template <class Entries>
+[[gnu::always_inline]] inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block,
+                                                 const Entries& entries, bool first, int64_t r,
+                                                 const float* xt, int64_t ldx, int64_t b0, int64_t n,
+                                                 float* y) {
   __mmask16 masks[4];
   for (int t = 0; t < 4; ++t) {
     int64_t left = n - 16 * t;
@@ -249,43 +252,40 @@ inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block, const En
     acc2 = _mm512_maskz_loadu_ps(masks[2], y + b0 + 32);
     acc3 = _mm512_maskz_loadu_ps(masks[3], y + b0 + 48);
   }
-  int64_t col = block.col_begin - 1;
   const float* base = xt + b0;
-  for (uint32_t e = block.row_ptr[r]; e < block.row_ptr[r + 1]; ++e) {
-    const unsigned v = line[e];
-    col += (v >> kGapShift) + 1;
-    __m512 w = _mm512_set1_ps(m.codebook[v & kCodeMask]);
+  entries.walk(block.row_ptr[r], block.row_ptr[r + 1], block.col_begin - 1, [&](int64_t col, unsigned code) {
+    __m512 w = _mm512_set1_ps(m.codebook[code]);
     const float* x = base + col * ldx;
     acc0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[0], x), acc0);
     if (masks[1]) acc1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[1], x + 16), acc1);
     if (masks[2]) acc2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[2], x + 32), acc2);
     if (masks[3]) acc3 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[3], x + 48), acc3);
-  }
+  });
   _mm512_mask_storeu_ps(y + b0, masks[0], acc0);
   _mm512_mask_storeu_ps(y + b0 + 16, masks[1], acc1);
   _mm512_mask_storeu_ps(y + b0 + 32, masks[2], acc2);
   _mm512_mask_storeu_ps(y + b0 + 48, masks[3], acc3);
 }
 
-template <class Entry, int kGapShift, int kCodeMask>
-void spmm_csr(const SpmmArgs& a, std::vector<Entry> CsrBlock::*entries) {
+template <class Entries>
+void spmm_csr(const SpmmArgs& a) {
   for (int64_t b0 = 0; b0 < a.batch; b0 += 64)
     for (size_t k = 0; k < a.m->csr.size(); ++k) {
       const CsrBlock& block = a.m->csr[k];
+      const Entries entries(block);
       for (int64_t r = a.row_begin; r < a.row_end; ++r)
-        csr_row_chunk<Entry, kGapShift, kCodeMask>(*a.m, block, (block.*entries).data(), k == 0, r, a.xt,
-                                                   a.ldx, b0, std::min<int64_t>(64, a.batch - b0),
-                                                   a.y + r * a.ldy);
+        csr_row_chunk(*a.m, block, entries, k == 0, r, a.xt, a.ldx, b0, std::min<int64_t>(64, a.batch - b0),
+                      a.y + r * a.ldy);
     }
 }
 
 }  // namespace
 
 void spmm_csr_e8__avx512(const SpmmArgs& a) {
-  spmm_csr<uint8_t, 4, 0xF>(a, &CsrBlock::entries8);
+  spmm_csr<CsrEntries8>(a);
 }
 void spmm_csr_e16__avx512(const SpmmArgs& a) {
-  spmm_csr<uint16_t, 8, 0xFF>(a, &CsrBlock::entries16);
+  spmm_csr<CsrEntries16>(a);
 }
 
 }  // namespace sparrow::kernels

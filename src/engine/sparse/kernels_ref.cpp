@@ -2,6 +2,7 @@
 // simulator. Plain loops, no intrinsics.
 #include <cstring>
 
+#include "engine/sparse/csr_entries.h"
 #include "engine/sparse/kernels.h"
 #include "engine/sparse/spmv_scalar.h"
 
@@ -32,32 +33,32 @@ void spmv_rows_banded__ref(const SpmvRowArgs& a) {
 
 namespace {
 
-template <class Entry, int kGapShift, int kCodeMask>
-void spmm_csr(const SpmmArgs& a, std::vector<Entry> CsrBlock::*entries) {
+template <class Entries>
+void spmm_csr(const SpmmArgs& a) {
   const SparseMatrix& m = *a.m;
   for (int64_t r = a.row_begin; r < a.row_end; ++r)
     for (int64_t b = 0; b < a.batch; ++b) a.y[r * a.ldy + b] = 0.0f;
-  for (const CsrBlock& block : m.csr)
+  for (const CsrBlock& block : m.csr) {
+    const Entries entries(block);
     for (int64_t r = a.row_begin; r < a.row_end; ++r) {
       float* y = a.y + r * a.ldy;
-      int64_t col = block.col_begin - 1;
-      for (uint32_t e = block.row_ptr[r]; e < block.row_ptr[r + 1]; ++e) {
-        const unsigned v = (block.*entries)[e];
-        col += (v >> kGapShift) + 1;
-        float w = m.codebook[v & kCodeMask];
-        const float* x = a.xt + col * a.ldx;
-        for (int64_t b = 0; b < a.batch; ++b) y[b] += w * x[b];
-      }
+      entries.walk(block.row_ptr[r], block.row_ptr[r + 1], block.col_begin - 1,
+                   [&](int64_t col, unsigned code) {
+                     const float w = m.codebook[code];
+                     const float* x = a.xt + col * a.ldx;
+                     for (int64_t b = 0; b < a.batch; ++b) y[b] += w * x[b];
+                   });
     }
+  }
 }
 
 }  // namespace
 
 void spmm_csr_e8__ref(const SpmmArgs& a) {
-  spmm_csr<uint8_t, 4, 0xF>(a, &CsrBlock::entries8);
+  spmm_csr<CsrEntries8>(a);
 }
 void spmm_csr_e16__ref(const SpmmArgs& a) {
-  spmm_csr<uint16_t, 8, 0xFF>(a, &CsrBlock::entries16);
+  spmm_csr<CsrEntries16>(a);
 }
 
 }  // namespace sparrow::kernels

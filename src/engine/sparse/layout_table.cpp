@@ -36,8 +36,7 @@ bool always_pays(const SparseMatrix&, Isa) {
 double gap_coded_entry_bytes(const SparseMatrix& m) {
   const double q = std::pow(1.0 - std::min(m.density(), 1.0), 16.0);
   const double fillers = q < 1.0 ? q / (1.0 - q) : 1e9;
-  const bool narrow = m.small_codebook && (m.compact || fillers <= 0.1);
-  return narrow ? 1.0 + fillers : 2.0;
+  return m.small_codebook && (m.compact || fillers <= 0.1) ? 1.0 + fillers : 2.0;
 }
 int64_t entries_expected(const SparseMatrix& m) {
   return static_cast<int64_t>(std::ceil(static_cast<double>(m.nonzeros) * gap_coded_entry_bytes(m)));
@@ -145,12 +144,11 @@ int64_t csr_expected(const SparseMatrix& m) {
 int64_t csr_touched(const SparseMatrix& m, std::span<const int32_t>) {
   int64_t n = 0;
   for (const auto& b : m.csr)
-    n += static_cast<int64_t>(m.csr_e8 ? b.entries8.size() : b.entries16.size() * 2) + (m.rows + 1) * 4;
+    n += static_cast<int64_t>(b.entries8.size() + 2 * b.entries16.size()) + (m.rows + 1) * 4;
   return n;
 }
 void csr_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
-  (m.csr_e8 ? k.spmm_csr_e8
-            : k.spmm_csr_e16)(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy});
+  spmm_csr_of(k, m)(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy});
 }
 
 const std::array kRows = {

@@ -182,12 +182,13 @@ void build_csr_blocks(SparseMatrix& m, const CodeSource& codes, int64_t width, i
 
 void add_csr(SparseMatrix& m, const CodeSource& codes) {
   const int64_t rows = m.rows, width = csr_block_columns(m.density());
-  m.csr_e8 = narrow_entries(m, [&] {
+  const bool narrow = narrow_entries(m, [&] {
     return count_fillers(codes, (m.cols + width - 1) / width * rows, 15, [&](int64_t r, int64_t c) {
       return Slot{c / width * rows + r, c % width};
     });
   });
-  if (m.csr_e8)
+  m.csr_entry_bits = narrow ? 8 : 16;
+  if (narrow)
     build_csr_blocks<uint8_t>(m, codes, width, 15, 4, &CsrBlock::entries8);
   else
     build_csr_blocks<uint16_t>(m, codes, width, 255, 8, &CsrBlock::entries16);

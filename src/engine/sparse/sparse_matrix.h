@@ -15,11 +15,11 @@
 //  - CSR in column blocks (batches and convolutions): the columns are cut into blocks (see
 //    csr_block_columns) so that a block of the transposed inputs stays in cache while every row
 //    uses it; per block, the entries of each row are (code, column gap) pairs, in one byte
-//    (code | gap << 4) or two (code | gap << 8) by the same rule as the CSC.
+//    (code | gap << 4) or two (code | gap << 8) by the same rule as the CSC (csr_entries.h).
 //
-// One-byte entries are chosen when the codebook has at most 16 entries and 4-bit gaps add at most
-// 10% fillers (each filler costs a full update), or whatever the fillers when the matrix is
-// `compact` (built within a memory budget: see layouts_within).
+// One-byte entries (CSC and CSR) are chosen when the codebook has at most 16 entries and 4-bit
+// gaps add at most 10% fillers (each filler costs a full update), or whatever the fillers when the
+// matrix is `compact` (built within a memory budget: see weight_store.h).
 //  - Banded CSC (one sample, with AVX-512; the scalar walk gains nothing from it): the rows are
 //    cut into bands of 4096; within a band each entry of a
 //    column is one uint16, row within the band << 4 | code. No fillers and no prefix sum to find
@@ -124,7 +124,7 @@ struct SparseMatrix {
   int64_t rows = 0, cols = 0;
   bool small_codebook = false;        // at most 16 entries: looked up from registers
   bool e8 = false;                    // one-byte CSC entries (else two bytes); set when the CSC is built
-  bool csr_e8 = false;                // one-byte CSR entries; set when the CSR is built
+  int csr_entry_bits = 16;            // 8 or 16; set when the CSR is built
   bool compact = false;               // one-byte entries whatever the fillers (a memory budget)
   int partition_count = 1;            // CSC row partitions
   LayoutSet layouts = 0;              // the layouts built so far

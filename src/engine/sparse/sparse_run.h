@@ -2,8 +2,8 @@
 //
 // Batch 1 (y = W x over the CSC layout, walking only the columns of non-zero inputs):
 //   - columns: the active columns are cut into chunks that shrink towards the end of the list
-//     (guided scheduling), which the threads claim one at a time; each thread adds its chunks into a private y over all
-//     rows, and the private results are summed. Every thread pays the per-column overhead only for
+//     (guided scheduling), which the threads claim one at a time; each thread adds its chunks into a private
+//     y over all rows, and the private results are summed. Every thread pays the per-column overhead only for
 //     its own columns, and a thread slowed by other work claims fewer chunks. Which thread sums
 //     which chunk varies between calls, so with several threads y may differ between calls in the
 //     last bits (one thread is reproducible). Runs on the layout the matrix has for one sample:
@@ -29,14 +29,14 @@ enum class SpmvScheme { columns, rows };
 
 // Buffers for one matrix, sized once (no allocation per run).
 struct SpmvWorkspace {
-  std::vector<int32_t> active;    // indices of non-zero inputs
-  std::vector<float> partial;     // one private y per thread (columns) or partition (rows)
-  int64_t partial_stride = 0;     // floats per thread's y: whole 64-byte lines, so that two threads
-                                  // never write one cache line (false sharing)
+  std::vector<int32_t> active;  // indices of non-zero inputs
+  std::vector<float> partial;   // one private y per thread (columns) or partition (rows)
+  int64_t partial_stride = 0;   // floats per thread's y: whole 64-byte lines, so that two threads
+                                // never write one cache line (false sharing)
   // Thread (or partition) t's private y, 64-byte aligned.
   float* partial_for(int64_t t);
-  std::vector<char> started;      // columns: whether thread t has written its private y this call
-  std::vector<int64_t> bounds;    // columns: bounds of the chunks of the active list
+  std::vector<char> started;        // columns: whether thread t has written its private y this call
+  std::vector<int64_t> bounds;      // columns: bounds of the chunks of the active list
   std::vector<int64_t> row_bounds;  // row walk: ranges of about equal entry counts, claimed one at a time
   void reserve(const SparseMatrix& m, int threads);
 };
@@ -52,8 +52,8 @@ void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, floa
 inline constexpr int kRowChunksPerThread = 4;
 std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads);
 // Y[rows, ldy] = W Xt over the row ranges in `bounds`, one per pool task.
-void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds, const float* xt,
-                   int64_t ldx, int64_t batch, float* y, int64_t ldy);
+void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
+                   const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy);
 
 // Fewest active columns in one chunk of the columns scheme (the last chunk may have fewer).
 inline constexpr int64_t kMinChunkColumns = 32;

@@ -50,7 +50,8 @@ inline void spmv_rows_banded_scalar(const SpmvRowArgs& a) {
     for (int64_t band = 0; band < b.bands; ++band) {
       const uint32_t* ptr = b.row_ptr.data() + band * (b.rows + 1);
       const float* x = a.x + band * kBandColumns;
-      for (uint32_t e = ptr[r]; e < ptr[r + 1]; ++e) sum += a.codebook[b.entries[e] & 0xF] * x[b.entries[e] >> 4];
+      for (uint32_t e = ptr[r]; e < ptr[r + 1]; ++e)
+        sum += a.codebook[b.entries[e] & 0xF] * x[b.entries[e] >> 4];
     }
     a.y[r] = sum;
   }
