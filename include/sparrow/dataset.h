@@ -15,6 +15,8 @@ namespace sparrow {
 Result<Tensor> read_npy(const std::string& path);
 // Writes a float32 ('<f4') or int64 ('<i8') .npy file atomically.
 Status write_npy(const std::string& path, const Tensor& tensor);
+// The bytes of that file.
+std::string npy_bytes(const Tensor& tensor);
 
 // Reads an IDX file (gzip-compressed or plain) as float32 raw values with the file's dimensions,
 // e.g. [60000, 28, 28] for MNIST images.

@@ -32,11 +32,20 @@ std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -65,30 +74,33 @@ Result<std::string> layer_plot(const CompressedTensor& t, const Model* source, i
       dense = make_histogram(w, *lo, *hi, bins);
     }
   }
-  std::string title = fmt::format("{}: {} weights, {:.1f}% kept, {} bits", t.name, t.numel(),
-                                  100.0 * static_cast<double>(t.nonzeros()) / static_cast<double>(t.numel()),
-                                  t.weight_bits);
+  std::string title =
+      fmt::format("{}: {} weights, {:.1f}% kept, {} bits", t.name, t.numel(),
+                  100.0 * static_cast<double>(t.nonzeros()) / static_cast<double>(t.numel()), t.weight_bits);
   return svg_weight_sharing_plot(title, dense ? &*dense : nullptr, centroids, counts);
 }
 
 std::string html_page(const nlohmann::json& j, const std::vector<std::string>& plots) {
-  std::string h = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sparrow report</title>\n"
-                  "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
-                  "td:first-child,th:first-child{text-align:left}</style></head><body>\n";
+  std::string h =
+      "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sparrow report</title>\n"
+      "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
+      "td:first-child,th:first-child{text-align:left}</style></head><body>\n";
   h += fmt::format("<h1>{}</h1>\n<p>{} bytes, {:.1f}x smaller than {} bytes of float32 parameters.</p>\n",
-                   html_escape(j["file"].get<std::string>()), j["file_bytes"].get<int64_t>(), j["ratio"].get<double>(),
-                   j["dense_fp32_bytes"].get<int64_t>());
+                   html_escape(j["file"].get<std::string>()), j["file_bytes"].get<int64_t>(),
+                   j["ratio"].get<double>(), j["dense_fp32_bytes"].get<int64_t>());
   h += "<table>\n<tr><th>layer</th><th>weights</th><th>kept</th><th>weight bits</th><th>index bits</th>"
        "<th>layout</th><th>fillers</th><th>bytes</th><th>% of float32</th></tr>\n";
   for (const auto& l : j["layers"])
-    h += fmt::format("<tr><td>{}</td><td>{}</td><td>{:.2f}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
-                     "<td>{:.2f}%</td></tr>\n",
-                     html_escape(l["name"].get<std::string>()), l["weights"].get<int64_t>(),
-                     100 * l["kept_fraction"].get<double>(), l["weight_bits"].get<int>(), l["index_bits"].get<int>(),
-                     l["layout"].get<std::string>(), l["fillers"].get<int64_t>(), l["stored_bytes"].get<int64_t>(),
-                     100.0 * l["stored_bytes"].get<double>() / std::max(l["dense_bytes"].get<double>(), 1.0));
+    h += fmt::format(
+        "<tr><td>{}</td><td>{}</td><td>{:.2f}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+        "<td>{:.2f}%</td></tr>\n",
+        html_escape(l["name"].get<std::string>()), l["weights"].get<int64_t>(),
+        100 * l["kept_fraction"].get<double>(), l["weight_bits"].get<int>(), l["index_bits"].get<int>(),
+        l["layout"].get<std::string>(), l["fillers"].get<int64_t>(), l["stored_bytes"].get<int64_t>(),
+        100.0 * l["stored_bytes"].get<double>() / std::max(l["dense_bytes"].get<double>(), 1.0));
   h += "</table>\n<p>Bytes of the file:";
-  for (const auto& [key, value] : j["breakdown"].items()) h += fmt::format(" {} {},", key, value.get<int64_t>());
+  for (const auto& [key, value] : j["breakdown"].items())
+    h += fmt::format(" {} {},", key, value.get<int64_t>());
   h.back() = '.';
   h += "</p>\n";
   for (const auto& p : plots) h += fmt::format("<p><img src=\"{}\"></p>\n", html_escape(p));
@@ -109,15 +121,17 @@ int run(const ReportArgs& a, const GlobalOptions& global) {
   std::filesystem::create_directories(dir, ec);
   if (ec) return report_error(errorf("{}: cannot create the directory ({})", dir, ec.message()));
   std::vector<std::string> plots;
+  OutputSet files;  // the page, its JSON and every plot, or none of them
   for (const CompressedTensor& t : m->tensors) {
     auto svg = layer_plot(t, source ? &*source : nullptr, a.bins);
     if (!svg.ok()) return report_error(svg.status().prefixed(a.model));
     plots.push_back(file_name_for(t.name));
-    if (auto s = write_file_atomic(dir + "/" + plots.back(), *svg); !s.ok()) return report_error(s);
+    if (auto s = files.add(dir + "/" + plots.back(), *svg); !s.ok()) return report_error(s);
   }
   nlohmann::json j = spw_report_json(*m, a.model);
-  if (auto s = write_file_atomic(dir + "/report.json", j.dump(2) + "\n"); !s.ok()) return report_error(s);
-  if (auto s = write_file_atomic(dir + "/index.html", html_page(j, plots)); !s.ok()) return report_error(s);
+  if (auto s = files.add(dir + "/report.json", j.dump(2) + "\n"); !s.ok()) return report_error(s);
+  if (auto s = files.add(dir + "/index.html", html_page(j, plots)); !s.ok()) return report_error(s);
+  if (auto s = files.commit_all(); !s.ok()) return report_error(s);
   if (!global.quiet) {
     fmt::print("wrote {}/index.html, report.json and {} plot(s):", dir, plots.size());
     for (const auto& p : plots) fmt::print(" {}", p);
@@ -130,10 +144,12 @@ int run(const ReportArgs& a, const GlobalOptions& global) {
 
 Command add_report(CLI::App& app, const GlobalOptions& global) {
   auto a = std::make_shared<ReportArgs>();
-  auto* cmd = app.add_subcommand("report", "Write a compressed model's plots and summary page (SVG, HTML, JSON)");
+  auto* cmd =
+      app.add_subcommand("report", "Write a compressed model's plots and summary page (SVG, HTML, JSON)");
   cmd->add_option("file", a->model, "Compressed model (.spw)")->required();
   cmd->add_option("-o,--output", a->dir, "Output directory (default: FILE.report)");
-  cmd->add_option("--source", a->source, "The uncompressed ONNX model, to plot its weights behind the shared values");
+  cmd->add_option("--source", a->source,
+                  "The uncompressed ONNX model, to plot its weights behind the shared values");
   cmd->add_option("--bins", a->bins, "Histogram bins for the source weights")->check(CLI::Range(2, 10000));
   return {cmd, [a, &global]() { return run(*a, global); }};
 }

@@ -39,8 +39,10 @@ Tensor to_dtype(Tensor t, DType want) {
   if (t.dtype() == want) return t;
   Tensor out(want, t.shape());
   for (int64_t i = 0; i < t.numel(); ++i) {
-    if (want == DType::f32) out.f32_data()[i] = static_cast<float>(t.i64_data()[i]);
-    else out.i64_data()[i] = static_cast<int64_t>(t.f32_data()[i]);
+    if (want == DType::f32)
+      out.f32_data()[i] = static_cast<float>(t.i64_data()[i]);
+    else
+      out.i64_data()[i] = static_cast<int64_t>(t.f32_data()[i]);
   }
   return out;
 }
@@ -60,28 +62,34 @@ int run_command(const RunOptions& o, const GlobalOptions& global) {
   if (!ex.ok()) return report_error(ex.status());
   const Model& m = (*ex)->model();
   if (o.inputs.size() != m.inputs.size())
-    return report_error(errorf("{}: the model has {} inputs, {} --input files were given", o.model, m.inputs.size(),
-                               o.inputs.size()));
+    return report_error(errorf("{}: the model has {} inputs, {} --input files were given", o.model,
+                               m.inputs.size(), o.inputs.size()));
   std::vector<Tensor> inputs;
   for (size_t i = 0; i < o.inputs.size(); ++i) {
     auto t = read_npy(o.inputs[i]);
     if (!t.ok()) return report_error(t.status());
     if (int64_t bad = first_nonfinite(*t); bad >= 0 && !o.allow_nonfinite)
-      return report_error(errorf("{}: holds non-finite values (first at flat index {}); pass --allow-nonfinite to run anyway",
-                                 o.inputs[i], bad));
+      return report_error(
+          errorf("{}: holds non-finite values (first at flat index {}); pass --allow-nonfinite to run anyway",
+                 o.inputs[i], bad));
     inputs.push_back(to_dtype(std::move(*t), *compute_dtype(m.inputs[i].elem_type)));
   }
   auto outputs = (*ex)->run(inputs);
   if (!outputs.ok()) return report_error(outputs.status());
-  for (size_t i = 0; i < outputs->size(); ++i) {
-    if (o.output.empty()) {
-      print_output(m.outputs[i].name, *(*outputs)[i]);
-      continue;
-    }
-    std::string path = output_path(o.output, i);
-    if (auto s = write_npy(path, *(*outputs)[i]); !s.ok()) return report_error(s);
-    if (!global.quiet) fmt::print(stderr, "wrote {} {} to {}\n", m.outputs[i].name, shape_str((*outputs)[i]->shape()), path);
+  if (o.output.empty()) {
+    for (size_t i = 0; i < outputs->size(); ++i) print_output(m.outputs[i].name, *(*outputs)[i]);
+    return 0;
   }
+  // Every output file or none: one that cannot be written leaves the others untouched too.
+  OutputSet files;
+  for (size_t i = 0; i < outputs->size(); ++i)
+    if (auto s = files.add(output_path(o.output, i), npy_bytes(*(*outputs)[i])); !s.ok())
+      return report_error(s);
+  if (auto s = files.commit_all(); !s.ok()) return report_error(s);
+  if (!global.quiet)
+    for (size_t i = 0; i < outputs->size(); ++i)
+      fmt::print(stderr, "wrote {} {} to {}\n", m.outputs[i].name, shape_str((*outputs)[i]->shape()),
+                 output_path(o.output, i));
   return 0;
 }
 

@@ -26,7 +26,8 @@ int run(const SensitivityArgs& a, const GlobalOptions& global) {
   if (!model.ok()) return report_error(model.status());
   auto data = load_splits(*model, a.data);
   if (!data.ok()) return report_error(data.status());
-  auto r = sensitivity_scan(*model, data->val, a.sparsities, a.drop / 100.0, global.threads, show_progress(global));
+  auto r = sensitivity_scan(*model, data->val, a.sparsities, a.drop / 100.0, global.threads,
+                            show_progress(global));
   if (!r.ok()) return report_error(r.status());
   nlohmann::json layers = nlohmann::json::array();
   std::string csv = "layer,weights,sparsity,accuracy\n";
@@ -40,25 +41,32 @@ int run(const SensitivityArgs& a, const GlobalOptions& global) {
       s.y.push_back(100 * p.accuracy);
     }
     series.push_back(s);
-    layers.push_back({{"name", l.weight}, {"weights", l.weights}, {"points", points},
+    layers.push_back({{"name", l.weight},
+                      {"weights", l.weights},
+                      {"points", points},
                       {"proposed_sparsity", l.proposed_sparsity}});
   }
+  OutputSet files;  // the table and the plot, or neither
   if (!a.csv.empty())
-    if (auto s = write_file_atomic(a.csv, csv); !s.ok()) return report_error(s);
+    if (auto s = files.add(a.csv, csv); !s.ok()) return report_error(s);
   if (!a.plot.empty()) {
     std::vector<double> x;
     for (double v : a.sparsities) x.push_back(100 * v);
     auto svg = svg_line_plot("Sensitivity: each layer pruned alone (no retraining)", "sparsity (%)",
                              "validation accuracy (%)", x, series, false);
-    if (auto s = write_file_atomic(a.plot, svg); !s.ok()) return report_error(s);
+    if (auto s = files.add(a.plot, svg); !s.ok()) return report_error(s);
   }
+  if (auto s = files.commit_all(); !s.ok()) return report_error(s);
   if (a.json) {
-    fmt::print("{}\n", nlohmann::json{{"model", a.model}, {"baseline_accuracy", r->baseline_accuracy},
-                                      {"allowed_drop_points", a.drop}, {"layers", layers}}.dump(2));
+    fmt::print("{}\n", nlohmann::json{{"model", a.model},
+                                      {"baseline_accuracy", r->baseline_accuracy},
+                                      {"allowed_drop_points", a.drop},
+                                      {"layers", layers}}
+                           .dump(2));
     return 0;
   }
-  fmt::print("validation accuracy {:.4f} unpruned; accuracy with one layer pruned alone:\n{:<24}", r->baseline_accuracy,
-             "layer \\ sparsity");
+  fmt::print("validation accuracy {:.4f} unpruned; accuracy with one layer pruned alone:\n{:<24}",
+             r->baseline_accuracy, "layer \\ sparsity");
   for (double s : a.sparsities) fmt::print(" {:>6.0f}%", 100 * s);
   fmt::print(" {:>9}\n", "proposed");
   std::string recipe;
@@ -76,12 +84,14 @@ int run(const SensitivityArgs& a, const GlobalOptions& global) {
 
 Command add_sensitivity(CLI::App& app, const GlobalOptions& global) {
   auto a = std::make_shared<SensitivityArgs>();
-  auto* cmd = app.add_subcommand("sensitivity", "Prune each layer alone over sparsities and propose per-layer targets");
+  auto* cmd = app.add_subcommand("sensitivity",
+                                 "Prune each layer alone over sparsities and propose per-layer targets");
   cmd->add_option("model", a->model, "Model (.onnx)")->required();
   cmd->add_option("--data", a->data.dir, "IDX data (the validation split is used)")->required();
   add_data_options(cmd, a->data);
   cmd->add_option("--sparsities", a->sparsities, "Sparsities to try, e.g. 0.5,0.8,0.9")->delimiter(',');
-  cmd->add_option("--drop", a->drop, "Allowed accuracy drop per layer, in points (default 0.5)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--drop", a->drop, "Allowed accuracy drop per layer, in points (default 0.5)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--csv", a->csv, "Write the curves as CSV");
   cmd->add_option("--plot", a->plot, "Write the curves as an SVG plot");
   cmd->add_flag("--json", a->json, "Print one JSON object");

@@ -26,7 +26,8 @@ struct SimArgs {
 // "fifo=1,2,4" -> ("fifo", {1, 2, 4}); the key names a config field.
 Result<std::pair<std::string, std::vector<int>>> parse_sweep(const std::string& text) {
   size_t eq = text.find('=');
-  if (eq == std::string::npos) return errorf("--sweep '{}': expected key=v1,v2,... (keys: fifo, pes, width)", text);
+  if (eq == std::string::npos)
+    return errorf("--sweep '{}': expected key=v1,v2,... (keys: fifo, pes, width)", text);
   std::string key = text.substr(0, eq);
   if (key != "fifo" && key != "pes" && key != "width")
     return errorf("--sweep: unknown key '{}' (use fifo, pes or width)", key);
@@ -45,9 +46,12 @@ Result<std::pair<std::string, std::vector<int>>> parse_sweep(const std::string& 
 }
 
 Result<sim::Config> with_value(sim::Config c, const std::string& key, int v) {
-  if (key == "fifo") c.fifo_depth = v;
-  else if (key == "pes") c.pes = v;
-  else c.spmat_width_bits = v;
+  if (key == "fifo")
+    c.fifo_depth = v;
+  else if (key == "pes")
+    c.pes = v;
+  else
+    c.spmat_width_bits = v;
   SP_RETURN_IF_ERROR(sim::validate(c).prefixed("--sweep " + key + "=" + std::to_string(v)));
   return c;
 }
@@ -55,7 +59,8 @@ Result<sim::Config> with_value(sim::Config c, const std::string& key, int v) {
 Result<std::vector<sim::LayerStats>> run_eie_layers(const sim::Config& c, const SimArgs& a) {
   std::vector<sim::LayerStats> out;
   for (const auto& spec : kEieLayers) {
-    if (!a.layers.empty() && std::find(a.layers.begin(), a.layers.end(), spec.name) == a.layers.end()) continue;
+    if (!a.layers.empty() && std::find(a.layers.begin(), a.layers.end(), spec.name) == a.layers.end())
+      continue;
     SP_ASSIGN_OR_RETURN(sim::SimLayer layer, sim::synthetic_layer(spec, c, 1));
     out.push_back(sim::simulate_layer(c, layer, sim::synthetic_input(spec, c, 2)).stats);
   }
@@ -70,24 +75,28 @@ const EieLayer* paper_layer(const std::string& name) {
 }
 
 void print_layers(const sim::Config& c, const std::vector<sim::LayerStats>& rows) {
-  fmt::print("{} PEs at {} MHz, FIFO depth {}, {}-bit SRAM words; times in microseconds\n", c.pes, c.clock_mhz,
-             c.fifo_depth, c.spmat_width_bits);
-  fmt::print("{:<9} {:>9} {:>8} {:>12} {:>8} {:>12} {:>7} {:>6} {:>9} {:>8} {:>7}\n", "layer", "cycles", "time",
-             "(paper, dev)", "theory", "(paper, dev)", "balance", "idle", "energy uJ", "power W", "GOP/s");
+  fmt::print("{} PEs at {} MHz, FIFO depth {}, {}-bit SRAM words; times in microseconds\n", c.pes,
+             c.clock_mhz, c.fifo_depth, c.spmat_width_bits);
+  fmt::print("{:<9} {:>9} {:>8} {:>12} {:>8} {:>12} {:>7} {:>6} {:>9} {:>8} {:>7}\n", "layer", "cycles",
+             "time", "(paper, dev)", "theory", "(paper, dev)", "balance", "idle", "energy uJ", "power W",
+             "GOP/s");
   for (const auto& s : rows) {
     const EieLayer* p = c.pes == 64 && c.clock_mhz == 800 ? paper_layer(s.name) : nullptr;
-    auto dev = [](double ours, double paper) { return fmt::format("({:.1f}, {:+.0f}%)", paper, 100 * (ours / paper - 1)); };
-    fmt::print("{:<9} {:>9} {:>8.1f} {:>12} {:>8.1f} {:>12} {:>7.3f} {:>6.2f} {:>9.3f} {:>8.3f} {:>7.1f}\n", s.name,
-               s.cycles, s.time_us, p ? dev(s.time_us, p->actual_us) : "", s.theoretical_us,
-               p ? dev(s.theoretical_us, p->theoretical_us) : "", s.load_balance, s.idle_fraction, s.energy_uj,
-               s.power_w, s.gops);
+    auto dev = [](double ours, double paper) {
+      return fmt::format("({:.1f}, {:+.0f}%)", paper, 100 * (ours / paper - 1));
+    };
+    fmt::print("{:<9} {:>9} {:>8.1f} {:>12} {:>8.1f} {:>12} {:>7.3f} {:>6.2f} {:>9.3f} {:>8.3f} {:>7.1f}\n",
+               s.name, s.cycles, s.time_us, p ? dev(s.time_us, p->actual_us) : "", s.theoretical_us,
+               p ? dev(s.theoretical_us, p->theoretical_us) : "", s.load_balance, s.idle_fraction,
+               s.energy_uj, s.power_w, s.gops);
   }
   for (const auto& s : rows)
     if (!s.fits_on_chip)
-      fmt::print("note: {} needs {} B of sparse-matrix SRAM, {} B of pointers and {} B of activations per PE; the "
-                 "config has {}, {} and {} (register file: {} entries)\n",
-                 s.name, s.spmat_bytes_per_pe, s.pointer_bytes_per_pe, s.activation_bytes_per_pe, c.spmat_sram_bytes,
-                 c.pointer_sram_bytes, c.act_sram_bytes, c.act_regfile_entries);
+      fmt::print(
+          "note: {} needs {} B of sparse-matrix SRAM, {} B of pointers and {} B of activations per PE; the "
+          "config has {}, {} and {} (register file: {} entries)\n",
+          s.name, s.spmat_bytes_per_pe, s.pointer_bytes_per_pe, s.activation_bytes_per_pe, c.spmat_sram_bytes,
+          c.pointer_sram_bytes, c.act_sram_bytes, c.act_regfile_entries);
 }
 
 int run_sweep(const sim::Config& base, const SimArgs& a) {
@@ -117,14 +126,21 @@ int run_sweep(const sim::Config& base, const SimArgs& a) {
   for (const auto& name : order) {
     sim::Series s{name, {}};
     for (size_t i = 0; i < values.size(); ++i)
-      s.y.push_back(key == "fifo" ? idle[name][i] : key == "pes" ? time_us[name][0] / time_us[name][i] : energy[name][i]);
+      s.y.push_back(key == "fifo"  ? idle[name][i]
+                    : key == "pes" ? time_us[name][0] / time_us[name][i]
+                                   : energy[name][i]);
     series.push_back(s);
   }
-  std::string y_label = key == "fifo" ? "idle PE cycles (%)" : key == "pes" ? "speedup over " + std::to_string(values[0]) + " PE(s)" : "energy (uJ)";
-  std::string x_label = key == "fifo" ? "activation FIFO depth" : key == "pes" ? "processing elements" : "sparse-matrix SRAM width (bits)";
+  std::string y_label = key == "fifo"  ? "idle PE cycles (%)"
+                        : key == "pes" ? "speedup over " + std::to_string(values[0]) + " PE(s)"
+                                       : "energy (uJ)";
+  std::string x_label = key == "fifo"  ? "activation FIFO depth"
+                        : key == "pes" ? "processing elements"
+                                       : "sparse-matrix SRAM width (bits)";
   if (a.json_out) {
     json j = json::array();
-    for (size_t i = 0; i < all.size(); ++i) j.push_back({{key, all_values[i]}, {"stats", sim::stats_json(all[i])}});
+    for (size_t i = 0; i < all.size(); ++i)
+      j.push_back({{key, all_values[i]}, {"stats", sim::stats_json(all[i])}});
     fmt::print("{}\n", json{{"sweep", key}, {"values", values}, {"layers", j}}.dump(2));
   } else {
     fmt::print("{} sweep: {}\n{:<9}", key, y_label, "layer");
@@ -136,14 +152,16 @@ int run_sweep(const sim::Config& base, const SimArgs& a) {
       fmt::print("\n");
     }
   }
+  OutputSet files;  // the table and the plot, or neither
   if (!a.csv.empty())
-    if (auto s = write_file_atomic(a.csv, sim::stats_csv(all, key, all_values)); !s.ok()) return report_error(s);
+    if (auto s = files.add(a.csv, sim::stats_csv(all, key, all_values)); !s.ok()) return report_error(s);
   if (!a.plot.empty()) {
     std::vector<double> x(values.begin(), values.end());
-    std::string svg = sim::svg_line_plot("EIE simulator: " + key + " sweep", x_label, y_label, x, series, key != "width",
-                                         key == "pes");
-    if (auto s = write_file_atomic(a.plot, svg); !s.ok()) return report_error(s);
+    std::string svg = sim::svg_line_plot("EIE simulator: " + key + " sweep", x_label, y_label, x, series,
+                                         key != "width", key == "pes");
+    if (auto s = files.add(a.plot, svg); !s.ok()) return report_error(s);
   }
+  if (auto s = files.commit_all(); !s.ok()) return report_error(s);
   return 0;
 }
 
@@ -196,10 +214,12 @@ int run_model(const sim::Config& c, const SimArgs& a, const GlobalOptions& globa
   int64_t cycles = 0;
   double energy = 0;
   for (const auto& s : rows) cycles += s.cycles, energy += s.energy_uj;
-  fmt::print("whole model (layers in sequence): {} cycles, {:.2f} us, {:.3f} uJ\n", cycles, cycles / c.clock_mhz, energy);
+  fmt::print("whole model (layers in sequence): {} cycles, {:.2f} us, {:.3f} uJ\n", cycles,
+             cycles / c.clock_mhz, energy);
   for (const auto& f : functional)
     fmt::print("{}: {} the fixed-point reference; relative error vs the float executor {:.2e}\n",
-               f["layer"].get<std::string>(), f["bit_exact_with_fixed_point_reference"].get<bool>() ? "bit-exact with" : "DIFFERS from",
+               f["layer"].get<std::string>(),
+               f["bit_exact_with_fixed_point_reference"].get<bool>() ? "bit-exact with" : "DIFFERS from",
                f["relative_error_vs_float"].get<double>());
   return 0;
 }
@@ -241,9 +261,11 @@ Command add_sim(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand("sim", "Cycle-level simulation of the EIE accelerator");
   cmd->add_option("model", a->model, "Compressed model (.spw): simulate its compressed FC layers");
   cmd->add_flag("--eie", a->eie, "The nine benchmark layers of [EIE]");
-  cmd->add_option("--config", a->config, "Architecture config (JSON); default: the paper's 64-PE, 800 MHz design");
+  cmd->add_option("--config", a->config,
+                  "Architecture config (JSON); default: the paper's 64-PE, 800 MHz design");
   cmd->add_option("--layers", a->layers, "Only these --eie layers")->delimiter(',');
-  cmd->add_option("--sweep", a->sweep, "Sweep one parameter: fifo=1,2,4,... | pes=1,2,4,... | width=32,64,...");
+  cmd->add_option("--sweep", a->sweep,
+                  "Sweep one parameter: fifo=1,2,4,... | pes=1,2,4,... | width=32,64,...");
   cmd->add_option("--plot", a->plot, "With --sweep: write an SVG plot here");
   cmd->add_option("--csv", a->csv, "Write per-layer statistics as CSV here");
   cmd->add_option("--input", a->input, "With a model: .npy input (default: uniform random)");

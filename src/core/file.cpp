@@ -123,7 +123,11 @@ Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes) {
   return bytes;
 }
 
-Status write_file_atomic(const std::string& path, std::string_view data) {
+namespace {
+
+// Checks that `path` may be replaced, then writes `data` to its temporary (flushed to disk). On
+// success the temporary's name is in *tmp_out; on failure nothing is left behind.
+Status stage(const std::string& path, std::string_view data, std::string* tmp_out) {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0) {
     if (!S_ISREG(st.st_mode))
@@ -147,6 +151,12 @@ Status write_file_atomic(const std::string& path, std::string_view data) {
     std::remove(tmp.c_str());
     return errorf("{}: write failed: {}", tmp, std::strerror(err));
   }
+  *tmp_out = std::move(tmp);
+  return {};
+}
+
+// Renames a staged temporary over `path` and syncs the folder; removes the temporary on failure.
+Status commit(const std::string& tmp, const std::string& path) {
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     int err = errno;
     std::remove(tmp.c_str());
@@ -154,6 +164,41 @@ Status write_file_atomic(const std::string& path, std::string_view data) {
   }
   sync_directory_of(path);
   return {};
+}
+
+}  // namespace
+
+Status write_file_atomic(const std::string& path, std::string_view data) {
+  std::string tmp;
+  SP_RETURN_IF_ERROR(stage(path, data, &tmp));
+  return commit(tmp, path);
+}
+
+OutputSet::~OutputSet() {
+  for (const Staged& s : staged_) std::remove(s.tmp.c_str());
+}
+
+Status OutputSet::add(const std::string& path, std::string_view data) {
+  for (const Staged& s : staged_)
+    if (same_file(s.path, path)) return errorf("{}: named twice among the outputs", path);
+  std::string tmp;
+  SP_RETURN_IF_ERROR(stage(path, data, &tmp));
+  staged_.push_back(Staged{path, std::move(tmp)});
+  return {};
+}
+
+Status OutputSet::commit_all() {
+  std::vector<Staged> staged = std::move(staged_);
+  staged_.clear();
+  Status first;
+  for (const Staged& s : staged) {
+    if (!first.ok()) {
+      std::remove(s.tmp.c_str());
+      continue;
+    }
+    first = commit(s.tmp, s.path);
+  }
+  return first;
 }
 
 bool same_file(const std::string& a, const std::string& b) {

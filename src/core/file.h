@@ -18,6 +18,28 @@ Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes = 
 // directory), and, while inputs are protected, any file this process has read.
 Status write_file_atomic(const std::string& path, std::string_view data);
 
+// Several outputs written all or nothing: add() checks each path as write_file_atomic does and
+// writes its temporary (flushed to disk); commit_all() renames them into place. An output that
+// fails to write leaves every final path untouched: the caller returns the error, and the set's
+// destructor removes the temporaries (as it does when commit_all is never called).
+class OutputSet {
+ public:
+  OutputSet() = default;
+  OutputSet(const OutputSet&) = delete;
+  OutputSet& operator=(const OutputSet&) = delete;
+  ~OutputSet();
+  Status add(const std::string& path, std::string_view data);
+  // Renames every staged output into place. (A rename fails only if the folder changes under the
+  // command; the outputs renamed before it stay.)
+  Status commit_all();
+
+ private:
+  struct Staged {
+    std::string path, tmp;
+  };
+  std::vector<Staged> staged_;
+};
+
 // Input protection, for a command: once on, every file read through read_file or noted with
 // note_input_file is an input, and write_file_atomic refuses to replace one (by device and inode,
 // so other spellings of a path and hard or symbolic links count too).

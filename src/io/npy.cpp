@@ -162,7 +162,7 @@ static std::string shape_tuple(const Shape& shape) {
   return text + ")";
 }
 
-Status write_npy(const std::string& path, const Tensor& tensor) {
+std::string npy_bytes(const Tensor& tensor) {
   std::string dict = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
                                  tensor.dtype() == DType::f32 ? "<f4" : "<i8", shape_tuple(tensor.shape()));
   size_t total = 10 + dict.size() + 1;
@@ -173,7 +173,11 @@ Status write_npy(const std::string& path, const Tensor& tensor) {
   out.append(reinterpret_cast<const char*>(&len), 2);
   out += dict;
   out.append(static_cast<const char*>(tensor.raw()), tensor.bytes());
-  return write_file_atomic(path, out);
+  return out;
+}
+
+Status write_npy(const std::string& path, const Tensor& tensor) {
+  return write_file_atomic(path, npy_bytes(tensor));
 }
 
 }  // namespace sparrow

@@ -136,6 +136,9 @@ TEST_F(CliBadInput, NoOutputReplacesAnInputOrANonRegularFile) {
   auto kept = read_npy(dir_ + "/y.1.npy");
   ASSERT_TRUE(kept.ok());
   EXPECT_EQ(kept->shape(), (Shape{2, 1, 8, 8})) << "the input must be intact";
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/y.npy")) << "outputs are written all or nothing";
+  EXPECT_EQ(run_model(dir_ + "/two.onnx", dir_ + "/y.1.npy", "-o " + dir_ + "/z.npy").exit_code, 0);
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/z.npy") && std::filesystem::exists(dir_ + "/z.1.npy"));
 
   // A recipe given as the output, through another spelling of its path and through a hard link.
   write("r.json", "{}");

@@ -170,5 +170,34 @@ TEST(File, AtomicWritesReplaceRegularFilesAndCleanUpAfterKilledWriters) {
   EXPECT_FALSE(write_file_atomic(dir, "x").ok());
 }
 
+TEST(File, OutputSetsAreWrittenAllOrNothing) {
+  namespace fs = std::filesystem;
+  const std::string dir = test::temp_dir("output_set");
+  auto text = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  std::ofstream(dir + "/a.txt") << "old a";
+  fs::create_directory(dir + "/b.txt");  // the second output cannot be written
+  {
+    OutputSet files;
+    ASSERT_TRUE(files.add(dir + "/a.txt", "new a").ok());
+    EXPECT_FALSE(files.add(dir + "/b.txt", "new b").ok());
+    EXPECT_FALSE(files.add(dir + "/./a.txt", "twice").ok()) << "one path named twice";
+  }  // dropped without commit_all: nothing replaced, no temporary left
+  EXPECT_EQ(text(dir + "/a.txt"), "old a");
+  int entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++entries;
+  EXPECT_EQ(entries, 2) << "a.txt and the b.txt folder only";
+
+  OutputSet files;
+  ASSERT_TRUE(files.add(dir + "/a.txt", "new a").ok());
+  ASSERT_TRUE(files.add(dir + "/c.txt", "new c").ok());
+  EXPECT_EQ(text(dir + "/a.txt"), "old a") << "nothing is replaced before commit_all";
+  ASSERT_TRUE(files.commit_all().ok());
+  EXPECT_EQ(text(dir + "/a.txt"), "new a");
+  EXPECT_EQ(text(dir + "/c.txt"), "new c");
+}
+
 }  // namespace
 }  // namespace sparrow
