@@ -69,7 +69,8 @@ std::vector<int64_t> symmetric_pads(const Node& n) {
   auto pads = ints(n, "pads", {0, 0, 0, 0});
   std::string auto_pad = n.attr_string("auto_pad", std::string("NOTSET")).value();
   if (auto_pad != "NOTSET" || pads.size() != 4 || pads[0] != pads[2] || pads[1] != pads[3])
-    throw std::runtime_error(n.describe() + ": only symmetric explicit pads of 2-D windows are supported for training");
+    throw std::runtime_error(n.describe() +
+                             ": only symmetric explicit pads of 2-D windows are supported for training");
   return {pads[0], pads[1]};
 }
 
@@ -77,7 +78,8 @@ std::vector<int64_t> symmetric_pads(const Node& n) {
 // parameters, derived ones such as codebook-shared weights as expressions).
 class GraphRunner {
  public:
-  GraphRunner(const Model& m, std::function<torch::Tensor(const std::string&)> weight) : m_(m), weight_(std::move(weight)) {}
+  GraphRunner(const Model& m, std::function<torch::Tensor(const std::string&)> weight)
+      : m_(m), weight_(std::move(weight)) {}
 
   torch::Tensor forward(const torch::Tensor& x) {
     std::map<std::string, torch::Tensor> v;
@@ -131,8 +133,8 @@ class GraphRunner {
     }
     if (op == "Conv") {
       auto pads = symmetric_pads(n);
-      return torch::conv2d(in(0), in(1), n.has_input(2) ? in(2) : torch::Tensor(), ints(n, "strides", {1, 1}), pads,
-                           ints(n, "dilations", {1, 1}), int_attr(n, "group", 1));
+      return torch::conv2d(in(0), in(1), n.has_input(2) ? in(2) : torch::Tensor(), ints(n, "strides", {1, 1}),
+                           pads, ints(n, "dilations", {1, 1}), int_attr(n, "group", 1));
     }
     if (op == "MaxPool") {
       auto pads = symmetric_pads(n);
@@ -146,7 +148,8 @@ class GraphRunner {
     }
     if (op == "GlobalAveragePool") return torch::adaptive_avg_pool2d(in(0), {1, 1});
     if (op == "BatchNormalization")
-      return torch::batch_norm(in(0), in(1), in(2), in(3), in(4), false, 0.0, float_attr(n, "epsilon", 1e-5f), false);
+      return torch::batch_norm(in(0), in(1), in(2), in(3), in(4), false, 0.0, float_attr(n, "epsilon", 1e-5f),
+                               false);
     throw std::runtime_error(fmt::format("{}: operator {} is not supported for training", n.describe(), op));
   }
 
@@ -163,9 +166,12 @@ void single_threaded_openblas() {
 
 double scheduled_lr(const TrainOptions& o, int epoch) {
   switch (o.schedule) {
-    case Schedule::constant: return o.lr;
-    case Schedule::step: return o.lr * std::pow(0.1, epoch * 3 / std::max(o.epochs, 1));
-    case Schedule::cosine: return o.lr * 0.5 * (1.0 + std::cos(M_PI * epoch / std::max(o.epochs, 1)));
+    case Schedule::constant:
+      return o.lr;
+    case Schedule::step:
+      return o.lr * std::pow(0.1, epoch * 3 / std::max(o.epochs, 1));
+    case Schedule::cosine:
+      return o.lr * 0.5 * (1.0 + std::cos(M_PI * epoch / std::max(o.epochs, 1)));
   }
   return o.lr;
 }
@@ -180,14 +186,36 @@ double accuracy(GraphRunner& net, const torch::Tensor& x, const torch::Tensor& y
   return x.size(0) ? static_cast<double>(correct) / static_cast<double>(x.size(0)) : 0.0;
 }
 
+// Copies of the parameters as they are, to return to.
+std::vector<torch::Tensor> snapshot(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> copies;
+  for (const auto& p : params) copies.push_back(p.detach().clone());
+  return copies;
+}
+
+void restore(std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& copies) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(copies[i]);
+}
+
+bool all_finite(const std::vector<torch::Tensor>& params) {
+  for (const auto& p : params)
+    if (!torch::isfinite(p).all().item<bool>()) return false;
+  return true;
+}
+
 // The training loop shared by weight training and codebook fine-tuning. `after_step` re-applies
 // constraints (masks, the zero code) after every optimizer step; `before_step` masks gradients.
-std::vector<EpochReport> fit(GraphRunner& net, std::vector<torch::Tensor> params, const LabeledData& train,
-                             const LabeledData* val, const TrainOptions& o, const std::function<void()>& before_step,
-                             const std::function<void()>& after_step) {
+// Training that diverges (a loss or a weight not finite) stops with an error that says where, and
+// the parameters are put back as they were before that epoch.
+Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor> params,
+                                     const LabeledData& train, const LabeledData* val, const TrainOptions& o,
+                                     const std::function<void()>& before_step,
+                                     const std::function<void()>& after_step) {
   single_threaded_openblas();
   torch::manual_seed(o.seed);
-  torch::set_num_threads(o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  torch::set_num_threads(o.threads > 0 ? o.threads
+                                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   torch::Tensor x = to_torch(train.inputs);
   torch::Tensor y = torch::tensor(train.labels, torch::kInt64);
   torch::Tensor vx, vy;
@@ -200,10 +228,20 @@ std::vector<EpochReport> fit(GraphRunner& net, std::vector<torch::Tensor> params
     opt = std::make_unique<torch::optim::SGD>(
         params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
   else
-    opt = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
+    opt = std::make_unique<torch::optim::Adam>(params,
+                                               torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
   std::vector<EpochReport> reports;
+  const int64_t batches = (x.size(0) + o.batch - 1) / o.batch;
+  auto diverged = [&](int epoch, const std::string& where, const std::vector<torch::Tensor>& good) {
+    restore(params, good);
+    return errorf(
+        "training diverged in epoch {} of {} ({}); the model keeps the weights epoch {} started from; try a "
+        "lower --lr than {:g}",
+        epoch + 1, o.epochs, where, epoch + 1, o.lr);
+  };
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
     auto start = std::chrono::steady_clock::now();
+    const std::vector<torch::Tensor> good = snapshot(params);
     for (auto& group : opt->param_groups()) group.options().set_lr(scheduled_lr(o, epoch));
     torch::Tensor order = torch::randperm(x.size(0), torch::kInt64);
     double loss_sum = 0;
@@ -213,16 +251,22 @@ std::vector<EpochReport> fit(GraphRunner& net, std::vector<torch::Tensor> params
       torch::Tensor bx = x.index_select(0, idx), by = y.index_select(0, idx);
       torch::Tensor logits = net.forward(bx);
       torch::Tensor loss = torch::nn::functional::cross_entropy(logits, by);
+      const double batch_loss = loss.item<double>();
+      if (!std::isfinite(batch_loss))
+        return diverged(epoch, fmt::format("loss {} at batch {} of {}", batch_loss, i / o.batch + 1, batches),
+                        good);
       opt->zero_grad();
       loss.backward();
       before_step();
       opt->step();
       after_step();
-      loss_sum += loss.item<double>() * static_cast<double>(idx.size(0));
+      loss_sum += batch_loss * static_cast<double>(idx.size(0));
       correct += logits.argmax(1).eq(by).sum().item<int64_t>();
     }
+    if (!all_finite(params)) return diverged(epoch, "a weight is not finite at its end", good);
     EpochReport r{epoch + 1, loss_sum / static_cast<double>(x.size(0)),
-                  static_cast<double>(correct) / static_cast<double>(x.size(0)), val ? accuracy(net, vx, vy) : -1.0,
+                  static_cast<double>(correct) / static_cast<double>(x.size(0)),
+                  val ? accuracy(net, vx, vy) : -1.0,
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
     if (o.progress)
       fmt::print(stderr, "epoch {}/{}: loss {:.4f}, train {:.2f}%{} ({:.1f} s)\n", r.epoch, o.epochs, r.loss,
@@ -235,26 +279,32 @@ std::vector<EpochReport> fit(GraphRunner& net, std::vector<torch::Tensor> params
 
 Status check_data(const Model& m, const LabeledData& d, const char* what) {
   if (d.size() == 0) return errorf("{} set is empty", what);
-  if (d.inputs.dim(0) != d.size()) return errorf("{} set has {} inputs and {} labels", what, d.inputs.dim(0), d.size());
-  if (m.inputs.size() != 1 || m.outputs.empty()) return errorf("{}: training needs one input and a logits output", m.source);
+  if (d.inputs.dim(0) != d.size())
+    return errorf("{} set has {} inputs and {} labels", what, d.inputs.dim(0), d.size());
+  if (m.inputs.size() != 1 || m.outputs.empty())
+    return errorf("{}: training needs one input and a logits output", m.source);
   return {};
 }
 
 Result<std::vector<EpochReport>> train_impl(Model& model, const LabeledData& train, const LabeledData* val,
-                                             const TrainOptions& o, const std::map<std::string, Tensor>* masks) {
+                                            const TrainOptions& o,
+                                            const std::map<std::string, Tensor>* masks) {
   SP_RETURN_IF_ERROR(check_data(model, train, "training"));
   try {
     std::map<std::string, torch::Tensor> params, constants, torch_masks;
-    for (const auto& name : trainable(model)) params[name] = to_torch(model.initializers.at(name)).requires_grad_(true);
+    for (const auto& name : trainable(model))
+      params[name] = to_torch(model.initializers.at(name)).requires_grad_(true);
     for (const auto& [name, t] : model.initializers)
       if (!params.count(name)) constants[name] = to_torch(t);
     if (masks)
       for (const auto& [name, mask] : *masks) {
         if (!params.count(name)) return errorf("mask for '{}', which is not a trainable weight", name);
-        if (mask.shape() != model.initializers.at(name).shape()) return errorf("mask for '{}' has the wrong shape", name);
+        if (mask.shape() != model.initializers.at(name).shape())
+          return errorf("mask for '{}' has the wrong shape", name);
         torch_masks[name] = to_torch(mask);
       }
-    GraphRunner net(model, [&](const std::string& n) { return params.count(n) ? params.at(n) : constants.at(n); });
+    GraphRunner net(model,
+                    [&](const std::string& n) { return params.count(n) ? params.at(n) : constants.at(n); });
     std::vector<torch::Tensor> list;
     for (auto& [name, p] : params) list.push_back(p);
     auto reports = fit(
@@ -266,15 +316,17 @@ Result<std::vector<EpochReport>> train_impl(Model& model, const LabeledData& tra
           torch::NoGradGuard no_grad;
           for (auto& [name, m] : torch_masks) params.at(name).mul_(m);
         });
+    // Trained, or as the last epoch that did not diverge left them.
     for (auto& [name, p] : params) copy_back(p, model.initializers.at(name));
+    if (!reports.ok()) return reports.status().prefixed(model.source);
     return reports;
   } catch (const std::exception& e) {
     return errorf("{}: training failed: {}", model.source, e.what());
   }
 }
 
-Result<std::vector<EpochReport>> finetune_impl(SpwModel& spw, const LabeledData& train, const LabeledData* val,
-                                                    const TrainOptions& o) {
+Result<std::vector<EpochReport>> finetune_impl(SpwModel& spw, const LabeledData& train,
+                                               const LabeledData* val, const TrainOptions& o) {
   SP_RETURN_IF_ERROR(check_data(spw.graph, train, "training"));
   try {
     struct Shared {
@@ -285,17 +337,20 @@ Result<std::vector<EpochReport>> finetune_impl(SpwModel& spw, const LabeledData&
     for (auto& t : spw.tensors) {
       SP_ASSIGN_OR_RETURN(std::vector<uint8_t> codes, decode_codes(t));
       std::vector<int64_t> wide(codes.begin(), codes.end());
-      shared[t.name] = {torch::tensor(t.codebook).requires_grad_(true), torch::tensor(wide, torch::kInt64), &t};
+      shared[t.name] = {torch::tensor(t.codebook).requires_grad_(true), torch::tensor(wide, torch::kInt64),
+                        &t};
     }
     Model& m = spw.graph;
     std::map<std::string, torch::Tensor> params, constants;
-    for (const auto& name : trainable(m)) params[name] = to_torch(m.initializers.at(name)).requires_grad_(true);
+    for (const auto& name : trainable(m))
+      params[name] = to_torch(m.initializers.at(name)).requires_grad_(true);
     for (const auto& [name, t] : m.initializers)
       if (!params.count(name)) constants[name] = to_torch(t);
     GraphRunner net(m, [&](const std::string& n) -> torch::Tensor {
       if (auto it = shared.find(n); it != shared.end()) {  // w = codebook[codes], in the tensor's own layout
         const CompressedTensor& t = *it->second.tensor;
-        torch::Tensor w = it->second.codebook.index_select(0, it->second.codes).view({t.view.rows, t.view.cols});
+        torch::Tensor w =
+            it->second.codebook.index_select(0, it->second.codes).view({t.view.rows, t.view.cols});
         std::vector<int64_t> shape(t.shape.begin(), t.shape.end());
         return t.view.transposed ? w.t() : w.view(shape);
       }
@@ -318,6 +373,7 @@ Result<std::vector<EpochReport>> finetune_impl(SpwModel& spw, const LabeledData&
       std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), s.tensor->codebook.begin());
     }
     for (auto& [name, p] : params) copy_back(p, m.initializers.at(name));
+    if (!reports.ok()) return reports.status().prefixed(spw.graph.source);
     return reports;
   } catch (const std::exception& e) {
     return errorf("{}: codebook fine-tuning failed: {}", spw.graph.source, e.what());

@@ -1,5 +1,6 @@
 // Training with LibTorch: the IR round trip, learning a separable task, masks through momentum,
 // and trained quantization.
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <set>
@@ -56,6 +57,19 @@ TEST(Train, ZeroEpochsLeaveTheWeightsBitIdentical) {
     EXPECT_EQ(std::memcmp(t.raw(), m.initializers.at(name).raw(), t.bytes()), 0) << name;
 }
 
+TEST(Train, DivergenceStopsWithAnErrorAndKeepsTheLastFiniteWeights) {
+  Model m = *make_architecture("lenet300", 5);
+  TrainOptions o = quick(2);
+  o.lr = 1e30;
+  auto r = train_model(m, separable_digits(256, 6), nullptr, o);
+  ASSERT_FALSE(r.ok()) << "a learning rate of 1e30 diverges";
+  EXPECT_NE(r.status().message().find("diverged in epoch 1 of 2"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("--lr"), std::string::npos) << r.status().message();
+  for (const auto& [name, t] : m.initializers)
+    for (int64_t i = 0; i < t.numel(); ++i)
+      ASSERT_TRUE(std::isfinite(t.f32_data()[i])) << name << "[" << i << "]";
+}
+
 TEST(Train, LearnsASeparableTask) {
   Model m = *make_architecture("lenet300", 2);
   auto train = separable_digits(2000, 3), val = separable_digits(500, 4);
@@ -84,10 +98,10 @@ TEST(Train, SyntheticDigitsAreDeterministicAndLearnable) {
   EXPECT_EQ(ia.shape(), (Shape{3000, 28, 28}));
   EXPECT_EQ(std::memcmp(ia.raw(), ib.raw(), ia.bytes()), 0);
   EXPECT_NE(std::memcmp(ia.raw(), ic.raw(), ia.bytes()), 0);
-  auto train = load_labeled_idx(a + "/train-images-idx3-ubyte.gz", a + "/train-labels-idx1-ubyte.gz", {1, 28, 28},
-                                1.0f / 255, 0, 0);
-  auto test = load_labeled_idx(a + "/t10k-images-idx3-ubyte.gz", a + "/t10k-labels-idx1-ubyte.gz", {1, 28, 28},
-                               1.0f / 255, 0, 0);
+  auto train = load_labeled_idx(a + "/train-images-idx3-ubyte.gz", a + "/train-labels-idx1-ubyte.gz",
+                                {1, 28, 28}, 1.0f / 255, 0, 0);
+  auto test = load_labeled_idx(a + "/t10k-images-idx3-ubyte.gz", a + "/t10k-labels-idx1-ubyte.gz",
+                               {1, 28, 28}, 1.0f / 255, 0, 0);
   ASSERT_TRUE(train.ok() && test.ok());
   std::set<int64_t> classes(train->labels.begin(), train->labels.end());
   EXPECT_EQ(classes.size(), 10u);
