@@ -10,6 +10,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libfmt-dev zlib1g-dev
   python3-dev python3-numpy python3-torch libtorch-dev libgloo-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
 )
 
 sudo_cmd=()
