@@ -11,8 +11,9 @@ namespace sparrow::cli {
 struct GlobalOptions {
   int threads = 0;
   bool quiet = false;
-  bool dense = false;          // run .spw models decompressed on the dense executor
-  double weight_memory = 2.0;  // ExecOptions::weight_memory_ratio
+  bool dense = false;                    // run .spw models decompressed on the dense executor
+  double weight_memory = 2.0;            // ExecOptions::weight_memory_ratio
+  int64_t max_input = int64_t{4} << 30;  // set_input_byte_limit
 };
 
 // Loads a model file (.onnx) and prepares an executor for it.

@@ -37,6 +37,12 @@ int main(int argc, char** argv) {
                  "some speed for it (default 2); 0: the fastest layouts whatever their size")
       ->check(kFiniteNumber & CLI::Range(0.0, 1e6));
 
+  app.add_option("--max-input", global.max_input,
+                 "Largest input file, and most bytes a reader allocates for one file's data, e.g. 512MB "
+                 "(default 4GB)")
+      ->transform(CLI::AsSizeValue(false))
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 50));
+
   std::vector<Command> commands;
   for (auto add : kCommands) commands.push_back(add(app, global));
   try {
@@ -46,6 +52,7 @@ int main(int argc, char** argv) {
   }
   if (verbose) sparrow::set_log_level(sparrow::LogLevel::info);
   sparrow::protect_inputs(true);  // no output of a command replaces a file it read
+  sparrow::set_input_byte_limit(global.max_input);
   try {
     for (auto& command : commands)
       if (command.app->parsed()) return command.run();

@@ -1,6 +1,9 @@
 #include "core/file.h"
 
 #include <algorithm>
+#include <atomic>
+
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -106,7 +109,20 @@ void note_input_file(const std::string& path) {
   if (auto id = file_id(path)) r.files.push_back(*id);
 }
 
+namespace {
+std::atomic<int64_t> g_input_byte_limit{int64_t{4} << 30};
+}  // namespace
+
+int64_t input_byte_limit() {
+  return g_input_byte_limit.load();
+}
+
+void set_input_byte_limit(int64_t bytes) {
+  g_input_byte_limit.store(std::max<int64_t>(bytes, 0));
+}
+
 Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes) {
+  if (max_bytes == 0) max_bytes = static_cast<size_t>(input_byte_limit());
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return errorf("{}: no such file", path);
   if (std::filesystem::is_directory(path, ec)) return errorf("{}: is a directory, expected a file", path);
@@ -116,7 +132,8 @@ Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes) {
   std::streamoff size = in.tellg();
   if (size < 0) return errorf("{}: cannot determine file size", path);
   if (static_cast<size_t>(size) > max_bytes)
-    return errorf("{}: file is {} bytes, larger than the {} byte limit", path, size, max_bytes);
+    return errorf("{}: file is {} bytes, larger than the {} byte input limit (--max-input)", path, size,
+                  max_bytes);
   std::vector<char> bytes(static_cast<size_t>(size));
   in.seekg(0);
   if (size > 0 && !in.read(bytes.data(), size)) return errorf("{}: read failed", path);

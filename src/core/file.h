@@ -10,8 +10,15 @@
 
 namespace sparrow {
 
-// Reads a whole file. Fails with "<path>: <reason>" when missing, unreadable or larger than max_bytes.
-Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes = size_t{1} << 32);
+// The input budget: the most bytes one input file may hold, and the most bytes a reader may
+// allocate for the data one file declares (an IDX dataset streamed from gzip). 4 GiB unless set
+// (the CLI's --max-input).
+int64_t input_byte_limit();
+void set_input_byte_limit(int64_t bytes);
+
+// Reads a whole file. Fails with "<path>: <reason>" when missing, unreadable or larger than
+// max_bytes (by default the input budget).
+Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes = 0);
 
 // Writes `data` to a temporary file next to `path`, then renames it over `path`, so a failure
 // never leaves a half-written file. Refuses to replace anything but a regular file (a device, a

@@ -14,8 +14,6 @@ namespace sparrow {
 
 namespace {
 
-constexpr size_t kMaxIdxBytes = size_t{4} << 30;
-
 // A gzip (or plain) file read in order, exactly as many bytes as asked for at a time.
 class GzipReader {
  public:
@@ -126,8 +124,11 @@ Result<Tensor> parse_idx(GzipReader& in) {
   Shape shape;
   for (int i = 0; i < rank; ++i) shape.push_back(load_be32(&dims[4 * static_cast<size_t>(i)]));
   const int64_t numel = shape_numel(shape);
-  if (numel < 0 || static_cast<uint64_t>(numel) * static_cast<uint64_t>(width) > kMaxIdxBytes)
-    return errorf("field dims: {} is too large (at most {} bytes of data)", shape_str(shape), kMaxIdxBytes);
+  // The data, and the float32 tensor made of it, within the input budget.
+  const uint64_t limit = static_cast<uint64_t>(input_byte_limit());
+  if (numel < 0 || static_cast<uint64_t>(numel) > limit / static_cast<uint64_t>(std::max(width, 4)))
+    return errorf("field dims: {} is too large (at most {} bytes of data: the input limit, --max-input)",
+                  shape_str(shape), limit);
   const size_t need = static_cast<size_t>(numel) * static_cast<size_t>(width);
   // Grown as the data arrives, so a small file that declares a large size allocates little.
   std::vector<unsigned char> data;

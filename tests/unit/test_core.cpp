@@ -12,6 +12,7 @@
 #include "core/half.h"
 #include "core/svg_plot.h"
 #include "core/thread_pool.h"
+#include "sparrow/dataset.h"
 #include "test_util.h"
 
 namespace sparrow {
@@ -168,6 +169,23 @@ TEST(File, AtomicWritesReplaceRegularFilesAndCleanUpAfterKilledWriters) {
   EXPECT_NE(refused.message().find("is an input of this command"), std::string::npos) << refused.message();
   EXPECT_TRUE(write_file_atomic(out, "again").ok()) << "protection off: a library call may replace it";
   EXPECT_FALSE(write_file_atomic(dir, "x").ok());
+}
+
+TEST(File, TheInputBudgetBoundsFilesAndDeclaredData) {
+  const std::string dir = test::temp_dir("input_budget");
+  std::ofstream(dir + "/big.bin") << std::string(2048, 'x');
+  ASSERT_TRUE(write_idx_u8(dir + "/images.idx.gz", {4, 16, 16}, std::vector<uint8_t>(1024, 1)).ok());
+  const int64_t saved = input_byte_limit();
+  set_input_byte_limit(1024);
+  auto big = read_file(dir + "/big.bin");
+  auto images = read_idx(dir + "/images.idx.gz");  // 1024 bytes of data, 4096 as floats
+  set_input_byte_limit(saved);
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.status().message().find("--max-input"), std::string::npos) << big.status().message();
+  ASSERT_FALSE(images.ok());
+  EXPECT_NE(images.status().message().find("input limit"), std::string::npos) << images.status().message();
+  EXPECT_TRUE(read_file(dir + "/big.bin").ok());
+  EXPECT_TRUE(read_idx(dir + "/images.idx.gz").ok());
 }
 
 TEST(File, OutputSetsAreWrittenAllOrNothing) {
