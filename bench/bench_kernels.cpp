@@ -16,16 +16,20 @@ namespace {
 
 constexpr int64_t kRows = 4096, kCols = 4096;
 
+// The Alex-7 shape's matrix (9% of weights, 4-bit codes), built with one-byte entries and their
+// fillers when `compact`.
+SparseMatrix alex7(bool compact) {
+  std::mt19937 rng(1);
+  std::vector<uint8_t> codes(static_cast<size_t>(kRows * kCols), 0);
+  for (auto& c : codes)
+    if (rng() % 100 < 9) c = static_cast<uint8_t>(1 + rng() % 15);
+  std::vector<float> codebook(16);
+  for (int i = 1; i < 16; ++i) codebook[i] = 0.01f * static_cast<float>(i - 8);
+  return build_sparse_matrix(codes, kRows, kCols, codebook, 1, compact);
+}
+
 const SparseMatrix& matrix() {
-  static const SparseMatrix m = [] {
-    std::mt19937 rng(1);
-    std::vector<uint8_t> codes(static_cast<size_t>(kRows * kCols), 0);
-    for (auto& c : codes)
-      if (rng() % 100 < 9) c = static_cast<uint8_t>(1 + rng() % 15);
-    std::vector<float> codebook(16);
-    for (int i = 1; i < 16; ++i) codebook[i] = 0.01f * static_cast<float>(i - 8);
-    return build_sparse_matrix(codes, kRows, kCols, codebook, 1);
-  }();
+  static const SparseMatrix m = alex7(false);
   return m;
 }
 
@@ -141,18 +145,8 @@ BENCHMARK(BM_SpmvLayouts)->ArgsProduct({{0, 1, 2}, {0, 1, 2, 3}})->Unit(benchmar
 // The Alex-7 matrix's CSR in each entry width: 16 bits (its own) and 8 (a compact matrix:
 // one-byte entries and their fillers).
 const SparseMatrix& matrix_with_csr_bits(int64_t bits) {
-  static const std::array<SparseMatrix, 2> m = [] {
-    std::mt19937 rng(1);
-    std::vector<uint8_t> codes(static_cast<size_t>(kRows * kCols), 0);
-    for (auto& c : codes)
-      if (rng() % 100 < 9) c = static_cast<uint8_t>(1 + rng() % 15);
-    std::vector<float> codebook(16);
-    for (int i = 1; i < 16; ++i) codebook[i] = 0.01f * static_cast<float>(i - 8);
-    return std::array<SparseMatrix, 2>{
-        build_sparse_matrix(codes, kRows, kCols, codebook, 1),
-        build_sparse_matrix(codes, kRows, kCols, codebook, 1, /*compact=*/true)};
-  }();
-  return m[bits == 8 ? 1 : 0];
+  static const SparseMatrix compact = alex7(true);
+  return bits == 8 ? compact : matrix();
 }
 
 void BM_Spmm(benchmark::State& state) {
