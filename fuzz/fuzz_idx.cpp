@@ -1,4 +1,4 @@
-// The IDX reader, plain and gzip-compressed (the first byte picks which), as images and as labels.
+// The IDX reader, plain and gzip-compressed (zlib tells them apart), as images and as labels.
 #include "fuzz_util.h"
 #include "sparrow/dataset.h"
 

@@ -125,7 +125,11 @@ int run(const ReportArgs& a, const GlobalOptions& global) {
   for (const CompressedTensor& t : m->tensors) {
     auto svg = layer_plot(t, source ? &*source : nullptr, a.bins);
     if (!svg.ok()) return report_error(svg.status().prefixed(a.model));
-    plots.push_back(file_name_for(t.name));
+    // Names that differ only in characters a file name cannot hold get a number.
+    std::string name = file_name_for(t.name);
+    for (int k = 2; std::find(plots.begin(), plots.end(), name) != plots.end(); ++k)
+      name = file_name_for(t.name + "_" + std::to_string(k));
+    plots.push_back(name);
     if (auto s = files.add(dir + "/" + plots.back(), *svg); !s.ok()) return report_error(s);
   }
   nlohmann::json j = spw_report_json(*m, a.model);

@@ -219,8 +219,9 @@ Status OutputSet::commit_all() {
 }
 
 bool same_file(const std::string& a, const std::string& b) {
-  std::error_code ec;
-  if (std::filesystem::weakly_canonical(a, ec) == std::filesystem::weakly_canonical(b, ec)) return true;
+  std::error_code ea, eb, ec;
+  const auto ca = std::filesystem::weakly_canonical(a, ea), cb = std::filesystem::weakly_canonical(b, eb);
+  if (!ea && !eb && ca == cb) return true;
   return std::filesystem::equivalent(a, b, ec) && !ec;
 }
 

@@ -204,8 +204,6 @@ void Plan::note_zeros(const Node& node, const Activation& activation) {
 Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, int threads) {
   MadeOp made{nullptr, std::vector<bool>(node.inputs.size(), false)};
   if (!node.has_input(0)) return made;  // the dense op reports the missing input
-  // A product of constants is folded at plan time, before the sparse layouts are built: dense.
-  if (auto in = descs_.find(node.inputs[0]); in != descs_.end() && in->second.constant) return made;
   if (node.op_type == "LSTM") {
     const Shape& x = descs_.at(node.inputs[0]).shape;
     auto layout = node.attr_int("layout", 0);
@@ -266,7 +264,7 @@ Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, const std::vect
                        ThreadPool& pool) {
   std::vector<ValueDesc> in;
   std::vector<const Tensor*> in_tensors;
-  bool all_constant = true;
+  bool all_constant = true, reads_matrix = false;
   for (size_t k = 0; k < node.inputs.size(); ++k) {
     const std::string& name = node.inputs[k];
     if (name.empty()) {
@@ -284,6 +282,7 @@ Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, const std::vect
     }
     const ValueDesc& d = descs_.at(name);
     all_constant = all_constant && (as_matrix || d.constant != nullptr);
+    reads_matrix = reads_matrix || as_matrix;
     in.push_back(d);
     in_tensors.push_back(t);
   }
@@ -294,7 +293,9 @@ Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, const std::vect
     return errorf("{}: produces {} outputs, the node names {}", node.describe(), out.size(),
                   node.outputs.size());
   // Known at plan time: computed once now, into storage of their own, and treated as constants.
-  const bool fold = all_constant || op->depends_only_on_shapes();
+  // A step that reads an engine matrix is never folded: its layouts are built once the whole
+  // graph is planned (WeightStore::build_requested).
+  const bool fold = !reads_matrix && (all_constant || op->depends_only_on_shapes());
   const bool view = !fold && op->output_is_view() && node.outputs.size() == 1;
   std::vector<Tensor*> out_tensors;
   for (size_t i = 0; i < node.outputs.size(); ++i) {
@@ -339,9 +340,16 @@ Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<
   plan->sparse_ = sparse;
   plan->memory_limit_ = memory_limit;
   plan->input_shapes_ = input_shapes;
-  SP_RETURN_IF_ERROR(plan->bind_graph_inputs(model));
-  for (const Node& node : model.nodes) SP_RETURN_IF_ERROR(plan->plan_node(model, node, pool));
-  if (weights) SP_RETURN_IF_ERROR(weights->build_requested());
+  // A plan that fails leaves no layout requests behind for the next one.
+  auto planned = [&]() -> Status {
+    SP_RETURN_IF_ERROR(plan->bind_graph_inputs(model));
+    for (const Node& node : model.nodes) SP_RETURN_IF_ERROR(plan->plan_node(model, node, pool));
+    return weights ? weights->build_requested() : Status{};
+  }();
+  if (!planned.ok()) {
+    if (weights) weights->cancel_requests();
+    return planned;
+  }
   for (const auto& out : model.outputs) {
     // A graph output may be a compressed weight itself: it is then decompressed.
     auto t = plan->bind_input(out.name);

@@ -83,6 +83,11 @@ bool narrow_csr(SparseMatrix& m, LayoutSet& requested) {
   m.compact = true;
   return true;
 }
+bool narrow_csc(SparseMatrix& m, LayoutSet& requested) {
+  if (!(requested & kLayoutCsc) || !m.small_codebook || m.compact) return false;
+  m.compact = true;
+  return true;
+}
 bool narrow_column_walk(SparseMatrix& m, LayoutSet& requested) {
   if (!(requested & (kLayoutBanded | kLayoutTiles)) || !m.small_codebook) return false;
   requested = (requested & ~(kLayoutBanded | kLayoutTiles)) | kLayoutCsc;
@@ -97,7 +102,8 @@ bool narrow_row_walk(SparseMatrix& m, LayoutSet& requested) {
 }
 
 // In order of the speed they give up (least first).
-constexpr Narrowing kNarrowings[] = {row_walk_only, narrow_csr, narrow_column_walk, narrow_row_walk};
+constexpr Narrowing kNarrowings[] = {row_walk_only, narrow_csr, narrow_csc, narrow_column_walk,
+                                     narrow_row_walk};
 
 }  // namespace
 
@@ -108,16 +114,24 @@ void WeightStore::fit_budget(std::vector<Weight*>& pending) const {
       file += w.file_bytes;
       expected += w.matrix->bytes() + bytes_expected(*w.matrix, w.requested);
     }
-  const auto budget = static_cast<int64_t>(ratio_ * static_cast<double>(file));
-  if (ratio_ <= 0 || expected <= budget) return;
+  const double budget = ratio_ * static_cast<double>(file);
+  auto fits = [&] { return static_cast<double>(expected) <= budget; };
+  if (ratio_ <= 0 || fits()) return;
   std::sort(pending.begin(), pending.end(),
             [](const Weight* a, const Weight* b) { return a->matrix->nonzeros > b->matrix->nonzeros; });
   for (Narrowing narrow : kNarrowings)
     for (Weight* w : pending) {
-      if (expected <= budget) return;
-      const int64_t before = bytes_expected(*w->matrix, w->requested);
-      if (narrow(*w->matrix, w->requested)) expected += bytes_expected(*w->matrix, w->requested) - before;
+      if (fits()) return;
+      SparseMatrix& m = *w->matrix;
+      const int64_t before = bytes_expected(m, w->requested);
+      if (!narrow(m, w->requested)) continue;
+      w->requested &= ~m.layouts;  // a layout already held costs nothing more
+      expected += bytes_expected(m, w->requested) - before;
     }
+}
+
+void WeightStore::cancel_requests() {
+  for (auto& [name, w] : weights_) w.requested = 0;
 }
 
 Status WeightStore::build_requested() {

@@ -11,9 +11,9 @@
 // bytes in the file (ExecOptions::weight_memory_ratio), as estimated from the headers. The fastest
 // layouts (layouts_for) are kept when they fit; otherwise they give way, largest matrix first, in
 // this order, until the estimate fits: a graph input's column walk where its row walk is also
-// asked for (dense inputs are the common case), one-byte CSR entries for batches, a one-byte CSC
-// for a banded CSC or tiles, a one-byte CSC for a banded CSR. A budget the narrowest layouts
-// cannot meet leaves them narrowest.
+// asked for (dense inputs are the common case), one-byte CSR entries for batches, one-byte CSC
+// entries whatever their fillers, a one-byte CSC for a banded CSC or tiles, a one-byte CSC for a
+// banded CSR. A budget the narrowest layouts cannot meet leaves them narrowest.
 #pragma once
 
 #include <map>
@@ -52,6 +52,8 @@ class WeightStore {
                               InputZeros zeros = InputZeros::unknown);
   // Chooses and builds every requested layout (see the budget above).
   Status build_requested();
+  // Forgets the layouts requested and not built (a plan that failed).
+  void cancel_requests();
   // The float32 weight in its original shape, decompressed on first use.
   Result<const Tensor*> dense(const std::string& name);
 

@@ -229,6 +229,16 @@ TEST(WeightStore, LayoutsStayWithinTheMemoryBudget) {
   }
 }
 
+TEST(WeightStore, CancelledRequestsAreNotBuilt) {
+  Store s = three_layer_store(2.0, Isa::avx512);
+  s.store->request("w0", true);
+  s.store->cancel_requests();  // the plan that asked failed
+  s.store->request("w1", false);
+  ASSERT_TRUE(s.store->build_requested().ok());
+  EXPECT_EQ(s.store->header("w0").layouts, 0u);
+  EXPECT_EQ(s.store->header("w1").layouts, kLayoutCsr);
+}
+
 TEST(WeightStore, BatchedLayoutsStayWithinTheMemoryBudget) {
   Store fast = three_layer_store(0.0, Isa::avx512), lean = three_layer_store(1.25, Isa::avx512);
   for (Store* s : {&fast, &lean}) {

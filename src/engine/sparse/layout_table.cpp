@@ -73,7 +73,7 @@ int64_t tiles_held(const SparseMatrix& m) {
   return held(m.tiles.masks) + held(m.tiles.code_ptr) + held(m.tiles.codes);
 }
 int64_t tiles_expected(const SparseMatrix& m) {
-  return 2 * (m.rows + kTileRows - 1) / kTileRows * m.cols + m.nonzeros + pointers(m.cols, 1) + kTileRows;
+  return 2 * ((m.rows + kTileRows - 1) / kTileRows) * m.cols + m.nonzeros + pointers(m.cols, 1) + kTileRows;
 }
 int64_t tiles_touched(const SparseMatrix& m, std::span<const int32_t> active) {
   int64_t n = 0;
