@@ -159,10 +159,11 @@ Result<Tensor> convert_tensor_inner(const onnx::TensorProto& tp) {
   const char* p = raw->data();
   if (*dtype == DType::f32) {
     float* d = out.f32_data();
-    if (t == ElemType::f32)
-      std::memcpy(d, p, raw->size());
-    else
+    if (t == ElemType::f32) {
+      if (!raw->empty()) std::memcpy(d, p, raw->size());  // an empty tensor may have no storage
+    } else {
       for (int64_t i = 0; i < numel; ++i) d[i] = static_cast<float>(raw_element_as_double(p + i * esize, t));
+    }
   } else {
     int64_t* d = out.i64_data();
     for (int64_t i = 0; i < numel; ++i) d[i] = raw_element_as_i64(p + i * esize, t);
