@@ -4,15 +4,21 @@ dense executor against ONNX Runtime on the original ONNX, at batch 1 and 16 on 1
 beside each file, the peak resident memory and wall time of `sparrow run` on one sample (load + run)
 and ONNX Runtime's session load time.
 
-Models: the AlexNet-classifier-shaped MLP of bench/load_memory.py and the test corpus's LeNet-5,
-MLP and small CNN with BatchNorm (build/tests/corpus, made by the test suite). Sparrow is timed with
-`sparrow --threads T bench MODEL.spw --batch B --json` (median of 21 runs after 2 untimed);
-ONNX Runtime with bench/ort_time.js (onnxruntime-node, in one process, median of 21 calls after 2
-untimed). Usage:
+Models: the architectures of bench/model_suite.py (ResNet-18, MobileNetV2, SqueezeNet 1.1, a
+32x32 VGG-11-BN, a transformer encoder, an LSTM with its batch axis second, LeNet-300-100; made with
+/usr/bin/python3, torch and python3-torchvision), the AlexNet-classifier-shaped MLP of
+bench/load_memory.py, and the test corpus's LeNet-5, MLP and small CNN with BatchNorm
+(build/tests/corpus, made by the test suite). Sparrow is timed with
+`sparrow --threads T bench MODEL.spw --batch B --json` (median of R runs after 2 untimed, in one
+process); ONNX Runtime with bench/ort_time.js (onnxruntime-node, one session in one process, median
+of R calls after 2 untimed). The last lines give the geometric means of the speedups over ONNX
+Runtime per batch and thread count. Usage:
   bench/compare_ort.py SPARROW --ort-modules DIR/node_modules [--corpus build/tests/corpus] [--work DIR]
+                       [--models resnet18,lstm,...] [--batches 1,16] [--threads 1,2] [--repeats 21]
 """
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -22,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load_memory import make_model, measure  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SUITE_NAMES = ["resnet18", "mobilenet_v2", "squeezenet1_1", "vgg11_bn_32", "transformer", "lstm", "lenet_300_100"]
 
 
 def cpu_model():
@@ -34,6 +41,16 @@ def cpu_model():
            f"model {fields.get('model')})"
 
 
+def suite_models(work, names):
+    """name -> (onnx path, batch axis) for the model suite; empty (with a message) without torchvision."""
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "model_suite.py"), work, *names],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"skipped the model suite: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+        return {}
+    return {name: (m["onnx"], m["batch_axis"]) for name, m in json.loads(r.stdout.splitlines()[-1]).items()}
+
+
 def input_of(onnx_path):
     script = ("import onnx,json,sys; g=onnx.load(sys.argv[1]).graph; init={i.name for i in g.initializer}; "
               "i=[x for x in g.input if x.name not in init][0]; "
@@ -42,17 +59,16 @@ def input_of(onnx_path):
     return json.loads(out.stdout)
 
 
-def sparrow_times(sparrow, spw, batch, threads):
-    r = subprocess.run([sparrow, "--threads", str(threads), "bench", spw, "--batch", str(batch), "--json"],
-                       check=True, capture_output=True, text=True)
-    run = json.loads(r.stdout)["runs"][0]
-    return run["sparrow_us"], run["dense_us"]
+def sparrow_times(sparrow, spw, batch, threads, repeats):
+    r = subprocess.run([sparrow, "--threads", str(threads), "bench", spw, "--batch", str(batch), "--repeats",
+                        str(repeats), "--json"], check=True, capture_output=True, text=True)
+    return json.loads(r.stdout)["runs"][0]
 
 
-def ort_time(ort_modules, onnx_path, name, dims, threads):
+def ort_time(ort_modules, onnx_path, name, dims, threads, repeats):
     env = dict(os.environ, NODE_PATH=ort_modules)
     r = subprocess.run(["node", os.path.join(HERE, "ort_time.js"), onnx_path, name, ",".join(map(str, dims)),
-                        str(threads), "21"], check=True, capture_output=True, text=True, env=env)
+                        str(threads), str(repeats)], check=True, capture_output=True, text=True, env=env)
     return json.loads(r.stdout)
 
 
@@ -64,48 +80,83 @@ def write_sample(work, name, dims):
     return path
 
 
+def ints(text):
+    return [int(v) for v in text.split(",")]
+
+
+def print_geomeans(result):
+    print("geometric mean of speedups over ONNX Runtime (above 1: faster than ORT)")
+    runs = [r for m in result["models"].values() for r in m["runs"]]
+    for batch, threads in sorted({(r["batch"], r["threads"]) for r in runs}):
+        sel = [r for r in runs if r["batch"] == batch and r["threads"] == threads]
+        spw = math.exp(sum(math.log(r["ort_us"] / r["sparrow_us"]) for r in sel) / len(sel))
+        dense = math.exp(sum(math.log(r["ort_us"] / r["dense_us"]) for r in sel) / len(sel))
+        low = min(sel, key=lambda r: r["ort_us"] / r["sparrow_us"])
+        print(f"  batch {batch:>3}, {threads} thread(s), {len(sel)} models: .spw {spw:.2f}x, dense executor "
+              f"{dense:.2f}x; slowest .spw: {low['model']} {low['ort_us'] / low['sparrow_us']:.2f}x")
+        result.setdefault("geomeans", []).append({"batch": batch, "threads": threads, "models": len(sel),
+                                                  "sparrow": spw, "dense": dense})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sparrow")
     ap.add_argument("--ort-modules", required=True, help="node_modules holding onnxruntime-node")
     ap.add_argument("--corpus", default="build/tests/corpus")
     ap.add_argument("--work", default="out/compare_ort")
+    ap.add_argument("--models", help="only these models, comma-separated")
+    ap.add_argument("--batches", type=ints, default=[1, 16])
+    ap.add_argument("--threads", type=ints, default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=21)
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
-    models = {"alexnet_mlp": make_model(a.work)}
+    wanted = a.models.split(",") if a.models else None
+    suite = [n for n in SUITE_NAMES if wanted is None or n in wanted]
+    models = suite_models(a.work, suite) if suite else {}
+    if wanted is None or "alexnet_mlp" in wanted:
+        models["alexnet_mlp"] = (make_model(a.work), 0)
     for name in ["lenet5_op13", "mlp_op13", "cnn_bn_op13"]:
+        if wanted is not None and name not in wanted:
+            continue
         path = os.path.join(a.corpus, name + ".onnx")
         if os.path.exists(path):
-            models[name] = path
+            models[name] = (path, 0)
         else:
             print(f"skipped {name}: {path} not found (the test suite makes it)")
     print(f"CPU: {cpu_model()}")
-    print(f"{'model':<12} {'batch':>5} {'thr':>3} {'spw us':>9} {'dense us':>9} {'ORT us':>9} "
+    print(f"{'model':<14} {'batch':>5} {'thr':>3} {'spw us':>10} {'dense us':>10} {'ORT us':>10} "
           f"{'spw/ORT':>8} {'dense/ORT':>9}")
     result = {"cpu": cpu_model(), "models": {}}
-    for name, onnx_path in models.items():
+    for name, (onnx_path, batch_axis) in models.items():
         spw = os.path.join(a.work, name + ".spw")
         subprocess.run([a.sparrow, "--quiet", "compress", onnx_path, "-o", spw, "--sparsity", "0.9", "--bits", "4"],
                        check=True, stdout=subprocess.DEVNULL)
         input_name, dims = input_of(onnx_path)
         entry = {"file_bytes": os.path.getsize(spw), "onnx_bytes": os.path.getsize(onnx_path), "runs": []}
-        for batch in (1, 16):
-            for threads in (1, 2):
-                shape = [batch] + [d for d in dims[1:]]
-                spw_us, dense_us = sparrow_times(a.sparrow, spw, batch, threads)
-                ort = ort_time(a.ort_modules, onnx_path, input_name, shape, threads)
-                entry["runs"].append({"batch": batch, "threads": threads, "sparrow_us": spw_us, "dense_us": dense_us,
-                                      "ort_us": ort["median_us"], "ort_load_us": ort["load_us"]})
+        for batch in a.batches:
+            for threads in a.threads:
+                shape = list(dims)
+                shape[batch_axis] = batch
+                s = sparrow_times(a.sparrow, spw, batch, threads, a.repeats)
+                ort = ort_time(a.ort_modules, onnx_path, input_name, shape, threads, a.repeats)
+                entry["runs"].append({"model": name, "batch": batch, "threads": threads, "sparrow_us": s["sparrow_us"],
+                                      "sparrow_min_us": s["sparrow_min_us"], "sparrow_max_us": s["sparrow_max_us"],
+                                      "dense_us": s["dense_us"], "ort_us": ort["median_us"], "ort_min_us": ort["min_us"],
+                                      "ort_max_us": ort["max_us"], "ort_load_us": ort["load_us"]})
                 # Ratios are speedups over ONNX Runtime: above 1 is faster than ORT.
-                print(f"{name:<12} {batch:>5} {threads:>3} {spw_us:>9.1f} {dense_us:>9.1f} {ort['median_us']:>9.1f} "
-                      f"{ort['median_us'] / spw_us:>8.2f} {ort['median_us'] / dense_us:>9.2f}")
-        x = write_sample(a.work, name, [1] + dims[1:])
+                print(f"{name:<14} {batch:>5} {threads:>3} {s['sparrow_us']:>10.1f} {s['dense_us']:>10.1f} "
+                      f"{ort['median_us']:>10.1f} {ort['median_us'] / s['sparrow_us']:>8.2f} "
+                      f"{ort['median_us'] / s['dense_us']:>9.2f}", flush=True)
+        sample = list(dims)
+        sample[batch_axis] = 1
+        x = write_sample(a.work, name, sample)
         seconds, rss = measure([a.sparrow, "--threads", "1", "run", spw, "-i", x, "-o", os.path.join(a.work, "y.npy")])
         entry["run_seconds"], entry["run_peak_rss_mib"] = seconds, rss
-        print(f"{name:<12} file {entry['file_bytes'] / 1e6:.3f} MB (ONNX {entry['onnx_bytes'] / 1e6:.3f} MB): "
+        print(f"{name:<14} file {entry['file_bytes'] / 1e6:.3f} MB (ONNX {entry['onnx_bytes'] / 1e6:.3f} MB): "
               f"sparrow run {seconds:.2f} s, peak RSS {rss:.1f} MiB; ORT session load "
-              f"{entry['runs'][0]['ort_load_us'] / 1e3:.0f} ms")
+              f"{entry['runs'][0]['ort_load_us'] / 1e3:.0f} ms", flush=True)
         result["models"][name] = entry
+    print_geomeans(result)
     print(json.dumps(result))
 
 

@@ -11,6 +11,7 @@ packages=(
   python3-dev python3-numpy python3-torch libtorch-dev libgloo-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
+  libdnnl-dev ocl-icd-opencl-dev python3-torchvision
 )
 
 sudo_cmd=()

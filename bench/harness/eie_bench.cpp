@@ -1,6 +1,7 @@
 #include "harness/eie_bench.h"
 
-#include <cblas.h>
+#include <dnnl.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,14 +12,14 @@
 
 #include <fmt/format.h>
 
-#include "harness/eigen_peer.h"
 #include "core/eie_layers.h"
 #include "core/thread_pool.h"
 #include "core/timer.h"
 #include "engine/sparse/kernels.h"
 #include "engine/sparse/layout_table.h"
-#include "harness/fp32_peers.h"
 #include "engine/sparse/sparse_run.h"
+#include "harness/eigen_peer.h"
+#include "harness/fp32_peers.h"
 
 namespace sparrow::cli {
 
@@ -31,7 +32,7 @@ struct Workload {
   EieLayer layer;
   std::vector<uint8_t> codes;  // [out, in], 4-bit codes, 0 = zero weight
   std::vector<float> codebook;
-  std::vector<float> dense;    // [out, in] float32
+  std::vector<float> dense;  // [out, in] float32
   PlainCsc csc;
   PlainCsr csr;
   std::unique_ptr<EigenPeer> eigen;
@@ -39,7 +40,14 @@ struct Workload {
 };
 
 Workload make_workload(const EieLayer& l, uint32_t seed) {
-  Workload w{l, std::vector<uint8_t>(static_cast<size_t>(l.in * l.out), 0), std::vector<float>(16, 0.0f), {}, {}, {}, {}, {}};
+  Workload w{l,
+             std::vector<uint8_t>(static_cast<size_t>(l.in * l.out), 0),
+             std::vector<float>(16, 0.0f),
+             {},
+             {},
+             {},
+             {},
+             {}};
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(0, 1);
   for (int i = 1; i < 16; ++i) w.codebook[i] = (u(rng) * 0.1f + 0.01f) * (i % 2 ? 1.0f : -1.0f);
@@ -84,7 +92,8 @@ double median_us(F&& f, int repeats) {
   f();
   std::vector<double> t;
   double total = 0;
-  while (static_cast<int>(t.size()) < repeats || (total < kMinTimedSeconds && static_cast<int>(t.size()) < kMaxTimedRuns)) {
+  while (static_cast<int>(t.size()) < repeats ||
+         (total < kMinTimedSeconds && static_cast<int>(t.size()) < kMaxTimedRuns)) {
     Timer timer;
     f();
     double s = timer.seconds();
@@ -171,8 +180,10 @@ class SparrowMeasures {
   }
   json fields() const {
     if (threads_ == 1) return json::object();
-    return {{"one_thread_us", t_[one_]}, {"speedup_vs_one_thread", t_[one_] / t_[many_]},
-            {"concurrent_one_thread_us", t_[copies_]}, {"machine_scaling", threads_ * t_[one_] / t_[copies_]}};
+    return {{"one_thread_us", t_[one_]},
+            {"speedup_vs_one_thread", t_[one_] / t_[many_]},
+            {"concurrent_one_thread_us", t_[copies_]},
+            {"machine_scaling", threads_ * t_[one_] / t_[copies_]}};
   }
 
  private:
@@ -263,22 +274,28 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
   });
   double sparrow_us = sparrow.medians_us(repeats);
   Turn turn;
-  double rows_us = median_us([&] {
-    sparse_matvec(pool, by_rows, in.x[turn.next()].data(), y.data(), ws_rows, SpmvScheme::rows);
-  }, repeats);
+  double rows_us = median_us(
+      [&] { sparse_matvec(pool, by_rows, in.x[turn.next()].data(), y.data(), ws_rows, SpmvScheme::rows); },
+      repeats);
   double eigen_rm = median_us([&] { w.eigen->spmv_rowmajor(in.x[turn.next()].data(), y.data()); }, repeats);
-  double eigen_sv = median_us([&] { w.eigen->spmv_sparse_vector(in.x[turn.next()].data(), y.data()); }, repeats);
+  double eigen_sv =
+      median_us([&] { w.eigen->spmv_sparse_vector(in.x[turn.next()].data(), y.data()); }, repeats);
   double plain_us = median_us([&] { plain_csc_spmv(w.csc, in.x[turn.next()].data(), y.data()); }, repeats);
-  double plain_listed_us = median_us([&] {
-    size_t i = turn.next();
-    plain_csc_spmv(w.csc, in.active[i].data(), static_cast<int64_t>(in.active[i].size()), in.x[i].data(), y.data());
-  }, repeats);
-  openblas_set_num_threads(threads);
-  double dense_us = median_us([&] {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(l.out), static_cast<int>(l.in), 1.0f, w.dense.data(),
-                static_cast<int>(l.in), in.x[turn.next()].data(), 1, 0.0f, y.data(), 1);
-  }, repeats);
-  openblas_set_num_threads(1);
+  double plain_listed_us = median_us(
+      [&] {
+        size_t i = turn.next();
+        plain_csc_spmv(w.csc, in.active[i].data(), static_cast<int64_t>(in.active[i].size()), in.x[i].data(),
+                       y.data());
+      },
+      repeats);
+  omp_set_num_threads(threads);
+  double dense_us = median_us(
+      [&] {
+        dnnl_sgemm('N', 'N', l.out, 1, l.in, 1.0f, w.dense.data(), l.in, in.x[turn.next()].data(), 1, 0.0f,
+                   y.data(), 1);
+      },
+      repeats);
+  omp_set_num_threads(1);
   // Work done per call, averaged over the inputs: non-zeros in the active columns; bytes of
   // entries and pointers each walk reads.
   int64_t nnz = 0, entries = 0, active_columns = 0;
@@ -301,16 +318,27 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
   for (const auto& active : in.active) sparrow_bytes += walked.bytes_touched(by_columns, active);
   sparrow_bytes /= kStreamInputs;
   const int64_t fillers = walked.layout == kLayoutCsc ? entries - nnz : 0;
-  json row = {{"name", l.name}, {"batch", 1}, {"threads", threads}, {"sparrow_us", sparrow_us},
-          {"sparrow_rows_scheme_us", rows_us}, {"dense_us", dense_us},
-          {"eigen_us", std::min(eigen_rm, eigen_sv)}, {"eigen_rowmajor_us", eigen_rm}, {"eigen_sparse_vector_us", eigen_sv},
-          {"plain_us", plain_us}, {"plain_listed_us", plain_listed_us}, {"nonzeros_per_second", nnz / (sparrow_us * 1e-6)},
-          {"layout", row_walk ? "banded rows" : by_columns.batch1_layout()}, {"fillers", fillers}, {"sparrow_bytes_touched", sparrow_bytes},
-          {"plain_bytes_touched", nnz * 8 + pointer_bytes},
-          {"rows_scheme_load_balance", balance}};
+  json row = {{"name", l.name},
+              {"batch", 1},
+              {"threads", threads},
+              {"sparrow_us", sparrow_us},
+              {"sparrow_rows_scheme_us", rows_us},
+              {"dense_us", dense_us},
+              {"eigen_us", std::min(eigen_rm, eigen_sv)},
+              {"eigen_rowmajor_us", eigen_rm},
+              {"eigen_sparse_vector_us", eigen_sv},
+              {"plain_us", plain_us},
+              {"plain_listed_us", plain_listed_us},
+              {"nonzeros_per_second", nnz / (sparrow_us * 1e-6)},
+              {"layout", row_walk ? "banded rows" : by_columns.batch1_layout()},
+              {"fillers", fillers},
+              {"sparrow_bytes_touched", sparrow_bytes},
+              {"plain_bytes_touched", nnz * 8 + pointer_bytes},
+              {"rows_scheme_load_balance", balance}};
   // The share of non-zero inputs from which a sample takes the row walk (absent without one).
   if (!by_columns.banded_rows.empty())
-    row["row_walk_from_active_share"] = static_cast<double>(by_columns.row_walk_from_active) / static_cast<double>(l.in);
+    row["row_walk_from_active_share"] =
+        static_cast<double>(by_columns.row_walk_from_active) / static_cast<double>(l.in);
   row.update(sparrow.fields());
   return row;
 }
@@ -327,28 +355,40 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
   auto one_bounds = balanced_row_bounds(m, 1);
   std::vector<std::vector<float>> y_copy(static_cast<size_t>(threads), y);  // see SparrowMeasures
   SparrowMeasures sparrow(pool, [&](ThreadPool& p, int t, int copy) {
-    if (t > 1) sparse_matmat(p, m, sparrow_bounds, xt.data(), batch, batch, y.data(), batch);
-    else sparse_matmat(p, m, one_bounds, xt.data(), batch, batch, y_copy[copy].data(), batch);
+    if (t > 1)
+      sparse_matmat(p, m, sparrow_bounds, xt.data(), batch, batch, y.data(), batch);
+    else
+      sparse_matmat(p, m, one_bounds, xt.data(), batch, batch, y_copy[copy].data(), batch);
   });
   double sparrow_us = sparrow.medians_us(repeats);
   double eigen_us = median_us([&] { w.eigen->spmm(x.data(), batch, y.data()); }, repeats);
-  double plain_us = median_us([&] {
-    pool.parallel_for(static_cast<int64_t>(plain_bounds.size()) - 1, [&](int64_t t) {
-      plain_csr_spmm(w.csr, plain_bounds[t], plain_bounds[t + 1], xt.data(), batch, batch, y.data(), batch);
-    });
-  }, repeats);
-  openblas_set_num_threads(threads);
-  double dense_us = median_us([&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, static_cast<int>(l.out), static_cast<int>(l.in), 1.0f,
-                x.data(), static_cast<int>(l.in), w.dense.data(), static_cast<int>(l.in), 0.0f, y.data(),
-                static_cast<int>(l.out));
-  }, repeats);
-  openblas_set_num_threads(1);
+  double plain_us = median_us(
+      [&] {
+        pool.parallel_for(static_cast<int64_t>(plain_bounds.size()) - 1, [&](int64_t t) {
+          plain_csr_spmm(w.csr, plain_bounds[t], plain_bounds[t + 1], xt.data(), batch, batch, y.data(),
+                         batch);
+        });
+      },
+      repeats);
+  omp_set_num_threads(threads);
+  double dense_us = median_us(
+      [&] {
+        dnnl_sgemm('N', 'T', batch, l.out, l.in, 1.0f, x.data(), l.in, w.dense.data(), l.in, 0.0f, y.data(),
+                   l.out);
+      },
+      repeats);
+  omp_set_num_threads(1);
   int64_t nnz = static_cast<int64_t>(w.csr.values.size());
-  json row = {{"name", l.name}, {"batch", batch}, {"threads", threads}, {"sparrow_us", sparrow_us}, {"dense_us", dense_us},
-          {"eigen_us", eigen_us}, {"plain_us", plain_us}, {"nonzeros_per_second", nnz * batch / (sparrow_us * 1e-6)},
-          {"sparrow_bytes_touched", layout_row(kLayoutCsr).bytes_touched(m, {})},
-          {"plain_bytes_touched", nnz * 8 + (l.out + 1) * 4}};
+  json row = {{"name", l.name},
+              {"batch", batch},
+              {"threads", threads},
+              {"sparrow_us", sparrow_us},
+              {"dense_us", dense_us},
+              {"eigen_us", eigen_us},
+              {"plain_us", plain_us},
+              {"nonzeros_per_second", nnz * batch / (sparrow_us * 1e-6)},
+              {"sparrow_bytes_touched", layout_row(kLayoutCsr).bytes_touched(m, {})},
+              {"plain_bytes_touched", nnz * 8 + (l.out + 1) * 4}};
   row.update(sparrow.fields());
   return row;
 }
@@ -366,12 +406,14 @@ json run_eie_bench(const EieBenchOptions& o) {
   int max_threads = *std::max_element(o.threads.begin(), o.threads.end());
   ThreadPool pool(max_threads);
   for (const auto& layer : kEieLayers) {
-    if (!o.layers.empty() && std::find(o.layers.begin(), o.layers.end(), layer.name) == o.layers.end()) continue;
+    if (!o.layers.empty() && std::find(o.layers.begin(), o.layers.end(), layer.name) == o.layers.end())
+      continue;
     if (o.progress) fmt::print(stderr, "\r\033[Kbench {}: preparing", layer.name);
     Workload w = make_workload(layer, 1);
     for (int batch : o.batches)
       for (int threads : o.threads) {
-        if (o.progress) fmt::print(stderr, "\r\033[Kbench {}: batch {}, {} thread(s)", layer.name, batch, threads);
+        if (o.progress)
+          fmt::print(stderr, "\r\033[Kbench {}: batch {}, {} thread(s)", layer.name, batch, threads);
         ThreadPool local(threads);
         results["layers"].push_back(batch == 1 ? bench_batch1(w, threads, local, o.repeats)
                                                : bench_batched(w, batch, threads, local, o.repeats));
@@ -391,7 +433,9 @@ json run_eie_bench(const EieBenchOptions& o) {
           if (r.contains("plain_listed_us")) listed.push_back(r["plain_listed_us"].get<double>() / s);
         }
       json& g = geo[fmt::format("batch {}, {} thread{}", batch, threads, threads > 1 ? "s" : "")];
-      g = {{"speedup_vs_dense", geomean(dense)}, {"speedup_vs_eigen", geomean(eigen)}, {"speedup_vs_plain", geomean(plain)}};
+      g = {{"speedup_vs_dense", geomean(dense)},
+           {"speedup_vs_eigen", geomean(eigen)},
+           {"speedup_vs_plain", geomean(plain)}};
       if (!listed.empty()) g["speedup_vs_plain_listed"] = geomean(listed);
     }
   results["geomean"] = geo;
@@ -416,19 +460,27 @@ void time_batch1_layouts(Workload& w, int repeats, json& row) {
   const SparseKernels& k = sparse_kernels();
   auto n = static_cast<int64_t>(active.size());
   row["csc_layout"] = m.e8 ? "csc8" : "csc16";
-  row["csc_us"] = median_us([&] {
-    (m.e8 ? k.spmv_csc_e8 : k.spmv_csc_e16)(SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, active.data(), n,
-                                                    x.data(), y.data()});
-  }, repeats);
-  row["banded_us"] = median_us([&] {
-    k.spmv_banded(SpmvBandArgs{&banded, l.out, m.codebook.data(), active.data(), n, x.data(), y.data()});
-  }, repeats);
-  row["tiles_us"] = median_us([&] {
-    k.spmv_tiles(SpmvTileArgs{&tiles, l.out, m.codebook.data(), active.data(), n, x.data(), y.data()});
-  }, repeats);
-  row["row_walk_us"] = median_us([&] {
-    k.spmv_rows_banded(SpmvRowArgs{&banded_rows, m.codebook.data(), x.data(), 0, l.out, y.data()});
-  }, repeats);
+  row["csc_us"] = median_us(
+      [&] {
+        (m.e8 ? k.spmv_csc_e8 : k.spmv_csc_e16)(
+            SpmvArgs{&m.csc[0], m.codebook.data(), m.small_codebook, active.data(), n, x.data(), y.data()});
+      },
+      repeats);
+  row["banded_us"] = median_us(
+      [&] {
+        k.spmv_banded(SpmvBandArgs{&banded, l.out, m.codebook.data(), active.data(), n, x.data(), y.data()});
+      },
+      repeats);
+  row["tiles_us"] = median_us(
+      [&] {
+        k.spmv_tiles(SpmvTileArgs{&tiles, l.out, m.codebook.data(), active.data(), n, x.data(), y.data()});
+      },
+      repeats);
+  row["row_walk_us"] = median_us(
+      [&] {
+        k.spmv_rows_banded(SpmvRowArgs{&banded_rows, m.codebook.data(), x.data(), 0, l.out, y.data()});
+      },
+      repeats);
   row["nonzeros_per_tile"] =
       static_cast<double>(m.nonzeros) / static_cast<double>(tiles.tiles_per_column * l.in);
 }
@@ -443,7 +495,10 @@ json run_crossover_bench(const EieBenchOptions& o) {
     Workload w = make_workload(EieLayer{"4096x4096", 4096, 4096, density, 1.0, 0, 0}, 3);
     for (int batch : o.batches) {
       json r = batch == 1 ? bench_batch1(w, 1, pool, o.repeats) : bench_batched(w, batch, 1, pool, o.repeats);
-      json row = {{"density", density}, {"batch", batch}, {"sparrow_us", r["sparrow_us"]}, {"dense_us", r["dense_us"]}};
+      json row = {{"density", density},
+                  {"batch", batch},
+                  {"sparrow_us", r["sparrow_us"]},
+                  {"dense_us", r["dense_us"]}};
       if (batch == 1) {
         row["layout"] = r["layout"];
         time_batch1_layouts(w, o.repeats, row);
@@ -456,38 +511,44 @@ json run_crossover_bench(const EieBenchOptions& o) {
 }
 
 void print_crossover_bench(const json& r) {
-  fmt::print("4096 x 4096 layer, dense inputs, 1 thread, sparse kernels {}: microseconds\n", r["isa"].get<std::string>());
+  fmt::print("4096 x 4096 layer, dense inputs, 1 thread, sparse kernels {}: microseconds\n",
+             r["isa"].get<std::string>());
   fmt::print("(batch 1: each layout's kernel timed alone; the engine runs the layout shown)\n");
-  fmt::print("{:>8} {:>6} {:>10} {:>10} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}\n", "density", "batch",
-             "sparrow", "dense", "x dense", "layout", "csc", "banded", "tiles", "row walk", "nz/tile");
+  fmt::print("{:>8} {:>6} {:>10} {:>10} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}\n", "density",
+             "batch", "sparrow", "dense", "x dense", "layout", "csc", "banded", "tiles", "row walk",
+             "nz/tile");
   for (const auto& row : r["rows"]) {
-    fmt::print("{:>8.3f} {:>6} {:>10.1f} {:>10.1f} {:>8.2f}", row["density"].get<double>(), row["batch"].get<int>(),
-               row["sparrow_us"].get<double>(), row["dense_us"].get<double>(),
+    fmt::print("{:>8.3f} {:>6} {:>10.1f} {:>10.1f} {:>8.2f}", row["density"].get<double>(),
+               row["batch"].get<int>(), row["sparrow_us"].get<double>(), row["dense_us"].get<double>(),
                row["dense_us"].get<double>() / row["sparrow_us"].get<double>());
     if (row.contains("csc_us"))
-      fmt::print(" {:>12} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.2f}", row["layout"].get<std::string>(),
-                 row["csc_us"].get<double>(), row["banded_us"].get<double>(), row["tiles_us"].get<double>(),
+      fmt::print(" {:>12} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.2f}",
+                 row["layout"].get<std::string>(), row["csc_us"].get<double>(),
+                 row["banded_us"].get<double>(), row["tiles_us"].get<double>(),
                  row["row_walk_us"].get<double>(), row["nonzeros_per_tile"].get<double>());
     fmt::print("\n");
   }
 }
 
 void print_eie_bench(const json& r) {
-  fmt::print("EIE benchmark layers, random weights at the paper's densities, 4-bit codes; sparse kernels: {}\n"
-             "median of at least {} runs and 0.2 s; times in microseconds; x = peer time / Sparrow time\n"
-             "peers: OpenBLAS dense sgemv/sgemm (same thread count), Eigen sparse and plain float32 kernels\n"
-             "(batch 1: each timed call takes the next of {} inputs at the layer's activation density)\n",
-             r["isa"].get<std::string>(), r["repeats"].get<int>(), kStreamInputs);
-  fmt::print("(Eigen: 1 thread; plain CSC: 1 thread; plain CSR: same threads as Sparrow)\n"
-             "(batch 1: plain = the CSC loop skipping zero inputs; x listed = against its walk alone, over a\n"
-             " list of the non-zero inputs made before the timing)\n"
-             "(x 1 thr: Sparrow on one thread / on this many; machine: throughput of as many independent\n"
-             " one-thread products run at once / of one alone, what the machine lets threads gain on this\n"
-             " kernel without splitting work; Sparrow's measures are timed call by call in one window, in\n"
-             " random order)\n");
+  fmt::print(
+      "EIE benchmark layers, random weights at the paper's densities, 4-bit codes; sparse kernels: {}\n"
+      "median of at least {} runs and 0.2 s; times in microseconds; x = peer time / Sparrow time\n"
+      "peers: oneDNN dense sgemm (same thread count), Eigen sparse and plain float32 kernels\n"
+      "(batch 1: each timed call takes the next of {} inputs at the layer's activation density)\n",
+      r["isa"].get<std::string>(), r["repeats"].get<int>(), kStreamInputs);
+  fmt::print(
+      "(Eigen: 1 thread; plain CSC: 1 thread; plain CSR: same threads as Sparrow)\n"
+      "(batch 1: plain = the CSC loop skipping zero inputs; x listed = against its walk alone, over a\n"
+      " list of the non-zero inputs made before the timing)\n"
+      "(x 1 thr: Sparrow on one thread / on this many; machine: throughput of as many independent\n"
+      " one-thread products run at once / of one alone, what the machine lets threads gain on this\n"
+      " kernel without splitting work; Sparrow's measures are timed call by call in one window, in\n"
+      " random order)\n");
   for (const auto& [config, g] : r["geomean"].items()) {
-    fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}\n", config, "layer", "sparrow",
-               "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s", "x listed", "x 1 thr", "machine");
+    fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}\n", config,
+               "layer", "sparrow", "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s",
+               "x listed", "x 1 thr", "machine");
     for (const auto& l : r["layers"]) {
       std::string key = fmt::format("batch {}, {} thread{}", l["batch"].get<int>(), l["threads"].get<int>(),
                                     l["threads"].get<int>() > 1 ? "s" : "");
@@ -495,17 +556,22 @@ void print_eie_bench(const json& r) {
       double s = l["sparrow_us"];
       fmt::print("{:<9} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>8.2f} {:>8.2f} {:>8.2f} {:>10.2f}",
                  l["name"].get<std::string>(), s, l["dense_us"].get<double>(), l["eigen_us"].get<double>(),
-                 l["plain_us"].get<double>(), l["dense_us"].get<double>() / s, l["eigen_us"].get<double>() / s,
-                 l["plain_us"].get<double>() / s, l["nonzeros_per_second"].get<double>() / 1e9);
-      if (l.contains("plain_listed_us")) fmt::print(" {:>9.2f}", l["plain_listed_us"].get<double>() / s);
-      else fmt::print(" {:>9}", "");
+                 l["plain_us"].get<double>(), l["dense_us"].get<double>() / s,
+                 l["eigen_us"].get<double>() / s, l["plain_us"].get<double>() / s,
+                 l["nonzeros_per_second"].get<double>() / 1e9);
+      if (l.contains("plain_listed_us"))
+        fmt::print(" {:>9.2f}", l["plain_listed_us"].get<double>() / s);
+      else
+        fmt::print(" {:>9}", "");
       if (l.contains("speedup_vs_one_thread"))
-        fmt::print(" {:>8.2f} {:>8.2f}", l["speedup_vs_one_thread"].get<double>(), l["machine_scaling"].get<double>());
+        fmt::print(" {:>8.2f} {:>8.2f}", l["speedup_vs_one_thread"].get<double>(),
+                   l["machine_scaling"].get<double>());
       fmt::print("\n");
     }
     fmt::print("{:<9} {:>43} {:>8.2f} {:>8.2f} {:>8.2f}", "geomean", "", g["speedup_vs_dense"].get<double>(),
                g["speedup_vs_eigen"].get<double>(), g["speedup_vs_plain"].get<double>());
-    if (g.contains("speedup_vs_plain_listed")) fmt::print(" {:>10} {:>9.2f}", "", g["speedup_vs_plain_listed"].get<double>());
+    if (g.contains("speedup_vs_plain_listed"))
+      fmt::print(" {:>10} {:>9.2f}", "", g["speedup_vs_plain_listed"].get<double>());
     fmt::print("\n");
   }
 }

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <random>
 
-#include "harness/eie_bench.h"
 #include "cli/commands.h"
 #include "core/timer.h"
+#include "harness/eie_bench.h"
 #include "sparrow/dataset.h"
 
 namespace sparrow::cli {
@@ -18,16 +18,28 @@ struct ModelBench {
   int repeats = 21;
 };
 
+// The batch axis of a model's input: its one unknown dimension (as in an LSTM's [seq, batch,
+// features]), or the first when every dimension is known.
+Result<size_t> batch_axis(const Model& m) {
+  const ValueInfo& in = m.inputs[0];
+  std::vector<size_t> unknown;
+  for (size_t i = 0; i < in.dims.size(); ++i)
+    if (in.dims[i] < 0) unknown.push_back(i);
+  if (unknown.size() > 1)
+    return errorf("{}: input {} has {} unknown dims; bench fills one (the batch)", m.source, in.describe(),
+                  unknown.size());
+  if (in.dims.empty())
+    return errorf("{}: input {} is a scalar; bench needs a batch axis", m.source, in.describe());
+  return unknown.empty() ? size_t{0} : unknown[0];
+}
+
 // Inputs for one run: rows of the given .npy file (cycled), or uniform [0, 1) values.
 Result<Tensor> bench_input(const Model& m, const ModelBench& o, int64_t batch) {
-  SP_ASSIGN_OR_RETURN(Shape shape, [&]() -> Result<Shape> {
-    if (m.inputs.size() != 1 || !m.inputs[0].has_shape) return errorf("{}: bench needs one input with a shape", m.source);
-    Shape s = m.inputs[0].dims;
-    s[0] = batch;
-    for (int64_t d : s)
-      if (d < 0) return errorf("{}: input {} has unknown non-batch dims", m.source, m.inputs[0].describe());
-    return s;
-  }());
+  if (m.inputs.size() != 1 || !m.inputs[0].has_shape)
+    return errorf("{}: bench needs one input with a shape", m.source);
+  SP_ASSIGN_OR_RETURN(size_t axis, batch_axis(m));
+  Shape shape = m.inputs[0].dims;
+  shape[axis] = batch;
   Tensor x(DType::f32, shape);
   int64_t sample = x.numel() / batch;
   if (!o.input.empty()) {
@@ -43,7 +55,12 @@ Result<Tensor> bench_input(const Model& m, const ModelBench& o, int64_t batch) {
   return x;
 }
 
-Result<double> median_run_us(Executor& ex, const Tensor& x, int repeats) {
+// Microseconds per run over `repeats` timed runs after two untimed ones.
+struct RunTimes {
+  double median = 0, min = 0, max = 0;
+};
+
+Result<RunTimes> time_runs(Executor& ex, const Tensor& x, int repeats) {
   std::vector<double> t;
   for (int i = 0; i < repeats + 2; ++i) {
     Timer timer;
@@ -52,7 +69,7 @@ Result<double> median_run_us(Executor& ex, const Tensor& x, int repeats) {
     if (i >= 2) t.push_back(timer.seconds() * 1e6);
   }
   std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return RunTimes{t[t.size() / 2], t.front(), t.back()};
 }
 
 int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
@@ -66,24 +83,37 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
   for (int batch : o.batches) {
     auto x = bench_input((*a)->model(), o, batch);
     if (!x.ok()) return report_error(x.status());
-    auto ts = median_run_us(**a, *x, o.repeats);
-    auto td = median_run_us(**b, *x, o.repeats);
+    auto ts = time_runs(**a, *x, o.repeats);
+    auto td = time_runs(**b, *x, o.repeats);
     if (!ts.ok()) return report_error(ts.status());
     if (!td.ok()) return report_error(td.status());
-    rows.push_back({{"batch", batch}, {"threads", (*a)->threads()}, {"sparrow_us", *ts}, {"dense_us", *td},
-                    {"speedup", *td / *ts}});
+    rows.push_back({{"batch", batch},
+                    {"threads", (*a)->threads()},
+                    {"sparrow_us", ts->median},
+                    {"sparrow_min_us", ts->min},
+                    {"sparrow_max_us", ts->max},
+                    {"dense_us", td->median},
+                    {"dense_min_us", td->min},
+                    {"dense_max_us", td->max},
+                    {"speedup", td->median / ts->median}});
   }
   if (json) {
     fmt::print("{}\n", nlohmann::json{{"model", o.model}, {"runs", rows}}.dump(2));
     return 0;
   }
-  fmt::print("{}: whole model, sparse engine vs the same weights decompressed on the dense executor\n"
-             "median of {} runs, {} threads, {} inputs\n{:>6} {:>12} {:>12} {:>8}\n",
-             o.model, o.repeats, (*a)->threads(), o.input.empty() ? "random" : o.input, "batch", "sparrow us",
-             "dense us", "x dense");
+  fmt::print(
+      "{}: whole model, sparse engine vs the same weights decompressed on the dense executor\n"
+      "median [min, max] of {} runs, {} threads, {} inputs\n{:>6} {:>28} {:>28} {:>8}\n",
+      o.model, o.repeats, (*a)->threads(), o.input.empty() ? "random" : o.input, "batch", "sparrow us",
+      "dense us", "x dense");
+  auto spread = [](const nlohmann::json& r, const char* key) {
+    return fmt::format("{:.1f} [{:.1f}, {:.1f}]", r[fmt::format("{}_us", key)].get<double>(),
+                       r[fmt::format("{}_min_us", key)].get<double>(),
+                       r[fmt::format("{}_max_us", key)].get<double>());
+  };
   for (const auto& r : rows)
-    fmt::print("{:>6} {:>12.1f} {:>12.1f} {:>8.2f}\n", r["batch"].get<int>(), r["sparrow_us"].get<double>(),
-               r["dense_us"].get<double>(), r["speedup"].get<double>());
+    fmt::print("{:>6} {:>28} {:>28} {:>8.2f}\n", r["batch"].get<int>(), spread(r, "sparrow"),
+               spread(r, "dense"), r["speedup"].get<double>());
   return 0;
 }
 
@@ -97,28 +127,38 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("model", m->model, "A compressed model (.spw) to time against its dense form");
   cmd->add_flag("--eie", (*flags)[0], "The nine benchmark layers of [EIE]");
   cmd->add_flag("--crossover", (*flags)[1], "Sparse vs dense over weight densities (4096 x 4096)");
-  cmd->add_option("--batch", o->batches, "Batch sizes, e.g. 1,64")->delimiter(',')->check(CLI::Range(1, 4096));
-  cmd->add_option("--threads", o->threads, "Thread counts for --eie, e.g. 1,2")->delimiter(',')->check(CLI::Range(1, 256));
-  cmd->add_option("--repeats", o->repeats, "Least timed runs per measurement; --eie and --crossover also time at least 0.2 s (median reported)")->check(CLI::Range(1, 10000));
+  cmd->add_option("--batch", o->batches, "Batch sizes, e.g. 1,64")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--threads", o->threads, "Thread counts for --eie, e.g. 1,2")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 256));
+  cmd->add_option(
+         "--repeats", o->repeats,
+         "Least timed runs per measurement; --eie and --crossover also time at least 0.2 s (median reported)")
+      ->check(CLI::Range(1, 10000));
   cmd->add_option("--layers", o->layers, "Only these --eie layers, e.g. Alex-6,VGG-7")->delimiter(',');
   cmd->add_option("--input", m->input, "For a model: .npy rows to feed (default: uniform random)");
   cmd->add_flag("--json", (*flags)[2], "Print one JSON object");
   return {cmd, [o, m, flags, &global]() -> int {
-    o->progress = show_progress(global);
-    bool json = (*flags)[2];
-    if ((*flags)[0] + (*flags)[1] + !m->model.empty() != 1)
-      return report_error(errorf("bench: give exactly one of --eie, --crossover or a model file"));
-    if (!m->model.empty()) {
-      m->batches = o->batches;
-      m->repeats = o->repeats;
-      return bench_model(*m, global, json);
-    }
-    auto results = (*flags)[0] ? run_eie_bench(*o) : run_crossover_bench(*o);
-    if (json) fmt::print("{}\n", results.dump(2));
-    else if ((*flags)[0]) print_eie_bench(results);
-    else print_crossover_bench(results);
-    return 0;
-  }};
+            o->progress = show_progress(global);
+            bool json = (*flags)[2];
+            if ((*flags)[0] + (*flags)[1] + !m->model.empty() != 1)
+              return report_error(errorf("bench: give exactly one of --eie, --crossover or a model file"));
+            if (!m->model.empty()) {
+              m->batches = o->batches;
+              m->repeats = o->repeats;
+              return bench_model(*m, global, json);
+            }
+            auto results = (*flags)[0] ? run_eie_bench(*o) : run_crossover_bench(*o);
+            if (json)
+              fmt::print("{}\n", results.dump(2));
+            else if ((*flags)[0])
+              print_eie_bench(results);
+            else
+              print_crossover_bench(results);
+            return 0;
+          }};
 }
 
 }  // namespace sparrow::cli

@@ -1,21 +1,35 @@
 #include "engine/blas.h"
 
-#include <cblas.h>
+#include <dnnl.h>
+#include <omp.h>
 
 namespace sparrow {
 
-void blas_use_single_thread() { openblas_set_num_threads(1); }
+namespace {
 
-void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
-              static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+// oneDNN runs its products on OpenMP threads; Sparrow parallelizes around them with its own pool,
+// so every thread that calls in asks OpenMP for a team of one (the setting is per thread).
+void one_openmp_thread_here() {
+  thread_local bool done = false;
+  if (done) return;
+  omp_set_num_threads(1);
+  done = true;
 }
 
-void sgemm_parallel(ThreadPool& pool, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                    const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+}  // namespace
+
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  one_openmp_thread_here();
+  // Row-major, as oneDNN's sgemm is; its status can only report bad arguments, which the
+  // operators' shape checks rule out.
+  (void)dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void sgemm_parallel(ThreadPool& pool, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                    float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                    float* c, int64_t ldc) {
   constexpr int64_t kMinWork = 1 << 16;  // below this many MACs threading costs more than it saves
   if (pool.size() == 1 || m * n * k < kMinWork) {
     sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

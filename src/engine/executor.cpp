@@ -46,7 +46,6 @@ Status check_model(const Model& model, const std::vector<std::string>& held_weig
 }
 
 ExecOptions resolved(ExecOptions options) {
-  blas_use_single_thread();
   // The pool's workers spin between parallel regions, so more threads than hardware threads only
   // take turns on the cores: capped.
   const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
