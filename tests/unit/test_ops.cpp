@@ -58,11 +58,23 @@ Tensor reference_conv(const Tensor& x, const Tensor& wt, const Tensor& b, const 
 
 TEST(Conv, MatchesReferenceOnAGridOfGeometries) {
   std::vector<ConvCase> cases = {
-      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1, 1}, {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1},
-      {1, 4, 9, 9, 6, 3, 3, 2, 1, 1, 2}, {2, 6, 8, 7, 6, 3, 3, 1, 2, 2, 6},
-      {1, 2, 5, 9, 3, 1, 1, 1, 0, 1, 1}, {3, 2, 6, 6, 4, 1, 1, 2, 0, 1, 2},
-      {1, 3, 4, 4, 2, 5, 5, 1, 2, 1, 1}, {2, 1, 11, 3, 5, 2, 3, 3, 1, 1, 1},
+      {1, 1, 5, 5, 1, 3, 3, 1, 0, 1, 1},
+      {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1},
+      {1, 4, 9, 9, 6, 3, 3, 2, 1, 1, 2},
+      {2, 6, 8, 7, 6, 3, 3, 1, 2, 2, 6},
+      {1, 2, 5, 9, 3, 1, 1, 1, 0, 1, 1},
+      {3, 2, 6, 6, 4, 1, 1, 2, 0, 1, 2},
+      {1, 3, 4, 4, 2, 5, 5, 1, 2, 1, 1},
+      {2, 1, 11, 3, 5, 2, 3, 3, 1, 1, 1},
       {1, 8, 3, 3, 8, 3, 3, 1, 1, 1, 4},
+      // Depthwise (one input channel per group): wide rows past the vector widths, stride 2, a
+      // channel multiplier, 1x1 and 5x5 windows, padding wider than the window reaches.
+      {2, 5, 9, 37, 5, 3, 3, 1, 1, 1, 5},
+      {1, 4, 12, 35, 8, 3, 3, 2, 1, 1, 4},
+      {1, 3, 7, 20, 3, 5, 5, 2, 2, 1, 3},
+      {1, 6, 4, 17, 6, 1, 1, 1, 0, 1, 6},
+      {1, 2, 3, 4, 4, 3, 3, 1, 4, 1, 2},
+      {2, 3, 16, 16, 3, 3, 3, 1, 2, 2, 3},
   };
   uint32_t seed = 1;
   for (const auto& p : cases) {
@@ -80,6 +92,16 @@ TEST(Conv, MatchesReferenceOnAGridOfGeometries) {
           << "case c=" << p.c << " k=" << p.kh << "x" << p.kw << " s=" << p.stride << " g=" << p.group;
     }
   }
+}
+
+TEST(Conv, DepthwiseAppliesItsFusedActivationAfterTheBias) {
+  Tensor x = make_f32({1, 2, 1, 3}, {1, -2, 3, -4, 5, -6});
+  Tensor w = make_f32({2, 1, 1, 1}, {2, -1});
+  Tensor b = make_f32({2}, {-1, 1});
+  Tensor y = run1("Conv", {{"group", int64_t{2}}, {"sparrow.activation", std::vector<float>{0.0f, 4.0f}}},
+                  {x, w, b});
+  // Channel 0: 2x - 1 = {1, -5, 5} -> {1, 0, 4}; channel 1: -x + 1 = {5, -4, 7} -> {4, 0, 4}.
+  EXPECT_EQ(values(y), (std::vector<float>{1, 0, 4, 4, 0, 4}));
 }
 
 TEST(Conv, OneDimensionalAndAsymmetricPads) {

@@ -1,7 +1,9 @@
-// Conv (1-D and 2-D, groups, pads/auto_pad, strides, dilations) as im2col + sgemm.
+// Conv (1-D and 2-D, groups, pads/auto_pad, strides, dilations): one input channel per group
+// (depthwise) directly on the planes, otherwise im2col + sgemm per group.
 #include <cstring>
 
 #include "engine/blas.h"
+#include "engine/ops/depthwise.h"
 #include "engine/ops/window.h"
 
 namespace sparrow {
@@ -31,10 +33,12 @@ class ConvOp : public Op {
       return fail("weight {} does not match {} input channels in {} groups", shape_str(wt), c_, group_);
     Shape kernel(wt.begin() + 2, wt.end());
     if (!attrs_.kernel.empty() && attrs_.kernel != std::vector<int64_t>(kernel.begin(), kernel.end()))
-      return fail("attribute 'kernel_shape' {} disagrees with weight {}", shape_str(attrs_.kernel), shape_str(wt));
+      return fail("attribute 'kernel_shape' {} disagrees with weight {}", shape_str(attrs_.kernel),
+                  shape_str(wt));
     SP_ASSIGN_OR_RETURN(win_, make_window(node_, attrs_, Shape(x.begin() + 2, x.end()), kernel));
     has_bias_ = in.size() > 2 && in[2].present;
-    if (has_bias_ && shape_numel(in[2].shape) != m_) return fail("bias {} must have {} values", shape_str(in[2].shape), m_);
+    if (has_bias_ && shape_numel(in[2].shape) != m_)
+      return fail("bias {} must have {} values", shape_str(in[2].shape), m_);
     Shape y = {n_, m_};
     if (x.size() == 4) y.push_back(win_.out_h);
     y.push_back(win_.out_w);
@@ -42,7 +46,7 @@ class ConvOp : public Op {
     return {};
   }
   size_t scratch_floats(int threads) const override {
-    if (is_pointwise()) return 0;
+    if (is_pointwise() || is_depthwise()) return 0;
     return static_cast<size_t>(threads) * col_rows() * win_.out_h * win_.out_w;
   }
   int64_t macs() const override { return n_ * m_ * win_.out_h * win_.out_w * col_rows(); }
@@ -51,13 +55,18 @@ class ConvOp : public Op {
     const float* x = a.in[0]->f32_data();
     const float* wt = a.in[1]->f32_data();
     float* y = a.out[0]->f32_data();
+    if (is_depthwise()) {
+      run_depthwise(a.pool, x, wt, has_bias_ ? a.in[2]->f32_data() : nullptr, y);
+      return {};
+    }
     int64_t tasks = n_ * group_;
     int64_t chunks = std::min<int64_t>(a.pool.size(), tasks);
     if (chunks > 1) {
       int64_t step = (tasks + chunks - 1) / chunks;
       a.pool.parallel_for(chunks, [&](int64_t c) {
         float* col = a.scratch.data() + (is_pointwise() ? 0 : c * col_rows() * win_.out_h * win_.out_w);
-        for (int64_t t = c * step; t < std::min(tasks, (c + 1) * step); ++t) run_task(nullptr, t, x, wt, y, col);
+        for (int64_t t = c * step; t < std::min(tasks, (c + 1) * step); ++t)
+          run_task(nullptr, t, x, wt, y, col);
       });
     } else {
       for (int64_t t = 0; t < tasks; ++t) run_task(&a.pool, t, x, wt, y, a.scratch.data());
@@ -69,8 +78,21 @@ class ConvOp : public Op {
  private:
   int64_t col_rows() const { return (c_ / group_) * win_.k_h * win_.k_w; }
   bool is_pointwise() const {
-    return win_.k_h == 1 && win_.k_w == 1 && win_.s_h == 1 && win_.s_w == 1 && win_.pad_t == 0 && win_.pad_l == 0 &&
-           win_.pad_b == 0 && win_.pad_r == 0;
+    return win_.k_h == 1 && win_.k_w == 1 && win_.s_h == 1 && win_.s_w == 1 && win_.pad_t == 0 &&
+           win_.pad_l == 0 && win_.pad_b == 0 && win_.pad_r == 0;
+  }
+  bool is_depthwise() const { return group_ > 1 && c_ == group_; }
+  // Every output plane from its one input plane, bias and activation included.
+  void run_depthwise(ThreadPool& pool, const float* x, const float* wt, const float* bias, float* y) const {
+    const int64_t multiplier = m_ / group_, in_hw = win_.in_h * win_.in_w, out_hw = win_.out_h * win_.out_w;
+    const int64_t window = win_.k_h * win_.k_w;
+    pool.parallel_range(n_ * m_, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t n = plane / m_, m = plane % m_;
+        depthwise_conv_plane(x + (n * c_ + m / multiplier) * in_hw, wt + m * window, bias ? bias[m] : 0.0f,
+                             win_, activation_, y + plane * out_hw);
+      }
+    });
   }
   // One (image, group) product; `pool` non-null means parallelize the product itself.
   void run_task(ThreadPool* pool, int64_t task, const float* x, const float* wt, float* y, float* col) const {
@@ -84,8 +106,11 @@ class ConvOp : public Op {
     }
     const float* wg = wt + g * mg * col_rows();
     float* yg = y + (n * m_ + g * mg) * out_hw;
-    if (pool) sgemm_parallel(*pool, false, false, mg, out_hw, col_rows(), 1.0f, wg, col_rows(), b, out_hw, 0.0f, yg, out_hw);
-    else sgemm(false, false, mg, out_hw, col_rows(), 1.0f, wg, col_rows(), b, out_hw, 0.0f, yg, out_hw);
+    if (pool)
+      sgemm_parallel(*pool, false, false, mg, out_hw, col_rows(), 1.0f, wg, col_rows(), b, out_hw, 0.0f, yg,
+                     out_hw);
+    else
+      sgemm(false, false, mg, out_hw, col_rows(), 1.0f, wg, col_rows(), b, out_hw, 0.0f, yg, out_hw);
   }
   // Adds the bias (when given) and applies the fused activation, in one pass over y.
   void epilogue(const float* bias, float* y) const {
@@ -109,6 +134,8 @@ class ConvOp : public Op {
 
 }  // namespace
 
-void register_conv_ops(OpRegistry& r) { r["Conv"] = make_op<ConvOp>; }
+void register_conv_ops(OpRegistry& r) {
+  r["Conv"] = make_op<ConvOp>;
+}
 
 }  // namespace sparrow
