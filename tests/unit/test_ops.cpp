@@ -119,6 +119,49 @@ TEST(Conv, RejectsMismatchedChannels) {
 }
 
 // ---------------------------------------------------------------- pooling
+TEST(Pool, MaxPoolMatchesAPlainLoopOnWideRowsWithNaN) {
+  struct Case {
+    int64_t h, w, k, stride, pad, dilation;
+  };
+  uint32_t seed = 7;
+  for (const Case& p : {Case{9, 37, 3, 2, 1, 1}, Case{6, 33, 2, 2, 0, 1}, Case{7, 20, 3, 1, 1, 2},
+                        Case{4, 5, 3, 1, 2, 1}, Case{12, 70, 5, 3, 2, 1}}) {
+    Tensor x = random_f32({2, 3, p.h, p.w}, seed++);
+    x.f32_data()[5] = std::numeric_limits<float>::quiet_NaN();
+    x.f32_data()[p.h * p.w + 2 * p.w + 3] = std::numeric_limits<float>::quiet_NaN();
+    Tensor y = run1("MaxPool",
+                    {{"kernel_shape", Ints{p.k, p.k}},
+                     {"strides", Ints{p.stride, p.stride}},
+                     {"pads", Ints{p.pad, p.pad, p.pad, p.pad}},
+                     {"dilations", Ints{p.dilation, p.dilation}}},
+                    {x});
+    const int64_t reach = (p.k - 1) * p.dilation + 1;
+    const int64_t oh = (p.h + 2 * p.pad - reach) / p.stride + 1,
+                  ow = (p.w + 2 * p.pad - reach) / p.stride + 1;
+    ASSERT_EQ(y.shape(), (Shape{2, 3, oh, ow}));
+    for (int64_t plane = 0; plane < 6; ++plane)
+      for (int64_t i = 0; i < oh; ++i)
+        for (int64_t j = 0; j < ow; ++j) {
+          float want = -std::numeric_limits<float>::infinity();
+          bool nan = false;
+          for (int64_t u = 0; u < p.k; ++u)
+            for (int64_t v = 0; v < p.k; ++v) {
+              const int64_t ih = i * p.stride - p.pad + u * p.dilation,
+                            iw = j * p.stride - p.pad + v * p.dilation;
+              if (ih < 0 || iw < 0 || ih >= p.h || iw >= p.w) continue;
+              const float value = x.f32_data()[(plane * p.h + ih) * p.w + iw];
+              nan |= std::isnan(value);
+              want = std::max(want, value);
+            }
+          const float got = y.f32_data()[(plane * oh + i) * ow + j];
+          if (nan)
+            EXPECT_TRUE(std::isnan(got)) << "plane " << plane << " at " << i << "," << j;
+          else
+            EXPECT_EQ(got, want) << "plane " << plane << " at " << i << "," << j << " w=" << p.w;
+        }
+  }
+}
+
 TEST(Pool, MaxPoolCeilModePadsAndDilation) {
   Tensor x = make_f32({1, 1, 4, 4}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16});
   Tensor y = run1("MaxPool",

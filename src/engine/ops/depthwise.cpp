@@ -4,20 +4,6 @@
 
 namespace sparrow {
 
-namespace {
-
-// The output columns [begin, end) whose input column ow * stride + offset lies in [0, in_w).
-struct ColumnRange {
-  int64_t begin, end;
-};
-ColumnRange valid_columns(int64_t offset, int64_t stride, int64_t in_w, int64_t out_w) {
-  const int64_t begin = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
-  const int64_t end = in_w - 1 - offset < 0 ? 0 : (in_w - 1 - offset) / stride + 1;
-  return {std::min(begin, out_w), std::min(end, out_w)};
-}
-
-}  // namespace
-
 __attribute__((target_clones("avx512f", "avx2,fma", "default"))) void depthwise_conv_plane(
     const float* x, const float* w, float bias, const Window2d& win, const Activation& act, float* y) {
   for (int64_t oh = 0; oh < win.out_h; ++oh) {

@@ -1,4 +1,5 @@
 // MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool over [N, C, spatial...] (1-D and 2-D).
+#include <algorithm>
 #include <limits>
 
 #include "engine/ops/window.h"
@@ -8,6 +9,31 @@ namespace sparrow {
 namespace {
 
 enum class PoolKind { max, average };
+
+// One plane of MaxPool, a row of the output at a time, the window's columns in vector lanes (cloned
+// for AVX-512, AVX2 and baseline). NaN wins, as in the ONNX reference; a window of padding only
+// gives -inf.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void max_pool_plane(const float* x,
+                                                                                 const Window2d& w,
+                                                                                 float* y) {
+  for (int64_t oh = 0; oh < w.out_h; ++oh) {
+    float* row = y + oh * w.out_w;
+    std::fill(row, row + w.out_w, -std::numeric_limits<float>::infinity());
+    for (int64_t i = 0; i < w.k_h; ++i) {
+      const int64_t ih = oh * w.s_h - w.pad_t + i * w.d_h;
+      if (ih < 0 || ih >= w.in_h) continue;
+      const float* in = x + ih * w.in_w;
+      for (int64_t j = 0; j < w.k_w; ++j) {
+        const int64_t offset = j * w.d_w - w.pad_l;
+        const auto [begin, end] = valid_columns(offset, w.s_w, w.in_w, w.out_w);
+        for (int64_t ow = begin; ow < end; ++ow) {
+          const float v = in[ow * w.s_w + offset];
+          row[ow] = (v > row[ow] || v != v) ? v : row[ow];
+        }
+      }
+    }
+  }
+}
 
 template <PoolKind K>
 class PoolOp : public Op {
@@ -30,7 +56,8 @@ class PoolOp : public Op {
   Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) override {
     SP_RETURN_IF_ERROR(expect_inputs(in, 1, 1));
     const Shape& x = in[0].shape;
-    if (in[0].dtype != DType::f32 || x.size() < 3) return fail("input must be float [N, C, spatial...], got {}", shape_str(x));
+    if (in[0].dtype != DType::f32 || x.size() < 3)
+      return fail("input must be float [N, C, spatial...], got {}", shape_str(x));
     planes_ = x[0] * x[1];
     SP_ASSIGN_OR_RETURN(win_, make_window(node_, attrs_, Shape(x.begin() + 2, x.end()), attrs_.kernel));
     Shape y = {x[0], x[1]};
@@ -51,6 +78,10 @@ class PoolOp : public Op {
 
  private:
   void pool_plane(const float* x, float* y) const {
+    if constexpr (K == PoolKind::max) {
+      max_pool_plane(x, win_, y);
+      return;
+    }
     const Window2d& w = win_;
     for (int64_t oh = 0; oh < w.out_h; ++oh) {
       for (int64_t ow = 0; ow < w.out_w; ++ow) {
@@ -64,14 +95,17 @@ class PoolOp : public Op {
             int64_t iw = w0 + j * w.d_w;
             if (iw < 0 || iw >= w.in_w) continue;
             float v = x[ih * w.in_w + iw];
-            if constexpr (K == PoolKind::max) acc = (v > acc || v != v) ? v : acc;
-            else acc += v;
+            if constexpr (K == PoolKind::max)
+              acc = (v > acc || v != v) ? v : acc;
+            else
+              acc += v;
             ++counted;
           }
         }
         if constexpr (K == PoolKind::average) {
           // With count_include_pad, the divisor counts padding but not window parts past the padded input.
-          int64_t hend = std::min(h0 + w.k_h, w.in_h + w.pad_b), wend = std::min(w0 + w.k_w, w.in_w + w.pad_r);
+          int64_t hend = std::min(h0 + w.k_h, w.in_h + w.pad_b),
+                  wend = std::min(w0 + w.k_w, w.in_w + w.pad_r);
           int64_t padded = (hend - h0) * (wend - w0);
           acc /= static_cast<float>(count_include_pad_ ? padded : std::max<int64_t>(counted, 1));
         }
@@ -93,7 +127,8 @@ class GlobalPoolOp : public Op {
   Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) override {
     SP_RETURN_IF_ERROR(expect_inputs(in, 1, 1));
     const Shape& x = in[0].shape;
-    if (in[0].dtype != DType::f32 || x.size() < 3) return fail("input must be float [N, C, spatial...], got {}", shape_str(x));
+    if (in[0].dtype != DType::f32 || x.size() < 3)
+      return fail("input must be float [N, C, spatial...], got {}", shape_str(x));
     planes_ = x[0] * x[1];
     size_ = shape_numel(x) / std::max<int64_t>(planes_, 1);
     Shape y(x.size(), 1);

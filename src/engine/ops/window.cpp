@@ -1,5 +1,6 @@
 #include "engine/ops/window.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace sparrow {
@@ -13,7 +14,8 @@ Result<WindowAttrs> read_window_attrs(const Node& node) {
   SP_ASSIGN_OR_RETURN(w.auto_pad, node.attr_string("auto_pad", std::string("NOTSET")));
   SP_ASSIGN_OR_RETURN(int64_t ceil_mode, node.attr_int("ceil_mode", 0));
   w.ceil_mode = ceil_mode != 0;
-  if (w.auto_pad != "NOTSET" && w.auto_pad != "SAME_UPPER" && w.auto_pad != "SAME_LOWER" && w.auto_pad != "VALID")
+  if (w.auto_pad != "NOTSET" && w.auto_pad != "SAME_UPPER" && w.auto_pad != "SAME_LOWER" &&
+      w.auto_pad != "VALID")
     return errorf("{}: attribute 'auto_pad': unknown value '{}'", node.describe(), w.auto_pad);
   return w;
 }
@@ -36,7 +38,8 @@ Status solve_axis(const Node& node, const WindowAttrs& w, Axis& a) {
     a.pad_end = total - a.pad_begin;
   } else {
     int64_t span = a.in + a.pad_begin + a.pad_end - extent;
-    if (span < 0) a.out = 0;
+    if (span < 0)
+      a.out = 0;
     else if (w.ceil_mode) {
       a.out = (span + a.s - 1) / a.s + 1;
       if ((a.out - 1) * a.s >= a.in + a.pad_begin) --a.out;  // last window must start inside the input
@@ -45,8 +48,8 @@ Status solve_axis(const Node& node, const WindowAttrs& w, Axis& a) {
     }
   }
   if (a.out <= 0)
-    return errorf("{}: window of {} (dilation {}) does not fit input size {} with pads {}+{}", node.describe(), a.k,
-                  a.d, a.in, a.pad_begin, a.pad_end);
+    return errorf("{}: window of {} (dilation {}) does not fit input size {} with pads {}+{}",
+                  node.describe(), a.k, a.d, a.in, a.pad_begin, a.pad_end);
   return {};
 }
 
@@ -68,40 +71,59 @@ void im2col(const float* x, int64_t channels, const Window2d& w, float* col) {
             continue;
           }
           const float* src = xc + ih * w.in_w;
-          for (int64_t ow = 0; ow < w.out_w; ++ow) {
-            int64_t iw = ow * w.s_w - w.pad_l + j * w.d_w;
-            dst[ow] = (iw >= 0 && iw < w.in_w) ? src[iw] : 0.0f;
-          }
+          const int64_t offset = j * w.d_w - w.pad_l;
+          const auto [begin, end] = valid_columns(offset, w.s_w, w.in_w, w.out_w);
+          const int64_t last = std::max(begin, end);
+          std::fill(dst, dst + begin, 0.0f);
+          if (w.s_w == 1)
+            std::copy(src + begin + offset, src + last + offset, dst + begin);
+          else
+            for (int64_t ow = begin; ow < last; ++ow) dst[ow] = src[ow * w.s_w + offset];
+          std::fill(dst + last, dst + w.out_w, 0.0f);
         }
       }
     }
   }
 }
 
-Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const Shape& spatial, const Shape& kernel) {
+Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const Shape& spatial,
+                             const Shape& kernel) {
   size_t r = spatial.size();
   if (r < 1 || r > 2)
-    return errorf("{}: only 1-D and 2-D windows are supported, input has {} spatial dims", node.describe(), r);
+    return errorf("{}: only 1-D and 2-D windows are supported, input has {} spatial dims", node.describe(),
+                  r);
   if (kernel.size() != r)
-    return errorf("{}: kernel has {} dims but the input has {} spatial dims", node.describe(), kernel.size(), r);
-  auto get = [&](const std::vector<int64_t>& v, size_t i, int64_t fallback) { return v.empty() ? fallback : v[i]; };
-  if ((!attrs.strides.empty() && attrs.strides.size() != r) || (!attrs.dilations.empty() && attrs.dilations.size() != r) ||
+    return errorf("{}: kernel has {} dims but the input has {} spatial dims", node.describe(), kernel.size(),
+                  r);
+  auto get = [&](const std::vector<int64_t>& v, size_t i, int64_t fallback) {
+    return v.empty() ? fallback : v[i];
+  };
+  if ((!attrs.strides.empty() && attrs.strides.size() != r) ||
+      (!attrs.dilations.empty() && attrs.dilations.size() != r) ||
       (!attrs.pads.empty() && attrs.pads.size() != 2 * r))
     return errorf("{}: strides/dilations need {} values and pads {}", node.describe(), r, 2 * r);
   Axis axes[2];
   for (size_t i = 0; i < r; ++i) {
     Axis& a = axes[i];
-    a = {spatial[i], kernel[i], get(attrs.strides, i, 1), get(attrs.dilations, i, 1), get(attrs.pads, i, 0),
-         get(attrs.pads, i + r, 0), 0};
+    a = {spatial[i],
+         kernel[i],
+         get(attrs.strides, i, 1),
+         get(attrs.dilations, i, 1),
+         get(attrs.pads, i, 0),
+         get(attrs.pads, i + r, 0),
+         0};
     if (a.k <= 0 || a.s <= 0 || a.d <= 0 || a.pad_begin < 0 || a.pad_end < 0 || a.in <= 0)
-      return errorf("{}: kernel, strides and dilations must be positive and pads non-negative", node.describe());
+      return errorf("{}: kernel, strides and dilations must be positive and pads non-negative",
+                    node.describe());
     SP_RETURN_IF_ERROR(solve_axis(node, attrs, a));
   }
   Window2d w;
   const Axis& h = r == 2 ? axes[0] : Axis{1, 1, 1, 1, 0, 0, 1};
   const Axis& x = r == 2 ? axes[1] : axes[0];
-  w.in_h = h.in, w.k_h = h.k, w.s_h = h.s, w.d_h = h.d, w.pad_t = h.pad_begin, w.pad_b = h.pad_end, w.out_h = h.out;
-  w.in_w = x.in, w.k_w = x.k, w.s_w = x.s, w.d_w = x.d, w.pad_l = x.pad_begin, w.pad_r = x.pad_end, w.out_w = x.out;
+  w.in_h = h.in, w.k_h = h.k, w.s_h = h.s, w.d_h = h.d, w.pad_t = h.pad_begin, w.pad_b = h.pad_end,
+  w.out_h = h.out;
+  w.in_w = x.in, w.k_w = x.k, w.s_w = x.s, w.d_w = x.d, w.pad_l = x.pad_begin, w.pad_r = x.pad_end,
+  w.out_w = x.out;
   return w;
 }
 

@@ -29,7 +29,19 @@ Result<WindowAttrs> read_window_attrs(const Node& node);
 
 // Computes the window for `spatial` input dims (1 or 2 of them) with kernel dims `kernel`.
 // Fails (naming the node) on bad ranks, non-positive sizes or an empty output.
-Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const Shape& spatial, const Shape& kernel);
+Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const Shape& spatial,
+                             const Shape& kernel);
+
+// The output columns [begin, end) of a window row whose input column ow * stride + offset lies in
+// [0, in_w): the columns before begin and from end on read padding.
+struct ColumnRange {
+  int64_t begin = 0, end = 0;
+};
+inline ColumnRange valid_columns(int64_t offset, int64_t stride, int64_t in_w, int64_t out_w) {
+  const int64_t begin = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  const int64_t end = in_w - 1 - offset < 0 ? 0 : (in_w - 1 - offset) / stride + 1;
+  return {begin < out_w ? begin : out_w, end < out_w ? end : out_w};
+}
 
 // Unrolls input planes [channels, in_h, in_w] into col [channels * k_h * k_w, out_h * out_w]
 // (zero where the window covers padding).
