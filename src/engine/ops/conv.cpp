@@ -46,7 +46,8 @@ class ConvOp : public Op {
     return {};
   }
   size_t scratch_floats(int threads) const override {
-    if (is_pointwise() || is_depthwise()) return 0;
+    if (is_depthwise()) return static_cast<size_t>(threads * depthwise_scratch_floats(win_));
+    if (is_pointwise()) return 0;
     return static_cast<size_t>(threads) * col_rows() * win_.out_h * win_.out_w;
   }
   int64_t macs() const override { return n_ * m_ * win_.out_h * win_.out_w * col_rows(); }
@@ -56,7 +57,7 @@ class ConvOp : public Op {
     const float* wt = a.in[1]->f32_data();
     float* y = a.out[0]->f32_data();
     if (is_depthwise()) {
-      run_depthwise(a.pool, x, wt, has_bias_ ? a.in[2]->f32_data() : nullptr, y);
+      run_depthwise(a.pool, x, wt, has_bias_ ? a.in[2]->f32_data() : nullptr, a.scratch.data(), y);
       return {};
     }
     int64_t tasks = n_ * group_;
@@ -83,14 +84,17 @@ class ConvOp : public Op {
   }
   bool is_depthwise() const { return group_ > 1 && c_ == group_; }
   // Every output plane from its one input plane, bias and activation included.
-  void run_depthwise(ThreadPool& pool, const float* x, const float* wt, const float* bias, float* y) const {
+  void run_depthwise(ThreadPool& pool, const float* x, const float* wt, const float* bias, float* scratch,
+                     float* y) const {
     const int64_t multiplier = m_ / group_, in_hw = win_.in_h * win_.in_w, out_hw = win_.out_h * win_.out_w;
-    const int64_t window = win_.k_h * win_.k_w;
-    pool.parallel_range(n_ * m_, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t plane = begin; plane < end; ++plane) {
+    const int64_t window = win_.k_h * win_.k_w, planes = n_ * m_;
+    const int64_t chunks = std::min<int64_t>(pool.size(), planes), step = (planes + chunks - 1) / chunks;
+    pool.parallel_for(chunks, [&](int64_t c) {
+      float* padded = scratch + c * depthwise_scratch_floats(win_);
+      for (int64_t plane = c * step; plane < std::min(planes, (c + 1) * step); ++plane) {
         const int64_t n = plane / m_, m = plane % m_;
         depthwise_conv_plane(x + (n * c_ + m / multiplier) * in_hw, wt + m * window, bias ? bias[m] : 0.0f,
-                             win_, activation_, y + plane * out_hw);
+                             win_, activation_, padded, y + plane * out_hw);
       }
     });
   }

@@ -4,28 +4,88 @@
 
 namespace sparrow {
 
-__attribute__((target_clones("avx512f", "avx2,fma", "default"))) void depthwise_conv_plane(
-    const float* x, const float* w, float bias, const Window2d& win, const Activation& act, float* y) {
+namespace {
+
+// The input plane as the windows read it: rows and columns from -pad_t / -pad_l to the last one a
+// window reaches, zero outside the input.
+struct PaddedPlane {
+  int64_t rows, cols;
+};
+PaddedPlane padded_extent(const Window2d& win) {
+  return {(win.out_h - 1) * win.s_h + (win.k_h - 1) * win.d_h + 1,
+          (win.out_w - 1) * win.s_w + (win.k_w - 1) * win.d_w + 1};
+}
+
+void pad_plane(const float* x, const Window2d& win, PaddedPlane p, float* out) {
+  std::fill(out, out + p.rows * p.cols, 0.0f);
+  for (int64_t r = 0; r < p.rows; ++r) {
+    const int64_t ih = r - win.pad_t;
+    if (ih < 0 || ih >= win.in_h) continue;
+    const int64_t begin = std::max<int64_t>(0, win.pad_l), end = std::min(p.cols, win.pad_l + win.in_w);
+    if (begin < end)
+      std::copy(x + ih * win.in_w + begin - win.pad_l, x + ih * win.in_w + end - win.pad_l,
+                out + r * p.cols + begin);
+  }
+}
+
+// A K x K window over the padded plane: the taps unrolled, the output columns in vector lanes.
+template <int K, bool kUnitStride>
+[[gnu::always_inline]] inline void window_rows(const float* in, int64_t cols, const float* w, float bias,
+                                               const Window2d& win, const Activation& act, float* y) {
+  const int64_t s_w = kUnitStride ? 1 : win.s_w;
+  for (int64_t oh = 0; oh < win.out_h; ++oh) {
+    const float* top = in + oh * win.s_h * cols;
+    float* row = y + oh * win.out_w;
+    for (int64_t ow = 0; ow < win.out_w; ++ow) {
+      float acc = bias;
+      for (int i = 0; i < K; ++i)
+        for (int j = 0; j < K; ++j) acc += w[i * K + j] * top[i * win.d_h * cols + ow * s_w + j * win.d_w];
+      row[ow] = acc;
+    }
+    act.apply(row, win.out_w);
+  }
+}
+
+// Any window: one tap at a time over each output row.
+void window_taps(const float* in, int64_t cols, const float* w, float bias, const Window2d& win,
+                 const Activation& act, float* y) {
   for (int64_t oh = 0; oh < win.out_h; ++oh) {
     float* row = y + oh * win.out_w;
     std::fill(row, row + win.out_w, bias);
     for (int64_t i = 0; i < win.k_h; ++i) {
-      const int64_t ih = oh * win.s_h - win.pad_t + i * win.d_h;
-      if (ih < 0 || ih >= win.in_h) continue;
-      const float* in = x + ih * win.in_w;
+      const float* src = in + (oh * win.s_h + i * win.d_h) * cols;
       for (int64_t j = 0; j < win.k_w; ++j) {
         const float wv = w[i * win.k_w + j];
-        const int64_t offset = j * win.d_w - win.pad_l;
-        const auto [begin, end] = valid_columns(offset, win.s_w, win.in_w, win.out_w);
-        if (win.s_w == 1) {
-          for (int64_t ow = begin; ow < end; ++ow) row[ow] += wv * in[ow + offset];
-        } else {
-          for (int64_t ow = begin; ow < end; ++ow) row[ow] += wv * in[ow * win.s_w + offset];
-        }
+        for (int64_t ow = 0; ow < win.out_w; ++ow) row[ow] += wv * src[ow * win.s_w + j * win.d_w];
       }
     }
     act.apply(row, win.out_w);
   }
+}
+
+}  // namespace
+
+int64_t depthwise_scratch_floats(const Window2d& win) {
+  const PaddedPlane p = padded_extent(win);
+  return p.rows * p.cols;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void depthwise_conv_plane(
+    const float* x, const float* w, float bias, const Window2d& win, const Activation& act, float* scratch,
+    float* y) {
+  const PaddedPlane p = padded_extent(win);
+  pad_plane(x, win, p, scratch);
+  const bool square3 = win.k_h == 3 && win.k_w == 3, square5 = win.k_h == 5 && win.k_w == 5;
+  if (square3 && win.s_w == 1)
+    window_rows<3, true>(scratch, p.cols, w, bias, win, act, y);
+  else if (square3)
+    window_rows<3, false>(scratch, p.cols, w, bias, win, act, y);
+  else if (square5 && win.s_w == 1)
+    window_rows<5, true>(scratch, p.cols, w, bias, win, act, y);
+  else if (square5)
+    window_rows<5, false>(scratch, p.cols, w, bias, win, act, y);
+  else
+    window_taps(scratch, p.cols, w, bias, win, act, y);
 }
 
 }  // namespace sparrow

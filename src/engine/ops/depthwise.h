@@ -8,9 +8,13 @@
 
 namespace sparrow {
 
+// Floats of scratch one depthwise_conv_plane call needs for `win` (its input plane, zero padded).
+int64_t depthwise_scratch_floats(const Window2d& win);
+
 // One output plane: y[out_h, out_w] = act(bias + the k_h x k_w window of w slid over the input
-// plane x[in_h, in_w] with the strides, dilations and zero padding of `win`).
+// plane x[in_h, in_w] with the strides, dilations and zero padding of `win`). `scratch` holds
+// depthwise_scratch_floats(win) floats.
 void depthwise_conv_plane(const float* x, const float* w, float bias, const Window2d& win,
-                          const Activation& act, float* y);
+                          const Activation& act, float* scratch, float* y);
 
 }  // namespace sparrow

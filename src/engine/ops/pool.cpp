@@ -16,6 +16,10 @@ enum class PoolKind { max, average };
 __attribute__((target_clones("avx512f", "avx2", "default"))) void max_pool_plane(const float* x,
                                                                                  const Window2d& w,
                                                                                  float* y) {
+  constexpr int64_t kCachedColumns = 16;  // window columns whose valid ranges are computed once
+  ColumnRange ranges[kCachedColumns];
+  for (int64_t j = 0; j < std::min(w.k_w, kCachedColumns); ++j)
+    ranges[j] = valid_columns(j * w.d_w - w.pad_l, w.s_w, w.in_w, w.out_w);
   for (int64_t oh = 0; oh < w.out_h; ++oh) {
     float* row = y + oh * w.out_w;
     std::fill(row, row + w.out_w, -std::numeric_limits<float>::infinity());
@@ -25,7 +29,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void max_pool_plane
       const float* in = x + ih * w.in_w;
       for (int64_t j = 0; j < w.k_w; ++j) {
         const int64_t offset = j * w.d_w - w.pad_l;
-        const auto [begin, end] = valid_columns(offset, w.s_w, w.in_w, w.out_w);
+        const auto [begin, end] =
+            j < kCachedColumns ? ranges[j] : valid_columns(offset, w.s_w, w.in_w, w.out_w);
         for (int64_t ow = begin; ow < end; ++ow) {
           const float v = in[ow * w.s_w + offset];
           row[ow] = (v > row[ow] || v != v) ? v : row[ow];
