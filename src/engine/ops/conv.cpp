@@ -105,7 +105,10 @@ class ConvOp : public Op {
     const float* xg = x + (n * c_ + g * cg) * win_.in_h * win_.in_w;
     const float* b = xg;
     if (!is_pointwise()) {
-      im2col(xg, cg, win_, col);
+      if (pool)
+        im2col_parallel(*pool, xg, cg, win_, col);
+      else
+        im2col(xg, cg, win_, col);
       b = col;
     }
     const float* wg = wt + g * mg * col_rows();

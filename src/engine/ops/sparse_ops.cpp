@@ -5,7 +5,7 @@
 // kSparseFcBatchedFrom samples on, inputs are transposed to [in, batch] and each thread runs the CSR kernel
 // over a balanced contiguous range of rows with the batch in registers.
 // Convolution: sparse W [M, C*kh*kw] times the im2col matrix [C*kh*kw, out_h*out_w] (the CSR
-// kernel with the output positions as the batch), per image.
+// kernel with the output positions as the batch), per image; im2col split over the threads by channel.
 #include "engine/ops/sparse_ops.h"
 
 #include <cstring>
@@ -63,7 +63,8 @@ class SparseFcOp : public Op {
     else
       for (int64_t n = 0; n < batch_; ++n) run_one(a, x + n * m_.cols, y + n * m_.rows);
     for (int64_t n = 0; n < batch_; ++n)
-      add_bias_activate(y + n * m_.rows, m_.rows, 1, has_bias_ ? a.in[2]->f32_data() : nullptr, beta_, activation_);
+      add_bias_activate(y + n * m_.rows, m_.rows, 1, has_bias_ ? a.in[2]->f32_data() : nullptr, beta_,
+                        activation_);
     return {};
   }
 
@@ -127,7 +128,7 @@ class SparseConvOp : public Op {
       float* y = a.out[0]->f32_data() + n * m_.rows * hw;
       const float* col = x;
       if (!pointwise()) {
-        im2col(x, channels_, win_, a.scratch.data());
+        im2col_parallel(a.pool, x, channels_, win_, a.scratch.data());
         col = a.scratch.data();
       }
       sparse_matmat(a.pool, m_, bounds_, col, hw, hw, y, hw);
@@ -135,6 +136,7 @@ class SparseConvOp : public Op {
     }
     return {};
   }
+
  private:
   bool pointwise() const {
     return win_.k_h == 1 && win_.k_w == 1 && win_.s_h == 1 && win_.s_w == 1 &&

@@ -86,6 +86,13 @@ void im2col(const float* x, int64_t channels, const Window2d& w, float* col) {
   }
 }
 
+void im2col_parallel(ThreadPool& pool, const float* x, int64_t channels, const Window2d& w, float* col) {
+  const int64_t in_hw = w.in_h * w.in_w, rows_per_channel = w.k_h * w.k_w * w.out_h * w.out_w;
+  pool.parallel_range(channels, 1, [&](int64_t begin, int64_t end) {
+    im2col(x + begin * in_hw, end - begin, w, col + begin * rows_per_channel);
+  });
+}
+
 Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const Shape& spatial,
                              const Shape& kernel) {
   size_t r = spatial.size();

@@ -46,5 +46,7 @@ inline ColumnRange valid_columns(int64_t offset, int64_t stride, int64_t in_w, i
 // Unrolls input planes [channels, in_h, in_w] into col [channels * k_h * k_w, out_h * out_w]
 // (zero where the window covers padding).
 void im2col(const float* x, int64_t channels, const Window2d& w, float* col);
+// The same, the channels split over the pool.
+void im2col_parallel(ThreadPool& pool, const float* x, int64_t channels, const Window2d& w, float* col);
 
 }  // namespace sparrow
