@@ -1,4 +1,5 @@
 // Operator tests against hand-computed values and naive reference loops.
+#include <algorithm>
 #include <cmath>
 
 #include <limits>
@@ -318,6 +319,55 @@ TEST(ReduceMean, AxesAndKeepdims) {
   Tensor all = run1("ReduceMean", {}, {x});
   EXPECT_EQ(all.shape(), (Shape{1, 1}));
   EXPECT_EQ(all.f32_data()[0], 3.5f);
+}
+
+TEST(ReduceSum, AdjacentAndSeparatedAxesMatchAPlainSum) {
+  Tensor x = random_f32({2, 3, 4, 5}, 11);
+  auto at = [&](int64_t a, int64_t b, int64_t c, int64_t d) {
+    return x.f32_data()[((a * 3 + b) * 4 + c) * 5 + d];
+  };
+  for (const Ints& axes : {Ints{1, 2}, Ints{0, 2}, Ints{3}, Ints{0, 1, 2, 3}, Ints{2, 1}}) {
+    Tensor y = run1("ReduceMean", {{"axes", axes}, {"keepdims", int64_t{1}}}, {x});
+    auto reduced = [&](int64_t d) { return std::find(axes.begin(), axes.end(), d) != axes.end(); };
+    const int64_t dims[4] = {2, 3, 4, 5};
+    int64_t count = 1;
+    for (int64_t d = 0; d < 4; ++d) count *= reduced(d) ? dims[d] : 1;
+    for (int64_t a = 0; a < (reduced(0) ? 1 : 2); ++a)
+      for (int64_t b = 0; b < (reduced(1) ? 1 : 3); ++b)
+        for (int64_t c = 0; c < (reduced(2) ? 1 : 4); ++c)
+          for (int64_t d = 0; d < (reduced(3) ? 1 : 5); ++d) {
+            double sum = 0;
+            for (int64_t i = 0; i < (reduced(0) ? 2 : 1); ++i)
+              for (int64_t j = 0; j < (reduced(1) ? 3 : 1); ++j)
+                for (int64_t k = 0; k < (reduced(2) ? 4 : 1); ++k)
+                  for (int64_t l = 0; l < (reduced(3) ? 5 : 1); ++l) sum += at(a + i, b + j, c + k, d + l);
+            const Shape& s = y.shape();
+            const float got = y.f32_data()[((a * s[1] + b) * s[2] + c) * s[3] + d];
+            EXPECT_NEAR(got, sum / static_cast<double>(count), 1e-5)
+                << "axes " << axes.size() << " at " << a << b << c << d;
+          }
+  }
+}
+
+TEST(Elementwise, PowOfTwoIsTheCorrectlyRoundedSquare) {
+  const std::vector<float> xs = {0.0f,
+                                 -0.0f,
+                                 1.5f,
+                                 -3.25f,
+                                 1.0000001f,
+                                 3e19f,
+                                 2e38f,
+                                 -1e-30f,
+                                 std::numeric_limits<float>::infinity(),
+                                 std::numeric_limits<float>::quiet_NaN()};
+  Tensor y = run1("Pow", {}, {make_f32({static_cast<int64_t>(xs.size())}, xs), make_f32({}, {2.0f})});
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const float want = static_cast<float>(std::pow(static_cast<double>(xs[i]), 2.0));
+    if (std::isnan(want))
+      EXPECT_TRUE(std::isnan(y.f32_data()[i]));
+    else
+      EXPECT_EQ(y.f32_data()[i], want) << xs[i];
+  }
 }
 
 // ---------------------------------------------------------------- shape ops

@@ -269,7 +269,15 @@ class BroadcastOp : public Op {
         for (int64_t i = 0; i < a.in[1]->numel(); ++i)
           if (d[i] == 0) return fail("integer division by zero");
       }
-      broadcast_binary<T, K>(a.pool, *a.in[0], strides_[0], *a.in[1], strides_[1], out);
+      if (squares(*a.in[0], *a.in[1], out)) {
+        const T* x = data_of<T>(*a.in[0]);
+        T* y = data_of<T>(out);
+        for_chunks(a.pool, out.numel(), [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) y[i] = x[i] * x[i];
+        });
+      } else {
+        broadcast_binary<T, K>(a.pool, *a.in[0], strides_[0], *a.in[1], strides_[1], out);
+      }
       for (size_t i = 2; i < a.in.size(); ++i)
         broadcast_binary<T, K>(a.pool, out, out_strides_, *a.in[i], strides_[i], out);
       if constexpr (std::is_same_v<T, float>) {
@@ -282,6 +290,13 @@ class BroadcastOp : public Op {
   }
 
  private:
+  // Pow(x, 2) as a product (what pow computes in double, rounded, is the correctly rounded square).
+  static bool squares(const Tensor& x, const Tensor& exponent, const Tensor& out) {
+    if constexpr (K != BinKind::pow) return false;
+    if (exponent.numel() != 1 || x.shape() != out.shape() || exponent.dtype() != DType::f32) return false;
+    return exponent.f32_data()[0] == 2.0f;
+  }
+
   std::vector<std::vector<int64_t>> strides_;  // per input, against the output shape
   std::vector<int64_t> out_strides_;
 };

@@ -21,9 +21,12 @@ class SoftmaxOp : public Op {
     SP_ASSIGN_OR_RETURN(int ax, normalize_axis(axis, r));
     outer_ = 1, dim_ = 1, inner_ = 1;
     for (int d = 0; d < r; ++d) {
-      if (d < ax) outer_ *= x[d];
-      else if (d == ax || opset_ < 13) dim_ *= x[d];
-      else inner_ *= x[d];
+      if (d < ax)
+        outer_ *= x[d];
+      else if (d == ax || opset_ < 13)
+        dim_ *= x[d];
+      else
+        inner_ *= x[d];
     }
     out = {ValueDesc{DType::f32, x}};
     return {};
@@ -131,6 +134,7 @@ class ReduceOp : public Op {
       }
     }
     out_strides_ = broadcast_strides(kept, x);  // 0 along reduced axes
+    find_contiguous_block(x);
     out = {ValueDesc{DType::f32, y}};
     return {};
   }
@@ -138,6 +142,50 @@ class ReduceOp : public Op {
     const Tensor& x = *a.in[0];
     float* y = a.out[0]->f32_data();
     std::fill_n(y, a.out[0]->numel(), 0.0f);
+    if (block_.contiguous)
+      sum_block(x.f32_data(), y);
+    else
+      sum_strided(x, y);
+    float inv = !kMean ? 1.0f : (count_ ? 1.0f / static_cast<float>(count_) : NAN);
+    for (int64_t i = 0; i < a.out[0]->numel(); ++i) y[i] *= inv;
+    return {};
+  }
+
+ private:
+  // When the reduced axes are adjacent, x is [outer, count, inner] and y [outer, inner].
+  struct Block {
+    bool contiguous = false;
+    int64_t outer = 1, inner = 1;
+  };
+  void find_contiguous_block(const Shape& x) {
+    const int r = static_cast<int>(x.size());
+    int first = r, last = -1;
+    for (int d = 0; d < r; ++d)
+      if (reduced_[d]) first = std::min(first, d), last = d;
+    block_ = Block{};
+    if (last < 0) return;
+    for (int d = first; d <= last; ++d)
+      if (!reduced_[d]) return;
+    block_.contiguous = true;
+    for (int d = 0; d < first; ++d) block_.outer *= x[d];
+    for (int d = last + 1; d < r; ++d) block_.inner *= x[d];
+  }
+  void sum_block(const float* x, float* y) const {
+    const int64_t inner = block_.inner;
+    for (int64_t o = 0; o < block_.outer; ++o) {
+      float* out = y + o * inner;
+      const float* in = x + o * count_ * inner;
+      if (inner == 1) {
+        float acc = 0.0f;
+        for (int64_t k = 0; k < count_; ++k) acc += in[k];
+        *out = acc;
+        continue;
+      }
+      for (int64_t k = 0; k < count_; ++k)
+        for (int64_t i = 0; i < inner; ++i) out[i] += in[k * inner + i];
+    }
+  }
+  void sum_strided(const Tensor& x, float* y) const {
     const auto& out_strides = out_strides_;
     int r = x.rank();
     const float* px = x.f32_data();
@@ -149,12 +197,9 @@ class ReduceOp : public Op {
       }
       y[off] += px[k];
     }
-    float inv = !kMean ? 1.0f : (count_ ? 1.0f / static_cast<float>(count_) : NAN);
-    for (int64_t i = 0; i < a.out[0]->numel(); ++i) y[i] *= inv;
-    return {};
   }
 
- private:
+  Block block_;
   std::vector<bool> reduced_;
   std::vector<int64_t> out_strides_;
   int64_t count_ = 1;
