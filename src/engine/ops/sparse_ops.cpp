@@ -8,6 +8,7 @@
 // kernel with the output positions as the batch), per image; im2col split over the threads by channel.
 #include "engine/ops/sparse_ops.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "engine/ops/window.h"
@@ -27,6 +28,22 @@ void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bia
     float* row = y + r * per_row;
     for (int64_t i = 0; i < per_row; ++i) row[i] = act(row[i] + b);
   }
+}
+
+// dst[cols, rows] = src[rows, cols]ᵀ in 8 x 8 tiles, the row tiles split over the pool. Small tiles
+// keep both sides in L1 even when a power-of-two stride maps a tile's lines to one cache set.
+void transpose(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
+  constexpr int64_t kTile = 8;
+  const int64_t row_tiles = (rows + kTile - 1) / kTile;
+  pool.parallel_range(row_tiles, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)),
+                      [&](int64_t t0, int64_t t1) {
+                        for (int64_t r0 = t0 * kTile; r0 < std::min(rows, t1 * kTile); r0 += kTile)
+                          for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+                            const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
+                            for (int64_t r = r0; r < r1; ++r)
+                              for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
+                          }
+                      });
 }
 
 class SparseFcOp : public Op {
@@ -75,11 +92,9 @@ class SparseFcOp : public Op {
   void run_batched(const RunArgs& a, const float* x, float* y) {
     float* xt = a.scratch.data();
     float* yt = xt + m_.cols * batch_;
-    for (int64_t n = 0; n < batch_; ++n)
-      for (int64_t j = 0; j < m_.cols; ++j) xt[j * batch_ + n] = x[n * m_.cols + j];
+    transpose(a.pool, x, batch_, m_.cols, xt);
     sparse_matmat(a.pool, m_, bounds_, xt, batch_, batch_, yt, batch_);
-    for (int64_t r = 0; r < m_.rows; ++r)
-      for (int64_t n = 0; n < batch_; ++n) y[n * m_.rows + r] = yt[r * batch_ + n];
+    transpose(a.pool, yt, m_.rows, batch_, y);
   }
 
   const SparseMatrix& m_;
