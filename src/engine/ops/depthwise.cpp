@@ -28,18 +28,21 @@ void pad_plane(const float* x, const Window2d& win, PaddedPlane p, float* out) {
   }
 }
 
-// A K x K window over the padded plane: the taps unrolled, the output columns in vector lanes.
-template <int K, bool kUnitStride>
-[[gnu::always_inline]] inline void window_rows(const float* in, int64_t cols, const float* w, float bias,
-                                               const Window2d& win, const Activation& act, float* y) {
-  const int64_t s_w = kUnitStride ? 1 : win.s_w;
+// A K x K undilated window at stride S over the padded plane: the taps unrolled, the output
+// columns in vector lanes.
+template <int K, int S>
+[[gnu::always_inline]] inline void window_rows(const float* __restrict in, int64_t cols, const float* w,
+                                               float bias, const Window2d& win, const Activation& act,
+                                               float* __restrict y) {
+  float taps[K * K];
+  std::copy(w, w + K * K, taps);
   for (int64_t oh = 0; oh < win.out_h; ++oh) {
-    const float* top = in + oh * win.s_h * cols;
-    float* row = y + oh * win.out_w;
+    const float* __restrict top = in + oh * S * cols;
+    float* __restrict row = y + oh * win.out_w;
     for (int64_t ow = 0; ow < win.out_w; ++ow) {
       float acc = bias;
       for (int i = 0; i < K; ++i)
-        for (int j = 0; j < K; ++j) acc += w[i * K + j] * top[i * win.d_h * cols + ow * s_w + j * win.d_w];
+        for (int j = 0; j < K; ++j) acc += taps[i * K + j] * top[i * cols + ow * S + j];
       row[ow] = acc;
     }
     act.apply(row, win.out_w);
@@ -75,15 +78,16 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void depthwise_conv
     float* y) {
   const PaddedPlane p = padded_extent(win);
   pad_plane(x, win, p, scratch);
-  const bool square3 = win.k_h == 3 && win.k_w == 3, square5 = win.k_h == 5 && win.k_w == 5;
-  if (square3 && win.s_w == 1)
-    window_rows<3, true>(scratch, p.cols, w, bias, win, act, y);
-  else if (square3)
-    window_rows<3, false>(scratch, p.cols, w, bias, win, act, y);
-  else if (square5 && win.s_w == 1)
-    window_rows<5, true>(scratch, p.cols, w, bias, win, act, y);
-  else if (square5)
-    window_rows<5, false>(scratch, p.cols, w, bias, win, act, y);
+  const bool undilated = win.d_h == 1 && win.d_w == 1 && win.s_h == win.s_w && win.k_h == win.k_w;
+  const int64_t k = undilated ? win.k_h : 0, stride = win.s_w;
+  if (k == 3 && stride == 1)
+    window_rows<3, 1>(scratch, p.cols, w, bias, win, act, y);
+  else if (k == 3 && stride == 2)
+    window_rows<3, 2>(scratch, p.cols, w, bias, win, act, y);
+  else if (k == 5 && stride == 1)
+    window_rows<5, 1>(scratch, p.cols, w, bias, win, act, y);
+  else if (k == 5 && stride == 2)
+    window_rows<5, 2>(scratch, p.cols, w, bias, win, act, y);
   else
     window_taps(scratch, p.cols, w, bias, win, act, y);
 }
