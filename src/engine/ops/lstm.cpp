@@ -9,13 +9,16 @@
 
 #include "engine/blas.h"
 #include "engine/op.h"
+#include "engine/ops/sparse_ops.h"
 #include "engine/sparse/sparse_run.h"
 
 namespace sparrow {
 
 namespace {
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float sigmoid(float x) {
+  return 1.0f / (1.0f + std::exp(-x));
+}
 
 class LstmOp : public Op {
  public:
@@ -50,7 +53,8 @@ class LstmOp : public Op {
     hidden_ = w[1] / 4;
     SP_ASSIGN_OR_RETURN(int64_t hs, node_.attr_int("hidden_size", hidden_));
     if (hs != hidden_) return fail("hidden_size {} disagrees with W {}", hs, shape_str(w));
-    if (r != Shape{1, 4 * hidden_, hidden_}) return fail("R {} must be [1, {}, {}]", shape_str(r), 4 * hidden_, hidden_);
+    if (r != Shape{1, 4 * hidden_, hidden_})
+      return fail("R {} must be [1, {}, {}]", shape_str(r), 4 * hidden_, hidden_);
     auto check = [&](size_t i, int64_t numel, const char* what) -> Status {
       if (in.size() > i && in[i].present && shape_numel(in[i].shape) != numel)
         return fail("{} {} must hold {} values", what, shape_str(in[i].shape), numel);
@@ -121,10 +125,14 @@ Status LstmOp::run(const RunArgs& a) {
     for (int64_t k = 0; k < seq_ * batch_; ++k)
       for (int64_t g = 0; g < G; ++g) xw[k * G + g] += wb[g] + wb[G + g];
   }
-  if (const Tensor* h0 = input(5)) std::memcpy(h, h0->f32_data(), sizeof(float) * batch_ * H);
-  else std::fill_n(h, batch_ * H, 0.0f);
-  if (const Tensor* c0 = input(6)) std::memcpy(c, c0->f32_data(), sizeof(float) * batch_ * H);
-  else std::fill_n(c, batch_ * H, 0.0f);
+  if (const Tensor* h0 = input(5))
+    std::memcpy(h, h0->f32_data(), sizeof(float) * batch_ * H);
+  else
+    std::fill_n(h, batch_ * H, 0.0f);
+  if (const Tensor* c0 = input(6))
+    std::memcpy(c, c0->f32_data(), sizeof(float) * batch_ * H);
+  else
+    std::fill_n(c, batch_ * H, 0.0f);
   for (int64_t t = 0; t < seq_; ++t) {
     std::memcpy(gates, xw + t * batch_ * G, sizeof(float) * batch_ * G);
     recurrent_product(a, h, gates, extra);
@@ -146,17 +154,20 @@ void LstmOp::input_products(const RunArgs& a, float* xw, float* extra) {
   if (w_sparse_) {
     float* xt = extra;
     float* yt = xt + input_ * n;
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t j = 0; j < input_; ++j) xt[j * n + k] = row(k)[j];
+    if (batch_first_)
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t j = 0; j < input_; ++j) xt[j * n + k] = row(k)[j];
+    else
+      transpose(a.pool, x, n, input_, xt);  // rows (t, b) are x's rows
     sparse_matmat(a.pool, *w_sparse_, w_bounds_, xt, n, n, yt, n);
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t k = 0; k < n; ++k) xw[k * G + g] = yt[g * n + k];
+    transpose(a.pool, yt, G, n, xw);
   } else if (batch_first_) {
     for (int64_t t = 0; t < seq_; ++t)
-      sgemm(false, true, batch_, G, input_, 1.0f, x + t * input_, seq_ * input_, a.in[1]->f32_data(), input_, 0.0f,
-            xw + t * batch_ * G, G);
+      sgemm(false, true, batch_, G, input_, 1.0f, x + t * input_, seq_ * input_, a.in[1]->f32_data(), input_,
+            0.0f, xw + t * batch_ * G, G);
   } else {
-    sgemm_parallel(a.pool, false, true, n, G, input_, 1.0f, x, input_, a.in[1]->f32_data(), input_, 0.0f, xw, G);
+    sgemm_parallel(a.pool, false, true, n, G, input_, 1.0f, x, input_, a.in[1]->f32_data(), input_, 0.0f, xw,
+                   G);
   }
 }
 
@@ -174,11 +185,9 @@ void LstmOp::recurrent_product(const RunArgs& a, const float* h, float* gates, f
   }
   float* ht = extra;
   float* yt = ht + H * batch_;
-  for (int64_t b = 0; b < batch_; ++b)
-    for (int64_t j = 0; j < H; ++j) ht[j * batch_ + b] = h[b * H + j];
+  transpose(a.pool, h, batch_, H, ht);
   sparse_matmat(a.pool, *r_sparse_, r_bounds_, ht, batch_, batch_, yt, batch_);
-  for (int64_t b = 0; b < batch_; ++b)
-    for (int64_t g = 0; g < G; ++g) gates[b * G + g] += yt[g * batch_ + b];
+  transpose_add(a.pool, yt, G, batch_, gates);
 }
 
 void LstmOp::step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h, float* c) {
@@ -203,15 +212,19 @@ void LstmOp::step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h
     }
     if (y) {
       float* yb = y->f32_data() + (batch_first_ ? (b * seq_ + t) * H : (t * batch_ + b) * H);
-      if (active) std::memcpy(yb, hb, sizeof(float) * H);
-      else std::fill_n(yb, H, 0.0f);
+      if (active)
+        std::memcpy(yb, hb, sizeof(float) * H);
+      else
+        std::fill_n(yb, H, 0.0f);
     }
   }
 }
 
 }  // namespace
 
-void register_lstm_ops(OpRegistry& r) { r["LSTM"] = make_op<LstmOp>; }
+void register_lstm_ops(OpRegistry& r) {
+  r["LSTM"] = make_op<LstmOp>;
+}
 
 Result<std::unique_ptr<Op>> create_sparse_lstm_op(const Node& node, int64_t opset, const SparseMatrix* w,
                                                   const SparseMatrix* r, int threads) {

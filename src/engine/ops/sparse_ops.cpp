@@ -30,9 +30,10 @@ void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bia
   }
 }
 
-// dst[cols, rows] = src[rows, cols]ᵀ in 8 x 8 tiles, the row tiles split over the pool. Small tiles
-// keep both sides in L1 even when a power-of-two stride maps a tile's lines to one cache set.
-void transpose(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
+// Small tiles keep both sides in L1 even when a power-of-two stride maps a tile's lines to one
+// cache set.
+template <bool kAdd>
+void transpose_tiles(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
   constexpr int64_t kTile = 8;
   const int64_t row_tiles = (rows + kTile - 1) / kTile;
   pool.parallel_range(row_tiles, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)),
@@ -41,7 +42,12 @@ void transpose(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, f
                           for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
                             const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
                             for (int64_t r = r0; r < r1; ++r)
-                              for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
+                              for (int64_t c = c0; c < c1; ++c) {
+                                if constexpr (kAdd)
+                                  dst[c * rows + r] += src[r * cols + c];
+                                else
+                                  dst[c * rows + r] = src[r * cols + c];
+                              }
                           }
                       });
 }
@@ -165,6 +171,17 @@ class SparseConvOp : public Op {
   std::vector<int64_t> bounds_;
   int threads_ = 1;
 };
+
+}  // namespace
+
+void transpose(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
+  transpose_tiles<false>(pool, src, rows, cols, dst);
+}
+void transpose_add(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
+  transpose_tiles<true>(pool, src, rows, cols, dst);
+}
+
+namespace {
 
 bool attr_is(const Node& node, const char* key, int64_t want, int64_t fallback) {
   auto v = node.attr_int(key, fallback);

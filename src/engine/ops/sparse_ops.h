@@ -6,7 +6,7 @@
 
 namespace sparrow {
 
-// Weight densities above which a layer runs dense (OpenBLAS) instead of on the sparse kernels: one
+// Weight densities above which a layer runs dense (oneDNN's sgemm) instead of on the sparse kernels: one
 // sample on the column walks, one sample on the column tiles, batches. Set from `sparrow bench
 // --crossover` (docs/engine.md, "Dense fallback and the choice of layout").
 inline constexpr double kSparseMaxDensityOneSample = 0.45;
@@ -25,6 +25,12 @@ bool sparse_op_supports(const Node& node);
 // nullptr when the node's attributes are not supported sparsely (the dense op is then used).
 Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, const SparseMatrix& m,
                                              int threads);
+
+// dst[cols, rows] = src[rows, cols]ᵀ (transpose) or dst += it (transpose_add), in 8 x 8 tiles
+// split over the pool: the batched sparse products take their inputs and give their outputs with
+// the batch along rows.
+void transpose(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst);
+void transpose_add(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst);
 
 // An LSTM whose W and/or R (nullptr: dense) run on the sparse engine.
 Result<std::unique_ptr<Op>> create_sparse_lstm_op(const Node& node, int64_t opset, const SparseMatrix* w,
