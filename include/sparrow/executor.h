@@ -22,6 +22,9 @@ struct ExecOptions {
   // Keeps every value of the graph readable through Executor::value after a run: no graph pass fuses
   // nodes (bias, activations) and no buffer is reused. For inspection; costs memory and time.
   bool keep_values = false;
+  // Times every layer of every run (two clock reads per layer); summarize() then reports each layer's
+  // time per run. For profiling; costs a little time per layer.
+  bool profile_layers = false;
 };
 
 // One executed layer of a planned model, for `sparrow info`.
@@ -29,9 +32,10 @@ struct LayerInfo {
   std::string name;
   std::string op_type;
   std::vector<Shape> output_shapes;
-  int64_t params = 0;   // float32 weights read from initializers
-  int64_t macs = 0;     // multiply-accumulates per run (non-zero weights only on the sparse engine)
-  bool sparse = false;  // runs on the sparse engine
+  int64_t params = 0;          // float32 weights read from initializers
+  int64_t macs = 0;            // multiply-accumulates per run (non-zero weights only on the sparse engine)
+  bool sparse = false;         // runs on the sparse engine
+  double seconds_per_run = 0;  // mean over the profiled runs (ExecOptions::profile_layers), else 0
 };
 
 struct ModelSummary {
@@ -43,6 +47,7 @@ struct ModelSummary {
   int64_t macs = 0;
   int64_t activation_bytes = 0;           // the arena the values computed per run share
   int64_t activation_bytes_unshared = 0;  // those values' bytes if each had its own buffer
+  int64_t profiled_runs = 0;              // runs the layers' times are averaged over
 };
 
 // Bytes the weights take, in the file and in memory.

@@ -1,6 +1,7 @@
 // sparrow bench: the sparse engine against dense and sparse peers, on [EIE]'s layers (--eie), over
 // weight densities (--crossover), or on a whole compressed model (MODEL.spw).
 #include <algorithm>
+#include <map>
 #include <random>
 
 #include "cli/commands.h"
@@ -16,6 +17,7 @@ struct ModelBench {
   std::string model, input;
   std::vector<int> batches = {1, 64};
   int repeats = 21;
+  bool profile = false;  // time every layer too
 };
 
 // The batch axis of a model's input: its one unknown dimension (as in an LSTM's [seq, batch,
@@ -72,9 +74,52 @@ Result<RunTimes> time_runs(Executor& ex, const Tensor& x, int repeats) {
   return RunTimes{t[t.size() / 2], t.front(), t.back()};
 }
 
+// Each layer's time per run on the engine beside the dense executor's for the same layer (matched
+// by name and operator), slowest first.
+nlohmann::json layer_times(const ModelSummary& engine, const ModelSummary& dense) {
+  std::map<std::pair<std::string, std::string>, double> dense_seconds;
+  for (const LayerInfo& l : dense.layers) dense_seconds[{l.name, l.op_type}] += l.seconds_per_run;
+  std::vector<const LayerInfo*> order;
+  for (const LayerInfo& l : engine.layers) order.push_back(&l);
+  std::stable_sort(order.begin(), order.end(), [](const LayerInfo* x, const LayerInfo* y) {
+    return x->seconds_per_run > y->seconds_per_run;
+  });
+  nlohmann::json rows = nlohmann::json::array();
+  for (const LayerInfo* l : order) {
+    auto it = dense_seconds.find({l->name, l->op_type});
+    rows.push_back(
+        {{"name", l->name},
+         {"op", l->op_type},
+         {"sparse", l->sparse},
+         {"sparrow_us", l->seconds_per_run * 1e6},
+         {"dense_us", it == dense_seconds.end() ? nlohmann::json() : nlohmann::json(it->second * 1e6)}});
+  }
+  return rows;
+}
+
+void print_layer_times(const nlohmann::json& layers, int64_t batch) {
+  double total = 0;
+  for (const auto& l : layers) total += l["sparrow_us"].get<double>();
+  fmt::print(
+      "\nbatch {}: layers by time on the engine (mean per run; {} layers, {:.1f} us in all)\n{:<36} {:<14} "
+      "{:>7} "
+      "{:>12} {:>7} {:>12}\n",
+      batch, layers.size(), total, "layer", "op", "engine", "sparrow us", "share", "dense us");
+  for (const auto& l : layers) {
+    const double us = l["sparrow_us"].get<double>();
+    if (us < 0.005 * total) break;  // the rest each take under 0.5%
+    fmt::print(
+        "{:<36} {:<14} {:>7} {:>12.1f} {:>6.1f}% {:>12}\n", l["name"].get<std::string>().substr(0, 36),
+        l["op"].get<std::string>(), l["sparse"].get<bool>() ? "sparse" : "dense", us, 100 * us / total,
+        l["dense_us"].is_null() ? std::string("-") : fmt::format("{:.1f}", l["dense_us"].get<double>()));
+  }
+}
+
 int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
-  GlobalOptions sparse = global, dense = global;
-  dense.dense = true;
+  ExecOptions sparse = exec_options(global);
+  sparse.profile_layers = o.profile;
+  ExecOptions dense = sparse;
+  dense.sparse = false;
   auto a = open_model(o.model, sparse);
   if (!a.ok()) return report_error(a.status());
   auto b = open_model(o.model, dense);
@@ -87,6 +132,14 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
     auto td = time_runs(**b, *x, o.repeats);
     if (!ts.ok()) return report_error(ts.status());
     if (!td.ok()) return report_error(td.status());
+    nlohmann::json layers;
+    if (o.profile) {
+      auto se = (*a)->summarize({x->shape()});
+      auto sd = (*b)->summarize({x->shape()});
+      if (!se.ok()) return report_error(se.status());
+      if (!sd.ok()) return report_error(sd.status());
+      layers = layer_times(*se, *sd);
+    }
     rows.push_back({{"batch", batch},
                     {"threads", (*a)->threads()},
                     {"sparrow_us", ts->median},
@@ -96,6 +149,7 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
                     {"dense_min_us", td->min},
                     {"dense_max_us", td->max},
                     {"speedup", td->median / ts->median}});
+    if (o.profile) rows.back()["layers"] = std::move(layers);
   }
   if (json) {
     fmt::print("{}\n", nlohmann::json{{"model", o.model}, {"runs", rows}}.dump(2));
@@ -114,6 +168,8 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
   for (const auto& r : rows)
     fmt::print("{:>6} {:>28} {:>28} {:>8.2f}\n", r["batch"].get<int>(), spread(r, "sparrow"),
                spread(r, "dense"), r["speedup"].get<double>());
+  for (const auto& r : rows)
+    if (r.contains("layers")) print_layer_times(r["layers"], r["batch"].get<int64_t>());
   return 0;
 }
 
@@ -139,6 +195,7 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::Range(1, 10000));
   cmd->add_option("--layers", o->layers, "Only these --eie layers, e.g. Alex-6,VGG-7")->delimiter(',');
   cmd->add_option("--input", m->input, "For a model: .npy rows to feed (default: uniform random)");
+  cmd->add_flag("--profile", m->profile, "For a model: each layer's time per run too, slowest first");
   cmd->add_flag("--json", (*flags)[2], "Print one JSON object");
   return {cmd, [o, m, flags, &global]() -> int {
             o->progress = show_progress(global);
@@ -150,6 +207,7 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
               m->repeats = o->repeats;
               return bench_model(*m, global, json);
             }
+            if (m->profile) return report_error(errorf("bench: --profile times the layers of a model file"));
             auto results = (*flags)[0] ? run_eie_bench(*o) : run_crossover_bench(*o);
             if (json)
               fmt::print("{}\n", results.dump(2));

@@ -10,11 +10,19 @@
 
 namespace sparrow::cli {
 
-Result<std::unique_ptr<Executor>> open_model(const std::string& path, const GlobalOptions& options) {
-  std::string ext = std::filesystem::path(path).extension().string();
+ExecOptions exec_options(const GlobalOptions& options) {
   ExecOptions exec{options.threads};
   exec.sparse = !options.dense;
   exec.weight_memory_ratio = options.weight_memory;
+  return exec;
+}
+
+Result<std::unique_ptr<Executor>> open_model(const std::string& path, const GlobalOptions& options) {
+  return open_model(path, exec_options(options));
+}
+
+Result<std::unique_ptr<Executor>> open_model(const std::string& path, const ExecOptions& exec) {
+  std::string ext = std::filesystem::path(path).extension().string();
   if (ext == ".onnx") {
     SP_ASSIGN_OR_RETURN(Model model, load_onnx(path));
     return Executor::create(std::move(model), exec);

@@ -16,7 +16,10 @@ struct GlobalOptions {
   int64_t max_input = int64_t{4} << 30;  // set_input_byte_limit
 };
 
-// Loads a model file (.onnx) and prepares an executor for it.
+// The executor options the global options ask for.
+ExecOptions exec_options(const GlobalOptions& options);
+// Loads a model file (.onnx or .spw) and prepares an executor for it.
+Result<std::unique_ptr<Executor>> open_model(const std::string& path, const ExecOptions& exec);
 Result<std::unique_ptr<Executor>> open_model(const std::string& path, const GlobalOptions& options);
 
 // True when progress lines should be drawn (stderr is a terminal and --quiet is off).

@@ -108,6 +108,7 @@ Result<Plan*> Executor::plan_for(const std::vector<Shape>& input_shapes) {
   auto plan = Plan::build(model_, input_shapes, impl_->pool, impl_->options.memory_limit_bytes,
                           impl_->weights.get(), impl_->options.sparse, impl_->options.keep_values);
   if (!plan.ok()) return plan.status().prefixed(model_.source);
+  (*plan)->set_profiling(impl_->options.profile_layers);
   if (plans.size() == kMaxCachedPlans) plans.erase(plans.begin());
   plans.push_back(std::move(*plan));
   return plans.back().get();

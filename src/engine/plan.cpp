@@ -3,6 +3,7 @@
 #include "engine/ops/sparse_ops.h"
 #include "sparrow/weight_roles.h"
 
+#include <chrono>
 #include <cstring>
 
 namespace sparrow {
@@ -364,14 +365,24 @@ Status Plan::run(std::span<const Tensor> inputs, ThreadPool& pool) {
   for (size_t i = 0; i < inputs.size(); ++i)
     std::memcpy(input_tensors_[i]->raw(), inputs[i].raw(), inputs[i].bytes());
   auto* arena = static_cast<std::byte*>(arena_.raw());
+  const bool profiling = !step_seconds_.empty();
   for (size_t s = 0; s < steps_.size(); ++s) {
     PlanStep& step = steps_[s];
+    const auto start = profiling ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     SP_RETURN_IF_ERROR(step.op->run(RunArgs{step.inputs, step.outputs, pool, scratch_}));
+    if (profiling)
+      step_seconds_[s] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (poison_freed_)
       for (size_t id : freed_after_[s])
         std::memset(arena + buffers_[id].offset, 0xFF, static_cast<size_t>(buffers_[id].bytes));
   }
+  if (profiling) ++profiled_runs_;
   return {};
+}
+
+void Plan::set_profiling(bool profile) {
+  step_seconds_.assign(profile ? steps_.size() : 0, 0.0);
+  profiled_runs_ = 0;
 }
 
 namespace {
@@ -389,13 +400,16 @@ ModelSummary Plan::summary(const Model& model) const {
   s.folded_nodes = folded_;
   s.activation_bytes = arena_bytes();
   s.activation_bytes_unshared = value_bytes();
-  for (const auto& step : steps_) {
+  s.profiled_runs = profiled_runs_;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const PlanStep& step = steps_[i];
     LayerInfo layer{step.op->node().name,
                     step.op->node().op_type + activation_suffix(step.op->activation()),
                     {},
                     0,
                     step.op->macs(),
-                    sparse_steps_.count(step.op.get()) > 0};
+                    sparse_steps_.count(step.op.get()) > 0,
+                    profiled_runs_ > 0 ? step_seconds_[i] / static_cast<double>(profiled_runs_) : 0.0};
     for (const Tensor* t : step.outputs)
       if (t) layer.output_shapes.push_back(t->shape());
     for (const auto& name : step.op->node().inputs) {

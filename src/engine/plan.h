@@ -51,6 +51,9 @@ class Plan {
   // With `poison`, run() fills each arena buffer with NaN bytes right after its value's last reader
   // ran, so a plan that reads a value after its bytes were handed on gives wrong results (tests).
   void set_poison_freed(bool poison) { poison_freed_ = poison; }
+  // With `profile`, run() adds each step's wall time to the step's total (summary() reports the
+  // mean per run).
+  void set_profiling(bool profile);
 
  private:
   Status bind_graph_inputs(const Model& model);
@@ -115,6 +118,8 @@ class Plan {
   std::vector<std::vector<size_t>> freed_after_;   // per step, buffers whose last reader it is
   Tensor arena_;
   bool poison_freed_ = false;
+  std::vector<double> step_seconds_;  // per step, over the profiled runs; empty when not profiling
+  int64_t profiled_runs_ = 0;
 };
 
 }  // namespace sparrow
