@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/sparse/kernels.h"
@@ -63,6 +64,55 @@ TEST(Engine, SmallCnnMatchesDenseAtEveryBatchSize) {
       for (int64_t batch : {1, 3, 4, 17})
         expect_same_outputs(p, {test::random_f32({batch, 1, 8, 8}, static_cast<uint32_t>(batch))},
                             "threads " + std::to_string(threads) + " batch " + std::to_string(batch));
+    }
+}
+
+// One Conv (then Relu) whose geometry the engine must read in place: strides (phase planes),
+// dilations, asymmetric pads, windows from 1x1 to 7x7.
+struct ConvGeometry {
+  int64_t c, h, w, m, kh, kw, stride, dilation;
+  std::vector<int64_t> pads;
+};
+
+Model one_conv(const ConvGeometry& g, uint32_t seed) {
+  Model m;
+  m.source = "one_conv";
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, g.c, g.h, g.w}, {"N", "", "", ""}, true});
+  m.outputs.push_back(ValueInfo{"y"});
+  m.initializers["w"] = test::random_f32({g.m, g.c, g.kh, g.kw}, seed);
+  m.initializers["b"] = test::random_f32({g.m}, seed + 1);
+  m.nodes.push_back(Node{"conv",
+                         "Conv",
+                         "",
+                         {"x", "w", "b"},
+                         {"c"},
+                         {{"pads", g.pads},
+                          {"strides", std::vector<int64_t>{g.stride, g.stride}},
+                          {"dilations", std::vector<int64_t>{g.dilation, g.dilation}}}});
+  m.nodes.push_back(Node{"relu", "Relu", "", {"c"}, {"y"}, {}});
+  return m;
+}
+
+TEST(Engine, ConvolutionsReadTheirInputInPlaceAtEveryStrideAndDilation) {
+  const std::vector<ConvGeometry> grid = {
+      {3, 17, 19, 8, 7, 7, 2, 1, {3, 3, 3, 3}},    // a stem: 7x7 stride 2
+      {16, 9, 9, 20, 3, 3, 1, 1, {1, 1, 1, 1}},    // 3x3 stride 1
+      {16, 10, 11, 12, 3, 3, 2, 1, {1, 1, 1, 1}},  // 3x3 stride 2, odd width
+      {12, 8, 8, 6, 1, 1, 2, 1, {0, 0, 0, 0}},     // 1x1 stride 2 (a downsample)
+      {5, 12, 13, 7, 3, 3, 1, 2, {2, 0, 1, 3}},    // dilated, asymmetric pads
+      {4, 11, 9, 5, 5, 5, 3, 1, {2, 1, 0, 2}},     // 5x5 stride 3
+      {6, 6, 6, 4, 1, 1, 1, 1, {1, 1, 1, 1}},      // 1x1 with padding
+      {2, 5, 40, 3, 3, 3, 1, 1, {0, 0, 0, 0}},     // no padding, a wide row
+  };
+  uint32_t seed = 40;
+  for (const ConvGeometry& g : grid)
+    for (int threads : {1, 2}) {
+      Pair p = executors(one_conv(g, seed), 0.7, threads);
+      const std::string what =
+          fmt::format("c{} k{} s{} d{} threads {}", g.c, g.kh, g.stride, g.dilation, threads);
+      EXPECT_EQ(sparse_layers(*p.sparse, {{2, g.c, g.h, g.w}}), 1) << what;
+      expect_same_outputs(p, {test::random_f32({2, g.c, g.h, g.w}, seed + 7)}, what);
+      seed += 10;
     }
 }
 

@@ -16,18 +16,6 @@ PaddedPlane padded_extent(const Window2d& win) {
           (win.out_w - 1) * win.s_w + (win.k_w - 1) * win.d_w + 1};
 }
 
-void pad_plane(const float* x, const Window2d& win, PaddedPlane p, float* out) {
-  std::fill(out, out + p.rows * p.cols, 0.0f);
-  for (int64_t r = 0; r < p.rows; ++r) {
-    const int64_t ih = r - win.pad_t;
-    if (ih < 0 || ih >= win.in_h) continue;
-    const int64_t begin = std::max<int64_t>(0, win.pad_l), end = std::min(p.cols, win.pad_l + win.in_w);
-    if (begin < end)
-      std::copy(x + ih * win.in_w + begin - win.pad_l, x + ih * win.in_w + end - win.pad_l,
-                out + r * p.cols + begin);
-  }
-}
-
 // A K x K undilated window at stride S over the padded plane: the taps unrolled, the output
 // columns in vector lanes.
 template <int K, int S>
@@ -101,7 +89,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void depthwise_conv
     const float* x, const float* w, float bias, const Window2d& win, const Activation& act, float* scratch,
     float* y) {
   const PaddedPlane p = padded_extent(win);
-  pad_plane(x, win, p, scratch);
+  pad_plane(x, win, p.rows, p.cols, scratch);
   const bool undilated = win.d_h == 1 && win.d_w == 1 && win.s_h == win.s_w && win.k_h == win.k_w;
   const int64_t k = undilated ? win.k_h : 0, stride = win.s_w;
   float* wide = scratch + p.rows * p.cols;

@@ -18,7 +18,8 @@ std::vector<int64_t> row_major_strides(const Shape& s) {
 
 // dst[out index] = src[base + sum(index[d] * src_strides[d])] over every index of out_shape.
 template <class T>
-void strided_copy(const T* src, int64_t base, const Shape& out_shape, const std::vector<int64_t>& src_strides, T* dst) {
+void strided_copy(const T* src, int64_t base, const Shape& out_shape, const std::vector<int64_t>& src_strides,
+                  T* dst) {
   int rank = static_cast<int>(out_shape.size());
   int64_t n = shape_numel(out_shape);
   if (rank == 0) {
@@ -38,7 +39,9 @@ void strided_copy(const T* src, int64_t base, const Shape& out_shape, const std:
   }
 }
 
-void copy_tensor_data(const Tensor& src, Tensor& dst) { std::memcpy(dst.raw(), src.raw(), src.bytes()); }
+void copy_tensor_data(const Tensor& src, Tensor& dst) {
+  std::memcpy(dst.raw(), src.raw(), src.bytes());
+}
 
 // ---- Shape ----
 class ShapeOp : public Op {
@@ -97,7 +100,8 @@ class ReshapeOp : public ReshapeLikeOp {
     int infer_at = -1;
     for (size_t i = 0; i < target.size(); ++i) {
       if (target[i] == 0 && !allowzero) {
-        if (i >= x.size()) return fail("shape entry {} is 0 (copy) but the input {} has no such dim", i, shape_str(x));
+        if (i >= x.size())
+          return fail("shape entry {} is 0 (copy) but the input {} has no such dim", i, shape_str(x));
         target[i] = x[i];
       }
       if (target[i] == -1) {
@@ -106,17 +110,20 @@ class ReshapeOp : public ReshapeLikeOp {
       } else if (target[i] < 0) {
         return fail("shape {} has a negative entry", shape_str(target));
       } else {
-        if (target[i] > kMaxTensorElements || known * target[i] > kMaxTensorElements)  // no overflow: both <= 2^31
+        if (target[i] > kMaxTensorElements ||
+            known * target[i] > kMaxTensorElements)  // no overflow: both <= 2^31
           return fail("shape {} has more than {} elements", shape_str(target), kMaxTensorElements);
         known *= target[i];
       }
     }
     int64_t n = shape_numel(x);
     if (infer_at >= 0) {
-      if (known == 0 || n % known != 0) return fail("cannot reshape {} into {}", shape_str(x), shape_str(target));
+      if (known == 0 || n % known != 0)
+        return fail("cannot reshape {} into {}", shape_str(x), shape_str(target));
       target[infer_at] = n / known;
     }
-    if (shape_numel(target) != n) return fail("cannot reshape {} ({} values) into {}", shape_str(x), n, shape_str(target));
+    if (shape_numel(target) != n)
+      return fail("cannot reshape {} ({} values) into {}", shape_str(x), n, shape_str(target));
     out = {ValueDesc{in[0].dtype, target}};
     return {};
   }
@@ -141,8 +148,8 @@ class FlattenOp : public ReshapeLikeOp {
 };
 
 // Squeeze and Unsqueeze: axes from the attribute (opset < 13) or the second input.
-Result<std::vector<int64_t>> axes_of(const Op& op, const Node& node, int64_t opset, std::span<const ValueDesc> in,
-                                     bool required, bool& given) {
+Result<std::vector<int64_t>> axes_of(const Op& op, const Node& node, int64_t opset,
+                                     std::span<const ValueDesc> in, bool required, bool& given) {
   given = true;
   if (opset < 13) {
     if (node.attrs.count("axes")) return node.attr_ints("axes");
@@ -218,7 +225,8 @@ class TransposeOp : public Op {
     out_shape_.clear();
     src_strides_.clear();
     for (int64_t p : perm_) {
-      if (p < 0 || p >= static_cast<int64_t>(x.size()) || seen[p]) return fail("perm {} is not a permutation", shape_str(perm_));
+      if (p < 0 || p >= static_cast<int64_t>(x.size()) || seen[p])
+        return fail("perm {} is not a permutation", shape_str(perm_));
       seen[p] = true;
       out_shape_.push_back(x[p]);
       src_strides_.push_back(in_strides[p]);
@@ -256,7 +264,8 @@ class ConcatOp : public Op {
         return fail("input {} {} cannot be concatenated with {}", i, shape_str(s), shape_str(first));
       for (size_t d = 0; d < s.size(); ++d)
         if (static_cast<int>(d) != axis_ && s[d] != first[d])
-          return fail("input {} {} differs from {} outside axis {}", i, shape_str(s), shape_str(first), axis_);
+          return fail("input {} {} differs from {} outside axis {}", i, shape_str(s), shape_str(first),
+                      axis_);
       y[axis_] += s[axis_];
     }
     out = {ValueDesc{in[0].dtype, y}};
@@ -306,7 +315,8 @@ class SplitOp : public Op {
     int64_t total = 0;
     for (int64_t s : sizes_) total += s < 0 ? INT64_MIN / 4 : s;
     if (sizes_.size() != parts || total != x[axis_])
-      return fail("split sizes {} do not match {} outputs over axis size {}", shape_str(sizes_), parts, x[axis_]);
+      return fail("split sizes {} do not match {} outputs over axis size {}", shape_str(sizes_), parts,
+                  x[axis_]);
     out.clear();
     for (int64_t s : sizes_) {
       Shape y = x;
@@ -324,7 +334,8 @@ class SplitOp : public Op {
     for (int64_t o = 0; o < outer; ++o)
       for (size_t k = 0; k < sizes_.size(); ++k) {
         int64_t chunk = sizes_[k] * inner;
-        if (a.out[k]) std::memcpy(static_cast<char*>(a.out[k]->raw()) + o * chunk, src, static_cast<size_t>(chunk));
+        if (a.out[k])
+          std::memcpy(static_cast<char*>(a.out[k]->raw()) + o * chunk, src, static_cast<size_t>(chunk));
         src += chunk;
       }
     return {};
@@ -351,11 +362,11 @@ class SliceOp : public Op {
       SP_ASSIGN_OR_RETURN(starts, constant_ints(in, 1, "starts"));
       SP_ASSIGN_OR_RETURN(ends, constant_ints(in, 2, "ends"));
       if (in.size() > 3 && in[3].present) {
-      SP_ASSIGN_OR_RETURN(axes, constant_ints(in, 3, "axes"));
-    }
+        SP_ASSIGN_OR_RETURN(axes, constant_ints(in, 3, "axes"));
+      }
       if (in.size() > 4 && in[4].present) {
-      SP_ASSIGN_OR_RETURN(steps, constant_ints(in, 4, "steps"));
-    }
+        SP_ASSIGN_OR_RETURN(steps, constant_ints(in, 4, "steps"));
+      }
     }
     const Shape& x = in[0].shape;
     int r = static_cast<int>(x.size());
@@ -432,7 +443,8 @@ class GatherOp : public Op {
     for (int64_t o = 0; o < outer; ++o)
       for (int64_t k = 0; k < idx.numel(); ++k) {
         int64_t i = idx.i64_data()[k];
-        if (i < -dim || i >= dim) return fail("index {} is out of range for axis {} of size {}", i, axis_, dim);
+        if (i < -dim || i >= dim)
+          return fail("index {} is out of range for axis {} of size {}", i, axis_, dim);
         if (i < 0) i += dim;
         std::memcpy(dst, src + (o * dim + i) * inner, static_cast<size_t>(inner));
         dst += inner;
@@ -466,13 +478,16 @@ class PadOp : public Op {
     }
     const Shape& x = in[0].shape;
     size_t r = x.size();
-    if (pads_.size() != 2 * r) return fail("pads has {} values, expected {} for rank {}", pads_.size(), 2 * r, r);
+    if (pads_.size() != 2 * r)
+      return fail("pads has {} values, expected {} for rank {}", pads_.size(), 2 * r, r);
     out_shape_ = x;
     for (size_t d = 0; d < r; ++d) {
       if (pads_[d] < 0 || pads_[d + r] < 0) return fail("negative pads are not supported");
       if (mode_ == "reflect" && (pads_[d] >= x[d] || pads_[d + r] >= x[d]) && (pads_[d] || pads_[d + r]))
-        return fail("reflect padding {} on axis {} needs an input larger than the pad, has {}", pads_[d], d, x[d]);
-      if (mode_ == "edge" && x[d] == 0 && (pads_[d] || pads_[d + r])) return fail("edge padding of an empty axis");
+        return fail("reflect padding {} on axis {} needs an input larger than the pad, has {}", pads_[d], d,
+                    x[d]);
+      if (mode_ == "edge" && x[d] == 0 && (pads_[d] || pads_[d + r]))
+        return fail("edge padding of an empty axis");
       out_shape_[d] = x[d] + pads_[d] + pads_[d + r];
     }
     in_strides_ = row_major_strides(x);
@@ -513,8 +528,10 @@ class PadOp : public Op {
         int64_t o = rem % out_shape_[d];
         rem /= out_shape_[d];
         int64_t i = source_index(o, pads_[d], x.dim(d));
-        if (i < 0) constant = true;
-        else off += i * strides[d];
+        if (i < 0)
+          constant = true;
+        else
+          off += i * strides[d];
       }
       y[k] = constant ? fill : src[off];
     }
@@ -561,7 +578,8 @@ class TileOp : public Op {
     SP_RETURN_IF_ERROR(expect_inputs(in, 2, 2));
     SP_ASSIGN_OR_RETURN(auto repeats, constant_ints(in, 1, "repeats"));
     const Shape& x = in[0].shape;
-    if (repeats.size() != x.size()) return fail("repeats has {} values for rank {}", repeats.size(), x.size());
+    if (repeats.size() != x.size())
+      return fail("repeats has {} values for rank {}", repeats.size(), x.size());
     out_shape_ = x;
     for (size_t d = 0; d < x.size(); ++d) {
       if (repeats[d] < 0) return fail("negative repeat {}", repeats[d]);

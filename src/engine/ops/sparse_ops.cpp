@@ -4,8 +4,11 @@
 // threads split those inputs' columns of the matrix's one-sample layout, see sparse_run.h); from
 // kSparseFcBatchedFrom samples on, inputs are transposed to [in, batch] and each thread runs the CSR kernel
 // over a balanced contiguous range of rows with the batch in registers.
-// Convolution: sparse W [M, C*kh*kw] times the im2col matrix [C*kh*kw, out_h*out_w] (the CSR
-// kernel with the output positions as the batch), per image; im2col split over the threads by channel.
+// Convolution: sparse W [M, C*kh*kw] times the input's (channel, tap) rows, per image, with the
+// output positions as the CSR kernel's batch, and no im2col matrix: each row is a shifted view of
+// the channel's zero-padded input plane (split by stride phase when strided, see pad_phases),
+// output (oh, ow) at position oh * cols + ow of a "wide" output row (the positions between rows
+// are computed and dropped). 1x1 windows at stride 1 without padding read the input itself.
 #include "engine/ops/sparse_ops.h"
 
 #include <algorithm>
@@ -137,9 +140,13 @@ class SparseConvOp : public Op {
     y.push_back(win_.out_w);
     out = {ValueDesc{DType::f32, y}};
     bounds_ = balanced_row_bounds(m_, threads_);
+    plan_direct();
     return {};
   }
-  size_t scratch_floats(int) const override { return static_cast<size_t>(m_.cols * win_.out_h * win_.out_w); }
+  size_t scratch_floats(int) const override {
+    if (pointwise()) return 0;
+    return static_cast<size_t>(channels_ * phases() * padded_rows_ * padded_cols_ + m_.rows * wide_);
+  }
   int64_t macs() const override { return images_ * m_.nonzeros * win_.out_h * win_.out_w; }
 
   Status run(const RunArgs& a) override {
@@ -147,18 +154,56 @@ class SparseConvOp : public Op {
     for (int64_t n = 0; n < images_; ++n) {
       const float* x = a.in[0]->f32_data() + n * channels_ * win_.in_h * win_.in_w;
       float* y = a.out[0]->f32_data() + n * m_.rows * hw;
-      const float* col = x;
       if (!pointwise()) {
-        im2col_parallel(a.pool, x, channels_, win_, a.scratch.data());
-        col = a.scratch.data();
+        run_direct(a, x, y);
+        continue;
       }
-      sparse_matmat(a.pool, m_, bounds_, col, hw, hw, y, hw);
+      sparse_matmat(a.pool, m_, bounds_, x, hw, hw, y, hw);
       add_bias_activate(y, m_.rows, hw, has_bias_ ? a.in[2]->f32_data() : nullptr, 1.0f, activation_);
     }
     return {};
   }
 
  private:
+  int64_t phases() const { return win_.s_h * win_.s_w; }
+  // Where each (channel, tap) column's row lies in the padded phase planes (see the top).
+  void plan_direct() {
+    if (pointwise()) return;
+    const int64_t reach_h = (win_.out_h - 1) * win_.s_h + (win_.k_h - 1) * win_.d_h + 1;
+    const int64_t reach_w = (win_.out_w - 1) * win_.s_w + (win_.k_w - 1) * win_.d_w + 1;
+    padded_rows_ = (reach_h + win_.s_h - 1) / win_.s_h;
+    padded_cols_ = (reach_w + win_.s_w - 1) / win_.s_w;
+    wide_ = (win_.out_h - 1) * padded_cols_ + win_.out_w;
+    x_rows_.clear();
+    for (int64_t c = 0; c < channels_; ++c)
+      for (int64_t i = 0; i < win_.k_h; ++i)
+        for (int64_t j = 0; j < win_.k_w; ++j) {
+          const int64_t di = i * win_.d_h, dj = j * win_.d_w;
+          const int64_t plane = c * phases() + (di % win_.s_h) * win_.s_w + dj % win_.s_w;
+          x_rows_.push_back((plane * padded_rows_ + di / win_.s_h) * padded_cols_ + dj / win_.s_w);
+        }
+  }
+  void run_direct(const RunArgs& a, const float* x, float* y) {
+    const int64_t planes = phases() * padded_rows_ * padded_cols_, in_hw = win_.in_h * win_.in_w;
+    float* padded = a.scratch.data();
+    float* wide = padded + channels_ * planes;
+    a.pool.parallel_range(channels_, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c)
+        pad_phases(x + c * in_hw, win_, padded_rows_, padded_cols_, padded + c * planes);
+    });
+    sparse_matmat(a.pool, m_, bounds_, padded, 0, wide_, wide, wide_, x_rows_.data());
+    const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
+    const int64_t out_hw = win_.out_h * win_.out_w;
+    a.pool.parallel_range(m_.rows, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r)
+        for (int64_t oh = 0; oh < win_.out_h; ++oh) {
+          const float* from = wide + r * wide_ + oh * padded_cols_;
+          float* to = y + r * out_hw + oh * win_.out_w;
+          const float b = bias ? bias[r] : 0.0f;
+          for (int64_t ow = 0; ow < win_.out_w; ++ow) to[ow] = activation_(from[ow] + b);
+        }
+    });
+  }
   bool pointwise() const {
     return win_.k_h == 1 && win_.k_w == 1 && win_.s_h == 1 && win_.s_w == 1 &&
            win_.pad_t + win_.pad_l + win_.pad_b + win_.pad_r == 0;
@@ -170,6 +215,8 @@ class SparseConvOp : public Op {
   bool has_bias_ = false;
   std::vector<int64_t> bounds_;
   int threads_ = 1;
+  int64_t padded_rows_ = 0, padded_cols_ = 0, wide_ = 0;
+  std::vector<int64_t> x_rows_;  // per matrix column (channel, tap): its row in the padded planes
 };
 
 }  // namespace

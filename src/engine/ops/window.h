@@ -43,6 +43,15 @@ inline ColumnRange valid_columns(int64_t offset, int64_t stride, int64_t in_w, i
   return {begin < out_w ? begin : out_w, end < out_w ? end : out_w};
 }
 
+// out[rows, cols] = the input plane x[in_h, in_w] placed at (pad_t, pad_l), zero around it: what
+// windows at stride 1 read in place (rows and cols cover every window).
+void pad_plane(const float* x, const Window2d& w, int64_t rows, int64_t cols, float* out);
+// The zero-padded input plane split by stride phase: out holds s_h * s_w planes [rows, cols], plane
+// (a, b) holding padded rows a, a + s_h, ... and columns b, b + s_w, ...; a window tap at padded
+// offset (i, j) of output (oh, ow) reads plane (i % s_h, j % s_w) at (oh + i / s_h, ow + j / s_w),
+// so strided windows read it as stride-1 windows do their padded plane.
+void pad_phases(const float* x, const Window2d& w, int64_t rows, int64_t cols, float* out);
+
 // Unrolls input planes [channels, in_h, in_w] into col [channels * k_h * k_w, out_h * out_w]
 // (zero where the window covers padding).
 void im2col(const float* x, int64_t channels, const Window2d& w, float* col);

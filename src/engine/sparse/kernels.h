@@ -48,6 +48,10 @@ struct SpmmArgs {
   int64_t batch;  // columns of Xt/Y used, <= ldx
   float* y;       // [rows, ldy]
   int64_t ldy;
+  // Where given, the row of X that matrix column j multiplies starts at xt + x_rows[j] instead of
+  // xt + j * ldx: rows may overlap, as the shifted views of a padded input plane that a stride-1
+  // convolution's (channel, tap) columns read in place of an im2col matrix.
+  const int64_t* x_rows = nullptr;
 };
 
 // One sample over a layout built for one partition and a 16-entry codebook (banded CSC, tiles).

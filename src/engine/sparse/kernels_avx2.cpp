@@ -66,8 +66,8 @@ void spmv_rows_banded__avx2(const SpmvRowArgs& a) {
 
 namespace {
 
-template <class Entries>
-void spmm_csr(const SpmmArgs& a) {
+template <class Entries, bool kRowTable>
+void spmm_csr_rows(const SpmmArgs& a) {
   const SparseMatrix& m = *a.m;
   for (int64_t b0 = 0; b0 < a.batch; b0 += 32) {
     // Four 8-lane accumulators over up to 32 batch columns; partial ones are masked.
@@ -88,7 +88,7 @@ void spmm_csr(const SpmmArgs& a) {
         entries.walk(block.row_ptr[r], block.row_ptr[r + 1], block.col_begin - 1,
                      [&](int64_t col, unsigned code) {
                        __m256 w = _mm256_set1_ps(m.codebook[code]);
-                       const float* x = a.xt + col * a.ldx + b0;
+                       const float* x = a.xt + (kRowTable ? a.x_rows[col] : col * a.ldx) + b0;
                        for (int t = 0; t < 4; ++t)
                          acc[t] = _mm256_fmadd_ps(w, _mm256_maskload_ps(x + 8 * t, masks[t]), acc[t]);
                      });
@@ -96,6 +96,14 @@ void spmm_csr(const SpmmArgs& a) {
       }
     }
   }
+}
+
+template <class Entries>
+void spmm_csr(const SpmmArgs& a) {
+  if (a.x_rows)
+    spmm_csr_rows<Entries, true>(a);
+  else
+    spmm_csr_rows<Entries, false>(a);
 }
 
 }  // namespace

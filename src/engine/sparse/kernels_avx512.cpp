@@ -235,11 +235,11 @@ namespace {
 
 // One row of one column block over a batch chunk of up to 64 columns of Xt, held in four
 // accumulators that start from y (or zero for the first block).
-template <class Entries>
+template <class Entries, bool kRowTable>
 [[gnu::always_inline]] inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block,
                                                  const Entries& entries, bool first, int64_t r,
-                                                 const float* xt, int64_t ldx, int64_t b0, int64_t n,
-                                                 float* y) {
+                                                 const float* xt, int64_t ldx, const int64_t* x_rows,
+                                                 int64_t b0, int64_t n, float* y) {
   __mmask16 masks[4];
   for (int t = 0; t < 4; ++t) {
     int64_t left = n - 16 * t;
@@ -255,7 +255,7 @@ template <class Entries>
   const float* base = xt + b0;
   entries.walk(block.row_ptr[r], block.row_ptr[r + 1], block.col_begin - 1, [&](int64_t col, unsigned code) {
     __m512 w = _mm512_set1_ps(m.codebook[code]);
-    const float* x = base + col * ldx;
+    const float* x = base + (kRowTable ? x_rows[col] : col * ldx);
     acc0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[0], x), acc0);
     if (masks[1]) acc1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[1], x + 16), acc1);
     if (masks[2]) acc2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[2], x + 32), acc2);
@@ -267,16 +267,24 @@ template <class Entries>
   _mm512_mask_storeu_ps(y + b0 + 48, masks[3], acc3);
 }
 
-template <class Entries>
-void spmm_csr(const SpmmArgs& a) {
+template <class Entries, bool kRowTable>
+void spmm_csr_rows(const SpmmArgs& a) {
   for (int64_t b0 = 0; b0 < a.batch; b0 += 64)
     for (size_t k = 0; k < a.m->csr.size(); ++k) {
       const CsrBlock& block = a.m->csr[k];
       const Entries entries(block);
       for (int64_t r = a.row_begin; r < a.row_end; ++r)
-        csr_row_chunk(*a.m, block, entries, k == 0, r, a.xt, a.ldx, b0, std::min<int64_t>(64, a.batch - b0),
-                      a.y + r * a.ldy);
+        csr_row_chunk<Entries, kRowTable>(*a.m, block, entries, k == 0, r, a.xt, a.ldx, a.x_rows, b0,
+                                          std::min<int64_t>(64, a.batch - b0), a.y + r * a.ldy);
     }
+}
+
+template <class Entries>
+void spmm_csr(const SpmmArgs& a) {
+  if (a.x_rows)
+    spmm_csr_rows<Entries, true>(a);
+  else
+    spmm_csr_rows<Entries, false>(a);
 }
 
 }  // namespace

@@ -35,6 +35,7 @@ namespace {
 
 template <class Entries>
 void spmm_csr(const SpmmArgs& a) {
+  auto x_row = [&](int64_t col) { return a.xt + (a.x_rows ? a.x_rows[col] : col * a.ldx); };
   const SparseMatrix& m = *a.m;
   for (int64_t r = a.row_begin; r < a.row_end; ++r)
     for (int64_t b = 0; b < a.batch; ++b) a.y[r * a.ldy + b] = 0.0f;
@@ -45,7 +46,7 @@ void spmm_csr(const SpmmArgs& a) {
       entries.walk(block.row_ptr[r], block.row_ptr[r + 1], block.col_begin - 1,
                    [&](int64_t col, unsigned code) {
                      const float w = m.codebook[code];
-                     const float* x = a.xt + col * a.ldx;
+                     const float* x = x_row(col);
                      for (int64_t b = 0; b < a.batch; ++b) y[b] += w * x[b];
                    });
     }

@@ -148,7 +148,7 @@ int64_t csr_touched(const SparseMatrix& m, std::span<const int32_t>) {
   return n;
 }
 void csr_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
-  spmm_csr_of(k, m)(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy});
+  spmm_csr_of(k, m)(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy, p.x_rows});
 }
 
 const std::array kRows = {

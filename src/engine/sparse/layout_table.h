@@ -27,6 +27,7 @@ struct LayoutProduct {
   int64_t batch = 1, ldx = 0, ldy = 0;  // batched
   float* y = nullptr;       // column walks: [rows]; row walk: y[row_begin:row_end]; batched: [rows, ldy]
   bool accumulate = false;  // column walks: add to y instead of overwriting it
+  const int64_t* x_rows = nullptr;  // batched: SpmmArgs::x_rows
 };
 
 struct LayoutRow {

@@ -153,12 +153,19 @@ std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads) {
 }
 
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
-                   const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy) {
+                   const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy,
+                   const int64_t* x_rows) {
   const LayoutRow& csr = layout_row(kLayoutCsr);
   auto rows = [&](int64_t begin, int64_t end) {
     csr.run(m, sparse_kernels(),
-            LayoutProduct{
-                .x = xt, .row_begin = begin, .row_end = end, .batch = batch, .ldx = ldx, .ldy = ldy, .y = y});
+            LayoutProduct{.x = xt,
+                          .row_begin = begin,
+                          .row_end = end,
+                          .batch = batch,
+                          .ldx = ldx,
+                          .ldy = ldy,
+                          .y = y,
+                          .x_rows = x_rows});
   };
   if (m.nonzeros * batch < kParallelFromNonzeros) {
     rows(0, m.rows);

@@ -51,9 +51,11 @@ void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, floa
 // work on the machine claims fewer). Returned as ranges + 1 bounds.
 inline constexpr int kRowChunksPerThread = 4;
 std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads);
-// Y[rows, ldy] = W Xt over the row ranges in `bounds`, one per pool task.
+// Y[rows, ldy] = W Xt over the row ranges in `bounds`, one per pool task; with `x_rows`, column j
+// multiplies the row at xt + x_rows[j] (SpmmArgs::x_rows).
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
-                   const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy);
+                   const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy,
+                   const int64_t* x_rows = nullptr);
 
 // Fewest active columns in one chunk of the columns scheme (the last chunk may have fewer).
 inline constexpr int64_t kMinChunkColumns = 32;
