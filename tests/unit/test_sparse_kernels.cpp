@@ -3,6 +3,7 @@
 // columns, all-zero and fully dense inputs, the longest gaps (fillers), every code used, odd sizes.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -158,6 +159,119 @@ TEST_P(SparseKernelsPerIsa, SpmmEveryVariantMatchesAcrossBatchWidths) {
             for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(y[r * ldy + batch], -7.0f) << "wrote past the batch";
           }
   for (int bits : {8, 16}) EXPECT_GT(widths_seen[bits], 0) << bits << "-bit CSR entries tested";
+}
+
+TEST_P(SparseKernelsPerIsa, SpmmReadsOverlappingRowsThroughARowTable) {
+  // Column j multiplies the row at x + x_rows[j]: rows that overlap, out of order, as a
+  // convolution's taps read a padded plane.
+  uint32_t seed = 700;
+  for (int64_t batch : {1, 16, 40, 64, 100})
+    for (int cb : {16, 256}) {
+      const int64_t rows = 19, cols = 27, span = batch + 12;
+      Case c = make_case(rows, cols, 0.3, cb, seed++);
+      SparseMatrix m = build_sparse_matrix(c.codes, rows, cols, c.codebook, 1, batch % 2 == 1);
+      std::vector<float> x = random_input(span, 0.8, seed++);
+      std::vector<int64_t> x_rows;
+      for (int64_t j = 0; j < cols; ++j) x_rows.push_back((j * 5) % 13);
+      std::vector<float> y(static_cast<size_t>(rows * batch), -7.0f);
+      spmm_csr_of(sparse_kernels_for(isa),
+                  m)(SpmmArgs{&m, 0, rows, x.data(), 0, batch, y.data(), batch, x_rows.data()});
+      for (int64_t b = 0; b < batch; ++b) {
+        std::vector<float> col(static_cast<size_t>(cols));
+        for (int64_t j = 0; j < cols; ++j) col[j] = x[x_rows[j] + b];
+        auto want = dense_product(c, col);
+        std::vector<float> got(static_cast<size_t>(rows));
+        for (int64_t r = 0; r < rows; ++r) got[r] = y[r * batch + b];
+        expect_close(got, want, std::string(isa_name(isa)) + " batch " + std::to_string(batch));
+      }
+    }
+}
+
+// A window over one plane with its output size (floor mode).
+Window2d plane_window(int64_t h, int64_t w, int64_t k, int64_t stride, int64_t dilation, int64_t pad_t,
+                      int64_t pad_l, int64_t pad_b, int64_t pad_r) {
+  Window2d win;
+  win.in_h = h, win.in_w = w, win.k_h = win.k_w = k, win.s_h = win.s_w = stride, win.d_h = win.d_w = dilation;
+  win.pad_t = pad_t, win.pad_l = pad_l, win.pad_b = pad_b, win.pad_r = pad_r;
+  win.out_h = (h + pad_t + pad_b - (k - 1) * dilation - 1) / stride + 1;
+  win.out_w = (w + pad_l + pad_r - (k - 1) * dilation - 1) / stride + 1;
+  return win;
+}
+
+const std::vector<Window2d>& plane_window_grid() {
+  static const std::vector<Window2d> grid = {
+      plane_window(7, 7, 3, 1, 1, 1, 1, 1, 1),     plane_window(14, 14, 3, 1, 1, 1, 1, 1, 1),
+      plane_window(9, 40, 3, 1, 1, 1, 1, 1, 1),    plane_window(12, 35, 3, 2, 1, 1, 1, 1, 1),
+      plane_window(11, 70, 3, 2, 1, 0, 0, 1, 1),   plane_window(8, 20, 5, 1, 1, 2, 2, 2, 2),
+      plane_window(9, 44, 5, 1, 1, 2, 2, 2, 2),    plane_window(13, 33, 5, 2, 1, 2, 2, 2, 2),
+      plane_window(10, 17, 3, 1, 2, 2, 2, 2, 2),   plane_window(6, 9, 7, 3, 1, 3, 1, 2, 3),
+      plane_window(5, 5, 1, 1, 1, 0, 0, 0, 0),     plane_window(4, 6, 3, 1, 1, 4, 4, 4, 4),
+      plane_window(111, 111, 3, 2, 1, 0, 0, 1, 1),
+  };
+  return grid;
+}
+
+TEST_P(SparseKernelsPerIsa, DepthwisePlaneEveryVariantMatchesAPlainLoop) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  uint32_t seed = 900;
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const Window2d& win : plane_window_grid())
+    for (auto [lo, hi] : {std::pair{-inf, inf}, std::pair{0.0f, inf}, std::pair{0.0f, 0.5f}}) {
+      std::vector<float> x = random_input(win.in_h * win.in_w, 0.9, seed++);
+      std::vector<float> w = random_input(win.k_h * win.k_w, 1.0, seed++);
+      std::vector<float> scratch(static_cast<size_t>(depthwise_scratch_floats(win)), NAN);
+      std::vector<float> y(static_cast<size_t>(win.out_h * win.out_w + 1), -7.0f);
+      k.depthwise_plane(DepthwiseArgs{x.data(), w.data(), 0.25f, &win, lo, hi, scratch.data(), y.data()});
+      for (int64_t oh = 0; oh < win.out_h; ++oh)
+        for (int64_t ow = 0; ow < win.out_w; ++ow) {
+          double acc = 0.25, scale = 0.25;
+          for (int64_t i = 0; i < win.k_h; ++i)
+            for (int64_t j = 0; j < win.k_w; ++j) {
+              const int64_t ih = oh * win.s_h - win.pad_t + i * win.d_h,
+                            iw = ow * win.s_w - win.pad_l + j * win.d_w;
+              if (ih < 0 || iw < 0 || ih >= win.in_h || iw >= win.in_w) continue;
+              acc += double(w[i * win.k_w + j]) * x[ih * win.in_w + iw];
+              scale += std::abs(double(w[i * win.k_w + j]) * x[ih * win.in_w + iw]);
+            }
+          const double want = std::min<double>(std::max<double>(acc, lo), hi);
+          EXPECT_NEAR(y[oh * win.out_w + ow], want, 1e-6 * scale + 1e-7)
+              << isa_name(isa) << " " << win.in_h << "x" << win.in_w << " k" << win.k_h << " s" << win.s_h
+              << " d" << win.d_h << " at " << oh << "," << ow;
+        }
+      ASSERT_EQ(y.back(), -7.0f) << "wrote past the plane";
+    }
+}
+
+TEST_P(SparseKernelsPerIsa, MaxPoolPlaneEveryVariantMatchesAPlainLoop) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  uint32_t seed = 1300;
+  for (const Window2d& win : plane_window_grid()) {
+    std::vector<float> x = random_input(win.in_h * win.in_w, 1.0, seed++);
+    x[static_cast<size_t>(seed % x.size())] = NAN;
+    std::vector<float> y(static_cast<size_t>(win.out_h * win.out_w + 1), -7.0f);
+    k.max_pool_plane(MaxPoolArgs{x.data(), &win, y.data()});
+    for (int64_t oh = 0; oh < win.out_h; ++oh)
+      for (int64_t ow = 0; ow < win.out_w; ++ow) {
+        float want = -std::numeric_limits<float>::infinity();
+        bool nan = false;
+        for (int64_t i = 0; i < win.k_h; ++i)
+          for (int64_t j = 0; j < win.k_w; ++j) {
+            const int64_t ih = oh * win.s_h - win.pad_t + i * win.d_h,
+                          iw = ow * win.s_w - win.pad_l + j * win.d_w;
+            if (ih < 0 || iw < 0 || ih >= win.in_h || iw >= win.in_w) continue;
+            const float v = x[ih * win.in_w + iw];
+            nan |= std::isnan(v);
+            want = std::max(want, v);
+          }
+        const float got = y[oh * win.out_w + ow];
+        if (nan)
+          EXPECT_TRUE(std::isnan(got)) << isa_name(isa) << " at " << oh << "," << ow;
+        else
+          EXPECT_EQ(got, want) << isa_name(isa) << " " << win.in_h << "x" << win.in_w << " k" << win.k_h
+                               << " s" << win.s_h << " at " << oh << "," << ow;
+      }
+    ASSERT_EQ(y.back(), -7.0f) << "wrote past the plane";
+  }
 }
 
 TEST(SparseKernels, CompactMatricesTakeOneByteEntriesWithFillers) {

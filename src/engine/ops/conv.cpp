@@ -3,8 +3,8 @@
 #include <cstring>
 
 #include "engine/blas.h"
-#include "engine/ops/depthwise.h"
 #include "engine/ops/window.h"
+#include "engine/sparse/kernels.h"
 
 namespace sparrow {
 
@@ -89,12 +89,13 @@ class ConvOp : public Op {
     const int64_t multiplier = m_ / group_, in_hw = win_.in_h * win_.in_w, out_hw = win_.out_h * win_.out_w;
     const int64_t window = win_.k_h * win_.k_w, planes = n_ * m_;
     const int64_t chunks = std::min<int64_t>(pool.size(), planes), step = (planes + chunks - 1) / chunks;
+    const auto kernel = sparse_kernels().depthwise_plane;
     pool.parallel_for(chunks, [&](int64_t c) {
       float* padded = scratch + c * depthwise_scratch_floats(win_);
       for (int64_t plane = c * step; plane < std::min(planes, (c + 1) * step); ++plane) {
         const int64_t n = plane / m_, m = plane % m_;
-        depthwise_conv_plane(x + (n * c_ + m / multiplier) * in_hw, wt + m * window, bias ? bias[m] : 0.0f,
-                             win_, activation_, padded, y + plane * out_hw);
+        kernel(DepthwiseArgs{x + (n * c_ + m / multiplier) * in_hw, wt + m * window, bias ? bias[m] : 0.0f,
+                             &win_, activation_.lo, activation_.hi, padded, y + plane * out_hw});
       }
     });
   }

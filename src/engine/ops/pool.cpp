@@ -3,58 +3,13 @@
 #include <limits>
 
 #include "engine/ops/window.h"
+#include "engine/sparse/kernels.h"
 
 namespace sparrow {
 
 namespace {
 
 enum class PoolKind { max, average };
-
-inline float max_or_nan(float a, float v) {
-  return (v > a || v != v) ? v : a;
-}
-
-// One plane of MaxPool, a row of the output at a time, cloned for AVX-512, AVX2 and baseline. NaN
-// wins, as in the ONNX reference; a window of padding only gives -inf. Undilated rows up to
-// kRowFloats wide are separable: the window's rows are reduced into one row first (unit stride,
-// vector lanes), then its columns; other windows go tap by tap.
-constexpr int64_t kRowFloats = 2048;
-
-__attribute__((target_clones("avx512f", "avx2", "default"))) void max_pool_plane(const float* x,
-                                                                                 const Window2d& w,
-                                                                                 float* y) {
-  const int64_t span = (w.out_w - 1) * w.s_w + w.k_w;  // input columns the row's windows cover
-  const bool separable = w.d_w == 1 && span <= kRowFloats;
-  float rows_max[kRowFloats];
-  for (int64_t oh = 0; oh < w.out_h; ++oh) {
-    float* row = y + oh * w.out_w;
-    std::fill(row, row + w.out_w, -std::numeric_limits<float>::infinity());
-    if (separable) {
-      // rows_max[k] covers input column k - pad_l.
-      std::fill(rows_max, rows_max + span, -std::numeric_limits<float>::infinity());
-      const int64_t begin = std::min(w.pad_l, span), end = std::min(span, w.pad_l + w.in_w);
-      for (int64_t i = 0; i < w.k_h; ++i) {
-        const int64_t ih = oh * w.s_h - w.pad_t + i * w.d_h;
-        if (ih < 0 || ih >= w.in_h) continue;
-        const float* in = x + ih * w.in_w;
-        for (int64_t k = begin; k < end; ++k) rows_max[k] = max_or_nan(rows_max[k], in[k - w.pad_l]);
-      }
-      for (int64_t j = 0; j < w.k_w; ++j)
-        for (int64_t ow = 0; ow < w.out_w; ++ow) row[ow] = max_or_nan(row[ow], rows_max[ow * w.s_w + j]);
-      continue;
-    }
-    for (int64_t i = 0; i < w.k_h; ++i) {
-      const int64_t ih = oh * w.s_h - w.pad_t + i * w.d_h;
-      if (ih < 0 || ih >= w.in_h) continue;
-      const float* in = x + ih * w.in_w;
-      for (int64_t j = 0; j < w.k_w; ++j) {
-        const int64_t offset = j * w.d_w - w.pad_l;
-        const auto [begin, end] = valid_columns(offset, w.s_w, w.in_w, w.out_w);
-        for (int64_t ow = begin; ow < end; ++ow) row[ow] = max_or_nan(row[ow], in[ow * w.s_w + offset]);
-      }
-    }
-  }
-}
 
 template <PoolKind K>
 class PoolOp : public Op {
@@ -100,7 +55,7 @@ class PoolOp : public Op {
  private:
   void pool_plane(const float* x, float* y) const {
     if constexpr (K == PoolKind::max) {
-      max_pool_plane(x, win_, y);
+      sparse_kernels().max_pool_plane(MaxPoolArgs{x, &win_, y});
       return;
     }
     const Window2d& w = win_;

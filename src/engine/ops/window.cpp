@@ -86,40 +86,6 @@ void im2col(const float* x, int64_t channels, const Window2d& w, float* col) {
   }
 }
 
-namespace {
-
-// out[rows, cols][r, c] = the zero-padded input at row r * row_step + row_phase - pad_t and
-// column c * col_step + col_phase - pad_l (zero outside the input).
-void fill_phase(const float* x, const Window2d& w, int64_t row_step, int64_t col_step, int64_t row_phase,
-                int64_t col_phase, int64_t rows, int64_t cols, float* out) {
-  const auto [begin, end] = valid_columns(col_phase - w.pad_l, col_step, w.in_w, cols);
-  const int64_t last = std::max(begin, end);
-  for (int64_t r = 0; r < rows; ++r) {
-    float* dst = out + r * cols;
-    const int64_t ih = r * row_step + row_phase - w.pad_t;
-    if (ih < 0 || ih >= w.in_h) {
-      std::fill(dst, dst + cols, 0.0f);
-      continue;
-    }
-    const float* src = x + ih * w.in_w + col_phase - w.pad_l;
-    std::fill(dst, dst + begin, 0.0f);
-    for (int64_t c = begin; c < last; ++c) dst[c] = src[c * col_step];
-    std::fill(dst + last, dst + cols, 0.0f);
-  }
-}
-
-}  // namespace
-
-void pad_plane(const float* x, const Window2d& w, int64_t rows, int64_t cols, float* out) {
-  fill_phase(x, w, 1, 1, 0, 0, rows, cols, out);
-}
-
-void pad_phases(const float* x, const Window2d& w, int64_t rows, int64_t cols, float* out) {
-  for (int64_t a = 0; a < w.s_h; ++a)
-    for (int64_t b = 0; b < w.s_w; ++b)
-      fill_phase(x, w, w.s_h, w.s_w, a, b, rows, cols, out + (a * w.s_w + b) * rows * cols);
-}
-
 void im2col_parallel(ThreadPool& pool, const float* x, int64_t channels, const Window2d& w, float* col) {
   const int64_t in_hw = w.in_h * w.in_w, rows_per_channel = w.k_h * w.k_w * w.out_h * w.out_w;
   pool.parallel_range(channels, 1, [&](int64_t begin, int64_t end) {

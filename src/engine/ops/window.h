@@ -5,17 +5,9 @@
 #include <string>
 
 #include "engine/op.h"
+#include "engine/sparse/plane_window.h"
 
 namespace sparrow {
-
-struct Window2d {
-  int64_t in_h = 1, in_w = 1;
-  int64_t k_h = 1, k_w = 1;
-  int64_t s_h = 1, s_w = 1;
-  int64_t d_h = 1, d_w = 1;
-  int64_t pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0;
-  int64_t out_h = 1, out_w = 1;
-};
 
 // Window attributes as written in the node.
 struct WindowAttrs {
@@ -31,26 +23,6 @@ Result<WindowAttrs> read_window_attrs(const Node& node);
 // Fails (naming the node) on bad ranks, non-positive sizes or an empty output.
 Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const Shape& spatial,
                              const Shape& kernel);
-
-// The output columns [begin, end) of a window row whose input column ow * stride + offset lies in
-// [0, in_w): the columns before begin and from end on read padding.
-struct ColumnRange {
-  int64_t begin = 0, end = 0;
-};
-inline ColumnRange valid_columns(int64_t offset, int64_t stride, int64_t in_w, int64_t out_w) {
-  const int64_t begin = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
-  const int64_t end = in_w - 1 - offset < 0 ? 0 : (in_w - 1 - offset) / stride + 1;
-  return {begin < out_w ? begin : out_w, end < out_w ? end : out_w};
-}
-
-// out[rows, cols] = the input plane x[in_h, in_w] placed at (pad_t, pad_l), zero around it: what
-// windows at stride 1 read in place (rows and cols cover every window).
-void pad_plane(const float* x, const Window2d& w, int64_t rows, int64_t cols, float* out);
-// The zero-padded input plane split by stride phase: out holds s_h * s_w planes [rows, cols], plane
-// (a, b) holding padded rows a, a + s_h, ... and columns b, b + s_w, ...; a window tap at padded
-// offset (i, j) of output (oh, ow) reads plane (i % s_h, j % s_w) at (oh + i / s_h, ow + j / s_w),
-// so strided windows read it as stride-1 windows do their padded plane.
-void pad_phases(const float* x, const Window2d& w, int64_t rows, int64_t cols, float* out);
 
 // Unrolls input planes [channels, in_h, in_w] into col [channels * k_h * k_w, out_h * out_w]
 // (zero where the window covers padding).

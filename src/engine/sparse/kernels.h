@@ -25,6 +25,7 @@
 #include <string>
 
 #include "engine/sparse/isa.h"
+#include "engine/sparse/plane_window.h"
 #include "engine/sparse/sparse_matrix.h"
 
 namespace sparrow {
@@ -77,6 +78,28 @@ struct SpmvRowArgs {
   float* y;  // y[row_begin:row_end] written
 };
 
+// One depthwise convolution output plane: y[out_h, out_w] = clamp(bias + the window of w slid over
+// the input plane x[in_h, in_w] with win's strides, dilations and zero padding, lo, hi), the
+// clamp as a fused Relu/Clip applies it (NaN becomes lo). scratch holds
+// depthwise_scratch_floats(*win) floats.
+struct DepthwiseArgs {
+  const float* x;
+  const float* w;  // [k_h, k_w]
+  float bias;
+  const Window2d* win;
+  float lo, hi;
+  float* scratch;
+  float* y;
+};
+
+// One MaxPool plane: y[out_h, out_w] = the max over each window of x[in_h, in_w] (padding never
+// wins; NaN does).
+struct MaxPoolArgs {
+  const float* x;
+  const Window2d* win;
+  float* y;
+};
+
 struct NonzeroArgs {
   const float* x;
   int64_t n;
@@ -89,15 +112,17 @@ using SpmmFn = void (*)(const SpmmArgs&);
 
 // The kernel list: name and argument type. It generates the per-ISA declarations below, the
 // dispatch table, and the tests and benchmarks that iterate over every variant.
-#define SPARROW_SPARSE_KERNELS(X)  \
-  X(list_nonzero, NonzeroArgs)     \
-  X(spmv_csc_e8, SpmvArgs)         \
-  X(spmv_csc_e16, SpmvArgs)        \
-  X(spmv_banded, SpmvBandArgs)     \
-  X(spmv_tiles, SpmvTileArgs)      \
-  X(spmv_rows_banded, SpmvRowArgs) \
-  X(spmm_csr_e8, SpmmArgs)         \
-  X(spmm_csr_e16, SpmmArgs)
+#define SPARROW_SPARSE_KERNELS(X)   \
+  X(list_nonzero, NonzeroArgs)      \
+  X(spmv_csc_e8, SpmvArgs)          \
+  X(spmv_csc_e16, SpmvArgs)         \
+  X(spmv_banded, SpmvBandArgs)      \
+  X(spmv_tiles, SpmvTileArgs)       \
+  X(spmv_rows_banded, SpmvRowArgs)  \
+  X(spmm_csr_e8, SpmmArgs)          \
+  X(spmm_csr_e16, SpmmArgs)         \
+  X(depthwise_plane, DepthwiseArgs) \
+  X(max_pool_plane, MaxPoolArgs)
 
 namespace kernels {
 #define SPARROW_DECLARE_VARIANTS(name, args) \

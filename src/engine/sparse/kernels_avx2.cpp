@@ -8,6 +8,7 @@
 
 #include "engine/sparse/csr_entries.h"
 #include "engine/sparse/kernels.h"
+#include "engine/sparse/plane_kernels.h"
 #include "engine/sparse/spmv_scalar.h"
 
 namespace sparrow::kernels {
@@ -113,6 +114,13 @@ void spmm_csr_e8__avx2(const SpmmArgs& a) {
 }
 void spmm_csr_e16__avx2(const SpmmArgs& a) {
   spmm_csr<CsrEntries16>(a);
+}
+
+void depthwise_plane__avx2(const DepthwiseArgs& a) {
+  depthwise_plane(a);
+}
+void max_pool_plane__avx2(const MaxPoolArgs& a) {
+  max_pool_plane(a);
 }
 
 }  // namespace sparrow::kernels

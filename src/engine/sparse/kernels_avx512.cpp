@@ -6,6 +6,7 @@
 
 #include "engine/sparse/csr_entries.h"
 #include "engine/sparse/kernels.h"
+#include "engine/sparse/plane_kernels.h"
 
 namespace sparrow::kernels {
 
@@ -294,6 +295,13 @@ void spmm_csr_e8__avx512(const SpmmArgs& a) {
 }
 void spmm_csr_e16__avx512(const SpmmArgs& a) {
   spmm_csr<CsrEntries16>(a);
+}
+
+void depthwise_plane__avx512(const DepthwiseArgs& a) {
+  depthwise_plane(a);
+}
+void max_pool_plane__avx512(const MaxPoolArgs& a) {
+  max_pool_plane(a);
 }
 
 }  // namespace sparrow::kernels

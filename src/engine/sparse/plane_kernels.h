@@ -1,0 +1,178 @@
+// The per-plane window kernels (depthwise convolution, MaxPool), written once and compiled by each
+// ISA's translation unit (kernels_ref/avx2/avx512.cpp) with its own flags, so the compiler puts
+// the output columns in that ISA's vector lanes. Everything here has internal linkage: each
+// translation unit keeps its own copy (one built for AVX-512 must never stand in for another).
+#pragma once
+
+#include <algorithm>
+#include <limits>
+
+#include "engine/sparse/kernels.h"
+
+namespace sparrow::kernels {
+namespace {
+
+// As the Relu/Clip a fused activation stands for: NaN becomes lo, then capped at hi.
+inline void clamp_row(float* row, int64_t n, float lo, float hi) {
+  if (lo == -std::numeric_limits<float>::infinity() && hi == std::numeric_limits<float>::infinity()) return;
+  for (int64_t i = 0; i < n; ++i) {
+    float v = row[i] > lo ? row[i] : lo;
+    row[i] = v < hi ? v : hi;
+  }
+}
+
+// A K x K undilated window at stride S over the padded plane: the taps unrolled, the output
+// columns in vector lanes.
+template <int K, int S>
+inline void window_rows(const float* __restrict in, int64_t cols, const float* w, float bias,
+                        const Window2d& win, float lo, float hi, float* __restrict y) {
+  float taps[K * K];
+  std::copy(w, w + K * K, taps);
+  for (int64_t oh = 0; oh < win.out_h; ++oh) {
+    const float* __restrict top = in + oh * S * cols;
+    float* __restrict row = y + oh * win.out_w;
+    for (int64_t ow = 0; ow < win.out_w; ++ow) {
+      float acc = bias;
+      for (int i = 0; i < K; ++i)
+        for (int j = 0; j < K; ++j) acc += taps[i * K + j] * top[i * cols + ow * S + j];
+      row[ow] = acc;
+    }
+    clamp_row(row, win.out_w, lo, hi);
+  }
+}
+
+// A K x K undilated window at stride 1, the plane as one vector: output (oh, ow) is wide[oh * cols +
+// ow], and every wide index reads the padded plane at itself plus the tap's offset, so one loop
+// covers all rows (the cols - out_w entries between rows are computed and dropped). Small planes
+// (7x7, 14x14) keep their lanes full this way.
+template <int K>
+inline void window_plane(const float* __restrict in, int64_t cols, const float* w, float bias,
+                         const Window2d& win, float lo, float hi, float* __restrict wide,
+                         float* __restrict y) {
+  float taps[K * K];
+  std::copy(w, w + K * K, taps);
+  const int64_t n = (win.out_h - 1) * cols + win.out_w;
+  for (int64_t q = 0; q < n; ++q) {
+    float acc = bias;
+    for (int i = 0; i < K; ++i)
+      for (int j = 0; j < K; ++j) acc += taps[i * K + j] * in[q + i * cols + j];
+    wide[q] = acc;
+  }
+  for (int64_t oh = 0; oh < win.out_h; ++oh) {
+    float* row = y + oh * win.out_w;
+    std::copy(wide + oh * cols, wide + oh * cols + win.out_w, row);
+    clamp_row(row, win.out_w, lo, hi);
+  }
+}
+
+// Any window: one tap at a time over each output row.
+void window_taps(const float* in, int64_t cols, const float* w, float bias, const Window2d& win, float lo,
+                 float hi, float* y) {
+  for (int64_t oh = 0; oh < win.out_h; ++oh) {
+    float* row = y + oh * win.out_w;
+    std::fill(row, row + win.out_w, bias);
+    for (int64_t i = 0; i < win.k_h; ++i) {
+      const float* src = in + (oh * win.s_h + i * win.d_h) * cols;
+      for (int64_t j = 0; j < win.k_w; ++j) {
+        const float wv = w[i * win.k_w + j];
+        for (int64_t ow = 0; ow < win.out_w; ++ow) row[ow] += wv * src[ow * win.s_w + j * win.d_w];
+      }
+    }
+    clamp_row(row, win.out_w, lo, hi);
+  }
+}
+
+// One depthwise output plane (DepthwiseArgs).
+inline void depthwise_plane(const DepthwiseArgs& a) {
+  const float *x = a.x, *w = a.w;
+  const float bias = a.bias, lo = a.lo, hi = a.hi;
+  const Window2d& win = *a.win;
+  float *scratch = a.scratch, *y = a.y;
+  const int64_t rows = (win.out_h - 1) * win.s_h + (win.k_h - 1) * win.d_h + 1;
+  const int64_t cols = (win.out_w - 1) * win.s_w + (win.k_w - 1) * win.d_w + 1;
+  pad_plane(x, win, rows, cols, scratch);
+  const bool undilated = win.d_h == 1 && win.d_w == 1 && win.s_h == win.s_w && win.k_h == win.k_w;
+  const int64_t k = undilated ? win.k_h : 0, stride = win.s_w;
+  float* wide = scratch + rows * cols;
+  // Rows narrower than two AVX-512 vectors waste lanes and loop overhead row by row.
+  const bool narrow = win.out_w < 32;
+  if (k == 3 && stride == 1 && narrow)
+    window_plane<3>(scratch, cols, w, bias, win, lo, hi, wide, y);
+  else if (k == 3 && stride == 1)
+    window_rows<3, 1>(scratch, cols, w, bias, win, lo, hi, y);
+  else if (k == 3 && stride == 2)
+    window_rows<3, 2>(scratch, cols, w, bias, win, lo, hi, y);
+  else if (k == 5 && stride == 1 && narrow)
+    window_plane<5>(scratch, cols, w, bias, win, lo, hi, wide, y);
+  else if (k == 5 && stride == 1)
+    window_rows<5, 1>(scratch, cols, w, bias, win, lo, hi, y);
+  else if (k == 5 && stride == 2)
+    window_rows<5, 2>(scratch, cols, w, bias, win, lo, hi, y);
+  else
+    window_taps(scratch, cols, w, bias, win, lo, hi, y);
+}
+
+// Without short-circuit, so loops over it become compare-and-blend in vector lanes.
+inline float max_or_nan(float a, float v) {
+  const bool take = (v > a) | (v != v);
+  return take ? v : a;
+}
+
+// row[ow] = max over the window's columns j of rows_max[ow * S + j]: a stride known at compile time
+// lets the compiler gather the strided columns with in-register permutes.
+template <int S>
+inline void columns_max(const float* rows_max, int64_t k_w, int64_t out_w, float* row) {
+  for (int64_t j = 0; j < k_w; ++j)
+    for (int64_t ow = 0; ow < out_w; ++ow) row[ow] = max_or_nan(row[ow], rows_max[ow * S + j]);
+}
+
+// One plane of MaxPool (MaxPoolArgs), a row of the output at a time. NaN
+// wins, as in the ONNX reference; a window of padding only gives -inf. Undilated rows up to
+// kRowFloats wide are separable: the window's rows are reduced into one row first (unit stride,
+// vector lanes), then its columns; other windows go tap by tap.
+constexpr int64_t kRowFloats = 2048;
+
+inline void max_pool_plane(const MaxPoolArgs& a) {
+  const float* x = a.x;
+  const Window2d& w = *a.win;
+  float* y = a.y;
+  const int64_t span = (w.out_w - 1) * w.s_w + w.k_w;  // input columns the row's windows cover
+  const bool separable = w.d_w == 1 && span <= kRowFloats;
+  float rows_max[kRowFloats];
+  for (int64_t oh = 0; oh < w.out_h; ++oh) {
+    float* row = y + oh * w.out_w;
+    std::fill(row, row + w.out_w, -std::numeric_limits<float>::infinity());
+    if (separable) {
+      // rows_max[k] covers input column k - pad_l.
+      std::fill(rows_max, rows_max + span, -std::numeric_limits<float>::infinity());
+      const int64_t begin = std::min(w.pad_l, span), end = std::min(span, w.pad_l + w.in_w);
+      for (int64_t i = 0; i < w.k_h; ++i) {
+        const int64_t ih = oh * w.s_h - w.pad_t + i * w.d_h;
+        if (ih < 0 || ih >= w.in_h) continue;
+        const float* in = x + ih * w.in_w;
+        for (int64_t k = begin; k < end; ++k) rows_max[k] = max_or_nan(rows_max[k], in[k - w.pad_l]);
+      }
+      if (w.s_w == 1)
+        columns_max<1>(rows_max, w.k_w, w.out_w, row);
+      else if (w.s_w == 2)
+        columns_max<2>(rows_max, w.k_w, w.out_w, row);
+      else
+        for (int64_t j = 0; j < w.k_w; ++j)
+          for (int64_t ow = 0; ow < w.out_w; ++ow) row[ow] = max_or_nan(row[ow], rows_max[ow * w.s_w + j]);
+      continue;
+    }
+    for (int64_t i = 0; i < w.k_h; ++i) {
+      const int64_t ih = oh * w.s_h - w.pad_t + i * w.d_h;
+      if (ih < 0 || ih >= w.in_h) continue;
+      const float* in = x + ih * w.in_w;
+      for (int64_t j = 0; j < w.k_w; ++j) {
+        const int64_t offset = j * w.d_w - w.pad_l;
+        const auto [begin, end] = valid_columns(offset, w.s_w, w.in_w, w.out_w);
+        for (int64_t ow = begin; ow < end; ++ow) row[ow] = max_or_nan(row[ow], in[ow * w.s_w + offset]);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sparrow::kernels
