@@ -187,6 +187,29 @@ TEST_P(SparseKernelsPerIsa, SpmmReadsOverlappingRowsThroughARowTable) {
     }
 }
 
+TEST_P(SparseKernelsPerIsa, TransposeEveryVariantMatchesAPlainLoop) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  uint32_t seed = 1500;
+  for (auto [rows, cols] :
+       {std::pair<int64_t, int64_t>{8, 8}, {1, 5}, {16, 24}, {17, 9}, {33, 70}, {64, 1024}})
+    for (bool add : {false, true})
+      for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, rows}, {std::min<int64_t>(8, rows), rows}}) {
+        std::vector<float> src = random_input(rows * cols, 1.0, seed++);
+        std::vector<float> dst = random_input(rows * cols, 1.0, seed++), before = dst;
+        k.transpose(TransposeArgs{src.data(), rows, cols, begin, end, dst.data(), add});
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < cols; ++c) {
+            const float old = before[c * rows + r];
+            const float want = r < begin || r >= end ? old
+                               : add                 ? old + src[r * cols + c]
+                                                     : src[r * cols + c];
+            ASSERT_EQ(dst[c * rows + r], want)
+                << isa_name(isa) << " " << rows << "x" << cols << " add " << add << " rows " << begin << "-"
+                << end << " at " << r << "," << c;
+          }
+      }
+}
+
 // A window over one plane with its output size (floor mode).
 Window2d plane_window(int64_t h, int64_t w, int64_t k, int64_t stride, int64_t dilation, int64_t pad_t,
                       int64_t pad_l, int64_t pad_b, int64_t pad_r) {

@@ -33,25 +33,13 @@ void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bia
   }
 }
 
-// Small tiles keep both sides in L1 even when a power-of-two stride maps a tile's lines to one
-// cache set.
-template <bool kAdd>
-void transpose_tiles(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
-  constexpr int64_t kTile = 8;
-  const int64_t row_tiles = (rows + kTile - 1) / kTile;
-  pool.parallel_range(row_tiles, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)),
+// transpose / transpose_add over the pool, in row ranges of whole 8-row tiles.
+void transpose_rows(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst, bool add) {
+  const auto kernel = sparse_kernels().transpose;
+  const int64_t tiles = (rows + 7) / 8;
+  pool.parallel_range(tiles, std::max<int64_t>(1, 512 / std::max<int64_t>(cols, 1)),
                       [&](int64_t t0, int64_t t1) {
-                        for (int64_t r0 = t0 * kTile; r0 < std::min(rows, t1 * kTile); r0 += kTile)
-                          for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
-                            const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
-                            for (int64_t r = r0; r < r1; ++r)
-                              for (int64_t c = c0; c < c1; ++c) {
-                                if constexpr (kAdd)
-                                  dst[c * rows + r] += src[r * cols + c];
-                                else
-                                  dst[c * rows + r] = src[r * cols + c];
-                              }
-                          }
+                        kernel(TransposeArgs{src, rows, cols, t0 * 8, std::min(rows, t1 * 8), dst, add});
                       });
 }
 
@@ -222,10 +210,10 @@ class SparseConvOp : public Op {
 }  // namespace
 
 void transpose(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
-  transpose_tiles<false>(pool, src, rows, cols, dst);
+  transpose_rows(pool, src, rows, cols, dst, false);
 }
 void transpose_add(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
-  transpose_tiles<true>(pool, src, rows, cols, dst);
+  transpose_rows(pool, src, rows, cols, dst, true);
 }
 
 namespace {

@@ -100,6 +100,17 @@ struct MaxPoolArgs {
   float* y;
 };
 
+// dst[c * rows + r] = src[r * cols + c] (or += with `add`) for rows [row_begin, row_end) of
+// src[rows, cols]: the batched products take their inputs and give their outputs with the batch
+// along rows.
+struct TransposeArgs {
+  const float* src;
+  int64_t rows, cols;
+  int64_t row_begin, row_end;
+  float* dst;
+  bool add;
+};
+
 struct NonzeroArgs {
   const float* x;
   int64_t n;
@@ -122,7 +133,8 @@ using SpmmFn = void (*)(const SpmmArgs&);
   X(spmm_csr_e8, SpmmArgs)          \
   X(spmm_csr_e16, SpmmArgs)         \
   X(depthwise_plane, DepthwiseArgs) \
-  X(max_pool_plane, MaxPoolArgs)
+  X(max_pool_plane, MaxPoolArgs)    \
+  X(transpose, TransposeArgs)
 
 namespace kernels {
 #define SPARROW_DECLARE_VARIANTS(name, args) \

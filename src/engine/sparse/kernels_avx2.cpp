@@ -109,6 +109,40 @@ void spmm_csr(const SpmmArgs& a) {
 
 }  // namespace
 
+namespace {
+
+// One 8 x 8 tile in eight AVX registers: pairs interleaved, then quads, then the 128-bit halves.
+void transpose_tile8(const float* src, int64_t lds, float* dst, int64_t ldd, bool add) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    __m256 low = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20),
+           high = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    if (add) {
+      low = _mm256_add_ps(low, _mm256_loadu_ps(dst + i * ldd));
+      high = _mm256_add_ps(high, _mm256_loadu_ps(dst + (i + 4) * ldd));
+    }
+    _mm256_storeu_ps(dst + i * ldd, low);
+    _mm256_storeu_ps(dst + (i + 4) * ldd, high);
+  }
+}
+
+}  // namespace
+
+void transpose__avx2(const TransposeArgs& a) {
+  transpose_tiles(a, transpose_tile8);
+}
+
 void spmm_csr_e8__avx2(const SpmmArgs& a) {
   spmm_csr<CsrEntries8>(a);
 }

@@ -297,6 +297,10 @@ void spmm_csr_e16__avx512(const SpmmArgs& a) {
   spmm_csr<CsrEntries16>(a);
 }
 
+// The AVX2 8 x 8 tile (a 16 x 16 AVX-512 tile was not tried).
+void transpose__avx512(const TransposeArgs& a) {
+  transpose__avx2(a);
+}
 void depthwise_plane__avx512(const DepthwiseArgs& a) {
   depthwise_plane(a);
 }

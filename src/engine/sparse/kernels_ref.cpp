@@ -63,6 +63,9 @@ void spmm_csr_e16__ref(const SpmmArgs& a) {
   spmm_csr<CsrEntries16>(a);
 }
 
+void transpose__ref(const TransposeArgs& a) {
+  transpose_tiles(a);
+}
 void depthwise_plane__ref(const DepthwiseArgs& a) {
   depthwise_plane(a);
 }

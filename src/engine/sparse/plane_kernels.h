@@ -12,6 +12,34 @@
 namespace sparrow::kernels {
 namespace {
 
+// TransposeArgs in 8 x 8 tiles: small tiles keep both sides in L1 even when a power-of-two stride
+// maps a tile's lines to one cache set. `tile` transposes one full tile; the edges go element by
+// element.
+template <class Tile>
+inline void transpose_tiles(const TransposeArgs& a, Tile&& tile) {
+  constexpr int64_t kTile = 8;
+  for (int64_t r0 = a.row_begin; r0 < a.row_end; r0 += kTile)
+    for (int64_t c0 = 0; c0 < a.cols; c0 += kTile) {
+      const int64_t r1 = std::min(a.row_end, r0 + kTile), c1 = std::min(a.cols, c0 + kTile);
+      if (r1 - r0 == kTile && c1 - c0 == kTile) {
+        tile(a.src + r0 * a.cols + c0, a.cols, a.dst + c0 * a.rows + r0, a.rows, a.add);
+        continue;
+      }
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) {
+          float& d = a.dst[c * a.rows + r];
+          d = a.add ? d + a.src[r * a.cols + c] : a.src[r * a.cols + c];
+        }
+    }
+}
+inline void transpose_tiles(const TransposeArgs& a) {
+  transpose_tiles(a, [](const float* src, int64_t lds, float* dst, int64_t ldd, bool add) {
+    for (int64_t r = 0; r < 8; ++r)
+      for (int64_t c = 0; c < 8; ++c)
+        dst[c * ldd + r] = add ? dst[c * ldd + r] + src[r * lds + c] : src[r * lds + c];
+  });
+}
+
 // As the Relu/Clip a fused activation stands for: NaN becomes lo, then capped at hi.
 inline void clamp_row(float* row, int64_t n, float lo, float hi) {
   if (lo == -std::numeric_limits<float>::infinity() && hi == std::numeric_limits<float>::infinity()) return;
