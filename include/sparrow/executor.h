@@ -96,6 +96,9 @@ class Executor {
   Result<std::vector<Shape>> default_input_shapes(int64_t batch = 1) const;
   // Plans for the given input shapes and describes every executed layer.
   Result<ModelSummary> summarize(const std::vector<Shape>& input_shapes);
+  // With ExecOptions::profile_layers: forgets the layer times so far (e.g. after warm-up runs,
+  // whose first calls into oneDNN compile its kernels).
+  void restart_layer_times();
 
  private:
   Executor(Model model, ExecOptions options);

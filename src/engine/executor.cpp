@@ -166,6 +166,10 @@ Result<std::vector<Shape>> Executor::default_input_shapes(int64_t batch) const {
   return shapes;
 }
 
+void Executor::restart_layer_times() {
+  for (auto& plan : impl_->plans) plan->set_profiling(impl_->options.profile_layers);
+}
+
 Result<ModelSummary> Executor::summarize(const std::vector<Shape>& input_shapes) {
   SP_ASSIGN_OR_RETURN(Plan * plan, plan_for(input_shapes));
   return plan->summary(model_);
