@@ -210,6 +210,39 @@ TEST_P(SparseKernelsPerIsa, TransposeEveryVariantMatchesAPlainLoop) {
       }
 }
 
+TEST_P(SparseKernelsPerIsa, LstmCellEveryVariantMatchesDoublePrecision) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  auto sigmoid = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
+  uint32_t seed = 1700;
+  for (int64_t hidden : {1, 7, 16, 33, 100})
+    for (bool peephole : {false, true})
+      for (float clip : {0.0f, 3.0f}) {
+        std::vector<float> gates = random_input(4 * hidden, 1.0, seed++),
+                           c = random_input(hidden, 1.0, seed++);
+        for (float& g : gates) g *= 40.0f;  // far into the saturated tails, past the clamp of exp
+        std::vector<float> p = random_input(3 * hidden, 1.0, seed++), c0 = c, h(static_cast<size_t>(hidden));
+        k.lstm_cell(
+            LstmCellArgs{gates.data(), peephole ? p.data() : nullptr, clip, hidden, c.data(), h.data()});
+        for (int64_t j = 0; j < hidden; ++j) {
+          auto clipped = [&](double v) { return clip > 0 ? std::clamp(v, -double(clip), double(clip)) : v; };
+          const double pi = peephole ? p[j] : 0, po = peephole ? p[hidden + j] : 0,
+                       pf = peephole ? p[2 * hidden + j] : 0;
+          const double ig = sigmoid(clipped(gates[j] + pi * c0[j]));
+          const double fg = sigmoid(clipped(gates[2 * hidden + j] + pf * c0[j]));
+          const double cn = fg * c0[j] + ig * std::tanh(clipped(gates[3 * hidden + j]));
+          const double og = sigmoid(clipped(gates[hidden + j] + po * cn));
+          const std::string what = std::string(isa_name(isa)) + " hidden " + std::to_string(hidden) +
+                                   " unit " + std::to_string(j) + (peephole ? " peephole" : "") +
+                                   (clip > 0 ? " clip" : "");
+          EXPECT_NEAR(c[j], cn, 2e-6 * (1 + std::abs(cn))) << what;
+          EXPECT_NEAR(h[j], og * std::tanh(cn), 2e-6) << what;
+        }
+      }
+  std::vector<float> gates(4, NAN), c = {0.5f}, h(1);
+  k.lstm_cell(LstmCellArgs{gates.data(), nullptr, 0.0f, 1, c.data(), h.data()});
+  EXPECT_TRUE(std::isnan(c[0]) && std::isnan(h[0])) << isa_name(isa) << ": NaN gates give NaN states";
+}
+
 // A window over one plane with its output size (floor mode).
 Window2d plane_window(int64_t h, int64_t w, int64_t k, int64_t stride, int64_t dilation, int64_t pad_t,
                       int64_t pad_l, int64_t pad_b, int64_t pad_r) {

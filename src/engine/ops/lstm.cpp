@@ -10,15 +10,12 @@
 #include "engine/blas.h"
 #include "engine/op.h"
 #include "engine/ops/sparse_ops.h"
+#include "engine/sparse/kernels.h"
 #include "engine/sparse/sparse_run.h"
 
 namespace sparrow {
 
 namespace {
-
-inline float sigmoid(float x) {
-  return 1.0f / (1.0f + std::exp(-x));
-}
 
 class LstmOp : public Op {
  public:
@@ -195,21 +192,11 @@ void LstmOp::step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h
   const Tensor* lens = a.in.size() > 4 ? a.in[4] : nullptr;
   const float* p = a.in.size() > 7 && a.in[7] ? a.in[7]->f32_data() : nullptr;
   Tensor* y = a.out.empty() ? nullptr : a.out[0];
-  auto clip = [&](float v) { return clip_ > 0 ? std::clamp(v, -clip_, clip_) : v; };
+  const auto cell = sparse_kernels().lstm_cell;
   for (int64_t b = 0; b < batch_; ++b) {
     bool active = !lens || t < lens->i64_data()[b];
-    float* g = gates + b * G;
     float* hb = h + b * H;
-    float* cb = c + b * H;
-    for (int64_t j = 0; j < H && active; ++j) {
-      float ig = sigmoid(clip(g[j] + (p ? p[j] * cb[j] : 0.0f)));
-      float fg = sigmoid(clip(g[2 * H + j] + (p ? p[2 * H + j] * cb[j] : 0.0f)));
-      float cand = std::tanh(clip(g[3 * H + j]));
-      float cn = fg * cb[j] + ig * cand;
-      float og = sigmoid(clip(g[H + j] + (p ? p[H + j] * cn : 0.0f)));
-      cb[j] = cn;
-      hb[j] = og * std::tanh(cn);
-    }
+    if (active) cell(LstmCellArgs{gates + b * G, p, clip_, H, c + b * H, hb});
     if (y) {
       float* yb = y->f32_data() + (batch_first_ ? (b * seq_ + t) * H : (t * batch_ + b) * H);
       if (active)

@@ -111,6 +111,19 @@ struct TransposeArgs {
   bool add;
 };
 
+// One step of an LSTM cell (ONNX's default activations: sigmoid, tanh, tanh) for one sample: from
+// gates[4H] (order i, o, f, c; input and recurrent products and biases already summed) and the cell
+// state c[H], writes the new c and h[H]. peephole (or null) is [3H] in order i, o, f; clip > 0
+// clamps the gates' inputs.
+struct LstmCellArgs {
+  const float* gates;
+  const float* peephole;
+  float clip;
+  int64_t hidden;
+  float* c;
+  float* h;
+};
+
 struct NonzeroArgs {
   const float* x;
   int64_t n;
@@ -134,7 +147,8 @@ using SpmmFn = void (*)(const SpmmArgs&);
   X(spmm_csr_e16, SpmmArgs)         \
   X(depthwise_plane, DepthwiseArgs) \
   X(max_pool_plane, MaxPoolArgs)    \
-  X(transpose, TransposeArgs)
+  X(transpose, TransposeArgs)       \
+  X(lstm_cell, LstmCellArgs)
 
 namespace kernels {
 #define SPARROW_DECLARE_VARIANTS(name, args) \

@@ -7,8 +7,8 @@
 #include <cstring>
 
 #include "engine/sparse/csr_entries.h"
+#include "engine/sparse/dense_kernels.h"
 #include "engine/sparse/kernels.h"
-#include "engine/sparse/plane_kernels.h"
 #include "engine/sparse/spmv_scalar.h"
 
 namespace sparrow::kernels {
@@ -155,6 +155,10 @@ void depthwise_plane__avx2(const DepthwiseArgs& a) {
 }
 void max_pool_plane__avx2(const MaxPoolArgs& a) {
   max_pool_plane(a);
+}
+
+void lstm_cell__avx2(const LstmCellArgs& a) {
+  lstm_cell(a);
 }
 
 }  // namespace sparrow::kernels

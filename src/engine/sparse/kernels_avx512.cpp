@@ -5,8 +5,8 @@
 #include <cstring>
 
 #include "engine/sparse/csr_entries.h"
+#include "engine/sparse/dense_kernels.h"
 #include "engine/sparse/kernels.h"
-#include "engine/sparse/plane_kernels.h"
 
 namespace sparrow::kernels {
 
@@ -306,6 +306,10 @@ void depthwise_plane__avx512(const DepthwiseArgs& a) {
 }
 void max_pool_plane__avx512(const MaxPoolArgs& a) {
   max_pool_plane(a);
+}
+
+void lstm_cell__avx512(const LstmCellArgs& a) {
+  lstm_cell(a);
 }
 
 }  // namespace sparrow::kernels

@@ -3,8 +3,8 @@
 #include <cstring>
 
 #include "engine/sparse/csr_entries.h"
+#include "engine/sparse/dense_kernels.h"
 #include "engine/sparse/kernels.h"
-#include "engine/sparse/plane_kernels.h"
 #include "engine/sparse/spmv_scalar.h"
 
 namespace sparrow::kernels {
@@ -71,6 +71,10 @@ void depthwise_plane__ref(const DepthwiseArgs& a) {
 }
 void max_pool_plane__ref(const MaxPoolArgs& a) {
   max_pool_plane(a);
+}
+
+void lstm_cell__ref(const LstmCellArgs& a) {
+  lstm_cell(a);
 }
 
 }  // namespace sparrow::kernels

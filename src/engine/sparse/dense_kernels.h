@@ -1,10 +1,14 @@
-// The per-plane window kernels (depthwise convolution, MaxPool), written once and compiled by each
-// ISA's translation unit (kernels_ref/avx2/avx512.cpp) with its own flags, so the compiler puts
-// the output columns in that ISA's vector lanes. Everything here has internal linkage: each
-// translation unit keeps its own copy (one built for AVX-512 must never stand in for another).
+// The dense kernels of the table (depthwise convolution and MaxPool planes, tiled transposes, the
+// LSTM cell), written once and compiled by each ISA's translation unit (kernels_ref/avx2/
+// avx512.cpp) with its own flags, so the compiler puts their inner loops in that ISA's lanes. Everything here
+// has internal linkage: each translation unit keeps its own copy (one built for AVX-512 must never stand in
+// for another).
 #pragma once
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "engine/sparse/kernels.h"
@@ -38,6 +42,64 @@ inline void transpose_tiles(const TransposeArgs& a) {
       for (int64_t c = 0; c < 8; ++c)
         dst[c * ldd + r] = add ? dst[c * ldd + r] + src[r * lds + c] : src[r * lds + c];
   });
+}
+
+// e^x without a call or a branch, so loops over it vectorize: x = k ln 2 + r with |r| <= ln 2 / 2
+// (k rounded by adding 1.5 * 2^23, which leaves it in the low mantissa bits; ln 2 split in two so
+// k ln 2 is exact), e^r by its Taylor series to r^7 (relative error below 1e-8 on that range, so a
+// few float ulps in all), times 2^k built in the exponent bits. Inputs are clamped to [-87, 88],
+// where 2^k stays a normal float; NaN stays NaN.
+inline float exp_lanes(float x) {
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
+  const float xc = std::min(std::max(x, -87.0f), 88.0f);
+  const float t = xc * 1.44269504f + kRound;
+  const float k = t - kRound;
+  const int32_t ki = std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(kRound);
+  const float r = (xc - k * 0.693359375f) + k * 2.12194440e-4f;
+  const float p = ((((((r * (1.0f / 5040.0f) + 1.0f / 720.0f) * r + 1.0f / 120.0f) * r + 1.0f / 24.0f) * r +
+                     1.0f / 6.0f) *
+                        r +
+                    0.5f) *
+                       r +
+                   1.0f) *
+                      r +
+                  1.0f;
+  const float scale = std::bit_cast<float>((ki + 127) << 23);
+  return x == x ? p * scale : x;
+}
+inline float sigmoid_lanes(float x) {
+  return 1.0f / (1.0f + exp_lanes(-x));
+}
+inline float tanh_lanes(float x) {
+  return 2.0f / (1.0f + exp_lanes(-2.0f * x)) - 1.0f;
+}
+
+// One LSTM cell update (LstmCellArgs) for every hidden unit, in lanes.
+template <bool kPeephole>
+inline void lstm_cell_units(const LstmCellArgs& a) {
+  const int64_t H = a.hidden;
+  const float* __restrict g = a.gates;
+  const float* __restrict p = a.peephole;
+  float* __restrict cs = a.c;
+  float* __restrict hs = a.h;
+  const float lim = a.clip > 0 ? a.clip : std::numeric_limits<float>::infinity();
+  auto clip = [lim](float v) { return std::min(std::max(v, -lim), lim); };
+  for (int64_t j = 0; j < H; ++j) {
+    const float c = cs[j];
+    const float ig = sigmoid_lanes(clip(g[j] + (kPeephole ? p[j] * c : 0.0f)));
+    const float fg = sigmoid_lanes(clip(g[2 * H + j] + (kPeephole ? p[2 * H + j] * c : 0.0f)));
+    const float cand = tanh_lanes(clip(g[3 * H + j]));
+    const float cn = fg * c + ig * cand;
+    const float og = sigmoid_lanes(clip(g[H + j] + (kPeephole ? p[H + j] * cn : 0.0f)));
+    cs[j] = cn;
+    hs[j] = og * tanh_lanes(cn);
+  }
+}
+inline void lstm_cell(const LstmCellArgs& a) {
+  if (a.peephole)
+    lstm_cell_units<true>(a);
+  else
+    lstm_cell_units<false>(a);
 }
 
 // As the Relu/Clip a fused activation stands for: NaN becomes lo, then capped at hi.
