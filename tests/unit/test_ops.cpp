@@ -143,25 +143,18 @@ TEST(Pool, MaxPoolMatchesAPlainLoopOnWideRowsWithNaN) {
     const int64_t oh = (p.h + 2 * p.pad - reach) / p.stride + 1,
                   ow = (p.w + 2 * p.pad - reach) / p.stride + 1;
     ASSERT_EQ(y.shape(), (Shape{2, 3, oh, ow}));
+    Window2d win;
+    win.in_h = p.h, win.in_w = p.w, win.k_h = win.k_w = p.k, win.s_h = win.s_w = p.stride;
+    win.d_h = win.d_w = p.dilation, win.pad_t = win.pad_l = win.pad_b = win.pad_r = p.pad;
     for (int64_t plane = 0; plane < 6; ++plane)
       for (int64_t i = 0; i < oh; ++i)
         for (int64_t j = 0; j < ow; ++j) {
-          float want = -std::numeric_limits<float>::infinity();
-          bool nan = false;
-          for (int64_t u = 0; u < p.k; ++u)
-            for (int64_t v = 0; v < p.k; ++v) {
-              const int64_t ih = i * p.stride - p.pad + u * p.dilation,
-                            iw = j * p.stride - p.pad + v * p.dilation;
-              if (ih < 0 || iw < 0 || ih >= p.h || iw >= p.w) continue;
-              const float value = x.f32_data()[(plane * p.h + ih) * p.w + iw];
-              nan |= std::isnan(value);
-              want = std::max(want, value);
-            }
+          const test::WindowMax want = test::window_max(x.f32_data() + plane * p.h * p.w, win, i, j);
           const float got = y.f32_data()[(plane * oh + i) * ow + j];
-          if (nan)
+          if (want.nan)
             EXPECT_TRUE(std::isnan(got)) << "plane " << plane << " at " << i << "," << j;
           else
-            EXPECT_EQ(got, want) << "plane " << plane << " at " << i << "," << j << " w=" << p.w;
+            EXPECT_EQ(got, want.value) << "plane " << plane << " at " << i << "," << j << " w=" << p.w;
         }
   }
 }

@@ -2,9 +2,11 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <random>
 
 namespace sparrow::test {
@@ -134,6 +136,19 @@ std::string temp_dir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
+}
+
+WindowMax window_max(const float* x, const Window2d& win, int64_t oh, int64_t ow) {
+  WindowMax m{-std::numeric_limits<float>::infinity(), false};
+  for (int64_t i = 0; i < win.k_h; ++i)
+    for (int64_t j = 0; j < win.k_w; ++j) {
+      const int64_t ih = oh * win.s_h - win.pad_t + i * win.d_h, iw = ow * win.s_w - win.pad_l + j * win.d_w;
+      if (ih < 0 || iw < 0 || ih >= win.in_h || iw >= win.in_w) continue;
+      const float v = x[ih * win.in_w + iw];
+      m.nan |= std::isnan(v);
+      m.value = std::max(m.value, v);
+    }
+  return m;
 }
 
 }  // namespace sparrow::test

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/sparse/plane_window.h"
 #include "sparrow/sparrow.h"
 
 namespace sparrow::test {
@@ -49,5 +50,13 @@ CliResult run_cli(const std::string& args);
 
 // A fresh empty directory under the test temp dir.
 std::string temp_dir(const std::string& name);
+
+// The max of plane x[in_h, in_w] over output (oh, ow)'s window of `win` (padding never counts;
+// -inf for a window of padding only), and whether a NaN was in it.
+struct WindowMax {
+  float value;
+  bool nan;
+};
+WindowMax window_max(const float* x, const Window2d& win, int64_t oh, int64_t ow);
 
 }  // namespace sparrow::test

@@ -266,3 +266,16 @@ inline void max_pool_plane(const MaxPoolArgs& a) {
 
 }  // namespace
 }  // namespace sparrow::kernels
+
+// Defines the table's entries for the kernels above in the including ISA's translation unit
+// (transpose is defined by each, its tile being ISA-specific).
+#define SPARROW_DEFINE_DENSE_KERNELS(isa)               \
+  void depthwise_plane__##isa(const DepthwiseArgs& a) { \
+    depthwise_plane(a);                                 \
+  }                                                     \
+  void max_pool_plane__##isa(const MaxPoolArgs& a) {    \
+    max_pool_plane(a);                                  \
+  }                                                     \
+  void lstm_cell__##isa(const LstmCellArgs& a) {        \
+    lstm_cell(a);                                       \
+  }

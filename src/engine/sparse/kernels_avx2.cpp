@@ -150,15 +150,6 @@ void spmm_csr_e16__avx2(const SpmmArgs& a) {
   spmm_csr<CsrEntries16>(a);
 }
 
-void depthwise_plane__avx2(const DepthwiseArgs& a) {
-  depthwise_plane(a);
-}
-void max_pool_plane__avx2(const MaxPoolArgs& a) {
-  max_pool_plane(a);
-}
-
-void lstm_cell__avx2(const LstmCellArgs& a) {
-  lstm_cell(a);
-}
+SPARROW_DEFINE_DENSE_KERNELS(avx2)
 
 }  // namespace sparrow::kernels

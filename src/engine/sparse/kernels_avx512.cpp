@@ -301,15 +301,7 @@ void spmm_csr_e16__avx512(const SpmmArgs& a) {
 void transpose__avx512(const TransposeArgs& a) {
   transpose__avx2(a);
 }
-void depthwise_plane__avx512(const DepthwiseArgs& a) {
-  depthwise_plane(a);
-}
-void max_pool_plane__avx512(const MaxPoolArgs& a) {
-  max_pool_plane(a);
-}
 
-void lstm_cell__avx512(const LstmCellArgs& a) {
-  lstm_cell(a);
-}
+SPARROW_DEFINE_DENSE_KERNELS(avx512)
 
 }  // namespace sparrow::kernels

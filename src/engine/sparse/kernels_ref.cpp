@@ -66,15 +66,7 @@ void spmm_csr_e16__ref(const SpmmArgs& a) {
 void transpose__ref(const TransposeArgs& a) {
   transpose_tiles(a);
 }
-void depthwise_plane__ref(const DepthwiseArgs& a) {
-  depthwise_plane(a);
-}
-void max_pool_plane__ref(const MaxPoolArgs& a) {
-  max_pool_plane(a);
-}
 
-void lstm_cell__ref(const LstmCellArgs& a) {
-  lstm_cell(a);
-}
+SPARROW_DEFINE_DENSE_KERNELS(ref)
 
 }  // namespace sparrow::kernels
