@@ -3,7 +3,7 @@
 
 One file: its tables. Several files (runs of the same benchmark): first a table of each run's
 geometric means and two-thread speedups with their medians, then the full tables of the median run
-(by the batch-1, one-thread geomean over OpenBLAS). The machine's noise moves single runs; the
+(by the batch-1, one-thread geomean over the dense peer). The machine's noise moves single runs; the
 spread across runs shows by how much.
 """
 import json
@@ -48,7 +48,7 @@ def print_tables(r):
     for batch, threads in configs:
         print(f"**{config_name(batch, threads)}**\n")
         listed = batch == 1 and all("plain_listed_us" in l for l in r["layers"] if l["batch"] == 1)
-        print("| layer | layout | Sparrow | OpenBLAS dense | Eigen | plain fp32 | x dense | x Eigen | x plain |"
+        print("| layer | layout | Sparrow | dense (oneDNN) | Eigen | plain fp32 | x dense | x Eigen | x plain |"
               + (" x plain, listed |" if listed else ""))
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if listed else ""))
         for l in r["layers"]:
@@ -79,7 +79,7 @@ def print_runs(runs):
     for b, t in configs:
         peers = ["dense", "plain"] + (["plain_listed"] if "speedup_vs_plain_listed" in runs[0]["geomean"][config_name(b, t)] else [])
         for peer in peers:
-            label = f"{config_name(b, t)}: geomean x " + {"dense": "OpenBLAS", "plain": "plain fp32",
+            label = f"{config_name(b, t)}: geomean x " + {"dense": "dense (oneDNN)", "plain": "plain fp32",
                                                          "plain_listed": "plain fp32, listed inputs"}[peer]
             measures.append((label, lambda r, b=b, t=t, peer=peer: r["geomean"][config_name(b, t)][f"speedup_vs_{peer}"]))
     for b in batches:
@@ -106,7 +106,7 @@ def main():
     key = config_name(1, 1)
     order = sorted(range(len(runs)), key=lambda i: runs[i]["geomean"][key]["speedup_vs_dense"])
     median_run = order[len(order) // 2]
-    print(f"Tables of run {median_run + 1} (the median by the batch-1, one-thread geomean over OpenBLAS):\n")
+    print(f"Tables of run {median_run + 1} (the median by the batch-1, one-thread geomean over the dense peer):\n")
     print_tables(runs[median_run])
 
 

@@ -1,4 +1,4 @@
-// Gemm (Y = alpha * A' B' + beta * C) and MatMul (numpy matmul with batch broadcasting), on OpenBLAS.
+// Gemm (Y = alpha * A' B' + beta * C) and MatMul (numpy matmul with batch broadcasting), on oneDNN's sgemm.
 #include "engine/blas.h"
 #include "engine/op.h"
 

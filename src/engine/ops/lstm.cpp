@@ -1,6 +1,7 @@
 // LSTM, forward direction, default activations (sigmoid, tanh, tanh), gate order i, o, f, c.
 // W and R run on the sparse engine when they are compressed (input products for all steps at once,
-// the recurrent product per step), else on OpenBLAS.
+// the recurrent product per step), else on oneDNN's sgemm; the cell update is the kernel table's
+// lstm_cell.
 // Inputs: X [seq, batch, in] (layout 0) or [batch, seq, in] (layout 1), W [1, 4H, in], R [1, 4H, H],
 // optional B [1, 8H], sequence_lens [batch], initial_h / initial_c [1, batch, H], P [1, 3H].
 // Outputs (each optional): Y [seq, 1, batch, H], Y_h [1, batch, H], Y_c [1, batch, H].
