@@ -1,6 +1,7 @@
 // sparrow bench: the sparse engine against dense and sparse peers, on [EIE]'s layers (--eie), over
 // weight densities (--crossover), or on a whole compressed model (MODEL.spw).
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <random>
 
@@ -24,15 +25,21 @@ struct ModelBench {
 // features]), or the first when every dimension is known.
 Result<size_t> batch_axis(const Model& m) {
   const ValueInfo& in = m.inputs[0];
+  if (in.dims.empty())
+    return errorf("{}: input {} is a scalar; bench needs a batch axis", m.source, in.describe());
   std::vector<size_t> unknown;
   for (size_t i = 0; i < in.dims.size(); ++i)
     if (in.dims[i] < 0) unknown.push_back(i);
-  if (unknown.size() > 1)
-    return errorf("{}: input {} has {} unknown dims; bench fills one (the batch)", m.source, in.describe(),
-                  unknown.size());
-  if (in.dims.empty())
-    return errorf("{}: input {} is a scalar; bench needs a batch axis", m.source, in.describe());
-  return unknown.empty() ? size_t{0} : unknown[0];
+  for (size_t i : unknown) {
+    std::string name = i < in.dim_names.size() ? in.dim_names[i] : "";
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    if (name.find("batch") != std::string::npos) return i;
+  }
+  if (unknown.empty() || (unknown.size() == 1 && unknown[0] == 0)) return size_t{0};
+  return errorf(
+      "{}: input {} has unknown dims that bench cannot tell from the batch (name the batch "
+      "dim 'batch' when exporting)",
+      m.source, in.describe());
 }
 
 // Inputs for one run: rows of the given .npy file (cycled), or uniform [0, 1) values.
@@ -42,8 +49,13 @@ Result<Tensor> bench_input(const Model& m, const ModelBench& o, int64_t batch) {
   SP_ASSIGN_OR_RETURN(size_t axis, batch_axis(m));
   Shape shape = m.inputs[0].dims;
   shape[axis] = batch;
+  for (int64_t d : shape)
+    if (d < 0) return errorf("{}: input {} has unknown non-batch dims", m.source, m.inputs[0].describe());
   Tensor x(DType::f32, shape);
   int64_t sample = x.numel() / batch;
+  if (!o.input.empty() && axis != 0)
+    return errorf("{}: --input gives samples along the first axis; input {} has its batch on axis {}",
+                  o.input, m.inputs[0].describe(), axis);
   if (!o.input.empty()) {
     SP_ASSIGN_OR_RETURN(Tensor src, read_npy(o.input));
     if (src.dtype() != DType::f32 || src.numel() % sample != 0 || src.numel() == 0)

@@ -21,9 +21,14 @@ void one_openmp_thread_here() {
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
            int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
+  if (k == 0) {  // an empty sum: oneDNN refuses the zero leading dimensions that come with it
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
   one_openmp_thread_here();
   // Row-major, as oneDNN's sgemm is; its status can only report bad arguments, which the
-  // operators' shape checks rule out.
+  // operators' shape checks and the cases above rule out.
   (void)dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 

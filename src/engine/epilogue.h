@@ -21,8 +21,9 @@ struct Activation {
   }
   // Zeros the output is expected to hold: ReLU-like, everything below 0 becomes 0.
   bool makes_zeros() const { return lo == 0.0f; }
-  // As the Relu op computes it (NaN becomes lo), then capped at hi.
+  // As the Relu op computes it (NaN becomes lo), then capped at hi; no activation leaves v as is.
   float operator()(float v) const {
+    if (none()) return v;
     v = v > lo ? v : lo;
     return v < hi ? v : hi;
   }

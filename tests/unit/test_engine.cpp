@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <thread>
 
 #include <fmt/format.h>
@@ -74,7 +75,7 @@ struct ConvGeometry {
   std::vector<int64_t> pads;
 };
 
-Model one_conv(const ConvGeometry& g, uint32_t seed) {
+Model one_conv(const ConvGeometry& g, uint32_t seed, bool relu = true) {
   Model m;
   m.source = "one_conv";
   m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, g.c, g.h, g.w}, {"N", "", "", ""}, true});
@@ -89,8 +90,27 @@ Model one_conv(const ConvGeometry& g, uint32_t seed) {
                          {{"pads", g.pads},
                           {"strides", std::vector<int64_t>{g.stride, g.stride}},
                           {"dilations", std::vector<int64_t>{g.dilation, g.dilation}}}});
-  m.nodes.push_back(Node{"relu", "Relu", "", {"c"}, {"y"}, {}});
+  if (relu)
+    m.nodes.push_back(Node{"relu", "Relu", "", {"c"}, {"y"}, {}});
+  else
+    m.nodes.back().outputs = {"y"};
   return m;
+}
+
+TEST(Engine, ConvolutionsWithoutActivationKeepNaN) {
+  // Skipping pruned weights, the engine does not spread a NaN through them as the dense product
+  // does (0 * NaN), so the two are not compared here; a NaN the engine does meet stays NaN.
+  const ConvGeometry g{4, 7, 7, 5, 3, 3, 1, 1, {1, 1, 1, 1}};
+  Pair p = executors(one_conv(g, 3, /*relu=*/false), 0.6, 1);
+  EXPECT_EQ(sparse_layers(*p.sparse, {{1, 4, 7, 7}}), 1);
+  Tensor x = test::random_f32({1, 4, 7, 7}, 9);
+  for (int64_t i = 0; i < 49; ++i) x.f32_data()[i] = std::numeric_limits<float>::quiet_NaN();  // channel 0
+  auto y = p.sparse->run({&x, 1});
+  ASSERT_TRUE(y.ok());
+  int64_t nan = 0, inf = 0;
+  for (float v : (*y)[0]->f32_span()) nan += std::isnan(v), inf += std::isinf(v);
+  EXPECT_GT(nan, 0);
+  EXPECT_EQ(inf, 0) << "a NaN became an infinity";
 }
 
 TEST(Engine, ConvolutionsReadTheirInputInPlaceAtEveryStrideAndDilation) {
@@ -262,6 +282,42 @@ TEST(Engine, CorpusModelsMatchDense) {
     ++checked;
   }
   EXPECT_GE(checked, 6);
+}
+
+// x [4, batch, 8] (batch on axis 1, as an LSTM's [seq, batch, features]) -> MatMul [8, 6].
+std::string sequence_model(const std::string& dir, const std::string& batch_dim_name) {
+  Model m;
+  m.source = "seq";
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {4, -1, 8}, {"", batch_dim_name, ""}, true});
+  m.outputs.push_back(ValueInfo{"y"});
+  m.initializers["w"] = test::random_f32({8, 6}, 77);
+  m.nodes.push_back(Node{"mm", "MatMul", "", {"x", "w"}, {"y"}, {}});
+  CompressOptions o;
+  o.all.prune.sparsity = 0.5;
+  auto r = compress_model(m, o);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  const std::string path = dir + "/seq_" + (batch_dim_name.empty() ? "unnamed" : batch_dim_name) + ".spw";
+  EXPECT_TRUE(write_spw(r->spw, path, true).ok());
+  return path;
+}
+
+TEST(Engine, BenchFillsABatchAxisThatIsNotFirstAndProfilesLayers) {
+  const std::string dir = test::temp_dir("bench_axis");
+  auto r =
+      test::run_cli("bench " + sequence_model(dir, "batch") + " --batch 1,3 --repeats 2 --profile --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  ASSERT_EQ(j["runs"].size(), 2u);
+  for (const auto& run : j["runs"]) {
+    EXPECT_LE(run["sparrow_min_us"].get<double>(), run["sparrow_us"].get<double>());
+    EXPECT_GE(run["sparrow_max_us"].get<double>(), run["sparrow_us"].get<double>());
+    ASSERT_EQ(run["layers"].size(), 1u);
+    EXPECT_EQ(run["layers"][0]["op"], "MatMul");
+    EXPECT_GT(run["layers"][0]["sparrow_us"].get<double>(), 0);
+  }
+  auto unnamed = test::run_cli("bench " + sequence_model(dir, "") + " --batch 2 --repeats 1");
+  EXPECT_EQ(unnamed.exit_code, 1);
+  EXPECT_NE(unnamed.output.find("cannot tell from the batch"), std::string::npos) << unnamed.output;
 }
 
 // The contract of `bench --eie --json` that scripts and docs read: per layer and configuration the

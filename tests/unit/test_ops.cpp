@@ -108,6 +108,19 @@ TEST(Conv, DepthwiseAppliesItsFusedActivationAfterTheBias) {
   EXPECT_EQ(values(y), (std::vector<float>{1, 0, 4, 4, 0, 4}));
 }
 
+TEST(Conv, DepthwiseOnAnEmptyBatchWritesNothing) {
+  auto y = run_op("Conv", {{"group", int64_t{3}}},
+                  {Tensor(DType::f32, {0, 3, 5, 5}), random_f32({3, 1, 3, 3}, 4)});
+  ASSERT_TRUE(y.ok()) << y.status().message();
+  EXPECT_EQ((*y)[0].shape(), (Shape{0, 3, 3, 3}));
+}
+
+TEST(MatMul, AnEmptyInnerDimensionGivesZeros) {
+  Tensor y = run1("MatMul", {}, {Tensor(DType::f32, {2, 0}), Tensor(DType::f32, {0, 3})});
+  EXPECT_EQ(y.shape(), (Shape{2, 3}));
+  EXPECT_EQ(values(y), (std::vector<float>(6, 0.0f)));
+}
+
 TEST(Conv, OneDimensionalAndAsymmetricPads) {
   Tensor x = make_f32({1, 1, 5}, {1, 2, 3, 4, 5});
   Tensor w = make_f32({1, 1, 2}, {1, -1});

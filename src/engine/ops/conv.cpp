@@ -88,6 +88,7 @@ class ConvOp : public Op {
                      float* y) const {
     const int64_t multiplier = m_ / group_, in_hw = win_.in_h * win_.in_w, out_hw = win_.out_h * win_.out_w;
     const int64_t window = win_.k_h * win_.k_w, planes = n_ * m_;
+    if (planes == 0) return;
     const int64_t chunks = std::min<int64_t>(pool.size(), planes), step = (planes + chunks - 1) / chunks;
     const auto kernel = sparse_kernels().depthwise_plane;
     pool.parallel_for(chunks, [&](int64_t c) {
