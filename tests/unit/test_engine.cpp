@@ -302,6 +302,9 @@ std::string sequence_model(const std::string& dir, const std::string& batch_dim_
 }
 
 TEST(Engine, BenchFillsABatchAxisThatIsNotFirstAndProfilesLayers) {
+#ifndef SPARROW_WITH_BENCHMARKS
+  GTEST_SKIP() << "this build has no bench command (configure with -DSPARROW_WITH_BENCHMARKS=ON)";
+#endif
   const std::string dir = test::temp_dir("bench_axis");
   auto r =
       test::run_cli("bench " + sequence_model(dir, "batch") + " --batch 1,3 --repeats 2 --profile --json");
