@@ -24,7 +24,7 @@ namespace {
 // The epilogue of a sparse product, in one pass: y[r, i] += scale * bias[r] (when bias is given),
 // then the fused activation. y is [rows, per_row].
 void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bias, float scale,
-                       const Activation& act) {
+                       const Activation act) {
   if (!bias && act.none()) return;
   for (int64_t r = 0; r < rows; ++r) {
     float b = bias ? scale * bias[r] : 0.0f;
@@ -182,13 +182,14 @@ class SparseConvOp : public Op {
     sparse_matmat(a.pool, m_, bounds_, padded, 0, wide_, wide, wide_, x_rows_.data());
     const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
     const int64_t out_hw = win_.out_h * win_.out_w;
+    const Activation act = activation_;  // a copy: stores to the output cannot alias it
     a.pool.parallel_range(m_.rows, 4, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r)
         for (int64_t oh = 0; oh < win_.out_h; ++oh) {
           const float* from = wide + r * wide_ + oh * padded_cols_;
           float* to = y + r * out_hw + oh * win_.out_w;
           const float b = bias ? bias[r] : 0.0f;
-          for (int64_t ow = 0; ow < win_.out_w; ++ow) to[ow] = activation_(from[ow] + b);
+          for (int64_t ow = 0; ow < win_.out_w; ++ow) to[ow] = act(from[ow] + b);
         }
     });
   }
