@@ -25,6 +25,12 @@ struct ExecOptions {
   // Times every layer of every run (two clock reads per layer); summarize() then reports each layer's
   // time per run. For profiling; costs a little time per layer.
   bool profile_layers = false;
+  // A batch (axis 0 of every input) of a graph that computes each sample on its own may run as chunks
+  // of samples, one plan per chunk's shapes: on several threads, each thread runs whole chunks.
+  // 0: for graphs with convolutions, chunks whose activations fit in a core's level-2 cache (no
+  // split when the whole batch fits); n > 0: chunks of at most n samples, for any such graph;
+  // -1: batches always run whole. keep_values implies -1.
+  int64_t samples_per_chunk = 0;
 };
 
 // One executed layer of a planned model, for `sparrow info`.
@@ -48,6 +54,9 @@ struct ModelSummary {
   int64_t activation_bytes = 0;           // the arena the values computed per run share
   int64_t activation_bytes_unshared = 0;  // those values' bytes if each had its own buffer
   int64_t profiled_runs = 0;              // runs the layers' times are averaged over
+  int64_t samples_per_chunk = 0;          // the batch runs as chunks of this many samples; 0: whole
+                                          // (layers then describe one chunk's plan, with the MACs
+                                          // and time of the whole batch)
 };
 
 // Bytes the weights take, in the file and in memory.
@@ -61,6 +70,7 @@ struct WeightMemory {
 };
 
 class Plan;
+class BatchSplit;
 
 class Executor {
  public:
@@ -89,7 +99,8 @@ class Executor {
 
   // A value (any tensor name of the graph) as computed by the most recent run, or nullptr. Unless
   // options.keep_values, only graph inputs, outputs and constants are kept: other values share bytes
-  // by liveness, and a node's output that a pass fused into its reader is never formed.
+  // by liveness, and a node's output that a pass fused into its reader is never formed. After a run
+  // that split its batch (ExecOptions::samples_per_chunk), only the graph outputs.
   const Tensor* value(const std::string& name) const;
 
   // The input shapes the model declares, with unknown dims set to `batch`.
@@ -105,6 +116,10 @@ class Executor {
   Result<Plan*> plan_for(const std::vector<Shape>& input_shapes);
   // The cached plan whose input shapes match `inputs` (moved to most-recent), or nullptr.
   Plan* find_plan(std::span<const Tensor> inputs);
+  // The batch split for these input shapes (built when first asked), or nullptr where the batch
+  // runs whole (ExecOptions::samples_per_chunk).
+  BatchSplit* split_for(const std::vector<Shape>& input_shapes);
+  BatchSplit* find_split(std::span<const Tensor> inputs);
 
   Model model_;
   struct Impl;

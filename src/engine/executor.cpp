@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include "engine/batch_split.h"
 #include "engine/blas.h"
 #include "engine/graph_passes.h"
 #include "engine/plan.h"
@@ -11,7 +12,17 @@ namespace sparrow {
 
 namespace {
 constexpr size_t kMaxCachedPlans = 4;
+constexpr size_t kMaxCachedSplits = 4;
+constexpr size_t kMaxRememberedWholeBatches = 16;
+
+template <class Shapes>
+bool same_shapes(const std::vector<Shape>& shapes, const Shapes& inputs) {
+  if (shapes.size() != inputs.size()) return false;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (shapes[i] != inputs[i].shape()) return false;
+  return true;
 }
+}  // namespace
 
 struct Executor::Impl {
   explicit Impl(const ExecOptions& o) : options(o), pool(o.threads) {}
@@ -19,10 +30,19 @@ struct Executor::Impl {
   ThreadPool pool;
   std::unique_ptr<WeightStore> weights;      // compressed weights (.spw models)
   std::vector<std::unique_ptr<Plan>> plans;  // most recently used last
+  bool splits_batches = false;               // ExecOptions::samples_per_chunk applies
+  std::vector<std::unique_ptr<BatchSplit>> splits;
+  std::vector<std::vector<Shape>> whole_batches;  // input shapes found to run whole
+  const BatchSplit* last_split = nullptr;         // when the last run was split
 };
 
 Executor::Executor(Model model, ExecOptions options)
-    : model_(std::move(model)), impl_(std::make_unique<Impl>(options)) {}
+    : model_(std::move(model)), impl_(std::make_unique<Impl>(options)) {
+  const bool convolves = std::any_of(model_.nodes.begin(), model_.nodes.end(),
+                                     [](const Node& n) { return n.op_type == "Conv"; });
+  impl_->splits_batches =
+      !options.keep_values && options.samples_per_chunk >= 0 && (options.samples_per_chunk > 0 || convolves);
+}
 Executor::~Executor() = default;
 
 int Executor::threads() const {
@@ -139,18 +159,64 @@ Result<std::span<const Tensor* const>> Executor::run(std::span<const Tensor> inp
       return errorf("{}: input {} expects {} data, got {}", model_.source, model_.inputs[i].describe(),
                     dtype_name(want), dtype_name(inputs[i].dtype()));
   }
-  Plan* plan = find_plan(inputs);
-  if (plan == nullptr) {
+  impl_->last_split = nullptr;
+  BatchSplit* split = find_split(inputs);
+  Plan* plan = split ? nullptr : find_plan(inputs);
+  if (split == nullptr && plan == nullptr) {
     std::vector<Shape> shapes;
     for (const Tensor& t : inputs) shapes.push_back(t.shape());
-    SP_ASSIGN_OR_RETURN(plan, plan_for(shapes));
+    split = split_for(shapes);
+    if (split == nullptr) {
+      SP_ASSIGN_OR_RETURN(plan, plan_for(shapes));
+    }
+  }
+  if (split) {
+    auto status = split->run(inputs, impl_->pool);
+    if (!status.ok()) return status.prefixed(model_.source);
+    impl_->last_split = split;
+    return std::span<const Tensor* const>(split->outputs());
   }
   auto status = plan->run(inputs, impl_->pool);
   if (!status.ok()) return status.prefixed(model_.source);
   return std::span<const Tensor* const>(plan->outputs());
 }
 
+BatchSplit* Executor::find_split(std::span<const Tensor> inputs) {
+  for (auto& split : impl_->splits)
+    if (same_shapes(split->input_shapes(), inputs)) return split.get();
+  return nullptr;
+}
+
+BatchSplit* Executor::split_for(const std::vector<Shape>& input_shapes) {
+  if (!impl_->splits_batches) return nullptr;
+  for (auto& split : impl_->splits)
+    if (split->input_shapes() == input_shapes) return split.get();
+  for (const auto& whole : impl_->whole_batches)
+    if (whole == input_shapes) return nullptr;
+  auto build_plan = [&](const std::vector<Shape>& shapes, ThreadPool& pool) {
+    return Plan::build(model_, shapes, pool, impl_->options.memory_limit_bytes, impl_->weights.get(),
+                       impl_->options.sparse, false);
+  };
+  auto split =
+      BatchSplit::build(input_shapes, impl_->pool.size(), impl_->options.samples_per_chunk, build_plan);
+  if (split == nullptr) {
+    if (impl_->whole_batches.size() == kMaxRememberedWholeBatches)
+      impl_->whole_batches.erase(impl_->whole_batches.begin());
+    impl_->whole_batches.push_back(input_shapes);
+    return nullptr;
+  }
+  split->set_profiling(impl_->options.profile_layers);
+  if (impl_->splits.size() == kMaxCachedSplits) impl_->splits.erase(impl_->splits.begin());
+  impl_->splits.push_back(std::move(split));
+  return impl_->splits.back().get();
+}
+
 const Tensor* Executor::value(const std::string& name) const {
+  if (const BatchSplit* split = impl_->last_split) {
+    for (size_t i = 0; i < model_.outputs.size(); ++i)
+      if (model_.outputs[i].name == name) return split->outputs()[i];
+    return nullptr;
+  }
   return impl_->plans.empty() ? nullptr : impl_->plans.back()->value(name);
 }
 
@@ -168,9 +234,11 @@ Result<std::vector<Shape>> Executor::default_input_shapes(int64_t batch) const {
 
 void Executor::restart_layer_times() {
   for (auto& plan : impl_->plans) plan->set_profiling(impl_->options.profile_layers);
+  for (auto& split : impl_->splits) split->set_profiling(impl_->options.profile_layers);
 }
 
 Result<ModelSummary> Executor::summarize(const std::vector<Shape>& input_shapes) {
+  if (const BatchSplit* split = split_for(input_shapes)) return split->summary(model_);
   SP_ASSIGN_OR_RETURN(Plan * plan, plan_for(input_shapes));
   return plan->summary(model_);
 }

@@ -1,5 +1,7 @@
 #include "engine/plan.h"
 
+#include "engine/batch_split.h"
+
 #include "engine/ops/sparse_ops.h"
 #include "sparrow/weight_roles.h"
 
@@ -158,6 +160,8 @@ Status Plan::bind_graph_inputs(const Model& model) {
       return errorf("input {} expects shape {}, got {}", vi.describe(), shape_str(vi.dims), shape_str(s));
     SP_ASSIGN_OR_RETURN(Tensor * t, new_value(vi.name, ValueDesc{*compute_dtype(vi.elem_type), s}));
     input_tensors_.push_back(t);
+    if (s.empty() || (i > 0 && s[0] != batch_)) samples_independent_ = false;
+    if (!s.empty()) batch_ = s[0];
     graph_inputs_.insert(vi.name);
   }
   for (const auto& [name, t] : model.initializers) {
@@ -256,13 +260,23 @@ Result<const Tensor*> Plan::bind_input(const std::string& name) {
   return w;
 }
 
-Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
-  SP_ASSIGN_OR_RETURN(MadeOp made, make_op(model, node, pool.size()));
-  return plan_step(node, std::move(made.op), made.sparse_inputs, pool);
+void Plan::note_per_sample(const Model& model, const Node& node, std::span<const ValueDesc> in,
+                           const std::vector<bool>& sparse_inputs, std::span<const ValueDesc> out) {
+  if (!samples_independent_) return;
+  std::vector<bool> per_run(in.size());
+  for (size_t k = 0; k < in.size(); ++k)
+    per_run[k] =
+        in[k].present && in[k].constant == nullptr && !(k < sparse_inputs.size() && sparse_inputs[k]);
+  samples_independent_ = computes_per_sample(PlannedNode{model, node, in, per_run, out}, batch_);
 }
 
-Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, const std::vector<bool>& sparse_inputs,
-                       ThreadPool& pool) {
+Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
+  SP_ASSIGN_OR_RETURN(MadeOp made, make_op(model, node, pool.size()));
+  return plan_step(model, node, std::move(made.op), made.sparse_inputs, pool);
+}
+
+Status Plan::plan_step(const Model& model, const Node& node, std::unique_ptr<Op> op,
+                       const std::vector<bool>& sparse_inputs, ThreadPool& pool) {
   std::vector<ValueDesc> in;
   std::vector<const Tensor*> in_tensors;
   bool all_constant = true, reads_matrix = false;
@@ -298,6 +312,7 @@ Status Plan::plan_step(const Node& node, std::unique_ptr<Op> op, const std::vect
   // graph is planned (WeightStore::build_requested).
   const bool fold = !reads_matrix && (all_constant || op->depends_only_on_shapes());
   const bool view = !fold && op->output_is_view() && node.outputs.size() == 1;
+  if (!fold) note_per_sample(model, node, in, sparse_inputs, out);
   std::vector<Tensor*> out_tensors;
   for (size_t i = 0; i < node.outputs.size(); ++i) {
     if (node.outputs[i].empty()) {
@@ -356,6 +371,9 @@ Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<
     auto t = plan->bind_input(out.name);
     if (!t.ok()) return t.status().prefixed(fmt::format("graph output '{}'", out.name));
     plan->output_tensors_.push_back(*t);
+    const ValueDesc& d = plan->descs_.at(out.name);
+    if (d.constant != nullptr || d.shape.empty() || d.shape[0] != plan->batch_)
+      plan->samples_independent_ = false;
   }
   SP_RETURN_IF_ERROR(plan->assign_buffers(keep_values));
   return plan;
@@ -364,6 +382,10 @@ Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<
 Status Plan::run(std::span<const Tensor> inputs, ThreadPool& pool) {
   for (size_t i = 0; i < inputs.size(); ++i)
     std::memcpy(input_tensors_[i]->raw(), inputs[i].raw(), inputs[i].bytes());
+  return run_steps(pool);
+}
+
+Status Plan::run_steps(ThreadPool& pool) {
   auto* arena = static_cast<std::byte*>(arena_.raw());
   const bool profiling = !step_seconds_.empty();
   for (size_t s = 0; s < steps_.size(); ++s) {

@@ -37,6 +37,12 @@ class Plan {
                                              bool keep_values = false);
   // Copies the inputs in and runs every step.
   Status run(std::span<const Tensor> inputs, ThreadPool& pool);
+  // The tensors run() copies the graph inputs into; run_steps() runs every step on what they hold.
+  const std::vector<Tensor*>& input_tensors() { return input_tensors_; }
+  Status run_steps(ThreadPool& pool);
+  // Whether every input has the same length along axis 0 and every node computes each sample from
+  // that sample alone (computes_per_sample), keeping the samples along axis 0 of every output.
+  bool samples_independent() const { return samples_independent_; }
 
   const std::vector<Shape>& input_shapes() const { return input_shapes_; }
   const std::vector<const Tensor*>& outputs() const { return output_tensors_; }
@@ -59,8 +65,11 @@ class Plan {
   Status bind_graph_inputs(const Model& model);
   Status plan_node(const Model& model, const Node& node, ThreadPool& pool);
   // `sparse_inputs[i]` marks the inputs the op reads as engine matrices (no tensor is bound).
-  Status plan_step(const Node& node, std::unique_ptr<Op> op, const std::vector<bool>& sparse_inputs,
-                   ThreadPool& pool);
+  Status plan_step(const Model& model, const Node& node, std::unique_ptr<Op> op,
+                   const std::vector<bool>& sparse_inputs, ThreadPool& pool);
+  // Clears samples_independent_ unless the node (not folded) computes each sample on its own.
+  void note_per_sample(const Model& model, const Node& node, std::span<const ValueDesc> in,
+                       const std::vector<bool>& sparse_inputs, std::span<const ValueDesc> out);
   struct MadeOp {
     std::unique_ptr<Op> op;
     std::vector<bool> sparse_inputs;  // inputs read as engine matrices
@@ -118,6 +127,8 @@ class Plan {
   std::vector<std::vector<size_t>> freed_after_;   // per step, buffers whose last reader it is
   Tensor arena_;
   bool poison_freed_ = false;
+  int64_t batch_ = 0;  // axis 0 of the graph inputs
+  bool samples_independent_ = true;
   std::vector<double> step_seconds_;  // per step, over the profiled runs; empty when not profiling
   int64_t profiled_runs_ = 0;
 };

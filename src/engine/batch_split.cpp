@@ -1,0 +1,288 @@
+#include "engine/batch_split.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "engine/plan.h"
+
+namespace sparrow {
+
+namespace {
+
+// An axis attribute normalized to [0, rank), or -1 when it is missing and has no default, or is out
+// of range.
+int64_t axis_attr(const Node& node, int64_t fallback, size_t rank) {
+  auto axis = node.attr_int("axis", fallback);
+  if (!axis.ok()) return -1;
+  int64_t a = *axis < 0 ? *axis + static_cast<int64_t>(rank) : *axis;
+  return a >= 0 && a < static_cast<int64_t>(rank) ? a : -1;
+}
+
+size_t output_rank(const PlannedNode& n) {
+  return n.out.empty() ? 0 : n.out[0].shape.size();
+}
+
+bool present_constant(const PlannedNode& n, size_t k) {
+  return k < n.in.size() && n.in[k].present && !n.per_run[k];
+}
+
+// Operators that compute every element from the same sample's elements, whatever their attributes.
+bool always(const PlannedNode&) {
+  return true;
+}
+
+// Broadcasting operators: per-run operands line up with the output along axis 0, and constants
+// broadcast the same values to every sample.
+bool elementwise(const PlannedNode& n) {
+  const size_t rank = output_rank(n);
+  for (size_t k = 0; k < n.in.size(); ++k) {
+    if (!n.in[k].present) continue;
+    const Shape& s = n.in[k].shape;
+    if (n.per_run[k] ? s.size() != rank : s.size() == rank && s[0] != 1) return false;
+  }
+  return true;
+}
+
+// Y = A * B + C with A's rows the samples: B and C constant, C the same for every row.
+bool gemm(const PlannedNode& n) {
+  auto trans_a = n.node.attr_int("transA", 0);
+  if (!trans_a.ok() || *trans_a != 0 || !n.per_run[0]) return false;
+  if (n.in.size() > 1 && !present_constant(n, 1)) return false;
+  return n.in.size() < 3 || !n.in[2].present ||
+         (present_constant(n, 2) && (n.in[2].shape.size() < 2 || n.in[2].shape[0] == 1));
+}
+
+// A (per-run, samples along axis 0, rank >= 2) times a constant matrix, plus a constant bias row.
+bool matmul_by_constant(const PlannedNode& n) {
+  if (!n.per_run[0] || n.in[0].shape.size() < 2 || !present_constant(n, 1) || n.in[1].shape.size() != 2)
+    return false;
+  return n.in.size() < 3 || !n.in[2].present || (present_constant(n, 2) && n.in[2].shape.size() == 1);
+}
+
+bool flatten(const PlannedNode& n) {
+  return n.in.size() == 1 && axis_attr(n.node, 1, n.in[0].shape.size() + 1) >= 1;
+}
+
+// The target shape keeps axis 0 as it is: 0 (copy), -1 (inferred; the output's axis 0 is checked
+// against the batch), or the batch computed from the graph's shapes (never a literal of the file).
+bool reshape(const PlannedNode& n, int64_t batch) {
+  if (n.in.size() < 2 || !present_constant(n, 1) || n.in[1].constant == nullptr) return false;
+  const Tensor& shape = *n.in[1].constant;
+  if (shape.dtype() != DType::i64 || shape.numel() < 1) return false;
+  const int64_t first = shape.i64_data()[0];
+  const bool literal = n.model.initializers.count(n.node.inputs[1]) > 0;
+  return first == 0 || first == -1 || (first == batch && !literal);
+}
+
+bool concat(const PlannedNode& n) {
+  return axis_attr(n.node, -1, output_rank(n)) >= 1;
+}
+
+bool softmax(const PlannedNode& n) {
+  const int64_t fallback = n.model.opset < 13 ? 1 : -1;
+  return axis_attr(n.node, fallback, output_rank(n)) >= 1;
+}
+
+using Rule = bool (*)(const PlannedNode&);
+
+const std::map<std::string, Rule>& rules() {
+  static const std::map<std::string, Rule> table = {
+      {"Conv", always},
+      {"MaxPool", always},
+      {"AveragePool", always},
+      {"GlobalAveragePool", always},
+      {"GlobalMaxPool", always},
+      {"BatchNormalization", always},
+      {"Relu", always},
+      {"LeakyRelu", always},
+      {"Sigmoid", always},
+      {"Tanh", always},
+      {"Exp", always},
+      {"Log", always},
+      {"Sqrt", always},
+      {"Neg", always},
+      {"Abs", always},
+      {"Clip", always},
+      {"Cast", always},
+      {"Identity", always},
+      {"Dropout", always},
+      {"Add", elementwise},
+      {"Sub", elementwise},
+      {"Mul", elementwise},
+      {"Div", elementwise},
+      {"Pow", elementwise},
+      {"Max", elementwise},
+      {"Min", elementwise},
+      {"Gemm", gemm},
+      {"MatMul", matmul_by_constant},
+      {"Flatten", flatten},
+      {"Concat", concat},
+      {"Softmax", softmax},
+      {"LogSoftmax", softmax},
+  };
+  return table;
+}
+
+bool leads_with(const Shape& s, int64_t batch) {
+  return !s.empty() && s[0] == batch;
+}
+
+}  // namespace
+
+bool computes_per_sample(const PlannedNode& n, int64_t batch) {
+  if (!n.node.domain.empty()) return false;
+  for (size_t k = 0; k < n.in.size(); ++k)
+    if (n.per_run[k] && !leads_with(n.in[k].shape, batch)) return false;
+  for (const ValueDesc& out : n.out)
+    if (!leads_with(out.shape, batch)) return false;
+  if (n.node.op_type == "Reshape") return reshape(n, batch);
+  auto it = rules().find(n.node.op_type);
+  return it != rules().end() && it->second(n);
+}
+
+int64_t samples_per_chunk(int64_t batch, int64_t bytes_per_sample, int64_t cache_bytes) {
+  const int64_t fit = bytes_per_sample > 0 ? cache_bytes / bytes_per_sample : batch;
+  for (int64_t c = std::min(batch, fit); c > 1; --c)
+    if (batch % c == 0) return c;
+  return 1;
+}
+
+int64_t chunk_cache_bytes() {
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  return l2 > 0 ? l2 : int64_t{1} << 20;
+}
+
+namespace {
+
+std::vector<Shape> with_batch(std::vector<Shape> shapes, int64_t batch) {
+  for (auto& s : shapes) s[0] = batch;
+  return shapes;
+}
+
+// Axis 0 of every input, when all inputs have one of the same length; else 0.
+int64_t common_batch(const std::vector<Shape>& shapes) {
+  int64_t batch = 0;
+  for (const auto& s : shapes) {
+    if (s.empty() || (batch != 0 && s[0] != batch)) return 0;
+    batch = s[0];
+  }
+  return batch;
+}
+
+}  // namespace
+
+BatchSplit::~BatchSplit() = default;
+
+std::unique_ptr<BatchSplit> BatchSplit::build(const std::vector<Shape>& input_shapes, int threads,
+                                              int64_t samples, const PlanBuilder& build_plan) {
+  const int64_t batch = common_batch(input_shapes);
+  if (batch < 2) return nullptr;
+  auto split = std::unique_ptr<BatchSplit>(new BatchSplit());
+  split->input_shapes_ = input_shapes;
+  split->worker_pools_.push_back(std::make_unique<ThreadPool>(1));
+  auto first_plan = [&](int64_t chunk) -> bool {
+    auto plan = build_plan(with_batch(input_shapes, chunk), *split->worker_pools_[0]);
+    if (!plan.ok() || !(*plan)->samples_independent()) return false;
+    split->plans_.push_back(std::move(*plan));
+    return true;
+  };
+  if (samples > 0) {
+    split->chunk_ = sparrow::samples_per_chunk(batch, 1, samples);
+    if (split->chunk_ == batch || !first_plan(split->chunk_)) return nullptr;
+  } else {
+    // A plan for one sample tells the activation bytes per sample; it serves as the first worker's
+    // plan when chunks are single samples.
+    if (!first_plan(1)) return nullptr;
+    split->chunk_ = sparrow::samples_per_chunk(batch, split->plans_[0]->arena_bytes(), chunk_cache_bytes());
+    if (split->chunk_ == batch) return nullptr;
+    if (split->chunk_ != 1) {
+      split->plans_.clear();
+      if (!first_plan(split->chunk_)) return nullptr;
+    }
+  }
+  split->chunks_ = batch / split->chunk_;
+  const auto workers = static_cast<size_t>(std::min<int64_t>(std::max(threads, 1), split->chunks_));
+  const auto chunk_shapes = with_batch(input_shapes, split->chunk_);
+  while (split->plans_.size() < workers) {
+    split->worker_pools_.push_back(std::make_unique<ThreadPool>(1));
+    auto plan = build_plan(chunk_shapes, *split->worker_pools_.back());
+    if (!plan.ok()) return nullptr;
+    split->plans_.push_back(std::move(*plan));
+  }
+  for (const Tensor* out : split->plans_[0]->outputs()) {
+    Shape shape = out->shape();
+    shape[0] = batch;
+    split->outputs_.emplace_back(out->dtype(), shape);
+  }
+  for (const Tensor& out : split->outputs_) split->output_views_.push_back(&out);
+  return split;
+}
+
+Status BatchSplit::run_chunk(int64_t chunk, size_t worker, std::span<const Tensor> inputs) {
+  Plan& plan = *plans_[worker];
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    Tensor* in = plan.input_tensors()[k];
+    const auto* from = static_cast<const std::byte*>(inputs[k].raw());
+    std::memcpy(in->raw(), from + static_cast<size_t>(chunk) * in->bytes(), in->bytes());
+  }
+  SP_RETURN_IF_ERROR(plan.run_steps(*worker_pools_[worker]));
+  for (size_t o = 0; o < outputs_.size(); ++o) {
+    const Tensor* part = plan.outputs()[o];
+    auto* to = static_cast<std::byte*>(outputs_[o].raw());
+    std::memcpy(to + static_cast<size_t>(chunk) * part->bytes(), part->raw(), part->bytes());
+  }
+  return {};
+}
+
+Status BatchSplit::run(std::span<const Tensor> inputs, ThreadPool& pool) {
+  const size_t workers = plans_.size();
+  std::vector<Status>& status = worker_status_;
+  status.assign(workers, Status{});
+  pool.parallel_for(static_cast<int64_t>(workers), [&](int64_t w) {
+    const auto worker = static_cast<size_t>(w);
+    for (int64_t c = w; c < chunks_ && status[worker].ok(); c += static_cast<int64_t>(workers))
+      status[worker] = run_chunk(c, worker, inputs);
+  });
+  for (const Status& s : status) SP_RETURN_IF_ERROR(s);
+  ++runs_;
+  return {};
+}
+
+ModelSummary BatchSplit::summary(const Model& model) const {
+  ModelSummary s = plans_[0]->summary(model);
+  s.input_shapes = input_shapes_;
+  s.output_shapes.clear();
+  for (const Tensor& out : outputs_) s.output_shapes.push_back(out.shape());
+  s.macs *= chunks_;
+  s.activation_bytes = 0;
+  s.activation_bytes_unshared = 0;
+  for (auto& plan : plans_) {
+    s.activation_bytes += plan->arena_bytes();
+    s.activation_bytes_unshared += plan->value_bytes();
+  }
+  for (auto& layer : s.layers) {
+    layer.macs *= chunks_;
+    for (auto& shape : layer.output_shapes) shape[0] *= chunks_;
+    layer.seconds_per_run = 0;
+  }
+  // Each layer's time per run of the whole batch: its time over every worker's chunks.
+  for (auto& plan : plans_) {
+    ModelSummary part = plan->summary(model);
+    for (size_t i = 0; i < s.layers.size() && runs_ > 0; ++i)
+      s.layers[i].seconds_per_run += part.layers[i].seconds_per_run *
+                                     static_cast<double>(part.profiled_runs) / static_cast<double>(runs_);
+  }
+  s.profiled_runs = runs_;
+  s.samples_per_chunk = chunk_;
+  return s;
+}
+
+void BatchSplit::set_profiling(bool profile) {
+  for (auto& plan : plans_) plan->set_profiling(profile);
+  runs_ = 0;
+}
+
+}  // namespace sparrow

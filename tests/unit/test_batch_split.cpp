@@ -1,0 +1,235 @@
+// Batches run as chunks of samples (ExecOptions::samples_per_chunk): the same outputs as the whole
+// batch, on the dense executor and the sparse engine, on one and two threads; graphs that mix samples
+// are never split.
+#include <fmt/format.h>
+
+#include "engine/batch_split.h"
+#include "test_util.h"
+
+namespace sparrow {
+namespace {
+
+using Attrs = std::map<std::string, AttrValue>;
+
+// x [N, 3, 8, 8] -> Conv 3x3 + BatchNorm + Relu -> Conv 3x3 -> (+ the first Relu) -> Relu -> MaxPool 2x2
+// -> Concat with itself (channels) -> GlobalAveragePool -> Flatten -> Gemm -> Softmax -> y [N, 10].
+Model residual_cnn() {
+  Model m;
+  m.source = "residual_cnn";
+  m.opset = 13;
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 3, 8, 8}, {"N", "", "", ""}, true});
+  m.outputs.push_back(ValueInfo{"y"});
+  m.initializers["w1"] = test::random_f32({8, 3, 3, 3}, 1);
+  m.initializers["w2"] = test::random_f32({8, 8, 3, 3}, 2);
+  m.initializers["b2"] = test::random_f32({8}, 3);
+  m.initializers["scale"] = test::random_f32({8}, 4);
+  m.initializers["bias"] = test::random_f32({8}, 5);
+  m.initializers["mean"] = test::random_f32({8}, 6);
+  m.initializers["var"] = test::make_f32({8}, {1, 2, 0.5f, 1, 3, 1, 0.25f, 1});
+  m.initializers["fw"] = test::random_f32({10, 16}, 7);
+  m.initializers["fb"] = test::random_f32({10}, 8);
+  const Attrs pad1 = {{"pads", std::vector<int64_t>{1, 1, 1, 1}}};
+  m.nodes.push_back(Node{"conv1", "Conv", "", {"x", "w1"}, {"c1"}, pad1});
+  m.nodes.push_back(Node{"bn", "BatchNormalization", "", {"c1", "scale", "bias", "mean", "var"}, {"n1"}, {}});
+  m.nodes.push_back(Node{"relu1", "Relu", "", {"n1"}, {"r1"}, {}});
+  m.nodes.push_back(Node{"conv2", "Conv", "", {"r1", "w2", "b2"}, {"c2"}, pad1});
+  m.nodes.push_back(Node{"res", "Add", "", {"c2", "r1"}, {"s"}, {}});
+  m.nodes.push_back(Node{"relu2", "Relu", "", {"s"}, {"r2"}, {}});
+  m.nodes.push_back(
+      Node{"pool",
+           "MaxPool",
+           "",
+           {"r2"},
+           {"p"},
+           {{"kernel_shape", std::vector<int64_t>{2, 2}}, {"strides", std::vector<int64_t>{2, 2}}}});
+  m.nodes.push_back(Node{"cat", "Concat", "", {"p", "p"}, {"cc"}, {{"axis", int64_t{1}}}});
+  m.nodes.push_back(Node{"gap", "GlobalAveragePool", "", {"cc"}, {"g"}, {}});
+  m.nodes.push_back(Node{"flat", "Flatten", "", {"g"}, {"f"}, {}});
+  m.nodes.push_back(Node{"fc", "Gemm", "", {"f", "fw", "fb"}, {"logits"}, {{"transB", int64_t{1}}}});
+  m.nodes.push_back(Node{"softmax", "Softmax", "", {"logits"}, {"y"}, {}});
+  return m;
+}
+
+std::unique_ptr<Executor> executor(const Model& m, int threads, int64_t samples_per_chunk) {
+  ExecOptions o{threads};
+  o.samples_per_chunk = samples_per_chunk;
+  auto ex = Executor::create(m, o);
+  EXPECT_TRUE(ex.ok()) << ex.status().message();
+  return std::move(ex).value();
+}
+
+std::unique_ptr<Executor> compressed_executor(const Model& m, int threads, int64_t samples_per_chunk) {
+  CompressOptions c;
+  c.all.prune.sparsity = 0.9;
+  auto r = compress_model(m, c);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  ExecOptions o{threads};
+  o.samples_per_chunk = samples_per_chunk;
+  auto ex = Executor::create(r->spw, o);
+  EXPECT_TRUE(ex.ok()) << ex.status().message();
+  return std::move(ex).value();
+}
+
+Tensor run_one(Executor& ex, const Tensor& x) {
+  auto out = ex.run(std::span<const Tensor>(&x, 1));
+  EXPECT_TRUE(out.ok()) << out.status().message();
+  return out.ok() ? *(*out)[0] : Tensor();
+}
+
+int64_t chunk_of(Executor& ex, const Shape& shape) {
+  auto s = ex.summarize({shape});
+  EXPECT_TRUE(s.ok()) << s.status().message();
+  return s.ok() ? s->samples_per_chunk : -1;
+}
+
+int sparse_layers(Executor& ex, const Shape& shape) {
+  auto s = ex.summarize({shape});
+  int n = 0;
+  for (const auto& layer : s->layers) n += layer.sparse;
+  return n;
+}
+
+TEST(BatchSplit, SamplesPerChunkIsTheLargestDivisorThatFitsTheCache) {
+  EXPECT_EQ(samples_per_chunk(16, 1 << 20, 2 << 20), 2);
+  EXPECT_EQ(samples_per_chunk(16, 300'000, 2 << 20), 4) << "6 fit, 4 is the largest divisor of 16 below";
+  EXPECT_EQ(samples_per_chunk(16, 8 << 20, 2 << 20), 1) << "one sample is larger than the cache";
+  EXPECT_EQ(samples_per_chunk(7, 300'000, 2 << 20), 1) << "7 is prime";
+  EXPECT_EQ(samples_per_chunk(16, 1000, 2 << 20), 16) << "the whole batch fits";
+  EXPECT_EQ(samples_per_chunk(16, 0, 2 << 20), 16);
+  EXPECT_GT(chunk_cache_bytes(), 0);
+}
+
+TEST(BatchSplit, ChunksGiveTheWholeBatchsOutputsOnBothEngines) {
+  const Model m = residual_cnn();
+  for (int64_t batch : {2, 5, 8}) {
+    const Tensor x = test::random_f32({batch, 3, 8, 8}, 11 + static_cast<uint32_t>(batch));
+    for (bool compressed : {false, true}) {
+      auto make = compressed ? compressed_executor : executor;
+      const Tensor want = run_one(*make(m, 1, -1), x);
+      for (int threads : {1, 2}) {
+        for (int64_t chunk : {1, 2, 4}) {
+          auto ex = make(m, threads, chunk);
+          const std::string what = fmt::format("batch {}, {}, {} threads, chunks of {}", batch,
+                                               compressed ? "sparse" : "dense", threads, chunk);
+          const int64_t expected_chunk =
+              batch % chunk == 0 && chunk < batch ? chunk : (chunk < batch ? 1 : 0);
+          EXPECT_EQ(chunk_of(*ex, x.shape()), expected_chunk) << what;
+          if (compressed) {
+            EXPECT_GT(sparse_layers(*ex, x.shape()), 0) << what;
+          }
+          for (int repeat = 0; repeat < 2; ++repeat) {
+            const Tensor got = run_one(*ex, x);
+            EXPECT_LT(test::max_relative_error(got, want), 1e-5) << what << ", run " << repeat;
+          }
+          EXPECT_EQ(ex->value("y")->shape(), want.shape()) << what;
+        }
+      }
+    }
+  }
+}
+
+TEST(BatchSplit, ProfiledLayersReportTheWholeBatch) {
+  ExecOptions o{2};
+  o.samples_per_chunk = 1;
+  o.profile_layers = true;
+  auto ex = Executor::create(residual_cnn(), o);
+  ASSERT_TRUE(ex.ok());
+  const Tensor x = test::random_f32({4, 3, 8, 8}, 3);
+  run_one(**ex, x);
+  run_one(**ex, x);
+  auto split = (*ex)->summarize({x.shape()});
+  o.samples_per_chunk = -1;
+  auto whole = Executor::create(residual_cnn(), o);
+  ASSERT_TRUE(whole.ok());
+  auto unsplit = (*whole)->summarize({x.shape()});
+  ASSERT_TRUE(split.ok() && unsplit.ok());
+  EXPECT_EQ(split->samples_per_chunk, 1);
+  EXPECT_EQ(split->profiled_runs, 2);
+  EXPECT_EQ(split->macs, unsplit->macs);
+  EXPECT_EQ(split->output_shapes, unsplit->output_shapes);
+  ASSERT_EQ(split->layers.size(), unsplit->layers.size());
+  for (size_t i = 0; i < split->layers.size(); ++i) {
+    EXPECT_GT(split->layers[i].seconds_per_run, 0.0) << split->layers[i].name;
+    EXPECT_EQ(split->layers[i].output_shapes, unsplit->layers[i].output_shapes) << split->layers[i].name;
+  }
+}
+
+TEST(BatchSplit, ConvolutionsSplitLargeBatchesByDefaultAndGraphsWithoutThemDoNot) {
+  Model m = residual_cnn();
+  m.inputs[0].dims = {-1, 3, 96, 96};
+  // 96x96 planes of 8 channels: several values of 288 KB per sample, more than a cache holds at 16.
+  auto ex = executor(m, 1, 0);
+  EXPECT_GT(chunk_of(*ex, {16, 3, 96, 96}), 0);
+  EXPECT_LT(chunk_of(*ex, {16, 3, 96, 96}), 16);
+  Model mlp = residual_cnn();
+  mlp.inputs[0].dims = {-1, 16};
+  mlp.nodes.erase(mlp.nodes.begin(), mlp.nodes.end() - 2);
+  mlp.nodes[0].inputs[0] = "x";
+  EXPECT_EQ(chunk_of(*executor(mlp, 1, 0), {16, 16}), 0) << "no convolution: the batch's rows share weights";
+  EXPECT_EQ(chunk_of(*executor(mlp, 1, 4), {16, 16}), 4) << "asked for";
+  EXPECT_EQ(chunk_of(*executor(m, 1, 0), {1, 3, 96, 96}), 0) << "one sample";
+}
+
+// Variants of residual_cnn that mix samples, or whose outputs do not keep them along axis 0.
+struct Mixing {
+  std::string what;
+  std::function<void(Model&)> change;
+};
+
+std::vector<Mixing> mixing_graphs() {
+  return {
+      {"Softmax over the batch axis", [](Model& m) { m.nodes.back().attrs["axis"] = int64_t{0}; }},
+      {"subtracting the batch's mean",
+       [](Model& m) {
+         m.nodes.push_back(
+             Node{"mean", "ReduceMean", "", {"y"}, {"mu"}, {{"axes", std::vector<int64_t>{0}}}});
+         m.nodes.push_back(Node{"center", "Sub", "", {"y", "mu"}, {"yc"}, {}});
+         m.outputs[0].name = "yc";
+       }},
+      {"a Reshape to a literal batch of 2",
+       [](Model& m) {
+         m.initializers["two"] = test::make_i64({2}, {2, -1});
+         m.nodes.push_back(Node{"rows", "Reshape", "", {"y", "two"}, {"y2"}, {}});
+         m.outputs[0].name = "y2";
+       }},
+      {"an output that is a constant",
+       [](Model& m) {
+         m.initializers["k"] = test::random_f32({2, 10}, 9);  // as long as a chunk of 2
+         m.outputs.push_back(ValueInfo{"k"});
+       }},
+      {"a second input of another batch",
+       [](Model& m) {
+         m.inputs.push_back(ValueInfo{"z", ElemType::f32, {-1, 10}, {"M", ""}, true});
+         m.nodes.push_back(Node{"plus", "Add", "", {"y", "z"}, {"yz"}, {}});
+         m.outputs[0].name = "yz";
+       }},
+  };
+}
+
+TEST(BatchSplit, GraphsThatMixSamplesRunWhole) {
+  for (const auto& mixing : mixing_graphs()) {
+    Model m = residual_cnn();
+    mixing.change(m);
+    ASSERT_TRUE(m.validate().ok()) << mixing.what;
+    std::vector<Tensor> inputs{test::random_f32({4, 3, 8, 8}, 21)};
+    if (m.inputs.size() > 1) inputs.push_back(test::random_f32({1, 10}, 22));
+    std::vector<Shape> shapes;
+    for (const auto& t : inputs) shapes.push_back(t.shape());
+    auto whole = executor(m, 2, -1);
+    auto want = whole->run(inputs);
+    ASSERT_TRUE(want.ok()) << mixing.what << ": " << want.status().message();
+    for (int64_t chunk : {1, 2}) {
+      auto split = executor(m, 2, chunk);
+      auto s = split->summarize(shapes);
+      ASSERT_TRUE(s.ok()) << mixing.what << ": " << s.status().message();
+      EXPECT_EQ(s->samples_per_chunk, 0) << mixing.what << ", chunks of " << chunk;
+      auto got = split->run(inputs);
+      ASSERT_TRUE(got.ok()) << mixing.what;
+      EXPECT_EQ(test::max_relative_error(*(*got)[0], *(*want)[0]), 0.0)
+          << mixing.what << ", chunks of " << chunk;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sparrow
