@@ -145,11 +145,11 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
     auto td = time_runs(**b, *x, o.repeats);
     if (!ts.ok()) return report_error(ts.status());
     if (!td.ok()) return report_error(td.status());
+    auto se = (*a)->summarize({x->shape()});
+    if (!se.ok()) return report_error(se.status());
     nlohmann::json layers;
     if (o.profile) {
-      auto se = (*a)->summarize({x->shape()});
       auto sd = (*b)->summarize({x->shape()});
-      if (!se.ok()) return report_error(se.status());
       if (!sd.ok()) return report_error(sd.status());
       layers = layer_times(*se, *sd);
     }
@@ -161,7 +161,8 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
                     {"dense_us", td->median},
                     {"dense_min_us", td->min},
                     {"dense_max_us", td->max},
-                    {"speedup", td->median / ts->median}});
+                    {"speedup", td->median / ts->median},
+                    {"samples_per_chunk", se->samples_per_chunk}});
     if (o.profile) rows.back()["layers"] = std::move(layers);
   }
   if (json) {
@@ -170,17 +171,20 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
   }
   fmt::print(
       "{}: whole model, sparse engine vs the same weights decompressed on the dense executor\n"
-      "median [min, max] of {} runs, {} threads, {} inputs\n{:>6} {:>28} {:>28} {:>8}\n",
+      "median [min, max] of {} runs, {} threads, {} inputs\n{:>6} {:>28} {:>28} {:>8} {:>8}\n",
       o.model, o.repeats, (*a)->threads(), o.input.empty() ? "random" : o.input, "batch", "sparrow us",
-      "dense us", "x dense");
+      "dense us", "x dense", "chunk");
   auto spread = [](const nlohmann::json& r, const char* key) {
     return fmt::format("{:.1f} [{:.1f}, {:.1f}]", r[fmt::format("{}_us", key)].get<double>(),
                        r[fmt::format("{}_min_us", key)].get<double>(),
                        r[fmt::format("{}_max_us", key)].get<double>());
   };
   for (const auto& r : rows)
-    fmt::print("{:>6} {:>28} {:>28} {:>8.2f}\n", r["batch"].get<int>(), spread(r, "sparrow"),
-               spread(r, "dense"), r["speedup"].get<double>());
+    fmt::print("{:>6} {:>28} {:>28} {:>8.2f} {:>8}\n", r["batch"].get<int>(), spread(r, "sparrow"),
+               spread(r, "dense"), r["speedup"].get<double>(),
+               r["samples_per_chunk"].get<int64_t>() > 0
+                   ? std::to_string(r["samples_per_chunk"].get<int64_t>())
+                   : std::string("whole"));
   for (const auto& r : rows)
     if (r.contains("layers")) print_layer_times(r["layers"], r["batch"].get<int64_t>());
   return 0;

@@ -36,6 +36,11 @@ int main(int argc, char** argv) {
                  "Compressed weights in memory at most this many times their bytes in the file, giving up "
                  "some speed for it (default 2); 0: the fastest layouts whatever their size")
       ->check(kFiniteNumber & CLI::Range(0.0, 1e6));
+  app.add_option("--batch-chunk", global.batch_chunk,
+                 "Run batches of models that compute each sample on its own as chunks of at most N "
+                 "samples, each thread running whole chunks (default 0: for convolutional models, "
+                 "chunks whose activations fit in a core's L2 cache; -1: batches run whole)")
+      ->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
 
   app.add_option("--max-input", global.max_input,
                  "Largest input file, and most bytes a reader allocates for one file's data, e.g. 512MB "
