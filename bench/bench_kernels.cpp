@@ -10,6 +10,7 @@
 #include <benchmark/benchmark.h>
 
 #include "engine/sparse/kernels.h"
+#include "engine/sparse/plane_window.h"
 
 namespace sparrow {
 namespace {
@@ -251,6 +252,30 @@ void BM_RowWalkCrossover(benchmark::State& state) {
 BENCHMARK(BM_RowWalkCrossover)
     ->ArgsProduct({{0, 1, 2}, {30, 40, 50, 60, 100}, {0, 1}})
     ->Unit(benchmark::kMicrosecond);
+
+// MaxPool 3x3 at stride 2 over 64 planes: SqueezeNet's 111x111 (no padding, ceil mode: 55x55) and
+// ResNet-18's 112x112 (padding 1: 56x56).
+void BM_MaxPoolPlane(benchmark::State& state) {
+  SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
+  if (!supported(state, k)) return;
+  const bool padded = state.range(1) != 0;
+  Window2d w;
+  w.in_h = w.in_w = padded ? 112 : 111;
+  w.k_h = w.k_w = 3;
+  w.s_h = w.s_w = 2;
+  w.pad_t = w.pad_l = w.pad_b = w.pad_r = padded ? 1 : 0;
+  w.out_h = w.out_w = padded ? 56 : 55;
+  constexpr int64_t kPlanes = 64;
+  std::vector<float> x = inputs(kPlanes * w.in_h * w.in_w, 100);
+  std::vector<float> y(static_cast<size_t>(kPlanes * w.out_h * w.out_w));
+  for (auto _ : state) {
+    for (int64_t p = 0; p < kPlanes; ++p)
+      k.max_pool_plane(MaxPoolArgs{x.data() + p * w.in_h * w.in_w, &w, y.data() + p * w.out_h * w.out_w});
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(std::string(isa_name(k.isa)) + (padded ? ", 112x112 padded" : ", 111x111"));
+}
+BENCHMARK(BM_MaxPoolPlane)->ArgsProduct({{0, 1, 2}, {0, 1}})->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace sparrow
