@@ -28,8 +28,9 @@ struct ExecOptions {
   // A batch (axis 0 of every input) of a graph that computes each sample on its own may run as chunks
   // of samples, one plan per chunk's shapes: on several threads, each thread runs whole chunks.
   // 0: for graphs with convolutions, chunks whose activations fit in a core's level-2 cache (no
-  // split when the whole batch fits); n > 0: chunks of at most n samples, for any such graph;
-  // -1: batches always run whole. keep_values implies -1.
+  // split when the whole batch fits, or when there would be fewer chunks than threads); n > 0:
+  // chunks of the batch's largest divisor up to n samples, for any such graph; -1: batches always
+  // run whole. keep_values implies -1.
   int64_t samples_per_chunk = 0;
 };
 
@@ -56,7 +57,8 @@ struct ModelSummary {
   int64_t profiled_runs = 0;              // runs the layers' times are averaged over
   int64_t samples_per_chunk = 0;          // the batch runs as chunks of this many samples; 0: whole
                                           // (layers then describe one chunk's plan, with the MACs
-                                          // and time of the whole batch)
+                                          // of the whole batch and the time of all its chunks,
+                                          // summed over threads)
 };
 
 // Bytes the weights take, in the file and in memory.
@@ -119,6 +121,7 @@ class Executor {
   // The batch split for these input shapes (built when first asked), or nullptr where the batch
   // runs whole (ExecOptions::samples_per_chunk).
   BatchSplit* split_for(const std::vector<Shape>& input_shapes);
+  // The cached split whose input shapes match `inputs` (moved to most-recent), or nullptr.
   BatchSplit* find_split(std::span<const Tensor> inputs);
 
   Model model_;

@@ -29,8 +29,11 @@ bool present_constant(const PlannedNode& n, size_t k) {
   return k < n.in.size() && n.in[k].present && !n.per_run[k];
 }
 
-// Operators that compute every element from the same sample's elements, whatever their attributes.
-bool always(const PlannedNode&) {
+// Operators that compute every element from the same sample's elements, whatever their attributes,
+// given constant weights, statistics or bounds (inputs 1 and later).
+bool per_sample_data(const PlannedNode& n) {
+  for (size_t k = 1; k < n.in.size(); ++k)
+    if (n.per_run[k]) return false;
   return true;
 }
 
@@ -62,8 +65,14 @@ bool matmul_by_constant(const PlannedNode& n) {
   return n.in.size() < 3 || !n.in[2].present || (present_constant(n, 2) && n.in[2].shape.size() == 1);
 }
 
+// Flatten's axis lies in [-rank, rank]; 0 (or -rank) would fold the samples into one row.
 bool flatten(const PlannedNode& n) {
-  return n.in.size() == 1 && axis_attr(n.node, 1, n.in[0].shape.size() + 1) >= 1;
+  if (n.in.size() != 1) return false;
+  const auto rank = static_cast<int64_t>(n.in[0].shape.size());
+  auto axis = n.node.attr_int("axis", 1);
+  if (!axis.ok()) return false;
+  const int64_t a = *axis < 0 ? *axis + rank : *axis;
+  return a >= 1 && a <= rank;
 }
 
 // The target shape keeps axis 0 as it is: 0 (copy), -1 (inferred; the output's axis 0 is checked
@@ -73,42 +82,44 @@ bool reshape(const PlannedNode& n, int64_t batch) {
   const Tensor& shape = *n.in[1].constant;
   if (shape.dtype() != DType::i64 || shape.numel() < 1) return false;
   const int64_t first = shape.i64_data()[0];
-  const bool literal = n.model.initializers.count(n.node.inputs[1]) > 0;
-  return first == 0 || first == -1 || (first == batch && !literal);
+  return first == 0 || first == -1 || (first == batch && n.from_batch[1]);
 }
 
+// Joined away from axis 0, from per-run inputs only (a constant would give every chunk its rows).
 bool concat(const PlannedNode& n) {
+  for (size_t k = 0; k < n.in.size(); ++k)
+    if (!n.per_run[k]) return false;
   return axis_attr(n.node, -1, output_rank(n)) >= 1;
 }
 
 bool softmax(const PlannedNode& n) {
   const int64_t fallback = n.model.opset < 13 ? 1 : -1;
-  return axis_attr(n.node, fallback, output_rank(n)) >= 1;
+  return n.in.size() == 1 && axis_attr(n.node, fallback, output_rank(n)) >= 1;
 }
 
 using Rule = bool (*)(const PlannedNode&);
 
 const std::map<std::string, Rule>& rules() {
   static const std::map<std::string, Rule> table = {
-      {"Conv", always},
-      {"MaxPool", always},
-      {"AveragePool", always},
-      {"GlobalAveragePool", always},
-      {"GlobalMaxPool", always},
-      {"BatchNormalization", always},
-      {"Relu", always},
-      {"LeakyRelu", always},
-      {"Sigmoid", always},
-      {"Tanh", always},
-      {"Exp", always},
-      {"Log", always},
-      {"Sqrt", always},
-      {"Neg", always},
-      {"Abs", always},
-      {"Clip", always},
-      {"Cast", always},
-      {"Identity", always},
-      {"Dropout", always},
+      {"Conv", per_sample_data},
+      {"MaxPool", per_sample_data},
+      {"AveragePool", per_sample_data},
+      {"GlobalAveragePool", per_sample_data},
+      {"GlobalMaxPool", per_sample_data},
+      {"BatchNormalization", per_sample_data},
+      {"Relu", per_sample_data},
+      {"LeakyRelu", per_sample_data},
+      {"Sigmoid", per_sample_data},
+      {"Tanh", per_sample_data},
+      {"Exp", per_sample_data},
+      {"Log", per_sample_data},
+      {"Sqrt", per_sample_data},
+      {"Neg", per_sample_data},
+      {"Abs", per_sample_data},
+      {"Clip", per_sample_data},
+      {"Cast", per_sample_data},
+      {"Identity", per_sample_data},
+      {"Dropout", per_sample_data},
       {"Add", elementwise},
       {"Sub", elementwise},
       {"Mul", elementwise},
@@ -134,6 +145,11 @@ bool leads_with(const Shape& s, int64_t batch) {
 
 bool computes_per_sample(const PlannedNode& n, int64_t batch) {
   if (!n.node.domain.empty()) return false;
+  if (std::count_if(n.node.outputs.begin(), n.node.outputs.end(), [](const auto& o) { return !o.empty(); }) >
+      1)
+    return false;
+  for (size_t k = 0; k < n.in.size(); ++k)
+    if (n.from_batch[k] && !(n.node.op_type == "Reshape" && k == 1)) return false;
   for (size_t k = 0; k < n.in.size(); ++k)
     if (n.per_run[k] && !leads_with(n.in[k].shape, batch)) return false;
   for (const ValueDesc& out : n.out)
@@ -176,6 +192,28 @@ int64_t common_batch(const std::vector<Shape>& shapes) {
 
 BatchSplit::~BatchSplit() = default;
 
+bool BatchSplit::choose_chunk(int64_t batch, int threads, int64_t samples, const PlanBuilder& build_plan) {
+  // A plan of two samples checks the graph (one sample cannot tell the batch axis from a dim of 1)
+  // and tells the activation bytes per sample.
+  auto probe = build_plan(with_batch(input_shapes_, 2), *worker_pools_[0]);
+  if (!probe.ok() || !(*probe)->samples_independent()) return false;
+  if (samples > 0) {
+    chunk_ = sparrow::samples_per_chunk(batch, 1, samples);
+  } else {
+    chunk_ = sparrow::samples_per_chunk(batch, (*probe)->arena_bytes() / 2, chunk_cache_bytes());
+    if (batch / chunk_ < threads) return false;  // some threads would sit idle
+  }
+  if (chunk_ == batch) return false;
+  if (chunk_ == 2) {
+    plans_.push_back(std::move(*probe));
+    return true;
+  }
+  auto plan = build_plan(with_batch(input_shapes_, chunk_), *worker_pools_[0]);
+  if (!plan.ok()) return false;
+  plans_.push_back(std::move(*plan));
+  return true;
+}
+
 std::unique_ptr<BatchSplit> BatchSplit::build(const std::vector<Shape>& input_shapes, int threads,
                                               int64_t samples, const PlanBuilder& build_plan) {
   const int64_t batch = common_batch(input_shapes);
@@ -183,26 +221,7 @@ std::unique_ptr<BatchSplit> BatchSplit::build(const std::vector<Shape>& input_sh
   auto split = std::unique_ptr<BatchSplit>(new BatchSplit());
   split->input_shapes_ = input_shapes;
   split->worker_pools_.push_back(std::make_unique<ThreadPool>(1));
-  auto first_plan = [&](int64_t chunk) -> bool {
-    auto plan = build_plan(with_batch(input_shapes, chunk), *split->worker_pools_[0]);
-    if (!plan.ok() || !(*plan)->samples_independent()) return false;
-    split->plans_.push_back(std::move(*plan));
-    return true;
-  };
-  if (samples > 0) {
-    split->chunk_ = sparrow::samples_per_chunk(batch, 1, samples);
-    if (split->chunk_ == batch || !first_plan(split->chunk_)) return nullptr;
-  } else {
-    // A plan for one sample tells the activation bytes per sample; it serves as the first worker's
-    // plan when chunks are single samples.
-    if (!first_plan(1)) return nullptr;
-    split->chunk_ = sparrow::samples_per_chunk(batch, split->plans_[0]->arena_bytes(), chunk_cache_bytes());
-    if (split->chunk_ == batch) return nullptr;
-    if (split->chunk_ != 1) {
-      split->plans_.clear();
-      if (!first_plan(split->chunk_)) return nullptr;
-    }
-  }
+  if (!split->choose_chunk(batch, threads, samples, build_plan)) return nullptr;
   split->chunks_ = batch / split->chunk_;
   const auto workers = static_cast<size_t>(std::min<int64_t>(std::max(threads, 1), split->chunks_));
   const auto chunk_shapes = with_batch(input_shapes, split->chunk_);
@@ -241,11 +260,19 @@ Status BatchSplit::run(std::span<const Tensor> inputs, ThreadPool& pool) {
   const size_t workers = plans_.size();
   std::vector<Status>& status = worker_status_;
   status.assign(workers, Status{});
-  pool.parallel_for(static_cast<int64_t>(workers), [&](int64_t w) {
-    const auto worker = static_cast<size_t>(w);
-    for (int64_t c = w; c < chunks_ && status[worker].ok(); c += static_cast<int64_t>(workers))
-      status[worker] = run_chunk(c, worker, inputs);
-  });
+  if (workers == static_cast<size_t>(pool.size())) {
+    // Every thread has a plan: chunks are claimed one at a time, so a slower thread runs fewer.
+    pool.parallel_tasks(chunks_, [&](int64_t c, int thread) {
+      const auto worker = static_cast<size_t>(thread);
+      if (status[worker].ok()) status[worker] = run_chunk(c, worker, inputs);
+    });
+  } else {
+    pool.parallel_for(static_cast<int64_t>(workers), [&](int64_t w) {
+      const auto worker = static_cast<size_t>(w);
+      for (int64_t c = w; c < chunks_ && status[worker].ok(); c += static_cast<int64_t>(workers))
+        status[worker] = run_chunk(c, worker, inputs);
+    });
+  }
   for (const Status& s : status) SP_RETURN_IF_ERROR(s);
   ++runs_;
   return {};
@@ -275,7 +302,7 @@ ModelSummary BatchSplit::summary(const Model& model) const {
       s.layers[i].seconds_per_run += part.layers[i].seconds_per_run *
                                      static_cast<double>(part.profiled_runs) / static_cast<double>(runs_);
   }
-  s.profiled_runs = runs_;
+  s.profiled_runs = s.profiled_runs > 0 ? runs_ : 0;
   s.samples_per_chunk = chunk_;
   return s;
 }

@@ -20,18 +20,22 @@ namespace sparrow {
 class Plan;
 
 // One node as planned: its inputs and outputs with their shapes. `per_run[k]` is false for inputs
-// known at plan time (constants, compressed weights) and omitted ones.
+// known at plan time (constants, compressed weights) and omitted ones; `from_batch[k]` marks inputs
+// known at plan time that were computed from the shapes of per-run values (so from the batch size).
 struct PlannedNode {
   const Model& model;
   const Node& node;
   std::span<const ValueDesc> in;
   const std::vector<bool>& per_run;
+  const std::vector<bool>& from_batch;
   std::span<const ValueDesc> out;
 };
 
 // Whether the node computes each of the `batch` samples along axis 0 of its per-run inputs from that
 // sample alone, and its outputs keep the samples along axis 0. False for operators the table does
-// not know.
+// not know, for nodes with more than one output in use, and for nodes reading a value computed from
+// the batch size (except a Reshape's target whose first entry is the batch). Plans of one sample
+// cannot tell a batch axis from a dim of 1: check plans of 2 samples or more.
 bool computes_per_sample(const PlannedNode& n, int64_t batch);
 
 // The samples per chunk for a batch whose plan takes `bytes_per_sample` of activations per sample:
@@ -49,7 +53,10 @@ class BatchSplit {
   // The split of a batch of `input_shapes` (axis 0 of every input) over `threads` threads, or
   // nullptr where the batch runs whole: the graph does not compute its samples independently, a plan
   // for a chunk cannot be built, or one chunk would hold the whole batch. `samples` > 0 asks for
-  // chunks of at most that many samples; 0 chooses them by chunk_cache_bytes().
+  // chunks of at most that many samples (the batch's largest divisor up to it: a prime batch runs
+  // one sample per chunk); 0 chooses them by chunk_cache_bytes() and splits only into at least
+  // `threads` chunks. Whether the graph computes its samples independently is checked on a plan of
+  // two samples.
   static std::unique_ptr<BatchSplit> build(const std::vector<Shape>& input_shapes, int threads,
                                            int64_t samples, const PlanBuilder& build_plan);
   ~BatchSplit();
@@ -60,12 +67,15 @@ class BatchSplit {
   Status run(std::span<const Tensor> inputs, ThreadPool& pool);
   // The whole batch's outputs after the last run.
   const std::vector<const Tensor*>& outputs() const { return output_views_; }
-  // The chunk plan's layers, with their cost and profiled time per run of the whole batch.
+  // The chunk plan's layers, with their cost per run of the whole batch and their profiled time per
+  // run summed over every worker's chunks (so over threads: it can exceed the run's wall time).
   ModelSummary summary(const Model& model) const;
   void set_profiling(bool profile);
 
  private:
   BatchSplit() = default;
+  // Chooses chunk_ and leaves its first worker's plan in plans_; false where the batch runs whole.
+  bool choose_chunk(int64_t batch, int threads, int64_t samples, const PlanBuilder& build_plan);
   Status run_chunk(int64_t chunk, size_t worker, std::span<const Tensor> inputs);
 
   std::vector<Shape> input_shapes_;

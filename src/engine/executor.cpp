@@ -182,8 +182,12 @@ Result<std::span<const Tensor* const>> Executor::run(std::span<const Tensor> inp
 }
 
 BatchSplit* Executor::find_split(std::span<const Tensor> inputs) {
-  for (auto& split : impl_->splits)
-    if (same_shapes(split->input_shapes(), inputs)) return split.get();
+  auto& splits = impl_->splits;
+  for (auto it = splits.begin(); it != splits.end(); ++it)
+    if (same_shapes((*it)->input_shapes(), inputs)) {
+      std::rotate(it, it + 1, splits.end());
+      return splits.back().get();
+    }
   return nullptr;
 }
 
@@ -206,7 +210,10 @@ BatchSplit* Executor::split_for(const std::vector<Shape>& input_shapes) {
     return nullptr;
   }
   split->set_profiling(impl_->options.profile_layers);
-  if (impl_->splits.size() == kMaxCachedSplits) impl_->splits.erase(impl_->splits.begin());
+  if (impl_->splits.size() == kMaxCachedSplits) {
+    if (impl_->last_split == impl_->splits.front().get()) impl_->last_split = nullptr;
+    impl_->splits.erase(impl_->splits.begin());
+  }
   impl_->splits.push_back(std::move(split));
   return impl_->splits.back().get();
 }

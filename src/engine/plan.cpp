@@ -261,13 +261,26 @@ Result<const Tensor*> Plan::bind_input(const std::string& name) {
 }
 
 void Plan::note_per_sample(const Model& model, const Node& node, std::span<const ValueDesc> in,
-                           const std::vector<bool>& sparse_inputs, std::span<const ValueDesc> out) {
-  if (!samples_independent_) return;
-  std::vector<bool> per_run(in.size());
-  for (size_t k = 0; k < in.size(); ++k)
+                           const std::vector<bool>& sparse_inputs, std::span<const ValueDesc> out,
+                           bool folded) {
+  std::vector<bool> per_run(in.size()), from_batch(in.size());
+  bool reads_batch = false;
+  for (size_t k = 0; k < in.size(); ++k) {
     per_run[k] =
         in[k].present && in[k].constant == nullptr && !(k < sparse_inputs.size() && sparse_inputs[k]);
-  samples_independent_ = computes_per_sample(PlannedNode{model, node, in, per_run, out}, batch_);
+    from_batch[k] = in[k].present && batch_dependent_.count(node.inputs[k]) > 0;
+    reads_batch = reads_batch || per_run[k] || from_batch[k];
+  }
+  if (folded) {
+    // Computed now from the shapes of per-run values (Shape -> Gather -> Concat chains): constants
+    // of this plan that another batch size would change.
+    if (reads_batch)
+      for (const auto& name : node.outputs) batch_dependent_.insert(name);
+    return;
+  }
+  if (samples_independent_)
+    samples_independent_ =
+        computes_per_sample(PlannedNode{model, node, in, per_run, from_batch, out}, batch_);
 }
 
 Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
@@ -312,7 +325,7 @@ Status Plan::plan_step(const Model& model, const Node& node, std::unique_ptr<Op>
   // graph is planned (WeightStore::build_requested).
   const bool fold = !reads_matrix && (all_constant || op->depends_only_on_shapes());
   const bool view = !fold && op->output_is_view() && node.outputs.size() == 1;
-  if (!fold) note_per_sample(model, node, in, sparse_inputs, out);
+  note_per_sample(model, node, in, sparse_inputs, out, fold);
   std::vector<Tensor*> out_tensors;
   for (size_t i = 0; i < node.outputs.size(); ++i) {
     if (node.outputs[i].empty()) {

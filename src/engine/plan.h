@@ -67,9 +67,10 @@ class Plan {
   // `sparse_inputs[i]` marks the inputs the op reads as engine matrices (no tensor is bound).
   Status plan_step(const Model& model, const Node& node, std::unique_ptr<Op> op,
                    const std::vector<bool>& sparse_inputs, ThreadPool& pool);
-  // Clears samples_independent_ unless the node (not folded) computes each sample on its own.
+  // Clears samples_independent_ unless the node computes each sample on its own; for a folded node,
+  // records whether its outputs depend on the batch size.
   void note_per_sample(const Model& model, const Node& node, std::span<const ValueDesc> in,
-                       const std::vector<bool>& sparse_inputs, std::span<const ValueDesc> out);
+                       const std::vector<bool>& sparse_inputs, std::span<const ValueDesc> out, bool folded);
   struct MadeOp {
     std::unique_ptr<Op> op;
     std::vector<bool> sparse_inputs;  // inputs read as engine matrices
@@ -129,7 +130,8 @@ class Plan {
   bool poison_freed_ = false;
   int64_t batch_ = 0;  // axis 0 of the graph inputs
   bool samples_independent_ = true;
-  std::vector<double> step_seconds_;  // per step, over the profiled runs; empty when not profiling
+  std::set<std::string> batch_dependent_;  // folded values computed from per-run values' shapes
+  std::vector<double> step_seconds_;       // per step, over the profiled runs; empty when not profiling
   int64_t profiled_runs_ = 0;
 };
 

@@ -1,6 +1,8 @@
 // Batches run as chunks of samples (ExecOptions::samples_per_chunk): the same outputs as the whole
 // batch, on the dense executor and the sparse engine, on one and two threads; graphs that mix samples
 // are never split.
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "engine/batch_split.h"
@@ -197,6 +199,28 @@ std::vector<Mixing> mixing_graphs() {
          m.initializers["k"] = test::random_f32({2, 10}, 9);  // as long as a chunk of 2
          m.outputs.push_back(ValueInfo{"k"});
        }},
+      {"a Flatten of every sample into one row",
+       [](Model& m) {
+         m.nodes.push_back(Node{"rows", "Flatten", "", {"y"}, {"y2"}, {{"axis", int64_t{-2}}}});
+         m.outputs[0].name = "y2";
+       }},
+      {"a Reshape to a target folded from constants",
+       [](Model& m) {
+         m.initializers["two"] = test::make_i64({1}, {2});
+         m.initializers["rest"] = test::make_i64({1}, {-1});
+         m.nodes.push_back(Node{"target", "Concat", "", {"two", "rest"}, {"t"}, {{"axis", int64_t{0}}}});
+         m.nodes.push_back(Node{"rows", "Reshape", "", {"y", "t"}, {"y2"}, {}});
+         m.outputs[0].name = "y2";
+       }},
+      {"dividing by the batch size",
+       [](Model& m) {
+         m.initializers["zero"] = Tensor::i64({}, std::vector<int64_t>{0});
+         m.nodes.push_back(Node{"shape", "Shape", "", {"y"}, {"sh"}, {}});
+         m.nodes.push_back(Node{"n", "Gather", "", {"sh", "zero"}, {"ni"}, {{"axis", int64_t{0}}}});
+         m.nodes.push_back(Node{"nf", "Cast", "", {"ni"}, {"nf"}, {{"to", int64_t{1}}}});
+         m.nodes.push_back(Node{"per", "Div", "", {"y", "nf"}, {"y2"}, {}});
+         m.outputs[0].name = "y2";
+       }},
       {"a second input of another batch",
        [](Model& m) {
          m.inputs.push_back(ValueInfo{"z", ElemType::f32, {-1, 10}, {"M", ""}, true});
@@ -204,6 +228,63 @@ std::vector<Mixing> mixing_graphs() {
          m.outputs[0].name = "yz";
        }},
   };
+}
+
+// residual_cnn with its Flatten replaced by the Reshape exporters write for x.view(x.size(0), -1):
+// a target computed from the value's shape.
+Model residual_cnn_with_shape_chain() {
+  Model m = residual_cnn();
+  auto flat =
+      std::find_if(m.nodes.begin(), m.nodes.end(), [](const Node& n) { return n.op_type == "Flatten"; });
+  m.initializers["zero"] = Tensor::i64({}, std::vector<int64_t>{0});
+  m.initializers["zeros"] = test::make_i64({1}, {0});
+  m.initializers["rest"] = test::make_i64({1}, {-1});
+  std::vector<Node> chain = {
+      Node{"shape", "Shape", "", {"g"}, {"sh"}, {}},
+      Node{"n", "Gather", "", {"sh", "zero"}, {"ni"}, {{"axis", int64_t{0}}}},
+      Node{"row", "Unsqueeze", "", {"ni", "zeros"}, {"nrow"}, {}},
+      Node{"target", "Concat", "", {"nrow", "rest"}, {"t"}, {{"axis", int64_t{0}}}},
+      Node{"flat", "Reshape", "", {"g", "t"}, {"f"}, {}},
+  };
+  flat = m.nodes.erase(flat);
+  m.nodes.insert(flat, chain.begin(), chain.end());
+  return m;
+}
+
+TEST(BatchSplit, AReshapeTargetComputedFromTheShapeKeepsTheSplit) {
+  const Model m = residual_cnn_with_shape_chain();
+  const Status valid = m.validate();
+  ASSERT_TRUE(valid.ok()) << valid.message();
+  const Tensor x = test::random_f32({4, 3, 8, 8}, 31);
+  const Tensor want = run_one(*executor(m, 1, -1), x);
+  for (int64_t chunk : {1, 2}) {
+    auto ex = executor(m, 2, chunk);
+    EXPECT_EQ(chunk_of(*ex, x.shape()), chunk);
+    EXPECT_LT(test::max_relative_error(run_one(*ex, x), want), 1e-5) << "chunks of " << chunk;
+  }
+}
+
+TEST(BatchSplit, AConcatWithAConstantOfOneChunksRowsIsNotSplit) {
+  Model m = residual_cnn();
+  m.initializers["extra"] = test::random_f32({2, 3}, 12);
+  m.nodes.push_back(Node{"wide", "Concat", "", {"y", "extra"}, {"y2"}, {{"axis", int64_t{1}}}});
+  m.outputs[0].name = "y2";
+  auto ex = executor(m, 1, 2);
+  const Tensor x = test::random_f32({4, 3, 8, 8}, 13);
+  EXPECT_FALSE(ex->run(std::span<const Tensor>(&x, 1)).ok())
+      << "4 rows cannot be joined with 2, whole or split";
+  const Tensor two = test::random_f32({2, 3, 8, 8}, 14);
+  EXPECT_TRUE(ex->run(std::span<const Tensor>(&two, 1)).ok());
+}
+
+TEST(BatchSplit, ValueAfterTheLastRunsSplitWasEvicted) {
+  auto ex = executor(residual_cnn(), 1, 1);
+  const Tensor x = test::random_f32({2, 3, 8, 8}, 15);
+  run_one(*ex, x);
+  ASSERT_NE(ex->value("y"), nullptr);
+  for (int64_t batch = 3; batch < 8; ++batch) EXPECT_EQ(chunk_of(*ex, {batch, 3, 8, 8}), 1);
+  const Tensor* y = ex->value("y");
+  EXPECT_TRUE(y == nullptr || y->shape() == Shape({2, 10}));
 }
 
 TEST(BatchSplit, GraphsThatMixSamplesRunWhole) {
