@@ -28,8 +28,12 @@ void BM_KmeansSharing(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
-BENCHMARK(BM_KmeansSharing)->Args({1 << 20, 5})->Args({9216 * 4096, 5})->Args({9216 * 4096, 8})
-    ->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_KmeansSharing)
+    ->Args({1 << 20, 5})
+    ->Args({9216 * 4096, 5})
+    ->Args({9216 * 4096, 8})
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1);
 
 void BM_PruneTopK(benchmark::State& state) {
   auto v = gaussian(static_cast<size_t>(state.range(0)));
@@ -49,7 +53,8 @@ void BM_EncodeSparse(benchmark::State& state) {
   for (auto& c : codes)
     if (rng() % 100 < 9) c = static_cast<uint8_t>(1 + rng() % 15);
   for (auto _ : state) {
-    CompressedTensor t = encode_sparse(codes, MatrixView{rows, cols, false}, static_cast<int>(state.range(0)), 4);
+    CompressedTensor t =
+        encode_sparse(codes, MatrixView{rows, cols, false}, static_cast<int>(state.range(0)), 4);
     benchmark::DoNotOptimize(t.partitions.data());
   }
   state.SetItemsProcessed(state.iterations() * rows * cols);

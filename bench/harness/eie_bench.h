@@ -12,7 +12,7 @@ namespace sparrow::cli {
 struct EieBenchOptions {
   std::vector<int> batches = {1, 64};
   std::vector<int> threads = {1, 2};
-  int repeats = 21;          // least timed runs per measurement (and at least 0.2 s); median reported
+  int repeats = 21;                 // least timed runs per measurement (and at least 0.2 s); median reported
   std::vector<std::string> layers;  // empty: all nine
   bool progress = false;
 };

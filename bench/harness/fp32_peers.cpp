@@ -67,8 +67,8 @@ void csr_spmm_portable(const PlainCsr& m, int64_t row_begin, int64_t row_end, co
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void csr_spmm_avx512(
-    const PlainCsr& m, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx, int64_t batch, float* y,
-    int64_t ldy) {
+    const PlainCsr& m, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx, int64_t batch,
+    float* y, int64_t ldy) {
   for (int64_t r = row_begin; r < row_end; ++r)
     for (int64_t b0 = 0; b0 < batch; b0 += 64) {
       int64_t n = std::min<int64_t>(64, batch - b0);

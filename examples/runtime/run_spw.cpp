@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   if (!out.ok()) return std::fprintf(stderr, "%s\n", out.status().message().c_str()), 1;
   for (const sparrow::Tensor* t : *out) std::printf("output %s\n", sparrow::shape_str(t->shape()).c_str());
   auto m = (*ex)->weight_memory();
-  std::printf("weights: %lld bytes in the file, %lld in memory\n", static_cast<long long>(m.compressed_in_file),
-              static_cast<long long>(m.compressed_in_memory));
+  std::printf("weights: %lld bytes in the file, %lld in memory\n",
+              static_cast<long long>(m.compressed_in_file), static_cast<long long>(m.compressed_in_memory));
   return 0;
 }

@@ -39,7 +39,8 @@ struct Codebook {
 // 1-D k-means (Lloyd's algorithm on sorted values with prefix sums: O(k log n) per iteration after
 // one sort). Deterministic for a given seed. Returns at most k centroids (fewer if there are fewer
 // distinct values).
-Codebook kmeans_1d(std::span<const float> values, int k, KmeansInit init, uint64_t seed, int max_iterations = 300);
+Codebook kmeans_1d(std::span<const float> values, int k, KmeansInit init, uint64_t seed,
+                   int max_iterations = 300);
 // k evenly spaced levels over [min, max] (uniform affine quantization).
 Codebook uniform_levels(std::span<const float> values, int k);
 // Index of the nearest centroid for each value (ties go to the lower centroid).
@@ -62,7 +63,7 @@ struct CompressOptions {
   KmeansInit init = KmeansInit::linear;
   Quantizer quantizer = Quantizer::kmeans;
   bool huffman = true;
-  int partitions = 1;                           // 1..65536
+  int partitions = 1;  // 1..65536
   uint64_t seed = 1;
 
   // Checks every value; messages name the option (and layer) and the valid range.

@@ -18,8 +18,21 @@ namespace sparrow {
 
 // Element types as numbered by ONNX TensorProto.DataType (only those Sparrow reads).
 enum class ElemType : int32_t {
-  undefined = 0, f32 = 1, u8 = 2, i8 = 3, u16 = 4, i16 = 5, i32 = 6, i64 = 7, str = 8, boolean = 9,
-  f16 = 10, f64 = 11, u32 = 12, u64 = 13, bf16 = 16
+  undefined = 0,
+  f32 = 1,
+  u8 = 2,
+  i8 = 3,
+  u16 = 4,
+  i16 = 5,
+  i32 = 6,
+  i64 = 7,
+  str = 8,
+  boolean = 9,
+  f16 = 10,
+  f64 = 11,
+  u32 = 12,
+  u64 = 13,
+  bf16 = 16
 };
 const char* elem_type_name(ElemType t);
 // The DType Sparrow computes with for an element type (float kinds -> f32, integer kinds -> i64).
@@ -68,15 +81,15 @@ struct ValueInfo {
 struct Model {
   std::vector<Node> nodes;
   std::map<std::string, Tensor> initializers;
-  std::vector<ValueInfo> inputs;   // runtime inputs only (never initializers)
+  std::vector<ValueInfo> inputs;  // runtime inputs only (never initializers)
   std::vector<ValueInfo> outputs;
-  int64_t opset = 13;              // version of the default ONNX domain
+  int64_t opset = 13;  // version of the default ONNX domain
   int64_t ir_version = 8;
   std::string producer_name;
   std::string producer_version;
   std::string graph_name = "graph";
   std::vector<std::pair<std::string, std::string>> metadata;
-  std::string source;              // where the model was read from, for messages
+  std::string source;  // where the model was read from, for messages
 
   // Number of weights held in float32 initializers.
   int64_t parameter_count() const;

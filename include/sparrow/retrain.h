@@ -9,9 +9,9 @@
 namespace sparrow {
 
 struct RetrainOptions {
-  int prune_steps = 3;        // the sparsity ramps to its target over this many steps (cubic ramp)
-  TrainOptions retrain;       // masked retraining after each pruning step
-  TrainOptions finetune;      // codebook fine-tuning after weight sharing (epochs 0: none)
+  int prune_steps = 3;    // the sparsity ramps to its target over this many steps (cubic ramp)
+  TrainOptions retrain;   // masked retraining after each pruning step
+  TrainOptions finetune;  // codebook fine-tuning after weight sharing (epochs 0: none)
 };
 
 struct RetrainReport {
@@ -21,9 +21,11 @@ struct RetrainReport {
 
 // Prunes `model` step by step to the options' targets, retraining under masks after each step,
 // then compresses it (weight sharing, encoding) and fine-tunes the codebooks.
-Result<CompressResult> compress_with_retraining(Model model, const CompressOptions& options, const LabeledData& train,
-                                                const LabeledData* val, const RetrainOptions& retrain,
-                                                const std::string& metadata_json, RetrainReport* report = nullptr);
+Result<CompressResult> compress_with_retraining(Model model, const CompressOptions& options,
+                                                const LabeledData& train, const LabeledData* val,
+                                                const RetrainOptions& retrain,
+                                                const std::string& metadata_json,
+                                                RetrainReport* report = nullptr);
 
 // The fraction of the final sparsity reached after step k of n (cubic ramp: fast first, then gentle).
 double sparsity_ramp(int k, int n);
@@ -40,10 +42,11 @@ struct DsdOptions {
 };
 struct DsdReport {
   std::vector<std::vector<EpochReport>> phases;  // sparse, dense, sparse, dense...
-  double sparse_fraction_after_sparse = 0;        // zeros in the pruned layers after the sparse phase
-  double sparse_fraction_after_redense = 0;       // and after re-densing
+  double sparse_fraction_after_sparse = 0;       // zeros in the pruned layers after the sparse phase
+  double sparse_fraction_after_redense = 0;      // and after re-densing
 };
-Result<DsdReport> dsd_train(Model& model, const LabeledData& train, const LabeledData* val, const DsdOptions& options);
+Result<DsdReport> dsd_train(Model& model, const LabeledData& train, const LabeledData* val,
+                            const DsdOptions& options);
 
 // Top-1 accuracy of a classifier (output 0 = logits) on `data`, measured by the dense executor.
 Result<double> classification_accuracy(Model model, const LabeledData& data, int threads);
@@ -65,7 +68,7 @@ struct SensitivityResult {
   std::vector<LayerSensitivity> layers;
 };
 Result<SensitivityResult> sensitivity_scan(const Model& model, const LabeledData& data,
-                                           const std::vector<double>& sparsities, double allowed_drop, int threads,
-                                           bool progress);
+                                           const std::vector<double>& sparsities, double allowed_drop,
+                                           int threads, bool progress);
 
 }  // namespace sparrow

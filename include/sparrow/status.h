@@ -66,15 +66,15 @@ class [[nodiscard]] Result {
 #define SP_CONCAT(a, b) SP_CONCAT_INNER(a, b)
 
 // Returns the status from the enclosing function if `expr` failed.
-#define SP_RETURN_IF_ERROR(expr)                \
-  do {                                          \
-    ::sparrow::Status sp_status_ = (expr);      \
-    if (!sp_status_.ok()) return sp_status_;    \
+#define SP_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::sparrow::Status sp_status_ = (expr);   \
+    if (!sp_status_.ok()) return sp_status_; \
   } while (0)
 
 // Declares/assigns `lhs` from a Result, returning its status on failure.
 #define SP_ASSIGN_OR_RETURN(lhs, expr) SP_ASSIGN_OR_RETURN_IMPL(SP_CONCAT(sp_result_, __COUNTER__), lhs, expr)
 #define SP_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                              \
-  if (!tmp.ok()) return tmp.status();             \
+  auto tmp = (expr);                             \
+  if (!tmp.ok()) return tmp.status();            \
   lhs = std::move(tmp).value()

@@ -21,8 +21,8 @@ struct LabeledData {
 };
 
 // IDX images and labels, normalized as x = raw * scale + shift and shaped [N] + sample_shape.
-Result<LabeledData> load_labeled_idx(const std::string& images, const std::string& labels, const Shape& sample_shape,
-                                     float scale, float shift, int64_t limit = 0);
+Result<LabeledData> load_labeled_idx(const std::string& images, const std::string& labels,
+                                     const Shape& sample_shape, float scale, float shift, int64_t limit = 0);
 // Writes a small MNIST-shaped dataset (the four IDX files, gzip, with MNIST's names) into `dir`,
 // for machines without MNIST: ten classes of random strokes, each sample jittered, shifted, scaled
 // and noised. Deterministic for a seed.
@@ -67,8 +67,8 @@ Result<std::vector<EpochReport>> train_model(Model& model, const LabeledData& tr
 // Trained quantization: fine-tunes the codebooks of the compressed tensors with the assignments
 // fixed (the gradient of a shared value is the sum of the gradients of the weights that share it;
 // code 0 stays exactly zero). The other weights and biases train as usual.
-Result<std::vector<EpochReport>> finetune_codebooks(SpwModel& spw, const LabeledData& train, const LabeledData* val,
-                                                    const TrainOptions& options);
+Result<std::vector<EpochReport>> finetune_codebooks(SpwModel& spw, const LabeledData& train,
+                                                    const LabeledData* val, const TrainOptions& options);
 
 // The built-in architectures: "lenet300" (LeNet-300-100) and "lenet5" (the Caffe LeNet-5 of [LWC],
 // 20-50-500-10), for [N, 1, 28, 28] inputs, randomly initialized for a seed.

@@ -4,14 +4,14 @@
 
 #include "cli/commands.h"
 #include "cli/spw_report.h"
+#include "cli/train_data.h"
 #include "compress/recipe.h"
 #include "core/file.h"
 #include "core/hash.h"
 #include "core/version.h"
-#include "cli/train_data.h"
 #include "sparrow/compress.h"
-#include "sparrow/retrain.h"
 #include "sparrow/onnx.h"
+#include "sparrow/retrain.h"
 
 namespace sparrow::cli {
 
@@ -19,7 +19,7 @@ namespace {
 
 struct CompressArgs {
   std::string model, output, recipe, bits, init, quantizer, huffman;
-  DataArgs data;        // with data.dir: retrain after each pruning step, then fine-tune the codebooks
+  DataArgs data;  // with data.dir: retrain after each pruning step, then fine-tune the codebooks
   RetrainOptions retrain;
   std::optional<double> sparsity, quality;
   std::optional<int> index_bits, partitions;
@@ -44,7 +44,8 @@ Result<CompressOptions> build_options(const CompressArgs& a) {
   if (a.partitions) o.partitions = *a.partitions;
   if (a.seed) o.seed = *a.seed;
   if (!a.init.empty()) SP_RETURN_IF_ERROR(apply_recipe({{"init", a.init}}, o).prefixed("--init"));
-  if (!a.quantizer.empty()) SP_RETURN_IF_ERROR(apply_recipe({{"quantizer", a.quantizer}}, o).prefixed("--quantizer"));
+  if (!a.quantizer.empty())
+    SP_RETURN_IF_ERROR(apply_recipe({{"quantizer", a.quantizer}}, o).prefixed("--quantizer"));
   if (!a.huffman.empty()) o.huffman = a.huffman == "on";
   for (const auto& l : a.layers) SP_RETURN_IF_ERROR(apply_layer_override(l, o));
   SP_RETURN_IF_ERROR(o.validate());
@@ -52,7 +53,8 @@ Result<CompressOptions> build_options(const CompressArgs& a) {
 }
 
 int run_compress(const CompressArgs& a, const GlobalOptions& global) {
-  if (same_file(a.output, a.model)) return report_error(errorf("output {} would overwrite the input", a.output));
+  if (same_file(a.output, a.model))
+    return report_error(errorf("output {} would overwrite the input", a.output));
   auto options = build_options(a);
   if (!options.ok()) return report_error(options.status());
   auto bytes = read_file(a.model);
@@ -77,22 +79,29 @@ int run_compress(const CompressArgs& a, const GlobalOptions& global) {
     RetrainOptions r = a.retrain;
     r.retrain.threads = r.finetune.threads = global.threads;
     r.retrain.progress = r.finetune.progress = !global.quiet;
-    meta["retrain"] = {{"data", a.data.dir}, {"prune_steps", r.prune_steps}, {"retrain_epochs", r.retrain.epochs},
-                       {"retrain_lr", r.retrain.lr}, {"finetune_epochs", r.finetune.epochs}, {"finetune_lr", r.finetune.lr}};
+    meta["retrain"] = {{"data", a.data.dir},
+                       {"prune_steps", r.prune_steps},
+                       {"retrain_epochs", r.retrain.epochs},
+                       {"retrain_lr", r.retrain.lr},
+                       {"finetune_epochs", r.finetune.epochs},
+                       {"finetune_lr", r.finetune.lr}};
     result = compress_with_retraining(*model, *options, data->train, &data->val, r, meta.dump());
     if (result.ok()) {
       auto dense = result->spw.to_dense_model();
-      auto after = dense.ok() ? classification_accuracy(*dense, data->test, global.threads) : Result<double>(dense.status());
+      auto after = dense.ok() ? classification_accuracy(*dense, data->test, global.threads)
+                              : Result<double>(dense.status());
       if (!after.ok()) return report_error(after.status());
       if (!global.quiet)
-        fmt::print(stderr, "test accuracy: {:.4f} before, {:.4f} after compression ({:+.2f} points)\n", *before, *after,
-                   100 * (*after - *before));
+        fmt::print(stderr, "test accuracy: {:.4f} before, {:.4f} after compression ({:+.2f} points)\n",
+                   *before, *after, 100 * (*after - *before));
     }
   }
   if (!result.ok()) return report_error(result.status().prefixed(a.model));
   if (auto s = write_spw(result->spw, a.output, options->huffman); !s.ok()) return report_error(s);
-  if (a.json) fmt::print("{}\n", spw_report_json(result->spw, a.output).dump(2));
-  else if (!global.quiet) print_spw_report(result->spw, a.output);
+  if (a.json)
+    fmt::print("{}\n", spw_report_json(result->spw, a.output).dump(2));
+  else if (!global.quiet)
+    print_spw_report(result->spw, a.output);
   return 0;
 }
 
@@ -103,7 +112,8 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand("compress", "Prune, share weights and encode a model into a .spw file");
   cmd->add_option("model", a->model, "Model file (.onnx)")->required();
   cmd->add_option("-o,--output", a->output, "Output .spw file")->required();
-  cmd->add_option("--sparsity", a->sparsity, "Fraction of each layer's weights to prune (keep the largest |w|)");
+  cmd->add_option("--sparsity", a->sparsity,
+                  "Fraction of each layer's weights to prune (keep the largest |w|)");
   cmd->add_option("--quality", a->quality, "Prune |w| < quality x std of the layer's weights");
   cmd->add_option("--bits", a->bits, "Weight bits: N for every layer, or per kind: conv=8,fc=5 (default)");
   cmd->add_option("--index-bits", a->index_bits, "Bits per relative index (2..8, default 4)");
@@ -111,12 +121,15 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--quantizer", a->quantizer, "kmeans (default) or uniform (affine baseline)");
   cmd->add_option("--huffman", a->huffman, "Huffman-code the streams: on (default) or off")
       ->check(CLI::IsMember({"on", "off"}));
-  cmd->add_option("--partitions", a->partitions, "Row partitions (engine threads / simulated PEs), default 1");
+  cmd->add_option("--partitions", a->partitions,
+                  "Row partitions (engine threads / simulated PEs), default 1");
   cmd->add_option("--seed", a->seed, "Seed for random k-means initialization");
-  cmd->add_option("--layer", a->layers, "Per-layer override NAME:key=value,... (sparsity, quality, bits, exclude)");
+  cmd->add_option("--layer", a->layers,
+                  "Per-layer override NAME:key=value,... (sparsity, quality, bits, exclude)");
   cmd->add_option("--recipe", a->recipe, "JSON file with the same settings (options given here win)");
   cmd->add_flag("--json", a->json, "Print the inspect report as JSON");
-  cmd->add_option("--data", a->data.dir, "IDX data (train-*, t10k-*): retrain after each pruning step and fine-tune the codebooks");
+  cmd->add_option("--data", a->data.dir,
+                  "IDX data (train-*, t10k-*): retrain after each pruning step and fine-tune the codebooks");
   add_data_options(cmd, a->data);
   cmd->add_option("--prune-steps", a->retrain.prune_steps, "Iterative pruning steps (cubic sparsity ramp)")
       ->check(CLI::Range(1, 100));

@@ -11,7 +11,8 @@ Command add_digits(CLI::App& app, const GlobalOptions& global) {
     SyntheticDigitsOptions options;
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("digits", "Write a synthetic MNIST-shaped dataset (IDX files) into a directory");
+  auto* cmd =
+      app.add_subcommand("digits", "Write a synthetic MNIST-shaped dataset (IDX files) into a directory");
   cmd->add_option("dir", a->dir, "Output directory (created if missing)")->required();
   cmd->add_option("--train", a->options.train, "Training images (default 20000)");
   cmd->add_option("--test", a->options.test, "Test images (default 2000)");

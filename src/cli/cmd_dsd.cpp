@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "core/file.h"
 #include "cli/train_data.h"
+#include "core/file.h"
 #include "sparrow/onnx.h"
 #include "sparrow/retrain.h"
 
@@ -21,7 +21,8 @@ struct DsdArgs {
 };
 
 int run(DsdArgs& a, const GlobalOptions& global) {
-  if (same_file(a.model, a.output)) return report_error(errorf("output {} would overwrite the input", a.output));
+  if (same_file(a.model, a.output))
+    return report_error(errorf("output {} would overwrite the input", a.output));
   auto model = load_onnx(a.model);
   if (!model.ok()) return report_error(model.status());
   auto data = load_splits(*model, a.data);
@@ -39,8 +40,11 @@ int run(DsdArgs& a, const GlobalOptions& global) {
   if (auto s = save_onnx(dsd_model, a.output); !s.ok()) return report_error(s);
   auto after = classification_accuracy(dsd_model, data->test, global.threads);
   if (!after.ok()) return report_error(after.status());
-  nlohmann::json j{{"model", a.output}, {"test_error_before", 1 - *before}, {"test_error_dsd", 1 - *after},
-                   {"sparsity", a.dsd.sparsity}, {"iterations", a.dsd.iterations},
+  nlohmann::json j{{"model", a.output},
+                   {"test_error_before", 1 - *before},
+                   {"test_error_dsd", 1 - *after},
+                   {"sparsity", a.dsd.sparsity},
+                   {"iterations", a.dsd.iterations},
                    {"epochs_per_phase", a.train.epochs},
                    {"zeros_after_sparse_phase", report->sparse_fraction_after_sparse},
                    {"zeros_after_redense", report->sparse_fraction_after_redense}};
@@ -60,7 +64,9 @@ int run(DsdArgs& a, const GlobalOptions& global) {
     return 0;
   }
   fmt::print("test error: {:.2f}% before, {:.2f}% after DSD", 100 * (1 - *before), 100 * (1 - *after));
-  if (a.baseline) fmt::print(", {:.2f}% for the dense baseline with the same epochs", 100 * j["test_error_baseline"].get<double>());
+  if (a.baseline)
+    fmt::print(", {:.2f}% for the dense baseline with the same epochs",
+               100 * j["test_error_baseline"].get<double>());
   fmt::print("\nwrote {}\n", a.output);
   return 0;
 }
@@ -75,8 +81,10 @@ Command add_dsd(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("model", a->model, "Trained dense model (.onnx)")->required();
   cmd->add_option("--data", a->data.dir, "IDX data directory")->required();
   cmd->add_option("-o,--output", a->output, "Output .onnx")->required();
-  cmd->add_option("--sparsity", a->dsd.sparsity, "Sparsity of the sparse phase (default 0.3)")->check(CLI::Range(0.0, 0.99));
-  cmd->add_option("--iterations", a->dsd.iterations, "Sparse + dense rounds (2: DSDSD)")->check(CLI::Range(1, 100));
+  cmd->add_option("--sparsity", a->dsd.sparsity, "Sparsity of the sparse phase (default 0.3)")
+      ->check(CLI::Range(0.0, 0.99));
+  cmd->add_option("--iterations", a->dsd.iterations, "Sparse + dense rounds (2: DSDSD)")
+      ->check(CLI::Range(1, 100));
   cmd->add_flag("--baseline", a->baseline, "Also train a dense baseline for the same number of epochs");
   add_data_options(cmd, a->data);
   add_train_options(cmd, a->train, "");

@@ -1,8 +1,8 @@
 // sparrow inspect FILE.spw [--json]: per-layer sizes in the style of Deep Compression, and where
 // every byte of the file goes.
 #include "cli/commands.h"
-#include "core/file.h"
 #include "cli/spw_report.h"
+#include "core/file.h"
 #include "sparrow/onnx.h"
 
 namespace sparrow::cli {
@@ -14,12 +14,14 @@ Command add_inspect(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("file", *path, "Compressed model (.spw)")->required();
   cmd->add_flag("--json", *json, "Print one JSON object");
   return {cmd, [path, json]() -> int {
-    auto m = read_spw(*path);
-    if (!m.ok()) return report_error(m.status());
-    if (*json) fmt::print("{}\n", spw_report_json(*m, *path).dump(2));
-    else print_spw_report(*m, *path);
-    return 0;
-  }};
+            auto m = read_spw(*path);
+            if (!m.ok()) return report_error(m.status());
+            if (*json)
+              fmt::print("{}\n", spw_report_json(*m, *path).dump(2));
+            else
+              print_spw_report(*m, *path);
+            return 0;
+          }};
 }
 
 Command add_export(CLI::App& app, const GlobalOptions& global) {
@@ -29,15 +31,17 @@ Command add_export(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("file", *in, "Compressed model (.spw)")->required();
   cmd->add_option("-o,--output", *out, "Output .onnx file")->required();
   return {cmd, [in, out, &global]() -> int {
-    if (same_file(*in, *out)) return report_error(errorf("output {} would overwrite the input", *out));
-    auto m = read_spw(*in);
-    if (!m.ok()) return report_error(m.status());
-    auto dense = m->to_dense_model();
-    if (!dense.ok()) return report_error(dense.status());
-    if (auto s = save_onnx(*dense, *out); !s.ok()) return report_error(s);
-    if (!global.quiet) fmt::print(stderr, "wrote {} ({} parameters, dense float32)\n", *out, dense->parameter_count());
-    return 0;
-  }};
+            if (same_file(*in, *out))
+              return report_error(errorf("output {} would overwrite the input", *out));
+            auto m = read_spw(*in);
+            if (!m.ok()) return report_error(m.status());
+            auto dense = m->to_dense_model();
+            if (!dense.ok()) return report_error(dense.status());
+            if (auto s = save_onnx(*dense, *out); !s.ok()) return report_error(s);
+            if (!global.quiet)
+              fmt::print(stderr, "wrote {} ({} parameters, dense float32)\n", *out, dense->parameter_count());
+            return 0;
+          }};
 }
 
 }  // namespace sparrow::cli

@@ -16,32 +16,37 @@ int64_t dense_fp32_bytes(const SpwModel& m) {
 
 namespace {
 
-std::string percent(double part, double whole) { return whole > 0 ? fmt::format("{:.2f}%", 100 * part / whole) : "-"; }
+std::string percent(double part, double whole) {
+  return whole > 0 ? fmt::format("{:.2f}%", 100 * part / whole) : "-";
+}
 
 void print_breakdown(const ByteBreakdown& b, int64_t file_bytes) {
-  fmt::print("\nbytes: codes {}  gaps {}  fillers {}  pointers {}  codebooks {}  biases {}  dense weights {}  "
-             "graph {}  headers {}  = {} (file size {})\n",
-             b.codes, b.gaps, b.fillers, b.pointers, b.codebooks, b.biases, b.dense_weights, b.graph, b.headers,
-             b.total(), file_bytes);
+  fmt::print(
+      "\nbytes: codes {}  gaps {}  fillers {}  pointers {}  codebooks {}  biases {}  dense weights {}  "
+      "graph {}  headers {}  = {} (file size {})\n",
+      b.codes, b.gaps, b.fillers, b.pointers, b.codebooks, b.biases, b.dense_weights, b.graph, b.headers,
+      b.total(), file_bytes);
 }
 
 }  // namespace
 
 void print_spw_report(const SpwModel& m, const std::string& path) {
   int64_t dense = dense_fp32_bytes(m);
-  fmt::print("file      {}: {} bytes, {:.1f}x smaller than {} bytes of float32 parameters\n", path, m.file_bytes,
+  fmt::print("file      {}: {} bytes, {:.1f}x smaller than {} bytes of float32 parameters\n", path,
+             m.file_bytes,
              m.file_bytes ? static_cast<double>(dense) / static_cast<double>(m.file_bytes) : 0.0, dense);
   fmt::print("\n{:<24} {:>9} {:>7} {:>10} {:>10} {:>7} {:>8} {:>16}\n", "layer", "weights", "kept", "w-bits",
              "idx-bits", "layout", "fillers", "size P+Q / +H");
-  fmt::print("{:<24} {:>9} {:>7} {:>10} {:>10} {:>7} {:>8} {:>16}\n", "", "", "", "P+Q / +H", "P+Q / +H", "", "",
-             "(% of float32)");
+  fmt::print("{:<24} {:>9} {:>7} {:>10} {:>10} {:>7} {:>8} {:>16}\n", "", "", "", "P+Q / +H", "P+Q / +H", "",
+             "", "(% of float32)");
   double pq = 0, stored = 0, dense_bits = 0;
   int64_t weights = 0, kept = 0;
   for (size_t i = 0; i < m.tensors.size(); ++i) {
     const CompressedTensor& t = m.tensors[i];
     TensorSizes z = tensor_sizes(t, m.storage[i]);
     bool sparse = t.layout == WeightLayout::sparse;
-    fmt::print("{:<24} {:>9} {:>7} {:>10} {:>10} {:>7} {:>8} {:>16}\n", t.name.substr(0, 24), human_count(z.weights),
+    fmt::print("{:<24} {:>9} {:>7} {:>10} {:>10} {:>7} {:>8} {:>16}\n", t.name.substr(0, 24),
+               human_count(z.weights),
                percent(static_cast<double>(z.nonzeros), static_cast<double>(z.weights)),
                fmt::format("{} / {:.1f}", t.weight_bits, z.code_bits_per_entry),
                sparse ? fmt::format("{} / {:.1f}", t.index_bits, z.gap_bits_per_entry) : "-",
@@ -53,10 +58,11 @@ void print_spw_report(const SpwModel& m, const std::string& path) {
     weights += z.weights;
     kept += z.nonzeros;
   }
-  fmt::print("{:<24} {:>9} {:>7} {:>40} {:>16}\n", "total", human_count(weights),
-             percent(static_cast<double>(kept), static_cast<double>(weights)),
-             fmt::format("({:.1f}x / {:.1f}x)", pq > 0 ? dense_bits / pq : 0, stored > 0 ? dense_bits / stored : 0),
-             percent(pq, dense_bits) + " / " + percent(stored, dense_bits));
+  fmt::print(
+      "{:<24} {:>9} {:>7} {:>40} {:>16}\n", "total", human_count(weights),
+      percent(static_cast<double>(kept), static_cast<double>(weights)),
+      fmt::format("({:.1f}x / {:.1f}x)", pq > 0 ? dense_bits / pq : 0, stored > 0 ? dense_bits / stored : 0),
+      percent(pq, dense_bits) + " / " + percent(stored, dense_bits));
   print_breakdown(m.breakdown, m.file_bytes);
 }
 
@@ -92,9 +98,15 @@ nlohmann::json spw_report_json(const SpwModel& m, const std::string& path) {
                            {"dense_bytes", z.dense_bits() / 8}});
   }
   const ByteBreakdown& b = m.breakdown;
-  j["breakdown"] = {{"codes", b.codes},       {"gaps", b.gaps},     {"fillers", b.fillers},
-                    {"pointers", b.pointers}, {"codebooks", b.codebooks}, {"biases", b.biases},
-                    {"dense_weights", b.dense_weights}, {"graph", b.graph}, {"headers", b.headers}};
+  j["breakdown"] = {{"codes", b.codes},
+                    {"gaps", b.gaps},
+                    {"fillers", b.fillers},
+                    {"pointers", b.pointers},
+                    {"codebooks", b.codebooks},
+                    {"biases", b.biases},
+                    {"dense_weights", b.dense_weights},
+                    {"graph", b.graph},
+                    {"headers", b.headers}};
   auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
   if (!meta.is_discarded()) j["metadata"] = meta;
   return j;

@@ -11,7 +11,8 @@ namespace sparrow {
 
 namespace {
 
-std::vector<double> initial_centroids(const std::vector<float>& sorted, int k, KmeansInit init, uint64_t seed) {
+std::vector<double> initial_centroids(const std::vector<float>& sorted, int k, KmeansInit init,
+                                      uint64_t seed) {
   std::vector<double> c(static_cast<size_t>(k));
   double lo = sorted.front(), hi = sorted.back();
   size_t n = sorted.size();
@@ -70,7 +71,8 @@ Codebook uniform_levels(std::span<const float> values, int k) {
   if (values.empty() || k <= 0) return cb;
   auto [lo, hi] = std::minmax_element(values.begin(), values.end());
   for (int j = 0; j < k; ++j)
-    cb.centroids.push_back(k == 1 ? (*lo + *hi) / 2 : *lo + (*hi - *lo) * static_cast<float>(j) / static_cast<float>(k - 1));
+    cb.centroids.push_back(k == 1 ? (*lo + *hi) / 2
+                                  : *lo + (*hi - *lo) * static_cast<float>(j) / static_cast<float>(k - 1));
   cb.centroids.erase(std::unique(cb.centroids.begin(), cb.centroids.end()), cb.centroids.end());
   return cb;
 }

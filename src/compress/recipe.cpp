@@ -41,14 +41,16 @@ Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
 Result<double> parse_double(std::string_view text, const std::string& what) {
   double v = 0;
   auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || p != text.data() + text.size()) return errorf("{}: '{}' is not a number", what, text);
+  if (ec != std::errc() || p != text.data() + text.size())
+    return errorf("{}: '{}' is not a number", what, text);
   return v;
 }
 
 Result<int> parse_int(std::string_view text, const std::string& what) {
   int v = 0;
   auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || p != text.data() + text.size()) return errorf("{}: '{}' is not an integer", what, text);
+  if (ec != std::errc() || p != text.data() + text.size())
+    return errorf("{}: '{}' is not an integer", what, text);
   return v;
 }
 
@@ -79,9 +81,12 @@ Status apply_bits(const std::string& text, CompressOptions& o) {
     auto kv = split(part, '=');
     if (kv.size() != 2) return errorf("--bits: '{}' is not kind=bits", part);
     SP_ASSIGN_OR_RETURN(int bits, parse_int(kv[1], "--bits"));
-    if (kv[0] == "conv") o.conv_bits = bits;
-    else if (kv[0] == "fc") o.fc_bits = bits;
-    else return errorf("--bits: unknown layer kind '{}' (use conv or fc)", kv[0]);
+    if (kv[0] == "conv")
+      o.conv_bits = bits;
+    else if (kv[0] == "fc")
+      o.fc_bits = bits;
+    else
+      return errorf("--bits: unknown layer kind '{}' (use conv or fc)", kv[0]);
   }
   return {};
 }
@@ -124,9 +129,12 @@ Status apply_recipe(const json& r, CompressOptions& o) {
     } else if (key == "bits" && v.is_object()) {
       for (const auto& [kind, b] : v.items()) {
         SP_ASSIGN_OR_RETURN(int bits, integer(b, "bits." + kind));
-        if (kind == "conv") o.conv_bits = bits;
-        else if (kind == "fc") o.fc_bits = bits;
-        else return errorf("recipe key 'bits.{}': unknown layer kind (use conv or fc)", kind);
+        if (kind == "conv")
+          o.conv_bits = bits;
+        else if (kind == "fc")
+          o.fc_bits = bits;
+        else
+          return errorf("recipe key 'bits.{}': unknown layer kind (use conv or fc)", kind);
       }
     } else if (key == "bits") {
       SP_ASSIGN_OR_RETURN(int bits, integer(v, key));
@@ -143,15 +151,22 @@ Status apply_recipe(const json& r, CompressOptions& o) {
       o.huffman = v.get<bool>();
     } else if (key == "init") {
       std::string s = v.is_string() ? v.get<std::string>() : "";
-      if (s == "linear") o.init = KmeansInit::linear;
-      else if (s == "density") o.init = KmeansInit::density;
-      else if (s == "random") o.init = KmeansInit::random;
-      else return errorf("recipe key 'init': {} is not linear, density or random", v.dump());
+      if (s == "linear")
+        o.init = KmeansInit::linear;
+      else if (s == "density")
+        o.init = KmeansInit::density;
+      else if (s == "random")
+        o.init = KmeansInit::random;
+      else
+        return errorf("recipe key 'init': {} is not linear, density or random", v.dump());
     } else if (key == "quantizer") {
       std::string s = v.is_string() ? v.get<std::string>() : "";
-      if (s == "kmeans") o.quantizer = Quantizer::kmeans;
-      else if (s == "uniform") o.quantizer = Quantizer::uniform;
-      else return errorf("recipe key 'quantizer': {} is not kmeans or uniform", v.dump());
+      if (s == "kmeans")
+        o.quantizer = Quantizer::kmeans;
+      else if (s == "uniform")
+        o.quantizer = Quantizer::uniform;
+      else
+        return errorf("recipe key 'quantizer': {} is not kmeans or uniform", v.dump());
     } else if (key == "layers") {
       if (!v.is_object()) return errorf("recipe key 'layers': expected an object of layer names");
       for (const auto& [name, l] : v.items()) SP_RETURN_IF_ERROR(apply_layer(l, name, o.layers[name]));

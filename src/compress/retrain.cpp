@@ -5,7 +5,9 @@
 
 namespace sparrow {
 
-double sparsity_ramp(int k, int n) { return n <= 0 ? 1.0 : 1.0 - std::pow(1.0 - static_cast<double>(k) / n, 3); }
+double sparsity_ramp(int k, int n) {
+  return n <= 0 ? 1.0 : 1.0 - std::pow(1.0 - static_cast<double>(k) / n, 3);
+}
 
 namespace {
 
@@ -39,10 +41,12 @@ double zero_fraction(const Model& m, const std::vector<std::string>& names) {
 
 }  // namespace
 
-Result<DsdReport> dsd_train(Model& model, const LabeledData& train, const LabeledData* val, const DsdOptions& o) {
+Result<DsdReport> dsd_train(Model& model, const LabeledData& train, const LabeledData* val,
+                            const DsdOptions& o) {
   if (!(o.sparsity >= 0 && o.sparsity < 1)) return errorf("DSD sparsity {} is outside [0, 1)", o.sparsity);
   std::vector<CompressibleLayer> layers = find_compressible_layers(model);
-  if (!layers.empty() && layers.front().conv) layers.erase(layers.begin());  // [DSD]: keep the first conv dense
+  if (!layers.empty() && layers.front().conv)
+    layers.erase(layers.begin());  // [DSD]: keep the first conv dense
   std::vector<std::string> names;
   for (const auto& l : layers) names.push_back(l.weight);
   DsdReport report;
@@ -55,7 +59,8 @@ Result<DsdReport> dsd_train(Model& model, const LabeledData& train, const Labele
       for (int64_t i = 0; i < w.numel(); ++i) mask.f32_data()[i] = w.f32_data()[i] != 0.0f ? 1.0f : 0.0f;
       masks[name] = std::move(mask);
     }
-    if (o.sparse.progress) fmt::print(stderr, "DSD {}: sparse phase ({:.0f}% pruned)\n", it + 1, 100 * o.sparsity);
+    if (o.sparse.progress)
+      fmt::print(stderr, "DSD {}: sparse phase ({:.0f}% pruned)\n", it + 1, 100 * o.sparsity);
     SP_ASSIGN_OR_RETURN(auto sparse, train_model(model, train, val, o.sparse, &masks));
     report.phases.push_back(std::move(sparse));
     report.sparse_fraction_after_sparse = zero_fraction(model, names);
@@ -67,13 +72,15 @@ Result<DsdReport> dsd_train(Model& model, const LabeledData& train, const Labele
   return report;
 }
 
-Result<CompressResult> compress_with_retraining(Model model, const CompressOptions& options, const LabeledData& train,
-                                                const LabeledData* val, const RetrainOptions& r,
-                                                const std::string& metadata_json, RetrainReport* report) {
+Result<CompressResult> compress_with_retraining(Model model, const CompressOptions& options,
+                                                const LabeledData& train, const LabeledData* val,
+                                                const RetrainOptions& r, const std::string& metadata_json,
+                                                RetrainReport* report) {
   SP_RETURN_IF_ERROR(options.validate());
   for (int k = 1; k <= r.prune_steps; ++k) {
     auto masks = prune_step(model, options, sparsity_ramp(k, r.prune_steps));
-    if (r.retrain.progress) fmt::print(stderr, "pruning step {}/{}: retraining under masks\n", k, r.prune_steps);
+    if (r.retrain.progress)
+      fmt::print(stderr, "pruning step {}/{}: retraining under masks\n", k, r.prune_steps);
     SP_ASSIGN_OR_RETURN(auto epochs, train_model(model, train, val, r.retrain, &masks));
     if (report) report->steps.push_back(std::move(epochs));
   }

@@ -21,8 +21,8 @@ Result<double> classification_accuracy(Model model, const LabeledData& data, int
 }
 
 Result<SensitivityResult> sensitivity_scan(const Model& model, const LabeledData& data,
-                                           const std::vector<double>& sparsities, double allowed_drop, int threads,
-                                           bool progress) {
+                                           const std::vector<double>& sparsities, double allowed_drop,
+                                           int threads, bool progress) {
   for (double s : sparsities)
     if (!(s >= 0 && s < 1)) return errorf("sparsity {} is outside [0, 1)", s);
   SensitivityResult r;

@@ -25,21 +25,30 @@ std::atomic<LogLevel>& current_level() {
 
 const char* level_name(LogLevel level) {
   switch (level) {
-    case LogLevel::error: return "error";
-    case LogLevel::warn: return "warning";
-    case LogLevel::info: return "info";
-    case LogLevel::debug: return "debug";
+    case LogLevel::error:
+      return "error";
+    case LogLevel::warn:
+      return "warning";
+    case LogLevel::info:
+      return "info";
+    case LogLevel::debug:
+      return "debug";
   }
   return "?";
 }
 
 }  // namespace
 
-void set_log_level(LogLevel level) { current_level().store(level); }
-LogLevel log_level() { return current_level().load(); }
+void set_log_level(LogLevel level) {
+  current_level().store(level);
+}
+LogLevel log_level() {
+  return current_level().load();
+}
 
 void log_message(LogLevel level, std::string_view message) {
-  std::fprintf(stderr, "sparrow %s: %.*s\n", level_name(level), static_cast<int>(message.size()), message.data());
+  std::fprintf(stderr, "sparrow %s: %.*s\n", level_name(level), static_cast<int>(message.size()),
+               message.data());
 }
 
 }  // namespace sparrow

@@ -9,7 +9,8 @@
 namespace sparrow {
 
 std::string svg_line_plot(const std::string& title, const std::string& x_label, const std::string& y_label,
-                          const std::vector<double>& x, const std::vector<Series>& series, bool log_x, bool log_y) {
+                          const std::vector<double>& x, const std::vector<Series>& series, bool log_x,
+                          bool log_y) {
   const double W = 760, H = 460, left = 70, right = 170, top = 40, bottom = 60;
   auto fx = [&](double v) { return log_x ? std::log2(v) : v; };
   double x0 = fx(x.front()), x1 = fx(x.back());
@@ -25,32 +26,40 @@ std::string svg_line_plot(const std::string& title, const std::string& x_label, 
   static const char* kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
   std::string svg = fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n"
       "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
       "<text x=\"{}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
       W, H, (W - right + left) / 2, title);
-  svg += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"black\"/>\n", left, H - bottom, W - right);
-  svg += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"black\"/>\n", left, top, H - bottom);
+  svg += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"black\"/>\n", left,
+                     H - bottom, W - right);
+  svg += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"black\"/>\n", left, top,
+                     H - bottom);
   for (double v : x)
-    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", px(v), H - bottom + 18, v);
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", px(v),
+                       H - bottom + 18, v);
   int ticks = log_y ? static_cast<int>(y1 - y0) : 5;
   for (int k = 0; k <= ticks; ++k) {
     double v = log_y ? std::exp2(y0 + k) : y1 * k / 5;
-    svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.3g}</text>\n"
-                       "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#ddd\"/>\n",
-                       left - 6, py(v) + 4, v, left, py(v), W - right, py(v));
+    svg += fmt::format(
+        "<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.3g}</text>\n"
+        "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#ddd\"/>\n",
+        left - 6, py(v) + 4, v, left, py(v), W - right, py(v));
   }
-  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", (W - right + left) / 2, H - 18, x_label);
-  svg += fmt::format("<text x=\"18\" y=\"{}\" transform=\"rotate(-90 18 {})\" text-anchor=\"middle\">{}</text>\n",
-                     (H - bottom + top) / 2, (H - bottom + top) / 2, y_label);
+  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", (W - right + left) / 2,
+                     H - 18, x_label);
+  svg += fmt::format(
+      "<text x=\"18\" y=\"{}\" transform=\"rotate(-90 18 {})\" text-anchor=\"middle\">{}</text>\n",
+      (H - bottom + top) / 2, (H - bottom + top) / 2, y_label);
   for (size_t i = 0; i < series.size(); ++i) {
     const char* color = kColors[i % 10];
     std::string points;
     for (size_t k = 0; k < x.size() && k < series[i].y.size(); ++k)
       points += fmt::format("{:.1f},{:.1f} ", px(x[k]), py(series[i].y[k]));
-    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n", color, points);
-    svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>\n", W - right + 10, top + 16 * (i + 1), color,
-                       series[i].name);
+    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n", color,
+                       points);
+    svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>\n", W - right + 10, top + 16 * (i + 1),
+                       color, series[i].name);
   }
   return svg + "</svg>\n";
 }
@@ -77,29 +86,34 @@ struct Panel {
 };
 
 std::string panel_axes(const Panel& p, const std::string& label) {
-  std::string svg = fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"black\"/>\n"
-                                "<line x1=\"{0}\" y1=\"{3}\" x2=\"{0}\" y2=\"{1}\" stroke=\"black\"/>\n"
-                                "<text x=\"{4}\" y=\"{5}\" text-anchor=\"middle\">{6}</text>\n",
-                                p.left, p.bottom, p.right, p.top, (p.left + p.right) / 2, p.top - 6, label);
+  std::string svg = fmt::format(
+      "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"black\"/>\n"
+      "<line x1=\"{0}\" y1=\"{3}\" x2=\"{0}\" y2=\"{1}\" stroke=\"black\"/>\n"
+      "<text x=\"{4}\" y=\"{5}\" text-anchor=\"middle\">{6}</text>\n",
+      p.left, p.bottom, p.right, p.top, (p.left + p.right) / 2, p.top - 6, label);
   for (int k = 0; k <= 4; ++k) {
     double v = p.y_max * k / 4;
-    svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.3g}</text>\n", p.left - 6, p.py(v) + 4, v);
+    svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.3g}</text>\n", p.left - 6,
+                       p.py(v) + 4, v);
   }
   return svg;
 }
 
 }  // namespace
 
-std::string svg_weight_sharing_plot(const std::string& title, const Histogram* dense, const std::vector<float>& centroids,
+std::string svg_weight_sharing_plot(const std::string& title, const Histogram* dense,
+                                    const std::vector<float>& centroids,
                                     const std::vector<int64_t>& centroid_counts) {
   const double W = 760, left = 70, right = 730, panel_h = 200, gap = 50;
   double lo = dense ? dense->lo : 0, hi = dense ? dense->hi : 0;
-  for (float c : centroids) lo = std::min(lo, static_cast<double>(c)), hi = std::max(hi, static_cast<double>(c));
+  for (float c : centroids)
+    lo = std::min(lo, static_cast<double>(c)), hi = std::max(hi, static_cast<double>(c));
   if (hi <= lo) hi = lo + 1;
   int panels = dense ? 2 : 1;
   double H = 50 + panels * (panel_h + gap) + 20;
   std::string svg = fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n"
       "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
       "<text x=\"{}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
       W, H, (left + right) / 2, title);
@@ -111,27 +125,34 @@ std::string svg_weight_sharing_plot(const std::string& title, const Histogram* d
     double width = (dense->hi - dense->lo) / static_cast<double>(dense->counts.size());
     for (size_t b = 0; b < dense->counts.size(); ++b) {
       double x0 = p.px(dense->lo + width * b), x1 = p.px(dense->lo + width * (b + 1));
-      svg += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"#999\"/>\n", x0,
-                         p.py(dense->counts[b]), std::max(x1 - x0, 0.5), p.bottom - p.py(dense->counts[b]));
+      svg +=
+          fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"#999\"/>\n",
+                      x0, p.py(dense->counts[b]), std::max(x1 - x0, 0.5), p.bottom - p.py(dense->counts[b]));
     }
     for (float c : centroids)
-      svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#d62728\" "
-                         "stroke-dasharray=\"3,3\"/>\n", p.px(c), p.top, p.bottom);
+      svg += fmt::format(
+          "<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#d62728\" "
+          "stroke-dasharray=\"3,3\"/>\n",
+          p.px(c), p.top, p.bottom);
     top += panel_h + gap;
   }
-  int64_t most = centroid_counts.empty() ? 1 : *std::max_element(centroid_counts.begin(), centroid_counts.end());
+  int64_t most =
+      centroid_counts.empty() ? 1 : *std::max_element(centroid_counts.begin(), centroid_counts.end());
   Panel p{left, right, top, top + panel_h, lo, hi, static_cast<double>(std::max<int64_t>(most, 1)) * 1.05};
-  svg += panel_axes(p, fmt::format("compressed: non-zero weights per shared value ({} values)", centroids.size()));
+  svg += panel_axes(
+      p, fmt::format("compressed: non-zero weights per shared value ({} values)", centroids.size()));
   for (size_t k = 0; k < centroids.size() && k < centroid_counts.size(); ++k)
-    svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\" stroke=\"#d62728\" "
-                       "stroke-width=\"2\"/>\n<circle cx=\"{0:.1f}\" cy=\"{1:.1f}\" r=\"2.5\" fill=\"#d62728\"/>\n",
-                       p.px(centroids[k]), p.py(centroid_counts[k]), p.bottom);
+    svg += fmt::format(
+        "<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\" stroke=\"#d62728\" "
+        "stroke-width=\"2\"/>\n<circle cx=\"{0:.1f}\" cy=\"{1:.1f}\" r=\"2.5\" fill=\"#d62728\"/>\n",
+        p.px(centroids[k]), p.py(centroid_counts[k]), p.bottom);
   for (int k = 0; k <= 4; ++k) {
     double v = lo + (hi - lo) * k / 4;
-    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:.3g}</text>\n", p.px(v), p.bottom + 16, v);
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:.3g}</text>\n", p.px(v),
+                       p.bottom + 16, v);
   }
-  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">weight value</text>\n", (left + right) / 2,
-                     p.bottom + 34);
+  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">weight value</text>\n",
+                     (left + right) / 2, p.bottom + 34);
   return svg + "</svg>\n";
 }
 

@@ -28,7 +28,8 @@ Histogram make_histogram(const std::vector<float>& values, double lo, double hi,
 // Weight sharing at a glance: one stem per shared value (height: how many weights share it) and,
 // when `dense` is given, the histogram of the weights before sharing in a panel above, on the same
 // x axis, with the shared values marked on it.
-std::string svg_weight_sharing_plot(const std::string& title, const Histogram* dense, const std::vector<float>& centroids,
+std::string svg_weight_sharing_plot(const std::string& title, const Histogram* dense,
+                                    const std::vector<float>& centroids,
                                     const std::vector<int64_t>& centroid_counts);
 
 }  // namespace sparrow

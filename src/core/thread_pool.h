@@ -3,6 +3,7 @@
 // size 1 runs everything inline. No allocation happens per call.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -10,7 +11,6 @@
 #include <mutex>
 #include <thread>
 #include <type_traits>
-#include <algorithm>
 #include <vector>
 
 namespace sparrow {

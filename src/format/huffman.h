@@ -23,7 +23,9 @@ Status validate_huffman_lengths(std::span<const uint8_t> lengths);
 class HuffmanEncoder {
  public:
   explicit HuffmanEncoder(std::span<const uint8_t> lengths);
-  void encode(BitWriter& out, uint32_t symbol) const { out.write_msb_first(codes_[symbol], lengths_[symbol]); }
+  void encode(BitWriter& out, uint32_t symbol) const {
+    out.write_msb_first(codes_[symbol], lengths_[symbol]);
+  }
   int length(uint32_t symbol) const { return lengths_[symbol]; }
 
  private:

@@ -10,8 +10,8 @@ TensorSizes tensor_sizes(const CompressedTensor& t, const TensorStorage& s) {
   z.fillers = t.fillers();
   double codebook_bits = 32.0 * static_cast<double>(t.codebook.size());
   double index_bits = t.layout == WeightLayout::sparse ? t.index_bits : 0;
-  z.pq_bits = static_cast<double>(z.entries) * (t.weight_bits + index_bits) + static_cast<double>(s.count_stream_bits) +
-              codebook_bits;
+  z.pq_bits = static_cast<double>(z.entries) * (t.weight_bits + index_bits) +
+              static_cast<double>(s.count_stream_bits) + codebook_bits;
   z.stored_bits = static_cast<double>(s.code_bits + s.gap_bits + s.count_stream_bits) + codebook_bits +
                   8.0 * static_cast<double>(s.table_bytes);
   if (z.entries > 0) {
@@ -38,8 +38,10 @@ ByteBreakdown account_bytes(const SpwModel& model, size_t graph_section_bytes) {
   b.pointers = static_cast<int64_t>(pointers / 8);
   b.codebooks = static_cast<int64_t>(codebooks / 8);
   for (const auto& [name, t] : model.graph.initializers) {
-    if (t.dtype() == DType::f32 && t.rank() <= 1) b.biases += static_cast<int64_t>(t.bytes());
-    else b.dense_weights += static_cast<int64_t>(t.bytes());
+    if (t.dtype() == DType::f32 && t.rank() <= 1)
+      b.biases += static_cast<int64_t>(t.bytes());
+    else
+      b.dense_weights += static_cast<int64_t>(t.bytes());
   }
   b.graph = static_cast<int64_t>(graph_section_bytes);
   b.headers = model.file_bytes - (b.total() - b.headers);

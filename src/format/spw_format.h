@@ -158,7 +158,8 @@ class ByteReader {
     return v;
   }
   Result<std::string_view> get_bytes(uint64_t n, const char* what) {
-    if (remaining() < n) return errorf("truncated while reading {} ({} bytes needed, {} left)", what, n, remaining());
+    if (remaining() < n)
+      return errorf("truncated while reading {} ({} bytes needed, {} left)", what, n, remaining());
     std::string_view v = data_.substr(pos_, n);
     pos_ += n;
     return v;

@@ -5,10 +5,10 @@
 
 #include "core/file.h"
 #include "format/bitstream.h"
+#include "format/graph_section.h"
 #include "format/huffman.h"
 #include "format/spw_account.h"
 #include "format/spw_format.h"
-#include "format/graph_section.h"
 #include "sparrow/format.h"
 
 namespace sparrow {
@@ -20,18 +20,20 @@ using spw::Coding;
 
 // The section table, checked; `minor` gets the file's minor version.
 Result<std::vector<spw::SectionEntry>> read_table(std::string_view file, uint16_t& minor) {
-  if (file.size() < sizeof(spw::SpwHeader)) return errorf("file is {} bytes, smaller than the 64-byte header", file.size());
+  if (file.size() < sizeof(spw::SpwHeader))
+    return errorf("file is {} bytes, smaller than the 64-byte header", file.size());
   spw::SpwHeader h;
   std::memcpy(&h, file.data(), sizeof h);
   if (std::memcmp(h.magic, spw::kMagic, 4) != 0) return errorf("not a .spw file (magic 'SPRW' missing)");
-  if (spw::crc32_of(file.substr(0, 60)) != h.header_crc) return errorf("checksum mismatch in the file header");
+  if (spw::crc32_of(file.substr(0, 60)) != h.header_crc)
+    return errorf("checksum mismatch in the file header");
   if (h.version_major != spw::kVersionMajor)
-    return errorf("field version_major: file format {}.{}, this reader reads {}.x", h.version_major, h.version_minor,
-                  spw::kVersionMajor);
+    return errorf("field version_major: file format {}.{}, this reader reads {}.x", h.version_major,
+                  h.version_minor, spw::kVersionMajor);
   minor = h.version_minor;
   if (h.file_bytes != file.size())
-    return errorf("field file_bytes: header says {} bytes, the file has {} (truncated or extended?)", h.file_bytes,
-                  file.size());
+    return errorf("field file_bytes: header says {} bytes, the file has {} (truncated or extended?)",
+                  h.file_bytes, file.size());
   if (h.section_count < 3 || h.section_count > spw::kMaxSections)
     return errorf("field section_count: {} is outside 3..{}", h.section_count, spw::kMaxSections);
   uint64_t table_end = h.table_offset + uint64_t{h.section_count} * sizeof(spw::SectionEntry);
@@ -47,8 +49,10 @@ Result<std::vector<spw::SectionEntry>> read_table(std::string_view file, uint16_
     uint32_t want = i == 0 ? spw::kMeta : i == 1 ? spw::kGraph : i == 2 ? spw::kDense : spw::kWeight;
     if (s.kind != want)
       return errorf("section {}: kind '{}', expected '{}'", i, spw::kind_name(s.kind), spw::kind_name(want));
-    if (s.offset % spw::kSectionAlignment || s.offset < prev_end || s.bytes > file.size() || s.offset > file.size() - s.bytes)
-      return errorf("section {} ({}): offset {} and size {} do not fit the file", i, spw::kind_name(s.kind), s.offset, s.bytes);
+    if (s.offset % spw::kSectionAlignment || s.offset < prev_end || s.bytes > file.size() ||
+        s.offset > file.size() - s.bytes)
+      return errorf("section {} ({}): offset {} and size {} do not fit the file", i, spw::kind_name(s.kind),
+                    s.offset, s.bytes);
     if (file.substr(prev_end, s.offset - prev_end).find_first_not_of('\0') != std::string_view::npos)
       return errorf("padding before section {} ({}) holds non-zero bytes", i, spw::kind_name(s.kind));
     if (spw::crc32_of(file.substr(s.offset, s.bytes)) != s.crc)
@@ -60,7 +64,8 @@ Result<std::vector<spw::SectionEntry>> read_table(std::string_view file, uint16_
 }
 
 Result<std::string> read_name(ByteReader& r, uint32_t n) {
-  if (n == 0 || n > spw::kMaxNameBytes) return errorf("name length {} is outside 1..{}", n, spw::kMaxNameBytes);
+  if (n == 0 || n > spw::kMaxNameBytes)
+    return errorf("name length {} is outside 1..{}", n, spw::kMaxNameBytes);
   SP_ASSIGN_OR_RETURN(std::string_view name, r.get_bytes(n, "name"));
   SP_RETURN_IF_ERROR(r.skip_pad(8));
   return std::string(name);
@@ -81,7 +86,8 @@ Result<Shape> read_dims(ByteReader& r, int rank) {
 Status read_dense(std::string_view bytes, Model& graph) {
   ByteReader r(bytes);
   SP_ASSIGN_OR_RETURN(uint64_t count, r.get<uint64_t>("tensor count"));
-  if (count > bytes.size() / sizeof(spw::DenseRecord)) return errorf("field count: {} tensors cannot fit", count);
+  if (count > bytes.size() / sizeof(spw::DenseRecord))
+    return errorf("field count: {} tensors cannot fit", count);
   for (uint64_t i = 0; i < count; ++i) {
     SP_ASSIGN_OR_RETURN(auto rec, r.get<spw::DenseRecord>("tensor record"));
     if (rec.dtype > 1) return errorf("tensor {}: field dtype: {} is not 0 (f32) or 1 (i64)", i, rec.dtype);
@@ -92,7 +98,8 @@ Status read_dense(std::string_view bytes, Model& graph) {
     SP_RETURN_IF_ERROR(r.skip_pad(8));
     Tensor t(rec.dtype == 0 ? DType::f32 : DType::i64, shape);
     std::memcpy(t.raw(), data.data(), data.size());
-    if (!graph.initializers.emplace(name, std::move(t)).second) return errorf("tensor '{}' appears twice", name);
+    if (!graph.initializers.emplace(name, std::move(t)).second)
+      return errorf("tensor '{}' appears twice", name);
   }
   if (r.remaining() != 0) return errorf("{} unexpected bytes after the last tensor", r.remaining());
   return {};
@@ -101,8 +108,10 @@ Status read_dense(std::string_view bytes, Model& graph) {
 Status check_record(const spw::WeightRecord& rec) {
   bool sparse = rec.layout == static_cast<uint8_t>(WeightLayout::sparse);
   if (rec.layout > 1) return errorf("field layout: {} is not 0 (sparse) or 1 (dense)", rec.layout);
-  if (rec.weight_bits < 1 || rec.weight_bits > 8) return errorf("field weight_bits: {} is outside 1..8", rec.weight_bits);
-  if (sparse && (rec.index_bits < 2 || rec.index_bits > 8)) return errorf("field index_bits: {} is outside 2..8", rec.index_bits);
+  if (rec.weight_bits < 1 || rec.weight_bits > 8)
+    return errorf("field weight_bits: {} is outside 1..8", rec.weight_bits);
+  if (sparse && (rec.index_bits < 2 || rec.index_bits > 8))
+    return errorf("field index_bits: {} is outside 2..8", rec.index_bits);
   if (!sparse && (rec.index_bits != 0 || rec.partitions != 1 || rec.count_bits != 0))
     return errorf("fields index_bits/partitions/count_bits: a dense tensor has 0, 1 and 0");
   if (rec.transposed > 1 || rec.codes_coding > 1 || rec.gaps_coding > 1 || rec.count_bits > 32)
@@ -135,8 +144,8 @@ Result<BitReader> read_stream(ByteReader& r, uint64_t bits, const char* what) {
 }
 
 // Reads `count` values of `width` bits, packed or Huffman-coded, each checked < 2^width.
-Status read_values(BitReader& in, Coding coding, const std::vector<uint8_t>& lengths, int width, uint64_t count,
-                   std::vector<uint8_t>& out) {
+Status read_values(BitReader& in, Coding coding, const std::vector<uint8_t>& lengths, int width,
+                   uint64_t count, std::vector<uint8_t>& out) {
   // Every value takes at least one bit (a Huffman code) or `width` bits (packed).
   const uint64_t min_bits = count * static_cast<uint64_t>(coding == Coding::huffman ? 1 : width);
   if (in.remaining() < min_bits) return errorf("stream holds fewer than {} values", count);
@@ -166,8 +175,10 @@ Result<CompressedTensor> read_weight(std::string_view bytes, TensorStorage& st) 
   SP_ASSIGN_OR_RETURN(t.name, read_name(r, rec.name_bytes));
   auto fail = [&](const Status& s) { return s.prefixed(fmt::format("tensor '{}'", t.name)); };
   t.view = MatrixView{static_cast<int64_t>(rec.rows), static_cast<int64_t>(rec.cols), rec.transposed != 0};
-  if (shape_numel(t.shape) != t.numel() || (t.view.transposed && (t.shape.size() != 2 || t.shape[1] != t.view.rows)))
-    return fail(errorf("fields rows/cols: {} x {} does not match shape {}", rec.rows, rec.cols, shape_str(t.shape)));
+  if (shape_numel(t.shape) != t.numel() ||
+      (t.view.transposed && (t.shape.size() != 2 || t.shape[1] != t.view.rows)))
+    return fail(
+        errorf("fields rows/cols: {} x {} does not match shape {}", rec.rows, rec.cols, shape_str(t.shape)));
   t.layout = static_cast<WeightLayout>(rec.layout);
   t.weight_bits = rec.weight_bits;
   t.index_bits = rec.index_bits;
@@ -195,12 +206,15 @@ Result<CompressedTensor> read_weight(std::string_view bytes, TensorStorage& st) 
   // are implicit; those are capped so that a tiny file cannot ask for gigabytes of zeros.
   const uint64_t column_counts = uint64_t{rec.partitions} * rec.cols;
   if (sparse && rec.count_bits == 0 && (total_entries != 0 || column_counts > spw::kMaxImplicitColumnCounts))
-    return fail(errorf("field count_bits: zero-bit column counts need an empty matrix of at most {} columns "
-                       "(here {} entries, {} columns in {} partitions)",
-                       spw::kMaxImplicitColumnCounts, total_entries, rec.cols, rec.partitions));
+    return fail(
+        errorf("field count_bits: zero-bit column counts need an empty matrix of at most {} columns "
+               "(here {} entries, {} columns in {} partitions)",
+               spw::kMaxImplicitColumnCounts, total_entries, rec.cols, rec.partitions));
   t.partitions.resize(rec.partitions);
-  auto codes_coding = static_cast<Coding>(rec.codes_coding), gaps_coding = static_cast<Coding>(rec.gaps_coding);
-  SP_ASSIGN_OR_RETURN(auto code_lengths, read_lengths(r, codes_coding, rec.weight_bits, "code Huffman table"));
+  auto codes_coding = static_cast<Coding>(rec.codes_coding),
+       gaps_coding = static_cast<Coding>(rec.gaps_coding);
+  SP_ASSIGN_OR_RETURN(auto code_lengths,
+                      read_lengths(r, codes_coding, rec.weight_bits, "code Huffman table"));
   SP_ASSIGN_OR_RETURN(auto gap_lengths, read_lengths(r, gaps_coding, rec.index_bits, "gap Huffman table"));
   SP_ASSIGN_OR_RETURN(BitReader counts, read_stream(r, rec.count_stream_bits, "count stream"));
   SP_ASSIGN_OR_RETURN(BitReader code_in, read_stream(r, rec.code_stream_bits, "code stream"));
@@ -220,13 +234,23 @@ Result<CompressedTensor> read_weight(std::string_view bytes, TensorStorage& st) 
   }
   if (code_in.remaining() != 0 || gap_in.remaining() != 0)
     return fail(errorf("code or gap stream is longer than its entries"));
-  st = TensorStorage{codes_coding == Coding::huffman, gaps_coding == Coding::huffman, rec.count_bits,
-                     rec.code_stream_bits, rec.gap_stream_bits, rec.count_stream_bits, 0, 0, 0, bytes.size()};
+  st = TensorStorage{codes_coding == Coding::huffman,
+                     gaps_coding == Coding::huffman,
+                     rec.count_bits,
+                     rec.code_stream_bits,
+                     rec.gap_stream_bits,
+                     rec.count_stream_bits,
+                     0,
+                     0,
+                     0,
+                     bytes.size()};
   int64_t fillers = t.fillers();
-  st.filler_code_bits = static_cast<uint64_t>(fillers) * (st.huffman_codes ? code_lengths[0] : rec.weight_bits);
+  st.filler_code_bits =
+      static_cast<uint64_t>(fillers) * (st.huffman_codes ? code_lengths[0] : rec.weight_bits);
   if (sparse) {
     uint32_t max_gap = (1u << rec.index_bits) - 1;
-    st.filler_gap_bits = static_cast<uint64_t>(fillers) * (st.huffman_gaps ? gap_lengths[max_gap] : rec.index_bits);
+    st.filler_gap_bits =
+        static_cast<uint64_t>(fillers) * (st.huffman_gaps ? gap_lengths[max_gap] : rec.index_bits);
   }
   auto pad8 = [](size_t n) { return (n + 7) / 8 * 8; };
   st.table_bytes = pad8(code_lengths.size()) + pad8(gap_lengths.size());
@@ -242,10 +266,11 @@ Result<Model> read_graph(std::string_view bytes, uint16_t minor) {
   }
   const auto& onnx = spw::onnx_graph_codec();
   if (!onnx.parse)
-    return errorf("section 1 (GRPH): format 1.0 stores the graph as ONNX, which this program cannot read: read it "
-                  "with a program that links Sparrow's ONNX support (sparrow_io; the sparrow CLI does), or compress "
-                  "the model again to get format 1.{}",
-                  kSpwVersionMinor);
+    return errorf(
+        "section 1 (GRPH): format 1.0 stores the graph as ONNX, which this program cannot read: read it "
+        "with a program that links Sparrow's ONNX support (sparrow_io; the sparrow CLI does), or compress "
+        "the model again to get format 1.{}",
+        kSpwVersionMinor);
   return onnx.parse(bytes, "section 1 (GRPH)");
 }
 
@@ -258,7 +283,8 @@ Status check_references(const SpwModel& m) {
     if (!known.insert(t.name).second) return errorf("tensor '{}' is stored twice", t.name);
   for (const auto& node : m.graph.nodes) {
     for (const auto& in : node.inputs)
-      if (!in.empty() && !known.count(in)) return errorf("{}: input '{}' is stored nowhere", node.describe(), in);
+      if (!in.empty() && !known.count(in))
+        return errorf("{}: input '{}' is stored nowhere", node.describe(), in);
     for (const auto& out : node.outputs) known.insert(out);
   }
   return {};
@@ -271,7 +297,8 @@ Result<SpwModel> parse_inner(std::string_view file, const std::string& source) {
   SpwModel m;
   m.metadata_json = std::string(section(0));
   SP_ASSIGN_OR_RETURN(m.graph, read_graph(section(1), minor));
-  if (!m.graph.initializers.empty()) return errorf("section 1 (GRPH): holds initializers, which belong in DENS");
+  if (!m.graph.initializers.empty())
+    return errorf("section 1 (GRPH): holds initializers, which belong in DENS");
   auto dense = read_dense(section(2), m.graph);
   if (!dense.ok()) return dense.prefixed("section 2 (DENS)");
   for (size_t i = 3; i < table.size(); ++i) {

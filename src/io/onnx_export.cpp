@@ -2,8 +2,8 @@
 #include <onnx/onnx_pb.h>
 
 #include "core/file.h"
-#include "sparrow/onnx.h"
 #include "core/version.h"
+#include "sparrow/onnx.h"
 
 namespace sparrow {
 
@@ -22,10 +22,16 @@ void fill_attribute(const std::string& name, const AttrValue& v, onnx::Attribute
   std::visit(
       [&](const auto& x) {
         using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, int64_t>) { a->set_type(A::INT); a->set_i(x); }
-        else if constexpr (std::is_same_v<T, float>) { a->set_type(A::FLOAT); a->set_f(x); }
-        else if constexpr (std::is_same_v<T, std::string>) { a->set_type(A::STRING); a->set_s(x); }
-        else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+        if constexpr (std::is_same_v<T, int64_t>) {
+          a->set_type(A::INT);
+          a->set_i(x);
+        } else if constexpr (std::is_same_v<T, float>) {
+          a->set_type(A::FLOAT);
+          a->set_f(x);
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          a->set_type(A::STRING);
+          a->set_s(x);
+        } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
           a->set_type(A::INTS);
           for (auto i : x) a->add_ints(i);
         } else if constexpr (std::is_same_v<T, std::vector<float>>) {
@@ -52,8 +58,10 @@ void fill_value_info(const ValueInfo& vi, onnx::ValueInfoProto* out) {
   auto* shape = tt->mutable_shape();
   for (size_t i = 0; i < vi.dims.size(); ++i) {
     auto* d = shape->add_dim();
-    if (vi.dims[i] >= 0) d->set_dim_value(vi.dims[i]);
-    else if (!vi.dim_names[i].empty()) d->set_dim_param(vi.dim_names[i]);
+    if (vi.dims[i] >= 0)
+      d->set_dim_value(vi.dims[i]);
+    else if (!vi.dim_names[i].empty())
+      d->set_dim_param(vi.dim_names[i]);
   }
 }
 

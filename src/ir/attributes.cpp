@@ -9,19 +9,42 @@ const char* attr_kind_name(const AttrValue& v) {
   return kNames[v.index()];
 }
 
-std::string Node::describe() const { return fmt::format("node '{}' ({})", name, op_type); }
+std::string Node::describe() const {
+  return fmt::format("node '{}' ({})", name, op_type);
+}
 
 namespace {
 
 template <class T>
 const char* wanted_kind();
-template <> const char* wanted_kind<int64_t>() { return "int"; }
-template <> const char* wanted_kind<float>() { return "float"; }
-template <> const char* wanted_kind<std::string>() { return "string"; }
-template <> const char* wanted_kind<std::vector<int64_t>>() { return "ints"; }
-template <> const char* wanted_kind<std::vector<float>>() { return "floats"; }
-template <> const char* wanted_kind<std::vector<std::string>>() { return "strings"; }
-template <> const char* wanted_kind<Tensor>() { return "tensor"; }
+template <>
+const char* wanted_kind<int64_t>() {
+  return "int";
+}
+template <>
+const char* wanted_kind<float>() {
+  return "float";
+}
+template <>
+const char* wanted_kind<std::string>() {
+  return "string";
+}
+template <>
+const char* wanted_kind<std::vector<int64_t>>() {
+  return "ints";
+}
+template <>
+const char* wanted_kind<std::vector<float>>() {
+  return "floats";
+}
+template <>
+const char* wanted_kind<std::vector<std::string>>() {
+  return "strings";
+}
+template <>
+const char* wanted_kind<Tensor>() {
+  return "tensor";
+}
 
 template <class T>
 Result<T> get_attr(const Node& node, const std::string& key, std::optional<T> fallback) {

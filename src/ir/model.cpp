@@ -8,21 +8,36 @@ namespace sparrow {
 
 const char* elem_type_name(ElemType t) {
   switch (t) {
-    case ElemType::f32: return "float32";
-    case ElemType::u8: return "uint8";
-    case ElemType::i8: return "int8";
-    case ElemType::u16: return "uint16";
-    case ElemType::i16: return "int16";
-    case ElemType::i32: return "int32";
-    case ElemType::i64: return "int64";
-    case ElemType::str: return "string";
-    case ElemType::boolean: return "bool";
-    case ElemType::f16: return "float16";
-    case ElemType::f64: return "float64";
-    case ElemType::u32: return "uint32";
-    case ElemType::u64: return "uint64";
-    case ElemType::bf16: return "bfloat16";
-    case ElemType::undefined: break;
+    case ElemType::f32:
+      return "float32";
+    case ElemType::u8:
+      return "uint8";
+    case ElemType::i8:
+      return "int8";
+    case ElemType::u16:
+      return "uint16";
+    case ElemType::i16:
+      return "int16";
+    case ElemType::i32:
+      return "int32";
+    case ElemType::i64:
+      return "int64";
+    case ElemType::str:
+      return "string";
+    case ElemType::boolean:
+      return "bool";
+    case ElemType::f16:
+      return "float16";
+    case ElemType::f64:
+      return "float64";
+    case ElemType::u32:
+      return "uint32";
+    case ElemType::u64:
+      return "uint64";
+    case ElemType::bf16:
+      return "bfloat16";
+    case ElemType::undefined:
+      break;
   }
   return "undefined";
 }
@@ -32,7 +47,8 @@ std::optional<DType> compute_dtype(ElemType t) {
     case ElemType::f32:
     case ElemType::f16:
     case ElemType::f64:
-    case ElemType::bf16: return DType::f32;
+    case ElemType::bf16:
+      return DType::f32;
     case ElemType::u8:
     case ElemType::i8:
     case ElemType::u16:
@@ -41,8 +57,10 @@ std::optional<DType> compute_dtype(ElemType t) {
     case ElemType::i64:
     case ElemType::u32:
     case ElemType::u64:
-    case ElemType::boolean: return DType::i64;
-    default: return std::nullopt;
+    case ElemType::boolean:
+      return DType::i64;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -52,7 +70,8 @@ std::string ValueInfo::describe() const {
     if (i) dims_text += ", ";
     dims_text += dims[i] >= 0 ? std::to_string(dims[i]) : (dim_names[i].empty() ? "?" : dim_names[i]);
   }
-  return fmt::format("'{}' [{}] {}", name, has_shape ? dims_text : "unknown shape", elem_type_name(elem_type));
+  return fmt::format("'{}' [{}] {}", name, has_shape ? dims_text : "unknown shape",
+                     elem_type_name(elem_type));
 }
 
 int64_t Model::parameter_count() const {

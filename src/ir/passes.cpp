@@ -44,9 +44,10 @@ Result<Tensor> constant_value(const Node& node) {
     SP_ASSIGN_OR_RETURN(auto v, node.attr_ints("value_ints"));
     return Tensor::i64({static_cast<int64_t>(v.size())}, v);
   }
-  return errorf("{}: needs one of the attributes value, value_float(s), value_int(s) "
-                "(sparse_value and value_string(s) are not supported)",
-                node.describe());
+  return errorf(
+      "{}: needs one of the attributes value, value_float(s), value_int(s) "
+      "(sparse_value and value_string(s) are not supported)",
+      node.describe());
 }
 
 Status constants_to_initializers(Model& m) {
@@ -75,7 +76,8 @@ void remove_pass_through_nodes(Model& m) {
   std::vector<Node> kept;
   for (auto& node : m.nodes) {
     bool pass_through = node.op_type == "Identity" || node.op_type == "Dropout";
-    bool mask_used = node.outputs.size() > 1 && !node.outputs[1].empty() && count_uses(m, node.outputs[1]) > 0;
+    bool mask_used =
+        node.outputs.size() > 1 && !node.outputs[1].empty() && count_uses(m, node.outputs[1]) > 0;
     if (!pass_through || mask_used || node.inputs.empty() || is_graph_output(m, node.outputs[0])) {
       kept.push_back(std::move(node));
       continue;
@@ -96,7 +98,8 @@ std::optional<BnParams> bn_params(const Model& m, const Node& bn) {
   const Tensor* p[4];
   for (int i = 0; i < 4; ++i) {
     auto it = m.initializers.find(bn.inputs[i + 1]);
-    if (it == m.initializers.end() || it->second.dtype() != DType::f32 || it->second.rank() != 1) return std::nullopt;
+    if (it == m.initializers.end() || it->second.dtype() != DType::f32 || it->second.rank() != 1)
+      return std::nullopt;
     p[i] = &it->second;
   }
   int64_t c = p[0]->numel();
@@ -141,7 +144,8 @@ bool try_fold_batchnorm(Model& m, const Node& bn) {
   if (count_uses(m, bn.inputs[0]) != 1 || producer->inputs.size() < 2) return false;
   const std::string& w_name = producer->inputs[1];
   auto w_it = m.initializers.find(w_name);
-  if (w_it == m.initializers.end() || w_it->second.dtype() != DType::f32 || count_uses(m, w_name) != 1) return false;
+  if (w_it == m.initializers.end() || w_it->second.dtype() != DType::f32 || count_uses(m, w_name) != 1)
+    return false;
   int64_t c = static_cast<int64_t>(params->scale.size());
 
   bool channel_major = true;

@@ -16,20 +16,23 @@ Result<std::vector<ModelLayer>> model_layers(const SpwModel& spw, const Config& 
     if (!role || role->kind != WeightKind::fully_connected || !compressed.count(node.inputs[1])) continue;
     const CompressedTensor& t = *compressed[node.inputs[1]];
     if (t.weight_bits > config.weight_bits)
-      return errorf("{}: layer '{}' uses {}-bit weight codes; the config decodes {} (set weight_bits and entry_bits, "
-                    "or compress with --bits {})",
-                    spw.graph.source, t.name, t.weight_bits, config.weight_bits, config.weight_bits);
+      return errorf(
+          "{}: layer '{}' uses {}-bit weight codes; the config decodes {} (set weight_bits and entry_bits, "
+          "or compress with --bits {})",
+          spw.graph.source, t.name, t.weight_bits, config.weight_bits, config.weight_bits);
     layers.push_back(ModelLayer{&node, &t, role->bias_input});
   }
   return layers;
 }
 
-Result<ModelLayerRun> simulate_model_layer(const Config& config, const ModelLayer& layer, const ValueLookup& values) {
+Result<ModelLayerRun> simulate_model_layer(const Config& config, const ModelLayer& layer,
+                                           const ValueLookup& values) {
   const Node& node = *layer.node;
   const CompressedTensor& t = *layer.weights;
   std::vector<float> bias;
   if (layer.bias_input >= 0 && node.has_input(static_cast<size_t>(layer.bias_input)))
-    if (const Tensor* b = values(node.inputs[static_cast<size_t>(layer.bias_input)]); b && b->numel() == t.view.rows)
+    if (const Tensor* b = values(node.inputs[static_cast<size_t>(layer.bias_input)]);
+        b && b->numel() == t.view.rows)
       bias.assign(b->f32_data(), b->f32_data() + b->numel());
   SP_ASSIGN_OR_RETURN(SimLayer sim_layer, make_sim_layer(t, bias, false, config));
   const Tensor* in = values(node.inputs[0]);
@@ -38,7 +41,8 @@ Result<ModelLayerRun> simulate_model_layer(const Config& config, const ModelLaye
     return errorf("{}: its input or output was not computed as a {} x {} layer", node.describe(), t.view.rows,
                   t.view.cols);
   std::vector<int16_t> act;
-  for (int64_t j = 0; j < t.view.cols; ++j) act.push_back(to_fixed(in->f32_data()[j], config.activation_frac_bits));
+  for (int64_t j = 0; j < t.view.cols; ++j)
+    act.push_back(to_fixed(in->f32_data()[j], config.activation_frac_bits));
   LayerResult r = simulate_layer(config, sim_layer, act);
   ModelLayerRun run{r.stats, r.outputs == fixed_point_reference(config, sim_layer, act), 0.0};
   double max_diff = 0, max_ref = 1e-9;

@@ -33,6 +33,7 @@ struct ModelLayerRun {
 
 // Simulates `layer` on its input as `values` holds it (converted to fixed point), checks the result
 // against the fixed-point reference and the float output. Errors name the node.
-Result<ModelLayerRun> simulate_model_layer(const Config& config, const ModelLayer& layer, const ValueLookup& values);
+Result<ModelLayerRun> simulate_model_layer(const Config& config, const ModelLayer& layer,
+                                           const ValueLookup& values);
 
 }  // namespace sparrow::sim

@@ -10,14 +10,16 @@ int16_t to_fixed(float v, int frac_bits) {
   return static_cast<int16_t>(std::clamp(s, -32768.0, 32767.0));
 }
 
-float from_fixed(int64_t v, int frac_bits) { return static_cast<float>(static_cast<double>(v) / (1 << frac_bits)); }
+float from_fixed(int64_t v, int frac_bits) {
+  return static_cast<float>(static_cast<double>(v) / (1 << frac_bits));
+}
 
-Result<SimLayer> make_sim_layer(const std::string& name, const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
-                                const std::vector<float>& codebook, const std::vector<float>& bias, bool relu,
-                                const Config& config) {
+Result<SimLayer> make_sim_layer(const std::string& name, const std::vector<uint8_t>& codes, int64_t rows,
+                                int64_t cols, const std::vector<float>& codebook,
+                                const std::vector<float>& bias, bool relu, const Config& config) {
   if (codebook.size() > (size_t{1} << config.weight_bits))
-    return errorf("layer '{}': codebook of {} entries does not fit {}-bit codes (config key 'weight_bits')", name,
-                  codebook.size(), config.weight_bits);
+    return errorf("layer '{}': codebook of {} entries does not fit {}-bit codes (config key 'weight_bits')",
+                  name, codebook.size(), config.weight_bits);
   if (!bias.empty() && static_cast<int64_t>(bias.size()) != rows)
     return errorf("layer '{}': {} biases for {} rows", name, bias.size(), rows);
   SimLayer l;
@@ -30,8 +32,8 @@ Result<SimLayer> make_sim_layer(const std::string& name, const std::vector<uint8
   l.codebook.resize(size_t{1} << config.weight_bits, 0);
   l.codebook[0] = 0;
   for (float b : bias)
-    l.bias.push_back(static_cast<int64_t>(std::llround(static_cast<double>(b) *
-                                                       (1LL << (config.activation_frac_bits + config.codebook_frac_bits)))));
+    l.bias.push_back(static_cast<int64_t>(std::llround(
+        static_cast<double>(b) * (1LL << (config.activation_frac_bits + config.codebook_frac_bits)))));
   return l;
 }
 
@@ -89,7 +91,10 @@ struct ColumnWalk {
 class ProcessingElement {
  public:
   ProcessingElement(const Config& c, const SimLayer& l, int index)
-      : c_(c), l_(l), part_(l.encoding.partitions[index]), fifo_(c.fifo_depth),
+      : c_(c),
+        l_(l),
+        part_(l.encoding.partitions[index]),
+        fifo_(c.fifo_depth),
         acc_(static_cast<size_t>(part_.col_counts.size() ? local_rows(l, c.pes, index) : 0), 0) {
     col_ptr_.assign(part_.col_counts.size() + 1, 0);
     for (size_t j = 0; j < part_.col_counts.size(); ++j) col_ptr_[j + 1] = col_ptr_[j] + part_.col_counts[j];
@@ -97,7 +102,9 @@ class ProcessingElement {
       if (!l.bias.empty()) acc_[r] = l.bias[r * c.pes + index];
   }
 
-  static int64_t local_rows(const SimLayer& l, int pes, int p) { return l.rows > p ? (l.rows - p + pes - 1) / pes : 0; }
+  static int64_t local_rows(const SimLayer& l, int pes, int p) {
+    return l.rows > p ? (l.rows - p + pes - 1) / pes : 0;
+  }
 
   bool fifo_full() const { return fifo_.full(); }
   bool done() const { return fifo_.empty() && !walking() && stall_ == 0; }
@@ -121,8 +128,10 @@ class ProcessingElement {
       ++s.fifo_ops;
       head_ready_ = false;
     }
-    if (walking()) mac(s);
-    else ++s.pe_idle_cycles;
+    if (walking())
+      mac(s);
+    else
+      ++s.pe_idle_cycles;
     read_pointers(s);
   }
 
@@ -156,8 +165,10 @@ class ProcessingElement {
       return;
     }
     if (row == last_row_) {
-      if (c_.bypass) ++s.bypass_hits;
-      else stall_ = c_.pipeline_depth - 1;
+      if (c_.bypass)
+        ++s.bypass_hits;
+      else
+        stall_ = c_.pipeline_depth - 1;
     }
     last_row_ = row;
     acc_[row] += static_cast<int64_t>(l_.codebook[code]) * walk_.activation;
@@ -180,13 +191,15 @@ class ProcessingElement {
 // Per-PE storage of the layer against the SRAM and register-file capacities of the config.
 void account_storage(const Config& c, const SimLayer& l, LayerStats& s) {
   int64_t max_entries = 0;
-  for (const auto& p : l.encoding.partitions) max_entries = std::max<int64_t>(max_entries, static_cast<int64_t>(p.codes.size()));
+  for (const auto& p : l.encoding.partitions)
+    max_entries = std::max<int64_t>(max_entries, static_cast<int64_t>(p.codes.size()));
   s.spmat_bytes_per_pe = (max_entries * c.entry_bits + 7) / 8;
   s.pointer_bytes_per_pe = (l.cols + 1) * 2;
   int64_t inputs = (l.cols + c.pes - 1) / c.pes, outputs = (l.rows + c.pes - 1) / c.pes;
   s.activation_bytes_per_pe = (inputs + outputs) * (c.activation_bits / 8);
   s.activations_in_regfile = inputs <= c.act_regfile_entries && outputs <= c.act_regfile_entries;
-  s.fits_on_chip = s.spmat_bytes_per_pe <= c.spmat_sram_bytes && s.pointer_bytes_per_pe <= c.pointer_sram_bytes &&
+  s.fits_on_chip = s.spmat_bytes_per_pe <= c.spmat_sram_bytes &&
+                   s.pointer_bytes_per_pe <= c.pointer_sram_bytes &&
                    (s.activations_in_regfile || s.activation_bytes_per_pe <= c.act_sram_bytes);
 }
 
@@ -200,9 +213,11 @@ void finish_stats(const Config& c, const SimLayer& l, LayerStats& s, const std::
   }
   s.load_balance = max_entries ? mean / static_cast<double>(max_entries) : 1.0;
   s.theoretical_us = std::max(mean, static_cast<double>(s.active_inputs)) / c.clock_mhz;
-  s.idle_fraction = s.cycles ? static_cast<double>(s.pe_idle_cycles) / (static_cast<double>(s.cycles) * c.pes) : 0.0;
+  s.idle_fraction =
+      s.cycles ? static_cast<double>(s.pe_idle_cycles) / (static_cast<double>(s.cycles) * c.pes) : 0.0;
   const EnergyTable& e = c.energy;
-  double per_read = e.spmat_read_pj * (1.0 - e.spmat_width_fraction + e.spmat_width_fraction * c.spmat_width_bits / 64.0);
+  double per_read =
+      e.spmat_read_pj * (1.0 - e.spmat_width_fraction + e.spmat_width_fraction * c.spmat_width_bits / 64.0);
   s.spmat_uj = s.spmat_reads * per_read * 1e-6;
   s.pointer_uj = s.pointer_reads * e.pointer_read_pj * 1e-6;
   s.arith_uj = s.macs * e.mac_pj * 1e-6;
@@ -259,8 +274,7 @@ LayerResult simulate_layer(const Config& c, const SimLayer& l, const std::vector
     const auto& acc = pes[p].accumulators();
     for (size_t k = 0; k < acc.size(); ++k) r.outputs[k * c.pes + p] = finish(acc[k], c, l.relu);
     int64_t e = 0;
-    for (const auto& b : nonzeros)
-      e += l.encoding.partitions[p].col_counts[b.column];
+    for (const auto& b : nonzeros) e += l.encoding.partitions[p].col_counts[b.column];
     pe_entries.push_back(e);
   }
   s.output_writes = l.rows;
@@ -268,7 +282,8 @@ LayerResult simulate_layer(const Config& c, const SimLayer& l, const std::vector
   return r;
 }
 
-std::vector<int16_t> fixed_point_reference(const Config& c, const SimLayer& l, const std::vector<int16_t>& input) {
+std::vector<int16_t> fixed_point_reference(const Config& c, const SimLayer& l,
+                                           const std::vector<int16_t>& input) {
   auto codes = decode_codes(l.encoding);
   std::vector<int16_t> out(static_cast<size_t>(l.rows));
   for (int64_t r = 0; r < l.rows; ++r) {

@@ -30,9 +30,9 @@ namespace sparrow::sim {
 struct SimLayer {
   std::string name;
   int64_t rows = 0, cols = 0;
-  CompressedTensor encoding;        // sparse layout, partitions == pes, index_bits == config
-  std::vector<int16_t> codebook;    // fixed point, codebook_frac_bits
-  std::vector<int64_t> bias;        // fixed point at activation + codebook fraction bits; may be empty
+  CompressedTensor encoding;      // sparse layout, partitions == pes, index_bits == config
+  std::vector<int16_t> codebook;  // fixed point, codebook_frac_bits
+  std::vector<int64_t> bias;      // fixed point at activation + codebook fraction bits; may be empty
   bool relu = true;
 };
 
@@ -42,36 +42,36 @@ struct LayerStats {
   int64_t rows = 0, cols = 0, pes = 0;
   int64_t cycles = 0;
   double time_us = 0, theoretical_us = 0;
-  double load_balance = 0;                 // mean over max entries per PE
-  int64_t active_inputs = 0;               // non-zero input activations broadcast
+  double load_balance = 0;    // mean over max entries per PE
+  int64_t active_inputs = 0;  // non-zero input activations broadcast
   int64_t entries = 0, fillers = 0, macs = 0;
-  int64_t broadcast_stall_cycles = 0;      // the central unit held back by a full FIFO
-  int64_t pe_idle_cycles = 0;              // PE-cycles without an entry processed
-  double idle_fraction = 0;                // pe_idle_cycles / (cycles * pes)
+  int64_t broadcast_stall_cycles = 0;  // the central unit held back by a full FIFO
+  int64_t pe_idle_cycles = 0;          // PE-cycles without an entry processed
+  double idle_fraction = 0;            // pe_idle_cycles / (cycles * pes)
   int64_t spmat_reads = 0, pointer_reads = 0, accumulator_updates = 0, fifo_ops = 0, lnzd_reads = 0,
           output_writes = 0;
   int64_t bypass_hits = 0, hazard_stall_cycles = 0;
   double energy_uj = 0, spmat_uj = 0, pointer_uj = 0, arith_uj = 0, act_uj = 0, fifo_uj = 0, lnzd_uj = 0,
          idle_uj = 0;
   double power_w = 0;
-  double gops = 0;                         // 2 x non-zero MACs / time
+  double gops = 0;  // 2 x non-zero MACs / time
   // Storage the busiest PE needs, against the config's capacities.
-  int64_t spmat_bytes_per_pe = 0;          // its entries
-  int64_t pointer_bytes_per_pe = 0;        // (cols + 1) 16-bit pointers
-  int64_t activation_bytes_per_pe = 0;     // its share of inputs and outputs, 16-bit
-  bool activations_in_regfile = false;     // both fit in the register files (else activation SRAM)
-  bool fits_on_chip = false;               // every need within its SRAM
+  int64_t spmat_bytes_per_pe = 0;       // its entries
+  int64_t pointer_bytes_per_pe = 0;     // (cols + 1) 16-bit pointers
+  int64_t activation_bytes_per_pe = 0;  // its share of inputs and outputs, 16-bit
+  bool activations_in_regfile = false;  // both fit in the register files (else activation SRAM)
+  bool fits_on_chip = false;            // every need within its SRAM
 };
 
 struct LayerResult {
   LayerStats stats;
-  std::vector<int16_t> outputs;            // rows, fixed point (activation fraction bits)
+  std::vector<int16_t> outputs;  // rows, fixed point (activation fraction bits)
 };
 
 // Encodes a code matrix (codes[r * cols + c], 0 = zero) and float codebook for the config.
-Result<SimLayer> make_sim_layer(const std::string& name, const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
-                                const std::vector<float>& codebook, const std::vector<float>& bias, bool relu,
-                                const Config& config);
+Result<SimLayer> make_sim_layer(const std::string& name, const std::vector<uint8_t>& codes, int64_t rows,
+                                int64_t cols, const std::vector<float>& codebook,
+                                const std::vector<float>& bias, bool relu, const Config& config);
 // From a compressed tensor of a .spw file (re-partitioned for the config's PEs).
 Result<SimLayer> make_sim_layer(const CompressedTensor& t, const std::vector<float>& bias, bool relu,
                                 const Config& config);
@@ -83,6 +83,7 @@ float from_fixed(int64_t v, int frac_bits);
 LayerResult simulate_layer(const Config& config, const SimLayer& layer, const std::vector<int16_t>& input);
 
 // The same arithmetic in plain loops over rows (the functional golden).
-std::vector<int16_t> fixed_point_reference(const Config& config, const SimLayer& layer, const std::vector<int16_t>& input);
+std::vector<int16_t> fixed_point_reference(const Config& config, const SimLayer& layer,
+                                           const std::vector<int16_t>& input);
 
 }  // namespace sparrow::sim

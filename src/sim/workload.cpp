@@ -21,7 +21,8 @@ std::vector<int16_t> synthetic_input(const EieLayer& spec, const Config& config,
   std::uniform_real_distribution<float> u(0, 1);
   std::vector<int16_t> x(static_cast<size_t>(spec.in), 0);
   for (auto& v : x)
-    if (u(rng) < spec.activation_density) v = std::max<int16_t>(1, to_fixed(u(rng), config.activation_frac_bits));
+    if (u(rng) < spec.activation_density)
+      v = std::max<int16_t>(1, to_fixed(u(rng), config.activation_frac_bits));
   return x;
 }
 

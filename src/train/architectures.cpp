@@ -21,14 +21,19 @@ void add_fc(Model& m, const std::string& name, const std::string& in, const std:
             int64_t n_out, std::mt19937_64& rng) {
   m.initializers[name + ".weight"] = uniform_init({n_out, n_in}, n_in, rng);
   m.initializers[name + ".bias"] = uniform_init({n_out}, n_in, rng);
-  m.nodes.push_back(Node{name, "Gemm", "", {in, name + ".weight", name + ".bias"}, {out}, {{"transB", int64_t{1}}}});
+  m.nodes.push_back(
+      Node{name, "Gemm", "", {in, name + ".weight", name + ".bias"}, {out}, {{"transB", int64_t{1}}}});
 }
 
 void add_conv(Model& m, const std::string& name, const std::string& in, const std::string& out, int64_t c_in,
               int64_t c_out, int64_t k, std::mt19937_64& rng) {
   m.initializers[name + ".weight"] = uniform_init({c_out, c_in, k, k}, c_in * k * k, rng);
   m.initializers[name + ".bias"] = uniform_init({c_out}, c_in * k * k, rng);
-  m.nodes.push_back(Node{name, "Conv", "", {in, name + ".weight", name + ".bias"}, {out},
+  m.nodes.push_back(Node{name,
+                         "Conv",
+                         "",
+                         {in, name + ".weight", name + ".bias"},
+                         {out},
                          {{"kernel_shape", std::vector<int64_t>{k, k}}}});
 }
 

@@ -5,16 +5,18 @@
 
 namespace sparrow {
 
-Result<LabeledData> load_labeled_idx(const std::string& images, const std::string& labels, const Shape& sample_shape,
-                                     float scale, float shift, int64_t limit) {
+Result<LabeledData> load_labeled_idx(const std::string& images, const std::string& labels,
+                                     const Shape& sample_shape, float scale, float shift, int64_t limit) {
   SP_ASSIGN_OR_RETURN(Tensor raw, read_idx(images));
   SP_ASSIGN_OR_RETURN(std::vector<int64_t> y, read_idx_labels(labels));
   int64_t n = raw.dim(0);
-  if (n != static_cast<int64_t>(y.size())) return errorf("{} has {} images but {} has {} labels", images, n, labels, y.size());
+  if (n != static_cast<int64_t>(y.size()))
+    return errorf("{} has {} images but {} has {} labels", images, n, labels, y.size());
   if (limit > 0) n = std::min(n, limit);
   int64_t sample = raw.numel() / std::max<int64_t>(raw.dim(0), 1);
   if (shape_numel(sample_shape) != sample)
-    return errorf("{}: images of {} values do not fit the input shape {}", images, sample, shape_str(sample_shape));
+    return errorf("{}: images of {} values do not fit the input shape {}", images, sample,
+                  shape_str(sample_shape));
   Shape shape = sample_shape;
   shape.insert(shape.begin(), n);
   LabeledData d{Tensor(DType::f32, shape), std::vector<int64_t>(y.begin(), y.begin() + n)};
@@ -28,7 +30,8 @@ LabeledData slice(const LabeledData& d, int64_t begin, int64_t end) {
   Shape shape = d.inputs.shape();
   int64_t sample = d.inputs.numel() / std::max<int64_t>(shape[0], 1);
   shape[0] = end - begin;
-  LabeledData out{Tensor(DType::f32, shape), std::vector<int64_t>(d.labels.begin() + begin, d.labels.begin() + end)};
+  LabeledData out{Tensor(DType::f32, shape),
+                  std::vector<int64_t>(d.labels.begin() + begin, d.labels.begin() + end)};
   std::memcpy(out.inputs.raw(), d.inputs.f32_data() + begin * sample, out.inputs.bytes());
   return out;
 }

@@ -58,13 +58,14 @@ Result<const TrainingApi*> load() {
 }  // namespace
 
 Result<std::vector<EpochReport>> train_model(Model& model, const LabeledData& train, const LabeledData* val,
-                                             const TrainOptions& options, const std::map<std::string, Tensor>* masks) {
+                                             const TrainOptions& options,
+                                             const std::map<std::string, Tensor>* masks) {
   SP_ASSIGN_OR_RETURN(const TrainingApi* api, load());
   return api->train_model(model, train, val, options, masks);
 }
 
-Result<std::vector<EpochReport>> finetune_codebooks(SpwModel& spw, const LabeledData& train, const LabeledData* val,
-                                                    const TrainOptions& options) {
+Result<std::vector<EpochReport>> finetune_codebooks(SpwModel& spw, const LabeledData& train,
+                                                    const LabeledData* val, const TrainOptions& options) {
   SP_ASSIGN_OR_RETURN(const TrainingApi* api, load());
   return api->finetune_codebooks(spw, train, val, options);
 }

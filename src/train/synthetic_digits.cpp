@@ -68,7 +68,8 @@ void make_split(const std::array<ClassTemplate, kClasses>& templates, int64_t co
     double scale = ink(rng);
     uint8_t* out = &images[static_cast<size_t>(i) * kSide * kSide];
     for (int p = 0; p < kSide * kSide; ++p)
-      out[p] = static_cast<uint8_t>(std::lround(255.0 * std::clamp(canvas[p] * scale + noise(rng), 0.0, 1.0)));
+      out[p] =
+          static_cast<uint8_t>(std::lround(255.0 * std::clamp(canvas[p] * scale + noise(rng), 0.0, 1.0)));
   }
 }
 

@@ -8,8 +8,8 @@
 namespace sparrow {
 
 struct TrainingApi {
-  Result<std::vector<EpochReport>> (*train_model)(Model& model, const LabeledData& train, const LabeledData* val,
-                                                  const TrainOptions& options,
+  Result<std::vector<EpochReport>> (*train_model)(Model& model, const LabeledData& train,
+                                                  const LabeledData* val, const TrainOptions& options,
                                                   const std::map<std::string, Tensor>* masks);
   Result<std::vector<EpochReport>> (*finetune_codebooks)(SpwModel& spw, const LabeledData& train,
                                                          const LabeledData* val, const TrainOptions& options);

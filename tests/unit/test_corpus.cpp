@@ -16,7 +16,8 @@ const std::string kDir = SPARROW_CORPUS_DIR;
 
 nlohmann::json manifest() {
   std::ifstream in(kDir + "/manifest.json");
-  if (!in) return nlohmann::json{{"skipped", "no manifest at " + kDir + " (run the corpus_generate test first)"}};
+  if (!in)
+    return nlohmann::json{{"skipped", "no manifest at " + kDir + " (run the corpus_generate test first)"}};
   return nlohmann::json::parse(in);
 }
 
@@ -48,7 +49,8 @@ TEST(Corpus, MatchesReferenceOutputs) {
       ASSERT_TRUE(out.ok()) << out.status().message();
       ASSERT_EQ(out->size(), expected.size());
       for (size_t i = 0; i < expected.size(); ++i)
-        EXPECT_LT(test::max_relative_error(*(*out)[i], expected[i]), 1e-4) << "output " << i << " threads " << threads;
+        EXPECT_LT(test::max_relative_error(*(*out)[i], expected[i]), 1e-4)
+            << "output " << i << " threads " << threads;
     }
   }
 }
@@ -101,8 +103,8 @@ TEST(Corpus, CliRunWritesEveryOutput) {
   auto m = manifest();
   if (m.contains("skipped")) GTEST_SKIP() << "model corpus unavailable";
   std::string dir = test::temp_dir("cli_run");
-  auto r = test::run_cli("-q run " + kDir + "/misc_ops_op13.onnx --input " + kDir + "/misc_ops_op13.in0.npy -o " +
-                         dir + "/y.npy");
+  auto r = test::run_cli("-q run " + kDir + "/misc_ops_op13.onnx --input " + kDir +
+                         "/misc_ops_op13.in0.npy -o " + dir + "/y.npy");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (int i = 0; i < 11; ++i) {
     std::string path = dir + (i == 0 ? "/y.npy" : "/y." + std::to_string(i) + ".npy");

@@ -65,7 +65,8 @@ TEST(Huffman, RoundTripsAndHandlesOneSymbol) {
   std::vector<uint32_t> symbols;
   std::vector<uint64_t> counts(16, 0);
   for (int i = 0; i < 5000; ++i) {
-    uint32_t s = std::min<uint32_t>(15, static_cast<uint32_t>(std::abs(std::normal_distribution<double>(0, 3)(rng))));
+    uint32_t s =
+        std::min<uint32_t>(15, static_cast<uint32_t>(std::abs(std::normal_distribution<double>(0, 3)(rng))));
     symbols.push_back(s);
     ++counts[s];
   }
@@ -183,8 +184,9 @@ TEST(SpwFile, EveryTruncationAndFlipIsRejected) {
     auto r = parse_spw(mutated, "t.spw");
     ASSERT_FALSE(r.ok()) << "flip at byte " << at << " was accepted";
     const std::string& msg = r.status().message();
-    bool named = msg.find("checksum mismatch") != std::string::npos || msg.find("field") != std::string::npos ||
-                 msg.find("magic") != std::string::npos || msg.find("padding") != std::string::npos;
+    bool named = msg.find("checksum mismatch") != std::string::npos ||
+                 msg.find("field") != std::string::npos || msg.find("magic") != std::string::npos ||
+                 msg.find("padding") != std::string::npos;
     EXPECT_TRUE(named) << msg;
   }
 }
@@ -212,7 +214,11 @@ Model every_attribute_graph() {
   g.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 3}, {"batch", ""}, true});
   g.inputs.push_back(ValueInfo{"unshaped", ElemType::i64, {}, {}, false});
   g.outputs.push_back(ValueInfo{"y", ElemType::f32, {}, {}, false});
-  g.nodes.push_back(Node{"n0", "Custom", "", {"x", "", "unshaped"}, {"y", ""},
+  g.nodes.push_back(Node{"n0",
+                         "Custom",
+                         "",
+                         {"x", "", "unshaped"},
+                         {"y", ""},
                          {{"i", int64_t{-7}},
                           {"f", 0.25f},
                           {"s", std::string("text")},
@@ -258,7 +264,8 @@ void expect_same_graph(const Model& a, const Model& b) {
             using T = std::decay_t<decltype(v)>;
             const T& u = std::get<T>(other);
             if constexpr (std::is_same_v<T, Tensor>)
-              return v.dtype() == u.dtype() && v.shape() == u.shape() && std::memcmp(v.raw(), u.raw(), v.bytes()) == 0;
+              return v.dtype() == u.dtype() && v.shape() == u.shape() &&
+                     std::memcmp(v.raw(), u.raw(), v.bytes()) == 0;
             else
               return v == u;
           },

@@ -16,7 +16,8 @@ Model conv_bn_model(bool expose_conv) {
   m.initializers["beta"] = test::random_f32({4}, 3);
   m.initializers["mean"] = test::random_f32({4}, 4);
   m.initializers["var"] = test::make_f32({4}, {0.5f, 1.0f, 2.0f, 0.25f});
-  m.nodes.push_back(Node{"conv", "Conv", "", {"x", "w", "b"}, {"c"}, {{"pads", std::vector<int64_t>{1, 1, 1, 1}}}});
+  m.nodes.push_back(
+      Node{"conv", "Conv", "", {"x", "w", "b"}, {"c"}, {{"pads", std::vector<int64_t>{1, 1, 1, 1}}}});
   m.nodes.push_back(Node{"bn", "BatchNormalization", "", {"c", "g", "beta", "mean", "var"}, {"y"}, {}});
   return m;
 }

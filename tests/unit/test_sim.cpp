@@ -157,7 +157,9 @@ TEST(SimConfig, DefaultsMatchTheShippedFileAndThePaper) {
 }
 
 TEST(SimConfig, ErrorsNameTheKey) {
-  auto bad = [](const char* text) { return config_from_json(nlohmann::json::parse(text)).status().message(); };
+  auto bad = [](const char* text) {
+    return config_from_json(nlohmann::json::parse(text)).status().message();
+  };
   EXPECT_NE(bad(R"({"pes": 0})").find("'pes'"), std::string::npos);
   EXPECT_NE(bad(R"({"fifo_depth": "deep"})").find("'fifo_depth': expected an integer"), std::string::npos);
   EXPECT_NE(bad(R"({"pe_count": 4})").find("'pe_count': unknown"), std::string::npos);
@@ -186,7 +188,9 @@ TEST(SimCli, EieLayersAndBadWorkloads) {
   ASSERT_EQ(test::run_cli("-q compress " + dir + "/m.onnx -o " + dir + "/m5.spw --bits 5").exit_code, 0);
   auto wide = test::run_cli("sim " + dir + "/m5.spw");
   EXPECT_NE(wide.output.find("weight_bits"), std::string::npos) << wide.output;
-  ASSERT_EQ(test::run_cli("-q compress " + dir + "/m.onnx -o " + dir + "/m4.spw --bits 4 --sparsity 0.5").exit_code, 0);
+  ASSERT_EQ(
+      test::run_cli("-q compress " + dir + "/m.onnx -o " + dir + "/m4.spw --bits 4 --sparsity 0.5").exit_code,
+      0);
   auto ok = test::run_cli("sim " + dir + "/m4.spw");
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
   EXPECT_NE(ok.output.find("bit-exact"), std::string::npos) << ok.output;
