@@ -48,6 +48,9 @@ void print_table(const Executor& ex, const ModelSummary& s, int64_t batch) {
   if (s.folded_nodes) fmt::print(", {} nodes folded at load", s.folded_nodes);
   fmt::print("\nactivations: {} per run, shared by liveness ({} if each value had its own buffer)\n",
              human_bytes(s.activation_bytes), human_bytes(s.activation_bytes_unshared));
+  if (s.samples_per_chunk > 0)
+    fmt::print("batch: runs as chunks of {} sample{}, one plan per thread (activations above: all of them)\n",
+               s.samples_per_chunk, s.samples_per_chunk == 1 ? "" : "s");
 }
 
 nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch) {
@@ -75,6 +78,7 @@ nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch)
   j["flops"] = 2 * s.macs;
   j["folded_nodes"] = s.folded_nodes;
   j["activation_bytes"] = {{"shared", s.activation_bytes}, {"unshared", s.activation_bytes_unshared}};
+  j["samples_per_chunk"] = s.samples_per_chunk;
   WeightMemory w = ex.weight_memory();
   j["weight_bytes"] = {{"compressed_in_file", w.compressed_in_file},
                        {"compressed_in_memory", w.compressed_in_memory},
