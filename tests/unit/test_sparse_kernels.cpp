@@ -7,6 +7,7 @@
 #include <map>
 #include <random>
 
+#include "engine/epilogue.h"
 #include "engine/sparse/kernels.h"
 #include "engine/sparse/layout_table.h"
 #include "engine/sparse/sparse_run.h"
@@ -318,6 +319,36 @@ TEST_P(SparseKernelsPerIsa, MaxPoolPlaneEveryVariantMatchesAPlainLoop) {
       }
     ASSERT_EQ(y.back(), -7.0f) << "wrote past the plane";
   }
+}
+
+TEST_P(SparseKernelsPerIsa, BiasActivationEveryVariantMatchesTheActivation) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  const std::vector<Activation> activations = {Activation{}, Activation{0.0f}, Activation{0.0f, 6.0f},
+                                               Activation{-1.0f, 1.0f}, Activation{2.0f, 2.0f}};
+  uint32_t seed = 1700;
+  for (int64_t n : {0, 1, 7, 8, 15, 16, 17, 31, 33, 100})
+    for (const Activation& act : activations)
+      for (float bias : {0.0f, -0.5f, 3.0f})
+        for (bool in_place : {false, true}) {
+          std::vector<float> x = random_input(n, 1.0, seed++);
+          for (auto& v : x) v *= 8.0f;
+          const float specials[] = {NAN, kInf, -kInf, 1e30f, -0.0f};
+          for (size_t i = 0; i < x.size() && i < 5; ++i) x[(i * 7) % x.size()] = specials[i];
+          std::vector<float> y(static_cast<size_t>(n) + 1, -7.0f);
+          float* out = in_place ? x.data() : y.data();
+          const std::vector<float> before = x;
+          k.bias_activation(BiasActivationArgs{x.data(), n, bias, act.lo, act.hi, out});
+          for (int64_t i = 0; i < n; ++i) {
+            const float want = act(before[i] + bias), got = out[i];
+            EXPECT_TRUE(got == want || (std::isnan(got) && std::isnan(want)))
+                << isa_name(isa) << " n " << n << " [" << act.lo << ", " << act.hi << "] bias " << bias
+                << " at " << i << ": " << got << " want " << want;
+          }
+          if (!in_place) {
+            ASSERT_EQ(y.back(), -7.0f) << "wrote past n";
+          }
+        }
 }
 
 TEST(SparseKernels, CompactMatricesTakeOneByteEntriesWithFillers) {

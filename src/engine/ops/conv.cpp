@@ -124,13 +124,12 @@ class ConvOp : public Op {
   // Adds the bias (when given) and applies the fused activation, in one pass over y.
   void epilogue(const float* bias, float* y) const {
     if (!bias && activation_.none()) return;
+    const auto kernel = sparse_kernels().bias_activation;
     int64_t out_hw = win_.out_h * win_.out_w;
     for (int64_t n = 0; n < n_; ++n)
       for (int64_t m = 0; m < m_; ++m) {
         float* p = y + (n * m_ + m) * out_hw;
-        if (bias)
-          for (int64_t i = 0; i < out_hw; ++i) p[i] += bias[m];
-        activation_.apply(p, out_hw);
+        kernel(BiasActivationArgs{p, out_hw, bias ? bias[m] : 0.0f, activation_.lo, activation_.hi, p});
       }
   }
 

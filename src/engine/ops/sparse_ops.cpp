@@ -26,10 +26,10 @@ namespace {
 void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bias, float scale,
                        const Activation act) {
   if (!bias && act.none()) return;
+  const auto kernel = sparse_kernels().bias_activation;
   for (int64_t r = 0; r < rows; ++r) {
-    float b = bias ? scale * bias[r] : 0.0f;
     float* row = y + r * per_row;
-    for (int64_t i = 0; i < per_row; ++i) row[i] = act(row[i] + b);
+    kernel(BiasActivationArgs{row, per_row, bias ? scale * bias[r] : 0.0f, act.lo, act.hi, row});
   }
 }
 
@@ -182,15 +182,12 @@ class SparseConvOp : public Op {
     sparse_matmat(a.pool, m_, bounds_, padded, 0, wide_, wide, wide_, x_rows_.data());
     const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
     const int64_t out_hw = win_.out_h * win_.out_w;
-    const Activation act = activation_;  // a copy: stores to the output cannot alias it
+    const auto kernel = sparse_kernels().bias_activation;
     a.pool.parallel_range(m_.rows, 4, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r)
-        for (int64_t oh = 0; oh < win_.out_h; ++oh) {
-          const float* from = wide + r * wide_ + oh * padded_cols_;
-          float* to = y + r * out_hw + oh * win_.out_w;
-          const float b = bias ? bias[r] : 0.0f;
-          for (int64_t ow = 0; ow < win_.out_w; ++ow) to[ow] = act(from[ow] + b);
-        }
+        for (int64_t oh = 0; oh < win_.out_h; ++oh)
+          kernel(BiasActivationArgs{wide + r * wide_ + oh * padded_cols_, win_.out_w, bias ? bias[r] : 0.0f,
+                                    activation_.lo, activation_.hi, y + r * out_hw + oh * win_.out_w});
     });
   }
   bool pointwise() const {

@@ -269,18 +269,38 @@ inline void max_pool_plane(const MaxPoolArgs& a) {
   }
 }
 
+// BiasActivationArgs. `v > lo ? v : lo` and `v < hi ? v : hi` are exactly the vector max and min
+// instructions' operand order, so the loop is two instructions per vector after the add.
+inline void bias_activation(const BiasActivationArgs& a) {
+  const float b = a.bias, lo = a.lo, hi = a.hi;
+  const float* x = a.x;
+  float* y = a.y;
+  if (lo == -std::numeric_limits<float>::infinity() && hi == std::numeric_limits<float>::infinity()) {
+    for (int64_t i = 0; i < a.n; ++i) y[i] = x[i] + b;
+    return;
+  }
+  for (int64_t i = 0; i < a.n; ++i) {
+    float v = x[i] + b;
+    v = v > lo ? v : lo;
+    y[i] = v < hi ? v : hi;
+  }
+}
+
 }  // namespace
 }  // namespace sparrow::kernels
 
 // Defines the table's entries for the kernels above in the including ISA's translation unit
 // (transpose is defined by each, its tile being ISA-specific).
-#define SPARROW_DEFINE_DENSE_KERNELS(isa)               \
-  void depthwise_plane__##isa(const DepthwiseArgs& a) { \
-    depthwise_plane(a);                                 \
-  }                                                     \
-  void max_pool_plane__##isa(const MaxPoolArgs& a) {    \
-    max_pool_plane(a);                                  \
-  }                                                     \
-  void lstm_cell__##isa(const LstmCellArgs& a) {        \
-    lstm_cell(a);                                       \
+#define SPARROW_DEFINE_DENSE_KERNELS(isa)                    \
+  void depthwise_plane__##isa(const DepthwiseArgs& a) {      \
+    depthwise_plane(a);                                      \
+  }                                                          \
+  void max_pool_plane__##isa(const MaxPoolArgs& a) {         \
+    max_pool_plane(a);                                       \
+  }                                                          \
+  void bias_activation__##isa(const BiasActivationArgs& a) { \
+    bias_activation(a);                                      \
+  }                                                          \
+  void lstm_cell__##isa(const LstmCellArgs& a) {             \
+    lstm_cell(a);                                            \
   }

@@ -100,6 +100,17 @@ struct MaxPoolArgs {
   float* y;
 };
 
+// y[i] = act(x[i] + bias) for i in [0, n), act the fused activation (epilogue.h) with bounds lo, hi:
+// NaN becomes lo unless there is no activation (lo = -inf, hi = inf), which leaves x[i] + bias as
+// it is. y may be x.
+struct BiasActivationArgs {
+  const float* x;
+  int64_t n;
+  float bias;
+  float lo, hi;
+  float* y;
+};
+
 // dst[c * rows + r] = src[r * cols + c] (or += with `add`) for rows [row_begin, row_end) of
 // src[rows, cols]: the batched products take their inputs and give their outputs with the batch
 // along rows.
@@ -136,18 +147,19 @@ using SpmmFn = void (*)(const SpmmArgs&);
 
 // The kernel list: name and argument type. It generates the per-ISA declarations below, the
 // dispatch table, and the tests and benchmarks that iterate over every variant.
-#define SPARROW_SPARSE_KERNELS(X)   \
-  X(list_nonzero, NonzeroArgs)      \
-  X(spmv_csc_e8, SpmvArgs)          \
-  X(spmv_csc_e16, SpmvArgs)         \
-  X(spmv_banded, SpmvBandArgs)      \
-  X(spmv_tiles, SpmvTileArgs)       \
-  X(spmv_rows_banded, SpmvRowArgs)  \
-  X(spmm_csr_e8, SpmmArgs)          \
-  X(spmm_csr_e16, SpmmArgs)         \
-  X(depthwise_plane, DepthwiseArgs) \
-  X(max_pool_plane, MaxPoolArgs)    \
-  X(transpose, TransposeArgs)       \
+#define SPARROW_SPARSE_KERNELS(X)        \
+  X(list_nonzero, NonzeroArgs)           \
+  X(spmv_csc_e8, SpmvArgs)               \
+  X(spmv_csc_e16, SpmvArgs)              \
+  X(spmv_banded, SpmvBandArgs)           \
+  X(spmv_tiles, SpmvTileArgs)            \
+  X(spmv_rows_banded, SpmvRowArgs)       \
+  X(spmm_csr_e8, SpmmArgs)               \
+  X(spmm_csr_e16, SpmmArgs)              \
+  X(depthwise_plane, DepthwiseArgs)      \
+  X(max_pool_plane, MaxPoolArgs)         \
+  X(bias_activation, BiasActivationArgs) \
+  X(transpose, TransposeArgs)            \
   X(lstm_cell, LstmCellArgs)
 
 namespace kernels {
