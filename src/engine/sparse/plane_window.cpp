@@ -12,6 +12,12 @@ ColumnRange valid_columns(int64_t offset, int64_t stride, int64_t in_w, int64_t 
 
 namespace {
 
+// dst[c] = src[c * kStep] for c in [0, n): a step known at compile time (1: a plain copy).
+template <int64_t kStep>
+void gather_columns(const float* src, int64_t n, float* dst) {
+  for (int64_t c = 0; c < n; ++c) dst[c] = src[c * kStep];
+}
+
 // out[rows, cols][r, c] = the zero-padded input at row r * row_step + row_phase - pad_t and
 // column c * col_step + col_phase - pad_l (zero outside the input).
 void fill_phase(const float* x, const Window2d& w, int64_t row_step, int64_t col_step, int64_t row_phase,
@@ -28,7 +34,13 @@ void fill_phase(const float* x, const Window2d& w, int64_t row_step, int64_t col
     const float* src = x + ih * w.in_w;
     const int64_t offset = col_phase - w.pad_l;
     std::fill(dst, dst + begin, 0.0f);
-    for (int64_t c = begin; c < last; ++c) dst[c] = src[c * col_step + offset];
+    const float* from = src + begin * col_step + offset;
+    if (col_step == 1)
+      std::copy_n(from, last - begin, dst + begin);
+    else if (col_step == 2)
+      gather_columns<2>(from, last - begin, dst + begin);
+    else
+      for (int64_t c = begin; c < last; ++c) dst[c] = src[c * col_step + offset];
     std::fill(dst + last, dst + cols, 0.0f);
   }
 }
