@@ -351,6 +351,39 @@ TEST_P(SparseKernelsPerIsa, BiasActivationEveryVariantMatchesTheActivation) {
         }
 }
 
+TEST_P(SparseKernelsPerIsa, SoftmaxRowEveryVariantMatchesADoublePrecisionLoop) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  uint32_t seed = 1800;
+  for (int64_t n : {1, 5, 15, 16, 17, 33, 100, 1000})
+    for (bool log : {false, true})
+      for (float scale : {1.0f, 30.0f})
+        for (bool in_place : {false, true}) {
+          std::vector<float> x = random_input(n, 1.0, seed++);
+          for (auto& v : x) v *= scale;
+          std::vector<float> y(static_cast<size_t>(n) + 1, -7.0f);
+          const std::vector<float> before = x;
+          float* out = in_place ? x.data() : y.data();
+          k.softmax_row(SoftmaxRowArgs{x.data(), n, log, out});
+          double mx = -INFINITY, sum = 0;
+          for (float v : before) mx = std::max(mx, static_cast<double>(v));
+          for (float v : before) sum += std::exp(v - mx);
+          for (int64_t i = 0; i < n; ++i) {
+            const double want = log ? before[i] - mx - std::log(sum) : std::exp(before[i] - mx) / sum;
+            EXPECT_NEAR(out[i], want, 2e-6 * std::max(1.0, std::abs(want)))
+                << isa_name(isa) << " n " << n << (log ? " log" : "") << " scale " << scale << " at " << i;
+          }
+          if (!in_place) {
+            ASSERT_EQ(y.back(), -7.0f) << "wrote past n";
+          }
+        }
+  for (float special : {NAN, INFINITY}) {
+    std::vector<float> x = random_input(20, 1.0, seed++), y(20);
+    x[3] = special;
+    k.softmax_row(SoftmaxRowArgs{x.data(), 20, false, y.data()});
+    for (float v : y) EXPECT_TRUE(std::isnan(v)) << isa_name(isa) << ": a row holding " << special;
+  }
+}
+
 TEST(SparseKernels, CompactMatricesTakeOneByteEntriesWithFillers) {
   // 9% of 300 x 300 at random: 4-bit gaps need fillers for about a fifth of the entries, too many
   // for one-byte entries by default, not for a compact matrix.

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "engine/op.h"
+#include "engine/sparse/kernels.h"
 
 namespace sparrow {
 
@@ -34,6 +35,15 @@ class SoftmaxOp : public Op {
   Status run(const RunArgs& a) override {
     const float* x = a.in[0]->f32_data();
     float* y = a.out[0]->f32_data();
+    if (inner_ == 1) {  // contiguous rows: the kernel table's vector-lane rows
+      const auto kernel = sparse_kernels().softmax_row;
+      a.pool.parallel_range(outer_, std::max<int64_t>(1, 4096 / std::max<int64_t>(dim_, 1)),
+                            [&](int64_t b, int64_t e) {
+                              for (int64_t k = b; k < e; ++k)
+                                kernel(SoftmaxRowArgs{x + k * dim_, dim_, kLog, y + k * dim_});
+                            });
+      return {};
+    }
     a.pool.parallel_range(outer_ * inner_, 64, [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
         int64_t base = (k / inner_) * dim_ * inner_ + k % inner_;

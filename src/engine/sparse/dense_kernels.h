@@ -286,6 +286,39 @@ inline void bias_activation(const BiasActivationArgs& a) {
   }
 }
 
+// SoftmaxRowArgs. The exponentials are summed in kSoftmaxLanes partial sums, so the loop runs in
+// vector lanes (a single running sum would be a chain the compiler may not reorder).
+constexpr int64_t kSoftmaxLanes = 16;
+inline void softmax_row(const SoftmaxRowArgs& a) {
+  const float* x = a.x;
+  float* y = a.y;
+  const int64_t n = a.n;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  float part[kSoftmaxLanes] = {};
+  int64_t i = 0;
+  for (; i + kSoftmaxLanes <= n; i += kSoftmaxLanes)
+    for (int64_t j = 0; j < kSoftmaxLanes; ++j) {
+      const float e = exp_lanes(x[i + j] - mx);
+      if (!a.log) y[i + j] = e;
+      part[j] += e;
+    }
+  for (; i < n; ++i) {
+    const float e = exp_lanes(x[i] - mx);
+    if (!a.log) y[i] = e;
+    part[0] += e;
+  }
+  float sum = 0.0f;
+  for (float p : part) sum += p;
+  if (a.log) {
+    const float shift = mx + std::log(sum);
+    for (int64_t k = 0; k < n; ++k) y[k] = x[k] - shift;
+    return;
+  }
+  const float inverse = 1.0f / sum;
+  for (int64_t k = 0; k < n; ++k) y[k] *= inverse;
+}
+
 }  // namespace
 }  // namespace sparrow::kernels
 
@@ -300,6 +333,9 @@ inline void bias_activation(const BiasActivationArgs& a) {
   }                                                          \
   void bias_activation__##isa(const BiasActivationArgs& a) { \
     bias_activation(a);                                      \
+  }                                                          \
+  void softmax_row__##isa(const SoftmaxRowArgs& a) {         \
+    softmax_row(a);                                          \
   }                                                          \
   void lstm_cell__##isa(const LstmCellArgs& a) {             \
     lstm_cell(a);                                            \

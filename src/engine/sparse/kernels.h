@@ -111,6 +111,16 @@ struct BiasActivationArgs {
   float* y;
 };
 
+// One softmax row: y[i] = e^(x[i] - m) / sum_j e^(x[j] - m), m the row's largest value, or with
+// `log` y[i] = x[i] - m - ln(sum_j e^(x[j] - m)). A NaN (or an infinity that makes x[i] - m NaN)
+// makes the whole row NaN. y may be x.
+struct SoftmaxRowArgs {
+  const float* x;
+  int64_t n;
+  bool log;
+  float* y;
+};
+
 // dst[c * rows + r] = src[r * cols + c] (or += with `add`) for rows [row_begin, row_end) of
 // src[rows, cols]: the batched products take their inputs and give their outputs with the batch
 // along rows.
@@ -159,6 +169,7 @@ using SpmmFn = void (*)(const SpmmArgs&);
   X(depthwise_plane, DepthwiseArgs)      \
   X(max_pool_plane, MaxPoolArgs)         \
   X(bias_activation, BiasActivationArgs) \
+  X(softmax_row, SoftmaxRowArgs)         \
   X(transpose, TransposeArgs)            \
   X(lstm_cell, LstmCellArgs)
 
