@@ -49,8 +49,9 @@ void print_table(const Executor& ex, const ModelSummary& s, int64_t batch) {
   fmt::print("\nactivations: {} per run, shared by liveness ({} if each value had its own buffer)\n",
              human_bytes(s.activation_bytes), human_bytes(s.activation_bytes_unshared));
   if (s.samples_per_chunk > 0)
-    fmt::print("batch: runs as chunks of {} sample{}, one plan per thread (activations above: all of them)\n",
-               s.samples_per_chunk, s.samples_per_chunk == 1 ? "" : "s");
+    fmt::print(
+        "batch: runs as chunks of {} sample{}, up to one plan per thread (activations above: all of them)\n",
+        s.samples_per_chunk, s.samples_per_chunk == 1 ? "" : "s");
 }
 
 nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch) {

@@ -329,11 +329,11 @@ TEST_P(SparseKernelsPerIsa, BiasActivationEveryVariantMatchesTheActivation) {
   uint32_t seed = 1700;
   for (int64_t n : {0, 1, 7, 8, 15, 16, 17, 31, 33, 100})
     for (const Activation& act : activations)
-      for (float bias : {0.0f, -0.5f, 3.0f})
+      for (float bias : {kNoBias, 0.0f, -0.5f, 3.0f})
         for (bool in_place : {false, true}) {
           std::vector<float> x = random_input(n, 1.0, seed++);
           for (auto& v : x) v *= 8.0f;
-          const float specials[] = {NAN, kInf, -kInf, 1e30f, -0.0f};
+          const float specials[] = {-0.0f, NAN, kInf, -kInf, 1e30f};
           for (size_t i = 0; i < x.size() && i < 5; ++i) x[(i * 7) % x.size()] = specials[i];
           std::vector<float> y(static_cast<size_t>(n) + 1, -7.0f);
           float* out = in_place ? x.data() : y.data();
@@ -341,7 +341,8 @@ TEST_P(SparseKernelsPerIsa, BiasActivationEveryVariantMatchesTheActivation) {
           k.bias_activation(BiasActivationArgs{x.data(), n, bias, act.lo, act.hi, out});
           for (int64_t i = 0; i < n; ++i) {
             const float want = act(before[i] + bias), got = out[i];
-            EXPECT_TRUE(got == want || (std::isnan(got) && std::isnan(want)))
+            EXPECT_TRUE((got == want && std::signbit(got) == std::signbit(want)) ||
+                        (std::isnan(got) && std::isnan(want)))
                 << isa_name(isa) << " n " << n << " [" << act.lo << ", " << act.hi << "] bias " << bias
                 << " at " << i << ": " << got << " want " << want;
           }
@@ -356,7 +357,7 @@ TEST_P(SparseKernelsPerIsa, SoftmaxRowEveryVariantMatchesADoublePrecisionLoop) {
   uint32_t seed = 1800;
   for (int64_t n : {1, 5, 15, 16, 17, 33, 100, 1000})
     for (bool log : {false, true})
-      for (float scale : {1.0f, 30.0f})
+      for (float scale : {1.0f, 30.0f, 300.0f})
         for (bool in_place : {false, true}) {
           std::vector<float> x = random_input(n, 1.0, seed++);
           for (auto& v : x) v *= scale;
@@ -368,20 +369,52 @@ TEST_P(SparseKernelsPerIsa, SoftmaxRowEveryVariantMatchesADoublePrecisionLoop) {
           for (float v : before) mx = std::max(mx, static_cast<double>(v));
           for (float v : before) sum += std::exp(v - mx);
           for (int64_t i = 0; i < n; ++i) {
-            const double want = log ? before[i] - mx - std::log(sum) : std::exp(before[i] - mx) / sum;
-            EXPECT_NEAR(out[i], want, 2e-6 * std::max(1.0, std::abs(want)))
+            const double want = log ? (before[i] - mx) - std::log(sum) : std::exp(before[i] - mx) / sum;
+            // Softmax: relative to the value; log-softmax: to the operands of x - max - ln(sum),
+            // which cancel near 0.
+            const double tolerance =
+                log ? 1e-6 * (std::abs(before[i] - mx) + std::log(sum) + 1.0) : 1e-5 * std::abs(want) + 1e-30;
+            EXPECT_NEAR(out[i], want, tolerance)
                 << isa_name(isa) << " n " << n << (log ? " log" : "") << " scale " << scale << " at " << i;
           }
           if (!in_place) {
             ASSERT_EQ(y.back(), -7.0f) << "wrote past n";
           }
         }
-  for (float special : {NAN, INFINITY}) {
-    std::vector<float> x = random_input(20, 1.0, seed++), y(20);
-    x[3] = special;
-    k.softmax_row(SoftmaxRowArgs{x.data(), 20, false, y.data()});
-    for (float v : y) EXPECT_TRUE(std::isnan(v)) << isa_name(isa) << ": a row holding " << special;
+  for (bool log : {false, true}) {
+    for (float special : {NAN, INFINITY}) {
+      std::vector<float> x = random_input(20, 1.0, seed++), y(20);
+      x[3] = special;
+      k.softmax_row(SoftmaxRowArgs{x.data(), 20, log, y.data()});
+      for (float v : y) EXPECT_TRUE(std::isnan(v)) << isa_name(isa) << ": a row holding " << special;
+    }
+    std::vector<float> all_masked(20, -INFINITY), y(20);
+    k.softmax_row(SoftmaxRowArgs{all_masked.data(), 20, log, y.data()});
+    for (float v : y) EXPECT_TRUE(std::isnan(v)) << isa_name(isa) << ": a row of -inf";
+    // Masked entries (-inf) and entries far below the row's largest give exactly 0 (log: -inf, or
+    // their finite difference).
+    std::vector<float> masked = random_input(40, 1.0, seed++);
+    for (size_t i = 0; i < masked.size(); i += 3) masked[i] = -INFINITY;
+    masked[1] = masked[2] - 100.0f;
+    y.assign(masked.size(), -7.0f);
+    k.softmax_row(SoftmaxRowArgs{masked.data(), 40, log, y.data()});
+    for (size_t i = 0; i < masked.size(); i += 3)
+      EXPECT_EQ(y[i], log ? -INFINITY : 0.0f) << isa_name(isa) << " at " << i;
+    if (!log) {
+      EXPECT_EQ(y[1], 0.0f) << isa_name(isa);
+    }
+    // Logits far from zero: the log-softmax keeps x - max exact.
+    for (float offset : {1000.0f, 1e5f}) {
+      std::vector<float> x = {offset, offset, offset - 0.5f};
+      std::vector<float> out(3);
+      k.softmax_row(SoftmaxRowArgs{x.data(), 3, true, out.data()});
+      const double log_sum = std::log(2.0 + std::exp(-0.5));
+      EXPECT_NEAR(out[0], -log_sum, 1e-6) << isa_name(isa) << " offset " << offset;
+      EXPECT_NEAR(out[2], -0.5 - log_sum, 1e-6) << isa_name(isa) << " offset " << offset;
+    }
   }
+  std::vector<float> none;
+  k.softmax_row(SoftmaxRowArgs{none.data(), 0, false, none.data()});
 }
 
 TEST(SparseKernels, CompactMatricesTakeOneByteEntriesWithFillers) {

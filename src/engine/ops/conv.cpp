@@ -129,7 +129,7 @@ class ConvOp : public Op {
     for (int64_t n = 0; n < n_; ++n)
       for (int64_t m = 0; m < m_; ++m) {
         float* p = y + (n * m_ + m) * out_hw;
-        kernel(BiasActivationArgs{p, out_hw, bias ? bias[m] : 0.0f, activation_.lo, activation_.hi, p});
+        kernel(BiasActivationArgs{p, out_hw, bias ? bias[m] : kNoBias, activation_.lo, activation_.hi, p});
       }
   }
 

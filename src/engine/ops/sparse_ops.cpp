@@ -29,7 +29,7 @@ void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bia
   const auto kernel = sparse_kernels().bias_activation;
   for (int64_t r = 0; r < rows; ++r) {
     float* row = y + r * per_row;
-    kernel(BiasActivationArgs{row, per_row, bias ? scale * bias[r] : 0.0f, act.lo, act.hi, row});
+    kernel(BiasActivationArgs{row, per_row, bias ? scale * bias[r] : kNoBias, act.lo, act.hi, row});
   }
 }
 
@@ -186,8 +186,9 @@ class SparseConvOp : public Op {
     a.pool.parallel_range(m_.rows, 4, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r)
         for (int64_t oh = 0; oh < win_.out_h; ++oh)
-          kernel(BiasActivationArgs{wide + r * wide_ + oh * padded_cols_, win_.out_w, bias ? bias[r] : 0.0f,
-                                    activation_.lo, activation_.hi, y + r * out_hw + oh * win_.out_w});
+          kernel(BiasActivationArgs{wide + r * wide_ + oh * padded_cols_, win_.out_w,
+                                    bias ? bias[r] : kNoBias, activation_.lo, activation_.hi,
+                                    y + r * out_hw + oh * win_.out_w});
     });
   }
   bool pointwise() const {

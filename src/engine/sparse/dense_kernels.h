@@ -289,6 +289,11 @@ inline void bias_activation(const BiasActivationArgs& a) {
 // SoftmaxRowArgs. The exponentials are summed in kSoftmaxLanes partial sums, so the loop runs in
 // vector lanes (a single running sum would be a chain the compiler may not reorder).
 constexpr int64_t kSoftmaxLanes = 16;
+// e^d for d = x - max <= 0: exactly 0 below -87, where exp_lanes clamps (masked entries, -inf,
+// give 0 as the exact exponential does); NaN stays NaN.
+inline float softmax_exp(float d) {
+  return d < -87.0f ? 0.0f : exp_lanes(d);
+}
 inline void softmax_row(const SoftmaxRowArgs& a) {
   const float* x = a.x;
   float* y = a.y;
@@ -299,20 +304,20 @@ inline void softmax_row(const SoftmaxRowArgs& a) {
   int64_t i = 0;
   for (; i + kSoftmaxLanes <= n; i += kSoftmaxLanes)
     for (int64_t j = 0; j < kSoftmaxLanes; ++j) {
-      const float e = exp_lanes(x[i + j] - mx);
+      const float e = softmax_exp(x[i + j] - mx);
       if (!a.log) y[i + j] = e;
       part[j] += e;
     }
   for (; i < n; ++i) {
-    const float e = exp_lanes(x[i] - mx);
+    const float e = softmax_exp(x[i] - mx);
     if (!a.log) y[i] = e;
     part[0] += e;
   }
   float sum = 0.0f;
   for (float p : part) sum += p;
   if (a.log) {
-    const float shift = mx + std::log(sum);
-    for (int64_t k = 0; k < n; ++k) y[k] = x[k] - shift;
+    const float log_sum = std::log(sum);
+    for (int64_t k = 0; k < n; ++k) y[k] = (x[k] - mx) - log_sum;
     return;
   }
   const float inverse = 1.0f / sum;

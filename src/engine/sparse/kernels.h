@@ -103,6 +103,8 @@ struct MaxPoolArgs {
 // y[i] = act(x[i] + bias) for i in [0, n), act the fused activation (epilogue.h) with bounds lo, hi:
 // NaN becomes lo unless there is no activation (lo = -inf, hi = inf), which leaves x[i] + bias as
 // it is. y may be x.
+// The bias that adds nothing: x + -0.0 is x for every x, -0.0 included (+0.0 would turn -0.0 into +0.0).
+inline constexpr float kNoBias = -0.0f;
 struct BiasActivationArgs {
   const float* x;
   int64_t n;

@@ -34,11 +34,10 @@ void fill_phase(const float* x, const Window2d& w, int64_t row_step, int64_t col
     const float* src = x + ih * w.in_w;
     const int64_t offset = col_phase - w.pad_l;
     std::fill(dst, dst + begin, 0.0f);
-    const float* from = src + begin * col_step + offset;
-    if (col_step == 1)
-      std::copy_n(from, last - begin, dst + begin);
-    else if (col_step == 2)
-      gather_columns<2>(from, last - begin, dst + begin);
+    if (col_step == 1 && last > begin)
+      std::copy_n(src + begin + offset, last - begin, dst + begin);
+    else if (col_step == 2 && last > begin)
+      gather_columns<2>(src + begin * 2 + offset, last - begin, dst + begin);
     else
       for (int64_t c = begin; c < last; ++c) dst[c] = src[c * col_step + offset];
     std::fill(dst + last, dst + cols, 0.0f);
