@@ -1,5 +1,7 @@
 #include "engine/graph_passes.h"
 
+#include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "core/log.h"
@@ -57,6 +59,48 @@ void absorb(Model& m, size_t i, size_t j) {
   m.nodes.erase(m.nodes.begin() + static_cast<std::ptrdiff_t>(j));
 }
 
+// Every node that reads `value` (empty when it is a graph output: it must stay formed).
+std::vector<size_t> readers(const Model& m, const std::string& value) {
+  for (const auto& out : m.outputs)
+    if (out.name == value) return {};
+  std::vector<size_t> found;
+  for (size_t j = 0; j < m.nodes.size(); ++j)
+    if (std::find(m.nodes[j].inputs.begin(), m.nodes[j].inputs.end(), value) != m.nodes[j].inputs.end())
+      found.push_back(j);
+  return found;
+}
+
+// The one-value float constant `name` holds, if it is one.
+std::optional<float> scalar_constant(const Model& m, const std::string& name) {
+  const Tensor* t = float_initializer(m, name);
+  if (t == nullptr || t->numel() != 1) return std::nullopt;
+  return t->f32_data()[0];
+}
+
+// The node at `i` if it is `op_type` reading `in` (as input `index`, or either of two inputs when
+// index is -1).
+const Node* node_reading(const Model& m, std::optional<size_t> i, const char* op_type, const std::string& in,
+                         int index = 0) {
+  if (!i) return nullptr;
+  const Node& n = m.nodes[*i];
+  if (n.op_type != op_type || n.outputs.size() != 1 || n.inputs.empty()) return nullptr;
+  const bool reads = index >= 0 ? static_cast<size_t>(index) < n.inputs.size() && n.inputs[index] == in
+                                : std::find(n.inputs.begin(), n.inputs.end(), in) != n.inputs.end();
+  return reads ? &n : nullptr;
+}
+
+// A ReduceMean over the last axis keeping it (opset < 18: axes as an attribute).
+bool mean_over_last_axis(const Node& n) {
+  auto axes = n.attr_ints("axes", std::vector<int64_t>{});
+  auto keep = n.attr_int("keepdims", 1);
+  return n.inputs.size() == 1 && axes.ok() && *axes == std::vector<int64_t>{-1} && keep.ok() && *keep == 1;
+}
+
+// The other input of a two-input node than `known`.
+std::string other_input(const Node& n, const std::string& known) {
+  return n.inputs.size() == 2 ? (n.inputs[0] == known ? n.inputs[1] : n.inputs[0]) : std::string();
+}
+
 }  // namespace
 
 Result<Activation> fused_activation(const Node& node) {
@@ -111,8 +155,105 @@ int fuse_activations(Model& m, const ConstantShape&) {
   return fused;
 }
 
+namespace {
+
+// The nodes of one exported layer normalization, as fuse_layer_norm matches them.
+struct LayerNormMatch {
+  std::vector<size_t> nodes;  // every node of the pattern
+  std::string x, scale, bias, out;
+  float epsilon = 0.0f;
+};
+
+std::optional<LayerNormMatch> match_layer_norm(const Model& m, size_t i) {
+  const Node& mean = m.nodes[i];
+  if (mean.op_type != "ReduceMean" || mean.outputs.size() != 1 || !mean_over_last_axis(mean))
+    return std::nullopt;
+  LayerNormMatch r;
+  r.nodes = {i};
+  r.x = mean.inputs[0];
+  auto sub_at = sole_reader(m, mean.outputs[0]);
+  const Node* sub = node_reading(m, sub_at, "Sub", mean.outputs[0], 1);
+  if (!sub || sub->inputs[0] != r.x) return std::nullopt;
+  const std::string& d = sub->outputs[0];
+  const auto d_readers = readers(m, d);
+  if (d_readers.size() != 2) return std::nullopt;
+  const size_t pow_at = m.nodes[d_readers[0]].op_type == "Pow" ? d_readers[0] : d_readers[1];
+  const size_t div_at = pow_at == d_readers[0] ? d_readers[1] : d_readers[0];
+  const Node* pow = node_reading(m, pow_at, "Pow", d);
+  if (!pow || pow->inputs.size() != 2 || scalar_constant(m, pow->inputs[1]) != 2.0f) return std::nullopt;
+  auto var_at = sole_reader(m, pow->outputs[0]);
+  const Node* var = node_reading(m, var_at, "ReduceMean", pow->outputs[0]);
+  if (!var || !mean_over_last_axis(*var)) return std::nullopt;
+  auto add_at = sole_reader(m, var->outputs[0]);
+  const Node* add = node_reading(m, add_at, "Add", var->outputs[0], -1);
+  if (!add) return std::nullopt;
+  auto epsilon = scalar_constant(m, other_input(*add, var->outputs[0]));
+  if (!epsilon || !(*epsilon >= 0.0f) || !std::isfinite(*epsilon)) return std::nullopt;
+  auto sqrt_at = sole_reader(m, add->outputs[0]);
+  const Node* root = node_reading(m, sqrt_at, "Sqrt", add->outputs[0]);
+  if (!root) return std::nullopt;
+  const Node* div = node_reading(m, div_at, "Div", d, 0);
+  if (!div || div->inputs.size() != 2 || div->inputs[1] != root->outputs[0] ||
+      sole_reader(m, root->outputs[0]) != div_at)
+    return std::nullopt;
+  r.nodes.insert(r.nodes.end(), {*sub_at, pow_at, *var_at, *add_at, *sqrt_at, div_at});
+  r.epsilon = *epsilon;
+  r.out = div->outputs[0];
+  // The affine part, when constant vectors follow: Mul by the scale, then Add the bias.
+  auto rank1 = [&](const std::string& name) {
+    const Tensor* t = float_initializer(m, name);
+    return t != nullptr && t->rank() == 1;
+  };
+  auto mul_at = sole_reader(m, r.out);
+  const Node* mul = node_reading(m, mul_at, "Mul", r.out, -1);
+  if (!mul || !rank1(other_input(*mul, r.out))) return r;
+  r.scale = other_input(*mul, r.out);
+  r.nodes.push_back(*mul_at);
+  r.out = mul->outputs[0];
+  auto bias_at = sole_reader(m, r.out);
+  const Node* bias = node_reading(m, bias_at, "Add", r.out, -1);
+  if (!bias || !rank1(other_input(*bias, r.out))) return r;
+  r.bias = other_input(*bias, r.out);
+  r.nodes.push_back(*bias_at);
+  r.out = bias->outputs[0];
+  return r;
+}
+
+}  // namespace
+
+int fuse_layer_norm(Model& m, const ConstantShape&) {
+  int fused = 0;
+  for (size_t i = 0; i < m.nodes.size();) {
+    auto match = match_layer_norm(m, i);
+    if (!match) {
+      ++i;
+      continue;
+    }
+    std::vector<std::string> inputs{match->x};
+    if (!match->scale.empty() || !match->bias.empty()) inputs.push_back(match->scale);
+    if (!match->bias.empty()) inputs.push_back(match->bias);
+    Node fused_node{m.nodes[i].name + "/LayerNormalization",
+                    "LayerNormalization",
+                    "",
+                    inputs,
+                    {match->out},
+                    {{"axis", int64_t{-1}}, {"epsilon", match->epsilon}}};
+    // The fused node takes the place of the pattern's last node; the others go.
+    const size_t last = *std::max_element(match->nodes.begin(), match->nodes.end());
+    m.nodes[last] = std::move(fused_node);
+    std::vector<size_t> drop(match->nodes.begin(), match->nodes.end());
+    std::sort(drop.rbegin(), drop.rend());
+    for (size_t j : drop)
+      if (j != last) m.nodes.erase(m.nodes.begin() + static_cast<std::ptrdiff_t>(j));
+    log(LogLevel::debug, "fused a layer normalization into one node, output '{}'", match->out);
+    ++fused;
+  }
+  return fused;
+}
+
 int run_graph_passes(Model& model, const ConstantShape& constant_shape) {
-  return fuse_matmul_bias(model, constant_shape) + fuse_activations(model, constant_shape);
+  return fuse_layer_norm(model, constant_shape) + fuse_matmul_bias(model, constant_shape) +
+         fuse_activations(model, constant_shape);
 }
 
 }  // namespace sparrow

@@ -21,6 +21,12 @@ int fuse_matmul_bias(Model& model, const ConstantShape& constant_shape);
 // residual Add + Relu.
 int fuse_activations(Model& model, const ConstantShape& constant_shape);
 
+// The layer normalization exporters write out at opsets below 17: ReduceMean(x) over the last axis,
+// d = x - mean, ReduceMean(d^2), + epsilon, Sqrt, d / that, then optionally * scale and + bias
+// (constant vectors): one LayerNormalization node (axis -1) in their place, when no other node reads
+// the values in between.
+int fuse_layer_norm(Model& model, const ConstantShape& constant_shape);
+
 // Every pass above in order; returns the number of rewrites.
 int run_graph_passes(Model& model, const ConstantShape& constant_shape);
 

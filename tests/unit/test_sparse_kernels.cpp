@@ -417,6 +417,32 @@ TEST_P(SparseKernelsPerIsa, SoftmaxRowEveryVariantMatchesADoublePrecisionLoop) {
   k.softmax_row(SoftmaxRowArgs{none.data(), 0, false, none.data()});
 }
 
+TEST_P(SparseKernelsPerIsa, LayerNormRowEveryVariantMatchesADoublePrecisionLoop) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  uint32_t seed = 1900;
+  for (int64_t n : {1, 2, 15, 16, 17, 33, 256, 1000})
+    for (bool affine : {false, true})
+      for (float offset : {0.0f, 100.0f}) {
+        std::vector<float> x = random_input(n, 1.0, seed++), y(static_cast<size_t>(n) + 1, -7.0f);
+        for (auto& v : x) v += offset;
+        const std::vector<float> scale = random_input(n, 1.0, seed++), bias = random_input(n, 1.0, seed++);
+        k.layer_norm_row(LayerNormRowArgs{x.data(), n, affine ? scale.data() : nullptr,
+                                          affine ? bias.data() : nullptr, 1e-5f, y.data()});
+        double mean = 0, var = 0;
+        for (float v : x) mean += v;
+        mean /= static_cast<double>(n);
+        for (float v : x) var += (v - mean) * (v - mean);
+        var /= static_cast<double>(n);
+        for (int64_t i = 0; i < n; ++i) {
+          const double z = (x[i] - mean) / std::sqrt(var + 1e-5);
+          const double want = affine ? z * scale[i] + bias[i] : z;
+          EXPECT_NEAR(y[i], want, 2e-4 * (1.0 + std::abs(want)))
+              << isa_name(isa) << " n " << n << " offset " << offset << " at " << i;
+        }
+        ASSERT_EQ(y.back(), -7.0f) << "wrote past n";
+      }
+}
+
 TEST(SparseKernels, CompactMatricesTakeOneByteEntriesWithFillers) {
   // 9% of 300 x 300 at random: 4-bit gaps need fillers for about a fifth of the entries, too many
   // for one-byte entries by default, not for a compact matrix.

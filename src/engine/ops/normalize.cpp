@@ -67,6 +67,72 @@ class SoftmaxOp : public Op {
   int64_t outer_ = 1, dim_ = 1, inner_ = 1;
 };
 
+// LayerNormalization (opset 17; also what fuse_layer_norm makes of the exported decomposition):
+// every row of the dims from `axis` on normalized on its own, then scaled and shifted. Scale and B
+// hold one value per normalized element, or one for all of them when constant. Only Y is computed.
+class LayerNormOp : public Op {
+ public:
+  using Op::Op;
+  Status parse() override {
+    SP_ASSIGN_OR_RETURN(epsilon_, node_.attr_float("epsilon", 1e-5f));
+    SP_ASSIGN_OR_RETURN(axis_, node_.attr_int("axis", -1));
+    SP_ASSIGN_OR_RETURN(int64_t stash, node_.attr_int("stash_type", 1));
+    if (stash != 1) return fail("stash_type must be 1 (float)");
+    if (!(epsilon_ >= 0.0f) || !std::isfinite(epsilon_)) return fail("epsilon must be finite and >= 0");
+    for (size_t i = 1; i < node_.outputs.size(); ++i)
+      if (!node_.outputs[i].empty()) return fail("the Mean and InvStdDev outputs are not supported");
+    return {};
+  }
+  Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) override {
+    SP_RETURN_IF_ERROR(expect_inputs(in, 1, 3));
+    if (in[0].dtype != DType::f32) return fail("input must be float");
+    const Shape& x = in[0].shape;
+    SP_ASSIGN_OR_RETURN(int ax, normalize_axis(axis_, static_cast<int>(x.size())));
+    width_ = 1;
+    for (size_t d = static_cast<size_t>(ax); d < x.size(); ++d) width_ *= x[d];
+    rows_ = width_ > 0 ? shape_numel(x) / width_ : 0;
+    for (size_t k = 1; k < in.size(); ++k) SP_RETURN_IF_ERROR(check_parameter(in[k], k));
+    out = {ValueDesc{DType::f32, x}};
+    return {};
+  }
+  Status run(const RunArgs& a) override {
+    const float* x = a.in[0]->f32_data();
+    float* y = a.out[0]->f32_data();
+    const float* scale = parameter(a, 1);
+    const float* bias = parameter(a, 2);
+    const auto kernel = sparse_kernels().layer_norm_row;
+    a.pool.parallel_range(
+        rows_, std::max<int64_t>(1, 4096 / std::max<int64_t>(width_, 1)), [&](int64_t b, int64_t e) {
+          for (int64_t r = b; r < e; ++r)
+            kernel(LayerNormRowArgs{x + r * width_, width_, scale, bias, epsilon_, y + r * width_});
+        });
+    return {};
+  }
+
+ private:
+  // A Scale or B input: one value per normalized element, or one constant value (spread now).
+  Status check_parameter(const ValueDesc& p, size_t k) {
+    if (!p.present) return {};
+    if (p.dtype != DType::f32) return fail("input {} must be float", k);
+    const int64_t n = shape_numel(p.shape);
+    if (n == width_) return {};
+    if (n == 1 && p.constant) {
+      spread_[k - 1].assign(static_cast<size_t>(width_), p.constant->f32_data()[0]);
+      return {};
+    }
+    return fail("input {} has shape {}: it must hold one value per normalized element ({})", k,
+                shape_str(p.shape), width_);
+  }
+  const float* parameter(const RunArgs& a, size_t k) const {
+    if (k >= a.in.size() || a.in[k] == nullptr) return nullptr;
+    return spread_[k - 1].empty() ? a.in[k]->f32_data() : spread_[k - 1].data();
+  }
+
+  float epsilon_ = 1e-5f;
+  int64_t axis_ = -1, width_ = 1, rows_ = 0;
+  std::vector<float> spread_[2];  // Scale and B given as one constant value, one per element
+};
+
 class BatchNormOp : public Op {
  public:
   using Op::Op;
@@ -221,6 +287,7 @@ void register_normalize_ops(OpRegistry& r) {
   r["Softmax"] = make_op<SoftmaxOp<false>>;
   r["LogSoftmax"] = make_op<SoftmaxOp<true>>;
   r["BatchNormalization"] = make_op<BatchNormOp>;
+  r["LayerNormalization"] = make_op<LayerNormOp>;
   r["ReduceMean"] = make_op<ReduceOp<true>>;
   r["ReduceSum"] = make_op<ReduceOp<false>>;
 }

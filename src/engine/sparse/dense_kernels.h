@@ -324,6 +324,41 @@ inline void softmax_row(const SoftmaxRowArgs& a) {
   for (int64_t k = 0; k < n; ++k) y[k] *= inverse;
 }
 
+// The sum of x[0, n) in kSoftmaxLanes partial sums (vector lanes), of (x[i] - shift)^2 with `squares`.
+template <bool kSquares>
+inline float lane_sum(const float* x, int64_t n, float shift) {
+  float part[kSoftmaxLanes] = {};
+  int64_t i = 0;
+  for (; i + kSoftmaxLanes <= n; i += kSoftmaxLanes)
+    for (int64_t j = 0; j < kSoftmaxLanes; ++j) {
+      const float d = x[i + j] - shift;
+      part[j] += kSquares ? d * d : d;
+    }
+  for (; i < n; ++i) {
+    const float d = x[i] - shift;
+    part[0] += kSquares ? d * d : d;
+  }
+  float sum = 0.0f;
+  for (float p : part) sum += p;
+  return sum;
+}
+
+// LayerNormRowArgs: the mean, then the variance around it (two passes, as the ONNX definition).
+inline void layer_norm_row(const LayerNormRowArgs& a) {
+  const float* x = a.x;
+  float* y = a.y;
+  const int64_t n = a.n;
+  if (n == 0) return;
+  const float mean = lane_sum<false>(x, n, 0.0f) / static_cast<float>(n);
+  const float var = lane_sum<true>(x, n, mean) / static_cast<float>(n);
+  const float inv = 1.0f / std::sqrt(var + a.epsilon);
+  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * inv;
+  if (a.scale)
+    for (int64_t i = 0; i < n; ++i) y[i] *= a.scale[i];
+  if (a.bias)
+    for (int64_t i = 0; i < n; ++i) y[i] += a.bias[i];
+}
+
 }  // namespace
 }  // namespace sparrow::kernels
 
@@ -341,6 +376,9 @@ inline void softmax_row(const SoftmaxRowArgs& a) {
   }                                                          \
   void softmax_row__##isa(const SoftmaxRowArgs& a) {         \
     softmax_row(a);                                          \
+  }                                                          \
+  void layer_norm_row__##isa(const LayerNormRowArgs& a) {    \
+    layer_norm_row(a);                                       \
   }                                                          \
   void lstm_cell__##isa(const LstmCellArgs& a) {             \
     lstm_cell(a);                                            \

@@ -123,6 +123,17 @@ struct SoftmaxRowArgs {
   float* y;
 };
 
+// One layer-normalization row: y[i] = (x[i] - mean) / sqrt(var + epsilon) * scale[i] + bias[i], mean
+// and var (biased) over the row's n values; scale or bias null: 1 or 0. y may be x.
+struct LayerNormRowArgs {
+  const float* x;
+  int64_t n;
+  const float* scale;
+  const float* bias;
+  float epsilon;
+  float* y;
+};
+
 // dst[c * rows + r] = src[r * cols + c] (or += with `add`) for rows [row_begin, row_end) of
 // src[rows, cols]: the batched products take their inputs and give their outputs with the batch
 // along rows.
@@ -172,6 +183,7 @@ using SpmmFn = void (*)(const SpmmArgs&);
   X(max_pool_plane, MaxPoolArgs)         \
   X(bias_activation, BiasActivationArgs) \
   X(softmax_row, SoftmaxRowArgs)         \
+  X(layer_norm_row, LayerNormRowArgs)    \
   X(transpose, TransposeArgs)            \
   X(lstm_cell, LstmCellArgs)
 
