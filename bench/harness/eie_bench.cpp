@@ -35,6 +35,7 @@ struct Workload {
   std::vector<float> dense;  // [out, in] float32
   PlainCsc csc;
   PlainCsr csr;
+  std::vector<PlainCsr> csr_panels;
   std::unique_ptr<EigenPeer> eigen;
   std::map<int, SparseMatrix> sparrow;  // by partition count
 };
@@ -43,6 +44,7 @@ Workload make_workload(const EieLayer& l, uint32_t seed) {
   Workload w{l,
              std::vector<uint8_t>(static_cast<size_t>(l.in * l.out), 0),
              std::vector<float>(16, 0.0f),
+             {},
              {},
              {},
              {},
@@ -61,6 +63,7 @@ Workload make_workload(const EieLayer& l, uint32_t seed) {
   for (size_t i = 0; i < w.codes.size(); ++i) w.dense[i] = w.codebook[w.codes[i]];
   w.csc = plain_csc(w.dense, l.out, l.in);
   w.csr = plain_csr(w.dense, l.out, l.in);
+  w.csr_panels = plain_csr_panels(w.dense, l.out, l.in);
   w.eigen = make_eigen_peer(w.dense, l.out, l.in);
   return w;
 }
@@ -365,8 +368,8 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
   double plain_us = median_us(
       [&] {
         pool.parallel_for(static_cast<int64_t>(plain_bounds.size()) - 1, [&](int64_t t) {
-          plain_csr_spmm(w.csr, plain_bounds[t], plain_bounds[t + 1], xt.data(), batch, batch, y.data(),
-                         batch);
+          plain_csr_spmm(w.csr_panels, plain_bounds[t], plain_bounds[t + 1], xt.data(), batch, batch,
+                         y.data(), batch);
         });
       },
       repeats);

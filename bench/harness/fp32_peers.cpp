@@ -1,9 +1,10 @@
 // The CSR peer has an AVX-512 body (the instructions Sparrow's own AVX-512 kernel uses) and a
-// portable body for CPUs without AVX-512.
+// portable body for CPUs without AVX-512; it walks column panels as Sparrow's CSR blocks do.
 #include "harness/fp32_peers.h"
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace sparrow {
@@ -34,6 +35,24 @@ PlainCsr plain_csr(const std::vector<float>& w, int64_t rows, int64_t cols) {
   return m;
 }
 
+std::vector<PlainCsr> plain_csr_panels(const std::vector<float>& w, int64_t rows, int64_t cols) {
+  std::vector<PlainCsr> panels;
+  for (int64_t c0 = 0; c0 < cols; c0 += kPeerPanelColumns) {
+    PlainCsr m{rows, cols, std::vector<uint32_t>(static_cast<size_t>(rows + 1), 0), {}, {}};
+    const int64_t c1 = std::min(cols, c0 + kPeerPanelColumns);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = c0; c < c1; ++c)
+        if (float v = w[r * cols + c]; v != 0.0f) {
+          m.col_index.push_back(static_cast<int32_t>(c));
+          m.values.push_back(v);
+        }
+      m.row_ptr[r + 1] = static_cast<uint32_t>(m.values.size());
+    }
+    panels.push_back(std::move(m));
+  }
+  return panels;
+}
+
 void plain_csc_spmv(const PlainCsc& m, const float* x, float* y) {
   std::memset(y, 0, sizeof(float) * static_cast<size_t>(m.rows));
   for (int64_t j = 0; j < m.cols; ++j) {
@@ -54,11 +73,11 @@ void plain_csc_spmv(const PlainCsc& m, const int32_t* active, int64_t n_active, 
 
 namespace {
 
-void csr_spmm_portable(const PlainCsr& m, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx,
-                       int64_t batch, float* y, int64_t ldy) {
+void csr_spmm_portable(const PlainCsr& m, bool first, int64_t row_begin, int64_t row_end, const float* xt,
+                       int64_t ldx, int64_t batch, float* y, int64_t ldy) {
   for (int64_t r = row_begin; r < row_end; ++r) {
     float* out = y + r * ldy;
-    std::memset(out, 0, sizeof(float) * static_cast<size_t>(batch));
+    if (first) std::memset(out, 0, sizeof(float) * static_cast<size_t>(batch));
     for (uint32_t e = m.row_ptr[r]; e < m.row_ptr[r + 1]; ++e) {
       const float* x = xt + static_cast<int64_t>(m.col_index[e]) * ldx;
       for (int64_t b = 0; b < batch; ++b) out[b] += m.values[e] * x[b];
@@ -67,8 +86,8 @@ void csr_spmm_portable(const PlainCsr& m, int64_t row_begin, int64_t row_end, co
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void csr_spmm_avx512(
-    const PlainCsr& m, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx, int64_t batch,
-    float* y, int64_t ldy) {
+    const PlainCsr& m, bool first, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx,
+    int64_t batch, float* y, int64_t ldy) {
   for (int64_t r = row_begin; r < row_end; ++r)
     for (int64_t b0 = 0; b0 < batch; b0 += 64) {
       int64_t n = std::min<int64_t>(64, batch - b0);
@@ -77,24 +96,29 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void csr_spmm_avx512(
         int64_t left = n - 16 * t;
         masks[t] = left >= 16 ? 0xFFFF : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
       }
-      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      float* out = y + r * ldy + b0;
+      __m512 acc[4];
+      for (int t = 0; t < 4; ++t)
+        acc[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(masks[t], out + 16 * t);
       for (uint32_t e = m.row_ptr[r]; e < m.row_ptr[r + 1]; ++e) {
         __m512 w = _mm512_set1_ps(m.values[e]);
         const float* x = xt + static_cast<int64_t>(m.col_index[e]) * ldx + b0;
         for (int t = 0; t < 4; ++t)
           if (masks[t]) acc[t] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[t], x + 16 * t), acc[t]);
       }
-      for (int t = 0; t < 4; ++t) _mm512_mask_storeu_ps(y + r * ldy + b0 + 16 * t, masks[t], acc[t]);
+      for (int t = 0; t < 4; ++t) _mm512_mask_storeu_ps(out + 16 * t, masks[t], acc[t]);
     }
 }
 
 }  // namespace
 
-void plain_csr_spmm(const PlainCsr& m, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx,
-                    int64_t batch, float* y, int64_t ldy) {
+void plain_csr_spmm(const std::vector<PlainCsr>& panels, int64_t row_begin, int64_t row_end, const float* xt,
+                    int64_t ldx, int64_t batch, float* y, int64_t ldy) {
   static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                              __builtin_cpu_supports("avx512vl");
-  (avx512 ? csr_spmm_avx512 : csr_spmm_portable)(m, row_begin, row_end, xt, ldx, batch, y, ldy);
+  const auto kernel = avx512 ? csr_spmm_avx512 : csr_spmm_portable;
+  for (size_t p = 0; p < panels.size(); ++p)
+    kernel(panels[p], p == 0, row_begin, row_end, xt, ldx, batch, y, ldy);
 }
 
 }  // namespace sparrow

@@ -21,9 +21,16 @@ struct PlainCsr {  // row-major: values and column indices per row
   std::vector<float> values;
 };
 
+// Columns per panel of the panelled CSR peer: the rows of Xt one panel reads (256 x 64 batch columns
+// x 4 bytes = 64 KB) stay in L1/L2 while every row of W walks them.
+inline constexpr int64_t kPeerPanelColumns = 256;
+
 // From a dense row-major matrix.
 PlainCsc plain_csc(const std::vector<float>& w, int64_t rows, int64_t cols);
 PlainCsr plain_csr(const std::vector<float>& w, int64_t rows, int64_t cols);
+// The same matrix cut into column panels of kPeerPanelColumns, each a CSR over all rows (column
+// indices stay absolute).
+std::vector<PlainCsr> plain_csr_panels(const std::vector<float>& w, int64_t rows, int64_t cols);
 
 // y = W x: the plain loop over the inputs that skips the zero ones (y overwritten). This is the
 // batch-1 peer: like Sparrow's engine it starts from x and finds the non-zero inputs itself.
@@ -31,9 +38,10 @@ void plain_csc_spmv(const PlainCsc& m, const float* x, float* y);
 // The same walk over a list of the non-zero inputs made beforehand (the peer's time without
 // finding them; reported next to it).
 void plain_csc_spmv(const PlainCsc& m, const int32_t* active, int64_t n_active, const float* x, float* y);
-// Y[r, 0:batch] = W Xt (Xt [cols, ldx], Y [rows, ldy]) for rows [row_begin, row_end); the batch is
-// the inner, vectorized loop (64 columns per pass held in registers).
-void plain_csr_spmm(const PlainCsr& m, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx,
-                    int64_t batch, float* y, int64_t ldy);
+// Y[r, 0:batch] = W Xt (Xt [cols, ldx], Y [rows, ldy]) for rows [row_begin, row_end), panel by panel
+// (the first panel writes Y, the others add to it); the batch is the inner, vectorized loop (64
+// columns per pass held in registers).
+void plain_csr_spmm(const std::vector<PlainCsr>& panels, int64_t row_begin, int64_t row_end, const float* xt,
+                    int64_t ldx, int64_t batch, float* y, int64_t ldy);
 
 }  // namespace sparrow
