@@ -390,6 +390,36 @@ TEST(ShapeOps, ReshapeZeroAndMinusOne) {
   EXPECT_NE(bad.status().message().find("cannot reshape"), std::string::npos);
 }
 
+std::vector<int64_t> strides_of(const Shape& s) {
+  std::vector<int64_t> strides(s.size(), 1);
+  for (size_t d = s.size(); d-- > 1;) strides[d - 1] = strides[d] * s[d];
+  return strides;
+}
+
+// Rotating permutations run as matrix transposes in 8x8 tiles: every element lands where the
+// definition puts it, for shapes that are not multiples of the tile.
+TEST(ShapeOps, TransposeRotationsMatchTheDefinition) {
+  for (const Shape& shape : {Shape{3, 5}, Shape{9, 17}, Shape{2, 3, 4}, Shape{7, 1, 10}, Shape{2, 3, 4, 5}})
+    for (size_t k = 1; k < shape.size(); ++k) {
+      std::vector<int64_t> perm;
+      for (size_t i = 0; i < shape.size(); ++i) perm.push_back(static_cast<int64_t>((k + i) % shape.size()));
+      const Tensor x = test::random_f32(shape, static_cast<uint32_t>(k + shape.size()));
+      const Tensor y = run1("Transpose", {{"perm", perm}}, {x});
+      const auto in_strides = strides_of(shape);
+      Shape out_shape;
+      for (int64_t p : perm) out_shape.push_back(shape[static_cast<size_t>(p)]);
+      ASSERT_EQ(y.shape(), out_shape);
+      const auto out_strides = strides_of(out_shape);
+      for (int64_t o = 0; o < y.numel(); ++o) {
+        int64_t src = 0;
+        for (size_t d = 0; d < out_shape.size(); ++d)
+          src += (o / out_strides[d] % out_shape[d]) * in_strides[static_cast<size_t>(perm[d])];
+        ASSERT_EQ(y.f32_data()[o], x.f32_data()[src])
+            << shape_str(shape) << " perm " << shape_str(perm) << " at " << o;
+      }
+    }
+}
+
 TEST(ShapeOps, FlattenTransposeSqueezeUnsqueeze) {
   Tensor x = make_f32({2, 3}, {1, 2, 3, 4, 5, 6});
   EXPECT_EQ(run1("Flatten", {{"axis", int64_t{0}}}, {x}).shape(), (Shape{1, 6}));

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "engine/op.h"
+#include "engine/ops/sparse_ops.h"
 
 namespace sparrow {
 
@@ -231,10 +232,15 @@ class TransposeOp : public Op {
       out_shape_.push_back(x[p]);
       src_strides_.push_back(in_strides[p]);
     }
+    note_rotation(x, in[0].dtype);
     out = {ValueDesc{in[0].dtype, out_shape_}};
     return {};
   }
   Status run(const RunArgs& a) override {
+    if (rotation_rows_ > 0) {
+      transpose(a.pool, a.in[0]->f32_data(), rotation_rows_, rotation_cols_, a.out[0]->f32_data());
+      return {};
+    }
     dispatch_dtype(a.in[0]->dtype(), [&]<class T>() {
       strided_copy<T>(data_of<T>(*a.in[0]), 0, out_shape_, src_strides_, data_of<T>(*a.out[0]));
     });
@@ -242,9 +248,24 @@ class TransposeOp : public Op {
   }
 
  private:
+  // A float permutation that rotates the axes, [k, ..., r-1, 0, ..., k-1], is the transpose of the
+  // matrix [x0 * ... * x(k-1), xk * ... * x(r-1)]: it runs on the 8x8-tile transpose.
+  void note_rotation(const Shape& x, DType dtype) {
+    rotation_rows_ = rotation_cols_ = 0;
+    const auto r = static_cast<int64_t>(perm_.size());
+    if (dtype != DType::f32 || r < 2 || perm_[0] == 0) return;
+    const int64_t k = perm_[0];
+    for (int64_t i = 0; i < r; ++i)
+      if (perm_[static_cast<size_t>(i)] != (k + i) % r) return;
+    rotation_rows_ = 1, rotation_cols_ = 1;
+    for (int64_t d = 0; d < r; ++d) (d < k ? rotation_rows_ : rotation_cols_) *= x[static_cast<size_t>(d)];
+    if (rotation_rows_ * rotation_cols_ == 0) rotation_rows_ = 0;
+  }
+
   std::vector<int64_t> perm_;
   Shape out_shape_;
   std::vector<int64_t> src_strides_;
+  int64_t rotation_rows_ = 0, rotation_cols_ = 0;  // the matrix a rotating perm transposes (rows 0: none)
 };
 
 // ---- Concat ----
