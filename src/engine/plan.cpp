@@ -344,6 +344,10 @@ Status Plan::plan_step(const Model& model, const Node& node, std::unique_ptr<Op>
   if (view) return {};
   PlanStep step{std::move(op), std::move(in_tensors), std::move(out_tensors)};
   size_t scratch = step.op->scratch_floats(pool.size());
+  // Checked in floats first: a scratch size near 2^62 would overflow the byte count.
+  if (scratch > static_cast<size_t>(memory_limit_) / sizeof(float))
+    return errorf("{} scratch of {} floats is over the memory limit of {} bytes", node.describe(), scratch,
+                  memory_limit_);
   if (scratch > scratch_.size())
     SP_RETURN_IF_ERROR(reserve(static_cast<int64_t>((scratch - scratch_.size()) * sizeof(float)),
                                node.describe() + " scratch"));
