@@ -164,6 +164,20 @@ struct LayerNormMatch {
   float epsilon = 0.0f;
 };
 
+// Extends a match whose output `r.out` is read only by `op_type` with a constant rank-1 vector
+// (recorded in `vector`): the node joins the match and its output becomes the match's output.
+bool absorb_vector_op(const Model& m, const char* op_type, LayerNormMatch& r, std::string& vector) {
+  auto at = sole_reader(m, r.out);
+  const Node* n = node_reading(m, at, op_type, r.out, -1);
+  if (!n) return false;
+  const Tensor* t = float_initializer(m, other_input(*n, r.out));
+  if (t == nullptr || t->rank() != 1) return false;
+  vector = other_input(*n, r.out);
+  r.nodes.push_back(*at);
+  r.out = n->outputs[0];
+  return true;
+}
+
 std::optional<LayerNormMatch> match_layer_norm(const Model& m, size_t i) {
   const Node& mean = m.nodes[i];
   if (mean.op_type != "ReduceMean" || mean.outputs.size() != 1 || !mean_over_last_axis(mean))
@@ -200,22 +214,7 @@ std::optional<LayerNormMatch> match_layer_norm(const Model& m, size_t i) {
   r.epsilon = *epsilon;
   r.out = div->outputs[0];
   // The affine part, when constant vectors follow: Mul by the scale, then Add the bias.
-  auto rank1 = [&](const std::string& name) {
-    const Tensor* t = float_initializer(m, name);
-    return t != nullptr && t->rank() == 1;
-  };
-  auto mul_at = sole_reader(m, r.out);
-  const Node* mul = node_reading(m, mul_at, "Mul", r.out, -1);
-  if (!mul || !rank1(other_input(*mul, r.out))) return r;
-  r.scale = other_input(*mul, r.out);
-  r.nodes.push_back(*mul_at);
-  r.out = mul->outputs[0];
-  auto bias_at = sole_reader(m, r.out);
-  const Node* bias = node_reading(m, bias_at, "Add", r.out, -1);
-  if (!bias || !rank1(other_input(*bias, r.out))) return r;
-  r.bias = other_input(*bias, r.out);
-  r.nodes.push_back(*bias_at);
-  r.out = bias->outputs[0];
+  if (absorb_vector_op(m, "Mul", r, r.scale)) absorb_vector_op(m, "Add", r, r.bias);
   return r;
 }
 

@@ -26,6 +26,14 @@ namespace {
 void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bias, float scale,
                        const Activation act) {
   if (!bias && act.none()) return;
+  if (per_row < 16) {  // short rows (one sample): a call per row would cost more than the row
+    for (int64_t r = 0; r < rows; ++r) {
+      const float b = bias ? scale * bias[r] : kNoBias;
+      float* row = y + r * per_row;
+      for (int64_t i = 0; i < per_row; ++i) row[i] = act(row[i] + b);
+    }
+    return;
+  }
   const auto kernel = sparse_kernels().bias_activation;
   for (int64_t r = 0; r < rows; ++r) {
     float* row = y + r * per_row;
