@@ -171,7 +171,8 @@ TEST(Engine, FourBitLayersDenseEnoughForColumnTilesMatchDense) {
     off.sparse = false;
     Pair p{std::move(Executor::create(r->spw, on)).value(), std::move(Executor::create(r->spw, off)).value()};
     EXPECT_EQ(sparse_layers(*p.sparse, {{1, 256}}), 2);
-    for (int64_t batch : {1, 2, 5})
+    // 130 and 300: panels of 128 samples, one thread's each or all threads' in turn.
+    for (int64_t batch : {1, 2, 5, 130, 300})
       expect_same_outputs(p, {test::random_f32({batch, 256}, static_cast<uint32_t>(30 + batch))},
                           "threads " + std::to_string(threads) + " batch " + std::to_string(batch));
     expect_same_outputs(p, {Tensor(DType::f32, {1, 256})}, "all-zero input");

@@ -130,7 +130,7 @@ TEST_P(SparseKernelsPerIsa, SpmmEveryVariantMatchesAcrossBatchWidths) {
   for (int64_t rows : {1, 17, 64})
     for (int64_t cols : {3, 40, 300})
       for (double density : {0.0, 0.1, 1.0})
-        for (int64_t batch : {1, 5, 16, 17, 64, 70})
+        for (int64_t batch : {1, 5, 16, 17, 64, 70, 128, 197})
           for (int cb : {16, 256}) {
             Case c = make_case(rows, cols, density, cb, seed++);
             SparseMatrix m =
@@ -166,7 +166,7 @@ TEST_P(SparseKernelsPerIsa, SpmmReadsOverlappingRowsThroughARowTable) {
   // Column j multiplies the row at x + x_rows[j]: rows that overlap, out of order, as a
   // convolution's taps read a padded plane.
   uint32_t seed = 700;
-  for (int64_t batch : {1, 16, 40, 64, 100})
+  for (int64_t batch : {1, 16, 40, 64, 100, 128, 200})
     for (int cb : {16, 256}) {
       const int64_t rows = 19, cols = 27, span = batch + 12;
       Case c = make_case(rows, cols, 0.3, cb, seed++);

@@ -41,6 +41,10 @@ void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bia
   }
 }
 
+void transpose_on_caller(const float* src, int64_t rows, int64_t cols, float* dst) {
+  sparse_kernels().transpose(TransposeArgs{src, rows, cols, 0, rows, dst, false});
+}
+
 // transpose / transpose_add over the pool, in row ranges of whole 8-row tiles.
 void transpose_rows(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst, bool add) {
   const auto kernel = sparse_kernels().transpose;
@@ -73,8 +77,8 @@ class SparseFcOp : public Op {
     out = {ValueDesc{DType::f32, y}};
     return {};
   }
-  size_t scratch_floats(int) const override {
-    return batch_ >= kSparseFcBatchedFrom ? static_cast<size_t>((m_.cols + m_.rows) * batch_) : 0;
+  size_t scratch_floats(int threads) const override {
+    return batch_ >= kSparseFcBatchedFrom ? static_cast<size_t>(threads * panel_floats()) : 0;
   }
   int64_t macs() const override { return batch_ * m_.nonzeros; }
   Status run(const RunArgs& a) override {
@@ -94,13 +98,41 @@ class SparseFcOp : public Op {
   void run_one(const RunArgs& a, const float* x, float* y) {
     sparse_matvec(a.pool, m_, x, y, workspace_, SpmvScheme::columns);
   }
+  // The batch runs as panels of up to kSparseFcPanel samples, each transposed into a [cols, panel]
+  // block of its own, so that the rows of Xt the kernel reads lie a panel apart, not a whole batch
+  // apart (batch strides of a power of two put every row in the same few cache sets).
   void run_batched(const RunArgs& a, const float* x, float* y) {
-    float* xt = a.scratch.data();
-    float* yt = xt + m_.cols * batch_;
-    transpose(a.pool, x, batch_, m_.cols, xt);
-    sparse_matmat(a.pool, m_, bounds_, xt, batch_, batch_, yt, batch_);
-    transpose(a.pool, yt, m_.rows, batch_, y);
+    const int64_t panels = (batch_ + kSparseFcPanel - 1) / kSparseFcPanel;
+    const bool small = m_.nonzeros * batch_ < kParallelFromNonzeros;
+    if (small) {
+      for (int64_t p = 0; p < panels; ++p) run_panel(nullptr, x, y, p, a.scratch.data());
+    } else if (panels >= a.pool.size()) {  // each thread runs whole panels
+      a.pool.parallel_tasks(panels, [&](int64_t p, int thread) {
+        run_panel(nullptr, x, y, p, a.scratch.data() + thread * panel_floats());
+      });
+    } else {  // all threads on each panel in turn
+      for (int64_t p = 0; p < panels; ++p) run_panel(&a.pool, x, y, p, a.scratch.data());
+    }
   }
+  // Panel p of the batch, on the pool or (without one) on the calling thread.
+  void run_panel(ThreadPool* pool, const float* x, float* y, int64_t p, float* scratch) const {
+    const int64_t b0 = p * kSparseFcPanel, n = std::min(kSparseFcPanel, batch_ - b0);
+    const float* x_panel = x + b0 * m_.cols;
+    float* y_panel = y + b0 * m_.rows;
+    float* xt = scratch;
+    float* yt = xt + m_.cols * panel_width();
+    if (pool) {
+      transpose(*pool, x_panel, n, m_.cols, xt);
+      sparse_matmat(*pool, m_, bounds_, xt, n, n, yt, n);
+      transpose(*pool, yt, m_.rows, n, y_panel);
+    } else {
+      transpose_on_caller(x_panel, n, m_.cols, xt);
+      sparse_matmat_rows(m_, 0, m_.rows, xt, n, n, yt, n);
+      transpose_on_caller(yt, m_.rows, n, y_panel);
+    }
+  }
+  int64_t panel_width() const { return std::min(batch_, kSparseFcPanel); }
+  int64_t panel_floats() const { return (m_.cols + m_.rows) * panel_width(); }
 
   const SparseMatrix& m_;
   int64_t batch_ = 0;

@@ -16,6 +16,8 @@ inline constexpr double kSparseMaxDensityBatched = 0.8;
 // A fully connected layer runs its samples one at a time (EIE's column walk) below this batch, and
 // as one product over the batch from it on.
 inline constexpr int64_t kSparseFcBatchedFrom = 4;
+// Samples per panel of a batched fully connected product: the CSR kernel's widest chunk.
+inline constexpr int64_t kSparseFcPanel = 128;
 
 // Whether the sparse engine runs this node's attributes (Gemm with transA = 0 and alpha = 1,
 // MatMul, ungrouped Conv); the others run dense.

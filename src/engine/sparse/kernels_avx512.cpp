@@ -234,50 +234,62 @@ void list_nonzero__avx512(const NonzeroArgs& a) {
 
 namespace {
 
-// One row of one column block over a batch chunk of up to 64 columns of Xt, held in four
-// accumulators that start from y (or zero for the first block).
-template <class Entries, bool kRowTable>
+// One row of one column block over a batch chunk of 16 * kRegs columns of Xt (the first n of them
+// unless kFull), in two sets of kRegs accumulators that take alternate entries (so twice kRegs FMA
+// chains are in flight) and are summed into y (or over it, for the first block).
+template <class Entries, bool kRowTable, int kRegs, bool kFull>
 [[gnu::always_inline]] inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block,
                                                  const Entries& entries, bool first, int64_t r,
                                                  const float* xt, int64_t ldx, const int64_t* x_rows,
                                                  int64_t b0, int64_t n, float* y) {
-  __mmask16 masks[4];
-  for (int t = 0; t < 4; ++t) {
-    int64_t left = n - 16 * t;
+  __mmask16 masks[kRegs];
+  for (int t = 0; t < kRegs; ++t) {
+    int64_t left = (kFull ? 16 * kRegs : n) - 16 * t;
     masks[t] = left >= 16 ? 0xFFFF : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
   }
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-  if (!first) {
-    acc0 = _mm512_maskz_loadu_ps(masks[0], y + b0);
-    acc1 = _mm512_maskz_loadu_ps(masks[1], y + b0 + 16);
-    acc2 = _mm512_maskz_loadu_ps(masks[2], y + b0 + 32);
-    acc3 = _mm512_maskz_loadu_ps(masks[3], y + b0 + 48);
+  __m512 a[kRegs], b[kRegs];
+  for (int t = 0; t < kRegs; ++t) {
+    a[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(masks[t], y + b0 + 16 * t);
+    b[t] = _mm512_setzero_ps();
   }
   const float* base = xt + b0;
-  entries.walk(block.row_ptr[r], block.row_ptr[r + 1], block.col_begin - 1, [&](int64_t col, unsigned code) {
-    __m512 w = _mm512_set1_ps(m.codebook[code]);
+  const float* codebook = m.codebook.data();
+  auto add = [&](__m512* acc, int64_t col, unsigned code) {
+    const __m512 w = _mm512_set1_ps(codebook[code]);
     const float* x = base + (kRowTable ? x_rows[col] : col * ldx);
-    acc0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[0], x), acc0);
-    if (masks[1]) acc1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[1], x + 16), acc1);
-    if (masks[2]) acc2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[2], x + 32), acc2);
-    if (masks[3]) acc3 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[3], x + 48), acc3);
-  });
-  _mm512_mask_storeu_ps(y + b0, masks[0], acc0);
-  _mm512_mask_storeu_ps(y + b0 + 16, masks[1], acc1);
-  _mm512_mask_storeu_ps(y + b0 + 32, masks[2], acc2);
-  _mm512_mask_storeu_ps(y + b0 + 48, masks[3], acc3);
+    acc[0] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[0], x), acc[0]);
+    for (int t = 1; t < kRegs; ++t)
+      if (masks[t]) acc[t] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[t], x + 16 * t), acc[t]);
+  };
+  entries.walk_pairs(
+      block.row_ptr[r], block.row_ptr[r + 1], block.col_begin - 1,
+      [&](int64_t col0, unsigned code0, int64_t col1, unsigned code1) {
+        add(a, col0, code0);
+        add(b, col1, code1);
+      },
+      [&](int64_t col, unsigned code) { add(a, col, code); });
+  for (int t = 0; t < kRegs; ++t) _mm512_mask_storeu_ps(y + b0 + 16 * t, masks[t], _mm512_add_ps(a[t], b[t]));
 }
 
+// Every row over columns [b0, b0 + 16 * kRegs) of Xt, or the n left.
+template <class Entries, bool kRowTable, int kRegs, bool kFull>
+void csr_rows_chunk(const SpmmArgs& a, int64_t b0, int64_t n) {
+  for (size_t k = 0; k < a.m->csr.size(); ++k) {
+    const CsrBlock& block = a.m->csr[k];
+    const Entries entries(block);
+    for (int64_t r = a.row_begin; r < a.row_end; ++r)
+      csr_row_chunk<Entries, kRowTable, kRegs, kFull>(*a.m, block, entries, k == 0, r, a.xt, a.ldx, a.x_rows,
+                                                      b0, n, a.y + r * a.ldy);
+  }
+}
+
+// Chunks of 128 columns of Xt while there are that many, then 64, then the rest under masks.
 template <class Entries, bool kRowTable>
 void spmm_csr_rows(const SpmmArgs& a) {
-  for (int64_t b0 = 0; b0 < a.batch; b0 += 64)
-    for (size_t k = 0; k < a.m->csr.size(); ++k) {
-      const CsrBlock& block = a.m->csr[k];
-      const Entries entries(block);
-      for (int64_t r = a.row_begin; r < a.row_end; ++r)
-        csr_row_chunk<Entries, kRowTable>(*a.m, block, entries, k == 0, r, a.xt, a.ldx, a.x_rows, b0,
-                                          std::min<int64_t>(64, a.batch - b0), a.y + r * a.ldy);
-    }
+  int64_t b0 = 0;
+  for (; b0 + 128 <= a.batch; b0 += 128) csr_rows_chunk<Entries, kRowTable, 8, true>(a, b0, 128);
+  for (; b0 + 64 <= a.batch; b0 += 64) csr_rows_chunk<Entries, kRowTable, 4, true>(a, b0, 64);
+  if (b0 < a.batch) csr_rows_chunk<Entries, kRowTable, 4, false>(a, b0, a.batch - b0);
 }
 
 template <class Entries>

@@ -152,20 +152,25 @@ std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads) {
   return bounds;
 }
 
+void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_end, const float* xt,
+                        int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows) {
+  layout_row(kLayoutCsr)
+      .run(m, sparse_kernels(),
+           LayoutProduct{.x = xt,
+                         .row_begin = row_begin,
+                         .row_end = row_end,
+                         .batch = batch,
+                         .ldx = ldx,
+                         .ldy = ldy,
+                         .y = y,
+                         .x_rows = x_rows});
+}
+
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy,
                    const int64_t* x_rows) {
-  const LayoutRow& csr = layout_row(kLayoutCsr);
   auto rows = [&](int64_t begin, int64_t end) {
-    csr.run(m, sparse_kernels(),
-            LayoutProduct{.x = xt,
-                          .row_begin = begin,
-                          .row_end = end,
-                          .batch = batch,
-                          .ldx = ldx,
-                          .ldy = ldy,
-                          .y = y,
-                          .x_rows = x_rows});
+    sparse_matmat_rows(m, begin, end, xt, ldx, batch, y, ldy, x_rows);
   };
   if (m.nonzeros * batch < kParallelFromNonzeros) {
     rows(0, m.rows);

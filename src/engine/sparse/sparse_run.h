@@ -57,6 +57,10 @@ void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<in
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy,
                    const int64_t* x_rows = nullptr);
 
+// The same for rows [row_begin, row_end), on the calling thread.
+void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_end, const float* xt,
+                        int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows = nullptr);
+
 // Fewest active columns in one chunk of the columns scheme (the last chunk may have fewer).
 inline constexpr int64_t kMinChunkColumns = 32;
 
