@@ -113,7 +113,7 @@ TEST(Engine, ConvolutionsWithoutActivationKeepNaN) {
   EXPECT_EQ(inf, 0) << "a NaN became an infinity";
 }
 
-TEST(Engine, ConvolutionsReadTheirInputInPlaceAtEveryStrideAndDilation) {
+TEST(Engine, ConvolutionsMatchDenseAtEveryStrideDilationAndImageCount) {
   const std::vector<ConvGeometry> grid = {
       {3, 17, 19, 8, 7, 7, 2, 1, {3, 3, 3, 3}},    // a stem: 7x7 stride 2
       {16, 9, 9, 20, 3, 3, 1, 1, {1, 1, 1, 1}},    // 3x3 stride 1
@@ -123,6 +123,8 @@ TEST(Engine, ConvolutionsReadTheirInputInPlaceAtEveryStrideAndDilation) {
       {4, 11, 9, 5, 5, 5, 3, 1, {2, 1, 0, 2}},     // 5x5 stride 3
       {6, 6, 6, 4, 1, 1, 1, 1, {1, 1, 1, 1}},      // 1x1 with padding
       {2, 5, 40, 3, 3, 3, 1, 1, {0, 0, 0, 0}},     // no padding, a wide row
+      {8, 4, 4, 16, 3, 3, 1, 1, {1, 1, 1, 1}},     // a 4x4 plane: 16 images fill 256 columns
+      {8, 2, 2, 16, 1, 1, 1, 1, {0, 0, 0, 0}},     // 1x1 on a 2x2 plane
   };
   uint32_t seed = 40;
   for (const ConvGeometry& g : grid)
@@ -131,7 +133,10 @@ TEST(Engine, ConvolutionsReadTheirInputInPlaceAtEveryStrideAndDilation) {
       const std::string what =
           fmt::format("c{} k{} s{} d{} threads {}", g.c, g.kh, g.stride, g.dilation, threads);
       EXPECT_EQ(sparse_layers(*p.sparse, {{2, g.c, g.h, g.w}}), 1) << what;
-      expect_same_outputs(p, {test::random_f32({2, g.c, g.h, g.w}, seed + 7)}, what);
+      // One image runs alone; several whose planes are small run as one product (run_gathered).
+      for (int64_t images : {1, 2, 16})
+        expect_same_outputs(p, {test::random_f32({images, g.c, g.h, g.w}, seed + 7)},
+                            what + fmt::format(" images {}", images));
       seed += 10;
     }
 }

@@ -45,6 +45,21 @@ void transpose_on_caller(const float* src, int64_t rows, int64_t cols, float* ds
   sparse_kernels().transpose(TransposeArgs{src, rows, cols, 0, rows, dst, false});
 }
 
+// y[r, 0:n] = act(x[r * ldx + 0:n] + bias[r]) for `rows` rows (bias may be null), y dense.
+void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
+                            const Activation act, float* y) {
+  const auto kernel = sparse_kernels().bias_activation;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * ldx;
+    float* out = y + r * n;
+    const float b = bias ? bias[r] : kNoBias;
+    if (n < 16)  // short rows: a call per row would cost more than the row
+      for (int64_t i = 0; i < n; ++i) out[i] = act(in[i] + b);
+    else
+      kernel(BiasActivationArgs{in, n, b, act.lo, act.hi, out});
+  }
+}
+
 // transpose / transpose_add over the pool, in row ranges of whole 8-row tiles.
 void transpose_rows(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst, bool add) {
   const auto kernel = sparse_kernels().transpose;
@@ -172,6 +187,7 @@ class SparseConvOp : public Op {
     return {};
   }
   size_t scratch_floats(int) const override {
+    if (gathered()) return static_cast<size_t>((m_.cols + m_.rows) * gathered_ld());
     if (pointwise()) return 0;
     return static_cast<size_t>(channels_ * phases() * padded_rows_ * padded_cols_ + m_.rows * wide_);
   }
@@ -179,6 +195,10 @@ class SparseConvOp : public Op {
 
   Status run(const RunArgs& a) override {
     int64_t hw = win_.out_h * win_.out_w;
+    if (gathered()) {
+      run_gathered(a);
+      return {};
+    }
     for (int64_t n = 0; n < images_; ++n) {
       const float* x = a.in[0]->f32_data() + n * channels_ * win_.in_h * win_.in_w;
       float* y = a.out[0]->f32_data() + n * m_.rows * hw;
@@ -230,6 +250,35 @@ class SparseConvOp : public Op {
                                     bias ? bias[r] : kNoBias, activation_.lo, activation_.hi,
                                     y + r * out_hw + oh * win_.out_w});
     });
+  }
+  // Small output planes: the images' im2col columns side by side, [cols, images * out_hw] (rows
+  // gathered_ld() apart), one product for all of them, then each output row split back per image.
+  void run_gathered(const RunArgs& a) {
+    const int64_t hw = win_.out_h * win_.out_w, in_chw = channels_ * win_.in_h * win_.in_w;
+    const int64_t ld = gathered_ld(), taps = win_.k_h * win_.k_w;
+    const float* x = a.in[0]->f32_data();
+    float* xt = a.scratch.data();
+    float* yt = xt + m_.cols * ld;
+    a.pool.parallel_range(channels_, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t n = 0; n < images_; ++n)
+        im2col(x + n * in_chw + begin * win_.in_h * win_.in_w, end - begin, win_,
+               xt + begin * taps * ld + n * hw, ld);
+    });
+    sparse_matmat(a.pool, m_, bounds_, xt, ld, images_ * hw, yt, ld);
+    const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
+    float* y = a.out[0]->f32_data();
+    a.pool.parallel_range(m_.rows, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t n = 0; n < images_; ++n)
+        add_bias_activate_rows(yt + begin * ld + n * hw, ld, end - begin, hw, bias ? bias + begin : nullptr,
+                               activation_, y + (n * m_.rows + begin) * hw);
+    });
+  }
+  bool gathered() const { return images_ > 1 && win_.out_h * win_.out_w < kConvGatherBelowPositions; }
+  // Row stride of the gathered columns: whole 64-byte lines, and not a multiple of 1 KiB (rows
+  // that far apart would share a quarter of the L1 cache's sets).
+  int64_t gathered_ld() const {
+    int64_t ld = (images_ * win_.out_h * win_.out_w + 15) / 16 * 16;
+    return ld % 256 == 0 ? ld + 16 : ld;
   }
   bool pointwise() const {
     return win_.k_h == 1 && win_.k_w == 1 && win_.s_h == 1 && win_.s_w == 1 &&

@@ -19,6 +19,10 @@ inline constexpr int64_t kSparseFcBatchedFrom = 4;
 // Samples per panel of a batched fully connected product: the CSR kernel's widest chunk.
 inline constexpr int64_t kSparseFcPanel = 128;
 
+// A convolution of several images whose output planes hold fewer positions than this runs as one
+// product over all the images' positions (the CSR kernel wants at least 64 columns per entry).
+inline constexpr int64_t kConvGatherBelowPositions = 64;
+
 // Whether the sparse engine runs this node's attributes (Gemm with transA = 0 and alpha = 1,
 // MatMul, ungrouped Conv); the others run dense.
 bool sparse_op_supports(const Node& node);

@@ -56,13 +56,13 @@ Status solve_axis(const Node& node, const WindowAttrs& w, Axis& a) {
 }  // namespace
 
 // Unrolls one group's input [C, H, W] into col [C*kh*kw, out_h*out_w] (zero where padded).
-void im2col(const float* x, int64_t channels, const Window2d& w, float* col) {
-  int64_t out_hw = w.out_h * w.out_w;
+void im2col(const float* x, int64_t channels, const Window2d& w, float* col, int64_t ld) {
+  if (ld == 0) ld = w.out_h * w.out_w;
   for (int64_t c = 0; c < channels; ++c) {
     const float* xc = x + c * w.in_h * w.in_w;
     for (int64_t i = 0; i < w.k_h; ++i) {
       for (int64_t j = 0; j < w.k_w; ++j) {
-        float* row = col + ((c * w.k_h + i) * w.k_w + j) * out_hw;
+        float* row = col + ((c * w.k_h + i) * w.k_w + j) * ld;
         for (int64_t oh = 0; oh < w.out_h; ++oh) {
           int64_t ih = oh * w.s_h - w.pad_t + i * w.d_h;
           float* dst = row + oh * w.out_w;

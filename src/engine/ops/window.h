@@ -25,8 +25,8 @@ Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const S
                              const Shape& kernel);
 
 // Unrolls input planes [channels, in_h, in_w] into col [channels * k_h * k_w, out_h * out_w]
-// (zero where the window covers padding).
-void im2col(const float* x, int64_t channels, const Window2d& w, float* col);
+// (zero where the window covers padding), whose rows lie `ld` floats apart (0: out_h * out_w).
+void im2col(const float* x, int64_t channels, const Window2d& w, float* col, int64_t ld = 0);
 // The same, the channels split over the pool.
 void im2col_parallel(ThreadPool& pool, const float* x, int64_t channels, const Window2d& w, float* col);
 
