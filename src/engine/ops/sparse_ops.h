@@ -16,8 +16,9 @@ inline constexpr double kSparseMaxDensityBatched = 0.8;
 // A fully connected layer runs its samples one at a time (EIE's column walk) below this batch, and
 // as one product over the batch from it on.
 inline constexpr int64_t kSparseFcBatchedFrom = 4;
-// Samples per panel of a batched fully connected product: the CSR kernel's widest chunk.
-inline constexpr int64_t kSparseFcPanel = 128;
+// Samples per panel of a batched fully connected product: its [cols, 32] block of Xt for 256
+// columns of the weights (the CSR block width at 10% density) is 32 KiB, within L1.
+inline constexpr int64_t kSparseFcPanel = 32;
 
 // A convolution of several images whose output planes hold fewer positions than this runs as one
 // product over all the images' positions (the CSR kernel wants at least 64 columns per entry).

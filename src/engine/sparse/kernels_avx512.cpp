@@ -283,13 +283,22 @@ void csr_rows_chunk(const SpmmArgs& a, int64_t b0, int64_t n) {
   }
 }
 
-// Chunks of 128 columns of Xt while there are that many, then 64, then the rest under masks.
+// Chunks of 128 columns of Xt while there are that many, then one of 64 and one of 32, then the
+// rest under masks. Wide chunks spread an entry's decoding over more FMAs; the 32-wide chunk is
+// what the fully connected op's panels use (kSparseFcPanel).
 template <class Entries, bool kRowTable>
 void spmm_csr_rows(const SpmmArgs& a) {
   int64_t b0 = 0;
   for (; b0 + 128 <= a.batch; b0 += 128) csr_rows_chunk<Entries, kRowTable, 8, true>(a, b0, 128);
-  for (; b0 + 64 <= a.batch; b0 += 64) csr_rows_chunk<Entries, kRowTable, 4, true>(a, b0, 64);
-  if (b0 < a.batch) csr_rows_chunk<Entries, kRowTable, 4, false>(a, b0, a.batch - b0);
+  if (b0 + 64 <= a.batch) {
+    csr_rows_chunk<Entries, kRowTable, 4, true>(a, b0, 64);
+    b0 += 64;
+  }
+  if (b0 + 32 <= a.batch) {
+    csr_rows_chunk<Entries, kRowTable, 2, true>(a, b0, 32);
+    b0 += 32;
+  }
+  if (b0 < a.batch) csr_rows_chunk<Entries, kRowTable, 2, false>(a, b0, a.batch - b0);
 }
 
 template <class Entries>
