@@ -78,9 +78,9 @@ class LstmOp : public Op {
     return {};
   }
   // Scratch: x*W^T for all steps [seq*batch, 4H], gates [batch, 4H], h and c [batch, H].
-  size_t scratch_floats(int) const override {
+  size_t scratch_floats(int threads) const override {
     return static_cast<size_t>(seq_ * batch_ * 4 * hidden_ + batch_ * 4 * hidden_ + 2 * batch_ * hidden_) +
-           sparse_scratch();
+           sparse_scratch(threads);
   }
   int64_t macs() const override { return seq_ * batch_ * 4 * hidden_ * (input_ + hidden_); }
 
@@ -90,10 +90,13 @@ class LstmOp : public Op {
   void step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h, float* c);
   void input_products(const RunArgs& a, float* xw, float* extra);
   void recurrent_product(const RunArgs& a, const float* h, float* gates, float* extra);
-  // Transposed inputs and outputs for the sparse products: [(input + 4H) x seq*batch] for W,
-  // [(hidden + 4H) x batch] for R, whichever is larger.
-  size_t sparse_scratch() const {
-    size_t w = w_sparse_ ? static_cast<size_t>((input_ + 4 * hidden_) * seq_ * batch_) : 0;
+  // Transposed inputs and outputs for the sparse products: W's panels (or, batch first,
+  // [(input + 4H) x seq*batch]), [(hidden + 4H) x batch] for R, whichever is larger.
+  size_t sparse_scratch(int threads) const {
+    const int64_t n = seq_ * batch_;
+    size_t w = !w_sparse_     ? 0
+               : batch_first_ ? static_cast<size_t>((input_ + 4 * hidden_) * n)
+                              : static_cast<size_t>(sparse_product_by_panels_scratch(*w_sparse_, n, threads));
     size_t r = r_sparse_ ? static_cast<size_t>((hidden_ + 4 * hidden_) * batch_) : 0;
     return std::max(w, r);
   }
@@ -149,14 +152,13 @@ void LstmOp::input_products(const RunArgs& a, float* xw, float* extra) {
     int64_t t = k / batch_, b = k % batch_;
     return x + (batch_first_ ? b * seq_ + t : t * batch_ + b) * input_;
   };
-  if (w_sparse_) {
+  if (w_sparse_ && !batch_first_) {
+    sparse_product_by_panels(a.pool, *w_sparse_, w_bounds_, x, n, xw, extra);  // rows (t, b) are x's rows
+  } else if (w_sparse_) {
     float* xt = extra;
     float* yt = xt + input_ * n;
-    if (batch_first_)
-      for (int64_t k = 0; k < n; ++k)
-        for (int64_t j = 0; j < input_; ++j) xt[j * n + k] = row(k)[j];
-    else
-      transpose(a.pool, x, n, input_, xt);  // rows (t, b) are x's rows
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t j = 0; j < input_; ++j) xt[j * n + k] = row(k)[j];
     sparse_matmat(a.pool, *w_sparse_, w_bounds_, xt, n, n, yt, n);
     transpose(a.pool, yt, G, n, xw);
   } else if (batch_first_) {

@@ -60,6 +60,32 @@ void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n
   }
 }
 
+int64_t panel_width(int64_t n) {
+  return std::min(n, kSparseFcPanel);
+}
+int64_t panel_floats(const SparseMatrix& m, int64_t n) {
+  return (m.cols + m.rows) * panel_width(n);
+}
+
+// Panel p of Y = X Wᵀ, on the pool or (without one) on the calling thread.
+void run_panel(ThreadPool* pool, const SparseMatrix& m, const std::vector<int64_t>& bounds, const float* x,
+               int64_t samples, float* y, int64_t p, float* scratch) {
+  const int64_t b0 = p * kSparseFcPanel, n = std::min(kSparseFcPanel, samples - b0);
+  const float* x_panel = x + b0 * m.cols;
+  float* y_panel = y + b0 * m.rows;
+  float* xt = scratch;
+  float* yt = xt + m.cols * panel_width(samples);
+  if (pool) {
+    transpose(*pool, x_panel, n, m.cols, xt);
+    sparse_matmat(*pool, m, bounds, xt, n, n, yt, n);
+    transpose(*pool, yt, m.rows, n, y_panel);
+  } else {
+    transpose_on_caller(x_panel, n, m.cols, xt);
+    sparse_matmat_rows(m, 0, m.rows, xt, n, n, yt, n);
+    transpose_on_caller(yt, m.rows, n, y_panel);
+  }
+}
+
 // transpose / transpose_add over the pool, in row ranges of whole 8-row tiles.
 void transpose_rows(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst, bool add) {
   const auto kernel = sparse_kernels().transpose;
@@ -93,7 +119,9 @@ class SparseFcOp : public Op {
     return {};
   }
   size_t scratch_floats(int threads) const override {
-    return batch_ >= kSparseFcBatchedFrom ? static_cast<size_t>(threads * panel_floats()) : 0;
+    return batch_ >= kSparseFcBatchedFrom
+               ? static_cast<size_t>(sparse_product_by_panels_scratch(m_, batch_, threads))
+               : 0;
   }
   int64_t macs() const override { return batch_ * m_.nonzeros; }
   Status run(const RunArgs& a) override {
@@ -113,41 +141,9 @@ class SparseFcOp : public Op {
   void run_one(const RunArgs& a, const float* x, float* y) {
     sparse_matvec(a.pool, m_, x, y, workspace_, SpmvScheme::columns);
   }
-  // The batch runs as panels of up to kSparseFcPanel samples, each transposed into a [cols, panel]
-  // block of its own, so that the rows of Xt the kernel reads lie a panel apart, not a whole batch
-  // apart (batch strides of a power of two put every row in the same few cache sets).
   void run_batched(const RunArgs& a, const float* x, float* y) {
-    const int64_t panels = (batch_ + kSparseFcPanel - 1) / kSparseFcPanel;
-    const bool small = m_.nonzeros * batch_ < kParallelFromNonzeros;
-    if (small) {
-      for (int64_t p = 0; p < panels; ++p) run_panel(nullptr, x, y, p, a.scratch.data());
-    } else if (panels >= a.pool.size()) {  // each thread runs whole panels
-      a.pool.parallel_tasks(panels, [&](int64_t p, int thread) {
-        run_panel(nullptr, x, y, p, a.scratch.data() + thread * panel_floats());
-      });
-    } else {  // all threads on each panel in turn
-      for (int64_t p = 0; p < panels; ++p) run_panel(&a.pool, x, y, p, a.scratch.data());
-    }
+    sparse_product_by_panels(a.pool, m_, bounds_, x, batch_, y, a.scratch.data());
   }
-  // Panel p of the batch, on the pool or (without one) on the calling thread.
-  void run_panel(ThreadPool* pool, const float* x, float* y, int64_t p, float* scratch) const {
-    const int64_t b0 = p * kSparseFcPanel, n = std::min(kSparseFcPanel, batch_ - b0);
-    const float* x_panel = x + b0 * m_.cols;
-    float* y_panel = y + b0 * m_.rows;
-    float* xt = scratch;
-    float* yt = xt + m_.cols * panel_width();
-    if (pool) {
-      transpose(*pool, x_panel, n, m_.cols, xt);
-      sparse_matmat(*pool, m_, bounds_, xt, n, n, yt, n);
-      transpose(*pool, yt, m_.rows, n, y_panel);
-    } else {
-      transpose_on_caller(x_panel, n, m_.cols, xt);
-      sparse_matmat_rows(m_, 0, m_.rows, xt, n, n, yt, n);
-      transpose_on_caller(yt, m_.rows, n, y_panel);
-    }
-  }
-  int64_t panel_width() const { return std::min(batch_, kSparseFcPanel); }
-  int64_t panel_floats() const { return (m_.cols + m_.rows) * panel_width(); }
 
   const SparseMatrix& m_;
   int64_t batch_ = 0;
@@ -299,6 +295,27 @@ class SparseConvOp : public Op {
 
 void transpose(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
   transpose_rows(pool, src, rows, cols, dst, false);
+}
+
+// Each panel transposed into a [cols, panel] block of its own, so that the rows of Xt the kernel
+// reads lie a panel apart, not a whole batch apart (batch strides of a power of two put every row
+// in the same few cache sets).
+void sparse_product_by_panels(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
+                              const float* x, int64_t n, float* y, float* scratch) {
+  const int64_t panels = (n + kSparseFcPanel - 1) / kSparseFcPanel;
+  if (m.nonzeros * n < kParallelFromNonzeros) {
+    for (int64_t p = 0; p < panels; ++p) run_panel(nullptr, m, bounds, x, n, y, p, scratch);
+  } else if (panels >= pool.size()) {  // each thread runs whole panels
+    pool.parallel_tasks(panels, [&](int64_t p, int thread) {
+      run_panel(nullptr, m, bounds, x, n, y, p, scratch + thread * panel_floats(m, n));
+    });
+  } else {  // all threads on each panel in turn
+    for (int64_t p = 0; p < panels; ++p) run_panel(&pool, m, bounds, x, n, y, p, scratch);
+  }
+}
+
+int64_t sparse_product_by_panels_scratch(const SparseMatrix& m, int64_t n, int threads) {
+  return threads * panel_floats(m, n);
 }
 void transpose_add(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
   transpose_rows(pool, src, rows, cols, dst, true);

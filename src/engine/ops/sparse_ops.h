@@ -39,6 +39,14 @@ Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, co
 void transpose(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst);
 void transpose_add(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst);
 
+// y[n, m.rows] = x[n, m.cols] Wᵀ (both row-major) in panels of kSparseFcPanel samples: each
+// panel is transposed, multiplied on the CSR kernel and transposed back; threads take whole panels
+// when there are as many panels as threads, else split each panel's rows by `bounds`
+// (balanced_row_bounds). `scratch` holds sparse_product_by_panels_scratch(m, n, pool.size()) floats.
+void sparse_product_by_panels(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
+                              const float* x, int64_t n, float* y, float* scratch);
+int64_t sparse_product_by_panels_scratch(const SparseMatrix& m, int64_t n, int threads);
+
 // An LSTM whose W and/or R (nullptr: dense) run on the sparse engine.
 Result<std::unique_ptr<Op>> create_sparse_lstm_op(const Node& node, int64_t opset, const SparseMatrix* w,
                                                   const SparseMatrix* r, int threads);
