@@ -61,8 +61,8 @@ Result<EvalResult> evaluate(Executor& ex, const EvalOptions& o, const GlobalOpti
   if (o.limit > 0) count = std::min(count, o.limit);
   int64_t sample = count ? images.numel() / images.dim(0) : 0;
   for (int64_t i = 0; i < count * sample; ++i) {
-    const float v = images.f32_data()[i] * o.scale + o.shift;
-    if (!std::isfinite(v))
+    const double v = static_cast<double>(images.f32_data()[i]) * o.scale + o.shift;
+    if (!finite_float(v))
       return errorf("{}: image {} value {} is {} once normalized (x * {} + {}): inputs must be finite",
                     o.images, i / sample, i % sample, v, o.scale, o.shift);
   }

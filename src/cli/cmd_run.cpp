@@ -18,14 +18,6 @@ struct RunOptions {
   bool allow_nonfinite = false;
 };
 
-// Index of the first NaN or infinity, or -1.
-int64_t first_nonfinite(const Tensor& t) {
-  if (t.dtype() != DType::f32) return -1;
-  for (int64_t i = 0; i < t.numel(); ++i)
-    if (!std::isfinite(t.f32_data()[i])) return i;
-  return -1;
-}
-
 // "Y.npy" for output 0, "Y.1.npy" for output 1, ...
 std::string output_path(const std::string& base, size_t index) {
   if (index == 0) return base;
@@ -68,7 +60,8 @@ int run_command(const RunOptions& o, const GlobalOptions& global) {
   for (size_t i = 0; i < o.inputs.size(); ++i) {
     auto t = read_npy(o.inputs[i]);
     if (!t.ok()) return report_error(t.status());
-    if (int64_t bad = first_nonfinite(*t); bad >= 0 && !o.allow_nonfinite)
+    const int64_t bad = t->dtype() == DType::f32 ? first_nonfinite(t->f32_span()) : -1;
+    if (bad >= 0 && !o.allow_nonfinite)
       return report_error(
           errorf("{}: holds non-finite values (first at flat index {}); pass --allow-nonfinite to run anyway",
                  o.inputs[i], bad));

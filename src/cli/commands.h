@@ -1,13 +1,12 @@
 // One function pair per subcommand: add_<name> registers options, the callback runs it.
 #pragma once
 
-#include <cmath>
-#include <limits>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
 #include "cli/common.h"
+#include "core/finite.h"
 
 namespace sparrow::cli {
 
@@ -17,8 +16,7 @@ inline const CLI::Validator kFiniteNumber(
       try {
         size_t used = 0;
         double v = std::stod(text, &used);
-        if (used == text.size() && std::isfinite(v) && std::fabs(v) <= std::numeric_limits<float>::max())
-          return {};
+        if (used == text.size() && finite_float(v)) return {};
       } catch (const std::exception&) {
       }
       return "must be a finite number, got " + text;

@@ -3,6 +3,8 @@
 #include <set>
 
 #include "sparrow/compress.h"
+
+#include "core/finite.h"
 #include "sparrow/weight_roles.h"
 
 namespace sparrow {
@@ -151,12 +153,9 @@ Result<CompressResult> compress_model(const Model& model, const CompressOptions&
   for (const auto& layer : layers) {
     LayerSettings s = resolve_layer_settings(options, layer);
     const Tensor& w = model.initializers.at(layer.weight);
-    for (int64_t i = 0; i < w.numel(); ++i)
-      if (!std::isfinite(w.f32_data()[i]))
-        return errorf(
-            "layer '{}' (weight '{}'): element {} is {}; only finite weights can be compressed (did "
-            "training diverge?)",
-            layer.node, layer.weight, i, w.f32_data()[i]);
+    SP_RETURN_IF_ERROR(require_finite(w.f32_span(),
+                                      fmt::format("layer '{}' (weight '{}')", layer.node, layer.weight),
+                                      "; only finite weights can be compressed (did training diverge?)"));
     LayerReport report{layer.weight, layer.node, layer.conv, w.numel(), w.numel(), *s.bits, s.exclude, 0};
     if (!s.exclude) {
       SP_ASSIGN_OR_RETURN(CompressedTensor t, compress_layer(w, layer, s, options, report));

@@ -55,6 +55,11 @@
 
 namespace sparrow::spw {
 
+// What is wrong with a codebook as the reader and the writer both require it (entry 0 is 0, every
+// entry finite), or "" when nothing is; the writer checks it so it never writes what the reader
+// refuses.
+std::string codebook_problem(std::span<const float> codebook);
+
 inline constexpr char kMagic[4] = {'S', 'P', 'R', 'W'};
 inline constexpr uint16_t kVersionMajor = 1;
 inline constexpr uint16_t kVersionMinor = 1;  // the newest this build reads and writes

@@ -185,9 +185,8 @@ Result<CompressedTensor> read_weight(std::string_view bytes, TensorStorage& st) 
   SP_ASSIGN_OR_RETURN(std::string_view cb, r.get_bytes(sizeof(float) << rec.weight_bits, "codebook"));
   t.codebook.resize(size_t{1} << rec.weight_bits);
   std::memcpy(t.codebook.data(), cb.data(), cb.size());
-  if (t.codebook[0] != 0.0f) return fail(errorf("codebook entry 0 is {}, must be 0", t.codebook[0]));
-  for (float v : t.codebook)
-    if (!std::isfinite(v)) return fail(errorf("codebook holds a non-finite value"));
+  if (std::string problem = spw::codebook_problem(t.codebook); !problem.empty())
+    return fail(errorf("{}", problem));
   // Sizes are checked against the weights and the streams present before anything is allocated.
   std::vector<uint64_t> entries(rec.partitions);
   uint64_t total_entries = 0;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/file.h"
+#include "core/finite.h"
 #include "core/version.h"
 #include "format/bitstream.h"
 #include "format/graph_section.h"
@@ -33,6 +34,15 @@ std::string kind_name(uint32_t kind) {
     s[i] = (c >= 32 && c < 127) ? c : '?';
   }
   return s;
+}
+
+std::string codebook_problem(std::span<const float> codebook) {
+  if (codebook.empty() || codebook[0] != 0.0f)
+    return codebook.empty() ? "the codebook is empty"
+                            : fmt::format("codebook entry 0 is {}, must be 0", codebook[0]);
+  if (const int64_t bad = first_nonfinite(codebook); bad >= 0)
+    return fmt::format("codebook entry {} is {}", bad, codebook[static_cast<size_t>(bad)]);
+  return {};
 }
 
 }  // namespace spw
@@ -172,13 +182,9 @@ std::string dense_section(const Model& graph) {
 
 Result<std::string> serialize_spw(SpwModel& model, bool huffman, int minor_version) {
   // Nothing is written that the reader would refuse.
-  for (const CompressedTensor& t : model.tensors) {
-    if (t.codebook.empty() || t.codebook[0] != 0.0f)
-      return errorf("tensor '{}': codebook entry 0 must be 0", t.name);
-    for (float v : t.codebook)
-      if (!std::isfinite(v))
-        return errorf("tensor '{}': codebook holds {}, which the reader refuses", t.name, v);
-  }
+  for (const CompressedTensor& t : model.tensors)
+    if (std::string problem = spw::codebook_problem(t.codebook); !problem.empty())
+      return errorf("tensor '{}': {}, which the reader refuses", t.name, problem);
   Model graph_only = model.graph;
   graph_only.initializers.clear();
   std::string graph;

@@ -9,6 +9,7 @@
 #include <iterator>
 
 #include "core/file.h"
+#include "core/finite.h"
 #include "core/half.h"
 #include "core/svg_plot.h"
 #include "core/thread_pool.h"
@@ -215,6 +216,29 @@ TEST(File, OutputSetsAreWrittenAllOrNothing) {
   ASSERT_TRUE(files.commit_all().ok());
   EXPECT_EQ(text(dir + "/a.txt"), "new a");
   EXPECT_EQ(text(dir + "/c.txt"), "new c");
+}
+
+}  // namespace
+}  // namespace sparrow
+
+namespace sparrow {
+namespace {
+
+TEST(Finite, OnePolicyForNaNInfinityAndFloatRange) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> clean = {0.0f, -1.5f, 3e38f}, nan_at_2 = {1.0f, 2.0f, NAN, inf};
+  EXPECT_EQ(first_nonfinite(clean), -1);
+  EXPECT_EQ(first_nonfinite(nan_at_2), 2);
+  EXPECT_EQ(first_nonfinite(std::vector<float>{-inf}), 0);
+  EXPECT_EQ(first_nonfinite(std::span<const float>{}), -1);
+  EXPECT_TRUE(finite_float(3.4e38));
+  EXPECT_FALSE(finite_float(1e39)) << "finite as a double, not as a float";
+  EXPECT_FALSE(finite_float(-1e39));
+  EXPECT_FALSE(finite_float(std::nan("")));
+  EXPECT_TRUE(require_finite(clean, "w").ok());
+  Status s = require_finite(nan_at_2, "layer 'fc' (weight 'w')", "; did training diverge?");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message(), "layer 'fc' (weight 'w'): element 2 is nan; did training diverge?");
 }
 
 }  // namespace
