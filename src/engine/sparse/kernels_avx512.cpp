@@ -283,8 +283,8 @@ void csr_rows_chunk(const SpmmArgs& a, int64_t b0, int64_t n) {
   }
 }
 
-// Chunks of 128 columns of Xt while there are that many, then one of 64 and one of 32, then the
-// rest under masks. Wide chunks spread an entry's decoding over more FMAs; the 32-wide chunk is
+// Chunks of 128 columns of Xt while there are that many, then one each of 64, 32 and 16, then the
+// rest (under 16) under masks. Wide chunks spread an entry's decoding over more FMAs; the 32-wide chunk is
 // what the fully connected op's panels use (kSparseFcPanel).
 template <class Entries, bool kRowTable>
 void spmm_csr_rows(const SpmmArgs& a) {
@@ -298,7 +298,11 @@ void spmm_csr_rows(const SpmmArgs& a) {
     csr_rows_chunk<Entries, kRowTable, 2, true>(a, b0, 32);
     b0 += 32;
   }
-  if (b0 < a.batch) csr_rows_chunk<Entries, kRowTable, 2, false>(a, b0, a.batch - b0);
+  if (b0 + 16 <= a.batch) {
+    csr_rows_chunk<Entries, kRowTable, 1, true>(a, b0, 16);
+    b0 += 16;
+  }
+  if (b0 < a.batch) csr_rows_chunk<Entries, kRowTable, 1, false>(a, b0, a.batch - b0);
 }
 
 template <class Entries>
