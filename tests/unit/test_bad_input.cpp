@@ -51,28 +51,37 @@ TEST(BadInput, ByteFlipsNeverCrash) {
   EXPECT_GT(errors, 0);
 }
 
-TEST(BadInput, AConvScratchOverTheMemoryLimitIsRefusedNotAllocated) {
-  // A fuzzed .spw declared an input of 0 images 2^56 rows high (0 values, so the input passed):
-  // the Conv's scratch, 2^61 floats, overflowed its byte count, and allocating it threw instead
-  // of failing the plan.
-  const int64_t rows = (int64_t{1} << 56) + 8;
+TEST(BadInput, ConvGeometryBeyondTheLimitsIsRefusedNotAllocated) {
+  // Fuzzed .spw files declared inputs of 0 images (0 values, so the input passed) and huge planes:
+  // 2^56 rows made the Conv's scratch 2^61 floats, whose byte count overflowed before the memory
+  // limit was checked (allocating it threw); 2^62 rows overflowed the wide-row arithmetic itself.
+  // Now the window refuses sizes above kMaxWindowExtent, and a scratch within them but over the
+  // memory limit fails the plan.
+  const struct {
+    int64_t rows;
+    const char* message;
+  } cases[] = {{(int64_t{1} << 24) - 8, "memory limit"},
+               {(int64_t{1} << 56) + 8, "above 16777216"},
+               {int64_t{1} << 62, "above 16777216"}};
   CompressOptions o;
   o.all.prune.sparsity = 0.5;
-  auto compressed = compress_model(test::small_cnn(), o);
-  ASSERT_TRUE(compressed.ok()) << compressed.status().message();
-  compressed->spw.graph.inputs[0].dims = {0, 1, rows, 8};
-  auto bytes = serialize_spw(compressed->spw, true);
-  ASSERT_TRUE(bytes.ok());
-  auto spw = parse_spw(*bytes, "tall.spw");
-  ASSERT_TRUE(spw.ok()) << spw.status().message();
-  for (bool sparse : {true, false}) {
-    ExecOptions options{1, int64_t{256} << 20};
-    options.sparse = sparse;
-    auto ex = Executor::create(*spw, options);
-    ASSERT_TRUE(ex.ok()) << ex.status().message();
-    auto s = (*ex)->summarize({{0, 1, rows, 8}});
-    ASSERT_FALSE(s.ok()) << (sparse ? "sparse" : "dense");
-    EXPECT_NE(s.status().message().find("memory limit"), std::string::npos) << s.status().message();
+  for (const auto& c : cases) {
+    auto compressed = compress_model(test::small_cnn(), o);
+    ASSERT_TRUE(compressed.ok()) << compressed.status().message();
+    compressed->spw.graph.inputs[0].dims = {0, 1, c.rows, 8};
+    auto bytes = serialize_spw(compressed->spw, true);
+    ASSERT_TRUE(bytes.ok());
+    auto spw = parse_spw(*bytes, "tall.spw");
+    ASSERT_TRUE(spw.ok()) << spw.status().message();
+    for (bool sparse : {true, false}) {
+      ExecOptions options{1, int64_t{256} << 20};
+      options.sparse = sparse;
+      auto ex = Executor::create(*spw, options);
+      ASSERT_TRUE(ex.ok()) << ex.status().message();
+      auto s = (*ex)->summarize({{0, 1, c.rows, 8}});
+      ASSERT_FALSE(s.ok()) << c.rows << (sparse ? " sparse" : " dense");
+      EXPECT_NE(s.status().message().find(c.message), std::string::npos) << s.status().message();
+    }
   }
 }
 

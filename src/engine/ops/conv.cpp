@@ -48,7 +48,8 @@ class ConvOp : public Op {
   size_t scratch_floats(int threads) const override {
     if (is_depthwise()) return static_cast<size_t>(threads * depthwise_scratch_floats(win_));
     if (is_pointwise()) return 0;
-    return static_cast<size_t>(threads) * col_rows() * win_.out_h * win_.out_w;
+    const int64_t columns = shape_numel({threads, col_rows(), win_.out_h, win_.out_w});
+    return columns < 0 ? SIZE_MAX : static_cast<size_t>(columns);  // SIZE_MAX: over any memory limit
   }
   int64_t macs() const override { return n_ * m_ * win_.out_h * win_.out_w * col_rows(); }
 

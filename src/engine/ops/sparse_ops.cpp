@@ -45,6 +45,12 @@ void transpose_on_caller(const float* src, int64_t rows, int64_t cols, float* ds
   sparse_kernels().transpose(TransposeArgs{src, rows, cols, 0, rows, dst, false});
 }
 
+// The product of `dims` as a count of floats, or SIZE_MAX past kMaxTensorElements.
+size_t floats_or_max(const Shape& dims) {
+  const int64_t n = shape_numel(dims);
+  return n < 0 ? SIZE_MAX : static_cast<size_t>(n);
+}
+
 // y[r, 0:n] = act(x[r * ldx + 0:n] + bias[r]) for `rows` rows (bias may be null), y dense.
 void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
                             const Activation act, float* y) {
@@ -182,10 +188,14 @@ class SparseConvOp : public Op {
     plan_direct();
     return {};
   }
+  // Too many floats to count (shape_numel's -1) is reported as the most there can be, which the plan
+  // refuses as over its memory limit.
   size_t scratch_floats(int) const override {
-    if (gathered()) return static_cast<size_t>((m_.cols + m_.rows) * gathered_ld());
+    if (gathered()) return floats_or_max({m_.cols + m_.rows, gathered_ld()});
     if (pointwise()) return 0;
-    return static_cast<size_t>(channels_ * phases() * padded_rows_ * padded_cols_ + m_.rows * wide_);
+    const size_t planes = floats_or_max({channels_, phases(), padded_rows_, padded_cols_});
+    const size_t wide = floats_or_max({m_.rows, wide_});
+    return planes > SIZE_MAX - wide ? SIZE_MAX : planes + wide;
   }
   int64_t macs() const override { return images_ * m_.nonzeros * win_.out_h * win_.out_w; }
 
