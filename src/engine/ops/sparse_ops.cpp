@@ -66,6 +66,10 @@ void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n
   }
 }
 
+// Floats a panel's two transposes move from which they are split over the threads: below, waking
+// the threads for them costs more than they take (a transformer's 32-token products at batch 1).
+constexpr int64_t kSplitTransposesFrom = int64_t{1} << 16;
+
 int64_t panel_width(int64_t n) {
   return std::min(n, kSparseFcPanel);
 }
@@ -81,10 +85,11 @@ void run_panel(ThreadPool* pool, const SparseMatrix& m, const std::vector<int64_
   float* y_panel = y + b0 * m.rows;
   float* xt = scratch;
   float* yt = xt + m.cols * panel_width(samples);
-  if (pool) {
-    transpose(*pool, x_panel, n, m.cols, xt);
+  if (pool) {  // the threads split the product, and the transposes of large panels
+    const bool split_transposes = (m.cols + m.rows) * n >= kSplitTransposesFrom;
+    split_transposes ? transpose(*pool, x_panel, n, m.cols, xt) : transpose_on_caller(x_panel, n, m.cols, xt);
     sparse_matmat(*pool, m, bounds, xt, n, n, yt, n);
-    transpose(*pool, yt, m.rows, n, y_panel);
+    split_transposes ? transpose(*pool, yt, m.rows, n, y_panel) : transpose_on_caller(yt, m.rows, n, y_panel);
   } else {
     transpose_on_caller(x_panel, n, m.cols, xt);
     sparse_matmat_rows(m, 0, m.rows, xt, n, n, yt, n);
