@@ -284,7 +284,13 @@ class SparseConvOp : public Op {
                                activation_, y + (n * m_.rows + begin) * hw);
     });
   }
-  bool gathered() const { return images_ > 1 && win_.out_h * win_.out_w < kConvGatherBelowPositions; }
+  // One image is gathered only when its plane fits one 16-wide chunk: a 7x7 plane's 49 positions
+  // already fill chunks of 32 and 16, and its im2col matrix (1.2 MB for 512 channels) cost more
+  // than it saved (ResNet-18's last stage at batch 1).
+  bool gathered() const {
+    const int64_t hw = win_.out_h * win_.out_w;
+    return hw < kConvGatherBelowPositions && (images_ > 1 || hw <= 16);
+  }
   // Row stride of the gathered columns: whole 64-byte lines, and not a multiple of 1 KiB (rows
   // that far apart would share a quarter of the L1 cache's sets).
   int64_t gathered_ld() const {

@@ -21,7 +21,9 @@ inline constexpr int64_t kSparseFcBatchedFrom = 4;
 inline constexpr int64_t kSparseFcPanel = 32;
 
 // A convolution of several images whose output planes hold fewer positions than this runs as one
-// product over all the images' positions (the CSR kernel wants at least 64 columns per entry).
+// product over all the images' positions (the CSR kernel wants at least 64 columns per entry); so
+// does one image whose plane holds 16 positions or fewer (their wide rows in the padded plane
+// would need a second, masked chunk).
 inline constexpr int64_t kConvGatherBelowPositions = 64;
 
 // Whether the sparse engine runs this node's attributes (Gemm with transA = 0 and alpha = 1,
