@@ -2,8 +2,9 @@
 // shape (4096 x 4096, 9% of weights, 35% of inputs non-zero, 4-bit codes), batch 1 and 64; and the
 // four batch-1 layouts (CSC walk, column tiles, banded CSC, banded CSR row walk) on the Alex-8
 // shape (1000 x 4096, 25% of weights, 37.5% of inputs non-zero), near the tiles' break-even and
-// the row walk's; and the non-zero input
-// detection of every variant on VGG-6's input (25088 values, 18% non-zero).
+// the row walk's; the non-zero input detection of every variant on VGG-6's input (25088 values,
+// 18% non-zero); the batched CSR kernel over one panel of a transformer's feed-forward shape; and
+// the depthwise and MaxPool planes at MobileNetV2's, SqueezeNet's and ResNet-18's shapes.
 #include <array>
 #include <random>
 
@@ -278,6 +279,37 @@ void BM_RowWalkCrossover(benchmark::State& state) {
 }
 BENCHMARK(BM_RowWalkCrossover)
     ->ArgsProduct({{0, 1, 2}, {30, 40, 50, 60, 100}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond);
+
+// Depthwise 3x3 planes (padding 1) at MobileNetV2's shapes: 112x112 at stride 2 (its
+// features.2), 56x56 at stride 1, 28x28 at stride 2, 14x14 and 7x7 at stride 1; 32 planes each.
+void BM_DepthwisePlane(benchmark::State& state) {
+  SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
+  if (!supported(state, k)) return;
+  Window2d w;
+  w.in_h = w.in_w = state.range(1);
+  w.k_h = w.k_w = 3;
+  w.s_h = w.s_w = state.range(2);
+  w.pad_t = w.pad_l = w.pad_b = w.pad_r = 1;
+  w.out_h = w.out_w = (w.in_h + 2 - 3) / w.s_h + 1;
+  constexpr int64_t kPlanes = 32;
+  std::vector<float> x = inputs(kPlanes * w.in_h * w.in_w, 100), taps = inputs(9, 100);
+  std::vector<float> scratch(static_cast<size_t>(depthwise_scratch_floats(w)));
+  std::vector<float> y(static_cast<size_t>(kPlanes * w.out_h * w.out_w));
+  for (auto _ : state) {
+    for (int64_t p = 0; p < kPlanes; ++p)
+      k.depthwise_plane(DepthwiseArgs{x.data() + p * w.in_h * w.in_w, taps.data(), 0.1f, &w, 0.0f, 6.0f,
+                                      scratch.data(), y.data() + p * w.out_h * w.out_w});
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["outputs/s"] = benchmark::Counter(static_cast<double>(kPlanes * w.out_h * w.out_w),
+                                                   benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(isa_name(k.isa)) + ", " + std::to_string(w.in_h) + " stride " +
+                 std::to_string(w.s_h));
+}
+BENCHMARK(BM_DepthwisePlane)
+    ->ArgsProduct({{2}, {112, 28}, {2}})
+    ->ArgsProduct({{2}, {56, 14, 7}, {1}})
     ->Unit(benchmark::kMicrosecond);
 
 // MaxPool 3x3 at stride 2 over 64 planes: SqueezeNet's 111x111 (no padding, ceil mode: 55x55) and
