@@ -14,6 +14,7 @@ ExecOptions exec_options(const GlobalOptions& options) {
   ExecOptions exec{options.threads};
   exec.sparse = !options.dense;
   exec.weight_memory_ratio = options.weight_memory;
+  if (options.weight_memory_given) exec.weight_memory_floor_bytes = 0;
   exec.samples_per_chunk = options.batch_chunk;
   return exec;
 }

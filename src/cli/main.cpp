@@ -34,7 +34,8 @@ int main(int argc, char** argv) {
   app.add_flag("--dense", global.dense, "Run .spw models decompressed on the dense executor");
   app.add_option("--weight-memory", global.weight_memory,
                  "Compressed weights in memory at most this many times their bytes in the file, giving up "
-                 "some speed for it (default 2); 0: the fastest layouts whatever their size")
+                 "some speed for it (default 2, but at least 512 KiB); 0: the fastest layouts whatever "
+                 "their size")
       ->check(kFiniteNumber & CLI::Range(0.0, 1e6));
   app.add_option("--batch-chunk", global.batch_chunk,
                  "Run batches of models that compute each sample on its own as chunks of at most N "
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 1;  // --help and --version exit 0; every bad option exits 1
   }
+  global.weight_memory_given = app.get_option("--weight-memory")->count() > 0;
   if (verbose) sparrow::set_log_level(sparrow::LogLevel::info);
   sparrow::protect_inputs(true);  // no output of a command replaces a file it read
   sparrow::set_input_byte_limit(global.max_input);

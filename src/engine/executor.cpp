@@ -95,7 +95,7 @@ Result<std::unique_ptr<Executor>> Executor::create(SpwModel&& spw, ExecOptions o
   std::vector<int64_t> section_bytes;
   for (const auto& s : spw.storage) section_bytes.push_back(static_cast<int64_t>(s.section_bytes));
   auto weights = WeightStore::create(std::move(spw.tensors), section_bytes, sparse_kernels().isa,
-                                     options.weight_memory_ratio);
+                                     options.weight_memory_ratio, options.weight_memory_floor_bytes);
   if (!weights.ok()) return weights.status().prefixed(spw.graph.source);
   SP_RETURN_IF_ERROR(check_model(spw.graph, (*weights)->names()));
   optimize(spw.graph, options, weights->get());

@@ -22,9 +22,9 @@ int64_t encoding_bytes(const CompressedTensor& t) {
 
 Result<std::unique_ptr<WeightStore>> WeightStore::create(std::vector<CompressedTensor> tensors,
                                                          const std::vector<int64_t>& file_bytes, Isa isa,
-                                                         double ratio) {
+                                                         double ratio, int64_t floor_bytes) {
   if (!(ratio > 0.0) || !std::isfinite(ratio)) ratio = 0.0;  // no budget
-  auto store = std::unique_ptr<WeightStore>(new WeightStore(isa, ratio));
+  auto store = std::unique_ptr<WeightStore>(new WeightStore(isa, ratio, std::max<int64_t>(floor_bytes, 0)));
   for (size_t i = 0; i < tensors.size(); ++i) {
     CompressedTensor& t = tensors[i];
     if (shape_numel(t.shape) != t.view.rows * t.view.cols)
@@ -114,7 +114,7 @@ void WeightStore::fit_budget(std::vector<Weight*>& pending) const {
       file += w.file_bytes;
       expected += w.matrix->bytes() + bytes_expected(*w.matrix, w.requested);
     }
-  const double budget = ratio_ * static_cast<double>(file);
+  const double budget = std::max(ratio_ * static_cast<double>(file), static_cast<double>(floor_bytes_));
   auto fits = [&] { return static_cast<double>(expected) <= budget; };
   if (ratio_ <= 0 || fits()) return;
   std::sort(pending.begin(), pending.end(),

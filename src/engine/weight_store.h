@@ -8,7 +8,8 @@
 // runs it sparse. No dense matrix of codes is formed on any path.
 //
 // The budget: the layouts of the weights run sparse take at most `ratio` times their sections'
-// bytes in the file (ExecOptions::weight_memory_ratio), as estimated from the headers. The fastest
+// bytes in the file (ExecOptions::weight_memory_ratio), or `floor_bytes` if that is more, as
+// estimated from the headers. The fastest
 // layouts (layouts_for) are kept when they fit; otherwise they give way, largest matrix first, in
 // this order, until the estimate fits: a graph input's column walk where its row walk is also
 // asked for (dense inputs are the common case), one-byte CSR entries for batches, one-byte CSC
@@ -33,7 +34,7 @@ class WeightStore {
   // `ratio` <= 0: no budget.
   static Result<std::unique_ptr<WeightStore>> create(std::vector<CompressedTensor> tensors,
                                                      const std::vector<int64_t>& file_bytes, Isa isa,
-                                                     double ratio = 0.0);
+                                                     double ratio = 0.0, int64_t floor_bytes = 0);
 
   bool holds(const std::string& name) const { return weights_.count(name) > 0; }
   // The names held, for graph validation.
@@ -67,7 +68,8 @@ class WeightStore {
     int64_t file_bytes = 0;
     LayoutSet requested = 0;  // asked for and not built yet
   };
-  explicit WeightStore(Isa isa, double ratio) : isa_(isa), ratio_(ratio) {}
+  WeightStore(Isa isa, double ratio, int64_t floor_bytes)
+      : isa_(isa), ratio_(ratio), floor_bytes_(floor_bytes) {}
   void fit_budget(std::vector<Weight*>& pending) const;
   static bool encoding_held(const Weight& w) { return !w.encoding.partitions.empty(); }
   Result<std::unique_ptr<CodeSource>> codes_of(const Weight& w) const;
@@ -75,6 +77,7 @@ class WeightStore {
   std::map<std::string, Weight> weights_;
   Isa isa_;
   double ratio_;
+  int64_t floor_bytes_;
 };
 
 }  // namespace sparrow

@@ -10,6 +10,7 @@
 #include <zlib.h>
 #include <nlohmann/json.hpp>
 
+#include "engine/sparse/kernels.h"
 #include "format/graph_section.h"
 #include "format/spw_format.h"
 #include "test_util.h"
@@ -159,6 +160,7 @@ TEST(LoadPath, WeightsInMemoryStayWithinTwiceTheFile) {
     for (double ratio : {2.0, 0.0}) {
       ExecOptions options{1};
       options.weight_memory_ratio = ratio;
+      options.weight_memory_floor_bytes = 0;
       auto ex = Executor::create(SpwModel(spw), options);
       ASSERT_TRUE(ex.ok());
       EXPECT_GT((*ex)->weight_memory().compressed_in_file, 0);
@@ -171,6 +173,29 @@ TEST(LoadPath, WeightsInMemoryStayWithinTwiceTheFile) {
     EXPECT_LE(held[0].compressed_in_memory, 2 * held[0].compressed_in_file);
     // The check can fail: the fastest layouts of this 10%-dense, 4-bit layer take more.
     EXPECT_GT(held[1].compressed_in_memory, 2 * held[1].compressed_in_file);
+  }
+}
+
+TEST(LoadPath, ASmallModelKeepsItsFastestLayoutsUnderTheBudgetFloor) {
+  // 256 x 128 at 10%: its fastest layouts take a few KiB, more than twice its bytes in the file but
+  // far under the floor, so the default budget narrows nothing; without the floor it does.
+  SpwModel spw = compressed_fc(256, 128);
+  auto held = [&](double ratio, int64_t floor_bytes) {
+    ExecOptions options{1};
+    options.weight_memory_ratio = ratio;
+    options.weight_memory_floor_bytes = floor_bytes;
+    auto ex = Executor::create(SpwModel(spw), options);
+    EXPECT_TRUE(ex.ok());
+    std::vector<Tensor> x = {test::random_f32({1, 256}, 7)};
+    EXPECT_TRUE((*ex)->run(x).ok());
+    return (*ex)->weight_memory();
+  };
+  const WeightMemory fastest = held(0.0, 0), by_default = held(2.0, ExecOptions{}.weight_memory_floor_bytes),
+                     no_floor = held(2.0, 0);
+  EXPECT_EQ(by_default.compressed_in_memory, fastest.compressed_in_memory);
+  EXPECT_LE(no_floor.compressed_in_memory, 2 * no_floor.compressed_in_file);
+  if (sparse_kernels().isa == Isa::avx512) {  // elsewhere the fastest layout is the one-byte CSC
+    EXPECT_LT(no_floor.compressed_in_memory, fastest.compressed_in_memory);
   }
 }
 
