@@ -18,16 +18,21 @@ namespace {
 
 constexpr int64_t kRows = 4096, kCols = 4096;
 
-// The Alex-7 shape's matrix (9% of weights, 4-bit codes), built with one-byte entries and their
-// fillers when `compact`.
-SparseMatrix alex7(bool compact) {
-  std::mt19937 rng(1);
-  std::vector<uint8_t> codes(static_cast<size_t>(kRows * kCols), 0);
+// A rows x cols matrix with `percent` of its weights kept at random and 4-bit codes, built with
+// one-byte entries and their fillers when `compact`.
+SparseMatrix random_4bit(int64_t rows, int64_t cols, unsigned percent, uint32_t seed, bool compact) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> codes(static_cast<size_t>(rows * cols), 0);
   for (auto& c : codes)
-    if (rng() % 100 < 9) c = static_cast<uint8_t>(1 + rng() % 15);
+    if (rng() % 100 < percent) c = static_cast<uint8_t>(1 + rng() % 15);
   std::vector<float> codebook(16);
   for (int i = 1; i < 16; ++i) codebook[i] = 0.01f * static_cast<float>(i - 8);
-  return build_sparse_matrix(codes, kRows, kCols, codebook, 1, compact);
+  return build_sparse_matrix(codes, rows, cols, codebook, 1, compact);
+}
+
+// The Alex-7 shape's matrix (9% of weights).
+SparseMatrix alex7(bool compact) {
+  return random_4bit(kRows, kCols, 9, 1, compact);
 }
 
 const SparseMatrix& matrix() {
@@ -172,20 +177,14 @@ BENCHMARK(BM_Spmm)
     ->Unit(benchmark::kMillisecond);
 
 // A transformer's feed-forward shape (1024 x 256, 10% of weights, 4-bit codes) over one panel of
-// 64 samples, as the batched fully connected op runs it: Xt fits the cache, so this times the
-// kernel's own loop.
+// 16 to 128 samples, as the batched fully connected op runs it (kSparseFcPanel is 32): Xt is
+// contiguous and small, so this times the kernel's own loop.
 void BM_SpmmPanel(benchmark::State& state) {
   constexpr int64_t rows = 1024, cols = 256;
   const int64_t batch = state.range(1);
   SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
   if (!supported(state, k)) return;
-  std::mt19937 rng(3);
-  std::vector<uint8_t> codes(static_cast<size_t>(rows * cols), 0);
-  for (auto& c : codes)
-    if (rng() % 10 == 0) c = static_cast<uint8_t>(1 + rng() % 15);
-  std::vector<float> codebook(16);
-  for (int i = 1; i < 16; ++i) codebook[i] = 0.01f * static_cast<float>(i - 8);
-  const SparseMatrix m = build_sparse_matrix(codes, rows, cols, codebook, 1, true);
+  const SparseMatrix m = random_4bit(rows, cols, 10, 3, true);
   auto xt = inputs(cols * batch, 100);
   std::vector<float> y(static_cast<size_t>(rows * batch));
   for (auto _ : state) {

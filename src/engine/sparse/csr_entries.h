@@ -7,53 +7,42 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "engine/sparse/sparse_matrix.h"
 
 namespace sparrow {
 
-// One byte: code | gap << 4.
-struct CsrEntries8 {
-  const uint8_t* entries;
-  explicit CsrEntries8(const CsrBlock& b) : entries(b.entries8.data()) {}
+// Entries of type T: code | gap << kCodeBits; `member` is the CsrBlock array of that width.
+template <class T, int kCodeBits, std::vector<T> CsrBlock::*member>
+struct CsrEntries {
+  static constexpr unsigned kCodeMask = (1u << kCodeBits) - 1;
+  const T* entries;
+  explicit CsrEntries(const CsrBlock& b) : entries((b.*member).data()) {}
+  // The column of entry e, given the column before it.
+  int64_t next_column(uint32_t e, int64_t col) const { return col + (entries[e] >> kCodeBits) + 1; }
+  unsigned code(uint32_t e) const { return entries[e] & kCodeMask; }
   template <class Term>
   void walk(uint32_t e, uint32_t end, int64_t col, Term&& term) const {
     for (; e < end; ++e) {
-      col += (entries[e] >> 4) + 1;
-      term(col, entries[e] & 15u);
+      col = next_column(e, col);
+      term(col, code(e));
     }
   }
   template <class Pair, class One>
   void walk_pairs(uint32_t e, uint32_t end, int64_t col, Pair&& pair, One&& one) const {
     for (; e + 2 <= end; e += 2) {
-      const int64_t col0 = col + (entries[e] >> 4) + 1;
-      col = col0 + (entries[e + 1] >> 4) + 1;
-      pair(col0, entries[e] & 15u, col, entries[e + 1] & 15u);
+      const int64_t col0 = next_column(e, col);
+      col = next_column(e + 1, col0);
+      pair(col0, code(e), col, code(e + 1));
     }
-    if (e < end) one(col + (entries[e] >> 4) + 1, entries[e] & 15u);
+    if (e < end) one(next_column(e, col), code(e));
   }
 };
 
+// One byte: code | gap << 4.
+using CsrEntries8 = CsrEntries<uint8_t, 4, &CsrBlock::entries8>;
 // Two bytes: code | gap << 8.
-struct CsrEntries16 {
-  const uint16_t* entries;
-  explicit CsrEntries16(const CsrBlock& b) : entries(b.entries16.data()) {}
-  template <class Term>
-  void walk(uint32_t e, uint32_t end, int64_t col, Term&& term) const {
-    for (; e < end; ++e) {
-      col += (entries[e] >> 8) + 1;
-      term(col, entries[e] & 0xFFu);
-    }
-  }
-  template <class Pair, class One>
-  void walk_pairs(uint32_t e, uint32_t end, int64_t col, Pair&& pair, One&& one) const {
-    for (; e + 2 <= end; e += 2) {
-      const int64_t col0 = col + (entries[e] >> 8) + 1;
-      col = col0 + (entries[e + 1] >> 8) + 1;
-      pair(col0, entries[e] & 0xFFu, col, entries[e + 1] & 0xFFu);
-    }
-    if (e < end) one(col + (entries[e] >> 8) + 1, entries[e] & 0xFFu);
-  }
-};
+using CsrEntries16 = CsrEntries<uint16_t, 8, &CsrBlock::entries16>;
 
 }  // namespace sparrow
