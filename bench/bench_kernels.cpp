@@ -156,20 +156,25 @@ const SparseMatrix& matrix_with_csr_bits(int64_t bits) {
   return bits == 8 ? compact : matrix();
 }
 
-void BM_Spmm(benchmark::State& state) {
-  int64_t batch = state.range(1);
-  SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
-  if (!supported(state, k)) return;
-  const SparseMatrix& m = matrix_with_csr_bits(state.range(2));
-  auto xt = inputs(kCols * batch, 35);
-  std::vector<float> y(static_cast<size_t>(kRows * batch));
+// Times Y = W Xt over every row of `m` for `batch` samples, `percent_nonzero` of the inputs non-zero.
+void time_spmm(benchmark::State& state, const SparseKernels& k, const SparseMatrix& m, int64_t batch,
+               int percent_nonzero) {
+  auto xt = inputs(m.cols * batch, percent_nonzero);
+  std::vector<float> y(static_cast<size_t>(m.rows * batch));
   for (auto _ : state) {
-    spmm_csr_of(k, m)(SpmmArgs{&m, 0, kRows, xt.data(), batch, batch, y.data(), batch});
+    spmm_csr_of(k, m)(SpmmArgs{&m, 0, m.rows, xt.data(), batch, batch, y.data(), batch});
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["nonzeros*batch/s"] = benchmark::Counter(static_cast<double>(m.nonzeros * batch),
                                                           benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(isa_name(k.isa)) + ", " + std::to_string(m.csr_entry_bits) + "-bit entries");
+}
+
+void BM_Spmm(benchmark::State& state) {
+  int64_t batch = state.range(1);
+  SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
+  if (!supported(state, k)) return;
+  time_spmm(state, k, matrix_with_csr_bits(state.range(2)), batch, 35);
 }
 BENCHMARK(BM_Spmm)
     ->ArgsProduct({{0, 1, 2}, {64}, {8, 16}})
@@ -184,16 +189,7 @@ void BM_SpmmPanel(benchmark::State& state) {
   const int64_t batch = state.range(1);
   SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
   if (!supported(state, k)) return;
-  const SparseMatrix m = random_4bit(rows, cols, 10, 3, true);
-  auto xt = inputs(cols * batch, 100);
-  std::vector<float> y(static_cast<size_t>(rows * batch));
-  for (auto _ : state) {
-    spmm_csr_of(k, m)(SpmmArgs{&m, 0, rows, xt.data(), batch, batch, y.data(), batch});
-    benchmark::DoNotOptimize(y.data());
-  }
-  state.counters["nonzeros*batch/s"] = benchmark::Counter(static_cast<double>(m.nonzeros * batch),
-                                                          benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(isa_name(k.isa)) + ", " + std::to_string(m.csr_entry_bits) + "-bit entries");
+  time_spmm(state, k, random_4bit(rows, cols, 10, 3, true), batch, 100);
 }
 BENCHMARK(BM_SpmmPanel)->ArgsProduct({{0, 1, 2}, {16, 32, 64, 128}})->Unit(benchmark::kMicrosecond);
 
