@@ -60,12 +60,12 @@ Result<EvalResult> evaluate(Executor& ex, const EvalOptions& o, const GlobalOpti
     return errorf("{} has {} images but {} has {} labels", o.images, count, o.labels, labels.size());
   if (o.limit > 0) count = std::min(count, o.limit);
   int64_t sample = count ? images.numel() / images.dim(0) : 0;
-  for (int64_t i = 0; i < count * sample; ++i) {
-    const double v = static_cast<double>(images.f32_data()[i]) * o.scale + o.shift;
-    if (!finite_float(v))
-      return errorf("{}: image {} value {} is {} once normalized (x * {} + {}): inputs must be finite",
-                    o.images, i / sample, i % sample, v, o.scale, o.shift);
-  }
+  // Normalized once, in place, and checked as the model will see them.
+  std::span<float> used = images.f32_span().first(static_cast<size_t>(count * sample));
+  for (float& v : used) v = v * o.scale + o.shift;
+  if (const int64_t i = first_nonfinite(used); i >= 0)
+    return errorf("{}: image {} value {} is {} once normalized (x * {} + {}): inputs must be finite",
+                  o.images, i / sample, i % sample, used[static_cast<size_t>(i)], o.scale, o.shift);
   SP_ASSIGN_OR_RETURN(Shape per_sample, sample_shape(ex.model(), sample));
   int64_t fixed_batch = ex.model().inputs[0].dims[0];
   int64_t batch = fixed_batch > 0 ? fixed_batch : std::min(o.batch, std::max<int64_t>(count, 1));
@@ -83,7 +83,7 @@ Result<EvalResult> evaluate(Executor& ex, const EvalOptions& o, const GlobalOpti
     Tensor x(DType::f32, shape);
     const float* src = images.f32_data() + start * sample;
     float* dst = x.f32_data();
-    for (int64_t i = 0; i < n * sample; ++i) dst[i] = src[i] * o.scale + o.shift;
+    std::copy_n(src, n * sample, dst);
     SP_ASSIGN_OR_RETURN(auto outputs, ex.run(std::span<const Tensor>(&x, 1)));
     const Tensor& y = *outputs[0];
     if (y.dtype() != DType::f32 || y.rank() < 1 || y.dim(0) != x.dim(0))

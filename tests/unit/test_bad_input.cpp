@@ -85,6 +85,32 @@ TEST(BadInput, ConvGeometryBeyondTheLimitsIsRefusedNotAllocated) {
   }
 }
 
+TEST(BadInput, AutoPadFromAHugeDilatedWindowIsRefused) {
+  // auto_pad derives the pads from the dilated extent, (kernel - 1) x dilation + 1: a 32x32 kernel
+  // at dilation 2^24 made pads of about 2^28 after the window's limits were checked, and the
+  // padded planes' arithmetic overflowed (plain and depthwise convolutions alike).
+  for (int64_t group : {1, 4}) {
+    Model m;
+    m.source = "dilated";
+    m.inputs.push_back(ValueInfo{"x", ElemType::f32, {1, 4, 1, 1}, {"", "", "", ""}, true});
+    m.outputs.push_back(ValueInfo{"y"});
+    m.initializers["w"] = test::random_f32({4, 4 / group, 32, 32}, 5);
+    m.nodes.push_back(Node{"conv",
+                           "Conv",
+                           "",
+                           {"x", "w"},
+                           {"y"},
+                           {{"auto_pad", std::string("SAME_UPPER")},
+                            {"dilations", std::vector<int64_t>{int64_t{1} << 24, int64_t{1} << 24}},
+                            {"group", group}}});
+    auto ex = Executor::create(std::move(m), ExecOptions{1});
+    ASSERT_TRUE(ex.ok()) << ex.status().message();
+    auto s = (*ex)->summarize({{1, 4, 1, 1}});
+    ASSERT_FALSE(s.ok()) << "group " << group;
+    EXPECT_NE(s.status().message().find("above 16777216"), std::string::npos) << s.status().message();
+  }
+}
+
 class CliBadInput : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -225,6 +251,13 @@ TEST_F(CliBadInput, NonFiniteImagesAreRefused) {
                          "/labels.idx");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("image 1 value 6"), std::string::npos) << r.output;
+  // Finite images and finite options whose float product overflows: 255 * 2e36 is inf in float
+  // (not in double), and the shift cannot bring it back.
+  write("bytes.idx", idx(0x08, {2, 8, 8}, std::string(2 * 64, '\xff')));
+  auto overflow = test::run_cli("eval " + dir_ + "/m.onnx --images " + dir_ + "/bytes.idx --labels " + dir_ +
+                                "/labels.idx --scale 2e36 --shift -3e38");
+  EXPECT_EQ(overflow.exit_code, 1) << overflow.output;
+  EXPECT_NE(overflow.output.find("image 0 value 0 is inf"), std::string::npos) << overflow.output;
 }
 
 }  // namespace

@@ -133,8 +133,10 @@ TEST(Engine, ConvolutionsMatchDenseAtEveryStrideDilationAndImageCount) {
       const std::string what =
           fmt::format("c{} k{} s{} d{} threads {}", g.c, g.kh, g.stride, g.dilation, threads);
       EXPECT_EQ(sparse_layers(*p.sparse, {{2, g.c, g.h, g.w}}), 1) << what;
-      // One image runs alone; several whose planes are small run as one product (run_gathered).
-      for (int64_t images : {1, 2, 16})
+      // One image runs alone; several whose planes are small run as one product (run_gathered),
+      // in groups of at most kConvGatherMostPositions positions (300 2x2 planes: two groups).
+      const bool tiny = g.h * g.w <= 4;
+      for (int64_t images : {int64_t{1}, int64_t{2}, int64_t{16}, tiny ? int64_t{300} : int64_t{3}})
         expect_same_outputs(p, {test::random_f32({images, g.c, g.h, g.w}, seed + 7)},
                             what + fmt::format(" images {}", images));
       seed += 10;
@@ -176,7 +178,7 @@ TEST(Engine, FourBitLayersDenseEnoughForColumnTilesMatchDense) {
     off.sparse = false;
     Pair p{std::move(Executor::create(r->spw, on)).value(), std::move(Executor::create(r->spw, off)).value()};
     EXPECT_EQ(sparse_layers(*p.sparse, {{1, 256}}), 2);
-    // 130 and 300: panels of 128 samples, one thread's each or all threads' in turn.
+    // 130 and 300: several panels of 32 samples, one thread's each or all threads' in turn.
     for (int64_t batch : {1, 2, 5, 130, 300})
       expect_same_outputs(p, {test::random_f32({batch, 256}, static_cast<uint32_t>(30 + batch))},
                           "threads " + std::to_string(threads) + " batch " + std::to_string(batch));

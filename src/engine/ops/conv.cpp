@@ -46,7 +46,10 @@ class ConvOp : public Op {
     return {};
   }
   size_t scratch_floats(int threads) const override {
-    if (is_depthwise()) return static_cast<size_t>(threads * depthwise_scratch_floats(win_));
+    if (is_depthwise()) {
+      const int64_t planes = shape_numel({threads, depthwise_scratch_floats(win_)});
+      return planes < 0 ? SIZE_MAX : static_cast<size_t>(planes);  // SIZE_MAX: over any memory limit
+    }
     if (is_pointwise()) return 0;
     const int64_t columns = shape_numel({threads, col_rows(), win_.out_h, win_.out_w});
     return columns < 0 ? SIZE_MAX : static_cast<size_t>(columns);  // SIZE_MAX: over any memory limit

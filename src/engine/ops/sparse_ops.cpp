@@ -190,7 +190,7 @@ class SparseConvOp : public Op {
     y.push_back(win_.out_w);
     out = {ValueDesc{DType::f32, y}};
     bounds_ = balanced_row_bounds(m_, threads_);
-    plan_direct();
+    if (!gathered() && !pointwise()) SP_RETURN_IF_ERROR(plan_direct());
     return {};
   }
   // Too many floats to count (shape_numel's -1) is reported as the most there can be, which the plan
@@ -226,13 +226,15 @@ class SparseConvOp : public Op {
  private:
   int64_t phases() const { return win_.s_h * win_.s_w; }
   // Where each (channel, tap) column's row lies in the padded phase planes (see the top).
-  void plan_direct() {
-    if (pointwise()) return;
+  Status plan_direct() {
     const int64_t reach_h = (win_.out_h - 1) * win_.s_h + (win_.k_h - 1) * win_.d_h + 1;
     const int64_t reach_w = (win_.out_w - 1) * win_.s_w + (win_.k_w - 1) * win_.d_w + 1;
     padded_rows_ = (reach_h + win_.s_h - 1) / win_.s_h;
     padded_cols_ = (reach_w + win_.s_w - 1) / win_.s_w;
     wide_ = (win_.out_h - 1) * padded_cols_ + win_.out_w;
+    if (shape_numel({channels_, phases(), padded_rows_, padded_cols_}) < 0)
+      return fail("{} channels of {} x {} padded planes in {} stride phases are too many values", channels_,
+                  padded_rows_, padded_cols_, phases());
     x_rows_.clear();
     for (int64_t c = 0; c < channels_; ++c)
       for (int64_t i = 0; i < win_.k_h; ++i)
@@ -241,6 +243,7 @@ class SparseConvOp : public Op {
           const int64_t plane = c * phases() + (di % win_.s_h) * win_.s_w + dj % win_.s_w;
           x_rows_.push_back((plane * padded_rows_ + di / win_.s_h) * padded_cols_ + dj / win_.s_w);
         }
+    return {};
   }
   void run_direct(const RunArgs& a, const float* x, float* y) {
     const int64_t planes = phases() * padded_rows_ * padded_cols_, in_hw = win_.in_h * win_.in_w;
@@ -262,27 +265,38 @@ class SparseConvOp : public Op {
                                     y + r * out_hw + oh * win_.out_w});
     });
   }
-  // Small output planes: the images' im2col columns side by side, [cols, images * out_hw] (rows
-  // gathered_ld() apart), one product for all of them, then each output row split back per image.
+  // Small output planes, a group of images at a time: their im2col columns side by side,
+  // [cols, images * out_hw] (rows gathered_ld() apart), one product for all of them, then each
+  // output row split back per image.
   void run_gathered(const RunArgs& a) {
+    for (int64_t first = 0; first < images_; first += gather_group()) {
+      const int64_t n = std::min(gather_group(), images_ - first), in_chw = channels_ * win_.in_h * win_.in_w;
+      run_gathered_group(a, a.in[0]->f32_data() + first * in_chw,
+                         a.out[0]->f32_data() + first * m_.rows * win_.out_h * win_.out_w, n);
+    }
+  }
+  void run_gathered_group(const RunArgs& a, const float* x, float* y, int64_t images) {
     const int64_t hw = win_.out_h * win_.out_w, in_chw = channels_ * win_.in_h * win_.in_w;
     const int64_t ld = gathered_ld(), taps = win_.k_h * win_.k_w;
-    const float* x = a.in[0]->f32_data();
     float* xt = a.scratch.data();
     float* yt = xt + m_.cols * ld;
     a.pool.parallel_range(channels_, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t n = 0; n < images_; ++n)
+      for (int64_t n = 0; n < images; ++n)
         im2col(x + n * in_chw + begin * win_.in_h * win_.in_w, end - begin, win_,
                xt + begin * taps * ld + n * hw, ld);
     });
-    sparse_matmat(a.pool, m_, bounds_, xt, ld, images_ * hw, yt, ld);
+    sparse_matmat(a.pool, m_, bounds_, xt, ld, images * hw, yt, ld);
     const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
-    float* y = a.out[0]->f32_data();
     a.pool.parallel_range(m_.rows, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t n = 0; n < images_; ++n)
+      for (int64_t n = 0; n < images; ++n)
         add_bias_activate_rows(yt + begin * ld + n * hw, ld, end - begin, hw, bias ? bias + begin : nullptr,
                                activation_, y + (n * m_.rows + begin) * hw);
     });
+  }
+  // Images per gathered product: at most kConvGatherMostPositions columns (so the scratch does not
+  // grow with the batch).
+  int64_t gather_group() const {
+    return std::clamp<int64_t>(kConvGatherMostPositions / (win_.out_h * win_.out_w), 1, images_);
   }
   // One image is gathered only when its plane fits one 16-wide chunk: a 7x7 plane's 49 positions
   // already fill chunks of 32 and 16, and its im2col matrix (1.2 MB for 512 channels) cost more
@@ -294,7 +308,7 @@ class SparseConvOp : public Op {
   // Row stride of the gathered columns: whole 64-byte lines, and not a multiple of 1 KiB (rows
   // that far apart would share a quarter of the L1 cache's sets).
   int64_t gathered_ld() const {
-    int64_t ld = (images_ * win_.out_h * win_.out_w + 15) / 16 * 16;
+    int64_t ld = (gather_group() * win_.out_h * win_.out_w + 15) / 16 * 16;
     return ld % 256 == 0 ? ld + 16 : ld;
   }
   bool pointwise() const {

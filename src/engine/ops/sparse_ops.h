@@ -25,6 +25,8 @@ inline constexpr int64_t kSparseFcPanel = 32;
 // does one image whose plane holds 16 positions or fewer (their wide rows in the padded plane
 // would need a second, masked chunk).
 inline constexpr int64_t kConvGatherBelowPositions = 64;
+// Most positions (images x plane) in one gathered product.
+inline constexpr int64_t kConvGatherMostPositions = 1024;
 
 // Whether the sparse engine runs this node's attributes (Gemm with transA = 0 and alpha = 1,
 // MatMul, ungrouped Conv); the others run dense.

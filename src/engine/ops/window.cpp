@@ -122,7 +122,9 @@ Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const S
     if (a.k <= 0 || a.s <= 0 || a.d <= 0 || a.pad_begin < 0 || a.pad_end < 0 || a.in <= 0)
       return errorf("{}: kernel, strides and dilations must be positive and pads non-negative",
                     node.describe());
-    if (std::max({a.in, a.k, a.s, a.d, a.pad_begin, a.pad_end}) > kMaxWindowExtent)
+    // The dilated extent too: auto_pad derives the pads from it.
+    if (std::max({a.in, a.k, a.s, a.d, a.pad_begin, a.pad_end}) > kMaxWindowExtent ||
+        (a.k - 1) * a.d + 1 > kMaxWindowExtent)
       return errorf("{}: input size {}, kernel {}, stride {}, dilation {} or pads {}+{} above {}",
                     node.describe(), a.in, a.k, a.s, a.d, a.pad_begin, a.pad_end, kMaxWindowExtent);
     SP_RETURN_IF_ERROR(solve_axis(node, attrs, a));

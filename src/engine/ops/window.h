@@ -16,8 +16,9 @@ struct WindowAttrs {
   bool ceil_mode = false;
 };
 
-// Largest input size, kernel, stride, dilation or pad along one axis that a window accepts: products
-// of two of them (a plane, a padded plane, a dilated extent) then stay far from int64 overflow.
+// Largest input size, kernel, stride, dilation, dilated extent ((kernel - 1) x dilation + 1) or pad
+// along one axis that a window accepts: products of two of them (a plane, a padded plane) then stay
+// far from int64 overflow.
 inline constexpr int64_t kMaxWindowExtent = int64_t{1} << 24;
 
 // Reads kernel_shape (if present), strides, dilations, pads, auto_pad and ceil_mode.
