@@ -21,24 +21,27 @@ namespace sparrow {
 
 namespace {
 
-// The epilogue of a sparse product, in one pass: y[r, i] += scale * bias[r] (when bias is given),
-// then the fused activation. y is [rows, per_row].
+// The epilogue of a sparse product, in one pass: y[r, 0:n] = act(x[r * ldx + 0:n] + scale *
+// bias[r]) for `rows` rows (no bias when it is null), y dense; x may be y when ldx == n.
+void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
+                            float scale, const Activation act, float* y) {
+  const auto kernel = sparse_kernels().bias_activation;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * ldx;
+    float* out = y + r * n;
+    const float b = bias ? scale * bias[r] : kNoBias;
+    if (n < 16)  // short rows (one sample): a call per row would cost more than the row
+      for (int64_t i = 0; i < n; ++i) out[i] = act(in[i] + b);
+    else
+      kernel(BiasActivationArgs{in, n, b, act.lo, act.hi, out});
+  }
+}
+
+// The same in place on y [rows, per_row].
 void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bias, float scale,
                        const Activation act) {
   if (!bias && act.none()) return;
-  if (per_row < 16) {  // short rows (one sample): a call per row would cost more than the row
-    for (int64_t r = 0; r < rows; ++r) {
-      const float b = bias ? scale * bias[r] : kNoBias;
-      float* row = y + r * per_row;
-      for (int64_t i = 0; i < per_row; ++i) row[i] = act(row[i] + b);
-    }
-    return;
-  }
-  const auto kernel = sparse_kernels().bias_activation;
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = y + r * per_row;
-    kernel(BiasActivationArgs{row, per_row, bias ? scale * bias[r] : kNoBias, act.lo, act.hi, row});
-  }
+  add_bias_activate_rows(y, per_row, rows, per_row, bias, scale, act, y);
 }
 
 void transpose_on_caller(const float* src, int64_t rows, int64_t cols, float* dst) {
@@ -49,21 +52,6 @@ void transpose_on_caller(const float* src, int64_t rows, int64_t cols, float* ds
 size_t floats_or_max(const Shape& dims) {
   const int64_t n = shape_numel(dims);
   return n < 0 ? SIZE_MAX : static_cast<size_t>(n);
-}
-
-// y[r, 0:n] = act(x[r * ldx + 0:n] + bias[r]) for `rows` rows (bias may be null), y dense.
-void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
-                            const Activation act, float* y) {
-  const auto kernel = sparse_kernels().bias_activation;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* in = x + r * ldx;
-    float* out = y + r * n;
-    const float b = bias ? bias[r] : kNoBias;
-    if (n < 16)  // short rows: a call per row would cost more than the row
-      for (int64_t i = 0; i < n; ++i) out[i] = act(in[i] + b);
-    else
-      kernel(BiasActivationArgs{in, n, b, act.lo, act.hi, out});
-  }
 }
 
 // Floats a panel's two transposes move from which they are split over the threads: below, waking
@@ -290,7 +278,7 @@ class SparseConvOp : public Op {
     a.pool.parallel_range(m_.rows, 4, [&](int64_t begin, int64_t end) {
       for (int64_t n = 0; n < images; ++n)
         add_bias_activate_rows(yt + begin * ld + n * hw, ld, end - begin, hw, bias ? bias + begin : nullptr,
-                               activation_, y + (n * m_.rows + begin) * hw);
+                               1.0f, activation_, y + (n * m_.rows + begin) * hw);
     });
   }
   // Images per gathered product: at most kConvGatherMostPositions columns (so the scratch does not
@@ -332,6 +320,10 @@ void transpose(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, f
   transpose_rows(pool, src, rows, cols, dst, false);
 }
 
+void transpose_add(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
+  transpose_rows(pool, src, rows, cols, dst, true);
+}
+
 // Each panel transposed into a [cols, panel] block of its own, so that the rows of Xt the kernel
 // reads lie a panel apart, not a whole batch apart (batch strides of a power of two put every row
 // in the same few cache sets).
@@ -351,9 +343,6 @@ void sparse_product_by_panels(ThreadPool& pool, const SparseMatrix& m, const std
 
 int64_t sparse_product_by_panels_scratch(const SparseMatrix& m, int64_t n, int threads) {
   return threads * panel_floats(m, n);
-}
-void transpose_add(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
-  transpose_rows(pool, src, rows, cols, dst, true);
 }
 
 namespace {
