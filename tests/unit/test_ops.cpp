@@ -79,6 +79,13 @@ TEST(Conv, MatchesReferenceOnAGridOfGeometries) {
       {1, 4, 14, 14, 4, 3, 3, 1, 1, 1, 4},
       {2, 3, 9, 11, 6, 5, 5, 1, 2, 1, 3},
       {1, 2, 6, 40, 2, 5, 5, 1, 2, 1, 2},
+      // Depthwise on small planes, 16 channels to the vector lanes: a group and a tail of 4, two
+      // images; stride 2; 5x5; dilation; a channel multiplier (which runs plane by plane).
+      {2, 20, 7, 7, 20, 3, 3, 1, 1, 1, 20},
+      {1, 32, 14, 13, 32, 3, 3, 2, 1, 1, 32},
+      {3, 16, 5, 9, 16, 5, 5, 1, 2, 1, 16},
+      {1, 48, 6, 6, 48, 3, 3, 1, 1, 2, 48},
+      {1, 16, 8, 8, 32, 3, 3, 1, 1, 1, 16},
   };
   uint32_t seed = 1;
   for (const auto& p : cases) {

@@ -299,6 +299,56 @@ TEST_P(SparseKernelsPerIsa, DepthwisePlaneEveryVariantMatchesAPlainLoop) {
     }
 }
 
+// The interleaved kernel: each of the 16 channels in lanes against a plain loop in double
+// precision over its own plane, with and without bias, for every window of the grid.
+TEST_P(SparseKernelsPerIsa, DepthwiseLanesEveryVariantMatchesAPlainLoop) {
+  constexpr int64_t L = kDepthwiseLanes;
+  const SparseKernels k = sparse_kernels_for(isa);
+  uint32_t seed = 2900;
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const Window2d& win : plane_window_grid())
+    for (auto [lo, hi] : {std::pair{-inf, inf}, std::pair{0.0f, inf}, std::pair{0.0f, 0.5f}})
+      for (bool with_bias : {false, true}) {
+        const int64_t in_hw = win.in_h * win.in_w, out_hw = win.out_h * win.out_w, window = win.k_h * win.k_w;
+        std::vector<float> x = random_input(in_hw * L, 0.9, seed++);
+        std::vector<float> w = random_input(window * L, 1.0, seed++), bias = random_input(L, 1.0, seed++);
+        std::vector<float> scratch(static_cast<size_t>(depthwise_lanes_scratch_floats(win)), NAN);
+        std::vector<float> y(static_cast<size_t>(out_hw * L + 1), -7.0f);
+        k.depthwise_lanes(DepthwiseLanesArgs{x.data(), w.data(), with_bias ? bias.data() : nullptr, &win, lo,
+                                             hi, scratch.data(), y.data()});
+        for (int64_t c = 0; c < L; ++c)
+          for (int64_t oh = 0; oh < win.out_h; ++oh)
+            for (int64_t ow = 0; ow < win.out_w; ++ow) {
+              double acc = with_bias ? bias[c] : 0.0, scale = std::abs(acc);
+              for (int64_t i = 0; i < win.k_h; ++i)
+                for (int64_t j = 0; j < win.k_w; ++j) {
+                  const int64_t ih = oh * win.s_h - win.pad_t + i * win.d_h,
+                                iw = ow * win.s_w - win.pad_l + j * win.d_w;
+                  if (ih < 0 || iw < 0 || ih >= win.in_h || iw >= win.in_w) continue;
+                  const double term =
+                      double(w[c * window + i * win.k_w + j]) * x[(ih * win.in_w + iw) * L + c];
+                  acc += term;
+                  scale += std::abs(term);
+                }
+              const double want = std::min<double>(std::max<double>(acc, lo), hi);
+              ASSERT_NEAR(y[(oh * win.out_w + ow) * L + c], want, 1e-6 * scale + 1e-7)
+                  << isa_name(isa) << " " << win.in_h << "x" << win.in_w << " k" << win.k_h << " s" << win.s_h
+                  << " d" << win.d_h << " channel " << c << " at " << oh << "," << ow;
+            }
+        ASSERT_EQ(y.back(), -7.0f) << "wrote past the output";
+      }
+  std::vector<float> x(L, NAN), w(L, 1.0f),
+      scratch(static_cast<size_t>(depthwise_lanes_scratch_floats(plane_window(1, 1, 1, 1, 1, 0, 0, 0, 0)))),
+      y(L);
+  const Window2d one = plane_window(1, 1, 1, 1, 1, 0, 0, 0, 0);
+  k.depthwise_lanes(
+      DepthwiseLanesArgs{x.data(), w.data(), nullptr, &one, -inf, inf, scratch.data(), y.data()});
+  EXPECT_TRUE(std::isnan(y[0])) << isa_name(isa) << ": NaN stays NaN without an activation";
+  k.depthwise_lanes(
+      DepthwiseLanesArgs{x.data(), w.data(), nullptr, &one, 0.0f, 6.0f, scratch.data(), y.data()});
+  EXPECT_EQ(y[0], 0.0f) << isa_name(isa) << ": a fused Relu/Clip makes NaN its lower bound";
+}
+
 TEST_P(SparseKernelsPerIsa, MaxPoolPlaneEveryVariantMatchesAPlainLoop) {
   const SparseKernels k = sparse_kernels_for(isa);
   uint32_t seed = 1300;

@@ -1,5 +1,7 @@
 // Conv (1-D and 2-D, groups, pads/auto_pad, strides, dilations): one input channel per group
 // (depthwise) directly on the planes, otherwise im2col + sgemm per group.
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "engine/blas.h"
@@ -47,7 +49,7 @@ class ConvOp : public Op {
   }
   size_t scratch_floats(int threads) const override {
     if (is_depthwise()) {
-      const int64_t planes = shape_numel({threads, depthwise_scratch_floats(win_)});
+      const int64_t planes = shape_numel({threads, depthwise_thread_scratch_floats()});
       return planes < 0 ? SIZE_MAX : static_cast<size_t>(planes);  // SIZE_MAX: over any memory limit
     }
     if (is_pointwise()) return 0;
@@ -87,20 +89,68 @@ class ConvOp : public Op {
            win_.pad_l == 0 && win_.pad_b == 0 && win_.pad_r == 0;
   }
   bool is_depthwise() const { return group_ > 1 && c_ == group_; }
+  // Depthwise layers whose output planes hold at most this many positions run kDepthwiseLanes
+  // channels at once with the channels in vector lanes (their planes interleaved on the way in and
+  // out); larger planes run one at a time with the plane's columns in the lanes.
+  static constexpr int64_t kLanesMaxPositions = 14 * 14;
+  bool depthwise_in_lanes() const {
+    return m_ == c_ && c_ >= kDepthwiseLanes && win_.out_h * win_.out_w <= kLanesMaxPositions;
+  }
+  // A thread's scratch for depthwise_*: a padded plane, or with lanes a group's interleaved input,
+  // output and padded input too (-1 when that overflows).
+  int64_t depthwise_thread_scratch_floats() const {
+    const int64_t plane = depthwise_scratch_floats(win_);
+    if (!depthwise_in_lanes()) return plane;
+    const int64_t interleaved =
+        shape_numel({kDepthwiseLanes, win_.in_h * win_.in_w + win_.out_h * win_.out_w});
+    const int64_t lanes = depthwise_lanes_scratch_floats(win_);
+    if (plane < 0 || interleaved < 0 || lanes < 0 || interleaved > INT64_MAX - lanes) return -1;
+    return std::max(plane, interleaved + lanes);
+  }
   // Every output plane from its one input plane, bias and activation included.
   void run_depthwise(ThreadPool& pool, const float* x, const float* wt, const float* bias, float* scratch,
                      float* y) const {
+    const int64_t in_lanes = depthwise_in_lanes() ? c_ / kDepthwiseLanes * kDepthwiseLanes : 0;
+    if (in_lanes > 0) run_depthwise_lanes(pool, x, wt, bias, scratch, y);
+    if (in_lanes < m_) run_depthwise_planes(pool, in_lanes, x, wt, bias, scratch, y);
+  }
+  // Groups of kDepthwiseLanes whole channels (multiplier 1), each image's groups in turn.
+  void run_depthwise_lanes(ThreadPool& pool, const float* x, const float* wt, const float* bias,
+                           float* scratch, float* y) const {
+    constexpr int64_t L = kDepthwiseLanes;
+    const int64_t in_hw = win_.in_h * win_.in_w, out_hw = win_.out_h * win_.out_w,
+                  window = win_.k_h * win_.k_w;
+    const int64_t groups = c_ / L, tasks = n_ * groups;
+    if (tasks == 0) return;
+    const int64_t chunks = std::min<int64_t>(pool.size(), tasks), step = (tasks + chunks - 1) / chunks;
+    const SparseKernels& k = sparse_kernels();
+    pool.parallel_for(chunks, [&](int64_t chunk) {
+      float* xi = scratch + chunk * depthwise_thread_scratch_floats();
+      float* yi = xi + in_hw * L;
+      float* padded = yi + out_hw * L;
+      for (int64_t task = chunk * step; task < std::min(tasks, (chunk + 1) * step); ++task) {
+        const int64_t n = task / groups, c0 = task % groups * L;
+        k.transpose(TransposeArgs{x + (n * c_ + c0) * in_hw, L, in_hw, 0, L, xi, false});
+        k.depthwise_lanes(DepthwiseLanesArgs{xi, wt + c0 * window, bias ? bias + c0 : nullptr, &win_,
+                                             activation_.lo, activation_.hi, padded, yi});
+        k.transpose(TransposeArgs{yi, out_hw, L, 0, out_hw, y + (n * m_ + c0) * out_hw, false});
+      }
+    });
+  }
+  // Output channels [first, m_) of every image, one plane at a time.
+  void run_depthwise_planes(ThreadPool& pool, int64_t first, const float* x, const float* wt,
+                            const float* bias, float* scratch, float* y) const {
     const int64_t multiplier = m_ / group_, in_hw = win_.in_h * win_.in_w, out_hw = win_.out_h * win_.out_w;
-    const int64_t window = win_.k_h * win_.k_w, planes = n_ * m_;
+    const int64_t window = win_.k_h * win_.k_w, per_image = m_ - first, planes = n_ * per_image;
     if (planes == 0) return;
     const int64_t chunks = std::min<int64_t>(pool.size(), planes), step = (planes + chunks - 1) / chunks;
     const auto kernel = sparse_kernels().depthwise_plane;
     pool.parallel_for(chunks, [&](int64_t c) {
-      float* padded = scratch + c * depthwise_scratch_floats(win_);
+      float* padded = scratch + c * depthwise_thread_scratch_floats();
       for (int64_t plane = c * step; plane < std::min(planes, (c + 1) * step); ++plane) {
-        const int64_t n = plane / m_, m = plane % m_;
+        const int64_t n = plane / per_image, m = first + plane % per_image;
         kernel(DepthwiseArgs{x + (n * c_ + m / multiplier) * in_hw, wt + m * window, bias ? bias[m] : 0.0f,
-                             &win_, activation_.lo, activation_.hi, padded, y + plane * out_hw});
+                             &win_, activation_.lo, activation_.hi, padded, y + (n * m_ + m) * out_hw});
       }
     });
   }

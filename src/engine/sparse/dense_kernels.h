@@ -207,6 +207,110 @@ inline void depthwise_plane(const DepthwiseArgs& a) {
     window_taps(scratch, cols, w, bias, win, lo, hi, y);
 }
 
+// The input of DepthwiseLanesArgs placed at (pad_t, pad_l) of out[rows, cols] (kDepthwiseLanes
+// floats to a position), zero around it.
+inline void pad_lanes(const float* x, const Window2d& w, int64_t rows, int64_t cols, float* out) {
+  constexpr int64_t L = kDepthwiseLanes;
+  const auto [begin, end] = valid_columns(-w.pad_l, 1, w.in_w, cols);
+  const int64_t last = std::max(begin, end);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = out + r * cols * L;
+    const int64_t ih = r - w.pad_t;
+    if (ih < 0 || ih >= w.in_h) {
+      std::fill(dst, dst + cols * L, 0.0f);
+      continue;
+    }
+    std::fill(dst, dst + begin * L, 0.0f);
+    std::copy_n(x + (ih * w.in_w + begin - w.pad_l) * L, (last - begin) * L, dst + begin * L);
+    std::fill(dst + last * L, dst + cols * L, 0.0f);
+  }
+}
+
+// kQ consecutive output positions of the interleaved depthwise kernel: acc[q][c] (holding the
+// bias) += the taps of a K_H x K_W window whose top-left input is at + q * step, its rows `row`
+// floats apart and columns `col` apart. Each tap is read once for the kQ positions.
+template <int K_H, int K_W, int kQ>
+inline void add_windows_lanes(const float* __restrict at, int64_t step, int64_t row, int64_t col,
+                              const float* __restrict taps, int64_t k_h, int64_t k_w,
+                              float (*__restrict acc)[kDepthwiseLanes]) {
+  constexpr int64_t L = kDepthwiseLanes;
+  const int64_t kh = K_H > 0 ? K_H : k_h, kw = K_W > 0 ? K_W : k_w;
+  for (int64_t i = 0; i < kh; ++i)
+    for (int64_t j = 0; j < kw; ++j) {
+      const float* __restrict tap = taps + (i * kw + j) * L;
+      for (int q = 0; q < kQ; ++q) {
+        const float* __restrict in = at + q * step + i * row + j * col;
+        for (int64_t c = 0; c < L; ++c) acc[q][c] += tap[c] * in[c];
+      }
+    }
+}
+
+// kQ output positions from output (oh, ow) on: bias, window, clamp (unless there is no activation).
+template <int K, int S, int kQ>
+inline void depthwise_lanes_positions(const float* __restrict padded, int64_t cols,
+                                      const float* __restrict taps, const float* __restrict bias,
+                                      const Window2d& win, float lo, float hi, bool clamp, int64_t oh,
+                                      int64_t ow, float* __restrict y) {
+  constexpr int64_t L = kDepthwiseLanes;
+  const int64_t s_h = S > 0 ? S : win.s_h, s_w = S > 0 ? S : win.s_w;
+  const int64_t d_h = K > 0 ? 1 : win.d_h, d_w = K > 0 ? 1 : win.d_w;
+  float acc[kQ][L];
+  for (int q = 0; q < kQ; ++q) std::copy_n(bias, L, acc[q]);
+  add_windows_lanes<K, K, kQ>(padded + (oh * s_h * cols + ow * s_w) * L, s_w * L, d_h * cols * L, d_w * L,
+                              taps, win.k_h, win.k_w, acc);
+  for (int q = 0; q < kQ; ++q) {
+    float* __restrict out = y + (oh * win.out_w + ow + q) * L;
+    for (int64_t c = 0; c < L; ++c) {
+      const float v = acc[q][c] > lo ? acc[q][c] : lo;
+      out[c] = clamp ? (v < hi ? v : hi) : acc[q][c];
+    }
+  }
+}
+
+// Every output position of the interleaved depthwise kernel over the padded input, four at a time
+// along each row; K > 0 fixes an undilated K x K window at stride S at compile time, K = 0 reads
+// the window from `win`.
+template <int K, int S>
+inline void depthwise_lanes_windows(const float* padded, int64_t cols, const float* taps, const float* bias,
+                                    const Window2d& win, float lo, float hi, float* y) {
+  const bool clamp =
+      !(lo == -std::numeric_limits<float>::infinity() && hi == std::numeric_limits<float>::infinity());
+  for (int64_t oh = 0; oh < win.out_h; ++oh) {
+    int64_t ow = 0;
+    for (; ow + 4 <= win.out_w; ow += 4)
+      depthwise_lanes_positions<K, S, 4>(padded, cols, taps, bias, win, lo, hi, clamp, oh, ow, y);
+    for (; ow < win.out_w; ++ow)
+      depthwise_lanes_positions<K, S, 1>(padded, cols, taps, bias, win, lo, hi, clamp, oh, ow, y);
+  }
+}
+
+inline void depthwise_lanes(const DepthwiseLanesArgs& a) {
+  constexpr int64_t L = kDepthwiseLanes;
+  const Window2d& win = *a.win;
+  const int64_t rows = (win.out_h - 1) * win.s_h + (win.k_h - 1) * win.d_h + 1;
+  const int64_t cols = (win.out_w - 1) * win.s_w + (win.k_w - 1) * win.d_w + 1;
+  const int64_t window = win.k_h * win.k_w;
+  float* padded = a.scratch;
+  float* taps = padded + rows * cols * L;
+  pad_lanes(a.x, win, rows, cols, padded);
+  for (int64_t t = 0; t < window; ++t)
+    for (int64_t c = 0; c < L; ++c) taps[t * L + c] = a.w[c * window + t];
+  float bias[L];
+  for (int64_t c = 0; c < L; ++c) bias[c] = a.bias ? a.bias[c] : 0.0f;
+  const bool square = win.d_h == 1 && win.d_w == 1 && win.s_h == win.s_w && win.k_h == win.k_w;
+  const int64_t k = square ? win.k_h : 0, stride = win.s_w;
+  if (k == 3 && stride == 1)
+    depthwise_lanes_windows<3, 1>(padded, cols, taps, bias, win, a.lo, a.hi, a.y);
+  else if (k == 3 && stride == 2)
+    depthwise_lanes_windows<3, 2>(padded, cols, taps, bias, win, a.lo, a.hi, a.y);
+  else if (k == 5 && stride == 1)
+    depthwise_lanes_windows<5, 1>(padded, cols, taps, bias, win, a.lo, a.hi, a.y);
+  else if (k == 5 && stride == 2)
+    depthwise_lanes_windows<5, 2>(padded, cols, taps, bias, win, a.lo, a.hi, a.y);
+  else
+    depthwise_lanes_windows<0, 0>(padded, cols, taps, bias, win, a.lo, a.hi, a.y);
+}
+
 // Without short-circuit, so loops over it become compare-and-blend in vector lanes.
 inline float max_or_nan(float a, float v) {
   const bool take = (v > a) | (v != v);
@@ -367,6 +471,9 @@ inline void layer_norm_row(const LayerNormRowArgs& a) {
 #define SPARROW_DEFINE_DENSE_KERNELS(isa)                    \
   void depthwise_plane__##isa(const DepthwiseArgs& a) {      \
     depthwise_plane(a);                                      \
+  }                                                          \
+  void depthwise_lanes__##isa(const DepthwiseLanesArgs& a) { \
+    depthwise_lanes(a);                                      \
   }                                                          \
   void max_pool_plane__##isa(const MaxPoolArgs& a) {         \
     max_pool_plane(a);                                       \

@@ -92,6 +92,22 @@ struct DepthwiseArgs {
   float* y;
 };
 
+// Depthwise convolution of kDepthwiseLanes channels at once, the channels in vector lanes: x is
+// their input planes interleaved, x[p * kDepthwiseLanes + c] = channel c at position p of
+// [in_h, in_w]; w is [kDepthwiseLanes, k_h * k_w] (ONNX's order), bias [kDepthwiseLanes] or null;
+// y[q * kDepthwiseLanes + c] = clamp(bias[c] + channel c's window at output position q of
+// [out_h, out_w], lo, hi), the clamp as in DepthwiseArgs. Any window (strides, dilations, zero
+// padding). scratch holds depthwise_lanes_scratch_floats(*win) floats.
+struct DepthwiseLanesArgs {
+  const float* x;
+  const float* w;
+  const float* bias;
+  const Window2d* win;
+  float lo, hi;
+  float* scratch;
+  float* y;
+};
+
 // One MaxPool plane: y[out_h, out_w] = the max over each window of x[in_h, in_w] (padding never
 // wins; NaN does).
 struct MaxPoolArgs {
@@ -180,6 +196,7 @@ using SpmmFn = void (*)(const SpmmArgs&);
   X(spmm_csr_e8, SpmmArgs)               \
   X(spmm_csr_e16, SpmmArgs)              \
   X(depthwise_plane, DepthwiseArgs)      \
+  X(depthwise_lanes, DepthwiseLanesArgs) \
   X(max_pool_plane, MaxPoolArgs)         \
   X(bias_activation, BiasActivationArgs) \
   X(softmax_row, SoftmaxRowArgs)         \

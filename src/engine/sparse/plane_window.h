@@ -35,5 +35,10 @@ void pad_phases(const float* x, const Window2d& w, int64_t rows, int64_t cols, f
 // Floats of scratch a depthwise plane kernel needs for `w` (its zero-padded input plane, then its
 // wide output rows).
 int64_t depthwise_scratch_floats(const Window2d& w);
+// Channels the interleaved depthwise kernel (DepthwiseLanesArgs) convolves at once, one to a
+// vector lane; and the floats of scratch it needs for `w` (its zero-padded input, kDepthwiseLanes
+// channels to a position, and its taps).
+inline constexpr int64_t kDepthwiseLanes = 16;
+int64_t depthwise_lanes_scratch_floats(const Window2d& w);
 
 }  // namespace sparrow
