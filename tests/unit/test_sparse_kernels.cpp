@@ -263,7 +263,8 @@ const std::vector<Window2d>& plane_window_grid() {
       plane_window(9, 44, 5, 1, 1, 2, 2, 2, 2),    plane_window(13, 33, 5, 2, 1, 2, 2, 2, 2),
       plane_window(10, 17, 3, 1, 2, 2, 2, 2, 2),   plane_window(6, 9, 7, 3, 1, 3, 1, 2, 3),
       plane_window(5, 5, 1, 1, 1, 0, 0, 0, 0),     plane_window(4, 6, 3, 1, 1, 4, 4, 4, 4),
-      plane_window(111, 111, 3, 2, 1, 0, 0, 1, 1),
+      plane_window(111, 111, 3, 2, 1, 0, 0, 1, 1), plane_window(8, 10, 2, 2, 1, 0, 0, 0, 0),
+      plane_window(9, 9, 2, 2, 1, 1, 1, 1, 1),
   };
   return grid;
 }

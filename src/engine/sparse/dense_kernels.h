@@ -318,11 +318,54 @@ inline float max_or_nan(float a, float v) {
 }
 
 // row[ow] = max over the window's columns j of rows_max[ow * S + j]: a stride known at compile time
-// lets the compiler gather the strided columns with in-register permutes.
-template <int S>
-inline void columns_max(const float* rows_max, int64_t k_w, int64_t out_w, float* row) {
-  for (int64_t j = 0; j < k_w; ++j)
-    for (int64_t ow = 0; ow < out_w; ++ow) row[ow] = max_or_nan(row[ow], rows_max[ow * S + j]);
+// lets the compiler gather the strided columns with in-register permutes; a width known at compile
+// time (K > 0) reads each column once and stores each output once.
+template <int S, int K>
+inline void columns_max(const float* __restrict rows_max, int64_t k_w, int64_t out_w, float* __restrict row) {
+  if constexpr (K > 0) {
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+      float m = rows_max[ow * S];
+      for (int j = 1; j < K; ++j) m = max_or_nan(m, rows_max[ow * S + j]);
+      row[ow] = m;
+    }
+  } else {
+    std::fill(row, row + out_w, -std::numeric_limits<float>::infinity());
+    for (int64_t j = 0; j < k_w; ++j)
+      for (int64_t ow = 0; ow < out_w; ++ow) row[ow] = max_or_nan(row[ow], rows_max[ow * S + j]);
+  }
+}
+
+// out[k] = the max of rows[0..n)[k] for k in [0, width), in one pass for up to three rows.
+inline void rows_max_of(const float* const* rows, int64_t n, int64_t width, float* __restrict out) {
+  const float* __restrict a = rows[0], * __restrict b = rows[n > 1 ? 1 : 0], * __restrict c = rows[n > 2 ? 2 : 0];
+  if (n == 1)
+    std::copy_n(a, width, out);
+  else if (n == 2)
+    for (int64_t k = 0; k < width; ++k) out[k] = max_or_nan(a[k], b[k]);
+  else
+    for (int64_t k = 0; k < width; ++k) out[k] = max_or_nan(max_or_nan(a[k], b[k]), c[k]);
+  for (int64_t i = 3; i < n; ++i)
+    for (int64_t k = 0; k < width; ++k) out[k] = max_or_nan(out[k], rows[i][k]);
+}
+
+// The separable MaxPool row's columns pass, with the stride and a window width of 2 or 3 known at
+// compile time where they are the common ones.
+inline void columns_max_any(const float* rows_max, int64_t s_w, int64_t k_w, int64_t out_w, float* row) {
+  if (s_w == 1 && k_w == 3)
+    columns_max<1, 3>(rows_max, k_w, out_w, row);
+  else if (s_w == 2 && k_w == 3)
+    columns_max<2, 3>(rows_max, k_w, out_w, row);
+  else if (s_w == 2 && k_w == 2)
+    columns_max<2, 2>(rows_max, k_w, out_w, row);
+  else if (s_w == 1)
+    columns_max<1, 0>(rows_max, k_w, out_w, row);
+  else if (s_w == 2)
+    columns_max<2, 0>(rows_max, k_w, out_w, row);
+  else {
+    std::fill(row, row + out_w, -std::numeric_limits<float>::infinity());
+    for (int64_t j = 0; j < k_w; ++j)
+      for (int64_t ow = 0; ow < out_w; ++ow) row[ow] = max_or_nan(row[ow], rows_max[ow * s_w + j]);
+  }
 }
 
 // One plane of MaxPool (MaxPoolArgs), a row of the output at a time. NaN
@@ -330,36 +373,39 @@ inline void columns_max(const float* rows_max, int64_t k_w, int64_t out_w, float
 // kRowFloats wide are separable: the window's rows are reduced into one row first (unit stride,
 // vector lanes), then its columns; other windows go tap by tap.
 constexpr int64_t kRowFloats = 2048;
+constexpr int64_t kMaxSeparableRows = 64;
 
 inline void max_pool_plane(const MaxPoolArgs& a) {
   const float* x = a.x;
   const Window2d& w = *a.win;
   float* y = a.y;
   const int64_t span = (w.out_w - 1) * w.s_w + w.k_w;  // input columns the row's windows cover
-  const bool separable = w.d_w == 1 && span <= kRowFloats;
+  const bool separable = w.d_w == 1 && span <= kRowFloats && w.k_h <= kMaxSeparableRows;
   float rows_max[kRowFloats];
   for (int64_t oh = 0; oh < w.out_h; ++oh) {
     float* row = y + oh * w.out_w;
-    std::fill(row, row + w.out_w, -std::numeric_limits<float>::infinity());
     if (separable) {
-      // rows_max[k] covers input column k - pad_l.
-      std::fill(rows_max, rows_max + span, -std::numeric_limits<float>::infinity());
-      const int64_t begin = std::min(w.pad_l, span), end = std::min(span, w.pad_l + w.in_w);
+      // rows_max[k] covers input column k - pad_l; padding never wins, a window of padding only
+      // gives -inf.
+      const float* rows[kMaxSeparableRows];
+      int64_t n = 0;
       for (int64_t i = 0; i < w.k_h; ++i) {
         const int64_t ih = oh * w.s_h - w.pad_t + i * w.d_h;
-        if (ih < 0 || ih >= w.in_h) continue;
-        const float* in = x + ih * w.in_w;
-        for (int64_t k = begin; k < end; ++k) rows_max[k] = max_or_nan(rows_max[k], in[k - w.pad_l]);
+        if (ih >= 0 && ih < w.in_h) rows[n++] = x + ih * w.in_w;
       }
-      if (w.s_w == 1)
-        columns_max<1>(rows_max, w.k_w, w.out_w, row);
-      else if (w.s_w == 2)
-        columns_max<2>(rows_max, w.k_w, w.out_w, row);
-      else
-        for (int64_t j = 0; j < w.k_w; ++j)
-          for (int64_t ow = 0; ow < w.out_w; ++ow) row[ow] = max_or_nan(row[ow], rows_max[ow * w.s_w + j]);
+      const int64_t begin = std::min(w.pad_l, span), end = std::min(span, w.pad_l + w.in_w);
+      std::fill(rows_max, rows_max + begin, -std::numeric_limits<float>::infinity());
+      std::fill(rows_max + std::max(begin, end), rows_max + span, -std::numeric_limits<float>::infinity());
+      if (n == 0)
+        std::fill(rows_max, rows_max + span, -std::numeric_limits<float>::infinity());
+      else if (end > begin) {
+        for (int64_t i = 0; i < n; ++i) rows[i] += begin - w.pad_l;
+        rows_max_of(rows, n, end - begin, rows_max + begin);
+      }
+      columns_max_any(rows_max, w.s_w, w.k_w, w.out_w, row);
       continue;
     }
+    std::fill(row, row + w.out_w, -std::numeric_limits<float>::infinity());
     for (int64_t i = 0; i < w.k_h; ++i) {
       const int64_t ih = oh * w.s_h - w.pad_t + i * w.d_h;
       if (ih < 0 || ih >= w.in_h) continue;
