@@ -578,6 +578,53 @@ TEST(Lstm, ZeroWeightsGiveClosedFormState) {
   EXPECT_EQ((*out)[0].shape(), (Shape{seq, 1, batch, hid}));
 }
 
+// ONNX's forward LSTM (gates i, o, f, c; no peepholes) in double precision: Y_h [batch, H].
+std::vector<double> reference_lstm_h(const Tensor& x, const Tensor& w, const Tensor& r, const Tensor& b,
+                                     int64_t hid) {
+  const int64_t seq = x.shape()[0], batch = x.shape()[1], in = x.shape()[2], G = 4 * hid;
+  std::vector<double> h(static_cast<size_t>(batch * hid), 0.0), c = h;
+  auto sigmoid = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
+  for (int64_t t = 0; t < seq; ++t) {
+    std::vector<double> next_h = h;
+    for (int64_t n = 0; n < batch; ++n) {
+      std::vector<double> gate(static_cast<size_t>(G));
+      for (int64_t g = 0; g < G; ++g) {
+        double v = double(b.f32_data()[g]) + b.f32_data()[G + g];
+        for (int64_t j = 0; j < in; ++j)
+          v += double(w.f32_data()[g * in + j]) * x.f32_data()[(t * batch + n) * in + j];
+        for (int64_t j = 0; j < hid; ++j) v += double(r.f32_data()[g * hid + j]) * h[n * hid + j];
+        gate[g] = v;
+      }
+      for (int64_t j = 0; j < hid; ++j) {
+        const double i = sigmoid(gate[j]), o = sigmoid(gate[hid + j]), f = sigmoid(gate[2 * hid + j]);
+        double& cell = c[n * hid + j];
+        cell = f * cell + i * std::tanh(gate[3 * hid + j]);
+        next_h[n * hid + j] = o * std::tanh(cell);
+      }
+    }
+    h = next_h;
+  }
+  return h;
+}
+
+// Dense weights at batch 1 (h R^T per step) and at batches of 4 and more (R times the transposed
+// states), on one and two threads.
+TEST(Lstm, DenseMatchesAPlainLoopAtEveryBatch) {
+  const int64_t seq = 3, in = 5, hid = 6, G = 4 * hid;
+  uint32_t seed = 40;
+  for (int64_t batch : {1, 3, 4, 7})
+    for (int threads : {1, 2}) {
+      Tensor x = random_f32({seq, batch, in}, seed++), w = random_f32({1, G, in}, seed++);
+      Tensor r = random_f32({1, G, hid}, seed++), b = random_f32({1, 2 * G}, seed++);
+      auto out = run_op("LSTM", {{"hidden_size", hid}}, {x, w, r, b}, 13, 2, {}, threads);
+      ASSERT_TRUE(out.ok()) << out.status().message();
+      const std::vector<double> want = reference_lstm_h(x, w, r, b, hid);
+      for (size_t k = 0; k < want.size(); ++k)
+        ASSERT_NEAR((*out)[1].f32_data()[k], want[k], 1e-5)
+            << "batch " << batch << " threads " << threads << " at " << k;
+    }
+}
+
 TEST(Lstm, RejectsUnsupportedDirection) {
   auto r = run_op("LSTM", {{"direction", std::string("bidirectional")}},
                   {random_f32({1, 1, 2}, 1), random_f32({2, 4, 2}, 2), random_f32({2, 4, 1}, 3)});
