@@ -40,7 +40,9 @@ void sgemm_parallel(ThreadPool& pool, bool trans_a, bool trans_b, int64_t m, int
     sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  if (m >= pool.size() * 4) {
+  // Each thread packs the operand it shares in full: split the dimension whose split leaves the
+  // smaller operand shared (M shares B, K x N; N shares A, M x K).
+  if (m >= pool.size() * 4 && (m >= n || n < pool.size() * 16)) {
     pool.parallel_range(m, 4, [&](int64_t begin, int64_t end) {
       const float* a_rows = trans_a ? a + begin : a + begin * lda;
       sgemm(trans_a, trans_b, end - begin, n, k, alpha, a_rows, lda, b, ldb, beta, c + begin * ldc, ldc);

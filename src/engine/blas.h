@@ -12,7 +12,8 @@ namespace sparrow {
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
            int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
-// The same, split over the pool along M (or N when M is small).
+// The same, split over the pool along M or N: whichever leaves the smaller operand for every
+// thread to pack (N when M is small).
 void sgemm_parallel(ThreadPool& pool, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                     float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                     float* c, int64_t ldc);

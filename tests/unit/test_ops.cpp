@@ -4,6 +4,8 @@
 
 #include <limits>
 
+#include "core/thread_pool.h"
+#include "engine/blas.h"
 #include "test_util.h"
 
 namespace sparrow {
@@ -556,6 +558,38 @@ TEST(ReduceSum, AxesInputFromOpset13AndAttributeBefore) {
 TEST(Pool, GlobalMaxPool) {
   Tensor g = run1("GlobalMaxPool", {}, {make_f32({1, 2, 2, 1}, {1, -3, -5, -2})});
   EXPECT_EQ(values(g), (std::vector<float>{1, -2}));
+}
+
+// ---------------------------------------------------------------- sgemm over threads
+// Split along M (B shared), along N (A shared), and below the work where threads pay, with every
+// transposition, against a plain double-precision product.
+TEST(Sgemm, ParallelSplitsMatchAPlainLoop) {
+  struct Case {
+    int64_t m, n, k;
+  };
+  uint32_t seed = 70;
+  for (Case c : {Case{96, 20, 64}, Case{12, 700, 40}, Case{8, 9, 7}, Case{40, 40, 50}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (int threads : {2, 3}) {
+          Tensor a = random_f32({c.m * c.k}, seed++), b = random_f32({c.k * c.n}, seed++);
+          Tensor y = random_f32({c.m * c.n}, seed++);
+          std::vector<float> before(y.f32_data(), y.f32_data() + c.m * c.n);
+          const int64_t lda = ta ? c.m : c.k, ldb = tb ? c.k : c.n;
+          ThreadPool pool(threads);
+          sgemm_parallel(pool, ta, tb, c.m, c.n, c.k, 0.5f, a.f32_data(), lda, b.f32_data(), ldb, 2.0f,
+                         y.f32_data(), c.n);
+          for (int64_t i = 0; i < c.m; ++i)
+            for (int64_t j = 0; j < c.n; ++j) {
+              double want = 2.0 * before[i * c.n + j];
+              for (int64_t p = 0; p < c.k; ++p)
+                want += 0.5 * double(ta ? a.f32_data()[p * lda + i] : a.f32_data()[i * lda + p]) *
+                        (tb ? b.f32_data()[j * ldb + p] : b.f32_data()[p * ldb + j]);
+              ASSERT_NEAR(y.f32_data()[i * c.n + j], want, 1e-4)
+                  << c.m << "x" << c.n << "x" << c.k << " ta " << ta << " tb " << tb << " threads "
+                  << threads;
+            }
+        }
 }
 
 // ---------------------------------------------------------------- LSTM
