@@ -326,7 +326,7 @@ void BM_DepthwisePlane(benchmark::State& state) {
                  std::to_string(w.s_h));
 }
 BENCHMARK(BM_DepthwisePlane)
-    ->ArgsProduct({{2}, {112, 28}, {2}})
+    ->ArgsProduct({{2}, {112, 56, 28}, {2}})
     ->ArgsProduct({{2}, {56, 28, 14, 7}, {1}})
     ->Unit(benchmark::kMicrosecond);
 
