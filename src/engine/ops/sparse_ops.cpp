@@ -205,8 +205,10 @@ class SparseConvOp : public Op {
         run_direct(a, x, y);
         continue;
       }
-      sparse_matmat(a.pool, m_, bounds_, x, hw, hw, y, hw);
-      add_bias_activate(y, m_.rows, hw, has_bias_ ? a.in[2]->f32_data() : nullptr, 1.0f, activation_);
+      const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
+      sparse_matmat(a.pool, m_, bounds_, x, hw, hw, y, hw, nullptr, [&](int64_t begin, int64_t end) {
+        add_bias_activate(y + begin * hw, end - begin, hw, bias ? bias + begin : nullptr, 1.0f, activation_);
+      });
     }
     return {};
   }
@@ -241,17 +243,17 @@ class SparseConvOp : public Op {
       for (int64_t c = begin; c < end; ++c)
         pad_phases(x + c * in_hw, win_, padded_rows_, padded_cols_, padded + c * planes);
     });
-    sparse_matmat(a.pool, m_, bounds_, padded, 0, wide_, wide, wide_, x_rows_.data());
     const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
     const int64_t out_hw = win_.out_h * win_.out_w;
     const auto kernel = sparse_kernels().bias_activation;
-    a.pool.parallel_range(m_.rows, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r)
-        for (int64_t oh = 0; oh < win_.out_h; ++oh)
-          kernel(BiasActivationArgs{wide + r * wide_ + oh * padded_cols_, win_.out_w,
-                                    bias ? bias[r] : kNoBias, activation_.lo, activation_.hi,
-                                    y + r * out_hw + oh * win_.out_w});
-    });
+    sparse_matmat(a.pool, m_, bounds_, padded, 0, wide_, wide, wide_, x_rows_.data(),
+                  [&](int64_t begin, int64_t end) {
+                    for (int64_t r = begin; r < end; ++r)
+                      for (int64_t oh = 0; oh < win_.out_h; ++oh)
+                        kernel(BiasActivationArgs{wide + r * wide_ + oh * padded_cols_, win_.out_w,
+                                                  bias ? bias[r] : kNoBias, activation_.lo, activation_.hi,
+                                                  y + r * out_hw + oh * win_.out_w});
+                  });
   }
   // Small output planes, a group of images at a time: their im2col columns side by side,
   // [cols, images * out_hw] (rows gathered_ld() apart), one product for all of them, then each
@@ -273,9 +275,8 @@ class SparseConvOp : public Op {
         im2col(x + n * in_chw + begin * win_.in_h * win_.in_w, end - begin, win_,
                xt + begin * taps * ld + n * hw, ld);
     });
-    sparse_matmat(a.pool, m_, bounds_, xt, ld, images * hw, yt, ld);
     const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
-    a.pool.parallel_range(m_.rows, 4, [&](int64_t begin, int64_t end) {
+    sparse_matmat(a.pool, m_, bounds_, xt, ld, images * hw, yt, ld, nullptr, [&](int64_t begin, int64_t end) {
       for (int64_t n = 0; n < images; ++n)
         add_bias_activate_rows(yt + begin * ld + n * hw, ld, end - begin, hw, bias ? bias + begin : nullptr,
                                1.0f, activation_, y + (n * m_.rows + begin) * hw);

@@ -18,6 +18,7 @@
 //   several per thread, claimed one at a time.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -52,10 +53,13 @@ void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, floa
 inline constexpr int kRowChunksPerThread = 4;
 std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads);
 // Y[rows, ldy] = W Xt over the row ranges in `bounds`, one per pool task; with `x_rows`, column j
-// multiplies the row at xt + x_rows[j] (SpmmArgs::x_rows).
+// multiplies the row at xt + x_rows[j] (SpmmArgs::x_rows). `rows_done(begin, end)`, where given,
+// runs on the thread that wrote rows [begin, end), right after it wrote them (an epilogue that finds
+// them in cache and is split as the product is).
+using RowsDone = std::function<void(int64_t begin, int64_t end)>;
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy,
-                   const int64_t* x_rows = nullptr);
+                   const int64_t* x_rows = nullptr, const RowsDone& rows_done = nullptr);
 
 // The same for rows [row_begin, row_end), on the calling thread.
 void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_end, const float* xt,
