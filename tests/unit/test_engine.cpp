@@ -125,6 +125,7 @@ TEST(Engine, ConvolutionsMatchDenseAtEveryStrideDilationAndImageCount) {
       {2, 5, 40, 3, 3, 3, 1, 1, {0, 0, 0, 0}},     // no padding, a wide row
       {8, 4, 4, 16, 3, 3, 1, 1, {1, 1, 1, 1}},     // a 4x4 plane: 16 images fill 256 columns
       {8, 2, 2, 16, 1, 1, 1, 1, {0, 0, 0, 0}},     // 1x1 on a 2x2 plane
+      {48, 24, 24, 64, 1, 1, 1, 1, {0, 0, 0, 0}},  // 1x1 read in place, large enough for threads
   };
   uint32_t seed = 40;
   for (const ConvGeometry& g : grid)
