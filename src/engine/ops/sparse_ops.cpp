@@ -44,6 +44,17 @@ void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bia
   add_bias_activate_rows(y, per_row, rows, per_row, bias, scale, act, y);
 }
 
+// y[i] = act(y[i] + scale * bias[i]) for i in [0, n) (no bias when it is null): a fully connected
+// layer's output row, in passes the compiler vectorizes.
+void add_bias_row_activate(float* y, int64_t n, const float* bias, float scale, const Activation act) {
+  if (bias)
+    for (int64_t i = 0; i < n; ++i) y[i] += scale * bias[i];
+  act.apply(y, n);
+}
+
+// Output rows of a fully connected layer from which their epilogue is split over the threads.
+constexpr int64_t kSplitEpilogueFrom = int64_t{1} << 16;
+
 void transpose_on_caller(const float* src, int64_t rows, int64_t cols, float* dst) {
   sparse_kernels().transpose(TransposeArgs{src, rows, cols, 0, rows, dst, false});
 }
@@ -130,9 +141,16 @@ class SparseFcOp : public Op {
       run_batched(a, x, y);
     else
       for (int64_t n = 0; n < batch_; ++n) run_one(a, x + n * m_.cols, y + n * m_.rows);
-    for (int64_t n = 0; n < batch_; ++n)
-      add_bias_activate(y + n * m_.rows, m_.rows, 1, has_bias_ ? a.in[2]->f32_data() : nullptr, beta_,
-                        activation_);
+    const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
+    if (!bias && activation_.none()) return {};
+    auto rows = [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n)
+        add_bias_row_activate(y + n * m_.rows, m_.rows, bias, beta_, activation_);
+    };
+    if (batch_ * m_.rows >= kSplitEpilogueFrom)
+      a.pool.parallel_range(batch_, 1, rows);
+    else
+      rows(0, batch_);
     return {};
   }
 
