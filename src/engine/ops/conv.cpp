@@ -78,7 +78,7 @@ class ConvOp : public Op {
     } else {
       for (int64_t t = 0; t < tasks; ++t) run_task(&a.pool, t, x, wt, y, a.scratch.data());
     }
-    epilogue(has_bias_ ? a.in[2]->f32_data() : nullptr, y);
+    epilogue(a.pool, has_bias_ ? a.in[2]->f32_data() : nullptr, y);
     return {};
   }
 
@@ -175,16 +175,19 @@ class ConvOp : public Op {
     else
       sgemm(false, false, mg, out_hw, col_rows(), 1.0f, wg, col_rows(), b, out_hw, 0.0f, yg, out_hw);
   }
-  // Adds the bias (when given) and applies the fused activation, in one pass over y.
-  void epilogue(const float* bias, float* y) const {
+  // Adds the bias (when given) and applies the fused activation, in one pass over y, its planes
+  // split over the threads.
+  void epilogue(ThreadPool& pool, const float* bias, float* y) const {
     if (!bias && activation_.none()) return;
     const auto kernel = sparse_kernels().bias_activation;
-    int64_t out_hw = win_.out_h * win_.out_w;
-    for (int64_t n = 0; n < n_; ++n)
-      for (int64_t m = 0; m < m_; ++m) {
-        float* p = y + (n * m_ + m) * out_hw;
-        kernel(BiasActivationArgs{p, out_hw, bias ? bias[m] : kNoBias, activation_.lo, activation_.hi, p});
+    const int64_t out_hw = win_.out_h * win_.out_w;
+    pool.parallel_range(n_ * m_, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        float* p = y + plane * out_hw;
+        kernel(BiasActivationArgs{p, out_hw, bias ? bias[plane % m_] : kNoBias, activation_.lo,
+                                  activation_.hi, p});
       }
+    });
   }
 
   WindowAttrs attrs_;
