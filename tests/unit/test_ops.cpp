@@ -442,6 +442,24 @@ TEST(ShapeOps, FlattenTransposeSqueezeUnsqueeze) {
   EXPECT_FALSE(run_op("Squeeze", {}, {x, make_i64({1}, {0})}).ok()) << "axis 0 has size 2";
 }
 
+// Large enough to be cut into pieces shared by the threads (channels of 120 KB and 72 KB).
+TEST(ShapeOps, ConcatOfLargeInputsOverThreads) {
+  Tensor a = random_f32({2, 100, 300}, 1), b = random_f32({2, 60, 300}, 2);
+  for (int threads : {1, 2}) {
+    auto y = run_op("Concat", {{"axis", int64_t{1}}}, {a, b}, 13, 1, {}, threads);
+    ASSERT_TRUE(y.ok()) << y.status().message();
+    ASSERT_EQ((*y)[0].shape(), (Shape{2, 160, 300}));
+    for (int64_t n = 0; n < 2; ++n)
+      for (int64_t c = 0; c < 160; ++c)
+        for (int64_t i = 0; i < 300; ++i) {
+          const float want =
+              c < 100 ? a.f32_data()[(n * 100 + c) * 300 + i] : b.f32_data()[(n * 60 + c - 100) * 300 + i];
+          ASSERT_EQ((*y)[0].f32_data()[(n * 160 + c) * 300 + i], want)
+              << "threads " << threads << " at " << n << "," << c << "," << i;
+        }
+  }
+}
+
 TEST(ShapeOps, ConcatSplitSlice) {
   Tensor a = make_f32({2, 1}, {1, 2}), b = make_f32({2, 2}, {3, 4, 5, 6});
   Tensor c = run1("Concat", {{"axis", int64_t{1}}}, {a, b});

@@ -290,25 +290,61 @@ class ConcatOp : public Op {
       y[axis_] += s[axis_];
     }
     out = {ValueDesc{in[0].dtype, y}};
+    plan_pieces(in, y);
     return {};
   }
   Status run(const RunArgs& a) override {
-    const Shape& y = a.out[0]->shape();
-    int64_t outer = 1, inner = dtype_size(a.out[0]->dtype());
-    for (int d = 0; d < axis_; ++d) outer *= y[d];
-    for (size_t d = axis_ + 1; d < y.size(); ++d) inner *= y[d];
     auto* dst = static_cast<char*>(a.out[0]->raw());
-    for (int64_t o = 0; o < outer; ++o)
-      for (const Tensor* t : a.in) {
-        int64_t chunk = t->dim(axis_) * inner;
-        std::memcpy(dst, static_cast<const char*>(t->raw()) + o * chunk, static_cast<size_t>(chunk));
-        dst += chunk;
+    const int64_t per_outer = first_piece_.back(), pieces = outer_ * per_outer;
+    auto copy = [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t o = p / per_outer, q = p % per_outer;
+        const size_t t = static_cast<size_t>(std::upper_bound(first_piece_.begin(), first_piece_.end(), q) -
+                                             first_piece_.begin() - 1);
+        const int64_t at = (q - first_piece_[t]) * kPieceBytes, chunk = chunk_bytes_[t];
+        std::memcpy(dst + o * out_row_bytes_ + offset_bytes_[t] + at,
+                    static_cast<const char*>(a.in[t]->raw()) + o * chunk + at,
+                    static_cast<size_t>(std::min(kPieceBytes, chunk - at)));
       }
+    };
+    if (outer_ * out_row_bytes_ >= kParallelBytes)
+      a.pool.parallel_range(pieces, 1, copy);
+    else
+      copy(0, pieces);
     return {};
   }
 
  private:
+  // Each input's block of bytes per index before the axis is copied in pieces of at most
+  // kPieceBytes, so that the threads can share large ones; below kParallelBytes of output, waking
+  // them costs more than the copy.
+  static constexpr int64_t kPieceBytes = 64 * 1024;
+  static constexpr int64_t kParallelBytes = 256 * 1024;
+
+  // The copies' geometry for these shapes (planned here, so that run does not allocate).
+  void plan_pieces(std::span<const ValueDesc> in, const Shape& y) {
+    int64_t inner = dtype_size(in[0].dtype);
+    outer_ = 1;
+    for (int d = 0; d < axis_; ++d) outer_ *= y[d];
+    for (size_t d = axis_ + 1; d < y.size(); ++d) inner *= y[d];
+    chunk_bytes_.clear();
+    offset_bytes_.clear();
+    first_piece_.assign(1, 0);
+    out_row_bytes_ = 0;
+    for (const ValueDesc& v : in) {
+      const int64_t chunk = v.shape[axis_] * inner;
+      chunk_bytes_.push_back(chunk);
+      offset_bytes_.push_back(out_row_bytes_);
+      out_row_bytes_ += chunk;
+      first_piece_.push_back(first_piece_.back() + (chunk + kPieceBytes - 1) / kPieceBytes);
+    }
+  }
+
   int axis_ = 0;
+  int64_t outer_ = 1, out_row_bytes_ = 0;
+  std::vector<int64_t> chunk_bytes_,
+      offset_bytes_;                  // per input: bytes per outer index, offset in the output's
+  std::vector<int64_t> first_piece_;  // per input: its first piece within one outer index; + total
 };
 
 // ---- Split ----
