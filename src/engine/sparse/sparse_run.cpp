@@ -168,7 +168,7 @@ void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_en
 
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows,
-                   const RowsDone& rows_done) {
+                   RowsDone rows_done) {
   auto rows = [&](int64_t begin, int64_t end) {
     sparse_matmat_rows(m, begin, end, xt, ldx, batch, y, ldy, x_rows);
     if (rows_done) rows_done(begin, end);

@@ -18,7 +18,6 @@
 //   several per thread, claimed one at a time.
 #pragma once
 
-#include <functional>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -52,14 +51,30 @@ void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, floa
 // work on the machine claims fewer). Returned as ranges + 1 bounds.
 inline constexpr int kRowChunksPerThread = 4;
 std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads);
+// sparse_matmat's rows_done: a reference to the caller's callable (none by default), which must
+// outlive the call; nothing is allocated.
+class RowsDone {
+ public:
+  RowsDone() = default;
+  template <class F>
+  RowsDone(const F& f)  // NOLINT(google-explicit-constructor): passed as a lambda
+      : fn_(&f),
+        call_([](const void* fn, int64_t begin, int64_t end) { (*static_cast<const F*>(fn))(begin, end); }) {}
+  explicit operator bool() const { return call_ != nullptr; }
+  void operator()(int64_t begin, int64_t end) const { call_(fn_, begin, end); }
+
+ private:
+  const void* fn_ = nullptr;
+  void (*call_)(const void*, int64_t, int64_t) = nullptr;
+};
+
 // Y[rows, ldy] = W Xt over the row ranges in `bounds`, one per pool task; with `x_rows`, column j
 // multiplies the row at xt + x_rows[j] (SpmmArgs::x_rows). `rows_done(begin, end)`, where given,
 // runs on the thread that wrote rows [begin, end), right after it wrote them (an epilogue that finds
 // them in cache and is split as the product is).
-using RowsDone = std::function<void(int64_t begin, int64_t end)>;
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy,
-                   const int64_t* x_rows = nullptr, const RowsDone& rows_done = nullptr);
+                   const int64_t* x_rows = nullptr, RowsDone rows_done = {});
 
 // The same for rows [row_begin, row_end), on the calling thread.
 void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_end, const float* xt,
