@@ -138,6 +138,36 @@ size_t largest_allocation_to_load_and_run(const SpwModel& spw, int64_t batch, bo
   return g_largest.load();
 }
 
+// Compressed convolutions on the engine: a 1x1 read in place, a 3x3 through its padded planes,
+// and one on 2x2 planes (gathered), each with its epilogue on the threads.
+TEST(NoAllocation, CompressedConvolutionsAtOneAndTwoThreads) {
+  Model m;
+  m.source = "convs";
+  m.inputs = {ValueInfo{"x", ElemType::f32, {-1, 32, 24, 24}, {"N", "", "", ""}, true}};
+  m.outputs = {ValueInfo{"y"}};
+  m.initializers["w1"] = test::random_f32({64, 32, 1, 1}, 11);
+  m.initializers["w2"] = test::random_f32({48, 64, 3, 3}, 12);
+  m.initializers["w3"] = test::random_f32({40, 48, 3, 3}, 13);
+  m.initializers["b"] = test::random_f32({64}, 14);
+  const std::vector<int64_t> pad1 = {1, 1, 1, 1}, pool = {12, 12};
+  m.nodes = {Node{"c1", "Conv", "", {"x", "w1", "b"}, {"a"}, {}}, Node{"r1", "Relu", "", {"a"}, {"ar"}, {}},
+             Node{"c2", "Conv", "", {"ar", "w2"}, {"b2"}, {{"pads", pad1}}},
+             Node{"p", "MaxPool", "", {"b2"}, {"pb"}, {{"kernel_shape", pool}, {"strides", pool}}},
+             Node{"c3", "Conv", "", {"pb", "w3"}, {"y"}, {{"pads", pad1}}}};
+  CompressOptions o;
+  o.all.prune.sparsity = 0.9;
+  o.all.bits = 4;
+  auto r = compress_model(m, o);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  for (int threads : {1, 2})
+    for (int64_t batch : {1, 3}) {
+      auto ex = Executor::create(SpwModel(r->spw), ExecOptions{threads});
+      ASSERT_TRUE(ex.ok()) << ex.status().message();
+      EXPECT_EQ(allocations_in_steady_state(**ex, {test::random_f32({batch, 32, 24, 24}, 15)}), 0)
+          << threads << " threads, batch " << batch;
+    }
+}
+
 TEST(LoadPath, CompressedLayerNeverAllocatesItsFloatWeightsNorADenseCodeMatrix) {
   const int64_t in = 2048, out = 1024;
   SpwModel spw = compressed_fc(in, out);
