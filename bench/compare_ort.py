@@ -11,10 +11,13 @@ bench/load_memory.py, and the test corpus's LeNet-5, MLP and small CNN with Batc
 (build/tests/corpus, made by the test suite). Sparrow is timed with
 `sparrow --threads T bench MODEL.spw --batch B --json` (median of R runs after 2 untimed, in one
 process); ONNX Runtime with bench/ort_time.js (onnxruntime-node, one session in one process, median
-of R calls after 2 untimed). The last lines give the geometric means of the speedups over ONNX
-Runtime per batch and thread count. Usage:
+of R calls after 2 untimed). Each case runs in --rounds alternating rounds (Sparrow, then ORT);
+the speedup over ORT is the median of the rounds' speedups, shown with their range, so that the
+machine's drift between one side's run and the other's falls on both. The last lines give the
+geometric means of the speedups over ONNX Runtime per batch and thread count. Usage:
   bench/compare_ort.py SPARROW --ort-modules DIR/node_modules [--corpus build/tests/corpus] [--work DIR]
                        [--models resnet18,lstm,...] [--batches 1,16] [--threads 1,2] [--repeats 21]
+                       [--rounds 3]
 """
 import argparse
 import json
@@ -84,16 +87,37 @@ def ints(text):
     return [int(v) for v in text.split(",")]
 
 
+def median(values):
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
+def summarize_rounds(rounds):
+    """Medians over rounds of each side's median, and the speedups over ORT of each round (above 1:
+    faster than ORT) with their median."""
+    spw = [o["median_us"] / s["sparrow_us"] for s, o in rounds]
+    dense = [o["median_us"] / s["dense_us"] for s, o in rounds]
+    return {"sparrow_us": median([s["sparrow_us"] for s, _ in rounds]),
+            "sparrow_min_us": min(s["sparrow_min_us"] for s, _ in rounds),
+            "sparrow_max_us": max(s["sparrow_max_us"] for s, _ in rounds),
+            "dense_us": median([s["dense_us"] for s, _ in rounds]),
+            "ort_us": median([o["median_us"] for _, o in rounds]),
+            "ort_min_us": min(o["min_us"] for _, o in rounds), "ort_max_us": max(o["max_us"] for _, o in rounds),
+            "ort_load_us": median([o["load_us"] for _, o in rounds]),
+            "spw_ratio": median(spw), "dense_ratio": median(dense),
+            "spw_ratio_rounds": spw, "dense_ratio_rounds": dense}
+
+
 def print_geomeans(result):
     print("geometric mean of speedups over ONNX Runtime (above 1: faster than ORT)")
     runs = [r for m in result["models"].values() for r in m["runs"]]
     for batch, threads in sorted({(r["batch"], r["threads"]) for r in runs}):
         sel = [r for r in runs if r["batch"] == batch and r["threads"] == threads]
-        spw = math.exp(sum(math.log(r["ort_us"] / r["sparrow_us"]) for r in sel) / len(sel))
-        dense = math.exp(sum(math.log(r["ort_us"] / r["dense_us"]) for r in sel) / len(sel))
-        low = min(sel, key=lambda r: r["ort_us"] / r["sparrow_us"])
+        spw = math.exp(sum(math.log(r["spw_ratio"]) for r in sel) / len(sel))
+        dense = math.exp(sum(math.log(r["dense_ratio"]) for r in sel) / len(sel))
+        low = min(sel, key=lambda r: r["spw_ratio"])
         print(f"  batch {batch:>3}, {threads} thread(s), {len(sel)} models: .spw {spw:.2f}x, dense executor "
-              f"{dense:.2f}x; slowest .spw: {low['model']} {low['ort_us'] / low['sparrow_us']:.2f}x")
+              f"{dense:.2f}x; slowest .spw: {low['model']} {low['spw_ratio']:.2f}x")
         result.setdefault("geomeans", []).append({"batch": batch, "threads": threads, "models": len(sel),
                                                   "sparrow": spw, "dense": dense})
 
@@ -108,6 +132,8 @@ def main():
     ap.add_argument("--batches", type=ints, default=[1, 16])
     ap.add_argument("--threads", type=ints, default=[1, 2])
     ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="Sparrow and ORT timed alternately this many times per case; ratios per round")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     wanted = a.models.split(",") if a.models else None
@@ -125,7 +151,7 @@ def main():
             print(f"skipped {name}: {path} not found (the test suite makes it)")
     print(f"CPU: {cpu_model()}")
     print(f"{'model':<14} {'batch':>5} {'thr':>3} {'spw us':>10} {'dense us':>10} {'ORT us':>10} "
-          f"{'spw/ORT':>8} {'dense/ORT':>9}")
+          f"{'spw/ORT':>8} {'dense/ORT':>9}   spw/ORT over the rounds")
     result = {"cpu": cpu_model(), "models": {}}
     for name, (onnx_path, batch_axis) in models.items():
         spw = os.path.join(a.work, name + ".spw")
@@ -137,16 +163,20 @@ def main():
             for threads in a.threads:
                 shape = list(dims)
                 shape[batch_axis] = batch
-                s = sparrow_times(a.sparrow, spw, batch, threads, a.repeats)
-                ort = ort_time(a.ort_modules, onnx_path, input_name, shape, threads, a.repeats)
-                entry["runs"].append({"model": name, "batch": batch, "threads": threads, "sparrow_us": s["sparrow_us"],
-                                      "sparrow_min_us": s["sparrow_min_us"], "sparrow_max_us": s["sparrow_max_us"],
-                                      "dense_us": s["dense_us"], "ort_us": ort["median_us"], "ort_min_us": ort["min_us"],
-                                      "ort_max_us": ort["max_us"], "ort_load_us": ort["load_us"]})
+                # Alternate rounds, so that the machine's drift falls on both sides of each ratio.
+                rounds = []
+                for _ in range(max(1, a.rounds)):
+                    s = sparrow_times(a.sparrow, spw, batch, threads, a.repeats)
+                    ort = ort_time(a.ort_modules, onnx_path, input_name, shape, threads, a.repeats)
+                    rounds.append((s, ort))
+                run = summarize_rounds(rounds)
+                run.update({"model": name, "batch": batch, "threads": threads})
+                entry["runs"].append(run)
                 # Ratios are speedups over ONNX Runtime: above 1 is faster than ORT.
-                print(f"{name:<14} {batch:>5} {threads:>3} {s['sparrow_us']:>10.1f} {s['dense_us']:>10.1f} "
-                      f"{ort['median_us']:>10.1f} {ort['median_us'] / s['sparrow_us']:>8.2f} "
-                      f"{ort['median_us'] / s['dense_us']:>9.2f}", flush=True)
+                spread = run["spw_ratio_rounds"]
+                print(f"{name:<14} {batch:>5} {threads:>3} {run['sparrow_us']:>10.1f} {run['dense_us']:>10.1f} "
+                      f"{run['ort_us']:>10.1f} {run['spw_ratio']:>8.2f} {run['dense_ratio']:>9.2f}"
+                      f"   [{min(spread):.2f}, {max(spread):.2f}]", flush=True)
         sample = list(dims)
         sample[batch_axis] = 1
         x = write_sample(a.work, name, sample)
