@@ -11,9 +11,9 @@ bench/load_memory.py, and the test corpus's LeNet-5, MLP and small CNN with Batc
 (build/tests/corpus, made by the test suite). Sparrow is timed with
 `sparrow --threads T bench MODEL.spw --batch B --json` (median of R runs after 2 untimed, in one
 process); ONNX Runtime with bench/ort_time.js (onnxruntime-node, one session in one process, median
-of R calls after 2 untimed). Each case runs in --rounds alternating rounds (Sparrow, then ORT);
-the speedup over ORT is the median of the rounds' speedups, shown with their range, so that the
-machine's drift between one side's run and the other's falls on both. The last lines give the
+of R calls after 2 untimed). Each case runs in --rounds rounds of both, Sparrow first in even
+rounds and ORT first in odd ones; the speedup over ORT is the median of the rounds' speedups
+(printed with their range), so that the machine's drift falls on both sides. The last lines give the
 geometric means of the speedups over ONNX Runtime per batch and thread count. Usage:
   bench/compare_ort.py SPARROW --ort-modules DIR/node_modules [--corpus build/tests/corpus] [--work DIR]
                        [--models resnet18,lstm,...] [--batches 1,16] [--threads 1,2] [--repeats 21]
@@ -22,6 +22,7 @@ geometric means of the speedups over ONNX Runtime per batch and thread count. Us
 import argparse
 import json
 import math
+import statistics
 import os
 import platform
 import subprocess
@@ -87,24 +88,19 @@ def ints(text):
     return [int(v) for v in text.split(",")]
 
 
-def median(values):
-    v = sorted(values)
-    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
-
-
 def summarize_rounds(rounds):
     """Medians over rounds of each side's median, and the speedups over ORT of each round (above 1:
     faster than ORT) with their median."""
     spw = [o["median_us"] / s["sparrow_us"] for s, o in rounds]
     dense = [o["median_us"] / s["dense_us"] for s, o in rounds]
-    return {"sparrow_us": median([s["sparrow_us"] for s, _ in rounds]),
+    return {"sparrow_us": statistics.median([s["sparrow_us"] for s, _ in rounds]),
             "sparrow_min_us": min(s["sparrow_min_us"] for s, _ in rounds),
             "sparrow_max_us": max(s["sparrow_max_us"] for s, _ in rounds),
-            "dense_us": median([s["dense_us"] for s, _ in rounds]),
-            "ort_us": median([o["median_us"] for _, o in rounds]),
+            "dense_us": statistics.median([s["dense_us"] for s, _ in rounds]),
+            "ort_us": statistics.median([o["median_us"] for _, o in rounds]),
             "ort_min_us": min(o["min_us"] for _, o in rounds), "ort_max_us": max(o["max_us"] for _, o in rounds),
-            "ort_load_us": median([o["load_us"] for _, o in rounds]),
-            "spw_ratio": median(spw), "dense_ratio": median(dense),
+            "ort_load_us": statistics.median([o["load_us"] for _, o in rounds]),
+            "spw_ratio": statistics.median(spw), "dense_ratio": statistics.median(dense),
             "spw_ratio_rounds": spw, "dense_ratio_rounds": dense}
 
 
@@ -163,11 +159,16 @@ def main():
             for threads in a.threads:
                 shape = list(dims)
                 shape[batch_axis] = batch
-                # Alternate rounds, so that the machine's drift falls on both sides of each ratio.
+                # Alternate rounds, the order swapped every round, so that the machine's drift and
+                # whatever one run leaves behind fall on both sides of each ratio.
                 rounds = []
-                for _ in range(max(1, a.rounds)):
-                    s = sparrow_times(a.sparrow, spw, batch, threads, a.repeats)
-                    ort = ort_time(a.ort_modules, onnx_path, input_name, shape, threads, a.repeats)
+                for r in range(max(1, a.rounds)):
+                    if r % 2 == 0:
+                        s = sparrow_times(a.sparrow, spw, batch, threads, a.repeats)
+                        ort = ort_time(a.ort_modules, onnx_path, input_name, shape, threads, a.repeats)
+                    else:
+                        ort = ort_time(a.ort_modules, onnx_path, input_name, shape, threads, a.repeats)
+                        s = sparrow_times(a.sparrow, spw, batch, threads, a.repeats)
                     rounds.append((s, ort))
                 run = summarize_rounds(rounds)
                 run.update({"model": name, "batch": batch, "threads": threads})

@@ -126,6 +126,8 @@ TEST(Engine, ConvolutionsMatchDenseAtEveryStrideDilationAndImageCount) {
       {8, 4, 4, 16, 3, 3, 1, 1, {1, 1, 1, 1}},     // a 4x4 plane: 16 images fill 256 columns
       {8, 2, 2, 16, 1, 1, 1, 1, {0, 0, 0, 0}},     // 1x1 on a 2x2 plane
       {48, 24, 24, 64, 1, 1, 1, 1, {0, 0, 0, 0}},  // 1x1 read in place, large enough for threads
+      {32, 24, 24, 48, 3, 3, 1, 1, {1, 1, 1, 1}},  // 3x3 on padded planes, large enough for threads
+      {64, 3, 3, 64, 3, 3, 1, 1, {1, 1, 1, 1}},    // gathered, 16 images large enough for threads
   };
   uint32_t seed = 40;
   for (const ConvGeometry& g : grid)

@@ -586,7 +586,7 @@ TEST(Sgemm, ParallelSplitsMatchAPlainLoop) {
     int64_t m, n, k;
   };
   uint32_t seed = 70;
-  for (Case c : {Case{96, 20, 64}, Case{12, 700, 40}, Case{8, 9, 7}, Case{40, 40, 50}})
+  for (Case c : {Case{96, 20, 64}, Case{12, 700, 40}, Case{8, 9, 7}, Case{40, 40, 50}, Case{24, 30, 200}})
     for (bool ta : {false, true})
       for (bool tb : {false, true})
         for (int threads : {2, 3}) {
@@ -662,9 +662,10 @@ std::vector<double> reference_lstm_h(const Tensor& x, const Tensor& w, const Ten
 // Dense weights at batch 1 (h R^T per step) and at batches of 4 and more (R times the transposed
 // states), on one and two threads.
 TEST(Lstm, DenseMatchesAPlainLoopAtEveryBatch) {
-  const int64_t seq = 3, in = 5, hid = 6, G = 4 * hid;
+  // Hidden 40: R is 160 x 40, enough work at batch 16 for the threads to split the product.
+  const int64_t seq = 3, in = 5, hid = 40, G = 4 * hid;
   uint32_t seed = 40;
-  for (int64_t batch : {1, 3, 4, 7})
+  for (int64_t batch : {1, 3, 4, 7, 16})
     for (int threads : {1, 2}) {
       Tensor x = random_f32({seq, batch, in}, seed++), w = random_f32({1, G, in}, seed++);
       Tensor r = random_f32({1, G, hid}, seed++), b = random_f32({1, 2 * G}, seed++);

@@ -302,12 +302,30 @@ TEST_P(SparseKernelsPerIsa, DepthwisePlaneEveryVariantMatchesAPlainLoop) {
 
 // The interleaved kernel: each of the 16 channels in lanes against a plain loop in double
 // precision over its own plane, with and without bias, for every window of the grid.
+// Windows the square grid lacks: rectangular kernels, unequal strides and dilations, a 1-D row.
+std::vector<Window2d> rectangular_windows() {
+  auto make = [](int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
+                 int64_t pad) {
+    Window2d win;
+    win.in_h = h, win.in_w = w, win.k_h = kh, win.k_w = kw, win.s_h = sh, win.s_w = sw, win.d_h = dh,
+    win.d_w = dw;
+    win.pad_t = win.pad_l = win.pad_b = win.pad_r = pad;
+    win.out_h = (h + 2 * pad - (kh - 1) * dh - 1) / sh + 1;
+    win.out_w = (w + 2 * pad - (kw - 1) * dw - 1) / sw + 1;
+    return win;
+  };
+  return {make(9, 12, 3, 5, 1, 2, 1, 1, 2), make(11, 8, 5, 3, 2, 1, 2, 1, 1),
+          make(1, 30, 1, 3, 1, 1, 1, 1, 1)};
+}
+
 TEST_P(SparseKernelsPerIsa, DepthwiseLanesEveryVariantMatchesAPlainLoop) {
   constexpr int64_t L = kDepthwiseLanes;
   const SparseKernels k = sparse_kernels_for(isa);
   uint32_t seed = 2900;
   const float inf = std::numeric_limits<float>::infinity();
-  for (const Window2d& win : plane_window_grid())
+  std::vector<Window2d> windows = plane_window_grid();
+  for (const Window2d& win : rectangular_windows()) windows.push_back(win);
+  for (const Window2d& win : windows)
     for (auto [lo, hi] : {std::pair{-inf, inf}, std::pair{0.0f, inf}, std::pair{0.0f, 0.5f}})
       for (bool with_bias : {false, true}) {
         const int64_t in_hw = win.in_h * win.in_w, out_hw = win.out_h * win.out_w, window = win.k_h * win.k_w;

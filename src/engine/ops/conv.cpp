@@ -89,15 +89,18 @@ class ConvOp : public Op {
            win_.pad_l == 0 && win_.pad_b == 0 && win_.pad_r == 0;
   }
   bool is_depthwise() const { return group_ > 1 && c_ == group_; }
-  // Depthwise layers whose output planes hold at most this many positions run kDepthwiseLanes
-  // channels at once with the channels in vector lanes (their planes interleaved on the way in and
-  // out); larger planes run one at a time with the plane's columns in the lanes.
+  // Depthwise layers of at least kDepthwiseLanes channels (multiplier 1) whose output planes hold
+  // at most kLanesMaxPositions positions and input planes at most kLanesMaxInputPositions run
+  // kDepthwiseLanes channels at once with the channels in vector lanes (their planes interleaved on
+  // the way in and out); other planes run one at a time with the plane's columns in the lanes.
   static constexpr int64_t kLanesMaxPositions = 14 * 14;
+  static constexpr int64_t kLanesMaxInputPositions = 28 * 28;
   bool depthwise_in_lanes() const {
-    return m_ == c_ && c_ >= kDepthwiseLanes && win_.out_h * win_.out_w <= kLanesMaxPositions;
+    return m_ == c_ && c_ >= kDepthwiseLanes && win_.out_h * win_.out_w <= kLanesMaxPositions &&
+           win_.in_h * win_.in_w <= kLanesMaxInputPositions;
   }
-  // A thread's scratch for depthwise_*: a padded plane, or with lanes a group's interleaved input,
-  // output and padded input too (-1 when that overflows).
+  // A thread's scratch for depthwise_*: the larger of a padded plane and, with lanes, a group's
+  // interleaved input and output plus the interleaved kernel's scratch (-1 when that overflows).
   int64_t depthwise_thread_scratch_floats() const {
     const int64_t plane = depthwise_scratch_floats(win_);
     if (!depthwise_in_lanes()) return plane;

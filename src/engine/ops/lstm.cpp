@@ -80,7 +80,7 @@ class LstmOp : public Op {
   // Scratch: x*W^T for all steps [seq*batch, 4H], gates [batch, 4H], h and c [batch, H].
   size_t scratch_floats(int threads) const override {
     return static_cast<size_t>(seq_ * batch_ * 4 * hidden_ + batch_ * 4 * hidden_ + 2 * batch_ * hidden_) +
-           sparse_scratch(threads);
+           transposed_scratch(threads);
   }
   int64_t macs() const override { return seq_ * batch_ * 4 * hidden_ * (input_ + hidden_); }
 
@@ -96,10 +96,10 @@ class LstmOp : public Op {
   // time of h R^T on the suite's 2048 x 512 at batch 16).
   static constexpr int64_t kDenseTransposedFromBatch = 4;
   bool dense_recurrent_transposed() const { return !r_sparse_ && batch_ >= kDenseTransposedFromBatch; }
-  // Transposed inputs and outputs for the sparse products (and the dense recurrent one, above): W's panels
-  // (or, batch first,
-  // [(input + 4H) x seq*batch]), [(hidden + 4H) x batch] for R, whichever is larger.
-  size_t sparse_scratch(int threads) const {
+  // Transposed inputs and outputs for the sparse products and the dense transposed recurrent one:
+  // W's panels (or, batch first, [(input + 4H) x seq*batch]), [(hidden + 4H) x batch] for R,
+  // whichever is larger.
+  size_t transposed_scratch(int threads) const {
     const int64_t n = seq_ * batch_;
     size_t w = !w_sparse_     ? 0
                : batch_first_ ? static_cast<size_t>((input_ + 4 * hidden_) * n)

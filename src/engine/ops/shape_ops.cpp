@@ -1,6 +1,7 @@
 // Data-movement and shape operators: Shape, Reshape, Flatten, Transpose, Squeeze, Unsqueeze,
 // Concat, Slice, Split, Gather, Pad, Expand, ConstantOfShape, Identity, Dropout.
 // All work on float32 and int64 alike.
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 
@@ -342,9 +343,10 @@ class ConcatOp : public Op {
 
   int axis_ = 0;
   int64_t outer_ = 1, out_row_bytes_ = 0;
-  std::vector<int64_t> chunk_bytes_,
-      offset_bytes_;                  // per input: bytes per outer index, offset in the output's
-  std::vector<int64_t> first_piece_;  // per input: its first piece within one outer index; + total
+  // Per input: its bytes per index before the axis, and where they start in the output's.
+  std::vector<int64_t> chunk_bytes_, offset_bytes_;
+  // Per input: the number of its first piece within one index before the axis; then the total.
+  std::vector<int64_t> first_piece_;
 };
 
 // ---- Split ----

@@ -52,7 +52,8 @@ void add_bias_row_activate(float* y, int64_t n, const float* bias, float scale, 
   act.apply(y, n);
 }
 
-// Output rows of a fully connected layer from which their epilogue is split over the threads.
+// Outputs (batch x rows) of a fully connected layer from which its epilogue is split over the
+// threads.
 constexpr int64_t kSplitEpilogueFrom = int64_t{1} << 16;
 
 void transpose_on_caller(const float* src, int64_t rows, int64_t cols, float* dst) {

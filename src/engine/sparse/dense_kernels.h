@@ -221,7 +221,8 @@ inline void pad_lanes(const float* x, const Window2d& w, int64_t rows, int64_t c
       continue;
     }
     std::fill(dst, dst + begin * L, 0.0f);
-    std::copy_n(x + (ih * w.in_w + begin - w.pad_l) * L, (last - begin) * L, dst + begin * L);
+    if (last > begin)
+      std::copy_n(x + (ih * w.in_w + begin - w.pad_l) * L, (last - begin) * L, dst + begin * L);
     std::fill(dst + last * L, dst + cols * L, 0.0f);
   }
 }
@@ -335,9 +336,12 @@ inline void columns_max(const float* __restrict rows_max, int64_t k_w, int64_t o
   }
 }
 
-// out[k] = the max of rows[0..n)[k] for k in [0, width), in one pass for up to three rows.
+// out[k] = the max of rows[0..n)[k] for k in [0, width), n >= 1: one pass for up to three rows, one
+// more for each row after.
 inline void rows_max_of(const float* const* rows, int64_t n, int64_t width, float* __restrict out) {
-  const float* __restrict a = rows[0], * __restrict b = rows[n > 1 ? 1 : 0], * __restrict c = rows[n > 2 ? 2 : 0];
+  const float* __restrict a = rows[0];
+  const float* __restrict b = rows[n > 1 ? 1 : 0];
+  const float* __restrict c = rows[n > 2 ? 2 : 0];
   if (n == 1)
     std::copy_n(a, width, out);
   else if (n == 2)
@@ -369,9 +373,10 @@ inline void columns_max_any(const float* rows_max, int64_t s_w, int64_t k_w, int
 }
 
 // One plane of MaxPool (MaxPoolArgs), a row of the output at a time. NaN
-// wins, as in the ONNX reference; a window of padding only gives -inf. Undilated rows up to
-// kRowFloats wide are separable: the window's rows are reduced into one row first (unit stride,
-// vector lanes), then its columns; other windows go tap by tap.
+// wins, as in the ONNX reference; a window of padding only gives -inf. Rows undilated along the
+// width, up to kRowFloats wide, with windows of at most kMaxSeparableRows rows are separable: the
+// window's rows are reduced into one row first (unit stride, vector lanes), then its columns;
+// other windows go tap by tap.
 constexpr int64_t kRowFloats = 2048;
 constexpr int64_t kMaxSeparableRows = 64;
 
@@ -398,10 +403,8 @@ inline void max_pool_plane(const MaxPoolArgs& a) {
       std::fill(rows_max + std::max(begin, end), rows_max + span, -std::numeric_limits<float>::infinity());
       if (n == 0)
         std::fill(rows_max, rows_max + span, -std::numeric_limits<float>::infinity());
-      else if (end > begin) {
-        for (int64_t i = 0; i < n; ++i) rows[i] += begin - w.pad_l;
+      else if (end > begin)  // then begin == pad_l: rows_max[begin] is input column 0
         rows_max_of(rows, n, end - begin, rows_max + begin);
-      }
       columns_max_any(rows_max, w.s_w, w.k_w, w.out_w, row);
       continue;
     }

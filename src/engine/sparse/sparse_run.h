@@ -51,8 +51,9 @@ void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, floa
 // work on the machine claims fewer). Returned as ranges + 1 bounds.
 inline constexpr int kRowChunksPerThread = 4;
 std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads);
-// sparse_matmat's rows_done: a reference to the caller's callable (none by default), which must
-// outlive the call; nothing is allocated.
+// sparse_matmat's rows_done: a reference to the caller's callable (none by default), meant only to
+// be passed as an argument (the callable, often a temporary lambda, must outlive the call); nothing
+// is allocated.
 class RowsDone {
  public:
   RowsDone() = default;
