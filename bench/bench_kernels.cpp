@@ -299,17 +299,30 @@ BENCHMARK(BM_RowWalkCrossover)
     ->ArgsProduct({{0, 1, 2}, {30, 40, 50, 60, 100}, {0, 1}})
     ->Unit(benchmark::kMicrosecond);
 
-// Depthwise 3x3 planes (padding 1) at MobileNetV2's shapes: 112x112 at stride 2 (its
-// features.2), 56x56 at stride 1, 28x28 at stride 2, 14x14 and 7x7 at stride 1; 32 planes each.
-void BM_DepthwisePlane(benchmark::State& state) {
-  SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
-  if (!supported(state, k)) return;
+// A 3x3 depthwise window, padding 1, over a square plane of side arg 1 at stride arg 2.
+Window2d depthwise_window(const benchmark::State& state) {
   Window2d w;
   w.in_h = w.in_w = state.range(1);
   w.k_h = w.k_w = 3;
   w.s_h = w.s_w = state.range(2);
   w.pad_t = w.pad_l = w.pad_b = w.pad_r = 1;
   w.out_h = w.out_w = (w.in_h + 2 - 3) / w.s_h + 1;
+  return w;
+}
+
+void label_depthwise(benchmark::State& state, const SparseKernels& k, const Window2d& w, int64_t planes) {
+  state.counters["outputs/s"] = benchmark::Counter(static_cast<double>(planes * w.out_h * w.out_w),
+                                                   benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(isa_name(k.isa)) + ", " + std::to_string(w.in_h) + " stride " +
+                 std::to_string(w.s_h));
+}
+
+// Depthwise 3x3 planes (padding 1) at MobileNetV2's shapes: 112x112 at stride 2 (its
+// features.2), 56x56 at stride 1, 28x28 at stride 2, 14x14 and 7x7 at stride 1; 32 planes each.
+void BM_DepthwisePlane(benchmark::State& state) {
+  SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
+  if (!supported(state, k)) return;
+  const Window2d w = depthwise_window(state);
   constexpr int64_t kPlanes = 32;
   std::vector<float> x = inputs(kPlanes * w.in_h * w.in_w, 100), taps = inputs(9, 100);
   std::vector<float> scratch(static_cast<size_t>(depthwise_scratch_floats(w)));
@@ -320,10 +333,7 @@ void BM_DepthwisePlane(benchmark::State& state) {
                                       scratch.data(), y.data() + p * w.out_h * w.out_w});
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["outputs/s"] = benchmark::Counter(static_cast<double>(kPlanes * w.out_h * w.out_w),
-                                                   benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(isa_name(k.isa)) + ", " + std::to_string(w.in_h) + " stride " +
-                 std::to_string(w.s_h));
+  label_depthwise(state, k, w, kPlanes);
 }
 BENCHMARK(BM_DepthwisePlane)
     ->ArgsProduct({{2}, {112, 56, 28}, {2}})
@@ -336,12 +346,7 @@ void BM_DepthwiseLanes(benchmark::State& state) {
   constexpr int64_t L = kDepthwiseLanes;
   SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
   if (!supported(state, k)) return;
-  Window2d w;
-  w.in_h = w.in_w = state.range(1);
-  w.k_h = w.k_w = 3;
-  w.s_h = w.s_w = state.range(2);
-  w.pad_t = w.pad_l = w.pad_b = w.pad_r = 1;
-  w.out_h = w.out_w = (w.in_h + 2 - 3) / w.s_h + 1;
+  const Window2d w = depthwise_window(state);
   constexpr int64_t kPlanes = 32;
   const int64_t in_hw = w.in_h * w.in_w, out_hw = w.out_h * w.out_w;
   std::vector<float> x = inputs(kPlanes * in_hw, 100), taps = inputs(9 * L, 100), bias(L, 0.1f);
