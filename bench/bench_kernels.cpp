@@ -362,10 +362,7 @@ void BM_DepthwiseLanes(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["outputs/s"] = benchmark::Counter(static_cast<double>(kPlanes * out_hw),
-                                                   benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(isa_name(k.isa)) + ", " + std::to_string(w.in_h) + " stride " +
-                 std::to_string(w.s_h));
+  label_depthwise(state, k, w, kPlanes);
 }
 BENCHMARK(BM_DepthwiseLanes)
     ->ArgsProduct({{2}, {112, 56, 28}, {2}})
