@@ -186,22 +186,20 @@ void LstmOp::recurrent_product(const RunArgs& a, const float* h, float* gates, f
     sgemm(false, true, batch_, G, H, 1.0f, h, H, a.in[2]->f32_data(), H, 1.0f, gates, G);
     return;
   }
-  float* ht = extra;
-  float* yt = ht + H * batch_;
-  if (!r_sparse_) {
-    transpose(a.pool, h, batch_, H, ht);
-    sgemm_parallel(a.pool, false, false, G, batch_, H, 1.0f, a.in[2]->f32_data(), H, ht, batch_, 0.0f, yt,
-                   batch_);
-    transpose_add(a.pool, yt, G, batch_, gates);
-    return;
-  }
-  if (batch_ == 1) {
+  if (r_sparse_ && batch_ == 1) {
     sparse_matvec(a.pool, *r_sparse_, h, extra, r_workspace_, SpmvScheme::columns);
     for (int64_t g = 0; g < G; ++g) gates[g] += extra[g];
     return;
   }
+  // Several samples: R [4H, H] times the transposed states into transposed gates, added back.
+  float* ht = extra;
+  float* yt = ht + H * batch_;
   transpose(a.pool, h, batch_, H, ht);
-  sparse_matmat(a.pool, *r_sparse_, r_bounds_, ht, batch_, batch_, yt, batch_);
+  if (r_sparse_)
+    sparse_matmat(a.pool, *r_sparse_, r_bounds_, ht, batch_, batch_, yt, batch_);
+  else
+    sgemm_parallel(a.pool, false, false, G, batch_, H, 1.0f, a.in[2]->f32_data(), H, ht, batch_, 0.0f, yt,
+                   batch_);
   transpose_add(a.pool, yt, G, batch_, gates);
 }
 

@@ -21,15 +21,15 @@ namespace sparrow {
 
 namespace {
 
-// The epilogue of a sparse product, in one pass: y[r, 0:n] = act(x[r * ldx + 0:n] + scale *
-// bias[r]) for `rows` rows (no bias when it is null), y dense; x may be y when ldx == n.
+// The epilogue of a sparse convolution, in one pass: y[r, 0:n] = act(x[r * ldx + 0:n] + bias[r])
+// for `rows` rows (no bias when it is null), y dense; x may be y when ldx == n.
 void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
-                            float scale, const Activation act, float* y) {
+                            const Activation act, float* y) {
   const auto kernel = sparse_kernels().bias_activation;
   for (int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * ldx;
     float* out = y + r * n;
-    const float b = bias ? scale * bias[r] : kNoBias;
+    const float b = bias ? bias[r] : kNoBias;
     if (n < 16)  // short rows (one sample): a call per row would cost more than the row
       for (int64_t i = 0; i < n; ++i) out[i] = act(in[i] + b);
     else
@@ -38,10 +38,9 @@ void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n
 }
 
 // The same in place on y [rows, per_row].
-void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bias, float scale,
-                       const Activation act) {
+void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bias, const Activation act) {
   if (!bias && act.none()) return;
-  add_bias_activate_rows(y, per_row, rows, per_row, bias, scale, act, y);
+  add_bias_activate_rows(y, per_row, rows, per_row, bias, act, y);
 }
 
 // y[i] = act(y[i] + scale * bias[i]) for i in [0, n) (no bias when it is null): a fully connected
@@ -226,7 +225,7 @@ class SparseConvOp : public Op {
       }
       const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
       sparse_matmat(a.pool, m_, bounds_, x, hw, hw, y, hw, nullptr, [&](int64_t begin, int64_t end) {
-        add_bias_activate(y + begin * hw, end - begin, hw, bias ? bias + begin : nullptr, 1.0f, activation_);
+        add_bias_activate(y + begin * hw, end - begin, hw, bias ? bias + begin : nullptr, activation_);
       });
     }
     return {};
@@ -236,8 +235,7 @@ class SparseConvOp : public Op {
   int64_t phases() const { return win_.s_h * win_.s_w; }
   // Where each (channel, tap) column's row lies in the padded phase planes (see the top).
   Status plan_direct() {
-    const int64_t reach_h = (win_.out_h - 1) * win_.s_h + (win_.k_h - 1) * win_.d_h + 1;
-    const int64_t reach_w = (win_.out_w - 1) * win_.s_w + (win_.k_w - 1) * win_.d_w + 1;
+    const auto [reach_h, reach_w] = window_reach(win_);
     padded_rows_ = (reach_h + win_.s_h - 1) / win_.s_h;
     padded_cols_ = (reach_w + win_.s_w - 1) / win_.s_w;
     wide_ = (win_.out_h - 1) * padded_cols_ + win_.out_w;
@@ -298,7 +296,7 @@ class SparseConvOp : public Op {
     sparse_matmat(a.pool, m_, bounds_, xt, ld, images * hw, yt, ld, nullptr, [&](int64_t begin, int64_t end) {
       for (int64_t n = 0; n < images; ++n)
         add_bias_activate_rows(yt + begin * ld + n * hw, ld, end - begin, hw, bias ? bias + begin : nullptr,
-                               1.0f, activation_, y + (n * m_.rows + begin) * hw);
+                               activation_, y + (n * m_.rows + begin) * hw);
     });
   }
   // Images per gathered product: at most kConvGatherMostPositions columns (so the scratch does not

@@ -183,8 +183,7 @@ inline void depthwise_plane(const DepthwiseArgs& a) {
   const float bias = a.bias, lo = a.lo, hi = a.hi;
   const Window2d& win = *a.win;
   float *scratch = a.scratch, *y = a.y;
-  const int64_t rows = (win.out_h - 1) * win.s_h + (win.k_h - 1) * win.d_h + 1;
-  const int64_t cols = (win.out_w - 1) * win.s_w + (win.k_w - 1) * win.d_w + 1;
+  const auto [rows, cols] = window_reach(win);
   pad_plane(x, win, rows, cols, scratch);
   const bool undilated = win.d_h == 1 && win.d_w == 1 && win.s_h == win.s_w && win.k_h == win.k_w;
   const int64_t k = undilated ? win.k_h : 0, stride = win.s_w;
@@ -208,23 +207,12 @@ inline void depthwise_plane(const DepthwiseArgs& a) {
 }
 
 // The input of DepthwiseLanesArgs placed at (pad_t, pad_l) of out[rows, cols] (kDepthwiseLanes
-// floats to a position), zero around it.
+// floats to a position), zero around it: pad_plane on rows kDepthwiseLanes times as wide.
 inline void pad_lanes(const float* x, const Window2d& w, int64_t rows, int64_t cols, float* out) {
-  constexpr int64_t L = kDepthwiseLanes;
-  const auto [begin, end] = valid_columns(-w.pad_l, 1, w.in_w, cols);
-  const int64_t last = std::max(begin, end);
-  for (int64_t r = 0; r < rows; ++r) {
-    float* dst = out + r * cols * L;
-    const int64_t ih = r - w.pad_t;
-    if (ih < 0 || ih >= w.in_h) {
-      std::fill(dst, dst + cols * L, 0.0f);
-      continue;
-    }
-    std::fill(dst, dst + begin * L, 0.0f);
-    if (last > begin)
-      std::copy_n(x + (ih * w.in_w + begin - w.pad_l) * L, (last - begin) * L, dst + begin * L);
-    std::fill(dst + last * L, dst + cols * L, 0.0f);
-  }
+  Window2d wide = w;
+  wide.in_w *= kDepthwiseLanes;
+  wide.pad_l *= kDepthwiseLanes;
+  pad_plane(x, wide, rows, cols * kDepthwiseLanes, out);
 }
 
 // kQ consecutive output positions of the interleaved depthwise kernel: acc[q][c] (holding the
@@ -288,8 +276,7 @@ inline void depthwise_lanes_windows(const float* padded, int64_t cols, const flo
 inline void depthwise_lanes(const DepthwiseLanesArgs& a) {
   constexpr int64_t L = kDepthwiseLanes;
   const Window2d& win = *a.win;
-  const int64_t rows = (win.out_h - 1) * win.s_h + (win.k_h - 1) * win.d_h + 1;
-  const int64_t cols = (win.out_w - 1) * win.s_w + (win.k_w - 1) * win.d_w + 1;
+  const auto [rows, cols] = window_reach(win);
   const int64_t window = win.k_h * win.k_w;
   float* padded = a.scratch;
   float* taps = padded + rows * cols * L;
@@ -318,21 +305,23 @@ inline float max_or_nan(float a, float v) {
   return take ? v : a;
 }
 
-// row[ow] = max over the window's columns j of rows_max[ow * S + j]: a stride known at compile time
-// lets the compiler gather the strided columns with in-register permutes; a width known at compile
-// time (K > 0) reads each column once and stores each output once.
+// row[ow] = max over the window's columns j of rows_max[ow * s + j]: a stride known at compile time
+// (S > 0; S = 0 takes s_w) lets the compiler gather the strided columns with in-register permutes;
+// a width known at compile time (K > 0) reads each column once and stores each output once.
 template <int S, int K>
-inline void columns_max(const float* __restrict rows_max, int64_t k_w, int64_t out_w, float* __restrict row) {
+inline void columns_max(const float* __restrict rows_max, int64_t s_w, int64_t k_w, int64_t out_w,
+                        float* __restrict row) {
+  const int64_t s = S > 0 ? S : s_w;
   if constexpr (K > 0) {
     for (int64_t ow = 0; ow < out_w; ++ow) {
-      float m = rows_max[ow * S];
-      for (int j = 1; j < K; ++j) m = max_or_nan(m, rows_max[ow * S + j]);
+      float m = rows_max[ow * s];
+      for (int j = 1; j < K; ++j) m = max_or_nan(m, rows_max[ow * s + j]);
       row[ow] = m;
     }
   } else {
     std::fill(row, row + out_w, -std::numeric_limits<float>::infinity());
     for (int64_t j = 0; j < k_w; ++j)
-      for (int64_t ow = 0; ow < out_w; ++ow) row[ow] = max_or_nan(row[ow], rows_max[ow * S + j]);
+      for (int64_t ow = 0; ow < out_w; ++ow) row[ow] = max_or_nan(row[ow], rows_max[ow * s + j]);
   }
 }
 
@@ -356,20 +345,17 @@ inline void rows_max_of(const float* const* rows, int64_t n, int64_t width, floa
 // compile time where they are the common ones.
 inline void columns_max_any(const float* rows_max, int64_t s_w, int64_t k_w, int64_t out_w, float* row) {
   if (s_w == 1 && k_w == 3)
-    columns_max<1, 3>(rows_max, k_w, out_w, row);
+    columns_max<1, 3>(rows_max, s_w, k_w, out_w, row);
   else if (s_w == 2 && k_w == 3)
-    columns_max<2, 3>(rows_max, k_w, out_w, row);
+    columns_max<2, 3>(rows_max, s_w, k_w, out_w, row);
   else if (s_w == 2 && k_w == 2)
-    columns_max<2, 2>(rows_max, k_w, out_w, row);
+    columns_max<2, 2>(rows_max, s_w, k_w, out_w, row);
   else if (s_w == 1)
-    columns_max<1, 0>(rows_max, k_w, out_w, row);
+    columns_max<1, 0>(rows_max, s_w, k_w, out_w, row);
   else if (s_w == 2)
-    columns_max<2, 0>(rows_max, k_w, out_w, row);
-  else {
-    std::fill(row, row + out_w, -std::numeric_limits<float>::infinity());
-    for (int64_t j = 0; j < k_w; ++j)
-      for (int64_t ow = 0; ow < out_w; ++ow) row[ow] = max_or_nan(row[ow], rows_max[ow * s_w + j]);
-  }
+    columns_max<2, 0>(rows_max, s_w, k_w, out_w, row);
+  else
+    columns_max<0, 0>(rows_max, s_w, k_w, out_w, row);
 }
 
 // One plane of MaxPool (MaxPoolArgs), a row of the output at a time. NaN

@@ -57,14 +57,12 @@ void pad_phases(const float* x, const Window2d& w, int64_t rows, int64_t cols, f
 }
 
 int64_t depthwise_scratch_floats(const Window2d& w) {
-  const int64_t rows = (w.out_h - 1) * w.s_h + (w.k_h - 1) * w.d_h + 1;
-  const int64_t cols = (w.out_w - 1) * w.s_w + (w.k_w - 1) * w.d_w + 1;
+  const auto [rows, cols] = window_reach(w);
   return rows * cols + w.out_h * cols;
 }
 
 int64_t depthwise_lanes_scratch_floats(const Window2d& w) {
-  const int64_t rows = (w.out_h - 1) * w.s_h + (w.k_h - 1) * w.d_h + 1;
-  const int64_t cols = (w.out_w - 1) * w.s_w + (w.k_w - 1) * w.d_w + 1;
+  const auto [rows, cols] = window_reach(w);
   return (rows * cols + w.k_h * w.k_w) * kDepthwiseLanes;
 }
 

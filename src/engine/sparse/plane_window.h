@@ -16,6 +16,15 @@ struct Window2d {
   int64_t out_h = 1, out_w = 1;
 };
 
+// The rows and columns of the zero-padded input that a window's outputs read: (out - 1) * stride +
+// (k - 1) * dilation + 1 along each axis.
+struct Reach {
+  int64_t rows = 0, cols = 0;
+};
+inline Reach window_reach(const Window2d& w) {
+  return {(w.out_h - 1) * w.s_h + (w.k_h - 1) * w.d_h + 1, (w.out_w - 1) * w.s_w + (w.k_w - 1) * w.d_w + 1};
+}
+
 // The output columns [begin, end) of a window row whose input column ow * stride + offset lies in
 // [0, in_w): the columns before begin and from end on read padding.
 struct ColumnRange {
