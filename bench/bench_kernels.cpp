@@ -107,11 +107,14 @@ const Alex8& alex8() {
   return a;
 }
 
-// Arg 0: ISA; arg 1: 0 = CSC walk, 1 = column tiles, 2 = banded CSC, 3 = banded CSR (every row).
-void BM_SpmvLayouts(benchmark::State& state) {
-  int64_t layout = state.range(1);
-  SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
-  if (!supported(state, k)) return;
+// One sample over the Alex-8-shaped matrix at 37.5% input density with `isa`'s kernel for `layout`:
+// 0 = CSC walk, 1 = column tiles, 2 = banded CSC, 3 = banded CSR (every row).
+void spmv_layouts(benchmark::State& state, int64_t isa, int64_t layout) {
+  SparseKernels k = sparse_kernels_for(static_cast<Isa>(isa));
+  if (k.isa != static_cast<Isa>(isa)) {
+    state.SkipWithError("ISA not supported on this CPU");
+    return;
+  }
   const Alex8& a = alex8();
   const SparseMatrix& m = a.csc;
   std::vector<float> x(4096, 0.0f);
@@ -147,7 +150,26 @@ void BM_SpmvLayouts(benchmark::State& state) {
                                                  : m.e8        ? ", CSC 1-byte"
                                                                : ", CSC 2-byte"));
 }
+
+// Arg 0: ISA; arg 1: the layout of spmv_layouts.
+void BM_SpmvLayouts(benchmark::State& state) {
+  spmv_layouts(state, state.range(0), state.range(1));
+}
 BENCHMARK(BM_SpmvLayouts)->ArgsProduct({{0, 1, 2}, {0, 1, 2, 3}})->Unit(benchmark::kMicrosecond);
+
+// The AVX-512 CSC walk (arg 0: 0) and banded CSC (2) of BM_SpmvLayouts with each way of adding
+// their updates to y (arg 1: 0 = hardware scatter, 1 = scalar fused multiply-adds).
+void BM_SpmvScatter(benchmark::State& state) {
+  const ScatterMode saved = avx512_scatter();
+  const auto mode = state.range(1) == 0 ? ScatterMode::hardware : ScatterMode::scalar;
+  set_avx512_scatter(mode);
+  spmv_layouts(state, static_cast<int64_t>(Isa::avx512), state.range(0));
+  set_avx512_scatter(saved);
+  state.SetLabel(state.error_occurred() ? ""
+                                        : std::string(scatter_mode_name(mode)) +
+                                              (state.range(0) == 2 ? ", banded CSC" : ", CSC"));
+}
+BENCHMARK(BM_SpmvScatter)->ArgsProduct({{0, 2}, {0, 1}})->Unit(benchmark::kMicrosecond);
 
 // The Alex-7 matrix's CSR in each entry width: 16 bits (its own) and 8 (a compact matrix:
 // one-byte entries and their fillers).

@@ -9,9 +9,9 @@ Models: the architectures of bench/model_suite.py (ResNet-18, MobileNetV2, Squee
 /usr/bin/python3, torch and python3-torchvision), the AlexNet-classifier-shaped MLP of
 bench/load_memory.py, and the test corpus's LeNet-5, MLP and small CNN with BatchNorm
 (build/tests/corpus, made by the test suite). Sparrow is timed with
-`sparrow --threads T bench MODEL.spw --batch B --json` (median of R runs after 2 untimed, in one
-process); ONNX Runtime with bench/ort_time.js (onnxruntime-node, one session in one process, median
-of R calls after 2 untimed). Each case runs in --rounds rounds of both, Sparrow first in even
+`sparrow --threads T bench MODEL.spw --batch B --json` (in one process); ONNX Runtime with
+bench/ort_time.js (onnxruntime-node, one session in one process). Both report the median of at least
+R runs and 0.2 s of them, after at least 0.1 s of untimed runs. Each case runs in --rounds rounds of both, Sparrow first in even
 rounds and ORT first in odd ones; the speedup over ORT is the median of the rounds' speedups
 (printed with their range), so that the machine's drift falls on both sides. The last lines give the
 geometric means of the speedups over ONNX Runtime per batch and thread count. Usage:

@@ -1,6 +1,7 @@
 // Times ONNX Runtime (CPU, all graph optimizations) on one ONNX model, in this process: one session,
-// one input tensor of uniform [0, 1) values made once, session.run called back to back; the first
-// two calls are not timed. Prints one JSON line: median, min and max microseconds per call, and the
+// one input tensor of uniform [0, 1) values made once, session.run called back to back: untimed
+// calls first (at least two and at least 0.1 s), then at least REPEATS timed calls and at least 0.2 s
+// of them, as `sparrow bench` times a model. Prints one JSON line: median, min and max microseconds per call, and the
 // session's load time. Usage (onnxruntime-node resolvable through NODE_PATH):
 //   node bench/ort_time.js MODEL.onnx INPUT_NAME DIM,DIM,... THREADS REPEATS
 const ort = require('onnxruntime-node');
@@ -24,11 +25,15 @@ async function main() {
     values[i] = seed / 2147483648;
   }
   const feeds = {[inputName]: new ort.Tensor('float32', values, dims)};
+  const seconds = (start) => Number(process.hrtime.bigint() - start) / 1e9;
+  const warmStart = process.hrtime.bigint();
+  for (let i = 0; i < 2 || seconds(warmStart) < 0.1; ++i) await session.run(feeds);
   const times = [];
-  for (let i = 0; i < repeats + 2; ++i) {
+  const timedStart = process.hrtime.bigint();
+  while (times.length < repeats || seconds(timedStart) < 0.2) {
     const start = process.hrtime.bigint();
     await session.run(feeds);
-    if (i >= 2) times.push(Number(process.hrtime.bigint() - start) / 1e3);
+    times.push(Number(process.hrtime.bigint() - start) / 1e3);
   }
   times.sort((a, b) => a - b);
   console.log(JSON.stringify({

@@ -69,22 +69,31 @@ Result<Tensor> bench_input(const Model& m, const ModelBench& o, int64_t batch) {
   return x;
 }
 
-// Microseconds per run over `repeats` timed runs after two untimed ones.
+// Microseconds per run: untimed runs first (at least two, and at least 0.1 s, so caches, clocks and
+// oneDNN's kernels are warm), then at least `repeats` timed runs and at least 0.2 s of them.
 struct RunTimes {
   double median = 0, min = 0, max = 0;
+  int runs = 0;
 };
 
 Result<RunTimes> time_runs(Executor& ex, const Tensor& x, int repeats) {
+  constexpr double kWarmSeconds = 0.1, kTimedSeconds = 0.2;
+  Timer warm;
+  for (int i = 0; i < 2 || warm.seconds() < kWarmSeconds; ++i) {
+    auto r = ex.run({&x, 1});
+    if (!r.ok()) return r.status();
+  }
+  ex.restart_layer_times();
   std::vector<double> t;
-  for (int i = 0; i < repeats + 2; ++i) {
-    if (i == 2) ex.restart_layer_times();
+  Timer timed;
+  while (std::ssize(t) < repeats || timed.seconds() < kTimedSeconds) {
     Timer timer;
     auto r = ex.run({&x, 1});
     if (!r.ok()) return r.status();
-    if (i >= 2) t.push_back(timer.seconds() * 1e6);
+    t.push_back(timer.seconds() * 1e6);
   }
   std::sort(t.begin(), t.end());
-  return RunTimes{t[t.size() / 2], t.front(), t.back()};
+  return RunTimes{t[t.size() / 2], t.front(), t.back(), static_cast<int>(t.size())};
 }
 
 // Each layer's time per run on the engine beside the dense executor's for the same layer (matched
@@ -158,9 +167,11 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
                     {"sparrow_us", ts->median},
                     {"sparrow_min_us", ts->min},
                     {"sparrow_max_us", ts->max},
+                    {"sparrow_runs", ts->runs},
                     {"dense_us", td->median},
                     {"dense_min_us", td->min},
                     {"dense_max_us", td->max},
+                    {"dense_runs", td->runs},
                     {"speedup", td->median / ts->median},
                     {"samples_per_chunk", se->samples_per_chunk}});
     if (o.profile) rows.back()["layers"] = std::move(layers);
@@ -171,7 +182,8 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
   }
   fmt::print(
       "{}: whole model, sparse engine vs the same weights decompressed on the dense executor\n"
-      "median [min, max] of {} runs, {} threads, {} inputs\n{:>6} {:>28} {:>28} {:>8} {:>8}\n",
+      "median [min, max] of at least {} runs and 0.2 s each (after 0.1 s untimed), {} threads, {} "
+      "inputs\n{:>6} {:>28} {:>28} {:>8} {:>8}\n",
       o.model, o.repeats, (*a)->threads(), o.input.empty() ? "random" : o.input, "batch", "sparrow us",
       "dense us", "x dense", "chunk");
   auto spread = [](const nlohmann::json& r, const char* key) {
@@ -206,9 +218,8 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--threads", o->threads, "Thread counts for --eie, e.g. 1,2")
       ->delimiter(',')
       ->check(CLI::Range(1, 256));
-  cmd->add_option(
-         "--repeats", o->repeats,
-         "Least timed runs per measurement; --eie and --crossover also time at least 0.2 s (median reported)")
+  cmd->add_option("--repeats", o->repeats,
+                  "Least timed runs per measurement, each also timed for at least 0.2 s (median reported)")
       ->check(CLI::Range(1, 10000));
   cmd->add_option("--layers", o->layers, "Only these --eie layers, e.g. Alex-6,VGG-7")->delimiter(',');
   cmd->add_option("--input", m->input, "For a model: .npy rows to feed (default: uniform random)");

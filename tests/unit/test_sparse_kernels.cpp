@@ -83,6 +83,24 @@ class SparseKernelsPerIsa : public ::testing::TestWithParam<Isa> {
 INSTANTIATE_TEST_SUITE_P(Isa, SparseKernelsPerIsa, ::testing::Values(Isa::scalar, Isa::avx2, Isa::avx512),
                          [](const auto& info) { return std::string(isa_name(info.param)); });
 
+// Sets the AVX-512 column walks' scatter for one scope and restores the start-up choice after it.
+class ScatterScope {
+ public:
+  explicit ScatterScope(ScatterMode mode) : saved_(avx512_scatter()) { set_avx512_scatter(mode); }
+  ~ScatterScope() { set_avx512_scatter(saved_); }
+  ScatterScope(const ScatterScope&) = delete;
+  ScatterScope& operator=(const ScatterScope&) = delete;
+
+ private:
+  ScatterMode saved_;
+};
+
+// The scatter modes the column walks of `isa` can run in: both for AVX-512, which has the two.
+std::vector<ScatterMode> scatter_modes(Isa isa) {
+  if (isa == Isa::avx512) return {ScatterMode::hardware, ScatterMode::scalar};
+  return {avx512_scatter()};
+}
+
 TEST_P(SparseKernelsPerIsa, SpmvEveryVariantMatchesOnTheGrid) {
   uint32_t seed = 1;
   int matrices = 0;
@@ -98,12 +116,14 @@ TEST_P(SparseKernelsPerIsa, SpmvEveryVariantMatchesOnTheGrid) {
             for (double x_density : {0.0, 0.35, 1.0}) {
               auto x = random_input(cols, x_density, seed++);
               auto want = dense_product(c, x);
-
-              std::string what = std::string(isa_name(isa)) + " " + std::to_string(rows) + "x" +
-                                 std::to_string(cols) + " d=" + std::to_string(density) +
-                                 " cb=" + std::to_string(cb) + " P=" + std::to_string(partitions) +
-                                 (m.e8 ? " csc8" : " csc16");
-              expect_close(run_spmv(m, sparse_kernels_for(isa), x), want, what);
+              for (ScatterMode mode : scatter_modes(isa)) {
+                ScatterScope scope(mode);
+                std::string what = std::string(isa_name(isa)) + " " + scatter_mode_name(mode) + " " +
+                                   std::to_string(rows) + "x" + std::to_string(cols) +
+                                   " d=" + std::to_string(density) + " cb=" + std::to_string(cb) +
+                                   " P=" + std::to_string(partitions) + (m.e8 ? " csc8" : " csc16");
+                expect_close(run_spmv(m, sparse_kernels_for(isa), x), want, what);
+              }
             }
           }
 }
@@ -590,9 +610,13 @@ void check_layout_grid(Isa isa, std::initializer_list<int64_t> row_counts,
         for (double x_density : {0.0, 0.35, 1.0}) {
           auto x = random_input(cols, x_density, seed++);
           auto want = dense_product(c, x);
-          expect_close(run_layout(layout, c, kernel(sparse_kernels_for(isa)), x), want,
-                       std::string(isa_name(isa)) + " " + name + " " + std::to_string(rows) + "x" +
-                           std::to_string(cols) + " d=" + std::to_string(density));
+          for (ScatterMode mode : scatter_modes(isa)) {
+            ScatterScope scope(mode);
+            expect_close(run_layout(layout, c, kernel(sparse_kernels_for(isa)), x), want,
+                         std::string(isa_name(isa)) + " " + scatter_mode_name(mode) + " " + name + " " +
+                             std::to_string(rows) + "x" + std::to_string(cols) +
+                             " d=" + std::to_string(density));
+          }
         }
       }
 }
@@ -648,6 +672,33 @@ TEST_P(SparseKernelsPerIsa, BandedEveryVariantMatchesOnTheGrid) {
         return b;
       },
       [](const SparseKernels& k) { return k.spmv_banded; }, "banded");
+}
+
+TEST(SparseKernels, ScalarScatterGivesTheHardwareScattersBits) {
+  if (best_supported_isa() < Isa::avx512) GTEST_SKIP() << "avx512: not supported on this CPU (or capped)";
+  const SparseKernels k = sparse_kernels_for(Isa::avx512);
+  uint32_t seed = 4000;
+  // Columns of fewer, exactly and more than 16 entries (the masked tail), one- and two-byte
+  // entries, 16- and 256-entry codebooks (the gathered lookup), and the banded CSC.
+  for (int64_t rows : {5, 16, 40, 700})
+    for (int cb : {16, 256}) {
+      Case c = make_case(rows, 21, 0.6, cb, seed++);
+      SparseMatrix m = build_sparse_matrix(c.codes, rows, 21, c.codebook, 1, cb == 16);
+      auto x = random_input(21, 0.8, seed++);
+      std::vector<float> got[2];
+      for (ScatterMode mode : {ScatterMode::hardware, ScatterMode::scalar}) {
+        ScatterScope scope(mode);
+        got[static_cast<int>(mode)] = run_spmv(m, k, x);
+      }
+      EXPECT_EQ(got[0], got[1]) << rows << " rows, " << cb << "-entry codebook";
+      if (cb != 16) continue;
+      BandedCsc b = build_banded_csc(c.codes, rows, 21);
+      for (ScatterMode mode : {ScatterMode::hardware, ScatterMode::scalar}) {
+        ScatterScope scope(mode);
+        got[static_cast<int>(mode)] = run_layout(b, c, k.spmv_banded, x);
+      }
+      EXPECT_EQ(got[0], got[1]) << rows << " rows, banded";
+    }
 }
 
 TEST(SparseKernels, BandedLayoutHoldsRowsWithinTheBandAndCodes) {

@@ -1,3 +1,4 @@
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -33,6 +34,35 @@ Isa best_supported_isa() {
   return best;
 }
 
+namespace {
+
+ScatterMode default_scatter() {
+  if (const char* mode = std::getenv("SPARROW_SCATTER")) {
+    if (std::strcmp(mode, "hardware") == 0) return ScatterMode::hardware;
+    if (std::strcmp(mode, "scalar") == 0) return ScatterMode::scalar;
+  }
+  return __builtin_cpu_is("amd") ? ScatterMode::scalar : ScatterMode::hardware;
+}
+
+std::atomic<ScatterMode>& scatter_setting() {
+  static std::atomic<ScatterMode> mode{default_scatter()};
+  return mode;
+}
+
+}  // namespace
+
+ScatterMode avx512_scatter() {
+  return scatter_setting().load(std::memory_order_relaxed);
+}
+
+void set_avx512_scatter(ScatterMode mode) {
+  scatter_setting().store(mode, std::memory_order_relaxed);
+}
+
+const char* scatter_mode_name(ScatterMode mode) {
+  return mode == ScatterMode::hardware ? "hardware scatter" : "scalar scatter";
+}
+
 SparseKernels sparse_kernels_for(Isa isa) {
   SparseKernels k;
   k.isa = std::min(isa, best_supported_isa());
@@ -48,7 +78,7 @@ SparseKernels sparse_kernels_for(Isa isa) {
 const SparseKernels& sparse_kernels() {
   static const SparseKernels k = [] {
     SparseKernels chosen = sparse_kernels_for(best_supported_isa());
-    log(LogLevel::info, "sparse kernels: {}", isa_name(chosen.isa));
+    log(LogLevel::info, "sparse kernels: {}, {}", isa_name(chosen.isa), scatter_mode_name(avx512_scatter()));
     return chosen;
   }();
   return k;

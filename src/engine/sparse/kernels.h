@@ -225,6 +225,16 @@ inline SpmmFn spmm_csr_of(const SparseKernels& k, const SparseMatrix& m) {
   return m.csr_entry_bits == 8 ? k.spmm_csr_e8 : k.spmm_csr_e16;
 }
 
+// How the AVX-512 CSC and banded CSC walks add their 16 decoded updates into y: one gather and one
+// vpscatterdd, or 16 scalar fused multiply-adds (the same rounding). AMD's Zen 4 and Zen 5 run
+// vpscatterdd several times slower than as many stores, Intel's cores do not (docs/engine.md,
+// "Scatter on AMD"). Chosen once from the CPU's vendor, overridden by
+// SPARROW_SCATTER=hardware|scalar; tests and benchmarks set it to cover both.
+enum class ScatterMode { hardware, scalar };
+ScatterMode avx512_scatter();
+void set_avx512_scatter(ScatterMode mode);
+const char* scatter_mode_name(ScatterMode mode);
+
 // The kernels for one ISA (falls back to lower ISAs the CPU or build lacks).
 SparseKernels sparse_kernels_for(Isa isa);
 // The best ISA this CPU supports, capped by SPARROW_MAX_ISA; chosen once and logged at info level.

@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "engine/sparse/csr_entries.h"
@@ -26,9 +27,27 @@ inline int last_lane(__m512i v) {
   return _mm_extract_epi32(_mm512_extracti32x4_epi32(v, 3), 3);
 }
 
+// y[pos[i]] = w[i] * xj + y[pos[i]] for the lanes of `mask` (a prefix of the 16 lanes): with one
+// vpscatterdd after a gather of y, or with scalar fused multiply-adds, which round the same way.
+template <bool kHardwareScatter>
+inline void scatter_fma16(float* y, __mmask16 mask, __m512i pos, __m512 w, __m512 xj) {
+  if constexpr (kHardwareScatter) {
+    __m512 yv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, pos, y, 4);
+    _mm512_mask_i32scatter_ps(y, mask, pos, _mm512_fmadd_ps(w, xj, yv), 4);
+  } else {
+    alignas(64) int32_t p[16];
+    alignas(64) float wv[16];
+    _mm512_store_si512(p, pos);
+    _mm512_store_ps(wv, w);
+    const float x = _mm512_cvtss_f32(xj);
+    const int n = mask == 0xFFFF ? 16 : __builtin_popcount(mask);
+    for (int i = 0; i < n; ++i) y[p[i]] = std::fma(wv[i], x, y[p[i]]);
+  }
+}
+
 // Decodes up to 16 entries (as 32-bit lanes), accumulates w * xj into y at their positions, and
-// returns the position of the last one. Lanes outside `mask` do nothing.
-template <int kGapShift, int kCodeMask, bool kNarrow>
+// returns the position of the last one. Lanes outside `mask` (a prefix) do nothing.
+template <int kGapShift, int kCodeMask, bool kNarrow, bool kHardwareScatter>
 inline int accumulate16(__m512i v, __mmask16 mask, int base, __m512 cb, const float* codebook, __m512 xj,
                         float* y) {
   __m512i code = _mm512_and_si512(v, _mm512_set1_epi32(kCodeMask));
@@ -36,9 +55,7 @@ inline int accumulate16(__m512i v, __mmask16 mask, int base, __m512 cb, const fl
   __m512i pos = _mm512_add_epi32(_mm512_set1_epi32(base), prefix_sum(step));
   __m512 w = kNarrow ? _mm512_permutexvar_ps(code, cb)
                      : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, code, codebook, 4);
-  __m512 yv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, pos, y, 4);
-  yv = _mm512_fmadd_ps(w, xj, yv);
-  _mm512_mask_i32scatter_ps(y, mask, pos, yv, 4);
+  scatter_fma16<kHardwareScatter>(y, mask, pos, w, xj);
   return last_lane(pos);
 }
 
@@ -51,7 +68,7 @@ inline __m512i load16(const Entry* p, __mmask16 mask) {
     return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p));
 }
 
-template <class Entry, int kGapShift, int kCodeMask, bool kSmallCodebook>
+template <class Entry, int kGapShift, int kCodeMask, bool kSmallCodebook, bool kHardwareScatter>
 void spmv(const SpmvArgs& a, const Entry* entries) {
   const CscPartition& p = *a.part;
   if (!a.accumulate) std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(p.local_rows));
@@ -62,14 +79,22 @@ void spmv(const SpmvArgs& a, const Entry* entries) {
     uint32_t e = p.col_ptr[j], end = p.col_ptr[j + 1];
     int base = -1;
     for (; e + 16 <= end; e += 16)
-      base = accumulate16<kGapShift, kCodeMask, kSmallCodebook>(load16(entries + e, 0xFFFF), 0xFFFF, base, cb,
-                                                                a.codebook, xj, a.y);
+      base = accumulate16<kGapShift, kCodeMask, kSmallCodebook, kHardwareScatter>(
+          load16(entries + e, 0xFFFF), 0xFFFF, base, cb, a.codebook, xj, a.y);
     if (e < end) {
       __mmask16 mask = static_cast<__mmask16>((1u << (end - e)) - 1);
-      accumulate16<kGapShift, kCodeMask, kSmallCodebook>(load16(entries + e, mask), mask, base, cb,
-                                                         a.codebook, xj, a.y);
+      accumulate16<kGapShift, kCodeMask, kSmallCodebook, kHardwareScatter>(load16(entries + e, mask), mask,
+                                                                           base, cb, a.codebook, xj, a.y);
     }
   }
+}
+
+template <class Entry, int kGapShift, int kCodeMask, bool kSmallCodebook>
+void spmv(const SpmvArgs& a, const Entry* entries) {
+  if (avx512_scatter() == ScatterMode::hardware)
+    spmv<Entry, kGapShift, kCodeMask, kSmallCodebook, true>(a, entries);
+  else
+    spmv<Entry, kGapShift, kCodeMask, kSmallCodebook, false>(a, entries);
 }
 
 }  // namespace
@@ -88,17 +113,14 @@ namespace {
 
 // 16 banded entries (or the masked tail): the rows and codes are in the entries themselves, so a
 // shift gives the rows and the permute reads only the low 4 bits for the codebook.
+template <bool kHardwareScatter>
 inline void accumulate_banded16(const uint16_t* entries, __mmask16 mask, __m512 cb, __m512 xj, float* y) {
   __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, entries));
-  __m512i row = _mm512_srli_epi32(v, 4);
-  __m512 w = _mm512_permutexvar_ps(v, cb);
-  __m512 yv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, row, y, 4);
-  _mm512_mask_i32scatter_ps(y, mask, row, _mm512_fmadd_ps(w, xj, yv), 4);
+  scatter_fma16<kHardwareScatter>(y, mask, _mm512_srli_epi32(v, 4), _mm512_permutexvar_ps(v, cb), xj);
 }
 
-}  // namespace
-
-void spmv_banded__avx512(const SpmvBandArgs& a) {
+template <bool kHardwareScatter>
+void spmv_banded(const SpmvBandArgs& a) {
   const BandedCsc& b = *a.layout;
   if (!a.accumulate) std::memset(a.y, 0, sizeof(float) * static_cast<size_t>(a.rows));
   const __m512 cb = _mm512_loadu_ps(a.codebook);
@@ -109,11 +131,22 @@ void spmv_banded__avx512(const SpmvBandArgs& a) {
       int32_t j = a.active[k];
       __m512 xj = _mm512_set1_ps(a.x[j]);
       uint32_t e = ptr[j], end = ptr[j + 1];
-      for (; e + 16 <= end; e += 16) accumulate_banded16(b.entries.data() + e, 0xFFFF, cb, xj, y);
+      for (; e + 16 <= end; e += 16)
+        accumulate_banded16<kHardwareScatter>(b.entries.data() + e, 0xFFFF, cb, xj, y);
       if (e < end)
-        accumulate_banded16(b.entries.data() + e, static_cast<__mmask16>((1u << (end - e)) - 1), cb, xj, y);
+        accumulate_banded16<kHardwareScatter>(b.entries.data() + e,
+                                              static_cast<__mmask16>((1u << (end - e)) - 1), cb, xj, y);
     }
   }
+}
+
+}  // namespace
+
+void spmv_banded__avx512(const SpmvBandArgs& a) {
+  if (avx512_scatter() == ScatterMode::hardware)
+    spmv_banded<true>(a);
+  else
+    spmv_banded<false>(a);
 }
 
 namespace {
