@@ -678,6 +678,40 @@ TEST(Lstm, DenseMatchesAPlainLoopAtEveryBatch) {
     }
 }
 
+// Several samples step in the transposed layout unless sequence lengths (or peepholes) are given;
+// full lengths change nothing in ONNX's LSTM, so they run the same product sample by sample. Every
+// output, both layouts, given and zero initial states.
+TEST(Lstm, TransposedStepsMatchTheSampleBySampleSteps) {
+  const int64_t seq = 3, in = 5, hid = 24, G = 4 * hid;
+  uint32_t seed = 90;
+  for (int64_t batch : {4, 7, 16})
+    for (int64_t layout : {0, 1})
+      for (bool states : {false, true})
+        for (int threads : {1, 2}) {
+          Shape xs = layout == 0 ? Shape{seq, batch, in} : Shape{batch, seq, in};
+          Shape hs = layout == 0 ? Shape{1, batch, hid} : Shape{batch, 1, hid};
+          Tensor x = random_f32(xs, seed++), w = random_f32({1, G, in}, seed++);
+          Tensor r = random_f32({1, G, hid}, seed++), b = random_f32({1, 2 * G}, seed++);
+          Tensor h0 = random_f32(hs, seed++), c0 = random_f32(hs, seed++);
+          Tensor lens(DType::i64, {batch});
+          std::fill_n(lens.i64_data(), batch, seq);
+          std::map<std::string, AttrValue> attrs = {{"hidden_size", hid}, {"layout", layout}};
+          std::vector<size_t> no_states = states ? std::vector<size_t>{} : std::vector<size_t>{5, 6};
+          std::vector<size_t> no_lens = no_states;
+          no_lens.push_back(4);
+          auto transposed = run_op("LSTM", attrs, {x, w, r, b, lens, h0, c0}, 14, 3, no_lens, threads);
+          auto by_sample = run_op("LSTM", attrs, {x, w, r, b, lens, h0, c0}, 14, 3, no_states, threads);
+          ASSERT_TRUE(transposed.ok()) << transposed.status().message();
+          ASSERT_TRUE(by_sample.ok()) << by_sample.status().message();
+          for (size_t o = 0; o < 3; ++o) {
+            ASSERT_EQ((*transposed)[o].shape(), (*by_sample)[o].shape());
+            EXPECT_LT(test::max_relative_error((*transposed)[o], (*by_sample)[o]), 1e-5)
+                << "output " << o << " batch " << batch << " layout " << layout << " states " << states
+                << " threads " << threads;
+          }
+        }
+}
+
 TEST(Lstm, RejectsUnsupportedDirection) {
   auto r = run_op("LSTM", {{"direction", std::string("bidirectional")}},
                   {random_f32({1, 1, 2}, 1), random_f32({2, 4, 2}, 2), random_f32({2, 4, 1}, 3)});

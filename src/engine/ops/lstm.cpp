@@ -1,7 +1,8 @@
 // LSTM, forward direction, default activations (sigmoid, tanh, tanh), gate order i, o, f, c.
 // W and R run on the sparse engine when they are compressed (input products for all steps at once,
 // the recurrent product per step), else on oneDNN's sgemm; the cell update is the kernel table's
-// lstm_cell.
+// lstm_cell. Several samples without sequence lengths or peepholes step in the transposed layout
+// (run_transposed), which needs no transpose per step.
 // Inputs: X [seq, batch, in] (layout 0) or [batch, seq, in] (layout 1), W [1, 4H, in], R [1, 4H, H],
 // optional B [1, 8H], sequence_lens [batch], initial_h / initial_c [1, batch, H], P [1, 3H].
 // Outputs (each optional): Y [seq, 1, batch, H], Y_h [1, batch, H], Y_c [1, batch, H].
@@ -87,6 +88,14 @@ class LstmOp : public Op {
   Status run(const RunArgs& a) override;
 
  private:
+  // Several samples without peepholes or sequence lengths: every step in the transposed layout
+  // ([4H, batch] gates, [H, batch] states), so the recurrent product reads and writes it as it is
+  // and one lstm_cell call updates every sample (the cell is elementwise over [4][H * batch]).
+  bool steps_transposed(const RunArgs& a) const {
+    auto given = [&](size_t i) { return a.in.size() > i && a.in[i] != nullptr; };
+    return batch_ > 1 && (r_sparse_ || dense_recurrent_transposed()) && !given(4) && !given(7);
+  }
+  void run_transposed(const RunArgs& a);
   void step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h, float* c);
   void input_products(const RunArgs& a, float* xw, float* extra);
   void recurrent_product(const RunArgs& a, const float* h, float* gates, float* extra);
@@ -99,6 +108,8 @@ class LstmOp : public Op {
   // Transposed inputs and outputs for the sparse products and the dense transposed recurrent one:
   // W's panels (or, batch first, [(input + 4H) x seq*batch]), [(hidden + 4H) x batch] for R,
   // whichever is larger.
+  // The transposed steps need the transposed inputs [input, seq*batch] and, per step, the
+  // recurrent product [4H, batch].
   size_t transposed_scratch(int threads) const {
     const int64_t n = seq_ * batch_;
     size_t w = !w_sparse_     ? 0
@@ -106,7 +117,10 @@ class LstmOp : public Op {
                               : static_cast<size_t>(sparse_product_by_panels_scratch(*w_sparse_, n, threads));
     size_t r =
         r_sparse_ || dense_recurrent_transposed() ? static_cast<size_t>((hidden_ + 4 * hidden_) * batch_) : 0;
-    return std::max(w, r);
+    size_t steps = batch_ > 1 && (r_sparse_ || dense_recurrent_transposed())
+                       ? static_cast<size_t>(std::max(input_ * n, 4 * hidden_ * batch_))
+                       : 0;
+    return std::max({w, r, steps});
   }
 
   const SparseMatrix* w_sparse_ = nullptr;
@@ -121,6 +135,10 @@ class LstmOp : public Op {
 };
 
 Status LstmOp::run(const RunArgs& a) {
+  if (steps_transposed(a)) {
+    run_transposed(a);
+    return {};
+  }
   const int64_t H = hidden_, G = 4 * H;
   float* xw = a.scratch.data();
   float* gates = xw + seq_ * batch_ * G;
@@ -150,6 +168,71 @@ Status LstmOp::run(const RunArgs& a) {
   if (a.out.size() > 1 && a.out[1]) std::memcpy(a.out[1]->f32_data(), h, sizeof(float) * batch_ * H);
   if (a.out.size() > 2 && a.out[2]) std::memcpy(a.out[2]->f32_data(), c, sizeof(float) * batch_ * H);
   return {};
+}
+
+void LstmOp::run_transposed(const RunArgs& a) {
+  const int64_t H = hidden_, G = 4 * H, n = seq_ * batch_;
+  float* xw = a.scratch.data();                    // [4H, n]: column t * batch + b is step t, sample b
+  float* h = xw + seq_ * batch_ * G + batch_ * G;  // [H, batch]
+  float* c = h + batch_ * H;                       // [H, batch]
+  float* extra = c + batch_ * H;
+  // The inputs transposed, [input, n], then W times them for every step at once.
+  const float* x = a.in[0]->f32_data();
+  if (batch_first_) {
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t j = 0; j < input_; ++j)
+        extra[j * n + k] = x[((k % batch_) * seq_ + k / batch_) * input_ + j];
+  } else {
+    transpose(a.pool, x, n, input_, extra);
+  }
+  if (w_sparse_)
+    sparse_matmat(a.pool, *w_sparse_, w_bounds_, extra, n, n, xw, n);
+  else
+    sgemm_parallel(a.pool, false, false, G, n, input_, 1.0f, a.in[1]->f32_data(), input_, extra, n, 0.0f, xw,
+                   n);
+  auto input = [&](size_t i) { return a.in.size() > i ? a.in[i] : nullptr; };
+  if (const Tensor* bias = input(3)) {
+    const float* wb = bias->f32_data();
+    for (int64_t g = 0; g < G; ++g) {
+      const float add = wb[g] + wb[G + g];
+      for (int64_t k = 0; k < n; ++k) xw[g * n + k] += add;
+    }
+  }
+  auto state_in = [&](const Tensor* given, float* state) {
+    if (given)
+      transpose(a.pool, given->f32_data(), batch_, H, state);
+    else
+      std::fill_n(state, batch_ * H, 0.0f);
+  };
+  state_in(input(5), h);
+  state_in(input(6), c);
+  Tensor* y = a.out.empty() ? nullptr : a.out[0];
+  float* gates = extra;  // [4H, batch]
+  const auto cell = sparse_kernels().lstm_cell;
+  for (int64_t t = 0; t < seq_; ++t) {
+    if (r_sparse_)
+      sparse_matmat(a.pool, *r_sparse_, r_bounds_, h, batch_, batch_, gates, batch_);
+    else
+      sgemm_parallel(a.pool, false, false, G, batch_, H, 1.0f, a.in[2]->f32_data(), H, h, batch_, 0.0f, gates,
+                     batch_);
+    for (int64_t g = 0; g < G; ++g) {
+      const float* xg = xw + g * n + t * batch_;
+      float* gg = gates + g * batch_;
+      for (int64_t b = 0; b < batch_; ++b) gg[b] += xg[b];
+    }
+    // Elementwise over [4][H * batch]: gate q of (unit j, sample b) is gates[(q * H + j) * batch + b].
+    cell(LstmCellArgs{gates, nullptr, clip_, H * batch_, c, h});
+    if (!y) continue;
+    float* yt = y->f32_data();
+    if (batch_first_) {
+      for (int64_t b = 0; b < batch_; ++b)
+        for (int64_t j = 0; j < H; ++j) yt[(b * seq_ + t) * H + j] = h[j * batch_ + b];
+    } else {
+      transpose(a.pool, h, H, batch_, yt + t * batch_ * H);
+    }
+  }
+  if (a.out.size() > 1 && a.out[1]) transpose(a.pool, h, H, batch_, a.out[1]->f32_data());
+  if (a.out.size() > 2 && a.out[2]) transpose(a.pool, c, H, batch_, a.out[2]->f32_data());
 }
 
 // xw[(t, b), 0:4H] = X[t, b] W^T for every step at once (rows ordered (t, b) for either layout).

@@ -23,10 +23,6 @@ inline __m512i prefix_sum(__m512i s) {
   return s;
 }
 
-inline int last_lane(__m512i v) {
-  return _mm_extract_epi32(_mm512_extracti32x4_epi32(v, 3), 3);
-}
-
 // y[pos[i]] = w[i] * xj + y[pos[i]] for the lanes of `mask` (a prefix of the 16 lanes): with one
 // vpscatterdd after a gather of y, or with scalar fused multiply-adds, which round the same way.
 template <bool kHardwareScatter>
@@ -46,17 +42,18 @@ inline void scatter_fma16(float* y, __mmask16 mask, __m512i pos, __m512 w, __m51
 }
 
 // Decodes up to 16 entries (as 32-bit lanes), accumulates w * xj into y at their positions, and
-// returns the position of the last one. Lanes outside `mask` (a prefix) do nothing.
+// returns the position of the last one in every lane (`base` holds the position before the first).
+// Lanes outside `mask` (a prefix) do nothing.
 template <int kGapShift, int kCodeMask, bool kNarrow, bool kHardwareScatter>
-inline int accumulate16(__m512i v, __mmask16 mask, int base, __m512 cb, const float* codebook, __m512 xj,
-                        float* y) {
+inline __m512i accumulate16(__m512i v, __mmask16 mask, __m512i base, __m512 cb, const float* codebook,
+                            __m512 xj, float* y) {
   __m512i code = _mm512_and_si512(v, _mm512_set1_epi32(kCodeMask));
   __m512i step = _mm512_maskz_add_epi32(mask, _mm512_srli_epi32(v, kGapShift), _mm512_set1_epi32(1));
-  __m512i pos = _mm512_add_epi32(_mm512_set1_epi32(base), prefix_sum(step));
+  __m512i pos = _mm512_add_epi32(base, prefix_sum(step));
   __m512 w = kNarrow ? _mm512_permutexvar_ps(code, cb)
                      : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, code, codebook, 4);
   scatter_fma16<kHardwareScatter>(y, mask, pos, w, xj);
-  return last_lane(pos);
+  return _mm512_permutexvar_epi32(_mm512_set1_epi32(15), pos);
 }
 
 // 16 entries (or the masked tail) widened to 32-bit lanes.
@@ -77,7 +74,7 @@ void spmv(const SpmvArgs& a, const Entry* entries) {
     int32_t j = a.active[k];
     __m512 xj = _mm512_set1_ps(a.x[j]);
     uint32_t e = p.col_ptr[j], end = p.col_ptr[j + 1];
-    int base = -1;
+    __m512i base = _mm512_set1_epi32(-1);
     for (; e + 16 <= end; e += 16)
       base = accumulate16<kGapShift, kCodeMask, kSmallCodebook, kHardwareScatter>(
           load16(entries + e, 0xFFFF), 0xFFFF, base, cb, a.codebook, xj, a.y);
