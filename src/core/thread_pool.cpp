@@ -29,7 +29,7 @@ bool spin_until(Done done) {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads) : tickets_(static_cast<size_t>(std::max(threads, 1))) {
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -42,16 +42,17 @@ ThreadPool::~ThreadPool() {
   for (auto& w : workers_) w.join();
 }
 
-void ThreadPool::work(int thread) {
+void ThreadPool::work_block(int b, int thread) {
+  std::atomic<uint64_t>& ticket = tickets_[static_cast<size_t>(b)].value;
   for (;;) {
-    uint64_t t = ticket_.load(std::memory_order_acquire);
+    uint64_t t = ticket.load(std::memory_order_acquire);
     auto index = static_cast<int64_t>(t & kIndexMask);
     Call call = call_.load(std::memory_order_relaxed);
     void* ctx = ctx_.load(std::memory_order_relaxed);
     int64_t count = count_.load(std::memory_order_relaxed);
-    if (index >= count) return;
+    if (index >= block_begin(b + 1, count)) return;
     // Succeeds only while the ticket is unchanged, so call/ctx/count are this generation's.
-    if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
+    if (!ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
     call(ctx, index, thread);
     if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == count) {
       std::lock_guard lock(mutex_);
@@ -60,17 +61,24 @@ void ThreadPool::work(int thread) {
   }
 }
 
+void ThreadPool::work(int thread) {
+  // Its own block first, then what the others have left.
+  for (int k = 0; k < size(); ++k) work_block((thread + k) % size(), thread);
+}
+
 void ThreadPool::run(int64_t count, Call call, void* ctx) {
   {
     std::lock_guard lock(mutex_);
     ++generation_;
     uint64_t gen = generation_ << kIndexBits;
-    ticket_.store(gen | kIndexMask, std::memory_order_release);  // close: nothing claimable yet
+    for (Ticket& t : tickets_) t.value.store(gen | kIndexMask, std::memory_order_release);  // close
     call_.store(call, std::memory_order_relaxed);
     ctx_.store(ctx, std::memory_order_relaxed);
     count_.store(count, std::memory_order_relaxed);
     finished_.store(0, std::memory_order_relaxed);
-    ticket_.store(gen, std::memory_order_release);  // open at task 0
+    for (int b = 0; b < size(); ++b)  // open each block at its first task
+      tickets_[static_cast<size_t>(b)].value.store(gen | static_cast<uint64_t>(block_begin(b, count)),
+                                                   std::memory_order_release);
     published_.store(generation_, std::memory_order_release);
   }
   wake_.notify_all();

@@ -44,9 +44,11 @@ class ThreadPool {
   }
 
   // Calls fn(i, thread) for every i in [0, count), where thread in [0, size()) names the thread
-  // running the task (0 = the caller). Tasks are claimed one at a time, so a thread slowed by
-  // something else on the machine simply runs fewer of them; which thread runs which task varies
-  // from call to call. Same rules as parallel_for.
+  // running the task (0 = the caller). Tasks are claimed one at a time. Thread t first runs the
+  // t-th of size() contiguous blocks of tasks, so consecutive calls with the same count give each
+  // thread the same tasks (and the data they write stays in its caches); a thread done with its
+  // block claims the remaining tasks of the others, so one slowed by something else on the machine
+  // simply runs fewer of them. Same rules as parallel_for.
   template <class F>
   void parallel_tasks(int64_t count, F&& fn) {
     if (count <= 0) return;
@@ -81,12 +83,19 @@ class ThreadPool {
   // Claims and runs tasks of the published generation until none are left, as `thread`.
   void work(int thread);
 
-  // A ticket is (generation << kIndexBits) | next task index. Workers claim a task with a CAS on
-  // the whole ticket, so a worker that wakes late can never claim a task of a newer generation
-  // with an older one's function, and the caller never waits for workers that found no task: a
-  // descheduled worker (common on shared virtual machines) costs nothing.
+  // Each thread's block has a ticket: (generation << kIndexBits) | its next task index. Threads
+  // claim a task with a CAS on the whole ticket, so a worker that wakes late can never claim a task
+  // of a newer generation with an older one's function, and the caller never waits for workers
+  // that found no task: a descheduled worker (common on shared virtual machines) costs nothing.
   static constexpr int kIndexBits = 40;
   static constexpr uint64_t kIndexMask = (uint64_t{1} << kIndexBits) - 1;
+  struct alignas(64) Ticket {
+    std::atomic<uint64_t> value{kIndexMask};  // no task to claim
+  };
+  // First task of thread t's block (t = size(): the end of the last block).
+  int64_t block_begin(int t, int64_t count) const { return count * t / size(); }
+  // Claims and runs the tasks left in block b, as `thread`.
+  void work_block(int b, int thread);
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
@@ -97,9 +106,9 @@ class ThreadPool {
   std::atomic<Call> call_{nullptr};
   std::atomic<void*> ctx_{nullptr};
   std::atomic<int64_t> count_{0};
-  std::atomic<uint64_t> ticket_{kIndexMask};  // no task to claim
-  std::atomic<int64_t> finished_{0};          // tasks of the current generation completed
-  std::atomic<uint64_t> published_{0};        // generation_, readable without the lock for spinning
+  std::vector<Ticket> tickets_;         // one per thread, written under mutex_ when a region opens
+  std::atomic<int64_t> finished_{0};    // tasks of the current generation completed
+  std::atomic<uint64_t> published_{0};  // generation_, readable without the lock for spinning
 };
 
 }  // namespace sparrow

@@ -85,6 +85,6 @@ void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_en
 inline constexpr int64_t kMinChunkColumns = 32;
 
 // Non-zero count below which a layer runs on the calling thread: waking the pool costs more.
-inline constexpr int64_t kParallelFromNonzeros = int64_t{1} << 17;
+inline constexpr int64_t kParallelFromNonzeros = int64_t{1} << 14;
 
 }  // namespace sparrow
