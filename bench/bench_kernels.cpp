@@ -225,18 +225,19 @@ void BM_SpmmSmallPlane(benchmark::State& state) {
 }
 BENCHMARK(BM_SpmmSmallPlane)->ArgsProduct({{2}, {4, 16}})->Unit(benchmark::kMicrosecond);
 
-// 1x1 convolutions at batch 1: SqueezeNet's classifier (1000 x 512 at 10%) over a 13x13 plane, and
-// a MobileNetV2-like 144 x 24 expansion over 56x56 and 28x28 planes; Xt is the input planes as
-// they lie (row stride = the plane's positions).
+// 1x1 convolutions at batch 1: SqueezeNet's classifier (1000 x 512 at 10%) over a 13x13 plane, a
+// MobileNetV2-like 144 x 24 expansion over 56x56 and 28x28 planes, and its 960 x 160 expansion
+// over 14x14 and 7x7 planes; Xt is the input planes as they lie (row stride = the plane's positions).
 void BM_SpmmPointwise(benchmark::State& state) {
   SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));
   if (!supported(state, k)) return;
   static const SparseMatrix classifier = random_4bit(1000, 512, 10, 5, true);
   static const SparseMatrix expand = random_4bit(144, 24, 10, 6, true);
+  static const SparseMatrix late = random_4bit(960, 160, 10, 7, true);
   const int64_t positions = state.range(1);
-  time_spmm(state, k, positions == 169 ? classifier : expand, positions, 50);
+  time_spmm(state, k, positions == 169 ? classifier : positions < 200 ? late : expand, positions, 50);
 }
-BENCHMARK(BM_SpmmPointwise)->ArgsProduct({{2}, {169, 784, 3136}})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_SpmmPointwise)->ArgsProduct({{2}, {49, 169, 196, 784, 3136}})->Unit(benchmark::kMicrosecond);
 
 void BM_ListNonzero(benchmark::State& state) {
   SparseKernels k = sparse_kernels_for(static_cast<Isa>(state.range(0)));

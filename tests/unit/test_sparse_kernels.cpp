@@ -150,7 +150,7 @@ TEST_P(SparseKernelsPerIsa, SpmmEveryVariantMatchesAcrossBatchWidths) {
   for (int64_t rows : {1, 17, 64})
     for (int64_t cols : {3, 40, 300})
       for (double density : {0.0, 0.1, 1.0})
-        for (int64_t batch : {1, 5, 16, 17, 32, 45, 64, 70, 128, 197, 240})
+        for (int64_t batch : {1, 5, 16, 17, 32, 45, 49, 64, 70, 96, 127, 128, 197, 240, 255})
           for (int cb : {16, 256}) {
             Case c = make_case(rows, cols, density, cb, seed++);
             SparseMatrix m =

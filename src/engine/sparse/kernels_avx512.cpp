@@ -313,26 +313,53 @@ void csr_rows_chunk(const SpmmArgs& a, int64_t b0, int64_t n) {
   }
 }
 
-// Chunks of 128 columns of Xt while there are that many, then one each of 64, 32 and 16, then the
-// rest (under 16) under masks. Wide chunks spread an entry's decoding over more FMAs; the 32-wide chunk is
-// what the fully connected op's panels use (kSparseFcPanel).
+// The last n (1 to 127) columns of Xt from b0 in one pass of ceil(n / 16) registers, the last one
+// under a mask unless n is a multiple of 16: each entry is decoded once for all of them (a 7x7
+// plane's 49 positions in one pass of four registers, not in passes of 32, 16 and 1).
+template <class Entries, bool kRowTable, int kRegs>
+void csr_rows_rest(const SpmmArgs& a, int64_t b0, int64_t n) {
+  if (n == 16 * kRegs)
+    csr_rows_chunk<Entries, kRowTable, kRegs, true>(a, b0, n);
+  else
+    csr_rows_chunk<Entries, kRowTable, kRegs, false>(a, b0, n);
+}
+
+// Chunks of 128 columns of Xt while there are that many, then the rest in one pass. Wide chunks
+// spread an entry's decoding over more FMAs; the 32-wide chunk is what the fully connected op's
+// panels use (kSparseFcPanel).
 template <class Entries, bool kRowTable>
 void spmm_csr_rows(const SpmmArgs& a) {
   int64_t b0 = 0;
   for (; b0 + 128 <= a.batch; b0 += 128) csr_rows_chunk<Entries, kRowTable, 8, true>(a, b0, 128);
-  if (b0 + 64 <= a.batch) {
-    csr_rows_chunk<Entries, kRowTable, 4, true>(a, b0, 64);
-    b0 += 64;
+  const int64_t n = a.batch - b0;
+  switch ((n + 15) / 16) {
+    case 0:
+      break;
+    case 1:
+      csr_rows_rest<Entries, kRowTable, 1>(a, b0, n);
+      break;
+    case 2:
+      csr_rows_rest<Entries, kRowTable, 2>(a, b0, n);
+      break;
+    case 3:
+      csr_rows_rest<Entries, kRowTable, 3>(a, b0, n);
+      break;
+    case 4:
+      csr_rows_rest<Entries, kRowTable, 4>(a, b0, n);
+      break;
+    case 5:
+      csr_rows_rest<Entries, kRowTable, 5>(a, b0, n);
+      break;
+    case 6:
+      csr_rows_rest<Entries, kRowTable, 6>(a, b0, n);
+      break;
+    case 7:
+      csr_rows_rest<Entries, kRowTable, 7>(a, b0, n);
+      break;
+    default:
+      csr_rows_rest<Entries, kRowTable, 8>(a, b0, n);
+      break;
   }
-  if (b0 + 32 <= a.batch) {
-    csr_rows_chunk<Entries, kRowTable, 2, true>(a, b0, 32);
-    b0 += 32;
-  }
-  if (b0 + 16 <= a.batch) {
-    csr_rows_chunk<Entries, kRowTable, 1, true>(a, b0, 16);
-    b0 += 16;
-  }
-  if (b0 < a.batch) csr_rows_chunk<Entries, kRowTable, 1, false>(a, b0, a.batch - b0);
 }
 
 template <class Entries>
