@@ -1,5 +1,6 @@
 // Conv (1-D and 2-D, groups, pads/auto_pad, strides, dilations): one input channel per group
-// (depthwise) directly on the planes, otherwise im2col + sgemm per group.
+// (depthwise) directly on the planes, otherwise im2col + sgemm per group (small planes of several
+// images: one product for a group of images, see run_gathered).
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -52,6 +53,10 @@ class ConvOp : public Op {
       const int64_t planes = shape_numel({threads, depthwise_thread_scratch_floats()});
       return planes < 0 ? SIZE_MAX : static_cast<size_t>(planes);  // SIZE_MAX: over any memory limit
     }
+    if (gathered()) {
+      const int64_t columns = shape_numel({col_rows() + m_, gather_group(), win_.out_h, win_.out_w});
+      return columns < 0 ? SIZE_MAX : static_cast<size_t>(columns);  // SIZE_MAX: over any memory limit
+    }
     if (is_pointwise()) return 0;
     const int64_t columns = shape_numel({threads, col_rows(), win_.out_h, win_.out_w});
     return columns < 0 ? SIZE_MAX : static_cast<size_t>(columns);  // SIZE_MAX: over any memory limit
@@ -64,6 +69,10 @@ class ConvOp : public Op {
     float* y = a.out[0]->f32_data();
     if (is_depthwise()) {
       run_depthwise(a.pool, x, wt, has_bias_ ? a.in[2]->f32_data() : nullptr, a.scratch.data(), y);
+      return {};
+    }
+    if (gathered()) {
+      run_gathered(a.pool, x, wt, has_bias_ ? a.in[2]->f32_data() : nullptr, a.scratch.data(), y);
       return {};
     }
     int64_t tasks = n_ * group_;
@@ -156,6 +165,34 @@ class ConvOp : public Op {
                              &win_, activation_.lo, activation_.hi, padded, y + (n * m_ + m) * out_hw});
       }
     });
+  }
+  // Small output planes of several images (one group): the images' im2col columns side by side,
+  // [C * kh * kw, images * out_hw], and one product for all of them, so W is read once per group
+  // of images instead of once per image (a 4x4 plane's product with one image is 16 columns wide,
+  // and a 512 x 4608 W is streamed from memory for each). At most kGatherMostColumns columns at a
+  // time (the scratch does not grow with the batch).
+  static constexpr int64_t kGatherBelowPositions = 64, kGatherMostColumns = 256;
+  bool gathered() const { return group_ == 1 && n_ > 1 && win_.out_h * win_.out_w < kGatherBelowPositions; }
+  int64_t gather_group() const {
+    return std::clamp<int64_t>(kGatherMostColumns / (win_.out_h * win_.out_w), 1, n_);
+  }
+  void run_gathered(ThreadPool& pool, const float* x, const float* wt, const float* bias, float* scratch,
+                    float* y) const {
+    const int64_t in_chw = c_ * win_.in_h * win_.in_w, out_hw = win_.out_h * win_.out_w;
+    for (int64_t first = 0; first < n_; first += gather_group()) {
+      const int64_t images = std::min(gather_group(), n_ - first), ld = images * out_hw;
+      float* col = scratch;
+      float* yt = col + col_rows() * ld;
+      pool.parallel_for(images,
+                        [&](int64_t i) { im2col(x + (first + i) * in_chw, c_, win_, col + i * out_hw, ld); });
+      sgemm_parallel(pool, false, false, m_, ld, col_rows(), 1.0f, wt, col_rows(), col, ld, 0.0f, yt, ld);
+      pool.parallel_range(m_, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t i = 0; i < images; ++i)
+          add_bias_activate_rows(yt + begin * ld + i * out_hw, ld, end - begin, out_hw,
+                                 bias ? bias + begin : nullptr, activation_,
+                                 y + ((first + i) * m_ + begin) * out_hw);
+      });
+    }
   }
   // One (image, group) product; `pool` non-null means parallelize the product itself.
   void run_task(ThreadPool* pool, int64_t task, const float* x, const float* wt, float* y, float* col) const {

@@ -21,22 +21,6 @@ namespace sparrow {
 
 namespace {
 
-// The epilogue of a sparse convolution, in one pass: y[r, 0:n] = act(x[r * ldx + 0:n] + bias[r])
-// for `rows` rows (no bias when it is null), y dense; x may be y when ldx == n.
-void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
-                            const Activation act, float* y) {
-  const auto kernel = sparse_kernels().bias_activation;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* in = x + r * ldx;
-    float* out = y + r * n;
-    const float b = bias ? bias[r] : kNoBias;
-    if (n < 16)  // short rows (one sample): a call per row would cost more than the row
-      for (int64_t i = 0; i < n; ++i) out[i] = act(in[i] + b);
-    else
-      kernel(BiasActivationArgs{in, n, b, act.lo, act.hi, out});
-  }
-}
-
 // The same in place on y [rows, per_row].
 void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bias, const Activation act) {
   if (!bias && act.none()) return;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "engine/sparse/kernels.h"
+
 namespace sparrow {
 
 Result<WindowAttrs> read_window_attrs(const Node& node) {
@@ -137,6 +139,20 @@ Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const S
   w.in_w = x.in, w.k_w = x.k, w.s_w = x.s, w.d_w = x.d, w.pad_l = x.pad_begin, w.pad_r = x.pad_end,
   w.out_w = x.out;
   return w;
+}
+
+void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
+                            const Activation act, float* y) {
+  const auto kernel = sparse_kernels().bias_activation;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * ldx;
+    float* out = y + r * n;
+    const float b = bias ? bias[r] : kNoBias;
+    if (n < 16)  // short rows (one sample): a call per row would cost more than the row
+      for (int64_t i = 0; i < n; ++i) out[i] = act(in[i] + b);
+    else
+      kernel(BiasActivationArgs{in, n, b, act.lo, act.hi, out});
+  }
 }
 
 }  // namespace sparrow

@@ -35,4 +35,9 @@ void im2col(const float* x, int64_t channels, const Window2d& w, float* col, int
 // The same, the channels split over the pool.
 void im2col_parallel(ThreadPool& pool, const float* x, int64_t channels, const Window2d& w, float* col);
 
+// A convolution's epilogue in one pass: y[r, 0:n] = act(x[r * ldx + 0:n] + bias[r]) for `rows` rows
+// (no bias when it is null), y dense; x may be y when ldx == n.
+void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
+                            const Activation act, float* y);
+
 }  // namespace sparrow
