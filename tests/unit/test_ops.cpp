@@ -88,11 +88,14 @@ TEST(Conv, MatchesReferenceOnAGridOfGeometries) {
       {3, 16, 5, 9, 16, 5, 5, 1, 2, 1, 16},
       {1, 48, 6, 6, 48, 3, 3, 1, 1, 2, 48},
       {1, 16, 8, 8, 32, 3, 3, 1, 1, 1, 16},
-      // Small planes of several images, one product per group of images: 63 positions (groups of
-      // four images, the last with one), a 1x1 window read through the gathered columns, stride 2.
+      // Small planes of several images, one product per group of images: 63 and 64 positions
+      // (groups of four images, the last with one), a 1x1 window read through the gathered
+      // columns, stride 2, two channel groups.
       {9, 3, 9, 7, 5, 3, 3, 1, 1, 1, 1},
+      {5, 2, 8, 8, 3, 3, 3, 1, 1, 1, 1},
       {5, 4, 4, 4, 6, 1, 1, 1, 0, 1, 1},
       {6, 3, 8, 8, 4, 3, 3, 2, 1, 1, 1},
+      {5, 4, 6, 6, 6, 3, 3, 1, 1, 1, 2},
   };
   uint32_t seed = 1;
   for (const auto& p : cases) {

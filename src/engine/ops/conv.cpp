@@ -54,7 +54,7 @@ class ConvOp : public Op {
       return planes < 0 ? SIZE_MAX : static_cast<size_t>(planes);  // SIZE_MAX: over any memory limit
     }
     if (gathered()) {
-      const int64_t columns = shape_numel({col_rows() + m_, gather_group(), win_.out_h, win_.out_w});
+      const int64_t columns = shape_numel({col_rows() + m_ / group_, gather_group(), win_.out_h, win_.out_w});
       return columns < 0 ? SIZE_MAX : static_cast<size_t>(columns);  // SIZE_MAX: over any memory limit
     }
     if (is_pointwise()) return 0;
@@ -166,32 +166,37 @@ class ConvOp : public Op {
       }
     });
   }
-  // Small output planes of several images (one group): the images' im2col columns side by side,
-  // [C * kh * kw, images * out_hw], and one product for all of them, so W is read once per group
-  // of images instead of once per image (a 4x4 plane's product with one image is 16 columns wide,
-  // and a 512 x 4608 W is streamed from memory for each). At most kGatherMostColumns columns at a
-  // time (the scratch does not grow with the batch).
-  static constexpr int64_t kGatherBelowPositions = 64, kGatherMostColumns = 256;
-  bool gathered() const { return group_ == 1 && n_ > 1 && win_.out_h * win_.out_w < kGatherBelowPositions; }
+  // Small output planes of several images: per group, the images' im2col columns side by side,
+  // [C/group * kh * kw, images * out_hw], and one product for all of them, so W is read once per
+  // group of images instead of once per image (a 4x4 plane's product with one image is 16 columns
+  // wide, and a 512 x 4608 W is streamed from memory for each). At most kGatherMostColumns columns
+  // at a time (the scratch does not grow with the batch).
+  static constexpr int64_t kGatherMostPositions = 64, kGatherMostColumns = 256;
+  bool gathered() const { return n_ > 1 && win_.out_h * win_.out_w <= kGatherMostPositions; }
   int64_t gather_group() const {
     return std::clamp<int64_t>(kGatherMostColumns / (win_.out_h * win_.out_w), 1, n_);
   }
   void run_gathered(ThreadPool& pool, const float* x, const float* wt, const float* bias, float* scratch,
                     float* y) const {
-    const int64_t in_chw = c_ * win_.in_h * win_.in_w, out_hw = win_.out_h * win_.out_w;
+    const int64_t in_hw = win_.in_h * win_.in_w, out_hw = win_.out_h * win_.out_w;
+    const int64_t cg = c_ / group_, mg = m_ / group_;
     for (int64_t first = 0; first < n_; first += gather_group()) {
       const int64_t images = std::min(gather_group(), n_ - first), ld = images * out_hw;
       float* col = scratch;
       float* yt = col + col_rows() * ld;
-      pool.parallel_for(images,
-                        [&](int64_t i) { im2col(x + (first + i) * in_chw, c_, win_, col + i * out_hw, ld); });
-      sgemm_parallel(pool, false, false, m_, ld, col_rows(), 1.0f, wt, col_rows(), col, ld, 0.0f, yt, ld);
-      pool.parallel_range(m_, 16, [&](int64_t begin, int64_t end) {
-        for (int64_t i = 0; i < images; ++i)
-          add_bias_activate_rows(yt + begin * ld + i * out_hw, ld, end - begin, out_hw,
-                                 bias ? bias + begin : nullptr, activation_,
-                                 y + ((first + i) * m_ + begin) * out_hw);
-      });
+      for (int64_t g = 0; g < group_; ++g) {
+        pool.parallel_for(images, [&](int64_t i) {
+          im2col(x + ((first + i) * c_ + g * cg) * in_hw, cg, win_, col + i * out_hw, ld);
+        });
+        sgemm_parallel(pool, false, false, mg, ld, col_rows(), 1.0f, wt + g * mg * col_rows(), col_rows(),
+                       col, ld, 0.0f, yt, ld);
+        pool.parallel_range(mg, 16, [&](int64_t begin, int64_t end) {
+          for (int64_t i = 0; i < images; ++i)
+            add_bias_activate_rows(yt + begin * ld + i * out_hw, ld, end - begin, out_hw,
+                                   bias ? bias + g * mg + begin : nullptr, activation_,
+                                   y + ((first + i) * m_ + g * mg + begin) * out_hw);
+        });
+      }
     }
   }
   // One (image, group) product; `pool` non-null means parallelize the product itself.

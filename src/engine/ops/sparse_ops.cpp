@@ -332,7 +332,7 @@ void transpose_add(ThreadPool& pool, const float* src, int64_t rows, int64_t col
 void sparse_product_by_panels(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                               const float* x, int64_t n, float* y, float* scratch) {
   const int64_t panels = (n + kSparseFcPanel - 1) / kSparseFcPanel;
-  if (m.nonzeros * n < kParallelFromNonzeros) {
+  if (m.nonzeros * n < kParallelFromProducts) {
     for (int64_t p = 0; p < panels; ++p) run_panel(nullptr, m, bounds, x, n, y, p, scratch);
   } else if (panels >= pool.size()) {  // each thread runs whole panels
     pool.parallel_tasks(panels, [&](int64_t p, int thread) {

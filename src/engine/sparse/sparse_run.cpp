@@ -173,7 +173,7 @@ void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<in
     sparse_matmat_rows(m, begin, end, xt, ldx, batch, y, ldy, x_rows);
     if (rows_done) rows_done(begin, end);
   };
-  if (m.nonzeros * batch < kParallelFromNonzeros) {
+  if (m.nonzeros * batch < kParallelFromProducts) {
     rows(0, m.rows);
     return;
   }

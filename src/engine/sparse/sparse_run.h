@@ -84,7 +84,10 @@ void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_en
 // Fewest active columns in one chunk of the columns scheme (the last chunk may have fewer).
 inline constexpr int64_t kMinChunkColumns = 32;
 
-// Non-zero count below which a layer runs on the calling thread: waking the pool costs more.
+// Below these a product runs on the calling thread, where a parallel region (a few microseconds
+// with the pool's workers spinning, and the rows' inputs and outputs moving between cores) costs
+// more than it saves: non-zeros for one sample, non-zeros times samples for batches.
 inline constexpr int64_t kParallelFromNonzeros = int64_t{1} << 14;
+inline constexpr int64_t kParallelFromProducts = int64_t{1} << 17;
 
 }  // namespace sparrow
