@@ -47,10 +47,13 @@ void ThreadPool::work_block(int b, int thread) {
   for (;;) {
     uint64_t t = ticket.load(std::memory_order_acquire);
     auto index = static_cast<int64_t>(t & kIndexMask);
-    Call call = call_.load(std::memory_order_relaxed);
-    void* ctx = ctx_.load(std::memory_order_relaxed);
-    int64_t count = count_.load(std::memory_order_relaxed);
-    if (index >= block_begin(b + 1, count)) return;
+    // Acquire: a region's fields are stored after every ticket is closed, so a thread that sees a
+    // newer region's fields with an older ticket value fails the CAS below.
+    Call call = call_.load(std::memory_order_acquire);
+    void* ctx = ctx_.load(std::memory_order_acquire);
+    int64_t count = count_.load(std::memory_order_acquire);
+    int blocks = blocks_.load(std::memory_order_acquire);
+    if (b >= blocks || index >= block_begin(b + 1, count, blocks)) return;
     // Succeeds only while the ticket is unchanged, so call/ctx/count are this generation's.
     if (!ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
     call(ctx, index, thread);
@@ -66,18 +69,19 @@ void ThreadPool::work(int thread) {
   for (int k = 0; k < size(); ++k) work_block((thread + k) % size(), thread);
 }
 
-void ThreadPool::run(int64_t count, Call call, void* ctx) {
+void ThreadPool::run(int64_t count, Call call, void* ctx, int blocks) {
   {
     std::lock_guard lock(mutex_);
     ++generation_;
     uint64_t gen = generation_ << kIndexBits;
     for (Ticket& t : tickets_) t.value.store(gen | kIndexMask, std::memory_order_release);  // close
-    call_.store(call, std::memory_order_relaxed);
-    ctx_.store(ctx, std::memory_order_relaxed);
-    count_.store(count, std::memory_order_relaxed);
+    call_.store(call, std::memory_order_release);
+    ctx_.store(ctx, std::memory_order_release);
+    count_.store(count, std::memory_order_release);
+    blocks_.store(blocks, std::memory_order_release);
     finished_.store(0, std::memory_order_relaxed);
-    for (int b = 0; b < size(); ++b)  // open each block at its first task
-      tickets_[static_cast<size_t>(b)].value.store(gen | static_cast<uint64_t>(block_begin(b, count)),
+    for (int b = 0; b < blocks; ++b)  // open each block at its first task; the others stay closed
+      tickets_[static_cast<size_t>(b)].value.store(gen | static_cast<uint64_t>(block_begin(b, count, blocks)),
                                                    std::memory_order_release);
     published_.store(generation_, std::memory_order_release);
   }

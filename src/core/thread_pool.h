@@ -40,15 +40,16 @@ class ThreadPool {
       return;
     }
     auto trampoline = [](void* ctx, int64_t i, int) { (*static_cast<std::remove_reference_t<F>*>(ctx))(i); };
-    run(count, trampoline, const_cast<void*>(static_cast<const void*>(&fn)));
+    run(count, trampoline, const_cast<void*>(static_cast<const void*>(&fn)), size());
   }
 
   // Calls fn(i, thread) for every i in [0, count), where thread in [0, size()) names the thread
   // running the task (0 = the caller). Tasks are claimed one at a time. Thread t first runs the
   // t-th of size() contiguous blocks of tasks, so consecutive calls with the same count give each
-  // thread the same tasks (and the data they write stays in its caches); a thread done with its
-  // block claims the remaining tasks of the others, so one slowed by something else on the machine
-  // simply runs fewer of them. Same rules as parallel_for.
+  // thread the same tasks as long as none is held up (and the data they write stays in its
+  // caches); a thread done with its block claims the remaining tasks of the others, so one slowed
+  // by something else on the machine simply runs fewer of them. Same rules as parallel_for, which
+  // claims its tasks the same way.
   template <class F>
   void parallel_tasks(int64_t count, F&& fn) {
     if (count <= 0) return;
@@ -59,7 +60,22 @@ class ThreadPool {
     auto trampoline = [](void* ctx, int64_t i, int thread) {
       (*static_cast<std::remove_reference_t<F>*>(ctx))(i, thread);
     };
-    run(count, trampoline, const_cast<void*>(static_cast<const void*>(&fn)));
+    run(count, trampoline, const_cast<void*>(static_cast<const void*>(&fn)), size());
+  }
+
+  // As parallel_tasks, but every thread claims from one queue in index order: for work cut into
+  // pieces that shrink towards the end (guided scheduling), where whoever is free takes the next.
+  template <class F>
+  void parallel_tasks_in_order(int64_t count, F&& fn) {
+    if (count <= 0) return;
+    if (workers_.empty()) {
+      for (int64_t i = 0; i < count; ++i) fn(i, 0);
+      return;
+    }
+    auto trampoline = [](void* ctx, int64_t i, int thread) {
+      (*static_cast<std::remove_reference_t<F>*>(ctx))(i, thread);
+    };
+    run(count, trampoline, const_cast<void*>(static_cast<const void*>(&fn)), 1);
   }
 
   // Splits [0, n) into at most size() contiguous chunks of at least `min_chunk` elements and
@@ -78,7 +94,8 @@ class ThreadPool {
 
  private:
   using Call = void (*)(void*, int64_t, int);
-  void run(int64_t count, Call call, void* ctx);
+  // Runs tasks [0, count) cut into `blocks` blocks (size() or 1, see parallel_tasks_in_order).
+  void run(int64_t count, Call call, void* ctx, int blocks);
   void worker_loop(int thread);
   // Claims and runs tasks of the published generation until none are left, as `thread`.
   void work(int thread);
@@ -92,8 +109,8 @@ class ThreadPool {
   struct alignas(64) Ticket {
     std::atomic<uint64_t> value{kIndexMask};  // no task to claim
   };
-  // First task of thread t's block (t = size(): the end of the last block).
-  int64_t block_begin(int t, int64_t count) const { return count * t / size(); }
+  // First task of block b of `blocks` (b = blocks: the end of the last block).
+  static int64_t block_begin(int b, int64_t count, int blocks) { return count * b / blocks; }
   // Claims and runs the tasks left in block b, as `thread`.
   void work_block(int b, int thread);
 
@@ -106,6 +123,7 @@ class ThreadPool {
   std::atomic<Call> call_{nullptr};
   std::atomic<void*> ctx_{nullptr};
   std::atomic<int64_t> count_{0};
+  std::atomic<int> blocks_{1};
   std::vector<Ticket> tickets_;         // one per thread, written under mutex_ when a region opens
   std::atomic<int64_t> finished_{0};    // tasks of the current generation completed
   std::atomic<uint64_t> published_{0};  // generation_, readable without the lock for spinning

@@ -78,21 +78,26 @@ TEST(ThreadPool, RunsEveryTaskOnce) {
 
 TEST(ThreadPool, TasksNameTheThreadRunningThem) {
   // Every task runs once, on a thread index in [0, size()), and no two tasks run at the same time
-  // on one index (a per-thread counter is written without atomics).
+  // on one index (a per-thread counter is written without atomics); tasks in per-thread blocks and
+  // from one queue in order.
   for (int threads : {1, 2, 3}) {
     ThreadPool pool(threads);
-    for (int round = 0; round < 500; ++round) {
+    for (int round = 0; round < 1000; ++round) {
       std::vector<std::atomic<int>> hits(41);
       std::vector<int64_t> per_thread(static_cast<size_t>(threads) * 16, 0);  // 16 apart: own lines
       std::atomic<bool> bad_index{false};
-      pool.parallel_tasks(41, [&](int64_t i, int t) {
+      auto task = [&](int64_t i, int t) {
         if (t < 0 || t >= threads) {
           bad_index = true;
           return;
         }
         hits[i]++;
         per_thread[static_cast<size_t>(t) * 16] += i + 1;
-      });
+      };
+      if (round % 2 == 0)
+        pool.parallel_tasks(41, task);
+      else
+        pool.parallel_tasks_in_order(41, task);
       ASSERT_FALSE(bad_index.load());
       for (auto& h : hits) ASSERT_EQ(h.load(), 1);
       int64_t sum = 0;
@@ -105,16 +110,20 @@ TEST(ThreadPool, TasksNameTheThreadRunningThem) {
 TEST(ThreadPool, BackToBackRegionsNeverMixTheirTasks) {
   // Many short regions with different functions and counts: a worker that wakes late must not run
   // a task of one region with another's function, and every task runs exactly once.
+  // Block ends move between regions (counts 5, 2 and 7 in three blocks, 7 in one queue).
   ThreadPool pool(3);
-  std::vector<std::atomic<int>> a(5), b(2);
-  for (int round = 0; round < 20000; ++round) {
-    if (round % 2 == 0)
+  std::vector<std::atomic<int>> a(5), b(2), c(7);
+  for (int round = 0; round < 30000; ++round) {
+    if (round % 3 == 0)
       pool.parallel_for(5, [&](int64_t i) { a[i]++; });
-    else
+    else if (round % 3 == 1)
       pool.parallel_for(2, [&](int64_t i) { b[i]++; });
+    else
+      pool.parallel_tasks_in_order(7, [&](int64_t i, int) { c[i]++; });
   }
   for (auto& h : a) EXPECT_EQ(h.load(), 10000);
   for (auto& h : b) EXPECT_EQ(h.load(), 10000);
+  for (auto& h : c) EXPECT_EQ(h.load(), 10000);
 }
 
 TEST(SvgPlot, HistogramCountsEveryValueInRangeOnce) {

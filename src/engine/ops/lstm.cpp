@@ -78,7 +78,9 @@ class LstmOp : public Op {
     out.resize(node_.outputs.size());
     return {};
   }
-  // Scratch: x*W^T for all steps [seq*batch, 4H], gates [batch, 4H], h and c [batch, H].
+  // Scratch: x*W^T for all steps [seq*batch, 4H], gates [batch, 4H], h and c [batch, H], then the
+  // transposed products' room. The transposed steps use the same first block as [4H, seq*batch]
+  // and h and c as [H, batch], and keep their gates in the room after them.
   size_t scratch_floats(int threads) const override {
     return static_cast<size_t>(seq_ * batch_ * 4 * hidden_ + batch_ * 4 * hidden_ + 2 * batch_ * hidden_) +
            transposed_scratch(threads);

@@ -40,6 +40,7 @@ ScatterMode default_scatter() {
   if (const char* mode = std::getenv("SPARROW_SCATTER")) {
     if (std::strcmp(mode, "hardware") == 0) return ScatterMode::hardware;
     if (std::strcmp(mode, "scalar") == 0) return ScatterMode::scalar;
+    log(LogLevel::warn, "SPARROW_SCATTER={}: not 'hardware' or 'scalar', ignored", mode);
   }
   return __builtin_cpu_is("amd") ? ScatterMode::scalar : ScatterMode::hardware;
 }
@@ -78,7 +79,10 @@ SparseKernels sparse_kernels_for(Isa isa) {
 const SparseKernels& sparse_kernels() {
   static const SparseKernels k = [] {
     SparseKernels chosen = sparse_kernels_for(best_supported_isa());
-    log(LogLevel::info, "sparse kernels: {}, {}", isa_name(chosen.isa), scatter_mode_name(avx512_scatter()));
+    if (chosen.isa == Isa::avx512)
+      log(LogLevel::info, "sparse kernels: avx512, {}", scatter_mode_name(avx512_scatter()));
+    else
+      log(LogLevel::info, "sparse kernels: {}", isa_name(chosen.isa));
     return chosen;
   }();
   return k;

@@ -75,7 +75,7 @@ void matvec_columns(ThreadPool& pool, const SparseMatrix& m, const float* x, flo
   }
   int64_t chunks = guided_chunks(n, threads, ws.bounds.data());
   std::fill(ws.started.begin(), ws.started.end(), 0);
-  pool.parallel_tasks(chunks, [&](int64_t c, int t) {
+  pool.parallel_tasks_in_order(chunks, [&](int64_t c, int t) {
     int64_t begin = ws.bounds[c], end = ws.bounds[c + 1];
     matvec_chunk(m, x, ws.active.data() + begin, end - begin, ws.partial_for(t), ws.started[t] != 0);
     ws.started[t] = 1;
