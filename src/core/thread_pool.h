@@ -52,30 +52,14 @@ class ThreadPool {
   // claims its tasks the same way.
   template <class F>
   void parallel_tasks(int64_t count, F&& fn) {
-    if (count <= 0) return;
-    if (workers_.empty()) {
-      for (int64_t i = 0; i < count; ++i) fn(i, 0);
-      return;
-    }
-    auto trampoline = [](void* ctx, int64_t i, int thread) {
-      (*static_cast<std::remove_reference_t<F>*>(ctx))(i, thread);
-    };
-    run(count, trampoline, const_cast<void*>(static_cast<const void*>(&fn)), size());
+    tasks(count, fn, size());
   }
 
   // As parallel_tasks, but every thread claims from one queue in index order: for work cut into
   // pieces that shrink towards the end (guided scheduling), where whoever is free takes the next.
   template <class F>
   void parallel_tasks_in_order(int64_t count, F&& fn) {
-    if (count <= 0) return;
-    if (workers_.empty()) {
-      for (int64_t i = 0; i < count; ++i) fn(i, 0);
-      return;
-    }
-    auto trampoline = [](void* ctx, int64_t i, int thread) {
-      (*static_cast<std::remove_reference_t<F>*>(ctx))(i, thread);
-    };
-    run(count, trampoline, const_cast<void*>(static_cast<const void*>(&fn)), 1);
+    tasks(count, fn, 1);
   }
 
   // Splits [0, n) into at most size() contiguous chunks of at least `min_chunk` elements and
@@ -93,6 +77,17 @@ class ThreadPool {
   }
 
  private:
+  template <class F>
+  void tasks(int64_t count, F& fn, int blocks) {
+    if (count <= 0) return;
+    if (workers_.empty()) {
+      for (int64_t i = 0; i < count; ++i) fn(i, 0);
+      return;
+    }
+    auto trampoline = [](void* ctx, int64_t i, int thread) { (*static_cast<F*>(ctx))(i, thread); };
+    run(count, trampoline, const_cast<void*>(static_cast<const void*>(&fn)), blocks);
+  }
+
   using Call = void (*)(void*, int64_t, int);
   // Runs tasks [0, count) cut into `blocks` blocks (size() or 1, see parallel_tasks_in_order).
   void run(int64_t count, Call call, void* ctx, int blocks);

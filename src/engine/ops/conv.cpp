@@ -172,6 +172,7 @@ class ConvOp : public Op {
   // wide, and a 512 x 4608 W is streamed from memory for each). At most kGatherMostColumns columns
   // at a time (the scratch does not grow with the batch).
   static constexpr int64_t kGatherMostPositions = 64, kGatherMostColumns = 256;
+  static constexpr int64_t kParallelFromColumnFloats = int64_t{1} << 16;
   bool gathered() const { return n_ > 1 && win_.out_h * win_.out_w <= kGatherMostPositions; }
   int64_t gather_group() const {
     return std::clamp<int64_t>(kGatherMostColumns / (win_.out_h * win_.out_w), 1, n_);
@@ -185,9 +186,13 @@ class ConvOp : public Op {
       float* col = scratch;
       float* yt = col + col_rows() * ld;
       for (int64_t g = 0; g < group_; ++g) {
-        pool.parallel_for(images, [&](int64_t i) {
+        auto unroll = [&](int64_t i) {
           im2col(x + ((first + i) * c_ + g * cg) * in_hw, cg, win_, col + i * out_hw, ld);
-        });
+        };
+        if (col_rows() * ld < kParallelFromColumnFloats)  // a parallel region would cost more
+          for (int64_t i = 0; i < images; ++i) unroll(i);
+        else
+          pool.parallel_for(images, unroll);
         sgemm_parallel(pool, false, false, mg, ld, col_rows(), 1.0f, wt + g * mg * col_rows(), col_rows(),
                        col, ld, 0.0f, yt, ld);
         pool.parallel_range(mg, 16, [&](int64_t begin, int64_t end) {

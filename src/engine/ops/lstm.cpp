@@ -98,6 +98,17 @@ class LstmOp : public Op {
     return batch_ > 1 && (r_sparse_ || dense_recurrent_transposed()) && !given(4) && !given(7);
   }
   void run_transposed(const RunArgs& a);
+  // yt [4H, n] = M xt, xt [cols, n], M the op's W (input 1, cols = input) or R (input 2, cols =
+  // hidden): on the engine when compressed, else on oneDNN's sgemm, either split over the threads.
+  void product_transposed(const RunArgs& a, size_t input, const float* xt, int64_t n, float* yt) const {
+    const SparseMatrix* m = input == 1 ? w_sparse_ : r_sparse_;
+    const int64_t cols = input == 1 ? input_ : hidden_;
+    if (m)
+      sparse_matmat(a.pool, *m, input == 1 ? w_bounds_ : r_bounds_, xt, n, n, yt, n);
+    else
+      sgemm_parallel(a.pool, false, false, 4 * hidden_, n, cols, 1.0f, a.in[input]->f32_data(), cols, xt, n,
+                     0.0f, yt, n);
+  }
   void step(int64_t t, const RunArgs& a, float* xw, float* gates, float* h, float* c);
   void input_products(const RunArgs& a, float* xw, float* extra);
   void recurrent_product(const RunArgs& a, const float* h, float* gates, float* extra);
@@ -187,11 +198,7 @@ void LstmOp::run_transposed(const RunArgs& a) {
   } else {
     transpose(a.pool, x, n, input_, extra);
   }
-  if (w_sparse_)
-    sparse_matmat(a.pool, *w_sparse_, w_bounds_, extra, n, n, xw, n);
-  else
-    sgemm_parallel(a.pool, false, false, G, n, input_, 1.0f, a.in[1]->f32_data(), input_, extra, n, 0.0f, xw,
-                   n);
+  product_transposed(a, 1, extra, n, xw);
   auto input = [&](size_t i) { return a.in.size() > i ? a.in[i] : nullptr; };
   if (const Tensor* bias = input(3)) {
     const float* wb = bias->f32_data();
@@ -212,11 +219,7 @@ void LstmOp::run_transposed(const RunArgs& a) {
   float* gates = extra;  // [4H, batch]
   const auto cell = sparse_kernels().lstm_cell;
   for (int64_t t = 0; t < seq_; ++t) {
-    if (r_sparse_)
-      sparse_matmat(a.pool, *r_sparse_, r_bounds_, h, batch_, batch_, gates, batch_);
-    else
-      sgemm_parallel(a.pool, false, false, G, batch_, H, 1.0f, a.in[2]->f32_data(), H, h, batch_, 0.0f, gates,
-                     batch_);
+    product_transposed(a, 2, h, batch_, gates);
     for (int64_t g = 0; g < G; ++g) {
       const float* xg = xw + g * n + t * batch_;
       float* gg = gates + g * batch_;
@@ -252,7 +255,7 @@ void LstmOp::input_products(const RunArgs& a, float* xw, float* extra) {
     float* yt = xt + input_ * n;
     for (int64_t k = 0; k < n; ++k)
       for (int64_t j = 0; j < input_; ++j) xt[j * n + k] = row(k)[j];
-    sparse_matmat(a.pool, *w_sparse_, w_bounds_, xt, n, n, yt, n);
+    product_transposed(a, 1, xt, n, yt);
     transpose(a.pool, yt, G, n, xw);
   } else if (batch_first_) {
     for (int64_t t = 0; t < seq_; ++t)
@@ -280,11 +283,7 @@ void LstmOp::recurrent_product(const RunArgs& a, const float* h, float* gates, f
   float* ht = extra;
   float* yt = ht + H * batch_;
   transpose(a.pool, h, batch_, H, ht);
-  if (r_sparse_)
-    sparse_matmat(a.pool, *r_sparse_, r_bounds_, ht, batch_, batch_, yt, batch_);
-  else
-    sgemm_parallel(a.pool, false, false, G, batch_, H, 1.0f, a.in[2]->f32_data(), H, ht, batch_, 0.0f, yt,
-                   batch_);
+  product_transposed(a, 2, ht, batch_, yt);
   transpose_add(a.pool, yt, G, batch_, gates);
 }
 
