@@ -95,8 +95,10 @@ class LstmOp : public Op {
   // and one lstm_cell call updates every sample (the cell is elementwise over [4][H * batch]).
   bool steps_transposed(const RunArgs& a) const {
     auto given = [&](size_t i) { return a.in.size() > i && a.in[i] != nullptr; };
-    return batch_ > 1 && (r_sparse_ || dense_recurrent_transposed()) && !given(4) && !given(7);
+    return steps_may_transpose() && !given(4) && !given(7);
   }
+  // Whether the shapes and weights allow the transposed steps (the inputs decide per run).
+  bool steps_may_transpose() const { return batch_ > 1 && (r_sparse_ || dense_recurrent_transposed()); }
   void run_transposed(const RunArgs& a);
   // yt [4H, n] = M xt, xt [cols, n], M the op's W (input 1, cols = input) or R (input 2, cols =
   // hidden): on the engine when compressed, else on oneDNN's sgemm, either split over the threads.
@@ -119,10 +121,9 @@ class LstmOp : public Op {
   static constexpr int64_t kDenseTransposedFromBatch = 4;
   bool dense_recurrent_transposed() const { return !r_sparse_ && batch_ >= kDenseTransposedFromBatch; }
   // Transposed inputs and outputs for the sparse products and the dense transposed recurrent one:
-  // W's panels (or, batch first, [(input + 4H) x seq*batch]), [(hidden + 4H) x batch] for R,
-  // whichever is larger.
-  // The transposed steps need the transposed inputs [input, seq*batch] and, per step, the
-  // recurrent product [4H, batch].
+  // W's panels (or, batch first, [(input + 4H) x seq*batch]), [(hidden + 4H) x batch] for R, and
+  // for the transposed steps the inputs [input, seq*batch] or one step's gates [4H, batch],
+  // whichever is largest.
   size_t transposed_scratch(int threads) const {
     const int64_t n = seq_ * batch_;
     size_t w = !w_sparse_     ? 0
@@ -130,9 +131,8 @@ class LstmOp : public Op {
                               : static_cast<size_t>(sparse_product_by_panels_scratch(*w_sparse_, n, threads));
     size_t r =
         r_sparse_ || dense_recurrent_transposed() ? static_cast<size_t>((hidden_ + 4 * hidden_) * batch_) : 0;
-    size_t steps = batch_ > 1 && (r_sparse_ || dense_recurrent_transposed())
-                       ? static_cast<size_t>(std::max(input_ * n, 4 * hidden_ * batch_))
-                       : 0;
+    size_t steps =
+        steps_may_transpose() ? static_cast<size_t>(std::max(input_ * n, 4 * hidden_ * batch_)) : 0;
     return std::max({w, r, steps});
   }
 
