@@ -2,8 +2,10 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "engine/sparse/csr_entries.h"
 #include "engine/sparse/dense_kernels.h"
@@ -324,6 +326,12 @@ void csr_rows_rest(const SpmmArgs& a, int64_t b0, int64_t n) {
     csr_rows_chunk<Entries, kRowTable, kRegs, false>(a, b0, n);
 }
 
+// csr_rows_rest for 1 to 8 registers, by register count - 1.
+template <class Entries, bool kRowTable, size_t... kLess>
+constexpr auto csr_rests(std::index_sequence<kLess...>) {
+  return std::array{&csr_rows_rest<Entries, kRowTable, static_cast<int>(kLess) + 1>...};
+}
+
 // Chunks of 128 columns of Xt while there are that many, then the rest in one pass. Wide chunks
 // spread an entry's decoding over more FMAs; the 32-wide chunk is what the fully connected op's
 // panels use (kSparseFcPanel).
@@ -332,34 +340,7 @@ void spmm_csr_rows(const SpmmArgs& a) {
   int64_t b0 = 0;
   for (; b0 + 128 <= a.batch; b0 += 128) csr_rows_chunk<Entries, kRowTable, 8, true>(a, b0, 128);
   const int64_t n = a.batch - b0;
-  switch ((n + 15) / 16) {
-    case 0:
-      break;
-    case 1:
-      csr_rows_rest<Entries, kRowTable, 1>(a, b0, n);
-      break;
-    case 2:
-      csr_rows_rest<Entries, kRowTable, 2>(a, b0, n);
-      break;
-    case 3:
-      csr_rows_rest<Entries, kRowTable, 3>(a, b0, n);
-      break;
-    case 4:
-      csr_rows_rest<Entries, kRowTable, 4>(a, b0, n);
-      break;
-    case 5:
-      csr_rows_rest<Entries, kRowTable, 5>(a, b0, n);
-      break;
-    case 6:
-      csr_rows_rest<Entries, kRowTable, 6>(a, b0, n);
-      break;
-    case 7:
-      csr_rows_rest<Entries, kRowTable, 7>(a, b0, n);
-      break;
-    default:
-      csr_rows_rest<Entries, kRowTable, 8>(a, b0, n);
-      break;
-  }
+  if (n > 0) csr_rests<Entries, kRowTable>(std::make_index_sequence<8>{})[(n + 15) / 16 - 1](a, b0, n);
 }
 
 template <class Entries>
