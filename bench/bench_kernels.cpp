@@ -1,6 +1,6 @@
 // Google Benchmark: every sparse kernel variant (scalar reference, AVX2, AVX-512) on the Alex-7
 // shape (4096 x 4096, 9% of weights, 35% of inputs non-zero, 4-bit codes), batch 1 and 64; and the
-// four batch-1 layouts (CSC walk, column tiles, banded CSC, banded CSR row walk) on the Alex-8
+// four batch-1 layouts (CSC walk, column tiles, banded CSC, sliced row walk) on the Alex-8
 // shape (1000 x 4096, 25% of weights, 37.5% of inputs non-zero), near the tiles' break-even and
 // the row walk's; the non-zero input detection of every variant on VGG-6's input (25088 values,
 // 18% non-zero); the batched CSR kernel over one panel of a transformer's feed-forward shape; and
@@ -86,7 +86,7 @@ struct Alex8 {
   SparseMatrix csc;  // built with one partition: CSC always, tiles where the CPU has AVX-512
   ColumnTiles tiles;
   BandedCsc banded;
-  BandedCsr banded_rows;
+  SlicedRows sliced_rows;
 };
 
 const Alex8& alex8() {
@@ -101,14 +101,14 @@ const Alex8& alex8() {
     r.csc = build_sparse_matrix(r.codes, 1000, 4096, codebook, 1);
     r.tiles = build_column_tiles(r.codes, 1000, 4096);
     r.banded = build_banded_csc(r.codes, 1000, 4096);
-    r.banded_rows = build_banded_csr(r.codes, 1000, 4096);
+    r.sliced_rows = build_sliced_rows(r.codes, 1000, 4096);
     return r;
   }();
   return a;
 }
 
 // One sample over the Alex-8-shaped matrix at 37.5% input density with `isa`'s kernel for `layout`:
-// 0 = CSC walk, 1 = column tiles, 2 = banded CSC, 3 = banded CSR (every row).
+// 0 = CSC walk, 1 = column tiles, 2 = banded CSC, 3 = sliced rows (every row).
 void spmv_layouts(benchmark::State& state, int64_t isa, int64_t layout) {
   SparseKernels k = sparse_kernels_for(static_cast<Isa>(isa));
   if (k.isa != static_cast<Isa>(isa)) {
@@ -129,7 +129,8 @@ void spmv_layouts(benchmark::State& state, int64_t isa, int64_t layout) {
   auto n = static_cast<int64_t>(active.size());
   for (auto _ : state) {
     if (layout == 3)
-      k.spmv_rows_banded(SpmvRowArgs{&a.banded_rows, m.codebook.data(), x.data(), 0, 1000, y.data()});
+      k.spmv_rows_sliced(
+          SpmvRowArgs{&a.sliced_rows, m.codebook.data(), x.data(), 0, a.sliced_rows.slices(), y.data()});
     else if (layout == 1)
       k.spmv_tiles(SpmvTileArgs{&a.tiles, 1000, m.codebook.data(), active.data(), n, x.data(), y.data()});
     else if (layout == 2)
@@ -146,7 +147,7 @@ void spmv_layouts(benchmark::State& state, int64_t isa, int64_t layout) {
       benchmark::Counter(static_cast<double>(nonzeros), benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(isa_name(k.isa)) + (layout == 1   ? ", column tiles"
                                                  : layout == 2 ? ", banded CSC"
-                                                 : layout == 3 ? ", banded CSR rows"
+                                                 : layout == 3 ? ", sliced rows"
                                                  : m.e8        ? ", CSC 1-byte"
                                                                : ", CSC 2-byte"));
 }
@@ -259,10 +260,10 @@ BENCHMARK(BM_ListNonzero)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)
 // timings), AVX-512 only: arg 0 is
 // the shape (0 = Alex-7, 4096 x 4096 at 9%; 1 = NT-We, 600 x 4096 at 10%; 2 = NT-Wd, 8791 x 600 at
 // 11%), arg 1 the percentage of non-zero inputs, arg 2 the walk (0 = active columns of the banded
-// CSC, 1 = every row of the banded CSR). Every call takes the next of 16 inputs.
+// CSC, 1 = every row of the sliced rows). Every call takes the next of 16 inputs.
 struct Shape {
   BandedCsc columns;
-  BandedCsr rows;
+  SlicedRows rows;
   int64_t out = 0, in = 0;
   std::vector<float> codebook;
 };
@@ -278,7 +279,7 @@ const Shape& shape(int64_t which) {
       std::vector<uint8_t> codes(static_cast<size_t>(out * in), 0);
       for (auto& c : codes)
         if (static_cast<int>(rng() % 100) < percent[s]) c = static_cast<uint8_t>(1 + rng() % 15);
-      made[s] = Shape{build_banded_csc(codes, out, in), build_banded_csr(codes, out, in), out, in,
+      made[s] = Shape{build_banded_csc(codes, out, in), build_sliced_rows(codes, out, in), out, in,
                       std::vector<float>(16)};
       for (int i = 1; i < 16; ++i) made[s].codebook[i] = 0.01f * static_cast<float>(i - 8);
     }
@@ -309,7 +310,8 @@ void BM_RowWalkCrossover(benchmark::State& state) {
   for (auto _ : state) {
     turn = (turn + 1) % 16;
     if (rows)
-      k.spmv_rows_banded(SpmvRowArgs{&s.rows, s.codebook.data(), xs[turn].data(), 0, s.out, y.data()});
+      k.spmv_rows_sliced(
+          SpmvRowArgs{&s.rows, s.codebook.data(), xs[turn].data(), 0, s.rows.slices(), y.data()});
     else
       k.spmv_banded(SpmvBandArgs{&s.columns, s.out, s.codebook.data(), active[turn].data(),
                                  static_cast<int64_t>(active[turn].size()), xs[turn].data(), y.data()});

@@ -316,7 +316,7 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
   active_columns /= kStreamInputs;
   int64_t pointer_bytes = active_columns * 8;
   const bool row_walk = by_columns.row_walk_pays(active_columns);  // at the inputs' average share
-  const LayoutRow& walked = row_walk ? layout_row(kLayoutBandedRows) : column_walk_of(by_columns);
+  const LayoutRow& walked = row_walk ? layout_row(kLayoutSlicedRows) : column_walk_of(by_columns);
   int64_t sparrow_bytes = 0;
   for (const auto& active : in.active) sparrow_bytes += walked.bytes_touched(by_columns, active);
   sparrow_bytes /= kStreamInputs;
@@ -333,13 +333,13 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
               {"plain_us", plain_us},
               {"plain_listed_us", plain_listed_us},
               {"nonzeros_per_second", nnz / (sparrow_us * 1e-6)},
-              {"layout", row_walk ? "banded rows" : by_columns.batch1_layout()},
+              {"layout", row_walk ? "sliced rows" : by_columns.batch1_layout()},
               {"fillers", fillers},
               {"sparrow_bytes_touched", sparrow_bytes},
               {"plain_bytes_touched", nnz * 8 + pointer_bytes},
               {"rows_scheme_load_balance", balance}};
   // The share of non-zero inputs from which a sample takes the row walk (absent without one).
-  if (!by_columns.banded_rows.empty())
+  if (!by_columns.sliced_rows.empty())
     row["row_walk_from_active_share"] =
         static_cast<double>(by_columns.row_walk_from_active) / static_cast<double>(l.in);
   row.update(sparrow.fields());
@@ -448,14 +448,14 @@ json run_eie_bench(const EieBenchOptions& o) {
 namespace {
 
 // One sample through each batch-1 layout's kernel, whichever the matrix would choose: the CSC walk,
-// the banded CSC, the column tiles and the row walk over the banded CSR. Fills csc_us, banded_us,
+// the banded CSC, the column tiles and the row walk over the sliced rows. Fills csc_us, banded_us,
 // tiles_us and row_walk_us.
 void time_batch1_layouts(Workload& w, int repeats, json& row) {
   const EieLayer& l = w.layer;
   const SparseMatrix& m = sparrow_matrix(w, 1);
   ColumnTiles tiles = build_column_tiles(w.codes, l.out, l.in);
   BandedCsc banded = build_banded_csc(w.codes, l.out, l.in);
-  BandedCsr banded_rows = build_banded_csr(w.codes, l.out, l.in);
+  SlicedRows sliced_rows = build_sliced_rows(w.codes, l.out, l.in);
   std::vector<float> x = make_inputs(l, 1, 7), y(static_cast<size_t>(l.out));
   std::vector<int32_t> active;
   for (int64_t j = 0; j < l.in; ++j)
@@ -481,7 +481,8 @@ void time_batch1_layouts(Workload& w, int repeats, json& row) {
       repeats);
   row["row_walk_us"] = median_us(
       [&] {
-        k.spmv_rows_banded(SpmvRowArgs{&banded_rows, m.codebook.data(), x.data(), 0, l.out, y.data()});
+        k.spmv_rows_sliced(
+            SpmvRowArgs{&sliced_rows, m.codebook.data(), x.data(), 0, sliced_rows.slices(), y.data()});
       },
       repeats);
   row["nonzeros_per_tile"] =

@@ -74,7 +74,7 @@ namespace {
 using Narrowing = bool (*)(SparseMatrix& m, LayoutSet& requested);
 
 bool row_walk_only(SparseMatrix&, LayoutSet& requested) {
-  if ((requested & (kLayoutBanded | kLayoutBandedRows)) != (kLayoutBanded | kLayoutBandedRows)) return false;
+  if ((requested & (kLayoutBanded | kLayoutSlicedRows)) != (kLayoutBanded | kLayoutSlicedRows)) return false;
   requested &= ~kLayoutBanded;
   return true;
 }
@@ -95,8 +95,7 @@ bool narrow_column_walk(SparseMatrix& m, LayoutSet& requested) {
   return true;
 }
 bool narrow_row_walk(SparseMatrix& m, LayoutSet& requested) {
-  if (!(requested & kLayoutBandedRows) || !m.small_codebook) return false;
-  requested = (requested & ~kLayoutBandedRows) | kLayoutCsc;
+  if (!(requested & kLayoutSlicedRows) || !m.small_codebook || m.compact) return false;
   m.compact = true;
   return true;
 }

@@ -13,8 +13,8 @@
 // layouts (layouts_for) are kept when they fit; otherwise they give way, largest matrix first, in
 // this order, until the estimate fits: a graph input's column walk where its row walk is also
 // asked for (dense inputs are the common case), one-byte CSR entries for batches, one-byte CSC
-// entries whatever their fillers, a one-byte CSC for a banded CSC or tiles, a one-byte CSC for a
-// banded CSR. A budget the narrowest layouts cannot meet leaves them narrowest.
+// entries whatever their fillers, a one-byte CSC for a banded CSC or tiles, one-byte sliced rows
+// whatever their fillers. A budget the narrowest layouts cannot meet leaves them narrowest.
 #pragma once
 
 #include <map>

@@ -374,7 +374,7 @@ TEST(Engine, EieBenchJsonHasEveryPeerAndTheScalingMeasures) {
       EXPECT_GT(l[key].get<double>(), 0) << key;
     if (l["batch"] == 1) {
       EXPECT_EQ(l.contains("row_walk_from_active_share"), sparse_kernels().isa == Isa::avx512)
-          << "banded CSR built";
+          << "sliced rows built";
     }
     bool several = l["threads"].get<int>() > 1;
     EXPECT_EQ(l.contains("one_thread_us"), several);

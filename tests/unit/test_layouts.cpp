@@ -14,7 +14,7 @@ namespace {
 using Codes = test::CodeMatrix;
 constexpr auto random_codes = &test::random_code_matrix;
 
-constexpr LayoutSet kEveryLayout = kLayoutCsc | kLayoutCsr | kLayoutTiles | kLayoutBanded | kLayoutBandedRows;
+constexpr LayoutSet kEveryLayout = kLayoutCsc | kLayoutCsr | kLayoutTiles | kLayoutBanded | kLayoutSlicedRows;
 
 SparseMatrix with_layouts(const CodeSource& codes, const std::vector<float>& codebook, int partitions,
                           LayoutSet want) {
@@ -48,8 +48,10 @@ void expect_same_layouts(const SparseMatrix& a, const SparseMatrix& b, const std
   EXPECT_EQ(a.tiles.codes, b.tiles.codes);
   EXPECT_EQ(a.banded.col_ptr, b.banded.col_ptr);
   EXPECT_EQ(a.banded.entries, b.banded.entries);
-  EXPECT_EQ(a.banded_rows.row_ptr, b.banded_rows.row_ptr);
-  EXPECT_EQ(a.banded_rows.entries, b.banded_rows.entries);
+  EXPECT_EQ(a.sliced_rows.order, b.sliced_rows.order);
+  EXPECT_EQ(a.sliced_rows.slice_ptr, b.sliced_rows.slice_ptr);
+  EXPECT_EQ(a.sliced_rows.entries8, b.sliced_rows.entries8);
+  EXPECT_EQ(a.sliced_rows.entries16, b.sliced_rows.entries16);
   EXPECT_EQ(a.row_walk_from_active, b.row_walk_from_active);
 }
 
@@ -99,7 +101,7 @@ TEST(Layouts, EveryLayoutRebuildsEveryOther) {
       Codes c = random_codes(rows, cols, density, 16, 500 + static_cast<uint32_t>(rows + cols));
       auto codes = dense_codes(c.codes, rows, cols);
       SparseMatrix want = with_layouts(*codes, c.codebook, 1, kEveryLayout);
-      for (LayoutSet only : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutBandedRows}) {
+      for (LayoutSet only : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutSlicedRows}) {
         SparseMatrix m = with_layouts(*codes, c.codebook, 1, only);
         ASSERT_TRUE(sparse_matrix_has_source(m));
         add_layouts(m, *matrix_codes(m), kEveryLayout);
@@ -115,10 +117,10 @@ TEST(Layouts, ChoiceFollowsTheIsaAskedFor) {
   auto header = [](const Codes& c, int partitions = 1) {
     return sparse_matrix_header(*dense_codes(c.codes, c.rows, c.cols), c.codebook, partitions);
   };
-  EXPECT_EQ(layouts_for(header(sparse), Isa::avx512, true), kLayoutBanded | kLayoutBandedRows);
+  EXPECT_EQ(layouts_for(header(sparse), Isa::avx512, true), kLayoutBanded | kLayoutSlicedRows);
   EXPECT_EQ(layouts_for(header(sparse), Isa::avx512, true, InputZeros::expected), kLayoutBanded)
       << "after a ReLU";
-  EXPECT_EQ(layouts_for(header(sparse), Isa::avx512, true, InputZeros::unlikely), kLayoutBandedRows);
+  EXPECT_EQ(layouts_for(header(sparse), Isa::avx512, true, InputZeros::unlikely), kLayoutSlicedRows);
   EXPECT_EQ(layouts_for(header(dense), Isa::avx512, true), kLayoutTiles);
   EXPECT_EQ(layouts_for(header(wide), Isa::avx512, true), kLayoutCsc) << "wide codebooks walk the CSC";
   EXPECT_EQ(layouts_for(header(sparse, 2), Isa::avx512, true), kLayoutCsc) << "EIE's row partitions";
@@ -217,7 +219,7 @@ TEST(WeightStore, LayoutsStayWithinTheMemoryBudget) {
     if (isa == Isa::avx512) {
       // The fastest layouts (banded walks, both for the graph input) take more than the budget.
       EXPECT_GT(fast_bytes, 2 * fast.file_bytes);
-      EXPECT_TRUE(fast.store->header("w0").has(kLayoutBanded | kLayoutBandedRows));
+      EXPECT_TRUE(fast.store->header("w0").has(kLayoutBanded | kLayoutSlicedRows));
       EXPECT_FALSE(lean.store->header("w0").has(kLayoutBanded)) << "the graph input keeps its row walk only";
     }
     // Every layout kept, narrow or not, holds the same matrix.
@@ -250,6 +252,25 @@ TEST(WeightStore, BatchedLayoutsStayWithinTheMemoryBudget) {
   EXPECT_EQ(lean.store->header("w0").csr_entry_bits, 8);
   EXPECT_LE(lean.store->memory().compressed_in_memory, lean.file_bytes * 5 / 4);
   EXPECT_GT(fast.store->memory().compressed_in_memory, fast.file_bytes * 5 / 4);
+}
+
+TEST(WeightStore, ANarrowedRowWalkKeepsWalkingRowsInOneByteEntries) {
+  // w0's input has no zeros to skip (a tanh, say): its one sample walks the rows only. A budget
+  // below its two-byte sliced rows gives it one-byte sliced rows, not a column walk.
+  Store fast = three_layer_store(0.0, Isa::avx512), lean = three_layer_store(1.1, Isa::avx512);
+  for (Store* s : {&fast, &lean}) {
+    s->store->request("w0", true, InputZeros::unlikely);
+    ASSERT_TRUE(s->store->build_requested().ok());
+  }
+  const SparseMatrix &wide = fast.store->header("w0"), &narrow = lean.store->header("w0");
+  EXPECT_EQ(wide.layouts, kLayoutSlicedRows);
+  EXPECT_EQ(wide.sliced_rows.entry_bits, 16);
+  EXPECT_EQ(narrow.layouts, kLayoutSlicedRows);
+  EXPECT_EQ(narrow.sliced_rows.entry_bits, 8);
+  EXPECT_LT(narrow.bytes(), wide.bytes());
+  auto a = fast.store->dense("w0"), b = lean.store->dense("w0");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(test::max_relative_error(**a, **b), 0.0);
 }
 
 TEST(WeightStore, RefusesAnEncodingThatDoesNotFitItsMatrix) {
@@ -324,6 +345,8 @@ TEST_P(LayoutTableRow, KernelMatchesTheDenseProduct) {
       p.n_active = static_cast<int64_t>(active.size());
       p.row_begin = 0;
       p.row_end = rows;
+      p.slice_begin = 0;
+      p.slice_end = (rows + kSliceRows - 1) / kSliceRows;
       p.batch = batch;
       p.ldx = batch;
       p.ldy = batch;
@@ -337,6 +360,11 @@ TEST_P(LayoutTableRow, KernelMatchesTheDenseProduct) {
           ASSERT_NEAR(y[r * batch + b], want[r], 1e-5 * scale[r] + 1e-30) << "row " << r << " sample " << b;
       }
       EXPECT_GT(row.bytes_held(m), 0);
+      if (rows >= 16 && cols >= 64) {  // lines long enough for the estimate's random gaps
+        const auto expected = static_cast<double>(row.bytes_expected(m));
+        EXPECT_NEAR(static_cast<double>(row.bytes_held(m)), expected, 0.25 * expected + 512)
+            << "the estimate the memory budget works from";
+      }
       if (row.use != LayoutUse::column_walk || !active.empty()) {
         EXPECT_GT(row.bytes_touched(m, active), 0);
       }
@@ -356,7 +384,7 @@ INSTANTIATE_TEST_SUITE_P(Table, LayoutTableRow,
                          });
 
 TEST(LayoutTable, EveryLayoutHasOneRowAndThePolicyPicksOnlyRowsThatPay) {
-  for (Layout l : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutBandedRows}) {
+  for (Layout l : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutSlicedRows}) {
     int rows = 0;
     for (const LayoutRow& row : layout_rows()) rows += row.layout == l;
     EXPECT_EQ(rows, 1) << l;

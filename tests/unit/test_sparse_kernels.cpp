@@ -713,70 +713,114 @@ TEST(SparseKernels, BandedLayoutHoldsRowsWithinTheBandAndCodes) {
   EXPECT_EQ(b.entries, (std::vector<uint16_t>{3 << 4 | 9, 0 << 4 | 1, 4 << 4 | 15}));
 }
 
-// y[row_begin:row_end] = W x over the banded CSR with `kernel`; y starts at a canary value, and
-// rows outside the range must keep it.
-std::vector<float> run_rows(const BandedCsr& b, const Case& c, void (*kernel)(const SpmvRowArgs&),
-                            const std::vector<float>& x, int64_t row_begin, int64_t row_end) {
+// W x over the sliced rows [slice_begin, slice_end) with `kernel`; y starts at a canary value, and
+// rows outside those slices must keep it.
+std::vector<float> run_rows(const SlicedRows& s, const Case& c, void (*kernel)(const SpmvRowArgs&),
+                            const std::vector<float>& x, int64_t slice_begin, int64_t slice_end) {
   std::vector<float> codebook(16, 0.0f);
   std::copy(c.codebook.begin(), c.codebook.end(), codebook.begin());
   std::vector<float> y(static_cast<size_t>(c.rows) + 1, -7.0f);
-  kernel(SpmvRowArgs{&b, codebook.data(), x.data(), row_begin, row_end, y.data()});
+  kernel(SpmvRowArgs{&s, codebook.data(), x.data(), slice_begin, slice_end, y.data()});
+  std::vector<bool> inside(static_cast<size_t>(c.rows) + 1, false);
+  for (int64_t pos = slice_begin * kSliceRows; pos < std::min(slice_end * kSliceRows, c.rows); ++pos)
+    inside[static_cast<size_t>(s.order[static_cast<size_t>(pos)])] = true;
   for (int64_t r = 0; r <= c.rows; ++r) {
-    if (r < row_begin || r >= row_end) {
-      EXPECT_EQ(y[r], -7.0f) << "wrote row " << r << " outside the range";
+    if (!inside[static_cast<size_t>(r)]) {
+      EXPECT_EQ(y[r], -7.0f) << "wrote row " << r << " outside the slices";
     }
   }
   y.pop_back();
   return y;
 }
 
-TEST_P(SparseKernelsPerIsa, BandedRowsEveryVariantMatchesOnTheGrid) {
-  // Rows with fewer, exactly and more than 16 and 32 entries (the kernel's two-register steps);
-  // columns below, at and above one 4096-column band; empty and full rows; zero and dense inputs.
+TEST_P(SparseKernelsPerIsa, SlicedRowsEveryVariantMatchesOnTheGrid) {
+  // Rows below, at and above one slice of 16; slices of fewer, exactly and more than 2 steps (the
+  // kernel's two-register steps); gaps past 15 and 4095 columns (fillers in one- and two-byte
+  // entries); empty and full rows; zero and dense inputs; every code.
   uint32_t seed = 1300;
-  for (int64_t rows : {1, 15, 17, 300})
-    for (int64_t cols : {1, 15, 16, 17, 31, 32, 33, 4096, 4097, 8200})
-      for (double density : {0.0, 0.09, 0.5, 1.0}) {
-        Case c = make_case(rows, cols, density, 16, seed++);
-        BandedCsr b = build_banded_csr(c.codes, rows, cols);
-        EXPECT_EQ(b.bands, (cols + 4095) / 4096);
-        for (double x_density : {0.0, 0.35, 1.0}) {
-          auto x = random_input(cols, x_density, seed++);
-          auto want = dense_product(c, x);
-
-          std::string what = std::string(isa_name(isa)) + " banded rows " + std::to_string(rows) + "x" +
-                             std::to_string(cols) + " d=" + std::to_string(density);
-          expect_close(run_rows(b, c, sparse_kernels_for(isa).spmv_rows_banded, x, 0, rows), want, what);
-          if (rows > 2) {
-            auto part = run_rows(b, c, sparse_kernels_for(isa).spmv_rows_banded, x, 1, rows - 1);
-            for (int64_t r = 1; r < rows - 1; ++r)
-              ASSERT_NEAR(part[r], want.y[r], 1e-5 * want.abs_sum[r] + 1e-30) << what << " range, row " << r;
+  for (int64_t rows : {1, 15, 16, 17, 300})
+    for (int64_t cols : {1, 15, 16, 17, 33, 4096, 4097, 8200})
+      for (double density : {0.0, 0.02, 0.09, 0.5, 1.0})
+        for (bool compact : {false, true}) {
+          Case c = make_case(rows, cols, density, 16, seed++);
+          SlicedRows s = build_sliced_rows(c.codes, rows, cols, compact);
+          EXPECT_EQ(s.entry_bits, compact ? 8 : 16);
+          for (double x_density : {0.0, 0.35, 1.0}) {
+            auto x = random_input(cols, x_density, seed++);
+            auto want = dense_product(c, x);
+            std::string what = std::string(isa_name(isa)) + " sliced rows " + std::to_string(rows) + "x" +
+                               std::to_string(cols) + " d=" + std::to_string(density) + " " +
+                               std::to_string(s.entry_bits) + "-bit";
+            auto kernel = sparse_kernels_for(isa).spmv_rows_sliced;
+            expect_close(run_rows(s, c, kernel, x, 0, s.slices()), want, what);
+            if (s.slices() > 2) {
+              auto part = run_rows(s, c, kernel, x, 1, s.slices() - 1);
+              for (int64_t pos = kSliceRows; pos < (s.slices() - 1) * kSliceRows; ++pos) {
+                const int32_t r = s.order[static_cast<size_t>(pos)];
+                ASSERT_NEAR(part[r], want.y[r], 1e-5 * want.abs_sum[r] + 1e-30)
+                    << what << " slices, row " << r;
+              }
+            }
           }
         }
-      }
 }
 
-TEST(SparseKernels, BandedRowsLayoutHoldsColumnsWithinTheBandAndCodes) {
-  // Row 0: columns 3 and 4096 (band 1, column 0); row 1: column 4100 (band 1, column 4).
-  Case c{std::vector<uint8_t>(2 * 4101, 0), 2, 4101, std::vector<float>(16, 0.0f)};
+TEST(SparseKernels, SlicedRowsSortByLengthAndHoldColumnsOrGaps) {
+  // Row 0: columns 3 and 4100 (band 1, column 4); row 1: column 0; row 2: columns 1, 2, 40 and 41.
+  // Sorted: rows 2, 0, 1; per band as many steps as its longest row, shorter rows and the lanes past
+  // the rows padded.
+  Case c{std::vector<uint8_t>(3 * 4101, 0), 3, 4101, std::vector<float>(16, 0.0f)};
   c.codes[0 * 4101 + 3] = 9;
-  c.codes[0 * 4101 + 4096] = 1;
-  c.codes[1 * 4101 + 4100] = 15;
-  BandedCsr b = build_banded_csr(c.codes, 2, 4101);
-  EXPECT_EQ(b.bands, 2);
-  EXPECT_EQ(b.row_ptr, (std::vector<uint32_t>{0, 1, 1, 1, 2, 3}));
-  EXPECT_EQ(b.entries, (std::vector<uint16_t>{3 << 4 | 9, 0 << 4 | 1, 4 << 4 | 15}));
+  c.codes[0 * 4101 + 4100] = 1;
+  c.codes[1 * 4101 + 0] = 15;
+  c.codes[2 * 4101 + 1] = 2;
+  c.codes[2 * 4101 + 2] = 3;
+  c.codes[2 * 4101 + 40] = 4;
+  c.codes[2 * 4101 + 41] = 5;
+  SlicedRows s = build_sliced_rows(c.codes, 3, 4101);
+  ASSERT_EQ(s.entry_bits, 16);
+  ASSERT_EQ(s.bands, 2);
+  EXPECT_EQ(s.slices(), 1);
+  EXPECT_EQ(s.order, (std::vector<int32_t>{2, 0, 1}));
+  ASSERT_EQ(s.slice_ptr, (std::vector<uint32_t>{0, 4 * 16, 5 * 16}));
+  auto lane = [&](int step, int i) { return s.entries16[static_cast<size_t>(step * 16 + i)]; };
+  EXPECT_EQ(lane(0, 0), 1 << 4 | 2);
+  EXPECT_EQ(lane(1, 0), 2 << 4 | 3);
+  EXPECT_EQ(lane(2, 0), 40 << 4 | 4);
+  EXPECT_EQ(lane(3, 0), 41 << 4 | 5);
+  EXPECT_EQ(lane(0, 1), 3 << 4 | 9);
+  EXPECT_EQ(lane(1, 1), 0) << "padding";
+  EXPECT_EQ(lane(0, 2), 0 << 4 | 15);
+  EXPECT_EQ(lane(0, 3), 0) << "lane past the rows";
+  EXPECT_EQ(lane(4, 0), 0) << "band 1: row 2 has nothing there";
+  EXPECT_EQ(lane(4, 1), 4 << 4 | 1) << "band 1: column 4100";
+  // One-byte entries: one band, 4-bit gaps; row 0's gap of 4096 columns takes 256 fillers.
+  SlicedRows narrow = build_sliced_rows(c.codes, 3, 4101, true);
+  ASSERT_EQ(narrow.entry_bits, 8);
+  EXPECT_EQ(narrow.bands, 1);
+  EXPECT_EQ(narrow.order, (std::vector<int32_t>{0, 2, 1}));
+  ASSERT_EQ(narrow.slice_ptr, (std::vector<uint32_t>{0, 258 * 16}));
+  auto byte = [&](int step, int i) { return narrow.entries8[static_cast<size_t>(step * 16 + i)]; };
+  EXPECT_EQ(byte(0, 0), 3 << 4 | 9);
+  EXPECT_EQ(byte(1, 0), 15 << 4 | 0) << "filler";
+  EXPECT_EQ(byte(257, 0), 0 << 4 | 1) << "after 256 fillers of 16 columns, column 4100";
+  EXPECT_EQ(byte(0, 1), 1 << 4 | 2);
+  EXPECT_EQ(byte(1, 1), 0 << 4 | 3);
+  EXPECT_EQ(byte(2, 1), 15 << 4 | 0) << "a gap of 37: two fillers first";
+  EXPECT_EQ(byte(3, 1), 15 << 4 | 0);
+  EXPECT_EQ(byte(4, 1), 5 << 4 | 4);
+  EXPECT_EQ(byte(6, 1), 0) << "padding";
 }
 
 TEST(SparseKernels, RowWalkChosenByActiveShareThroughTheDriver) {
-  // Large enough to use the pool. With AVX-512 the matrix has the banded CSR; a sample with all
+  // Large enough to use the pool. With AVX-512 the matrix has the sliced rows; a sample with all
   // inputs non-zero walks the rows, one with a tenth walks the active columns. Any sample gives
   // W x, and the row walk gives the same bits on any number of threads.
   Case c = make_case(700, 5000, 0.05, 16, 1400);
   SparseMatrix m = build_sparse_matrix(c.codes, 700, 5000, c.codebook, 1);
   ASSERT_GE(m.nonzeros, kParallelFromNonzeros);
   bool avx512 = sparse_kernels().isa == Isa::avx512;
-  EXPECT_EQ(m.banded_rows.empty(), !avx512);
+  EXPECT_EQ(m.sliced_rows.empty(), !avx512);
   for (double x_density : {0.1, 0.6, 1.0}) {
     auto x = random_input(5000, x_density, 1401);
     int64_t active = std::count_if(x.begin(), x.end(), [](float v) { return v != 0.0f; });
@@ -807,20 +851,21 @@ TEST(SparseKernels, RowWalkThresholdFollowsTheShape) {
   auto threshold_share = [](int64_t rows, int64_t cols) {
     Case c = make_case(rows, cols, 0.11, 16, 1500);
     BandedCsc columns = build_banded_csc(c.codes, rows, cols);
-    BandedCsr by_rows = build_banded_csr(c.codes, rows, cols);
+    SlicedRows by_rows = build_sliced_rows(c.codes, rows, cols);
     return static_cast<double>(row_walk_from_active(columns, by_rows)) / static_cast<double>(cols);
   };
   double tall = threshold_share(8000, 600), wide = threshold_share(600, 4096);
-  EXPECT_GT(tall, wide);
-  EXPECT_GT(tall, 0.6);
-  EXPECT_LT(wide, 0.5);
+  EXPECT_GT(tall, wide + 0.1);
+  EXPECT_GT(tall, 0.65);
+  EXPECT_LT(wide, 0.65);
   Case empty = make_case(50, 40, 0.0, 16, 1501);
   EXPECT_GT(
-      row_walk_from_active(build_banded_csc(empty.codes, 50, 40), build_banded_csr(empty.codes, 50, 40)), 40);
+      row_walk_from_active(build_banded_csc(empty.codes, 50, 40), build_sliced_rows(empty.codes, 50, 40)),
+      40);
   std::vector<uint8_t> none;
-  EXPECT_GT(row_walk_from_active(build_banded_csc(none, 0, 40), build_banded_csr(none, 0, 40)), 40)
+  EXPECT_GT(row_walk_from_active(build_banded_csc(none, 0, 40), build_sliced_rows(none, 0, 40)), 40)
       << "no rows";
-  EXPECT_GT(row_walk_from_active(build_banded_csc(none, 50, 0), build_banded_csr(none, 50, 0)), 0)
+  EXPECT_GT(row_walk_from_active(build_banded_csc(none, 50, 0), build_sliced_rows(none, 50, 0)), 0)
       << "no columns";
 }
 

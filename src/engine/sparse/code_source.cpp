@@ -72,9 +72,8 @@ class MatrixCodes : public CodeSource {
     if (!m_.banded.empty())
       visit_banded(m_.banded.col_ptr, m_.banded.entries, m_.banded.bands, cols(), kBandRows,
                    [&](int64_t c, int64_t r, uint8_t code) { sink(r, c, code); });
-    else if (!m_.banded_rows.empty())
-      visit_banded(m_.banded_rows.row_ptr, m_.banded_rows.entries, m_.banded_rows.bands, rows(), kBandColumns,
-                   sink);
+    else if (!m_.sliced_rows.empty())
+      visit_sliced(sink);
     else if (!m_.tiles.empty())
       visit_tiles(sink);
     else if (!m_.csr.empty())
@@ -92,6 +91,26 @@ class MatrixCodes : public CodeSource {
       for (int64_t line = 0; line < lines; ++line)
         for (uint32_t e = band_ptr[line]; e < band_ptr[line + 1]; ++e)
           emit(line, band * band_width + (entries[e] >> 4), static_cast<uint8_t>(entries[e] & 15));
+    }
+  }
+  // Row by row in the matrix's order (the slices hold them sorted by length), band by band.
+  void visit_sliced(const Sink& sink) const {
+    const SlicedRows& s = m_.sliced_rows;
+    std::vector<int64_t> position(static_cast<size_t>(rows()));
+    for (int64_t pos = 0; pos < rows(); ++pos)
+      position[static_cast<size_t>(s.order[static_cast<size_t>(pos)])] = pos;
+    for (int64_t r = 0; r < rows(); ++r) {
+      const int64_t pos = position[static_cast<size_t>(r)], slice = pos / kSliceRows;
+      for (int64_t band = 0; band < s.bands; ++band) {
+        const size_t block = static_cast<size_t>(slice * s.bands + band);
+        int64_t col = -1;
+        for (uint32_t e = s.slice_ptr[block] + static_cast<uint32_t>(pos % kSliceRows);
+             e < s.slice_ptr[block + 1]; e += kSliceRows) {
+          const unsigned entry = s.entry_bits == 8 ? s.entries8[e] : s.entries16[e];
+          col = s.entry_bits == 8 ? col + (entry >> 4) + 1 : band * kBandColumns + (entry >> 4);
+          if (entry & 0xF) sink(r, col, static_cast<uint8_t>(entry & 0xF));
+        }
+      }
     }
   }
   void visit_tiles(const Sink& sink) const {
@@ -152,7 +171,7 @@ Result<std::unique_ptr<CodeSource>> compressed_codes(const CompressedTensor& t) 
 }
 
 bool sparse_matrix_has_source(const SparseMatrix& m) {
-  return !m.banded.empty() || !m.banded_rows.empty() || !m.tiles.empty() || !m.csr.empty() ||
+  return !m.banded.empty() || !m.sliced_rows.empty() || !m.tiles.empty() || !m.csr.empty() ||
          (m.csc.size() == 1 && !m.csc[0].col_ptr.empty());
 }
 

@@ -10,8 +10,9 @@
 //   band by band, the entries of each active column are added at their rows.
 // spmv_tiles: the same product over the column tiles (16-entry codebook): y[rows] is overwritten;
 //   per active column, every 16-row tile of y gets codebook[codes] * x[j] at its mask's rows.
-// spmv_rows_banded: y[row_begin:row_end] = W x over the banded CSR, every row walked (no active
-//   list: zero inputs are multiplied like the others). y rows are overwritten.
+// spmv_rows_sliced: y[r] = W x for the rows r of slices [slice_begin, slice_end) of the sliced
+//   rows, every row walked (no active list: zero inputs are multiplied like the others). Those y
+//   rows are overwritten, no others touched.
 // list_nonzero: EIE's leading non-zero detection. Writes the indices j of x[0:n] with x[j] != 0
 //   (NaN counts as non-zero, -0 as zero) in increasing order to active[0:count] and sets *count.
 //   active must hold n values; nothing past active[n - 1] is written.
@@ -71,11 +72,11 @@ using SpmvBandArgs = SpmvLayoutArgs<BandedCsc>;
 using SpmvTileArgs = SpmvLayoutArgs<ColumnTiles>;
 
 struct SpmvRowArgs {
-  const BandedCsr* layout;
+  const SlicedRows* layout;
   const float* codebook;  // 16 entries, entry 0 == 0
   const float* x;         // all inputs
-  int64_t row_begin, row_end;
-  float* y;  // y[row_begin:row_end] written
+  int64_t slice_begin, slice_end;
+  float* y;  // [rows]: the slices' rows written
 };
 
 // One depthwise convolution output plane: y[out_h, out_w] = clamp(bias + the window of w slid over
@@ -192,7 +193,7 @@ using SpmmFn = void (*)(const SpmmArgs&);
   X(spmv_csc_e16, SpmvArgs)              \
   X(spmv_banded, SpmvBandArgs)           \
   X(spmv_tiles, SpmvTileArgs)            \
-  X(spmv_rows_banded, SpmvRowArgs)       \
+  X(spmv_rows_sliced, SpmvRowArgs)       \
   X(spmm_csr_e8, SpmmArgs)               \
   X(spmm_csr_e16, SpmmArgs)              \
   X(depthwise_plane, DepthwiseArgs)      \

@@ -61,8 +61,8 @@ void spmv_banded__avx2(const SpmvBandArgs& a) {
 void spmv_tiles__avx2(const SpmvTileArgs& a) {
   spmv_tiles_scalar(a);
 }
-void spmv_rows_banded__avx2(const SpmvRowArgs& a) {
-  spmv_rows_banded_scalar(a);
+void spmv_rows_sliced__avx2(const SpmvRowArgs& a) {
+  spmv_rows_sliced_scalar(a);
 }
 
 namespace {

@@ -28,8 +28,8 @@ void spmv_banded__ref(const SpmvBandArgs& a) {
 void spmv_tiles__ref(const SpmvTileArgs& a) {
   spmv_tiles_scalar(a);
 }
-void spmv_rows_banded__ref(const SpmvRowArgs& a) {
-  spmv_rows_banded_scalar(a);
+void spmv_rows_sliced__ref(const SpmvRowArgs& a) {
+  spmv_rows_sliced_scalar(a);
 }
 
 namespace {

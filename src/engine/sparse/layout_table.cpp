@@ -111,24 +111,38 @@ void banded_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProdu
       SpmvBandArgs{&m.banded, m.rows, m.codebook.data(), p.active, p.n_active, p.x, p.y, p.accumulate});
 }
 
-// ---- banded CSR ----
-bool banded_rows_pay(const SparseMatrix& m, Isa isa) {
+// ---- sliced rows ----
+bool sliced_rows_pay(const SparseMatrix& m, Isa isa) {
   return avx512_narrow(m, isa) && !tiles_pay_off(m, isa);
 }
-void banded_rows_build(SparseMatrix& m, const CodeSource& codes) {
-  m.banded_rows = banded_csr_of(codes);
+void sliced_rows_build(SparseMatrix& m, const CodeSource& codes) {
+  m.sliced_rows = sliced_rows_of(m, codes);
 }
-int64_t banded_rows_held(const SparseMatrix& m) {
-  return held(m.banded_rows.row_ptr) + held(m.banded_rows.entries);
+int64_t sliced_rows_held(const SparseMatrix& m) {
+  const SlicedRows& s = m.sliced_rows;
+  return held(s.order) + held(s.slice_ptr) + held(s.lengths) + held(s.entries8) + held(s.entries16);
 }
-int64_t banded_rows_expected(const SparseMatrix& m) {
-  return 2 * m.nonzeros + pointers(m.rows, (m.cols + kBandColumns - 1) / kBandColumns);
+// Two bytes per non-zero, or in a compact matrix one and the fillers of 4-bit gaps; padding for the
+// lanes of the last slice past the rows, as long as an average row, and half a step per slice and
+// band for the shorter rows of a slice (sorted by length, they differ little).
+int64_t sliced_rows_expected(const SparseMatrix& m) {
+  if (m.rows == 0) return 4;
+  const int64_t slices = (m.rows + kSliceRows - 1) / kSliceRows;
+  const int64_t bands = m.compact ? 1 : std::max<int64_t>(1, (m.cols + kBandColumns - 1) / kBandColumns);
+  const int64_t entry_bytes = m.compact ? 1 : 2;
+  const int64_t entries = m.compact ? entries_expected(m) : m.nonzeros;
+  const int64_t padding =
+      (slices * kSliceRows - m.rows) * m.nonzeros / m.rows + slices * bands * kSliceRows / 2;
+  const int64_t lengths = m.compact ? 0 : 4 * kSliceRows * slices * bands;
+  return entry_bytes * (entries + padding) + 4 * m.rows + 4 * (slices * bands + 1) + lengths;
 }
-int64_t banded_rows_touched(const SparseMatrix& m, std::span<const int32_t>) {
-  return static_cast<int64_t>(m.banded_rows.entries.size()) * 2 + (m.rows + 1) * 4 * m.banded_rows.bands;
+int64_t sliced_rows_touched(const SparseMatrix& m, std::span<const int32_t>) {
+  const SlicedRows& s = m.sliced_rows;
+  return s.entries() * s.entry_bits / 8 + 4 * s.rows +
+         4 * static_cast<int64_t>(s.slice_ptr.size() + s.lengths.size());
 }
-void banded_rows_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
-  k.spmv_rows_banded(SpmvRowArgs{&m.banded_rows, m.codebook.data(), p.x, p.row_begin, p.row_end, p.y});
+void sliced_rows_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
+  k.spmv_rows_sliced(SpmvRowArgs{&m.sliced_rows, m.codebook.data(), p.x, p.slice_begin, p.slice_end, p.y});
 }
 
 // ---- CSR in column blocks ----
@@ -164,10 +178,10 @@ const std::array kRows = {
     LayoutRow{kLayoutCsc, "csc", LayoutUse::column_walk, "spmv_csc_e8/e16",
               "y[local rows] = W x over the listed active columns of one partition, (code, gap) entries",
               always, always_pays, add_csc, csc_held, csc_expected, csc_touched, csc_run},
-    LayoutRow{kLayoutBandedRows, "banded rows", LayoutUse::row_walk, "spmv_rows_banded",
-              "y[row_begin:row_end] = W x walking every row, 16 entries (column << 4 | code) per step",
-              narrow_one_partition, banded_rows_pay, banded_rows_build, banded_rows_held,
-              banded_rows_expected, banded_rows_touched, banded_rows_run},
+    LayoutRow{kLayoutSlicedRows, "sliced rows", LayoutUse::row_walk, "spmv_rows_sliced",
+              "y[rows of the slices] = W x walking every row, 16 rows (one entry each) per step",
+              narrow_one_partition, sliced_rows_pay, sliced_rows_build, sliced_rows_held,
+              sliced_rows_expected, sliced_rows_touched, sliced_rows_run},
     LayoutRow{kLayoutCsr, "csr", LayoutUse::batched, "spmm_csr_e8/e16",
               "Y[row_begin:row_end, 0:batch] = W Xt, column block by column block", always, always_pays,
               add_csr, csr_held, csr_expected, csr_touched, csr_run},
@@ -232,8 +246,8 @@ void add_layouts(SparseMatrix& m, const CodeSource& codes, LayoutSet want) {
   for (const LayoutRow& row : kRows)
     if (missing & row.layout) row.build(m, codes);
   m.layouts |= missing;
-  if ((missing & (kLayoutBanded | kLayoutBandedRows)) && m.has(kLayoutBanded | kLayoutBandedRows))
-    m.row_walk_from_active = row_walk_from_active(m.banded, m.banded_rows);
+  if ((missing & (kLayoutBanded | kLayoutSlicedRows)) && m.has(kLayoutBanded | kLayoutSlicedRows))
+    m.row_walk_from_active = row_walk_from_active(m.banded, m.sliced_rows);
 }
 
 int64_t SparseMatrix::bytes() const {

@@ -23,11 +23,12 @@ struct LayoutProduct {
   const float* x = nullptr;         // one sample: inputs [cols]; batched: Xt [cols, ldx]
   const int32_t* active = nullptr;  // column walks: the non-zero inputs, increasing
   int64_t n_active = 0;
-  int64_t row_begin = 0, row_end = 0;   // row walk and batched: the rows computed
-  int64_t batch = 1, ldx = 0, ldy = 0;  // batched
-  float* y = nullptr;       // column walks: [rows]; row walk: y[row_begin:row_end]; batched: [rows, ldy]
-  bool accumulate = false;  // column walks: add to y instead of overwriting it
-  const int64_t* x_rows = nullptr;  // batched: SpmmArgs::x_rows
+  int64_t row_begin = 0, row_end = 0;      // batched: the rows computed
+  int64_t slice_begin = 0, slice_end = 0;  // row walk: the slices of rows computed
+  int64_t batch = 1, ldx = 0, ldy = 0;     // batched
+  float* y = nullptr;                      // column walks and row walk: [rows]; batched: [rows, ldy]
+  bool accumulate = false;                 // column walks: add to y instead of overwriting it
+  const int64_t* x_rows = nullptr;         // batched: SpmmArgs::x_rows
 };
 
 struct LayoutRow {

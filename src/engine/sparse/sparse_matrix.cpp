@@ -196,24 +196,68 @@ void add_csr(SparseMatrix& m, const CodeSource& codes) {
 
 namespace {
 
-// The banded encoding shared by the banded CSC (lines = columns, positions = rows) and the banded
-// CSR (lines = rows, positions = columns): positions cut into bands of `band_width`; per band and
-// line, one entry per non-zero, position within the band << 4 | code.
-int64_t fill_bands(const CodeSource& codes, bool by_columns, int64_t band_width, std::vector<uint32_t>& ptr,
-                   std::vector<uint16_t>& entries) {
-  const int64_t lines = by_columns ? codes.cols() : codes.rows();
-  const int64_t bands = ((by_columns ? codes.rows() : codes.cols()) + band_width - 1) / band_width;
+// The banded CSC's encoding: rows cut into bands of kBandRows; per band and column, one entry per
+// non-zero, row within the band << 4 | code.
+int64_t fill_bands(const CodeSource& codes, std::vector<uint32_t>& ptr, std::vector<uint16_t>& entries) {
+  const int64_t cols = codes.cols(), bands = (codes.rows() + kBandRows - 1) / kBandRows;
   std::vector<uint32_t> starts;
   fill_lines(
-      codes, bands * lines, kNoGaps,
+      codes, bands * cols, kNoGaps,
       [&](int64_t r, int64_t c) {
-        int64_t line = by_columns ? c : r, pos = by_columns ? r : c;
-        return Slot{pos / band_width * lines + line, pos};
+        return Slot{r / kBandRows * cols + c, r};
       },
-      [&](int code, int64_t, int64_t pos) { return static_cast<uint16_t>((pos % band_width) << 4 | code); },
+      [&](int code, int64_t, int64_t row) { return static_cast<uint16_t>((row % kBandRows) << 4 | code); },
       starts, entries);
-  ptr = band_pointers(starts, bands, lines);
+  ptr = band_pointers(starts, bands, cols);
   return bands;
+}
+
+// Sliced rows from `bands` bands of gap-coded or positioned rows (fill_lines' slot_of, encode and
+// max_gap): sorted by entry count, then interleaved 16 rows at a time, band by band per slice.
+template <class Entry, class SlotOf, class Encode>
+void fill_slices(const CodeSource& codes, int64_t max_gap, SlotOf slot_of, Encode encode, SlicedRows& s,
+                 std::vector<Entry>& out) {
+  const int64_t rows = codes.rows(), bands = s.bands;
+  std::vector<uint32_t> starts;
+  std::vector<Entry> by_line;
+  fill_lines(codes, bands * rows, max_gap, slot_of, encode, starts, by_line);
+  auto line = [&](int64_t band, int32_t r) { return static_cast<size_t>(band * rows + r); };
+  auto length = [&](int64_t band, int32_t r) { return starts[line(band, r) + 1] - starts[line(band, r)]; };
+  std::vector<uint32_t> total(static_cast<size_t>(rows), 0);
+  for (int64_t band = 0; band < bands; ++band)
+    for (int32_t r = 0; r < rows; ++r) total[static_cast<size_t>(r)] += length(band, r);
+  s.order.resize(static_cast<size_t>(rows));
+  for (int32_t r = 0; r < rows; ++r) s.order[static_cast<size_t>(r)] = r;
+  std::stable_sort(s.order.begin(), s.order.end(), [&](int32_t a, int32_t b) {
+    return total[static_cast<size_t>(a)] > total[static_cast<size_t>(b)];
+  });
+  const int64_t slices = (rows + kSliceRows - 1) / kSliceRows;
+  s.slice_ptr.assign(static_cast<size_t>(slices * bands + 1), 0);
+  for (int64_t slice = 0; slice < slices; ++slice)
+    for (int64_t band = 0; band < bands; ++band) {
+      uint32_t steps = 0;
+      for (int64_t pos = slice * kSliceRows; pos < std::min(rows, (slice + 1) * kSliceRows); ++pos)
+        steps = std::max(steps, length(band, s.order[static_cast<size_t>(pos)]));
+      const size_t block = static_cast<size_t>(slice * bands + band);
+      s.slice_ptr[block + 1] = s.slice_ptr[block] + static_cast<uint32_t>(kSliceRows) * steps;
+    }
+  if (sizeof(Entry) == 2) {
+    s.lengths.assign(static_cast<size_t>(slices * bands * kSliceRows), 0);
+    for (int64_t pos = 0; pos < rows; ++pos)
+      for (int64_t band = 0; band < bands; ++band)
+        s.lengths[static_cast<size_t>((pos / kSliceRows * bands + band) * kSliceRows + pos % kSliceRows)] =
+            length(band, s.order[static_cast<size_t>(pos)]);
+  }
+  out.assign(s.slice_ptr.back(), Entry{0});  // padding: code 0
+  for (int64_t pos = 0; pos < rows; ++pos) {
+    const int32_t r = s.order[static_cast<size_t>(pos)];
+    for (int64_t band = 0; band < bands; ++band) {
+      Entry* lane =
+          out.data() + s.slice_ptr[static_cast<size_t>(pos / kSliceRows * bands + band)] + pos % kSliceRows;
+      for (uint32_t k = 0; k < length(band, r); ++k)
+        lane[k * kSliceRows] = by_line[starts[line(band, r)] + k];
+    }
+  }
 }
 
 }  // namespace
@@ -221,15 +265,35 @@ int64_t fill_bands(const CodeSource& codes, bool by_columns, int64_t band_width,
 BandedCsc banded_csc_of(const CodeSource& codes) {
   BandedCsc b;
   b.cols = codes.cols();
-  b.bands = fill_bands(codes, true, kBandRows, b.col_ptr, b.entries);
+  b.bands = fill_bands(codes, b.col_ptr, b.entries);
   return b;
 }
 
-BandedCsr banded_csr_of(const CodeSource& codes) {
-  BandedCsr b;
-  b.rows = codes.rows();
-  b.bands = fill_bands(codes, false, kBandColumns, b.row_ptr, b.entries);
-  return b;
+SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes) {
+  SlicedRows s;
+  s.rows = codes.rows();
+  const int64_t rows = s.rows;
+  const bool narrow = m.compact;  // one-byte entries cost a prefix sum per step: only within a budget
+  s.entry_bits = narrow ? 8 : 16;
+  s.bands = narrow ? 1 : std::max<int64_t>(1, (codes.cols() + kBandColumns - 1) / kBandColumns);
+  if (narrow)
+    fill_slices(
+        codes, 15,
+        [](int64_t r, int64_t c) {
+          return Slot{r, c};
+        },
+        [](int code, int64_t gap, int64_t) { return static_cast<uint8_t>(gap << 4 | code); }, s, s.entries8);
+  else
+    fill_slices(
+        codes, kNoGaps,
+        [&](int64_t r, int64_t c) {
+          return Slot{c / kBandColumns * rows + r, c};
+        },
+        [](int code, int64_t, int64_t col) {
+          return static_cast<uint16_t>((col % kBandColumns) << 4 | code);
+        },
+        s, s.entries16);
+  return s;
 }
 
 ColumnTiles column_tiles_of(const CodeSource& codes) {
@@ -269,24 +333,20 @@ SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<flo
   return m;
 }
 
-int64_t row_walk_from_active(const BandedCsc& columns, const BandedCsr& rows) {
-  if (columns.cols == 0 || rows.rows == 0) return columns.cols + 1;  // nothing to walk either way
-  auto steps = [](const std::vector<uint32_t>& ptr, int64_t lines, int64_t bands) {
-    int64_t total = 0;
-    for (int64_t band = 0; band < bands; ++band)
-      for (int64_t i = 0; i < lines; ++i) {
-        uint32_t n = ptr[static_cast<size_t>(band * (lines + 1) + i + 1)] -
-                     ptr[static_cast<size_t>(band * (lines + 1) + i)];
-        total += (n + 15) / 16;
-      }
-    return static_cast<double>(total);
-  };
+int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows) {
+  if (columns.cols == 0 || rows.entries() == 0) return columns.cols + 1;  // nothing to walk either way
+  double column_steps = 0;
+  for (int64_t band = 0; band < columns.bands; ++band)
+    for (int64_t j = 0; j < columns.cols; ++j) {
+      uint32_t n = columns.col_ptr[static_cast<size_t>(band * (columns.cols + 1) + j + 1)] -
+                   columns.col_ptr[static_cast<size_t>(band * (columns.cols + 1) + j)];
+      column_steps += (n + 15) / 16;
+    }
   const auto cols = static_cast<double>(columns.cols);
-  double row_walk = kRowWalkNsPerRow * static_cast<double>(rows.rows) * static_cast<double>(rows.bands) +
-                    kRowWalkNsPerStep * steps(rows.row_ptr, rows.rows, rows.bands);
-  double per_active_column =
-      kColumnWalkNsPerColumn * static_cast<double>(columns.bands) +
-      kColumnWalkNsPerStep * steps(columns.col_ptr, columns.cols, columns.bands) / cols;
+  double row_walk = kRowWalkNsPerSlice * static_cast<double>(rows.slices()) +
+                    kRowWalkNsPerStep * static_cast<double>(rows.entries() / kSliceRows);
+  double per_active_column = kColumnWalkNsPerColumn * static_cast<double>(columns.bands) +
+                             kColumnWalkNsPerStep * column_steps / cols;
   return static_cast<int64_t>(std::ceil(row_walk / per_active_column));
 }
 
@@ -294,8 +354,11 @@ BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int6
   return banded_csc_of(*dense_codes(codes, rows, cols));
 }
 
-BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
-  return banded_csr_of(*dense_codes(codes, rows, cols));
+SlicedRows build_sliced_rows(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols, bool compact) {
+  auto source = dense_codes(codes, rows, cols);
+  SparseMatrix header = sparse_matrix_header(*source, std::vector<float>(16, 0.0f), 1);
+  header.compact = compact;
+  return sliced_rows_of(header, *source);
 }
 
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {

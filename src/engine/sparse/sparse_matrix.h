@@ -24,11 +24,18 @@
 //    cut into bands of 4096; within a band each entry of a
 //    column is one uint16, row within the band << 4 | code. No fillers and no prefix sum to find
 //    the rows, so 16 entries decode with a shift and a permute.
-//  - Banded CSR (one sample when most inputs are non-zero; built beside the banded CSC): the
-//    columns are cut into bands of 4096; within a band each entry of a row is one uint16, column
-//    within the band << 4 | code. Every row is walked: 16 entries gather their inputs, multiply
-//    by their weights in one register, and the row's sum is stored once. No scatter, but every
-//    non-zero weight is visited whether its input is zero or not (see row_walk_pays).
+//  - Sliced rows (one sample when most inputs are non-zero; built beside the banded CSC): SELL-16,
+//    rows sorted by their entry count (longest first) and cut into slices of 16; a slice's entries
+//    are step-major, lane i of step k holding the k-th entry of the slice's row i, so 16 rows
+//    advance in one register and no row is summed across lanes. Two-byte entries: the columns cut
+//    into bands of 4096, per slice and band column within the band << 4 | code (a shift gives the
+//    gather's indices; each lane's entry count there masks its padding). One-byte entries (only in
+//    a `compact` matrix): no bands, column gap << 4 |
+//    code, the gap from the previous entry of the row (the first from column -1), fillers for gaps
+//    over 15. Code 0 (fillers, and padding for a slice's shorter rows) adds nothing. Every row is
+//    walked: 16 entries gather their inputs and multiply by their weights, and each row's sum is
+//    stored once. No scatter, but every non-zero weight is visited whether its input is zero or
+//    not (see row_walk_pays).
 //  - Column tiles (one sample, with AVX-512, on denser matrices; see tiles_pay_off), instead of the
 //    banded CSC: each column is cut into 16-row tiles; per tile a 16-bit mask of its non-zero rows,
 //    and the codes of those rows, one byte each, in row order. The kernel adds a whole tile of y at
@@ -91,22 +98,33 @@ struct BandedCsc {
   bool empty() const { return col_ptr.empty(); }
 };
 
+inline constexpr int64_t kSliceRows = 16;
 inline constexpr int64_t kBandColumns = 4096;
 
-struct BandedCsr {
+struct SlicedRows {
   int64_t rows = 0;
-  int64_t bands = 0;              // ceil(cols / 4096)
-  std::vector<uint32_t> row_ptr;  // [bands, rows + 1] entry offsets
-  std::vector<uint16_t> entries;  // column within the band << 4 | code (1..15)
-  bool empty() const { return row_ptr.empty(); }
+  int entry_bits = 16;              // 16: columns within bands; 8: 4-bit gaps, one band
+  int64_t bands = 1;                // ceil(cols / kBandColumns) with two-byte entries
+  std::vector<int32_t> order;       // [rows]: the row at each sorted position (slice s, lane i: 16 s + i)
+  std::vector<uint32_t> slice_ptr;  // [slices * bands + 1] entry offsets of (slice, band), multiples of 16
+  std::vector<uint32_t> lengths;    // two-byte entries: [slices * bands, 16] each lane's entries there
+  std::vector<uint8_t> entries8;
+  std::vector<uint16_t> entries16;
+  int64_t slices() const {
+    return slice_ptr.empty() ? 0 : (static_cast<int64_t>(slice_ptr.size()) - 1) / bands;
+  }
+  int64_t entries() const {
+    return slice_ptr.empty() ? 0 : slice_ptr.back();
+  }  // fillers and padding included
+  bool empty() const { return slice_ptr.empty(); }
 };
 
 // Costs of the two one-sample walks with AVX-512, in nanoseconds, fitted to BM_RowWalkCrossover in
-// bench_kernels (docs/engine.md): the banded CSC walk per active column and per 16-entry step, the
-// banded CSR walk per row and per step. Only their ratios matter: row_walk_from_active() compares
-// the two.
-inline constexpr double kColumnWalkNsPerColumn = 5.6, kColumnWalkNsPerStep = 7.8;
-inline constexpr double kRowWalkNsPerRow = 8.6, kRowWalkNsPerStep = 3.5;
+// bench_kernels (docs/engine.md): the banded CSC walk per active column and band and per 16-entry
+// step, the sliced row walk per slice and per step. Only their ratios matter: row_walk_from_active()
+// compares the two.
+inline constexpr double kColumnWalkNsPerColumn = 5.4, kColumnWalkNsPerStep = 6.9;
+inline constexpr double kRowWalkNsPerSlice = 10.8, kRowWalkNsPerStep = 5.2;
 
 class CodeSource;
 
@@ -116,7 +134,7 @@ enum Layout : unsigned {
   kLayoutCsr = 1u << 1,         // CSR in column blocks
   kLayoutTiles = 1u << 2,       // column tiles
   kLayoutBanded = 1u << 3,      // banded CSC
-  kLayoutBandedRows = 1u << 4,  // banded CSR
+  kLayoutSlicedRows = 1u << 4,  // sliced rows
 };
 using LayoutSet = unsigned;
 
@@ -133,7 +151,7 @@ struct SparseMatrix {
   std::vector<CsrBlock> csr;          // column blocks
   ColumnTiles tiles;                  // one sample, when tiles_pay_off
   BandedCsc banded;                   // one sample: 16-entry codebook, one partition, AVX-512, no tiles
-  BandedCsr banded_rows;              // one sample with most inputs active: built with `banded`
+  SlicedRows sliced_rows;             // one sample with most inputs active: built with `banded`
   int64_t row_walk_from_active = 0;   // non-zero inputs from which the row walk is cheaper (see
                                       // row_walk_pays); more than cols when it never is
   std::vector<uint64_t> row_entries;  // non-zeros per row (for load balance)
@@ -141,17 +159,17 @@ struct SparseMatrix {
 
   int partitions() const { return partition_count; }
   bool has(LayoutSet want) const { return (layouts & want) == want; }
-  // Whether one sample with n_active non-zero inputs walks the rows (banded CSR): the row walk's
+  // Whether one sample with n_active non-zero inputs walks the rows (sliced rows): the row walk's
   // cost is fixed, the column walk's grows with the active columns.
   bool row_walk_pays(int64_t n_active) const {
-    return !banded_rows.empty() && n_active >= row_walk_from_active;
+    return !sliced_rows.empty() && n_active >= row_walk_from_active;
   }
   // The layout one sample's column walk runs on: "tiles", "banded", "csc8" (one-byte entries) or
-  // "csc16". A sample with enough non-zero inputs walks the banded CSR instead (row_walk_pays).
+  // "csc16". A sample with enough non-zero inputs walks the sliced rows instead (row_walk_pays).
   const char* batch1_layout() const {
     return !tiles.empty()         ? "tiles"
            : !banded.empty()      ? "banded"
-           : !banded_rows.empty() ? "banded rows"
+           : !sliced_rows.empty() ? "sliced rows"
            : e8                   ? "csc8"
                                   : "csc16";
   }
@@ -169,10 +187,10 @@ struct SparseMatrix {
 bool tiles_pay_off(const SparseMatrix& m, Isa isa);
 // The layouts a product runs on: batches and convolutions the CSR; one sample the column tiles
 // (tiles_pay_off), else with a 16-entry codebook, one partition and AVX-512 the banded CSC and/or
-// the banded CSR (by `zeros`; with both, the walk is chosen per call, see row_walk_pays), else the CSC.
+// the sliced rows (by `zeros`; with both, the walk is chosen per call, see row_walk_pays), else the CSC.
 // What a one-sample product can expect of its input's zeros, which decides which of the two banded
 // walks to keep: `expected` (the input comes from a ReLU: EIE's column walk skips the zeros; only
-// the banded CSC), `unlikely` (tanh, sigmoid, sums: every row is walked; only the banded CSR), or
+// the banded CSC), `unlikely` (tanh, sigmoid, sums: every row is walked; only the sliced rows), or
 // `unknown` (a graph input: both, chosen per call).
 enum class InputZeros { unknown, expected, unlikely };
 LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample,
@@ -187,17 +205,20 @@ void add_layouts(SparseMatrix& m, const CodeSource& codes, LayoutSet want);
 
 // Active inputs from which walking every row of `rows` costs less than walking the active columns
 // of `columns` (by the fitted costs above); more than the column count when never.
-int64_t row_walk_from_active(const BandedCsc& columns, const BandedCsr& rows);
+int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows);
 // Builders of single layouts from a CodeSource (rows of the layout table, layout_table.h).
 void add_csc(SparseMatrix& m, const CodeSource& codes);  // sets m.e8
 void add_csr(SparseMatrix& m, const CodeSource& codes);
 ColumnTiles column_tiles_of(const CodeSource& codes);
 BandedCsc banded_csc_of(const CodeSource& codes);
-BandedCsr banded_csr_of(const CodeSource& codes);
+// One-byte entries when m.compact (the walk's running columns cost about a tenth more time), else
+// two-byte ones.
+SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes);
 
 // Single layouts of a dense code matrix (codes[r * cols + c], codes below 16 for the banded ones).
 BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
-BandedCsr build_banded_csr(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
+SlicedRows build_sliced_rows(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
+                             bool compact = false);
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 
 // Every layout a product may run on, from a code matrix (codes[r * cols + c], 0 = zero weight):

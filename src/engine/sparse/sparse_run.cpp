@@ -16,7 +16,6 @@ void SpmvWorkspace::reserve(const SparseMatrix& m, int threads) {
   started.assign(static_cast<size_t>(std::max(threads, 1)), 0);
   // At most cols / kMinChunkColumns + 1 chunks, and one bound more.
   bounds.resize(static_cast<size_t>(m.cols / kMinChunkColumns + 2));
-  row_bounds = balanced_row_bounds(m, threads);
 }
 
 float* SpmvWorkspace::partial_for(int64_t t) {
@@ -93,19 +92,36 @@ void matvec_columns(ThreadPool& pool, const SparseMatrix& m, const float* x, flo
   }
 }
 
-// Every row of the banded CSR, in the row ranges of ws.row_bounds claimed one at a time.
-void matvec_row_walk(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y,
-                     const SpmvWorkspace& ws) {
-  const LayoutRow& walk = layout_row(kLayoutBandedRows);
-  auto rows = [&](int64_t begin, int64_t end) {
-    walk.run(m, sparse_kernels(), LayoutProduct{.x = x, .row_begin = begin, .row_end = end, .y = y});
+// The first slice that starts at or after part / parts of the sliced rows' entries (slices() when
+// none does).
+int64_t slice_at(const SlicedRows& s, int64_t part, int64_t parts) {
+  const uint64_t target =
+      static_cast<uint64_t>(s.entries()) * static_cast<uint64_t>(part) / static_cast<uint64_t>(parts);
+  int64_t lo = 0, hi = s.slices();
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (s.slice_ptr[static_cast<size_t>(mid * s.bands)] < target)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return part == parts ? s.slices() : lo;
+}
+
+// Every row, in kRowChunksPerThread ranges of slices per thread of about equal entry counts,
+// claimed one at a time.
+void matvec_row_walk(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y) {
+  const LayoutRow& walk = layout_row(kLayoutSlicedRows);
+  const SlicedRows& s = m.sliced_rows;
+  auto slices = [&](int64_t begin, int64_t end) {
+    walk.run(m, sparse_kernels(), LayoutProduct{.x = x, .slice_begin = begin, .slice_end = end, .y = y});
   };
   if (m.nonzeros < kParallelFromNonzeros || pool.size() == 1) {
-    rows(0, m.rows);
+    slices(0, s.slices());
     return;
   }
-  pool.parallel_for(static_cast<int64_t>(ws.row_bounds.size()) - 1,
-                    [&](int64_t t) { rows(ws.row_bounds[t], ws.row_bounds[t + 1]); });
+  const int64_t parts = int64_t{pool.size()} * kRowChunksPerThread;
+  pool.parallel_for(parts, [&](int64_t t) { slices(slice_at(s, t, parts), slice_at(s, t + 1, parts)); });
 }
 
 void matvec_rows(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws,
@@ -129,7 +145,7 @@ void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, floa
                    SpmvScheme scheme) {
   int64_t n = list_active(x, m.cols, ws.active.data());  // EIE's leading non-zero detection
   if (scheme == SpmvScheme::columns && m.row_walk_pays(n))
-    matvec_row_walk(pool, m, x, y, ws);
+    matvec_row_walk(pool, m, x, y);
   else if (scheme == SpmvScheme::columns && m.partitions() == 1)
     matvec_columns(pool, m, x, y, ws, n);
   else

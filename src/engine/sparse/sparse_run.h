@@ -10,10 +10,10 @@
 //     column tiles, banded CSC or CSC.
 //   - rows: EIE's scheme, one interleaved row partition per thread (needs a matrix built with
 //     partitions == threads); every thread walks every active column.
-//   When the matrix has the banded CSR and the sample enough non-zero inputs that walking every
-//   row costs less (SparseMatrix::row_walk_pays), the columns scheme walks the rows instead: row ranges of
-//   about equal entry counts, several per thread, claimed one at a time; each row is written once
-//   by one thread, so the result does not depend on the thread count.
+//   When the matrix has the sliced rows and the sample enough non-zero inputs that walking every
+//   row costs less (SparseMatrix::row_walk_pays), the columns scheme walks the rows instead: ranges
+//   of slices of about equal entry counts, several per thread, claimed one at a time; each row is
+//   written once by one thread, so the result does not depend on the thread count.
 // Batches (Y = W Xt over the blocked CSR layout): contiguous row ranges of about equal entry counts,
 //   several per thread, claimed one at a time.
 #pragma once
@@ -35,9 +35,8 @@ struct SpmvWorkspace {
                                 // never write one cache line (false sharing)
   // Thread (or partition) t's private y, 64-byte aligned.
   float* partial_for(int64_t t);
-  std::vector<char> started;        // columns: whether thread t has written its private y this call
-  std::vector<int64_t> bounds;      // columns: bounds of the chunks of the active list
-  std::vector<int64_t> row_bounds;  // row walk: ranges of about equal entry counts, claimed one at a time
+  std::vector<char> started;    // columns: whether thread t has written its private y this call
+  std::vector<int64_t> bounds;  // columns: bounds of the chunks of the active list
   void reserve(const SparseMatrix& m, int threads);
 };
 

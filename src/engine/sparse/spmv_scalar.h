@@ -2,6 +2,7 @@
 // why no register decoding: docs/engine.md, "Measurements behind the code").
 #pragma once
 
+#include <algorithm>
 #include <cstring>
 
 #include "engine/sparse/kernels.h"
@@ -42,21 +43,36 @@ inline void spmv_banded_scalar(const SpmvBandArgs& a) {
   }
 }
 
-// The banded CSR walk: each row's entries hold their column within the band.
-inline void spmv_rows_banded_scalar(const SpmvRowArgs& a) {
-  const BandedCsr& b = *a.layout;
-  for (int64_t r = a.row_begin; r < a.row_end; ++r) {
-    float sum = 0.0f;
-    for (int64_t band = 0; band < b.bands; ++band) {
-      const uint32_t* ptr = b.row_ptr.data() + band * (b.rows + 1);
-      const float* x = a.x + band * kBandColumns;
-      for (uint32_t e = ptr[r]; e < ptr[r + 1]; ++e)
-        sum += a.codebook[b.entries[e] & 0xF] * x[b.entries[e] >> 4];
+// The sliced row walk, lane by lane: two-byte entries hold their column within the band, one-byte
+// entries advance their row's column by gap + 1; code 0 (fillers, padding) adds nothing.
+template <class Entry>
+void spmv_rows_sliced_scalar(const SpmvRowArgs& a, const Entry* entries) {
+  const SlicedRows& s = *a.layout;
+  const bool gap_coded = s.entry_bits == 8;
+  for (int64_t slice = a.slice_begin; slice < a.slice_end; ++slice) {
+    const int64_t lanes = std::min(kSliceRows, s.rows - slice * kSliceRows);
+    for (int64_t lane = 0; lane < lanes; ++lane) {
+      float sum = 0.0f;
+      for (int64_t band = 0; band < s.bands; ++band) {
+        const uint32_t begin = s.slice_ptr[slice * s.bands + band],
+                       end = s.slice_ptr[slice * s.bands + band + 1];
+        int64_t col = gap_coded ? -1 : 0;
+        for (uint32_t e = begin + static_cast<uint32_t>(lane); e < end; e += kSliceRows) {
+          const unsigned entry = entries[e];
+          col = gap_coded ? col + (entry >> 4) + 1 : band * kBandColumns + (entry >> 4);
+          if (entry & 0xF) sum += a.codebook[entry & 0xF] * a.x[col];
+        }
+      }
+      a.y[s.order[slice * kSliceRows + lane]] = sum;
     }
-    a.y[r] = sum;
   }
 }
-
+inline void spmv_rows_sliced_scalar(const SpmvRowArgs& a) {
+  if (a.layout->entry_bits == 8)
+    spmv_rows_sliced_scalar(a, a.layout->entries8.data());
+  else
+    spmv_rows_sliced_scalar(a, a.layout->entries16.data());
+}
 // The column-tile walk: per active column, each tile's mask bits name the rows of its codes.
 inline void spmv_tiles_scalar(const SpmvTileArgs& a) {
   const ColumnTiles& t = *a.layout;
