@@ -765,39 +765,63 @@ TEST_P(SparseKernelsPerIsa, SlicedRowsEveryVariantMatchesOnTheGrid) {
         }
 }
 
+// Row 0: columns 3 and `far`; row 1: column 0; row 2: columns 1, 2, 40 and 41.
+Case three_rows(int64_t cols, int64_t far) {
+  Case c{std::vector<uint8_t>(static_cast<size_t>(3 * cols), 0), 3, cols, std::vector<float>(16, 0.0f)};
+  c.codes[0 * cols + 3] = 9;
+  c.codes[0 * cols + far] = 1;
+  c.codes[1 * cols + 0] = 15;
+  c.codes[2 * cols + 1] = 2;
+  c.codes[2 * cols + 2] = 3;
+  c.codes[2 * cols + 40] = 4;
+  c.codes[2 * cols + 41] = 5;
+  for (int i = 1; i < 16; ++i) c.codebook[static_cast<size_t>(i)] = 0.1f * static_cast<float>(i) - 0.7f;
+  return c;
+}
+
 TEST(SparseKernels, SlicedRowsSortByLengthAndHoldColumnsOrGaps) {
-  // Row 0: columns 3 and 4100 (band 1, column 4); row 1: column 0; row 2: columns 1, 2, 40 and 41.
-  // Sorted: rows 2, 0, 1; per band as many steps as its longest row, shorter rows and the lanes past
-  // the rows padded.
-  Case c{std::vector<uint8_t>(3 * 4101, 0), 3, 4101, std::vector<float>(16, 0.0f)};
-  c.codes[0 * 4101 + 3] = 9;
-  c.codes[0 * 4101 + 4100] = 1;
-  c.codes[1 * 4101 + 0] = 15;
-  c.codes[2 * 4101 + 1] = 2;
-  c.codes[2 * 4101 + 2] = 3;
-  c.codes[2 * 4101 + 40] = 4;
-  c.codes[2 * 4101 + 41] = 5;
-  SlicedRows s = build_sliced_rows(c.codes, 3, 4101);
+  // Up to 4096 columns, two-byte entries hold columns: sorted rows 2, 0, 1, as many steps as the
+  // longest row, shorter rows and the lanes past the rows padded, each lane's count kept.
+  Case c = three_rows(100, 90);
+  SlicedRows s = build_sliced_rows(c.codes, 3, 100);
   ASSERT_EQ(s.entry_bits, 16);
-  ASSERT_EQ(s.bands, 2);
-  EXPECT_EQ(s.slices(), 1);
+  ASSERT_FALSE(s.gap_coded);
   EXPECT_EQ(s.order, (std::vector<int32_t>{2, 0, 1}));
-  ASSERT_EQ(s.slice_ptr, (std::vector<uint32_t>{0, 4 * 16, 5 * 16}));
+  ASSERT_EQ(s.slice_ptr, (std::vector<uint32_t>{0, 4 * 16}));
+  ASSERT_EQ(s.lengths.size(), 16u);
+  EXPECT_EQ(std::vector<uint32_t>(s.lengths.begin(), s.lengths.begin() + 4),
+            (std::vector<uint32_t>{4, 2, 1, 0}));
   auto lane = [&](int step, int i) { return s.entries16[static_cast<size_t>(step * 16 + i)]; };
   EXPECT_EQ(lane(0, 0), 1 << 4 | 2);
   EXPECT_EQ(lane(1, 0), 2 << 4 | 3);
   EXPECT_EQ(lane(2, 0), 40 << 4 | 4);
   EXPECT_EQ(lane(3, 0), 41 << 4 | 5);
   EXPECT_EQ(lane(0, 1), 3 << 4 | 9);
-  EXPECT_EQ(lane(1, 1), 0) << "padding";
+  EXPECT_EQ(lane(1, 1), 90 << 4 | 1);
+  EXPECT_EQ(lane(2, 1), 0) << "padding";
   EXPECT_EQ(lane(0, 2), 0 << 4 | 15);
   EXPECT_EQ(lane(0, 3), 0) << "lane past the rows";
-  EXPECT_EQ(lane(4, 0), 0) << "band 1: row 2 has nothing there";
-  EXPECT_EQ(lane(4, 1), 4 << 4 | 1) << "band 1: column 4100";
-  // One-byte entries: one band, 4-bit gaps; row 0's gap of 4096 columns takes 256 fillers.
+
+  // Past 4096 columns, 12-bit gaps: row 0's gap of 4096 columns takes one filler.
+  c = three_rows(4101, 4100);
+  s = build_sliced_rows(c.codes, 3, 4101);
+  ASSERT_EQ(s.entry_bits, 16);
+  ASSERT_TRUE(s.gap_coded);
+  EXPECT_TRUE(s.lengths.empty());
+  EXPECT_EQ(s.order, (std::vector<int32_t>{2, 0, 1}));
+  ASSERT_EQ(s.slice_ptr, (std::vector<uint32_t>{0, 4 * 16}));
+  EXPECT_EQ(lane(0, 0), 1 << 4 | 2);
+  EXPECT_EQ(lane(1, 0), 0 << 4 | 3);
+  EXPECT_EQ(lane(2, 0), 37 << 4 | 4);
+  EXPECT_EQ(lane(0, 1), 3 << 4 | 9);
+  EXPECT_EQ(lane(1, 1), 4095 << 4 | 0) << "filler";
+  EXPECT_EQ(lane(2, 1), 0 << 4 | 1);
+  EXPECT_EQ(lane(3, 1), 0) << "padding";
+
+  // One-byte entries (a compact matrix): 4-bit gaps, so row 0's gap takes 256 fillers.
   SlicedRows narrow = build_sliced_rows(c.codes, 3, 4101, true);
   ASSERT_EQ(narrow.entry_bits, 8);
-  EXPECT_EQ(narrow.bands, 1);
+  ASSERT_TRUE(narrow.gap_coded);
   EXPECT_EQ(narrow.order, (std::vector<int32_t>{0, 2, 1}));
   ASSERT_EQ(narrow.slice_ptr, (std::vector<uint32_t>{0, 258 * 16}));
   auto byte = [&](int step, int i) { return narrow.entries8[static_cast<size_t>(step * 16 + i)]; };
@@ -810,13 +834,50 @@ TEST(SparseKernels, SlicedRowsSortByLengthAndHoldColumnsOrGaps) {
   EXPECT_EQ(byte(3, 1), 15 << 4 | 0);
   EXPECT_EQ(byte(4, 1), 5 << 4 | 4);
   EXPECT_EQ(byte(6, 1), 0) << "padding";
+
+  // A non-finite input reaches only the rows that weigh it: padding and fillers gather nothing.
+  // Infinite at column 0 (where padding of column entries points): only row 1 weighs it. At columns
+  // 1 and 4099 (row 1's padding after its one gap-coded entry; row 0's last filler in both widths):
+  // only row 2 weighs them.
+  struct Infinite {
+    int64_t cols;
+    std::vector<int64_t> at;
+    int64_t row;
+  };
+  for (const Infinite& t : {Infinite{100, {0}, 1}, Infinite{4101, {0}, 1}, Infinite{4101, {1, 4099}, 2}}) {
+    Case m = three_rows(t.cols, t.cols - 1 == 4100 ? 4100 : 90);
+    std::vector<float> x(static_cast<size_t>(t.cols), 1.0f);
+    for (int64_t j : t.at) x[static_cast<size_t>(j)] = INFINITY;
+    for (bool compact : {false, true}) {
+      SlicedRows layout = build_sliced_rows(m.codes, 3, t.cols, compact);
+      for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+        if (isa <= best_supported_isa()) {
+          auto y = run_rows(layout, m, sparse_kernels_for(isa).spmv_rows_sliced, x, 0, 1);
+          for (int64_t r = 0; r < 3; ++r)
+            EXPECT_TRUE(r == t.row ? std::isinf(y[r]) : std::isfinite(y[r]))
+                << isa_name(isa) << ", " << t.cols << " columns, " << layout.entry_bits << "-bit, row " << r
+                << ": " << y[r];
+        }
+    }
+  }
+
+  // Every kernel walks the fillers of both widths to the right columns.
+  auto x = random_input(4101, 1.0, 7);
+  auto want = dense_product(c, x);
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+    if (isa <= best_supported_isa())
+      for (const SlicedRows* layout : {&s, &narrow})
+        expect_close(run_rows(*layout, c, sparse_kernels_for(isa).spmv_rows_sliced, x, 0, 1), want,
+                     std::string(isa_name(isa)) + " " + std::to_string(layout->entry_bits) + "-bit fillers");
 }
 
 TEST(SparseKernels, RowWalkChosenByActiveShareThroughTheDriver) {
   // Large enough to use the pool. With AVX-512 the matrix has the sliced rows; a sample with all
   // inputs non-zero walks the rows, one with a tenth walks the active columns. Any sample gives
-  // W x, and the row walk gives the same bits on any number of threads.
+  // W x (the last 40 rows empty: sorted last, in slices of no entries, and still written), and
+  // the row walk gives the same bits on any number of threads.
   Case c = make_case(700, 5000, 0.05, 16, 1400);
+  std::fill(c.codes.begin() + 660 * 5000, c.codes.end(), uint8_t{0});
   SparseMatrix m = build_sparse_matrix(c.codes, 700, 5000, c.codebook, 1);
   ASSERT_GE(m.nonzeros, kParallelFromNonzeros);
   bool avx512 = sparse_kernels().isa == Isa::avx512;
@@ -833,7 +894,7 @@ TEST(SparseKernels, RowWalkChosenByActiveShareThroughTheDriver) {
       ThreadPool pool(threads);
       SpmvWorkspace ws;
       ws.reserve(m, threads);
-      std::vector<float> y(700);
+      std::vector<float> y(700, NAN);
       sparse_matvec(pool, m, x.data(), y.data(), ws, SpmvScheme::columns);
       expect_close(y, want,
                    "x density " + std::to_string(x_density) + ", threads " + std::to_string(threads));

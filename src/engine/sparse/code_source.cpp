@@ -93,23 +93,21 @@ class MatrixCodes : public CodeSource {
           emit(line, band * band_width + (entries[e] >> 4), static_cast<uint8_t>(entries[e] & 15));
     }
   }
-  // Row by row in the matrix's order (the slices hold them sorted by length), band by band.
+  // Row by row in the matrix's order (the slices hold them sorted by length).
   void visit_sliced(const Sink& sink) const {
     const SlicedRows& s = m_.sliced_rows;
     std::vector<int64_t> position(static_cast<size_t>(rows()));
     for (int64_t pos = 0; pos < rows(); ++pos)
       position[static_cast<size_t>(s.order[static_cast<size_t>(pos)])] = pos;
     for (int64_t r = 0; r < rows(); ++r) {
-      const int64_t pos = position[static_cast<size_t>(r)], slice = pos / kSliceRows;
-      for (int64_t band = 0; band < s.bands; ++band) {
-        const size_t block = static_cast<size_t>(slice * s.bands + band);
-        int64_t col = -1;
-        for (uint32_t e = s.slice_ptr[block] + static_cast<uint32_t>(pos % kSliceRows);
-             e < s.slice_ptr[block + 1]; e += kSliceRows) {
-          const unsigned entry = s.entry_bits == 8 ? s.entries8[e] : s.entries16[e];
-          col = s.entry_bits == 8 ? col + (entry >> 4) + 1 : band * kBandColumns + (entry >> 4);
-          if (entry & 0xF) sink(r, col, static_cast<uint8_t>(entry & 0xF));
-        }
+      const int64_t pos = position[static_cast<size_t>(r)];
+      const auto slice = static_cast<size_t>(pos / kSliceRows);
+      int64_t col = -1;
+      for (uint32_t e = s.slice_ptr[slice] + static_cast<uint32_t>(pos % kSliceRows);
+           e < s.slice_ptr[slice + 1]; e += kSliceRows) {
+        const unsigned entry = s.entry_bits == 8 ? s.entries8[e] : s.entries16[e];
+        col = s.gap_coded ? col + (entry >> 4) + 1 : entry >> 4;
+        if (entry & 0xF) sink(r, col, static_cast<uint8_t>(entry & 0xF));
       }
     }
   }

@@ -164,10 +164,11 @@ inline __m512 add_slice_step(__m512 sum, __m512i v, __m512i col, __mmask16 lanes
   return _mm512_fmadd_ps(_mm512_permutexvar_ps(v, cb), xv, sum);
 }
 
-// Two-byte entries hold the column within the band; a lane takes part while its step is below its
-// entry count (a mask from the loaded codes, code != 0, measured 7% slower here: it waits on the load).
-inline __m512 add_band_steps(__m512& sum1, __m512 sum0, const uint16_t* e, const uint32_t* lengths,
-                             int64_t steps, __m512 cb, const float* x) {
+// The steps of one slice over entries that hold their columns: a lane takes part while its step is
+// below its entry count (a mask from the loaded codes, code != 0, measured 7% slower here: the
+// gather then waits on its own load).
+inline __m512 add_slice_steps(__m512& sum1, __m512 sum0, const uint16_t* e, const uint32_t* lengths,
+                              int64_t steps, __m512 cb, const float* x) {
   const __m512i lens = _mm512_loadu_si512(lengths), one = _mm512_set1_epi32(1);
   __m512i step = _mm512_setzero_si512();
   auto next = [&](__m512 sum, const uint16_t* entries) {
@@ -185,13 +186,14 @@ inline __m512 add_band_steps(__m512& sum1, __m512 sum0, const uint16_t* e, const
   return sum0;
 }
 
-// One-byte entries advance each lane's column by gap + 1; fillers and padding (code 0) gather
-// nothing.
-inline __m512 add_band_steps(__m512& sum1, __m512 sum0, const uint8_t* e, const uint32_t*, int64_t steps,
-                             __m512 cb, const float* x) {
+// The same over gap-coded entries: each lane's column advances by gap + 1; fillers and padding
+// (code 0) gather nothing.
+template <class Entry>
+inline __m512 add_gap_coded_steps(__m512& sum1, __m512 sum0, const Entry* e, int64_t steps, __m512 cb,
+                                  const float* x) {
   const __m512i one = _mm512_set1_epi32(1), code_bits = _mm512_set1_epi32(0xF);
   __m512i col = _mm512_set1_epi32(-1);
-  auto next = [&](__m512 sum, const uint8_t* entries) {
+  auto next = [&](__m512 sum, const Entry* entries) {
     const __m512i v = load_lanes(entries);
     col = _mm512_add_epi32(col, _mm512_add_epi32(_mm512_srli_epi32(v, 4), one));
     return add_slice_step(sum, v, col, _mm512_test_epi32_mask(v, code_bits), cb, x);
@@ -212,14 +214,14 @@ void spmv_rows_sliced(const SpmvRowArgs& a, const Entry* entries) {
   const SlicedRows& s = *a.layout;
   const __m512 cb = _mm512_loadu_ps(a.codebook);
   for (int64_t slice = a.slice_begin; slice < a.slice_end; ++slice) {
+    const Entry* e = entries + s.slice_ptr[slice];
+    const int64_t steps = (s.slice_ptr[slice + 1] - s.slice_ptr[slice]) / kSliceRows;
     __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
-    for (int64_t band = 0; band < s.bands; ++band) {
-      const int64_t block = slice * s.bands + band;
-      const uint32_t begin = s.slice_ptr[block], end = s.slice_ptr[block + 1];
-      const uint32_t* lengths = s.lengths.empty() ? nullptr : s.lengths.data() + block * kSliceRows;
-      sum0 = add_band_steps(sum1, sum0, entries + begin, lengths, (end - begin) / kSliceRows, cb,
-                            a.x + band * kBandColumns);
+    if constexpr (sizeof(Entry) == 2) {
+      if (!s.gap_coded)
+        sum0 = add_slice_steps(sum1, sum0, e, s.lengths.data() + slice * kSliceRows, steps, cb, a.x);
     }
+    if (s.gap_coded) sum0 = add_gap_coded_steps(sum1, sum0, e, steps, cb, a.x);
     alignas(64) float sums[kSliceRows];
     _mm512_store_ps(sums, _mm512_add_ps(sum0, sum1));
     const int32_t* rows = s.order.data() + slice * kSliceRows;

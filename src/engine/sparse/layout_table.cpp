@@ -123,18 +123,17 @@ int64_t sliced_rows_held(const SparseMatrix& m) {
   return held(s.order) + held(s.slice_ptr) + held(s.lengths) + held(s.entries8) + held(s.entries16);
 }
 // Two bytes per non-zero, or in a compact matrix one and the fillers of 4-bit gaps; padding for the
-// lanes of the last slice past the rows, as long as an average row, and half a step per slice and
-// band for the shorter rows of a slice (sorted by length, they differ little).
+// lanes of the last slice past the rows, as long as an average row, and half a step per slice for
+// the shorter rows of a slice (sorted by length, they differ little).
 int64_t sliced_rows_expected(const SparseMatrix& m) {
   if (m.rows == 0) return 4;
   const int64_t slices = (m.rows + kSliceRows - 1) / kSliceRows;
-  const int64_t bands = m.compact ? 1 : std::max<int64_t>(1, (m.cols + kBandColumns - 1) / kBandColumns);
   const int64_t entry_bytes = m.compact ? 1 : 2;
   const int64_t entries = m.compact ? entries_expected(m) : m.nonzeros;
-  const int64_t padding =
-      (slices * kSliceRows - m.rows) * m.nonzeros / m.rows + slices * bands * kSliceRows / 2;
-  const int64_t lengths = m.compact ? 0 : 4 * kSliceRows * slices * bands;
-  return entry_bytes * (entries + padding) + 4 * m.rows + 4 * (slices * bands + 1) + lengths;
+  const int64_t padding = (slices * kSliceRows - m.rows) * m.nonzeros / m.rows + slices * kSliceRows / 2;
+  const bool columns = !m.compact && m.cols <= kSliceColumns;
+  return entry_bytes * (entries + padding) + 4 * m.rows + 4 * (slices + 1) +
+         (columns ? 4 * kSliceRows * slices : 0);
 }
 int64_t sliced_rows_touched(const SparseMatrix& m, std::span<const int32_t>) {
   const SlicedRows& s = m.sliced_rows;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "engine/sparse/code_source.h"
 #include "engine/sparse/kernels.h"
@@ -39,36 +40,56 @@ int64_t fillers_before(int64_t pos, int64_t next, int64_t max_gap) {
   return max_gap == kNoGaps ? 0 : (pos - next) / (max_gap + 1);
 }
 
-// Fills `lines` lines of entries by counting sort, in two passes over `codes`: slot_of(row, col)
-// places each code; the positions within a line arrive increasing (CodeSource's contract), so each
-// line comes out in order. Distances over max_gap are bridged with fillers (code 0).
-// encode(code, gap, pos) makes an entry. `starts` gets lines + 1 entry offsets.
-template <class Entry, class SlotOf, class Encode>
-void fill_lines(const CodeSource& codes, int64_t lines, int64_t max_gap, SlotOf slot_of, Encode encode,
-                std::vector<uint32_t>& starts, std::vector<Entry>& entries) {
+// Entries per line, fillers included, in one pass over `codes`: slot_of(row, col) places each code;
+// the positions within a line arrive increasing (CodeSource's contract). Distances over max_gap
+// are bridged with fillers (code 0).
+template <class SlotOf>
+std::vector<uint32_t> count_lines(const CodeSource& codes, int64_t lines, int64_t max_gap, SlotOf slot_of) {
   std::vector<int64_t> next(static_cast<size_t>(lines), 0);
-  starts.assign(static_cast<size_t>(lines + 1), 0);
+  std::vector<uint32_t> counts(static_cast<size_t>(lines), 0);
   codes.visit([&](int64_t r, int64_t c, uint8_t) {
     Slot s = slot_of(r, c);
-    starts[static_cast<size_t>(s.line + 1)] +=
+    counts[static_cast<size_t>(s.line)] +=
         static_cast<uint32_t>(fillers_before(s.pos, next[static_cast<size_t>(s.line)], max_gap) + 1);
     next[static_cast<size_t>(s.line)] = s.pos + 1;
   });
-  for (int64_t i = 0; i < lines; ++i) starts[static_cast<size_t>(i + 1)] += starts[static_cast<size_t>(i)];
-  entries.assign(starts.back(), Entry{});
-  std::vector<uint32_t> cursor(starts.begin(), starts.end() - 1);
-  std::fill(next.begin(), next.end(), 0);
+  return counts;
+}
+
+// The second pass: the k-th entry of each line (fillers included, as count_lines counted them) is
+// encode(code, gap, pos), written to entries[at(line, k)].
+template <class Entry, class SlotOf, class Encode, class At>
+void place_entries(const CodeSource& codes, int64_t lines, int64_t max_gap, SlotOf slot_of, Encode encode,
+                   At at, Entry* entries) {
+  std::vector<int64_t> next(static_cast<size_t>(lines), 0);
+  std::vector<uint32_t> k(static_cast<size_t>(lines), 0);
   codes.visit([&](int64_t r, int64_t c, uint8_t code) {
     Slot s = slot_of(r, c);
-    uint32_t& at = cursor[static_cast<size_t>(s.line)];
-    int64_t& line_next = next[static_cast<size_t>(s.line)];
+    const auto line = static_cast<size_t>(s.line);
+    int64_t& line_next = next[line];
     for (int64_t f = fillers_before(s.pos, line_next, max_gap); f > 0; --f) {
-      entries[at++] = encode(0, max_gap, 0);
+      entries[at(s.line, k[line]++)] = encode(0, max_gap, 0);
       line_next += max_gap + 1;
     }
-    entries[at++] = encode(code, s.pos - line_next, s.pos);
+    entries[at(s.line, k[line]++)] = encode(code, s.pos - line_next, s.pos);
     line_next = s.pos + 1;
   });
+}
+
+// Fills `lines` lines of entries one after the other by counting sort (count_lines, then
+// place_entries). `starts` gets lines + 1 entry offsets.
+template <class Entry, class SlotOf, class Encode>
+void fill_lines(const CodeSource& codes, int64_t lines, int64_t max_gap, SlotOf slot_of, Encode encode,
+                std::vector<uint32_t>& starts, std::vector<Entry>& entries) {
+  std::vector<uint32_t> counts = count_lines(codes, lines, max_gap, slot_of);
+  starts.assign(static_cast<size_t>(lines + 1), 0);
+  for (int64_t i = 0; i < lines; ++i)
+    starts[static_cast<size_t>(i + 1)] = starts[static_cast<size_t>(i)] + counts[static_cast<size_t>(i)];
+  counts = std::vector<uint32_t>();
+  entries.assign(starts.back(), Entry{});
+  place_entries(
+      codes, lines, max_gap, slot_of, encode,
+      [&](int64_t line, uint32_t k) { return starts[static_cast<size_t>(line)] + k; }, entries.data());
 }
 
 // Cuts lines [first, first + count) out of one filled layout: their offsets rebased to 0 and their
@@ -92,18 +113,12 @@ std::vector<uint32_t> band_pointers(const std::vector<uint32_t>& starts, int64_t
   return ptr;
 }
 
-// Fillers a gap-coded layout with at most `max_gap` would need, the codes placed by slot_of.
+// Fillers a gap-coded layout with at most `max_gap` would need for m's codes, placed by slot_of.
 template <class SlotOf>
-int64_t count_fillers(const CodeSource& codes, int64_t lines, int64_t max_gap, SlotOf slot_of) {
-  std::vector<int64_t> next(static_cast<size_t>(lines), 0);
-  int64_t fillers = 0;
-  codes.visit([&](int64_t r, int64_t c, uint8_t) {
-    Slot s = slot_of(r, c);
-    int64_t& line_next = next[static_cast<size_t>(s.line)];
-    fillers += fillers_before(s.pos, line_next, max_gap);
-    line_next = s.pos + 1;
-  });
-  return fillers;
+int64_t count_fillers(const SparseMatrix& m, const CodeSource& codes, int64_t lines, int64_t max_gap,
+                      SlotOf slot_of) {
+  const std::vector<uint32_t> counts = count_lines(codes, lines, max_gap, slot_of);
+  return std::accumulate(counts.begin(), counts.end(), int64_t{0}) - m.nonzeros;
 }
 
 // Whether a gap-coded layout takes one-byte entries (see the header): 16-entry codebook, and few
@@ -145,7 +160,7 @@ void build_csc_entries(SparseMatrix& m, const CodeSource& codes, int64_t max_gap
 void add_csc(SparseMatrix& m, const CodeSource& codes) {
   const int64_t P = m.partitions(), cols = m.cols;
   m.e8 = narrow_entries(m, [&] {
-    return count_fillers(codes, P * cols, 15, [&](int64_t r, int64_t c) {
+    return count_fillers(m, codes, P * cols, 15, [&](int64_t r, int64_t c) {
       return Slot{(r % P) * cols + c, r / P};
     });
   });
@@ -183,7 +198,7 @@ void build_csr_blocks(SparseMatrix& m, const CodeSource& codes, int64_t width, i
 void add_csr(SparseMatrix& m, const CodeSource& codes) {
   const int64_t rows = m.rows, width = csr_block_columns(m.density());
   const bool narrow = narrow_entries(m, [&] {
-    return count_fillers(codes, (m.cols + width - 1) / width * rows, 15, [&](int64_t r, int64_t c) {
+    return count_fillers(m, codes, (m.cols + width - 1) / width * rows, 15, [&](int64_t r, int64_t c) {
       return Slot{c / width * rows + r, c % width};
     });
   });
@@ -212,52 +227,43 @@ int64_t fill_bands(const CodeSource& codes, std::vector<uint32_t>& ptr, std::vec
   return bands;
 }
 
-// Sliced rows from `bands` bands of gap-coded or positioned rows (fill_lines' slot_of, encode and
-// max_gap): sorted by entry count, then interleaved 16 rows at a time, band by band per slice.
-template <class Entry, class SlotOf, class Encode>
-void fill_slices(const CodeSource& codes, int64_t max_gap, SlotOf slot_of, Encode encode, SlicedRows& s,
+// Sliced rows from rows of columns or gaps (count_lines and place_entries' encode and max_gap):
+// sorted by entry count, then interleaved 16 rows at a time, written in place (no copy of the
+// entries in row order).
+template <class Entry, class Encode>
+void fill_slices(const CodeSource& codes, int64_t max_gap, Encode encode, SlicedRows& s,
                  std::vector<Entry>& out) {
-  const int64_t rows = codes.rows(), bands = s.bands;
-  std::vector<uint32_t> starts;
-  std::vector<Entry> by_line;
-  fill_lines(codes, bands * rows, max_gap, slot_of, encode, starts, by_line);
-  auto line = [&](int64_t band, int32_t r) { return static_cast<size_t>(band * rows + r); };
-  auto length = [&](int64_t band, int32_t r) { return starts[line(band, r) + 1] - starts[line(band, r)]; };
-  std::vector<uint32_t> total(static_cast<size_t>(rows), 0);
-  for (int64_t band = 0; band < bands; ++band)
-    for (int32_t r = 0; r < rows; ++r) total[static_cast<size_t>(r)] += length(band, r);
+  const int64_t rows = codes.rows();
+  auto slot_of = [](int64_t r, int64_t c) { return Slot{r, c}; };
+  const std::vector<uint32_t> length = count_lines(codes, rows, max_gap, slot_of);
   s.order.resize(static_cast<size_t>(rows));
   for (int32_t r = 0; r < rows; ++r) s.order[static_cast<size_t>(r)] = r;
   std::stable_sort(s.order.begin(), s.order.end(), [&](int32_t a, int32_t b) {
-    return total[static_cast<size_t>(a)] > total[static_cast<size_t>(b)];
+    return length[static_cast<size_t>(a)] > length[static_cast<size_t>(b)];
   });
+  std::vector<int64_t> position(static_cast<size_t>(rows));
+  for (int64_t pos = 0; pos < rows; ++pos)
+    position[static_cast<size_t>(s.order[static_cast<size_t>(pos)])] = pos;
   const int64_t slices = (rows + kSliceRows - 1) / kSliceRows;
-  s.slice_ptr.assign(static_cast<size_t>(slices * bands + 1), 0);
-  for (int64_t slice = 0; slice < slices; ++slice)
-    for (int64_t band = 0; band < bands; ++band) {
-      uint32_t steps = 0;
-      for (int64_t pos = slice * kSliceRows; pos < std::min(rows, (slice + 1) * kSliceRows); ++pos)
-        steps = std::max(steps, length(band, s.order[static_cast<size_t>(pos)]));
-      const size_t block = static_cast<size_t>(slice * bands + band);
-      s.slice_ptr[block + 1] = s.slice_ptr[block] + static_cast<uint32_t>(kSliceRows) * steps;
-    }
-  if (sizeof(Entry) == 2) {
-    s.lengths.assign(static_cast<size_t>(slices * bands * kSliceRows), 0);
+  s.slice_ptr.assign(static_cast<size_t>(slices + 1), 0);
+  for (int64_t slice = 0; slice < slices; ++slice)  // the longest row of a slice is its first
+    s.slice_ptr[static_cast<size_t>(slice + 1)] =
+        s.slice_ptr[static_cast<size_t>(slice)] +
+        static_cast<uint32_t>(kSliceRows) *
+            length[static_cast<size_t>(s.order[static_cast<size_t>(slice * kSliceRows)])];
+  if (!s.gap_coded) {
+    s.lengths.assign(static_cast<size_t>(slices * kSliceRows), 0);
     for (int64_t pos = 0; pos < rows; ++pos)
-      for (int64_t band = 0; band < bands; ++band)
-        s.lengths[static_cast<size_t>((pos / kSliceRows * bands + band) * kSliceRows + pos % kSliceRows)] =
-            length(band, s.order[static_cast<size_t>(pos)]);
+      s.lengths[static_cast<size_t>(pos)] = length[static_cast<size_t>(s.order[static_cast<size_t>(pos)])];
   }
   out.assign(s.slice_ptr.back(), Entry{0});  // padding: code 0
-  for (int64_t pos = 0; pos < rows; ++pos) {
-    const int32_t r = s.order[static_cast<size_t>(pos)];
-    for (int64_t band = 0; band < bands; ++band) {
-      Entry* lane =
-          out.data() + s.slice_ptr[static_cast<size_t>(pos / kSliceRows * bands + band)] + pos % kSliceRows;
-      for (uint32_t k = 0; k < length(band, r); ++k)
-        lane[k * kSliceRows] = by_line[starts[line(band, r)] + k];
-    }
-  }
+  place_entries(
+      codes, rows, max_gap, slot_of, encode,
+      [&](int64_t r, uint32_t k) {
+        const int64_t pos = position[static_cast<size_t>(r)];
+        return s.slice_ptr[static_cast<size_t>(pos / kSliceRows)] + pos % kSliceRows + k * kSliceRows;
+      },
+      out.data());
 }
 
 }  // namespace
@@ -272,27 +278,23 @@ BandedCsc banded_csc_of(const CodeSource& codes) {
 SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes) {
   SlicedRows s;
   s.rows = codes.rows();
-  const int64_t rows = s.rows;
-  const bool narrow = m.compact;  // one-byte entries cost a prefix sum per step: only within a budget
-  s.entry_bits = narrow ? 8 : 16;
-  s.bands = narrow ? 1 : std::max<int64_t>(1, (codes.cols() + kBandColumns - 1) / kBandColumns);
-  if (narrow)
+  s.entry_bits = m.compact ? 8 : 16;  // one-byte entries' running columns cost time: only within a budget
+  s.gap_coded = m.compact || codes.cols() > kSliceColumns;
+  auto entry = [](int code, int64_t gap_or_column) { return gap_or_column << 4 | code; };
+  if (m.compact)
     fill_slices(
-        codes, 15,
-        [](int64_t r, int64_t c) {
-          return Slot{r, c};
-        },
-        [](int code, int64_t gap, int64_t) { return static_cast<uint8_t>(gap << 4 | code); }, s, s.entries8);
+        codes, 15, [&](int code, int64_t gap, int64_t) { return static_cast<uint8_t>(entry(code, gap)); }, s,
+        s.entries8);
+  else if (s.gap_coded)
+    fill_slices(
+        codes, kSliceColumns - 1,
+        [&](int code, int64_t gap, int64_t) { return static_cast<uint16_t>(entry(code, gap)); }, s,
+        s.entries16);
   else
     fill_slices(
         codes, kNoGaps,
-        [&](int64_t r, int64_t c) {
-          return Slot{c / kBandColumns * rows + r, c};
-        },
-        [](int code, int64_t, int64_t col) {
-          return static_cast<uint16_t>((col % kBandColumns) << 4 | code);
-        },
-        s, s.entries16);
+        [&](int code, int64_t, int64_t col) { return static_cast<uint16_t>(entry(code, col)); }, s,
+        s.entries16);
   return s;
 }
 

@@ -27,15 +27,14 @@
 //  - Sliced rows (one sample when most inputs are non-zero; built beside the banded CSC): SELL-16,
 //    rows sorted by their entry count (longest first) and cut into slices of 16; a slice's entries
 //    are step-major, lane i of step k holding the k-th entry of the slice's row i, so 16 rows
-//    advance in one register and no row is summed across lanes. Two-byte entries: the columns cut
-//    into bands of 4096, per slice and band column within the band << 4 | code (a shift gives the
-//    gather's indices; each lane's entry count there masks its padding). One-byte entries (only in
-//    a `compact` matrix): no bands, column gap << 4 |
-//    code, the gap from the previous entry of the row (the first from column -1), fillers for gaps
-//    over 15. Code 0 (fillers, and padding for a slice's shorter rows) adds nothing. Every row is
-//    walked: 16 entries gather their inputs and multiply by their weights, and each row's sum is
-//    stored once. No scatter, but every non-zero weight is visited whether its input is zero or
-//    not (see row_walk_pays).
+//    advance in one register and no row is summed across lanes. An entry is position << 4 | code.
+//    With two-byte entries and at most 4096 columns the position is the column (a shift gives the
+//    gather's indices) and each lane's entry count masks its padding; otherwise it is the gap from
+//    the previous entry of the row (the first from column -1), 12 bits wide in two-byte entries
+//    and 4 in one-byte ones (only in a `compact` matrix), fillers bridging longer gaps. Code 0
+//    (fillers, padding) adds nothing. Every row is walked: 16 entries gather their inputs and
+//    multiply by their weights, and each row's sum is stored once. No scatter, but every non-zero
+//    weight is visited whether its input is zero or not (see row_walk_pays).
 //  - Column tiles (one sample, with AVX-512, on denser matrices; see tiles_pay_off), instead of the
 //    banded CSC: each column is cut into 16-row tiles; per tile a 16-bit mask of its non-zero rows,
 //    and the codes of those rows, one byte each, in row order. The kernel adds a whole tile of y at
@@ -99,20 +98,18 @@ struct BandedCsc {
 };
 
 inline constexpr int64_t kSliceRows = 16;
-inline constexpr int64_t kBandColumns = 4096;
+inline constexpr int64_t kSliceColumns = 4096;  // columns that two-byte entries can hold
 
 struct SlicedRows {
   int64_t rows = 0;
-  int entry_bits = 16;              // 16: columns within bands; 8: 4-bit gaps, one band
-  int64_t bands = 1;                // ceil(cols / kBandColumns) with two-byte entries
+  int entry_bits = 16;              // 16 or 8
+  bool gap_coded = false;           // positions are gaps (one-byte entries, or more than 4096 columns)
   std::vector<int32_t> order;       // [rows]: the row at each sorted position (slice s, lane i: 16 s + i)
-  std::vector<uint32_t> slice_ptr;  // [slices * bands + 1] entry offsets of (slice, band), multiples of 16
-  std::vector<uint32_t> lengths;    // two-byte entries: [slices * bands, 16] each lane's entries there
+  std::vector<uint32_t> slice_ptr;  // [slices + 1] entry offsets, multiples of 16
+  std::vector<uint32_t> lengths;    // columns, not gaps: [slices, 16] each lane's entry count
   std::vector<uint8_t> entries8;
   std::vector<uint16_t> entries16;
-  int64_t slices() const {
-    return slice_ptr.empty() ? 0 : (static_cast<int64_t>(slice_ptr.size()) - 1) / bands;
-  }
+  int64_t slices() const { return static_cast<int64_t>(slice_ptr.size()) - 1; }
   int64_t entries() const {
     return slice_ptr.empty() ? 0 : slice_ptr.back();
   }  // fillers and padding included
@@ -212,7 +209,7 @@ void add_csr(SparseMatrix& m, const CodeSource& codes);
 ColumnTiles column_tiles_of(const CodeSource& codes);
 BandedCsc banded_csc_of(const CodeSource& codes);
 // One-byte entries when m.compact (the walk's running columns cost about a tenth more time), else
-// two-byte ones.
+// two-byte ones; gaps instead of columns past 4096 columns.
 SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes);
 
 // Single layouts of a dense code matrix (codes[r * cols + c], codes below 16 for the banded ones).

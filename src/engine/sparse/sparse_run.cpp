@@ -100,7 +100,7 @@ int64_t slice_at(const SlicedRows& s, int64_t part, int64_t parts) {
   int64_t lo = 0, hi = s.slices();
   while (lo < hi) {
     const int64_t mid = (lo + hi) / 2;
-    if (s.slice_ptr[static_cast<size_t>(mid * s.bands)] < target)
+    if (s.slice_ptr[static_cast<size_t>(mid)] < target)
       lo = mid + 1;
     else
       hi = mid;

@@ -43,25 +43,21 @@ inline void spmv_banded_scalar(const SpmvBandArgs& a) {
   }
 }
 
-// The sliced row walk, lane by lane: two-byte entries hold their column within the band, one-byte
-// entries advance their row's column by gap + 1; code 0 (fillers, padding) adds nothing.
+// The sliced row walk, lane by lane: an entry holds its column, or advances its row's column by
+// gap + 1; code 0 (fillers, padding) adds nothing.
 template <class Entry>
 void spmv_rows_sliced_scalar(const SpmvRowArgs& a, const Entry* entries) {
   const SlicedRows& s = *a.layout;
-  const bool gap_coded = s.entry_bits == 8;
   for (int64_t slice = a.slice_begin; slice < a.slice_end; ++slice) {
     const int64_t lanes = std::min(kSliceRows, s.rows - slice * kSliceRows);
     for (int64_t lane = 0; lane < lanes; ++lane) {
       float sum = 0.0f;
-      for (int64_t band = 0; band < s.bands; ++band) {
-        const uint32_t begin = s.slice_ptr[slice * s.bands + band],
-                       end = s.slice_ptr[slice * s.bands + band + 1];
-        int64_t col = gap_coded ? -1 : 0;
-        for (uint32_t e = begin + static_cast<uint32_t>(lane); e < end; e += kSliceRows) {
-          const unsigned entry = entries[e];
-          col = gap_coded ? col + (entry >> 4) + 1 : band * kBandColumns + (entry >> 4);
-          if (entry & 0xF) sum += a.codebook[entry & 0xF] * a.x[col];
-        }
+      int64_t col = -1;
+      for (uint32_t e = s.slice_ptr[slice] + static_cast<uint32_t>(lane); e < s.slice_ptr[slice + 1];
+           e += kSliceRows) {
+        const unsigned entry = entries[e];
+        col = s.gap_coded ? col + (entry >> 4) + 1 : entry >> 4;
+        if (entry & 0xF) sum += a.codebook[entry & 0xF] * a.x[col];
       }
       a.y[s.order[slice * kSliceRows + lane]] = sum;
     }
