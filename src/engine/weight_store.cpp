@@ -123,9 +123,17 @@ void WeightStore::fit_budget(std::vector<Weight*>& pending) const {
       if (fits()) return;
       SparseMatrix& m = *w->matrix;
       const int64_t before = bytes_expected(m, w->requested);
+      const bool compact = m.compact;
+      const LayoutSet requested = w->requested;
       if (!narrow(m, w->requested)) continue;
       w->requested &= ~m.layouts;  // a layout already held costs nothing more
-      expected += bytes_expected(m, w->requested) - before;
+      const int64_t after = bytes_expected(m, w->requested);
+      if (after >= before) {  // one-byte entries at low density: more fillers than bytes saved
+        m.compact = compact;
+        w->requested = requested;
+        continue;
+      }
+      expected += after - before;
     }
 }
 

@@ -17,8 +17,9 @@ constexpr auto random_codes = &test::random_code_matrix;
 constexpr LayoutSet kEveryLayout = kLayoutCsc | kLayoutCsr | kLayoutTiles | kLayoutBanded | kLayoutSlicedRows;
 
 SparseMatrix with_layouts(const CodeSource& codes, const std::vector<float>& codebook, int partitions,
-                          LayoutSet want) {
+                          LayoutSet want, bool compact = false) {
   SparseMatrix m = sparse_matrix_header(codes, codebook, partitions);
+  m.compact = compact;
   add_layouts(m, codes, want);
   return m;
 }
@@ -48,7 +49,10 @@ void expect_same_layouts(const SparseMatrix& a, const SparseMatrix& b, const std
   EXPECT_EQ(a.tiles.codes, b.tiles.codes);
   EXPECT_EQ(a.banded.col_ptr, b.banded.col_ptr);
   EXPECT_EQ(a.banded.entries, b.banded.entries);
+  EXPECT_EQ(a.sliced_rows.entry_bits, b.sliced_rows.entry_bits);
+  EXPECT_EQ(a.sliced_rows.gap_coded, b.sliced_rows.gap_coded);
   EXPECT_EQ(a.sliced_rows.order, b.sliced_rows.order);
+  EXPECT_EQ(a.sliced_rows.lengths, b.sliced_rows.lengths);
   EXPECT_EQ(a.sliced_rows.slice_ptr, b.sliced_rows.slice_ptr);
   EXPECT_EQ(a.sliced_rows.entries8, b.sliced_rows.entries8);
   EXPECT_EQ(a.sliced_rows.entries16, b.sliced_rows.entries16);
@@ -96,19 +100,22 @@ TEST(Layouts, DenseFileLayoutReadsLikeTheCodeMatrix) {
 }
 
 TEST(Layouts, EveryLayoutRebuildsEveryOther) {
+  // Compact matrices too: one-byte entries (and their fillers) in every gap-coded layout.
   for (auto [rows, cols] : kShapes)
-    for (double density : {0.0, 0.1, 0.6}) {
-      Codes c = random_codes(rows, cols, density, 16, 500 + static_cast<uint32_t>(rows + cols));
-      auto codes = dense_codes(c.codes, rows, cols);
-      SparseMatrix want = with_layouts(*codes, c.codebook, 1, kEveryLayout);
-      for (LayoutSet only : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutSlicedRows}) {
-        SparseMatrix m = with_layouts(*codes, c.codebook, 1, only);
-        ASSERT_TRUE(sparse_matrix_has_source(m));
-        add_layouts(m, *matrix_codes(m), kEveryLayout);
-        expect_same_layouts(m, want,
-                            fmt::format("{}x{} density {} from layout bit {}", rows, cols, density, only));
+    for (double density : {0.0, 0.1, 0.6})
+      for (bool compact : {false, true}) {
+        Codes c = random_codes(rows, cols, density, 16, 500 + static_cast<uint32_t>(rows + cols));
+        auto codes = dense_codes(c.codes, rows, cols);
+        SparseMatrix want = with_layouts(*codes, c.codebook, 1, kEveryLayout, compact);
+        for (LayoutSet only : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutSlicedRows}) {
+          SparseMatrix m = with_layouts(*codes, c.codebook, 1, only, compact);
+          ASSERT_TRUE(sparse_matrix_has_source(m));
+          add_layouts(m, *matrix_codes(m), kEveryLayout);
+          expect_same_layouts(m, want,
+                              fmt::format("{}x{} density {} compact {} from layout bit {}", rows, cols,
+                                          density, compact, only));
+        }
       }
-    }
 }
 
 TEST(Layouts, ChoiceFollowsTheIsaAskedFor) {
@@ -176,13 +183,13 @@ struct Store {
   std::unique_ptr<WeightStore> store;
   int64_t file_bytes = 0;
 };
-Store three_layer_store(double ratio, Isa isa) {
+Store three_layer_store(double ratio, Isa isa, double density = 0.1) {
   const int64_t dims[3][2] = {{300, 700}, {200, 300}, {10, 200}};
   std::vector<CompressedTensor> tensors;
   std::vector<int64_t> bytes;
   Store s;
   for (int i = 0; i < 3; ++i) {
-    Codes c = random_codes(dims[i][0], dims[i][1], 0.1, 16, 50 + i);
+    Codes c = random_codes(dims[i][0], dims[i][1], density, 16, 50 + i);
     CompressedTensor t = encode_sparse(c.codes, MatrixView{dims[i][0], dims[i][1], false}, 1, 4);
     t.name = "w" + std::to_string(i);
     t.codebook = c.codebook;
@@ -271,6 +278,14 @@ TEST(WeightStore, ANarrowedRowWalkKeepsWalkingRowsInOneByteEntries) {
   auto a = fast.store->dense("w0"), b = lean.store->dense("w0");
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(test::max_relative_error(**a, **b), 0.0);
+
+  // At 2% density 4-bit gaps need more fillers than the byte they save: the budget leaves the
+  // two-byte entries (the smaller layout) rather than grow the matrix, even under a budget it
+  // cannot meet.
+  Store sparse = three_layer_store(0.3, Isa::avx512, 0.02);
+  sparse.store->request("w0", true, InputZeros::unlikely);
+  ASSERT_TRUE(sparse.store->build_requested().ok());
+  EXPECT_EQ(sparse.store->header("w0").sliced_rows.entry_bits, 16);
 }
 
 TEST(WeightStore, RefusesAnEncodingThatDoesNotFitItsMatrix) {

@@ -217,11 +217,10 @@ void spmv_rows_sliced(const SpmvRowArgs& a, const Entry* entries) {
     const Entry* e = entries + s.slice_ptr[slice];
     const int64_t steps = (s.slice_ptr[slice + 1] - s.slice_ptr[slice]) / kSliceRows;
     __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
-    if constexpr (sizeof(Entry) == 2) {
-      if (!s.gap_coded)
-        sum0 = add_slice_steps(sum1, sum0, e, s.lengths.data() + slice * kSliceRows, steps, cb, a.x);
-    }
-    if (s.gap_coded) sum0 = add_gap_coded_steps(sum1, sum0, e, steps, cb, a.x);
+    if (sizeof(Entry) == 1 || s.gap_coded)  // one-byte entries are always gap-coded
+      sum0 = add_gap_coded_steps(sum1, sum0, e, steps, cb, a.x);
+    else if constexpr (sizeof(Entry) == 2)
+      sum0 = add_slice_steps(sum1, sum0, e, s.lengths.data() + slice * kSliceRows, steps, cb, a.x);
     alignas(64) float sums[kSliceRows];
     _mm512_store_ps(sums, _mm512_add_ps(sum0, sum1));
     const int32_t* rows = s.order.data() + slice * kSliceRows;

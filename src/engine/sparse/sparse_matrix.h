@@ -148,7 +148,7 @@ struct SparseMatrix {
   std::vector<CsrBlock> csr;          // column blocks
   ColumnTiles tiles;                  // one sample, when tiles_pay_off
   BandedCsc banded;                   // one sample: 16-entry codebook, one partition, AVX-512, no tiles
-  SlicedRows sliced_rows;             // one sample with most inputs active: built with `banded`
+  SlicedRows sliced_rows;             // one sample with most inputs active (InputZeros)
   int64_t row_walk_from_active = 0;   // non-zero inputs from which the row walk is cheaper (see
                                       // row_walk_pays); more than cols when it never is
   std::vector<uint64_t> row_entries;  // non-zeros per row (for load balance)
@@ -161,8 +161,10 @@ struct SparseMatrix {
   bool row_walk_pays(int64_t n_active) const {
     return !sliced_rows.empty() && n_active >= row_walk_from_active;
   }
-  // The layout one sample's column walk runs on: "tiles", "banded", "csc8" (one-byte entries) or
-  // "csc16". A sample with enough non-zero inputs walks the sliced rows instead (row_walk_pays).
+  // The layout one sample runs on when it does not walk the rows: "tiles", "banded", "sliced rows"
+  // (the only one-sample layout, without a column walk beside it), "csc8" (one-byte entries) or
+  // "csc16". Beside a column walk, a sample with enough non-zero inputs walks the sliced rows
+  // instead (row_walk_pays).
   const char* batch1_layout() const {
     return !tiles.empty()         ? "tiles"
            : !banded.empty()      ? "banded"
@@ -185,8 +187,8 @@ bool tiles_pay_off(const SparseMatrix& m, Isa isa);
 // The layouts a product runs on: batches and convolutions the CSR; one sample the column tiles
 // (tiles_pay_off), else with a 16-entry codebook, one partition and AVX-512 the banded CSC and/or
 // the sliced rows (by `zeros`; with both, the walk is chosen per call, see row_walk_pays), else the CSC.
-// What a one-sample product can expect of its input's zeros, which decides which of the two banded
-// walks to keep: `expected` (the input comes from a ReLU: EIE's column walk skips the zeros; only
+// What a one-sample product can expect of its input's zeros, which decides which of the two walks
+// to keep: `expected` (the input comes from a ReLU: EIE's column walk skips the zeros; only
 // the banded CSC), `unlikely` (tanh, sigmoid, sums: every row is walked; only the sliced rows), or
 // `unknown` (a graph input: both, chosen per call).
 enum class InputZeros { unknown, expected, unlikely };

@@ -1,5 +1,7 @@
-// The scalar CSC walk, shared by the reference kernel and the AVX2 variant (AVX2 has no scatter;
-// why no register decoding: docs/engine.md, "Measurements behind the code").
+// The scalar one-sample walks (CSC, banded CSC, column tiles, sliced rows), shared by the reference
+// kernels and the AVX2 variants (AVX2 has no scatter; why no register decoding: docs/engine.md,
+// "Measurements behind the code"). Internal to each translation unit that includes them: each is
+// compiled with its own ISA flags, and the linker must not pick one TU's copy for the other.
 #pragma once
 
 #include <algorithm>
@@ -8,6 +10,7 @@
 #include "engine/sparse/kernels.h"
 
 namespace sparrow::kernels {
+namespace {
 
 template <class Entry, int kGapShift, int kCodeMask>
 inline void spmv_csc_scalar(const SpmvArgs& a, const Entry* entries) {
@@ -84,4 +87,5 @@ inline void spmv_tiles_scalar(const SpmvTileArgs& a) {
   }
 }
 
+}  // namespace
 }  // namespace sparrow::kernels
