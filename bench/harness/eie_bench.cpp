@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "core/eie_layers.h"
+#include "core/machine.h"
 #include "core/thread_pool.h"
 #include "core/timer.h"
 #include "engine/sparse/kernels.h"
@@ -405,7 +406,10 @@ double geomean(const std::vector<double>& v) {
 }  // namespace
 
 json run_eie_bench(const EieBenchOptions& o) {
-  json results{{"isa", isa_name(sparse_kernels().isa)}, {"repeats", o.repeats}, {"layers", json::array()}};
+  json results{{"isa", isa_name(sparse_kernels().isa)},
+               {"machine", machine_description()},
+               {"repeats", o.repeats},
+               {"layers", json::array()}};
   int max_threads = *std::max_element(o.threads.begin(), o.threads.end());
   ThreadPool pool(max_threads);
   for (const auto& layer : kEieLayers) {
@@ -539,8 +543,9 @@ void print_eie_bench(const json& r) {
       "EIE benchmark layers, random weights at the paper's densities, 4-bit codes; sparse kernels: {}\n"
       "median of at least {} runs and 0.2 s; times in microseconds; x = peer time / Sparrow time\n"
       "peers: oneDNN dense sgemm (same thread count), Eigen sparse and plain float32 kernels\n"
-      "(batch 1: each timed call takes the next of {} inputs at the layer's activation density)\n",
-      r["isa"].get<std::string>(), r["repeats"].get<int>(), kStreamInputs);
+      "(batch 1: each timed call takes the next of {} inputs at the layer's activation density)\n"
+      "machine: {}\n",
+      r["isa"].get<std::string>(), r["repeats"].get<int>(), kStreamInputs, r["machine"].get<std::string>());
   fmt::print(
       "(Eigen: 1 thread; plain CSC: 1 thread; plain CSR: same threads as Sparrow)\n"
       "(batch 1: plain = the CSC loop skipping zero inputs; x listed = against its walk alone, over a\n"

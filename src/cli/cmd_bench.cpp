@@ -6,6 +6,7 @@
 #include <random>
 
 #include "cli/commands.h"
+#include "core/machine.h"
 #include "core/timer.h"
 #include "harness/eie_bench.h"
 #include "sparrow/dataset.h"
@@ -17,6 +18,7 @@ namespace {
 struct ModelBench {
   std::string model, input;
   std::vector<int> batches = {1, 64};
+  std::vector<int> threads;  // thread counts to time; empty: the global --threads
   int repeats = 21;
   bool profile = false;  // time every layer too
 };
@@ -72,7 +74,7 @@ Result<Tensor> bench_input(const Model& m, const ModelBench& o, int64_t batch) {
 // Microseconds per run: untimed runs first (at least two, and at least 0.1 s, so caches, clocks and
 // oneDNN's kernels are warm), then at least `repeats` timed runs and at least 0.2 s of them.
 struct RunTimes {
-  double median = 0, min = 0, max = 0;
+  double median = 0, min = 0, p90 = 0, max = 0;
   int runs = 0;
 };
 
@@ -93,7 +95,7 @@ Result<RunTimes> time_runs(Executor& ex, const Tensor& x, int repeats) {
     t.push_back(timer.seconds() * 1e6);
   }
   std::sort(t.begin(), t.end());
-  return RunTimes{t[t.size() / 2], t.front(), t.back(), static_cast<int>(t.size())};
+  return RunTimes{t[t.size() / 2], t.front(), t[t.size() * 9 / 10], t.back(), static_cast<int>(t.size())};
 }
 
 // Each layer's time per run on the engine beside the dense executor's for the same layer (matched
@@ -137,63 +139,69 @@ void print_layer_times(const nlohmann::json& layers, int64_t batch) {
   }
 }
 
-int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
-  ExecOptions sparse = exec_options(global);
+// One thread count's rows: every batch size, the engine against the dense executor.
+Status time_model(const ModelBench& o, const ExecOptions& options, nlohmann::json& rows) {
+  ExecOptions sparse = options;
   sparse.profile_layers = o.profile;
   ExecOptions dense = sparse;
   dense.sparse = false;
-  auto a = open_model(o.model, sparse);
-  if (!a.ok()) return report_error(a.status());
-  auto b = open_model(o.model, dense);
-  if (!b.ok()) return report_error(b.status());
-  nlohmann::json rows = nlohmann::json::array();
+  SP_ASSIGN_OR_RETURN(auto a, open_model(o.model, sparse));
+  SP_ASSIGN_OR_RETURN(auto b, open_model(o.model, dense));
   for (int batch : o.batches) {
-    auto x = bench_input((*a)->model(), o, batch);
-    if (!x.ok()) return report_error(x.status());
-    auto ts = time_runs(**a, *x, o.repeats);
-    auto td = time_runs(**b, *x, o.repeats);
-    if (!ts.ok()) return report_error(ts.status());
-    if (!td.ok()) return report_error(td.status());
-    auto se = (*a)->summarize({x->shape()});
-    if (!se.ok()) return report_error(se.status());
+    SP_ASSIGN_OR_RETURN(Tensor x, bench_input(a->model(), o, batch));
+    SP_ASSIGN_OR_RETURN(RunTimes ts, time_runs(*a, x, o.repeats));
+    SP_ASSIGN_OR_RETURN(RunTimes td, time_runs(*b, x, o.repeats));
+    SP_ASSIGN_OR_RETURN(ModelSummary se, a->summarize({x.shape()}));
     nlohmann::json layers;
     if (o.profile) {
-      auto sd = (*b)->summarize({x->shape()});
-      if (!sd.ok()) return report_error(sd.status());
-      layers = layer_times(*se, *sd);
+      SP_ASSIGN_OR_RETURN(ModelSummary sd, b->summarize({x.shape()}));
+      layers = layer_times(se, sd);
     }
     rows.push_back({{"batch", batch},
-                    {"threads", (*a)->threads()},
-                    {"sparrow_us", ts->median},
-                    {"sparrow_min_us", ts->min},
-                    {"sparrow_max_us", ts->max},
-                    {"sparrow_runs", ts->runs},
-                    {"dense_us", td->median},
-                    {"dense_min_us", td->min},
-                    {"dense_max_us", td->max},
-                    {"dense_runs", td->runs},
-                    {"speedup", td->median / ts->median},
-                    {"samples_per_chunk", se->samples_per_chunk}});
+                    {"threads", a->threads()},
+                    {"sparrow_us", ts.median},
+                    {"sparrow_min_us", ts.min},
+                    {"sparrow_p90_us", ts.p90},
+                    {"sparrow_max_us", ts.max},
+                    {"sparrow_runs", ts.runs},
+                    {"dense_us", td.median},
+                    {"dense_min_us", td.min},
+                    {"dense_p90_us", td.p90},
+                    {"dense_max_us", td.max},
+                    {"dense_runs", td.runs},
+                    {"speedup", td.median / ts.median},
+                    {"samples_per_chunk", se.samples_per_chunk}});
     if (o.profile) rows.back()["layers"] = std::move(layers);
   }
+  return {};
+}
+
+int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
+  nlohmann::json rows = nlohmann::json::array();
+  const std::vector<int> threads = o.threads.empty() ? std::vector<int>{global.threads} : o.threads;
+  for (int t : threads) {
+    ExecOptions options = exec_options(global);
+    options.threads = t;
+    if (Status s = time_model(o, options, rows); !s.ok()) return report_error(s);
+  }
+  const std::string machine = machine_description();
   if (json) {
-    fmt::print("{}\n", nlohmann::json{{"model", o.model}, {"runs", rows}}.dump(2));
+    fmt::print("{}\n", nlohmann::json{{"model", o.model}, {"machine", machine}, {"runs", rows}}.dump(2));
     return 0;
   }
   fmt::print(
       "{}: whole model, sparse engine vs the same weights decompressed on the dense executor\n"
-      "median [min, max] of at least {} runs and 0.2 s each (after 0.1 s untimed), {} threads, {} "
-      "inputs\n{:>6} {:>28} {:>28} {:>8} {:>8}\n",
-      o.model, o.repeats, (*a)->threads(), o.input.empty() ? "random" : o.input, "batch", "sparrow us",
+      "median [min, p90, max] of at least {} runs and 0.2 s each (after 0.1 s untimed), {} inputs\n"
+      "machine: {}\n{:>6} {:>7} {:>34} {:>34} {:>8} {:>8}\n",
+      o.model, o.repeats, o.input.empty() ? "random" : o.input, machine, "batch", "threads", "sparrow us",
       "dense us", "x dense", "chunk");
   auto spread = [](const nlohmann::json& r, const char* key) {
-    return fmt::format("{:.1f} [{:.1f}, {:.1f}]", r[fmt::format("{}_us", key)].get<double>(),
-                       r[fmt::format("{}_min_us", key)].get<double>(),
-                       r[fmt::format("{}_max_us", key)].get<double>());
+    auto us = [&](const char* what) { return r[fmt::format("{}{}_us", key, what)].get<double>(); };
+    return fmt::format("{:.1f} [{:.1f}, {:.1f}, {:.1f}]", us(""), us("_min"), us("_p90"), us("_max"));
   };
   for (const auto& r : rows)
-    fmt::print("{:>6} {:>28} {:>28} {:>8.2f} {:>8}\n", r["batch"].get<int>(), spread(r, "sparrow"),
-               spread(r, "dense"), r["speedup"].get<double>(),
+    fmt::print("{:>6} {:>7} {:>34} {:>34} {:>8.2f} {:>8}\n", r["batch"].get<int>(), r["threads"].get<int>(),
+               spread(r, "sparrow"), spread(r, "dense"), r["speedup"].get<double>(),
                r["samples_per_chunk"].get<int64_t>() > 0
                    ? std::to_string(r["samples_per_chunk"].get<int64_t>())
                    : std::string("whole"));
@@ -215,7 +223,8 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--batch", o->batches, "Batch sizes, e.g. 1,64")
       ->delimiter(',')
       ->check(CLI::Range(1, 4096));
-  cmd->add_option("--threads", o->threads, "Thread counts for --eie, e.g. 1,2")
+  cmd->add_option("--threads", o->threads,
+                  "Thread counts to time, e.g. 1,2 (a model: default the global --threads; --eie: 1,2)")
       ->delimiter(',')
       ->check(CLI::Range(1, 256));
   cmd->add_option("--repeats", o->repeats,
@@ -225,7 +234,7 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--input", m->input, "For a model: .npy rows to feed (default: uniform random)");
   cmd->add_flag("--profile", m->profile, "For a model: each layer's time per run too, slowest first");
   cmd->add_flag("--json", (*flags)[2], "Print one JSON object");
-  return {cmd, [o, m, flags, &global]() -> int {
+  return {cmd, [o, m, flags, cmd, &global]() -> int {
             o->progress = show_progress(global);
             bool json = (*flags)[2];
             if ((*flags)[0] + (*flags)[1] + !m->model.empty() != 1)
@@ -233,6 +242,7 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
             if (!m->model.empty()) {
               m->batches = o->batches;
               m->repeats = o->repeats;
+              if (cmd->get_option("--threads")->count() > 0) m->threads = o->threads;
               return bench_model(*m, global, json);
             }
             if (m->profile) return report_error(errorf("bench: --profile times the layers of a model file"));

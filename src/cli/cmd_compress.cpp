@@ -112,9 +112,10 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand("compress", "Prune, share weights and encode a model into a .spw file");
   cmd->add_option("model", a->model, "Model file (.onnx)")->required();
   cmd->add_option("-o,--output", a->output, "Output .spw file")->required();
-  cmd->add_option("--sparsity", a->sparsity,
-                  "Fraction of each layer's weights to prune (keep the largest |w|)");
-  cmd->add_option("--quality", a->quality, "Prune |w| < quality x std of the layer's weights");
+  auto* sparsity = cmd->add_option("--sparsity", a->sparsity,
+                                   "Fraction of each layer's weights to prune (keep the largest |w|)");
+  cmd->add_option("--quality", a->quality, "Prune |w| < quality x std of the layer's weights")
+      ->excludes(sparsity);  // two answers to how much to prune: refused, not one silently dropped
   cmd->add_option("--bits", a->bits, "Weight bits: N for every layer, or per kind: conv=8,fc=5 (default)");
   cmd->add_option("--index-bits", a->index_bits, "Bits per relative index (2..8, default 4)");
   cmd->add_option("--init", a->init, "k-means initialization: linear (default), density, random");

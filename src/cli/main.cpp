@@ -1,6 +1,7 @@
 // sparrow: the command-line interface. Each subcommand lives in cmd_<name>.cpp.
 #include <cstdio>
 #include <new>
+#include <string>
 
 #include "cli/commands.h"
 #include "core/file.h"
@@ -18,6 +19,32 @@ constexpr AddCommand kCommands[] = {
     sparrow::cli::add_sim,      sparrow::cli::add_train,   sparrow::cli::add_sensitivity,
     sparrow::cli::add_dsd,      sparrow::cli::add_repro,   sparrow::cli::add_digits,
     sparrow::cli::add_report};
+// A usage error: "sparrow: error: <what>" and where to read more, exit code 1. A first word that
+// names no command is reported as such (CLI11 would only say that a command is required).
+int usage_error(const CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
+  std::string command;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App* a) { return a->parsed(); }))
+    command = sub->get_name() + " ";
+  std::string message = e.what();
+  if (command.empty())
+    for (int i = 1; i < argc; ++i) {
+      const std::string word = argv[i];
+      if (word.empty() || word[0] == '-') continue;
+      bool known = false;
+      for (const CLI::App* sub : app.get_subcommands({})) known = known || sub->get_name() == word;
+      const bool option_value = i > 1 && std::string(argv[i - 1]).rfind("--", 0) == 0 &&
+                                std::string(argv[i - 1]).find('=') == std::string::npos &&
+                                app.get_option_no_throw(argv[i - 1]) != nullptr &&
+                                app.get_option_no_throw(argv[i - 1])->get_expected_min() > 0;
+      if (option_value) continue;
+      if (!known) message = "unknown command '" + word + "'";
+      break;
+    }
+  std::fprintf(stderr, "sparrow: error: %s\nRun 'sparrow %s--help' for the options.\n", message.c_str(),
+               command.c_str());
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -25,6 +52,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Sparrow: compress neural networks, store them compactly, run them fast.", "sparrow"};
   app.set_version_flag("--version", std::string("sparrow ") + SPARROW_VERSION);
   app.require_subcommand(1);
+  app.fallthrough();  // subcommands (which inherit it) pass the global options up: accepted anywhere
   GlobalOptions global;
   bool verbose = false;
   app.add_option("--threads", global.threads, "Worker threads (default and most: one per hardware thread)")
@@ -54,7 +82,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 1;  // --help and --version exit 0; every bad option exits 1
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help and --version
+    return usage_error(app, e, argc, argv);
   }
   global.weight_memory_given = app.get_option("--weight-memory")->count() > 0;
   if (verbose) sparrow::set_log_level(sparrow::LogLevel::info);

@@ -234,6 +234,28 @@ TEST_F(CliBadInput, InvalidOptionsAreRejected) {
   }
 }
 
+TEST_F(CliBadInput, UsageErrorsSaySparrowErrorAndExitOne) {
+  const std::string model = dir_ + "/m.onnx";
+  auto global_after = test::run_cli("info " + model + " --threads 1 -q");
+  EXPECT_EQ(global_after.exit_code, 0)
+      << "global options are accepted after the command: " << global_after.output;
+  struct Case {
+    std::string args, says;
+  };
+  for (const Case& c :
+       {Case{"info --bogus " + model, "--bogus"}, Case{"frobnicate", "unknown command 'frobnicate'"},
+        Case{"--threads 2 frobnicate", "unknown command 'frobnicate'"},
+        Case{"compress " + model, "--output is required"},
+        Case{"compress " + model + " -o " + dir_ + "/c.spw --sparsity 0.9 --quality 1", "excludes"},
+        Case{"info " + model + " --threads 5000", "--threads"}}) {
+    auto r = test::run_cli(c.args);
+    EXPECT_EQ(r.exit_code, 1) << c.args << ": " << r.output;
+    EXPECT_EQ(r.output.rfind("sparrow: error: ", 0), 0u) << c.args << ": " << r.output;
+    EXPECT_NE(r.output.find(c.says), std::string::npos) << c.args << ": " << r.output;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/c.spw")) << "conflicting options write nothing";
+}
+
 TEST_F(CliBadInput, NonFiniteImagesAreRefused) {
   // Float IDX images [2, 8, 8] with a NaN, and labels [2].
   auto idx = [](uint8_t type, std::vector<uint32_t> dims, const std::string& data) {

@@ -11,6 +11,7 @@
 #include "core/file.h"
 #include "core/finite.h"
 #include "core/half.h"
+#include "core/machine.h"
 #include "core/svg_plot.h"
 #include "core/thread_pool.h"
 #include "sparrow/dataset.h"
@@ -248,6 +249,26 @@ TEST(Finite, OnePolicyForNaNInfinityAndFloatRange) {
   Status s = require_finite(nan_at_2, "layer 'fc' (weight 'w')", "; did training diverge?");
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.message(), "layer 'fc' (weight 'w'): element 2 is nan; did training diverge?");
+}
+
+}  // namespace
+}  // namespace sparrow
+
+namespace sparrow {
+namespace {
+
+TEST(Machine, DescribesTheCpuFromCpuinfo) {
+  const std::string cpuinfo =
+      "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+      "model name\t: AMD EPYC 9R45  \nflags\t\t: fpu avx512f\n\nprocessor\t: 1\nmodel name\t: other\n";
+  EXPECT_EQ(machine_description(cpuinfo, 2, 1L << 20),
+            "AMD EPYC 9R45 (family 26, model 2), 2 hardware threads, L2 1 MiB");
+  EXPECT_EQ(machine_description(cpuinfo, 1, 2L << 20),
+            "AMD EPYC 9R45 (family 26, model 2), 1 hardware thread, L2 2 MiB");
+  EXPECT_EQ(machine_description("model name : Xeon\n", 4, 1280L << 10),
+            "Xeon, 4 hardware threads, L2 1280 KiB");
+  EXPECT_EQ(machine_description("", 8, 0), "unknown CPU, 8 hardware threads");
+  EXPECT_NE(machine_description().find("hardware thread"), std::string::npos);
 }
 
 }  // namespace

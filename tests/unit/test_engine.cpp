@@ -340,14 +340,20 @@ TEST(Engine, BenchFillsABatchAxisThatIsNotFirstAndProfilesLayers) {
   GTEST_SKIP() << "this build has no bench command (configure with -DSPARROW_WITH_BENCHMARKS=ON)";
 #endif
   const std::string dir = test::temp_dir("bench_axis");
-  auto r =
-      test::run_cli("bench " + sequence_model(dir, "batch") + " --batch 1,3 --repeats 2 --profile --json");
+  auto r = test::run_cli("bench " + sequence_model(dir, "batch") +
+                         " --batch 1,3 --threads 1,2 --repeats 2 --profile --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
-  ASSERT_EQ(j["runs"].size(), 2u);
+  EXPECT_NE(j["machine"].get<std::string>().find("hardware thread"), std::string::npos);
+  ASSERT_EQ(j["runs"].size(), 4u) << "two batch sizes on each of two thread counts";
+  std::vector<int> threads;
+  for (const auto& run : j["runs"]) threads.push_back(run["threads"].get<int>());
+  const int two = static_cast<int>(std::min(2u, std::max(1u, std::thread::hardware_concurrency())));
+  EXPECT_EQ(threads, (std::vector<int>{1, 1, two, two})) << "at most one thread per hardware thread";
   for (const auto& run : j["runs"]) {
     EXPECT_LE(run["sparrow_min_us"].get<double>(), run["sparrow_us"].get<double>());
-    EXPECT_GE(run["sparrow_max_us"].get<double>(), run["sparrow_us"].get<double>());
+    EXPECT_LE(run["sparrow_us"].get<double>(), run["sparrow_p90_us"].get<double>());
+    EXPECT_LE(run["sparrow_p90_us"].get<double>(), run["sparrow_max_us"].get<double>());
     ASSERT_EQ(run["layers"].size(), 1u);
     EXPECT_EQ(run["layers"][0]["op"], "MatMul");
     EXPECT_GT(run["layers"][0]["sparrow_us"].get<double>(), 0);
