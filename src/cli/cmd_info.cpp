@@ -1,4 +1,6 @@
 // sparrow info MODEL: inputs, outputs, and per layer the operator, output shape, parameters and FLOPs.
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -25,14 +27,34 @@ void print_weight_memory(const WeightMemory& w) {
   fmt::print("weights   uncompressed float32: {}\n", human_bytes(w.initializers));
 }
 
+// A graph input or output as the model declares it ("'y' [batch, 10] float32"), and its shape at
+// the batch planned for where a dimension is symbolic or the model declares none.
+std::string declared_and_at_batch(const ValueInfo& v, const Shape& planned, int64_t batch) {
+  if (!v.has_shape) return fmt::format("'{}' {} at batch {}", v.name, shape_str(planned), batch);
+  const bool symbolic = std::any_of(v.dims.begin(), v.dims.end(), [](int64_t d) { return d < 0; });
+  return symbolic ? fmt::format("{}; {} at batch {}", v.describe(), shape_str(planned), batch) : v.describe();
+}
+
+// The dims a model declares: numbers, the names of symbolic ones ("batch"), null where unnamed.
+nlohmann::json declared_dims(const ValueInfo& v) {
+  if (!v.has_shape) return nullptr;
+  nlohmann::json dims = nlohmann::json::array();
+  for (size_t i = 0; i < v.dims.size(); ++i)
+    dims.push_back(v.dims[i] >= 0                                      ? nlohmann::json(v.dims[i])
+                   : i < v.dim_names.size() && !v.dim_names[i].empty() ? nlohmann::json(v.dim_names[i])
+                                                                       : nlohmann::json(nullptr));
+  return dims;
+}
+
 void print_table(const Executor& ex, const ModelSummary& s, int64_t batch) {
   const Model& m = ex.model();
   fmt::print("model     {}\n", m.source);
   fmt::print("producer  {} {} (opset {}, IR {})\n", m.producer_name.empty() ? "unknown" : m.producer_name,
              m.producer_version, m.opset, m.ir_version);
-  for (const auto& in : m.inputs) fmt::print("input     {}\n", in.describe());
+  for (size_t i = 0; i < m.inputs.size(); ++i)
+    fmt::print("input     {}\n", declared_and_at_batch(m.inputs[i], s.input_shapes[i], batch));
   for (size_t i = 0; i < m.outputs.size(); ++i)
-    fmt::print("output    '{}' {}\n", m.outputs[i].name, shape_str(s.output_shapes[i]));
+    fmt::print("output    {}\n", declared_and_at_batch(m.outputs[i], s.output_shapes[i], batch));
   print_weight_memory(ex.weight_memory());
   fmt::print("\nlayers at batch {}:\n", batch);
   fmt::print("{:>3}  {:<28} {:<18} {:<22} {:>10} {:>12}\n", "#", "name", "op", "output", "params", "FLOPs");
@@ -63,10 +85,14 @@ nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch)
   j["batch"] = batch;
   j["inputs"] = nlohmann::json::array();
   for (size_t i = 0; i < m.inputs.size(); ++i)
-    j["inputs"].push_back({{"name", m.inputs[i].name}, {"shape", s.input_shapes[i]}});
+    j["inputs"].push_back({{"name", m.inputs[i].name},
+                           {"shape", s.input_shapes[i]},
+                           {"declared_shape", declared_dims(m.inputs[i])}});
   j["outputs"] = nlohmann::json::array();
   for (size_t i = 0; i < m.outputs.size(); ++i)
-    j["outputs"].push_back({{"name", m.outputs[i].name}, {"shape", s.output_shapes[i]}});
+    j["outputs"].push_back({{"name", m.outputs[i].name},
+                            {"shape", s.output_shapes[i]},
+                            {"declared_shape", declared_dims(m.outputs[i])}});
   j["layers"] = nlohmann::json::array();
   for (const auto& l : s.layers)
     j["layers"].push_back({{"name", l.name},

@@ -1,5 +1,9 @@
 // sparrow inspect FILE.spw [--json]: per-layer sizes in the style of Deep Compression, and where
 // every byte of the file goes.
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.h"
 #include "cli/spw_report.h"
 #include "core/file.h"
@@ -27,10 +31,12 @@ Command add_inspect(CLI::App& app, const GlobalOptions& global) {
 Command add_export(CLI::App& app, const GlobalOptions& global) {
   auto in = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("export", "Write a .spw model as a dense float32 ONNX model");
   cmd->add_option("file", *in, "Compressed model (.spw)")->required();
   cmd->add_option("-o,--output", *out, "Output .onnx file")->required();
-  return {cmd, [in, out, &global]() -> int {
+  cmd->add_flag("--json", *json, "Print one JSON object: the file written, its bytes and parameters");
+  return {cmd, [in, out, json, &global]() -> int {
             if (same_file(*in, *out))
               return report_error(errorf("output {} would overwrite the input", *out));
             auto m = read_spw(*in);
@@ -38,6 +44,16 @@ Command add_export(CLI::App& app, const GlobalOptions& global) {
             auto dense = m->to_dense_model();
             if (!dense.ok()) return report_error(dense.status());
             if (auto s = save_onnx(*dense, *out); !s.ok()) return report_error(s);
+            if (*json) {
+              std::error_code ec;
+              const auto bytes = std::filesystem::file_size(*out, ec);
+              fmt::print("{}\n", nlohmann::json{{"input", *in},
+                                                {"output", *out},
+                                                {"bytes", ec ? nlohmann::json() : nlohmann::json(bytes)},
+                                                {"parameters", dense->parameter_count()}}
+                                     .dump(2));
+              return 0;
+            }
             if (!global.quiet)
               fmt::print(stderr, "wrote {} ({} parameters, dense float32)\n", *out, dense->parameter_count());
             return 0;

@@ -19,6 +19,7 @@ namespace {
 struct ReportArgs {
   std::string model, dir, source;
   int bins = 120;
+  bool json = false;
 };
 
 std::string file_name_for(const std::string& layer) {
@@ -136,6 +137,14 @@ int run(const ReportArgs& a, const GlobalOptions& global) {
   if (auto s = files.add(dir + "/report.json", j.dump(2) + "\n"); !s.ok()) return report_error(s);
   if (auto s = files.add(dir + "/index.html", html_page(j, plots)); !s.ok()) return report_error(s);
   if (auto s = files.commit_all(); !s.ok()) return report_error(s);
+  if (a.json) {
+    fmt::print("{}\n", nlohmann::json{{"directory", dir},
+                                      {"page", dir + "/index.html"},
+                                      {"json", dir + "/report.json"},
+                                      {"plots", plots}}
+                           .dump(2));
+    return 0;
+  }
   if (!global.quiet) {
     fmt::print("wrote {}/index.html, report.json and {} plot(s):", dir, plots.size());
     for (const auto& p : plots) fmt::print(" {}", p);
@@ -155,6 +164,7 @@ Command add_report(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--source", a->source,
                   "The uncompressed ONNX model, to plot its weights behind the shared values");
   cmd->add_option("--bins", a->bins, "Histogram bins for the source weights")->check(CLI::Range(2, 10000));
+  cmd->add_flag("--json", a->json, "Print one JSON object: the files written");
   return {cmd, [a, &global]() { return run(*a, global); }};
 }
 

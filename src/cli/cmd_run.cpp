@@ -3,8 +3,11 @@
 #include <cmath>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.h"
 #include "core/file.h"
+#include "core/timer.h"
 #include "sparrow/dataset.h"
 
 namespace sparrow::cli {
@@ -16,6 +19,7 @@ struct RunOptions {
   std::vector<std::string> inputs;
   std::string output;
   bool allow_nonfinite = false;
+  bool json = false;
 };
 
 // "Y.npy" for output 0, "Y.1.npy" for output 1, ...
@@ -46,6 +50,19 @@ void print_output(const std::string& name, const Tensor& t) {
   fmt::print("{}\n", t.numel() > 10 ? " ..." : "");
 }
 
+// One output for --json: name, shape, dtype, and the file it went to or (without -o) every value.
+nlohmann::json output_json(const std::string& name, const Tensor& t, const std::string& file) {
+  nlohmann::json j{{"name", name}, {"shape", t.shape()}, {"dtype", dtype_name(t.dtype())}};
+  if (!file.empty()) {
+    j["file"] = file;
+  } else if (t.dtype() == DType::f32) {
+    j["values"] = std::vector<float>(t.f32_data(), t.f32_data() + t.numel());
+  } else {
+    j["values"] = std::vector<int64_t>(t.i64_data(), t.i64_data() + t.numel());
+  }
+  return j;
+}
+
 int run_command(const RunOptions& o, const GlobalOptions& global) {
   for (const auto& in : o.inputs)
     if (!o.output.empty() && (same_file(o.output, in) || same_file(o.output, o.model)))
@@ -67,8 +84,21 @@ int run_command(const RunOptions& o, const GlobalOptions& global) {
                  o.inputs[i], bad));
     inputs.push_back(to_dtype(std::move(*t), *compute_dtype(m.inputs[i].elem_type)));
   }
+  Timer timer;
   auto outputs = (*ex)->run(inputs);
   if (!outputs.ok()) return report_error(outputs.status());
+  const double seconds = timer.seconds();
+  auto print_json = [&] {
+    nlohmann::json j{{"model", o.model}, {"run_seconds", seconds}, {"outputs", nlohmann::json::array()}};
+    for (size_t i = 0; i < outputs->size(); ++i)
+      j["outputs"].push_back(
+          output_json(m.outputs[i].name, *(*outputs)[i], o.output.empty() ? "" : output_path(o.output, i)));
+    fmt::print("{}\n", j.dump(2));
+  };
+  if (o.output.empty() && o.json) {
+    print_json();
+    return 0;
+  }
   if (o.output.empty()) {
     for (size_t i = 0; i < outputs->size(); ++i) print_output(m.outputs[i].name, *(*outputs)[i]);
     return 0;
@@ -79,6 +109,10 @@ int run_command(const RunOptions& o, const GlobalOptions& global) {
     if (auto s = files.add(output_path(o.output, i), npy_bytes(*(*outputs)[i])); !s.ok())
       return report_error(s);
   if (auto s = files.commit_all(); !s.ok()) return report_error(s);
+  if (o.json) {
+    print_json();
+    return 0;
+  }
   if (!global.quiet)
     for (size_t i = 0; i < outputs->size(); ++i)
       fmt::print(stderr, "wrote {} {} to {}\n", m.outputs[i].name, shape_str((*outputs)[i]->shape()),
@@ -95,6 +129,8 @@ Command add_run(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("-i,--input", opts->inputs, "Input .npy file, one per model input, in order")->required();
   cmd->add_option("-o,--output", opts->output, "Output .npy file (more outputs: NAME.1.npy, ...)");
   cmd->add_flag("--allow-nonfinite", opts->allow_nonfinite, "Accept inputs holding NaN or infinity");
+  cmd->add_flag("--json", opts->json,
+                "Print one JSON object: each output's name, shape, dtype and file (without -o, its values)");
   return {cmd, [opts, &global]() { return run_command(*opts, global); }};
 }
 

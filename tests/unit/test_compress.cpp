@@ -201,6 +201,41 @@ class CompressCli : public ::testing::Test {
   std::string dir_;
 };
 
+TEST_F(CompressCli, RunExportAndReportPrintJson) {
+  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/m.spw --sparsity 0.6").exit_code,
+            0);
+  auto parse = [](const test::CliResult& r) {
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  };
+  // Without -o, every value of every output; with it, the files.
+  auto values = parse(test::run_cli("run " + dir_ + "/m.spw -i " + dir_ + "/x.npy --json"));
+  ASSERT_EQ(values["outputs"].size(), 1u);
+  const auto& y = values["outputs"][0];
+  int64_t numel = 1;
+  for (const auto& d : y["shape"]) numel *= d.get<int64_t>();
+  EXPECT_EQ(y["values"].size(), static_cast<size_t>(numel));
+  EXPECT_EQ(y["dtype"], "float32");
+  EXPECT_GE(values["run_seconds"].get<double>(), 0.0);
+  auto files =
+      parse(test::run_cli("run " + dir_ + "/m.spw -i " + dir_ + "/x.npy -o " + dir_ + "/y.npy --json"));
+  EXPECT_EQ(files["outputs"][0]["file"], dir_ + "/y.npy");
+  EXPECT_FALSE(files["outputs"][0].contains("values"));
+  auto want = read_npy(dir_ + "/y.npy");
+  ASSERT_TRUE(want.ok());
+  for (int64_t i = 0; i < want->numel(); ++i)
+    EXPECT_FLOAT_EQ(y["values"][static_cast<size_t>(i)].get<float>(), want->f32_data()[i]) << i;
+
+  auto exported = parse(test::run_cli("export " + dir_ + "/m.spw -o " + dir_ + "/d.onnx --json"));
+  EXPECT_EQ(exported["bytes"].get<int64_t>(),
+            static_cast<int64_t>(std::filesystem::file_size(dir_ + "/d.onnx")));
+  EXPECT_GT(exported["parameters"].get<int64_t>(), 0);
+  auto report = parse(test::run_cli("report " + dir_ + "/m.spw -o " + dir_ + "/rep --json"));
+  EXPECT_TRUE(std::filesystem::exists(report["page"].get<std::string>()));
+  for (const auto& plot : report["plots"])
+    EXPECT_TRUE(std::filesystem::exists(dir_ + "/rep/" + plot.get<std::string>())) << plot;
+}
+
 TEST_F(CompressCli, CompressInspectRunExport) {
   auto c = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ +
                          "/m.spw --sparsity 0.6 --bits conv=6,fc=4 "

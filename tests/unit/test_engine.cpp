@@ -363,6 +363,23 @@ TEST(Engine, BenchFillsABatchAxisThatIsNotFirstAndProfilesLayers) {
   EXPECT_NE(unnamed.output.find("cannot tell from the batch"), std::string::npos) << unnamed.output;
 }
 
+TEST(Engine, InfoShowsDeclaredShapesBesideThePlannedOnes) {
+  const std::string dir = test::temp_dir("info_declared");
+  const std::string model = sequence_model(dir, "batch");
+  auto r = test::run_cli("info --batch 3 --json " + model);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(j["inputs"][0]["declared_shape"], nlohmann::json::parse(R"([4, "batch", 8])"));
+  EXPECT_EQ(j["inputs"][0]["shape"], nlohmann::json::parse("[4, 3, 8]"));
+  EXPECT_TRUE(j["outputs"][0]["declared_shape"].is_null()) << "the model declares no output shape";
+  EXPECT_EQ(j["outputs"][0]["shape"], nlohmann::json::parse("[4, 3, 6]"));
+  auto text = test::run_cli("info --batch 3 " + model);
+  ASSERT_EQ(text.exit_code, 0) << text.output;
+  EXPECT_NE(text.output.find("'x' [4, batch, 8] float32; [4, 3, 8] at batch 3"), std::string::npos)
+      << text.output;
+  EXPECT_NE(text.output.find("'y' [4, 3, 6] at batch 3"), std::string::npos) << text.output;
+}
+
 // The contract of `bench --eie --json` that scripts and docs read: per layer and configuration the
 // times of Sparrow and its peers, and with several threads the one-thread time and the machine's
 // scaling, timed in the same window; geometric means per configuration.
