@@ -46,6 +46,7 @@ struct LayerInfo {
   int64_t macs = 0;            // multiply-accumulates per run (non-zero weights only on the sparse engine)
   bool sparse = false;         // runs on the sparse engine
   double seconds_per_run = 0;  // mean over the profiled runs (ExecOptions::profile_layers), else 0
+  std::string weight;          // its first compressible weight (as `inspect` and --layer name it), if any
 };
 
 struct ModelSummary {

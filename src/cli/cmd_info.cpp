@@ -57,11 +57,13 @@ void print_table(const Executor& ex, const ModelSummary& s, int64_t batch) {
     fmt::print("output    {}\n", declared_and_at_batch(m.outputs[i], s.output_shapes[i], batch));
   print_weight_memory(ex.weight_memory());
   fmt::print("\nlayers at batch {}:\n", batch);
-  fmt::print("{:>3}  {:<28} {:<18} {:<22} {:>10} {:>12}\n", "#", "name", "op", "output", "params", "FLOPs");
+  fmt::print("{:>3}  {:<22} {:<28} {:<18} {:<22} {:>10} {:>12}\n", "#", "weight", "node", "op", "output",
+             "params", "FLOPs");
   for (size_t i = 0; i < s.layers.size(); ++i) {
     const LayerInfo& l = s.layers[i];
     std::string shape = l.output_shapes.empty() ? "-" : shape_str(l.output_shapes[0]);
-    fmt::print("{:>3}  {:<28} {:<18} {:<22} {:>10} {:>12}\n", i, l.name.substr(0, 28),
+    fmt::print("{:>3}  {:<22} {:<28} {:<18} {:<22} {:>10} {:>12}\n", i,
+               l.weight.empty() ? std::string("-") : l.weight.substr(0, 22), l.name.substr(0, 28),
                l.sparse ? l.op_type + " (sparse)" : l.op_type, shape, l.params ? human_count(l.params) : "-",
                l.macs ? human_count(2 * l.macs) : "-");
   }
@@ -96,6 +98,7 @@ nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch)
   j["layers"] = nlohmann::json::array();
   for (const auto& l : s.layers)
     j["layers"].push_back({{"name", l.name},
+                           {"weight", l.weight.empty() ? nlohmann::json() : nlohmann::json(l.weight)},
                            {"op", l.op_type},
                            {"output_shapes", l.output_shapes},
                            {"params", l.params},

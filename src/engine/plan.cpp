@@ -448,15 +448,19 @@ ModelSummary Plan::summary(const Model& model) const {
                     0,
                     step.op->macs(),
                     sparse_steps_.count(step.op.get()) > 0,
-                    profiled_runs_ > 0 ? step_seconds_[i] / static_cast<double>(profiled_runs_) : 0.0};
+                    profiled_runs_ > 0 ? step_seconds_[i] / static_cast<double>(profiled_runs_) : 0.0,
+                    {}};
     for (const Tensor* t : step.outputs)
       if (t) layer.output_shapes.push_back(t->shape());
-    for (const auto& name : step.op->node().inputs) {
+    const Node& node = step.op->node();
+    for (size_t k = 0; k < node.inputs.size(); ++k) {
+      const std::string& name = node.inputs[k];
       auto it = model.initializers.find(name);
-      if (it != model.initializers.end() && it->second.dtype() == DType::f32)
-        layer.params += it->second.numel();
-      else if (weights_ && weights_->holds(name))
-        layer.params += shape_numel(weights_->shape(name));
+      const bool f32 = it != model.initializers.end() && it->second.dtype() == DType::f32;
+      const bool held = !f32 && weights_ && weights_->holds(name);
+      if (f32) layer.params += it->second.numel();
+      if (held) layer.params += shape_numel(weights_->shape(name));
+      if ((f32 || held) && layer.weight.empty() && weight_role(node, k)) layer.weight = name;
     }
     s.params += layer.params;
     s.macs += layer.macs;

@@ -378,6 +378,10 @@ TEST(Engine, InfoShowsDeclaredShapesBesideThePlannedOnes) {
   EXPECT_NE(text.output.find("'x' [4, batch, 8] float32; [4, 3, 8] at batch 3"), std::string::npos)
       << text.output;
   EXPECT_NE(text.output.find("'y' [4, 3, 6] at batch 3"), std::string::npos) << text.output;
+  // The layer under the weight name `inspect` and --layer use, beside its node.
+  ASSERT_EQ(j["layers"].size(), 1u);
+  EXPECT_EQ(j["layers"][0]["weight"], "w");
+  EXPECT_EQ(j["layers"][0]["name"], "mm");
 }
 
 // The contract of `bench --eie --json` that scripts and docs read: per layer and configuration the
