@@ -164,6 +164,20 @@ inline __m512 add_slice_step(__m512 sum, __m512i v, __m512i col, __mmask16 lanes
   return _mm512_fmadd_ps(_mm512_permutexvar_ps(v, cb), xv, sum);
 }
 
+// A slice's steps in turn into the two accumulators, so that consecutive steps do not wait on one
+// FMA chain: next(sum, entries) adds one step.
+template <class Entry, class Next>
+[[gnu::always_inline]] inline __m512 alternate_steps(__m512& sum1, __m512 sum0, const Entry* e, int64_t steps,
+                                                     Next&& next) {
+  int64_t k = 0;
+  for (; k + 2 <= steps; k += 2) {
+    sum0 = next(sum0, e + k * kSliceRows);
+    sum1 = next(sum1, e + (k + 1) * kSliceRows);
+  }
+  if (k < steps) sum0 = next(sum0, e + k * kSliceRows);
+  return sum0;
+}
+
 // The steps of one slice over entries that hold their columns: a lane takes part while its step is
 // below its entry count (a mask from the loaded codes, code != 0, measured 7% slower here: the
 // gather then waits on its own load).
@@ -177,13 +191,7 @@ inline __m512 add_slice_steps(__m512& sum1, __m512 sum0, const uint16_t* e, cons
     step = _mm512_add_epi32(step, one);
     return add_slice_step(sum, v, _mm512_srli_epi32(v, 4), lanes, cb, x);
   };
-  int64_t k = 0;
-  for (; k + 2 <= steps; k += 2) {
-    sum0 = next(sum0, e + k * kSliceRows);
-    sum1 = next(sum1, e + (k + 1) * kSliceRows);
-  }
-  if (k < steps) sum0 = next(sum0, e + k * kSliceRows);
-  return sum0;
+  return alternate_steps(sum1, sum0, e, steps, next);
 }
 
 // The same over gap-coded entries: each lane's column advances by gap + 1; fillers and padding
@@ -198,17 +206,11 @@ inline __m512 add_gap_coded_steps(__m512& sum1, __m512 sum0, const Entry* e, int
     col = _mm512_add_epi32(col, _mm512_add_epi32(_mm512_srli_epi32(v, 4), one));
     return add_slice_step(sum, v, col, _mm512_test_epi32_mask(v, code_bits), cb, x);
   };
-  int64_t k = 0;
-  for (; k + 2 <= steps; k += 2) {
-    sum0 = next(sum0, e + k * kSliceRows);
-    sum1 = next(sum1, e + (k + 1) * kSliceRows);
-  }
-  if (k < steps) sum0 = next(sum0, e + k * kSliceRows);
-  return sum0;
+  return alternate_steps(sum1, sum0, e, steps, next);
 }
 
-// Two accumulators, so that consecutive steps do not wait on one FMA chain; the 16 sums go to
-// their rows with scalar stores (a scatter is slower on AMD, and no faster elsewhere here).
+// Two accumulators (alternate_steps); the 16 sums go to their rows with scalar stores (a scatter is
+// slower on AMD, and no faster elsewhere here).
 template <class Entry>
 void spmv_rows_sliced(const SpmvRowArgs& a, const Entry* entries) {
   const SlicedRows& s = *a.layout;
