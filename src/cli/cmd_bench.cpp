@@ -95,7 +95,8 @@ Result<RunTimes> time_runs(Executor& ex, const Tensor& x, int repeats) {
     t.push_back(timer.seconds() * 1e6);
   }
   std::sort(t.begin(), t.end());
-  return RunTimes{t[t.size() / 2], t.front(), t[t.size() * 9 / 10], t.back(), static_cast<int>(t.size())};
+  return RunTimes{t[t.size() / 2], t.front(), t[(t.size() * 9 + 9) / 10 - 1], t.back(),
+                  static_cast<int>(t.size())};
 }
 
 // Each layer's time per run on the engine beside the dense executor's for the same layer (matched

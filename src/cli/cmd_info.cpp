@@ -1,4 +1,5 @@
-// sparrow info MODEL: inputs, outputs, and per layer the operator, output shape, parameters and FLOPs.
+// sparrow info MODEL: inputs and outputs as the model declares them and at the batch planned, and per
+// layer its weight and node name, operator, output shape, parameters and FLOPs.
 #include <algorithm>
 
 #include <nlohmann/json.hpp>

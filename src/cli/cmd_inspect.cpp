@@ -1,5 +1,5 @@
 // sparrow inspect FILE.spw [--json]: per-layer sizes in the style of Deep Compression, and where
-// every byte of the file goes.
+// every byte of the file goes. sparrow export FILE.spw -o OUT.onnx [--json]: the dense float32 model.
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -49,7 +49,7 @@ Command add_export(CLI::App& app, const GlobalOptions& global) {
               const auto bytes = std::filesystem::file_size(*out, ec);
               fmt::print("{}\n", nlohmann::json{{"input", *in},
                                                 {"output", *out},
-                                                {"bytes", ec ? nlohmann::json() : nlohmann::json(bytes)},
+                                                {"file_bytes", ec ? nlohmann::json() : nlohmann::json(bytes)},
                                                 {"parameters", dense->parameter_count()}}
                                      .dump(2));
               return 0;

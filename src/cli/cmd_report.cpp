@@ -1,6 +1,7 @@
 // sparrow report MODEL.spw -o DIR [--source MODEL.onnx]: the compressed model as pictures and one
 // page: per layer, the shared values and how many weights use each (with the source model's weight
 // histogram above them when given), and the per-layer table and byte breakdown of `inspect`.
+// --json prints the paths written.
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -138,10 +139,12 @@ int run(const ReportArgs& a, const GlobalOptions& global) {
   if (auto s = files.add(dir + "/index.html", html_page(j, plots)); !s.ok()) return report_error(s);
   if (auto s = files.commit_all(); !s.ok()) return report_error(s);
   if (a.json) {
+    std::vector<std::string> plot_paths;
+    for (const auto& p : plots) plot_paths.push_back(dir + "/" + p);
     fmt::print("{}\n", nlohmann::json{{"directory", dir},
                                       {"page", dir + "/index.html"},
                                       {"json", dir + "/report.json"},
-                                      {"plots", plots}}
+                                      {"plots", plot_paths}}
                            .dump(2));
     return 0;
   }

@@ -1,7 +1,8 @@
-// sparrow run MODEL --input X.npy [-o Y.npy]: runs a model on arrays; several outputs go to
-// Y.npy, Y.1.npy, Y.2.npy, ...
+// sparrow run MODEL --input X.npy [-o Y.npy] [--json]: runs a model on arrays; several outputs go
+// to Y.npy, Y.1.npy, Y.2.npy, ...; --json prints the outputs (without -o, their values).
 #include <cmath>
 #include <filesystem>
+#include <span>
 
 #include <nlohmann/json.hpp>
 
@@ -50,7 +51,8 @@ void print_output(const std::string& name, const Tensor& t) {
   fmt::print("{}\n", t.numel() > 10 ? " ..." : "");
 }
 
-// One output for --json: name, shape, dtype, and the file it went to or (without -o) every value.
+// One output for --json: name, shape, dtype, and the file it went to or (without -o) every value
+// (non-finite ones, which --allow-nonfinite lets through, as null: JSON has no NaN).
 nlohmann::json output_json(const std::string& name, const Tensor& t, const std::string& file) {
   nlohmann::json j{{"name", name}, {"shape", t.shape()}, {"dtype", dtype_name(t.dtype())}};
   if (!file.empty()) {
@@ -61,6 +63,16 @@ nlohmann::json output_json(const std::string& name, const Tensor& t, const std::
     j["values"] = std::vector<int64_t>(t.i64_data(), t.i64_data() + t.numel());
   }
   return j;
+}
+
+// run --json: the model, the run's seconds and every output (output_json).
+void print_run_json(const RunOptions& o, const Model& m, std::span<const Tensor* const> outputs,
+                    double seconds) {
+  nlohmann::json j{{"model", o.model}, {"run_seconds", seconds}, {"outputs", nlohmann::json::array()}};
+  for (size_t i = 0; i < outputs.size(); ++i)
+    j["outputs"].push_back(
+        output_json(m.outputs[i].name, *outputs[i], o.output.empty() ? "" : output_path(o.output, i)));
+  fmt::print("{}\n", j.dump(2));
 }
 
 int run_command(const RunOptions& o, const GlobalOptions& global) {
@@ -88,15 +100,8 @@ int run_command(const RunOptions& o, const GlobalOptions& global) {
   auto outputs = (*ex)->run(inputs);
   if (!outputs.ok()) return report_error(outputs.status());
   const double seconds = timer.seconds();
-  auto print_json = [&] {
-    nlohmann::json j{{"model", o.model}, {"run_seconds", seconds}, {"outputs", nlohmann::json::array()}};
-    for (size_t i = 0; i < outputs->size(); ++i)
-      j["outputs"].push_back(
-          output_json(m.outputs[i].name, *(*outputs)[i], o.output.empty() ? "" : output_path(o.output, i)));
-    fmt::print("{}\n", j.dump(2));
-  };
   if (o.output.empty() && o.json) {
-    print_json();
+    print_run_json(o, m, *outputs, seconds);
     return 0;
   }
   if (o.output.empty()) {
@@ -110,7 +115,7 @@ int run_command(const RunOptions& o, const GlobalOptions& global) {
       return report_error(s);
   if (auto s = files.commit_all(); !s.ok()) return report_error(s);
   if (o.json) {
-    print_json();
+    print_run_json(o, m, *outputs, seconds);
     return 0;
   }
   if (!global.quiet)

@@ -1,4 +1,5 @@
 // sparrow: the command-line interface. Each subcommand lives in cmd_<name>.cpp.
+#include <cctype>
 #include <cstdio>
 #include <new>
 #include <string>
@@ -19,27 +20,61 @@ constexpr AddCommand kCommands[] = {
     sparrow::cli::add_sim,      sparrow::cli::add_train,   sparrow::cli::add_sensitivity,
     sparrow::cli::add_dsd,      sparrow::cli::add_repro,   sparrow::cli::add_digits,
     sparrow::cli::add_report};
-// A usage error: "sparrow: error: <what>" and where to read more, exit code 1. A first word that
-// names no command is reported as such (CLI11 would only say that a command is required).
+
+// The option named by a command-line word ("--x", "--x=v", "-q"), looked up in the app and in
+// every command; nullptr when none has it.
+const CLI::Option* find_option(const CLI::App& app, const std::string& word) {
+  const std::string name = word.substr(0, word.find('='));
+  if (const CLI::Option* o = app.get_option_no_throw(name)) return o;
+  for (const CLI::App* sub : app.get_subcommands({}))
+    if (const CLI::Option* o = sub->get_option_no_throw(name)) return o;
+  return nullptr;
+}
+
+// The first word that names no option of any command ("--bogus"), if any.
+std::string unknown_option(const CLI::App& app, int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word == "--") break;
+    const bool option =
+        word.size() > 1 && word[0] == '-' && !std::isdigit(static_cast<unsigned char>(word[1]));
+    if (option && !find_option(app, word)) return word.substr(0, word.find('='));
+  }
+  return "";
+}
+
+// The first word that is neither an option, nor an option's value, nor a command; "" when the
+// command is there.
+std::string unknown_command(const CLI::App& app, int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (!word.empty() && word[0] == '-') continue;
+    const std::string before = i > 1 ? argv[i - 1] : "";
+    const CLI::Option* option = before.rfind("-", 0) == 0 && before.find('=') == std::string::npos
+                                    ? find_option(app, before)
+                                    : nullptr;
+    if (option && option->get_expected_min() > 0) continue;  // that option's value
+    for (const CLI::App* sub : app.get_subcommands({}))
+      if (sub->get_name() == word) return "";
+    return word;
+  }
+  return "";
+}
+
+// A usage error: "sparrow: error: <what>" and where to read more, exit code 1. An option no
+// command has, and a first word that names no command, are reported as such (CLI11 reports a
+// missing argument first, or only that a command is required).
 int usage_error(const CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
   std::string command;
   for (const CLI::App* sub : app.get_subcommands([](const CLI::App* a) { return a->parsed(); }))
     command = sub->get_name() + " ";
   std::string message = e.what();
-  if (command.empty())
-    for (int i = 1; i < argc; ++i) {
-      const std::string word = argv[i];
-      if (word.empty() || word[0] == '-') continue;
-      bool known = false;
-      for (const CLI::App* sub : app.get_subcommands({})) known = known || sub->get_name() == word;
-      const bool option_value = i > 1 && std::string(argv[i - 1]).rfind("--", 0) == 0 &&
-                                std::string(argv[i - 1]).find('=') == std::string::npos &&
-                                app.get_option_no_throw(argv[i - 1]) != nullptr &&
-                                app.get_option_no_throw(argv[i - 1])->get_expected_min() > 0;
-      if (option_value) continue;
-      if (!known) message = "unknown command '" + word + "'";
-      break;
-    }
+  if (const std::string option = unknown_option(app, argc, argv); !option.empty())
+    message = "unknown option '" + option + "'";
+  else if (const std::string word = unknown_command(app, argc, argv);
+           command.empty() && !word.empty() &&
+           (dynamic_cast<const CLI::RequiredError*>(&e) || dynamic_cast<const CLI::ExtrasError*>(&e)))
+    message = "unknown command '" + word + "'";
   std::fprintf(stderr, "sparrow: error: %s\nRun 'sparrow %s--help' for the options.\n", message.c_str(),
                command.c_str());
   return 1;

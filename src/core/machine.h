@@ -6,7 +6,8 @@
 namespace sparrow {
 
 // "AMD EPYC (family 26, model 2), 2 hardware threads, L2 1 MiB": the CPU's model name, family and
-// model from /proc/cpuinfo, the hardware threads this process may use, and the L2 cache per core
+// model from /proc/cpuinfo, the hardware threads the system reports (std::thread::hardware_concurrency,
+// not narrowed by affinity or cgroup limits), and the L2 cache per core
 // where the system says; parts it cannot read are left out ("unknown CPU" when nothing is known).
 std::string machine_description();
 // The same from the text of a /proc/cpuinfo, a thread count and an L2 size in bytes (0: unknown).

@@ -358,6 +358,13 @@ TEST(Engine, BenchFillsABatchAxisThatIsNotFirstAndProfilesLayers) {
     EXPECT_EQ(run["layers"][0]["op"], "MatMul");
     EXPECT_GT(run["layers"][0]["sparrow_us"].get<double>(), 0);
   }
+  // The global --threads before the command (how bench/compare_ort.py calls it) times that count.
+  auto global =
+      test::run_cli("--threads 1 bench " + sequence_model(dir, "batch") + " --batch 2 --repeats 1 --json");
+  ASSERT_EQ(global.exit_code, 0) << global.output;
+  auto g = nlohmann::json::parse(global.output.substr(global.output.find('{')));
+  ASSERT_EQ(g["runs"].size(), 1u);
+  EXPECT_EQ(g["runs"][0]["threads"], 1);
   auto unnamed = test::run_cli("bench " + sequence_model(dir, "") + " --batch 2 --repeats 1");
   EXPECT_EQ(unnamed.exit_code, 1);
   EXPECT_NE(unnamed.output.find("cannot tell from the batch"), std::string::npos) << unnamed.output;
@@ -394,6 +401,8 @@ TEST(Engine, EieBenchJsonHasEveryPeerAndTheScalingMeasures) {
   auto r = test::run_cli("bench --eie --layers NT-LSTM --batch 1,4 --threads 1,2 --repeats 3 --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_NE(j["machine"].get<std::string>().find("hardware thread"), std::string::npos)
+      << "the machine beside the figures";
   ASSERT_EQ(j["layers"].size(), 4u);
   for (const auto& l : j["layers"]) {
     EXPECT_EQ(l["name"], "NT-LSTM");
