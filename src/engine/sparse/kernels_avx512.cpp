@@ -226,7 +226,7 @@ void spmv_rows_sliced(const SpmvRowArgs& a, const Entry* entries) {
     alignas(64) float sums[kSliceRows];
     _mm512_store_ps(sums, _mm512_add_ps(sum0, sum1));
     const int32_t* rows = s.order.data() + slice * kSliceRows;
-    const int64_t lanes = std::min(kSliceRows, s.rows - slice * kSliceRows);
+    const int64_t lanes = std::min(kSliceRows, s.rows() - slice * kSliceRows);
     for (int64_t lane = 0; lane < lanes; ++lane) a.y[rows[lane]] = sums[lane];
   }
 }

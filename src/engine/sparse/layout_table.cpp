@@ -137,7 +137,7 @@ int64_t sliced_rows_expected(const SparseMatrix& m) {
 }
 int64_t sliced_rows_touched(const SparseMatrix& m, std::span<const int32_t>) {
   const SlicedRows& s = m.sliced_rows;
-  return s.entries() * s.entry_bits / 8 + 4 * s.rows +
+  return s.entries() * s.entry_bits / 8 + 4 * s.rows() +
          4 * static_cast<int64_t>(s.slice_ptr.size() + s.lengths.size());
 }
 void sliced_rows_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {

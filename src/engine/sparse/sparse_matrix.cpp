@@ -277,7 +277,6 @@ BandedCsc banded_csc_of(const CodeSource& codes) {
 
 SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes) {
   SlicedRows s;
-  s.rows = codes.rows();
   s.entry_bits = m.compact ? 8 : 16;  // one-byte entries' running columns cost time: only within a budget
   s.gap_coded = m.compact || codes.cols() > kSliceColumns;
   auto entry = [](int code, int64_t gap_or_column) { return gap_or_column << 4 | code; };

@@ -101,7 +101,6 @@ inline constexpr int64_t kSliceRows = 16;
 inline constexpr int64_t kSliceColumns = 4096;  // columns that two-byte entries can hold
 
 struct SlicedRows {
-  int64_t rows = 0;
   int entry_bits = 16;              // 16 or 8
   bool gap_coded = false;           // positions are gaps (one-byte entries, or more than 4096 columns)
   std::vector<int32_t> order;       // [rows]: the row at each sorted position (slice s, lane i: 16 s + i)
@@ -109,6 +108,7 @@ struct SlicedRows {
   std::vector<uint32_t> lengths;    // columns, not gaps: [slices, 16] each lane's entry count
   std::vector<uint8_t> entries8;
   std::vector<uint16_t> entries16;
+  int64_t rows() const { return static_cast<int64_t>(order.size()); }
   int64_t slices() const { return static_cast<int64_t>(slice_ptr.size()) - 1; }
   int64_t entries() const {
     return slice_ptr.empty() ? 0 : slice_ptr.back();

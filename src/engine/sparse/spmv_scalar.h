@@ -52,7 +52,7 @@ template <class Entry>
 void spmv_rows_sliced_scalar(const SpmvRowArgs& a, const Entry* entries) {
   const SlicedRows& s = *a.layout;
   for (int64_t slice = a.slice_begin; slice < a.slice_end; ++slice) {
-    const int64_t lanes = std::min(kSliceRows, s.rows - slice * kSliceRows);
+    const int64_t lanes = std::min(kSliceRows, s.rows() - slice * kSliceRows);
     for (int64_t lane = 0; lane < lanes; ++lane) {
       float sum = 0.0f;
       int64_t col = -1;
