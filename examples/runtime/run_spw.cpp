@@ -1,14 +1,16 @@
-// Loads a .spw model, runs it once on zeros at batch 1 and prints its output shapes and the bytes its
-// weights take in the file and in memory.
+// Loads a .spw model, runs it once on zeros at batch 1 and prints the Sparrow version it was built
+// against, its output shapes and the bytes its weights take in the file and in memory.
 #include <cstdio>
 
 #include "sparrow/executor.h"
+#include "sparrow/version.h"
 
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: run_spw MODEL.spw\n");
     return 1;
   }
+  std::printf("built against sparrow %s\n", SPARROW_VERSION);
   auto spw = sparrow::read_spw(argv[1]);
   if (!spw.ok()) return std::fprintf(stderr, "%s\n", spw.status().message().c_str()), 1;
   auto ex = sparrow::Executor::create(std::move(*spw));

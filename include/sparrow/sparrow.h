@@ -10,3 +10,4 @@
 #include "sparrow/onnx.h"
 #include "sparrow/status.h"
 #include "sparrow/tensor.h"
+#include "sparrow/version.h"

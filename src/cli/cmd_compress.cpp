@@ -8,7 +8,7 @@
 #include "compress/recipe.h"
 #include "core/file.h"
 #include "core/hash.h"
-#include "core/version.h"
+#include "sparrow/version.h"
 #include "sparrow/compress.h"
 #include "sparrow/onnx.h"
 #include "sparrow/retrain.h"

@@ -9,7 +9,7 @@
 #include "cli/spw_report.h"
 #include "cli/train_data.h"
 #include "core/file.h"
-#include "core/version.h"
+#include "sparrow/version.h"
 #include "sparrow/onnx.h"
 #include "sparrow/retrain.h"
 

@@ -7,7 +7,7 @@
 #include "cli/commands.h"
 #include "core/file.h"
 #include "core/log.h"
-#include "core/version.h"
+#include "sparrow/version.h"
 
 namespace {
 using AddCommand = sparrow::cli::Command (*)(CLI::App&, const sparrow::cli::GlobalOptions&);

@@ -5,7 +5,7 @@
 
 #include "core/file.h"
 #include "core/finite.h"
-#include "core/version.h"
+#include "sparrow/version.h"
 #include "format/bitstream.h"
 #include "format/graph_section.h"
 #include "format/huffman.h"

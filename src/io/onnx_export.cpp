@@ -2,7 +2,7 @@
 #include <onnx/onnx_pb.h>
 
 #include "core/file.h"
-#include "core/version.h"
+#include "sparrow/version.h"
 #include "sparrow/onnx.h"
 
 namespace sparrow {

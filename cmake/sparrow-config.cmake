@@ -1,4 +1,4 @@
-# find_package(sparrow): the runtime libraries (sparrow::sparrow_engine reads and runs .spw and ONNX
+# find_package(Sparrow): the runtime libraries (sparrow::sparrow_engine reads and runs .spw and ONNX
 # models; sparrow::sparrow_compress compresses them) and what they link.
 include(CMakeFindDependencyMacro)
 find_dependency(Threads)
@@ -9,4 +9,4 @@ find_dependency(Protobuf)
 find_dependency(ONNX)
 find_dependency(dnnl)
 find_dependency(OpenMP)
-include(${CMAKE_CURRENT_LIST_DIR}/sparrowTargets.cmake)
+include(${CMAKE_CURRENT_LIST_DIR}/sparrow-targets.cmake)
