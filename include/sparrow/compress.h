@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <span>
@@ -65,6 +66,8 @@ struct CompressOptions {
   bool huffman = true;
   int partitions = 1;  // 1..65536
   uint64_t seed = 1;
+  // Not part of the recipe: called after each layer is compressed (done of total), when set.
+  std::function<void(const std::string& weight, size_t done, size_t total)> on_layer;
 
   // Checks every value; messages name the option (and layer) and the valid range.
   Status validate() const;

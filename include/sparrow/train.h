@@ -4,6 +4,7 @@
 // supported operators trains. LibTorch appears only inside src/train/.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -38,6 +39,11 @@ LabeledData slice(const LabeledData& d, int64_t begin, int64_t end);
 enum class Optimizer { sgd, adam };
 enum class Schedule { constant, step, cosine };
 
+struct EpochReport {
+  int epoch = 0;
+  double loss = 0, train_accuracy = 0, val_accuracy = -1, seconds = 0;
+};
+
 struct TrainOptions {
   Optimizer optimizer = Optimizer::sgd;
   double lr = 0.05;
@@ -49,11 +55,8 @@ struct TrainOptions {
   uint64_t seed = 1;
   int threads = 0;        // 0: one per core
   bool progress = false;  // a line per epoch on stderr
-};
-
-struct EpochReport {
-  int epoch = 0;
-  double loss = 0, train_accuracy = 0, val_accuracy = -1, seconds = 0;
+  // Called after each epoch on the training thread, when set.
+  std::function<void(const EpochReport&)> on_epoch;
 };
 
 // Trains the float32 weights and biases of every Gemm, MatMul and Conv in place, minimizing the

@@ -2,13 +2,13 @@
 // Compression (prune, share weights, encode, Huffman) into one .spw file.
 #include <fstream>
 
+#include "api/compress.h"
+#include "api/inspect.h"
 #include "cli/commands.h"
 #include "cli/spw_report.h"
 #include "cli/train_data.h"
 #include "compress/recipe.h"
 #include "core/file.h"
-#include "core/hash.h"
-#include "sparrow/version.h"
 #include "sparrow/compress.h"
 #include "sparrow/onnx.h"
 #include "sparrow/retrain.h"
@@ -53,55 +53,47 @@ Result<CompressOptions> build_options(const CompressArgs& a) {
 }
 
 int run_compress(const CompressArgs& a, const GlobalOptions& global) {
-  if (same_file(a.output, a.model))
-    return report_error(errorf("output {} would overwrite the input", a.output));
   auto options = build_options(a);
   if (!options.ok()) return report_error(options.status());
-  auto bytes = read_file(a.model);
-  if (!bytes.ok()) return report_error(bytes.status());
-  std::string_view source(bytes->data(), bytes->size());
-  auto model = parse_onnx(source, a.model);
-  if (!model.ok()) return report_error(model.status());
-  nlohmann::json meta = {{"tool", std::string("sparrow ") + SPARROW_VERSION},
-                         {"format", fmt::format("1.{}", kSpwVersionMinor)},
-                         {"source", a.model},
-                         {"source_bytes", source.size()},
-                         {"source_fnv1a64", fmt::format("{:016x}", fnv1a64(source))},
-                         {"options", recipe_json(*options)}};
-  Result<CompressResult> result = errorf("not run");
-  if (a.data.dir.empty()) {
-    result = compress_model(*model, *options, meta.dump());
-  } else {
-    auto data = load_splits(*model, a.data);
-    if (!data.ok()) return report_error(data.status());
-    auto before = classification_accuracy(*model, data->test, global.threads);
-    if (!before.ok()) return report_error(before.status());
-    RetrainOptions r = a.retrain;
-    r.retrain.threads = r.finetune.threads = global.threads;
-    r.retrain.progress = r.finetune.progress = !global.quiet;
-    meta["retrain"] = {{"data", a.data.dir},
-                       {"prune_steps", r.prune_steps},
-                       {"retrain_epochs", r.retrain.epochs},
-                       {"retrain_lr", r.retrain.lr},
-                       {"finetune_epochs", r.finetune.epochs},
-                       {"finetune_lr", r.finetune.lr}};
-    result = compress_with_retraining(*model, *options, data->train, &data->val, r, meta.dump());
-    if (result.ok()) {
-      auto dense = result->spw.to_dense_model();
-      auto after = dense.ok() ? classification_accuracy(*dense, data->test, global.threads)
-                              : Result<double>(dense.status());
-      if (!after.ok()) return report_error(after.status());
-      if (!global.quiet)
-        fmt::print(stderr, "test accuracy: {:.4f} before, {:.4f} after compression ({:+.2f} points)\n",
-                   *before, *after, 100 * (*after - *before));
-    }
+  api::CompressRequest request;
+  request.model = a.model;
+  request.output = a.output;
+  request.options = *options;
+  request.threads = global.threads;
+  std::optional<DataSplits> data;
+  if (!a.data.dir.empty()) {
+    auto bytes = read_file(a.model);
+    if (!bytes.ok()) return report_error(bytes.status());
+    auto model = parse_onnx({bytes->data(), bytes->size()}, a.model);
+    if (!model.ok()) return report_error(model.status());
+    auto splits = load_splits(*model, a.data);
+    if (!splits.ok()) return report_error(splits.status());
+    data = std::move(*splits);
+    request.train = &data->train;
+    request.val = &data->val;
+    request.test = &data->test;
+    request.data_description = a.data.dir;
+    request.retrain = a.retrain;
+    request.retrain.retrain.threads = request.retrain.finetune.threads = global.threads;
+    request.retrain.retrain.progress = request.retrain.finetune.progress = !global.quiet;
   }
-  if (!result.ok()) return report_error(result.status().prefixed(a.model));
-  if (auto s = write_spw(result->spw, a.output, options->huffman); !s.ok()) return report_error(s);
-  if (a.json)
-    fmt::print("{}\n", spw_report_json(result->spw, a.output).dump(2));
-  else if (!global.quiet)
-    print_spw_report(result->spw, a.output);
+  auto outcome = api::compress_file(request);
+  if (!outcome.ok()) return report_error(outcome.status());
+  const SpwModel& spw = outcome->result.spw;
+  if (outcome->accuracy_before && !global.quiet)
+    fmt::print(stderr, "test accuracy: {:.4f} before, {:.4f} after compression ({:+.2f} points)\n",
+               *outcome->accuracy_before, *outcome->accuracy_after,
+               100 * (*outcome->accuracy_after - *outcome->accuracy_before));
+  if (a.json) {
+    nlohmann::json j = api::spw_report_json(spw, a.output);
+    if (outcome->accuracy_before) {
+      j["accuracy_before"] = *outcome->accuracy_before;
+      j["accuracy_after"] = *outcome->accuracy_after;
+    }
+    fmt::print("{}\n", j.dump(2));
+  } else if (!global.quiet) {
+    print_spw_report(spw, a.output);
+  }
   return 0;
 }
 

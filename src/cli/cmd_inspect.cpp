@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/inspect.h"
 #include "cli/commands.h"
 #include "cli/spw_report.h"
 #include "core/file.h"
@@ -21,7 +22,7 @@ Command add_inspect(CLI::App& app, const GlobalOptions& global) {
             auto m = read_spw(*path);
             if (!m.ok()) return report_error(m.status());
             if (*json)
-              fmt::print("{}\n", spw_report_json(*m, *path).dump(2));
+              fmt::print("{}\n", api::spw_report_json(*m, *path).dump(2));
             else
               print_spw_report(*m, *path);
             return 0;

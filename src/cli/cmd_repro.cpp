@@ -5,13 +5,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/inspect.h"
 #include "cli/commands.h"
 #include "cli/spw_report.h"
 #include "cli/train_data.h"
 #include "core/file.h"
-#include "sparrow/version.h"
 #include "sparrow/onnx.h"
 #include "sparrow/retrain.h"
+#include "sparrow/version.h"
 
 namespace sparrow::cli {
 
@@ -120,7 +121,7 @@ int run(const ReproArgs& a, const GlobalOptions& global) {
                         : Result<double>(dense.status());
   if (!acc.ok()) return report_error(acc.status());
   double ratio =
-      static_cast<double>(dense_fp32_bytes(result->spw)) / static_cast<double>(result->spw.file_bytes);
+      static_cast<double>(api::dense_fp32_bytes(result->spw)) / static_cast<double>(result->spw.file_bytes);
 
   nlohmann::json layers = nlohmann::json::array();
   for (size_t i = 0; i < result->spw.tensors.size(); ++i) {

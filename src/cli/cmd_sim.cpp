@@ -3,6 +3,7 @@
 #include <fstream>
 #include <random>
 
+#include "api/simulate.h"
 #include "cli/commands.h"
 #include "core/file.h"
 #include "core/timer.h"
@@ -167,60 +168,29 @@ int run_sweep(const sim::Config& base, const SimArgs& a) {
 
 // The compressed FC layers of a .spw model, each fed the activations the dense executor computes.
 int run_model(const sim::Config& c, const SimArgs& a, const GlobalOptions& global) {
-  auto spw = read_spw(a.model);
-  if (!spw.ok()) return report_error(spw.status());
-  ExecOptions exec{global.threads};
-  exec.sparse = false;
-  exec.keep_values = true;  // each layer's input and output are read after the run
-  auto ex = Executor::create(*spw, exec);
-  if (!ex.ok()) return report_error(ex.status());
-  auto shapes = (*ex)->default_input_shapes(1);
-  if (!shapes.ok()) return report_error(shapes.status());
-  Tensor x(DType::f32, (*shapes)[0]);
+  std::optional<Tensor> input;
   if (!a.input.empty()) {
     auto t = read_npy(a.input);
     if (!t.ok()) return report_error(t.status());
-    if (t->numel() < x.numel()) return report_error(errorf("{}: needs {} values", a.input, x.numel()));
-    std::copy_n(t->f32_data(), x.numel(), x.f32_data());
-  } else {
-    std::mt19937 rng(3);
-    std::uniform_real_distribution<float> u(0, 1);
-    for (float& v : x.f32_span()) v = u(rng);
+    input = std::move(*t);
   }
-  if (auto r = (*ex)->run({&x, 1}); !r.ok()) return report_error(r.status());
-  auto layers = sim::model_layers(*spw, c);
+  auto layers = api::simulate_spw(a.model, c, input ? &*input : nullptr, global.threads);
   if (!layers.ok()) return report_error(layers.status());
-  std::vector<sim::LayerStats> rows;
-  json functional = json::array();
-  for (const sim::ModelLayer& layer : *layers) {
-    auto r = sim::simulate_model_layer(c, layer, [&](const std::string& name) { return (*ex)->value(name); });
-    if (!r.ok()) return report_error(r.status().prefixed(a.model));
-    functional.push_back({{"layer", layer.weights->name},
-                          {"bit_exact_with_fixed_point_reference", r->bit_exact},
-                          {"relative_error_vs_float", r->relative_error}});
-    rows.push_back(r->stats);
-  }
-  if (rows.empty()) return report_error(errorf("{}: no compressed Gemm/MatMul layer to simulate", a.model));
   if (a.json_out) {
-    json j = json::array();
-    for (size_t i = 0; i < rows.size(); ++i) {
-      j.push_back(sim::stats_json(rows[i]));
-      j.back()["functional"] = functional[i];
-    }
-    fmt::print("{}\n", json{{"model", a.model}, {"config", sim::config_to_json(c)}, {"layers", j}}.dump(2));
+    fmt::print("{}\n", api::simulation_json(a.model, c, *layers).dump(2));
     return 0;
   }
+  std::vector<sim::LayerStats> rows;
+  for (const auto& l : *layers) rows.push_back(l.stats);
   print_layers(c, rows);
   int64_t cycles = 0;
   double energy = 0;
   for (const auto& s : rows) cycles += s.cycles, energy += s.energy_uj;
   fmt::print("whole model (layers in sequence): {} cycles, {:.2f} us, {:.3f} uJ\n", cycles,
              cycles / c.clock_mhz, energy);
-  for (const auto& f : functional)
-    fmt::print("{}: {} the fixed-point reference; relative error vs the float executor {:.2e}\n",
-               f["layer"].get<std::string>(),
-               f["bit_exact_with_fixed_point_reference"].get<bool>() ? "bit-exact with" : "DIFFERS from",
-               f["relative_error_vs_float"].get<double>());
+  for (const auto& l : *layers)
+    fmt::print("{}: {} the fixed-point reference; relative error vs the float executor {:.2e}\n", l.name,
+               l.bit_exact ? "bit-exact with" : "DIFFERS from", l.relative_error);
   return 0;
 }
 

@@ -2,17 +2,10 @@
 
 #include <fmt/format.h>
 
+#include "api/inspect.h"
 #include "cli/common.h"
 
 namespace sparrow::cli {
-
-int64_t dense_fp32_bytes(const SpwModel& m) {
-  int64_t n = 0;
-  for (const auto& t : m.tensors) n += 4 * t.numel();
-  for (const auto& [name, t] : m.graph.initializers)
-    if (t.dtype() == DType::f32) n += static_cast<int64_t>(t.bytes());
-  return n;
-}
 
 namespace {
 
@@ -31,7 +24,7 @@ void print_breakdown(const ByteBreakdown& b, int64_t file_bytes) {
 }  // namespace
 
 void print_spw_report(const SpwModel& m, const std::string& path) {
-  int64_t dense = dense_fp32_bytes(m);
+  int64_t dense = api::dense_fp32_bytes(m);
   fmt::print("file      {}: {} bytes, {:.1f}x smaller than {} bytes of float32 parameters\n", path,
              m.file_bytes,
              m.file_bytes ? static_cast<double>(dense) / static_cast<double>(m.file_bytes) : 0.0, dense);
@@ -64,52 +57,6 @@ void print_spw_report(const SpwModel& m, const std::string& path) {
       fmt::format("({:.1f}x / {:.1f}x)", pq > 0 ? dense_bits / pq : 0, stored > 0 ? dense_bits / stored : 0),
       percent(pq, dense_bits) + " / " + percent(stored, dense_bits));
   print_breakdown(m.breakdown, m.file_bytes);
-}
-
-nlohmann::json spw_report_json(const SpwModel& m, const std::string& path) {
-  nlohmann::json j;
-  int64_t dense = dense_fp32_bytes(m);
-  j["file"] = path;
-  j["file_bytes"] = m.file_bytes;
-  j["dense_fp32_bytes"] = dense;
-  j["ratio"] = m.file_bytes ? static_cast<double>(dense) / static_cast<double>(m.file_bytes) : 0.0;
-  j["layers"] = nlohmann::json::array();
-  for (size_t i = 0; i < m.tensors.size(); ++i) {
-    const CompressedTensor& t = m.tensors[i];
-    const TensorStorage& s = m.storage[i];
-    TensorSizes z = tensor_sizes(t, s);
-    j["layers"].push_back({{"name", t.name},
-                           {"shape", t.shape},
-                           {"weights", z.weights},
-                           {"kept", z.nonzeros},
-                           {"kept_fraction", z.weights ? static_cast<double>(z.nonzeros) / z.weights : 0.0},
-                           {"layout", t.layout == WeightLayout::sparse ? "sparse" : "dense"},
-                           {"partitions", t.partitions.size()},
-                           {"weight_bits", t.weight_bits},
-                           {"index_bits", t.index_bits},
-                           {"huffman_codes", s.huffman_codes},
-                           {"huffman_gaps", s.huffman_gaps},
-                           {"stored_weight_bits", z.code_bits_per_entry},
-                           {"stored_index_bits", z.gap_bits_per_entry},
-                           {"entries", z.entries},
-                           {"fillers", z.fillers},
-                           {"pq_bytes", z.pq_bits / 8},
-                           {"stored_bytes", z.stored_bits / 8},
-                           {"dense_bytes", z.dense_bits() / 8}});
-  }
-  const ByteBreakdown& b = m.breakdown;
-  j["breakdown"] = {{"codes", b.codes},
-                    {"gaps", b.gaps},
-                    {"fillers", b.fillers},
-                    {"pointers", b.pointers},
-                    {"codebooks", b.codebooks},
-                    {"biases", b.biases},
-                    {"dense_weights", b.dense_weights},
-                    {"graph", b.graph},
-                    {"headers", b.headers}};
-  auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
-  if (!meta.is_discarded()) j["metadata"] = meta;
-  return j;
 }
 
 }  // namespace sparrow::cli

@@ -163,6 +163,7 @@ Result<CompressResult> compress_model(const Model& model, const CompressOptions&
       result.spw.graph.initializers.erase(layer.weight);
     }
     result.layers.push_back(report);
+    if (options.on_layer) options.on_layer(layer.weight, result.layers.size(), layers.size());
   }
   return result;
 }

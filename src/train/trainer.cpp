@@ -272,6 +272,7 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
       fmt::print(stderr, "epoch {}/{}: loss {:.4f}, train {:.2f}%{} ({:.1f} s)\n", r.epoch, o.epochs, r.loss,
                  100 * r.train_accuracy, val ? fmt::format(", validation {:.2f}%", 100 * r.val_accuracy) : "",
                  r.seconds);
+    if (o.on_epoch) o.on_epoch(r);
     reports.push_back(r);
   }
   return reports;

@@ -1,0 +1,143 @@
+#include "api/report_page.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "api/inspect.h"
+#include "core/file.h"
+#include "core/svg_plot.h"
+#include "sparrow/format.h"
+#include "sparrow/onnx.h"
+
+namespace sparrow::api {
+
+namespace {
+
+std::string file_name_for(const std::string& layer) {
+  std::string s = layer;
+  for (char& c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') c = '_';
+  return s + ".svg";
+}
+
+std::string html_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+// How many non-zero weights of the decompressed tensor equal each codebook entry (entry 0 is zero).
+Result<std::vector<int64_t>> code_counts(const CompressedTensor& t) {
+  SP_ASSIGN_OR_RETURN(std::vector<uint8_t> codes, decode_codes(t));
+  std::vector<int64_t> counts(t.codebook.size(), 0);
+  for (uint8_t c : codes)
+    if (c != 0 && c < counts.size()) ++counts[c];
+  return counts;
+}
+
+// The weight-sharing plot of one compressed tensor, with the source's weights when it has them.
+Result<std::string> layer_plot(const CompressedTensor& t, const Model* source, int bins) {
+  SP_ASSIGN_OR_RETURN(std::vector<int64_t> counts, code_counts(t));
+  std::vector<float> centroids(t.codebook.begin() + 1, t.codebook.end());
+  counts.erase(counts.begin());
+  std::optional<Histogram> dense;
+  if (source != nullptr) {
+    auto it = source->initializers.find(t.name);
+    if (it != source->initializers.end() && it->second.dtype() == DType::f32 && it->second.numel() > 0) {
+      std::vector<float> w(it->second.f32_data(), it->second.f32_data() + it->second.numel());
+      auto [lo, hi] = std::minmax_element(w.begin(), w.end());
+      dense = make_histogram(w, *lo, *hi, bins);
+    }
+  }
+  std::string title =
+      fmt::format("{}: {} weights, {:.1f}% kept, {} bits", t.name, t.numel(),
+                  100.0 * static_cast<double>(t.nonzeros()) / static_cast<double>(t.numel()), t.weight_bits);
+  return svg_weight_sharing_plot(title, dense ? &*dense : nullptr, centroids, counts);
+}
+
+std::string html_page(const nlohmann::json& j, const std::vector<std::string>& plots) {
+  std::string h =
+      "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sparrow report</title>\n"
+      "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
+      "td:first-child,th:first-child{text-align:left}</style></head><body>\n";
+  h += fmt::format("<h1>{}</h1>\n<p>{} bytes, {:.1f}x smaller than {} bytes of float32 parameters.</p>\n",
+                   html_escape(j["file"].get<std::string>()), j["file_bytes"].get<int64_t>(),
+                   j["ratio"].get<double>(), j["dense_fp32_bytes"].get<int64_t>());
+  h += "<table>\n<tr><th>layer</th><th>weights</th><th>kept</th><th>weight bits</th><th>index bits</th>"
+       "<th>layout</th><th>fillers</th><th>bytes</th><th>% of float32</th></tr>\n";
+  for (const auto& l : j["layers"])
+    h += fmt::format(
+        "<tr><td>{}</td><td>{}</td><td>{:.2f}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+        "<td>{:.2f}%</td></tr>\n",
+        html_escape(l["name"].get<std::string>()), l["weights"].get<int64_t>(),
+        100 * l["kept_fraction"].get<double>(), l["weight_bits"].get<int>(), l["index_bits"].get<int>(),
+        l["layout"].get<std::string>(), l["fillers"].get<int64_t>(), l["stored_bytes"].get<int64_t>(),
+        100.0 * l["stored_bytes"].get<double>() / std::max(l["dense_bytes"].get<double>(), 1.0));
+  h += "</table>\n<p>Bytes of the file:";
+  for (const auto& [key, value] : j["breakdown"].items())
+    h += fmt::format(" {} {},", key, value.get<int64_t>());
+  h.back() = '.';
+  h += "</p>\n";
+  for (const auto& p : plots) h += fmt::format("<p><img src=\"{}\"></p>\n", html_escape(p));
+  return h + "</body></html>\n";
+}
+
+}  // namespace
+
+Result<ReportFiles> write_report(const ReportRequest& request) {
+  SP_ASSIGN_OR_RETURN(SpwModel m, read_spw(request.model));
+  std::optional<Model> source;
+  if (!request.source.empty()) {
+    SP_ASSIGN_OR_RETURN(Model s, load_onnx(request.source));
+    source = std::move(s);
+  }
+  ReportFiles out;
+  out.directory = request.dir.empty() ? request.model + ".report" : request.dir;
+  const std::string& dir = out.directory;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return errorf("{}: cannot create the directory ({})", dir, ec.message());
+  std::vector<std::string> plots;
+  OutputSet files;  // the page, its JSON and every plot, or none of them
+  for (const CompressedTensor& t : m.tensors) {
+    auto svg = layer_plot(t, source ? &*source : nullptr, request.bins);
+    if (!svg.ok()) return svg.status().prefixed(request.model);
+    // Names that differ only in characters a file name cannot hold get a number.
+    std::string name = file_name_for(t.name);
+    for (int k = 2; std::find(plots.begin(), plots.end(), name) != plots.end(); ++k)
+      name = file_name_for(t.name + "_" + std::to_string(k));
+    plots.push_back(name);
+    SP_RETURN_IF_ERROR(files.add(dir + "/" + plots.back(), *svg));
+  }
+  nlohmann::json j = spw_report_json(m, request.model);
+  out.page = dir + "/index.html";
+  out.json = dir + "/report.json";
+  SP_RETURN_IF_ERROR(files.add(out.json, j.dump(2) + "\n"));
+  SP_RETURN_IF_ERROR(files.add(out.page, html_page(j, plots)));
+  SP_RETURN_IF_ERROR(files.commit_all());
+  for (const auto& p : plots) out.plots.push_back(dir + "/" + p);
+  return out;
+}
+
+}  // namespace sparrow::api
