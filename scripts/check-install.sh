@@ -34,4 +34,13 @@ version=$(pkg-config --modversion sparrow)
 grep -q "^built against sparrow $version\$" "$work/cmake-run.txt"
 cmp "$work/cmake-run.txt" "$work/pkg-config-run.txt"
 grep -q "^output \[" "$work/cmake-run.txt"
+site="$prefix/lib/python3/dist-packages"
+if [ -d "$site/sparrow" ]; then
+  PYTHONPATH="$site" "${SPARROW_PYTHON:-/usr/bin/python3}" -c "
+import sys, sparrow
+assert sparrow.__file__.startswith('$site'), sparrow.__file__
+model = sparrow.load('$work/model.spw')
+print('python: output', list(model.run(sparrow.empty([1] + model.inputs[0]['shape'][1:])).shape))
+"
+fi
 echo "check-install: find_package(Sparrow) and pkg-config consumers both ran $work/model.spw"

@@ -14,7 +14,7 @@ target=$1 seconds=$2
 shift 2
 cd "$(dirname "$0")/.."
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARROW_BUILD_FUZZERS=ON \
-  -DSPARROW_WITH_TRAINING=OFF -DSPARROW_WITH_BENCHMARKS=OFF -DSPARROW_BUILD_TESTS=OFF >/dev/null
+  -DSPARROW_WITH_TRAINING=OFF -DSPARROW_WITH_PYTHON=OFF -DSPARROW_WITH_BENCHMARKS=OFF -DSPARROW_BUILD_TESTS=OFF >/dev/null
 cmake --build build-fuzz -j "${SPARROW_JOBS:-2}" --target "fuzz_$target" sparrow_fuzz_seeds
 build-fuzz/fuzz/sparrow_fuzz_seeds build-fuzz/fuzz/seeds
 mkdir -p "build-fuzz/corpus/$target"

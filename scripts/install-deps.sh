@@ -12,6 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   libdnnl-dev ocl-icd-opencl-dev python3-torchvision
+  pybind11-dev python3-pytest python3-pip python3-setuptools python3-wheel
 )
 
 sudo_cmd=()

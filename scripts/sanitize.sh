@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARROW_SANITIZE=ON \
-  -DSPARROW_WITH_TRAINING=OFF -DSPARROW_WITH_BENCHMARKS=OFF >/dev/null
+  -DSPARROW_WITH_TRAINING=OFF -DSPARROW_WITH_PYTHON=OFF -DSPARROW_WITH_BENCHMARKS=OFF >/dev/null
 cmake --build build-asan -j "${SPARROW_JOBS:-2}"
 export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1

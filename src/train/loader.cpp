@@ -11,13 +11,19 @@ namespace sparrow {
 
 namespace {
 
-// Candidates in order: $SPARROW_TRAINING_LIB, next to the running executable, the build tree.
+// Candidates in order: $SPARROW_TRAINING_LIB, next to the running executable, next to the shared
+// object this loader is linked into (the Python package's extension module), the build tree.
 std::vector<std::string> candidates() {
   std::vector<std::string> paths;
   if (const char* env = std::getenv("SPARROW_TRAINING_LIB")) paths.emplace_back(env);
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) paths.push_back((exe.parent_path() / "libsparrow_training.so").string());
+  Dl_info self{};
+  if (dladdr(reinterpret_cast<void*>(&candidates), &self) != 0 && self.dli_fname != nullptr) {
+    auto beside = std::filesystem::path(self.dli_fname).parent_path() / "libsparrow_training.so";
+    if (paths.empty() || beside.string() != paths.back()) paths.push_back(beside.string());
+  }
 #ifdef SPARROW_TRAINING_LIB_BUILD_PATH
   paths.emplace_back(SPARROW_TRAINING_LIB_BUILD_PATH);
 #endif
