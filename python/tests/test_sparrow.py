@@ -178,6 +178,12 @@ def test_report_writes_its_files(lenet_spw, tmp_path):
     result = sparrow.report(lenet_spw, tmp_path / "report", source=corpus("lenet5_op13.onnx"))
     assert Path(result["page"]).exists() and Path(result["json"]).exists()
     assert len(result["plots"]) == 4 and all(Path(p).read_text().startswith("<svg") for p in result["plots"])
+    rows = Path(result["csv"]).read_text().splitlines()
+    assert rows[0] == "layer,index,value,weights"
+    info = sparrow.inspect(lenet_spw)
+    for layer in info["layers"]:
+        counts = [int(r.split(",")[3]) for r in rows[1:] if r.startswith(layer["name"] + ",")]
+        assert sum(counts) == layer["kept"], layer["name"]
 
 
 def test_export_gives_the_dense_model(lenet_spw, tmp_path):

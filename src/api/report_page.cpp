@@ -76,6 +76,15 @@ Result<std::string> layer_plot(const CompressedTensor& t, const Model* source, i
   return svg_weight_sharing_plot(title, dense ? &*dense : nullptr, centroids, counts);
 }
 
+// One row per shared value of the layer: layer, index in the codebook, value, weights that use it.
+Result<std::string> shared_values_csv_rows(const CompressedTensor& t) {
+  SP_ASSIGN_OR_RETURN(std::vector<int64_t> counts, code_counts(t));
+  std::string rows;
+  for (size_t k = 1; k < t.codebook.size(); ++k)
+    rows += fmt::format("{},{},{},{}\n", t.name, k, t.codebook[k], counts[k]);
+  return rows;
+}
+
 std::string html_page(const nlohmann::json& j, const std::vector<std::string>& plots) {
   std::string h =
       "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sparrow report</title>\n"
@@ -119,6 +128,7 @@ Result<ReportFiles> write_report(const ReportRequest& request) {
   std::filesystem::create_directories(dir, ec);
   if (ec) return errorf("{}: cannot create the directory ({})", dir, ec.message());
   std::vector<std::string> plots;
+  std::string csv = "layer,index,value,weights\n";
   OutputSet files;  // the page, its JSON and every plot, or none of them
   for (const CompressedTensor& t : m.tensors) {
     auto svg = layer_plot(t, source ? &*source : nullptr, request.bins);
@@ -128,11 +138,15 @@ Result<ReportFiles> write_report(const ReportRequest& request) {
     for (int k = 2; std::find(plots.begin(), plots.end(), name) != plots.end(); ++k)
       name = file_name_for(t.name + "_" + std::to_string(k));
     plots.push_back(name);
+    SP_ASSIGN_OR_RETURN(std::string rows, shared_values_csv_rows(t));
+    csv += rows;
     SP_RETURN_IF_ERROR(files.add(dir + "/" + plots.back(), *svg));
   }
   nlohmann::json j = spw_report_json(m, request.model);
   out.page = dir + "/index.html";
   out.json = dir + "/report.json";
+  out.csv = dir + "/shared_values.csv";
+  SP_RETURN_IF_ERROR(files.add(out.csv, csv));
   SP_RETURN_IF_ERROR(files.add(out.json, j.dump(2) + "\n"));
   SP_RETURN_IF_ERROR(files.add(out.page, html_page(j, plots)));
   SP_RETURN_IF_ERROR(files.commit_all());

@@ -1,6 +1,6 @@
 // The report of a compressed model: per layer an SVG of the shared values and how many weights use
-// each (above the source model's weight histogram when given), a JSON file (api/inspect.h) and one
-// HTML page with the per-layer table and byte breakdown.
+// each (above the source model's weight histogram when given), the same as CSV, a JSON file
+// (api/inspect.h) and one HTML page with the per-layer table and byte breakdown.
 #pragma once
 
 #include <string>
@@ -20,6 +20,7 @@ struct ReportRequest {
 // The files written (paths under `directory`).
 struct ReportFiles {
   std::string directory, page, json;
+  std::string csv;  // shared_values.csv: layer, index, value, weights (one row per shared value)
   std::vector<std::string> plots;
 };
 

@@ -52,8 +52,10 @@ int run(const SensitivityArgs& a, const GlobalOptions& global) {
   if (!a.plot.empty()) {
     std::vector<double> x;
     for (double v : a.sparsities) x.push_back(100 * v);
+    const ReferenceLine allowed{100 * r->baseline_accuracy - a.drop,
+                                fmt::format("allowed: -{:g} points", a.drop)};
     auto svg = svg_line_plot("Sensitivity: each layer pruned alone (no retraining)", "sparsity (%)",
-                             "validation accuracy (%)", x, series, false);
+                             "validation accuracy (%)", x, series, false, false, {allowed});
     if (auto s = files.add(a.plot, svg); !s.ok()) return report_error(s);
   }
   if (auto s = files.commit_all(); !s.ok()) return report_error(s);

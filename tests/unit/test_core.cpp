@@ -138,6 +138,60 @@ TEST(SvgPlot, HistogramCountsEveryValueInRangeOnce) {
   EXPECT_EQ(svg_weight_sharing_plot("t", nullptr, {}, {}).find("source model"), std::string::npos);
 }
 
+TEST(SvgPlot, RoundTicksStepByOneTwoOrFiveAndCoverTheRange) {
+  EXPECT_EQ(round_ticks(0, 107), (std::vector<double>{0, 50, 100, 150}));
+  EXPECT_EQ(round_ticks(0, 100), (std::vector<double>{0, 20, 40, 60, 80, 100}));
+  EXPECT_EQ(round_ticks(0, 99.2), (std::vector<double>{0, 20, 40, 60, 80, 100}));
+  EXPECT_EQ(round_ticks(0, 4, 4), (std::vector<double>{0, 1, 2, 3, 4}));
+  std::vector<double> t = round_ticks(-0.37, 0.41, 6);
+  ASSERT_GE(t.size(), 2u);
+  EXPECT_LE(t.front(), -0.37);
+  EXPECT_GE(t.back(), 0.41);
+  EXPECT_NEAR(t[1] - t[0], 0.2, 1e-12);
+  t = round_ticks(5, 5);
+  ASSERT_GE(t.size(), 2u) << "an empty range still gets an axis";
+  EXPECT_LE(t.front(), 5);
+  EXPECT_GT(t.back(), 5);
+}
+
+// The y tick labels of a plot (text anchored at the end, left of the axis).
+std::vector<std::string> y_tick_labels(const std::string& svg) {
+  std::vector<std::string> labels;
+  for (size_t at = svg.find("text-anchor=\"end\">"); at != std::string::npos;
+       at = svg.find("text-anchor=\"end\">", at + 1)) {
+    size_t begin = svg.find('>', at) + 1;
+    labels.push_back(svg.substr(begin, svg.find('<', begin) - begin));
+  }
+  return labels;
+}
+
+TEST(SvgPlot, AccuracyAxisEndsAtARoundTickAndShowsTheReferenceLine) {
+  std::string svg =
+      svg_line_plot("t", "sparsity (%)", "accuracy (%)", {0, 50, 90}, {{"fc1", {99.2, 98.0, 60.0}}}, false,
+                    false, {{98.7, "allowed: -0.5 points"}});
+  EXPECT_EQ(y_tick_labels(svg), (std::vector<std::string>{"0", "20", "40", "60", "80", "100"}));
+  EXPECT_NE(svg.find("allowed: -0.5 points"), std::string::npos);
+  EXPECT_NE(svg.find("stroke-dasharray=\"6,4\""), std::string::npos);
+}
+
+TEST(SvgPlot, ManySharedValuesBecomeARugInsteadOfDashedLines) {
+  Histogram h = make_histogram({-1.0f, 0.0f, 1.0f}, -1.0, 1.0, 8);
+  std::vector<float> few(16), many(255);
+  for (size_t i = 0; i < few.size(); ++i) few[i] = -1.0f + 2.0f * i / few.size();
+  for (size_t i = 0; i < many.size(); ++i) many[i] = -1.0f + 2.0f * i / many.size();
+  auto count = [](const std::string& s, const std::string& what) {
+    size_t n = 0;
+    for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+    return n;
+  };
+  std::string dashed = svg_weight_sharing_plot("t", &h, few, std::vector<int64_t>(few.size(), 1));
+  std::string rug = svg_weight_sharing_plot("t", &h, many, std::vector<int64_t>(many.size(), 1));
+  EXPECT_EQ(count(dashed, "stroke-dasharray=\"3,3\""), few.size());
+  EXPECT_EQ(count(rug, "stroke-dasharray"), 0u);
+  EXPECT_NE(rug.find("ticks below the axis"), std::string::npos);
+  for (const auto& label : y_tick_labels(rug)) EXPECT_EQ(label.find('.'), std::string::npos) << label;
+}
+
 TEST(Half, ConvertsSpecialAndOrdinaryValues) {
   EXPECT_EQ(half_to_float(0x3C00), 1.0f);
   EXPECT_EQ(half_to_float(0xC000), -2.0f);
