@@ -218,8 +218,9 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
   auto m = std::make_shared<ModelBench>();
   auto flags = std::make_shared<std::array<bool, 3>>();  // eie, crossover, json
   auto* cmd = app.add_subcommand("bench", "Time the sparse engine against dense and sparse peers");
-  cmd->add_option("model", m->model, "A compressed model (.spw) to time against its dense form");
-  cmd->add_flag("--eie", (*flags)[0], "The nine benchmark layers of [EIE]");
+  auto* model =
+      cmd->add_option("model", m->model, "A compressed model (.spw) to time against its dense form");
+  auto* eie = cmd->add_flag("--eie", (*flags)[0], "The nine benchmark layers of [EIE]");
   cmd->add_flag("--crossover", (*flags)[1], "Sparse vs dense over weight densities (4096 x 4096)");
   cmd->add_option("--batch", o->batches, "Batch sizes, e.g. 1,64")
       ->delimiter(',')
@@ -231,9 +232,13 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--repeats", o->repeats,
                   "Least timed runs per measurement, each also timed for at least 0.2 s (median reported)")
       ->check(CLI::Range(1, 10000));
-  cmd->add_option("--layers", o->layers, "Only these --eie layers, e.g. Alex-6,VGG-7")->delimiter(',');
-  cmd->add_option("--input", m->input, "For a model: .npy rows to feed (default: uniform random)");
-  cmd->add_flag("--profile", m->profile, "For a model: each layer's time per run too, slowest first");
+  cmd->add_option("--layers", o->layers, "Only these --eie layers, e.g. Alex-6,VGG-7")
+      ->delimiter(',')
+      ->needs(eie);
+  cmd->add_option("--input", m->input, "For a model: .npy rows to feed (default: uniform random)")
+      ->needs(model);
+  cmd->add_flag("--profile", m->profile, "For a model: each layer's time per run too, slowest first")
+      ->needs(model);
   cmd->add_flag("--json", (*flags)[2], "Print one JSON object");
   return {cmd, [o, m, flags, cmd, &global]() -> int {
             o->progress = show_progress(global);
@@ -246,7 +251,6 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
               if (cmd->get_option("--threads")->count() > 0) m->threads = o->threads;
               return bench_model(*m, global, json);
             }
-            if (m->profile) return report_error(errorf("bench: --profile times the layers of a model file"));
             auto results = (*flags)[0] ? run_eie_bench(*o) : run_crossover_bench(*o);
             if (json)
               fmt::print("{}\n", results.dump(2));

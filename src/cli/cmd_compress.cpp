@@ -121,8 +121,9 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
                   "Per-layer override NAME:key=value,... (sparsity, quality, bits, exclude)");
   cmd->add_option("--recipe", a->recipe, "JSON file with the same settings (options given here win)");
   cmd->add_flag("--json", a->json, "Print the inspect report as JSON");
-  cmd->add_option("--data", a->data.dir,
-                  "IDX data (train-*, t10k-*): retrain after each pruning step and fine-tune the codebooks");
+  auto* data = cmd->add_option(
+      "--data", a->data.dir,
+      "IDX data (train-*, t10k-*): retrain after each pruning step and fine-tune the codebooks");
   add_data_options(cmd, a->data);
   cmd->add_option("--prune-steps", a->retrain.prune_steps, "Iterative pruning steps (cubic sparsity ramp)")
       ->check(CLI::Range(1, 100));
@@ -132,6 +133,10 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   a->retrain.finetune.lr = 0.001;
   add_train_options(cmd, a->retrain.retrain, "retrain-");
   add_train_options(cmd, a->retrain.finetune, "finetune-");
+  // Settings of the retraining mean nothing without data to retrain on.
+  for (const char* name : {"--scale", "--shift", "--limit", "--validation", "--prune-steps",
+                           "--retrain-epochs", "--retrain-lr", "--finetune-epochs", "--finetune-lr"})
+    cmd->get_option(name)->needs(data);
   return {cmd, [a, &global]() { return run_compress(*a, global); }};
 }
 

@@ -38,9 +38,11 @@ Command add_report(CLI::App& app, const GlobalOptions& global) {
       app.add_subcommand("report", "Write a compressed model's plots and summary page (SVG, HTML, JSON)");
   cmd->add_option("file", a->model, "Compressed model (.spw)")->required();
   cmd->add_option("-o,--output", a->dir, "Output directory (default: FILE.report)");
-  cmd->add_option("--source", a->source,
-                  "The uncompressed ONNX model, to plot its weights behind the shared values");
-  cmd->add_option("--bins", a->bins, "Histogram bins for the source weights")->check(CLI::Range(2, 10000));
+  auto* source = cmd->add_option("--source", a->source,
+                                 "The uncompressed ONNX model, to plot its weights behind the shared values");
+  cmd->add_option("--bins", a->bins, "Histogram bins for the source weights")
+      ->check(CLI::Range(2, 10000))
+      ->needs(source);
   cmd->add_flag("--json", *json, "Print one JSON object: the files written");
   return {cmd, [a, json, &global]() { return run(*a, *json, global); }};
 }

@@ -182,6 +182,8 @@ int run_model(const sim::Config& c, const SimArgs& a, const GlobalOptions& globa
   }
   std::vector<sim::LayerStats> rows;
   for (const auto& l : *layers) rows.push_back(l.stats);
+  if (!a.csv.empty())
+    if (auto s = write_file_atomic(a.csv, sim::stats_csv(rows)); !s.ok()) return report_error(s);
   print_layers(c, rows);
   int64_t cycles = 0;
   double energy = 0;
@@ -229,16 +231,18 @@ int run_sim(const SimArgs& a, const GlobalOptions& global) {
 Command add_sim(CLI::App& app, const GlobalOptions& global) {
   auto a = std::make_shared<SimArgs>();
   auto* cmd = app.add_subcommand("sim", "Cycle-level simulation of the EIE accelerator");
-  cmd->add_option("model", a->model, "Compressed model (.spw): simulate its compressed FC layers");
-  cmd->add_flag("--eie", a->eie, "The nine benchmark layers of [EIE]");
+  auto* model =
+      cmd->add_option("model", a->model, "Compressed model (.spw): simulate its compressed FC layers");
+  auto* eie = cmd->add_flag("--eie", a->eie, "The nine benchmark layers of [EIE]")->excludes(model);
   cmd->add_option("--config", a->config,
                   "Architecture config (JSON); default: the paper's 64-PE, 800 MHz design");
-  cmd->add_option("--layers", a->layers, "Only these --eie layers")->delimiter(',');
-  cmd->add_option("--sweep", a->sweep,
-                  "Sweep one parameter: fifo=1,2,4,... | pes=1,2,4,... | width=32,64,...");
-  cmd->add_option("--plot", a->plot, "With --sweep: write an SVG plot here");
+  cmd->add_option("--layers", a->layers, "Only these --eie layers")->delimiter(',')->needs(eie);
+  auto* sweep = cmd->add_option("--sweep", a->sweep,
+                                "Sweep one parameter: fifo=1,2,4,... | pes=1,2,4,... | width=32,64,...")
+                    ->needs(eie);
+  cmd->add_option("--plot", a->plot, "With --sweep: write an SVG plot here")->needs(sweep);
   cmd->add_option("--csv", a->csv, "Write per-layer statistics as CSV here");
-  cmd->add_option("--input", a->input, "With a model: .npy input (default: uniform random)");
+  cmd->add_option("--input", a->input, "With a model: .npy input (default: uniform random)")->needs(model);
   cmd->add_flag("--json", a->json_out, "Print one JSON object");
   cmd->add_flag("--print-config", a->print_config, "Print the configuration in use and exit");
   return {cmd, [a, &global]() { return run_sim(*a, global); }};

@@ -1,8 +1,10 @@
 // sparrow: the command-line interface. Each subcommand lives in cmd_<name>.cpp.
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "core/file.h"
@@ -20,6 +22,37 @@ constexpr AddCommand kCommands[] = {
     sparrow::cli::add_sim,      sparrow::cli::add_train,   sparrow::cli::add_sensitivity,
     sparrow::cli::add_dsd,      sparrow::cli::add_repro,   sparrow::cli::add_digits,
     sparrow::cli::add_report};
+
+// Global options that only some commands use, and those commands: given to any other command they
+// would be ignored, so they are refused. (--quiet, --verbose and --max-input apply to every command.)
+struct GlobalOptionScope {
+  const char* option;
+  std::vector<std::string> commands;
+};
+const std::vector<GlobalOptionScope>& global_option_scopes() {
+  static const std::vector<std::string> run_models = {"info", "run", "eval", "bench"};
+  static const std::vector<GlobalOptionScope> scopes = {
+      {"--dense", run_models},
+      {"--weight-memory", run_models},
+      {"--batch-chunk", run_models},
+      {"--threads",
+       {"info", "run", "eval", "bench", "compress", "sim", "train", "sensitivity", "dsd", "repro"}},
+  };
+  return scopes;
+}
+
+// "--dense has no effect on 'inspect' ..." for the first global option given to a command that
+// does not use it; "" when there is none.
+std::string ignored_global_option(const CLI::App& app, const std::string& command) {
+  for (const GlobalOptionScope& scope : global_option_scopes()) {
+    if (app.get_option(scope.option)->count() == 0) continue;
+    if (std::find(scope.commands.begin(), scope.commands.end(), command) != scope.commands.end()) continue;
+    std::string users;
+    for (const auto& c : scope.commands) users += (users.empty() ? "" : ", ") + c;
+    return std::string(scope.option) + " has no effect on '" + command + "' (it applies to " + users + ")";
+  }
+  return "";
+}
 
 // The option named by a command-line word ("--x", "--x=v", "-q"), looked up in the app and in
 // every command; nullptr when none has it.
@@ -120,6 +153,12 @@ int main(int argc, char** argv) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help and --version
     return usage_error(app, e, argc, argv);
   }
+  for (const auto& command : commands)
+    if (command.app->parsed())
+      if (const std::string ignored = ignored_global_option(app, command.app->get_name()); !ignored.empty()) {
+        std::fprintf(stderr, "sparrow: error: %s\n", ignored.c_str());
+        return 1;
+      }
   global.weight_memory_given = app.get_option("--weight-memory")->count() > 0;
   if (verbose) sparrow::set_log_level(sparrow::LogLevel::info);
   sparrow::protect_inputs(true);  // no output of a command replaces a file it read

@@ -249,7 +249,17 @@ TEST_F(CliBadInput, UsageErrorsSaySparrowErrorAndExitOne) {
         Case{"--threads 2 frobnicate", "unknown command 'frobnicate'"},
         Case{"compress " + model, "--output is required"},
         Case{"compress " + model + " -o " + dir_ + "/c.spw --sparsity 0.9 --quality 1", "excludes"},
-        Case{"info " + model + " --threads 5000", "--threads"}}) {
+        Case{"info " + model + " --threads 5000", "--threads"},
+        // Options the command would ignore are refused.
+        Case{"--dense inspect m.spw", "--dense has no effect on 'inspect'"},
+        Case{"export m.spw -o x.onnx --threads 2", "--threads has no effect on 'export'"},
+        Case{"compress " + model + " -o " + dir_ + "/c.spw --prune-steps 2", "--prune-steps requires --data"},
+        Case{"compress " + model + " -o " + dir_ + "/c.spw --retrain-epochs 1",
+             "--retrain-epochs requires --data"},
+        Case{"sim m.spw --layers Alex-6", "--layers requires --eie"}, Case{"sim --eie m.spw", "excludes"},
+        Case{"sim --eie --plot p.svg", "--plot requires --sweep"},
+        Case{"sim --eie --input x.npy", "--input requires model"},
+        Case{"report m.spw --bins 10", "--bins requires --source"}}) {
     auto r = test::run_cli(c.args);
     EXPECT_EQ(r.exit_code, 1) << c.args << ": " << r.output;
     EXPECT_EQ(r.output.rfind("sparrow: error: ", 0), 0u) << c.args << ": " << r.output;
