@@ -3,6 +3,7 @@
 #include "compress/recipe.h"
 #include "core/file.h"
 #include "core/hash.h"
+#include "sparrow/executor.h"
 #include "sparrow/onnx.h"
 #include "sparrow/version.h"
 
@@ -62,6 +63,11 @@ Result<CompressOutcome> compress_file(const CompressRequest& r) {
       SP_ASSIGN_OR_RETURN(out.accuracy_after, classification_accuracy(std::move(dense), *r.test, r.threads));
     }
   }
+  // A file the engine cannot run is not written: every operator and attribute is checked now.
+  ExecOptions check{1};
+  if (auto runnable = Executor::create(out.result.spw, check); !runnable.ok())
+    return errorf("{}: the engine cannot run the compressed model, so {} was not written: {}", r.model,
+                  r.output, runnable.status().message());
   SP_RETURN_IF_ERROR(write_spw(out.result.spw, r.output, r.options.huffman));
   return out;
 }

@@ -35,7 +35,8 @@ struct CompressOutcome {
 // The options a recipe (a JSON object, as `--recipe` files hold) asks for; errors name `where`.
 Result<CompressOptions> options_from_recipe(const nlohmann::json& recipe, const std::string& where);
 
-// Compresses request.model and writes request.output; errors name the files.
+// Compresses request.model and writes request.output, unless the engine could not run the result
+// (an operator or attribute it does not know); errors name the files.
 Result<CompressOutcome> compress_file(const CompressRequest& request);
 
 }  // namespace sparrow::api

@@ -267,6 +267,20 @@ TEST_F(CliBadInput, UsageErrorsSaySparrowErrorAndExitOne) {
   }
 }
 
+TEST_F(CliBadInput, CompressRefusesToWriteWhatTheEngineCannotRun) {
+  Model m = test::small_cnn();
+  m.nodes.back().outputs = {"g"};
+  m.nodes.push_back(Node{"det", "Det", "", {"g"}, {"y"}, {}});  // an operator the engine lacks
+  ASSERT_TRUE(save_onnx(m, dir_ + "/det.onnx").ok());
+  auto r = test::run_cli("-q compress " + dir_ + "/det.onnx -o " + dir_ + "/det.spw --sparsity 0.5");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("the engine cannot run"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Det"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/det.spw"));
+  auto ok = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/m.spw --sparsity 0.5");
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+}
+
 TEST_F(CliBadInput, NonFiniteImagesAreRefused) {
   // Float IDX images [2, 8, 8] with a NaN, and labels [2].
   auto idx = [](uint8_t type, std::vector<uint32_t> dims, const std::string& data) {
