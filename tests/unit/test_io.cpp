@@ -6,6 +6,8 @@
 
 #include <zlib.h>
 
+#include <nlohmann/json.hpp>
+
 #include "test_util.h"
 
 namespace sparrow {
@@ -209,6 +211,26 @@ TEST(Onnx, SaveIsAtomicAndReportsUnwritablePaths) {
   EXPECT_NE(bad.message().find("no/such/dir"), std::string::npos);
   for (const auto& e : std::filesystem::directory_iterator(dir))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << "temporary file left behind";
+}
+
+}  // namespace
+}  // namespace sparrow
+
+namespace sparrow {
+namespace {
+
+TEST(SyntheticDigits, JsonListsTheFilesWrittenWithTheirCounts) {
+  const std::string dir = test::temp_dir("digits_json");
+  auto r = test::run_cli("digits " + dir + " --train 30 --test 10 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["train"], 30);
+  EXPECT_EQ(j["test"], 10);
+  ASSERT_EQ(j["files"].size(), 4u);
+  for (const auto& f : j["files"]) EXPECT_TRUE(std::filesystem::exists(f.get<std::string>())) << f;
+  auto labels = read_idx_labels(j["files"][3].get<std::string>());
+  ASSERT_TRUE(labels.ok()) << labels.status().message();
+  EXPECT_EQ(labels->size(), 10u);
 }
 
 }  // namespace
