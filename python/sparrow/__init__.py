@@ -34,6 +34,7 @@ __all__ = [
     "bench",
     "compress",
     "empty",
+    "eval",
     "export",
     "inspect",
     "load",
@@ -272,6 +273,45 @@ def bench(
         "p90_ms": float(np.percentile(times, 90)),
         "max_ms": float(times.max()),
         "machine": machine(),
+    }
+
+
+def eval(
+    model: Union[PathLike, Model],
+    data: Union[PathLike, ArrayLike],
+    labels: Union[PathLike, ArrayLike],
+    *,
+    batch: int = 256,
+    threads: int = 0,
+) -> Dict[str, Any]:
+    """Top-1 accuracy of a classifier (its first output holds the class scores) on ``data`` (inputs
+    laid out and normalized as the model expects, along axis 0) against ``labels`` (one class index
+    per input); arrays or .npy paths. Returns ``accuracy``, ``correct``, ``total``, ``seconds`` and
+    ``images_per_second``, as ``sparrow eval --json`` does."""
+    import time
+
+    m = model if isinstance(model, Model) else load(model, threads=threads)
+    x, y = _array(data, "data"), _array(labels, "labels")
+    if x.ndim < 1 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise Error(f"eval: {x.shape[0] if x.ndim else 0} inputs and labels of shape {list(y.shape)} "
+                    "(one label per input expected)")
+    if batch < 1:
+        raise Error("eval: batch must be >= 1")
+    correct = 0
+    start = time.perf_counter()
+    for begin in range(0, x.shape[0], batch):
+        scores = m.run(x[begin : begin + batch])
+        first = scores[0] if isinstance(scores, list) else scores
+        correct += int(np.count_nonzero(first.reshape(first.shape[0], -1).argmax(axis=1) == y[begin : begin + batch]))
+    seconds = time.perf_counter() - start
+    total = int(x.shape[0])
+    return {
+        "model": m.path,
+        "accuracy": correct / total if total else 0.0,
+        "correct": correct,
+        "total": total,
+        "seconds": seconds,
+        "images_per_second": total / seconds if seconds > 0 else 0.0,
     }
 
 

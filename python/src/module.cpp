@@ -418,8 +418,11 @@ std::string simulate(const std::string& path, const std::string& config, std::op
 std::string report(const std::string& model, const std::string& dir, const std::string& source, int bins) {
   api::ReportRequest request{model, dir, source, bins};
   api::ReportFiles f = unwrap(api::write_report(request));
-  return nlohmann::json{
-      {"directory", f.directory}, {"page", f.page}, {"json", f.json}, {"csv", f.csv}, {"plots", f.plots}}
+  return nlohmann::json{{"directory", f.directory},
+                        {"page", f.page},
+                        {"json", f.json},
+                        {"plots", f.plots},
+                        {"tables", f.tables}}
       .dump();
 }
 

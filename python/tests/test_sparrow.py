@@ -158,6 +158,36 @@ def test_compress_with_retraining_from_numpy(tmp_path):
     assert result["metadata"]["retrain"]["prune_steps"] == 1
 
 
+def test_compress_inspect_and_eval_entirely_from_python(tmp_path):
+    source = corpus("lenet5_op13.onnx")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((300, 1, 28, 28)).astype(np.float32)
+    labels = sparrow.load(source).run(x).argmax(axis=1)  # the source model's answers
+    dense = sparrow.eval(source, x, labels, batch=64)
+    assert dense["accuracy"] == 1.0 and dense["total"] == 300 and dense["correct"] == 300
+    sparrow.compress(source, tmp_path / "m.spw", {"sparsity": 0.5, "bits": 8})
+    assert sparrow.inspect(tmp_path / "m.spw")["layers"][0]["weight_bits"] == 8
+    np.save(tmp_path / "x.npy", x)
+    compressed = sparrow.eval(tmp_path / "m.spw", tmp_path / "x.npy", labels, batch=128)
+    assert compressed["total"] == 300 and 0.5 < compressed["accuracy"] <= 1.0
+    expected = np.count_nonzero(sparrow.load(tmp_path / "m.spw").run(x).argmax(axis=1) == labels)
+    assert compressed["correct"] == expected
+    with pytest.raises(sparrow.Error, match="one label per input"):
+        sparrow.eval(source, x, labels[:10])
+
+
+@pytest.mark.skipif(not os.environ.get("SPARROW_CLI"), reason="SPARROW_CLI not set")
+def test_outputs_are_bit_identical_to_sparrow_run(lenet_spw, tmp_path):
+    x = np.random.default_rng(3).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    subprocess.run(
+        [os.environ["SPARROW_CLI"], "--quiet", "--threads", "1", "run", str(lenet_spw), "-i", str(tmp_path / "x.npy"),
+         "-o", str(tmp_path / "y.npy")],
+        check=True,
+    )
+    np.testing.assert_array_equal(sparrow.load(lenet_spw, threads=1).run(x), np.load(tmp_path / "y.npy"))
+
+
 def test_bench_reports_spread_and_machine(lenet_spw):
     result = sparrow.bench(lenet_spw, batch=2, runs=7, warmup=1, threads=1)
     assert len(result["runs_ms"]) == 7 and result["batch"] == 2 and result["threads"] == 1
@@ -178,11 +208,15 @@ def test_report_writes_its_files(lenet_spw, tmp_path):
     result = sparrow.report(lenet_spw, tmp_path / "report", source=corpus("lenet5_op13.onnx"))
     assert Path(result["page"]).exists() and Path(result["json"]).exists()
     assert len(result["plots"]) == 4 and all(Path(p).read_text().startswith("<svg") for p in result["plots"])
-    rows = Path(result["csv"]).read_text().splitlines()
-    assert rows[0] == "layer,index,value,weights"
+    assert result["tables"] == [p[: -len(".svg")] + ".csv" for p in result["plots"]]
     info = sparrow.inspect(lenet_spw)
-    for layer in info["layers"]:
-        counts = [int(r.split(",")[3]) for r in rows[1:] if r.startswith(layer["name"] + ",")]
+    for layer, table in zip(info["layers"], result["tables"]):
+        rows = [r.split(",") for r in Path(table).read_text().splitlines()]
+        assert rows[0] == ["series", "index", "value", "low", "high", "weights"]
+        counts = [int(r[5]) for r in rows[1:] if r[0] == "shared value"]
+        bins = [int(r[5]) for r in rows[1:] if r[0] == "source bin"]
+        assert len(counts) == 2 ** layer["weight_bits"] - 1 and len(bins) == 120
+        assert sum(bins) == layer["weights"]
         assert sum(counts) == layer["kept"], layer["name"]
 
 

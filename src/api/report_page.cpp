@@ -56,33 +56,44 @@ Result<std::vector<int64_t>> code_counts(const CompressedTensor& t) {
   return counts;
 }
 
+// The histogram of the source model's weights for this tensor, when the source has them.
+std::optional<Histogram> source_histogram(const CompressedTensor& t, const Model* source, int bins) {
+  if (source == nullptr) return std::nullopt;
+  auto it = source->initializers.find(t.name);
+  if (it == source->initializers.end() || it->second.dtype() != DType::f32 || it->second.numel() == 0)
+    return std::nullopt;
+  std::vector<float> w(it->second.f32_data(), it->second.f32_data() + it->second.numel());
+  auto [lo, hi] = std::minmax_element(w.begin(), w.end());
+  return make_histogram(w, *lo, *hi, bins);
+}
+
 // The weight-sharing plot of one compressed tensor, with the source's weights when it has them.
 Result<std::string> layer_plot(const CompressedTensor& t, const Model* source, int bins) {
   SP_ASSIGN_OR_RETURN(std::vector<int64_t> counts, code_counts(t));
   std::vector<float> centroids(t.codebook.begin() + 1, t.codebook.end());
   counts.erase(counts.begin());
-  std::optional<Histogram> dense;
-  if (source != nullptr) {
-    auto it = source->initializers.find(t.name);
-    if (it != source->initializers.end() && it->second.dtype() == DType::f32 && it->second.numel() > 0) {
-      std::vector<float> w(it->second.f32_data(), it->second.f32_data() + it->second.numel());
-      auto [lo, hi] = std::minmax_element(w.begin(), w.end());
-      dense = make_histogram(w, *lo, *hi, bins);
-    }
-  }
+  std::optional<Histogram> dense = source_histogram(t, source, bins);
   std::string title =
       fmt::format("{}: {} weights, {:.1f}% kept, {} bits", t.name, t.numel(),
                   100.0 * static_cast<double>(t.nonzeros()) / static_cast<double>(t.numel()), t.weight_bits);
   return svg_weight_sharing_plot(title, dense ? &*dense : nullptr, centroids, counts);
 }
 
-// One row per shared value of the layer: layer, index in the codebook, value, weights that use it.
-Result<std::string> shared_values_csv_rows(const CompressedTensor& t) {
+// The numbers of a layer's plot: one row per shared value (index in the codebook, value, weights
+// that use it) and, with the source model, one per histogram bin of its weights (value 0 stands
+// for the pruned weights; the bins count every source weight).
+Result<std::string> layer_plot_csv(const CompressedTensor& t, const Model* source, int bins) {
   SP_ASSIGN_OR_RETURN(std::vector<int64_t> counts, code_counts(t));
-  std::string rows;
+  std::string csv = "series,index,value,low,high,weights\n";
   for (size_t k = 1; k < t.codebook.size(); ++k)
-    rows += fmt::format("{},{},{},{}\n", t.name, k, t.codebook[k], counts[k]);
-  return rows;
+    csv += fmt::format("shared value,{},{},,,{}\n", k, t.codebook[k], counts[k]);
+  if (std::optional<Histogram> h = source_histogram(t, source, bins)) {
+    const double width = (h->hi - h->lo) / static_cast<double>(h->counts.size());
+    for (size_t b = 0; b < h->counts.size(); ++b)
+      csv += fmt::format("source bin,{},,{},{},{}\n", b, h->lo + width * b, h->lo + width * (b + 1),
+                         h->counts[b]);
+  }
+  return csv;
 }
 
 std::string html_page(const nlohmann::json& j, const std::vector<std::string>& plots) {
@@ -128,7 +139,6 @@ Result<ReportFiles> write_report(const ReportRequest& request) {
   std::filesystem::create_directories(dir, ec);
   if (ec) return errorf("{}: cannot create the directory ({})", dir, ec.message());
   std::vector<std::string> plots;
-  std::string csv = "layer,index,value,weights\n";
   OutputSet files;  // the page, its JSON and every plot, or none of them
   for (const CompressedTensor& t : m.tensors) {
     auto svg = layer_plot(t, source ? &*source : nullptr, request.bins);
@@ -138,19 +148,20 @@ Result<ReportFiles> write_report(const ReportRequest& request) {
     for (int k = 2; std::find(plots.begin(), plots.end(), name) != plots.end(); ++k)
       name = file_name_for(t.name + "_" + std::to_string(k));
     plots.push_back(name);
-    SP_ASSIGN_OR_RETURN(std::string rows, shared_values_csv_rows(t));
-    csv += rows;
+    SP_ASSIGN_OR_RETURN(std::string csv, layer_plot_csv(t, source ? &*source : nullptr, request.bins));
+    SP_RETURN_IF_ERROR(files.add(csv_beside(dir + "/" + plots.back()), csv));
     SP_RETURN_IF_ERROR(files.add(dir + "/" + plots.back(), *svg));
   }
   nlohmann::json j = spw_report_json(m, request.model);
   out.page = dir + "/index.html";
   out.json = dir + "/report.json";
-  out.csv = dir + "/shared_values.csv";
-  SP_RETURN_IF_ERROR(files.add(out.csv, csv));
   SP_RETURN_IF_ERROR(files.add(out.json, j.dump(2) + "\n"));
   SP_RETURN_IF_ERROR(files.add(out.page, html_page(j, plots)));
   SP_RETURN_IF_ERROR(files.commit_all());
-  for (const auto& p : plots) out.plots.push_back(dir + "/" + p);
+  for (const auto& p : plots) {
+    out.plots.push_back(dir + "/" + p);
+    out.tables.push_back(csv_beside(out.plots.back()));
+  }
   return out;
 }
 

@@ -1,5 +1,5 @@
 // The report of a compressed model: per layer an SVG of the shared values and how many weights use
-// each (above the source model's weight histogram when given), the same as CSV, a JSON file
+// each (above the source model's weight histogram when given) with its numbers as CSV, a JSON file
 // (api/inspect.h) and one HTML page with the per-layer table and byte breakdown.
 #pragma once
 
@@ -20,8 +20,9 @@ struct ReportRequest {
 // The files written (paths under `directory`).
 struct ReportFiles {
   std::string directory, page, json;
-  std::string csv;  // shared_values.csv: layer, index, value, weights (one row per shared value)
+
   std::vector<std::string> plots;
+  std::vector<std::string> tables;  // beside each plot, its numbers as CSV (same name, .csv)
 };
 
 // Writes every file of the report, or none of them (each to a temporary name, renamed at the end).

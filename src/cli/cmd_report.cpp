@@ -16,7 +16,7 @@ int run(const api::ReportRequest& request, bool json, const GlobalOptions& globa
     fmt::print("{}\n", nlohmann::json{{"directory", files->directory},
                                       {"page", files->page},
                                       {"json", files->json},
-                                      {"csv", files->csv},
+                                      {"tables", files->tables},
                                       {"plots", files->plots}}
                            .dump(2));
     return 0;

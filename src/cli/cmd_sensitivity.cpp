@@ -57,6 +57,8 @@ int run(const SensitivityArgs& a, const GlobalOptions& global) {
     auto svg = svg_line_plot("Sensitivity: each layer pruned alone (no retraining)", "sparsity (%)",
                              "validation accuracy (%)", x, series, false, false, {allowed});
     if (auto s = files.add(a.plot, svg); !s.ok()) return report_error(s);
+    if (auto s = files.add(csv_beside(a.plot), line_plot_csv("sparsity (%)", x, series)); !s.ok())
+      return report_error(s);
   }
   if (auto s = files.commit_all(); !s.ok()) return report_error(s);
   if (a.json) {

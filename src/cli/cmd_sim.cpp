@@ -161,6 +161,8 @@ int run_sweep(const sim::Config& base, const SimArgs& a) {
     std::string svg = sim::svg_line_plot("EIE simulator: " + key + " sweep", x_label, y_label, x, series,
                                          key != "width", key == "pes");
     if (auto s = files.add(a.plot, svg); !s.ok()) return report_error(s);
+    if (auto s = files.add(csv_beside(a.plot), line_plot_csv(key, x, series)); !s.ok())
+      return report_error(s);
   }
   if (auto s = files.commit_all(); !s.ok()) return report_error(s);
   return 0;

@@ -91,6 +91,45 @@ std::string svg_line_plot(const std::string& title, const std::string& x_label, 
   return svg + "</svg>\n";
 }
 
+namespace {
+
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\n") == std::string::npos) return text;
+  std::string quoted;
+  quoted.push_back('"');
+  for (char c : text) {
+    if (c == '"') quoted.push_back('"');
+    quoted.push_back(c);
+  }
+  quoted.push_back('"');
+  return quoted;
+}
+
+}  // namespace
+
+std::string line_plot_csv(const std::string& x_label, const std::vector<double>& x,
+                          const std::vector<Series>& series) {
+  std::string csv = csv_field(x_label);
+  for (const auto& s : series) {
+    csv.push_back(',');
+    csv += csv_field(s.name);
+  }
+  csv += "\n";
+  for (size_t k = 0; k < x.size(); ++k) {
+    csv += fmt::format("{}", x[k]);
+    for (const auto& s : series) csv += k < s.y.size() ? fmt::format(",{}", s.y[k]) : std::string(",");
+    csv += "\n";
+  }
+  return csv;
+}
+
+std::string csv_beside(const std::string& svg_path) {
+  const std::string ext = ".svg";
+  if (svg_path.size() > ext.size() && svg_path.compare(svg_path.size() - ext.size(), ext.size(), ext) == 0)
+    return svg_path.substr(0, svg_path.size() - ext.size()) + ".csv";
+  return svg_path + ".csv";
+}
+
 Histogram make_histogram(const std::vector<float>& values, double lo, double hi, int bins) {
   Histogram h{lo, hi, std::vector<int64_t>(static_cast<size_t>(std::max(bins, 1)), 0)};
   double width = (hi - lo) / static_cast<double>(h.counts.size());

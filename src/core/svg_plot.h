@@ -29,6 +29,13 @@ std::string svg_line_plot(const std::string& title, const std::string& x_label, 
                           const std::vector<double>& x, const std::vector<Series>& series, bool log_x,
                           bool log_y = false, const std::vector<ReferenceLine>& references = {});
 
+// The numbers a line plot draws, as CSV: a header (x_label, then each series' name) and one row per
+// x value. Fields holding commas or quotes are quoted.
+std::string line_plot_csv(const std::string& x_label, const std::vector<double>& x,
+                          const std::vector<Series>& series);
+// Where the CSV beside a plot goes: "dir/plot.svg" -> "dir/plot.csv" (other names get ".csv" added).
+std::string csv_beside(const std::string& svg_path);
+
 // Counts of values in `counts.size()` equal bins over [lo, hi].
 struct Histogram {
   double lo = 0, hi = 0;

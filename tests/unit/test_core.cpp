@@ -192,6 +192,16 @@ TEST(SvgPlot, ManySharedValuesBecomeARugInsteadOfDashedLines) {
   for (const auto& label : y_tick_labels(rug)) EXPECT_EQ(label.find('.'), std::string::npos) << label;
 }
 
+TEST(SvgPlot, LinePlotCsvHoldsThePlottedNumbersAndQuotesNames) {
+  EXPECT_EQ(line_plot_csv("sparsity (%)", {0, 50}, {{"fc1", {99.5, 98}}, {"a,\"b\"", {97, 1.25}}}),
+            "sparsity (%),fc1,\"a,\"\"b\"\"\"\n0,99.5,97\n50,98,1.25\n");
+  EXPECT_EQ(line_plot_csv("x", {1, 2}, {{"short", {3}}}), "x,short\n1,3\n2,\n")
+      << "missing points stay empty";
+  EXPECT_EQ(csv_beside("out/plot.svg"), "out/plot.csv");
+  EXPECT_EQ(csv_beside("out/plot"), "out/plot.csv");
+  EXPECT_EQ(csv_beside(".svg"), ".svg.csv");
+}
+
 TEST(Half, ConvertsSpecialAndOrdinaryValues) {
   EXPECT_EQ(half_to_float(0x3C00), 1.0f);
   EXPECT_EQ(half_to_float(0xC000), -2.0f);

@@ -197,6 +197,18 @@ TEST(SimCli, EieLayersAndBadWorkloads) {
   auto sweep = test::run_cli("sim --eie --layers NT-LSTM --sweep fifo=1,8 --plot " + dir + "/f.svg");
   EXPECT_EQ(sweep.exit_code, 0) << sweep.output;
   EXPECT_TRUE(std::filesystem::file_size(dir + "/f.svg") > 500);
+  std::ifstream table(dir + "/f.csv");
+  std::string header, first, second, more;
+  std::getline(table, header);
+  std::getline(table, first);
+  std::getline(table, second);
+  EXPECT_EQ(header, "fifo,NT-LSTM") << "the plotted numbers beside the plot";
+  EXPECT_EQ(first.rfind("1,", 0), 0u) << first;
+  EXPECT_EQ(second.rfind("8,", 0), 0u) << second;
+  EXPECT_FALSE(std::getline(table, more)) << more;
+  auto model_csv = test::run_cli("sim " + dir + "/m4.spw --csv " + dir + "/m4.csv");
+  EXPECT_EQ(model_csv.exit_code, 0) << model_csv.output;
+  EXPECT_GT(std::filesystem::file_size(dir + "/m4.csv"), 20u) << "sim MODEL --csv writes its rows";
 }
 
 }  // namespace
