@@ -76,8 +76,8 @@ std::string svg_line_plot(const std::string& title, const std::string& x_label, 
   for (const auto& r : references)
     svg += fmt::format(
         "<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"black\" "
-        "stroke-dasharray=\"6,4\"/>\n<text x=\"{3}\" y=\"{4:.1f}\">{5}</text>\n",
-        left, py(r.y), W - right, W - right + 10, py(r.y) + 4, r.label);
+        "stroke-dasharray=\"6,4\"/>\n<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>\n",
+        left, py(r.y), W - right, W - right - 4, py(r.y) + 14, r.label);
   for (size_t i = 0; i < series.size(); ++i) {
     const char* color = kColors[i % 10];
     std::string points;
@@ -116,8 +116,8 @@ std::string line_plot_csv(const std::string& x_label, const std::vector<double>&
   }
   csv += "\n";
   for (size_t k = 0; k < x.size(); ++k) {
-    csv += fmt::format("{}", x[k]);
-    for (const auto& s : series) csv += k < s.y.size() ? fmt::format(",{}", s.y[k]) : std::string(",");
+    csv += fmt::format("{:.6g}", x[k]);
+    for (const auto& s : series) csv += k < s.y.size() ? fmt::format(",{:.6g}", s.y[k]) : std::string(",");
     csv += "\n";
   }
   return csv;
