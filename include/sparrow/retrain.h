@@ -48,8 +48,21 @@ struct DsdReport {
 Result<DsdReport> dsd_train(Model& model, const LabeledData& train, const LabeledData* val,
                             const DsdOptions& options);
 
-// Top-1 accuracy of a classifier (output 0 = logits) on `data`, measured by the dense executor.
+// Top-1 accuracy of a classifier (output 0 = logits) on labeled `data`, measured by the dense executor.
 Result<double> classification_accuracy(Model model, const LabeledData& data, int threads);
+
+// The first output of `model` for every row of `inputs` ([N, ...]), as [N, values per row].
+Result<Tensor> model_outputs(const Model& model, const Tensor& inputs, int threads);
+// Sets data.teacher to the teacher's outputs for data's rows (for distillation).
+Status add_teacher_outputs(const Model& teacher, LabeledData& data, int threads);
+
+// How closely `other` follows `reference` on `inputs` (first outputs): the fraction of rows whose
+// top-1 answers agree, and the largest and mean absolute difference of the output values.
+struct Agreement {
+  double top1 = 0, max_abs_difference = 0, mean_abs_difference = 0;
+};
+Result<Agreement> output_agreement(const Model& reference, const Model& other, const Tensor& inputs,
+                                   int threads);
 
 // Sensitivity scan ([LWC]): each compressible layer pruned alone to each sparsity (no retraining),
 // accuracy measured on `data`; per layer, the largest sparsity whose drop stays within

@@ -14,11 +14,15 @@
 
 namespace sparrow {
 
-// Inputs laid out for the model's first input ([N, ...]) and one label per row.
+// Inputs laid out for the model's first input ([N, ...]), one label per row (or none: unlabeled
+// data, for distillation) and, for distillation, the teacher's output per row ([N, C]).
 struct LabeledData {
   Tensor inputs;
   std::vector<int64_t> labels;
-  int64_t size() const { return static_cast<int64_t>(labels.size()); }
+  Tensor teacher;  // empty (shape [0]) unless a teacher's outputs were computed for these rows
+  int64_t size() const { return inputs.rank() > 0 ? inputs.dim(0) : 0; }
+  bool labeled() const { return !labels.empty(); }
+  bool taught() const { return teacher.rank() == 2 && teacher.dim(0) == size() && size() > 0; }
 };
 
 // IDX images and labels, normalized as x = raw * scale + shift and shaped [N] + sample_shape.
@@ -44,6 +48,18 @@ struct EpochReport {
   double loss = 0, train_accuracy = 0, val_accuracy = -1, seconds = 0;
 };
 
+// Knowledge distillation (Hinton et al. 2015): the student learns the teacher's outputs. `kl`: KL
+// divergence between temperature-softened outputs (scaled by T^2), weighted by `weight`, plus
+// (1 - weight) x cross-entropy on the labels when the data has labels; `mse`: mean squared error
+// between the raw outputs, for models that are not classifiers.
+enum class DistillLoss { kl, mse };
+struct Distillation {
+  bool enabled = false;
+  DistillLoss loss = DistillLoss::kl;
+  double temperature = 4.0;
+  double weight = 1.0;  // in [0, 1]; without labels the whole loss is the distillation term
+};
+
 struct TrainOptions {
   Optimizer optimizer = Optimizer::sgd;
   double lr = 0.05;
@@ -55,6 +71,7 @@ struct TrainOptions {
   uint64_t seed = 1;
   int threads = 0;        // 0: one per core
   bool progress = false;  // a line per epoch on stderr
+  Distillation distill;   // with it, every training set needs its teacher outputs (LabeledData::teacher)
   // Called after each epoch on the training thread, when set.
   std::function<void(const EpochReport&)> on_epoch;
 };

@@ -170,6 +170,7 @@ def compress(
     test_data: Union[None, PathLike, ArrayLike] = None,
     test_labels: Union[None, PathLike, ArrayLike] = None,
     retrain: Optional[Mapping[str, Any]] = None,
+    distill: Union[bool, Mapping[str, Any]] = False,
     threads: int = 0,
     progress: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> Dict[str, Any]:
@@ -179,12 +180,16 @@ def compress(
     ``recipe``: the settings of ``sparrow compress --recipe`` as a dict, e.g. ``{"sparsity": 0.9,
     "bits": {"conv": 8, "fc": 5}, "layers": {"fc3": {"exclude": True}}}``.
 
-    With ``data`` and ``labels`` (numpy arrays or .npy paths; inputs laid out and normalized as the
-    model expects, labels one class index per input), the model is pruned in steps with masked
+    With ``data`` (numpy array or .npy path; inputs laid out and normalized as the model expects)
+    and ``labels`` (one class index per input), the model is pruned in steps with masked
     retraining, then its codebooks are fine-tuned (trained quantization); ``retrain`` sets
     ``prune_steps``, ``retrain_epochs``, ``retrain_lr``, ``finetune_epochs``, ``finetune_lr``,
-    ``batch`` and ``seed``. With ``test_data`` and ``test_labels`` too, the result carries
-    ``accuracy_before`` and ``accuracy_after``.
+    ``batch`` and ``seed``. ``distill`` (True, or ``{"loss": "kl" | "mse", "temperature": 4,
+    "weight": 1}``) retrains by knowledge distillation with the source model as the teacher; labels
+    are then optional (``weight`` < 1 mixes in cross-entropy on them). With ``test_data`` the
+    result carries ``accuracy_before`` and ``accuracy_after`` (with ``test_labels``) or the
+    compressed model's ``agreement`` with the source (``top1``, ``max_abs_difference``,
+    ``mean_abs_difference``).
 
     ``progress`` is called with a dict per event: ``{"stage": "compress", "layer", "done",
     "total"}`` per compressed layer, ``{"stage": "retrain" | "finetune", "step", "epoch", "loss",
@@ -199,7 +204,8 @@ def compress(
         _array(labels, "labels"),
         _array(test_data, "test_data"),
         _array(test_labels, "test_labels"),
-        json.dumps(dict(retrain or {})),
+        json.dumps(dict(retrain or {}, **({"distill": distill if isinstance(distill, bool) else dict(distill)}
+                                            if distill else {}))),
         threads,
         progress,
     )

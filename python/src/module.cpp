@@ -222,18 +222,41 @@ class LoadedModel {
   std::mutex mutex_;
 };
 
-// Labeled data from numpy arrays: inputs [N, ...] as float32, labels [N] as int64.
-LabeledData labeled(const py::array& inputs, const py::array& labels, const char* what) {
+// Training data from numpy arrays: inputs [N, ...] as float32 and, when given, labels [N] as int64.
+LabeledData training_data(const py::array& inputs, const std::optional<py::array>& labels, const char* what) {
   auto x = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(inputs);
-  auto y = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(labels);
-  if (!x || !y) throw Error(std::string(what) + ": inputs must be numbers and labels integers");
-  if (x.ndim() < 1 || y.ndim() != 1 || x.shape(0) != y.shape(0))
-    throw Error(
-        fmt::format("{}: {} inputs along axis 0 and labels of shape [{}] (one label per input expected)",
-                    what, x.ndim() ? x.shape(0) : 0, y.ndim() ? y.shape(0) : 0));
+  if (!x || x.ndim() < 1) throw Error(std::string(what) + ": inputs must be an array of numbers [N, ...]");
   LabeledData d;
   d.inputs = Tensor::f32(shape_of(x), {x.data(), static_cast<size_t>(x.size())});
+  if (!labels) return d;
+  auto y = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(*labels);
+  if (!y || y.ndim() != 1 || y.shape(0) != x.shape(0))
+    throw Error(
+        fmt::format("{}: {} inputs along axis 0 and labels of shape [{}] (one label per input expected)",
+                    what, x.shape(0), y && y.ndim() ? y.shape(0) : 0));
   d.labels.assign(y.data(), y.data() + y.size());
+  return d;
+}
+
+// Distillation settings: true, or {"loss": "kl" | "mse", "temperature": T, "weight": W}.
+Distillation distillation(const nlohmann::json& j) {
+  Distillation d;
+  d.enabled = j.is_object() || (j.is_boolean() && j.get<bool>());
+  if (!j.is_object()) {
+    if (!j.is_boolean()) throw Error("retrain: 'distill' must be true, false or a dict");
+    return d;
+  }
+  for (const auto& [key, value] : j.items()) {
+    if (key == "loss" && value.is_string() && (value == "kl" || value == "mse"))
+      d.loss = value == "kl" ? DistillLoss::kl : DistillLoss::mse;
+    else if (key == "temperature" && value.is_number() && value.get<double>() > 0)
+      d.temperature = value.get<double>();
+    else if (key == "weight" && value.is_number() && value.get<double>() >= 0 && value.get<double>() <= 1)
+      d.weight = value.get<double>();
+    else
+      throw Error("distill: '" + key + "' = " + value.dump() +
+                  " (known: loss \"kl\" or \"mse\", temperature > 0, weight in [0, 1])");
+  }
   return d;
 }
 
@@ -273,7 +296,7 @@ py::dict epoch_event(const char* stage, int step, const EpochReport& r) {
 }
 
 // Settings of the retraining from a JSON object: prune_steps, retrain_epochs, retrain_lr,
-// finetune_epochs, finetune_lr, batch, seed (unknown keys are errors).
+// finetune_epochs, finetune_lr, batch, seed, distill (unknown keys are errors).
 RetrainOptions retrain_options(const nlohmann::json& j) {
   RetrainOptions r;
   r.retrain.epochs = 2;
@@ -281,6 +304,10 @@ RetrainOptions retrain_options(const nlohmann::json& j) {
   r.finetune.epochs = 1;
   r.finetune.lr = 0.001;
   for (const auto& [key, value] : j.items()) {
+    if (key == "distill") {
+      r.retrain.distill = r.finetune.distill = distillation(value);
+      continue;
+    }
     if (!value.is_number()) throw Error("retrain: '" + key + "' must be a number");
     if (key == "prune_steps")
       r.prune_steps = value.get<int>();
@@ -299,7 +326,8 @@ RetrainOptions retrain_options(const nlohmann::json& j) {
     else
       throw Error(
           "retrain: unknown key '" + key +
-          "' (known: prune_steps, retrain_epochs, retrain_lr, finetune_epochs, finetune_lr, batch, seed)");
+          "' (known: prune_steps, retrain_epochs, retrain_lr, finetune_epochs, finetune_lr, batch, seed, "
+          "distill)");
   }
   if (r.prune_steps < 1 || r.retrain.epochs < 0 || r.finetune.epochs < 0 || r.retrain.batch < 1 ||
       !(r.retrain.lr > 0) || !(r.finetune.lr > 0))
@@ -330,12 +358,11 @@ std::string compress(const std::string& model, const std::string& output, const 
       progress(d);
     };
   std::optional<LabeledData> train, test;
-  if (inputs.has_value() != labels.has_value()) throw Error("compress: data and labels go together");
-  if (test_inputs.has_value() != test_labels.has_value())
-    throw Error("compress: test_data and test_labels go together");
+  if (labels && !inputs) throw Error("compress: labels need data");
+  if (test_labels && !test_inputs) throw Error("compress: test_labels need test_data");
   int epochs_seen = 0;
   if (inputs) {
-    train = labeled(*inputs, *labels, "data");
+    train = training_data(*inputs, labels, "data");
     request.train = &*train;
     request.data_description = "numpy arrays";
     auto r = nlohmann::json::parse(retrain, nullptr, false);
@@ -354,11 +381,11 @@ std::string compress(const std::string& model, const std::string& output, const 
       };
     }
   } else if (!retrain.empty() && retrain != "{}") {
-    throw Error("compress: retrain settings need data and labels");
+    throw Error("compress: retrain settings need data");
   }
   if (test_inputs) {
-    if (!inputs) throw Error("compress: test_data is measured only with retraining (give data and labels)");
-    test = labeled(*test_inputs, *test_labels, "test_data");
+    if (!inputs) throw Error("compress: test_data is measured only with retraining (give data)");
+    test = training_data(*test_inputs, test_labels, "test_data");
     request.test = &*test;
   }
   Result<api::CompressOutcome> outcome = errorf("not run");
@@ -373,6 +400,10 @@ std::string compress(const std::string& model, const std::string& output, const 
     j["accuracy_before"] = *outcome->accuracy_before;
     j["accuracy_after"] = *outcome->accuracy_after;
   }
+  if (const auto& g = outcome->agreement)
+    j["agreement"] = {{"top1", g->top1},
+                      {"max_abs_difference", g->max_abs_difference},
+                      {"mean_abs_difference", g->mean_abs_difference}};
   return j.dump();
 }
 

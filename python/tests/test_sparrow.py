@@ -188,6 +188,40 @@ def test_outputs_are_bit_identical_to_sparrow_run(lenet_spw, tmp_path):
     np.testing.assert_array_equal(sparrow.load(lenet_spw, threads=1).run(x), np.load(tmp_path / "y.npy"))
 
 
+@pytest.mark.skipif(not WITH_TRAINING, reason="this build has no training (SPARROW_WITH_TRAINING=OFF)")
+def test_compress_by_distillation_without_labels(tmp_path):
+    # The corpus MLP's outputs differ little between inputs, so agreement is measured on the rows it
+    # learned from; the library tests check what distillation learns on a real task.
+    x = np.random.default_rng(4).standard_normal((300, 784)).astype(np.float32)
+    events = []
+
+    def compress(epochs, progress=None):
+        return sparrow.compress(
+            corpus("mlp_op13.onnx"),
+            tmp_path / "m.spw",
+            {"sparsity": 0.8, "bits": 5},
+            data=x,
+            test_data=x,
+            retrain={"prune_steps": 1, "retrain_epochs": epochs, "finetune_epochs": epochs, "retrain_lr": 0.05},
+            distill={"loss": "mse"},
+            threads=1,
+            progress=progress,
+        )
+
+    untrained = compress(0)
+    result = compress(3, events.append)
+    assert result["agreement"]["top1"] > untrained["agreement"]["top1"] + 0.08
+    assert result["agreement"]["mean_abs_difference"] < 0.95 * untrained["agreement"]["mean_abs_difference"]
+    assert "accuracy_before" not in result
+    assert result["agreement"]["max_abs_difference"] >= result["agreement"]["mean_abs_difference"] > 0
+    assert result["metadata"]["retrain"]["distill"] == {"loss": "mse", "temperature": 4.0, "weight": 1.0}
+    assert {e["stage"] for e in events} == {"compress", "retrain", "finetune"}
+    with pytest.raises(sparrow.Error, match="needs distillation"):
+        sparrow.compress(corpus("mlp_op13.onnx"), tmp_path / "n.spw", {}, data=x)
+    with pytest.raises(sparrow.Error, match="temperature"):
+        sparrow.compress(corpus("mlp_op13.onnx"), tmp_path / "n.spw", {}, data=x, distill={"temperature": 0})
+
+
 def test_bench_reports_spread_and_machine(lenet_spw):
     result = sparrow.bench(lenet_spw, batch=2, runs=7, warmup=1, threads=1)
     assert len(result["runs_ms"]) == 7 and result["batch"] == 2 and result["threads"] == 1

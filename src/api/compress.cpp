@@ -20,14 +20,49 @@ nlohmann::json compression_metadata(const CompressRequest& r, std::string_view s
                          {"source_bytes", source.size()},
                          {"source_fnv1a64", fmt::format("{:016x}", fnv1a64(source))},
                          {"options", recipe_json(r.options)}};
-  if (r.train != nullptr)
+  if (r.train != nullptr) {
     meta["retrain"] = {{"data", r.data_description},
                        {"prune_steps", r.retrain.prune_steps},
                        {"retrain_epochs", r.retrain.retrain.epochs},
                        {"retrain_lr", r.retrain.retrain.lr},
                        {"finetune_epochs", r.retrain.finetune.epochs},
                        {"finetune_lr", r.retrain.finetune.lr}};
+    if (const Distillation& d = r.retrain.retrain.distill; d.enabled)
+      meta["retrain"]["distill"] = {{"loss", d.loss == DistillLoss::kl ? "kl" : "mse"},
+                                    {"temperature", d.temperature},
+                                    {"weight", d.weight}};
+  }
   return meta;
+}
+
+// Compression with retraining on r.train (the source model teaching, with distillation), measured
+// on r.test before and after.
+Status retrain_from_data(const CompressRequest& r, const Model& model, const std::string& meta,
+                         CompressOutcome& out) {
+  const bool distill = r.retrain.retrain.distill.enabled || r.retrain.finetune.distill.enabled;
+  if (!r.train->labeled() && !distill)
+    return errorf("{}: the data has no labels; retraining without them needs distillation (--distill)",
+                  r.model);
+  if (distill) {
+    SP_RETURN_IF_ERROR(add_teacher_outputs(model, *r.train, r.threads).prefixed("teacher"));
+    if (r.val != nullptr)
+      SP_RETURN_IF_ERROR(add_teacher_outputs(model, *r.val, r.threads).prefixed("teacher"));
+  }
+  const bool labeled_test = r.test != nullptr && r.test->labeled();
+  if (labeled_test) {
+    SP_ASSIGN_OR_RETURN(out.accuracy_before, classification_accuracy(model, *r.test, r.threads));
+  }
+  auto result = compress_with_retraining(model, r.options, *r.train, r.val, r.retrain, meta);
+  if (!result.ok()) return result.status().prefixed(r.model);
+  out.result = std::move(*result);
+  if (r.test == nullptr) return {};
+  SP_ASSIGN_OR_RETURN(Model dense, out.result.spw.to_dense_model());
+  if (labeled_test) {
+    SP_ASSIGN_OR_RETURN(out.accuracy_after, classification_accuracy(std::move(dense), *r.test, r.threads));
+  } else {
+    SP_ASSIGN_OR_RETURN(out.agreement, output_agreement(model, dense, r.test->inputs, r.threads));
+  }
+  return {};
 }
 
 }  // namespace
@@ -52,16 +87,7 @@ Result<CompressOutcome> compress_file(const CompressRequest& r) {
     if (!result.ok()) return result.status().prefixed(r.model);
     out.result = std::move(*result);
   } else {
-    if (r.test != nullptr) {
-      SP_ASSIGN_OR_RETURN(out.accuracy_before, classification_accuracy(model, *r.test, r.threads));
-    }
-    auto result = compress_with_retraining(std::move(model), r.options, *r.train, r.val, r.retrain, meta);
-    if (!result.ok()) return result.status().prefixed(r.model);
-    out.result = std::move(*result);
-    if (r.test != nullptr) {
-      SP_ASSIGN_OR_RETURN(Model dense, out.result.spw.to_dense_model());
-      SP_ASSIGN_OR_RETURN(out.accuracy_after, classification_accuracy(std::move(dense), *r.test, r.threads));
-    }
+    SP_RETURN_IF_ERROR(retrain_from_data(r, model, meta, out));
   }
   // A file the engine cannot run is not written: every operator and attribute is checked now.
   ExecOptions check{1};

@@ -16,11 +16,13 @@ struct CompressRequest {
   std::string model;   // the source .onnx
   std::string output;  // the .spw to write (atomically)
   CompressOptions options;
-  // With `train`: pruning steps with masked retraining, then trained quantization (`retrain`); the
-  // accuracy on `test` (when given) is measured before and after. `data_description` goes into the
-  // file's metadata (e.g. the data directory).
-  const LabeledData* train = nullptr;
-  const LabeledData* val = nullptr;
+  // With `train`: pruning steps with masked retraining, then trained quantization (`retrain`). With
+  // distillation (retrain.retrain.distill / retrain.finetune.distill) the source model is the
+  // teacher: its outputs are added to `train` and `val` first, and labels are optional. On `test`
+  // (when given) the accuracy is measured before and after, or, without labels, the compressed
+  // model's agreement with the source. `data_description` goes into the file's metadata.
+  LabeledData* train = nullptr;
+  LabeledData* val = nullptr;
   const LabeledData* test = nullptr;
   RetrainOptions retrain;
   std::string data_description;
@@ -29,7 +31,8 @@ struct CompressRequest {
 
 struct CompressOutcome {
   CompressResult result;
-  std::optional<double> accuracy_before, accuracy_after;  // with `test`: top-1 on it
+  std::optional<double> accuracy_before, accuracy_after;  // with a labeled `test`: top-1 on it
+  std::optional<Agreement> agreement;                     // with an unlabeled `test`: against the source
 };
 
 // The options a recipe (a JSON object, as `--recipe` files hold) asks for; errors name `where`.

@@ -21,6 +21,7 @@ struct CompressArgs {
   std::string model, output, recipe, bits, init, quantizer, huffman;
   DataArgs data;  // with data.dir: retrain after each pruning step, then fine-tune the codebooks
   RetrainOptions retrain;
+  Distillation distill;
   std::optional<double> sparsity, quality;
   std::optional<int> index_bits, partitions;
   std::optional<uint64_t> seed;
@@ -76,6 +77,7 @@ int run_compress(const CompressArgs& a, const GlobalOptions& global) {
     request.retrain = a.retrain;
     request.retrain.retrain.threads = request.retrain.finetune.threads = global.threads;
     request.retrain.retrain.progress = request.retrain.finetune.progress = !global.quiet;
+    request.retrain.retrain.distill = request.retrain.finetune.distill = a.distill;
   }
   auto outcome = api::compress_file(request);
   if (!outcome.ok()) return report_error(outcome.status());
@@ -84,12 +86,23 @@ int run_compress(const CompressArgs& a, const GlobalOptions& global) {
     fmt::print(stderr, "test accuracy: {:.4f} before, {:.4f} after compression ({:+.2f} points)\n",
                *outcome->accuracy_before, *outcome->accuracy_after,
                100 * (*outcome->accuracy_after - *outcome->accuracy_before));
+  if (outcome->agreement && !global.quiet)
+    fmt::print(
+        stderr,
+        "agreement with the original on the held-out rows: top-1 {:.4f}, output difference max {:.4g}, "
+        "mean {:.4g}\n",
+        outcome->agreement->top1, outcome->agreement->max_abs_difference,
+        outcome->agreement->mean_abs_difference);
   if (a.json) {
     nlohmann::json j = api::spw_report_json(spw, a.output);
     if (outcome->accuracy_before) {
       j["accuracy_before"] = *outcome->accuracy_before;
       j["accuracy_after"] = *outcome->accuracy_after;
     }
+    if (const auto& g = outcome->agreement)
+      j["agreement"] = {{"top1", g->top1},
+                        {"max_abs_difference", g->max_abs_difference},
+                        {"mean_abs_difference", g->mean_abs_difference}};
     fmt::print("{}\n", j.dump(2));
   } else if (!global.quiet) {
     print_spw_report(spw, a.output);
@@ -123,7 +136,8 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   cmd->add_flag("--json", a->json, "Print the inspect report as JSON");
   auto* data = cmd->add_option(
       "--data", a->data.dir,
-      "IDX data (train-*, t10k-*): retrain after each pruning step and fine-tune the codebooks");
+      "Data to retrain on after each pruning step and to fine-tune the codebooks with: a directory of IDX "
+      "files (train-*, t10k-*) or an .npy of inputs (labels: --labels)");
   add_data_options(cmd, a->data);
   cmd->add_option("--prune-steps", a->retrain.prune_steps, "Iterative pruning steps (cubic sparsity ramp)")
       ->check(CLI::Range(1, 100));
@@ -133,10 +147,24 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   a->retrain.finetune.lr = 0.001;
   add_train_options(cmd, a->retrain.retrain, "retrain-");
   add_train_options(cmd, a->retrain.finetune, "finetune-");
+  cmd->add_flag("--distill", a->distill.enabled,
+                "Retrain by knowledge distillation: the input model teaches (labels become optional)");
+  cmd->add_option("--distill-loss", a->distill.loss, "kl (softened outputs, default) or mse (raw outputs)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, DistillLoss>{{"kl", DistillLoss::kl}, {"mse", DistillLoss::mse}}));
+  cmd->add_option("--temperature", a->distill.temperature, "Distillation temperature (default 4)")
+      ->check(kFiniteNumber)
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--distill-weight", a->distill.weight,
+                  "Weight of the distillation term against cross-entropy on labels (default 1)")
+      ->check(CLI::Range(0.0, 1.0));
   // Settings of the retraining mean nothing without data to retrain on.
-  for (const char* name : {"--scale", "--shift", "--limit", "--validation", "--prune-steps",
-                           "--retrain-epochs", "--retrain-lr", "--finetune-epochs", "--finetune-lr"})
+  for (const char* name :
+       {"--labels", "--scale", "--shift", "--limit", "--validation", "--prune-steps", "--retrain-epochs",
+        "--retrain-lr", "--finetune-epochs", "--finetune-lr", "--distill"})
     cmd->get_option(name)->needs(data);
+  for (const char* name : {"--distill-loss", "--temperature", "--distill-weight"})
+    cmd->get_option(name)->needs("--distill");
   return {cmd, [a, &global]() { return run_compress(*a, global); }};
 }
 

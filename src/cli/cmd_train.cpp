@@ -13,52 +13,6 @@
 
 namespace sparrow::cli {
 
-Result<DataSplits> load_splits(const Model& m, const DataArgs& a) {
-  if (m.inputs.empty() || !m.inputs[0].has_shape)
-    return errorf("{}: the model's input declares no shape", m.source);
-  Shape sample(m.inputs[0].dims.begin() + 1, m.inputs[0].dims.end());
-  auto path = [&](const char* name) { return (std::filesystem::path(a.dir) / name).string(); };
-  DataSplits d;
-  SP_ASSIGN_OR_RETURN(LabeledData train,
-                      load_labeled_idx(path("train-images-idx3-ubyte.gz"), path("train-labels-idx1-ubyte.gz"),
-                                       sample, a.scale, a.shift, a.limit));
-  int64_t val = std::min<int64_t>(a.validation, train.size() / 5);
-  d.train = slice(train, 0, train.size() - val);
-  d.val = slice(train, train.size() - val, train.size());
-  SP_ASSIGN_OR_RETURN(
-      d.test, load_labeled_idx(path("t10k-images-idx3-ubyte.gz"), path("t10k-labels-idx1-ubyte.gz"), sample,
-                               a.scale, a.shift, 0));
-  return d;
-}
-
-void add_data_options(CLI::App* cmd, DataArgs& d) {
-  cmd->add_option("--scale", d.scale, "Input normalization x = raw * scale + shift (default 1/255)");
-  cmd->add_option("--shift", d.shift, "Input normalization offset (default 0)");
-  cmd->add_option("--limit", d.limit, "Use only the first N training images")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--validation", d.validation, "Training images held out for validation (default 5000)")
-      ->check(CLI::NonNegativeNumber);
-}
-
-void add_train_options(CLI::App* cmd, TrainOptions& o, const std::string& prefix) {
-  cmd->add_option("--" + prefix + "epochs", o.epochs, "Epochs")->check(CLI::Range(0, 10000));
-  cmd->add_option("--" + prefix + "lr", o.lr, "Learning rate")
-      ->check(kFiniteNumber)
-      ->check(CLI::PositiveNumber);
-  if (!prefix.empty()) return;
-  cmd->add_option("--batch", o.batch, "Batch size")->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("--momentum", o.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--weight-decay", o.weight_decay, "L2 weight decay")
-      ->check(kFiniteNumber)
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--optimizer", o.optimizer, "sgd or adam")
-      ->transform(CLI::CheckedTransformer(
-          std::map<std::string, Optimizer>{{"sgd", Optimizer::sgd}, {"adam", Optimizer::adam}}));
-  cmd->add_option("--schedule", o.schedule, "Learning-rate schedule: cosine, step or constant")
-      ->transform(CLI::CheckedTransformer(std::map<std::string, Schedule>{
-          {"cosine", Schedule::cosine}, {"step", Schedule::step}, {"constant", Schedule::constant}}));
-  cmd->add_option("--seed", o.seed, "Seed for initialization and shuffling");
-}
-
 namespace {
 
 struct TrainArgs {

@@ -4,22 +4,6 @@
 
 namespace sparrow {
 
-Result<double> classification_accuracy(Model model, const LabeledData& data, int threads) {
-  SP_ASSIGN_OR_RETURN(auto ex, Executor::create(std::move(model), ExecOptions{threads}));
-  int64_t correct = 0, batch = 500;
-  for (int64_t i = 0; i < data.size(); i += batch) {
-    LabeledData part = slice(data, i, std::min(data.size(), i + batch));
-    SP_ASSIGN_OR_RETURN(auto out, ex->run({&part.inputs, 1}));
-    const Tensor& y = *out[0];
-    int64_t classes = y.numel() / part.size();
-    for (int64_t k = 0; k < part.size(); ++k) {
-      const float* row = y.f32_data() + k * classes;
-      correct += std::max_element(row, row + classes) - row == part.labels[k];
-    }
-  }
-  return data.size() ? static_cast<double>(correct) / static_cast<double>(data.size()) : 0.0;
-}
-
 Result<SensitivityResult> sensitivity_scan(const Model& model, const LabeledData& data,
                                            const std::vector<double>& sparsities, double allowed_drop,
                                            int threads, bool progress) {

@@ -19,7 +19,9 @@ Result<LabeledData> load_labeled_idx(const std::string& images, const std::strin
                   shape_str(sample_shape));
   Shape shape = sample_shape;
   shape.insert(shape.begin(), n);
-  LabeledData d{Tensor(DType::f32, shape), std::vector<int64_t>(y.begin(), y.begin() + n)};
+  LabeledData d;
+  d.inputs = Tensor(DType::f32, shape);
+  d.labels.assign(y.begin(), y.begin() + n);
   for (int64_t i = 0; i < n * sample; ++i) d.inputs.f32_data()[i] = raw.f32_data()[i] * scale + shift;
   for (int64_t label : d.labels)
     if (label < 0 || label > 1000000) return errorf("{}: label {} is out of range", labels, label);
@@ -30,9 +32,15 @@ LabeledData slice(const LabeledData& d, int64_t begin, int64_t end) {
   Shape shape = d.inputs.shape();
   int64_t sample = d.inputs.numel() / std::max<int64_t>(shape[0], 1);
   shape[0] = end - begin;
-  LabeledData out{Tensor(DType::f32, shape),
-                  std::vector<int64_t>(d.labels.begin() + begin, d.labels.begin() + end)};
+  LabeledData out;
+  out.inputs = Tensor(DType::f32, shape);
   std::memcpy(out.inputs.raw(), d.inputs.f32_data() + begin * sample, out.inputs.bytes());
+  if (d.labeled()) out.labels.assign(d.labels.begin() + begin, d.labels.begin() + end);
+  if (d.taught()) {
+    const int64_t classes = d.teacher.dim(1);
+    out.teacher = Tensor(DType::f32, {end - begin, classes});
+    std::memcpy(out.teacher.raw(), d.teacher.f32_data() + begin * classes, out.teacher.bytes());
+  }
   return out;
 }
 

@@ -186,6 +186,33 @@ double accuracy(GraphRunner& net, const torch::Tensor& x, const torch::Tensor& y
   return x.size(0) ? static_cast<double>(correct) / static_cast<double>(x.size(0)) : 0.0;
 }
 
+// What accuracy is measured against: the labels, or (unlabeled data) the teacher's top-1 answers,
+// which makes the accuracy the student's top-1 agreement with its teacher.
+torch::Tensor answers(const LabeledData& d) {
+  if (d.labeled()) return torch::tensor(d.labels, torch::kInt64);
+  return to_torch(d.teacher).argmax(1);
+}
+
+// The loss of one batch: cross-entropy on the labels, or with distillation the distillation term
+// (TrainOptions::distill) plus, when there are labels, (1 - weight) x cross-entropy.
+torch::Tensor batch_loss(const torch::Tensor& logits, const torch::Tensor& labels,
+                         const torch::Tensor& teacher, bool labeled, const Distillation& d) {
+  namespace F = torch::nn::functional;
+  if (!d.enabled) return F::cross_entropy(logits, labels);
+  torch::Tensor distill;
+  if (d.loss == DistillLoss::mse) {
+    distill = F::mse_loss(logits, teacher);
+  } else {
+    const double t = d.temperature;
+    distill = F::kl_div(F::log_softmax(logits / t, F::LogSoftmaxFuncOptions(1)),
+                        F::softmax(teacher / t, F::SoftmaxFuncOptions(1)),
+                        F::KLDivFuncOptions().reduction(torch::kBatchMean)) *
+              (t * t);
+  }
+  if (!labeled || d.weight >= 1) return distill;
+  return distill * d.weight + F::cross_entropy(logits, labels) * (1 - d.weight);
+}
+
 // Copies of the parameters as they are, to return to.
 std::vector<torch::Tensor> snapshot(const std::vector<torch::Tensor>& params) {
   std::vector<torch::Tensor> copies;
@@ -213,15 +240,17 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
                                      const std::function<void()>& before_step,
                                      const std::function<void()>& after_step) {
   single_threaded_openblas();
+  if (val && val->size() == 0) val = nullptr;
   torch::manual_seed(o.seed);
   torch::set_num_threads(o.threads > 0 ? o.threads
                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   torch::Tensor x = to_torch(train.inputs);
-  torch::Tensor y = torch::tensor(train.labels, torch::kInt64);
+  torch::Tensor y = answers(train);
+  torch::Tensor teacher = o.distill.enabled ? to_torch(train.teacher) : torch::Tensor();
   torch::Tensor vx, vy;
   if (val) {
     vx = to_torch(val->inputs);
-    vy = torch::tensor(val->labels, torch::kInt64);
+    vy = answers(*val);
   }
   std::unique_ptr<torch::optim::Optimizer> opt;
   if (o.optimizer == Optimizer::sgd)
@@ -250,7 +279,8 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
       torch::Tensor idx = order.slice(0, i, std::min(x.size(0), i + o.batch));
       torch::Tensor bx = x.index_select(0, idx), by = y.index_select(0, idx);
       torch::Tensor logits = net.forward(bx);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, by);
+      torch::Tensor loss = batch_loss(logits, by, o.distill.enabled ? teacher.index_select(0, idx) : teacher,
+                                      train.labeled(), o.distill);
       const double batch_loss = loss.item<double>();
       if (!std::isfinite(batch_loss))
         return diverged(epoch, fmt::format("loss {} at batch {} of {}", batch_loss, i / o.batch + 1, batches),
@@ -278,10 +308,19 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
   return reports;
 }
 
-Status check_data(const Model& m, const LabeledData& d, const char* what) {
+// A training or validation set fit for `o`: rows, labels for each (or, with distillation, the
+// teacher's outputs instead), a model with one input and an output of scores.
+Status check_data(const Model& m, const LabeledData& d, const char* what, const TrainOptions& o) {
   if (d.size() == 0) return errorf("{} set is empty", what);
-  if (d.inputs.dim(0) != d.size())
-    return errorf("{} set has {} inputs and {} labels", what, d.inputs.dim(0), d.size());
+  if (d.labeled() && static_cast<int64_t>(d.labels.size()) != d.size())
+    return errorf("{} set has {} inputs and {} labels", what, d.size(), d.labels.size());
+  if (o.distill.enabled && !d.taught())
+    return errorf("{} set has no teacher outputs for its {} inputs (distillation needs them)", what,
+                  d.size());
+  if (!d.labeled() && !o.distill.enabled)
+    return errorf("{} set has no labels (distillation could do without)", what);
+  if (o.distill.enabled && !(o.distill.temperature > 0 && o.distill.weight >= 0 && o.distill.weight <= 1))
+    return errorf("distillation: temperature must be > 0 and weight within [0, 1]");
   if (m.inputs.size() != 1 || m.outputs.empty())
     return errorf("{}: training needs one input and a logits output", m.source);
   return {};
@@ -290,7 +329,8 @@ Status check_data(const Model& m, const LabeledData& d, const char* what) {
 Result<std::vector<EpochReport>> train_impl(Model& model, const LabeledData& train, const LabeledData* val,
                                             const TrainOptions& o,
                                             const std::map<std::string, Tensor>* masks) {
-  SP_RETURN_IF_ERROR(check_data(model, train, "training"));
+  SP_RETURN_IF_ERROR(check_data(model, train, "training", o));
+  if (val && val->size() > 0) SP_RETURN_IF_ERROR(check_data(model, *val, "validation", o));
   try {
     std::map<std::string, torch::Tensor> params, constants, torch_masks;
     for (const auto& name : trainable(model))
@@ -328,7 +368,8 @@ Result<std::vector<EpochReport>> train_impl(Model& model, const LabeledData& tra
 
 Result<std::vector<EpochReport>> finetune_impl(SpwModel& spw, const LabeledData& train,
                                                const LabeledData* val, const TrainOptions& o) {
-  SP_RETURN_IF_ERROR(check_data(spw.graph, train, "training"));
+  SP_RETURN_IF_ERROR(check_data(spw.graph, train, "training", o));
+  if (val && val->size() > 0) SP_RETURN_IF_ERROR(check_data(spw.graph, *val, "validation", o));
   try {
     struct Shared {
       torch::Tensor codebook, codes;

@@ -281,6 +281,30 @@ TEST_F(CliBadInput, CompressRefusesToWriteWhatTheEngineCannotRun) {
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
 }
 
+TEST_F(CliBadInput, NpyTrainingDataIsCheckedBeforeTraining) {
+  // small_cnn takes [N, 1, 8, 8].
+  ASSERT_TRUE(write_npy(dir_ + "/x.npy", Tensor(DType::f32, {20, 1, 8, 8})).ok());
+  ASSERT_TRUE(write_npy(dir_ + "/wide.npy", Tensor(DType::f32, {20, 1, 8, 9})).ok());
+  ASSERT_TRUE(write_npy(dir_ + "/y19.npy", Tensor(DType::i64, {19})).ok());
+  ASSERT_TRUE(write_npy(dir_ + "/yf.npy", Tensor(DType::f32, {20})).ok());
+  const std::string compress = "compress " + dir_ + "/m.onnx -o " + dir_ + "/c.spw --sparsity 0.5 --data ";
+  struct Case {
+    std::string args, says;
+  };
+  for (const Case& c : {Case{compress + dir_ + "/wide.npy --distill", "do not fit the model's input"},
+                        Case{compress + dir_ + "/x.npy --labels " + dir_ + "/y19.npy", "labels must be 20 integers"},
+                        Case{compress + dir_ + "/x.npy --labels " + dir_ + "/yf.npy", "labels must be 20 integers"},
+                        Case{compress + dir_ + "/x.npy --distill --scale 2", "--scale and --shift normalize IDX"},
+                        Case{compress + dir_ + " --labels " + dir_ + "/y19.npy", "--labels goes with --data FILE.npy"},
+                        Case{compress + dir_ + "/x.npy", "retraining without them needs distillation"},
+                        Case{compress + dir_ + "/x.npy --temperature 2", "--temperature requires --distill"}}) {
+    auto r = test::run_cli(c.args);
+    EXPECT_EQ(r.exit_code, 1) << c.args << ": " << r.output;
+    EXPECT_NE(r.output.find(c.says), std::string::npos) << c.args << ": " << r.output;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/c.spw"));
+}
+
 TEST_F(CliBadInput, NonFiniteImagesAreRefused) {
   // Float IDX images [2, 8, 8] with a NaN, and labels [2].
   auto idx = [](uint8_t type, std::vector<uint32_t> dims, const std::string& data) {

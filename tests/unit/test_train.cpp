@@ -7,6 +7,8 @@
 
 #include "test_util.h"
 
+#include "api/compress.h"
+#include "sparrow/onnx.h"
 #include "sparrow/retrain.h"
 #include "sparrow/train.h"
 
@@ -210,6 +212,96 @@ TEST(Train, SensitivityScanProposesPerLayerSparsities) {
     }
   }
   EXPECT_FALSE(sensitivity_scan(m, val, {1.5}, 0.01, 1, false).ok());
+}
+
+// A LeNet-300-100 trained on the separable task: a teacher that knows it.
+Model trained_teacher() {
+  Model teacher = *make_architecture("lenet300", 5);
+  auto r = train_model(teacher, separable_digits(800, 11), nullptr, quick(2));
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return teacher;
+}
+
+LabeledData without_labels(LabeledData d) {
+  d.labels.clear();
+  return d;
+}
+
+TEST(Distill, AStudentLearnsTheTeacherFromUnlabeledInputs) {
+  const Model teacher = trained_teacher();
+  const LabeledData held_out = separable_digits(300, 12);
+  for (DistillLoss loss : {DistillLoss::kl, DistillLoss::mse}) {
+    Model student = *make_architecture("lenet300", 9);  // untrained
+    LabeledData inputs = without_labels(separable_digits(800, 13));
+    ASSERT_TRUE(add_teacher_outputs(teacher, inputs, 2).ok());
+    TrainOptions o = quick(3);
+    o.distill.enabled = true;
+    o.distill.loss = loss;
+    o.lr = loss == DistillLoss::kl ? 0.05 : 0.01;
+    auto before = output_agreement(teacher, student, held_out.inputs, 2);
+    auto r = train_model(student, inputs, nullptr, o);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    auto after = output_agreement(teacher, student, held_out.inputs, 2);
+    ASSERT_TRUE(before.ok() && after.ok());
+    EXPECT_LT(before->top1, 0.5);
+    EXPECT_GT(after->top1, 0.95) << "loss " << static_cast<int>(loss);
+    EXPECT_GT(*classification_accuracy(student, held_out, 2), 0.95) << "it learned the task without a label";
+    if (loss == DistillLoss::mse) {  // about 0.5x after 3 epochs; hard labels alone give about 0.9x
+      EXPECT_LT(after->mean_abs_difference, 0.65 * before->mean_abs_difference)
+          << "MSE matches the teacher's raw outputs, not only its answers: " << before->mean_abs_difference
+          << " -> " << after->mean_abs_difference;
+    }
+  }
+}
+
+TEST(Distill, UnlabeledDataNeedsDistillationAndDistillationNeedsTeacherOutputs) {
+  Model m = *make_architecture("lenet300", 1);
+  auto unlabeled = train_model(m, without_labels(separable_digits(64, 1)), nullptr, quick(1));
+  ASSERT_FALSE(unlabeled.ok());
+  EXPECT_NE(unlabeled.status().message().find("no labels"), std::string::npos)
+      << unlabeled.status().message();
+  TrainOptions o = quick(1);
+  o.distill.enabled = true;
+  auto untaught = train_model(m, separable_digits(64, 1), nullptr, o);
+  ASSERT_FALSE(untaught.ok());
+  EXPECT_NE(untaught.status().message().find("teacher outputs"), std::string::npos)
+      << untaught.status().message();
+  auto accuracy = classification_accuracy(m, without_labels(separable_digits(8, 1)), 1);
+  EXPECT_FALSE(accuracy.ok());
+}
+
+TEST(Distill, CompressionRetrainsFromTheSourceAndReportsAgreementWithIt) {
+  const std::string dir = test::temp_dir("distill_compress");
+  ASSERT_TRUE(save_onnx(trained_teacher(), dir + "/teacher.onnx").ok());
+  LabeledData train = without_labels(separable_digits(800, 21));
+  LabeledData test = without_labels(separable_digits(300, 22));
+  auto compress = [&](int epochs) {
+    api::CompressRequest r;
+    r.model = dir + "/teacher.onnx";
+    r.output = dir + "/student.spw";
+    r.options.all.prune = PruneRule{0.97, std::nullopt};
+    r.options.all.bits = 4;
+    r.train = &train;
+    r.test = &test;
+    r.threads = 2;
+    r.retrain.prune_steps = 2;
+    r.retrain.retrain = quick(epochs);
+    r.retrain.finetune = quick(epochs);
+    r.retrain.finetune.lr = 0.001;
+    r.retrain.retrain.distill.enabled = r.retrain.finetune.distill.enabled = true;
+    return api::compress_file(r);
+  };
+  auto untrained = compress(0);
+  auto distilled = compress(2);
+  ASSERT_TRUE(untrained.ok()) << untrained.status().message();
+  ASSERT_TRUE(distilled.ok()) << distilled.status().message();
+  ASSERT_TRUE(untrained->agreement && distilled->agreement);
+  EXPECT_FALSE(distilled->accuracy_before) << "no labels: agreement instead of accuracy";
+  EXPECT_GT(distilled->agreement->top1, untrained->agreement->top1 + 0.02);
+  EXPECT_GT(distilled->agreement->top1, 0.9);
+  auto spw = read_spw(dir + "/student.spw");
+  ASSERT_TRUE(spw.ok());
+  EXPECT_NE(spw->metadata_json.find("\"distill\""), std::string::npos) << spw->metadata_json;
 }
 
 }  // namespace
