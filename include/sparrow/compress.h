@@ -66,6 +66,11 @@ struct CompressOptions {
   bool huffman = true;
   int partitions = 1;  // 1..65536
   uint64_t seed = 1;
+  // Layers with fewer weights stay float32 (0: none).
+  int64_t min_weights = 0;
+  // A layer whose encoding (codes, indices, column counts and codebook) would take more bits than
+  // its float32 weights stays float32; false: every layer is encoded (e.g. to study the encodings).
+  bool float_fallback = true;
   // Not part of the recipe: called after each layer is compressed (done of total), when set.
   std::function<void(const std::string& weight, size_t done, size_t total)> on_layer;
 
@@ -91,7 +96,8 @@ struct LayerReport {
   int64_t weights = 0, kept = 0;
   int bits = 0;
   bool excluded = false;
-  double rms_error = 0;  // of the quantized weights against the pruned float weights
+  std::string kept_float;  // why a layer that was to be compressed stays float32, or empty
+  double rms_error = 0;    // of the quantized weights against the pruned float weights
 };
 
 struct CompressResult {

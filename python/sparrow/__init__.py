@@ -175,7 +175,8 @@ def compress(
     progress: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> Dict[str, Any]:
     """Compresses an ONNX model into a .spw file (written atomically) and returns what
-    :func:`inspect` reports about it.
+    :func:`inspect` reports about it, with ``kept_float``: the layers left float32 (``min_weights``
+    in the recipe, or an encoding that would be larger than float32) and why.
 
     ``recipe``: the settings of ``sparrow compress --recipe`` as a dict, e.g. ``{"sparsity": 0.9,
     "bits": {"conv": 8, "fc": 5}, "layers": {"fc3": {"exclude": True}}}``.

@@ -396,6 +396,7 @@ std::string compress(const std::string& model, const std::string& output, const 
   progress.rethrow();
   if (!outcome.ok()) throw Error(outcome.status().message());
   nlohmann::json j = api::spw_report_json(outcome->result.spw, output);
+  j["kept_float"] = api::kept_float_json(outcome->result);
   if (outcome->accuracy_before) {
     j["accuracy_before"] = *outcome->accuracy_before;
     j["accuracy_after"] = *outcome->accuracy_after;

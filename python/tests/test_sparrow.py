@@ -114,6 +114,7 @@ def test_compress_reports_progress_and_inspect_agrees(tmp_path):
     )
     assert [e["done"] for e in events] == [1, 2, 3, 4]
     assert {e["total"] for e in events} == {4} and {e["stage"] for e in events} == {"compress"}
+    assert result.pop("kept_float") == []
     assert result == sparrow.inspect(out)
     layers = {l["name"]: l for l in result["layers"]}
     assert "fc2.weight" not in layers

@@ -74,6 +74,13 @@ Result<CompressOptions> options_from_recipe(const nlohmann::json& recipe, const 
   return o;
 }
 
+nlohmann::json kept_float_json(const CompressResult& result) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const LayerReport& l : result.layers)
+    if (!l.kept_float.empty()) j.push_back({{"layer", l.weight}, {"reason", l.kept_float}});
+  return j;
+}
+
 Result<CompressOutcome> compress_file(const CompressRequest& r) {
   if (same_file(r.output, r.model)) return errorf("output {} would overwrite the input", r.output);
   SP_RETURN_IF_ERROR(r.options.validate());

@@ -38,6 +38,9 @@ struct CompressOutcome {
 // The options a recipe (a JSON object, as `--recipe` files hold) asks for; errors name `where`.
 Result<CompressOptions> options_from_recipe(const nlohmann::json& recipe, const std::string& where);
 
+// [{layer, reason}] for each layer that was to be compressed but stays float32.
+nlohmann::json kept_float_json(const CompressResult& result);
+
 // Compresses request.model and writes request.output, unless the engine could not run the result
 // (an operator or attribute it does not know); errors name the files.
 Result<CompressOutcome> compress_file(const CompressRequest& request);

@@ -24,6 +24,8 @@ struct CompressArgs {
   Distillation distill;
   std::optional<double> sparsity, quality;
   std::optional<int> index_bits, partitions;
+  std::optional<int64_t> min_weights;
+  bool encode_all = false;
   std::optional<uint64_t> seed;
   std::vector<std::string> layers;
   bool json = false;
@@ -43,6 +45,8 @@ Result<CompressOptions> build_options(const CompressArgs& a) {
   if (!a.bits.empty()) SP_RETURN_IF_ERROR(apply_bits(a.bits, o));
   if (a.index_bits) o.index_bits = *a.index_bits;
   if (a.partitions) o.partitions = *a.partitions;
+  if (a.min_weights) o.min_weights = *a.min_weights;
+  if (a.encode_all) o.float_fallback = false;
   if (a.seed) o.seed = *a.seed;
   if (!a.init.empty()) SP_RETURN_IF_ERROR(apply_recipe({{"init", a.init}}, o).prefixed("--init"));
   if (!a.quantizer.empty())
@@ -93,8 +97,12 @@ int run_compress(const CompressArgs& a, const GlobalOptions& global) {
         "mean {:.4g}\n",
         outcome->agreement->top1, outcome->agreement->max_abs_difference,
         outcome->agreement->mean_abs_difference);
+  for (const LayerReport& l : outcome->result.layers)
+    if (!l.kept_float.empty() && !global.quiet && !a.json)
+      fmt::print(stderr, "{}: stays float32 ({})\n", l.weight, l.kept_float);
   if (a.json) {
     nlohmann::json j = api::spw_report_json(spw, a.output);
+    j["kept_float"] = api::kept_float_json(outcome->result);
     if (outcome->accuracy_before) {
       j["accuracy_before"] = *outcome->accuracy_before;
       j["accuracy_after"] = *outcome->accuracy_after;
@@ -130,6 +138,11 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--partitions", a->partitions,
                   "Row partitions (engine threads / simulated PEs), default 1");
   cmd->add_option("--seed", a->seed, "Seed for random k-means initialization");
+  cmd->add_option("--min-weights", a->min_weights,
+                  "Layers with fewer weights stay float32 (so does any layer whose encoding would be larger)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--encode-all", a->encode_all,
+                "Encode every layer, even where the encoding would be larger than float32");
   cmd->add_option("--layer", a->layers,
                   "Per-layer override NAME:key=value,... (sparsity, quality, bits, exclude)");
   cmd->add_option("--recipe", a->recipe, "JSON file with the same settings (options given here win)");

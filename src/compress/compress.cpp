@@ -74,6 +74,23 @@ CompressedTensor encode_smaller(const std::vector<uint8_t>& codes, const MatrixV
   return sparse_bits <= dense_bits ? std::move(sparse) : encode_dense(codes, view);
 }
 
+// Bits of the encoding before Huffman coding: codes (and relative indices) of every entry, column
+// counts, and the codebook (32 bits per value).
+double encoded_bits(const CompressedTensor& t) {
+  const double codebook = 32.0 * static_cast<double>(t.codebook.size());
+  if (t.layout == WeightLayout::dense) return static_cast<double>(t.numel()) * t.weight_bits + codebook;
+  uint32_t max_count = 0;
+  size_t columns = 0;
+  for (const auto& p : t.partitions) {
+    columns += p.col_counts.size();
+    for (uint32_t c : p.col_counts) max_count = std::max(max_count, c);
+  }
+  int count_bits = 0;
+  while ((uint64_t{max_count} >> count_bits) != 0) ++count_bits;
+  return static_cast<double>(t.entries()) * (t.weight_bits + t.index_bits) +
+         static_cast<double>(columns) * count_bits + codebook;
+}
+
 Result<CompressedTensor> compress_layer(const Tensor& weight, const CompressibleLayer& layer,
                                         const LayerSettings& s, const CompressOptions& o,
                                         LayerReport& report) {
@@ -114,6 +131,7 @@ Status CompressOptions::validate() const {
   if (conv_bits < 1 || conv_bits > 8 || fc_bits < 1 || fc_bits > 8)
     return errorf("bits: conv={} fc={} must be within 1..8", conv_bits, fc_bits);
   if (index_bits < 2 || index_bits > 8) return errorf("index-bits {} is outside 2..8", index_bits);
+  if (min_weights < 0) return errorf("min_weights must be >= 0, got {}", min_weights);
   if (partitions < 1 || partitions > 65536) return errorf("partitions {} is outside 1..65536", partitions);
   return {};
 }
@@ -156,11 +174,19 @@ Result<CompressResult> compress_model(const Model& model, const CompressOptions&
     SP_RETURN_IF_ERROR(require_finite(w.f32_span(),
                                       fmt::format("layer '{}' (weight '{}')", layer.node, layer.weight),
                                       "; only finite weights can be compressed (did training diverge?)"));
-    LayerReport report{layer.weight, layer.node, layer.conv, w.numel(), w.numel(), *s.bits, s.exclude, 0};
-    if (!s.exclude) {
+    LayerReport report{layer.weight, layer.node, layer.conv, w.numel(), w.numel(), *s.bits, s.exclude, "", 0};
+    if (!s.exclude && w.numel() < options.min_weights)
+      report.kept_float = fmt::format("fewer than min_weights = {} weights", options.min_weights);
+    if (!s.exclude && report.kept_float.empty()) {
       SP_ASSIGN_OR_RETURN(CompressedTensor t, compress_layer(w, layer, s, options, report));
-      result.spw.tensors.push_back(std::move(t));
-      result.spw.graph.initializers.erase(layer.weight);
+      if (options.float_fallback && encoded_bits(t) >= 32.0 * static_cast<double>(w.numel())) {
+        report.kept_float = fmt::format("its encoding would take {:.0f} bytes, more than {} as float32",
+                                        encoded_bits(t) / 8, 4 * w.numel());
+        report.kept = w.numel();
+      } else {
+        result.spw.tensors.push_back(std::move(t));
+        result.spw.graph.initializers.erase(layer.weight);
+      }
     }
     result.layers.push_back(report);
     if (options.on_layer) options.on_layer(layer.weight, result.layers.size(), layers.size());

@@ -143,6 +143,12 @@ Status apply_recipe(const json& r, CompressOptions& o) {
       SP_ASSIGN_OR_RETURN(o.index_bits, integer(v, key));
     } else if (key == "partitions") {
       SP_ASSIGN_OR_RETURN(o.partitions, integer(v, key));
+    } else if (key == "encode_all") {
+      if (!v.is_boolean()) return errorf("recipe key 'encode_all': expected true or false");
+      o.float_fallback = !v.get<bool>();
+    } else if (key == "min_weights") {
+      SP_ASSIGN_OR_RETURN(int min_weights, integer(v, key));
+      o.min_weights = min_weights;
     } else if (key == "seed") {
       SP_ASSIGN_OR_RETURN(int seed, integer(v, key));
       o.seed = static_cast<uint64_t>(seed);
@@ -193,6 +199,8 @@ json recipe_json(const CompressOptions& o) {
   j["quantizer"] = o.quantizer == Quantizer::kmeans ? "kmeans" : "uniform";
   j["huffman"] = o.huffman;
   j["partitions"] = o.partitions;
+  if (o.min_weights > 0) j["min_weights"] = o.min_weights;
+  if (!o.float_fallback) j["encode_all"] = true;
   j["seed"] = o.seed;
   json layers = json::object();
   for (const auto& [name, s] : o.layers) layers[name] = settings(s);

@@ -11,12 +11,14 @@ double sparsity_ramp(int k, int n) {
 
 namespace {
 
-// Prunes every compressible, non-excluded layer to `fraction` of its target and returns the masks.
+// Prunes every compressible layer that is to be compressed (not excluded, not below min_weights) to
+// `fraction` of its target and returns the masks.
 std::map<std::string, Tensor> prune_step(Model& model, const CompressOptions& o, double fraction) {
   std::map<std::string, Tensor> masks;
   for (const auto& layer : find_compressible_layers(model)) {
     LayerSettings s = resolve_layer_settings(o, layer);
     if (s.exclude || (!s.prune.sparsity && !s.prune.quality)) continue;
+    if (model.initializers.at(layer.weight).numel() < o.min_weights) continue;
     PruneRule rule = s.prune;
     if (rule.sparsity) rule.sparsity = *rule.sparsity * fraction;
     if (rule.quality) rule.quality = *rule.quality * fraction;

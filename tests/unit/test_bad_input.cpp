@@ -291,13 +291,14 @@ TEST_F(CliBadInput, NpyTrainingDataIsCheckedBeforeTraining) {
   struct Case {
     std::string args, says;
   };
-  for (const Case& c : {Case{compress + dir_ + "/wide.npy --distill", "do not fit the model's input"},
-                        Case{compress + dir_ + "/x.npy --labels " + dir_ + "/y19.npy", "labels must be 20 integers"},
-                        Case{compress + dir_ + "/x.npy --labels " + dir_ + "/yf.npy", "labels must be 20 integers"},
-                        Case{compress + dir_ + "/x.npy --distill --scale 2", "--scale and --shift normalize IDX"},
-                        Case{compress + dir_ + " --labels " + dir_ + "/y19.npy", "--labels goes with --data FILE.npy"},
-                        Case{compress + dir_ + "/x.npy", "retraining without them needs distillation"},
-                        Case{compress + dir_ + "/x.npy --temperature 2", "--temperature requires --distill"}}) {
+  for (const Case& c :
+       {Case{compress + dir_ + "/wide.npy --distill", "do not fit the model's input"},
+        Case{compress + dir_ + "/x.npy --labels " + dir_ + "/y19.npy", "labels must be 20 integers"},
+        Case{compress + dir_ + "/x.npy --labels " + dir_ + "/yf.npy", "labels must be 20 integers"},
+        Case{compress + dir_ + "/x.npy --distill --scale 2", "--scale and --shift normalize IDX"},
+        Case{compress + dir_ + " --labels " + dir_ + "/y19.npy", "--labels goes with --data FILE.npy"},
+        Case{compress + dir_ + "/x.npy", "retraining without them needs distillation"},
+        Case{compress + dir_ + "/x.npy --temperature 2", "--temperature requires --distill"}}) {
     auto r = test::run_cli(c.args);
     EXPECT_EQ(r.exit_code, 1) << c.args << ": " << r.output;
     EXPECT_NE(r.output.find(c.says), std::string::npos) << c.args << ": " << r.output;

@@ -169,6 +169,18 @@ TEST(Pipeline, ExcludedLayersStayDenseAndOptionsAreValidated) {
   EXPECT_NE(missing.status().message().find("layer 'nope'"), std::string::npos);
 }
 
+TEST(Recipe, KeepsTheFloatSettings) {
+  CompressOptions o;
+  ASSERT_TRUE(apply_recipe(nlohmann::json::parse(R"({"min_weights": 1000, "encode_all": true})"), o).ok());
+  EXPECT_EQ(o.min_weights, 1000);
+  EXPECT_FALSE(o.float_fallback);
+  CompressOptions round;
+  ASSERT_TRUE(apply_recipe(recipe_json(o), round).ok());
+  EXPECT_EQ(round.min_weights, 1000);
+  EXPECT_FALSE(round.float_fallback);
+  EXPECT_FALSE(apply_recipe(nlohmann::json::parse(R"({"min_weights": -1})"), o).ok() && o.validate().ok());
+}
+
 TEST(Recipe, ParsesAndRejectsUnknownKeys) {
   CompressOptions o;
   auto j = nlohmann::json::parse(R"({"sparsity": 0.8, "bits": {"conv": 7, "fc": 4}, "index_bits": 5,
@@ -237,6 +249,29 @@ TEST_F(CompressCli, RunExportAndReportPrintJson) {
     EXPECT_TRUE(std::filesystem::exists(plot.get<std::string>())) << plot;
 }
 
+TEST_F(CompressCli, SmallLayersStayFloatByThresholdOrSizeUnlessAllAreEncoded) {
+  auto json_of = [&](const std::string& options) {
+    auto c = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/s.spw --sparsity 0.5 --json " +
+                           options);
+    EXPECT_EQ(c.exit_code, 0) << c.output;
+    return c.exit_code == 0 ? nlohmann::json::parse(c.output) : nlohmann::json();
+  };
+  auto all = json_of("--bits 4 --encode-all");
+  EXPECT_EQ(all["layers"].size(), 2u);
+  EXPECT_TRUE(all["kept_float"].empty());
+  EXPECT_EQ(all["metadata"]["options"]["encode_all"], true);
+  auto threshold = json_of("--bits 2 --min-weights 100");  // w has 36 weights, fw 640
+  ASSERT_EQ(threshold["kept_float"].size(), 1u);
+  EXPECT_EQ(threshold["kept_float"][0]["layer"], "w");
+  EXPECT_NE(threshold["kept_float"][0]["reason"].get<std::string>().find("min_weights = 100"),
+            std::string::npos);
+  EXPECT_EQ(threshold["metadata"]["options"]["min_weights"], 100);
+  auto small_codes = json_of("--bits 2");  // 36 two-bit codes and 4 centroids fit in fewer bytes
+  EXPECT_TRUE(small_codes["kept_float"].empty()) << small_codes["kept_float"];
+  auto run = test::run_cli("run " + dir_ + "/s.spw -i " + dir_ + "/x.npy");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+}
+
 TEST_F(CompressCli, CompressInspectRunExport) {
   auto c = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ +
                          "/m.spw --sparsity 0.6 --bits conv=6,fc=4 "
@@ -244,7 +279,12 @@ TEST_F(CompressCli, CompressInspectRunExport) {
   ASSERT_EQ(c.exit_code, 0) << c.output;
   auto j = nlohmann::json::parse(c.output);
   EXPECT_EQ(j["file_bytes"], std::filesystem::file_size(dir_ + "/m.spw"));
-  EXPECT_EQ(j["layers"].size(), 2u);
+  ASSERT_EQ(j["layers"].size(), 1u) << "the 36-weight conv would be larger encoded: it stays float32";
+  EXPECT_EQ(j["layers"][0]["name"], "fw");
+  ASSERT_EQ(j["kept_float"].size(), 1u);
+  EXPECT_EQ(j["kept_float"][0]["layer"], "w");
+  EXPECT_NE(j["kept_float"][0]["reason"].get<std::string>().find("more than 144 as float32"),
+            std::string::npos);
   int64_t sum = 0;
   for (auto& [k, v] : j["breakdown"].items()) sum += v.get<int64_t>();
   EXPECT_EQ(sum, j["file_bytes"].get<int64_t>());

@@ -23,6 +23,7 @@ struct Pair {
 
 Pair executors(const Model& model, double sparsity, int threads, int partitions = 1) {
   CompressOptions o;
+  o.float_fallback = false;  // small layers too: the point is to run them on the engine
   o.all.prune.sparsity = sparsity;
   o.partitions = partitions;
   auto r = compress_model(model, o);
@@ -166,6 +167,7 @@ TEST(Engine, FourBitLayersDenseEnoughForColumnTilesMatchDense) {
   // 40% of the weights kept, 4-bit codebooks: one sample runs on the column tiles where the CPU
   // has AVX-512 (on the CSC walk elsewhere); batches on the blocked CSR.
   CompressOptions o;
+  o.float_fallback = false;  // small layers too: the point is to run them on the engine
   o.all.prune.sparsity = 0.6;
   o.all.bits = 4;
   auto r = compress_model(mlp(), o);
@@ -198,6 +200,7 @@ int count_layers(Executor& ex, const Shape& input, const std::string& op_type) {
 
 TEST(Engine, ReluAfterASparseLayerIsFusedIntoIt) {
   CompressOptions o;
+  o.float_fallback = false;  // small layers too: the point is to run them on the engine
   o.all.prune.sparsity = 0.8;
   auto r = compress_model(mlp(), o);
   ASSERT_TRUE(r.ok()) << r.status().message();
@@ -225,6 +228,7 @@ TEST(Engine, ReluIsNotFusedWhenThePreActivationIsReadElsewhere) {
   Model m = mlp();
   m.outputs.push_back(ValueInfo{"h"});  // the Gemm's own output is a graph output
   CompressOptions o;
+  o.float_fallback = false;  // small layers too: the point is to run them on the engine
   o.all.prune.sparsity = 0.8;
   auto r = compress_model(m, o);
   ASSERT_TRUE(r.ok()) << r.status().message();
@@ -327,6 +331,7 @@ std::string sequence_model(const std::string& dir, const std::string& batch_dim_
   m.initializers["w"] = test::random_f32({8, 6}, 77);
   m.nodes.push_back(Node{"mm", "MatMul", "", {"x", "w"}, {"y"}, {}});
   CompressOptions o;
+  o.float_fallback = false;  // small layers too: the point is to run them on the engine
   o.all.prune.sparsity = 0.5;
   auto r = compress_model(m, o);
   EXPECT_TRUE(r.ok()) << r.status().message();
@@ -439,6 +444,7 @@ TEST(Engine, ThreadsAreCappedAtTheHardwareThreads) {
 TEST(Engine, AGraphOutputThatIsACompressedWeightIsDecompressed) {
   // Legal, if odd: the weight itself is an output. Planning used to look it up among computed values.
   CompressOptions o;
+  o.float_fallback = false;  // small layers too: the point is to run them on the engine
   o.all.prune.sparsity = 0.8;
   auto r = compress_model(mlp(), o);
   ASSERT_TRUE(r.ok());
