@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -231,6 +232,27 @@ bool all_finite(const std::vector<torch::Tensor>& params) {
   return true;
 }
 
+// The line that shows where an epoch is on a terminal (batches, images per second, time left),
+// redrawn at most four times a second.
+class LiveLine {
+ public:
+  void update(int epoch, int epochs, int64_t batch, int64_t batches, int64_t images, int64_t total,
+              std::chrono::steady_clock::time_point start) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(250) && batch < batches) return;
+    last_ = now;
+    const double seconds = std::chrono::duration<double>(now - start).count();
+    const double rate = seconds > 0 ? static_cast<double>(images) / seconds : 0.0;
+    const double left = rate > 0 ? static_cast<double>(total - images) / rate : 0.0;
+    fmt::print(stderr, "\r\033[Kepoch {}/{}: batch {}/{}, {:.0f} images/s, {:.0f} s left in the epoch",
+               epoch + 1, epochs, batch, batches, rate, left);
+  }
+  void clear() { fmt::print(stderr, "\r\033[K"); }
+
+ private:
+  std::chrono::steady_clock::time_point last_{};
+};
+
 // The training loop shared by weight training and codebook fine-tuning. `after_step` re-applies
 // constraints (masks, the zero code) after every optimizer step; `before_step` masks gradients.
 // Training that diverges (a loss or a weight not finite) stops with an error that says where, and
@@ -268,6 +290,8 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
         "lower --lr than {:g}",
         epoch + 1, o.epochs, where, epoch + 1, o.lr);
   };
+  const bool live = o.progress && ::isatty(STDERR_FILENO);
+  LiveLine live_line;
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
     auto start = std::chrono::steady_clock::now();
     const std::vector<torch::Tensor> good = snapshot(params);
@@ -292,7 +316,10 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
       after_step();
       loss_sum += batch_loss * static_cast<double>(idx.size(0));
       correct += logits.argmax(1).eq(by).sum().item<int64_t>();
+      if (live)
+        live_line.update(epoch, o.epochs, i / o.batch + 1, batches, i + idx.size(0), x.size(0), start);
     }
+    if (live) live_line.clear();
     if (!all_finite(params)) return diverged(epoch, "a weight is not finite at its end", good);
     EpochReport r{epoch + 1, loss_sum / static_cast<double>(x.size(0)),
                   static_cast<double>(correct) / static_cast<double>(x.size(0)),
