@@ -1,6 +1,11 @@
-// sparrow eval MODEL --images IDX --labels IDX: classification accuracy on an IDX dataset.
-// Each image is normalized as x = raw * scale + shift and laid out in the model input's shape.
+// sparrow eval MODEL (--images IDX | --data X.npy) [--labels IDX|NPY] [--reference ORIGINAL]:
+// classification accuracy against labels and/or top-1 agreement with a reference model (the
+// original of a compressed model) and how far its outputs are. IDX images are normalized as
+// x = raw * scale + shift; an .npy holds inputs already normalized. Both are laid out in the model
+// input's shape.
 #include <cstring>
+#include <filesystem>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -16,9 +21,8 @@ namespace sparrow::cli {
 namespace {
 
 struct EvalOptions {
-  std::string model, images, labels;
-  float scale = 1.0f / 255.0f;
-  float shift = 0.0f;
+  std::string model, images, data, labels, reference;
+  std::optional<float> scale, shift;  // IDX images: default 1/255 and 0
   int64_t batch = 64;
   int64_t limit = 0;
   bool json = false;
@@ -29,7 +33,48 @@ struct EvalResult {
   int64_t correct = 0, total = 0;
   double seconds = 0;
   std::vector<int64_t> predicted;
+  // Against the reference model: rows with the same top-1 answer, output differences.
+  int64_t agreeing = 0;
+  double max_abs_difference = 0, sum_abs_difference = 0;
+  int64_t compared_values = 0;
 };
+
+// The inputs to evaluate, [N, ...] as float32 and normalized: IDX images (scale, shift) or an .npy.
+Result<Tensor> eval_inputs(const EvalOptions& o) {
+  if (!o.data.empty()) {
+    if (o.scale || o.shift)
+      return errorf("--scale and --shift normalize IDX images; {} holds inputs already normalized", o.data);
+    SP_ASSIGN_OR_RETURN(Tensor x, read_npy(o.data));
+    if (x.rank() < 1) return errorf("{}: inputs must have a row axis", o.data);
+    if (x.dtype() == DType::f32) return x;
+    Tensor f(DType::f32, x.shape());
+    for (int64_t i = 0; i < x.numel(); ++i) f.f32_data()[i] = static_cast<float>(x.i64_data()[i]);
+    return f;
+  }
+  SP_ASSIGN_OR_RETURN(Tensor images, read_idx(o.images));
+  const float scale = o.scale.value_or(1.0f / 255.0f), shift = o.shift.value_or(0.0f);
+  for (float& v : images.f32_span()) v = v * scale + shift;
+  return images;
+}
+
+// One label per input row from an IDX or .npy file; none without --labels.
+Result<std::vector<int64_t>> eval_labels(const EvalOptions& o, int64_t rows) {
+  if (o.labels.empty()) return std::vector<int64_t>{};
+  std::vector<int64_t> labels;
+  if (std::filesystem::path(o.labels).extension() == ".npy") {
+    SP_ASSIGN_OR_RETURN(Tensor y, read_npy(o.labels));
+    if (y.dtype() != DType::i64 || y.rank() != 1)
+      return errorf("{}: labels must be one integer per row, got {} {}", o.labels, dtype_name(y.dtype()),
+                    shape_str(y.shape()));
+    labels.assign(y.i64_data(), y.i64_data() + y.numel());
+  } else {
+    SP_ASSIGN_OR_RETURN(labels, read_idx_labels(o.labels));
+  }
+  const std::string& inputs = o.data.empty() ? o.images : o.data;
+  if (static_cast<int64_t>(labels.size()) != rows)
+    return errorf("{} has {} inputs but {} has {} labels", inputs, rows, o.labels, labels.size());
+  return labels;
+}
 
 // The per-sample shape of the model's first input; fails if a non-batch dim is unknown.
 Result<Shape> sample_shape(const Model& m, int64_t sample_size) {
@@ -52,20 +97,37 @@ int64_t argmax(const float* p, int64_t n) {
   return best;
 }
 
-Result<EvalResult> evaluate(Executor& ex, const EvalOptions& o, const GlobalOptions& global) {
-  SP_ASSIGN_OR_RETURN(Tensor images, read_idx(o.images));
-  SP_ASSIGN_OR_RETURN(std::vector<int64_t> labels, read_idx_labels(o.labels));
+// Compares one batch's scores with the reference's.
+void compare_with_reference(const Tensor& y, const Tensor& ref, int64_t rows, int64_t classes,
+                            EvalResult& r) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* a = y.f32_data() + i * classes;
+    const float* b = ref.f32_data() + i * classes;
+    r.agreeing += argmax(a, classes) == argmax(b, classes);
+    for (int64_t c = 0; c < classes; ++c) {
+      const double d = std::abs(static_cast<double>(a[c]) - b[c]);
+      r.max_abs_difference = std::max(r.max_abs_difference, d);
+      r.sum_abs_difference += d;
+    }
+  }
+  r.compared_values += rows * classes;
+}
+
+Result<EvalResult> evaluate(Executor& ex, Executor* reference, const EvalOptions& o,
+                            const GlobalOptions& global) {
+  const std::string& source = o.data.empty() ? o.images : o.data;
+  SP_ASSIGN_OR_RETURN(Tensor images, eval_inputs(o));
   int64_t count = images.dim(0);
-  if (count != static_cast<int64_t>(labels.size()))
-    return errorf("{} has {} images but {} has {} labels", o.images, count, o.labels, labels.size());
+  SP_ASSIGN_OR_RETURN(std::vector<int64_t> labels, eval_labels(o, count));
   if (o.limit > 0) count = std::min(count, o.limit);
   int64_t sample = count ? images.numel() / images.dim(0) : 0;
-  // Normalized once, in place, and checked as the model will see them.
-  std::span<float> used = images.f32_span().first(static_cast<size_t>(count * sample));
-  for (float& v : used) v = v * o.scale + o.shift;
+  std::span<const float> used = images.f32_span().first(static_cast<size_t>(count * sample));
   if (const int64_t i = first_nonfinite(used); i >= 0)
-    return errorf("{}: image {} value {} is {} once normalized (x * {} + {}): inputs must be finite",
-                  o.images, i / sample, i % sample, used[static_cast<size_t>(i)], o.scale, o.shift);
+    return errorf("{}: {} {} value {} is {}{}: inputs must be finite", source,
+                  o.data.empty() ? "image" : "row", i / sample, i % sample, used[static_cast<size_t>(i)],
+                  o.data.empty() ? fmt::format(" once normalized (x * {} + {})",
+                                               o.scale.value_or(1.0f / 255.0f), o.shift.value_or(0.0f))
+                                 : "");
   SP_ASSIGN_OR_RETURN(Shape per_sample, sample_shape(ex.model(), sample));
   int64_t fixed_batch = ex.model().inputs[0].dims[0];
   int64_t batch = fixed_batch > 0 ? fixed_batch : std::min(o.batch, std::max<int64_t>(count, 1));
@@ -81,9 +143,7 @@ Result<EvalResult> evaluate(Executor& ex, const EvalOptions& o, const GlobalOpti
     Shape shape = per_sample;
     shape.insert(shape.begin(), fixed_batch > 0 ? batch : n);
     Tensor x(DType::f32, shape);
-    const float* src = images.f32_data() + start * sample;
-    float* dst = x.f32_data();
-    std::copy_n(src, n * sample, dst);
+    std::copy_n(images.f32_data() + start * sample, n * sample, x.f32_data());
     SP_ASSIGN_OR_RETURN(auto outputs, ex.run(std::span<const Tensor>(&x, 1)));
     const Tensor& y = *outputs[0];
     if (y.dtype() != DType::f32 || y.rank() < 1 || y.dim(0) != x.dim(0))
@@ -92,7 +152,14 @@ Result<EvalResult> evaluate(Executor& ex, const EvalOptions& o, const GlobalOpti
     int64_t classes = y.numel() / y.dim(0);
     for (int64_t i = 0; i < n; ++i) {
       r.predicted.push_back(argmax(y.f32_data() + i * classes, classes));
-      r.correct += r.predicted.back() == labels[start + i];
+      if (!labels.empty()) r.correct += r.predicted.back() == labels[start + i];
+    }
+    if (reference != nullptr) {
+      SP_ASSIGN_OR_RETURN(auto ref, reference->run(std::span<const Tensor>(&x, 1)));
+      if (ref[0]->shape() != y.shape())
+        return errorf("{}: output shape {} differs from the model's {}", o.reference,
+                      shape_str(ref[0]->shape()), shape_str(y.shape()));
+      compare_with_reference(y, *ref[0], n, classes, r);
     }
     r.total += n;
     if (progress) fmt::print(stderr, "\reval {}/{} images", r.total, count);
@@ -102,49 +169,84 @@ Result<EvalResult> evaluate(Executor& ex, const EvalOptions& o, const GlobalOpti
   return r;
 }
 
+void print_eval(const EvalOptions& o, const EvalResult& r, int threads) {
+  const double rate = r.seconds > 0 ? r.total / r.seconds : 0.0;
+  if (o.json) {
+    nlohmann::json j{{"model", o.model},          {"total", r.total}, {"seconds", r.seconds},
+                     {"images_per_second", rate}, {"batch", o.batch}, {"threads", threads}};
+    if (!o.labels.empty()) {
+      j["accuracy"] = r.total ? static_cast<double>(r.correct) / static_cast<double>(r.total) : 0.0;
+      j["correct"] = r.correct;
+    }
+    if (!o.reference.empty())
+      j["agreement"] = {
+          {"reference", o.reference},
+          {"top1", r.total ? static_cast<double>(r.agreeing) / static_cast<double>(r.total) : 0.0},
+          {"max_abs_difference", r.max_abs_difference},
+          {"mean_abs_difference",
+           r.compared_values ? r.sum_abs_difference / static_cast<double>(r.compared_values) : 0.0}};
+    fmt::print("{}\n", j.dump());
+    return;
+  }
+  fmt::print("images: {}  time: {:.3f} s  ({:.0f} images/s, {} threads)\n", r.total, r.seconds, rate,
+             threads);
+  if (!o.labels.empty())
+    fmt::print("accuracy: {:.4f} ({}/{})\n", r.total ? static_cast<double>(r.correct) / r.total : 0.0,
+               r.correct, r.total);
+  if (!o.reference.empty())
+    fmt::print("agreement with {}: top-1 {:.4f} ({}/{}), output difference max {:.4g}, mean {:.4g}\n",
+               o.reference, r.total ? static_cast<double>(r.agreeing) / r.total : 0.0, r.agreeing, r.total,
+               r.max_abs_difference, r.compared_values ? r.sum_abs_difference / r.compared_values : 0.0);
+}
+
 }  // namespace
 
 Command add_eval(CLI::App& app, const GlobalOptions& global) {
   auto o = std::make_shared<EvalOptions>();
-  auto* cmd = app.add_subcommand("eval", "Classification accuracy on an IDX dataset (e.g. MNIST)");
+  auto* cmd = app.add_subcommand(
+      "eval", "Classification accuracy on IDX or .npy data, and/or agreement with a reference model");
   cmd->add_option("model", o->model, "Model file (.onnx or .spw)")->required();
-  cmd->add_option("--images", o->images, "IDX images, optionally .gz")->required();
-  cmd->add_option("--labels", o->labels, "IDX labels, optionally .gz")->required();
-  cmd->add_option("--scale", o->scale, "Input normalization: x = raw * scale + shift (default 1/255)")
-      ->check(kFiniteNumber);
-  cmd->add_option("--shift", o->shift, "Input normalization offset (default 0)")->check(kFiniteNumber);
+  auto* images = cmd->add_option("--images", o->images, "IDX images, optionally .gz");
+  cmd->add_option("--data", o->data, "Inputs already laid out and normalized (.npy)")->excludes(images);
+  cmd->add_option("--labels", o->labels, "Labels: IDX (optionally .gz) or .npy, one per input");
+  cmd->add_option("--reference", o->reference,
+                  "A model to compare with (e.g. the original of a compressed model): top-1 agreement and "
+                  "output differences");
+  cmd->add_option("--scale", o->scale, "IDX images: x = raw * scale + shift (default 1/255)")
+      ->check(kFiniteNumber)
+      ->needs(images);
+  cmd->add_option("--shift", o->shift, "IDX images: normalization offset (default 0)")
+      ->check(kFiniteNumber)
+      ->needs(images);
   cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   cmd->add_option("--limit", o->limit, "Evaluate only the first N images")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->add_option("--predictions", o->predictions, "Write the predicted class of every image to this .npy");
-  return {
-      cmd, [o, &global]() -> int {
-        for (const auto& input : {o->model, o->images, o->labels})
-          if (!o->predictions.empty() && same_file(o->predictions, input))
-            return report_error(errorf("--predictions {} would overwrite an input file", o->predictions));
-        auto ex = open_model(o->model, global);
-        if (!ex.ok()) return report_error(ex.status());
-        auto r = evaluate(**ex, *o, global);
-        if (!r.ok()) return report_error(r.status());
-        if (!o->predictions.empty()) {
-          Tensor p = Tensor::i64({static_cast<int64_t>(r->predicted.size())}, r->predicted);
-          if (auto s = write_npy(o->predictions, p); !s.ok()) return report_error(s);
-        }
-        double accuracy = r->total ? static_cast<double>(r->correct) / static_cast<double>(r->total) : 0.0;
-        if (o->json) {
-          nlohmann::json j{
-              {"model", o->model},     {"accuracy", accuracy},
-              {"correct", r->correct}, {"total", r->total},
-              {"seconds", r->seconds}, {"images_per_second", r->seconds > 0 ? r->total / r->seconds : 0.0},
-              {"batch", o->batch},     {"threads", (*ex)->threads()}};
-          fmt::print("{}\n", j.dump());
-        } else {
-          fmt::print("images: {}  time: {:.3f} s  ({:.0f} images/s, {} threads)\n", r->total, r->seconds,
-                     r->seconds > 0 ? r->total / r->seconds : 0.0, (*ex)->threads());
-          fmt::print("accuracy: {:.4f} ({}/{})\n", accuracy, r->correct, r->total);
-        }
-        return 0;
-      }};
+  return {cmd, [o, &global]() -> int {
+            if (o->images.empty() == o->data.empty())
+              return report_error(errorf("eval: give --images or --data"));
+            if (o->labels.empty() && o->reference.empty())
+              return report_error(errorf("eval: give --labels (accuracy), --reference (agreement) or both"));
+            for (const auto& input : {o->model, o->images, o->data, o->labels, o->reference})
+              if (!o->predictions.empty() && !input.empty() && same_file(o->predictions, input))
+                return report_error(errorf("--predictions {} would overwrite an input file", o->predictions));
+            auto ex = open_model(o->model, global);
+            if (!ex.ok()) return report_error(ex.status());
+            std::unique_ptr<Executor> reference;
+            if (!o->reference.empty()) {
+              auto opened = open_model(o->reference, global);
+              if (!opened.ok()) return report_error(opened.status());
+              reference = std::move(*opened);
+            }
+            auto r = evaluate(**ex, reference.get(), *o, global);
+            if (!r.ok()) return report_error(r.status());
+            if (!o->predictions.empty()) {
+              Tensor p = Tensor::i64({static_cast<int64_t>(r->predicted.size())}, r->predicted);
+              if (auto s = write_npy(o->predictions, p); !s.ok()) return report_error(s);
+            }
+            print_eval(*o, *r, (*ex)->threads());
+            return 0;
+          }};
 }
 
 }  // namespace sparrow::cli

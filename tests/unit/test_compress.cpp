@@ -272,6 +272,41 @@ TEST_F(CompressCli, SmallLayersStayFloatByThresholdOrSizeUnlessAllAreEncoded) {
   EXPECT_EQ(run.exit_code, 0) << run.output;
 }
 
+TEST_F(CompressCli, EvalMeasuresAccuracyOnNpyAndAgreementWithTheOriginal) {
+  ASSERT_TRUE(write_npy(dir_ + "/rows.npy", test::random_f32({40, 1, 8, 8}, 5)).ok());
+  auto json_of = [&](const std::string& args) {
+    auto r = test::run_cli("eval " + args + " --json");
+    EXPECT_EQ(r.exit_code, 0) << args << ": " << r.output;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.output) : nlohmann::json();
+  };
+  auto self = json_of(dir_ + "/m.onnx --data " + dir_ + "/rows.npy --reference " + dir_ +
+                      "/m.onnx --predictions " + dir_ + "/p.npy");
+  EXPECT_EQ(self["agreement"]["top1"], 1.0);
+  EXPECT_EQ(self["agreement"]["max_abs_difference"], 0.0);
+  EXPECT_FALSE(self.contains("accuracy")) << "no labels, no accuracy";
+  // The model's own answers as labels: accuracy 1 on itself.
+  auto labelled = json_of(dir_ + "/m.onnx --data " + dir_ + "/rows.npy --labels " + dir_ + "/p.npy");
+  EXPECT_EQ(labelled["accuracy"], 1.0);
+  EXPECT_EQ(labelled["total"], 40);
+  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/e.spw --sparsity 0.9 --bits 2")
+                .exit_code,
+            0);
+  auto compressed = json_of(dir_ + "/e.spw --data " + dir_ + "/rows.npy --labels " + dir_ +
+                            "/p.npy --reference " + dir_ + "/m.onnx");
+  EXPECT_GT(compressed["agreement"]["max_abs_difference"].get<double>(), 0.0);
+  EXPECT_EQ(compressed["accuracy"], compressed["agreement"]["top1"])
+      << "labels that are the original's answers: accuracy is agreement";
+  for (const auto& [args, says] : std::vector<std::pair<std::string, std::string>>{
+           {dir_ + "/m.onnx --data " + dir_ + "/rows.npy", "give --labels"},
+           {dir_ + "/m.onnx --data " + dir_ + "/rows.npy --labels " + dir_ + "/p.npy --scale 2",
+            "--scale requires"},
+           {dir_ + "/m.onnx --data " + dir_ + "/rows.npy --images a --labels b", "excludes"}}) {
+    auto r = test::run_cli("eval " + args);
+    EXPECT_EQ(r.exit_code, 1) << args << ": " << r.output;
+    EXPECT_NE(r.output.find(says), std::string::npos) << args << ": " << r.output;
+  }
+}
+
 TEST_F(CompressCli, CompressInspectRunExport) {
   auto c = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ +
                          "/m.spw --sparsity 0.6 --bits conv=6,fc=4 "
