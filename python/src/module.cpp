@@ -238,28 +238,6 @@ LabeledData training_data(const py::array& inputs, const std::optional<py::array
   return d;
 }
 
-// Distillation settings: true, or {"loss": "kl" | "mse", "temperature": T, "weight": W}.
-Distillation distillation(const nlohmann::json& j) {
-  Distillation d;
-  d.enabled = j.is_object() || (j.is_boolean() && j.get<bool>());
-  if (!j.is_object()) {
-    if (!j.is_boolean()) throw Error("retrain: 'distill' must be true, false or a dict");
-    return d;
-  }
-  for (const auto& [key, value] : j.items()) {
-    if (key == "loss" && value.is_string() && (value == "kl" || value == "mse"))
-      d.loss = value == "kl" ? DistillLoss::kl : DistillLoss::mse;
-    else if (key == "temperature" && value.is_number() && value.get<double>() > 0)
-      d.temperature = value.get<double>();
-    else if (key == "weight" && value.is_number() && value.get<double>() >= 0 && value.get<double>() <= 1)
-      d.weight = value.get<double>();
-    else
-      throw Error("distill: '" + key + "' = " + value.dump() +
-                  " (known: loss \"kl\" or \"mse\", temperature > 0, weight in [0, 1])");
-  }
-  return d;
-}
-
 // Calls a Python progress callback from a Sparrow thread with the GIL held; the first exception it
 // raises is kept and raised again when the operation ends.
 class Progress {
@@ -295,43 +273,15 @@ py::dict epoch_event(const char* stage, int step, const EpochReport& r) {
   return d;
 }
 
-// Settings of the retraining from a JSON object: prune_steps, retrain_epochs, retrain_lr,
-// finetune_epochs, finetune_lr, batch, seed, distill (unknown keys are errors).
+// Settings of the retraining from a recipe's "retrain" block (api/compress.h), from the CLI's
+// defaults; the data comes as arrays, so data-source keys are refused.
 RetrainOptions retrain_options(const nlohmann::json& j) {
   RetrainOptions r;
   r.retrain.epochs = 2;
   r.retrain.lr = 0.005;
   r.finetune.epochs = 1;
   r.finetune.lr = 0.001;
-  for (const auto& [key, value] : j.items()) {
-    if (key == "distill") {
-      r.retrain.distill = r.finetune.distill = distillation(value);
-      continue;
-    }
-    if (!value.is_number()) throw Error("retrain: '" + key + "' must be a number");
-    if (key == "prune_steps")
-      r.prune_steps = value.get<int>();
-    else if (key == "retrain_epochs")
-      r.retrain.epochs = value.get<int>();
-    else if (key == "retrain_lr")
-      r.retrain.lr = value.get<double>();
-    else if (key == "finetune_epochs")
-      r.finetune.epochs = value.get<int>();
-    else if (key == "finetune_lr")
-      r.finetune.lr = value.get<double>();
-    else if (key == "batch")
-      r.retrain.batch = r.finetune.batch = value.get<int>();
-    else if (key == "seed")
-      r.retrain.seed = r.finetune.seed = value.get<uint64_t>();
-    else
-      throw Error(
-          "retrain: unknown key '" + key +
-          "' (known: prune_steps, retrain_epochs, retrain_lr, finetune_epochs, finetune_lr, batch, seed, "
-          "distill)");
-  }
-  if (r.prune_steps < 1 || r.retrain.epochs < 0 || r.finetune.epochs < 0 || r.retrain.batch < 1 ||
-      !(r.retrain.lr > 0) || !(r.finetune.lr > 0))
-    throw Error("retrain: prune_steps and batch must be >= 1, epochs >= 0 and learning rates > 0");
+  check(api::apply_retrain_recipe(j, r, nullptr));
   return r;
 }
 
@@ -364,7 +314,7 @@ std::string compress(const std::string& model, const std::string& output, const 
   if (inputs) {
     train = training_data(*inputs, labels, "data");
     request.train = &*train;
-    request.data_description = "numpy arrays";
+    request.data_source = {{"data", "numpy arrays"}};
     auto r = nlohmann::json::parse(retrain, nullptr, false);
     if (r.is_discarded() || !r.is_object()) throw Error("retrain: not a JSON object");
     request.retrain = retrain_options(r);

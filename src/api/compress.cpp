@@ -1,5 +1,8 @@
 #include "api/compress.h"
 
+#include <algorithm>
+#include <filesystem>
+
 #include "compress/recipe.h"
 #include "core/file.h"
 #include "core/hash.h"
@@ -20,18 +23,7 @@ nlohmann::json compression_metadata(const CompressRequest& r, std::string_view s
                          {"source_bytes", source.size()},
                          {"source_fnv1a64", fmt::format("{:016x}", fnv1a64(source))},
                          {"options", recipe_json(r.options)}};
-  if (r.train != nullptr) {
-    meta["retrain"] = {{"data", r.data_description},
-                       {"prune_steps", r.retrain.prune_steps},
-                       {"retrain_epochs", r.retrain.retrain.epochs},
-                       {"retrain_lr", r.retrain.retrain.lr},
-                       {"finetune_epochs", r.retrain.finetune.epochs},
-                       {"finetune_lr", r.retrain.finetune.lr}};
-    if (const Distillation& d = r.retrain.retrain.distill; d.enabled)
-      meta["retrain"]["distill"] = {{"loss", d.loss == DistillLoss::kl ? "kl" : "mse"},
-                                    {"temperature", d.temperature},
-                                    {"weight", d.weight}};
-  }
+  if (r.train != nullptr) meta["retrain"] = retrain_recipe_json(r.retrain, r.data_source);
   return meta;
 }
 
@@ -67,11 +59,113 @@ Status retrain_from_data(const CompressRequest& r, const Model& model, const std
 
 }  // namespace
 
+Result<nlohmann::json> read_recipe(const std::string& path) {
+  if (std::filesystem::path(path).extension() == ".spw") {
+    SP_ASSIGN_OR_RETURN(SpwModel spw, read_spw(path));
+    auto meta = nlohmann::json::parse(spw.metadata_json, nullptr, false);
+    if (meta.is_discarded() || !meta.is_object() || !meta.contains("options"))
+      return errorf("{}: its metadata records no recipe (options)", path);
+    nlohmann::json recipe = meta["options"];
+    if (meta.contains("retrain")) recipe["retrain"] = meta["retrain"];
+    return recipe;
+  }
+  SP_ASSIGN_OR_RETURN(std::vector<char> text, read_file(path));
+  auto j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
+  if (j.is_discarded()) return errorf("{}: not valid JSON", path);
+  return j;
+}
+
 Result<CompressOptions> options_from_recipe(const nlohmann::json& recipe, const std::string& where) {
   CompressOptions o;
-  SP_RETURN_IF_ERROR(apply_recipe(recipe, o).prefixed(where));
+  nlohmann::json settings = recipe;
+  if (settings.is_object()) settings.erase("retrain");
+  SP_RETURN_IF_ERROR(apply_recipe(settings, o).prefixed(where));
   SP_RETURN_IF_ERROR(o.validate().prefixed(where));
   return o;
+}
+
+namespace {
+
+Result<Distillation> distillation_recipe(const nlohmann::json& j) {
+  Distillation d;
+  if (j.is_boolean()) {
+    d.enabled = j.get<bool>();
+    return d;
+  }
+  if (!j.is_object()) return errorf("retrain.distill: expected true, false or an object");
+  d.enabled = true;
+  for (const auto& [key, v] : j.items()) {
+    if (key == "loss" && v.is_string() && (v == "kl" || v == "mse"))
+      d.loss = v == "kl" ? DistillLoss::kl : DistillLoss::mse;
+    else if (key == "temperature" && v.is_number() && v.get<double>() > 0)
+      d.temperature = v.get<double>();
+    else if (key == "weight" && v.is_number() && v.get<double>() >= 0 && v.get<double>() <= 1)
+      d.weight = v.get<double>();
+    else
+      return errorf(
+          "retrain.distill.{} = {}: expected loss \"kl\" or \"mse\", temperature > 0, weight in [0, 1]", key,
+          v.dump());
+  }
+  return d;
+}
+
+}  // namespace
+
+Status apply_retrain_recipe(const nlohmann::json& block, RetrainOptions& r, nlohmann::json* data_source) {
+  if (!block.is_object()) return errorf("retrain: expected an object");
+  static const char* kDataKeys[] = {"data", "labels", "scale", "shift", "validation", "limit"};
+  for (const auto& [key, v] : block.items()) {
+    const std::string where = "retrain." + key;
+    if (std::find(std::begin(kDataKeys), std::end(kDataKeys), key) != std::end(kDataKeys)) {
+      if (data_source == nullptr) return errorf("{}: give the data itself here, not in the recipe", where);
+      (*data_source)[key] = v;
+      continue;
+    }
+    if (key == "distill") {
+      SP_ASSIGN_OR_RETURN(r.retrain.distill, distillation_recipe(v));
+      r.finetune.distill = r.retrain.distill;
+      continue;
+    }
+    if (!v.is_number()) return errorf("{}: expected a number, got {}", where, v.dump());
+    const bool integral = v.is_number_integer();
+    if (key == "prune_steps" && integral && v.get<int>() >= 1 && v.get<int>() <= 100)
+      r.prune_steps = v.get<int>();
+    else if (key == "retrain_epochs" && integral && v.get<int>() >= 0)
+      r.retrain.epochs = v.get<int>();
+    else if (key == "finetune_epochs" && integral && v.get<int>() >= 0)
+      r.finetune.epochs = v.get<int>();
+    else if (key == "retrain_lr" && v.get<double>() > 0)
+      r.retrain.lr = v.get<double>();
+    else if (key == "finetune_lr" && v.get<double>() > 0)
+      r.finetune.lr = v.get<double>();
+    else if (key == "batch" && integral && v.get<int>() >= 1)
+      r.retrain.batch = r.finetune.batch = v.get<int>();
+    else if (key == "seed" && integral && v.get<int64_t>() >= 0)
+      r.retrain.seed = r.finetune.seed = v.get<uint64_t>();
+    else
+      return errorf(
+          "{} = {}: unknown key or value out of range (known: prune_steps 1..100, retrain_epochs, "
+          "finetune_epochs >= 0, retrain_lr, finetune_lr > 0, batch >= 1, seed, distill, and data, labels, "
+          "scale, shift, validation, limit)",
+          where, v.dump());
+  }
+  return {};
+}
+
+nlohmann::json retrain_recipe_json(const RetrainOptions& r, const nlohmann::json& data_source) {
+  nlohmann::json j = data_source.is_object() ? data_source : nlohmann::json::object();
+  j["prune_steps"] = r.prune_steps;
+  j["retrain_epochs"] = r.retrain.epochs;
+  j["retrain_lr"] = r.retrain.lr;
+  j["finetune_epochs"] = r.finetune.epochs;
+  j["finetune_lr"] = r.finetune.lr;
+  j["batch"] = r.retrain.batch;
+  j["seed"] = r.retrain.seed;
+  if (const Distillation& d = r.retrain.distill; d.enabled)
+    j["distill"] = {{"loss", d.loss == DistillLoss::kl ? "kl" : "mse"},
+                    {"temperature", d.temperature},
+                    {"weight", d.weight}};
+  return j;
 }
 
 nlohmann::json kept_float_json(const CompressResult& result) {

@@ -20,12 +20,14 @@ struct CompressRequest {
   // distillation (retrain.retrain.distill / retrain.finetune.distill) the source model is the
   // teacher: its outputs are added to `train` and `val` first, and labels are optional. On `test`
   // (when given) the accuracy is measured before and after, or, without labels, the compressed
-  // model's agreement with the source. `data_description` goes into the file's metadata.
+  // model's agreement with the source. `data_source` (where the data came from: data, labels,
+  // scale, shift, validation, limit) goes into the file's metadata beside the retraining settings,
+  // as the recipe's "retrain" block that replays it.
   LabeledData* train = nullptr;
   LabeledData* val = nullptr;
   const LabeledData* test = nullptr;
   RetrainOptions retrain;
-  std::string data_description;
+  nlohmann::json data_source = nlohmann::json::object();
   int threads = 0;  // for measuring accuracy
 };
 
@@ -35,8 +37,23 @@ struct CompressOutcome {
   std::optional<Agreement> agreement;                     // with an unlabeled `test`: against the source
 };
 
-// The options a recipe (a JSON object, as `--recipe` files hold) asks for; errors name `where`.
+// A recipe is one JSON object: the compression settings (compress/recipe.h) and, optionally, a
+// "retrain" block: {data, labels, scale, shift, validation, limit (where the data comes from),
+// prune_steps, retrain_epochs, retrain_lr, finetune_epochs, finetune_lr, batch, seed,
+// distill: {loss: "kl" | "mse", temperature, weight} (or true)}.
+
+// The recipe in a .json file, or the one a .spw file records in its metadata (its options and
+// retraining), so that `compress --recipe OLD.spw` replays a compression.
+Result<nlohmann::json> read_recipe(const std::string& path);
+
+// The compression settings of a recipe (its "retrain" block aside); errors name `where`.
 Result<CompressOptions> options_from_recipe(const nlohmann::json& recipe, const std::string& where);
+
+// Applies a "retrain" block's training settings to `r` and copies its data-source keys into
+// `data_source` (when given; otherwise they are refused). Errors name the key.
+Status apply_retrain_recipe(const nlohmann::json& block, RetrainOptions& r, nlohmann::json* data_source);
+// The "retrain" block of these settings and data source (what the file's metadata records).
+nlohmann::json retrain_recipe_json(const RetrainOptions& r, const nlohmann::json& data_source);
 
 // [{layer, reason}] for each layer that was to be compressed but stays float32.
 nlohmann::json kept_float_json(const CompressResult& result);

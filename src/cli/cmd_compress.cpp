@@ -32,13 +32,12 @@ struct CompressArgs {
 };
 
 // Recipe first, then command-line options on top of it.
-Result<CompressOptions> build_options(const CompressArgs& a) {
+Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::json& recipe) {
   CompressOptions o;
-  if (!a.recipe.empty()) {
-    SP_ASSIGN_OR_RETURN(std::vector<char> text, read_file(a.recipe));
-    auto j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-    if (j.is_discarded()) return errorf("{}: not valid JSON", a.recipe);
-    SP_RETURN_IF_ERROR(apply_recipe(j, o).prefixed(a.recipe));
+  if (!recipe.is_null()) {
+    nlohmann::json settings = recipe;
+    if (settings.is_object()) settings.erase("retrain");
+    SP_RETURN_IF_ERROR(apply_recipe(settings, o).prefixed(a.recipe));
   }
   if (a.sparsity) o.all.prune = PruneRule{a.sparsity, std::nullopt};
   if (a.quality) o.all.prune = PruneRule{std::nullopt, a.quality};
@@ -57,8 +56,60 @@ Result<CompressOptions> build_options(const CompressArgs& a) {
   return o;
 }
 
-int run_compress(const CompressArgs& a, const GlobalOptions& global) {
-  auto options = build_options(a);
+// Whether an option was given on the command line.
+using Given = std::function<bool(const char*)>;
+
+// The recipe's "retrain" block under the command line's retraining options: a value given on the
+// command line wins, and --data replaces the recipe's whole data source.
+Status merge_retrain_recipe(const nlohmann::json& recipe, const Given& given, CompressArgs& a) {
+  if (!recipe.is_object() || !recipe.contains("retrain")) return {};
+  RetrainOptions r = a.retrain;
+  Distillation distill = a.distill;
+  r.retrain.distill = r.finetune.distill = distill;
+  nlohmann::json source = nlohmann::json::object();
+  SP_RETURN_IF_ERROR(api::apply_retrain_recipe(recipe["retrain"], r, &source).prefixed(a.recipe));
+  if (!given("--prune-steps")) a.retrain.prune_steps = r.prune_steps;
+  if (!given("--retrain-epochs")) a.retrain.retrain.epochs = r.retrain.epochs;
+  if (!given("--retrain-lr")) a.retrain.retrain.lr = r.retrain.lr;
+  if (!given("--finetune-epochs")) a.retrain.finetune.epochs = r.finetune.epochs;
+  if (!given("--finetune-lr")) a.retrain.finetune.lr = r.finetune.lr;
+  a.retrain.retrain.batch = a.retrain.finetune.batch = r.retrain.batch;
+  a.retrain.retrain.seed = a.retrain.finetune.seed = r.retrain.seed;
+  if (!given("--distill")) a.distill = r.retrain.distill;
+  if (!a.data.dir.empty() || !source.contains("data")) return {};
+  try {
+    a.data.dir = source.value("data", std::string());
+    a.data.labels = source.value("labels", std::string());
+    if (source.contains("scale")) a.data.scale = source["scale"].get<float>();
+    if (source.contains("shift")) a.data.shift = source["shift"].get<float>();
+    a.data.validation = source.value("validation", a.data.validation);
+    a.data.limit = source.value("limit", a.data.limit);
+  } catch (const nlohmann::json::exception&) {
+    return errorf("{}: retrain: data, labels must be paths and scale, shift, validation, limit numbers",
+                  a.recipe);
+  }
+  return {};
+}
+
+// Where the data came from, as the file's metadata records it (the recipe's data-source keys).
+nlohmann::json data_source(const DataArgs& d) {
+  nlohmann::json j{{"data", d.dir}, {"validation", d.validation}};
+  if (!d.labels.empty()) j["labels"] = d.labels;
+  if (d.scale) j["scale"] = *d.scale;
+  if (d.shift) j["shift"] = *d.shift;
+  if (d.limit > 0) j["limit"] = d.limit;
+  return j;
+}
+
+int run_compress(CompressArgs a, const Given& given, const GlobalOptions& global) {
+  nlohmann::json recipe;
+  if (!a.recipe.empty()) {
+    auto read = api::read_recipe(a.recipe);
+    if (!read.ok()) return report_error(read.status());
+    recipe = std::move(*read);
+    if (auto s = merge_retrain_recipe(recipe, given, a); !s.ok()) return report_error(s);
+  }
+  auto options = build_options(a, recipe);
   if (!options.ok()) return report_error(options.status());
   api::CompressRequest request;
   request.model = a.model;
@@ -77,7 +128,7 @@ int run_compress(const CompressArgs& a, const GlobalOptions& global) {
     request.train = &data->train;
     request.val = &data->val;
     request.test = &data->test;
-    request.data_description = a.data.dir;
+    request.data_source = data_source(a.data);
     request.retrain = a.retrain;
     request.retrain.retrain.threads = request.retrain.finetune.threads = global.threads;
     request.retrain.retrain.progress = request.retrain.finetune.progress = !global.quiet;
@@ -145,7 +196,9 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
                 "Encode every layer, even where the encoding would be larger than float32");
   cmd->add_option("--layer", a->layers,
                   "Per-layer override NAME:key=value,... (sparsity, quality, bits, exclude)");
-  cmd->add_option("--recipe", a->recipe, "JSON file with the same settings (options given here win)");
+  cmd->add_option("--recipe", a->recipe,
+                  "JSON file with the same settings and a retrain block, or a .spw whose recorded recipe to "
+                  "replay (options given here win)");
   cmd->add_flag("--json", a->json, "Print the inspect report as JSON");
   auto* data = cmd->add_option(
       "--data", a->data.dir,
@@ -178,7 +231,10 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
     cmd->get_option(name)->needs(data);
   for (const char* name : {"--distill-loss", "--temperature", "--distill-weight"})
     cmd->get_option(name)->needs("--distill");
-  return {cmd, [a, &global]() { return run_compress(*a, global); }};
+  return {cmd, [a, cmd, &global]() {
+            return run_compress(
+                *a, [cmd](const char* name) { return cmd->get_option(name)->count() > 0; }, global);
+          }};
 }
 
 }  // namespace sparrow::cli

@@ -2,8 +2,11 @@
 // and trained quantization.
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "test_util.h"
 
@@ -302,6 +305,69 @@ TEST(Distill, CompressionRetrainsFromTheSourceAndReportsAgreementWithIt) {
   auto spw = read_spw(dir + "/student.spw");
   ASSERT_TRUE(spw.ok());
   EXPECT_NE(spw->metadata_json.find("\"distill\""), std::string::npos) << spw->metadata_json;
+}
+
+TEST(RetrainRecipe, BlockRoundTripsAndRefusesUnknownKeys) {
+  RetrainOptions r;
+  nlohmann::json source;
+  auto block =
+      nlohmann::json::parse(R"({"data": "x.npy", "labels": "y.npy", "validation": 10, "prune_steps": 4,
+      "retrain_epochs": 3, "retrain_lr": 0.01, "finetune_epochs": 2, "finetune_lr": 0.002, "batch": 32,
+      "seed": 7, "distill": {"loss": "mse", "temperature": 2, "weight": 0.5}})");
+  ASSERT_TRUE(api::apply_retrain_recipe(block, r, &source).ok());
+  EXPECT_EQ(r.prune_steps, 4);
+  EXPECT_EQ(r.retrain.epochs, 3);
+  EXPECT_EQ(r.finetune.batch, 32);
+  EXPECT_TRUE(r.finetune.distill.enabled);
+  EXPECT_EQ(r.retrain.distill.loss, DistillLoss::mse);
+  EXPECT_EQ(source["labels"], "y.npy");
+  EXPECT_EQ(api::retrain_recipe_json(r, source), block) << api::retrain_recipe_json(r, source).dump();
+  for (const char* bad : {R"({"prune_step": 2})", R"({"prune_steps": 0})", R"({"retrain_lr": "fast"})",
+                          R"({"distill": {"temperature": -1}})"}) {
+    RetrainOptions x;
+    auto s = api::apply_retrain_recipe(nlohmann::json::parse(bad), x, &source);
+    EXPECT_FALSE(s.ok()) << bad;
+    EXPECT_NE(s.message().find("retrain."), std::string::npos) << s.message();
+  }
+  RetrainOptions x;
+  auto refused = api::apply_retrain_recipe(nlohmann::json::parse(R"({"data": "x.npy"})"), x, nullptr);
+  EXPECT_FALSE(refused.ok());
+}
+
+TEST(RetrainRecipe, ACompressionReplaysFromItsOwnFileAndFromAJsonRecipe) {
+  const std::string dir = test::temp_dir("recipe_replay");
+  ASSERT_TRUE(save_onnx(test::small_cnn(), dir + "/m.onnx").ok());
+  Tensor x = test::random_f32({60, 1, 8, 8}, 3);
+  Tensor y(DType::i64, {60});
+  for (int64_t i = 0; i < 60; ++i) y.i64_data()[i] = i % 10;
+  ASSERT_TRUE(write_npy(dir + "/x.npy", x).ok());
+  ASSERT_TRUE(write_npy(dir + "/y.npy", y).ok());
+  auto compress = [&](const std::string& args) {
+    auto r = test::run_cli("-q --threads 1 compress " + dir + "/m.onnx " + args + " --json");
+    EXPECT_EQ(r.exit_code, 0) << args << ": " << r.output;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.output) : nlohmann::json();
+  };
+  auto first =
+      compress("-o " + dir + "/a.spw --sparsity 0.6 --bits 4 --encode-all --data " + dir +
+               "/x.npy --labels " + dir + "/y.npy --prune-steps 2 --retrain-epochs 1 --finetune-epochs 1");
+  ASSERT_TRUE(first["metadata"].contains("retrain"));
+  auto replay = compress("-o " + dir + "/b.spw --recipe " + dir + "/a.spw");
+  EXPECT_EQ(replay["metadata"]["options"], first["metadata"]["options"]);
+  EXPECT_EQ(replay["metadata"]["retrain"], first["metadata"]["retrain"])
+      << "retrained again, from the same data";
+  EXPECT_EQ(replay["accuracy_after"], first["accuracy_after"]) << "the same seed, data and settings";
+  // The command line wins over the recipe.
+  auto more = compress("-o " + dir + "/c.spw --recipe " + dir + "/a.spw --data " + dir + "/x.npy --labels " +
+                       dir + "/y.npy --retrain-epochs 2");
+  EXPECT_EQ(more["metadata"]["retrain"]["retrain_epochs"], 2);
+  EXPECT_EQ(more["metadata"]["retrain"]["prune_steps"], 2);
+  // A JSON recipe with a retrain block needs no --data.
+  std::ofstream(dir + "/recipe.json")
+      << R"({"sparsity": 0.5, "encode_all": true, "retrain": {"data": ")" << dir << R"(/x.npy", "labels": ")"
+      << dir << R"(/y.npy", "prune_steps": 1, "retrain_epochs": 1, "finetune_epochs": 0}})";
+  auto from_json = compress("-o " + dir + "/d.spw --recipe " + dir + "/recipe.json");
+  EXPECT_EQ(from_json["metadata"]["retrain"]["prune_steps"], 1);
+  EXPECT_TRUE(from_json.contains("accuracy_after"));
 }
 
 }  // namespace
