@@ -347,14 +347,7 @@ std::string compress(const std::string& model, const std::string& output, const 
   if (!outcome.ok()) throw Error(outcome.status().message());
   nlohmann::json j = api::spw_report_json(outcome->result.spw, output);
   j["kept_float"] = api::kept_float_json(outcome->result);
-  if (outcome->accuracy_before) {
-    j["accuracy_before"] = *outcome->accuracy_before;
-    j["accuracy_after"] = *outcome->accuracy_after;
-  }
-  if (const auto& g = outcome->agreement)
-    j["agreement"] = {{"top1", g->top1},
-                      {"max_abs_difference", g->max_abs_difference},
-                      {"mean_abs_difference", g->mean_abs_difference}};
+  j.update(api::results_json(*outcome));
   return j.dump();
 }
 

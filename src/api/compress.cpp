@@ -6,6 +6,7 @@
 #include "compress/recipe.h"
 #include "core/file.h"
 #include "core/hash.h"
+#include "core/timer.h"
 #include "sparrow/executor.h"
 #include "sparrow/onnx.h"
 #include "sparrow/version.h"
@@ -25,6 +26,16 @@ nlohmann::json compression_metadata(const CompressRequest& r, std::string_view s
                          {"options", recipe_json(r.options)}};
   if (r.train != nullptr) meta["retrain"] = retrain_recipe_json(r.retrain, r.data_source);
   return meta;
+}
+
+// Adds "results" to the metadata: the accuracy or agreement measured and the seconds it all took.
+void record_results(const CompressOutcome& out, double seconds, std::string& metadata_json) {
+  auto meta = nlohmann::json::parse(metadata_json, nullptr, false);
+  if (meta.is_discarded() || !meta.is_object()) return;
+  nlohmann::json results = results_json(out);
+  results["seconds"] = seconds;
+  meta["results"] = results;
+  metadata_json = meta.dump();
 }
 
 // Compression with retraining on r.train (the source model teaching, with distillation), measured
@@ -168,6 +179,19 @@ nlohmann::json retrain_recipe_json(const RetrainOptions& r, const nlohmann::json
   return j;
 }
 
+nlohmann::json results_json(const CompressOutcome& out) {
+  nlohmann::json j = nlohmann::json::object();
+  if (out.accuracy_before) {
+    j["accuracy_before"] = *out.accuracy_before;
+    j["accuracy_after"] = *out.accuracy_after;
+  }
+  if (const auto& g = out.agreement)
+    j["agreement"] = {{"top1", g->top1},
+                      {"max_abs_difference", g->max_abs_difference},
+                      {"mean_abs_difference", g->mean_abs_difference}};
+  return j;
+}
+
 nlohmann::json kept_float_json(const CompressResult& result) {
   nlohmann::json j = nlohmann::json::array();
   for (const LayerReport& l : result.layers)
@@ -176,6 +200,7 @@ nlohmann::json kept_float_json(const CompressResult& result) {
 }
 
 Result<CompressOutcome> compress_file(const CompressRequest& r) {
+  Timer timer;
   if (same_file(r.output, r.model)) return errorf("output {} would overwrite the input", r.output);
   SP_RETURN_IF_ERROR(r.options.validate());
   SP_ASSIGN_OR_RETURN(std::vector<char> bytes, read_file(r.model));
@@ -195,6 +220,7 @@ Result<CompressOutcome> compress_file(const CompressRequest& r) {
   if (auto runnable = Executor::create(out.result.spw, check); !runnable.ok())
     return errorf("{}: the engine cannot run the compressed model, so {} was not written: {}", r.model,
                   r.output, runnable.status().message());
+  record_results(out, timer.seconds(), out.result.spw.metadata_json);
   SP_RETURN_IF_ERROR(write_spw(out.result.spw, r.output, r.options.huffman));
   return out;
 }

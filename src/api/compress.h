@@ -55,6 +55,11 @@ Status apply_retrain_recipe(const nlohmann::json& block, RetrainOptions& r, nloh
 // The "retrain" block of these settings and data source (what the file's metadata records).
 nlohmann::json retrain_recipe_json(const RetrainOptions& r, const nlohmann::json& data_source);
 
+// {accuracy_before, accuracy_after} and/or {agreement: {top1, max_abs_difference,
+// mean_abs_difference}}: what was measured (also recorded, with the seconds taken, as the file's
+// metadata "results").
+nlohmann::json results_json(const CompressOutcome& outcome);
+
 // [{layer, reason}] for each layer that was to be compressed but stays float32.
 nlohmann::json kept_float_json(const CompressResult& result);
 

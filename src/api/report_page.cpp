@@ -96,6 +96,36 @@ Result<std::string> layer_plot_csv(const CompressedTensor& t, const Model* sourc
   return csv;
 }
 
+// What the compression achieved and how (from the file's metadata): accuracy or agreement before
+// and after retraining, and the recipe that replays it.
+std::string results_section(const nlohmann::json& meta) {
+  std::string h;
+  if (meta.contains("results")) {
+    const nlohmann::json& r = meta["results"];
+    if (r.contains("accuracy_before"))
+      h += fmt::format(
+          "<p>Accuracy on the held-out data: {:.2f}% before, {:.2f}% after ({:+.2f} points).</p>\n",
+          100 * r["accuracy_before"].get<double>(), 100 * r["accuracy_after"].get<double>(),
+          100 * (r["accuracy_after"].get<double>() - r["accuracy_before"].get<double>()));
+    if (r.contains("agreement"))
+      h += fmt::format(
+          "<p>Agreement with the original on the held-out data: top-1 {:.2f}%, output difference max {:.4g}, "
+          "mean {:.4g}.</p>\n",
+          100 * r["agreement"]["top1"].get<double>(), r["agreement"]["max_abs_difference"].get<double>(),
+          r["agreement"]["mean_abs_difference"].get<double>());
+    if (r.contains("seconds"))
+      h += fmt::format("<p>Compressed in {:.1f} s.</p>\n", r["seconds"].get<double>());
+  }
+  if (meta.contains("options")) {
+    nlohmann::json recipe = meta["options"];
+    if (meta.contains("retrain")) recipe["retrain"] = meta["retrain"];
+    h += "<h2>Recipe</h2>\n<p>Replay with <code>sparrow compress SOURCE -o OUT.spw --recipe "
+         "THIS.spw</code>.</p>\n";
+    h += fmt::format("<pre>{}</pre>\n", html_escape(recipe.dump(2)));
+  }
+  return h;
+}
+
 std::string html_page(const nlohmann::json& j, const std::vector<std::string>& plots) {
   std::string h =
       "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sparrow report</title>\n"
@@ -119,6 +149,7 @@ std::string html_page(const nlohmann::json& j, const std::vector<std::string>& p
     h += fmt::format(" {} {},", key, value.get<int64_t>());
   h.back() = '.';
   h += "</p>\n";
+  h += results_section(j.value("metadata", nlohmann::json::object()));
   for (const auto& p : plots) h += fmt::format("<p><img src=\"{}\"></p>\n", html_escape(p));
   return h + "</body></html>\n";
 }

@@ -154,14 +154,7 @@ int run_compress(CompressArgs a, const Given& given, const GlobalOptions& global
   if (a.json) {
     nlohmann::json j = api::spw_report_json(spw, a.output);
     j["kept_float"] = api::kept_float_json(outcome->result);
-    if (outcome->accuracy_before) {
-      j["accuracy_before"] = *outcome->accuracy_before;
-      j["accuracy_after"] = *outcome->accuracy_after;
-    }
-    if (const auto& g = outcome->agreement)
-      j["agreement"] = {{"top1", g->top1},
-                        {"max_abs_difference", g->max_abs_difference},
-                        {"mean_abs_difference", g->mean_abs_difference}};
+    j.update(api::results_json(*outcome));
     fmt::print("{}\n", j.dump(2));
   } else if (!global.quiet) {
     print_spw_report(spw, a.output);

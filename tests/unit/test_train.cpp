@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <set>
 
@@ -351,6 +352,15 @@ TEST(RetrainRecipe, ACompressionReplaysFromItsOwnFileAndFromAJsonRecipe) {
       compress("-o " + dir + "/a.spw --sparsity 0.6 --bits 4 --encode-all --data " + dir +
                "/x.npy --labels " + dir + "/y.npy --prune-steps 2 --retrain-epochs 1 --finetune-epochs 1");
   ASSERT_TRUE(first["metadata"].contains("retrain"));
+  EXPECT_EQ(first["metadata"]["results"]["accuracy_after"], first["accuracy_after"])
+      << "recorded in the file";
+  EXPECT_GT(first["metadata"]["results"]["seconds"].get<double>(), 0.0);
+  ASSERT_EQ(test::run_cli("-q report " + dir + "/a.spw -o " + dir + "/report").exit_code, 0);
+  std::ifstream page_file(dir + "/report/index.html");
+  const std::string page((std::istreambuf_iterator<char>(page_file)), std::istreambuf_iterator<char>());
+  EXPECT_NE(page.find("Accuracy on the held-out data"), std::string::npos);
+  EXPECT_NE(page.find("<h2>Recipe</h2>"), std::string::npos);
+  EXPECT_NE(page.find("&quot;retrain_epochs&quot;"), std::string::npos) << "the recipe, escaped";
   auto replay = compress("-o " + dir + "/b.spw --recipe " + dir + "/a.spw");
   EXPECT_EQ(replay["metadata"]["options"], first["metadata"]["options"]);
   EXPECT_EQ(replay["metadata"]["retrain"], first["metadata"]["retrain"])
