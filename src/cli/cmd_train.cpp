@@ -39,13 +39,18 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
   auto acc = classification_accuracy(*model, data->test, global.threads);
   if (!acc.ok()) return report_error(acc.status());
   double seconds = 0;
-  for (const auto& e : *epochs) seconds += e.seconds;
+  std::vector<double> epoch_seconds;
+  for (const auto& e : *epochs) {
+    seconds += e.seconds;
+    epoch_seconds.push_back(e.seconds);
+  }
   if (a.json) {
     nlohmann::json j{{"model", a.output},
                      {"test_accuracy", *acc},
                      {"test_error", 1 - *acc},
                      {"train_seconds", seconds},
-                     {"epochs", epochs->size()}};
+                     {"epochs", epochs->size()},
+                     {"epoch_seconds", epoch_seconds}};
     fmt::print("{}\n", j.dump());
   } else {
     fmt::print("wrote {}; {} epochs in {:.1f} s\ntest accuracy: {:.4f} (error {:.2f}%)\n", a.output,
