@@ -11,7 +11,6 @@ reported, with their spread, per network and thread count. Prints a table and on
 """
 
 import argparse
-import gzip
 import json
 import os
 import statistics
@@ -24,39 +23,12 @@ import time
 # OpenBLAS single-threaded too); it reads this when it loads, so before torch is imported.
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-
-def read_idx(path):
-    with gzip.open(path) as f:
-        data = f.read()
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(data[3])]
-    return np.frombuffer(data[4 + 4 * len(dims) :], dtype=np.uint8).reshape(dims)
-
-
-class LeNet300(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 300), nn.Linear(300, 100), nn.Linear(100, 10)
-
-    def forward(self, x):
-        x = x.flatten(1)
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
-
-
-class LeNet5(nn.Module):  # the Caffe LeNet-5 of [LWC]: 20-50-500-10
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 20, 5), nn.Conv2d(20, 50, 5)
-        self.fc1, self.fc2 = nn.Linear(800, 500), nn.Linear(500, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(self.conv1(x), 2)
-        x = F.max_pool2d(self.conv2(x), 2)
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+# The same networks and IDX reading as the PyTorch example trainer.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "pytorch"))
+from train_classifier import ARCHS, load_split  # noqa: E402
 
 
 def torch_epochs(net, x, y, vx, vy, epochs, threads):
@@ -102,15 +74,13 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--epochs", type=int, default=3)
     a = ap.parse_args()
-    images = os.path.join(a.mnist, "train-images-idx3-ubyte.gz")
-    if not os.path.exists(images):
+    if not os.path.exists(os.path.join(a.mnist, "train-images-idx3-ubyte.gz")):
         print(f"train_speed: no MNIST in {a.mnist}; skipped")
         return 0
-    x = torch.from_numpy(read_idx(images).astype(np.float32) / 255).reshape(-1, 1, 28, 28)
-    y = torch.from_numpy(read_idx(os.path.join(a.mnist, "train-labels-idx1-ubyte.gz")).astype(np.int64))
+    x, y = load_split(a.mnist, "train")
     x, y, vx, vy = x[:55000], y[:55000], x[55000:], y[55000:]
     rows = []
-    for arch, make in (("lenet300", LeNet300), ("lenet5", LeNet5)):
+    for arch, make in ARCHS.items():
         for threads in (int(t) for t in a.threads.split(",")):
             mine = summary(sparrow_epochs(a.sparrow, a.mnist, arch, a.epochs, threads))
             peer = summary(torch_epochs(make(), x, y, vx, vy, a.epochs, threads))

@@ -68,6 +68,29 @@ Status retrain_from_data(const CompressRequest& r, const Model& model, const std
   return {};
 }
 
+Result<Distillation> distillation_recipe(const nlohmann::json& j) {
+  Distillation d;
+  if (j.is_boolean()) {
+    d.enabled = j.get<bool>();
+    return d;
+  }
+  if (!j.is_object()) return errorf("retrain.distill: expected true, false or an object");
+  d.enabled = true;
+  for (const auto& [key, v] : j.items()) {
+    if (key == "loss" && v.is_string() && (v == "kl" || v == "mse"))
+      d.loss = v == "kl" ? DistillLoss::kl : DistillLoss::mse;
+    else if (key == "temperature" && v.is_number() && v.get<double>() > 0)
+      d.temperature = v.get<double>();
+    else if (key == "weight" && v.is_number() && v.get<double>() >= 0 && v.get<double>() <= 1)
+      d.weight = v.get<double>();
+    else
+      return errorf(
+          "retrain.distill.{} = {}: expected loss \"kl\" or \"mse\", temperature > 0, weight in [0, 1]", key,
+          v.dump());
+  }
+  return d;
+}
+
 }  // namespace
 
 Result<nlohmann::json> read_recipe(const std::string& path) {
@@ -94,33 +117,6 @@ Result<CompressOptions> options_from_recipe(const nlohmann::json& recipe, const 
   SP_RETURN_IF_ERROR(o.validate().prefixed(where));
   return o;
 }
-
-namespace {
-
-Result<Distillation> distillation_recipe(const nlohmann::json& j) {
-  Distillation d;
-  if (j.is_boolean()) {
-    d.enabled = j.get<bool>();
-    return d;
-  }
-  if (!j.is_object()) return errorf("retrain.distill: expected true, false or an object");
-  d.enabled = true;
-  for (const auto& [key, v] : j.items()) {
-    if (key == "loss" && v.is_string() && (v == "kl" || v == "mse"))
-      d.loss = v == "kl" ? DistillLoss::kl : DistillLoss::mse;
-    else if (key == "temperature" && v.is_number() && v.get<double>() > 0)
-      d.temperature = v.get<double>();
-    else if (key == "weight" && v.is_number() && v.get<double>() >= 0 && v.get<double>() <= 1)
-      d.weight = v.get<double>();
-    else
-      return errorf(
-          "retrain.distill.{} = {}: expected loss \"kl\" or \"mse\", temperature > 0, weight in [0, 1]", key,
-          v.dump());
-  }
-  return d;
-}
-
-}  // namespace
 
 Status apply_retrain_recipe(const nlohmann::json& block, RetrainOptions& r, nlohmann::json* data_source) {
   if (!block.is_object()) return errorf("retrain: expected an object");
