@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -55,12 +56,13 @@ class CMakeBuild(build_ext):
             )
         jobs = os.environ.get("SPARROW_JOBS", "2")
         run(["cmake", "--build", build_dir, "--target", MODULE, "-j", jobs])
-        built = sorted((build_dir / "python" / "sparrow").glob(f"{MODULE}.*.so"))
-        if not built:
-            raise RuntimeError(f"sparrow setup: no {MODULE} module in {build_dir}/python/sparrow")
+        # The module built for this interpreter (a reused build may hold others' too).
+        built = build_dir / "python" / "sparrow" / f"{MODULE}{sysconfig.get_config_var('EXT_SUFFIX')}"
+        if not built.exists():
+            raise RuntimeError(f"sparrow setup: no {built.name} in {built.parent} (a build for another Python?)")
         target = Path(self.get_ext_fullpath(ext.name)).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(built[-1], target)
+        shutil.copy2(built, target)
         plugin = build_dir / "src" / TRAINING_PLUGIN
         if plugin.exists():
             shutil.copy2(plugin, target.parent / TRAINING_PLUGIN)

@@ -2,15 +2,17 @@
 # Installs a build into a scratch prefix and builds the example consumer against it twice: with
 # find_package(Sparrow) (examples/runtime) and with pkg-config. Each program then runs a .spw that the
 # installed CLI compressed from MODEL.onnx.
-# usage: scripts/check-install.sh BUILD_DIR WORK_DIR MODEL.onnx
+# With PYTHON (the build has the Python package), the installed package must import and run it too.
+# usage: scripts/check-install.sh BUILD_DIR WORK_DIR MODEL.onnx [PYTHON]
 set -euo pipefail
-if [ $# -ne 3 ]; then
-  echo "usage: $0 BUILD_DIR WORK_DIR MODEL.onnx" >&2
+if [ $# -lt 3 ] || [ $# -gt 4 ]; then
+  echo "usage: $0 BUILD_DIR WORK_DIR MODEL.onnx [PYTHON]" >&2
   exit 2
 fi
 build=$(realpath "$1")
 work=$2
 model=$3
+python=${4:-}
 source_dir=$(realpath "$(dirname "$0")/..")
 rm -rf "$work"
 mkdir -p "$work"
@@ -34,13 +36,19 @@ version=$(pkg-config --modversion sparrow)
 grep -q "^built against sparrow $version\$" "$work/cmake-run.txt"
 cmp "$work/cmake-run.txt" "$work/pkg-config-run.txt"
 grep -q "^output \[" "$work/cmake-run.txt"
-site="$prefix/lib/python3/dist-packages"
-if [ -d "$site/sparrow" ]; then
-  PYTHONPATH="$site" "${SPARROW_PYTHON:-/usr/bin/python3}" -c "
-import sys, sparrow
+if [ -n "$python" ]; then
+  module=$(find "$prefix" -name '_sparrow*.so' -path '*/sparrow/*' | head -n 1)
+  if [ -z "$module" ]; then
+    echo "check-install: no Python package sparrow under $prefix" >&2
+    exit 1
+  fi
+  site=$(dirname "$(dirname "$module")")
+  (cd "$work" && PYTHONPATH="$site" "$python" -c "
+import sparrow
 assert sparrow.__file__.startswith('$site'), sparrow.__file__
 model = sparrow.load('$work/model.spw')
 print('python: output', list(model.run(sparrow.empty([1] + model.inputs[0]['shape'][1:])).shape))
-"
+" | tee "$work/python-run.txt")
+  grep -q "^python: output \[1, " "$work/python-run.txt"
 fi
 echo "check-install: find_package(Sparrow) and pkg-config consumers both ran $work/model.spw"

@@ -74,6 +74,8 @@ struct TrainOptions {
   Distillation distill;   // with it, every training set needs its teacher outputs (LabeledData::teacher)
   // Called after each epoch on the training thread, when set.
   std::function<void(const EpochReport&)> on_epoch;
+  // Asked after each epoch, when set: true stops training with an error (the weights as they are).
+  std::function<bool()> should_stop;
 };
 
 // Trains the float32 weights and biases of every Gemm, MatMul and Conv in place, minimizing the

@@ -99,7 +99,8 @@ py::dict value_info(const ValueInfo& v) {
 }
 
 // A loaded model and the executor that runs it. Runs are serialized (an executor runs one at a
-// time); the GIL is released while the model runs.
+// time) by a lock that is only ever waited for without the GIL; the GIL is released while the
+// model runs.
 class LoadedModel {
  public:
   LoadedModel(std::string path, int threads, bool sparse, double weight_memory) : path_(std::move(path)) {
@@ -141,7 +142,7 @@ class LoadedModel {
       inputs.push_back(dtype == DType::f32 ? input_tensor<float>(arrays[i], dtype, keep_alive)
                                            : input_tensor<int64_t>(arrays[i], dtype, keep_alive));
     }
-    std::lock_guard<std::mutex> lock(mutex_);
+    auto lock = lock_runs();  // until the outputs are copied: the next run overwrites them
     Result<std::span<const Tensor* const>> outputs = errorf("not run");
     {
       py::gil_scoped_release release;
@@ -166,7 +167,7 @@ class LoadedModel {
       if (dtype == DType::f32)
         for (float& v : inputs.back().f32_span()) v = u(rng);
     }
-    std::lock_guard<std::mutex> lock(mutex_);
+    auto lock = lock_runs();
     py::gil_scoped_release release;
     std::vector<double> seconds;
     for (int r = 0; r < warmup + runs; ++r) {
@@ -184,7 +185,7 @@ class LoadedModel {
 
   // The layers as planned for these input shapes (JSON text).
   std::string summary(int64_t batch) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    auto lock = lock_runs();
     std::vector<Shape> shapes = unwrap(executor_->default_input_shapes(batch));
     ModelSummary s = unwrap(executor_->summarize(shapes));
     nlohmann::json layers = nlohmann::json::array();
@@ -206,7 +207,8 @@ class LoadedModel {
         .dump();
   }
 
-  py::dict weight_memory() const {
+  py::dict weight_memory() {
+    auto lock = lock_runs();  // a run may be building layouts meanwhile
     const WeightMemory w = executor_->weight_memory();
     py::dict d;
     d["compressed_in_file"] = w.compressed_in_file;
@@ -217,6 +219,13 @@ class LoadedModel {
   }
 
  private:
+  // Takes the model's lock, waiting for it without the GIL: a thread holding the lock may need the
+  // GIL, so no thread may wait for the lock while holding the GIL.
+  std::unique_lock<std::mutex> lock_runs() {
+    py::gil_scoped_release release;
+    return std::unique_lock<std::mutex>(mutex_);
+  }
+
   std::string path_;
   std::unique_ptr<Executor> executor_;
   std::mutex mutex_;
@@ -255,6 +264,7 @@ class Progress {
   void rethrow() {
     if (error_) throw *error_;
   }
+  bool failed() const { return error_ != nullptr; }
 
  private:
   py::object callback_;
@@ -295,6 +305,15 @@ std::string compress(const std::string& model, const std::string& output, const 
   request.model = model;
   request.output = output;
   request.options = unwrap(api::options_from_recipe(recipe_json, "recipe"));
+  auto retrain_json = nlohmann::json::parse(retrain, nullptr, false);
+  if (retrain_json.is_discarded() || !retrain_json.is_object()) throw Error("retrain: not a JSON object");
+  if (recipe_json.contains("retrain")) {  // the recipe's block, then the retrain argument over it
+    nlohmann::json merged = recipe_json["retrain"];
+    if (!merged.is_object()) throw Error("recipe: 'retrain' must be an object");
+    for (const char* key : {"data", "labels", "scale", "shift", "validation", "limit"}) merged.erase(key);
+    merged.update(retrain_json);
+    retrain_json = merged;
+  }
   request.threads = threads;
   Progress progress(std::move(callback));
   if (progress.active())
@@ -314,10 +333,8 @@ std::string compress(const std::string& model, const std::string& output, const 
   if (inputs) {
     train = training_data(*inputs, labels, "data");
     request.train = &*train;
-    request.data_source = {{"data", "numpy arrays"}};
-    auto r = nlohmann::json::parse(retrain, nullptr, false);
-    if (r.is_discarded() || !r.is_object()) throw Error("retrain: not a JSON object");
-    request.retrain = retrain_options(r);
+    request.data_source = nlohmann::json::object();  // arrays: nothing a recipe could replay
+    request.retrain = retrain_options(retrain_json);
     request.retrain.retrain.threads = request.retrain.finetune.threads = threads;
     if (progress.active()) {
       const int per_step = std::max(1, request.retrain.retrain.epochs);
@@ -330,7 +347,7 @@ std::string compress(const std::string& model, const std::string& output, const 
         progress(epoch_event("finetune", 0, e));
       };
     }
-  } else if (!retrain.empty() && retrain != "{}") {
+  } else if (!retrain_json.empty()) {
     throw Error("compress: retrain settings need data");
   }
   if (test_inputs) {
@@ -338,6 +355,8 @@ std::string compress(const std::string& model, const std::string& output, const 
     test = training_data(*test_inputs, test_labels, "test_data");
     request.test = &*test;
   }
+  request.cancelled = [&progress] { return progress.failed(); };
+  request.retrain.retrain.should_stop = request.retrain.finetune.should_stop = request.cancelled;
   Result<api::CompressOutcome> outcome = errorf("not run");
   {
     py::gil_scoped_release release;

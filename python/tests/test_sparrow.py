@@ -129,6 +129,7 @@ def test_progress_callback_errors_are_raised(tmp_path):
 
     with pytest.raises(ValueError, match="stop here"):
         sparrow.compress(corpus("mlp_op13.onnx"), tmp_path / "m.spw", {"sparsity": 0.5}, progress=fail)
+    assert not (tmp_path / "m.spw").exists(), "a failed callback stops the compression before writing"
 
 
 @pytest.mark.skipif(not WITH_TRAINING, reason="this build has no training (SPARROW_WITH_TRAINING=OFF)")
@@ -327,6 +328,29 @@ def test_runs_release_the_gil():
         counter.join()
         sys.setswitchinterval(interval)
     assert during > 0
+
+
+def test_threads_sharing_a_model_take_turns():
+    model = sparrow.load(corpus("lenet5_op13.onnx"), threads=1)
+    x = reference("lenet5_op13", "in")
+    expected = model.run(x)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(30):
+                results.append(np.array_equal(model.run(x), expected))
+                model.weight_memory()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "runs of one model deadlocked"
+    assert not errors and len(results) == 90 and all(results)
 
 
 def test_version_matches_the_project():

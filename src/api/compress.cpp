@@ -51,19 +51,20 @@ Status retrain_from_data(const CompressRequest& r, const Model& model, const std
     if (r.val != nullptr)
       SP_RETURN_IF_ERROR(add_teacher_outputs(model, *r.val, r.threads).prefixed("teacher"));
   }
-  const bool labeled_test = r.test != nullptr && r.test->labeled();
+  const LabeledData* test = r.test != nullptr && r.test->size() > 0 ? r.test : nullptr;
+  const bool labeled_test = test != nullptr && test->labeled();
   if (labeled_test) {
-    SP_ASSIGN_OR_RETURN(out.accuracy_before, classification_accuracy(model, *r.test, r.threads));
+    SP_ASSIGN_OR_RETURN(out.accuracy_before, classification_accuracy(model, *test, r.threads));
   }
   auto result = compress_with_retraining(model, r.options, *r.train, r.val, r.retrain, meta);
   if (!result.ok()) return result.status().prefixed(r.model);
   out.result = std::move(*result);
-  if (r.test == nullptr) return {};
+  if (test == nullptr) return {};
   SP_ASSIGN_OR_RETURN(Model dense, out.result.spw.to_dense_model());
   if (labeled_test) {
-    SP_ASSIGN_OR_RETURN(out.accuracy_after, classification_accuracy(std::move(dense), *r.test, r.threads));
+    SP_ASSIGN_OR_RETURN(out.accuracy_after, classification_accuracy(std::move(dense), *test, r.threads));
   } else {
-    SP_ASSIGN_OR_RETURN(out.agreement, output_agreement(model, dense, r.test->inputs, r.threads));
+    SP_ASSIGN_OR_RETURN(out.agreement, output_agreement(model, dense, test->inputs, r.threads));
   }
   return {};
 }
@@ -97,7 +98,7 @@ Result<nlohmann::json> read_recipe(const std::string& path) {
   if (std::filesystem::path(path).extension() == ".spw") {
     SP_ASSIGN_OR_RETURN(SpwModel spw, read_spw(path));
     auto meta = nlohmann::json::parse(spw.metadata_json, nullptr, false);
-    if (meta.is_discarded() || !meta.is_object() || !meta.contains("options"))
+    if (meta.is_discarded() || !meta.is_object() || !meta.contains("options") || !meta["options"].is_object())
       return errorf("{}: its metadata records no recipe (options)", path);
     nlohmann::json recipe = meta["options"];
     if (meta.contains("retrain")) recipe["retrain"] = meta["retrain"];
@@ -216,6 +217,7 @@ Result<CompressOutcome> compress_file(const CompressRequest& r) {
   if (auto runnable = Executor::create(out.result.spw, check); !runnable.ok())
     return errorf("{}: the engine cannot run the compressed model, so {} was not written: {}", r.model,
                   r.output, runnable.status().message());
+  if (r.cancelled && r.cancelled()) return errorf("{}: stopped before writing {}", r.model, r.output);
   record_results(out, timer.seconds(), out.result.spw.metadata_json);
   SP_RETURN_IF_ERROR(write_spw(out.result.spw, r.output, r.options.huffman));
   return out;

@@ -2,6 +2,7 @@
 // and the Python package's compress() share.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -29,6 +30,9 @@ struct CompressRequest {
   RetrainOptions retrain;
   nlohmann::json data_source = nlohmann::json::object();
   int threads = 0;  // for measuring accuracy
+  // Asked after each training epoch and before writing, when set: true stops the compression with
+  // an error and nothing written.
+  std::function<bool()> cancelled;
 };
 
 struct CompressOutcome {

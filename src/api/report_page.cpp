@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <filesystem>
 #include <optional>
 
@@ -99,24 +100,30 @@ Result<std::string> layer_plot_csv(const CompressedTensor& t, const Model* sourc
 // What the compression achieved and how (from the file's metadata): accuracy or agreement before
 // and after retraining, and the recipe that replays it.
 std::string results_section(const nlohmann::json& meta) {
+  // A number recorded under `key`, or NaN when it is missing or not a number (non-finite values
+  // are stored as null).
+  auto number = [](const nlohmann::json& j, const char* key) {
+    return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : std::nan("");
+  };
   std::string h;
-  if (meta.contains("results")) {
+  if (meta.contains("results") && meta["results"].is_object()) {
     const nlohmann::json& r = meta["results"];
-    if (r.contains("accuracy_before"))
+    const double before = number(r, "accuracy_before"), after = number(r, "accuracy_after");
+    if (!std::isnan(before) && !std::isnan(after))
       h += fmt::format(
           "<p>Accuracy on the held-out data: {:.2f}% before, {:.2f}% after ({:+.2f} points).</p>\n",
-          100 * r["accuracy_before"].get<double>(), 100 * r["accuracy_after"].get<double>(),
-          100 * (r["accuracy_after"].get<double>() - r["accuracy_before"].get<double>()));
-    if (r.contains("agreement"))
+          100 * before, 100 * after, 100 * (after - before));
+    if (r.contains("agreement")) {
+      const nlohmann::json& g = r["agreement"];
       h += fmt::format(
           "<p>Agreement with the original on the held-out data: top-1 {:.2f}%, output difference max {:.4g}, "
           "mean {:.4g}.</p>\n",
-          100 * r["agreement"]["top1"].get<double>(), r["agreement"]["max_abs_difference"].get<double>(),
-          r["agreement"]["mean_abs_difference"].get<double>());
-    if (r.contains("seconds"))
-      h += fmt::format("<p>Compressed in {:.1f} s.</p>\n", r["seconds"].get<double>());
+          100 * number(g, "top1"), number(g, "max_abs_difference"), number(g, "mean_abs_difference"));
+    }
+    if (!std::isnan(number(r, "seconds")))
+      h += fmt::format("<p>Compressed in {:.1f} s.</p>\n", number(r, "seconds"));
   }
-  if (meta.contains("options")) {
+  if (meta.contains("options") && meta["options"].is_object()) {
     nlohmann::json recipe = meta["options"];
     if (meta.contains("retrain")) recipe["retrain"] = meta["retrain"];
     h += "<h2>Recipe</h2>\n<p>Replay with <code>sparrow compress SOURCE -o OUT.spw --recipe "

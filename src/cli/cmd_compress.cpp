@@ -75,8 +75,16 @@ Status merge_retrain_recipe(const nlohmann::json& recipe, const Given& given, Co
   if (!given("--finetune-lr")) a.retrain.finetune.lr = r.finetune.lr;
   a.retrain.retrain.batch = a.retrain.finetune.batch = r.retrain.batch;
   a.retrain.retrain.seed = a.retrain.finetune.seed = r.retrain.seed;
-  if (!given("--distill")) a.distill = r.retrain.distill;
-  if (!a.data.dir.empty() || !source.contains("data")) return {};
+  // Distillation field by field: the recipe's settings under the options given here.
+  Distillation d = r.retrain.distill;
+  if (given("--distill")) d.enabled = true;
+  if (given("--distill-loss")) d.loss = a.distill.loss;
+  if (given("--temperature")) d.temperature = a.distill.temperature;
+  if (given("--distill-weight")) d.weight = a.distill.weight;
+  a.distill = d;
+  if (!a.data.dir.empty()) return {};
+  if (!source.contains("data") || !source["data"].is_string())
+    return errorf("{}: the recipe retrains but records no data file; give --data", a.recipe);
   try {
     a.data.dir = source.value("data", std::string());
     a.data.labels = source.value("labels", std::string());

@@ -45,12 +45,9 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
     epoch_seconds.push_back(e.seconds);
   }
   if (a.json) {
-    nlohmann::json j{{"model", a.output},
-                     {"test_accuracy", *acc},
-                     {"test_error", 1 - *acc},
-                     {"train_seconds", seconds},
-                     {"epochs", epochs->size()},
-                     {"epoch_seconds", epoch_seconds}};
+    nlohmann::json j{{"model", a.output},        {"test_accuracy", *acc},
+                     {"test_error", 1 - *acc},   {"train_seconds", seconds},
+                     {"epochs", epochs->size()}, {"epoch_seconds", epoch_seconds}};
     fmt::print("{}\n", j.dump());
   } else {
     fmt::print("wrote {}; {} epochs in {:.1f} s\ntest accuracy: {:.4f} (error {:.2f}%)\n", a.output,

@@ -169,6 +169,9 @@ int main(int argc, char** argv) {
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "sparrow: error: out of memory\n");
     return 1;
+  } catch (const std::exception& e) {  // a defect: said as such rather than an abort
+    std::fprintf(stderr, "sparrow: error: internal error: %s\n", e.what());
+    return 1;
   }
   return 1;
 }

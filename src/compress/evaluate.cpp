@@ -35,6 +35,7 @@ int64_t top1(const float* row, int64_t classes) {
 }  // namespace
 
 Result<double> classification_accuracy(Model model, const LabeledData& data, int threads) {
+  if (data.size() == 0) return 0.0;
   if (!data.labeled()) return errorf("accuracy needs labels; the data has none");
   int64_t correct = 0;
   SP_RETURN_IF_ERROR(
@@ -48,6 +49,7 @@ Result<double> classification_accuracy(Model model, const LabeledData& data, int
 }
 
 Result<Tensor> model_outputs(const Model& model, const Tensor& inputs, int threads) {
+  if (inputs.rank() < 1 || inputs.dim(0) == 0) return errorf("{}: no input rows to run", model.source);
   Tensor outputs;
   SP_RETURN_IF_ERROR(
       for_each_batch(model, inputs, threads, [&](int64_t begin, int64_t rows, const Tensor& y) {

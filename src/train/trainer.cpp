@@ -331,6 +331,8 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
                  r.seconds);
     if (o.on_epoch) o.on_epoch(r);
     reports.push_back(r);
+    if (o.should_stop && o.should_stop() && epoch + 1 < o.epochs)
+      return errorf("training stopped by the caller after epoch {} of {}", epoch + 1, o.epochs);
   }
   return reports;
 }

@@ -371,6 +371,18 @@ TEST(RetrainRecipe, ACompressionReplaysFromItsOwnFileAndFromAJsonRecipe) {
                        dir + "/y.npy --retrain-epochs 2");
   EXPECT_EQ(more["metadata"]["retrain"]["retrain_epochs"], 2);
   EXPECT_EQ(more["metadata"]["retrain"]["prune_steps"], 2);
+  // No rows held out: no accuracy to report, and no crash.
+  auto none_held_out =
+      compress("-o " + dir + "/e.spw --sparsity 0.5 --encode-all --data " + dir + "/x.npy --labels " + dir +
+               "/y.npy --validation 0 --prune-steps 1 --retrain-epochs 1 --finetune-epochs 0");
+  EXPECT_FALSE(none_held_out.contains("accuracy_after"));
+  EXPECT_FALSE(none_held_out.contains("agreement"));
+  // A recipe that retrains but records no data file (made from arrays in Python) asks for --data.
+  std::ofstream(dir + "/nodata.json") << R"({"sparsity": 0.5, "retrain": {"prune_steps": 1}})";
+  auto nodata =
+      test::run_cli("-q compress " + dir + "/m.onnx -o " + dir + "/f.spw --recipe " + dir + "/nodata.json");
+  EXPECT_EQ(nodata.exit_code, 1) << nodata.output;
+  EXPECT_NE(nodata.output.find("give --data"), std::string::npos) << nodata.output;
   // A JSON recipe with a retrain block needs no --data.
   std::ofstream(dir + "/recipe.json")
       << R"({"sparsity": 0.5, "encode_all": true, "retrain": {"data": ")" << dir << R"(/x.npy", "labels": ")"
