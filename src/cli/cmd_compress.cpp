@@ -109,6 +109,16 @@ nlohmann::json data_source(const DataArgs& d) {
   return j;
 }
 
+// Retraining settings mean nothing without data to retrain on (from --data or the recipe).
+Status require_data_for_retraining(const CompressArgs& a, const Given& given) {
+  if (!a.data.dir.empty()) return {};
+  for (const char* name : {"--prune-steps", "--retrain-epochs", "--retrain-lr", "--finetune-epochs",
+                           "--finetune-lr", "--distill"})
+    if (given(name))
+      return errorf("{} requires --data (or a recipe whose retrain block records its data)", name);
+  return {};
+}
+
 int run_compress(CompressArgs a, const Given& given, const GlobalOptions& global) {
   nlohmann::json recipe;
   if (!a.recipe.empty()) {
@@ -117,6 +127,7 @@ int run_compress(CompressArgs a, const Given& given, const GlobalOptions& global
     recipe = std::move(*read);
     if (auto s = merge_retrain_recipe(recipe, given, a); !s.ok()) return report_error(s);
   }
+  if (auto s = require_data_for_retraining(a, given); !s.ok()) return report_error(s);
   auto options = build_options(a, recipe);
   if (!options.ok()) return report_error(options.status());
   api::CompressRequest request;
@@ -225,10 +236,9 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--distill-weight", a->distill.weight,
                   "Weight of the distillation term against cross-entropy on labels (default 1)")
       ->check(CLI::Range(0.0, 1.0));
-  // Settings of the retraining mean nothing without data to retrain on.
-  for (const char* name :
-       {"--labels", "--scale", "--shift", "--limit", "--validation", "--prune-steps", "--retrain-epochs",
-        "--retrain-lr", "--finetune-epochs", "--finetune-lr", "--distill"})
+  // These describe --data; the retraining settings need data too, from --data or from the recipe
+  // (run_compress checks them once the recipe is read).
+  for (const char* name : {"--labels", "--scale", "--shift", "--limit", "--validation"})
     cmd->get_option(name)->needs(data);
   for (const char* name : {"--distill-loss", "--temperature", "--distill-weight"})
     cmd->get_option(name)->needs("--distill");

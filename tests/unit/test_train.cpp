@@ -371,6 +371,10 @@ TEST(RetrainRecipe, ACompressionReplaysFromItsOwnFileAndFromAJsonRecipe) {
                        dir + "/y.npy --retrain-epochs 2");
   EXPECT_EQ(more["metadata"]["retrain"]["retrain_epochs"], 2);
   EXPECT_EQ(more["metadata"]["retrain"]["prune_steps"], 2);
+  auto longer = compress("-o " + dir + "/c2.spw --recipe " + dir + "/a.spw --finetune-epochs 2");
+  EXPECT_EQ(longer["metadata"]["retrain"]["finetune_epochs"], 2)
+      << "the recipe's data, the command line's epochs";
+  EXPECT_EQ(longer["metadata"]["retrain"]["data"], dir + "/x.npy");
   // No rows held out: no accuracy to report, and no crash.
   auto none_held_out =
       compress("-o " + dir + "/e.spw --sparsity 0.5 --encode-all --data " + dir + "/x.npy --labels " + dir +
