@@ -313,10 +313,17 @@ inline void columns_max(const float* __restrict rows_max, int64_t s_w, int64_t k
                         float* __restrict row) {
   const int64_t s = S > 0 ? S : s_w;
   if constexpr (K > 0) {
+    // The largest value and whether any is NaN, kept apart: max_or_nan's select compiled to
+    // data-dependent branches here, which real activations mispredict.
     for (int64_t ow = 0; ow < out_w; ++ow) {
       float m = rows_max[ow * s];
-      for (int j = 1; j < K; ++j) m = max_or_nan(m, rows_max[ow * s + j]);
-      row[ow] = m;
+      bool nan = m != m;
+      for (int j = 1; j < K; ++j) {
+        const float v = rows_max[ow * s + j];
+        m = v > m ? v : m;
+        nan |= v != v;
+      }
+      row[ow] = nan ? std::numeric_limits<float>::quiet_NaN() : m;
     }
   } else {
     std::fill(row, row + out_w, -std::numeric_limits<float>::infinity());
