@@ -22,11 +22,33 @@ namespace sparrow {
 struct PruneRule {
   std::optional<double> sparsity;
   std::optional<double> quality;
+  // Load-balance-aware pruning ([ESE]), for prune_layer: with N >= 2 the number of weights the rule
+  // keeps is counted over the whole layer, then each of N interleaved row partitions (matrix row r
+  // in partition r % N: EIE's PEs, the .spw file's partitions) keeps the same share of it, its own
+  // largest |w|. 1: the layer as a whole. 0: not set (a layer's override inherits the global value,
+  // which 0 also treats as 1).
+  int balance = 0;
 };
 
-// Sets pruned weights to exactly 0; returns how many weights are zero afterwards. Deterministic:
-// among weights tied at the threshold, the earliest (by index) are kept.
+// Most row partitions a rule may balance over (as many as a .spw file's partitions).
+inline constexpr int kMaxBalancePartitions = 65536;
+
+// Sets pruned weights to exactly 0 (rule.balance is ignored: the weights have no rows here);
+// returns how many weights are zero afterwards. Deterministic: among weights tied at the
+// threshold, the earliest (by index) are kept.
 int64_t prune_weights(std::span<float> weights, const PruneRule& rule);
+
+// Prunes one layer whose weights lie as a tensor seen through `view` (see MatrixView; the values of
+// a non-transposed view are row-major [rows, cols]), balanced over rule.balance row partitions
+// when that is 2 or more. Each non-empty partition then keeps round(kept / non-empty partitions)
+// weights, all of its own if it has fewer: equal counts wherever the partitions' sizes allow.
+// Returns how many weights are zero afterwards.
+int64_t prune_layer(std::span<float> weights, const MatrixView& view, const PruneRule& rule);
+
+// Non-zero weights in each of `partitions` interleaved row partitions (row r in partition
+// r % partitions) of a layer whose weights lie as seen through `view`.
+std::vector<int64_t> partition_nonzeros(std::span<const float> weights, const MatrixView& view,
+                                        int partitions);
 
 // ---- weight sharing ----
 

@@ -1,5 +1,9 @@
 #include "api/inspect.h"
 
+#include <algorithm>
+
+#include "sparrow/compress.h"
+
 namespace sparrow::api {
 
 int64_t dense_fp32_bytes(const SpwModel& m) {
@@ -10,18 +14,52 @@ int64_t dense_fp32_bytes(const SpwModel& m) {
   return n;
 }
 
-nlohmann::json spw_report_json(const SpwModel& m, const std::string& path) {
+Result<LayerBalance> layer_balance(const CompressedTensor& t, int partitions) {
+  SP_ASSIGN_OR_RETURN(std::vector<int64_t> rows, row_nonzeros(t));
+  LayerBalance b;
+  b.partitions = std::max(partitions, 1);
+  std::vector<int64_t> counts(static_cast<size_t>(b.partitions), 0);
+  for (size_t r = 0; r < rows.size(); ++r) counts[r % counts.size()] += rows[r];
+  int64_t total = 0;
+  for (int64_t c : counts) {
+    total += c;
+    b.max_nonzeros = std::max(b.max_nonzeros, c);
+  }
+  b.mean_nonzeros = static_cast<double>(total) / b.partitions;
+  b.load_balance = b.max_nonzeros ? b.mean_nonzeros / static_cast<double>(b.max_nonzeros) : 1.0;
+  return b;
+}
+
+int default_balance_partitions(const SpwModel& m) {
+  auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
+  if (meta.is_object() && meta.contains("options") && meta["options"].is_object()) {
+    const auto& balance = meta["options"].value("balance", nlohmann::json());
+    if (balance.is_number_integer() && balance.get<int64_t>() >= 2 &&
+        balance.get<int64_t>() <= kMaxBalancePartitions)
+      return balance.get<int>();
+  }
+  return kEiePes;
+}
+
+nlohmann::json spw_report_json(const SpwModel& m, const std::string& path, int balance_partitions) {
+  if (balance_partitions <= 0) balance_partitions = default_balance_partitions(m);
   nlohmann::json j;
   int64_t dense = dense_fp32_bytes(m);
   j["file"] = path;
   j["file_bytes"] = m.file_bytes;
   j["dense_fp32_bytes"] = dense;
   j["ratio"] = m.file_bytes ? static_cast<double>(dense) / static_cast<double>(m.file_bytes) : 0.0;
+  j["balance_partitions"] = balance_partitions;
   j["layers"] = nlohmann::json::array();
   for (size_t i = 0; i < m.tensors.size(); ++i) {
     const CompressedTensor& t = m.tensors[i];
     const TensorStorage& s = m.storage[i];
     TensorSizes z = tensor_sizes(t, s);
+    nlohmann::json balance;  // null only if the encoding cannot be read (read_spw has checked it)
+    if (auto b = layer_balance(t, balance_partitions); b.ok())
+      balance = {{"max_nonzeros", b->max_nonzeros},
+                 {"mean_nonzeros", b->mean_nonzeros},
+                 {"load_balance", b->load_balance}};
     j["layers"].push_back({{"name", t.name},
                            {"shape", t.shape},
                            {"weights", z.weights},
@@ -39,7 +77,8 @@ nlohmann::json spw_report_json(const SpwModel& m, const std::string& path) {
                            {"fillers", z.fillers},
                            {"pq_bytes", z.pq_bits / 8},
                            {"stored_bytes", z.stored_bits / 8},
-                           {"dense_bytes", z.dense_bits() / 8}});
+                           {"dense_bytes", z.dense_bits() / 8},
+                           {"balance", balance}});
   }
   const ByteBreakdown& b = m.breakdown;
   j["breakdown"] = {{"codes", b.codes},

@@ -13,7 +13,23 @@ namespace sparrow::api {
 // Bytes of every float32 parameter of the model when stored densely.
 int64_t dense_fp32_bytes(const SpwModel& m);
 
-// {file, file_bytes, dense_fp32_bytes, ratio, layers: [...], breakdown: {...}, metadata}.
-nlohmann::json spw_report_json(const SpwModel& m, const std::string& path);
+// How evenly a layer's non-zero weights spread over `partitions` interleaved row partitions (row r
+// in partition r % partitions: EIE's PEs): the fullest partition's count, the mean, and their
+// ratio mean / max (1: every partition holds as many).
+struct LayerBalance {
+  int partitions = 0;
+  int64_t max_nonzeros = 0;
+  double mean_nonzeros = 0, load_balance = 1;
+};
+Result<LayerBalance> layer_balance(const CompressedTensor& t, int partitions);
+
+// EIE's processing elements: the partitions inspect reports balance over by default.
+inline constexpr int kEiePes = 64;
+// The partitions the file's recipe balanced its pruning over (2 or more), else kEiePes.
+int default_balance_partitions(const SpwModel& m);
+
+// {file, file_bytes, dense_fp32_bytes, ratio, balance_partitions, layers: [...], breakdown: {...},
+// metadata}; each layer's "balance" over `balance_partitions` (0: default_balance_partitions).
+nlohmann::json spw_report_json(const SpwModel& m, const std::string& path, int balance_partitions = 0);
 
 }  // namespace sparrow::api

@@ -23,7 +23,7 @@ struct CompressArgs {
   RetrainOptions retrain;
   Distillation distill;
   std::optional<double> sparsity, quality;
-  std::optional<int> index_bits, partitions;
+  std::optional<int> index_bits, partitions, balance;
   std::optional<int64_t> min_weights;
   bool encode_all = false;
   std::optional<uint64_t> seed;
@@ -39,8 +39,9 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
     if (settings.is_object()) settings.erase("retrain");
     SP_RETURN_IF_ERROR(apply_recipe(settings, o).prefixed(a.recipe));
   }
-  if (a.sparsity) o.all.prune = PruneRule{a.sparsity, std::nullopt};
-  if (a.quality) o.all.prune = PruneRule{std::nullopt, a.quality};
+  if (a.sparsity) o.all.prune = PruneRule{a.sparsity, std::nullopt, o.all.prune.balance};
+  if (a.quality) o.all.prune = PruneRule{std::nullopt, a.quality, o.all.prune.balance};
+  if (a.balance) o.all.prune.balance = *a.balance;
   if (!a.bits.empty()) SP_RETURN_IF_ERROR(apply_bits(a.bits, o));
   if (a.index_bits) o.index_bits = *a.index_bits;
   if (a.partitions) o.partitions = *a.partitions;
@@ -53,6 +54,11 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
   if (!a.huffman.empty()) o.huffman = a.huffman == "on";
   for (const auto& l : a.layers) SP_RETURN_IF_ERROR(apply_layer_override(l, o));
   SP_RETURN_IF_ERROR(o.validate());
+  const auto prunes = [](const LayerSettings& s) { return s.prune.sparsity || s.prune.quality; };
+  if (a.balance && !prunes(o.all) &&
+      std::none_of(o.layers.begin(), o.layers.end(), [&](const auto& layer) { return prunes(layer.second); }))
+    return errorf(
+        "--balance balances what is pruned: give --sparsity, --quality or a layer's (or a recipe's)");
   return o;
 }
 
@@ -200,6 +206,10 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::IsMember({"on", "off"}));
   cmd->add_option("--partitions", a->partitions,
                   "Row partitions (engine threads / simulated PEs), default 1");
+  cmd->add_option("--balance", a->balance,
+                  "Load-balance-aware pruning: each of N interleaved row partitions (PEs) keeps the same "
+                  "number of weights")
+      ->check(CLI::Range(1, kMaxBalancePartitions));
   cmd->add_option("--seed", a->seed, "Seed for random k-means initialization");
   cmd->add_option("--min-weights", a->min_weights,
                   "Layers with fewer weights stay float32 (so does any layer whose encoding would be larger)")
@@ -207,7 +217,7 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   cmd->add_flag("--encode-all", a->encode_all,
                 "Encode every layer, even where the encoding would be larger than float32");
   cmd->add_option("--layer", a->layers,
-                  "Per-layer override NAME:key=value,... (sparsity, quality, bits, exclude)");
+                  "Per-layer override NAME:key=value,... (sparsity, quality, balance, bits, exclude)");
   cmd->add_option("--recipe", a->recipe,
                   "JSON file with the same settings and a retrain block, or a .spw whose recorded recipe to "
                   "replay (options given here win)");

@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "cli/spw_report.h"
 #include "core/file.h"
+#include "sparrow/compress.h"
 #include "sparrow/onnx.h"
 
 namespace sparrow::cli {
@@ -15,16 +16,21 @@ namespace sparrow::cli {
 Command add_inspect(CLI::App& app, const GlobalOptions& global) {
   auto path = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
+  auto partitions = std::make_shared<int>(0);
   auto* cmd = app.add_subcommand("inspect", "Show a .spw file's layers, bits, sizes and byte breakdown");
   cmd->add_option("file", *path, "Compressed model (.spw)")->required();
   cmd->add_flag("--json", *json, "Print one JSON object");
-  return {cmd, [path, json]() -> int {
+  cmd->add_option("--partitions", *partitions,
+                  "Report each layer's load balance over N interleaved row partitions (default: the "
+                  "recipe's --balance, else 64, EIE's PEs)")
+      ->check(CLI::Range(1, kMaxBalancePartitions));
+  return {cmd, [path, json, partitions]() -> int {
             auto m = read_spw(*path);
             if (!m.ok()) return report_error(m.status());
             if (*json)
-              fmt::print("{}\n", api::spw_report_json(*m, *path).dump(2));
+              fmt::print("{}\n", api::spw_report_json(*m, *path, *partitions).dump(2));
             else
-              print_spw_report(*m, *path);
+              print_spw_report(*m, *path, *partitions);
             return 0;
           }};
 }

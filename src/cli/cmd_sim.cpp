@@ -10,6 +10,7 @@
 #include "sim/model_layers.h"
 #include "sim/report.h"
 #include "sim/workload.h"
+#include "sparrow/compress.h"
 #include "sparrow/dataset.h"
 
 namespace sparrow::cli {
@@ -21,6 +22,7 @@ using json = nlohmann::json;
 struct SimArgs {
   std::string model, config, sweep, plot, csv, input;
   std::vector<std::string> layers;
+  int balance = 0;  // --eie layers: 0 random masks, else magnitude pruning over this many partitions
   bool eie = false, json_out = false, print_config = false;
 };
 
@@ -62,7 +64,7 @@ Result<std::vector<sim::LayerStats>> run_eie_layers(const sim::Config& c, const 
   for (const auto& spec : kEieLayers) {
     if (!a.layers.empty() && std::find(a.layers.begin(), a.layers.end(), spec.name) == a.layers.end())
       continue;
-    SP_ASSIGN_OR_RETURN(sim::SimLayer layer, sim::synthetic_layer(spec, c, 1));
+    SP_ASSIGN_OR_RETURN(sim::SimLayer layer, sim::synthetic_layer(spec, c, 1, a.balance));
     out.push_back(sim::simulate_layer(c, layer, sim::synthetic_input(spec, c, 2)).stats);
   }
   if (out.empty()) return errorf("--layers: no [EIE] layer matches");
@@ -78,18 +80,19 @@ const EieLayer* paper_layer(const std::string& name) {
 void print_layers(const sim::Config& c, const std::vector<sim::LayerStats>& rows) {
   fmt::print("{} PEs at {} MHz, FIFO depth {}, {}-bit SRAM words; times in microseconds\n", c.pes,
              c.clock_mhz, c.fifo_depth, c.spmat_width_bits);
-  fmt::print("{:<9} {:>9} {:>8} {:>12} {:>8} {:>12} {:>7} {:>6} {:>9} {:>8} {:>7}\n", "layer", "cycles",
-             "time", "(paper, dev)", "theory", "(paper, dev)", "balance", "idle", "energy uJ", "power W",
-             "GOP/s");
+  fmt::print("{:<9} {:>9} {:>8} {:>12} {:>8} {:>12} {:>7} {:>8} {:>6} {:>9} {:>8} {:>7}\n", "layer", "cycles",
+             "time", "(paper, dev)", "theory", "(paper, dev)", "balance", "imbal cy", "idle", "energy uJ",
+             "power W", "GOP/s");
   for (const auto& s : rows) {
     const EieLayer* p = c.pes == 64 && c.clock_mhz == 800 ? paper_layer(s.name) : nullptr;
     auto dev = [](double ours, double paper) {
       return fmt::format("({:.1f}, {:+.0f}%)", paper, 100 * (ours / paper - 1));
     };
-    fmt::print("{:<9} {:>9} {:>8.1f} {:>12} {:>8.1f} {:>12} {:>7.3f} {:>6.2f} {:>9.3f} {:>8.3f} {:>7.1f}\n",
-               s.name, s.cycles, s.time_us, p ? dev(s.time_us, p->actual_us) : "", s.theoretical_us,
-               p ? dev(s.theoretical_us, p->theoretical_us) : "", s.load_balance, s.idle_fraction,
-               s.energy_uj, s.power_w, s.gops);
+    fmt::print(
+        "{:<9} {:>9} {:>8.1f} {:>12} {:>8.1f} {:>12} {:>7.3f} {:>8} {:>6.2f} {:>9.3f} {:>8.3f} {:>7.1f}\n",
+        s.name, s.cycles, s.time_us, p ? dev(s.time_us, p->actual_us) : "", s.theoretical_us,
+        p ? dev(s.theoretical_us, p->theoretical_us) : "", s.load_balance, s.imbalance_cycles,
+        s.idle_fraction, s.energy_uj, s.power_w, s.gops);
   }
   for (const auto& s : rows)
     if (!s.fits_on_chip)
@@ -239,6 +242,11 @@ Command add_sim(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--config", a->config,
                   "Architecture config (JSON); default: the paper's 64-PE, 800 MHz design");
   cmd->add_option("--layers", a->layers, "Only these --eie layers")->delimiter(',')->needs(eie);
+  cmd->add_option("--balance", a->balance,
+                  "--eie layers pruned by magnitude from Gaussian weights instead of random masks: 1 as a "
+                  "whole, N >= 2 balanced over N row partitions (load-balance-aware pruning)")
+      ->check(CLI::Range(1, kMaxBalancePartitions))
+      ->needs(eie);
   auto* sweep = cmd->add_option("--sweep", a->sweep,
                                 "Sweep one parameter: fifo=1,2,4,... | pes=1,2,4,... | width=32,64,...")
                     ->needs(eie);

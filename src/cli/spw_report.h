@@ -6,6 +6,8 @@
 
 namespace sparrow::cli {
 
-void print_spw_report(const SpwModel& m, const std::string& path);
+// The layer table (with each layer's load balance over `balance_partitions` interleaved row
+// partitions, mean / max non-zeros; 0: api::default_balance_partitions) and the byte breakdown.
+void print_spw_report(const SpwModel& m, const std::string& path, int balance_partitions = 0);
 
 }  // namespace sparrow::cli

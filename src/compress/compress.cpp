@@ -19,6 +19,9 @@ Status check_settings(const LayerSettings& s, const std::string& where) {
   if (s.prune.quality && !(*s.prune.quality >= 0.0 && std::isfinite(*s.prune.quality)))
     return errorf("{}: quality {} must be a finite number >= 0", where, *s.prune.quality);
   if (s.bits && (*s.bits < 1 || *s.bits > 8)) return errorf("{}: bits {} is outside 1..8", where, *s.bits);
+  if (s.prune.balance < 0 || s.prune.balance > kMaxBalancePartitions)
+    return errorf("{}: balance {} is outside 1..{} (row partitions)", where, s.prune.balance,
+                  kMaxBalancePartitions);
   return {};
 }
 
@@ -39,7 +42,10 @@ LayerSettings resolve_layer_settings(const CompressOptions& o, const Compressibl
   for (const std::string& key : {l.node, l.weight}) {
     auto it = o.layers.find(key);
     if (it == o.layers.end()) continue;
-    if (it->second.prune.sparsity || it->second.prune.quality) s.prune = it->second.prune;
+    const PruneRule& prune = it->second.prune;
+    const int balance = prune.balance ? prune.balance : s.prune.balance;
+    if (prune.sparsity || prune.quality) s.prune = prune;
+    s.prune.balance = balance;
     if (it->second.bits) s.bits = it->second.bits;
     s.exclude = s.exclude || it->second.exclude;
   }
@@ -95,7 +101,7 @@ Result<CompressedTensor> compress_layer(const Tensor& weight, const Compressible
                                         const LayerSettings& s, const CompressOptions& o,
                                         LayerReport& report) {
   std::vector<float> values = view_values(weight, layer.view);
-  prune_weights(values, s.prune);
+  prune_layer(values, MatrixView{layer.view.rows, layer.view.cols, false}, s.prune);
   std::vector<float> survivors;
   for (float v : values)
     if (v != 0.0f) survivors.push_back(v);

@@ -42,6 +42,20 @@ void keep_top_k(std::span<float> w, int64_t k) {
   }
 }
 
+// How many weights the rule keeps over the whole layer (what prune_weights would keep).
+int64_t weights_to_keep(std::span<const float> w, const PruneRule& rule) {
+  const auto n = static_cast<int64_t>(w.size());
+  if (rule.sparsity) return n - static_cast<int64_t>(std::llround(static_cast<double>(n) * *rule.sparsity));
+  if (!rule.quality) return n;
+  const auto threshold = static_cast<float>(*rule.quality * population_std(w));
+  return std::count_if(w.begin(), w.end(), [&](float v) { return !(std::fabs(v) < threshold); });
+}
+
+// The matrix row of element i of a tensor seen through `view`.
+int64_t row_of(int64_t i, const MatrixView& view) {
+  return view.transposed ? i % view.rows : i / view.cols;
+}
+
 }  // namespace
 
 int64_t prune_weights(std::span<float> w, const PruneRule& rule) {
@@ -54,6 +68,31 @@ int64_t prune_weights(std::span<float> w, const PruneRule& rule) {
       if (std::fabs(v) < threshold) v = 0.0f;
   }
   return std::count(w.begin(), w.end(), 0.0f);
+}
+
+int64_t prune_layer(std::span<float> w, const MatrixView& view, const PruneRule& rule) {
+  const int partitions = static_cast<int>(std::min<int64_t>(rule.balance, view.rows));
+  if (partitions < 2 || (!rule.sparsity && !rule.quality)) return prune_weights(w, rule);
+  const int64_t share = std::llround(static_cast<double>(weights_to_keep(w, rule)) / partitions);
+  std::vector<std::vector<int64_t>> members(static_cast<size_t>(partitions));
+  for (int64_t i = 0; i < std::ssize(w); ++i)
+    members[static_cast<size_t>(row_of(i, view) % partitions)].push_back(i);
+  std::vector<float> part;
+  for (const auto& indices : members) {
+    part.resize(indices.size());
+    for (size_t k = 0; k < indices.size(); ++k) part[k] = w[static_cast<size_t>(indices[k])];
+    keep_top_k(part, share);
+    for (size_t k = 0; k < indices.size(); ++k) w[static_cast<size_t>(indices[k])] = part[k];
+  }
+  return std::count(w.begin(), w.end(), 0.0f);
+}
+
+std::vector<int64_t> partition_nonzeros(std::span<const float> w, const MatrixView& view, int partitions) {
+  std::vector<int64_t> counts(static_cast<size_t>(std::max(partitions, 1)), 0);
+  for (int64_t i = 0; i < std::ssize(w); ++i)
+    if (w[static_cast<size_t>(i)] != 0.0f)
+      ++counts[static_cast<size_t>(row_of(i, view) % std::ssize(counts))];
+  return counts;
 }
 
 }  // namespace sparrow

@@ -28,11 +28,13 @@ Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
       SP_ASSIGN_OR_RETURN(s.prune.quality, number(v, where));
     } else if (key == "bits") {
       SP_ASSIGN_OR_RETURN(s.bits, integer(v, where));
+    } else if (key == "balance") {
+      SP_ASSIGN_OR_RETURN(s.prune.balance, integer(v, where));
     } else if (key == "exclude") {
       if (!v.is_boolean()) return errorf("recipe key '{}': expected true or false", where);
       s.exclude = v.get<bool>();
     } else {
-      return errorf("recipe key '{}': unknown (use sparsity, quality, bits, exclude)", where);
+      return errorf("recipe key '{}': unknown (use sparsity, quality, balance, bits, exclude)", where);
     }
   }
   return {};
@@ -110,10 +112,12 @@ Status apply_layer_override(const std::string& text, CompressOptions& o) {
       SP_ASSIGN_OR_RETURN(s.prune.quality, parse_double(kv[1], where + " quality"));
     } else if (kv[0] == "bits") {
       SP_ASSIGN_OR_RETURN(s.bits, parse_int(kv[1], where + " bits"));
+    } else if (kv[0] == "balance") {
+      SP_ASSIGN_OR_RETURN(s.prune.balance, parse_int(kv[1], where + " balance"));
     } else if (kv[0] == "exclude") {
       s.exclude = kv[1] == "true" || kv[1] == "1";
     } else {
-      return errorf("{}: unknown key '{}' (use sparsity, quality, bits, exclude)", where, kv[0]);
+      return errorf("{}: unknown key '{}' (use sparsity, quality, balance, bits, exclude)", where, kv[0]);
     }
   }
   return {};
@@ -126,6 +130,8 @@ Status apply_recipe(const json& r, CompressOptions& o) {
       SP_ASSIGN_OR_RETURN(o.all.prune.sparsity, number(v, key));
     } else if (key == "quality") {
       SP_ASSIGN_OR_RETURN(o.all.prune.quality, number(v, key));
+    } else if (key == "balance") {
+      SP_ASSIGN_OR_RETURN(o.all.prune.balance, integer(v, key));
     } else if (key == "bits" && v.is_object()) {
       for (const auto& [kind, b] : v.items()) {
         SP_ASSIGN_OR_RETURN(int bits, integer(b, "bits." + kind));
@@ -188,6 +194,7 @@ json recipe_json(const CompressOptions& o) {
     json j = json::object();
     if (s.prune.sparsity) j["sparsity"] = *s.prune.sparsity;
     if (s.prune.quality) j["quality"] = *s.prune.quality;
+    if (s.prune.balance) j["balance"] = s.prune.balance;
     if (s.bits) j["bits"] = *s.bits;
     if (s.exclude) j["exclude"] = true;
     return j;

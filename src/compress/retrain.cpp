@@ -23,7 +23,7 @@ std::map<std::string, Tensor> prune_step(Model& model, const CompressOptions& o,
     if (rule.sparsity) rule.sparsity = *rule.sparsity * fraction;
     if (rule.quality) rule.quality = *rule.quality * fraction;
     Tensor& w = model.initializers.at(layer.weight);
-    prune_weights(w.f32_span(), rule);
+    prune_layer(w.f32_span(), layer.view, rule);
     Tensor mask(DType::f32, w.shape());
     for (int64_t i = 0; i < w.numel(); ++i) mask.f32_data()[i] = w.f32_data()[i] != 0.0f ? 1.0f : 0.0f;
     masks[layer.weight] = std::move(mask);

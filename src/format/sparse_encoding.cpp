@@ -142,6 +142,30 @@ Result<std::vector<uint8_t>> decode_codes(const CompressedTensor& t) {
   return codes;
 }
 
+Result<std::vector<int64_t>> row_nonzeros(const CompressedTensor& t) {
+  SP_RETURN_IF_ERROR(check_structure(t).prefixed(fmt::format("tensor '{}'", t.name)));
+  const int64_t cols = t.view.cols;
+  std::vector<int64_t> counts(static_cast<size_t>(t.view.rows), 0);
+  if (t.layout == WeightLayout::dense) {
+    const std::vector<uint8_t>& codes = t.partitions[0].codes;
+    for (size_t i = 0; i < codes.size(); ++i) counts[i / static_cast<size_t>(cols)] += codes[i] != 0;
+    return counts;
+  }
+  const int P = static_cast<int>(t.partitions.size());
+  for (int p = 0; p < P; ++p) {
+    const Partition& part = t.partitions[static_cast<size_t>(p)];
+    size_t e = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+      int64_t pos = 0;
+      for (uint32_t k = 0; k < part.col_counts[static_cast<size_t>(c)]; ++k, ++e, ++pos) {
+        pos += part.gaps[e];
+        counts[static_cast<size_t>(pos * P + p)] += part.codes[e] != 0;
+      }
+    }
+  }
+  return counts;
+}
+
 Result<Tensor> decompress(const CompressedTensor& t) {
   SP_ASSIGN_OR_RETURN(std::vector<uint8_t> codes, decode_codes(t));
   Tensor w(DType::f32, t.shape);

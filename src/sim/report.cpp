@@ -13,6 +13,7 @@ nlohmann::json stats_json(const LayerStats& s) {
           {"time_us", s.time_us},
           {"theoretical_us", s.theoretical_us},
           {"load_balance", s.load_balance},
+          {"imbalance_cycles", s.imbalance_cycles},
           {"active_inputs", s.active_inputs},
           {"entries", s.entries},
           {"fillers", s.fillers},
@@ -51,14 +52,14 @@ std::string stats_csv(const std::vector<LayerStats>& rows, const std::string& sw
   std::string out =
       (sweep_key.empty() ? "" : sweep_key + ",") +
       "layer,pes,cycles,time_us,theoretical_us,load_balance,idle_fraction,broadcast_stall_cycles,"
-      "entries,fillers,macs,spmat_reads,pointer_reads,energy_uj,power_w,gops\n";
+      "entries,fillers,macs,spmat_reads,pointer_reads,energy_uj,power_w,gops,imbalance_cycles\n";
   for (size_t i = 0; i < rows.size(); ++i) {
     const LayerStats& s = rows[i];
     if (!sweep_key.empty()) out += fmt::format("{},", sweep_values[i]);
-    out += fmt::format("{},{},{},{:.4f},{:.4f},{:.4f},{:.4f},{},{},{},{},{},{},{:.4f},{:.4f},{:.3f}\n",
+    out += fmt::format("{},{},{},{:.4f},{:.4f},{:.4f},{:.4f},{},{},{},{},{},{},{:.4f},{:.4f},{:.3f},{}\n",
                        s.name, s.pes, s.cycles, s.time_us, s.theoretical_us, s.load_balance, s.idle_fraction,
                        s.broadcast_stall_cycles, s.entries, s.fillers, s.macs, s.spmat_reads, s.pointer_reads,
-                       s.energy_uj, s.power_w, s.gops);
+                       s.energy_uj, s.power_w, s.gops, s.imbalance_cycles);
   }
   return out;
 }

@@ -212,6 +212,7 @@ void finish_stats(const Config& c, const SimLayer& l, LayerStats& s, const std::
     max_entries = std::max(max_entries, e);
   }
   s.load_balance = max_entries ? mean / static_cast<double>(max_entries) : 1.0;
+  s.imbalance_cycles = max_entries - std::llround(mean);
   s.theoretical_us = std::max(mean, static_cast<double>(s.active_inputs)) / c.clock_mhz;
   s.idle_fraction =
       s.cycles ? static_cast<double>(s.pe_idle_cycles) / (static_cast<double>(s.cycles) * c.pes) : 0.0;

@@ -42,8 +42,9 @@ struct LayerStats {
   int64_t rows = 0, cols = 0, pes = 0;
   int64_t cycles = 0;
   double time_us = 0, theoretical_us = 0;
-  double load_balance = 0;    // mean over max entries per PE
-  int64_t active_inputs = 0;  // non-zero input activations broadcast
+  double load_balance = 0;       // mean over max entries per PE (in the active columns)
+  int64_t imbalance_cycles = 0;  // the busiest PE's entries beyond the mean: at most what balance saves
+  int64_t active_inputs = 0;     // non-zero input activations broadcast
   int64_t entries = 0, fillers = 0, macs = 0;
   int64_t broadcast_stall_cycles = 0;  // the central unit held back by a full FIFO
   int64_t pe_idle_cycles = 0;          // PE-cycles without an entry processed

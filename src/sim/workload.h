@@ -9,8 +9,11 @@
 
 namespace sparrow::sim {
 
-// A layer with random 4-bit codes (or config.weight_bits) at the spec's weight density.
-Result<SimLayer> synthetic_layer(const EieLayer& spec, const Config& config, uint32_t seed);
+// A layer with random 4-bit codes (or config.weight_bits) at the spec's weight density: each weight
+// kept with that probability (balance 0), or, with balance >= 1, the mask of magnitude pruning to
+// that density of Gaussian weights, over the whole layer (1) or balanced over `balance`
+// interleaved row partitions ([ESE]; prune_layer).
+Result<SimLayer> synthetic_layer(const EieLayer& spec, const Config& config, uint32_t seed, int balance = 0);
 // Input activations at the spec's activation density (positive, as after ReLU), fixed point.
 std::vector<int16_t> synthetic_input(const EieLayer& spec, const Config& config, uint32_t seed);
 

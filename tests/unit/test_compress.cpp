@@ -39,6 +39,116 @@ TEST(Prune, QualityTimesStd) {
       << "|w| < 1 std prunes about 68% of a Gaussian layer";
 }
 
+// A [rows, cols] layer whose rows differ in scale (row r's weights ~ N(0, (1 + r % 8)^2)), as
+// trained layers' output units do: pruned as a whole, the large rows keep more weights.
+std::vector<float> uneven_rows(int64_t rows, int64_t cols, uint32_t seed) {
+  std::vector<float> w = gaussian(static_cast<size_t>(rows * cols), seed);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) w[static_cast<size_t>(r * cols + c)] *= static_cast<float>(1 + r % 8);
+  return w;
+}
+
+// Within each partition, no pruned weight is larger in magnitude than a kept one.
+void expect_partitions_keep_their_largest(const std::vector<float>& before, const std::vector<float>& after,
+                                          int64_t cols, int partitions) {
+  std::vector<float> smallest_kept(static_cast<size_t>(partitions), INFINITY),
+      largest_pruned(static_cast<size_t>(partitions), 0.0f);
+  for (size_t i = 0; i < before.size(); ++i) {
+    const auto p = static_cast<size_t>((static_cast<int64_t>(i) / cols) % partitions);
+    if (after[i] != 0.0f)
+      smallest_kept[p] = std::min(smallest_kept[p], std::fabs(before[i]));
+    else
+      largest_pruned[p] = std::max(largest_pruned[p], std::fabs(before[i]));
+  }
+  for (int p = 0; p < partitions; ++p)
+    EXPECT_LE(largest_pruned[static_cast<size_t>(p)], smallest_kept[static_cast<size_t>(p)])
+        << "partition " << p;
+}
+
+TEST(LoadBalance, EveryPartitionKeepsTheSameCountOfItsLargestWeights) {
+  constexpr int64_t rows = 64, cols = 100;
+  const std::vector<float> w = uneven_rows(rows, cols, 11);
+  const MatrixView view{rows, cols, false};
+  auto whole = w;
+  prune_layer(whole, view, PruneRule{0.9, std::nullopt, 1});
+  const std::vector<int64_t> unbalanced = partition_nonzeros(whole, view, 8);
+  EXPECT_GT(*std::max_element(unbalanced.begin(), unbalanced.end()),
+            2 * *std::min_element(unbalanced.begin(), unbalanced.end()))
+      << "the test layer must be unbalanced when pruned as a whole";
+  auto balanced = w;
+  EXPECT_EQ(prune_layer(balanced, view, PruneRule{0.9, std::nullopt, 8}), rows * cols - 640);
+  EXPECT_EQ(partition_nonzeros(balanced, view, 8), std::vector<int64_t>(8, 80));
+  expect_partitions_keep_their_largest(w, balanced, cols, 8);
+  // By threshold: the whole layer's count above 1.5 std, shared out equally.
+  auto by_quality = w, reference = w;
+  const int64_t kept = rows * cols - prune_weights(reference, PruneRule{std::nullopt, 1.5});
+  prune_layer(by_quality, view, PruneRule{std::nullopt, 1.5, 4});
+  EXPECT_EQ(partition_nonzeros(by_quality, view, 4),
+            std::vector<int64_t>(4, std::llround(static_cast<double>(kept) / 4)));
+  expect_partitions_keep_their_largest(w, by_quality, cols, 4);
+}
+
+TEST(LoadBalance, TransposedWeightsArePartitionedByOutputUnit) {
+  // A MatMul weight is stored [in, out]: its matrix rows (output units) are the stored columns.
+  constexpr int64_t rows = 12, cols = 30;
+  const std::vector<float> w = uneven_rows(rows, cols, 12);
+  std::vector<float> stored(w.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      stored[static_cast<size_t>(c * rows + r)] = w[static_cast<size_t>(r * cols + c)];
+  auto rowwise = w;
+  prune_layer(rowwise, MatrixView{rows, cols, false}, PruneRule{0.8, std::nullopt, 4});
+  prune_layer(stored, MatrixView{rows, cols, true}, PruneRule{0.8, std::nullopt, 4});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      ASSERT_EQ(stored[static_cast<size_t>(c * rows + r)], rowwise[static_cast<size_t>(r * cols + c)])
+          << r << "," << c;
+  EXPECT_EQ(partition_nonzeros(stored, MatrixView{rows, cols, true}, 4), std::vector<int64_t>(4, 18));
+}
+
+TEST(LoadBalance, UnevenPartitionsAndMorePartitionsThanRows) {
+  // 10 rows over 4 partitions: 3, 3, 2 and 2 rows of 5 weights.
+  const std::vector<float> w = uneven_rows(10, 5, 13);
+  const MatrixView view{10, 5, false};
+  auto sparse = w;
+  prune_layer(sparse, view, PruneRule{0.8, std::nullopt, 4});  // 10 kept: 2.5 -> 3 each, all fit
+  EXPECT_EQ(partition_nonzeros(sparse, view, 4), (std::vector<int64_t>{3, 3, 3, 3}));
+  auto dense = w;
+  prune_layer(dense, view, PruneRule{0.1, std::nullopt, 4});  // 45 kept: 11 each, 10 in a 2-row partition
+  EXPECT_EQ(partition_nonzeros(dense, view, 4), (std::vector<int64_t>{11, 11, 10, 10}));
+  auto many = w;  // 64 partitions of 10 rows: one row each, equal counts
+  prune_layer(many, view, PruneRule{0.6, std::nullopt, 64});
+  EXPECT_EQ(partition_nonzeros(many, view, 10), std::vector<int64_t>(10, 2));
+  auto untouched = w;
+  EXPECT_EQ(prune_layer(untouched, view, PruneRule{std::nullopt, std::nullopt, 4}), 0) << "nothing to prune";
+}
+
+TEST(LoadBalance, RecipeKeysOverridesAndValidation) {
+  CompressOptions o;
+  ASSERT_TRUE(apply_recipe(nlohmann::json::parse(
+                               R"({"sparsity": 0.9, "balance": 8, "layers": {"a": {"sparsity": 0.5},
+                                   "b": {"sparsity": 0.7, "balance": 1}, "c": {"balance": 2}}})"),
+                           o)
+                  .ok());
+  auto settings = [&](const std::string& name) {
+    return resolve_layer_settings(o, CompressibleLayer{name, name, false, MatrixView{4, 4, false}});
+  };
+  EXPECT_EQ(settings("a").prune.balance, 8) << "an override without balance inherits the global one";
+  EXPECT_EQ(*settings("a").prune.sparsity, 0.5);
+  EXPECT_EQ(settings("b").prune.balance, 1);
+  EXPECT_EQ(settings("c").prune.balance, 2);
+  EXPECT_EQ(*settings("c").prune.sparsity, 0.9) << "a balance alone keeps the global target";
+  CompressOptions round;
+  ASSERT_TRUE(apply_recipe(recipe_json(o), round).ok());
+  EXPECT_EQ(recipe_json(round), recipe_json(o));
+  EXPECT_TRUE(apply_layer_override("d:balance=16", o).ok());
+  EXPECT_EQ(o.layers["d"].prune.balance, 16);
+  o.all.prune.balance = kMaxBalancePartitions + 1;
+  auto bad = o.validate();
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("balance 65537"), std::string::npos) << bad.message();
+}
+
 double rms_error(const std::vector<float>& v, const Codebook& cb) {
   auto idx = assign_nearest(v, cb);
   double e = 0;
@@ -396,6 +506,33 @@ TEST_F(CompressCli, BadOptionsAndCorruptFilesGiveMessages) {
     EXPECT_EQ(r.exit_code, 1) << r.output;
     EXPECT_NE(r.output.find("bad.spw"), std::string::npos) << r.output;
   }
+}
+
+TEST_F(CompressCli, BalancedPruningIsRecordedAndInspected) {
+  const std::string spw = dir_ + "/balanced.spw";
+  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + spw +
+                          " --sparsity 0.75 --balance 2 --min-weights 0")
+                .exit_code,
+            0);
+  auto r = test::run_cli("inspect " + spw + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(j["balance_partitions"], 2) << "the recipe's balance is the default";
+  EXPECT_EQ(j["metadata"]["options"]["balance"], 2);
+  ASSERT_FALSE(j["layers"].empty());
+  for (const auto& layer : j["layers"]) {
+    const auto& b = layer["balance"];
+    EXPECT_LE(b["max_nonzeros"].get<double>() - b["mean_nonzeros"].get<double>(), 0.5) << layer["name"];
+  }
+  auto at64 = test::run_cli("inspect " + spw + " --partitions 64 --json");
+  EXPECT_EQ(nlohmann::json::parse(at64.output.substr(at64.output.find('{')))["balance_partitions"], 64);
+  auto text = test::run_cli("inspect " + spw);
+  EXPECT_NE(text.output.find("(2 P)"), std::string::npos) << text.output;
+  auto alone = test::run_cli("compress " + dir_ + "/m.onnx -o " + spw + " --balance 4");
+  EXPECT_EQ(alone.exit_code, 1);
+  EXPECT_NE(alone.output.find("--balance balances what is pruned"), std::string::npos) << alone.output;
+  auto zero = test::run_cli("compress " + dir_ + "/m.onnx -o " + spw + " --sparsity 0.5 --balance 0");
+  EXPECT_EQ(zero.exit_code, 1) << zero.output;
 }
 
 TEST_F(CompressCli, WeightMemoryOptionBoundsTheLayoutsAndIsChecked) {

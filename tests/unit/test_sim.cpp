@@ -43,6 +43,18 @@ TEST(Simulator, OnePeOneColumn) {
   EXPECT_EQ(from_fixed(r.outputs[5], c.activation_frac_bits), 2.0f);
 }
 
+TEST(Simulator, ImbalanceCyclesAreTheBusiestPesEntriesBeyondTheMean) {
+  // Two PEs, one column: rows 0, 2, 4 (PE 0) hold 3 entries, row 1 (PE 1) one. Mean 2, max 3.
+  Config c = one_pe();
+  c.pes = 2;
+  std::vector<uint8_t> codes = {1, 1, 2, 0, 3, 0};
+  SimLayer l = column_layer(codes, 6, 1, c);
+  auto r = simulate_layer(c, l, {to_fixed(1.0f, c.activation_frac_bits)});
+  EXPECT_EQ(r.stats.imbalance_cycles, 1);
+  EXPECT_DOUBLE_EQ(r.stats.load_balance, 2.0 / 3.0);
+  EXPECT_EQ(stats_json(r.stats)["imbalance_cycles"], 1);
+}
+
 TEST(Simulator, FullFifoStallsTheBroadcast) {
   // Depth 1, three columns of four entries: the broadcast waits while the FIFO is full.
   // Hand-traced: broadcasts at cycles 0, 3 and 7, stalls at 1, 2, 4, 5, 6, the last entry at 13.
@@ -166,6 +178,25 @@ TEST(SimConfig, ErrorsNameTheKey) {
   EXPECT_NE(bad(R"({"entry_bits": 9})").find("'entry_bits'"), std::string::npos);
   EXPECT_NE(bad(R"({"energy": {"mac_pj": -1}})").find("'energy'"), std::string::npos);
   EXPECT_NE(bad(R"({"energy": {"mac": 1}})").find("'energy.mac': unknown"), std::string::npos);
+}
+
+TEST(SimCli, BalancedPruningOfTheEieLayers) {
+  // NT-We takes every input (activation density 1), so the static balance is what the PEs see.
+  auto run = [](const std::string& balance) {
+    auto r = test::run_cli("sim --eie --layers NT-We --json --balance " + balance);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return nlohmann::json::parse(r.output)["layers"][0];
+  };
+  const auto whole = run("1"), balanced = run("64");
+  EXPECT_LT(whole["load_balance"].get<double>(), 0.95);
+  EXPECT_GE(balanced["load_balance"].get<double>(), 0.999);
+  EXPECT_LT(balanced["cycles"].get<int64_t>(), whole["cycles"].get<int64_t>());
+  EXPECT_LT(balanced["imbalance_cycles"].get<int64_t>(), whole["imbalance_cycles"].get<int64_t>());
+  EXPECT_NEAR(balanced["entries"].get<double>(), whole["entries"].get<double>(),
+              0.01 * whole["entries"].get<double>())
+      << "the same density either way";
+  auto without_eie = test::run_cli("sim m.spw --balance 64");
+  EXPECT_EQ(without_eie.exit_code, 1) << without_eie.output;
 }
 
 TEST(SimCli, EieLayersAndBadWorkloads) {
