@@ -69,6 +69,40 @@ Codebook uniform_levels(std::span<const float> values, int k);
 // Index of the nearest centroid for each value (ties go to the lower centroid).
 std::vector<uint8_t> assign_nearest(std::span<const float> values, const Codebook& codebook);
 
+// ---- low-rank factorization ----
+
+// How the rank of a fully connected layer's factorization is chosen: the smallest rank keeping
+// `value` of the sum of squared singular values (energy, in (0, 1]); a fixed rank (rank, >= 1,
+// at most min(rows, cols)); or the largest rank whose two factors hold at most `value` of the
+// layer's weights (params, in (0, 1)).
+struct LowRankRule {
+  enum class By { energy, rank, params };
+  By by = By::energy;
+  double value = 0.9;
+};
+// "energy=0.9", "rank=64" or "params=0.33"; errors name the text.
+Result<LowRankRule> parse_low_rank_rule(const std::string& text);
+std::string low_rank_rule_text(const LowRankRule& rule);
+
+// The rank `rule` gives a rows x cols matrix with singular values `s` (descending).
+int64_t choose_rank(std::span<const double> s, int64_t rows, int64_t cols, const LowRankRule& rule);
+
+struct FactorizedLayer {
+  std::string weight, node;                 // the original weight and node
+  std::string first_weight, second_weight;  // Q [rank, in] (the input side) and P [out, rank]
+  int64_t rows = 0, cols = 0, rank = 0;
+  double relative_error = 0;  // ||W - P Q||_F / ||W||_F, from the discarded singular values
+};
+
+// Replaces every Gemm and MatMul whose weight is a float32 initializer that only it reads by two
+// products of the same kind through `rank` hidden units, where the rule's rank saves weights
+// (rank x (rows + cols) < rows x cols): W [out, in] ~ P Q from the truncated SVD (Eigen),
+// P = U_r S_r^1/2 and Q = S_r^1/2 V_r^T. The first product (node NODE/lowrank_q, weight
+// WEIGHT.lowrank_q) takes the input, the second (NODE/lowrank_p, WEIGHT.lowrank_p) adds the bias and
+// writes the original output; a Gemm's alpha and beta go to the second. The factors are ordinary
+// layers: they can be pruned, quantized, retrained and run like any other.
+Result<std::vector<FactorizedLayer>> factorize_fully_connected(Model& model, const LowRankRule& rule);
+
 // ---- the pipeline ----
 
 struct LayerSettings {
@@ -88,6 +122,9 @@ struct CompressOptions {
   bool huffman = true;
   int partitions = 1;  // 1..65536
   uint64_t seed = 1;
+  // When set, fully connected layers are factorized first (factorize_fully_connected); settings
+  // given for a factorized layer's weight or node apply to both of its factors.
+  std::optional<LowRankRule> low_rank;
   // Layers with fewer weights stay float32 (0: none).
   int64_t min_weights = 0;
   // A layer whose encoding (codes, indices, column counts and codebook) would take more bits than
@@ -125,7 +162,17 @@ struct LayerReport {
 struct CompressResult {
   SpwModel spw;
   std::vector<LayerReport> layers;
+  std::vector<FactorizedLayer> factorized;  // with options.low_rank
 };
+
+// The options that compress a model already factorized by options.low_rank: no low_rank, and each
+// setting for a factorized layer's weight or node given to both of its factors.
+CompressOptions options_after_factorizing(const CompressOptions& options,
+                                          const std::vector<FactorizedLayer>& factorized);
+// The metadata JSON with "factorized": [{weight, factors, rows, cols, rank, relative_error}] added
+// (unchanged if it is not a JSON object).
+std::string record_factorized(const std::string& metadata_json,
+                              const std::vector<FactorizedLayer>& factorized);
 
 // Compresses every compressible layer of `model`; `metadata_json` is stored in the file as is.
 Result<CompressResult> compress_model(const Model& model, const CompressOptions& options,

@@ -18,7 +18,7 @@ namespace sparrow::cli {
 namespace {
 
 struct CompressArgs {
-  std::string model, output, recipe, bits, init, quantizer, huffman;
+  std::string model, output, recipe, bits, init, quantizer, huffman, low_rank;
   DataArgs data;  // with data.dir: retrain after each pruning step, then fine-tune the codebooks
   RetrainOptions retrain;
   Distillation distill;
@@ -42,6 +42,9 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
   if (a.sparsity) o.all.prune = PruneRule{a.sparsity, std::nullopt, o.all.prune.balance};
   if (a.quality) o.all.prune = PruneRule{std::nullopt, a.quality, o.all.prune.balance};
   if (a.balance) o.all.prune.balance = *a.balance;
+  if (!a.low_rank.empty()) {
+    SP_ASSIGN_OR_RETURN(o.low_rank, parse_low_rank_rule(a.low_rank));
+  }
   if (!a.bits.empty()) SP_RETURN_IF_ERROR(apply_bits(a.bits, o));
   if (a.index_bits) o.index_bits = *a.index_bits;
   if (a.partitions) o.partitions = *a.partitions;
@@ -176,6 +179,11 @@ int run_compress(CompressArgs a, const Given& given, const GlobalOptions& global
   for (const LayerReport& l : outcome->result.layers)
     if (!l.kept_float.empty() && !global.quiet && !a.json)
       fmt::print(stderr, "{}: stays float32 ({})\n", l.weight, l.kept_float);
+  for (const FactorizedLayer& f : outcome->result.factorized)
+    if (!global.quiet && !a.json)
+      fmt::print(stderr, "{}: {} x {} factorized at rank {} ({} -> {} weights, relative error {:.4f})\n",
+                 f.weight, f.rows, f.cols, f.rank, f.rows * f.cols, f.rank * (f.rows + f.cols),
+                 f.relative_error);
   if (a.json) {
     nlohmann::json j = api::spw_report_json(spw, a.output);
     j["kept_float"] = api::kept_float_json(outcome->result);
@@ -206,6 +214,9 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::IsMember({"on", "off"}));
   cmd->add_option("--partitions", a->partitions,
                   "Row partitions (engine threads / simulated PEs), default 1");
+  cmd->add_option("--lowrank", a->low_rank,
+                  "Factorize fully connected layers by truncated SVD first: energy=F (kept share of the "
+                  "squared singular values), rank=N, or params=F (factors' share of the layer's weights)");
   cmd->add_option("--balance", a->balance,
                   "Load-balance-aware pruning: each of N interleaved row partitions (PEs) keeps the same "
                   "number of weights")

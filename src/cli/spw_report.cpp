@@ -1,6 +1,7 @@
 #include "cli/spw_report.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "api/inspect.h"
 #include "cli/common.h"
@@ -19,6 +20,20 @@ void print_breakdown(const ByteBreakdown& b, int64_t file_bytes) {
       "graph {}  headers {}  = {} (file size {})\n",
       b.codes, b.gaps, b.fillers, b.pointers, b.codebooks, b.biases, b.dense_weights, b.graph, b.headers,
       b.total(), file_bytes);
+}
+
+// The layers low-rank factorization replaced (the metadata's "factorized"), if any.
+void print_factorized(const SpwModel& m) {
+  auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
+  if (!meta.is_object() || !meta.contains("factorized") || !meta["factorized"].is_array()) return;
+  for (const auto& f : meta["factorized"]) {
+    if (!f.is_object()) continue;
+    const int64_t rows = f.value("rows", int64_t{0}), cols = f.value("cols", int64_t{0}),
+                  rank = f.value("rank", int64_t{0});
+    fmt::print("factorized {}: {} x {} at rank {} ({} -> {} weights), relative error {:.4f}\n",
+               f.value("weight", std::string("?")), rows, cols, rank, human_count(rows * cols),
+               human_count(rank * (rows + cols)), f.value("relative_error", 0.0));
+  }
 }
 
 }  // namespace
@@ -59,6 +74,7 @@ void print_spw_report(const SpwModel& m, const std::string& path, int balance_pa
       percent(static_cast<double>(kept), static_cast<double>(weights)),
       fmt::format("({:.1f}x / {:.1f}x)", pq > 0 ? dense_bits / pq : 0, stored > 0 ? dense_bits / stored : 0),
       percent(pq, dense_bits) + " / " + percent(stored, dense_bits));
+  print_factorized(m);
   print_breakdown(m.breakdown, m.file_bytes);
 }
 

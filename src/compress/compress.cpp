@@ -2,6 +2,8 @@
 #include <cmath>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "sparrow/compress.h"
 
 #include "core/finite.h"
@@ -132,6 +134,8 @@ Result<CompressedTensor> compress_layer(const Tensor& weight, const Compressible
 }  // namespace
 
 Status CompressOptions::validate() const {
+  if (low_rank)
+    SP_RETURN_IF_ERROR(parse_low_rank_rule(low_rank_rule_text(*low_rank)).status().prefixed("options"));
   SP_RETURN_IF_ERROR(check_settings(all, "options"));
   for (const auto& [name, s] : layers) SP_RETURN_IF_ERROR(check_settings(s, "layer '" + name + "'"));
   if (conv_bits < 1 || conv_bits > 8 || fc_bits < 1 || fc_bits > 8)
@@ -157,9 +161,35 @@ std::vector<CompressibleLayer> find_compressible_layers(const Model& model) {
   return out;
 }
 
+std::string record_factorized(const std::string& metadata_json,
+                              const std::vector<FactorizedLayer>& factorized) {
+  auto meta = nlohmann::json::parse(metadata_json, nullptr, false);
+  if (meta.is_discarded() || !meta.is_object()) return metadata_json;
+  nlohmann::json list = nlohmann::json::array();
+  for (const FactorizedLayer& f : factorized)
+    list.push_back({{"weight", f.weight},
+                    {"factors", {f.first_weight, f.second_weight}},
+                    {"rows", f.rows},
+                    {"cols", f.cols},
+                    {"rank", f.rank},
+                    {"relative_error", f.relative_error}});
+  meta["factorized"] = list;
+  return meta.dump();
+}
+
 Result<CompressResult> compress_model(const Model& model, const CompressOptions& options,
                                       const std::string& metadata_json) {
   SP_RETURN_IF_ERROR(options.validate());
+  if (options.low_rank) {
+    Model factored = model;
+    SP_ASSIGN_OR_RETURN(std::vector<FactorizedLayer> factorized,
+                        factorize_fully_connected(factored, *options.low_rank));
+    SP_ASSIGN_OR_RETURN(CompressResult result,
+                        compress_model(factored, options_after_factorizing(options, factorized),
+                                       record_factorized(metadata_json, factorized)));
+    result.factorized = std::move(factorized);
+    return result;
+  }
   std::vector<CompressibleLayer> layers = find_compressible_layers(model);
   for (const auto& [name, s] : options.layers) {
     bool found = false;

@@ -132,6 +132,9 @@ Status apply_recipe(const json& r, CompressOptions& o) {
       SP_ASSIGN_OR_RETURN(o.all.prune.quality, number(v, key));
     } else if (key == "balance") {
       SP_ASSIGN_OR_RETURN(o.all.prune.balance, integer(v, key));
+    } else if (key == "lowrank") {
+      if (!v.is_string()) return errorf("recipe key 'lowrank': expected a string such as \"energy=0.9\"");
+      SP_ASSIGN_OR_RETURN(o.low_rank, parse_low_rank_rule(v.get<std::string>()));
     } else if (key == "bits" && v.is_object()) {
       for (const auto& [kind, b] : v.items()) {
         SP_ASSIGN_OR_RETURN(int bits, integer(b, "bits." + kind));
@@ -207,6 +210,7 @@ json recipe_json(const CompressOptions& o) {
   j["huffman"] = o.huffman;
   j["partitions"] = o.partitions;
   if (o.min_weights > 0) j["min_weights"] = o.min_weights;
+  if (o.low_rank) j["lowrank"] = low_rank_rule_text(*o.low_rank);
   if (!o.float_fallback) j["encode_all"] = true;
   j["seed"] = o.seed;
   json layers = json::object();

@@ -3,7 +3,7 @@
 //
 // {"sparsity": 0.9 | "quality": 1.2, "balance": 64, "bits": 6 | {"conv": 8, "fc": 5}, "index_bits": 5,
 //  "init": "linear|density|random", "quantizer": "kmeans|uniform", "huffman": true,
-//  "partitions": 1, "seed": 1,
+//  "partitions": 1, "seed": 1, "lowrank": "energy=0.9 | rank=64 | params=0.33",
 //  "layers": {"fc3": {"sparsity": 0.7, "bits": 6, "balance": 1}, "conv1": {"exclude": true}}}
 #pragma once
 

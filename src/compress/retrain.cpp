@@ -79,6 +79,16 @@ Result<CompressResult> compress_with_retraining(Model model, const CompressOptio
                                                 const RetrainOptions& r, const std::string& metadata_json,
                                                 RetrainReport* report) {
   SP_RETURN_IF_ERROR(options.validate());
+  if (options.low_rank) {  // factorized first: the factors are pruned and retrained
+    SP_ASSIGN_OR_RETURN(std::vector<FactorizedLayer> factorized,
+                        factorize_fully_connected(model, *options.low_rank));
+    CompressOptions rest = options_after_factorizing(options, factorized);
+    SP_ASSIGN_OR_RETURN(CompressResult result,
+                        compress_with_retraining(std::move(model), rest, train, val, r,
+                                                 record_factorized(metadata_json, factorized), report));
+    result.factorized = std::move(factorized);
+    return result;
+  }
   for (int k = 1; k <= r.prune_steps; ++k) {
     auto masks = prune_step(model, options, sparsity_ramp(k, r.prune_steps));
     if (r.retrain.progress)

@@ -149,6 +149,132 @@ TEST(LoadBalance, RecipeKeysOverridesAndValidation) {
   EXPECT_NE(bad.message().find("balance 65537"), std::string::npos) << bad.message();
 }
 
+// One fully connected node between input "x" [4, cols] and output "y": a Gemm whose weight is
+// stored [out, in] (trans_b) or [in, out], with a bias and alpha 0.5, or a MatMul ([in, out]).
+Model fully_connected(const std::string& op, bool trans_b, const std::vector<float>& w_out_in, int64_t rows,
+                      int64_t cols) {
+  Model m;
+  m.inputs = {ValueInfo{"x", ElemType::f32, {4, cols}, {}, true}};
+  m.outputs = {ValueInfo{"y", ElemType::f32, {4, rows}, {}, true}};
+  Node n;
+  n.name = "fc";
+  n.op_type = op;
+  n.inputs = {"x", "w"};
+  n.outputs = {"y"};
+  std::vector<float> stored(w_out_in.size());
+  const bool out_in = op == "Gemm" && trans_b;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      stored[static_cast<size_t>(out_in ? r * cols + c : c * rows + r)] =
+          w_out_in[static_cast<size_t>(r * cols + c)];
+  m.initializers["w"] = test::make_f32(out_in ? Shape{rows, cols} : Shape{cols, rows}, stored);
+  if (op == "Gemm") {
+    n.inputs.push_back("b");
+    m.initializers["b"] = test::random_f32({rows}, 3);
+    n.attrs["transB"] = AttrValue(int64_t{trans_b ? 1 : 0});
+    n.attrs["alpha"] = AttrValue(0.5f);
+  }
+  m.nodes = {n};
+  return m;
+}
+
+// A rows x cols matrix of rank `rank` (a product of Gaussian factors).
+std::vector<float> low_rank_matrix(int64_t rows, int64_t cols, int64_t rank, uint32_t seed) {
+  const std::vector<float> a = gaussian(static_cast<size_t>(rows * rank), seed),
+                           b = gaussian(static_cast<size_t>(rank * cols), seed + 1);
+  std::vector<float> w(static_cast<size_t>(rows * cols), 0.0f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < rank; ++k)
+      for (int64_t c = 0; c < cols; ++c)
+        w[static_cast<size_t>(r * cols + c)] +=
+            a[static_cast<size_t>(r * rank + k)] * b[static_cast<size_t>(k * cols + c)];
+  return w;
+}
+
+Tensor run_first_output(const Model& m, const Tensor& x) {
+  auto ex = Executor::create(m);
+  EXPECT_TRUE(ex.ok()) << ex.status().message();
+  auto y = (*ex)->run({&x, 1});
+  EXPECT_TRUE(y.ok()) << y.status().message();
+  return *(*y)[0];
+}
+
+TEST(LowRank, RulesPickTheRank) {
+  const std::vector<double> s = {4, 2, 1, 1};  // squared: 16, 4, 1, 1 of 22
+  EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("energy=0.7")), 1);
+  EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("energy=0.9")), 2);
+  EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("energy=1")), 4);
+  EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("rank=3")), 3);
+  EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("rank=64")), 4);
+  EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("params=0.05")), 2);  // 2 x 200 <= 500
+  for (const char* bad : {"energy=0", "energy=1.5", "rank=0", "rank=2.5", "params=1", "volume=3", "energy=x"})
+    EXPECT_FALSE(parse_low_rank_rule(bad).ok()) << bad;
+  EXPECT_EQ(low_rank_rule_text(*parse_low_rank_rule("params=0.25")), "params=0.25");
+}
+
+TEST(LowRank, ExactAtTheTrueRankForGemmAndMatMul) {
+  constexpr int64_t rows = 20, cols = 30;
+  const std::vector<float> w = low_rank_matrix(rows, cols, 3, 21);
+  const Tensor x = test::random_f32({4, cols}, 22);
+  for (auto [op, trans_b] : {std::pair{"Gemm", true}, std::pair{"Gemm", false}, std::pair{"MatMul", false}}) {
+    const Model original = fully_connected(op, trans_b, w, rows, cols);
+    Model factored = original;
+    auto done = factorize_fully_connected(factored, *parse_low_rank_rule("rank=3"));
+    ASSERT_TRUE(done.ok()) << done.status().message();
+    ASSERT_EQ(done->size(), 1u);
+    EXPECT_EQ((*done)[0].rank, 3);
+    EXPECT_LT((*done)[0].relative_error, 1e-5) << "the matrix has rank 3";
+    ASSERT_EQ(factored.nodes.size(), 2u);
+    EXPECT_EQ(factored.initializers.count("w"), 0u);
+    EXPECT_EQ(factored.parameter_count(), original.parameter_count() - rows * cols + 3 * (rows + cols));
+    EXPECT_LT(test::max_relative_error(run_first_output(factored, x), run_first_output(original, x)), 1e-4)
+        << op << (trans_b ? " transB" : "");
+  }
+}
+
+TEST(LowRank, ErrorFallsWithRankAndLayersThatWouldGrowStay) {
+  constexpr int64_t rows = 24, cols = 40;
+  const std::vector<float> w = gaussian(rows * cols, 23);
+  double previous = 1.0;
+  for (int rank = 1; rank <= 14; ++rank) {  // 15 x 64 > 24 x 40: the largest rank that saves weights is 14
+    Model m = fully_connected("Gemm", true, w, rows, cols);
+    auto done = factorize_fully_connected(m, LowRankRule{LowRankRule::By::rank, static_cast<double>(rank)});
+    ASSERT_TRUE(done.ok() && done->size() == 1) << rank;
+    EXPECT_LT((*done)[0].relative_error, previous) << rank;
+    previous = (*done)[0].relative_error;
+  }
+  Model m = fully_connected("Gemm", true, w, rows, cols);
+  auto none = factorize_fully_connected(m, LowRankRule{LowRankRule::By::rank, 15});
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  EXPECT_EQ(m.nodes.size(), 1u) << "a factorization with more weights than the layer is not made";
+}
+
+TEST(LowRank, CompressFactorizesFirstAndRecordsIt) {
+  constexpr int64_t rows = 64, cols = 80;
+  const Model original = fully_connected("Gemm", true, low_rank_matrix(rows, cols, 8, 24), rows, cols);
+  CompressOptions o;
+  o.low_rank = *parse_low_rank_rule("energy=0.999");
+  o.layers["w"].bits = 8;  // a setting for the original weight goes to both factors
+  auto r = compress_model(original, o, "{}");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->factorized.size(), 1u);
+  EXPECT_EQ(r->factorized[0].rank, 8);
+  ASSERT_EQ(r->spw.tensors.size(), 2u);
+  for (const auto& t : r->spw.tensors) EXPECT_EQ(t.weight_bits, 8) << t.name;
+  const auto meta = nlohmann::json::parse(r->spw.metadata_json);
+  EXPECT_EQ(meta["factorized"][0]["rank"], 8);
+  CompressOptions round;
+  ASSERT_TRUE(apply_recipe(recipe_json(o), round).ok());
+  ASSERT_TRUE(round.low_rank.has_value());
+  EXPECT_EQ(low_rank_rule_text(*round.low_rank), "energy=0.999");
+  const Tensor x = test::random_f32({4, cols}, 25);
+  auto dense = r->spw.to_dense_model();
+  ASSERT_TRUE(dense.ok());
+  EXPECT_LT(test::max_relative_error(run_first_output(*dense, x), run_first_output(original, x)), 0.05)
+      << "8-bit factors of a rank-8 layer";
+}
+
 double rms_error(const std::vector<float>& v, const Codebook& cb) {
   auto idx = assign_nearest(v, cb);
   double e = 0;
@@ -533,6 +659,31 @@ TEST_F(CompressCli, BalancedPruningIsRecordedAndInspected) {
   EXPECT_NE(alone.output.find("--balance balances what is pruned"), std::string::npos) << alone.output;
   auto zero = test::run_cli("compress " + dir_ + "/m.onnx -o " + spw + " --sparsity 0.5 --balance 0");
   EXPECT_EQ(zero.exit_code, 1) << zero.output;
+}
+
+TEST_F(CompressCli, LowRankFactorizesReportsAndReplays) {
+  ASSERT_TRUE(
+      save_onnx(fully_connected("Gemm", true, low_rank_matrix(48, 64, 6, 31), 48, 64), dir_ + "/fc.onnx")
+          .ok());
+  const std::string spw = dir_ + "/fc.spw", again = dir_ + "/again.spw";
+  auto r =
+      test::run_cli("compress " + dir_ + "/fc.onnx -o " + spw + " --lowrank energy=0.999 --sparsity 0.25");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("w: 48 x 64 factorized at rank 6"), std::string::npos) << r.output;
+  auto shown = test::run_cli("inspect " + spw);
+  EXPECT_NE(shown.output.find("factorized w: 48 x 64 at rank 6"), std::string::npos) << shown.output;
+  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/fc.onnx -o " + again + " --recipe " + spw).exit_code, 0);
+  auto first = read_spw(spw), replayed = read_spw(again);
+  ASSERT_TRUE(first.ok() && replayed.ok());
+  ASSERT_EQ(replayed->tensors.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {  // the recorded recipe replays the factorization, weight for weight
+    EXPECT_EQ(replayed->tensors[i].name, first->tensors[i].name);
+    EXPECT_EQ(replayed->tensors[i].codebook, first->tensors[i].codebook);
+    EXPECT_TRUE(*decode_codes(replayed->tensors[i]) == *decode_codes(first->tensors[i])) << i;
+  }
+  auto bad = test::run_cli("compress " + dir_ + "/fc.onnx -o " + spw + " --lowrank volume=2");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("expected energy=F, rank=N or params=F"), std::string::npos) << bad.output;
 }
 
 TEST_F(CompressCli, WeightMemoryOptionBoundsTheLayoutsAndIsChecked) {

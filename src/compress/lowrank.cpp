@@ -1,0 +1,205 @@
+// Low-rank factorization of fully connected layers by truncated SVD (Eigen does the SVD).
+#include <Eigen/SVD>
+#include <charconv>
+#include <cmath>
+#include <numeric>
+
+#include "sparrow/compress.h"
+#include "sparrow/weight_roles.h"
+
+namespace sparrow {
+
+namespace {
+
+using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// The weight as the matrix [out, in] (see MatrixView).
+RowMajor view_matrix(const Tensor& w, const MatrixView& v) {
+  RowMajor m(v.rows, v.cols);
+  const float* p = w.f32_data();
+  for (int64_t r = 0; r < v.rows; ++r)
+    for (int64_t c = 0; c < v.cols; ++c) m(r, c) = v.transposed ? p[c * v.rows + r] : p[r * v.cols + c];
+  return m;
+}
+
+Tensor tensor_of(const RowMajor& m) {
+  Tensor t(DType::f32, {m.rows(), m.cols()});
+  std::copy_n(m.data(), m.size(), t.f32_data());
+  return t;
+}
+
+// How many nodes read each value.
+std::map<std::string, int> readers(const Model& model) {
+  std::map<std::string, int> n;
+  for (const Node& node : model.nodes)
+    for (const std::string& in : node.inputs) ++n[in];
+  return n;
+}
+
+// A name not yet used by any value or initializer of the model.
+std::string unused_name(const Model& model, const std::string& base) {
+  std::string name = base;
+  auto used = [&](const std::string& v) {
+    if (model.initializers.count(v)) return true;
+    for (const Node& n : model.nodes)
+      if (std::find(n.outputs.begin(), n.outputs.end(), v) != n.outputs.end() || n.name == v) return true;
+    return false;
+  };
+  for (int k = 2; used(name); ++k) name = base + "_" + std::to_string(k);
+  return name;
+}
+
+// The fully connected node at `index`, or nullopt when it is not one the factorization takes.
+std::optional<CompressibleLayer> factorizable(const Model& model, const Node& node,
+                                              const std::map<std::string, int>& read_by) {
+  if (node.op_type != "Gemm" && node.op_type != "MatMul") return std::nullopt;
+  if (!node.has_input(1)) return std::nullopt;
+  const WeightRole* role = weight_role(node, 1);
+  auto it = model.initializers.find(node.inputs[1]);
+  if (role == nullptr || it == model.initializers.end() || it->second.dtype() != DType::f32 ||
+      it->second.shape().size() != 2 || read_by.at(node.inputs[1]) != 1)
+    return std::nullopt;
+  auto view = weight_view(node, *role, it->second.shape());
+  if (!view) return std::nullopt;
+  return CompressibleLayer{node.inputs[1], node.name, false, *view};
+}
+
+// The two nodes that replace `node`: first = input x Q, second = hidden x P (+ bias).
+std::pair<Node, Node> factor_nodes(const Node& node, const FactorizedLayer& f, const std::string& hidden) {
+  Node first, second;
+  first.name = node.name + "/lowrank_q";
+  second.name = node.name + "/lowrank_p";
+  first.op_type = second.op_type = node.op_type;
+  first.domain = second.domain = node.domain;
+  first.inputs = {node.inputs[0], f.first_weight};
+  first.outputs = {hidden};
+  second.inputs = {hidden, f.second_weight};
+  second.outputs = node.outputs;
+  if (node.op_type == "Gemm") {
+    if (node.has_input(2)) second.inputs.push_back(node.inputs[2]);
+    second.attrs = node.attrs;  // alpha, beta
+    second.attrs.erase("transA");
+    second.attrs["transB"] = AttrValue(int64_t{1});
+    if (auto a = node.attrs.find("transA"); a != node.attrs.end()) first.attrs["transA"] = a->second;
+    first.attrs["transB"] = AttrValue(int64_t{1});
+  }
+  return {first, second};
+}
+
+}  // namespace
+
+Result<LowRankRule> parse_low_rank_rule(const std::string& text) {
+  const size_t eq = text.find('=');
+  const std::string key = text.substr(0, eq == std::string::npos ? 0 : eq);
+  LowRankRule rule;
+  if (key == "energy")
+    rule.by = LowRankRule::By::energy;
+  else if (key == "rank")
+    rule.by = LowRankRule::By::rank;
+  else if (key == "params")
+    rule.by = LowRankRule::By::params;
+  else
+    return errorf("low rank '{}': expected energy=F, rank=N or params=F", text);
+  const std::string value = text.substr(eq + 1);
+  auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), rule.value);
+  if (ec != std::errc() || p != value.data() + value.size() || !std::isfinite(rule.value))
+    return errorf("low rank '{}': '{}' is not a number", text, value);
+  const bool ok = rule.by == LowRankRule::By::energy ? rule.value > 0 && rule.value <= 1
+                  : rule.by == LowRankRule::By::params
+                      ? rule.value > 0 && rule.value < 1
+                      : rule.value >= 1 && rule.value == std::floor(rule.value);
+  if (!ok)
+    return errorf("low rank '{}': {} must be {}", text, key,
+                  rule.by == LowRankRule::By::energy   ? "in (0, 1]"
+                  : rule.by == LowRankRule::By::params ? "in (0, 1)"
+                                                       : "a whole number >= 1");
+  return rule;
+}
+
+std::string low_rank_rule_text(const LowRankRule& rule) {
+  const char* key = rule.by == LowRankRule::By::energy ? "energy"
+                    : rule.by == LowRankRule::By::rank ? "rank"
+                                                       : "params";
+  return fmt::format("{}={}", key, rule.value);
+}
+
+int64_t choose_rank(std::span<const double> s, int64_t rows, int64_t cols, const LowRankRule& rule) {
+  const auto full = static_cast<int64_t>(s.size());
+  if (full == 0) return 0;
+  switch (rule.by) {
+    case LowRankRule::By::rank:
+      return std::min<int64_t>(static_cast<int64_t>(rule.value), full);
+    case LowRankRule::By::params:
+      return std::clamp<int64_t>(
+          static_cast<int64_t>(std::floor(rule.value * static_cast<double>(rows * cols) / (rows + cols))), 1,
+          full);
+    case LowRankRule::By::energy:
+      break;
+  }
+  const double total = std::inner_product(s.begin(), s.end(), s.begin(), 0.0);
+  double kept = 0;
+  for (int64_t r = 0; r < full; ++r) {
+    kept += s[r] * s[r];
+    if (kept >= rule.value * total * (1 - 1e-12)) return r + 1;
+  }
+  return full;
+}
+
+Result<std::vector<FactorizedLayer>> factorize_fully_connected(Model& model, const LowRankRule& rule) {
+  std::vector<FactorizedLayer> done;
+  const std::map<std::string, int> read_by = readers(model);
+  std::vector<Node> nodes;
+  for (const Node& node : model.nodes) {
+    auto layer = factorizable(model, node, read_by);
+    if (!layer) {
+      nodes.push_back(node);
+      continue;
+    }
+    const RowMajor w = view_matrix(model.initializers.at(layer->weight), layer->view);
+    Eigen::BDCSVD<Eigen::MatrixXf> svd(w, Eigen::ComputeThinU | Eigen::ComputeThinV);
+    const Eigen::VectorXd s = svd.singularValues().cast<double>();
+    const int64_t rows = layer->view.rows, cols = layer->view.cols;
+    const int64_t rank = choose_rank({s.data(), static_cast<size_t>(s.size())}, rows, cols, rule);
+    if (rank * (rows + cols) >= rows * cols) {  // no smaller than the layer: left as it is
+      nodes.push_back(node);
+      continue;
+    }
+    FactorizedLayer f{layer->weight, node.name, "", "", rows, cols, rank, 0};
+    const double total = s.squaredNorm();
+    f.relative_error = total > 0 ? std::sqrt(s.tail(s.size() - rank).squaredNorm() / total) : 0.0;
+    const Eigen::VectorXf root = svd.singularValues().head(rank).cwiseSqrt();
+    RowMajor p = svd.matrixU().leftCols(rank) * root.asDiagonal();              // [out, rank]
+    RowMajor q = root.asDiagonal() * svd.matrixV().leftCols(rank).transpose();  // [rank, in]
+    f.first_weight = unused_name(model, layer->weight + ".lowrank_q");
+    f.second_weight = unused_name(model, layer->weight + ".lowrank_p");
+    // MatMul multiplies by weights stored [in, out]; Gemm's factors are stored [out, in] (transB = 1).
+    const bool matmul = node.op_type == "MatMul";
+    model.initializers[f.first_weight] = tensor_of(matmul ? RowMajor(q.transpose()) : q);
+    model.initializers[f.second_weight] = tensor_of(matmul ? RowMajor(p.transpose()) : p);
+    model.initializers.erase(layer->weight);
+    auto [first, second] = factor_nodes(node, f, unused_name(model, node.name + "/lowrank_hidden"));
+    nodes.push_back(std::move(first));
+    nodes.push_back(std::move(second));
+    done.push_back(std::move(f));
+  }
+  model.nodes = std::move(nodes);
+  SP_RETURN_IF_ERROR(model.validate().prefixed("after low-rank factorization"));
+  return done;
+}
+
+CompressOptions options_after_factorizing(const CompressOptions& options,
+                                          const std::vector<FactorizedLayer>& factorized) {
+  CompressOptions o = options;
+  o.low_rank.reset();
+  for (const FactorizedLayer& f : factorized)
+    for (const std::string& key : {f.weight, f.node}) {
+      auto it = o.layers.find(key);
+      if (it == o.layers.end()) continue;
+      const LayerSettings s = it->second;
+      o.layers.erase(it);
+      o.layers[f.first_weight] = o.layers[f.second_weight] = s;
+    }
+  return o;
+}
+
+}  // namespace sparrow
