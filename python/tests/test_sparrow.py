@@ -123,6 +123,24 @@ def test_compress_reports_progress_and_inspect_agrees(tmp_path):
     assert result["metadata"]["options"]["layers"]["fc2.weight"]["exclude"] is True
 
 
+def test_recipes_balance_and_factorize(tmp_path):
+    src = corpus("mlp_op13.onnx")
+    out = tmp_path / "m.spw"
+    result = sparrow.compress(src, out, {"sparsity": 0.75, "balance": 4, "lowrank": "params=0.4", "bits": 6})
+    factorized = result["metadata"]["factorized"]
+    assert factorized, "the MLP's fully connected layers are factorized"
+    for f in factorized:
+        assert f["rank"] * (f["rows"] + f["cols"]) <= 0.4 * f["rows"] * f["cols"]
+    assert result["balance_partitions"] == 4
+    for layer in result["layers"]:  # Gemm weights [out, in]: at least 4 rows fill the 4 partitions
+        if layer["shape"][0] >= 4:
+            assert layer["balance"]["load_balance"] == 1.0, layer["name"]
+    x = np.random.RandomState(0).rand(*[d if isinstance(d, int) else 2 for d in sparrow.load(src).inputs[0]["shape"]])
+    assert sparrow.load(out).run(x.astype(np.float32)).shape == sparrow.load(src).run(x.astype(np.float32)).shape
+    with pytest.raises(sparrow.Error, match="lowrank"):
+        sparrow.compress(src, tmp_path / "bad.spw", {"lowrank": 3})
+
+
 def test_progress_callback_errors_are_raised(tmp_path):
     def fail(event):
         raise ValueError("stop here")
