@@ -74,13 +74,13 @@ std::vector<uint8_t> assign_nearest(std::span<const float> values, const Codeboo
 // How the rank of a fully connected layer's factorization is chosen: the smallest rank keeping
 // `value` of the sum of squared singular values (energy, in (0, 1]); a fixed rank (rank, >= 1,
 // at most min(rows, cols)); or the largest rank whose two factors hold at most `value` of the
-// layer's weights (params, in (0, 1)).
+// layer's weights (params, in (0, 1)); none: the layer is not factorized.
 struct LowRankRule {
-  enum class By { energy, rank, params };
+  enum class By { energy, rank, params, none };
   By by = By::energy;
   double value = 0.9;
 };
-// "energy=0.9", "rank=64" or "params=0.33"; errors name the text.
+// "energy=0.9", "rank=64", "params=0.33" or "none"; errors name the text.
 Result<LowRankRule> parse_low_rank_rule(const std::string& text);
 std::string low_rank_rule_text(const LowRankRule& rule);
 
@@ -101,7 +101,9 @@ struct FactorizedLayer {
 // WEIGHT.lowrank_q) takes the input, the second (NODE/lowrank_p, WEIGHT.lowrank_p) adds the bias and
 // writes the original output; a Gemm's alpha and beta go to the second. The factors are ordinary
 // layers: they can be pruned, quantized, retrained and run like any other.
-Result<std::vector<FactorizedLayer>> factorize_fully_connected(Model& model, const LowRankRule& rule);
+// `per_layer` (by node or weight name) overrides `rule` for the layers it names.
+Result<std::vector<FactorizedLayer>> factorize_fully_connected(
+    Model& model, const LowRankRule& rule, const std::map<std::string, LowRankRule>& per_layer = {});
 
 // ---- the pipeline ----
 
@@ -109,6 +111,8 @@ struct LayerSettings {
   PruneRule prune;
   std::optional<int> bits;  // 1..8
   bool exclude = false;     // keep the layer dense float32
+  // This layer's factorization rule, over CompressOptions::low_rank (by none: not factorized).
+  std::optional<LowRankRule> low_rank;
 };
 
 struct CompressOptions {
@@ -122,9 +126,12 @@ struct CompressOptions {
   bool huffman = true;
   int partitions = 1;  // 1..65536
   uint64_t seed = 1;
-  // When set, fully connected layers are factorized first (factorize_fully_connected); settings
-  // given for a factorized layer's weight or node apply to both of its factors.
+  // When set (here or for a layer), fully connected layers are factorized first
+  // (factorize_fully_connected); settings given for a factorized layer's weight or node apply to
+  // both of its factors.
   std::optional<LowRankRule> low_rank;
+  // Whether a rule (global or a layer's) asks for factorization, other than none.
+  bool factorizes() const;
   // Layers with fewer weights stay float32 (0: none).
   int64_t min_weights = 0;
   // A layer whose encoding (codes, indices, column counts and codebook) would take more bits than
@@ -165,7 +172,10 @@ struct CompressResult {
   std::vector<FactorizedLayer> factorized;  // with options.low_rank
 };
 
-// The options that compress a model already factorized by options.low_rank: no low_rank, and each
+// factorize_fully_connected with the options' rules: options.low_rank, and each layer's own.
+Result<std::vector<FactorizedLayer>> factorize_layers(Model& model, const CompressOptions& options);
+
+// The options that compress a model already factorized by factorize_layers: no low-rank rules, and each
 // setting for a factorized layer's weight or node given to both of its factors.
 CompressOptions options_after_factorizing(const CompressOptions& options,
                                           const std::vector<FactorizedLayer>& factorized);

@@ -227,8 +227,9 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--encode-all", a->encode_all,
                 "Encode every layer, even where the encoding would be larger than float32");
-  cmd->add_option("--layer", a->layers,
-                  "Per-layer override NAME:key=value,... (sparsity, quality, balance, bits, exclude)");
+  cmd->add_option(
+      "--layer", a->layers,
+      "Per-layer override NAME:key=value,... (sparsity, quality, balance, bits, lowrank, exclude)");
   cmd->add_option("--recipe", a->recipe,
                   "JSON file with the same settings and a retrain block, or a .spw whose recorded recipe to "
                   "replay (options given here win)");

@@ -21,6 +21,8 @@ Status check_settings(const LayerSettings& s, const std::string& where) {
   if (s.prune.quality && !(*s.prune.quality >= 0.0 && std::isfinite(*s.prune.quality)))
     return errorf("{}: quality {} must be a finite number >= 0", where, *s.prune.quality);
   if (s.bits && (*s.bits < 1 || *s.bits > 8)) return errorf("{}: bits {} is outside 1..8", where, *s.bits);
+  if (s.low_rank)
+    SP_RETURN_IF_ERROR(parse_low_rank_rule(low_rank_rule_text(*s.low_rank)).status().prefixed(where));
   if (s.prune.balance < 0 || s.prune.balance > kMaxBalancePartitions)
     return errorf("{}: balance {} is outside 1..{} (row partitions)", where, s.prune.balance,
                   kMaxBalancePartitions);
@@ -180,10 +182,9 @@ std::string record_factorized(const std::string& metadata_json,
 Result<CompressResult> compress_model(const Model& model, const CompressOptions& options,
                                       const std::string& metadata_json) {
   SP_RETURN_IF_ERROR(options.validate());
-  if (options.low_rank) {
+  if (options.factorizes()) {
     Model factored = model;
-    SP_ASSIGN_OR_RETURN(std::vector<FactorizedLayer> factorized,
-                        factorize_fully_connected(factored, *options.low_rank));
+    SP_ASSIGN_OR_RETURN(std::vector<FactorizedLayer> factorized, factorize_layers(factored, options));
     SP_ASSIGN_OR_RETURN(CompressResult result,
                         compress_model(factored, options_after_factorizing(options, factorized),
                                        record_factorized(metadata_json, factorized)));

@@ -1,5 +1,6 @@
 // Low-rank factorization of fully connected layers by truncated SVD (Eigen does the SVD).
 #include <Eigen/SVD>
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <numeric>
@@ -89,6 +90,7 @@ std::pair<Node, Node> factor_nodes(const Node& node, const FactorizedLayer& f, c
 }  // namespace
 
 Result<LowRankRule> parse_low_rank_rule(const std::string& text) {
+  if (text == "none") return LowRankRule{LowRankRule::By::none, 0};
   const size_t eq = text.find('=');
   const std::string key = text.substr(0, eq == std::string::npos ? 0 : eq);
   LowRankRule rule;
@@ -99,7 +101,7 @@ Result<LowRankRule> parse_low_rank_rule(const std::string& text) {
   else if (key == "params")
     rule.by = LowRankRule::By::params;
   else
-    return errorf("low rank '{}': expected energy=F, rank=N or params=F", text);
+    return errorf("low rank '{}': expected energy=F, rank=N, params=F or none", text);
   const std::string value = text.substr(eq + 1);
   auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), rule.value);
   if (ec != std::errc() || p != value.data() + value.size() || !std::isfinite(rule.value))
@@ -117,6 +119,7 @@ Result<LowRankRule> parse_low_rank_rule(const std::string& text) {
 }
 
 std::string low_rank_rule_text(const LowRankRule& rule) {
+  if (rule.by == LowRankRule::By::none) return "none";
   const char* key = rule.by == LowRankRule::By::energy ? "energy"
                     : rule.by == LowRankRule::By::rank ? "rank"
                                                        : "params";
@@ -127,6 +130,8 @@ int64_t choose_rank(std::span<const double> s, int64_t rows, int64_t cols, const
   const auto full = static_cast<int64_t>(s.size());
   if (full == 0) return 0;
   switch (rule.by) {
+    case LowRankRule::By::none:
+      return full;
     case LowRankRule::By::rank:
       return std::min<int64_t>(static_cast<int64_t>(rule.value), full);
     case LowRankRule::By::params:
@@ -145,13 +150,17 @@ int64_t choose_rank(std::span<const double> s, int64_t rows, int64_t cols, const
   return full;
 }
 
-Result<std::vector<FactorizedLayer>> factorize_fully_connected(Model& model, const LowRankRule& rule) {
+Result<std::vector<FactorizedLayer>> factorize_fully_connected(
+    Model& model, const LowRankRule& global, const std::map<std::string, LowRankRule>& per_layer) {
   std::vector<FactorizedLayer> done;
   const std::map<std::string, int> read_by = readers(model);
   std::vector<Node> nodes;
   for (const Node& node : model.nodes) {
     auto layer = factorizable(model, node, read_by);
-    if (!layer) {
+    LowRankRule rule = global;
+    for (const std::string& key : {node.name, layer ? layer->weight : std::string()})
+      if (auto it = per_layer.find(key); it != per_layer.end()) rule = it->second;
+    if (!layer || rule.by == LowRankRule::By::none) {
       nodes.push_back(node);
       continue;
     }
@@ -187,10 +196,25 @@ Result<std::vector<FactorizedLayer>> factorize_fully_connected(Model& model, con
   return done;
 }
 
+bool CompressOptions::factorizes() const {
+  const auto any = [](const std::optional<LowRankRule>& r) { return r && r->by != LowRankRule::By::none; };
+  return any(low_rank) || std::any_of(layers.begin(), layers.end(),
+                                      [&](const auto& layer) { return any(layer.second.low_rank); });
+}
+
+Result<std::vector<FactorizedLayer>> factorize_layers(Model& model, const CompressOptions& options) {
+  std::map<std::string, LowRankRule> per_layer;
+  for (const auto& [name, s] : options.layers)
+    if (s.low_rank) per_layer[name] = *s.low_rank;
+  return factorize_fully_connected(model, options.low_rank.value_or(LowRankRule{LowRankRule::By::none, 0}),
+                                   per_layer);
+}
+
 CompressOptions options_after_factorizing(const CompressOptions& options,
                                           const std::vector<FactorizedLayer>& factorized) {
   CompressOptions o = options;
   o.low_rank.reset();
+  for (auto& [name, s] : o.layers) s.low_rank.reset();
   for (const FactorizedLayer& f : factorized)
     for (const std::string& key : {f.weight, f.node}) {
       auto it = o.layers.find(key);

@@ -30,11 +30,16 @@ Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
       SP_ASSIGN_OR_RETURN(s.bits, integer(v, where));
     } else if (key == "balance") {
       SP_ASSIGN_OR_RETURN(s.prune.balance, integer(v, where));
+    } else if (key == "lowrank") {
+      if (!v.is_string())
+        return errorf("recipe key '{}': expected a string such as \"rank=8\" or \"none\"", where);
+      SP_ASSIGN_OR_RETURN(s.low_rank, parse_low_rank_rule(v.get<std::string>()));
     } else if (key == "exclude") {
       if (!v.is_boolean()) return errorf("recipe key '{}': expected true or false", where);
       s.exclude = v.get<bool>();
     } else {
-      return errorf("recipe key '{}': unknown (use sparsity, quality, balance, bits, exclude)", where);
+      return errorf("recipe key '{}': unknown (use sparsity, quality, balance, bits, lowrank, exclude)",
+                    where);
     }
   }
   return {};
@@ -65,6 +70,13 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
       start = i + 1;
     }
   return parts;
+}
+
+// "key=value" split at its first '=' (a value may hold more: "lowrank=rank=8").
+std::vector<std::string_view> split_first(std::string_view s, char sep) {
+  const size_t at = s.find(sep);
+  if (at == std::string_view::npos) return {s};
+  return {s.substr(0, at), s.substr(at + 1)};
 }
 
 }  // namespace
@@ -100,7 +112,7 @@ Status apply_layer_override(const std::string& text, CompressOptions& o) {
   std::string name = text.substr(0, colon);
   LayerSettings& s = o.layers[name];
   for (auto part : split(std::string_view(text).substr(colon + 1), ',')) {
-    auto kv = split(part, '=');
+    auto kv = split_first(part, '=');
     std::string where = "--layer " + name;
     if (kv.size() == 1 && kv[0] == "exclude") {
       s.exclude = true;
@@ -114,10 +126,13 @@ Status apply_layer_override(const std::string& text, CompressOptions& o) {
       SP_ASSIGN_OR_RETURN(s.bits, parse_int(kv[1], where + " bits"));
     } else if (kv[0] == "balance") {
       SP_ASSIGN_OR_RETURN(s.prune.balance, parse_int(kv[1], where + " balance"));
+    } else if (kv[0] == "lowrank") {
+      SP_ASSIGN_OR_RETURN(s.low_rank, parse_low_rank_rule(std::string(kv[1])));
     } else if (kv[0] == "exclude") {
       s.exclude = kv[1] == "true" || kv[1] == "1";
     } else {
-      return errorf("{}: unknown key '{}' (use sparsity, quality, balance, bits, exclude)", where, kv[0]);
+      return errorf("{}: unknown key '{}' (use sparsity, quality, balance, bits, lowrank, exclude)", where,
+                    kv[0]);
     }
   }
   return {};
@@ -198,6 +213,7 @@ json recipe_json(const CompressOptions& o) {
     if (s.prune.sparsity) j["sparsity"] = *s.prune.sparsity;
     if (s.prune.quality) j["quality"] = *s.prune.quality;
     if (s.prune.balance) j["balance"] = s.prune.balance;
+    if (s.low_rank) j["lowrank"] = low_rank_rule_text(*s.low_rank);
     if (s.bits) j["bits"] = *s.bits;
     if (s.exclude) j["exclude"] = true;
     return j;

@@ -4,7 +4,8 @@
 // {"sparsity": 0.9 | "quality": 1.2, "balance": 64, "bits": 6 | {"conv": 8, "fc": 5}, "index_bits": 5,
 //  "init": "linear|density|random", "quantizer": "kmeans|uniform", "huffman": true,
 //  "partitions": 1, "seed": 1, "lowrank": "energy=0.9 | rank=64 | params=0.33",
-//  "layers": {"fc3": {"sparsity": 0.7, "bits": 6, "balance": 1}, "conv1": {"exclude": true}}}
+//  "layers": {"fc3": {"sparsity": 0.7, "bits": 6, "balance": 1, "lowrank": "none"},
+//             "conv1": {"exclude": true}}}
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -17,7 +18,8 @@ namespace sparrow {
 Status apply_recipe(const nlohmann::json& recipe, CompressOptions& options);
 nlohmann::json recipe_json(const CompressOptions& options);
 
-// Parses "key=value,key=value" (keys sparsity, quality, balance, bits, exclude) into layer settings.
+// Parses "key=value,key=value" (keys sparsity, quality, balance, bits, lowrank, exclude) into layer
+// settings.
 Status apply_layer_override(const std::string& text, CompressOptions& options);
 // Parses "--bits" text: "6" (every layer) or "conv=8,fc=5".
 Status apply_bits(const std::string& text, CompressOptions& options);

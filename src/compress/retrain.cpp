@@ -79,9 +79,8 @@ Result<CompressResult> compress_with_retraining(Model model, const CompressOptio
                                                 const RetrainOptions& r, const std::string& metadata_json,
                                                 RetrainReport* report) {
   SP_RETURN_IF_ERROR(options.validate());
-  if (options.low_rank) {  // factorized first: the factors are pruned and retrained
-    SP_ASSIGN_OR_RETURN(std::vector<FactorizedLayer> factorized,
-                        factorize_fully_connected(model, *options.low_rank));
+  if (options.factorizes()) {  // factorized first: the factors are pruned and retrained
+    SP_ASSIGN_OR_RETURN(std::vector<FactorizedLayer> factorized, factorize_layers(model, options));
     CompressOptions rest = options_after_factorizing(options, factorized);
     SP_ASSIGN_OR_RETURN(CompressResult result,
                         compress_with_retraining(std::move(model), rest, train, val, r,

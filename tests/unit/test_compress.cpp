@@ -207,6 +207,7 @@ TEST(LowRank, RulesPickTheRank) {
   EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("rank=3")), 3);
   EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("rank=64")), 4);
   EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("params=0.05")), 2);  // 2 x 200 <= 500
+  EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("none")), 4);
   for (const char* bad : {"energy=0", "energy=1.5", "rank=0", "rank=2.5", "params=1", "volume=3", "energy=x"})
     EXPECT_FALSE(parse_low_rank_rule(bad).ok()) << bad;
   EXPECT_EQ(low_rank_rule_text(*parse_low_rank_rule("params=0.25")), "params=0.25");
@@ -248,6 +249,27 @@ TEST(LowRank, ErrorFallsWithRankAndLayersThatWouldGrowStay) {
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());
   EXPECT_EQ(m.nodes.size(), 1u) << "a factorization with more weights than the layer is not made";
+}
+
+TEST(LowRank, PerLayerRulesOverTheGlobalOne) {
+  const Model original = fully_connected("MatMul", false, low_rank_matrix(20, 30, 3, 26), 20, 30);
+  CompressOptions o;
+  o.low_rank = *parse_low_rank_rule("rank=3");
+  ASSERT_TRUE(apply_layer_override("fc:lowrank=none", o).ok());
+  auto kept = compress_model(original, o, "{}");
+  ASSERT_TRUE(kept.ok()) << kept.status().message();
+  EXPECT_TRUE(kept->factorized.empty());
+  CompressOptions only;
+  ASSERT_TRUE(apply_layer_override("w:lowrank=rank=2", only).ok());
+  EXPECT_TRUE(only.factorizes());
+  auto r = compress_model(original, only, "{}");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->factorized.size(), 1u);
+  EXPECT_EQ(r->factorized[0].rank, 2);
+  CompressOptions round;
+  ASSERT_TRUE(apply_recipe(recipe_json(only), round).ok());
+  EXPECT_EQ(low_rank_rule_text(*round.layers["w"].low_rank), "rank=2");
+  EXPECT_FALSE(apply_layer_override("w:lowrank=depth=2", only).ok());
 }
 
 TEST(LowRank, CompressFactorizesFirstAndRecordsIt) {
@@ -683,7 +705,7 @@ TEST_F(CompressCli, LowRankFactorizesReportsAndReplays) {
   }
   auto bad = test::run_cli("compress " + dir_ + "/fc.onnx -o " + spw + " --lowrank volume=2");
   EXPECT_EQ(bad.exit_code, 1);
-  EXPECT_NE(bad.output.find("expected energy=F, rank=N or params=F"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("expected energy=F, rank=N, params=F or none"), std::string::npos) << bad.output;
 }
 
 TEST_F(CompressCli, WeightMemoryOptionBoundsTheLayoutsAndIsChecked) {
