@@ -40,8 +40,9 @@ int64_t prune_weights(std::span<float> weights, const PruneRule& rule);
 
 // Prunes one layer whose weights lie as a tensor seen through `view` (see MatrixView; the values of
 // a non-transposed view are row-major [rows, cols]), balanced over rule.balance row partitions
-// when that is 2 or more. Each non-empty partition then keeps round(kept / non-empty partitions)
-// weights, all of its own if it has fewer: equal counts wherever the partitions' sizes allow.
+// when that is 2 or more. The layer's kept count is shared out over the non-empty partitions,
+// the first (kept mod partitions) keeping one more, each at most all of its own: equal counts
+// wherever the count and the partitions' sizes allow.
 // Returns how many weights are zero afterwards.
 int64_t prune_layer(std::span<float> weights, const MatrixView& view, const PruneRule& rule);
 

@@ -16,8 +16,8 @@ int64_t dense_fp32_bytes(const SpwModel& m) {
 
 Result<LayerBalance> layer_balance(const CompressedTensor& t, int partitions) {
   SP_ASSIGN_OR_RETURN(std::vector<int64_t> rows, row_nonzeros(t));
-  LayerBalance b;
-  b.partitions = std::max(partitions, 1);
+  LayerBalance b;  // a layer of fewer rows than partitions is spread over one row each
+  b.partitions = static_cast<int>(std::clamp<int64_t>(partitions, 1, std::max<int64_t>(std::ssize(rows), 1)));
   std::vector<int64_t> counts(static_cast<size_t>(b.partitions), 0);
   for (size_t r = 0; r < rows.size(); ++r) counts[r % counts.size()] += rows[r];
   int64_t total = 0;

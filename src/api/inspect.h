@@ -14,8 +14,8 @@ namespace sparrow::api {
 int64_t dense_fp32_bytes(const SpwModel& m);
 
 // How evenly a layer's non-zero weights spread over `partitions` interleaved row partitions (row r
-// in partition r % partitions: EIE's PEs): the fullest partition's count, the mean, and their
-// ratio mean / max (1: every partition holds as many).
+// in partition r % partitions: EIE's PEs; at most one partition per row): the fullest
+// partition's count, the mean, and their ratio mean / max (1: every partition holds as many).
 struct LayerBalance {
   int partitions = 0;
   int64_t max_nonzeros = 0;

@@ -43,7 +43,9 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
   if (a.quality) o.all.prune = PruneRule{std::nullopt, a.quality, o.all.prune.balance};
   if (a.balance) o.all.prune.balance = *a.balance;
   if (!a.low_rank.empty()) {
-    SP_ASSIGN_OR_RETURN(o.low_rank, parse_low_rank_rule(a.low_rank));
+    auto rule = parse_low_rank_rule(a.low_rank);
+    if (!rule.ok()) return rule.status().prefixed("--lowrank");
+    o.low_rank = *rule;
   }
   if (!a.bits.empty()) SP_RETURN_IF_ERROR(apply_bits(a.bits, o));
   if (a.index_bits) o.index_bits = *a.index_bits;

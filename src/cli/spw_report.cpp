@@ -26,10 +26,17 @@ void print_breakdown(const ByteBreakdown& b, int64_t file_bytes) {
 void print_factorized(const SpwModel& m) {
   auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
   if (!meta.is_object() || !meta.contains("factorized") || !meta["factorized"].is_array()) return;
+  const auto count = [](const nlohmann::json& f, const char* key) {  // 0 unless a count below 2^31
+    const auto& v = f.value(key, nlohmann::json());
+    return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < (int64_t{1} << 31)
+               ? v.get<int64_t>()
+               : int64_t{0};
+  };
   for (const auto& f : meta["factorized"]) {
-    if (!f.is_object()) continue;
-    const int64_t rows = f.value("rows", int64_t{0}), cols = f.value("cols", int64_t{0}),
-                  rank = f.value("rank", int64_t{0});
+    if (!f.is_object() || !f.value("weight", nlohmann::json()).is_string() ||
+        !f.value("relative_error", nlohmann::json()).is_number())
+      continue;
+    const int64_t rows = count(f, "rows"), cols = count(f, "cols"), rank = count(f, "rank");
     fmt::print("factorized {}: {} x {} at rank {} ({} -> {} weights), relative error {:.4f}\n",
                f.value("weight", std::string("?")), rows, cols, rank, human_count(rows * cols),
                human_count(rank * (rows + cols)), f.value("relative_error", 0.0));

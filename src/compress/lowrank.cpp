@@ -4,7 +4,9 @@
 #include <charconv>
 #include <cmath>
 #include <numeric>
+#include <set>
 
+#include "core/finite.h"
 #include "sparrow/compress.h"
 #include "sparrow/weight_roles.h"
 
@@ -13,6 +15,9 @@ namespace sparrow {
 namespace {
 
 using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// The largest rank a rule may name.
+constexpr double kMaxRank = 2147483648.0;
 
 // The weight as the matrix [out, in] (see MatrixView).
 RowMajor view_matrix(const Tensor& w, const MatrixView& v) {
@@ -37,16 +42,23 @@ std::map<std::string, int> readers(const Model& model) {
   return n;
 }
 
-// A name not yet used by any value or initializer of the model.
-std::string unused_name(const Model& model, const std::string& base) {
+// Every name in use: values, initializers, graph inputs and node names.
+std::set<std::string> names_in_use(const Model& model) {
+  std::set<std::string> used;
+  for (const auto& [name, t] : model.initializers) used.insert(name);
+  for (const ValueInfo& v : model.inputs) used.insert(v.name);
+  for (const Node& n : model.nodes) {
+    used.insert(n.name);
+    used.insert(n.outputs.begin(), n.outputs.end());
+  }
+  return used;
+}
+
+// `base`, or base_2, base_3... whichever is not in `used` yet; it is then.
+std::string claim_name(std::set<std::string>& used, const std::string& base) {
   std::string name = base;
-  auto used = [&](const std::string& v) {
-    if (model.initializers.count(v)) return true;
-    for (const Node& n : model.nodes)
-      if (std::find(n.outputs.begin(), n.outputs.end(), v) != n.outputs.end() || n.name == v) return true;
-    return false;
-  };
-  for (int k = 2; used(name); ++k) name = base + "_" + std::to_string(k);
+  for (int k = 2; used.count(name); ++k) name = base + "_" + std::to_string(k);
+  used.insert(name);
   return name;
 }
 
@@ -109,12 +121,12 @@ Result<LowRankRule> parse_low_rank_rule(const std::string& text) {
   const bool ok = rule.by == LowRankRule::By::energy ? rule.value > 0 && rule.value <= 1
                   : rule.by == LowRankRule::By::params
                       ? rule.value > 0 && rule.value < 1
-                      : rule.value >= 1 && rule.value == std::floor(rule.value);
+                      : rule.value >= 1 && rule.value <= kMaxRank && rule.value == std::floor(rule.value);
   if (!ok)
     return errorf("low rank '{}': {} must be {}", text, key,
                   rule.by == LowRankRule::By::energy   ? "in (0, 1]"
                   : rule.by == LowRankRule::By::params ? "in (0, 1)"
-                                                       : "a whole number >= 1");
+                                                       : "a whole number in 1..2^31");
   return rule;
 }
 
@@ -133,7 +145,7 @@ int64_t choose_rank(std::span<const double> s, int64_t rows, int64_t cols, const
     case LowRankRule::By::none:
       return full;
     case LowRankRule::By::rank:
-      return std::min<int64_t>(static_cast<int64_t>(rule.value), full);
+      return rule.value >= static_cast<double>(full) ? full : static_cast<int64_t>(rule.value);
     case LowRankRule::By::params:
       return std::clamp<int64_t>(
           static_cast<int64_t>(std::floor(rule.value * static_cast<double>(rows * cols) / (rows + cols))), 1,
@@ -154,6 +166,7 @@ Result<std::vector<FactorizedLayer>> factorize_fully_connected(
     Model& model, const LowRankRule& global, const std::map<std::string, LowRankRule>& per_layer) {
   std::vector<FactorizedLayer> done;
   const std::map<std::string, int> read_by = readers(model);
+  std::set<std::string> used = names_in_use(model);
   std::vector<Node> nodes;
   for (const Node& node : model.nodes) {
     auto layer = factorizable(model, node, read_by);
@@ -164,7 +177,11 @@ Result<std::vector<FactorizedLayer>> factorize_fully_connected(
       nodes.push_back(node);
       continue;
     }
-    const RowMajor w = view_matrix(model.initializers.at(layer->weight), layer->view);
+    const Tensor& weight = model.initializers.at(layer->weight);
+    SP_RETURN_IF_ERROR(require_finite(weight.f32_span(),
+                                      fmt::format("layer '{}' (weight '{}')", node.name, layer->weight),
+                                      "; only finite weights can be factorized"));
+    const RowMajor w = view_matrix(weight, layer->view);
     Eigen::BDCSVD<Eigen::MatrixXf> svd(w, Eigen::ComputeThinU | Eigen::ComputeThinV);
     const Eigen::VectorXd s = svd.singularValues().cast<double>();
     const int64_t rows = layer->view.rows, cols = layer->view.cols;
@@ -179,14 +196,16 @@ Result<std::vector<FactorizedLayer>> factorize_fully_connected(
     const Eigen::VectorXf root = svd.singularValues().head(rank).cwiseSqrt();
     RowMajor p = svd.matrixU().leftCols(rank) * root.asDiagonal();              // [out, rank]
     RowMajor q = root.asDiagonal() * svd.matrixV().leftCols(rank).transpose();  // [rank, in]
-    f.first_weight = unused_name(model, layer->weight + ".lowrank_q");
-    f.second_weight = unused_name(model, layer->weight + ".lowrank_p");
+    f.first_weight = claim_name(used, layer->weight + ".lowrank_q");
+    f.second_weight = claim_name(used, layer->weight + ".lowrank_p");
     // MatMul multiplies by weights stored [in, out]; Gemm's factors are stored [out, in] (transB = 1).
     const bool matmul = node.op_type == "MatMul";
     model.initializers[f.first_weight] = tensor_of(matmul ? RowMajor(q.transpose()) : q);
     model.initializers[f.second_weight] = tensor_of(matmul ? RowMajor(p.transpose()) : p);
     model.initializers.erase(layer->weight);
-    auto [first, second] = factor_nodes(node, f, unused_name(model, node.name + "/lowrank_hidden"));
+    auto [first, second] = factor_nodes(node, f, claim_name(used, node.name + "/lowrank_hidden"));
+    first.name = claim_name(used, first.name);
+    second.name = claim_name(used, second.name);
     nodes.push_back(std::move(first));
     nodes.push_back(std::move(second));
     done.push_back(std::move(f));
@@ -204,8 +223,8 @@ bool CompressOptions::factorizes() const {
 
 Result<std::vector<FactorizedLayer>> factorize_layers(Model& model, const CompressOptions& options) {
   std::map<std::string, LowRankRule> per_layer;
-  for (const auto& [name, s] : options.layers)
-    if (s.low_rank) per_layer[name] = *s.low_rank;
+  for (const auto& [name, s] : options.layers)  // an excluded layer stays whole unless it has its own rule
+    if (s.low_rank || s.exclude) per_layer[name] = s.low_rank.value_or(LowRankRule{LowRankRule::By::none, 0});
   return factorize_fully_connected(model, options.low_rank.value_or(LowRankRule{LowRankRule::By::none, 0}),
                                    per_layer);
 }
@@ -215,14 +234,24 @@ CompressOptions options_after_factorizing(const CompressOptions& options,
   CompressOptions o = options;
   o.low_rank.reset();
   for (auto& [name, s] : o.layers) s.low_rank.reset();
-  for (const FactorizedLayer& f : factorized)
-    for (const std::string& key : {f.weight, f.node}) {
+  for (const FactorizedLayer& f : factorized) {
+    // As resolve_layer_settings reads them: the node's settings, then the weight's over them.
+    std::optional<LayerSettings> merged;
+    for (const std::string& key : {f.node, f.weight}) {
       auto it = o.layers.find(key);
       if (it == o.layers.end()) continue;
-      const LayerSettings s = it->second;
+      const LayerSettings& s = it->second;
+      if (!merged) {
+        merged = s;
+      } else {
+        if (s.prune.sparsity || s.prune.quality) merged->prune = s.prune;
+        if (s.bits) merged->bits = s.bits;
+        merged->exclude = merged->exclude || s.exclude;
+      }
       o.layers.erase(it);
-      o.layers[f.first_weight] = o.layers[f.second_weight] = s;
     }
+    if (merged) o.layers[f.first_weight] = o.layers[f.second_weight] = *merged;
+  }
   return o;
 }
 

@@ -73,15 +73,16 @@ int64_t prune_weights(std::span<float> w, const PruneRule& rule) {
 int64_t prune_layer(std::span<float> w, const MatrixView& view, const PruneRule& rule) {
   const int partitions = static_cast<int>(std::min<int64_t>(rule.balance, view.rows));
   if (partitions < 2 || (!rule.sparsity && !rule.quality)) return prune_weights(w, rule);
-  const int64_t share = std::llround(static_cast<double>(weights_to_keep(w, rule)) / partitions);
+  const int64_t kept = weights_to_keep(w, rule), share = kept / partitions, extra = kept % partitions;
   std::vector<std::vector<int64_t>> members(static_cast<size_t>(partitions));
   for (int64_t i = 0; i < std::ssize(w); ++i)
     members[static_cast<size_t>(row_of(i, view) % partitions)].push_back(i);
   std::vector<float> part;
-  for (const auto& indices : members) {
+  for (size_t p = 0; p < members.size(); ++p) {
+    const std::vector<int64_t>& indices = members[p];
     part.resize(indices.size());
     for (size_t k = 0; k < indices.size(); ++k) part[k] = w[static_cast<size_t>(indices[k])];
-    keep_top_k(part, share);
+    keep_top_k(part, share + (static_cast<int64_t>(p) < extra ? 1 : 0));
     for (size_t k = 0; k < indices.size(); ++k) w[static_cast<size_t>(indices[k])] = part[k];
   }
   return std::count(w.begin(), w.end(), 0.0f);

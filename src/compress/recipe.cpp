@@ -1,6 +1,7 @@
 #include "compress/recipe.h"
 
 #include <charconv>
+#include <cstdint>
 
 namespace sparrow {
 
@@ -15,7 +16,18 @@ Result<double> number(const json& j, const std::string& key) {
 
 Result<int> integer(const json& j, const std::string& key) {
   if (!j.is_number_integer()) return errorf("recipe key '{}': expected an integer, got {}", key, j.dump());
+  if (j.is_number_unsigned() ? j.get<uint64_t>() > uint64_t{INT32_MAX}
+                             : j.get<int64_t>() > INT32_MAX || j.get<int64_t>() < INT32_MIN)
+    return errorf("recipe key '{}': {} is out of range", key, j.dump());
   return j.get<int>();
+}
+
+// A low-rank rule given as text under `key`.
+Result<LowRankRule> low_rank_rule(const json& j, const std::string& key) {
+  if (!j.is_string()) return errorf("recipe key '{}': expected a string such as \"rank=8\" or \"none\"", key);
+  auto rule = parse_low_rank_rule(j.get<std::string>());
+  if (!rule.ok()) return rule.status().prefixed("recipe key '" + key + "'");
+  return rule;
 }
 
 Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
@@ -31,9 +43,7 @@ Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
     } else if (key == "balance") {
       SP_ASSIGN_OR_RETURN(s.prune.balance, integer(v, where));
     } else if (key == "lowrank") {
-      if (!v.is_string())
-        return errorf("recipe key '{}': expected a string such as \"rank=8\" or \"none\"", where);
-      SP_ASSIGN_OR_RETURN(s.low_rank, parse_low_rank_rule(v.get<std::string>()));
+      SP_ASSIGN_OR_RETURN(s.low_rank, low_rank_rule(v, where));
     } else if (key == "exclude") {
       if (!v.is_boolean()) return errorf("recipe key '{}': expected true or false", where);
       s.exclude = v.get<bool>();
@@ -127,7 +137,9 @@ Status apply_layer_override(const std::string& text, CompressOptions& o) {
     } else if (kv[0] == "balance") {
       SP_ASSIGN_OR_RETURN(s.prune.balance, parse_int(kv[1], where + " balance"));
     } else if (kv[0] == "lowrank") {
-      SP_ASSIGN_OR_RETURN(s.low_rank, parse_low_rank_rule(std::string(kv[1])));
+      auto rule = parse_low_rank_rule(std::string(kv[1]));
+      if (!rule.ok()) return rule.status().prefixed(where);
+      s.low_rank = *rule;
     } else if (kv[0] == "exclude") {
       s.exclude = kv[1] == "true" || kv[1] == "1";
     } else {
@@ -148,8 +160,7 @@ Status apply_recipe(const json& r, CompressOptions& o) {
     } else if (key == "balance") {
       SP_ASSIGN_OR_RETURN(o.all.prune.balance, integer(v, key));
     } else if (key == "lowrank") {
-      if (!v.is_string()) return errorf("recipe key 'lowrank': expected a string such as \"energy=0.9\"");
-      SP_ASSIGN_OR_RETURN(o.low_rank, parse_low_rank_rule(v.get<std::string>()));
+      SP_ASSIGN_OR_RETURN(o.low_rank, low_rank_rule(v, key));
     } else if (key == "bits" && v.is_object()) {
       for (const auto& [kind, b] : v.items()) {
         SP_ASSIGN_OR_RETURN(int bits, integer(b, "bits." + kind));

@@ -122,47 +122,48 @@ CompressedTensor encode_dense(const std::vector<uint8_t>& codes, MatrixView view
   return t;
 }
 
-Result<std::vector<uint8_t>> decode_codes(const CompressedTensor& t) {
-  SP_RETURN_IF_ERROR(check_structure(t).prefixed(fmt::format("tensor '{}'", t.name)));
-  const int64_t cols = t.view.cols;
-  if (t.layout == WeightLayout::dense) return t.partitions[0].codes;
-  std::vector<uint8_t> codes(static_cast<size_t>(t.numel()), 0);
+namespace {
+
+// Calls visit(row, col, code) for every stored entry of a sparse layout, fillers (code 0) included,
+// partition by partition and column by column. The structure must have been checked.
+template <class Visit>
+void for_each_entry(const CompressedTensor& t, Visit visit) {
   const int P = static_cast<int>(t.partitions.size());
   for (int p = 0; p < P; ++p) {
     const Partition& part = t.partitions[static_cast<size_t>(p)];
     size_t e = 0;
-    for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t c = 0; c < t.view.cols; ++c) {
       int64_t pos = 0;
       for (uint32_t k = 0; k < part.col_counts[static_cast<size_t>(c)]; ++k, ++e, ++pos) {
         pos += part.gaps[e];
-        codes[static_cast<size_t>((pos * P + p) * cols + c)] = part.codes[e];
+        visit(pos * P + p, c, part.codes[e]);
       }
     }
   }
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> decode_codes(const CompressedTensor& t) {
+  SP_RETURN_IF_ERROR(check_structure(t).prefixed(fmt::format("tensor '{}'", t.name)));
+  if (t.layout == WeightLayout::dense) return t.partitions[0].codes;
+  std::vector<uint8_t> codes(static_cast<size_t>(t.numel()), 0);
+  for_each_entry(t, [&](int64_t row, int64_t col, uint8_t code) {
+    codes[static_cast<size_t>(row * t.view.cols + col)] = code;
+  });
   return codes;
 }
 
 Result<std::vector<int64_t>> row_nonzeros(const CompressedTensor& t) {
   SP_RETURN_IF_ERROR(check_structure(t).prefixed(fmt::format("tensor '{}'", t.name)));
-  const int64_t cols = t.view.cols;
   std::vector<int64_t> counts(static_cast<size_t>(t.view.rows), 0);
   if (t.layout == WeightLayout::dense) {
     const std::vector<uint8_t>& codes = t.partitions[0].codes;
-    for (size_t i = 0; i < codes.size(); ++i) counts[i / static_cast<size_t>(cols)] += codes[i] != 0;
+    for (size_t i = 0; i < codes.size(); ++i) counts[i / static_cast<size_t>(t.view.cols)] += codes[i] != 0;
     return counts;
   }
-  const int P = static_cast<int>(t.partitions.size());
-  for (int p = 0; p < P; ++p) {
-    const Partition& part = t.partitions[static_cast<size_t>(p)];
-    size_t e = 0;
-    for (int64_t c = 0; c < cols; ++c) {
-      int64_t pos = 0;
-      for (uint32_t k = 0; k < part.col_counts[static_cast<size_t>(c)]; ++k, ++e, ++pos) {
-        pos += part.gaps[e];
-        counts[static_cast<size_t>(pos * P + p)] += part.codes[e] != 0;
-      }
-    }
-  }
+  for_each_entry(t,
+                 [&](int64_t row, int64_t, uint8_t code) { counts[static_cast<size_t>(row)] += code != 0; });
   return counts;
 }
 

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -83,8 +84,9 @@ TEST(LoadBalance, EveryPartitionKeepsTheSameCountOfItsLargestWeights) {
   auto by_quality = w, reference = w;
   const int64_t kept = rows * cols - prune_weights(reference, PruneRule{std::nullopt, 1.5});
   prune_layer(by_quality, view, PruneRule{std::nullopt, 1.5, 4});
-  EXPECT_EQ(partition_nonzeros(by_quality, view, 4),
-            std::vector<int64_t>(4, std::llround(static_cast<double>(kept) / 4)));
+  const std::vector<int64_t> counts = partition_nonzeros(by_quality, view, 4);
+  EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t{0}), kept);
+  for (int p = 0; p < 4; ++p) EXPECT_EQ(counts[static_cast<size_t>(p)], kept / 4 + (p < kept % 4)) << p;
   expect_partitions_keep_their_largest(w, by_quality, cols, 4);
 }
 
@@ -111,11 +113,14 @@ TEST(LoadBalance, UnevenPartitionsAndMorePartitionsThanRows) {
   const std::vector<float> w = uneven_rows(10, 5, 13);
   const MatrixView view{10, 5, false};
   auto sparse = w;
-  prune_layer(sparse, view, PruneRule{0.8, std::nullopt, 4});  // 10 kept: 2.5 -> 3 each, all fit
-  EXPECT_EQ(partition_nonzeros(sparse, view, 4), (std::vector<int64_t>{3, 3, 3, 3}));
+  prune_layer(sparse, view, PruneRule{0.8, std::nullopt, 4});  // 10 kept: 2 each, one more in the first 2
+  EXPECT_EQ(partition_nonzeros(sparse, view, 4), (std::vector<int64_t>{3, 3, 2, 2}));
   auto dense = w;
-  prune_layer(dense, view, PruneRule{0.1, std::nullopt, 4});  // 45 kept: 11 each, 10 in a 2-row partition
-  EXPECT_EQ(partition_nonzeros(dense, view, 4), (std::vector<int64_t>{11, 11, 10, 10}));
+  prune_layer(dense, view, PruneRule{0.1, std::nullopt, 4});  // 45 kept: 12, 11, and all 10 of the 2-row ones
+  EXPECT_EQ(partition_nonzeros(dense, view, 4), (std::vector<int64_t>{12, 11, 10, 10}));
+  auto few = w;  // fewer weights kept than partitions: one each in the first ones, not none anywhere
+  prune_layer(few, view, PruneRule{0.96, std::nullopt, 4});
+  EXPECT_EQ(partition_nonzeros(few, view, 4), (std::vector<int64_t>{1, 1, 0, 0}));
   auto many = w;  // 64 partitions of 10 rows: one row each, equal counts
   prune_layer(many, view, PruneRule{0.6, std::nullopt, 64});
   EXPECT_EQ(partition_nonzeros(many, view, 10), std::vector<int64_t>(10, 2));
@@ -208,7 +213,8 @@ TEST(LowRank, RulesPickTheRank) {
   EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("rank=64")), 4);
   EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("params=0.05")), 2);  // 2 x 200 <= 500
   EXPECT_EQ(choose_rank(s, 100, 100, *parse_low_rank_rule("none")), 4);
-  for (const char* bad : {"energy=0", "energy=1.5", "rank=0", "rank=2.5", "params=1", "volume=3", "energy=x"})
+  for (const char* bad :
+       {"energy=0", "energy=1.5", "rank=0", "rank=2.5", "params=1", "volume=3", "energy=x", "rank=1e19"})
     EXPECT_FALSE(parse_low_rank_rule(bad).ok()) << bad;
   EXPECT_EQ(low_rank_rule_text(*parse_low_rank_rule("params=0.25")), "params=0.25");
 }
@@ -270,6 +276,33 @@ TEST(LowRank, PerLayerRulesOverTheGlobalOne) {
   ASSERT_TRUE(apply_recipe(recipe_json(only), round).ok());
   EXPECT_EQ(low_rank_rule_text(*round.layers["w"].low_rank), "rank=2");
   EXPECT_FALSE(apply_layer_override("w:lowrank=depth=2", only).ok());
+}
+
+TEST(LowRank, SettingsOfTheNodeAndWeightMergeAndBadWeightsAreNamed) {
+  const Model original = fully_connected("Gemm", true, low_rank_matrix(32, 40, 4, 27), 32, 40);
+  CompressOptions o;
+  o.low_rank = *parse_low_rank_rule("rank=4");
+  o.layers["fc"].bits = 4;
+  o.layers["w"].prune.sparsity = 0.5;
+  auto r = compress_model(original, o, "{}");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->spw.tensors.size(), 2u);
+  for (const auto& t : r->spw.tensors) {
+    EXPECT_EQ(t.weight_bits, 4) << t.name << ": the node's bits";
+    EXPECT_EQ(t.nonzeros(), t.numel() / 2) << t.name << ": the weight's sparsity";
+  }
+  CompressOptions excluded;
+  excluded.low_rank = o.low_rank;
+  excluded.layers["w"].exclude = true;
+  auto whole = compress_model(original, excluded, "{}");
+  ASSERT_TRUE(whole.ok()) << whole.status().message();
+  EXPECT_TRUE(whole->factorized.empty()) << "an excluded layer stays as it is";
+  Model bad = original;
+  bad.initializers["w"].f32_data()[7] = NAN;
+  auto nan = compress_model(bad, o, "{}");
+  ASSERT_FALSE(nan.ok());
+  EXPECT_NE(nan.status().message().find("layer 'fc' (weight 'w')"), std::string::npos)
+      << nan.status().message();
 }
 
 TEST(LowRank, CompressFactorizesFirstAndRecordsIt) {

@@ -195,8 +195,9 @@ TEST(SimCli, BalancedPruningOfTheEieLayers) {
   EXPECT_NEAR(balanced["entries"].get<double>(), whole["entries"].get<double>(),
               0.01 * whole["entries"].get<double>())
       << "the same density either way";
-  auto without_eie = test::run_cli("sim m.spw --balance 64");
+  auto without_eie = test::run_cli("sim --balance 64");
   EXPECT_EQ(without_eie.exit_code, 1) << without_eie.output;
+  EXPECT_NE(without_eie.output.find("--eie"), std::string::npos) << without_eie.output;
 }
 
 TEST(SimCli, EieLayersAndBadWorkloads) {
