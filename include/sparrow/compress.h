@@ -89,21 +89,32 @@ std::string low_rank_rule_text(const LowRankRule& rule);
 int64_t choose_rank(std::span<const double> s, int64_t rows, int64_t cols, const LowRankRule& rule);
 
 struct FactorizedLayer {
-  std::string weight, node;                 // the original weight and node
-  std::string first_weight, second_weight;  // Q [rank, in] (the input side) and P [out, rank]
-  int64_t rows = 0, cols = 0, rank = 0;
-  double relative_error = 0;  // ||W - P Q||_F / ||W||_F, from the discarded singular values
+  std::string weight, node;          // the original weight and node
+  std::vector<std::string> factors;  // the new weights, from the input side
+  int64_t rows = 0, cols = 0;        // the original as a matrix [out, in x kernel]
+  int64_t rank = 0;                  // hidden units (a convolution: the core's output channels)
+  int64_t rank_in = 0;               // a convolution: the core's input channels; else = rank
+  int64_t weights_after = 0;         // in all the factors
+  double relative_error = 0;         // ||W - factors' product||_F / ||W||_F
 };
 
-// Replaces every Gemm and MatMul whose weight is a float32 initializer that only it reads by two
-// products of the same kind through `rank` hidden units, where the rule's rank saves weights
-// (rank x (rows + cols) < rows x cols): W [out, in] ~ P Q from the truncated SVD (Eigen),
-// P = U_r S_r^1/2 and Q = S_r^1/2 V_r^T. The first product (node NODE/lowrank_q, weight
-// WEIGHT.lowrank_q) takes the input, the second (NODE/lowrank_p, WEIGHT.lowrank_p) adds the bias and
-// writes the original output; a Gemm's alpha and beta go to the second. The factors are ordinary
-// layers: they can be pruned, quantized, retrained and run like any other.
+// Replaces every Gemm, MatMul and Conv (group 1, a kernel of more than one tap) whose weight is a
+// float32 initializer that only it reads, where the rule's ranks save weights. The factors are
+// ordinary layers: they can be pruned, quantized, retrained and run like any other.
+// - Gemm and MatMul: two products of the same kind through `rank` hidden units, W [out, in] ~ P Q
+//   from the truncated SVD (Eigen), P = U_r S_r^1/2 and Q = S_r^1/2 V_r^T. The first (node
+//   NODE/lowrank_q, weight WEIGHT.lowrank_q) takes the input, the second (NODE/lowrank_p,
+//   WEIGHT.lowrank_p) adds the bias and writes the original output; a Gemm's alpha and beta go to
+//   the second.
+// - Conv (Tucker-2): a 1x1 convolution to rank_in channels (WEIGHT.tucker_reduce, the leading
+//   left singular vectors of W unfolded along its input channels), the original window on the
+//   core [rank, rank_in, k...] (WEIGHT.tucker_core, same strides, pads and dilations), and a 1x1
+//   convolution back to the output channels with the bias (WEIGHT.tucker_expand, from W unfolded
+//   along its output channels). The rule picks each of the two ranks from its own unfolding's
+//   singular values (energy), caps both at N (rank), or scales both with the channel counts
+//   (params).
 // `per_layer` (by node or weight name) overrides `rule` for the layers it names.
-Result<std::vector<FactorizedLayer>> factorize_fully_connected(
+Result<std::vector<FactorizedLayer>> factorize_low_rank(
     Model& model, const LowRankRule& rule, const std::map<std::string, LowRankRule>& per_layer = {});
 
 // ---- the pipeline ----
@@ -128,7 +139,7 @@ struct CompressOptions {
   int partitions = 1;  // 1..65536
   uint64_t seed = 1;
   // When set (here or for a layer), fully connected layers are factorized first
-  // (factorize_fully_connected); settings given for a factorized layer's weight or node apply to
+  // (factorize_low_rank); settings given for a factorized layer's weight or node apply to
   // both of its factors.
   std::optional<LowRankRule> low_rank;
   // Whether a rule (global or a layer's) asks for factorization, other than none.
@@ -173,15 +184,15 @@ struct CompressResult {
   std::vector<FactorizedLayer> factorized;  // with options.low_rank
 };
 
-// factorize_fully_connected with the options' rules: options.low_rank, and each layer's own.
+// factorize_low_rank with the options' rules: options.low_rank, and each layer's own.
 Result<std::vector<FactorizedLayer>> factorize_layers(Model& model, const CompressOptions& options);
 
 // The options that compress a model already factorized by factorize_layers: no low-rank rules, and each
 // setting for a factorized layer's weight or node given to both of its factors.
 CompressOptions options_after_factorizing(const CompressOptions& options,
                                           const std::vector<FactorizedLayer>& factorized);
-// The metadata JSON with "factorized": [{weight, factors, rows, cols, rank, relative_error}] added
-// (unchanged if it is not a JSON object).
+// The metadata JSON with "factorized": [{weight, factors, rows, cols, rank, rank_in, weights_after,
+// relative_error}] added (unchanged if it is not a JSON object).
 std::string record_factorized(const std::string& metadata_json,
                               const std::vector<FactorizedLayer>& factorized);
 

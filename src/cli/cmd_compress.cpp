@@ -181,11 +181,6 @@ int run_compress(CompressArgs a, const Given& given, const GlobalOptions& global
   for (const LayerReport& l : outcome->result.layers)
     if (!l.kept_float.empty() && !global.quiet && !a.json)
       fmt::print(stderr, "{}: stays float32 ({})\n", l.weight, l.kept_float);
-  for (const FactorizedLayer& f : outcome->result.factorized)
-    if (!global.quiet && !a.json)
-      fmt::print(stderr, "{}: {} x {} factorized at rank {} ({} -> {} weights, relative error {:.4f})\n",
-                 f.weight, f.rows, f.cols, f.rank, f.rows * f.cols, f.rank * (f.rows + f.cols),
-                 f.relative_error);
   if (a.json) {
     nlohmann::json j = api::spw_report_json(spw, a.output);
     j["kept_float"] = api::kept_float_json(outcome->result);

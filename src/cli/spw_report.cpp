@@ -26,24 +26,41 @@ void print_breakdown(const ByteBreakdown& b, int64_t file_bytes) {
 void print_factorized(const SpwModel& m) {
   auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
   if (!meta.is_object() || !meta.contains("factorized") || !meta["factorized"].is_array()) return;
-  const auto count = [](const nlohmann::json& f, const char* key) {  // 0 unless a count below 2^31
+  const auto count = [](const nlohmann::json& f, const char* key) {  // 0 unless a count below 2^40
     const auto& v = f.value(key, nlohmann::json());
-    return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < (int64_t{1} << 31)
+    return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < (int64_t{1} << 40)
                ? v.get<int64_t>()
                : int64_t{0};
   };
   for (const auto& f : meta["factorized"]) {
     if (!f.is_object() || !f.value("weight", nlohmann::json()).is_string() ||
-        !f.value("relative_error", nlohmann::json()).is_number())
+        !f.value("relative_error", nlohmann::json()).is_number() ||
+        !f.value("factors", nlohmann::json()).is_array())
       continue;
-    const int64_t rows = count(f, "rows"), cols = count(f, "cols"), rank = count(f, "rank");
-    fmt::print("factorized {}: {} x {} at rank {} ({} -> {} weights), relative error {:.4f}\n",
-               f.value("weight", std::string("?")), rows, cols, rank, human_count(rows * cols),
-               human_count(rank * (rows + cols)), f.value("relative_error", 0.0));
+    FactorizedLayer layer{f["weight"].get<std::string>(),
+                          "",
+                          {},
+                          count(f, "rows"),
+                          count(f, "cols"),
+                          count(f, "rank"),
+                          count(f, "rank_in"),
+                          count(f, "weights_after"),
+                          f["relative_error"].get<double>()};
+    layer.factors.resize(f["factors"].size());
+    fmt::print("{}\n", factorization_text(layer));
   }
 }
 
 }  // namespace
+
+std::string factorization_text(const FactorizedLayer& f) {
+  const bool tucker = f.factors.size() == 3;
+  const std::string ranks = tucker ? fmt::format("by Tucker-2 at ranks {} in, {} out", f.rank_in, f.rank)
+                                   : fmt::format("at rank {}", f.rank);
+  return fmt::format("factorized {}: {} x {} {} ({} -> {} weights), relative error {:.4f}", f.weight, f.rows,
+                     f.cols, ranks, human_count(f.rows * f.cols), human_count(f.weights_after),
+                     f.relative_error);
+}
 
 void print_spw_report(const SpwModel& m, const std::string& path, int balance_partitions) {
   if (balance_partitions <= 0) balance_partitions = api::default_balance_partitions(m);

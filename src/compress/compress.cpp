@@ -170,10 +170,12 @@ std::string record_factorized(const std::string& metadata_json,
   nlohmann::json list = nlohmann::json::array();
   for (const FactorizedLayer& f : factorized)
     list.push_back({{"weight", f.weight},
-                    {"factors", {f.first_weight, f.second_weight}},
+                    {"factors", f.factors},
                     {"rows", f.rows},
                     {"cols", f.cols},
                     {"rank", f.rank},
+                    {"rank_in", f.rank_in},
+                    {"weights_after", f.weights_after},
                     {"relative_error", f.relative_error}});
   meta["factorized"] = list;
   return meta.dump();

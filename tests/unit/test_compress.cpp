@@ -226,7 +226,7 @@ TEST(LowRank, ExactAtTheTrueRankForGemmAndMatMul) {
   for (auto [op, trans_b] : {std::pair{"Gemm", true}, std::pair{"Gemm", false}, std::pair{"MatMul", false}}) {
     const Model original = fully_connected(op, trans_b, w, rows, cols);
     Model factored = original;
-    auto done = factorize_fully_connected(factored, *parse_low_rank_rule("rank=3"));
+    auto done = factorize_low_rank(factored, *parse_low_rank_rule("rank=3"));
     ASSERT_TRUE(done.ok()) << done.status().message();
     ASSERT_EQ(done->size(), 1u);
     EXPECT_EQ((*done)[0].rank, 3);
@@ -245,13 +245,13 @@ TEST(LowRank, ErrorFallsWithRankAndLayersThatWouldGrowStay) {
   double previous = 1.0;
   for (int rank = 1; rank <= 14; ++rank) {  // 15 x 64 > 24 x 40: the largest rank that saves weights is 14
     Model m = fully_connected("Gemm", true, w, rows, cols);
-    auto done = factorize_fully_connected(m, LowRankRule{LowRankRule::By::rank, static_cast<double>(rank)});
+    auto done = factorize_low_rank(m, LowRankRule{LowRankRule::By::rank, static_cast<double>(rank)});
     ASSERT_TRUE(done.ok() && done->size() == 1) << rank;
     EXPECT_LT((*done)[0].relative_error, previous) << rank;
     previous = (*done)[0].relative_error;
   }
   Model m = fully_connected("Gemm", true, w, rows, cols);
-  auto none = factorize_fully_connected(m, LowRankRule{LowRankRule::By::rank, 15});
+  auto none = factorize_low_rank(m, LowRankRule{LowRankRule::By::rank, 15});
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());
   EXPECT_EQ(m.nodes.size(), 1u) << "a factorization with more weights than the layer is not made";
@@ -303,6 +303,83 @@ TEST(LowRank, SettingsOfTheNodeAndWeightMergeAndBadWeightsAreNamed) {
   ASSERT_FALSE(nan.ok());
   EXPECT_NE(nan.status().message().find("layer 'fc' (weight 'w')"), std::string::npos)
       << nan.status().message();
+}
+
+// A Conv from "x" [1, C, 9, 9] with a [M, C, 3, 3] weight whose Tucker-2 ranks are (4 out, 3 in),
+// a bias, stride and padding; and a grouped one beside it the factorization must leave alone.
+Model tucker_ready_conv(int64_t M, int64_t C, int64_t stride) {
+  const std::vector<float> core = gaussian(4 * 3 * 9, 41), out = gaussian(M * 4, 42),
+                           in = gaussian(C * 3, 43);
+  std::vector<float> w(static_cast<size_t>(M * C * 9), 0.0f);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t a = 0; a < 4; ++a)
+        for (int64_t b = 0; b < 3; ++b)
+          for (int64_t t = 0; t < 9; ++t)
+            w[static_cast<size_t>((m * C + c) * 9 + t)] += out[static_cast<size_t>(m * 4 + a)] *
+                                                           in[static_cast<size_t>(c * 3 + b)] *
+                                                           core[static_cast<size_t>((a * 3 + b) * 9 + t)];
+  Model m;
+  m.inputs = {ValueInfo{"x", ElemType::f32, {1, C, 9, 9}, {}, true}};
+  Node conv;
+  conv.name = "conv";
+  conv.op_type = "Conv";
+  conv.inputs = {"x", "w", "b"};
+  conv.outputs = {"y"};
+  conv.attrs["kernel_shape"] = AttrValue(std::vector<int64_t>{3, 3});
+  conv.attrs["strides"] = AttrValue(std::vector<int64_t>{stride, stride});
+  conv.attrs["pads"] = AttrValue(std::vector<int64_t>{1, 1, 1, 1});
+  Node grouped = conv;
+  grouped.name = "grouped";
+  grouped.inputs = {"y", "wg"};
+  grouped.outputs = {"z"};
+  grouped.attrs["group"] = AttrValue(M);
+  grouped.attrs.erase("strides");
+  m.nodes = {conv, grouped};
+  m.initializers["w"] = test::make_f32({M, C, 3, 3}, w);
+  m.initializers["b"] = test::random_f32({M}, 44);
+  m.initializers["wg"] = test::random_f32({M, 1, 3, 3}, 45);
+  const int64_t side = (9 + 2 - 3) / stride + 1;
+  m.outputs = {ValueInfo{"z", ElemType::f32, {1, M, side, side}, {}, true}};
+  return m;
+}
+
+TEST(LowRank, TuckerTwoIsExactAtTheTrueRanksAndLeavesGroupedConvolutions) {
+  for (int64_t stride : {1, 2}) {
+    const Model original = tucker_ready_conv(16, 12, stride);
+    Model factored = original;
+    auto done = factorize_low_rank(factored, *parse_low_rank_rule("energy=0.99999"));
+    ASSERT_TRUE(done.ok()) << done.status().message();
+    ASSERT_EQ(done->size(), 1u) << "the grouped convolution is not factorized";
+    const FactorizedLayer& f = (*done)[0];
+    EXPECT_EQ(f.rank, 4);
+    EXPECT_EQ(f.rank_in, 3);
+    EXPECT_EQ(f.factors.size(), 3u);
+    EXPECT_EQ(f.weights_after, 12 * 3 + 3 * 4 * 9 + 4 * 16);
+    EXPECT_LT(f.relative_error, 1e-5);
+    EXPECT_EQ(factored.nodes.size(), 4u);
+    const Tensor x = test::random_f32({1, 12, 9, 9}, 46);
+    EXPECT_LT(test::max_relative_error(run_first_output(factored, x), run_first_output(original, x)), 1e-4)
+        << "stride " << stride;
+  }
+}
+
+TEST(LowRank, TuckerTwoRanksFollowTheRule) {
+  const Model original = tucker_ready_conv(16, 12, 1);
+  Model capped = original;
+  auto two = factorize_low_rank(capped, *parse_low_rank_rule("rank=2"));
+  ASSERT_TRUE(two.ok() && two->size() == 1);
+  EXPECT_EQ((*two)[0].rank, 2);
+  EXPECT_EQ((*two)[0].rank_in, 2);
+  EXPECT_GT((*two)[0].relative_error, 0.01) << "below the true ranks";
+  Model budget = original;
+  auto small = factorize_low_rank(budget, *parse_low_rank_rule("params=0.25"));
+  ASSERT_TRUE(small.ok() && small->size() == 1);
+  EXPECT_LE((*small)[0].weights_after, 0.25 * 16 * 12 * 9);
+  Model whole = original;
+  auto none = factorize_low_rank(whole, *parse_low_rank_rule("rank=16"));  // full ranks save nothing
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
 }
 
 TEST(LowRank, CompressFactorizesFirstAndRecordsIt) {
@@ -724,7 +801,7 @@ TEST_F(CompressCli, LowRankFactorizesReportsAndReplays) {
   auto r =
       test::run_cli("compress " + dir_ + "/fc.onnx -o " + spw + " --lowrank energy=0.999 --sparsity 0.25");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("w: 48 x 64 factorized at rank 6"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("factorized w: 48 x 64 at rank 6"), std::string::npos) << r.output;
   auto shown = test::run_cli("inspect " + spw);
   EXPECT_NE(shown.output.find("factorized w: 48 x 64 at rank 6"), std::string::npos) << shown.output;
   ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/fc.onnx -o " + again + " --recipe " + spw).exit_code, 0);
