@@ -212,8 +212,9 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--partitions", a->partitions,
                   "Row partitions (engine threads / simulated PEs), default 1");
   cmd->add_option("--lowrank", a->low_rank,
-                  "Factorize fully connected layers by truncated SVD first: energy=F (kept share of the "
-                  "squared singular values), rank=N, or params=F (factors' share of the layer's weights)");
+                  "Factorize first, fully connected layers by truncated SVD and convolutions by Tucker-2: "
+                  "energy=F (kept share of the squared singular values), rank=N, params=F (factors' share "
+                  "of the layer's weights), or none");
   cmd->add_option("--balance", a->balance,
                   "Load-balance-aware pruning: each of N interleaved row partitions (PEs) keeps the same "
                   "number of weights")
