@@ -117,6 +117,41 @@ struct FactorizedLayer {
 Result<std::vector<FactorizedLayer>> factorize_low_rank(
     Model& model, const LowRankRule& rule, const std::map<std::string, LowRankRule>& per_layer = {});
 
+// ---- structured pruning ----
+
+// How many output channels (convolution filters, fully connected units) of a channel group are
+// removed: the `fraction` of them (rounded, at least one kept) whose weights have the smallest
+// norm (l1 or l2, each producer's norms divided by their mean, summed over the group's
+// producers); none: the group is kept whole.
+struct StructuredRule {
+  enum class Norm { l1, l2, none };
+  Norm norm = Norm::l1;
+  double fraction = 0.5;  // in [0, 1)
+};
+// "l1=0.5", "l2=0.3" or "none"; errors name the text.
+Result<StructuredRule> parse_structured_rule(const std::string& text);
+std::string structured_rule_text(const StructuredRule& rule);
+
+// Output channels that are removed together: those of every producer (a Conv, Gemm or MatMul with
+// its own weight) whose outputs meet in an elementwise op such as a residual Add.
+struct ChannelGroup {
+  std::vector<std::string> producers;  // node names, in graph order
+  int64_t channels = 0, kept = 0;
+  std::string kept_whole;  // why the group cannot shrink (its channels reach a graph output or an
+                           // operator that mixes them), or empty
+};
+
+// Removes output channels from the channel groups of `model` and, with them, every tensor slice
+// that holds them: the producers' weight rows and biases, BatchNormalization's parameters,
+// depthwise convolutions' filters, and the readers' input columns (after Flatten, each channel's
+// spatial block), through activations, pooling, Concat and elementwise ops. The model really
+// shrinks: any runtime runs it faster. Channels that reach a graph output, or an operator that
+// this pass does not follow, are kept whole (the report says which).
+// `per_layer` (by a producer's node or weight name) overrides `rule` for that producer's group.
+// With a fraction of 0 everywhere the model is unchanged.
+Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredRule& rule,
+                                                 const std::map<std::string, StructuredRule>& per_layer = {});
+
 // ---- the pipeline ----
 
 struct LayerSettings {
@@ -125,6 +160,8 @@ struct LayerSettings {
   bool exclude = false;     // keep the layer dense float32
   // This layer's factorization rule, over CompressOptions::low_rank (by none: not factorized).
   std::optional<LowRankRule> low_rank;
+  // This layer's channel group's structured pruning rule, over CompressOptions::structured.
+  std::optional<StructuredRule> structured;
 };
 
 struct CompressOptions {
@@ -144,6 +181,11 @@ struct CompressOptions {
   std::optional<LowRankRule> low_rank;
   // Whether a rule (global or a layer's) asks for factorization, other than none.
   bool factorizes() const;
+  // When set (here or for a layer), channels are pruned first (prune_channels), before any
+  // factorization; settings given by node or weight name still apply to the smaller layers.
+  std::optional<StructuredRule> structured;
+  // Whether a rule (global or a layer's) asks for structured pruning, other than none.
+  bool prunes_channels() const;
   // Layers with fewer weights stay float32 (0: none).
   int64_t min_weights = 0;
   // A layer whose encoding (codes, indices, column counts and codebook) would take more bits than
@@ -181,8 +223,18 @@ struct LayerReport {
 struct CompressResult {
   SpwModel spw;
   std::vector<LayerReport> layers;
-  std::vector<FactorizedLayer> factorized;  // with options.low_rank
+  std::vector<FactorizedLayer> factorized;   // with options.low_rank
+  std::vector<ChannelGroup> channel_groups;  // with options.structured
 };
+
+// prune_channels with the options' rules: options.structured, and each layer's own (an excluded
+// layer's group is kept whole unless the layer has its own rule).
+Result<std::vector<ChannelGroup>> prune_channel_groups(Model& model, const CompressOptions& options);
+// The options without structured rules (what compresses the model prune_channel_groups shrank).
+CompressOptions options_after_channel_pruning(const CompressOptions& options);
+// The metadata JSON with "structured": [{producers, channels, kept, kept_whole}] added (unchanged
+// if it is not a JSON object).
+std::string record_channel_groups(const std::string& metadata_json, const std::vector<ChannelGroup>& groups);
 
 // factorize_low_rank with the options' rules: options.low_rank, and each layer's own.
 Result<std::vector<FactorizedLayer>> factorize_layers(Model& model, const CompressOptions& options);

@@ -23,6 +23,8 @@ Status check_settings(const LayerSettings& s, const std::string& where) {
   if (s.bits && (*s.bits < 1 || *s.bits > 8)) return errorf("{}: bits {} is outside 1..8", where, *s.bits);
   if (s.low_rank)
     SP_RETURN_IF_ERROR(parse_low_rank_rule(low_rank_rule_text(*s.low_rank)).status().prefixed(where));
+  if (s.structured)
+    SP_RETURN_IF_ERROR(parse_structured_rule(structured_rule_text(*s.structured)).status().prefixed(where));
   if (s.prune.balance < 0 || s.prune.balance > kMaxBalancePartitions)
     return errorf("{}: balance {} is outside 1..{} (row partitions)", where, s.prune.balance,
                   kMaxBalancePartitions);
@@ -138,6 +140,8 @@ Result<CompressedTensor> compress_layer(const Tensor& weight, const Compressible
 Status CompressOptions::validate() const {
   if (low_rank)
     SP_RETURN_IF_ERROR(parse_low_rank_rule(low_rank_rule_text(*low_rank)).status().prefixed("options"));
+  if (structured)
+    SP_RETURN_IF_ERROR(parse_structured_rule(structured_rule_text(*structured)).status().prefixed("options"));
   SP_RETURN_IF_ERROR(check_settings(all, "options"));
   for (const auto& [name, s] : layers) SP_RETURN_IF_ERROR(check_settings(s, "layer '" + name + "'"));
   if (conv_bits < 1 || conv_bits > 8 || fc_bits < 1 || fc_bits > 8)
@@ -184,6 +188,14 @@ std::string record_factorized(const std::string& metadata_json,
 Result<CompressResult> compress_model(const Model& model, const CompressOptions& options,
                                       const std::string& metadata_json) {
   SP_RETURN_IF_ERROR(options.validate());
+  if (options.prunes_channels()) {
+    Model smaller = model;
+    SP_ASSIGN_OR_RETURN(std::vector<ChannelGroup> groups, prune_channel_groups(smaller, options));
+    SP_ASSIGN_OR_RETURN(CompressResult result, compress_model(smaller, options_after_channel_pruning(options),
+                                                              record_channel_groups(metadata_json, groups)));
+    result.channel_groups = std::move(groups);
+    return result;
+  }
   if (options.factorizes()) {
     Model factored = model;
     SP_ASSIGN_OR_RETURN(std::vector<FactorizedLayer> factorized, factorize_layers(factored, options));

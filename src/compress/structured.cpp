@@ -1,0 +1,573 @@
+// Structured pruning: whole output channels removed from channel groups, and every tensor slice
+// that holds them removed through the graph (see prune_channels).
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <numeric>
+#include <optional>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "core/finite.h"
+#include "sparrow/compress.h"
+
+namespace sparrow {
+
+namespace {
+
+// Which axis of a value holds a layout's channels.
+enum class Axis {
+  channels,   // axis 1 of a convolution's [N, C, spatial...]
+  features,   // axis 1 of a 2-D [N, F] (a Gemm's output): also its last axis
+  last,       // the last axis of a MatMul's output, of any rank
+  flattened,  // axis 1 of a flattened [N, C x spatial]: each channel a block of spatial values
+};
+
+struct Segment {
+  int group = 0;
+  int64_t count = 0;
+};
+
+// The channels a value holds, in order along its axis (several segments after a Concat).
+struct Layout {
+  Axis axis = Axis::channels;
+  std::vector<Segment> segments;
+  int64_t channels() const {
+    int64_t n = 0;
+    for (const Segment& s : segments) n += s.count;
+    return n;
+  }
+};
+
+// What one node's tensors hold of the channels: a producer's own output channels (its weight's
+// output axis and bias), the channels of its data input: a reader's weight columns, or a
+// follower's per-channel tensors (BatchNormalization's parameters, a depthwise Conv's filters and
+// bias, an elementwise op's per-channel constant).
+struct Slicing {
+  size_t node = 0;
+  std::optional<Layout> input;
+  std::optional<int> output_group;
+  std::vector<std::pair<size_t, int>> per_channel;  // a follower's (input index, axis) to slice
+};
+
+struct Group {
+  int parent = 0;
+  int64_t count = 0;
+  std::vector<size_t> producers;  // node indices
+  std::string kept_whole;
+};
+
+// An integer attribute (`fallback` when absent), or `malformed` when it is not an integer.
+int64_t int_attr(const Node& node, const std::string& key, int64_t fallback, int64_t malformed) {
+  auto v = node.attr_int(key, fallback);
+  return v.ok() ? *v : malformed;
+}
+
+// The axis of a producer's weight that holds its output channels (the other holds its inputs).
+int output_axis(const Node& node) {
+  if (node.op_type == "MatMul") return 1;
+  if (node.op_type == "Gemm") return int_attr(node, "transB", 0, 0) != 0 ? 0 : 1;
+  return 0;
+}
+int input_axis(const Node& node) {
+  return node.op_type == "Conv" ? 1 : 1 - output_axis(node);
+}
+
+// The entries of `t` whose index along `axis` is in `keep` (ascending), in order.
+Tensor take(const Tensor& t, int axis, const std::vector<int64_t>& keep) {
+  const Shape& shape = t.shape();
+  const int64_t dim = shape[static_cast<size_t>(axis)];
+  int64_t outer = 1, inner = 1;
+  for (int a = 0; a < axis; ++a) outer *= shape[static_cast<size_t>(a)];
+  for (size_t a = static_cast<size_t>(axis) + 1; a < shape.size(); ++a) inner *= shape[a];
+  Shape out_shape = shape;
+  out_shape[static_cast<size_t>(axis)] = static_cast<int64_t>(keep.size());
+  Tensor out(DType::f32, out_shape);
+  const float* src = t.f32_data();
+  float* dst = out.f32_data();
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t k : keep) dst = std::copy_n(src + (o * dim + k) * inner, inner, dst);
+  return out;
+}
+
+// The norm of each slice of `t` along `axis`.
+std::vector<double> axis_norms(const Tensor& t, int axis, StructuredRule::Norm norm) {
+  const Shape& shape = t.shape();
+  const int64_t dim = shape[static_cast<size_t>(axis)];
+  int64_t outer = 1, inner = 1;
+  for (int a = 0; a < axis; ++a) outer *= shape[static_cast<size_t>(a)];
+  for (size_t a = static_cast<size_t>(axis) + 1; a < shape.size(); ++a) inner *= shape[a];
+  std::vector<double> sums(static_cast<size_t>(dim), 0.0);
+  const float* p = t.f32_data();
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t d = 0; d < dim; ++d)
+      for (int64_t i = 0; i < inner; ++i) {
+        const double v = p[(o * dim + d) * inner + i];
+        sums[static_cast<size_t>(d)] += norm == StructuredRule::Norm::l1 ? std::abs(v) : v * v;
+      }
+  if (norm == StructuredRule::Norm::l2)
+    for (double& s : sums) s = std::sqrt(s);
+  return sums;
+}
+
+const std::set<std::string>& unary_ops() {
+  static const std::set<std::string> ops{
+      "Relu",      "LeakyRelu", "Sigmoid",  "Tanh", "Clip",    "Elu",      "Selu", "Celu", "HardSigmoid",
+      "HardSwish", "Softplus",  "Softsign", "Mish", "Dropout", "Identity", "Neg",  "Abs"};
+  return ops;
+}
+const std::set<std::string>& pooling_ops() {
+  static const std::set<std::string> ops{"MaxPool",       "AveragePool",       "LpPool",
+                                         "GlobalMaxPool", "GlobalAveragePool", "GlobalLpPool"};
+  return ops;
+}
+const std::set<std::string>& elementwise_ops() {
+  static const std::set<std::string> ops{"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean"};
+  return ops;
+}
+
+// Follows channels through a model: which values hold which groups' channels, which groups meet,
+// and what each node holds of them.
+class ChannelGraph {
+ public:
+  explicit ChannelGraph(const Model& model) : model_(model) {
+    for (const Node& n : model.nodes)
+      for (const std::string& in : n.inputs) ++readers_[in];
+  }
+
+  void trace() {
+    for (size_t i = 0; i < model_.nodes.size(); ++i) visit(i);
+    for (const ValueInfo& out : model_.outputs)
+      if (const Layout* l = layout_of(out.name)) keep_whole(*l, "reaches graph output '" + out.name + "'");
+  }
+
+  std::vector<Group>& groups() { return groups_; }
+  const std::vector<Slicing>& slicings() const { return slicings_; }
+  int root(int g) {
+    while (groups_[static_cast<size_t>(g)].parent != g) g = groups_[static_cast<size_t>(g)].parent;
+    return g;
+  }
+
+ private:
+  using Handler = void (ChannelGraph::*)(size_t);
+
+  void visit(size_t i) {
+    static const std::map<std::string, Handler> table = [] {
+      std::map<std::string, Handler> t{{"Conv", &ChannelGraph::conv},
+                                       {"Gemm", &ChannelGraph::fully_connected},
+                                       {"MatMul", &ChannelGraph::fully_connected},
+                                       {"BatchNormalization", &ChannelGraph::batch_norm},
+                                       {"Flatten", &ChannelGraph::flatten},
+                                       {"Reshape", &ChannelGraph::flatten},
+                                       {"Concat", &ChannelGraph::concat}};
+      for (const std::string& op : unary_ops()) t[op] = &ChannelGraph::unary;
+      for (const std::string& op : pooling_ops()) t[op] = &ChannelGraph::pooling;
+      for (const std::string& op : elementwise_ops()) t[op] = &ChannelGraph::elementwise;
+      return t;
+    }();
+    const Node& n = model_.nodes[i];
+    auto it = n.domain.empty() ? table.find(n.op_type) : table.end();
+    if (it == table.end()) return keep_inputs_whole(n, 0);
+    (this->*it->second)(i);
+  }
+
+  const Layout* layout_of(const std::string& value) const {
+    auto it = layouts_.find(value);
+    return it == layouts_.end() ? nullptr : &it->second;
+  }
+
+  int new_group(int64_t count, size_t producer) {
+    const int g = static_cast<int>(groups_.size());
+    groups_.push_back(Group{g, count, {producer}, ""});
+    return g;
+  }
+  void unite(int a, int b) {
+    a = root(a), b = root(b);
+    if (a == b) return;
+    if (b < a) std::swap(a, b);
+    Group& into = groups_[static_cast<size_t>(a)];
+    Group& from = groups_[static_cast<size_t>(b)];
+    from.parent = a;
+    into.producers.insert(into.producers.end(), from.producers.begin(), from.producers.end());
+    if (into.kept_whole.empty()) into.kept_whole = from.kept_whole;
+  }
+  void keep_whole(const Layout& l, const std::string& why) {
+    for (const Segment& s : l.segments) {
+      Group& g = groups_[static_cast<size_t>(root(s.group))];
+      if (g.kept_whole.empty()) g.kept_whole = why;
+    }
+  }
+  // Every layout among n's inputs from `first` on reaches an operator that is not followed.
+  void keep_inputs_whole(const Node& n, size_t first) {
+    for (size_t k = first; k < n.inputs.size(); ++k)
+      if (const Layout* l = layout_of(n.inputs[k])) keep_whole(*l, "read by " + n.describe());
+  }
+
+  // A float32 initializer that only one node reads (so it may be sliced), or nullptr.
+  const Tensor* owned(const Node& n, size_t k) const {
+    if (!n.has_input(k)) return nullptr;
+    auto it = model_.initializers.find(n.inputs[k]);
+    if (it == model_.initializers.end() || it->second.dtype() != DType::f32 || readers_.at(n.inputs[k]) != 1)
+      return nullptr;
+    return &it->second;
+  }
+  // A producer's bias: absent, or an owned [count] (or [1, count]) tensor.
+  bool bias_slices(const Node& n, size_t k, int64_t count) const {
+    if (!n.has_input(k)) return true;
+    const Tensor* b = owned(n, k);
+    return b != nullptr && b->numel() == count && b->shape().back() == count;
+  }
+
+  // The input layout a reader's weight columns hold, when it fits them (else kept whole).
+  std::optional<Layout> read_columns(const Node& n, int64_t columns, bool blocks) {
+    const Layout* in = layout_of(n.inputs[0]);
+    if (in == nullptr) return std::nullopt;
+    const int64_t c = in->channels();
+    const bool fits = n.op_type == "Conv" ? in->axis == Axis::channels && columns == c
+                                          : in->axis != Axis::channels && c > 0 && columns % c == 0 &&
+                                                (columns == c || (blocks && in->axis == Axis::flattened));
+    if (fits) return *in;
+    keep_whole(*in, "read by " + n.describe() + " in a way this pass does not follow");
+    return std::nullopt;
+  }
+
+  void conv(size_t i) {
+    const Node& n = model_.nodes[i];
+    keep_inputs_whole(n, 1);
+    const Tensor* w = owned(n, 1);
+    const int64_t group = int_attr(n, "group", 1, 0);
+    if (w == nullptr || w->shape().size() < 3 || !bias_slices(n, 2, w->shape()[0]))
+      return keep_inputs_whole(n, 0);
+    const int64_t m = w->shape()[0], c = w->shape()[1];
+    if (group == 1) {
+      std::optional<Layout> reads = read_columns(n, c, false);
+      const int g = new_group(m, i);
+      slicings_.push_back({i, reads, g, {}});
+      layouts_[n.outputs[0]] = Layout{Axis::channels, {{g, m}}};
+      return;
+    }
+    const Layout* in = layout_of(n.inputs[0]);
+    if (group == m && c == 1 && in && in->axis == Axis::channels && in->channels() == m) {  // depthwise
+      std::vector<std::pair<size_t, int>> per_channel{{1, 0}};
+      if (n.has_input(2)) per_channel.push_back({2, 0});
+      slicings_.push_back({i, *in, std::nullopt, per_channel});
+      layouts_[n.outputs[0]] = *in;
+      return;
+    }
+    keep_inputs_whole(n, 0);
+  }
+
+  void fully_connected(size_t i) {
+    const Node& n = model_.nodes[i];
+    keep_inputs_whole(n, 1);
+    const Tensor* w = owned(n, 1);
+    const bool gemm = n.op_type == "Gemm";
+    if (w == nullptr || w->shape().size() != 2 || (gemm && int_attr(n, "transA", 0, 1) != 0))
+      return keep_inputs_whole(n, 0);
+    const int64_t out = w->shape()[static_cast<size_t>(output_axis(n))];
+    const int64_t in = w->shape()[static_cast<size_t>(input_axis(n))];
+    if (gemm && n.has_input(2) && !bias_slices(n, 2, out)) {
+      const Tensor* b =
+          model_.initializers.count(n.inputs[2]) ? &model_.initializers.at(n.inputs[2]) : nullptr;
+      if (b == nullptr || b->numel() != 1) return keep_inputs_whole(n, 0);
+    }
+    std::optional<Layout> reads = read_columns(n, in, true);
+    const int g = new_group(out, i);
+    slicings_.push_back({i, reads, g, {}});
+    layouts_[n.outputs[0]] = Layout{gemm ? Axis::features : Axis::last, {{g, out}}};
+  }
+
+  void batch_norm(size_t i) {
+    const Node& n = model_.nodes[i];
+    keep_inputs_whole(n, 1);
+    const Layout* in = layout_of(n.inputs[0]);
+    if (in == nullptr) return;
+    bool fits = in->axis == Axis::channels || in->axis == Axis::features;
+    for (size_t k = 1; k <= 4; ++k) {
+      const Tensor* p = owned(n, k);
+      fits = fits && p != nullptr && p->shape().size() == 1 && p->numel() == in->channels();
+    }
+    if (!fits) return keep_whole(*in, "read by " + n.describe() + " in a way this pass does not follow");
+    slicings_.push_back({i, *in, std::nullopt, {{1, 0}, {2, 0}, {3, 0}, {4, 0}}});
+    layouts_[n.outputs[0]] = *in;
+  }
+
+  void unary(size_t i) {
+    const Node& n = model_.nodes[i];
+    keep_inputs_whole(n, 1);
+    if (const Layout* in = layout_of(n.inputs[0])) layouts_[n.outputs[0]] = *in;
+  }
+
+  void pooling(size_t i) {
+    const Node& n = model_.nodes[i];
+    const Layout* in = layout_of(n.inputs[0]);
+    if (in == nullptr) return;
+    if (in->axis != Axis::channels) return keep_inputs_whole(n, 0);
+    layouts_[n.outputs[0]] = *in;
+  }
+
+  // Flatten (axis 1), or a Reshape to [N, -1]: a convolution's channels become blocks of columns.
+  void flatten(size_t i) {
+    const Node& n = model_.nodes[i];
+    const Layout* in = layout_of(n.inputs[0]);
+    if (in == nullptr) return keep_inputs_whole(n, 1);
+    bool to_rows = false;
+    if (n.op_type == "Flatten") {
+      to_rows = int_attr(n, "axis", 1, 0) == 1;
+    } else if (auto it = model_.initializers.find(n.has_input(1) ? n.inputs[1] : "");
+               it != model_.initializers.end()) {
+      const Tensor& s = it->second;
+      to_rows = s.dtype() == DType::i64 && s.numel() == 2 && s.i64_data()[1] == -1 &&
+                int_attr(n, "allowzero", 0, 1) == 0;
+    }
+    if (!to_rows || (in->axis != Axis::channels && in->axis != Axis::features))
+      return keep_inputs_whole(n, 0);
+    Layout out = *in;
+    if (in->axis == Axis::channels) out.axis = Axis::flattened;
+    layouts_[n.outputs[0]] = out;
+  }
+
+  void concat(size_t i) {
+    const Node& n = model_.nodes[i];
+    const int64_t axis = int_attr(n, "axis", 1, 0);
+    std::optional<Layout> out;
+    bool fits = !n.inputs.empty();
+    for (const std::string& v : n.inputs) {
+      const Layout* in = layout_of(v);
+      fits = fits && in != nullptr && (!out || out->axis == in->axis);
+      if (!fits) break;
+      if (!out) out = Layout{in->axis, {}};
+      out->segments.insert(out->segments.end(), in->segments.begin(), in->segments.end());
+    }
+    const bool axis_fits = out && ((out->axis == Axis::channels && axis == 1) ||
+                                   (out->axis == Axis::features && (axis == 1 || axis == -1)) ||
+                                   (out->axis == Axis::last && axis == -1));
+    if (!fits || !axis_fits) return keep_inputs_whole(n, 0);
+    layouts_[n.outputs[0]] = *out;
+  }
+
+  // A constant operand of an elementwise op on a value of layout `l`: nullopt if it does not fit,
+  // else the (input index, axis) to slice, or none for a scalar. Per-channel constants are taken
+  // along a last axis only ([..., C] with every other dimension 1), whose position is certain.
+  std::optional<std::vector<std::pair<size_t, int>>> constant_operand(const Node& n, size_t k,
+                                                                      const Layout& l) const {
+    auto c = model_.initializers.find(n.inputs[k]);
+    if (c == model_.initializers.end()) return std::nullopt;
+    const Tensor& t = c->second;
+    if (t.numel() == 1) return std::vector<std::pair<size_t, int>>{};
+    const bool last_axis = l.axis == Axis::features || l.axis == Axis::last;
+    if (!last_axis || owned(n, k) == nullptr || t.shape().empty() || t.shape().back() != l.channels() ||
+        t.numel() != l.channels())
+      return std::nullopt;
+    return std::vector<std::pair<size_t, int>>{{k, static_cast<int>(t.shape().size()) - 1}};
+  }
+
+  // Elementwise ops on values holding the same channels (a residual Add) join their groups; a
+  // scalar constant operand leaves the channels as they are, a per-channel one follows them.
+  void elementwise(size_t i) {
+    const Node& n = model_.nodes[i];
+    const Layout* first = nullptr;
+    for (const std::string& v : n.inputs)
+      if (!first) first = layout_of(v);
+    if (first == nullptr) return;
+    bool fits = true;
+    std::vector<std::pair<size_t, int>> per_channel;
+    for (size_t k = 0; k < n.inputs.size() && fits; ++k) {
+      const Layout* in = layout_of(n.inputs[k]);
+      if (in == nullptr) {
+        auto constant = constant_operand(n, k, *first);
+        fits = constant.has_value();
+        if (fits) per_channel.insert(per_channel.end(), constant->begin(), constant->end());
+        continue;
+      }
+      fits = in->axis == first->axis && in->segments.size() == first->segments.size();
+      for (size_t s = 0; fits && s < in->segments.size(); ++s)
+        fits = in->segments[s].count == first->segments[s].count;
+    }
+    if (!fits) return keep_inputs_whole(n, 0);
+    for (const std::string& v : n.inputs)
+      if (const Layout* in = layout_of(v))
+        for (size_t s = 0; s < in->segments.size(); ++s)
+          unite(first->segments[s].group, in->segments[s].group);
+    if (!per_channel.empty()) slicings_.push_back({i, *first, std::nullopt, per_channel});
+    layouts_[n.outputs[0]] = *first;
+  }
+
+  const Model& model_;
+  std::map<std::string, int> readers_;
+  std::vector<Group> groups_;
+  std::map<std::string, Layout> layouts_;
+  std::vector<Slicing> slicings_;
+};
+
+// The rule for a group: the first producer's own (by node, then weight name), else `rule`.
+StructuredRule group_rule(const Model& model, const Group& g, const StructuredRule& rule,
+                          const std::map<std::string, StructuredRule>& per_layer) {
+  for (size_t p : g.producers) {
+    const Node& n = model.nodes[p];
+    for (const std::string& key : {n.name, n.inputs[1]})
+      if (auto it = per_layer.find(key); it != per_layer.end()) return it->second;
+  }
+  return rule;
+}
+
+// The channels a group keeps (ascending): all but the `fraction` with the smallest summed norms
+// (each producer's norms over their mean), ties keeping the earlier channel.
+std::vector<int64_t> kept_channels(const Model& model, const Group& g, const StructuredRule& rule) {
+  std::vector<int64_t> all(static_cast<size_t>(g.count));
+  std::iota(all.begin(), all.end(), 0);
+  const int64_t remove =
+      std::min<int64_t>(g.count - 1, std::llround(rule.fraction * static_cast<double>(g.count)));
+  if (rule.norm == StructuredRule::Norm::none || remove <= 0) return all;
+  std::vector<double> score(static_cast<size_t>(g.count), 0.0);
+  for (size_t p : g.producers) {
+    const Node& n = model.nodes[p];
+    std::vector<double> norms = axis_norms(model.initializers.at(n.inputs[1]), output_axis(n), rule.norm);
+    const double mean = std::accumulate(norms.begin(), norms.end(), 0.0) / static_cast<double>(norms.size());
+    for (size_t c = 0; c < norms.size(); ++c) score[c] += mean > 0 ? norms[c] / mean : 0.0;
+  }
+  std::stable_sort(all.begin(), all.end(), [&](int64_t a, int64_t b) {
+    return score[static_cast<size_t>(a)] > score[static_cast<size_t>(b)];
+  });
+  all.resize(static_cast<size_t>(g.count - remove));
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+// The positions along a value's axis that stay: each segment's kept channels, each channel a block
+// of `width` positions.
+std::vector<int64_t> kept_positions(const Layout& l, int64_t width,
+                                    const std::function<const std::vector<int64_t>&(int)>& kept) {
+  std::vector<int64_t> out;
+  int64_t offset = 0;
+  for (const Segment& s : l.segments) {
+    for (int64_t c : kept(s.group))
+      for (int64_t k = 0; k < width; ++k) out.push_back((offset + c) * width + k);
+    offset += s.count;
+  }
+  return out;
+}
+
+void slice_initializer(Model& model, const std::string& name, int axis, const std::vector<int64_t>& keep) {
+  Tensor& t = model.initializers.at(name);
+  if (t.shape()[static_cast<size_t>(axis)] != static_cast<int64_t>(keep.size())) t = take(t, axis, keep);
+}
+
+// Slices one node's tensors to the kept channels.
+void apply(Model& model, const Slicing& s, const std::function<const std::vector<int64_t>&(int)>& kept) {
+  Node& n = model.nodes[s.node];
+  if (!s.per_channel.empty()) {
+    const std::vector<int64_t> keep = kept_positions(*s.input, 1, kept);
+    for (const auto& [k, axis] : s.per_channel) slice_initializer(model, n.inputs[k], axis, keep);
+    if (n.op_type == "Conv") n.attrs["group"] = AttrValue(static_cast<int64_t>(keep.size()));
+    return;
+  }
+  const std::string& weight = n.inputs[1];
+  if (s.input) {
+    const int axis = input_axis(n);
+    const int64_t width =
+        model.initializers.at(weight).shape()[static_cast<size_t>(axis)] / s.input->channels();
+    slice_initializer(model, weight, axis, kept_positions(*s.input, width, kept));
+  }
+  const std::vector<int64_t>& own = kept(*s.output_group);
+  slice_initializer(model, weight, output_axis(n), own);
+  if (n.has_input(2) && model.initializers.at(n.inputs[2]).numel() > 1) {
+    const Tensor& b = model.initializers.at(n.inputs[2]);
+    slice_initializer(model, n.inputs[2], static_cast<int>(b.shape().size()) - 1, own);
+  }
+}
+
+}  // namespace
+
+Result<StructuredRule> parse_structured_rule(const std::string& text) {
+  if (text == "none") return StructuredRule{StructuredRule::Norm::none, 0};
+  const size_t eq = text.find('=');
+  const std::string key = text.substr(0, eq == std::string::npos ? 0 : eq);
+  const std::string value = eq == std::string::npos ? "" : text.substr(eq + 1);
+  double fraction = -1;
+  auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), fraction);
+  if ((key != "l1" && key != "l2") || ec != std::errc() || p != value.data() + value.size())
+    return errorf("structured rule '{}': expected l1=FRACTION, l2=FRACTION or none", text);
+  if (!(fraction >= 0 && fraction < 1))
+    return errorf("structured rule '{}': the fraction of channels removed must be in [0, 1)", text);
+  return StructuredRule{key == "l1" ? StructuredRule::Norm::l1 : StructuredRule::Norm::l2, fraction};
+}
+
+std::string structured_rule_text(const StructuredRule& rule) {
+  if (rule.norm == StructuredRule::Norm::none) return "none";
+  return fmt::format("{}={}", rule.norm == StructuredRule::Norm::l1 ? "l1" : "l2", rule.fraction);
+}
+
+Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredRule& rule,
+                                                 const std::map<std::string, StructuredRule>& per_layer) {
+  ChannelGraph graph(model);
+  graph.trace();
+  std::vector<Group>& groups = graph.groups();
+  std::map<int, std::vector<int64_t>> kept;
+  std::vector<ChannelGroup> report;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (graph.root(static_cast<int>(g)) != static_cast<int>(g)) continue;
+    Group& group = groups[g];
+    std::sort(group.producers.begin(), group.producers.end());
+    ChannelGroup out{{}, group.count, group.count, group.kept_whole};
+    for (size_t p : group.producers) {
+      out.producers.push_back(model.nodes[p].name);
+      SP_RETURN_IF_ERROR(require_finite(
+          model.initializers.at(model.nodes[p].inputs[1]).f32_span(),
+          fmt::format("layer '{}' (weight '{}')", model.nodes[p].name, model.nodes[p].inputs[1]),
+          "; only finite weights can be pruned"));
+    }
+    const StructuredRule r = group_rule(model, group, rule, per_layer);
+    kept[static_cast<int>(g)] = group.kept_whole.empty()
+                                    ? kept_channels(model, group, r)
+                                    : kept_channels(model, group, {StructuredRule::Norm::none, 0});
+    out.kept = static_cast<int64_t>(kept[static_cast<int>(g)].size());
+    report.push_back(std::move(out));
+  }
+  auto kept_of = [&](int g) -> const std::vector<int64_t>& { return kept.at(graph.root(g)); };
+  for (const Slicing& s : graph.slicings()) apply(model, s, kept_of);
+  SP_RETURN_IF_ERROR(model.validate().prefixed("after structured pruning"));
+  return report;
+}
+
+bool CompressOptions::prunes_channels() const {
+  const auto any = [](const std::optional<StructuredRule>& r) {
+    return r && r->norm != StructuredRule::Norm::none && r->fraction > 0;
+  };
+  return any(structured) || std::any_of(layers.begin(), layers.end(),
+                                        [&](const auto& layer) { return any(layer.second.structured); });
+}
+
+Result<std::vector<ChannelGroup>> prune_channel_groups(Model& model, const CompressOptions& options) {
+  const StructuredRule none{StructuredRule::Norm::none, 0};
+  std::map<std::string, StructuredRule> per_layer;
+  for (const auto& [name, s] :
+       options.layers)  // an excluded layer keeps its group unless it has its own rule
+    if (s.structured || s.exclude) per_layer[name] = s.structured.value_or(none);
+  return prune_channels(model, options.structured.value_or(none), per_layer);
+}
+
+CompressOptions options_after_channel_pruning(const CompressOptions& options) {
+  CompressOptions o = options;
+  o.structured.reset();
+  for (auto& [name, s] : o.layers) s.structured.reset();
+  return o;
+}
+
+std::string record_channel_groups(const std::string& metadata_json, const std::vector<ChannelGroup>& groups) {
+  auto meta = nlohmann::json::parse(metadata_json, nullptr, false);
+  if (meta.is_discarded() || !meta.is_object()) return metadata_json;
+  nlohmann::json list = nlohmann::json::array();
+  for (const ChannelGroup& g : groups)
+    list.push_back({{"producers", g.producers},
+                    {"channels", g.channels},
+                    {"kept", g.kept},
+                    {"kept_whole", g.kept_whole}});
+  meta["structured"] = list;
+  return meta.dump();
+}
+
+}  // namespace sparrow

@@ -1,0 +1,212 @@
+// Structured pruning: channel groups traced through the graph, every tensor sliced consistently.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "sparrow/sparrow.h"
+#include "test_util.h"
+
+namespace sparrow {
+namespace {
+
+using Ints = std::vector<int64_t>;
+
+Tensor run_model(const Model& m, const Tensor& x) {
+  auto ex = Executor::create(m);
+  EXPECT_TRUE(ex.ok()) << ex.status().message();
+  if (!ex.ok()) return Tensor();
+  auto y = (*ex)->run({&x, 1});
+  EXPECT_TRUE(y.ok()) << y.status().message();
+  return y.ok() ? *(*y)[0] : Tensor();
+}
+
+// Zeroes the slices of `t` at `channels` along axis 0 (or along `axis`).
+void zero_channels(Tensor& t, const Ints& channels, int axis = 0) {
+  const Shape& s = t.shape();
+  int64_t outer = 1, inner = 1;
+  for (int a = 0; a < axis; ++a) outer *= s[static_cast<size_t>(a)];
+  for (size_t a = static_cast<size_t>(axis) + 1; a < s.size(); ++a) inner *= s[a];
+  const int64_t dim = s[static_cast<size_t>(axis)];
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t c : channels) std::fill_n(t.f32_data() + (o * dim + c) * inner, inner, 0.0f);
+}
+
+// x [N, 3, 8, 8] -> conv_a (8) -> BatchNormalization -> Relu = r
+//   r -> conv_b (8, 3x3) and r -> conv_c (8, 1x1), added (one group of two producers)
+//     -> depthwise 3x3 with bias -> Relu
+//   r -> conv_d (4, 1x1); Concat with the depthwise branch (12 channels) -> MaxPool 2x2 -> Flatten
+//   -> fc1 Gemm (16 units) -> Relu -> mm MatMul (10) -> Add a [10] bias -> y (graph output).
+// With `dead` the channels a 0.5 l1 rule removes carry nothing (zero weights, biases and BN
+// shift): the pruned model then computes exactly what the original does.
+Model residual_net(bool dead) {
+  Model m;
+  m.inputs = {ValueInfo{"x", ElemType::f32, {-1, 3, 8, 8}, {"N", "", "", ""}, true}};
+  m.outputs = {ValueInfo{"y"}};
+  auto& init = m.initializers;
+  init["wa"] = test::random_f32({8, 3, 3, 3}, 1);
+  init["ba"] = test::random_f32({8}, 2);
+  init["bn_scale"] = test::random_f32({8}, 3);
+  init["bn_b"] = test::random_f32({8}, 4);
+  init["bn_mean"] = test::random_f32({8}, 5);
+  init["bn_var"] = test::make_f32({8}, std::vector<float>(8, 1.5f));
+  init["wb"] = test::random_f32({8, 8, 3, 3}, 6);
+  init["bb"] = test::random_f32({8}, 7);
+  init["wc"] = test::random_f32({8, 8, 1, 1}, 8);
+  init["wdw"] = test::random_f32({8, 1, 3, 3}, 9);
+  init["bdw"] = test::random_f32({8}, 10);
+  init["wd"] = test::random_f32({4, 8, 1, 1}, 11);
+  init["w1"] = test::random_f32({16, 12 * 16}, 12);
+  init["b1"] = test::random_f32({16}, 13);
+  init["wm"] = test::random_f32({16, 10}, 14);
+  init["bm"] = test::random_f32({10}, 15);
+  const AttrValue pad1 = Ints{1, 1, 1, 1};
+  m.nodes = {
+      Node{"conv_a", "Conv", "", {"x", "wa", "ba"}, {"a"}, {{"pads", pad1}}},
+      Node{"bn", "BatchNormalization", "", {"a", "bn_scale", "bn_b", "bn_mean", "bn_var"}, {"an"}, {}},
+      Node{"relu_a", "Relu", "", {"an"}, {"r"}, {}},
+      Node{"conv_b", "Conv", "", {"r", "wb", "bb"}, {"b"}, {{"pads", pad1}}},
+      Node{"conv_c", "Conv", "", {"r", "wc"}, {"c"}, {}},
+      Node{"add", "Add", "", {"b", "c"}, {"s"}, {}},
+      Node{"dw", "Conv", "", {"s", "wdw", "bdw"}, {"d"}, {{"pads", pad1}, {"group", int64_t{8}}}},
+      Node{"relu_d", "Relu", "", {"d"}, {"dr"}, {}},
+      Node{"conv_d", "Conv", "", {"r", "wd"}, {"e"}, {}},
+      Node{"cat", "Concat", "", {"dr", "e"}, {"ce"}, {{"axis", int64_t{1}}}},
+      Node{"pool", "MaxPool", "", {"ce"}, {"p"}, {{"kernel_shape", Ints{2, 2}}, {"strides", Ints{2, 2}}}},
+      Node{"flat", "Flatten", "", {"p"}, {"f"}, {}},
+      Node{"fc1", "Gemm", "", {"f", "w1", "b1"}, {"h"}, {{"transB", int64_t{1}}}},
+      Node{"relu_h", "Relu", "", {"h"}, {"hr"}, {}},
+      Node{"mm", "MatMul", "", {"hr", "wm"}, {"o"}, {}},
+      Node{"bias", "Add", "", {"o", "bm"}, {"y"}, {}},
+  };
+  if (dead) {
+    const Ints a{1, 4, 6, 7}, bc{0, 2, 3, 5}, d{1, 2}, h{0, 3, 4, 7, 9, 10, 12, 15};
+    for (const char* t : {"wa", "ba", "bn_b", "bn_mean"}) zero_channels(init[t], a);
+    for (const char* t : {"wb", "bb", "wc", "bdw"}) zero_channels(init[t], bc);
+    zero_channels(init["wd"], d);
+    for (const char* t : {"w1", "b1"}) zero_channels(init[t], h);
+  }
+  return m;
+}
+
+std::vector<ChannelGroup> prune(Model& m, const std::string& rule,
+                                const std::map<std::string, StructuredRule>& per_layer = {}) {
+  auto r = parse_structured_rule(rule);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  auto groups = prune_channels(m, *r, per_layer);
+  EXPECT_TRUE(groups.ok()) << groups.status().message();
+  return groups.ok() ? *groups : std::vector<ChannelGroup>{};
+}
+
+TEST(Structured, RulesParseAndBadOnesAreNamed) {
+  auto l2 = parse_structured_rule("l2=0.25");
+  ASSERT_TRUE(l2.ok());
+  EXPECT_EQ(l2->norm, StructuredRule::Norm::l2);
+  EXPECT_DOUBLE_EQ(l2->fraction, 0.25);
+  EXPECT_EQ(structured_rule_text(*l2), "l2=0.25");
+  EXPECT_EQ(parse_structured_rule("none")->norm, StructuredRule::Norm::none);
+  for (const char* bad : {"l1", "l1=1", "l1=-0.1", "l3=0.5", "l1=0.5x", ""}) {
+    auto r = parse_structured_rule(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("structured rule '" + std::string(bad) + "'"), std::string::npos);
+  }
+}
+
+TEST(Structured, NothingRemovedLeavesTheModelAsItWas) {
+  const Model original = residual_net(false);
+  Model same = original;
+  const auto groups = prune(same, "l1=0");
+  ASSERT_EQ(groups.size(), 5u);
+  for (const auto& [name, t] : original.initializers)
+    EXPECT_EQ(same.initializers.at(name).shape(), t.shape()) << name;
+  const Tensor x = test::random_f32({2, 3, 8, 8}, 20);
+  EXPECT_EQ(test::max_relative_error(run_model(same, x), run_model(original, x)), 0.0);
+}
+
+TEST(Structured, GroupsFollowResidualsConcatAndFlatten) {
+  Model m = residual_net(false);
+  const auto groups = prune(m, "l1=0.5");
+  ASSERT_EQ(groups.size(), 5u);
+  EXPECT_EQ(groups[0].producers, std::vector<std::string>{"conv_a"});
+  EXPECT_EQ(groups[1].producers, (std::vector<std::string>{"conv_b", "conv_c"}))
+      << "the residual Add joins them";
+  EXPECT_EQ(groups[2].producers, std::vector<std::string>{"conv_d"});
+  EXPECT_EQ(groups[3].producers, std::vector<std::string>{"fc1"});
+  EXPECT_EQ(groups[4].producers, std::vector<std::string>{"mm"});
+  const Ints kept{4, 4, 2, 8, 10};
+  for (size_t g = 0; g < groups.size(); ++g) EXPECT_EQ(groups[g].kept, kept[g]) << g;
+  EXPECT_NE(groups[4].kept_whole.find("graph output 'y'"), std::string::npos) << groups[4].kept_whole;
+  const std::map<std::string, Shape> shapes{{"wa", {4, 3, 3, 3}}, {"bn_var", {4}},       {"wb", {4, 4, 3, 3}},
+                                            {"wc", {4, 4, 1, 1}}, {"wdw", {4, 1, 3, 3}}, {"bdw", {4}},
+                                            {"wd", {2, 4, 1, 1}}, {"w1", {8, 6 * 16}},   {"b1", {8}},
+                                            {"wm", {8, 10}},      {"bm", {10}}};
+  for (const auto& [name, shape] : shapes) EXPECT_EQ(m.initializers.at(name).shape(), shape) << name;
+  EXPECT_EQ(std::get<int64_t>(m.nodes[6].attrs.at("group")), 4);
+  const Tensor y = run_model(m, test::random_f32({3, 3, 8, 8}, 21));
+  EXPECT_EQ(y.shape(), (Shape{3, 10}));
+}
+
+TEST(Structured, RemovingChannelsThatCarryNothingKeepsTheOutputs) {
+  const Model original = residual_net(true);
+  Model pruned = original;
+  const auto groups = prune(pruned, "l1=0.5");
+  ASSERT_EQ(groups.size(), 5u);
+  EXPECT_LT(pruned.parameter_count(), original.parameter_count() / 2);
+  const Tensor x = test::random_f32({2, 3, 8, 8}, 22);
+  EXPECT_LT(test::max_relative_error(run_model(pruned, x), run_model(original, x)), 1e-5);
+}
+
+TEST(Structured, PerLayerRulesAndTheL2Norm) {
+  Model m = residual_net(true);
+  const auto groups = prune(
+      m, "l2=0.5",
+      {{"conv_c", StructuredRule{StructuredRule::Norm::none, 0}}, {"w1", *parse_structured_rule("l1=0.25")}});
+  ASSERT_EQ(groups.size(), 5u);
+  EXPECT_EQ(groups[0].kept, 4);
+  EXPECT_EQ(groups[1].kept, 8) << "a rule for one producer holds for its whole group";
+  EXPECT_EQ(groups[3].kept, 12) << "by weight name";
+  const Tensor x = test::random_f32({1, 3, 8, 8}, 23);
+  EXPECT_LT(test::max_relative_error(run_model(m, x), run_model(residual_net(true), x)), 1e-5);
+}
+
+TEST(Structured, ChannelsThisPassCannotFollowAreKeptWhole) {
+  Model m = residual_net(false);
+  // conv_d's output also feeds a Softmax over channels, a graph output of its own.
+  m.nodes.push_back(Node{"soft", "Softmax", "", {"e"}, {"z"}, {{"axis", int64_t{1}}}});
+  m.outputs.push_back(ValueInfo{"z"});
+  // conv_a's weight is read by a second node: not conv_a's to slice.
+  m.nodes.push_back(Node{"twin", "Conv", "", {"x", "wa"}, {"t"}, {}});
+  m.outputs.push_back(ValueInfo{"t"});
+  const auto groups = prune(m, "l1=0.5");
+  ASSERT_EQ(groups.size(), 4u) << "conv_a and twin produce no group";
+  EXPECT_EQ(groups[0].producers, (std::vector<std::string>{"conv_b", "conv_c"}));
+  EXPECT_EQ(groups[0].kept, 4);
+  EXPECT_EQ(groups[1].producers, std::vector<std::string>{"conv_d"});
+  EXPECT_EQ(groups[1].kept, 4);
+  EXPECT_NE(groups[1].kept_whole.find("node 'soft' (Softmax)"), std::string::npos) << groups[1].kept_whole;
+  EXPECT_EQ(m.initializers.at("wa").shape(), (Shape{8, 3, 3, 3}));
+  EXPECT_EQ(m.initializers.at("wb").shape(), (Shape{4, 8, 3, 3})) << "its input channels stay";
+  const Tensor x = test::random_f32({1, 3, 8, 8}, 24);
+  EXPECT_EQ(run_model(m, x).shape(), (Shape{1, 10}));
+}
+
+TEST(Structured, CompressRecordsTheGroupsAndRunsTheSmallerModel) {
+  const Model original = residual_net(true);
+  CompressOptions o;
+  o.structured = *parse_structured_rule("l1=0.5");
+  o.all.bits = 8;
+  auto r = compress_model(original, o, "{}");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->channel_groups.size(), 5u);
+  const auto meta = nlohmann::json::parse(r->spw.metadata_json);
+  ASSERT_TRUE(meta.contains("structured"));
+  EXPECT_EQ(meta["structured"][1]["producers"], nlohmann::json({"conv_b", "conv_c"}));
+  EXPECT_EQ(meta["structured"][1]["kept"], 4);
+  auto ex = Executor::create(r->spw);
+  ASSERT_TRUE(ex.ok()) << ex.status().message();
+  const Tensor x = test::random_f32({2, 3, 8, 8}, 25);
+  auto y = (*ex)->run({&x, 1});
+  ASSERT_TRUE(y.ok()) << y.status().message();
+  EXPECT_LT(test::max_relative_error(*(*y)[0], run_model(original, x)), 0.05) << "8-bit codes";
+}
+
+}  // namespace
+}  // namespace sparrow
