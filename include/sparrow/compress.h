@@ -248,7 +248,23 @@ CompressOptions options_after_factorizing(const CompressOptions& options,
 std::string record_factorized(const std::string& metadata_json,
                               const std::vector<FactorizedLayer>& factorized);
 
-// Compresses every compressible layer of `model`; `metadata_json` is stored in the file as is.
+// A model as the options reshape it before its weights are pruned: channels removed
+// (prune_channel_groups), then layers factorized (factorize_layers); the options still to apply
+// (options_after_channel_pruning, then options_after_factorizing); and the metadata JSON recording
+// both ("structured", "factorized") and the source's float32 weight bytes ("source_fp32_bytes",
+// unless recorded already).
+struct ReshapedModel {
+  Model model;
+  CompressOptions options;
+  std::vector<ChannelGroup> channel_groups;
+  std::vector<FactorizedLayer> factorized;
+  std::string metadata_json;
+};
+Result<ReshapedModel> reshape_model(Model model, const CompressOptions& options,
+                                    const std::string& metadata_json);
+
+// Compresses every compressible layer of `model` (reshaped first when the options prune channels
+// or factorize); `metadata_json` is stored in the file as is.
 Result<CompressResult> compress_model(const Model& model, const CompressOptions& options,
                                       const std::string& metadata_json = "{}");
 

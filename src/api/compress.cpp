@@ -38,9 +38,33 @@ void record_results(const CompressOutcome& out, double seconds, std::string& met
   metadata_json = meta.dump();
 }
 
+// Multiply-accumulates for one sample through `model` on the dense executor, or nullopt where the
+// model cannot be planned for one sample (e.g. a fixed batch of another size).
+std::optional<int64_t> dense_macs(const Model& model) {
+  ExecOptions o{1};
+  o.sparse = false;
+  auto ex = Executor::create(model, o);
+  if (!ex.ok()) return std::nullopt;
+  auto shapes = (*ex)->default_input_shapes(1);
+  if (!shapes.ok()) return std::nullopt;
+  auto summary = (*ex)->summarize(*shapes);
+  if (!summary.ok()) return std::nullopt;
+  return summary->macs;
+}
+
+// Records "macs": {before, after} (one sample, every weight counted) when reshaping changed them.
+void record_macs(const Model& source, ReshapedModel& reshaped) {
+  auto meta = nlohmann::json::parse(reshaped.metadata_json, nullptr, false);
+  const std::optional<int64_t> before = dense_macs(source), after = dense_macs(reshaped.model);
+  if (meta.is_discarded() || !meta.is_object() || !before || !after) return;
+  meta["macs"] = {{"before", *before}, {"after", *after}};
+  reshaped.metadata_json = meta.dump();
+}
+
 // Compression with retraining on r.train (the source model teaching, with distillation), measured
-// on r.test before and after.
-Status retrain_from_data(const CompressRequest& r, const Model& model, const std::string& meta,
+// on r.test before and after; `reshaped` is the model to compress (smaller when the options prune
+// channels or factorize) with the options left to apply.
+Status retrain_from_data(const CompressRequest& r, const Model& model, ReshapedModel& reshaped,
                          CompressOutcome& out) {
   const bool distill = r.retrain.retrain.distill.enabled || r.retrain.finetune.distill.enabled;
   if (!r.train->labeled() && !distill)
@@ -56,7 +80,8 @@ Status retrain_from_data(const CompressRequest& r, const Model& model, const std
   if (labeled_test) {
     SP_ASSIGN_OR_RETURN(out.accuracy_before, classification_accuracy(model, *test, r.threads));
   }
-  auto result = compress_with_retraining(model, r.options, *r.train, r.val, r.retrain, meta);
+  auto result = compress_with_retraining(std::move(reshaped.model), reshaped.options, *r.train, r.val,
+                                         r.retrain, reshaped.metadata_json);
   if (!result.ok()) return result.status().prefixed(r.model);
   out.result = std::move(*result);
   if (test == nullptr) return {};
@@ -203,15 +228,21 @@ Result<CompressOutcome> compress_file(const CompressRequest& r) {
   SP_ASSIGN_OR_RETURN(std::vector<char> bytes, read_file(r.model));
   std::string_view source(bytes.data(), bytes.size());
   SP_ASSIGN_OR_RETURN(Model model, parse_onnx(source, r.model));
-  const std::string meta = compression_metadata(r, source).dump();
+  auto reshaped = reshape_model(model, r.options, compression_metadata(r, source).dump());
+  if (!reshaped.ok()) return reshaped.status().prefixed(r.model);
+  if (r.options.prunes_channels() || r.options.factorizes()) record_macs(model, *reshaped);
+  std::vector<ChannelGroup> channel_groups = std::move(reshaped->channel_groups);
+  std::vector<FactorizedLayer> factorized = std::move(reshaped->factorized);
   CompressOutcome out;
   if (r.train == nullptr) {
-    auto result = compress_model(model, r.options, meta);
+    auto result = compress_model(reshaped->model, reshaped->options, reshaped->metadata_json);
     if (!result.ok()) return result.status().prefixed(r.model);
     out.result = std::move(*result);
   } else {
-    SP_RETURN_IF_ERROR(retrain_from_data(r, model, meta, out));
+    SP_RETURN_IF_ERROR(retrain_from_data(r, model, *reshaped, out));
   }
+  out.result.channel_groups = std::move(channel_groups);
+  out.result.factorized = std::move(factorized);
   // A file the engine cannot run is not written: every operator and attribute is checked now.
   ExecOptions check{1};
   if (auto runnable = Executor::create(out.result.spw, check); !runnable.ok())

@@ -10,7 +10,9 @@
 
 namespace sparrow::api {
 
-// Bytes of every float32 parameter of the model when stored densely.
+// Bytes of every float32 parameter of the source model when stored densely: as the file's metadata
+// records them ("source_fp32_bytes"; the model before channel pruning or factorization shrank
+// it), else those of the model the file holds.
 int64_t dense_fp32_bytes(const SpwModel& m);
 
 // How evenly a layer's non-zero weights spread over `partitions` interleaved row partitions (row r

@@ -18,7 +18,7 @@ namespace sparrow::cli {
 namespace {
 
 struct CompressArgs {
-  std::string model, output, recipe, bits, init, quantizer, huffman, low_rank;
+  std::string model, output, recipe, bits, init, quantizer, huffman, low_rank, structured;
   DataArgs data;  // with data.dir: retrain after each pruning step, then fine-tune the codebooks
   RetrainOptions retrain;
   Distillation distill;
@@ -46,6 +46,11 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
     auto rule = parse_low_rank_rule(a.low_rank);
     if (!rule.ok()) return rule.status().prefixed("--lowrank");
     o.low_rank = *rule;
+  }
+  if (!a.structured.empty()) {
+    auto rule = parse_structured_rule(a.structured);
+    if (!rule.ok()) return rule.status().prefixed("--structured");
+    o.structured = *rule;
   }
   if (!a.bits.empty()) SP_RETURN_IF_ERROR(apply_bits(a.bits, o));
   if (a.index_bits) o.index_bits = *a.index_bits;
@@ -215,6 +220,10 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
                   "Factorize first, fully connected layers by truncated SVD and convolutions by Tucker-2: "
                   "energy=F (kept share of the squared singular values), rank=N, params=F (factors' share "
                   "of the layer's weights), or none");
+  cmd->add_option("--structured", a->structured,
+                  "Structured pruning first: remove this fraction of each channel group's output channels "
+                  "(filters, units), those of smallest norm, and every tensor slice that holds them: l1=F, "
+                  "l2=F, or none");
   cmd->add_option("--balance", a->balance,
                   "Load-balance-aware pruning: each of N interleaved row partitions (PEs) keeps the same "
                   "number of weights")
@@ -227,7 +236,8 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
                 "Encode every layer, even where the encoding would be larger than float32");
   cmd->add_option(
       "--layer", a->layers,
-      "Per-layer override NAME:key=value,... (sparsity, quality, balance, bits, lowrank, exclude)");
+      "Per-layer override NAME:key=value,... (sparsity, quality, balance, bits, lowrank, structured, "
+      "exclude)");
   cmd->add_option("--recipe", a->recipe,
                   "JSON file with the same settings and a retrain block, or a .spw whose recorded recipe to "
                   "replay (options given here win)");

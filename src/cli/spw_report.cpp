@@ -51,6 +51,40 @@ void print_factorized(const SpwModel& m) {
   }
 }
 
+// The channel groups structured pruning went through (the metadata's "structured") and the MACs
+// per sample before and after reshaping ("macs"), if any.
+void print_channel_groups(const SpwModel& m) {
+  auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
+  if (!meta.is_object()) return;
+  const auto number = [](const nlohmann::json& j, const char* key) {
+    const auto& v = j.value(key, nlohmann::json());
+    return v.is_number_integer() && v.get<int64_t>() >= 0 ? v.get<int64_t>() : int64_t{0};
+  };
+  if (meta.contains("macs") && meta["macs"].is_object()) {
+    const int64_t before = number(meta["macs"], "before"), after = number(meta["macs"], "after");
+    if (before > 0 && after > 0)
+      fmt::print("\nMACs per sample: {} -> {} ({:.2f}x fewer)\n", human_count(before), human_count(after),
+                 static_cast<double>(before) / static_cast<double>(after));
+  }
+  if (!meta.contains("structured") || !meta["structured"].is_array()) return;
+  for (const auto& g : meta["structured"]) {
+    if (!g.is_object() || !g.value("producers", nlohmann::json()).is_array()) continue;
+    std::string producers;
+    for (const auto& p : g["producers"]) {
+      if (!p.is_string()) continue;
+      if (!producers.empty()) producers += '+';
+      producers += p.get<std::string>();
+    }
+    const std::string why =
+        g.value("kept_whole", nlohmann::json()).is_string() ? g["kept_whole"].get<std::string>() : "";
+    const int64_t channels = number(g, "channels"), kept = number(g, "kept");
+    if (!why.empty())
+      fmt::print("channels of {}: {} kept whole ({})\n", producers, channels, why);
+    else if (kept < channels)
+      fmt::print("channels of {}: {} -> {}\n", producers, channels, kept);
+  }
+}
+
 }  // namespace
 
 std::string factorization_text(const FactorizedLayer& f) {
@@ -98,6 +132,7 @@ void print_spw_report(const SpwModel& m, const std::string& path, int balance_pa
       percent(static_cast<double>(kept), static_cast<double>(weights)),
       fmt::format("({:.1f}x / {:.1f}x)", pq > 0 ? dense_bits / pq : 0, stored > 0 ? dense_bits / stored : 0),
       percent(pq, dense_bits) + " / " + percent(stored, dense_bits));
+  print_channel_groups(m);
   print_factorized(m);
   print_breakdown(m.breakdown, m.file_bytes);
 }

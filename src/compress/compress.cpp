@@ -185,24 +185,38 @@ std::string record_factorized(const std::string& metadata_json,
   return meta.dump();
 }
 
+Result<ReshapedModel> reshape_model(Model model, const CompressOptions& options,
+                                    const std::string& metadata_json) {
+  ReshapedModel r;
+  r.metadata_json = metadata_json;
+  if (auto meta = nlohmann::json::parse(metadata_json, nullptr, false);
+      meta.is_object() && !meta.contains("source_fp32_bytes")) {
+    meta["source_fp32_bytes"] = 4 * model.parameter_count();
+    r.metadata_json = meta.dump();
+  }
+  if (options.prunes_channels()) {
+    SP_ASSIGN_OR_RETURN(r.channel_groups, prune_channel_groups(model, options));
+    r.metadata_json = record_channel_groups(r.metadata_json, r.channel_groups);
+  }
+  CompressOptions rest = options_after_channel_pruning(options);
+  if (rest.factorizes()) {
+    SP_ASSIGN_OR_RETURN(r.factorized, factorize_layers(model, rest));
+    r.metadata_json = record_factorized(r.metadata_json, r.factorized);
+  }
+  r.options = options_after_factorizing(rest, r.factorized);
+  r.model = std::move(model);
+  return r;
+}
+
 Result<CompressResult> compress_model(const Model& model, const CompressOptions& options,
                                       const std::string& metadata_json) {
   SP_RETURN_IF_ERROR(options.validate());
-  if (options.prunes_channels()) {
-    Model smaller = model;
-    SP_ASSIGN_OR_RETURN(std::vector<ChannelGroup> groups, prune_channel_groups(smaller, options));
-    SP_ASSIGN_OR_RETURN(CompressResult result, compress_model(smaller, options_after_channel_pruning(options),
-                                                              record_channel_groups(metadata_json, groups)));
-    result.channel_groups = std::move(groups);
-    return result;
-  }
-  if (options.factorizes()) {
-    Model factored = model;
-    SP_ASSIGN_OR_RETURN(std::vector<FactorizedLayer> factorized, factorize_layers(factored, options));
+  if (options.prunes_channels() || options.factorizes()) {
+    SP_ASSIGN_OR_RETURN(ReshapedModel reshaped, reshape_model(model, options, metadata_json));
     SP_ASSIGN_OR_RETURN(CompressResult result,
-                        compress_model(factored, options_after_factorizing(options, factorized),
-                                       record_factorized(metadata_json, factorized)));
-    result.factorized = std::move(factorized);
+                        compress_model(reshaped.model, reshaped.options, reshaped.metadata_json));
+    result.channel_groups = std::move(reshaped.channel_groups);
+    result.factorized = std::move(reshaped.factorized);
     return result;
   }
   std::vector<CompressibleLayer> layers = find_compressible_layers(model);

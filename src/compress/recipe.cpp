@@ -30,6 +30,14 @@ Result<LowRankRule> low_rank_rule(const json& j, const std::string& key) {
   return rule;
 }
 
+// A structured pruning rule given as text under `key`.
+Result<StructuredRule> structured_rule(const json& j, const std::string& key) {
+  if (!j.is_string()) return errorf("recipe key '{}': expected a string such as \"l1=0.5\" or \"none\"", key);
+  auto rule = parse_structured_rule(j.get<std::string>());
+  if (!rule.ok()) return rule.status().prefixed("recipe key '" + key + "'");
+  return rule;
+}
+
 Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
   if (!j.is_object()) return errorf("recipe layer '{}': expected an object", name);
   for (const auto& [key, v] : j.items()) {
@@ -44,12 +52,15 @@ Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
       SP_ASSIGN_OR_RETURN(s.prune.balance, integer(v, where));
     } else if (key == "lowrank") {
       SP_ASSIGN_OR_RETURN(s.low_rank, low_rank_rule(v, where));
+    } else if (key == "structured") {
+      SP_ASSIGN_OR_RETURN(s.structured, structured_rule(v, where));
     } else if (key == "exclude") {
       if (!v.is_boolean()) return errorf("recipe key '{}': expected true or false", where);
       s.exclude = v.get<bool>();
     } else {
-      return errorf("recipe key '{}': unknown (use sparsity, quality, balance, bits, lowrank, exclude)",
-                    where);
+      return errorf(
+          "recipe key '{}': unknown (use sparsity, quality, balance, bits, lowrank, structured, exclude)",
+          where);
     }
   }
   return {};
@@ -140,11 +151,16 @@ Status apply_layer_override(const std::string& text, CompressOptions& o) {
       auto rule = parse_low_rank_rule(std::string(kv[1]));
       if (!rule.ok()) return rule.status().prefixed(where);
       s.low_rank = *rule;
+    } else if (kv[0] == "structured") {
+      auto rule = parse_structured_rule(std::string(kv[1]));
+      if (!rule.ok()) return rule.status().prefixed(where);
+      s.structured = *rule;
     } else if (kv[0] == "exclude") {
       s.exclude = kv[1] == "true" || kv[1] == "1";
     } else {
-      return errorf("{}: unknown key '{}' (use sparsity, quality, balance, bits, lowrank, exclude)", where,
-                    kv[0]);
+      return errorf(
+          "{}: unknown key '{}' (use sparsity, quality, balance, bits, lowrank, structured, exclude)", where,
+          kv[0]);
     }
   }
   return {};
@@ -161,6 +177,8 @@ Status apply_recipe(const json& r, CompressOptions& o) {
       SP_ASSIGN_OR_RETURN(o.all.prune.balance, integer(v, key));
     } else if (key == "lowrank") {
       SP_ASSIGN_OR_RETURN(o.low_rank, low_rank_rule(v, key));
+    } else if (key == "structured") {
+      SP_ASSIGN_OR_RETURN(o.structured, structured_rule(v, key));
     } else if (key == "bits" && v.is_object()) {
       for (const auto& [kind, b] : v.items()) {
         SP_ASSIGN_OR_RETURN(int bits, integer(b, "bits." + kind));
@@ -225,6 +243,7 @@ json recipe_json(const CompressOptions& o) {
     if (s.prune.quality) j["quality"] = *s.prune.quality;
     if (s.prune.balance) j["balance"] = s.prune.balance;
     if (s.low_rank) j["lowrank"] = low_rank_rule_text(*s.low_rank);
+    if (s.structured) j["structured"] = structured_rule_text(*s.structured);
     if (s.bits) j["bits"] = *s.bits;
     if (s.exclude) j["exclude"] = true;
     return j;
@@ -238,6 +257,7 @@ json recipe_json(const CompressOptions& o) {
   j["partitions"] = o.partitions;
   if (o.min_weights > 0) j["min_weights"] = o.min_weights;
   if (o.low_rank) j["lowrank"] = low_rank_rule_text(*o.low_rank);
+  if (o.structured) j["structured"] = structured_rule_text(*o.structured);
   if (!o.float_fallback) j["encode_all"] = true;
   j["seed"] = o.seed;
   json layers = json::object();

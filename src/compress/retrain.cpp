@@ -79,22 +79,13 @@ Result<CompressResult> compress_with_retraining(Model model, const CompressOptio
                                                 const RetrainOptions& r, const std::string& metadata_json,
                                                 RetrainReport* report) {
   SP_RETURN_IF_ERROR(options.validate());
-  if (options.prunes_channels()) {  // channels first: the smaller layers are factorized, pruned, retrained
-    SP_ASSIGN_OR_RETURN(std::vector<ChannelGroup> groups, prune_channel_groups(model, options));
-    SP_ASSIGN_OR_RETURN(
-        CompressResult result,
-        compress_with_retraining(std::move(model), options_after_channel_pruning(options), train, val, r,
-                                 record_channel_groups(metadata_json, groups), report));
-    result.channel_groups = std::move(groups);
-    return result;
-  }
-  if (options.factorizes()) {  // factorized first: the factors are pruned and retrained
-    SP_ASSIGN_OR_RETURN(std::vector<FactorizedLayer> factorized, factorize_layers(model, options));
-    CompressOptions rest = options_after_factorizing(options, factorized);
+  if (options.prunes_channels() || options.factorizes()) {  // the smaller layers are pruned and retrained
+    SP_ASSIGN_OR_RETURN(ReshapedModel reshaped, reshape_model(std::move(model), options, metadata_json));
     SP_ASSIGN_OR_RETURN(CompressResult result,
-                        compress_with_retraining(std::move(model), rest, train, val, r,
-                                                 record_factorized(metadata_json, factorized), report));
-    result.factorized = std::move(factorized);
+                        compress_with_retraining(std::move(reshaped.model), reshaped.options, train, val, r,
+                                                 reshaped.metadata_json, report));
+    result.channel_groups = std::move(reshaped.channel_groups);
+    result.factorized = std::move(reshaped.factorized);
     return result;
   }
   for (int k = 1; k <= r.prune_steps; ++k) {
