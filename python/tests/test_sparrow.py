@@ -2,6 +2,7 @@
 (SPARROW_TEST_CORPUS): outputs against PyTorch's, compressed models against their dense form,
 every function's result and errors."""
 
+import math
 import os
 import subprocess
 import sys
@@ -139,6 +140,27 @@ def test_recipes_balance_and_factorize(tmp_path):
     assert sparrow.load(out).run(x.astype(np.float32)).shape == sparrow.load(src).run(x.astype(np.float32)).shape
     with pytest.raises(sparrow.Error, match="lowrank"):
         sparrow.compress(src, tmp_path / "bad.spw", {"lowrank": 3})
+
+
+def test_structured_pruning_shrinks_the_model(tmp_path):
+    src = corpus("lenet5_op13.onnx")
+    out = tmp_path / "m.spw"
+    result = sparrow.compress(src, out, {"structured": "l2=0.5", "bits": 8})
+    groups = result["metadata"]["structured"]
+    pruned = [g for g in groups if g["kept"] < g["channels"]]
+    assert pruned, "the convolutions and the hidden fully connected layer lose channels"
+    for g in pruned:  # round half away from zero, as the library rounds
+        assert g["kept"] == g["channels"] - math.floor(0.5 * g["channels"] + 0.5) and g["kept_whole"] == ""
+    assert any(g["kept_whole"] for g in groups), "the output layer's channels reach the graph output"
+    macs = result["metadata"]["macs"]
+    assert macs["after"] < macs["before"] / 2
+    onnx = pytest.importorskip("onnx")
+    source_weights = sum(int(np.prod(t.dims)) for t in onnx.load(str(src)).graph.initializer if t.data_type == 1)
+    assert result["dense_fp32_bytes"] == 4 * source_weights, "the ratio stays against the model given"
+    x = np.random.RandomState(0).rand(2, *sparrow.load(src).inputs[0]["shape"][1:]).astype(np.float32)
+    assert sparrow.load(out).run(x).shape == sparrow.load(src).run(x).shape
+    with pytest.raises(sparrow.Error, match="structured"):
+        sparrow.compress(src, tmp_path / "bad.spw", {"structured": "l1=1.5"})
 
 
 def test_progress_callback_errors_are_raised(tmp_path):

@@ -13,6 +13,35 @@
 
 namespace sparrow::api {
 
+Result<ModelSummary> one_sample_summary(const Model& model) {
+  ExecOptions o{1};
+  o.sparse = false;
+  SP_ASSIGN_OR_RETURN(std::unique_ptr<Executor> ex, Executor::create(model, o));
+  SP_ASSIGN_OR_RETURN(std::vector<Shape> shapes, ex->default_input_shapes(1));
+  return ex->summarize(shapes);
+}
+
+Result<ReshapedModel> reshape_checked(const Model& source, const CompressOptions& options,
+                                      const std::string& metadata_json) {
+  SP_ASSIGN_OR_RETURN(ReshapedModel r, reshape_model(source, options, metadata_json));
+  auto before = one_sample_summary(source);
+  if (!before.ok()) return r;  // nothing to compare with (e.g. a fixed batch of another size)
+  auto after = one_sample_summary(r.model);
+  if (!after.ok())
+    return errorf("the model after structured pruning and factorization cannot run: {}",
+                  after.status().message());
+  for (size_t k = 0; k < before->output_shapes.size(); ++k)
+    if (k >= after->output_shapes.size() || after->output_shapes[k] != before->output_shapes[k])
+      return errorf("structured pruning and factorization changed output {}'s shape from {}", k,
+                    shape_str(before->output_shapes[k]));
+  auto meta = nlohmann::json::parse(r.metadata_json, nullptr, false);
+  if (meta.is_object()) {
+    meta["macs"] = {{"before", before->macs}, {"after", after->macs}};
+    r.metadata_json = meta.dump();
+  }
+  return r;
+}
+
 namespace {
 
 // The file's META record: the tool, the format, the source (path, bytes, hash) and the options as a
@@ -36,29 +65,6 @@ void record_results(const CompressOutcome& out, double seconds, std::string& met
   results["seconds"] = seconds;
   meta["results"] = results;
   metadata_json = meta.dump();
-}
-
-// Multiply-accumulates for one sample through `model` on the dense executor, or nullopt where the
-// model cannot be planned for one sample (e.g. a fixed batch of another size).
-std::optional<int64_t> dense_macs(const Model& model) {
-  ExecOptions o{1};
-  o.sparse = false;
-  auto ex = Executor::create(model, o);
-  if (!ex.ok()) return std::nullopt;
-  auto shapes = (*ex)->default_input_shapes(1);
-  if (!shapes.ok()) return std::nullopt;
-  auto summary = (*ex)->summarize(*shapes);
-  if (!summary.ok()) return std::nullopt;
-  return summary->macs;
-}
-
-// Records "macs": {before, after} (one sample, every weight counted) when reshaping changed them.
-void record_macs(const Model& source, ReshapedModel& reshaped) {
-  auto meta = nlohmann::json::parse(reshaped.metadata_json, nullptr, false);
-  const std::optional<int64_t> before = dense_macs(source), after = dense_macs(reshaped.model);
-  if (meta.is_discarded() || !meta.is_object() || !before || !after) return;
-  meta["macs"] = {{"before", *before}, {"after", *after}};
-  reshaped.metadata_json = meta.dump();
 }
 
 // Compression with retraining on r.train (the source model teaching, with distillation), measured
@@ -228,21 +234,26 @@ Result<CompressOutcome> compress_file(const CompressRequest& r) {
   SP_ASSIGN_OR_RETURN(std::vector<char> bytes, read_file(r.model));
   std::string_view source(bytes.data(), bytes.size());
   SP_ASSIGN_OR_RETURN(Model model, parse_onnx(source, r.model));
-  auto reshaped = reshape_model(model, r.options, compression_metadata(r, source).dump());
-  if (!reshaped.ok()) return reshaped.status().prefixed(r.model);
-  if (r.options.prunes_channels() || r.options.factorizes()) record_macs(model, *reshaped);
-  std::vector<ChannelGroup> channel_groups = std::move(reshaped->channel_groups);
-  std::vector<FactorizedLayer> factorized = std::move(reshaped->factorized);
+  const std::string meta = compression_metadata(r, source).dump();
+  const bool reshapes = r.options.prunes_channels() || r.options.factorizes();
+  ReshapedModel reshaped;
+  if (reshapes) {
+    auto done = reshape_checked(model, r.options, meta);
+    if (!done.ok()) return done.status().prefixed(r.model);
+    reshaped = std::move(*done);
+  }
   CompressOutcome out;
-  if (r.train == nullptr) {
-    auto result = compress_model(reshaped->model, reshaped->options, reshaped->metadata_json);
+  if (r.train != nullptr) {
+    if (!reshapes) reshaped = ReshapedModel{model, r.options, {}, {}, meta};
+    SP_RETURN_IF_ERROR(retrain_from_data(r, model, reshaped, out));
+  } else {
+    auto result = reshapes ? compress_model(reshaped.model, reshaped.options, reshaped.metadata_json)
+                           : compress_model(model, r.options, meta);
     if (!result.ok()) return result.status().prefixed(r.model);
     out.result = std::move(*result);
-  } else {
-    SP_RETURN_IF_ERROR(retrain_from_data(r, model, *reshaped, out));
   }
-  out.result.channel_groups = std::move(channel_groups);
-  out.result.factorized = std::move(factorized);
+  out.result.channel_groups = std::move(reshaped.channel_groups);
+  out.result.factorized = std::move(reshaped.factorized);
   // A file the engine cannot run is not written: every operator and attribute is checked now.
   ExecOptions check{1};
   if (auto runnable = Executor::create(out.result.spw, check); !runnable.ok())

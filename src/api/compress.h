@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sparrow/compress.h"
+#include "sparrow/executor.h"
 #include "sparrow/retrain.h"
 
 namespace sparrow::api {
@@ -66,6 +67,15 @@ nlohmann::json results_json(const CompressOutcome& outcome);
 
 // [{layer, reason}] for each layer that was to be compressed but stays float32.
 nlohmann::json kept_float_json(const CompressResult& result);
+
+// The dense executor's summary of `model` planned for one sample (unknown dims 1).
+Result<ModelSummary> one_sample_summary(const Model& model);
+
+// reshape_model, then a check that the smaller model plans for one sample with the source's output
+// shapes (when the source plans), with "macs": {before, after} (one sample, every weight counted)
+// added to its metadata. Errors say what went wrong.
+Result<ReshapedModel> reshape_checked(const Model& source, const CompressOptions& options,
+                                      const std::string& metadata_json);
 
 // Compresses request.model and writes request.output, unless the engine could not run the result
 // (an operator or attribute it does not know); errors name the files.

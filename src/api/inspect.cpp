@@ -10,8 +10,13 @@ int64_t dense_fp32_bytes(const SpwModel& m) {
   auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
   if (meta.is_object() && meta.contains("source_fp32_bytes")) {
     const auto& v = meta["source_fp32_bytes"];
-    if (v.is_number_integer() && v.get<int64_t>() > 0) return v.get<int64_t>();
+    if (v.is_number_integer() && v.get<int64_t>() > 0 && v.get<int64_t>() < (int64_t{1} << 50))
+      return v.get<int64_t>();
   }
+  return held_fp32_bytes(m);
+}
+
+int64_t held_fp32_bytes(const SpwModel& m) {
   int64_t n = 0;
   for (const auto& t : m.tensors) n += 4 * t.numel();
   for (const auto& [name, t] : m.graph.initializers)

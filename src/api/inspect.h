@@ -14,6 +14,8 @@ namespace sparrow::api {
 // records them ("source_fp32_bytes"; the model before channel pruning or factorization shrank
 // it), else those of the model the file holds.
 int64_t dense_fp32_bytes(const SpwModel& m);
+// Bytes of every float32 parameter of the model the file holds, stored densely.
+int64_t held_fp32_bytes(const SpwModel& m);
 
 // How evenly a layer's non-zero weights spread over `partitions` interleaved row partitions (row r
 // in partition r % partitions: EIE's PEs; at most one partition per row): the fullest

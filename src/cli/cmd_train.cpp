@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/compress.h"
 #include "cli/commands.h"
 #include "cli/train_data.h"
 #include "core/file.h"
@@ -17,10 +18,40 @@ namespace {
 
 struct TrainArgs {
   std::string arch, model, output;
+  std::string structured, low_rank;  // reshape the model first (then train to recover)
   DataArgs data;
   TrainOptions train;
   bool json = false;
 };
+
+// The model with channels pruned and layers factorized as --structured and --lowrank ask; prints
+// the weights and MACs per sample before and after.
+Status reshape_for_training(const TrainArgs& a, const GlobalOptions& global, Model& model) {
+  if (a.structured.empty() && a.low_rank.empty()) return {};
+  if (a.model.empty()) return errorf("--structured and --lowrank shrink a trained model: give a model file");
+  CompressOptions o;
+  if (!a.structured.empty()) {
+    auto rule = parse_structured_rule(a.structured);
+    if (!rule.ok()) return rule.status().prefixed("--structured");
+    o.structured = *rule;
+  }
+  if (!a.low_rank.empty()) {
+    auto rule = parse_low_rank_rule(a.low_rank);
+    if (!rule.ok()) return rule.status().prefixed("--lowrank");
+    o.low_rank = *rule;
+  }
+  SP_ASSIGN_OR_RETURN(ReshapedModel reshaped, api::reshape_checked(model, o, "{}"));
+  const auto macs = nlohmann::json::parse(reshaped.metadata_json).value("macs", nlohmann::json::object());
+  const auto count = [&](const char* key) {
+    return macs.contains(key) ? human_count(macs[key].get<int64_t>()) : std::string("?");
+  };
+  if (!global.quiet)
+    fmt::print(stderr, "{}: {} -> {} weights, {} -> {} MACs per sample\n", a.model,
+               human_count(model.parameter_count()), human_count(reshaped.model.parameter_count()),
+               count("before"), count("after"));
+  model = std::move(reshaped.model);
+  return {};
+}
 
 int run_train(TrainArgs& a, const GlobalOptions& global) {
   if (a.arch.empty() == a.model.empty())
@@ -29,6 +60,7 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
     return report_error(errorf("output {} would overwrite the input", a.output));
   auto model = a.arch.empty() ? load_onnx(a.model) : make_architecture(a.arch, a.train.seed);
   if (!model.ok()) return report_error(model.status());
+  if (auto s = reshape_for_training(a, global, *model); !s.ok()) return report_error(s);
   auto data = load_splits(*model, a.data);
   if (!data.ok()) return report_error(data.status());
   a.train.threads = global.threads;
@@ -68,6 +100,12 @@ Command add_train(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("-o,--output", a->output, "Output .onnx")->required();
   add_data_options(cmd, a->data);
   add_train_options(cmd, a->train, "");
+  cmd->add_option("--structured", a->structured,
+                  "Remove this fraction of each channel group's output channels first (smallest norm), then "
+                  "train the smaller dense model: l1=F or l2=F");
+  cmd->add_option("--lowrank", a->low_rank,
+                  "Factorize layers first (SVD, Tucker-2), then train the factors: energy=F, rank=N or "
+                  "params=F");
   cmd->add_flag("--json", a->json, "Print one JSON object");
   return {cmd, [a, &global]() { return run_train(*a, global); }};
 }

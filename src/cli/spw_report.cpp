@@ -62,8 +62,12 @@ void print_channel_groups(const SpwModel& m) {
   };
   if (meta.contains("macs") && meta["macs"].is_object()) {
     const int64_t before = number(meta["macs"], "before"), after = number(meta["macs"], "after");
-    if (before > 0 && after > 0)
-      fmt::print("\nMACs per sample: {} -> {} ({:.2f}x fewer)\n", human_count(before), human_count(after),
+    const int64_t weights_before = api::dense_fp32_bytes(m) / 4, weights_after = api::held_fp32_bytes(m) / 4;
+    if (before > 0 && after > 0 && weights_after > 0)
+      fmt::print("\nreshaped: weights {} -> {} ({:.2f}x fewer), MACs per sample {} -> {} ({:.2f}x fewer)\n",
+                 human_count(weights_before), human_count(weights_after),
+                 static_cast<double>(weights_before) / static_cast<double>(weights_after),
+                 human_count(before), human_count(after),
                  static_cast<double>(before) / static_cast<double>(after));
   }
   if (!meta.contains("structured") || !meta["structured"].is_array()) return;

@@ -170,7 +170,11 @@ class ChannelGraph {
     }();
     const Node& n = model_.nodes[i];
     auto it = n.domain.empty() ? table.find(n.op_type) : table.end();
-    if (it == table.end()) return keep_inputs_whole(n, 0);
+    // A second output (a Dropout mask, MaxPool indices) would change with the channels unseen.
+    const bool second_output = std::any_of(n.outputs.begin() + std::min<size_t>(1, n.outputs.size()),
+                                           n.outputs.end(), [](const std::string& o) { return !o.empty(); });
+    if (it == table.end() || !n.has_input(0) || n.outputs.empty() || second_output)
+      return keep_inputs_whole(n, 0);
     (this->*it->second)(i);
   }
 
@@ -201,9 +205,38 @@ class ChannelGraph {
     }
   }
   // Every layout among n's inputs from `first` on reaches an operator that is not followed.
-  void keep_inputs_whole(const Node& n, size_t first) {
+  void keep_inputs_whole(const Node& n, size_t first, const std::string& why = "") {
     for (size_t k = first; k < n.inputs.size(); ++k)
-      if (const Layout* l = layout_of(n.inputs[k])) keep_whole(*l, "read by " + n.describe());
+      if (const Layout* l = layout_of(n.inputs[k]))
+        keep_whole(*l, why.empty() ? "read by " + n.describe() : why);
+  }
+
+  // A float32 initializer, or nullptr.
+  const Tensor* float_initializer(const Node& n, size_t k) const {
+    if (!n.has_input(k)) return nullptr;
+    auto it = model_.initializers.find(n.inputs[k]);
+    return it == model_.initializers.end() || it->second.dtype() != DType::f32 ? nullptr : &it->second;
+  }
+  // Why a producer's channels cannot change: its weight is read by other nodes too (tied weights);
+  // empty when it is its own.
+  std::string shared_weight(const Node& n) const {
+    if (readers_.at(n.inputs[1]) == 1) return "";
+    return fmt::format("{} shares its weight '{}' with other nodes", n.describe(), n.inputs[1]);
+  }
+  // A producer: its own group of `count` channels (kept whole when its weight is shared), reading
+  // its input's layout through `columns` weight columns.
+  int add_producer(size_t i, int64_t count, int64_t columns, bool blocks) {
+    const Node& n = model_.nodes[i];
+    const std::string shared = shared_weight(n);
+    std::optional<Layout> reads;
+    if (shared.empty())
+      reads = read_columns(n, columns, blocks);
+    else
+      keep_inputs_whole(n, 0, shared);
+    const int g = new_group(count, i);
+    groups_[static_cast<size_t>(g)].kept_whole = shared;
+    slicings_.push_back({i, reads, g, {}});
+    return g;
   }
 
   // A float32 initializer that only one node reads (so it may be sliced), or nullptr.
@@ -218,7 +251,7 @@ class ChannelGraph {
   bool bias_slices(const Node& n, size_t k, int64_t count) const {
     if (!n.has_input(k)) return true;
     const Tensor* b = owned(n, k);
-    return b != nullptr && b->numel() == count && b->shape().back() == count;
+    return b != nullptr && b->numel() == count && !b->shape().empty() && b->shape().back() == count;
   }
 
   // The input layout a reader's weight columns hold, when it fits them (else kept whole).
@@ -226,7 +259,7 @@ class ChannelGraph {
     const Layout* in = layout_of(n.inputs[0]);
     if (in == nullptr) return std::nullopt;
     const int64_t c = in->channels();
-    const bool fits = n.op_type == "Conv" ? in->axis == Axis::channels && columns == c
+    const bool fits = n.op_type == "Conv" ? in->axis == Axis::channels && c > 0 && columns == c
                                           : in->axis != Axis::channels && c > 0 && columns % c == 0 &&
                                                 (columns == c || (blocks && in->axis == Axis::flattened));
     if (fits) return *in;
@@ -237,20 +270,18 @@ class ChannelGraph {
   void conv(size_t i) {
     const Node& n = model_.nodes[i];
     keep_inputs_whole(n, 1);
-    const Tensor* w = owned(n, 1);
+    const Tensor* w = float_initializer(n, 1);
     const int64_t group = int_attr(n, "group", 1, 0);
-    if (w == nullptr || w->shape().size() < 3 || !bias_slices(n, 2, w->shape()[0]))
+    if (w == nullptr || w->shape().size() < 3 || w->numel() == 0 || !bias_slices(n, 2, w->shape()[0]))
       return keep_inputs_whole(n, 0);
     const int64_t m = w->shape()[0], c = w->shape()[1];
     if (group == 1) {
-      std::optional<Layout> reads = read_columns(n, c, false);
-      const int g = new_group(m, i);
-      slicings_.push_back({i, reads, g, {}});
-      layouts_[n.outputs[0]] = Layout{Axis::channels, {{g, m}}};
+      layouts_[n.outputs[0]] = Layout{Axis::channels, {{add_producer(i, m, c, false), m}}};
       return;
     }
     const Layout* in = layout_of(n.inputs[0]);
-    if (group == m && c == 1 && in && in->axis == Axis::channels && in->channels() == m) {  // depthwise
+    if (group == m && c == 1 && in && in->axis == Axis::channels && in->channels() == m &&
+        shared_weight(n).empty()) {  // depthwise
       std::vector<std::pair<size_t, int>> per_channel{{1, 0}};
       if (n.has_input(2)) per_channel.push_back({2, 0});
       slicings_.push_back({i, *in, std::nullopt, per_channel});
@@ -263,9 +294,10 @@ class ChannelGraph {
   void fully_connected(size_t i) {
     const Node& n = model_.nodes[i];
     keep_inputs_whole(n, 1);
-    const Tensor* w = owned(n, 1);
+    const Tensor* w = float_initializer(n, 1);
     const bool gemm = n.op_type == "Gemm";
-    if (w == nullptr || w->shape().size() != 2 || (gemm && int_attr(n, "transA", 0, 1) != 0))
+    if (w == nullptr || w->shape().size() != 2 || w->numel() == 0 ||
+        (gemm && int_attr(n, "transA", 0, 1) != 0))
       return keep_inputs_whole(n, 0);
     const int64_t out = w->shape()[static_cast<size_t>(output_axis(n))];
     const int64_t in = w->shape()[static_cast<size_t>(input_axis(n))];
@@ -274,10 +306,8 @@ class ChannelGraph {
           model_.initializers.count(n.inputs[2]) ? &model_.initializers.at(n.inputs[2]) : nullptr;
       if (b == nullptr || b->numel() != 1) return keep_inputs_whole(n, 0);
     }
-    std::optional<Layout> reads = read_columns(n, in, true);
-    const int g = new_group(out, i);
-    slicings_.push_back({i, reads, g, {}});
-    layouts_[n.outputs[0]] = Layout{gemm ? Axis::features : Axis::last, {{g, out}}};
+    layouts_[n.outputs[0]] =
+        Layout{gemm ? Axis::features : Axis::last, {{add_producer(i, out, in, true), out}}};
   }
 
   void batch_norm(size_t i) {
@@ -320,7 +350,7 @@ class ChannelGraph {
     } else if (auto it = model_.initializers.find(n.has_input(1) ? n.inputs[1] : "");
                it != model_.initializers.end()) {
       const Tensor& s = it->second;
-      to_rows = s.dtype() == DType::i64 && s.numel() == 2 && s.i64_data()[1] == -1 &&
+      to_rows = s.dtype() == DType::i64 && s.numel() == 2 && s.i64_data()[0] == 0 && s.i64_data()[1] == -1 &&
                 int_attr(n, "allowzero", 0, 1) == 0;
     }
     if (!to_rows || (in->axis != Axis::channels && in->axis != Axis::features))
@@ -350,19 +380,21 @@ class ChannelGraph {
   }
 
   // A constant operand of an elementwise op on a value of layout `l`: nullopt if it does not fit,
-  // else the (input index, axis) to slice, or none for a scalar. Per-channel constants are taken
-  // along a last axis only ([..., C] with every other dimension 1), whose position is certain.
+  // else the (input index, axis) to slice, or none for a scalar. A scalar has at most one
+  // dimension; a per-channel constant is taken along a last axis only, as [C] (or [1, C] on a 2-D
+  // value): neither can raise the value's rank, so the channels' axis stays where it was.
   std::optional<std::vector<std::pair<size_t, int>>> constant_operand(const Node& n, size_t k,
                                                                       const Layout& l) const {
     auto c = model_.initializers.find(n.inputs[k]);
     if (c == model_.initializers.end()) return std::nullopt;
     const Tensor& t = c->second;
-    if (t.numel() == 1) return std::vector<std::pair<size_t, int>>{};
-    const bool last_axis = l.axis == Axis::features || l.axis == Axis::last;
-    if (!last_axis || owned(n, k) == nullptr || t.shape().empty() || t.shape().back() != l.channels() ||
-        t.numel() != l.channels())
+    const size_t rank = t.shape().size();
+    if (t.numel() == 1 && rank <= 1) return std::vector<std::pair<size_t, int>>{};
+    const bool fits =
+        (l.axis == Axis::last && rank == 1) || (l.axis == Axis::features && rank >= 1 && rank <= 2);
+    if (!fits || owned(n, k) == nullptr || t.shape().back() != l.channels() || t.numel() != l.channels())
       return std::nullopt;
-    return std::vector<std::pair<size_t, int>>{{k, static_cast<int>(t.shape().size()) - 1}};
+    return std::vector<std::pair<size_t, int>>{{k, static_cast<int>(rank) - 1}};
   }
 
   // Elementwise ops on values holding the same channels (a residual Add) join their groups; a
@@ -403,15 +435,25 @@ class ChannelGraph {
   std::vector<Slicing> slicings_;
 };
 
-// The rule for a group: the first producer's own (by node, then weight name), else `rule`.
-StructuredRule group_rule(const Model& model, const Group& g, const StructuredRule& rule,
-                          const std::map<std::string, StructuredRule>& per_layer) {
+// The rule for a group: its producers' own (by node, then weight name), which must agree, else
+// `rule`.
+Result<StructuredRule> group_rule(const Model& model, const Group& g, const StructuredRule& rule,
+                                  const std::map<std::string, StructuredRule>& per_layer) {
+  std::optional<std::pair<std::string, StructuredRule>> own;
   for (size_t p : g.producers) {
     const Node& n = model.nodes[p];
-    for (const std::string& key : {n.name, n.inputs[1]})
-      if (auto it = per_layer.find(key); it != per_layer.end()) return it->second;
+    for (const std::string& key : {n.name, n.inputs[1]}) {
+      auto it = per_layer.find(key);
+      if (it == per_layer.end()) continue;
+      if (own && structured_rule_text(own->second) != structured_rule_text(it->second))
+        return errorf(
+            "layers '{}' ({}) and '{}' ({}) share their output channels (a residual add joins "
+            "them): give them one structured rule",
+            own->first, structured_rule_text(own->second), key, structured_rule_text(it->second));
+      own = {key, it->second};
+    }
   }
-  return rule;
+  return own ? own->second : rule;
 }
 
 // The channels a group keeps (ascending): all but the `fraction` with the smallest summed norms
@@ -480,6 +522,34 @@ void apply(Model& model, const Slicing& s, const std::function<const std::vector
   }
 }
 
+// Gives each Conv and Gemm bias and each BatchNormalization parameter read by several nodes (an
+// exporter's sharing of equal tensors, such as zero biases) a copy of its own, so that each node's
+// can be sliced to its own channels. Weights stay shared (tied weights keep their groups whole).
+void unshare_parameters(Model& model) {
+  std::map<std::string, int> readers;
+  for (const Node& n : model.nodes)
+    for (const std::string& in : n.inputs) ++readers[in];
+  std::set<std::string> used;
+  for (const auto& [name, t] : model.initializers) used.insert(name);
+  for (const Node& n : model.nodes) used.insert(n.outputs.begin(), n.outputs.end());
+  for (const ValueInfo& v : model.inputs) used.insert(v.name);
+  for (Node& n : model.nodes) {
+    const bool bn = n.op_type == "BatchNormalization";
+    if (!n.domain.empty() || (!bn && n.op_type != "Conv" && n.op_type != "Gemm")) continue;
+    for (size_t k = bn ? 1 : 2; k <= (bn ? 4u : 2u) && k < n.inputs.size(); ++k) {
+      auto it = model.initializers.find(n.inputs[k]);
+      if (it == model.initializers.end() || readers[n.inputs[k]] < 2) continue;
+      std::string name = n.inputs[k] + "/" + n.name;
+      for (int suffix = 2; used.count(name); ++suffix)
+        name = n.inputs[k] + "/" + n.name + "_" + std::to_string(suffix);
+      used.insert(name);
+      --readers[n.inputs[k]];
+      model.initializers[name] = it->second;
+      n.inputs[k] = name;
+    }
+  }
+}
+
 }  // namespace
 
 Result<StructuredRule> parse_structured_rule(const std::string& text) {
@@ -503,6 +573,7 @@ std::string structured_rule_text(const StructuredRule& rule) {
 
 Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredRule& rule,
                                                  const std::map<std::string, StructuredRule>& per_layer) {
+  unshare_parameters(model);
   ChannelGraph graph(model);
   graph.trace();
   std::vector<Group>& groups = graph.groups();
@@ -513,17 +584,16 @@ Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredR
     Group& group = groups[g];
     std::sort(group.producers.begin(), group.producers.end());
     ChannelGroup out{{}, group.count, group.count, group.kept_whole};
-    for (size_t p : group.producers) {
-      out.producers.push_back(model.nodes[p].name);
-      SP_RETURN_IF_ERROR(require_finite(
-          model.initializers.at(model.nodes[p].inputs[1]).f32_span(),
-          fmt::format("layer '{}' (weight '{}')", model.nodes[p].name, model.nodes[p].inputs[1]),
-          "; only finite weights can be pruned"));
-    }
-    const StructuredRule r = group_rule(model, group, rule, per_layer);
-    kept[static_cast<int>(g)] = group.kept_whole.empty()
-                                    ? kept_channels(model, group, r)
-                                    : kept_channels(model, group, {StructuredRule::Norm::none, 0});
+    for (size_t p : group.producers) out.producers.push_back(model.nodes[p].name);
+    SP_ASSIGN_OR_RETURN(StructuredRule r, group_rule(model, group, rule, per_layer));
+    if (!group.kept_whole.empty()) r = StructuredRule{StructuredRule::Norm::none, 0};
+    for (size_t p : group.producers)
+      if (r.norm != StructuredRule::Norm::none && r.fraction > 0)
+        SP_RETURN_IF_ERROR(require_finite(
+            model.initializers.at(model.nodes[p].inputs[1]).f32_span(),
+            fmt::format("layer '{}' (weight '{}')", model.nodes[p].name, model.nodes[p].inputs[1]),
+            "; only finite weights can be pruned"));
+    kept[static_cast<int>(g)] = kept_channels(model, group, r);
     out.kept = static_cast<int64_t>(kept[static_cast<int>(g)].size());
     report.push_back(std::move(out));
   }

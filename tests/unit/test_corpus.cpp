@@ -80,6 +80,37 @@ TEST(Corpus, ExportThenImportIsBitIdentical) {
   }
 }
 
+// Structured pruning on every model: nothing removed gives bit-identical outputs; half of each
+// group's channels removed still runs, with the outputs' shapes unchanged.
+TEST(Corpus, StructuredPruningKeepsModelsRunnable) {
+  auto m = manifest();
+  if (m.contains("skipped")) GTEST_SKIP() << "model corpus unavailable: " << m["skipped"].get<std::string>();
+  for (const auto& c : m["cases"]) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    auto inputs = load_arrays(c["inputs"]);
+    auto model = load_onnx(kDir + "/" + c["model"].get<std::string>());
+    ASSERT_TRUE(model.ok());
+    std::vector<std::vector<Tensor>> outputs;
+    for (const char* rule : {"", "l1=0", "l1=0.5"}) {
+      Model pruned = *model;
+      if (*rule) {
+        ASSERT_TRUE(prune_channels(pruned, *parse_structured_rule(rule)).ok()) << rule;
+      }
+      auto ex = Executor::create(std::move(pruned), ExecOptions{1});
+      ASSERT_TRUE(ex.ok()) << rule << ": " << ex.status().message();
+      auto y = (*ex)->run(inputs);
+      ASSERT_TRUE(y.ok()) << rule << ": " << y.status().message();
+      outputs.emplace_back();
+      for (const Tensor* t : *y) outputs.back().push_back(*t);
+    }
+    for (size_t i = 0; i < outputs[0].size(); ++i) {
+      EXPECT_EQ(std::memcmp(outputs[0][i].raw(), outputs[1][i].raw(), outputs[0][i].bytes()), 0)
+          << "output " << i;
+      EXPECT_EQ(outputs[2][i].shape(), outputs[0][i].shape()) << "output " << i;
+    }
+  }
+}
+
 TEST(Corpus, RunAtDifferentBatchSizesReusesPlans) {
   auto m = manifest();
   if (m.contains("skipped")) GTEST_SKIP() << "model corpus unavailable";

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "compress/recipe.h"
 #include "sparrow/sparrow.h"
 #include "test_util.h"
 
@@ -172,20 +173,130 @@ TEST(Structured, ChannelsThisPassCannotFollowAreKeptWhole) {
   // conv_d's output also feeds a Softmax over channels, a graph output of its own.
   m.nodes.push_back(Node{"soft", "Softmax", "", {"e"}, {"z"}, {{"axis", int64_t{1}}}});
   m.outputs.push_back(ValueInfo{"z"});
-  // conv_a's weight is read by a second node: not conv_a's to slice.
+  // conv_a's weight is read by a second node (tied weights): neither may change its channels.
   m.nodes.push_back(Node{"twin", "Conv", "", {"x", "wa"}, {"t"}, {}});
   m.outputs.push_back(ValueInfo{"t"});
   const auto groups = prune(m, "l1=0.5");
-  ASSERT_EQ(groups.size(), 4u) << "conv_a and twin produce no group";
-  EXPECT_EQ(groups[0].producers, (std::vector<std::string>{"conv_b", "conv_c"}));
-  EXPECT_EQ(groups[0].kept, 4);
-  EXPECT_EQ(groups[1].producers, std::vector<std::string>{"conv_d"});
+  ASSERT_EQ(groups.size(), 6u);
+  EXPECT_EQ(groups[0].producers, std::vector<std::string>{"conv_a"});
+  EXPECT_EQ(groups[0].kept, 8);
+  EXPECT_NE(groups[0].kept_whole.find("shares its weight 'wa'"), std::string::npos) << groups[0].kept_whole;
+  EXPECT_EQ(groups[1].producers, (std::vector<std::string>{"conv_b", "conv_c"}));
   EXPECT_EQ(groups[1].kept, 4);
-  EXPECT_NE(groups[1].kept_whole.find("node 'soft' (Softmax)"), std::string::npos) << groups[1].kept_whole;
+  EXPECT_EQ(groups[2].producers, std::vector<std::string>{"conv_d"});
+  EXPECT_EQ(groups[2].kept, 4);
+  EXPECT_NE(groups[2].kept_whole.find("node 'soft' (Softmax)"), std::string::npos) << groups[2].kept_whole;
+  EXPECT_EQ(groups[5].producers, std::vector<std::string>{"twin"});
+  EXPECT_EQ(groups[5].kept, 8);
   EXPECT_EQ(m.initializers.at("wa").shape(), (Shape{8, 3, 3, 3}));
   EXPECT_EQ(m.initializers.at("wb").shape(), (Shape{4, 8, 3, 3})) << "its input channels stay";
   const Tensor x = test::random_f32({1, 3, 8, 8}, 24);
   EXPECT_EQ(run_model(m, x).shape(), (Shape{1, 10}));
+}
+
+// x [N, 6] -> first (MatMul [6, 8] + an [8] bias constant, or Gemm with transB 0 and a [1, 8] bias)
+// -> Relu -> second (the same kind, 4 outputs) = y. Channels 1, 2, 5 and 6 of the hidden layer
+// carry nothing.
+Model hidden_layer_net(bool gemm) {
+  Model m;
+  m.inputs = {ValueInfo{"x", ElemType::f32, {-1, 6}, {"N", ""}, true}};
+  m.outputs = {ValueInfo{"y"}};
+  auto& init = m.initializers;
+  init["w1"] = test::random_f32({6, 8}, 31);
+  init["b1"] = test::random_f32(gemm ? Shape{1, 8} : Shape{8}, 32);
+  init["w2"] = test::random_f32({8, 4}, 33);
+  init["b2"] = test::random_f32({4}, 34);
+  zero_channels(init["w1"], {1, 2, 5, 6}, 1);
+  zero_channels(init["b1"], {1, 2, 5, 6}, gemm ? 1 : 0);
+  if (gemm) {
+    m.nodes = {Node{"first", "Gemm", "", {"x", "w1", "b1"}, {"h"}, {}},
+               Node{"relu", "Relu", "", {"h"}, {"r"}, {}},
+               Node{"second", "Gemm", "", {"r", "w2", "b2"}, {"y"}, {}}};
+  } else {
+    m.nodes = {Node{"first", "MatMul", "", {"x", "w1"}, {"h0"}, {}},
+               Node{"bias", "Add", "", {"h0", "b1"}, {"h"}, {}}, Node{"relu", "Relu", "", {"h"}, {"r"}, {}},
+               Node{"second", "MatMul", "", {"r", "w2"}, {"y0"}, {}},
+               Node{"bias2", "Add", "", {"y0", "b2"}, {"y"}, {}}};
+  }
+  return m;
+}
+
+TEST(Structured, WeightsStoredInputMajorAndPerChannelConstantsFollow) {
+  for (bool gemm : {false, true}) {
+    const Model original = hidden_layer_net(gemm);
+    Model pruned = original;
+    const auto groups = prune(pruned, "l1=0.5");
+    ASSERT_EQ(groups.size(), 2u);
+    EXPECT_EQ(groups[0].kept, 4) << gemm;
+    EXPECT_EQ(pruned.initializers.at("w1").shape(), (Shape{6, 4}));
+    EXPECT_EQ(pruned.initializers.at("b1").shape(), (gemm ? Shape{1, 4} : Shape{4}));
+    EXPECT_EQ(pruned.initializers.at("w2").shape(), (Shape{4, 4}));
+    const Tensor x = test::random_f32({3, 6}, 35);
+    EXPECT_LT(test::max_relative_error(run_model(pruned, x), run_model(original, x)), 1e-6) << gemm;
+  }
+}
+
+TEST(Structured, OnlyAReshapeToBatchByRestFlattens) {
+  for (int64_t first : {0, 2}) {
+    Model m = test::small_cnn();
+    m.nodes[3] = Node{"flat", "Reshape", "", {"p", "shape"}, {"f"}, {}};
+    m.initializers["shape"] = test::make_i64({2}, {first, -1});
+    const auto groups = prune(m, "l1=0.5");
+    ASSERT_EQ(groups.size(), 2u);
+    EXPECT_EQ(groups[0].kept, first == 0 ? 2 : 4) << "[" << first << ", -1]";
+    EXPECT_EQ(m.initializers.at("fw").shape(), (Shape{10, first == 0 ? 32 : 64}));
+    if (first == 0) {
+      EXPECT_EQ(run_model(m, test::random_f32({2, 1, 8, 8}, 36)).shape(), (Shape{2, 10}));
+    }
+  }
+}
+
+TEST(Structured, ASecondOutputKeepsTheChannelsWhole) {
+  Model m = test::small_cnn();
+  m.nodes.insert(m.nodes.begin() + 2, Node{"drop", "Dropout", "", {"r"}, {"rd", "mask"}, {}});
+  m.nodes[3].inputs = {"rd"};
+  m.outputs.push_back(ValueInfo{"mask"});
+  const auto groups = prune(m, "l1=0.5");
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0].kept, 4);
+  EXPECT_NE(groups[0].kept_whole.find("node 'drop' (Dropout)"), std::string::npos) << groups[0].kept_whole;
+}
+
+TEST(Structured, AGroupTakesOneRuleAndAnExcludedLayerKeepsIt) {
+  Model conflict = residual_net(false);
+  auto bad = prune_channels(
+      conflict, *parse_structured_rule("l1=0.5"),
+      {{"conv_b", *parse_structured_rule("l1=0.25")}, {"wc", *parse_structured_rule("l2=0.5")}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("'conv_b' (l1=0.25) and 'wc' (l2=0.5)"), std::string::npos)
+      << bad.status().message();
+
+  Model m = residual_net(false);
+  CompressOptions o;
+  o.structured = *parse_structured_rule("l1=0.5");
+  o.layers["wc"].exclude = true;
+  auto groups = prune_channel_groups(m, o);
+  ASSERT_TRUE(groups.ok()) << groups.status().message();
+  EXPECT_EQ((*groups)[1].kept, 8) << "conv_c is excluded: its group stays whole";
+  EXPECT_EQ((*groups)[0].kept, 4);
+}
+
+TEST(Structured, RecipesAndLayerOverridesCarryTheRule) {
+  CompressOptions o;
+  ASSERT_TRUE(
+      apply_recipe({{"structured", "l2=0.25"}, {"layers", {{"fc1", {{"structured", "none"}}}}}}, o).ok());
+  ASSERT_TRUE(apply_layer_override("conv_a:structured=l1=0.75,bits=6", o).ok());
+  EXPECT_EQ(structured_rule_text(*o.structured), "l2=0.25");
+  EXPECT_EQ(structured_rule_text(*o.layers["fc1"].structured), "none");
+  EXPECT_EQ(structured_rule_text(*o.layers["conv_a"].structured), "l1=0.75");
+  EXPECT_TRUE(o.prunes_channels());
+  CompressOptions replay;
+  ASSERT_TRUE(apply_recipe(recipe_json(o), replay).ok());
+  EXPECT_EQ(recipe_json(replay), recipe_json(o));
+  EXPECT_FALSE(apply_recipe({{"structured", 0.5}}, replay).ok());
+  auto bad = apply_layer_override("conv_a:structured=l1=2", replay);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("--layer conv_a"), std::string::npos) << bad.message();
 }
 
 TEST(Structured, CompressRecordsTheGroupsAndRunsTheSmallerModel) {
