@@ -239,18 +239,10 @@ class ChannelGraph {
     return g;
   }
 
-  // A float32 initializer that only one node reads (so it may be sliced), or nullptr.
-  const Tensor* owned(const Node& n, size_t k) const {
-    if (!n.has_input(k)) return nullptr;
-    auto it = model_.initializers.find(n.inputs[k]);
-    if (it == model_.initializers.end() || it->second.dtype() != DType::f32 || readers_.at(n.inputs[k]) != 1)
-      return nullptr;
-    return &it->second;
-  }
-  // A producer's bias: absent, or an owned [count] (or [1, count]) tensor.
+  // A producer's bias: absent, or a float32 [count] (or [1, count]) initializer.
   bool bias_slices(const Node& n, size_t k, int64_t count) const {
     if (!n.has_input(k)) return true;
-    const Tensor* b = owned(n, k);
+    const Tensor* b = float_initializer(n, k);
     return b != nullptr && b->numel() == count && !b->shape().empty() && b->shape().back() == count;
   }
 
@@ -317,7 +309,7 @@ class ChannelGraph {
     if (in == nullptr) return;
     bool fits = in->axis == Axis::channels || in->axis == Axis::features;
     for (size_t k = 1; k <= 4; ++k) {
-      const Tensor* p = owned(n, k);
+      const Tensor* p = float_initializer(n, k);
       fits = fits && p != nullptr && p->shape().size() == 1 && p->numel() == in->channels();
     }
     if (!fits) return keep_whole(*in, "read by " + n.describe() + " in a way this pass does not follow");
@@ -392,7 +384,8 @@ class ChannelGraph {
     if (t.numel() == 1 && rank <= 1) return std::vector<std::pair<size_t, int>>{};
     const bool fits =
         (l.axis == Axis::last && rank == 1) || (l.axis == Axis::features && rank >= 1 && rank <= 2);
-    if (!fits || owned(n, k) == nullptr || t.shape().back() != l.channels() || t.numel() != l.channels())
+    if (!fits || float_initializer(n, k) == nullptr || t.shape().back() != l.channels() ||
+        t.numel() != l.channels())
       return std::nullopt;
     return std::vector<std::pair<size_t, int>>{{k, static_cast<int>(rank) - 1}};
   }
@@ -493,62 +486,64 @@ std::vector<int64_t> kept_positions(const Layout& l, int64_t width,
   return out;
 }
 
-void slice_initializer(Model& model, const std::string& name, int axis, const std::vector<int64_t>& keep) {
-  Tensor& t = model.initializers.at(name);
-  if (t.shape()[static_cast<size_t>(axis)] != static_cast<int64_t>(keep.size())) t = take(t, axis, keep);
-}
+// Slices initializers for the nodes that read them. Weights are sliced only where their node is
+// their only reader; a bias or per-channel parameter that several nodes share (an exporter's
+// sharing of equal tensors, such as zero biases) is copied for the node whose slice differs.
+class Slicer {
+ public:
+  explicit Slicer(Model& model) : model_(model) {
+    for (const Node& n : model.nodes)
+      for (const std::string& in : n.inputs) ++readers_[in];
+    for (const auto& [name, t] : model.initializers) used_.insert(name);
+    for (const Node& n : model.nodes) used_.insert(n.outputs.begin(), n.outputs.end());
+    for (const ValueInfo& v : model.inputs) used_.insert(v.name);
+  }
 
-// Slices one node's tensors to the kept channels.
-void apply(Model& model, const Slicing& s, const std::function<const std::vector<int64_t>&(int)>& kept) {
-  Node& n = model.nodes[s.node];
-  if (!s.per_channel.empty()) {
-    const std::vector<int64_t> keep = kept_positions(*s.input, 1, kept);
-    for (const auto& [k, axis] : s.per_channel) slice_initializer(model, n.inputs[k], axis, keep);
-    if (n.op_type == "Conv") n.attrs["group"] = AttrValue(static_cast<int64_t>(keep.size()));
-    return;
-  }
-  const std::string& weight = n.inputs[1];
-  if (s.input) {
-    const int axis = input_axis(n);
-    const int64_t width =
-        model.initializers.at(weight).shape()[static_cast<size_t>(axis)] / s.input->channels();
-    slice_initializer(model, weight, axis, kept_positions(*s.input, width, kept));
-  }
-  const std::vector<int64_t>& own = kept(*s.output_group);
-  slice_initializer(model, weight, output_axis(n), own);
-  if (n.has_input(2) && model.initializers.at(n.inputs[2]).numel() > 1) {
-    const Tensor& b = model.initializers.at(n.inputs[2]);
-    slice_initializer(model, n.inputs[2], static_cast<int>(b.shape().size()) - 1, own);
-  }
-}
-
-// Gives each Conv and Gemm bias and each BatchNormalization parameter read by several nodes (an
-// exporter's sharing of equal tensors, such as zero biases) a copy of its own, so that each node's
-// can be sliced to its own channels. Weights stay shared (tied weights keep their groups whole).
-void unshare_parameters(Model& model) {
-  std::map<std::string, int> readers;
-  for (const Node& n : model.nodes)
-    for (const std::string& in : n.inputs) ++readers[in];
-  std::set<std::string> used;
-  for (const auto& [name, t] : model.initializers) used.insert(name);
-  for (const Node& n : model.nodes) used.insert(n.outputs.begin(), n.outputs.end());
-  for (const ValueInfo& v : model.inputs) used.insert(v.name);
-  for (Node& n : model.nodes) {
-    const bool bn = n.op_type == "BatchNormalization";
-    if (!n.domain.empty() || (!bn && n.op_type != "Conv" && n.op_type != "Gemm")) continue;
-    for (size_t k = bn ? 1 : 2; k <= (bn ? 4u : 2u) && k < n.inputs.size(); ++k) {
-      auto it = model.initializers.find(n.inputs[k]);
-      if (it == model.initializers.end() || readers[n.inputs[k]] < 2) continue;
-      std::string name = n.inputs[k] + "/" + n.name;
-      for (int suffix = 2; used.count(name); ++suffix)
-        name = n.inputs[k] + "/" + n.name + "_" + std::to_string(suffix);
-      used.insert(name);
-      --readers[n.inputs[k]];
-      model.initializers[name] = it->second;
-      n.inputs[k] = name;
+  // Input k of `n` keeps the entries at `keep` along `axis`.
+  void slice(Node& n, size_t k, int axis, const std::vector<int64_t>& keep) {
+    const std::string name = n.inputs[k];
+    Tensor& t = model_.initializers.at(name);
+    if (t.shape()[static_cast<size_t>(axis)] == static_cast<int64_t>(keep.size())) return;
+    if (readers_[name] == 1) {
+      t = take(t, axis, keep);
+      return;
     }
+    std::string copy = name + "/" + n.name;
+    for (int suffix = 2; used_.count(copy); ++suffix)
+      copy = name + "/" + n.name + "_" + std::to_string(suffix);
+    used_.insert(copy);
+    --readers_[name];
+    ++readers_[copy];
+    model_.initializers[copy] = take(t, axis, keep);
+    n.inputs[k] = copy;
   }
-}
+
+  // Slices one node's tensors to the kept channels.
+  void apply(const Slicing& s, const std::function<const std::vector<int64_t>&(int)>& kept) {
+    Node& n = model_.nodes[s.node];
+    if (!s.per_channel.empty()) {
+      const std::vector<int64_t> keep = kept_positions(*s.input, 1, kept);
+      for (const auto& [k, axis] : s.per_channel) slice(n, k, axis, keep);
+      if (n.op_type == "Conv") n.attrs["group"] = AttrValue(static_cast<int64_t>(keep.size()));
+      return;
+    }
+    if (s.input) {
+      const int axis = input_axis(n);
+      const int64_t width =
+          model_.initializers.at(n.inputs[1]).shape()[static_cast<size_t>(axis)] / s.input->channels();
+      slice(n, 1, axis, kept_positions(*s.input, width, kept));
+    }
+    const std::vector<int64_t>& own = kept(*s.output_group);
+    slice(n, 1, output_axis(n), own);
+    if (n.has_input(2) && model_.initializers.at(n.inputs[2]).numel() > 1)
+      slice(n, 2, static_cast<int>(model_.initializers.at(n.inputs[2]).shape().size()) - 1, own);
+  }
+
+ private:
+  Model& model_;
+  std::map<std::string, int> readers_;
+  std::set<std::string> used_;
+};
 
 }  // namespace
 
@@ -573,7 +568,6 @@ std::string structured_rule_text(const StructuredRule& rule) {
 
 Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredRule& rule,
                                                  const std::map<std::string, StructuredRule>& per_layer) {
-  unshare_parameters(model);
   ChannelGraph graph(model);
   graph.trace();
   std::vector<Group>& groups = graph.groups();
@@ -598,7 +592,8 @@ Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredR
     report.push_back(std::move(out));
   }
   auto kept_of = [&](int g) -> const std::vector<int64_t>& { return kept.at(graph.root(g)); };
-  for (const Slicing& s : graph.slicings()) apply(model, s, kept_of);
+  Slicer slicer(model);
+  for (const Slicing& s : graph.slicings()) slicer.apply(s, kept_of);
   SP_RETURN_IF_ERROR(model.validate().prefixed("after structured pruning"));
   return report;
 }

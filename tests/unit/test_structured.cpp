@@ -262,6 +262,20 @@ TEST(Structured, ASecondOutputKeepsTheChannelsWhole) {
   EXPECT_NE(groups[0].kept_whole.find("node 'drop' (Dropout)"), std::string::npos) << groups[0].kept_whole;
 }
 
+TEST(Structured, ASharedBiasIsCopiedOnlyWhereItsSlicesDiffer) {
+  Model m = residual_net(false);
+  m.nodes[3].inputs[2] = "ba";  // conv_b reads conv_a's bias, as exporters share equal tensors
+  m.initializers.erase("bb");
+  Model same = m;
+  prune(same, "l1=0");
+  EXPECT_EQ(same.initializers.size(), m.initializers.size()) << "nothing removed: nothing copied";
+  prune(m, "l1=0.5");
+  EXPECT_NE(m.nodes[0].inputs[2], m.nodes[3].inputs[2]);
+  EXPECT_EQ(m.initializers.at(m.nodes[0].inputs[2]).shape(), (Shape{4}));
+  EXPECT_EQ(m.initializers.at(m.nodes[3].inputs[2]).shape(), (Shape{4}));
+  EXPECT_EQ(run_model(m, test::random_f32({1, 3, 8, 8}, 37)).shape(), (Shape{1, 10}));
+}
+
 TEST(Structured, AGroupTakesOneRuleAndAnExcludedLayerKeepsIt) {
   Model conflict = residual_net(false);
   auto bad = prune_channels(
