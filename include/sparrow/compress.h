@@ -132,6 +132,9 @@ struct StructuredRule {
 Result<StructuredRule> parse_structured_rule(const std::string& text);
 std::string structured_rule_text(const StructuredRule& rule);
 
+// Largest channel multiple structured pruning may round to.
+inline constexpr int64_t kMaxChannelMultiple = 4096;
+
 // Output channels that are removed together: those of every producer (a Conv, Gemm or MatMul with
 // its own weight) whose outputs meet in an elementwise op such as a residual Add.
 struct ChannelGroup {
@@ -149,8 +152,12 @@ struct ChannelGroup {
 // this pass does not follow, are kept whole (the report says which).
 // `per_layer` (by a producer's node or weight name) overrides `rule` for that producer's group.
 // With a fraction of 0 everywhere the model is unchanged.
+// With `multiple` > 1, a group that loses channels keeps a multiple of that many (the nearest to
+// what the rule keeps, at least `multiple`), so that the runtimes' kernels stay efficient; a group
+// of no more channels than `multiple` keeps what the rule says.
 Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredRule& rule,
-                                                 const std::map<std::string, StructuredRule>& per_layer = {});
+                                                 const std::map<std::string, StructuredRule>& per_layer = {},
+                                                 int64_t multiple = 1);
 
 // ---- the pipeline ----
 
@@ -184,6 +191,8 @@ struct CompressOptions {
   // When set (here or for a layer), channels are pruned first (prune_channels), before any
   // factorization; settings given by node or weight name still apply to the smaller layers.
   std::optional<StructuredRule> structured;
+  // Channel groups that structured pruning shrinks keep a multiple of this many channels (1: any).
+  int64_t channel_multiple = 1;
   // Whether a rule (global or a layer's) asks for structured pruning, other than none.
   bool prunes_channels() const;
   // Layers with fewer weights stay float32 (0: none).

@@ -133,6 +133,50 @@ std::string results_section(const nlohmann::json& meta) {
   return h;
 }
 
+// How the model was reshaped before its weights were pruned (from the file's metadata): multiply-adds
+// per sample before and after, the channel groups structured pruning went through, the layers
+// low-rank factorization replaced.
+std::string reshaping_section(const nlohmann::json& meta) {
+  auto count = [](const nlohmann::json& j, const char* key) {
+    return j.is_object() && j.contains(key) && j[key].is_number_integer() ? j[key].get<int64_t>()
+                                                                          : int64_t{-1};
+  };
+  auto text = [](const nlohmann::json& j, const char* key) {
+    return j.is_object() && j.contains(key) && j[key].is_string() ? html_escape(j[key].get<std::string>())
+                                                                  : std::string();
+  };
+  std::string h;
+  const nlohmann::json macs = meta.value("macs", nlohmann::json());
+  if (count(macs, "before") > 0 && count(macs, "after") > 0)
+    h += fmt::format("<p>Multiply-adds per sample: {} before, {} after ({:.2f}x fewer).</p>\n",
+                     count(macs, "before"), count(macs, "after"),
+                     static_cast<double>(count(macs, "before")) / static_cast<double>(count(macs, "after")));
+  if (meta.contains("structured") && meta["structured"].is_array()) {
+    h += "<table>\n<tr><th>channels of</th><th>channels</th><th>kept</th><th>kept whole because</th></tr>\n";
+    for (const auto& g : meta["structured"]) {
+      std::string producers;
+      for (const auto& p : g.value("producers", nlohmann::json::array()))
+        if (p.is_string()) producers += (producers.empty() ? "" : ", ") + html_escape(p.get<std::string>());
+      h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n", producers,
+                       count(g, "channels"), count(g, "kept"), text(g, "kept_whole"));
+    }
+    h += "</table>\n";
+  }
+  if (meta.contains("factorized") && meta["factorized"].is_array()) {
+    h += "<table>\n<tr><th>factorized</th><th>rows</th><th>columns</th><th>rank</th><th>weights after</th>"
+         "<th>relative error</th></tr>\n";
+    for (const auto& f : meta["factorized"])
+      h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4f}</td></tr>\n",
+                       text(f, "weight"), count(f, "rows"), count(f, "cols"), count(f, "rank"),
+                       count(f, "weights_after"),
+                       f.is_object() && f.contains("relative_error") && f["relative_error"].is_number()
+                           ? f["relative_error"].get<double>()
+                           : std::nan(""));
+    h += "</table>\n";
+  }
+  return h.empty() ? h : "<h2>Reshaping</h2>\n" + h;
+}
+
 std::string html_page(const nlohmann::json& j, const std::vector<std::string>& plots) {
   std::string h =
       "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sparrow report</title>\n"
@@ -156,6 +200,7 @@ std::string html_page(const nlohmann::json& j, const std::vector<std::string>& p
     h += fmt::format(" {} {},", key, value.get<int64_t>());
   h.back() = '.';
   h += "</p>\n";
+  h += reshaping_section(j.value("metadata", nlohmann::json::object()));
   h += results_section(j.value("metadata", nlohmann::json::object()));
   for (const auto& p : plots) h += fmt::format("<p><img src=\"{}\"></p>\n", html_escape(p));
   return h + "</body></html>\n";

@@ -24,6 +24,7 @@ struct CompressArgs {
   Distillation distill;
   std::optional<double> sparsity, quality;
   std::optional<int> index_bits, partitions, balance;
+  std::optional<int64_t> channel_multiple;
   std::optional<int64_t> min_weights;
   bool encode_all = false;
   std::optional<uint64_t> seed;
@@ -52,6 +53,7 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
     if (!rule.ok()) return rule.status().prefixed("--structured");
     o.structured = *rule;
   }
+  if (a.channel_multiple) o.channel_multiple = *a.channel_multiple;
   if (!a.bits.empty()) SP_RETURN_IF_ERROR(apply_bits(a.bits, o));
   if (a.index_bits) o.index_bits = *a.index_bits;
   if (a.partitions) o.partitions = *a.partitions;
@@ -224,6 +226,10 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
                   "Structured pruning first: remove this fraction of each channel group's output channels "
                   "(filters, units), those of smallest norm, and every tensor slice that holds them: l1=F, "
                   "l2=F, or none");
+  cmd->add_option("--channel-multiple", a->channel_multiple,
+                  "With --structured: each shrunk channel group keeps a multiple of N channels (e.g. 16, "
+                  "so that runtimes' kernels stay efficient)")
+      ->check(CLI::Range(int64_t{1}, kMaxChannelMultiple));
   cmd->add_option("--balance", a->balance,
                   "Load-balance-aware pruning: each of N interleaved row partitions (PEs) keeps the same "
                   "number of weights")

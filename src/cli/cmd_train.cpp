@@ -19,6 +19,7 @@ namespace {
 struct TrainArgs {
   std::string arch, model, output;
   std::string structured, low_rank;  // reshape the model first (then train to recover)
+  int64_t channel_multiple = 1;
   DataArgs data;
   TrainOptions train;
   bool json = false;
@@ -35,6 +36,7 @@ Status reshape_for_training(const TrainArgs& a, const GlobalOptions& global, Mod
     if (!rule.ok()) return rule.status().prefixed("--structured");
     o.structured = *rule;
   }
+  o.channel_multiple = a.channel_multiple;
   if (!a.low_rank.empty()) {
     auto rule = parse_low_rank_rule(a.low_rank);
     if (!rule.ok()) return rule.status().prefixed("--lowrank");
@@ -103,6 +105,9 @@ Command add_train(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--structured", a->structured,
                   "Remove this fraction of each channel group's output channels first (smallest norm), then "
                   "train the smaller dense model: l1=F or l2=F");
+  cmd->add_option("--channel-multiple", a->channel_multiple,
+                  "With --structured: each shrunk channel group keeps a multiple of N channels")
+      ->check(CLI::Range(int64_t{1}, kMaxChannelMultiple));
   cmd->add_option("--lowrank", a->low_rank,
                   "Factorize layers first (SVD, Tucker-2), then train the factors: energy=F, rank=N or "
                   "params=F");

@@ -148,6 +148,8 @@ Status CompressOptions::validate() const {
     return errorf("bits: conv={} fc={} must be within 1..8", conv_bits, fc_bits);
   if (index_bits < 2 || index_bits > 8) return errorf("index-bits {} is outside 2..8", index_bits);
   if (min_weights < 0) return errorf("min_weights must be >= 0, got {}", min_weights);
+  if (channel_multiple < 1 || channel_multiple > kMaxChannelMultiple)
+    return errorf("channel_multiple {} is outside 1..{}", channel_multiple, kMaxChannelMultiple);
   if (partitions < 1 || partitions > 65536) return errorf("partitions {} is outside 1..65536", partitions);
   return {};
 }

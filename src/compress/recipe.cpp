@@ -179,6 +179,9 @@ Status apply_recipe(const json& r, CompressOptions& o) {
       SP_ASSIGN_OR_RETURN(o.low_rank, low_rank_rule(v, key));
     } else if (key == "structured") {
       SP_ASSIGN_OR_RETURN(o.structured, structured_rule(v, key));
+    } else if (key == "channel_multiple") {
+      SP_ASSIGN_OR_RETURN(int multiple, integer(v, key));
+      o.channel_multiple = multiple;
     } else if (key == "bits" && v.is_object()) {
       for (const auto& [kind, b] : v.items()) {
         SP_ASSIGN_OR_RETURN(int bits, integer(b, "bits." + kind));
@@ -258,6 +261,7 @@ json recipe_json(const CompressOptions& o) {
   if (o.min_weights > 0) j["min_weights"] = o.min_weights;
   if (o.low_rank) j["lowrank"] = low_rank_rule_text(*o.low_rank);
   if (o.structured) j["structured"] = structured_rule_text(*o.structured);
+  if (o.channel_multiple != 1) j["channel_multiple"] = o.channel_multiple;
   if (!o.float_fallback) j["encode_all"] = true;
   j["seed"] = o.seed;
   json layers = json::object();

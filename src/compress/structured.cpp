@@ -450,12 +450,19 @@ Result<StructuredRule> group_rule(const Model& model, const Group& g, const Stru
 }
 
 // The channels a group keeps (ascending): all but the `fraction` with the smallest summed norms
-// (each producer's norms over their mean), ties keeping the earlier channel.
-std::vector<int64_t> kept_channels(const Model& model, const Group& g, const StructuredRule& rule) {
+// (each producer's norms over their mean), ties keeping the earlier channel; their count rounded to
+// a `multiple` (see prune_channels).
+std::vector<int64_t> kept_channels(const Model& model, const Group& g, const StructuredRule& rule,
+                                   int64_t multiple) {
   std::vector<int64_t> all(static_cast<size_t>(g.count));
   std::iota(all.begin(), all.end(), 0);
-  const int64_t remove =
-      std::min<int64_t>(g.count - 1, std::llround(rule.fraction * static_cast<double>(g.count)));
+  int64_t remove = std::min<int64_t>(g.count - 1, std::llround(rule.fraction * static_cast<double>(g.count)));
+  if (multiple > 1 && g.count > multiple && remove > 0) {
+    const int64_t kept = std::clamp<int64_t>(
+        multiple * std::llround(static_cast<double>(g.count - remove) / static_cast<double>(multiple)),
+        multiple, g.count);
+    remove = g.count - kept;
+  }
   if (rule.norm == StructuredRule::Norm::none || remove <= 0) return all;
   std::vector<double> score(static_cast<size_t>(g.count), 0.0);
   for (size_t p : g.producers) {
@@ -567,7 +574,10 @@ std::string structured_rule_text(const StructuredRule& rule) {
 }
 
 Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredRule& rule,
-                                                 const std::map<std::string, StructuredRule>& per_layer) {
+                                                 const std::map<std::string, StructuredRule>& per_layer,
+                                                 int64_t multiple) {
+  if (multiple < 1 || multiple > kMaxChannelMultiple)
+    return errorf("channel multiple {} is outside 1..{}", multiple, kMaxChannelMultiple);
   ChannelGraph graph(model);
   graph.trace();
   std::vector<Group>& groups = graph.groups();
@@ -587,7 +597,7 @@ Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredR
             model.initializers.at(model.nodes[p].inputs[1]).f32_span(),
             fmt::format("layer '{}' (weight '{}')", model.nodes[p].name, model.nodes[p].inputs[1]),
             "; only finite weights can be pruned"));
-    kept[static_cast<int>(g)] = kept_channels(model, group, r);
+    kept[static_cast<int>(g)] = kept_channels(model, group, r, multiple);
     out.kept = static_cast<int64_t>(kept[static_cast<int>(g)].size());
     report.push_back(std::move(out));
   }
@@ -612,7 +622,7 @@ Result<std::vector<ChannelGroup>> prune_channel_groups(Model& model, const Compr
   for (const auto& [name, s] :
        options.layers)  // an excluded layer keeps its group unless it has its own rule
     if (s.structured || s.exclude) per_layer[name] = s.structured.value_or(none);
-  return prune_channels(model, options.structured.value_or(none), per_layer);
+  return prune_channels(model, options.structured.value_or(none), per_layer, options.channel_multiple);
 }
 
 CompressOptions options_after_channel_pruning(const CompressOptions& options) {

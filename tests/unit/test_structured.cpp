@@ -295,6 +295,18 @@ TEST(Structured, AGroupTakesOneRuleAndAnExcludedLayerKeepsIt) {
   EXPECT_EQ((*groups)[0].kept, 4);
 }
 
+TEST(Structured, KeptCountsRoundToAChannelMultiple) {
+  Model m = residual_net(false);
+  auto groups = prune_channels(m, *parse_structured_rule("l1=0.3"), {}, 4);
+  ASSERT_TRUE(groups.ok()) << groups.status().message();
+  EXPECT_EQ((*groups)[0].kept, 8) << "6 of 8 rounds to 8";
+  EXPECT_EQ((*groups)[2].kept, 3) << "a group of no more than 4 channels keeps what the rule says";
+  EXPECT_EQ((*groups)[3].kept, 12) << "11 of 16 rounds to 12";
+  EXPECT_EQ(run_model(m, test::random_f32({1, 3, 8, 8}, 38)).shape(), (Shape{1, 10}));
+  Model other = residual_net(false);
+  EXPECT_FALSE(prune_channels(other, *parse_structured_rule("l1=0.3"), {}, 0).ok());
+}
+
 TEST(Structured, RecipesAndLayerOverridesCarryTheRule) {
   CompressOptions o;
   ASSERT_TRUE(
@@ -304,6 +316,8 @@ TEST(Structured, RecipesAndLayerOverridesCarryTheRule) {
   EXPECT_EQ(structured_rule_text(*o.layers["fc1"].structured), "none");
   EXPECT_EQ(structured_rule_text(*o.layers["conv_a"].structured), "l1=0.75");
   EXPECT_TRUE(o.prunes_channels());
+  ASSERT_TRUE(apply_recipe({{"channel_multiple", 16}}, o).ok());
+  EXPECT_EQ(o.channel_multiple, 16);
   CompressOptions replay;
   ASSERT_TRUE(apply_recipe(recipe_json(o), replay).ok());
   EXPECT_EQ(recipe_json(replay), recipe_json(o));
