@@ -34,11 +34,8 @@ Result<ReshapedModel> reshape_checked(const Model& source, const CompressOptions
     if (k >= after->output_shapes.size() || after->output_shapes[k] != before->output_shapes[k])
       return errorf("structured pruning and factorization changed output {}'s shape from {}", k,
                     shape_str(before->output_shapes[k]));
-  auto meta = nlohmann::json::parse(r.metadata_json, nullptr, false);
-  if (meta.is_object()) {
-    meta["macs"] = {{"before", before->macs}, {"after", after->macs}};
-    r.metadata_json = meta.dump();
-  }
+  r.metadata_json =
+      with_metadata(r.metadata_json, "macs", {{"before", before->macs}, {"after", after->macs}});
   return r;
 }
 
@@ -59,12 +56,9 @@ nlohmann::json compression_metadata(const CompressRequest& r, std::string_view s
 
 // Adds "results" to the metadata: the accuracy or agreement measured and the seconds it all took.
 void record_results(const CompressOutcome& out, double seconds, std::string& metadata_json) {
-  auto meta = nlohmann::json::parse(metadata_json, nullptr, false);
-  if (meta.is_discarded() || !meta.is_object()) return;
   nlohmann::json results = results_json(out);
   results["seconds"] = seconds;
-  meta["results"] = results;
-  metadata_json = meta.dump();
+  metadata_json = with_metadata(metadata_json, "results", results);
 }
 
 // Compression with retraining on r.train (the source model teaching, with distillation), measured

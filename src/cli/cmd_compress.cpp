@@ -71,6 +71,9 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
       std::none_of(o.layers.begin(), o.layers.end(), [&](const auto& layer) { return prunes(layer.second); }))
     return errorf(
         "--balance balances what is pruned: give --sparsity, --quality or a layer's (or a recipe's)");
+  if (a.channel_multiple && !o.prunes_channels())
+    return errorf("--channel-multiple rounds what structured pruning keeps: give --structured (or a layer's or "
+                  "recipe's structured rule)");
   return o;
 }
 

@@ -6,6 +6,7 @@
 
 #include "sparrow/compress.h"
 
+#include "compress/recipe.h"
 #include "core/finite.h"
 #include "sparrow/weight_roles.h"
 
@@ -171,8 +172,6 @@ std::vector<CompressibleLayer> find_compressible_layers(const Model& model) {
 
 std::string record_factorized(const std::string& metadata_json,
                               const std::vector<FactorizedLayer>& factorized) {
-  auto meta = nlohmann::json::parse(metadata_json, nullptr, false);
-  if (meta.is_discarded() || !meta.is_object()) return metadata_json;
   nlohmann::json list = nlohmann::json::array();
   for (const FactorizedLayer& f : factorized)
     list.push_back({{"weight", f.weight},
@@ -183,19 +182,15 @@ std::string record_factorized(const std::string& metadata_json,
                     {"rank_in", f.rank_in},
                     {"weights_after", f.weights_after},
                     {"relative_error", f.relative_error}});
-  meta["factorized"] = list;
-  return meta.dump();
+  return with_metadata(metadata_json, "factorized", list);
 }
 
 Result<ReshapedModel> reshape_model(Model model, const CompressOptions& options,
                                     const std::string& metadata_json) {
   ReshapedModel r;
   r.metadata_json = metadata_json;
-  if (auto meta = nlohmann::json::parse(metadata_json, nullptr, false);
-      meta.is_object() && !meta.contains("source_fp32_bytes")) {
-    meta["source_fp32_bytes"] = 4 * model.parameter_count();
-    r.metadata_json = meta.dump();
-  }
+  if (!nlohmann::json::parse(metadata_json, nullptr, false).contains("source_fp32_bytes"))
+    r.metadata_json = with_metadata(metadata_json, "source_fp32_bytes", 4 * model.parameter_count());
   if (options.prunes_channels()) {
     SP_ASSIGN_OR_RETURN(r.channel_groups, prune_channel_groups(model, options));
     r.metadata_json = record_channel_groups(r.metadata_json, r.channel_groups);

@@ -270,4 +270,12 @@ json recipe_json(const CompressOptions& o) {
   return j;
 }
 
+std::string with_metadata(const std::string& metadata_json, const std::string& key,
+                          const nlohmann::json& value) {
+  auto meta = json::parse(metadata_json, nullptr, false);
+  if (meta.is_discarded() || !meta.is_object()) return metadata_json;
+  meta[key] = value;
+  return meta.dump();
+}
+
 }  // namespace sparrow

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compress/recipe.h"
 #include "core/finite.h"
 #include "sparrow/compress.h"
 
@@ -633,16 +634,13 @@ CompressOptions options_after_channel_pruning(const CompressOptions& options) {
 }
 
 std::string record_channel_groups(const std::string& metadata_json, const std::vector<ChannelGroup>& groups) {
-  auto meta = nlohmann::json::parse(metadata_json, nullptr, false);
-  if (meta.is_discarded() || !meta.is_object()) return metadata_json;
   nlohmann::json list = nlohmann::json::array();
   for (const ChannelGroup& g : groups)
     list.push_back({{"producers", g.producers},
                     {"channels", g.channels},
                     {"kept", g.kept},
                     {"kept_whole", g.kept_whole}});
-  meta["structured"] = list;
-  return meta.dump();
+  return with_metadata(metadata_json, "structured", list);
 }
 
 }  // namespace sparrow

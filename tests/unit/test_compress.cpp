@@ -617,6 +617,26 @@ TEST_F(CompressCli, RunExportAndReportPrintJson) {
     EXPECT_TRUE(std::filesystem::exists(plot.get<std::string>())) << plot;
 }
 
+TEST_F(CompressCli, StructuredPruningIsReportedEverywhere) {
+  auto c = test::run_cli("compress " + dir_ + "/m.onnx -o " + dir_ + "/st.spw --structured l1=0.5 --bits 8");
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_NE(c.output.find("channels of conv: 4 -> 2"), std::string::npos) << c.output;
+  EXPECT_NE(c.output.find("channels of fc: 10 kept whole (reaches graph output 'y')"), std::string::npos);
+  EXPECT_NE(c.output.find("reshaped: weights"), std::string::npos) << c.output;
+  auto inspect = test::run_cli("inspect " + dir_ + "/st.spw");
+  EXPECT_NE(inspect.output.find("channels of conv: 4 -> 2"), std::string::npos) << inspect.output;
+  ASSERT_EQ(test::run_cli("-q report " + dir_ + "/st.spw -o " + dir_ + "/st_report").exit_code, 0);
+  std::ifstream page(dir_ + "/st_report/index.html");
+  const std::string html((std::istreambuf_iterator<char>(page)), std::istreambuf_iterator<char>());
+  EXPECT_NE(html.find("<h2>Reshaping</h2>"), std::string::npos);
+  EXPECT_NE(html.find("<td>conv</td><td>4</td><td>2</td>"), std::string::npos);
+  auto run = test::run_cli("run " + dir_ + "/st.spw -i " + dir_ + "/x.npy");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  auto lonely = test::run_cli("compress " + dir_ + "/m.onnx -o " + dir_ + "/x.spw --channel-multiple 8");
+  EXPECT_EQ(lonely.exit_code, 1);
+  EXPECT_NE(lonely.output.find("give --structured"), std::string::npos) << lonely.output;
+}
+
 TEST_F(CompressCli, SmallLayersStayFloatByThresholdOrSizeUnlessAllAreEncoded) {
   auto json_of = [&](const std::string& options) {
     auto c = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/s.spw --sparsity 0.5 --json " +
