@@ -27,13 +27,16 @@ Result<ReshapedModel> reshape_checked(const Model& source, const CompressOptions
   auto before = one_sample_summary(source);
   if (!before.ok()) return r;  // nothing to compare with (e.g. a fixed batch of another size)
   auto after = one_sample_summary(r.model);
-  if (!after.ok())
-    return errorf("the model after structured pruning and factorization cannot run: {}",
-                  after.status().message());
+  const char* done = options.prunes_channels() && options.factorizes()
+                         ? "structured pruning and factorization"
+                     : options.prunes_channels() ? "structured pruning"
+                                                 : "factorization";
+  if (!after.ok()) return errorf("the model after {} cannot run: {}", done, after.status().message());
   for (size_t k = 0; k < before->output_shapes.size(); ++k)
     if (k >= after->output_shapes.size() || after->output_shapes[k] != before->output_shapes[k])
-      return errorf("structured pruning and factorization changed output {}'s shape from {}", k,
-                    shape_str(before->output_shapes[k]));
+      return errorf("{} changed output {}'s shape from {} to {}", done, k,
+                    shape_str(before->output_shapes[k]),
+                    k < after->output_shapes.size() ? shape_str(after->output_shapes[k]) : "none");
   r.metadata_json =
       with_metadata(r.metadata_json, "macs", {{"before", before->macs}, {"after", after->macs}});
   return r;

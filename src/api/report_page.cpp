@@ -145,6 +145,7 @@ std::string reshaping_section(const nlohmann::json& meta) {
     return j.is_object() && j.contains(key) && j[key].is_string() ? html_escape(j[key].get<std::string>())
                                                                   : std::string();
   };
+  if (!meta.is_object()) return "";
   std::string h;
   const nlohmann::json macs = meta.value("macs", nlohmann::json());
   if (count(macs, "before") > 0 && count(macs, "after") > 0)
@@ -154,6 +155,7 @@ std::string reshaping_section(const nlohmann::json& meta) {
   if (meta.contains("structured") && meta["structured"].is_array()) {
     h += "<table>\n<tr><th>channels of</th><th>channels</th><th>kept</th><th>kept whole because</th></tr>\n";
     for (const auto& g : meta["structured"]) {
+      if (!g.is_object()) continue;
       std::string producers;
       for (const auto& p : g.value("producers", nlohmann::json::array()))
         if (p.is_string()) producers += (producers.empty() ? "" : ", ") + html_escape(p.get<std::string>());

@@ -65,15 +65,16 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
     SP_RETURN_IF_ERROR(apply_recipe({{"quantizer", a.quantizer}}, o).prefixed("--quantizer"));
   if (!a.huffman.empty()) o.huffman = a.huffman == "on";
   for (const auto& l : a.layers) SP_RETURN_IF_ERROR(apply_layer_override(l, o));
-  SP_RETURN_IF_ERROR(o.validate());
   const auto prunes = [](const LayerSettings& s) { return s.prune.sparsity || s.prune.quality; };
   if (a.balance && !prunes(o.all) &&
       std::none_of(o.layers.begin(), o.layers.end(), [&](const auto& layer) { return prunes(layer.second); }))
     return errorf(
         "--balance balances what is pruned: give --sparsity, --quality or a layer's (or a recipe's)");
   if (a.channel_multiple && !o.prunes_channels())
-    return errorf("--channel-multiple rounds what structured pruning keeps: give --structured (or a layer's or "
-                  "recipe's structured rule)");
+    return errorf(
+        "--channel-multiple rounds what structured pruning keeps: give --structured (or a layer's or "
+        "recipe's structured rule)");
+  SP_RETURN_IF_ERROR(o.validate());
   return o;
 }
 

@@ -28,7 +28,11 @@ struct TrainArgs {
 // The model with channels pruned and layers factorized as --structured and --lowrank ask; prints
 // the weights and MACs per sample before and after.
 Status reshape_for_training(const TrainArgs& a, const GlobalOptions& global, Model& model) {
-  if (a.structured.empty() && a.low_rank.empty()) return {};
+  if (a.structured.empty() && a.low_rank.empty()) {
+    if (a.channel_multiple != 1)
+      return errorf("--channel-multiple rounds what structured pruning keeps: give --structured");
+    return {};
+  }
   if (a.model.empty()) return errorf("--structured and --lowrank shrink a trained model: give a model file");
   CompressOptions o;
   if (!a.structured.empty()) {
@@ -42,6 +46,7 @@ Status reshape_for_training(const TrainArgs& a, const GlobalOptions& global, Mod
     if (!rule.ok()) return rule.status().prefixed("--lowrank");
     o.low_rank = *rule;
   }
+  SP_RETURN_IF_ERROR(o.validate());
   SP_ASSIGN_OR_RETURN(ReshapedModel reshaped, api::reshape_checked(model, o, "{}"));
   const auto macs = nlohmann::json::parse(reshaped.metadata_json).value("macs", nlohmann::json::object());
   const auto count = [&](const char* key) {

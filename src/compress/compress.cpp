@@ -151,6 +151,8 @@ Status CompressOptions::validate() const {
   if (min_weights < 0) return errorf("min_weights must be >= 0, got {}", min_weights);
   if (channel_multiple < 1 || channel_multiple > kMaxChannelMultiple)
     return errorf("channel_multiple {} is outside 1..{}", channel_multiple, kMaxChannelMultiple);
+  if (channel_multiple != 1 && !prunes_channels())
+    return errorf("channel_multiple rounds what structured pruning keeps: give a structured rule");
   if (partitions < 1 || partitions > 65536) return errorf("partitions {} is outside 1..65536", partitions);
   return {};
 }

@@ -276,7 +276,8 @@ class ChannelGraph {
     if (group == m && c == 1 && in && in->axis == Axis::channels && in->channels() == m &&
         shared_weight(n).empty()) {  // depthwise
       std::vector<std::pair<size_t, int>> per_channel{{1, 0}};
-      if (n.has_input(2)) per_channel.push_back({2, 0});
+      if (n.has_input(2))  // [C] or [1, C]: the channels on its last axis
+        per_channel.push_back({2, static_cast<int>(model_.initializers.at(n.inputs[2]).shape().size()) - 1});
       slicings_.push_back({i, *in, std::nullopt, per_channel});
       layouts_[n.outputs[0]] = *in;
       return;
@@ -431,23 +432,33 @@ class ChannelGraph {
 
 // The rule for a group: its producers' own (by node, then weight name), which must agree, else
 // `rule`.
-Result<StructuredRule> group_rule(const Model& model, const Group& g, const StructuredRule& rule,
-                                  const std::map<std::string, StructuredRule>& per_layer) {
-  std::optional<std::pair<std::string, StructuredRule>> own;
+struct GroupRule {
+  StructuredRule rule;
+  std::string key;  // the layer whose own rule it is, or empty for the global rule
+};
+
+// The rule for a group: its producers' own (by weight name over node name, as other settings
+// resolve), else `rule`. Where the producers' rules differ, none (an excluded layer's) wins; two
+// different rules that both prune are refused.
+Result<GroupRule> group_rule(const Model& model, const Group& g, const StructuredRule& rule,
+                             const std::map<std::string, StructuredRule>& per_layer) {
+  std::optional<GroupRule> own;
   for (size_t p : g.producers) {
     const Node& n = model.nodes[p];
-    for (const std::string& key : {n.name, n.inputs[1]}) {
-      auto it = per_layer.find(key);
-      if (it == per_layer.end()) continue;
-      if (own && structured_rule_text(own->second) != structured_rule_text(it->second))
-        return errorf(
-            "layers '{}' ({}) and '{}' ({}) share their output channels (a residual add joins "
-            "them): give them one structured rule",
-            own->first, structured_rule_text(own->second), key, structured_rule_text(it->second));
-      own = {key, it->second};
-    }
+    std::optional<GroupRule> layer;
+    for (const std::string& key : {n.name, n.inputs[1]})
+      if (auto it = per_layer.find(key); it != per_layer.end()) layer = GroupRule{it->second, key};
+    if (!layer) continue;
+    const auto prunes = [](const GroupRule& r) { return r.rule.norm != StructuredRule::Norm::none; };
+    if (own && prunes(*own) && prunes(*layer) &&
+        structured_rule_text(own->rule) != structured_rule_text(layer->rule))
+      return errorf(
+          "layers '{}' ({}) and '{}' ({}) share their output channels (one channel group): give "
+          "them one structured rule",
+          own->key, structured_rule_text(own->rule), layer->key, structured_rule_text(layer->rule));
+    if (!own || !prunes(*layer)) own = layer;
   }
-  return own ? own->second : rule;
+  return own ? *own : GroupRule{rule, ""};
 }
 
 // The channels a group keeps (ascending): all but the `fraction` with the smallest summed norms
@@ -590,8 +601,13 @@ Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredR
     std::sort(group.producers.begin(), group.producers.end());
     ChannelGroup out{{}, group.count, group.count, group.kept_whole};
     for (size_t p : group.producers) out.producers.push_back(model.nodes[p].name);
-    SP_ASSIGN_OR_RETURN(StructuredRule r, group_rule(model, group, rule, per_layer));
-    if (!group.kept_whole.empty()) r = StructuredRule{StructuredRule::Norm::none, 0};
+    StructuredRule r{StructuredRule::Norm::none, 0};
+    if (group.kept_whole.empty()) {
+      SP_ASSIGN_OR_RETURN(GroupRule chosen, group_rule(model, group, rule, per_layer));
+      r = chosen.rule;
+      if (r.norm == StructuredRule::Norm::none && !chosen.key.empty())
+        out.kept_whole = fmt::format("rule none for '{}' (its own, or the layer is excluded)", chosen.key);
+    }
     for (size_t p : group.producers)
       if (r.norm != StructuredRule::Norm::none && r.fraction > 0)
         SP_RETURN_IF_ERROR(require_finite(
@@ -629,6 +645,7 @@ Result<std::vector<ChannelGroup>> prune_channel_groups(Model& model, const Compr
 CompressOptions options_after_channel_pruning(const CompressOptions& options) {
   CompressOptions o = options;
   o.structured.reset();
+  o.channel_multiple = 1;
   for (auto& [name, s] : o.layers) s.structured.reset();
   return o;
 }

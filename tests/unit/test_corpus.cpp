@@ -85,17 +85,20 @@ TEST(Corpus, ExportThenImportIsBitIdentical) {
 TEST(Corpus, StructuredPruningKeepsModelsRunnable) {
   auto m = manifest();
   if (m.contains("skipped")) GTEST_SKIP() << "model corpus unavailable: " << m["skipped"].get<std::string>();
+  int shrunk = 0;
   for (const auto& c : m["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
     auto inputs = load_arrays(c["inputs"]);
     auto model = load_onnx(kDir + "/" + c["model"].get<std::string>());
     ASSERT_TRUE(model.ok());
     std::vector<std::vector<Tensor>> outputs;
+    int64_t smaller = 0;
     for (const char* rule : {"", "l1=0", "l1=0.5"}) {
       Model pruned = *model;
       if (*rule) {
         ASSERT_TRUE(prune_channels(pruned, *parse_structured_rule(rule)).ok()) << rule;
       }
+      smaller = pruned.parameter_count();
       auto ex = Executor::create(std::move(pruned), ExecOptions{1});
       ASSERT_TRUE(ex.ok()) << rule << ": " << ex.status().message();
       auto y = (*ex)->run(inputs);
@@ -103,12 +106,17 @@ TEST(Corpus, StructuredPruningKeepsModelsRunnable) {
       outputs.emplace_back();
       for (const Tensor* t : *y) outputs.back().push_back(*t);
     }
+    ASSERT_EQ(outputs[1].size(), outputs[0].size());
+    ASSERT_EQ(outputs[2].size(), outputs[0].size());
     for (size_t i = 0; i < outputs[0].size(); ++i) {
+      ASSERT_EQ(outputs[1][i].shape(), outputs[0][i].shape()) << "output " << i;
       EXPECT_EQ(std::memcmp(outputs[0][i].raw(), outputs[1][i].raw(), outputs[0][i].bytes()), 0)
           << "output " << i;
       EXPECT_EQ(outputs[2][i].shape(), outputs[0][i].shape()) << "output " << i;
     }
+    shrunk += smaller < model->parameter_count() ? 1 : 0;
   }
+  EXPECT_GE(shrunk, 3) << "models whose channels l1=0.5 removed";
 }
 
 TEST(Corpus, RunAtDifferentBatchSizesReusesPlans) {

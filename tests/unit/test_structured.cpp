@@ -263,16 +263,19 @@ TEST(Structured, ASecondOutputKeepsTheChannelsWhole) {
 }
 
 TEST(Structured, ASharedBiasIsCopiedOnlyWhereItsSlicesDiffer) {
-  Model m = residual_net(false);
+  Model m = residual_net(true);
+  m.initializers["ba"] = test::make_f32({8}, {1, 2, 3, 4, 5, 6, 7, 8});  // channel c holds c + 1
   m.nodes[3].inputs[2] = "ba";  // conv_b reads conv_a's bias, as exporters share equal tensors
   m.initializers.erase("bb");
   Model same = m;
   prune(same, "l1=0");
   EXPECT_EQ(same.initializers.size(), m.initializers.size()) << "nothing removed: nothing copied";
-  prune(m, "l1=0.5");
-  EXPECT_NE(m.nodes[0].inputs[2], m.nodes[3].inputs[2]);
-  EXPECT_EQ(m.initializers.at(m.nodes[0].inputs[2]).shape(), (Shape{4}));
-  EXPECT_EQ(m.initializers.at(m.nodes[3].inputs[2]).shape(), (Shape{4}));
+  prune(m, "l1=0.5");  // the weights decide: conv_a keeps 0, 2, 3, 5; conv_b and conv_c 1, 4, 6, 7
+  ASSERT_NE(m.nodes[0].inputs[2], m.nodes[3].inputs[2]);
+  const Tensor& a = m.initializers.at(m.nodes[0].inputs[2]);
+  const Tensor& b = m.initializers.at(m.nodes[3].inputs[2]);
+  EXPECT_EQ(std::vector<float>(a.f32_data(), a.f32_data() + a.numel()), (std::vector<float>{1, 3, 4, 6}));
+  EXPECT_EQ(std::vector<float>(b.f32_data(), b.f32_data() + b.numel()), (std::vector<float>{2, 5, 7, 8}));
   EXPECT_EQ(run_model(m, test::random_f32({1, 3, 8, 8}, 37)).shape(), (Shape{1, 10}));
 }
 
@@ -289,9 +292,11 @@ TEST(Structured, AGroupTakesOneRuleAndAnExcludedLayerKeepsIt) {
   CompressOptions o;
   o.structured = *parse_structured_rule("l1=0.5");
   o.layers["wc"].exclude = true;
+  o.layers["conv_b"].structured = *parse_structured_rule("l1=0.25");
   auto groups = prune_channel_groups(m, o);
   ASSERT_TRUE(groups.ok()) << groups.status().message();
-  EXPECT_EQ((*groups)[1].kept, 8) << "conv_c is excluded: its group stays whole";
+  EXPECT_EQ((*groups)[1].kept, 8) << "conv_c is excluded: its group stays whole, whatever conv_b's rule";
+  EXPECT_NE((*groups)[1].kept_whole.find("rule none for 'wc'"), std::string::npos) << (*groups)[1].kept_whole;
   EXPECT_EQ((*groups)[0].kept, 4);
 }
 
@@ -303,6 +308,10 @@ TEST(Structured, KeptCountsRoundToAChannelMultiple) {
   EXPECT_EQ((*groups)[2].kept, 3) << "a group of no more than 4 channels keeps what the rule says";
   EXPECT_EQ((*groups)[3].kept, 12) << "11 of 16 rounds to 12";
   EXPECT_EQ(run_model(m, test::random_f32({1, 3, 8, 8}, 38)).shape(), (Shape{1, 10}));
+  Model down = residual_net(false);
+  auto nine = prune_channels(down, *parse_structured_rule("l1=0.45"), {}, 4);
+  ASSERT_TRUE(nine.ok());
+  EXPECT_EQ((*nine)[3].kept, 8) << "9 of 16 rounds to 8";
   Model other = residual_net(false);
   EXPECT_FALSE(prune_channels(other, *parse_structured_rule("l1=0.3"), {}, 0).ok());
 }
