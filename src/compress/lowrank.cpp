@@ -7,6 +7,7 @@
 #include <numeric>
 #include <set>
 
+#include "compress/graph_names.h"
 #include "core/finite.h"
 #include "sparrow/compress.h"
 #include "sparrow/weight_roles.h"
@@ -33,34 +34,6 @@ Tensor tensor_of(const RowMajor& m) {
   Tensor t(DType::f32, {m.rows(), m.cols()});
   std::copy_n(m.data(), m.size(), t.f32_data());
   return t;
-}
-
-// How many nodes read each value.
-std::map<std::string, int> readers(const Model& model) {
-  std::map<std::string, int> n;
-  for (const Node& node : model.nodes)
-    for (const std::string& in : node.inputs) ++n[in];
-  return n;
-}
-
-// Every name in use: values, initializers, graph inputs and node names.
-std::set<std::string> names_in_use(const Model& model) {
-  std::set<std::string> used;
-  for (const auto& [name, t] : model.initializers) used.insert(name);
-  for (const ValueInfo& v : model.inputs) used.insert(v.name);
-  for (const Node& n : model.nodes) {
-    used.insert(n.name);
-    used.insert(n.outputs.begin(), n.outputs.end());
-  }
-  return used;
-}
-
-// `base`, or base_2, base_3... whichever is not in `used` yet; it is then.
-std::string claim_name(std::set<std::string>& used, const std::string& base) {
-  std::string name = base;
-  for (int k = 2; used.count(name); ++k) name = base + "_" + std::to_string(k);
-  used.insert(name);
-  return name;
 }
 
 // The Gemm or MatMul weight `node` multiplies by, or nullopt when the factorization does not take
@@ -331,7 +304,7 @@ Result<std::optional<FactorizedLayer>> factorize_conv(Model& model, const Node& 
 Result<std::vector<FactorizedLayer>> factorize_low_rank(Model& model, const LowRankRule& global,
                                                         const std::map<std::string, LowRankRule>& per_layer) {
   std::vector<FactorizedLayer> done;
-  const std::map<std::string, int> read_by = readers(model);
+  const std::map<std::string, int> read_by = value_readers(model);
   std::set<std::string> used = names_in_use(model);
   std::vector<Node> nodes;
   for (const Node& node : model.nodes) {

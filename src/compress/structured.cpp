@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compress/graph_names.h"
 #include "compress/recipe.h"
 #include "core/finite.h"
 #include "sparrow/compress.h"
@@ -77,14 +78,22 @@ int input_axis(const Node& node) {
   return node.op_type == "Conv" ? 1 : 1 - output_axis(node);
 }
 
+// A shape seen as [outer, dim, inner] around `axis`.
+struct AxisSplit {
+  int64_t outer = 1, dim = 1, inner = 1;
+};
+AxisSplit split_at(const Shape& shape, int axis) {
+  AxisSplit s;
+  s.dim = shape[static_cast<size_t>(axis)];
+  for (int a = 0; a < axis; ++a) s.outer *= shape[static_cast<size_t>(a)];
+  for (size_t a = static_cast<size_t>(axis) + 1; a < shape.size(); ++a) s.inner *= shape[a];
+  return s;
+}
+
 // The entries of `t` whose index along `axis` is in `keep` (ascending), in order.
 Tensor take(const Tensor& t, int axis, const std::vector<int64_t>& keep) {
-  const Shape& shape = t.shape();
-  const int64_t dim = shape[static_cast<size_t>(axis)];
-  int64_t outer = 1, inner = 1;
-  for (int a = 0; a < axis; ++a) outer *= shape[static_cast<size_t>(a)];
-  for (size_t a = static_cast<size_t>(axis) + 1; a < shape.size(); ++a) inner *= shape[a];
-  Shape out_shape = shape;
+  const auto [outer, dim, inner] = split_at(t.shape(), axis);
+  Shape out_shape = t.shape();
   out_shape[static_cast<size_t>(axis)] = static_cast<int64_t>(keep.size());
   Tensor out(DType::f32, out_shape);
   const float* src = t.f32_data();
@@ -96,11 +105,7 @@ Tensor take(const Tensor& t, int axis, const std::vector<int64_t>& keep) {
 
 // The norm of each slice of `t` along `axis`.
 std::vector<double> axis_norms(const Tensor& t, int axis, StructuredRule::Norm norm) {
-  const Shape& shape = t.shape();
-  const int64_t dim = shape[static_cast<size_t>(axis)];
-  int64_t outer = 1, inner = 1;
-  for (int a = 0; a < axis; ++a) outer *= shape[static_cast<size_t>(a)];
-  for (size_t a = static_cast<size_t>(axis) + 1; a < shape.size(); ++a) inner *= shape[a];
+  const auto [outer, dim, inner] = split_at(t.shape(), axis);
   std::vector<double> sums(static_cast<size_t>(dim), 0.0);
   const float* p = t.f32_data();
   for (int64_t o = 0; o < outer; ++o)
@@ -134,10 +139,7 @@ const std::set<std::string>& elementwise_ops() {
 // and what each node holds of them.
 class ChannelGraph {
  public:
-  explicit ChannelGraph(const Model& model) : model_(model) {
-    for (const Node& n : model.nodes)
-      for (const std::string& in : n.inputs) ++readers_[in];
-  }
+  explicit ChannelGraph(const Model& model) : model_(model), readers_(value_readers(model)) {}
 
   void trace() {
     for (size_t i = 0; i < model_.nodes.size(); ++i) visit(i);
@@ -510,13 +512,7 @@ std::vector<int64_t> kept_positions(const Layout& l, int64_t width,
 // sharing of equal tensors, such as zero biases) is copied for the node whose slice differs.
 class Slicer {
  public:
-  explicit Slicer(Model& model) : model_(model) {
-    for (const Node& n : model.nodes)
-      for (const std::string& in : n.inputs) ++readers_[in];
-    for (const auto& [name, t] : model.initializers) used_.insert(name);
-    for (const Node& n : model.nodes) used_.insert(n.outputs.begin(), n.outputs.end());
-    for (const ValueInfo& v : model.inputs) used_.insert(v.name);
-  }
+  explicit Slicer(Model& model) : model_(model), readers_(value_readers(model)), used_(names_in_use(model)) {}
 
   // Input k of `n` keeps the entries at `keep` along `axis`.
   void slice(Node& n, size_t k, int axis, const std::vector<int64_t>& keep) {
@@ -527,10 +523,7 @@ class Slicer {
       t = take(t, axis, keep);
       return;
     }
-    std::string copy = name + "/" + n.name;
-    for (int suffix = 2; used_.count(copy); ++suffix)
-      copy = name + "/" + n.name + "_" + std::to_string(suffix);
-    used_.insert(copy);
+    const std::string copy = claim_name(used_, name + "/" + n.name);
     --readers_[name];
     ++readers_[copy];
     model_.initializers[copy] = take(t, axis, keep);
