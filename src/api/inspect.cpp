@@ -6,14 +6,17 @@
 
 namespace sparrow::api {
 
+int64_t metadata_count(const nlohmann::json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key) || !j[key].is_number_integer()) return 0;
+  const auto& v = j[key];
+  if (v.is_number_unsigned()) return v.get<uint64_t>() < (uint64_t{1} << 50) ? v.get<int64_t>() : 0;
+  return v.get<int64_t>() >= 0 && v.get<int64_t>() < (int64_t{1} << 50) ? v.get<int64_t>() : 0;
+}
+
 int64_t dense_fp32_bytes(const SpwModel& m) {
-  auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
-  if (meta.is_object() && meta.contains("source_fp32_bytes")) {
-    const auto& v = meta["source_fp32_bytes"];
-    if (v.is_number_integer() && v.get<int64_t>() > 0 && v.get<int64_t>() < (int64_t{1} << 50))
-      return v.get<int64_t>();
-  }
-  return held_fp32_bytes(m);
+  const int64_t source =
+      metadata_count(nlohmann::json::parse(m.metadata_json, nullptr, false), "source_fp32_bytes");
+  return source > 0 ? source : held_fp32_bytes(m);
 }
 
 int64_t held_fp32_bytes(const SpwModel& m) {

@@ -14,6 +14,10 @@ namespace sparrow::api {
 // records them ("source_fp32_bytes"; the model before channel pruning or factorization shrank
 // it), else those of the model the file holds.
 int64_t dense_fp32_bytes(const SpwModel& m);
+// A count recorded in a file's metadata: the non-negative integer below 2^50 under `key` of the
+// JSON object `j`, else 0 (missing, malformed or out of range).
+int64_t metadata_count(const nlohmann::json& j, const char* key);
+
 // Bytes of every float32 parameter of the model the file holds, stored densely.
 int64_t held_fp32_bytes(const SpwModel& m);
 

@@ -137,10 +137,6 @@ std::string results_section(const nlohmann::json& meta) {
 // per sample before and after, the channel groups structured pruning went through, the layers
 // low-rank factorization replaced.
 std::string reshaping_section(const nlohmann::json& meta) {
-  auto count = [](const nlohmann::json& j, const char* key) {
-    return j.is_object() && j.contains(key) && j[key].is_number_integer() ? j[key].get<int64_t>()
-                                                                          : int64_t{-1};
-  };
   auto text = [](const nlohmann::json& j, const char* key) {
     return j.is_object() && j.contains(key) && j[key].is_string() ? html_escape(j[key].get<std::string>())
                                                                   : std::string();
@@ -148,10 +144,11 @@ std::string reshaping_section(const nlohmann::json& meta) {
   if (!meta.is_object()) return "";
   std::string h;
   const nlohmann::json macs = meta.value("macs", nlohmann::json());
-  if (count(macs, "before") > 0 && count(macs, "after") > 0)
+  if (metadata_count(macs, "before") > 0 && metadata_count(macs, "after") > 0)
     h += fmt::format("<p>Multiply-adds per sample: {} before, {} after ({:.2f}x fewer).</p>\n",
-                     count(macs, "before"), count(macs, "after"),
-                     static_cast<double>(count(macs, "before")) / static_cast<double>(count(macs, "after")));
+                     metadata_count(macs, "before"), metadata_count(macs, "after"),
+                     static_cast<double>(metadata_count(macs, "before")) /
+                         static_cast<double>(metadata_count(macs, "after")));
   if (meta.contains("structured") && meta["structured"].is_array()) {
     h += "<table>\n<tr><th>channels of</th><th>channels</th><th>kept</th><th>kept whole because</th></tr>\n";
     for (const auto& g : meta["structured"]) {
@@ -160,7 +157,7 @@ std::string reshaping_section(const nlohmann::json& meta) {
       for (const auto& p : g.value("producers", nlohmann::json::array()))
         if (p.is_string()) producers += (producers.empty() ? "" : ", ") + html_escape(p.get<std::string>());
       h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n", producers,
-                       count(g, "channels"), count(g, "kept"), text(g, "kept_whole"));
+                       metadata_count(g, "channels"), metadata_count(g, "kept"), text(g, "kept_whole"));
     }
     h += "</table>\n";
   }
@@ -169,8 +166,8 @@ std::string reshaping_section(const nlohmann::json& meta) {
          "<th>relative error</th></tr>\n";
     for (const auto& f : meta["factorized"])
       h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4f}</td></tr>\n",
-                       text(f, "weight"), count(f, "rows"), count(f, "cols"), count(f, "rank"),
-                       count(f, "weights_after"),
+                       text(f, "weight"), metadata_count(f, "rows"), metadata_count(f, "cols"),
+                       metadata_count(f, "rank"), metadata_count(f, "weights_after"),
                        f.is_object() && f.contains("relative_error") && f["relative_error"].is_number()
                            ? f["relative_error"].get<double>()
                            : std::nan(""));

@@ -43,16 +43,7 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
   if (a.sparsity) o.all.prune = PruneRule{a.sparsity, std::nullopt, o.all.prune.balance};
   if (a.quality) o.all.prune = PruneRule{std::nullopt, a.quality, o.all.prune.balance};
   if (a.balance) o.all.prune.balance = *a.balance;
-  if (!a.low_rank.empty()) {
-    auto rule = parse_low_rank_rule(a.low_rank);
-    if (!rule.ok()) return rule.status().prefixed("--lowrank");
-    o.low_rank = *rule;
-  }
-  if (!a.structured.empty()) {
-    auto rule = parse_structured_rule(a.structured);
-    if (!rule.ok()) return rule.status().prefixed("--structured");
-    o.structured = *rule;
-  }
+  SP_RETURN_IF_ERROR(apply_reshaping_flags(a.structured, a.low_rank, o));
   if (a.channel_multiple) o.channel_multiple = *a.channel_multiple;
   if (!a.bits.empty()) SP_RETURN_IF_ERROR(apply_bits(a.bits, o));
   if (a.index_bits) o.index_bits = *a.index_bits;

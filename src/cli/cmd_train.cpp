@@ -35,17 +35,8 @@ Status reshape_for_training(const TrainArgs& a, const GlobalOptions& global, Mod
   }
   if (a.model.empty()) return errorf("--structured and --lowrank shrink a trained model: give a model file");
   CompressOptions o;
-  if (!a.structured.empty()) {
-    auto rule = parse_structured_rule(a.structured);
-    if (!rule.ok()) return rule.status().prefixed("--structured");
-    o.structured = *rule;
-  }
+  SP_RETURN_IF_ERROR(apply_reshaping_flags(a.structured, a.low_rank, o));
   o.channel_multiple = a.channel_multiple;
-  if (!a.low_rank.empty()) {
-    auto rule = parse_low_rank_rule(a.low_rank);
-    if (!rule.ok()) return rule.status().prefixed("--lowrank");
-    o.low_rank = *rule;
-  }
   SP_RETURN_IF_ERROR(o.validate());
   SP_ASSIGN_OR_RETURN(ReshapedModel reshaped, api::reshape_checked(model, o, "{}"));
   const auto macs = nlohmann::json::parse(reshaped.metadata_json).value("macs", nlohmann::json::object());

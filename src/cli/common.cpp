@@ -58,4 +58,18 @@ std::string human_count(int64_t n) {
   return std::to_string(n);
 }
 
+Status apply_reshaping_flags(const std::string& structured, const std::string& low_rank, CompressOptions& o) {
+  if (!structured.empty()) {
+    auto rule = parse_structured_rule(structured);
+    if (!rule.ok()) return rule.status().prefixed("--structured");
+    o.structured = *rule;
+  }
+  if (!low_rank.empty()) {
+    auto rule = parse_low_rank_rule(low_rank);
+    if (!rule.ok()) return rule.status().prefixed("--lowrank");
+    o.low_rank = *rule;
+  }
+  return {};
+}
+
 }  // namespace sparrow::cli

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "sparrow/compress.h"
 #include "sparrow/executor.h"
 
 namespace sparrow::cli {
@@ -29,6 +30,10 @@ bool show_progress(const GlobalOptions& options);
 
 // Prints "sparrow: error: <message>" and returns the exit code 1.
 int report_error(const Status& status);
+
+// Sets the options' structured pruning and low-rank rules from --structured and --lowrank text
+// (each ignored when empty); errors name the flag.
+Status apply_reshaping_flags(const std::string& structured, const std::string& low_rank, CompressOptions& o);
 
 // "1.2M", "431K", "950"
 std::string human_count(int64_t n);

@@ -26,12 +26,6 @@ void print_breakdown(const ByteBreakdown& b, int64_t file_bytes) {
 void print_factorized(const SpwModel& m) {
   auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
   if (!meta.is_object() || !meta.contains("factorized") || !meta["factorized"].is_array()) return;
-  const auto count = [](const nlohmann::json& f, const char* key) {  // 0 unless a count below 2^40
-    const auto& v = f.value(key, nlohmann::json());
-    return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < (int64_t{1} << 40)
-               ? v.get<int64_t>()
-               : int64_t{0};
-  };
   for (const auto& f : meta["factorized"]) {
     if (!f.is_object() || !f.value("weight", nlohmann::json()).is_string() ||
         !f.value("relative_error", nlohmann::json()).is_number() ||
@@ -40,11 +34,11 @@ void print_factorized(const SpwModel& m) {
     FactorizedLayer layer{f["weight"].get<std::string>(),
                           "",
                           {},
-                          count(f, "rows"),
-                          count(f, "cols"),
-                          count(f, "rank"),
-                          count(f, "rank_in"),
-                          count(f, "weights_after"),
+                          api::metadata_count(f, "rows"),
+                          api::metadata_count(f, "cols"),
+                          api::metadata_count(f, "rank"),
+                          api::metadata_count(f, "rank_in"),
+                          api::metadata_count(f, "weights_after"),
                           f["relative_error"].get<double>()};
     layer.factors.resize(f["factors"].size());
     fmt::print("{}\n", factorization_text(layer));
@@ -56,12 +50,9 @@ void print_factorized(const SpwModel& m) {
 void print_channel_groups(const SpwModel& m) {
   auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
   if (!meta.is_object()) return;
-  const auto number = [](const nlohmann::json& j, const char* key) {
-    const auto& v = j.value(key, nlohmann::json());
-    return v.is_number_integer() && v.get<int64_t>() >= 0 ? v.get<int64_t>() : int64_t{0};
-  };
   if (meta.contains("macs") && meta["macs"].is_object()) {
-    const int64_t before = number(meta["macs"], "before"), after = number(meta["macs"], "after");
+    const int64_t before = api::metadata_count(meta["macs"], "before"),
+                  after = api::metadata_count(meta["macs"], "after");
     const int64_t weights_before = api::dense_fp32_bytes(m) / 4, weights_after = api::held_fp32_bytes(m) / 4;
     if (before > 0 && after > 0 && weights_after > 0)
       fmt::print("\nreshaped: weights {} -> {} ({:.2f}x fewer), MACs per sample {} -> {} ({:.2f}x fewer)\n",
@@ -81,7 +72,7 @@ void print_channel_groups(const SpwModel& m) {
     }
     const std::string why =
         g.value("kept_whole", nlohmann::json()).is_string() ? g["kept_whole"].get<std::string>() : "";
-    const int64_t channels = number(g, "channels"), kept = number(g, "kept");
+    const int64_t channels = api::metadata_count(g, "channels"), kept = api::metadata_count(g, "kept");
     if (!why.empty())
       fmt::print("channels of {}: {} kept whole ({})\n", producers, channels, why);
     else if (kept < channels)
