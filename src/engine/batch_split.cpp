@@ -166,6 +166,10 @@ int64_t samples_per_chunk(int64_t batch, int64_t bytes_per_sample, int64_t cache
   return 1;
 }
 
+bool chunks_gain(int64_t batch, int64_t activation_bytes_per_sample, int64_t constant_bytes) {
+  return constant_bytes <= batch * activation_bytes_per_sample;
+}
+
 int64_t chunk_cache_bytes() {
   const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
   return l2 > 0 ? l2 : int64_t{1} << 20;
@@ -200,8 +204,10 @@ bool BatchSplit::choose_chunk(int64_t batch, int threads, int64_t samples, const
   if (samples > 0) {
     chunk_ = sparrow::samples_per_chunk(batch, 1, samples);
   } else {
-    chunk_ = sparrow::samples_per_chunk(batch, (*probe)->arena_bytes() / 2, chunk_cache_bytes());
+    const int64_t per_sample = (*probe)->arena_bytes() / 2;
+    chunk_ = sparrow::samples_per_chunk(batch, per_sample, chunk_cache_bytes());
     if (batch / chunk_ < threads) return false;  // some threads would sit idle
+    if (!chunks_gain(batch, per_sample, (*probe)->constant_bytes())) return false;
   }
   if (chunk_ == batch) return false;
   if (chunk_ == 2) {

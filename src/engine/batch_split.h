@@ -42,6 +42,11 @@ bool computes_per_sample(const PlannedNode& n, int64_t batch);
 // the largest divisor of `batch` whose chunk's activations fit in `cache_bytes` (at least 1).
 int64_t samples_per_chunk(int64_t batch, int64_t bytes_per_sample, int64_t cache_bytes);
 
+// Whether running a batch as chunks can gain, by bytes moved: each chunk streams the plan's
+// constants (float32 weights) again, the whole batch spills its activations out of the cache once.
+// Chunks gain while the constants take no more than the whole batch's activations.
+bool chunks_gain(int64_t batch, int64_t activation_bytes_per_sample, int64_t constant_bytes);
+
 // Bytes of the cache a chunk's activations should fit in: the level-2 cache of one core.
 int64_t chunk_cache_bytes();
 

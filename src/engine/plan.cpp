@@ -138,6 +138,20 @@ int64_t Plan::value_bytes() const {
   return sum;
 }
 
+int64_t Plan::constant_bytes() const {
+  // Graph inputs and views of them share the inputs' storage.
+  std::set<const void*> input_data;
+  for (const Tensor* t : input_tensors_) input_data.insert(t->raw());
+  std::map<const void*, int64_t> constants;  // by storage, so a view is not counted again
+  for (const PlanStep& step : steps_)
+    for (const Tensor* t : step.inputs)
+      if (t != nullptr && !buffer_of_.contains(t) && !input_data.contains(t->raw()))
+        constants[t->raw()] = std::max(constants[t->raw()], static_cast<int64_t>(t->bytes()));
+  int64_t sum = 0;
+  for (const auto& [data, bytes] : constants) sum += bytes;
+  return sum;
+}
+
 const Tensor* Plan::value(const std::string& name) const {
   auto it = values_.find(name);
   if (it == values_.end()) return nullptr;

@@ -54,6 +54,10 @@ class Plan {
   // without reuse.
   int64_t arena_bytes() const { return arena_.bytes(); }
   int64_t value_bytes() const;
+  // Bytes of the tensors the steps read that are known at plan time (float32 weights, constants,
+  // values folded at plan time), each counted once: what every run streams besides activations.
+  // The sparse engine's layouts are not among them.
+  int64_t constant_bytes() const;
   // With `poison`, run() fills each arena buffer with NaN bytes right after its value's last reader
   // ran, so a plan that reads a value after its bytes were handed on gives wrong results (tests).
   void set_poison_freed(bool poison) { poison_freed_ = poison; }

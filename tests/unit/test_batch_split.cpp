@@ -101,6 +101,13 @@ TEST(BatchSplit, SamplesPerChunkIsTheLargestDivisorThatFitsTheCache) {
   EXPECT_GT(chunk_cache_bytes(), 0);
 }
 
+TEST(BatchSplit, ChunksGainWhileTheWeightsTakeNoMoreThanTheBatchsActivations) {
+  EXPECT_TRUE(chunks_gain(16, 1 << 20, 500'000)) << "compressed weights: 0.5 MB against 16 MB";
+  EXPECT_TRUE(chunks_gain(16, 1 << 20, 16 << 20)) << "as much as the activations";
+  EXPECT_FALSE(chunks_gain(16, 500'000, 37 << 20)) << "VGG-11's float32 weights against 8 MB";
+  EXPECT_TRUE(chunks_gain(16, 1000, 0));
+}
+
 TEST(BatchSplit, ChunksGiveTheWholeBatchsOutputsOnBothEngines) {
   const Model m = residual_cnn();
   for (int64_t batch : {2, 5, 8}) {

@@ -156,6 +156,30 @@ std::unique_ptr<Plan> plan_of(const Model& m, const Shape& input, ThreadPool& po
   return plan.ok() ? std::move(*plan) : nullptr;
 }
 
+// x [N, 16] -> Flatten (a view of the input) -> Gemm (w, b) -> Relu -> Add b: the constants are
+// w and b, b counted once though two steps read it; neither the input nor its view is one.
+TEST(MemoryPlan, ConstantBytesCountEachWeightOnceAndNoActivation) {
+  Model m;
+  m.opset = 13;
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 16}, {"N", ""}, true});
+  m.outputs.push_back(ValueInfo{"y"});
+  m.initializers["w"] = test::random_f32({16, 8}, 1);
+  m.initializers["b"] = test::random_f32({8}, 2);
+  m.nodes.push_back(Node{"flat", "Flatten", "", {"x"}, {"f"}, {}});
+  m.nodes.push_back(Node{"fc", "Gemm", "", {"f", "w", "b"}, {"g"}, {}});
+  m.nodes.push_back(Node{"relu", "Relu", "", {"g"}, {"r"}, {}});
+  m.nodes.push_back(Node{"shift", "Add", "", {"r", "b"}, {"y"}, {}});
+  ThreadPool pool(1);
+  for (int64_t batch : {1, 4}) {
+    auto plan = plan_of(m, {batch, 16}, pool);
+    ASSERT_TRUE(plan);
+    EXPECT_EQ(plan->constant_bytes(), (16 * 8 + 8) * 4) << "batch " << batch;
+  }
+  auto weightless = plan_of(chain(3), {1, 1000}, pool);
+  ASSERT_TRUE(weightless);
+  EXPECT_EQ(weightless->constant_bytes(), 0);
+}
+
 TEST(MemoryPlan, AChainOfOpsTakesTwoBuffers) {
   ThreadPool pool(1);
   Model m = chain(8);

@@ -586,6 +586,40 @@ TEST(Pool, GlobalMaxPool) {
   EXPECT_EQ(values(g), (std::vector<float>{1, -2}));
 }
 
+// Planes below, at and above the reduction's lane count, on one and two threads; NaN in a plane
+// makes that plane's result NaN and no other.
+TEST(Pool, GlobalPoolsMatchAPlainLoopOnEveryPlaneSize) {
+  uint32_t seed = 40;
+  for (int64_t size : {1, 7, 8, 9, 16, 17, 169})
+    for (int threads : {1, 2}) {
+      const int64_t planes = 6;
+      Tensor x = random_f32({2, planes / 2, size, 1}, seed++);
+      float* data = x.f32_data();
+      data[(planes - 1) * size + size / 2] = NAN;  // the last plane
+      auto avg = run_op("GlobalAveragePool", {}, {x}, 13, 1, {}, threads);
+      auto max = run_op("GlobalMaxPool", {}, {x}, 13, 1, {}, threads);
+      ASSERT_TRUE(avg.ok() && max.ok());
+      EXPECT_EQ((*avg)[0].shape(), (Shape{2, planes / 2, 1, 1}));
+      for (int64_t p = 0; p < planes; ++p) {
+        double sum = 0, scale = 0;
+        float biggest = -INFINITY;
+        for (int64_t i = 0; i < size; ++i) {
+          sum += data[p * size + i];
+          scale += std::abs(data[p * size + i]);
+          biggest = std::max(biggest, data[p * size + i]);
+        }
+        const float got_avg = (*avg)[0].f32_data()[p], got_max = (*max)[0].f32_data()[p];
+        if (p == planes - 1) {
+          EXPECT_TRUE(std::isnan(got_avg) && std::isnan(got_max)) << "plane of " << size << " with NaN";
+          continue;
+        }
+        EXPECT_NEAR(got_avg, sum / size, 1e-6 * scale / size)
+            << "plane of " << size << ", " << threads << " threads";
+        EXPECT_EQ(got_max, biggest) << "plane of " << size << ", " << threads << " threads";
+      }
+    }
+}
+
 // ---------------------------------------------------------------- sgemm over threads
 // Split along M (B shared), along N (A shared), and below the work where threads pay, with every
 // transposition, against a plain double-precision product.

@@ -116,16 +116,38 @@ class GlobalPoolOp : public Op {
   Status run(const RunArgs& a) override {
     const float* x = a.in[0]->f32_data();
     float* y = a.out[0]->f32_data();
-    for (int64_t p = 0; p < planes_; ++p) {
-      const float* xp = x + p * size_;
-      float acc = K == PoolKind::max ? -std::numeric_limits<float>::infinity() : 0.0f;
-      for (int64_t i = 0; i < size_; ++i) acc = K == PoolKind::max ? std::max(acc, xp[i]) : acc + xp[i];
-      y[p] = K == PoolKind::max ? acc : acc / static_cast<float>(size_);
-    }
+    a.pool.parallel_range(planes_, 64, [&](int64_t b, int64_t e) {
+      for (int64_t p = b; p < e; ++p) {
+        const float acc = reduce_plane(x + p * size_);
+        y[p] = K == PoolKind::max ? acc : acc / static_cast<float>(size_);
+      }
+    });
     return {};
   }
 
  private:
+  // The plane's sum or max in kLanes partial results (no chain of dependent adds, and the loop runs
+  // in vector lanes), combined at the end. NaN propagates either way.
+  static constexpr int64_t kLanes = 8;
+  static float combine(float acc, float v) {
+    if constexpr (K == PoolKind::max)
+      return (v > acc || v != v) ? v : acc;
+    else
+      return acc + v;
+  }
+  float reduce_plane(const float* x) const {
+    constexpr float kStart = K == PoolKind::max ? -std::numeric_limits<float>::infinity() : 0.0f;
+    float part[kLanes];
+    std::fill(part, part + kLanes, kStart);
+    int64_t i = 0;
+    for (; i + kLanes <= size_; i += kLanes)
+      for (int64_t j = 0; j < kLanes; ++j) part[j] = combine(part[j], x[i + j]);
+    for (; i < size_; ++i) part[0] = combine(part[0], x[i]);
+    float acc = kStart;
+    for (float p : part) acc = combine(acc, p);
+    return acc;
+  }
+
   int64_t planes_ = 0, size_ = 0;
 };
 

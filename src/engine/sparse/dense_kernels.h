@@ -10,6 +10,9 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "engine/sparse/kernels.h"
 
@@ -348,13 +351,42 @@ inline void rows_max_of(const float* const* rows, int64_t n, int64_t width, floa
     for (int64_t k = 0; k < width; ++k) out[k] = max_or_nan(out[k], rows[i][k]);
 }
 
+#if defined(__AVX512F__)
+// columns_max<2, 3> sixteen outputs at a time: the window's even, odd and next-even columns are
+// two lane permutes and a one-lane shift of 32 loaded columns; NaN in any of the three wins. Reads
+// rows_max[0, 2 * out_w]: the span of out_w windows of width 3 and stride 2.
+inline void columns_max_stride2_width3(const float* rows_max, int64_t out_w, float* row) {
+  const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512 nan = _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN());
+  int64_t ow = 0;
+  for (; ow + 16 <= out_w; ow += 16) {
+    const float* r = rows_max + 2 * ow;
+    const __m512 low = _mm512_loadu_ps(r), high = _mm512_loadu_ps(r + 16);
+    const __m512 even = _mm512_permutex2var_ps(low, even_lanes, high);
+    const __m512 odd = _mm512_permutex2var_ps(low, odd_lanes, high);
+    const __m512 next = _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(_mm512_set1_ps(r[32])), _mm512_castps_si512(even), 1));
+    const __mmask16 any_nan =
+        _mm512_cmp_ps_mask(even, odd, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(next, next, _CMP_UNORD_Q);
+    const __m512 m = _mm512_max_ps(_mm512_max_ps(even, odd), next);
+    _mm512_storeu_ps(row + ow, _mm512_mask_mov_ps(m, any_nan, nan));
+  }
+  columns_max<2, 3>(rows_max + 2 * ow, 2, 3, out_w - ow, row + ow);
+}
+#endif
+
 // The separable MaxPool row's columns pass, with the stride and a window width of 2 or 3 known at
-// compile time where they are the common ones.
+// compile time where they are the common ones (on AVX-512, stride 2 and width 3 in vector lanes).
 inline void columns_max_any(const float* rows_max, int64_t s_w, int64_t k_w, int64_t out_w, float* row) {
   if (s_w == 1 && k_w == 3)
     columns_max<1, 3>(rows_max, s_w, k_w, out_w, row);
   else if (s_w == 2 && k_w == 3)
+#if defined(__AVX512F__)
+    columns_max_stride2_width3(rows_max, out_w, row);
+#else
     columns_max<2, 3>(rows_max, s_w, k_w, out_w, row);
+#endif
   else if (s_w == 2 && k_w == 2)
     columns_max<2, 2>(rows_max, s_w, k_w, out_w, row);
   else if (s_w == 1)
