@@ -3,6 +3,8 @@
 include(CMakeFindDependencyMacro)
 find_dependency(Threads)
 find_dependency(ZLIB)
+find_dependency(PkgConfig)
+pkg_check_modules(LIBZIP REQUIRED IMPORTED_TARGET libzip)
 find_dependency(fmt)
 find_dependency(nlohmann_json)
 find_dependency(Protobuf)

@@ -1,7 +1,10 @@
-// Dataset and array files: NPY (numpy) and IDX (MNIST, optionally gzip-compressed).
+// Dataset and array files: NPY and NPZ (numpy), IDX (MNIST, optionally gzip-compressed) and
+// CIFAR-10's binary batches.
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -13,10 +16,33 @@ namespace sparrow {
 // Reads a C-order .npy array. Float kinds (f2, f4, f8) become float32; integer and bool kinds
 // become int64. Errors name the file and the header field at fault.
 Result<Tensor> read_npy(const std::string& path);
+// The array in an NPY file's bytes, as read_npy reads it (errors without a path).
+Result<Tensor> parse_npy(std::span<const char> bytes);
 // Writes a float32 ('<f4') or int64 ('<i8') .npy file atomically.
 Status write_npy(const std::string& path, const Tensor& tensor);
 // The bytes of that file.
 std::string npy_bytes(const Tensor& tensor);
+
+// Reads every array of an .npz archive (numpy.savez: stored entries; savez_compressed: deflated),
+// keyed by entry name without its ".npy", as read_npy reads each. Errors name the file and entry;
+// no entry may declare more than the input budget (core/file.h) of uncompressed bytes.
+Result<std::map<std::string, Tensor>> read_npz(const std::string& path);
+// Writes arrays (float32 or int64) as an .npz archive, deflated when `compressed`, atomically.
+Status write_npz(const std::string& path, const std::map<std::string, Tensor>& arrays,
+                 bool compressed = false);
+
+// CIFAR-10's binary batches (data_batch_1.bin ... data_batch_5.bin, test_batch.bin): records of
+// one label byte (0-9) and 3 x 32 x 32 pixel bytes (the red, green, then blue plane, rows top
+// first). Reads the files in order, at most `limit` records in all (0: every record), the pixels as
+// float32 raw values [N, 3, 32, 32]. Errors name the file and the record at fault.
+struct ImageSet {
+  Tensor images;
+  std::vector<int64_t> labels;
+};
+Result<ImageSet> read_cifar10(std::span<const std::string> paths, int64_t limit = 0);
+// Writes records in that format (labels 0-255 as bytes, images [N, 3, 32, 32] of values 0-255)
+// atomically, for tests and tools.
+Status write_cifar10(const std::string& path, const ImageSet& set);
 
 // Reads an IDX file (gzip-compressed or plain) as float32 raw values with the file's dimensions,
 // e.g. [60000, 28, 28] for MNIST images.

@@ -105,9 +105,13 @@ Status merge_retrain_recipe(const nlohmann::json& recipe, const Given& given, Co
     if (source.contains("shift")) a.data.shift = source["shift"].get<float>();
     a.data.validation = source.value("validation", a.data.validation);
     a.data.limit = source.value("limit", a.data.limit);
+    a.data.mean = source.value("mean", a.data.mean);
+    a.data.std = source.value("std", a.data.std);
   } catch (const nlohmann::json::exception&) {
-    return errorf("{}: retrain: data, labels must be paths and scale, shift, validation, limit numbers",
-                  a.recipe);
+    return errorf(
+        "{}: retrain: data, labels must be paths, scale, shift, validation, limit numbers and mean, std lists of "
+        "numbers",
+        a.recipe);
   }
   return {};
 }
@@ -119,6 +123,8 @@ nlohmann::json data_source(const DataArgs& d) {
   if (d.scale) j["scale"] = *d.scale;
   if (d.shift) j["shift"] = *d.shift;
   if (d.limit > 0) j["limit"] = d.limit;
+  if (!d.mean.empty()) j["mean"] = d.mean;
+  if (!d.std.empty()) j["std"] = d.std;
   return j;
 }
 

@@ -1,8 +1,9 @@
-// sparrow eval MODEL (--images IDX | --data X.npy) [--labels IDX|NPY] [--reference ORIGINAL]:
+// sparrow eval MODEL (--images IDX | --data X.npy|X.npz|DIR) [--labels IDX|NPY] [--reference ORIGINAL]:
 // classification accuracy against labels and/or top-1 agreement with a reference model (the
 // original of a compressed model) and how far its outputs are. IDX images are normalized as
-// x = raw * scale + shift; an .npy holds inputs already normalized. Both are laid out in the model
-// input's shape.
+// x = raw * scale + shift; an .npy or .npz holds inputs already normalized; a directory is any
+// training-data source's test split (cli/train_data.h), normalized as training normalizes it. All
+// are laid out in the model input's shape.
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -12,6 +13,7 @@
 #include <cmath>
 
 #include "cli/commands.h"
+#include "cli/train_data.h"
 #include "core/file.h"
 #include "core/timer.h"
 #include "sparrow/dataset.h"
@@ -23,6 +25,7 @@ namespace {
 struct EvalOptions {
   std::string model, images, data, labels, reference;
   std::optional<float> scale, shift;  // IDX images: default 1/255 and 0
+  std::vector<float> mean, std;       // --data DIR: per-channel normalization
   int64_t batch = 64;
   int64_t limit = 0;
   bool json = false;
@@ -33,6 +36,7 @@ struct EvalResult {
   int64_t correct = 0, total = 0;
   double seconds = 0;
   std::vector<int64_t> predicted;
+  bool labeled = false;  // accuracy was measured
   // Against the reference model: rows with the same top-1 answer, output differences.
   int64_t agreeing = 0;
   double max_abs_difference = 0, sum_abs_difference = 0;
@@ -113,12 +117,36 @@ void compare_with_reference(const Tensor& y, const Tensor& ref, int64_t rows, in
   r.compared_values += rows * classes;
 }
 
+// The inputs and labels: --images IDX or --data X.npy as read above, any other --data through the
+// training-data sources.
+Result<LabeledData> eval_set(const EvalOptions& o, const Model& model) {
+  if (!o.data.empty() && std::filesystem::path(o.data).extension() != ".npy") {
+    DataArgs d;
+    d.dir = o.data;
+    d.labels = o.labels;
+    d.scale = o.scale;
+    d.shift = o.shift;
+    d.mean = o.mean;
+    d.std = o.std;
+    return load_test_set(model, d);
+  }
+  if (!o.mean.empty() || !o.std.empty())
+    return errorf("--mean and --std go with --data DIR (a directory of IDX files or CIFAR-10 batches)");
+  LabeledData set;
+  SP_ASSIGN_OR_RETURN(set.inputs, eval_inputs(o));
+  SP_ASSIGN_OR_RETURN(set.labels, eval_labels(o, set.inputs.dim(0)));
+  return set;
+}
+
 Result<EvalResult> evaluate(Executor& ex, Executor* reference, const EvalOptions& o,
                             const GlobalOptions& global) {
   const std::string& source = o.data.empty() ? o.images : o.data;
-  SP_ASSIGN_OR_RETURN(Tensor images, eval_inputs(o));
+  SP_ASSIGN_OR_RETURN(LabeledData set, eval_set(o, ex.model()));
+  const Tensor& images = set.inputs;
+  const std::vector<int64_t>& labels = set.labels;
   int64_t count = images.dim(0);
-  SP_ASSIGN_OR_RETURN(std::vector<int64_t> labels, eval_labels(o, count));
+  EvalResult r;
+  r.labeled = !labels.empty();
   if (o.limit > 0) count = std::min(count, o.limit);
   int64_t sample = count ? images.numel() / images.dim(0) : 0;
   std::span<const float> used = images.f32_span().first(static_cast<size_t>(count * sample));
@@ -134,7 +162,6 @@ Result<EvalResult> evaluate(Executor& ex, Executor* reference, const EvalOptions
   if (ex.model().inputs.size() != 1)
     return errorf("{}: eval needs a model with one input", ex.model().source);
 
-  EvalResult r;
   Timer timer;
   bool progress = show_progress(global);
   for (int64_t start = 0; start < count; start += batch) {
@@ -174,7 +201,7 @@ void print_eval(const EvalOptions& o, const EvalResult& r, int threads) {
   if (o.json) {
     nlohmann::json j{{"model", o.model},          {"total", r.total}, {"seconds", r.seconds},
                      {"images_per_second", rate}, {"batch", o.batch}, {"threads", threads}};
-    if (!o.labels.empty()) {
+    if (r.labeled) {
       j["accuracy"] = r.total ? static_cast<double>(r.correct) / static_cast<double>(r.total) : 0.0;
       j["correct"] = r.correct;
     }
@@ -190,7 +217,7 @@ void print_eval(const EvalOptions& o, const EvalResult& r, int threads) {
   }
   fmt::print("images: {}  time: {:.3f} s  ({:.0f} images/s, {} threads)\n", r.total, r.seconds, rate,
              threads);
-  if (!o.labels.empty())
+  if (r.labeled)
     fmt::print("accuracy: {:.4f} ({}/{})\n", r.total ? static_cast<double>(r.correct) / r.total : 0.0,
                r.correct, r.total);
   if (!o.reference.empty())
@@ -207,17 +234,24 @@ Command add_eval(CLI::App& app, const GlobalOptions& global) {
       "eval", "Classification accuracy on IDX or .npy data, and/or agreement with a reference model");
   cmd->add_option("model", o->model, "Model file (.onnx or .spw)")->required();
   auto* images = cmd->add_option("--images", o->images, "IDX images, optionally .gz");
-  cmd->add_option("--data", o->data, "Inputs already laid out and normalized (.npy)")->excludes(images);
+  cmd->add_option(
+         "--data", o->data,
+         "Inputs already laid out and normalized (.npy; .npz with arrays x and y), or a directory of "
+         "MNIST IDX files or CIFAR-10 batches (their test split)")
+      ->excludes(images);
+  cmd->add_option("--mean", o->mean, "--data DIR: per-channel mean subtracted after scale and shift")
+      ->delimiter(',')
+      ->check(kFiniteNumber);
+  cmd->add_option("--std", o->std, "--data DIR: per-channel standard deviation divided by last")
+      ->delimiter(',')
+      ->check(kFiniteNumber);
   cmd->add_option("--labels", o->labels, "Labels: IDX (optionally .gz) or .npy, one per input");
   cmd->add_option("--reference", o->reference,
                   "A model to compare with (e.g. the original of a compressed model): top-1 agreement and "
                   "output differences");
   cmd->add_option("--scale", o->scale, "IDX images: x = raw * scale + shift (default 1/255)")
-      ->check(kFiniteNumber)
-      ->needs(images);
-  cmd->add_option("--shift", o->shift, "IDX images: normalization offset (default 0)")
-      ->check(kFiniteNumber)
-      ->needs(images);
+      ->check(kFiniteNumber);
+  cmd->add_option("--shift", o->shift, "IDX images: normalization offset (default 0)")->check(kFiniteNumber);
   cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   cmd->add_option("--limit", o->limit, "Evaluate only the first N images")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", o->json, "Print one JSON object");
@@ -225,7 +259,7 @@ Command add_eval(CLI::App& app, const GlobalOptions& global) {
   return {cmd, [o, &global]() -> int {
             if (o->images.empty() == o->data.empty())
               return report_error(errorf("eval: give --images or --data"));
-            if (o->labels.empty() && o->reference.empty())
+            if (o->labels.empty() && o->reference.empty() && !holds_labels(o->data))
               return report_error(errorf("eval: give --labels (accuracy), --reference (agreement) or both"));
             for (const auto& input : {o->model, o->images, o->data, o->labels, o->reference})
               if (!o->predictions.empty() && !input.empty() && same_file(o->predictions, input))

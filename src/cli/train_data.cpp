@@ -1,6 +1,10 @@
-// Training data for the CLI: MNIST-named IDX files in a directory, or .npy arrays; and the options
-// that choose them and the training settings.
+// Training data for the CLI: a directory of MNIST-named IDX files or of CIFAR-10's binary batches,
+// or .npy / .npz arrays; and the options that choose them and the training settings.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <span>
 
 #include "cli/commands.h"
 #include "cli/train_data.h"
@@ -18,56 +22,125 @@ void split_off_validation(LabeledData all, const DataArgs& a, DataSplits& d) {
   d.val = slice(all, all.size() - val, all.size());
 }
 
-Result<DataSplits> load_idx_splits(const Shape& sample, const DataArgs& a) {
+// Pixel bytes x as (x * scale + shift - mean[c]) / std[c], c along axis 1 of `inputs` ([N, C, ...]).
+Status normalize_pixels(Tensor& inputs, const DataArgs& a, const std::string& source) {
   const float scale = a.scale.value_or(1.0f / 255.0f), shift = a.shift.value_or(0.0f);
+  const int64_t channels = inputs.rank() > 1 ? inputs.dim(1) : 1;
+  for (const auto* list : {&a.mean, &a.std})
+    if (list->size() > 1 && static_cast<int64_t>(list->size()) != channels)
+      return errorf(
+          "{}: --{} gives {} values for inputs of {} channels (give one per channel, or one for all)", source,
+          list == &a.mean ? "mean" : "std", list->size(), channels);
+  for (float v : a.std)
+    if (!(v > 0.0f) || !std::isfinite(v)) return errorf("--std: {} is not a positive number", v);
+  auto at = [](const std::vector<float>& list, int64_t c, float otherwise) {
+    return list.empty() ? otherwise : list[list.size() == 1 ? 0 : static_cast<size_t>(c)];
+  };
+  const int64_t rows = inputs.rank() > 0 ? inputs.dim(0) : 0;
+  const int64_t plane = inputs.numel() / std::max<int64_t>(rows * channels, 1);
+  float* x = inputs.f32_data();
+  for (int64_t n = 0; n < rows; ++n)
+    for (int64_t c = 0; c < channels; ++c) {
+      const float mean = at(a.mean, c, 0.0f), inv_std = 1.0f / at(a.std, c, 1.0f);
+      float* p = x + (n * channels + c) * plane;
+      for (int64_t i = 0; i < plane; ++i) p[i] = (p[i] * scale + shift - mean) * inv_std;
+    }
+  return {};
+}
+
+// Raw pixel images reshaped to [N] + sample, or an error naming `source` when a sample does not fit.
+Result<Tensor> as_model_input(Tensor images, const Shape& sample, const std::string& source) {
+  const int64_t n = images.rank() > 0 ? images.dim(0) : 0;
+  const int64_t values = images.numel() / std::max<int64_t>(n, 1);
+  if (shape_numel(sample) != values)
+    return errorf("{}: images of {} values do not fit the input shape {}", source, values, shape_str(sample));
+  Shape shape = sample;
+  shape.insert(shape.begin(), n);
+  Tensor out(DType::f32, shape);
+  std::memcpy(out.raw(), images.raw(), out.bytes());
+  return out;
+}
+
+Result<DataSplits> load_idx_splits(const Shape& sample, const DataArgs& a) {
   auto path = [&](const char* name) { return (std::filesystem::path(a.dir) / name).string(); };
   DataSplits d;
+  // Raw bytes first (scale 1, shift 0), then one normalization for every option.
   SP_ASSIGN_OR_RETURN(LabeledData train,
                       load_labeled_idx(path("train-images-idx3-ubyte.gz"), path("train-labels-idx1-ubyte.gz"),
-                                       sample, scale, shift, a.limit));
+                                       sample, 1.0f, 0.0f, a.limit));
+  SP_RETURN_IF_ERROR(normalize_pixels(train.inputs, a, a.dir));
   split_off_validation(std::move(train), a, d);
   SP_ASSIGN_OR_RETURN(d.test, load_labeled_idx(path("t10k-images-idx3-ubyte.gz"),
-                                               path("t10k-labels-idx1-ubyte.gz"), sample, scale, shift, 0));
+                                               path("t10k-labels-idx1-ubyte.gz"), sample, 1.0f, 0.0f, 0));
+  SP_RETURN_IF_ERROR(normalize_pixels(d.test.inputs, a, a.dir));
+  return d;
+}
+
+constexpr int kCifarTrainBatches = 5;
+
+std::string cifar_file(const DataArgs& a, const std::string& name) {
+  return (std::filesystem::path(a.dir) / name).string();
+}
+
+Result<LabeledData> load_cifar(std::span<const std::string> files, const Shape& sample, const DataArgs& a,
+                               int64_t limit) {
+  SP_ASSIGN_OR_RETURN(ImageSet set, read_cifar10(files, limit));
+  LabeledData d;
+  SP_ASSIGN_OR_RETURN(d.inputs, as_model_input(std::move(set.images), sample, files.front()));
+  SP_RETURN_IF_ERROR(normalize_pixels(d.inputs, a, a.dir));
+  d.labels = std::move(set.labels);
+  return d;
+}
+
+Result<DataSplits> load_cifar_splits(const Shape& sample, const DataArgs& a) {
+  std::vector<std::string> train_files;
+  for (int b = 1; b <= kCifarTrainBatches; ++b) {
+    const std::string file = cifar_file(a, fmt::format("data_batch_{}.bin", b));
+    if (b == 1 || std::filesystem::exists(file)) train_files.push_back(file);
+  }
+  DataSplits d;
+  SP_ASSIGN_OR_RETURN(LabeledData train, load_cifar(train_files, sample, a, a.limit));
+  split_off_validation(std::move(train), a, d);
+  const std::string test_file = cifar_file(a, "test_batch.bin");
+  SP_ASSIGN_OR_RETURN(d.test, load_cifar(std::span(&test_file, 1), sample, a, 0));
   return d;
 }
 
 // Inputs as float32 [N] + sample, where the model declares each dim of a sample (unknown dims match
-// anything).
-Result<Tensor> npy_inputs(const std::string& path, const Shape& sample) {
-  SP_ASSIGN_OR_RETURN(Tensor x, read_npy(path));
+// anything); `x` came from `source`.
+Result<Tensor> fitted_inputs(Tensor x, const Shape& sample, const std::string& source) {
   Shape want = sample;
   want.insert(want.begin(), -1);
   bool fits = x.rank() == static_cast<int>(want.size()) && x.rank() > 0;
   for (int i = 1; fits && i < x.rank(); ++i)
     fits = want[static_cast<size_t>(i)] < 0 || want[static_cast<size_t>(i)] == x.dim(i);
   if (!fits)
-    return errorf("{}: inputs of shape {} do not fit the model's input [N] + {}", path, shape_str(x.shape()),
-                  shape_str(sample));
+    return errorf("{}: inputs of shape {} do not fit the model's input [N] + {}", source,
+                  shape_str(x.shape()), shape_str(sample));
   if (x.dtype() == DType::f32) return x;
   Tensor f(DType::f32, x.shape());
   for (int64_t i = 0; i < x.numel(); ++i) f.f32_data()[i] = static_cast<float>(x.i64_data()[i]);
   return f;
 }
 
-Result<std::vector<int64_t>> npy_labels(const std::string& path, int64_t rows) {
-  SP_ASSIGN_OR_RETURN(Tensor y, read_npy(path));
+Result<std::vector<int64_t>> labels_of(const Tensor& y, int64_t rows, const std::string& source) {
   if (y.dtype() != DType::i64 || y.rank() != 1 || y.dim(0) != rows)
-    return errorf("{}: labels must be {} integers (one per input row), got {} {}", path, rows,
+    return errorf("{}: labels must be {} integers (one per input row), got {} {}", source, rows,
                   dtype_name(y.dtype()), shape_str(y.shape()));
   for (int64_t v : y.i64_span())
-    if (v < 0) return errorf("{}: label {} is negative", path, v);
+    if (v < 0) return errorf("{}: label {} is negative", source, v);
   return std::vector<int64_t>(y.i64_data(), y.i64_data() + rows);
 }
 
 // An .npy of inputs already laid out and normalized (and optionally an .npy of labels): the held-out
 // validation rows are also the test split.
 Result<DataSplits> load_npy_splits(const Shape& sample, const DataArgs& a) {
-  if (a.scale || a.shift)
-    return errorf("--scale and --shift normalize IDX images; {} holds inputs already normalized", a.dir);
   LabeledData all;
-  SP_ASSIGN_OR_RETURN(all.inputs, npy_inputs(a.dir, sample));
+  SP_ASSIGN_OR_RETURN(Tensor x, read_npy(a.dir));
+  SP_ASSIGN_OR_RETURN(all.inputs, fitted_inputs(std::move(x), sample, a.dir));
   if (!a.labels.empty()) {
-    SP_ASSIGN_OR_RETURN(all.labels, npy_labels(a.labels, all.size()));
+    SP_ASSIGN_OR_RETURN(Tensor y, read_npy(a.labels));
+    SP_ASSIGN_OR_RETURN(all.labels, labels_of(y, all.size(), a.labels));
   }
   DataSplits d;
   split_off_validation(std::move(all), a, d);
@@ -75,21 +148,143 @@ Result<DataSplits> load_npy_splits(const Shape& sample, const DataArgs& a) {
   return d;
 }
 
+// An .npz of arrays 'x' (inputs, laid out and normalized) and optionally 'y' (labels).
+Result<DataSplits> load_npz_splits(const Shape& sample, const DataArgs& a) {
+  SP_ASSIGN_OR_RETURN(auto arrays, read_npz(a.dir));
+  auto x = arrays.find("x");
+  if (x == arrays.end()) {
+    std::string names;
+    for (const auto& [name, array] : arrays) names += (names.empty() ? "" : ", ") + name;
+    return errorf("{}: no array 'x' (the inputs) among {}; save with numpy.savez(path, x=inputs, y=labels)",
+                  a.dir, names);
+  }
+  LabeledData all;
+  SP_ASSIGN_OR_RETURN(all.inputs, fitted_inputs(std::move(x->second), sample, a.dir + ": array 'x'"));
+  if (auto y = arrays.find("y"); y != arrays.end()) {
+    SP_ASSIGN_OR_RETURN(all.labels, labels_of(y->second, all.size(), a.dir + ": array 'y'"));
+  }
+  DataSplits d;
+  split_off_validation(std::move(all), a, d);
+  d.test = d.val;
+  return d;
+}
+
+// The rows to evaluate on from each kind: what load_*_splits keeps for test.
+Result<LabeledData> npy_test_set(const Shape& sample, const DataArgs& a) {
+  LabeledData d;
+  SP_ASSIGN_OR_RETURN(Tensor x, read_npy(a.dir));
+  SP_ASSIGN_OR_RETURN(d.inputs, fitted_inputs(std::move(x), sample, a.dir));
+  if (!a.labels.empty()) {
+    SP_ASSIGN_OR_RETURN(Tensor y, read_npy(a.labels));
+    SP_ASSIGN_OR_RETURN(d.labels, labels_of(y, d.size(), a.labels));
+  }
+  return d;
+}
+
+Result<LabeledData> npz_test_set(const Shape& sample, const DataArgs& a) {
+  DataArgs all = a;
+  all.validation = 0;
+  SP_ASSIGN_OR_RETURN(DataSplits d, load_npz_splits(sample, all));
+  return std::move(d.train);
+}
+
+Result<LabeledData> cifar_test_set(const Shape& sample, const DataArgs& a) {
+  const std::string test_file = cifar_file(a, "test_batch.bin");
+  return load_cifar(std::span(&test_file, 1), sample, a, 0);
+}
+
+Result<LabeledData> idx_test_set(const Shape& sample, const DataArgs& a) {
+  auto path = [&](const char* name) { return (std::filesystem::path(a.dir) / name).string(); };
+  SP_ASSIGN_OR_RETURN(LabeledData d,
+                      load_labeled_idx(path("t10k-images-idx3-ubyte.gz"), path("t10k-labels-idx1-ubyte.gz"),
+                                       sample, 1.0f, 0.0f, 0));
+  SP_RETURN_IF_ERROR(normalize_pixels(d.inputs, a, a.dir));
+  return d;
+}
+
+// The kinds of --data, by what the path is: the first that matches loads it.
+struct DataSource {
+  const char* what;
+  bool (*matches)(const std::string& path);
+  Result<DataSplits> (*load)(const Shape& sample, const DataArgs& a);
+  Result<LabeledData> (*load_test)(const Shape& sample, const DataArgs& a);
+  bool pixel_bytes;      // normalized by --scale, --shift, --mean, --std
+  bool labels_separate;  // labels come from --labels
+};
+
+bool has_extension(const std::string& path, const char* extension) {
+  return std::filesystem::path(path).extension() == extension;
+}
+
+const DataSource kDataSources[] = {
+    {"a NumPy array (.npy)", [](const std::string& p) { return has_extension(p, ".npy"); }, load_npy_splits,
+     npy_test_set, false, true},
+    {"a NumPy archive (.npz)", [](const std::string& p) { return has_extension(p, ".npz"); }, load_npz_splits,
+     npz_test_set, false, false},
+    {"CIFAR-10's binary batches",
+     [](const std::string& p) {
+       return std::filesystem::exists(std::filesystem::path(p) / "data_batch_1.bin");
+     },
+     load_cifar_splits, cifar_test_set, true, false},
+    // Last: any other directory is read as MNIST's IDX files, and a missing one is named.
+    {"MNIST-named IDX files", [](const std::string&) { return true; }, load_idx_splits, idx_test_set, true,
+     false},
+};
+
+// The kind of `a.dir`, its options checked against it.
+Result<const DataSource*> source_of(const DataArgs& a) {
+  const DataSource& source = *std::find_if(std::begin(kDataSources), std::end(kDataSources),
+                                           [&](const DataSource& s) { return s.matches(a.dir); });
+  if (!source.pixel_bytes && (a.scale || a.shift || !a.mean.empty() || !a.std.empty()))
+    return errorf(
+        "--scale, --shift, --mean and --std normalize pixel bytes; {} ({}) holds inputs already "
+        "normalized",
+        a.dir, source.what);
+  if (!source.labels_separate && !a.labels.empty())
+    return errorf("--labels goes with --data FILE.npy; {} ({}) holds its own labels", a.dir, source.what);
+  return &source;
+}
+
+Result<Shape> sample_of(const Model& m) {
+  if (m.inputs.empty() || !m.inputs[0].has_shape)
+    return errorf("{}: the model's input declares no shape", m.source);
+  return Shape(m.inputs[0].dims.begin() + 1, m.inputs[0].dims.end());
+}
+
 }  // namespace
 
 Result<DataSplits> load_splits(const Model& m, const DataArgs& a) {
-  if (m.inputs.empty() || !m.inputs[0].has_shape)
-    return errorf("{}: the model's input declares no shape", m.source);
-  Shape sample(m.inputs[0].dims.begin() + 1, m.inputs[0].dims.end());
-  if (std::filesystem::path(a.dir).extension() == ".npy") return load_npy_splits(sample, a);
-  if (!a.labels.empty()) return errorf("--labels goes with --data FILE.npy; IDX data holds its own labels");
-  return load_idx_splits(sample, a);
+  SP_ASSIGN_OR_RETURN(Shape sample, sample_of(m));
+  SP_ASSIGN_OR_RETURN(const DataSource* source, source_of(a));
+  return source->load(sample, a);
+}
+
+bool holds_labels(const std::string& path) {
+  if (path.empty()) return false;
+  DataArgs a;
+  a.dir = path;
+  auto source = source_of(a);
+  return source.ok() && !(*source)->labels_separate;
+}
+
+Result<LabeledData> load_test_set(const Model& m, const DataArgs& a) {
+  SP_ASSIGN_OR_RETURN(Shape sample, sample_of(m));
+  SP_ASSIGN_OR_RETURN(const DataSource* source, source_of(a));
+  return source->load_test(sample, a);
 }
 
 void add_data_options(CLI::App* cmd, DataArgs& d) {
   cmd->add_option("--labels", d.labels, "With --data FILE.npy: the labels, one integer per input row (.npy)");
-  cmd->add_option("--scale", d.scale, "IDX images: x = raw * scale + shift (default 1/255)");
-  cmd->add_option("--shift", d.shift, "IDX images: normalization offset (default 0)");
+  cmd->add_option("--scale", d.scale, "Pixel bytes (IDX, CIFAR-10): x = raw * scale + shift (default 1/255)");
+  cmd->add_option("--shift", d.shift, "Pixel bytes: normalization offset (default 0)");
+  cmd->add_option("--mean", d.mean,
+                  "Pixel bytes: per-channel mean subtracted after scale and shift, e.g. 0.49,0.48,0.45")
+      ->delimiter(',')
+      ->check(kFiniteNumber);
+  cmd->add_option("--std", d.std,
+                  "Pixel bytes: per-channel standard deviation divided by last, e.g. 0.25,0.24,0.26")
+      ->delimiter(',')
+      ->check(kFiniteNumber);
   cmd->add_option("--limit", d.limit, "Use only the first N training images")->check(CLI::NonNegativeNumber);
   cmd->add_option("--validation", d.validation,
                   "Training rows held out for validation (default 5000, at most a fifth)")

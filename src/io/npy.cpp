@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <span>
 
 #include "core/file.h"
 #include "core/half.h"
@@ -45,7 +46,7 @@ Result<std::string> dict_field(const std::string& header, const std::string& key
   return errorf("header field '{}': unsupported value", key);
 }
 
-Result<NpyHeader> parse_header(const std::vector<char>& bytes) {
+Result<NpyHeader> parse_header(std::span<const char> bytes) {
   if (bytes.size() < 10 || std::memcmp(bytes.data(), "\x93NUMPY", 6) != 0)
     return errorf("not an NPY file (magic \\x93NUMPY missing)");
   int major = static_cast<unsigned char>(bytes[6]);
@@ -123,7 +124,9 @@ double element_as_double(const char* p, char kind, int width) {
   }
 }
 
-Result<Tensor> read_npy_inner(const std::vector<char>& bytes) {
+}  // namespace
+
+Result<Tensor> parse_npy(std::span<const char> bytes) {
   SP_ASSIGN_OR_RETURN(NpyHeader h, parse_header(bytes));
   int64_t numel = shape_numel(h.shape);
   if (numel < 0) return errorf("header field 'shape': {} is negative or too large", shape_str(h.shape));
@@ -145,11 +148,9 @@ Result<Tensor> read_npy_inner(const std::vector<char>& bytes) {
   return t;
 }
 
-}  // namespace
-
 Result<Tensor> read_npy(const std::string& path) {
   SP_ASSIGN_OR_RETURN(std::vector<char> bytes, read_file(path));
-  auto t = read_npy_inner(bytes);
+  auto t = parse_npy(bytes);
   if (!t.ok()) return t.status().prefixed(path);
   return t;
 }

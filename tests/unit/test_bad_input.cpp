@@ -287,6 +287,24 @@ TEST_F(CliBadInput, NpyTrainingDataIsCheckedBeforeTraining) {
   ASSERT_TRUE(write_npy(dir_ + "/wide.npy", Tensor(DType::f32, {20, 1, 8, 9})).ok());
   ASSERT_TRUE(write_npy(dir_ + "/y19.npy", Tensor(DType::i64, {19})).ok());
   ASSERT_TRUE(write_npy(dir_ + "/yf.npy", Tensor(DType::f32, {20})).ok());
+  Tensor labels(DType::i64, {20});
+  for (int64_t i = 0; i < 20; ++i) labels.i64_data()[i] = i % 10;
+  ASSERT_TRUE(write_npz(dir_ + "/xy.npz", {{"x", Tensor(DType::f32, {20, 1, 8, 8})}, {"y", labels}}).ok());
+  ASSERT_TRUE(
+      write_npz(dir_ + "/noinputs.npz", {{"a", Tensor(DType::f32, {20, 1, 8, 8})}, {"y", labels}}).ok());
+  ASSERT_TRUE(write_npz(dir_ + "/short_labels.npz",
+                        {{"x", Tensor(DType::f32, {20, 1, 8, 8})}, {"y", Tensor(DType::i64, {19})}})
+                  .ok());
+  std::filesystem::create_directories(dir_ + "/cifar");
+  ASSERT_TRUE(
+      write_cifar10(dir_ + "/cifar/data_batch_1.bin", ImageSet{Tensor(DType::f32, {2, 3, 32, 32}), {1, 2}})
+          .ok());
+  std::filesystem::create_directories(dir_ + "/idx");
+  const std::vector<uint8_t> pixels(20 * 64, 7), digits(20, 3);
+  for (const char* part : {"train", "t10k"}) {
+    ASSERT_TRUE(write_idx_u8(dir_ + "/idx/" + part + "-images-idx3-ubyte.gz", {20, 8, 8}, pixels).ok());
+    ASSERT_TRUE(write_idx_u8(dir_ + "/idx/" + part + "-labels-idx1-ubyte.gz", {20}, digits).ok());
+  }
   const std::string compress = "compress " + dir_ + "/m.onnx -o " + dir_ + "/c.spw --sparsity 0.5 --data ";
   struct Case {
     std::string args, says;
@@ -295,7 +313,17 @@ TEST_F(CliBadInput, NpyTrainingDataIsCheckedBeforeTraining) {
        {Case{compress + dir_ + "/wide.npy --distill", "do not fit the model's input"},
         Case{compress + dir_ + "/x.npy --labels " + dir_ + "/y19.npy", "labels must be 20 integers"},
         Case{compress + dir_ + "/x.npy --labels " + dir_ + "/yf.npy", "labels must be 20 integers"},
-        Case{compress + dir_ + "/x.npy --distill --scale 2", "--scale and --shift normalize IDX"},
+        Case{compress + dir_ + "/x.npy --distill --scale 2",
+             "--scale, --shift, --mean and --std normalize pixel"},
+        Case{compress + dir_ + "/xy.npz --distill --mean 0.5", "holds inputs already normalized"},
+        Case{compress + dir_ + "/xy.npz --labels " + dir_ + "/y19.npy", "holds its own labels"},
+        Case{compress + dir_ + "/noinputs.npz --distill", "no array 'x' (the inputs) among a, y"},
+        Case{compress + dir_ + "/short_labels.npz", "array 'y': labels must be 20 integers"},
+        Case{compress + dir_ + "/cifar --distill",
+             "images of 3072 values do not fit the input shape [1, 8, 8]"},
+        Case{compress + dir_ + "/idx --distill --mean 0.1,0.2",
+             "--mean gives 2 values for inputs of 1 channels"},
+        Case{compress + dir_ + "/idx --distill --std=-1", "--std: -1 is not a positive number"},
         Case{compress + dir_ + " --labels " + dir_ + "/y19.npy", "--labels goes with --data FILE.npy"},
         Case{compress + dir_ + "/x.npy", "retraining without them needs distillation"},
         Case{compress + dir_ + "/x.npy --temperature 2", "--temperature requires --distill"}}) {

@@ -687,9 +687,56 @@ TEST_F(CompressCli, EvalMeasuresAccuracyOnNpyAndAgreementWithTheOriginal) {
   for (const auto& [args, says] : std::vector<std::pair<std::string, std::string>>{
            {dir_ + "/m.onnx --data " + dir_ + "/rows.npy", "give --labels"},
            {dir_ + "/m.onnx --data " + dir_ + "/rows.npy --labels " + dir_ + "/p.npy --scale 2",
-            "--scale requires"},
+            "holds inputs already normalized"},
            {dir_ + "/m.onnx --data " + dir_ + "/rows.npy --images a --labels b", "excludes"}}) {
     auto r = test::run_cli("eval " + args);
+    EXPECT_EQ(r.exit_code, 1) << args << ": " << r.output;
+    EXPECT_NE(r.output.find(says), std::string::npos) << args << ": " << r.output;
+  }
+}
+
+// --data as an .npz (labels inside) and as a directory of IDX files (its test split, normalized
+// per channel): the same answers as the same rows given as .npy or --images.
+TEST_F(CompressCli, EvalReadsNpzArchivesAndDataDirectories) {
+  Tensor rows = test::random_f32({40, 1, 8, 8}, 5);
+  ASSERT_TRUE(write_npy(dir_ + "/rows.npy", rows).ok());
+  auto json_of = [&](const std::string& args) {
+    auto r = test::run_cli("eval " + dir_ + "/m.onnx " + args + " --json");
+    EXPECT_EQ(r.exit_code, 0) << args << ": " << r.output;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.output) : nlohmann::json();
+  };
+  json_of("--data " + dir_ + "/rows.npy --reference " + dir_ + "/m.onnx --predictions " + dir_ + "/p.npy");
+  auto answers = read_npy(dir_ + "/p.npy");
+  ASSERT_TRUE(answers.ok());
+  ASSERT_TRUE(write_npz(dir_ + "/rows.npz", {{"x", rows}, {"y", *answers}}, true).ok());
+  auto npz = json_of("--data " + dir_ + "/rows.npz");
+  EXPECT_EQ(npz["total"], 40);
+  EXPECT_EQ(npz["accuracy"], 1.0) << "the labels inside are the model's answers";
+  std::filesystem::create_directories(dir_ + "/idx");
+  std::vector<uint8_t> pixels(20 * 64), digits(20);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 37 % 256);
+  for (size_t i = 0; i < digits.size(); ++i) digits[i] = static_cast<uint8_t>(i % 10);
+  ASSERT_TRUE(write_idx_u8(dir_ + "/idx/t10k-images-idx3-ubyte.gz", {20, 8, 8}, pixels).ok());
+  ASSERT_TRUE(write_idx_u8(dir_ + "/idx/t10k-labels-idx1-ubyte.gz", {20}, digits).ok());
+  auto from_dir = json_of("--data " + dir_ + "/idx --mean 0.5 --std 0.25 --predictions " + dir_ + "/pd.npy");
+  EXPECT_EQ(from_dir["total"], 20);
+  EXPECT_TRUE(from_dir.contains("accuracy")) << "the directory's labels";
+  // The same normalization by --scale and --shift on the IDX file: (x / 255 - 0.5) / 0.25.
+  auto from_file = json_of("--images " + dir_ + "/idx/t10k-images-idx3-ubyte.gz --labels " + dir_ +
+                           "/idx/t10k-labels-idx1-ubyte.gz --scale 0.0156862745 --shift -2 --predictions " +
+                           dir_ + "/pf.npy");
+  EXPECT_EQ(from_dir["accuracy"], from_file["accuracy"]);
+  auto pd = read_npy(dir_ + "/pd.npy"), pf = read_npy(dir_ + "/pf.npy");
+  ASSERT_TRUE(pd.ok() && pf.ok());
+  EXPECT_EQ(std::vector<int64_t>(pd->i64_data(), pd->i64_data() + 20),
+            std::vector<int64_t>(pf->i64_data(), pf->i64_data() + 20));
+  for (const auto& [args, says] : std::vector<std::pair<std::string, std::string>>{
+           {"--data " + dir_ + "/rows.npz --labels " + dir_ + "/p.npy", "holds its own labels"},
+           {"--data " + dir_ + "/rows.npz --mean 0.5", "holds inputs already normalized"},
+           {"--images " + dir_ + "/idx/t10k-images-idx3-ubyte.gz --labels " + dir_ +
+                "/idx/t10k-labels-idx1-ubyte.gz --mean 0.5",
+            "--mean and --std go with --data DIR"}}) {
+    auto r = test::run_cli("eval " + dir_ + "/m.onnx " + args);
     EXPECT_EQ(r.exit_code, 1) << args << ": " << r.output;
     EXPECT_NE(r.output.find(says), std::string::npos) << args << ": " << r.output;
   }

@@ -99,6 +99,114 @@ TEST(Npy, RejectsBadFilesWithFieldNames) {
   EXPECT_NE(read_npy(dir + "/missing.npy").status().message().find("no such file"), std::string::npos);
 }
 
+TEST(Npz, RoundTripsStoredAndDeflatedArrays) {
+  const std::string dir = test::temp_dir("npz");
+  Tensor x = test::random_f32({5, 3, 4}, 1);
+  Tensor y(DType::i64, {5});
+  for (int64_t i = 0; i < 5; ++i) y.i64_data()[i] = 9 - i;
+  for (bool compressed : {false, true}) {
+    const std::string path = dir + (compressed ? "/deflated.npz" : "/stored.npz");
+    ASSERT_TRUE(write_npz(path, {{"x", x}, {"y", y}}, compressed).ok());
+    auto arrays = read_npz(path);
+    ASSERT_TRUE(arrays.ok()) << arrays.status().message();
+    ASSERT_EQ(arrays->size(), 2u);
+    EXPECT_EQ(arrays->at("x").shape(), x.shape());
+    EXPECT_EQ(std::memcmp(arrays->at("x").raw(), x.raw(), x.bytes()), 0) << "compressed " << compressed;
+    EXPECT_EQ(std::vector<int64_t>(arrays->at("y").i64_data(), arrays->at("y").i64_data() + 5),
+              (std::vector<int64_t>{9, 8, 7, 6, 5}));
+  }
+  const auto stored = std::filesystem::file_size(dir + "/stored.npz");
+  Tensor zeros(DType::f32, {4096});
+  ASSERT_TRUE(write_npz(dir + "/zeros.npz", {{"x", zeros}}, true).ok());
+  EXPECT_LT(std::filesystem::file_size(dir + "/zeros.npz"), 1024u) << "deflated";
+  EXPECT_GT(stored, x.bytes()) << "stored as is";
+}
+
+TEST(Npz, BadArchivesNameTheFileAndEntry) {
+  const std::string dir = test::temp_dir("npz_bad");
+  write_bytes(dir + "/junk.npz", "not a zip at all");
+  auto junk = read_npz(dir + "/junk.npz");
+  ASSERT_FALSE(junk.ok());
+  EXPECT_NE(junk.status().message().find(dir + "/junk.npz: not a readable .npz"), std::string::npos)
+      << junk.status().message();
+  // Every truncation of a valid archive is an error, never a crash.
+  ASSERT_TRUE(write_npz(dir + "/good.npz", {{"x", test::random_f32({3, 2}, 2)}}, true).ok());
+  std::ifstream in(dir + "/good.npz", std::ios::binary);
+  const std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (size_t cut = 0; cut < good.size(); cut += 7) {
+    write_bytes(dir + "/cut.npz", good.substr(0, cut));
+    EXPECT_FALSE(read_npz(dir + "/cut.npz").ok()) << "cut at " << cut;
+  }
+  // An entry that is no array, and an array entry that is not NPY.
+  Tensor one(DType::f32, {1});
+  ASSERT_TRUE(write_npz(dir + "/odd.npz", {{"x", one}}).ok());
+  std::ifstream odd_in(dir + "/odd.npz", std::ios::binary);
+  std::string odd((std::istreambuf_iterator<char>(odd_in)), std::istreambuf_iterator<char>());
+  for (size_t at = odd.find("x.npy"); at != std::string::npos; at = odd.find("x.npy", at + 1))
+    odd[at + 2] = 't';  // "x.tpy"
+  write_bytes(dir + "/renamed.npz", odd);
+  auto renamed = read_npz(dir + "/renamed.npz");
+  ASSERT_FALSE(renamed.ok());
+  EXPECT_NE(renamed.status().message().find("entry 'x.tpy' is not an array"), std::string::npos)
+      << renamed.status().message();
+  std::ifstream again(dir + "/odd.npz", std::ios::binary);
+  std::string bad_magic((std::istreambuf_iterator<char>(again)), std::istreambuf_iterator<char>());
+  bad_magic[bad_magic.find("NUMPY")] = 'X';  // the stored entry's data; its CRC no longer matches
+  write_bytes(dir + "/magic.npz", bad_magic);
+  auto magic = read_npz(dir + "/magic.npz");
+  ASSERT_FALSE(magic.ok());
+  EXPECT_NE(magic.status().message().find("entry 'x.npy'"), std::string::npos) << magic.status().message();
+}
+
+TEST(Cifar10, ReadsRecordsAcrossFilesUpToALimit) {
+  const std::string dir = test::temp_dir("cifar");
+  ImageSet a, b;
+  a.images = Tensor(DType::f32, {3, 3, 32, 32});
+  b.images = Tensor(DType::f32, {2, 3, 32, 32});
+  for (int64_t i = 0; i < a.images.numel(); ++i) a.images.f32_data()[i] = static_cast<float>(i % 251);
+  for (int64_t i = 0; i < b.images.numel(); ++i) b.images.f32_data()[i] = static_cast<float>((i * 7) % 256);
+  a.labels = {0, 9, 4};
+  b.labels = {1, 2};
+  ASSERT_TRUE(write_cifar10(dir + "/a.bin", a).ok());
+  ASSERT_TRUE(write_cifar10(dir + "/b.bin", b).ok());
+  EXPECT_EQ(std::filesystem::file_size(dir + "/a.bin"), 3u * 3073u);
+  const std::vector<std::string> files = {dir + "/a.bin", dir + "/b.bin"};
+  auto all = read_cifar10(files);
+  ASSERT_TRUE(all.ok()) << all.status().message();
+  EXPECT_EQ(all->images.shape(), (Shape{5, 3, 32, 32}));
+  EXPECT_EQ(all->labels, (std::vector<int64_t>{0, 9, 4, 1, 2}));
+  EXPECT_EQ(std::memcmp(all->images.raw(), a.images.raw(), a.images.bytes()), 0);
+  EXPECT_EQ(std::memcmp(all->images.f32_data() + a.images.numel(), b.images.raw(), b.images.bytes()), 0);
+  auto four = read_cifar10(files, 4);
+  ASSERT_TRUE(four.ok());
+  EXPECT_EQ(four->images.dim(0), 4);
+  EXPECT_EQ(four->labels, (std::vector<int64_t>{0, 9, 4, 1}));
+}
+
+TEST(Cifar10, BadFilesNameTheFileAndRecord) {
+  const std::string dir = test::temp_dir("cifar_bad");
+  std::string record(3073, '\x10');
+  record[0] = 3;
+  write_bytes(dir + "/short.bin", record + record.substr(0, 100));
+  auto r = read_cifar10(std::vector<std::string>{dir + "/short.bin"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find(dir + "/short.bin: 3173 bytes is not a whole number"),
+            std::string::npos)
+      << r.status().message();
+  std::string bad_label = record + record;
+  bad_label[3073] = 42;
+  write_bytes(dir + "/label.bin", bad_label);
+  r = read_cifar10(std::vector<std::string>{dir + "/label.bin"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("record 1: label 42 is not a CIFAR-10 class"), std::string::npos)
+      << r.status().message();
+  write_bytes(dir + "/empty.bin", "");
+  EXPECT_FALSE(read_cifar10(std::vector<std::string>{dir + "/empty.bin"}).ok());
+  EXPECT_NE(
+      read_cifar10(std::vector<std::string>{dir + "/missing.bin"}).status().message().find("missing.bin"),
+      std::string::npos);
+}
+
 std::string idx_bytes(uint8_t type, std::vector<uint32_t> dims, const std::string& data) {
   std::string out = {0, 0, static_cast<char>(type), static_cast<char>(dims.size())};
   for (uint32_t d : dims)

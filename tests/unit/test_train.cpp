@@ -2,6 +2,7 @@
 // and trained quantization.
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -12,6 +13,7 @@
 #include "test_util.h"
 
 #include "api/compress.h"
+#include "sparrow/dataset.h"
 #include "sparrow/onnx.h"
 #include "sparrow/retrain.h"
 #include "sparrow/train.h"
@@ -333,6 +335,78 @@ TEST(RetrainRecipe, BlockRoundTripsAndRefusesUnknownKeys) {
   RetrainOptions x;
   auto refused = api::apply_retrain_recipe(nlohmann::json::parse(R"({"data": "x.npy"})"), x, nullptr);
   EXPECT_FALSE(refused.ok());
+}
+
+// x [N, 3, 32, 32] -> Conv 4x4 stride 4 -> Relu -> Flatten -> Gemm -> y [N, 10].
+Model cifar_sized_cnn() {
+  Model m;
+  m.source = "cifar_sized_cnn";
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 3, 32, 32}, {"N", "", "", ""}, true});
+  m.outputs.push_back(ValueInfo{"y"});
+  m.initializers["w"] = test::random_f32({4, 3, 4, 4}, 1);
+  m.initializers["fw"] = test::random_f32({10, 256}, 2);
+  m.initializers["fb"] = test::random_f32({10}, 3);
+  m.nodes.push_back(Node{"conv", "Conv", "", {"x", "w"}, {"c"}, {{"strides", std::vector<int64_t>{4, 4}}}});
+  m.nodes.push_back(Node{"relu", "Relu", "", {"c"}, {"r"}, {}});
+  m.nodes.push_back(Node{"flat", "Flatten", "", {"r"}, {"f"}, {}});
+  m.nodes.push_back(Node{"fc", "Gemm", "", {"f", "fw", "fb"}, {"y"}, {{"transB", int64_t{1}}}});
+  return m;
+}
+
+// The same images as CIFAR-10 batches (pixel bytes normalized by --mean/--std), as an .npz and as
+// .npy files (normalized the same way beforehand): the same training, so the same weights.
+TEST(TrainingData, CifarBatchesNpzAndNpyTrainTheSameWeights) {
+  const std::string dir = test::temp_dir("data_sources");
+  ASSERT_TRUE(save_onnx(cifar_sized_cnn(), dir + "/m.onnx").ok());
+  std::filesystem::create_directories(dir + "/cifar");
+  ImageSet train, test_set;
+  train.images = Tensor(DType::f32, {50, 3, 32, 32});
+  test_set.images = Tensor(DType::f32, {10, 3, 32, 32});
+  uint32_t state = 12345;
+  for (ImageSet* set : {&train, &test_set}) {
+    for (int64_t i = 0; i < set->images.numel(); ++i) {
+      state = state * 1664525u + 1013904223u;
+      set->images.f32_data()[i] = static_cast<float>(state >> 24);
+    }
+    for (int64_t i = 0; i < set->images.dim(0); ++i) set->labels.push_back(i % 10);
+  }
+  ASSERT_TRUE(write_cifar10(dir + "/cifar/data_batch_1.bin", train).ok());
+  ASSERT_TRUE(write_cifar10(dir + "/cifar/test_batch.bin", test_set).ok());
+  const float mean[] = {0.5f, 0.4f, 0.3f}, stdev[] = {0.2f, 0.25f, 0.3f};
+  Tensor x(DType::f32, train.images.shape());
+  for (int64_t n = 0; n < 50; ++n)
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t i = 0; i < 1024; ++i) {
+        const int64_t at = (n * 3 + c) * 1024 + i;
+        x.f32_data()[at] =
+            (train.images.f32_data()[at] * (1.0f / 255.0f) + 0.0f - mean[c]) * (1.0f / stdev[c]);
+      }
+  Tensor y(DType::i64, {50});
+  for (int64_t i = 0; i < 50; ++i) y.i64_data()[i] = train.labels[static_cast<size_t>(i)];
+  ASSERT_TRUE(write_npy(dir + "/x.npy", x).ok());
+  ASSERT_TRUE(write_npy(dir + "/y.npy", y).ok());
+  ASSERT_TRUE(write_npz(dir + "/xy.npz", {{"x", x}, {"y", y}}, true).ok());
+  ASSERT_TRUE(write_npy(dir + "/probe.npy", test::random_f32({4, 3, 32, 32}, 9)).ok());
+  const std::string settings =
+      " --sparsity 0.5 --bits 4 --encode-all --prune-steps 1 --retrain-epochs 1 --finetune-epochs 1 "
+      "--validation 10";
+  auto outputs_of = [&](const std::string& name, const std::string& data) {
+    auto c = test::run_cli("-q --threads 1 compress " + dir + "/m.onnx -o " + dir + "/" + name + ".spw" +
+                           settings + " --data " + data);
+    EXPECT_EQ(c.exit_code, 0) << name << ": " << c.output;
+    auto r = test::run_cli("-q --threads 1 run " + dir + "/" + name + ".spw -i " + dir + "/probe.npy -o " +
+                           dir + "/" + name + ".out.npy");
+    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.output;
+    auto out = read_npy(dir + "/" + name + ".out.npy");
+    return out.ok() ? std::vector<float>(out->f32_data(), out->f32_data() + out->numel())
+                    : std::vector<float>();
+  };
+  const auto from_cifar = outputs_of("cifar", dir + "/cifar --mean 0.5,0.4,0.3 --std 0.2,0.25,0.3");
+  ASSERT_EQ(from_cifar.size(), 40u);
+  EXPECT_EQ(outputs_of("npz", dir + "/xy.npz"), from_cifar);
+  EXPECT_EQ(outputs_of("npy", dir + "/x.npy --labels " + dir + "/y.npy"), from_cifar);
+  const auto unnormalized = outputs_of("raw", dir + "/cifar");
+  EXPECT_NE(unnormalized, from_cifar) << "--mean and --std were applied";
 }
 
 TEST(RetrainRecipe, ACompressionReplaysFromItsOwnFileAndFromAJsonRecipe) {

@@ -1,0 +1,122 @@
+// NPZ archives: a zip file with one NPY entry per array, read and written through libzip.
+#include <zip.h>
+
+#include <memory>
+
+#include "core/file.h"
+#include "sparrow/dataset.h"
+
+namespace sparrow {
+
+namespace {
+
+struct ArchiveCloser {
+  void operator()(zip_t* z) const { zip_discard(z); }
+};
+using Archive = std::unique_ptr<zip_t, ArchiveCloser>;
+
+struct EntryCloser {
+  void operator()(zip_file_t* f) const { zip_fclose(f); }
+};
+
+struct SourceFree {
+  void operator()(zip_source_t* s) const { zip_source_free(s); }
+};
+using Source = std::unique_ptr<zip_source_t, SourceFree>;
+
+std::string zip_message(zip_error_t* error) {
+  std::string text = zip_error_strerror(error);
+  zip_error_fini(error);
+  return text;
+}
+
+constexpr std::string_view kEntrySuffix = ".npy";
+
+Result<Tensor> read_entry(zip_t* z, zip_uint64_t index, const std::string& name) {
+  zip_stat_t st;
+  zip_stat_init(&st);
+  if (zip_stat_index(z, index, 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE))
+    return errorf("entry '{}': no size recorded", name);
+  if (st.size > static_cast<zip_uint64_t>(input_byte_limit()))
+    return errorf("entry '{}' declares {} bytes, more than the input budget of {} (--max-input)", name,
+                  st.size, input_byte_limit());
+  std::unique_ptr<zip_file_t, EntryCloser> file(zip_fopen_index(z, index, 0));
+  if (!file) return errorf("entry '{}': {}", name, zip_strerror(z));
+  std::vector<char> bytes(st.size);
+  const zip_int64_t got = zip_fread(file.get(), bytes.data(), st.size);
+  if (got < 0 || static_cast<zip_uint64_t>(got) != st.size)
+    return errorf("entry '{}': read {} of {} bytes ({})", name, std::max<zip_int64_t>(got, 0), st.size,
+                  zip_file_strerror(file.get()));
+  auto t = parse_npy(bytes);
+  if (!t.ok()) return t.status().prefixed(fmt::format("entry '{}'", name));
+  return t;
+}
+
+// The archive's bytes once `archive` (opened over `buffer`) is closed.
+Result<std::string> archive_bytes(zip_source_t* buffer) {
+  if (zip_source_open(buffer) != 0) return errorf("{}", zip_error_strerror(zip_source_error(buffer)));
+  std::string out;
+  char chunk[1 << 16];
+  zip_int64_t n;
+  while ((n = zip_source_read(buffer, chunk, sizeof chunk)) > 0) out.append(chunk, static_cast<size_t>(n));
+  zip_source_close(buffer);
+  if (n < 0) return errorf("{}", zip_error_strerror(zip_source_error(buffer)));
+  return out;
+}
+
+}  // namespace
+
+Result<std::map<std::string, Tensor>> read_npz(const std::string& path) {
+  SP_ASSIGN_OR_RETURN(std::vector<char> bytes, read_file(path));
+  zip_error_t error;
+  zip_error_init(&error);
+  Source source(zip_source_buffer_create(bytes.data(), bytes.size(), 0, &error));
+  if (!source) return errorf("{}: {}", path, zip_message(&error));
+  Archive z(zip_open_from_source(source.get(), ZIP_RDONLY | ZIP_CHECKCONS, &error));
+  if (!z) return errorf("{}: not a readable .npz (zip) archive: {}", path, zip_message(&error));
+  source.release();  // the archive owns it now
+  std::map<std::string, Tensor> arrays;
+  const zip_int64_t entries = zip_get_num_entries(z.get(), 0);
+  for (zip_int64_t i = 0; i < entries; ++i) {
+    const char* raw_name = zip_get_name(z.get(), static_cast<zip_uint64_t>(i), 0);
+    const std::string name = raw_name ? raw_name : "";
+    if (!name.ends_with(kEntrySuffix))
+      return errorf("{}: entry '{}' is not an array (numpy.savez names each '<key>.npy')", path, name);
+    auto t = read_entry(z.get(), static_cast<zip_uint64_t>(i), name);
+    if (!t.ok()) return t.status().prefixed(path);
+    arrays[name.substr(0, name.size() - kEntrySuffix.size())] = std::move(*t);
+  }
+  if (arrays.empty()) return errorf("{}: the archive holds no arrays", path);
+  return arrays;
+}
+
+Status write_npz(const std::string& path, const std::map<std::string, Tensor>& arrays, bool compressed) {
+  zip_error_t error;
+  zip_error_init(&error);
+  Source buffer(zip_source_buffer_create(nullptr, 0, 0, &error));
+  if (!buffer) return errorf("{}: {}", path, zip_message(&error));
+  zip_source_keep(buffer.get());  // read back after the archive is closed
+  Archive z(zip_open_from_source(buffer.get(), ZIP_TRUNCATE, &error));
+  if (!z) return errorf("{}: {}", path, zip_message(&error));
+  std::vector<std::string> entries;  // alive until the archive is written
+  entries.reserve(arrays.size());
+  for (const auto& [key, tensor] : arrays) {
+    entries.push_back(npy_bytes(tensor));
+    zip_source_t* data = zip_source_buffer(z.get(), entries.back().data(), entries.back().size(), 0);
+    const zip_int64_t index =
+        data ? zip_file_add(z.get(), (key + std::string(kEntrySuffix)).c_str(), data, 0) : -1;
+    if (index < 0) {
+      if (data) zip_source_free(data);
+      return errorf("{}: array '{}': {}", path, key, zip_strerror(z.get()));
+    }
+    zip_set_file_compression(z.get(), static_cast<zip_uint64_t>(index),
+                             compressed ? ZIP_CM_DEFLATE : ZIP_CM_STORE, 0);
+  }
+  if (zip_close(z.get()) != 0) return errorf("{}: {}", path, zip_strerror(z.get()));
+  z.release();  // closed
+  auto bytes = archive_bytes(buffer.get());
+  if (!bytes.ok()) return bytes.status().prefixed(path);
+  return write_file_atomic(path, *bytes);
+}
+
+}  // namespace sparrow
