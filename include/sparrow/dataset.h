@@ -1,5 +1,5 @@
-// Dataset and array files: NPY and NPZ (numpy), IDX (MNIST, optionally gzip-compressed) and
-// CIFAR-10's binary batches.
+// Dataset and array files: NPY and NPZ (numpy), IDX (MNIST, optionally gzip-compressed),
+// CIFAR-10's binary batches, and folders of PNG and JPEG images.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +43,30 @@ Result<ImageSet> read_cifar10(std::span<const std::string> paths, int64_t limit 
 // Writes records in that format (labels 0-255 as bytes, images [N, 3, 32, 32] of values 0-255)
 // atomically, for tests and tools.
 Status write_cifar10(const std::string& path, const ImageSet& set);
+
+// An 8-bit image as decoded: rows top first, each pixel's channels (1: gray, 3: RGB) together.
+struct DecodedImage {
+  uint32_t width = 0, height = 0;
+  int channels = 0;
+  std::vector<unsigned char> pixels;
+};
+// Whether the name is an image file's: .png, .jpg or .jpeg (either case).
+bool is_image_file(const std::string& path);
+// Decodes a PNG (libpng: any bit depth, palette or alpha; alpha composed over black) or a JPEG
+// (libjpeg), told apart by their signatures. Errors name the file.
+Result<DecodedImage> decode_image(const std::string& path);
+// The image scaled (bilinear, pixel centers aligned) so that it covers height x width, then the
+// centered height x width window, as raw values 0-255 in `out` [channels, height, width]; gray
+// becomes RGB by replication, RGB gray by ITU-R BT.601's weights.
+void resize_center_crop(const DecodedImage& image, int64_t channels, int64_t height, int64_t width,
+                        float* out);
+// A folder of images with one sub-folder per class (classes numbered in name order, as
+// torchvision's ImageFolder does; .png, .jpg, .jpeg files): images [N, channels, height, width]
+// by resize_center_crop, the classes taken in turn (file i of each class, then file i + 1) so any
+// run of rows mixes them; at most `limit` images (0: all). `class_names`, if given, receives the
+// sub-folders' names.
+Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int64_t height, int64_t width,
+                                   int64_t limit = 0, std::vector<std::string>* class_names = nullptr);
 
 // Reads an IDX file (gzip-compressed or plain) as float32 raw values with the file's dimensions,
 // e.g. [60000, 28, 28] for MNIST images.

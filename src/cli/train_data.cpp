@@ -169,6 +169,68 @@ Result<DataSplits> load_npz_splits(const Shape& sample, const DataArgs& a) {
   return d;
 }
 
+// Image folders: DIR/train (and DIR/test or DIR/val) of class sub-folders, or DIR itself one.
+namespace fs = std::filesystem;
+
+bool is_class_folder(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& c : fs::directory_iterator(dir, ec)) {
+    if (!c.is_directory()) continue;
+    for (const auto& f : fs::directory_iterator(c.path(), ec))
+      if (is_image_file(f.path().string())) return true;
+  }
+  return false;
+}
+
+bool is_image_folder(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return false;
+  return is_class_folder(fs::path(path) / "train") || is_class_folder(path);
+}
+
+// DIR/test, else DIR/val, when DIR/train holds the training images; empty otherwise.
+std::string held_out_folder(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(fs::path(dir) / "train", ec)) return "";
+  for (const char* name : {"test", "val"})
+    if (fs::is_directory(fs::path(dir) / name, ec)) return (fs::path(dir) / name).string();
+  return "";
+}
+
+Result<LabeledData> load_images(const std::string& folder, const Shape& sample, const DataArgs& a,
+                                int64_t limit) {
+  if (sample.size() != 3 || sample[0] < 0 || sample[1] <= 0 || sample[2] <= 0)
+    return errorf(
+        "{}: images need a model input of [N, channels, height, width] with known sizes, got [N] + {}",
+        folder, shape_str(sample));
+  SP_ASSIGN_OR_RETURN(ImageSet set, read_image_folder(folder, sample[0], sample[1], sample[2], limit));
+  LabeledData d;
+  d.inputs = std::move(set.images);
+  SP_RETURN_IF_ERROR(normalize_pixels(d.inputs, a, folder));
+  d.labels = std::move(set.labels);
+  return d;
+}
+
+Result<DataSplits> load_image_splits(const Shape& sample, const DataArgs& a) {
+  const std::string train =
+      is_class_folder(fs::path(a.dir) / "train") ? (fs::path(a.dir) / "train").string() : a.dir;
+  DataSplits d;
+  SP_ASSIGN_OR_RETURN(LabeledData all, load_images(train, sample, a, a.limit));
+  split_off_validation(std::move(all), a, d);
+  const std::string held_out = held_out_folder(a.dir);
+  if (held_out.empty()) {
+    d.test = d.val;
+  } else {
+    SP_ASSIGN_OR_RETURN(d.test, load_images(held_out, sample, a, 0));
+  }
+  return d;
+}
+
+Result<LabeledData> image_test_set(const Shape& sample, const DataArgs& a) {
+  const std::string held_out = held_out_folder(a.dir);
+  return load_images(held_out.empty() ? a.dir : held_out, sample, a, 0);
+}
+
 // The rows to evaluate on from each kind: what load_*_splits keeps for test.
 Result<LabeledData> npy_test_set(const Shape& sample, const DataArgs& a) {
   LabeledData d;
@@ -226,6 +288,8 @@ const DataSource kDataSources[] = {
        return std::filesystem::exists(std::filesystem::path(p) / "data_batch_1.bin");
      },
      load_cifar_splits, cifar_test_set, true, false},
+    {"an image folder (one sub-folder per class, PNG or JPEG)", is_image_folder, load_image_splits,
+     image_test_set, true, false},
     // Last: any other directory is read as MNIST's IDX files, and a missing one is named.
     {"MNIST-named IDX files", [](const std::string&) { return true; }, load_idx_splits, idx_test_set, true,
      false},

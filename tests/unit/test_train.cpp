@@ -8,6 +8,8 @@
 #include <random>
 #include <set>
 
+#include <png.h>
+
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -407,6 +409,65 @@ TEST(TrainingData, CifarBatchesNpzAndNpyTrainTheSameWeights) {
   EXPECT_EQ(outputs_of("npy", dir + "/x.npy --labels " + dir + "/y.npy"), from_cifar);
   const auto unnormalized = outputs_of("raw", dir + "/cifar");
   EXPECT_NE(unnormalized, from_cifar) << "--mean and --std were applied";
+}
+
+// An image folder (train/ and test/, a PNG per image) trains as the same images in an .npy in the
+// folder's order (the classes in turn), normalized the same way.
+TEST(TrainingData, AnImageFolderTrainsLikeTheSameImagesAsArrays) {
+  const std::string dir = test::temp_dir("image_source");
+  ASSERT_TRUE(save_onnx(cifar_sized_cnn(), dir + "/m.onnx").ok());
+  const int classes = 3, per_class = 12;
+  Tensor x(DType::f32, {classes * per_class, 3, 32, 32});
+  Tensor y(DType::i64, {classes * per_class});
+  uint32_t state = 99;
+  for (int i = 0; i < per_class; ++i)
+    for (int c = 0; c < classes; ++c) {
+      const int row = i * classes + c;  // the classes in turn
+      std::vector<unsigned char> rgb(32 * 32 * 3);
+      for (auto& v : rgb) {
+        state = state * 1664525u + 1013904223u;
+        v = static_cast<unsigned char>((state >> 24) / 2 + 40 * c);
+      }
+      for (int64_t ch = 0; ch < 3; ++ch)
+        for (int64_t p = 0; p < 32 * 32; ++p)
+          x.f32_data()[(row * 3 + ch) * 1024 + p] =
+              (static_cast<float>(rgb[p * 3 + ch]) * (1.0f / 255.0f) + 0.0f - 0.0f) * (1.0f / 1.0f);
+      y.i64_data()[row] = c;
+      const std::string folder = fmt::format("{}/images/train/class{}", dir, c);
+      std::filesystem::create_directories(folder);
+      png_image image;
+      std::memset(&image, 0, sizeof image);
+      image.version = PNG_IMAGE_VERSION;
+      image.width = image.height = 32;
+      image.format = PNG_FORMAT_RGB;
+      ASSERT_TRUE(png_image_write_to_file(&image, fmt::format("{}/{:02}.png", folder, i).c_str(), 0,
+                                          rgb.data(), 0, nullptr));
+    }
+  std::filesystem::create_directories(dir + "/images/test");
+  std::filesystem::copy(dir + "/images/train", dir + "/images/test",
+                        std::filesystem::copy_options::recursive);
+  ASSERT_TRUE(write_npy(dir + "/x.npy", x).ok());
+  ASSERT_TRUE(write_npy(dir + "/y.npy", y).ok());
+  ASSERT_TRUE(write_npy(dir + "/probe.npy", test::random_f32({4, 3, 32, 32}, 9)).ok());
+  auto outputs_of = [&](const std::string& name, const std::string& data) {
+    auto c = test::run_cli("-q --threads 1 compress " + dir + "/m.onnx -o " + dir + "/" + name +
+                           ".spw --sparsity 0.5 --bits 4 --encode-all --prune-steps 1 --retrain-epochs 1 "
+                           "--finetune-epochs 0 --validation 6 --json --data " +
+                           data);
+    EXPECT_EQ(c.exit_code, 0) << name << ": " << c.output;
+    auto r = test::run_cli("-q --threads 1 run " + dir + "/" + name + ".spw -i " + dir + "/probe.npy -o " +
+                           dir + "/" + name + ".out.npy");
+    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.output;
+    auto out = read_npy(dir + "/" + name + ".out.npy");
+    return out.ok() ? std::vector<float>(out->f32_data(), out->f32_data() + out->numel())
+                    : std::vector<float>();
+  };
+  const auto from_images = outputs_of("images", dir + "/images");
+  ASSERT_EQ(from_images.size(), 40u);
+  EXPECT_EQ(outputs_of("arrays", dir + "/x.npy --labels " + dir + "/y.npy"), from_images);
+  auto eval = test::run_cli("-q eval " + dir + "/images.spw --data " + dir + "/images --json");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  EXPECT_EQ(nlohmann::json::parse(eval.output)["total"], classes * per_class) << "the test/ folder";
 }
 
 TEST(RetrainRecipe, ACompressionReplaysFromItsOwnFileAndFromAJsonRecipe) {
