@@ -60,6 +60,17 @@ struct Distillation {
   double weight = 1.0;  // in [0, 1]; without labels the whole loss is the distillation term
 };
 
+// Augmentation of the training rows, drawn anew for each batch from the training seed (so the same
+// seed gives the same run): a horizontal flip of each image with probability 1/2, and a random
+// crop of the image zero-padded by `crop_padding` on every side (its own size again, at an offset
+// within [0, 2 * crop_padding] along each axis). Images only ([N, C, H, W]); not with distillation,
+// whose teacher outputs belong to the rows as given.
+struct Augmentation {
+  bool flip = false;
+  int crop_padding = 0;
+  bool enabled() const { return flip || crop_padding > 0; }
+};
+
 struct TrainOptions {
   Optimizer optimizer = Optimizer::sgd;
   double lr = 0.05;
@@ -72,6 +83,7 @@ struct TrainOptions {
   int threads = 0;        // 0: one per core
   bool progress = false;  // a line per epoch on stderr
   Distillation distill;   // with it, every training set needs its teacher outputs (LabeledData::teacher)
+  Augmentation augment;
   // Called after each epoch on the training thread, when set.
   std::function<void(const EpochReport&)> on_epoch;
   // Asked after each epoch, when set: true stops training with an error (the weights as they are).

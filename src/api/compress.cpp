@@ -162,6 +162,11 @@ Status apply_retrain_recipe(const nlohmann::json& block, RetrainOptions& r, nloh
       r.finetune.distill = r.retrain.distill;
       continue;
     }
+    if (key == "flip") {
+      if (!v.is_boolean()) return errorf("{}: expected true or false, got {}", where, v.dump());
+      r.retrain.augment.flip = r.finetune.augment.flip = v.get<bool>();
+      continue;
+    }
     if (!v.is_number()) return errorf("{}: expected a number, got {}", where, v.dump());
     const bool integral = v.is_number_integer();
     if (key == "prune_steps" && integral && v.get<int>() >= 1 && v.get<int>() <= 100)
@@ -178,11 +183,13 @@ Status apply_retrain_recipe(const nlohmann::json& block, RetrainOptions& r, nloh
       r.retrain.batch = r.finetune.batch = v.get<int>();
     else if (key == "seed" && integral && v.get<int64_t>() >= 0)
       r.retrain.seed = r.finetune.seed = v.get<uint64_t>();
+    else if (key == "crop_padding" && integral && v.get<int>() >= 0 && v.get<int>() <= 1024)
+      r.retrain.augment.crop_padding = r.finetune.augment.crop_padding = v.get<int>();
     else
       return errorf(
           "{} = {}: unknown key or value out of range (known: prune_steps 1..100, retrain_epochs, "
-          "finetune_epochs >= 0, retrain_lr, finetune_lr > 0, batch >= 1, seed, distill, and data, labels, "
-          "scale, shift, validation, limit)",
+          "finetune_epochs >= 0, retrain_lr, finetune_lr > 0, batch >= 1, seed, crop_padding 0..1024, flip, "
+          "distill, and data, labels, scale, shift, mean, std, validation, limit)",
           where, v.dump());
   }
   return {};
@@ -197,6 +204,8 @@ nlohmann::json retrain_recipe_json(const RetrainOptions& r, const nlohmann::json
   j["finetune_lr"] = r.finetune.lr;
   j["batch"] = r.retrain.batch;
   j["seed"] = r.retrain.seed;
+  if (r.retrain.augment.flip) j["flip"] = true;
+  if (r.retrain.augment.crop_padding > 0) j["crop_padding"] = r.retrain.augment.crop_padding;
   if (const Distillation& d = r.retrain.distill; d.enabled)
     j["distill"] = {{"loss", d.loss == DistillLoss::kl ? "kl" : "mse"},
                     {"temperature", d.temperature},

@@ -22,6 +22,7 @@ struct CompressArgs {
   DataArgs data;  // with data.dir: retrain after each pruning step, then fine-tune the codebooks
   RetrainOptions retrain;
   Distillation distill;
+  Augmentation augment;  // for retraining and fine-tuning alike
   std::optional<double> sparsity, quality;
   std::optional<int> index_bits, partitions, balance;
   std::optional<int64_t> channel_multiple;
@@ -88,6 +89,8 @@ Status merge_retrain_recipe(const nlohmann::json& recipe, const Given& given, Co
   if (!given("--finetune-lr")) a.retrain.finetune.lr = r.finetune.lr;
   a.retrain.retrain.batch = a.retrain.finetune.batch = r.retrain.batch;
   a.retrain.retrain.seed = a.retrain.finetune.seed = r.retrain.seed;
+  if (!given("--flip")) a.augment.flip = r.retrain.augment.flip;
+  if (!given("--crop-padding")) a.augment.crop_padding = r.retrain.augment.crop_padding;
   // Distillation field by field: the recipe's settings under the options given here.
   Distillation d = r.retrain.distill;
   if (given("--distill")) d.enabled = true;
@@ -109,7 +112,8 @@ Status merge_retrain_recipe(const nlohmann::json& recipe, const Given& given, Co
     a.data.std = source.value("std", a.data.std);
   } catch (const nlohmann::json::exception&) {
     return errorf(
-        "{}: retrain: data, labels must be paths, scale, shift, validation, limit numbers and mean, std lists of "
+        "{}: retrain: data, labels must be paths, scale, shift, validation, limit numbers and mean, std "
+        "lists of "
         "numbers",
         a.recipe);
   }
@@ -132,7 +136,7 @@ nlohmann::json data_source(const DataArgs& d) {
 Status require_data_for_retraining(const CompressArgs& a, const Given& given) {
   if (!a.data.dir.empty()) return {};
   for (const char* name : {"--prune-steps", "--retrain-epochs", "--retrain-lr", "--finetune-epochs",
-                           "--finetune-lr", "--distill"})
+                           "--finetune-lr", "--distill", "--flip", "--crop-padding"})
     if (given(name))
       return errorf("{} requires --data (or a recipe whose retrain block records its data)", name);
   return {};
@@ -171,6 +175,7 @@ int run_compress(CompressArgs a, const Given& given, const GlobalOptions& global
     request.retrain.retrain.threads = request.retrain.finetune.threads = global.threads;
     request.retrain.retrain.progress = request.retrain.finetune.progress = !global.quiet;
     request.retrain.retrain.distill = request.retrain.finetune.distill = a.distill;
+    request.retrain.retrain.augment = request.retrain.finetune.augment = a.augment;
   }
   auto outcome = api::compress_file(request);
   if (!outcome.ok()) return report_error(outcome.status());
@@ -252,7 +257,8 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   auto* data = cmd->add_option(
       "--data", a->data.dir,
       "Data to retrain on after each pruning step and to fine-tune the codebooks with: a directory of IDX "
-      "files (train-*, t10k-*) or an .npy of inputs (labels: --labels)");
+      "files (train-*, t10k-*), CIFAR-10 batches or image class folders, an .npy of inputs (labels: "
+      "--labels) or an .npz (arrays x, y)");
   add_data_options(cmd, a->data);
   cmd->add_option("--prune-steps", a->retrain.prune_steps, "Iterative pruning steps (cubic sparsity ramp)")
       ->check(CLI::Range(1, 100));
@@ -262,6 +268,7 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   a->retrain.finetune.lr = 0.001;
   add_train_options(cmd, a->retrain.retrain, "retrain-");
   add_train_options(cmd, a->retrain.finetune, "finetune-");
+  add_augmentation_options(cmd, a->augment);
   cmd->add_flag("--distill", a->distill.enabled,
                 "Retrain by knowledge distillation: the input model teaches (labels become optional)");
   cmd->add_option("--distill-loss", a->distill.loss, "kl (softened outputs, default) or mse (raw outputs)")

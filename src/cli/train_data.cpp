@@ -355,6 +355,13 @@ void add_data_options(CLI::App* cmd, DataArgs& d) {
       ->check(CLI::NonNegativeNumber);
 }
 
+void add_augmentation_options(CLI::App* cmd, Augmentation& a) {
+  cmd->add_flag("--flip", a.flip, "Augment training images: flip each horizontally with probability 1/2");
+  cmd->add_option("--crop-padding", a.crop_padding,
+                  "Augment training images: random crops of each image zero-padded by P pixels")
+      ->check(CLI::Range(0, 1024));
+}
+
 void add_train_options(CLI::App* cmd, TrainOptions& o, const std::string& prefix) {
   cmd->add_option("--" + prefix + "epochs", o.epochs, "Epochs")->check(CLI::Range(0, 10000));
   cmd->add_option("--" + prefix + "lr", o.lr, "Learning rate")
@@ -372,7 +379,8 @@ void add_train_options(CLI::App* cmd, TrainOptions& o, const std::string& prefix
   cmd->add_option("--schedule", o.schedule, "Learning-rate schedule: cosine, step or constant")
       ->transform(CLI::CheckedTransformer(std::map<std::string, Schedule>{
           {"cosine", Schedule::cosine}, {"step", Schedule::step}, {"constant", Schedule::constant}}));
-  cmd->add_option("--seed", o.seed, "Seed for initialization and shuffling");
+  cmd->add_option("--seed", o.seed, "Seed for initialization, shuffling and augmentation");
+  add_augmentation_options(cmd, o.augment);
 }
 
 }  // namespace sparrow::cli

@@ -42,6 +42,8 @@ Result<LabeledData> load_test_set(const Model& model, const DataArgs& args);
 bool holds_labels(const std::string& path);
 
 void add_data_options(CLI::App* cmd, DataArgs& data);
+// --flip and --crop-padding (training augmentation).
+void add_augmentation_options(CLI::App* cmd, Augmentation& augment);
 // Epochs and learning rate under `prefix` (e.g. "retrain-"); with no prefix, every option.
 void add_train_options(CLI::App* cmd, TrainOptions& options, const std::string& prefix);
 

@@ -253,6 +253,30 @@ class LiveLine {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// The batch as augmented (Augmentation): flips and crop offsets drawn from torch's generator,
+// which the training seed set.
+torch::Tensor augmented(const torch::Tensor& batch, const Augmentation& a) {
+  torch::Tensor out = batch;
+  const int64_t n = batch.size(0);
+  if (a.flip) {
+    const torch::Tensor flipped = torch::rand({n}).lt(0.5).view({n, 1, 1, 1});
+    out = torch::where(flipped, out.flip({3}), out);
+  }
+  if (a.crop_padding > 0) {
+    const int64_t p = a.crop_padding, h = batch.size(2), w = batch.size(3);
+    const torch::Tensor padded = torch::constant_pad_nd(out, {p, p, p, p}, 0.0);
+    const torch::Tensor offsets = torch::randint(0, 2 * p + 1, {n, 2}, torch::kInt64);
+    std::vector<torch::Tensor> crops;
+    crops.reserve(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t dy = offsets[i][0].item<int64_t>(), dx = offsets[i][1].item<int64_t>();
+      crops.push_back(padded[i].slice(1, dy, dy + h).slice(2, dx, dx + w));
+    }
+    out = torch::stack(crops);
+  }
+  return out;
+}
+
 // The training loop shared by weight training and codebook fine-tuning. `after_step` re-applies
 // constraints (masks, the zero code) after every optimizer step; `before_step` masks gradients.
 // Training that diverges (a loss or a weight not finite) stops with an error that says where, and
@@ -302,6 +326,7 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
     for (int64_t i = 0; i < x.size(0); i += o.batch) {
       torch::Tensor idx = order.slice(0, i, std::min(x.size(0), i + o.batch));
       torch::Tensor bx = x.index_select(0, idx), by = y.index_select(0, idx);
+      if (o.augment.enabled()) bx = augmented(bx, o.augment);
       torch::Tensor logits = net.forward(bx);
       torch::Tensor loss = batch_loss(logits, by, o.distill.enabled ? teacher.index_select(0, idx) : teacher,
                                       train.labeled(), o.distill);
@@ -352,6 +377,14 @@ Status check_data(const Model& m, const LabeledData& d, const char* what, const 
     return errorf("distillation: temperature must be > 0 and weight within [0, 1]");
   if (m.inputs.size() != 1 || m.outputs.empty())
     return errorf("{}: training needs one input and a logits output", m.source);
+  if (o.augment.enabled() && d.inputs.rank() != 4)
+    return errorf("augmentation (flip, crop) needs images [N, C, H, W]; the {} rows are {}", what,
+                  shape_str(d.inputs.shape()));
+  if (o.augment.enabled() && o.distill.enabled)
+    return errorf(
+        "augmentation does not go with distillation: the teacher's outputs are computed once, for the "
+        "rows as given");
+  if (o.augment.crop_padding < 0) return errorf("crop padding must be >= 0, got {}", o.augment.crop_padding);
   return {};
 }
 

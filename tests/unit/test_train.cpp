@@ -122,6 +122,60 @@ TEST(Train, SyntheticDigitsAreDeterministicAndLearnable) {
   EXPECT_FALSE(write_synthetic_digits(a, {.train = 0, .test = 1, .seed = 1}).ok());
 }
 
+// `d`'s images mirrored left to right, or moved right and down by `shift` pixels (zeros move in).
+LabeledData transformed(const LabeledData& d, bool mirror, int64_t shift) {
+  LabeledData out = d;
+  for (int64_t i = 0; i < d.size(); ++i)
+    for (int64_t y = 0; y < 28; ++y)
+      for (int64_t x = 0; x < 28; ++x) {
+        const int64_t sy = y - shift, sx = mirror ? 27 - x : x - shift;
+        out.inputs.f32_data()[i * 784 + y * 28 + x] =
+            sy >= 0 && sx >= 0 ? d.inputs.f32_data()[i * 784 + sy * 28 + sx] : 0.0f;
+      }
+  return out;
+}
+
+// Flips teach mirrored images and crops moved ones (an MLP learns neither from the images as
+// given); the same seed draws the same augmentation.
+TEST(Train, AugmentationTeachesMirroredAndMovedImagesDeterministically) {
+  const LabeledData train = separable_digits(2000, 3), val = separable_digits(500, 4);
+  const LabeledData mirrored = transformed(val, true, 0), moved = transformed(val, false, 2);
+  auto trained = [&](Augmentation augment) {
+    Model m = *make_architecture("lenet300", 2);
+    TrainOptions o = quick(3);
+    o.augment = augment;
+    auto r = train_model(m, train, nullptr, o);
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    return m;
+  };
+  auto accuracy_on = [](const Model& m, const LabeledData& d) {
+    auto ex = Executor::create(m);
+    auto out = (*ex)->run({&d.inputs, 1});
+    int64_t correct = 0;
+    for (int64_t i = 0; i < d.size(); ++i) {
+      const float* row = (*out)[0]->f32_data() + i * 10;
+      correct += std::max_element(row, row + 10) - row == d.labels[static_cast<size_t>(i)];
+    }
+    return static_cast<double>(correct) / static_cast<double>(d.size());
+  };
+  const Model plain = trained({}), flipped = trained({.flip = true}), cropped = trained({.crop_padding = 3});
+  EXPECT_LT(accuracy_on(plain, mirrored), 0.5);
+  EXPECT_GT(accuracy_on(flipped, mirrored), 0.9);
+  EXPECT_GT(accuracy_on(cropped, moved), accuracy_on(plain, moved) + 0.2)
+      << accuracy_on(cropped, moved) << " against " << accuracy_on(plain, moved);
+  const Model again = trained({.flip = true});
+  for (const auto& [name, t] : flipped.initializers)
+    EXPECT_EQ(std::memcmp(t.raw(), again.initializers.at(name).raw(), t.bytes()), 0) << name << ": same seed";
+  Model m = *make_architecture("lenet300", 2);
+  TrainOptions o = quick(1);
+  o.augment.flip = true;
+  LabeledData rows{Tensor(DType::f32, {8, 784}), std::vector<int64_t>(8, 1)};
+  auto flat = train_model(m, rows, nullptr, o);
+  ASSERT_FALSE(flat.ok());
+  EXPECT_NE(flat.status().message().find("needs images [N, C, H, W]"), std::string::npos)
+      << flat.status().message();
+}
+
 TEST(Train, MaskedWeightsStayZeroThroughMomentum) {
   Model m = *make_architecture("lenet300", 4);
   Tensor& w = m.initializers.at("fc1.weight");
@@ -318,8 +372,12 @@ TEST(RetrainRecipe, BlockRoundTripsAndRefusesUnknownKeys) {
   auto block =
       nlohmann::json::parse(R"({"data": "x.npy", "labels": "y.npy", "validation": 10, "prune_steps": 4,
       "retrain_epochs": 3, "retrain_lr": 0.01, "finetune_epochs": 2, "finetune_lr": 0.002, "batch": 32,
-      "seed": 7, "distill": {"loss": "mse", "temperature": 2, "weight": 0.5}})");
+      "seed": 7, "distill": {"loss": "mse", "temperature": 2, "weight": 0.5}, "mean": [0.5, 0.25],
+      "std": [0.2, 0.1], "flip": true, "crop_padding": 4})");
   ASSERT_TRUE(api::apply_retrain_recipe(block, r, &source).ok());
+  EXPECT_TRUE(r.finetune.augment.flip);
+  EXPECT_EQ(r.retrain.augment.crop_padding, 4);
+  EXPECT_EQ(source["mean"], nlohmann::json::parse("[0.5, 0.25]"));
   EXPECT_EQ(r.prune_steps, 4);
   EXPECT_EQ(r.retrain.epochs, 3);
   EXPECT_EQ(r.finetune.batch, 32);
@@ -327,8 +385,9 @@ TEST(RetrainRecipe, BlockRoundTripsAndRefusesUnknownKeys) {
   EXPECT_EQ(r.retrain.distill.loss, DistillLoss::mse);
   EXPECT_EQ(source["labels"], "y.npy");
   EXPECT_EQ(api::retrain_recipe_json(r, source), block) << api::retrain_recipe_json(r, source).dump();
-  for (const char* bad : {R"({"prune_step": 2})", R"({"prune_steps": 0})", R"({"retrain_lr": "fast"})",
-                          R"({"distill": {"temperature": -1}})"}) {
+  for (const char* bad :
+       {R"({"prune_step": 2})", R"({"prune_steps": 0})", R"({"retrain_lr": "fast"})",
+        R"({"distill": {"temperature": -1}})", R"({"flip": 1})", R"({"crop_padding": -2})"}) {
     RetrainOptions x;
     auto s = api::apply_retrain_recipe(nlohmann::json::parse(bad), x, &source);
     EXPECT_FALSE(s.ok()) << bad;
@@ -465,6 +524,15 @@ TEST(TrainingData, AnImageFolderTrainsLikeTheSameImagesAsArrays) {
   const auto from_images = outputs_of("images", dir + "/images");
   ASSERT_EQ(from_images.size(), 40u);
   EXPECT_EQ(outputs_of("arrays", dir + "/x.npy --labels " + dir + "/y.npy"), from_images);
+  auto augmented =
+      test::run_cli("-q --threads 1 compress " + dir + "/m.onnx -o " + dir +
+                    "/aug.spw --sparsity 0.5 --prune-steps 1 --retrain-epochs 1 --finetune-epochs 1 "
+                    "--validation 6 --flip --crop-padding 2 --json --data " +
+                    dir + "/images");
+  ASSERT_EQ(augmented.exit_code, 0) << augmented.output;
+  const auto recorded = nlohmann::json::parse(augmented.output)["metadata"]["retrain"];
+  EXPECT_EQ(recorded["flip"], true);
+  EXPECT_EQ(recorded["crop_padding"], 2);
   auto eval = test::run_cli("-q eval " + dir + "/images.spw --data " + dir + "/images --json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_EQ(nlohmann::json::parse(eval.output)["total"], classes * per_class) << "the test/ folder";
