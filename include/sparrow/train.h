@@ -88,6 +88,15 @@ struct TrainOptions {
   std::function<void(const EpochReport&)> on_epoch;
   // Asked after each epoch, when set: true stops training with an error (the weights as they are).
   std::function<bool()> should_stop;
+  // Asked before each batch, when set (e.g. after Ctrl-C): true stops training at once with an error
+  // that names the checkpoint to resume from; the weights are put back as the epoch found them.
+  std::function<bool()> interrupted;
+  // With a path, every finished epoch writes a checkpoint there, atomically: the weights, the
+  // optimizer's state, the random generator's and the epochs' reports. With `resume`, training
+  // continues after the epoch a checkpoint at that path holds, and gives the same weights as a run
+  // never stopped; a checkpoint of another model, data size, batch or epoch count is refused.
+  std::string checkpoint;
+  bool resume = false;
 };
 
 // Trains the float32 weights and biases of every Gemm, MatMul and Conv in place, minimizing the

@@ -1,5 +1,7 @@
 // sparrow train: trains a built-in architecture (--arch lenet300|lenet5) or retrains an imported
-// model on IDX data, writes ONNX, and reports the test accuracy measured by the dense executor.
+// model on any data source (cli/train_data.h), writes ONNX, and reports the test accuracy measured by
+// the dense executor. Every epoch is checkpointed; Ctrl-C stops cleanly and --resume continues.
+#include <csignal>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +20,8 @@ namespace {
 
 struct TrainArgs {
   std::string arch, model, output;
+  std::string checkpoint;  // default: the output's path + ".ckpt"
+  bool resume = false;
   std::string structured, low_rank;  // reshape the model first (then train to recover)
   int64_t channel_multiple = 1;
   DataArgs data;
@@ -51,6 +55,30 @@ Status reshape_for_training(const TrainArgs& a, const GlobalOptions& global, Mod
   return {};
 }
 
+// Ctrl-C during training: the first stops training before its next batch (the checkpoint stays),
+// a second one ends the process as usual.
+volatile std::sig_atomic_t interrupt_requested = 0;
+
+void on_interrupt(int) {
+  interrupt_requested = 1;
+  std::signal(SIGINT, SIG_DFL);
+}
+
+// Catches Ctrl-C for its lifetime.
+class InterruptScope {
+ public:
+  InterruptScope() {
+    interrupt_requested = 0;
+    previous_ = std::signal(SIGINT, on_interrupt);
+  }
+  ~InterruptScope() { std::signal(SIGINT, previous_); }
+  InterruptScope(const InterruptScope&) = delete;
+  InterruptScope& operator=(const InterruptScope&) = delete;
+
+ private:
+  void (*previous_)(int);
+};
+
 int run_train(TrainArgs& a, const GlobalOptions& global) {
   if (a.arch.empty() == a.model.empty())
     return report_error(errorf("train: give either --arch or a model file"));
@@ -63,9 +91,18 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
   if (!data.ok()) return report_error(data.status());
   a.train.threads = global.threads;
   a.train.progress = !global.quiet;
-  auto epochs = train_model(*model, data->train, &data->val, a.train);
+  a.train.checkpoint = a.checkpoint.empty() ? a.output + ".ckpt" : a.checkpoint;
+  a.train.resume = a.resume;
+  a.train.interrupted = [] { return interrupt_requested != 0; };
+  Result<std::vector<EpochReport>> epochs = errorf("not trained");
+  {
+    InterruptScope catch_ctrl_c;
+    epochs = train_model(*model, data->train, &data->val, a.train);
+  }
   if (!epochs.ok()) return report_error(epochs.status());
   if (auto s = save_onnx(*model, a.output); !s.ok()) return report_error(s);
+  std::error_code ignored;
+  std::filesystem::remove(a.train.checkpoint, ignored);  // the output holds what it held
   auto acc = classification_accuracy(*model, data->test, global.threads);
   if (!acc.ok()) return report_error(acc.status());
   double seconds = 0;
@@ -98,6 +135,13 @@ Command add_train(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("-o,--output", a->output, "Output .onnx")->required();
   add_data_options(cmd, a->data);
   add_train_options(cmd, a->train, "");
+  cmd->add_option("--checkpoint", a->checkpoint,
+                  "Where each finished epoch is saved, atomically (default: OUTPUT.ckpt; removed once the "
+                  "output is written)");
+  cmd->add_flag(
+      "--resume", a->resume,
+      "Continue from the checkpoint after the last epoch it holds (after Ctrl-C or a crash), with the "
+      "same settings");
   cmd->add_option("--structured", a->structured,
                   "Remove this fraction of each channel group's output channels first (smallest norm), then "
                   "train the smaller dense model: l1=F or l2=F");

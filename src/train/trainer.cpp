@@ -7,11 +7,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <set>
+#include <sstream>
 
 #include <fmt/format.h>
 
+#include "core/file.h"
 #include "sparrow/weight_roles.h"
 #include "train/training_api.h"
 
@@ -277,6 +280,77 @@ torch::Tensor augmented(const torch::Tensor& batch, const Augmentation& a) {
   return out;
 }
 
+// What a checkpoint must match to be resumed: the parameters' shapes, the rows, batch and epochs.
+torch::Tensor run_signature(const std::vector<torch::Tensor>& params, int64_t rows, const TrainOptions& o) {
+  std::vector<int64_t> values = {rows, o.batch, o.epochs, static_cast<int64_t>(params.size())};
+  for (const auto& p : params) {
+    values.push_back(p.dim());
+    for (int64_t d : p.sizes()) values.push_back(d);
+  }
+  return torch::tensor(values, torch::kInt64);
+}
+
+// Writes the state after `epochs_done` epochs (TrainOptions::checkpoint) atomically.
+Status save_checkpoint(const TrainOptions& o, const torch::Tensor& signature, int epochs_done,
+                       const std::vector<torch::Tensor>& params, torch::optim::Optimizer& opt,
+                       const std::vector<EpochReport>& reports) {
+  torch::serialize::OutputArchive archive;
+  archive.write("signature", signature);
+  archive.write("epochs_done", torch::tensor(static_cast<int64_t>(epochs_done)));
+  for (size_t i = 0; i < params.size(); ++i) archive.write(fmt::format("param{}", i), params[i].detach());
+  torch::serialize::OutputArchive optimizer;
+  opt.save(optimizer);
+  archive.write("optimizer", optimizer);
+  archive.write("generator", at::detail::getDefaultCPUGenerator().get_state());
+  std::vector<double> rows;
+  for (const EpochReport& r : reports)
+    rows.insert(rows.end(),
+                {static_cast<double>(r.epoch), r.loss, r.train_accuracy, r.val_accuracy, r.seconds});
+  archive.write("reports",
+                torch::tensor(rows, torch::kFloat64).view({static_cast<int64_t>(reports.size()), 5}));
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  return write_file_atomic(o.checkpoint, bytes.str());
+}
+
+// Loads a checkpoint into the parameters, optimizer and generator; returns the epochs it holds (0
+// when there is none to resume from).
+Result<int> load_checkpoint(const TrainOptions& o, const torch::Tensor& signature,
+                            std::vector<torch::Tensor>& params, torch::optim::Optimizer& opt,
+                            std::vector<EpochReport>& reports) {
+  std::ifstream file(o.checkpoint, std::ios::binary);
+  if (!file) return errorf("--resume: no checkpoint at {} to resume from", o.checkpoint);
+  torch::serialize::InputArchive archive;
+  archive.load_from(file);
+  torch::Tensor saved, done, generator, rows;
+  archive.read("signature", saved);
+  if (!saved.equal(signature))
+    return errorf(
+        "{}: the checkpoint was written for another model, data size, batch or number of epochs; resume with "
+        "the "
+        "settings it was started with",
+        o.checkpoint);
+  archive.read("epochs_done", done);
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) {
+    torch::Tensor value;
+    archive.read(fmt::format("param{}", i), value);
+    params[i].copy_(value);
+  }
+  torch::serialize::InputArchive optimizer;
+  archive.read("optimizer", optimizer);
+  opt.load(optimizer);
+  archive.read("generator", generator);
+  at::Generator default_generator = at::detail::getDefaultCPUGenerator();  // a handle that shares the state
+  default_generator.set_state(generator);
+  archive.read("reports", rows);
+  for (int64_t r = 0; r < rows.size(0); ++r)
+    reports.push_back(EpochReport{static_cast<int>(rows[r][0].item<double>()), rows[r][1].item<double>(),
+                                  rows[r][2].item<double>(), rows[r][3].item<double>(),
+                                  rows[r][4].item<double>()});
+  return static_cast<int>(done.item<int64_t>());
+}
+
 // The training loop shared by weight training and codebook fine-tuning. `after_step` re-applies
 // constraints (masks, the zero code) after every optimizer step; `before_step` masks gradients.
 // Training that diverges (a loss or a weight not finite) stops with an error that says where, and
@@ -306,6 +380,12 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
     opt = std::make_unique<torch::optim::Adam>(params,
                                                torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
   std::vector<EpochReport> reports;
+  const torch::Tensor signature = run_signature(params, x.size(0), o);
+  int first_epoch = 0;
+  if (o.resume) {
+    SP_ASSIGN_OR_RETURN(first_epoch, load_checkpoint(o, signature, params, *opt, reports));
+    if (o.progress) fmt::print(stderr, "resuming from {} after epoch {}\n", o.checkpoint, first_epoch);
+  }
   const int64_t batches = (x.size(0) + o.batch - 1) / o.batch;
   auto diverged = [&](int epoch, const std::string& where, const std::vector<torch::Tensor>& good) {
     restore(params, good);
@@ -316,7 +396,7 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
   };
   const bool live = o.progress && ::isatty(STDERR_FILENO);
   LiveLine live_line;
-  for (int epoch = 0; epoch < o.epochs; ++epoch) {
+  for (int epoch = first_epoch; epoch < o.epochs; ++epoch) {
     auto start = std::chrono::steady_clock::now();
     const std::vector<torch::Tensor> good = snapshot(params);
     for (auto& group : opt->param_groups()) group.options().set_lr(scheduled_lr(o, epoch));
@@ -324,6 +404,14 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
     double loss_sum = 0;
     int64_t correct = 0;
     for (int64_t i = 0; i < x.size(0); i += o.batch) {
+      if (o.interrupted && o.interrupted()) {
+        restore(params, good);
+        if (live) live_line.clear();
+        return o.checkpoint.empty() || epoch == 0
+                   ? errorf("interrupted in epoch {} of {}", epoch + 1, o.epochs)
+                   : errorf("interrupted in epoch {} of {}; {} holds epoch {}: continue with --resume",
+                            epoch + 1, o.epochs, o.checkpoint, epoch);
+      }
       torch::Tensor idx = order.slice(0, i, std::min(x.size(0), i + o.batch));
       torch::Tensor bx = x.index_select(0, idx), by = y.index_select(0, idx);
       if (o.augment.enabled()) bx = augmented(bx, o.augment);
@@ -356,6 +444,8 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
                  r.seconds);
     if (o.on_epoch) o.on_epoch(r);
     reports.push_back(r);
+    if (!o.checkpoint.empty())
+      SP_RETURN_IF_ERROR(save_checkpoint(o, signature, epoch + 1, params, *opt, reports));
     if (o.should_stop && o.should_stop() && epoch + 1 < o.epochs)
       return errorf("training stopped by the caller after epoch {} of {}", epoch + 1, o.epochs);
   }

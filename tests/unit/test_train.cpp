@@ -1,14 +1,21 @@
 // Training with LibTorch: the IR round trip, learning a separable task, masks through momentum,
 // and trained quantization.
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
 #include <set>
+#include <thread>
 
 #include <png.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
 
@@ -364,6 +371,56 @@ TEST(Distill, CompressionRetrainsFromTheSourceAndReportsAgreementWithIt) {
   auto spw = read_spw(dir + "/student.spw");
   ASSERT_TRUE(spw.ok());
   EXPECT_NE(spw->metadata_json.find("\"distill\""), std::string::npos) << spw->metadata_json;
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// `sparrow train` stopped by Ctrl-C (SIGINT) or killed (SIGKILL) once its first epoch is
+// checkpointed, then resumed, writes the same model as a run never stopped.
+TEST(TrainCli, InterruptedOrKilledTrainingResumesToTheSameModel) {
+  const std::string dir = test::temp_dir("resume");
+  ASSERT_TRUE(write_synthetic_digits(dir + "/d", {.train = 8000, .test = 200, .seed = 2}).ok());
+  const std::string train =
+      "--threads 1 -q train --arch lenet300 --data " + dir + "/d --epochs 3 --seed 3 -o ";
+  ASSERT_EQ(test::run_cli(train + dir + "/full.onnx").exit_code, 0);
+  const std::string full = file_bytes(dir + "/full.onnx");
+  ASSERT_FALSE(full.empty());
+  EXPECT_FALSE(std::filesystem::exists(dir + "/full.onnx.ckpt")) << "removed once the output is written";
+  for (int signal : {SIGINT, SIGKILL}) {
+    const std::string out = dir + "/stopped" + std::to_string(signal) + ".onnx";
+    const std::string command =
+        "exec " + std::string(SPARROW_CLI) + " " + train + out + " > " + out + ".log 2>&1";
+    const char* argv[] = {"sh", "-c", command.c_str(), nullptr};
+    pid_t pid = 0;
+    ASSERT_EQ(::posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+    for (int i = 0; i < 6000 && !std::filesystem::exists(out + ".ckpt"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ::kill(pid, signal);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(std::filesystem::exists(out + ".ckpt")) << "no checkpoint after the first epoch";
+    EXPECT_FALSE(std::filesystem::exists(out)) << "stopped before the end: " << file_bytes(out + ".log");
+    if (signal == SIGINT) {
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << "Ctrl-C: a clean exit with an error";
+      EXPECT_NE(file_bytes(out + ".log").find("continue with --resume"), std::string::npos)
+          << file_bytes(out + ".log");
+      auto other = test::run_cli("--threads 1 -q train --arch lenet300 --data " + dir +
+                                 "/d --epochs 4 --seed 3 --resume -o " + out);
+      EXPECT_EQ(other.exit_code, 1);
+      EXPECT_NE(other.output.find("another model, data size, batch or number of epochs"), std::string::npos)
+          << other.output;
+    }
+    auto resumed = test::run_cli(train + out + " --resume");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    EXPECT_TRUE(file_bytes(out) == full) << "signal " << signal << ": the resumed run differs";
+  }
+  auto nothing = test::run_cli(train + dir + "/none.onnx --resume");
+  EXPECT_EQ(nothing.exit_code, 1);
+  EXPECT_NE(nothing.output.find("no checkpoint at " + dir + "/none.onnx.ckpt"), std::string::npos)
+      << nothing.output;
 }
 
 TEST(RetrainRecipe, BlockRoundTripsAndRefusesUnknownKeys) {
