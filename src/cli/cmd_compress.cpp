@@ -271,18 +271,10 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   add_augmentation_options(cmd, a->augment);
   cmd->add_flag("--distill", a->distill.enabled,
                 "Retrain by knowledge distillation: the input model teaches (labels become optional)");
-  cmd->add_option("--distill-loss", a->distill.loss, "kl (softened outputs, default) or mse (raw outputs)")
-      ->transform(CLI::CheckedTransformer(
-          std::map<std::string, DistillLoss>{{"kl", DistillLoss::kl}, {"mse", DistillLoss::mse}}));
-  cmd->add_option("--temperature", a->distill.temperature, "Distillation temperature (default 4)")
-      ->check(kFiniteNumber)
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--distill-weight", a->distill.weight,
-                  "Weight of the distillation term against cross-entropy on labels (default 1)")
-      ->check(CLI::Range(0.0, 1.0));
+  add_distillation_options(cmd, a->distill);
   // These describe --data; the retraining settings need data too, from --data or from the recipe
   // (run_compress checks them once the recipe is read).
-  for (const char* name : {"--labels", "--scale", "--shift", "--limit", "--validation"})
+  for (const char* name : {"--labels", "--scale", "--shift", "--mean", "--std", "--limit", "--validation"})
     cmd->get_option(name)->needs(data);
   for (const char* name : {"--distill-loss", "--temperature", "--distill-weight"})
     cmd->get_option(name)->needs("--distill");

@@ -22,6 +22,7 @@ struct TrainArgs {
   std::string arch, model, output;
   std::string checkpoint;  // default: the output's path + ".ckpt"
   bool resume = false;
+  std::string teacher;               // knowledge distillation from this model's outputs
   std::string structured, low_rank;  // reshape the model first (then train to recover)
   int64_t channel_multiple = 1;
   DataArgs data;
@@ -79,6 +80,19 @@ class InterruptScope {
   void (*previous_)(int);
 };
 
+// The teacher's outputs for the training and validation rows, checked against the student's width.
+Status add_teacher(const TrainArgs& a, const Model& student, DataSplits& data, int threads) {
+  SP_ASSIGN_OR_RETURN(Model teacher, load_onnx(a.teacher));
+  SP_RETURN_IF_ERROR(add_teacher_outputs(teacher, data.train, threads).prefixed(a.teacher));
+  SP_RETURN_IF_ERROR(add_teacher_outputs(teacher, data.val, threads).prefixed(a.teacher));
+  const LabeledData one = slice(data.train, 0, 1);
+  SP_ASSIGN_OR_RETURN(Tensor mine, model_outputs(student, one.inputs, threads));
+  if (data.train.teacher.rank() != 2 || mine.numel() != data.train.teacher.dim(1))
+    return errorf("{}: the teacher gives {} outputs per row, the student {}", a.teacher,
+                  shape_str(data.train.teacher.shape()), mine.numel());
+  return {};
+}
+
 int run_train(TrainArgs& a, const GlobalOptions& global) {
   if (a.arch.empty() == a.model.empty())
     return report_error(errorf("train: give either --arch or a model file"));
@@ -89,6 +103,11 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
   if (auto s = reshape_for_training(a, global, *model); !s.ok()) return report_error(s);
   auto data = load_splits(*model, a.data);
   if (!data.ok()) return report_error(data.status());
+  if (!a.teacher.empty()) {
+    if (data->train.size() == 0) return report_error(errorf("{}: no training rows", a.data.dir));
+    if (auto s = add_teacher(a, *model, *data, global.threads); !s.ok()) return report_error(s);
+    a.train.distill.enabled = true;
+  }
   a.train.threads = global.threads;
   a.train.progress = !global.quiet;
   a.train.checkpoint = a.checkpoint.empty() ? a.output + ".ckpt" : a.checkpoint;
@@ -103,23 +122,38 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
   if (auto s = save_onnx(*model, a.output); !s.ok()) return report_error(s);
   std::error_code ignored;
   std::filesystem::remove(a.train.checkpoint, ignored);  // the output holds what it held
-  auto acc = classification_accuracy(*model, data->test, global.threads);
-  if (!acc.ok()) return report_error(acc.status());
+  nlohmann::json j{{"model", a.output}, {"epochs", epochs->size()}};
   double seconds = 0;
   std::vector<double> epoch_seconds;
   for (const auto& e : *epochs) {
     seconds += e.seconds;
     epoch_seconds.push_back(e.seconds);
   }
-  if (a.json) {
-    nlohmann::json j{{"model", a.output},        {"test_accuracy", *acc},
-                     {"test_error", 1 - *acc},   {"train_seconds", seconds},
-                     {"epochs", epochs->size()}, {"epoch_seconds", epoch_seconds}};
-    fmt::print("{}\n", j.dump());
-  } else {
-    fmt::print("wrote {}; {} epochs in {:.1f} s\ntest accuracy: {:.4f} (error {:.2f}%)\n", a.output,
-               epochs->size(), seconds, *acc, 100 * (1 - *acc));
+  j["train_seconds"] = seconds;
+  j["epoch_seconds"] = epoch_seconds;
+  std::string measured;
+  if (data->test.labeled()) {
+    auto acc = classification_accuracy(*model, data->test, global.threads);
+    if (!acc.ok()) return report_error(acc.status());
+    j["test_accuracy"] = *acc;
+    j["test_error"] = 1 - *acc;
+    measured = fmt::format("test accuracy: {:.4f} (error {:.2f}%)", *acc, 100 * (1 - *acc));
   }
+  if (!a.teacher.empty() && data->test.size() > 0) {
+    auto teacher = load_onnx(a.teacher);
+    if (!teacher.ok()) return report_error(teacher.status());
+    auto agree = output_agreement(*teacher, *model, data->test.inputs, global.threads);
+    if (!agree.ok()) return report_error(agree.status());
+    j["agreement_with_teacher"] = {{"top1", agree->top1},
+                                   {"max_abs_difference", agree->max_abs_difference},
+                                   {"mean_abs_difference", agree->mean_abs_difference}};
+    measured +=
+        fmt::format("{}top-1 agreement with the teacher: {:.4f}", measured.empty() ? "" : "\n", agree->top1);
+  }
+  if (a.json)
+    fmt::print("{}\n", j.dump());
+  else
+    fmt::print("wrote {}; {} epochs in {:.1f} s\n{}\n", a.output, epochs->size(), seconds, measured);
   return 0;
 }
 
@@ -127,14 +161,24 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
 
 Command add_train(CLI::App& app, const GlobalOptions& global) {
   auto a = std::make_shared<TrainArgs>();
-  auto* cmd = app.add_subcommand("train", "Train a built-in architecture or retrain a model on IDX data");
+  auto* cmd = app.add_subcommand(
+      "train", "Train a built-in architecture or retrain a model, optionally taught by a larger one");
   cmd->add_option("model", a->model, "Model to retrain (.onnx)");
   cmd->add_option("--arch", a->arch, "Built-in architecture: lenet300 or lenet5");
-  cmd->add_option("--data", a->data.dir, "Directory with MNIST-style IDX files (train-*, t10k-*)")
+  cmd->add_option("--data", a->data.dir,
+                  "Training data: a directory of IDX files, CIFAR-10 batches or image class folders, an .npy "
+                  "(labels: --labels) or an .npz")
       ->required();
   cmd->add_option("-o,--output", a->output, "Output .onnx")->required();
   add_data_options(cmd, a->data);
   add_train_options(cmd, a->train, "");
+  cmd->add_option(
+      "--teacher", a->teacher,
+      "Learn from this model's outputs too (knowledge distillation, Hinton et al. 2015): a student "
+      "architecture or model trained from a larger teacher (.onnx); labels become optional");
+  add_distillation_options(cmd, a->train.distill);
+  for (const char* name : {"--distill-loss", "--temperature", "--distill-weight"})
+    cmd->get_option(name)->needs("--teacher");
   cmd->add_option("--checkpoint", a->checkpoint,
                   "Where each finished epoch is saved, atomically (default: OUTPUT.ckpt; removed once the "
                   "output is written)");

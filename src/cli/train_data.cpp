@@ -355,6 +355,18 @@ void add_data_options(CLI::App* cmd, DataArgs& d) {
       ->check(CLI::NonNegativeNumber);
 }
 
+void add_distillation_options(CLI::App* cmd, Distillation& d) {
+  cmd->add_option("--distill-loss", d.loss, "kl (softened outputs, default) or mse (raw outputs)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, DistillLoss>{{"kl", DistillLoss::kl}, {"mse", DistillLoss::mse}}));
+  cmd->add_option("--temperature", d.temperature, "Distillation temperature (default 4)")
+      ->check(kFiniteNumber)
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--distill-weight", d.weight,
+                  "Weight of the distillation term against cross-entropy on labels (default 1)")
+      ->check(CLI::Range(0.0, 1.0));
+}
+
 void add_augmentation_options(CLI::App* cmd, Augmentation& a) {
   cmd->add_flag("--flip", a.flip, "Augment training images: flip each horizontally with probability 1/2");
   cmd->add_option("--crop-padding", a.crop_padding,

@@ -42,6 +42,8 @@ Result<LabeledData> load_test_set(const Model& model, const DataArgs& args);
 bool holds_labels(const std::string& path);
 
 void add_data_options(CLI::App* cmd, DataArgs& data);
+// --distill-loss, --temperature and --distill-weight (knowledge distillation's settings).
+void add_distillation_options(CLI::App* cmd, Distillation& distill);
 // --flip and --crop-padding (training augmentation).
 void add_augmentation_options(CLI::App* cmd, Augmentation& augment);
 // Epochs and learning rate under `prefix` (e.g. "retrain-"); with no prefix, every option.

@@ -208,9 +208,11 @@ torch::Tensor batch_loss(const torch::Tensor& logits, const torch::Tensor& label
     distill = F::mse_loss(logits, teacher);
   } else {
     const double t = d.temperature;
+    // Both sides as log-probabilities: a teacher probability that underflows to 0 then adds
+    // exp(log p) * (log p - log q) = 0, where p * log p would be 0 * -inf = NaN.
     distill = F::kl_div(F::log_softmax(logits / t, F::LogSoftmaxFuncOptions(1)),
-                        F::softmax(teacher / t, F::SoftmaxFuncOptions(1)),
-                        F::KLDivFuncOptions().reduction(torch::kBatchMean)) *
+                        F::log_softmax(teacher / t, F::LogSoftmaxFuncOptions(1)),
+                        F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true)) *
               (t * t);
   }
   if (!labeled || d.weight >= 1) return distill;

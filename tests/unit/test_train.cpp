@@ -423,6 +423,47 @@ TEST(TrainCli, InterruptedOrKilledTrainingResumesToTheSameModel) {
       << nothing.output;
 }
 
+// `sparrow train --teacher`: a student learns from a teacher's outputs, with or without labels;
+// without them it reports its agreement with the teacher.
+TEST(TrainCli, AStudentLearnsFromATeacherWithOrWithoutLabels) {
+  const std::string dir = test::temp_dir("teacher");
+  const LabeledData d = separable_digits(600, 8);
+  Tensor y(DType::i64, {600});
+  std::copy(d.labels.begin(), d.labels.end(), y.i64_data());
+  ASSERT_TRUE(write_npy(dir + "/x.npy", d.inputs).ok());
+  ASSERT_TRUE(write_npy(dir + "/y.npy", y).ok());
+  const std::string data = " --data " + dir + "/x.npy --validation 100 --json -o ";
+  ASSERT_EQ(test::run_cli("-q --threads 1 train --arch lenet300 --labels " + dir + "/y.npy --epochs 3" +
+                          data + dir + "/teacher.onnx")
+                .exit_code,
+            0);
+  auto json_of = [&](const std::string& args) {
+    auto r = test::run_cli("-q --threads 1 train --arch lenet300 --seed 5 --epochs 8 --lr 0.02 --teacher " +
+                           dir + "/teacher.onnx" + args);
+    EXPECT_EQ(r.exit_code, 0) << args << ": " << r.output;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.output) : nlohmann::json();
+  };
+  auto unlabeled = json_of(data + dir + "/s1.onnx");
+  EXPECT_FALSE(unlabeled.contains("test_accuracy")) << "no labels";
+  EXPECT_GT(unlabeled["agreement_with_teacher"]["top1"].get<double>(), 0.8) << unlabeled;
+  auto labeled =
+      json_of(" --labels " + dir + "/y.npy --distill-weight 0.5 --temperature 2" + data + dir + "/s2.onnx");
+  EXPECT_GT(labeled["test_accuracy"].get<double>(), 0.8) << labeled;
+  Model five;
+  five.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 1, 28, 28}, {"N", "", "", ""}, true});
+  five.outputs.push_back(ValueInfo{"y"});
+  five.initializers["w"] = test::random_f32({5, 784}, 1);
+  five.nodes.push_back(Node{"flat", "Flatten", "", {"x"}, {"f"}, {}});
+  five.nodes.push_back(Node{"fc", "Gemm", "", {"f", "w"}, {"y"}, {{"transB", int64_t{1}}}});
+  ASSERT_TRUE(save_onnx(five, dir + "/five.onnx").ok());
+  auto mismatch =
+      test::run_cli("-q train --arch lenet300 --teacher " + dir + "/five.onnx" + data + dir + "/s3.onnx");
+  EXPECT_EQ(mismatch.exit_code, 1);
+  EXPECT_NE(mismatch.output.find("the teacher gives [500, 5] outputs per row, the student 10"),
+            std::string::npos)
+      << mismatch.output;
+}
+
 TEST(RetrainRecipe, BlockRoundTripsAndRefusesUnknownKeys) {
   RetrainOptions r;
   nlohmann::json source;
