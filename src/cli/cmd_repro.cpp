@@ -1,12 +1,15 @@
 // sparrow repro lenet300|lenet5 --data DIR: trains the baseline, compresses it with [DC]'s per-layer
-// sparsities and bit widths (iterative pruning with retraining, trained quantization, Huffman), and
-// prints Sparrow's per-layer table next to the paper's (Tables 2 and 3 of [DC]).
+// sparsities and bit widths (iterative pruning with retraining, trained quantization, Huffman) as
+// configs/repro-NETWORK.json says, and prints Sparrow's per-layer table next to the paper's (Tables 2
+// and 3 of [DC]).
 #include <chrono>
 
 #include <nlohmann/json.hpp>
 
+#include "api/compress.h"
 #include "api/inspect.h"
 #include "cli/commands.h"
+#include "cli/repro_configs.h"
 #include "cli/spw_report.h"
 #include "cli/train_data.h"
 #include "core/file.h"
@@ -18,68 +21,69 @@ namespace sparrow::cli {
 
 namespace {
 
-// Sparrow's target fraction of weights kept, and [DC]'s published per-layer figures (fraction kept,
-// size as % of float32 before and after Huffman coding).
-struct PaperLayer {
-  const char* weight;
-  double target_kept;
-  const char* paper_name;
-  double kept, pq_percent, h_percent;
+// A reproduction: the baseline's training, the compression recipe (as `compress --recipe` reads
+// it, with its retrain block), and [DC]'s published figures: the whole file's ratio, the errors,
+// and per layer the fraction kept and the size as % of float32 before and after Huffman coding.
+struct ReproConfig {
+  std::string network;
+  int baseline_epochs = 0;
+  CompressOptions options;
+  RetrainOptions retrain;
+  nlohmann::json paper;  // ratio, baseline_error, compressed_error, layers: {weight: {name, kept, ...}}
 };
 
-struct Recipe {
-  std::vector<PaperLayer> layers;
-  double paper_ratio, paper_error_ref, paper_error;
-  int baseline_epochs, conv_bits, fc_bits;
-  int retrain_epochs;  // per pruning step (5 steps)
-  double retrain_lr;
-  int finetune_epochs;  // trained quantization, at 0.001
-};
+// The text of configs/repro-NETWORK.json as built in, or of `path` when given.
+Result<std::pair<std::string, std::string>> config_text(const std::string& network, const std::string& path) {
+  if (!path.empty()) {
+    SP_ASSIGN_OR_RETURN(std::vector<char> bytes, read_file(path));
+    return std::pair{path, std::string(bytes.begin(), bytes.end())};
+  }
+  if (network == "lenet300")
+    return std::pair{std::string("configs/repro-lenet300.json"), std::string(kReproLenet300Config)};
+  if (network == "lenet5")
+    return std::pair{std::string("configs/repro-lenet5.json"), std::string(kReproLenet5Config)};
+  return errorf("repro: unknown network '{}' (lenet300, lenet5, or a recipe file with --config)", network);
+}
 
-const Recipe& recipe_for(const std::string& arch) {
-  // Both networks keep a little less of their largest layer than the paper: with everything in the
-  // file counted (biases, codebooks, graph, headers), that is what 40x and 39x take. LeNet-5 keeps
-  // [DC]'s 12% of conv2 and retrains more (3 epochs per step at 0.02, 2 of trained quantization).
-  static const Recipe lenet300{{{"fc1.weight", 0.06, "ip1", 0.08, 3.1, 2.32},
-                                {"fc2.weight", 0.08, "ip2", 0.09, 3.8, 3.04},
-                                {"fc3.weight", 0.26, "ip3", 0.26, 15.7, 12.70}},
-                               40,
-                               0.0164,
-                               0.0158,
-                               12,
-                               8,
-                               6,
-                               5,
-                               0.01,
-                               3};
-  static const Recipe lenet5{{{"conv1.weight", 0.66, "conv1", 0.66, 78.5, 67.45},
-                              {"conv2.weight", 0.12, "conv2", 0.12, 6.0, 5.28},
-                              {"fc1.weight", 0.06, "ip1", 0.08, 2.7, 2.45},
-                              {"fc2.weight", 0.19, "ip2", 0.19, 6.9, 6.13}},
-                             39,
-                             0.0080,
-                             0.0074,
-                             10,
-                             8,
-                             5,
-                             3,
-                             0.02,
-                             2};
-  return arch == "lenet5" ? lenet5 : lenet300;
+Result<ReproConfig> load_config(const std::string& network, const std::string& path) {
+  SP_ASSIGN_OR_RETURN(auto text, config_text(network, path));
+  const auto& [where, json_text] = text;
+  ReproConfig c;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(json_text);
+    c.network = j.at("network").get<std::string>();
+    c.baseline_epochs = j.at("baseline_epochs").get<int>();
+    c.paper = j.at("paper");
+    for (const char* key : {"ratio", "baseline_error", "compressed_error"}) c.paper.at(key).get<double>();
+    for (const auto& [weight, l] : c.paper.at("layers").items())
+      for (const char* key : {"kept", "pq_percent", "huffman_percent"}) l.at(key).get<double>();
+    nlohmann::json settings = j.at("compress");
+    const nlohmann::json retrain = settings.value("retrain", nlohmann::json::object());
+    settings.erase("retrain");
+    SP_ASSIGN_OR_RETURN(c.options, api::options_from_recipe(settings, where));
+    SP_RETURN_IF_ERROR(api::apply_retrain_recipe(retrain, c.retrain, nullptr).prefixed(where));
+  } catch (const nlohmann::json::exception& e) {
+    return errorf(
+        "{}: not a repro recipe (network, baseline_epochs, compress, paper: ratio, baseline_error, "
+        "compressed_error, layers): {}",
+        where, e.what());
+  }
+  if (network != c.network) return errorf("{}: the recipe is for '{}', not '{}'", where, c.network, network);
+  return c;
 }
 
 struct ReproArgs {
-  std::string arch, output, baseline_output;
+  std::string arch, output, baseline_output, config;
   DataArgs data;
   bool json = false;
 };
 
 int run(const ReproArgs& a, const GlobalOptions& global) {
-  if (a.arch != "lenet300" && a.arch != "lenet5")
-    return report_error(errorf("repro: unknown network '{}'", a.arch));
   if (!a.baseline_output.empty() && same_file(a.baseline_output, a.output))
     return report_error(errorf("--baseline {} and -o {} name the same file", a.baseline_output, a.output));
-  const Recipe& recipe = recipe_for(a.arch);
+  auto config = load_config(a.arch, a.config);
+  if (!config.ok()) return report_error(config.status());
+  const nlohmann::json& paper = config->paper;
   auto clock = std::chrono::steady_clock::now();
   auto seconds = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - clock).count();
@@ -89,7 +93,7 @@ int run(const ReproArgs& a, const GlobalOptions& global) {
   auto data = load_splits(*model, a.data);
   if (!data.ok()) return report_error(data.status());
   TrainOptions base;
-  base.epochs = recipe.baseline_epochs;
+  base.epochs = config->baseline_epochs;
   base.threads = global.threads;
   base.progress = !global.quiet;
   if (auto r = train_model(*model, data->train, &data->val, base); !r.ok()) return report_error(r.status());
@@ -99,19 +103,12 @@ int run(const ReproArgs& a, const GlobalOptions& global) {
   if (!base_acc.ok()) return report_error(base_acc.status());
   double train_seconds = seconds();
 
-  CompressOptions o;
-  o.conv_bits = recipe.conv_bits;
-  o.fc_bits = recipe.fc_bits;
-  o.index_bits = 5;
-  for (const auto& l : recipe.layers) o.layers[l.weight].prune.sparsity = 1.0 - l.target_kept;
-  RetrainOptions r;
-  r.prune_steps = 5;
-  r.retrain = base;
-  r.retrain.epochs = recipe.retrain_epochs;
-  r.retrain.lr = recipe.retrain_lr;
-  r.finetune = base;
-  r.finetune.epochs = recipe.finetune_epochs;
-  r.finetune.lr = 0.001;
+  const CompressOptions& o = config->options;
+  RetrainOptions r = config->retrain;
+  for (TrainOptions* phase : {&r.retrain, &r.finetune}) {
+    phase->threads = base.threads;
+    phase->progress = base.progress;
+  }
   nlohmann::json meta = {{"tool", std::string("sparrow ") + SPARROW_VERSION}, {"repro", a.arch}};
   auto result = compress_with_retraining(*model, o, data->train, &data->val, r, meta.dump());
   if (!result.ok()) return report_error(result.status());
@@ -127,19 +124,13 @@ int run(const ReproArgs& a, const GlobalOptions& global) {
   for (size_t i = 0; i < result->spw.tensors.size(); ++i) {
     const CompressedTensor& t = result->spw.tensors[i];
     TensorSizes z = tensor_sizes(t, result->spw.storage[i]);
-    const PaperLayer* p = nullptr;
-    for (const auto& l : recipe.layers)
-      if (t.name == l.weight) p = &l;
+    const nlohmann::json* p = paper["layers"].contains(t.name) ? &paper["layers"][t.name] : nullptr;
     layers.push_back({{"name", t.name},
                       {"weights", z.weights},
                       {"kept", static_cast<double>(z.nonzeros) / z.weights},
                       {"pq_percent", 100 * z.pq_bits / z.dense_bits()},
                       {"huffman_percent", 100 * z.stored_bits / z.dense_bits()},
-                      {"paper", p ? nlohmann::json{{"name", p->paper_name},
-                                                   {"kept", p->kept},
-                                                   {"pq_percent", p->pq_percent},
-                                                   {"huffman_percent", p->h_percent}}
-                                  : nlohmann::json()}});
+                      {"paper", p ? *p : nlohmann::json()}});
   }
   nlohmann::json j{{"network", a.arch},
                    {"file", a.output},
@@ -147,10 +138,11 @@ int run(const ReproArgs& a, const GlobalOptions& global) {
                    {"ratio", ratio},
                    {"baseline_error", 1 - *base_acc},
                    {"compressed_error", 1 - *acc},
+                   {"recipe", a.config.empty() ? "configs/repro-" + a.arch + ".json" : a.config},
                    {"paper",
-                    {{"ratio", recipe.paper_ratio},
-                     {"baseline_error", recipe.paper_error_ref},
-                     {"compressed_error", recipe.paper_error}}},
+                    {{"ratio", paper["ratio"]},
+                     {"baseline_error", paper["baseline_error"]},
+                     {"compressed_error", paper["compressed_error"]}}},
                    {"data",
                     {{"dir", a.data.dir},
                      {"train", data->train.size()},
@@ -177,8 +169,8 @@ int run(const ReproArgs& a, const GlobalOptions& global) {
   fmt::print(
       "whole file {} bytes: {:.1f}x smaller than the float32 parameters (paper: {}x)\n"
       "test error {:.2f}% -> {:.2f}% (paper: {:.2f}% -> {:.2f}%); {:.0f} s in all\n",
-      result->spw.file_bytes, ratio, recipe.paper_ratio, 100 * (1 - *base_acc), 100 * (1 - *acc),
-      100 * recipe.paper_error_ref, 100 * recipe.paper_error, seconds());
+      result->spw.file_bytes, ratio, paper["ratio"].get<double>(), 100 * (1 - *base_acc), 100 * (1 - *acc),
+      100 * paper["baseline_error"].get<double>(), 100 * paper["compressed_error"].get<double>(), seconds());
   return 0;
 }
 
@@ -192,6 +184,8 @@ Command add_repro(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--data", a->data.dir, "MNIST directory (IDX files)")->required();
   cmd->add_option("-o,--output", a->output, "Where to write the compressed model")->default_val("repro.spw");
   cmd->add_option("--baseline", a->baseline_output, "Also write the trained dense baseline as ONNX");
+  cmd->add_option("--config", a->config,
+                  "A repro recipe to use instead of the built-in configs/repro-NETWORK.json (same format)");
   add_data_options(cmd, a->data);
   cmd->add_flag("--json", a->json, "Print one JSON object");
   return {cmd, [a, &global]() { return run(*a, global); }};

@@ -464,6 +464,39 @@ TEST(TrainCli, AStudentLearnsFromATeacherWithOrWithoutLabels) {
       << mismatch.output;
 }
 
+// `sparrow repro` runs from a recipe file (configs/repro-*.json are built in); a short one on
+// synthetic digits runs the whole reproduction and reports the file's figures.
+TEST(TrainCli, ReproRunsFromRecipeFiles) {
+  const std::string dir = test::temp_dir("repro");
+  ASSERT_TRUE(write_synthetic_digits(dir + "/d", {.train = 2000, .test = 200, .seed = 4}).ok());
+  std::ifstream builtin(std::string(SPARROW_SOURCE_DIR) + "/configs/repro-lenet300.json");
+  nlohmann::json recipe = nlohmann::json::parse(builtin);
+  EXPECT_EQ(recipe["paper"]["ratio"], 40);
+  recipe["baseline_epochs"] = 1;
+  recipe["compress"]["retrain"] = {{"prune_steps", 1}, {"retrain_epochs", 1}, {"finetune_epochs", 0}};
+  recipe["paper"]["ratio"] = 41;  // read from the file, not the built-in one
+  std::ofstream(dir + "/short.json") << recipe.dump();
+  auto r = test::run_cli("-q --threads 1 repro lenet300 --data " + dir + "/d --config " + dir +
+                         "/short.json --json -o " + dir + "/r.spw");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["paper"]["ratio"], 41);
+  EXPECT_EQ(j["recipe"], dir + "/short.json");
+  ASSERT_EQ(j["layers"].size(), 3u);
+  EXPECT_EQ(j["layers"][0]["paper"]["name"], "ip1");
+  EXPECT_NEAR(j["layers"][0]["kept"].get<double>(), 0.06, 0.001) << "the recipe's fc1 sparsity of 0.94";
+  auto other = test::run_cli("repro lenet5 --data " + dir + "/d --config " + dir + "/short.json");
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_NE(other.output.find("the recipe is for 'lenet300', not 'lenet5'"), std::string::npos)
+      << other.output;
+  std::ofstream(dir + "/bad.json") << R"({"network": "lenet300", "baseline_epochs": 1, "compress": {}})";
+  auto bad = test::run_cli("repro lenet300 --data " + dir + "/d --config " + dir + "/bad.json");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find(dir + "/bad.json: not a repro recipe"), std::string::npos) << bad.output;
+  auto unknown = test::run_cli("repro alexnet --data " + dir + "/d");
+  EXPECT_NE(unknown.output.find("unknown network 'alexnet'"), std::string::npos) << unknown.output;
+}
+
 TEST(RetrainRecipe, BlockRoundTripsAndRefusesUnknownKeys) {
   RetrainOptions r;
   nlohmann::json source;
