@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libonnx-dev python3-onnx libprotobuf-dev protobuf-compiler
   libopenblas-dev libeigen3-dev
-  nlohmann-json3-dev libcli11-dev libfmt-dev zlib1g-dev libzip-dev libpng-dev libjpeg-dev
+  nlohmann-json3-dev libcli11-dev libfmt-dev zlib1g-dev libzip-dev libpng-dev libjpeg-dev libyaml-cpp-dev
   python3-dev python3-numpy python3-torch libtorch-dev libgloo-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev

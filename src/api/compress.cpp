@@ -1,6 +1,10 @@
 #include "api/compress.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 
 #include "compress/recipe.h"
@@ -122,6 +126,51 @@ Result<Distillation> distillation_recipe(const nlohmann::json& j) {
 
 }  // namespace
 
+namespace {
+
+// A plain YAML scalar as JSON: true/false, null (~), an integer, a number, else a string; quoted
+// scalars stay strings.
+nlohmann::json yaml_scalar(const YAML::Node& node) {
+  const std::string& text = node.Scalar();
+  if (node.Tag() == "!") return text;
+  if (text == "true" || text == "True" || text == "TRUE") return true;
+  if (text == "false" || text == "False" || text == "FALSE") return false;
+  if (text == "~" || text == "null" || text == "Null" || text == "NULL" || text.empty()) return nullptr;
+  char* end = nullptr;
+  errno = 0;
+  const long long integer = std::strtoll(text.c_str(), &end, 10);
+  if (end == text.c_str() + text.size() && errno == 0) return static_cast<int64_t>(integer);
+  const double number = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() + text.size()) return number;
+  return text;
+}
+
+nlohmann::json yaml_to_json(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map: {
+      nlohmann::json j = nlohmann::json::object();
+      for (const auto& kv : node) j[kv.first.as<std::string>()] = yaml_to_json(kv.second);
+      return j;
+    }
+    case YAML::NodeType::Sequence: {
+      nlohmann::json j = nlohmann::json::array();
+      for (const auto& item : node) j.push_back(yaml_to_json(item));
+      return j;
+    }
+    case YAML::NodeType::Scalar:
+      return yaml_scalar(node);
+    default:
+      return nullptr;
+  }
+}
+
+bool is_yaml(const std::string& path) {
+  const auto extension = std::filesystem::path(path).extension();
+  return extension == ".yaml" || extension == ".yml";
+}
+
+}  // namespace
+
 Result<nlohmann::json> read_recipe(const std::string& path) {
   if (std::filesystem::path(path).extension() == ".spw") {
     SP_ASSIGN_OR_RETURN(SpwModel spw, read_spw(path));
@@ -133,6 +182,13 @@ Result<nlohmann::json> read_recipe(const std::string& path) {
     return recipe;
   }
   SP_ASSIGN_OR_RETURN(std::vector<char> text, read_file(path));
+  if (is_yaml(path)) {
+    try {
+      return yaml_to_json(YAML::Load(std::string(text.begin(), text.end())));
+    } catch (const YAML::Exception& e) {
+      return errorf("{}: not valid YAML: {}", path, e.what());
+    }
+  }
   auto j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
   if (j.is_discarded()) return errorf("{}: not valid JSON", path);
   return j;

@@ -250,9 +250,10 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
       "--layer", a->layers,
       "Per-layer override NAME:key=value,... (sparsity, quality, balance, bits, lowrank, structured, "
       "exclude)");
-  cmd->add_option("--recipe", a->recipe,
-                  "JSON file with the same settings and a retrain block, or a .spw whose recorded recipe to "
-                  "replay (options given here win)");
+  cmd->add_option(
+      "--recipe", a->recipe,
+      "JSON or YAML (.yaml, .yml) file with the same settings and a retrain block, or a .spw whose "
+      "recorded recipe to replay (options given here win)");
   cmd->add_flag("--json", a->json, "Print the inspect report as JSON");
   auto* data = cmd->add_option(
       "--data", a->data.dir,

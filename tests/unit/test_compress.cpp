@@ -697,6 +697,38 @@ TEST_F(CompressCli, EvalMeasuresAccuracyOnNpyAndAgreementWithTheOriginal) {
 
 // --data as an .npz (labels inside) and as a directory of IDX files (its test split, normalized
 // per channel): the same answers as the same rows given as .npy or --images.
+// The same recipe as JSON and as YAML (maps, numbers, booleans, quoted strings) compresses to the
+// same file; broken YAML is refused with its line.
+TEST_F(CompressCli, YamlRecipesCompressLikeTheirJson) {
+  std::ofstream(dir_ + "/r.json") << R"({"sparsity": 0.6, "bits": {"conv": 6, "fc": 4}, "encode_all": true,
+      "huffman": true, "layers": {"fw": {"sparsity": 0.8, "bits": 3}}, "seed": 3})";
+  std::ofstream(dir_ + "/r.yaml")
+      << "# the same recipe\nsparsity: 0.6\nbits:\n  conv: 6\n  fc: 4\n"
+         "encode_all: true\nhuffman: true\nlayers:\n  \"fw\":\n    sparsity: 0.8\n"
+         "    bits: 3\nseed: 3\n";
+  std::vector<nlohmann::json> reports;
+  for (const char* recipe : {"r.json", "r.yaml"}) {
+    auto r = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/" + recipe +
+                           ".spw --json --recipe " + dir_ + "/" + recipe);
+    ASSERT_EQ(r.exit_code, 0) << recipe << ": " << r.output;
+    reports.push_back(nlohmann::json::parse(r.output));
+  }
+  EXPECT_EQ(reports[0]["metadata"]["options"], reports[1]["metadata"]["options"]);
+  EXPECT_EQ(reports[0]["metadata"]["options"]["layers"]["fw"]["bits"], 3);
+  EXPECT_EQ(reports[0]["layers"], reports[1]["layers"]) << "the same recipe, the same encoding";
+  EXPECT_EQ(reports[0]["file_bytes"], reports[1]["file_bytes"]);
+  std::ofstream(dir_ + "/bad.yml") << "sparsity: 0.5\nlayers: [unclosed\n";
+  auto bad =
+      test::run_cli("compress " + dir_ + "/m.onnx -o " + dir_ + "/bad.spw --recipe " + dir_ + "/bad.yml");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find(dir_ + "/bad.yml: not valid YAML"), std::string::npos) << bad.output;
+  std::ofstream(dir_ + "/typo.yaml") << "sparsty: 0.5\n";
+  auto typo =
+      test::run_cli("compress " + dir_ + "/m.onnx -o " + dir_ + "/typo.spw --recipe " + dir_ + "/typo.yaml");
+  EXPECT_EQ(typo.exit_code, 1);
+  EXPECT_NE(typo.output.find("sparsty"), std::string::npos) << typo.output;
+}
+
 TEST_F(CompressCli, EvalReadsNpzArchivesAndDataDirectories) {
   Tensor rows = test::random_f32({40, 1, 8, 8}, 5);
   ASSERT_TRUE(write_npy(dir_ + "/rows.npy", rows).ok());
