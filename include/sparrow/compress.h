@@ -172,11 +172,15 @@ struct LayerSettings {
 };
 
 struct CompressOptions {
-  LayerSettings all;                            // --sparsity / --quality / --bits N
-  int conv_bits = 8;                            // default weight bits of conv layers
-  int fc_bits = 5;                              // default weight bits of fc (Gemm/MatMul/LSTM) layers
-  std::map<std::string, LayerSettings> layers;  // overrides by node name or weight name
-  int index_bits = 4;                           // 2..8
+  LayerSettings all;  // --sparsity / --quality / --bits N
+  int conv_bits = 8;  // default weight bits of conv layers
+  int fc_bits = 5;    // default weight bits of fc (Gemm/MatMul/LSTM) layers
+  // Overrides by node name or weight name, or for every compressible layer a pattern selects:
+  // "op:TYPE" (the node's operator, e.g. op:Conv) or "re:REGEX" (ECMAScript, matching the whole
+  // weight or node name). A layer takes the op: rules, then the re: rules (in key order), then its
+  // node's and its weight's own, each over the ones before for the settings it gives.
+  std::map<std::string, LayerSettings> layers;
+  int index_bits = 4;  // 2..8
   KmeansInit init = KmeansInit::linear;
   Quantizer quantizer = Quantizer::kmeans;
   bool huffman = true;
@@ -215,6 +219,10 @@ struct CompressibleLayer {
   MatrixView view;
 };
 std::vector<CompressibleLayer> find_compressible_layers(const Model& model);
+// The options with every pattern rule ("op:", "re:" keys of CompressOptions::layers) replaced by
+// rules for the layers it selects, by weight name, merged with their own; an error names a pattern
+// that selects no layer, or that is no valid regular expression. Compression does this first.
+Result<CompressOptions> expand_layer_patterns(const Model& model, const CompressOptions& options);
 // The settings in force for one layer: the global ones, then overrides by node or weight name, then
 // the default bits of the layer's kind.
 LayerSettings resolve_layer_settings(const CompressOptions& options, const CompressibleLayer& layer);

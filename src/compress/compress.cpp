@@ -1,5 +1,7 @@
 // The post-training pipeline: prune -> share weights -> encode, per compressible layer.
+#include <algorithm>
 #include <cmath>
+#include <regex>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -43,6 +45,84 @@ std::optional<CompressibleLayer> layer_of(const Node& node, size_t index, const 
 }
 
 }  // namespace
+
+namespace {
+
+constexpr std::string_view kOpPattern = "op:", kRegexPattern = "re:";
+
+bool is_pattern(const std::string& key) {
+  return key.starts_with(kOpPattern) || key.starts_with(kRegexPattern);
+}
+
+// `over`'s settings over `into`'s, for each setting `over` gives.
+void merge_settings(LayerSettings& into, const LayerSettings& over) {
+  if (over.prune.sparsity || over.prune.quality) {
+    const int balance = over.prune.balance ? over.prune.balance : into.prune.balance;
+    into.prune = over.prune;
+    into.prune.balance = balance;
+  } else if (over.prune.balance) {
+    into.prune.balance = over.prune.balance;
+  }
+  if (over.bits) into.bits = over.bits;
+  into.exclude = into.exclude || over.exclude;
+  if (over.low_rank) into.low_rank = over.low_rank;
+  if (over.structured) into.structured = over.structured;
+}
+
+// Whether the pattern `key` selects `layer` (read by `node`).
+Result<bool> selects(const std::string& key, const CompressibleLayer& layer, const Node& node) {
+  if (key.starts_with(kOpPattern)) return node.op_type == key.substr(kOpPattern.size());
+  try {
+    const std::regex re(key.substr(kRegexPattern.size()), std::regex::ECMAScript);
+    return std::regex_match(layer.weight, re) || std::regex_match(layer.node, re);
+  } catch (const std::regex_error& e) {
+    return errorf("layer pattern '{}': not a valid regular expression ({})", key, e.what());
+  }
+}
+
+}  // namespace
+
+Result<CompressOptions> expand_layer_patterns(const Model& model, const CompressOptions& options) {
+  if (std::none_of(options.layers.begin(), options.layers.end(),
+                   [](const auto& kv) { return is_pattern(kv.first); }))
+    return options;
+  CompressOptions out = options;
+  std::erase_if(out.layers, [](const auto& kv) { return is_pattern(kv.first); });
+  const std::vector<CompressibleLayer> layers = find_compressible_layers(model);
+  std::map<std::string, const Node*> node_by_name;
+  for (const Node& n : model.nodes) node_by_name.emplace(n.name, &n);
+  std::map<std::string, LayerSettings> from_patterns;  // by weight name
+  for (std::string_view kind : {kOpPattern, kRegexPattern})
+    for (const auto& [key, settings] : options.layers) {
+      if (!key.starts_with(kind)) continue;
+      bool any = false;
+      for (const CompressibleLayer& l : layers) {
+        SP_ASSIGN_OR_RETURN(bool hit, selects(key, l, *node_by_name.at(l.node)));
+        if (!hit) continue;
+        any = true;
+        merge_settings(from_patterns[l.weight], settings);
+      }
+      if (!any) {
+        std::string names;
+        for (const auto& l : layers)
+          names +=
+              fmt::format("{}{} ({})", names.empty() ? "" : ", ", l.weight, node_by_name.at(l.node)->op_type);
+        return errorf("layer pattern '{}' selects no compressible layer (layers: {})", key, names);
+      }
+    }
+  for (const CompressibleLayer& l : layers) {
+    auto it = from_patterns.find(l.weight);
+    if (it == from_patterns.end()) continue;
+    LayerSettings merged = it->second;
+    for (const std::string& own : {l.node, l.weight})
+      if (auto o = out.layers.find(own); o != out.layers.end()) {
+        merge_settings(merged, o->second);
+        out.layers.erase(o);
+      }
+    out.layers[l.weight] = merged;
+  }
+  return out;
+}
 
 LayerSettings resolve_layer_settings(const CompressOptions& o, const CompressibleLayer& l) {
   LayerSettings s = o.all;
@@ -187,8 +267,9 @@ std::string record_factorized(const std::string& metadata_json,
   return with_metadata(metadata_json, "factorized", list);
 }
 
-Result<ReshapedModel> reshape_model(Model model, const CompressOptions& options,
+Result<ReshapedModel> reshape_model(Model model, const CompressOptions& given,
                                     const std::string& metadata_json) {
+  SP_ASSIGN_OR_RETURN(const CompressOptions options, expand_layer_patterns(model, given));
   ReshapedModel r;
   r.metadata_json = metadata_json;
   if (!nlohmann::json::parse(metadata_json, nullptr, false).contains("source_fp32_bytes"))
@@ -207,9 +288,10 @@ Result<ReshapedModel> reshape_model(Model model, const CompressOptions& options,
   return r;
 }
 
-Result<CompressResult> compress_model(const Model& model, const CompressOptions& options,
+Result<CompressResult> compress_model(const Model& model, const CompressOptions& given,
                                       const std::string& metadata_json) {
-  SP_RETURN_IF_ERROR(options.validate());
+  SP_RETURN_IF_ERROR(given.validate());
+  SP_ASSIGN_OR_RETURN(const CompressOptions options, expand_layer_patterns(model, given));
   if (options.prunes_channels() || options.factorizes()) {
     SP_ASSIGN_OR_RETURN(ReshapedModel reshaped, reshape_model(model, options, metadata_json));
     SP_ASSIGN_OR_RETURN(CompressResult result,

@@ -74,11 +74,12 @@ Result<DsdReport> dsd_train(Model& model, const LabeledData& train, const Labele
   return report;
 }
 
-Result<CompressResult> compress_with_retraining(Model model, const CompressOptions& options,
+Result<CompressResult> compress_with_retraining(Model model, const CompressOptions& given,
                                                 const LabeledData& train, const LabeledData* val,
                                                 const RetrainOptions& r, const std::string& metadata_json,
                                                 RetrainReport* report) {
-  SP_RETURN_IF_ERROR(options.validate());
+  SP_RETURN_IF_ERROR(given.validate());
+  SP_ASSIGN_OR_RETURN(const CompressOptions options, expand_layer_patterns(model, given));
   if (options.prunes_channels() || options.factorizes()) {  // the smaller layers are pruned and retrained
     SP_ASSIGN_OR_RETURN(ReshapedModel reshaped, reshape_model(std::move(model), options, metadata_json));
     SP_ASSIGN_OR_RETURN(CompressResult result,

@@ -936,6 +936,49 @@ TEST_F(CompressCli, WeightMemoryOptionBoundsTheLayoutsAndIsChecked) {
   }
 }
 
+// Layer rules by operator type and by regular expression, under each layer's own rule.
+TEST(Compress, PatternRulesSelectLayersByOperatorAndName) {
+  const Model m = test::small_cnn();  // conv (Conv, weight w) and fc (Gemm, weight fw)
+  auto layers_of = [&](const std::string& recipe) {
+    CompressOptions o;
+    o.float_fallback = false;  // every layer encoded, so each reports its bits
+    EXPECT_TRUE(apply_recipe(nlohmann::json::parse(recipe), o).ok()) << recipe;
+    auto r = compress_model(m, o);
+    EXPECT_TRUE(r.ok()) << recipe << ": " << r.status().message();
+    std::map<std::string, LayerReport> by_weight;
+    if (r.ok())
+      for (const LayerReport& l : r->layers) by_weight[l.weight] = l;
+    return by_weight;
+  };
+  auto gemm = layers_of(R"({"sparsity": 0.2, "layers": {"op:Gemm": {"sparsity": 0.9}}})");
+  EXPECT_EQ(gemm["fw"].kept, 64);  // 10% of 640
+  EXPECT_EQ(gemm["w"].kept, 29);   // 80% of 36
+  auto mixed = layers_of(R"({"layers": {"op:Gemm": {"sparsity": 0.9, "bits": 6}, "re:f.*": {"bits": 2},
+                             "fw": {"sparsity": 0.5}, "re:conv|nothing": {"bits": 3}}})");
+  EXPECT_EQ(mixed["fw"].bits, 2) << "re: over op:";
+  EXPECT_EQ(mixed["fw"].kept, 320) << "the layer's own rule over both";
+  EXPECT_EQ(mixed["w"].bits, 3) << "a node name matches too";
+  CompressOptions factorize;
+  ASSERT_TRUE(
+      apply_recipe(nlohmann::json::parse(R"({"layers": {"op:Gemm": {"lowrank": "rank=4"}}})"), factorize)
+          .ok());
+  auto factorized = compress_model(m, factorize);
+  ASSERT_TRUE(factorized.ok()) << factorized.status().message();
+  ASSERT_EQ(factorized->factorized.size(), 1u) << "low-rank rules select by pattern too";
+  EXPECT_EQ(factorized->factorized[0].weight, "fw");
+  for (const auto& [recipe, says] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"layers": {"re:nothing.*": {"bits": 3}}})",
+            "selects no compressible layer (layers: w (Conv), fw (Gemm))"},
+           {R"({"layers": {"op:LSTM": {"bits": 3}}})", "'op:LSTM' selects no compressible layer"},
+           {R"({"layers": {"re:[": {"bits": 3}}})", "not a valid regular expression"}}) {
+    CompressOptions o;
+    ASSERT_TRUE(apply_recipe(nlohmann::json::parse(recipe), o).ok());
+    auto r = compress_model(m, o);
+    ASSERT_FALSE(r.ok()) << recipe;
+    EXPECT_NE(r.status().message().find(says), std::string::npos) << r.status().message();
+  }
+}
+
 TEST(Compress, NonFiniteWeightsAreRefusedAndNeverWritten) {
   // A model whose training diverged: compressing it names the layer, and a .spw whose codebook holds
   // a NaN is not written (the reader would refuse it).
