@@ -134,14 +134,19 @@ Result<std::vector<int64_t>> labels_of(const Tensor& y, int64_t rows, const std:
 
 // An .npy of inputs already laid out and normalized (and optionally an .npy of labels): the held-out
 // validation rows are also the test split.
-Result<DataSplits> load_npy_splits(const Shape& sample, const DataArgs& a) {
-  LabeledData all;
+Result<LabeledData> npy_rows(const Shape& sample, const DataArgs& a) {
+  LabeledData d;
   SP_ASSIGN_OR_RETURN(Tensor x, read_npy(a.dir));
-  SP_ASSIGN_OR_RETURN(all.inputs, fitted_inputs(std::move(x), sample, a.dir));
+  SP_ASSIGN_OR_RETURN(d.inputs, fitted_inputs(std::move(x), sample, a.dir));
   if (!a.labels.empty()) {
     SP_ASSIGN_OR_RETURN(Tensor y, read_npy(a.labels));
-    SP_ASSIGN_OR_RETURN(all.labels, labels_of(y, all.size(), a.labels));
+    SP_ASSIGN_OR_RETURN(d.labels, labels_of(y, d.size(), a.labels));
   }
+  return d;
+}
+
+Result<DataSplits> load_npy_splits(const Shape& sample, const DataArgs& a) {
+  SP_ASSIGN_OR_RETURN(LabeledData all, npy_rows(sample, a));
   DataSplits d;
   split_off_validation(std::move(all), a, d);
   d.test = d.val;
@@ -231,17 +236,7 @@ Result<LabeledData> image_test_set(const Shape& sample, const DataArgs& a) {
   return load_images(held_out.empty() ? a.dir : held_out, sample, a, 0);
 }
 
-// The rows to evaluate on from each kind: what load_*_splits keeps for test.
-Result<LabeledData> npy_test_set(const Shape& sample, const DataArgs& a) {
-  LabeledData d;
-  SP_ASSIGN_OR_RETURN(Tensor x, read_npy(a.dir));
-  SP_ASSIGN_OR_RETURN(d.inputs, fitted_inputs(std::move(x), sample, a.dir));
-  if (!a.labels.empty()) {
-    SP_ASSIGN_OR_RETURN(Tensor y, read_npy(a.labels));
-    SP_ASSIGN_OR_RETURN(d.labels, labels_of(y, d.size(), a.labels));
-  }
-  return d;
-}
+// The rows to evaluate on from each kind: what load_*_splits keeps for test (for arrays, every row).
 
 Result<LabeledData> npz_test_set(const Shape& sample, const DataArgs& a) {
   DataArgs all = a;
@@ -280,7 +275,7 @@ bool has_extension(const std::string& path, const char* extension) {
 
 const DataSource kDataSources[] = {
     {"a NumPy array (.npy)", [](const std::string& p) { return has_extension(p, ".npy"); }, load_npy_splits,
-     npy_test_set, false, true},
+     npy_rows, false, true},
     {"a NumPy archive (.npz)", [](const std::string& p) { return has_extension(p, ".npz"); }, load_npz_splits,
      npz_test_set, false, false},
     {"CIFAR-10's binary batches",

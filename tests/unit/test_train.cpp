@@ -545,6 +545,20 @@ Model cifar_sized_cnn() {
   return m;
 }
 
+// `sparrow compress DIR/m.onnx ARGS` into DIR/NAME.spw, then that file's outputs for DIR/probe.npy.
+std::vector<float> compressed_outputs(const std::string& dir, const std::string& name,
+                                      const std::string& args) {
+  auto c =
+      test::run_cli("-q --threads 1 compress " + dir + "/m.onnx -o " + dir + "/" + name + ".spw " + args);
+  EXPECT_EQ(c.exit_code, 0) << name << ": " << c.output;
+  auto r = test::run_cli("-q --threads 1 run " + dir + "/" + name + ".spw -i " + dir + "/probe.npy -o " +
+                         dir + "/" + name + ".out.npy");
+  EXPECT_EQ(r.exit_code, 0) << name << ": " << r.output;
+  auto out = read_npy(dir + "/" + name + ".out.npy");
+  return out.ok() ? std::vector<float>(out->f32_data(), out->f32_data() + out->numel())
+                  : std::vector<float>();
+}
+
 // The same images as CIFAR-10 batches (pixel bytes normalized by --mean/--std), as an .npz and as
 // .npy files (normalized the same way beforehand): the same training, so the same weights.
 TEST(TrainingData, CifarBatchesNpzAndNpyTrainTheSameWeights) {
@@ -583,15 +597,7 @@ TEST(TrainingData, CifarBatchesNpzAndNpyTrainTheSameWeights) {
       " --sparsity 0.5 --bits 4 --encode-all --prune-steps 1 --retrain-epochs 1 --finetune-epochs 1 "
       "--validation 10";
   auto outputs_of = [&](const std::string& name, const std::string& data) {
-    auto c = test::run_cli("-q --threads 1 compress " + dir + "/m.onnx -o " + dir + "/" + name + ".spw" +
-                           settings + " --data " + data);
-    EXPECT_EQ(c.exit_code, 0) << name << ": " << c.output;
-    auto r = test::run_cli("-q --threads 1 run " + dir + "/" + name + ".spw -i " + dir + "/probe.npy -o " +
-                           dir + "/" + name + ".out.npy");
-    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.output;
-    auto out = read_npy(dir + "/" + name + ".out.npy");
-    return out.ok() ? std::vector<float>(out->f32_data(), out->f32_data() + out->numel())
-                    : std::vector<float>();
+    return compressed_outputs(dir, name, settings + " --data " + data);
   };
   const auto from_cifar = outputs_of("cifar", dir + "/cifar --mean 0.5,0.4,0.3 --std 0.2,0.25,0.3");
   ASSERT_EQ(from_cifar.size(), 40u);
@@ -640,17 +646,10 @@ TEST(TrainingData, AnImageFolderTrainsLikeTheSameImagesAsArrays) {
   ASSERT_TRUE(write_npy(dir + "/y.npy", y).ok());
   ASSERT_TRUE(write_npy(dir + "/probe.npy", test::random_f32({4, 3, 32, 32}, 9)).ok());
   auto outputs_of = [&](const std::string& name, const std::string& data) {
-    auto c = test::run_cli("-q --threads 1 compress " + dir + "/m.onnx -o " + dir + "/" + name +
-                           ".spw --sparsity 0.5 --bits 4 --encode-all --prune-steps 1 --retrain-epochs 1 "
-                           "--finetune-epochs 0 --validation 6 --json --data " +
-                           data);
-    EXPECT_EQ(c.exit_code, 0) << name << ": " << c.output;
-    auto r = test::run_cli("-q --threads 1 run " + dir + "/" + name + ".spw -i " + dir + "/probe.npy -o " +
-                           dir + "/" + name + ".out.npy");
-    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.output;
-    auto out = read_npy(dir + "/" + name + ".out.npy");
-    return out.ok() ? std::vector<float>(out->f32_data(), out->f32_data() + out->numel())
-                    : std::vector<float>();
+    return compressed_outputs(dir, name,
+                              "--sparsity 0.5 --bits 4 --encode-all --prune-steps 1 --retrain-epochs 1 "
+                              "--finetune-epochs 0 --validation 6 --data " +
+                                  data);
   };
   const auto from_images = outputs_of("images", dir + "/images");
   ASSERT_EQ(from_images.size(), 40u);
