@@ -226,13 +226,25 @@ def export(spw: PathLike, output: PathLike) -> Dict[str, Any]:
 
 
 def report(
-    model: PathLike, output: Optional[PathLike] = None, *, source: Optional[PathLike] = None, bins: int = 120
+    model: PathLike,
+    output: Optional[PathLike] = None,
+    *,
+    source: Optional[PathLike] = None,
+    bins: int = 120,
+    sensitivity: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """Writes a compressed model's report (an SVG per layer, report.json, index.html) into
     ``output`` (default: MODEL.report); ``source``, the uncompressed ONNX model, adds its weight
-    histograms. Returns the paths written."""
+    histograms; ``sensitivity``, a ``sparrow sensitivity --json`` file of the source, adds its
+    curves and each layer's proposed sparsity. Returns the paths written."""
     return json.loads(
-        _sparrow.report(_path(model), _path(output) if output else "", _path(source) if source else "", bins)
+        _sparrow.report(
+            _path(model),
+            _path(output) if output else "",
+            _path(source) if source else "",
+            bins,
+            _path(sensitivity) if sensitivity else "",
+        )
     )
 
 

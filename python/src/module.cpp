@@ -409,8 +409,9 @@ std::string simulate(const std::string& path, const std::string& config, std::op
   return api::simulation_json(path, c, layers).dump();
 }
 
-std::string report(const std::string& model, const std::string& dir, const std::string& source, int bins) {
-  api::ReportRequest request{model, dir, source, bins};
+std::string report(const std::string& model, const std::string& dir, const std::string& source, int bins,
+                   const std::string& sensitivity) {
+  api::ReportRequest request{model, dir, source, bins, sensitivity};
   api::ReportFiles f = unwrap(api::write_report(request));
   return nlohmann::json{{"directory", f.directory},
                         {"page", f.page},
@@ -446,6 +447,7 @@ PYBIND11_MODULE(_sparrow, m) {
   m.def("inspect", &inspect, py::arg("path"));
   m.def("export_onnx", &export_onnx, py::arg("spw"), py::arg("output"));
   m.def("simulate", &simulate, py::arg("path"), py::arg("config"), py::arg("input"), py::arg("threads"));
-  m.def("report", &report, py::arg("model"), py::arg("directory"), py::arg("source"), py::arg("bins"));
+  m.def("report", &report, py::arg("model"), py::arg("directory"), py::arg("source"), py::arg("bins"),
+        py::arg("sensitivity"));
   m.def("machine", []() { return sparrow::machine_description(); });
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 
@@ -141,20 +142,25 @@ nlohmann::json yaml_scalar(const YAML::Node& node) {
   const long long integer = std::strtoll(text.c_str(), &end, 10);
   if (end == text.c_str() + text.size() && errno == 0) return static_cast<int64_t>(integer);
   const double number = std::strtod(text.c_str(), &end);
-  if (end == text.c_str() + text.size()) return number;
-  return text;
+  if (end == text.c_str() + text.size() && std::isfinite(number)) return number;
+  return text;  // words, and nan / inf, which JSON cannot hold either
 }
 
-nlohmann::json yaml_to_json(const YAML::Node& node) {
+// Recipes nest a few levels; deeper documents (or aliases that refer to themselves) are refused.
+constexpr int kMostYamlDepth = 32;
+
+nlohmann::json yaml_to_json(const YAML::Node& node, int depth = 0) {
+  if (depth > kMostYamlDepth)
+    throw YAML::Exception(node.Mark(), fmt::format("nested deeper than {} levels", kMostYamlDepth));
   switch (node.Type()) {
     case YAML::NodeType::Map: {
       nlohmann::json j = nlohmann::json::object();
-      for (const auto& kv : node) j[kv.first.as<std::string>()] = yaml_to_json(kv.second);
+      for (const auto& kv : node) j[kv.first.as<std::string>()] = yaml_to_json(kv.second, depth + 1);
       return j;
     }
     case YAML::NodeType::Sequence: {
       nlohmann::json j = nlohmann::json::array();
-      for (const auto& item : node) j.push_back(yaml_to_json(item));
+      for (const auto& item : node) j.push_back(yaml_to_json(item, depth + 1));
       return j;
     }
     case YAML::NodeType::Scalar:

@@ -176,7 +176,89 @@ std::string reshaping_section(const nlohmann::json& meta) {
   return h.empty() ? h : "<h2>Reshaping</h2>\n" + h;
 }
 
-std::string html_page(const nlohmann::json& j, const std::vector<std::string>& plots) {
+// A sensitivity scan as `sparrow sensitivity --json` prints it, checked: every layer tried at the
+// same sparsities.
+struct SensitivityScan {
+  double baseline_accuracy = 0, allowed_drop_points = 0;
+  std::vector<double> sparsities;
+  struct Layer {
+    std::string name;
+    std::vector<double> accuracy;
+    double proposed = 0;
+  };
+  std::vector<Layer> layers;
+};
+
+Result<SensitivityScan> read_sensitivity(const std::string& path) {
+  SP_ASSIGN_OR_RETURN(std::vector<char> text, read_file(path));
+  const auto j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
+  if (j.is_discarded()) return errorf("{}: not valid JSON", path);
+  SensitivityScan scan;
+  try {
+    scan.baseline_accuracy = j.at("baseline_accuracy").get<double>();
+    scan.allowed_drop_points = j.at("allowed_drop_points").get<double>();
+    for (const auto& l : j.at("layers")) {
+      SensitivityScan::Layer layer{
+          l.at("name").get<std::string>(), {}, l.at("proposed_sparsity").get<double>()};
+      std::vector<double> sparsities;
+      for (const auto& p : l.at("points")) {
+        sparsities.push_back(p.at("sparsity").get<double>());
+        layer.accuracy.push_back(p.at("accuracy").get<double>());
+      }
+      if (scan.layers.empty()) scan.sparsities = sparsities;
+      if (sparsities != scan.sparsities)
+        return errorf("{}: layer '{}' was tried at other sparsities than '{}'", path, layer.name,
+                      scan.layers.front().name);
+      scan.layers.push_back(std::move(layer));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return errorf("{}: not a sensitivity scan (`sparrow sensitivity --json`): {}", path, e.what());
+  }
+  if (scan.layers.empty()) return errorf("{}: the scan holds no layers", path);
+  return scan;
+}
+
+// The scan's curves: sparsity (%) along x, one series of accuracies (%) per layer.
+std::pair<std::vector<double>, std::vector<Series>> scan_curves(const SensitivityScan& scan) {
+  std::vector<double> x;
+  for (double s : scan.sparsities) x.push_back(100 * s);
+  std::vector<Series> series;
+  for (const auto& l : scan.layers) {
+    Series s{l.name, {}};
+    for (double a : l.accuracy) s.y.push_back(100 * a);
+    series.push_back(std::move(s));
+  }
+  return {x, series};
+}
+
+std::string sensitivity_plot(const SensitivityScan& scan) {
+  const auto [x, series] = scan_curves(scan);
+  const ReferenceLine allowed{100 * scan.baseline_accuracy - scan.allowed_drop_points,
+                              fmt::format("allowed: -{:g} points", scan.allowed_drop_points)};
+  return svg_line_plot("Sensitivity: each layer pruned alone (no retraining)", "sparsity (%)",
+                       "validation accuracy (%)", x, series, false, false, {allowed});
+}
+
+// The scan's proposal beside what the file keeps, per layer of the scan.
+std::string sensitivity_section(const SensitivityScan& scan, const nlohmann::json& report,
+                                const std::string& plot) {
+  std::string h = fmt::format(
+      "<h2>Sensitivity</h2>\n<p>Each layer of the source pruned alone, without retraining: validation "
+      "accuracy {:.2f}% unpruned, {:g} points allowed per layer.</p>\n<p><img src=\"{}\"></p>\n"
+      "<table>\n<tr><th>layer</th><th>proposed sparsity</th><th>sparsity in this file</th></tr>\n",
+      100 * scan.baseline_accuracy, scan.allowed_drop_points, html_escape(plot));
+  for (const auto& l : scan.layers) {
+    std::string in_file = "-";
+    for (const auto& r : report["layers"])
+      if (r["name"] == l.name) in_file = fmt::format("{:.1f}%", 100 * (1 - r["kept_fraction"].get<double>()));
+    h += fmt::format("<tr><td>{}</td><td>{:.1f}%</td><td>{}</td></tr>\n", html_escape(l.name),
+                     100 * l.proposed, in_file);
+  }
+  return h + "</table>\n";
+}
+
+std::string html_page(const nlohmann::json& j, const std::vector<std::string>& plots,
+                      const std::string& sensitivity = "") {
   std::string h =
       "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sparrow report</title>\n"
       "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
@@ -201,6 +283,7 @@ std::string html_page(const nlohmann::json& j, const std::vector<std::string>& p
   h += "</p>\n";
   h += reshaping_section(j.value("metadata", nlohmann::json::object()));
   h += results_section(j.value("metadata", nlohmann::json::object()));
+  h += sensitivity;
   for (const auto& p : plots) h += fmt::format("<p><img src=\"{}\"></p>\n", html_escape(p));
   return h + "</body></html>\n";
 }
@@ -235,10 +318,21 @@ Result<ReportFiles> write_report(const ReportRequest& request) {
     SP_RETURN_IF_ERROR(files.add(dir + "/" + plots.back(), *svg));
   }
   nlohmann::json j = spw_report_json(m, request.model);
+  std::string sensitivity;
+  if (!request.sensitivity.empty()) {
+    SP_ASSIGN_OR_RETURN(SensitivityScan scan, read_sensitivity(request.sensitivity));
+    const std::string plot = "sensitivity.svg";
+    SP_RETURN_IF_ERROR(files.add(dir + "/" + plot, sensitivity_plot(scan)));
+    const auto [x, series] = scan_curves(scan);
+    SP_RETURN_IF_ERROR(files.add(csv_beside(dir + "/" + plot), line_plot_csv("sparsity (%)", x, series)));
+    out.plots.push_back(dir + "/" + plot);
+    out.tables.push_back(csv_beside(out.plots.back()));
+    sensitivity = sensitivity_section(scan, j, plot);
+  }
   out.page = dir + "/index.html";
   out.json = dir + "/report.json";
   SP_RETURN_IF_ERROR(files.add(out.json, j.dump(2) + "\n"));
-  SP_RETURN_IF_ERROR(files.add(out.page, html_page(j, plots)));
+  SP_RETURN_IF_ERROR(files.add(out.page, html_page(j, plots, sensitivity)));
   SP_RETURN_IF_ERROR(files.commit_all());
   for (const auto& p : plots) {
     out.plots.push_back(dir + "/" + p);

@@ -15,6 +15,9 @@ struct ReportRequest {
   std::string dir;     // where the files go (created); empty: MODEL.report
   std::string source;  // the uncompressed ONNX model, or empty
   int bins = 120;      // histogram bins of the source weights
+  // `sparrow sensitivity --json` of the source model, or empty: with it the page plots each layer's
+  // accuracy against its sparsity (pruned alone) beside the sparsity this file keeps.
+  std::string sensitivity;
 };
 
 // The files written (paths under `directory`).

@@ -43,6 +43,10 @@ Command add_report(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--bins", a->bins, "Histogram bins for the source weights")
       ->check(CLI::Range(2, 10000))
       ->needs(source);
+  cmd->add_option(
+      "--sensitivity", a->sensitivity,
+      "A sensitivity scan of the source (`sparrow sensitivity --json` output): plotted, with each "
+      "layer's proposed sparsity beside the file's");
   cmd->add_flag("--json", *json, "Print one JSON object: the files written");
   return {cmd, [a, json, &global]() { return run(*a, *json, global); }};
 }

@@ -158,11 +158,16 @@ int run(const ReproArgs& a, const GlobalOptions& global) {
   fmt::print("\n{:<14} {:>9} {:>15} {:>17} {:>17}\n", "layer", "weights", "kept (paper)", "P+Q % (paper)",
              "+H % (paper)");
   for (const auto& l : layers) {
+    // A layer the recipe's paper figures do not list shows "-" for them.
     const auto& p = l["paper"];
-    fmt::print("{:<14} {:>9} {:>6.1f}% ({:>4.0f}%) {:>8.2f}% ({:>5.1f}%) {:>8.2f}% ({:>5.2f}%)\n",
-               l["name"].get<std::string>(), l["weights"].get<int64_t>(), 100 * l["kept"].get<double>(),
-               100 * p["kept"].get<double>(), l["pq_percent"].get<double>(), p["pq_percent"].get<double>(),
-               l["huffman_percent"].get<double>(), p["huffman_percent"].get<double>());
+    auto paper_value = [&](const char* key, double scale, int width, int digits) {
+      return p.is_object() ? fmt::format("{:>{}.{}f}%", scale * p[key].get<double>(), width, digits)
+                           : fmt::format("{:>{}}", "-", width + 1);
+    };
+    fmt::print("{:<14} {:>9} {:>6.1f}% ({}) {:>8.2f}% ({}) {:>8.2f}% ({})\n", l["name"].get<std::string>(),
+               l["weights"].get<int64_t>(), 100 * l["kept"].get<double>(), paper_value("kept", 100, 4, 0),
+               l["pq_percent"].get<double>(), paper_value("pq_percent", 1, 5, 1),
+               l["huffman_percent"].get<double>(), paper_value("huffman_percent", 1, 5, 2));
   }
   fmt::print("\ndata {}: {} training, {} validation, {} test images (the paper's figures are for MNIST)\n",
              a.data.dir, data->train.size(), data->val.size(), data->test.size());

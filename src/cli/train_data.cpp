@@ -179,10 +179,10 @@ namespace fs = std::filesystem;
 
 bool is_class_folder(const fs::path& dir) {
   std::error_code ec;
-  for (const auto& c : fs::directory_iterator(dir, ec)) {
-    if (!c.is_directory()) continue;
-    for (const auto& f : fs::directory_iterator(c.path(), ec))
-      if (is_image_file(f.path().string())) return true;
+  for (fs::directory_iterator c(dir, ec), end; !ec && c != end; c.increment(ec)) {
+    if (!c->is_directory(ec)) continue;
+    for (fs::directory_iterator f(c->path(), ec); !ec && f != end; f.increment(ec))
+      if (is_image_file(f->path().string())) return true;
   }
   return false;
 }
@@ -231,9 +231,13 @@ Result<DataSplits> load_image_splits(const Shape& sample, const DataArgs& a) {
   return d;
 }
 
+// DIR/test or DIR/val; DIR/train's held-out rows when there is neither; DIR itself as a class folder.
 Result<LabeledData> image_test_set(const Shape& sample, const DataArgs& a) {
   const std::string held_out = held_out_folder(a.dir);
-  return load_images(held_out.empty() ? a.dir : held_out, sample, a, 0);
+  if (!held_out.empty()) return load_images(held_out, sample, a, 0);
+  if (!is_class_folder(fs::path(a.dir) / "train")) return load_images(a.dir, sample, a, 0);
+  SP_ASSIGN_OR_RETURN(DataSplits d, load_image_splits(sample, a));
+  return std::move(d.test);
 }
 
 // The rows to evaluate on from each kind: what load_*_splits keeps for test (for arrays, every row).
@@ -280,7 +284,7 @@ const DataSource kDataSources[] = {
      npz_test_set, false, false},
     {"CIFAR-10's binary batches",
      [](const std::string& p) {
-       return std::filesystem::exists(std::filesystem::path(p) / "data_batch_1.bin");
+       return fs::exists(fs::path(p) / "data_batch_1.bin") || fs::exists(fs::path(p) / "test_batch.bin");
      },
      load_cifar_splits, cifar_test_set, true, false},
     {"an image folder (one sub-folder per class, PNG or JPEG)", is_image_folder, load_image_splits,

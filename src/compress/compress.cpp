@@ -113,12 +113,11 @@ Result<CompressOptions> expand_layer_patterns(const Model& model, const Compress
   for (const CompressibleLayer& l : layers) {
     auto it = from_patterns.find(l.weight);
     if (it == from_patterns.end()) continue;
+    // The node's own rule stays for the node's other weights (an LSTM's W and R); the weight's
+    // rule becomes the merge.
     LayerSettings merged = it->second;
     for (const std::string& own : {l.node, l.weight})
-      if (auto o = out.layers.find(own); o != out.layers.end()) {
-        merge_settings(merged, o->second);
-        out.layers.erase(o);
-      }
+      if (auto o = options.layers.find(own); o != options.layers.end()) merge_settings(merged, o->second);
     out.layers[l.weight] = merged;
   }
   return out;

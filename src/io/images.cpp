@@ -8,6 +8,7 @@
 #include <png.h>
 
 #include <algorithm>
+#include <cctype>
 #include <csetjmp>
 #include <cstring>
 #include <filesystem>
@@ -40,6 +41,11 @@ Result<DecodedImage> decode_png(const std::vector<char>& bytes) {
     return errorf("PNG: {}", image.message);
   const bool gray = (image.format & PNG_FORMAT_FLAG_COLOR) == 0;
   image.format = gray ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+  if (static_cast<double>(PNG_IMAGE_SIZE(image)) > static_cast<double>(input_byte_limit())) {
+    png_image_free(&image);
+    return errorf("PNG: {} x {} pixels need more than the input budget of {} bytes (--max-input)",
+                  image.width, image.height, input_byte_limit());
+  }
   DecodedImage out;
   out.width = image.width;
   out.height = image.height;
@@ -67,12 +73,19 @@ void jpeg_fail(j_common_ptr info) {
   std::longjmp(error->back, 1);
 }
 
+// Warnings (corrupt or truncated image data, which libjpeg would fill with gray) fail too; trace
+// messages (level >= 0) are ignored.
+void jpeg_message(j_common_ptr info, int level) {
+  if (level < 0) jpeg_fail(info);
+}
+
 // Decodes into `out`; false with `error.message` set on failure. No C++ object with a destructor
 // lives across the setjmp.
 bool decode_jpeg_into(const std::vector<char>& bytes, DecodedImage& out, JpegError& error) {
   jpeg_decompress_struct info;
   info.err = jpeg_std_error(&error.manager);
   error.manager.error_exit = jpeg_fail;
+  error.manager.emit_message = jpeg_message;
   if (setjmp(error.back)) {
     jpeg_destroy_decompress(&info);
     return false;
@@ -81,6 +94,15 @@ bool decode_jpeg_into(const std::vector<char>& bytes, DecodedImage& out, JpegErr
   jpeg_mem_src(&info, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
   jpeg_read_header(&info, TRUE);
   info.out_color_space = info.jpeg_color_space == JCS_GRAYSCALE ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_calc_output_dimensions(&info);
+  if (static_cast<double>(info.output_width) * info.output_height * info.output_components >
+      static_cast<double>(input_byte_limit())) {
+    std::snprintf(error.message, sizeof error.message,
+                  "%u x %u pixels need more than the input budget (--max-input)", info.output_width,
+                  info.output_height);
+    jpeg_destroy_decompress(&info);
+    return false;
+  }
   jpeg_start_decompress(&info);
   out.width = info.output_width;
   out.height = info.output_height;
@@ -114,23 +136,23 @@ float channel_value(const DecodedImage& image, int64_t y, int64_t x, int64_t c, 
   return 0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2];
 }
 
-const char* const kImageExtensions[] = {".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"};
+const char* const kImageExtensions[] = {".png", ".jpg", ".jpeg"};  // compared in lower case
 
 // Each class's image files, classes and files sorted by name.
 Result<std::vector<std::vector<std::string>>> list_classes(const std::string& dir,
                                                            std::vector<std::string>& class_names) {
   std::error_code ec;
   std::vector<fs::path> classes;
-  for (const auto& entry : fs::directory_iterator(dir, ec))
-    if (entry.is_directory()) classes.push_back(entry.path());
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_directory(ec)) classes.push_back(it->path());
   if (ec) return errorf("{}: {}", dir, ec.message());
   std::sort(classes.begin(), classes.end());
   std::vector<std::vector<std::string>> files;
   for (const fs::path& c : classes) {
     std::vector<std::string> images;
-    for (const auto& entry : fs::directory_iterator(c, ec))
-      if (entry.is_regular_file() && is_image_file(entry.path().string()))
-        images.push_back(entry.path().string());
+    for (fs::directory_iterator it(c, ec), end; !ec && it != end; it.increment(ec))
+      if (it->is_regular_file(ec) && is_image_file(it->path().string()))
+        images.push_back(it->path().string());
     if (ec) return errorf("{}: {}", c.string(), ec.message());
     std::sort(images.begin(), images.end());
     class_names.push_back(c.filename().string());
@@ -144,7 +166,9 @@ Result<std::vector<std::vector<std::string>>> list_classes(const std::string& di
 }  // namespace
 
 bool is_image_file(const std::string& path) {
-  const std::string extension = fs::path(path).extension().string();
+  std::string extension = fs::path(path).extension().string();
+  std::transform(extension.begin(), extension.end(), extension.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return std::find(std::begin(kImageExtensions), std::end(kImageExtensions), extension) !=
          std::end(kImageExtensions);
 }

@@ -32,20 +32,29 @@ std::string zip_message(zip_error_t* error) {
 
 constexpr std::string_view kEntrySuffix = ".npy";
 
-Result<Tensor> read_entry(zip_t* z, zip_uint64_t index, const std::string& name) {
+// One entry's array; `budget` (bytes the archive's entries may still unpack to) shrinks by its size.
+Result<Tensor> read_entry(zip_t* z, zip_uint64_t index, const std::string& name, zip_uint64_t& budget) {
   zip_stat_t st;
   zip_stat_init(&st);
   if (zip_stat_index(z, index, 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE))
     return errorf("entry '{}': no size recorded", name);
-  if (st.size > static_cast<zip_uint64_t>(input_byte_limit()))
-    return errorf("entry '{}' declares {} bytes, more than the input budget of {} (--max-input)", name,
-                  st.size, input_byte_limit());
+  if (st.size > budget)
+    return errorf(
+        "entry '{}' declares {} bytes: the archive's arrays would take more than the input budget of {} "
+        "(--max-input)",
+        name, st.size, input_byte_limit());
+  budget -= st.size;
   std::unique_ptr<zip_file_t, EntryCloser> file(zip_fopen_index(z, index, 0));
   if (!file) return errorf("entry '{}': {}", name, zip_strerror(z));
   std::vector<char> bytes(st.size);
   const zip_int64_t got = zip_fread(file.get(), bytes.data(), st.size);
   if (got < 0 || static_cast<zip_uint64_t>(got) != st.size)
     return errorf("entry '{}': read {} of {} bytes ({})", name, std::max<zip_int64_t>(got, 0), st.size,
+                  zip_file_strerror(file.get()));
+  // Reading on to the end makes libzip check the entry's CRC (and finds data past its size).
+  char past_end;
+  if (zip_fread(file.get(), &past_end, 1) != 0)
+    return errorf("entry '{}': its data does not match its checksum or size ({})", name,
                   zip_file_strerror(file.get()));
   auto t = parse_npy(bytes);
   if (!t.ok()) return t.status().prefixed(fmt::format("entry '{}'", name));
@@ -77,12 +86,13 @@ Result<std::map<std::string, Tensor>> read_npz(const std::string& path) {
   source.release();  // the archive owns it now
   std::map<std::string, Tensor> arrays;
   const zip_int64_t entries = zip_get_num_entries(z.get(), 0);
+  auto budget = static_cast<zip_uint64_t>(input_byte_limit());
   for (zip_int64_t i = 0; i < entries; ++i) {
     const char* raw_name = zip_get_name(z.get(), static_cast<zip_uint64_t>(i), 0);
     const std::string name = raw_name ? raw_name : "";
     if (!name.ends_with(kEntrySuffix))
       return errorf("{}: entry '{}' is not an array (numpy.savez names each '<key>.npy')", path, name);
-    auto t = read_entry(z.get(), static_cast<zip_uint64_t>(i), name);
+    auto t = read_entry(z.get(), static_cast<zip_uint64_t>(i), name, budget);
     if (!t.ok()) return t.status().prefixed(path);
     arrays[name.substr(0, name.size() - kEntrySuffix.size())] = std::move(*t);
   }
@@ -95,9 +105,9 @@ Status write_npz(const std::string& path, const std::map<std::string, Tensor>& a
   zip_error_init(&error);
   Source buffer(zip_source_buffer_create(nullptr, 0, 0, &error));
   if (!buffer) return errorf("{}: {}", path, zip_message(&error));
-  zip_source_keep(buffer.get());  // read back after the archive is closed
   Archive z(zip_open_from_source(buffer.get(), ZIP_TRUNCATE, &error));
   if (!z) return errorf("{}: {}", path, zip_message(&error));
+  zip_source_keep(buffer.get());     // the archive holds one reference now; ours reads it back after
   std::vector<std::string> entries;  // alive until the archive is written
   entries.reserve(arrays.size());
   for (const auto& [key, tensor] : arrays) {

@@ -2,8 +2,8 @@
 #include <onnx/onnx_pb.h>
 
 #include "core/file.h"
-#include "sparrow/version.h"
 #include "sparrow/onnx.h"
+#include "sparrow/version.h"
 
 namespace sparrow {
 

@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -282,9 +283,16 @@ torch::Tensor augmented(const torch::Tensor& batch, const Augmentation& a) {
   return out;
 }
 
-// What a checkpoint must match to be resumed: the parameters' shapes, the rows, batch and epochs.
+// What a checkpoint must match to be resumed: the parameters' shapes, the rows, batch and epochs,
+// the optimizer and its settings.
 torch::Tensor run_signature(const std::vector<torch::Tensor>& params, int64_t rows, const TrainOptions& o) {
-  std::vector<int64_t> values = {rows, o.batch, o.epochs, static_cast<int64_t>(params.size())};
+  std::vector<int64_t> values = {rows,
+                                 o.batch,
+                                 o.epochs,
+                                 static_cast<int64_t>(params.size()),
+                                 static_cast<int64_t>(o.optimizer),
+                                 static_cast<int64_t>(o.schedule)};
+  for (double setting : {o.lr, o.momentum, o.weight_decay}) values.push_back(std::bit_cast<int64_t>(setting));
   for (const auto& p : params) {
     values.push_back(p.dim());
     for (int64_t d : p.sizes()) values.push_back(d);
@@ -315,13 +323,11 @@ Status save_checkpoint(const TrainOptions& o, const torch::Tensor& signature, in
   return write_file_atomic(o.checkpoint, bytes.str());
 }
 
-// Loads a checkpoint into the parameters, optimizer and generator; returns the epochs it holds (0
-// when there is none to resume from).
-Result<int> load_checkpoint(const TrainOptions& o, const torch::Tensor& signature,
+// Reads a checkpoint into the parameters, optimizer and generator; returns the epochs it holds.
+// LibTorch throws on archives it cannot read.
+Result<int> read_checkpoint(std::istream& file, const TrainOptions& o, const torch::Tensor& signature,
                             std::vector<torch::Tensor>& params, torch::optim::Optimizer& opt,
                             std::vector<EpochReport>& reports) {
-  std::ifstream file(o.checkpoint, std::ios::binary);
-  if (!file) return errorf("--resume: no checkpoint at {} to resume from", o.checkpoint);
   torch::serialize::InputArchive archive;
   archive.load_from(file);
   torch::Tensor saved, done, generator, rows;
@@ -333,6 +339,8 @@ Result<int> load_checkpoint(const TrainOptions& o, const torch::Tensor& signatur
         "settings it was started with",
         o.checkpoint);
   archive.read("epochs_done", done);
+  if (done.item<int64_t>() < 1 || done.item<int64_t>() > o.epochs)
+    return errorf("{}: holds epoch {} of {}", o.checkpoint, done.item<int64_t>(), o.epochs);
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < params.size(); ++i) {
     torch::Tensor value;
@@ -351,6 +359,19 @@ Result<int> load_checkpoint(const TrainOptions& o, const torch::Tensor& signatur
                                   rows[r][2].item<double>(), rows[r][3].item<double>(),
                                   rows[r][4].item<double>()});
   return static_cast<int>(done.item<int64_t>());
+}
+
+// read_checkpoint from o.checkpoint, its errors naming the file.
+Result<int> load_checkpoint(const TrainOptions& o, const torch::Tensor& signature,
+                            std::vector<torch::Tensor>& params, torch::optim::Optimizer& opt,
+                            std::vector<EpochReport>& reports) {
+  std::ifstream file(o.checkpoint, std::ios::binary);
+  if (!file) return errorf("--resume: no checkpoint at {} to resume from", o.checkpoint);
+  try {
+    return read_checkpoint(file, o, signature, params, opt, reports);
+  } catch (const std::exception& e) {
+    return errorf("{}: not a readable checkpoint ({})", o.checkpoint, e.what());
+  }
 }
 
 // The training loop shared by weight training and codebook fine-tuning. `after_step` re-applies

@@ -695,8 +695,6 @@ TEST_F(CompressCli, EvalMeasuresAccuracyOnNpyAndAgreementWithTheOriginal) {
   }
 }
 
-// --data as an .npz (labels inside) and as a directory of IDX files (its test split, normalized
-// per channel): the same answers as the same rows given as .npy or --images.
 // The same recipe as JSON and as YAML (maps, numbers, booleans, quoted strings) compresses to the
 // same file; broken YAML is refused with its line.
 TEST_F(CompressCli, YamlRecipesCompressLikeTheirJson) {
@@ -722,6 +720,17 @@ TEST_F(CompressCli, YamlRecipesCompressLikeTheirJson) {
       test::run_cli("compress " + dir_ + "/m.onnx -o " + dir_ + "/bad.spw --recipe " + dir_ + "/bad.yml");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.output.find(dir_ + "/bad.yml: not valid YAML"), std::string::npos) << bad.output;
+  std::ofstream(dir_ + "/inf.yaml") << "sparsity: inf\n";
+  auto inf =
+      test::run_cli("compress " + dir_ + "/m.onnx -o " + dir_ + "/inf.spw --recipe " + dir_ + "/inf.yaml");
+  EXPECT_EQ(inf.exit_code, 1) << "inf is no number a recipe takes: " << inf.output;
+  std::string deep = "layers:\n";
+  for (int i = 0; i < 40; ++i) deep += std::string(2 * i + 2, ' ') + "k" + std::to_string(i) + ":\n";
+  std::ofstream(dir_ + "/deep.yaml") << deep << std::string(82, ' ') << "end: 1\n";
+  auto too_deep =
+      test::run_cli("compress " + dir_ + "/m.onnx -o " + dir_ + "/deep.spw --recipe " + dir_ + "/deep.yaml");
+  EXPECT_EQ(too_deep.exit_code, 1);
+  EXPECT_NE(too_deep.output.find("nested deeper than"), std::string::npos) << too_deep.output;
   std::ofstream(dir_ + "/typo.yaml") << "sparsty: 0.5\n";
   auto typo =
       test::run_cli("compress " + dir_ + "/m.onnx -o " + dir_ + "/typo.spw --recipe " + dir_ + "/typo.yaml");
@@ -729,6 +738,8 @@ TEST_F(CompressCli, YamlRecipesCompressLikeTheirJson) {
   EXPECT_NE(typo.output.find("sparsty"), std::string::npos) << typo.output;
 }
 
+// --data as an .npz (labels inside) and as a directory of IDX files (its test split, normalized
+// per channel): the same answers as the same rows given as .npy or --images.
 TEST_F(CompressCli, EvalReadsNpzArchivesAndDataDirectories) {
   Tensor rows = test::random_f32({40, 1, 8, 8}, 5);
   ASSERT_TRUE(write_npy(dir_ + "/rows.npy", rows).ok());
@@ -837,6 +848,41 @@ TEST_F(CompressCli, ReportDrawsEveryCompressedLayer) {
   auto bad = test::run_cli("report " + dir_ + "/m.onnx -o " + dir_ + "/rep2");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.output.find("m.onnx"), std::string::npos) << bad.output;
+}
+
+// A sensitivity scan of the source, plotted on the report page beside the sparsities kept.
+TEST_F(CompressCli, ReportShowsTheSourcesSensitivityScan) {
+  ASSERT_TRUE(write_npy(dir_ + "/rows.npy", test::random_f32({60, 1, 8, 8}, 4)).ok());
+  Tensor labels(DType::i64, {60});
+  for (int64_t i = 0; i < 60; ++i) labels.i64_data()[i] = i % 10;
+  ASSERT_TRUE(write_npy(dir_ + "/labels.npy", labels).ok());
+  auto scan = test::run_cli("-q sensitivity " + dir_ + "/m.onnx --data " + dir_ + "/rows.npy --labels " +
+                            dir_ + "/labels.npy --validation 20 --sparsities 0.5,0.9 --json");
+  ASSERT_EQ(scan.exit_code, 0) << scan.output;
+  std::ofstream(dir_ + "/scan.json") << scan.output.substr(scan.output.find('{'));
+  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/m.spw --sparsity 0.5 --encode-all")
+                .exit_code,
+            0);
+  auto r = test::run_cli("report " + dir_ + "/m.spw -o " + dir_ + "/rep --sensitivity " + dir_ +
+                         "/scan.json --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream html_in(dir_ + "/rep/index.html");
+  const std::string html((std::istreambuf_iterator<char>(html_in)), {});
+  EXPECT_NE(html.find("<h2>Sensitivity</h2>"), std::string::npos);
+  EXPECT_NE(html.find("<td>fw</td><td>"), std::string::npos) << "a row per scanned layer";
+  EXPECT_NE(html.find("<td>50.0%</td></tr>"), std::string::npos) << "the file's sparsity beside the proposal";
+  std::ifstream svg_in(dir_ + "/rep/sensitivity.svg");
+  const std::string svg((std::istreambuf_iterator<char>(svg_in)), {});
+  EXPECT_NE(svg.find("fw"), std::string::npos);
+  EXPECT_NE(svg.find("sparsity (%)"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/rep/sensitivity.csv"));
+  std::ofstream(dir_ + "/not_a_scan.json") << R"({"layers": [{"name": "fw"}]})";
+  auto bad = test::run_cli("report " + dir_ + "/m.spw -o " + dir_ + "/rep3 --sensitivity " + dir_ +
+                           "/not_a_scan.json");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find(dir_ + "/not_a_scan.json: not a sensitivity scan"), std::string::npos)
+      << bad.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/rep3/index.html")) << "nothing written";
 }
 
 TEST_F(CompressCli, BadOptionsAndCorruptFilesGiveMessages) {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/file.h"
 #include "sparrow/dataset.h"
 #include "test_util.h"
 
@@ -120,10 +121,25 @@ TEST(Images, BadFilesNameTheFile) {
   write_jpeg(dir + "/good.jpg", 16, 16, 3, pattern(16 * 16 * 3, 2));
   std::ifstream jin(dir + "/good.jpg", std::ios::binary);
   const std::string jpeg((std::istreambuf_iterator<char>(jin)), std::istreambuf_iterator<char>());
-  std::ofstream(dir + "/cut.jpg", std::ios::binary) << jpeg.substr(0, 40);
-  auto j = decode_image(dir + "/cut.jpg");
-  ASSERT_FALSE(j.ok());
-  EXPECT_NE(j.status().message().find(dir + "/cut.jpg: JPEG"), std::string::npos) << j.status().message();
+  for (size_t cut : {size_t{40}, jpeg.size() * 2 / 3}) {  // in the header, in the image data
+    std::ofstream(dir + "/cut.jpg", std::ios::binary) << jpeg.substr(0, cut);
+    auto j = decode_image(dir + "/cut.jpg");
+    ASSERT_FALSE(j.ok()) << "cut at " << cut << " of " << jpeg.size();
+    EXPECT_NE(j.status().message().find(dir + "/cut.jpg: JPEG"), std::string::npos) << j.status().message();
+  }
+  // Pixels beyond the input budget are refused before they are allocated.
+  write_png(dir + "/flat.png", 64, 64, 3, std::vector<unsigned char>(64 * 64 * 3, 90));
+  write_jpeg(dir + "/flat.jpg", 64, 64, 3, std::vector<unsigned char>(64 * 64 * 3, 90));
+  const int64_t budget = input_byte_limit();
+  set_input_byte_limit(4000);
+  for (const char* name : {"/flat.png", "/flat.jpg"}) {
+    auto big = decode_image(dir + name);
+    ASSERT_FALSE(big.ok()) << name;
+    EXPECT_NE(big.status().message().find("64 x 64 pixels need more than the input budget"),
+              std::string::npos)
+        << big.status().message();
+  }
+  set_input_byte_limit(budget);
   std::ofstream(dir + "/text.png") << "hello";
   EXPECT_NE(decode_image(dir + "/text.png").status().message().find("neither a PNG nor a JPEG"),
             std::string::npos);

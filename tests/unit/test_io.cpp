@@ -149,6 +149,19 @@ TEST(Npz, BadArchivesNameTheFileAndEntry) {
   ASSERT_FALSE(renamed.ok());
   EXPECT_NE(renamed.status().message().find("entry 'x.tpy' is not an array"), std::string::npos)
       << renamed.status().message();
+  // A stored array's data changed: its checksum no longer matches.
+  Tensor ones(DType::f32, {16});
+  for (int64_t i = 0; i < 16; ++i) ones.f32_data()[i] = 1.0f;
+  ASSERT_TRUE(write_npz(dir + "/ones.npz", {{"x", ones}}).ok());
+  std::ifstream ones_in(dir + "/ones.npz", std::ios::binary);
+  std::string flipped((std::istreambuf_iterator<char>(ones_in)), std::istreambuf_iterator<char>());
+  const size_t value = flipped.find(std::string("\x00\x00\x80\x3f", 4), flipped.find("NUMPY"));
+  ASSERT_NE(value, std::string::npos);
+  flipped[value + 3] = 0x40;  // 1.0f becomes 4.0f
+  write_bytes(dir + "/flipped.npz", flipped);
+  auto crc = read_npz(dir + "/flipped.npz");
+  ASSERT_FALSE(crc.ok()) << "a changed value passes unnoticed";
+  EXPECT_NE(crc.status().message().find("entry 'x.npy'"), std::string::npos) << crc.status().message();
   std::ifstream again(dir + "/odd.npz", std::ios::binary);
   std::string bad_magic((std::istreambuf_iterator<char>(again)), std::istreambuf_iterator<char>());
   bad_magic[bad_magic.find("NUMPY")] = 'X';  // the stored entry's data; its CRC no longer matches

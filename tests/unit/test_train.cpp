@@ -417,6 +417,11 @@ TEST(TrainCli, InterruptedOrKilledTrainingResumesToTheSameModel) {
     ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
     EXPECT_TRUE(file_bytes(out) == full) << "signal " << signal << ": the resumed run differs";
   }
+  std::ofstream(dir + "/garbage.onnx.ckpt") << "not a checkpoint";
+  auto garbage = test::run_cli(train + dir + "/garbage.onnx --resume");
+  EXPECT_EQ(garbage.exit_code, 1);
+  EXPECT_NE(garbage.output.find(dir + "/garbage.onnx.ckpt: not a readable checkpoint"), std::string::npos)
+      << garbage.output;
   auto nothing = test::run_cli(train + dir + "/none.onnx --resume");
   EXPECT_EQ(nothing.exit_code, 1);
   EXPECT_NE(nothing.output.find("no checkpoint at " + dir + "/none.onnx.ckpt"), std::string::npos)
