@@ -94,7 +94,8 @@ struct TrainOptions {
   // With a path, every finished epoch writes a checkpoint there, atomically: the weights, the
   // optimizer's state, the random generator's and the epochs' reports. With `resume`, training
   // continues after the epoch a checkpoint at that path holds, and gives the same weights as a run
-  // never stopped; a checkpoint of another model, data size, batch or epoch count is refused.
+  // never stopped; a checkpoint of another model, data size, batch, epoch count or optimizer
+  // setting is refused.
   std::string checkpoint;
   bool resume = false;
 };

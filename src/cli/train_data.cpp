@@ -132,8 +132,7 @@ Result<std::vector<int64_t>> labels_of(const Tensor& y, int64_t rows, const std:
   return std::vector<int64_t>(y.i64_data(), y.i64_data() + rows);
 }
 
-// An .npy of inputs already laid out and normalized (and optionally an .npy of labels): the held-out
-// validation rows are also the test split.
+// Every row of an .npy of inputs already laid out and normalized (labels from --labels' .npy).
 Result<LabeledData> npy_rows(const Shape& sample, const DataArgs& a) {
   LabeledData d;
   SP_ASSIGN_OR_RETURN(Tensor x, read_npy(a.dir));
@@ -145,6 +144,7 @@ Result<LabeledData> npy_rows(const Shape& sample, const DataArgs& a) {
   return d;
 }
 
+// The .npy's rows split: the held-out validation rows are also the test split.
 Result<DataSplits> load_npy_splits(const Shape& sample, const DataArgs& a) {
   SP_ASSIGN_OR_RETURN(LabeledData all, npy_rows(sample, a));
   DataSplits d;

@@ -334,9 +334,8 @@ Result<int> read_checkpoint(std::istream& file, const TrainOptions& o, const tor
   archive.read("signature", saved);
   if (!saved.equal(signature))
     return errorf(
-        "{}: the checkpoint was written for another model, data size, batch or number of epochs; resume with "
-        "the "
-        "settings it was started with",
+        "{}: written for another model, data size, batch, epoch count or optimizer setting; resume "
+        "with the settings it started with",
         o.checkpoint);
   archive.read("epochs_done", done);
   if (done.item<int64_t>() < 1 || done.item<int64_t>() > o.epochs)

@@ -410,7 +410,9 @@ TEST(TrainCli, InterruptedOrKilledTrainingResumesToTheSameModel) {
       auto other = test::run_cli("--threads 1 -q train --arch lenet300 --data " + dir +
                                  "/d --epochs 4 --seed 3 --resume -o " + out);
       EXPECT_EQ(other.exit_code, 1);
-      EXPECT_NE(other.output.find("another model, data size, batch or number of epochs"), std::string::npos)
+      EXPECT_NE(
+          other.output.find("written for another model, data size, batch, epoch count or optimizer setting"),
+          std::string::npos)
           << other.output;
     }
     auto resumed = test::run_cli(train + out + " --resume");
