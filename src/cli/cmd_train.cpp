@@ -3,6 +3,7 @@
 // the dense executor. Every epoch is checkpointed; Ctrl-C stops cleanly and --resume continues.
 #include <csignal>
 #include <filesystem>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -80,8 +81,9 @@ class InterruptScope {
   void (*previous_)(int);
 };
 
-// The teacher's outputs for the training and validation rows, checked against the student's width.
-Status add_teacher(const TrainArgs& a, const Model& student, DataSplits& data, int threads) {
+// The teacher's outputs for the training and validation rows, checked against the student's width;
+// returns the teacher, which later measures the student's agreement.
+Result<Model> add_teacher(const TrainArgs& a, const Model& student, DataSplits& data, int threads) {
   SP_ASSIGN_OR_RETURN(Model teacher, load_onnx(a.teacher));
   SP_RETURN_IF_ERROR(add_teacher_outputs(teacher, data.train, threads).prefixed(a.teacher));
   SP_RETURN_IF_ERROR(add_teacher_outputs(teacher, data.val, threads).prefixed(a.teacher));
@@ -90,7 +92,7 @@ Status add_teacher(const TrainArgs& a, const Model& student, DataSplits& data, i
   if (data.train.teacher.rank() != 2 || mine.numel() != data.train.teacher.dim(1))
     return errorf("{}: the teacher gives {} outputs per row, the student {}", a.teacher,
                   shape_str(data.train.teacher.shape()), mine.numel());
-  return {};
+  return teacher;
 }
 
 int run_train(TrainArgs& a, const GlobalOptions& global) {
@@ -103,9 +105,12 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
   if (auto s = reshape_for_training(a, global, *model); !s.ok()) return report_error(s);
   auto data = load_splits(*model, a.data);
   if (!data.ok()) return report_error(data.status());
+  std::optional<Model> teacher;
   if (!a.teacher.empty()) {
     if (data->train.size() == 0) return report_error(errorf("{}: no training rows", a.data.dir));
-    if (auto s = add_teacher(a, *model, *data, global.threads); !s.ok()) return report_error(s);
+    auto taught = add_teacher(a, *model, *data, global.threads);
+    if (!taught.ok()) return report_error(taught.status());
+    teacher = std::move(*taught);
     a.train.distill.enabled = true;
   }
   a.train.threads = global.threads;
@@ -139,9 +144,7 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
     j["test_error"] = 1 - *acc;
     measured = fmt::format("test accuracy: {:.4f} (error {:.2f}%)", *acc, 100 * (1 - *acc));
   }
-  if (!a.teacher.empty() && data->test.size() > 0) {
-    auto teacher = load_onnx(a.teacher);
-    if (!teacher.ok()) return report_error(teacher.status());
+  if (teacher && data->test.size() > 0) {
     auto agree = output_agreement(*teacher, *model, data->test.inputs, global.threads);
     if (!agree.ok()) return report_error(agree.status());
     j["agreement_with_teacher"] = {{"top1", agree->top1},

@@ -2,7 +2,6 @@
 // or .npy / .npz arrays; and the options that choose them and the training settings.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <span>
 
@@ -48,7 +47,8 @@ Status normalize_pixels(Tensor& inputs, const DataArgs& a, const std::string& so
   return {};
 }
 
-// Raw pixel images reshaped to [N] + sample, or an error naming `source` when a sample does not fit.
+// Raw pixel images reshaped (not copied) to [N] + sample, or an error naming `source` when a sample does not
+// fit.
 Result<Tensor> as_model_input(Tensor images, const Shape& sample, const std::string& source) {
   const int64_t n = images.rank() > 0 ? images.dim(0) : 0;
   const int64_t values = images.numel() / std::max<int64_t>(n, 1);
@@ -56,9 +56,8 @@ Result<Tensor> as_model_input(Tensor images, const Shape& sample, const std::str
     return errorf("{}: images of {} values do not fit the input shape {}", source, values, shape_str(sample));
   Shape shape = sample;
   shape.insert(shape.begin(), n);
-  Tensor out(DType::f32, shape);
-  std::memcpy(out.raw(), images.raw(), out.bytes());
-  return out;
+  images.reshape(shape);
+  return images;
 }
 
 Result<DataSplits> load_idx_splits(const Shape& sample, const DataArgs& a) {

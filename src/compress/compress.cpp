@@ -1,6 +1,7 @@
 // The post-training pipeline: prune -> share weights -> encode, per compressible layer.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <regex>
 #include <set>
 
@@ -69,12 +70,19 @@ void merge_settings(LayerSettings& into, const LayerSettings& over) {
   if (over.structured) into.structured = over.structured;
 }
 
-// Whether the pattern `key` selects `layer` (read by `node`).
-Result<bool> selects(const std::string& key, const CompressibleLayer& layer, const Node& node) {
-  if (key.starts_with(kOpPattern)) return node.op_type == key.substr(kOpPattern.size());
+// What the pattern `key` selects: a layer, given the node that reads it. The regular expression is
+// compiled once here.
+using Selector = std::function<bool(const CompressibleLayer&, const Node&)>;
+Result<Selector> selector_for(const std::string& key) {
+  if (key.starts_with(kOpPattern))
+    return Selector([type = key.substr(kOpPattern.size())](const CompressibleLayer&, const Node& node) {
+      return node.op_type == type;
+    });
   try {
-    const std::regex re(key.substr(kRegexPattern.size()), std::regex::ECMAScript);
-    return std::regex_match(layer.weight, re) || std::regex_match(layer.node, re);
+    return Selector([re = std::regex(key.substr(kRegexPattern.size()), std::regex::ECMAScript)](
+                        const CompressibleLayer& layer, const Node&) {
+      return std::regex_match(layer.weight, re) || std::regex_match(layer.node, re);
+    });
   } catch (const std::regex_error& e) {
     return errorf("layer pattern '{}': not a valid regular expression ({})", key, e.what());
   }
@@ -95,10 +103,10 @@ Result<CompressOptions> expand_layer_patterns(const Model& model, const Compress
   for (std::string_view kind : {kOpPattern, kRegexPattern})
     for (const auto& [key, settings] : options.layers) {
       if (!key.starts_with(kind)) continue;
+      SP_ASSIGN_OR_RETURN(const Selector selects, selector_for(key));
       bool any = false;
       for (const CompressibleLayer& l : layers) {
-        SP_ASSIGN_OR_RETURN(bool hit, selects(key, l, *node_by_name.at(l.node)));
-        if (!hit) continue;
+        if (!selects(l, *node_by_name.at(l.node))) continue;
         any = true;
         merge_settings(from_patterns[l.weight], settings);
       }
