@@ -12,7 +12,23 @@ struct RetrainOptions {
   int prune_steps = 3;    // the sparsity ramps to its target over this many steps (cubic ramp)
   TrainOptions retrain;   // masked retraining after each pruning step
   TrainOptions finetune;  // codebook fine-tuning after weight sharing (epochs 0: none)
+  // With a path, every phase checkpoints its epochs (TrainOptions::checkpoint) to a file of its own
+  // beside it (retrain_checkpoint_files), and the path itself records which source and recipe (the
+  // metadata) the run belongs to. With `resume`, the phases whose checkpoints hold all their epochs
+  // are restored instead of trained, the first unfinished one continues after its last finished
+  // epoch, and the result is the one a run never stopped gives. A run of another source or recipe
+  // is refused. The files stay after success; remove_retrain_checkpoints removes them once the
+  // result is safe. The phases' own checkpoint and resume settings are ignored.
+  std::string checkpoint;
+  bool resume = false;
 };
+
+// The files a run with `checkpoint` set may write: the run record, one per pruning step, one for
+// the fine-tuning.
+std::vector<std::string> retrain_checkpoint_files(const RetrainOptions& options);
+
+// Removes every file of retrain_checkpoint_files (those that exist).
+void remove_retrain_checkpoints(const RetrainOptions& options);
 
 struct RetrainReport {
   std::vector<std::vector<EpochReport>> steps;  // one list per pruning step

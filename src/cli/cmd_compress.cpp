@@ -135,8 +135,9 @@ nlohmann::json data_source(const DataArgs& d) {
 // Retraining settings mean nothing without data to retrain on (from --data or the recipe).
 Status require_data_for_retraining(const CompressArgs& a, const Given& given) {
   if (!a.data.dir.empty()) return {};
-  for (const char* name : {"--prune-steps", "--retrain-epochs", "--retrain-lr", "--finetune-epochs",
-                           "--finetune-lr", "--distill", "--flip", "--crop-padding"})
+  for (const char* name :
+       {"--prune-steps", "--retrain-epochs", "--retrain-lr", "--finetune-epochs", "--finetune-lr",
+        "--distill", "--flip", "--crop-padding", "--checkpoint", "--resume"})
     if (given(name))
       return errorf("{} requires --data (or a recipe whose retrain block records its data)", name);
   return {};
@@ -176,9 +177,20 @@ int run_compress(CompressArgs a, const Given& given, const GlobalOptions& global
     request.retrain.retrain.progress = request.retrain.finetune.progress = !global.quiet;
     request.retrain.retrain.distill = request.retrain.finetune.distill = a.distill;
     request.retrain.retrain.augment = request.retrain.finetune.augment = a.augment;
+    if (request.retrain.checkpoint.empty()) request.retrain.checkpoint = a.output + ".ckpt";
+    request.retrain.retrain.interrupted = request.retrain.finetune.interrupted = InterruptScope::interrupted;
   }
-  auto outcome = api::compress_file(request);
+  Result<api::CompressOutcome> outcome = errorf("not compressed");
+  {
+    InterruptScope catch_ctrl_c;
+    outcome = api::compress_file(request);
+    if (!outcome.ok() && InterruptScope::interrupted())
+      return report_error(
+          errorf("{}; the finished epochs of every phase are kept in {}.*: continue with --resume",
+                 outcome.status().message(), request.retrain.checkpoint));
+  }
   if (!outcome.ok()) return report_error(outcome.status());
+  remove_retrain_checkpoints(request.retrain);  // the output holds what they held
   const SpwModel& spw = outcome->result.spw;
   if (outcome->accuracy_before && !global.quiet)
     fmt::print(stderr, "test accuracy: {:.4f} before, {:.4f} after compression ({:+.2f} points)\n",
@@ -270,6 +282,14 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   add_train_options(cmd, a->retrain.retrain, "retrain-");
   add_train_options(cmd, a->retrain.finetune, "finetune-");
   add_augmentation_options(cmd, a->augment);
+  cmd->add_option("--checkpoint", a->retrain.checkpoint,
+                  "With --data: where the run is recorded; each retraining phase saves its finished epochs "
+                  "atomically beside it (default: OUTPUT.ckpt and OUTPUT.ckpt.*; removed once the output is "
+                  "written)");
+  cmd->add_flag(
+      "--resume", a->retrain.resume,
+      "Continue an interrupted or killed run from its checkpoints, with the same settings: finished "
+      "phases are restored, the unfinished one continues after its last epoch");
   cmd->add_flag("--distill", a->distill.enabled,
                 "Retrain by knowledge distillation: the input model teaches (labels become optional)");
   add_distillation_options(cmd, a->distill);

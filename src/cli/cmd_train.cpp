@@ -1,7 +1,6 @@
 // sparrow train: trains a built-in architecture (--arch lenet300|lenet5) or retrains an imported
 // model on any data source (cli/train_data.h), writes ONNX, and reports the test accuracy measured by
 // the dense executor. Every epoch is checkpointed; Ctrl-C stops cleanly and --resume continues.
-#include <csignal>
 #include <filesystem>
 #include <optional>
 
@@ -57,30 +56,6 @@ Status reshape_for_training(const TrainArgs& a, const GlobalOptions& global, Mod
   return {};
 }
 
-// Ctrl-C during training: the first stops training before its next batch (the checkpoint stays),
-// a second one ends the process as usual.
-volatile std::sig_atomic_t interrupt_requested = 0;
-
-void on_interrupt(int) {
-  interrupt_requested = 1;
-  std::signal(SIGINT, SIG_DFL);
-}
-
-// Catches Ctrl-C for its lifetime.
-class InterruptScope {
- public:
-  InterruptScope() {
-    interrupt_requested = 0;
-    previous_ = std::signal(SIGINT, on_interrupt);
-  }
-  ~InterruptScope() { std::signal(SIGINT, previous_); }
-  InterruptScope(const InterruptScope&) = delete;
-  InterruptScope& operator=(const InterruptScope&) = delete;
-
- private:
-  void (*previous_)(int);
-};
-
 // The teacher's outputs for the training and validation rows, checked against the student's width;
 // returns the teacher, which later measures the student's agreement.
 Result<Model> add_teacher(const TrainArgs& a, const Model& student, DataSplits& data, int threads) {
@@ -117,7 +92,7 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
   a.train.progress = !global.quiet;
   a.train.checkpoint = a.checkpoint.empty() ? a.output + ".ckpt" : a.checkpoint;
   a.train.resume = a.resume;
-  a.train.interrupted = [] { return interrupt_requested != 0; };
+  a.train.interrupted = InterruptScope::interrupted;
   Result<std::vector<EpochReport>> epochs = errorf("not trained");
   {
     InterruptScope catch_ctrl_c;

@@ -1,5 +1,6 @@
 #include "cli/common.h"
 
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 
@@ -70,6 +71,30 @@ Status apply_reshaping_flags(const std::string& structured, const std::string& l
     o.low_rank = *rule;
   }
   return {};
+}
+
+namespace {
+
+volatile std::sig_atomic_t interrupt_requested = 0;
+
+void on_interrupt(int) {
+  interrupt_requested = 1;
+  std::signal(SIGINT, SIG_DFL);
+}
+
+}  // namespace
+
+InterruptScope::InterruptScope() {
+  interrupt_requested = 0;
+  previous_ = std::signal(SIGINT, on_interrupt);
+}
+
+InterruptScope::~InterruptScope() {
+  std::signal(SIGINT, previous_);
+}
+
+bool InterruptScope::interrupted() {
+  return interrupt_requested != 0;
 }
 
 }  // namespace sparrow::cli

@@ -35,6 +35,22 @@ int report_error(const Status& status);
 // (each ignored when empty); errors name the flag.
 Status apply_reshaping_flags(const std::string& structured, const std::string& low_rank, CompressOptions& o);
 
+// Catches Ctrl-C (SIGINT) for its lifetime: the first one sets interrupted() instead of ending the
+// process, so that training stops before its next batch and leaves its checkpoint; a second one
+// ends the process as usual.
+class InterruptScope {
+ public:
+  InterruptScope();
+  ~InterruptScope();
+  InterruptScope(const InterruptScope&) = delete;
+  InterruptScope& operator=(const InterruptScope&) = delete;
+  // Whether Ctrl-C came since the scope began.
+  static bool interrupted();
+
+ private:
+  void (*previous_)(int);
+};
+
 // "1.2M", "431K", "950"
 std::string human_count(int64_t n);
 // "5.59 MB", "812 KB", "96 B" (decimal units).

@@ -1,7 +1,10 @@
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include "sparrow/retrain.h"
+
+#include "core/file.h"
 
 namespace sparrow {
 
@@ -29,6 +32,30 @@ std::map<std::string, Tensor> prune_step(Model& model, const CompressOptions& o,
     masks[layer.weight] = std::move(mask);
   }
   return masks;
+}
+
+// The run record of a checkpointed run holds the metadata of the compression (source, recipe,
+// retraining settings): a resumed run must have the same.
+Status check_run_record(const RetrainOptions& r, const std::string& metadata_json) {
+  if (!r.resume) return write_file_atomic(r.checkpoint, metadata_json);
+  auto recorded = read_file(r.checkpoint);
+  if (!recorded.ok())
+    return errorf("--resume: no checkpoint at {} to resume from (the run record is missing)", r.checkpoint);
+  if (std::string_view(recorded->data(), recorded->size()) != metadata_json)
+    return errorf(
+        "{}: written for another source model, recipe or retraining setting; resume with the settings it "
+        "started with, or start afresh without --resume",
+        r.checkpoint);
+  return {};
+}
+
+// One phase's training settings with its checkpoint: resumed when its file exists and every earlier
+// phase was restored or resumed (`resuming`, cleared once a phase starts afresh).
+TrainOptions phase_options(TrainOptions phase, const std::string& file, bool& resuming) {
+  phase.checkpoint = file;
+  resuming = resuming && std::filesystem::exists(file);
+  phase.resume = resuming;
+  return phase;
 }
 
 double zero_fraction(const Model& m, const std::vector<std::string>& names) {
@@ -89,20 +116,44 @@ Result<CompressResult> compress_with_retraining(Model model, const CompressOptio
     result.factorized = std::move(reshaped.factorized);
     return result;
   }
+  const bool checkpointed = !r.checkpoint.empty();
+  if (checkpointed) SP_RETURN_IF_ERROR(check_run_record(r, metadata_json));
+  const std::vector<std::string> files = retrain_checkpoint_files(r);
+  bool resuming = checkpointed && r.resume;
+  auto phase = [&](const TrainOptions& o, size_t file) {
+    return checkpointed ? phase_options(o, files[file], resuming) : o;
+  };
   for (int k = 1; k <= r.prune_steps; ++k) {
+    // The masks come from the weights the previous step ended with, so a resumed run prunes alike.
     auto masks = prune_step(model, options, sparsity_ramp(k, r.prune_steps));
-    if (r.retrain.progress)
-      fmt::print(stderr, "pruning step {}/{}: retraining under masks\n", k, r.prune_steps);
-    SP_ASSIGN_OR_RETURN(auto epochs, train_model(model, train, val, r.retrain, &masks));
+    const TrainOptions step = phase(r.retrain, static_cast<size_t>(k));
+    if (step.progress)
+      fmt::print(stderr, "pruning step {}/{}: {} under masks\n", k, r.prune_steps,
+                 step.resume ? "resuming the retraining" : "retraining");
+    SP_ASSIGN_OR_RETURN(auto epochs, train_model(model, train, val, step, &masks));
     if (report) report->steps.push_back(std::move(epochs));
   }
   SP_ASSIGN_OR_RETURN(CompressResult result, compress_model(model, options, metadata_json));
   if (r.finetune.epochs > 0) {
-    if (r.finetune.progress) fmt::print(stderr, "trained quantization: fine-tuning the codebooks\n");
-    SP_ASSIGN_OR_RETURN(auto epochs, finetune_codebooks(result.spw, train, val, r.finetune));
+    const TrainOptions finetune = phase(r.finetune, files.size() - 1);
+    if (finetune.progress) fmt::print(stderr, "trained quantization: fine-tuning the codebooks\n");
+    SP_ASSIGN_OR_RETURN(auto epochs, finetune_codebooks(result.spw, train, val, finetune));
     if (report) report->finetune = std::move(epochs);
   }
   return result;
+}
+
+std::vector<std::string> retrain_checkpoint_files(const RetrainOptions& r) {
+  if (r.checkpoint.empty()) return {};
+  std::vector<std::string> files = {r.checkpoint};
+  for (int k = 1; k <= r.prune_steps; ++k) files.push_back(fmt::format("{}.step{}", r.checkpoint, k));
+  files.push_back(r.checkpoint + ".finetune");
+  return files;
+}
+
+void remove_retrain_checkpoints(const RetrainOptions& r) {
+  std::error_code ignored;
+  for (const std::string& file : retrain_checkpoint_files(r)) std::filesystem::remove(file, ignored);
 }
 
 }  // namespace sparrow

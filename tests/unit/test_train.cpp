@@ -23,6 +23,7 @@
 
 #include "api/compress.h"
 #include "sparrow/dataset.h"
+#include "sparrow/format.h"
 #include "sparrow/onnx.h"
 #include "sparrow/retrain.h"
 #include "sparrow/train.h"
@@ -378,6 +379,21 @@ std::string file_bytes(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+// Starts `sparrow ARGS` (its output into LOG), waits for `file` to appear (a checkpoint), sends
+// `signal` and returns the wait status.
+int stop_cli_once_written(const std::string& args, const std::string& log, const std::string& file,
+                          int signal) {
+  const std::string command = "exec " + std::string(SPARROW_CLI) + " " + args + " > " + log + " 2>&1";
+  const char* argv[] = {"sh", "-c", command.c_str(), nullptr};
+  pid_t pid = 0;
+  if (::posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ) != 0) return -1;
+  for (int i = 0; i < 6000 && !std::filesystem::exists(file); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ::kill(pid, signal);
+  int status = 0;
+  return ::waitpid(pid, &status, 0) == pid ? status : -1;
+}
+
 // `sparrow train` stopped by Ctrl-C (SIGINT) or killed (SIGKILL) once its first epoch is
 // checkpointed, then resumed, writes the same model as a run never stopped.
 TEST(TrainCli, InterruptedOrKilledTrainingResumesToTheSameModel) {
@@ -391,16 +407,8 @@ TEST(TrainCli, InterruptedOrKilledTrainingResumesToTheSameModel) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/full.onnx.ckpt")) << "removed once the output is written";
   for (int signal : {SIGINT, SIGKILL}) {
     const std::string out = dir + "/stopped" + std::to_string(signal) + ".onnx";
-    const std::string command =
-        "exec " + std::string(SPARROW_CLI) + " " + train + out + " > " + out + ".log 2>&1";
-    const char* argv[] = {"sh", "-c", command.c_str(), nullptr};
-    pid_t pid = 0;
-    ASSERT_EQ(::posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
-    for (int i = 0; i < 6000 && !std::filesystem::exists(out + ".ckpt"); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    ::kill(pid, signal);
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    const int status = stop_cli_once_written(train + out, out + ".log", out + ".ckpt", signal);
+    ASSERT_NE(status, -1);
     ASSERT_TRUE(std::filesystem::exists(out + ".ckpt")) << "no checkpoint after the first epoch";
     EXPECT_FALSE(std::filesystem::exists(out)) << "stopped before the end: " << file_bytes(out + ".log");
     if (signal == SIGINT) {
@@ -427,6 +435,63 @@ TEST(TrainCli, InterruptedOrKilledTrainingResumesToTheSameModel) {
   auto nothing = test::run_cli(train + dir + "/none.onnx --resume");
   EXPECT_EQ(nothing.exit_code, 1);
   EXPECT_NE(nothing.output.find("no checkpoint at " + dir + "/none.onnx.ckpt"), std::string::npos)
+      << nothing.output;
+}
+
+// The .spw's bytes without its metadata (which records the run's seconds).
+std::string spw_without_metadata(const std::string& path) {
+  auto spw = read_spw(path);
+  if (!spw.ok()) return "unreadable: " + spw.status().message();
+  spw->metadata_json.clear();
+  auto bytes = serialize_spw(*spw, true);
+  return bytes.ok() ? *bytes : "unserializable: " + bytes.status().message();
+}
+
+// `sparrow compress --data` stopped in its second pruning step (after the first step and one epoch
+// of the second are checkpointed) by Ctrl-C or SIGKILL, then resumed, writes the same file as a run
+// never stopped; a resume with another recipe is refused.
+TEST(CompressResume, InterruptedOrKilledRetrainingResumesToTheSameFile) {
+  const std::string dir = test::temp_dir("compress_resume");
+  ASSERT_TRUE(write_synthetic_digits(dir + "/d", {.train = 6000, .test = 200, .seed = 4}).ok());
+  ASSERT_TRUE(save_onnx(*make_architecture("lenet300", 5), dir + "/source.onnx").ok());
+  const std::string compress = "--threads 1 -q compress " + dir +
+                               "/source.onnx --sparsity 0.9 --bits 4 --data " + dir +
+                               "/d --prune-steps 2 --retrain-epochs 2 --finetune-epochs 2 -o ";
+  ASSERT_EQ(test::run_cli(compress + dir + "/full.spw").exit_code, 0);
+  const std::string full = spw_without_metadata(dir + "/full.spw");
+  ASSERT_EQ(full.find("unreadable"), std::string::npos) << full;
+  for (const char* left : {".ckpt", ".ckpt.step1", ".ckpt.step2", ".ckpt.finetune"})
+    EXPECT_FALSE(std::filesystem::exists(dir + "/full.spw" + left))
+        << left << " removed once the output is written";
+  for (int signal : {SIGINT, SIGKILL}) {
+    const std::string out = dir + "/stopped" + std::to_string(signal) + ".spw";
+    const int status = stop_cli_once_written(compress + out, out + ".log", out + ".ckpt.step2", signal);
+    ASSERT_NE(status, -1);
+    ASSERT_TRUE(std::filesystem::exists(out + ".ckpt.step1")) << file_bytes(out + ".log");
+    EXPECT_FALSE(std::filesystem::exists(out)) << "stopped before the end: " << file_bytes(out + ".log");
+    if (signal == SIGINT) {
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << "Ctrl-C: a clean exit with an error";
+      EXPECT_NE(file_bytes(out + ".log").find("continue with --resume"), std::string::npos)
+          << file_bytes(out + ".log");
+      auto other =
+          test::run_cli("--threads 1 -q compress " + dir + "/source.onnx --sparsity 0.8 --bits 4 --data " +
+                        dir + "/d --prune-steps 2 --retrain-epochs 2 --finetune-epochs 2 --resume -o " + out);
+      EXPECT_EQ(other.exit_code, 1);
+      EXPECT_NE(other.output.find(out + ".ckpt: written for another source model, recipe"), std::string::npos)
+          << other.output;
+    }
+    auto resumed = test::run_cli("--threads 1 " + compress.substr(std::string("--threads 1 -q ").size()) +
+                                 out + " --resume");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    EXPECT_NE(resumed.output.find("pruning step 1/2: resuming"), std::string::npos) << resumed.output;
+    EXPECT_NE(resumed.output.find("resuming from " + out + ".ckpt.step2 after epoch"), std::string::npos)
+        << resumed.output;
+    EXPECT_TRUE(spw_without_metadata(out) == full) << "signal " << signal << ": the resumed run differs";
+    EXPECT_FALSE(std::filesystem::exists(out + ".ckpt.step1"));
+  }
+  auto nothing = test::run_cli(compress + dir + "/none.spw --resume");
+  EXPECT_EQ(nothing.exit_code, 1);
+  EXPECT_NE(nothing.output.find("no checkpoint at " + dir + "/none.spw.ckpt"), std::string::npos)
       << nothing.output;
 }
 
