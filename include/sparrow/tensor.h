@@ -67,6 +67,9 @@ class Tensor {
 
   // Changes the shape keeping the data; the element count must not change.
   void reshape(Shape shape);
+  // Keeps the first `rows` entries along axis 0 (0 <= rows <= dim(0); rank >= 1), in place: the
+  // storage and those entries' data stay.
+  void keep_leading(int64_t rows);
   // Gives the tensor a new dtype and shape, reusing storage when it is large enough.
   // Contents are unspecified afterwards.
   void reset(DType dtype, Shape shape);

@@ -39,6 +39,8 @@ Status write_synthetic_digits(const std::string& dir, const SyntheticDigitsOptio
 
 // Rows [begin, end).
 LabeledData slice(const LabeledData& d, int64_t begin, int64_t end);
+// Keeps rows [0, rows) in place, without a copy (0 <= rows <= d.size()).
+void keep_leading_rows(LabeledData& d, int64_t rows);
 
 enum class Optimizer { sgd, adam };
 enum class Schedule { constant, step, cosine };

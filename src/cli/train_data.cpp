@@ -15,10 +15,11 @@ namespace {
 
 // The last `validation` rows (at most a fifth) held out from the first `limit` (0: all).
 void split_off_validation(LabeledData all, const DataArgs& a, DataSplits& d) {
-  if (a.limit > 0 && a.limit < all.size()) all = slice(all, 0, a.limit);
+  if (a.limit > 0 && a.limit < all.size()) keep_leading_rows(all, a.limit);
   const int64_t val = std::min<int64_t>(a.validation, all.size() / 5);
-  d.train = slice(all, 0, all.size() - val);
   d.val = slice(all, all.size() - val, all.size());
+  keep_leading_rows(all, all.size() - val);  // the training rows stay where they were read
+  d.train = std::move(all);
 }
 
 // Pixel bytes x as (x * scale + shift - mean[c]) / std[c], c along axis 1 of `inputs` ([N, C, ...]).

@@ -121,22 +121,36 @@ void set_input_byte_limit(int64_t bytes) {
   g_input_byte_limit.store(std::max<int64_t>(bytes, 0));
 }
 
-Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes) {
+Result<InputFile> open_input_file(const std::string& path, size_t max_bytes) {
   if (max_bytes == 0) max_bytes = static_cast<size_t>(input_byte_limit());
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return errorf("{}: no such file", path);
   if (std::filesystem::is_directory(path, ec)) return errorf("{}: is a directory, expected a file", path);
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return errorf("{}: cannot open: {}", path, std::strerror(errno));
+  InputFile file;
+  file.path_ = path;
+  file.in_.open(path, std::ios::binary | std::ios::ate);
+  if (!file.in_) return errorf("{}: cannot open: {}", path, std::strerror(errno));
   note_input_file(path);
-  std::streamoff size = in.tellg();
+  std::streamoff size = file.in_.tellg();
   if (size < 0) return errorf("{}: cannot determine file size", path);
   if (static_cast<size_t>(size) > max_bytes)
     return errorf("{}: file is {} bytes, larger than the {} byte input limit (--max-input)", path, size,
                   max_bytes);
-  std::vector<char> bytes(static_cast<size_t>(size));
-  in.seekg(0);
-  if (size > 0 && !in.read(bytes.data(), size)) return errorf("{}: read failed", path);
+  file.size_ = static_cast<size_t>(size);
+  file.in_.seekg(0);
+  return file;
+}
+
+Status InputFile::read(char* dst, size_t n) {
+  if (n > 0 && !in_.read(dst, static_cast<std::streamsize>(n)))
+    return errorf("{}: truncated or unreadable ({} more bytes expected)", path_, n);
+  return {};
+}
+
+Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes) {
+  SP_ASSIGN_OR_RETURN(InputFile file, open_input_file(path, max_bytes));
+  std::vector<char> bytes(file.size());
+  if (auto s = file.read(bytes.data(), bytes.size()); !s.ok()) return errorf("{}: read failed", path);
   return bytes;
 }
 

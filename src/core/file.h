@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,23 @@ void set_input_byte_limit(int64_t bytes);
 // Reads a whole file. Fails with "<path>: <reason>" when missing, unreadable or larger than
 // max_bytes (by default the input budget).
 Result<std::vector<char>> read_file(const std::string& path, size_t max_bytes = 0);
+
+// A file read in parts, for readers that put its contents where they belong without a copy of the
+// whole file. open_input_file checks it as read_file does (and notes it as an input).
+class InputFile {
+ public:
+  const std::string& path() const { return path_; }
+  size_t size() const { return size_; }
+  // Reads the next `n` bytes into `dst`; "<path>: truncated" when fewer remain.
+  Status read(char* dst, size_t n);
+
+ private:
+  friend Result<InputFile> open_input_file(const std::string& path, size_t max_bytes);
+  std::string path_;
+  size_t size_ = 0;
+  std::ifstream in_;
+};
+Result<InputFile> open_input_file(const std::string& path, size_t max_bytes = 0);
 
 // Writes `data` to a temporary file next to `path`, then renames it over `path`, so a failure
 // never leaves a half-written file. Refuses to replace anything but a regular file (a device, a

@@ -117,6 +117,12 @@ void Tensor::reshape(Shape shape) {
   shape_ = std::move(shape);
 }
 
+void Tensor::keep_leading(int64_t rows) {
+  assert(rank() >= 1 && rows >= 0 && rows <= shape_[0]);
+  shape_[0] = rows;
+  numel_ = shape_numel(shape_);
+}
+
 void Tensor::reset(DType dtype, Shape shape) {
   int64_t n = shape_numel(shape);
   assert(n >= 0);

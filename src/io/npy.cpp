@@ -126,32 +126,90 @@ double element_as_double(const char* p, char kind, int width) {
 
 }  // namespace
 
-Result<Tensor> parse_npy(std::span<const char> bytes) {
-  SP_ASSIGN_OR_RETURN(NpyHeader h, parse_header(bytes));
-  int64_t numel = shape_numel(h.shape);
+namespace {
+
+// The elements as Sparrow holds them: float32 for floats, int64 for integers and booleans.
+DType element_dtype(const NpyHeader& h) {
+  return h.kind == 'f' ? DType::f32 : DType::i64;
+}
+
+// Converts `count` elements from their NPY bytes at `p` into t's elements [first, first + count).
+void decode_elements(const char* p, int64_t first, int64_t count, const NpyHeader& h, Tensor& t) {
+  const size_t bytes = static_cast<size_t>(count) * static_cast<size_t>(h.width);
+  if (t.dtype() == DType::f32 && h.width == 4) {
+    std::memcpy(t.f32_data() + first, p, bytes);
+  } else if (t.dtype() == DType::i64 && h.width == 8) {
+    std::memcpy(t.i64_data() + first, p, bytes);
+  } else if (t.dtype() == DType::f32) {
+    for (int64_t i = 0; i < count; ++i)
+      t.f32_data()[first + i] = static_cast<float>(element_as_double(p + i * h.width, h.kind, h.width));
+  } else {
+    for (int64_t i = 0; i < count; ++i)
+      t.i64_data()[first + i] = static_cast<int64_t>(element_as_double(p + i * h.width, h.kind, h.width));
+  }
+}
+
+// The element count the header declares, checked against the bytes after it.
+Result<int64_t> declared_elements(const NpyHeader& h, size_t data_bytes) {
+  const int64_t numel = shape_numel(h.shape);
   if (numel < 0) return errorf("header field 'shape': {} is negative or too large", shape_str(h.shape));
-  size_t need = static_cast<size_t>(numel) * static_cast<size_t>(h.width);
-  size_t have = bytes.size() - h.data_offset;
-  if (have < need)
-    return errorf("data is truncated: shape {} needs {} bytes, file has {}", shape_str(h.shape), need, have);
-  Tensor t(h.kind == 'f' ? DType::f32 : DType::i64, h.shape);
-  const char* p = bytes.data() + h.data_offset;
-  for (int64_t i = 0; i < numel; ++i) {
-    if (t.dtype() == DType::f32) {
-      t.f32_data()[i] = static_cast<float>(element_as_double(p + i * h.width, h.kind, h.width));
-    } else if (h.width == 8) {
-      std::memcpy(&t.i64_data()[i], p + i * 8, 8);
-    } else {
-      t.i64_data()[i] = static_cast<int64_t>(element_as_double(p + i * h.width, h.kind, h.width));
+  const size_t need = static_cast<size_t>(numel) * static_cast<size_t>(h.width);
+  if (data_bytes < need)
+    return errorf("data is truncated: shape {} needs {} bytes, file has {}", shape_str(h.shape), need,
+                  data_bytes);
+  return numel;
+}
+
+// The magic, version and header of an open file (its first bytes), read as far as the header goes.
+Result<NpyHeader> read_header(InputFile& file) {
+  constexpr size_t kPrefix = 12;  // magic, version and a header length of up to 4 bytes
+  std::vector<char> bytes(std::min(file.size(), kPrefix));
+  SP_RETURN_IF_ERROR(file.read(bytes.data(), bytes.size()));
+  if (bytes.size() >= 10 && std::memcmp(bytes.data(), "\x93NUMPY", 6) == 0) {
+    const size_t len_size = bytes[6] == 1 ? 2 : 4;
+    uint32_t header_len = 0;
+    std::memcpy(&header_len, bytes.data() + 8, std::min(len_size, bytes.size() - 8));
+    const size_t end = std::min(file.size(), 8 + len_size + size_t{header_len});
+    if (end > bytes.size()) {
+      const size_t have = bytes.size();
+      bytes.resize(end);
+      SP_RETURN_IF_ERROR(file.read(bytes.data() + have, end - have));
     }
   }
+  return parse_header(bytes);  // past its data offset: bytes.size()
+}
+
+}  // namespace
+
+Result<Tensor> parse_npy(std::span<const char> bytes) {
+  SP_ASSIGN_OR_RETURN(NpyHeader h, parse_header(bytes));
+  SP_ASSIGN_OR_RETURN(int64_t numel, declared_elements(h, bytes.size() - h.data_offset));
+  Tensor t(element_dtype(h), h.shape);
+  decode_elements(bytes.data() + h.data_offset, 0, numel, h, t);
   return t;
 }
 
 Result<Tensor> read_npy(const std::string& path) {
-  SP_ASSIGN_OR_RETURN(std::vector<char> bytes, read_file(path));
-  auto t = parse_npy(bytes);
-  if (!t.ok()) return t.status().prefixed(path);
+  SP_ASSIGN_OR_RETURN(InputFile file, open_input_file(path));
+  auto header = read_header(file);
+  if (!header.ok()) return header.status().prefixed(path);
+  const NpyHeader& h = *header;
+  auto numel = declared_elements(h, file.size() - h.data_offset);
+  if (!numel.ok()) return numel.status().prefixed(path);
+  // The data goes to the tensor directly, or converted in chunks: reading never holds the file twice.
+  Tensor t(element_dtype(h), h.shape);
+  if (static_cast<size_t>(h.width) == dtype_size(t.dtype())) {
+    SP_RETURN_IF_ERROR(file.read(static_cast<char*>(t.raw()), t.bytes()));
+    return t;
+  }
+  constexpr int64_t kChunkBytes = int64_t{4} << 20;
+  const int64_t per_chunk = std::max<int64_t>(1, kChunkBytes / h.width);
+  std::vector<char> chunk(static_cast<size_t>(std::min(*numel, per_chunk) * h.width));
+  for (int64_t first = 0; first < *numel; first += per_chunk) {
+    const int64_t count = std::min(per_chunk, *numel - first);
+    SP_RETURN_IF_ERROR(file.read(chunk.data(), static_cast<size_t>(count * h.width)));
+    decode_elements(chunk.data(), first, count, h, t);
+  }
   return t;
 }
 

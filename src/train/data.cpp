@@ -28,6 +28,12 @@ Result<LabeledData> load_labeled_idx(const std::string& images, const std::strin
   return d;
 }
 
+void keep_leading_rows(LabeledData& d, int64_t rows) {
+  d.inputs.keep_leading(rows);
+  if (d.labeled()) d.labels.resize(static_cast<size_t>(rows));
+  if (d.teacher.rank() == 2) d.teacher.keep_leading(rows);
+}
+
 LabeledData slice(const LabeledData& d, int64_t begin, int64_t end) {
   Shape shape = d.inputs.shape();
   int64_t sample = d.inputs.numel() / std::max<int64_t>(shape[0], 1);

@@ -29,6 +29,14 @@ torch::Tensor to_torch(const Tensor& t) {
   return torch::from_blob(const_cast<void*>(t.raw()), shape, dtype).clone();
 }
 
+// A view of t's data, without a copy, for data the training only reads (its rows): `t` outlives
+// the view and nothing writes through it.
+torch::Tensor read_only_view(const Tensor& t) {
+  std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
+  auto dtype = t.dtype() == DType::f32 ? torch::kFloat32 : torch::kInt64;
+  return torch::from_blob(const_cast<void*>(t.raw()), shape, dtype);
+}
+
 void copy_back(const torch::Tensor& src, Tensor& dst) {
   auto c = src.detach().contiguous().to(torch::kFloat32);
   std::memcpy(dst.raw(), c.data_ptr<float>(), dst.bytes());
@@ -386,12 +394,12 @@ Result<std::vector<EpochReport>> fit(GraphRunner& net, std::vector<torch::Tensor
   torch::manual_seed(o.seed);
   torch::set_num_threads(o.threads > 0 ? o.threads
                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  torch::Tensor x = to_torch(train.inputs);
+  torch::Tensor x = read_only_view(train.inputs);  // batches are copied out of it
   torch::Tensor y = answers(train);
   torch::Tensor teacher = o.distill.enabled ? to_torch(train.teacher) : torch::Tensor();
   torch::Tensor vx, vy;
   if (val) {
-    vx = to_torch(val->inputs);
+    vx = read_only_view(val->inputs);
     vy = answers(*val);
   }
   std::unique_ptr<torch::optim::Optimizer> opt;

@@ -15,6 +15,7 @@
 #include "core/svg_plot.h"
 #include "core/thread_pool.h"
 #include "sparrow/dataset.h"
+#include "sparrow/train.h"
 #include "test_util.h"
 
 namespace sparrow {
@@ -35,6 +36,31 @@ TEST(Tensor, ShapesAndStorage) {
   Tensor scalar = Tensor::scalar_f32(3.0f);
   EXPECT_EQ(scalar.numel(), 1);
   EXPECT_EQ(scalar.rank(), 0);
+}
+
+TEST(Tensor, KeepingLeadingRowsKeepsTheirDataInPlace) {
+  Tensor t(DType::f32, {4, 3});
+  for (int64_t i = 0; i < 12; ++i) t.f32_data()[i] = static_cast<float>(i);
+  const void* storage = t.raw();
+  t.keep_leading(3);
+  EXPECT_EQ(t.shape(), (Shape{3, 3}));
+  EXPECT_EQ(t.numel(), 9);
+  EXPECT_EQ(t.raw(), storage) << "no copy";
+  EXPECT_EQ(t.f32_data()[8], 8.0f);
+  Tensor copy = t;
+  EXPECT_EQ(copy.bytes(), 36u) << "a copy holds the kept rows only";
+  t.keep_leading(0);
+  EXPECT_EQ(t.numel(), 0);
+  LabeledData d;
+  d.inputs = Tensor(DType::f32, {5, 2});
+  d.inputs.f32_data()[3] = 7.0f;
+  d.labels = {0, 1, 2, 3, 4};
+  d.teacher = Tensor(DType::f32, {5, 10});
+  keep_leading_rows(d, 2);
+  EXPECT_EQ(d.size(), 2);
+  EXPECT_EQ(d.inputs.f32_data()[3], 7.0f);
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{0, 1}));
+  EXPECT_TRUE(d.taught()) << "the teacher's outputs shrink with the rows";
 }
 
 TEST(Tensor, NumelGuardsOverflowAndNegatives) {

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
 
 #include <zlib.h>
 
@@ -97,6 +98,54 @@ TEST(Npy, RejectsBadFilesWithFieldNames) {
   write_bytes(dir + "/junk.npy", "hello");
   EXPECT_FALSE(read_npy(dir + "/junk.npy").ok());
   EXPECT_NE(read_npy(dir + "/missing.npy").status().message().find("no such file"), std::string::npos);
+}
+
+// read_npy reads the data into the tensor in parts (directly, or converted chunk by chunk); it
+// gives what parse_npy gives on the whole file for every element kind, also across the chunks of a
+// converted array larger than one chunk, and the same errors (named by the file) on cut files.
+TEST(Npy, FileReadsInPartsMatchWholeBufferParses) {
+  const std::string dir = test::temp_dir("npy_parts");
+  auto element_bytes = [](int64_t n, int width, uint64_t seed) {
+    std::string data(static_cast<size_t>(n * width), '\0');
+    uint64_t state = seed;
+    for (char& c : data) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      c = static_cast<char>(state >> 56);
+    }
+    return data;
+  };
+  struct Kind {
+    const char* descr;
+    int width;
+    int64_t n;
+  };
+  // 600000 doubles are 4.8 MB: two chunks of conversion. Half floats stay finite below 0x7C00.
+  for (const Kind k : {Kind{"<f4", 4, 1000}, Kind{"<f8", 8, 600000}, Kind{"<i8", 8, 100}, Kind{"<i4", 4, 100},
+                       Kind{"|u1", 1, 3000}, Kind{"|b1", 1, 10}, Kind{"<i2", 2, 7}}) {
+    std::string data = element_bytes(k.n, k.width, static_cast<uint64_t>(k.n));
+    if (k.width == 8 && k.descr[1] == 'f')  // finite doubles: clear each value's top exponent bit
+      for (int64_t i = 0; i < k.n; ++i) data[static_cast<size_t>(i * 8 + 7)] &= 0x3f;
+    const std::string bytes = npy_bytes(k.descr, fmt::format("({},)", k.n), data);
+    write_bytes(dir + "/a.npy", bytes);
+    auto whole = parse_npy(std::span<const char>(bytes.data(), bytes.size()));
+    auto parts = read_npy(dir + "/a.npy");
+    ASSERT_TRUE(whole.ok() && parts.ok()) << k.descr << ": " << parts.status().message();
+    ASSERT_EQ(parts->dtype(), whole->dtype()) << k.descr;
+    ASSERT_EQ(parts->shape(), whole->shape()) << k.descr;
+    EXPECT_EQ(std::memcmp(parts->raw(), whole->raw(), whole->bytes()), 0) << k.descr;
+    write_bytes(dir + "/cut.npy", bytes.substr(0, bytes.size() - 1));
+    auto cut = read_npy(dir + "/cut.npy");
+    ASSERT_FALSE(cut.ok()) << k.descr;
+    EXPECT_NE(cut.status().message().find(dir + "/cut.npy: data is truncated"), std::string::npos)
+        << cut.status().message();
+  }
+  const std::string header = npy_bytes("<f4", "(2,)", "");
+  for (size_t keep : {size_t{4}, size_t{9}, size_t{40}}) {
+    write_bytes(dir + "/header.npy", header.substr(0, keep));
+    auto r = read_npy(dir + "/header.npy");
+    ASSERT_FALSE(r.ok()) << keep;
+    EXPECT_EQ(r.status().message().rfind(dir + "/header.npy: ", 0), 0u) << r.status().message();
+  }
 }
 
 TEST(Npz, RoundTripsStoredAndDeflatedArrays) {
