@@ -55,18 +55,20 @@ bool is_image_file(const std::string& path);
 // Decodes a PNG (libpng: any bit depth, palette or alpha; alpha composed over black) or a JPEG
 // (libjpeg), told apart by their signatures. Errors name the file.
 Result<DecodedImage> decode_image(const std::string& path);
-// The image scaled (bilinear, pixel centers aligned) so that it covers height x width, then the
-// centered height x width window, as raw values 0-255 in `out` [channels, height, width]; gray
-// becomes RGB by replication, RGB gray by ITU-R BT.601's weights.
+// The image scaled (bilinear, pixel centers aligned) so that it just covers height x width, or,
+// with `shorter_side` > 0, so that its shorter side is that many pixels (at least height and width),
+// then the centered height x width window, as raw values 0-255 in `out` [channels, height, width];
+// gray becomes RGB by replication, RGB gray by ITU-R BT.601's weights.
 void resize_center_crop(const DecodedImage& image, int64_t channels, int64_t height, int64_t width,
-                        float* out);
+                        float* out, int64_t shorter_side = 0);
 // A folder of images with one sub-folder per class (classes numbered in name order, as
 // torchvision's ImageFolder does; .png, .jpg, .jpeg files): images [N, channels, height, width]
-// by resize_center_crop, the classes taken in turn (file i of each class, then file i + 1) so any
-// run of rows mixes them; at most `limit` images (0: all). `class_names`, if given, receives the
-// sub-folders' names.
+// by resize_center_crop (with `shorter_side`), the classes taken in turn (file i of each class, then
+// file i + 1) so any run of rows mixes them; at most `limit` images (0: all). `class_names`, if
+// given, receives the sub-folders' names.
 Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int64_t height, int64_t width,
-                                   int64_t limit = 0, std::vector<std::string>* class_names = nullptr);
+                                   int64_t limit = 0, std::vector<std::string>* class_names = nullptr,
+                                   int64_t shorter_side = 0);
 
 // Reads an IDX file (gzip-compressed or plain) as float32 raw values with the file's dimensions,
 // e.g. [60000, 28, 28] for MNIST images.

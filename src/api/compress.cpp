@@ -211,7 +211,8 @@ Result<CompressOptions> options_from_recipe(const nlohmann::json& recipe, const 
 
 Status apply_retrain_recipe(const nlohmann::json& block, RetrainOptions& r, nlohmann::json* data_source) {
   if (!block.is_object()) return errorf("retrain: expected an object");
-  static const char* kDataKeys[] = {"data", "labels", "scale", "shift", "mean", "std", "validation", "limit"};
+  static const char* kDataKeys[] = {"data", "labels",     "scale", "shift", "mean",
+                                    "std",  "validation", "limit", "resize"};
   for (const auto& [key, v] : block.items()) {
     const std::string where = "retrain." + key;
     if (std::find(std::begin(kDataKeys), std::end(kDataKeys), key) != std::end(kDataKeys)) {

@@ -108,11 +108,13 @@ Status merge_retrain_recipe(const nlohmann::json& recipe, const Given& given, Co
     if (source.contains("shift")) a.data.shift = source["shift"].get<float>();
     a.data.validation = source.value("validation", a.data.validation);
     a.data.limit = source.value("limit", a.data.limit);
+    a.data.resize = source.value("resize", a.data.resize);
     a.data.mean = source.value("mean", a.data.mean);
     a.data.std = source.value("std", a.data.std);
   } catch (const nlohmann::json::exception&) {
     return errorf(
-        "{}: retrain: data, labels must be paths, scale, shift, validation, limit numbers and mean, std "
+        "{}: retrain: data, labels must be paths, scale, shift, validation, limit, resize numbers and mean, "
+        "std "
         "lists of "
         "numbers",
         a.recipe);
@@ -127,6 +129,7 @@ nlohmann::json data_source(const DataArgs& d) {
   if (d.scale) j["scale"] = *d.scale;
   if (d.shift) j["shift"] = *d.shift;
   if (d.limit > 0) j["limit"] = d.limit;
+  if (d.resize > 0) j["resize"] = d.resize;
   if (!d.mean.empty()) j["mean"] = d.mean;
   if (!d.std.empty()) j["std"] = d.std;
   return j;
@@ -295,7 +298,8 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   add_distillation_options(cmd, a->distill);
   // These describe --data; the retraining settings need data too, from --data or from the recipe
   // (run_compress checks them once the recipe is read).
-  for (const char* name : {"--labels", "--scale", "--shift", "--mean", "--std", "--limit", "--validation"})
+  for (const char* name :
+       {"--labels", "--scale", "--shift", "--mean", "--std", "--limit", "--validation", "--resize"})
     cmd->get_option(name)->needs(data);
   for (const char* name : {"--distill-loss", "--temperature", "--distill-weight"})
     cmd->get_option(name)->needs("--distill");

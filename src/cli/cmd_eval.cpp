@@ -26,6 +26,7 @@ struct EvalOptions {
   std::string model, images, data, labels, reference;
   std::optional<float> scale, shift;  // IDX images: default 1/255 and 0
   std::vector<float> mean, std;       // --data DIR: per-channel normalization
+  int64_t resize = 0;                 // --data of an image folder: the shorter side first scaled to this
   int64_t batch = 64;
   int64_t limit = 0;
   bool json = false;
@@ -128,10 +129,12 @@ Result<LabeledData> eval_set(const EvalOptions& o, const Model& model) {
     d.shift = o.shift;
     d.mean = o.mean;
     d.std = o.std;
+    d.resize = o.resize;
     return load_test_set(model, d);
   }
   if (!o.mean.empty() || !o.std.empty())
     return errorf("--mean and --std go with --data DIR (a directory of IDX files or CIFAR-10 batches)");
+  if (o.resize > 0) return errorf("--resize goes with --data DIR of an image folder");
   LabeledData set;
   SP_ASSIGN_OR_RETURN(set.inputs, eval_inputs(o));
   SP_ASSIGN_OR_RETURN(set.labels, eval_labels(o, set.inputs.dim(0)));
@@ -245,6 +248,11 @@ Command add_eval(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--std", o->std, "--data DIR: per-channel standard deviation divided by last")
       ->delimiter(',')
       ->check(kFiniteNumber);
+  cmd->add_option(
+         "--resize", o->resize,
+         "--data of an image folder: scale each image so that its shorter side is N pixels, then take "
+         "the centered input-sized window")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--labels", o->labels, "Labels: IDX (optionally .gz) or .npy, one per input");
   cmd->add_option("--reference", o->reference,
                   "A model to compare with (e.g. the original of a compressed model): top-1 agreement and "

@@ -208,7 +208,12 @@ Result<LabeledData> load_images(const std::string& folder, const Shape& sample, 
     return errorf(
         "{}: images need a model input of [N, channels, height, width] with known sizes, got [N] + {}",
         folder, shape_str(sample));
-  SP_ASSIGN_OR_RETURN(ImageSet set, read_image_folder(folder, sample[0], sample[1], sample[2], limit));
+  if (a.resize > 0 && (a.resize < sample[1] || a.resize < sample[2]))
+    return errorf(
+        "--resize {}: the shorter side must be at least the model's input height and width ({} x {})",
+        a.resize, sample[1], sample[2]);
+  SP_ASSIGN_OR_RETURN(ImageSet set,
+                      read_image_folder(folder, sample[0], sample[1], sample[2], limit, nullptr, a.resize));
   LabeledData d;
   d.inputs = std::move(set.images);
   SP_RETURN_IF_ERROR(normalize_pixels(d.inputs, a, folder));
@@ -271,6 +276,7 @@ struct DataSource {
   Result<LabeledData> (*load_test)(const Shape& sample, const DataArgs& a);
   bool pixel_bytes;      // normalized by --scale, --shift, --mean, --std
   bool labels_separate;  // labels come from --labels
+  bool resized;          // images of any size, scaled by --resize
 };
 
 bool has_extension(const std::string& path, const char* extension) {
@@ -279,19 +285,19 @@ bool has_extension(const std::string& path, const char* extension) {
 
 const DataSource kDataSources[] = {
     {"a NumPy array (.npy)", [](const std::string& p) { return has_extension(p, ".npy"); }, load_npy_splits,
-     npy_rows, false, true},
+     npy_rows, false, true, false},
     {"a NumPy archive (.npz)", [](const std::string& p) { return has_extension(p, ".npz"); }, load_npz_splits,
-     npz_test_set, false, false},
+     npz_test_set, false, false, false},
     {"CIFAR-10's binary batches",
      [](const std::string& p) {
        return fs::exists(fs::path(p) / "data_batch_1.bin") || fs::exists(fs::path(p) / "test_batch.bin");
      },
-     load_cifar_splits, cifar_test_set, true, false},
+     load_cifar_splits, cifar_test_set, true, false, false},
     {"an image folder (one sub-folder per class, PNG or JPEG)", is_image_folder, load_image_splits,
-     image_test_set, true, false},
+     image_test_set, true, false, true},
     // Last: any other directory is read as MNIST's IDX files, and a missing one is named.
     {"MNIST-named IDX files", [](const std::string&) { return true; }, load_idx_splits, idx_test_set, true,
-     false},
+     false, false},
 };
 
 // The kind of `a.dir`, its options checked against it.
@@ -305,6 +311,9 @@ Result<const DataSource*> source_of(const DataArgs& a) {
         a.dir, source.what);
   if (!source.labels_separate && !a.labels.empty())
     return errorf("--labels goes with --data FILE.npy; {} ({}) holds its own labels", a.dir, source.what);
+  if (!source.resized && a.resize > 0)
+    return errorf("--resize scales the images of an image folder; {} ({}) holds inputs of the model's size",
+                  a.dir, source.what);
   return &source;
 }
 
@@ -349,6 +358,11 @@ void add_data_options(CLI::App* cmd, DataArgs& d) {
       ->delimiter(',')
       ->check(kFiniteNumber);
   cmd->add_option("--limit", d.limit, "Use only the first N training images")->check(CLI::NonNegativeNumber);
+  cmd->add_option(
+         "--resize", d.resize,
+         "Image folders: scale each image so that its shorter side is N pixels, then take the centered "
+         "input-sized window (as torchvision's Resize(N) + CenterCrop); default: scale to just cover it")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--validation", d.validation,
                   "Training rows held out for validation (default 5000, at most a fifth)")
       ->check(CLI::NonNegativeNumber);

@@ -24,6 +24,7 @@ struct DataArgs {
   std::vector<float> std;      // pixel bytes, per channel (or one for all): default 1
   int64_t limit = 0;
   int64_t validation = 5000;
+  int64_t resize = 0;  // image folders: the shorter side scaled to this first (0: just covering)
 };
 
 struct DataSplits {

@@ -184,10 +184,13 @@ Result<DecodedImage> decode_image(const std::string& path) {
 }
 
 void resize_center_crop(const DecodedImage& image, int64_t channels, int64_t height, int64_t width,
-                        float* out) {
-  // The scale that makes the image cover height x width, then the centered window of that size.
+                        float* out, int64_t shorter_side) {
+  // The scale that makes the image cover height x width (or its shorter side shorter_side), then the
+  // centered window of that size.
   const double scale =
-      std::max(static_cast<double>(height) / image.height, static_cast<double>(width) / image.width);
+      shorter_side > 0
+          ? static_cast<double>(shorter_side) / std::min(image.height, image.width)
+          : std::max(static_cast<double>(height) / image.height, static_cast<double>(width) / image.width);
   const double off_y = (image.height * scale - height) / 2, off_x = (image.width * scale - width) / 2;
   for (int64_t c = 0; c < channels; ++c)
     for (int64_t y = 0; y < height; ++y) {
@@ -211,9 +214,12 @@ void resize_center_crop(const DecodedImage& image, int64_t channels, int64_t hei
 }
 
 Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int64_t height, int64_t width,
-                                   int64_t limit, std::vector<std::string>* class_names) {
+                                   int64_t limit, std::vector<std::string>* class_names,
+                                   int64_t shorter_side) {
   if (channels != 1 && channels != 3)
     return errorf("{}: images become 1 (gray) or 3 (RGB) channels, the model's input has {}", dir, channels);
+  if (shorter_side > 0 && (shorter_side < height || shorter_side < width))
+    return errorf("{}: a shorter side of {} cannot cover a {} x {} window", dir, shorter_side, height, width);
   std::vector<std::string> names;
   SP_ASSIGN_OR_RETURN(auto files, list_classes(dir, names));
   // Round-robin over the classes, so any run of rows (the held-out last ones) mixes them.
@@ -234,7 +240,7 @@ Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int
   set.images = Tensor(DType::f32, {n, channels, height, width});
   for (int64_t i = 0; i < n; ++i) {
     SP_ASSIGN_OR_RETURN(DecodedImage image, decode_image(order[static_cast<size_t>(i)].first));
-    resize_center_crop(image, channels, height, width, set.images.f32_data() + i * per_image);
+    resize_center_crop(image, channels, height, width, set.images.f32_data() + i * per_image, shorter_side);
     set.labels.push_back(order[static_cast<size_t>(i)].second);
   }
   if (class_names) *class_names = std::move(names);

@@ -175,6 +175,17 @@ TEST(Images, ResizeKeepsSameSizeExactlyAndCropsTheCenter) {
                   4;
       EXPECT_NEAR(gray[y * 4 + x], want, 1e-3) << y << "," << x;
     }
+  // Resize(4) + CenterCrop(2) keeps the 8 x 4 image's size: the middle 2 x 2 pixels, exactly.
+  std::vector<float> middle(3 * 2 * 2), cover(3 * 2 * 2), half(3 * 2 * 2);
+  resize_center_crop(image, 3, 2, 2, middle.data(), 4);
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t y = 0; y < 2; ++y)
+      for (int64_t x = 0; x < 2; ++x)
+        ASSERT_EQ(middle[(c * 2 + y) * 2 + x], at(y + 1, x + 3, c)) << "the shorter side stays 4";
+  resize_center_crop(image, 3, 2, 2, cover.data());
+  resize_center_crop(image, 3, 2, 2, half.data(), 2);
+  EXPECT_EQ(cover, half) << "a shorter side of the window's size is the covering scale";
+  EXPECT_NE(cover, middle);
   DecodedImage one{1, 1, 1, {200}};
   std::vector<float> up(3 * 5 * 5);
   resize_center_crop(one, 3, 5, 5, up.data());
@@ -211,6 +222,11 @@ TEST(Images, FoldersNumberClassesByNameAndTakeThemInTurn) {
   EXPECT_NE(read_image_folder(empty, 1, 4, 4).status().message().find("no class folders"), std::string::npos);
   fs::create_directories(empty + "/only");
   EXPECT_NE(read_image_folder(empty, 1, 4, 4).status().message().find("no PNG or JPEG files"),
+            std::string::npos);
+  EXPECT_NE(read_image_folder(dir, 1, 4, 4, 0, nullptr, 3)
+                .status()
+                .message()
+                .find("a shorter side of 3 cannot cover a 4 x 4 window"),
             std::string::npos);
   EXPECT_NE(read_image_folder(dir, 2, 4, 4).status().message().find("1 (gray) or 3 (RGB)"),
             std::string::npos);

@@ -738,6 +738,33 @@ TEST(TrainingData, AnImageFolderTrainsLikeTheSameImagesAsArrays) {
   auto eval = test::run_cli("-q eval " + dir + "/images.spw --data " + dir + "/images --json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_EQ(nlohmann::json::parse(eval.output)["total"], classes * per_class) << "the test/ folder";
+  // --resize 32 keeps 32 x 32 images as they are, is recorded, and needs a shorter side that covers
+  // the input and an image folder.
+  auto resized = test::run_cli("-q eval " + dir + "/images.spw --data " + dir + "/images --resize 32 --json");
+  ASSERT_EQ(resized.exit_code, 0) << resized.output;
+  EXPECT_EQ(nlohmann::json::parse(resized.output)["accuracy"],
+            nlohmann::json::parse(eval.output)["accuracy"]);
+  auto recorded_resize = test::run_cli("-q --threads 1 compress " + dir + "/m.onnx -o " + dir +
+                                       "/resized.spw --sparsity 0.5 --prune-steps 1 --retrain-epochs 1 "
+                                       "--finetune-epochs 0 --validation 6 --resize 32 --json --data " +
+                                       dir + "/images");
+  ASSERT_EQ(recorded_resize.exit_code, 0) << recorded_resize.output;
+  EXPECT_EQ(nlohmann::json::parse(recorded_resize.output)["metadata"]["retrain"]["resize"], 32);
+  auto small = test::run_cli("-q eval " + dir + "/images.spw --data " + dir + "/images --resize 16");
+  EXPECT_EQ(small.exit_code, 1);
+  EXPECT_NE(small.output.find("--resize 16: the shorter side must be at least"), std::string::npos)
+      << small.output;
+  auto arrays = test::run_cli("-q eval " + dir + "/images.spw --data " + dir + "/x.npy --labels " + dir +
+                              "/y.npy --resize 40");
+  EXPECT_EQ(arrays.exit_code, 1);
+  EXPECT_NE(arrays.output.find("--resize goes with --data DIR of an image folder"), std::string::npos)
+      << arrays.output;
+  auto train_arrays = test::run_cli("-q train " + dir + "/m.onnx -o " + dir + "/t.onnx --data " + dir +
+                                    "/x.npy --labels " + dir + "/y.npy --resize 40");
+  EXPECT_EQ(train_arrays.exit_code, 1);
+  EXPECT_NE(train_arrays.output.find("--resize scales the images of an image folder; " + dir + "/x.npy"),
+            std::string::npos)
+      << train_arrays.output;
 }
 
 TEST(RetrainRecipe, ACompressionReplaysFromItsOwnFileAndFromAJsonRecipe) {
