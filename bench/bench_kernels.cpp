@@ -331,7 +331,7 @@ void BM_RowWalkCrossover(benchmark::State& state) {
   state.SetLabel(std::string(names[state.range(0)]) + (rows ? ", rows" : ", columns"));
 }
 BENCHMARK(BM_RowWalkCrossover)
-    ->ArgsProduct({{0, 1, 2}, {30, 40, 50, 60, 100}, {0, 1}})
+    ->ArgsProduct({{0, 1, 2}, {10, 15, 20, 30, 40, 50, 60, 100}, {0, 1}})
     ->Unit(benchmark::kMicrosecond);
 
 // A 3x3 depthwise window, padding 1, over a square plane of side arg 1 at stride arg 2.

@@ -45,6 +45,15 @@ std::string machine_description(const std::string& cpuinfo, int threads, long l2
   return out;
 }
 
+int64_t l2_cache_bytes() {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#else
+  const long l2 = 0;
+#endif
+  return l2 > 0 ? l2 : int64_t{1} << 20;
+}
+
 std::string machine_description() {
   std::ifstream file("/proc/cpuinfo");
   std::stringstream text;

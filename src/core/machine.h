@@ -1,6 +1,7 @@
 // What machine a measurement ran on, for the lines benchmarks print beside their figures.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace sparrow {
@@ -12,5 +13,8 @@ namespace sparrow {
 std::string machine_description();
 // The same from the text of a /proc/cpuinfo, a thread count and an L2 size in bytes (0: unknown).
 std::string machine_description(const std::string& cpuinfo, int threads, long l2_bytes);
+
+// The L2 cache per core in bytes, as the system reports it; 1 MiB when it does not say.
+int64_t l2_cache_bytes();
 
 }  // namespace sparrow

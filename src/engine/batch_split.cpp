@@ -1,5 +1,7 @@
 #include "engine/batch_split.h"
 
+#include "core/machine.h"
+
 #include <unistd.h>
 
 #include <cstring>
@@ -171,8 +173,7 @@ bool chunks_gain(int64_t batch, int64_t activation_bytes_per_sample, int64_t con
 }
 
 int64_t chunk_cache_bytes() {
-  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-  return l2 > 0 ? l2 : int64_t{1} << 20;
+  return l2_cache_bytes();
 }
 
 namespace {

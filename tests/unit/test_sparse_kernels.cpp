@@ -8,6 +8,7 @@
 #include <random>
 
 #include "engine/epilogue.h"
+#include "engine/sparse/code_source.h"
 #include "engine/sparse/kernels.h"
 #include "engine/sparse/layout_table.h"
 #include "engine/sparse/sparse_run.h"
@@ -741,16 +742,17 @@ TEST_P(SparseKernelsPerIsa, SlicedRowsEveryVariantMatchesOnTheGrid) {
   for (int64_t rows : {1, 15, 16, 17, 300})
     for (int64_t cols : {1, 15, 16, 17, 33, 4096, 4097, 8200})
       for (double density : {0.0, 0.02, 0.09, 0.5, 1.0})
-        for (bool compact : {false, true}) {
+        for (auto [compact, panelled] : {std::pair{false, true}, {false, false}, {true, false}}) {
           Case c = make_case(rows, cols, density, 16, seed++);
-          SlicedRows s = build_sliced_rows(c.codes, rows, cols, compact);
+          SlicedRows s = build_sliced_rows(c.codes, rows, cols, compact, panelled);
           EXPECT_EQ(s.entry_bits, compact ? 8 : 16);
+          EXPECT_EQ(s.panelled(), panelled);
           for (double x_density : {0.0, 0.35, 1.0}) {
             auto x = random_input(cols, x_density, seed++);
             auto want = dense_product(c, x);
             std::string what = std::string(isa_name(isa)) + " sliced rows " + std::to_string(rows) + "x" +
                                std::to_string(cols) + " d=" + std::to_string(density) + " " +
-                               std::to_string(s.entry_bits) + "-bit";
+                               std::to_string(s.entry_bits) + "-bit" + (panelled ? " panelled" : "");
             auto kernel = sparse_kernels_for(isa).spmv_rows_sliced;
             expect_close(run_rows(s, c, kernel, x, 0, s.slices()), want, what);
             if (s.slices() > 2) {
@@ -779,11 +781,43 @@ Case three_rows(int64_t cols, int64_t far) {
   return c;
 }
 
-TEST(SparseKernels, SlicedRowsSortByLengthAndHoldColumnsOrGaps) {
-  // Up to 4096 columns, two-byte entries hold columns: sorted rows 2, 0, 1, as many steps as the
-  // longest row, shorter rows and the lanes past the rows padded, each lane's count kept.
+TEST(SparseKernels, PanelledSlicedRowsHoldEachPanelsEntriesInTurn) {
+  // 100 columns: panels 0-31, 32-63, 64-95, 96-99. Sorted rows 2, 0, 1 in one slice; each panel as
+  // many steps as its longest row there (row 2: two in panel 0 and two in panel 1; row 0 one in
+  // panel 2; none in panel 3), the columns within the panel, shorter lanes padded with code 0.
   Case c = three_rows(100, 90);
   SlicedRows s = build_sliced_rows(c.codes, 3, 100);
+  ASSERT_TRUE(s.panelled());
+  ASSERT_EQ(s.panels(), 4);
+  EXPECT_EQ(s.order, (std::vector<int32_t>{2, 0, 1}));
+  EXPECT_EQ(s.panel_steps, (std::vector<uint8_t>{2, 2, 1, 0}));
+  ASSERT_EQ(s.slice_ptr, (std::vector<uint32_t>{0, 5 * 16}));
+  auto lane = [&](int step, int i) { return s.entries16[static_cast<size_t>(step * 16 + i)]; };
+  EXPECT_EQ(lane(0, 0), 1 << 4 | 2);
+  EXPECT_EQ(lane(0, 1), 3 << 4 | 9);
+  EXPECT_EQ(lane(0, 2), 0 << 4 | 15);
+  EXPECT_EQ(lane(0, 3), 0) << "lane past the rows";
+  EXPECT_EQ(lane(1, 0), 2 << 4 | 3);
+  EXPECT_EQ(lane(1, 1), 0) << "row 0 has one entry in panel 0";
+  EXPECT_EQ(lane(2, 0), (40 - 32) << 4 | 4) << "panel 1";
+  EXPECT_EQ(lane(3, 0), (41 - 32) << 4 | 5);
+  EXPECT_EQ(lane(2, 1), 0);
+  EXPECT_EQ(lane(4, 1), (90 - 64) << 4 | 1) << "panel 2";
+  EXPECT_EQ(lane(4, 0), 0);
+  // Read back row by row through the code source of a matrix that holds only these rows.
+  SparseMatrix m = sparse_matrix_header(*dense_codes(c.codes, 3, 100), c.codebook, 1);
+  m.sliced_rows = s;
+  std::vector<uint8_t> back(c.codes.size(), 0);
+  matrix_codes(m)->visit([&](int64_t r, int64_t col, uint8_t code) { back[r * 100 + col] = code; });
+  EXPECT_EQ(back, c.codes);
+}
+
+TEST(SparseKernels, SlicedRowsSortByLengthAndHoldColumnsOrGaps) {
+  // The classic format. Up to 4096 columns, two-byte entries hold columns: sorted rows 2, 0, 1, as
+  // many steps as the longest row, shorter rows and the lanes past the rows padded, each lane's
+  // count kept.
+  Case c = three_rows(100, 90);
+  SlicedRows s = build_sliced_rows(c.codes, 3, 100, false, false);
   ASSERT_EQ(s.entry_bits, 16);
   ASSERT_FALSE(s.gap_coded);
   EXPECT_EQ(s.order, (std::vector<int32_t>{2, 0, 1}));
@@ -804,7 +838,7 @@ TEST(SparseKernels, SlicedRowsSortByLengthAndHoldColumnsOrGaps) {
 
   // Past 4096 columns, 12-bit gaps: row 0's gap of 4096 columns takes one filler.
   c = three_rows(4101, 4100);
-  s = build_sliced_rows(c.codes, 3, 4101);
+  s = build_sliced_rows(c.codes, 3, 4101, false, false);
   ASSERT_EQ(s.entry_bits, 16);
   ASSERT_TRUE(s.gap_coded);
   EXPECT_TRUE(s.lengths.empty());
@@ -848,15 +882,15 @@ TEST(SparseKernels, SlicedRowsSortByLengthAndHoldColumnsOrGaps) {
     Case m = three_rows(t.cols, t.cols - 1 == 4100 ? 4100 : 90);
     std::vector<float> x(static_cast<size_t>(t.cols), 1.0f);
     for (int64_t j : t.at) x[static_cast<size_t>(j)] = INFINITY;
-    for (bool compact : {false, true}) {
-      SlicedRows layout = build_sliced_rows(m.codes, 3, t.cols, compact);
+    for (auto [compact, panelled] : {std::pair{false, true}, {false, false}, {true, false}}) {
+      SlicedRows layout = build_sliced_rows(m.codes, 3, t.cols, compact, panelled);
       for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
         if (isa <= best_supported_isa()) {
           auto y = run_rows(layout, m, sparse_kernels_for(isa).spmv_rows_sliced, x, 0, 1);
           for (int64_t r = 0; r < 3; ++r)
             EXPECT_TRUE(r == t.row ? std::isinf(y[r]) : std::isfinite(y[r]))
-                << isa_name(isa) << ", " << t.cols << " columns, " << layout.entry_bits << "-bit, row " << r
-                << ": " << y[r];
+                << isa_name(isa) << ", " << t.cols << " columns, " << layout.entry_bits << "-bit"
+                << (panelled ? " panelled" : "") << ", row " << r << ": " << y[r];
         }
     }
   }
@@ -893,7 +927,7 @@ void row_walk_through_the_driver(int64_t rows, int64_t cols) {
   bool avx512 = sparse_kernels().isa == Isa::avx512;
   EXPECT_EQ(m.sliced_rows.empty(), !avx512);
   if (avx512) {
-    EXPECT_EQ(m.sliced_rows.gap_coded, cols > kSliceColumns);
+    EXPECT_TRUE(m.sliced_rows.panelled());
   }
   for (double x_density : {0.1, 0.6, 1.0}) {
     auto x = random_input(cols, x_density, 1401);
@@ -932,9 +966,16 @@ TEST(SparseKernels, RowWalkThresholdFollowsTheShape) {
     return static_cast<double>(row_walk_from_active(columns, by_rows)) / static_cast<double>(cols);
   };
   double tall = threshold_share(8000, 600), wide = threshold_share(600, 4096);
-  EXPECT_GT(tall, wide + 0.1);
-  EXPECT_GT(tall, 0.65);
-  EXPECT_LT(wide, 0.65);
+  EXPECT_GT(tall, wide + 0.03);
+  EXPECT_GT(wide, 0.1) << "the panelled walk pays from about a sixth of the inputs";
+  EXPECT_LT(tall, 0.3);
+  // Beyond the L2 cache the panelled walk waits on the shared cache: a smaller cache, a later
+  // threshold.
+  Case big = make_case(4096, 4096, 0.09, 16, 1502);
+  BandedCsc big_columns = build_banded_csc(big.codes, 4096, 4096);
+  SlicedRows big_rows = build_sliced_rows(big.codes, 4096, 4096);
+  EXPECT_GT(row_walk_from_active(big_columns, big_rows, int64_t{256} << 10),
+            row_walk_from_active(big_columns, big_rows, int64_t{32} << 20));
   Case empty = make_case(50, 40, 0.0, 16, 1501);
   EXPECT_GT(
       row_walk_from_active(build_banded_csc(empty.codes, 50, 40), build_sliced_rows(empty.codes, 50, 40)),

@@ -96,6 +96,7 @@ class MatrixCodes : public CodeSource {
   // Row by row in the matrix's order (the slices hold them sorted by length).
   void visit_sliced(const Sink& sink) const {
     const SlicedRows& s = m_.sliced_rows;
+    if (s.panelled()) return visit_panelled(sink);
     std::vector<int64_t> position(static_cast<size_t>(rows()));
     for (int64_t pos = 0; pos < rows(); ++pos)
       position[static_cast<size_t>(s.order[static_cast<size_t>(pos)])] = pos;
@@ -109,6 +110,24 @@ class MatrixCodes : public CodeSource {
         col = s.gap_coded ? col + (entry >> 4) + 1 : entry >> 4;
         if (entry & 0xF) sink(r, col, static_cast<uint8_t>(entry & 0xF));
       }
+    }
+  }
+  // The same for panelled slices: a row's entries panel by panel, in its lane of each step.
+  void visit_panelled(const Sink& sink) const {
+    const SlicedRows& s = m_.sliced_rows;
+    const int64_t panels = s.panels();
+    std::vector<int64_t> position(static_cast<size_t>(rows()));
+    for (int64_t pos = 0; pos < rows(); ++pos)
+      position[static_cast<size_t>(s.order[static_cast<size_t>(pos)])] = pos;
+    for (int64_t r = 0; r < rows(); ++r) {
+      const int64_t pos = position[static_cast<size_t>(r)], slice = pos / kSliceRows;
+      uint32_t e = s.slice_ptr[static_cast<size_t>(slice)] + static_cast<uint32_t>(pos % kSliceRows);
+      for (int64_t p = 0; p < panels; ++p)
+        for (int step = 0; step < s.panel_steps[static_cast<size_t>(slice * panels + p)];
+             ++step, e += kSliceRows) {
+          const unsigned entry = s.entries16[e];
+          if (entry & 0xF) sink(r, p * s.panel_columns + (entry >> 4), static_cast<uint8_t>(entry & 0xF));
+        }
     }
   }
   void visit_tiles(const Sink& sink) const {

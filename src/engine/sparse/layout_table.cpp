@@ -120,13 +120,36 @@ void sliced_rows_build(SparseMatrix& m, const CodeSource& codes) {
 }
 int64_t sliced_rows_held(const SparseMatrix& m) {
   const SlicedRows& s = m.sliced_rows;
-  return held(s.order) + held(s.slice_ptr) + held(s.lengths) + held(s.entries8) + held(s.entries16);
+  return held(s.order) + held(s.slice_ptr) + held(s.lengths) + held(s.panel_steps) + held(s.entries8) +
+         held(s.entries16);
+}
+// The expected largest of 16 rows' entry counts in one panel (kSliceRows draws of a Poisson count
+// with the panel's mean): E[max] = sum over k >= 0 of P(max > k).
+double expected_panel_steps(double mean) {
+  double expected = 0, below = 0, term = std::exp(-mean);  // P(count <= k), P(count == k)
+  for (int k = 0; k < kPanelColumns; ++k) {
+    below += term;
+    expected += 1.0 - std::pow(std::min(below, 1.0), static_cast<double>(kSliceRows));
+    term *= mean / (k + 1);
+  }
+  return expected;
+}
+// Panelled: two bytes per slot, each slice's panel as many steps as its longest row there (rows
+// with their non-zeros spread at random), the steps per panel, the order and slice offsets.
+int64_t panelled_rows_expected(const SparseMatrix& m) {
+  const int64_t slices = (m.rows + kSliceRows - 1) / kSliceRows;
+  const int64_t panels = (m.cols + kPanelColumns - 1) / kPanelColumns;
+  const double per_row_panel = static_cast<double>(m.nonzeros) / static_cast<double>(m.rows * panels);
+  const auto slots = static_cast<int64_t>(static_cast<double>(slices * panels * kSliceRows) *
+                                          expected_panel_steps(per_row_panel));
+  return 2 * std::max(slots, m.nonzeros) + slices * panels + 4 * m.rows + 4 * (slices + 1);
 }
 // Two bytes per non-zero, or in a compact matrix one and the fillers of 4-bit gaps; padding for the
 // lanes of the last slice past the rows, as long as an average row, and half a step per slice for
 // the shorter rows of a slice (sorted by length, they differ little).
 int64_t sliced_rows_expected(const SparseMatrix& m) {
   if (m.rows == 0) return 4;
+  if (!m.compact) return panelled_rows_expected(m);
   const int64_t slices = (m.rows + kSliceRows - 1) / kSliceRows;
   const int64_t entry_bytes = m.compact ? 1 : 2;
   const int64_t entries = m.compact ? entries_expected(m) : m.nonzeros;
@@ -138,7 +161,7 @@ int64_t sliced_rows_expected(const SparseMatrix& m) {
 int64_t sliced_rows_touched(const SparseMatrix& m, std::span<const int32_t>) {
   const SlicedRows& s = m.sliced_rows;
   return s.entries() * s.entry_bits / 8 + 4 * s.rows() +
-         4 * static_cast<int64_t>(s.slice_ptr.size() + s.lengths.size());
+         4 * static_cast<int64_t>(s.slice_ptr.size() + s.lengths.size()) + held(s.panel_steps);
 }
 void sliced_rows_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
   k.spmv_rows_sliced(SpmvRowArgs{&m.sliced_rows, m.codebook.data(), p.x, p.slice_begin, p.slice_end, p.y});

@@ -266,6 +266,48 @@ void fill_slices(const CodeSource& codes, int64_t max_gap, Encode encode, Sliced
       out.data());
 }
 
+// Panelled sliced rows (SlicedRows): rows sorted by entry count, then each slice's entries panel
+// after panel, in two passes over the codes (counts per row and panel, then placement).
+void fill_panelled(const CodeSource& codes, SlicedRows& s) {
+  const int64_t rows = codes.rows(), panels = s.panels();
+  std::vector<uint8_t> count(static_cast<size_t>(rows * panels), 0);  // at most kPanelColumns each
+  std::vector<uint32_t> length(static_cast<size_t>(rows), 0);
+  codes.visit([&](int64_t r, int64_t c, uint8_t) {
+    ++count[static_cast<size_t>(r * panels + c / kPanelColumns)];
+    ++length[static_cast<size_t>(r)];
+  });
+  s.order.resize(static_cast<size_t>(rows));
+  for (int32_t r = 0; r < rows; ++r) s.order[static_cast<size_t>(r)] = r;
+  std::stable_sort(s.order.begin(), s.order.end(), [&](int32_t a, int32_t b) {
+    return length[static_cast<size_t>(a)] > length[static_cast<size_t>(b)];
+  });
+  const int64_t slices = (rows + kSliceRows - 1) / kSliceRows;
+  s.panel_steps.assign(static_cast<size_t>(slices * panels), 0);
+  s.slice_ptr.assign(static_cast<size_t>(slices + 1), 0);
+  // first[r * panels + p]: the offset of row r's first entry in panel p (its lane of the panel's
+  // first step), then advanced entry by entry in the second pass.
+  std::vector<uint32_t> next(static_cast<size_t>(rows * panels), 0);
+  for (int64_t slice = 0; slice < slices; ++slice) {
+    uint32_t offset = s.slice_ptr[static_cast<size_t>(slice)];
+    for (int64_t p = 0; p < panels; ++p) {
+      uint8_t& steps = s.panel_steps[static_cast<size_t>(slice * panels + p)];
+      for (int64_t lane = 0; lane < kSliceRows && slice * kSliceRows + lane < rows; ++lane) {
+        const int64_t r = s.order[static_cast<size_t>(slice * kSliceRows + lane)];
+        steps = std::max(steps, count[static_cast<size_t>(r * panels + p)]);
+        next[static_cast<size_t>(r * panels + p)] = offset + static_cast<uint32_t>(lane);
+      }
+      offset += static_cast<uint32_t>(kSliceRows) * steps;
+    }
+    s.slice_ptr[static_cast<size_t>(slice + 1)] = offset;
+  }
+  s.entries16.assign(s.slice_ptr.back(), 0);  // padding: code 0
+  codes.visit([&](int64_t r, int64_t c, uint8_t code) {
+    uint32_t& at = next[static_cast<size_t>(r * panels + c / kPanelColumns)];
+    s.entries16[at] = static_cast<uint16_t>((c % kPanelColumns) << 4 | code);
+    at += static_cast<uint32_t>(kSliceRows);
+  });
+}
+
 }  // namespace
 
 BandedCsc banded_csc_of(const CodeSource& codes) {
@@ -277,6 +319,18 @@ BandedCsc banded_csc_of(const CodeSource& codes) {
 
 SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes) {
   SlicedRows s;
+  s.cols = codes.cols();
+  if (!m.compact) {
+    s.panel_columns = kPanelColumns;
+    fill_panelled(codes, s);
+    return s;
+  }
+  return classic_sliced_rows_of(m, codes);
+}
+
+SlicedRows classic_sliced_rows_of(const SparseMatrix& m, const CodeSource& codes) {
+  SlicedRows s;
+  s.cols = codes.cols();
   s.entry_bits = m.compact ? 8 : 16;  // one-byte entries' running columns cost time: only within a budget
   s.gap_coded = m.compact || codes.cols() > kSliceColumns;
   auto entry = [](int code, int64_t gap_or_column) { return gap_or_column << 4 | code; };
@@ -334,7 +388,7 @@ SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<flo
   return m;
 }
 
-int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows) {
+int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows, int64_t l2_bytes) {
   if (columns.cols == 0 || rows.entries() == 0) return columns.cols + 1;  // nothing to walk either way
   double column_steps = 0;
   for (int64_t band = 0; band < columns.bands; ++band)
@@ -344,8 +398,12 @@ int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows) {
       column_steps += (n + 15) / 16;
     }
   const auto cols = static_cast<double>(columns.cols);
-  double row_walk = kRowWalkNsPerSlice * static_cast<double>(rows.slices()) +
-                    kRowWalkNsPerStep * static_cast<double>(rows.entries() / kSliceRows);
+  const auto slices = static_cast<double>(rows.slices()),
+             steps = static_cast<double>(rows.entries() / kSliceRows);
+  const auto beyond_l2 = static_cast<double>(std::max<int64_t>(0, 2 * rows.entries() - l2_bytes));
+  double row_walk = rows.panelled()
+                        ? std::max(kPanelWalkNsPerStep * steps, kPanelWalkNsPerByteBeyondL2 * beyond_l2)
+                        : kRowWalkNsPerSlice * slices + kRowWalkNsPerStep * steps;
   double per_active_column = kColumnWalkNsPerColumn * static_cast<double>(columns.bands) +
                              kColumnWalkNsPerStep * column_steps / cols;
   return static_cast<int64_t>(std::ceil(row_walk / per_active_column));
@@ -355,11 +413,12 @@ BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int6
   return banded_csc_of(*dense_codes(codes, rows, cols));
 }
 
-SlicedRows build_sliced_rows(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols, bool compact) {
+SlicedRows build_sliced_rows(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols, bool compact,
+                             bool panelled) {
   auto source = dense_codes(codes, rows, cols);
   SparseMatrix header = sparse_matrix_header(*source, std::vector<float>(16, 0.0f), 1);
   header.compact = compact;
-  return sliced_rows_of(header, *source);
+  return panelled ? sliced_rows_of(header, *source) : classic_sliced_rows_of(header, *source);
 }
 
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {

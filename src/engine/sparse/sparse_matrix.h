@@ -44,6 +44,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/machine.h"
+
 #include "engine/sparse/isa.h"
 #include "sparrow/format.h"
 
@@ -100,14 +102,31 @@ struct BandedCsc {
 inline constexpr int64_t kSliceRows = 16;
 inline constexpr int64_t kSliceColumns = 4096;  // columns that two-byte entries can hold
 
+inline constexpr int64_t kPanelColumns = 32;  // the inputs one panel holds in two vector registers
+
+// Rows sorted by entry count and interleaved 16 at a time (a slice: one row per lane), for the row
+// walk. Two formats:
+// - panelled (two-byte entries; the default): the columns in panels of kPanelColumns, and each
+//   slice's entries panel after panel: panel_steps[slice * panels() + p] steps of 16 entries in panel
+//   p, each (column within the panel) << 4 | code, code 0 for a lane with no more entries there. The
+//   walk holds a panel's inputs in registers and looks them up by the column within the panel
+//   instead of gathering them from memory;
+// - classic: each slice's rows entry after entry, one entry of each lane per step, holding the
+//   column << 4 | code (two-byte entries, at most kSliceColumns columns) or the gap from the lane's
+//   previous column (one-byte entries, or wider matrices), fillers bridging longer gaps.
 struct SlicedRows {
-  int entry_bits = 16;              // 16 or 8
-  bool gap_coded = false;           // positions are gaps (one-byte entries, or more than 4096 columns)
-  std::vector<int32_t> order;       // [rows]: the row at each sorted position (slice s, lane i: 16 s + i)
-  std::vector<uint32_t> slice_ptr;  // [slices + 1] entry offsets, multiples of 16
-  std::vector<uint32_t> lengths;    // columns, not gaps: [slices, 16] each lane's entry count
+  int entry_bits = 16;               // 16 or 8
+  bool gap_coded = false;            // positions are gaps (one-byte entries, or more than 4096 columns)
+  int64_t panel_columns = 0;         // kPanelColumns when panelled, else 0
+  int64_t cols = 0;                  // the matrix's columns
+  std::vector<int32_t> order;        // [rows]: the row at each sorted position (slice s, lane i: 16 s + i)
+  std::vector<uint32_t> slice_ptr;   // [slices + 1] entry offsets, multiples of 16
+  std::vector<uint32_t> lengths;     // classic, columns held: [slices, 16] each lane's entry count
+  std::vector<uint8_t> panel_steps;  // panelled: [slices, panels()] steps of 16 entries
   std::vector<uint8_t> entries8;
   std::vector<uint16_t> entries16;
+  bool panelled() const { return panel_columns > 0; }
+  int64_t panels() const { return panelled() ? (cols + panel_columns - 1) / panel_columns : 0; }
   int64_t rows() const { return static_cast<int64_t>(order.size()); }
   int64_t slices() const { return static_cast<int64_t>(slice_ptr.size()) - 1; }
   int64_t entries() const {
@@ -122,6 +141,9 @@ struct SlicedRows {
 // compares the two.
 inline constexpr double kColumnWalkNsPerColumn = 5.4, kColumnWalkNsPerStep = 6.9;
 inline constexpr double kRowWalkNsPerSlice = 10.8, kRowWalkNsPerStep = 5.2;
+// The panelled row walk: per 16-entry step while its entries fit in the cache they are read from,
+// and per byte beyond the L2 cache otherwise (the walk then waits on the shared cache).
+inline constexpr double kPanelWalkNsPerStep = 0.75, kPanelWalkNsPerByteBeyondL2 = 0.04;
 
 class CodeSource;
 
@@ -204,20 +226,24 @@ void add_layouts(SparseMatrix& m, const CodeSource& codes, LayoutSet want);
 
 // Active inputs from which walking every row of `rows` costs less than walking the active columns
 // of `columns` (by the fitted costs above); more than the column count when never.
-int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows);
+int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows,
+                             int64_t l2_bytes = l2_cache_bytes());
 // Builders of single layouts from a CodeSource (rows of the layout table, layout_table.h).
 void add_csc(SparseMatrix& m, const CodeSource& codes);  // sets m.e8
 void add_csr(SparseMatrix& m, const CodeSource& codes);
 ColumnTiles column_tiles_of(const CodeSource& codes);
 BandedCsc banded_csc_of(const CodeSource& codes);
-// One-byte entries when m.compact (the walk's running columns cost about a tenth more time), else
-// two-byte ones; gaps instead of columns past 4096 columns.
+// Classic one-byte gap-coded entries when m.compact (a memory budget), else panelled two-byte ones.
 SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes);
+// The classic format: one-byte entries when m.compact, else two-byte ones (gaps past kSliceColumns).
+SlicedRows classic_sliced_rows_of(const SparseMatrix& m, const CodeSource& codes);
 
 // Single layouts of a dense code matrix (codes[r * cols + c], codes below 16 for the banded ones).
 BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
+// `panelled` false gives the classic two-byte entries (columns, or gaps past kSliceColumns), kept
+// as the panelled walk's baseline in tests and benchmarks.
 SlicedRows build_sliced_rows(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
-                             bool compact = false);
+                             bool compact = false, bool panelled = true);
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 
 // Every layout a product may run on, from a code matrix (codes[r * cols + c], 0 = zero weight):

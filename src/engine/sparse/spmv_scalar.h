@@ -66,8 +66,29 @@ void spmv_rows_sliced_scalar(const SpmvRowArgs& a, const Entry* entries) {
     }
   }
 }
+// The panelled row walk, lane by lane: each panel's steps add codebook[code] * x[panel start +
+// column within the panel]; code 0 (padding) adds nothing.
+inline void spmv_rows_panelled_scalar(const SpmvRowArgs& a) {
+  const SlicedRows& s = *a.layout;
+  const int64_t panels = s.panels();
+  for (int64_t slice = a.slice_begin; slice < a.slice_end; ++slice) {
+    const int64_t lanes = std::min(kSliceRows, s.rows() - slice * kSliceRows);
+    for (int64_t lane = 0; lane < lanes; ++lane) {
+      float sum = 0.0f;
+      uint32_t e = s.slice_ptr[slice] + static_cast<uint32_t>(lane);
+      for (int64_t p = 0; p < panels; ++p)
+        for (int step = 0; step < s.panel_steps[slice * panels + p]; ++step, e += kSliceRows) {
+          const unsigned entry = s.entries16[e];
+          if (entry & 0xF) sum += a.codebook[entry & 0xF] * a.x[p * s.panel_columns + (entry >> 4)];
+        }
+      a.y[s.order[slice * kSliceRows + lane]] = sum;
+    }
+  }
+}
 inline void spmv_rows_sliced_scalar(const SpmvRowArgs& a) {
-  if (a.layout->entry_bits == 8)
+  if (a.layout->panelled())
+    spmv_rows_panelled_scalar(a);
+  else if (a.layout->entry_bits == 8)
     spmv_rows_sliced_scalar(a, a.layout->entries8.data());
   else
     spmv_rows_sliced_scalar(a, a.layout->entries16.data());
