@@ -17,8 +17,9 @@ struct ExecOptions {
   bool sparse = true;                             // run compressed weights on the sparse engine
   // The engine's layouts of the compressed weights take at most this many times the weights' bytes
   // in the file where narrower layouts allow (some speed is given up for it); 0: the fastest
-  // layouts whatever their size.
-  double weight_memory_ratio = 2.0;
+  // layouts whatever their size. Three times: the panelled row walk of a dense-input layer (an
+  // LSTM's recurrent matrices) holds about 2.5 bytes per non-zero against about one in the file.
+  double weight_memory_ratio = 3.0;
   // ...but never less than this many bytes for all of them: a small model's fastest layouts cost
   // less memory than narrowing them would save in time (LeNet-300-100: 11 us a sample against 26).
   int64_t weight_memory_floor_bytes = int64_t{512} << 10;

@@ -128,7 +128,7 @@ class Model:
         return f"sparrow.Model({self.path!r}, inputs={self.inputs}, threads={self.threads})"
 
 
-def load(path: PathLike, *, threads: int = 0, sparse: bool = True, weight_memory: float = 2.0) -> Model:
+def load(path: PathLike, *, threads: int = 0, sparse: bool = True, weight_memory: float = 3.0) -> Model:
     """Loads an ONNX (``.onnx``) or compressed (``.spw``) model.
 
     ``threads``: 0 for one per hardware thread. ``sparse``: False runs a .spw model decompressed on

@@ -432,7 +432,7 @@ PYBIND11_MODULE(_sparrow, m) {
   py::register_exception<Error>(m, "Error", PyExc_RuntimeError);
   py::class_<LoadedModel>(m, "Model")
       .def(py::init<std::string, int, bool, double>(), py::arg("path"), py::arg("threads") = 0,
-           py::arg("sparse") = true, py::arg("weight_memory") = 2.0)
+           py::arg("sparse") = true, py::arg("weight_memory") = 3.0)
       .def_property_readonly("path", &LoadedModel::path)
       .def_property_readonly("threads", &LoadedModel::threads)
       .def_property_readonly("inputs", &LoadedModel::inputs)

@@ -13,7 +13,7 @@ struct GlobalOptions {
   int threads = 0;
   bool quiet = false;
   bool dense = false;                    // run .spw models decompressed on the dense executor
-  double weight_memory = 2.0;            // ExecOptions::weight_memory_ratio
+  double weight_memory = 3.0;            // ExecOptions::weight_memory_ratio
   bool weight_memory_given = false;      // --weight-memory on the command line: no floor either
   int64_t batch_chunk = 0;               // ExecOptions::samples_per_chunk
   int64_t max_input = int64_t{4} << 30;  // set_input_byte_limit

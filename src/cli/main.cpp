@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
   app.add_flag("--dense", global.dense, "Run .spw models decompressed on the dense executor");
   app.add_option("--weight-memory", global.weight_memory,
                  "Compressed weights in memory at most this many times their bytes in the file, giving up "
-                 "some speed for it (default 2, but at least 512 KiB); 0: the fastest layouts whatever "
+                 "some speed for it (default 3, but at least 512 KiB); 0: the fastest layouts whatever "
                  "their size")
       ->check(kFiniteNumber & CLI::Range(0.0, 1e6));
   app.add_option("--batch-chunk", global.batch_chunk,

@@ -263,7 +263,8 @@ TEST(WeightStore, BatchedLayoutsStayWithinTheMemoryBudget) {
 
 TEST(WeightStore, ANarrowedRowWalkKeepsWalkingRowsInOneByteEntries) {
   // w0's input has no zeros to skip (a tanh, say): its one sample walks the rows only. A budget
-  // below its two-byte sliced rows gives it one-byte sliced rows, not a column walk.
+  // below its panelled sliced rows gives it the classic one-byte ones (gap-coded, without the
+  // panels' padding), not a column walk.
   Store fast = three_layer_store(0.0, Isa::avx512), lean = three_layer_store(1.1, Isa::avx512);
   for (Store* s : {&fast, &lean}) {
     s->store->request("w0", true, InputZeros::unlikely);
@@ -271,9 +272,10 @@ TEST(WeightStore, ANarrowedRowWalkKeepsWalkingRowsInOneByteEntries) {
   }
   const SparseMatrix &wide = fast.store->header("w0"), &narrow = lean.store->header("w0");
   EXPECT_EQ(wide.layouts, kLayoutSlicedRows);
-  EXPECT_EQ(wide.sliced_rows.entry_bits, 16);
+  EXPECT_TRUE(wide.sliced_rows.panelled());
   EXPECT_EQ(narrow.layouts, kLayoutSlicedRows);
-  EXPECT_EQ(narrow.sliced_rows.entry_bits, 8);
+  EXPECT_FALSE(narrow.sliced_rows.panelled());
+  EXPECT_TRUE(narrow.sliced_rows.gap_coded);
   EXPECT_LT(narrow.bytes(), wide.bytes());
   auto a = fast.store->dense("w0"), b = lean.store->dense("w0");
   ASSERT_TRUE(a.ok() && b.ok());

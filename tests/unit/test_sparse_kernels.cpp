@@ -745,7 +745,7 @@ TEST_P(SparseKernelsPerIsa, SlicedRowsEveryVariantMatchesOnTheGrid) {
         for (auto [compact, panelled] : {std::pair{false, true}, {false, false}, {true, false}}) {
           Case c = make_case(rows, cols, density, 16, seed++);
           SlicedRows s = build_sliced_rows(c.codes, rows, cols, compact, panelled);
-          EXPECT_EQ(s.entry_bits, compact ? 8 : 16);
+          EXPECT_EQ(s.entry_bits, compact || panelled ? 8 : 16);
           EXPECT_EQ(s.panelled(), panelled);
           for (double x_density : {0.0, 0.35, 1.0}) {
             auto x = random_input(cols, x_density, seed++);
@@ -782,27 +782,29 @@ Case three_rows(int64_t cols, int64_t far) {
 }
 
 TEST(SparseKernels, PanelledSlicedRowsHoldEachPanelsEntriesInTurn) {
-  // 100 columns: panels 0-31, 32-63, 64-95, 96-99. Sorted rows 2, 0, 1 in one slice; each panel as
-  // many steps as its longest row there (row 2: two in panel 0 and two in panel 1; row 0 one in
-  // panel 2; none in panel 3), the columns within the panel, shorter lanes padded with code 0.
+  // 100 columns: panels of 16 (the last 96-99). Sorted rows 2, 0, 1 in one slice; each panel as
+  // many steps as its longest row there (row 2: two in panel 0 and two in panel 2; row 0 one in
+  // panel 5; none elsewhere), one-byte entries of the column within the panel and the code, shorter
+  // lanes padded with code 0.
   Case c = three_rows(100, 90);
   SlicedRows s = build_sliced_rows(c.codes, 3, 100);
   ASSERT_TRUE(s.panelled());
-  ASSERT_EQ(s.panels(), 4);
+  ASSERT_EQ(s.entry_bits, 8);
+  ASSERT_EQ(s.panels(), 7);
   EXPECT_EQ(s.order, (std::vector<int32_t>{2, 0, 1}));
-  EXPECT_EQ(s.panel_steps, (std::vector<uint8_t>{2, 2, 1, 0}));
+  EXPECT_EQ(s.panel_steps, (std::vector<uint8_t>{2, 0, 2, 0, 0, 1, 0}));
   ASSERT_EQ(s.slice_ptr, (std::vector<uint32_t>{0, 5 * 16}));
-  auto lane = [&](int step, int i) { return s.entries16[static_cast<size_t>(step * 16 + i)]; };
+  auto lane = [&](int step, int i) { return s.entries8[static_cast<size_t>(step * 16 + i)]; };
   EXPECT_EQ(lane(0, 0), 1 << 4 | 2);
   EXPECT_EQ(lane(0, 1), 3 << 4 | 9);
   EXPECT_EQ(lane(0, 2), 0 << 4 | 15);
   EXPECT_EQ(lane(0, 3), 0) << "lane past the rows";
   EXPECT_EQ(lane(1, 0), 2 << 4 | 3);
   EXPECT_EQ(lane(1, 1), 0) << "row 0 has one entry in panel 0";
-  EXPECT_EQ(lane(2, 0), (40 - 32) << 4 | 4) << "panel 1";
+  EXPECT_EQ(lane(2, 0), (40 - 32) << 4 | 4) << "panel 2";
   EXPECT_EQ(lane(3, 0), (41 - 32) << 4 | 5);
   EXPECT_EQ(lane(2, 1), 0);
-  EXPECT_EQ(lane(4, 1), (90 - 64) << 4 | 1) << "panel 2";
+  EXPECT_EQ(lane(4, 1), (90 - 80) << 4 | 1) << "panel 5";
   EXPECT_EQ(lane(4, 0), 0);
   // Read back row by row through the code source of a matrix that holds only these rows.
   SparseMatrix m = sparse_matrix_header(*dense_codes(c.codes, 3, 100), c.codebook, 1);
@@ -956,26 +958,26 @@ void row_walk_through_the_driver(int64_t rows, int64_t cols) {
 }
 
 TEST(SparseKernels, RowWalkThresholdFollowsTheShape) {
-  // Short rows and long columns (NT-Wd's shape: each row walk step has little to do, each column
-  // many steps) need a larger share of active inputs than the transposed shape before the row
-  // walk pays; an empty matrix walks its (no) columns.
-  auto threshold_share = [](int64_t rows, int64_t cols) {
-    Case c = make_case(rows, cols, 0.11, 16, 1500);
+  // With the panelled row walk, layers whose entries fit in L2 walk their rows from about a fifth of
+  // active inputs, tall (NT-Wd's shape) or wide (NT-We's); a layer whose entries spill from L2
+  // (Alex-7's shape) waits on the shared cache and needs more, and more still with a smaller cache.
+  // An empty matrix walks its (no) columns.
+  auto threshold_share = [](int64_t rows, int64_t cols, double density, int64_t l2) {
+    Case c = make_case(rows, cols, density, 16, 1500);
     BandedCsc columns = build_banded_csc(c.codes, rows, cols);
     SlicedRows by_rows = build_sliced_rows(c.codes, rows, cols);
-    return static_cast<double>(row_walk_from_active(columns, by_rows)) / static_cast<double>(cols);
+    return static_cast<double>(row_walk_from_active(columns, by_rows, l2)) / static_cast<double>(cols);
   };
-  double tall = threshold_share(8000, 600), wide = threshold_share(600, 4096);
-  EXPECT_GT(tall, wide + 0.03);
-  EXPECT_GT(wide, 0.1) << "the panelled walk pays from about a sixth of the inputs";
-  EXPECT_LT(tall, 0.3);
-  // Beyond the L2 cache the panelled walk waits on the shared cache: a smaller cache, a later
-  // threshold.
-  Case big = make_case(4096, 4096, 0.09, 16, 1502);
-  BandedCsc big_columns = build_banded_csc(big.codes, 4096, 4096);
-  SlicedRows big_rows = build_sliced_rows(big.codes, 4096, 4096);
-  EXPECT_GT(row_walk_from_active(big_columns, big_rows, int64_t{256} << 10),
-            row_walk_from_active(big_columns, big_rows, int64_t{32} << 20));
+  const int64_t mib = int64_t{1} << 20;
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{8000, 600}, {600, 4096}}) {
+    const double share = threshold_share(rows, cols, 0.11, mib);
+    EXPECT_GT(share, 0.12) << rows << " x " << cols;
+    EXPECT_LT(share, 0.35) << rows << " x " << cols;
+  }
+  const double spilled = threshold_share(4096, 4096, 0.09, mib);
+  EXPECT_GT(spilled, 0.45);
+  EXPECT_GT(threshold_share(4096, 4096, 0.09, mib / 4), spilled);
+  EXPECT_LT(threshold_share(4096, 4096, 0.09, 32 * mib), 0.35) << "all of it in a large L2";
   Case empty = make_case(50, 40, 0.0, 16, 1501);
   EXPECT_GT(
       row_walk_from_active(build_banded_csc(empty.codes, 50, 40), build_sliced_rows(empty.codes, 50, 40)),

@@ -125,7 +125,7 @@ class MatrixCodes : public CodeSource {
       for (int64_t p = 0; p < panels; ++p)
         for (int step = 0; step < s.panel_steps[static_cast<size_t>(slice * panels + p)];
              ++step, e += kSliceRows) {
-          const unsigned entry = s.entries16[e];
+          const unsigned entry = s.entries8[e];
           if (entry & 0xF) sink(r, p * s.panel_columns + (entry >> 4), static_cast<uint8_t>(entry & 0xF));
         }
     }

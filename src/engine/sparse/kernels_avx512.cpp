@@ -231,30 +231,28 @@ void spmv_rows_sliced(const SpmvRowArgs& a, const Entry* entries) {
   }
 }
 
-// The panelled walk (SlicedRows): per slice, panel after panel, the panel's 32 inputs in two
-// registers, each step's 16 inputs picked from them by a two-register permute (no gather) and its
-// weights from the register codebook; padding (code 0) masked off, so it adds nothing even beside an
-// infinite input. Two accumulators (alternate_steps); a slice's sums stored as in the classic walk.
+// The panelled walk (SlicedRows): per slice, panel after panel, the panel's 16 inputs in a
+// register, each step's inputs picked from it by a permute (no gather) and its weights from the
+// register codebook; padding (code 0) masked off, so it adds nothing even beside an infinite input.
+// Two accumulators (alternate_steps); a slice's sums stored as in the classic walk.
 void spmv_rows_panelled(const SpmvRowArgs& a) {
   const SlicedRows& s = *a.layout;
   const __m512 cb = _mm512_loadu_ps(a.codebook);
   const __m512i code_bits = _mm512_set1_epi32(0xF);
   const int64_t panels = s.panels(), last = s.cols - (panels - 1) * kPanelColumns;
   // The last panel's inputs past the matrix's columns are never read (its lanes there are padding).
-  const __mmask32 last_mask = static_cast<__mmask32>(last >= 32 ? ~0u : (1u << last) - 1);
+  const auto last_mask = static_cast<__mmask16>(last >= 16 ? 0xFFFFu : (1u << last) - 1);
   for (int64_t slice = a.slice_begin; slice < a.slice_end; ++slice) {
-    const uint16_t* e = s.entries16.data() + s.slice_ptr[slice];
+    const uint8_t* e = s.entries8.data() + s.slice_ptr[slice];
     const uint8_t* steps = s.panel_steps.data() + slice * panels;
     __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
     for (int64_t p = 0; p < panels; ++p) {
       if (steps[p] == 0) continue;
-      const float* xp = a.x + p * kPanelColumns;
-      const __mmask32 m = p + 1 == panels ? last_mask : static_cast<__mmask32>(~0u);
-      const __m512 x0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m), xp);
-      const __m512 x1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m >> 16), xp + 16);
-      auto next = [&](__m512 sum, const uint16_t* entries) {
+      const __m512 xp =
+          _mm512_maskz_loadu_ps(p + 1 == panels ? last_mask : __mmask16{0xFFFF}, a.x + p * kPanelColumns);
+      auto next = [&](__m512 sum, const uint8_t* entries) {
         const __m512i v = load_lanes(entries);
-        const __m512 xv = _mm512_permutex2var_ps(x0, _mm512_srli_epi32(v, 4), x1);
+        const __m512 xv = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), xp);
         return _mm512_mask3_fmadd_ps(_mm512_permutexvar_ps(v, cb), xv, sum,
                                      _mm512_test_epi32_mask(v, code_bits));
       };

@@ -134,15 +134,15 @@ double expected_panel_steps(double mean) {
   }
   return expected;
 }
-// Panelled: two bytes per slot, each slice's panel as many steps as its longest row there (rows
-// with their non-zeros spread at random), the steps per panel, the order and slice offsets.
+// Panelled: a byte per slot, each slice's panel as many steps as its longest row there (rows with
+// their non-zeros spread at random), the steps per panel, the order and slice offsets.
 int64_t panelled_rows_expected(const SparseMatrix& m) {
   const int64_t slices = (m.rows + kSliceRows - 1) / kSliceRows;
   const int64_t panels = (m.cols + kPanelColumns - 1) / kPanelColumns;
   const double per_row_panel = static_cast<double>(m.nonzeros) / static_cast<double>(m.rows * panels);
   const auto slots = static_cast<int64_t>(static_cast<double>(slices * panels * kSliceRows) *
                                           expected_panel_steps(per_row_panel));
-  return 2 * std::max(slots, m.nonzeros) + slices * panels + 4 * m.rows + 4 * (slices + 1);
+  return std::max(slots, m.nonzeros) + slices * panels + 4 * m.rows + 4 * (slices + 1);
 }
 // Two bytes per non-zero, or in a compact matrix one and the fillers of 4-bit gaps; padding for the
 // lanes of the last slice past the rows, as long as an average row, and half a step per slice for

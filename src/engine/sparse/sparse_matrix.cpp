@@ -300,10 +300,10 @@ void fill_panelled(const CodeSource& codes, SlicedRows& s) {
     }
     s.slice_ptr[static_cast<size_t>(slice + 1)] = offset;
   }
-  s.entries16.assign(s.slice_ptr.back(), 0);  // padding: code 0
+  s.entries8.assign(s.slice_ptr.back(), 0);  // padding: code 0
   codes.visit([&](int64_t r, int64_t c, uint8_t code) {
     uint32_t& at = next[static_cast<size_t>(r * panels + c / kPanelColumns)];
-    s.entries16[at] = static_cast<uint16_t>((c % kPanelColumns) << 4 | code);
+    s.entries8[at] = static_cast<uint8_t>((c % kPanelColumns) << 4 | code);
     at += static_cast<uint32_t>(kSliceRows);
   });
 }
@@ -321,6 +321,7 @@ SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes) {
   SlicedRows s;
   s.cols = codes.cols();
   if (!m.compact) {
+    s.entry_bits = 8;
     s.panel_columns = kPanelColumns;
     fill_panelled(codes, s);
     return s;
@@ -400,7 +401,8 @@ int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows, i
   const auto cols = static_cast<double>(columns.cols);
   const auto slices = static_cast<double>(rows.slices()),
              steps = static_cast<double>(rows.entries() / kSliceRows);
-  const auto beyond_l2 = static_cast<double>(std::max<int64_t>(0, 2 * rows.entries() - l2_bytes));
+  const auto beyond_l2 =
+      static_cast<double>(std::max<int64_t>(0, rows.entries() * rows.entry_bits / 8 - l2_bytes));
   double row_walk = rows.panelled()
                         ? std::max(kPanelWalkNsPerStep * steps, kPanelWalkNsPerByteBeyondL2 * beyond_l2)
                         : kRowWalkNsPerSlice * slices + kRowWalkNsPerStep * steps;

@@ -102,15 +102,15 @@ struct BandedCsc {
 inline constexpr int64_t kSliceRows = 16;
 inline constexpr int64_t kSliceColumns = 4096;  // columns that two-byte entries can hold
 
-inline constexpr int64_t kPanelColumns = 32;  // the inputs one panel holds in two vector registers
+inline constexpr int64_t kPanelColumns = 16;  // the inputs one panel holds in a vector register
 
 // Rows sorted by entry count and interleaved 16 at a time (a slice: one row per lane), for the row
 // walk. Two formats:
-// - panelled (two-byte entries; the default): the columns in panels of kPanelColumns, and each
-//   slice's entries panel after panel: panel_steps[slice * panels() + p] steps of 16 entries in panel
-//   p, each (column within the panel) << 4 | code, code 0 for a lane with no more entries there. The
-//   walk holds a panel's inputs in registers and looks them up by the column within the panel
-//   instead of gathering them from memory;
+// - panelled (one-byte entries; the default outside a memory budget): the columns in panels of
+//   kPanelColumns, and each slice's entries panel after panel: panel_steps[slice * panels() + p]
+//   steps of 16 entries in panel p, each (column within the panel) << 4 | code, code 0 for a lane
+//   with no more entries there. The walk holds a panel's inputs in a register and looks them up by
+//   the column within the panel instead of gathering them from memory;
 // - classic: each slice's rows entry after entry, one entry of each lane per step, holding the
 //   column << 4 | code (two-byte entries, at most kSliceColumns columns) or the gap from the lane's
 //   previous column (one-byte entries, or wider matrices), fillers bridging longer gaps.
@@ -139,11 +139,11 @@ struct SlicedRows {
 // bench_kernels (docs/engine.md): the banded CSC walk per active column and band and per 16-entry
 // step, the sliced row walk per slice and per step. Only their ratios matter: row_walk_from_active()
 // compares the two.
-inline constexpr double kColumnWalkNsPerColumn = 5.4, kColumnWalkNsPerStep = 6.9;
+inline constexpr double kColumnWalkNsPerColumn = 1.25, kColumnWalkNsPerStep = 6.6;
 inline constexpr double kRowWalkNsPerSlice = 10.8, kRowWalkNsPerStep = 5.2;
 // The panelled row walk: per 16-entry step while its entries fit in the cache they are read from,
 // and per byte beyond the L2 cache otherwise (the walk then waits on the shared cache).
-inline constexpr double kPanelWalkNsPerStep = 0.75, kPanelWalkNsPerByteBeyondL2 = 0.04;
+inline constexpr double kPanelWalkNsPerStep = 0.64, kPanelWalkNsPerByteBeyondL2 = 0.14;
 
 class CodeSource;
 
@@ -233,7 +233,7 @@ void add_csc(SparseMatrix& m, const CodeSource& codes);  // sets m.e8
 void add_csr(SparseMatrix& m, const CodeSource& codes);
 ColumnTiles column_tiles_of(const CodeSource& codes);
 BandedCsc banded_csc_of(const CodeSource& codes);
-// Classic one-byte gap-coded entries when m.compact (a memory budget), else panelled two-byte ones.
+// Classic one-byte gap-coded entries when m.compact (a memory budget), else panelled ones.
 SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes);
 // The classic format: one-byte entries when m.compact, else two-byte ones (gaps past kSliceColumns).
 SlicedRows classic_sliced_rows_of(const SparseMatrix& m, const CodeSource& codes);

@@ -78,7 +78,7 @@ inline void spmv_rows_panelled_scalar(const SpmvRowArgs& a) {
       uint32_t e = s.slice_ptr[slice] + static_cast<uint32_t>(lane);
       for (int64_t p = 0; p < panels; ++p)
         for (int step = 0; step < s.panel_steps[slice * panels + p]; ++step, e += kSliceRows) {
-          const unsigned entry = s.entries16[e];
+          const unsigned entry = s.entries8[e];
           if (entry & 0xF) sum += a.codebook[entry & 0xF] * a.x[p * s.panel_columns + (entry >> 4)];
         }
       a.y[s.order[slice * kSliceRows + lane]] = sum;
