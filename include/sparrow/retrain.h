@@ -17,8 +17,10 @@ struct RetrainOptions {
   // metadata) the run belongs to. With `resume`, the phases whose checkpoints hold all their epochs
   // are restored instead of trained, the first unfinished one continues after its last finished
   // epoch, and the result is the one a run never stopped gives. A run of another source or recipe
-  // is refused. The files stay after success; remove_retrain_checkpoints removes them once the
-  // result is safe. The phases' own checkpoint and resume settings are ignored.
+  // is refused. A run without `resume` first removes the phase files an earlier run left. Phases of
+  // no epochs have nothing to checkpoint. The files stay after success; remove_retrain_checkpoints
+  // removes them once the result is safe. With a path, it replaces the phases' own checkpoint and
+  // resume settings; without one, those apply to every phase alike.
   std::string checkpoint;
   bool resume = false;
 };

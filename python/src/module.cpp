@@ -310,7 +310,9 @@ std::string compress(const std::string& model, const std::string& output, const 
   if (recipe_json.contains("retrain")) {  // the recipe's block, then the retrain argument over it
     nlohmann::json merged = recipe_json["retrain"];
     if (!merged.is_object()) throw Error("recipe: 'retrain' must be an object");
-    for (const char* key : {"data", "labels", "scale", "shift", "validation", "limit"}) merged.erase(key);
+    for (const char* key :
+         {"data", "labels", "scale", "shift", "mean", "std", "validation", "limit", "resize"})
+      merged.erase(key);
     merged.update(retrain_json);
     retrain_json = merged;
   }

@@ -252,7 +252,7 @@ Status apply_retrain_recipe(const nlohmann::json& block, RetrainOptions& r, nloh
       return errorf(
           "{} = {}: unknown key or value out of range (known: prune_steps 1..100, retrain_epochs, "
           "finetune_epochs >= 0, retrain_lr, finetune_lr > 0, batch >= 1, seed, crop_padding 0..1024, flip, "
-          "distill, and data, labels, scale, shift, mean, std, validation, limit)",
+          "distill, and data, labels, scale, shift, mean, std, validation, limit, resize)",
           where, v.dump());
   }
   return {};

@@ -181,6 +181,9 @@ int run_compress(CompressArgs a, const Given& given, const GlobalOptions& global
     request.retrain.retrain.distill = request.retrain.finetune.distill = a.distill;
     request.retrain.retrain.augment = request.retrain.finetune.augment = a.augment;
     if (request.retrain.checkpoint.empty()) request.retrain.checkpoint = a.output + ".ckpt";
+    for (const std::string& path : {a.output, a.model})
+      if (same_file(request.retrain.checkpoint, path))
+        return report_error(errorf("--checkpoint {} would overwrite {}", request.retrain.checkpoint, path));
     request.retrain.retrain.interrupted = request.retrain.finetune.interrupted = InterruptScope::interrupted;
   }
   Result<api::CompressOutcome> outcome = errorf("not compressed");

@@ -15,7 +15,7 @@ namespace {
 
 // The last `validation` rows (at most a fifth) held out from the first `limit` (0: all).
 void split_off_validation(LabeledData all, const DataArgs& a, DataSplits& d) {
-  if (a.limit > 0 && a.limit < all.size()) keep_leading_rows(all, a.limit);
+  if (a.limit > 0 && a.limit < all.size()) all = slice(all, 0, a.limit);  // the rest of the rows freed
   const int64_t val = std::min<int64_t>(a.validation, all.size() / 5);
   d.val = slice(all, all.size() - val, all.size());
   keep_leading_rows(all, all.size() - val);  // the training rows stay where they were read
@@ -361,7 +361,8 @@ void add_data_options(CLI::App* cmd, DataArgs& d) {
   cmd->add_option(
          "--resize", d.resize,
          "Image folders: scale each image so that its shorter side is N pixels, then take the centered "
-         "input-sized window (as torchvision's Resize(N) + CenterCrop); default: scale to just cover it")
+         "input-sized window (the geometry of torchvision's Resize(N) + CenterCrop, bilinear without "
+         "antialiasing); default: scale to just cover it")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--validation", d.validation,
                   "Training rows held out for validation (default 5000, at most a fifth)")

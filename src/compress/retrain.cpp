@@ -35,9 +35,13 @@ std::map<std::string, Tensor> prune_step(Model& model, const CompressOptions& o,
 }
 
 // The run record of a checkpointed run holds the metadata of the compression (source, recipe,
-// retraining settings): a resumed run must have the same.
-Status check_run_record(const RetrainOptions& r, const std::string& metadata_json) {
-  if (!r.resume) return write_file_atomic(r.checkpoint, metadata_json);
+// retraining settings): a resumed run must have the same. A fresh run first removes the phase
+// files an earlier run left, which a later --resume would otherwise take for its own.
+Status open_run_record(const RetrainOptions& r, const std::string& metadata_json) {
+  if (!r.resume) {
+    remove_retrain_checkpoints(r);
+    return write_file_atomic(r.checkpoint, metadata_json);
+  }
   auto recorded = read_file(r.checkpoint);
   if (!recorded.ok())
     return errorf("--resume: no checkpoint at {} to resume from (the run record is missing)", r.checkpoint);
@@ -50,8 +54,14 @@ Status check_run_record(const RetrainOptions& r, const std::string& metadata_jso
 }
 
 // One phase's training settings with its checkpoint: resumed when its file exists and every earlier
-// phase was restored or resumed (`resuming`, cleared once a phase starts afresh).
+// phase was restored or resumed (`resuming`, cleared once a phase starts afresh). A phase of no
+// epochs has nothing to save or restore.
 TrainOptions phase_options(TrainOptions phase, const std::string& file, bool& resuming) {
+  if (phase.epochs == 0) {
+    phase.checkpoint.clear();
+    phase.resume = false;
+    return phase;
+  }
   phase.checkpoint = file;
   resuming = resuming && std::filesystem::exists(file);
   phase.resume = resuming;
@@ -117,7 +127,7 @@ Result<CompressResult> compress_with_retraining(Model model, const CompressOptio
     return result;
   }
   const bool checkpointed = !r.checkpoint.empty();
-  if (checkpointed) SP_RETURN_IF_ERROR(check_run_record(r, metadata_json));
+  if (checkpointed) SP_RETURN_IF_ERROR(open_run_record(r, metadata_json));
   const std::vector<std::string> files = retrain_checkpoint_files(r);
   bool resuming = checkpointed && r.resume;
   auto phase = [&](const TrainOptions& o, size_t file) {

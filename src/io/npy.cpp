@@ -111,14 +111,18 @@ double element_as_double(const char* p, char kind, int width) {
     return load(double{});
   }
   if (kind == 'b') return load(uint8_t{}) != 0;
+  // Each branch converted on its own: `cond ? int32 : uint32` would make a negative value unsigned.
   bool is_signed = kind == 'i';
+  auto either = [&]<class S, class U>(S, U) {
+    return is_signed ? static_cast<double>(load(S{})) : static_cast<double>(load(U{}));
+  };
   switch (width) {
     case 1:
-      return is_signed ? load(int8_t{}) : load(uint8_t{});
+      return either(int8_t{}, uint8_t{});
     case 2:
-      return is_signed ? load(int16_t{}) : load(uint16_t{});
+      return either(int16_t{}, uint16_t{});
     case 4:
-      return is_signed ? load(int32_t{}) : load(uint32_t{});
+      return either(int32_t{}, uint32_t{});
     default:
       return static_cast<double>(is_signed ? load(int64_t{}) : static_cast<int64_t>(load(uint64_t{})));
   }

@@ -121,7 +121,7 @@ TEST(Npy, FileReadsInPartsMatchWholeBufferParses) {
   };
   // 600000 doubles are 4.8 MB: two chunks of conversion. Half floats stay finite below 0x7C00.
   for (const Kind k : {Kind{"<f4", 4, 1000}, Kind{"<f8", 8, 600000}, Kind{"<i8", 8, 100}, Kind{"<i4", 4, 100},
-                       Kind{"|u1", 1, 3000}, Kind{"|b1", 1, 10}, Kind{"<i2", 2, 7}}) {
+                       Kind{"<u4", 4, 50}, Kind{"|u1", 1, 3000}, Kind{"|b1", 1, 10}, Kind{"<i2", 2, 7}}) {
     std::string data = element_bytes(k.n, k.width, static_cast<uint64_t>(k.n));
     if (k.width == 8 && k.descr[1] == 'f')  // finite doubles: clear each value's top exponent bit
       for (int64_t i = 0; i < k.n; ++i) data[static_cast<size_t>(i * 8 + 7)] &= 0x3f;
@@ -133,6 +133,35 @@ TEST(Npy, FileReadsInPartsMatchWholeBufferParses) {
     ASSERT_EQ(parts->dtype(), whole->dtype()) << k.descr;
     ASSERT_EQ(parts->shape(), whole->shape()) << k.descr;
     EXPECT_EQ(std::memcmp(parts->raw(), whole->raw(), whole->bytes()), 0) << k.descr;
+    // Each element against its own conversion, written here apart from the reader's.
+    for (int64_t i = 0; i < k.n; i += std::max<int64_t>(1, k.n / 997)) {
+      const char* p = data.data() + i * k.width;
+      auto as = [p]<class T>(T) {
+        T v;
+        std::memcpy(&v, p, sizeof v);
+        return v;
+      };
+      const std::string descr = k.descr;
+      if (descr == "<i8") {  // beyond a double's exact integers
+        ASSERT_EQ(parts->i64_data()[i], as(int64_t{})) << i;
+        continue;
+      }
+      if (descr == "<f4") {  // the bits as they are (random bytes: NaNs too, kept as stored)
+        ASSERT_EQ(std::bit_cast<uint32_t>(parts->f32_data()[i]), std::bit_cast<uint32_t>(as(float{}))) << i;
+        continue;
+      }
+      const double want = descr == "<f8"   ? static_cast<double>(static_cast<float>(as(double{})))
+                          : descr == "<i4" ? static_cast<double>(as(int32_t{}))
+                          : descr == "<u4" ? static_cast<double>(as(uint32_t{}))
+                          : descr == "|u1" ? static_cast<double>(as(uint8_t{}))
+                          : descr == "|b1" ? (as(uint8_t{}) != 0 ? 1.0 : 0.0)
+                                           : static_cast<double>(as(int16_t{}));
+      if (parts->dtype() == DType::f32) {
+        ASSERT_EQ(parts->f32_data()[i], static_cast<float>(want)) << descr << " " << i;
+      } else {
+        ASSERT_EQ(parts->i64_data()[i], static_cast<int64_t>(want)) << descr << " " << i;
+      }
+    }
     write_bytes(dir + "/cut.npy", bytes.substr(0, bytes.size() - 1));
     auto cut = read_npy(dir + "/cut.npy");
     ASSERT_FALSE(cut.ok()) << k.descr;

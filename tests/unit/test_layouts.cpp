@@ -53,6 +53,9 @@ void expect_same_layouts(const SparseMatrix& a, const SparseMatrix& b, const std
   EXPECT_EQ(a.sliced_rows.gap_coded, b.sliced_rows.gap_coded);
   EXPECT_EQ(a.sliced_rows.order, b.sliced_rows.order);
   EXPECT_EQ(a.sliced_rows.lengths, b.sliced_rows.lengths);
+  EXPECT_EQ(a.sliced_rows.panel_columns, b.sliced_rows.panel_columns);
+  EXPECT_EQ(a.sliced_rows.cols, b.sliced_rows.cols);
+  EXPECT_EQ(a.sliced_rows.panel_steps, b.sliced_rows.panel_steps);
   EXPECT_EQ(a.sliced_rows.slice_ptr, b.sliced_rows.slice_ptr);
   EXPECT_EQ(a.sliced_rows.entries8, b.sliced_rows.entries8);
   EXPECT_EQ(a.sliced_rows.entries16, b.sliced_rows.entries16);
@@ -283,7 +286,7 @@ TEST(WeightStore, ANarrowedRowWalkKeepsWalkingRowsInOneByteEntries) {
 
   // Under a budget it cannot meet, narrowing never grows a matrix: at every density the budget
   // keeps whichever entries are smaller (at 0.5% and 2%, 4-bit gaps need many fillers, and the
-  // panelled two-byte entries pad each panel to its longest row).
+  // panelled one-byte entries pad each panel to its longest row).
   for (double density : {0.005, 0.02, 0.3}) {
     Store unlimited = three_layer_store(0.0, Isa::avx512, density);
     Store tight = three_layer_store(0.3, Isa::avx512, density);

@@ -2,6 +2,7 @@
 // double-precision product, on an edge-case grid: rows below/at/above the 16-lane width, empty
 // columns, all-zero and fully dense inputs, the longest gaps (fillers), every code used, odd sizes.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -794,18 +795,20 @@ TEST(SparseKernels, PanelledSlicedRowsHoldEachPanelsEntriesInTurn) {
   EXPECT_EQ(s.order, (std::vector<int32_t>{2, 0, 1}));
   EXPECT_EQ(s.panel_steps, (std::vector<uint8_t>{2, 0, 2, 0, 0, 1, 0}));
   ASSERT_EQ(s.slice_ptr, (std::vector<uint32_t>{0, 5 * 16}));
-  auto lane = [&](int step, int i) { return s.entries8[static_cast<size_t>(step * 16 + i)]; };
-  EXPECT_EQ(lane(0, 0), 1 << 4 | 2);
-  EXPECT_EQ(lane(0, 1), 3 << 4 | 9);
-  EXPECT_EQ(lane(0, 2), 0 << 4 | 15);
-  EXPECT_EQ(lane(0, 3), 0) << "lane past the rows";
-  EXPECT_EQ(lane(1, 0), 2 << 4 | 3);
-  EXPECT_EQ(lane(1, 1), 0) << "row 0 has one entry in panel 0";
-  EXPECT_EQ(lane(2, 0), (40 - 32) << 4 | 4) << "panel 2";
-  EXPECT_EQ(lane(3, 0), (41 - 32) << 4 | 5);
-  EXPECT_EQ(lane(2, 1), 0);
-  EXPECT_EQ(lane(4, 1), (90 - 80) << 4 | 1) << "panel 5";
-  EXPECT_EQ(lane(4, 0), 0);
+  // (step, lane, entry): step 0-1 panel 0, 2-3 panel 2, 4 panel 5.
+  const std::array<std::array<unsigned, 3>, 11> want = {{{0, 0, 1 << 4 | 2},
+                                                         {0, 1, 3 << 4 | 9},
+                                                         {0, 2, 0 << 4 | 15},
+                                                         {0, 3, 0},  // lane past the rows
+                                                         {1, 0, 2 << 4 | 3},
+                                                         {1, 1, 0},  // row 0 has one entry in panel 0
+                                                         {2, 0, (40 - 32) << 4 | 4},
+                                                         {3, 0, (41 - 32) << 4 | 5},
+                                                         {2, 1, 0},
+                                                         {4, 1, (90 - 80) << 4 | 1},
+                                                         {4, 0, 0}}};
+  for (const auto& [step, lane, entry] : want)
+    EXPECT_EQ(s.entries8[step * kSliceRows + lane], entry) << "step " << step << ", lane " << lane;
   // Read back row by row through the code source of a matrix that holds only these rows.
   SparseMatrix m = sparse_matrix_header(*dense_codes(c.codes, 3, 100), c.codebook, 1);
   m.sliced_rows = s;
@@ -913,8 +916,8 @@ TEST(SparseKernels, RowWalkChosenByActiveShareThroughTheDriver) {
   // Large enough to use the pool. With AVX-512 the matrix has the sliced rows; a sample with all
   // inputs non-zero walks the rows, one with a tenth walks the active columns. Any sample gives
   // W x (the last 40 rows empty: sorted last, in slices of no entries, and still written), and
-  // the row walk gives the same bits on any number of threads. Wider than 4096 columns the sliced
-  // rows hold gaps, narrower ones columns.
+  // the row walk gives the same bits on any number of threads. Wide or tall, the driver builds
+  // panelled rows.
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{700, 5000}, {3000, 600}}) {
     SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols));
     row_walk_through_the_driver(rows, cols);

@@ -495,6 +495,76 @@ TEST(CompressResume, InterruptedOrKilledRetrainingResumesToTheSameFile) {
       << nothing.output;
 }
 
+// compress_with_retraining with a checkpoint path, interrupted (after `batches` batches) or not.
+struct ResumableRun {
+  double sparsity = 0.9;
+  int retrain_epochs = 2, finetune_epochs = 1;
+  std::string checkpoint, record;
+  bool resume = false;
+  int64_t interrupt_after = -1;  // batches before the interruption; -1: never
+  int64_t batches = 0;           // batches asked about (trained, and the one interrupted)
+};
+Result<std::string> compress_resumable(ResumableRun& run) {
+  CompressOptions o;
+  o.all.prune = PruneRule{run.sparsity, std::nullopt};
+  o.all.bits = 4;
+  RetrainOptions r;
+  r.prune_steps = 2;
+  r.retrain = quick(run.retrain_epochs);
+  r.finetune = quick(run.finetune_epochs);
+  r.finetune.lr = 0.001;
+  r.retrain.threads = r.finetune.threads = 1;
+  r.checkpoint = run.checkpoint;
+  r.resume = run.resume;
+  r.retrain.interrupted = r.finetune.interrupted = [&run] { return ++run.batches == run.interrupt_after; };
+  SP_ASSIGN_OR_RETURN(CompressResult result,
+                      compress_with_retraining(*make_architecture("lenet300", 3), o,
+                                               separable_digits(640, 31), nullptr, r, run.record));
+  return serialize_spw(result.spw, true);
+}
+
+// A fresh run removes the phase files an earlier run left, so resuming it never takes another run's
+// steps for its own; a phase of no epochs leaves the next one resumable.
+TEST(CompressResume, ResumingNeverTakesAnEarlierRunsPhasesAndSkipsEmptyPhases) {
+  const std::string dir = test::temp_dir("resume_library");
+  ResumableRun a{.checkpoint = dir + "/run.ckpt", .record = "run A"};
+  ASSERT_TRUE(compress_resumable(a).ok());  // leaves every phase file (the caller removes them)
+  ASSERT_TRUE(std::filesystem::exists(dir + "/run.ckpt.finetune"));
+  ResumableRun want{.sparsity = 0.8, .checkpoint = dir + "/other.ckpt", .record = "run B"};
+  auto b_whole = compress_resumable(want);
+  ASSERT_TRUE(b_whole.ok()) << b_whole.status().message();
+  // Run B on run A's path: interrupted in its first step's second epoch (10 batches an epoch).
+  ResumableRun b{.sparsity = 0.8, .checkpoint = dir + "/run.ckpt", .record = "run B", .interrupt_after = 15};
+  EXPECT_FALSE(compress_resumable(b).ok());
+  EXPECT_FALSE(std::filesystem::exists(dir + "/run.ckpt.finetune")) << "run A's files removed";
+  ResumableRun resumed{.sparsity = 0.8, .checkpoint = dir + "/run.ckpt", .record = "run B", .resume = true};
+  auto b_resumed = compress_resumable(resumed);
+  ASSERT_TRUE(b_resumed.ok()) << b_resumed.status().message();
+  EXPECT_TRUE(*b_resumed == *b_whole) << "run B resumed differs from run B";
+  EXPECT_EQ(resumed.batches, 10 + 20 + 10) << "step 1's second epoch, step 2, the fine-tuning";
+
+  // No retraining epochs, two of fine-tuning, interrupted in the second: it resumes there.
+  ResumableRun tune_whole{
+      .retrain_epochs = 0, .finetune_epochs = 2, .checkpoint = dir + "/t0.ckpt", .record = "tune"};
+  auto tuned = compress_resumable(tune_whole);
+  ASSERT_TRUE(tuned.ok()) << tuned.status().message();
+  ResumableRun stopped{.retrain_epochs = 0,
+                       .finetune_epochs = 2,
+                       .checkpoint = dir + "/t1.ckpt",
+                       .record = "tune",
+                       .interrupt_after = 15};
+  EXPECT_FALSE(compress_resumable(stopped).ok());
+  ResumableRun tune_resumed{.retrain_epochs = 0,
+                            .finetune_epochs = 2,
+                            .checkpoint = dir + "/t1.ckpt",
+                            .record = "tune",
+                            .resume = true};
+  auto retuned = compress_resumable(tune_resumed);
+  ASSERT_TRUE(retuned.ok()) << retuned.status().message();
+  EXPECT_TRUE(*retuned == *tuned);
+  EXPECT_EQ(tune_resumed.batches, 10) << "only the second epoch of fine-tuning";
+}
+
 // `sparrow train --teacher`: a student learns from a teacher's outputs, with or without labels;
 // without them it reports its agreement with the teacher.
 TEST(TrainCli, AStudentLearnsFromATeacherWithOrWithoutLabels) {
