@@ -731,6 +731,13 @@ std::vector<float> run_rows(const SlicedRows& s, const Case& c, void (*kernel)(c
       EXPECT_EQ(y[r], -7.0f) << "wrote row " << r << " outside the slices";
     }
   }
+  // The same sums to their sorted positions, whole slices (lanes past the rows included).
+  std::vector<float> sorted(static_cast<size_t>(s.slices() * kSliceRows) + 1, -7.0f);
+  kernel(SpmvRowArgs{&s, codebook.data(), x.data(), slice_begin, slice_end, nullptr, sorted.data()});
+  for (int64_t pos = slice_begin * kSliceRows; pos < std::min(slice_end * kSliceRows, c.rows); ++pos)
+    EXPECT_EQ(sorted[static_cast<size_t>(pos)], y[static_cast<size_t>(s.order[static_cast<size_t>(pos)])])
+        << pos;
+  EXPECT_EQ(sorted.back(), -7.0f) << "wrote past the slices";
   y.pop_back();
   return y;
 }

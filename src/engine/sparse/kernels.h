@@ -77,6 +77,9 @@ struct SpmvRowArgs {
   const float* x;         // all inputs
   int64_t slice_begin, slice_end;
   float* y;  // [rows]: the slices' rows written
+  // When set, slice s's sums go to y_sorted[16 s + lane] (the rows' sorted positions, so threads
+  // walking other slices never write the same cache line) instead of to y.
+  float* y_sorted = nullptr;
 };
 
 // One depthwise convolution output plane: y[out_h, out_w] = clamp(bias + the window of w slid over

@@ -209,8 +209,22 @@ inline __m512 add_gap_coded_steps(__m512& sum1, __m512 sum0, const Entry* e, int
   return alternate_steps(sum1, sum0, e, steps, next);
 }
 
-// Two accumulators (alternate_steps); the 16 sums go to their rows with scalar stores (a scatter is
-// slower on AMD, and no faster elsewhere here).
+// A slice's 16 sums: to their rows with scalar stores (a scatter is slower on AMD, and no faster
+// elsewhere here), or whole to their sorted positions (SpmvRowArgs::y_sorted).
+inline void store_slice_sums(const SpmvRowArgs& a, int64_t slice, __m512 sums) {
+  if (a.y_sorted) {
+    _mm512_storeu_ps(a.y_sorted + slice * kSliceRows, sums);
+    return;
+  }
+  const SlicedRows& s = *a.layout;
+  alignas(64) float lanes_out[kSliceRows];
+  _mm512_store_ps(lanes_out, sums);
+  const int32_t* rows = s.order.data() + slice * kSliceRows;
+  const int64_t lanes = std::min(kSliceRows, s.rows() - slice * kSliceRows);
+  for (int64_t lane = 0; lane < lanes; ++lane) a.y[rows[lane]] = lanes_out[lane];
+}
+
+// Two accumulators (alternate_steps); the sums stored by store_slice_sums.
 template <class Entry>
 void spmv_rows_sliced(const SpmvRowArgs& a, const Entry* entries) {
   const SlicedRows& s = *a.layout;
@@ -223,18 +237,14 @@ void spmv_rows_sliced(const SpmvRowArgs& a, const Entry* entries) {
       sum0 = add_gap_coded_steps(sum1, sum0, e, steps, cb, a.x);
     else if constexpr (sizeof(Entry) == 2)
       sum0 = add_slice_steps(sum1, sum0, e, s.lengths.data() + slice * kSliceRows, steps, cb, a.x);
-    alignas(64) float sums[kSliceRows];
-    _mm512_store_ps(sums, _mm512_add_ps(sum0, sum1));
-    const int32_t* rows = s.order.data() + slice * kSliceRows;
-    const int64_t lanes = std::min(kSliceRows, s.rows() - slice * kSliceRows);
-    for (int64_t lane = 0; lane < lanes; ++lane) a.y[rows[lane]] = sums[lane];
+    store_slice_sums(a, slice, _mm512_add_ps(sum0, sum1));
   }
 }
 
 // The panelled walk (SlicedRows): per slice, panel after panel, the panel's 16 inputs in a
 // register, each step's inputs picked from it by a permute (no gather) and its weights from the
 // register codebook; padding (code 0) masked off, so it adds nothing even beside an infinite input.
-// Two accumulators (alternate_steps); a slice's sums stored as in the classic walk.
+// Two accumulators (alternate_steps); the sums stored by store_slice_sums.
 void spmv_rows_panelled(const SpmvRowArgs& a) {
   const SlicedRows& s = *a.layout;
   const __m512 cb = _mm512_loadu_ps(a.codebook);
@@ -259,11 +269,7 @@ void spmv_rows_panelled(const SpmvRowArgs& a) {
       sum0 = alternate_steps(sum1, sum0, e, steps[p], next);
       e += steps[p] * kSliceRows;
     }
-    alignas(64) float sums[kSliceRows];
-    _mm512_store_ps(sums, _mm512_add_ps(sum0, sum1));
-    const int32_t* rows = s.order.data() + slice * kSliceRows;
-    const int64_t lanes = std::min(kSliceRows, s.rows() - slice * kSliceRows);
-    for (int64_t lane = 0; lane < lanes; ++lane) a.y[rows[lane]] = sums[lane];
+    store_slice_sums(a, slice, _mm512_add_ps(sum0, sum1));
   }
 }
 

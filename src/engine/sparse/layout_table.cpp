@@ -164,7 +164,8 @@ int64_t sliced_rows_touched(const SparseMatrix& m, std::span<const int32_t>) {
          4 * static_cast<int64_t>(s.slice_ptr.size() + s.lengths.size()) + held(s.panel_steps);
 }
 void sliced_rows_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
-  k.spmv_rows_sliced(SpmvRowArgs{&m.sliced_rows, m.codebook.data(), p.x, p.slice_begin, p.slice_end, p.y});
+  k.spmv_rows_sliced(
+      SpmvRowArgs{&m.sliced_rows, m.codebook.data(), p.x, p.slice_begin, p.slice_end, p.y, p.y_sorted});
 }
 
 // ---- CSR in column blocks ----

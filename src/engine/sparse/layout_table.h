@@ -27,6 +27,7 @@ struct LayoutProduct {
   int64_t slice_begin = 0, slice_end = 0;  // row walk: the slices of rows computed
   int64_t batch = 1, ldx = 0, ldy = 0;     // batched
   float* y = nullptr;                      // column walks and row walk: [rows]; batched: [rows, ldy]
+  float* y_sorted = nullptr;               // row walk: SpmvRowArgs::y_sorted
   bool accumulate = false;                 // column walks: add to y instead of overwriting it
   const int64_t* x_rows = nullptr;         // batched: SpmmArgs::x_rows
 };

@@ -109,19 +109,26 @@ int64_t slice_at(const SlicedRows& s, int64_t part, int64_t parts) {
 }
 
 // Every row, in kRowChunksPerThread ranges of slices per thread of about equal entry counts,
-// claimed one at a time.
-void matvec_row_walk(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y) {
+// claimed one at a time. On several threads the slices' sums go to their sorted positions in
+// ws.partial_for(0), whole lines per slice (the rows of a slice are scattered over y, and two
+// threads storing into the same lines of y slowed the walk on two threads to that on one), then to
+// their rows on this thread.
+void matvec_row_walk(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws) {
   const LayoutRow& walk = layout_row(kLayoutSlicedRows);
   const SlicedRows& s = m.sliced_rows;
-  auto slices = [&](int64_t begin, int64_t end) {
-    walk.run(m, sparse_kernels(), LayoutProduct{.x = x, .slice_begin = begin, .slice_end = end, .y = y});
+  auto slices = [&](int64_t begin, int64_t end, float* sorted) {
+    walk.run(m, sparse_kernels(),
+             LayoutProduct{.x = x, .slice_begin = begin, .slice_end = end, .y = y, .y_sorted = sorted});
   };
   if (m.nonzeros < kParallelFromNonzeros || pool.size() == 1) {
-    slices(0, s.slices());
+    slices(0, s.slices(), nullptr);
     return;
   }
+  float* sorted = ws.partial_for(0);  // at least slices() * 16 floats: rows rounded up to lines
   const int64_t parts = int64_t{pool.size()} * kRowChunksPerThread;
-  pool.parallel_for(parts, [&](int64_t t) { slices(slice_at(s, t, parts), slice_at(s, t + 1, parts)); });
+  pool.parallel_for(parts,
+                    [&](int64_t t) { slices(slice_at(s, t, parts), slice_at(s, t + 1, parts), sorted); });
+  for (int64_t pos = 0; pos < s.rows(); ++pos) y[s.order[static_cast<size_t>(pos)]] = sorted[pos];
 }
 
 void matvec_rows(ThreadPool& pool, const SparseMatrix& m, const float* x, float* y, SpmvWorkspace& ws,
@@ -145,7 +152,7 @@ void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, floa
                    SpmvScheme scheme) {
   int64_t n = list_active(x, m.cols, ws.active.data());  // EIE's leading non-zero detection
   if (scheme == SpmvScheme::columns && m.row_walk_pays(n))
-    matvec_row_walk(pool, m, x, y);
+    matvec_row_walk(pool, m, x, y, ws);
   else if (scheme == SpmvScheme::columns && m.partitions() == 1)
     matvec_columns(pool, m, x, y, ws, n);
   else

@@ -62,7 +62,7 @@ void spmv_rows_sliced_scalar(const SpmvRowArgs& a, const Entry* entries) {
         col = s.gap_coded ? col + (entry >> 4) + 1 : entry >> 4;
         if (entry & 0xF) sum += a.codebook[entry & 0xF] * a.x[col];
       }
-      a.y[s.order[slice * kSliceRows + lane]] = sum;
+      (a.y_sorted ? a.y_sorted[slice * kSliceRows + lane] : a.y[s.order[slice * kSliceRows + lane]]) = sum;
     }
   }
 }
@@ -81,7 +81,7 @@ inline void spmv_rows_panelled_scalar(const SpmvRowArgs& a) {
           const unsigned entry = s.entries8[e];
           if (entry & 0xF) sum += a.codebook[entry & 0xF] * a.x[p * s.panel_columns + (entry >> 4)];
         }
-      a.y[s.order[slice * kSliceRows + lane]] = sum;
+      (a.y_sorted ? a.y_sorted[slice * kSliceRows + lane] : a.y[s.order[slice * kSliceRows + lane]]) = sum;
     }
   }
 }
