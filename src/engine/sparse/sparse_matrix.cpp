@@ -267,7 +267,8 @@ void fill_slices(const CodeSource& codes, int64_t max_gap, Encode encode, Sliced
 }
 
 // Panelled sliced rows (SlicedRows): rows sorted by entry count, then each slice's entries panel
-// after panel, in two passes over the codes (counts per row and panel, then placement).
+// after panel, in two passes over the codes (counts per row and panel, then placement). Besides
+// the layout it holds a byte per row and panel and four bytes per slice and panel while it builds.
 void fill_panelled(const CodeSource& codes, SlicedRows& s) {
   const int64_t rows = codes.rows(), panels = s.panels();
   std::vector<uint8_t> count(static_cast<size_t>(rows * panels), 0);  // at most kPanelColumns each
@@ -281,12 +282,13 @@ void fill_panelled(const CodeSource& codes, SlicedRows& s) {
   std::stable_sort(s.order.begin(), s.order.end(), [&](int32_t a, int32_t b) {
     return length[static_cast<size_t>(a)] > length[static_cast<size_t>(b)];
   });
+  std::vector<uint32_t>& position = length;  // the counts are sorted: now each row's position
+  for (int64_t pos = 0; pos < rows; ++pos)
+    position[static_cast<size_t>(s.order[static_cast<size_t>(pos)])] = static_cast<uint32_t>(pos);
   const int64_t slices = (rows + kSliceRows - 1) / kSliceRows;
   s.panel_steps.assign(static_cast<size_t>(slices * panels), 0);
   s.slice_ptr.assign(static_cast<size_t>(slices + 1), 0);
-  // first[r * panels + p]: the offset of row r's first entry in panel p (its lane of the panel's
-  // first step), then advanced entry by entry in the second pass.
-  std::vector<uint32_t> next(static_cast<size_t>(rows * panels), 0);
+  std::vector<uint32_t> base(static_cast<size_t>(slices * panels), 0);  // each panel's first entry
   for (int64_t slice = 0; slice < slices; ++slice) {
     uint32_t offset = s.slice_ptr[static_cast<size_t>(slice)];
     for (int64_t p = 0; p < panels; ++p) {
@@ -294,17 +296,21 @@ void fill_panelled(const CodeSource& codes, SlicedRows& s) {
       for (int64_t lane = 0; lane < kSliceRows && slice * kSliceRows + lane < rows; ++lane) {
         const int64_t r = s.order[static_cast<size_t>(slice * kSliceRows + lane)];
         steps = std::max(steps, count[static_cast<size_t>(r * panels + p)]);
-        next[static_cast<size_t>(r * panels + p)] = offset + static_cast<uint32_t>(lane);
       }
+      base[static_cast<size_t>(slice * panels + p)] = offset;
       offset += static_cast<uint32_t>(kSliceRows) * steps;
     }
     s.slice_ptr[static_cast<size_t>(slice + 1)] = offset;
   }
-  s.entries8.assign(s.slice_ptr.back(), 0);  // padding: code 0
+  std::fill(count.begin(), count.end(), uint8_t{0});  // now the entries placed per row and panel
+  s.entries8.assign(s.slice_ptr.back(), 0);           // padding: code 0
   codes.visit([&](int64_t r, int64_t c, uint8_t code) {
-    uint32_t& at = next[static_cast<size_t>(r * panels + c / kPanelColumns)];
+    const int64_t p = c / kPanelColumns, pos = position[static_cast<size_t>(r)];
+    uint8_t& placed = count[static_cast<size_t>(r * panels + p)];
+    const uint32_t at = base[static_cast<size_t>(pos / kSliceRows * panels + p)] +
+                        static_cast<uint32_t>(placed * kSliceRows + pos % kSliceRows);
     s.entries8[at] = static_cast<uint8_t>((c % kPanelColumns) << 4 | code);
-    at += static_cast<uint32_t>(kSliceRows);
+    ++placed;
   });
 }
 
