@@ -208,10 +208,6 @@ Result<LabeledData> load_images(const std::string& folder, const Shape& sample, 
     return errorf(
         "{}: images need a model input of [N, channels, height, width] with known sizes, got [N] + {}",
         folder, shape_str(sample));
-  if (a.resize > 0 && (a.resize < sample[1] || a.resize < sample[2]))
-    return errorf(
-        "--resize {}: the shorter side must be at least the model's input height and width ({} x {})",
-        a.resize, sample[1], sample[2]);
   SP_ASSIGN_OR_RETURN(ImageSet set,
                       read_image_folder(folder, sample[0], sample[1], sample[2], limit, nullptr, a.resize));
   LabeledData d;

@@ -219,7 +219,8 @@ Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int
   if (channels != 1 && channels != 3)
     return errorf("{}: images become 1 (gray) or 3 (RGB) channels, the model's input has {}", dir, channels);
   if (shorter_side > 0 && (shorter_side < height || shorter_side < width))
-    return errorf("{}: a shorter side of {} cannot cover a {} x {} window", dir, shorter_side, height, width);
+    return errorf("{}: a shorter side of {} (--resize) cannot cover the {} x {} input", dir, shorter_side,
+                  height, width);
   std::vector<std::string> names;
   SP_ASSIGN_OR_RETURN(auto files, list_classes(dir, names));
   // Round-robin over the classes, so any run of rows (the held-out last ones) mixes them.

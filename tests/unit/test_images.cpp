@@ -226,7 +226,7 @@ TEST(Images, FoldersNumberClassesByNameAndTakeThemInTurn) {
   EXPECT_NE(read_image_folder(dir, 1, 4, 4, 0, nullptr, 3)
                 .status()
                 .message()
-                .find("a shorter side of 3 cannot cover a 4 x 4 window"),
+                .find("a shorter side of 3 (--resize) cannot cover the 4 x 4 input"),
             std::string::npos);
   EXPECT_NE(read_image_folder(dir, 2, 4, 4).status().message().find("1 (gray) or 3 (RGB)"),
             std::string::npos);
