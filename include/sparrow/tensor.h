@@ -41,6 +41,10 @@ class Tensor {
   // 64-byte aligned and outlives the view, or is null until the view is replaced by one over real
   // memory (the shape is readable meanwhile). A copy of a view owns its data.
   static Tensor view(DType dtype, Shape shape, void* data);
+  // A tensor that owns a region `mapping` of `mapping_bytes` bytes made by mmap (POSIX): its data is
+  // at mapping + offset (64-byte aligned, holding shape_numel(shape) elements), and the region is
+  // unmapped when the tensor is destroyed. A copy owns ordinary memory.
+  static Tensor adopt_mapping(DType dtype, Shape shape, void* mapping, size_t mapping_bytes, size_t offset);
 
   Tensor(const Tensor& other);
   Tensor& operator=(const Tensor& other);
@@ -62,6 +66,8 @@ class Tensor {
   std::span<const float> f32_span() const { return {f32_data(), static_cast<size_t>(numel_)}; }
   std::span<int64_t> i64_span() { return {i64_data(), static_cast<size_t>(numel_)}; }
   std::span<const int64_t> i64_span() const { return {i64_data(), static_cast<size_t>(numel_)}; }
+  // Whether the data lies in a mapping the tensor owns (adopt_mapping).
+  bool is_mapping() const { return data_.get_deleter().mapping_bytes > 0; }
   void* raw() { return data_.get(); }
   const void* raw() const { return data_.get(); }
 
@@ -76,7 +82,10 @@ class Tensor {
 
  private:
   struct FreeDeleter {
-    bool borrowed;  // value-initialized (false) by default-constructed pointers
+    // All value-initialized (false, 0) by default-constructed pointers.
+    bool borrowed;
+    size_t mapping_bytes;   // > 0: the data lies in an mmap'ed region of this size...
+    size_t mapping_offset;  // ...this many bytes from its start
     void operator()(std::byte* p) const;
   };
   void allocate(size_t bytes);

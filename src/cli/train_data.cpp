@@ -15,7 +15,12 @@ namespace {
 
 // The last `validation` rows (at most a fifth) held out from the first `limit` (0: all).
 void split_off_validation(LabeledData all, const DataArgs& a, DataSplits& d) {
-  if (a.limit > 0 && a.limit < all.size()) all = slice(all, 0, a.limit);  // the rest of the rows freed
+  if (a.limit > 0 && a.limit < all.size()) {
+    if (all.inputs.is_mapping())
+      keep_leading_rows(all, a.limit);  // the rest of a mapped file is never read
+    else
+      all = slice(all, 0, a.limit);  // the rest of the rows freed
+  }
   const int64_t val = std::min<int64_t>(a.validation, all.size() / 5);
   d.val = slice(all, all.size() - val, all.size());
   keep_leading_rows(all, all.size() - val);  // the training rows stay where they were read
@@ -132,10 +137,11 @@ Result<std::vector<int64_t>> labels_of(const Tensor& y, int64_t rows, const std:
   return std::vector<int64_t>(y.i64_data(), y.i64_data() + rows);
 }
 
-// Every row of an .npy of inputs already laid out and normalized (labels from --labels' .npy).
+// Every row of an .npy of inputs already laid out and normalized (labels from --labels' .npy); a
+// float32 array stays in its file (map_npy), its rows read from disk as training uses them.
 Result<LabeledData> npy_rows(const Shape& sample, const DataArgs& a) {
   LabeledData d;
-  SP_ASSIGN_OR_RETURN(Tensor x, read_npy(a.dir));
+  SP_ASSIGN_OR_RETURN(Tensor x, map_npy(a.dir));
   SP_ASSIGN_OR_RETURN(d.inputs, fitted_inputs(std::move(x), sample, a.dir));
   if (!a.labels.empty()) {
     SP_ASSIGN_OR_RETURN(Tensor y, read_npy(a.labels));

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <new>
 
+#include <sys/mman.h>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -39,7 +41,10 @@ std::string shape_str(const Shape& shape) {
 }
 
 void Tensor::FreeDeleter::operator()(std::byte* p) const {
-  if (!borrowed) ::operator delete (p, std::align_val_t{kAlignment});
+  if (mapping_bytes > 0)
+    ::munmap(p - mapping_offset, mapping_bytes);
+  else if (!borrowed)
+    ::operator delete (p, std::align_val_t{kAlignment});
 }
 
 void Tensor::allocate(size_t bytes) {
@@ -47,7 +52,7 @@ void Tensor::allocate(size_t bytes) {
   if (rounded == 0) rounded = kAlignment;
   void* p = ::operator new (rounded, std::align_val_t{kAlignment});  // throws std::bad_alloc
   std::memset(p, 0, rounded);
-  data_ = std::unique_ptr<std::byte, FreeDeleter>(static_cast<std::byte*>(p), FreeDeleter{false});
+  data_ = std::unique_ptr<std::byte, FreeDeleter>(static_cast<std::byte*>(p), FreeDeleter{false, 0, 0});
   capacity_ = rounded;
 }
 
@@ -64,7 +69,19 @@ Tensor Tensor::view(DType dtype, Shape shape, void* data) {
   t.numel_ = shape_numel(t.shape_);
   assert(t.numel_ >= 0 && "Tensor shape must be validated before construction");
   t.capacity_ = data ? t.bytes() : 0;
-  t.data_ = std::unique_ptr<std::byte, FreeDeleter>(static_cast<std::byte*>(data), FreeDeleter{true});
+  t.data_ = std::unique_ptr<std::byte, FreeDeleter>(static_cast<std::byte*>(data), FreeDeleter{true, 0, 0});
+  return t;
+}
+
+Tensor Tensor::adopt_mapping(DType dtype, Shape shape, void* mapping, size_t mapping_bytes, size_t offset) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.numel_ = shape_numel(t.shape_);
+  assert(t.numel_ >= 0 && offset % kAlignment == 0 && offset + t.bytes() <= mapping_bytes);
+  t.capacity_ = t.bytes();
+  t.data_ = std::unique_ptr<std::byte, FreeDeleter>(static_cast<std::byte*>(mapping) + offset,
+                                                    FreeDeleter{false, mapping_bytes, offset});
   return t;
 }
 

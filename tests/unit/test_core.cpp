@@ -363,5 +363,12 @@ TEST(Machine, DescribesTheCpuFromCpuinfo) {
   EXPECT_NE(machine_description().find("hardware thread"), std::string::npos);
 }
 
+// MemAvailable: more than nothing, no more than the machine's memory.
+TEST(Machine, AvailableMemoryIsWithinThePhysicalMemory) {
+  const int64_t physical = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  EXPECT_GT(available_memory_bytes(), 0);
+  EXPECT_LE(available_memory_bytes(), physical);
+}
+
 }  // namespace
 }  // namespace sparrow

@@ -177,6 +177,87 @@ TEST(Npy, FileReadsInPartsMatchWholeBufferParses) {
   }
 }
 
+// Whether this process has `path` mapped (a line of /proc/self/maps names it).
+bool mapped_in_process(const std::string& path) {
+  std::ifstream maps("/proc/self/maps");
+  const std::string canonical = std::filesystem::canonical(path).string();
+  for (std::string line; std::getline(maps, line);)
+    if (line.size() >= canonical.size() &&
+        line.compare(line.size() - canonical.size(), canonical.size(), canonical) == 0)
+      return true;
+  return false;
+}
+
+// A float32 array as numpy writes it (data on a 64-byte boundary) stays in its file: the tensor
+// lies over a mapping that lives exactly as long as the tensor, holds what read_npy reads, and
+// takes writes into private pages, never into the file.
+TEST(Npy, MapNpyLeavesFloatArraysInTheirFile) {
+  const std::string dir = test::temp_dir("npy_map");
+  const std::string path = dir + "/x.npy";
+  const Tensor x = test::random_f32({300, 7, 5}, 11);
+  ASSERT_TRUE(write_npy(path, x).ok());
+  {
+    auto mapped = map_npy(path);
+    ASSERT_TRUE(mapped.ok()) << mapped.status().message();
+    EXPECT_TRUE(mapped->is_mapping());
+    EXPECT_TRUE(mapped_in_process(path));
+    EXPECT_EQ(mapped->shape(), x.shape());
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(mapped->raw()) % 64, 0u);
+    EXPECT_EQ(std::memcmp(mapped->raw(), x.raw(), x.bytes()), 0);
+
+    mapped->f32_data()[0] = 12345.0f;  // a private page
+    const Tensor copy = *mapped;
+    EXPECT_FALSE(copy.is_mapping());
+    EXPECT_EQ(copy.f32_data()[0], 12345.0f);
+    mapped->keep_leading(10);
+    EXPECT_EQ(mapped->shape(), (Shape{10, 7, 5}));
+    EXPECT_EQ(mapped->f32_data()[349], x.f32_data()[349]);
+  }
+  EXPECT_FALSE(mapped_in_process(path));
+  auto again = read_npy(path);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(std::memcmp(again->raw(), x.raw(), x.bytes()), 0);
+}
+
+// Arrays that cannot be used where they lie are read as read_npy reads them: other dtypes, data
+// off a 64-byte boundary (NPY headers padded to 16 bytes, as numpy wrote them before 1.14), empty
+// arrays; and a cut file fails with the file's name as read_npy does.
+TEST(Npy, MapNpyReadsWhatCannotBeMapped) {
+  const std::string dir = test::temp_dir("npy_map_read");
+  const double d[3] = {0.5, -1.0, 2.0};
+  write_bytes(dir + "/d.npy",
+              npy_bytes("<f8", "(3,)", std::string(reinterpret_cast<const char*>(d), sizeof d)));
+  auto as_double = map_npy(dir + "/d.npy");
+  ASSERT_TRUE(as_double.ok()) << as_double.status().message();
+  EXPECT_FALSE(as_double->is_mapping());
+  EXPECT_EQ(as_double->f32_data()[1], -1.0f);
+
+  const float f[4] = {1, 2, 3, 4};
+  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }";
+  while ((10 + dict.size() + 1) % 16 != 0 || (10 + dict.size() + 1) % 64 == 0) dict += ' ';
+  dict += '\n';
+  std::string bytes("\x93NUMPY\x01\x00", 8);
+  const uint16_t len = static_cast<uint16_t>(dict.size());
+  bytes.append(reinterpret_cast<const char*>(&len), 2);
+  write_bytes(dir + "/a16.npy", bytes + dict + std::string(reinterpret_cast<const char*>(f), sizeof f));
+  auto off_boundary = map_npy(dir + "/a16.npy");
+  ASSERT_TRUE(off_boundary.ok()) << off_boundary.status().message();
+  EXPECT_FALSE(off_boundary->is_mapping());
+  EXPECT_EQ(off_boundary->f32_data()[3], 4.0f);
+
+  ASSERT_TRUE(write_npy(dir + "/empty.npy", Tensor(DType::f32, {0, 3})).ok());
+  auto empty = map_npy(dir + "/empty.npy");
+  ASSERT_TRUE(empty.ok());
+  EXPECT_FALSE(empty->is_mapping());
+  EXPECT_EQ(empty->shape(), (Shape{0, 3}));
+
+  write_bytes(dir + "/short.npy", npy_bytes("<f4", "(4,)", "abcd"));
+  auto cut = map_npy(dir + "/short.npy");
+  ASSERT_FALSE(cut.ok());
+  EXPECT_NE(cut.status().message().find("short.npy"), std::string::npos);
+  EXPECT_NE(cut.status().message().find("truncated"), std::string::npos);
+}
+
 TEST(Npz, RoundTripsStoredAndDeflatedArrays) {
   const std::string dir = test::temp_dir("npz");
   Tensor x = test::random_f32({5, 3, 4}, 1);
