@@ -102,4 +102,30 @@ Result<SensitivityResult> sensitivity_scan(const Model& model, const LabeledData
                                            const std::vector<double>& sparsities, double allowed_drop,
                                            int threads, bool progress);
 
+// Rank sensitivity: each layer factorize_low_rank can factorize, factorized alone (no fine-tuning)
+// so that its factors hold at most each of `fractions` (in (0, 1)) of its weights (params=f),
+// accuracy measured on `data`. A fraction at which the layer cannot save weights gives no point;
+// layers with no point are left out. Per layer, the smallest fraction whose drop stays within
+// `allowed_drop` is proposed (1: leave the layer whole).
+struct RankPoint {
+  double params = 0;              // the fraction asked for
+  int64_t rank = 0, rank_in = 0;  // as factorize_low_rank chose them
+  int64_t weights_after = 0;      // in the factors
+  double relative_error = 0;      // of the factors' product
+  double accuracy = 0;
+};
+struct LayerRankSensitivity {
+  std::string weight;
+  int64_t weights = 0;
+  std::vector<RankPoint> points;
+  double proposed_params = 1;
+};
+struct RankSensitivityResult {
+  double baseline_accuracy = 0;
+  std::vector<LayerRankSensitivity> layers;
+};
+Result<RankSensitivityResult> rank_sensitivity_scan(const Model& model, const LabeledData& data,
+                                                    const std::vector<double>& fractions, double allowed_drop,
+                                                    int threads, bool progress);
+
 }  // namespace sparrow

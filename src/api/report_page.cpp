@@ -193,6 +193,8 @@ Result<SensitivityScan> read_sensitivity(const std::string& path) {
   SP_ASSIGN_OR_RETURN(std::vector<char> text, read_file(path));
   const auto j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
   if (j.is_discarded()) return errorf("{}: not valid JSON", path);
+  if (j.is_object() && j.value("scan", "") == "lowrank")
+    return errorf("{}: a rank scan (`sensitivity --lowrank`); the report plots pruning scans", path);
   SensitivityScan scan;
   try {
     scan.baseline_accuracy = j.at("baseline_accuracy").get<double>();

@@ -1,5 +1,8 @@
 // sparrow sensitivity MODEL --data DIR: prunes each layer alone over a range of sparsities, records
-// the validation accuracy, and proposes per-layer sparsities for an allowed accuracy drop.
+// the validation accuracy, and proposes per-layer sparsities for an allowed accuracy drop; with
+// --lowrank, factorizes each layer alone to fractions of its weights and proposes per-layer ranks.
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -17,15 +20,104 @@ struct SensitivityArgs {
   std::string model, csv, plot;
   DataArgs data;
   std::vector<double> sparsities = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95};
-  double drop = 0.5;  // points
+  std::vector<double> low_rank;  // weight fractions: a rank scan instead of the pruning scan
+  double drop = 0.5;             // points
   bool json = false;
 };
+
+// Writes the table (--csv) and the plot (--plot) with the CSV of its numbers beside it, those asked
+// for, all or none.
+Status write_scan_files(const SensitivityArgs& a, const std::string& csv, const std::string& plot,
+                        const std::string& plot_csv) {
+  OutputSet files;
+  if (!a.csv.empty()) SP_RETURN_IF_ERROR(files.add(a.csv, csv));
+  if (!a.plot.empty()) {
+    SP_RETURN_IF_ERROR(files.add(a.plot, plot));
+    SP_RETURN_IF_ERROR(files.add(csv_beside(a.plot), plot_csv));
+  }
+  return files.commit_all();
+}
+
+int run_ranks(const SensitivityArgs& a, const Model& model, const LabeledData& val,
+              const GlobalOptions& global) {
+  auto r =
+      rank_sensitivity_scan(model, val, a.low_rank, a.drop / 100.0, global.threads, show_progress(global));
+  if (!r.ok()) return report_error(r.status());
+  nlohmann::json layers = nlohmann::json::array();
+  std::string csv = "layer,weights,params,rank,rank_in,weights_after,relative_error,accuracy\n";
+  std::vector<Series> series;  // the layers with a point at every fraction
+  for (const auto& l : r->layers) {
+    nlohmann::json points = nlohmann::json::array();
+    Series s{l.weight, {}};
+    for (const auto& p : l.points) {
+      points.push_back({{"params", p.params},
+                        {"rank", p.rank},
+                        {"rank_in", p.rank_in},
+                        {"weights_after", p.weights_after},
+                        {"relative_error", p.relative_error},
+                        {"accuracy", p.accuracy}});
+      csv += fmt::format("{},{},{},{},{},{},{},{}\n", l.weight, l.weights, p.params, p.rank, p.rank_in,
+                         p.weights_after, p.relative_error, p.accuracy);
+      s.y.push_back(100 * p.accuracy);
+    }
+    if (s.y.size() == a.low_rank.size()) series.push_back(s);
+    layers.push_back({{"name", l.weight},
+                      {"weights", l.weights},
+                      {"points", points},
+                      {"proposed_params", l.proposed_params}});
+  }
+  std::vector<double> x;
+  for (double v : a.low_rank) x.push_back(100 * v);
+  const ReferenceLine allowed{100 * r->baseline_accuracy - a.drop,
+                              fmt::format("allowed: -{:g} points", a.drop)};
+  const std::string x_label = "weights kept in the factors (%)";
+  const std::string plot =
+      svg_line_plot("Rank sensitivity: each layer factorized alone (no fine-tuning)", x_label,
+                    "validation accuracy (%)", x, series, false, false, {allowed});
+  if (auto s = write_scan_files(a, csv, plot, line_plot_csv(x_label, x, series)); !s.ok())
+    return report_error(s);
+  if (a.json) {
+    fmt::print("{}\n", nlohmann::json{{"model", a.model},
+                                      {"scan", "lowrank"},
+                                      {"baseline_accuracy", r->baseline_accuracy},
+                                      {"allowed_drop_points", a.drop},
+                                      {"layers", layers}}
+                           .dump(2));
+    return 0;
+  }
+  fmt::print("validation accuracy {:.4f} whole; accuracy with one layer factorized alone:\n{:<24}",
+             r->baseline_accuracy, "layer \\ weights kept");
+  for (double f : a.low_rank) fmt::print(" {:>6.0f}%", 100 * f);
+  fmt::print(" {:>9}\n", "proposed");
+  std::string recipe;
+  for (const auto& l : r->layers) {
+    fmt::print("{:<24}", l.weight.substr(0, 24));
+    for (double f : a.low_rank) {
+      auto p =
+          std::find_if(l.points.begin(), l.points.end(), [&](const RankPoint& q) { return q.params == f; });
+      if (p == l.points.end())
+        fmt::print(" {:>7}", "-");
+      else
+        fmt::print(" {:>7.4f}", p->accuracy);
+    }
+    if (l.proposed_params < 1) {
+      fmt::print(" {:>8.0f}%\n", 100 * l.proposed_params);
+      recipe += fmt::format(" --layer {}:lowrank=params={}", l.weight, l.proposed_params);
+    } else {
+      fmt::print(" {:>9}\n", "whole");
+    }
+  }
+  fmt::print("proposed for a drop of at most {} points per layer (before fine-tuning):{}\n", a.drop,
+             recipe.empty() ? " no layer factorized" : recipe);
+  return 0;
+}
 
 int run(const SensitivityArgs& a, const GlobalOptions& global) {
   auto model = load_onnx(a.model);
   if (!model.ok()) return report_error(model.status());
   auto data = load_splits(*model, a.data);
   if (!data.ok()) return report_error(data.status());
+  if (!a.low_rank.empty()) return run_ranks(a, *model, data->val, global);
   auto r = sensitivity_scan(*model, data->val, a.sparsities, a.drop / 100.0, global.threads,
                             show_progress(global));
   if (!r.ok()) return report_error(r.status());
@@ -46,21 +138,15 @@ int run(const SensitivityArgs& a, const GlobalOptions& global) {
                       {"points", points},
                       {"proposed_sparsity", l.proposed_sparsity}});
   }
-  OutputSet files;  // the table and the plot, or neither
-  if (!a.csv.empty())
-    if (auto s = files.add(a.csv, csv); !s.ok()) return report_error(s);
-  if (!a.plot.empty()) {
-    std::vector<double> x;
-    for (double v : a.sparsities) x.push_back(100 * v);
-    const ReferenceLine allowed{100 * r->baseline_accuracy - a.drop,
-                                fmt::format("allowed: -{:g} points", a.drop)};
-    auto svg = svg_line_plot("Sensitivity: each layer pruned alone (no retraining)", "sparsity (%)",
-                             "validation accuracy (%)", x, series, false, false, {allowed});
-    if (auto s = files.add(a.plot, svg); !s.ok()) return report_error(s);
-    if (auto s = files.add(csv_beside(a.plot), line_plot_csv("sparsity (%)", x, series)); !s.ok())
-      return report_error(s);
-  }
-  if (auto s = files.commit_all(); !s.ok()) return report_error(s);
+  std::vector<double> x;
+  for (double v : a.sparsities) x.push_back(100 * v);
+  const ReferenceLine allowed{100 * r->baseline_accuracy - a.drop,
+                              fmt::format("allowed: -{:g} points", a.drop)};
+  const std::string plot =
+      svg_line_plot("Sensitivity: each layer pruned alone (no retraining)", "sparsity (%)",
+                    "validation accuracy (%)", x, series, false, false, {allowed});
+  if (auto s = write_scan_files(a, csv, plot, line_plot_csv("sparsity (%)", x, series)); !s.ok())
+    return report_error(s);
   if (a.json) {
     fmt::print("{}\n", nlohmann::json{{"model", a.model},
                                       {"baseline_accuracy", r->baseline_accuracy},
@@ -93,7 +179,13 @@ Command add_sensitivity(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("model", a->model, "Model (.onnx)")->required();
   cmd->add_option("--data", a->data.dir, "IDX data (the validation split is used)")->required();
   add_data_options(cmd, a->data);
-  cmd->add_option("--sparsities", a->sparsities, "Sparsities to try, e.g. 0.5,0.8,0.9")->delimiter(',');
+  auto* sparsities =
+      cmd->add_option("--sparsities", a->sparsities, "Sparsities to try, e.g. 0.5,0.8,0.9")->delimiter(',');
+  cmd->add_option("--lowrank", a->low_rank,
+                  "Scan ranks instead: factorize each layer alone so that its factors keep these fractions "
+                  "of its weights, e.g. 0.1,0.25,0.5")
+      ->delimiter(',')
+      ->excludes(sparsities);
   cmd->add_option("--drop", a->drop, "Allowed accuracy drop per layer, in points (default 0.5)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--csv", a->csv, "Write the curves as CSV");

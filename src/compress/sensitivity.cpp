@@ -27,4 +27,33 @@ Result<SensitivityResult> sensitivity_scan(const Model& model, const LabeledData
   return r;
 }
 
+Result<RankSensitivityResult> rank_sensitivity_scan(const Model& model, const LabeledData& data,
+                                                    const std::vector<double>& fractions, double allowed_drop,
+                                                    int threads, bool progress) {
+  for (double f : fractions)
+    if (!(f > 0 && f < 1)) return errorf("weight fraction {} is outside (0, 1)", f);
+  RankSensitivityResult r;
+  SP_ASSIGN_OR_RETURN(r.baseline_accuracy, classification_accuracy(model, data, threads));
+  const LowRankRule none{LowRankRule::By::none, 0};
+  for (const auto& layer : find_compressible_layers(model)) {
+    LayerRankSensitivity ls{layer.weight, model.initializers.at(layer.weight).numel(), {}, 1.0};
+    for (double f : fractions) {
+      if (progress)
+        fmt::print(stderr, "\r\033[Krank sensitivity: {} at {:.0f}% of its weights", layer.weight, 100 * f);
+      Model factorized = model;
+      SP_ASSIGN_OR_RETURN(
+          auto done,
+          factorize_low_rank(factorized, none, {{layer.weight, LowRankRule{LowRankRule::By::params, f}}}));
+      if (done.empty()) continue;  // not a layer it factorizes, or no saving at f
+      SP_ASSIGN_OR_RETURN(double acc, classification_accuracy(std::move(factorized), data, threads));
+      const FactorizedLayer& d = done.front();
+      ls.points.push_back({f, d.rank, d.rank_in, d.weights_after, d.relative_error, acc});
+      if (r.baseline_accuracy - acc <= allowed_drop) ls.proposed_params = std::min(ls.proposed_params, f);
+    }
+    if (!ls.points.empty()) r.layers.push_back(std::move(ls));
+  }
+  if (progress) fmt::print(stderr, "\r\033[K");
+  return r;
+}
+
 }  // namespace sparrow

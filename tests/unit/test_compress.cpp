@@ -850,6 +850,46 @@ TEST_F(CompressCli, ReportDrawsEveryCompressedLayer) {
   EXPECT_NE(bad.output.find("m.onnx"), std::string::npos) << bad.output;
 }
 
+// `sensitivity --lowrank` scans ranks: JSON marked as a rank scan, the table and plot written,
+// and the per-layer rules it proposes are ones `compress --layer` takes.
+TEST_F(CompressCli, RankSensitivityProposesLayerRulesCompressTakes) {
+  ASSERT_TRUE(write_npy(dir_ + "/rows.npy", test::random_f32({60, 1, 8, 8}, 4)).ok());
+  Tensor labels(DType::i64, {60});
+  for (int64_t i = 0; i < 60; ++i) labels.i64_data()[i] = i % 10;
+  ASSERT_TRUE(write_npy(dir_ + "/labels.npy", labels).ok());
+  const std::string data = " --data " + dir_ + "/rows.npy --labels " + dir_ + "/labels.npy --validation 20";
+  auto scan = test::run_cli("-q sensitivity " + dir_ + "/m.onnx" + data +
+                            " --lowrank 0.3,0.6 --drop 100 --json --csv " + dir_ +
+                            "/ranks_table.csv --plot " + dir_ + "/ranks.svg");
+  ASSERT_EQ(scan.exit_code, 0) << scan.output;
+  const auto j = nlohmann::json::parse(scan.output.substr(scan.output.find('{')));
+  EXPECT_EQ(j["scan"], "lowrank");
+  ASSERT_FALSE(j["layers"].empty());
+  for (const auto& l : j["layers"]) {
+    EXPECT_EQ(l["proposed_params"].get<double>(), 0.3) << l;  // any drop allowed: the smallest
+    for (const auto& p : l["points"]) EXPECT_GE(p["rank"].get<int64_t>(), 1);
+  }
+  for (const char* f : {"/ranks_table.csv", "/ranks.svg", "/ranks.csv"})
+    EXPECT_TRUE(std::filesystem::exists(dir_ + f)) << f;
+  std::ofstream(dir_ + "/ranks.json") << scan.output.substr(scan.output.find('{'));
+  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/m.spw --sparsity 0.5").exit_code,
+            0);
+  auto report =
+      test::run_cli("report " + dir_ + "/m.spw -o " + dir_ + "/rep --sensitivity " + dir_ + "/ranks.json");
+  EXPECT_EQ(report.exit_code, 1);
+  EXPECT_NE(report.output.find("ranks.json: a rank scan"), std::string::npos) << report.output;
+
+  auto table = test::run_cli("-q sensitivity " + dir_ + "/m.onnx" + data + " --lowrank 0.3,0.6 --drop 100");
+  ASSERT_EQ(table.exit_code, 0) << table.output;
+  const size_t at = table.output.find(" --layer ");
+  ASSERT_NE(at, std::string::npos) << table.output;
+  const std::string rules = table.output.substr(at, table.output.find('\n', at) - at);
+  auto compressed = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/lr.spw --sparsity 0" +
+                                  rules + " --json");
+  ASSERT_EQ(compressed.exit_code, 0) << rules << "\n" << compressed.output;
+  EXPECT_NE(compressed.output.find("lowrank_q"), std::string::npos) << compressed.output;
+}
+
 // A sensitivity scan of the source, plotted on the report page beside the sparsities kept.
 TEST_F(CompressCli, ReportShowsTheSourcesSensitivityScan) {
   ASSERT_TRUE(write_npy(dir_ + "/rows.npy", test::random_f32({60, 1, 8, 8}, 4)).ok());

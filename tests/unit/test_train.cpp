@@ -284,6 +284,40 @@ TEST(Train, SensitivityScanProposesPerLayerSparsities) {
   EXPECT_FALSE(sensitivity_scan(m, val, {1.5}, 0.01, 1, false).ok());
 }
 
+// The rank scan factorizes one layer at a time: each point keeps at most its fraction of the
+// layer's weights (from rank 2), the factors' error shrinks as the fraction grows (a truncated SVD keeps more of
+// the spectrum), and a proposed fraction stays within the allowed drop.
+TEST(Train, RankSensitivityScanProposesPerLayerFractions) {
+  Model m = *make_architecture("lenet300", 10);
+  auto train = separable_digits(1000, 11), val = separable_digits(300, 12);
+  ASSERT_TRUE(train_model(m, train, nullptr, quick(2)).ok());
+  auto r = rank_sensitivity_scan(m, val, {0.05, 0.2, 0.5}, 0.02, 2, false);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->layers.size(), 3u);
+  for (const auto& l : r->layers) {
+    ASSERT_FALSE(l.points.empty()) << l.weight;
+    for (size_t i = 0; i < l.points.size(); ++i) {
+      const RankPoint& p = l.points[i];
+      if (p.rank > 1) {  // rank 1 is the least, even above the fraction
+        EXPECT_LE(p.weights_after, p.params * static_cast<double>(l.weights)) << l.weight;
+      }
+      EXPECT_GE(p.rank, 1);
+      if (i > 0) {
+        EXPECT_GE(p.rank, l.points[i - 1].rank) << l.weight;
+        EXPECT_LE(p.relative_error, l.points[i - 1].relative_error + 1e-9) << l.weight;
+      }
+      if (p.params >= l.proposed_params) {
+        EXPECT_GE(p.accuracy, r->baseline_accuracy - 0.02 - 1e-9) << l.weight << " " << p.params;
+      }
+    }
+    if (l.proposed_params == 1) {  // whole: no point was within the drop
+      for (const auto& p : l.points) EXPECT_LT(p.accuracy, r->baseline_accuracy - 0.02) << l.weight;
+    }
+  }
+  EXPECT_FALSE(rank_sensitivity_scan(m, val, {1.0}, 0.01, 1, false).ok());
+  EXPECT_FALSE(rank_sensitivity_scan(m, val, {0.0}, 0.01, 1, false).ok());
+}
+
 // A LeNet-300-100 trained on the separable task: a teacher that knows it.
 Model trained_teacher() {
   Model teacher = *make_architecture("lenet300", 5);
