@@ -124,6 +124,29 @@ struct RankSensitivityResult {
   double baseline_accuracy = 0;
   std::vector<LayerRankSensitivity> layers;
 };
+// Channel sensitivity: each channel group that structured pruning can shrink (prune_channels), its
+// `fractions` (in (0, 1)) of output channels with the smallest L1 norms removed, alone (no
+// retraining), accuracy measured on `data`. Per group, the largest fraction whose drop stays within
+// `allowed_drop` is proposed (0: keep every channel).
+struct ChannelPoint {
+  double fraction = 0;  // the fraction asked for
+  int64_t kept = 0;     // channels kept
+  double accuracy = 0;
+};
+struct GroupSensitivity {
+  std::vector<std::string> producers;  // node names; the first names the group in rules
+  int64_t channels = 0;
+  std::vector<ChannelPoint> points;
+  double proposed_fraction = 0;
+};
+struct ChannelSensitivityResult {
+  double baseline_accuracy = 0;
+  std::vector<GroupSensitivity> groups;
+};
+Result<ChannelSensitivityResult> channel_sensitivity_scan(const Model& model, const LabeledData& data,
+                                                          const std::vector<double>& fractions,
+                                                          double allowed_drop, int threads, bool progress);
+
 Result<RankSensitivityResult> rank_sensitivity_scan(const Model& model, const LabeledData& data,
                                                     const std::vector<double>& fractions, double allowed_drop,
                                                     int threads, bool progress);

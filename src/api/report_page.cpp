@@ -193,8 +193,13 @@ Result<SensitivityScan> read_sensitivity(const std::string& path) {
   SP_ASSIGN_OR_RETURN(std::vector<char> text, read_file(path));
   const auto j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
   if (j.is_discarded()) return errorf("{}: not valid JSON", path);
-  if (j.is_object() && j.value("scan", "") == "lowrank")
-    return errorf("{}: a rank scan (`sensitivity --lowrank`); the report plots pruning scans", path);
+  if (j.is_object() && j.contains("scan")) {  // the other scans of `sparrow sensitivity`
+    const std::string kind = j["scan"].is_string() ? j["scan"].get<std::string>() : "";
+    const char* what = kind == "lowrank"      ? "a rank scan (`sensitivity --lowrank`)"
+                       : kind == "structured" ? "a channel scan (`sensitivity --structured`)"
+                                              : "not a pruning scan";
+    return errorf("{}: {}; the report plots pruning scans (`sensitivity --sparsities`)", path, what);
+  }
   SensitivityScan scan;
   try {
     scan.baseline_accuracy = j.at("baseline_accuracy").get<double>();

@@ -1,6 +1,7 @@
 // sparrow sensitivity MODEL --data DIR: prunes each layer alone over a range of sparsities, records
 // the validation accuracy, and proposes per-layer sparsities for an allowed accuracy drop; with
-// --lowrank, factorizes each layer alone to fractions of its weights and proposes per-layer ranks.
+// --lowrank, factorizes each layer alone to fractions of its weights and proposes per-layer ranks;
+// with --structured, removes fractions of each channel group's filters and proposes per-group ones.
 #include <algorithm>
 
 #include <nlohmann/json.hpp>
@@ -20,8 +21,9 @@ struct SensitivityArgs {
   std::string model, csv, plot;
   DataArgs data;
   std::vector<double> sparsities = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95};
-  std::vector<double> low_rank;  // weight fractions: a rank scan instead of the pruning scan
-  double drop = 0.5;             // points
+  std::vector<double> low_rank;    // weight fractions: a rank scan instead of the pruning scan
+  std::vector<double> structured;  // channel fractions: a channel scan instead
+  double drop = 0.5;               // points
   bool json = false;
 };
 
@@ -112,12 +114,72 @@ int run_ranks(const SensitivityArgs& a, const Model& model, const LabeledData& v
   return 0;
 }
 
+int run_channels(const SensitivityArgs& a, const Model& model, const LabeledData& val,
+                 const GlobalOptions& global) {
+  auto r = channel_sensitivity_scan(model, val, a.structured, a.drop / 100.0, global.threads,
+                                    show_progress(global));
+  if (!r.ok()) return report_error(r.status());
+  nlohmann::json groups = nlohmann::json::array();
+  std::string csv = "layer,channels,fraction,kept,accuracy\n";
+  std::vector<Series> series;
+  for (const auto& g : r->groups) {
+    nlohmann::json points = nlohmann::json::array();
+    Series s{g.producers.front(), {}};
+    for (const auto& p : g.points) {
+      points.push_back({{"fraction", p.fraction}, {"kept", p.kept}, {"accuracy", p.accuracy}});
+      csv += fmt::format("{},{},{},{},{}\n", g.producers.front(), g.channels, p.fraction, p.kept, p.accuracy);
+      s.y.push_back(100 * p.accuracy);
+    }
+    series.push_back(s);
+    groups.push_back({{"name", g.producers.front()},
+                      {"producers", g.producers},
+                      {"channels", g.channels},
+                      {"points", points},
+                      {"proposed_fraction", g.proposed_fraction}});
+  }
+  std::vector<double> x;
+  for (double v : a.structured) x.push_back(100 * v);
+  const ReferenceLine allowed{100 * r->baseline_accuracy - a.drop,
+                              fmt::format("allowed: -{:g} points", a.drop)};
+  const std::string x_label = "output channels removed (%)";
+  const std::string plot =
+      svg_line_plot("Channel sensitivity: each channel group pruned alone (no retraining)", x_label,
+                    "validation accuracy (%)", x, series, false, false, {allowed});
+  if (auto s = write_scan_files(a, csv, plot, line_plot_csv(x_label, x, series)); !s.ok())
+    return report_error(s);
+  if (a.json) {
+    fmt::print("{}\n", nlohmann::json{{"model", a.model},
+                                      {"scan", "structured"},
+                                      {"baseline_accuracy", r->baseline_accuracy},
+                                      {"allowed_drop_points", a.drop},
+                                      {"layers", groups}}
+                           .dump(2));
+    return 0;
+  }
+  fmt::print("validation accuracy {:.4f} whole; accuracy with one channel group pruned alone (L1):\n{:<24}",
+             r->baseline_accuracy, "layer \\ removed");
+  for (double f : a.structured) fmt::print(" {:>6.0f}%", 100 * f);
+  fmt::print(" {:>9}\n", "proposed");
+  std::string recipe;
+  for (const auto& g : r->groups) {
+    fmt::print("{:<24}", g.producers.front().substr(0, 24));
+    for (const auto& p : g.points) fmt::print(" {:>7.4f}", p.accuracy);
+    fmt::print(" {:>8.0f}%\n", 100 * g.proposed_fraction);
+    if (g.proposed_fraction > 0)
+      recipe += fmt::format(" --layer {}:structured=l1={}", g.producers.front(), g.proposed_fraction);
+  }
+  fmt::print("proposed for a drop of at most {} points per group (before retraining):{}\n", a.drop,
+             recipe.empty() ? " no channels removed" : recipe);
+  return 0;
+}
+
 int run(const SensitivityArgs& a, const GlobalOptions& global) {
   auto model = load_onnx(a.model);
   if (!model.ok()) return report_error(model.status());
   auto data = load_splits(*model, a.data);
   if (!data.ok()) return report_error(data.status());
   if (!a.low_rank.empty()) return run_ranks(a, *model, data->val, global);
+  if (!a.structured.empty()) return run_channels(a, *model, data->val, global);
   auto r = sensitivity_scan(*model, data->val, a.sparsities, a.drop / 100.0, global.threads,
                             show_progress(global));
   if (!r.ok()) return report_error(r.status());
@@ -186,6 +248,12 @@ Command add_sensitivity(CLI::App& app, const GlobalOptions& global) {
                   "of its weights, e.g. 0.1,0.25,0.5")
       ->delimiter(',')
       ->excludes(sparsities);
+  cmd->add_option("--structured", a->structured,
+                  "Scan channels instead: remove these fractions of each channel group's output channels "
+                  "(smallest L1 norms) alone, e.g. 0.25,0.5,0.75")
+      ->delimiter(',')
+      ->excludes(sparsities)
+      ->excludes("--lowrank");
   cmd->add_option("--drop", a->drop, "Allowed accuracy drop per layer, in points (default 0.5)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--csv", a->csv, "Write the curves as CSV");

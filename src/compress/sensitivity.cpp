@@ -56,4 +56,37 @@ Result<RankSensitivityResult> rank_sensitivity_scan(const Model& model, const La
   return r;
 }
 
+Result<ChannelSensitivityResult> channel_sensitivity_scan(const Model& model, const LabeledData& data,
+                                                          const std::vector<double>& fractions,
+                                                          double allowed_drop, int threads, bool progress) {
+  for (double f : fractions)
+    if (!(f > 0 && f < 1)) return errorf("channel fraction {} is outside (0, 1)", f);
+  ChannelSensitivityResult r;
+  SP_ASSIGN_OR_RETURN(r.baseline_accuracy, classification_accuracy(model, data, threads));
+  const StructuredRule none{StructuredRule::Norm::none, 0};
+  Model traced = model;
+  SP_ASSIGN_OR_RETURN(std::vector<ChannelGroup> groups, prune_channels(traced, none));
+  for (const ChannelGroup& group : groups) {
+    if (!group.kept_whole.empty()) continue;
+    GroupSensitivity gs{group.producers, group.channels, {}, 0.0};
+    for (double f : fractions) {
+      if (progress)
+        fmt::print(stderr, "\r\033[Kchannel sensitivity: {} without {:.0f}% of its channels",
+                   group.producers.front(), 100 * f);
+      Model pruned = model;
+      SP_ASSIGN_OR_RETURN(
+          auto done,
+          prune_channels(pruned, none, {{group.producers.front(), {StructuredRule::Norm::l1, f}}}));
+      const auto it = std::find_if(done.begin(), done.end(),
+                                   [&](const ChannelGroup& g) { return g.producers == group.producers; });
+      SP_ASSIGN_OR_RETURN(double acc, classification_accuracy(std::move(pruned), data, threads));
+      gs.points.push_back({f, it == done.end() ? group.channels : it->kept, acc});
+      if (r.baseline_accuracy - acc <= allowed_drop) gs.proposed_fraction = std::max(gs.proposed_fraction, f);
+    }
+    r.groups.push_back(std::move(gs));
+  }
+  if (progress) fmt::print(stderr, "\r\033[K");
+  return r;
+}
+
 }  // namespace sparrow

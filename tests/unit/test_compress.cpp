@@ -890,6 +890,41 @@ TEST_F(CompressCli, RankSensitivityProposesLayerRulesCompressTakes) {
   EXPECT_NE(compressed.output.find("lowrank_q"), std::string::npos) << compressed.output;
 }
 
+// `sensitivity --structured` scans channel groups; its proposals are rules `compress --layer`
+// takes, and the model it writes has the fewer channels.
+TEST_F(CompressCli, ChannelSensitivityProposesGroupRulesCompressTakes) {
+  ASSERT_TRUE(write_npy(dir_ + "/rows.npy", test::random_f32({60, 1, 8, 8}, 4)).ok());
+  Tensor labels(DType::i64, {60});
+  for (int64_t i = 0; i < 60; ++i) labels.i64_data()[i] = i % 10;
+  ASSERT_TRUE(write_npy(dir_ + "/labels.npy", labels).ok());
+  const std::string scan_cmd = "-q sensitivity " + dir_ + "/m.onnx --data " + dir_ + "/rows.npy --labels " +
+                               dir_ + "/labels.npy --validation 20 --structured 0.25,0.5 --drop 100";
+  auto scan = test::run_cli(scan_cmd + " --json");
+  ASSERT_EQ(scan.exit_code, 0) << scan.output;
+  const auto j = nlohmann::json::parse(scan.output.substr(scan.output.find('{')));
+  EXPECT_EQ(j["scan"], "structured");
+  ASSERT_FALSE(j["layers"].empty());
+  for (const auto& g : j["layers"]) {
+    EXPECT_EQ(g["proposed_fraction"].get<double>(), 0.5) << g;  // any drop allowed: the largest
+    EXPECT_LT(g["points"][1]["kept"].get<int64_t>(), g["channels"].get<int64_t>()) << g;
+  }
+  auto table = test::run_cli(scan_cmd);
+  ASSERT_EQ(table.exit_code, 0) << table.output;
+  const size_t at = table.output.find(" --layer ");
+  ASSERT_NE(at, std::string::npos) << table.output;
+  const std::string rules = table.output.substr(at, table.output.find('\n', at) - at);
+  auto compressed = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/st.spw --sparsity 0" +
+                                  rules + " --json");
+  ASSERT_EQ(compressed.exit_code, 0) << rules << "\n" << compressed.output;
+  const auto c = nlohmann::json::parse(compressed.output.substr(compressed.output.find('{')));
+  int64_t removed = 0;
+  for (const auto& g : c["metadata"]["structured"])
+    removed += g["channels"].get<int64_t>() - g["kept"].get<int64_t>();
+  EXPECT_GT(removed, 0) << rules;
+  EXPECT_LT(c["metadata"]["macs"]["after"].get<int64_t>(), c["metadata"]["macs"]["before"].get<int64_t>());
+  EXPECT_EQ(test::run_cli(scan_cmd + " --lowrank 0.5").exit_code, 1) << "one scan at a time";
+}
+
 // A sensitivity scan of the source, plotted on the report page beside the sparsities kept.
 TEST_F(CompressCli, ReportShowsTheSourcesSensitivityScan) {
   ASSERT_TRUE(write_npy(dir_ + "/rows.npy", test::random_f32({60, 1, 8, 8}, 4)).ok());

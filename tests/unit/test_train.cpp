@@ -285,8 +285,8 @@ TEST(Train, SensitivityScanProposesPerLayerSparsities) {
 }
 
 // The rank scan factorizes one layer at a time: each point keeps at most its fraction of the
-// layer's weights (from rank 2), the factors' error shrinks as the fraction grows (a truncated SVD keeps more of
-// the spectrum), and a proposed fraction stays within the allowed drop.
+// layer's weights (from rank 2), the factors' error shrinks as the fraction grows (a truncated SVD keeps more
+// of the spectrum), and a proposed fraction stays within the allowed drop.
 TEST(Train, RankSensitivityScanProposesPerLayerFractions) {
   Model m = *make_architecture("lenet300", 10);
   auto train = separable_digits(1000, 11), val = separable_digits(300, 12);
@@ -316,6 +316,30 @@ TEST(Train, RankSensitivityScanProposesPerLayerFractions) {
   }
   EXPECT_FALSE(rank_sensitivity_scan(m, val, {1.0}, 0.01, 1, false).ok());
   EXPECT_FALSE(rank_sensitivity_scan(m, val, {0.0}, 0.01, 1, false).ok());
+}
+
+// The channel scan removes each group's weakest filters alone: fewer channels at larger fractions,
+// the output layer's group (it reaches the graph output) not scanned, and a proposed fraction
+// within the allowed drop.
+TEST(Train, ChannelSensitivityScanProposesPerGroupFractions) {
+  Model m = *make_architecture("lenet300", 10);
+  auto train = separable_digits(1000, 11), val = separable_digits(300, 12);
+  ASSERT_TRUE(train_model(m, train, nullptr, quick(2)).ok());
+  auto r = channel_sensitivity_scan(m, val, {0.25, 0.5, 0.9}, 0.02, 2, false);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->groups.size(), 2u);  // fc1 (300 units) and fc2 (100); fc3 writes the output
+  EXPECT_EQ(r->groups[0].channels, 300);
+  EXPECT_EQ(r->groups[1].channels, 100);
+  for (const auto& g : r->groups) {
+    ASSERT_EQ(g.points.size(), 3u);
+    EXPECT_EQ(g.points[0].kept, g.channels - g.channels / 4) << g.producers.front();
+    for (size_t i = 1; i < g.points.size(); ++i) EXPECT_LT(g.points[i].kept, g.points[i - 1].kept);
+    for (const auto& p : g.points)
+      if (p.fraction <= g.proposed_fraction) {
+        EXPECT_GE(p.accuracy, r->baseline_accuracy - 0.02 - 1e-9) << g.producers.front() << " " << p.fraction;
+      }
+  }
+  EXPECT_FALSE(channel_sensitivity_scan(m, val, {1.0}, 0.01, 1, false).ok());
 }
 
 // A LeNet-300-100 trained on the separable task: a teacher that knows it.
