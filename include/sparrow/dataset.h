@@ -16,12 +16,22 @@ namespace sparrow {
 // Reads a C-order .npy array. Float kinds (f2, f4, f8) become float32; integer and bool kinds
 // become int64. Errors name the file and the header field at fault.
 Result<Tensor> read_npy(const std::string& path);
+// How a mapped array will be read: rows in shuffled order (training), or front to back.
+enum class MapAccess { random, sequential };
 // The array of an NPY file as read_npy gives it, but a float32 array whose data starts on a 64-byte
 // boundary (as numpy writes them) is not read: the tensor lies over a private mapping of the file,
 // so its pages come from disk as rows are used and the kernel may drop them again under memory
-// pressure. Arrays larger than memory can be used that way. Writes to the tensor go to private
-// copies of the pages, never to the file; the file must not be truncated while the tensor lives.
-Result<Tensor> map_npy(const std::string& path);
+// pressure; the kernel's readahead is set for `access`. Arrays larger than memory can be used that
+// way (up to kMaxTensorElements; the input budget applies only to arrays that are read). Writes to
+// the tensor go to private copies of the pages, never to the file. While the tensor lives, the file
+// must not be truncated and must stay readable: a page that cannot be read then ends the process
+// (SIGBUS). A file system that cannot be mapped gets the file read.
+Result<Tensor> map_npy(const std::string& path, MapAccess access = MapAccess::random);
+// Reads the pages of a mapped tensor's data into memory in one sequential pass (the kernel reads
+// ahead in large parts), when they take less than half the available memory, and leaves them
+// advised for random access: shuffled batches then find them there instead of faulting 4 KiB at a
+// time. Nothing for other tensors.
+void preload_mapping(const Tensor& t);
 // The array in an NPY file's bytes, as read_npy reads it (errors without a path).
 Result<Tensor> parse_npy(std::span<const char> bytes);
 // Writes a float32 ('<f4') or int64 ('<i8') .npy file atomically.

@@ -103,7 +103,8 @@ Result<SensitivityResult> sensitivity_scan(const Model& model, const LabeledData
                                            int threads, bool progress);
 
 // Rank sensitivity: each layer factorize_low_rank can factorize, factorized alone (no fine-tuning)
-// so that its factors hold at most each of `fractions` (in (0, 1)) of its weights (params=f),
+// by the rule params=f for each of `fractions` (in (0, 1)): its factors hold at most that fraction
+// of its weights, or rank 1 where even that holds more,
 // accuracy measured on `data`. A fraction at which the layer cannot save weights gives no point;
 // layers with no point are left out. Per layer, the smallest fraction whose drop stays within
 // `allowed_drop` is proposed (1: leave the layer whole).

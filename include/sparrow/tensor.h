@@ -1,5 +1,5 @@
 // Tensor: a dense, contiguous, row-major array of float32 or int64 with 64-byte aligned storage,
-// owned or (view) borrowed.
+// owned, borrowed (a view) or mapped from a file (adopt_mapping).
 // float32 carries all numerical work; int64 carries shapes, indices and other integer data that
 // ONNX models compute with. Copies are deep; moves are cheap.
 #pragma once
@@ -67,7 +67,7 @@ class Tensor {
   std::span<int64_t> i64_span() { return {i64_data(), static_cast<size_t>(numel_)}; }
   std::span<const int64_t> i64_span() const { return {i64_data(), static_cast<size_t>(numel_)}; }
   // Whether the data lies in a mapping the tensor owns (adopt_mapping).
-  bool is_mapping() const { return data_.get_deleter().mapping_bytes > 0; }
+  bool is_mapping() const { return data_ && data_.get_deleter().mapping_bytes > 0; }
   void* raw() { return data_.get(); }
   const void* raw() const { return data_.get(); }
 
@@ -76,8 +76,8 @@ class Tensor {
   // Keeps the first `rows` entries along axis 0 (0 <= rows <= dim(0); rank >= 1), in place: the
   // storage and those entries' data stay.
   void keep_leading(int64_t rows);
-  // Gives the tensor a new dtype and shape, reusing storage when it is large enough.
-  // Contents are unspecified afterwards.
+  // Gives the tensor a new dtype and shape, reusing storage it owns when it is large enough (a
+  // mapping is given up for new memory). Contents are unspecified afterwards.
   void reset(DType dtype, Shape shape);
 
  private:

@@ -49,7 +49,7 @@ Result<Tensor> eval_inputs(const EvalOptions& o) {
   if (!o.data.empty()) {
     if (o.scale || o.shift)
       return errorf("--scale and --shift normalize IDX images; {} holds inputs already normalized", o.data);
-    SP_ASSIGN_OR_RETURN(Tensor x, map_npy(o.data));
+    SP_ASSIGN_OR_RETURN(Tensor x, map_npy(o.data, MapAccess::sequential));
     if (x.rank() < 1) return errorf("{}: inputs must have a row axis", o.data);
     if (x.dtype() == DType::f32) return x;
     Tensor f(DType::f32, x.shape());

@@ -234,10 +234,23 @@ int run(const SensitivityArgs& a, const GlobalOptions& global) {
 
 }  // namespace
 
+// Each value of a --lowrank or --structured list: a fraction strictly between 0 and 1.
+const CLI::Validator kOpenFraction(
+    [](const std::string& text) -> std::string {
+      try {
+        const double v = std::stod(text);
+        return v > 0 && v < 1 ? "" : "'" + text + "' is not a fraction between 0 and 1 (exclusive)";
+      } catch (const std::exception&) {
+        return "'" + text + "' is not a number";
+      }
+    },
+    "FRACTION in (0, 1)");
+
 Command add_sensitivity(CLI::App& app, const GlobalOptions& global) {
   auto a = std::make_shared<SensitivityArgs>();
   auto* cmd = app.add_subcommand("sensitivity",
-                                 "Prune each layer alone over sparsities and propose per-layer targets");
+                                 "Prune each layer alone over sparsities (or factorize it, or remove "
+                                 "channels) and propose per-layer targets");
   cmd->add_option("model", a->model, "Model (.onnx)")->required();
   cmd->add_option("--data", a->data.dir, "IDX data (the validation split is used)")->required();
   add_data_options(cmd, a->data);
@@ -247,11 +260,13 @@ Command add_sensitivity(CLI::App& app, const GlobalOptions& global) {
                   "Scan ranks instead: factorize each layer alone so that its factors keep these fractions "
                   "of its weights, e.g. 0.1,0.25,0.5")
       ->delimiter(',')
+      ->check(kOpenFraction)
       ->excludes(sparsities);
   cmd->add_option("--structured", a->structured,
                   "Scan channels instead: remove these fractions of each channel group's output channels "
                   "(smallest L1 norms) alone, e.g. 0.25,0.5,0.75")
       ->delimiter(',')
+      ->check(kOpenFraction)
       ->excludes(sparsities)
       ->excludes("--lowrank");
   cmd->add_option("--drop", a->drop, "Allowed accuracy drop per layer, in points (default 0.5)")

@@ -102,7 +102,11 @@ int run_train(TrainArgs& a, const GlobalOptions& global) {
   if (auto s = save_onnx(*model, a.output); !s.ok()) return report_error(s);
   std::error_code ignored;
   std::filesystem::remove(a.train.checkpoint, ignored);  // the output holds what it held
-  nlohmann::json j{{"model", a.output}, {"epochs", epochs->size()}};
+  nlohmann::json j{
+      {"model", a.output},
+      {"epochs", epochs->size()},
+      {"rows",
+       {{"train", data->train.size()}, {"validation", data->val.size()}, {"test", data->test.size()}}}};
   double seconds = 0;
   std::vector<double> epoch_seconds;
   for (const auto& e : *epochs) {

@@ -155,6 +155,7 @@ Result<DataSplits> load_npy_splits(const Shape& sample, const DataArgs& a) {
   SP_ASSIGN_OR_RETURN(LabeledData all, npy_rows(sample, a));
   DataSplits d;
   split_off_validation(std::move(all), a, d);
+  preload_mapping(d.train.inputs);  // the rows kept (--limit), not the whole file
   d.test = d.val;
   return d;
 }

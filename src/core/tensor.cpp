@@ -144,7 +144,7 @@ void Tensor::reset(DType dtype, Shape shape) {
   int64_t n = shape_numel(shape);
   assert(n >= 0);
   size_t needed = static_cast<size_t>(n) * dtype_size(dtype);
-  if (!data_ || needed > capacity_) allocate(needed);
+  if (!data_ || needed > capacity_ || is_mapping()) allocate(needed);
   dtype_ = dtype;
   shape_ = std::move(shape);
   numel_ = n;

@@ -4,11 +4,14 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <limits>
+#include <optional>
 #include <span>
 #include <utility>
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/file.h"
@@ -226,30 +229,25 @@ bool mappable(const NpyHeader& h, int64_t numel) {
   return h.kind == 'f' && h.width == 4 && h.data_offset % 64 == 0 && numel > 0;
 }
 
-// Reads the file once from start to end into the page cache (not into this process), in 1 MiB
-// parts, when it takes less than half the memory available: one sequential pass instead of a
-// random 4 KiB read at each page's first use.
-void preload_page_cache(int fd, size_t file_size) {
-  if (static_cast<int64_t>(file_size) > available_memory_bytes() / 2) return;
-  std::vector<char> part(size_t{1} << 20);
-  for (size_t at = 0; at < file_size; at += part.size())
-    if (::pread(fd, part.data(), part.size(), static_cast<off_t>(at)) <= 0) return;
-}
-
-// The file's float32 data as a tensor over a private, writable mapping of the whole file. Training
-// reads rows in shuffled order, so the mapping is marked for random access: under memory pressure a
-// row's page fault reads that row's pages, not the neighbours that readahead would bring in and
-// push each other out with.
-Result<Tensor> map_data(const std::string& path, const NpyHeader& h, size_t file_size) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errorf("{}: cannot open: {}", path, std::strerror(errno));
-  void* mapping = ::mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  if (mapping != MAP_FAILED) preload_page_cache(fd, file_size);
+// The file's float32 data as a tensor over a private, writable mapping of the whole file, with the
+// kernel's readahead set for `access`; nothing when the file system cannot map it; an error when it
+// is no longer the file whose header was read (its size changed). MAP_NORESERVE: the copy-on-write pages are
+// not charged as memory ahead of any write, so a file larger than memory maps.
+Result<std::optional<Tensor>> map_data(const InputFile& file, const NpyHeader& h, MapAccess access) {
+  const int fd = ::open(file.path().c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errorf("{}: cannot open: {}", file.path(), std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != file.size()) {
+    ::close(fd);
+    return errorf("{}: changed while being read", file.path());
+  }
+  void* mapping = ::mmap(nullptr, file.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
   ::close(fd);  // the mapping keeps the file
-  if (mapping == MAP_FAILED) return errorf("{}: cannot map: {}", path, std::strerror(map_errno));
-  ::madvise(mapping, file_size, MADV_RANDOM);  // advice only: no error to report
-  return Tensor::adopt_mapping(DType::f32, h.shape, mapping, file_size, h.data_offset);
+  if (mapping == MAP_FAILED) return std::optional<Tensor>();
+  ::madvise(mapping, file.size(),
+            access == MapAccess::random ? MADV_RANDOM : MADV_SEQUENTIAL);  // advice only
+  return std::optional<Tensor>(
+      Tensor::adopt_mapping(DType::f32, h.shape, mapping, file.size(), h.data_offset));
 }
 
 // The header, checked against the file's size, of an opened file.
@@ -269,12 +267,34 @@ Result<Tensor> read_npy(const std::string& path) {
   return read_data(file, header.first, header.second);
 }
 
-Result<Tensor> map_npy(const std::string& path) {
-  SP_ASSIGN_OR_RETURN(InputFile file, open_input_file(path));
+Result<Tensor> map_npy(const std::string& path, MapAccess access) {
+  // A mapping allocates nothing, so the input budget applies only to a file that is read.
+  SP_ASSIGN_OR_RETURN(InputFile file, open_input_file(path, std::numeric_limits<size_t>::max()));
   SP_ASSIGN_OR_RETURN(auto header, checked_header(file));
   const auto& [h, numel] = header;
-  if (mappable(h, numel)) return map_data(path, h, file.size());
+  if (mappable(h, numel)) {
+    SP_ASSIGN_OR_RETURN(std::optional<Tensor> mapped, map_data(file, h, access));
+    if (mapped) return std::move(*mapped);
+  }
+  if (file.size() > static_cast<size_t>(input_byte_limit()))
+    return errorf("{}: file is {} bytes, larger than the {} byte input limit (--max-input)", path,
+                  file.size(), input_byte_limit());
   return read_data(file, h, numel);
+}
+
+void preload_mapping(const Tensor& t) {
+  if (!t.is_mapping() || t.bytes() == 0 || static_cast<int64_t>(t.bytes()) > available_memory_bytes() / 2)
+    return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(t.raw()) / page * page;
+  const auto end = reinterpret_cast<uintptr_t>(t.raw()) + t.bytes();
+  void* range = reinterpret_cast<void*>(begin);
+  ::madvise(range, end - begin, MADV_SEQUENTIAL);
+  unsigned char sum = 0;  // one read per page, in order: the kernel reads ahead in large parts
+  for (uintptr_t at = begin; at < end; at += page)
+    sum ^= *reinterpret_cast<const volatile unsigned char*>(at);
+  ::madvise(range, end - begin, MADV_RANDOM);
+  (void)sum;
 }
 
 // numpy's tuple syntax: "()", "(5,)", "(2, 3)".

@@ -212,6 +212,15 @@ TEST(Npy, MapNpyLeavesFloatArraysInTheirFile) {
     mapped->keep_leading(10);
     EXPECT_EQ(mapped->shape(), (Shape{10, 7, 5}));
     EXPECT_EQ(mapped->f32_data()[349], x.f32_data()[349]);
+
+    Tensor moved = std::move(*mapped);  // the mapping goes with it
+    EXPECT_TRUE(moved.is_mapping());
+    EXPECT_FALSE(mapped->is_mapping());
+    preload_mapping(moved);  // reads pages; changes nothing
+    EXPECT_EQ(moved.f32_data()[349], x.f32_data()[349]);
+    moved.reset(DType::f32, {4});  // new memory, not the mapping's pages
+    EXPECT_FALSE(moved.is_mapping());
+    EXPECT_FALSE(mapped_in_process(path)) << "reset gives the mapping up";
   }
   EXPECT_FALSE(mapped_in_process(path));
   auto again = read_npy(path);
