@@ -3,6 +3,7 @@
 // --lowrank, factorizes each layer alone to fractions of its weights and proposes per-layer ranks;
 // with --structured, removes fractions of each channel group's filters and proposes per-group ones.
 #include <algorithm>
+#include <cmath>
 
 #include <nlohmann/json.hpp>
 
@@ -27,30 +28,145 @@ struct SensitivityArgs {
   bool json = false;
 };
 
-// Writes the table (--csv) and the plot (--plot) with the CSV of its numbers beside it, those asked
-// for, all or none.
-Status write_scan_files(const SensitivityArgs& a, const std::string& csv, const std::string& plot,
-                        const std::string& plot_csv) {
-  OutputSet files;
-  if (!a.csv.empty()) SP_RETURN_IF_ERROR(files.add(a.csv, csv));
-  if (!a.plot.empty()) {
-    SP_RETURN_IF_ERROR(files.add(a.plot, plot));
-    SP_RETURN_IF_ERROR(files.add(csv_beside(a.plot), plot_csv));
+// One scan, as it is printed and written. Each row (a layer or channel group) has the accuracy at
+// each scanned value (NaN where the row has no point), its proposal as printed, and the `--layer`
+// option that applies it (empty: nothing proposed).
+struct ScanLabels {
+  std::string kind;  // the JSON's "scan" (none for the pruning scan)
+  std::string alone, x_label, plot_title, row_header, recipe_note, nothing_proposed;
+};
+struct ScanReport {
+  ScanLabels labels;
+  std::vector<double> values;
+  double baseline = 0;
+  nlohmann::json rows = nlohmann::json::array();
+  std::string csv;
+  struct Row {
+    std::string name;
+    std::vector<double> accuracy;
+    std::string proposed, option;
+  };
+  std::vector<Row> table;
+};
+
+// The accuracy of each of `values` among points (value_of, accuracy), NaN where there is none.
+template <class Point, class Value>
+std::vector<double> accuracy_at(const std::vector<double>& values, const std::vector<Point>& points,
+                                Value value_of) {
+  std::vector<double> out;
+  for (double v : values) {
+    auto p = std::find_if(points.begin(), points.end(), [&](const Point& q) { return value_of(q) == v; });
+    out.push_back(p == points.end() ? std::nan("") : p->accuracy);
   }
-  return files.commit_all();
+  return out;
 }
 
-int run_ranks(const SensitivityArgs& a, const Model& model, const LabeledData& val,
-              const GlobalOptions& global) {
-  auto r =
-      rank_sensitivity_scan(model, val, a.low_rank, a.drop / 100.0, global.threads, show_progress(global));
-  if (!r.ok()) return report_error(r.status());
-  nlohmann::json layers = nlohmann::json::array();
-  std::string csv = "layer,weights,params,rank,rank_in,weights_after,relative_error,accuracy\n";
-  std::vector<Series> series;  // the layers with a point at every fraction
-  for (const auto& l : r->layers) {
+// Writes the table (--csv) and the plot (--plot, the rows with a point at every value) with the CSV
+// of its numbers beside it, those asked for, all or none; then prints the JSON or the table.
+int emit(const SensitivityArgs& a, const ScanReport& r) {
+  std::vector<double> x;
+  for (double v : r.values) x.push_back(100 * v);
+  std::vector<Series> series;
+  for (const auto& row : r.table) {
+    Series s{row.name, {}};
+    for (double acc : row.accuracy) s.y.push_back(100 * acc);
+    if (std::none_of(s.y.begin(), s.y.end(), [](double v) { return std::isnan(v); })) series.push_back(s);
+  }
+  OutputSet files;
+  if (!a.csv.empty())
+    if (auto s = files.add(a.csv, r.csv); !s.ok()) return report_error(s);
+  if (!a.plot.empty()) {
+    const ReferenceLine allowed{100 * r.baseline - a.drop, fmt::format("allowed: -{:g} points", a.drop)};
+    const std::string svg = svg_line_plot(r.labels.plot_title, r.labels.x_label, "validation accuracy (%)", x,
+                                          series, false, false, {allowed});
+    if (auto s = files.add(a.plot, svg); !s.ok()) return report_error(s);
+    if (auto s = files.add(csv_beside(a.plot), line_plot_csv(r.labels.x_label, x, series)); !s.ok())
+      return report_error(s);
+  }
+  if (auto s = files.commit_all(); !s.ok()) return report_error(s);
+  if (a.json) {
+    nlohmann::json j{{"model", a.model},
+                     {"baseline_accuracy", r.baseline},
+                     {"allowed_drop_points", a.drop},
+                     {"layers", r.rows}};
+    if (!r.labels.kind.empty()) j["scan"] = r.labels.kind;
+    fmt::print("{}\n", j.dump(2));
+    return 0;
+  }
+  fmt::print("validation accuracy {:.4f} whole; accuracy with one {} alone:\n{:<24}", r.baseline,
+             r.labels.alone, r.labels.row_header);
+  for (double v : r.values) fmt::print(" {:>6.0f}%", 100 * v);
+  fmt::print(" {:>9}\n", "proposed");
+  std::string options;
+  for (const auto& row : r.table) {
+    fmt::print("{:<24}", row.name.substr(0, 24));
+    for (double acc : row.accuracy)
+      if (std::isnan(acc))
+        fmt::print(" {:>7}", "-");
+      else
+        fmt::print(" {:>7.4f}", acc);
+    fmt::print(" {:>9}\n", row.proposed);
+    options += row.option;
+  }
+  fmt::print("proposed for a drop of at most {} points per {}:{}\n", a.drop, r.labels.recipe_note,
+             options.empty() ? r.labels.nothing_proposed : options);
+  return 0;
+}
+
+std::string percent(double fraction) {
+  return fmt::format("{:.0f}%", 100 * fraction);
+}
+
+Result<ScanReport> pruning_report(const SensitivityArgs& a, const Model& model, const LabeledData& val,
+                                  const GlobalOptions& global) {
+  SP_ASSIGN_OR_RETURN(auto r, sensitivity_scan(model, val, a.sparsities, a.drop / 100.0, global.threads,
+                                               show_progress(global)));
+  ScanReport out;
+  out.labels = {"",
+                "layer pruned",
+                "sparsity (%)",
+                "Sensitivity: each layer pruned alone (no retraining)",
+                "layer \\ sparsity",
+                "layer",
+                ""};
+  out.values = a.sparsities;
+  out.baseline = r.baseline_accuracy;
+  out.csv = "layer,weights,sparsity,accuracy\n";
+  for (const auto& l : r.layers) {
     nlohmann::json points = nlohmann::json::array();
-    Series s{l.weight, {}};
+    for (const auto& p : l.points) {
+      points.push_back({{"sparsity", p.sparsity}, {"accuracy", p.accuracy}});
+      out.csv += fmt::format("{},{},{},{}\n", l.weight, l.weights, p.sparsity, p.accuracy);
+    }
+    out.rows.push_back({{"name", l.weight},
+                        {"weights", l.weights},
+                        {"points", points},
+                        {"proposed_sparsity", l.proposed_sparsity}});
+    out.table.push_back(
+        {l.weight, accuracy_at(a.sparsities, l.points, [](const SensitivityPoint& p) { return p.sparsity; }),
+         percent(l.proposed_sparsity),
+         fmt::format(" --layer {}:sparsity={}", l.weight, l.proposed_sparsity)});
+  }
+  return out;
+}
+
+Result<ScanReport> rank_report(const SensitivityArgs& a, const Model& model, const LabeledData& val,
+                               const GlobalOptions& global) {
+  SP_ASSIGN_OR_RETURN(auto r, rank_sensitivity_scan(model, val, a.low_rank, a.drop / 100.0, global.threads,
+                                                    show_progress(global)));
+  ScanReport out;
+  out.labels = {"lowrank",
+                "layer factorized",
+                "weights kept in the factors (%)",
+                "Rank sensitivity: each layer factorized alone (no fine-tuning)",
+                "layer \\ weights kept",
+                "layer (before fine-tuning)",
+                " no layer factorized"};
+  out.values = a.low_rank;
+  out.baseline = r.baseline_accuracy;
+  out.csv = "layer,weights,params,rank,rank_in,weights_after,relative_error,accuracy\n";
+  for (const auto& l : r.layers) {
+    nlohmann::json points = nlohmann::json::array();
     for (const auto& p : l.points) {
       points.push_back({{"params", p.params},
                         {"rank", p.rank},
@@ -58,119 +174,56 @@ int run_ranks(const SensitivityArgs& a, const Model& model, const LabeledData& v
                         {"weights_after", p.weights_after},
                         {"relative_error", p.relative_error},
                         {"accuracy", p.accuracy}});
-      csv += fmt::format("{},{},{},{},{},{},{},{}\n", l.weight, l.weights, p.params, p.rank, p.rank_in,
-                         p.weights_after, p.relative_error, p.accuracy);
-      s.y.push_back(100 * p.accuracy);
+      out.csv += fmt::format("{},{},{},{},{},{},{},{}\n", l.weight, l.weights, p.params, p.rank, p.rank_in,
+                             p.weights_after, p.relative_error, p.accuracy);
     }
-    if (s.y.size() == a.low_rank.size()) series.push_back(s);
-    layers.push_back({{"name", l.weight},
-                      {"weights", l.weights},
-                      {"points", points},
-                      {"proposed_params", l.proposed_params}});
+    out.rows.push_back({{"name", l.weight},
+                        {"weights", l.weights},
+                        {"points", points},
+                        {"proposed_params", l.proposed_params}});
+    const bool factorized = l.proposed_params < 1;
+    out.table.push_back(
+        {l.weight, accuracy_at(a.low_rank, l.points, [](const RankPoint& p) { return p.params; }),
+         factorized ? percent(l.proposed_params) : "whole",
+         factorized ? fmt::format(" --layer {}:lowrank=params={}", l.weight, l.proposed_params) : ""});
   }
-  std::vector<double> x;
-  for (double v : a.low_rank) x.push_back(100 * v);
-  const ReferenceLine allowed{100 * r->baseline_accuracy - a.drop,
-                              fmt::format("allowed: -{:g} points", a.drop)};
-  const std::string x_label = "weights kept in the factors (%)";
-  const std::string plot =
-      svg_line_plot("Rank sensitivity: each layer factorized alone (no fine-tuning)", x_label,
-                    "validation accuracy (%)", x, series, false, false, {allowed});
-  if (auto s = write_scan_files(a, csv, plot, line_plot_csv(x_label, x, series)); !s.ok())
-    return report_error(s);
-  if (a.json) {
-    fmt::print("{}\n", nlohmann::json{{"model", a.model},
-                                      {"scan", "lowrank"},
-                                      {"baseline_accuracy", r->baseline_accuracy},
-                                      {"allowed_drop_points", a.drop},
-                                      {"layers", layers}}
-                           .dump(2));
-    return 0;
-  }
-  fmt::print("validation accuracy {:.4f} whole; accuracy with one layer factorized alone:\n{:<24}",
-             r->baseline_accuracy, "layer \\ weights kept");
-  for (double f : a.low_rank) fmt::print(" {:>6.0f}%", 100 * f);
-  fmt::print(" {:>9}\n", "proposed");
-  std::string recipe;
-  for (const auto& l : r->layers) {
-    fmt::print("{:<24}", l.weight.substr(0, 24));
-    for (double f : a.low_rank) {
-      auto p =
-          std::find_if(l.points.begin(), l.points.end(), [&](const RankPoint& q) { return q.params == f; });
-      if (p == l.points.end())
-        fmt::print(" {:>7}", "-");
-      else
-        fmt::print(" {:>7.4f}", p->accuracy);
-    }
-    if (l.proposed_params < 1) {
-      fmt::print(" {:>8.0f}%\n", 100 * l.proposed_params);
-      recipe += fmt::format(" --layer {}:lowrank=params={}", l.weight, l.proposed_params);
-    } else {
-      fmt::print(" {:>9}\n", "whole");
-    }
-  }
-  fmt::print("proposed for a drop of at most {} points per layer (before fine-tuning):{}\n", a.drop,
-             recipe.empty() ? " no layer factorized" : recipe);
-  return 0;
+  return out;
 }
 
-int run_channels(const SensitivityArgs& a, const Model& model, const LabeledData& val,
-                 const GlobalOptions& global) {
-  auto r = channel_sensitivity_scan(model, val, a.structured, a.drop / 100.0, global.threads,
-                                    show_progress(global));
-  if (!r.ok()) return report_error(r.status());
-  nlohmann::json groups = nlohmann::json::array();
-  std::string csv = "layer,channels,fraction,kept,accuracy\n";
-  std::vector<Series> series;
-  for (const auto& g : r->groups) {
+Result<ScanReport> channel_report(const SensitivityArgs& a, const Model& model, const LabeledData& val,
+                                  const GlobalOptions& global) {
+  SP_ASSIGN_OR_RETURN(auto r, channel_sensitivity_scan(model, val, a.structured, a.drop / 100.0,
+                                                       global.threads, show_progress(global)));
+  ScanReport out;
+  out.labels = {"structured",
+                "channel group pruned (L1)",
+                "output channels removed (%)",
+                "Channel sensitivity: each channel group pruned alone (no retraining)",
+                "layer \\ removed",
+                "group (before retraining)",
+                " no channels removed"};
+  out.values = a.structured;
+  out.baseline = r.baseline_accuracy;
+  out.csv = "layer,channels,fraction,kept,accuracy\n";
+  for (const auto& g : r.groups) {
+    const std::string& name = g.producers.front();
     nlohmann::json points = nlohmann::json::array();
-    Series s{g.producers.front(), {}};
     for (const auto& p : g.points) {
       points.push_back({{"fraction", p.fraction}, {"kept", p.kept}, {"accuracy", p.accuracy}});
-      csv += fmt::format("{},{},{},{},{}\n", g.producers.front(), g.channels, p.fraction, p.kept, p.accuracy);
-      s.y.push_back(100 * p.accuracy);
+      out.csv += fmt::format("{},{},{},{},{}\n", name, g.channels, p.fraction, p.kept, p.accuracy);
     }
-    series.push_back(s);
-    groups.push_back({{"name", g.producers.front()},
-                      {"producers", g.producers},
-                      {"channels", g.channels},
-                      {"points", points},
-                      {"proposed_fraction", g.proposed_fraction}});
+    out.rows.push_back({{"name", name},
+                        {"producers", g.producers},
+                        {"channels", g.channels},
+                        {"points", points},
+                        {"proposed_fraction", g.proposed_fraction}});
+    out.table.push_back(
+        {name, accuracy_at(a.structured, g.points, [](const ChannelPoint& p) { return p.fraction; }),
+         percent(g.proposed_fraction),
+         g.proposed_fraction > 0 ? fmt::format(" --layer {}:structured=l1={}", name, g.proposed_fraction)
+                                 : ""});
   }
-  std::vector<double> x;
-  for (double v : a.structured) x.push_back(100 * v);
-  const ReferenceLine allowed{100 * r->baseline_accuracy - a.drop,
-                              fmt::format("allowed: -{:g} points", a.drop)};
-  const std::string x_label = "output channels removed (%)";
-  const std::string plot =
-      svg_line_plot("Channel sensitivity: each channel group pruned alone (no retraining)", x_label,
-                    "validation accuracy (%)", x, series, false, false, {allowed});
-  if (auto s = write_scan_files(a, csv, plot, line_plot_csv(x_label, x, series)); !s.ok())
-    return report_error(s);
-  if (a.json) {
-    fmt::print("{}\n", nlohmann::json{{"model", a.model},
-                                      {"scan", "structured"},
-                                      {"baseline_accuracy", r->baseline_accuracy},
-                                      {"allowed_drop_points", a.drop},
-                                      {"layers", groups}}
-                           .dump(2));
-    return 0;
-  }
-  fmt::print("validation accuracy {:.4f} whole; accuracy with one channel group pruned alone (L1):\n{:<24}",
-             r->baseline_accuracy, "layer \\ removed");
-  for (double f : a.structured) fmt::print(" {:>6.0f}%", 100 * f);
-  fmt::print(" {:>9}\n", "proposed");
-  std::string recipe;
-  for (const auto& g : r->groups) {
-    fmt::print("{:<24}", g.producers.front().substr(0, 24));
-    for (const auto& p : g.points) fmt::print(" {:>7.4f}", p.accuracy);
-    fmt::print(" {:>8.0f}%\n", 100 * g.proposed_fraction);
-    if (g.proposed_fraction > 0)
-      recipe += fmt::format(" --layer {}:structured=l1={}", g.producers.front(), g.proposed_fraction);
-  }
-  fmt::print("proposed for a drop of at most {} points per group (before retraining):{}\n", a.drop,
-             recipe.empty() ? " no channels removed" : recipe);
-  return 0;
+  return out;
 }
 
 int run(const SensitivityArgs& a, const GlobalOptions& global) {
@@ -178,58 +231,11 @@ int run(const SensitivityArgs& a, const GlobalOptions& global) {
   if (!model.ok()) return report_error(model.status());
   auto data = load_splits(*model, a.data);
   if (!data.ok()) return report_error(data.status());
-  if (!a.low_rank.empty()) return run_ranks(a, *model, data->val, global);
-  if (!a.structured.empty()) return run_channels(a, *model, data->val, global);
-  auto r = sensitivity_scan(*model, data->val, a.sparsities, a.drop / 100.0, global.threads,
-                            show_progress(global));
-  if (!r.ok()) return report_error(r.status());
-  nlohmann::json layers = nlohmann::json::array();
-  std::string csv = "layer,weights,sparsity,accuracy\n";
-  std::vector<Series> series;
-  for (const auto& l : r->layers) {
-    nlohmann::json points = nlohmann::json::array();
-    Series s{l.weight, {}};
-    for (const auto& p : l.points) {
-      points.push_back({{"sparsity", p.sparsity}, {"accuracy", p.accuracy}});
-      csv += fmt::format("{},{},{},{}\n", l.weight, l.weights, p.sparsity, p.accuracy);
-      s.y.push_back(100 * p.accuracy);
-    }
-    series.push_back(s);
-    layers.push_back({{"name", l.weight},
-                      {"weights", l.weights},
-                      {"points", points},
-                      {"proposed_sparsity", l.proposed_sparsity}});
-  }
-  std::vector<double> x;
-  for (double v : a.sparsities) x.push_back(100 * v);
-  const ReferenceLine allowed{100 * r->baseline_accuracy - a.drop,
-                              fmt::format("allowed: -{:g} points", a.drop)};
-  const std::string plot =
-      svg_line_plot("Sensitivity: each layer pruned alone (no retraining)", "sparsity (%)",
-                    "validation accuracy (%)", x, series, false, false, {allowed});
-  if (auto s = write_scan_files(a, csv, plot, line_plot_csv("sparsity (%)", x, series)); !s.ok())
-    return report_error(s);
-  if (a.json) {
-    fmt::print("{}\n", nlohmann::json{{"model", a.model},
-                                      {"baseline_accuracy", r->baseline_accuracy},
-                                      {"allowed_drop_points", a.drop},
-                                      {"layers", layers}}
-                           .dump(2));
-    return 0;
-  }
-  fmt::print("validation accuracy {:.4f} unpruned; accuracy with one layer pruned alone:\n{:<24}",
-             r->baseline_accuracy, "layer \\ sparsity");
-  for (double s : a.sparsities) fmt::print(" {:>6.0f}%", 100 * s);
-  fmt::print(" {:>9}\n", "proposed");
-  std::string recipe;
-  for (const auto& l : r->layers) {
-    fmt::print("{:<24}", l.weight.substr(0, 24));
-    for (const auto& p : l.points) fmt::print(" {:>7.4f}", p.accuracy);
-    fmt::print(" {:>8.0f}%\n", 100 * l.proposed_sparsity);
-    recipe += fmt::format(" --layer {}:sparsity={}", l.weight, l.proposed_sparsity);
-  }
-  fmt::print("proposed for a drop of at most {} points per layer:{}\n", a.drop, recipe);
-  return 0;
+  auto report = !a.low_rank.empty()     ? rank_report(a, *model, data->val, global)
+                : !a.structured.empty() ? channel_report(a, *model, data->val, global)
+                                        : pruning_report(a, *model, data->val, global);
+  if (!report.ok()) return report_error(report.status());
+  return emit(a, *report);
 }
 
 }  // namespace

@@ -578,6 +578,22 @@ class CompressCli : public ::testing::Test {
     ASSERT_TRUE(save_onnx(test::small_cnn(), dir_ + "/m.onnx").ok());
     ASSERT_TRUE(write_npy(dir_ + "/x.npy", test::random_f32({2, 1, 8, 8}, 1)).ok());
   }
+  // The `--layer` options the printed table of `sensitivity COMMAND` proposes (the text after the
+  // first " --layer " on its line).
+  std::string proposed_options(const std::string& command) {
+    auto table = test::run_cli(command);
+    EXPECT_EQ(table.exit_code, 0) << table.output;
+    const size_t at = table.output.find(" --layer ");
+    EXPECT_NE(at, std::string::npos) << table.output;
+    return at == std::string::npos ? "" : table.output.substr(at, table.output.find('\n', at) - at);
+  }
+  // rows.npy: 60 random inputs of the model; labels.npy: their classes, 0-9 in turn.
+  void write_labeled_rows() {
+    ASSERT_TRUE(write_npy(dir_ + "/rows.npy", test::random_f32({60, 1, 8, 8}, 4)).ok());
+    Tensor labels(DType::i64, {60});
+    for (int64_t i = 0; i < 60; ++i) labels.i64_data()[i] = i % 10;
+    ASSERT_TRUE(write_npy(dir_ + "/labels.npy", labels).ok());
+  }
   std::string dir_;
 };
 
@@ -853,10 +869,7 @@ TEST_F(CompressCli, ReportDrawsEveryCompressedLayer) {
 // `sensitivity --lowrank` scans ranks: JSON marked as a rank scan, the table and plot written,
 // and the per-layer rules it proposes are ones `compress --layer` takes.
 TEST_F(CompressCli, RankSensitivityProposesLayerRulesCompressTakes) {
-  ASSERT_TRUE(write_npy(dir_ + "/rows.npy", test::random_f32({60, 1, 8, 8}, 4)).ok());
-  Tensor labels(DType::i64, {60});
-  for (int64_t i = 0; i < 60; ++i) labels.i64_data()[i] = i % 10;
-  ASSERT_TRUE(write_npy(dir_ + "/labels.npy", labels).ok());
+  write_labeled_rows();
   const std::string data = " --data " + dir_ + "/rows.npy --labels " + dir_ + "/labels.npy --validation 20";
   auto scan = test::run_cli("-q sensitivity " + dir_ + "/m.onnx" + data +
                             " --lowrank 0.3,0.6 --drop 100 --json --csv " + dir_ +
@@ -879,11 +892,8 @@ TEST_F(CompressCli, RankSensitivityProposesLayerRulesCompressTakes) {
   EXPECT_EQ(report.exit_code, 1);
   EXPECT_NE(report.output.find("ranks.json: a rank scan"), std::string::npos) << report.output;
 
-  auto table = test::run_cli("-q sensitivity " + dir_ + "/m.onnx" + data + " --lowrank 0.3,0.6 --drop 100");
-  ASSERT_EQ(table.exit_code, 0) << table.output;
-  const size_t at = table.output.find(" --layer ");
-  ASSERT_NE(at, std::string::npos) << table.output;
-  const std::string rules = table.output.substr(at, table.output.find('\n', at) - at);
+  const std::string rules =
+      proposed_options("-q sensitivity " + dir_ + "/m.onnx" + data + " --lowrank 0.3,0.6 --drop 100");
   auto compressed = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/lr.spw --sparsity 0" +
                                   rules + " --json");
   ASSERT_EQ(compressed.exit_code, 0) << rules << "\n" << compressed.output;
@@ -893,10 +903,7 @@ TEST_F(CompressCli, RankSensitivityProposesLayerRulesCompressTakes) {
 // `sensitivity --structured` scans channel groups; its proposals are rules `compress --layer`
 // takes, and the model it writes has the fewer channels.
 TEST_F(CompressCli, ChannelSensitivityProposesGroupRulesCompressTakes) {
-  ASSERT_TRUE(write_npy(dir_ + "/rows.npy", test::random_f32({60, 1, 8, 8}, 4)).ok());
-  Tensor labels(DType::i64, {60});
-  for (int64_t i = 0; i < 60; ++i) labels.i64_data()[i] = i % 10;
-  ASSERT_TRUE(write_npy(dir_ + "/labels.npy", labels).ok());
+  write_labeled_rows();
   const std::string scan_cmd = "-q sensitivity " + dir_ + "/m.onnx --data " + dir_ + "/rows.npy --labels " +
                                dir_ + "/labels.npy --validation 20 --structured 0.25,0.5 --drop 100";
   auto scan = test::run_cli(scan_cmd + " --json");
@@ -908,11 +915,7 @@ TEST_F(CompressCli, ChannelSensitivityProposesGroupRulesCompressTakes) {
     EXPECT_EQ(g["proposed_fraction"].get<double>(), 0.5) << g;  // any drop allowed: the largest
     EXPECT_LT(g["points"][1]["kept"].get<int64_t>(), g["channels"].get<int64_t>()) << g;
   }
-  auto table = test::run_cli(scan_cmd);
-  ASSERT_EQ(table.exit_code, 0) << table.output;
-  const size_t at = table.output.find(" --layer ");
-  ASSERT_NE(at, std::string::npos) << table.output;
-  const std::string rules = table.output.substr(at, table.output.find('\n', at) - at);
+  const std::string rules = proposed_options(scan_cmd);
   auto compressed = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/st.spw --sparsity 0" +
                                   rules + " --json");
   ASSERT_EQ(compressed.exit_code, 0) << rules << "\n" << compressed.output;
@@ -927,10 +930,7 @@ TEST_F(CompressCli, ChannelSensitivityProposesGroupRulesCompressTakes) {
 
 // A sensitivity scan of the source, plotted on the report page beside the sparsities kept.
 TEST_F(CompressCli, ReportShowsTheSourcesSensitivityScan) {
-  ASSERT_TRUE(write_npy(dir_ + "/rows.npy", test::random_f32({60, 1, 8, 8}, 4)).ok());
-  Tensor labels(DType::i64, {60});
-  for (int64_t i = 0; i < 60; ++i) labels.i64_data()[i] = i % 10;
-  ASSERT_TRUE(write_npy(dir_ + "/labels.npy", labels).ok());
+  write_labeled_rows();
   auto scan = test::run_cli("-q sensitivity " + dir_ + "/m.onnx --data " + dir_ + "/rows.npy --labels " +
                             dir_ + "/labels.npy --validation 20 --sparsities 0.5,0.9 --json");
   ASSERT_EQ(scan.exit_code, 0) << scan.output;

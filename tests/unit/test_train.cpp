@@ -265,10 +265,16 @@ TEST(Train, DsdRestoresDenseConnectivity) {
   EXPECT_LT(r->sparse_fraction_after_redense, 0.01) << "re-densing brings the pruned weights back";
 }
 
-TEST(Train, SensitivityScanProposesPerLayerSparsities) {
+// A LeNet-300-100 trained two epochs on the separable task, for the sensitivity scans.
+Model scanned_lenet300() {
   Model m = *make_architecture("lenet300", 10);
-  auto train = separable_digits(1000, 11), val = separable_digits(300, 12);
-  ASSERT_TRUE(train_model(m, train, nullptr, quick(2)).ok());
+  EXPECT_TRUE(train_model(m, separable_digits(1000, 11), nullptr, quick(2)).ok());
+  return m;
+}
+
+TEST(Train, SensitivityScanProposesPerLayerSparsities) {
+  const Model m = scanned_lenet300();
+  const auto val = separable_digits(300, 12);
   auto r = sensitivity_scan(m, val, {0.5, 0.9, 0.99}, 0.02, 2, false);
   ASSERT_TRUE(r.ok()) << r.status().message();
   ASSERT_EQ(r->layers.size(), 3u);
@@ -288,9 +294,8 @@ TEST(Train, SensitivityScanProposesPerLayerSparsities) {
 // layer's weights (from rank 2), the factors' error shrinks as the fraction grows (a truncated SVD keeps more
 // of the spectrum), and a proposed fraction stays within the allowed drop.
 TEST(Train, RankSensitivityScanProposesPerLayerFractions) {
-  Model m = *make_architecture("lenet300", 10);
-  auto train = separable_digits(1000, 11), val = separable_digits(300, 12);
-  ASSERT_TRUE(train_model(m, train, nullptr, quick(2)).ok());
+  const Model m = scanned_lenet300();
+  const auto val = separable_digits(300, 12);
   auto r = rank_sensitivity_scan(m, val, {0.05, 0.2, 0.5}, 0.02, 2, false);
   ASSERT_TRUE(r.ok()) << r.status().message();
   ASSERT_EQ(r->layers.size(), 3u);
@@ -322,9 +327,8 @@ TEST(Train, RankSensitivityScanProposesPerLayerFractions) {
 // the output layer's group (it reaches the graph output) not scanned, and a proposed fraction
 // within the allowed drop.
 TEST(Train, ChannelSensitivityScanProposesPerGroupFractions) {
-  Model m = *make_architecture("lenet300", 10);
-  auto train = separable_digits(1000, 11), val = separable_digits(300, 12);
-  ASSERT_TRUE(train_model(m, train, nullptr, quick(2)).ok());
+  const Model m = scanned_lenet300();
+  const auto val = separable_digits(300, 12);
   auto r = channel_sensitivity_scan(m, val, {0.25, 0.5, 0.9}, 0.02, 2, false);
   ASSERT_TRUE(r.ok()) << r.status().message();
   ASSERT_EQ(r->groups.size(), 2u);  // fc1 (300 units) and fc2 (100); fc3 writes the output
