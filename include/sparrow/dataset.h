@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -34,6 +35,9 @@ Result<Tensor> map_npy(const std::string& path, MapAccess access = MapAccess::ra
 void preload_mapping(const Tensor& t);
 // The array in an NPY file's bytes, as read_npy reads it (errors without a path).
 Result<Tensor> parse_npy(std::span<const char> bytes);
+// The header of a C-order .npy file (version 1.0, padded so that the data starts on a 64-byte
+// boundary) for an array of that dtype and shape; its data follows it.
+std::string npy_header(DType dtype, const Shape& shape);
 // Writes a float32 ('<f4') or int64 ('<i8') .npy file atomically.
 Status write_npy(const std::string& path, const Tensor& tensor);
 // The bytes of that file.
@@ -85,6 +89,15 @@ void resize_center_crop(const DecodedImage& image, int64_t channels, int64_t hei
 Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int64_t height, int64_t width,
                                    int64_t limit = 0, std::vector<std::string>* class_names = nullptr,
                                    int64_t shorter_side = 0);
+
+// The images of such a folder in read_image_folder's order and layout, one at a time, so that a
+// caller can put them elsewhere than in memory: start(n) with how many there will be, then
+// each(row, label, pixels) with the image's raw values 0-255 [channels, height, width] in a buffer
+// that the next image reuses. An error from either stops the walk and is returned.
+Status for_each_folder_image(const std::string& dir, int64_t channels, int64_t height, int64_t width,
+                             int64_t limit, int64_t shorter_side, const std::function<Status(int64_t)>& start,
+                             const std::function<Status(int64_t, int64_t, const float*)>& each,
+                             std::vector<std::string>* class_names = nullptr);
 
 // Reads an IDX file (gzip-compressed or plain) as float32 raw values with the file's dimensions,
 // e.g. [60000, 28, 28] for MNIST images.

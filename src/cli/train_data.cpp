@@ -7,6 +7,8 @@
 
 #include "cli/commands.h"
 #include "cli/train_data.h"
+#include "core/file.h"
+#include "core/hash.h"
 #include "sparrow/dataset.h"
 
 namespace sparrow::cli {
@@ -209,12 +211,83 @@ std::string held_out_folder(const std::string& dir) {
   return "";
 }
 
+// What the decoded images of `folder` depend on, as a hex key: the folder, each image file's path,
+// size and modification time, and the settings that shape, limit and normalize them.
+std::string image_cache_key(const std::string& folder, const Shape& sample, const DataArgs& a,
+                            int64_t limit) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(folder, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file(ec) || !is_image_file(it->path().string())) continue;
+    const auto size = it->file_size(ec);
+    const auto time = it->last_write_time(ec).time_since_epoch().count();
+    files.push_back(fmt::format("{}|{}|{}", fs::relative(it->path(), folder, ec).string(), size, time));
+  }
+  std::sort(files.begin(), files.end());
+  std::string text =
+      fmt::format("sparrow image cache 1|{}|{}|{}|{}|{}|{}|{}|{}", fs::weakly_canonical(folder, ec).string(),
+                  shape_str(sample), a.resize, limit, a.scale.value_or(1.0f / 255.0f), a.shift.value_or(0.0f),
+                  fmt::join(a.mean, ","), fmt::join(a.std, ","));
+  for (const std::string& f : files) text += "\n" + f;
+  return fmt::format("{:016x}", fnv1a64(text));
+}
+
+// Decodes, scales and normalizes the folder's images one at a time into x_path (float32 .npy,
+// written as it goes) and their labels into y_path.
+Status write_image_cache(const std::string& folder, const Shape& sample, const DataArgs& a, int64_t limit,
+                         const std::string& x_path, const std::string& y_path) {
+  StreamedOutput x;
+  SP_RETURN_IF_ERROR(x.open(x_path));
+  Tensor labels, image(DType::f32, {1, sample[0], sample[1], sample[2]});
+  SP_RETURN_IF_ERROR(for_each_folder_image(
+      folder, sample[0], sample[1], sample[2], limit, a.resize,
+      [&](int64_t n) {
+        labels = Tensor(DType::i64, {n});
+        return x.append(npy_header(DType::f32, {n, sample[0], sample[1], sample[2]}));
+      },
+      [&](int64_t row, int64_t label, const float* pixels) {
+        std::copy(pixels, pixels + image.numel(), image.f32_data());
+        SP_RETURN_IF_ERROR(normalize_pixels(image, a, folder));
+        labels.i64_data()[row] = label;
+        return x.append(std::string_view(static_cast<const char*>(image.raw()), image.bytes()));
+      }));
+  SP_RETURN_IF_ERROR(x.commit());
+  return write_npy(y_path, labels);
+}
+
+// The folder's images through the data cache (--data-cache): written there once per key, then
+// mapped (map_npy) instead of held in memory.
+Result<LabeledData> cached_images(const std::string& folder, const Shape& sample, const DataArgs& a,
+                                  int64_t limit) {
+  std::error_code ec;
+  fs::create_directories(a.cache, ec);
+  if (ec) return errorf("{}: cannot create the data cache: {}", a.cache, ec.message());
+  const std::string base = (fs::path(a.cache) / fmt::format("{}-{}", fs::path(folder).filename().string(),
+                                                            image_cache_key(folder, sample, a, limit)))
+                               .string();
+  const std::string x_path = base + ".x.npy", y_path = base + ".y.npy";
+  if (!fs::exists(x_path, ec) || !fs::exists(y_path, ec))
+    SP_RETURN_IF_ERROR(write_image_cache(folder, sample, a, limit, x_path, y_path));
+  LabeledData d;
+  SP_ASSIGN_OR_RETURN(d.inputs, map_npy(x_path));
+  SP_ASSIGN_OR_RETURN(Tensor y, read_npy(y_path));
+  SP_ASSIGN_OR_RETURN(d.labels, labels_of(y, d.size(), y_path));
+  Shape want = sample;
+  want.insert(want.begin(), d.size());
+  if (d.inputs.shape() != want)
+    return errorf("{}: holds {} where {} was written; remove it to decode the images again", x_path,
+                  shape_str(d.inputs.shape()), shape_str(want));
+  return d;
+}
+
 Result<LabeledData> load_images(const std::string& folder, const Shape& sample, const DataArgs& a,
                                 int64_t limit) {
   if (sample.size() != 3 || sample[0] < 0 || sample[1] <= 0 || sample[2] <= 0)
     return errorf(
         "{}: images need a model input of [N, channels, height, width] with known sizes, got [N] + {}",
         folder, shape_str(sample));
+  if (!a.cache.empty()) return cached_images(folder, sample, a, limit);
   SP_ASSIGN_OR_RETURN(ImageSet set,
                       read_image_folder(folder, sample[0], sample[1], sample[2], limit, nullptr, a.resize));
   LabeledData d;
@@ -279,7 +352,7 @@ struct DataSource {
   Result<LabeledData> (*load_test)(const Shape& sample, const DataArgs& a);
   bool pixel_bytes;      // normalized by --scale, --shift, --mean, --std
   bool labels_separate;  // labels come from --labels
-  bool resized;          // images of any size, scaled by --resize
+  bool resized;          // images of any size, scaled by --resize, kept decoded by --data-cache
 };
 
 bool has_extension(const std::string& path, const char* extension) {
@@ -317,6 +390,8 @@ Result<const DataSource*> source_of(const DataArgs& a) {
   if (!source.resized && a.resize > 0)
     return errorf("--resize scales the images of an image folder; {} ({}) holds inputs of the model's size",
                   a.dir, source.what);
+  if (!source.resized && !a.cache.empty())
+    return errorf("--data-cache keeps the decoded images of an image folder; {} is {}", a.dir, source.what);
   return &source;
 }
 
@@ -367,6 +442,9 @@ void add_data_options(CLI::App* cmd, DataArgs& d) {
          "input-sized window (the geometry of torchvision's Resize(N) + CenterCrop, bilinear without "
          "antialiasing); default: scale to just cover it")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--data-cache", d.cache,
+                  "Image folders: decode and normalize the images once into this folder (a float32 .npy per "
+                  "image folder and settings) and read them from there, mapped, not held in memory");
   cmd->add_option("--validation", d.validation,
                   "Training rows held out for validation (default 5000, at most a fifth)")
       ->check(CLI::NonNegativeNumber);

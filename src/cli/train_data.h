@@ -25,6 +25,7 @@ struct DataArgs {
   int64_t limit = 0;
   int64_t validation = 5000;
   int64_t resize = 0;  // image folders: the shorter side scaled to this first (0: just covering)
+  std::string cache;   // image folders: where their decoded, normalized images are kept (empty: none)
 };
 
 struct DataSplits {

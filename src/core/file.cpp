@@ -205,6 +205,37 @@ Status write_file_atomic(const std::string& path, std::string_view data) {
   return commit(tmp, path);
 }
 
+StreamedOutput::~StreamedOutput() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!tmp_.empty()) std::remove(tmp_.c_str());
+}
+
+Status StreamedOutput::open(const std::string& path) {
+  SP_RETURN_IF_ERROR(stage(path, {}, &tmp_));  // the checks, and an empty temporary
+  path_ = path;
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+  if (fd_ < 0) return errorf("{}: cannot open: {}", tmp_, std::strerror(errno));
+  return {};
+}
+
+Status StreamedOutput::append(std::string_view data) {
+  if (fd_ < 0) return errorf("{}: not open for writing", path_);
+  if (!write_all(fd_, data)) return errorf("{}: write failed: {}", tmp_, std::strerror(errno));
+  return {};
+}
+
+Status StreamedOutput::commit() {
+  if (fd_ < 0) return errorf("{}: not open for writing", path_);
+  const bool synced = ::fsync(fd_) == 0;
+  const int err = errno;
+  const bool closed = ::close(fd_) == 0;
+  fd_ = -1;
+  if (!synced || !closed) return errorf("{}: write failed: {}", tmp_, std::strerror(synced ? errno : err));
+  Status s = sparrow::commit(tmp_, path_);  // removes the temporary when it fails
+  tmp_.clear();
+  return s;
+}
+
 OutputSet::~OutputSet() {
   for (const Staged& s : staged_) std::remove(s.tmp.c_str());
 }

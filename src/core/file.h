@@ -43,6 +43,25 @@ Result<InputFile> open_input_file(const std::string& path, size_t max_bytes = 0)
 // directory), and, while inputs are protected, any file this process has read.
 Status write_file_atomic(const std::string& path, std::string_view data);
 
+// A file written in parts, for outputs too large to hold whole: open() checks the path as
+// write_file_atomic does and creates its temporary, append() adds bytes, commit() flushes them to
+// disk and renames the temporary into place. A writer destroyed uncommitted, or after an error,
+// removes its temporary: the path is never left half-written.
+class StreamedOutput {
+ public:
+  StreamedOutput() = default;
+  StreamedOutput(const StreamedOutput&) = delete;
+  StreamedOutput& operator=(const StreamedOutput&) = delete;
+  ~StreamedOutput();
+  Status open(const std::string& path);
+  Status append(std::string_view data);
+  Status commit();
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
+
 // Several outputs written all or nothing: add() checks each path as write_file_atomic does and
 // writes its temporary (flushed to disk); commit_all() renames them into place. An output that
 // fails to write leaves every final path untouched: the caller returns the error, and the set's

@@ -12,6 +12,7 @@
 #include <csetjmp>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 
 #include "core/file.h"
 #include "sparrow/dataset.h"
@@ -213,9 +214,10 @@ void resize_center_crop(const DecodedImage& image, int64_t channels, int64_t hei
     }
 }
 
-Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int64_t height, int64_t width,
-                                   int64_t limit, std::vector<std::string>* class_names,
-                                   int64_t shorter_side) {
+Status for_each_folder_image(const std::string& dir, int64_t channels, int64_t height, int64_t width,
+                             int64_t limit, int64_t shorter_side, const std::function<Status(int64_t)>& start,
+                             const std::function<Status(int64_t, int64_t, const float*)>& each,
+                             std::vector<std::string>* class_names) {
   if (channels != 1 && channels != 3)
     return errorf("{}: images become 1 (gray) or 3 (RGB) channels, the model's input has {}", dir, channels);
   if (shorter_side > 0 && (shorter_side < height || shorter_side < width))
@@ -236,15 +238,35 @@ Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int
   }
   if (order.empty()) return errorf("{}: no PNG or JPEG files in its class folders", dir);
   if (limit > 0 && static_cast<int64_t>(order.size()) > limit) order.resize(static_cast<size_t>(limit));
-  ImageSet set;
-  const int64_t n = static_cast<int64_t>(order.size()), per_image = channels * height * width;
-  set.images = Tensor(DType::f32, {n, channels, height, width});
+  const int64_t n = static_cast<int64_t>(order.size());
+  SP_RETURN_IF_ERROR(start(n));
+  std::vector<float> pixels(static_cast<size_t>(channels * height * width));
   for (int64_t i = 0; i < n; ++i) {
     SP_ASSIGN_OR_RETURN(DecodedImage image, decode_image(order[static_cast<size_t>(i)].first));
-    resize_center_crop(image, channels, height, width, set.images.f32_data() + i * per_image, shorter_side);
-    set.labels.push_back(order[static_cast<size_t>(i)].second);
+    resize_center_crop(image, channels, height, width, pixels.data(), shorter_side);
+    SP_RETURN_IF_ERROR(each(i, order[static_cast<size_t>(i)].second, pixels.data()));
   }
   if (class_names) *class_names = std::move(names);
+  return {};
+}
+
+Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int64_t height, int64_t width,
+                                   int64_t limit, std::vector<std::string>* class_names,
+                                   int64_t shorter_side) {
+  ImageSet set;
+  const int64_t per_image = channels * height * width;
+  SP_RETURN_IF_ERROR(for_each_folder_image(
+      dir, channels, height, width, limit, shorter_side,
+      [&](int64_t n) {
+        set.images = Tensor(DType::f32, {n, channels, height, width});
+        return Status{};
+      },
+      [&](int64_t row, int64_t label, const float* pixels) {
+        std::copy(pixels, pixels + per_image, set.images.f32_data() + row * per_image);
+        set.labels.push_back(label);
+        return Status{};
+      },
+      class_names));
   return set;
 }
 

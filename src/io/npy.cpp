@@ -305,16 +305,20 @@ static std::string shape_tuple(const Shape& shape) {
   return text + ")";
 }
 
-std::string npy_bytes(const Tensor& tensor) {
+std::string npy_header(DType dtype, const Shape& shape) {
   std::string dict = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
-                                 tensor.dtype() == DType::f32 ? "<f4" : "<i8", shape_tuple(tensor.shape()));
+                                 dtype == DType::f32 ? "<f4" : "<i8", shape_tuple(shape));
   size_t total = 10 + dict.size() + 1;
   dict.append((64 - total % 64) % 64, ' ');
   dict.push_back('\n');
   std::string out("\x93NUMPY\x01\x00", 8);
   uint16_t len = static_cast<uint16_t>(dict.size());
   out.append(reinterpret_cast<const char*>(&len), 2);
-  out += dict;
+  return out + dict;
+}
+
+std::string npy_bytes(const Tensor& tensor) {
+  std::string out = npy_header(tensor.dtype(), tensor.shape());
   out.append(static_cast<const char*>(tensor.raw()), tensor.bytes());
   return out;
 }

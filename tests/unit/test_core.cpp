@@ -320,6 +320,39 @@ TEST(File, OutputSetsAreWrittenAllOrNothing) {
   EXPECT_EQ(text(dir + "/c.txt"), "new c");
 }
 
+// A streamed output replaces its path only when committed; dropped before, it leaves the old file
+// and no temporary; a path that is not a regular file is refused at open.
+TEST(File, StreamedOutputsReplaceTheirPathOnlyWhenCommitted) {
+  namespace fs = std::filesystem;
+  const std::string dir = test::temp_dir("streamed_output");
+  auto text = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  std::ofstream(dir + "/a.bin") << "old";
+  {
+    StreamedOutput out;
+    ASSERT_TRUE(out.open(dir + "/a.bin").ok());
+    ASSERT_TRUE(out.append("part one, ").ok());
+    ASSERT_TRUE(out.append("part two").ok());
+    EXPECT_EQ(text(dir + "/a.bin"), "old");
+  }
+  EXPECT_EQ(text(dir + "/a.bin"), "old");
+  int entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++entries;
+  EXPECT_EQ(entries, 1) << "no temporary left";
+  StreamedOutput out;
+  ASSERT_TRUE(out.open(dir + "/a.bin").ok());
+  ASSERT_TRUE(out.append("part one, ").ok());
+  ASSERT_TRUE(out.append("part two").ok());
+  ASSERT_TRUE(out.commit().ok());
+  EXPECT_EQ(text(dir + "/a.bin"), "part one, part two");
+  EXPECT_FALSE(out.append("more").ok()) << "committed";
+  fs::create_directory(dir + "/folder");
+  StreamedOutput refused;
+  EXPECT_FALSE(refused.open(dir + "/folder").ok());
+}
+
 }  // namespace
 }  // namespace sparrow
 

@@ -905,6 +905,40 @@ TEST(TrainingData, AnImageFolderTrainsLikeTheSameImagesAsArrays) {
   const auto from_images = outputs_of("images", dir + "/images");
   ASSERT_EQ(from_images.size(), 40u);
   EXPECT_EQ(outputs_of("arrays", dir + "/x.npy --labels " + dir + "/y.npy"), from_images);
+  // --data-cache: each folder's images decoded and normalized once into the cache, the same rows as
+  // the arrays, the same outputs; later runs read the cache; a changed image gets a new entry.
+  const std::string cache = dir + "/cache";
+  auto cache_entries = [&] {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(cache))
+      names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  EXPECT_EQ(outputs_of("cached", dir + "/images --data-cache " + cache), from_images);
+  const auto entries = cache_entries();
+  ASSERT_EQ(entries.size(), 4u) << "train and test, inputs and labels";
+  const auto train_entry = std::find_if(entries.begin(), entries.end(), [](const std::string& n) {
+    return n.starts_with("train-") && n.ends_with(".x.npy");
+  });
+  ASSERT_NE(train_entry, entries.end());
+  auto cached_rows = read_npy(cache + "/" + *train_entry);
+  ASSERT_TRUE(cached_rows.ok()) << cached_rows.status().message();
+  ASSERT_EQ(cached_rows->shape(), x.shape());
+  EXPECT_EQ(std::memcmp(cached_rows->raw(), x.raw(), x.bytes()), 0);
+  EXPECT_EQ(outputs_of("cached_again", dir + "/images --data-cache " + cache), from_images);
+  EXPECT_EQ(cache_entries(), entries) << "read from the cache, not written again";
+  const std::string changed = dir + "/images/train/class0/00.png";
+  std::filesystem::last_write_time(changed,
+                                   std::filesystem::last_write_time(changed) + std::chrono::seconds(5));
+  EXPECT_EQ(outputs_of("cached_changed", dir + "/images --data-cache " + cache), from_images);
+  EXPECT_EQ(cache_entries().size(), 6u) << "a new entry for the changed train folder";
+  auto not_images = test::run_cli("-q train " + dir + "/m.onnx -o " + dir + "/t.onnx --data " + dir +
+                                  "/x.npy --labels " + dir + "/y.npy --data-cache " + cache);
+  EXPECT_EQ(not_images.exit_code, 1);
+  EXPECT_NE(not_images.output.find("--data-cache keeps the decoded images of an image folder"),
+            std::string::npos)
+      << not_images.output;
   auto augmented =
       test::run_cli("-q --threads 1 compress " + dir + "/m.onnx -o " + dir +
                     "/aug.spw --sparsity 0.5 --prune-steps 1 --retrain-epochs 1 --finetune-epochs 1 "
