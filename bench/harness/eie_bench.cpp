@@ -350,35 +350,37 @@ json bench_batch1(Workload& w, int threads, ThreadPool& pool, int repeats) {
 json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int repeats) {
   const EieLayer& l = w.layer;
   const SparseMatrix& m = sparrow_matrix(w, 1);
-  std::vector<float> x = make_inputs(l, batch, 9), xt(x.size()), y(static_cast<size_t>(batch * l.out));
+  // Xt and Y 64-byte aligned, as an engine's workspace and a tuned peer's buffers are (rows 16 bytes
+  // off a line cost both kernels about a third more at batch 64).
+  std::vector<float> x = make_inputs(l, batch, 9);
+  Tensor xt_rows(DType::f32, {l.in, batch}), y_rows(DType::f32, {l.out, batch});
+  float *xt = xt_rows.f32_data(), *y = y_rows.f32_data();
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t j = 0; j < l.in; ++j) xt[j * batch + b] = x[b * l.in + j];
   auto sparrow_bounds = balanced_row_bounds(m, threads);
   // The peer gets the same number of row ranges, claimed the same way.
   auto plain_bounds = plain_balanced_rows(w.csr.row_ptr, static_cast<int>(sparrow_bounds.size()) - 1);
   auto one_bounds = balanced_row_bounds(m, 1);
-  std::vector<std::vector<float>> y_copy(static_cast<size_t>(threads), y);  // see SparrowMeasures
+  std::vector<Tensor> y_copy(static_cast<size_t>(threads), y_rows);  // see SparrowMeasures
   SparrowMeasures sparrow(pool, [&](ThreadPool& p, int t, int copy) {
     if (t > 1)
-      sparse_matmat(p, m, sparrow_bounds, xt.data(), batch, batch, y.data(), batch);
+      sparse_matmat(p, m, sparrow_bounds, xt, batch, batch, y, batch);
     else
-      sparse_matmat(p, m, one_bounds, xt.data(), batch, batch, y_copy[copy].data(), batch);
+      sparse_matmat(p, m, one_bounds, xt, batch, batch, y_copy[static_cast<size_t>(copy)].f32_data(), batch);
   });
   double sparrow_us = sparrow.medians_us(repeats);
-  double eigen_us = median_us([&] { w.eigen->spmm(x.data(), batch, y.data()); }, repeats);
+  double eigen_us = median_us([&] { w.eigen->spmm(x.data(), batch, y); }, repeats);
   double plain_us = median_us(
       [&] {
         pool.parallel_for(static_cast<int64_t>(plain_bounds.size()) - 1, [&](int64_t t) {
-          plain_csr_spmm(w.csr_panels, plain_bounds[t], plain_bounds[t + 1], xt.data(), batch, batch,
-                         y.data(), batch);
+          plain_csr_spmm(w.csr_panels, plain_bounds[t], plain_bounds[t + 1], xt, batch, batch, y, batch);
         });
       },
       repeats);
   omp_set_num_threads(threads);
   double dense_us = median_us(
       [&] {
-        dnnl_sgemm('N', 'T', batch, l.out, l.in, 1.0f, x.data(), l.in, w.dense.data(), l.in, 0.0f, y.data(),
-                   l.out);
+        dnnl_sgemm('N', 'T', batch, l.out, l.in, 1.0f, x.data(), l.in, w.dense.data(), l.in, 0.0f, y, l.out);
       },
       repeats);
   omp_set_num_threads(1);

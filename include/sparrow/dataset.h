@@ -7,6 +7,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sparrow/status.h"
@@ -90,14 +91,23 @@ Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int
                                    int64_t limit = 0, std::vector<std::string>* class_names = nullptr,
                                    int64_t shorter_side = 0);
 
-// The images of such a folder in read_image_folder's order and layout, one at a time, so that a
-// caller can put them elsewhere than in memory: start(n) with how many there will be, then
-// each(row, label, pixels) with the image's raw values 0-255 [channels, height, width] in a buffer
-// that the next image reuses. An error from either stops the walk and is returned.
-Status for_each_folder_image(const std::string& dir, int64_t channels, int64_t height, int64_t width,
-                             int64_t limit, int64_t shorter_side, const std::function<Status(int64_t)>& start,
-                             const std::function<Status(int64_t, int64_t, const float*)>& each,
-                             std::vector<std::string>* class_names = nullptr);
+// The images of such a folder as read_image_folder takes them: the class sub-folders in name order
+// (every sub-folder is a class), the files (path, class) taking the classes in turn, at most
+// `limit` (0: all). Errors name the folder.
+struct FolderImages {
+  std::vector<std::string> class_names;
+  std::vector<std::pair<std::string, int64_t>> files;
+};
+Result<FolderImages> list_folder_images(const std::string& dir, int64_t limit = 0);
+// Those images decoded one at a time, so that a caller can put them elsewhere than in memory:
+// start(n) with how many there are, then each(row, label, pixels) with each image as
+// read_image_folder lays it out (raw values 0-255, [channels, height, width]) in a buffer that the
+// next image reuses. An error from either stops the walk and is returned; errors name `dir` or the
+// image.
+Status for_each_folder_image(const std::string& dir, const FolderImages& images, int64_t channels,
+                             int64_t height, int64_t width, int64_t shorter_side,
+                             const std::function<Status(int64_t)>& start,
+                             const std::function<Status(int64_t, int64_t, const float*)>& each);
 
 // Reads an IDX file (gzip-compressed or plain) as float32 raw values with the file's dimensions,
 // e.g. [60000, 28, 28] for MNIST images.

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <span>
 
+#include <fmt/ranges.h>
+
 #include "cli/commands.h"
 #include "cli/train_data.h"
 #include "core/file.h"
@@ -211,37 +213,36 @@ std::string held_out_folder(const std::string& dir) {
   return "";
 }
 
-// What the decoded images of `folder` depend on, as a hex key: the folder, each image file's path,
-// size and modification time, and the settings that shape, limit and normalize them.
-std::string image_cache_key(const std::string& folder, const Shape& sample, const DataArgs& a,
-                            int64_t limit) {
-  std::vector<std::string> files;
+// What the decoded images of `folder` depend on, as a hex key: the folder, its classes, each image's
+// path (as listed: through links, not to their targets), size and modification time, and the
+// settings that shape and normalize them; or an error naming an image that cannot be examined.
+Result<std::string> image_cache_key(const std::string& folder, const FolderImages& images,
+                                    const Shape& sample, const DataArgs& a) {
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(folder, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (!it->is_regular_file(ec) || !is_image_file(it->path().string())) continue;
-    const auto size = it->file_size(ec);
-    const auto time = it->last_write_time(ec).time_since_epoch().count();
-    files.push_back(fmt::format("{}|{}|{}", fs::relative(it->path(), folder, ec).string(), size, time));
-  }
-  std::sort(files.begin(), files.end());
   std::string text =
-      fmt::format("sparrow image cache 1|{}|{}|{}|{}|{}|{}|{}|{}", fs::weakly_canonical(folder, ec).string(),
-                  shape_str(sample), a.resize, limit, a.scale.value_or(1.0f / 255.0f), a.shift.value_or(0.0f),
+      fmt::format("sparrow image cache 1|{}|{}|{}|{}|{}|{}|{}", fs::weakly_canonical(folder, ec).string(),
+                  shape_str(sample), a.resize, a.scale.value_or(1.0f / 255.0f), a.shift.value_or(0.0f),
                   fmt::join(a.mean, ","), fmt::join(a.std, ","));
-  for (const std::string& f : files) text += "\n" + f;
+  for (const std::string& name : images.class_names) text += "\nclass " + name;
+  for (const auto& [path, label] : images.files) {
+    const auto size = fs::file_size(path, ec);
+    const auto time = ec ? fs::file_time_type() : fs::last_write_time(path, ec);
+    if (ec) return errorf("{}: {}", path, ec.message());
+    text += fmt::format("\n{}|{}|{}|{}", fs::path(path).lexically_relative(folder).string(), label, size,
+                        time.time_since_epoch().count());
+  }
   return fmt::format("{:016x}", fnv1a64(text));
 }
 
-// Decodes, scales and normalizes the folder's images one at a time into x_path (float32 .npy,
-// written as it goes) and their labels into y_path.
-Status write_image_cache(const std::string& folder, const Shape& sample, const DataArgs& a, int64_t limit,
-                         const std::string& x_path, const std::string& y_path) {
+// Decodes, scales and normalizes the images one at a time into x_path (float32 .npy, written as it
+// goes) and their labels into y_path.
+Status write_image_cache(const std::string& folder, const FolderImages& images, const Shape& sample,
+                         const DataArgs& a, const std::string& x_path, const std::string& y_path) {
   StreamedOutput x;
   SP_RETURN_IF_ERROR(x.open(x_path));
   Tensor labels, image(DType::f32, {1, sample[0], sample[1], sample[2]});
   SP_RETURN_IF_ERROR(for_each_folder_image(
-      folder, sample[0], sample[1], sample[2], limit, a.resize,
+      folder, images, sample[0], sample[1], sample[2], a.resize,
       [&](int64_t n) {
         labels = Tensor(DType::i64, {n});
         return x.append(npy_header(DType::f32, {n, sample[0], sample[1], sample[2]}));
@@ -256,28 +257,40 @@ Status write_image_cache(const std::string& folder, const Shape& sample, const D
   return write_npy(y_path, labels);
 }
 
+// Whether `inner` is `outer` or lies inside it.
+bool inside(const std::string& inner, const std::string& outer) {
+  std::error_code ec;
+  const fs::path in = fs::weakly_canonical(inner, ec), out = fs::weakly_canonical(outer, ec);
+  const auto [end, _] = std::mismatch(out.begin(), out.end(), in.begin(), in.end());
+  return end == out.end();
+}
+
 // The folder's images through the data cache (--data-cache): written there once per key, then
 // mapped (map_npy) instead of held in memory.
 Result<LabeledData> cached_images(const std::string& folder, const Shape& sample, const DataArgs& a,
                                   int64_t limit) {
+  if (inside(a.cache, a.dir))
+    return errorf("--data-cache {}: inside the image folder {} (it would become a class); put it elsewhere",
+                  a.cache, a.dir);
+  SP_ASSIGN_OR_RETURN(FolderImages images, list_folder_images(folder, limit));
+  SP_ASSIGN_OR_RETURN(std::string key, image_cache_key(folder, images, sample, a));
   std::error_code ec;
   fs::create_directories(a.cache, ec);
   if (ec) return errorf("{}: cannot create the data cache: {}", a.cache, ec.message());
-  const std::string base = (fs::path(a.cache) / fmt::format("{}-{}", fs::path(folder).filename().string(),
-                                                            image_cache_key(folder, sample, a, limit)))
-                               .string();
+  const std::string name = fs::weakly_canonical(folder, ec).filename().string();
+  const std::string base = (fs::path(a.cache) / fmt::format("{}-{}", name, key)).string();
   const std::string x_path = base + ".x.npy", y_path = base + ".y.npy";
   if (!fs::exists(x_path, ec) || !fs::exists(y_path, ec))
-    SP_RETURN_IF_ERROR(write_image_cache(folder, sample, a, limit, x_path, y_path));
+    SP_RETURN_IF_ERROR(write_image_cache(folder, images, sample, a, x_path, y_path));
   LabeledData d;
   SP_ASSIGN_OR_RETURN(d.inputs, map_npy(x_path));
   SP_ASSIGN_OR_RETURN(Tensor y, read_npy(y_path));
   SP_ASSIGN_OR_RETURN(d.labels, labels_of(y, d.size(), y_path));
   Shape want = sample;
-  want.insert(want.begin(), d.size());
-  if (d.inputs.shape() != want)
-    return errorf("{}: holds {} where {} was written; remove it to decode the images again", x_path,
-                  shape_str(d.inputs.shape()), shape_str(want));
+  want.insert(want.begin(), static_cast<int64_t>(images.files.size()));
+  if (d.inputs.dtype() != DType::f32 || d.inputs.shape() != want)
+    return errorf("{}: holds {} {} where float32 {} was written; remove it to decode the images again",
+                  x_path, dtype_name(d.inputs.dtype()), shape_str(d.inputs.shape()), shape_str(want));
   return d;
 }
 
@@ -303,6 +316,7 @@ Result<DataSplits> load_image_splits(const Shape& sample, const DataArgs& a) {
   DataSplits d;
   SP_ASSIGN_OR_RETURN(LabeledData all, load_images(train, sample, a, a.limit));
   split_off_validation(std::move(all), a, d);
+  preload_mapping(d.train.inputs);  // from the data cache
   const std::string held_out = held_out_folder(a.dir);
   if (held_out.empty()) {
     d.test = d.val;

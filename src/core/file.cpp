@@ -211,26 +211,34 @@ StreamedOutput::~StreamedOutput() {
 }
 
 Status StreamedOutput::open(const std::string& path) {
-  SP_RETURN_IF_ERROR(stage(path, {}, &tmp_));  // the checks, and an empty temporary
+  if (fd_ >= 0 || !tmp_.empty() || failed_) return errorf("{}: a streamed output opens once", path);
   path_ = path;
+  failed_ = true;                              // until it is open
+  SP_RETURN_IF_ERROR(stage(path, {}, &tmp_));  // the checks, and an empty temporary
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
-  if (fd_ < 0) return errorf("{}: cannot open: {}", tmp_, std::strerror(errno));
+  if (fd_ < 0) return errorf("{}: cannot open its temporary {}: {}", path, tmp_, std::strerror(errno));
+  failed_ = false;
   return {};
 }
 
 Status StreamedOutput::append(std::string_view data) {
-  if (fd_ < 0) return errorf("{}: not open for writing", path_);
-  if (!write_all(fd_, data)) return errorf("{}: write failed: {}", tmp_, std::strerror(errno));
+  if (fd_ < 0 || failed_) return errorf("{}: not open for writing", path_);
+  if (!write_all(fd_, data)) {
+    failed_ = true;
+    return errorf("{}: write failed: {}", path_, std::strerror(errno));
+  }
   return {};
 }
 
 Status StreamedOutput::commit() {
-  if (fd_ < 0) return errorf("{}: not open for writing", path_);
+  if (fd_ < 0 || failed_) return errorf("{}: not open for writing", path_);
   const bool synced = ::fsync(fd_) == 0;
-  const int err = errno;
+  const int sync_errno = errno;
   const bool closed = ::close(fd_) == 0;
   fd_ = -1;
-  if (!synced || !closed) return errorf("{}: write failed: {}", tmp_, std::strerror(synced ? errno : err));
+  failed_ = true;  // committed or not, the writer is done
+  if (!synced || !closed)
+    return errorf("{}: write failed: {}", path_, std::strerror(synced ? errno : sync_errno));
   Status s = sparrow::commit(tmp_, path_);  // removes the temporary when it fails
   tmp_.clear();
   return s;

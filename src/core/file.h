@@ -45,8 +45,9 @@ Status write_file_atomic(const std::string& path, std::string_view data);
 
 // A file written in parts, for outputs too large to hold whole: open() checks the path as
 // write_file_atomic does and creates its temporary, append() adds bytes, commit() flushes them to
-// disk and renames the temporary into place. A writer destroyed uncommitted, or after an error,
-// removes its temporary: the path is never left half-written.
+// disk and renames the temporary into place. After an error every later call fails; a writer
+// destroyed uncommitted removes its temporary: the path is never left half-written. One open per
+// writer.
 class StreamedOutput {
  public:
   StreamedOutput() = default;
@@ -60,6 +61,7 @@ class StreamedOutput {
  private:
   std::string path_, tmp_;
   int fd_ = -1;
+  bool failed_ = false;
 };
 
 // Several outputs written all or nothing: add() checks each path as write_file_atomic does and

@@ -214,49 +214,56 @@ void resize_center_crop(const DecodedImage& image, int64_t channels, int64_t hei
     }
 }
 
-Status for_each_folder_image(const std::string& dir, int64_t channels, int64_t height, int64_t width,
-                             int64_t limit, int64_t shorter_side, const std::function<Status(int64_t)>& start,
-                             const std::function<Status(int64_t, int64_t, const float*)>& each,
-                             std::vector<std::string>* class_names) {
+Result<FolderImages> list_folder_images(const std::string& dir, int64_t limit) {
+  FolderImages out;
+  SP_ASSIGN_OR_RETURN(auto files, list_classes(dir, out.class_names));
+  // Round-robin over the classes, so any run of rows (the held-out last ones) mixes them.
+  for (size_t i = 0;; ++i) {
+    bool any = false;
+    for (size_t c = 0; c < files.size(); ++c)
+      if (i < files[c].size()) {
+        out.files.emplace_back(files[c][i], static_cast<int64_t>(c));
+        any = true;
+      }
+    if (!any) break;
+  }
+  if (out.files.empty()) return errorf("{}: no PNG or JPEG files in its class folders", dir);
+  if (limit > 0 && static_cast<int64_t>(out.files.size()) > limit)
+    out.files.resize(static_cast<size_t>(limit));
+  return out;
+}
+
+Status for_each_folder_image(const std::string& dir, const FolderImages& images, int64_t channels,
+                             int64_t height, int64_t width, int64_t shorter_side,
+                             const std::function<Status(int64_t)>& start,
+                             const std::function<Status(int64_t, int64_t, const float*)>& each) {
   if (channels != 1 && channels != 3)
     return errorf("{}: images become 1 (gray) or 3 (RGB) channels, the model's input has {}", dir, channels);
   if (shorter_side > 0 && (shorter_side < height || shorter_side < width))
     return errorf("{}: a shorter side of {} (--resize) cannot cover the {} x {} input", dir, shorter_side,
                   height, width);
-  std::vector<std::string> names;
-  SP_ASSIGN_OR_RETURN(auto files, list_classes(dir, names));
-  // Round-robin over the classes, so any run of rows (the held-out last ones) mixes them.
-  std::vector<std::pair<std::string, int64_t>> order;
-  for (size_t i = 0;; ++i) {
-    bool any = false;
-    for (size_t c = 0; c < files.size(); ++c)
-      if (i < files[c].size()) {
-        order.emplace_back(files[c][i], static_cast<int64_t>(c));
-        any = true;
-      }
-    if (!any) break;
-  }
-  if (order.empty()) return errorf("{}: no PNG or JPEG files in its class folders", dir);
-  if (limit > 0 && static_cast<int64_t>(order.size()) > limit) order.resize(static_cast<size_t>(limit));
-  const int64_t n = static_cast<int64_t>(order.size());
+  const int64_t n = static_cast<int64_t>(images.files.size());
   SP_RETURN_IF_ERROR(start(n));
   std::vector<float> pixels(static_cast<size_t>(channels * height * width));
   for (int64_t i = 0; i < n; ++i) {
-    SP_ASSIGN_OR_RETURN(DecodedImage image, decode_image(order[static_cast<size_t>(i)].first));
+    const auto& [path, label] = images.files[static_cast<size_t>(i)];
+    SP_ASSIGN_OR_RETURN(DecodedImage image, decode_image(path));
     resize_center_crop(image, channels, height, width, pixels.data(), shorter_side);
-    SP_RETURN_IF_ERROR(each(i, order[static_cast<size_t>(i)].second, pixels.data()));
+    SP_RETURN_IF_ERROR(each(i, label, pixels.data()));
   }
-  if (class_names) *class_names = std::move(names);
   return {};
 }
 
 Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int64_t height, int64_t width,
                                    int64_t limit, std::vector<std::string>* class_names,
                                    int64_t shorter_side) {
+  if (channels != 1 && channels != 3)
+    return errorf("{}: images become 1 (gray) or 3 (RGB) channels, the model's input has {}", dir, channels);
+  SP_ASSIGN_OR_RETURN(FolderImages images, list_folder_images(dir, limit));
   ImageSet set;
   const int64_t per_image = channels * height * width;
   SP_RETURN_IF_ERROR(for_each_folder_image(
-      dir, channels, height, width, limit, shorter_side,
+      dir, images, channels, height, width, shorter_side,
       [&](int64_t n) {
         set.images = Tensor(DType::f32, {n, channels, height, width});
         return Status{};
@@ -265,8 +272,8 @@ Result<ImageSet> read_image_folder(const std::string& dir, int64_t channels, int
         std::copy(pixels, pixels + per_image, set.images.f32_data() + row * per_image);
         set.labels.push_back(label);
         return Status{};
-      },
-      class_names));
+      }));
+  if (class_names) *class_names = std::move(images.class_names);
   return set;
 }
 

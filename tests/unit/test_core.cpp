@@ -348,6 +348,7 @@ TEST(File, StreamedOutputsReplaceTheirPathOnlyWhenCommitted) {
   ASSERT_TRUE(out.commit().ok());
   EXPECT_EQ(text(dir + "/a.bin"), "part one, part two");
   EXPECT_FALSE(out.append("more").ok()) << "committed";
+  EXPECT_FALSE(out.open(dir + "/b.bin").ok()) << "one open per writer";
   fs::create_directory(dir + "/folder");
   StreamedOutput refused;
   EXPECT_FALSE(refused.open(dir + "/folder").ok());

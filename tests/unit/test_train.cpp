@@ -933,6 +933,14 @@ TEST(TrainingData, AnImageFolderTrainsLikeTheSameImagesAsArrays) {
                                    std::filesystem::last_write_time(changed) + std::chrono::seconds(5));
   EXPECT_EQ(outputs_of("cached_changed", dir + "/images --data-cache " + cache), from_images);
   EXPECT_EQ(cache_entries().size(), 6u) << "a new entry for the changed train folder";
+  std::filesystem::create_directory(dir + "/images/train/0_empty");  // a class, with no images
+  EXPECT_EQ(outputs_of("cached_classes", dir + "/images --data-cache " + cache).size(), from_images.size());
+  EXPECT_EQ(cache_entries().size(), 8u) << "the classes changed: a new entry";
+  std::filesystem::remove(dir + "/images/train/0_empty");
+  auto inside = test::run_cli("-q train " + dir + "/m.onnx -o " + dir + "/t.onnx --data " + dir +
+                              "/images --data-cache " + dir + "/images/train/cache");
+  EXPECT_EQ(inside.exit_code, 1);
+  EXPECT_NE(inside.output.find("inside the image folder"), std::string::npos) << inside.output;
   auto not_images = test::run_cli("-q train " + dir + "/m.onnx -o " + dir + "/t.onnx --data " + dir +
                                   "/x.npy --labels " + dir + "/y.npy --data-cache " + cache);
   EXPECT_EQ(not_images.exit_code, 1);
