@@ -213,9 +213,10 @@ std::string held_out_folder(const std::string& dir) {
   return "";
 }
 
-// What the decoded images of `folder` depend on, as a hex key: the folder, its classes, each image's
-// path (as listed: through links, not to their targets), size and modification time, and the
-// settings that shape and normalize them; or an error naming an image that cannot be examined.
+// What the decoded images of `folder` depend on, as a hex key: the folder, each image's path (as
+// listed: through links, not to their targets), label (its class's place among the sub-folders),
+// size and modification time, and the settings that shape and normalize them; or an error naming an image
+// that cannot be examined.
 Result<std::string> image_cache_key(const std::string& folder, const FolderImages& images,
                                     const Shape& sample, const DataArgs& a) {
   std::error_code ec;
@@ -223,7 +224,6 @@ Result<std::string> image_cache_key(const std::string& folder, const FolderImage
       fmt::format("sparrow image cache 1|{}|{}|{}|{}|{}|{}|{}", fs::weakly_canonical(folder, ec).string(),
                   shape_str(sample), a.resize, a.scale.value_or(1.0f / 255.0f), a.shift.value_or(0.0f),
                   fmt::join(a.mean, ","), fmt::join(a.std, ","));
-  for (const std::string& name : images.class_names) text += "\nclass " + name;
   for (const auto& [path, label] : images.files) {
     const auto size = fs::file_size(path, ec);
     const auto time = ec ? fs::file_time_type() : fs::last_write_time(path, ec);

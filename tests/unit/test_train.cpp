@@ -933,9 +933,9 @@ TEST(TrainingData, AnImageFolderTrainsLikeTheSameImagesAsArrays) {
                                    std::filesystem::last_write_time(changed) + std::chrono::seconds(5));
   EXPECT_EQ(outputs_of("cached_changed", dir + "/images --data-cache " + cache), from_images);
   EXPECT_EQ(cache_entries().size(), 6u) << "a new entry for the changed train folder";
-  std::filesystem::create_directory(dir + "/images/train/0_empty");  // a class, with no images
+  std::filesystem::create_directory(dir + "/images/train/0_empty");  // a class first: labels shift
   EXPECT_EQ(outputs_of("cached_classes", dir + "/images --data-cache " + cache).size(), from_images.size());
-  EXPECT_EQ(cache_entries().size(), 8u) << "the classes changed: a new entry";
+  EXPECT_EQ(cache_entries().size(), 8u) << "the labels changed: a new entry";
   std::filesystem::remove(dir + "/images/train/0_empty");
   auto inside = test::run_cli("-q train " + dir + "/m.onnx -o " + dir + "/t.onnx --data " + dir +
                               "/images --data-cache " + dir + "/images/train/cache");
