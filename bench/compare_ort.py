@@ -130,6 +130,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--rounds", type=int, default=3,
                     help="Sparrow and ORT timed alternately this many times per case; ratios per round")
+    ap.add_argument("--compress", default="--sparsity 0.9 --bits 4",
+                    help="options of `sparrow compress` that make each .spw (e.g. add --block 4x1)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     wanted = a.models.split(",") if a.models else None
@@ -148,10 +150,11 @@ def main():
     print(f"CPU: {cpu_model()}")
     print(f"{'model':<14} {'batch':>5} {'thr':>3} {'spw us':>10} {'dense us':>10} {'ORT us':>10} "
           f"{'spw/ORT':>8} {'dense/ORT':>9}   spw/ORT over the rounds")
-    result = {"cpu": cpu_model(), "models": {}}
+    print(f"compressed with: {a.compress}")
+    result = {"cpu": cpu_model(), "compress": a.compress, "models": {}}
     for name, (onnx_path, batch_axis) in models.items():
         spw = os.path.join(a.work, name + ".spw")
-        subprocess.run([a.sparrow, "--quiet", "compress", onnx_path, "-o", spw, "--sparsity", "0.9", "--bits", "4"],
+        subprocess.run([a.sparrow, "--quiet", "compress", onnx_path, "-o", spw] + a.compress.split(),
                        check=True, stdout=subprocess.DEVNULL)
         input_name, dims = input_of(onnx_path)
         entry = {"file_bytes": os.path.getsize(spw), "onnx_bytes": os.path.getsize(onnx_path), "runs": []}

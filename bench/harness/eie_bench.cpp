@@ -37,14 +37,16 @@ struct Workload {
   PlainCsc csc;
   PlainCsr csr;
   std::vector<PlainCsr> csr_panels;
+  std::vector<PlainBlocks> block_panels;  // with row blocks only
   std::unique_ptr<EigenPeer> eigen;
   std::map<int, SparseMatrix> sparrow;  // by partition count
 };
 
-Workload make_workload(const EieLayer& l, uint32_t seed) {
+Workload make_workload(const EieLayer& l, uint32_t seed, bool row_blocks) {
   Workload w{l,
              std::vector<uint8_t>(static_cast<size_t>(l.in * l.out), 0),
              std::vector<float>(16, 0.0f),
+             {},
              {},
              {},
              {},
@@ -56,15 +58,23 @@ Workload make_workload(const EieLayer& l, uint32_t seed) {
   for (int i = 1; i < 16; ++i) w.codebook[i] = (u(rng) * 0.1f + 0.01f) * (i % 2 ? 1.0f : -1.0f);
   uint32_t threshold = static_cast<uint32_t>(l.weight_density * 4294967295.0);
   std::minstd_rand fast(seed);
-  for (auto& c : w.codes) {
-    uint32_t r = static_cast<uint32_t>(fast()) << 1 ^ static_cast<uint32_t>(fast());
-    if (r < threshold) c = static_cast<uint8_t>(1 + fast() % 15);
+  auto present = [&] { return (static_cast<uint32_t>(fast()) << 1 ^ static_cast<uint32_t>(fast())) < threshold; };
+  if (row_blocks) {
+    for (int64_t g = 0; g * kBlockRows < l.out; ++g)
+      for (int64_t c = 0; c < l.in; ++c)
+        if (present())
+          for (int64_t r = g * kBlockRows; r < std::min<int64_t>(l.out, (g + 1) * kBlockRows); ++r)
+            w.codes[static_cast<size_t>(r * l.in + c)] = static_cast<uint8_t>(1 + fast() % 15);
+  } else {
+    for (auto& c : w.codes)
+      if (present()) c = static_cast<uint8_t>(1 + fast() % 15);
   }
   w.dense.resize(w.codes.size());
   for (size_t i = 0; i < w.codes.size(); ++i) w.dense[i] = w.codebook[w.codes[i]];
   w.csc = plain_csc(w.dense, l.out, l.in);
   w.csr = plain_csr(w.dense, l.out, l.in);
   w.csr_panels = plain_csr_panels(w.dense, l.out, l.in);
+  if (row_blocks) w.block_panels = plain_block_panels(w.dense, l.out, l.in);
   w.eigen = make_eigen_peer(w.dense, l.out, l.in);
   return w;
 }
@@ -377,6 +387,18 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
         });
       },
       repeats);
+  // The row-block peer walks Sparrow's row ranges (they start at whole groups).
+  const double blocks_us =
+      w.block_panels.empty()
+          ? 0.0
+          : median_us(
+                [&] {
+                  pool.parallel_for(static_cast<int64_t>(sparrow_bounds.size()) - 1, [&](int64_t t) {
+                    plain_blocks_spmm(w.block_panels, sparrow_bounds[t], sparrow_bounds[t + 1], xt, batch, batch,
+                                      y, batch);
+                  });
+                },
+                repeats);
   omp_set_num_threads(threads);
   double dense_us = median_us(
       [&] {
@@ -393,8 +415,10 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
               {"eigen_us", eigen_us},
               {"plain_us", plain_us},
               {"nonzeros_per_second", nnz * batch / (sparrow_us * 1e-6)},
-              {"sparrow_bytes_touched", layout_row(kLayoutCsr).bytes_touched(m, {})},
+              {"layout", batched_walk_of(m).name},
+              {"sparrow_bytes_touched", batched_walk_of(m).bytes_touched(m, {})},
               {"plain_bytes_touched", nnz * 8 + (l.out + 1) * 4}};
+  if (!w.block_panels.empty()) row["plain_blocks_us"] = blocks_us;
   row.update(sparrow.fields());
   return row;
 }
@@ -418,7 +442,7 @@ json run_eie_bench(const EieBenchOptions& o) {
     if (!o.layers.empty() && std::find(o.layers.begin(), o.layers.end(), layer.name) == o.layers.end())
       continue;
     if (o.progress) fmt::print(stderr, "\r\033[Kbench {}: preparing", layer.name);
-    Workload w = make_workload(layer, 1);
+    Workload w = make_workload(layer, 1, o.row_blocks);
     for (int batch : o.batches)
       for (int threads : o.threads) {
         if (o.progress)
@@ -432,7 +456,7 @@ json run_eie_bench(const EieBenchOptions& o) {
   json geo = json::object();
   for (int batch : o.batches)
     for (int threads : o.threads) {
-      std::vector<double> dense, eigen, plain, listed;
+      std::vector<double> dense, eigen, plain, listed, blocks;
       for (const auto& r : results["layers"])
         if (r["batch"] == batch && r["threads"] == threads) {
           double s = r["sparrow_us"];
@@ -440,14 +464,17 @@ json run_eie_bench(const EieBenchOptions& o) {
           eigen.push_back(r["eigen_us"].get<double>() / s);
           plain.push_back(r["plain_us"].get<double>() / s);
           if (r.contains("plain_listed_us")) listed.push_back(r["plain_listed_us"].get<double>() / s);
+          if (r.contains("plain_blocks_us")) blocks.push_back(r["plain_blocks_us"].get<double>() / s);
         }
       json& g = geo[fmt::format("batch {}, {} thread{}", batch, threads, threads > 1 ? "s" : "")];
       g = {{"speedup_vs_dense", geomean(dense)},
            {"speedup_vs_eigen", geomean(eigen)},
            {"speedup_vs_plain", geomean(plain)}};
       if (!listed.empty()) g["speedup_vs_plain_listed"] = geomean(listed);
+      if (!blocks.empty()) g["speedup_vs_plain_blocks"] = geomean(blocks);
     }
   results["geomean"] = geo;
+  results["weights"] = o.row_blocks ? "4x1 row blocks" : "unstructured";
   return results;
 }
 
@@ -502,7 +529,7 @@ json run_crossover_bench(const EieBenchOptions& o) {
   ThreadPool pool(1);
   for (double density : {0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8}) {
     if (o.progress) fmt::print(stderr, "\r\033[Kcrossover: density {}", density);
-    Workload w = make_workload(EieLayer{"4096x4096", 4096, 4096, density, 1.0, 0, 0}, 3);
+    Workload w = make_workload(EieLayer{"4096x4096", 4096, 4096, density, 1.0, 0, 0}, 3, false);
     for (int batch : o.batches) {
       json r = batch == 1 ? bench_batch1(w, 1, pool, o.repeats) : bench_batched(w, batch, 1, pool, o.repeats);
       json row = {{"density", density},
@@ -546,10 +573,11 @@ void print_eie_bench(const json& r) {
       "median of at least {} runs and 0.2 s; times in microseconds; x = peer time / Sparrow time\n"
       "peers: oneDNN dense sgemm (same thread count), Eigen sparse and plain float32 kernels\n"
       "(batch 1: each timed call takes the next of {} inputs at the layer's activation density)\n"
-      "machine: {}\n",
-      r["isa"].get<std::string>(), r["repeats"].get<int>(), kStreamInputs, r["machine"].get<std::string>());
+      "weights: {}\nmachine: {}\n",
+      r["isa"].get<std::string>(), r["repeats"].get<int>(), kStreamInputs, r["weights"].get<std::string>(),
+      r["machine"].get<std::string>());
   fmt::print(
-      "(Eigen: 1 thread; plain CSC: 1 thread; plain CSR: same threads as Sparrow)\n"
+      "(Eigen: 1 thread; plain CSC: 1 thread; plain CSR and row blocks: same threads as Sparrow)\n"
       "(batch 1: plain = the CSC loop skipping zero inputs; x listed = against its walk alone, over a\n"
       " list of the non-zero inputs made before the timing)\n"
       "(x 1 thr: Sparrow on one thread / on this many; machine: throughput of as many independent\n"
@@ -557,9 +585,9 @@ void print_eie_bench(const json& r) {
       " kernel without splitting work; Sparrow's measures are timed call by call in one window, in\n"
       " random order)\n");
   for (const auto& [config, g] : r["geomean"].items()) {
-    fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}\n", config,
+    fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}{}\n", config,
                "layer", "sparrow", "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s",
-               "x listed", "x 1 thr", "machine");
+               "x listed", "x 1 thr", "machine", g.contains("speedup_vs_plain_blocks") ? " x blocks" : "");
     for (const auto& l : r["layers"]) {
       std::string key = fmt::format("batch {}, {} thread{}", l["batch"].get<int>(), l["threads"].get<int>(),
                                     l["threads"].get<int>() > 1 ? "s" : "");
@@ -577,12 +605,15 @@ void print_eie_bench(const json& r) {
       if (l.contains("speedup_vs_one_thread"))
         fmt::print(" {:>8.2f} {:>8.2f}", l["speedup_vs_one_thread"].get<double>(),
                    l["machine_scaling"].get<double>());
+      if (l.contains("plain_blocks_us")) fmt::print(" {:>8.2f}", l["plain_blocks_us"].get<double>() / s);
       fmt::print("\n");
     }
     fmt::print("{:<9} {:>43} {:>8.2f} {:>8.2f} {:>8.2f}", "geomean", "", g["speedup_vs_dense"].get<double>(),
                g["speedup_vs_eigen"].get<double>(), g["speedup_vs_plain"].get<double>());
     if (g.contains("speedup_vs_plain_listed"))
       fmt::print(" {:>10} {:>9.2f}", "", g["speedup_vs_plain_listed"].get<double>());
+    if (g.contains("speedup_vs_plain_blocks"))
+      fmt::print(" {:>10} {:>9} {:>8} {:>8} {:>8.2f}", "", "", "", "", g["speedup_vs_plain_blocks"].get<double>());
     fmt::print("\n");
   }
 }

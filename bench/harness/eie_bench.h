@@ -14,6 +14,9 @@ struct EieBenchOptions {
   std::vector<int> threads = {1, 2};
   int repeats = 21;                 // least timed runs per measurement (and at least 0.2 s); median reported
   std::vector<std::string> layers;  // empty: all nine
+  // Weights in 4x1 row blocks (a block of four rows of one column present at the layer's density,
+  // as `compress --block 4x1` prunes), with a plain float32 row-block kernel as a further peer.
+  bool row_blocks = false;
   bool progress = false;
 };
 

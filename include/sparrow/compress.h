@@ -8,6 +8,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sparrow/format.h"
@@ -19,7 +20,19 @@ namespace sparrow {
 
 // How much of one layer to prune: either a target sparsity (keep the top-k |w|,
 // k = round(n * (1 - sparsity))) or a threshold (prune |w| < quality * std of the layer's weights).
+// A block of a weight matrix: rows x cols; 0 x 0 is unset.
+struct BlockShape {
+  int rows = 0, cols = 0;
+  bool set() const { return rows > 0 && cols > 0; }
+  int64_t size() const { return int64_t{rows} * cols; }
+  bool operator==(const BlockShape&) const = default;
+};
+
 struct PruneRule {
+  PruneRule() = default;
+  PruneRule(std::optional<double> sparsity_, std::optional<double> quality_, int balance_ = 0,
+            BlockShape block_ = {})
+      : sparsity(sparsity_), quality(quality_), balance(balance_), block(block_) {}
   std::optional<double> sparsity;
   std::optional<double> quality;
   // Load-balance-aware pruning ([ESE]), for prune_layer: with N >= 2 the number of weights the rule
@@ -28,7 +41,21 @@ struct PruneRule {
   // largest |w|. 1: the layer as a whole. 0: not set (a layer's override inherits the global value,
   // which 0 also treats as 1).
   int balance = 0;
+  // Block pruning: weights are kept or pruned in whole blocks of `block` (output rows x input
+  // columns of the layer's matrix view, aligned to multiples of the block's sides; the edges'
+  // blocks may be smaller), the blocks of largest L2 norm first, until the rule's count of kept
+  // weights is reached. 4x1 keeps four adjacent output rows of one input together, which the
+  // engine's batched and convolution kernels run four rows at a time. Unset: inherits (a layer's
+  // override from the global rule); unset everywhere or 1x1: weight by weight. Not combined with
+  // balance.
+  BlockShape block;
 };
+
+// Largest side of a pruning block.
+inline constexpr int kMaxBlockSide = 64;
+// "RxC" (R, C in 1..kMaxBlockSide), e.g. "4x1".
+Result<BlockShape> parse_block_shape(std::string_view text);
+std::string block_shape_text(BlockShape block);
 
 // Most row partitions a rule may balance over (as many as a .spw file's partitions).
 inline constexpr int kMaxBalancePartitions = 65536;
@@ -38,7 +65,8 @@ inline constexpr int kMaxBalancePartitions = 65536;
 // threshold, the earliest (by index) are kept.
 int64_t prune_weights(std::span<float> weights, const PruneRule& rule);
 
-// Prunes one layer whose weights lie as a tensor seen through `view` (see MatrixView; the values of
+// Prunes one layer whose weights lie as a tensor seen through `view` (in blocks when rule.block
+// is larger than 1x1) (see MatrixView; the values of
 // a non-transposed view are row-major [rows, cols]), balanced over rule.balance row partitions
 // when that is 2 or more. The layer's kept count is shared out over the non-empty partitions,
 // the first (kept mod partitions) keeping one more, each at most all of its own: equal counts

@@ -18,7 +18,7 @@ namespace sparrow::cli {
 namespace {
 
 struct CompressArgs {
-  std::string model, output, recipe, bits, init, quantizer, huffman, low_rank, structured;
+  std::string model, output, recipe, bits, init, quantizer, huffman, low_rank, structured, block;
   DataArgs data;  // with data.dir: retrain after each pruning step, then fine-tune the codebooks
   RetrainOptions retrain;
   Distillation distill;
@@ -41,9 +41,20 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
     if (settings.is_object()) settings.erase("retrain");
     SP_RETURN_IF_ERROR(apply_recipe(settings, o).prefixed(a.recipe));
   }
-  if (a.sparsity) o.all.prune = PruneRule{a.sparsity, std::nullopt, o.all.prune.balance};
-  if (a.quality) o.all.prune = PruneRule{std::nullopt, a.quality, o.all.prune.balance};
+  if (a.sparsity) {
+    o.all.prune.sparsity = a.sparsity;
+    o.all.prune.quality.reset();
+  }
+  if (a.quality) {
+    o.all.prune.quality = a.quality;
+    o.all.prune.sparsity.reset();
+  }
   if (a.balance) o.all.prune.balance = *a.balance;
+  if (!a.block.empty()) {
+    auto block = parse_block_shape(a.block);
+    if (!block.ok()) return block.status().prefixed("--block");
+    o.all.prune.block = *block;
+  }
   SP_RETURN_IF_ERROR(apply_reshaping_flags(a.structured, a.low_rank, o));
   if (a.channel_multiple) o.channel_multiple = *a.channel_multiple;
   if (!a.bits.empty()) SP_RETURN_IF_ERROR(apply_bits(a.bits, o));
@@ -58,8 +69,12 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
   if (!a.huffman.empty()) o.huffman = a.huffman == "on";
   for (const auto& l : a.layers) SP_RETURN_IF_ERROR(apply_layer_override(l, o));
   const auto prunes = [](const LayerSettings& s) { return s.prune.sparsity || s.prune.quality; };
-  if (a.balance && !prunes(o.all) &&
-      std::none_of(o.layers.begin(), o.layers.end(), [&](const auto& layer) { return prunes(layer.second); }))
+  const bool any_prunes =
+      prunes(o.all) ||
+      std::any_of(o.layers.begin(), o.layers.end(), [&](const auto& layer) { return prunes(layer.second); });
+  if (!a.block.empty() && !any_prunes)
+    return errorf("--block shapes what is pruned: give --sparsity, --quality or a layer's (or a recipe's)");
+  if (a.balance && !any_prunes)
     return errorf(
         "--balance balances what is pruned: give --sparsity, --quality or a layer's (or a recipe's)");
   if (a.channel_multiple && !o.prunes_channels())
@@ -258,6 +273,9 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
                   "Load-balance-aware pruning: each of N interleaved row partitions (PEs) keeps the same "
                   "number of weights")
       ->check(CLI::Range(1, kMaxBalancePartitions));
+  cmd->add_option("--block", a->block,
+                  "Prune in blocks of ROWSxCOLS weights (output rows x inputs), e.g. 4x1: the engine runs "
+                  "batches and convolutions four rows at a time");
   cmd->add_option("--seed", a->seed, "Seed for random k-means initialization");
   cmd->add_option("--min-weights", a->min_weights,
                   "Layers with fewer weights stay float32 (so does any layer whose encoding would be larger)")
@@ -266,7 +284,7 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
                 "Encode every layer, even where the encoding would be larger than float32");
   cmd->add_option(
       "--layer", a->layers,
-      "Per-layer override NAME:key=value,... (sparsity, quality, balance, bits, lowrank, structured, "
+      "Per-layer override NAME:key=value,... (sparsity, quality, balance, block, bits, lowrank, structured, "
       "exclude)");
   cmd->add_option(
       "--recipe", a->recipe,

@@ -32,6 +32,9 @@ Status check_settings(const LayerSettings& s, const std::string& where) {
   if (s.prune.balance < 0 || s.prune.balance > kMaxBalancePartitions)
     return errorf("{}: balance {} is outside 1..{} (row partitions)", where, s.prune.balance,
                   kMaxBalancePartitions);
+  if (s.prune.block.size() > 1 && s.prune.balance > 1)
+    return errorf("{}: block {} and balance {} cannot be combined (blocks span the interleaved partitions)",
+                  where, block_shape_text(s.prune.block), s.prune.balance);
   return {};
 }
 
@@ -57,13 +60,11 @@ bool is_pattern(const std::string& key) {
 
 // `over`'s settings over `into`'s, for each setting `over` gives.
 void merge_settings(LayerSettings& into, const LayerSettings& over) {
-  if (over.prune.sparsity || over.prune.quality) {
-    const int balance = over.prune.balance ? over.prune.balance : into.prune.balance;
-    into.prune = over.prune;
-    into.prune.balance = balance;
-  } else if (over.prune.balance) {
-    into.prune.balance = over.prune.balance;
-  }
+  const int balance = over.prune.balance ? over.prune.balance : into.prune.balance;
+  const BlockShape block = over.prune.block.set() ? over.prune.block : into.prune.block;
+  if (over.prune.sparsity || over.prune.quality) into.prune = over.prune;
+  into.prune.balance = balance;
+  into.prune.block = block;
   if (over.bits) into.bits = over.bits;
   into.exclude = into.exclude || over.exclude;
   if (over.low_rank) into.low_rank = over.low_rank;
@@ -138,8 +139,10 @@ LayerSettings resolve_layer_settings(const CompressOptions& o, const Compressibl
     if (it == o.layers.end()) continue;
     const PruneRule& prune = it->second.prune;
     const int balance = prune.balance ? prune.balance : s.prune.balance;
+    const BlockShape block = prune.block.set() ? prune.block : s.prune.block;
     if (prune.sparsity || prune.quality) s.prune = prune;
     s.prune.balance = balance;
+    s.prune.block = block;
     if (it->second.bits) s.bits = it->second.bits;
     s.exclude = s.exclude || it->second.exclude;
   }

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <numeric>
 
@@ -56,7 +57,62 @@ int64_t row_of(int64_t i, const MatrixView& view) {
   return view.transposed ? i % view.rows : i / view.cols;
 }
 
+// The index of element (r, c) of the matrix view in the tensor's values.
+int64_t index_of(int64_t r, int64_t c, const MatrixView& view) {
+  return view.transposed ? c * view.rows + r : r * view.cols + c;
+}
+
+// Keeps whole blocks of `block` over the view, largest L2 norm first (the earliest block among
+// ties), until at least `kept` weights are kept; zeroes the rest.
+void keep_top_blocks(std::span<float> w, const MatrixView& view, BlockShape block, int64_t kept) {
+  const int64_t block_rows = (view.rows + block.rows - 1) / block.rows;
+  const int64_t block_cols = (view.cols + block.cols - 1) / block.cols;
+  const int64_t blocks = block_rows * block_cols;
+  auto for_each_weight = [&](int64_t b, auto&& f) {
+    const int64_t r0 = b / block_cols * block.rows, c0 = b % block_cols * block.cols;
+    for (int64_t r = r0; r < std::min(view.rows, r0 + block.rows); ++r)
+      for (int64_t c = c0; c < std::min(view.cols, c0 + block.cols); ++c) f(index_of(r, c, view));
+  };
+  std::vector<double> norm(static_cast<size_t>(blocks), 0.0);
+  std::vector<int64_t> sizes(static_cast<size_t>(blocks), 0);
+  for (int64_t b = 0; b < blocks; ++b)
+    for_each_weight(b, [&](int64_t i) {
+      const double v = w[static_cast<size_t>(i)];
+      norm[static_cast<size_t>(b)] += v * v;
+      ++sizes[static_cast<size_t>(b)];
+    });
+  std::vector<int64_t> order(static_cast<size_t>(blocks));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return norm[static_cast<size_t>(a)] > norm[static_cast<size_t>(b)];
+  });
+  std::vector<char> keep(static_cast<size_t>(blocks), 0);
+  for (int64_t k = 0, held = 0; k < blocks && held < kept; ++k) {
+    keep[static_cast<size_t>(order[static_cast<size_t>(k)])] = 1;
+    held += sizes[static_cast<size_t>(order[static_cast<size_t>(k)])];
+  }
+  for (int64_t b = 0; b < blocks; ++b)
+    if (!keep[static_cast<size_t>(b)]) for_each_weight(b, [&](int64_t i) { w[static_cast<size_t>(i)] = 0.0f; });
+}
+
 }  // namespace
+
+Result<BlockShape> parse_block_shape(std::string_view text) {
+  const size_t x = text.find('x');
+  BlockShape block;
+  auto side = [&](std::string_view part, int& out) {
+    auto [p, ec] = std::from_chars(part.data(), part.data() + part.size(), out);
+    return ec == std::errc() && p == part.data() + part.size() && out >= 1 && out <= kMaxBlockSide;
+  };
+  if (x == std::string_view::npos || !side(text.substr(0, x), block.rows) ||
+      !side(text.substr(x + 1), block.cols))
+    return errorf("block '{}': expected ROWSxCOLS with sides in 1..{}, e.g. 4x1", text, kMaxBlockSide);
+  return block;
+}
+
+std::string block_shape_text(BlockShape block) {
+  return fmt::format("{}x{}", block.rows, block.cols);
+}
 
 int64_t prune_weights(std::span<float> w, const PruneRule& rule) {
   if (rule.sparsity) {
@@ -71,6 +127,10 @@ int64_t prune_weights(std::span<float> w, const PruneRule& rule) {
 }
 
 int64_t prune_layer(std::span<float> w, const MatrixView& view, const PruneRule& rule) {
+  if (rule.block.size() > 1 && (rule.sparsity || rule.quality)) {
+    keep_top_blocks(w, view, rule.block, weights_to_keep(w, rule));
+    return std::count(w.begin(), w.end(), 0.0f);
+  }
   const int partitions = static_cast<int>(std::min<int64_t>(rule.balance, view.rows));
   if (partitions < 2 || (!rule.sparsity && !rule.quality)) return prune_weights(w, rule);
   const int64_t kept = weights_to_keep(w, rule), share = kept / partitions, extra = kept % partitions;

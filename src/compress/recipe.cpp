@@ -22,6 +22,14 @@ Result<int> integer(const json& j, const std::string& key) {
   return j.get<int>();
 }
 
+// A pruning block given as text under `key`.
+Result<BlockShape> block_shape(const json& j, const std::string& key) {
+  if (!j.is_string()) return errorf("recipe key '{}': expected a string such as \"4x1\"", key);
+  auto block = parse_block_shape(j.get<std::string>());
+  if (!block.ok()) return block.status().prefixed("recipe key '" + key + "'");
+  return block;
+}
+
 // A low-rank rule given as text under `key`.
 Result<LowRankRule> low_rank_rule(const json& j, const std::string& key) {
   if (!j.is_string()) return errorf("recipe key '{}': expected a string such as \"rank=8\" or \"none\"", key);
@@ -50,6 +58,8 @@ Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
       SP_ASSIGN_OR_RETURN(s.bits, integer(v, where));
     } else if (key == "balance") {
       SP_ASSIGN_OR_RETURN(s.prune.balance, integer(v, where));
+    } else if (key == "block") {
+      SP_ASSIGN_OR_RETURN(s.prune.block, block_shape(v, where));
     } else if (key == "lowrank") {
       SP_ASSIGN_OR_RETURN(s.low_rank, low_rank_rule(v, where));
     } else if (key == "structured") {
@@ -59,7 +69,7 @@ Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
       s.exclude = v.get<bool>();
     } else {
       return errorf(
-          "recipe key '{}': unknown (use sparsity, quality, balance, bits, lowrank, structured, exclude)",
+          "recipe key '{}': unknown (use sparsity, quality, balance, block, bits, lowrank, structured, exclude)",
           where);
     }
   }
@@ -147,6 +157,10 @@ Status apply_layer_override(const std::string& text, CompressOptions& o) {
       SP_ASSIGN_OR_RETURN(s.bits, parse_int(kv[1], where + " bits"));
     } else if (kv[0] == "balance") {
       SP_ASSIGN_OR_RETURN(s.prune.balance, parse_int(kv[1], where + " balance"));
+    } else if (kv[0] == "block") {
+      auto block = parse_block_shape(kv[1]);
+      if (!block.ok()) return block.status().prefixed(where);
+      s.prune.block = *block;
     } else if (kv[0] == "lowrank") {
       auto rule = parse_low_rank_rule(std::string(kv[1]));
       if (!rule.ok()) return rule.status().prefixed(where);
@@ -159,7 +173,7 @@ Status apply_layer_override(const std::string& text, CompressOptions& o) {
       s.exclude = kv[1] == "true" || kv[1] == "1";
     } else {
       return errorf(
-          "{}: unknown key '{}' (use sparsity, quality, balance, bits, lowrank, structured, exclude)", where,
+          "{}: unknown key '{}' (use sparsity, quality, balance, block, bits, lowrank, structured, exclude)", where,
           kv[0]);
     }
   }
@@ -175,6 +189,8 @@ Status apply_recipe(const json& r, CompressOptions& o) {
       SP_ASSIGN_OR_RETURN(o.all.prune.quality, number(v, key));
     } else if (key == "balance") {
       SP_ASSIGN_OR_RETURN(o.all.prune.balance, integer(v, key));
+    } else if (key == "block") {
+      SP_ASSIGN_OR_RETURN(o.all.prune.block, block_shape(v, key));
     } else if (key == "lowrank") {
       SP_ASSIGN_OR_RETURN(o.low_rank, low_rank_rule(v, key));
     } else if (key == "structured") {
@@ -245,6 +261,7 @@ json recipe_json(const CompressOptions& o) {
     if (s.prune.sparsity) j["sparsity"] = *s.prune.sparsity;
     if (s.prune.quality) j["quality"] = *s.prune.quality;
     if (s.prune.balance) j["balance"] = s.prune.balance;
+    if (s.prune.block.set()) j["block"] = block_shape_text(s.prune.block);
     if (s.low_rank) j["lowrank"] = low_rank_rule_text(*s.low_rank);
     if (s.structured) j["structured"] = structured_rule_text(*s.structured);
     if (s.bits) j["bits"] = *s.bits;

@@ -154,6 +154,114 @@ TEST(LoadBalance, RecipeKeysOverridesAndValidation) {
   EXPECT_NE(bad.message().find("balance 65537"), std::string::npos) << bad.message();
 }
 
+// Whether every block of `block` over the row-major [rows, cols] matrix is kept whole (all its
+// weights as they were) or pruned whole; and the smallest kept and largest pruned block norms.
+struct BlockCheck {
+  bool whole = true;
+  double smallest_kept = 1e30, largest_pruned = 0;
+};
+BlockCheck check_blocks(const std::vector<float>& before, const std::vector<float>& after, int64_t rows,
+                        int64_t cols, BlockShape block) {
+  BlockCheck c;
+  for (int64_t r0 = 0; r0 < rows; r0 += block.rows)
+    for (int64_t c0 = 0; c0 < cols; c0 += block.cols) {
+      int kept = 0, pruned = 0;
+      double norm = 0;
+      for (int64_t r = r0; r < std::min(rows, r0 + block.rows); ++r)
+        for (int64_t col = c0; col < std::min(cols, c0 + block.cols); ++col) {
+          const auto i = static_cast<size_t>(r * cols + col);
+          norm += double{before[i]} * before[i];
+          if (after[i] == before[i]) ++kept;
+          if (after[i] == 0.0f) ++pruned;
+        }
+      const int size = static_cast<int>((std::min(rows, r0 + block.rows) - r0) * (std::min(cols, c0 + block.cols) - c0));
+      if (kept == size)
+        c.smallest_kept = std::min(c.smallest_kept, norm);
+      else if (pruned == size)
+        c.largest_pruned = std::max(c.largest_pruned, norm);
+      else
+        c.whole = false;
+    }
+  return c;
+}
+
+TEST(BlockPruning, KeepsWholeBlocksOfLargestNormUntilTheCountIsReached) {
+  constexpr int64_t rows = 10, cols = 7;  // 4x1 blocks: the last block row holds 2 rows
+  const std::vector<float> w = uneven_rows(rows, cols, 21);
+  for (BlockShape block : {BlockShape{4, 1}, BlockShape{1, 4}, BlockShape{2, 3}, BlockShape{16, 16}}) {
+    auto pruned = w;
+    PruneRule rule{0.75, std::nullopt};
+    rule.block = block;
+    const int64_t zeros = prune_layer(pruned, MatrixView{rows, cols, false}, rule);
+    const int64_t kept = rows * cols - zeros, wanted = rows * cols - 53;  // llround(70 * 0.75) = 53
+    EXPECT_GE(kept, wanted) << block_shape_text(block);
+    EXPECT_LT(kept, wanted + block.size()) << "one block past the count at most";
+    const BlockCheck c = check_blocks(w, pruned, rows, cols, block);
+    EXPECT_TRUE(c.whole) << block_shape_text(block);
+    EXPECT_GE(c.smallest_kept, c.largest_pruned) << block_shape_text(block);
+  }
+  // A MatMul weight stored [in, out] is blocked over its matrix view, as the row-major one.
+  std::vector<float> stored(w.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) stored[static_cast<size_t>(c * rows + r)] = w[static_cast<size_t>(r * cols + c)];
+  PruneRule rule{0.6, std::nullopt};
+  rule.block = BlockShape{4, 1};
+  auto rowwise = w;
+  prune_layer(rowwise, MatrixView{rows, cols, false}, rule);
+  prune_layer(stored, MatrixView{rows, cols, true}, rule);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      ASSERT_EQ(stored[static_cast<size_t>(c * rows + r)], rowwise[static_cast<size_t>(r * cols + c)]);
+  // 1x1 blocks are weight-by-weight pruning; a quality threshold counts the weights it keeps.
+  auto single = w, reference = w;
+  rule.block = BlockShape{1, 1};
+  prune_layer(single, MatrixView{rows, cols, false}, rule);
+  prune_weights(reference, PruneRule{0.6, std::nullopt});
+  EXPECT_EQ(single, reference);
+  auto by_quality = w, threshold = w;
+  const int64_t above = rows * cols - prune_weights(threshold, PruneRule{std::nullopt, 1.0});
+  PruneRule quality{std::nullopt, 1.0};
+  quality.block = BlockShape{4, 1};
+  const int64_t kept = rows * cols - prune_layer(by_quality, MatrixView{rows, cols, false}, quality);
+  EXPECT_GE(kept, above);
+  EXPECT_LT(kept, above + 4);
+  EXPECT_TRUE(check_blocks(w, by_quality, rows, cols, BlockShape{4, 1}).whole);
+}
+
+TEST(BlockPruning, RecipeKeysOverridesAndValidation) {
+  CompressOptions o;
+  ASSERT_TRUE(apply_recipe(nlohmann::json::parse(
+                               R"({"sparsity": 0.9, "block": "4x1", "layers": {"a": {"sparsity": 0.5},
+                                   "b": {"block": "1x1"}, "c": {"block": "2x8", "sparsity": 0.7}}})"),
+                           o)
+                  .ok());
+  auto settings = [&](const std::string& name) {
+    return resolve_layer_settings(o, CompressibleLayer{name, name, false, MatrixView{4, 4, false}});
+  };
+  EXPECT_EQ(settings("a").prune.block, (BlockShape{4, 1})) << "an override without a block inherits";
+  EXPECT_EQ(*settings("a").prune.sparsity, 0.5);
+  EXPECT_EQ(settings("b").prune.block, (BlockShape{1, 1}));
+  EXPECT_EQ(*settings("b").prune.sparsity, 0.9) << "a block alone keeps the global target";
+  EXPECT_EQ(settings("c").prune.block, (BlockShape{2, 8}));
+  CompressOptions round;
+  ASSERT_TRUE(apply_recipe(recipe_json(o), round).ok());
+  EXPECT_EQ(recipe_json(round), recipe_json(o));
+  EXPECT_EQ(recipe_json(o)["block"], "4x1");
+  ASSERT_TRUE(apply_layer_override("d:block=8x1,sparsity=0.8", o).ok());
+  EXPECT_EQ(o.layers["d"].prune.block, (BlockShape{8, 1}));
+  for (const char* bad : {"4", "4x", "x1", "0x1", "65x1", "4x1x1", "-4x1", "4 x1"}) {
+    CompressOptions b;
+    auto s = apply_layer_override(std::string("e:block=") + bad, b);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_NE(s.message().find("ROWSxCOLS"), std::string::npos) << s.message();
+  }
+  EXPECT_FALSE(apply_recipe(nlohmann::json::parse(R"({"block": 4})"), o).ok());
+  o.all.prune.balance = 4;
+  auto both = o.validate();
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.message().find("cannot be combined"), std::string::npos) << both.message();
+}
+
 // One fully connected node between input "x" [4, cols] and output "y": a Gemm whose weight is
 // stored [out, in] (trans_b) or [in, out], with a bias and alpha 0.5, or a MatMul ([in, out]).
 Model fully_connected(const std::string& op, bool trans_b, const std::vector<float>& w_out_in, int64_t rows,
@@ -1011,6 +1119,44 @@ TEST_F(CompressCli, BalancedPruningIsRecordedAndInspected) {
   EXPECT_NE(alone.output.find("--balance balances what is pruned"), std::string::npos) << alone.output;
   auto zero = test::run_cli("compress " + dir_ + "/m.onnx -o " + spw + " --sparsity 0.5 --balance 0");
   EXPECT_EQ(zero.exit_code, 1) << zero.output;
+}
+
+TEST_F(CompressCli, BlockPruningIsRecordedReplayedAndRefusedWhereItCannotApply) {
+  const std::string spw = dir_ + "/blocks.spw", again = dir_ + "/again.spw";
+  auto r = test::run_cli("-q compress " + dir_ + "/m.onnx -o " + spw +
+                         " --sparsity 0.75 --block 4x1 --min-weights 0 --encode-all");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto shown = test::run_cli("inspect " + spw + " --json");
+  ASSERT_EQ(shown.exit_code, 0) << shown.output;
+  auto j = nlohmann::json::parse(shown.output.substr(shown.output.find('{')));
+  EXPECT_EQ(j["metadata"]["options"]["block"], "4x1");
+  auto first = read_spw(spw);
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  for (const CompressedTensor& t : first->tensors) {  // whole 4x1 blocks of the matrix view
+    auto codes = decode_codes(t);
+    ASSERT_TRUE(codes.ok());
+    for (int64_t r0 = 0; r0 < t.view.rows; r0 += 4)
+      for (int64_t c = 0; c < t.view.cols; ++c) {
+        int nonzero = 0, rows = 0;
+        for (int64_t row = r0; row < std::min(t.view.rows, r0 + 4); ++row, ++rows)
+          nonzero += (*codes)[static_cast<size_t>(row * t.view.cols + c)] != 0;
+        ASSERT_TRUE(nonzero == 0 || nonzero == rows) << t.name << " block " << r0 << "," << c;
+      }
+  }
+  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + again + " --recipe " + spw).exit_code, 0);
+  auto replayed = read_spw(again);
+  ASSERT_TRUE(replayed.ok());
+  ASSERT_EQ(replayed->tensors.size(), first->tensors.size());
+  for (size_t i = 0; i < first->tensors.size(); ++i)
+    EXPECT_TRUE(*decode_codes(replayed->tensors[i]) == *decode_codes(first->tensors[i])) << i;
+  for (auto [flags, message] :
+       {std::pair<std::string, std::string>{"--block 4x1", "--block shapes what is pruned"},
+        {"--sparsity 0.5 --block 4y1", "ROWSxCOLS"},
+        {"--sparsity 0.5 --block 4x1 --balance 2", "cannot be combined"}}) {
+    auto bad = test::run_cli("compress " + dir_ + "/m.onnx -o " + again + " " + flags);
+    EXPECT_EQ(bad.exit_code, 1) << flags;
+    EXPECT_NE(bad.output.find(message), std::string::npos) << flags << ": " << bad.output;
+  }
 }
 
 TEST_F(CompressCli, LowRankFactorizesReportsAndReplays) {

@@ -21,10 +21,11 @@ struct Pair {
   std::unique_ptr<Executor> sparse, dense;
 };
 
-Pair executors(const Model& model, double sparsity, int threads, int partitions = 1) {
+Pair executors(const Model& model, double sparsity, int threads, int partitions = 1, BlockShape block = {}) {
   CompressOptions o;
   o.float_fallback = false;  // small layers too: the point is to run them on the engine
   o.all.prune.sparsity = sparsity;
+  o.all.prune.block = block;
   o.partitions = partitions;
   auto r = compress_model(model, o);
   EXPECT_TRUE(r.ok()) << r.status().message();
@@ -145,6 +146,34 @@ TEST(Engine, ConvolutionsMatchDenseAtEveryStrideDilationAndImageCount) {
                             what + fmt::format(" images {}", images));
       seed += 10;
     }
+}
+
+TEST(Engine, LayersPrunedInRowBlocksMatchDense) {
+  // 4x1 blocks: convolutions (any image count) and batches run four rows at a time; output
+  // channels not a multiple of four (7, 5, 10) leave a short last group.
+  const std::vector<ConvGeometry> grid = {
+      {16, 9, 9, 20, 3, 3, 1, 1, {1, 1, 1, 1}},    // 3x3 stride 1
+      {16, 10, 11, 7, 3, 3, 2, 1, {1, 1, 1, 1}},   // 3x3 stride 2, 7 filters
+      {48, 24, 24, 64, 1, 1, 1, 1, {0, 0, 0, 0}},  // 1x1 read in place, large enough for threads
+      {64, 3, 3, 64, 3, 3, 1, 1, {1, 1, 1, 1}},    // gathered images, large enough for threads
+      {4, 11, 9, 5, 5, 5, 3, 1, {2, 1, 0, 2}},     // 5x5 stride 3, 5 filters
+  };
+  uint32_t seed = 900;
+  for (const ConvGeometry& g : grid)
+    for (int threads : {1, 2}) {
+      Pair p = executors(one_conv(g, seed), 0.75, threads, 1, BlockShape{4, 1});
+      const std::string what = fmt::format("c{} m{} k{} s{} threads {}", g.c, g.m, g.kh, g.stride, threads);
+      for (int64_t images : {1, 3, 16})
+        expect_same_outputs(p, {test::random_f32({images, g.c, g.h, g.w}, seed + 7)},
+                            what + fmt::format(" images {}", images));
+      seed += 10;
+    }
+  for (int threads : {1, 2}) {
+    Pair p = executors(test::small_cnn(), 0.5, threads, 1, BlockShape{4, 1});
+    for (int64_t batch : {1, 4, 17, 64})
+      expect_same_outputs(p, {test::random_f32({batch, 1, 8, 8}, static_cast<uint32_t>(batch))},
+                          fmt::format("small cnn threads {} batch {}", threads, batch));
+  }
 }
 
 // x [N, 256] -> fc1 [300 x 256] -> Relu -> fc2 [10 x 300].

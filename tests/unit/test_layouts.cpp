@@ -14,7 +14,8 @@ namespace {
 using Codes = test::CodeMatrix;
 constexpr auto random_codes = &test::random_code_matrix;
 
-constexpr LayoutSet kEveryLayout = kLayoutCsc | kLayoutCsr | kLayoutTiles | kLayoutBanded | kLayoutSlicedRows;
+constexpr LayoutSet kEveryLayout =
+    kLayoutCsc | kLayoutCsr | kLayoutTiles | kLayoutBanded | kLayoutSlicedRows | kLayoutRowBlocks;
 
 SparseMatrix with_layouts(const CodeSource& codes, const std::vector<float>& codebook, int partitions,
                           LayoutSet want, bool compact = false) {
@@ -60,6 +61,17 @@ void expect_same_layouts(const SparseMatrix& a, const SparseMatrix& b, const std
   EXPECT_EQ(a.sliced_rows.entries8, b.sliced_rows.entries8);
   EXPECT_EQ(a.sliced_rows.entries16, b.sliced_rows.entries16);
   EXPECT_EQ(a.row_walk_from_active, b.row_walk_from_active);
+  EXPECT_EQ(a.blocks_of_rows, b.blocks_of_rows);
+  EXPECT_EQ(a.row_block_slots, b.row_block_slots);
+  ASSERT_EQ(a.row_blocks.blocks.size(), b.row_blocks.blocks.size());
+  for (size_t k = 0; k < a.row_blocks.blocks.size(); ++k) {
+    const RowBlockColumns &x = a.row_blocks.blocks[k], &y = b.row_blocks.blocks[k];
+    EXPECT_EQ(x.col_begin, y.col_begin);
+    EXPECT_EQ(x.group_ptr, y.group_ptr);
+    EXPECT_EQ(x.cols, y.cols);
+    EXPECT_EQ(x.codes4, y.codes4);
+    EXPECT_EQ(x.codes8, y.codes8);
+  }
 }
 
 struct Shape2 {
@@ -110,7 +122,8 @@ TEST(Layouts, EveryLayoutRebuildsEveryOther) {
         Codes c = random_codes(rows, cols, density, 16, 500 + static_cast<uint32_t>(rows + cols));
         auto codes = dense_codes(c.codes, rows, cols);
         SparseMatrix want = with_layouts(*codes, c.codebook, 1, kEveryLayout, compact);
-        for (LayoutSet only : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutSlicedRows}) {
+        for (LayoutSet only :
+             {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutSlicedRows, kLayoutRowBlocks}) {
           SparseMatrix m = with_layouts(*codes, c.codebook, 1, only, compact);
           ASSERT_TRUE(sparse_matrix_has_source(m));
           add_layouts(m, *matrix_codes(m), kEveryLayout);
@@ -140,6 +153,26 @@ TEST(Layouts, ChoiceFollowsTheIsaAskedFor) {
   }
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
     EXPECT_EQ(layouts_for(header(sparse), isa, false), kLayoutCsr);
+  // Batches run on row blocks where the non-zeros fill at least kRowBlocksMinFill of 4x1 blocks.
+  Codes blocked = random_codes(160, 200, 0.0, 16, 14), full = random_codes(160, 200, 1.0, 16, 15);
+  for (int64_t g = 0; g < 40; ++g)
+    for (int64_t c = (g * 7) % 10; c < 200; c += 10)
+      for (int64_t r = 4 * g; r < 4 * g + 4; ++r) blocked.codes[static_cast<size_t>(r * 200 + c)] = 3;
+  Codes three_of_four = blocked, half = blocked;
+  for (int64_t g = 0; g < 40; ++g)
+    for (int64_t c = 0; c < 200; ++c) {
+      three_of_four.codes[static_cast<size_t>((4 * g + 1) * 200 + c)] = 0;
+      half.codes[static_cast<size_t>((4 * g + 1) * 200 + c)] = 0;
+      half.codes[static_cast<size_t>((4 * g + 2) * 200 + c)] = 0;
+    }
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
+    EXPECT_EQ(layouts_for(header(blocked), isa, false), kLayoutRowBlocks) << isa_name(isa);
+    EXPECT_EQ(layouts_for(header(full), isa, false), kLayoutRowBlocks) << "a dense matrix fills its blocks";
+    EXPECT_EQ(layouts_for(header(three_of_four), isa, false), kLayoutRowBlocks) << "fill 0.75";
+    EXPECT_EQ(layouts_for(header(half), isa, false), kLayoutCsr) << "fill 0.5";
+  }
+  EXPECT_EQ(header(blocked).blocks_of_rows, 40 * 20);
+  EXPECT_EQ(header(blocked).row_block_slots, 4 * 40 * 20);
 }
 
 TEST(Layouts, BytesCountEveryLayoutHeld) {
@@ -251,6 +284,35 @@ TEST(WeightStore, CancelledRequestsAreNotBuilt) {
   EXPECT_EQ(s.store->header("w1").layouts, kLayoutCsr);
 }
 
+TEST(WeightStore, WeightsPrunedInRowBlocksRunBatchesOnThem) {
+  // A layer pruned in 4x1 blocks, as the file stores it: batches run on the row blocks, one sample
+  // on a column walk, and the matrix read back is the file's.
+  Tensor w = test::random_f32({66, 90}, 5);
+  PruneRule rule{0.8, std::nullopt};
+  rule.block = BlockShape{4, 1};
+  prune_layer(w.f32_span(), MatrixView{66, 90, false}, rule);
+  std::vector<uint8_t> codes(static_cast<size_t>(w.numel()));
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = w.f32_data()[i] != 0.0f ? static_cast<uint8_t>(1 + i % 15) : 0;
+  CompressedTensor t = encode_sparse(codes, MatrixView{66, 90, false}, 1, 4);
+  t.name = "w";
+  t.shape = {66, 90};
+  t.codebook = random_codes(1, 1, 0.0, 16, 3).codebook;
+  auto want = decompress(t);
+  ASSERT_TRUE(want.ok());
+  auto store = WeightStore::create({t}, {1000}, Isa::avx512);
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  (*store)->request("w", false);
+  ASSERT_TRUE((*store)->build_requested().ok());
+  EXPECT_EQ((*store)->header("w").layouts, kLayoutRowBlocks);
+  const SparseMatrix& m = (*store)->header("w");
+  EXPECT_EQ(m.nonzeros, m.row_block_slots) << "every block full";
+  (*store)->request("w", true);
+  ASSERT_TRUE((*store)->build_requested().ok());
+  auto got = (*store)->dense("w");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(test::max_relative_error(**got, *want), 0.0);
+}
+
 TEST(WeightStore, BatchedLayoutsStayWithinTheMemoryBudget) {
   Store fast = three_layer_store(0.0, Isa::avx512), lean = three_layer_store(1.25, Isa::avx512);
   for (Store* s : {&fast, &lean}) {
@@ -349,6 +411,18 @@ std::pair<std::vector<double>, std::vector<double>> dense_product(const Codes& c
   return {y, scale};
 }
 
+// The same codes where the first row of each group of kBlockRows is non-zero, and no others: every
+// row block full.
+Codes in_row_blocks(Codes c) {
+  for (int64_t r = 0; r < c.rows; ++r)
+    for (int64_t j = 0; j < c.cols; ++j) {
+      const uint8_t lead = c.codes[static_cast<size_t>(r / kBlockRows * kBlockRows * c.cols + j)];
+      uint8_t& code = c.codes[static_cast<size_t>(r * c.cols + j)];
+      code = lead == 0 ? 0 : code != 0 ? code : lead;
+    }
+  return c;
+}
+
 TEST_P(LayoutTableRow, KernelMatchesTheDenseProduct) {
   const SparseKernels kernels = sparse_kernels_for(isa);
   uint32_t seed = 40;
@@ -356,9 +430,10 @@ TEST_P(LayoutTableRow, KernelMatchesTheDenseProduct) {
     for (double density : {0.0, 0.1, 0.6}) {
       SCOPED_TRACE(fmt::format("{} {}x{} density {}", row.name, rows, cols, density));
       Codes c = random_codes(rows, cols, density, 16, seed++);
+      if (row.layout == kLayoutRowBlocks) c = in_row_blocks(c);
       auto codes = dense_codes(c.codes, rows, cols);
       SparseMatrix m = with_layouts(*codes, c.codebook, 1, row.layout);
-      ASSERT_TRUE(row.fits(m));
+      EXPECT_EQ(row.fits(m), m.nonzeros > 0 || row.layout != kLayoutRowBlocks) << "no blocks, nothing to fit";
       ASSERT_TRUE(m.has(row.layout));
       const int64_t batch = row.use == LayoutUse::batched ? 5 : 1;
       Tensor x = test::random_f32({cols, batch}, seed++);  // batched: Xt [cols, batch]
@@ -412,7 +487,7 @@ INSTANTIATE_TEST_SUITE_P(Table, LayoutTableRow,
                          });
 
 TEST(LayoutTable, EveryLayoutHasOneRowAndThePolicyPicksOnlyRowsThatPay) {
-  for (Layout l : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutSlicedRows}) {
+  for (Layout l : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutSlicedRows, kLayoutRowBlocks}) {
     int rows = 0;
     for (const LayoutRow& row : layout_rows()) rows += row.layout == l;
     EXPECT_EQ(rows, 1) << l;

@@ -210,6 +210,73 @@ TEST_P(SparseKernelsPerIsa, SpmmReadsOverlappingRowsThroughARowTable) {
     }
 }
 
+// Non-zeros in row blocks (kBlockRows aligned rows of one column): each block present with
+// probability `density`, each of its rows non-zero with probability `fill` (zero weights inside
+// blocks), the codes cycling through the codebook.
+Case block_case(int64_t rows, int64_t cols, double density, double fill, int codebook, uint32_t seed) {
+  Case c = make_case(rows, cols, 0.0, codebook, seed);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  int next = 0;
+  for (int64_t g = 0; g * kBlockRows < rows; ++g)
+    for (int64_t col = 0; col < cols; ++col)
+      if (u(rng) < density)
+        for (int64_t r = g * kBlockRows; r < std::min(rows, (g + 1) * kBlockRows); ++r)
+          if (u(rng) < fill) c.codes[static_cast<size_t>(r * cols + col)] = static_cast<uint8_t>(1 + next++ % (codebook - 1));
+  return c;
+}
+
+SparseMatrix with_row_blocks(const Case& c) {
+  auto codes = dense_codes(c.codes, c.rows, c.cols);
+  SparseMatrix m = sparse_matrix_header(*codes, c.codebook, 1);
+  add_layouts(m, *codes, kLayoutRowBlocks);
+  return m;
+}
+
+TEST_P(SparseKernelsPerIsa, SpmmRowBlocksMatchesAcrossBatchesRowRangesAndRowTables) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  uint32_t seed = 4000;
+  int cases = 0;
+  for (int64_t rows : {1, 3, 4, 5, 17, 64})
+    for (int64_t cols : {3, 40, 2500})  // 2500: several column blocks
+      for (auto [density, fill] : {std::pair{0.0, 1.0}, {0.1, 1.0}, {0.3, 0.5}, {1.0, 1.0}})
+        for (int cb : {16, 256})
+          for (int64_t batch : {1, 5, 16, 17, 33, 49, 64, 70, 130}) {
+            if (cols == 2500 && batch % 2 == 0) continue;  // keeps the grid fast
+            Case c = block_case(rows, cols, density, fill, cb, seed++);
+            SparseMatrix m = with_row_blocks(c);
+            const bool table = batch % 3 == 0;  // columns read through a row table, as convolutions do
+            const int64_t ldx = batch + 3, ldy = batch + 1;
+            std::vector<float> xt = random_input((cols + 4) * ldx, 0.7, seed++);
+            std::vector<int64_t> x_rows;
+            for (int64_t j = 0; j < cols; ++j) x_rows.push_back(((j * 7) % (cols + 4)) * ldx);
+            // Rows from the second group on (threads start at multiples of kBlockRows), or all.
+            const int64_t begin = rows > kBlockRows && batch % 2 == 1 ? kBlockRows : 0;
+            std::vector<float> y(static_cast<size_t>(rows * ldy), -7.0f);
+            k.spmm_row_blocks(SpmmArgs{&m, begin, rows, xt.data(), ldx, batch, y.data(), ldy,
+                                       table ? x_rows.data() : nullptr});
+            const std::string what = fmt::format("{} {}x{} d={} fill={} cb={} batch {} rows {}- table {}",
+                                                 isa_name(isa), rows, cols, density, fill, cb, batch, begin, table);
+            for (int64_t b = 0; b < batch; ++b) {
+              std::vector<float> col(static_cast<size_t>(cols));
+              for (int64_t j = 0; j < cols; ++j) col[j] = xt[(table ? x_rows[j] : j * ldx) + b];
+              auto want = dense_product(c, col);
+              std::vector<float> got(static_cast<size_t>(rows));
+              for (int64_t r = 0; r < rows; ++r)
+                got[r] = r < begin ? static_cast<float>(want.y[r]) : y[r * ldy + b];
+              expect_close(got, want, what);
+            }
+            for (int64_t r = 0; r < rows; ++r) {
+              ASSERT_EQ(y[r * ldy + batch], -7.0f) << "wrote past the batch: " << what;
+              if (r < begin) {
+                ASSERT_EQ(y[r * ldy], -7.0f) << "wrote a row before row_begin: " << what;
+              }
+            }
+            ++cases;
+          }
+  EXPECT_GT(cases, 500);
+}
+
 TEST_P(SparseKernelsPerIsa, TransposeEveryVariantMatchesAPlainLoop) {
   const SparseKernels k = sparse_kernels_for(isa);
   uint32_t seed = 1500;
@@ -547,6 +614,37 @@ TEST(SparseKernels, CompactMatricesTakeOneByteEntriesWithFillers) {
   EXPECT_GT(compact.csc_entries(), compact.nonzeros) << "fillers";
   EXPECT_LT(layout_row(kLayoutCsc).bytes_held(compact), layout_row(kLayoutCsc).bytes_held(fast));
   EXPECT_LT(layout_row(kLayoutCsr).bytes_held(compact), layout_row(kLayoutCsr).bytes_held(fast));
+}
+
+TEST(SparseKernels, RowBlocksSplitOverThreadsAtWholeGroups) {
+  // 4x1 blocks over 1002 rows (the last group holds two), several column blocks, enough products
+  // for the pool: every thread's rows start at a group, and the result is the single thread's.
+  Case c = block_case(1002, 3000, 0.1, 1.0, 16, 91);
+  SparseMatrix m = build_sparse_matrix(c.codes, 1002, 3000, c.codebook, 1);
+  ASSERT_TRUE(m.has(kLayoutRowBlocks)) << "fill " << static_cast<double>(m.nonzeros) / (4.0 * m.blocks_of_rows);
+  EXPECT_STREQ(batched_walk_of(m).name, "row blocks");
+  EXPECT_GT(m.row_blocks.blocks.size(), 1u);
+  const int64_t batch = 24;
+  std::vector<float> xt = random_input(3000 * batch, 0.8, 92);
+  std::vector<float> want(static_cast<size_t>(1002 * batch));
+  ThreadPool one(1);
+  sparse_matmat(one, m, balanced_row_bounds(m, 1), xt.data(), batch, batch, want.data(), batch);
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads);
+    const std::vector<int64_t> bounds = balanced_row_bounds(m, threads);
+    ASSERT_GT(bounds.size(), 3u);
+    for (size_t i = 0; i + 1 < bounds.size(); ++i) EXPECT_EQ(bounds[i] % kBlockRows, 0) << bounds[i];
+    EXPECT_EQ(bounds.back(), 1002);
+    std::vector<float> y(want.size(), -7.0f);
+    sparse_matmat(pool, m, bounds, xt.data(), batch, batch, y.data(), batch);
+    EXPECT_EQ(y, want) << threads << " threads";
+  }
+  std::vector<float> col(3000);
+  for (int64_t j = 0; j < 3000; ++j) col[j] = xt[j * batch + 5];
+  auto dense = dense_product(c, col);
+  std::vector<float> got(1002);
+  for (int64_t r = 0; r < 1002; ++r) got[r] = want[r * batch + 5];
+  expect_close(got, dense, "row blocks through the driver");
 }
 
 TEST(SparseKernels, ParallelSchemesMatchTheReference) {

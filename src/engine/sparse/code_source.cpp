@@ -78,6 +78,8 @@ class MatrixCodes : public CodeSource {
       visit_tiles(sink);
     else if (!m_.csr.empty())
       visit_csr(sink);
+    else if (!m_.row_blocks.empty())
+      m_.small_codebook ? visit_row_blocks<4>(sink) : visit_row_blocks<8>(sink);
     else
       visit_csc(sink);
   }
@@ -160,6 +162,20 @@ class MatrixCodes : public CodeSource {
                      });
     }
   }
+  // Column block by column block, group by group, each entry's rows in order.
+  template <int kCodeBits>
+  void visit_row_blocks(const Sink& sink) const {
+    const int64_t groups = (rows() + kBlockRows - 1) / kBlockRows;
+    for (const RowBlockColumns& block : m_.row_blocks.blocks) {
+      const RowBlockCodes<kCodeBits> codes(block);
+      for (int64_t g = 0; g < groups; ++g)
+        for (uint32_t e = block.group_ptr[static_cast<size_t>(g)]; e < block.group_ptr[static_cast<size_t>(g) + 1];
+             ++e)
+          for (int64_t k = 0; k < kBlockRows && g * kBlockRows + k < rows(); ++k)
+            if (const unsigned code = codes.code(e, k))
+              sink(g * kBlockRows + k, block.col_begin + block.cols[e], static_cast<uint8_t>(code));
+    }
+  }
   void visit_csc(const Sink& sink) const {
     const CscPartition& part = m_.csc[0];
     for (int64_t c = 0; c < cols(); ++c) {
@@ -189,6 +205,7 @@ Result<std::unique_ptr<CodeSource>> compressed_codes(const CompressedTensor& t) 
 
 bool sparse_matrix_has_source(const SparseMatrix& m) {
   return !m.banded.empty() || !m.sliced_rows.empty() || !m.tiles.empty() || !m.csr.empty() ||
+         !m.row_blocks.empty() ||
          (m.csc.size() == 1 && !m.csc[0].col_ptr.empty());
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "engine/sparse/sparse_matrix.h"
@@ -44,5 +45,26 @@ struct CsrEntries {
 using CsrEntries8 = CsrEntries<uint8_t, 4, &CsrBlock::entries8>;
 // Two bytes: code | gap << 8.
 using CsrEntries16 = CsrEntries<uint16_t, 8, &CsrBlock::entries16>;
+
+}  // namespace sparrow
+
+namespace sparrow {
+
+// The codes of one row block entry (RowBlockColumns): kCodeBits (4 or 8) per row of the block.
+template <int kCodeBits>
+struct RowBlockCodes {
+  using Codes = std::conditional_t<kCodeBits == 4, uint16_t, uint32_t>;
+  const Codes* codes;
+  explicit RowBlockCodes(const RowBlockColumns& b) {
+    if constexpr (kCodeBits == 4)
+      codes = b.codes4.data();
+    else
+      codes = b.codes8.data();
+  }
+  // The code of row k (0..kBlockRows - 1) of entry e.
+  unsigned code(uint32_t e, int64_t k) const {
+    return static_cast<unsigned>(codes[e] >> (kCodeBits * k)) & ((1u << kCodeBits) - 1);
+  }
+};
 
 }  // namespace sparrow

@@ -20,6 +20,10 @@
 //   Xt[col, 0:batch], with Xt the inputs laid out [cols, ldx] and Y [rows, ldy]. Y rows are
 //   overwritten. Column blocks are walked one after the other, so each block of Xt is reused from
 //   cache by every row.
+// spmm_row_blocks: the same product over the row blocks (kBlockRows rows at a time, each row of Xt
+//   loaded once for the four): row_begin is a multiple of kBlockRows, row_end one too or the
+//   matrix's rows. Zero weights inside a block are multiplied like the others (an infinite or NaN
+//   input there gives NaN in that row, as a dense product would).
 #pragma once
 
 #include <cstdint>
@@ -199,6 +203,7 @@ using SpmmFn = void (*)(const SpmmArgs&);
   X(spmv_rows_sliced, SpmvRowArgs)       \
   X(spmm_csr_e8, SpmmArgs)               \
   X(spmm_csr_e16, SpmmArgs)              \
+  X(spmm_row_blocks, SpmmArgs)           \
   X(depthwise_plane, DepthwiseArgs)      \
   X(depthwise_lanes, DepthwiseLanesArgs) \
   X(max_pool_plane, MaxPoolArgs)         \

@@ -107,6 +107,54 @@ void spmm_csr(const SpmmArgs& a) {
     spmm_csr_rows<Entries, false>(a);
 }
 
+// Row blocks over chunks of 16 columns of Xt: a group's four rows in two 8-lane accumulators each,
+// partial chunks masked.
+template <int kCodeBits, bool kRowTable>
+void spmm_row_blocks_rows(const SpmmArgs& a) {
+  const float* codebook = a.m->codebook.data();
+  for (int64_t b0 = 0; b0 < a.batch; b0 += 16) {
+    __m256i masks[2];
+    for (int t = 0; t < 2; ++t) {
+      const int64_t left = std::clamp<int64_t>(a.batch - b0 - 8 * t, 0, 8);
+      masks[t] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)),
+                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    const std::vector<RowBlockColumns>& blocks = a.m->row_blocks.blocks;
+    for (size_t k = 0; k < blocks.size(); ++k) {
+      const RowBlockColumns& block = blocks[k];
+      const RowBlockCodes<kCodeBits> codes(block);
+      for (int64_t g = a.row_begin / kBlockRows; g * kBlockRows < a.row_end; ++g) {
+        const int64_t rows = std::min(kBlockRows, a.row_end - g * kBlockRows);
+        float* y = a.y + g * kBlockRows * a.ldy + b0;
+        __m256 acc[kBlockRows][2];
+        for (int64_t r = 0; r < kBlockRows; ++r)
+          for (int t = 0; t < 2; ++t)
+            acc[r][t] = k == 0 || r >= rows ? _mm256_setzero_ps() : _mm256_maskload_ps(y + r * a.ldy + 8 * t, masks[t]);
+        for (uint32_t e = block.group_ptr[g]; e < block.group_ptr[g + 1]; ++e) {
+          const int64_t col = block.col_begin + block.cols[e];
+          const float* x = a.xt + (kRowTable ? a.x_rows[col] : col * a.ldx) + b0;
+          const __m256 x0 = _mm256_maskload_ps(x, masks[0]), x1 = _mm256_maskload_ps(x + 8, masks[1]);
+          for (int64_t r = 0; r < kBlockRows; ++r) {
+            const __m256 w = _mm256_set1_ps(codebook[codes.code(e, r)]);
+            acc[r][0] = _mm256_fmadd_ps(w, x0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(w, x1, acc[r][1]);
+          }
+        }
+        for (int64_t r = 0; r < rows; ++r)
+          for (int t = 0; t < 2; ++t) _mm256_maskstore_ps(y + r * a.ldy + 8 * t, masks[t], acc[r][t]);
+      }
+    }
+  }
+}
+
+template <int kCodeBits>
+void spmm_row_blocks(const SpmmArgs& a) {
+  if (a.x_rows)
+    spmm_row_blocks_rows<kCodeBits, true>(a);
+  else
+    spmm_row_blocks_rows<kCodeBits, false>(a);
+}
+
 }  // namespace
 
 namespace {
@@ -141,6 +189,13 @@ void transpose_tile8(const float* src, int64_t lds, float* dst, int64_t ldd, boo
 
 void transpose__avx2(const TransposeArgs& a) {
   transpose_tiles(a, transpose_tile8);
+}
+
+void spmm_row_blocks__avx2(const SpmmArgs& a) {
+  if (a.m->small_codebook)
+    spmm_row_blocks<4>(a);
+  else
+    spmm_row_blocks<8>(a);
 }
 
 void spmm_csr_e8__avx2(const SpmmArgs& a) {

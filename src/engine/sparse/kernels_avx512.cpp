@@ -449,7 +449,83 @@ void spmm_csr(const SpmmArgs& a) {
     spmm_csr_rows<Entries, false>(a);
 }
 
+// Rows [kBlockRows g, kBlockRows g + rows) of one column block over the batch columns [b0, b0 + 16
+// kRegs) of Xt under `masks` (all set when kFull): the group's rows in kBlockRows x kRegs
+// accumulators, each loaded row of Xt multiplied by the four weights of its entry; added into y
+// (or over it, for the first column block).
+template <int kCodeBits, bool kRowTable, int kRegs, bool kFull>
+[[gnu::always_inline]] inline void row_block_chunk(const SpmmArgs& a, const RowBlockColumns& block, bool first,
+                                                   int64_t g, int64_t rows, int64_t b0, const __mmask16* masks) {
+  __m512 acc[kBlockRows][kRegs];
+  float* y = a.y + g * kBlockRows * a.ldy + b0;
+  for (int64_t k = 0; k < kBlockRows; ++k)
+    for (int t = 0; t < kRegs; ++t)
+      acc[k][t] = first || k >= rows ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(masks[t], y + k * a.ldy + 16 * t);
+  const float* base = a.xt + b0;
+  const float* codebook = a.m->codebook.data();
+  const RowBlockCodes<kCodeBits> codes(block);
+  for (uint32_t e = block.group_ptr[g]; e < block.group_ptr[g + 1]; ++e) {
+    const int64_t col = block.col_begin + block.cols[e];
+    const float* x = base + (kRowTable ? a.x_rows[col] : col * a.ldx);
+    __m512 xv[kRegs];
+    for (int t = 0; t < kRegs; ++t)
+      xv[t] = kFull ? _mm512_loadu_ps(x + 16 * t) : _mm512_maskz_loadu_ps(masks[t], x + 16 * t);
+    for (int64_t k = 0; k < kBlockRows; ++k) {
+      const __m512 w = _mm512_set1_ps(codebook[codes.code(e, k)]);
+      for (int t = 0; t < kRegs; ++t) acc[k][t] = _mm512_fmadd_ps(w, xv[t], acc[k][t]);
+    }
+  }
+  for (int64_t k = 0; k < rows; ++k)
+    for (int t = 0; t < kRegs; ++t) _mm512_mask_storeu_ps(y + k * a.ldy + 16 * t, masks[t], acc[k][t]);
+}
+
+// Every group of rows over the batch columns [b0, b0 + n), n <= 16 kRegs (== when kFull).
+template <int kCodeBits, bool kRowTable, int kRegs, bool kFull>
+void row_blocks_chunk(const SpmmArgs& a, int64_t b0, int64_t n) {
+  __mmask16 masks[kRegs];
+  for (int t = 0; t < kRegs; ++t) {
+    const int64_t left = n - 16 * t;
+    masks[t] = left >= 16 ? 0xFFFF : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
+  }
+  const std::vector<RowBlockColumns>& blocks = a.m->row_blocks.blocks;
+  for (size_t k = 0; k < blocks.size(); ++k)
+    for (int64_t g = a.row_begin / kBlockRows; g * kBlockRows < a.row_end; ++g)
+      row_block_chunk<kCodeBits, kRowTable, kRegs, kFull>(
+          a, blocks[k], k == 0, g, std::min(kBlockRows, a.row_end - g * kBlockRows), b0, masks);
+}
+
+// Chunks of 64 columns of Xt (four rows of four registers each), then the rest in one pass.
+template <int kCodeBits, bool kRowTable>
+void spmm_row_blocks_rows(const SpmmArgs& a) {
+  int64_t b0 = 0;
+  for (; b0 + 64 <= a.batch; b0 += 64) row_blocks_chunk<kCodeBits, kRowTable, 4, true>(a, b0, 64);
+  const int64_t n = a.batch - b0;
+  if (n > 48)
+    row_blocks_chunk<kCodeBits, kRowTable, 4, false>(a, b0, n);
+  else if (n > 32)
+    row_blocks_chunk<kCodeBits, kRowTable, 3, false>(a, b0, n);
+  else if (n > 16)
+    row_blocks_chunk<kCodeBits, kRowTable, 2, false>(a, b0, n);
+  else if (n > 0)
+    row_blocks_chunk<kCodeBits, kRowTable, 1, false>(a, b0, n);
+}
+
+template <int kCodeBits>
+void spmm_row_blocks(const SpmmArgs& a) {
+  if (a.x_rows)
+    spmm_row_blocks_rows<kCodeBits, true>(a);
+  else
+    spmm_row_blocks_rows<kCodeBits, false>(a);
+}
+
 }  // namespace
+
+void spmm_row_blocks__avx512(const SpmmArgs& a) {
+  if (a.m->small_codebook)
+    spmm_row_blocks<4>(a);
+  else
+    spmm_row_blocks<8>(a);
+}
 
 void spmm_csr_e8__avx512(const SpmmArgs& a) {
   spmm_csr<CsrEntries8>(a);

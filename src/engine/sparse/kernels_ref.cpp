@@ -54,7 +54,34 @@ void spmm_csr(const SpmmArgs& a) {
   }
 }
 
+template <int kCodeBits>
+void spmm_row_blocks(const SpmmArgs& a) {
+  auto x_row = [&](int64_t col) { return a.xt + (a.x_rows ? a.x_rows[col] : col * a.ldx); };
+  const SparseMatrix& m = *a.m;
+  for (int64_t r = a.row_begin; r < a.row_end; ++r)
+    for (int64_t b = 0; b < a.batch; ++b) a.y[r * a.ldy + b] = 0.0f;
+  for (const RowBlockColumns& block : m.row_blocks.blocks) {
+    const RowBlockCodes<kCodeBits> codes(block);
+    for (int64_t g = a.row_begin / kBlockRows; g * kBlockRows < a.row_end; ++g)
+      for (uint32_t e = block.group_ptr[g]; e < block.group_ptr[g + 1]; ++e) {
+        const float* x = x_row(block.col_begin + block.cols[e]);
+        for (int64_t k = 0; k < kBlockRows && g * kBlockRows + k < a.row_end; ++k) {
+          const float w = m.codebook[codes.code(e, k)];
+          float* y = a.y + (g * kBlockRows + k) * a.ldy;
+          for (int64_t b = 0; b < a.batch; ++b) y[b] += w * x[b];
+        }
+      }
+  }
+}
+
 }  // namespace
+
+void spmm_row_blocks__ref(const SpmmArgs& a) {
+  if (a.m->small_codebook)
+    spmm_row_blocks<4>(a);
+  else
+    spmm_row_blocks<8>(a);
+}
 
 void spmm_csr_e8__ref(const SpmmArgs& a) {
   spmm_csr<CsrEntries8>(a);

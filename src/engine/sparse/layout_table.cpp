@@ -188,6 +188,36 @@ void csr_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct&
   spmm_csr_of(k, m)(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy, p.x_rows});
 }
 
+// ---- row blocks ----
+bool row_blocks_fit_header(const SparseMatrix& m) {
+  return row_blocks_fit(m);
+}
+void row_blocks_build(SparseMatrix& m, const CodeSource& codes) {
+  m.row_blocks = row_blocks_of(m, codes);
+}
+int64_t row_blocks_code_bytes(const SparseMatrix& m) {
+  return m.small_codebook ? 2 : 4;
+}
+int64_t row_blocks_held(const SparseMatrix& m) {
+  int64_t n = 0;
+  for (const RowBlockColumns& b : m.row_blocks.blocks)
+    n += held(b.group_ptr) + held(b.cols) + held(b.codes4) + held(b.codes8);
+  return n;
+}
+int64_t row_blocks_expected(const SparseMatrix& m) {
+  const int64_t width = csr_block_columns(m.density()), groups = (m.rows + kBlockRows - 1) / kBlockRows;
+  return m.blocks_of_rows * (2 + row_blocks_code_bytes(m)) + pointers(groups, (m.cols + width - 1) / width);
+}
+int64_t row_blocks_touched(const SparseMatrix& m, std::span<const int32_t>) {
+  int64_t n = 0;
+  for (const RowBlockColumns& b : m.row_blocks.blocks)
+    n += static_cast<int64_t>(b.cols.size()) * (2 + row_blocks_code_bytes(m)) + 4 * static_cast<int64_t>(b.group_ptr.size());
+  return n;
+}
+void row_blocks_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
+  k.spmm_row_blocks(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy, p.x_rows});
+}
+
 const std::array kRows = {
     LayoutRow{kLayoutTiles, "tiles", LayoutUse::column_walk, "spmv_tiles",
               "y[rows] = W x over the listed active columns, a 16-row tile of y per step (mask, lookup, FMA)",
@@ -205,6 +235,10 @@ const std::array kRows = {
               "y[rows of the slices] = W x walking every row, 16 rows (one entry each) per step",
               narrow_one_partition, sliced_rows_pay, sliced_rows_build, sliced_rows_held,
               sliced_rows_expected, sliced_rows_touched, sliced_rows_run},
+    LayoutRow{kLayoutRowBlocks, "row blocks", LayoutUse::batched, "spmm_row_blocks",
+              "Y[row_begin:row_end, 0:batch] = W Xt, four rows per entry, column block by column block",
+              row_blocks_fit_header, always_pays, row_blocks_build, row_blocks_held, row_blocks_expected,
+              row_blocks_touched, row_blocks_run},
     LayoutRow{kLayoutCsr, "csr", LayoutUse::batched, "spmm_csr_e8/e16",
               "Y[row_begin:row_end, 0:batch] = W Xt, column block by column block", always, always_pays,
               add_csr, csr_held, csr_expected, csr_touched, csr_run},
@@ -220,6 +254,12 @@ const LayoutRow& layout_row(Layout layout) {
   for (const LayoutRow& row : kRows)
     if (row.layout == layout) return row;
   return kRows.back();  // unreachable: every Layout has a row
+}
+
+const LayoutRow& batched_walk_of(const SparseMatrix& m) {
+  for (const LayoutRow& row : kRows)
+    if (row.use == LayoutUse::batched && m.has(row.layout)) return row;
+  return layout_row(kLayoutCsr);
 }
 
 const LayoutRow& column_walk_of(const SparseMatrix& m) {

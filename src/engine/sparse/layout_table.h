@@ -53,11 +53,13 @@ struct LayoutRow {
   void (*run)(const SparseMatrix& m, const SparseKernels& kernels, const LayoutProduct& p);
 };
 
-// Every row; the column walks in order of preference.
+// Every row; the column walks, and the batched walks, in order of preference.
 std::span<const LayoutRow> layout_rows();
 const LayoutRow& layout_row(Layout layout);
 // The column walk a one-sample product runs on: the first in the table that `m` holds.
 const LayoutRow& column_walk_of(const SparseMatrix& m);
+// The layout a batched product runs on: the first batched one in the table that `m` holds.
+const LayoutRow& batched_walk_of(const SparseMatrix& m);
 // Sum of bytes_expected over the layouts in `set`.
 int64_t bytes_expected(const SparseMatrix& header, LayoutSet set);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <tuple>
 
 #include "engine/sparse/code_source.h"
 #include "engine/sparse/kernels.h"
@@ -30,6 +31,22 @@ namespace {
 struct Slot {
   int64_t line, pos;
 };
+
+// Calls code(group, col, row_in_group, code) for every non-zero, and new_block(group, col) before
+// the first non-zero of each row block: the rows of a column arrive in increasing order
+// (CodeSource's contract), so a column's groups do too.
+template <class NewBlock, class Code>
+void visit_row_blocks(const CodeSource& codes, NewBlock new_block, Code code) {
+  std::vector<int64_t> last_group(static_cast<size_t>(codes.cols()), -1);
+  codes.visit([&](int64_t r, int64_t c, uint8_t v) {
+    const int64_t g = r / kBlockRows;
+    if (last_group[static_cast<size_t>(c)] != g) {
+      last_group[static_cast<size_t>(c)] = g;
+      new_block(g, c);
+    }
+    code(g, c, static_cast<int>(r % kBlockRows), v);
+  });
+}
 
 // Gap-coded layouts store each entry's distance from the previous one in its line; kNoGaps marks
 // layouts that store positions instead.
@@ -390,7 +407,13 @@ SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<flo
             m.codebook.begin());
   m.codebook[0] = 0.0f;
   m.row_entries.assign(static_cast<size_t>(m.rows), 0);
-  codes.visit([&](int64_t r, int64_t, uint8_t) { ++m.row_entries[static_cast<size_t>(r)]; });
+  visit_row_blocks(
+      codes,
+      [&](int64_t g, int64_t) {
+        ++m.blocks_of_rows;
+        m.row_block_slots += std::min(kBlockRows, m.rows - g * kBlockRows);
+      },
+      [&](int64_t g, int64_t, int row, uint8_t) { ++m.row_entries[static_cast<size_t>(g * kBlockRows + row)]; });
   for (uint64_t n : m.row_entries) m.nonzeros += static_cast<int64_t>(n);
   return m;
 }
@@ -417,6 +440,82 @@ int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows, i
   return static_cast<int64_t>(std::ceil(row_walk / per_active_column));
 }
 
+int64_t RowBlocks::entries() const {
+  int64_t n = 0;
+  for (const RowBlockColumns& b : blocks) n += static_cast<int64_t>(b.cols.size());
+  return n;
+}
+
+bool row_blocks_fit(const SparseMatrix& m) {
+  return m.blocks_of_rows > 0 &&
+         static_cast<double>(m.nonzeros) >= kRowBlocksMinFill * static_cast<double>(m.row_block_slots);
+}
+
+namespace {
+
+// Sorts entries [begin, end) of one column block's group by column (they arrive in visit order).
+template <class Codes>
+void sort_by_column(RowBlockColumns& b, std::vector<Codes>& codes, uint32_t begin, uint32_t end,
+                    std::vector<std::pair<uint16_t, Codes>>& scratch) {
+  scratch.clear();
+  for (uint32_t e = begin; e < end; ++e) scratch.emplace_back(b.cols[e], codes[e]);
+  std::sort(scratch.begin(), scratch.end());
+  for (uint32_t e = begin; e < end; ++e) std::tie(b.cols[e], codes[e]) = scratch[e - begin];
+}
+
+template <class Codes>
+void fill_row_blocks(const SparseMatrix& m, const CodeSource& codes, int64_t width, int code_bits,
+                     std::vector<Codes> RowBlockColumns::*field, RowBlocks& out) {
+  const int64_t groups = (m.rows + kBlockRows - 1) / kBlockRows, col_blocks = (m.cols + width - 1) / width;
+  out.blocks.assign(static_cast<size_t>(col_blocks), RowBlockColumns{});
+  std::vector<uint32_t> counts(static_cast<size_t>(col_blocks * groups), 0);
+  visit_row_blocks(codes, [&](int64_t g, int64_t c) { ++counts[static_cast<size_t>(c / width * groups + g)]; },
+                   [](int64_t, int64_t, int, uint8_t) {});
+  std::vector<uint32_t> next(counts.size());
+  for (int64_t k = 0; k < col_blocks; ++k) {
+    RowBlockColumns& b = out.blocks[static_cast<size_t>(k)];
+    b.col_begin = k * width;
+    b.group_ptr.assign(static_cast<size_t>(groups + 1), 0);
+    for (int64_t g = 0; g < groups; ++g) {
+      next[static_cast<size_t>(k * groups + g)] = b.group_ptr[static_cast<size_t>(g)];
+      b.group_ptr[static_cast<size_t>(g + 1)] =
+          b.group_ptr[static_cast<size_t>(g)] + counts[static_cast<size_t>(k * groups + g)];
+    }
+    b.cols.assign(b.group_ptr.back(), 0);
+    (b.*field).assign(b.group_ptr.back(), 0);
+  }
+  std::vector<uint32_t> slot(static_cast<size_t>(m.cols), 0);  // the entry of each column's current block
+  visit_row_blocks(
+      codes,
+      [&](int64_t g, int64_t c) {
+        RowBlockColumns& b = out.blocks[static_cast<size_t>(c / width)];
+        const uint32_t e = next[static_cast<size_t>(c / width * groups + g)]++;
+        b.cols[e] = static_cast<uint16_t>(c - b.col_begin);
+        slot[static_cast<size_t>(c)] = e;
+      },
+      [&](int64_t, int64_t c, int row, uint8_t code) {
+        (out.blocks[static_cast<size_t>(c / width)].*field)[slot[static_cast<size_t>(c)]] |=
+            static_cast<Codes>(Codes{code} << (code_bits * row));
+      });
+  std::vector<std::pair<uint16_t, Codes>> scratch;
+  for (RowBlockColumns& b : out.blocks)
+    for (int64_t g = 0; g < groups; ++g)
+      sort_by_column(b, b.*field, b.group_ptr[static_cast<size_t>(g)], b.group_ptr[static_cast<size_t>(g + 1)],
+                     scratch);
+}
+
+}  // namespace
+
+RowBlocks row_blocks_of(const SparseMatrix& m, const CodeSource& codes) {
+  RowBlocks out;
+  const int64_t width = csr_block_columns(m.density());
+  if (m.small_codebook)
+    fill_row_blocks<uint16_t>(m, codes, width, 4, &RowBlockColumns::codes4, out);
+  else
+    fill_row_blocks<uint32_t>(m, codes, width, 8, &RowBlockColumns::codes8, out);
+  return out;
+}
+
 BandedCsc build_banded_csc(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols) {
   return banded_csc_of(*dense_codes(codes, rows, cols));
 }
@@ -440,7 +539,7 @@ SparseMatrix every_layout(const CodeSource& codes, const std::vector<float>& cod
   const Isa isa = sparse_kernels().isa;
   SparseMatrix m = sparse_matrix_header(codes, codebook, partitions);
   m.compact = compact;
-  add_layouts(m, codes, kLayoutCsc | kLayoutCsr | layouts_for(m, isa, true));
+  add_layouts(m, codes, kLayoutCsc | kLayoutCsr | layouts_for(m, isa, true) | layouts_for(m, isa, false));
   return m;
 }
 

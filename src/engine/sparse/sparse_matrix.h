@@ -20,6 +20,12 @@
 // One-byte entries (CSC and CSR) are chosen when the codebook has at most 16 entries and 4-bit
 // gaps add at most 10% fillers (each filler costs a full update), or whatever the fillers when the
 // matrix is `compact` (built within a memory budget: see weight_store.h).
+//  - Row blocks (batches and convolutions, when the non-zeros come in blocks of kBlockRows aligned
+//    rows of one column, as `compress --block 4x1` prunes them: see row_blocks_fit): the rows in
+//    groups of four, the columns cut into the CSR's column blocks; per column block and group, one
+//    entry per column where any of the group's rows is non-zero, in increasing column order: the
+//    column within the column block, and the four rows' codes (code 0 for a zero weight). The
+//    kernel loads a row of the transposed inputs once for four rows of weights.
 //  - Banded CSC (one sample, with AVX-512; the scalar walk gains nothing from it): the rows are
 //    cut into bands of 4096; within a band each entry of a
 //    column is one uint16, row within the band << 4 | code. No fillers and no prefix sum to find
@@ -71,6 +77,26 @@ struct CsrBlock {
   std::vector<uint32_t> row_ptr;    // rows + 1 entry offsets
   std::vector<uint8_t> entries8;    // code | column gap << 4 (narrow codebook)
   std::vector<uint16_t> entries16;  // code | column gap << 8; gaps relative to col_begin
+};
+
+// Rows of one row block; row ranges handed to the batched products start at multiples of it.
+inline constexpr int64_t kBlockRows = 4;
+// Least share of non-zero weights among the row blocks' slots (zero weights inside a block are
+// multiplied like the others) from which a matrix is run on row blocks instead of the CSR.
+inline constexpr double kRowBlocksMinFill = 0.75;
+
+struct RowBlockColumns {
+  int64_t col_begin = 0;
+  std::vector<uint32_t> group_ptr;  // groups + 1 entry offsets
+  std::vector<uint16_t> cols;       // column - col_begin
+  std::vector<uint16_t> codes4;     // 16-entry codebook: row 4 g + k's code in bits [4k, 4k + 4)
+  std::vector<uint32_t> codes8;     // otherwise: row 4 g + k's code in bits [8k, 8k + 8)
+};
+
+struct RowBlocks {
+  std::vector<RowBlockColumns> blocks;  // column blocks, in column order
+  bool empty() const { return blocks.empty(); }
+  int64_t entries() const;
 };
 
 inline constexpr int64_t kTileRows = 16;
@@ -156,6 +182,7 @@ enum Layout : unsigned {
   kLayoutTiles = 1u << 2,       // column tiles
   kLayoutBanded = 1u << 3,      // banded CSC
   kLayoutSlicedRows = 1u << 4,  // sliced rows
+  kLayoutRowBlocks = 1u << 5,   // row blocks
 };
 using LayoutSet = unsigned;
 
@@ -173,10 +200,13 @@ struct SparseMatrix {
   ColumnTiles tiles;                  // one sample, when tiles_pay_off
   BandedCsc banded;                   // one sample: 16-entry codebook, one partition, AVX-512, no tiles
   SlicedRows sliced_rows;             // one sample with most inputs active (InputZeros)
+  RowBlocks row_blocks;               // batches, when row_blocks_fit
   int64_t row_walk_from_active = 0;   // non-zero inputs from which the row walk is cheaper (see
                                       // row_walk_pays); more than cols when it never is
   std::vector<uint64_t> row_entries;  // non-zeros per row (for load balance)
   int64_t nonzeros = 0;
+  int64_t blocks_of_rows = 0;  // row blocks (kBlockRows aligned rows of one column) with a non-zero
+  int64_t row_block_slots = 0;  // their weights (fewer than kBlockRows each in a last, short group)
 
   int partitions() const { return partition_count; }
   bool has(LayoutSet want) const { return (layouts & want) == want; }
@@ -208,6 +238,9 @@ struct SparseMatrix {
 // codebook, one partition, AVX-512, and at least kTileBreakEvenEntries non-zeros per tile. Needs
 // only the header.
 bool tiles_pay_off(const SparseMatrix& m, Isa isa);
+// Whether batched products run on row blocks: at least kRowBlocksMinFill of the weights in the row
+// blocks that hold a non-zero are non-zero (header only).
+bool row_blocks_fit(const SparseMatrix& m);
 // The layouts a product runs on: batches and convolutions the CSR; one sample the column tiles
 // (tiles_pay_off), else with a 16-entry codebook, one partition and AVX-512 the banded CSC and/or
 // the sliced rows (by `zeros`; with both, the walk is chosen per call, see row_walk_pays), else the CSC.
@@ -219,7 +252,8 @@ enum class InputZeros { unknown, expected, unlikely };
 LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample,
                       InputZeros zeros = InputZeros::unknown);
 
-// The header of the matrix `codes` holds: shape, padded codebook, non-zeros per row; no layouts.
+// The header of the matrix `codes` holds: shape, padded codebook, non-zeros per row and row blocks;
+// no layouts.
 // `partitions` row partitions for the CSC.
 SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<float>& codebook,
                                   int partitions);
@@ -234,6 +268,7 @@ int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows,
 void add_csc(SparseMatrix& m, const CodeSource& codes);  // sets m.e8
 void add_csr(SparseMatrix& m, const CodeSource& codes);
 ColumnTiles column_tiles_of(const CodeSource& codes);
+RowBlocks row_blocks_of(const SparseMatrix& m, const CodeSource& codes);
 BandedCsc banded_csc_of(const CodeSource& codes);
 // Classic one-byte gap-coded entries when m.compact (a memory budget), else panelled ones.
 SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes);

@@ -168,7 +168,7 @@ std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads) {
   int64_t r = 0;
   for (int p = 1; p < parts; ++p) {
     uint64_t target = total * static_cast<uint64_t>(p) / static_cast<uint64_t>(parts);
-    while (r < m.rows && seen < target) seen += m.row_entries[r++];
+    while (r < m.rows && (seen < target || r % kBlockRows != 0)) seen += m.row_entries[r++];
     bounds.push_back(r);
   }
   bounds.push_back(m.rows);
@@ -177,8 +177,7 @@ std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads) {
 
 void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_end, const float* xt,
                         int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows) {
-  layout_row(kLayoutCsr)
-      .run(m, sparse_kernels(),
+  batched_walk_of(m).run(m, sparse_kernels(),
            LayoutProduct{.x = xt,
                          .row_begin = row_begin,
                          .row_end = row_end,

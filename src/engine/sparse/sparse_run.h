@@ -14,8 +14,8 @@
 //   row costs less (SparseMatrix::row_walk_pays), the columns scheme walks the rows instead: ranges
 //   of slices of about equal entry counts, several per thread, claimed one at a time; each row is
 //   written once by one thread, so the result does not depend on the thread count.
-// Batches (Y = W Xt over the blocked CSR layout): contiguous row ranges of about equal entry counts,
-//   several per thread, claimed one at a time.
+// Batches (Y = W Xt over the row blocks where the matrix has them, else the blocked CSR layout):
+//   contiguous row ranges of about equal entry counts, several per thread, claimed one at a time.
 #pragma once
 
 #include <vector>
@@ -46,7 +46,7 @@ void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, floa
                    SpmvScheme scheme);
 
 // Row ranges for batches on `threads` threads: one range, or kRowChunksPerThread per thread of
-// about equal CSR entry counts, which the threads claim one at a time (a thread slowed by other
+// about equal CSR entry counts, starting at multiples of kBlockRows (the row blocks' groups), which the threads claim one at a time (a thread slowed by other
 // work on the machine claims fewer). Returned as ranges + 1 bounds.
 inline constexpr int kRowChunksPerThread = 4;
 std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads);
