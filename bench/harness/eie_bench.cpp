@@ -58,7 +58,9 @@ Workload make_workload(const EieLayer& l, uint32_t seed, bool row_blocks) {
   for (int i = 1; i < 16; ++i) w.codebook[i] = (u(rng) * 0.1f + 0.01f) * (i % 2 ? 1.0f : -1.0f);
   uint32_t threshold = static_cast<uint32_t>(l.weight_density * 4294967295.0);
   std::minstd_rand fast(seed);
-  auto present = [&] { return (static_cast<uint32_t>(fast()) << 1 ^ static_cast<uint32_t>(fast())) < threshold; };
+  auto present = [&] {
+    return (static_cast<uint32_t>(fast()) << 1 ^ static_cast<uint32_t>(fast())) < threshold;
+  };
   if (row_blocks) {
     for (int64_t g = 0; g * kBlockRows < l.out; ++g)
       for (int64_t c = 0; c < l.in; ++c)
@@ -394,8 +396,8 @@ json bench_batched(Workload& w, int batch, int threads, ThreadPool& pool, int re
           : median_us(
                 [&] {
                   pool.parallel_for(static_cast<int64_t>(sparrow_bounds.size()) - 1, [&](int64_t t) {
-                    plain_blocks_spmm(w.block_panels, sparrow_bounds[t], sparrow_bounds[t + 1], xt, batch, batch,
-                                      y, batch);
+                    plain_blocks_spmm(w.block_panels, sparrow_bounds[t], sparrow_bounds[t + 1], xt, batch,
+                                      batch, y, batch);
                   });
                 },
                 repeats);
@@ -585,9 +587,10 @@ void print_eie_bench(const json& r) {
       " kernel without splitting work; Sparrow's measures are timed call by call in one window, in\n"
       " random order)\n");
   for (const auto& [config, g] : r["geomean"].items()) {
-    fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}{}\n", config,
-               "layer", "sparrow", "dense", "eigen", "plain", "x dense", "x eigen", "x plain", "Gnz/s",
-               "x listed", "x 1 thr", "machine", g.contains("speedup_vs_plain_blocks") ? " x blocks" : "");
+    fmt::print("\n{}\n{:<9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}{}\n",
+               config, "layer", "sparrow", "dense", "eigen", "plain", "x dense", "x eigen", "x plain",
+               "Gnz/s", "x listed", "x 1 thr", "machine",
+               g.contains("speedup_vs_plain_blocks") ? " x blocks" : "");
     for (const auto& l : r["layers"]) {
       std::string key = fmt::format("batch {}, {} thread{}", l["batch"].get<int>(), l["threads"].get<int>(),
                                     l["threads"].get<int>() > 1 ? "s" : "");
@@ -613,7 +616,8 @@ void print_eie_bench(const json& r) {
     if (g.contains("speedup_vs_plain_listed"))
       fmt::print(" {:>10} {:>9.2f}", "", g["speedup_vs_plain_listed"].get<double>());
     if (g.contains("speedup_vs_plain_blocks"))
-      fmt::print(" {:>10} {:>9} {:>8} {:>8} {:>8.2f}", "", "", "", "", g["speedup_vs_plain_blocks"].get<double>());
+      fmt::print(" {:>10} {:>9} {:>8} {:>8} {:>8.2f}", "", "", "", "",
+                 g["speedup_vs_plain_blocks"].get<double>());
     fmt::print("\n");
   }
 }

@@ -135,8 +135,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void csr_spmm_avx512(
     }
 }
 
-void blocks_spmm_portable(const PlainBlocks& m, bool first, int64_t row_begin, int64_t row_end, const float* xt,
-                          int64_t ldx, int64_t batch, float* y, int64_t ldy) {
+void blocks_spmm_portable(const PlainBlocks& m, bool first, int64_t row_begin, int64_t row_end,
+                          const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy) {
   for (int64_t g = row_begin / kPlainBlockRows; g * kPlainBlockRows < row_end; ++g) {
     const int64_t rows = std::min(kPlainBlockRows, row_end - g * kPlainBlockRows);
     for (int64_t k = 0; k < rows && first; ++k)
@@ -152,11 +152,13 @@ void blocks_spmm_portable(const PlainBlocks& m, bool first, int64_t row_begin, i
   }
 }
 
+// Whole groups of four rows in registers (a short last group goes to the portable loop: stores
+// under a row count made GCC keep the accumulators in memory).
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void blocks_spmm_avx512(
     const PlainBlocks& m, bool first, int64_t row_begin, int64_t row_end, const float* xt, int64_t ldx,
     int64_t batch, float* y, int64_t ldy) {
-  for (int64_t g = row_begin / kPlainBlockRows; g * kPlainBlockRows < row_end; ++g) {
-    const int64_t rows = std::min(kPlainBlockRows, row_end - g * kPlainBlockRows);
+  const int64_t whole_end = row_end / kPlainBlockRows;
+  for (int64_t g = row_begin / kPlainBlockRows; g < whole_end; ++g) {
     for (int64_t b0 = 0; b0 < batch; b0 += 64) {
       const int64_t n = std::min<int64_t>(64, batch - b0);
       __mmask16 masks[4];
@@ -168,7 +170,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void blocks_spmm_avx512
       __m512 acc[kPlainBlockRows][4];
       for (int64_t k = 0; k < kPlainBlockRows; ++k)
         for (int t = 0; t < 4; ++t)
-          acc[k][t] = first || k >= rows ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(masks[t], out + k * ldy + 16 * t);
+          acc[k][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(masks[t], out + k * ldy + 16 * t);
       for (uint32_t e = m.group_ptr[g]; e < m.group_ptr[g + 1]; ++e) {
         const float* x = xt + static_cast<int64_t>(m.col_index[e]) * ldx + b0;
         __m512 xv[4];
@@ -178,10 +180,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void blocks_spmm_avx512
           for (int t = 0; t < 4; ++t) acc[k][t] = _mm512_fmadd_ps(w, xv[t], acc[k][t]);
         }
       }
-      for (int64_t k = 0; k < rows; ++k)
+      for (int64_t k = 0; k < kPlainBlockRows; ++k)
         for (int t = 0; t < 4; ++t) _mm512_mask_storeu_ps(out + k * ldy + 16 * t, masks[t], acc[k][t]);
     }
   }
+  if (whole_end * kPlainBlockRows < row_end)
+    blocks_spmm_portable(m, first, std::max(row_begin, whole_end * kPlainBlockRows), row_end, xt, ldx, batch,
+                         y, ldy);
 }
 
 }  // namespace

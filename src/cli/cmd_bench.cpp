@@ -235,7 +235,8 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--layers", o->layers, "Only these --eie layers, e.g. Alex-6,VGG-7")
       ->delimiter(',')
       ->needs(eie);
-  cmd->add_option("--block", o->row_blocks, "With --eie: the weights in 4x1 row blocks (as compress --block 4x1 "
+  cmd->add_option("--block", o->row_blocks,
+                  "With --eie: the weights in 4x1 row blocks (as compress --block 4x1 "
                   "prunes them), with a plain float32 row-block kernel as a further peer")
       ->transform(CLI::CheckedTransformer(std::map<std::string, bool>{{"4x1", true}, {"1x1", false}}))
       ->needs(eie);

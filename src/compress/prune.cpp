@@ -92,7 +92,8 @@ void keep_top_blocks(std::span<float> w, const MatrixView& view, BlockShape bloc
     held += sizes[static_cast<size_t>(order[static_cast<size_t>(k)])];
   }
   for (int64_t b = 0; b < blocks; ++b)
-    if (!keep[static_cast<size_t>(b)]) for_each_weight(b, [&](int64_t i) { w[static_cast<size_t>(i)] = 0.0f; });
+    if (!keep[static_cast<size_t>(b)])
+      for_each_weight(b, [&](int64_t i) { w[static_cast<size_t>(i)] = 0.0f; });
 }
 
 }  // namespace

@@ -69,7 +69,8 @@ Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
       s.exclude = v.get<bool>();
     } else {
       return errorf(
-          "recipe key '{}': unknown (use sparsity, quality, balance, block, bits, lowrank, structured, exclude)",
+          "recipe key '{}': unknown (use sparsity, quality, balance, block, bits, lowrank, structured, "
+          "exclude)",
           where);
     }
   }
@@ -173,8 +174,8 @@ Status apply_layer_override(const std::string& text, CompressOptions& o) {
       s.exclude = kv[1] == "true" || kv[1] == "1";
     } else {
       return errorf(
-          "{}: unknown key '{}' (use sparsity, quality, balance, block, bits, lowrank, structured, exclude)", where,
-          kv[0]);
+          "{}: unknown key '{}' (use sparsity, quality, balance, block, bits, lowrank, structured, exclude)",
+          where, kv[0]);
     }
   }
   return {};

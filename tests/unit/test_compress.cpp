@@ -174,7 +174,8 @@ BlockCheck check_blocks(const std::vector<float>& before, const std::vector<floa
           if (after[i] == before[i]) ++kept;
           if (after[i] == 0.0f) ++pruned;
         }
-      const int size = static_cast<int>((std::min(rows, r0 + block.rows) - r0) * (std::min(cols, c0 + block.cols) - c0));
+      const int size =
+          static_cast<int>((std::min(rows, r0 + block.rows) - r0) * (std::min(cols, c0 + block.cols) - c0));
       if (kept == size)
         c.smallest_kept = std::min(c.smallest_kept, norm);
       else if (pruned == size)
@@ -203,7 +204,8 @@ TEST(BlockPruning, KeepsWholeBlocksOfLargestNormUntilTheCountIsReached) {
   // A MatMul weight stored [in, out] is blocked over its matrix view, as the row-major one.
   std::vector<float> stored(w.size());
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) stored[static_cast<size_t>(c * rows + r)] = w[static_cast<size_t>(r * cols + c)];
+    for (int64_t c = 0; c < cols; ++c)
+      stored[static_cast<size_t>(c * rows + r)] = w[static_cast<size_t>(r * cols + c)];
   PruneRule rule{0.6, std::nullopt};
   rule.block = BlockShape{4, 1};
   auto rowwise = w;

@@ -292,7 +292,8 @@ TEST(WeightStore, WeightsPrunedInRowBlocksRunBatchesOnThem) {
   rule.block = BlockShape{4, 1};
   prune_layer(w.f32_span(), MatrixView{66, 90, false}, rule);
   std::vector<uint8_t> codes(static_cast<size_t>(w.numel()));
-  for (size_t i = 0; i < codes.size(); ++i) codes[i] = w.f32_data()[i] != 0.0f ? static_cast<uint8_t>(1 + i % 15) : 0;
+  for (size_t i = 0; i < codes.size(); ++i)
+    codes[i] = w.f32_data()[i] != 0.0f ? static_cast<uint8_t>(1 + i % 15) : 0;
   CompressedTensor t = encode_sparse(codes, MatrixView{66, 90, false}, 1, 4);
   t.name = "w";
   t.shape = {66, 90};
@@ -487,7 +488,8 @@ INSTANTIATE_TEST_SUITE_P(Table, LayoutTableRow,
                          });
 
 TEST(LayoutTable, EveryLayoutHasOneRowAndThePolicyPicksOnlyRowsThatPay) {
-  for (Layout l : {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutSlicedRows, kLayoutRowBlocks}) {
+  for (Layout l :
+       {kLayoutCsc, kLayoutCsr, kLayoutTiles, kLayoutBanded, kLayoutSlicedRows, kLayoutRowBlocks}) {
     int rows = 0;
     for (const LayoutRow& row : layout_rows()) rows += row.layout == l;
     EXPECT_EQ(rows, 1) << l;

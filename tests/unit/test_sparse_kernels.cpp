@@ -222,7 +222,8 @@ Case block_case(int64_t rows, int64_t cols, double density, double fill, int cod
     for (int64_t col = 0; col < cols; ++col)
       if (u(rng) < density)
         for (int64_t r = g * kBlockRows; r < std::min(rows, (g + 1) * kBlockRows); ++r)
-          if (u(rng) < fill) c.codes[static_cast<size_t>(r * cols + col)] = static_cast<uint8_t>(1 + next++ % (codebook - 1));
+          if (u(rng) < fill)
+            c.codes[static_cast<size_t>(r * cols + col)] = static_cast<uint8_t>(1 + next++ % (codebook - 1));
   return c;
 }
 
@@ -255,8 +256,9 @@ TEST_P(SparseKernelsPerIsa, SpmmRowBlocksMatchesAcrossBatchesRowRangesAndRowTabl
             std::vector<float> y(static_cast<size_t>(rows * ldy), -7.0f);
             k.spmm_row_blocks(SpmmArgs{&m, begin, rows, xt.data(), ldx, batch, y.data(), ldy,
                                        table ? x_rows.data() : nullptr});
-            const std::string what = fmt::format("{} {}x{} d={} fill={} cb={} batch {} rows {}- table {}",
-                                                 isa_name(isa), rows, cols, density, fill, cb, batch, begin, table);
+            const std::string what =
+                fmt::format("{} {}x{} d={} fill={} cb={} batch {} rows {}- table {}", isa_name(isa), rows,
+                            cols, density, fill, cb, batch, begin, table);
             for (int64_t b = 0; b < batch; ++b) {
               std::vector<float> col(static_cast<size_t>(cols));
               for (int64_t j = 0; j < cols; ++j) col[j] = xt[(table ? x_rows[j] : j * ldx) + b];
@@ -621,7 +623,8 @@ TEST(SparseKernels, RowBlocksSplitOverThreadsAtWholeGroups) {
   // for the pool: every thread's rows start at a group, and the result is the single thread's.
   Case c = block_case(1002, 3000, 0.1, 1.0, 16, 91);
   SparseMatrix m = build_sparse_matrix(c.codes, 1002, 3000, c.codebook, 1);
-  ASSERT_TRUE(m.has(kLayoutRowBlocks)) << "fill " << static_cast<double>(m.nonzeros) / (4.0 * m.blocks_of_rows);
+  ASSERT_TRUE(m.has(kLayoutRowBlocks))
+      << "fill " << static_cast<double>(m.nonzeros) / (4.0 * m.blocks_of_rows);
   EXPECT_STREQ(batched_walk_of(m).name, "row blocks");
   EXPECT_GT(m.row_blocks.blocks.size(), 1u);
   const int64_t batch = 24;

@@ -169,8 +169,8 @@ class MatrixCodes : public CodeSource {
     for (const RowBlockColumns& block : m_.row_blocks.blocks) {
       const RowBlockCodes<kCodeBits> codes(block);
       for (int64_t g = 0; g < groups; ++g)
-        for (uint32_t e = block.group_ptr[static_cast<size_t>(g)]; e < block.group_ptr[static_cast<size_t>(g) + 1];
-             ++e)
+        for (uint32_t e = block.group_ptr[static_cast<size_t>(g)];
+             e < block.group_ptr[static_cast<size_t>(g) + 1]; ++e)
           for (int64_t k = 0; k < kBlockRows && g * kBlockRows + k < rows(); ++k)
             if (const unsigned code = codes.code(e, k))
               sink(g * kBlockRows + k, block.col_begin + block.cols[e], static_cast<uint8_t>(code));
@@ -205,8 +205,7 @@ Result<std::unique_ptr<CodeSource>> compressed_codes(const CompressedTensor& t) 
 
 bool sparse_matrix_has_source(const SparseMatrix& m) {
   return !m.banded.empty() || !m.sliced_rows.empty() || !m.tiles.empty() || !m.csr.empty() ||
-         !m.row_blocks.empty() ||
-         (m.csc.size() == 1 && !m.csc[0].col_ptr.empty());
+         !m.row_blocks.empty() || (m.csc.size() == 1 && !m.csc[0].col_ptr.empty());
 }
 
 std::unique_ptr<CodeSource> matrix_codes(const SparseMatrix& m) {

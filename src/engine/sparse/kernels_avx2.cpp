@@ -129,7 +129,8 @@ void spmm_row_blocks_rows(const SpmmArgs& a) {
         __m256 acc[kBlockRows][2];
         for (int64_t r = 0; r < kBlockRows; ++r)
           for (int t = 0; t < 2; ++t)
-            acc[r][t] = k == 0 || r >= rows ? _mm256_setzero_ps() : _mm256_maskload_ps(y + r * a.ldy + 8 * t, masks[t]);
+            acc[r][t] = k == 0 || r >= rows ? _mm256_setzero_ps()
+                                            : _mm256_maskload_ps(y + r * a.ldy + 8 * t, masks[t]);
         for (uint32_t e = block.group_ptr[g]; e < block.group_ptr[g + 1]; ++e) {
           const int64_t col = block.col_begin + block.cols[e];
           const float* x = a.xt + (kRowTable ? a.x_rows[col] : col * a.ldx) + b0;

@@ -453,14 +453,19 @@ void spmm_csr(const SpmmArgs& a) {
 // kRegs) of Xt under `masks` (all set when kFull): the group's rows in kBlockRows x kRegs
 // accumulators, each loaded row of Xt multiplied by the four weights of its entry; added into y
 // (or over it, for the first column block).
-template <int kCodeBits, bool kRowTable, int kRegs, bool kFull>
-[[gnu::always_inline]] inline void row_block_chunk(const SpmmArgs& a, const RowBlockColumns& block, bool first,
-                                                   int64_t g, int64_t rows, int64_t b0, const __mmask16* masks) {
+// A short group (kShort: its `rows` below kBlockRows) is a separate instance: stores under a row
+// count made GCC keep every group's accumulators in memory.
+template <int kCodeBits, bool kRowTable, int kRegs, bool kFull, bool kShort>
+[[gnu::always_inline]] inline void row_block_chunk(const SpmmArgs& a, const RowBlockColumns& block,
+                                                   bool first, int64_t g, int64_t rows, int64_t b0,
+                                                   const __mmask16* masks) {
+  if (!kShort) rows = kBlockRows;
   __m512 acc[kBlockRows][kRegs];
   float* y = a.y + g * kBlockRows * a.ldy + b0;
   for (int64_t k = 0; k < kBlockRows; ++k)
     for (int t = 0; t < kRegs; ++t)
-      acc[k][t] = first || k >= rows ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(masks[t], y + k * a.ldy + 16 * t);
+      acc[k][t] =
+          first || k >= rows ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(masks[t], y + k * a.ldy + 16 * t);
   const float* base = a.xt + b0;
   const float* codebook = a.m->codebook.data();
   const RowBlockCodes<kCodeBits> codes(block);
@@ -488,10 +493,15 @@ void row_blocks_chunk(const SpmmArgs& a, int64_t b0, int64_t n) {
     masks[t] = left >= 16 ? 0xFFFF : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
   }
   const std::vector<RowBlockColumns>& blocks = a.m->row_blocks.blocks;
-  for (size_t k = 0; k < blocks.size(); ++k)
-    for (int64_t g = a.row_begin / kBlockRows; g * kBlockRows < a.row_end; ++g)
-      row_block_chunk<kCodeBits, kRowTable, kRegs, kFull>(
-          a, blocks[k], k == 0, g, std::min(kBlockRows, a.row_end - g * kBlockRows), b0, masks);
+  const int64_t whole_end = a.row_end / kBlockRows;
+  for (size_t k = 0; k < blocks.size(); ++k) {
+    for (int64_t g = a.row_begin / kBlockRows; g < whole_end; ++g)
+      row_block_chunk<kCodeBits, kRowTable, kRegs, kFull, false>(a, blocks[k], k == 0, g, kBlockRows, b0,
+                                                                 masks);
+    if (whole_end * kBlockRows < a.row_end)
+      row_block_chunk<kCodeBits, kRowTable, kRegs, kFull, true>(
+          a, blocks[k], k == 0, whole_end, a.row_end - whole_end * kBlockRows, b0, masks);
+  }
 }
 
 // Chunks of 64 columns of Xt (four rows of four registers each), then the rest in one pass.

@@ -211,7 +211,8 @@ int64_t row_blocks_expected(const SparseMatrix& m) {
 int64_t row_blocks_touched(const SparseMatrix& m, std::span<const int32_t>) {
   int64_t n = 0;
   for (const RowBlockColumns& b : m.row_blocks.blocks)
-    n += static_cast<int64_t>(b.cols.size()) * (2 + row_blocks_code_bytes(m)) + 4 * static_cast<int64_t>(b.group_ptr.size());
+    n += static_cast<int64_t>(b.cols.size()) * (2 + row_blocks_code_bytes(m)) +
+         4 * static_cast<int64_t>(b.group_ptr.size());
   return n;
 }
 void row_blocks_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {

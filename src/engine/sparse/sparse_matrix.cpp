@@ -413,7 +413,9 @@ SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<flo
         ++m.blocks_of_rows;
         m.row_block_slots += std::min(kBlockRows, m.rows - g * kBlockRows);
       },
-      [&](int64_t g, int64_t, int row, uint8_t) { ++m.row_entries[static_cast<size_t>(g * kBlockRows + row)]; });
+      [&](int64_t g, int64_t, int row, uint8_t) {
+        ++m.row_entries[static_cast<size_t>(g * kBlockRows + row)];
+      });
   for (uint64_t n : m.row_entries) m.nonzeros += static_cast<int64_t>(n);
   return m;
 }
@@ -469,8 +471,9 @@ void fill_row_blocks(const SparseMatrix& m, const CodeSource& codes, int64_t wid
   const int64_t groups = (m.rows + kBlockRows - 1) / kBlockRows, col_blocks = (m.cols + width - 1) / width;
   out.blocks.assign(static_cast<size_t>(col_blocks), RowBlockColumns{});
   std::vector<uint32_t> counts(static_cast<size_t>(col_blocks * groups), 0);
-  visit_row_blocks(codes, [&](int64_t g, int64_t c) { ++counts[static_cast<size_t>(c / width * groups + g)]; },
-                   [](int64_t, int64_t, int, uint8_t) {});
+  visit_row_blocks(
+      codes, [&](int64_t g, int64_t c) { ++counts[static_cast<size_t>(c / width * groups + g)]; },
+      [](int64_t, int64_t, int, uint8_t) {});
   std::vector<uint32_t> next(counts.size());
   for (int64_t k = 0; k < col_blocks; ++k) {
     RowBlockColumns& b = out.blocks[static_cast<size_t>(k)];
@@ -500,8 +503,8 @@ void fill_row_blocks(const SparseMatrix& m, const CodeSource& codes, int64_t wid
   std::vector<std::pair<uint16_t, Codes>> scratch;
   for (RowBlockColumns& b : out.blocks)
     for (int64_t g = 0; g < groups; ++g)
-      sort_by_column(b, b.*field, b.group_ptr[static_cast<size_t>(g)], b.group_ptr[static_cast<size_t>(g + 1)],
-                     scratch);
+      sort_by_column(b, b.*field, b.group_ptr[static_cast<size_t>(g)],
+                     b.group_ptr[static_cast<size_t>(g + 1)], scratch);
 }
 
 }  // namespace

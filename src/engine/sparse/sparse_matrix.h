@@ -205,7 +205,7 @@ struct SparseMatrix {
                                       // row_walk_pays); more than cols when it never is
   std::vector<uint64_t> row_entries;  // non-zeros per row (for load balance)
   int64_t nonzeros = 0;
-  int64_t blocks_of_rows = 0;  // row blocks (kBlockRows aligned rows of one column) with a non-zero
+  int64_t blocks_of_rows = 0;   // row blocks (kBlockRows aligned rows of one column) with a non-zero
   int64_t row_block_slots = 0;  // their weights (fewer than kBlockRows each in a last, short group)
 
   int partitions() const { return partition_count; }

@@ -178,14 +178,14 @@ std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads) {
 void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_end, const float* xt,
                         int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows) {
   batched_walk_of(m).run(m, sparse_kernels(),
-           LayoutProduct{.x = xt,
-                         .row_begin = row_begin,
-                         .row_end = row_end,
-                         .batch = batch,
-                         .ldx = ldx,
-                         .ldy = ldy,
-                         .y = y,
-                         .x_rows = x_rows});
+                         LayoutProduct{.x = xt,
+                                       .row_begin = row_begin,
+                                       .row_end = row_end,
+                                       .batch = batch,
+                                       .ldx = ldx,
+                                       .ldy = ldy,
+                                       .y = y,
+                                       .x_rows = x_rows});
 }
 
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,

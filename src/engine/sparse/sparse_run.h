@@ -46,8 +46,9 @@ void sparse_matvec(ThreadPool& pool, const SparseMatrix& m, const float* x, floa
                    SpmvScheme scheme);
 
 // Row ranges for batches on `threads` threads: one range, or kRowChunksPerThread per thread of
-// about equal CSR entry counts, starting at multiples of kBlockRows (the row blocks' groups), which the threads claim one at a time (a thread slowed by other
-// work on the machine claims fewer). Returned as ranges + 1 bounds.
+// about equal CSR entry counts, starting at multiples of kBlockRows (the row blocks' groups), which the
+// threads claim one at a time (a thread slowed by other work on the machine claims fewer). Returned as ranges
+// + 1 bounds.
 inline constexpr int kRowChunksPerThread = 4;
 std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads);
 // sparse_matmat's rows_done: a reference to the caller's callable (none by default), meant only to
