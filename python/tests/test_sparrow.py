@@ -142,6 +142,17 @@ def test_recipes_balance_and_factorize(tmp_path):
         sparrow.compress(src, tmp_path / "bad.spw", {"lowrank": 3})
 
 
+def test_recipes_prune_in_blocks(tmp_path):
+    src = corpus("mlp_op13.onnx")
+    out = tmp_path / "m.spw"
+    result = sparrow.compress(src, out, {"sparsity": 0.75, "block": "4x1", "bits": 6})
+    assert result["metadata"]["options"]["block"] == "4x1"
+    x = np.random.RandomState(1).rand(*[d if isinstance(d, int) else 16 for d in sparrow.load(src).inputs[0]["shape"]])
+    assert sparrow.load(out).run(x.astype(np.float32)).shape == sparrow.load(src).run(x.astype(np.float32)).shape
+    with pytest.raises(sparrow.Error, match="ROWSxCOLS"):
+        sparrow.compress(src, tmp_path / "bad.spw", {"sparsity": 0.5, "block": "4by1"})
+
+
 def test_structured_pruning_shrinks_the_model(tmp_path):
     src = corpus("lenet5_op13.onnx")
     out = tmp_path / "m.spw"
