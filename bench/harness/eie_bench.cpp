@@ -608,6 +608,8 @@ void print_eie_bench(const json& r) {
       if (l.contains("speedup_vs_one_thread"))
         fmt::print(" {:>8.2f} {:>8.2f}", l["speedup_vs_one_thread"].get<double>(),
                    l["machine_scaling"].get<double>());
+      else
+        fmt::print(" {:>8} {:>8}", "", "");
       if (l.contains("plain_blocks_us")) fmt::print(" {:>8.2f}", l["plain_blocks_us"].get<double>() / s);
       fmt::print("\n");
     }

@@ -204,6 +204,7 @@ void plain_blocks_spmm(const std::vector<PlainBlocks>& panels, int64_t row_begin
                        const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy) {
   static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                              __builtin_cpu_supports("avx512vl");
+  if (row_begin >= row_end) return;  // an empty range may start inside the last group
   const auto kernel = avx512 ? blocks_spmm_avx512 : blocks_spmm_portable;
   for (size_t p = 0; p < panels.size(); ++p)
     kernel(panels[p], p == 0, row_begin, row_end, xt, ldx, batch, y, ldy);

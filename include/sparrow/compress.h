@@ -18,8 +18,6 @@ namespace sparrow {
 
 // ---- pruning ----
 
-// How much of one layer to prune: either a target sparsity (keep the top-k |w|,
-// k = round(n * (1 - sparsity))) or a threshold (prune |w| < quality * std of the layer's weights).
 // A block of a weight matrix: rows x cols; 0 x 0 is unset.
 struct BlockShape {
   int rows = 0, cols = 0;
@@ -28,6 +26,8 @@ struct BlockShape {
   bool operator==(const BlockShape&) const = default;
 };
 
+// How much of one layer to prune: either a target sparsity (keep the top-k |w|,
+// k = round(n * (1 - sparsity))) or a threshold (prune |w| < quality * std of the layer's weights).
 struct PruneRule {
   PruneRule() = default;
   PruneRule(std::optional<double> sparsity_, std::optional<double> quality_, int balance_ = 0,
@@ -254,6 +254,12 @@ Result<CompressOptions> expand_layer_patterns(const Model& model, const Compress
 // The settings in force for one layer: the global ones, then overrides by node or weight name, then
 // the default bits of the layer's kind.
 LayerSettings resolve_layer_settings(const CompressOptions& options, const CompressibleLayer& layer);
+// `over`'s settings over `into`'s, for each setting `over` gives (a pruning target replaces the
+// target; balance and block are kept unless `over` gives them).
+void merge_layer_settings(LayerSettings& into, const LayerSettings& over);
+// Every compressible layer's settings in force (after expand_layer_patterns) checked as a whole: an
+// error names the layer whose combined settings cannot apply (a block with a balance).
+Status check_layer_settings(const Model& model, const CompressOptions& options);
 
 struct LayerReport {
   std::string weight, node;

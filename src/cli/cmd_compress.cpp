@@ -72,8 +72,6 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
   const bool any_prunes =
       prunes(o.all) ||
       std::any_of(o.layers.begin(), o.layers.end(), [&](const auto& layer) { return prunes(layer.second); });
-  if (!a.block.empty() && !any_prunes)
-    return errorf("--block shapes what is pruned: give --sparsity, --quality or a layer's (or a recipe's)");
   if (a.balance && !any_prunes)
     return errorf(
         "--balance balances what is pruned: give --sparsity, --quality or a layer's (or a recipe's)");

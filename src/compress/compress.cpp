@@ -58,8 +58,9 @@ bool is_pattern(const std::string& key) {
   return key.starts_with(kOpPattern) || key.starts_with(kRegexPattern);
 }
 
-// `over`'s settings over `into`'s, for each setting `over` gives.
-void merge_settings(LayerSettings& into, const LayerSettings& over) {
+}  // namespace
+
+void merge_layer_settings(LayerSettings& into, const LayerSettings& over) {
   const int balance = over.prune.balance ? over.prune.balance : into.prune.balance;
   const BlockShape block = over.prune.block.set() ? over.prune.block : into.prune.block;
   if (over.prune.sparsity || over.prune.quality) into.prune = over.prune;
@@ -70,6 +71,8 @@ void merge_settings(LayerSettings& into, const LayerSettings& over) {
   if (over.low_rank) into.low_rank = over.low_rank;
   if (over.structured) into.structured = over.structured;
 }
+
+namespace {
 
 // What the pattern `key` selects: a layer, given the node that reads it. The regular expression is
 // compiled once here.
@@ -109,7 +112,7 @@ Result<CompressOptions> expand_layer_patterns(const Model& model, const Compress
       for (const CompressibleLayer& l : layers) {
         if (!selects(l, *node_by_name.at(l.node))) continue;
         any = true;
-        merge_settings(from_patterns[l.weight], settings);
+        merge_layer_settings(from_patterns[l.weight], settings);
       }
       if (!any) {
         std::string names;
@@ -126,7 +129,8 @@ Result<CompressOptions> expand_layer_patterns(const Model& model, const Compress
     // rule becomes the merge.
     LayerSettings merged = it->second;
     for (const std::string& own : {l.node, l.weight})
-      if (auto o = options.layers.find(own); o != options.layers.end()) merge_settings(merged, o->second);
+      if (auto o = options.layers.find(own); o != options.layers.end())
+        merge_layer_settings(merged, o->second);
     out.layers[l.weight] = merged;
   }
   return out;
@@ -228,6 +232,13 @@ Result<CompressedTensor> compress_layer(const Tensor& weight, const Compressible
 
 }  // namespace
 
+Status check_layer_settings(const Model& model, const CompressOptions& options) {
+  for (const CompressibleLayer& layer : find_compressible_layers(model))
+    SP_RETURN_IF_ERROR(check_settings(resolve_layer_settings(options, layer),
+                                      fmt::format("layer '{}' (weight '{}')", layer.node, layer.weight)));
+  return {};
+}
+
 Status CompressOptions::validate() const {
   if (low_rank)
     SP_RETURN_IF_ERROR(parse_low_rank_rule(low_rank_rule_text(*low_rank)).status().prefixed("options"));
@@ -235,6 +246,14 @@ Status CompressOptions::validate() const {
     SP_RETURN_IF_ERROR(parse_structured_rule(structured_rule_text(*structured)).status().prefixed("options"));
   SP_RETURN_IF_ERROR(check_settings(all, "options"));
   for (const auto& [name, s] : layers) SP_RETURN_IF_ERROR(check_settings(s, "layer '" + name + "'"));
+  const auto prunes = [](const LayerSettings& s) { return s.prune.sparsity || s.prune.quality; };
+  const auto blocks = [](const LayerSettings& s) { return s.prune.block.size() > 1; };
+  const bool any_prunes = prunes(all) || std::any_of(layers.begin(), layers.end(),
+                                                     [&](const auto& l) { return prunes(l.second); });
+  const bool any_blocks = blocks(all) || std::any_of(layers.begin(), layers.end(),
+                                                     [&](const auto& l) { return blocks(l.second); });
+  if (any_blocks && !any_prunes)
+    return errorf("block shapes what is pruned: give a sparsity or quality (globally or for a layer)");
   if (conv_bits < 1 || conv_bits > 8 || fc_bits < 1 || fc_bits > 8)
     return errorf("bits: conv={} fc={} must be within 1..8", conv_bits, fc_bits);
   if (index_bits < 2 || index_bits > 8) return errorf("index-bits {} is outside 2..8", index_bits);
@@ -310,6 +329,7 @@ Result<CompressResult> compress_model(const Model& model, const CompressOptions&
     result.factorized = std::move(reshaped.factorized);
     return result;
   }
+  SP_RETURN_IF_ERROR(check_layer_settings(model, options));
   std::vector<CompressibleLayer> layers = find_compressible_layers(model);
   for (const auto& [name, s] : options.layers) {
     bool found = false;

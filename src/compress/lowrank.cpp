@@ -364,13 +364,10 @@ CompressOptions options_after_factorizing(const CompressOptions& options,
       auto it = o.layers.find(key);
       if (it == o.layers.end()) continue;
       const LayerSettings& s = it->second;
-      if (!merged) {
+      if (!merged)
         merged = s;
-      } else {
-        if (s.prune.sparsity || s.prune.quality) merged->prune = s.prune;
-        if (s.bits) merged->bits = s.bits;
-        merged->exclude = merged->exclude || s.exclude;
-      }
+      else
+        merge_layer_settings(*merged, s);
       o.layers.erase(it);
     }
     if (merged)

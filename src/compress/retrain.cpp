@@ -117,6 +117,7 @@ Result<CompressResult> compress_with_retraining(Model model, const CompressOptio
                                                 RetrainReport* report) {
   SP_RETURN_IF_ERROR(given.validate());
   SP_ASSIGN_OR_RETURN(const CompressOptions options, expand_layer_patterns(model, given));
+  SP_RETURN_IF_ERROR(check_layer_settings(model, options));
   if (options.prunes_channels() || options.factorizes()) {  // the smaller layers are pruned and retrained
     SP_ASSIGN_OR_RETURN(ReshapedModel reshaped, reshape_model(std::move(model), options, metadata_json));
     SP_ASSIGN_OR_RETURN(CompressResult result,

@@ -73,9 +73,11 @@ namespace {
 // flag) into narrower ones, or returns false where it does not apply.
 using Narrowing = bool (*)(SparseMatrix& m, LayoutSet& requested);
 
-bool row_walk_only(SparseMatrix&, LayoutSet& requested) {
-  if ((requested & (kLayoutBanded | kLayoutSlicedRows)) != (kLayoutBanded | kLayoutSlicedRows)) return false;
-  requested &= ~kLayoutBanded;
+bool row_walk_only(SparseMatrix& m, LayoutSet& requested) {
+  // A wider codebook's column walk is the CSC.
+  const LayoutSet column_walk = m.small_codebook ? kLayoutBanded : kLayoutCsc;
+  if ((requested & (column_walk | kLayoutSlicedRows)) != (column_walk | kLayoutSlicedRows)) return false;
+  requested &= ~column_walk;
   return true;
 }
 bool narrow_csr(SparseMatrix& m, LayoutSet& requested) {
@@ -99,10 +101,16 @@ bool narrow_row_walk(SparseMatrix& m, LayoutSet& requested) {
   m.compact = true;
   return true;
 }
+// A wider codebook's sliced rows (two bytes a slot) give way to its CSC.
+bool wide_row_walk_to_csc(SparseMatrix& m, LayoutSet& requested) {
+  if (!(requested & kLayoutSlicedRows) || m.small_codebook) return false;
+  requested = (requested & ~kLayoutSlicedRows) | kLayoutCsc;
+  return true;
+}
 
 // In order of the speed they give up (least first).
-constexpr Narrowing kNarrowings[] = {row_walk_only, narrow_csr, narrow_csc, narrow_column_walk,
-                                     narrow_row_walk};
+constexpr Narrowing kNarrowings[] = {row_walk_only,      narrow_csr,      narrow_csc,
+                                     narrow_column_walk, narrow_row_walk, wide_row_walk_to_csc};
 
 }  // namespace
 

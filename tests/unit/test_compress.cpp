@@ -262,6 +262,42 @@ TEST(BlockPruning, RecipeKeysOverridesAndValidation) {
   auto both = o.validate();
   ASSERT_FALSE(both.ok());
   EXPECT_NE(both.message().find("cannot be combined"), std::string::npos) << both.message();
+  // A block with nothing to prune anywhere is refused; a layer's target is enough.
+  CompressOptions alone;
+  ASSERT_TRUE(apply_layer_override("x:block=4x1", alone).ok());
+  auto nothing = alone.validate();
+  ASSERT_FALSE(nothing.ok());
+  EXPECT_NE(nothing.message().find("block shapes what is pruned"), std::string::npos) << nothing.message();
+  ASSERT_TRUE(apply_layer_override("y:sparsity=0.5", alone).ok());
+  EXPECT_TRUE(alone.validate().ok());
+}
+
+TEST(BlockPruning, ABlockAndABalanceFromDifferentRulesAreRefusedForTheLayerThatGetsBoth) {
+  CompressOptions o;
+  o.all.prune.sparsity = 0.5;
+  o.all.prune.block = BlockShape{4, 1};
+  ASSERT_TRUE(apply_layer_override("fc:balance=8", o).ok());
+  ASSERT_TRUE(o.validate().ok()) << "each rule alone is valid";
+  auto r = compress_model(test::small_cnn(), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("layer 'fc'"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("cannot be combined"), std::string::npos) << r.status().message();
+}
+
+TEST(BlockPruning, FactorsInheritTheLayersBlockAndTarget) {
+  CompressOptions o;
+  ASSERT_TRUE(apply_layer_override("fc1:block=4x1", o).ok());
+  ASSERT_TRUE(apply_layer_override("fc1.weight:sparsity=0.5", o).ok());
+  FactorizedLayer f;
+  f.node = "fc1";
+  f.weight = "fc1.weight";
+  f.factors = {"fc1.weight.a", "fc1.weight.b"};
+  const CompressOptions after = options_after_factorizing(o, {f});
+  for (const std::string& factor : f.factors) {
+    ASSERT_TRUE(after.layers.count(factor)) << factor;
+    EXPECT_EQ(after.layers.at(factor).prune.block, (BlockShape{4, 1})) << factor;
+    EXPECT_EQ(after.layers.at(factor).prune.sparsity, 0.5) << factor;
+  }
 }
 
 // One fully connected node between input "x" [4, cols] and output "y": a Gemm whose weight is
@@ -1152,7 +1188,7 @@ TEST_F(CompressCli, BlockPruningIsRecordedReplayedAndRefusedWhereItCannotApply) 
   for (size_t i = 0; i < first->tensors.size(); ++i)
     EXPECT_TRUE(*decode_codes(replayed->tensors[i]) == *decode_codes(first->tensors[i])) << i;
   for (auto [flags, message] :
-       {std::pair<std::string, std::string>{"--block 4x1", "--block shapes what is pruned"},
+       {std::pair<std::string, std::string>{"--block 4x1", "block shapes what is pruned"},
         {"--sparsity 0.5 --block 4y1", "ROWSxCOLS"},
         {"--sparsity 0.5 --block 4x1 --balance 2", "cannot be combined"}}) {
     auto bad = test::run_cli("compress " + dir_ + "/m.onnx -o " + again + " " + flags);

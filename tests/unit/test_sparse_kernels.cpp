@@ -274,6 +274,12 @@ TEST_P(SparseKernelsPerIsa, SpmmRowBlocksMatchesAcrossBatchesRowRangesAndRowTabl
                 ASSERT_EQ(y[r * ldy], -7.0f) << "wrote a row before row_begin: " << what;
               }
             }
+            if (rows % kBlockRows != 0) {  // an empty range inside the last group writes nothing
+              std::vector<float> before = y;
+              k.spmm_row_blocks(SpmmArgs{&m, rows, rows, xt.data(), ldx, batch, y.data(), ldy,
+                                         table ? x_rows.data() : nullptr});
+              ASSERT_EQ(y, before) << "an empty range wrote: " << what;
+            }
             ++cases;
           }
   EXPECT_GT(cases, 500);
@@ -648,6 +654,39 @@ TEST(SparseKernels, RowBlocksSplitOverThreadsAtWholeGroups) {
   std::vector<float> got(1002);
   for (int64_t r = 0; r < 1002; ++r) got[r] = want[r * batch + 5];
   expect_close(got, dense, "row blocks through the driver");
+}
+
+TEST(SparseKernels, RowBlocksWithAHeavyShortLastGroupSplitOverThreads) {
+  // 10 rows, the last two (a short group) holding most of the entries: the row ranges end early at
+  // the matrix's last row, and the empty ones after it must not compute that group again.
+  Case c = block_case(10, 3000, 0.05, 1.0, 16, 95);
+  for (int64_t r = 8; r < 10; ++r)
+    for (int64_t j = 0; j < 3000; ++j)
+      c.codes[static_cast<size_t>(r * 3000 + j)] = static_cast<uint8_t>(1 + j % 15);
+  SparseMatrix m = build_sparse_matrix(c.codes, 10, 3000, c.codebook, 1);
+  ASSERT_TRUE(m.has(kLayoutRowBlocks));
+  const int64_t batch = 64;
+  ASSERT_GE(m.nonzeros * batch, kParallelFromProducts);
+  std::vector<float> xt = random_input(3000 * batch, 0.8, 96);
+  std::vector<float> want(static_cast<size_t>(10 * batch));
+  ThreadPool one(1);
+  sparse_matmat(one, m, balanced_row_bounds(m, 1), xt.data(), batch, batch, want.data(), batch);
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads);
+    const std::vector<int64_t> bounds = balanced_row_bounds(m, threads);
+    EXPECT_EQ(bounds[bounds.size() - 2], 10) << "an empty range at the end";
+    for (int round = 0; round < 20; ++round) {
+      std::vector<float> y(want.size(), -7.0f);
+      // Each row's epilogue runs once, on the rows its range wrote.
+      std::vector<int> done(10, 0);
+      sparse_matmat(pool, m, bounds, xt.data(), batch, batch, y.data(), batch, nullptr,
+                    [&](int64_t begin, int64_t end) {
+                      for (int64_t r = begin; r < end; ++r) ++done[static_cast<size_t>(r)];
+                    });
+      ASSERT_EQ(y, want) << threads << " threads, round " << round;
+      ASSERT_EQ(done, std::vector<int>(10, 1));
+    }
+  }
 }
 
 TEST(SparseKernels, ParallelSchemesMatchTheReference) {

@@ -2,13 +2,13 @@
 //
 // Fully connected: one sample at a time, EIE style (the leading non-zero inputs are listed, and the
 // threads split those inputs' columns of the matrix's one-sample layout, see sparse_run.h); from
-// kSparseFcBatchedFrom samples on, inputs are transposed to [in, batch] and each thread runs the CSR kernel
-// over a balanced contiguous range of rows with the batch in registers.
-// Convolution: sparse W [M, C*kh*kw] times the input's (channel, tap) rows, per image, with the
-// output positions as the CSR kernel's batch, and no im2col matrix: each row is a shifted view of
-// the channel's zero-padded input plane (split by stride phase when strided, see pad_phases),
-// output (oh, ow) at position oh * cols + ow of a "wide" output row (the positions between rows
-// are computed and dropped). 1x1 windows at stride 1 without padding read the input itself.
+// kSparseFcBatchedFrom samples on, inputs are transposed to [in, batch] and each thread runs the batched
+// kernel over a balanced contiguous range of rows with the batch in registers. Convolution: sparse W [M,
+// C*kh*kw] times the input's (channel, tap) rows, per image, with the output positions as the batched
+// kernel's batch, and no im2col matrix: each row is a shifted view of the channel's zero-padded input plane
+// (split by stride phase when strided, see pad_phases), output (oh, ow) at position oh * cols + ow of a
+// "wide" output row (the positions between rows are computed and dropped). 1x1 windows at stride 1 without
+// padding read the input itself.
 #include "engine/ops/sparse_ops.h"
 
 #include <algorithm>

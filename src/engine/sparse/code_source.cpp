@@ -127,8 +127,9 @@ class MatrixCodes : public CodeSource {
       for (int64_t p = 0; p < panels; ++p)
         for (int step = 0; step < s.panel_steps[static_cast<size_t>(slice * panels + p)];
              ++step, e += kSliceRows) {
-          const unsigned entry = s.entries8[e];
-          if (entry & 0xF) sink(r, p * s.panel_columns + (entry >> 4), static_cast<uint8_t>(entry & 0xF));
+          const unsigned entry = s.entry_bits == 8 ? s.entries8[e] : s.entries16[e];
+          const unsigned code = entry & ((1u << s.code_bits) - 1);
+          if (code) sink(r, p * s.panel_columns + (entry >> s.code_bits), static_cast<uint8_t>(code));
         }
     }
   }

@@ -107,11 +107,39 @@ void spmm_csr(const SpmmArgs& a) {
     spmm_csr_rows<Entries, false>(a);
 }
 
-// Row blocks over chunks of 16 columns of Xt: a group's four rows in two 8-lane accumulators each,
-// partial chunks masked.
+// One group of rows over the 16 columns of Xt from b0 under `masks`, in two 8-lane accumulators per
+// row, added into y (or over it, for the first column block). A short group (kShort: `rows` below
+// kBlockRows) is its own instance: stores under a row count keep GCC's accumulators in memory.
+template <int kCodeBits, bool kRowTable, bool kShort>
+inline void row_block_group(const SpmmArgs& a, const RowBlockColumns& block, bool first, int64_t g,
+                            int64_t rows, int64_t b0, const __m256i* masks) {
+  if (!kShort) rows = kBlockRows;
+  const float* codebook = a.m->codebook.data();
+  const RowBlockCodes<kCodeBits> codes(block);
+  float* y = a.y + g * kBlockRows * a.ldy + b0;
+  __m256 acc[kBlockRows][2];
+  for (int64_t r = 0; r < kBlockRows; ++r)
+    for (int t = 0; t < 2; ++t)
+      acc[r][t] =
+          first || r >= rows ? _mm256_setzero_ps() : _mm256_maskload_ps(y + r * a.ldy + 8 * t, masks[t]);
+  for (uint32_t e = block.group_ptr[g]; e < block.group_ptr[g + 1]; ++e) {
+    const int64_t col = block.col_begin + block.cols[e];
+    const float* x = a.xt + (kRowTable ? a.x_rows[col] : col * a.ldx) + b0;
+    const __m256 x0 = _mm256_maskload_ps(x, masks[0]), x1 = _mm256_maskload_ps(x + 8, masks[1]);
+    for (int64_t r = 0; r < kBlockRows; ++r) {
+      const __m256 w = _mm256_set1_ps(codebook[codes.code(e, r)]);
+      acc[r][0] = _mm256_fmadd_ps(w, x0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(w, x1, acc[r][1]);
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int t = 0; t < 2; ++t) _mm256_maskstore_ps(y + r * a.ldy + 8 * t, masks[t], acc[r][t]);
+}
+
+// Row blocks over chunks of 16 columns of Xt, partial chunks masked.
 template <int kCodeBits, bool kRowTable>
 void spmm_row_blocks_rows(const SpmmArgs& a) {
-  const float* codebook = a.m->codebook.data();
+  const int64_t whole_end = a.row_end / kBlockRows;
   for (int64_t b0 = 0; b0 < a.batch; b0 += 16) {
     __m256i masks[2];
     for (int t = 0; t < 2; ++t) {
@@ -121,35 +149,18 @@ void spmm_row_blocks_rows(const SpmmArgs& a) {
     }
     const std::vector<RowBlockColumns>& blocks = a.m->row_blocks.blocks;
     for (size_t k = 0; k < blocks.size(); ++k) {
-      const RowBlockColumns& block = blocks[k];
-      const RowBlockCodes<kCodeBits> codes(block);
-      for (int64_t g = a.row_begin / kBlockRows; g * kBlockRows < a.row_end; ++g) {
-        const int64_t rows = std::min(kBlockRows, a.row_end - g * kBlockRows);
-        float* y = a.y + g * kBlockRows * a.ldy + b0;
-        __m256 acc[kBlockRows][2];
-        for (int64_t r = 0; r < kBlockRows; ++r)
-          for (int t = 0; t < 2; ++t)
-            acc[r][t] = k == 0 || r >= rows ? _mm256_setzero_ps()
-                                            : _mm256_maskload_ps(y + r * a.ldy + 8 * t, masks[t]);
-        for (uint32_t e = block.group_ptr[g]; e < block.group_ptr[g + 1]; ++e) {
-          const int64_t col = block.col_begin + block.cols[e];
-          const float* x = a.xt + (kRowTable ? a.x_rows[col] : col * a.ldx) + b0;
-          const __m256 x0 = _mm256_maskload_ps(x, masks[0]), x1 = _mm256_maskload_ps(x + 8, masks[1]);
-          for (int64_t r = 0; r < kBlockRows; ++r) {
-            const __m256 w = _mm256_set1_ps(codebook[codes.code(e, r)]);
-            acc[r][0] = _mm256_fmadd_ps(w, x0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(w, x1, acc[r][1]);
-          }
-        }
-        for (int64_t r = 0; r < rows; ++r)
-          for (int t = 0; t < 2; ++t) _mm256_maskstore_ps(y + r * a.ldy + 8 * t, masks[t], acc[r][t]);
-      }
+      for (int64_t g = a.row_begin / kBlockRows; g < whole_end; ++g)
+        row_block_group<kCodeBits, kRowTable, false>(a, blocks[k], k == 0, g, kBlockRows, b0, masks);
+      if (whole_end * kBlockRows < a.row_end)
+        row_block_group<kCodeBits, kRowTable, true>(a, blocks[k], k == 0, whole_end,
+                                                    a.row_end - whole_end * kBlockRows, b0, masks);
     }
   }
 }
 
 template <int kCodeBits>
 void spmm_row_blocks(const SpmmArgs& a) {
+  if (a.row_begin >= a.row_end) return;  // an empty range may start inside the last group
   if (a.x_rows)
     spmm_row_blocks_rows<kCodeBits, true>(a);
   else

@@ -245,32 +245,64 @@ void spmv_rows_sliced(const SpmvRowArgs& a, const Entry* entries) {
 // register, each step's inputs picked from it by a permute (no gather) and its weights from the
 // register codebook; padding (code 0) masked off, so it adds nothing even beside an infinite input.
 // Two accumulators (alternate_steps); the sums stored by store_slice_sums.
-void spmv_rows_panelled(const SpmvRowArgs& a) {
+// The codebook in registers: 16 entries (one register, permutexvar), up to 32 (two,
+// permutex2var) or up to 64 (four: two permutex2var, blended on bit 5 of the code).
+template <int kEntries>
+struct RegisterCodebook {
+  __m512 r[kEntries / 16];
+  explicit RegisterCodebook(const float* codebook) {
+    for (int i = 0; i < kEntries / 16; ++i) r[i] = _mm512_loadu_ps(codebook + 16 * i);
+  }
+  __m512 lookup(__m512i code) const {
+    if constexpr (kEntries == 16) {
+      return _mm512_permutexvar_ps(code, r[0]);
+    } else if constexpr (kEntries == 32) {
+      return _mm512_permutex2var_ps(r[0], code, r[1]);
+    } else {
+      const __m512 low = _mm512_permutex2var_ps(r[0], code, r[1]),
+                   high = _mm512_permutex2var_ps(r[2], code, r[3]);
+      return _mm512_mask_blend_ps(_mm512_test_epi32_mask(code, _mm512_set1_epi32(32)), low, high);
+    }
+  }
+};
+
+template <class Entry, int kCodeBits, int kEntries>
+void spmv_rows_panelled(const SpmvRowArgs& a, const Entry* entries) {
   const SlicedRows& s = *a.layout;
-  const __m512 cb = _mm512_loadu_ps(a.codebook);
-  const __m512i code_bits = _mm512_set1_epi32(0xF);
+  const RegisterCodebook<kEntries> cb(a.codebook);
+  const __m512i code_bits = _mm512_set1_epi32((1 << kCodeBits) - 1);
   const int64_t panels = s.panels(), last = s.cols - (panels - 1) * kPanelColumns;
   // The last panel's inputs past the matrix's columns are never read (its lanes there are padding).
   const auto last_mask = static_cast<__mmask16>(last >= 16 ? 0xFFFFu : (1u << last) - 1);
   for (int64_t slice = a.slice_begin; slice < a.slice_end; ++slice) {
-    const uint8_t* e = s.entries8.data() + s.slice_ptr[slice];
+    const Entry* e = entries + s.slice_ptr[slice];
     const uint8_t* steps = s.panel_steps.data() + slice * panels;
     __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
     for (int64_t p = 0; p < panels; ++p) {
       if (steps[p] == 0) continue;
       const __m512 xp =
           _mm512_maskz_loadu_ps(p + 1 == panels ? last_mask : __mmask16{0xFFFF}, a.x + p * kPanelColumns);
-      auto next = [&](__m512 sum, const uint8_t* entries) {
-        const __m512i v = load_lanes(entries);
-        const __m512 xv = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), xp);
-        return _mm512_mask3_fmadd_ps(_mm512_permutexvar_ps(v, cb), xv, sum,
-                                     _mm512_test_epi32_mask(v, code_bits));
+      auto next = [&](__m512 sum, const Entry* step) {
+        const __m512i v = load_lanes(step);
+        const __m512i code = kCodeBits == 4 ? v : _mm512_and_si512(v, code_bits);
+        const __m512 xv = _mm512_permutexvar_ps(_mm512_srli_epi32(v, kCodeBits), xp);
+        return _mm512_mask3_fmadd_ps(cb.lookup(code), xv, sum, _mm512_test_epi32_mask(v, code_bits));
       };
       sum0 = alternate_steps(sum1, sum0, e, steps[p], next);
       e += steps[p] * kSliceRows;
     }
     store_slice_sums(a, slice, _mm512_add_ps(sum0, sum1));
   }
+}
+
+// The panelled walk for the codes held: one-byte entries with 16 codebook entries; two-byte ones
+// with the fewest registers that hold every code the layout holds (SlicedRows::code_limit).
+void spmv_rows_panelled(const SpmvRowArgs& a) {
+  const SlicedRows& s = *a.layout;
+  if (s.entry_bits == 8) return spmv_rows_panelled<uint8_t, 4, 16>(a, s.entries8.data());
+  if (s.code_limit <= 16) return spmv_rows_panelled<uint16_t, 8, 16>(a, s.entries16.data());
+  if (s.code_limit <= 32) return spmv_rows_panelled<uint16_t, 8, 32>(a, s.entries16.data());
+  spmv_rows_panelled<uint16_t, 8, 64>(a, s.entries16.data());
 }
 
 }  // namespace
@@ -522,6 +554,7 @@ void spmm_row_blocks_rows(const SpmmArgs& a) {
 
 template <int kCodeBits>
 void spmm_row_blocks(const SpmmArgs& a) {
+  if (a.row_begin >= a.row_end) return;  // an empty range may start inside the last group
   if (a.x_rows)
     spmm_row_blocks_rows<kCodeBits, true>(a);
   else

@@ -56,6 +56,7 @@ void spmm_csr(const SpmmArgs& a) {
 
 template <int kCodeBits>
 void spmm_row_blocks(const SpmmArgs& a) {
+  if (a.row_begin >= a.row_end) return;  // an empty range may start inside the last group
   auto x_row = [&](int64_t col) { return a.xt + (a.x_rows ? a.x_rows[col] : col * a.ldx); };
   const SparseMatrix& m = *a.m;
   for (int64_t r = a.row_begin; r < a.row_end; ++r)

@@ -112,8 +112,14 @@ void banded_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProdu
 }
 
 // ---- sliced rows ----
+// 16-entry codebooks in any format; up to kRegisterCodebookMost entries panelled (two-byte
+// entries; the classic ones hold 4-bit codes, and a memory budget's compact matrix asks for them).
+bool sliced_rows_fit(const SparseMatrix& m) {
+  return m.partitions() == 1 &&
+         (m.small_codebook || (m.codebook_size <= kRegisterCodebookMost && !m.compact));
+}
 bool sliced_rows_pay(const SparseMatrix& m, Isa isa) {
-  return avx512_narrow(m, isa) && !tiles_pay_off(m, isa);
+  return isa == Isa::avx512 && sliced_rows_fit(m) && !tiles_pay_off(m, isa);
 }
 void sliced_rows_build(SparseMatrix& m, const CodeSource& codes) {
   m.sliced_rows = sliced_rows_of(m, codes);
@@ -142,7 +148,8 @@ int64_t panelled_rows_expected(const SparseMatrix& m) {
   const double per_row_panel = static_cast<double>(m.nonzeros) / static_cast<double>(m.rows * panels);
   const auto slots = static_cast<int64_t>(static_cast<double>(slices * panels * kSliceRows) *
                                           expected_panel_steps(per_row_panel));
-  return std::max(slots, m.nonzeros) + slices * panels + 4 * m.rows + 4 * (slices + 1);
+  const int64_t entry_bytes = m.small_codebook ? 1 : 2;
+  return entry_bytes * std::max(slots, m.nonzeros) + slices * panels + 4 * m.rows + 4 * (slices + 1);
 }
 // Two bytes per non-zero, or in a compact matrix one and the fillers of 4-bit gaps; padding for the
 // lanes of the last slice past the rows, as long as an average row, and half a step per slice for
@@ -234,8 +241,8 @@ const std::array kRows = {
               always, always_pays, add_csc, csc_held, csc_expected, csc_touched, csc_run},
     LayoutRow{kLayoutSlicedRows, "sliced rows", LayoutUse::row_walk, "spmv_rows_sliced",
               "y[rows of the slices] = W x walking every row, 16 rows (one entry each) per step",
-              narrow_one_partition, sliced_rows_pay, sliced_rows_build, sliced_rows_held,
-              sliced_rows_expected, sliced_rows_touched, sliced_rows_run},
+              sliced_rows_fit, sliced_rows_pay, sliced_rows_build, sliced_rows_held, sliced_rows_expected,
+              sliced_rows_touched, sliced_rows_run},
     LayoutRow{kLayoutRowBlocks, "row blocks", LayoutUse::batched, "spmm_row_blocks",
               "Y[row_begin:row_end, 0:batch] = W Xt, four rows per entry, column block by column block",
               row_blocks_fit_header, always_pays, row_blocks_build, row_blocks_held, row_blocks_expected,
@@ -291,8 +298,10 @@ LayoutSet layouts_for(const SparseMatrix& m, Isa isa, bool one_sample, InputZero
   if (!one_sample) return first(LayoutUse::batched);
   if (m.rows == 0 || m.cols == 0) return kLayoutCsc;
   const LayoutSet columns = first(LayoutUse::column_walk);
-  // The row walk is kept beside a banded column walk only (tiles are cheap enough either way).
-  const LayoutSet rows = columns == kLayoutBanded ? first(LayoutUse::row_walk) : 0;
+  // The row walk is kept beside a banded column walk, or the CSC walk of a wider codebook (tiles
+  // are cheap enough either way).
+  const bool wide_csc = columns == kLayoutCsc && !m.small_codebook;
+  const LayoutSet rows = columns == kLayoutBanded || wide_csc ? first(LayoutUse::row_walk) : 0;
   if (rows == 0) return columns;
   switch (zeros) {
     case InputZeros::expected:
@@ -312,6 +321,9 @@ void add_layouts(SparseMatrix& m, const CodeSource& codes, LayoutSet want) {
   m.layouts |= missing;
   if ((missing & (kLayoutBanded | kLayoutSlicedRows)) && m.has(kLayoutBanded | kLayoutSlicedRows))
     m.row_walk_from_active = row_walk_from_active(m.banded, m.sliced_rows);
+  else if ((missing & (kLayoutCsc | kLayoutSlicedRows)) && m.has(kLayoutCsc | kLayoutSlicedRows) &&
+           !m.small_codebook && m.partitions() == 1)
+    m.row_walk_from_active = row_walk_from_active(m.csc[0], m.sliced_rows);
 }
 
 int64_t SparseMatrix::bytes() const {

@@ -286,14 +286,18 @@ void fill_slices(const CodeSource& codes, int64_t max_gap, Encode encode, Sliced
 // Panelled sliced rows (SlicedRows): rows sorted by entry count, then each slice's entries panel
 // after panel, in two passes over the codes (counts per row and panel, then placement). Besides
 // the layout it holds a byte per row and panel and four bytes per slice and panel while it builds.
-void fill_panelled(const CodeSource& codes, SlicedRows& s) {
+template <class Entry>
+void fill_panelled(const CodeSource& codes, SlicedRows& s, std::vector<Entry>& entries) {
   const int64_t rows = codes.rows(), panels = s.panels();
   std::vector<uint8_t> count(static_cast<size_t>(rows * panels), 0);  // at most kPanelColumns each
   std::vector<uint32_t> length(static_cast<size_t>(rows), 0);
-  codes.visit([&](int64_t r, int64_t c, uint8_t) {
+  int largest = 0;
+  codes.visit([&](int64_t r, int64_t c, uint8_t code) {
     ++count[static_cast<size_t>(r * panels + c / kPanelColumns)];
     ++length[static_cast<size_t>(r)];
+    largest = std::max<int>(largest, code);
   });
+  while (s.code_limit <= largest) s.code_limit *= 2;
   s.order.resize(static_cast<size_t>(rows));
   for (int32_t r = 0; r < rows; ++r) s.order[static_cast<size_t>(r)] = r;
   std::stable_sort(s.order.begin(), s.order.end(), [&](int32_t a, int32_t b) {
@@ -320,13 +324,13 @@ void fill_panelled(const CodeSource& codes, SlicedRows& s) {
     s.slice_ptr[static_cast<size_t>(slice + 1)] = offset;
   }
   std::fill(count.begin(), count.end(), uint8_t{0});  // now the entries placed per row and panel
-  s.entries8.assign(s.slice_ptr.back(), 0);           // padding: code 0
+  entries.assign(s.slice_ptr.back(), 0);              // padding: code 0
   codes.visit([&](int64_t r, int64_t c, uint8_t code) {
     const int64_t p = c / kPanelColumns, pos = position[static_cast<size_t>(r)];
     uint8_t& placed = count[static_cast<size_t>(r * panels + p)];
     const uint32_t at = base[static_cast<size_t>(pos / kSliceRows * panels + p)] +
                         static_cast<uint32_t>(placed * kSliceRows + pos % kSliceRows);
-    s.entries8[at] = static_cast<uint8_t>((c % kPanelColumns) << 4 | code);
+    entries[at] = static_cast<Entry>((c % kPanelColumns) << s.code_bits | code);
     ++placed;
   });
 }
@@ -344,9 +348,15 @@ SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes) {
   SlicedRows s;
   s.cols = codes.cols();
   if (!m.compact) {
-    s.entry_bits = 8;
     s.panel_columns = kPanelColumns;
-    fill_panelled(codes, s);
+    if (m.small_codebook) {
+      s.entry_bits = 8;
+      fill_panelled(codes, s, s.entries8);
+    } else {
+      s.entry_bits = 16;
+      s.code_bits = 8;
+      fill_panelled(codes, s, s.entries16);
+    }
     return s;
   }
   return classic_sliced_rows_of(m, codes);
@@ -401,6 +411,7 @@ SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<flo
   m.cols = codes.cols();
   m.partition_count = std::max(partitions, 1);
   m.small_codebook = codebook.size() <= 16;
+  m.codebook_size = static_cast<int>(std::min<size_t>(codebook.size(), 256));
   m.codebook.assign(m.small_codebook ? 16 : 256, 0.0f);
   std::copy(codebook.begin(),
             codebook.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(codebook.size(), 256)),
@@ -420,6 +431,20 @@ SparseMatrix sparse_matrix_header(const CodeSource& codes, const std::vector<flo
   return m;
 }
 
+namespace {
+
+// What one walk of every row of `rows` costs, by the fitted costs.
+double row_walk_ns(const SlicedRows& rows, int64_t l2_bytes) {
+  const auto slices = static_cast<double>(rows.slices()),
+             steps = static_cast<double>(rows.entries() / kSliceRows);
+  const auto beyond_l2 =
+      static_cast<double>(std::max<int64_t>(0, rows.entries() * rows.entry_bits / 8 - l2_bytes));
+  return rows.panelled() ? std::max(kPanelWalkNsPerStep * steps, kPanelWalkNsPerByteBeyondL2 * beyond_l2)
+                         : kRowWalkNsPerSlice * slices + kRowWalkNsPerStep * steps;
+}
+
+}  // namespace
+
 int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows, int64_t l2_bytes) {
   if (columns.cols == 0 || rows.entries() == 0) return columns.cols + 1;  // nothing to walk either way
   double column_steps = 0;
@@ -430,16 +455,17 @@ int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows, i
       column_steps += (n + 15) / 16;
     }
   const auto cols = static_cast<double>(columns.cols);
-  const auto slices = static_cast<double>(rows.slices()),
-             steps = static_cast<double>(rows.entries() / kSliceRows);
-  const auto beyond_l2 =
-      static_cast<double>(std::max<int64_t>(0, rows.entries() * rows.entry_bits / 8 - l2_bytes));
-  double row_walk = rows.panelled()
-                        ? std::max(kPanelWalkNsPerStep * steps, kPanelWalkNsPerByteBeyondL2 * beyond_l2)
-                        : kRowWalkNsPerSlice * slices + kRowWalkNsPerStep * steps;
   double per_active_column = kColumnWalkNsPerColumn * static_cast<double>(columns.bands) +
                              kColumnWalkNsPerStep * column_steps / cols;
-  return static_cast<int64_t>(std::ceil(row_walk / per_active_column));
+  return static_cast<int64_t>(std::ceil(row_walk_ns(rows, l2_bytes) / per_active_column));
+}
+
+int64_t row_walk_from_active(const CscPartition& columns, const SlicedRows& rows, int64_t l2_bytes) {
+  const auto cols = static_cast<double>(columns.col_ptr.size()) - 1;
+  if (cols <= 0 || rows.entries() == 0) return static_cast<int64_t>(cols) + 1;
+  const double per_active_column =
+      kColumnWalkNsPerColumn + kCscWalkNsPerEntry * static_cast<double>(columns.col_ptr.back()) / cols;
+  return static_cast<int64_t>(std::ceil(row_walk_ns(rows, l2_bytes) / per_active_column));
 }
 
 int64_t RowBlocks::entries() const {

@@ -129,13 +129,17 @@ inline constexpr int64_t kSliceRows = 16;
 inline constexpr int64_t kSliceColumns = 4096;  // columns that two-byte entries can hold
 
 inline constexpr int64_t kPanelColumns = 16;  // the inputs one panel holds in a vector register
+// Most codebook entries the panelled row walk looks up in registers (four of 16 floats): codebooks
+// of 5 and 6 bits (Deep Compression's fully connected layers) walk the rows too.
+inline constexpr int kRegisterCodebookMost = 64;
 
 // Rows sorted by entry count and interleaved 16 at a time (a slice: one row per lane), for the row
 // walk. Two formats:
-// - panelled (one-byte entries; the default outside a memory budget): the columns in panels of
-//   kPanelColumns, and each slice's entries panel after panel: panel_steps[slice * panels() + p]
-//   steps of 16 entries in panel p, each (column within the panel) << 4 | code, code 0 for a lane
-//   with no more entries there. The walk holds a panel's inputs in a register and looks them up by
+// - panelled (the default outside a memory budget): the columns in panels of kPanelColumns, and
+//   each slice's entries panel after panel: panel_steps[slice * panels() + p] steps of 16 entries
+//   in panel p, each (column within the panel) << code_bits | code, code 0 for a lane with no more
+//   entries there: one byte (4-bit codes) with a 16-entry codebook, two bytes (8-bit codes) with
+//   up to kRegisterCodebookMost entries. The walk holds a panel's inputs in a register and looks them up by
 //   the column within the panel instead of gathering them from memory;
 // - classic: each slice's rows entry after entry, one entry of each lane per step, holding the
 //   column << 4 | code (two-byte entries, at most kSliceColumns columns) or the gap from the lane's
@@ -144,6 +148,8 @@ struct SlicedRows {
   int entry_bits = 16;               // 16 or 8
   bool gap_coded = false;            // positions are gaps (one-byte entries, or more than 4096 columns)
   int64_t panel_columns = 0;         // kPanelColumns when panelled, else 0
+  int code_bits = 4;                 // panelled: 4 (entries8) or 8 (entries16)
+  int code_limit = 16;               // every code held is below it: 16, or 32 or 64 with code_bits 8
   int64_t cols = 0;                  // the matrix's columns
   std::vector<int32_t> order;        // [rows]: the row at each sorted position (slice s, lane i: 16 s + i)
   std::vector<uint32_t> slice_ptr;   // [slices + 1] entry offsets, multiples of 16
@@ -189,6 +195,7 @@ using LayoutSet = unsigned;
 struct SparseMatrix {
   int64_t rows = 0, cols = 0;
   bool small_codebook = false;        // at most 16 entries: looked up from registers
+  int codebook_size = 0;              // the codebook's entries (entry 0 the zero weight)
   bool e8 = false;                    // one-byte CSC entries (else two bytes); set when the CSC is built
   int csr_entry_bits = 16;            // 8 or 16; set when the CSR is built
   bool compact = false;               // one-byte entries whatever the fillers (a memory budget)
@@ -220,11 +227,11 @@ struct SparseMatrix {
   // "csc16". Beside a column walk, a sample with enough non-zero inputs walks the sliced rows
   // instead (row_walk_pays).
   const char* batch1_layout() const {
-    return !tiles.empty()         ? "tiles"
-           : !banded.empty()      ? "banded"
-           : !sliced_rows.empty() ? "sliced rows"
-           : e8                   ? "csc8"
-                                  : "csc16";
+    return !tiles.empty()                        ? "tiles"
+           : !banded.empty()                     ? "banded"
+           : !sliced_rows.empty() && csc.empty() ? "sliced rows"
+           : e8                                  ? "csc8"
+                                                 : "csc16";
   }
   int64_t csc_entries() const;  // fillers included, all partitions
   double density() const {
@@ -241,9 +248,11 @@ bool tiles_pay_off(const SparseMatrix& m, Isa isa);
 // Whether batched products run on row blocks: at least kRowBlocksMinFill of the weights in the row
 // blocks that hold a non-zero are non-zero (header only).
 bool row_blocks_fit(const SparseMatrix& m);
-// The layouts a product runs on: batches and convolutions the CSR; one sample the column tiles
-// (tiles_pay_off), else with a 16-entry codebook, one partition and AVX-512 the banded CSC and/or
-// the sliced rows (by `zeros`; with both, the walk is chosen per call, see row_walk_pays), else the CSC.
+// The layouts a product runs on: batches and convolutions the row blocks where they fit
+// (row_blocks_fit), else the CSR; one sample the column tiles (tiles_pay_off), else with a 16-entry
+// codebook, one partition and AVX-512 the banded CSC and/or the sliced rows (by `zeros`; with both,
+// the walk is chosen per call, see row_walk_pays), else the CSC, beside which codebooks of up to
+// kRegisterCodebookMost entries with one partition and AVX-512 keep the sliced rows the same way.
 // What a one-sample product can expect of its input's zeros, which decides which of the two walks
 // to keep: `expected` (the input comes from a ReLU: EIE's column walk skips the zeros; only
 // the banded CSC), `unlikely` (tanh, sigmoid, sums: every row is walked; only the sliced rows), or
@@ -263,6 +272,11 @@ void add_layouts(SparseMatrix& m, const CodeSource& codes, LayoutSet want);
 // Active inputs from which walking every row of `rows` costs less than walking the active columns
 // of `columns` (by the fitted costs above); more than the column count when never.
 int64_t row_walk_from_active(const BandedCsc& columns, const SlicedRows& rows,
+                             int64_t l2_bytes = l2_cache_bytes());
+// The same against the CSC walk of one partition (wider codebooks, whose column walk it is), at
+// kCscWalkNsPerEntry per entry of the active columns.
+inline constexpr double kCscWalkNsPerEntry = 1.0;
+int64_t row_walk_from_active(const CscPartition& columns, const SlicedRows& rows,
                              int64_t l2_bytes = l2_cache_bytes());
 // Builders of single layouts from a CodeSource (rows of the layout table, layout_table.h).
 void add_csc(SparseMatrix& m, const CodeSource& codes);  // sets m.e8
@@ -284,7 +298,7 @@ SlicedRows build_sliced_rows(const std::vector<uint8_t>& codes, int64_t rows, in
 ColumnTiles build_column_tiles(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols);
 
 // Every layout a product may run on, from a code matrix (codes[r * cols + c], 0 = zero weight):
-// CSC and CSR always, plus the one-sample layouts of layouts_for() with the CPU's kernels. `compact`
+// CSC and CSR always, plus the layouts of layouts_for() with the CPU's kernels. `compact`
 // asks for one-byte entries whatever the fillers (see SparseMatrix::compact).
 SparseMatrix build_sparse_matrix(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
                                  const std::vector<float>& codebook, int partitions, bool compact = false);

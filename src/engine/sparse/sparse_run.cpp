@@ -192,6 +192,7 @@ void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<in
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows,
                    RowsDone rows_done) {
   auto rows = [&](int64_t begin, int64_t end) {
+    if (begin >= end) return;
     sparse_matmat_rows(m, begin, end, xt, ldx, batch, y, ldy, x_rows);
     if (rows_done) rows_done(begin, end);
   };

@@ -77,7 +77,8 @@ void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<in
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy,
                    const int64_t* x_rows = nullptr, RowsDone rows_done = {});
 
-// The same for rows [row_begin, row_end), on the calling thread.
+// The same for rows [row_begin, row_end), on the calling thread. row_begin is a multiple of
+// kBlockRows (the row blocks' groups), as balanced_row_bounds gives.
 void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_end, const float* xt,
                         int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows = nullptr);
 

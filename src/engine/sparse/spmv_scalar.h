@@ -68,9 +68,11 @@ void spmv_rows_sliced_scalar(const SpmvRowArgs& a, const Entry* entries) {
 }
 // The panelled row walk, lane by lane: each panel's steps add codebook[code] * x[panel start +
 // column within the panel]; code 0 (padding) adds nothing.
-inline void spmv_rows_panelled_scalar(const SpmvRowArgs& a) {
+template <class Entry>
+void spmv_rows_panelled_scalar(const SpmvRowArgs& a, const Entry* entries) {
   const SlicedRows& s = *a.layout;
   const int64_t panels = s.panels();
+  const unsigned code_mask = (1u << s.code_bits) - 1;
   for (int64_t slice = a.slice_begin; slice < a.slice_end; ++slice) {
     const int64_t lanes = std::min(kSliceRows, s.rows() - slice * kSliceRows);
     for (int64_t lane = 0; lane < lanes; ++lane) {
@@ -78,16 +80,19 @@ inline void spmv_rows_panelled_scalar(const SpmvRowArgs& a) {
       uint32_t e = s.slice_ptr[slice] + static_cast<uint32_t>(lane);
       for (int64_t p = 0; p < panels; ++p)
         for (int step = 0; step < s.panel_steps[slice * panels + p]; ++step, e += kSliceRows) {
-          const unsigned entry = s.entries8[e];
-          if (entry & 0xF) sum += a.codebook[entry & 0xF] * a.x[p * s.panel_columns + (entry >> 4)];
+          const unsigned entry = entries[e];
+          if (entry & code_mask)
+            sum += a.codebook[entry & code_mask] * a.x[p * s.panel_columns + (entry >> s.code_bits)];
         }
       (a.y_sorted ? a.y_sorted[slice * kSliceRows + lane] : a.y[s.order[slice * kSliceRows + lane]]) = sum;
     }
   }
 }
 inline void spmv_rows_sliced_scalar(const SpmvRowArgs& a) {
-  if (a.layout->panelled())
-    spmv_rows_panelled_scalar(a);
+  if (a.layout->panelled() && a.layout->entry_bits == 8)
+    spmv_rows_panelled_scalar(a, a.layout->entries8.data());
+  else if (a.layout->panelled())
+    spmv_rows_panelled_scalar(a, a.layout->entries16.data());
   else if (a.layout->entry_bits == 8)
     spmv_rows_sliced_scalar(a, a.layout->entries8.data());
   else
