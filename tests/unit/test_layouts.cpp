@@ -146,6 +146,18 @@ TEST(Layouts, ChoiceFollowsTheIsaAskedFor) {
   EXPECT_EQ(layouts_for(header(sparse), Isa::avx512, true, InputZeros::unlikely), kLayoutSlicedRows);
   EXPECT_EQ(layouts_for(header(dense), Isa::avx512, true), kLayoutTiles);
   EXPECT_EQ(layouts_for(header(wide), Isa::avx512, true), kLayoutCsc) << "wide codebooks walk the CSC";
+  // Codebooks of up to 64 entries keep the panelled row walk beside their CSC, as the banded one.
+  for (int entries : {17, 32, 64}) {
+    Codes five_bits = random_codes(160, 200, 0.05, entries, 16);
+    EXPECT_EQ(layouts_for(header(five_bits), Isa::avx512, true), kLayoutCsc | kLayoutSlicedRows) << entries;
+    EXPECT_EQ(layouts_for(header(five_bits), Isa::avx512, true, InputZeros::expected), kLayoutCsc) << entries;
+    EXPECT_EQ(layouts_for(header(five_bits), Isa::avx512, true, InputZeros::unlikely), kLayoutSlicedRows)
+        << entries;
+    EXPECT_EQ(layouts_for(header(five_bits), Isa::avx2, true), kLayoutCsc) << entries;
+    EXPECT_EQ(layouts_for(header(five_bits, 2), Isa::avx512, true), kLayoutCsc) << entries;
+  }
+  EXPECT_EQ(layouts_for(header(random_codes(160, 200, 0.05, 65, 17)), Isa::avx512, true), kLayoutCsc)
+      << "65 entries do not fit four registers";
   EXPECT_EQ(layouts_for(header(sparse, 2), Isa::avx512, true), kLayoutCsc) << "EIE's row partitions";
   for (Isa isa : {Isa::scalar, Isa::avx2}) {
     EXPECT_EQ(layouts_for(header(sparse), isa, true), kLayoutCsc) << isa_name(isa);
@@ -312,6 +324,50 @@ TEST(WeightStore, WeightsPrunedInRowBlocksRunBatchesOnThem) {
   auto got = (*store)->dense("w");
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(test::max_relative_error(**got, *want), 0.0);
+}
+
+TEST(WeightStore, AWiderCodebooksRowWalkGivesWayToItsCscWithinTheBudget) {
+  // 32 entries: a graph input's matrix holds the CSC and the two-byte panelled rows (about 5 bytes
+  // a non-zero); a budget of the file's bytes leaves the CSC, whose codes read back the same.
+  Codes c = random_codes(300, 400, 0.1, 32, 23);
+  for (double ratio : {0.0, 1.0}) {
+    CompressedTensor t = encode_sparse(c.codes, MatrixView{300, 400, false}, 1, 4);
+    t.name = "w";
+    t.shape = {300, 400};
+    t.codebook = c.codebook;
+    const int64_t file_bytes = 2 * static_cast<int64_t>(t.partitions[0].codes.size());
+    auto want = decompress(t);
+    ASSERT_TRUE(want.ok());
+    auto store = WeightStore::create({t}, {file_bytes}, Isa::avx512, ratio);
+    ASSERT_TRUE(store.ok()) << store.status().message();
+    (*store)->request("w", true);
+    ASSERT_TRUE((*store)->build_requested().ok());
+    const SparseMatrix& m = (*store)->header("w");
+    if (ratio == 0.0) {
+      EXPECT_EQ(m.layouts, kLayoutCsc | kLayoutSlicedRows);
+      EXPECT_EQ(m.sliced_rows.code_bits, 8);
+      EXPECT_GT(m.row_walk_from_active, 0) << "the walk is chosen per call";
+      EXPECT_LE(m.row_walk_from_active, 400);
+    } else {
+      EXPECT_EQ(m.layouts, kLayoutCsc) << "narrowed to the CSC";
+      EXPECT_LE(m.bytes(), static_cast<int64_t>(ratio * static_cast<double>(file_bytes)) + 4096);
+    }
+    auto got = (*store)->dense("w");
+    ASSERT_TRUE(got.ok());
+    EXPECT_EQ(test::max_relative_error(**got, *want), 0.0) << ratio;
+  }
+}
+
+TEST(Layouts, AWiderCodebooksPanelledRowsRebuildTheOtherLayouts) {
+  for (int entries : {17, 64}) {
+    Codes c = random_codes(70, 90, 0.2, entries, 30 + static_cast<uint32_t>(entries));
+    auto codes = dense_codes(c.codes, 70, 90);
+    const LayoutSet others = kLayoutCsc | kLayoutCsr | kLayoutRowBlocks;
+    SparseMatrix m = with_layouts(*codes, c.codebook, 1, kLayoutSlicedRows);
+    add_layouts(m, *matrix_codes(m), others);
+    SparseMatrix want = with_layouts(*codes, c.codebook, 1, others | kLayoutSlicedRows);
+    expect_same_layouts(m, want, fmt::format("{} entries", entries));
+  }
 }
 
 TEST(WeightStore, BatchedLayoutsStayWithinTheMemoryBudget) {
