@@ -97,7 +97,8 @@ bool narrow_column_walk(SparseMatrix& m, LayoutSet& requested) {
   return true;
 }
 bool narrow_row_walk(SparseMatrix& m, LayoutSet& requested) {
-  if (!(requested & kLayoutSlicedRows) || !m.small_codebook || m.compact) return false;
+  const bool narrows = m.small_codebook || m.codebook_size <= kNarrowPanelCodebookMost;
+  if (!(requested & kLayoutSlicedRows) || !narrows || m.compact) return false;
   m.compact = true;
   return true;
 }

@@ -14,7 +14,8 @@
 // this order, until the estimate fits: a graph input's column walk where its row walk is also
 // asked for (dense inputs are the common case), one-byte CSR entries for batches, one-byte CSC
 // entries whatever their fillers, a one-byte CSC for a banded CSC or tiles, one-byte sliced rows
-// whatever their fillers, the CSC for a wider codebook's sliced rows (two-byte entries); a step that would not shrink a matrix (one-byte entries at low density,
+// whatever their fillers (a codebook of up to 32 entries: one-byte entries over 8-column panels),
+// the CSC for a wider codebook's sliced rows; a step that would not shrink a matrix (one-byte entries at low density,
 // where fillers outweigh the byte saved) is skipped. One-byte entries are one flag per matrix
 // (SparseMatrix::compact): every gap-coded layout of a matrix narrowed for one use narrows with it.
 // A budget the narrowest layouts cannot meet leaves them narrowest.

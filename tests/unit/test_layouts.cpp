@@ -326,11 +326,12 @@ TEST(WeightStore, WeightsPrunedInRowBlocksRunBatchesOnThem) {
   EXPECT_EQ(test::max_relative_error(**got, *want), 0.0);
 }
 
-TEST(WeightStore, AWiderCodebooksRowWalkGivesWayToItsCscWithinTheBudget) {
+TEST(WeightStore, AWiderCodebooksRowWalkNarrowsThenGivesWayToItsCscWithinTheBudget) {
   // 32 entries: a graph input's matrix holds the CSC and the two-byte panelled rows (about 5 bytes
-  // a non-zero); a budget of the file's bytes leaves the CSC, whose codes read back the same.
+  // a non-zero); a tighter budget leaves the one-byte rows over 8-column panels alone, a budget of
+  // the file's bytes the CSC; every one reads back the same codes.
   Codes c = random_codes(300, 400, 0.1, 32, 23);
-  for (double ratio : {0.0, 1.0}) {
+  for (double ratio : {0.0, 2.0, 1.0}) {
     CompressedTensor t = encode_sparse(c.codes, MatrixView{300, 400, false}, 1, 4);
     t.name = "w";
     t.shape = {300, 400};
@@ -348,6 +349,10 @@ TEST(WeightStore, AWiderCodebooksRowWalkGivesWayToItsCscWithinTheBudget) {
       EXPECT_EQ(m.sliced_rows.code_bits, 8);
       EXPECT_GT(m.row_walk_from_active, 0) << "the walk is chosen per call";
       EXPECT_LE(m.row_walk_from_active, 400);
+    } else if (ratio == 2.0) {
+      EXPECT_EQ(m.layouts, kLayoutSlicedRows) << "the graph input keeps its row walk, in one-byte entries";
+      EXPECT_EQ(m.sliced_rows.code_bits, 5);
+      EXPECT_LE(m.bytes(), static_cast<int64_t>(ratio * static_cast<double>(file_bytes)) + 4096);
     } else {
       EXPECT_EQ(m.layouts, kLayoutCsc) << "narrowed to the CSC";
       EXPECT_LE(m.bytes(), static_cast<int64_t>(ratio * static_cast<double>(file_bytes)) + 4096);

@@ -919,44 +919,50 @@ TEST_P(SparseKernelsPerIsa, PanelledSlicedRowsOfWiderCodebooksMatchOnTheGrid) {
   // Codebooks of 17 to 64 entries: two-byte panelled entries, looked up in one, two or four
   // registers by the largest code the layout holds; every code used where the density allows;
   // rows below, at and above a slice; a last panel of 1 to 16 columns.
+  // Within a budget (compact), up to 32 entries take one-byte entries over 8-column panels.
   uint32_t seed = 5100;
   int cases = 0;
   for (int codebook : {17, 32, 33, 64})
-    for (int64_t rows : {1, 17, 300})
-      for (int64_t cols : {1, 17, 100, 4097})
-        for (double density : {0.02, 0.3, 1.0}) {
-          Case c = make_case(rows, cols, density, codebook, seed++);
-          auto codes = dense_codes(c.codes, rows, cols);
-          SparseMatrix m = sparse_matrix_header(*codes, c.codebook, 1);
-          add_layouts(m, *codes, kLayoutSlicedRows);
-          const SlicedRows& s = m.sliced_rows;
-          ASSERT_TRUE(s.panelled());
-          ASSERT_EQ(s.code_bits, 8);
-          const int largest = *std::max_element(c.codes.begin(), c.codes.end());
-          EXPECT_EQ(s.code_limit, largest < 16 ? 16 : largest < 32 ? 32 : 64);
-          const std::string what =
-              fmt::format("{} codebook {} {}x{} d={}", isa_name(isa), codebook, rows, cols, density);
-          for (double x_density : {0.0, 0.5, 1.0}) {
-            auto x = random_input(cols, x_density, seed++);
-            std::vector<float> y(static_cast<size_t>(rows) + 1, -7.0f);
+    for (bool compact : {false, true})
+      for (int64_t rows : {1, 17, 300})
+        for (int64_t cols : {1, 7, 9, 100, 4097})
+          for (double density : {0.02, 0.3, 1.0}) {
+            if (compact && codebook > kNarrowPanelCodebookMost) continue;
+            Case c = make_case(rows, cols, density, codebook, seed++);
+            auto codes = dense_codes(c.codes, rows, cols);
+            SparseMatrix m = sparse_matrix_header(*codes, c.codebook, 1);
+            m.compact = compact;
+            add_layouts(m, *codes, kLayoutSlicedRows);
+            const SlicedRows& s = m.sliced_rows;
+            ASSERT_TRUE(s.panelled());
+            ASSERT_EQ(s.code_bits, compact ? 5 : 8);
+            ASSERT_EQ(s.entry_bits, compact ? 8 : 16);
+            ASSERT_EQ(s.panel_columns, compact ? kNarrowPanelColumns : kPanelColumns);
+            const int largest = *std::max_element(c.codes.begin(), c.codes.end());
+            EXPECT_EQ(s.code_limit, largest < 16 ? 16 : largest < 32 ? 32 : 64);
+            const std::string what = fmt::format("{} codebook {} compact {} {}x{} d={}", isa_name(isa),
+                                                 codebook, compact, rows, cols, density);
+            for (double x_density : {0.0, 0.5, 1.0}) {
+              auto x = random_input(cols, x_density, seed++);
+              std::vector<float> y(static_cast<size_t>(rows) + 1, -7.0f);
+              sparse_kernels_for(isa).spmv_rows_sliced(
+                  SpmvRowArgs{&s, m.codebook.data(), x.data(), 0, s.slices(), y.data()});
+              EXPECT_EQ(y.back(), -7.0f) << "wrote past the rows: " << what;
+              y.pop_back();
+              expect_close(y, dense_product(c, x), what);
+            }
+            // An infinite input reaches only the rows with a weight in its column (padding is masked).
+            std::vector<float> x(static_cast<size_t>(cols), 1.0f);
+            x[0] = INFINITY;
+            std::vector<float> y(static_cast<size_t>(rows));
             sparse_kernels_for(isa).spmv_rows_sliced(
                 SpmvRowArgs{&s, m.codebook.data(), x.data(), 0, s.slices(), y.data()});
-            EXPECT_EQ(y.back(), -7.0f) << "wrote past the rows: " << what;
-            y.pop_back();
-            expect_close(y, dense_product(c, x), what);
+            for (int64_t r = 0; r < rows; ++r)
+              ASSERT_EQ(std::isfinite(y[r]), c.codes[static_cast<size_t>(r * cols)] == 0)
+                  << what << " row " << r;
+            ++cases;
           }
-          // An infinite input reaches only the rows with a weight in its column (padding is masked).
-          std::vector<float> x(static_cast<size_t>(cols), 1.0f);
-          x[0] = INFINITY;
-          std::vector<float> y(static_cast<size_t>(rows));
-          sparse_kernels_for(isa).spmv_rows_sliced(
-              SpmvRowArgs{&s, m.codebook.data(), x.data(), 0, s.slices(), y.data()});
-          for (int64_t r = 0; r < rows; ++r)
-            ASSERT_EQ(std::isfinite(y[r]), c.codes[static_cast<size_t>(r * cols)] == 0)
-                << what << " row " << r;
-          ++cases;
-        }
-  EXPECT_EQ(cases, 4 * 3 * 4 * 3);
+  EXPECT_EQ(cases, 6 * 3 * 5 * 3);
 }
 
 // Row 0: columns 3 and `far`; row 1: column 0; row 2: columns 1, 2, 40 and 41.

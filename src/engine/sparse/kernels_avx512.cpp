@@ -266,22 +266,22 @@ struct RegisterCodebook {
   }
 };
 
-template <class Entry, int kCodeBits, int kEntries>
+template <class Entry, int kCodeBits, int kEntries, int64_t kPanel = kPanelColumns>
 void spmv_rows_panelled(const SpmvRowArgs& a, const Entry* entries) {
   const SlicedRows& s = *a.layout;
   const RegisterCodebook<kEntries> cb(a.codebook);
   const __m512i code_bits = _mm512_set1_epi32((1 << kCodeBits) - 1);
-  const int64_t panels = s.panels(), last = s.cols - (panels - 1) * kPanelColumns;
+  const int64_t panels = s.panels(), last = s.cols - (panels - 1) * kPanel;
   // The last panel's inputs past the matrix's columns are never read (its lanes there are padding).
-  const auto last_mask = static_cast<__mmask16>(last >= 16 ? 0xFFFFu : (1u << last) - 1);
+  const auto full_mask = static_cast<__mmask16>((1u << kPanel) - 1);
+  const auto last_mask = static_cast<__mmask16>(last >= kPanel ? full_mask : (1u << last) - 1);
   for (int64_t slice = a.slice_begin; slice < a.slice_end; ++slice) {
     const Entry* e = entries + s.slice_ptr[slice];
     const uint8_t* steps = s.panel_steps.data() + slice * panels;
     __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
     for (int64_t p = 0; p < panels; ++p) {
       if (steps[p] == 0) continue;
-      const __m512 xp =
-          _mm512_maskz_loadu_ps(p + 1 == panels ? last_mask : __mmask16{0xFFFF}, a.x + p * kPanelColumns);
+      const __m512 xp = _mm512_maskz_loadu_ps(p + 1 == panels ? last_mask : full_mask, a.x + p * kPanel);
       auto next = [&](__m512 sum, const Entry* step) {
         const __m512i v = load_lanes(step);
         const __m512i code = kCodeBits == 4 ? v : _mm512_and_si512(v, code_bits);
@@ -299,6 +299,9 @@ void spmv_rows_panelled(const SpmvRowArgs& a, const Entry* entries) {
 // with the fewest registers that hold every code the layout holds (SlicedRows::code_limit).
 void spmv_rows_panelled(const SpmvRowArgs& a) {
   const SlicedRows& s = *a.layout;
+  if (s.entry_bits == 8 && s.code_bits == 5)
+    return s.code_limit <= 16 ? spmv_rows_panelled<uint8_t, 5, 16, kNarrowPanelColumns>(a, s.entries8.data())
+                              : spmv_rows_panelled<uint8_t, 5, 32, kNarrowPanelColumns>(a, s.entries8.data());
   if (s.entry_bits == 8) return spmv_rows_panelled<uint8_t, 4, 16>(a, s.entries8.data());
   if (s.code_limit <= 16) return spmv_rows_panelled<uint16_t, 8, 16>(a, s.entries16.data());
   if (s.code_limit <= 32) return spmv_rows_panelled<uint16_t, 8, 32>(a, s.entries16.data());

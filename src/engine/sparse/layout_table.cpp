@@ -112,11 +112,11 @@ void banded_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProdu
 }
 
 // ---- sliced rows ----
-// 16-entry codebooks in any format; up to kRegisterCodebookMost entries panelled (two-byte
-// entries; the classic ones hold 4-bit codes, and a memory budget's compact matrix asks for them).
+// 16-entry codebooks in any format; up to kRegisterCodebookMost entries panelled in two-byte
+// entries, or in a memory budget's compact matrix up to kNarrowPanelCodebookMost in one-byte ones.
 bool sliced_rows_fit(const SparseMatrix& m) {
-  return m.partitions() == 1 &&
-         (m.small_codebook || (m.codebook_size <= kRegisterCodebookMost && !m.compact));
+  const int most = m.compact ? kNarrowPanelCodebookMost : kRegisterCodebookMost;
+  return m.partitions() == 1 && (m.small_codebook || m.codebook_size <= most);
 }
 bool sliced_rows_pay(const SparseMatrix& m, Isa isa) {
   return isa == Isa::avx512 && sliced_rows_fit(m) && !tiles_pay_off(m, isa);
@@ -131,24 +131,27 @@ int64_t sliced_rows_held(const SparseMatrix& m) {
 }
 // The expected largest of 16 rows' entry counts in one panel (kSliceRows draws of a Poisson count
 // with the panel's mean): E[max] = sum over k >= 0 of P(max > k).
-double expected_panel_steps(double mean) {
+double expected_panel_steps(double mean, int64_t panel_columns) {
   double expected = 0, below = 0, term = std::exp(-mean);  // P(count <= k), P(count == k)
-  for (int k = 0; k < kPanelColumns; ++k) {
+  for (int64_t k = 0; k < panel_columns; ++k) {
     below += term;
     expected += 1.0 - std::pow(std::min(below, 1.0), static_cast<double>(kSliceRows));
     term *= mean / (k + 1);
   }
   return expected;
 }
-// Panelled: a byte per slot, each slice's panel as many steps as its longest row there (rows with
-// their non-zeros spread at random), the steps per panel, the order and slice offsets.
+// Panelled: a byte per slot (two with a wider codebook outside a budget), each slice's panel as
+// many steps as its longest row there (rows with their non-zeros spread at random), the steps per
+// panel, the order and slice offsets.
 int64_t panelled_rows_expected(const SparseMatrix& m) {
+  const bool narrow_panels = !m.small_codebook && m.compact;
+  const int64_t width = narrow_panels ? kNarrowPanelColumns : kPanelColumns;
   const int64_t slices = (m.rows + kSliceRows - 1) / kSliceRows;
-  const int64_t panels = (m.cols + kPanelColumns - 1) / kPanelColumns;
+  const int64_t panels = (m.cols + width - 1) / width;
   const double per_row_panel = static_cast<double>(m.nonzeros) / static_cast<double>(m.rows * panels);
   const auto slots = static_cast<int64_t>(static_cast<double>(slices * panels * kSliceRows) *
-                                          expected_panel_steps(per_row_panel));
-  const int64_t entry_bytes = m.small_codebook ? 1 : 2;
+                                          expected_panel_steps(per_row_panel, width));
+  const int64_t entry_bytes = m.small_codebook || m.compact ? 1 : 2;
   return entry_bytes * std::max(slots, m.nonzeros) + slices * panels + 4 * m.rows + 4 * (slices + 1);
 }
 // Two bytes per non-zero, or in a compact matrix one and the fillers of 4-bit gaps; padding for the
@@ -156,7 +159,7 @@ int64_t panelled_rows_expected(const SparseMatrix& m) {
 // the shorter rows of a slice (sorted by length, they differ little).
 int64_t sliced_rows_expected(const SparseMatrix& m) {
   if (m.rows == 0) return 4;
-  if (!m.compact) return panelled_rows_expected(m);
+  if (!m.compact || !m.small_codebook) return panelled_rows_expected(m);
   const int64_t slices = (m.rows + kSliceRows - 1) / kSliceRows;
   const int64_t entry_bytes = m.compact ? 1 : 2;
   const int64_t entries = m.compact ? entries_expected(m) : m.nonzeros;

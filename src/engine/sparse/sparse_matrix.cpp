@@ -289,11 +289,11 @@ void fill_slices(const CodeSource& codes, int64_t max_gap, Encode encode, Sliced
 template <class Entry>
 void fill_panelled(const CodeSource& codes, SlicedRows& s, std::vector<Entry>& entries) {
   const int64_t rows = codes.rows(), panels = s.panels();
-  std::vector<uint8_t> count(static_cast<size_t>(rows * panels), 0);  // at most kPanelColumns each
+  std::vector<uint8_t> count(static_cast<size_t>(rows * panels), 0);  // at most panel_columns each
   std::vector<uint32_t> length(static_cast<size_t>(rows), 0);
   int largest = 0;
   codes.visit([&](int64_t r, int64_t c, uint8_t code) {
-    ++count[static_cast<size_t>(r * panels + c / kPanelColumns)];
+    ++count[static_cast<size_t>(r * panels + c / s.panel_columns)];
     ++length[static_cast<size_t>(r)];
     largest = std::max<int>(largest, code);
   });
@@ -326,11 +326,11 @@ void fill_panelled(const CodeSource& codes, SlicedRows& s, std::vector<Entry>& e
   std::fill(count.begin(), count.end(), uint8_t{0});  // now the entries placed per row and panel
   entries.assign(s.slice_ptr.back(), 0);              // padding: code 0
   codes.visit([&](int64_t r, int64_t c, uint8_t code) {
-    const int64_t p = c / kPanelColumns, pos = position[static_cast<size_t>(r)];
+    const int64_t p = c / s.panel_columns, pos = position[static_cast<size_t>(r)];
     uint8_t& placed = count[static_cast<size_t>(r * panels + p)];
     const uint32_t at = base[static_cast<size_t>(pos / kSliceRows * panels + p)] +
                         static_cast<uint32_t>(placed * kSliceRows + pos % kSliceRows);
-    entries[at] = static_cast<Entry>((c % kPanelColumns) << s.code_bits | code);
+    entries[at] = static_cast<Entry>((c % s.panel_columns) << s.code_bits | code);
     ++placed;
   });
 }
@@ -357,6 +357,13 @@ SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes) {
       s.code_bits = 8;
       fill_panelled(codes, s, s.entries16);
     }
+    return s;
+  }
+  if (!m.small_codebook) {  // a compact matrix of up to kNarrowPanelCodebookMost entries
+    s.panel_columns = kNarrowPanelColumns;
+    s.entry_bits = 8;
+    s.code_bits = 5;
+    fill_panelled(codes, s, s.entries8);
     return s;
   }
   return classic_sliced_rows_of(m, codes);

@@ -132,6 +132,10 @@ inline constexpr int64_t kPanelColumns = 16;  // the inputs one panel holds in a
 // Most codebook entries the panelled row walk looks up in registers (four of 16 floats): codebooks
 // of 5 and 6 bits (Deep Compression's fully connected layers) walk the rows too.
 inline constexpr int kRegisterCodebookMost = 64;
+// Within a memory budget (a compact matrix), codebooks of up to 32 entries take one-byte panelled
+// entries over panels of this many columns: 3 bits of column, 5 of code.
+inline constexpr int64_t kNarrowPanelColumns = 8;
+inline constexpr int kNarrowPanelCodebookMost = 32;
 
 // Rows sorted by entry count and interleaved 16 at a time (a slice: one row per lane), for the row
 // walk. Two formats:
@@ -139,16 +143,17 @@ inline constexpr int kRegisterCodebookMost = 64;
 //   each slice's entries panel after panel: panel_steps[slice * panels() + p] steps of 16 entries
 //   in panel p, each (column within the panel) << code_bits | code, code 0 for a lane with no more
 //   entries there: one byte (4-bit codes) with a 16-entry codebook, two bytes (8-bit codes) with
-//   up to kRegisterCodebookMost entries. The walk holds a panel's inputs in a register and looks them up by
-//   the column within the panel instead of gathering them from memory;
+//   up to kRegisterCodebookMost entries, or in a compact matrix with up to 32 entries one byte
+//   (5-bit codes) over panels of kNarrowPanelColumns. The walk holds a panel's inputs in a register and looks
+//   them up by the column within the panel instead of gathering them from memory;
 // - classic: each slice's rows entry after entry, one entry of each lane per step, holding the
 //   column << 4 | code (two-byte entries, at most kSliceColumns columns) or the gap from the lane's
 //   previous column (one-byte entries, or wider matrices), fillers bridging longer gaps.
 struct SlicedRows {
   int entry_bits = 16;               // 16 or 8
   bool gap_coded = false;            // positions are gaps (one-byte entries, or more than 4096 columns)
-  int64_t panel_columns = 0;         // kPanelColumns when panelled, else 0
-  int code_bits = 4;                 // panelled: 4 (entries8) or 8 (entries16)
+  int64_t panel_columns = 0;         // kPanelColumns (or kNarrowPanelColumns) when panelled, else 0
+  int code_bits = 4;                 // panelled: 4 or 5 (entries8) or 8 (entries16)
   int code_limit = 16;               // every code held is below it: 16, or 32 or 64 with code_bits 8
   int64_t cols = 0;                  // the matrix's columns
   std::vector<int32_t> order;        // [rows]: the row at each sorted position (slice s, lane i: 16 s + i)
