@@ -154,7 +154,9 @@ def _array(value: Union[None, PathLike, ArrayLike], what: str) -> Optional[np.nd
     if isinstance(value, (str, os.PathLike)):
         path = _path(value)
         try:
-            return np.load(path, allow_pickle=False)
+            # Mapped copy-on-write, not read: a float32 array is then read from the file as training
+            # uses it (Sparrow views it in place), and nothing is written back.
+            return np.load(path, mmap_mode="c", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise Error(f"{what}: cannot read {path}: {e}") from e
     return np.asarray(value)

@@ -211,6 +211,26 @@ def test_compress_with_retraining_from_numpy(tmp_path):
     assert result["metadata"]["retrain"]["prune_steps"] == 1
 
 
+@pytest.mark.skipif(not WITH_TRAINING, reason="this build has no training (SPARROW_WITH_TRAINING=OFF)")
+def test_retraining_from_a_mapped_npy_file_gives_the_same_file_as_from_the_array(tmp_path):
+    model = sparrow.load(corpus("mlp_op13.onnx"))
+    x = np.random.default_rng(1).standard_normal((128, 784)).astype(np.float32)
+    labels = model.run(x).argmax(axis=1)
+    np.save(tmp_path / "x.npy", x)
+    settings = dict(retrain={"prune_steps": 1, "retrain_epochs": 1, "finetune_epochs": 1, "batch": 32}, threads=1)
+    sparrow.compress(corpus("mlp_op13.onnx"), tmp_path / "a.spw", {"sparsity": 0.5}, data=x, labels=labels, **settings)
+    sparrow.compress(
+        corpus("mlp_op13.onnx"), tmp_path / "b.spw", {"sparsity": 0.5}, data=tmp_path / "x.npy", labels=labels, **settings
+    )
+    unaligned = np.empty(x.size + 1, np.float32)[1:].reshape(x.shape)  # 4 bytes off: copied
+    unaligned[...] = x
+    sparrow.compress(corpus("mlp_op13.onnx"), tmp_path / "c.spw", {"sparsity": 0.5}, data=unaligned, labels=labels, **settings)
+    # The same weights (the files differ only in the recorded seconds): the same outputs, bit for bit.
+    outputs = [sparrow.load(tmp_path / f"{name}.spw").run(x) for name in "abc"]
+    assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[0], outputs[2])
+    assert np.array_equal(np.load(tmp_path / "x.npy"), x), "the file is left as it was"
+
+
 def test_compress_inspect_and_eval_entirely_from_python(tmp_path):
     source = corpus("lenet5_op13.onnx")
     rng = np.random.default_rng(2)
