@@ -959,6 +959,26 @@ TEST(TrainingData, AnImageFolderTrainsLikeTheSameImagesAsArrays) {
   auto eval = test::run_cli("-q eval " + dir + "/images.spw --data " + dir + "/images --json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_EQ(nlohmann::json::parse(eval.output)["total"], classes * per_class) << "the test/ folder";
+  // Through the data cache: the same result, written once, read after; refused for other sources.
+  const std::string eval_cache = dir + "/eval_cache";
+  for (int run = 0; run < 2; ++run) {
+    auto cached = test::run_cli("-q eval " + dir + "/images.spw --data " + dir + "/images --data-cache " +
+                                eval_cache + " --json");
+    ASSERT_EQ(cached.exit_code, 0) << cached.output;
+    EXPECT_EQ(nlohmann::json::parse(cached.output)["accuracy"],
+              nlohmann::json::parse(eval.output)["accuracy"]);
+    EXPECT_EQ(nlohmann::json::parse(cached.output)["total"], classes * per_class);
+    int npy = 0;
+    for (const auto& e : std::filesystem::directory_iterator(eval_cache))
+      npy += e.path().extension() == ".npy";
+    EXPECT_EQ(npy, 2) << "one entry (images and labels) for the test/ folder, run " << run;
+  }
+  auto cache_for_arrays = test::run_cli("-q eval " + dir + "/images.spw --data " + dir + "/x.npy --labels " +
+                                        dir + "/y.npy --data-cache " + eval_cache);
+  EXPECT_EQ(cache_for_arrays.exit_code, 1);
+  EXPECT_NE(cache_for_arrays.output.find("--data-cache keeps the decoded images of an image folder"),
+            std::string::npos)
+      << cache_for_arrays.output;
   // --resize 32 keeps 32 x 32 images as they are, is recorded, and needs a shorter side that covers
   // the input and an image folder.
   auto resized = test::run_cli("-q eval " + dir + "/images.spw --data " + dir + "/images --resize 32 --json");
