@@ -50,6 +50,9 @@ struct LayerInfo {
   bool sparse = false;         // runs on the sparse engine
   double seconds_per_run = 0;  // mean over the profiled runs (ExecOptions::profile_layers), else 0
   std::string weight;          // its first compressible weight (as `inspect` and --layer name it), if any
+  // On the sparse engine: the layouts its compressed weights are held in (`layout_rows()` names,
+  // e.g. "banded", "sliced rows", "row blocks"), each weight's joined by '+', weights by ', '.
+  std::string layouts;
 };
 
 struct ModelSummary {

@@ -196,7 +196,8 @@ class LoadedModel {
                         {"output_shapes", l.output_shapes},
                         {"params", l.params},
                         {"macs", l.macs},
-                        {"sparse", l.sparse}});
+                        {"sparse", l.sparse},
+                        {"layouts", l.layouts}});
     return nlohmann::json{{"batch", batch},
                           {"input_shapes", s.input_shapes},
                           {"output_shapes", s.output_shapes},

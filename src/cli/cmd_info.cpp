@@ -58,15 +58,15 @@ void print_table(const Executor& ex, const ModelSummary& s, int64_t batch) {
     fmt::print("output    {}\n", declared_and_at_batch(m.outputs[i], s.output_shapes[i], batch));
   print_weight_memory(ex.weight_memory());
   fmt::print("\nlayers at batch {}:\n", batch);
-  fmt::print("{:>3}  {:<22} {:<28} {:<18} {:<22} {:>10} {:>12}\n", "#", "weight", "node", "op", "output",
-             "params", "FLOPs");
+  fmt::print("{:>3}  {:<22} {:<28} {:<18} {:<22} {:>10} {:>12}  {}\n", "#", "weight", "node", "op", "output",
+             "params", "FLOPs", "engine layouts");
   for (size_t i = 0; i < s.layers.size(); ++i) {
     const LayerInfo& l = s.layers[i];
     std::string shape = l.output_shapes.empty() ? "-" : shape_str(l.output_shapes[0]);
-    fmt::print("{:>3}  {:<22} {:<28} {:<18} {:<22} {:>10} {:>12}\n", i,
+    fmt::print("{:>3}  {:<22} {:<28} {:<18} {:<22} {:>10} {:>12}  {}\n", i,
                l.weight.empty() ? std::string("-") : l.weight.substr(0, 22), l.name.substr(0, 28),
                l.sparse ? l.op_type + " (sparse)" : l.op_type, shape, l.params ? human_count(l.params) : "-",
-               l.macs ? human_count(2 * l.macs) : "-");
+               l.macs ? human_count(2 * l.macs) : "-", l.layouts);
   }
   fmt::print("\ntotal: {} layers, {} parameters ({} bytes as float32), {} FLOPs per batch of {}",
              s.layers.size(), s.params, s.params * 4, human_count(2 * s.macs), batch);
@@ -104,7 +104,8 @@ nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch)
                            {"output_shapes", l.output_shapes},
                            {"params", l.params},
                            {"flops", 2 * l.macs},
-                           {"sparse", l.sparse}});
+                           {"sparse", l.sparse},
+                           {"layouts", l.layouts}});
   j["params"] = s.params;
   j["flops"] = 2 * s.macs;
   j["folded_nodes"] = s.folded_nodes;

@@ -1,5 +1,7 @@
 #include "engine/plan.h"
 
+#include "engine/sparse/layout_table.h"
+
 #include "engine/batch_split.h"
 
 #include "engine/ops/sparse_ops.h"
@@ -446,6 +448,25 @@ std::string activation_suffix(const Activation& a) {
 }
 }  // namespace
 
+namespace {
+
+// `a`, then `b` after `separator` when both are non-empty.
+std::string joined(std::string a, std::string_view separator, std::string_view b) {
+  if (!a.empty() && !b.empty()) a.append(separator);
+  a.append(b);
+  return a;
+}
+
+// The layouts `m` holds, by their table names joined with '+'.
+std::string layout_names(const SparseMatrix& m) {
+  std::string names;
+  for (const LayoutRow& row : layout_rows())
+    if (m.has(row.layout)) names = joined(std::move(names), "+", row.name);
+  return names;
+}
+
+}  // namespace
+
 ModelSummary Plan::summary(const Model& model) const {
   ModelSummary s;
   s.input_shapes = input_shapes_;
@@ -463,6 +484,7 @@ ModelSummary Plan::summary(const Model& model) const {
                     step.op->macs(),
                     sparse_steps_.count(step.op.get()) > 0,
                     profiled_runs_ > 0 ? step_seconds_[i] / static_cast<double>(profiled_runs_) : 0.0,
+                    {},
                     {}};
     for (const Tensor* t : step.outputs)
       if (t) layer.output_shapes.push_back(t->shape());
@@ -475,6 +497,8 @@ ModelSummary Plan::summary(const Model& model) const {
       if (f32) layer.params += it->second.numel();
       if (held) layer.params += shape_numel(weights_->shape(name));
       if ((f32 || held) && layer.weight.empty() && weight_role(node, k)) layer.weight = name;
+      if (held && layer.sparse)
+        layer.layouts = joined(layer.layouts, ", ", layout_names(weights_->header(name)));
     }
     s.params += layer.params;
     s.macs += layer.macs;

@@ -168,6 +168,19 @@ TEST(Engine, LayersPrunedInRowBlocksMatchDense) {
                             what + fmt::format(" images {}", images));
       seed += 10;
     }
+  // The summary names the layouts each sparse layer runs on: the 4-filter convolution, batched over
+  // its output positions, on row blocks.
+  Pair blocked = executors(test::small_cnn(), 0.5, 1, 1, BlockShape{4, 1});
+  auto summary = blocked.sparse->summarize({{1, 1, 8, 8}});
+  ASSERT_TRUE(summary.ok());
+  for (const LayerInfo& l : summary->layers) {
+    EXPECT_EQ(l.layouts.empty(), !l.sparse) << l.name;
+    if (l.op_type.starts_with("Conv")) {
+      EXPECT_EQ(l.layouts, "row blocks");
+    }
+  }
+  for (const LayerInfo& l : blocked.dense->summarize({{1, 1, 8, 8}})->layers)
+    EXPECT_EQ(l.layouts, "") << l.name;
   for (int threads : {1, 2}) {
     Pair p = executors(test::small_cnn(), 0.5, threads, 1, BlockShape{4, 1});
     for (int64_t batch : {1, 4, 17, 64})
