@@ -624,6 +624,14 @@ TEST(SparseKernels, CompactMatricesTakeOneByteEntriesWithFillers) {
   EXPECT_LT(layout_row(kLayoutCsr).bytes_held(compact), layout_row(kLayoutCsr).bytes_held(fast));
 }
 
+// Y = W Xt (Xt [cols, batch]) through the driver on one thread: what every split must give.
+std::vector<float> one_thread_product(const SparseMatrix& m, const std::vector<float>& xt, int64_t batch) {
+  std::vector<float> y(static_cast<size_t>(m.rows * batch));
+  ThreadPool one(1);
+  sparse_matmat(one, m, balanced_row_bounds(m, 1), xt.data(), batch, batch, y.data(), batch);
+  return y;
+}
+
 TEST(SparseKernels, RowBlocksSplitOverThreadsAtWholeGroups) {
   // 4x1 blocks over 1002 rows (the last group holds two), several column blocks, enough products
   // for the pool: every thread's rows start at a group, and the result is the single thread's.
@@ -635,9 +643,7 @@ TEST(SparseKernels, RowBlocksSplitOverThreadsAtWholeGroups) {
   EXPECT_GT(m.row_blocks.blocks.size(), 1u);
   const int64_t batch = 24;
   std::vector<float> xt = random_input(3000 * batch, 0.8, 92);
-  std::vector<float> want(static_cast<size_t>(1002 * batch));
-  ThreadPool one(1);
-  sparse_matmat(one, m, balanced_row_bounds(m, 1), xt.data(), batch, batch, want.data(), batch);
+  const std::vector<float> want = one_thread_product(m, xt, batch);
   for (int threads : {2, 3}) {
     ThreadPool pool(threads);
     const std::vector<int64_t> bounds = balanced_row_bounds(m, threads);
@@ -668,9 +674,7 @@ TEST(SparseKernels, RowBlocksWithAHeavyShortLastGroupSplitOverThreads) {
   const int64_t batch = 64;
   ASSERT_GE(m.nonzeros * batch, kParallelFromProducts);
   std::vector<float> xt = random_input(3000 * batch, 0.8, 96);
-  std::vector<float> want(static_cast<size_t>(10 * batch));
-  ThreadPool one(1);
-  sparse_matmat(one, m, balanced_row_bounds(m, 1), xt.data(), batch, batch, want.data(), batch);
+  const std::vector<float> want = one_thread_product(m, xt, batch);
   for (int threads : {2, 3}) {
     ThreadPool pool(threads);
     const std::vector<int64_t> bounds = balanced_row_bounds(m, threads);
