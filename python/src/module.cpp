@@ -235,11 +235,13 @@ class LoadedModel {
 // Training data from numpy arrays: inputs [N, ...] as float32 and, when given, labels [N] as int64.
 // Inputs that are already C-contiguous float32 on a 64-byte boundary (a memory-mapped .npy among
 // them) are viewed in place, not copied: the caller keeps `inputs` alive while the data is used.
+// (`ensure` returns a subclass such as np.memmap as a new ndarray over the same data: the data
+// pointer, not the object, tells whether it converted.)
 LabeledData training_data(const py::array& inputs, const std::optional<py::array>& labels, const char* what) {
   auto x = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(inputs);
   if (!x || x.ndim() < 1) throw Error(std::string(what) + ": inputs must be an array of numbers [N, ...]");
   LabeledData d;
-  const bool in_place = x.ptr() == inputs.ptr() && x.size() > 0 &&
+  const bool in_place = x.data() == inputs.data() && x.size() > 0 &&
                         reinterpret_cast<uintptr_t>(x.data()) % kTensorAlignment == 0;
   d.inputs = in_place ? Tensor::view(DType::f32, shape_of(x), const_cast<float*>(x.data()))
                       : Tensor::f32(shape_of(x), {x.data(), static_cast<size_t>(x.size())});

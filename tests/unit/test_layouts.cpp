@@ -55,6 +55,8 @@ void expect_same_layouts(const SparseMatrix& a, const SparseMatrix& b, const std
   EXPECT_EQ(a.sliced_rows.order, b.sliced_rows.order);
   EXPECT_EQ(a.sliced_rows.lengths, b.sliced_rows.lengths);
   EXPECT_EQ(a.sliced_rows.panel_columns, b.sliced_rows.panel_columns);
+  EXPECT_EQ(a.sliced_rows.code_bits, b.sliced_rows.code_bits);
+  EXPECT_EQ(a.sliced_rows.code_limit, b.sliced_rows.code_limit);
   EXPECT_EQ(a.sliced_rows.cols, b.sliced_rows.cols);
   EXPECT_EQ(a.sliced_rows.panel_steps, b.sliced_rows.panel_steps);
   EXPECT_EQ(a.sliced_rows.slice_ptr, b.sliced_rows.slice_ptr);
@@ -364,14 +366,16 @@ TEST(WeightStore, AWiderCodebooksRowWalkNarrowsThenGivesWayToItsCscWithinTheBudg
 }
 
 TEST(Layouts, AWiderCodebooksPanelledRowsRebuildTheOtherLayouts) {
-  for (int entries : {17, 64}) {
+  // Two-byte entries (17 and 64 entries), and a compact matrix's one-byte 5-bit ones (32).
+  for (auto [entries, compact] : {std::pair{17, false}, {64, false}, {32, true}}) {
     Codes c = random_codes(70, 90, 0.2, entries, 30 + static_cast<uint32_t>(entries));
     auto codes = dense_codes(c.codes, 70, 90);
     const LayoutSet others = kLayoutCsc | kLayoutCsr | kLayoutRowBlocks;
-    SparseMatrix m = with_layouts(*codes, c.codebook, 1, kLayoutSlicedRows);
+    SparseMatrix m = with_layouts(*codes, c.codebook, 1, kLayoutSlicedRows, compact);
+    EXPECT_EQ(m.sliced_rows.code_bits, compact ? 5 : 8);
     add_layouts(m, *matrix_codes(m), others);
-    SparseMatrix want = with_layouts(*codes, c.codebook, 1, others | kLayoutSlicedRows);
-    expect_same_layouts(m, want, fmt::format("{} entries", entries));
+    SparseMatrix want = with_layouts(*codes, c.codebook, 1, others | kLayoutSlicedRows, compact);
+    expect_same_layouts(m, want, fmt::format("{} entries compact {}", entries, compact));
   }
 }
 

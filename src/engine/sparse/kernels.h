@@ -77,7 +77,7 @@ using SpmvTileArgs = SpmvLayoutArgs<ColumnTiles>;
 
 struct SpmvRowArgs {
   const SlicedRows* layout;
-  const float* codebook;  // 16 entries, or 256 for 8-bit codes (panelled, code_bits 8); entry 0 == 0
+  const float* codebook;  // 16 entries, or 256 for a wider codebook (code_bits 5 or 8); entry 0 == 0
   const float* x;         // all inputs
   int64_t slice_begin, slice_end;
   float* y;  // [rows]: the slices' rows written

@@ -30,7 +30,8 @@
 //    cut into bands of 4096; within a band each entry of a
 //    column is one uint16, row within the band << 4 | code. No fillers and no prefix sum to find
 //    the rows, so 16 entries decode with a shift and a permute.
-//  - Sliced rows (one sample when most inputs are non-zero; built beside the banded CSC): SELL-16,
+//  - Sliced rows (one sample when most inputs are non-zero; built beside the banded CSC, or the CSC
+//    of a 17- to 64-entry codebook): SELL-16,
 //    rows sorted by their entry count (longest first) and cut into slices of 16; a slice's entries
 //    are step-major, lane i of step k holding the k-th entry of the slice's row i, so 16 rows
 //    advance in one register and no row is summed across lanes. An entry is position << 4 | code.
@@ -154,7 +155,7 @@ struct SlicedRows {
   bool gap_coded = false;            // positions are gaps (one-byte entries, or more than 4096 columns)
   int64_t panel_columns = 0;         // kPanelColumns (or kNarrowPanelColumns) when panelled, else 0
   int code_bits = 4;                 // panelled: 4 or 5 (entries8) or 8 (entries16)
-  int code_limit = 16;               // every code held is below it: 16, or 32 or 64 with code_bits 8
+  int code_limit = 16;               // every code held is below it: 16, 32 (code_bits 5 or 8) or 64 (8)
   int64_t cols = 0;                  // the matrix's columns
   std::vector<int32_t> order;        // [rows]: the row at each sorted position (slice s, lane i: 16 s + i)
   std::vector<uint32_t> slice_ptr;   // [slices + 1] entry offsets, multiples of 16
@@ -289,7 +290,8 @@ void add_csr(SparseMatrix& m, const CodeSource& codes);
 ColumnTiles column_tiles_of(const CodeSource& codes);
 RowBlocks row_blocks_of(const SparseMatrix& m, const CodeSource& codes);
 BandedCsc banded_csc_of(const CodeSource& codes);
-// Classic one-byte gap-coded entries when m.compact (a memory budget), else panelled ones.
+// Panelled entries; in a compact matrix (a memory budget) the classic one-byte gap-coded ones for a
+// 16-entry codebook, one-byte 5-bit ones over kNarrowPanelColumns for up to 32 entries.
 SlicedRows sliced_rows_of(const SparseMatrix& m, const CodeSource& codes);
 // The classic format: one-byte entries when m.compact, else two-byte ones (gaps past kSliceColumns).
 SlicedRows classic_sliced_rows_of(const SparseMatrix& m, const CodeSource& codes);
