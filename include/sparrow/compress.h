@@ -199,6 +199,10 @@ struct LayerSettings {
   std::optional<StructuredRule> structured;
 };
 
+// Whether a layer's settings give a pruning target (sparsity or quality); a block larger than 1x1.
+bool gives_pruning_target(const LayerSettings& s);
+bool prunes_in_blocks(const LayerSettings& s);
+
 struct CompressOptions {
   LayerSettings all;  // --sparsity / --quality / --bits N
   int conv_bits = 8;  // default weight bits of conv layers
@@ -227,6 +231,8 @@ struct CompressOptions {
   int64_t channel_multiple = 1;
   // Whether a rule (global or a layer's) asks for structured pruning, other than none.
   bool prunes_channels() const;
+  // Whether any rule (global or a layer's) satisfies `test`, e.g. gives a pruning target.
+  bool any_rule(bool (*test)(const LayerSettings&)) const;
   // Layers with fewer weights stay float32 (0: none).
   int64_t min_weights = 0;
   // A layer whose encoding (codes, indices, column counts and codebook) would take more bits than

@@ -68,11 +68,7 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
     SP_RETURN_IF_ERROR(apply_recipe({{"quantizer", a.quantizer}}, o).prefixed("--quantizer"));
   if (!a.huffman.empty()) o.huffman = a.huffman == "on";
   for (const auto& l : a.layers) SP_RETURN_IF_ERROR(apply_layer_override(l, o));
-  const auto prunes = [](const LayerSettings& s) { return s.prune.sparsity || s.prune.quality; };
-  const bool any_prunes =
-      prunes(o.all) ||
-      std::any_of(o.layers.begin(), o.layers.end(), [&](const auto& layer) { return prunes(layer.second); });
-  if (a.balance && !any_prunes)
+  if (a.balance && !o.any_rule(gives_pruning_target))
     return errorf(
         "--balance balances what is pruned: give --sparsity, --quality or a layer's (or a recipe's)");
   if (a.channel_multiple && !o.prunes_channels())

@@ -239,6 +239,19 @@ Status check_layer_settings(const Model& model, const CompressOptions& options) 
   return {};
 }
 
+bool gives_pruning_target(const LayerSettings& s) {
+  return s.prune.sparsity || s.prune.quality;
+}
+
+bool prunes_in_blocks(const LayerSettings& s) {
+  return s.prune.block.size() > 1;
+}
+
+bool CompressOptions::any_rule(bool (*test)(const LayerSettings&)) const {
+  return test(all) ||
+         std::any_of(layers.begin(), layers.end(), [&](const auto& l) { return test(l.second); });
+}
+
 Status CompressOptions::validate() const {
   if (low_rank)
     SP_RETURN_IF_ERROR(parse_low_rank_rule(low_rank_rule_text(*low_rank)).status().prefixed("options"));
@@ -246,13 +259,7 @@ Status CompressOptions::validate() const {
     SP_RETURN_IF_ERROR(parse_structured_rule(structured_rule_text(*structured)).status().prefixed("options"));
   SP_RETURN_IF_ERROR(check_settings(all, "options"));
   for (const auto& [name, s] : layers) SP_RETURN_IF_ERROR(check_settings(s, "layer '" + name + "'"));
-  const auto prunes = [](const LayerSettings& s) { return s.prune.sparsity || s.prune.quality; };
-  const auto blocks = [](const LayerSettings& s) { return s.prune.block.size() > 1; };
-  const bool any_prunes = prunes(all) || std::any_of(layers.begin(), layers.end(),
-                                                     [&](const auto& l) { return prunes(l.second); });
-  const bool any_blocks = blocks(all) || std::any_of(layers.begin(), layers.end(),
-                                                     [&](const auto& l) { return blocks(l.second); });
-  if (any_blocks && !any_prunes)
+  if (any_rule(prunes_in_blocks) && !any_rule(gives_pruning_target))
     return errorf("block shapes what is pruned: give a sparsity or quality (globally or for a layer)");
   if (conv_bits < 1 || conv_bits > 8 || fc_bits < 1 || fc_bits > 8)
     return errorf("bits: conv={} fc={} must be within 1..8", conv_bits, fc_bits);
