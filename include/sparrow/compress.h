@@ -103,13 +103,19 @@ std::vector<uint8_t> assign_nearest(std::span<const float> values, const Codeboo
 // How the rank of a fully connected layer's factorization is chosen: the smallest rank keeping
 // `value` of the sum of squared singular values (energy, in (0, 1]); a fixed rank (rank, >= 1,
 // at most min(rows, cols)); or the largest rank whose two factors hold at most `value` of the
-// layer's weights (params, in (0, 1)); none: the layer is not factorized.
+// layer's weights (params, in (0, 1)); none: the layer is not factorized. `conv` and `groups` say
+// how a convolution is decomposed (see factorize_low_rank).
 struct LowRankRule {
   enum class By { energy, rank, params, none };
+  enum class Conv { tucker, cp };
   By by = By::energy;
   double value = 0.9;
+  Conv conv = Conv::tucker;
+  int64_t groups = 1;  // Tucker-2 with a grouped core of this many groups
 };
-// "energy=0.9", "rank=64", "params=0.33" or "none"; errors name the text.
+// "energy=0.9", "rank=64", "params=0.33" or "none", optionally followed by "+cp" (CP for
+// convolutions; with rank or params only) or "+groups=G" (Tucker-2 with a grouped core); errors
+// name the text.
 Result<LowRankRule> parse_low_rank_rule(const std::string& text);
 std::string low_rank_rule_text(const LowRankRule& rule);
 
@@ -120,20 +126,25 @@ struct FactorizedLayer {
   std::string weight, node;          // the original weight and node
   std::vector<std::string> factors;  // the new weights, from the input side
   int64_t rows = 0, cols = 0;        // the original as a matrix [out, in x kernel]
-  int64_t rank = 0;                  // hidden units (a convolution: the core's output channels)
-  int64_t rank_in = 0;               // a convolution: the core's input channels; else = rank
+  int64_t rank = 0;                  // hidden units (a convolution: the core's output channels; CP: its rank)
+  int64_t rank_in = 0;               // Tucker-2: the core's input channels; else = rank
   int64_t weights_after = 0;         // in all the factors
   double relative_error = 0;         // ||W - factors' product||_F / ||W||_F
+  std::string method = "svd";        // "svd", "tucker2" or "cp"
+  int64_t groups = 1;                // Tucker-2: the groups of its core
 };
 
-// Replaces every Gemm, MatMul and Conv (group 1, a kernel of more than one tap) whose weight is a
-// float32 initializer that only it reads, where the rule's ranks save weights. The factors are
-// ordinary layers: they can be pruned, quantized, retrained and run like any other.
+// Replaces every Gemm, MatMul, LSTM and Conv (group 1, a kernel of more than one tap)
+// whose weight is a float32 initializer that only it reads, where the rule's ranks save weights.
+// The factors are ordinary layers: they can be pruned, quantized, retrained and run like any other.
 // - Gemm and MatMul: two products of the same kind through `rank` hidden units, W [out, in] ~ P Q
 //   from the truncated SVD (Eigen), P = U_r S_r^1/2 and Q = S_r^1/2 V_r^T. The first (node
 //   NODE/lowrank_q, weight WEIGHT.lowrank_q) takes the input, the second (NODE/lowrank_p,
 //   WEIGHT.lowrank_p) adds the bias and writes the original output; a Gemm's alpha and beta go to
 //   the second.
+// - LSTM: the input weights W [dirs, 4 H, I], all directions stacked into one matrix, by the
+//   truncated SVD: a MatMul by Q^T [I, rank] (NODE/lowrank_q, WEIGHT.lowrank_q) before the node,
+//   whose W becomes P [dirs, 4 H, rank] (WEIGHT.lowrank_p). The recurrent weights stay.
 // - Conv (Tucker-2): a 1x1 convolution to rank_in channels (WEIGHT.tucker_reduce, the leading
 //   left singular vectors of W unfolded along its input channels), the original window on the
 //   core [rank, rank_in, k...] (WEIGHT.tucker_core, same strides, pads and dilations), and a 1x1
@@ -141,6 +152,14 @@ struct FactorizedLayer {
 //   along its output channels). The rule picks each of the two ranks from its own unfolding's
 //   singular values (energy), caps both at N (rank), or scales both with the channel counts
 //   (params).
+// - Conv with groups=G (grouped Tucker-2, a sum of G Tucker-2 terms): the same three layers, the
+//   core a convolution of G groups of rank_in/G -> rank/G channels. Both ranks are multiples of G.
+//   The terms are fitted one after another to what the earlier ones leave (each by Tucker-2), then
+//   each is refitted to what the others leave while that lowers the error.
+// - Conv with cp (CP, rank R, by alternating least squares): a 1x1 convolution to R channels
+//   (WEIGHT.cp_reduce), a depthwise convolution of the original window on each (WEIGHT.cp_window,
+//   same strides, pads and dilations) and a 1x1 convolution to the output channels with the bias
+//   (WEIGHT.cp_expand).
 // `per_layer` (by node or weight name) overrides `rule` for the layers it names.
 Result<std::vector<FactorizedLayer>> factorize_low_rank(
     Model& model, const LowRankRule& rule, const std::map<std::string, LowRankRule>& per_layer = {});

@@ -162,15 +162,16 @@ std::string reshaping_section(const nlohmann::json& meta) {
     h += "</table>\n";
   }
   if (meta.contains("factorized") && meta["factorized"].is_array()) {
-    h += "<table>\n<tr><th>factorized</th><th>rows</th><th>columns</th><th>rank</th><th>weights after</th>"
-         "<th>relative error</th></tr>\n";
+    h += "<table>\n<tr><th>factorized</th><th>method</th><th>rows</th><th>columns</th><th>rank</th>"
+         "<th>weights after</th><th>relative error</th></tr>\n";
     for (const auto& f : meta["factorized"])
-      h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4f}</td></tr>\n",
-                       text(f, "weight"), metadata_count(f, "rows"), metadata_count(f, "cols"),
-                       metadata_count(f, "rank"), metadata_count(f, "weights_after"),
-                       f.is_object() && f.contains("relative_error") && f["relative_error"].is_number()
-                           ? f["relative_error"].get<double>()
-                           : std::nan(""));
+      h += fmt::format(
+          "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4f}</td></tr>\n",
+          text(f, "weight"), text(f, "method"), metadata_count(f, "rows"), metadata_count(f, "cols"),
+          metadata_count(f, "rank"), metadata_count(f, "weights_after"),
+          f.is_object() && f.contains("relative_error") && f["relative_error"].is_number()
+              ? f["relative_error"].get<double>()
+              : std::nan(""));
     h += "</table>\n";
   }
   return h.empty() ? h : "<h2>Reshaping</h2>\n" + h;

@@ -41,6 +41,13 @@ void print_factorized(const SpwModel& m) {
                           api::metadata_count(f, "weights_after"),
                           f["relative_error"].get<double>()};
     layer.factors.resize(f["factors"].size());
+    // Files written before the method was recorded: Tucker-2 had three factors, the SVD two.
+    const std::string method = f.value("method", nlohmann::json()).is_string()
+                                   ? f["method"].get<std::string>()
+                               : layer.factors.size() == 3 ? "tucker2"
+                                                           : "svd";
+    layer.method = method;
+    layer.groups = std::max<int64_t>(1, api::metadata_count(f, "groups"));
     fmt::print("{}\n", factorization_text(layer));
   }
 }
@@ -83,11 +90,17 @@ void print_channel_groups(const SpwModel& m) {
 }  // namespace
 
 std::string factorization_text(const FactorizedLayer& f) {
-  const bool tucker = f.factors.size() == 3;
-  const std::string ranks = tucker ? fmt::format("by Tucker-2 at ranks {} in, {} out", f.rank_in, f.rank)
-                                   : fmt::format("at rank {}", f.rank);
+  std::string how;
+  if (f.method == "tucker2")
+    how = f.groups > 1 ? fmt::format("by Tucker-2 at ranks {} in, {} out, core in {} groups", f.rank_in,
+                                     f.rank, f.groups)
+                       : fmt::format("by Tucker-2 at ranks {} in, {} out", f.rank_in, f.rank);
+  else if (f.method == "cp")
+    how = fmt::format("by CP at rank {}", f.rank);
+  else
+    how = fmt::format("at rank {}", f.rank);
   return fmt::format("factorized {}: {} x {} {} ({} -> {} weights), relative error {:.4f}", f.weight, f.rows,
-                     f.cols, ranks, human_count(f.rows * f.cols), human_count(f.weights_after),
+                     f.cols, how, human_count(f.rows * f.cols), human_count(f.weights_after),
                      f.relative_error);
 }
 

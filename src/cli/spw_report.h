@@ -11,8 +11,8 @@ namespace sparrow::cli {
 // partitions, mean / max non-zeros; 0: api::default_balance_partitions) and the byte breakdown.
 void print_spw_report(const SpwModel& m, const std::string& path, int balance_partitions = 0);
 
-// "factorized W: ROWS x COLS at rank N (A -> B weights), relative error E" (by Tucker-2 at ranks
-// for a convolution).
+// "factorized W: ROWS x COLS at rank N (A -> B weights), relative error E" ("by Tucker-2 at ranks
+// ..." or "by CP at rank N" for a convolution).
 std::string factorization_text(const FactorizedLayer& f);
 
 }  // namespace sparrow::cli

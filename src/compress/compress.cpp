@@ -299,7 +299,9 @@ std::string record_factorized(const std::string& metadata_json,
                     {"rank", f.rank},
                     {"rank_in", f.rank_in},
                     {"weights_after", f.weights_after},
-                    {"relative_error", f.relative_error}});
+                    {"relative_error", f.relative_error},
+                    {"method", f.method},
+                    {"groups", f.groups}});
   return with_metadata(metadata_json, "factorized", list);
 }
 

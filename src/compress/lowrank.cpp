@@ -1,5 +1,5 @@
-// Low-rank factorization: fully connected layers by truncated SVD, convolutions by Tucker-2 (Eigen
-// does the SVDs).
+// Low-rank factorization: the rules, fully connected layers and LSTM input weights by the truncated SVD
+// (Eigen), and the pass over the graph (convolutions are in lowrank_conv.cpp).
 #include <Eigen/SVD>
 #include <algorithm>
 #include <charconv>
@@ -8,6 +8,7 @@
 #include <set>
 
 #include "compress/graph_names.h"
+#include "compress/lowrank_parts.h"
 #include "core/finite.h"
 #include "sparrow/compress.h"
 #include "sparrow/weight_roles.h"
@@ -16,7 +17,7 @@ namespace sparrow {
 
 namespace {
 
-using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using lowrank::RowMajor;
 
 // The largest rank a rule may name.
 constexpr double kMaxRank = 2147483648.0;
@@ -28,12 +29,6 @@ RowMajor view_matrix(const Tensor& w, const MatrixView& v) {
   for (int64_t r = 0; r < v.rows; ++r)
     for (int64_t c = 0; c < v.cols; ++c) m(r, c) = v.transposed ? p[c * v.rows + r] : p[r * v.cols + c];
   return m;
-}
-
-Tensor tensor_of(const RowMajor& m) {
-  Tensor t(DType::f32, {m.rows(), m.cols()});
-  std::copy_n(m.data(), m.size(), t.f32_data());
-  return t;
 }
 
 // The Gemm or MatMul weight `node` multiplies by, or nullopt when the factorization does not take
@@ -91,56 +86,38 @@ std::pair<Node, Node> fc_factor_nodes(const Node& node, const FactorizedLayer& f
   return {first, second};
 }
 
-// A 1x1 (or 1) convolution node reading `in` with `weight`, writing `out`.
-Node pointwise_conv(const Node& like, const std::string& name, const std::string& in,
-                    const std::string& weight, const std::string& out, size_t spatial_dims) {
-  Node n;
-  n.name = name;
-  n.op_type = "Conv";
-  n.domain = like.domain;
-  n.inputs = {in, weight};
-  n.outputs = {out};
-  n.attrs["kernel_shape"] = AttrValue(std::vector<int64_t>(spatial_dims, 1));
-  return n;
-}
+}  // namespace
 
-// The leading left singular vectors and the singular values of `m`.
-struct LeftSvd {
-  Eigen::MatrixXf u;
-  Eigen::VectorXd s;
-};
-LeftSvd left_svd(const RowMajor& m) {
-  Eigen::BDCSVD<Eigen::MatrixXf> svd(m, Eigen::ComputeThinU);
-  return {svd.matrixU(), svd.singularValues().cast<double>()};
-}
+namespace {
 
-// The Tucker-2 ranks (output side, input side) of a [M, C, k] weight under `rule`.
-std::pair<int64_t, int64_t> tucker_ranks(const LeftSvd& out, const LeftSvd& in, int64_t M, int64_t C,
-                                         int64_t k, const LowRankRule& rule) {
-  auto span = [](const LeftSvd& d) {
-    return std::span<const double>(d.s.data(), static_cast<size_t>(d.s.size()));
-  };
-  if (rule.by != LowRankRule::By::params)
-    return {choose_rank(span(out), M, C * k, rule), choose_rank(span(in), C, M * k, rule)};
-  // params: the largest t whose ranks t M and t C (at least 1) fit the budget, in steps of 1/1024.
-  const double budget = rule.value * static_cast<double>(M * C * k);
-  std::pair<int64_t, int64_t> best{1, 1};
-  for (int step = 1; step <= 1024; ++step) {
-    const double t = step / 1024.0;
-    const int64_t r = std::max<int64_t>(1, static_cast<int64_t>(t * M)),
-                  q = std::max<int64_t>(1, static_cast<int64_t>(t * C));
-    if (static_cast<double>(C * q + q * r * k + r * M) > budget) break;
-    best = {r, q};
+// The convolution method after a rule's '+' ("cp", "groups=G"), set in `rule`.
+Status parse_conv_method(const std::string& text, const std::string& method, LowRankRule& rule) {
+  if (method == "cp") {
+    if (rule.by == LowRankRule::By::energy)
+      return errorf("low rank '{}': CP takes rank=N or params=F (it has no spectrum to keep energy of)",
+                    text);
+    rule.conv = LowRankRule::Conv::cp;
+    return {};
   }
-  return best;
+  const std::string prefix = "groups=";
+  if (method.rfind(prefix, 0) == 0) {
+    const std::string value = method.substr(prefix.size());
+    auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), rule.groups);
+    if (ec != std::errc() || p != value.data() + value.size() || rule.groups < 1 || rule.groups > 4096)
+      return errorf("low rank '{}': groups must be a whole number in 1..4096", text);
+    return {};
+  }
+  return errorf("low rank '{}': after '+' expected cp or groups=G", text);
 }
 
 }  // namespace
 
 Result<LowRankRule> parse_low_rank_rule(const std::string& text) {
   if (text == "none") return LowRankRule{LowRankRule::By::none, 0};
-  const size_t eq = text.find('=');
-  const std::string key = text.substr(0, eq == std::string::npos ? 0 : eq);
+  const size_t plus = std::min(text.rfind("+cp"), text.rfind("+groups="));
+  const std::string head = text.substr(0, plus);
+  const size_t eq = head.find('=');
+  const std::string key = head.substr(0, eq == std::string::npos ? 0 : eq);
   LowRankRule rule;
   if (key == "energy")
     rule.by = LowRankRule::By::energy;
@@ -149,8 +126,8 @@ Result<LowRankRule> parse_low_rank_rule(const std::string& text) {
   else if (key == "params")
     rule.by = LowRankRule::By::params;
   else
-    return errorf("low rank '{}': expected energy=F, rank=N, params=F or none", text);
-  const std::string value = text.substr(eq + 1);
+    return errorf("low rank '{}': expected energy=F, rank=N, params=F or none (then +cp or +groups=G)", text);
+  const std::string value = head.substr(eq + 1);
   auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), rule.value);
   if (ec != std::errc() || p != value.data() + value.size() || !std::isfinite(rule.value))
     return errorf("low rank '{}': '{}' is not a number", text, value);
@@ -163,6 +140,7 @@ Result<LowRankRule> parse_low_rank_rule(const std::string& text) {
                   rule.by == LowRankRule::By::energy   ? "in (0, 1]"
                   : rule.by == LowRankRule::By::params ? "in (0, 1)"
                                                        : "a whole number in 1..2^31");
+  if (plus != std::string::npos) SP_RETURN_IF_ERROR(parse_conv_method(text, text.substr(plus + 1), rule));
   return rule;
 }
 
@@ -171,7 +149,10 @@ std::string low_rank_rule_text(const LowRankRule& rule) {
   const char* key = rule.by == LowRankRule::By::energy ? "energy"
                     : rule.by == LowRankRule::By::rank ? "rank"
                                                        : "params";
-  return fmt::format("{}={}", key, rule.value);
+  const std::string method = rule.conv == LowRankRule::Conv::cp ? "+cp"
+                             : rule.groups > 1                  ? fmt::format("+groups={}", rule.groups)
+                                                                : "";
+  return fmt::format("{}={}{}", key, rule.value, method);
 }
 
 int64_t choose_rank(std::span<const double> s, int64_t rows, int64_t cols, const LowRankRule& rule) {
@@ -200,27 +181,46 @@ int64_t choose_rank(std::span<const double> s, int64_t rows, int64_t cols, const
 
 namespace {
 
+// W [rows, cols] ~ P [rows, rank] Q [rank, cols] by the truncated SVD at the rank `rule` gives, or
+// nullopt where the factors would hold as many weights as W.
+struct SvdFactors {
+  RowMajor p, q;
+  int64_t rank = 0;
+  double relative_error = 0;
+};
+std::optional<SvdFactors> svd_factors(const RowMajor& w, const LowRankRule& rule) {
+  Eigen::BDCSVD<Eigen::MatrixXf> svd(w, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  const Eigen::VectorXd s = svd.singularValues().cast<double>();
+  const int64_t rows = w.rows(), cols = w.cols();
+  const int64_t rank = choose_rank({s.data(), static_cast<size_t>(s.size())}, rows, cols, rule);
+  if (rank * (rows + cols) >= rows * cols) return std::nullopt;
+  SvdFactors f;
+  f.rank = rank;
+  const double total = s.squaredNorm();
+  f.relative_error = total > 0 ? std::sqrt(s.tail(s.size() - rank).squaredNorm() / total) : 0.0;
+  const Eigen::VectorXf root = svd.singularValues().head(rank).cwiseSqrt();
+  f.p = svd.matrixU().leftCols(rank) * root.asDiagonal();
+  f.q = root.asDiagonal() * svd.matrixV().leftCols(rank).transpose();
+  return f;
+}
+
 // One Gemm or MatMul factorized by the truncated SVD, or nullopt where that would not save weights.
 Result<std::optional<FactorizedLayer>> factorize_fc(Model& model, const Node& node,
                                                     const CompressibleLayer& layer, const LowRankRule& rule,
                                                     std::set<std::string>& used, std::vector<Node>& nodes) {
-  const RowMajor w = view_matrix(model.initializers.at(layer.weight), layer.view);
-  Eigen::BDCSVD<Eigen::MatrixXf> svd(w, Eigen::ComputeThinU | Eigen::ComputeThinV);
-  const Eigen::VectorXd s = svd.singularValues().cast<double>();
   const int64_t rows = layer.view.rows, cols = layer.view.cols;
-  const int64_t rank = choose_rank({s.data(), static_cast<size_t>(s.size())}, rows, cols, rule);
-  if (rank * (rows + cols) >= rows * cols) return std::optional<FactorizedLayer>();
-  FactorizedLayer f{layer.weight, node.name, {}, rows, cols, rank, rank, rank * (rows + cols), 0};
-  const double total = s.squaredNorm();
-  f.relative_error = total > 0 ? std::sqrt(s.tail(s.size() - rank).squaredNorm() / total) : 0.0;
-  const Eigen::VectorXf root = svd.singularValues().head(rank).cwiseSqrt();
-  RowMajor p = svd.matrixU().leftCols(rank) * root.asDiagonal();              // [out, rank]
-  RowMajor q = root.asDiagonal() * svd.matrixV().leftCols(rank).transpose();  // [rank, in]
+  const auto svd = svd_factors(view_matrix(model.initializers.at(layer.weight), layer.view), rule);
+  if (!svd) return std::optional<FactorizedLayer>();
+  FactorizedLayer f{
+      layer.weight,       node.name, {}, rows, cols, svd->rank, svd->rank, svd->rank * (rows + cols),
+      svd->relative_error};
   f.factors = {claim_name(used, layer.weight + ".lowrank_q"), claim_name(used, layer.weight + ".lowrank_p")};
   // MatMul multiplies by weights stored [in, out]; Gemm's factors are stored [out, in] (transB = 1).
   const bool matmul = node.op_type == "MatMul";
-  model.initializers[f.factors[0]] = tensor_of(matmul ? RowMajor(q.transpose()) : q);
-  model.initializers[f.factors[1]] = tensor_of(matmul ? RowMajor(p.transpose()) : p);
+  const RowMajor q = matmul ? RowMajor(svd->q.transpose()) : svd->q,
+                 p = matmul ? RowMajor(svd->p.transpose()) : svd->p;
+  model.initializers[f.factors[0]] = lowrank::tensor_of(q, {q.rows(), q.cols()});
+  model.initializers[f.factors[1]] = lowrank::tensor_of(p, {p.rows(), p.cols()});
   auto [first, second] = fc_factor_nodes(node, f, claim_name(used, node.name + "/lowrank_hidden"));
   first.name = claim_name(used, first.name);
   second.name = claim_name(used, second.name);
@@ -229,74 +229,82 @@ Result<std::optional<FactorizedLayer>> factorize_fc(Model& model, const Node& no
   return std::optional<FactorizedLayer>(std::move(f));
 }
 
-// One Conv factorized by Tucker-2, or nullopt where that would not save weights.
-Result<std::optional<FactorizedLayer>> factorize_conv(Model& model, const Node& node, const std::string& name,
-                                                      const LowRankRule& rule, std::set<std::string>& used,
-                                                      std::vector<Node>& nodes) {
-  const Tensor& weight = model.initializers.at(name);
-  const Shape shape = weight.shape();
-  const int64_t M = shape[0], C = shape[1], k = shape_numel(shape) / (M * C);
-  const float* w = weight.f32_data();
-  RowMajor by_out = Eigen::Map<const RowMajor>(w, M, C * k);  // [M, C k]
-  RowMajor by_in(C, M * k);                                   // [C, M k]
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t t = 0; t < k; ++t) by_in(c, m * k + t) = w[(m * C + c) * k + t];
-  const LeftSvd out = left_svd(by_out), in = left_svd(by_in);
-  const auto [r_out, r_in] = tucker_ranks(out, in, M, C, k, rule);
-  const int64_t after = C * r_in + r_in * r_out * k + r_out * M;
-  if (after >= M * C * k) return std::optional<FactorizedLayer>();
-  const Eigen::MatrixXf u_out = out.u.leftCols(r_out), u_in = in.u.leftCols(r_in);
-  // core[a, b, t] = sum over m, c of u_out[m, a] u_in[c, b] W[m, c, t]: first over m, then over c.
-  const RowMajor over_out = u_out.transpose() * by_out;  // [r_out, C k]
-  RowMajor core(r_out, r_in * k);
-  for (int64_t a = 0; a < r_out; ++a) {
-    const Eigen::Map<const RowMajor> slice(over_out.row(a).data(), C, k);
-    Eigen::Map<RowMajor>(core.row(a).data(), r_in, k) = u_in.transpose() * slice;
-  }
-  // The reconstruction, back through the same two products, for the relative error.
-  RowMajor rebuilt_in(r_out, C * k);
-  for (int64_t a = 0; a < r_out; ++a) {
-    const Eigen::Map<const RowMajor> g(core.row(a).data(), r_in, k);
-    Eigen::Map<RowMajor>(rebuilt_in.row(a).data(), C, k) = u_in * g;
-  }
-  const double norm = by_out.cast<double>().norm();
-  const double error = (by_out - u_out * rebuilt_in).cast<double>().norm();
-  FactorizedLayer f{name, node.name, {}, M, C * k, r_out, r_in, after, norm > 0 ? error / norm : 0.0};
-  f.factors = {claim_name(used, name + ".tucker_reduce"), claim_name(used, name + ".tucker_core"),
-               claim_name(used, name + ".tucker_expand")};
-  const size_t spatial = shape.size() - 2;
-  Shape reduce_shape = {r_in, C}, core_shape = {r_out, r_in}, expand_shape = {M, r_out};
-  for (size_t d = 0; d < spatial; ++d) {
-    reduce_shape.push_back(1);
-    core_shape.push_back(shape[2 + d]);
-    expand_shape.push_back(1);
-  }
-  Tensor reduce(DType::f32, reduce_shape), core_t(DType::f32, core_shape), expand(DType::f32, expand_shape);
-  const RowMajor u_in_t = u_in.transpose();  // [r_in, C]
-  std::copy_n(u_in_t.data(), u_in_t.size(), reduce.f32_data());
-  std::copy_n(core.data(), core.size(), core_t.f32_data());
-  const RowMajor u_out_rows = u_out;  // [M, r_out]
-  std::copy_n(u_out_rows.data(), u_out_rows.size(), expand.f32_data());
-  model.initializers[f.factors[0]] = std::move(reduce);
-  model.initializers[f.factors[1]] = std::move(core_t);
-  model.initializers[f.factors[2]] = std::move(expand);
-  const std::string h1 = claim_name(used, node.name + "/tucker_reduced"),
-                    h2 = claim_name(used, node.name + "/tucker_cored");
-  Node first = pointwise_conv(node, claim_name(used, node.name + "/tucker_reduce"), node.inputs[0],
-                              f.factors[0], h1, spatial);
-  Node middle = node;
-  middle.name = claim_name(used, node.name + "/tucker_core");
-  middle.inputs = {h1, f.factors[1]};
-  middle.outputs = {h2};
-  Node last = pointwise_conv(node, claim_name(used, node.name + "/tucker_expand"), h2, f.factors[2],
-                             node.outputs[0], spatial);
-  if (node.has_input(2)) last.inputs.push_back(node.inputs[2]);
-  last.outputs = node.outputs;
-  nodes.push_back(std::move(first));
-  nodes.push_back(std::move(middle));
-  nodes.push_back(std::move(last));
+// The input weights of an LSTM the factorization takes: W [dirs, 4 H, I], a float32 initializer
+// read by this node only.
+std::optional<std::string> lstm_input_weight(const Model& model, const Node& node,
+                                             const std::map<std::string, int>& read_by) {
+  if (node.op_type != "LSTM") return std::nullopt;
+  if (!node.has_input(0) || !node.has_input(1)) return std::nullopt;
+  auto it = model.initializers.find(node.inputs[1]);
+  if (it == model.initializers.end() || it->second.dtype() != DType::f32 || it->second.shape().size() != 3 ||
+      shape_numel(it->second.shape()) == 0 || read_by.at(node.inputs[1]) != 1)
+    return std::nullopt;
+  return node.inputs[1];
+}
+
+// One LSTM's input weights factorized: a MatMul by Q^T before it, W replaced by P.
+Result<std::optional<FactorizedLayer>> factorize_lstm(Model& model, const Node& node,
+                                                      const std::string& weight, const LowRankRule& rule,
+                                                      std::set<std::string>& used, std::vector<Node>& nodes) {
+  const Tensor& w = model.initializers.at(weight);
+  const Shape shape = w.shape();
+  const int64_t rows = shape[0] * shape[1], cols = shape[2];  // every direction's gates, stacked
+  const auto svd = svd_factors(Eigen::Map<const RowMajor>(w.f32_data(), rows, cols), rule);
+  if (!svd) return std::optional<FactorizedLayer>();
+  FactorizedLayer f{weight,
+                    node.name,
+                    {},
+                    rows,
+                    cols,
+                    svd->rank,
+                    svd->rank,
+                    svd->rank * (rows + cols),
+                    svd->relative_error};
+  f.factors = {claim_name(used, weight + ".lowrank_q"), claim_name(used, weight + ".lowrank_p")};
+  model.initializers[f.factors[0]] = lowrank::tensor_of(RowMajor(svd->q.transpose()), {cols, svd->rank});
+  model.initializers[f.factors[1]] = lowrank::tensor_of(svd->p, {shape[0], shape[1], svd->rank});
+  Node project;
+  project.name = claim_name(used, node.name + "/lowrank_q");
+  project.op_type = "MatMul";
+  project.inputs = {node.inputs[0], f.factors[0]};
+  project.outputs = {claim_name(used, node.name + "/lowrank_hidden")};
+  Node lstm = node;
+  lstm.inputs[0] = project.outputs[0];
+  lstm.inputs[1] = f.factors[1];
+  nodes.push_back(std::move(project));
+  nodes.push_back(std::move(lstm));
   return std::optional<FactorizedLayer>(std::move(f));
+}
+
+// What the factorization takes from a node: the kind of layer and its weight.
+enum class FactorKind { fc, lstm, conv };
+struct FactorCandidate {
+  FactorKind kind;
+  std::string weight;
+  std::optional<CompressibleLayer> fc;
+};
+std::optional<FactorCandidate> factor_candidate(const Model& model, const Node& node,
+                                                const std::map<std::string, int>& read_by) {
+  if (auto fc = fc_layer(model, node, read_by)) return FactorCandidate{FactorKind::fc, fc->weight, fc};
+  if (auto w = lstm_input_weight(model, node, read_by))
+    return FactorCandidate{FactorKind::lstm, *w, std::nullopt};
+  if (auto w = conv_weight(model, node, read_by)) return FactorCandidate{FactorKind::conv, *w, std::nullopt};
+  return std::nullopt;
+}
+
+Result<std::optional<FactorizedLayer>> factorize_candidate(Model& model, const Node& node,
+                                                           const FactorCandidate& c, const LowRankRule& rule,
+                                                           std::set<std::string>& used,
+                                                           std::vector<Node>& nodes) {
+  switch (c.kind) {
+    case FactorKind::fc:
+      return factorize_fc(model, node, *c.fc, rule, used, nodes);
+    case FactorKind::lstm:
+      return factorize_lstm(model, node, c.weight, rule, used, nodes);
+    case FactorKind::conv:
+      break;
+  }
+  return lowrank::factorize_conv(model, node, c.weight, rule, used, nodes);
 }
 
 }  // namespace
@@ -308,13 +316,12 @@ Result<std::vector<FactorizedLayer>> factorize_low_rank(Model& model, const LowR
   std::set<std::string> used = names_in_use(model);
   std::vector<Node> nodes;
   for (const Node& node : model.nodes) {
-    const auto fc = fc_layer(model, node, read_by);
-    const auto conv = fc ? std::nullopt : conv_weight(model, node, read_by);
-    const std::string weight = fc ? fc->weight : conv ? *conv : std::string();
+    const auto candidate = factor_candidate(model, node, read_by);
+    const std::string weight = candidate ? candidate->weight : std::string();
     LowRankRule rule = global;
     for (const std::string& key : {node.name, weight})
       if (auto it = per_layer.find(key); it != per_layer.end()) rule = it->second;
-    if (weight.empty() || rule.by == LowRankRule::By::none) {
+    if (!candidate || rule.by == LowRankRule::By::none) {
       nodes.push_back(node);
       continue;
     }
@@ -323,8 +330,7 @@ Result<std::vector<FactorizedLayer>> factorize_low_rank(Model& model, const LowR
                                       "; only finite weights can be factorized"));
     const size_t before = nodes.size();
     SP_ASSIGN_OR_RETURN(std::optional<FactorizedLayer> f,
-                        fc ? factorize_fc(model, node, *fc, rule, used, nodes)
-                           : factorize_conv(model, node, weight, rule, used, nodes));
+                        factorize_candidate(model, node, *candidate, rule, used, nodes));
     if (!f) {  // no smaller than the layer: left as it is
       nodes.resize(before);
       nodes.push_back(node);
@@ -375,5 +381,20 @@ CompressOptions options_after_factorizing(const CompressOptions& options,
   }
   return o;
 }
+
+namespace lowrank {
+
+Tensor tensor_of(const RowMajor& m, const Shape& shape) {
+  Tensor t(DType::f32, shape);
+  std::copy_n(m.data(), m.size(), t.f32_data());
+  return t;
+}
+
+LeftSvd left_svd(const RowMajor& m) {
+  Eigen::BDCSVD<Eigen::MatrixXf> svd(m, Eigen::ComputeThinU);
+  return {svd.matrixU(), svd.singularValues().cast<double>()};
+}
+
+}  // namespace lowrank
 
 }  // namespace sparrow

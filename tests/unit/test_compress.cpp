@@ -528,6 +528,220 @@ TEST(LowRank, TuckerTwoRanksFollowTheRule) {
   EXPECT_TRUE(none->empty());
 }
 
+TEST(LowRank, ConvolutionMethodsParseAndPrint) {
+  for (const char* text : {"params=0.5+cp", "rank=8+cp", "rank=8+groups=4", "energy=0.9+groups=2"}) {
+    auto rule = parse_low_rank_rule(text);
+    ASSERT_TRUE(rule.ok()) << text << ": " << rule.status().message();
+    EXPECT_EQ(low_rank_rule_text(*rule), text);
+  }
+  EXPECT_EQ(parse_low_rank_rule("rank=8+cp")->conv, LowRankRule::Conv::cp);
+  EXPECT_EQ(parse_low_rank_rule("rank=8+groups=4")->groups, 4);
+  EXPECT_EQ(low_rank_rule_text(*parse_low_rank_rule("rank=8+groups=1")), "rank=8");
+  for (const char* bad :
+       {"energy=0.9+cp", "rank=8+groups=0", "rank=8+groups=x", "rank=8+cpx", "rank=8+grp=2", "rank=8+"}) {
+    auto rule = parse_low_rank_rule(bad);
+    EXPECT_FALSE(rule.ok()) << bad;
+    if (!rule.ok()) {
+      EXPECT_NE(rule.status().message().find(bad), std::string::npos) << rule.status().message();
+    }
+  }
+}
+
+// The convolution weight [M, C, 3, 3] = sum over r < R of a_r (x) b_r (x) d_r, in the Conv of
+// tucker_ready_conv.
+Model cp_ready_conv(int64_t M, int64_t C, int64_t R, int64_t stride) {
+  Model m = tucker_ready_conv(M, C, stride);
+  const std::vector<float> a = gaussian(M * R, 51), b = gaussian(C * R, 52), d = gaussian(9 * R, 53);
+  std::vector<float> w(static_cast<size_t>(M * C * 9), 0.0f);
+  for (int64_t o = 0; o < M; ++o)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t t = 0; t < 9; ++t)
+        for (int64_t r = 0; r < R; ++r)
+          w[static_cast<size_t>((o * C + c) * 9 + t)] += a[static_cast<size_t>(o * R + r)] *
+                                                         b[static_cast<size_t>(c * R + r)] *
+                                                         d[static_cast<size_t>(t * R + r)];
+  m.initializers["w"] = test::make_f32({M, C, 3, 3}, w);
+  return m;
+}
+
+TEST(LowRank, CpIsExactAtTheTrueRankAndRunsAsADepthwiseWindow) {
+  for (int64_t stride : {1, 2}) {
+    const Model original = cp_ready_conv(16, 12, 3, stride);
+    Model factored = original;
+    auto done = factorize_low_rank(factored, *parse_low_rank_rule("rank=3+cp"));
+    ASSERT_TRUE(done.ok()) << done.status().message();
+    ASSERT_EQ(done->size(), 1u) << "the grouped convolution is not factorized";
+    const FactorizedLayer& f = (*done)[0];
+    EXPECT_EQ(f.method, "cp");
+    EXPECT_EQ(f.rank, 3);
+    EXPECT_EQ(f.weights_after, 3 * (16 + 12 + 9));
+    EXPECT_LT(f.relative_error, 1e-4);
+    ASSERT_EQ(factored.nodes.size(), 4u);
+    const Node& window = factored.nodes[1];
+    EXPECT_EQ(window.name, "conv/cp_window");
+    EXPECT_EQ(*window.attr_int("group", 1), 3) << "one channel per rank-one term";
+    EXPECT_EQ(factored.initializers.at(window.inputs[1]).shape(), (Shape{3, 1, 3, 3}));
+    EXPECT_EQ(factored.initializers.at(f.factors[0]).shape(), (Shape{3, 12, 1, 1}));
+    EXPECT_EQ(factored.initializers.at(f.factors[2]).shape(), (Shape{16, 3, 1, 1}));
+    const Tensor x = test::random_f32({1, 12, 9, 9}, 46);
+    EXPECT_LT(test::max_relative_error(run_first_output(factored, x), run_first_output(original, x)), 1e-3)
+        << "stride " << stride;
+  }
+}
+
+TEST(LowRank, CpErrorFallsWithRankAndLayersThatWouldGrowStay) {
+  const Model original = tucker_ready_conv(16, 12, 1);  // Tucker ranks (4, 3): CP rank up to 12
+  double previous = 1.0;
+  for (int rank : {1, 2, 4, 8}) {
+    Model m = original;
+    auto done = factorize_low_rank(
+        m, LowRankRule{LowRankRule::By::rank, static_cast<double>(rank), LowRankRule::Conv::cp});
+    ASSERT_TRUE(done.ok() && done->size() == 1) << rank;
+    EXPECT_LT((*done)[0].relative_error, previous) << rank;
+    previous = (*done)[0].relative_error;
+  }
+  Model budget = original;
+  auto small = factorize_low_rank(budget, *parse_low_rank_rule("params=0.1+cp"));
+  ASSERT_TRUE(small.ok() && small->size() == 1);
+  EXPECT_EQ((*small)[0].rank, static_cast<int64_t>(0.1 * 16 * 12 * 9 / (16 + 12 + 9)));
+  Model whole = original;
+  auto none = factorize_low_rank(whole, *parse_low_rank_rule("rank=47+cp"));  // 47 x 37 > 16 x 12 x 9
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
+// W rebuilt from a grouped Tucker-2's three weights: expand [M, r_out], core [r_out, r_in / G, k]
+// in G groups, reduce [r_in, C].
+std::vector<float> rebuilt_grouped_tucker(const Model& m, const FactorizedLayer& f, int64_t C, int64_t k) {
+  const float* reduce = m.initializers.at(f.factors[0]).f32_data();
+  const float* core = m.initializers.at(f.factors[1]).f32_data();
+  const float* expand = m.initializers.at(f.factors[2]).f32_data();
+  const int64_t M = f.rows, ro = f.rank / f.groups, ri = f.rank_in / f.groups;
+  std::vector<float> w(static_cast<size_t>(M * C * k), 0.0f);
+  for (int64_t o = 0; o < M; ++o)
+    for (int64_t a = 0; a < f.rank; ++a)
+      for (int64_t b = 0; b < ri; ++b)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t t = 0; t < k; ++t)
+            w[static_cast<size_t>((o * C + c) * k + t)] +=
+                expand[o * f.rank + a] * core[(a * ri + b) * k + t] * reduce[((a / ro) * ri + b) * C + c];
+  return w;
+}
+
+TEST(LowRank, GroupedTuckerAddsTermsThatLowerTheError) {
+  const int64_t M = 16, C = 12;
+  Model original = tucker_ready_conv(M, C, 2);
+  original.initializers["w"] = test::random_f32({M, C, 3, 3}, 57);  // full ranks
+  Model one = original, grouped = original;
+  auto plain = factorize_low_rank(one, *parse_low_rank_rule("rank=4"));
+  auto two = factorize_low_rank(grouped, *parse_low_rank_rule("rank=8+groups=2"));
+  ASSERT_TRUE(plain.ok() && plain->size() == 1);
+  ASSERT_TRUE(two.ok() && two->size() == 1) << two.status().message();
+  const FactorizedLayer& f = (*two)[0];
+  EXPECT_EQ(f.groups, 2);
+  EXPECT_EQ(f.rank, 8);
+  EXPECT_EQ(f.rank_in, 8);
+  EXPECT_EQ(f.weights_after, C * 8 + 8 * 4 * 9 + 8 * M);
+  EXPECT_LT(f.relative_error, (*plain)[0].relative_error - 0.05)
+      << "the second term fits part of what the first leaves";
+  ASSERT_EQ(grouped.nodes.size(), 4u);
+  EXPECT_EQ(*grouped.nodes[1].attr_int("group", 1), 2);
+  EXPECT_EQ(grouped.initializers.at(f.factors[1]).shape(), (Shape{8, 4, 3, 3}));
+  // The recorded error is that of the three weights as the graph uses them, and the graph computes
+  // the convolution by that weight.
+  const std::vector<float> rebuilt = rebuilt_grouped_tucker(grouped, f, C, 9);
+  const std::span<const float> w = original.initializers.at("w").f32_span();
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    diff += std::pow(w[i] - rebuilt[i], 2);
+    norm += std::pow(w[i], 2);
+  }
+  EXPECT_NEAR(std::sqrt(diff / norm), f.relative_error, 1e-4);
+  Model by_rebuilt = original;
+  by_rebuilt.initializers["w"] = test::make_f32({M, C, 3, 3}, rebuilt);
+  const Tensor x = test::random_f32({1, C, 9, 9}, 58);
+  EXPECT_LT(test::max_relative_error(run_first_output(grouped, x), run_first_output(by_rebuilt, x)), 1e-4);
+}
+
+TEST(LowRank, GroupedTuckerRanksAreWholeGroups) {
+  const Model original = tucker_ready_conv(16, 12, 1);
+  Model exact = original;
+  auto done = factorize_low_rank(exact, *parse_low_rank_rule("energy=0.99999+groups=2"));
+  ASSERT_TRUE(done.ok() && done->size() == 1);
+  EXPECT_EQ((*done)[0].rank, 4) << "the true ranks (4, 3) rounded up to whole groups";
+  EXPECT_EQ((*done)[0].rank_in, 4);
+  Model capped = original;
+  auto seven = factorize_low_rank(capped, *parse_low_rank_rule("rank=7+groups=3"));
+  ASSERT_TRUE(seven.ok() && seven->size() == 1);
+  EXPECT_EQ((*seven)[0].rank, 6) << "rank=N rounds down to whole groups";
+  Model budget = original;
+  auto small = factorize_low_rank(budget, *parse_low_rank_rule("params=0.25+groups=4"));
+  ASSERT_TRUE(small.ok() && small->size() == 1);
+  EXPECT_LE((*small)[0].weights_after, 0.25 * 16 * 12 * 9);
+  EXPECT_EQ((*small)[0].rank % 4, 0);
+  EXPECT_EQ((*small)[0].rank_in % 4, 0);
+}
+
+// x [seq 5, batch 3, 10] -> LSTM (one or both directions, hidden 6) whose input weights W
+// [dirs, 24, 10] have rank 3 all directions together.
+Model lstm_model(int64_t dirs) {
+  const int64_t in = 10, hid = 6;
+  Model m;
+  m.opset = 14;
+  m.inputs = {ValueInfo{"x", ElemType::f32, {5, 3, in}, {}, true}};
+  m.outputs = {ValueInfo{"y"}, ValueInfo{"y_h"}};
+  Node n{"lstm", "LSTM", "", {"x", "w", "r", "b"}, {"y", "y_h"}, {{"hidden_size", hid}}};
+  if (dirs == 2) n.attrs["direction"] = AttrValue(std::string("bidirectional"));
+  m.nodes = {n};
+  m.initializers["w"] = test::make_f32({dirs, 4 * hid, in}, low_rank_matrix(dirs * 4 * hid, in, 3, 59));
+  m.initializers["r"] = test::random_f32({dirs, 4 * hid, hid}, 60);
+  m.initializers["b"] = test::random_f32({dirs, 8 * hid}, 61);
+  return m;
+}
+
+TEST(LowRank, LstmInputWeightsAreFactorizedBeforeTheLayer) {
+  for (int64_t dirs : {1, 2}) {
+    const Model original = lstm_model(dirs);
+    Model factored = original;
+    auto done = factorize_low_rank(factored, *parse_low_rank_rule("energy=0.99999"));
+    ASSERT_TRUE(done.ok()) << done.status().message();
+    ASSERT_EQ(done->size(), 1u) << dirs;
+    const FactorizedLayer& f = (*done)[0];
+    EXPECT_EQ(f.rank, 3) << "every direction's gates share one projection";
+    EXPECT_EQ(f.rows, dirs * 24);
+    EXPECT_LT(f.relative_error, 1e-5);
+    ASSERT_EQ(factored.nodes.size(), 2u);
+    EXPECT_EQ(factored.nodes[0].op_type, "MatMul");
+    EXPECT_EQ(factored.nodes[1].inputs[0], factored.nodes[0].outputs[0]);
+    EXPECT_EQ(factored.initializers.count("r"), 1u) << "the recurrent weights stay";
+    // W = P Q^T, direction by direction.
+    const Tensor& q = factored.initializers.at(f.factors[0]);
+    const Tensor& p = factored.initializers.at(f.factors[1]);
+    ASSERT_EQ(q.shape(), (Shape{10, 3}));
+    ASSERT_EQ(p.shape(), (Shape{dirs, 24, 3}));
+    const std::span<const float> w = original.initializers.at("w").f32_span();
+    float worst = 0, largest = 0;
+    for (int64_t row = 0; row < dirs * 24; ++row)
+      for (int64_t c = 0; c < 10; ++c) {
+        float v = 0;
+        for (int64_t r = 0; r < 3; ++r) v += p.f32_data()[row * 3 + r] * q.f32_data()[c * 3 + r];
+        worst = std::max(worst, std::abs(v - w[static_cast<size_t>(row * 10 + c)]));
+        largest = std::max(largest, std::abs(w[static_cast<size_t>(row * 10 + c)]));
+      }
+    EXPECT_LT(worst, 1e-4f * largest) << dirs;
+    if (dirs == 1) {  // the executor runs forward LSTMs
+      const Tensor x = test::random_f32({5, 3, 10}, 62);
+      auto a = Executor::create(factored), b = Executor::create(original);
+      ASSERT_TRUE(a.ok()) << a.status().message();
+      ASSERT_TRUE(b.ok()) << b.status().message();
+      auto ya = (*a)->run({&x, 1}), yb = (*b)->run({&x, 1});
+      ASSERT_TRUE(ya.ok() && yb.ok());
+      for (size_t out = 0; out < 2; ++out)
+        EXPECT_LT(test::max_relative_error(*(*ya)[out], *(*yb)[out]), 1e-4) << "output " << out;
+    }
+  }
+}
+
 TEST(LowRank, CompressFactorizesFirstAndRecordsIt) {
   constexpr int64_t rows = 64, cols = 80;
   const Model original = fully_connected("Gemm", true, low_rank_matrix(rows, cols, 8, 24), rows, cols);
