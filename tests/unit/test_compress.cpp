@@ -1436,6 +1436,44 @@ TEST_F(CompressCli, LowRankFactorizesReportsAndReplays) {
   EXPECT_NE(bad.output.find("expected energy=F, rank=N, params=F or none"), std::string::npos) << bad.output;
 }
 
+// CP and grouped Tucker-2 from the command line: printed by compress and inspect, replayed from the
+// file's recipe, and run on the engine as the dense executor runs them.
+TEST_F(CompressCli, ConvolutionsByCpAndGroupedTuckerReportReplayAndRun) {
+  ASSERT_TRUE(save_onnx(cp_ready_conv(16, 12, 3, 2), dir_ + "/conv.onnx").ok());
+  const std::string spw = dir_ + "/conv.spw", again = dir_ + "/again.spw";
+  for (auto [rule, shown] : {std::pair{"rank=3+cp", "by CP at rank 3"},
+                             std::pair{"rank=8+groups=2", "at ranks 8 in, 8 out, core in 2 groups"}}) {
+    auto r = test::run_cli("compress " + dir_ + "/conv.onnx -o " + spw + " --lowrank " + rule +
+                           " --sparsity 0.5 --bits 8");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(shown), std::string::npos) << rule << ": " << r.output;
+    auto inspected = test::run_cli("inspect " + spw);
+    EXPECT_NE(inspected.output.find(shown), std::string::npos) << rule << ": " << inspected.output;
+    ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/conv.onnx -o " + again + " --recipe " + spw).exit_code,
+              0);
+    auto first = read_spw(spw), replayed = read_spw(again);
+    ASSERT_TRUE(first.ok() && replayed.ok());
+    ASSERT_EQ(replayed->tensors.size(), first->tensors.size());
+    for (size_t i = 0; i < first->tensors.size(); ++i)
+      EXPECT_TRUE(*decode_codes(replayed->tensors[i]) == *decode_codes(first->tensors[i]))
+          << rule << " " << i;
+    ExecOptions engine{1}, dense{1};
+    dense.sparse = false;
+    auto a = Executor::create(*first, engine), b = Executor::create(*first, dense);
+    ASSERT_TRUE(a.ok() && b.ok());
+    const Tensor x = test::random_f32({1, 12, 9, 9}, 63);
+    auto ya = (*a)->run({&x, 1});
+    ASSERT_TRUE(ya.ok()) << ya.status().message();
+    const Tensor engine_out = *(*ya)[0];
+    auto yb = (*b)->run({&x, 1});
+    ASSERT_TRUE(yb.ok()) << yb.status().message();
+    EXPECT_LT(test::max_relative_error(engine_out, *(*yb)[0]), 1e-5) << rule;
+  }
+  auto bad = test::run_cli("compress " + dir_ + "/conv.onnx -o " + spw + " --lowrank energy=0.9+cp");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("CP takes rank=N or params=F"), std::string::npos) << bad.output;
+}
+
 TEST_F(CompressCli, WeightMemoryOptionBoundsTheLayoutsAndIsChecked) {
   ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + dir_ + "/m4.spw --bits 4 --sparsity 0.9")
                 .exit_code,
