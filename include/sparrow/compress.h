@@ -154,6 +154,7 @@ struct FactorizedLayer {
 //   (params).
 // - Conv with groups=G (grouped Tucker-2, a sum of G Tucker-2 terms): the same three layers, the
 //   core a convolution of G groups of rank_in/G -> rank/G channels. Both ranks are multiples of G.
+//   A convolution with fewer than G input or output channels gets plain Tucker-2.
 //   The terms are fitted one after another to what the earlier ones leave (each by Tucker-2), then
 //   each is refitted to what the others leave while that lowers the error.
 // - Conv with cp (CP, rank R, by alternating least squares): a 1x1 convolution to R channels

@@ -252,9 +252,10 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--partitions", a->partitions,
                   "Row partitions (engine threads / simulated PEs), default 1");
   cmd->add_option("--lowrank", a->low_rank,
-                  "Factorize first, fully connected layers by truncated SVD and convolutions by Tucker-2: "
-                  "energy=F (kept share of the squared singular values), rank=N, params=F (factors' share "
-                  "of the layer's weights), or none");
+                  "Factorize first, fully connected layers and LSTM input weights by truncated SVD and "
+                  "convolutions by Tucker-2: energy=F (kept share of the squared singular values), rank=N, "
+                  "params=F (factors' share of the layer's weights), or none; then +cp (convolutions by CP, "
+                  "with rank or params) or +groups=G (Tucker-2 with a core of G groups)");
   cmd->add_option("--structured", a->structured,
                   "Structured pruning first: remove this fraction of each channel group's output channels "
                   "(filters, units), those of smallest norm, and every tensor slice that holds them: l1=F, "

@@ -176,7 +176,7 @@ Command add_train(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::Range(int64_t{1}, kMaxChannelMultiple));
   cmd->add_option("--lowrank", a->low_rank,
                   "Factorize layers first (SVD, Tucker-2), then train the factors: energy=F, rank=N or "
-                  "params=F");
+                  "params=F, then +cp (convolutions by CP) or +groups=G (Tucker-2 with a grouped core)");
   cmd->add_flag("--json", a->json, "Print one JSON object");
   return {cmd, [a, &global]() { return run_train(*a, global); }};
 }

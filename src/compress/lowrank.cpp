@@ -86,10 +86,6 @@ std::pair<Node, Node> fc_factor_nodes(const Node& node, const FactorizedLayer& f
   return {first, second};
 }
 
-}  // namespace
-
-namespace {
-
 // The convolution method after a rule's '+' ("cp", "groups=G"), set in `rule`.
 Status parse_conv_method(const std::string& text, const std::string& method, LowRankRule& rule) {
   if (method == "cp") {

@@ -315,10 +315,13 @@ Shape conv_shape(int64_t rows, int64_t cols, const Shape& original, bool window)
 
 Result<std::optional<FactorizedLayer>> factorize_tucker(Model& model, const Node& node,
                                                         const std::string& name, const ConvTensor& w,
-                                                        const LowRankRule& rule, std::set<std::string>& used,
+                                                        const LowRankRule& given, std::set<std::string>& used,
                                                         std::vector<Node>& nodes) {
   const Shape shape = model.initializers.at(name).shape();
-  const int64_t G = rule.groups;
+  // Fewer channels than groups on either side: plain Tucker-2 (a group per channel would not reduce).
+  const int64_t G = std::min({w.C, w.M}) < given.groups ? 1 : given.groups;
+  LowRankRule rule = given;
+  rule.groups = G;
   const LeftSvd out = left_svd(w.by_out), in = left_svd(unfold_in(w.by_out, w.C, w.k));
   const auto [r_out, r_in] = tucker_ranks(out, in, w.M, w.C, w.k, rule);
   const int64_t after = w.C * r_in + r_in * r_out * w.k / G + r_out * w.M;

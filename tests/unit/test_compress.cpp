@@ -680,6 +680,12 @@ TEST(LowRank, GroupedTuckerRanksAreWholeGroups) {
   EXPECT_LE((*small)[0].weights_after, 0.25 * 16 * 12 * 9);
   EXPECT_EQ((*small)[0].rank % 4, 0);
   EXPECT_EQ((*small)[0].rank_in % 4, 0);
+  Model few_channels = original;  // 12 input channels, 16 groups: plain Tucker-2
+  auto plain = factorize_low_rank(few_channels, *parse_low_rank_rule("energy=0.99999+groups=16"));
+  ASSERT_TRUE(plain.ok() && plain->size() == 1);
+  EXPECT_EQ((*plain)[0].groups, 1);
+  EXPECT_EQ((*plain)[0].rank, 4);
+  EXPECT_EQ((*plain)[0].rank_in, 3);
 }
 
 // x [seq 5, batch 3, 10] -> LSTM (one or both directions, hidden 6) whose input weights W
