@@ -102,9 +102,9 @@ std::vector<uint8_t> assign_nearest(std::span<const float> values, const Codeboo
 
 // How the rank of a fully connected layer's factorization is chosen: the smallest rank keeping
 // `value` of the sum of squared singular values (energy, in (0, 1]); a fixed rank (rank, >= 1,
-// at most min(rows, cols)); or the largest rank whose two factors hold at most `value` of the
-// layer's weights (params, in (0, 1)); none: the layer is not factorized. `conv` and `groups` say
-// how a convolution is decomposed (see factorize_low_rank).
+// at most min(rows, cols); CP's rank may be larger); or the largest rank whose two factors hold
+// at most `value` of the layer's weights (params, in (0, 1)); none: the layer is not factorized.
+// `conv` and `groups` say how a convolution is decomposed (see factorize_low_rank).
 struct LowRankRule {
   enum class By { energy, rank, params, none };
   enum class Conv { tucker, cp };
@@ -132,6 +132,7 @@ struct FactorizedLayer {
   double relative_error = 0;         // ||W - factors' product||_F / ||W||_F
   std::string method = "svd";        // "svd", "tucker2" or "cp"
   int64_t groups = 1;                // Tucker-2: the groups of its core
+  bool node_kept = false;            // the node stays and reads the last factor (an LSTM)
 };
 
 // Replaces every Gemm, MatMul, LSTM and Conv (group 1, a kernel of more than one tap)
@@ -151,13 +152,15 @@ struct FactorizedLayer {
 //   convolution back to the output channels with the bias (WEIGHT.tucker_expand, from W unfolded
 //   along its output channels). The rule picks each of the two ranks from its own unfolding's
 //   singular values (energy), caps both at N (rank), or scales both with the channel counts
-//   (params).
+//   (params; a layer whose smallest ranks exceed the budget stays as it is).
 // - Conv with groups=G (grouped Tucker-2, a sum of G Tucker-2 terms): the same three layers, the
-//   core a convolution of G groups of rank_in/G -> rank/G channels. Both ranks are multiples of G.
+//   core a convolution of G groups of rank_in/G -> rank/G channels. Both ranks are multiples of G
+//   (energy rounds up, rank=N caps at N rounded down but keeps at least G, params keeps the budget).
 //   A convolution with fewer than G input or output channels gets plain Tucker-2.
 //   The terms are fitted one after another to what the earlier ones leave (each by Tucker-2), then
 //   each is refitted to what the others leave while that lowers the error.
-// - Conv with cp (CP, rank R, by alternating least squares): a 1x1 convolution to R channels
+// - Conv with cp (CP, rank R from rank=N or params=F, by alternating least squares, at least one
+//   iteration): a 1x1 convolution to R channels
 //   (WEIGHT.cp_reduce), a depthwise convolution of the original window on each (WEIGHT.cp_window,
 //   same strides, pads and dilations) and a 1x1 convolution to the output channels with the bias
 //   (WEIGHT.cp_expand).

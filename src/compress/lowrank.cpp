@@ -110,6 +110,8 @@ Status parse_conv_method(const std::string& text, const std::string& method, Low
 
 Result<LowRankRule> parse_low_rank_rule(const std::string& text) {
   if (text == "none") return LowRankRule{LowRankRule::By::none, 0};
+  if (text.find("+cp") != std::string::npos && text.find("+groups=") != std::string::npos)
+    return errorf("low rank '{}': +cp or +groups=G, not both", text);
   const size_t plus = std::min(text.rfind("+cp"), text.rfind("+groups="));
   const std::string head = text.substr(0, plus);
   const size_t eq = head.find('=');
@@ -200,6 +202,20 @@ std::optional<SvdFactors> svd_factors(const RowMajor& w, const LowRankRule& rule
   return f;
 }
 
+// The record of `weight` [rows, cols] of `node` factorized by `svd`.
+FactorizedLayer svd_layer(const std::string& weight, const std::string& node, int64_t rows, int64_t cols,
+                          const SvdFactors& svd) {
+  FactorizedLayer f;
+  f.weight = weight;
+  f.node = node;
+  f.rows = rows;
+  f.cols = cols;
+  f.rank = f.rank_in = svd.rank;
+  f.weights_after = svd.rank * (rows + cols);
+  f.relative_error = svd.relative_error;
+  return f;
+}
+
 // One Gemm or MatMul factorized by the truncated SVD, or nullopt where that would not save weights.
 Result<std::optional<FactorizedLayer>> factorize_fc(Model& model, const Node& node,
                                                     const CompressibleLayer& layer, const LowRankRule& rule,
@@ -207,9 +223,7 @@ Result<std::optional<FactorizedLayer>> factorize_fc(Model& model, const Node& no
   const int64_t rows = layer.view.rows, cols = layer.view.cols;
   const auto svd = svd_factors(view_matrix(model.initializers.at(layer.weight), layer.view), rule);
   if (!svd) return std::optional<FactorizedLayer>();
-  FactorizedLayer f{
-      layer.weight,       node.name, {}, rows, cols, svd->rank, svd->rank, svd->rank * (rows + cols),
-      svd->relative_error};
+  FactorizedLayer f = svd_layer(layer.weight, node.name, rows, cols, *svd);
   f.factors = {claim_name(used, layer.weight + ".lowrank_q"), claim_name(used, layer.weight + ".lowrank_p")};
   // MatMul multiplies by weights stored [in, out]; Gemm's factors are stored [out, in] (transB = 1).
   const bool matmul = node.op_type == "MatMul";
@@ -247,15 +261,8 @@ Result<std::optional<FactorizedLayer>> factorize_lstm(Model& model, const Node& 
   const int64_t rows = shape[0] * shape[1], cols = shape[2];  // every direction's gates, stacked
   const auto svd = svd_factors(Eigen::Map<const RowMajor>(w.f32_data(), rows, cols), rule);
   if (!svd) return std::optional<FactorizedLayer>();
-  FactorizedLayer f{weight,
-                    node.name,
-                    {},
-                    rows,
-                    cols,
-                    svd->rank,
-                    svd->rank,
-                    svd->rank * (rows + cols),
-                    svd->relative_error};
+  FactorizedLayer f = svd_layer(weight, node.name, rows, cols, *svd);
+  f.node_kept = true;
   f.factors = {claim_name(used, weight + ".lowrank_q"), claim_name(used, weight + ".lowrank_p")};
   model.initializers[f.factors[0]] = lowrank::tensor_of(RowMajor(svd->q.transpose()), {cols, svd->rank});
   model.initializers[f.factors[1]] = lowrank::tensor_of(svd->p, {shape[0], shape[1], svd->rank});
@@ -360,7 +367,8 @@ CompressOptions options_after_factorizing(const CompressOptions& options,
   o.low_rank.reset();
   for (auto& [name, s] : o.layers) s.low_rank.reset();
   for (const FactorizedLayer& f : factorized) {
-    // As resolve_layer_settings reads them: the node's settings, then the weight's over them.
+    // As resolve_layer_settings reads them: the node's settings, then the weight's over them. A
+    // node that stays (an LSTM) keeps its settings for its other weights.
     std::optional<LayerSettings> merged;
     for (const std::string& key : {f.node, f.weight}) {
       auto it = o.layers.find(key);
@@ -370,7 +378,7 @@ CompressOptions options_after_factorizing(const CompressOptions& options,
         merged = s;
       else
         merge_layer_settings(*merged, s);
-      o.layers.erase(it);
+      if (key != f.node || !f.node_kept) o.layers.erase(it);
     }
     if (merged)
       for (const std::string& factor : f.factors) o.layers[factor] = *merged;

@@ -104,7 +104,7 @@ std::pair<int64_t, int64_t> tucker_ranks(const LeftSvd& out, const LeftSvd& in, 
     return std::span<const double>(d.s.data(), static_cast<size_t>(d.s.size()));
   };
   // Whole groups, at least one channel each. The rank rule caps at N (rounded down to whole
-  // groups) and at the unfolding's rank.
+  // groups, but at least G) and at the unfolding's rank.
   auto up_to_groups = [G](int64_t r) { return std::max<int64_t>(G, (r + G - 1) / G * G); };
   auto capped = [&](int64_t most) {
     return std::max<int64_t>(G, std::min<int64_t>(static_cast<int64_t>(rule.value), most) / G * G);
@@ -205,7 +205,7 @@ RowMajor rebuild(const CpFactors& f, int64_t k) {
 // Rank-R CP of `w` by alternating least squares from the leading singular vectors of its three
 // unfoldings (seeded Gaussian columns past them). Stops when an iteration lowers the relative
 // error by less than 1e-7, or after kCpMostIterations, or when the next iteration would pass
-// kCpMostFlops. The columns' norms are shared equally by the three factors.
+// kCpMostFlops (the first always runs). The columns' norms are shared equally by the three factors.
 CpFactors fit_cp(const ConvTensor& w, int64_t R) {
   constexpr int kCpMostIterations = 500;
   constexpr double kCpMostFlops = 1e11, kLeastGain = 1e-7;
@@ -219,9 +219,9 @@ CpFactors fit_cp(const ConvTensor& w, int64_t R) {
   const double norm2 = w.by_out.cast<double>().squaredNorm();
   const double flops_per_iteration = 6.0 * static_cast<double>(w.M * w.C * w.k * R);
   double error = 1.0;
-  for (int it = 0; it < kCpMostIterations && (it + 1) * flops_per_iteration <= kCpMostFlops; ++it) {
-    const Eigen::MatrixXf ata = f.a.transpose() * f.a, btb = f.b.transpose() * f.b,
-                          dtd = f.d.transpose() * f.d;
+  for (int it = 0; it < kCpMostIterations && (it == 0 || (it + 1) * flops_per_iteration <= kCpMostFlops);
+       ++it) {
+    const Eigen::MatrixXf btb = f.b.transpose() * f.b, dtd = f.d.transpose() * f.d;
     Eigen::MatrixXf mttkrp = Eigen::MatrixXf::Zero(w.M, R);
     for (int64_t t = 0; t < w.k; ++t)
       mttkrp += (slices[static_cast<size_t>(t)] * f.b) * f.d.row(t).asDiagonal();
@@ -256,7 +256,7 @@ CpFactors fit_cp(const ConvTensor& w, int64_t R) {
   return f;
 }
 
-// The CP rank `rule` gives (rank or params; energy is refused when the rule is parsed).
+// The CP rank `rule` gives (rank or params; factorize_cp refuses energy).
 int64_t cp_rank(int64_t M, int64_t C, int64_t k, const LowRankRule& rule) {
   if (rule.by == LowRankRule::By::rank) return static_cast<int64_t>(rule.value);
   return std::max<int64_t>(
@@ -264,6 +264,13 @@ int64_t cp_rank(int64_t M, int64_t C, int64_t k, const LowRankRule& rule) {
 }
 
 // ---- the nodes ----
+
+// Whether `weights` in the factors exceed a params rule's share of the layer (its smallest ranks
+// may).
+bool over_budget(int64_t weights, const ConvTensor& w, const LowRankRule& rule) {
+  return rule.by == LowRankRule::By::params &&
+         static_cast<double>(weights) > rule.value * static_cast<double>(w.M * w.C * w.k);
+}
 
 // A 1x1 (or 1) convolution node reading `in` with `weight`, writing `out`.
 Node pointwise_conv(const Node& like, const std::string& name, const std::string& in,
@@ -325,7 +332,7 @@ Result<std::optional<FactorizedLayer>> factorize_tucker(Model& model, const Node
   const LeftSvd out = left_svd(w.by_out), in = left_svd(unfold_in(w.by_out, w.C, w.k));
   const auto [r_out, r_in] = tucker_ranks(out, in, w.M, w.C, w.k, rule);
   const int64_t after = w.C * r_in + r_in * r_out * w.k / G + r_out * w.M;
-  if (after >= w.M * w.C * w.k) return std::optional<FactorizedLayer>();
+  if (after >= w.M * w.C * w.k || over_budget(after, w, rule)) return std::optional<FactorizedLayer>();
   const std::vector<TuckerTerm> terms = fit_tucker_terms(w, out, in, r_out, r_in, G);
   const int64_t ro = r_out / G, ri = r_in / G;
   RowMajor reduce(r_in, w.C), core(r_out, ri * w.k), expand(w.M, r_out);
@@ -352,10 +359,12 @@ Result<std::optional<FactorizedLayer>> factorize_tucker(Model& model, const Node
 Result<std::optional<FactorizedLayer>> factorize_cp(Model& model, const Node& node, const std::string& name,
                                                     const ConvTensor& w, const LowRankRule& rule,
                                                     std::set<std::string>& used, std::vector<Node>& nodes) {
+  if (rule.by == LowRankRule::By::energy)
+    return errorf("layer '{}': CP takes rank=N or params=F, not energy", node.name);
   const Shape shape = model.initializers.at(name).shape();
   const int64_t R = cp_rank(w.M, w.C, w.k, rule);
   const int64_t after = R * (w.C + w.k + w.M);
-  if (after >= w.M * w.C * w.k) return std::optional<FactorizedLayer>();
+  if (after >= w.M * w.C * w.k || over_budget(after, w, rule)) return std::optional<FactorizedLayer>();
   const CpFactors cp = fit_cp(w, R);
   FactorizedLayer f{
       name, node.name, {}, w.M, w.C * w.k, R, R, after, relative_error_of(w.by_out, rebuild(cp, w.k)),

@@ -537,8 +537,8 @@ TEST(LowRank, ConvolutionMethodsParseAndPrint) {
   EXPECT_EQ(parse_low_rank_rule("rank=8+cp")->conv, LowRankRule::Conv::cp);
   EXPECT_EQ(parse_low_rank_rule("rank=8+groups=4")->groups, 4);
   EXPECT_EQ(low_rank_rule_text(*parse_low_rank_rule("rank=8+groups=1")), "rank=8");
-  for (const char* bad :
-       {"energy=0.9+cp", "rank=8+groups=0", "rank=8+groups=x", "rank=8+cpx", "rank=8+grp=2", "rank=8+"}) {
+  for (const char* bad : {"energy=0.9+cp", "rank=8+groups=0", "rank=8+groups=x", "rank=8+cpx", "rank=8+grp=2",
+                          "rank=8+", "params=0.5+groups=2+cp"}) {
     auto rule = parse_low_rank_rule(bad);
     EXPECT_FALSE(rule.ok()) << bad;
     if (!rule.ok()) {
@@ -720,7 +720,7 @@ TEST(LowRank, LstmInputWeightsAreFactorizedBeforeTheLayer) {
     EXPECT_EQ(factored.nodes[0].op_type, "MatMul");
     EXPECT_EQ(factored.nodes[1].inputs[0], factored.nodes[0].outputs[0]);
     EXPECT_EQ(factored.initializers.count("r"), 1u) << "the recurrent weights stay";
-    // W = P Q^T, direction by direction.
+    // W = P Q, direction by direction (the MatMul holds Q^T).
     const Tensor& q = factored.initializers.at(f.factors[0]);
     const Tensor& p = factored.initializers.at(f.factors[1]);
     ASSERT_EQ(q.shape(), (Shape{10, 3}));
@@ -746,6 +746,31 @@ TEST(LowRank, LstmInputWeightsAreFactorizedBeforeTheLayer) {
         EXPECT_LT(test::max_relative_error(*(*ya)[out], *(*yb)[out]), 1e-4) << "output " << out;
     }
   }
+}
+
+TEST(LowRank, AnLstmKeepsItsSettingsForTheWeightsThatStay) {
+  CompressOptions o;
+  o.float_fallback = false;
+  ASSERT_TRUE(apply_layer_override("lstm:bits=4,lowrank=energy=0.99999", o).ok());
+  auto r = compress_model(lstm_model(1), o, "{}");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->factorized.size(), 1u);
+  ASSERT_EQ(r->spw.tensors.size(), 3u);  // lowrank_q, lowrank_p and R
+  for (const auto& t : r->spw.tensors) EXPECT_EQ(t.weight_bits, 4) << t.name << ": the node's bits";
+}
+
+TEST(LowRank, ConvolutionsWhoseSmallestRanksExceedTheBudgetStay) {
+  for (const char* rule : {"params=0.01+groups=4", "params=0.01+cp", "params=0.01"}) {
+    Model m = tucker_ready_conv(16, 12, 1);
+    auto done = factorize_low_rank(m, *parse_low_rank_rule(rule));
+    ASSERT_TRUE(done.ok()) << done.status().message();
+    EXPECT_TRUE(done->empty()) << rule << ": 17 weights cannot hold even the smallest ranks";
+    EXPECT_EQ(m.nodes.size(), 2u) << rule;
+  }
+  Model m = tucker_ready_conv(16, 12, 1);
+  auto energy = factorize_low_rank(m, LowRankRule{LowRankRule::By::energy, 0.9, LowRankRule::Conv::cp});
+  ASSERT_FALSE(energy.ok()) << "CP has no spectrum to keep a share of";
+  EXPECT_NE(energy.status().message().find("layer 'conv'"), std::string::npos) << energy.status().message();
 }
 
 TEST(LowRank, CompressFactorizesFirstAndRecordsIt) {
