@@ -152,10 +152,11 @@ struct FactorizedLayer {
 //   convolution back to the output channels with the bias (WEIGHT.tucker_expand, from W unfolded
 //   along its output channels). The rule picks each of the two ranks from its own unfolding's
 //   singular values (energy), caps both at N (rank), or scales both with the channel counts
-//   (params; a layer whose smallest ranks exceed the budget stays as it is).
+//   (params; at least rank 1 each, as the SVD takes at least rank 1).
 // - Conv with groups=G (grouped Tucker-2, a sum of G Tucker-2 terms): the same three layers, the
 //   core a convolution of G groups of rank_in/G -> rank/G channels. Both ranks are multiples of G
-//   (energy rounds up, rank=N caps at N rounded down but keeps at least G, params keeps the budget).
+//   (energy rounds up, rank=N caps at N rounded down but keeps at least G, params keeps the
+//   budget: a layer whose smallest ranks exceed it stays as it is, as with CP).
 //   A convolution with fewer than G input or output channels gets plain Tucker-2.
 //   The terms are fitted one after another to what the earlier ones leave (each by Tucker-2), then
 //   each is refitted to what the others leave while that lowers the error.

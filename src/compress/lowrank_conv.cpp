@@ -265,10 +265,12 @@ int64_t cp_rank(int64_t M, int64_t C, int64_t k, const LowRankRule& rule) {
 
 // ---- the nodes ----
 
-// Whether `weights` in the factors exceed a params rule's share of the layer (its smallest ranks
-// may).
+// Whether `weights` in the factors exceed a params rule's share of the layer. Plain Tucker-2, like
+// the SVD, takes at least rank 1 whatever the share; a grouped core's or CP's smallest ranks hold
+// more, and a layer they do not fit stays as it is.
 bool over_budget(int64_t weights, const ConvTensor& w, const LowRankRule& rule) {
-  return rule.by == LowRankRule::By::params &&
+  const bool at_least_rank_one = rule.groups == 1 && rule.conv == LowRankRule::Conv::tucker;
+  return rule.by == LowRankRule::By::params && !at_least_rank_one &&
          static_cast<double>(weights) > rule.value * static_cast<double>(w.M * w.C * w.k);
 }
 

@@ -760,13 +760,17 @@ TEST(LowRank, AnLstmKeepsItsSettingsForTheWeightsThatStay) {
 }
 
 TEST(LowRank, ConvolutionsWhoseSmallestRanksExceedTheBudgetStay) {
-  for (const char* rule : {"params=0.01+groups=4", "params=0.01+cp", "params=0.01"}) {
+  for (const char* rule : {"params=0.01+groups=4", "params=0.01+cp"}) {
     Model m = tucker_ready_conv(16, 12, 1);
     auto done = factorize_low_rank(m, *parse_low_rank_rule(rule));
     ASSERT_TRUE(done.ok()) << done.status().message();
     EXPECT_TRUE(done->empty()) << rule << ": 17 weights cannot hold even the smallest ranks";
     EXPECT_EQ(m.nodes.size(), 2u) << rule;
   }
+  Model plain = tucker_ready_conv(16, 12, 1);
+  auto ranks_one = factorize_low_rank(plain, *parse_low_rank_rule("params=0.01"));
+  ASSERT_TRUE(ranks_one.ok() && ranks_one->size() == 1) << "plain Tucker-2 takes at least rank 1, as the SVD";
+  EXPECT_EQ((*ranks_one)[0].rank, 1);
   Model m = tucker_ready_conv(16, 12, 1);
   auto energy = factorize_low_rank(m, LowRankRule{LowRankRule::By::energy, 0.9, LowRankRule::Conv::cp});
   ASSERT_FALSE(energy.ok()) << "CP has no spectrum to keep a share of";
