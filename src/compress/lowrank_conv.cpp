@@ -28,26 +28,25 @@ RowMajor unfold_in(const RowMajor& x, int64_t C, int64_t k) {
   return out;
 }
 
-// [A, C k] -> [A, r k]: each row's [C, k] block multiplied by u^T (u: [C, r]).
-RowMajor project_in(const RowMajor& x, const Eigen::MatrixXf& u, int64_t k) {
-  const int64_t A = x.rows(), C = u.rows(), r = u.cols();
-  RowMajor out(A, r * k);
+// [A, in k] -> [A, out k]: each row's [in, k] block multiplied by m ([out, in]) on the left.
+RowMajor times_each_row_block(const RowMajor& x, const Eigen::MatrixXf& m, int64_t k) {
+  const int64_t A = x.rows(), in = m.cols(), out_rows = m.rows();
+  RowMajor out(A, out_rows * k);
   for (int64_t a = 0; a < A; ++a) {
-    const Eigen::Map<const RowMajor> slice(x.row(a).data(), C, k);
-    Eigen::Map<RowMajor>(out.row(a).data(), r, k) = u.transpose() * slice;
+    const Eigen::Map<const RowMajor> block(x.row(a).data(), in, k);
+    Eigen::Map<RowMajor>(out.row(a).data(), out_rows, k) = m * block;
   }
   return out;
 }
 
+// [A, C k] -> [A, r k]: each row's [C, k] block multiplied by u^T (u: [C, r]).
+RowMajor project_in(const RowMajor& x, const Eigen::MatrixXf& u, int64_t k) {
+  return times_each_row_block(x, u.transpose(), k);
+}
+
 // [A, r k] -> [A, C k]: each row's [r, k] block multiplied by u (u: [C, r]).
 RowMajor expand_in(const RowMajor& x, const Eigen::MatrixXf& u, int64_t k) {
-  const int64_t A = x.rows(), C = u.rows(), r = u.cols();
-  RowMajor out(A, C * k);
-  for (int64_t a = 0; a < A; ++a) {
-    const Eigen::Map<const RowMajor> slice(x.row(a).data(), r, k);
-    Eigen::Map<RowMajor>(out.row(a).data(), C, k) = u * slice;
-  }
-  return out;
+  return times_each_row_block(x, u, k);
 }
 
 double relative_error_of(const RowMajor& w, const RowMajor& approx) {
