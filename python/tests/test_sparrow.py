@@ -153,6 +153,20 @@ def test_recipes_prune_in_blocks(tmp_path):
         sparrow.compress(src, tmp_path / "bad.spw", {"sparsity": 0.5, "block": "4by1"})
 
 
+def test_recipes_factorize_convolutions_by_cp_and_grouped_tucker(tmp_path):
+    src = corpus("lenet5_op13.onnx")
+    x = np.random.RandomState(2).rand(2, *sparrow.load(src).inputs[0]["shape"][1:]).astype(np.float32)
+    for rule, method in (("params=0.5+cp", "cp"), ("params=0.5+groups=2", "tucker2")):
+        out = tmp_path / "m.spw"
+        result = sparrow.compress(src, out, {"lowrank": rule, "sparsity": 0, "bits": 8})
+        convs = [f for f in result["metadata"]["factorized"] if len(f["factors"]) == 3]
+        assert convs and all(f["method"] == method for f in convs), (rule, convs)
+        assert result["metadata"]["options"]["lowrank"] == rule
+        assert sparrow.load(out).run(x).shape == sparrow.load(src).run(x).shape
+    with pytest.raises(sparrow.Error, match="CP takes rank=N or params=F"):
+        sparrow.compress(src, tmp_path / "bad.spw", {"lowrank": "energy=0.9+cp"})
+
+
 def test_structured_pruning_shrinks_the_model(tmp_path):
     src = corpus("lenet5_op13.onnx")
     out = tmp_path / "m.spw"
