@@ -103,8 +103,9 @@ Result<SensitivityResult> sensitivity_scan(const Model& model, const LabeledData
                                            int threads, bool progress);
 
 // Rank sensitivity: each layer factorize_low_rank can factorize, factorized alone (no fine-tuning)
-// by the rule params=f for each of `fractions` (in (0, 1)): its factors hold at most that fraction
-// of its weights, or rank 1 where even that holds more,
+// by the rule params=f for each of `fractions` (in (0, 1)), convolutions by `method`'s conv and
+// groups: its factors hold at most that fraction of its weights, or rank 1 where even that holds
+// more (SVD and plain Tucker-2),
 // accuracy measured on `data`. A fraction at which the layer cannot save weights gives no point;
 // layers with no point are left out. Per layer, the smallest fraction whose drop stays within
 // `allowed_drop` is proposed (1: leave the layer whole).
@@ -150,6 +151,7 @@ Result<ChannelSensitivityResult> channel_sensitivity_scan(const Model& model, co
 
 Result<RankSensitivityResult> rank_sensitivity_scan(const Model& model, const LabeledData& data,
                                                     const std::vector<double>& fractions, double allowed_drop,
-                                                    int threads, bool progress);
+                                                    int threads, bool progress,
+                                                    const LowRankRule& method = {});
 
 }  // namespace sparrow

@@ -22,9 +22,10 @@ struct SensitivityArgs {
   std::string model, csv, plot;
   DataArgs data;
   std::vector<double> sparsities = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95};
-  std::vector<double> low_rank;    // weight fractions: a rank scan instead of the pruning scan
-  std::vector<double> structured;  // channel fractions: a channel scan instead
-  double drop = 0.5;               // points
+  std::vector<double> low_rank;            // weight fractions: a rank scan instead of the pruning scan
+  std::string low_rank_method = "tucker";  // convolutions in the rank scan: tucker, cp or groups=G
+  std::vector<double> structured;          // channel fractions: a channel scan instead
+  double drop = 0.5;                       // points
   bool json = false;
 };
 
@@ -152,8 +153,13 @@ Result<ScanReport> pruning_report(const SensitivityArgs& a, const Model& model, 
 
 Result<ScanReport> rank_report(const SensitivityArgs& a, const Model& model, const LabeledData& val,
                                const GlobalOptions& global) {
+  // The method as a rule's suffix ("+cp", "+groups=4"), checked by the rule parser.
+  const std::string suffix = a.low_rank_method == "tucker" ? "" : "+" + a.low_rank_method;
+  auto method = parse_low_rank_rule("params=0.5" + suffix);
+  if (!method.ok())
+    return errorf("--lowrank-method '{}': expected tucker, cp or groups=G", a.low_rank_method);
   SP_ASSIGN_OR_RETURN(auto r, rank_sensitivity_scan(model, val, a.low_rank, a.drop / 100.0, global.threads,
-                                                    show_progress(global)));
+                                                    show_progress(global), *method));
   ScanReport out;
   out.labels = {"lowrank",
                 "layer factorized",
@@ -180,12 +186,14 @@ Result<ScanReport> rank_report(const SensitivityArgs& a, const Model& model, con
     out.rows.push_back({{"name", l.weight},
                         {"weights", l.weights},
                         {"points", points},
-                        {"proposed_params", l.proposed_params}});
+                        {"proposed_params", l.proposed_params},
+                        {"method", a.low_rank_method}});
     const bool factorized = l.proposed_params < 1;
     out.table.push_back(
         {l.weight, accuracy_at(a.low_rank, l.points, [](const RankPoint& p) { return p.params; }),
          factorized ? percent(l.proposed_params) : "whole",
-         factorized ? fmt::format(" --layer {}:lowrank=params={}", l.weight, l.proposed_params) : ""});
+         factorized ? fmt::format(" --layer {}:lowrank=params={}{}", l.weight, l.proposed_params, suffix)
+                    : ""});
   }
   return out;
 }
@@ -268,6 +276,10 @@ Command add_sensitivity(CLI::App& app, const GlobalOptions& global) {
       ->delimiter(',')
       ->check(kOpenFraction)
       ->excludes(sparsities);
+  cmd->add_option("--lowrank-method", a->low_rank_method,
+                  "With --lowrank: how convolutions are factorized, tucker (default), cp or groups=G "
+                  "(Tucker-2 with a grouped core); the proposals carry it")
+      ->needs("--lowrank");
   cmd->add_option("--structured", a->structured,
                   "Scan channels instead: remove these fractions of each channel group's output channels "
                   "(smallest L1 norms) alone, e.g. 0.25,0.5,0.75")

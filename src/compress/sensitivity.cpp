@@ -29,7 +29,7 @@ Result<SensitivityResult> sensitivity_scan(const Model& model, const LabeledData
 
 Result<RankSensitivityResult> rank_sensitivity_scan(const Model& model, const LabeledData& data,
                                                     const std::vector<double>& fractions, double allowed_drop,
-                                                    int threads, bool progress) {
+                                                    int threads, bool progress, const LowRankRule& method) {
   for (double f : fractions)
     if (!(f > 0 && f < 1)) return errorf("weight fraction {} is outside (0, 1)", f);
   RankSensitivityResult r;
@@ -41,9 +41,10 @@ Result<RankSensitivityResult> rank_sensitivity_scan(const Model& model, const La
       if (progress)
         fmt::print(stderr, "\r\033[Krank sensitivity: {} at {:.0f}% of its weights", layer.weight, 100 * f);
       Model factorized = model;
-      SP_ASSIGN_OR_RETURN(
-          auto done,
-          factorize_low_rank(factorized, none, {{layer.weight, LowRankRule{LowRankRule::By::params, f}}}));
+      LowRankRule rule = method;
+      rule.by = LowRankRule::By::params;
+      rule.value = f;
+      SP_ASSIGN_OR_RETURN(auto done, factorize_low_rank(factorized, none, {{layer.weight, rule}}));
       if (done.empty()) continue;  // not a layer it factorizes, or no saving at f
       SP_ASSIGN_OR_RETURN(double acc, classification_accuracy(std::move(factorized), data, threads));
       const FactorizedLayer& d = done.front();

@@ -1293,6 +1293,31 @@ TEST_F(CompressCli, RankSensitivityProposesLayerRulesCompressTakes) {
                                   rules + " --json");
   ASSERT_EQ(compressed.exit_code, 0) << rules << "\n" << compressed.output;
   EXPECT_NE(compressed.output.find("lowrank_q"), std::string::npos) << compressed.output;
+
+  // By CP: the 4 x 1 x 3 x 3 convolution holds rank 1 (14 weights) at 0.6 of its 36, not at 0.3.
+  const std::string cp_scan = "-q sensitivity " + dir_ + "/m.onnx" + data + " --lowrank 0.3,0.6 --drop 100";
+  auto by_cp = test::run_cli(cp_scan + " --lowrank-method cp --json");
+  ASSERT_EQ(by_cp.exit_code, 0) << by_cp.output;
+  bool conv_seen = false;
+  const auto cp_json = nlohmann::json::parse(by_cp.output.substr(by_cp.output.find('{')));
+  for (const auto& l : cp_json["layers"]) {
+    EXPECT_EQ(l["method"], "cp");
+    if (l["name"] != "w") continue;
+    conv_seen = true;
+    ASSERT_EQ(l["points"].size(), 1u) << l;
+    EXPECT_EQ(l["points"][0]["params"].get<double>(), 0.6);
+    EXPECT_EQ(l["points"][0]["weights_after"].get<int64_t>(), 14);
+  }
+  EXPECT_TRUE(conv_seen) << by_cp.output;
+  const std::string cp_rules = proposed_options(cp_scan + " --lowrank-method cp");
+  EXPECT_NE(cp_rules.find("w:lowrank=params=0.6+cp"), std::string::npos) << cp_rules;
+  auto cp_compressed =
+      test::run_cli("compress " + dir_ + "/m.onnx -o " + dir_ + "/cp.spw --sparsity 0" + cp_rules);
+  ASSERT_EQ(cp_compressed.exit_code, 0) << cp_rules << "\n" << cp_compressed.output;
+  EXPECT_NE(cp_compressed.output.find("by CP at rank 1"), std::string::npos) << cp_compressed.output;
+  auto bad = test::run_cli(cp_scan + " --lowrank-method tensor");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("--lowrank-method 'tensor'"), std::string::npos) << bad.output;
 }
 
 // `sensitivity --structured` scans channel groups; its proposals are rules `compress --layer`
