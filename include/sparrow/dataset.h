@@ -48,6 +48,15 @@ std::string npy_bytes(const Tensor& tensor);
 // keyed by entry name without its ".npy", as read_npy reads each. Errors name the file and entry;
 // no entry may declare more than the input budget (core/file.h) of uncompressed bytes.
 Result<std::map<std::string, Tensor>> read_npz(const std::string& path);
+// One array of an .npz archive, read as read_npz reads it; the other entries are not read. Errors
+// name the file and the array (a missing one lists those there are).
+Result<Tensor> read_npz_array(const std::string& path, const std::string& name);
+// Whether the archive holds an array of that name (errors: the file is not a readable archive).
+Result<bool> npz_has_array(const std::string& path, const std::string& name);
+// Unpacks one array's entry (its .npy bytes, inflated when deflated) into `npy_path` as it is read,
+// checked against its checksum, then renamed into place (StreamedOutput), so that map_npy can map
+// it. Errors name the archive and the array.
+Status extract_npz_array(const std::string& path, const std::string& name, const std::string& npy_path);
 // Writes arrays (float32 or int64) as an .npz archive, deflated when `compressed`, atomically.
 Status write_npz(const std::string& path, const std::map<std::string, Tensor>& arrays,
                  bool compressed = false);
@@ -61,6 +70,13 @@ struct ImageSet {
   std::vector<int64_t> labels;
 };
 Result<ImageSet> read_cifar10(std::span<const std::string> paths, int64_t limit = 0);
+// The same records streamed one at a time, never a whole file in memory: every file's size is
+// checked first, then start(n) with how many records will follow, then each(row, label, pixels) per
+// record with its pixels as read_cifar10 lays them out, in a buffer the next record reuses. A label
+// outside 0-9 fails at its record. An error from a callback stops the walk and is returned as it is.
+Status for_each_cifar10_record(std::span<const std::string> paths, int64_t limit,
+                               const std::function<Status(int64_t)>& start,
+                               const std::function<Status(int64_t, int64_t, const float*)>& each);
 // Writes records in that format (labels 0-255 as bytes, images [N, 3, 32, 32] of values 0-255)
 // atomically, for tests and tools.
 Status write_cifar10(const std::string& path, const ImageSet& set);
@@ -112,6 +128,15 @@ Status for_each_folder_image(const std::string& dir, const FolderImages& images,
 // Reads an IDX file (gzip-compressed or plain) as float32 raw values with the file's dimensions,
 // e.g. [60000, 28, 28] for MNIST images.
 Result<Tensor> read_idx(const std::string& path);
+// The rows (entries of the first dimension) of an IDX file (gzip-compressed or plain) streamed in
+// order as float32 raw values, never the whole file in memory: start(dims) once with the file's
+// dimensions, then each(row, values) for each of the first dims[0] rows, at most `limit` (0: all),
+// in a buffer the next row reuses. The data is checked as it arrives (a short file
+// fails at the row it ends in; with every row walked, data past them fails too). An error from a
+// callback stops the walk and is returned as it is; the reader's errors name the file.
+Status for_each_idx_row(const std::string& path, int64_t limit,
+                        const std::function<Status(const Shape&)>& start,
+                        const std::function<Status(int64_t, const float*)>& each);
 // Reads a 1-D IDX label file as int64 values.
 Result<std::vector<int64_t>> read_idx_labels(const std::string& path);
 // Writes unsigned bytes as an IDX file (type 0x08) of the given dimensions, gzip-compressed when the

@@ -27,7 +27,8 @@ struct EvalOptions {
   std::optional<float> scale, shift;  // IDX images: default 1/255 and 0
   std::vector<float> mean, std;       // --data DIR: per-channel normalization
   int64_t resize = 0;                 // --data of an image folder: the shorter side first scaled to this
-  std::string data_cache;             // --data of an image folder: decoded once into this folder
+  std::string data_cache;             // --data DIR or .npz: decoded once into this folder
+  double data_cache_limit_gib = 20;   // what that folder may hold
   int64_t batch = 64;
   int64_t limit = 0;
   bool json = false;
@@ -132,10 +133,13 @@ Result<LabeledData> eval_set(const EvalOptions& o, const Model& model) {
     d.std = o.std;
     d.resize = o.resize;
     d.cache = o.data_cache;
+    d.cache_limit_gib = o.data_cache_limit_gib;
     return load_test_set(model, d);
   }
   if (!o.data_cache.empty())
-    return errorf("--data-cache keeps the decoded images of an image folder: give one as --data");
+    return errorf(
+        "--data-cache keeps sources that must be decoded (IDX, CIFAR-10, .npz, image folders): give one as "
+        "--data; an .npy is read from its file as it is");
   if (!o.mean.empty() || !o.std.empty())
     return errorf("--mean and --std go with --data DIR (a directory of IDX files or CIFAR-10 batches)");
   if (o.resize > 0) return errorf("--resize goes with --data DIR of an image folder");
@@ -259,9 +263,13 @@ Command add_eval(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::PositiveNumber);
   cmd->add_option(
       "--data-cache", o->data_cache,
-      "--data of an image folder: decode and normalize the images once into this folder (a float32 "
-      ".npy per image folder and settings, shared with train and compress) and read them from "
-      "there, mapped");
+      "--data of IDX, CIFAR-10, .npz or an image folder: decode and normalize it once into this folder "
+      "(a float32 .npy per source and settings, shared with train and compress), streamed, and read it "
+      "from there, mapped");
+  cmd->add_option("--data-cache-limit", o->data_cache_limit_gib,
+                  "GiB the data cache may hold; the entries used least recently are removed past it "
+                  "(default 20)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--labels", o->labels, "Labels: IDX (optionally .gz) or .npy, one per input");
   cmd->add_option("--reference", o->reference,
                   "A model to compare with (e.g. the original of a compressed model): top-1 agreement and "

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
+#include <regex>
+#include <set>
 #include <span>
 
 #include <fmt/ranges.h>
@@ -11,6 +14,7 @@
 #include "cli/train_data.h"
 #include "core/file.h"
 #include "core/hash.h"
+#include "core/log.h"
 #include "sparrow/dataset.h"
 
 namespace sparrow::cli {
@@ -70,51 +74,6 @@ Result<Tensor> as_model_input(Tensor images, const Shape& sample, const std::str
   return images;
 }
 
-Result<DataSplits> load_idx_splits(const Shape& sample, const DataArgs& a) {
-  auto path = [&](const char* name) { return (std::filesystem::path(a.dir) / name).string(); };
-  DataSplits d;
-  // Raw bytes first (scale 1, shift 0), then one normalization for every option.
-  SP_ASSIGN_OR_RETURN(LabeledData train,
-                      load_labeled_idx(path("train-images-idx3-ubyte.gz"), path("train-labels-idx1-ubyte.gz"),
-                                       sample, 1.0f, 0.0f, a.limit));
-  SP_RETURN_IF_ERROR(normalize_pixels(train.inputs, a, a.dir));
-  split_off_validation(std::move(train), a, d);
-  SP_ASSIGN_OR_RETURN(d.test, load_labeled_idx(path("t10k-images-idx3-ubyte.gz"),
-                                               path("t10k-labels-idx1-ubyte.gz"), sample, 1.0f, 0.0f, 0));
-  SP_RETURN_IF_ERROR(normalize_pixels(d.test.inputs, a, a.dir));
-  return d;
-}
-
-constexpr int kCifarTrainBatches = 5;
-
-std::string cifar_file(const DataArgs& a, const std::string& name) {
-  return (std::filesystem::path(a.dir) / name).string();
-}
-
-Result<LabeledData> load_cifar(std::span<const std::string> files, const Shape& sample, const DataArgs& a,
-                               int64_t limit) {
-  SP_ASSIGN_OR_RETURN(ImageSet set, read_cifar10(files, limit));
-  LabeledData d;
-  SP_ASSIGN_OR_RETURN(d.inputs, as_model_input(std::move(set.images), sample, files.front()));
-  SP_RETURN_IF_ERROR(normalize_pixels(d.inputs, a, a.dir));
-  d.labels = std::move(set.labels);
-  return d;
-}
-
-Result<DataSplits> load_cifar_splits(const Shape& sample, const DataArgs& a) {
-  std::vector<std::string> train_files;
-  for (int b = 1; b <= kCifarTrainBatches; ++b) {
-    const std::string file = cifar_file(a, fmt::format("data_batch_{}.bin", b));
-    if (b == 1 || std::filesystem::exists(file)) train_files.push_back(file);
-  }
-  DataSplits d;
-  SP_ASSIGN_OR_RETURN(LabeledData train, load_cifar(train_files, sample, a, a.limit));
-  split_off_validation(std::move(train), a, d);
-  const std::string test_file = cifar_file(a, "test_batch.bin");
-  SP_ASSIGN_OR_RETURN(d.test, load_cifar(std::span(&test_file, 1), sample, a, 0));
-  return d;
-}
-
 // Inputs as float32 [N] + sample, where the model declares each dim of a sample (unknown dims match
 // anything); `x` came from `source`.
 Result<Tensor> fitted_inputs(Tensor x, const Shape& sample, const std::string& source) {
@@ -141,6 +100,250 @@ Result<std::vector<int64_t>> labels_of(const Tensor& y, int64_t rows, const std:
   return std::vector<int64_t>(y.i64_data(), y.i64_data() + rows);
 }
 
+// The data cache (--data-cache DIR): a source that must be decoded (IDX, CIFAR-10's batches, an
+// .npz's inputs, an image folder) is decoded once, row by row, into DIR/NAME-KEY.x.npy (float32
+// rows as the model takes them, normalized) and NAME-KEY.y.npy (their labels), then mapped (map_npy),
+// so neither the source nor its decoded rows are held in memory. KEY hashes what the rows depend on:
+// the source files (path, size, modification time) and the settings. Entries are renamed into place
+// when whole; the least recently used are removed when the cache grows past its limit.
+namespace fs = std::filesystem;
+
+struct CacheEntry {
+  std::string x, y;  // y empty: the labels are not in the cache
+};
+
+// A source decoded row by row: start(rows) once, then each(row, label, raw values) per row.
+using RowSink = std::function<Status(int64_t, int64_t, const float*)>;
+using RowWalk = std::function<Status(const std::function<Status(int64_t)>& start, const RowSink& each)>;
+
+// "path|size|modification time" of a file, for cache keys.
+Result<std::string> file_stamp(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  const auto time = ec ? fs::file_time_type() : fs::last_write_time(path, ec);
+  if (ec) return errorf("{}: {}", path, ec.message());
+  return fmt::format("{}|{}|{}", fs::weakly_canonical(path, ec).string(), size,
+                     time.time_since_epoch().count());
+}
+
+// The settings that shape and normalize decoded rows, for cache keys.
+std::string row_settings(const Shape& sample, const DataArgs& a, int64_t limit) {
+  return fmt::format("{}|{}|{}|{}|{}|{}|{}", shape_str(sample), a.resize, a.scale.value_or(1.0f / 255.0f),
+                     a.shift.value_or(0.0f), fmt::join(a.mean, ","), fmt::join(a.std, ","), limit);
+}
+
+// Writes the rows `walk` gives into entry.x (normalized, written as they come) and their labels into
+// entry.y.
+Status write_rows(const RowWalk& walk, const Shape& sample, const DataArgs& a, const std::string& source,
+                  const CacheEntry& entry) {
+  StreamedOutput x;
+  SP_RETURN_IF_ERROR(x.open(entry.x));
+  Shape one = sample;
+  one.insert(one.begin(), 1);
+  Tensor labels, row(DType::f32, one);
+  SP_RETURN_IF_ERROR(walk(
+      [&](int64_t n) {
+        labels = Tensor(DType::i64, {n});
+        Shape all = sample;
+        all.insert(all.begin(), n);
+        return x.append(npy_header(DType::f32, all));
+      },
+      [&](int64_t r, int64_t label, const float* values) {
+        std::copy(values, values + row.numel(), row.f32_data());
+        SP_RETURN_IF_ERROR(normalize_pixels(row, a, source));
+        labels.i64_data()[r] = label;
+        return x.append(std::string_view(static_cast<const char*>(row.raw()), row.bytes()));
+      }));
+  SP_RETURN_IF_ERROR(x.commit());
+  return write_npy(entry.y, labels);
+}
+
+// The cache's entries this process uses: never removed by it.
+std::set<std::string>& entries_in_use() {
+  static std::set<std::string> in_use;
+  return in_use;
+}
+
+// Removes the least recently used entries of the cache (only files named as entries) until they take
+// at most its limit, except those this process uses. Run once the data is loaded, so that no entry a
+// command is about to use goes first.
+void trim_data_cache(const DataArgs& a) {
+  if (a.cache.empty()) return;
+  const std::string& dir = a.cache;
+  const auto limit = static_cast<int64_t>(a.cache_limit_gib * static_cast<double>(int64_t{1} << 30));
+  static const std::regex kEntryName(R"(.+-[0-9a-f]{16}\.x\.npy)");
+  struct Found {
+    fs::file_time_type used;
+    std::string x, y;
+    int64_t bytes;
+  };
+  std::vector<Found> found;
+  int64_t total = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!std::regex_match(name, kEntryName)) continue;
+    Found f{it->last_write_time(ec), it->path().string(), "", static_cast<int64_t>(it->file_size(ec))};
+    f.y = f.x.substr(0, f.x.size() - 6) + ".y.npy";
+    if (fs::exists(f.y, ec)) f.bytes += static_cast<int64_t>(fs::file_size(f.y, ec));
+    total += f.bytes;
+    found.push_back(std::move(f));
+  }
+  std::sort(found.begin(), found.end(), [](const Found& l, const Found& r) { return l.used < r.used; });
+  for (const Found& f : found) {
+    if (total <= limit) break;
+    if (entries_in_use().contains(f.x)) continue;
+    fs::remove(f.x, ec);
+    fs::remove(f.y, ec);
+    total -= f.bytes;
+    log(LogLevel::info, "{}: removed from the data cache (least recently used; the cache keeps {} bytes)",
+        f.x, limit);
+  }
+}
+
+// The cache entry NAME-KEY (KEY hashed from `key_text`): written by `write` when missing (or when its
+// labels are), and marked as used now.
+Result<CacheEntry> cache_entry(const DataArgs& a, const std::string& name, const std::string& key_text,
+                               bool with_labels, const std::function<Status(const CacheEntry&)>& write) {
+  std::error_code ec;
+  fs::create_directories(a.cache, ec);
+  if (ec) return errorf("{}: cannot create the data cache: {}", a.cache, ec.message());
+  const std::string base =
+      (fs::path(a.cache) / fmt::format("{}-{:016x}", name, fnv1a64("sparrow data cache 1|" + key_text)))
+          .string();
+  CacheEntry entry{base + ".x.npy", with_labels ? base + ".y.npy" : ""};
+  if (!fs::exists(entry.x, ec) || (with_labels && !fs::exists(entry.y, ec))) SP_RETURN_IF_ERROR(write(entry));
+  fs::last_write_time(entry.x, fs::file_time_type::clock::now(), ec);  // used now
+  entries_in_use().insert(entry.x);
+  return entry;
+}
+
+// An entry's rows, mapped, with its labels when it holds them; `rows` [N] + sample as written.
+Result<LabeledData> mapped_rows(const CacheEntry& entry, const Shape& sample, int64_t rows) {
+  LabeledData d;
+  SP_ASSIGN_OR_RETURN(d.inputs, map_npy(entry.x));
+  Shape want = sample;
+  want.insert(want.begin(), rows);
+  if (d.inputs.dtype() != DType::f32 || d.inputs.shape() != want)
+    return errorf("{}: holds {} {} where float32 {} was written; remove it to decode the source again",
+                  entry.x, dtype_name(d.inputs.dtype()), shape_str(d.inputs.shape()), shape_str(want));
+  if (!entry.y.empty()) {
+    SP_ASSIGN_OR_RETURN(Tensor y, read_npy(entry.y));
+    SP_ASSIGN_OR_RETURN(d.labels, labels_of(y, d.size(), entry.y));
+  }
+  return d;
+}
+
+// Rows decoded by `walk` through the cache: written once per key, then mapped.
+Result<LabeledData> cached_rows(const DataArgs& a, const std::string& name, const std::string& key_text,
+                                const std::string& source, const Shape& sample, const RowWalk& walk) {
+  int64_t rows = -1;
+  auto counted = [&](const std::function<Status(int64_t)>& start, const RowSink& each) {
+    return walk([&](int64_t n) { return rows = n, start(n); }, each);
+  };
+  SP_ASSIGN_OR_RETURN(CacheEntry entry, cache_entry(a, name, key_text, true, [&](const CacheEntry& e) {
+                        return write_rows(counted, sample, a, source, e);
+                      }));
+  if (rows < 0) {  // read from the cache: its header says how many
+    SP_ASSIGN_OR_RETURN(Tensor x, map_npy(entry.x));
+    rows = x.rank() > 0 ? x.dim(0) : 0;
+  }
+  return mapped_rows(entry, sample, rows);
+}
+
+// The rows of an IDX image file and its labels, normalized: through the cache when there is one,
+// else read whole.
+Result<LabeledData> idx_rows(const std::string& images, const std::string& labels, const Shape& sample,
+                             const DataArgs& a, int64_t limit) {
+  if (a.cache.empty()) {
+    // Raw bytes first (scale 1, shift 0), then one normalization for every option.
+    SP_ASSIGN_OR_RETURN(LabeledData d, load_labeled_idx(images, labels, sample, 1.0f, 0.0f, limit));
+    SP_RETURN_IF_ERROR(normalize_pixels(d.inputs, a, a.dir));
+    return d;
+  }
+  SP_ASSIGN_OR_RETURN(std::string image_stamp, file_stamp(images));
+  SP_ASSIGN_OR_RETURN(std::string label_stamp, file_stamp(labels));
+  auto walk = [&](const std::function<Status(int64_t)>& start, const RowSink& each) -> Status {
+    SP_ASSIGN_OR_RETURN(std::vector<int64_t> y, read_idx_labels(labels));
+    return for_each_idx_row(
+        images, limit,
+        [&](const Shape& dims) -> Status {
+          if (dims[0] != static_cast<int64_t>(y.size()))
+            return errorf("{} has {} images but {} has {} labels", images, dims[0], labels, y.size());
+          const int64_t values = shape_numel(Shape(dims.begin() + 1, dims.end()));
+          if (values != shape_numel(sample))
+            return errorf("{}: images of {} values do not fit the input shape {}", images, values,
+                          shape_str(sample));
+          return start(limit > 0 ? std::min(dims[0], limit) : dims[0]);
+        },
+        [&](int64_t r, const float* values) { return each(r, y[static_cast<size_t>(r)], values); });
+  };
+  const std::string name = fs::path(images).filename().string();
+  return cached_rows(a, name.substr(0, name.find('.')),
+                     fmt::format("idx|{}|{}|{}", image_stamp, label_stamp, row_settings(sample, a, limit)),
+                     images, sample, walk);
+}
+
+Result<DataSplits> load_idx_splits(const Shape& sample, const DataArgs& a) {
+  auto path = [&](const char* name) { return (std::filesystem::path(a.dir) / name).string(); };
+  DataSplits d;
+  SP_ASSIGN_OR_RETURN(LabeledData train, idx_rows(path("train-images-idx3-ubyte.gz"),
+                                                  path("train-labels-idx1-ubyte.gz"), sample, a, a.limit));
+  split_off_validation(std::move(train), a, d);
+  preload_mapping(d.train.inputs);  // from the data cache
+  SP_ASSIGN_OR_RETURN(
+      d.test, idx_rows(path("t10k-images-idx3-ubyte.gz"), path("t10k-labels-idx1-ubyte.gz"), sample, a, 0));
+  return d;
+}
+
+constexpr int kCifarTrainBatches = 5;
+
+std::string cifar_file(const DataArgs& a, const std::string& name) {
+  return (std::filesystem::path(a.dir) / name).string();
+}
+
+// CIFAR-10 batches' records, normalized: through the cache when there is one (entry "cifar10-NAME",
+// NAME the first file's), else read whole.
+Result<LabeledData> load_cifar(std::span<const std::string> files, const Shape& sample, const DataArgs& a,
+                               int64_t limit) {
+  if (!a.cache.empty()) {
+    std::string key = "cifar10";
+    for (const std::string& file : files) {
+      SP_ASSIGN_OR_RETURN(std::string stamp, file_stamp(file));
+      key += "|" + stamp;
+    }
+    if (shape_numel(sample) != 3 * 32 * 32)
+      return errorf("{}: images of {} values do not fit the input shape {}", files.front(), 3 * 32 * 32,
+                    shape_str(sample));
+    auto walk = [&](const std::function<Status(int64_t)>& start, const RowSink& each) {
+      return for_each_cifar10_record(files, limit, start, each);
+    };
+    return cached_rows(a, "cifar10-" + fs::path(files.front()).stem().string(),
+                       key + "|" + row_settings(sample, a, limit), files.front(), sample, walk);
+  }
+  SP_ASSIGN_OR_RETURN(ImageSet set, read_cifar10(files, limit));
+  LabeledData d;
+  SP_ASSIGN_OR_RETURN(d.inputs, as_model_input(std::move(set.images), sample, files.front()));
+  SP_RETURN_IF_ERROR(normalize_pixels(d.inputs, a, a.dir));
+  d.labels = std::move(set.labels);
+  return d;
+}
+
+Result<DataSplits> load_cifar_splits(const Shape& sample, const DataArgs& a) {
+  std::vector<std::string> train_files;
+  for (int b = 1; b <= kCifarTrainBatches; ++b) {
+    const std::string file = cifar_file(a, fmt::format("data_batch_{}.bin", b));
+    if (b == 1 || std::filesystem::exists(file)) train_files.push_back(file);
+  }
+  DataSplits d;
+  SP_ASSIGN_OR_RETURN(LabeledData train, load_cifar(train_files, sample, a, a.limit));
+  split_off_validation(std::move(train), a, d);
+  preload_mapping(d.train.inputs);  // from the data cache
+  const std::string test_file = cifar_file(a, "test_batch.bin");
+  SP_ASSIGN_OR_RETURN(d.test, load_cifar(std::span(&test_file, 1), sample, a, 0));
+  return d;
+}
+
 // Every row of an .npy of inputs already laid out and normalized (labels from --labels' .npy); a
 // float32 array stays in its file (map_npy), its rows read from disk as training uses them.
 Result<LabeledData> npy_rows(const Shape& sample, const DataArgs& a) {
@@ -164,29 +367,55 @@ Result<DataSplits> load_npy_splits(const Shape& sample, const DataArgs& a) {
   return d;
 }
 
-// An .npz of arrays 'x' (inputs, laid out and normalized) and optionally 'y' (labels).
-Result<DataSplits> load_npz_splits(const Shape& sample, const DataArgs& a) {
-  SP_ASSIGN_OR_RETURN(auto arrays, read_npz(a.dir));
-  auto x = arrays.find("x");
-  if (x == arrays.end()) {
-    std::string names;
-    for (const auto& [name, array] : arrays) names += (names.empty() ? "" : ", ") + name;
-    return errorf("{}: no array 'x' (the inputs) among {}; save with numpy.savez(path, x=inputs, y=labels)",
-                  a.dir, names);
-  }
+// An .npz's arrays 'x' (inputs, laid out and normalized) and optionally 'y' (labels): every array
+// read, or, through the cache, 'x' unpacked there once (entry "NAME-KEY.x.npy", NAME the archive's)
+// and mapped, and 'y' alone read.
+Result<LabeledData> npz_rows(const Shape& sample, const DataArgs& a) {
+  auto no_inputs = [&](const std::string& names) {
+    return errorf("{}: no array 'x' (the inputs){}; save with numpy.savez(path, x=inputs, y=labels)", a.dir,
+                  names.empty() ? "" : " among " + names);
+  };
   LabeledData all;
-  SP_ASSIGN_OR_RETURN(all.inputs, fitted_inputs(std::move(x->second), sample, a.dir + ": array 'x'"));
-  if (auto y = arrays.find("y"); y != arrays.end()) {
-    SP_ASSIGN_OR_RETURN(all.labels, labels_of(y->second, all.size(), a.dir + ": array 'y'"));
+  if (a.cache.empty()) {
+    SP_ASSIGN_OR_RETURN(auto arrays, read_npz(a.dir));
+    auto x = arrays.find("x");
+    if (x == arrays.end()) {
+      std::string names;
+      for (const auto& [name, array] : arrays) names += (names.empty() ? "" : ", ") + name;
+      return no_inputs(names);
+    }
+    SP_ASSIGN_OR_RETURN(all.inputs, fitted_inputs(std::move(x->second), sample, a.dir + ": array 'x'"));
+    if (auto y = arrays.find("y"); y != arrays.end()) {
+      SP_ASSIGN_OR_RETURN(all.labels, labels_of(y->second, all.size(), a.dir + ": array 'y'"));
+    }
+    return all;
   }
+  SP_ASSIGN_OR_RETURN(bool has_x, npz_has_array(a.dir, "x"));
+  if (!has_x) return no_inputs("");
+  SP_ASSIGN_OR_RETURN(std::string stamp, file_stamp(a.dir));
+  SP_ASSIGN_OR_RETURN(CacheEntry entry,
+                      cache_entry(a, fs::path(a.dir).stem().string(), "npz x|" + stamp, false,
+                                  [&](const CacheEntry& e) { return extract_npz_array(a.dir, "x", e.x); }));
+  SP_ASSIGN_OR_RETURN(Tensor x, map_npy(entry.x));
+  SP_ASSIGN_OR_RETURN(all.inputs, fitted_inputs(std::move(x), sample, a.dir + ": array 'x'"));
+  SP_ASSIGN_OR_RETURN(bool has_y, npz_has_array(a.dir, "y"));
+  if (has_y) {
+    SP_ASSIGN_OR_RETURN(Tensor y, read_npz_array(a.dir, "y"));
+    SP_ASSIGN_OR_RETURN(all.labels, labels_of(y, all.size(), a.dir + ": array 'y'"));
+  }
+  return all;
+}
+
+Result<DataSplits> load_npz_splits(const Shape& sample, const DataArgs& a) {
+  SP_ASSIGN_OR_RETURN(LabeledData all, npz_rows(sample, a));
   DataSplits d;
   split_off_validation(std::move(all), a, d);
+  preload_mapping(d.train.inputs);  // from the data cache
   d.test = d.val;
   return d;
 }
 
 // Image folders: DIR/train (and DIR/test or DIR/val) of class sub-folders, or DIR itself one.
-namespace fs = std::filesystem;
 
 bool is_class_folder(const fs::path& dir) {
   std::error_code ec;
@@ -213,48 +442,20 @@ std::string held_out_folder(const std::string& dir) {
   return "";
 }
 
-// What the decoded images of `folder` depend on, as a hex key: the folder, each image's path (as
+// What the decoded images of `folder` depend on, as cache key text: the folder, each image's path (as
 // listed: through links, not to their targets), label (its class's place among the sub-folders),
 // size and modification time, and the settings that shape and normalize them; or an error naming an image
 // that cannot be examined.
-Result<std::string> image_cache_key(const std::string& folder, const FolderImages& images,
-                                    const Shape& sample, const DataArgs& a) {
+Result<std::string> image_key_text(const std::string& folder, const FolderImages& images, const Shape& sample,
+                                   const DataArgs& a, int64_t limit) {
   std::error_code ec;
   std::string text =
-      fmt::format("sparrow image cache 1|{}|{}|{}|{}|{}|{}|{}", fs::weakly_canonical(folder, ec).string(),
-                  shape_str(sample), a.resize, a.scale.value_or(1.0f / 255.0f), a.shift.value_or(0.0f),
-                  fmt::join(a.mean, ","), fmt::join(a.std, ","));
+      fmt::format("images|{}|{}", fs::weakly_canonical(folder, ec).string(), row_settings(sample, a, limit));
   for (const auto& [path, label] : images.files) {
-    const auto size = fs::file_size(path, ec);
-    const auto time = ec ? fs::file_time_type() : fs::last_write_time(path, ec);
-    if (ec) return errorf("{}: {}", path, ec.message());
-    text += fmt::format("\n{}|{}|{}|{}", fs::path(path).lexically_relative(folder).string(), label, size,
-                        time.time_since_epoch().count());
+    SP_ASSIGN_OR_RETURN(std::string stamp, file_stamp(path));
+    text += fmt::format("\n{}|{}|{}", fs::path(path).lexically_relative(folder).string(), label, stamp);
   }
-  return fmt::format("{:016x}", fnv1a64(text));
-}
-
-// Decodes, scales and normalizes the images one at a time into x_path (float32 .npy, written as it
-// goes) and their labels into y_path.
-Status write_image_cache(const std::string& folder, const FolderImages& images, const Shape& sample,
-                         const DataArgs& a, const std::string& x_path, const std::string& y_path) {
-  StreamedOutput x;
-  SP_RETURN_IF_ERROR(x.open(x_path));
-  Tensor labels, image(DType::f32, {1, sample[0], sample[1], sample[2]});
-  SP_RETURN_IF_ERROR(for_each_folder_image(
-      folder, images, sample[0], sample[1], sample[2], a.resize,
-      [&](int64_t n) {
-        labels = Tensor(DType::i64, {n});
-        return x.append(npy_header(DType::f32, {n, sample[0], sample[1], sample[2]}));
-      },
-      [&](int64_t row, int64_t label, const float* pixels) {
-        std::copy(pixels, pixels + image.numel(), image.f32_data());
-        SP_RETURN_IF_ERROR(normalize_pixels(image, a, folder));
-        labels.i64_data()[row] = label;
-        return x.append(std::string_view(static_cast<const char*>(image.raw()), image.bytes()));
-      }));
-  SP_RETURN_IF_ERROR(x.commit());
-  return write_npy(y_path, labels);
+  return text;
 }
 
 // Whether `inner` is `outer` or lies inside it.
@@ -265,33 +466,19 @@ bool inside(const std::string& inner, const std::string& outer) {
   return end == out.end();
 }
 
-// The folder's images through the data cache (--data-cache): written there once per key, then
-// mapped (map_npy) instead of held in memory.
+// The folder's images through the data cache (entry "FOLDER-KEY", FOLDER the folder's name).
 Result<LabeledData> cached_images(const std::string& folder, const Shape& sample, const DataArgs& a,
                                   int64_t limit) {
   if (inside(a.cache, a.dir))
     return errorf("--data-cache {}: inside the image folder {} (it would become a class); put it elsewhere",
                   a.cache, a.dir);
   SP_ASSIGN_OR_RETURN(FolderImages images, list_folder_images(folder, limit));
-  SP_ASSIGN_OR_RETURN(std::string key, image_cache_key(folder, images, sample, a));
+  SP_ASSIGN_OR_RETURN(std::string key_text, image_key_text(folder, images, sample, a, limit));
+  auto walk = [&](const std::function<Status(int64_t)>& start, const RowSink& each) {
+    return for_each_folder_image(folder, images, sample[0], sample[1], sample[2], a.resize, start, each);
+  };
   std::error_code ec;
-  fs::create_directories(a.cache, ec);
-  if (ec) return errorf("{}: cannot create the data cache: {}", a.cache, ec.message());
-  const std::string name = fs::weakly_canonical(folder, ec).filename().string();
-  const std::string base = (fs::path(a.cache) / fmt::format("{}-{}", name, key)).string();
-  const std::string x_path = base + ".x.npy", y_path = base + ".y.npy";
-  if (!fs::exists(x_path, ec) || !fs::exists(y_path, ec))
-    SP_RETURN_IF_ERROR(write_image_cache(folder, images, sample, a, x_path, y_path));
-  LabeledData d;
-  SP_ASSIGN_OR_RETURN(d.inputs, map_npy(x_path));
-  SP_ASSIGN_OR_RETURN(Tensor y, read_npy(y_path));
-  SP_ASSIGN_OR_RETURN(d.labels, labels_of(y, d.size(), y_path));
-  Shape want = sample;
-  want.insert(want.begin(), static_cast<int64_t>(images.files.size()));
-  if (d.inputs.dtype() != DType::f32 || d.inputs.shape() != want)
-    return errorf("{}: holds {} {} where float32 {} was written; remove it to decode the images again",
-                  x_path, dtype_name(d.inputs.dtype()), shape_str(d.inputs.shape()), shape_str(want));
-  return d;
+  return cached_rows(a, fs::weakly_canonical(folder, ec).filename().string(), key_text, folder, sample, walk);
 }
 
 Result<LabeledData> load_images(const std::string& folder, const Shape& sample, const DataArgs& a,
@@ -338,10 +525,7 @@ Result<LabeledData> image_test_set(const Shape& sample, const DataArgs& a) {
 // The rows to evaluate on from each kind: what load_*_splits keeps for test (for arrays, every row).
 
 Result<LabeledData> npz_test_set(const Shape& sample, const DataArgs& a) {
-  DataArgs all = a;
-  all.validation = 0;
-  SP_ASSIGN_OR_RETURN(DataSplits d, load_npz_splits(sample, all));
-  return std::move(d.train);
+  return npz_rows(sample, a);
 }
 
 Result<LabeledData> cifar_test_set(const Shape& sample, const DataArgs& a) {
@@ -351,11 +535,7 @@ Result<LabeledData> cifar_test_set(const Shape& sample, const DataArgs& a) {
 
 Result<LabeledData> idx_test_set(const Shape& sample, const DataArgs& a) {
   auto path = [&](const char* name) { return (std::filesystem::path(a.dir) / name).string(); };
-  SP_ASSIGN_OR_RETURN(LabeledData d,
-                      load_labeled_idx(path("t10k-images-idx3-ubyte.gz"), path("t10k-labels-idx1-ubyte.gz"),
-                                       sample, 1.0f, 0.0f, 0));
-  SP_RETURN_IF_ERROR(normalize_pixels(d.inputs, a, a.dir));
-  return d;
+  return idx_rows(path("t10k-images-idx3-ubyte.gz"), path("t10k-labels-idx1-ubyte.gz"), sample, a, 0);
 }
 
 // The kinds of --data, by what the path is: the first that matches loads it.
@@ -366,7 +546,8 @@ struct DataSource {
   Result<LabeledData> (*load_test)(const Shape& sample, const DataArgs& a);
   bool pixel_bytes;      // normalized by --scale, --shift, --mean, --std
   bool labels_separate;  // labels come from --labels
-  bool resized;          // images of any size, scaled by --resize, kept decoded by --data-cache
+  bool resized;          // images of any size, scaled by --resize
+  bool decoded;          // decoded from its own format: --data-cache keeps it decoded
 };
 
 bool has_extension(const std::string& path, const char* extension) {
@@ -375,19 +556,19 @@ bool has_extension(const std::string& path, const char* extension) {
 
 const DataSource kDataSources[] = {
     {"a NumPy array (.npy)", [](const std::string& p) { return has_extension(p, ".npy"); }, load_npy_splits,
-     npy_rows, false, true, false},
+     npy_rows, false, true, false, false},
     {"a NumPy archive (.npz)", [](const std::string& p) { return has_extension(p, ".npz"); }, load_npz_splits,
-     npz_test_set, false, false, false},
+     npz_test_set, false, false, false, true},
     {"CIFAR-10's binary batches",
      [](const std::string& p) {
        return fs::exists(fs::path(p) / "data_batch_1.bin") || fs::exists(fs::path(p) / "test_batch.bin");
      },
-     load_cifar_splits, cifar_test_set, true, false, false},
+     load_cifar_splits, cifar_test_set, true, false, false, true},
     {"an image folder (one sub-folder per class, PNG or JPEG)", is_image_folder, load_image_splits,
-     image_test_set, true, false, true},
+     image_test_set, true, false, true, true},
     // Last: any other directory is read as MNIST's IDX files, and a missing one is named.
     {"MNIST-named IDX files", [](const std::string&) { return true; }, load_idx_splits, idx_test_set, true,
-     false, false},
+     false, false, true},
 };
 
 // The kind of `a.dir`, its options checked against it.
@@ -404,8 +585,11 @@ Result<const DataSource*> source_of(const DataArgs& a) {
   if (!source.resized && a.resize > 0)
     return errorf("--resize scales the images of an image folder; {} ({}) holds inputs of the model's size",
                   a.dir, source.what);
-  if (!source.resized && !a.cache.empty())
-    return errorf("--data-cache keeps the decoded images of an image folder; {} is {}", a.dir, source.what);
+  if (!source.decoded && !a.cache.empty())
+    return errorf(
+        "--data-cache keeps sources that must be decoded (IDX, CIFAR-10, .npz, image folders); {} ({}) is "
+        "read from its file as it is",
+        a.dir, source.what);
   return &source;
 }
 
@@ -420,7 +604,9 @@ Result<Shape> sample_of(const Model& m) {
 Result<DataSplits> load_splits(const Model& m, const DataArgs& a) {
   SP_ASSIGN_OR_RETURN(Shape sample, sample_of(m));
   SP_ASSIGN_OR_RETURN(const DataSource* source, source_of(a));
-  return source->load(sample, a);
+  auto splits = source->load(sample, a);
+  trim_data_cache(a);
+  return splits;
 }
 
 bool holds_labels(const std::string& path) {
@@ -434,7 +620,9 @@ bool holds_labels(const std::string& path) {
 Result<LabeledData> load_test_set(const Model& m, const DataArgs& a) {
   SP_ASSIGN_OR_RETURN(Shape sample, sample_of(m));
   SP_ASSIGN_OR_RETURN(const DataSource* source, source_of(a));
-  return source->load_test(sample, a);
+  auto rows = source->load_test(sample, a);
+  trim_data_cache(a);
+  return rows;
 }
 
 void add_data_options(CLI::App* cmd, DataArgs& d) {
@@ -456,9 +644,15 @@ void add_data_options(CLI::App* cmd, DataArgs& d) {
          "input-sized window (the geometry of torchvision's Resize(N) + CenterCrop, bilinear without "
          "antialiasing); default: scale to just cover it")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--data-cache", d.cache,
-                  "Image folders: decode and normalize the images once into this folder (a float32 .npy per "
-                  "image folder and settings) and read them from there, mapped, not held in memory");
+  cmd->add_option(
+      "--data-cache", d.cache,
+      "IDX, CIFAR-10, .npz, image folders: decode and normalize the data once into this folder (a "
+      "float32 .npy per source and settings), streamed, and read it from there, mapped, not held "
+      "in memory");
+  cmd->add_option("--data-cache-limit", d.cache_limit_gib,
+                  "GiB the data cache may hold; the entries used least recently are removed past it "
+                  "(default 20)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--validation", d.validation,
                   "Training rows held out for validation (default 5000, at most a fifth)")
       ->check(CLI::NonNegativeNumber);

@@ -24,8 +24,9 @@ struct DataArgs {
   std::vector<float> std;      // pixel bytes, per channel (or one for all): default 1
   int64_t limit = 0;
   int64_t validation = 5000;
-  int64_t resize = 0;  // image folders: the shorter side scaled to this first (0: just covering)
-  std::string cache;   // image folders: where their decoded, normalized images are kept (empty: none)
+  int64_t resize = 0;           // image folders: the shorter side scaled to this first (0: just covering)
+  std::string cache;            // where decoded sources are kept as float32 rows (empty: none; not for .npy)
+  double cache_limit_gib = 20;  // what the cache may hold; the least recently used entries go first
 };
 
 struct DataSplits {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 #include <zlib.h>
 
@@ -106,33 +107,59 @@ double load_be_element(const unsigned char* p, unsigned char type) {
   }
 }
 
-// Reads the header, checks it, then exactly the data it declares: nothing is decompressed or
-// allocated past what a valid header asks for.
-Result<Tensor> parse_idx(GzipReader& in) {
+// An IDX file's header: element type and width, and the dimensions.
+struct IdxHeader {
+  unsigned char type = 0;
+  int width = 0;
+  Shape dims;
+};
+
+Result<IdxHeader> read_header(GzipReader& in) {
   unsigned char head[4];
   SP_ASSIGN_OR_RETURN(size_t got, in.read(head, 4));
   if (got < 4 || head[0] != 0 || head[1] != 0) return errorf("not an IDX file (magic bytes 0 0 missing)");
-  const unsigned char type = head[2];
-  const int width = element_width(type);
-  if (width == 0) return errorf("field type: unknown element type 0x{:02x}", type);
+  IdxHeader h;
+  h.type = head[2];
+  h.width = element_width(h.type);
+  if (h.width == 0) return errorf("field type: unknown element type 0x{:02x}", h.type);
   const int rank = head[3];
   if (rank < 1) return errorf("field rank: must be at least 1");
   std::vector<unsigned char> dims(4 * static_cast<size_t>(rank));
   SP_ASSIGN_OR_RETURN(got, in.read(dims.data(), dims.size()));
   if (got < dims.size())
     return errorf("header truncated: {} dimensions need {} bytes", rank, 4 + dims.size());
-  Shape shape;
-  for (int i = 0; i < rank; ++i) shape.push_back(load_be32(&dims[4 * static_cast<size_t>(i)]));
-  const int64_t numel = shape_numel(shape);
+  for (int i = 0; i < rank; ++i) h.dims.push_back(load_be32(&dims[4 * static_cast<size_t>(i)]));
+  return h;
+}
+
+// `n` big-endian elements of `type` as float32.
+void to_float(const unsigned char* data, int64_t n, const IdxHeader& h, float* out) {
+  if (h.type == 0x08) {
+    for (int64_t i = 0; i < n; ++i) out[i] = data[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(load_be_element(&data[i * h.width], h.type));
+  }
+}
+
+Status data_size_error(const IdxHeader& h, size_t need, size_t got, bool more) {
+  return errorf("field dims: {} needs {} bytes of data, file has {}", shape_str(h.dims), need,
+                more ? "more" : std::to_string(got));
+}
+
+// Reads the header, checks it, then exactly the data it declares: nothing is decompressed or
+// allocated past what a valid header asks for.
+Result<Tensor> parse_idx(GzipReader& in) {
+  SP_ASSIGN_OR_RETURN(IdxHeader h, read_header(in));
+  const int64_t numel = shape_numel(h.dims);
   // The data, and the float32 tensor made of it, within the input budget.
   const uint64_t limit = static_cast<uint64_t>(input_byte_limit());
-  if (numel < 0 || static_cast<uint64_t>(numel) > limit / static_cast<uint64_t>(std::max(width, 4)))
+  if (numel < 0 || static_cast<uint64_t>(numel) > limit / static_cast<uint64_t>(std::max(h.width, 4)))
     return errorf("field dims: {} is too large (at most {} bytes of data: the input limit, --max-input)",
-                  shape_str(shape), limit);
-  const size_t need = static_cast<size_t>(numel) * static_cast<size_t>(width);
+                  shape_str(h.dims), limit);
+  const size_t need = static_cast<size_t>(numel) * static_cast<size_t>(h.width);
   // Grown as the data arrives, so a small file that declares a large size allocates little.
   std::vector<unsigned char> data;
-  got = 0;
+  size_t got = 0;
   while (got < need) {
     const size_t chunk = std::min<size_t>(need - got, size_t{1} << 20);
     data.resize(got + chunk);
@@ -142,18 +169,40 @@ Result<Tensor> parse_idx(GzipReader& in) {
   }
   unsigned char extra = 0;
   SP_ASSIGN_OR_RETURN(size_t more, in.read(&extra, 1));
-  if (got != need || more != 0)
-    return errorf("field dims: {} needs {} bytes of data, file has {}", shape_str(shape), need,
-                  more ? "more" : std::to_string(got));
-  Tensor t(DType::f32, shape);
-  float* out = t.f32_data();
-  if (type == 0x08) {
-    for (int64_t i = 0; i < numel; ++i) out[i] = data[static_cast<size_t>(i)];
-  } else {
-    for (int64_t i = 0; i < numel; ++i)
-      out[i] = static_cast<float>(load_be_element(&data[static_cast<size_t>(i) * width], type));
-  }
+  if (got != need || more != 0) return data_size_error(h, need, got, more != 0);
+  Tensor t(DType::f32, h.dims);
+  to_float(data.data(), numel, h, t.f32_data());
   return t;
+}
+
+// The rows of the data after the header, one at a time (see for_each_idx_row); the reader's errors
+// name `path`, the callbacks' pass through as they are.
+Status walk_rows(GzipReader& in, const std::string& path, int64_t limit,
+                 const std::function<Status(const Shape&)>& start,
+                 const std::function<Status(int64_t, const float*)>& each) {
+  auto header = read_header(in);
+  if (!header.ok()) return header.status().prefixed(path);
+  const IdxHeader& h = *header;
+  const int64_t rows = h.dims[0], row_values = shape_numel(Shape(h.dims.begin() + 1, h.dims.end()));
+  const int64_t used = limit > 0 ? std::min(rows, limit) : rows;
+  SP_RETURN_IF_ERROR(start(h.dims));
+  std::vector<unsigned char> bytes(static_cast<size_t>(row_values * h.width));
+  std::vector<float> values(static_cast<size_t>(row_values));
+  const size_t need = static_cast<size_t>(rows) * bytes.size();
+  for (int64_t r = 0; r < used; ++r) {
+    auto got = in.read(bytes.data(), bytes.size());
+    if (!got.ok()) return got.status();  // names the file
+    if (*got < bytes.size())
+      return data_size_error(h, need, static_cast<size_t>(r) * bytes.size() + *got, false).prefixed(path);
+    to_float(bytes.data(), row_values, h, values.data());
+    SP_RETURN_IF_ERROR(each(r, values.data()));
+  }
+  if (used < rows) return {};  // the rest is not read
+  unsigned char extra = 0;
+  auto more = in.read(&extra, 1);
+  if (!more.ok()) return more.status();
+  if (*more != 0) return data_size_error(h, need, need, true).prefixed(path);
+  return {};
 }
 
 }  // namespace
@@ -164,6 +213,14 @@ Result<Tensor> read_idx(const std::string& path) {
   auto t = parse_idx(in);
   if (!t.ok()) return t.status().prefixed(path);
   return t;
+}
+
+Status for_each_idx_row(const std::string& path, int64_t limit,
+                        const std::function<Status(const Shape&)>& start,
+                        const std::function<Status(int64_t, const float*)>& each) {
+  GzipReader in(path);
+  if (!in.opened()) return errorf("{}: cannot open (missing file?)", path);
+  return walk_rows(in, path, limit, start, each);
 }
 
 Result<std::vector<int64_t>> read_idx_labels(const std::string& path) {

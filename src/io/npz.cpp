@@ -75,15 +75,38 @@ Result<std::string> archive_bytes(zip_source_t* buffer) {
 
 }  // namespace
 
+namespace {
+
+// The archive at `path`, opened from its file (entries are read as they are asked for), noted as an
+// input.
+Result<Archive> open_archive(const std::string& path) {
+  int code = 0;
+  Archive z(zip_open(path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &code));
+  if (!z) {
+    zip_error_t error;
+    zip_error_init_with_code(&error, code);
+    return errorf("{}: not a readable .npz (zip) archive: {}", path, zip_message(&error));
+  }
+  note_input_file(path);
+  return z;
+}
+
+// The index of array `name`'s entry, or an error listing the arrays there are.
+Result<zip_uint64_t> array_index(zip_t* z, const std::string& path, const std::string& name) {
+  const zip_int64_t index = zip_name_locate(z, (name + std::string(kEntrySuffix)).c_str(), 0);
+  if (index >= 0) return static_cast<zip_uint64_t>(index);
+  std::string names;
+  for (zip_int64_t i = 0; i < zip_get_num_entries(z, 0); ++i) {
+    const char* entry = zip_get_name(z, static_cast<zip_uint64_t>(i), 0);
+    names += fmt::format("{}'{}'", names.empty() ? "" : ", ", entry ? entry : "");
+  }
+  return errorf("{}: no array '{}' among the entries {}", path, name, names.empty() ? "(none)" : names);
+}
+
+}  // namespace
+
 Result<std::map<std::string, Tensor>> read_npz(const std::string& path) {
-  SP_ASSIGN_OR_RETURN(std::vector<char> bytes, read_file(path));
-  zip_error_t error;
-  zip_error_init(&error);
-  Source source(zip_source_buffer_create(bytes.data(), bytes.size(), 0, &error));
-  if (!source) return errorf("{}: {}", path, zip_message(&error));
-  Archive z(zip_open_from_source(source.get(), ZIP_RDONLY | ZIP_CHECKCONS, &error));
-  if (!z) return errorf("{}: not a readable .npz (zip) archive: {}", path, zip_message(&error));
-  source.release();  // the archive owns it now
+  SP_ASSIGN_OR_RETURN(Archive z, open_archive(path));
   std::map<std::string, Tensor> arrays;
   const zip_int64_t entries = zip_get_num_entries(z.get(), 0);
   auto budget = static_cast<zip_uint64_t>(input_byte_limit());
@@ -98,6 +121,38 @@ Result<std::map<std::string, Tensor>> read_npz(const std::string& path) {
   }
   if (arrays.empty()) return errorf("{}: the archive holds no arrays", path);
   return arrays;
+}
+
+Result<Tensor> read_npz_array(const std::string& path, const std::string& name) {
+  SP_ASSIGN_OR_RETURN(Archive z, open_archive(path));
+  SP_ASSIGN_OR_RETURN(zip_uint64_t index, array_index(z.get(), path, name));
+  auto budget = static_cast<zip_uint64_t>(input_byte_limit());
+  auto t = read_entry(z.get(), index, name + std::string(kEntrySuffix), budget);
+  if (!t.ok()) return t.status().prefixed(path);
+  return t;
+}
+
+Result<bool> npz_has_array(const std::string& path, const std::string& name) {
+  SP_ASSIGN_OR_RETURN(Archive z, open_archive(path));
+  return zip_name_locate(z.get(), (name + std::string(kEntrySuffix)).c_str(), 0) >= 0;
+}
+
+Status extract_npz_array(const std::string& path, const std::string& name, const std::string& npy_path) {
+  SP_ASSIGN_OR_RETURN(Archive z, open_archive(path));
+  SP_ASSIGN_OR_RETURN(zip_uint64_t index, array_index(z.get(), path, name));
+  std::unique_ptr<zip_file_t, EntryCloser> file(zip_fopen_index(z.get(), index, 0));
+  if (!file) return errorf("{}: array '{}': {}", path, name, zip_strerror(z.get()));
+  StreamedOutput out;
+  SP_RETURN_IF_ERROR(out.open(npy_path));
+  std::vector<char> chunk(size_t{1} << 20);
+  zip_int64_t got;
+  // Read to the end: libzip checks the entry's checksum there.
+  while ((got = zip_fread(file.get(), chunk.data(), chunk.size())) > 0)
+    SP_RETURN_IF_ERROR(out.append(std::string_view(chunk.data(), static_cast<size_t>(got))));
+  if (got < 0)
+    return errorf("{}: array '{}': its data cannot be read or does not match its checksum ({})", path, name,
+                  zip_file_strerror(file.get()));
+  return out.commit();
 }
 
 Status write_npz(const std::string& path, const std::map<std::string, Tensor>& arrays, bool compressed) {

@@ -339,6 +339,53 @@ TEST(Npz, BadArchivesNameTheFileAndEntry) {
   EXPECT_NE(magic.status().message().find("entry 'x.npy'"), std::string::npos) << magic.status().message();
 }
 
+TEST(Npz, OneArrayIsReadOrUnpackedAlone) {
+  const std::string dir = test::temp_dir("npz_one");
+  Tensor x = test::random_f32({6, 2, 3}, 4);
+  Tensor y(DType::i64, {6});
+  for (int64_t i = 0; i < 6; ++i) y.i64_data()[i] = i % 3;
+  for (bool compressed : {false, true}) {
+    const std::string path = dir + (compressed ? "/deflated.npz" : "/stored.npz");
+    ASSERT_TRUE(write_npz(path, {{"x", x}, {"y", y}}, compressed).ok());
+    auto labels = read_npz_array(path, "y");
+    ASSERT_TRUE(labels.ok()) << labels.status().message();
+    EXPECT_EQ(std::vector<int64_t>(labels->i64_data(), labels->i64_data() + 6),
+              (std::vector<int64_t>{0, 1, 2, 0, 1, 2}));
+    EXPECT_TRUE(*npz_has_array(path, "x"));
+    EXPECT_FALSE(*npz_has_array(path, "z"));
+    const std::string unpacked = dir + "/x.npy";
+    ASSERT_TRUE(extract_npz_array(path, "x", unpacked).ok());
+    std::ifstream in(unpacked, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(bytes, sparrow::npy_bytes(x)) << "the entry's bytes, compressed " << compressed;
+    auto mapped = map_npy(unpacked);
+    ASSERT_TRUE(mapped.ok()) << mapped.status().message();
+    EXPECT_EQ(std::memcmp(mapped->raw(), x.raw(), x.bytes()), 0);
+    auto missing = read_npz_array(path, "z");
+    ASSERT_FALSE(missing.ok());
+    EXPECT_NE(missing.status().message().find(path + ": no array 'z' among the entries 'x.npy', 'y.npy'"),
+              std::string::npos)
+        << missing.status().message();
+    EXPECT_FALSE(extract_npz_array(path, "z", dir + "/z.npy").ok());
+    EXPECT_FALSE(std::filesystem::exists(dir + "/z.npy"));
+  }
+  // Data that does not match its checksum: an error, and nothing at the output path.
+  Tensor ones(DType::f32, {16});
+  for (int64_t i = 0; i < 16; ++i) ones.f32_data()[i] = 1.0f;
+  ASSERT_TRUE(write_npz(dir + "/ones.npz", {{"x", ones}}).ok());
+  std::ifstream ones_in(dir + "/ones.npz", std::ios::binary);
+  std::string flipped((std::istreambuf_iterator<char>(ones_in)), std::istreambuf_iterator<char>());
+  const size_t value = flipped.find(std::string("\x00\x00\x80\x3f", 4), flipped.find("NUMPY"));
+  ASSERT_NE(value, std::string::npos);
+  flipped[value + 3] = 0x40;
+  write_bytes(dir + "/flipped.npz", flipped);
+  auto bad = extract_npz_array(dir + "/flipped.npz", "x", dir + "/flipped.npy");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("array 'x'"), std::string::npos) << bad.message();
+  EXPECT_FALSE(std::filesystem::exists(dir + "/flipped.npy"));
+  EXPECT_FALSE(read_npz_array(dir + "/flipped.npz", "x").ok());
+}
+
 TEST(Cifar10, ReadsRecordsAcrossFilesUpToALimit) {
   const std::string dir = test::temp_dir("cifar");
   ImageSet a, b;
@@ -388,6 +435,54 @@ TEST(Cifar10, BadFilesNameTheFileAndRecord) {
       std::string::npos);
 }
 
+// The streamed records are read_cifar10's; a bad label stops the walk at its record; a callback's
+// error comes back as it is.
+TEST(Cifar10, StreamsTheRecordsReadCifar10Reads) {
+  const std::string dir = test::temp_dir("cifar_stream");
+  ImageSet a;
+  a.images = Tensor(DType::f32, {3, 3, 32, 32});
+  for (int64_t i = 0; i < a.images.numel(); ++i) a.images.f32_data()[i] = static_cast<float>((i * 13) % 256);
+  a.labels = {5, 0, 9};
+  ASSERT_TRUE(write_cifar10(dir + "/a.bin", a).ok());
+  ASSERT_TRUE(write_cifar10(dir + "/b.bin", a).ok());
+  const std::vector<std::string> files = {dir + "/a.bin", dir + "/b.bin"};
+  for (int64_t limit : {0, 2, 4}) {
+    auto whole = read_cifar10(files, limit);
+    ASSERT_TRUE(whole.ok());
+    std::vector<float> pixels;
+    std::vector<int64_t> labels;
+    int64_t announced = -1;
+    auto s = for_each_cifar10_record(
+        files, limit, [&](int64_t n) { return announced = n, Status{}; },
+        [&](int64_t row, int64_t label, const float* p) {
+          EXPECT_EQ(row, static_cast<int64_t>(labels.size()));
+          labels.push_back(label);
+          pixels.insert(pixels.end(), p, p + 3 * 32 * 32);
+          return Status{};
+        });
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_EQ(announced, whole->images.dim(0));
+    EXPECT_EQ(labels, whole->labels) << "limit " << limit;
+    ASSERT_EQ(static_cast<int64_t>(pixels.size()), whole->images.numel());
+    EXPECT_EQ(std::memcmp(pixels.data(), whole->images.raw(), whole->images.bytes()), 0);
+  }
+  std::ifstream in(dir + "/a.bin", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  bytes[2 * 3073] = 10;
+  write_bytes(dir + "/bad.bin", bytes);
+  int records = 0;
+  auto bad = for_each_cifar10_record(
+      std::vector<std::string>{dir + "/bad.bin"}, 0, [](int64_t) { return Status{}; },
+      [&](int64_t, int64_t, const float*) { return ++records, Status{}; });
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find(dir + "/bad.bin: record 2: label 10"), std::string::npos) << bad.message();
+  EXPECT_EQ(records, 2);
+  auto stopped = for_each_cifar10_record(
+      files, 0, [](int64_t) { return Status{}; },
+      [](int64_t row, int64_t, const float*) { return row == 1 ? errorf("stop here") : Status{}; });
+  EXPECT_EQ(stopped.message(), "stop here");
+}
+
 std::string idx_bytes(uint8_t type, std::vector<uint32_t> dims, const std::string& data) {
   std::string out = {0, 0, static_cast<char>(type), static_cast<char>(dims.size())};
   for (uint32_t d : dims)
@@ -413,6 +508,76 @@ TEST(Idx, ReadsPlainAndGzip) {
   auto labels = read_idx_labels(dir + "/labels");
   ASSERT_TRUE(labels.ok());
   EXPECT_EQ(*labels, (std::vector<int64_t>{7, 0, 9}));
+}
+
+// Rows streamed from plain and gzip files of several element types are read_idx's; a short file
+// fails at the row it ends in, data past the rows fails once every row is walked; a callback's error
+// comes back as it is.
+TEST(Idx, StreamsTheRowsReadIdxReads) {
+  const std::string dir = test::temp_dir("idx_stream");
+  std::string u8(24, '\0'), i16;
+  for (int i = 0; i < 24; ++i) u8[static_cast<size_t>(i)] = static_cast<char>(i * 11);
+  for (int i = 0; i < 24; ++i) {
+    const auto v = static_cast<uint16_t>(static_cast<int16_t>(i * 1000 - 12000));
+    i16 += {static_cast<char>(v >> 8), static_cast<char>(v & 0xff)};
+  }
+  for (const auto& [name, bytes] : {std::pair<std::string, std::string>{"u8", idx_bytes(0x08, {4, 2, 3}, u8)},
+                                    {"i16", idx_bytes(0x0B, {4, 2, 3}, i16)}}) {
+    write_bytes(dir + "/" + name, bytes);
+    gzFile gz = gzopen((dir + "/" + name + ".gz").c_str(), "wb");
+    gzwrite(gz, bytes.data(), static_cast<unsigned>(bytes.size()));
+    gzclose(gz);
+    for (const std::string& path : {dir + "/" + name, dir + "/" + name + ".gz"})
+      for (int64_t limit : {0, 1, 3, 9}) {
+        auto whole = read_idx(path);
+        ASSERT_TRUE(whole.ok()) << whole.status().message();
+        Shape dims;
+        std::vector<float> values;
+        auto s = for_each_idx_row(
+            path, limit, [&](const Shape& d) { return dims = d, Status{}; },
+            [&](int64_t row, const float* v) {
+              EXPECT_EQ(row * 6, static_cast<int64_t>(values.size()));
+              values.insert(values.end(), v, v + 6);
+              return Status{};
+            });
+        ASSERT_TRUE(s.ok()) << s.message();
+        EXPECT_EQ(dims, (Shape{4, 2, 3}));
+        const int64_t rows = limit > 0 ? std::min<int64_t>(limit, 4) : 4;
+        EXPECT_EQ(values, std::vector<float>(whole->f32_data(), whole->f32_data() + rows * 6))
+            << path << " limit " << limit;
+      }
+  }
+  auto rows_of = [&](const std::string& path, int64_t limit, int* rows) {
+    return for_each_idx_row(
+        path, limit, [](const Shape&) { return Status{}; },
+        [&](int64_t, const float*) { return ++*rows, Status{}; });
+  };
+  write_bytes(dir + "/short", idx_bytes(0x08, {4, 2, 3}, u8.substr(0, 15)));
+  int rows = 0;
+  auto short_file = rows_of(dir + "/short", 0, &rows);
+  ASSERT_FALSE(short_file.ok());
+  EXPECT_NE(
+      short_file.message().find(dir + "/short: field dims: [4, 2, 3] needs 24 bytes of data, file has 15"),
+      std::string::npos)
+      << short_file.message();
+  EXPECT_EQ(rows, 2) << "the whole rows before the end";
+  rows = 0;
+  EXPECT_TRUE(rows_of(dir + "/short", 2, &rows).ok()) << "the rows asked for are there";
+  write_bytes(dir + "/long", idx_bytes(0x08, {4, 2, 3}, u8 + "x"));
+  rows = 0;
+  auto long_file = rows_of(dir + "/long", 0, &rows);
+  ASSERT_FALSE(long_file.ok());
+  EXPECT_NE(long_file.message().find("file has more"), std::string::npos) << long_file.message();
+  rows = 0;
+  EXPECT_TRUE(rows_of(dir + "/long", 3, &rows).ok()) << "with fewer rows asked for, the rest is not read";
+  EXPECT_FALSE(rows_of(dir + "/long", 4, &rows).ok()) << "every row walked: the data past them is seen";
+  write_bytes(dir + "/type", idx_bytes(0x42, {1}, "a"));
+  EXPECT_NE(rows_of(dir + "/type", 0, &rows).message().find(dir + "/type: field type"), std::string::npos);
+  EXPECT_NE(rows_of(dir + "/missing", 0, &rows).message().find("missing"), std::string::npos);
+  auto stopped = for_each_idx_row(
+      dir + "/u8", 0, [](const Shape&) { return Status{}; },
+      [](int64_t row, const float*) { return row == 2 ? errorf("stop here") : Status{}; });
+  EXPECT_EQ(stopped.message(), "stop here");
 }
 
 TEST(Idx, RejectsCorruptFiles) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <random>
 #include <set>
 #include <thread>
@@ -14,6 +15,7 @@
 #include <png.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
@@ -856,6 +858,83 @@ TEST(TrainingData, CifarBatchesNpzAndNpyTrainTheSameWeights) {
   EXPECT_EQ(outputs_of("npy", dir + "/x.npy --labels " + dir + "/y.npy"), from_cifar);
   const auto unnormalized = outputs_of("raw", dir + "/cifar");
   EXPECT_NE(unnormalized, from_cifar) << "--mean and --std were applied";
+
+  // The same images as MNIST-named IDX files ([N, 3, 32, 32] bytes), and every decoded source
+  // through --data-cache: the same weights; each source decoded once into an entry (inputs and
+  // labels) that later runs map instead of writing again.
+  std::filesystem::create_directories(dir + "/idx");
+  auto idx_files = [&](const ImageSet& set, const std::string& prefix) {
+    std::vector<uint8_t> pixels(set.images.f32_data(), set.images.f32_data() + set.images.numel());
+    std::vector<uint8_t> labels(set.labels.begin(), set.labels.end());
+    const int64_t n = set.images.dim(0);
+    ASSERT_TRUE(write_idx_u8(dir + "/idx/" + prefix + "-images-idx3-ubyte.gz", {n, 3, 32, 32}, pixels).ok());
+    ASSERT_TRUE(write_idx_u8(dir + "/idx/" + prefix + "-labels-idx1-ubyte.gz", {n}, labels).ok());
+  };
+  idx_files(train, "train");
+  idx_files(test_set, "t10k");
+  const std::string normalized = " --mean 0.5,0.4,0.3 --std 0.2,0.25,0.3";
+  EXPECT_EQ(outputs_of("idx", dir + "/idx" + normalized), from_cifar);
+  const std::string cache = dir + "/cache";
+  auto entries = [&] {
+    std::map<std::string, ino_t> found;  // name -> inode: a rewritten entry gets a new one
+    for (const auto& e : std::filesystem::directory_iterator(cache)) {
+      struct stat st {};
+      ::stat(e.path().c_str(), &st);
+      found[e.path().filename().string()] = st.st_ino;
+    }
+    return found;
+  };
+  EXPECT_EQ(outputs_of("idx_cached", dir + "/idx" + normalized + " --data-cache " + cache), from_cifar);
+  const auto idx_entries = entries();
+  ASSERT_EQ(idx_entries.size(), 4u) << "train and t10k, inputs and labels";
+  EXPECT_TRUE(idx_entries.begin()->first.starts_with("t10k-images-idx3-ubyte-"))
+      << idx_entries.begin()->first;
+  EXPECT_EQ(outputs_of("idx_cached_again", dir + "/idx" + normalized + " --data-cache " + cache), from_cifar);
+  EXPECT_EQ(entries(), idx_entries) << "mapped, not written again";
+  EXPECT_EQ(outputs_of("cifar_cached", dir + "/cifar" + normalized + " --data-cache " + cache), from_cifar);
+  EXPECT_EQ(entries().size(), 8u) << "the CIFAR-10 batches' entries beside the IDX ones";
+  EXPECT_EQ(outputs_of("npz_cached", dir + "/xy.npz --data-cache " + cache), from_cifar);
+  const auto all_entries = entries();
+  EXPECT_EQ(all_entries.size(), 9u) << "the archive's inputs unpacked; its labels read from it";
+  EXPECT_EQ(outputs_of("raw_cached", dir + "/cifar --data-cache " + cache), unnormalized);
+  EXPECT_EQ(entries().size(), 13u) << "other settings, other entries";
+  auto npz_entry = all_entries;
+  for (const auto& [name, inode] : idx_entries) npz_entry.erase(name);
+  std::erase_if(npz_entry, [](const auto& e) { return e.first.starts_with("cifar10-"); });
+  ASSERT_EQ(npz_entry.size(), 1u);
+  EXPECT_EQ(outputs_of("npz_again", dir + "/xy.npz --data-cache " + cache), from_cifar);  // used last
+  // Past its limit, the cache drops the entries used least recently, never those of the run: a limit
+  // that holds this run's (IDX) entries and the .npz's, used last, drops the CIFAR-10 ones.
+  auto bytes_of = [&](const auto& names) {
+    double bytes = 0;
+    for (const auto& [name, inode] : names)
+      bytes += static_cast<double>(std::filesystem::file_size(cache + "/" + name));
+    return bytes;
+  };
+  const double keep_gib = (bytes_of(idx_entries) + bytes_of(npz_entry) + 4096) / (1 << 30);
+  EXPECT_EQ(outputs_of("trimming", dir + "/idx" + normalized + " --data-cache " + cache +
+                                       fmt::format(" --data-cache-limit {}", keep_gib)),
+            from_cifar);
+  auto kept = idx_entries;
+  kept.insert(npz_entry.begin(), npz_entry.end());
+  EXPECT_EQ(entries(), kept) << "the least recently used went first";
+  EXPECT_EQ(outputs_of("evicting",
+                       dir + "/idx" + normalized + " --data-cache " + cache + " --data-cache-limit 0.000001"),
+            from_cifar);
+  EXPECT_EQ(entries(), idx_entries) << "only the IDX entries, which this run used, are left";
+  auto eval_of = [&](const std::string& args) {
+    auto r = test::run_cli("-q eval " + dir + "/idx.spw --json --data " + dir + "/idx" + normalized + args);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.output) : nlohmann::json();
+  };
+  const auto evaluated = eval_of("");
+  EXPECT_EQ(evaluated["total"], 10);
+  EXPECT_EQ(eval_of(" --data-cache " + cache)["accuracy"], evaluated["accuracy"]);
+  auto npy_cached = test::run_cli("-q eval " + dir + "/idx.spw --data " + dir + "/x.npy --labels " + dir +
+                                  "/y.npy --data-cache " + cache);
+  EXPECT_EQ(npy_cached.exit_code, 1);
+  EXPECT_NE(npy_cached.output.find("--data-cache keeps sources that must be decoded"), std::string::npos)
+      << npy_cached.output;
 }
 
 // An image folder (train/ and test/, a PNG per image) trains as the same images in an .npy in the
@@ -944,8 +1023,7 @@ TEST(TrainingData, AnImageFolderTrainsLikeTheSameImagesAsArrays) {
   auto not_images = test::run_cli("-q train " + dir + "/m.onnx -o " + dir + "/t.onnx --data " + dir +
                                   "/x.npy --labels " + dir + "/y.npy --data-cache " + cache);
   EXPECT_EQ(not_images.exit_code, 1);
-  EXPECT_NE(not_images.output.find("--data-cache keeps the decoded images of an image folder"),
-            std::string::npos)
+  EXPECT_NE(not_images.output.find("--data-cache keeps sources that must be decoded"), std::string::npos)
       << not_images.output;
   auto augmented =
       test::run_cli("-q --threads 1 compress " + dir + "/m.onnx -o " + dir +
@@ -976,7 +1054,7 @@ TEST(TrainingData, AnImageFolderTrainsLikeTheSameImagesAsArrays) {
   auto cache_for_arrays = test::run_cli("-q eval " + dir + "/images.spw --data " + dir + "/x.npy --labels " +
                                         dir + "/y.npy --data-cache " + eval_cache);
   EXPECT_EQ(cache_for_arrays.exit_code, 1);
-  EXPECT_NE(cache_for_arrays.output.find("--data-cache keeps the decoded images of an image folder"),
+  EXPECT_NE(cache_for_arrays.output.find("--data-cache keeps sources that must be decoded"),
             std::string::npos)
       << cache_for_arrays.output;
   // --resize 32 keeps 32 x 32 images as they are, is recorded, and needs a shorter side that covers
