@@ -937,6 +937,54 @@ TEST(TrainingData, CifarBatchesNpzAndNpyTrainTheSameWeights) {
       << npy_cached.output;
 }
 
+// A source that fails while it is decoded into the data cache (label count, a truncated gzip file, a
+// bad CIFAR-10 label) is a clear error, exit 1, and leaves no entry or temporary behind.
+TEST(TrainingData, ASourceThatFailsWhileCachedLeavesNoEntry) {
+  const std::string dir = test::temp_dir("cache_errors");
+  ASSERT_TRUE(save_onnx(cifar_sized_cnn(), dir + "/m.onnx").ok());
+  const std::string cache = dir + "/cache";
+  auto train_on = [&](const std::string& data) {
+    return test::run_cli("-q train " + dir + "/m.onnx -o " + dir +
+                         "/t.onnx --epochs 1 --validation 2 --data " + data + " --data-cache " + cache);
+  };
+  auto cache_files = [&] {
+    std::vector<std::string> names;
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(cache, ec), end; !ec && it != end; it.increment(ec))
+      names.push_back(it->path().filename().string());
+    return names;
+  };
+  std::vector<uint8_t> pixels(10 * 3072);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 7);
+  std::filesystem::create_directories(dir + "/idx");
+  const std::string images = dir + "/idx/train-images-idx3-ubyte.gz";
+  ASSERT_TRUE(write_idx_u8(images, {10, 3, 32, 32}, pixels).ok());
+  ASSERT_TRUE(write_idx_u8(dir + "/idx/train-labels-idx1-ubyte.gz", {9}, std::vector<uint8_t>(9, 1)).ok());
+  auto mismatched = train_on(dir + "/idx");
+  EXPECT_EQ(mismatched.exit_code, 1);
+  EXPECT_NE(mismatched.output.find(images + " has 10 images but"), std::string::npos) << mismatched.output;
+  EXPECT_NE(mismatched.output.find("has 9 labels"), std::string::npos) << mismatched.output;
+  EXPECT_EQ(cache_files(), std::vector<std::string>{});
+  ASSERT_TRUE(write_idx_u8(dir + "/idx/train-labels-idx1-ubyte.gz", {10}, std::vector<uint8_t>(10, 1)).ok());
+  std::ifstream in(images, std::ios::binary);
+  const std::string packed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  std::ofstream(images, std::ios::binary | std::ios::trunc) << packed.substr(0, packed.size() / 2);
+  auto truncated = train_on(dir + "/idx");
+  EXPECT_EQ(truncated.exit_code, 1);
+  EXPECT_NE(truncated.output.find(images + ": "), std::string::npos) << truncated.output;
+  EXPECT_EQ(cache_files(), std::vector<std::string>{}) << "no entry and no temporary";
+  std::filesystem::create_directories(dir + "/cifar");
+  std::string records;
+  for (int r = 0; r < 10; ++r) records += static_cast<char>(r == 7 ? 10 : r) + std::string(3072, '\x20');
+  std::ofstream(dir + "/cifar/data_batch_1.bin", std::ios::binary) << records;
+  auto bad_label = train_on(dir + "/cifar");
+  EXPECT_EQ(bad_label.exit_code, 1);
+  EXPECT_NE(bad_label.output.find(dir + "/cifar/data_batch_1.bin: record 7: label 10"), std::string::npos)
+      << bad_label.output;
+  EXPECT_EQ(cache_files(), std::vector<std::string>{});
+}
+
 // An image folder (train/ and test/, a PNG per image) trains as the same images in an .npy in the
 // folder's order (the classes in turn), normalized the same way.
 TEST(TrainingData, AnImageFolderTrainsLikeTheSameImagesAsArrays) {
