@@ -24,7 +24,7 @@ namespace {
 enum class Axis {
   channels,   // axis 1 of a convolution's [N, C, spatial...]
   features,   // axis 1 of a 2-D [N, F] (a Gemm's output): also its last axis
-  last,       // the last axis of a MatMul's output, of any rank
+  last,       // the last axis of a MatMul's or an LSTM's output, of any rank
   flattened,  // axis 1 of a flattened [N, C x spatial]: each channel a block of spatial values
 };
 
@@ -37,6 +37,7 @@ struct Segment {
 struct Layout {
   Axis axis = Axis::channels;
   std::vector<Segment> segments;
+  int64_t rank = 0;  // the value's rank where it is known (an LSTM's outputs and what follows), else 0
   int64_t channels() const {
     int64_t n = 0;
     for (const Segment& s : segments) n += s.count;
@@ -53,6 +54,8 @@ struct Slicing {
   std::optional<Layout> input;
   std::optional<int> output_group;
   std::vector<std::pair<size_t, int>> per_channel;  // a follower's (input index, axis) to slice
+  std::vector<size_t>
+      cleared;  // an LSTM's initial-state inputs computed as zeros: dropped (zeros by default)
 };
 
 struct Group {
@@ -119,6 +122,54 @@ std::vector<double> axis_norms(const Tensor& t, int axis, StructuredRule::Norm n
   return sums;
 }
 
+// Each hidden unit's norm over an LSTM's W [dirs, 4H, I] and R [dirs, 4H, H]: its row in every
+// gate and direction of both.
+std::vector<double> lstm_unit_norms(const Tensor& w, const Tensor& r, StructuredRule::Norm norm) {
+  const int64_t hidden = r.shape()[2];
+  std::vector<double> sums(static_cast<size_t>(hidden), 0.0);
+  for (const Tensor* t : {&w, &r}) {
+    const int64_t rows = t->shape()[0] * t->shape()[1], columns = t->shape()[2];
+    const float* p = t->f32_data();
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t c = 0; c < columns; ++c) {
+        const double v = p[row * columns + c];
+        sums[static_cast<size_t>(row % hidden)] += norm == StructuredRule::Norm::l1 ? std::abs(v) : v * v;
+      }
+  }
+  if (norm == StructuredRule::Norm::l2)
+    for (double& s : sums) s = std::sqrt(s);
+  return sums;
+}
+
+// The norm of each of a producer's output channels: its weight's slices along the output axis, or
+// an LSTM's hidden units.
+std::vector<double> producer_norms(const Model& model, const Node& n, StructuredRule::Norm norm) {
+  const Tensor& w = model.initializers.at(n.inputs[1]);
+  if (n.op_type == "LSTM") return lstm_unit_norms(w, model.initializers.at(n.inputs[2]), norm);
+  return axis_norms(w, output_axis(n), norm);
+}
+
+// The positions of the kept units in each of `blocks` consecutive blocks of `size` (an LSTM's
+// gates: W's and R's four blocks of rows, B's eight, P's three).
+std::vector<int64_t> in_every_block(const std::vector<int64_t>& kept, int64_t size, int64_t blocks) {
+  std::vector<int64_t> out;
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t k : kept) out.push_back(b * size + k);
+  return out;
+}
+
+// Ops whose every output the pass follows (others must leave all but their first unused).
+const std::set<std::string>& every_output_followed() {
+  static const std::set<std::string> ops{"LSTM"};
+  return ops;
+}
+
+// Ops that keep a value's zeros zeros whatever they keep of it (an initial state built as zeros).
+const std::set<std::string>& zero_preserving_ops() {
+  static const std::set<std::string> ops{"Slice", "Reshape", "Squeeze", "Unsqueeze", "Expand", "Identity"};
+  return ops;
+}
+
 const std::set<std::string>& unary_ops() {
   static const std::set<std::string> ops{
       "Relu",      "LeakyRelu", "Sigmoid",  "Tanh", "Clip",    "Elu",      "Selu", "Celu", "HardSigmoid",
@@ -139,7 +190,10 @@ const std::set<std::string>& elementwise_ops() {
 // and what each node holds of them.
 class ChannelGraph {
  public:
-  explicit ChannelGraph(const Model& model) : model_(model), readers_(value_readers(model)) {}
+  explicit ChannelGraph(const Model& model) : model_(model), readers_(value_readers(model)) {
+    for (size_t i = 0; i < model.nodes.size(); ++i)
+      for (const std::string& out : model.nodes[i].outputs) producer_of_[out] = i;
+  }
 
   void trace() {
     for (size_t i = 0; i < model_.nodes.size(); ++i) visit(i);
@@ -165,7 +219,10 @@ class ChannelGraph {
                                        {"BatchNormalization", &ChannelGraph::batch_norm},
                                        {"Flatten", &ChannelGraph::flatten},
                                        {"Reshape", &ChannelGraph::flatten},
-                                       {"Concat", &ChannelGraph::concat}};
+                                       {"Concat", &ChannelGraph::concat},
+                                       {"LSTM", &ChannelGraph::lstm},
+                                       {"Squeeze", &ChannelGraph::squeeze},
+                                       {"Gather", &ChannelGraph::gather}};
       for (const std::string& op : unary_ops()) t[op] = &ChannelGraph::unary;
       for (const std::string& op : pooling_ops()) t[op] = &ChannelGraph::pooling;
       for (const std::string& op : elementwise_ops()) t[op] = &ChannelGraph::elementwise;
@@ -174,7 +231,8 @@ class ChannelGraph {
     const Node& n = model_.nodes[i];
     auto it = n.domain.empty() ? table.find(n.op_type) : table.end();
     // A second output (a Dropout mask, MaxPool indices) would change with the channels unseen.
-    const bool second_output = std::any_of(n.outputs.begin() + std::min<size_t>(1, n.outputs.size()),
+    const bool second_output = !every_output_followed().contains(n.op_type) &&
+                               std::any_of(n.outputs.begin() + std::min<size_t>(1, n.outputs.size()),
                                            n.outputs.end(), [](const std::string& o) { return !o.empty(); });
     if (it == table.end() || !n.has_input(0) || n.outputs.empty() || second_output)
       return keep_inputs_whole(n, 0);
@@ -238,7 +296,7 @@ class ChannelGraph {
       keep_inputs_whole(n, 0, shared);
     const int g = new_group(count, i);
     groups_[static_cast<size_t>(g)].kept_whole = shared;
-    slicings_.push_back({i, reads, g, {}});
+    slicings_.push_back({i, reads, g, {}, {}});
     return g;
   }
 
@@ -280,7 +338,7 @@ class ChannelGraph {
       std::vector<std::pair<size_t, int>> per_channel{{1, 0}};
       if (n.has_input(2))  // [C] or [1, C]: the channels on its last axis
         per_channel.push_back({2, static_cast<int>(model_.initializers.at(n.inputs[2]).shape().size()) - 1});
-      slicings_.push_back({i, *in, std::nullopt, per_channel});
+      slicings_.push_back({i, *in, std::nullopt, per_channel, {}});
       layouts_[n.outputs[0]] = *in;
       return;
     }
@@ -317,7 +375,7 @@ class ChannelGraph {
       fits = fits && p != nullptr && p->shape().size() == 1 && p->numel() == in->channels();
     }
     if (!fits) return keep_whole(*in, "read by " + n.describe() + " in a way this pass does not follow");
-    slicings_.push_back({i, *in, std::nullopt, {{1, 0}, {2, 0}, {3, 0}, {4, 0}}});
+    slicings_.push_back({i, *in, std::nullopt, {{1, 0}, {2, 0}, {3, 0}, {4, 0}}, {}});
     layouts_[n.outputs[0]] = *in;
   }
 
@@ -375,6 +433,117 @@ class ChannelGraph {
     layouts_[n.outputs[0]] = *out;
   }
 
+  // Whether `value` is all zeros by construction: a ConstantOfShape of zeros, through ops that keep
+  // zeros (how exporters build an LSTM's initial state).
+  bool built_as_zeros(const std::string& value) const {
+    auto it = producer_of_.find(value);
+    while (it != producer_of_.end()) {
+      const Node& n = model_.nodes[it->second];
+      if (n.op_type == "ConstantOfShape") {
+        auto v = n.attrs.find("value");
+        if (v == n.attrs.end()) return true;  // zeros by default
+        const Tensor* t = std::get_if<Tensor>(&v->second);
+        return t != nullptr && t->dtype() == DType::f32 && t->numel() == 1 && t->f32_data()[0] == 0.0f;
+      }
+      if (!zero_preserving_ops().contains(n.op_type) || !n.has_input(0)) return false;
+      it = producer_of_.find(n.inputs[0]);
+    }
+    return false;
+  }
+
+  // An LSTM: a producer of its hidden units (W's and R's rows in each gate, R's columns too), read
+  // through W's columns; its outputs Y [seq, dirs, batch, H], Y_h and Y_c [dirs, batch, H] hold the
+  // units on their last axis. An initial state is sliced when it is a constant, dropped when it is
+  // built as zeros (LSTM's default), and keeps the units whole otherwise.
+  void lstm(size_t i) {
+    const Node& n = model_.nodes[i];
+    keep_inputs_whole(n, 1);
+    const Tensor* w = float_initializer(n, 1);
+    const int64_t hidden = int_attr(n, "hidden_size", 0, 0);
+    if (w == nullptr || w->shape().size() != 3 || hidden <= 0) return keep_inputs_whole(n, 0);
+    const int64_t dirs = w->shape()[0], inputs = w->shape()[2];
+    auto shaped = [&](size_t k, const Shape& shape) {
+      const Tensor* t = float_initializer(n, k);
+      return t != nullptr && t->shape() == shape;
+    };
+    const bool fits = w->shape()[1] == 4 * hidden && shaped(2, {dirs, 4 * hidden, hidden}) &&
+                      readers_.at(n.inputs[2]) == 1 && int_attr(n, "layout", 0, 1) == 0 &&
+                      (!n.has_input(3) || shaped(3, {dirs, 8 * hidden})) &&
+                      (!n.has_input(7) || shaped(7, {dirs, 3 * hidden}));
+    if (!fits) return keep_inputs_whole(n, 0);
+    std::vector<std::pair<size_t, int>> constant_states;
+    std::vector<size_t> zero_states;
+    std::string computed;
+    for (size_t k : {size_t{5}, size_t{6}}) {
+      if (!n.has_input(k)) continue;
+      const Tensor* state = float_initializer(n, k);
+      if (state != nullptr && state->shape().size() == 3 && state->shape()[2] == hidden)
+        constant_states.push_back({k, 2});
+      else if (built_as_zeros(n.inputs[k]))
+        zero_states.push_back(k);
+      else
+        computed =
+            fmt::format("{} starts from '{}', a state this pass does not follow", n.describe(), n.inputs[k]);
+    }
+    const int g = add_producer(i, hidden, inputs, false);
+    Group& group = groups_[static_cast<size_t>(g)];
+    if (group.kept_whole.empty()) group.kept_whole = computed;
+    slicings_.back().per_channel = constant_states;
+    slicings_.back().cleared = zero_states;
+    for (size_t k = 0; k < std::min<size_t>(n.outputs.size(), 3); ++k)
+      if (!n.outputs[k].empty()) layouts_[n.outputs[k]] = Layout{Axis::last, {{g, hidden}}, k == 0 ? 4 : 3};
+  }
+
+  // The constant integers of input k, else of attribute `key`; nullopt when neither is there.
+  std::optional<std::vector<int64_t>> constant_ints(const Node& n, size_t k, const std::string& key) const {
+    if (n.has_input(k)) {
+      auto it = model_.initializers.find(n.inputs[k]);
+      if (it == model_.initializers.end() || it->second.dtype() != DType::i64) return std::nullopt;
+      return std::vector<int64_t>(it->second.i64_data(), it->second.i64_data() + it->second.numel());
+    }
+    auto v = n.attr_ints(key);
+    if (!v.ok() || n.attrs.count(key) == 0) return std::nullopt;
+    return *v;
+  }
+
+  // Whether `axis` (negative from the end) of a value of `rank` lies before its last axis.
+  static bool before_last(int64_t axis, int64_t rank) {
+    if (axis < 0) axis += rank;
+    return axis >= 0 && axis < rank - 1;
+  }
+
+  // Squeeze of axes before the last (given, as an LSTM's Y is squeezed of its directions): the
+  // channels stay on the last axis.
+  void squeeze(size_t i) {
+    const Node& n = model_.nodes[i];
+    const Layout* in = layout_of(n.inputs[0]);
+    if (in == nullptr) return keep_inputs_whole(n, 1);
+    const auto axes = constant_ints(n, 1, "axes");
+    bool fits = in->axis == Axis::last && in->rank > 1 && axes && !axes->empty();
+    for (size_t a = 0; fits && a < axes->size(); ++a) fits = before_last((*axes)[a], in->rank);
+    if (!fits) return keep_inputs_whole(n, 0);
+    Layout out = *in;
+    out.rank -= static_cast<int64_t>(axes->size());
+    layouts_[n.outputs[0]] = out;
+  }
+
+  // Gather of constant indices along an axis before the last (the last time step of an LSTM's
+  // outputs): the channels stay on the last axis.
+  void gather(size_t i) {
+    const Node& n = model_.nodes[i];
+    keep_inputs_whole(n, 1);
+    const Layout* in = layout_of(n.inputs[0]);
+    if (in == nullptr) return;
+    auto indices = n.has_input(1) ? model_.initializers.find(n.inputs[1]) : model_.initializers.end();
+    const int64_t axis = int_attr(n, "axis", 0, in->rank);
+    if (in->axis != Axis::last || in->rank <= 1 || indices == model_.initializers.end() ||
+        !before_last(axis, in->rank))
+      return keep_inputs_whole(n, 0);
+    Layout out = *in;
+    out.rank += indices->second.rank() - 1;
+    layouts_[n.outputs[0]] = out;
+  }
+
   // A constant operand of an elementwise op on a value of layout `l`: nullopt if it does not fit,
   // else the (input index, axis) to slice, or none for a scalar. A scalar has at most one
   // dimension; a per-channel constant is taken along a last axis only, as [C] (or [1, C] on a 2-D
@@ -421,12 +590,13 @@ class ChannelGraph {
       if (const Layout* in = layout_of(v))
         for (size_t s = 0; s < in->segments.size(); ++s)
           unite(first->segments[s].group, in->segments[s].group);
-    if (!per_channel.empty()) slicings_.push_back({i, *first, std::nullopt, per_channel});
+    if (!per_channel.empty()) slicings_.push_back({i, *first, std::nullopt, per_channel, {}});
     layouts_[n.outputs[0]] = *first;
   }
 
   const Model& model_;
   std::map<std::string, int> readers_;
+  std::map<std::string, size_t> producer_of_;  // value -> the node that computes it
   std::vector<Group> groups_;
   std::map<std::string, Layout> layouts_;
   std::vector<Slicing> slicings_;
@@ -481,7 +651,7 @@ std::vector<int64_t> kept_channels(const Model& model, const Group& g, const Str
   std::vector<double> score(static_cast<size_t>(g.count), 0.0);
   for (size_t p : g.producers) {
     const Node& n = model.nodes[p];
-    std::vector<double> norms = axis_norms(model.initializers.at(n.inputs[1]), output_axis(n), rule.norm);
+    std::vector<double> norms = producer_norms(model, n, rule.norm);
     const double mean = std::accumulate(norms.begin(), norms.end(), 0.0) / static_cast<double>(norms.size());
     for (size_t c = 0; c < norms.size(); ++c) score[c] += mean > 0 ? norms[c] / mean : 0.0;
   }
@@ -533,6 +703,7 @@ class Slicer {
   // Slices one node's tensors to the kept channels.
   void apply(const Slicing& s, const std::function<const std::vector<int64_t>&(int)>& kept) {
     Node& n = model_.nodes[s.node];
+    if (n.op_type == "LSTM") return apply_lstm(s, kept);
     if (!s.per_channel.empty()) {
       const std::vector<int64_t> keep = kept_positions(*s.input, 1, kept);
       for (const auto& [k, axis] : s.per_channel) slice(n, k, axis, keep);
@@ -552,6 +723,25 @@ class Slicer {
   }
 
  private:
+  // An LSTM's tensors to its kept hidden units (see ChannelGraph::lstm), and hidden_size.
+  void apply_lstm(const Slicing& s, const std::function<const std::vector<int64_t>&(int)>& kept) {
+    Node& n = model_.nodes[s.node];
+    const std::vector<int64_t>& own = kept(*s.output_group);
+    const int64_t hidden = model_.initializers.at(n.inputs[2]).shape()[2];
+    if (s.input) slice(n, 1, 2, kept_positions(*s.input, 1, kept));
+    slice(n, 1, 1, in_every_block(own, hidden, 4));
+    slice(n, 2, 1, in_every_block(own, hidden, 4));
+    slice(n, 2, 2, own);
+    if (n.has_input(3)) slice(n, 3, 1, in_every_block(own, hidden, 8));
+    if (n.has_input(7)) slice(n, 7, 1, in_every_block(own, hidden, 3));
+    for (const auto& [k, axis] : s.per_channel) slice(n, k, axis, own);
+    for (size_t k : s.cleared) {
+      --readers_[n.inputs[k]];
+      n.inputs[k].clear();
+    }
+    n.attrs["hidden_size"] = AttrValue(static_cast<int64_t>(own.size()));
+  }
+
   Model& model_;
   std::map<std::string, int> readers_;
   std::set<std::string> used_;
@@ -602,11 +792,12 @@ Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredR
         out.kept_whole = fmt::format("rule none for '{}' (its own, or the layer is excluded)", chosen.key);
     }
     for (size_t p : group.producers)
-      if (r.norm != StructuredRule::Norm::none && r.fraction > 0)
-        SP_RETURN_IF_ERROR(require_finite(
-            model.initializers.at(model.nodes[p].inputs[1]).f32_span(),
-            fmt::format("layer '{}' (weight '{}')", model.nodes[p].name, model.nodes[p].inputs[1]),
-            "; only finite weights can be pruned"));
+      for (size_t k = 1; k <= (model.nodes[p].op_type == "LSTM" ? 2u : 1u); ++k)
+        if (r.norm != StructuredRule::Norm::none && r.fraction > 0)
+          SP_RETURN_IF_ERROR(require_finite(
+              model.initializers.at(model.nodes[p].inputs[k]).f32_span(),
+              fmt::format("layer '{}' (weight '{}')", model.nodes[p].name, model.nodes[p].inputs[k]),
+              "; only finite weights can be pruned"));
     kept[static_cast<int>(g)] = kept_channels(model, group, r, multiple);
     out.kept = static_cast<int64_t>(kept[static_cast<int>(g)].size());
     report.push_back(std::move(out));

@@ -316,6 +316,114 @@ TEST(Structured, KeptCountsRoundToAChannelMultiple) {
   EXPECT_FALSE(prune_channels(other, *parse_structured_rule("l1=0.3"), {}, 0).ok());
 }
 
+// x [5, 2, 6] -> LSTM l1 (8 units; B; initial_h a ConstantOfShape of zeros, sliced; initial_c a
+// constant) -> Squeeze axis 1 -> LSTM l2 (6 units; B, peepholes P) -> Squeeze -> Gather of the last
+// step -> fc Gemm (3) -> y. With `dead` the odd units of both LSTMs carry nothing (their rows of W,
+// R and B, and their initial cell state, are zero): they stay at zero, so removing them changes
+// nothing.
+Model lstm_net(bool dead) {
+  Model m;
+  m.inputs = {ValueInfo{"x", ElemType::f32, {5, 2, 6}, {"", "", ""}, true}};
+  m.outputs = {ValueInfo{"y"}};
+  auto& init = m.initializers;
+  auto lstm = [&](const std::string& name, int64_t in, int64_t hidden, int seed) {
+    Tensor w = test::random_f32({1, 4 * hidden, in}, seed),
+           r = test::random_f32({1, 4 * hidden, hidden}, seed + 1);
+    Tensor b = test::random_f32({1, 8 * hidden}, seed + 2);
+    if (dead)
+      for (int64_t unit = 1; unit < hidden; unit += 2) {
+        for (int64_t gate = 0; gate < 4; ++gate) {
+          zero_channels(w, {gate * hidden + unit}, 1);
+          zero_channels(r, {gate * hidden + unit}, 1);
+        }
+        for (int64_t block = 0; block < 8; ++block) zero_channels(b, {block * hidden + unit}, 1);
+      }
+    init[name + "_w"] = w;
+    init[name + "_r"] = r;
+    init[name + "_b"] = b;
+  };
+  lstm("l1", 6, 8, 40);
+  lstm("l2", 8, 6, 50);
+  Tensor c0 = test::random_f32({1, 2, 8}, 60);
+  if (dead) zero_channels(c0, {1, 3, 5, 7}, 2);
+  init["c0"] = c0;
+  init["p2"] = test::random_f32({1, 18}, 61);
+  init["state_shape"] = test::make_i64({3}, {1, 2, 8});
+  init["zero"] = test::make_i64({1}, {0});
+  init["one"] = test::make_i64({1}, {1});
+  init["last"] = test::make_i64({}, {4});
+  init["wf"] = test::random_f32({3, 6}, 62);
+  init["bf"] = test::random_f32({3}, 63);
+  m.nodes = {
+      Node{"zeros", "ConstantOfShape", "", {"state_shape"}, {"z"}, {}},
+      Node{"h0", "Slice", "", {"z", "zero", "one", "zero"}, {"h0"}, {}},
+      Node{"l1",
+           "LSTM",
+           "",
+           {"x", "l1_w", "l1_r", "l1_b", "", "h0", "c0"},
+           {"y1", "h1", "c1"},
+           {{"hidden_size", int64_t{8}}}},
+      Node{"sq1", "Squeeze", "", {"y1", "one"}, {"s1"}, {}},
+      Node{"l2",
+           "LSTM",
+           "",
+           {"s1", "l2_w", "l2_r", "l2_b", "", "", "", "p2"},
+           {"y2"},
+           {{"hidden_size", int64_t{6}}}},
+      Node{"sq2", "Squeeze", "", {"y2", "one"}, {"s2"}, {}},
+      Node{"step", "Gather", "", {"s2", "last"}, {"g"}, {{"axis", int64_t{0}}}},
+      Node{"fc", "Gemm", "", {"g", "wf", "bf"}, {"y"}, {{"transB", int64_t{1}}}},
+  };
+  return m;
+}
+
+TEST(Structured, LstmHiddenUnitsGoFromEveryGateAndWhatReadsThem) {
+  const Tensor x = test::random_f32({5, 2, 6}, 64);
+  const Model original = lstm_net(true);
+  Model same = original;
+  prune(same, "l1=0");
+  EXPECT_EQ(test::max_relative_error(run_model(same, x), run_model(original, x)), 0.0);
+  Model pruned = original;
+  const auto groups = prune(pruned, "l1=0.5");
+  ASSERT_EQ(groups.size(), 3u);
+  EXPECT_EQ(groups[0].producers, std::vector<std::string>{"l1"});
+  EXPECT_EQ(groups[0].kept, 4);
+  EXPECT_EQ(groups[1].kept, 3);
+  EXPECT_NE(groups[2].kept_whole.find("graph output"), std::string::npos) << groups[2].kept_whole;
+  auto& init = pruned.initializers;
+  EXPECT_EQ(init.at("l1_w").shape(), (Shape{1, 16, 6}));
+  EXPECT_EQ(init.at("l1_r").shape(), (Shape{1, 16, 4}));
+  EXPECT_EQ(init.at("l1_b").shape(), (Shape{1, 32}));
+  EXPECT_EQ(init.at("c0").shape(), (Shape{1, 2, 4}));
+  EXPECT_EQ(init.at("l2_w").shape(), (Shape{1, 12, 4}));
+  EXPECT_EQ(init.at("p2").shape(), (Shape{1, 9}));
+  EXPECT_EQ(init.at("wf").shape(), (Shape{3, 3}));
+  EXPECT_EQ(pruned.nodes[2].inputs[5], "") << "the zeros initial_h is dropped: LSTM's default";
+  EXPECT_EQ(std::get<int64_t>(pruned.nodes[2].attrs.at("hidden_size")), 4);
+  EXPECT_LT(test::max_relative_error(run_model(pruned, x), run_model(original, x)), 1e-5);
+  // An initial state built of ones is not followed: l1's units stay, l2's still go.
+  Model ones = lstm_net(true);
+  ones.nodes[0].attrs["value"] = test::make_f32({1}, {1.0f});
+  const auto kept = prune(ones, "l1=0.5");
+  ASSERT_EQ(kept.size(), 3u);
+  EXPECT_EQ(kept[0].kept, 8);
+  EXPECT_NE(kept[0].kept_whole.find("node 'l1' (LSTM) starts from 'h0'"), std::string::npos)
+      << kept[0].kept_whole;
+  EXPECT_EQ(kept[1].kept, 3);
+  EXPECT_EQ(run_model(ones, x).shape(), (Shape{2, 3}));
+  // The units axis squeezed or gathered is not followed: the units stay.
+  for (const auto& [node, axis] : {std::pair<size_t, int64_t>{6, -1}, {3, -1}}) {
+    Model m = lstm_net(false);
+    if (m.nodes[node].op_type == "Gather")
+      m.nodes[node].attrs["axis"] = axis;
+    else
+      m.initializers["minus_one"] = test::make_i64({1}, {axis}), m.nodes[node].inputs[1] = "minus_one";
+    const auto whole = prune(m, "l1=0.5");
+    ASSERT_GE(whole.size(), 2u);
+    EXPECT_EQ(whole[node == 6 ? 1 : 0].kept, node == 6 ? 6 : 8) << m.nodes[node].describe();
+  }
+}
+
 TEST(Structured, RecipesAndLayerOverridesCarryTheRule) {
   CompressOptions o;
   ASSERT_TRUE(
