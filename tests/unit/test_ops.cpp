@@ -70,6 +70,11 @@ TEST(Conv, MatchesReferenceOnAGridOfGeometries) {
       {1, 3, 4, 4, 2, 5, 5, 1, 2, 1, 1},
       {2, 1, 11, 3, 5, 2, 3, 3, 1, 1, 1},
       {1, 8, 3, 3, 8, 3, 3, 1, 1, 1, 4},
+      // Same-width windows (their taps unrolled as shifted blocks of the plane): dilated, and a
+      // window taller than the plane, whose outer taps read no input row.
+      {1, 4, 7, 9, 4, 3, 3, 1, 2, 2, 2},
+      {2, 2, 2, 6, 3, 5, 5, 1, 2, 1, 1},
+      {1, 3, 1, 8, 2, 3, 3, 1, 1, 1, 1},
       // Depthwise (one input channel per group): wide rows past the vector widths, stride 2, a
       // channel multiplier, 1x1 and 5x5 windows, padding wider than the window reaches.
       {2, 5, 9, 37, 5, 3, 3, 1, 1, 1, 5},

@@ -55,16 +55,46 @@ Status solve_axis(const Node& node, const WindowAttrs& w, Axis& a) {
   return {};
 }
 
+// One tap's row of col for a window at stride 1 whose output rows are as wide as the input's (same
+// padding): the output rows that read input rows are one shifted block of the plane, copied at
+// once; then the columns that read padding (the neighbouring row's values in that copy) are
+// zeroed, and the rows that read padding.
+void unroll_same_width_tap(const float* xc, const Window2d& w, int64_t i, int64_t j, float* row) {
+  const int64_t shift_h = i * w.d_h - w.pad_t, offset = j * w.d_w - w.pad_l;
+  const int64_t lo = std::clamp<int64_t>(-shift_h, 0, w.out_h),
+                hi = std::clamp(w.in_h - shift_h, lo, w.out_h);
+  const auto [begin, end] = valid_columns(offset, 1, w.in_w, w.out_w);
+  const int64_t last = std::max(begin, end);
+  if (hi == lo || last == begin) {
+    std::fill(row, row + w.out_h * w.out_w, 0.0f);
+    return;
+  }
+  std::fill(row, row + lo * w.out_w, 0.0f);
+  std::fill(row + hi * w.out_w, row + w.out_h * w.out_w, 0.0f);
+  // From output (lo, begin) to (hi - 1, last): every input read lies in the plane.
+  const float* src = xc + (lo + shift_h) * w.in_w + offset;
+  std::copy(src + begin, src + (hi - lo - 1) * w.out_w + last, row + lo * w.out_w + begin);
+  for (int64_t oh = lo; oh < hi; ++oh) {
+    std::fill(row + oh * w.out_w, row + oh * w.out_w + begin, 0.0f);
+    std::fill(row + oh * w.out_w + last, row + (oh + 1) * w.out_w, 0.0f);
+  }
+}
+
 }  // namespace
 
 // Unrolls one group's input [C, H, W] into col [C*kh*kw, out_h*out_w] (zero where padded).
 void im2col(const float* x, int64_t channels, const Window2d& w, float* col, int64_t ld) {
   if (ld == 0) ld = w.out_h * w.out_w;
+  const bool same_width = w.s_h == 1 && w.s_w == 1 && w.out_w == w.in_w;
   for (int64_t c = 0; c < channels; ++c) {
     const float* xc = x + c * w.in_h * w.in_w;
     for (int64_t i = 0; i < w.k_h; ++i) {
       for (int64_t j = 0; j < w.k_w; ++j) {
         float* row = col + ((c * w.k_h + i) * w.k_w + j) * ld;
+        if (same_width) {
+          unroll_same_width_tap(xc, w, i, j, row);
+          continue;
+        }
         for (int64_t oh = 0; oh < w.out_h; ++oh) {
           int64_t ih = oh * w.s_h - w.pad_t + i * w.d_h;
           float* dst = row + oh * w.out_w;
