@@ -267,6 +267,22 @@ TEST(Npy, MapNpyReadsWhatCannotBeMapped) {
   EXPECT_NE(cut.status().message().find("truncated"), std::string::npos);
 }
 
+// Writes an .npz (stored) of 16 ones whose first value was then changed to 4 in the archive: its
+// checksum no longer matches. False if the value was not found.
+bool write_flipped_npz(const std::string& path) {
+  Tensor ones(DType::f32, {16});
+  for (int64_t i = 0; i < 16; ++i) ones.f32_data()[i] = 1.0f;
+  if (!write_npz(path, {{"x", ones}}).ok()) return false;
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  const size_t value = bytes.find(std::string("\x00\x00\x80\x3f", 4), bytes.find("NUMPY"));
+  if (value == std::string::npos) return false;
+  bytes[value + 3] = 0x40;  // 1.0f becomes 4.0f
+  write_bytes(path, bytes);
+  return true;
+}
+
 TEST(Npz, RoundTripsStoredAndDeflatedArrays) {
   const std::string dir = test::temp_dir("npz");
   Tensor x = test::random_f32({5, 3, 4}, 1);
@@ -318,15 +334,7 @@ TEST(Npz, BadArchivesNameTheFileAndEntry) {
   EXPECT_NE(renamed.status().message().find("entry 'x.tpy' is not an array"), std::string::npos)
       << renamed.status().message();
   // A stored array's data changed: its checksum no longer matches.
-  Tensor ones(DType::f32, {16});
-  for (int64_t i = 0; i < 16; ++i) ones.f32_data()[i] = 1.0f;
-  ASSERT_TRUE(write_npz(dir + "/ones.npz", {{"x", ones}}).ok());
-  std::ifstream ones_in(dir + "/ones.npz", std::ios::binary);
-  std::string flipped((std::istreambuf_iterator<char>(ones_in)), std::istreambuf_iterator<char>());
-  const size_t value = flipped.find(std::string("\x00\x00\x80\x3f", 4), flipped.find("NUMPY"));
-  ASSERT_NE(value, std::string::npos);
-  flipped[value + 3] = 0x40;  // 1.0f becomes 4.0f
-  write_bytes(dir + "/flipped.npz", flipped);
+  ASSERT_TRUE(write_flipped_npz(dir + "/flipped.npz"));
   auto crc = read_npz(dir + "/flipped.npz");
   ASSERT_FALSE(crc.ok()) << "a changed value passes unnoticed";
   EXPECT_NE(crc.status().message().find("entry 'x.npy'"), std::string::npos) << crc.status().message();
@@ -370,15 +378,7 @@ TEST(Npz, OneArrayIsReadOrUnpackedAlone) {
     EXPECT_FALSE(std::filesystem::exists(dir + "/z.npy"));
   }
   // Data that does not match its checksum: an error, and nothing at the output path.
-  Tensor ones(DType::f32, {16});
-  for (int64_t i = 0; i < 16; ++i) ones.f32_data()[i] = 1.0f;
-  ASSERT_TRUE(write_npz(dir + "/ones.npz", {{"x", ones}}).ok());
-  std::ifstream ones_in(dir + "/ones.npz", std::ios::binary);
-  std::string flipped((std::istreambuf_iterator<char>(ones_in)), std::istreambuf_iterator<char>());
-  const size_t value = flipped.find(std::string("\x00\x00\x80\x3f", 4), flipped.find("NUMPY"));
-  ASSERT_NE(value, std::string::npos);
-  flipped[value + 3] = 0x40;
-  write_bytes(dir + "/flipped.npz", flipped);
+  ASSERT_TRUE(write_flipped_npz(dir + "/flipped.npz"));
   auto bad = extract_npz_array(dir + "/flipped.npz", "x", dir + "/flipped.npy");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.message().find("array 'x'"), std::string::npos) << bad.message();
