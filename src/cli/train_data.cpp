@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <regex>
 #include <set>
 #include <span>
@@ -101,11 +102,12 @@ Result<std::vector<int64_t>> labels_of(const Tensor& y, int64_t rows, const std:
 }
 
 // The data cache (--data-cache DIR): a source that must be decoded (IDX, CIFAR-10's batches, an
-// .npz's inputs, an image folder) is decoded once, row by row, into DIR/NAME-KEY.x.npy (float32
-// rows as the model takes them, normalized) and NAME-KEY.y.npy (their labels), then mapped (map_npy),
-// so neither the source nor its decoded rows are held in memory. KEY hashes what the rows depend on:
-// the source files (path, size, modification time) and the settings. Entries are renamed into place
-// when whole; the least recently used are removed when the cache grows past its limit.
+// image folder) is decoded once, row by row, into DIR/NAME-KEY.x.npy (float32 rows as the model
+// takes them, normalized) and NAME-KEY.y.npy (their labels); an .npz's array 'x' is unpacked into
+// NAME-KEY.x.npy as the .npy it is. Then the entry is mapped (map_npy: a float32 array as numpy
+// aligns it stays in its file; other dtypes are read and converted). KEY hashes what the rows
+// depend on: the source files (path, size, modification time) and the settings. Entries are renamed
+// into place when whole; the least recently used are removed when the cache grows past its limit.
 namespace fs = std::filesystem;
 
 struct CacheEntry {
@@ -169,23 +171,31 @@ std::set<std::string>& entries_in_use() {
 // command is about to use goes first.
 void trim_data_cache(const DataArgs& a) {
   if (a.cache.empty()) return;
-  const std::string& dir = a.cache;
-  const auto limit = static_cast<int64_t>(a.cache_limit_gib * static_cast<double>(int64_t{1} << 30));
-  static const std::regex kEntryName(R"(.+-[0-9a-f]{16}\.x\.npy)");
+  // In double first: a limit past what int64_t holds means no limit.
+  const double asked = a.cache_limit_gib * static_cast<double>(int64_t{1} << 30);
+  const int64_t limit = asked >= 9.0e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(asked);
+  static const std::regex kEntryName(R"(.*-[0-9a-f]{16}\.x\.npy)");
   struct Found {
     fs::file_time_type used;
     std::string x, y;
     int64_t bytes;
   };
+  auto size_of = [](const std::string& path) {
+    std::error_code ec;
+    const auto bytes = fs::file_size(path, ec);
+    return ec ? int64_t{0} : static_cast<int64_t>(bytes);
+  };
   std::vector<Found> found;
   int64_t total = 0;
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+  std::error_code walk;
+  for (fs::directory_iterator it(a.cache, walk), end; !walk && it != end; it.increment(walk)) {
     const std::string name = it->path().filename().string();
-    if (!std::regex_match(name, kEntryName)) continue;
-    Found f{it->last_write_time(ec), it->path().string(), "", static_cast<int64_t>(it->file_size(ec))};
+    std::error_code ec;
+    const auto used = it->last_write_time(ec);
+    if (ec || !std::regex_match(name, kEntryName)) continue;
+    Found f{used, it->path().string(), "", 0};
     f.y = f.x.substr(0, f.x.size() - 6) + ".y.npy";
-    if (fs::exists(f.y, ec)) f.bytes += static_cast<int64_t>(fs::file_size(f.y, ec));
+    f.bytes = size_of(f.x) + size_of(f.y);
     total += f.bytes;
     found.push_back(std::move(f));
   }
@@ -193,11 +203,17 @@ void trim_data_cache(const DataArgs& a) {
   for (const Found& f : found) {
     if (total <= limit) break;
     if (entries_in_use().contains(f.x)) continue;
-    fs::remove(f.x, ec);
+    std::error_code ec;
+    const bool removed = fs::remove(f.x, ec);  // false without an error: another process removed it
+    if (ec) {
+      log(LogLevel::warn, "{}: cannot remove from the data cache: {}", f.x, ec.message());
+      continue;
+    }
     fs::remove(f.y, ec);
     total -= f.bytes;
-    log(LogLevel::info, "{}: removed from the data cache (least recently used; the cache keeps {} bytes)",
-        f.x, limit);
+    if (removed)
+      log(LogLevel::info, "{}: removed from the data cache (least recently used; the cache keeps {} bytes)",
+          f.x, limit);
   }
 }
 
@@ -251,6 +267,9 @@ Result<LabeledData> cached_rows(const DataArgs& a, const std::string& name, cons
   return mapped_rows(entry, sample, rows);
 }
 
+// The largest class index an IDX label file may hold (load_labeled_idx's bound).
+constexpr int64_t kMostIdxLabel = 1000000;
+
 // The rows of an IDX image file and its labels, normalized: through the cache when there is one,
 // else read whole.
 Result<LabeledData> idx_rows(const std::string& images, const std::string& labels, const Shape& sample,
@@ -265,6 +284,8 @@ Result<LabeledData> idx_rows(const std::string& images, const std::string& label
   SP_ASSIGN_OR_RETURN(std::string label_stamp, file_stamp(labels));
   auto walk = [&](const std::function<Status(int64_t)>& start, const RowSink& each) -> Status {
     SP_ASSIGN_OR_RETURN(std::vector<int64_t> y, read_idx_labels(labels));
+    for (int64_t label : y)  // as load_labeled_idx checks them
+      if (label > kMostIdxLabel) return errorf("{}: label {} is out of range", labels, label);
     return for_each_idx_row(
         images, limit,
         [&](const Shape& dims) -> Status {
@@ -393,9 +414,20 @@ Result<LabeledData> npz_rows(const Shape& sample, const DataArgs& a) {
   SP_ASSIGN_OR_RETURN(bool has_x, npz_has_array(a.dir, "x"));
   if (!has_x) return no_inputs("");
   SP_ASSIGN_OR_RETURN(std::string stamp, file_stamp(a.dir));
+  // The unpacked array is read back before it counts as an entry: a bad one names the archive.
+  auto unpack = [&](const CacheEntry& e) -> Status {
+    SP_RETURN_IF_ERROR(extract_npz_array(a.dir, "x", e.x));
+    if (auto check = map_npy(e.x, MapAccess::sequential); !check.ok()) {
+      std::error_code ec;
+      fs::remove(e.x, ec);
+      std::string why = check.status().message();  // named after the archive, not the entry
+      if (why.starts_with(e.x + ": ")) why.erase(0, e.x.size() + 2);
+      return errorf("{}: array 'x': {}", a.dir, why);
+    }
+    return {};
+  };
   SP_ASSIGN_OR_RETURN(CacheEntry entry,
-                      cache_entry(a, fs::path(a.dir).stem().string(), "npz x|" + stamp, false,
-                                  [&](const CacheEntry& e) { return extract_npz_array(a.dir, "x", e.x); }));
+                      cache_entry(a, fs::path(a.dir).stem().string(), "npz x|" + stamp, false, unpack));
   SP_ASSIGN_OR_RETURN(Tensor x, map_npy(entry.x));
   SP_ASSIGN_OR_RETURN(all.inputs, fitted_inputs(std::move(x), sample, a.dir + ": array 'x'"));
   SP_ASSIGN_OR_RETURN(bool has_y, npz_has_array(a.dir, "y"));

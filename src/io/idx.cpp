@@ -184,6 +184,12 @@ Status walk_rows(GzipReader& in, const std::string& path, int64_t limit,
   if (!header.ok()) return header.status().prefixed(path);
   const IdxHeader& h = *header;
   const int64_t rows = h.dims[0], row_values = shape_numel(Shape(h.dims.begin() + 1, h.dims.end()));
+  // One row's bytes and floats within the input budget (the rows themselves are not held).
+  const uint64_t budget = static_cast<uint64_t>(input_byte_limit());
+  if (row_values < 0 ||
+      static_cast<uint64_t>(row_values) > budget / static_cast<uint64_t>(std::max(h.width, 4)))
+    return errorf("{}: field dims: rows of {} are too large (at most {} bytes: the input limit, --max-input)",
+                  path, shape_str(Shape(h.dims.begin() + 1, h.dims.end())), budget);
   const int64_t used = limit > 0 ? std::min(rows, limit) : rows;
   SP_RETURN_IF_ERROR(start(h.dims));
   std::vector<unsigned char> bytes(static_cast<size_t>(row_values * h.width));

@@ -574,6 +574,11 @@ TEST(Idx, StreamsTheRowsReadIdxReads) {
   write_bytes(dir + "/type", idx_bytes(0x42, {1}, "a"));
   EXPECT_NE(rows_of(dir + "/type", 0, &rows).message().find(dir + "/type: field type"), std::string::npos);
   EXPECT_NE(rows_of(dir + "/missing", 0, &rows).message().find("missing"), std::string::npos);
+  write_bytes(dir + "/huge", idx_bytes(0x0E, {1, 65536, 65536}, ""));  // rows of 32 GiB, no data
+  auto huge = rows_of(dir + "/huge", 0, &rows);
+  EXPECT_NE(huge.message().find(dir + "/huge: field dims: rows of [65536, 65536] are too large"),
+            std::string::npos)
+      << huge.message();
   auto stopped = for_each_idx_row(
       dir + "/u8", 0, [](const Shape&) { return Status{}; },
       [](int64_t row, const float*) { return row == 2 ? errorf("stop here") : Status{}; });

@@ -151,6 +151,31 @@ TEST(Conv, OneDimensionalAndAsymmetricPads) {
   EXPECT_EQ(values(y), (std::vector<float>{-1, -1, -1, -1, -1}));
 }
 
+// Even windows whose output rows are as wide as the input's through uneven pads (ONNX order: top,
+// left, bottom, right), against a plain loop: the taps' shifted blocks start and end right.
+TEST(Conv, SameWidthWindowsWithUnevenPadsMatchAPlainLoop) {
+  const Tensor x = random_f32({1, 3, 5, 6}, 71), w = random_f32({2, 3, 2, 2}, 72);
+  for (const Ints& pads : {Ints{0, 0, 1, 1}, Ints{1, 1, 0, 0}, Ints{1, 0, 0, 1}, Ints{0, 1, 1, 0}}) {
+    Tensor y = run1("Conv", {{"pads", pads}}, {x, w});
+    ASSERT_EQ(y.shape(), (Shape{1, 2, 5, 6}));
+    Tensor want(DType::f32, {1, 2, 5, 6});
+    for (int64_t m = 0; m < 2; ++m)
+      for (int64_t oh = 0; oh < 5; ++oh)
+        for (int64_t ow = 0; ow < 6; ++ow) {
+          double acc = 0;
+          for (int64_t c = 0; c < 3; ++c)
+            for (int64_t u = 0; u < 2; ++u)
+              for (int64_t v = 0; v < 2; ++v) {
+                const int64_t ih = oh - pads[0] + u, iw = ow - pads[1] + v;
+                if (ih >= 0 && ih < 5 && iw >= 0 && iw < 6)
+                  acc += x.f32_data()[(c * 5 + ih) * 6 + iw] * w.f32_data()[((m * 3 + c) * 2 + u) * 2 + v];
+              }
+          want.f32_data()[(m * 5 + oh) * 6 + ow] = static_cast<float>(acc);
+        }
+    EXPECT_LT(test::max_relative_error(y, want), 1e-5) << "pads " << pads[0] << pads[1] << pads[2] << pads[3];
+  }
+}
+
 TEST(Conv, RejectsMismatchedChannels) {
   auto r = run_op("Conv", {}, {random_f32({1, 3, 5, 5}, 1), random_f32({2, 2, 3, 3}, 2)});
   ASSERT_FALSE(r.ok());

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <zlib.h>
 
 #include <nlohmann/json.hpp>
 
@@ -918,9 +919,13 @@ TEST(TrainingData, CifarBatchesNpzAndNpyTrainTheSameWeights) {
   auto kept = idx_entries;
   kept.insert(npz_entry.begin(), npz_entry.end());
   EXPECT_EQ(entries(), kept) << "the least recently used went first";
+  std::ofstream(cache + "/notes.txt") << "mine";  // not entries: never removed
+  std::ofstream(cache + "/cifar10-data_batch_1-0123456789abcdef.x.npy.tmp.99999") << "a temporary";
   EXPECT_EQ(outputs_of("evicting",
                        dir + "/idx" + normalized + " --data-cache " + cache + " --data-cache-limit 0.000001"),
             from_cifar);
+  EXPECT_TRUE(std::filesystem::remove(cache + "/notes.txt"));
+  EXPECT_TRUE(std::filesystem::remove(cache + "/cifar10-data_batch_1-0123456789abcdef.x.npy.tmp.99999"));
   EXPECT_EQ(entries(), idx_entries) << "only the IDX entries, which this run used, are left";
   auto eval_of = [&](const std::string& args) {
     auto r = test::run_cli("-q eval " + dir + "/idx.spw --json --data " + dir + "/idx" + normalized + args);
@@ -935,6 +940,32 @@ TEST(TrainingData, CifarBatchesNpzAndNpyTrainTheSameWeights) {
   EXPECT_EQ(npy_cached.exit_code, 1);
   EXPECT_NE(npy_cached.output.find("--data-cache keeps sources that must be decoded"), std::string::npos)
       << npy_cached.output;
+}
+
+// Replaces `from` by `to` (as long) in the one stored entry of a zip archive and mends the entry's
+// CRC-32 in its local and central headers, so the archive stays valid. False if anything is missing.
+bool rewrite_stored_entry(const std::string& path, const std::string& from, const std::string& to) {
+  std::ifstream in(path, std::ios::binary);
+  std::string zip((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  const size_t at = zip.find(from), local = zip.find("PK\x03\x04"), central = zip.find("PK\x01\x02");
+  if (at == std::string::npos || local == std::string::npos || central == std::string::npos ||
+      from.size() != to.size())
+    return false;
+  zip.replace(at, from.size(), to);
+  auto le = [&](size_t p, int bytes) {
+    uint32_t v = 0;
+    for (int b = bytes - 1; b >= 0; --b)
+      v = v << 8 | static_cast<unsigned char>(zip[p + static_cast<size_t>(b)]);
+    return v;
+  };
+  const size_t data = local + 30 + le(local + 26, 2) + le(local + 28, 2);
+  const uint32_t crc = static_cast<uint32_t>(
+      crc32(0, reinterpret_cast<const Bytef*>(zip.data() + data), static_cast<uInt>(le(local + 18, 4))));
+  for (size_t p : {local + 14, central + 16})
+    for (int b = 0; b < 4; ++b) zip[p + static_cast<size_t>(b)] = static_cast<char>(crc >> (8 * b));
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << zip;
+  return true;
 }
 
 // A source that fails while it is decoded into the data cache (label count, a truncated gzip file, a
@@ -982,6 +1013,30 @@ TEST(TrainingData, ASourceThatFailsWhileCachedLeavesNoEntry) {
   EXPECT_EQ(bad_label.exit_code, 1);
   EXPECT_NE(bad_label.output.find(dir + "/cifar/data_batch_1.bin: record 7: label 10"), std::string::npos)
       << bad_label.output;
+  EXPECT_EQ(cache_files(), std::vector<std::string>{});
+  // IDX labels past the largest class index load_labeled_idx takes (int32 labels, one of 2,000,000).
+  ASSERT_TRUE(write_idx_u8(images, {10, 3, 32, 32}, pixels).ok());
+  std::string labels = {0, 0, 0x0C, 1, 0, 0, 0, 10};
+  for (int i = 0; i < 10; ++i) {
+    const uint32_t v = i == 4 ? 2000000u : 1u;
+    labels += {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+               static_cast<char>(v)};
+  }
+  std::ofstream(dir + "/idx/train-labels-idx1-ubyte.gz", std::ios::binary | std::ios::trunc) << labels;
+  auto big_label = train_on(dir + "/idx");
+  EXPECT_EQ(big_label.exit_code, 1);
+  EXPECT_NE(big_label.output.find("train-labels-idx1-ubyte.gz: label 2000000 is out of range"),
+            std::string::npos)
+      << big_label.output;
+  EXPECT_EQ(cache_files(), std::vector<std::string>{});
+  // An .npz whose 'x' passes its checksum but is no array Sparrow reads (Fortran order): the error
+  // names the archive, and the unpacked entry is not kept.
+  ASSERT_TRUE(write_npz(dir + "/xy.npz", {{"x", test::random_f32({4, 3, 32, 32}, 5)}}).ok());
+  ASSERT_TRUE(rewrite_stored_entry(dir + "/xy.npz", "'fortran_order': False", "'fortran_order': True "));
+  auto fortran = train_on(dir + "/xy.npz");
+  EXPECT_EQ(fortran.exit_code, 1);
+  EXPECT_NE(fortran.output.find(dir + "/xy.npz: array 'x': header field 'fortran_order'"), std::string::npos)
+      << fortran.output;
   EXPECT_EQ(cache_files(), std::vector<std::string>{});
 }
 

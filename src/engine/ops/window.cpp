@@ -72,8 +72,8 @@ void unroll_same_width_tap(const float* xc, const Window2d& w, int64_t i, int64_
   std::fill(row, row + lo * w.out_w, 0.0f);
   std::fill(row + hi * w.out_w, row + w.out_h * w.out_w, 0.0f);
   // From output (lo, begin) to (hi - 1, last): every input read lies in the plane.
-  const float* src = xc + (lo + shift_h) * w.in_w + offset;
-  std::copy(src + begin, src + (hi - lo - 1) * w.out_w + last, row + lo * w.out_w + begin);
+  const float* src = xc + (lo + shift_h) * w.in_w + (offset + begin);  // input (lo + shift_h, begin + offset)
+  std::copy(src, src + (hi - lo - 1) * w.out_w + (last - begin), row + lo * w.out_w + begin);
   for (int64_t oh = lo; oh < hi; ++oh) {
     std::fill(row + oh * w.out_w, row + oh * w.out_w + begin, 0.0f);
     std::fill(row + oh * w.out_w + last, row + (oh + 1) * w.out_w, 0.0f);
