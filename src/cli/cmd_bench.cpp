@@ -18,7 +18,8 @@ namespace {
 struct ModelBench {
   std::string model, input;
   std::vector<int> batches = {1, 64};
-  std::vector<int> threads;  // thread counts to time; empty: the global --threads
+  bool batches_given = false;  // --batch: else a model whose batch is fixed is timed at that batch
+  std::vector<int> threads;    // thread counts to time; empty: the global --threads
   int repeats = 21;
   bool profile = false;  // time every layer too
 };
@@ -140,6 +141,23 @@ void print_layer_times(const nlohmann::json& layers, int64_t batch) {
   }
 }
 
+// The batch sizes to time: --batch's, or the defaults; a model whose input fixes its batch size
+// (every dimension known) takes only that one, by default, and refuses others named by --batch.
+Result<std::vector<int>> batches_to_time(const Model& m, const ModelBench& o) {
+  if (m.inputs.size() != 1 || !m.inputs[0].has_shape) return o.batches;  // bench_input says why
+  SP_ASSIGN_OR_RETURN(size_t axis, batch_axis(m));
+  const int64_t fixed = m.inputs[0].dims[axis];
+  if (fixed <= 0) return o.batches;
+  if (!o.batches_given) return std::vector<int>{static_cast<int>(fixed)};
+  for (int batch : o.batches)
+    if (batch != fixed)
+      return errorf(
+          "{}: input {} fixes the batch at {}; --batch {} cannot run (export the model with a "
+          "dynamic batch axis)",
+          m.source, m.inputs[0].describe(), fixed, batch);
+  return o.batches;
+}
+
 // One thread count's rows: every batch size, the engine against the dense executor.
 Status time_model(const ModelBench& o, const ExecOptions& options, nlohmann::json& rows) {
   ExecOptions sparse = options;
@@ -148,7 +166,8 @@ Status time_model(const ModelBench& o, const ExecOptions& options, nlohmann::jso
   dense.sparse = false;
   SP_ASSIGN_OR_RETURN(auto a, open_model(o.model, sparse));
   SP_ASSIGN_OR_RETURN(auto b, open_model(o.model, dense));
-  for (int batch : o.batches) {
+  SP_ASSIGN_OR_RETURN(const std::vector<int> batches, batches_to_time(a->model(), o));
+  for (int batch : batches) {
     SP_ASSIGN_OR_RETURN(Tensor x, bench_input(a->model(), o, batch));
     SP_ASSIGN_OR_RETURN(RunTimes ts, time_runs(*a, x, o.repeats));
     SP_ASSIGN_OR_RETURN(RunTimes td, time_runs(*b, x, o.repeats));
@@ -252,6 +271,7 @@ Command add_bench(CLI::App& app, const GlobalOptions& global) {
               return report_error(errorf("bench: give exactly one of --eie, --crossover or a model file"));
             if (!m->model.empty()) {
               m->batches = o->batches;
+              m->batches_given = cmd->get_option("--batch")->count() > 0;
               m->repeats = o->repeats;
               if (cmd->get_option("--threads")->count() > 0) m->threads = o->threads;
               return bench_model(*m, global, json);

@@ -366,10 +366,11 @@ TEST(Engine, CorpusModelsMatchDense) {
 }
 
 // x [4, batch, 8] (batch on axis 1, as an LSTM's [seq, batch, features]) -> MatMul [8, 6].
-std::string sequence_model(const std::string& dir, const std::string& batch_dim_name) {
+std::string sequence_model(const std::string& dir, const std::string& batch_dim_name,
+                           Shape dims = {4, -1, 8}) {
   Model m;
   m.source = "seq";
-  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {4, -1, 8}, {"", batch_dim_name, ""}, true});
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, dims, {"", batch_dim_name, ""}, true});
   m.outputs.push_back(ValueInfo{"y"});
   m.initializers["w"] = test::random_f32({8, 6}, 77);
   m.nodes.push_back(Node{"mm", "MatMul", "", {"x", "w"}, {"y"}, {}});
@@ -378,7 +379,8 @@ std::string sequence_model(const std::string& dir, const std::string& batch_dim_
   o.all.prune.sparsity = 0.5;
   auto r = compress_model(m, o);
   EXPECT_TRUE(r.ok()) << r.status().message();
-  const std::string path = dir + "/seq_" + (batch_dim_name.empty() ? "unnamed" : batch_dim_name) + ".spw";
+  const std::string path = dir + "/seq_" + (batch_dim_name.empty() ? "unnamed" : batch_dim_name) +
+                           (dims[1] < 0 ? "" : "_fixed") + ".spw";
   EXPECT_TRUE(write_spw(r->spw, path, true).ok());
   return path;
 }
@@ -416,6 +418,17 @@ TEST(Engine, BenchFillsABatchAxisThatIsNotFirstAndProfilesLayers) {
   auto unnamed = test::run_cli("bench " + sequence_model(dir, "") + " --batch 2 --repeats 1");
   EXPECT_EQ(unnamed.exit_code, 1);
   EXPECT_NE(unnamed.output.find("cannot tell from the batch"), std::string::npos) << unnamed.output;
+  // Every dimension known: by default the model's own batch, and no other.
+  const std::string fixed = sequence_model(dir, "batch", {3, 2, 8});
+  auto own = test::run_cli("bench " + fixed + " --repeats 1 --json");
+  ASSERT_EQ(own.exit_code, 0) << own.output;
+  auto o = nlohmann::json::parse(own.output.substr(own.output.find('{')));
+  ASSERT_EQ(o["runs"].size(), 1u);
+  EXPECT_EQ(o["runs"][0]["batch"], 3);
+  auto other = test::run_cli("bench " + fixed + " --batch 3,1 --repeats 1");
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_NE(other.output.find("fixes the batch at 3; --batch 1 cannot run"), std::string::npos)
+      << other.output;
 }
 
 TEST(Engine, InfoShowsDeclaredShapesBesideThePlannedOnes) {
