@@ -401,6 +401,14 @@ TEST(Structured, LstmHiddenUnitsGoFromEveryGateAndWhatReadsThem) {
   EXPECT_EQ(pruned.nodes[2].inputs[5], "") << "the zeros initial_h is dropped: LSTM's default";
   EXPECT_EQ(std::get<int64_t>(pruned.nodes[2].attrs.at("hidden_size")), 4);
   EXPECT_LT(test::max_relative_error(run_model(pruned, x), run_model(original, x)), 1e-5);
+  // Without B (l2's), the rest slices the same.
+  Model unbiased = lstm_net(true);
+  unbiased.nodes[4].inputs[3] = "";
+  unbiased.initializers.erase("l2_b");
+  const Model unbiased_original = unbiased;
+  ASSERT_EQ(prune(unbiased, "l1=0.5").size(), 3u);
+  EXPECT_EQ(unbiased.initializers.at("l2_r").shape(), (Shape{1, 12, 3}));
+  EXPECT_LT(test::max_relative_error(run_model(unbiased, x), run_model(unbiased_original, x)), 1e-5);
   // An initial state built of ones is not followed: l1's units stay, l2's still go.
   Model ones = lstm_net(true);
   ones.nodes[0].attrs["value"] = test::make_f32({1}, {1.0f});
