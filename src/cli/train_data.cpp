@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
-#include <regex>
 #include <set>
 #include <span>
 
@@ -166,6 +165,18 @@ std::set<std::string>& entries_in_use() {
   return in_use;
 }
 
+// Whether a file name is an entry's inputs, as cache_entry names them: NAME-KEY.x.npy, KEY 16 hex
+// digits.
+bool is_entry_name(const std::string& name) {
+  constexpr std::string_view kSuffix = ".x.npy";
+  constexpr size_t kKey = 16;
+  if (name.size() < kKey + 1 + kSuffix.size() || !name.ends_with(kSuffix)) return false;
+  const size_t key = name.size() - kSuffix.size() - kKey;
+  const auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
+  return name[key - 1] == '-' && std::all_of(name.begin() + static_cast<std::ptrdiff_t>(key),
+                                             name.begin() + static_cast<std::ptrdiff_t>(key + kKey), hex);
+}
+
 // Removes the least recently used entries of the cache (only files named as entries) until they take
 // at most its limit, except those this process uses. Run once the data is loaded, so that no entry a
 // command is about to use goes first.
@@ -174,7 +185,6 @@ void trim_data_cache(const DataArgs& a) {
   // In double first: a limit past what int64_t holds means no limit.
   const double asked = a.cache_limit_gib * static_cast<double>(int64_t{1} << 30);
   const int64_t limit = asked >= 9.0e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(asked);
-  static const std::regex kEntryName(R"(.*-[0-9a-f]{16}\.x\.npy)");
   struct Found {
     fs::file_time_type used;
     std::string x, y;
@@ -192,7 +202,7 @@ void trim_data_cache(const DataArgs& a) {
     const std::string name = it->path().filename().string();
     std::error_code ec;
     const auto used = it->last_write_time(ec);
-    if (ec || !std::regex_match(name, kEntryName)) continue;
+    if (ec || !is_entry_name(name)) continue;
     Found f{used, it->path().string(), "", 0};
     f.y = f.x.substr(0, f.x.size() - 6) + ".y.npy";
     f.bytes = size_of(f.x) + size_of(f.y);
