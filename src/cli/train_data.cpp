@@ -244,12 +244,13 @@ Result<CacheEntry> cache_entry(const DataArgs& a, const std::string& name, const
   return entry;
 }
 
-// An entry's rows, mapped, with its labels when it holds them; `rows` [N] + sample as written.
+// An entry's rows, mapped, with its labels when it holds them; `rows` [N] + sample as written
+// (rows < 0: as many as the entry holds, when it was written by an earlier run).
 Result<LabeledData> mapped_rows(const CacheEntry& entry, const Shape& sample, int64_t rows) {
   LabeledData d;
   SP_ASSIGN_OR_RETURN(d.inputs, map_npy(entry.x));
   Shape want = sample;
-  want.insert(want.begin(), rows);
+  want.insert(want.begin(), rows >= 0 ? rows : d.inputs.rank() > 0 ? d.inputs.dim(0) : 0);
   if (d.inputs.dtype() != DType::f32 || d.inputs.shape() != want)
     return errorf("{}: holds {} {} where float32 {} was written; remove it to decode the source again",
                   entry.x, dtype_name(d.inputs.dtype()), shape_str(d.inputs.shape()), shape_str(want));
@@ -270,11 +271,7 @@ Result<LabeledData> cached_rows(const DataArgs& a, const std::string& name, cons
   SP_ASSIGN_OR_RETURN(CacheEntry entry, cache_entry(a, name, key_text, true, [&](const CacheEntry& e) {
                         return write_rows(counted, sample, a, source, e);
                       }));
-  if (rows < 0) {  // read from the cache: its header says how many
-    SP_ASSIGN_OR_RETURN(Tensor x, map_npy(entry.x));
-    rows = x.rank() > 0 ? x.dim(0) : 0;
-  }
-  return mapped_rows(entry, sample, rows);
+  return mapped_rows(entry, sample, rows);  // rows < 0: read from the cache, mapped once
 }
 
 // The largest class index an IDX label file may hold (load_labeled_idx's bound).
