@@ -240,10 +240,9 @@ Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, 
     made.sparse_inputs[2] = r;
     return made;
   }
-  if (!sparse_ || !weights_ || !node.has_input(1) || !weights_->holds(node.inputs[1]) ||
-      !sparse_op_supports(node))
-    return made;
+  if (!sparse_ || !weights_ || !node.has_input(1) || !weights_->holds(node.inputs[1])) return made;
   const SparseMatrix& header = weights_->header(node.inputs[1]);
+  if (!sparse_op_supports(node, descs_.at(node.inputs[0]).shape, header)) return made;
   // A fully connected layer fed fewer than kSparseFcBatchedFrom rows runs them one at a time.
   const int64_t rows_in = header.cols > 0 ? shape_numel(descs_.at(node.inputs[0]).shape) / header.cols : 0;
   bool one_sample = node.op_type != "Conv" && rows_in < kSparseFcBatchedFrom;

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <limits>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -75,6 +76,7 @@ TEST(Engine, SmallCnnMatchesDenseAtEveryBatchSize) {
 struct ConvGeometry {
   int64_t c, h, w, m, kh, kw, stride, dilation;
   std::vector<int64_t> pads;
+  int64_t group = 1;
 };
 
 Model one_conv(const ConvGeometry& g, uint32_t seed, bool relu = true) {
@@ -82,7 +84,7 @@ Model one_conv(const ConvGeometry& g, uint32_t seed, bool relu = true) {
   m.source = "one_conv";
   m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, g.c, g.h, g.w}, {"N", "", "", ""}, true});
   m.outputs.push_back(ValueInfo{"y"});
-  m.initializers["w"] = test::random_f32({g.m, g.c, g.kh, g.kw}, seed);
+  m.initializers["w"] = test::random_f32({g.m, g.c / g.group, g.kh, g.kw}, seed);
   m.initializers["b"] = test::random_f32({g.m}, seed + 1);
   m.nodes.push_back(Node{"conv",
                          "Conv",
@@ -91,7 +93,8 @@ Model one_conv(const ConvGeometry& g, uint32_t seed, bool relu = true) {
                          {"c"},
                          {{"pads", g.pads},
                           {"strides", std::vector<int64_t>{g.stride, g.stride}},
-                          {"dilations", std::vector<int64_t>{g.dilation, g.dilation}}}});
+                          {"dilations", std::vector<int64_t>{g.dilation, g.dilation}},
+                          {"group", g.group}}});
   if (relu)
     m.nodes.push_back(Node{"relu", "Relu", "", {"c"}, {"y"}, {}});
   else
@@ -146,6 +149,49 @@ TEST(Engine, ConvolutionsMatchDenseAtEveryStrideDilationAndImageCount) {
                             what + fmt::format(" images {}", images));
       seed += 10;
     }
+}
+
+TEST(Engine, GroupedConvolutionsRunOnTheEngineAndMatchDense) {
+  // Each group's filters read their own input channels: in place (1x1), from the padded planes
+  // (3x3, strided, dilated) and gathered (small planes); groups of 4 filters (a row block each),
+  // threads whose row ranges cross the groups' borders.
+  const std::vector<ConvGeometry> grid = {
+      {16, 9, 9, 32, 3, 3, 1, 1, {1, 1, 1, 1}, 4},    // a grouped Tucker-2 core
+      {12, 10, 11, 24, 3, 3, 2, 1, {1, 1, 1, 1}, 3},  // stride 2, odd width, 3 groups
+      {48, 24, 24, 64, 1, 1, 1, 1, {0, 0, 0, 0}, 2},  // 1x1 read in place, large enough for threads
+      {32, 24, 24, 48, 3, 3, 1, 1, {1, 1, 1, 1}, 4},  // padded planes, large enough for threads
+      {64, 3, 3, 64, 3, 3, 1, 1, {1, 1, 1, 1}, 8},    // gathered, large enough for threads
+      {8, 12, 13, 8, 3, 3, 1, 2, {2, 0, 1, 3}, 2},    // dilated, asymmetric pads
+      {8, 4, 4, 4, 3, 3, 1, 1, {1, 1, 1, 1}, 1},      // a 4x4 plane: one group, for comparison
+  };
+  uint32_t seed = 700;
+  for (const ConvGeometry& g : grid)
+    for (int threads : {1, 2}) {
+      Pair p = executors(one_conv(g, seed), 0.6, threads);
+      const std::string what =
+          fmt::format("c{} m{} k{} s{} groups {} threads {}", g.c, g.m, g.kh, g.stride, g.group, threads);
+      EXPECT_EQ(sparse_layers(*p.sparse, {{1, g.c, g.h, g.w}}), 1) << what;
+      for (int64_t images : {1, 3, 16})
+        expect_same_outputs(p, {test::random_f32({images, g.c, g.h, g.w}, seed + 7)},
+                            what + fmt::format(" images {}", images));
+      seed += 10;
+    }
+  // Depthwise runs dense; so do groups of filters that are not whole row blocks when the weights
+  // are pruned in 4x1 blocks (pruned one by one, they run on the engine).
+  const ConvGeometry depthwise{8, 6, 6, 8, 3, 3, 1, 1, {1, 1, 1, 1}, 8};
+  const ConvGeometry uneven{12, 6, 6, 18, 3, 3, 1, 1, {1, 1, 1, 1}, 3};
+  for (const auto& [g, block, on_engine] :
+       {std::tuple{depthwise, BlockShape{}, 0}, std::tuple{uneven, BlockShape{4, 1}, 0},
+        std::tuple{uneven, BlockShape{}, 1}}) {
+    for (int threads : {1, 2}) {
+      Pair p = executors(one_conv(g, seed), 0.6, threads, 1, block);
+      const std::string what =
+          fmt::format("groups {} block rows {} threads {}", g.group, block.rows, threads);
+      EXPECT_EQ(sparse_layers(*p.sparse, {{1, g.c, g.h, g.w}}), on_engine) << what;
+      for (int64_t images : {1, 16})
+        expect_same_outputs(p, {test::random_f32({images, g.c, g.h, g.w}, seed)}, what);
+    }
+  }
 }
 
 TEST(Engine, LayersPrunedInRowBlocksMatchDense) {

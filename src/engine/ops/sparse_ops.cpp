@@ -162,16 +162,19 @@ class SparseConvOp : public Op {
 
   Status parse() override {
     SP_ASSIGN_OR_RETURN(attrs_, read_window_attrs(node_));
+    SP_ASSIGN_OR_RETURN(group_, node_.attr_int("group", 1));
+    if (group_ < 1) return fail("attribute 'group' must be >= 1, got {}", group_);
     return {};
   }
   Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) override {
     const Shape& x = in[0].shape;
     const Shape& w = in[1].shape;
-    if (in[0].dtype != DType::f32 || x.size() < 3 || x.size() != w.size() || x[1] != w[1] || w[0] != m_.rows)
-      return fail("input {} does not match weight {}", shape_str(x), shape_str(w));
+    if (in[0].dtype != DType::f32 || x.size() < 3 || x.size() != w.size() || x[1] != w[1] * group_ ||
+        w[0] != m_.rows || m_.rows % group_ != 0)
+      return fail("input {} does not match weight {} in {} groups", shape_str(x), shape_str(w), group_);
     SP_ASSIGN_OR_RETURN(
         win_, make_window(node_, attrs_, Shape(x.begin() + 2, x.end()), Shape(w.begin() + 2, w.end())));
-    if (m_.cols != x[1] * win_.k_h * win_.k_w) return fail("weight matrix has {} columns", m_.cols);
+    if (m_.cols != w[1] * win_.k_h * win_.k_w) return fail("weight matrix has {} columns", m_.cols);
     images_ = x[0];
     channels_ = x[1];
     has_bias_ = in.size() > 2 && in[2].present;
@@ -186,7 +189,7 @@ class SparseConvOp : public Op {
   // Too many floats to count (shape_numel's -1) is reported as the most there can be, which the plan
   // refuses as over its memory limit.
   size_t scratch_floats(int) const override {
-    if (gathered()) return floats_or_max({m_.cols + m_.rows, gathered_ld()});
+    if (gathered()) return floats_or_max({channels_ * win_.k_h * win_.k_w + m_.rows, gathered_ld()});
     if (pointwise()) return 0;
     const size_t planes = floats_or_max({channels_, phases(), padded_rows_, padded_cols_});
     const size_t wide = floats_or_max({m_.rows, wide_});
@@ -208,15 +211,24 @@ class SparseConvOp : public Op {
         continue;
       }
       const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
-      sparse_matmat(a.pool, m_, bounds_, x, hw, hw, y, hw, nullptr, [&](int64_t begin, int64_t end) {
-        add_bias_activate(y + begin * hw, end - begin, hw, bias ? bias + begin : nullptr, activation_);
-      });
+      sparse_matmat(
+          a.pool, m_, bounds_, x, hw, hw, y, hw, nullptr,
+          [&](int64_t begin, int64_t end) {
+            add_bias_activate(y + begin * hw, end - begin, hw, bias ? bias + begin : nullptr, activation_);
+          },
+          row_groups(hw));
     }
     return {};
   }
 
  private:
   int64_t phases() const { return win_.s_h * win_.s_w; }
+  int64_t group_channels() const { return channels_ / group_; }
+  // With groups, each group's filters read its own input channels, whose rows of the product's
+  // input lie `per_channel` floats apart per channel.
+  RowGroups row_groups(int64_t per_channel) const {
+    return group_ == 1 ? RowGroups{} : RowGroups{m_.rows / group_, group_channels() * per_channel};
+  }
   // Where each (channel, tap) column's row lies in the padded phase planes (see the top).
   Status plan_direct() {
     const auto [reach_h, reach_w] = window_reach(win_);
@@ -227,7 +239,7 @@ class SparseConvOp : public Op {
       return fail("{} channels of {} x {} padded planes in {} stride phases are too many values", channels_,
                   padded_rows_, padded_cols_, phases());
     x_rows_.clear();
-    for (int64_t c = 0; c < channels_; ++c)
+    for (int64_t c = 0; c < group_channels(); ++c)
       for (int64_t i = 0; i < win_.k_h; ++i)
         for (int64_t j = 0; j < win_.k_w; ++j) {
           const int64_t di = i * win_.d_h, dj = j * win_.d_w;
@@ -247,14 +259,16 @@ class SparseConvOp : public Op {
     const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
     const int64_t out_hw = win_.out_h * win_.out_w;
     const auto kernel = sparse_kernels().bias_activation;
-    sparse_matmat(a.pool, m_, bounds_, padded, 0, wide_, wide, wide_, x_rows_.data(),
-                  [&](int64_t begin, int64_t end) {
-                    for (int64_t r = begin; r < end; ++r)
-                      for (int64_t oh = 0; oh < win_.out_h; ++oh)
-                        kernel(BiasActivationArgs{wide + r * wide_ + oh * padded_cols_, win_.out_w,
-                                                  bias ? bias[r] : kNoBias, activation_.lo, activation_.hi,
-                                                  y + r * out_hw + oh * win_.out_w});
-                  });
+    sparse_matmat(
+        a.pool, m_, bounds_, padded, 0, wide_, wide, wide_, x_rows_.data(),
+        [&](int64_t begin, int64_t end) {
+          for (int64_t r = begin; r < end; ++r)
+            for (int64_t oh = 0; oh < win_.out_h; ++oh)
+              kernel(BiasActivationArgs{wide + r * wide_ + oh * padded_cols_, win_.out_w,
+                                        bias ? bias[r] : kNoBias, activation_.lo, activation_.hi,
+                                        y + r * out_hw + oh * win_.out_w});
+        },
+        row_groups(planes));
   }
   // Small output planes, a group of images at a time: their im2col columns side by side,
   // [cols, images * out_hw] (rows gathered_ld() apart), one product for all of them, then each
@@ -270,18 +284,22 @@ class SparseConvOp : public Op {
     const int64_t hw = win_.out_h * win_.out_w, in_chw = channels_ * win_.in_h * win_.in_w;
     const int64_t ld = gathered_ld(), taps = win_.k_h * win_.k_w;
     float* xt = a.scratch.data();
-    float* yt = xt + m_.cols * ld;
+    float* yt = xt + channels_ * taps * ld;
     a.pool.parallel_range(channels_, 4, [&](int64_t begin, int64_t end) {
       for (int64_t n = 0; n < images; ++n)
         im2col(x + n * in_chw + begin * win_.in_h * win_.in_w, end - begin, win_,
                xt + begin * taps * ld + n * hw, ld);
     });
     const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
-    sparse_matmat(a.pool, m_, bounds_, xt, ld, images * hw, yt, ld, nullptr, [&](int64_t begin, int64_t end) {
-      for (int64_t n = 0; n < images; ++n)
-        add_bias_activate_rows(yt + begin * ld + n * hw, ld, end - begin, hw, bias ? bias + begin : nullptr,
-                               activation_, y + (n * m_.rows + begin) * hw);
-    });
+    sparse_matmat(
+        a.pool, m_, bounds_, xt, ld, images * hw, yt, ld, nullptr,
+        [&](int64_t begin, int64_t end) {
+          for (int64_t n = 0; n < images; ++n)
+            add_bias_activate_rows(yt + begin * ld + n * hw, ld, end - begin, hw,
+                                   bias ? bias + begin : nullptr, activation_,
+                                   y + (n * m_.rows + begin) * hw);
+        },
+        row_groups(taps * ld));
   }
   // Images per gathered product: at most kConvGatherMostPositions columns (so the scratch does not
   // grow with the batch).
@@ -308,7 +326,7 @@ class SparseConvOp : public Op {
   const SparseMatrix& m_;
   WindowAttrs attrs_;
   Window2d win_;
-  int64_t images_ = 0, channels_ = 0;
+  int64_t images_ = 0, channels_ = 0, group_ = 1;
   bool has_bias_ = false;
   std::vector<int64_t> bounds_;
   int threads_ = 1;
@@ -356,16 +374,21 @@ bool attr_is(const Node& node, const char* key, int64_t want, int64_t fallback) 
 
 }  // namespace
 
-bool sparse_op_supports(const Node& node) {
+bool sparse_op_supports(const Node& node, const Shape& input, const SparseMatrix& header) {
   if (node.op_type == "Gemm")
     return attr_is(node, "transA", 0, 0) && node.attr_float("alpha", 1.0f).ok() &&
            *node.attr_float("alpha", 1.0f) == 1.0f;
-  return node.op_type == "MatMul" || (node.op_type == "Conv" && attr_is(node, "group", 1, 1));
+  if (node.op_type != "Conv") return node.op_type == "MatMul";
+  auto group = node.attr_int("group", 1);
+  if (!group.ok() || *group < 1 || input.size() < 2) return false;
+  if (*group == 1) return true;
+  const int64_t channels = input[1];
+  const bool whole_blocks = header.rows % (*group * kBlockRows) == 0;
+  return channels % *group == 0 && channels > *group && (whole_blocks || !row_blocks_fit(header));
 }
 
 Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, const SparseMatrix& m,
                                              int threads) {
-  if (!sparse_op_supports(node)) return std::unique_ptr<Op>();  // the caller uses the dense op
   std::unique_ptr<Op> op;
   if (node.op_type == "Conv")
     op = std::make_unique<SparseConvOp>(node, opset, m, threads);

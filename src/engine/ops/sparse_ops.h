@@ -28,12 +28,15 @@ inline constexpr int64_t kConvGatherBelowPositions = 64;
 // Most positions (images x plane) in one gathered product.
 inline constexpr int64_t kConvGatherMostPositions = 1024;
 
-// Whether the sparse engine runs this node's attributes (Gemm with transA = 0 and alpha = 1,
-// MatMul, ungrouped Conv); the others run dense.
-bool sparse_op_supports(const Node& node);
+// Whether the sparse engine runs this node, given its first input's shape and its weight's header:
+// Gemm with transA = 0 and alpha = 1, MatMul, Conv with group 1, and a grouped Conv whose groups
+// hold several input channels each (depthwise ones run on the dense executor's depthwise kernels)
+// and, where the weight runs on row blocks, a multiple of kBlockRows filters each. The others run
+// dense.
+bool sparse_op_supports(const Node& node, const Shape& input, const SparseMatrix& header);
 
-// The sparse op for a Gemm/MatMul/Conv node whose weight is `m`, splitting work over `threads`, or
-// nullptr when the node's attributes are not supported sparsely (the dense op is then used).
+// The sparse op for a Gemm/MatMul/Conv node whose weight is `m` (sparse_op_supports holds),
+// splitting work over `threads`.
 Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, const SparseMatrix& m,
                                              int threads);
 

@@ -190,10 +190,18 @@ void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_en
 
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows,
-                   RowsDone rows_done) {
+                   RowsDone rows_done, RowGroups groups) {
   auto rows = [&](int64_t begin, int64_t end) {
     if (begin >= end) return;
-    sparse_matmat_rows(m, begin, end, xt, ldx, batch, y, ldy, x_rows);
+    if (groups.rows == 0) {
+      sparse_matmat_rows(m, begin, end, xt, ldx, batch, y, ldy, x_rows);
+    } else {
+      for (int64_t r = begin; r < end;) {
+        const int64_t g = r / groups.rows, group_end = std::min(end, (g + 1) * groups.rows);
+        sparse_matmat_rows(m, r, group_end, xt + g * groups.x_stride, ldx, batch, y, ldy, x_rows);
+        r = group_end;
+      }
+    }
     if (rows_done) rows_done(begin, end);
   };
   if (m.nonzeros * batch < kParallelFromProducts) {

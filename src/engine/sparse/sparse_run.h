@@ -69,13 +69,22 @@ class RowsDone {
   void (*call_)(const void*, int64_t, int64_t) = nullptr;
 };
 
+// The rows of W in groups that read Xt at different places (a grouped convolution's filters, each
+// group over its own input channels): rows [g rows, (g + 1) rows) read Xt from xt + g x_stride.
+// `rows` is a multiple of kBlockRows where W runs on row blocks. No groups (rows 0): every row
+// reads xt.
+struct RowGroups {
+  int64_t rows = 0;
+  int64_t x_stride = 0;
+};
+
 // Y[rows, ldy] = W Xt over the row ranges in `bounds`, one per pool task; with `x_rows`, column j
 // multiplies the row at xt + x_rows[j] (SpmmArgs::x_rows). `rows_done(begin, end)`, where given,
 // runs on the thread that wrote rows [begin, end), right after it wrote them (an epilogue that finds
-// them in cache and is split as the product is).
+// them in cache and is split as the product is). With `groups`, a range is run group by group.
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy,
-                   const int64_t* x_rows = nullptr, RowsDone rows_done = {});
+                   const int64_t* x_rows = nullptr, RowsDone rows_done = {}, RowGroups groups = {});
 
 // The same for rows [row_begin, row_end), on the calling thread. row_begin is a multiple of
 // kBlockRows (the row blocks' groups), as balanced_row_bounds gives.
