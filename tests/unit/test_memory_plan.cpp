@@ -3,9 +3,12 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "engine/epilogue.h"
 #include "engine/graph_passes.h"
 #include "engine/plan.h"
 #include "test_util.h"
@@ -99,6 +102,28 @@ TEST(GraphPasses, LeaveValuesOthersReadOrTheGraphOutputs) {
     fuse_activations(c, initializer_shapes(c));
     EXPECT_EQ(count_ops(c, "Clip"), 1) << hi;
   }
+}
+
+TEST(GraphPasses, FusedActivationsApplyAsTheReluAndClipOpsDo) {
+  // apply() over a buffer gives, element by element, what one value's activation gives: NaN becomes
+  // the lower bound, infinities and values at the bounds are kept or capped, at every length.
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  const std::vector<float> values = {nan, -inf, inf, -1.0f, 0.0f, -0.0f, 0.5f, 6.0f, 6.5f, 1e30f, -1e-30f};
+  for (const Activation act :
+       {Activation{0.0f, inf}, Activation{0.0f, 6.0f}, Activation{-1.0f, 1.0f}, Activation{}})
+    for (int64_t n = 0; n <= 37; ++n) {
+      std::vector<float> y(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i)
+        y[i] = values[static_cast<size_t>(i) % values.size()] * (i % 3 ? 1.0f : 2.0f);
+      std::vector<float> want = y;
+      for (float& v : want) v = act(v);
+      act.apply(y.data(), n);
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT_TRUE(y[i] == want[i] || (std::isnan(y[i]) && std::isnan(want[i])))
+            << "[" << act.lo << ", " << act.hi << "] n " << n << " at " << i << ": " << y[i] << " vs "
+            << want[i];
+    }
+  EXPECT_EQ(Activation({0.0f, 6.0f})(nan), 0.0f) << "Relu and Clip make NaN their lower bound";
 }
 
 void expect_close(std::span<const Tensor* const> a, std::span<const Tensor* const> b, double tol,
