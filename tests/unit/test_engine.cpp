@@ -153,8 +153,8 @@ TEST(Engine, ConvolutionsMatchDenseAtEveryStrideDilationAndImageCount) {
 
 TEST(Engine, GroupedConvolutionsRunOnTheEngineAndMatchDense) {
   // Each group's filters read their own input channels: in place (1x1), from the padded planes
-  // (3x3, strided, dilated) and gathered (small planes); groups of 4 filters (a row block each),
-  // threads whose row ranges cross the groups' borders.
+  // (3x3, strided, dilated; 1-D) and gathered (small planes); threads whose row ranges cross the
+  // groups' borders.
   const std::vector<ConvGeometry> grid = {
       {16, 9, 9, 32, 3, 3, 1, 1, {1, 1, 1, 1}, 4},    // a grouped Tucker-2 core
       {12, 10, 11, 24, 3, 3, 2, 1, {1, 1, 1, 1}, 3},  // stride 2, odd width, 3 groups
@@ -162,7 +162,8 @@ TEST(Engine, GroupedConvolutionsRunOnTheEngineAndMatchDense) {
       {32, 24, 24, 48, 3, 3, 1, 1, {1, 1, 1, 1}, 4},  // padded planes, large enough for threads
       {64, 3, 3, 64, 3, 3, 1, 1, {1, 1, 1, 1}, 8},    // gathered, large enough for threads
       {8, 12, 13, 8, 3, 3, 1, 2, {2, 0, 1, 3}, 2},    // dilated, asymmetric pads
-      {8, 4, 4, 4, 3, 3, 1, 1, {1, 1, 1, 1}, 1},      // a 4x4 plane: one group, for comparison
+      {8, 4, 4, 4, 3, 3, 1, 1, {1, 1, 1, 1}, 2},      // a 4x4 plane, gathered even for one image
+      {12, 1, 30, 24, 1, 5, 1, 1, {0, 2, 0, 2}, 3},   // a 1-D window (height 1)
   };
   uint32_t seed = 700;
   for (const ConvGeometry& g : grid)
@@ -176,6 +177,23 @@ TEST(Engine, GroupedConvolutionsRunOnTheEngineAndMatchDense) {
                             what + fmt::format(" images {}", images));
       seed += 10;
     }
+  // Pruned in 4x1 blocks, groups of whole blocks run on the row blocks, each group's from its
+  // channels.
+  for (const ConvGeometry& g : {ConvGeometry{16, 9, 9, 32, 3, 3, 1, 1, {1, 1, 1, 1}, 4},
+                                ConvGeometry{48, 24, 24, 64, 1, 1, 1, 1, {0, 0, 0, 0}, 2},
+                                ConvGeometry{64, 3, 3, 64, 3, 3, 1, 1, {1, 1, 1, 1}, 8}}) {
+    for (int threads : {1, 2}) {
+      Pair p = executors(one_conv(g, seed), 0.75, threads, 1, BlockShape{4, 1});
+      const std::string what =
+          fmt::format("row blocks c{} k{} groups {} threads {}", g.c, g.kh, g.group, threads);
+      auto summary = p.sparse->summarize({{1, g.c, g.h, g.w}});
+      ASSERT_TRUE(summary.ok());
+      EXPECT_EQ(summary->layers[0].layouts, "row blocks") << what;
+      for (int64_t images : {1, 16})
+        expect_same_outputs(p, {test::random_f32({images, g.c, g.h, g.w}, seed + 3)}, what);
+      seed += 10;
+    }
+  }
   // Depthwise runs dense; so do groups of filters that are not whole row blocks when the weights
   // are pruned in 4x1 blocks (pruned one by one, they run on the engine).
   const ConvGeometry depthwise{8, 6, 6, 8, 3, 3, 1, 1, {1, 1, 1, 1}, 8};

@@ -8,7 +8,8 @@
 // kernel's batch, and no im2col matrix: each row is a shifted view of the channel's zero-padded input plane
 // (split by stride phase when strided, see pad_phases), output (oh, ow) at position oh * cols + ow of a
 // "wide" output row (the positions between rows are computed and dropped). 1x1 windows at stride 1 without
-// padding read the input itself.
+// padding read the input itself. A grouped convolution's W is [M, C/G*kh*kw]: the inputs are formed for
+// all C channels and each group's filters read them from the group's first channel on (RowGroups).
 #include "engine/ops/sparse_ops.h"
 
 #include <algorithm>
@@ -172,6 +173,8 @@ class SparseConvOp : public Op {
     if (in[0].dtype != DType::f32 || x.size() < 3 || x.size() != w.size() || x[1] != w[1] * group_ ||
         w[0] != m_.rows || m_.rows % group_ != 0)
       return fail("input {} does not match weight {} in {} groups", shape_str(x), shape_str(w), group_);
+    if (group_ > 1 && (m_.rows / group_) % kBlockRows != 0 && row_blocks_fit(m_))
+      return fail("{} filters per group are not whole blocks of {} rows", m_.rows / group_, kBlockRows);
     SP_ASSIGN_OR_RETURN(
         win_, make_window(node_, attrs_, Shape(x.begin() + 2, x.end()), Shape(w.begin() + 2, w.end())));
     if (m_.cols != w[1] * win_.k_h * win_.k_w) return fail("weight matrix has {} columns", m_.cols);
@@ -271,8 +274,8 @@ class SparseConvOp : public Op {
         row_groups(planes));
   }
   // Small output planes, a group of images at a time: their im2col columns side by side,
-  // [cols, images * out_hw] (rows gathered_ld() apart), one product for all of them, then each
-  // output row split back per image.
+  // [C * kh * kw, images * out_hw] (rows gathered_ld() apart), one product for all of them, then
+  // each output row split back per image.
   void run_gathered(const RunArgs& a) {
     for (int64_t first = 0; first < images_; first += gather_group()) {
       const int64_t n = std::min(gather_group(), images_ - first), in_chw = channels_ * win_.in_h * win_.in_w;
@@ -383,8 +386,8 @@ bool sparse_op_supports(const Node& node, const Shape& input, const SparseMatrix
   if (!group.ok() || *group < 1 || input.size() < 2) return false;
   if (*group == 1) return true;
   const int64_t channels = input[1];
-  const bool whole_blocks = header.rows % (*group * kBlockRows) == 0;
-  return channels % *group == 0 && channels > *group && (whole_blocks || !row_blocks_fit(header));
+  if (*group >= channels || channels % *group != 0) return false;  // depthwise, or a bad group
+  return header.rows % (*group * kBlockRows) == 0 || !row_blocks_fit(header);
 }
 
 Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, const SparseMatrix& m,
