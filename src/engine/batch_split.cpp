@@ -4,10 +4,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <string>
 
+#include "engine/ops/sparse_ops.h"
 #include "engine/plan.h"
 
 namespace sparrow {
@@ -168,6 +170,15 @@ int64_t samples_per_chunk(int64_t batch, int64_t bytes_per_sample, int64_t cache
   return 1;
 }
 
+int64_t samples_for_small_planes(int64_t batch, int threads, int64_t plane) {
+  if (plane <= 0 || plane > kSmallConvPlane) return 1;
+  const int64_t wanted = std::min((kConvGatherBelowPositions + plane - 1) / plane,
+                                  std::max<int64_t>(1, batch / std::max(threads, 1)));
+  for (int64_t c = wanted; c < batch; ++c)
+    if (batch % c == 0) return c;
+  return batch;
+}
+
 bool chunks_gain(int64_t batch, int64_t activation_bytes_per_sample, int64_t constant_bytes) {
   return constant_bytes <= batch * activation_bytes_per_sample;
 }
@@ -206,7 +217,8 @@ bool BatchSplit::choose_chunk(int64_t batch, int threads, int64_t samples, const
     chunk_ = sparrow::samples_per_chunk(batch, 1, samples);
   } else {
     const int64_t per_sample = (*probe)->arena_bytes() / 2;
-    chunk_ = sparrow::samples_per_chunk(batch, per_sample, chunk_cache_bytes());
+    chunk_ = std::max(sparrow::samples_per_chunk(batch, per_sample, chunk_cache_bytes()),
+                      samples_for_small_planes(batch, threads, (*probe)->smallest_conv_plane()));
     if (batch / chunk_ < threads) return false;  // some threads would sit idle
     if (!chunks_gain(batch, per_sample, (*probe)->constant_bytes())) return false;
   }

@@ -42,6 +42,15 @@ bool computes_per_sample(const PlannedNode& n, int64_t batch);
 // the largest divisor of `batch` whose chunk's activations fit in `cache_bytes` (at least 1).
 int64_t samples_per_chunk(int64_t batch, int64_t bytes_per_sample, int64_t cache_bytes);
 
+// Output planes of at most this many positions (VGG-11's 4x4 and 2x2 on 32x32 inputs) fill less
+// than one vector of the batched kernels per image.
+inline constexpr int64_t kSmallConvPlane = 16;
+// The fewest samples per chunk for a plan whose smallest convolution plane holds `plane` positions:
+// where that plane is small, enough images for kConvGatherBelowPositions positions in one product,
+// or the batch's share of one of `threads` threads if that is fewer; the smallest divisor of
+// `batch` from there. 1 when the planes are large enough (or there is no convolution).
+int64_t samples_for_small_planes(int64_t batch, int threads, int64_t plane);
+
 // Whether running a batch as chunks can gain, by bytes moved: each chunk streams the plan's
 // constants (float32 weights) again, the whole batch spills its activations out of the cache once.
 // Chunks gain while the constants take no more than the whole batch's activations.

@@ -140,6 +140,18 @@ int64_t Plan::value_bytes() const {
   return sum;
 }
 
+int64_t Plan::smallest_conv_plane() const {
+  int64_t smallest = 0;
+  for (const PlanStep& step : steps_) {
+    if (step.op->node().op_type != "Conv" || step.outputs.empty() || step.outputs[0] == nullptr) continue;
+    const Shape& y = step.outputs[0]->shape();
+    if (y.size() < 3) continue;
+    const int64_t plane = shape_numel(Shape(y.begin() + 2, y.end()));
+    if (plane > 0 && (smallest == 0 || plane < smallest)) smallest = plane;
+  }
+  return smallest;
+}
+
 int64_t Plan::constant_bytes() const {
   // Graph inputs and views of them share the inputs' storage.
   std::set<const void*> input_data;
@@ -245,7 +257,9 @@ Result<Plan::MadeOp> Plan::make_sparse_op(const Model& model, const Node& node, 
   if (!sparse_op_supports(node, descs_.at(node.inputs[0]).shape, header)) return made;
   // A fully connected layer fed fewer than kSparseFcBatchedFrom rows runs them one at a time.
   const int64_t rows_in = header.cols > 0 ? shape_numel(descs_.at(node.inputs[0]).shape) / header.cols : 0;
-  bool one_sample = node.op_type != "Conv" && rows_in < kSparseFcBatchedFrom;
+  const bool one_sample = node.op_type == "Conv"
+                              ? sparse_conv_per_position(node, descs_.at(node.inputs[0]).shape)
+                              : rows_in < kSparseFcBatchedFrom;
   if (!gains_sparse(node, 1, one_sample)) return made;
   // The sparse ops add a bias of one value per output; any other Gemm C runs dense.
   if (node.has_input(2) && shape_numel(descs_.at(node.inputs[2]).shape) != header.rows) return made;

@@ -58,6 +58,8 @@ class Plan {
   // values folded at plan time), each counted once: what every run streams besides activations.
   // The sparse engine's layouts are not among them.
   int64_t constant_bytes() const;
+  // Output positions per image (the plane) of the plan's smallest convolution; 0 without one.
+  int64_t smallest_conv_plane() const;
   // With `poison`, run() fills each arena buffer with NaN bytes right after its value's last reader
   // ran, so a plan that reads a value after its bytes were handed on gives wrong results (tests).
   void set_poison_freed(bool poison) { poison_freed_ = poison; }

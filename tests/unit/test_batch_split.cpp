@@ -2,6 +2,7 @@
 // batch, on the dense executor and the sparse engine, on one and two threads; graphs that mix samples
 // are never split.
 #include <algorithm>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -99,6 +100,47 @@ TEST(BatchSplit, SamplesPerChunkIsTheLargestDivisorThatFitsTheCache) {
   EXPECT_EQ(samples_per_chunk(16, 1000, 2 << 20), 16) << "the whole batch fits";
   EXPECT_EQ(samples_per_chunk(16, 0, 2 << 20), 16);
   EXPECT_GT(chunk_cache_bytes(), 0);
+}
+
+TEST(BatchSplit, SmallPlanesTakeEnoughImagesForOneWideProduct) {
+  EXPECT_EQ(samples_for_small_planes(16, 1, 4), 16) << "2x2 planes: 16 images make 64 positions";
+  EXPECT_EQ(samples_for_small_planes(16, 2, 4), 8) << "half the batch each, for two threads";
+  EXPECT_EQ(samples_for_small_planes(16, 1, 16), 4);
+  EXPECT_EQ(samples_for_small_planes(16, 2, 2), 8);
+  EXPECT_EQ(samples_for_small_planes(10, 1, 16), 5) << "the smallest divisor of 10 from 4";
+  EXPECT_EQ(samples_for_small_planes(7, 1, 4), 7);
+  EXPECT_EQ(samples_for_small_planes(16, 1, 49), 1) << "7x7 planes fill the vectors alone";
+  EXPECT_EQ(samples_for_small_planes(16, 1, 0), 1) << "no convolution";
+  EXPECT_EQ(samples_for_small_planes(16, 32, 4), 1) << "more threads than samples";
+}
+
+// x [N, 8, 96, 96] -> Conv 1x1 (295 KB a sample: the cache alone asks for chunks of 2 to 4) ->
+// MaxPool to `plane` x `plane` -> Conv 3x3 -> y.
+Model pooled_conv(int64_t plane) {
+  Model m;
+  m.source = "pooled_conv";
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 8, 96, 96}, {"N", "", "", ""}, true});
+  m.outputs.push_back(ValueInfo{"y"});
+  m.initializers["w0"] = test::random_f32({8, 8, 1, 1}, 2);
+  m.initializers["w"] = test::random_f32({16, 8, 3, 3}, 1);
+  const std::vector<int64_t> pool = {96 / plane, 96 / plane};
+  m.nodes.push_back(Node{"wide", "Conv", "", {"x", "w0"}, {"c"}, {}});
+  m.nodes.push_back(Node{"pool", "MaxPool", "", {"c"}, {"p"}, {{"kernel_shape", pool}, {"strides", pool}}});
+  m.nodes.push_back(
+      Node{"conv", "Conv", "", {"p", "w"}, {"y"}, {{"pads", std::vector<int64_t>{1, 1, 1, 1}}}});
+  return m;
+}
+
+TEST(BatchSplit, ABatchWhoseConvolutionsHaveSmallPlanesRunsInWideChunks) {
+  const Shape batch = {16, 8, 96, 96};
+  EXPECT_EQ(chunk_of(*executor(pooled_conv(2), 1, 0), batch), 0) << "2x2 planes, one thread: the whole batch";
+  if (std::thread::hardware_concurrency() >= 2) {
+    EXPECT_EQ(chunk_of(*executor(pooled_conv(2), 2, 0), batch), 8) << "two threads: a chunk each";
+  }
+  const int64_t by_cache = chunk_of(*executor(pooled_conv(8), 1, 0), batch);
+  EXPECT_GT(by_cache, 0) << "8x8 planes: the cache decides";
+  EXPECT_LT(by_cache, 8);
+  EXPECT_EQ(chunk_of(*compressed_executor(pooled_conv(2), 1, 0), batch), 0) << "on the engine too";
 }
 
 TEST(BatchSplit, ChunksGainWhileTheWeightsTakeNoMoreThanTheBatchsActivations) {

@@ -151,6 +151,44 @@ TEST(Engine, ConvolutionsMatchDenseAtEveryStrideDilationAndImageCount) {
     }
 }
 
+TEST(Engine, ConvolutionsOnFewPositionsRunEachAsOneSampleAndMatchDense) {
+  // At most kConvPerPositionMost input positions in all (images x plane): each output position is
+  // one sample on the one-sample layouts. More positions (or groups) take the batched product.
+  struct Case {
+    ConvGeometry g;
+    std::vector<int64_t> images;
+  };
+  const std::vector<Case> cases = {
+      {{64, 2, 2, 32, 3, 3, 1, 1, {1, 1, 1, 1}}, {1, 2}},  // VGG-11's 2x2 layers, one and two images
+      {{16, 1, 1, 24, 1, 1, 1, 1, {1, 1, 1, 1}}, {1, 4}},  // a padded 1x1: 9 output positions from 1
+      {{12, 2, 3, 20, 3, 3, 2, 1, {1, 1, 1, 1}}, {1}},     // stride 2 on a 2x3 plane
+      {{8, 1, 7, 10, 1, 3, 1, 2, {0, 2, 0, 0}}, {1}},      // a dilated 1x3 window, uneven pads
+  };
+  uint32_t seed = 500;
+  for (const Case& c : cases)
+    for (int threads : {1, 2}) {
+      const ConvGeometry& g = c.g;
+      Pair p = executors(one_conv(g, seed), 0.6, threads);
+      for (int64_t images : c.images) {
+        const std::string what =
+            fmt::format("c{} {}x{} k{}x{} images {} threads {}", g.c, g.h, g.w, g.kh, g.kw, images, threads);
+        auto summary = p.sparse->summarize({{images, g.c, g.h, g.w}});
+        ASSERT_TRUE(summary.ok()) << what;
+        EXPECT_TRUE(summary->layers[0].sparse) << what;
+        EXPECT_NE(summary->layers[0].layouts, "csr") << what << ": the one-sample layouts";
+        expect_same_outputs(p, {test::random_f32({images, g.c, g.h, g.w}, seed + 7)}, what);
+      }
+      // Nine images of a 1x1 plane (9 positions) take the batched product.
+      if (g.h * g.w == 1) {
+        auto summary = p.sparse->summarize({{9, g.c, g.h, g.w}});
+        ASSERT_TRUE(summary.ok());
+        EXPECT_NE(summary->layers[0].layouts.find("csr"), std::string::npos) << summary->layers[0].layouts;
+        expect_same_outputs(p, {test::random_f32({9, g.c, g.h, g.w}, seed)}, "nine images");
+      }
+      seed += 10;
+    }
+}
+
 TEST(Engine, GroupedConvolutionsRunOnTheEngineAndMatchDense) {
   // Each group's filters read their own input channels: in place (1x1), from the padded planes
   // (3x3, strided, dilated; 1-D) and gathered (small planes); threads whose row ranges cross the

@@ -139,7 +139,8 @@ size_t largest_allocation_to_load_and_run(const SpwModel& spw, int64_t batch, bo
 }
 
 // Compressed convolutions on the engine: a 1x1 read in place, a 3x3 through its padded planes,
-// and one on 2x2 planes (gathered), each with its epilogue on the threads.
+// and one on 2x2 planes (each position as one sample at batch 1, gathered at batch 3), each with
+// its epilogue on the threads.
 TEST(NoAllocation, CompressedConvolutionsAtOneAndTwoThreads) {
   Model m;
   m.source = "convs";

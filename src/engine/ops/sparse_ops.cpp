@@ -186,12 +186,15 @@ class SparseConvOp : public Op {
     y.push_back(win_.out_w);
     out = {ValueDesc{DType::f32, y}};
     bounds_ = balanced_row_bounds(m_, threads_);
-    if (!gathered() && !pointwise()) SP_RETURN_IF_ERROR(plan_direct());
+    per_position_ = sparse_conv_per_position(node_, x);
+    if (per_position_) workspace_.reserve(m_, threads_);
+    if (!per_position_ && !gathered() && !pointwise()) SP_RETURN_IF_ERROR(plan_direct());
     return {};
   }
   // Too many floats to count (shape_numel's -1) is reported as the most there can be, which the plan
   // refuses as over its memory limit.
   size_t scratch_floats(int) const override {
+    if (per_position_) return floats_or_max({2 * positions() * channels_ * win_.k_h * win_.k_w + m_.rows, 1});
     if (gathered()) return floats_or_max({channels_ * win_.k_h * win_.k_w + m_.rows, gathered_ld()});
     if (pointwise()) return 0;
     const size_t planes = floats_or_max({channels_, phases(), padded_rows_, padded_cols_});
@@ -202,6 +205,10 @@ class SparseConvOp : public Op {
 
   Status run(const RunArgs& a) override {
     int64_t hw = win_.out_h * win_.out_w;
+    if (per_position_) {
+      run_per_position(a);
+      return {};
+    }
     if (gathered()) {
       run_gathered(a);
       return {};
@@ -273,6 +280,27 @@ class SparseConvOp : public Op {
         },
         row_groups(planes));
   }
+  // Few output positions in all: each position's window (its im2col column, transposed into a row)
+  // multiplied as one sample, on the one-sample walks, which decode many entries at a time where
+  // the batched kernel pays its per-entry cost for a handful of lanes.
+  void run_per_position(const RunArgs& a) {
+    const int64_t hw = win_.out_h * win_.out_w, n = positions(), k = m_.cols;
+    const int64_t in_chw = channels_ * win_.in_h * win_.in_w;
+    float* columns = a.scratch.data();  // [k, n]
+    float* rows = columns + k * n;      // [n, k]
+    float* y = rows + n * k;            // [m_.rows]
+    for (int64_t image = 0; image < images_; ++image)
+      im2col(a.in[0]->f32_data() + image * in_chw, channels_, win_, columns + image * hw, n);
+    sparse_kernels().transpose(TransposeArgs{columns, k, n, 0, k, rows, false});
+    const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
+    float* out = a.out[0]->f32_data();
+    for (int64_t p = 0; p < n; ++p) {
+      sparse_matvec(a.pool, m_, rows + p * k, y, workspace_, SpmvScheme::columns);
+      float* plane = out + (p / hw) * m_.rows * hw + p % hw;
+      for (int64_t r = 0; r < m_.rows; ++r) plane[r * hw] = activation_(y[r] + (bias ? bias[r] : 0.0f));
+    }
+  }
+  int64_t positions() const { return images_ * win_.out_h * win_.out_w; }
   // Small output planes, a group of images at a time: their im2col columns side by side,
   // [C * kh * kw, images * out_hw] (rows gathered_ld() apart), one product for all of them, then
   // each output row split back per image.
@@ -334,6 +362,8 @@ class SparseConvOp : public Op {
   std::vector<int64_t> bounds_;
   int threads_ = 1;
   int64_t padded_rows_ = 0, padded_cols_ = 0, wide_ = 0;
+  bool per_position_ = false;
+  SpmvWorkspace workspace_;
   std::vector<int64_t> x_rows_;  // per matrix column (channel, tap): its row in the padded planes
 };
 
@@ -376,6 +406,14 @@ bool attr_is(const Node& node, const char* key, int64_t want, int64_t fallback) 
 }
 
 }  // namespace
+
+bool sparse_conv_per_position(const Node& node, const Shape& input) {
+  if (node.op_type != "Conv" || input.size() < 3 || !attr_is(node, "group", 1, 1)) return false;
+  Shape positions = {input[0]};
+  positions.insert(positions.end(), input.begin() + 2, input.end());
+  const int64_t n = shape_numel(positions);
+  return n >= 0 && n <= kConvPerPositionMost;
+}
 
 bool sparse_op_supports(const Node& node, const Shape& input, const SparseMatrix& header) {
   if (node.op_type == "Gemm")

@@ -28,6 +28,12 @@ inline constexpr int64_t kConvGatherBelowPositions = 64;
 // Most positions (images x plane) in one gathered product.
 inline constexpr int64_t kConvGatherMostPositions = 1024;
 
+// A convolution (group 1) whose input holds at most this many positions in all (images x input
+// plane) runs each output position as one sample on the one-sample walks (VGG-11's 2x2 planes at
+// batch 1 and in chunks of 2 images), not as a batched product a few lanes wide.
+inline constexpr int64_t kConvPerPositionMost = 8;
+bool sparse_conv_per_position(const Node& node, const Shape& input);
+
 // Whether the sparse engine runs this node, given its first input's shape and its weight's header:
 // Gemm with transA = 0 and alpha = 1, MatMul, Conv with group 1, and a grouped Conv whose groups
 // hold several input channels each (depthwise ones run on the dense executor's depthwise kernels)
