@@ -194,7 +194,10 @@ class SparseConvOp : public Op {
   // Too many floats to count (shape_numel's -1) is reported as the most there can be, which the plan
   // refuses as over its memory limit.
   size_t scratch_floats(int) const override {
-    if (per_position_) return floats_or_max({2 * positions() * channels_ * win_.k_h * win_.k_w + m_.rows, 1});
+    if (per_position_) {  // the positions' columns, as they are and transposed, and one output column
+      const size_t columns = floats_or_max({2, images_, win_.out_h, win_.out_w, m_.cols});
+      return columns > SIZE_MAX - static_cast<size_t>(m_.rows) ? SIZE_MAX : columns + m_.rows;
+    }
     if (gathered()) return floats_or_max({channels_ * win_.k_h * win_.k_w + m_.rows, gathered_ld()});
     if (pointwise()) return 0;
     const size_t planes = floats_or_max({channels_, phases(), padded_rows_, padded_cols_});
