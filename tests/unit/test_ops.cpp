@@ -188,11 +188,15 @@ TEST(Pool, MaxPoolMatchesAPlainLoopOnWideRowsWithNaN) {
     int64_t h, w, k, stride, pad, dilation;
   };
   uint32_t seed = 7;
-  for (const Case& p : {Case{9, 37, 3, 2, 1, 1}, Case{6, 33, 2, 2, 0, 1}, Case{7, 20, 3, 1, 1, 2},
-                        Case{4, 5, 3, 1, 2, 1}, Case{12, 70, 5, 3, 2, 1}}) {
+  for (const Case& p :
+       {Case{9, 37, 3, 2, 1, 1}, Case{6, 33, 2, 2, 0, 1}, Case{7, 20, 3, 1, 1, 2}, Case{4, 5, 3, 1, 2, 1},
+        Case{12, 70, 5, 3, 2, 1},
+        // stride 2, width 3 (16 outputs to a vector): 5, 16, 32 and 17 outputs
+        Case{5, 11, 3, 2, 0, 1}, Case{5, 33, 3, 2, 0, 1}, Case{5, 65, 3, 2, 0, 1}, Case{5, 35, 3, 2, 0, 1}}) {
     Tensor x = random_f32({2, 3, p.h, p.w}, seed++);
     x.f32_data()[5] = std::numeric_limits<float>::quiet_NaN();
     x.f32_data()[p.h * p.w + 2 * p.w + 3] = std::numeric_limits<float>::quiet_NaN();
+    x.f32_data()[2 * p.h * p.w + 2 * p.w - 1] = std::numeric_limits<float>::quiet_NaN();  // a row's last
     Tensor y = run1("MaxPool",
                     {{"kernel_shape", Ints{p.k, p.k}},
                      {"strides", Ints{p.stride, p.stride}},

@@ -300,7 +300,7 @@ class SparseConvOp : public Op {
     for (int64_t p = 0; p < n; ++p) {
       sparse_matvec(a.pool, m_, rows + p * k, y, workspace_, SpmvScheme::columns);
       float* plane = out + (p / hw) * m_.rows * hw + p % hw;
-      for (int64_t r = 0; r < m_.rows; ++r) plane[r * hw] = activation_(y[r] + (bias ? bias[r] : 0.0f));
+      for (int64_t r = 0; r < m_.rows; ++r) plane[r * hw] = activation_(y[r] + (bias ? bias[r] : kNoBias));
     }
   }
   int64_t positions() const { return images_ * win_.out_h * win_.out_w; }

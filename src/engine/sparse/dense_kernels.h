@@ -353,26 +353,32 @@ inline void rows_max_of(const float* const* rows, int64_t n, int64_t width, floa
 
 #if defined(__AVX512F__)
 // columns_max<2, 3> sixteen outputs at a time: the window's even, odd and next-even columns are
-// two lane permutes and a one-lane shift of 32 loaded columns; NaN in any of the three wins. Reads
-// rows_max[0, 2 * out_w]: the span of out_w windows of width 3 and stride 2.
+// two lane permutes and a one-lane shift of 32 loaded columns; NaN in any of the three wins. The
+// last, partial group loads and stores under masks. Reads rows_max[0, 2 * out_w]: the span of
+// out_w windows of width 3 and stride 2.
 inline void columns_max_stride2_width3(const float* rows_max, int64_t out_w, float* row) {
   const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   const __m512 nan = _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN());
-  int64_t ow = 0;
-  for (; ow + 16 <= out_w; ow += 16) {
+  for (int64_t ow = 0; ow < out_w; ow += 16) {
     const float* r = rows_max + 2 * ow;
-    const __m512 low = _mm512_loadu_ps(r), high = _mm512_loadu_ps(r + 16);
+    const int64_t outputs = std::min<int64_t>(16, out_w - ow), reads = 2 * outputs + 1;
+    const __mmask16 low_reads = reads >= 16 ? __mmask16(0xffff) : __mmask16((1u << reads) - 1);
+    const __mmask16 high_reads = reads >= 32   ? __mmask16(0xffff)
+                                 : reads <= 16 ? __mmask16(0)
+                                               : __mmask16((1u << (reads - 16)) - 1);
+    const __m512 low = _mm512_maskz_loadu_ps(low_reads, r), high = _mm512_maskz_loadu_ps(high_reads, r + 16);
+    const float last = reads > 32 ? r[32] : 0.0f;
     const __m512 even = _mm512_permutex2var_ps(low, even_lanes, high);
     const __m512 odd = _mm512_permutex2var_ps(low, odd_lanes, high);
     const __m512 next = _mm512_castsi512_ps(
-        _mm512_alignr_epi32(_mm512_castps_si512(_mm512_set1_ps(r[32])), _mm512_castps_si512(even), 1));
+        _mm512_alignr_epi32(_mm512_castps_si512(_mm512_set1_ps(last)), _mm512_castps_si512(even), 1));
     const __mmask16 any_nan =
         _mm512_cmp_ps_mask(even, odd, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(next, next, _CMP_UNORD_Q);
     const __m512 m = _mm512_max_ps(_mm512_max_ps(even, odd), next);
-    _mm512_storeu_ps(row + ow, _mm512_mask_mov_ps(m, any_nan, nan));
+    const __mmask16 stores = outputs == 16 ? __mmask16(0xffff) : __mmask16((1u << outputs) - 1);
+    _mm512_mask_storeu_ps(row + ow, stores, _mm512_mask_mov_ps(m, any_nan, nan));
   }
-  columns_max<2, 3>(rows_max + 2 * ow, 2, 3, out_w - ow, row + ow);
 }
 #endif
 
