@@ -7,6 +7,7 @@
 #include "engine/ops/sparse_ops.h"
 #include "sparrow/weight_roles.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -38,8 +39,8 @@ Result<Tensor*> Plan::new_arena_value(const std::string& name, const ValueDesc& 
   owned_.push_back(std::make_unique<Tensor>(Tensor::view(desc.dtype, desc.shape, nullptr)));
   Tensor* t = owned_.back().get();
   buffers_.push_back(Buffer{bytes, steps_.size(), steps_.size()});
-  buffer_of_[t] = buffers_.size() - 1;
-  bound_.emplace_back(t, buffers_.size() - 1);
+  buffer_of_[t] = Slot{buffers_.size() - 1, 0};
+  bound_.emplace_back(t, Slot{buffers_.size() - 1, 0});
   values_[name] = t;
   descs_[name] = ValueDesc{desc.dtype, desc.shape};
   return t;
@@ -57,6 +58,42 @@ Result<Tensor*> Plan::new_view(const std::string& name, const ValueDesc& desc, c
   }
   values_[name] = t;
   descs_[name] = ValueDesc{desc.dtype, desc.shape};
+  return t;
+}
+
+bool Plan::concat_in_place(const Node& node, const std::vector<const Tensor*>& inputs,
+                           const Shape& out) const {
+  if (keep_values_ || node.op_type != "Concat" || node.outputs.size() != 1) return false;
+  auto attr = node.attr_int("axis");
+  const int64_t rank = static_cast<int64_t>(out.size());
+  if (!attr.ok() || *attr < -rank || *attr >= rank) return false;
+  for (int64_t d = 0; d < (*attr < 0 ? *attr + rank : *attr); ++d)
+    if (out[d] != 1) return false;
+  std::set<size_t> own;
+  for (const Tensor* t : inputs) {
+    auto it = t ? buffer_of_.find(t) : buffer_of_.end();
+    if (it == buffer_of_.end() || !own.insert(it->second.buffer).second) return false;
+    const auto sharers = std::count_if(bound_.begin(), bound_.end(),
+                                       [&](const auto& b) { return b.second.buffer == it->second.buffer; });
+    if (sharers != 1) return false;
+  }
+  return true;
+}
+
+Result<Tensor*> Plan::new_concat_value(const std::string& name, const ValueDesc& desc,
+                                       const std::vector<const Tensor*>& inputs) {
+  SP_ASSIGN_OR_RETURN(Tensor * t, new_arena_value(name, desc));
+  const size_t whole = buffer_of_.at(t).buffer;
+  int64_t offset = 0;
+  for (const Tensor* in : inputs) {
+    Slot& slot = buffer_of_.at(in);
+    buffers_[whole].first = std::min(buffers_[whole].first, buffers_[slot.buffer].first);
+    buffers_[slot.buffer].bytes = 0;  // its value now lives in `whole`
+    slot = Slot{whole, offset};
+    for (auto& [bound, at] : bound_)
+      if (bound == in) at = slot;
+    offset += static_cast<int64_t>(in->bytes());
+  }
   return t;
 }
 
@@ -102,9 +139,9 @@ Status Plan::assign_buffers(bool keep_values) {
   for (size_t s = 0; s < steps_.size(); ++s)
     for (const Tensor* in : steps_[s].inputs)
       if (auto it = buffer_of_.find(in); it != buffer_of_.end())
-        buffers_[it->second].last = std::max(buffers_[it->second].last, s);
+        buffers_[it->second.buffer].last = std::max(buffers_[it->second.buffer].last, s);
   for (const Tensor* out : output_tensors_)
-    if (auto it = buffer_of_.find(out); it != buffer_of_.end()) buffers_[it->second].last = kLiveToEnd;
+    if (auto it = buffer_of_.find(out); it != buffer_of_.end()) buffers_[it->second.buffer].last = kLiveToEnd;
   if (keep_values)
     for (Buffer& b : buffers_) b.last = kLiveToEnd;
 
@@ -116,6 +153,7 @@ Status Plan::assign_buffers(bool keep_values) {
   std::vector<size_t> placed;
   for (size_t id : order) {
     Buffer& b = buffers_[id];
+    if (b.bytes == 0) continue;  // empty, or joined into a Concat's buffer
     std::vector<const Buffer*> live;
     for (size_t p : placed)
       if (buffers_[p].first <= b.last && b.first <= buffers_[p].last) live.push_back(&buffers_[p]);
@@ -126,7 +164,8 @@ Status Plan::assign_buffers(bool keep_values) {
   SP_RETURN_IF_ERROR(reserve(arena, "the values computed per run"));
   arena_ = Tensor(DType::f32, {(arena + 3) / 4});
   auto* base = static_cast<std::byte*>(arena_.raw());
-  for (auto& [t, id] : bound_) *t = Tensor::view(t->dtype(), t->shape(), base + buffers_[id].offset);
+  for (auto& [t, slot] : bound_)
+    *t = Tensor::view(t->dtype(), t->shape(), base + buffers_[slot.buffer].offset + slot.offset);
   freed_after_.assign(steps_.size(), {});
   for (size_t id = 0; id < buffers_.size(); ++id)
     if (buffers_[id].last != kLiveToEnd && buffers_[id].last < steps_.size())
@@ -170,7 +209,7 @@ const Tensor* Plan::value(const std::string& name) const {
   auto it = values_.find(name);
   if (it == values_.end()) return nullptr;
   auto b = buffer_of_.find(it->second);
-  return b == buffer_of_.end() || buffers_[b->second].last == kLiveToEnd ? it->second : nullptr;
+  return b == buffer_of_.end() || buffers_[b->second.buffer].last == kLiveToEnd ? it->second : nullptr;
 }
 
 Status Plan::bind_graph_inputs(const Model& model) {
@@ -354,6 +393,8 @@ Status Plan::plan_step(const Model& model, const Node& node, std::unique_ptr<Op>
   // graph is planned (WeightStore::build_requested).
   const bool fold = !reads_matrix && (all_constant || op->depends_only_on_shapes());
   const bool view = !fold && op->output_is_view() && node.outputs.size() == 1;
+  const bool joined_in_place =
+      !fold && !view && !out.empty() && concat_in_place(node, in_tensors, out[0].shape);
   note_per_sample(model, node, in, sparse_inputs, out, fold);
   std::vector<Tensor*> out_tensors;
   for (size_t i = 0; i < node.outputs.size(); ++i) {
@@ -364,13 +405,14 @@ Status Plan::plan_step(const Model& model, const Node& node, std::unique_ptr<Op>
     if (shape_numel(out[i].shape) < 0)
       return errorf("{}: output '{}' would have shape {}, too large", node.describe(), node.outputs[i],
                     shape_str(out[i].shape));
-    auto t = fold   ? new_value(node.outputs[i], out[i])
-             : view ? new_view(node.outputs[i], out[i], in_tensors[0])
-                    : new_arena_value(node.outputs[i], out[i]);
+    auto t = fold              ? new_value(node.outputs[i], out[i])
+             : view            ? new_view(node.outputs[i], out[i], in_tensors[0])
+             : joined_in_place ? new_concat_value(node.outputs[i], out[i], in_tensors)
+                               : new_arena_value(node.outputs[i], out[i]);
     if (!t.ok()) return t.status().prefixed(node.describe());
     out_tensors.push_back(*t);
   }
-  if (view) return {};
+  if (view || joined_in_place) return {};
   PlanStep step{std::move(op), std::move(in_tensors), std::move(out_tensors)};
   size_t scratch = step.op->scratch_floats(pool.size());
   // Checked in floats first: a scratch size near 2^62 would overflow the byte count.
@@ -401,6 +443,7 @@ Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<
   plan->weights_ = weights;
   plan->sparse_ = sparse;
   plan->memory_limit_ = memory_limit;
+  plan->keep_values_ = keep_values;
   plan->input_shapes_ = input_shapes;
   // A plan that fails leaves no layout requests behind for the next one.
   auto planned = [&]() -> Status {

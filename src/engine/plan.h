@@ -5,7 +5,9 @@
 // Memory plan: the values the steps compute live in one arena. A value occupies its bytes from the
 // step that writes it to the last step that reads it (graph outputs: always), and values whose
 // lifetimes do not overlap share bytes. Shape-only ops (Op::output_is_view) become views of their
-// input, extending its lifetime, and run nothing.
+// input, extending its lifetime, and run nothing. A Concat whose inputs are each one contiguous
+// block of its output (every axis before the joined one of length 1) and own their buffers runs
+// nothing either: its inputs are written straight into their places in its buffer.
 #pragma once
 
 #include <memory>
@@ -98,6 +100,13 @@ class Plan {
   Result<Tensor*> new_arena_value(const std::string& name, const ValueDesc& desc);
   // The output of a shape-only op over `input`: shares its bytes (or the graph input's).
   Result<Tensor*> new_view(const std::string& name, const ValueDesc& desc, const Tensor* input);
+  // Whether the Concat `node` can take its inputs' places in its own buffer (see the file comment):
+  // each input an arena value that owns its buffer alone, none of them twice.
+  bool concat_in_place(const Node& node, const std::vector<const Tensor*>& inputs, const Shape& out) const;
+  // The output of such a Concat: a buffer whose slices the inputs become, in order, alive from
+  // the first input's writer on.
+  Result<Tensor*> new_concat_value(const std::string& name, const ValueDesc& desc,
+                                   const std::vector<const Tensor*>& inputs);
   // Lifetimes from the steps, offsets by greedy placement (largest first), then the arena.
   Status assign_buffers(bool keep_values);
   struct Buffer;
@@ -129,11 +138,16 @@ class Plan {
     int64_t offset = 0;          // in the arena
   };
   std::vector<Buffer> buffers_;
-  std::map<const Tensor*, size_t> buffer_of_;      // arena values and views of them -> buffer
-  std::vector<std::pair<Tensor*, size_t>> bound_;  // tensors to place over their buffer
-  std::vector<std::vector<size_t>> freed_after_;   // per step, buffers whose last reader it is
+  struct Slot {
+    size_t buffer = 0;
+    int64_t offset = 0;  // bytes into the buffer
+  };
+  std::map<const Tensor*, Slot> buffer_of_;       // arena values and views of them -> their bytes
+  std::vector<std::pair<Tensor*, Slot>> bound_;   // tensors to place over their buffer
+  std::vector<std::vector<size_t>> freed_after_;  // per step, buffers whose last reader it is
   Tensor arena_;
   bool poison_freed_ = false;
+  bool keep_values_ = false;
   int64_t batch_ = 0;  // axis 0 of the graph inputs
   bool samples_independent_ = true;
   std::set<std::string> batch_dependent_;  // folded values computed from per-run values' shapes

@@ -269,6 +269,71 @@ void expect_poisoned_plan_matches(const Model& original, const std::vector<Tenso
   }
 }
 
+// x [N, 4, 6, 6] -> Conv 1x1 (a, 3 filters) + Relu and Conv 3x3 (b, 5 filters) -> Concat -> Conv 1x1
+// (2 filters) -> c; `a` is read again after the Concat (Conv 1x1, 2 filters -> d), y = c + d. With
+// `odd_concats`, three more Concats whose inputs cannot move: of the graph input and `b`, of `a`
+// twice, and of `b` again (already joined into the first).
+Model concat_net(bool odd_concats) {
+  Model m;
+  m.source = "concat_net";
+  m.opset = 13;
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 4, 6, 6}, {"N", "", "", ""}, true});
+  m.initializers["wa"] = test::random_f32({3, 4, 1, 1}, 1);
+  m.initializers["wb"] = test::random_f32({5, 4, 3, 3}, 2);
+  m.initializers["wc"] = test::random_f32({2, 8, 1, 1}, 3);
+  m.initializers["wd"] = test::random_f32({2, 3, 1, 1}, 4);
+  using Ints = std::vector<int64_t>;
+  const Ints one{1, 1}, pads{1, 1, 1, 1};
+  m.nodes.push_back(Node{"conv_a", "Conv", "", {"x", "wa"}, {"a0"}, {{"kernel_shape", one}}});
+  m.nodes.push_back(Node{"relu_a", "Relu", "", {"a0"}, {"a"}, {}});
+  m.nodes.push_back(
+      Node{"conv_b", "Conv", "", {"x", "wb"}, {"b"}, {{"kernel_shape", Ints{3, 3}}, {"pads", pads}}});
+  m.nodes.push_back(Node{"join", "Concat", "", {"a", "b"}, {"ab"}, {{"axis", int64_t{1}}}});
+  m.nodes.push_back(Node{"conv_c", "Conv", "", {"ab", "wc"}, {"c"}, {{"kernel_shape", one}}});
+  m.nodes.push_back(Node{"conv_d", "Conv", "", {"a", "wd"}, {"d"}, {{"kernel_shape", one}}});
+  m.nodes.push_back(Node{"sum", "Add", "", {"c", "d"}, {"y"}, {}});
+  m.outputs.push_back(ValueInfo{"y"});
+  if (odd_concats) {
+    m.nodes.push_back(Node{"join_x", "Concat", "", {"x", "b"}, {"xb"}, {{"axis", int64_t{1}}}});
+    m.nodes.push_back(Node{"join_aa", "Concat", "", {"a", "a"}, {"aa"}, {{"axis", int64_t{-3}}}});
+    m.nodes.push_back(Node{"join_b", "Concat", "", {"b", "c"}, {"bc"}, {{"axis", int64_t{1}}}});
+    for (const char* out : {"xb", "aa", "bc"}) m.outputs.push_back(ValueInfo{out});
+  }
+  return m;
+}
+
+int count_layers(const Plan& plan, const Model& m, const std::string& op_type) {
+  int n = 0;
+  for (const auto& layer : plan.summary(m).layers) n += layer.op_type == op_type;
+  return n;
+}
+
+TEST(MemoryPlan, AConcatOfContiguousBlocksRunsNothing) {
+  ThreadPool pool(1);
+  Model m = concat_net(false);
+  auto one = plan_of(m, {1, 4, 6, 6}, pool);
+  ASSERT_TRUE(one);
+  EXPECT_EQ(count_layers(*one, m, "Concat"), 0) << "a and b are written into their places in ab";
+  EXPECT_EQ(one->value_bytes(), (3 + 8 + 2 + 2 + 2) * 36 * 4)
+      << "a0 (no graph passes here), ab, c, d and y: a and b take no bytes of their own";
+  auto two = plan_of(m, {2, 4, 6, 6}, pool);
+  ASSERT_TRUE(two);
+  EXPECT_EQ(count_layers(*two, m, "Concat"), 1) << "with two images, each input is two blocks apart";
+  auto kept = plan_of(m, {1, 4, 6, 6}, pool, true);
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(count_layers(*kept, m, "Concat"), 1) << "keep_values keeps every value in its own bytes";
+  Model odd = concat_net(true);
+  auto mixed = plan_of(odd, {1, 4, 6, 6}, pool);
+  ASSERT_TRUE(mixed);
+  EXPECT_EQ(count_layers(*mixed, odd, "Concat"), 3) << "only the first joins in place";
+  for (const int64_t batch : {1, 2, 3}) {
+    expect_poisoned_plan_matches(m, {test::random_f32({batch, 4, 6, 6}, 20 + batch)},
+                                 "batch " + std::to_string(batch));
+    expect_poisoned_plan_matches(odd, {test::random_f32({batch, 4, 6, 6}, 30 + batch)},
+                                 "odd, batch " + std::to_string(batch));
+  }
+}
+
 TEST(MemoryPlan, PoisonedFreedBuffersLeaveResultsUnchanged) {
   expect_poisoned_plan_matches(residual_mlp(), {test::random_f32({4, 64}, 11)}, "residual mlp");
   expect_poisoned_plan_matches(chain(7), {test::random_f32({1, 1000}, 12)}, "chain");
