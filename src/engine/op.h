@@ -51,6 +51,9 @@ class Op {
   // True when the op's one output is input 0's data unchanged under another shape (valid after
   // infer): the planner makes the output a view of the input and never runs the op.
   virtual bool output_is_view() const { return false; }
+  // Called by the planner before infer when input 0 holds no NaN (a ReLU's output, see
+  // Plan::note_zeros): the op may skip the work that would carry a NaN through.
+  virtual void input_is_nan_free() {}
   // Reads the fused activation (epilogue.h), then parse(); what the factories call.
   Status prepare();
 

@@ -129,7 +129,7 @@ class Plan {
   bool sparse_ = false;
   std::set<const Op*> sparse_steps_;
   std::set<std::string> graph_inputs_;
-  std::set<std::string> relu_values_;  // outputs of a ReLU, or views and max-pools of one
+  std::set<std::string> relu_values_;  // outputs of a ReLU, or views and max-pools of one: no NaN
 
   static constexpr size_t kLiveToEnd = SIZE_MAX;
   struct Buffer {

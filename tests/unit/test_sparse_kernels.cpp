@@ -465,26 +465,33 @@ TEST_P(SparseKernelsPerIsa, DepthwiseLanesEveryVariantMatchesAPlainLoop) {
   EXPECT_EQ(y[0], 0.0f) << isa_name(isa) << ": a fused Relu/Clip makes NaN its lower bound";
 }
 
+// With nan_free, the input holds other special values instead of NaN.
 TEST_P(SparseKernelsPerIsa, MaxPoolPlaneEveryVariantMatchesAPlainLoop) {
   const SparseKernels k = sparse_kernels_for(isa);
   uint32_t seed = 1300;
-  for (const Window2d& win : plane_window_grid()) {
-    std::vector<float> x = random_input(win.in_h * win.in_w, 1.0, seed++);
-    for (uint32_t spread : {1u, 7u, 13u}) x[static_cast<size_t>(seed * spread % x.size())] = NAN;
-    std::vector<float> y(static_cast<size_t>(win.out_h * win.out_w + 1), -7.0f);
-    k.max_pool_plane(MaxPoolArgs{x.data(), &win, y.data()});
-    for (int64_t oh = 0; oh < win.out_h; ++oh)
-      for (int64_t ow = 0; ow < win.out_w; ++ow) {
-        const test::WindowMax want = test::window_max(x.data(), win, oh, ow);
-        const float got = y[oh * win.out_w + ow];
-        if (want.nan)
-          EXPECT_TRUE(std::isnan(got)) << isa_name(isa) << " at " << oh << "," << ow;
-        else
-          EXPECT_EQ(got, want.value) << isa_name(isa) << " " << win.in_h << "x" << win.in_w << " k" << win.k_h
-                                     << " s" << win.s_h << " at " << oh << "," << ow;
-      }
-    ASSERT_EQ(y.back(), -7.0f) << "wrote past the plane";
-  }
+  for (const Window2d& win : plane_window_grid())
+    for (const bool nan_free : {false, true}) {
+      std::vector<float> x = random_input(win.in_h * win.in_w, 1.0, seed++);
+      const float specials[] = {NAN, NAN, NAN};
+      const float nan_free_specials[] = {-std::numeric_limits<float>::infinity(), -0.0f, 0.0f};
+      const uint32_t spreads[] = {1u, 7u, 13u};
+      for (int i = 0; i < 3; ++i)
+        x[static_cast<size_t>(seed * spreads[i] % x.size())] = nan_free ? nan_free_specials[i] : specials[i];
+      std::vector<float> y(static_cast<size_t>(win.out_h * win.out_w + 1), -7.0f);
+      k.max_pool_plane(MaxPoolArgs{x.data(), &win, y.data(), nan_free});
+      for (int64_t oh = 0; oh < win.out_h; ++oh)
+        for (int64_t ow = 0; ow < win.out_w; ++ow) {
+          const test::WindowMax want = test::window_max(x.data(), win, oh, ow);
+          const float got = y[oh * win.out_w + ow];
+          if (want.nan)
+            EXPECT_TRUE(std::isnan(got)) << isa_name(isa) << " at " << oh << "," << ow;
+          else
+            EXPECT_EQ(got, want.value)
+                << isa_name(isa) << " " << win.in_h << "x" << win.in_w << " k" << win.k_h << " s" << win.s_h
+                << " nan_free " << nan_free << " at " << oh << "," << ow;
+        }
+      ASSERT_EQ(y.back(), -7.0f) << "wrote past the plane";
+    }
 }
 
 TEST_P(SparseKernelsPerIsa, BiasActivationEveryVariantMatchesTheActivation) {

@@ -42,6 +42,7 @@ class PoolOp : public Op {
     out = {ValueDesc{DType::f32, y}};
     return {};
   }
+  void input_is_nan_free() override { nan_free_ = true; }
   Status run(const RunArgs& a) override {
     const float* x = a.in[0]->f32_data();
     float* y = a.out[0]->f32_data();
@@ -55,7 +56,7 @@ class PoolOp : public Op {
  private:
   void pool_plane(const float* x, float* y) const {
     if constexpr (K == PoolKind::max) {
-      sparse_kernels().max_pool_plane(MaxPoolArgs{x, &win_, y});
+      sparse_kernels().max_pool_plane(MaxPoolArgs{x, &win_, y, nan_free_});
       return;
     }
     const Window2d& w = win_;
@@ -94,6 +95,7 @@ class PoolOp : public Op {
   Window2d win_;
   int64_t planes_ = 0;
   bool count_include_pad_ = false;
+  bool nan_free_ = false;  // input 0 holds no NaN (input_is_nan_free)
 };
 
 template <PoolKind K>

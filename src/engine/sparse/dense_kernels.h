@@ -307,11 +307,21 @@ inline float max_or_nan(float a, float v) {
   const bool take = (v > a) | (v != v);
   return take ? v : a;
 }
+// The larger of a and v; with NanFree (neither is NaN) a plain compare, the vector max instruction's
+// operand order, else max_or_nan. The MaxPool functions below take NanFree alike: for an input known
+// to hold no NaN, what a NaN would change is not computed (about half of a plane's instructions).
+template <bool NanFree>
+inline float max_of(float a, float v) {
+  if constexpr (NanFree)
+    return v > a ? v : a;
+  else
+    return max_or_nan(a, v);
+}
 
 // row[ow] = max over the window's columns j of rows_max[ow * s + j]: a stride known at compile time
 // (S > 0; S = 0 takes s_w) lets the compiler gather the strided columns with in-register permutes;
 // a width known at compile time (K > 0) reads each column once and stores each output once.
-template <int S, int K>
+template <int S, int K, bool NanFree>
 inline void columns_max(const float* __restrict rows_max, int64_t s_w, int64_t k_w, int64_t out_w,
                         float* __restrict row) {
   const int64_t s = S > 0 ? S : s_w;
@@ -320,23 +330,24 @@ inline void columns_max(const float* __restrict rows_max, int64_t s_w, int64_t k
     // data-dependent branches here, which real activations mispredict.
     for (int64_t ow = 0; ow < out_w; ++ow) {
       float m = rows_max[ow * s];
-      bool nan = m != m;
+      bool nan = !NanFree && m != m;
       for (int j = 1; j < K; ++j) {
         const float v = rows_max[ow * s + j];
         m = v > m ? v : m;
-        nan |= v != v;
+        if constexpr (!NanFree) nan |= v != v;
       }
       row[ow] = nan ? std::numeric_limits<float>::quiet_NaN() : m;
     }
   } else {
     std::fill(row, row + out_w, -std::numeric_limits<float>::infinity());
     for (int64_t j = 0; j < k_w; ++j)
-      for (int64_t ow = 0; ow < out_w; ++ow) row[ow] = max_or_nan(row[ow], rows_max[ow * s + j]);
+      for (int64_t ow = 0; ow < out_w; ++ow) row[ow] = max_of<NanFree>(row[ow], rows_max[ow * s + j]);
   }
 }
 
 // out[k] = the max of rows[0..n)[k] for k in [0, width), n >= 1: one pass for up to three rows, one
 // more for each row after.
+template <bool NanFree>
 inline void rows_max_of(const float* const* rows, int64_t n, int64_t width, float* __restrict out) {
   const float* __restrict a = rows[0];
   const float* __restrict b = rows[n > 1 ? 1 : 0];
@@ -344,18 +355,19 @@ inline void rows_max_of(const float* const* rows, int64_t n, int64_t width, floa
   if (n == 1)
     std::copy_n(a, width, out);
   else if (n == 2)
-    for (int64_t k = 0; k < width; ++k) out[k] = max_or_nan(a[k], b[k]);
+    for (int64_t k = 0; k < width; ++k) out[k] = max_of<NanFree>(a[k], b[k]);
   else
-    for (int64_t k = 0; k < width; ++k) out[k] = max_or_nan(max_or_nan(a[k], b[k]), c[k]);
+    for (int64_t k = 0; k < width; ++k) out[k] = max_of<NanFree>(max_of<NanFree>(a[k], b[k]), c[k]);
   for (int64_t i = 3; i < n; ++i)
-    for (int64_t k = 0; k < width; ++k) out[k] = max_or_nan(out[k], rows[i][k]);
+    for (int64_t k = 0; k < width; ++k) out[k] = max_of<NanFree>(out[k], rows[i][k]);
 }
 
 #if defined(__AVX512F__)
 // columns_max<2, 3> sixteen outputs at a time: the window's even, odd and next-even columns are
-// two lane permutes and a one-lane shift of 32 loaded columns; NaN in any of the three wins. The
-// last, partial group loads and stores under masks. Reads rows_max[0, 2 * out_w]: the span of
-// out_w windows of width 3 and stride 2.
+// two lane permutes and a one-lane shift of 32 loaded columns; NaN in any of the three wins (unless
+// NanFree). The last, partial group loads and stores under masks. Reads rows_max[0, 2 * out_w]: the
+// span of out_w windows of width 3 and stride 2.
+template <bool NanFree>
 inline void columns_max_stride2_width3(const float* rows_max, int64_t out_w, float* row) {
   const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -373,34 +385,38 @@ inline void columns_max_stride2_width3(const float* rows_max, int64_t out_w, flo
     const __m512 odd = _mm512_permutex2var_ps(low, odd_lanes, high);
     const __m512 next = _mm512_castsi512_ps(
         _mm512_alignr_epi32(_mm512_castps_si512(_mm512_set1_ps(last)), _mm512_castps_si512(even), 1));
-    const __mmask16 any_nan =
-        _mm512_cmp_ps_mask(even, odd, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(next, next, _CMP_UNORD_Q);
-    const __m512 m = _mm512_max_ps(_mm512_max_ps(even, odd), next);
+    __m512 m = _mm512_max_ps(_mm512_max_ps(even, odd), next);
+    if constexpr (!NanFree) {
+      const __mmask16 any_nan =
+          _mm512_cmp_ps_mask(even, odd, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(next, next, _CMP_UNORD_Q);
+      m = _mm512_mask_mov_ps(m, any_nan, nan);
+    }
     const __mmask16 stores = outputs == 16 ? __mmask16(0xffff) : __mmask16((1u << outputs) - 1);
-    _mm512_mask_storeu_ps(row + ow, stores, _mm512_mask_mov_ps(m, any_nan, nan));
+    _mm512_mask_storeu_ps(row + ow, stores, m);
   }
 }
 #endif
 
 // The separable MaxPool row's columns pass, with the stride and a window width of 2 or 3 known at
 // compile time where they are the common ones (on AVX-512, stride 2 and width 3 in vector lanes).
+template <bool NanFree>
 inline void columns_max_any(const float* rows_max, int64_t s_w, int64_t k_w, int64_t out_w, float* row) {
   if (s_w == 1 && k_w == 3)
-    columns_max<1, 3>(rows_max, s_w, k_w, out_w, row);
+    columns_max<1, 3, NanFree>(rows_max, s_w, k_w, out_w, row);
   else if (s_w == 2 && k_w == 3)
 #if defined(__AVX512F__)
-    columns_max_stride2_width3(rows_max, out_w, row);
+    columns_max_stride2_width3<NanFree>(rows_max, out_w, row);
 #else
-    columns_max<2, 3>(rows_max, s_w, k_w, out_w, row);
+    columns_max<2, 3, NanFree>(rows_max, s_w, k_w, out_w, row);
 #endif
   else if (s_w == 2 && k_w == 2)
-    columns_max<2, 2>(rows_max, s_w, k_w, out_w, row);
+    columns_max<2, 2, NanFree>(rows_max, s_w, k_w, out_w, row);
   else if (s_w == 1)
-    columns_max<1, 0>(rows_max, s_w, k_w, out_w, row);
+    columns_max<1, 0, NanFree>(rows_max, s_w, k_w, out_w, row);
   else if (s_w == 2)
-    columns_max<2, 0>(rows_max, s_w, k_w, out_w, row);
+    columns_max<2, 0, NanFree>(rows_max, s_w, k_w, out_w, row);
   else
-    columns_max<0, 0>(rows_max, s_w, k_w, out_w, row);
+    columns_max<0, 0, NanFree>(rows_max, s_w, k_w, out_w, row);
 }
 
 // One plane of MaxPool (MaxPoolArgs), a row of the output at a time. NaN
@@ -411,7 +427,8 @@ inline void columns_max_any(const float* rows_max, int64_t s_w, int64_t k_w, int
 constexpr int64_t kRowFloats = 2048;
 constexpr int64_t kMaxSeparableRows = 64;
 
-inline void max_pool_plane(const MaxPoolArgs& a) {
+template <bool NanFree>
+inline void max_pool_rows(const MaxPoolArgs& a) {
   const float* x = a.x;
   const Window2d& w = *a.win;
   float* y = a.y;
@@ -435,8 +452,8 @@ inline void max_pool_plane(const MaxPoolArgs& a) {
       if (n == 0)
         std::fill(rows_max, rows_max + span, -std::numeric_limits<float>::infinity());
       else if (end > begin)  // then begin == pad_l: rows_max[begin] is input column 0
-        rows_max_of(rows, n, end - begin, rows_max + begin);
-      columns_max_any(rows_max, w.s_w, w.k_w, w.out_w, row);
+        rows_max_of<NanFree>(rows, n, end - begin, rows_max + begin);
+      columns_max_any<NanFree>(rows_max, w.s_w, w.k_w, w.out_w, row);
       continue;
     }
     std::fill(row, row + w.out_w, -std::numeric_limits<float>::infinity());
@@ -447,10 +464,17 @@ inline void max_pool_plane(const MaxPoolArgs& a) {
       for (int64_t j = 0; j < w.k_w; ++j) {
         const int64_t offset = j * w.d_w - w.pad_l;
         const auto [begin, end] = valid_columns(offset, w.s_w, w.in_w, w.out_w);
-        for (int64_t ow = begin; ow < end; ++ow) row[ow] = max_or_nan(row[ow], in[ow * w.s_w + offset]);
+        for (int64_t ow = begin; ow < end; ++ow) row[ow] = max_of<NanFree>(row[ow], in[ow * w.s_w + offset]);
       }
     }
   }
+}
+
+inline void max_pool_plane(const MaxPoolArgs& a) {
+  if (a.nan_free)
+    max_pool_rows<true>(a);
+  else
+    max_pool_rows<false>(a);
 }
 
 // BiasActivationArgs. `v > lo ? v : lo` and `v < hi ? v : hi` are exactly the vector max and min

@@ -117,11 +117,13 @@ struct DepthwiseLanesArgs {
 };
 
 // One MaxPool plane: y[out_h, out_w] = the max over each window of x[in_h, in_w] (padding never
-// wins; NaN does).
+// wins; NaN does). With nan_free the caller promises x holds no NaN, and the kernel skips what
+// would propagate one (y is unspecified where x does hold NaN).
 struct MaxPoolArgs {
   const float* x;
   const Window2d* win;
   float* y;
+  bool nan_free = false;
 };
 
 // y[i] = act(x[i] + bias) for i in [0, n), act the fused activation (epilogue.h) with bounds lo, hi:
