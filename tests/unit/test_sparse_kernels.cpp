@@ -354,14 +354,28 @@ Window2d plane_window(int64_t h, int64_t w, int64_t k, int64_t stride, int64_t d
 
 const std::vector<Window2d>& plane_window_grid() {
   static const std::vector<Window2d> grid = {
-      plane_window(7, 7, 3, 1, 1, 1, 1, 1, 1),     plane_window(14, 14, 3, 1, 1, 1, 1, 1, 1),
-      plane_window(9, 40, 3, 1, 1, 1, 1, 1, 1),    plane_window(12, 35, 3, 2, 1, 1, 1, 1, 1),
-      plane_window(11, 70, 3, 2, 1, 0, 0, 1, 1),   plane_window(8, 20, 5, 1, 1, 2, 2, 2, 2),
-      plane_window(9, 44, 5, 1, 1, 2, 2, 2, 2),    plane_window(13, 33, 5, 2, 1, 2, 2, 2, 2),
-      plane_window(10, 17, 3, 1, 2, 2, 2, 2, 2),   plane_window(6, 9, 7, 3, 1, 3, 1, 2, 3),
-      plane_window(5, 5, 1, 1, 1, 0, 0, 0, 0),     plane_window(4, 6, 3, 1, 1, 4, 4, 4, 4),
-      plane_window(111, 111, 3, 2, 1, 0, 0, 1, 1), plane_window(8, 10, 2, 2, 1, 0, 0, 0, 0),
+      plane_window(7, 7, 3, 1, 1, 1, 1, 1, 1),
+      plane_window(14, 14, 3, 1, 1, 1, 1, 1, 1),
+      plane_window(9, 40, 3, 1, 1, 1, 1, 1, 1),
+      plane_window(12, 35, 3, 2, 1, 1, 1, 1, 1),
+      plane_window(11, 70, 3, 2, 1, 0, 0, 1, 1),
+      plane_window(8, 20, 5, 1, 1, 2, 2, 2, 2),
+      plane_window(9, 44, 5, 1, 1, 2, 2, 2, 2),
+      plane_window(13, 33, 5, 2, 1, 2, 2, 2, 2),
+      plane_window(10, 17, 3, 1, 2, 2, 2, 2, 2),
+      plane_window(6, 9, 7, 3, 1, 3, 1, 2, 3),
+      plane_window(5, 5, 1, 1, 1, 0, 0, 0, 0),
+      plane_window(4, 6, 3, 1, 1, 4, 4, 4, 4),
+      plane_window(111, 111, 3, 2, 1, 0, 0, 1, 1),
+      plane_window(8, 10, 2, 2, 1, 0, 0, 0, 0),
       plane_window(9, 9, 2, 2, 1, 1, 1, 1, 1),
+      // rows of 16, 17, 16 + 16 and 33 outputs (AVX-512's masked 3x3 windows: whole, partial and
+      // last vectors; at stride 2 the 33rd input column of a vector inside and outside the row)
+      plane_window(5, 16, 3, 1, 1, 1, 1, 1, 1),
+      plane_window(6, 17, 3, 1, 1, 1, 1, 1, 1),
+      plane_window(5, 33, 3, 2, 1, 0, 0, 0, 0),
+      plane_window(5, 32, 3, 2, 1, 1, 1, 1, 1),
+      plane_window(7, 65, 3, 2, 1, 1, 1, 1, 1),
   };
   return grid;
 }
@@ -463,6 +477,16 @@ TEST_P(SparseKernelsPerIsa, DepthwiseLanesEveryVariantMatchesAPlainLoop) {
   k.depthwise_lanes(
       DepthwiseLanesArgs{x.data(), w.data(), nullptr, &one, 0.0f, 6.0f, scratch.data(), y.data()});
   EXPECT_EQ(y[0], 0.0f) << isa_name(isa) << ": a fused Relu/Clip makes NaN its lower bound";
+  // The same on a 3x3 plane kernel (masked on AVX-512), NaN in one input position.
+  const Window2d three = plane_window(4, 5, 3, 1, 1, 1, 1, 1, 1);
+  std::vector<float> xp(20, 1.0f), wp(9, 1.0f), padded(static_cast<size_t>(depthwise_scratch_floats(three))),
+      yp(20);
+  xp[7] = NAN;
+  k.depthwise_plane(DepthwiseArgs{xp.data(), wp.data(), 0.0f, &three, -inf, inf, padded.data(), yp.data()});
+  EXPECT_TRUE(std::isnan(yp[2]) && !std::isnan(yp[19])) << isa_name(isa) << ": NaN reaches its windows only";
+  k.depthwise_plane(DepthwiseArgs{xp.data(), wp.data(), 0.0f, &three, 0.0f, 6.0f, padded.data(), yp.data()});
+  EXPECT_EQ(yp[2], 0.0f) << isa_name(isa) << ": a fused Relu/Clip makes NaN its lower bound";
+  EXPECT_EQ(yp[19], 4.0f) << isa_name(isa) << ": a corner window holds four inputs";
 }
 
 // With nan_free, the input holds other special values instead of NaN.

@@ -101,12 +101,14 @@ class ConvOp : public Op {
   // Depthwise layers of at least kDepthwiseLanes channels (multiplier 1) whose output planes hold
   // at most kLanesMaxPositions positions and input planes at most kLanesMaxInputPositions run
   // kDepthwiseLanes channels at once with the channels in vector lanes (their planes interleaved on
-  // the way in and out); other planes run one at a time with the plane's columns in the lanes.
+  // the way in and out), unless the plane kernel runs their window under lane masks; other planes
+  // run one at a time with the plane's columns in the lanes.
   static constexpr int64_t kLanesMaxPositions = 14 * 14;
   static constexpr int64_t kLanesMaxInputPositions = 28 * 28;
   bool depthwise_in_lanes() const {
     return m_ == c_ && c_ >= kDepthwiseLanes && win_.out_h * win_.out_w <= kLanesMaxPositions &&
-           win_.in_h * win_.in_w <= kLanesMaxInputPositions;
+           win_.in_h * win_.in_w <= kLanesMaxInputPositions &&
+           !depthwise_plane_masked(sparse_kernels().isa, win_);
   }
   // A thread's scratch for depthwise_*: the larger of a padded plane and, with lanes, a group's
   // interleaved input and output plus the interleaved kernel's scratch (-1 when that overflows).

@@ -180,12 +180,91 @@ void window_taps(const float* in, int64_t cols, const float* w, float bias, cons
   }
 }
 
+#if defined(__AVX512F__)
+// Lanes [0, n) of a 16-lane mask (none for n <= 0).
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+// Lanes l of x[begin + l] with begin + l in [0, in_w).
+inline __mmask16 lanes_inside(int64_t begin, int64_t in_w) {
+  return static_cast<__mmask16>(first_lanes(in_w - begin) & ~first_lanes(-begin));
+}
+// A 3x3 undilated window's input columns for 16 outputs from output column ow0 at stride S (1 or
+// 2): what to load from each window row, and which lanes lie inside the row (the others are the
+// zero padding; their addresses are formed as integers and never read).
+template <int S>
+struct Window3Columns {
+  int64_t begin;        // input column of lane 0's first tap: S * ow0 - pad_l
+  __mmask16 inside[3];  // S = 1: lanes of tap j = 0, 1, 2 (columns begin + j + l)
+                        // S = 2: lanes of columns begin + l, begin + 16 + l
+  bool last_inside;     // S = 2: column begin + 32, lane 15's third tap
+  Window3Columns(int64_t ow0, int64_t pad_l, int64_t in_w) : begin(S * ow0 - pad_l) {
+    for (int j = 0; j < 3; ++j) inside[j] = lanes_inside(begin + (S == 1 ? j : 16 * j), in_w);
+    last_inside = begin + 32 >= 0 && begin + 32 < in_w;
+  }
+  static __m512 load(const float* row, int64_t at, __mmask16 lanes) {
+    const auto address = reinterpret_cast<uintptr_t>(row) + static_cast<uintptr_t>(at) * sizeof(float);
+    return _mm512_maskz_loadu_ps(lanes, reinterpret_cast<const float*>(address));
+  }
+  // The three taps of one window row, each as the vector of its input columns.
+  void taps(const float* row, __m512 (&col)[3]) const {
+    if constexpr (S == 1) {
+      for (int j = 0; j < 3; ++j) col[j] = load(row, begin + j, inside[j]);
+    } else {
+      const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+      const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+      const __m512 low = load(row, begin, inside[0]), high = load(row, begin + 16, inside[1]);
+      const float last = last_inside ? row[begin + 32] : 0.0f;
+      col[0] = _mm512_permutex2var_ps(low, even, high);
+      col[1] = _mm512_permutex2var_ps(low, odd, high);
+      col[2] = _mm512_castsi512_ps(
+          _mm512_alignr_epi32(_mm512_castps_si512(_mm512_set1_ps(last)), _mm512_castps_si512(col[0]), 1));
+    }
+  }
+};
+// A 3x3 undilated window at stride S (1 or 2) straight over the unpadded plane, 16 output columns
+// to a vector, a column of vectors at a time: taps in the zero padding are lanes that load zeros,
+// rows in it are skipped, so no padded copy is made; bias first, then the taps row by row, the
+// clamp, and a masked store for a row's last, partial vector.
+template <int S>
+inline void window3_masked(const float* x, const float* w, float bias, const Window2d& win, float lo,
+                           float hi, float* y) {
+  __m512 taps[9];
+  for (int t = 0; t < 9; ++t) taps[t] = _mm512_set1_ps(w[t]);
+  const bool clamp =
+      lo != -std::numeric_limits<float>::infinity() || hi != std::numeric_limits<float>::infinity();
+  const __m512 low = _mm512_set1_ps(lo), high = _mm512_set1_ps(hi);
+  for (int64_t ow0 = 0; ow0 < win.out_w; ow0 += 16) {
+    const Window3Columns<S> columns(ow0, win.pad_l, win.in_w);
+    const __mmask16 stores = first_lanes(win.out_w - ow0);
+    for (int64_t oh = 0; oh < win.out_h; ++oh) {
+      __m512 acc = _mm512_set1_ps(bias);
+      for (int i = 0; i < 3; ++i) {
+        const int64_t ih = oh * S - win.pad_t + i;
+        if (ih < 0 || ih >= win.in_h) continue;
+        __m512 col[3];
+        columns.taps(x + ih * win.in_w, col);
+        for (int j = 0; j < 3; ++j) acc = _mm512_fmadd_ps(taps[i * 3 + j], col[j], acc);
+      }
+      // max(acc, lo) gives lo for NaN (the second operand wins), as the Relu does.
+      if (clamp) acc = _mm512_min_ps(_mm512_max_ps(acc, low), high);
+      _mm512_mask_storeu_ps(y + oh * win.out_w + ow0, stores, acc);
+    }
+  }
+}
+#endif
+
 // One depthwise output plane (DepthwiseArgs).
 inline void depthwise_plane(const DepthwiseArgs& a) {
   const float *x = a.x, *w = a.w;
   const float bias = a.bias, lo = a.lo, hi = a.hi;
   const Window2d& win = *a.win;
   float *scratch = a.scratch, *y = a.y;
+#if defined(__AVX512F__)
+  if (depthwise_plane_masked(Isa::avx512, win))
+    return win.s_w == 1 ? window3_masked<1>(x, w, bias, win, lo, hi, y)
+                        : window3_masked<2>(x, w, bias, win, lo, hi, y);
+#endif
   const auto [rows, cols] = window_reach(win);
   pad_plane(x, win, rows, cols, scratch);
   const bool undilated = win.d_h == 1 && win.d_w == 1 && win.s_h == win.s_w && win.k_h == win.k_w;

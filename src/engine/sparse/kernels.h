@@ -100,6 +100,14 @@ struct DepthwiseArgs {
   float* y;
 };
 
+// Whether depthwise_plane of `isa` runs `w` with 16 output columns to a vector straight over the
+// unpadded plane, a row's last, partial vector and the padding under lane masks (AVX-512: 3x3,
+// undilated, stride 1 or 2); small planes then gain nothing from depthwise_lanes.
+inline bool depthwise_plane_masked(Isa isa, const Window2d& w) {
+  return isa == Isa::avx512 && w.k_h == 3 && w.k_w == 3 && w.d_h == 1 && w.d_w == 1 && w.s_h == w.s_w &&
+         (w.s_w == 1 || w.s_w == 2);
+}
+
 // Depthwise convolution of kDepthwiseLanes channels at once, the channels in vector lanes: x is
 // their input planes interleaved, x[p * kDepthwiseLanes + c] = channel c at position p of
 // [in_h, in_w]; w is [kDepthwiseLanes, k_h * k_w] (ONNX's order), bias [kDepthwiseLanes] or null;
