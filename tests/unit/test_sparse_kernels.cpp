@@ -518,6 +518,41 @@ TEST_P(SparseKernelsPerIsa, MaxPoolPlaneEveryVariantMatchesAPlainLoop) {
     }
 }
 
+// Rows apart by strides (a padded-width product into a plane): every row as the one-row call
+// computes it, and the entries between rows untouched.
+TEST_P(SparseKernelsPerIsa, BiasActivationRowsMatchOneRowAtATime) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  uint32_t seed = 1800;
+  for (int64_t n : {1, 13, 16, 55, 111})
+    for (const Activation& act : {Activation{}, Activation{0.0f, 6.0f}})
+      for (bool in_place : {false, true}) {
+        const int64_t rows = 4, ldx = n + 5, ldy = in_place ? ldx : n + 2;
+        std::vector<float> x = random_input(rows * ldx, 1.0, seed++);
+        x[static_cast<size_t>(ldx + n - 1)] = NAN;  // the second row's last entry
+        std::vector<float> y(static_cast<size_t>(rows * ldy + 1), -7.0f);
+        float* out = in_place ? x.data() : y.data();
+        const std::vector<float> before = x, untouched = in_place ? x : y;
+        k.bias_activation(BiasActivationArgs{x.data(), n, 0.25f, act.lo, act.hi, out, rows, ldx, ldy});
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t i = 0; i < ldy; ++i) {
+            const float got = out[r * ldy + i];
+            if (i >= n) {
+              EXPECT_TRUE(std::isnan(got) ? std::isnan(untouched[r * ldy + i])
+                                          : got == untouched[r * ldy + i])
+                  << isa_name(isa) << " n " << n << ": wrote between rows at " << r << "," << i;
+              continue;
+            }
+            const float want = act(before[r * ldx + i] + 0.25f);
+            EXPECT_TRUE(got == want || (std::isnan(got) && std::isnan(want)))
+                << isa_name(isa) << " n " << n << " row " << r << " at " << i << ": " << got << " want "
+                << want;
+          }
+        if (!in_place) {
+          EXPECT_EQ(y.back(), -7.0f) << "wrote past the last row";
+        }
+      }
+}
+
 TEST_P(SparseKernelsPerIsa, BiasActivationEveryVariantMatchesTheActivation) {
   const SparseKernels k = sparse_kernels_for(isa);
   constexpr float kInf = std::numeric_limits<float>::infinity();
@@ -720,6 +755,44 @@ TEST(SparseKernels, RowBlocksWithAHeavyShortLastGroupSplitOverThreads) {
                     });
       ASSERT_EQ(y, want) << threads << " threads, round " << round;
       ASSERT_EQ(done, std::vector<int>(10, 1));
+    }
+  }
+}
+
+TEST(SparseKernels, EpiloguesRunOnPiecesOfRowsThatFitTheCache) {
+  // 1003 rows of Y, 21 of them to kRowsDonePieceBytes: every range goes in pieces of at most 20 rows
+  // (a multiple of kBlockRows), each handed to rows_done right after it was written, with 4x1 row
+  // blocks and without.
+  const int64_t batch = kRowsDonePieceBytes / 4 / 21;
+  for (const bool blocks : {false, true}) {
+    Case c = blocks ? block_case(1003, 200, 0.1, 1.0, 16, 97) : make_case(1003, 200, 0.1, 16, 97);
+    SparseMatrix m = build_sparse_matrix(c.codes, 1003, 200, c.codebook, 1);
+    ASSERT_EQ(m.has(kLayoutRowBlocks), blocks);
+    std::vector<float> xt = random_input(200 * batch, 0.8, 98);
+    const std::vector<float> want = one_thread_product(m, xt, batch);
+    for (int threads : {1, 2}) {
+      ThreadPool pool(threads);
+      std::vector<float> y(want.size(), -7.0f);
+      std::vector<int> done(1003, 0);
+      std::mutex lock;
+      bool in_order = true;
+      int64_t largest = 0;
+      sparse_matmat(pool, m, balanced_row_bounds(m, threads), xt.data(), batch, batch, y.data(), batch,
+                    nullptr, [&](int64_t begin, int64_t end) {
+                      std::lock_guard<std::mutex> hold(lock);
+                      EXPECT_LE((end - begin) * batch * 4, kRowsDonePieceBytes);
+                      largest = std::max(largest, end - begin);
+                      EXPECT_EQ(begin % kBlockRows, 0);
+                      for (int64_t r = begin; r < end; ++r) {
+                        ++done[static_cast<size_t>(r)];
+                        // Written already: a row's first entry is the single thread's.
+                        in_order = in_order && y[r * batch] == want[r * batch];
+                      }
+                    });
+      EXPECT_EQ(y, want) << threads << " threads";
+      EXPECT_EQ(done, std::vector<int>(1003, 1));
+      EXPECT_TRUE(in_order) << "rows_done ran before its rows were written";
+      EXPECT_EQ(largest, 20) << "pieces as large as the budget allows";
     }
   }
 }

@@ -276,10 +276,8 @@ class SparseConvOp : public Op {
         a.pool, m_, bounds_, padded, 0, wide_, wide, wide_, x_rows_.data(),
         [&](int64_t begin, int64_t end) {
           for (int64_t r = begin; r < end; ++r)
-            for (int64_t oh = 0; oh < win_.out_h; ++oh)
-              kernel(BiasActivationArgs{wide + r * wide_ + oh * padded_cols_, win_.out_w,
-                                        bias ? bias[r] : kNoBias, activation_.lo, activation_.hi,
-                                        y + r * out_hw + oh * win_.out_w});
+            kernel(BiasActivationArgs{wide + r * wide_, win_.out_w, bias ? bias[r] : kNoBias, activation_.lo,
+                                      activation_.hi, y + r * out_hw, win_.out_h, padded_cols_, win_.out_w});
         },
         row_groups(planes));
   }

@@ -136,7 +136,8 @@ struct MaxPoolArgs {
 
 // y[i] = act(x[i] + bias) for i in [0, n), act the fused activation (epilogue.h) with bounds lo, hi:
 // NaN becomes lo unless there is no activation (lo = -inf, hi = inf), which leaves x[i] + bias as
-// it is. y may be x.
+// it is; the same for `rows` rows of n, row r at x + r * ldx and y + r * ldy (a convolution's
+// output plane from its padded-width product). y may be x (with ldy = ldx).
 // The bias that adds nothing: x + -0.0 is x for every x, -0.0 included (+0.0 would turn -0.0 into +0.0).
 inline constexpr float kNoBias = -0.0f;
 struct BiasActivationArgs {
@@ -145,6 +146,8 @@ struct BiasActivationArgs {
   float bias;
   float lo, hi;
   float* y;
+  int64_t rows = 1;
+  int64_t ldx = 0, ldy = 0;
 };
 
 // One softmax row: y[i] = e^(x[i] - m) / sum_j e^(x[j] - m), m the row's largest value, or with

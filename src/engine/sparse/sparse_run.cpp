@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 namespace sparrow {
 
@@ -191,19 +192,32 @@ void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_en
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows,
                    RowsDone rows_done, RowGroups groups) {
-  auto rows = [&](int64_t begin, int64_t end) {
-    if (begin >= end) return;
+  auto product = [&](int64_t begin, int64_t end) {
     if (groups.rows == 0) {
       sparse_matmat_rows(m, begin, end, xt, ldx, batch, y, ldy, x_rows);
-    } else {
-      for (int64_t r = begin; r < end;) {
-        const int64_t g = r / groups.rows, group_end = std::min(end, (g + 1) * groups.rows);
-        sparse_matmat_rows(m, r, group_end, xt + g * groups.x_stride, ldx, batch, y, ldy, x_rows);
-        r = group_end;
-      }
+      return;
     }
-    if (rows_done) rows_done(begin, end);
+    for (int64_t r = begin; r < end;) {
+      const int64_t g = r / groups.rows, group_end = std::min(end, (g + 1) * groups.rows);
+      sparse_matmat_rows(m, r, group_end, xt + g * groups.x_stride, ldx, batch, y, ldy, x_rows);
+      r = group_end;
+    }
   };
+  // With an epilogue, a range goes in pieces of about kRowsDonePieceBytes of y, each followed by
+  // its rows_done, so that the epilogue reads them from cache.
+  const int64_t row_bytes = std::max<int64_t>(1, ldy * static_cast<int64_t>(sizeof(float)));
+  const int64_t piece = rows_done
+                            ? std::max<int64_t>(1, kRowsDonePieceBytes / row_bytes / kBlockRows) * kBlockRows
+                            : std::numeric_limits<int64_t>::max();
+  auto rows = [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end;) {
+      const int64_t q = end - p > piece ? p + piece : end;
+      product(p, q);
+      if (rows_done) rows_done(p, q);
+      p = q;
+    }
+  };
+
   if (m.nonzeros * batch < kParallelFromProducts) {
     rows(0, m.rows);
     return;

@@ -81,7 +81,10 @@ struct RowGroups {
 // Y[rows, ldy] = W Xt over the row ranges in `bounds`, one per pool task; with `x_rows`, column j
 // multiplies the row at xt + x_rows[j] (SpmmArgs::x_rows). `rows_done(begin, end)`, where given,
 // runs on the thread that wrote rows [begin, end), right after it wrote them (an epilogue that finds
-// them in cache and is split as the product is). With `groups`, a range is run group by group.
+// them in cache and is split as the product is): a range is then run in pieces of at most
+// kRowsDonePieceBytes of Y (at least kBlockRows rows), each followed by its rows_done. With
+// `groups`, a range is run group by group.
+inline constexpr int64_t kRowsDonePieceBytes = 256 * 1024;
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy,
                    const int64_t* x_rows = nullptr, RowsDone rows_done = {}, RowGroups groups = {});
