@@ -444,8 +444,9 @@ namespace {
 double row_walk_ns(const SlicedRows& rows, int64_t l2_bytes) {
   const auto slices = static_cast<double>(rows.slices()),
              steps = static_cast<double>(rows.entries() / kSliceRows);
+  const int64_t cached = std::min(l2_bytes, kPanelWalkFittedL2Bytes);
   const auto beyond_l2 =
-      static_cast<double>(std::max<int64_t>(0, rows.entries() * rows.entry_bits / 8 - l2_bytes));
+      static_cast<double>(std::max<int64_t>(0, rows.entries() * rows.entry_bits / 8 - cached));
   return rows.panelled() ? std::max(kPanelWalkNsPerStep * steps, kPanelWalkNsPerByteBeyondL2 * beyond_l2)
                          : kRowWalkNsPerSlice * slices + kRowWalkNsPerStep * steps;
 }

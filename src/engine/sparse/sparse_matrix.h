@@ -184,6 +184,10 @@ inline constexpr double kRowWalkNsPerSlice = 9.7, kRowWalkNsPerStep = 4.7;
 // The panelled row walk: per 16-entry step while its entries fit in the cache they are read from,
 // and per byte beyond the L2 cache otherwise (the walk then waits on the shared cache).
 inline constexpr double kPanelWalkNsPerStep = 0.64, kPanelWalkNsPerByteBeyondL2 = 0.14;
+// The L2 size those were fitted on (AMD EPYC, 1 MiB): a larger L2 counts as this much. On an Intel
+// Xeon with 2 MiB, counting VGG-7's 1.3 MB of entries as L2-resident chose the row walk, 3x slower
+// than the banded column walk (docs/engine.md, "Against the targets").
+inline constexpr int64_t kPanelWalkFittedL2Bytes = int64_t{1} << 20;
 
 class CodeSource;
 
