@@ -265,7 +265,10 @@ InputZeros Plan::zeros_of(const std::string& name) const {
 }
 
 void Plan::note_zeros(const Node& node, const Activation& activation) {
-  bool relu = activation.makes_zeros() || node.op_type == "Relu" ||
+  const bool joins_relus = node.op_type == "Concat" && !node.inputs.empty() &&
+                           std::all_of(node.inputs.begin(), node.inputs.end(),
+                                       [&](const std::string& in) { return relu_values_.count(in) > 0; });
+  bool relu = activation.makes_zeros() || node.op_type == "Relu" || joins_relus ||
               (kKeepsZeros.count(node.op_type) && node.has_input(0) && relu_values_.count(node.inputs[0]));
   if (relu) relu_values_.insert(node.outputs.begin(), node.outputs.end());
   // A view or max-pool of a graph input is as unknown as the input.

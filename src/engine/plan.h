@@ -129,7 +129,8 @@ class Plan {
   bool sparse_ = false;
   std::set<const Op*> sparse_steps_;
   std::set<std::string> graph_inputs_;
-  std::set<std::string> relu_values_;  // outputs of a ReLU, or views and max-pools of one: no NaN
+  std::set<std::string> relu_values_;  // outputs of a ReLU, views and max-pools of one, Concats of
+                                       // them: no NaN
 
   static constexpr size_t kLiveToEnd = SIZE_MAX;
   struct Buffer {

@@ -326,7 +326,17 @@ TEST(MemoryPlan, AConcatOfContiguousBlocksRunsNothing) {
   auto mixed = plan_of(odd, {1, 4, 6, 6}, pool);
   ASSERT_TRUE(mixed);
   EXPECT_EQ(count_layers(*mixed, odd, "Concat"), 3) << "only the first joins in place";
+  // An input that is a graph output, a view of one made after the Concat, and the Concat's own
+  // output as a graph output: still joined in place, each read where it lives.
+  Model exposed = concat_net(false);
+  exposed.nodes.push_back(Node{"flat_b", "Flatten", "", {"b"}, {"bf"}, {}});
+  for (const char* out : {"a", "ab", "bf"}) exposed.outputs.push_back(ValueInfo{out});
+  auto shown = plan_of(exposed, {1, 4, 6, 6}, pool);
+  ASSERT_TRUE(shown);
+  EXPECT_EQ(count_layers(*shown, exposed, "Concat"), 0);
   for (const int64_t batch : {1, 2, 3}) {
+    expect_poisoned_plan_matches(exposed, {test::random_f32({batch, 4, 6, 6}, 40 + batch)},
+                                 "exposed, batch " + std::to_string(batch));
     expect_poisoned_plan_matches(m, {test::random_f32({batch, 4, 6, 6}, 20 + batch)},
                                  "batch " + std::to_string(batch));
     expect_poisoned_plan_matches(odd, {test::random_f32({batch, 4, 6, 6}, 30 + batch)},

@@ -376,6 +376,7 @@ const std::vector<Window2d>& plane_window_grid() {
       plane_window(5, 33, 3, 2, 1, 0, 0, 0, 0),
       plane_window(5, 32, 3, 2, 1, 1, 1, 1, 1),
       plane_window(7, 65, 3, 2, 1, 1, 1, 1, 1),
+      plane_window(5, 31, 3, 2, 1, 1, 1, 1, 1),
   };
   return grid;
 }
@@ -487,6 +488,11 @@ TEST_P(SparseKernelsPerIsa, DepthwiseLanesEveryVariantMatchesAPlainLoop) {
   k.depthwise_plane(DepthwiseArgs{xp.data(), wp.data(), 0.0f, &three, 0.0f, 6.0f, padded.data(), yp.data()});
   EXPECT_EQ(yp[2], 0.0f) << isa_name(isa) << ": a fused Relu/Clip makes NaN its lower bound";
   EXPECT_EQ(yp[19], 4.0f) << isa_name(isa) << ": a corner window holds four inputs";
+  // An infinite weight on a tap that reads a row of padding: inf * 0, NaN, as on the padded copy.
+  xp[7] = 1.0f;
+  wp[0] = inf;
+  k.depthwise_plane(DepthwiseArgs{xp.data(), wp.data(), 0.0f, &three, -inf, inf, padded.data(), yp.data()});
+  EXPECT_TRUE(std::isnan(yp[0])) << isa_name(isa) << ": inf times the padding is NaN";
 }
 
 // With nan_free, the input holds other special values instead of NaN.

@@ -223,9 +223,9 @@ struct Window3Columns {
   }
 };
 // A 3x3 undilated window at stride S (1 or 2) straight over the unpadded plane, 16 output columns
-// to a vector, a column of vectors at a time: taps in the zero padding are lanes that load zeros,
-// rows in it are skipped, so no padded copy is made; bias first, then the taps row by row, the
-// clamp, and a masked store for a row's last, partial vector.
+// to a vector, a column of vectors at a time: taps in the zero padding are lanes that load zeros
+// (whole rows of it are zero vectors), so no padded copy is made; bias first, then the taps row by
+// row, the clamp, and a masked store for a row's last, partial vector.
 template <int S>
 inline void window3_masked(const float* x, const float* w, float bias, const Window2d& win, float lo,
                            float hi, float* y) {
@@ -241,9 +241,10 @@ inline void window3_masked(const float* x, const float* w, float bias, const Win
       __m512 acc = _mm512_set1_ps(bias);
       for (int i = 0; i < 3; ++i) {
         const int64_t ih = oh * S - win.pad_t + i;
-        if (ih < 0 || ih >= win.in_h) continue;
-        __m512 col[3];
-        columns.taps(x + ih * win.in_w, col);
+        // A row of padding multiplies zeros too, so that a weight of inf or NaN gives NaN there as
+        // on the padded copy the other kernels read.
+        __m512 col[3] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        if (ih >= 0 && ih < win.in_h) columns.taps(x + ih * win.in_w, col);
         for (int j = 0; j < 3; ++j) acc = _mm512_fmadd_ps(taps[i * 3 + j], col[j], acc);
       }
       // max(acc, lo) gives lo for NaN (the second operand wins), as the Relu does.
