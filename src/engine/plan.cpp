@@ -356,7 +356,8 @@ void Plan::note_per_sample(const Model& model, const Node& node, std::span<const
 
 Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
   SP_ASSIGN_OR_RETURN(MadeOp made, make_op(model, node, pool.size()));
-  // A ReLU's output (or a view or max-pool of one) holds no NaN: the activation makes NaN 0.
+  // A ReLU's output (or a view, max-pool or Concat of such values) holds no NaN: the activation
+  // makes NaN 0.
   if (node.has_input(0) && relu_values_.count(node.inputs[0])) made.op->input_is_nan_free();
   return plan_step(model, node, std::move(made.op), made.sparse_inputs, pool);
 }
