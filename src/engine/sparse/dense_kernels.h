@@ -189,6 +189,16 @@ inline __mmask16 first_lanes(int64_t n) {
 inline __mmask16 lanes_inside(int64_t begin, int64_t in_w) {
   return static_cast<__mmask16>(first_lanes(in_w - begin) & ~first_lanes(-begin));
 }
+// Columns 2l, 2l + 1 and 2l + 2 (l < 16) of a stretch of 33, from low = its columns [0, 16), high =
+// [16, 32) and last = column 32: two lane permutes and a one-lane shift (a width-3 window at stride 2).
+inline void stride2_columns(__m512 low, __m512 high, float last, __m512 (&col)[3]) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  col[0] = _mm512_permutex2var_ps(low, even, high);
+  col[1] = _mm512_permutex2var_ps(low, odd, high);
+  col[2] = _mm512_castsi512_ps(
+      _mm512_alignr_epi32(_mm512_castps_si512(_mm512_set1_ps(last)), _mm512_castps_si512(col[0]), 1));
+}
 // A 3x3 undilated window's input columns for 16 outputs from output column ow0 at stride S (1 or
 // 2): what to load from each window row, and which lanes lie inside the row (the others are the
 // zero padding; their addresses are formed as integers and never read).
@@ -199,7 +209,7 @@ struct Window3Columns {
                         // S = 2: lanes of columns begin + l, begin + 16 + l
   bool last_inside;     // S = 2: column begin + 32, lane 15's third tap
   Window3Columns(int64_t ow0, int64_t pad_l, int64_t in_w) : begin(S * ow0 - pad_l) {
-    for (int j = 0; j < 3; ++j) inside[j] = lanes_inside(begin + (S == 1 ? j : 16 * j), in_w);
+    for (int j = 0; j < (S == 1 ? 3 : 2); ++j) inside[j] = lanes_inside(begin + (S == 1 ? j : 16 * j), in_w);
     last_inside = begin + 32 >= 0 && begin + 32 < in_w;
   }
   static __m512 load(const float* row, int64_t at, __mmask16 lanes) {
@@ -211,14 +221,8 @@ struct Window3Columns {
     if constexpr (S == 1) {
       for (int j = 0; j < 3; ++j) col[j] = load(row, begin + j, inside[j]);
     } else {
-      const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-      const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-      const __m512 low = load(row, begin, inside[0]), high = load(row, begin + 16, inside[1]);
-      const float last = last_inside ? row[begin + 32] : 0.0f;
-      col[0] = _mm512_permutex2var_ps(low, even, high);
-      col[1] = _mm512_permutex2var_ps(low, odd, high);
-      col[2] = _mm512_castsi512_ps(
-          _mm512_alignr_epi32(_mm512_castps_si512(_mm512_set1_ps(last)), _mm512_castps_si512(col[0]), 1));
+      stride2_columns(load(row, begin, inside[0]), load(row, begin + 16, inside[1]),
+                      last_inside ? row[begin + 32] : 0.0f, col);
     }
   }
 };
@@ -389,7 +393,7 @@ inline float max_or_nan(float a, float v) {
 }
 // The larger of a and v; with NanFree (neither is NaN) a plain compare, the vector max instruction's
 // operand order, else max_or_nan. The MaxPool functions below take NanFree alike: for an input known
-// to hold no NaN, what a NaN would change is not computed (about half of a plane's instructions).
+// to hold no NaN, what a NaN would change is not computed.
 template <bool NanFree>
 inline float max_of(float a, float v) {
   if constexpr (NanFree)
@@ -449,30 +453,20 @@ inline void rows_max_of(const float* const* rows, int64_t n, int64_t width, floa
 // span of out_w windows of width 3 and stride 2.
 template <bool NanFree>
 inline void columns_max_stride2_width3(const float* rows_max, int64_t out_w, float* row) {
-  const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   const __m512 nan = _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN());
   for (int64_t ow = 0; ow < out_w; ow += 16) {
     const float* r = rows_max + 2 * ow;
     const int64_t outputs = std::min<int64_t>(16, out_w - ow), reads = 2 * outputs + 1;
-    const __mmask16 low_reads = reads >= 16 ? __mmask16(0xffff) : __mmask16((1u << reads) - 1);
-    const __mmask16 high_reads = reads >= 32   ? __mmask16(0xffff)
-                                 : reads <= 16 ? __mmask16(0)
-                                               : __mmask16((1u << (reads - 16)) - 1);
-    const __m512 low = _mm512_maskz_loadu_ps(low_reads, r), high = _mm512_maskz_loadu_ps(high_reads, r + 16);
-    const float last = reads > 32 ? r[32] : 0.0f;
-    const __m512 even = _mm512_permutex2var_ps(low, even_lanes, high);
-    const __m512 odd = _mm512_permutex2var_ps(low, odd_lanes, high);
-    const __m512 next = _mm512_castsi512_ps(
-        _mm512_alignr_epi32(_mm512_castps_si512(_mm512_set1_ps(last)), _mm512_castps_si512(even), 1));
-    __m512 m = _mm512_max_ps(_mm512_max_ps(even, odd), next);
+    __m512 col[3];
+    stride2_columns(_mm512_maskz_loadu_ps(first_lanes(reads), r),
+                    _mm512_maskz_loadu_ps(first_lanes(reads - 16), r + 16), reads > 32 ? r[32] : 0.0f, col);
+    __m512 m = _mm512_max_ps(_mm512_max_ps(col[0], col[1]), col[2]);
     if constexpr (!NanFree) {
       const __mmask16 any_nan =
-          _mm512_cmp_ps_mask(even, odd, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(next, next, _CMP_UNORD_Q);
+          _mm512_cmp_ps_mask(col[0], col[1], _CMP_UNORD_Q) | _mm512_cmp_ps_mask(col[2], col[2], _CMP_UNORD_Q);
       m = _mm512_mask_mov_ps(m, any_nan, nan);
     }
-    const __mmask16 stores = outputs == 16 ? __mmask16(0xffff) : __mmask16((1u << outputs) - 1);
-    _mm512_mask_storeu_ps(row + ow, stores, m);
+    _mm512_mask_storeu_ps(row + ow, first_lanes(outputs), m);
   }
 }
 #endif
