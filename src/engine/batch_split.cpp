@@ -41,6 +41,14 @@ bool per_sample_data(const PlannedNode& n) {
   return true;
 }
 
+// A convolution: constant weights and bias; a residual a pass fused into it (FusedResidual) lines
+// up with the output along axis 0 as an Add's operand does.
+bool conv(const PlannedNode& n) {
+  for (size_t k = 1; k < n.in.size(); ++k)
+    if (n.per_run[k] && !(k == kFusedResidualInput && n.in[k].shape.size() == output_rank(n))) return false;
+  return true;
+}
+
 // Broadcasting operators: per-run operands line up with the output along axis 0, and constants
 // broadcast the same values to every sample.
 bool elementwise(const PlannedNode& n) {
@@ -105,7 +113,7 @@ using Rule = bool (*)(const PlannedNode&);
 
 const std::map<std::string, Rule>& rules() {
   static const std::map<std::string, Rule> table = {
-      {"Conv", per_sample_data},
+      {"Conv", conv},
       {"MaxPool", per_sample_data},
       {"AveragePool", per_sample_data},
       {"GlobalAveragePool", per_sample_data},

@@ -11,6 +11,10 @@ namespace sparrow {
 
 // Attribute of a fused node: floats {lo, hi}, the bounds of the activation.
 inline constexpr const char* kFusedActivationAttr = "sparrow.activation";
+// Attribute of a Conv that took over the Add reading its output (int 1): input kFusedResidualInput
+// is the Add's other operand, added before the activation (see FusedResidual in ops/window.h).
+inline constexpr const char* kFusedResidualAttr = "sparrow.residual";
+inline constexpr size_t kFusedResidualInput = 3;
 
 struct Activation {
   float lo = -std::numeric_limits<float>::infinity();

@@ -53,7 +53,8 @@ std::optional<Activation> activation_of(const Model& m, const Node& node) {
 }
 
 // Node `i` takes over the output of node `j` (which read only node i's output) and node j is dropped.
-// Node j's other inputs are constants, so node i's place in the order still suits every reader.
+// Node j's other inputs are constants or formed before node i, so node i's place in the order still
+// suits every reader.
 void absorb(Model& m, size_t i, size_t j) {
   m.nodes[i].outputs[0] = m.nodes[j].outputs[0];
   m.nodes.erase(m.nodes.begin() + static_cast<std::ptrdiff_t>(j));
@@ -130,6 +131,49 @@ int fuse_matmul_bias(Model& m, const ConstantShape& constant_shape) {
     const Tensor* b = float_initializer(m, other);
     if (b == nullptr || b->rank() != 1 || b->dim(0) != (*w)[1] || other == mm.outputs[0]) continue;
     mm.inputs.push_back(other);
+    absorb(m, i, *j);
+    ++fused;
+  }
+  return fused;
+}
+
+namespace {
+
+// Whether `value` is known before node `i` runs: a graph input, or an output of an earlier node.
+bool formed_before(const Model& m, const std::string& value, size_t i) {
+  for (const auto& in : m.inputs)
+    if (in.name == value) return true;
+  for (size_t k = 0; k < i; ++k)
+    if (std::find(m.nodes[k].outputs.begin(), m.nodes[k].outputs.end(), value) != m.nodes[k].outputs.end())
+      return true;
+  return false;
+}
+
+}  // namespace
+
+int fuse_residual_adds(Model& m, const ConstantShape& constant_shape) {
+  int fused = 0;
+  for (size_t i = 0; i < m.nodes.size(); ++i) {
+    Node& conv = m.nodes[i];
+    if (conv.op_type != "Conv" || conv.outputs.size() != 1 || conv.inputs.size() < 2 ||
+        conv.inputs.size() > kFusedResidualInput || conv.attrs.count(kFusedResidualAttr) ||
+        conv.attrs.count(kFusedActivationAttr))
+      continue;
+    auto j = sole_reader(m, conv.outputs[0]);
+    if (!j || m.nodes[*j].op_type != "Add" || m.nodes[*j].inputs.size() != 2 ||
+        m.nodes[*j].outputs.size() != 1)
+      continue;
+    const Node& add = m.nodes[*j];
+    const std::string residual = other_input(add, conv.outputs[0]);
+    if (residual.empty() || residual == conv.outputs[0] || constant_shape(residual) ||
+        !formed_before(m, residual, i))
+      continue;
+    conv.inputs.resize(kFusedResidualInput);  // an omitted bias stays omitted ("")
+    conv.inputs.push_back(residual);
+    conv.attrs[kFusedResidualAttr] = int64_t{1};
+    if (add.attrs.count(kFusedActivationAttr))
+      conv.attrs[kFusedActivationAttr] = add.attrs.at(kFusedActivationAttr);
+    log(LogLevel::debug, "fused {} into {}", add.describe(), conv.describe());
     absorb(m, i, *j);
     ++fused;
   }
@@ -252,7 +296,7 @@ int fuse_layer_norm(Model& m, const ConstantShape&) {
 
 int run_graph_passes(Model& model, const ConstantShape& constant_shape) {
   return fuse_layer_norm(model, constant_shape) + fuse_matmul_bias(model, constant_shape) +
-         fuse_activations(model, constant_shape);
+         fuse_residual_adds(model, constant_shape) + fuse_activations(model, constant_shape);
 }
 
 }  // namespace sparrow

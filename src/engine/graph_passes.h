@@ -16,6 +16,11 @@ using ConstantShape = std::function<std::optional<Shape>(const std::string& name
 // MatMul(x, W) followed by Add(., b), where W is a constant [K, N] and b a constant [N] that only the
 // Add reads: the MatMul takes b as a third input and adds it in its epilogue.
 int fuse_matmul_bias(Model& model, const ConstantShape& constant_shape);
+// Conv whose only reader is an Add of a value formed before the Conv runs (a graph input or an
+// earlier node's output, not a constant): the Conv takes that value as input kFusedResidualInput,
+// adds it in its epilogue (kFusedResidualAttr, epilogue.h) and writes the Add's output. A residual
+// that broadcasts is added with broadcasting (FusedResidual in ops/window.h).
+int fuse_residual_adds(Model& model, const ConstantShape& constant_shape);
 // Conv, Gemm, MatMul or Add whose only reader is a Relu, or a Clip with constant bounds: the node
 // applies the activation itself (kFusedActivationAttr) and writes the activation's output. Covers
 // residual Add + Relu.

@@ -503,10 +503,14 @@ void Plan::set_profiling(bool profile) {
 }
 
 namespace {
-// "+Relu" or "+Clip" after the op type of a node with a fused activation.
-std::string activation_suffix(const Activation& a) {
-  if (a.none()) return "";
-  return a.lo == 0.0f && a.hi == std::numeric_limits<float>::infinity() ? "+Relu" : "+Clip";
+// The op type of a step's node, with "+Add" after it when it took over a residual Add and "+Relu"
+// or "+Clip" when it applies a fused activation.
+std::string fused_op_type(const Op& op) {
+  std::string type = op.node().op_type;
+  if (op.node().attrs.count(kFusedResidualAttr)) type += "+Add";
+  const Activation& a = op.activation();
+  if (a.none()) return type;
+  return type + (a.lo == 0.0f && a.hi == std::numeric_limits<float>::infinity() ? "+Relu" : "+Clip");
 }
 }  // namespace
 
@@ -540,7 +544,7 @@ ModelSummary Plan::summary(const Model& model) const {
   for (size_t i = 0; i < steps_.size(); ++i) {
     const PlanStep& step = steps_[i];
     LayerInfo layer{step.op->node().name,
-                    step.op->node().op_type + activation_suffix(step.op->activation()),
+                    fused_op_type(*step.op),
                     {},
                     0,
                     step.op->macs(),

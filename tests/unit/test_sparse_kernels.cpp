@@ -531,32 +531,39 @@ TEST_P(SparseKernelsPerIsa, BiasActivationRowsMatchOneRowAtATime) {
   uint32_t seed = 1800;
   for (int64_t n : {1, 13, 16, 55, 111})
     for (const Activation& act : {Activation{}, Activation{0.0f, 6.0f}})
-      for (bool in_place : {false, true}) {
-        const int64_t rows = 4, ldx = n + 5, ldy = in_place ? ldx : n + 2;
-        std::vector<float> x = random_input(rows * ldx, 1.0, seed++);
-        x[static_cast<size_t>(ldx + n - 1)] = NAN;  // the second row's last entry
-        std::vector<float> y(static_cast<size_t>(rows * ldy + 1), -7.0f);
-        float* out = in_place ? x.data() : y.data();
-        const std::vector<float> before = x, untouched = in_place ? x : y;
-        k.bias_activation(BiasActivationArgs{x.data(), n, 0.25f, act.lo, act.hi, out, rows, ldx, ldy});
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t i = 0; i < ldy; ++i) {
-            const float got = out[r * ldy + i];
-            if (i >= n) {
-              EXPECT_TRUE(std::isnan(got) ? std::isnan(untouched[r * ldy + i])
-                                          : got == untouched[r * ldy + i])
-                  << isa_name(isa) << " n " << n << ": wrote between rows at " << r << "," << i;
-              continue;
+      for (bool in_place : {false, true})
+        for (bool with_residual : {false, true}) {
+          const int64_t rows = 4, ldx = n + 5, ldy = in_place ? ldx : n + 2;
+          std::vector<float> x = random_input(rows * ldx, 1.0, seed++);
+          x[static_cast<size_t>(ldx + n - 1)] = NAN;  // the second row's last entry
+          // A fused Add's operand, laid out as y: an infinity in the third row, NaN in the last.
+          std::vector<float> residual = random_input(rows * ldy, 1.0, seed++);
+          residual[static_cast<size_t>(2 * ldy + n / 2)] = -INFINITY;
+          residual[static_cast<size_t>(3 * ldy)] = NAN;
+          std::vector<float> y(static_cast<size_t>(rows * ldy + 1), -7.0f);
+          float* out = in_place ? x.data() : y.data();
+          const std::vector<float> before = x, untouched = in_place ? x : y;
+          k.bias_activation(BiasActivationArgs{x.data(), n, 0.25f, act.lo, act.hi, out, rows, ldx, ldy,
+                                               with_residual ? residual.data() : nullptr});
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t i = 0; i < ldy; ++i) {
+              const float got = out[r * ldy + i];
+              if (i >= n) {
+                EXPECT_TRUE(std::isnan(got) ? std::isnan(untouched[r * ldy + i])
+                                            : got == untouched[r * ldy + i])
+                    << isa_name(isa) << " n " << n << ": wrote between rows at " << r << "," << i;
+                continue;
+              }
+              const float sum = before[r * ldx + i] + 0.25f;
+              const float want = act(with_residual ? sum + residual[r * ldy + i] : sum);
+              EXPECT_TRUE(got == want || (std::isnan(got) && std::isnan(want)))
+                  << isa_name(isa) << " n " << n << " row " << r << " at " << i << ": " << got << " want "
+                  << want;
             }
-            const float want = act(before[r * ldx + i] + 0.25f);
-            EXPECT_TRUE(got == want || (std::isnan(got) && std::isnan(want)))
-                << isa_name(isa) << " n " << n << " row " << r << " at " << i << ": " << got << " want "
-                << want;
+          if (!in_place) {
+            EXPECT_EQ(y.back(), -7.0f) << "wrote past the last row";
           }
-        if (!in_place) {
-          EXPECT_EQ(y.back(), -7.0f) << "wrote past the last row";
         }
-      }
 }
 
 TEST_P(SparseKernelsPerIsa, BiasActivationEveryVariantMatchesTheActivation) {

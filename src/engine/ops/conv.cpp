@@ -20,10 +20,10 @@ class ConvOp : public Op {
     SP_ASSIGN_OR_RETURN(attrs_, read_window_attrs(node_));
     SP_ASSIGN_OR_RETURN(group_, node_.attr_int("group", 1));
     if (group_ < 1) return fail("attribute 'group' must be >= 1, got {}", group_);
-    return {};
+    return residual_.parse(node_);
   }
   Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) override {
-    SP_RETURN_IF_ERROR(expect_inputs(in, 2, 3));
+    SP_RETURN_IF_ERROR(expect_inputs(in, 2, kFusedResidualInput + 1));
     const Shape& x = in[0].shape;
     const Shape& wt = in[1].shape;
     if (in[0].dtype != DType::f32 || in[1].dtype != DType::f32) return fail("inputs must be float");
@@ -45,10 +45,36 @@ class ConvOp : public Op {
     Shape y = {n_, m_};
     if (x.size() == 4) y.push_back(win_.out_h);
     y.push_back(win_.out_w);
+    SP_ASSIGN_OR_RETURN(y, residual_.infer(node_, in, y));
     out = {ValueDesc{DType::f32, y}};
     return {};
   }
   size_t scratch_floats(int threads) const override {
+    const size_t own = conv_scratch_floats(threads), front = residual_.scratch_floats();
+    return own > SIZE_MAX - front ? SIZE_MAX : own + front;
+  }
+  int64_t macs() const override { return n_ * m_ * win_.out_h * win_.out_w * col_rows(); }
+
+  Status run(const RunArgs& args) override {
+    const RunArgs a{args.in, args.out, args.pool, residual_.op_scratch(args.scratch)};
+    const float* x = a.in[0]->f32_data();
+    const float* wt = a.in[1]->f32_data();
+    const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
+    float* y = residual_.conv_output(args);
+    act_ = residual_.conv_activation(activation_);
+    res_ = residual_.in_epilogue(args);
+    if (is_depthwise())
+      run_depthwise(a.pool, x, wt, bias, a.scratch.data(), y);
+    else if (gathered())
+      run_gathered(a.pool, x, wt, bias, a.scratch.data(), y);
+    else
+      run_products(a, x, wt, bias, y);
+    residual_.finish(args, activation_);
+    return {};
+  }
+
+ private:
+  size_t conv_scratch_floats(int threads) const {
     if (is_depthwise()) {
       const int64_t planes = shape_numel({threads, depthwise_thread_scratch_floats()});
       return planes < 0 ? SIZE_MAX : static_cast<size_t>(planes);  // SIZE_MAX: over any memory limit
@@ -61,20 +87,8 @@ class ConvOp : public Op {
     const int64_t columns = shape_numel({threads, col_rows(), win_.out_h, win_.out_w});
     return columns < 0 ? SIZE_MAX : static_cast<size_t>(columns);  // SIZE_MAX: over any memory limit
   }
-  int64_t macs() const override { return n_ * m_ * win_.out_h * win_.out_w * col_rows(); }
-
-  Status run(const RunArgs& a) override {
-    const float* x = a.in[0]->f32_data();
-    const float* wt = a.in[1]->f32_data();
-    float* y = a.out[0]->f32_data();
-    if (is_depthwise()) {
-      run_depthwise(a.pool, x, wt, has_bias_ ? a.in[2]->f32_data() : nullptr, a.scratch.data(), y);
-      return {};
-    }
-    if (gathered()) {
-      run_gathered(a.pool, x, wt, has_bias_ ? a.in[2]->f32_data() : nullptr, a.scratch.data(), y);
-      return {};
-    }
+  // im2col (unless pointwise) and one product per (image, group), then the epilogue.
+  void run_products(const RunArgs& a, const float* x, const float* wt, const float* bias, float* y) const {
     int64_t tasks = n_ * group_;
     int64_t chunks = std::min<int64_t>(a.pool.size(), tasks);
     if (chunks > 1) {
@@ -87,11 +101,8 @@ class ConvOp : public Op {
     } else {
       for (int64_t t = 0; t < tasks; ++t) run_task(&a.pool, t, x, wt, y, a.scratch.data());
     }
-    epilogue(a.pool, has_bias_ ? a.in[2]->f32_data() : nullptr, y);
-    return {};
+    epilogue(a.pool, bias, y);
   }
-
- private:
   int64_t col_rows() const { return (c_ / group_) * win_.k_h * win_.k_w; }
   bool is_pointwise() const {
     return win_.k_h == 1 && win_.k_w == 1 && win_.s_h == 1 && win_.s_w == 1 && win_.pad_t == 0 &&
@@ -145,9 +156,12 @@ class ConvOp : public Op {
       for (int64_t task = chunk * step; task < std::min(tasks, (chunk + 1) * step); ++task) {
         const int64_t n = task / groups, c0 = task % groups * L;
         k.transpose(TransposeArgs{x + (n * c_ + c0) * in_hw, L, in_hw, 0, L, xi, false});
+        const Activation in_kernel = res_ ? Activation{} : act_;
         k.depthwise_lanes(DepthwiseLanesArgs{xi, wt + c0 * window, bias ? bias + c0 : nullptr, &win_,
-                                             activation_.lo, activation_.hi, padded, yi});
-        k.transpose(TransposeArgs{yi, out_hw, L, 0, out_hw, y + (n * m_ + c0) * out_hw, false});
+                                             in_kernel.lo, in_kernel.hi, padded, yi});
+        float* planes = y + (n * m_ + c0) * out_hw;
+        k.transpose(TransposeArgs{yi, out_hw, L, 0, out_hw, planes, false});
+        if (res_) add_residual(planes, L, out_hw, res_ + (n * m_ + c0) * out_hw);
       }
     });
   }
@@ -159,12 +173,15 @@ class ConvOp : public Op {
     if (planes == 0) return;
     const int64_t chunks = std::min<int64_t>(pool.size(), planes), step = (planes + chunks - 1) / chunks;
     const auto kernel = sparse_kernels().depthwise_plane;
+    const Activation in_kernel = res_ ? Activation{} : act_;
     pool.parallel_for(chunks, [&](int64_t c) {
       float* padded = scratch + c * depthwise_thread_scratch_floats();
       for (int64_t plane = c * step; plane < std::min(planes, (c + 1) * step); ++plane) {
         const int64_t n = plane / per_image, m = first + plane % per_image;
+        float* yp = y + (n * m_ + m) * out_hw;
         kernel(DepthwiseArgs{x + (n * c_ + m / multiplier) * in_hw, wt + m * window, bias ? bias[m] : 0.0f,
-                             &win_, activation_.lo, activation_.hi, padded, y + (n * m_ + m) * out_hw});
+                             &win_, in_kernel.lo, in_kernel.hi, padded, yp});
+        if (res_) add_residual(yp, 1, out_hw, res_ + (n * m_ + m) * out_hw);
       }
     });
   }
@@ -198,10 +215,12 @@ class ConvOp : public Op {
         sgemm_parallel(pool, false, false, mg, ld, col_rows(), 1.0f, wt + g * mg * col_rows(), col_rows(),
                        col, ld, 0.0f, yt, ld);
         pool.parallel_range(mg, 16, [&](int64_t begin, int64_t end) {
-          for (int64_t i = 0; i < images; ++i)
+          for (int64_t i = 0; i < images; ++i) {
+            const int64_t at = ((first + i) * m_ + g * mg + begin) * out_hw;
             add_bias_activate_rows(yt + begin * ld + i * out_hw, ld, end - begin, out_hw,
-                                   bias ? bias + g * mg + begin : nullptr, activation_,
-                                   y + ((first + i) * m_ + g * mg + begin) * out_hw);
+                                   bias ? bias + g * mg + begin : nullptr, act_, y + at,
+                                   res_ ? res_ + at : nullptr);
+          }
         });
       }
     }
@@ -227,19 +246,25 @@ class ConvOp : public Op {
     else
       sgemm(false, false, mg, out_hw, col_rows(), 1.0f, wg, col_rows(), b, out_hw, 0.0f, yg, out_hw);
   }
-  // Adds the bias (when given) and applies the fused activation, in one pass over y, its planes
-  // split over the threads.
+  // Adds the bias (when given) and the residual (when fused) and applies the fused activation, in
+  // one pass over y, its planes split over the threads.
   void epilogue(ThreadPool& pool, const float* bias, float* y) const {
-    if (!bias && activation_.none()) return;
+    if (!bias && act_.none() && !res_) return;
     const auto kernel = sparse_kernels().bias_activation;
     const int64_t out_hw = win_.out_h * win_.out_w;
     pool.parallel_range(n_ * m_, 4, [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
         float* p = y + plane * out_hw;
-        kernel(BiasActivationArgs{p, out_hw, bias ? bias[plane % m_] : kNoBias, activation_.lo,
-                                  activation_.hi, p});
+        kernel(BiasActivationArgs{p, out_hw, bias ? bias[plane % m_] : kNoBias, act_.lo, act_.hi, p, 1, 0, 0,
+                                  res_ ? res_ + plane * out_hw : nullptr});
       }
     });
+  }
+  // planes[i] = act(planes[i] + residual[i]) over `count` planes of n, the depthwise kernels having
+  // added the bias.
+  void add_residual(float* planes, int64_t count, int64_t n, const float* residual) const {
+    sparse_kernels().bias_activation(
+        BiasActivationArgs{planes, n, kNoBias, act_.lo, act_.hi, planes, count, n, n, residual});
   }
 
   WindowAttrs attrs_;
@@ -247,6 +272,10 @@ class ConvOp : public Op {
   Window2d win_;
   int64_t n_ = 0, c_ = 0, m_ = 0;
   bool has_bias_ = false;
+  FusedResidual residual_;
+  // Set by run(): the activation the convolution's epilogue applies and the residual it adds.
+  Activation act_;
+  const float* res_ = nullptr;
 };
 
 }  // namespace

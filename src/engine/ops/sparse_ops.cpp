@@ -22,10 +22,11 @@ namespace sparrow {
 
 namespace {
 
-// The same in place on y [rows, per_row].
-void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bias, const Activation act) {
-  if (!bias && act.none()) return;
-  add_bias_activate_rows(y, per_row, rows, per_row, bias, act, y);
+// The same in place on y [rows, per_row], the residual (when not null) laid out as y.
+void add_bias_activate(float* y, int64_t rows, int64_t per_row, const float* bias, const Activation act,
+                       const float* residual) {
+  if (!bias && act.none() && !residual) return;
+  add_bias_activate_rows(y, per_row, rows, per_row, bias, act, y, residual);
 }
 
 // y[i] = act(y[i] + scale * bias[i]) for i in [0, n) (no bias when it is null): a fully connected
@@ -165,7 +166,7 @@ class SparseConvOp : public Op {
     SP_ASSIGN_OR_RETURN(attrs_, read_window_attrs(node_));
     SP_ASSIGN_OR_RETURN(group_, node_.attr_int("group", 1));
     if (group_ < 1) return fail("attribute 'group' must be >= 1, got {}", group_);
-    return {};
+    return residual_.parse(node_);
   }
   Status infer(std::span<const ValueDesc> in, std::vector<ValueDesc>& out) override {
     const Shape& x = in[0].shape;
@@ -184,16 +185,39 @@ class SparseConvOp : public Op {
     Shape y = {x[0], m_.rows};
     if (x.size() == 4) y.push_back(win_.out_h);
     y.push_back(win_.out_w);
-    out = {ValueDesc{DType::f32, y}};
+    SP_ASSIGN_OR_RETURN(const Shape out_shape, residual_.infer(node_, in, y));
+    out = {ValueDesc{DType::f32, out_shape}};
     bounds_ = balanced_row_bounds(m_, threads_);
     per_position_ = sparse_conv_per_position(node_, x);
     if (per_position_) workspace_.reserve(m_, threads_);
     if (!per_position_ && !gathered() && !pointwise()) SP_RETURN_IF_ERROR(plan_direct());
     return {};
   }
+  size_t scratch_floats(int) const override {
+    const size_t own = conv_scratch_floats(), front = residual_.scratch_floats();
+    return own > SIZE_MAX - front ? SIZE_MAX : own + front;
+  }
+  int64_t macs() const override { return images_ * m_.nonzeros * win_.out_h * win_.out_w; }
+
+  Status run(const RunArgs& args) override {
+    const RunArgs a{args.in, args.out, args.pool, residual_.op_scratch(args.scratch)};
+    float* out = residual_.conv_output(args);
+    act_ = residual_.conv_activation(activation_);
+    res_ = residual_.in_epilogue(args);
+    if (per_position_)
+      run_per_position(a, out);
+    else if (gathered())
+      run_gathered(a, out);
+    else
+      run_images(a, out);
+    residual_.finish(args, activation_);
+    return {};
+  }
+
+ private:
   // Too many floats to count (shape_numel's -1) is reported as the most there can be, which the plan
   // refuses as over its memory limit.
-  size_t scratch_floats(int) const override {
+  size_t conv_scratch_floats() const {
     if (per_position_) {  // the positions' columns, as they are and transposed, and one output column
       const size_t columns = floats_or_max({2, images_, win_.out_h, win_.out_w, m_.cols});
       return columns > SIZE_MAX - static_cast<size_t>(m_.rows) ? SIZE_MAX : columns + m_.rows;
@@ -204,37 +228,27 @@ class SparseConvOp : public Op {
     const size_t wide = floats_or_max({m_.rows, wide_});
     return planes > SIZE_MAX - wide ? SIZE_MAX : planes + wide;
   }
-  int64_t macs() const override { return images_ * m_.nonzeros * win_.out_h * win_.out_w; }
-
-  Status run(const RunArgs& a) override {
-    int64_t hw = win_.out_h * win_.out_w;
-    if (per_position_) {
-      run_per_position(a);
-      return {};
-    }
-    if (gathered()) {
-      run_gathered(a);
-      return {};
-    }
+  // Each image on its own: read in place (pointwise) or from its padded planes (run_direct).
+  void run_images(const RunArgs& a, float* out) {
+    const int64_t hw = win_.out_h * win_.out_w;
+    const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
     for (int64_t n = 0; n < images_; ++n) {
       const float* x = a.in[0]->f32_data() + n * channels_ * win_.in_h * win_.in_w;
-      float* y = a.out[0]->f32_data() + n * m_.rows * hw;
+      float* y = out + n * m_.rows * hw;
+      const float* residual = res_ ? res_ + n * m_.rows * hw : nullptr;
       if (!pointwise()) {
-        run_direct(a, x, y);
+        run_direct(a, x, y, residual);
         continue;
       }
-      const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
       sparse_matmat(
           a.pool, m_, bounds_, x, hw, hw, y, hw, nullptr,
           [&](int64_t begin, int64_t end) {
-            add_bias_activate(y + begin * hw, end - begin, hw, bias ? bias + begin : nullptr, activation_);
+            add_bias_activate(y + begin * hw, end - begin, hw, bias ? bias + begin : nullptr, act_,
+                              residual ? residual + begin * hw : nullptr);
           },
           row_groups(hw));
     }
-    return {};
   }
-
- private:
   int64_t phases() const { return win_.s_h * win_.s_w; }
   int64_t group_channels() const { return channels_ / group_; }
   // With groups, each group's filters read its own input channels, whose rows of the product's
@@ -261,7 +275,7 @@ class SparseConvOp : public Op {
         }
     return {};
   }
-  void run_direct(const RunArgs& a, const float* x, float* y) {
+  void run_direct(const RunArgs& a, const float* x, float* y, const float* residual) {
     const int64_t planes = phases() * padded_rows_ * padded_cols_, in_hw = win_.in_h * win_.in_w;
     float* padded = a.scratch.data();
     float* wide = padded + channels_ * planes;
@@ -276,15 +290,16 @@ class SparseConvOp : public Op {
         a.pool, m_, bounds_, padded, 0, wide_, wide, wide_, x_rows_.data(),
         [&](int64_t begin, int64_t end) {
           for (int64_t r = begin; r < end; ++r)
-            kernel(BiasActivationArgs{wide + r * wide_, win_.out_w, bias ? bias[r] : kNoBias, activation_.lo,
-                                      activation_.hi, y + r * out_hw, win_.out_h, padded_cols_, win_.out_w});
+            kernel(BiasActivationArgs{wide + r * wide_, win_.out_w, bias ? bias[r] : kNoBias, act_.lo,
+                                      act_.hi, y + r * out_hw, win_.out_h, padded_cols_, win_.out_w,
+                                      residual ? residual + r * out_hw : nullptr});
         },
         row_groups(planes));
   }
   // Few output positions in all: each position's window (its im2col column, transposed into a row)
   // multiplied as one sample, on the one-sample walks, which decode many entries at a time where
   // the batched kernel pays its per-entry cost for a handful of lanes.
-  void run_per_position(const RunArgs& a) {
+  void run_per_position(const RunArgs& a, float* out) {
     const int64_t hw = win_.out_h * win_.out_w, n = positions(), k = m_.cols;
     const int64_t in_chw = channels_ * win_.in_h * win_.in_w;
     float* columns = a.scratch.data();  // [k, n]
@@ -294,25 +309,29 @@ class SparseConvOp : public Op {
       im2col(a.in[0]->f32_data() + image * in_chw, channels_, win_, columns + image * hw, n);
     sparse_kernels().transpose(TransposeArgs{columns, k, n, 0, k, rows, false});
     const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
-    float* out = a.out[0]->f32_data();
     for (int64_t p = 0; p < n; ++p) {
       sparse_matvec(a.pool, m_, rows + p * k, y, workspace_, SpmvScheme::columns);
-      float* plane = out + (p / hw) * m_.rows * hw + p % hw;
-      for (int64_t r = 0; r < m_.rows; ++r) plane[r * hw] = activation_(y[r] + (bias ? bias[r] : kNoBias));
+      const int64_t at = (p / hw) * m_.rows * hw + p % hw;
+      float* plane = out + at;
+      if (res_)
+        for (int64_t r = 0; r < m_.rows; ++r)
+          plane[r * hw] = act_((y[r] + (bias ? bias[r] : kNoBias)) + res_[at + r * hw]);
+      else
+        for (int64_t r = 0; r < m_.rows; ++r) plane[r * hw] = act_(y[r] + (bias ? bias[r] : kNoBias));
     }
   }
   int64_t positions() const { return images_ * win_.out_h * win_.out_w; }
   // Small output planes, a group of images at a time: their im2col columns side by side,
   // [C * kh * kw, images * out_hw] (rows gathered_ld() apart), one product for all of them, then
   // each output row split back per image.
-  void run_gathered(const RunArgs& a) {
+  void run_gathered(const RunArgs& a, float* out) {
     for (int64_t first = 0; first < images_; first += gather_group()) {
       const int64_t n = std::min(gather_group(), images_ - first), in_chw = channels_ * win_.in_h * win_.in_w;
-      run_gathered_group(a, a.in[0]->f32_data() + first * in_chw,
-                         a.out[0]->f32_data() + first * m_.rows * win_.out_h * win_.out_w, n);
+      const int64_t at = first * m_.rows * win_.out_h * win_.out_w;
+      run_gathered_group(a, a.in[0]->f32_data() + first * in_chw, out + at, n, res_ ? res_ + at : nullptr);
     }
   }
-  void run_gathered_group(const RunArgs& a, const float* x, float* y, int64_t images) {
+  void run_gathered_group(const RunArgs& a, const float* x, float* y, int64_t images, const float* residual) {
     const int64_t hw = win_.out_h * win_.out_w, in_chw = channels_ * win_.in_h * win_.in_w;
     const int64_t ld = gathered_ld(), taps = win_.k_h * win_.k_w;
     float* xt = a.scratch.data();
@@ -326,10 +345,12 @@ class SparseConvOp : public Op {
     sparse_matmat(
         a.pool, m_, bounds_, xt, ld, images * hw, yt, ld, nullptr,
         [&](int64_t begin, int64_t end) {
-          for (int64_t n = 0; n < images; ++n)
+          for (int64_t n = 0; n < images; ++n) {
+            const int64_t at = (n * m_.rows + begin) * hw;
             add_bias_activate_rows(yt + begin * ld + n * hw, ld, end - begin, hw,
-                                   bias ? bias + begin : nullptr, activation_,
-                                   y + (n * m_.rows + begin) * hw);
+                                   bias ? bias + begin : nullptr, act_, y + at,
+                                   residual ? residual + at : nullptr);
+          }
         },
         row_groups(taps * ld));
   }
@@ -366,6 +387,10 @@ class SparseConvOp : public Op {
   bool per_position_ = false;
   SpmvWorkspace workspace_;
   std::vector<int64_t> x_rows_;  // per matrix column (channel, tap): its row in the padded planes
+  FusedResidual residual_;
+  // Set by run(): the activation the convolution's epilogue applies and the residual it adds.
+  Activation act_;
+  const float* res_ = nullptr;
 };
 
 }  // namespace

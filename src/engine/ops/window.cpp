@@ -172,16 +172,85 @@ Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const S
 }
 
 void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
-                            const Activation act, float* y) {
+                            const Activation act, float* y, const float* residual) {
   const auto kernel = sparse_kernels().bias_activation;
   for (int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * ldx;
     float* out = y + r * n;
+    const float* res = residual ? residual + r * n : nullptr;
     const float b = bias ? bias[r] : kNoBias;
-    if (n < 16)  // short rows (one sample): a call per row would cost more than the row
-      for (int64_t i = 0; i < n; ++i) out[i] = act(in[i] + b);
+    if (n >= 16)
+      kernel(BiasActivationArgs{in, n, b, act.lo, act.hi, out, 1, 0, 0, res});
+    else if (res)  // short rows (one sample): a call per row would cost more than the row
+      for (int64_t i = 0; i < n; ++i) out[i] = act((in[i] + b) + res[i]);
     else
-      kernel(BiasActivationArgs{in, n, b, act.lo, act.hi, out});
+      for (int64_t i = 0; i < n; ++i) out[i] = act(in[i] + b);
+  }
+}
+
+Status FusedResidual::parse(const Node& node) {
+  SP_ASSIGN_OR_RETURN(const int64_t fused, node.attr_int(kFusedResidualAttr, 0));
+  fused_ = fused != 0;
+  return {};
+}
+
+Result<Shape> FusedResidual::infer(const Node& node, std::span<const ValueDesc> in, const Shape& y) {
+  if (!fused_) return y;
+  if (in.size() != kFusedResidualInput + 1 || !in[kFusedResidualInput].present)
+    return errorf("{}: attribute '{}' needs the residual as input {}", node.describe(), kFusedResidualAttr,
+                  kFusedResidualInput);
+  const ValueDesc& r = in[kFusedResidualInput];
+  if (r.dtype != DType::f32) return errorf("{}: the residual input must be float", node.describe());
+  auto out = broadcast_shapes(y, r.shape);
+  if (!out)
+    return errorf("{}: residual {} does not broadcast with the output {}", node.describe(),
+                  shape_str(r.shape), shape_str(y));
+  conv_shape_ = y;
+  residual_shape_ = r.shape;
+  out_shape_ = *out;
+  deferred_ = r.shape != y;
+  return *out;
+}
+
+size_t FusedResidual::scratch_floats() const {
+  if (!deferred_) return 0;
+  const int64_t n = shape_numel(conv_shape_);
+  return n < 0 ? SIZE_MAX : static_cast<size_t>(n);
+}
+
+std::span<float> FusedResidual::op_scratch(std::span<float> scratch) const {
+  return scratch.subspan(scratch_floats());
+}
+
+float* FusedResidual::conv_output(const RunArgs& a) const {
+  return deferred_ ? a.scratch.data() : a.out[0]->f32_data();
+}
+
+const float* FusedResidual::in_epilogue(const RunArgs& a) const {
+  return fused_ && !deferred_ ? a.in[kFusedResidualInput]->f32_data() : nullptr;
+}
+
+void FusedResidual::finish(const RunArgs& a, const Activation& act) const {
+  if (!deferred_) return;
+  const float* y = a.scratch.data();
+  const float* r = a.in[kFusedResidualInput]->f32_data();
+  float* out = a.out[0]->f32_data();
+  const std::vector<int64_t> y_strides = broadcast_strides(conv_shape_, out_shape_);
+  const std::vector<int64_t> r_strides = broadcast_strides(residual_shape_, out_shape_);
+  const size_t rank = out_shape_.size();
+  std::vector<int64_t> index(rank, 0);
+  const int64_t n = shape_numel(out_shape_);
+  int64_t yi = 0, ri = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = act(y[yi] + r[ri]);
+    for (size_t d = rank; d-- > 0;) {  // the next index, last axis fastest
+      yi += y_strides[d];
+      ri += r_strides[d];
+      if (++index[d] < out_shape_[d]) break;
+      yi -= y_strides[d] * out_shape_[d];
+      ri -= r_strides[d] * out_shape_[d];
+      index[d] = 0;
+    }
   }
 }
 

@@ -2,6 +2,7 @@
 // 1-D windows are handled as 2-D with height 1.
 #pragma once
 
+#include <span>
 #include <string>
 
 #include "engine/op.h"
@@ -36,8 +37,41 @@ void im2col(const float* x, int64_t channels, const Window2d& w, float* col, int
 void im2col_parallel(ThreadPool& pool, const float* x, int64_t channels, const Window2d& w, float* col);
 
 // A convolution's epilogue in one pass: y[r, 0:n] = act(x[r * ldx + 0:n] + bias[r]) for `rows` rows
-// (no bias when it is null), y dense; x may be y when ldx == n.
+// (no bias when it is null), y dense; x may be y when ldx == n. With a residual (laid out as y),
+// y[r, i] = act((x[r * ldx + i] + bias[r]) + residual[r * n + i]).
 void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
-                            const Activation act, float* y);
+                            const Activation act, float* y, const float* residual = nullptr);
+
+// The residual Add a pass fused into a Conv (fuse_residual_adds, graph_passes.h): the node's input
+// 3, added to the convolution's output after its bias and before its fused activation. When the
+// residual has the convolution's output shape, the convolution's epilogue adds it (in_epilogue());
+// otherwise (a residual that broadcasts) the convolution writes its biased output without the
+// activation into the front of the scratch (deferred()) and finish() adds the residual with
+// broadcasting and applies the activation, as the Add and the activation would have.
+class FusedResidual {
+ public:
+  // Reads kFusedResidualAttr (epilogue.h).
+  Status parse(const Node& node);
+  // The node's output shape from the convolution's, `y`. Fails, naming the node, when the residual
+  // is not a float input or the two shapes do not broadcast.
+  Result<Shape> infer(const Node& node, std::span<const ValueDesc> in, const Shape& y);
+  bool deferred() const { return deferred_; }
+  // Floats the op needs at the front of its scratch (the deferred output).
+  size_t scratch_floats() const;
+  // The convolution's own scratch: what follows the deferred output.
+  std::span<float> op_scratch(std::span<float> scratch) const;
+  // Where the convolution writes its output.
+  float* conv_output(const RunArgs& a) const;
+  // The residual the epilogue adds, laid out as the output (null when none or deferred).
+  const float* in_epilogue(const RunArgs& a) const;
+  // The activation the convolution's epilogue applies: none when deferred (finish applies it).
+  Activation conv_activation(const Activation& act) const { return deferred_ ? Activation{} : act; }
+  // out = act(conv output + residual) with broadcasting, when deferred; nothing otherwise.
+  void finish(const RunArgs& a, const Activation& act) const;
+
+ private:
+  bool fused_ = false, deferred_ = false;
+  Shape conv_shape_, residual_shape_, out_shape_;
+};
 
 }  // namespace sparrow

@@ -551,30 +551,44 @@ inline void max_pool_plane(const MaxPoolArgs& a) {
     max_pool_rows<false>(a);
 }
 
-// One row of BiasActivationArgs. `v > lo ? v : lo` and `v < hi ? v : hi` are exactly the vector
-// max and min instructions' operand order, so the loop is two instructions per vector after the add.
-inline void bias_activation_row(const float* x, int64_t n, float b, float lo, float hi, float* y) {
-  if (lo == -std::numeric_limits<float>::infinity() && hi == std::numeric_limits<float>::infinity()) {
+// One row of BiasActivationArgs (residual null: none). `v > lo ? v : lo` and `v < hi ? v : hi` are
+// exactly the vector max and min instructions' operand order, so the loop is two instructions per
+// vector after the adds.
+inline void bias_activation_row(const float* x, int64_t n, float b, const float* residual, float lo, float hi,
+                                float* y) {
+  const bool clamp =
+      lo != -std::numeric_limits<float>::infinity() || hi != std::numeric_limits<float>::infinity();
+  if (!clamp && !residual) {
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] + b;
-    return;
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    float v = x[i] + b;
-    v = v > lo ? v : lo;
-    y[i] = v < hi ? v : hi;
+  } else if (!residual) {
+    for (int64_t i = 0; i < n; ++i) {
+      float v = x[i] + b;
+      v = v > lo ? v : lo;
+      y[i] = v < hi ? v : hi;
+    }
+  } else if (!clamp) {
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] + b) + residual[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      float v = (x[i] + b) + residual[i];
+      v = v > lo ? v : lo;
+      y[i] = v < hi ? v : hi;
+    }
   }
 }
 
 #if defined(__AVX512F__)
 // The same, the row's last, partial vector under a mask: short rows (a 13x13 or 55x55 plane's) would
 // otherwise spend much of their time in the compiler's scalar remainder loop.
-inline void bias_activation_row_masked(const float* x, int64_t n, float b, float lo, float hi, float* y) {
+inline void bias_activation_row_masked(const float* x, int64_t n, float b, const float* residual, float lo,
+                                       float hi, float* y) {
   const bool clamp =
       lo != -std::numeric_limits<float>::infinity() || hi != std::numeric_limits<float>::infinity();
   const __m512 bias = _mm512_set1_ps(b), low = _mm512_set1_ps(lo), high = _mm512_set1_ps(hi);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 lanes = first_lanes(n - i);
     __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, x + i), bias);
+    if (residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(lanes, residual + i));
     if (clamp) v = _mm512_min_ps(_mm512_max_ps(v, low), high);
     _mm512_mask_storeu_ps(y + i, lanes, v);
   }
@@ -583,10 +597,11 @@ inline void bias_activation_row_masked(const float* x, int64_t n, float b, float
 
 inline void bias_activation(const BiasActivationArgs& a) {
   for (int64_t r = 0; r < a.rows; ++r) {
+    const float* residual = a.residual ? a.residual + r * a.ldy : nullptr;
 #if defined(__AVX512F__)
-    bias_activation_row_masked(a.x + r * a.ldx, a.n, a.bias, a.lo, a.hi, a.y + r * a.ldy);
+    bias_activation_row_masked(a.x + r * a.ldx, a.n, a.bias, residual, a.lo, a.hi, a.y + r * a.ldy);
 #else
-    bias_activation_row(a.x + r * a.ldx, a.n, a.bias, a.lo, a.hi, a.y + r * a.ldy);
+    bias_activation_row(a.x + r * a.ldx, a.n, a.bias, residual, a.lo, a.hi, a.y + r * a.ldy);
 #endif
   }
 }

@@ -137,7 +137,9 @@ struct MaxPoolArgs {
 // y[i] = act(x[i] + bias) for i in [0, n), act the fused activation (epilogue.h) with bounds lo, hi:
 // NaN becomes lo unless there is no activation (lo = -inf, hi = inf), which leaves x[i] + bias as
 // it is; the same for `rows` rows of n, row r at x + r * ldx and y + r * ldy (a convolution's
-// output plane from its padded-width product). y may be x (with ldy = ldx).
+// output plane from its padded-width product). y may be x (with ldy = ldx). With a residual (a
+// fused Add, laid out as y: row r at residual + r * ldy), y[i] = act((x[i] + bias) + residual[i]);
+// it must not overlap y unless it is y itself.
 // The bias that adds nothing: x + -0.0 is x for every x, -0.0 included (+0.0 would turn -0.0 into +0.0).
 inline constexpr float kNoBias = -0.0f;
 struct BiasActivationArgs {
@@ -148,6 +150,7 @@ struct BiasActivationArgs {
   float* y;
   int64_t rows = 1;
   int64_t ldx = 0, ldy = 0;
+  const float* residual = nullptr;
 };
 
 // One softmax row: y[i] = e^(x[i] - m) / sum_j e^(x[j] - m), m the row's largest value, or with
