@@ -236,6 +236,80 @@ TEST(Pool, MaxPoolCeilModePadsAndDilation) {
   EXPECT_EQ(values(d), (std::vector<float>{11, 12, 15, 16}));
 }
 
+TEST(Pool, AveragePoolMatchesAPlainLoopOnEveryWindow) {
+  struct Case {
+    int64_t h, w, kh, kw, sh, sw;
+    std::vector<int64_t> pads;  // top, left, bottom, right
+    bool ceil;
+  };
+  const std::vector<Case> grid = {
+      {9, 37, 3, 3, 2, 2, {1, 1, 1, 1}, true},   // 3x3 stride 2, ceil_mode: the last windows reach past
+      {8, 8, 2, 2, 2, 2, {0, 0, 0, 0}, false},   // 2x2 stride 2
+      {7, 20, 3, 3, 1, 1, {1, 1, 1, 1}, false},  // 3x3 stride 1
+      {6, 13, 3, 5, 1, 3, {0, 2, 1, 0}, false},  // rectangular, asymmetric pads and strides
+      {3, 3, 2, 2, 1, 1, {2, 2, 2, 2}, false},   // corner windows of padding only
+      {5, 70, 7, 7, 3, 3, {3, 3, 3, 3}, true},   // wide rows
+      {1, 29, 1, 4, 1, 2, {0, 1, 0, 2}, true},   // a 1-D pool as height 1
+  };
+  uint32_t seed = 30;
+  for (const Case& c : grid)
+    for (bool include_pad : {false, true})
+      for (int threads : {1, 2}) {
+        const bool one_d = c.h == 1 && c.kh == 1;
+        // A 3x3 convolution first: its im2col columns leave the shared scratch full of values.
+        Model m;
+        m.source = "conv_then_pool";
+        m.opset = 11;
+        const Shape in_shape = one_d ? Shape{2, 3, c.w} : Shape{2, 3, c.h, c.w};
+        m.inputs.push_back(
+            ValueInfo{"x", ElemType::f32, in_shape, std::vector<std::string>(in_shape.size()), true});
+        m.outputs = {ValueInfo{"c"}, ValueInfo{"y"}};
+        m.initializers["k"] = random_f32(one_d ? Shape{3, 3, 3} : Shape{3, 3, 3, 3}, seed++);
+        m.nodes.push_back(
+            Node{"conv", "Conv", "", {"x", "k"}, {"c"}, {{"pads", one_d ? Ints{1, 1} : Ints{1, 1, 1, 1}}}});
+        m.nodes.push_back(Node{"pool",
+                               "AveragePool",
+                               "",
+                               {"c"},
+                               {"y"},
+                               {{"kernel_shape", one_d ? Ints{c.kw} : Ints{c.kh, c.kw}},
+                                {"strides", one_d ? Ints{c.sw} : Ints{c.sh, c.sw}},
+                                {"pads", one_d ? Ints{c.pads[1], c.pads[3]} : c.pads},
+                                {"ceil_mode", int64_t{c.ceil}},
+                                {"count_include_pad", int64_t{include_pad}}}});
+        auto ex = Executor::create(std::move(m), ExecOptions{threads});
+        ASSERT_TRUE(ex.ok()) << ex.status().message();
+        const std::vector<Tensor> feeds = {random_f32(in_shape, seed++)};
+        auto y = (*ex)->run(feeds);
+        ASSERT_TRUE(y.ok()) << y.status().message();
+        const Tensor& x = *(*y)[0];
+        const Tensor& out = *(*y)[1];
+        const int64_t oh = one_d ? 1 : out.shape()[2], ow = out.shape().back();
+        for (int64_t plane = 0; plane < 6; ++plane)
+          for (int64_t i = 0; i < oh; ++i)
+            for (int64_t j = 0; j < ow; ++j) {
+              const int64_t h0 = i * c.sh - c.pads[0], w0 = j * c.sw - c.pads[1];
+              double sum = 0;
+              int64_t counted = 0;
+              for (int64_t r = h0; r < h0 + c.kh; ++r)
+                for (int64_t q = w0; q < w0 + c.kw; ++q)
+                  if (r >= 0 && r < c.h && q >= 0 && q < c.w) {
+                    sum += x.f32_data()[(plane * c.h + r) * c.w + q];
+                    ++counted;
+                  }
+              // Padding counts with count_include_pad, window parts past the padded input never.
+              const int64_t padded =
+                  (std::min(h0 + c.kh, c.h + c.pads[2]) - h0) * (std::min(w0 + c.kw, c.w + c.pads[3]) - w0);
+              const double want =
+                  sum / static_cast<double>(std::max<int64_t>(include_pad ? padded : counted, 1));
+              const float got = out.f32_data()[(plane * oh + i) * ow + j];
+              EXPECT_NEAR(got, want, 1e-6 * (1.0 + std::abs(want)))
+                  << "case " << c.h << "x" << c.w << " k" << c.kh << "x" << c.kw << " include_pad "
+                  << include_pad << " threads " << threads << " plane " << plane << " at " << i << "," << j;
+            }
+      }
+}
+
 TEST(Pool, AveragePoolPaddingCountsAsConfigured) {
   Tensor x = make_f32({1, 1, 2, 2}, {1, 2, 3, 4});
   std::map<std::string, AttrValue> a = {

@@ -43,50 +43,69 @@ class PoolOp : public Op {
     return {};
   }
   void input_is_nan_free() override { nan_free_ = true; }
+  size_t scratch_floats(int threads) const override {
+    if constexpr (K == PoolKind::max) return 0;
+    const int64_t floats = shape_numel({threads, padded_row_floats()});
+    return floats < 0 ? SIZE_MAX : static_cast<size_t>(floats);  // SIZE_MAX: over any memory limit
+  }
   Status run(const RunArgs& a) override {
     const float* x = a.in[0]->f32_data();
     float* y = a.out[0]->f32_data();
-    a.pool.parallel_range(planes_, 4, [&](int64_t b, int64_t e) {
-      for (int64_t p = b; p < e; ++p)
-        pool_plane(x + p * win_.in_h * win_.in_w, y + p * win_.out_h * win_.out_w);
+    const int64_t chunks = std::min<int64_t>(a.pool.size(), planes_);
+    if (chunks == 0) return {};
+    const int64_t step = (planes_ + chunks - 1) / chunks;
+    a.pool.parallel_for(chunks, [&](int64_t c) {
+      float* row = a.scratch.data() + (K == PoolKind::average ? c * padded_row_floats() : 0);
+      for (int64_t p = c * step; p < std::min(planes_, (c + 1) * step); ++p) {
+        const float* in = x + p * win_.in_h * win_.in_w;
+        float* out = y + p * win_.out_h * win_.out_w;
+        if constexpr (K == PoolKind::max)
+          sparse_kernels().max_pool_plane(MaxPoolArgs{in, &win_, out, nan_free_});
+        else
+          average_plane(in, row, out);
+      }
     });
     return {};
   }
 
  private:
-  void pool_plane(const float* x, float* y) const {
-    if constexpr (K == PoolKind::max) {
-      sparse_kernels().max_pool_plane(MaxPoolArgs{x, &win_, y, nan_free_});
-      return;
-    }
+  // An input row with its left and right padding, as far as the last window reaches (ceil_mode
+  // windows may reach past the padding).
+  int64_t padded_row_floats() const {
+    return std::max(win_.pad_l + win_.in_w + win_.pad_r, (win_.out_w - 1) * win_.s_w + win_.k_w);
+  }
+  // Each output row: the window's input rows summed column by column into `row` (zero in the
+  // padding), then each output's k_w columns of it summed and divided by the window's count. Both
+  // passes run over contiguous floats, so they vectorize; no window tests a bound per tap.
+  void average_plane(const float* x, float* row, float* y) const {
     const Window2d& w = win_;
+    const int64_t width = padded_row_floats();
+    std::fill(row, row + width, 0.0f);
+    float* sums = row + w.pad_l;
     for (int64_t oh = 0; oh < w.out_h; ++oh) {
+      const int64_t h0 = oh * w.s_h - w.pad_t;
+      const int64_t first = std::max<int64_t>(h0, 0), last = std::min(h0 + w.k_h, w.in_h);
+      if (first < last)
+        std::copy(x + first * w.in_w, x + (first + 1) * w.in_w, sums);
+      else
+        std::fill(sums, sums + w.in_w, 0.0f);
+      for (int64_t ih = first + 1; ih < last; ++ih) {
+        const float* in = x + ih * w.in_w;
+        for (int64_t iw = 0; iw < w.in_w; ++iw) sums[iw] += in[iw];
+      }
+      const int64_t rows = std::max<int64_t>(last - first, 0);
+      // With count_include_pad, the divisor counts padding but not window parts past the padded input.
+      const int64_t padded_rows = std::min(h0 + w.k_h, w.in_h + w.pad_b) - h0;
+      float* out = y + oh * w.out_w;
       for (int64_t ow = 0; ow < w.out_w; ++ow) {
-        int64_t h0 = oh * w.s_h - w.pad_t, w0 = ow * w.s_w - w.pad_l;
-        float acc = K == PoolKind::max ? -std::numeric_limits<float>::infinity() : 0.0f;
-        int64_t counted = 0;
-        for (int64_t i = 0; i < w.k_h; ++i) {
-          int64_t ih = h0 + i * w.d_h;
-          if (ih < 0 || ih >= w.in_h) continue;
-          for (int64_t j = 0; j < w.k_w; ++j) {
-            int64_t iw = w0 + j * w.d_w;
-            if (iw < 0 || iw >= w.in_w) continue;
-            float v = x[ih * w.in_w + iw];
-            if constexpr (K == PoolKind::max)
-              acc = (v > acc || v != v) ? v : acc;
-            else
-              acc += v;
-            ++counted;
-          }
-        }
-        if constexpr (K == PoolKind::average) {
-          // With count_include_pad, the divisor counts padding but not window parts past the padded input.
-          int64_t hend = std::min(h0 + w.k_h, w.in_h + w.pad_b),
-                  wend = std::min(w0 + w.k_w, w.in_w + w.pad_r);
-          int64_t padded = (hend - h0) * (wend - w0);
-          acc /= static_cast<float>(count_include_pad_ ? padded : std::max<int64_t>(counted, 1));
-        }
-        y[oh * w.out_w + ow] = acc;
+        const float* window = row + ow * w.s_w;
+        float acc = 0.0f;
+        for (int64_t j = 0; j < w.k_w; ++j) acc += window[j];
+        const int64_t w0 = ow * w.s_w - w.pad_l;
+        const int64_t cols = std::min(w0 + w.k_w, w.in_w) - std::max<int64_t>(w0, 0);  // < 0: all padding
+        const int64_t padded_cols = std::min(w0 + w.k_w, w.in_w + w.pad_r) - w0;
+        const int64_t count = count_include_pad_ ? padded_rows * padded_cols : rows * cols;
+        out[ow] = acc / static_cast<float>(std::max<int64_t>(count, 1));
       }
     }
   }
