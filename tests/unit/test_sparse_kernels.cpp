@@ -597,6 +597,43 @@ TEST_P(SparseKernelsPerIsa, BiasActivationEveryVariantMatchesTheActivation) {
         }
 }
 
+TEST_P(SparseKernelsPerIsa, SmoothActivationEveryVariantMatchesTheExactFunctions) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  uint32_t seed = 1900;
+  for (int64_t n : {0, 1, 15, 16, 17, 100, 1000})
+    for (SmoothActivation f : {SmoothActivation::sigmoid, SmoothActivation::tanh})
+      for (bool in_place : {false, true}) {
+        std::vector<float> x = random_input(n, 1.0, seed++);
+        for (auto& v : x) v *= 12.0f;
+        // Zeros of both signs, |x| on both sides of tanh's series (0.05), the ends of e^x's range.
+        const float specials[] = {0.0f, -0.0f, 0.0499f, -0.0501f, 1e-20f, -88.5f, 89.0f, NAN, kInf, -kInf};
+        for (size_t i = 0; i < x.size() && i < std::size(specials); ++i) x[(i * 7) % x.size()] = specials[i];
+        std::vector<float> y(static_cast<size_t>(n) + 1, -7.0f);
+        const std::vector<float> before = x;
+        float* out = in_place ? x.data() : y.data();
+        k.smooth_activation(SmoothActivationArgs{x.data(), n, f, out});
+        for (int64_t i = 0; i < n; ++i) {
+          const double v = before[i];
+          const double want = f == SmoothActivation::sigmoid ? 1.0 / (1.0 + std::exp(-v)) : std::tanh(v);
+          const float got = out[i];
+          if (std::isnan(v)) {
+            EXPECT_TRUE(std::isnan(got)) << isa_name(isa) << " at " << i;
+            continue;
+          }
+          // A few float ulps; sigmoid below e^-88 is not resolved (about 6e-39 for a smaller value).
+          EXPECT_NEAR(got, want, 4e-6 * std::abs(want) + 1e-38)
+              << isa_name(isa) << (f == SmoothActivation::sigmoid ? " sigmoid(" : " tanh(") << v << ")";
+          if (v == 0.0 && f == SmoothActivation::tanh) {
+            EXPECT_EQ(std::signbit(got), std::signbit(v)) << "tanh(-0)";
+          }
+        }
+        if (!in_place) {
+          EXPECT_EQ(y.back(), -7.0f) << "wrote past the end";
+        }
+      }
+}
+
 TEST_P(SparseKernelsPerIsa, SoftmaxRowEveryVariantMatchesADoublePrecisionLoop) {
   const SparseKernels k = sparse_kernels_for(isa);
   uint32_t seed = 1800;

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "engine/op.h"
+#include "engine/sparse/kernels.h"
 
 namespace sparrow {
 
@@ -31,13 +32,16 @@ struct LeakyReluFn {
   float alpha = 0.01f;
   float operator()(float x) const { return x >= 0 ? x : alpha * x; }
 };
+// Sigmoid and Tanh run on the smooth_activation kernel (engine/sparse/kernels.h), in vector lanes.
 struct SigmoidFn {
-  float alpha = 0;
-  float operator()(float x) const { return 1.0f / (1.0f + std::exp(-x)); }
+  static constexpr SmoothActivation kKernel = SmoothActivation::sigmoid;
 };
 struct TanhFn {
-  float alpha = 0;
-  float operator()(float x) const { return std::tanh(x); }
+  static constexpr SmoothActivation kKernel = SmoothActivation::tanh;
+};
+template <class Fn>
+concept OnKernel = requires {
+  Fn::kKernel;
 };
 struct ExpFn {
   float alpha = 0;
@@ -80,7 +84,10 @@ class UnaryOp : public Op {
     const float* x = a.in[0]->f32_data();
     float* y = a.out[0]->f32_data();
     for_chunks(a.pool, a.in[0]->numel(), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) y[i] = fn_(x[i]);
+      if constexpr (OnKernel<Fn>)
+        sparse_kernels().smooth_activation(SmoothActivationArgs{x + b, e - b, Fn::kKernel, y + b});
+      else
+        for (int64_t i = b; i < e; ++i) y[i] = fn_(x[i]);
     });
     return {};
   }

@@ -82,6 +82,16 @@ inline float tanh_lanes(float x) {
   return std::abs(x) < 0.05f ? series : wide;
 }
 
+// SmoothActivationArgs: one branch-free loop per function, so each runs in vector lanes.
+inline void smooth_activation(const SmoothActivationArgs& a) {
+  const float* x = a.x;
+  float* y = a.y;
+  if (a.f == SmoothActivation::sigmoid)
+    for (int64_t i = 0; i < a.n; ++i) y[i] = sigmoid_lanes(x[i]);
+  else
+    for (int64_t i = 0; i < a.n; ++i) y[i] = tanh_lanes(x[i]);
+}
+
 // One LSTM cell update (LstmCellArgs) for every hidden unit, in lanes.
 template <bool kPeephole>
 inline void lstm_cell_units(const LstmCellArgs& a) {
@@ -684,25 +694,28 @@ inline void layer_norm_row(const LayerNormRowArgs& a) {
 
 // Defines the table's entries for the kernels above in the including ISA's translation unit
 // (transpose is defined by each, its tile being ISA-specific).
-#define SPARROW_DEFINE_DENSE_KERNELS(isa)                    \
-  void depthwise_plane__##isa(const DepthwiseArgs& a) {      \
-    depthwise_plane(a);                                      \
-  }                                                          \
-  void depthwise_lanes__##isa(const DepthwiseLanesArgs& a) { \
-    depthwise_lanes(a);                                      \
-  }                                                          \
-  void max_pool_plane__##isa(const MaxPoolArgs& a) {         \
-    max_pool_plane(a);                                       \
-  }                                                          \
-  void bias_activation__##isa(const BiasActivationArgs& a) { \
-    bias_activation(a);                                      \
-  }                                                          \
-  void softmax_row__##isa(const SoftmaxRowArgs& a) {         \
-    softmax_row(a);                                          \
-  }                                                          \
-  void layer_norm_row__##isa(const LayerNormRowArgs& a) {    \
-    layer_norm_row(a);                                       \
-  }                                                          \
-  void lstm_cell__##isa(const LstmCellArgs& a) {             \
-    lstm_cell(a);                                            \
+#define SPARROW_DEFINE_DENSE_KERNELS(isa)                        \
+  void depthwise_plane__##isa(const DepthwiseArgs& a) {          \
+    depthwise_plane(a);                                          \
+  }                                                              \
+  void depthwise_lanes__##isa(const DepthwiseLanesArgs& a) {     \
+    depthwise_lanes(a);                                          \
+  }                                                              \
+  void max_pool_plane__##isa(const MaxPoolArgs& a) {             \
+    max_pool_plane(a);                                           \
+  }                                                              \
+  void bias_activation__##isa(const BiasActivationArgs& a) {     \
+    bias_activation(a);                                          \
+  }                                                              \
+  void softmax_row__##isa(const SoftmaxRowArgs& a) {             \
+    softmax_row(a);                                              \
+  }                                                              \
+  void layer_norm_row__##isa(const LayerNormRowArgs& a) {        \
+    layer_norm_row(a);                                           \
+  }                                                              \
+  void lstm_cell__##isa(const LstmCellArgs& a) {                 \
+    lstm_cell(a);                                                \
+  }                                                              \
+  void smooth_activation__##isa(const SmoothActivationArgs& a) { \
+    smooth_activation(a);                                        \
   }

@@ -198,6 +198,17 @@ struct LstmCellArgs {
   float* h;
 };
 
+// y[i] = sigmoid(x[i]) or tanh(x[i]) for i in [0, n), as the LSTM cell computes them: a few float
+// ulps from the exact values, NaN stays NaN, tanh(+-inf) = +-1, sigmoid(+inf) = 1 and sigmoid(x)
+// about 6e-39 for x <= -88 (where the exact value is smaller still). y may be x.
+enum class SmoothActivation { sigmoid, tanh };
+struct SmoothActivationArgs {
+  const float* x;
+  int64_t n;
+  SmoothActivation f;
+  float* y;
+};
+
 struct NonzeroArgs {
   const float* x;
   int64_t n;
@@ -227,7 +238,8 @@ using SpmmFn = void (*)(const SpmmArgs&);
   X(softmax_row, SoftmaxRowArgs)         \
   X(layer_norm_row, LayerNormRowArgs)    \
   X(transpose, TransposeArgs)            \
-  X(lstm_cell, LstmCellArgs)
+  X(lstm_cell, LstmCellArgs)             \
+  X(smooth_activation, SmoothActivationArgs)
 
 namespace kernels {
 #define SPARROW_DECLARE_VARIANTS(name, args) \
