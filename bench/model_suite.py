@@ -93,13 +93,19 @@ def randomize_batchnorm(model):
             m.bias.data.uniform_(-0.2, 0.2)
 
 
+def build(name):
+    """The model `name` in eval mode with its seeded weights: the same on every call."""
+    torch.manual_seed(0)
+    model = SUITE[name][0]().eval()
+    randomize_batchnorm(model)
+    return model
+
+
 def export(name, out_dir):
-    make, shape, batch_axis = SUITE[name]
+    _, shape, batch_axis = SUITE[name]
     path = os.path.join(out_dir, name + ".onnx")
     if not os.path.exists(path):
-        torch.manual_seed(0)
-        model = make().eval()
-        randomize_batchnorm(model)
+        model = build(name)
         x = torch.rand(*shape)
         tmp = path + ".tmp"
         # Exported with gradients on: torch's fused inference path for the transformer encoder
