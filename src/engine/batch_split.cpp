@@ -41,11 +41,20 @@ bool per_sample_data(const PlannedNode& n) {
   return true;
 }
 
-// A convolution: constant weights and bias; a residual a pass fused into it (FusedResidual) lines
-// up with the output along axis 0 as an Add's operand does.
+// A convolution: constant weights and bias; a residual a pass fused into it (FusedResidual) is an
+// Add's operand, held to the elementwise rule below (and input 0 has the output's rank, so the
+// residual cannot broadcast the samples into another axis).
 bool conv(const PlannedNode& n) {
-  for (size_t k = 1; k < n.in.size(); ++k)
-    if (n.per_run[k] && !(k == kFusedResidualInput && n.in[k].shape.size() == output_rank(n))) return false;
+  const size_t rank = output_rank(n);
+  for (size_t k = 1; k < n.in.size(); ++k) {
+    if (k == kFusedResidualInput && n.in[k].present) {
+      const Shape& s = n.in[k].shape;
+      if (n.in[0].shape.size() != rank) return false;
+      if (n.per_run[k] ? s.size() != rank : s.size() == rank && s[0] != 1) return false;
+      continue;
+    }
+    if (n.per_run[k]) return false;
+  }
   return true;
 }
 

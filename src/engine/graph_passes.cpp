@@ -295,8 +295,12 @@ int fuse_layer_norm(Model& m, const ConstantShape&) {
 }
 
 int run_graph_passes(Model& model, const ConstantShape& constant_shape) {
-  return fuse_layer_norm(model, constant_shape) + fuse_matmul_bias(model, constant_shape) +
-         fuse_residual_adds(model, constant_shape) + fuse_activations(model, constant_shape);
+  // One statement each: the operands of + are evaluated in no fixed order.
+  int rewrites = fuse_layer_norm(model, constant_shape);
+  rewrites += fuse_matmul_bias(model, constant_shape);
+  rewrites += fuse_residual_adds(model, constant_shape);
+  rewrites += fuse_activations(model, constant_shape);
+  return rewrites;
 }
 
 }  // namespace sparrow

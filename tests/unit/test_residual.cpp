@@ -237,5 +237,103 @@ TEST(ResidualAdd, AResidualThatDoesNotBroadcastIsAnErrorNamingTheNode) {
   }
 }
 
+TEST(ResidualAdd, AConvWithAFourthInputAndNoResidualAttributeIsRefused) {
+  Model m = block("x");
+  m.nodes[2].inputs = {"ha", "wb", "", "x"};  // as a file might hold it: no sparrow.residual
+  auto ex = Executor::create(m, ExecOptions{1});
+  ASSERT_TRUE(ex.ok()) << ex.status().message();
+  const std::vector<Tensor> x = {test::random_f32({1, 4, 6, 6}, 1)};
+  auto y = (*ex)->run(x);
+  ASSERT_FALSE(y.ok());
+  EXPECT_NE(y.status().message().find("node 'b' (Conv): takes at most 3 inputs"), std::string::npos)
+      << y.status().message();
+}
+
+// Conv(x) + r run whole and in chunks of one sample: the same outputs (the split is refused
+// where a chunk would not compute its own samples).
+void expect_chunks_match_whole(const Model& m, const std::vector<Tensor>& inputs, const std::string& what) {
+  ExecOptions chunks{1}, whole{1};
+  chunks.samples_per_chunk = 1;
+  whole.samples_per_chunk = -1;
+  auto a = Executor::create(m, chunks), b = Executor::create(m, whole);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto want = (*b)->run(inputs);
+  ASSERT_TRUE(want.ok()) << what << ": " << want.status().message();
+  const Tensor expected = *(*want)[0];
+  auto got = (*a)->run(inputs);
+  ASSERT_TRUE(got.ok()) << what << ": " << got.status().message();
+  ASSERT_EQ((*got)[0]->shape(), expected.shape()) << what;
+  EXPECT_EQ(test::max_relative_error(*(*got)[0], expected), 0.0) << what;
+}
+
+TEST(ResidualAdd, TheBatchSplitRefusesResidualsThatAreNotPerSample) {
+  {  // A residual known at plan time with two samples of its own (not an initializer: fused).
+    Model m;
+    m.source = "constant_residual";
+    m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 4, 6, 6}, {"N", "", "", ""}, true});
+    m.outputs.push_back(ValueInfo{"y"});
+    m.initializers["w"] = test::random_f32({4, 4, 3, 3}, 1);
+    m.initializers["k"] = test::random_f32({2, 4, 6, 6}, 2);
+    m.nodes = {Node{"id", "Identity", "", {"k"}, {"kk"}, {}}, conv_node("conv", "x", "w", "c"),
+               Node{"add", "Add", "", {"c", "kk"}, {"y"}, {}}};
+    expect_chunks_match_whole(m, {test::random_f32({2, 4, 6, 6}, 3)}, "a constant [2, 4, 6, 6] residual");
+  }
+  {  // A 1-D convolution [N, 4, 8] plus [N, 1, 4, 8]: the output [N, N, 4, 8] mixes the samples.
+    Model m;
+    m.source = "rank_raising_residual";
+    m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 4, 8}, {"N", "", ""}, true});
+    m.inputs.push_back(ValueInfo{"r", ElemType::f32, {-1, 1, 4, 8}, {"N", "", "", ""}, true});
+    m.outputs.push_back(ValueInfo{"y"});
+    m.initializers["w"] = test::random_f32({4, 4, 3}, 1);
+    m.nodes = {Node{"conv", "Conv", "", {"x", "w"}, {"c"}, {{"pads", std::vector<int64_t>{1, 1}}}},
+               Node{"add", "Add", "", {"c", "r"}, {"y"}, {}}};
+    expect_chunks_match_whole(m, {test::random_f32({2, 4, 8}, 5), test::random_f32({2, 1, 4, 8}, 6)},
+                              "a rank-raising residual");
+  }
+  // A per-sample residual splits and matches.
+  Model per_sample = block("x");
+  per_sample.inputs[0].dims = {-1, 4, 6, 6};
+  per_sample.inputs[0].dim_names = {"N", "", "", ""};
+  expect_chunks_match_whole(per_sample, {test::random_f32({5, 4, 6, 6}, 7)}, "a per-sample residual");
+}
+
+TEST(ResidualAdd, ResidualsFromEarlierNodesMatchTheUnfusedGraph) {
+  for (int threads : {1, 2})
+    for (const char* residual : {"x", "ha", "ca"}) {
+      // block(), then a 1x1 Conv whose output joins its own input (t + Conv(t)), both concatenated.
+      Model m = block(residual);
+      m.inputs[0].dims = {-1, 4, 6, 6};
+      m.inputs[0].dim_names = {"N", "", "", ""};
+      m.initializers["wc"] = test::random_f32({4, 4, 1, 1}, 5);
+      m.nodes.back().outputs = {"t"};
+      m.nodes.push_back(Node{"c", "Conv", "", {"t", "wc"}, {"cc"}, {}});
+      m.nodes.push_back(Node{"add2", "Add", "", {"t", "cc"}, {"u"}, {}});
+      m.nodes.push_back(Node{"cat", "Concat", "", {"t", "u"}, {"y"}, {{"axis", int64_t{1}}}});
+      ExecOptions fused{threads}, unfused{threads};
+      unfused.keep_values = true;
+      auto a = Executor::create(m, fused), b = Executor::create(m, unfused);
+      ASSERT_TRUE(a.ok() && b.ok());
+      EXPECT_EQ(layers_of(**a, {{1, 4, 6, 6}}, "Conv+Add"), 1) << residual;
+      for (int64_t n : {1, 2, 5, 16}) {
+        Tensor x = test::random_f32({n, 4, 6, 6}, 9);
+        x.f32_data()[3] = std::numeric_limits<float>::quiet_NaN();  // through a Relu in both graphs
+        const std::vector<Tensor> in = {x};
+        auto want = b.value()->run(in);
+        ASSERT_TRUE(want.ok()) << want.status().message();
+        const Tensor expected = *want->back();
+        auto got = a.value()->run(in);
+        ASSERT_TRUE(got.ok()) << got.status().message();
+        const Tensor& y = *(*got)[0];
+        ASSERT_EQ(y.shape(), expected.shape());
+        for (int64_t i = 0; i < y.numel(); ++i) {
+          const float g = y.f32_data()[i], e = expected.f32_data()[i];
+          ASSERT_TRUE(g == e || (std::isnan(g) && std::isnan(e)))
+              << residual << " images " << n << " threads " << threads << " at " << i << ": " << g << " vs "
+              << e;
+        }
+      }
+    }
+}
+
 }  // namespace
 }  // namespace sparrow

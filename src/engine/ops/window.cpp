@@ -195,6 +195,8 @@ Status FusedResidual::parse(const Node& node) {
 }
 
 Result<Shape> FusedResidual::infer(const Node& node, std::span<const ValueDesc> in, const Shape& y) {
+  if (!fused_ && in.size() > kFusedResidualInput)
+    return errorf("{}: takes at most {} inputs, got {}", node.describe(), kFusedResidualInput, in.size());
   if (!fused_) return y;
   if (in.size() != kFusedResidualInput + 1 || !in[kFusedResidualInput].present)
     return errorf("{}: attribute '{}' needs the residual as input {}", node.describe(), kFusedResidualAttr,

@@ -52,8 +52,9 @@ class FusedResidual {
  public:
   // Reads kFusedResidualAttr (epilogue.h).
   Status parse(const Node& node);
-  // The node's output shape from the convolution's, `y`. Fails, naming the node, when the residual
-  // is not a float input or the two shapes do not broadcast.
+  // The node's output shape from the convolution's, `y`. Fails, naming the node, when a Conv
+  // without kFusedResidualAttr has a fourth input, the residual is not a float input, or the two
+  // shapes do not broadcast.
   Result<Shape> infer(const Node& node, std::span<const ValueDesc> in, const Shape& y);
   bool deferred() const { return deferred_; }
   // Floats the op needs at the front of its scratch (the deferred output).
