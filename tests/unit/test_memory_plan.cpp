@@ -16,14 +16,6 @@
 namespace sparrow {
 namespace {
 
-ConstantShape initializer_shapes(const Model& m) {
-  return [&m](const std::string& name) -> std::optional<Shape> {
-    auto it = m.initializers.find(name);
-    if (it == m.initializers.end()) return std::nullopt;
-    return it->second.shape();
-  };
-}
-
 int count_ops(const Model& m, const std::string& op_type) {
   int n = 0;
   for (const auto& node : m.nodes) n += node.op_type == op_type;
@@ -60,9 +52,10 @@ Model residual_mlp() {
 
 TEST(GraphPasses, FuseMatMulBiasAndActivationsIntoTheirProducers) {
   Model m = residual_mlp();
-  EXPECT_EQ(fuse_matmul_bias(m, initializer_shapes(m)), 2);
+  EXPECT_EQ(fuse_matmul_bias(m, test::initializer_shapes(m)), 2);
   EXPECT_EQ(count_ops(m, "Add"), 1) << "only the residual Add is left";
-  EXPECT_EQ(fuse_activations(m, initializer_shapes(m)), 2) << "relu1 into mm1, relu2 into the residual Add";
+  EXPECT_EQ(fuse_activations(m, test::initializer_shapes(m)), 2)
+      << "relu1 into mm1, relu2 into the residual Add";
   EXPECT_EQ(count_ops(m, "Relu"), 0);
   EXPECT_EQ(count_ops(m, "Clip"), 1) << "the Clip reads an output that already carries an activation";
   EXPECT_TRUE(m.validate().ok());
@@ -76,8 +69,9 @@ TEST(GraphPasses, LeaveValuesOthersReadOrTheGraphOutputs) {
   m.outputs.push_back(ValueInfo{"h1"});                           // the MatMul's output is wanted as it is
   m.nodes.push_back(Node{"tap", "Relu", "", {"a2"}, {"t"}, {}});  // a2 gets a second reader
   m.outputs.push_back(ValueInfo{"t"});
-  EXPECT_EQ(fuse_matmul_bias(m, initializer_shapes(m)), 1) << "mm2 + add2 only: h1 is a graph output";
-  EXPECT_EQ(fuse_activations(m, initializer_shapes(m)), 2) << "add1 + relu1, res + relu2; a2 has two readers";
+  EXPECT_EQ(fuse_matmul_bias(m, test::initializer_shapes(m)), 1) << "mm2 + add2 only: h1 is a graph output";
+  EXPECT_EQ(fuse_activations(m, test::initializer_shapes(m)), 2)
+      << "add1 + relu1, res + relu2; a2 has two readers";
   EXPECT_EQ(count_ops(m, "Relu"), 1) << "only the tap's Relu remains";
   EXPECT_TRUE(m.validate().ok());
   // The Clip reading the residual Add directly: fused with constant bounds, not with bounds known
@@ -90,7 +84,7 @@ TEST(GraphPasses, LeaveValuesOthersReadOrTheGraphOutputs) {
       c.inputs.push_back(ValueInfo{"hi_in", ElemType::f32, {}, {}, true});
       c.nodes[6].inputs[2] = "hi_in";
     }
-    fuse_activations(c, initializer_shapes(c));
+    fuse_activations(c, test::initializer_shapes(c));
     EXPECT_EQ(count_ops(c, "Clip"), constant_bounds ? 0 : 1);
   }
   // Crossed or NaN bounds are left to the Clip op, which reports them.
@@ -99,7 +93,7 @@ TEST(GraphPasses, LeaveValuesOthersReadOrTheGraphOutputs) {
     c.nodes.erase(c.nodes.begin() + 6);
     c.nodes[6].inputs[0] = "s";
     c.initializers["hi"] = Tensor::scalar_f32(hi);
-    fuse_activations(c, initializer_shapes(c));
+    fuse_activations(c, test::initializer_shapes(c));
     EXPECT_EQ(count_ops(c, "Clip"), 1) << hi;
   }
 }
@@ -249,7 +243,7 @@ void expect_poisoned_plan_matches(const Model& original, const std::vector<Tenso
   SCOPED_TRACE(what);
   ThreadPool pool(2);
   Model fused = original;
-  run_graph_passes(fused, initializer_shapes(fused));
+  run_graph_passes(fused, test::initializer_shapes(fused));
   std::vector<Shape> shapes;
   for (const Tensor& t : inputs) shapes.push_back(t.shape());
   auto plan = Plan::build(fused, shapes, pool, int64_t{1} << 32);

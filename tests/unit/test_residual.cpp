@@ -13,14 +13,6 @@
 namespace sparrow {
 namespace {
 
-ConstantShape initializer_shapes(const Model& m) {
-  return [&m](const std::string& name) -> std::optional<Shape> {
-    auto it = m.initializers.find(name);
-    if (it == m.initializers.end()) return std::nullopt;
-    return it->second.shape();
-  };
-}
-
 Node conv_node(const std::string& name, const std::string& x, const std::string& w, const std::string& y) {
   return Node{name, "Conv", "", {x, w}, {y}, {{"pads", std::vector<int64_t>{1, 1, 1, 1}}}};
 }
@@ -51,7 +43,7 @@ TEST(ResidualAdd, TheConvTakesAValueFormedBeforeItAndItsActivation) {
     Model m = block(residual);
     // a + ra (unless the Add reads ca too), b + add, then + relu.
     const bool a_read_twice = std::string(residual) == "ca";
-    EXPECT_EQ(run_graph_passes(m, initializer_shapes(m)), a_read_twice ? 2 : 3) << residual;
+    EXPECT_EQ(run_graph_passes(m, test::initializer_shapes(m)), a_read_twice ? 2 : 3) << residual;
     ASSERT_EQ(m.nodes.size(), a_read_twice ? 3u : 2u) << residual;
     const Node& b = m.nodes.back();
     EXPECT_EQ(b.inputs, (std::vector<std::string>{"ha", "wb", "", residual})) << "the bias stays omitted";
@@ -67,20 +59,20 @@ TEST(ResidualAdd, NotFusedWhereTheOperandIsConstantLaterOrTheSameValue) {
   Model constant = block("k");
   // Listed among the graph inputs too, as exporters of IR version 3 write initializers.
   constant.inputs.push_back(ValueInfo{"k", ElemType::f32, {1, 4, 6, 6}, {}, true});
-  EXPECT_EQ(fuse_residual_adds(constant, initializer_shapes(constant)), 0)
+  EXPECT_EQ(fuse_residual_adds(constant, test::initializer_shapes(constant)), 0)
       << "a constant is a bias, not a residual";
   Model twice = block("cb");
-  EXPECT_EQ(fuse_residual_adds(twice, initializer_shapes(twice)), 0);
+  EXPECT_EQ(fuse_residual_adds(twice, test::initializer_shapes(twice)), 0);
   Model read_elsewhere = block("x");
   read_elsewhere.outputs.push_back(ValueInfo{"cb"});
-  EXPECT_EQ(fuse_residual_adds(read_elsewhere, initializer_shapes(read_elsewhere)), 0);
+  EXPECT_EQ(fuse_residual_adds(read_elsewhere, test::initializer_shapes(read_elsewhere)), 0);
 
   // A downsampling block: Add(b's output, d's output) with d after b. b cannot take d's output
   // (not formed when b runs); d takes b's.
   Model down = block("cd");
   down.initializers["wd"] = test::random_f32({4, 4, 1, 1}, 4);
   down.nodes.insert(down.nodes.begin() + 3, Node{"d", "Conv", "", {"x", "wd"}, {"cd"}, {}});
-  EXPECT_EQ(fuse_residual_adds(down, initializer_shapes(down)), 1);
+  EXPECT_EQ(fuse_residual_adds(down, test::initializer_shapes(down)), 1);
   EXPECT_EQ(count_ops(down, "Add"), 0);
   const Node& d = down.nodes[3];
   EXPECT_EQ(d.name, "d");

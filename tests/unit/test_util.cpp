@@ -76,6 +76,14 @@ Result<std::vector<Tensor>> run_op(const std::string& op_type, std::map<std::str
   return out;
 }
 
+ConstantShape initializer_shapes(const Model& m) {
+  return [&m](const std::string& name) -> std::optional<Shape> {
+    auto it = m.initializers.find(name);
+    if (it == m.initializers.end()) return std::nullopt;
+    return it->second.shape();
+  };
+}
+
 Model small_cnn(uint32_t seed) {
   Model m;
   m.source = "small_cnn";

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/graph_passes.h"
 #include "engine/sparse/plane_window.h"
 #include "sparrow/sparrow.h"
 
@@ -33,6 +34,9 @@ CodeMatrix random_code_matrix(int64_t rows, int64_t cols, double density, int co
 Result<std::vector<Tensor>> run_op(const std::string& op_type, std::map<std::string, AttrValue> attrs,
                                    const std::vector<Tensor>& inputs, int64_t opset = 13, size_t outputs = 1,
                                    std::vector<size_t> omitted = {}, int threads = 1);
+
+// The graph passes' view of a model's constants: the shapes of its initializers.
+ConstantShape initializer_shapes(const Model& m);
 
 // A small model: Conv -> Relu -> MaxPool -> Flatten -> Gemm, input [N, 1, 8, 8], 10 outputs.
 Model small_cnn(uint32_t seed = 7);
