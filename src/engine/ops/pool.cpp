@@ -40,6 +40,7 @@ class PoolOp : public Op {
     if (x.size() == 4) y.push_back(win_.out_h);
     y.push_back(win_.out_w);
     out = {ValueDesc{DType::f32, y}};
+    if constexpr (K == PoolKind::average) count_columns();
     return {};
   }
   void input_is_nan_free() override { nan_free_ = true; }
@@ -74,13 +75,26 @@ class PoolOp : public Op {
   int64_t padded_row_floats() const {
     return std::max(win_.pad_l + win_.in_w + win_.pad_r, (win_.out_w - 1) * win_.s_w + win_.k_w);
   }
+  // Per output column, the columns its window counts: those on the input, or with
+  // count_include_pad those on the padded input (window parts past it never count). Counts below
+  // 2^24 are exact as floats, and so are their products with the row counts below.
+  void count_columns() {
+    const Window2d& w = win_;
+    column_counts_.resize(static_cast<size_t>(w.out_w));
+    for (int64_t ow = 0; ow < w.out_w; ++ow) {
+      const int64_t w0 = ow * w.s_w - w.pad_l;
+      const int64_t on_input = std::min(w0 + w.k_w, w.in_w) - std::max<int64_t>(w0, 0);  // < 0: all padding
+      const int64_t padded = std::min(w0 + w.k_w, w.in_w + w.pad_r) - w0;
+      column_counts_[static_cast<size_t>(ow)] = static_cast<float>(count_include_pad_ ? padded : on_input);
+    }
+  }
   // Each output row: the window's input rows summed column by column into `row` (zero in the
-  // padding), then each output's k_w columns of it summed and divided by the window's count. Both
-  // passes run over contiguous floats, so they vectorize; no window tests a bound per tap.
+  // padding), then each output's k_w columns of it summed and divided by the window's count (at
+  // least 1: a window of padding only gives 0). Both passes run over contiguous floats, so they
+  // vectorize; no window tests a bound per tap.
   void average_plane(const float* x, float* row, float* y) const {
     const Window2d& w = win_;
-    const int64_t width = padded_row_floats();
-    std::fill(row, row + width, 0.0f);
+    std::fill(row, row + padded_row_floats(), 0.0f);
     float* sums = row + w.pad_l;
     for (int64_t oh = 0; oh < w.out_h; ++oh) {
       const int64_t h0 = oh * w.s_h - w.pad_t;
@@ -93,19 +107,15 @@ class PoolOp : public Op {
         const float* in = x + ih * w.in_w;
         for (int64_t iw = 0; iw < w.in_w; ++iw) sums[iw] += in[iw];
       }
-      const int64_t rows = std::max<int64_t>(last - first, 0);
-      // With count_include_pad, the divisor counts padding but not window parts past the padded input.
       const int64_t padded_rows = std::min(h0 + w.k_h, w.in_h + w.pad_b) - h0;
+      const auto rows =
+          static_cast<float>(count_include_pad_ ? padded_rows : std::max<int64_t>(last - first, 0));
       float* out = y + oh * w.out_w;
       for (int64_t ow = 0; ow < w.out_w; ++ow) {
         const float* window = row + ow * w.s_w;
         float acc = 0.0f;
         for (int64_t j = 0; j < w.k_w; ++j) acc += window[j];
-        const int64_t w0 = ow * w.s_w - w.pad_l;
-        const int64_t cols = std::min(w0 + w.k_w, w.in_w) - std::max<int64_t>(w0, 0);  // < 0: all padding
-        const int64_t padded_cols = std::min(w0 + w.k_w, w.in_w + w.pad_r) - w0;
-        const int64_t count = count_include_pad_ ? padded_rows * padded_cols : rows * cols;
-        out[ow] = acc / static_cast<float>(std::max<int64_t>(count, 1));
+        out[ow] = acc / std::max(rows * column_counts_[static_cast<size_t>(ow)], 1.0f);
       }
     }
   }
@@ -114,7 +124,8 @@ class PoolOp : public Op {
   Window2d win_;
   int64_t planes_ = 0;
   bool count_include_pad_ = false;
-  bool nan_free_ = false;  // input 0 holds no NaN (input_is_nan_free)
+  bool nan_free_ = false;             // input 0 holds no NaN (input_is_nan_free)
+  std::vector<float> column_counts_;  // AveragePool: see count_columns
 };
 
 template <PoolKind K>
