@@ -6,6 +6,7 @@
 // allocate; it may use `scratch` (scratch_floats() floats owned by the plan).
 #pragma once
 
+#include <array>
 #include <map>
 #include <memory>
 #include <span>
@@ -106,6 +107,30 @@ void register_lstm_ops(OpRegistry& r);
 std::optional<Shape> broadcast_shapes(const Shape& a, const Shape& b);
 // Row-major strides of `shape` aligned to `rank` dims, 0 along broadcast (size-1 or missing) dims.
 std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out);
+
+// Calls fn(out_index, offsets) for every element of `out`, with each input's offset under
+// numpy broadcasting (strides from broadcast_strides).
+template <size_t N, class F>
+void for_each_broadcast(const Shape& out, const std::array<std::vector<int64_t>, N>& strides, F&& fn) {
+  int rank = static_cast<int>(out.size());
+  int64_t n = shape_numel(out);
+  int64_t inner = rank ? out[rank - 1] : 1;
+  if (inner == 0) return;
+  for (int64_t r = 0; r < n / inner; ++r) {
+    std::array<int64_t, N> off{};
+    int64_t rem = r;
+    for (int d = rank - 2; d >= 0; --d) {
+      int64_t idx = rem % out[d];
+      rem /= out[d];
+      for (size_t k = 0; k < N; ++k) off[k] += idx * strides[k][d];
+    }
+    for (int64_t i = 0; i < inner; ++i) {
+      std::array<int64_t, N> at = off;
+      for (size_t k = 0; k < N && rank; ++k) at[k] += i * strides[k][rank - 1];
+      fn(r * inner + i, at);
+    }
+  }
+}
 
 // Calls fn.template operator()<T>() with T = float or int64_t for the dtype.
 template <class F>

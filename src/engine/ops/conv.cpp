@@ -50,19 +50,19 @@ class ConvOp : public Op {
     return {};
   }
   size_t scratch_floats(int threads) const override {
-    const size_t own = conv_scratch_floats(threads), front = residual_.scratch_floats();
-    return own > SIZE_MAX - front ? SIZE_MAX : own + front;
+    return residual_.scratch_floats(conv_scratch_floats(threads));
   }
   int64_t macs() const override { return n_ * m_ * win_.out_h * win_.out_w * col_rows(); }
 
   Status run(const RunArgs& args) override {
-    const RunArgs a{args.in, args.out, args.pool, residual_.op_scratch(args.scratch)};
+    const ConvRun run = residual_.start(args, activation_);
+    const RunArgs& a = run.args;
     const float* x = a.in[0]->f32_data();
     const float* wt = a.in[1]->f32_data();
     const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
-    float* y = residual_.conv_output(args);
-    act_ = residual_.conv_activation(activation_);
-    res_ = residual_.in_epilogue(args);
+    float* y = run.out;
+    act_ = run.act;
+    res_ = run.residual;
     if (is_depthwise())
       run_depthwise(a.pool, x, wt, bias, a.scratch.data(), y);
     else if (gathered())

@@ -308,30 +308,6 @@ class BroadcastOp : public Op {
   std::vector<int64_t> out_strides_;
 };
 
-// Calls fn(out_index, offsets) for every element of `out`, with each input's offset under
-// numpy broadcasting (strides from broadcast_strides).
-template <size_t N, class F>
-void for_each_broadcast(const Shape& out, const std::array<std::vector<int64_t>, N>& strides, F&& fn) {
-  int rank = static_cast<int>(out.size());
-  int64_t n = shape_numel(out);
-  int64_t inner = rank ? out[rank - 1] : 1;
-  if (inner == 0) return;
-  for (int64_t r = 0; r < n / inner; ++r) {
-    std::array<int64_t, N> off{};
-    int64_t rem = r;
-    for (int d = rank - 2; d >= 0; --d) {
-      int64_t idx = rem % out[d];
-      rem /= out[d];
-      for (size_t k = 0; k < N; ++k) off[k] += idx * strides[k][d];
-    }
-    for (int64_t i = 0; i < inner; ++i) {
-      std::array<int64_t, N> at = off;
-      for (size_t k = 0; k < N && rank; ++k) at[k] += i * strides[k][rank - 1];
-      fn(r * inner + i, at);
-    }
-  }
-}
-
 enum class CmpKind { equal, less, greater };
 
 // Equal, Less, Greater: broadcasting comparison giving 0/1 as int64 (ONNX bool).

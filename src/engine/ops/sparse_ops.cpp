@@ -193,23 +193,19 @@ class SparseConvOp : public Op {
     if (!per_position_ && !gathered() && !pointwise()) SP_RETURN_IF_ERROR(plan_direct());
     return {};
   }
-  size_t scratch_floats(int) const override {
-    const size_t own = conv_scratch_floats(), front = residual_.scratch_floats();
-    return own > SIZE_MAX - front ? SIZE_MAX : own + front;
-  }
+  size_t scratch_floats(int) const override { return residual_.scratch_floats(conv_scratch_floats()); }
   int64_t macs() const override { return images_ * m_.nonzeros * win_.out_h * win_.out_w; }
 
   Status run(const RunArgs& args) override {
-    const RunArgs a{args.in, args.out, args.pool, residual_.op_scratch(args.scratch)};
-    float* out = residual_.conv_output(args);
-    act_ = residual_.conv_activation(activation_);
-    res_ = residual_.in_epilogue(args);
+    const ConvRun run = residual_.start(args, activation_);
+    act_ = run.act;
+    res_ = run.residual;
     if (per_position_)
-      run_per_position(a, out);
+      run_per_position(run.args, run.out);
     else if (gathered())
-      run_gathered(a, out);
+      run_gathered(run.args, run.out);
     else
-      run_images(a, out);
+      run_images(run.args, run.out);
     residual_.finish(args, activation_);
     return {};
   }
@@ -313,11 +309,8 @@ class SparseConvOp : public Op {
       sparse_matvec(a.pool, m_, rows + p * k, y, workspace_, SpmvScheme::columns);
       const int64_t at = (p / hw) * m_.rows * hw + p % hw;
       float* plane = out + at;
-      if (res_)
-        for (int64_t r = 0; r < m_.rows; ++r)
-          plane[r * hw] = act_((y[r] + (bias ? bias[r] : kNoBias)) + res_[at + r * hw]);
-      else
-        for (int64_t r = 0; r < m_.rows; ++r) plane[r * hw] = act_(y[r] + (bias ? bias[r] : kNoBias));
+      for (int64_t r = 0; r < m_.rows; ++r)  // + kNoBias leaves a sum as it is
+        plane[r * hw] = act_((y[r] + (bias ? bias[r] : kNoBias)) + (res_ ? res_[at + r * hw] : kNoBias));
     }
   }
   int64_t positions() const { return images_ * win_.out_h * win_.out_w; }

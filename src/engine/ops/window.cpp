@@ -207,29 +207,28 @@ Result<Shape> FusedResidual::infer(const Node& node, std::span<const ValueDesc> 
   if (!out)
     return errorf("{}: residual {} does not broadcast with the output {}", node.describe(),
                   shape_str(r.shape), shape_str(y));
-  conv_shape_ = y;
-  residual_shape_ = r.shape;
-  out_shape_ = *out;
   deferred_ = r.shape != y;
+  out_shape_ = *out;
+  strides_ = {broadcast_strides(y, *out), broadcast_strides(r.shape, *out)};
+  conv_floats_ = shape_numel(y);
   return *out;
 }
 
-size_t FusedResidual::scratch_floats() const {
+size_t FusedResidual::deferred_floats() const {
   if (!deferred_) return 0;
-  const int64_t n = shape_numel(conv_shape_);
-  return n < 0 ? SIZE_MAX : static_cast<size_t>(n);
+  return conv_floats_ < 0 ? SIZE_MAX : static_cast<size_t>(conv_floats_);
 }
 
-std::span<float> FusedResidual::op_scratch(std::span<float> scratch) const {
-  return scratch.subspan(scratch_floats());
+size_t FusedResidual::scratch_floats(size_t conv_floats) const {
+  const size_t front = deferred_floats();
+  return conv_floats > SIZE_MAX - front ? SIZE_MAX : conv_floats + front;  // SIZE_MAX: over any limit
 }
 
-float* FusedResidual::conv_output(const RunArgs& a) const {
-  return deferred_ ? a.scratch.data() : a.out[0]->f32_data();
-}
-
-const float* FusedResidual::in_epilogue(const RunArgs& a) const {
-  return fused_ && !deferred_ ? a.in[kFusedResidualInput]->f32_data() : nullptr;
+ConvRun FusedResidual::start(const RunArgs& a, const Activation& act) const {
+  if (deferred_)
+    return {RunArgs{a.in, a.out, a.pool, a.scratch.subspan(deferred_floats())}, a.scratch.data(),
+            Activation{}, nullptr};
+  return {a, a.out[0]->f32_data(), act, fused_ ? a.in[kFusedResidualInput]->f32_data() : nullptr};
 }
 
 void FusedResidual::finish(const RunArgs& a, const Activation& act) const {
@@ -237,23 +236,9 @@ void FusedResidual::finish(const RunArgs& a, const Activation& act) const {
   const float* y = a.scratch.data();
   const float* r = a.in[kFusedResidualInput]->f32_data();
   float* out = a.out[0]->f32_data();
-  const std::vector<int64_t> y_strides = broadcast_strides(conv_shape_, out_shape_);
-  const std::vector<int64_t> r_strides = broadcast_strides(residual_shape_, out_shape_);
-  const size_t rank = out_shape_.size();
-  std::vector<int64_t> index(rank, 0);
-  const int64_t n = shape_numel(out_shape_);
-  int64_t yi = 0, ri = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    out[i] = act(y[yi] + r[ri]);
-    for (size_t d = rank; d-- > 0;) {  // the next index, last axis fastest
-      yi += y_strides[d];
-      ri += r_strides[d];
-      if (++index[d] < out_shape_[d]) break;
-      yi -= y_strides[d] * out_shape_[d];
-      ri -= r_strides[d] * out_shape_[d];
-      index[d] = 0;
-    }
-  }
+  for_each_broadcast<2>(out_shape_, strides_, [&](int64_t i, const std::array<int64_t, 2>& at) {
+    out[i] = act(y[at[0]] + r[at[1]]);
+  });
 }
 
 }  // namespace sparrow

@@ -2,6 +2,7 @@
 // 1-D windows are handled as 2-D with height 1.
 #pragma once
 
+#include <array>
 #include <span>
 #include <string>
 
@@ -42,12 +43,20 @@ void im2col_parallel(ThreadPool& pool, const float* x, int64_t channels, const W
 void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
                             const Activation act, float* y, const float* residual = nullptr);
 
+// What one run of a convolution works with when it may carry a fused residual (FusedResidual).
+struct ConvRun {
+  RunArgs args;           // the op's inputs, outputs and pool, and the scratch the convolution may use
+  float* out;             // where the convolution writes its output
+  Activation act;         // what its epilogue applies
+  const float* residual;  // what its epilogue adds, laid out as `out` (null: nothing)
+};
+
 // The residual Add a pass fused into a Conv (fuse_residual_adds, graph_passes.h): the node's input
 // 3, added to the convolution's output after its bias and before its fused activation. When the
-// residual has the convolution's output shape, the convolution's epilogue adds it (in_epilogue());
-// otherwise (a residual that broadcasts) the convolution writes its biased output without the
-// activation into the front of the scratch (deferred()) and finish() adds the residual with
-// broadcasting and applies the activation, as the Add and the activation would have.
+// residual has the convolution's output shape, the convolution's epilogue adds it; otherwise (a
+// residual that broadcasts) the convolution writes its biased output without the activation into
+// the front of the scratch and finish() adds the residual with broadcasting and applies the
+// activation, as the Add and the activation would have.
 class FusedResidual {
  public:
   // Reads kFusedResidualAttr (epilogue.h).
@@ -56,23 +65,20 @@ class FusedResidual {
   // without kFusedResidualAttr has a fourth input, the residual is not a float input, or the two
   // shapes do not broadcast.
   Result<Shape> infer(const Node& node, std::span<const ValueDesc> in, const Shape& y);
-  bool deferred() const { return deferred_; }
-  // Floats the op needs at the front of its scratch (the deferred output).
-  size_t scratch_floats() const;
-  // The convolution's own scratch: what follows the deferred output.
-  std::span<float> op_scratch(std::span<float> scratch) const;
-  // Where the convolution writes its output.
-  float* conv_output(const RunArgs& a) const;
-  // The residual the epilogue adds, laid out as the output (null when none or deferred).
-  const float* in_epilogue(const RunArgs& a) const;
-  // The activation the convolution's epilogue applies: none when deferred (finish applies it).
-  Activation conv_activation(const Activation& act) const { return deferred_ ? Activation{} : act; }
-  // out = act(conv output + residual) with broadcasting, when deferred; nothing otherwise.
+  // The op's scratch: the convolution's own `conv_floats`, after the deferred output if any.
+  size_t scratch_floats(size_t conv_floats) const;
+  // The run as the convolution sees it, `act` being the node's fused activation.
+  ConvRun start(const RunArgs& a, const Activation& act) const;
+  // out = act(convolution's output + residual) with broadcasting, when deferred; nothing otherwise.
   void finish(const RunArgs& a, const Activation& act) const;
 
  private:
+  size_t deferred_floats() const;
+
   bool fused_ = false, deferred_ = false;
-  Shape conv_shape_, residual_shape_, out_shape_;
+  int64_t conv_floats_ = 0;  // the convolution's output
+  Shape out_shape_;
+  std::array<std::vector<int64_t>, 2> strides_;  // deferred: the output's and residual's, broadcast
 };
 
 }  // namespace sparrow

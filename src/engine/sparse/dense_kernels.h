@@ -561,30 +561,32 @@ inline void max_pool_plane(const MaxPoolArgs& a) {
     max_pool_rows<false>(a);
 }
 
-// One row of BiasActivationArgs (residual null: none). `v > lo ? v : lo` and `v < hi ? v : hi` are
-// exactly the vector max and min instructions' operand order, so the loop is two instructions per
-// vector after the adds.
+// One row of BiasActivationArgs, with or without a residual and a clamp, each combination its own
+// loop. `v > lo ? v : lo` and `v < hi ? v : hi` are exactly the vector max and min instructions'
+// operand order, so the clamp is two instructions per vector.
+template <bool kResidual, bool kClamp>
+inline void bias_activation_loop(const float* x, int64_t n, float b, const float* residual, float lo,
+                                 float hi, float* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = x[i] + b;
+    if constexpr (kResidual) v += residual[i];
+    if constexpr (kClamp) {
+      v = v > lo ? v : lo;
+      v = v < hi ? v : hi;
+    }
+    y[i] = v;
+  }
+}
 inline void bias_activation_row(const float* x, int64_t n, float b, const float* residual, float lo, float hi,
                                 float* y) {
   const bool clamp =
       lo != -std::numeric_limits<float>::infinity() || hi != std::numeric_limits<float>::infinity();
-  if (!clamp && !residual) {
-    for (int64_t i = 0; i < n; ++i) y[i] = x[i] + b;
-  } else if (!residual) {
-    for (int64_t i = 0; i < n; ++i) {
-      float v = x[i] + b;
-      v = v > lo ? v : lo;
-      y[i] = v < hi ? v : hi;
-    }
-  } else if (!clamp) {
-    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] + b) + residual[i];
-  } else {
-    for (int64_t i = 0; i < n; ++i) {
-      float v = (x[i] + b) + residual[i];
-      v = v > lo ? v : lo;
-      y[i] = v < hi ? v : hi;
-    }
-  }
+  if (residual)
+    clamp ? bias_activation_loop<true, true>(x, n, b, residual, lo, hi, y)
+          : bias_activation_loop<true, false>(x, n, b, residual, lo, hi, y);
+  else
+    clamp ? bias_activation_loop<false, true>(x, n, b, residual, lo, hi, y)
+          : bias_activation_loop<false, false>(x, n, b, residual, lo, hi, y);
 }
 
 #if defined(__AVX512F__)
