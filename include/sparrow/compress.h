@@ -26,13 +26,28 @@ struct BlockShape {
   bool operator==(const BlockShape&) const = default;
 };
 
+// Which non-zero counts load-balance-aware pruning makes equal over the row partitions.
+enum class BalanceScope : uint8_t {
+  unset,   // inherits (a layer's override from the global rule); unset everywhere: layer
+  layer,   // each partition's total over the layer ([ESE])
+  column,  // each column's: every input (the activation EIE broadcasts to all PEs) costs each
+           // partition the same number of weights, to one, wherever the active inputs fall
+};
+// "layer" or "column".
+Result<BalanceScope> parse_balance_scope(std::string_view text);
+std::string_view balance_scope_text(BalanceScope scope);
+
 // How much of one layer to prune: either a target sparsity (keep the top-k |w|,
 // k = round(n * (1 - sparsity))) or a threshold (prune |w| < quality * std of the layer's weights).
 struct PruneRule {
   PruneRule() = default;
   PruneRule(std::optional<double> sparsity_, std::optional<double> quality_, int balance_ = 0,
-            BlockShape block_ = {})
-      : sparsity(sparsity_), quality(quality_), balance(balance_), block(block_) {}
+            BlockShape block_ = {}, BalanceScope balance_scope_ = BalanceScope::unset)
+      : sparsity(sparsity_),
+        quality(quality_),
+        balance(balance_),
+        block(block_),
+        balance_scope(balance_scope_) {}
   std::optional<double> sparsity;
   std::optional<double> quality;
   // Load-balance-aware pruning ([ESE]), for prune_layer: with N >= 2 the number of weights the rule
@@ -49,6 +64,8 @@ struct PruneRule {
   // override from the global rule); unset everywhere or 1x1: weight by weight. Not combined with
   // balance.
   BlockShape block;
+  // What `balance` makes equal (see BalanceScope and prune_layer).
+  BalanceScope balance_scope = BalanceScope::unset;
 };
 
 // Largest side of a pruning block.
@@ -68,9 +85,14 @@ int64_t prune_weights(std::span<float> weights, const PruneRule& rule);
 // Prunes one layer whose weights lie as a tensor seen through `view` (in blocks when rule.block
 // is larger than 1x1) (see MatrixView; the values of
 // a non-transposed view are row-major [rows, cols]), balanced over rule.balance row partitions
-// when that is 2 or more. The layer's kept count is shared out over the non-empty partitions,
-// the first (kept mod partitions) keeping one more, each at most all of its own: equal counts
-// wherever the count and the partitions' sizes allow.
+// when that is 2 or more. Scope layer: the layer's kept count is shared out over the non-empty
+// partitions, the first (kept mod partitions) keeping one more, each at most all of its own: equal
+// counts wherever the count and the partitions' sizes allow. Scope column: each column's count
+// (the weights of it among the layer's kept count of largest |w|) is shared out over the
+// partitions, each at most all of its rows in the column; what does not divide evenly goes one
+// weight each to the partitions whose next |w| in the column is largest. The partitions' totals
+// then differ by what those extra weights add up to.
+// Within a partition (of a column), its largest |w| are kept.
 // Returns how many weights are zero afterwards.
 int64_t prune_layer(std::span<float> weights, const MatrixView& view, const PruneRule& rule);
 

@@ -18,7 +18,8 @@ namespace sparrow::cli {
 namespace {
 
 struct CompressArgs {
-  std::string model, output, recipe, bits, init, quantizer, huffman, low_rank, structured, block;
+  std::string model, output, recipe, bits, init, quantizer, huffman, low_rank, structured, block,
+      balance_scope;
   DataArgs data;  // with data.dir: retrain after each pruning step, then fine-tune the codebooks
   RetrainOptions retrain;
   Distillation distill;
@@ -50,6 +51,11 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
     o.all.prune.sparsity.reset();
   }
   if (a.balance) o.all.prune.balance = *a.balance;
+  if (!a.balance_scope.empty()) {
+    auto scope = parse_balance_scope(a.balance_scope);
+    if (!scope.ok()) return scope.status().prefixed("--balance-scope");
+    o.all.prune.balance_scope = *scope;
+  }
   if (!a.block.empty()) {
     auto block = parse_block_shape(a.block);
     if (!block.ok()) return block.status().prefixed("--block");
@@ -71,6 +77,10 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
   if (a.balance && !o.any_rule(gives_pruning_target))
     return errorf(
         "--balance balances what is pruned: give --sparsity, --quality or a layer's (or a recipe's)");
+  if (!a.balance_scope.empty() && !o.any_rule([](const LayerSettings& s) { return s.prune.balance >= 2; }))
+    return errorf(
+        "--balance-scope says what --balance makes equal: give --balance N (N >= 2) or a layer's (or a "
+        "recipe's)");
   if (a.channel_multiple && !o.prunes_channels())
     return errorf(
         "--channel-multiple rounds what structured pruning keeps: give --structured (or a layer's or "
@@ -268,6 +278,11 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
                   "Load-balance-aware pruning: each of N interleaved row partitions (PEs) keeps the same "
                   "number of weights")
       ->check(CLI::Range(1, kMaxBalancePartitions));
+  cmd->add_option("--balance-scope", a->balance_scope,
+                  "What --balance makes equal: layer (each partition's total, the default) or column (each "
+                  "input's weights spread evenly over the partitions too, so every activation EIE "
+                  "broadcasts costs each PE the same)")
+      ->check(CLI::IsMember({"layer", "column"}));
   cmd->add_option("--block", a->block,
                   "Prune in blocks of ROWSxCOLS weights (output rows x inputs), e.g. 4x1: the engine runs "
                   "batches and convolutions four rows at a time");
@@ -277,10 +292,10 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--encode-all", a->encode_all,
                 "Encode every layer, even where the encoding would be larger than float32");
-  cmd->add_option(
-      "--layer", a->layers,
-      "Per-layer override NAME:key=value,... (sparsity, quality, balance, block, bits, lowrank, structured, "
-      "exclude)");
+  cmd->add_option("--layer", a->layers,
+                  "Per-layer override NAME:key=value,... (sparsity, quality, balance, balance_scope, block, "
+                  "bits, lowrank, "
+                  "structured, exclude)");
   cmd->add_option(
       "--recipe", a->recipe,
       "JSON or YAML (.yaml, .yml) file with the same settings and a retrain block, or a .spw whose "

@@ -23,6 +23,7 @@ struct SimArgs {
   std::string model, config, sweep, plot, csv, input;
   std::vector<std::string> layers;
   int balance = 0;  // --eie layers: 0 random masks, else magnitude pruning over this many partitions
+  std::string balance_scope = "layer";
   bool eie = false, json_out = false, print_config = false;
 };
 
@@ -60,11 +61,12 @@ Result<sim::Config> with_value(sim::Config c, const std::string& key, int v) {
 }
 
 Result<std::vector<sim::LayerStats>> run_eie_layers(const sim::Config& c, const SimArgs& a) {
+  SP_ASSIGN_OR_RETURN(const BalanceScope scope, parse_balance_scope(a.balance_scope));
   std::vector<sim::LayerStats> out;
   for (const auto& spec : kEieLayers) {
     if (!a.layers.empty() && std::find(a.layers.begin(), a.layers.end(), spec.name) == a.layers.end())
       continue;
-    SP_ASSIGN_OR_RETURN(sim::SimLayer layer, sim::synthetic_layer(spec, c, 1, a.balance));
+    SP_ASSIGN_OR_RETURN(sim::SimLayer layer, sim::synthetic_layer(spec, c, 1, a.balance, scope));
     out.push_back(sim::simulate_layer(c, layer, sim::synthetic_input(spec, c, 2)).stats);
   }
   if (out.empty()) return errorf("--layers: no [EIE] layer matches");
@@ -247,6 +249,11 @@ Command add_sim(CLI::App& app, const GlobalOptions& global) {
                   "whole, N >= 2 balanced over N row partitions (load-balance-aware pruning)")
       ->check(CLI::Range(1, kMaxBalancePartitions))
       ->needs(eie);
+  cmd->add_option("--balance-scope", a->balance_scope,
+                  "With --balance N: layer (each PE's total equal) or column (each input's weights spread "
+                  "evenly over the PEs too)")
+      ->check(CLI::IsMember({"layer", "column"}))
+      ->needs("--balance");
   auto* sweep = cmd->add_option("--sweep", a->sweep,
                                 "Sweep one parameter: fifo=1,2,4,... | pes=1,2,4,... | width=32,64,...")
                     ->needs(eie);

@@ -63,9 +63,12 @@ bool is_pattern(const std::string& key) {
 void merge_layer_settings(LayerSettings& into, const LayerSettings& over) {
   const int balance = over.prune.balance ? over.prune.balance : into.prune.balance;
   const BlockShape block = over.prune.block.set() ? over.prune.block : into.prune.block;
+  const BalanceScope scope =
+      over.prune.balance_scope != BalanceScope::unset ? over.prune.balance_scope : into.prune.balance_scope;
   if (over.prune.sparsity || over.prune.quality) into.prune = over.prune;
   into.prune.balance = balance;
   into.prune.block = block;
+  into.prune.balance_scope = scope;
   if (over.bits) into.bits = over.bits;
   into.exclude = into.exclude || over.exclude;
   if (over.low_rank) into.low_rank = over.low_rank;
@@ -144,9 +147,12 @@ LayerSettings resolve_layer_settings(const CompressOptions& o, const Compressibl
     const PruneRule& prune = it->second.prune;
     const int balance = prune.balance ? prune.balance : s.prune.balance;
     const BlockShape block = prune.block.set() ? prune.block : s.prune.block;
+    const BalanceScope scope =
+        prune.balance_scope != BalanceScope::unset ? prune.balance_scope : s.prune.balance_scope;
     if (prune.sparsity || prune.quality) s.prune = prune;
     s.prune.balance = balance;
     s.prune.block = block;
+    s.prune.balance_scope = scope;
     if (it->second.bits) s.bits = it->second.bits;
     s.exclude = s.exclude || it->second.exclude;
   }

@@ -17,30 +17,31 @@ double population_std(std::span<const float> w) {
   return std::sqrt(var / static_cast<double>(w.size()));
 }
 
-// Keeps the k weights of largest magnitude (earliest index first among ties).
-void keep_top_k(std::span<float> w, int64_t k) {
-  int64_t n = static_cast<int64_t>(w.size());
-  if (k >= n) return;
-  if (k <= 0) {
-    std::fill(w.begin(), w.end(), 0.0f);
-    return;
-  }
+// Marks the k weights of largest magnitude (the earliest index first among ties).
+std::vector<char> top_k_mask(std::span<const float> w, int64_t k) {
+  const auto n = static_cast<int64_t>(w.size());
+  std::vector<char> keep(w.size(), k >= n ? 1 : 0);
+  if (k <= 0 || k >= n) return keep;
   std::vector<float> mags(w.size());
   for (size_t i = 0; i < w.size(); ++i) mags[i] = std::fabs(w[i]);
   std::nth_element(mags.begin(), mags.begin() + (n - k), mags.end());
-  float threshold = mags[static_cast<size_t>(n - k)];  // the k-th largest magnitude
+  const float threshold = mags[static_cast<size_t>(n - k)];  // the k-th largest magnitude
   int64_t above = 0;
   for (float v : w) above += std::fabs(v) > threshold;
   int64_t ties_to_keep = k - above;
-  for (float& v : w) {
-    float m = std::fabs(v);
-    if (m > threshold) continue;
-    if (m == threshold && ties_to_keep > 0) {
-      --ties_to_keep;
-      continue;
-    }
-    v = 0.0f;
+  for (size_t i = 0; i < w.size(); ++i) {
+    const float m = std::fabs(w[i]);
+    if (m > threshold || (m == threshold && ties_to_keep-- > 0)) keep[i] = 1;
   }
+  return keep;
+}
+
+// Keeps the k weights of largest magnitude (earliest index first among ties).
+void keep_top_k(std::span<float> w, int64_t k) {
+  if (k >= std::ssize(w)) return;
+  const std::vector<char> keep = top_k_mask(w, k);
+  for (size_t i = 0; i < w.size(); ++i)
+    if (!keep[i]) w[i] = 0.0f;
 }
 
 // How many weights the rule keeps over the whole layer (what prune_weights would keep).
@@ -96,7 +97,92 @@ void keep_top_blocks(std::span<float> w, const MatrixView& view, BlockShape bloc
       for_each_weight(b, [&](int64_t i) { w[static_cast<size_t>(i)] = 0.0f; });
 }
 
+// Rows of each of `partitions` interleaved row partitions (row r in partition r % partitions).
+std::vector<int64_t> partition_rows(int64_t rows, int partitions) {
+  std::vector<int64_t> counts(static_cast<size_t>(partitions), rows / partitions);
+  for (int64_t p = 0; p < rows % partitions; ++p) ++counts[static_cast<size_t>(p)];
+  return counts;
+}
+
+// Keeps `kept` weights, each column's share spread over the interleaved row partitions (the
+// contract of prune_layer, scope column).
+void keep_balanced_columns(std::span<float> w, const MatrixView& view, int partitions, int64_t kept) {
+  std::vector<int64_t> column_counts(static_cast<size_t>(view.cols), 0);
+  {
+    const std::vector<char> keep = top_k_mask(w, kept);
+    for (int64_t i = 0; i < std::ssize(w); ++i)
+      column_counts[static_cast<size_t>(view.transposed ? i / view.rows : i % view.cols)] +=
+          keep[static_cast<size_t>(i)];
+  }
+  const std::vector<int64_t> capacity = partition_rows(view.rows, partitions);
+  const auto parts = static_cast<size_t>(partitions);
+  std::vector<int64_t> quota(parts);
+  std::vector<std::vector<int64_t>> rows_by_magnitude(parts);    // of this column, per partition
+  std::vector<float> magnitude(static_cast<size_t>(view.rows));  // of this column's weights
+  for (int64_t c = 0; c < view.cols; ++c) {
+    for (int64_t r = 0; r < view.rows; ++r)
+      magnitude[static_cast<size_t>(r)] = std::fabs(w[static_cast<size_t>(index_of(r, c, view))]);
+    auto larger = [&](int64_t a, int64_t b) {  // the earlier row first among ties
+      const float ma = magnitude[static_cast<size_t>(a)], mb = magnitude[static_cast<size_t>(b)];
+      return ma > mb || (ma == mb && a < b);
+    };
+    int64_t count = column_counts[static_cast<size_t>(c)];
+    const int64_t share = count / partitions;
+    for (size_t p = 0; p < parts; ++p) {
+      std::vector<int64_t>& rows = rows_by_magnitude[p];
+      rows.clear();
+      for (auto r = static_cast<int64_t>(p); r < view.rows; r += partitions) rows.push_back(r);
+      std::sort(rows.begin(), rows.end(), larger);
+      quota[p] = std::min(share, capacity[p]);
+      count -= quota[p];
+    }
+    // The rest one weight at a time to a partition with room: one without an extra weight in this
+    // column first, then the one whose next |w| is largest.
+    auto before = [&](size_t p, size_t q) {
+      if ((quota[p] > share) != (quota[q] > share)) return quota[p] <= share;
+      return larger(rows_by_magnitude[p][static_cast<size_t>(quota[p])],
+                    rows_by_magnitude[q][static_cast<size_t>(quota[q])]);
+    };
+    for (; count > 0; --count) {  // count <= the column's rows, so a partition with room remains
+      size_t best = parts;
+      for (size_t p = 0; p < parts; ++p)
+        if (quota[p] < capacity[p] && (best == parts || before(p, best))) best = p;
+      ++quota[best];
+    }
+    for (size_t p = 0; p < parts; ++p)
+      for (size_t k = static_cast<size_t>(quota[p]); k < rows_by_magnitude[p].size(); ++k)
+        w[static_cast<size_t>(index_of(rows_by_magnitude[p][k], c, view))] = 0.0f;
+  }
+}
+
+// Keeps `kept` weights, each partition's total its equal share (the contract of prune_layer,
+// scope layer).
+void keep_balanced_partitions(std::span<float> w, const MatrixView& view, int partitions, int64_t kept) {
+  const int64_t share = kept / partitions, extra = kept % partitions;
+  std::vector<std::vector<int64_t>> members(static_cast<size_t>(partitions));
+  for (int64_t i = 0; i < std::ssize(w); ++i)
+    members[static_cast<size_t>(row_of(i, view) % partitions)].push_back(i);
+  std::vector<float> part;
+  for (size_t p = 0; p < members.size(); ++p) {
+    const std::vector<int64_t>& indices = members[p];
+    part.resize(indices.size());
+    for (size_t k = 0; k < indices.size(); ++k) part[k] = w[static_cast<size_t>(indices[k])];
+    keep_top_k(part, share + (static_cast<int64_t>(p) < extra ? 1 : 0));
+    for (size_t k = 0; k < indices.size(); ++k) w[static_cast<size_t>(indices[k])] = part[k];
+  }
+}
+
 }  // namespace
+
+Result<BalanceScope> parse_balance_scope(std::string_view text) {
+  if (text == "layer") return BalanceScope::layer;
+  if (text == "column") return BalanceScope::column;
+  return errorf("balance scope '{}': expected layer or column", text);
+}
+
+std::string_view balance_scope_text(BalanceScope scope) {
+  return scope == BalanceScope::column ? "column" : "layer";
+}
 
 Result<BlockShape> parse_block_shape(std::string_view text) {
   const size_t x = text.find('x');
@@ -134,18 +220,11 @@ int64_t prune_layer(std::span<float> w, const MatrixView& view, const PruneRule&
   }
   const int partitions = static_cast<int>(std::min<int64_t>(rule.balance, view.rows));
   if (partitions < 2 || (!rule.sparsity && !rule.quality)) return prune_weights(w, rule);
-  const int64_t kept = weights_to_keep(w, rule), share = kept / partitions, extra = kept % partitions;
-  std::vector<std::vector<int64_t>> members(static_cast<size_t>(partitions));
-  for (int64_t i = 0; i < std::ssize(w); ++i)
-    members[static_cast<size_t>(row_of(i, view) % partitions)].push_back(i);
-  std::vector<float> part;
-  for (size_t p = 0; p < members.size(); ++p) {
-    const std::vector<int64_t>& indices = members[p];
-    part.resize(indices.size());
-    for (size_t k = 0; k < indices.size(); ++k) part[k] = w[static_cast<size_t>(indices[k])];
-    keep_top_k(part, share + (static_cast<int64_t>(p) < extra ? 1 : 0));
-    for (size_t k = 0; k < indices.size(); ++k) w[static_cast<size_t>(indices[k])] = part[k];
-  }
+  const int64_t kept = weights_to_keep(w, rule);
+  if (rule.balance_scope == BalanceScope::column)
+    keep_balanced_columns(w, view, partitions, kept);
+  else
+    keep_balanced_partitions(w, view, partitions, kept);
   return std::count(w.begin(), w.end(), 0.0f);
 }
 

@@ -30,6 +30,14 @@ Result<BlockShape> block_shape(const json& j, const std::string& key) {
   return block;
 }
 
+// A balance scope given as text under `key`.
+Result<BalanceScope> balance_scope(const json& j, const std::string& key) {
+  if (!j.is_string()) return errorf("recipe key '{}': expected \"layer\" or \"column\"", key);
+  auto scope = parse_balance_scope(j.get<std::string>());
+  if (!scope.ok()) return scope.status().prefixed("recipe key '" + key + "'");
+  return scope;
+}
+
 // A low-rank rule given as text under `key`.
 Result<LowRankRule> low_rank_rule(const json& j, const std::string& key) {
   if (!j.is_string()) return errorf("recipe key '{}': expected a string such as \"rank=8\" or \"none\"", key);
@@ -58,6 +66,8 @@ Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
       SP_ASSIGN_OR_RETURN(s.bits, integer(v, where));
     } else if (key == "balance") {
       SP_ASSIGN_OR_RETURN(s.prune.balance, integer(v, where));
+    } else if (key == "balance_scope") {
+      SP_ASSIGN_OR_RETURN(s.prune.balance_scope, balance_scope(v, where));
     } else if (key == "block") {
       SP_ASSIGN_OR_RETURN(s.prune.block, block_shape(v, where));
     } else if (key == "lowrank") {
@@ -69,7 +79,8 @@ Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
       s.exclude = v.get<bool>();
     } else {
       return errorf(
-          "recipe key '{}': unknown (use sparsity, quality, balance, block, bits, lowrank, structured, "
+          "recipe key '{}': unknown (use sparsity, quality, balance, balance_scope, block, bits, lowrank, "
+          "structured, "
           "exclude)",
           where);
     }
@@ -158,6 +169,10 @@ Status apply_layer_override(const std::string& text, CompressOptions& o) {
       SP_ASSIGN_OR_RETURN(s.bits, parse_int(kv[1], where + " bits"));
     } else if (kv[0] == "balance") {
       SP_ASSIGN_OR_RETURN(s.prune.balance, parse_int(kv[1], where + " balance"));
+    } else if (kv[0] == "balance_scope") {
+      auto scope = parse_balance_scope(kv[1]);
+      if (!scope.ok()) return scope.status().prefixed(where);
+      s.prune.balance_scope = *scope;
     } else if (kv[0] == "block") {
       auto block = parse_block_shape(kv[1]);
       if (!block.ok()) return block.status().prefixed(where);
@@ -174,7 +189,8 @@ Status apply_layer_override(const std::string& text, CompressOptions& o) {
       s.exclude = kv[1] == "true" || kv[1] == "1";
     } else {
       return errorf(
-          "{}: unknown key '{}' (use sparsity, quality, balance, block, bits, lowrank, structured, exclude)",
+          "{}: unknown key '{}' (use sparsity, quality, balance, balance_scope, block, bits, lowrank, "
+          "structured, exclude)",
           where, kv[0]);
     }
   }
@@ -190,6 +206,8 @@ Status apply_recipe(const json& r, CompressOptions& o) {
       SP_ASSIGN_OR_RETURN(o.all.prune.quality, number(v, key));
     } else if (key == "balance") {
       SP_ASSIGN_OR_RETURN(o.all.prune.balance, integer(v, key));
+    } else if (key == "balance_scope") {
+      SP_ASSIGN_OR_RETURN(o.all.prune.balance_scope, balance_scope(v, key));
     } else if (key == "block") {
       SP_ASSIGN_OR_RETURN(o.all.prune.block, block_shape(v, key));
     } else if (key == "lowrank") {
@@ -262,6 +280,8 @@ json recipe_json(const CompressOptions& o) {
     if (s.prune.sparsity) j["sparsity"] = *s.prune.sparsity;
     if (s.prune.quality) j["quality"] = *s.prune.quality;
     if (s.prune.balance) j["balance"] = s.prune.balance;
+    if (s.prune.balance_scope != BalanceScope::unset)
+      j["balance_scope"] = balance_scope_text(s.prune.balance_scope);
     if (s.prune.block.set()) j["block"] = block_shape_text(s.prune.block);
     if (s.low_rank) j["lowrank"] = low_rank_rule_text(*s.low_rank);
     if (s.structured) j["structured"] = structured_rule_text(*s.structured);

@@ -128,6 +128,128 @@ TEST(LoadBalance, UnevenPartitionsAndMorePartitionsThanRows) {
   EXPECT_EQ(prune_layer(untouched, view, PruneRule{std::nullopt, std::nullopt, 4}), 0) << "nothing to prune";
 }
 
+// uneven_rows with columns that differ in scale too (column c's weights times 1 + c % 5), so that
+// the columns keep different counts.
+std::vector<float> uneven_rows_and_columns(int64_t rows, int64_t cols, uint32_t seed) {
+  std::vector<float> w = uneven_rows(rows, cols, seed);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) w[static_cast<size_t>(r * cols + c)] *= static_cast<float>(1 + c % 5);
+  return w;
+}
+
+// Non-zeros of each (column, partition) of a row-major [rows, cols] layer: [cols][partitions].
+std::vector<std::vector<int64_t>> column_partition_counts(const std::vector<float>& w, int64_t rows,
+                                                          int64_t cols, int partitions) {
+  std::vector<std::vector<int64_t>> counts(static_cast<size_t>(cols),
+                                           std::vector<int64_t>(static_cast<size_t>(partitions)));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      counts[static_cast<size_t>(c)][static_cast<size_t>(r % partitions)] +=
+          w[static_cast<size_t>(r * cols + c)] != 0.0f;
+  return counts;
+}
+
+int64_t sum(const std::vector<int64_t>& v) {
+  return std::accumulate(v.begin(), v.end(), int64_t{0});
+}
+
+// Mean over max of the partitions' non-zeros in a subset of the columns (the inputs a sample
+// activates, as the simulator counts a layer's balance): the worst of 50 random subsets of 30%.
+double worst_active_column_balance(const std::vector<std::vector<int64_t>>& counts, int partitions) {
+  std::mt19937 rng(5);
+  double worst = 1.0;
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<int64_t> totals(static_cast<size_t>(partitions), 0);
+    for (const auto& column : counts)
+      if (rng() % 10 < 3)
+        for (int p = 0; p < partitions; ++p) totals[static_cast<size_t>(p)] += column[static_cast<size_t>(p)];
+    const double mean = static_cast<double>(sum(totals)) / partitions;
+    worst = std::min(worst, mean / static_cast<double>(*std::max_element(totals.begin(), totals.end())));
+  }
+  return worst;
+}
+
+TEST(LoadBalance, ColumnScopeSpreadsEveryColumnsWeightsEvenlyOverThePartitions) {
+  constexpr int64_t rows = 256, cols = 120;
+  constexpr int partitions = 16;
+  const std::vector<float> w = uneven_rows_and_columns(rows, cols, 21);
+  const MatrixView view{rows, cols, false};
+  const int64_t kept = rows * cols - std::llround(rows * cols * 0.9);
+  auto whole = w;  // what each column keeps when the layer is pruned as a whole
+  prune_layer(whole, view, PruneRule{0.9, std::nullopt, 1});
+  auto by_layer = w;
+  prune_layer(by_layer, view, PruneRule{0.9, std::nullopt, partitions, {}, BalanceScope::layer});
+  auto by_column = w;
+  EXPECT_EQ(prune_layer(by_column, view, PruneRule{0.9, std::nullopt, partitions, {}, BalanceScope::column}),
+            rows * cols - kept);
+  const auto reference = column_partition_counts(whole, rows, cols, partitions);
+  const auto counts = column_partition_counts(by_column, rows, cols, partitions);
+  for (int64_t c = 0; c < cols; ++c) {
+    const auto& column = counts[static_cast<size_t>(c)];
+    EXPECT_EQ(sum(column), sum(reference[static_cast<size_t>(c)])) << "column " << c << " keeps its count";
+    EXPECT_LE(
+        *std::max_element(column.begin(), column.end()) - *std::min_element(column.begin(), column.end()), 1)
+        << "column " << c;
+  }
+  EXPECT_EQ(sum(partition_nonzeros(by_column, view, partitions)), kept);
+  // Within each column, each partition keeps its own largest.
+  for (int64_t c = 0; c < cols; ++c)
+    for (int p = 0; p < partitions; ++p) {
+      float smallest_kept = INFINITY, largest_pruned = 0.0f;
+      for (int64_t r = p; r < rows; r += partitions) {
+        const auto i = static_cast<size_t>(r * cols + c);
+        (by_column[i] != 0.0f ? smallest_kept : largest_pruned) =
+            by_column[i] != 0.0f ? std::min(smallest_kept, std::fabs(w[i]))
+                                 : std::max(largest_pruned, std::fabs(w[i]));
+      }
+      ASSERT_LE(largest_pruned, smallest_kept) << "column " << c << ", partition " << p;
+    }
+  // What the PEs see when a sample activates some of the columns.
+  const double layer_scope =
+      worst_active_column_balance(column_partition_counts(by_layer, rows, cols, partitions), partitions);
+  const double column_scope = worst_active_column_balance(counts, partitions);
+  // 0.71 and 0.76 (1.6 weights per partition and column; the rows of larger weights take most of
+  // the extra ones).
+  EXPECT_GT(column_scope, layer_scope + 0.03) << column_scope << " vs " << layer_scope;
+}
+
+TEST(LoadBalance, ColumnScopeByThresholdTransposedAndOnFewRows) {
+  const std::vector<float> w = uneven_rows_and_columns(12, 30, 22);
+  std::vector<float> stored(w.size());  // a MatMul weight: [in, out]
+  for (int64_t r = 0; r < 12; ++r)
+    for (int64_t c = 0; c < 30; ++c)
+      stored[static_cast<size_t>(c * 12 + r)] = w[static_cast<size_t>(r * 30 + c)];
+  const PruneRule rule{std::nullopt, 1.0, 4, {}, BalanceScope::column};
+  auto rowwise = w, reference = w;
+  const int64_t kept = std::ssize(w) - prune_weights(reference, PruneRule{std::nullopt, 1.0});
+  EXPECT_EQ(prune_layer(rowwise, MatrixView{12, 30, false}, rule), std::ssize(w) - kept);
+  prune_layer(stored, MatrixView{12, 30, true}, rule);
+  for (int64_t r = 0; r < 12; ++r)
+    for (int64_t c = 0; c < 30; ++c)
+      ASSERT_EQ(stored[static_cast<size_t>(c * 12 + r)], rowwise[static_cast<size_t>(r * 30 + c)])
+          << r << "," << c;
+  // 10 rows over 4 partitions of 3, 3, 2 and 2 rows, 45 of 50 weights kept: the columns keeping 9
+  // or 10 fill the small partitions and give the rest to the others.
+  const std::vector<float> few = uneven_rows(10, 5, 13);
+  auto dense = few, whole = few;
+  prune_layer(whole, MatrixView{10, 5, false}, PruneRule{0.1, std::nullopt, 1});
+  prune_layer(dense, MatrixView{10, 5, false}, PruneRule{0.1, std::nullopt, 4, {}, BalanceScope::column});
+  const auto expected = column_partition_counts(whole, 10, 5, 4),
+             counts = column_partition_counts(dense, 10, 5, 4);
+  const std::vector<int64_t> rows_of_partition{3, 3, 2, 2};
+  for (size_t c = 0; c < 5; ++c) {
+    EXPECT_EQ(sum(counts[c]), sum(expected[c])) << c;
+    for (size_t p = 0; p < 4; ++p) {
+      EXPECT_LE(counts[c][p], rows_of_partition[p]);
+      EXPECT_GE(counts[c][p], std::min<int64_t>(rows_of_partition[p], sum(expected[c]) / 4)) << c << "," << p;
+    }
+  }
+  auto many = few, many_whole = few;  // 64 partitions of 10 rows: one row each, so the layer's choice
+  prune_layer(many, MatrixView{10, 5, false}, PruneRule{0.6, std::nullopt, 64, {}, BalanceScope::column});
+  prune_layer(many_whole, MatrixView{10, 5, false}, PruneRule{0.6, std::nullopt, 1});
+  EXPECT_EQ(many, many_whole);
+}
+
 TEST(LoadBalance, RecipeKeysOverridesAndValidation) {
   CompressOptions o;
   ASSERT_TRUE(apply_recipe(nlohmann::json::parse(
@@ -148,10 +270,42 @@ TEST(LoadBalance, RecipeKeysOverridesAndValidation) {
   EXPECT_EQ(recipe_json(round), recipe_json(o));
   EXPECT_TRUE(apply_layer_override("d:balance=16", o).ok());
   EXPECT_EQ(o.layers["d"].prune.balance, 16);
+  EXPECT_EQ(settings("a").prune.balance_scope, BalanceScope::unset);
   o.all.prune.balance = kMaxBalancePartitions + 1;
   auto bad = o.validate();
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.message().find("balance 65537"), std::string::npos) << bad.message();
+}
+
+TEST(LoadBalance, ScopeKeysInheritAndRoundTrip) {
+  CompressOptions o;
+  ASSERT_TRUE(apply_recipe(nlohmann::json::parse(
+                               R"({"sparsity": 0.9, "balance": 8, "balance_scope": "column",
+                                   "layers": {"a": {"sparsity": 0.5}, "b": {"balance_scope": "layer"}}})"),
+                           o)
+                  .ok());
+  auto settings = [&](const std::string& name) {
+    return resolve_layer_settings(o, CompressibleLayer{name, name, false, MatrixView{4, 4, false}});
+  };
+  EXPECT_EQ(settings("a").prune.balance_scope, BalanceScope::column)
+      << "inherited with a sparsity of its own";
+  EXPECT_EQ(*settings("a").prune.sparsity, 0.5);
+  EXPECT_EQ(settings("b").prune.balance_scope, BalanceScope::layer);
+  EXPECT_EQ(settings("b").prune.balance, 8);
+  ASSERT_TRUE(apply_layer_override("c:sparsity=0.7,balance_scope=layer", o).ok());
+  EXPECT_EQ(settings("c").prune.balance_scope, BalanceScope::layer);
+  CompressOptions round;
+  ASSERT_TRUE(apply_recipe(recipe_json(o), round).ok());
+  EXPECT_EQ(recipe_json(round), recipe_json(o));
+  EXPECT_EQ(recipe_json(o)["balance_scope"], "column");
+  auto bad = apply_recipe(nlohmann::json::parse(R"({"balance_scope": "row"})"), o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("'balance_scope'"), std::string::npos) << bad.message();
+  EXPECT_NE(bad.message().find("layer or column"), std::string::npos) << bad.message();
+  bad = apply_layer_override("d:balance_scope=rows", o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("'rows'"), std::string::npos) << bad.message();
+  EXPECT_FALSE(apply_recipe(nlohmann::json::parse(R"({"balance_scope": 2})"), o).ok());
 }
 
 // Whether every block of `block` over the row-major [rows, cols] matrix is kept whole (all its
@@ -1432,6 +1586,20 @@ TEST_F(CompressCli, BalancedPruningIsRecordedAndInspected) {
   EXPECT_NE(alone.output.find("--balance balances what is pruned"), std::string::npos) << alone.output;
   auto zero = test::run_cli("compress " + dir_ + "/m.onnx -o " + spw + " --sparsity 0.5 --balance 0");
   EXPECT_EQ(zero.exit_code, 1) << zero.output;
+  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + spw +
+                          " --sparsity 0.75 --balance 2 --balance-scope column --min-weights 0")
+                .exit_code,
+            0);
+  auto by_column = test::run_cli("inspect " + spw + " --json");
+  ASSERT_EQ(by_column.exit_code, 0) << by_column.output;
+  EXPECT_EQ(nlohmann::json::parse(
+                by_column.output.substr(by_column.output.find('{')))["metadata"]["options"]["balance_scope"],
+            "column");
+  auto scope_alone =
+      test::run_cli("compress " + dir_ + "/m.onnx -o " + spw + " --sparsity 0.5 --balance-scope column");
+  EXPECT_EQ(scope_alone.exit_code, 1);
+  EXPECT_NE(scope_alone.output.find("--balance-scope says what --balance makes equal"), std::string::npos)
+      << scope_alone.output;
 }
 
 TEST_F(CompressCli, BlockPruningIsRecordedReplayedAndRefusedWhereItCannotApply) {
