@@ -298,6 +298,16 @@ TEST(LoadBalance, ScopeKeysInheritAndRoundTrip) {
   ASSERT_TRUE(apply_recipe(recipe_json(o), round).ok());
   EXPECT_EQ(recipe_json(round), recipe_json(o));
   EXPECT_EQ(recipe_json(o)["balance_scope"], "column");
+  CompressOptions by_pattern;  // a pattern's scope under the layer's own sparsity
+  ASSERT_TRUE(
+      apply_recipe(nlohmann::json::parse(R"({"layers": {"op:Gemm": {"balance": 4, "balance_scope": "column"},
+                                                     "fw": {"sparsity": 0.5}}})"),
+                   by_pattern)
+          .ok());
+  auto expanded = expand_layer_patterns(test::small_cnn(), by_pattern);
+  ASSERT_TRUE(expanded.ok()) << expanded.status().message();
+  EXPECT_EQ(expanded->layers["fw"].prune.balance_scope, BalanceScope::column);
+  EXPECT_EQ(*expanded->layers["fw"].prune.sparsity, 0.5);
   auto bad = apply_recipe(nlohmann::json::parse(R"({"balance_scope": "row"})"), o);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.message().find("'balance_scope'"), std::string::npos) << bad.message();
