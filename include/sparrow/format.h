@@ -70,9 +70,6 @@ CompressedTensor encode_sparse(std::vector<uint8_t> const& codes, MatrixView vie
 CompressedTensor encode_dense(std::vector<uint8_t> const& codes, MatrixView view);
 // The code matrix back (codes[r * cols + c]); fails if the entries do not fit the matrix.
 Result<std::vector<uint8_t>> decode_codes(const CompressedTensor& t);
-// Non-zero weights (codes other than 0) in each row of the matrix view, without forming the code
-// matrix; fails as decode_codes does.
-Result<std::vector<int64_t>> row_nonzeros(const CompressedTensor& t);
 // The float32 weight tensor in its original shape and layout.
 Result<Tensor> decompress(const CompressedTensor& t);
 

@@ -27,19 +27,42 @@ int64_t held_fp32_bytes(const SpwModel& m) {
   return n;
 }
 
-Result<LayerBalance> layer_balance(const CompressedTensor& t, int partitions) {
-  SP_ASSIGN_OR_RETURN(std::vector<int64_t> rows, row_nonzeros(t));
-  LayerBalance b;  // a layer of fewer rows than partitions is spread over one row each
-  b.partitions = static_cast<int>(std::clamp<int64_t>(partitions, 1, std::max<int64_t>(std::ssize(rows), 1)));
-  std::vector<int64_t> counts(static_cast<size_t>(b.partitions), 0);
-  for (size_t r = 0; r < rows.size(); ++r) counts[r % counts.size()] += rows[r];
-  int64_t total = 0;
-  for (int64_t c : counts) {
-    total += c;
-    b.max_nonzeros = std::max(b.max_nonzeros, c);
+namespace {
+
+// Sum over the columns of the codes' matrix [rows, cols] of the fullest partition's non-zeros.
+int64_t fullest_partitions_by_column(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
+                                     int partitions) {
+  std::vector<int64_t> counts(static_cast<size_t>(partitions), 0);
+  int64_t sum = 0;
+  for (int64_t c = 0; c < cols; ++c) {
+    std::fill(counts.begin(), counts.end(), 0);
+    for (int64_t r = 0; r < rows; ++r)
+      counts[static_cast<size_t>(r % partitions)] += codes[static_cast<size_t>(r * cols + c)] != 0;
+    sum += *std::max_element(counts.begin(), counts.end());
   }
+  return sum;
+}
+
+}  // namespace
+
+Result<LayerBalance> layer_balance(const CompressedTensor& t, int partitions) {
+  SP_ASSIGN_OR_RETURN(std::vector<uint8_t> codes, decode_codes(t));
+  const int64_t rows = t.view.rows, cols = t.view.cols;
+  LayerBalance b;  // a layer of fewer rows than partitions is spread over one row each
+  b.partitions = static_cast<int>(std::clamp<int64_t>(partitions, 1, std::max<int64_t>(rows, 1)));
+  std::vector<int64_t> counts(static_cast<size_t>(b.partitions), 0);
+  int64_t total = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const bool nonzero = codes[static_cast<size_t>(r * cols + c)] != 0;
+      counts[static_cast<size_t>(r % b.partitions)] += nonzero;
+      total += nonzero;
+    }
+  b.max_nonzeros = *std::max_element(counts.begin(), counts.end());
   b.mean_nonzeros = static_cast<double>(total) / b.partitions;
   b.load_balance = b.max_nonzeros ? b.mean_nonzeros / static_cast<double>(b.max_nonzeros) : 1.0;
+  const int64_t fullest = fullest_partitions_by_column(codes, rows, cols, b.partitions);
+  b.column_balance = fullest ? b.mean_nonzeros / static_cast<double>(fullest) : 1.0;
   return b;
 }
 
@@ -72,7 +95,8 @@ nlohmann::json spw_report_json(const SpwModel& m, const std::string& path, int b
     if (auto b = layer_balance(t, balance_partitions); b.ok())
       balance = {{"max_nonzeros", b->max_nonzeros},
                  {"mean_nonzeros", b->mean_nonzeros},
-                 {"load_balance", b->load_balance}};
+                 {"load_balance", b->load_balance},
+                 {"column_balance", b->column_balance}};
     j["layers"].push_back({{"name", t.name},
                            {"shape", t.shape},
                            {"weights", z.weights},

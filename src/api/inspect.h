@@ -23,11 +23,15 @@ int64_t held_fp32_bytes(const SpwModel& m);
 
 // How evenly a layer's non-zero weights spread over `partitions` interleaved row partitions (row r
 // in partition r % partitions: EIE's PEs; at most one partition per row): the fullest
-// partition's count, the mean, and their ratio mean / max (1: every partition holds as many).
+// partition's count, the mean, and their ratio mean / max (1: every partition holds as many);
+// and the same within each column (input), summed over the columns: sum of the columns' means over
+// sum of their fullest partitions' counts (1: every column's non-zeros spread evenly; the share
+// of EIE's broadcast cycles in which all PEs work, when every input is active and no FIFO evens
+// the columns out).
 struct LayerBalance {
   int partitions = 0;
   int64_t max_nonzeros = 0;
-  double mean_nonzeros = 0, load_balance = 1;
+  double mean_nonzeros = 0, load_balance = 1, column_balance = 1;
 };
 Result<LayerBalance> layer_balance(const CompressedTensor& t, int partitions);
 

@@ -110,10 +110,10 @@ void print_spw_report(const SpwModel& m, const std::string& path, int balance_pa
   fmt::print("file      {}: {} bytes, {:.1f}x smaller than {} bytes of float32 parameters\n", path,
              m.file_bytes,
              m.file_bytes ? static_cast<double>(dense) / static_cast<double>(m.file_bytes) : 0.0, dense);
-  fmt::print("\n{:<24} {:>9} {:>7} {:>10} {:>10} {:>7} {:>8} {:>16} {:>8}\n", "layer", "weights", "kept",
+  fmt::print("\n{:<24} {:>9} {:>7} {:>10} {:>10} {:>7} {:>8} {:>16} {:>13}\n", "layer", "weights", "kept",
              "w-bits", "idx-bits", "layout", "fillers", "size P+Q / +H", "balance");
-  fmt::print("{:<24} {:>9} {:>7} {:>10} {:>10} {:>7} {:>8} {:>16} {:>8}\n", "", "", "", "P+Q / +H",
-             "P+Q / +H", "", "", "(% of float32)", fmt::format("({} P)", balance_partitions));
+  fmt::print("{:<24} {:>9} {:>7} {:>10} {:>10} {:>7} {:>8} {:>16} {:>13}\n", "", "", "", "P+Q / +H",
+             "P+Q / +H", "", "", "(% of float32)", fmt::format("({} P) / col", balance_partitions));
   double pq = 0, stored = 0, dense_bits = 0;
   int64_t weights = 0, kept = 0;
   for (size_t i = 0; i < m.tensors.size(); ++i) {
@@ -121,14 +121,14 @@ void print_spw_report(const SpwModel& m, const std::string& path, int balance_pa
     TensorSizes z = tensor_sizes(t, m.storage[i]);
     bool sparse = t.layout == WeightLayout::sparse;
     auto balance = api::layer_balance(t, balance_partitions);
-    fmt::print("{:<24} {:>9} {:>7} {:>10} {:>10} {:>7} {:>8} {:>16} {:>8}\n", t.name.substr(0, 24),
-               human_count(z.weights),
-               percent(static_cast<double>(z.nonzeros), static_cast<double>(z.weights)),
-               fmt::format("{} / {:.1f}", t.weight_bits, z.code_bits_per_entry),
-               sparse ? fmt::format("{} / {:.1f}", t.index_bits, z.gap_bits_per_entry) : "-",
-               sparse ? "sparse" : "dense", z.fillers,
-               percent(z.pq_bits, z.dense_bits()) + " / " + percent(z.stored_bits, z.dense_bits()),
-               balance.ok() ? fmt::format("{:.3f}", balance->load_balance) : "-");
+    fmt::print(
+        "{:<24} {:>9} {:>7} {:>10} {:>10} {:>7} {:>8} {:>16} {:>13}\n", t.name.substr(0, 24),
+        human_count(z.weights), percent(static_cast<double>(z.nonzeros), static_cast<double>(z.weights)),
+        fmt::format("{} / {:.1f}", t.weight_bits, z.code_bits_per_entry),
+        sparse ? fmt::format("{} / {:.1f}", t.index_bits, z.gap_bits_per_entry) : "-",
+        sparse ? "sparse" : "dense", z.fillers,
+        percent(z.pq_bits, z.dense_bits()) + " / " + percent(z.stored_bits, z.dense_bits()),
+        balance.ok() ? fmt::format("{:.3f} / {:.3f}", balance->load_balance, balance->column_balance) : "-");
     pq += z.pq_bits;
     stored += z.stored_bits;
     dense_bits += z.dense_bits();

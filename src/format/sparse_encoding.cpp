@@ -154,19 +154,6 @@ Result<std::vector<uint8_t>> decode_codes(const CompressedTensor& t) {
   return codes;
 }
 
-Result<std::vector<int64_t>> row_nonzeros(const CompressedTensor& t) {
-  SP_RETURN_IF_ERROR(check_structure(t).prefixed(fmt::format("tensor '{}'", t.name)));
-  std::vector<int64_t> counts(static_cast<size_t>(t.view.rows), 0);
-  if (t.layout == WeightLayout::dense) {
-    const std::vector<uint8_t>& codes = t.partitions[0].codes;
-    for (size_t i = 0; i < codes.size(); ++i) counts[i / static_cast<size_t>(t.view.cols)] += codes[i] != 0;
-    return counts;
-  }
-  for_each_entry(t,
-                 [&](int64_t row, int64_t, uint8_t code) { counts[static_cast<size_t>(row)] += code != 0; });
-  return counts;
-}
-
 Result<Tensor> decompress(const CompressedTensor& t) {
   SP_ASSIGN_OR_RETURN(std::vector<uint8_t> codes, decode_codes(t));
   Tensor w(DType::f32, t.shape);

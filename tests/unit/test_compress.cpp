@@ -1596,15 +1596,32 @@ TEST_F(CompressCli, BalancedPruningIsRecordedAndInspected) {
   EXPECT_NE(alone.output.find("--balance balances what is pruned"), std::string::npos) << alone.output;
   auto zero = test::run_cli("compress " + dir_ + "/m.onnx -o " + spw + " --sparsity 0.5 --balance 0");
   EXPECT_EQ(zero.exit_code, 1) << zero.output;
-  ASSERT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + spw +
-                          " --sparsity 0.75 --balance 2 --balance-scope column --min-weights 0")
-                .exit_code,
-            0);
-  auto by_column = test::run_cli("inspect " + spw + " --json");
-  ASSERT_EQ(by_column.exit_code, 0) << by_column.output;
-  EXPECT_EQ(nlohmann::json::parse(
-                by_column.output.substr(by_column.output.find('{')))["metadata"]["options"]["balance_scope"],
-            "column");
+  // Balanced by column, each input's weights spread over both partitions: inspect's column balance
+  // is higher than with equal totals alone.
+  auto inspect_with_scope = [&](const std::string& scope) {
+    const std::string file = dir_ + "/by_" + scope + ".spw";
+    EXPECT_EQ(test::run_cli("-q compress " + dir_ + "/m.onnx -o " + file +
+                            " --sparsity 0.75 --balance 2 --balance-scope " + scope + " --min-weights 0")
+                  .exit_code,
+              0);
+    auto shown = test::run_cli("inspect " + file + " --json");
+    EXPECT_EQ(shown.exit_code, 0) << shown.output;
+    return nlohmann::json::parse(shown.output.substr(shown.output.find('{')));
+  };
+  const auto by_layer = inspect_with_scope("layer"), by_column = inspect_with_scope("column");
+  EXPECT_EQ(by_column["metadata"]["options"]["balance_scope"], "column");
+  ASSERT_EQ(by_column["layers"].size(), by_layer["layers"].size());
+  ASSERT_FALSE(by_column["layers"].empty());
+  double layer_sum = 0, column_sum = 0;
+  for (size_t i = 0; i < by_column["layers"].size(); ++i) {
+    const double layer_scope = by_layer["layers"][i]["balance"]["column_balance"].get<double>(),
+                 column_scope = by_column["layers"][i]["balance"]["column_balance"].get<double>();
+    EXPECT_GE(column_scope, layer_scope) << by_column["layers"][i]["name"];
+    EXPECT_LE(column_scope, 1.0);
+    layer_sum += layer_scope;
+    column_sum += column_scope;
+  }
+  EXPECT_GT(column_sum, layer_sum + 0.02);
   auto scope_alone =
       test::run_cli("compress " + dir_ + "/m.onnx -o " + spw + " --sparsity 0.5 --balance-scope column");
   EXPECT_EQ(scope_alone.exit_code, 1);
