@@ -140,6 +140,11 @@ def test_recipes_balance_and_factorize(tmp_path):
     assert sparrow.load(out).run(x.astype(np.float32)).shape == sparrow.load(src).run(x.astype(np.float32)).shape
     with pytest.raises(sparrow.Error, match="lowrank"):
         sparrow.compress(src, tmp_path / "bad.spw", {"lowrank": 3})
+    by_column = sparrow.compress(src, tmp_path / "c.spw", {"sparsity": 0.75, "balance": 4, "balance_scope": "column"})
+    assert by_column["metadata"]["options"]["balance_scope"] == "column"
+    assert all(0 < layer["balance"]["column_balance"] <= 1 for layer in by_column["layers"])
+    with pytest.raises(sparrow.Error, match="balance_scope"):
+        sparrow.compress(src, tmp_path / "bad.spw", {"balance": 4, "balance_scope": "rows"})
 
 
 def test_recipes_prune_in_blocks(tmp_path):
