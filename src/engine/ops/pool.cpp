@@ -46,7 +46,7 @@ class PoolOp : public Op {
   void input_is_nan_free() override { nan_free_ = true; }
   size_t scratch_floats(int threads) const override {
     if constexpr (K == PoolKind::max) return 0;
-    const int64_t floats = shape_numel({threads, padded_row_floats()});
+    const int64_t floats = shape_numel({threads, row_stride()}) + kLineFloats;  // + the alignment
     return floats < 0 ? SIZE_MAX : static_cast<size_t>(floats);  // SIZE_MAX: over any memory limit
   }
   Status run(const RunArgs& a) override {
@@ -56,7 +56,7 @@ class PoolOp : public Op {
     if (chunks == 0) return {};
     const int64_t step = (planes_ + chunks - 1) / chunks;
     a.pool.parallel_for(chunks, [&](int64_t c) {
-      float* row = a.scratch.data() + (K == PoolKind::average ? c * padded_row_floats() : 0);
+      float* row = K == PoolKind::average ? first_line(a.scratch.data()) + c * row_stride() : nullptr;
       for (int64_t p = c * step; p < std::min(planes_, (c + 1) * step); ++p) {
         const float* in = x + p * win_.in_h * win_.in_w;
         float* out = y + p * win_.out_h * win_.out_w;
@@ -74,6 +74,15 @@ class PoolOp : public Op {
   // windows may reach past the padding).
   int64_t padded_row_floats() const {
     return std::max(win_.pad_l + win_.in_w + win_.pad_r, (win_.out_w - 1) * win_.s_w + win_.k_w);
+  }
+  // Floats between two threads' rows in the scratch, from its first cache line on: whole lines, so
+  // that no two threads write to one line.
+  static constexpr int64_t kLineFloats = 16;
+  int64_t row_stride() const { return (padded_row_floats() + kLineFloats - 1) / kLineFloats * kLineFloats; }
+  static float* first_line(float* scratch) {
+    const auto address = reinterpret_cast<uintptr_t>(scratch);
+    constexpr uintptr_t kLineBytes = kLineFloats * sizeof(float);
+    return reinterpret_cast<float*>((address + kLineBytes - 1) / kLineBytes * kLineBytes);
   }
   // Per output column, the columns its window counts: those on the input, or with
   // count_include_pad those on the padded input (window parts past it never count). Counts below
