@@ -29,16 +29,26 @@ int64_t held_fp32_bytes(const SpwModel& m) {
 
 namespace {
 
-// Sum over the columns of the codes' matrix [rows, cols] of the fullest partition's non-zeros.
+// Sum over the columns of the codes' matrix [rows, cols] of the fullest partition's non-zeros,
+// counted a block of columns at a time so that the matrix is read row by row.
 int64_t fullest_partitions_by_column(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
                                      int partitions) {
-  std::vector<int64_t> counts(static_cast<size_t>(partitions), 0);
+  constexpr int64_t kBlock = 64;
+  const auto parts = static_cast<size_t>(partitions);
+  std::vector<int64_t> counts(static_cast<size_t>(kBlock) * parts);  // [column in block][partition]
   int64_t sum = 0;
-  for (int64_t c = 0; c < cols; ++c) {
+  for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
+    const int64_t width = std::min(kBlock, cols - c0);
     std::fill(counts.begin(), counts.end(), 0);
-    for (int64_t r = 0; r < rows; ++r)
-      counts[static_cast<size_t>(r % partitions)] += codes[static_cast<size_t>(r * cols + c)] != 0;
-    sum += *std::max_element(counts.begin(), counts.end());
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* row = codes.data() + r * cols + c0;
+      const auto p = static_cast<size_t>(r % partitions);
+      for (int64_t c = 0; c < width; ++c) counts[static_cast<size_t>(c) * parts + p] += row[c] != 0;
+    }
+    for (int64_t c = 0; c < width; ++c) {
+      const auto first = counts.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(c) * parts);
+      sum += *std::max_element(first, first + partitions);
+    }
   }
   return sum;
 }

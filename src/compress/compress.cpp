@@ -265,6 +265,11 @@ Status CompressOptions::validate() const {
     SP_RETURN_IF_ERROR(parse_structured_rule(structured_rule_text(*structured)).status().prefixed("options"));
   SP_RETURN_IF_ERROR(check_settings(all, "options"));
   for (const auto& [name, s] : layers) SP_RETURN_IF_ERROR(check_settings(s, "layer '" + name + "'"));
+  if (any_rule([](const LayerSettings& s) { return s.prune.balance_scope == BalanceScope::column; }) &&
+      !any_rule([](const LayerSettings& s) { return s.prune.balance >= 2; }))
+    return errorf(
+        "balance_scope column says what balance makes equal: give a balance N >= 2 (globally or for a "
+        "layer)");
   if (any_rule(prunes_in_blocks) && !any_rule(gives_pruning_target))
     return errorf("block shapes what is pruned: give a sparsity or quality (globally or for a layer)");
   if (conv_bits < 1 || conv_bits > 8 || fc_bits < 1 || fc_bits > 8)

@@ -109,19 +109,22 @@ std::vector<int64_t> partition_rows(int64_t rows, int partitions) {
 void keep_balanced_columns(std::span<float> w, const MatrixView& view, int partitions, int64_t kept) {
   std::vector<int64_t> column_counts(static_cast<size_t>(view.cols), 0);
   {
-    const std::vector<char> keep = top_k_mask(w, kept);
+    const std::vector<char> keep = top_k_mask(w, kept);  // zeros it keeps (kept > non-zeros) not counted
     for (int64_t i = 0; i < std::ssize(w); ++i)
       column_counts[static_cast<size_t>(view.transposed ? i / view.rows : i % view.cols)] +=
-          keep[static_cast<size_t>(i)];
+          keep[static_cast<size_t>(i)] && w[static_cast<size_t>(i)] != 0.0f;
   }
   const std::vector<int64_t> capacity = partition_rows(view.rows, partitions);
   const auto parts = static_cast<size_t>(partitions);
   std::vector<int64_t> quota(parts);
+  std::vector<size_t> candidates;                                // partitions with room
   std::vector<std::vector<int64_t>> rows_by_magnitude(parts);    // of this column, per partition
   std::vector<float> magnitude(static_cast<size_t>(view.rows));  // of this column's weights
   for (int64_t c = 0; c < view.cols; ++c) {
-    for (int64_t r = 0; r < view.rows; ++r)
-      magnitude[static_cast<size_t>(r)] = std::fabs(w[static_cast<size_t>(index_of(r, c, view))]);
+    for (int64_t r = 0; r < view.rows; ++r) {  // a NaN weight orders below every other, so sorts are defined
+      const float m = std::fabs(w[static_cast<size_t>(index_of(r, c, view))]);
+      magnitude[static_cast<size_t>(r)] = std::isnan(m) ? -1.0f : m;
+    }
     auto larger = [&](int64_t a, int64_t b) {  // the earlier row first among ties
       const float ma = magnitude[static_cast<size_t>(a)], mb = magnitude[static_cast<size_t>(b)];
       return ma > mb || (ma == mb && a < b);
@@ -136,19 +139,19 @@ void keep_balanced_columns(std::span<float> w, const MatrixView& view, int parti
       quota[p] = std::min(share, capacity[p]);
       count -= quota[p];
     }
-    // The rest one weight at a time to a partition with room: one without an extra weight in this
-    // column first, then the one whose next |w| is largest.
-    auto before = [&](size_t p, size_t q) {
-      if ((quota[p] > share) != (quota[q] > share)) return quota[p] <= share;
+    // The rest (fewer than `partitions`) one weight each to the partitions with room whose next
+    // |w| is largest. Every quota is `share` here, so a partition with room has room for one.
+    candidates.clear();
+    for (size_t p = 0; p < parts; ++p)
+      if (quota[p] < capacity[p]) candidates.push_back(p);
+    auto next_larger = [&](size_t p, size_t q) {
       return larger(rows_by_magnitude[p][static_cast<size_t>(quota[p])],
                     rows_by_magnitude[q][static_cast<size_t>(quota[q])]);
     };
-    for (; count > 0; --count) {  // count <= the column's rows, so a partition with room remains
-      size_t best = parts;
-      for (size_t p = 0; p < parts; ++p)
-        if (quota[p] < capacity[p] && (best == parts || before(p, best))) best = p;
-      ++quota[best];
-    }
+    // count <= the column's rows, so at least `count` partitions have room
+    count = std::min<int64_t>(count, std::ssize(candidates));
+    std::partial_sort(candidates.begin(), candidates.begin() + count, candidates.end(), next_larger);
+    for (int64_t k = 0; k < count; ++k) ++quota[candidates[static_cast<size_t>(k)]];
     for (size_t p = 0; p < parts; ++p)
       for (size_t k = static_cast<size_t>(quota[p]); k < rows_by_magnitude[p].size(); ++k)
         w[static_cast<size_t>(index_of(rows_by_magnitude[p][k], c, view))] = 0.0f;
@@ -177,7 +180,7 @@ void keep_balanced_partitions(std::span<float> w, const MatrixView& view, int pa
 Result<BalanceScope> parse_balance_scope(std::string_view text) {
   if (text == "layer") return BalanceScope::layer;
   if (text == "column") return BalanceScope::column;
-  return errorf("balance scope '{}': expected layer or column", text);
+  return errorf("balance_scope '{}': expected layer or column", text);
 }
 
 std::string_view balance_scope_text(BalanceScope scope) {

@@ -228,6 +228,22 @@ TEST(LoadBalance, ColumnScopeByThresholdTransposedAndOnFewRows) {
     for (int64_t c = 0; c < 30; ++c)
       ASSERT_EQ(stored[static_cast<size_t>(c * 12 + r)], rowwise[static_cast<size_t>(r * 30 + c)])
           << r << "," << c;
+  // A layer already three-quarters zero asked to keep more than its non-zeros: the zeros do not
+  // count as kept weights of a column, so both layouts keep the same weights.
+  std::vector<float> holes = w, holes_stored(w.size());
+  for (int64_t r = 0; r < 12; ++r)
+    for (int64_t c = 0; c < 30; ++c) {
+      float& v = holes[static_cast<size_t>(r * 30 + c)];
+      if (r % 4 != 0) v = 0.0f;  // only partition 0's rows hold weights
+      holes_stored[static_cast<size_t>(c * 12 + r)] = v;
+    }
+  const PruneRule keep_most{0.1, std::nullopt, 4, {}, BalanceScope::column};
+  prune_layer(holes, MatrixView{12, 30, false}, keep_most);
+  prune_layer(holes_stored, MatrixView{12, 30, true}, keep_most);
+  for (int64_t r = 0; r < 12; ++r)
+    for (int64_t c = 0; c < 30; ++c)
+      ASSERT_EQ(holes_stored[static_cast<size_t>(c * 12 + r)], holes[static_cast<size_t>(r * 30 + c)])
+          << r << "," << c;
   // 10 rows over 4 partitions of 3, 3, 2 and 2 rows, 45 of 50 weights kept: the columns keeping 9
   // or 10 fill the small partitions and give the rest to the others.
   const std::vector<float> few = uneven_rows(10, 5, 13);
@@ -314,7 +330,17 @@ TEST(LoadBalance, ScopeKeysInheritAndRoundTrip) {
   EXPECT_NE(bad.message().find("layer or column"), std::string::npos) << bad.message();
   bad = apply_layer_override("d:balance_scope=rows", o);
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.message().find("'rows'"), std::string::npos) << bad.message();
+  EXPECT_NE(bad.message().find("balance_scope 'rows'"), std::string::npos) << bad.message();
+  CompressOptions scope_alone;  // a scope with nothing balanced anywhere
+  ASSERT_TRUE(apply_recipe(
+                  nlohmann::json::parse(R"({"sparsity": 0.5, "layers": {"a": {"balance_scope": "column"}}})"),
+                  scope_alone)
+                  .ok());
+  bad = scope_alone.validate();
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("balance_scope column"), std::string::npos) << bad.message();
+  scope_alone.layers["b"].prune.balance = 4;
+  EXPECT_TRUE(scope_alone.validate().ok());
   EXPECT_FALSE(apply_recipe(nlohmann::json::parse(R"({"balance_scope": 2})"), o).ok());
 }
 
@@ -1606,7 +1632,9 @@ TEST_F(CompressCli, BalancedPruningIsRecordedAndInspected) {
               0);
     auto shown = test::run_cli("inspect " + file + " --json");
     EXPECT_EQ(shown.exit_code, 0) << shown.output;
-    return nlohmann::json::parse(shown.output.substr(shown.output.find('{')));
+    const size_t brace = shown.output.find('{');
+    return brace == std::string::npos ? nlohmann::json::object()
+                                      : nlohmann::json::parse(shown.output.substr(brace));
   };
   const auto by_layer = inspect_with_scope("layer"), by_column = inspect_with_scope("column");
   EXPECT_EQ(by_column["metadata"]["options"]["balance_scope"], "column");

@@ -46,8 +46,10 @@ class PoolOp : public Op {
   void input_is_nan_free() override { nan_free_ = true; }
   size_t scratch_floats(int threads) const override {
     if constexpr (K == PoolKind::max) return 0;
-    const int64_t floats = shape_numel({threads, row_stride()}) + kLineFloats;  // + the alignment
-    return floats < 0 ? SIZE_MAX : static_cast<size_t>(floats);  // SIZE_MAX: over any memory limit
+    const int64_t rows = shape_numel({threads, row_stride()});  // < 0: too many values
+    if (rows < 0 || rows > std::numeric_limits<int64_t>::max() - kLineFloats)
+      return SIZE_MAX;                               // over any limit
+    return static_cast<size_t>(rows + kLineFloats);  // + what aligning the first row may skip
   }
   Status run(const RunArgs& a) override {
     const float* x = a.in[0]->f32_data();
