@@ -248,6 +248,9 @@ struct LayerSettings {
 // Whether a layer's settings give a pruning target (sparsity or quality); a block larger than 1x1.
 bool gives_pruning_target(const LayerSettings& s);
 bool prunes_in_blocks(const LayerSettings& s);
+// Whether a layer's settings balance over 2 or more partitions; ask for balance by column.
+bool balances_partitions(const LayerSettings& s);
+bool balances_by_column(const LayerSettings& s);
 
 struct CompressOptions {
   LayerSettings all;  // --sparsity / --quality / --bits N

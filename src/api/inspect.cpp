@@ -1,6 +1,7 @@
 #include "api/inspect.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "sparrow/compress.h"
 
@@ -27,51 +28,35 @@ int64_t held_fp32_bytes(const SpwModel& m) {
   return n;
 }
 
-namespace {
-
-// Sum over the columns of the codes' matrix [rows, cols] of the fullest partition's non-zeros,
-// counted a block of columns at a time so that the matrix is read row by row.
-int64_t fullest_partitions_by_column(const std::vector<uint8_t>& codes, int64_t rows, int64_t cols,
-                                     int partitions) {
-  constexpr int64_t kBlock = 64;
-  const auto parts = static_cast<size_t>(partitions);
-  std::vector<int64_t> counts(static_cast<size_t>(kBlock) * parts);  // [column in block][partition]
-  int64_t sum = 0;
-  for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
-    const int64_t width = std::min(kBlock, cols - c0);
-    std::fill(counts.begin(), counts.end(), 0);
-    for (int64_t r = 0; r < rows; ++r) {
-      const uint8_t* row = codes.data() + r * cols + c0;
-      const auto p = static_cast<size_t>(r % partitions);
-      for (int64_t c = 0; c < width; ++c) counts[static_cast<size_t>(c) * parts + p] += row[c] != 0;
-    }
-    for (int64_t c = 0; c < width; ++c) {
-      const auto first = counts.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(c) * parts);
-      sum += *std::max_element(first, first + partitions);
-    }
-  }
-  return sum;
-}
-
-}  // namespace
-
 Result<LayerBalance> layer_balance(const CompressedTensor& t, int partitions) {
   SP_ASSIGN_OR_RETURN(std::vector<uint8_t> codes, decode_codes(t));
   const int64_t rows = t.view.rows, cols = t.view.cols;
   LayerBalance b;  // a layer of fewer rows than partitions is spread over one row each
   b.partitions = static_cast<int>(std::clamp<int64_t>(partitions, 1, std::max<int64_t>(rows, 1)));
-  std::vector<int64_t> counts(static_cast<size_t>(b.partitions), 0);
-  int64_t total = 0;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      const bool nonzero = codes[static_cast<size_t>(r * cols + c)] != 0;
-      counts[static_cast<size_t>(r % b.partitions)] += nonzero;
-      total += nonzero;
+  const auto parts = static_cast<size_t>(b.partitions);
+  // Non-zeros per (column, partition), a block of columns at a time so the matrix is read row by
+  // row; each partition's total, and the sum over columns of each column's fullest partition.
+  constexpr int64_t kBlock = 64;
+  std::vector<int64_t> in_block(static_cast<size_t>(kBlock) * parts), totals(parts, 0);
+  int64_t fullest = 0;
+  for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
+    const int64_t width = std::min(kBlock, cols - c0);
+    std::fill(in_block.begin(), in_block.end(), 0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* row = codes.data() + r * cols + c0;
+      const auto p = static_cast<size_t>(r % b.partitions);
+      for (int64_t c = 0; c < width; ++c) in_block[static_cast<size_t>(c) * parts + p] += row[c] != 0;
     }
-  b.max_nonzeros = *std::max_element(counts.begin(), counts.end());
+    for (int64_t c = 0; c < width; ++c) {
+      const int64_t* column = in_block.data() + static_cast<size_t>(c) * parts;
+      fullest += *std::max_element(column, column + parts);
+      for (size_t p = 0; p < parts; ++p) totals[p] += column[p];
+    }
+  }
+  const int64_t total = std::accumulate(totals.begin(), totals.end(), int64_t{0});
+  b.max_nonzeros = *std::max_element(totals.begin(), totals.end());
   b.mean_nonzeros = static_cast<double>(total) / b.partitions;
   b.load_balance = b.max_nonzeros ? b.mean_nonzeros / static_cast<double>(b.max_nonzeros) : 1.0;
-  const int64_t fullest = fullest_partitions_by_column(codes, rows, cols, b.partitions);
   b.column_balance = fullest ? b.mean_nonzeros / static_cast<double>(fullest) : 1.0;
   return b;
 }

@@ -77,10 +77,6 @@ Result<CompressOptions> build_options(const CompressArgs& a, const nlohmann::jso
   if (a.balance && !o.any_rule(gives_pruning_target))
     return errorf(
         "--balance balances what is pruned: give --sparsity, --quality or a layer's (or a recipe's)");
-  if (!a.balance_scope.empty() && !o.any_rule([](const LayerSettings& s) { return s.prune.balance >= 2; }))
-    return errorf(
-        "--balance-scope says what --balance makes equal: give --balance N (N >= 2) or a layer's (or a "
-        "recipe's)");
   if (a.channel_multiple && !o.prunes_channels())
     return errorf(
         "--channel-multiple rounds what structured pruning keeps: give --structured (or a layer's or "
@@ -294,8 +290,7 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
                 "Encode every layer, even where the encoding would be larger than float32");
   cmd->add_option("--layer", a->layers,
                   "Per-layer override NAME:key=value,... (sparsity, quality, balance, balance_scope, block, "
-                  "bits, lowrank, "
-                  "structured, exclude)");
+                  "bits, lowrank, structured, exclude)");
   cmd->add_option(
       "--recipe", a->recipe,
       "JSON or YAML (.yaml, .yml) file with the same settings and a retrain block, or a .spw whose "

@@ -60,15 +60,25 @@ bool is_pattern(const std::string& key) {
 
 }  // namespace
 
-void merge_layer_settings(LayerSettings& into, const LayerSettings& over) {
-  const int balance = over.prune.balance ? over.prune.balance : into.prune.balance;
-  const BlockShape block = over.prune.block.set() ? over.prune.block : into.prune.block;
+namespace {
+
+// `over`'s pruning rule over `into`'s: its target where it gives one, and each of balance, its
+// scope and block where it sets them (else `into`'s stay).
+void merge_prune_rule(PruneRule& into, const PruneRule& over) {
+  const int balance = over.balance ? over.balance : into.balance;
+  const BlockShape block = over.block.set() ? over.block : into.block;
   const BalanceScope scope =
-      over.prune.balance_scope != BalanceScope::unset ? over.prune.balance_scope : into.prune.balance_scope;
-  if (over.prune.sparsity || over.prune.quality) into.prune = over.prune;
-  into.prune.balance = balance;
-  into.prune.block = block;
-  into.prune.balance_scope = scope;
+      over.balance_scope != BalanceScope::unset ? over.balance_scope : into.balance_scope;
+  if (over.sparsity || over.quality) into = over;
+  into.balance = balance;
+  into.block = block;
+  into.balance_scope = scope;
+}
+
+}  // namespace
+
+void merge_layer_settings(LayerSettings& into, const LayerSettings& over) {
+  merge_prune_rule(into.prune, over.prune);
   if (over.bits) into.bits = over.bits;
   into.exclude = into.exclude || over.exclude;
   if (over.low_rank) into.low_rank = over.low_rank;
@@ -144,15 +154,7 @@ LayerSettings resolve_layer_settings(const CompressOptions& o, const Compressibl
   for (const std::string& key : {l.node, l.weight}) {
     auto it = o.layers.find(key);
     if (it == o.layers.end()) continue;
-    const PruneRule& prune = it->second.prune;
-    const int balance = prune.balance ? prune.balance : s.prune.balance;
-    const BlockShape block = prune.block.set() ? prune.block : s.prune.block;
-    const BalanceScope scope =
-        prune.balance_scope != BalanceScope::unset ? prune.balance_scope : s.prune.balance_scope;
-    if (prune.sparsity || prune.quality) s.prune = prune;
-    s.prune.balance = balance;
-    s.prune.block = block;
-    s.prune.balance_scope = scope;
+    merge_prune_rule(s.prune, it->second.prune);
     if (it->second.bits) s.bits = it->second.bits;
     s.exclude = s.exclude || it->second.exclude;
   }
@@ -249,6 +251,14 @@ bool gives_pruning_target(const LayerSettings& s) {
   return s.prune.sparsity || s.prune.quality;
 }
 
+bool balances_partitions(const LayerSettings& s) {
+  return s.prune.balance >= 2;
+}
+
+bool balances_by_column(const LayerSettings& s) {
+  return s.prune.balance_scope == BalanceScope::column;
+}
+
 bool prunes_in_blocks(const LayerSettings& s) {
   return s.prune.block.size() > 1;
 }
@@ -265,8 +275,7 @@ Status CompressOptions::validate() const {
     SP_RETURN_IF_ERROR(parse_structured_rule(structured_rule_text(*structured)).status().prefixed("options"));
   SP_RETURN_IF_ERROR(check_settings(all, "options"));
   for (const auto& [name, s] : layers) SP_RETURN_IF_ERROR(check_settings(s, "layer '" + name + "'"));
-  if (any_rule([](const LayerSettings& s) { return s.prune.balance_scope == BalanceScope::column; }) &&
-      !any_rule([](const LayerSettings& s) { return s.prune.balance >= 2; }))
+  if (any_rule(balances_by_column) && !any_rule(balances_partitions))
     return errorf(
         "balance_scope column says what balance makes equal: give a balance N >= 2 (globally or for a "
         "layer)");

@@ -80,8 +80,7 @@ Status apply_layer(const json& j, const std::string& name, LayerSettings& s) {
     } else {
       return errorf(
           "recipe key '{}': unknown (use sparsity, quality, balance, balance_scope, block, bits, lowrank, "
-          "structured, "
-          "exclude)",
+          "structured, exclude)",
           where);
     }
   }

@@ -1,8 +1,8 @@
 // Compression recipes: CompressOptions as JSON, read from --recipe files and stored in the
 // metadata of every .spw file.
 //
-// {"sparsity": 0.9 | "quality": 1.2, "balance": 64, "balance_scope": "layer|column", "bits": 6 | {"conv": 8,
-// "fc": 5}, "index_bits": 5,
+// {"sparsity": 0.9 | "quality": 1.2, "balance": 64, "balance_scope": "layer|column",
+//  "bits": 6 | {"conv": 8, "fc": 5}, "index_bits": 5,
 //  "init": "linear|density|random", "quantizer": "kmeans|uniform", "huffman": true,
 //  "partitions": 1, "seed": 1, "lowrank": "energy=0.9 | rank=64 | params=0.33",
 //  "structured": "l1=0.5 | l2=0.3 | none", "channel_multiple": 16,

@@ -180,14 +180,17 @@ TEST(SimConfig, ErrorsNameTheKey) {
   EXPECT_NE(bad(R"({"energy": {"mac": 1}})").find("'energy.mac': unknown"), std::string::npos);
 }
 
+// One [EIE] layer simulated with magnitude pruning under `pruning` (sim's --balance options).
+nlohmann::json simulated_eie_layer(const std::string& layer, const std::string& pruning) {
+  auto r = test::run_cli("sim --eie --json --layers " + layer + " " + pruning);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return r.exit_code == 0 ? nlohmann::json::parse(r.output)["layers"][0] : nlohmann::json::object();
+}
+
 TEST(SimCli, BalancedPruningOfTheEieLayers) {
   // NT-We takes every input (activation density 1), so the static balance is what the PEs see.
-  auto run = [](const std::string& balance) {
-    auto r = test::run_cli("sim --eie --layers NT-We --json --balance " + balance);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    return nlohmann::json::parse(r.output)["layers"][0];
-  };
-  const auto whole = run("1"), balanced = run("64");
+  const auto whole = simulated_eie_layer("NT-We", "--balance 1"),
+             balanced = simulated_eie_layer("NT-We", "--balance 64");
   EXPECT_LT(whole["load_balance"].get<double>(), 0.95);
   EXPECT_GE(balanced["load_balance"].get<double>(), 0.999);
   EXPECT_LT(balanced["cycles"].get<int64_t>(), whole["cycles"].get<int64_t>());
@@ -203,12 +206,8 @@ TEST(SimCli, BalancedPruningOfTheEieLayers) {
 TEST(SimCli, BalancingEachColumnEvensOutTheActiveInputsWork) {
   // Alex-8 takes 37.5% of its inputs: totals balanced per PE still leave the PEs uneven over the
   // columns a sample activates; balanced column by column they are even there too.
-  auto run = [](const std::string& scope) {
-    auto r = test::run_cli("sim --eie --layers Alex-8 --json --balance 64 --balance-scope " + scope);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    return nlohmann::json::parse(r.output)["layers"][0];
-  };
-  const auto by_layer = run("layer"), by_column = run("column");
+  const auto by_layer = simulated_eie_layer("Alex-8", "--balance 64 --balance-scope layer"),
+             by_column = simulated_eie_layer("Alex-8", "--balance 64 --balance-scope column");
   EXPECT_LT(by_layer["load_balance"].get<double>(), 0.985);
   EXPECT_GE(by_column["load_balance"].get<double>(), 0.99);
   EXPECT_LT(by_column["cycles"].get<int64_t>(), by_layer["cycles"].get<int64_t>());
