@@ -29,7 +29,9 @@ bool spin_until(Done done) {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) : tickets_(static_cast<size_t>(std::max(threads, 1))) {
+ThreadPool::ThreadPool(int threads)
+    : tickets_(static_cast<size_t>(std::max(threads, 1))),
+      prepared_(static_cast<size_t>(std::max(threads, 1))) {
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -50,12 +52,20 @@ void ThreadPool::work_block(int b, int thread) {
     // Acquire: a region's fields are stored after every ticket is closed, so a thread that sees a
     // newer region's fields with an older ticket value fails the CAS below.
     Call call = call_.load(std::memory_order_acquire);
+    Call prepare = prepare_.load(std::memory_order_acquire);
+    uint64_t region = region_.load(std::memory_order_acquire);
     void* ctx = ctx_.load(std::memory_order_acquire);
     int64_t count = count_.load(std::memory_order_acquire);
     int blocks = blocks_.load(std::memory_order_acquire);
     if (b >= blocks || index >= block_begin(b + 1, count, blocks)) return;
-    // Succeeds only while the ticket is unchanged, so call/ctx/count are this generation's.
+    // Succeeds only while the ticket is unchanged, so call/prepare/region/ctx/count are this
+    // generation's.
     if (!ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
+    uint64_t& prepared = prepared_[static_cast<size_t>(thread)].generation;
+    if (prepare && prepared != region) {
+      prepare(ctx, index, thread);
+      prepared = region;
+    }
     call(ctx, index, thread);
     if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == count) {
       std::lock_guard lock(mutex_);
@@ -69,13 +79,15 @@ void ThreadPool::work(int thread) {
   for (int k = 0; k < size(); ++k) work_block((thread + k) % size(), thread);
 }
 
-void ThreadPool::run(int64_t count, Call call, void* ctx, int blocks) {
+void ThreadPool::run(int64_t count, Call call, void* ctx, int blocks, Call prepare) {
   {
     std::lock_guard lock(mutex_);
     ++generation_;
     uint64_t gen = generation_ << kIndexBits;
     for (Ticket& t : tickets_) t.value.store(gen | kIndexMask, std::memory_order_release);  // close
     call_.store(call, std::memory_order_release);
+    prepare_.store(prepare, std::memory_order_release);
+    region_.store(generation_, std::memory_order_release);
     ctx_.store(ctx, std::memory_order_release);
     count_.store(count, std::memory_order_release);
     blocks_.store(blocks, std::memory_order_release);

@@ -55,6 +55,28 @@ class ThreadPool {
     tasks(count, fn, size());
   }
 
+  // As parallel_tasks, but each thread calls prepare(thread) once before the first task it runs in
+  // this region (a thread that finds no task does not call it): for per-thread copies of the
+  // region's shared input, made only by the threads that will read them. prepare must not throw.
+  template <class P, class F>
+  void parallel_tasks_prepared(int64_t count, P&& prepare, F&& fn) {
+    if (count <= 0) return;
+    if (workers_.empty()) {
+      prepare(0);
+      for (int64_t i = 0; i < count; ++i) fn(i, 0);
+      return;
+    }
+    struct Both {
+      std::remove_reference_t<P>* prepare;
+      std::remove_reference_t<F>* fn;
+    } both{&prepare, &fn};
+    auto trampoline = [](void* ctx, int64_t i, int thread) { (*static_cast<Both*>(ctx)->fn)(i, thread); };
+    auto prepare_trampoline = [](void* ctx, int64_t, int thread) {
+      (*static_cast<Both*>(ctx)->prepare)(thread);
+    };
+    run(count, trampoline, &both, size(), prepare_trampoline);
+  }
+
   // As parallel_tasks, but every thread claims from one queue in index order: for work cut into
   // pieces that shrink towards the end (guided scheduling), where whoever is free takes the next.
   template <class F>
@@ -89,8 +111,9 @@ class ThreadPool {
   }
 
   using Call = void (*)(void*, int64_t, int);
-  // Runs tasks [0, count) cut into `blocks` blocks (size() or 1, see parallel_tasks_in_order).
-  void run(int64_t count, Call call, void* ctx, int blocks);
+  // Runs tasks [0, count) cut into `blocks` blocks (size() or 1, see parallel_tasks_in_order);
+  // `prepare` (or null) is called by each thread before its first task.
+  void run(int64_t count, Call call, void* ctx, int blocks, Call prepare = nullptr);
   void worker_loop(int thread);
   // Claims and runs tasks of the published generation until none are left, as `thread`.
   void work(int thread);
@@ -116,10 +139,20 @@ class ThreadPool {
   uint64_t generation_ = 0;  // under mutex_
   bool stopping_ = false;    // under mutex_
   std::atomic<Call> call_{nullptr};
+  std::atomic<Call> prepare_{nullptr};
+  std::atomic<uint64_t> region_{
+      0};  // generation_ of the fields above and below (a ticket holds only its low bits)
   std::atomic<void*> ctx_{nullptr};
   std::atomic<int64_t> count_{0};
   std::atomic<int> blocks_{1};
-  std::vector<Ticket> tickets_;         // one per thread, written under mutex_ when a region opens
+  std::vector<Ticket> tickets_;  // one per thread, written under mutex_ when a region opens
+  // The generation whose prepare each thread last called, written only by that thread: a worker
+  // still in one region's work() may claim the next region's tasks, so a flag per work() call would
+  // not do.
+  struct alignas(64) Prepared {
+    uint64_t generation = 0;
+  };
+  std::vector<Prepared> prepared_;
   std::atomic<int64_t> finished_{0};    // tasks of the current generation completed
   std::atomic<uint64_t> published_{0};  // generation_, readable without the lock for spinning
 };

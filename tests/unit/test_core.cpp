@@ -134,6 +134,32 @@ TEST(ThreadPool, TasksNameTheThreadRunningThem) {
   }
 }
 
+TEST(ThreadPool, PreparedTasksFindTheirThreadPreparedOnceFirst) {
+  // Each thread that runs a task of the region calls prepare once, before its first task; a thread
+  // that runs none never calls it; the next region prepares again.
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int round = 0; round < 2000; ++round) {
+      const int64_t count = 1 + round % 9;
+      std::vector<int> prepared(static_cast<size_t>(threads) * 16, 0), ran(prepared.size(), 0);  // own lines
+      std::atomic<int> unprepared_tasks{0};
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(count));
+      pool.parallel_tasks_prepared(
+          count, [&](int t) { ++prepared[static_cast<size_t>(t) * 16]; },
+          [&](int64_t i, int t) {
+            if (prepared[static_cast<size_t>(t) * 16] != 1) ++unprepared_tasks;
+            ++ran[static_cast<size_t>(t) * 16];
+            hits[static_cast<size_t>(i)]++;
+          });
+      ASSERT_EQ(unprepared_tasks.load(), 0);
+      for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+      for (int t = 0; t < threads; ++t)
+        ASSERT_EQ(prepared[static_cast<size_t>(t) * 16], ran[static_cast<size_t>(t) * 16] > 0 ? 1 : 0)
+            << "thread " << t << " of " << threads;
+    }
+  }
+}
+
 TEST(ThreadPool, BackToBackRegionsNeverMixTheirTasks) {
   // Many short regions with different functions and counts: a worker that wakes late must not run
   // a task of one region with another's function, and every task runs exactly once.

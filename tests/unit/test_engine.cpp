@@ -308,6 +308,38 @@ Model mlp() {
   return m;
 }
 
+int count_layers(Executor& ex, const Shape& input, const std::string& op_type) {
+  auto s = ex.summarize({input});
+  int n = 0;
+  for (const auto& l : s->layers) n += l.op_type == op_type;
+  return n;
+}
+
+TEST(Engine, BatchedProductsApplyBiasBetaAndActivationOnEveryThreadSplit) {
+  // fc1 with Gemm's beta and a fused Relu: the epilogue runs on the transposed panel's rows, on one
+  // thread (batch 4: too little work to split), split over the threads' own copies of one or two
+  // panels (fewer panels than threads), and on whole panels per thread.
+  Model m = mlp();
+  m.nodes[0].attrs["beta"] = 0.5f;
+  CompressOptions o;
+  o.float_fallback = false;
+  o.all.prune.sparsity = 0.6;
+  o.all.bits = 4;
+  auto r = compress_model(m, o);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  for (int threads : {1, 2, 3}) {
+    ExecOptions on{threads}, off{threads};
+    off.sparse = false;
+    Pair p{std::move(Executor::create(r->spw, on)).value(), std::move(Executor::create(r->spw, off)).value()};
+    ASSERT_EQ(count_layers(*p.sparse, {8, 256}, "Gemm+Relu"), 1);
+    for (int64_t batch : {4, 5, 20, 32, 33, 64, 65, 100}) {
+      Tensor x = test::random_f32({batch, 256}, static_cast<uint32_t>(60 + batch));
+      for (int run = 0; run < 2; ++run)  // the second run on the same buffers: no state left behind
+        expect_same_outputs(p, {x}, fmt::format("threads {} batch {} run {}", threads, batch, run));
+    }
+  }
+}
+
 TEST(Engine, FourBitLayersDenseEnoughForColumnTilesMatchDense) {
   // 40% of the weights kept, 4-bit codebooks: one sample runs on the column tiles where the CPU
   // has AVX-512 (on the CSC walk elsewhere); batches on the blocked CSR.
@@ -334,13 +366,6 @@ TEST(Engine, FourBitLayersDenseEnoughForColumnTilesMatchDense) {
                           "threads " + std::to_string(threads) + " batch " + std::to_string(batch));
     expect_same_outputs(p, {Tensor(DType::f32, {1, 256})}, "all-zero input");
   }
-}
-
-int count_layers(Executor& ex, const Shape& input, const std::string& op_type) {
-  auto s = ex.summarize({input});
-  int n = 0;
-  for (const auto& l : s->layers) n += l.op_type == op_type;
-  return n;
 }
 
 TEST(Engine, ReluAfterASparseLayerIsFusedIntoIt) {

@@ -51,10 +51,6 @@ size_t floats_or_max(const Shape& dims) {
   return n < 0 ? SIZE_MAX : static_cast<size_t>(n);
 }
 
-// Floats a panel's two transposes move from which they are split over the threads: below, waking
-// the threads for them costs more than they take (a transformer's 32-token products at batch 1).
-constexpr int64_t kSplitTransposesFrom = int64_t{1} << 16;
-
 int64_t panel_width(int64_t n) {
   return std::min(n, kSparseFcPanel);
 }
@@ -62,24 +58,47 @@ int64_t panel_floats(const SparseMatrix& m, int64_t n) {
   return (m.cols + m.rows) * panel_width(n);
 }
 
-// Panel p of Y = X Wᵀ, on the pool or (without one) on the calling thread.
-void run_panel(ThreadPool* pool, const SparseMatrix& m, const std::vector<int64_t>& bounds, const float* x,
-               int64_t samples, float* y, int64_t p, float* scratch) {
-  const int64_t b0 = p * kSparseFcPanel, n = std::min(kSparseFcPanel, samples - b0);
-  const float* x_panel = x + b0 * m.cols;
-  float* y_panel = y + b0 * m.rows;
-  float* xt = scratch;
-  float* yt = xt + m.cols * panel_width(samples);
-  if (pool) {  // the threads split the product, and the transposes of large panels
-    const bool split_transposes = (m.cols + m.rows) * n >= kSplitTransposesFrom;
-    split_transposes ? transpose(*pool, x_panel, n, m.cols, xt) : transpose_on_caller(x_panel, n, m.cols, xt);
-    sparse_matmat(*pool, m, bounds, xt, n, n, yt, n);
-    split_transposes ? transpose(*pool, yt, m.rows, n, y_panel) : transpose_on_caller(yt, m.rows, n, y_panel);
-  } else {
-    transpose_on_caller(x_panel, n, m.cols, xt);
-    sparse_matmat_rows(m, 0, m.rows, xt, n, n, yt, n);
-    transpose_on_caller(yt, m.rows, n, y_panel);
-  }
+// The panel's rows [row_begin, row_end) of Yt [rows, n] given the epilogue.
+void apply_epilogue(const ProductEpilogue& e, float* yt, int64_t row_begin, int64_t row_end, int64_t n) {
+  if (e.none()) return;
+  if (e.bias)
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      const float b = e.bias_scale * e.bias[r];
+      float* row = yt + r * n;
+      for (int64_t i = 0; i < n; ++i) row[i] += b;
+    }
+  e.act.apply(yt + row_begin * n, (row_end - row_begin) * n);
+}
+
+// Where a panel of `n` samples lies: its samples' rows of x and y, and, in `scratch`, its
+// transposed inputs Xt [cols, n] and outputs Yt [rows, n].
+struct Panel {
+  Panel(const SparseMatrix& m, const float* x, int64_t samples, float* y, int64_t p, float* scratch)
+      : n(std::min(kSparseFcPanel, samples - p * kSparseFcPanel)),
+        x(x + p * kSparseFcPanel * m.cols),
+        y(y + p * kSparseFcPanel * m.rows),
+        xt(scratch),
+        yt(scratch + m.cols * panel_width(samples)) {}
+  int64_t n;
+  const float* x;
+  float* y;
+  float* xt;
+  float* yt;
+};
+
+// Rows [row_begin, row_end) of a panel whose Xt is in place: multiplied, given the epilogue and
+// written back to the panel's rows of y.
+void panel_rows(const SparseMatrix& m, const Panel& panel, int64_t row_begin, int64_t row_end,
+                const ProductEpilogue& epilogue) {
+  sparse_matmat_rows(m, row_begin, row_end, panel.xt, panel.n, panel.n, panel.yt, panel.n);
+  apply_epilogue(epilogue, panel.yt, row_begin, row_end, panel.n);
+  sparse_kernels().transpose(TransposeArgs{panel.yt, m.rows, panel.n, row_begin, row_end, panel.y, false});
+}
+
+// A whole panel on the calling thread.
+void run_panel(const SparseMatrix& m, const Panel& panel, const ProductEpilogue& epilogue) {
+  transpose_on_caller(panel.x, panel.n, m.cols, panel.xt);
+  panel_rows(m, panel, 0, m.rows, epilogue);
 }
 
 // transpose / transpose_add over the pool, in row ranges of whole 8-row tiles.
@@ -123,11 +142,13 @@ class SparseFcOp : public Op {
   Status run(const RunArgs& a) override {
     const float* x = a.in[0]->f32_data();
     float* y = a.out[0]->f32_data();
-    if (batch_ >= kSparseFcBatchedFrom)
-      run_batched(a, x, y);
-    else
-      for (int64_t n = 0; n < batch_; ++n) run_one(a, x + n * m_.cols, y + n * m_.rows);
     const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
+    if (batch_ >= kSparseFcBatchedFrom) {
+      sparse_product_by_panels(a.pool, m_, bounds_, x, batch_, y, a.scratch.data(),
+                               ProductEpilogue{bias, beta_, activation_});
+      return {};
+    }
+    for (int64_t n = 0; n < batch_; ++n) run_one(a, x + n * m_.cols, y + n * m_.rows);
     if (!bias && activation_.none()) return {};
     auto rows = [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n)
@@ -143,9 +164,6 @@ class SparseFcOp : public Op {
  private:
   void run_one(const RunArgs& a, const float* x, float* y) {
     sparse_matvec(a.pool, m_, x, y, workspace_, SpmvScheme::columns);
-  }
-  void run_batched(const RunArgs& a, const float* x, float* y) {
-    sparse_product_by_panels(a.pool, m_, bounds_, x, batch_, y, a.scratch.data());
   }
 
   const SparseMatrix& m_;
@@ -400,16 +418,30 @@ void transpose_add(ThreadPool& pool, const float* src, int64_t rows, int64_t col
 // reads lie a panel apart, not a whole batch apart (batch strides of a power of two put every row
 // in the same few cache sets).
 void sparse_product_by_panels(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
-                              const float* x, int64_t n, float* y, float* scratch) {
+                              const float* x, int64_t n, float* y, float* scratch,
+                              const ProductEpilogue& epilogue) {
   const int64_t panels = (n + kSparseFcPanel - 1) / kSparseFcPanel;
+  const int64_t per_thread = panel_floats(m, n);
   if (m.nonzeros * n < kParallelFromProducts) {
-    for (int64_t p = 0; p < panels; ++p) run_panel(nullptr, m, bounds, x, n, y, p, scratch);
+    for (int64_t p = 0; p < panels; ++p) run_panel(m, Panel(m, x, n, y, p, scratch), epilogue);
   } else if (panels >= pool.size()) {  // each thread runs whole panels
     pool.parallel_tasks(panels, [&](int64_t p, int thread) {
-      run_panel(nullptr, m, bounds, x, n, y, p, scratch + thread * panel_floats(m, n));
+      run_panel(m, Panel(m, x, n, y, p, scratch + thread * per_thread), epilogue);
     });
-  } else {  // all threads on each panel in turn
-    for (int64_t p = 0; p < panels; ++p) run_panel(&pool, m, bounds, x, n, y, p, scratch);
+  } else {  // the threads split each panel's rows, each on its own copy of the panel's Xt
+    for (int64_t p = 0; p < panels; ++p) {
+      auto panel = [&](int thread) { return Panel(m, x, n, y, p, scratch + thread * per_thread); };
+      pool.parallel_tasks_prepared(
+          std::ssize(bounds) - 1,
+          [&](int thread) {
+            const Panel own = panel(thread);
+            transpose_on_caller(own.x, own.n, m.cols, own.xt);
+          },
+          [&](int64_t t, int thread) {
+            panel_rows(m, panel(thread), bounds[static_cast<size_t>(t)], bounds[static_cast<size_t>(t) + 1],
+                       epilogue);
+          });
+    }
   }
 }
 

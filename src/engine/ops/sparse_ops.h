@@ -52,12 +52,25 @@ Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, co
 void transpose(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst);
 void transpose_add(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst);
 
-// y[n, m.rows] = x[n, m.cols] Wᵀ (both row-major) in panels of kSparseFcPanel samples: each
-// panel is transposed, multiplied on the CSR kernel and transposed back; threads take whole panels
-// when there are as many panels as threads, else split each panel's rows by `bounds`
-// (balanced_row_bounds). `scratch` holds sparse_product_by_panels_scratch(m, n, pool.size()) floats.
+// What a batched fully connected product applies to its outputs while their rows are in cache:
+// y = act(y + bias_scale * bias[row]) (no bias when null): Gemm's bias and beta, a fused activation.
+struct ProductEpilogue {
+  const float* bias = nullptr;
+  float bias_scale = 1.0f;
+  Activation act;
+  bool none() const { return !bias && act.none(); }
+};
+
+// y[n, m.rows] = epilogue(x[n, m.cols] Wᵀ) (both row-major) in panels of kSparseFcPanel samples:
+// each panel is transposed, multiplied on the CSR kernel, given the epilogue and transposed back.
+// With at least as many panels as threads, each thread runs whole panels; with fewer, the threads
+// split each panel's rows by `bounds` (balanced_row_bounds), each thread transposing the panel
+// into a copy of its own and writing back only the rows it multiplied, so that no thread reads
+// what another thread's core wrote. `scratch` holds sparse_product_by_panels_scratch(m, n,
+// pool.size()) floats.
 void sparse_product_by_panels(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
-                              const float* x, int64_t n, float* y, float* scratch);
+                              const float* x, int64_t n, float* y, float* scratch,
+                              const ProductEpilogue& epilogue = {});
 int64_t sparse_product_by_panels_scratch(const SparseMatrix& m, int64_t n, int threads);
 
 // An LSTM whose W and/or R (nullptr: dense) run on the sparse engine.
