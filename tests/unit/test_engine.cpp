@@ -131,6 +131,7 @@ TEST(Engine, ConvolutionsMatchDenseAtEveryStrideDilationAndImageCount) {
       {8, 4, 4, 16, 3, 3, 1, 1, {1, 1, 1, 1}},     // a 4x4 plane: 16 images fill 256 columns
       {8, 2, 2, 16, 1, 1, 1, 1, {0, 0, 0, 0}},     // 1x1 on a 2x2 plane
       {48, 24, 24, 64, 1, 1, 1, 1, {0, 0, 0, 0}},  // 1x1 read in place, large enough for threads
+      {64, 15, 13, 16, 1, 1, 1, 1, {0, 0, 0, 0}},  // 1x1 narrowing: 195 positions split over the threads
       {32, 24, 24, 48, 3, 3, 1, 1, {1, 1, 1, 1}},  // 3x3 on padded planes, large enough for threads
       {64, 3, 3, 64, 3, 3, 1, 1, {1, 1, 1, 1}},    // gathered, 16 images large enough for threads
   };
@@ -257,6 +258,7 @@ TEST(Engine, LayersPrunedInRowBlocksMatchDense) {
       {16, 9, 9, 20, 3, 3, 1, 1, {1, 1, 1, 1}},    // 3x3 stride 1
       {16, 10, 11, 7, 3, 3, 2, 1, {1, 1, 1, 1}},   // 3x3 stride 2, 7 filters
       {48, 24, 24, 64, 1, 1, 1, 1, {0, 0, 0, 0}},  // 1x1 read in place, large enough for threads
+      {64, 15, 13, 16, 1, 1, 1, 1, {0, 0, 0, 0}},  // 1x1 narrowing: 195 positions split over the threads
       {64, 3, 3, 64, 3, 3, 1, 1, {1, 1, 1, 1}},    // gathered images, large enough for threads
       {4, 11, 9, 5, 5, 5, 3, 1, {2, 1, 0, 2}},     // 5x5 stride 3, 5 filters
   };

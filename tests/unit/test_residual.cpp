@@ -170,6 +170,7 @@ TEST(ResidualAdd, FusedConvolutionsMatchTheUnfusedGraphOnEveryPath) {
       {8, 4, 4, 16, 3, 1, 1, 1},      // a 4x4 plane: gathered images
       {32, 2, 2, 16, 3, 1, 1, 1},     // at most 8 positions: each one sample
       {48, 24, 24, 64, 1, 1, 0, 1},   // pointwise, read in place, large enough for threads
+      {64, 15, 13, 16, 1, 1, 0, 1},   // pointwise narrowing: positions split over the threads
       {12, 8, 8, 6, 1, 2, 0, 1},      // 1x1 stride 2
       {8, 6, 6, 8, 3, 1, 1, 2},       // grouped
       {16, 7, 7, 16, 3, 1, 1, 16},    // depthwise 3x3

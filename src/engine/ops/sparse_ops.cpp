@@ -254,6 +254,10 @@ class SparseConvOp : public Op {
         run_direct(a, x, y, residual);
         continue;
       }
+      if (splits_positions()) {
+        run_pointwise_by_positions(a.pool, x, y, bias, residual);
+        continue;
+      }
       sparse_matmat(
           a.pool, m_, bounds_, x, hw, hw, y, hw, nullptr,
           [&](int64_t begin, int64_t end) {
@@ -262,6 +266,29 @@ class SparseConvOp : public Op {
           },
           row_groups(hw));
     }
+  }
+  // A pointwise convolution that narrows (more input channels than filters) splits each image's
+  // output positions over the threads, so that each reads only its share of the input planes, the
+  // larger side; the others split the filters, and every thread reads all of the input.
+  bool splits_positions() const {
+    const int64_t hw = win_.out_h * win_.out_w;
+    return pointwise() && group_ == 1 && threads_ > 1 && hw >= kPointwiseSplitPositionsFrom * threads_ &&
+           channels_ > m_.rows;
+  }
+  // One image of a pointwise convolution (x [channels, hw] -> y [filters, hw]), its positions in one
+  // range per thread, whole 16-position chunks each, every filter multiplied and given its epilogue.
+  void run_pointwise_by_positions(ThreadPool& pool, const float* x, float* y, const float* bias,
+                                  const float* residual) {
+    const int64_t hw = win_.out_h * win_.out_w, chunks = (hw + 15) / 16;
+    const int parts = pool.size();
+    pool.parallel_for(parts, [&](int64_t t) {
+      const int64_t begin = std::min(hw, chunks * t / parts * 16),
+                    end = std::min(hw, chunks * (t + 1) / parts * 16);
+      if (begin == end) return;
+      sparse_matmat_rows(m_, 0, m_.rows, x + begin, hw, end - begin, y + begin, hw);
+      add_bias_activate_rows(y + begin, hw, m_.rows, end - begin, bias, act_, y + begin,
+                             residual ? residual + begin : nullptr, hw);
+    });
   }
   int64_t phases() const { return win_.s_h * win_.s_w; }
   int64_t group_channels() const { return channels_ / group_; }

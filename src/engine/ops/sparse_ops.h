@@ -28,6 +28,10 @@ inline constexpr int64_t kConvGatherBelowPositions = 64;
 // Most positions (images x plane) in one gathered product.
 inline constexpr int64_t kConvGatherMostPositions = 1024;
 
+// Output positions per thread from which a pointwise convolution may split its positions over the
+// threads instead of its filters.
+inline constexpr int64_t kPointwiseSplitPositionsFrom = 64;
+
 // A convolution (group 1) whose input holds at most this many positions in all (images x input
 // plane) runs each output position as one sample on the one-sample walks (VGG-11's 2x2 planes at
 // batch 1 and in chunks of 2 images), not as a batched product a few lanes wide.

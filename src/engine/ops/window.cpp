@@ -172,12 +172,13 @@ Result<Window2d> make_window(const Node& node, const WindowAttrs& attrs, const S
 }
 
 void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
-                            const Activation act, float* y, const float* residual) {
+                            const Activation act, float* y, const float* residual, int64_t ldy) {
   const auto kernel = sparse_kernels().bias_activation;
+  if (ldy == 0) ldy = n;
   for (int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * ldx;
-    float* out = y + r * n;
-    const float* res = residual ? residual + r * n : nullptr;
+    float* out = y + r * ldy;
+    const float* res = residual ? residual + r * ldy : nullptr;
     const float b = bias ? bias[r] : kNoBias;
     if (n >= 16)
       kernel(BiasActivationArgs{in, n, b, act.lo, act.hi, out, 1, 0, 0, res});

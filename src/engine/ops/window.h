@@ -37,11 +37,11 @@ void im2col(const float* x, int64_t channels, const Window2d& w, float* col, int
 // The same, the channels split over the pool.
 void im2col_parallel(ThreadPool& pool, const float* x, int64_t channels, const Window2d& w, float* col);
 
-// A convolution's epilogue in one pass: y[r, 0:n] = act(x[r * ldx + 0:n] + bias[r]) for `rows` rows
-// (no bias when it is null), y dense; x may be y when ldx == n. With a residual (laid out as y),
-// y[r, i] = act((x[r * ldx + i] + bias[r]) + residual[r * n + i]).
+// A convolution's epilogue in one pass: y[r * ldy + 0:n] = act(x[r * ldx + 0:n] + bias[r]) for
+// `rows` rows (no bias when it is null; ldy 0: n, y dense); x may be y when ldx == ldy. With a
+// residual (laid out as y), y[r * ldy + i] = act((x[r * ldx + i] + bias[r]) + residual[r * ldy + i]).
 void add_bias_activate_rows(const float* x, int64_t ldx, int64_t rows, int64_t n, const float* bias,
-                            const Activation act, float* y, const float* residual = nullptr);
+                            const Activation act, float* y, const float* residual = nullptr, int64_t ldy = 0);
 
 // What one run of a convolution works with when it may carry a fused residual (FusedResidual).
 struct ConvRun {
