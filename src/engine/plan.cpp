@@ -163,6 +163,7 @@ Status Plan::assign_buffers(bool keep_values) {
   }
   SP_RETURN_IF_ERROR(reserve(arena, "the values computed per run"));
   arena_ = Tensor(DType::f32, {(arena + 3) / 4});
+  scratch_ = Tensor(DType::f32, {static_cast<int64_t>(scratch_floats_)});
   auto* base = static_cast<std::byte*>(arena_.raw());
   for (auto& [t, slot] : bound_)
     *t = Tensor::view(t->dtype(), t->shape(), base + buffers_[slot.buffer].offset + slot.offset);
@@ -425,8 +426,8 @@ Status Plan::plan_step(const Model& model, const Node& node, std::unique_ptr<Op>
   if (scratch > static_cast<size_t>(memory_limit_) / sizeof(float))
     return errorf("{} scratch of {} floats is over the memory limit of {} bytes", node.describe(), scratch,
                   memory_limit_);
-  if (scratch > scratch_.size())
-    SP_RETURN_IF_ERROR(reserve(static_cast<int64_t>((scratch - scratch_.size()) * sizeof(float)),
+  if (scratch > scratch_floats_)
+    SP_RETURN_IF_ERROR(reserve(static_cast<int64_t>((scratch - scratch_floats_) * sizeof(float)),
                                node.describe() + " scratch"));
   if (fold) {
     // Known at plan time: compute once and treat the outputs as constants.
@@ -437,7 +438,7 @@ Status Plan::plan_step(const Model& model, const Node& node, std::unique_ptr<Op>
     ++folded_;
     return {};
   }
-  scratch_.resize(std::max(scratch_.size(), scratch));
+  scratch_floats_ = std::max(scratch_floats_, scratch);
   steps_.push_back(std::move(step));
   return {};
 }
@@ -486,7 +487,8 @@ Status Plan::run_steps(ThreadPool& pool) {
   for (size_t s = 0; s < steps_.size(); ++s) {
     PlanStep& step = steps_[s];
     const auto start = profiling ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-    SP_RETURN_IF_ERROR(step.op->run(RunArgs{step.inputs, step.outputs, pool, scratch_}));
+    SP_RETURN_IF_ERROR(step.op->run(
+        RunArgs{step.inputs, step.outputs, pool, std::span<float>(scratch_.f32_data(), scratch_floats_)}));
     if (profiling)
       step_seconds_[s] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (poison_freed_)

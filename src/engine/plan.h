@@ -121,7 +121,8 @@ class Plan {
   std::vector<Tensor*> input_tensors_;
   std::vector<const Tensor*> output_tensors_;
   std::vector<PlanStep> steps_;
-  std::vector<float> scratch_;
+  Tensor scratch_;  // 64-byte aligned: the kernels' transposed panels and padded planes start it
+  size_t scratch_floats_ = 0;
   int64_t folded_ = 0;
   int64_t memory_limit_ = 0;
   int64_t planned_bytes_ = 0;
