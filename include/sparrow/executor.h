@@ -65,6 +65,8 @@ struct ModelSummary {
   int64_t activation_bytes = 0;           // the arena the values computed per run share
   int64_t activation_bytes_unshared = 0;  // those values' bytes if each had its own buffer
   int64_t profiled_runs = 0;              // runs the layers' times are averaged over
+  bool one_thread = false;                // too little work for threads to pay: every layer ran on
+                                          // the calling thread
   int64_t samples_per_chunk = 0;          // the batch runs as chunks of this many samples; 0: whole
                                           // (layers then describe one chunk's plan, with the MACs
                                           // of the whole batch and the time of all its chunks,

@@ -190,7 +190,8 @@ Status time_model(const ModelBench& o, const ExecOptions& options, nlohmann::jso
                     {"dense_max_us", td.max},
                     {"dense_runs", td.runs},
                     {"speedup", td.median / ts.median},
-                    {"samples_per_chunk", se.samples_per_chunk}});
+                    {"samples_per_chunk", se.samples_per_chunk},
+                    {"one_thread", se.one_thread}});
     if (o.profile) rows.back()["layers"] = std::move(layers);
   }
   return {};
@@ -225,6 +226,10 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
                r["samples_per_chunk"].get<int64_t>() > 0
                    ? std::to_string(r["samples_per_chunk"].get<int64_t>())
                    : std::string("whole"));
+  for (const auto& r : rows)
+    if (r["one_thread"].get<bool>() && r["threads"].get<int>() > 1)
+      fmt::print("batch {}: too little work for threads to pay; the engine ran every layer on the calling thread\n",
+                 r["batch"].get<int>());
   for (const auto& r : rows)
     if (r.contains("layers")) print_layer_times(r["layers"], r["batch"].get<int64_t>());
   return 0;

@@ -472,7 +472,21 @@ Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<
       plan->samples_independent_ = false;
   }
   SP_RETURN_IF_ERROR(plan->assign_buffers(keep_values));
+  plan->one_thread_ = plan->work() < kSerialPlanWork;
   return plan;
+}
+
+int64_t Plan::work() const {
+  int64_t work = 0;
+  for (const PlanStep& step : steps_) {
+    int64_t values = 0;
+    for (const Tensor* t : step.inputs)
+      if (t) values += t->numel();
+    for (const Tensor* t : step.outputs)
+      if (t) values += t->numel();
+    work += std::max(step.op->macs(), values);
+  }
+  return work;
 }
 
 Status Plan::run(std::span<const Tensor> inputs, ThreadPool& pool) {
@@ -481,7 +495,8 @@ Status Plan::run(std::span<const Tensor> inputs, ThreadPool& pool) {
   return run_steps(pool);
 }
 
-Status Plan::run_steps(ThreadPool& pool) {
+Status Plan::run_steps(ThreadPool& given) {
+  ThreadPool& pool = one_thread_ ? one_thread_pool_ : given;
   auto* arena = static_cast<std::byte*>(arena_.raw());
   const bool profiling = !step_seconds_.empty();
   for (size_t s = 0; s < steps_.size(); ++s) {
@@ -540,6 +555,7 @@ ModelSummary Plan::summary(const Model& model) const {
   s.input_shapes = input_shapes_;
   for (const Tensor* t : output_tensors_) s.output_shapes.push_back(t->shape());
   s.folded_nodes = folded_;
+  s.one_thread = one_thread_;
   s.activation_bytes = arena_bytes();
   s.activation_bytes_unshared = value_bytes();
   s.profiled_runs = profiled_runs_;

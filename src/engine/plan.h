@@ -26,6 +26,12 @@ struct PlanStep {
   std::vector<Tensor*> outputs;       // nullptr for unused outputs
 };
 
+// A plan whose work in all is below this (per step its multiply-adds, or the values it reads and
+// writes where those are more) runs every step on the calling thread: its whole run takes some tens
+// of microseconds, and handing steps to a second thread (waking it, and each core then reading
+// what the other wrote) costs more than the thread saves (docs/engine.md, "Parallelism").
+inline constexpr int64_t kSerialPlanWork = int64_t{1} << 18;
+
 class Plan {
  public:
   // Builds the plan. Errors name the node and what does not fit.
@@ -41,7 +47,12 @@ class Plan {
   Status run(std::span<const Tensor> inputs, ThreadPool& pool);
   // The tensors run() copies the graph inputs into; run_steps() runs every step on what they hold.
   const std::vector<Tensor*>& input_tensors() { return input_tensors_; }
+  // Runs every step on `pool`, or on the calling thread alone when the plan's work is below
+  // kSerialPlanWork.
   Status run_steps(ThreadPool& pool);
+  // The work kSerialPlanWork is compared with.
+  int64_t work() const;
+  bool one_thread() const { return one_thread_; }
   // Whether every input has the same length along axis 0 and every node computes each sample from
   // that sample alone (computes_per_sample), keeping the samples along axis 0 of every output.
   bool samples_independent() const { return samples_independent_; }
@@ -121,6 +132,8 @@ class Plan {
   std::vector<Tensor*> input_tensors_;
   std::vector<const Tensor*> output_tensors_;
   std::vector<PlanStep> steps_;
+  bool one_thread_ = false;  // work below kSerialPlanWork: steps run on one_thread_pool_
+  ThreadPool one_thread_pool_{1};
   Tensor scratch_;  // 64-byte aligned: the kernels' transposed panels and padded planes start it
   size_t scratch_floats_ = 0;
   int64_t folded_ = 0;

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "engine/plan.h"
 #include "engine/sparse/kernels.h"
 #include "test_util.h"
 
@@ -315,6 +316,26 @@ int count_layers(Executor& ex, const Shape& input, const std::string& op_type) {
   int n = 0;
   for (const auto& l : s->layers) n += l.op_type == op_type;
   return n;
+}
+
+TEST(Engine, APlanWithTooLittleWorkForThreadsRunsOnTheCallingThread) {
+  // The MLP at 60% sparsity: about 31 K multiply-adds per sample, so one sample is below
+  // kSerialPlanWork and 64 samples are above; both give the dense executor's outputs.
+  CompressOptions o;
+  o.float_fallback = false;
+  o.all.prune.sparsity = 0.6;
+  auto r = compress_model(mlp(), o);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ExecOptions on{2}, off{2};
+  off.sparse = false;
+  Pair p{std::move(Executor::create(r->spw, on)).value(), std::move(Executor::create(r->spw, off)).value()};
+  for (int64_t batch : {1, 64}) {
+    auto summary = p.sparse->summarize({{batch, 256}});
+    ASSERT_TRUE(summary.ok()) << summary.status().message();
+    EXPECT_EQ(summary->one_thread, batch == 1) << "batch " << batch << ": " << summary->macs << " MACs";
+    expect_same_outputs(p, {test::random_f32({batch, 256}, static_cast<uint32_t>(90 + batch))},
+                        "batch " + std::to_string(batch));
+  }
 }
 
 TEST(Engine, BatchedProductsApplyBiasBetaAndActivationOnEveryThreadSplit) {
