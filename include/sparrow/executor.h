@@ -38,6 +38,11 @@ struct ExecOptions {
   // chunks of the batch's largest divisor up to n samples, for any such graph; -1: batches always
   // run whole. keep_values implies -1.
   int64_t samples_per_chunk = 0;
+  // A plan whose work in all is below this (per layer its multiply-adds, or the values it reads and
+  // writes where those are more) runs every layer on the calling thread: its whole run takes some
+  // tens of microseconds, and handing layers to other threads (waking them, and each core then
+  // reading what another wrote) costs more than they save. 0: every plan uses every thread.
+  int64_t one_thread_below_work = int64_t{1} << 18;
 };
 
 // One executed layer of a planned model, for `sparrow info`.

@@ -24,6 +24,9 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
+  // Parallel regions opened so far (a region runs its tasks on the workers too; work run inline on
+  // the caller, with one thread or one task, opens none).
+  uint64_t regions() const { return published_.load(std::memory_order_relaxed); }
 
   // How long an idle worker (and the caller waiting for the last task) spins before sleeping: long
   // enough to bridge the gap between one layer's parallel region and the next, so that waking a
@@ -55,9 +58,10 @@ class ThreadPool {
     tasks(count, fn, size());
   }
 
-  // As parallel_tasks, but each thread calls prepare(thread) once before the first task it runs in
-  // this region (a thread that finds no task does not call it): for per-thread copies of the
-  // region's shared input, made only by the threads that will read them. prepare must not throw.
+  // As parallel_tasks, but each thread calls prepare(thread) before the first task it runs in this
+  // region, at most once per region (a thread that finds no task does not call it): for per-thread
+  // copies of the region's shared input, made only by the threads that will read them. prepare
+  // must not throw.
   template <class P, class F>
   void parallel_tasks_prepared(int64_t count, P&& prepare, F&& fn) {
     if (count <= 0) return;
@@ -112,7 +116,7 @@ class ThreadPool {
 
   using Call = void (*)(void*, int64_t, int);
   // Runs tasks [0, count) cut into `blocks` blocks (size() or 1, see parallel_tasks_in_order);
-  // `prepare` (or null) is called by each thread before its first task.
+  // `prepare` (or null) is called by each thread before its first task of the region.
   void run(int64_t count, Call call, void* ctx, int blocks, Call prepare = nullptr);
   void worker_loop(int thread);
   // Claims and runs tasks of the published generation until none are left, as `thread`.
@@ -140,8 +144,8 @@ class ThreadPool {
   bool stopping_ = false;    // under mutex_
   std::atomic<Call> call_{nullptr};
   std::atomic<Call> prepare_{nullptr};
-  std::atomic<uint64_t> region_{
-      0};  // generation_ of the fields above and below (a ticket holds only its low bits)
+  // generation_ of the fields above and below, whole (a ticket holds only its low bits).
+  std::atomic<uint64_t> region_{0};
   std::atomic<void*> ctx_{nullptr};
   std::atomic<int64_t> count_{0};
   std::atomic<int> blocks_{1};

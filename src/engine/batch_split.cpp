@@ -340,6 +340,7 @@ ModelSummary BatchSplit::summary(const Model& model) const {
   }
   s.profiled_runs = s.profiled_runs > 0 ? runs_ : 0;
   s.samples_per_chunk = chunk_;
+  s.one_thread = plans_.size() == 1 && s.one_thread;  // chunks on several workers: every thread ran
   return s;
 }
 

@@ -126,7 +126,8 @@ Result<Plan*> Executor::plan_for(const std::vector<Shape>& input_shapes) {
     }
   }
   auto plan = Plan::build(model_, input_shapes, impl_->pool, impl_->options.memory_limit_bytes,
-                          impl_->weights.get(), impl_->options.sparse, impl_->options.keep_values);
+                          impl_->weights.get(), impl_->options.sparse, impl_->options.keep_values,
+                          impl_->options.one_thread_below_work);
   if (!plan.ok()) return plan.status().prefixed(model_.source);
   (*plan)->set_profiling(impl_->options.profile_layers);
   if (plans.size() == kMaxCachedPlans) plans.erase(plans.begin());
@@ -199,7 +200,7 @@ BatchSplit* Executor::split_for(const std::vector<Shape>& input_shapes) {
     if (whole == input_shapes) return nullptr;
   auto build_plan = [&](const std::vector<Shape>& shapes, ThreadPool& pool) {
     return Plan::build(model_, shapes, pool, impl_->options.memory_limit_bytes, impl_->weights.get(),
-                       impl_->options.sparse, false);
+                       impl_->options.sparse, false, impl_->options.one_thread_below_work);
   };
   auto split =
       BatchSplit::build(input_shapes, impl_->pool.size(), impl_->options.samples_per_chunk, build_plan);

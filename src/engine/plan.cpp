@@ -423,9 +423,10 @@ Status Plan::plan_step(const Model& model, const Node& node, std::unique_ptr<Op>
   PlanStep step{std::move(op), std::move(in_tensors), std::move(out_tensors)};
   size_t scratch = step.op->scratch_floats(pool.size());
   // Checked in floats first: a scratch size near 2^62 would overflow the byte count.
-  if (scratch > static_cast<size_t>(memory_limit_) / sizeof(float))
-    return errorf("{} scratch of {} floats is over the memory limit of {} bytes", node.describe(), scratch,
-                  memory_limit_);
+  if (scratch > static_cast<size_t>(memory_limit_) / sizeof(float) ||
+      scratch > static_cast<size_t>(kMaxTensorElements))
+    return errorf("{} scratch of {} floats is over the memory limit of {} bytes or a tensor's {} elements",
+                  node.describe(), scratch, memory_limit_, kMaxTensorElements);
   if (scratch > scratch_floats_)
     SP_RETURN_IF_ERROR(reserve(static_cast<int64_t>((scratch - scratch_floats_) * sizeof(float)),
                                node.describe() + " scratch"));
@@ -445,7 +446,7 @@ Status Plan::plan_step(const Model& model, const Node& node, std::unique_ptr<Op>
 
 Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<Shape>& input_shapes,
                                           ThreadPool& pool, int64_t memory_limit, WeightStore* weights,
-                                          bool sparse, bool keep_values) {
+                                          bool sparse, bool keep_values, int64_t one_thread_below_work) {
   auto plan = std::unique_ptr<Plan>(new Plan());
   plan->weights_ = weights;
   plan->sparse_ = sparse;
@@ -472,7 +473,7 @@ Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<
       plan->samples_independent_ = false;
   }
   SP_RETURN_IF_ERROR(plan->assign_buffers(keep_values));
-  plan->one_thread_ = plan->work() < kSerialPlanWork;
+  plan->one_thread_ = plan->work() < one_thread_below_work;
   return plan;
 }
 

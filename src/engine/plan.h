@@ -26,31 +26,26 @@ struct PlanStep {
   std::vector<Tensor*> outputs;       // nullptr for unused outputs
 };
 
-// A plan whose work in all is below this (per step its multiply-adds, or the values it reads and
-// writes where those are more) runs every step on the calling thread: its whole run takes some tens
-// of microseconds, and handing steps to a second thread (waking it, and each core then reading
-// what the other wrote) costs more than the thread saves (docs/engine.md, "Parallelism").
-inline constexpr int64_t kSerialPlanWork = int64_t{1} << 18;
-
 class Plan {
  public:
   // Builds the plan. Errors name the node and what does not fit.
   // Fails if activations and scratch would exceed `memory_limit` bytes.
   // `weights` holds the compressed weights (none for a dense model): with `sparse`, nodes that read
   // them run on the sparse kernels where those gain, and the others get the weight decompressed.
-  // With `keep_values`, no buffer is reused, so every value stays readable after a run.
+  // With `keep_values`, no buffer is reused, so every value stays readable after a run. A plan
+  // whose work() is below `one_thread_below_work` runs every step on the calling thread
+  // (ExecOptions::one_thread_below_work).
   static Result<std::unique_ptr<Plan>> build(const Model& model, const std::vector<Shape>& input_shapes,
                                              ThreadPool& pool, int64_t memory_limit,
                                              WeightStore* weights = nullptr, bool sparse = true,
-                                             bool keep_values = false);
+                                             bool keep_values = false, int64_t one_thread_below_work = 0);
   // Copies the inputs in and runs every step.
   Status run(std::span<const Tensor> inputs, ThreadPool& pool);
   // The tensors run() copies the graph inputs into; run_steps() runs every step on what they hold.
   const std::vector<Tensor*>& input_tensors() { return input_tensors_; }
-  // Runs every step on `pool`, or on the calling thread alone when the plan's work is below
-  // kSerialPlanWork.
+  // Runs every step on `pool`, or on the calling thread alone (one_thread()).
   Status run_steps(ThreadPool& pool);
-  // The work kSerialPlanWork is compared with.
+  // Per step its multiply-adds, or the values it reads and writes where those are more, summed.
   int64_t work() const;
   bool one_thread() const { return one_thread_; }
   // Whether every input has the same length along axis 0 and every node computes each sample from
@@ -132,7 +127,7 @@ class Plan {
   std::vector<Tensor*> input_tensors_;
   std::vector<const Tensor*> output_tensors_;
   std::vector<PlanStep> steps_;
-  bool one_thread_ = false;  // work below kSerialPlanWork: steps run on one_thread_pool_
+  bool one_thread_ = false;  // work below the build's one_thread_below_work: steps run on one_thread_pool_
   ThreadPool one_thread_pool_{1};
   Tensor scratch_;  // 64-byte aligned: the kernels' transposed panels and padded planes start it
   size_t scratch_floats_ = 0;

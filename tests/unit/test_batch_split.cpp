@@ -54,7 +54,7 @@ Model residual_cnn() {
 }
 
 std::unique_ptr<Executor> executor(const Model& m, int threads, int64_t samples_per_chunk) {
-  ExecOptions o{threads};
+  ExecOptions o = test::threaded(threads);
   o.samples_per_chunk = samples_per_chunk;
   auto ex = Executor::create(m, o);
   EXPECT_TRUE(ex.ok()) << ex.status().message();
@@ -66,7 +66,7 @@ std::unique_ptr<Executor> compressed_executor(const Model& m, int threads, int64
   c.all.prune.sparsity = 0.9;
   auto r = compress_model(m, c);
   EXPECT_TRUE(r.ok()) << r.status().message();
-  ExecOptions o{threads};
+  ExecOptions o = test::threaded(threads);
   o.samples_per_chunk = samples_per_chunk;
   auto ex = Executor::create(r->spw, o);
   EXPECT_TRUE(ex.ok()) << ex.status().message();
@@ -180,7 +180,7 @@ TEST(BatchSplit, ChunksGiveTheWholeBatchsOutputsOnBothEngines) {
 }
 
 TEST(BatchSplit, ProfiledLayersReportTheWholeBatch) {
-  ExecOptions o{2};
+  ExecOptions o = test::threaded(2);
   o.samples_per_chunk = 1;
   o.profile_layers = true;
   auto ex = Executor::create(residual_cnn(), o);

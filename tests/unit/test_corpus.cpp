@@ -43,7 +43,7 @@ TEST(Corpus, MatchesReferenceOutputs) {
     for (int threads : {1, 2}) {
       auto model = load_onnx(kDir + "/" + c["model"].get<std::string>());
       ASSERT_TRUE(model.ok()) << model.status().message();
-      auto ex = Executor::create(std::move(*model), ExecOptions{threads});
+      auto ex = Executor::create(std::move(*model), test::threaded(threads));
       ASSERT_TRUE(ex.ok()) << ex.status().message();
       auto out = (*ex)->run(inputs);
       ASSERT_TRUE(out.ok()) << out.status().message();
@@ -124,7 +124,7 @@ TEST(Corpus, RunAtDifferentBatchSizesReusesPlans) {
   if (m.contains("skipped")) GTEST_SKIP() << "model corpus unavailable";
   auto model = load_onnx(kDir + "/lenet5_op13.onnx");
   ASSERT_TRUE(model.ok());
-  auto ex = Executor::create(std::move(*model), ExecOptions{2});
+  auto ex = Executor::create(std::move(*model), test::threaded(2));
   ASSERT_TRUE(ex.ok());
   auto x = read_npy(kDir + "/lenet5_op13.in0.npy");
   auto y = read_npy(kDir + "/lenet5_op13.out0.npy");

@@ -34,7 +34,7 @@ Pair executors(const Model& model, double sparsity, int threads, int partitions 
   auto bytes = serialize_spw(r->spw, true);
   auto spw = parse_spw(*bytes, "m.spw");
   EXPECT_TRUE(spw.ok()) << spw.status().message();
-  ExecOptions on{threads}, off{threads};
+  ExecOptions on = test::threaded(threads), off = on;
   off.sparse = false;
   auto a = Executor::create(*spw, on);
   auto b = Executor::create(*spw, off);
@@ -320,7 +320,8 @@ int count_layers(Executor& ex, const Shape& input, const std::string& op_type) {
 
 TEST(Engine, APlanWithTooLittleWorkForThreadsRunsOnTheCallingThread) {
   // The MLP at 60% sparsity: about 31 K multiply-adds per sample, so one sample is below
-  // kSerialPlanWork and 64 samples are above; both give the dense executor's outputs.
+  // ExecOptions::one_thread_below_work and 64 samples are above; both give the dense executor's
+  // outputs. The same on a plan: one below the threshold opens no parallel region on its pool.
   CompressOptions o;
   o.float_fallback = false;
   o.all.prune.sparsity = 0.6;
@@ -335,6 +336,17 @@ TEST(Engine, APlanWithTooLittleWorkForThreadsRunsOnTheCallingThread) {
     EXPECT_EQ(summary->one_thread, batch == 1) << "batch " << batch << ": " << summary->macs << " MACs";
     expect_same_outputs(p, {test::random_f32({batch, 256}, static_cast<uint32_t>(90 + batch))},
                         "batch " + std::to_string(batch));
+  }
+  ThreadPool pool(2);
+  for (int64_t batch : {1, 64}) {
+    auto plan = Plan::build(mlp(), {{batch, 256}}, pool, int64_t{1} << 30, nullptr, true, false,
+                            ExecOptions{}.one_thread_below_work);
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    EXPECT_EQ((*plan)->one_thread(), batch == 1) << (*plan)->work();
+    const uint64_t regions = pool.regions();
+    const std::vector<Tensor> x = {test::random_f32({batch, 256}, 95)};
+    ASSERT_TRUE((*plan)->run(x, pool).ok());
+    EXPECT_EQ(pool.regions() == regions, batch == 1) << "batch " << batch;
   }
 }
 
@@ -351,7 +363,7 @@ TEST(Engine, BatchedProductsApplyBiasBetaAndActivationOnEveryThreadSplit) {
   auto r = compress_model(m, o);
   ASSERT_TRUE(r.ok()) << r.status().message();
   for (int threads : {1, 2, 3}) {
-    ExecOptions on{threads}, off{threads};
+    ExecOptions on = test::threaded(threads), off = on;
     off.sparse = false;
     Pair p{std::move(Executor::create(r->spw, on)).value(), std::move(Executor::create(r->spw, off)).value()};
     ASSERT_EQ(count_layers(*p.sparse, {8, 256}, "Gemm+Relu"), 1);
@@ -379,7 +391,7 @@ TEST(Engine, FourBitLayersDenseEnoughForColumnTilesMatchDense) {
   ASSERT_TRUE(engine.ok());
   EXPECT_EQ(!engine->tiles.empty(), sparse_kernels().isa == Isa::avx512) << engine->batch1_layout();
   for (int threads : {1, 2}) {
-    ExecOptions on{threads}, off{threads};
+    ExecOptions on = test::threaded(threads), off = on;
     off.sparse = false;
     Pair p{std::move(Executor::create(r->spw, on)).value(), std::move(Executor::create(r->spw, off)).value()};
     EXPECT_EQ(sparse_layers(*p.sparse, {{1, 256}}), 2);

@@ -251,7 +251,7 @@ void expect_poisoned_plan_matches(const Model& original, const std::vector<Tenso
   (*plan)->set_poison_freed(true);
   // At most the values without reuse, plus alignment and 4K-alias padding per value.
   EXPECT_LE((*plan)->arena_bytes(), (*plan)->value_bytes() + 576 * static_cast<int64_t>(fused.nodes.size()));
-  ExecOptions unfused{2};
+  ExecOptions unfused = test::threaded(2);
   unfused.keep_values = true;
   auto reference = Executor::create(original, unfused);
   ASSERT_TRUE(reference.ok()) << reference.status().message();

@@ -73,7 +73,7 @@ int64_t allocations_in_steady_state(Executor& ex, const std::vector<Tensor>& inp
 
 TEST(NoAllocation, SmallCnnAtOneAndTwoThreads) {
   for (int threads : {1, 2}) {
-    auto ex = Executor::create(test::small_cnn(), ExecOptions{threads});
+    auto ex = Executor::create(test::small_cnn(), test::threaded(threads));
     ASSERT_TRUE(ex.ok());
     EXPECT_EQ(allocations_in_steady_state(**ex, {test::random_f32({4, 1, 8, 8}, 1)}), 0);
   }
@@ -91,7 +91,7 @@ TEST(NoAllocation, EveryCorpusModel) {
     for (const auto& n : c["inputs"]) inputs.push_back(*read_npy(dir + "/" + n.get<std::string>()));
     auto model = load_onnx(dir + "/" + c["model"].get<std::string>());
     ASSERT_TRUE(model.ok());
-    auto ex = Executor::create(std::move(*model), ExecOptions{2});
+    auto ex = Executor::create(std::move(*model), test::threaded(2));
     ASSERT_TRUE(ex.ok());
     EXPECT_EQ(allocations_in_steady_state(**ex, inputs), 0);
   }
@@ -162,7 +162,7 @@ TEST(NoAllocation, CompressedConvolutionsAtOneAndTwoThreads) {
   ASSERT_TRUE(r.ok()) << r.status().message();
   for (int threads : {1, 2})
     for (int64_t batch : {1, 3}) {
-      auto ex = Executor::create(SpwModel(r->spw), ExecOptions{threads});
+      auto ex = Executor::create(SpwModel(r->spw), test::threaded(threads));
       ASSERT_TRUE(ex.ok()) << ex.status().message();
       EXPECT_EQ(allocations_in_steady_state(**ex, {test::random_f32({batch, 32, 24, 24}, 15)}), 0)
           << threads << " threads, batch " << batch;

@@ -277,7 +277,7 @@ TEST(Pool, AveragePoolMatchesAPlainLoopOnEveryWindow) {
                                 {"pads", one_d ? Ints{c.pads[1], c.pads[3]} : c.pads},
                                 {"ceil_mode", int64_t{c.ceil}},
                                 {"count_include_pad", int64_t{include_pad}}}});
-        auto ex = Executor::create(std::move(m), ExecOptions{threads});
+        auto ex = Executor::create(std::move(m), test::threaded(threads));
         ASSERT_TRUE(ex.ok()) << ex.status().message();
         const std::vector<Tensor> feeds = {random_f32(in_shape, seed++)};
         auto y = (*ex)->run(feeds);

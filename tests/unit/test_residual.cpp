@@ -130,7 +130,7 @@ Executors executors(const Model& model, int threads) {
   auto bytes = serialize_spw(r->spw, true);
   auto spw = parse_spw(*bytes, "m.spw");
   EXPECT_TRUE(spw.ok()) << spw.status().message();
-  ExecOptions sparse{threads}, dense{threads}, unfused{threads};
+  ExecOptions sparse = test::threaded(threads), dense = sparse, unfused = sparse;
   dense.sparse = unfused.sparse = false;
   unfused.keep_values = true;
   auto a = Executor::create(*spw, sparse), b = Executor::create(*spw, dense),
@@ -302,7 +302,7 @@ TEST(ResidualAdd, ResidualsFromEarlierNodesMatchTheUnfusedGraph) {
       m.nodes.push_back(Node{"c", "Conv", "", {"t", "wc"}, {"cc"}, {}});
       m.nodes.push_back(Node{"add2", "Add", "", {"t", "cc"}, {"u"}, {}});
       m.nodes.push_back(Node{"cat", "Concat", "", {"t", "u"}, {"y"}, {{"axis", int64_t{1}}}});
-      ExecOptions fused{threads}, unfused{threads};
+      ExecOptions fused = test::threaded(threads), unfused = fused;
       unfused.keep_values = true;
       auto a = Executor::create(m, fused), b = Executor::create(m, unfused);
       ASSERT_TRUE(a.ok() && b.ok());

@@ -69,7 +69,7 @@ Result<std::vector<Tensor>> run_op(const std::string& op_type, std::map<std::str
     m.outputs.push_back(ValueInfo{"out" + std::to_string(i)});
   }
   m.nodes.push_back(std::move(node));
-  SP_ASSIGN_OR_RETURN(auto ex, Executor::create(std::move(m), ExecOptions{threads}));
+  SP_ASSIGN_OR_RETURN(auto ex, Executor::create(std::move(m), threaded(threads)));
   SP_ASSIGN_OR_RETURN(auto results, ex->run(feeds));
   std::vector<Tensor> out;
   for (const Tensor* t : results) out.push_back(*t);

@@ -41,6 +41,14 @@ ConstantShape initializer_shapes(const Model& m);
 // A small model: Conv -> Relu -> MaxPool -> Flatten -> Gemm, input [N, 1, 8, 8], 10 outputs.
 Model small_cnn(uint32_t seed = 7);
 
+// Options for `threads` threads under which every plan uses every thread however little its work
+// (ExecOptions::one_thread_below_work 0), so that tests on small models reach the threaded paths.
+inline ExecOptions threaded(int threads) {
+  ExecOptions o{threads};
+  o.one_thread_below_work = 0;
+  return o;
+}
+
 // Largest |a - b| divided by the largest |b| (or 1e-6 if b is all zeros).
 double max_relative_error(const Tensor& a, const Tensor& b);
 

@@ -82,8 +82,7 @@ class LstmOp : public Op {
   // transposed products' room. The transposed steps use the same first block as [4H, seq*batch]
   // and h and c as [H, batch], and keep their gates in the room after them.
   size_t scratch_floats(int threads) const override {
-    return static_cast<size_t>(seq_ * batch_ * 4 * hidden_ + batch_ * 4 * hidden_ + 2 * batch_ * hidden_) +
-           transposed_scratch(threads);
+    return static_cast<size_t>(extra_offset()) + transposed_scratch(threads);
   }
   int64_t macs() const override { return seq_ * batch_ * 4 * hidden_ * (input_ + hidden_); }
 
@@ -124,6 +123,11 @@ class LstmOp : public Op {
   // W's panels (or, batch first, [(input + 4H) x seq*batch]), [(hidden + 4H) x batch] for R, and
   // for the transposed steps the inputs [input, seq*batch] or one step's gates [4H, batch],
   // whichever is largest.
+  // Where the transposed scratch starts: after the input products, one step's gates and the two
+  // states, on a 64-byte line of its own.
+  int64_t extra_offset() const {
+    return (seq_ * batch_ * 4 * hidden_ + batch_ * 4 * hidden_ + 2 * batch_ * hidden_ + 15) / 16 * 16;
+  }
   size_t transposed_scratch(int threads) const {
     const int64_t n = seq_ * batch_;
     size_t w = !w_sparse_     ? 0
@@ -157,7 +161,7 @@ Status LstmOp::run(const RunArgs& a) {
   float* gates = xw + seq_ * batch_ * G;
   float* h = gates + batch_ * G;
   float* c = h + batch_ * H;
-  float* extra = c + batch_ * H;
+  float* extra = a.scratch.data() + extra_offset();
   input_products(a, xw, extra);
   auto input = [&](size_t i) { return a.in.size() > i ? a.in[i] : nullptr; };
   if (const Tensor* bias = input(3)) {
@@ -188,7 +192,7 @@ void LstmOp::run_transposed(const RunArgs& a) {
   float* xw = a.scratch.data();                    // [4H, n]: column t * batch + b is step t, sample b
   float* h = xw + seq_ * batch_ * G + batch_ * G;  // [H, batch]
   float* c = h + batch_ * H;                       // [H, batch]
-  float* extra = c + batch_ * H;
+  float* extra = a.scratch.data() + extra_offset();
   // The inputs transposed, [input, n], then W times them for every step at once.
   const float* x = a.in[0]->f32_data();
   if (batch_first_) {

@@ -54,8 +54,13 @@ size_t floats_or_max(const Shape& dims) {
 int64_t panel_width(int64_t n) {
   return std::min(n, kSparseFcPanel);
 }
+// Floats of a panel's Xt [cols, width] in the scratch, whole 64-byte lines, so that its Yt and
+// the next thread's copy start on a line of their own too.
+int64_t panel_xt_floats(const SparseMatrix& m, int64_t n) {
+  return (m.cols * panel_width(n) + 15) / 16 * 16;
+}
 int64_t panel_floats(const SparseMatrix& m, int64_t n) {
-  return (m.cols + m.rows) * panel_width(n);
+  return panel_xt_floats(m, n) + (m.rows * panel_width(n) + 15) / 16 * 16;
 }
 
 // The panel's rows [row_begin, row_end) of Yt [rows, n] given the epilogue.
@@ -78,7 +83,7 @@ struct Panel {
         x(x + p * kSparseFcPanel * m.cols),
         y(y + p * kSparseFcPanel * m.rows),
         xt(scratch),
-        yt(scratch + m.cols * panel_width(samples)) {}
+        yt(scratch + panel_xt_floats(m, samples)) {}
   int64_t n;
   const float* x;
   float* y;
@@ -286,8 +291,9 @@ class SparseConvOp : public Op {
                     end = std::min(hw, chunks * (t + 1) / parts * 16);
       if (begin == end) return;
       sparse_matmat_rows(m_, 0, m_.rows, x + begin, hw, end - begin, y + begin, hw);
-      add_bias_activate_rows(y + begin, hw, m_.rows, end - begin, bias, act_, y + begin,
-                             residual ? residual + begin : nullptr, hw);
+      if (bias || !act_.none() || residual)
+        add_bias_activate_rows(y + begin, hw, m_.rows, end - begin, bias, act_, y + begin,
+                               residual ? residual + begin : nullptr, hw);
     });
   }
   int64_t phases() const { return win_.s_h * win_.s_w; }

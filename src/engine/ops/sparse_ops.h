@@ -69,9 +69,9 @@ struct ProductEpilogue {
 // each panel is transposed, multiplied on the CSR kernel, given the epilogue and transposed back.
 // With at least as many panels as threads, each thread runs whole panels; with fewer, the threads
 // split each panel's rows by `bounds` (balanced_row_bounds), each thread transposing the panel
-// into a copy of its own and writing back only the rows it multiplied, so that no thread reads
-// what another thread's core wrote. `scratch` holds sparse_product_by_panels_scratch(m, n,
-// pool.size()) floats.
+// into a copy of its own and writing back only the rows it multiplied: no thread reads another's
+// Xt or Yt. `scratch` holds sparse_product_by_panels_scratch(m, n, pool.size()) floats, each
+// thread's part starting on a 64-byte line when the scratch does.
 void sparse_product_by_panels(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                               const float* x, int64_t n, float* y, float* scratch,
                               const ProductEpilogue& epilogue = {});
