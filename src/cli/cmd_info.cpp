@@ -77,6 +77,8 @@ void print_table(const Executor& ex, const ModelSummary& s, int64_t batch) {
     fmt::print(
         "batch: runs as chunks of {} sample{}, up to one plan per thread (activations above: all of them)\n",
         s.samples_per_chunk, s.samples_per_chunk == 1 ? "" : "s");
+  if (s.one_thread && ex.threads() > 1)
+    fmt::print("threads: too little work for threads to pay; every layer runs on the calling thread\n");
 }
 
 nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch) {
@@ -111,6 +113,7 @@ nlohmann::json to_json(const Executor& ex, const ModelSummary& s, int64_t batch)
   j["folded_nodes"] = s.folded_nodes;
   j["activation_bytes"] = {{"shared", s.activation_bytes}, {"unshared", s.activation_bytes_unshared}};
   j["samples_per_chunk"] = s.samples_per_chunk;
+  j["one_thread"] = s.one_thread;
   WeightMemory w = ex.weight_memory();
   j["weight_bytes"] = {{"compressed_in_file", w.compressed_in_file},
                        {"compressed_in_memory", w.compressed_in_memory},

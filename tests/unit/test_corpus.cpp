@@ -168,6 +168,10 @@ TEST(Corpus, CliInfoReportsLayersParamsAndFlops) {
   const int64_t unshared = 4 * (11520 + 2880 + 3200 + 800 + 500 + 10);
   EXPECT_EQ(j["activation_bytes"]["unshared"], unshared);
   EXPECT_LT(j["activation_bytes"]["shared"], unshared) << "values share bytes by liveness";
+  EXPECT_EQ(j["one_thread"], false) << "2.3 M multiply-adds a sample are worth a second thread";
+  auto tiny = test::run_cli("--threads 2 info --json " + kDir + "/mlp_op13.onnx");
+  ASSERT_EQ(tiny.exit_code, 0) << tiny.output;
+  EXPECT_EQ(nlohmann::json::parse(tiny.output)["one_thread"], true) << "a few thousand are not";
 }
 
 }  // namespace
