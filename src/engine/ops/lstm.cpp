@@ -119,15 +119,15 @@ class LstmOp : public Op {
   // time of h R^T on the suite's 2048 x 512 at batch 16).
   static constexpr int64_t kDenseTransposedFromBatch = 4;
   bool dense_recurrent_transposed() const { return !r_sparse_ && batch_ >= kDenseTransposedFromBatch; }
-  // Transposed inputs and outputs for the sparse products and the dense transposed recurrent one:
-  // W's panels (or, batch first, [(input + 4H) x seq*batch]), [(hidden + 4H) x batch] for R, and
-  // for the transposed steps the inputs [input, seq*batch] or one step's gates [4H, batch],
-  // whichever is largest.
   // Where the transposed scratch starts: after the input products, one step's gates and the two
   // states, on a 64-byte line of its own.
   int64_t extra_offset() const {
     return (seq_ * batch_ * 4 * hidden_ + batch_ * 4 * hidden_ + 2 * batch_ * hidden_ + 15) / 16 * 16;
   }
+  // Transposed inputs and outputs for the sparse products and the dense transposed recurrent one:
+  // W's panels (or, batch first, [(input + 4H) x seq*batch]), [(hidden + 4H) x batch] for R, and
+  // for the transposed steps the inputs [input, seq*batch] or one step's gates [4H, batch],
+  // whichever is largest.
   size_t transposed_scratch(int threads) const {
     const int64_t n = seq_ * batch_;
     size_t w = !w_sparse_     ? 0
