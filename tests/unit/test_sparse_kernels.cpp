@@ -377,6 +377,11 @@ const std::vector<Window2d>& plane_window_grid() {
       plane_window(5, 32, 3, 2, 1, 1, 1, 1, 1),
       plane_window(7, 65, 3, 2, 1, 1, 1, 1, 1),
       plane_window(5, 31, 3, 2, 1, 1, 1, 1, 1),
+      // a band of a taller plane (the fused expansion's): windows reaching past the rows given,
+      // which read as padding; blocks of output rows and the rows left after them
+      plane_window(3, 40, 3, 1, 1, 0, 1, 2, 1),
+      plane_window(9, 37, 3, 2, 1, 0, 1, 2, 1),
+      plane_window(10, 20, 3, 1, 1, 2, 1, 0, 1),
   };
   return grid;
 }

@@ -236,13 +236,47 @@ struct Window3Columns {
     }
   }
 };
+// Output rows [oh0, oh0 + R) of 16 columns (from `columns`' first output column) of a 3x3
+// undilated window at stride S: each of the (R - 1) S + 3 input rows they read is loaded once and
+// multiplied into every output row whose window holds it (a row at stride 1 serves three), in the
+// order of one window alone (bias, then window rows top to bottom); rows above or below the plane
+// are zero vectors. Then the clamp and masked stores, `y` at output (oh0, first column).
+template <int S, int R>
+[[gnu::always_inline]] inline void window3_row_block(const Window3Columns<S>& columns, const float* x,
+                                                     const Window2d& win, const __m512 (&taps)[9], float bias,
+                                                     int64_t oh0, bool clamp, __m512 low, __m512 high,
+                                                     __mmask16 stores, float* y) {
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_set1_ps(bias);
+  for (int i = 0; i < (R - 1) * S + 3; ++i) {
+    const int64_t ih = oh0 * S - win.pad_t + i;
+    // A row of padding multiplies zeros too, so that a weight of inf or NaN gives NaN there as on
+    // the padded copy the other kernels read.
+    __m512 col[3] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    if (ih >= 0 && ih < win.in_h) columns.taps(x + ih * win.in_w, col);
+    for (int r = 0; r < R; ++r) {
+      const int t = i - r * S;  // the window row of output row oh0 + r that input row i is
+      if (t < 0 || t > 2) continue;
+      for (int j = 0; j < 3; ++j) acc[r] = _mm512_fmadd_ps(taps[t * 3 + j], col[j], acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    // max(acc, lo) gives lo for NaN (the second operand wins), as the Relu does.
+    const __m512 v = clamp ? _mm512_min_ps(_mm512_max_ps(acc[r], low), high) : acc[r];
+    _mm512_mask_storeu_ps(y + r * win.out_w, stores, v);
+  }
+}
+// Output rows a block of window3_row_block holds: four at stride 1 read six input rows for twelve
+// window rows, twice fewer loads than row by row, and fit the registers with the taps.
+inline constexpr int kWindow3BlockRows = 4;
 // A 3x3 undilated window at stride S (1 or 2) straight over the unpadded plane, 16 output columns
-// to a vector, a column of vectors at a time: taps in the zero padding are lanes that load zeros
-// (whole rows of it are zero vectors), so no padded copy is made; bias first, then the taps row by
-// row, the clamp, and a masked store for a row's last, partial vector.
+// to a vector, a column of vectors at a time in blocks of kWindow3BlockRows output rows (then the
+// rows left one at a time): taps in the zero padding are lanes that load zeros (whole rows of it
+// are zero vectors), so no padded copy is made; a row's last, partial vector is stored under a mask.
 template <int S>
 inline void window3_masked(const float* x, const float* w, float bias, const Window2d& win, float lo,
                            float hi, float* y) {
+  constexpr int R = kWindow3BlockRows;
   __m512 taps[9];
   for (int t = 0; t < 9; ++t) taps[t] = _mm512_set1_ps(w[t]);
   const bool clamp =
@@ -251,20 +285,13 @@ inline void window3_masked(const float* x, const float* w, float bias, const Win
   for (int64_t ow0 = 0; ow0 < win.out_w; ow0 += 16) {
     const Window3Columns<S> columns(ow0, win.pad_l, win.in_w);
     const __mmask16 stores = first_lanes(win.out_w - ow0);
-    for (int64_t oh = 0; oh < win.out_h; ++oh) {
-      __m512 acc = _mm512_set1_ps(bias);
-      for (int i = 0; i < 3; ++i) {
-        const int64_t ih = oh * S - win.pad_t + i;
-        // A row of padding multiplies zeros too, so that a weight of inf or NaN gives NaN there as
-        // on the padded copy the other kernels read.
-        __m512 col[3] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        if (ih >= 0 && ih < win.in_h) columns.taps(x + ih * win.in_w, col);
-        for (int j = 0; j < 3; ++j) acc = _mm512_fmadd_ps(taps[i * 3 + j], col[j], acc);
-      }
-      // max(acc, lo) gives lo for NaN (the second operand wins), as the Relu does.
-      if (clamp) acc = _mm512_min_ps(_mm512_max_ps(acc, low), high);
-      _mm512_mask_storeu_ps(y + oh * win.out_w + ow0, stores, acc);
-    }
+    int64_t oh = 0;
+    for (; oh + R <= win.out_h; oh += R)
+      window3_row_block<S, R>(columns, x, win, taps, bias, oh, clamp, low, high, stores,
+                              y + oh * win.out_w + ow0);
+    for (; oh < win.out_h; ++oh)
+      window3_row_block<S, 1>(columns, x, win, taps, bias, oh, clamp, low, high, stores,
+                              y + oh * win.out_w + ow0);
   }
 }
 #endif
