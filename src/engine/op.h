@@ -55,6 +55,9 @@ class Op {
   // Called by the planner before infer when input 0 holds no NaN (a ReLU's output, see
   // Plan::note_zeros): the op may skip the work that would carry a NaN through.
   virtual void input_is_nan_free() {}
+  // The op a fused step runs on this op's output within the same step (ops/expand_depthwise.h),
+  // or null: a summary lists its node and weights with this op's.
+  virtual const Op* next_in_step() const { return nullptr; }
   // Reads the fused activation (epilogue.h), then parse(); what the factories call.
   Status prepare();
 

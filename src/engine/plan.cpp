@@ -4,6 +4,7 @@
 
 #include "engine/batch_split.h"
 
+#include "engine/ops/expand_depthwise.h"
 #include "engine/ops/sparse_ops.h"
 #include "sparrow/weight_roles.h"
 
@@ -360,7 +361,61 @@ Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
   // A ReLU's output (or a view, max-pool or Concat of such values) holds no NaN: the activation
   // makes NaN 0.
   if (node.has_input(0) && relu_values_.count(node.inputs[0])) made.op->input_is_nan_free();
-  return plan_step(model, node, std::move(made.op), made.sparse_inputs, pool);
+  SP_RETURN_IF_ERROR(plan_step(model, node, std::move(made.op), made.sparse_inputs, pool));
+  return fuse_expansion(node, pool.size());
+}
+
+Status Plan::fuse_expansion(const Node& node, int threads) {
+  if (keep_values_ || steps_.size() < 2 || &steps_.back().op->node() != &node) return {};
+  PlanStep& expand = steps_[steps_.size() - 2];
+  PlanStep& depthwise = steps_.back();
+  const SparseMatrix* m = sparse_pointwise_matrix(*expand.op);
+  if (m == nullptr || expand.outputs.size() != 1 || expand.outputs[0] == nullptr ||
+      depthwise.inputs.size() < 2 || depthwise.inputs.size() > 3 ||
+      depthwise.inputs[0] != expand.outputs[0] || depthwise.inputs[1] == nullptr ||
+      depthwise.outputs.size() != 1 || readers_[node.inputs[0]] != 1)
+    return {};
+  const Tensor* mid = expand.outputs[0];
+  const Op* expand_op = expand.op.get();
+  const Op* depthwise_op = depthwise.op.get();
+  std::unique_ptr<Op> fused = fuse_expand_depthwise(expand.op, depthwise.op, *m, expand.inputs[0]->shape(),
+                                                    mid->shape(), depthwise.inputs[1]->shape(), threads);
+  if (!fused) return {};
+  std::vector<const Tensor*> inputs(kExpandDepthwiseInputs, nullptr);
+  inputs[kExpandX] = expand.inputs[0];
+  inputs[kExpandBias] = expand.inputs.size() > 2 ? expand.inputs[2] : nullptr;
+  inputs[kDepthwiseWeight] = depthwise.inputs[1];
+  inputs[kDepthwiseBias] = depthwise.inputs.size() > 2 ? depthwise.inputs[2] : nullptr;
+  std::vector<ValueDesc> in, out;
+  for (const Tensor* t : inputs)
+    in.push_back(t ? ValueDesc{DType::f32, t->shape()} : ValueDesc{DType::f32, {}, nullptr, false});
+  SP_RETURN_IF_ERROR(fused->infer(in, out));
+  const size_t scratch = fused->scratch_floats(threads);
+  SP_RETURN_IF_ERROR(reserve_scratch(node, scratch));
+  scratch_floats_ = std::max(scratch_floats_, scratch);
+  // The expanded value is never written: no bytes. The depthwise output is written from the fused
+  // step on, which reads the expansion's input: their lifetimes overlap there.
+  buffers_[buffer_of_.at(mid).buffer].bytes = 0;
+  buffers_[buffer_of_.at(depthwise.outputs[0]).buffer].first = steps_.size() - 2;
+  sparse_steps_.erase(expand_op);
+  sparse_steps_.erase(depthwise_op);
+  sparse_steps_.insert(fused.get());
+  PlanStep step{std::move(fused), std::move(inputs), depthwise.outputs};
+  steps_.pop_back();
+  steps_.back() = std::move(step);
+  return {};
+}
+
+Status Plan::reserve_scratch(const Node& node, size_t scratch) {
+  // Checked in floats first: a scratch size near 2^62 would overflow the byte count.
+  if (scratch > static_cast<size_t>(memory_limit_) / sizeof(float) ||
+      scratch > static_cast<size_t>(kMaxTensorElements))
+    return errorf("{} scratch of {} floats is over the memory limit of {} bytes or a tensor's {} elements",
+                  node.describe(), scratch, memory_limit_, kMaxTensorElements);
+  if (scratch > scratch_floats_)
+    SP_RETURN_IF_ERROR(reserve(static_cast<int64_t>((scratch - scratch_floats_) * sizeof(float)),
+                               node.describe() + " scratch"));
+  return {};
 }
 
 Status Plan::plan_step(const Model& model, const Node& node, std::unique_ptr<Op> op,
@@ -422,14 +477,7 @@ Status Plan::plan_step(const Model& model, const Node& node, std::unique_ptr<Op>
   if (view || joined_in_place) return {};
   PlanStep step{std::move(op), std::move(in_tensors), std::move(out_tensors)};
   size_t scratch = step.op->scratch_floats(pool.size());
-  // Checked in floats first: a scratch size near 2^62 would overflow the byte count.
-  if (scratch > static_cast<size_t>(memory_limit_) / sizeof(float) ||
-      scratch > static_cast<size_t>(kMaxTensorElements))
-    return errorf("{} scratch of {} floats is over the memory limit of {} bytes or a tensor's {} elements",
-                  node.describe(), scratch, memory_limit_, kMaxTensorElements);
-  if (scratch > scratch_floats_)
-    SP_RETURN_IF_ERROR(reserve(static_cast<int64_t>((scratch - scratch_floats_) * sizeof(float)),
-                               node.describe() + " scratch"));
+  SP_RETURN_IF_ERROR(reserve_scratch(node, scratch));
   if (fold) {
     // Known at plan time: compute once and treat the outputs as constants.
     std::vector<float> folding_scratch(scratch);
@@ -456,6 +504,10 @@ Result<std::unique_ptr<Plan>> Plan::build(const Model& model, const std::vector<
   // A plan that fails leaves no layout requests behind for the next one.
   auto planned = [&]() -> Status {
     SP_RETURN_IF_ERROR(plan->bind_graph_inputs(model));
+    for (const Node& node : model.nodes)
+      for (const std::string& in : node.inputs)
+        if (!in.empty()) ++plan->readers_[in];
+    for (const auto& out : model.outputs) ++plan->readers_[out.name];
     for (const Node& node : model.nodes) SP_RETURN_IF_ERROR(plan->plan_node(model, node, pool));
     return weights ? weights->build_requested() : Status{};
   }();
@@ -562,8 +614,11 @@ ModelSummary Plan::summary(const Model& model) const {
   s.profiled_runs = profiled_runs_;
   for (size_t i = 0; i < steps_.size(); ++i) {
     const PlanStep& step = steps_[i];
+    std::string op_type = fused_op_type(*step.op);
+    for (const Op* next = step.op->next_in_step(); next; next = next->next_in_step())
+      op_type.append(">").append(fused_op_type(*next));
     LayerInfo layer{step.op->node().name,
-                    fused_op_type(*step.op),
+                    std::move(op_type),
                     {},
                     0,
                     step.op->macs(),
@@ -573,17 +628,19 @@ ModelSummary Plan::summary(const Model& model) const {
                     {}};
     for (const Tensor* t : step.outputs)
       if (t) layer.output_shapes.push_back(t->shape());
-    const Node& node = step.op->node();
-    for (size_t k = 0; k < node.inputs.size(); ++k) {
-      const std::string& name = node.inputs[k];
-      auto it = model.initializers.find(name);
-      const bool f32 = it != model.initializers.end() && it->second.dtype() == DType::f32;
-      const bool held = !f32 && weights_ && weights_->holds(name);
-      if (f32) layer.params += it->second.numel();
-      if (held) layer.params += shape_numel(weights_->shape(name));
-      if ((f32 || held) && layer.weight.empty() && weight_role(node, k)) layer.weight = name;
-      if (held && layer.sparse)
-        layer.layouts = joined(layer.layouts, ", ", layout_names(weights_->header(name)));
+    for (const Op* op = step.op.get(); op; op = op->next_in_step()) {
+      const Node& node = op->node();
+      for (size_t k = 0; k < node.inputs.size(); ++k) {
+        const std::string& name = node.inputs[k];
+        auto it = model.initializers.find(name);
+        const bool f32 = it != model.initializers.end() && it->second.dtype() == DType::f32;
+        const bool held = !f32 && weights_ && weights_->holds(name);
+        if (f32) layer.params += it->second.numel();
+        if (held) layer.params += shape_numel(weights_->shape(name));
+        if ((f32 || held) && layer.weight.empty() && weight_role(node, k)) layer.weight = name;
+        if (held && layer.sparse)
+          layer.layouts = joined(layer.layouts, ", ", layout_names(weights_->header(name)));
+      }
     }
     s.params += layer.params;
     s.macs += layer.macs;

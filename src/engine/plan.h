@@ -81,6 +81,12 @@ class Plan {
   // `sparse_inputs[i]` marks the inputs the op reads as engine matrices (no tensor is bound).
   Status plan_step(const Model& model, const Node& node, std::unique_ptr<Op> op,
                    const std::vector<bool>& sparse_inputs, ThreadPool& pool);
+  // The step just planned for `node` (a depthwise convolution) and the one before it as one fused
+  // step, when the one before is a sparse pointwise expansion whose output only `node` reads
+  // (ops/expand_depthwise.h); the expanded value then takes no bytes.
+  Status fuse_expansion(const Node& node, int threads);
+  // Grows the scratch every step shares to `scratch` floats, within the memory limit.
+  Status reserve_scratch(const Node& node, size_t scratch);
   // Clears samples_independent_ unless the node computes each sample on its own; for a folded node,
   // records whether its outputs depend on the batch size.
   void note_per_sample(const Model& model, const Node& node, std::span<const ValueDesc> in,
@@ -138,8 +144,9 @@ class Plan {
   bool sparse_ = false;
   std::set<const Op*> sparse_steps_;
   std::set<std::string> graph_inputs_;
-  std::set<std::string> relu_values_;  // outputs of a ReLU, views and max-pools of one, Concats of
-                                       // them: no NaN
+  std::map<std::string, int> readers_;  // per value, the node inputs and graph outputs naming it
+  std::set<std::string> relu_values_;   // outputs of a ReLU, views and max-pools of one, Concats of
+                                        // them: no NaN
 
   static constexpr size_t kLiveToEnd = SIZE_MAX;
   struct Buffer {

@@ -218,6 +218,11 @@ class SparseConvOp : public Op {
   }
   size_t scratch_floats(int) const override { return residual_.scratch_floats(conv_scratch_floats()); }
   int64_t macs() const override { return images_ * m_.nonzeros * win_.out_h * win_.out_w; }
+  // See sparse_pointwise_matrix.
+  const SparseMatrix* pointwise_matrix() const {
+    const bool image_by_image = pointwise() && !per_position_ && !gathered();
+    return image_by_image && group_ == 1 && !node_.attrs.count(kFusedResidualAttr) ? &m_ : nullptr;
+  }
 
   Status run(const RunArgs& args) override {
     const ConvRun run = residual_.start(args, activation_);
@@ -438,6 +443,11 @@ class SparseConvOp : public Op {
 };
 
 }  // namespace
+
+const SparseMatrix* sparse_pointwise_matrix(const Op& op) {
+  const auto* conv = dynamic_cast<const SparseConvOp*>(&op);
+  return conv ? conv->pointwise_matrix() : nullptr;
+}
 
 void transpose(ThreadPool& pool, const float* src, int64_t rows, int64_t cols, float* dst) {
   transpose_rows(pool, src, rows, cols, dst, false);

@@ -50,6 +50,11 @@ bool sparse_op_supports(const Node& node, const Shape& input, const SparseMatrix
 Result<std::unique_ptr<Op>> create_sparse_op(const Node& node, int64_t opset, const SparseMatrix& m,
                                              int threads);
 
+// The matrix of a sparse op that runs a pointwise convolution (1x1, stride 1, no padding, group 1,
+// no fused residual) image by image on the batched kernel, reading each image's input planes in
+// place; null for any other op.
+const SparseMatrix* sparse_pointwise_matrix(const Op& op);
+
 // dst[cols, rows] = src[rows, cols]ᵀ (transpose) or dst += it (transpose_add), in 8 x 8 tiles
 // split over the pool: the batched sparse products take their inputs and give their outputs with
 // the batch along rows.
