@@ -3,6 +3,7 @@
 // columns, all-zero and fully dense inputs, the longest gaps (fillers), every code used, odd sizes.
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -283,6 +284,67 @@ TEST_P(SparseKernelsPerIsa, SpmmRowBlocksMatchesAcrossBatchesRowRangesAndRowTabl
             ++cases;
           }
   EXPECT_GT(cases, 500);
+}
+
+// The same float, or NaN for NaN.
+bool same_value(float a, float b) {
+  return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b) || (std::isnan(a) && std::isnan(b));
+}
+
+// The epilogue the kernels apply as they store rows is the bias and clamp applied over the plain
+// product afterwards, float for float: on the CSR walks (one- and two-byte entries, one and two
+// column blocks) and the row blocks (several blocks, rows from the second group on, a short last
+// group), with inputs holding NaN and infinities.
+TEST_P(SparseKernelsPerIsa, SpmmEpilogueIsTheBiasAndClampOverTheStoredProduct) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<RowEpilogue> epilogues = {RowEpilogue{nullptr, 0.0f, inf},
+                                              RowEpilogue{nullptr, -0.5f, 0.5f}, RowEpilogue{},
+                                              RowEpilogue{nullptr, 0.0f, 6.0f}};
+  uint32_t seed = 5000;
+  int checked = 0;
+  for (bool blocks : {false, true})
+    for (int64_t rows : {1, 6, 17, 64})
+      for (int64_t cols : {40, 300, 2500})
+        for (int64_t batch : {1, 17, 130})
+          for (size_t e = 0; e < epilogues.size(); ++e) {
+            if (cols == 2500 && !blocks) continue;  // 300 columns already make two CSR blocks
+            const int cb = (batch + e) % 2 == 0 ? 16 : 256;
+            Case c = blocks ? block_case(rows, cols, 0.1, 0.7, cb, seed++)
+                            : make_case(rows, cols, 0.1, cb, seed++);
+            SparseMatrix m = blocks ? with_row_blocks(c)
+                                    : build_sparse_matrix(c.codes, rows, cols, c.codebook, 1,
+                                                          /*compact=*/batch % 2 == 1);
+            const int64_t ldx = batch + 3, ldy = batch + 1;
+            std::vector<float> xt = random_input(cols * ldx, 0.7, seed++);
+            xt[static_cast<size_t>(ldx + batch / 2)] = std::numeric_limits<float>::quiet_NaN();
+            xt[static_cast<size_t>((cols - 1) * ldx)] = inf;
+            const std::vector<float> bias = random_input(rows, 1.0, seed++);
+            RowEpilogue epilogue = epilogues[e];
+            if (e != 2 || rows % 2 == 0) epilogue.bias = bias.data();  // the third: no clamp, a bias or none
+            const int64_t begin = blocks && rows > kBlockRows ? kBlockRows : 0;
+            auto run = [&](const RowEpilogue& with) {
+              std::vector<float> y(static_cast<size_t>(rows * ldy), -7.0f);
+              const SpmmArgs a{&m, begin, rows, xt.data(), ldx, batch, y.data(), ldy, nullptr, with};
+              if (blocks)
+                k.spmm_row_blocks(a);
+              else
+                spmm_csr_of(k, m)(a);
+              return y;
+            };
+            const std::vector<float> plain = run(RowEpilogue{}), given = run(epilogue);
+            const std::string what =
+                fmt::format("{} {} {}x{} batch {} epilogue {} bias {}", isa_name(isa),
+                            blocks ? "row blocks" : "csr", rows, cols, batch, e, epilogue.bias != nullptr);
+            for (int64_t r = 0; r < rows; ++r)
+              for (int64_t b = 0; b <= batch; ++b) {
+                const float want = r < begin || b == batch ? -7.0f : epilogue(plain[r * ldy + b], r);
+                ASSERT_TRUE(same_value(given[r * ldy + b], want))
+                    << what << " at " << r << "," << b << ": " << given[r * ldy + b] << " want " << want;
+              }
+            ++checked;
+          }
+  EXPECT_EQ(checked, 4 * 3 * 3 * 4 + 4 * 2 * 3 * 4);
 }
 
 TEST_P(SparseKernelsPerIsa, TransposeEveryVariantMatchesAPlainLoop) {

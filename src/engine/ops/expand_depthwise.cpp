@@ -101,12 +101,11 @@ class ExpandDepthwiseOp : public Op {
     const int64_t r1 = std::min(win_.in_h, (o1 - 1) * win_.s_h - win_.pad_t + (win_.k_h - 1) * win_.d_h + 1);
     const int64_t rows = std::max<int64_t>(0, r1 - r0), n = rows * win_.in_w, in_hw = win_.in_h * win_.in_w;
     float* expanded = scratch;
-    if (n > 0) {
+    const Activation& expand_act = expand_->activation();
+    if (n > 0)
       sparse_matmat_rows(m_, 0, m_.rows, in.x + image * channels_ * in_hw + r0 * win_.in_w, in_hw, n,
-                         expanded, band_ld_);
-      add_bias_activate_rows(expanded, band_ld_, m_.rows, n, in.expand_bias, expand_->activation(), expanded,
-                             nullptr, band_ld_);
-    }
+                         expanded, band_ld_, nullptr,
+                         RowEpilogue{in.expand_bias, expand_act.lo, expand_act.hi});
     Window2d part = win_;
     part.in_h = rows;
     part.pad_t = r0 - top;

@@ -268,6 +268,11 @@ class SparseConvOp : public Op {
         run_pointwise_by_positions(a.pool, x, y, bias, residual);
         continue;
       }
+      if (!residual) {  // the kernels add the bias and apply the activation as they store each row
+        sparse_matmat(a.pool, m_, bounds_, x, hw, hw, y, hw, nullptr, {}, row_groups(hw),
+                      RowEpilogue{bias, act_.lo, act_.hi});
+        continue;
+      }
       sparse_matmat(
           a.pool, m_, bounds_, x, hw, hw, y, hw, nullptr,
           [&](int64_t begin, int64_t end) {
@@ -295,10 +300,11 @@ class SparseConvOp : public Op {
       const int64_t begin = std::min(hw, chunks * t / parts * 16),
                     end = std::min(hw, chunks * (t + 1) / parts * 16);
       if (begin == end) return;
-      sparse_matmat_rows(m_, 0, m_.rows, x + begin, hw, end - begin, y + begin, hw);
-      if (bias || !act_.none() || residual)
-        add_bias_activate_rows(y + begin, hw, m_.rows, end - begin, bias, act_, y + begin,
-                               residual ? residual + begin : nullptr, hw);
+      // Without a residual, the kernels add the bias and apply the activation as they store each row.
+      const float* res = residual ? residual + begin : nullptr;
+      const RowEpilogue in_kernel = res ? RowEpilogue{} : RowEpilogue{bias, act_.lo, act_.hi};
+      sparse_matmat_rows(m_, 0, m_.rows, x + begin, hw, end - begin, y + begin, hw, nullptr, in_kernel);
+      if (res) add_bias_activate_rows(y + begin, hw, m_.rows, end - begin, bias, act_, y + begin, res, hw);
     });
   }
   int64_t phases() const { return win_.s_h * win_.s_w; }

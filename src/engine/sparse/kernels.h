@@ -17,9 +17,9 @@
 //   (NaN counts as non-zero, -0 as zero) in increasing order to active[0:count] and sets *count.
 //   active must hold n values; nothing past active[n - 1] is written.
 // spmm_csr: Y[r, 0:batch] = sum over the entries of rows [row_begin, row_end) of codebook[code] *
-//   Xt[col, 0:batch], with Xt the inputs laid out [cols, ldx] and Y [rows, ldy]. Y rows are
-//   overwritten. Column blocks are walked one after the other, so each block of Xt is reused from
-//   cache by every row.
+//   Xt[col, 0:batch], with Xt the inputs laid out [cols, ldx] and Y [rows, ldy], then the
+//   epilogue (RowEpilogue). Y rows are overwritten. Column blocks are walked one after the other, so each
+//   block of Xt is reused from cache by every row.
 // spmm_row_blocks: the same product over the row blocks (kBlockRows rows at a time, each row of Xt
 //   loaded once for the four): row_begin is a multiple of kBlockRows, row_end one too or the
 //   matrix's rows. Zero weights inside a block are multiplied like the others (an infinite or NaN
@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "engine/sparse/isa.h"
@@ -46,6 +47,27 @@ struct SpmvArgs {
   bool accumulate = false;  // add to y instead of overwriting it
 };
 
+// What a batched product applies to each row r it writes as it stores the row's sums the last
+// time: y = clamp(y + bias[r], lo, hi), no bias when null (bias is indexed by matrix row), and no
+// clamp when lo = -inf and hi = inf; else the clamp as a fused Relu/Clip takes it (NaN becomes lo).
+// The same floats as BiasActivationArgs over the stored product.
+struct RowEpilogue {
+  const float* bias = nullptr;
+  float lo = -std::numeric_limits<float>::infinity();
+  float hi = std::numeric_limits<float>::infinity();
+  bool clamps() const {
+    return lo != -std::numeric_limits<float>::infinity() || hi != std::numeric_limits<float>::infinity();
+  }
+  bool none() const { return bias == nullptr && !clamps(); }
+  // One value of row r, as the vector variants compute it lane by lane.
+  float operator()(float v, int64_t r) const {
+    if (bias) v += bias[r];
+    if (!clamps()) return v;
+    v = v > lo ? v : lo;
+    return v < hi ? v : hi;
+  }
+};
+
 struct SpmmArgs {
   const SparseMatrix* m;
   int64_t row_begin, row_end;
@@ -58,6 +80,7 @@ struct SpmmArgs {
   // xt + j * ldx: rows may overlap, as the shifted views of a padded input plane that a stride-1
   // convolution's (channel, tap) columns read in place of an im2col matrix.
   const int64_t* x_rows = nullptr;
+  RowEpilogue epilogue;  // applied to rows [row_begin, row_end) of Y
 };
 
 // One sample over a layout built for one partition and a 16-entry codebook (banded CSC, tiles).

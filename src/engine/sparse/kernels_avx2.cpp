@@ -67,6 +67,14 @@ void spmv_rows_sliced__avx2(const SpmvRowArgs& a) {
 
 namespace {
 
+// RowEpilogue on the sums of row r in v.
+inline __m256 row_epilogue8(__m256 v, const RowEpilogue& e, int64_t r) {
+  if (e.bias) v = _mm256_add_ps(v, _mm256_set1_ps(e.bias[r]));
+  // max(v, lo) gives lo for NaN (the second operand wins), as the Relu does.
+  if (e.clamps()) v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(e.lo)), _mm256_set1_ps(e.hi));
+  return v;
+}
+
 template <class Entries, bool kRowTable>
 void spmm_csr_rows(const SpmmArgs& a) {
   const SparseMatrix& m = *a.m;
@@ -93,6 +101,8 @@ void spmm_csr_rows(const SpmmArgs& a) {
                        for (int t = 0; t < 4; ++t)
                          acc[t] = _mm256_fmadd_ps(w, _mm256_maskload_ps(x + 8 * t, masks[t]), acc[t]);
                      });
+        if (k + 1 == m.csr.size() && !a.epilogue.none())
+          for (int t = 0; t < 4; ++t) acc[t] = row_epilogue8(acc[t], a.epilogue, r);
         for (int t = 0; t < 4; ++t) _mm256_maskstore_ps(y + 8 * t, masks[t], acc[t]);
       }
     }
@@ -111,7 +121,7 @@ void spmm_csr(const SpmmArgs& a) {
 // row, added into y (or over it, for the first column block). A short group (kShort: `rows` below
 // kBlockRows) is its own instance: stores under a row count keep GCC's accumulators in memory.
 template <int kCodeBits, bool kRowTable, bool kShort>
-inline void row_block_group(const SpmmArgs& a, const RowBlockColumns& block, bool first, int64_t g,
+inline void row_block_group(const SpmmArgs& a, const RowBlockColumns& block, bool first, bool last, int64_t g,
                             int64_t rows, int64_t b0, const __m256i* masks) {
   if (!kShort) rows = kBlockRows;
   const float* codebook = a.m->codebook.data();
@@ -132,6 +142,9 @@ inline void row_block_group(const SpmmArgs& a, const RowBlockColumns& block, boo
       acc[r][1] = _mm256_fmadd_ps(w, x1, acc[r][1]);
     }
   }
+  if (last && !a.epilogue.none())
+    for (int64_t r = 0; r < rows; ++r)
+      for (int t = 0; t < 2; ++t) acc[r][t] = row_epilogue8(acc[r][t], a.epilogue, g * kBlockRows + r);
   for (int64_t r = 0; r < rows; ++r)
     for (int t = 0; t < 2; ++t) _mm256_maskstore_ps(y + r * a.ldy + 8 * t, masks[t], acc[r][t]);
 }
@@ -149,10 +162,11 @@ void spmm_row_blocks_rows(const SpmmArgs& a) {
     }
     const std::vector<RowBlockColumns>& blocks = a.m->row_blocks.blocks;
     for (size_t k = 0; k < blocks.size(); ++k) {
+      const bool last = k + 1 == blocks.size();
       for (int64_t g = a.row_begin / kBlockRows; g < whole_end; ++g)
-        row_block_group<kCodeBits, kRowTable, false>(a, blocks[k], k == 0, g, kBlockRows, b0, masks);
+        row_block_group<kCodeBits, kRowTable, false>(a, blocks[k], k == 0, last, g, kBlockRows, b0, masks);
       if (whole_end * kBlockRows < a.row_end)
-        row_block_group<kCodeBits, kRowTable, true>(a, blocks[k], k == 0, whole_end,
+        row_block_group<kCodeBits, kRowTable, true>(a, blocks[k], k == 0, last, whole_end,
                                                     a.row_end - whole_end * kBlockRows, b0, masks);
     }
   }

@@ -399,14 +399,24 @@ void list_nonzero__avx512(const NonzeroArgs& a) {
 
 namespace {
 
+// RowEpilogue on the sums of row r in v.
+inline __m512 row_epilogue16(__m512 v, const RowEpilogue& e, int64_t r) {
+  if (e.bias) v = _mm512_add_ps(v, _mm512_set1_ps(e.bias[r]));
+  // max(v, lo) gives lo for NaN (the second operand wins), as the Relu does.
+  if (e.clamps()) v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(e.lo)), _mm512_set1_ps(e.hi));
+  return v;
+}
+
 // One row of one column block over a batch chunk of 16 * kRegs columns of Xt (the first n of them
 // unless kFull), in two sets of kRegs accumulators that take alternate entries (so twice kRegs FMA
-// chains are in flight) and are summed into y (or over it, for the first block).
+// chains are in flight) and are summed into y (or over it, for the first block), given `epilogue`
+// when `last`.
 template <class Entries, bool kRowTable, int kRegs, bool kFull>
 [[gnu::always_inline]] inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block,
-                                                 const Entries& entries, bool first, int64_t r,
+                                                 const Entries& entries, bool first, bool last, int64_t r,
                                                  const float* xt, int64_t ldx, const int64_t* x_rows,
-                                                 int64_t b0, int64_t n, float* y) {
+                                                 int64_t b0, int64_t n, float* y,
+                                                 const RowEpilogue& epilogue) {
   __mmask16 masks[kRegs];
   for (int t = 0; t < kRegs; ++t) {
     int64_t left = (kFull ? 16 * kRegs : n) - 16 * t;
@@ -433,7 +443,10 @@ template <class Entries, bool kRowTable, int kRegs, bool kFull>
         add(b, col1, code1);
       },
       [&](int64_t col, unsigned code) { add(a, col, code); });
-  for (int t = 0; t < kRegs; ++t) _mm512_mask_storeu_ps(y + b0 + 16 * t, masks[t], _mm512_add_ps(a[t], b[t]));
+  for (int t = 0; t < kRegs; ++t) {
+    const __m512 sum = _mm512_add_ps(a[t], b[t]);
+    _mm512_mask_storeu_ps(y + b0 + 16 * t, masks[t], last ? row_epilogue16(sum, epilogue, r) : sum);
+  }
 }
 
 // Every row over columns [b0, b0 + 16 * kRegs) of Xt, or the n left.
@@ -442,9 +455,10 @@ void csr_rows_chunk(const SpmmArgs& a, int64_t b0, int64_t n) {
   for (size_t k = 0; k < a.m->csr.size(); ++k) {
     const CsrBlock& block = a.m->csr[k];
     const Entries entries(block);
+    const bool last = k + 1 == a.m->csr.size() && !a.epilogue.none();
     for (int64_t r = a.row_begin; r < a.row_end; ++r)
-      csr_row_chunk<Entries, kRowTable, kRegs, kFull>(*a.m, block, entries, k == 0, r, a.xt, a.ldx, a.x_rows,
-                                                      b0, n, a.y + r * a.ldy);
+      csr_row_chunk<Entries, kRowTable, kRegs, kFull>(*a.m, block, entries, k == 0, last, r, a.xt, a.ldx,
+                                                      a.x_rows, b0, n, a.y + r * a.ldy, a.epilogue);
   }
 }
 
@@ -492,7 +506,7 @@ void spmm_csr(const SpmmArgs& a) {
 // count made GCC keep every group's accumulators in memory.
 template <int kCodeBits, bool kRowTable, int kRegs, bool kFull, bool kShort>
 [[gnu::always_inline]] inline void row_block_chunk(const SpmmArgs& a, const RowBlockColumns& block,
-                                                   bool first, int64_t g, int64_t rows, int64_t b0,
+                                                   bool first, bool last, int64_t g, int64_t rows, int64_t b0,
                                                    const __mmask16* masks) {
   if (!kShort) rows = kBlockRows;
   __m512 acc[kBlockRows][kRegs];
@@ -515,6 +529,9 @@ template <int kCodeBits, bool kRowTable, int kRegs, bool kFull, bool kShort>
       for (int t = 0; t < kRegs; ++t) acc[k][t] = _mm512_fmadd_ps(w, xv[t], acc[k][t]);
     }
   }
+  if (last)
+    for (int64_t k = 0; k < rows; ++k)
+      for (int t = 0; t < kRegs; ++t) acc[k][t] = row_epilogue16(acc[k][t], a.epilogue, g * kBlockRows + k);
   for (int64_t k = 0; k < rows; ++k)
     for (int t = 0; t < kRegs; ++t) _mm512_mask_storeu_ps(y + k * a.ldy + 16 * t, masks[t], acc[k][t]);
 }
@@ -530,12 +547,13 @@ void row_blocks_chunk(const SpmmArgs& a, int64_t b0, int64_t n) {
   const std::vector<RowBlockColumns>& blocks = a.m->row_blocks.blocks;
   const int64_t whole_end = a.row_end / kBlockRows;
   for (size_t k = 0; k < blocks.size(); ++k) {
+    const bool last = k + 1 == blocks.size() && !a.epilogue.none();
     for (int64_t g = a.row_begin / kBlockRows; g < whole_end; ++g)
-      row_block_chunk<kCodeBits, kRowTable, kRegs, kFull, false>(a, blocks[k], k == 0, g, kBlockRows, b0,
-                                                                 masks);
+      row_block_chunk<kCodeBits, kRowTable, kRegs, kFull, false>(a, blocks[k], k == 0, last, g, kBlockRows,
+                                                                 b0, masks);
     if (whole_end * kBlockRows < a.row_end)
       row_block_chunk<kCodeBits, kRowTable, kRegs, kFull, true>(
-          a, blocks[k], k == 0, whole_end, a.row_end - whole_end * kBlockRows, b0, masks);
+          a, blocks[k], k == 0, last, whole_end, a.row_end - whole_end * kBlockRows, b0, masks);
   }
 }
 

@@ -34,6 +34,13 @@ void spmv_rows_sliced__ref(const SpmvRowArgs& a) {
 
 namespace {
 
+// Rows [row_begin, row_end) of Y given the epilogue, after the product.
+void apply_epilogue(const SpmmArgs& a) {
+  if (a.epilogue.none()) return;
+  for (int64_t r = a.row_begin; r < a.row_end; ++r)
+    for (int64_t b = 0; b < a.batch; ++b) a.y[r * a.ldy + b] = a.epilogue(a.y[r * a.ldy + b], r);
+}
+
 template <class Entries>
 void spmm_csr(const SpmmArgs& a) {
   auto x_row = [&](int64_t col) { return a.xt + (a.x_rows ? a.x_rows[col] : col * a.ldx); };
@@ -52,6 +59,7 @@ void spmm_csr(const SpmmArgs& a) {
                    });
     }
   }
+  apply_epilogue(a);
 }
 
 template <int kCodeBits>
@@ -73,6 +81,7 @@ void spmm_row_blocks(const SpmmArgs& a) {
         }
       }
   }
+  apply_epilogue(a);
 }
 
 }  // namespace

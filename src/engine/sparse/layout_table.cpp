@@ -195,7 +195,8 @@ int64_t csr_touched(const SparseMatrix& m, std::span<const int32_t>) {
   return n;
 }
 void csr_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
-  spmm_csr_of(k, m)(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy, p.x_rows});
+  spmm_csr_of(k, m)(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy, p.x_rows,
+                             p.epilogue ? *p.epilogue : RowEpilogue{}});
 }
 
 // ---- row blocks ----
@@ -226,7 +227,8 @@ int64_t row_blocks_touched(const SparseMatrix& m, std::span<const int32_t>) {
   return n;
 }
 void row_blocks_run(const SparseMatrix& m, const SparseKernels& k, const LayoutProduct& p) {
-  k.spmm_row_blocks(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy, p.x_rows});
+  k.spmm_row_blocks(SpmmArgs{&m, p.row_begin, p.row_end, p.x, p.ldx, p.batch, p.y, p.ldy, p.x_rows,
+                             p.epilogue ? *p.epilogue : RowEpilogue{}});
 }
 
 const std::array kRows = {

@@ -30,6 +30,7 @@ struct LayoutProduct {
   float* y_sorted = nullptr;               // row walk: SpmvRowArgs::y_sorted
   bool accumulate = false;                 // column walks: add to y instead of overwriting it
   const int64_t* x_rows = nullptr;         // batched: SpmmArgs::x_rows
+  const RowEpilogue* epilogue = nullptr;   // batched: SpmmArgs::epilogue (none when null)
 };
 
 struct LayoutRow {

@@ -177,7 +177,8 @@ std::vector<int64_t> balanced_row_bounds(const SparseMatrix& m, int threads) {
 }
 
 void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_end, const float* xt,
-                        int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows) {
+                        int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows,
+                        const RowEpilogue& epilogue) {
   batched_walk_of(m).run(m, sparse_kernels(),
                          LayoutProduct{.x = xt,
                                        .row_begin = row_begin,
@@ -186,20 +187,21 @@ void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_en
                                        .ldx = ldx,
                                        .ldy = ldy,
                                        .y = y,
-                                       .x_rows = x_rows});
+                                       .x_rows = x_rows,
+                                       .epilogue = &epilogue});
 }
 
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows,
-                   RowsDone rows_done, RowGroups groups) {
+                   RowsDone rows_done, RowGroups groups, const RowEpilogue& epilogue) {
   auto product = [&](int64_t begin, int64_t end) {
     if (groups.rows == 0) {
-      sparse_matmat_rows(m, begin, end, xt, ldx, batch, y, ldy, x_rows);
+      sparse_matmat_rows(m, begin, end, xt, ldx, batch, y, ldy, x_rows, epilogue);
       return;
     }
     for (int64_t r = begin; r < end;) {
       const int64_t g = r / groups.rows, group_end = std::min(end, (g + 1) * groups.rows);
-      sparse_matmat_rows(m, r, group_end, xt + g * groups.x_stride, ldx, batch, y, ldy, x_rows);
+      sparse_matmat_rows(m, r, group_end, xt + g * groups.x_stride, ldx, batch, y, ldy, x_rows, epilogue);
       r = group_end;
     }
   };

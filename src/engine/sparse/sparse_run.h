@@ -83,16 +83,19 @@ struct RowGroups {
 // runs on the thread that wrote rows [begin, end), right after it wrote them (an epilogue that finds
 // them in cache and is split as the product is): a range is then run in pieces of at most
 // kRowsDonePieceBytes of Y (at least kBlockRows rows), each followed by its rows_done. With
-// `groups`, a range is run group by group.
+// `groups`, a range is run group by group. The kernels apply `epilogue` to each row as they store
+// it (before rows_done).
 inline constexpr int64_t kRowsDonePieceBytes = 256 * 1024;
 void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<int64_t>& bounds,
                    const float* xt, int64_t ldx, int64_t batch, float* y, int64_t ldy,
-                   const int64_t* x_rows = nullptr, RowsDone rows_done = {}, RowGroups groups = {});
+                   const int64_t* x_rows = nullptr, RowsDone rows_done = {}, RowGroups groups = {},
+                   const RowEpilogue& epilogue = {});
 
 // The same for rows [row_begin, row_end), on the calling thread. row_begin is a multiple of
 // kBlockRows (the row blocks' groups), as balanced_row_bounds gives.
 void sparse_matmat_rows(const SparseMatrix& m, int64_t row_begin, int64_t row_end, const float* xt,
-                        int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows = nullptr);
+                        int64_t ldx, int64_t batch, float* y, int64_t ldy, const int64_t* x_rows = nullptr,
+                        const RowEpilogue& epilogue = {});
 
 // Fewest active columns in one chunk of the columns scheme (the last chunk may have fewer).
 inline constexpr int64_t kMinChunkColumns = 32;
