@@ -95,8 +95,12 @@ struct Panel {
 // written back to the panel's rows of y.
 void panel_rows(const SparseMatrix& m, const Panel& panel, int64_t row_begin, int64_t row_end,
                 const ProductEpilogue& epilogue) {
-  sparse_matmat_rows(m, row_begin, row_end, panel.xt, panel.n, panel.n, panel.yt, panel.n);
-  apply_epilogue(epilogue, panel.yt, row_begin, row_end, panel.n);
+  // The kernels add a bias unscaled (Gemm's beta 1, the usual case) as they store each row.
+  const bool in_kernel = epilogue.bias_scale == 1.0f;
+  const RowEpilogue rows =
+      in_kernel ? RowEpilogue{epilogue.bias, epilogue.act.lo, epilogue.act.hi} : RowEpilogue{};
+  sparse_matmat_rows(m, row_begin, row_end, panel.xt, panel.n, panel.n, panel.yt, panel.n, nullptr, rows);
+  if (!in_kernel) apply_epilogue(epilogue, panel.yt, row_begin, row_end, panel.n);
   sparse_kernels().transpose(TransposeArgs{panel.yt, m.rows, panel.n, row_begin, row_end, panel.y, false});
 }
 
