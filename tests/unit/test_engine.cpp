@@ -135,6 +135,10 @@ TEST(Engine, ConvolutionsMatchDenseAtEveryStrideDilationAndImageCount) {
       {64, 15, 13, 16, 1, 1, 1, 1, {0, 0, 0, 0}},  // 1x1 narrowing: 195 positions split over the threads
       {32, 24, 24, 48, 3, 3, 1, 1, {1, 1, 1, 1}},  // 3x3 on padded planes, large enough for threads
       {64, 3, 3, 64, 3, 3, 1, 1, {1, 1, 1, 1}},    // gathered, 16 images large enough for threads
+      // output rows of kConvRowsInPlaceFromWidth and more, multiplied straight into the output
+      {3, 20, 230, 16, 7, 7, 2, 1, {3, 3, 3, 3}},  // a stem, 115 wide, large enough for threads
+      {4, 6, 97, 6, 3, 3, 1, 1, {1, 1, 1, 1}},     // 97 wide, one row of 16 lanes past 96
+      {3, 9, 200, 8, 3, 3, 2, 1, {0, 1, 2, 1}},    // stride 2, 100 wide, padding below only
   };
   uint32_t seed = 40;
   for (const ConvGeometry& g : grid)
@@ -204,6 +208,7 @@ TEST(Engine, GroupedConvolutionsRunOnTheEngineAndMatchDense) {
       {8, 12, 13, 8, 3, 3, 1, 2, {2, 0, 1, 3}, 2},    // dilated, asymmetric pads
       {8, 4, 4, 4, 3, 3, 1, 1, {1, 1, 1, 1}, 2},      // a 4x4 plane, gathered even for one image
       {12, 1, 30, 24, 1, 5, 1, 1, {0, 2, 0, 2}, 3},   // a 1-D window (height 1)
+      {8, 7, 100, 8, 3, 3, 1, 1, {1, 1, 1, 1}, 2},    // rows 100 wide, multiplied into the output
   };
   uint32_t seed = 700;
   for (const ConvGeometry& g : grid)
@@ -221,7 +226,8 @@ TEST(Engine, GroupedConvolutionsRunOnTheEngineAndMatchDense) {
   // channels.
   for (const ConvGeometry& g : {ConvGeometry{16, 9, 9, 32, 3, 3, 1, 1, {1, 1, 1, 1}, 4},
                                 ConvGeometry{48, 24, 24, 64, 1, 1, 1, 1, {0, 0, 0, 0}, 2},
-                                ConvGeometry{64, 3, 3, 64, 3, 3, 1, 1, {1, 1, 1, 1}, 8}}) {
+                                ConvGeometry{64, 3, 3, 64, 3, 3, 1, 1, {1, 1, 1, 1}, 8},
+                                ConvGeometry{16, 5, 100, 32, 3, 3, 1, 1, {1, 1, 1, 1}, 4}}) {
     for (int threads : {1, 2}) {
       Pair p = executors(one_conv(g, seed), 0.75, threads, 1, BlockShape{4, 1});
       const std::string what =

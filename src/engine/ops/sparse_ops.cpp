@@ -253,6 +253,7 @@ class SparseConvOp : public Op {
     if (gathered()) return floats_or_max({channels_ * win_.k_h * win_.k_w + m_.rows, gathered_ld()});
     if (pointwise()) return 0;
     const size_t planes = floats_or_max({channels_, phases(), padded_rows_, padded_cols_});
+    if (writes_rows_in_place()) return planes;
     const size_t wide = floats_or_max({m_.rows, wide_});
     return planes > SIZE_MAX - wide ? SIZE_MAX : planes + wide;
   }
@@ -346,6 +347,10 @@ class SparseConvOp : public Op {
         pad_phases(x + c * in_hw, win_, padded_rows_, padded_cols_, padded + c * planes);
     });
     const float* bias = has_bias_ ? a.in[2]->f32_data() : nullptr;
+    if (!residual && writes_rows_in_place()) {
+      run_direct_rows(a.pool, padded, planes, y, bias);
+      return;
+    }
     const int64_t out_hw = win_.out_h * win_.out_w;
     const auto kernel = sparse_kernels().bias_activation;
     sparse_matmat(
@@ -357,6 +362,30 @@ class SparseConvOp : public Op {
                                       residual ? residual + r * out_hw : nullptr});
         },
         row_groups(planes));
+  }
+  // Output rows at least kConvRowsInPlaceFromWidth wide, without a fused residual: each output row
+  // of every filter is multiplied straight into y, given the bias and activation as the kernels
+  // store it (RowEpilogue), the output rows split over the threads. No wide plane is written and
+  // copied (at 112 x 112 that copy moved as many bytes as the output).
+  bool writes_rows_in_place() const {
+    return win_.out_w >= kConvRowsInPlaceFromWidth && !node_.attrs.count(kFusedResidualAttr);
+  }
+  void run_direct_rows(ThreadPool& pool, const float* padded, int64_t planes, float* y, const float* bias) {
+    const int64_t out_hw = win_.out_h * win_.out_w;
+    const RowEpilogue epilogue{bias, act_.lo, act_.hi};
+    const RowGroups groups = row_groups(planes);
+    const int64_t group_rows = groups.rows > 0 ? groups.rows : m_.rows;
+    auto output_rows = [&](int64_t begin, int64_t end) {
+      for (int64_t oh = begin; oh < end; ++oh)
+        for (int64_t g = 0; g * group_rows < m_.rows; ++g)
+          sparse_matmat_rows(m_, g * group_rows, (g + 1) * group_rows,
+                             padded + g * groups.x_stride + oh * padded_cols_, 0, win_.out_w,
+                             y + oh * win_.out_w, out_hw, x_rows_.data(), epilogue);
+    };
+    if (m_.nonzeros * out_hw < kParallelFromProducts)
+      output_rows(0, win_.out_h);
+    else
+      pool.parallel_range(win_.out_h, 1, output_rows);
   }
   // Few output positions in all: each position's window (its im2col column, transposed into a row)
   // multiplied as one sample, on the one-sample walks, which decode many entries at a time where

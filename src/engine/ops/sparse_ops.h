@@ -32,6 +32,10 @@ inline constexpr int64_t kConvGatherMostPositions = 1024;
 // threads instead of its filters.
 inline constexpr int64_t kPointwiseSplitPositionsFrom = 64;
 
+// Output rows from which a direct (not pointwise) convolution without a fused residual multiplies
+// each output row straight into its output instead of into a wide plane that is then copied.
+inline constexpr int64_t kConvRowsInPlaceFromWidth = 96;
+
 // A convolution (group 1) whose input holds at most this many positions in all (images x input
 // plane) runs each output position as one sample on the one-sample walks (VGG-11's 2x2 planes at
 // batch 1 and in chunks of 2 images), not as a batched product a few lanes wide.
