@@ -378,8 +378,14 @@ Status Plan::fuse_expansion(const Node& node, int threads) {
   const Tensor* mid = expand.outputs[0];
   const Op* expand_op = expand.op.get();
   const Op* depthwise_op = depthwise.op.get();
-  std::unique_ptr<Op> fused = fuse_expand_depthwise(expand.op, depthwise.op, *m, expand.inputs[0]->shape(),
-                                                    mid->shape(), depthwise.inputs[1]->shape(), threads);
+  // Fused, the plan never grows: the step's scratch stays within the memory limit and below the
+  // expanded value's bytes, which it no longer holds.
+  const int64_t room =
+      std::max<int64_t>(0, memory_limit_ - planned_bytes_) / static_cast<int64_t>(sizeof(float));
+  const int64_t most_scratch = std::min(mid->numel(), static_cast<int64_t>(scratch_floats_) + room);
+  std::unique_ptr<Op> fused =
+      fuse_expand_depthwise(expand.op, depthwise.op, *m, expand.inputs[0]->shape(), mid->shape(),
+                            depthwise.inputs[1]->shape(), threads, most_scratch);
   if (!fused) return {};
   std::vector<const Tensor*> inputs(kExpandDepthwiseInputs, nullptr);
   inputs[kExpandX] = expand.inputs[0];
@@ -390,6 +396,10 @@ Status Plan::fuse_expansion(const Node& node, int threads) {
   for (const Tensor* t : inputs)
     in.push_back(t ? ValueDesc{DType::f32, t->shape()} : ValueDesc{DType::f32, {}, nullptr, false});
   SP_RETURN_IF_ERROR(fused->infer(in, out));
+  if (out.size() != 1 || out[0].shape != depthwise.outputs[0]->shape())
+    return errorf("{}: the fused expansion gives {}, the depthwise convolution {}", node.describe(),
+                  out.empty() ? "nothing" : shape_str(out[0].shape),
+                  shape_str(depthwise.outputs[0]->shape()));
   const size_t scratch = fused->scratch_floats(threads);
   SP_RETURN_IF_ERROR(reserve_scratch(node, scratch));
   scratch_floats_ = std::max(scratch_floats_, scratch);

@@ -83,7 +83,8 @@ class Plan {
                    const std::vector<bool>& sparse_inputs, ThreadPool& pool);
   // The step just planned for `node` (a depthwise convolution) and the one before it as one fused
   // step, when the one before is a sparse pointwise expansion whose output only `node` reads
-  // (ops/expand_depthwise.h); the expanded value then takes no bytes.
+  // (ops/expand_depthwise.h); the expanded value then takes no bytes. A planner's fusion, not a
+  // graph pass: whether the expansion runs on the sparse engine is known only once it is planned.
   Status fuse_expansion(const Node& node, int threads);
   // Grows the scratch every step shares to `scratch` floats, within the memory limit.
   Status reserve_scratch(const Node& node, size_t scratch);

@@ -103,6 +103,7 @@ TEST(ExpandDepthwise, FusedBlocksMatchTheUnfusedGraph) {
       {8, 64, 32, 33, 3, 1, 1, {0, 1, 2, 1}},  // padding below only: the last windows reach past
       {4, 32, 64, 40, 5, 1, 1, {2, 2, 2, 2}},  // 5x5 (the padded-plane kernels)
       {4, 36, 40, 48, 3, 1, 2, {2, 2, 2, 2}},  // dilated
+      {8, 64, 32, 32, 3, 1, 1, {1, 1, 6, 1}},  // the last bands' windows read padding only
   };
   uint32_t seed = 40;
   for (const Block& b : grid)
@@ -130,6 +131,14 @@ TEST(ExpandDepthwise, NotFusedWhereTheExpansionIsReadElsewhereSmallOrDense) {
     auto got = e.engine->run(inputs);
     ASSERT_TRUE(got.ok()) << got.status().message();
     EXPECT_EQ((*got)[1]->shape(), (Shape{2, 64, 32, 32}));
+  }
+  {  // another node reads the expansion too
+    Model m = inverted_block(big, false, false, 10);
+    m.nodes.push_back(Node{"other", "Relu", "", {"e"}, {"z"}, {}});
+    m.outputs.push_back(ValueInfo{"z"});
+    Executors e = executors(m, 2);
+    EXPECT_EQ(fused_steps(*e.engine, {1, 8, 32, 32}), 0);
+    expect_matches(e, test::random_f32({2, 8, 32, 32}, 11), "a second reader");
   }
   {  // an expansion below kExpandFuseFromBytes per image
     const Block small = {8, 32, 24, 24, 3, 1, 1, {1, 1, 1, 1}};

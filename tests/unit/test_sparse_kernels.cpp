@@ -291,8 +291,8 @@ bool same_value(float a, float b) {
   return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b) || (std::isnan(a) && std::isnan(b));
 }
 
-// The epilogue the kernels apply as they store rows is the bias and clamp applied over the plain
-// product afterwards, float for float: on the CSR walks (one- and two-byte entries, one and two
+// The epilogue the kernels apply as they store rows is the bias-and-activation kernel applied over
+// the plain product afterwards, float for float: on the CSR walks (one- and two-byte entries, one and two
 // column blocks) and the row blocks (several blocks, rows from the second group on, a short last
 // group), with inputs holding NaN and infinities.
 TEST_P(SparseKernelsPerIsa, SpmmEpilogueIsTheBiasAndClampOverTheStoredProduct) {
@@ -336,9 +336,15 @@ TEST_P(SparseKernelsPerIsa, SpmmEpilogueIsTheBiasAndClampOverTheStoredProduct) {
             const std::string what =
                 fmt::format("{} {} {}x{} batch {} epilogue {} bias {}", isa_name(isa),
                             blocks ? "row blocks" : "csr", rows, cols, batch, e, epilogue.bias != nullptr);
+            // What the bias-and-activation kernel makes of the plain product, row by row.
+            std::vector<float> after = plain;
+            for (int64_t r = begin; r < rows; ++r)
+              k.bias_activation(BiasActivationArgs{plain.data() + r * ldy, batch,
+                                                   epilogue.bias ? bias[r] : kNoBias, epilogue.lo,
+                                                   epilogue.hi, after.data() + r * ldy});
             for (int64_t r = 0; r < rows; ++r)
               for (int64_t b = 0; b <= batch; ++b) {
-                const float want = r < begin || b == batch ? -7.0f : epilogue(plain[r * ldy + b], r);
+                const float want = after[r * ldy + b];
                 ASSERT_TRUE(same_value(given[r * ldy + b], want))
                     << what << " at " << r << "," << b << ": " << given[r * ldy + b] << " want " << want;
               }
@@ -441,7 +447,7 @@ const std::vector<Window2d>& plane_window_grid() {
       plane_window(5, 31, 3, 2, 1, 1, 1, 1, 1),
       // a band of a taller plane (the fused expansion's): windows reaching past the rows given,
       // which read as padding; blocks of output rows and the rows left after them
-      plane_window(3, 40, 3, 1, 1, 0, 1, 2, 1),
+      plane_window(6, 40, 3, 1, 1, 0, 1, 2, 1),
       plane_window(9, 37, 3, 2, 1, 0, 1, 2, 1),
       plane_window(10, 20, 3, 1, 1, 2, 1, 0, 1),
   };
@@ -476,6 +482,42 @@ TEST_P(SparseKernelsPerIsa, DepthwisePlaneEveryVariantMatchesAPlainLoop) {
               << " d" << win.d_h << " at " << oh << "," << ow;
         }
       ASSERT_EQ(y.back(), -7.0f) << "wrote past the plane";
+    }
+}
+
+// A band of output rows over the rows its windows reach, as the fused expansion runs it: the
+// plane's rows [r0, r1) given as a plane of their own, the padding its first window reaches above
+// them as its top padding. Every band of 1, 3 or 5 rows gives the whole plane's outputs bit for bit
+// (the same sums in the same order), bands whose windows lie in the padding alone included.
+TEST_P(SparseKernelsPerIsa, DepthwisePlaneInBandsOfRowsGivesTheWholePlanesBits) {
+  const SparseKernels k = sparse_kernels_for(isa);
+  uint32_t seed = 950;
+  std::vector<Window2d> windows = plane_window_grid();
+  windows.push_back(plane_window(12, 30, 3, 1, 1, 1, 1, 6, 1));  // the last rows read padding only
+  for (const Window2d& win : windows)
+    for (int64_t band : {1, 3, 5}) {
+      std::vector<float> x = random_input(win.in_h * win.in_w, 0.9, seed++);
+      std::vector<float> w = random_input(win.k_h * win.k_w, 1.0, seed++);
+      std::vector<float> scratch(static_cast<size_t>(depthwise_scratch_floats(win)), NAN);
+      std::vector<float> whole(static_cast<size_t>(win.out_h * win.out_w)), bands(whole.size(), -7.0f);
+      k.depthwise_plane(
+          DepthwiseArgs{x.data(), w.data(), 0.25f, &win, 0.0f, 6.0f, scratch.data(), whole.data()});
+      for (int64_t o0 = 0; o0 < win.out_h; o0 += band) {
+        const int64_t o1 = std::min(win.out_h, o0 + band), top = o0 * win.s_h - win.pad_t;
+        const int64_t r0 = std::max<int64_t>(0, top);
+        const int64_t r1 = std::min(win.in_h, (o1 - 1) * win.s_h - win.pad_t + (win.k_h - 1) * win.d_h + 1);
+        Window2d part = win;
+        part.in_h = std::max<int64_t>(0, r1 - r0);
+        part.pad_t = r0 - top;
+        part.out_h = o1 - o0;
+        std::vector<float> part_scratch(static_cast<size_t>(depthwise_scratch_floats(part)), NAN);
+        k.depthwise_plane(DepthwiseArgs{x.data() + std::min(r0, win.in_h) * win.in_w, w.data(), 0.25f, &part,
+                                        0.0f, 6.0f, part_scratch.data(), bands.data() + o0 * win.out_w});
+      }
+      for (size_t i = 0; i < whole.size(); ++i)
+        ASSERT_EQ(std::bit_cast<uint32_t>(bands[i]), std::bit_cast<uint32_t>(whole[i]))
+            << isa_name(isa) << " " << win.in_h << "x" << win.in_w << " k" << win.k_h << " s" << win.s_h
+            << " bands of " << band << " at " << i;
     }
 }
 

@@ -25,13 +25,15 @@ inline constexpr int64_t kExpandBandBytes = 512 * 1024;
 // (or none), the depthwise weight [Ce, 1, kh, kw] and its bias [Ce] (or none).
 enum ExpandDepthwiseInput { kExpandX, kExpandBias, kDepthwiseWeight, kDepthwiseBias, kExpandDepthwiseInputs };
 
-// The pair as one op, or null when they do not form one: `expand` a sparse op whose matrix is
-// `m` (sparse_pointwise_matrix), without a fused residual, over input `x`; `depthwise` a 2-D
+// The pair as one op, or null when they do not form one (and then `expand` and `depthwise` are
+// left as they were; otherwise both are moved into the result): `expand` a sparse op whose matrix
+// is `m` (sparse_pointwise_matrix), without a fused residual, over input `x`; `depthwise` a 2-D
 // Conv with one filter per channel over the expansion's output `mid`, weight `w` [Ce, 1, kh, kw],
-// without a fused residual. Both ops were inferred; the fused op is, and reports the depthwise
-// output's shape. `next_in_step()` of the result is `depthwise` (what a summary lists beside it).
+// without a fused residual; the fused op's scratch for `threads` threads at most
+// `most_scratch_floats`. Both ops were inferred; the result's infer() checks its inputs and gives
+// the depthwise output's shape. Its next_in_step() is `depthwise` (what a summary lists with it).
 std::unique_ptr<Op> fuse_expand_depthwise(std::unique_ptr<Op>& expand, std::unique_ptr<Op>& depthwise,
                                           const SparseMatrix& m, const Shape& x, const Shape& mid,
-                                          const Shape& w, int threads);
+                                          const Shape& w, int threads, int64_t most_scratch_floats);
 
 }  // namespace sparrow

@@ -205,7 +205,7 @@ void sparse_matmat(ThreadPool& pool, const SparseMatrix& m, const std::vector<in
       r = group_end;
     }
   };
-  // With an epilogue, a range goes in pieces of about kRowsDonePieceBytes of y, each followed by
+  // With rows_done, a range goes in pieces of about kRowsDonePieceBytes of y, each followed by
   // its rows_done, so that the epilogue reads them from cache.
   const int64_t row_bytes = std::max<int64_t>(1, ldy * static_cast<int64_t>(sizeof(float)));
   const int64_t piece = rows_done
