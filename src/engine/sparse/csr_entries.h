@@ -3,7 +3,8 @@
 // order, calling term(column, code) for each (code 0 for a filler); `col` is the column before the
 // row's first entry (the block's first column - 1); each entry adds its gap (zero columns skipped
 // since the previous entry) + 1. walk_pairs(begin, end, col, pair, one) visits the same entries
-// two at a time, pair(col0, code0, col1, code1), and an odd last one with one(col, code).
+// two at a time, pair(col0, code0, col1, code1), and an odd last one with one(col, code);
+// walk_quads four at a time.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,20 @@ struct CsrEntries {
       pair(col0, code(e), col, code(e + 1));
     }
     if (e < end) one(next_column(e, col), code(e));
+  }
+  // The same four at a time, quad(col0, code0, ..., col3, code3), the last up to three one by one.
+  template <class Quad, class One>
+  void walk_quads(uint32_t e, uint32_t end, int64_t col, Quad&& quad, One&& one) const {
+    for (; e + 4 <= end; e += 4) {
+      const int64_t col0 = next_column(e, col), col1 = next_column(e + 1, col0),
+                    col2 = next_column(e + 2, col1);
+      col = next_column(e + 3, col2);
+      quad(col0, code(e), col1, code(e + 1), col2, code(e + 2), col, code(e + 3));
+    }
+    for (; e < end; ++e) {
+      col = next_column(e, col);
+      one(col, code(e));
+    }
   }
 };
 

@@ -408,43 +408,58 @@ inline __m512 row_epilogue16(__m512 v, const RowEpilogue& e, int64_t r) {
 }
 
 // One row of one column block over a batch chunk of 16 * kRegs columns of Xt (the first n of them
-// unless kFull), in two sets of kRegs accumulators that take alternate entries (so twice kRegs FMA
-// chains are in flight) and are summed into y (or over it, for the first block), given `epilogue`
-// when `last`.
+// unless kFull), in sets of kRegs accumulators that take entries in turn (two sets, or four for
+// chunks of one or two registers, whose FMA chains would otherwise wait on each other's latency)
+// and are summed into y (or over it, for the first block), given `epilogue` when `last`.
 template <class Entries, bool kRowTable, int kRegs, bool kFull>
 [[gnu::always_inline]] inline void csr_row_chunk(const SparseMatrix& m, const CsrBlock& block,
                                                  const Entries& entries, bool first, bool last, int64_t r,
                                                  const float* xt, int64_t ldx, const int64_t* x_rows,
                                                  int64_t b0, int64_t n, float* y,
                                                  const RowEpilogue& epilogue) {
+  constexpr int kSets = kRegs <= 2 ? 4 : 2;
   __mmask16 masks[kRegs];
   for (int t = 0; t < kRegs; ++t) {
     int64_t left = (kFull ? 16 * kRegs : n) - 16 * t;
     masks[t] = left >= 16 ? 0xFFFF : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
   }
-  __m512 a[kRegs], b[kRegs];
+  __m512 acc[kSets][kRegs];
   for (int t = 0; t < kRegs; ++t) {
-    a[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(masks[t], y + b0 + 16 * t);
-    b[t] = _mm512_setzero_ps();
+    acc[0][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(masks[t], y + b0 + 16 * t);
+    for (int s = 1; s < kSets; ++s) acc[s][t] = _mm512_setzero_ps();
   }
   const float* base = xt + b0;
   const float* codebook = m.codebook.data();
-  auto add = [&](__m512* acc, int64_t col, unsigned code) {
+  auto add = [&](__m512* sum, int64_t col, unsigned code) {
     const __m512 w = _mm512_set1_ps(codebook[code]);
     const float* x = base + (kRowTable ? x_rows[col] : col * ldx);
-    acc[0] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[0], x), acc[0]);
+    sum[0] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[0], x), sum[0]);
     for (int t = 1; t < kRegs; ++t)
-      if (masks[t]) acc[t] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[t], x + 16 * t), acc[t]);
+      if (masks[t]) sum[t] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(masks[t], x + 16 * t), sum[t]);
   };
-  entries.walk_pairs(
-      block.row_ptr[r], block.row_ptr[r + 1], block.col_begin - 1,
-      [&](int64_t col0, unsigned code0, int64_t col1, unsigned code1) {
-        add(a, col0, code0);
-        add(b, col1, code1);
-      },
-      [&](int64_t col, unsigned code) { add(a, col, code); });
+  const uint32_t begin = block.row_ptr[r], end = block.row_ptr[r + 1];
+  if constexpr (kSets == 4)
+    entries.walk_quads(
+        begin, end, block.col_begin - 1,
+        [&](int64_t col0, unsigned code0, int64_t col1, unsigned code1, int64_t col2, unsigned code2,
+            int64_t col3, unsigned code3) {
+          add(acc[0], col0, code0);
+          add(acc[1], col1, code1);
+          add(acc[2], col2, code2);
+          add(acc[3], col3, code3);
+        },
+        [&](int64_t col, unsigned code) { add(acc[0], col, code); });
+  else
+    entries.walk_pairs(
+        begin, end, block.col_begin - 1,
+        [&](int64_t col0, unsigned code0, int64_t col1, unsigned code1) {
+          add(acc[0], col0, code0);
+          add(acc[1], col1, code1);
+        },
+        [&](int64_t col, unsigned code) { add(acc[0], col, code); });
   for (int t = 0; t < kRegs; ++t) {
-    const __m512 sum = _mm512_add_ps(a[t], b[t]);
+    __m512 sum = _mm512_add_ps(acc[0][t], acc[1][t]);
+    if constexpr (kSets == 4) sum = _mm512_add_ps(sum, _mm512_add_ps(acc[2][t], acc[3][t]));
     _mm512_mask_storeu_ps(y + b0 + 16 * t, masks[t], last ? row_epilogue16(sum, epilogue, r) : sum);
   }
 }
