@@ -24,20 +24,11 @@ struct Pair {
 };
 
 Pair executors(const Model& model, double sparsity, int threads, int partitions = 1, BlockShape block = {}) {
-  CompressOptions o;
-  o.float_fallback = false;  // small layers too: the point is to run them on the engine
-  o.all.prune.sparsity = sparsity;
-  o.all.prune.block = block;
-  o.partitions = partitions;
-  auto r = compress_model(model, o);
-  EXPECT_TRUE(r.ok()) << r.status().message();
-  auto bytes = serialize_spw(r->spw, true);
-  auto spw = parse_spw(*bytes, "m.spw");
-  EXPECT_TRUE(spw.ok()) << spw.status().message();
+  const SpwModel spw = test::compressed_spw(model, sparsity, block, partitions);
   ExecOptions on = test::threaded(threads), off = on;
   off.sparse = false;
-  auto a = Executor::create(*spw, on);
-  auto b = Executor::create(*spw, off);
+  auto a = Executor::create(spw, on);
+  auto b = Executor::create(spw, off);
   EXPECT_TRUE(a.ok() && b.ok());
   return {std::move(a).value(), std::move(b).value()};
 }

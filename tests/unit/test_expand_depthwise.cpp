@@ -58,18 +58,11 @@ struct Executors {
 // The compressed model on the engine, and on the dense executor with every value kept (no pass,
 // no fusion).
 Executors executors(const Model& model, int threads) {
-  CompressOptions o;
-  o.float_fallback = false;
-  o.all.prune.sparsity = 0.7;
-  auto r = compress_model(model, o);
-  EXPECT_TRUE(r.ok()) << r.status().message();
-  auto bytes = serialize_spw(r->spw, true);
-  auto spw = parse_spw(*bytes, "m.spw");
-  EXPECT_TRUE(spw.ok()) << spw.status().message();
+  const SpwModel spw = test::compressed_spw(model, 0.7);
   ExecOptions engine = test::threaded(threads), unfused = engine;
   unfused.sparse = false;
   unfused.keep_values = true;
-  auto a = Executor::create(*spw, engine), b = Executor::create(*spw, unfused);
+  auto a = Executor::create(spw, engine), b = Executor::create(spw, unfused);
   EXPECT_TRUE(a.ok() && b.ok());
   return {std::move(a).value(), std::move(b).value()};
 }
@@ -160,17 +153,12 @@ TEST(ExpandDepthwise, NotFusedWhereTheExpansionIsReadElsewhereSmallOrDense) {
 
 TEST(ExpandDepthwise, TheExpandedValueTakesNoBytes) {
   const Block b = {8, 64, 32, 32, 3, 2, 1, {1, 1, 1, 1}};
-  Executors e = executors(inverted_block(b, true, false, 9), 1);
-  CompressOptions o;
-  o.float_fallback = false;
-  o.all.prune.sparsity = 0.7;
-  auto r = compress_model(inverted_block(b, true, false, 9), o);
-  ASSERT_TRUE(r.ok()) << r.status().message();
-  ExecOptions dense_options = test::threaded(1);
+  const SpwModel spw = test::compressed_spw(inverted_block(b, true, false, 9), 0.7);
+  ExecOptions engine_options = test::threaded(1), dense_options = engine_options;
   dense_options.sparse = false;
-  auto dense = Executor::create(r->spw, dense_options);
-  ASSERT_TRUE(dense.ok()) << dense.status().message();
-  auto fused = e.engine->summarize({{3, 8, 32, 32}});
+  auto engine = Executor::create(spw, engine_options), dense = Executor::create(spw, dense_options);
+  ASSERT_TRUE(engine.ok() && dense.ok());
+  auto fused = (*engine)->summarize({{3, 8, 32, 32}});
   auto unfused = (*dense)->summarize({{3, 8, 32, 32}});
   ASSERT_TRUE(fused.ok() && unfused.ok());
   const int64_t expanded = 3 * 64 * 32 * 32 * 4, output = 3 * 64 * 16 * 16 * 4;

@@ -122,19 +122,12 @@ struct Executors {
 };
 
 Executors executors(const Model& model, int threads) {
-  CompressOptions o;
-  o.float_fallback = false;  // small layers too: the point is to run them on the engine
-  o.all.prune.sparsity = 0.7;
-  auto r = compress_model(model, o);
-  EXPECT_TRUE(r.ok()) << r.status().message();
-  auto bytes = serialize_spw(r->spw, true);
-  auto spw = parse_spw(*bytes, "m.spw");
-  EXPECT_TRUE(spw.ok()) << spw.status().message();
+  const SpwModel spw = test::compressed_spw(model, 0.7);
   ExecOptions sparse = test::threaded(threads), dense = sparse, unfused = sparse;
   dense.sparse = unfused.sparse = false;
   unfused.keep_values = true;
-  auto a = Executor::create(*spw, sparse), b = Executor::create(*spw, dense),
-       c = Executor::create(*spw, unfused);
+  auto a = Executor::create(spw, sparse), b = Executor::create(spw, dense),
+       c = Executor::create(spw, unfused);
   EXPECT_TRUE(a.ok() && b.ok() && c.ok());
   return {std::move(a).value(), std::move(b).value(), std::move(c).value()};
 }

@@ -84,6 +84,21 @@ ConstantShape initializer_shapes(const Model& m) {
   };
 }
 
+SpwModel compressed_spw(const Model& model, double sparsity, BlockShape block, int partitions) {
+  CompressOptions o;
+  o.float_fallback = false;
+  o.all.prune.sparsity = sparsity;
+  o.all.prune.block = block;
+  o.partitions = partitions;
+  auto r = compress_model(model, o);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  auto bytes = serialize_spw(r->spw, true);
+  EXPECT_TRUE(bytes.ok()) << bytes.status().message();
+  auto spw = parse_spw(*bytes, "m.spw");
+  EXPECT_TRUE(spw.ok()) << spw.status().message();
+  return std::move(spw).value();
+}
+
 Model small_cnn(uint32_t seed) {
   Model m;
   m.source = "small_cnn";

@@ -38,6 +38,10 @@ Result<std::vector<Tensor>> run_op(const std::string& op_type, std::map<std::str
 // The graph passes' view of a model's constants: the shapes of its initializers.
 ConstantShape initializer_shapes(const Model& m);
 
+// `model` compressed at `sparsity` with every layer kept compressed however small (no float
+// fallback: tests mean to run them on the engine), written as a .spw and read back.
+SpwModel compressed_spw(const Model& model, double sparsity, BlockShape block = {}, int partitions = 1);
+
 // A small model: Conv -> Relu -> MaxPool -> Flatten -> Gemm, input [N, 1, 8, 8], 10 outputs.
 Model small_cnn(uint32_t seed = 7);
 
