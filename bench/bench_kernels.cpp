@@ -195,7 +195,8 @@ void time_spmm(benchmark::State& state, const SparseKernels& k, const SparseMatr
   auto xt = inputs(m.cols * batch, percent_nonzero);
   std::vector<float> y(static_cast<size_t>(m.rows * batch));
   for (auto _ : state) {
-    spmm_csr_of(k, m)(SpmmArgs{&m, 0, m.rows, xt.data(), batch, batch, y.data(), batch, nullptr, RowEpilogue{}});
+    spmm_csr_of(k,
+                m)(SpmmArgs{&m, 0, m.rows, xt.data(), batch, batch, y.data(), batch, nullptr, RowEpilogue{}});
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["nonzeros*batch/s"] = benchmark::Counter(static_cast<double>(m.nonzeros * batch),
