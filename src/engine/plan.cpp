@@ -365,16 +365,24 @@ Status Plan::plan_node(const Model& model, const Node& node, ThreadPool& pool) {
   return fuse_expansion(node, pool.size());
 }
 
+const SparseMatrix* Plan::expansion_before(const Node& node) const {
+  if (keep_values_ || steps_.size() < 2 || &steps_.back().op->node() != &node) return nullptr;
+  const PlanStep& expand = steps_[steps_.size() - 2];
+  const PlanStep& depthwise = steps_.back();
+  const auto readers = readers_.find(node.inputs[0]);
+  const bool alone = readers != readers_.end() && readers->second == 1;
+  const bool reads_expansion = expand.outputs.size() == 1 && expand.outputs[0] != nullptr &&
+                               depthwise.inputs.size() >= 2 && depthwise.inputs.size() <= 3 &&
+                               depthwise.inputs[0] == expand.outputs[0] && depthwise.inputs[1] != nullptr &&
+                               depthwise.outputs.size() == 1;
+  return alone && reads_expansion ? sparse_pointwise_matrix(*expand.op) : nullptr;
+}
+
 Status Plan::fuse_expansion(const Node& node, int threads) {
-  if (keep_values_ || steps_.size() < 2 || &steps_.back().op->node() != &node) return {};
+  const SparseMatrix* m = expansion_before(node);
+  if (m == nullptr) return {};
   PlanStep& expand = steps_[steps_.size() - 2];
   PlanStep& depthwise = steps_.back();
-  const SparseMatrix* m = sparse_pointwise_matrix(*expand.op);
-  if (m == nullptr || expand.outputs.size() != 1 || expand.outputs[0] == nullptr ||
-      depthwise.inputs.size() < 2 || depthwise.inputs.size() > 3 ||
-      depthwise.inputs[0] != expand.outputs[0] || depthwise.inputs[1] == nullptr ||
-      depthwise.outputs.size() != 1 || readers_[node.inputs[0]] != 1)
-    return {};
   const Tensor* mid = expand.outputs[0];
   const Op* expand_op = expand.op.get();
   const Op* depthwise_op = depthwise.op.get();

@@ -86,6 +86,10 @@ class Plan {
   // (ops/expand_depthwise.h); the expanded value then takes no bytes. A planner's fusion, not a
   // graph pass: whether the expansion runs on the sparse engine is known only once it is planned.
   Status fuse_expansion(const Node& node, int threads);
+  // The matrix of the step before the one just planned for `node` when that step is a sparse
+  // pointwise expansion whose one output `node`'s step alone reads (and values need not be kept);
+  // null otherwise.
+  const SparseMatrix* expansion_before(const Node& node) const;
   // Grows the scratch every step shares to `scratch` floats, within the memory limit.
   Status reserve_scratch(const Node& node, size_t scratch);
   // Clears samples_independent_ unless the node computes each sample on its own; for a folded node,
