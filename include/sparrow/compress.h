@@ -216,6 +216,9 @@ struct ChannelGroup {
   int64_t channels = 0, kept = 0;
   std::string kept_whole;  // why the group cannot shrink (its channels reach a graph output or an
                            // operator that mixes them), or empty
+  // An attention block's heads (its producers the query, key and value projections): the channels
+  // of each head, which go whole; `channels` and `kept` then count heads. 0 for a channel group.
+  int64_t head_width = 0;
 };
 
 // Removes output channels from the channel groups of `model` and, with them, every tensor slice

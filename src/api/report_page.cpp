@@ -150,14 +150,18 @@ std::string reshaping_section(const nlohmann::json& meta) {
                      static_cast<double>(metadata_count(macs, "before")) /
                          static_cast<double>(metadata_count(macs, "after")));
   if (meta.contains("structured") && meta["structured"].is_array()) {
-    h += "<table>\n<tr><th>channels of</th><th>channels</th><th>kept</th><th>kept whole because</th></tr>\n";
+    h += "<table>\n<tr><th>channels of</th><th>channels (or heads)</th><th>kept</th><th>kept whole "
+         "because</th></tr>\n";
     for (const auto& g : meta["structured"]) {
       if (!g.is_object()) continue;
       std::string producers;
       for (const auto& p : g.value("producers", nlohmann::json::array()))
         if (p.is_string()) producers += (producers.empty() ? "" : ", ") + html_escape(p.get<std::string>());
-      h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n", producers,
-                       metadata_count(g, "channels"), metadata_count(g, "kept"), text(g, "kept_whole"));
+      const int64_t head_width = metadata_count(g, "head_width");
+      const std::string heads = head_width > 0 ? fmt::format(" heads of {}", head_width) : "";
+      h +=
+          fmt::format("<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>\n", producers,
+                      metadata_count(g, "channels"), heads, metadata_count(g, "kept"), text(g, "kept_whole"));
     }
     h += "</table>\n";
   }

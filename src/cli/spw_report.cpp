@@ -80,10 +80,13 @@ void print_channel_groups(const SpwModel& m) {
     const std::string why =
         g.value("kept_whole", nlohmann::json()).is_string() ? g["kept_whole"].get<std::string>() : "";
     const int64_t channels = api::metadata_count(g, "channels"), kept = api::metadata_count(g, "kept");
+    const int64_t head_width = api::metadata_count(g, "head_width");
+    const std::string unit =
+        head_width > 0 ? fmt::format("heads ({} channels each)", head_width) : "channels";
     if (!why.empty())
-      fmt::print("channels of {}: {} kept whole ({})\n", producers, channels, why);
+      fmt::print("{} of {}: {} kept whole ({})\n", unit, producers, channels, why);
     else if (kept < channels)
-      fmt::print("channels of {}: {} -> {}\n", producers, channels, kept);
+      fmt::print("{} of {}: {} -> {}\n", unit, producers, channels, kept);
   }
 }
 

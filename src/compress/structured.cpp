@@ -11,8 +11,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compress/attention_heads.h"
 #include "compress/graph_names.h"
 #include "compress/recipe.h"
+#include "compress/structured_common.h"
 #include "core/finite.h"
 #include "sparrow/compress.h"
 
@@ -69,57 +71,6 @@ struct Group {
 int64_t int_attr(const Node& node, const std::string& key, int64_t fallback, int64_t malformed) {
   auto v = node.attr_int(key, fallback);
   return v.ok() ? *v : malformed;
-}
-
-// The axis of a producer's weight that holds its output channels (the other holds its inputs).
-int output_axis(const Node& node) {
-  if (node.op_type == "MatMul") return 1;
-  if (node.op_type == "Gemm") return int_attr(node, "transB", 0, 0) != 0 ? 0 : 1;
-  return 0;
-}
-int input_axis(const Node& node) {
-  return node.op_type == "Conv" ? 1 : 1 - output_axis(node);
-}
-
-// A shape seen as [outer, dim, inner] around `axis`.
-struct AxisSplit {
-  int64_t outer = 1, dim = 1, inner = 1;
-};
-AxisSplit split_at(const Shape& shape, int axis) {
-  AxisSplit s;
-  s.dim = shape[static_cast<size_t>(axis)];
-  for (int a = 0; a < axis; ++a) s.outer *= shape[static_cast<size_t>(a)];
-  for (size_t a = static_cast<size_t>(axis) + 1; a < shape.size(); ++a) s.inner *= shape[a];
-  return s;
-}
-
-// The entries of `t` whose index along `axis` is in `keep` (ascending), in order.
-Tensor take(const Tensor& t, int axis, const std::vector<int64_t>& keep) {
-  const auto [outer, dim, inner] = split_at(t.shape(), axis);
-  Shape out_shape = t.shape();
-  out_shape[static_cast<size_t>(axis)] = static_cast<int64_t>(keep.size());
-  Tensor out(DType::f32, out_shape);
-  const float* src = t.f32_data();
-  float* dst = out.f32_data();
-  for (int64_t o = 0; o < outer; ++o)
-    for (int64_t k : keep) dst = std::copy_n(src + (o * dim + k) * inner, inner, dst);
-  return out;
-}
-
-// The norm of each slice of `t` along `axis`.
-std::vector<double> axis_norms(const Tensor& t, int axis, StructuredRule::Norm norm) {
-  const auto [outer, dim, inner] = split_at(t.shape(), axis);
-  std::vector<double> sums(static_cast<size_t>(dim), 0.0);
-  const float* p = t.f32_data();
-  for (int64_t o = 0; o < outer; ++o)
-    for (int64_t d = 0; d < dim; ++d)
-      for (int64_t i = 0; i < inner; ++i) {
-        const double v = p[(o * dim + d) * inner + i];
-        sums[static_cast<size_t>(d)] += norm == StructuredRule::Norm::l1 ? std::abs(v) : v * v;
-      }
-  if (norm == StructuredRule::Norm::l2)
-    for (double& s : sums) s = std::sqrt(s);
-  return sums;
 }
 
 // Each hidden unit's norm over an LSTM's W [dirs, 4H, I] and R [dirs, 4H, H]: its row in every
@@ -602,37 +553,6 @@ class ChannelGraph {
   std::vector<Slicing> slicings_;
 };
 
-// The rule for a group: its producers' own (by node, then weight name), which must agree, else
-// `rule`.
-struct GroupRule {
-  StructuredRule rule;
-  std::string key;  // the layer whose own rule it is, or empty for the global rule
-};
-
-// The rule for a group: its producers' own (by weight name over node name, as other settings
-// resolve), else `rule`. Where the producers' rules differ, none (an excluded layer's) wins; two
-// different rules that both prune are refused.
-Result<GroupRule> group_rule(const Model& model, const Group& g, const StructuredRule& rule,
-                             const std::map<std::string, StructuredRule>& per_layer) {
-  std::optional<GroupRule> own;
-  for (size_t p : g.producers) {
-    const Node& n = model.nodes[p];
-    std::optional<GroupRule> layer;
-    for (const std::string& key : {n.name, n.inputs[1]})
-      if (auto it = per_layer.find(key); it != per_layer.end()) layer = GroupRule{it->second, key};
-    if (!layer) continue;
-    const auto prunes = [](const GroupRule& r) { return r.rule.norm != StructuredRule::Norm::none; };
-    if (own && prunes(*own) && prunes(*layer) &&
-        structured_rule_text(own->rule) != structured_rule_text(layer->rule))
-      return errorf(
-          "layers '{}' ({}) and '{}' ({}) share their output channels (one channel group): give "
-          "them one structured rule",
-          own->key, structured_rule_text(own->rule), layer->key, structured_rule_text(layer->rule));
-    if (!own || !prunes(*layer)) own = layer;
-  }
-  return own ? *own : GroupRule{rule, ""};
-}
-
 // The channels a group keeps (ascending): all but the `fraction` with the smallest summed norms
 // (each producer's norms over their mean), ties keeping the earlier channel; their count rounded to
 // a `multiple` (see prune_channels).
@@ -680,25 +600,9 @@ std::vector<int64_t> kept_positions(const Layout& l, int64_t width,
 // Slices initializers for the nodes that read them. Weights are sliced only where their node is
 // their only reader; a bias or per-channel parameter that several nodes share (an exporter's
 // sharing of equal tensors, such as zero biases) is copied for the node whose slice differs.
-class Slicer {
+class Slicer : public InitializerSlicer {
  public:
-  explicit Slicer(Model& model) : model_(model), readers_(value_readers(model)), used_(names_in_use(model)) {}
-
-  // Input k of `n` keeps the entries at `keep` along `axis`.
-  void slice(Node& n, size_t k, int axis, const std::vector<int64_t>& keep) {
-    const std::string name = n.inputs[k];
-    Tensor& t = model_.initializers.at(name);
-    if (t.shape()[static_cast<size_t>(axis)] == static_cast<int64_t>(keep.size())) return;
-    if (readers_[name] == 1) {
-      t = take(t, axis, keep);
-      return;
-    }
-    const std::string copy = claim_name(used_, name + "/" + n.name);
-    --readers_[name];
-    ++readers_[copy];
-    model_.initializers[copy] = take(t, axis, keep);
-    n.inputs[k] = copy;
-  }
+  using InitializerSlicer::InitializerSlicer;
 
   // Slices one node's tensors to the kept channels.
   void apply(const Slicing& s, const std::function<const std::vector<int64_t>&(int)>& kept) {
@@ -735,16 +639,9 @@ class Slicer {
     if (n.has_input(3)) slice(n, 3, 1, in_every_block(own, hidden, 8));
     if (n.has_input(7)) slice(n, 7, 1, in_every_block(own, hidden, 3));
     for (const auto& [k, axis] : s.per_channel) slice(n, k, axis, own);
-    for (size_t k : s.cleared) {
-      --readers_[n.inputs[k]];
-      n.inputs[k].clear();
-    }
+    for (size_t k : s.cleared) drop(n, k);
     n.attrs["hidden_size"] = AttrValue(static_cast<int64_t>(own.size()));
   }
-
-  Model& model_;
-  std::map<std::string, int> readers_;
-  std::set<std::string> used_;
 };
 
 }  // namespace
@@ -773,11 +670,11 @@ Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredR
                                                  int64_t multiple) {
   if (multiple < 1 || multiple > kMaxChannelMultiple)
     return errorf("channel multiple {} is outside 1..{}", multiple, kMaxChannelMultiple);
+  SP_ASSIGN_OR_RETURN(std::vector<ChannelGroup> report, prune_attention_heads(model, rule, per_layer));
   ChannelGraph graph(model);
   graph.trace();
   std::vector<Group>& groups = graph.groups();
   std::map<int, std::vector<int64_t>> kept;
-  std::vector<ChannelGroup> report;
   for (size_t g = 0; g < groups.size(); ++g) {
     if (graph.root(static_cast<int>(g)) != static_cast<int>(g)) continue;
     Group& group = groups[g];
@@ -786,10 +683,9 @@ Result<std::vector<ChannelGroup>> prune_channels(Model& model, const StructuredR
     for (size_t p : group.producers) out.producers.push_back(model.nodes[p].name);
     StructuredRule r{StructuredRule::Norm::none, 0};
     if (group.kept_whole.empty()) {
-      SP_ASSIGN_OR_RETURN(GroupRule chosen, group_rule(model, group, rule, per_layer));
+      SP_ASSIGN_OR_RETURN(GroupRule chosen, group_rule(model, group.producers, rule, per_layer));
       r = chosen.rule;
-      if (r.norm == StructuredRule::Norm::none && !chosen.key.empty())
-        out.kept_whole = fmt::format("rule none for '{}' (its own, or the layer is excluded)", chosen.key);
+      out.kept_whole = chosen.why_whole();
     }
     for (size_t p : group.producers)
       for (size_t k = 1; k <= (model.nodes[p].op_type == "LSTM" ? 2u : 1u); ++k)
@@ -836,11 +732,12 @@ CompressOptions options_after_channel_pruning(const CompressOptions& options) {
 
 std::string record_channel_groups(const std::string& metadata_json, const std::vector<ChannelGroup>& groups) {
   nlohmann::json list = nlohmann::json::array();
-  for (const ChannelGroup& g : groups)
-    list.push_back({{"producers", g.producers},
-                    {"channels", g.channels},
-                    {"kept", g.kept},
-                    {"kept_whole", g.kept_whole}});
+  for (const ChannelGroup& g : groups) {
+    nlohmann::json entry = {
+        {"producers", g.producers}, {"channels", g.channels}, {"kept", g.kept}, {"kept_whole", g.kept_whole}};
+    if (g.head_width > 0) entry["head_width"] = g.head_width;
+    list.push_back(std::move(entry));
+  }
   return with_metadata(metadata_json, "structured", list);
 }
 

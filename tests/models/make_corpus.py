@@ -153,6 +153,30 @@ class BatchMatMul(nn.Module):
         return torch.matmul(x, self.w), torch.matmul(x, y), torch.matmul(x[:, 0], self.w)
 
 
+class TransformerDeadHeads(nn.Module):
+    """Two encoder layers (d 32, four heads of 8) whose heads 1 and 3 carry nothing: their value
+    rows, value biases and output-projection columns are zero, so removing them changes nothing."""
+
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2)
+        self.head = nn.Linear(32, 10)
+        with torch.no_grad():
+            for p in self.parameters():  # the encoder's layers start as copies: make them differ
+                p.copy_(torch.randn_like(p) * 0.3)
+            for l in self.enc.layers:
+                attn = l.self_attn
+                for h in (1, 3):
+                    v = slice(64 + 8 * h, 64 + 8 * (h + 1))
+                    attn.in_proj_weight[v] = 0
+                    attn.in_proj_bias[v] = 0
+                    attn.out_proj.weight[:, 8 * h:8 * (h + 1)] = 0
+
+    def forward(self, x):  # x [N, 6, 32]
+        return self.head(self.enc(x).mean(dim=1))
+
+
 img = torch.randn(3, 1, 28, 28)
 export_torch("mlp_op13", MLP(), [torch.randn(3, 784)], 13)
 export_torch("lenet5_op9", LeNet5(), [img], 9)
@@ -166,6 +190,7 @@ export_torch("lstm_state_op11", LstmClassifier(with_state=True), [img], 11)
 export_torch("misc_ops_op13", MiscOps(), [torch.randn(2, 4, 6, 6)], 13)
 export_torch("misc_ops_op11", MiscOps(), [torch.randn(2, 4, 6, 6)], 11)
 export_torch("batch_matmul_op13", BatchMatMul(), [torch.randn(2, 3, 5), torch.randn(2, 5, 4)], 13)
+export_torch("transformer_dead_heads_op13", TransformerDeadHeads(), [torch.randn(3, 6, 32)], 13)
 export_torch("mlp_fixed_batch_op13", MLP(), [torch.randn(2, 784)], 13, dynamic=False)
 
 
