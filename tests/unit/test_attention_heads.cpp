@@ -181,6 +181,27 @@ TEST(AttentionHeads, HeadsThatCarryNothingGoAndTheOutputsStay) {
   }
 }
 
+// A head is scored over all four parts: heads whose value rows alone, or whose output columns
+// alone, are zero carry nothing and are the ones removed.
+TEST(AttentionHeads, EachPartOfAHeadCountsInItsScore) {
+  for (const bool value : {true, false}) {
+    Model original = separate_projections(3);
+    if (value) {
+      zero_heads(original.initializers["wv"], {0, 2}, 1);
+      zero_heads(original.initializers["bv"], {0, 2}, 0);
+    } else {
+      zero_heads(original.initializers["wo"], {0, 2}, 0);
+    }
+    Model pruned = original;
+    const auto groups = prune(pruned, "l1=0.5");
+    ASSERT_NE(heads_group(groups), nullptr);
+    EXPECT_EQ(heads_group(groups)->kept, 2);
+    const Tensor x = test::random_f32({2, kSeq, kEmbed}, 45);
+    EXPECT_LT(test::max_relative_error(run_model(pruned, x), run_model(original, x)), 1e-5)
+        << (value ? "value rows" : "output columns");
+  }
+}
+
 TEST(AttentionHeads, AFusedProjectionLosesTheSameHeadsInItsThreeBlocks) {
   const Model original = fused_projection(11);
   Model pruned = original;
@@ -271,8 +292,8 @@ TEST(AttentionHeads, PyTorchTransformerEncoderLosesItsDeadHeads) {
   ASSERT_TRUE(x.ok() && expected.ok());
   Model pruned = *model;
   const StructuredRule none{StructuredRule::Norm::none, 0};  // the feed-forward units are alive
-  const auto groups =
-      prune(pruned, "l1=0.5", {{"/enc/layers.0/linear1/MatMul", none}, {"/enc/layers.1/linear1/MatMul", none}});
+  const auto groups = prune(pruned, "l1=0.5",
+                            {{"/enc/layers.0/linear1/MatMul", none}, {"/enc/layers.1/linear1/MatMul", none}});
   int blocks = 0;
   for (const ChannelGroup& g : groups) {
     if (g.head_width == 0) continue;
