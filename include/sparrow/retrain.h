@@ -137,9 +137,10 @@ struct ChannelPoint {
 };
 struct GroupSensitivity {
   std::vector<std::string> producers;  // node names; the first names the group in rules
-  int64_t channels = 0;
+  int64_t channels = 0;                // or heads, where head_width > 0 (see ChannelGroup)
   std::vector<ChannelPoint> points;
   double proposed_fraction = 0;
+  int64_t head_width = 0;
 };
 struct ChannelSensitivityResult {
   double baseline_accuracy = 0;

@@ -223,10 +223,12 @@ Result<ScanReport> channel_report(const SensitivityArgs& a, const Model& model, 
     out.rows.push_back({{"name", name},
                         {"producers", g.producers},
                         {"channels", g.channels},
+                        {"head_width", g.head_width},
                         {"points", points},
                         {"proposed_fraction", g.proposed_fraction}});
     out.table.push_back(
-        {name, accuracy_at(a.structured, g.points, [](const ChannelPoint& p) { return p.fraction; }),
+        {g.head_width > 0 ? name + " (heads)" : name,
+         accuracy_at(a.structured, g.points, [](const ChannelPoint& p) { return p.fraction; }),
          percent(g.proposed_fraction),
          g.proposed_fraction > 0 ? fmt::format(" --layer {}:structured=l1={}", name, g.proposed_fraction)
                                  : ""});

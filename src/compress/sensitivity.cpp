@@ -69,17 +69,19 @@ Result<ChannelSensitivityResult> channel_sensitivity_scan(const Model& model, co
   SP_ASSIGN_OR_RETURN(std::vector<ChannelGroup> groups, prune_channels(traced, none));
   for (const ChannelGroup& group : groups) {
     if (!group.kept_whole.empty()) continue;
-    GroupSensitivity gs{group.producers, group.channels, {}, 0.0};
+    GroupSensitivity gs{group.producers, group.channels, {}, 0.0, group.head_width};
+    const char* unit = group.head_width > 0 ? "heads" : "channels";
     for (double f : fractions) {
       if (progress)
-        fmt::print(stderr, "\r\033[Kchannel sensitivity: {} without {:.0f}% of its channels",
-                   group.producers.front(), 100 * f);
+        fmt::print(stderr, "\r\033[Kchannel sensitivity: {} without {:.0f}% of its {}",
+                   group.producers.front(), 100 * f, unit);
       Model pruned = model;
       SP_ASSIGN_OR_RETURN(
           auto done,
           prune_channels(pruned, none, {{group.producers.front(), {StructuredRule::Norm::l1, f}}}));
-      const auto it = std::find_if(done.begin(), done.end(),
-                                   [&](const ChannelGroup& g) { return g.producers == group.producers; });
+      const auto it = std::find_if(done.begin(), done.end(), [&](const ChannelGroup& g) {
+        return g.producers == group.producers && g.head_width == group.head_width;
+      });
       SP_ASSIGN_OR_RETURN(double acc, classification_accuracy(std::move(pruned), data, threads));
       gs.points.push_back({f, it == done.end() ? group.channels : it->kept, acc});
       if (r.baseline_accuracy - acc <= allowed_drop) gs.proposed_fraction = std::max(gs.proposed_fraction, f);

@@ -308,5 +308,32 @@ TEST(AttentionHeads, PyTorchTransformerEncoderLosesItsDeadHeads) {
   EXPECT_LT(test::max_relative_error(run_model(pruned, x1), run_model(*model, x1)), 1e-4);
 }
 
+// The CLI end to end: compress prints and records the heads, the file runs, and its dense export
+// gives PyTorch's outputs within the 8-bit codes' error.
+TEST(AttentionHeads, CompressInspectAndExportShowTheSmallerBlocks) {
+  const std::string dir = SPARROW_CORPUS_DIR;
+  const std::string model = dir + "/transformer_dead_heads_op13.onnx";
+  if (!std::filesystem::exists(model)) GTEST_SKIP() << "corpus model not generated (needs torch): " << model;
+  const std::string out = test::temp_dir("attention_heads");
+  const auto compressed =
+      test::run_cli("compress " + model + " -o " + out + "/t.spw --sparsity 0 --bits 8 " +
+                    "--structured l1=0.5 --layer /enc/layers.0/linear1/MatMul:structured=none " +
+                    "--layer /enc/layers.1/linear1/MatMul:structured=none");
+  ASSERT_EQ(compressed.exit_code, 0) << compressed.output;
+  EXPECT_NE(compressed.output.find("heads (8 channels each) of /enc/layers.1/self_attn/MatMul: 4 -> 2"),
+            std::string::npos)
+      << compressed.output;
+  const auto inspected = test::run_cli("inspect " + out + "/t.spw --json");
+  ASSERT_EQ(inspected.exit_code, 0) << inspected.output;
+  EXPECT_NE(inspected.output.find("\"head_width\""), std::string::npos);
+  ASSERT_EQ(test::run_cli("-q export " + out + "/t.spw -o " + out + "/t.onnx").exit_code, 0);
+  auto exported = load_onnx(out + "/t.onnx");
+  ASSERT_TRUE(exported.ok()) << exported.status().message();
+  auto x = read_npy(dir + "/transformer_dead_heads_op13.in0.npy");
+  auto expected = read_npy(dir + "/transformer_dead_heads_op13.out0.npy");
+  ASSERT_TRUE(x.ok() && expected.ok());
+  EXPECT_LT(test::max_relative_error(run_model(*exported, *x), *expected), 0.05) << "8-bit codes";
+}
+
 }  // namespace
 }  // namespace sparrow
