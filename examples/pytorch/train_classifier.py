@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Trains LeNet-300-100 or LeNet-5 with PyTorch on IDX data and exports it to ONNX.
+"""Trains LeNet-300-100, LeNet-5 or a small transformer with PyTorch on IDX data and exports it to ONNX.
 
 Inputs are raw pixels / 255 (Sparrow's default `eval --scale`). Prints PyTorch's own test
 accuracy as `pytorch accuracy: 0.9912 (9912/10000)` and, with --json, writes a summary.
 
-Usage: train_classifier.py --data DIR --arch lenet5|lenet300 [--epochs E] -o MODEL.onnx
+Usage: train_classifier.py --data DIR --arch lenet5|lenet300|transformer [--epochs E] -o MODEL.onnx
 """
 import argparse
 import gzip
@@ -58,7 +58,24 @@ class LeNet5(nn.Module):  # the Caffe LeNet-5 used in [LWC] and [DC]: 20-50-500-
         return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
 
 
-ARCHS = {"lenet300": LeNet300, "lenet5": LeNet5}
+class RowTransformer(nn.Module):
+    """Each image's 28 rows as 28 tokens: a linear embedding with learnt positions, two encoder
+    layers (d 64, 8 heads of 8, feed-forward 128), the tokens averaged, a linear classifier."""
+
+    def __init__(self, d=64, heads=8, layers=2):
+        super().__init__()
+        self.embed = nn.Linear(28, d)
+        self.position = nn.Parameter(torch.randn(28, d) * 0.02)
+        layer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=2 * d, dropout=0.1, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers)
+        self.classify = nn.Linear(d, 10)
+
+    def forward(self, x):
+        tokens = self.embed(x.reshape(-1, 28, 28)) + self.position
+        return self.classify(self.encoder(tokens).mean(dim=1))
+
+
+ARCHS = {"lenet300": LeNet300, "lenet5": LeNet5, "transformer": RowTransformer}
 
 
 def accuracy(model, images, labels, batch=1000):

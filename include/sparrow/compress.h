@@ -226,7 +226,9 @@ struct ChannelGroup {
 // depthwise convolutions' filters, and the readers' input columns (after Flatten, each channel's
 // spatial block), through activations, pooling, Concat and elementwise ops. The model really
 // shrinks: any runtime runs it faster. Channels that reach a graph output, or an operator that
-// this pass does not follow, are kept whole (the report says which).
+// this pass does not follow, are kept whole (the report says which). Multi-head attention blocks
+// lose whole heads first (see prune_attention_heads in src/compress/attention_heads.h): their
+// groups come first in the report, with `head_width` set.
 // `per_layer` (by a producer's node or weight name) overrides `rule` for that producer's group.
 // With a fraction of 0 everywhere the model is unchanged.
 // With `multiple` > 1, a group that loses channels keeps a multiple of that many (the nearest to

@@ -11,6 +11,7 @@
 #include "compress/graph_names.h"
 #include "compress/structured_common.h"
 #include "core/finite.h"
+#include "core/log.h"
 #include "sparrow/executor.h"
 
 namespace sparrow {
@@ -19,8 +20,9 @@ namespace {
 
 using Ints = std::vector<int64_t>;
 
-// The batch sizes the model runs at to learn its shapes: two, so that the dimensions that follow
-// the batch tell themselves apart from those that do not; neither 1, which equals too much.
+// What every open input dimension is set to in the runs that learn the shapes: two values, so that
+// the dimensions that follow them tell themselves apart from those that do not; neither 1, which
+// equals too much.
 constexpr std::array<int64_t, 2> kProbeBatches = {2, 3};
 
 // One of query, key and value: the path from its projection to the attention's product.
@@ -29,6 +31,7 @@ struct Branch {
   std::optional<size_t> bias;   // an Add of a constant after a MatMul projection
   std::optional<size_t> slice;  // the Slice that takes it from a fused projection's output
   size_t split = 0;             // the Reshape that parts its channels into heads
+  std::vector<size_t> moves;    // the Transposes from the split to the product, in order
   int64_t segment = 0;          // which block of heads x width channels of the projection
   Ints split_shape;             // the split's new shape (0: copied, -1: the heads)
 };
@@ -38,6 +41,7 @@ struct Block {
   size_t scores = 0, softmax = 0, mix = 0, merge = 0, output = 0;
   std::optional<size_t> mask;  // the Add of a mask to the scores, with the mask at mask_input
   size_t mask_input = 0;
+  std::vector<size_t> moves;     // the Transposes from the product with the value to the merge
   std::set<size_t> nodes;        // every node between the projections
   std::set<std::string> values;  // every value between them: they carry the heads
   int64_t heads = 0, width = 0;
@@ -98,6 +102,10 @@ class BlockFinder {
     if (n.op_type == "Mul" && scalar(n.inputs[0])) return n.inputs[1];
     return std::nullopt;
   }
+  // A Reshape whose shape is an input (opset 5 on), as the rewrite replaces it.
+  static bool two_input_reshape(const Node& n) {
+    return n.op_type == "Reshape" && n.inputs.size() == 2 && n.has_input(0) && n.has_input(1);
+  }
   // A projection reading `v` at input 0: MatMul or Gemm (not transposing A) on a weight.
   bool projection(const Node& n) const {
     if (n.op_type == "Gemm") {
@@ -123,10 +131,14 @@ class BlockFinder {
       if (!branch) return std::nullopt;
       b.branch[k] = std::move(*branch);
     }
+    // Fused: one projection that three Slices part; else three projections of their own.
     const bool fused = b.branch[0].slice.has_value();
-    for (const Branch& br : b.branch)
-      if (br.slice.has_value() != fused || (fused && br.projection != b.branch[0].projection))
-        return std::nullopt;
+    std::set<size_t> projections;
+    for (const Branch& br : b.branch) {
+      if (br.slice.has_value() != fused) return std::nullopt;
+      projections.insert(br.projection);
+    }
+    if (projections.size() != (fused ? 1u : 3u)) return std::nullopt;
     return b;
   }
 
@@ -172,7 +184,9 @@ class BlockFinder {
       b.nodes.insert(*r);
       const bool one_output =
           std::all_of(n.outputs.begin() + 1, n.outputs.end(), [](const std::string& o) { return o.empty(); });
-      if ((n.op_type == "Dropout" || n.op_type == "Identity" || n.op_type == "Cast") && one_output) {
+      if (n.outputs.empty()) return false;
+      if ((n.op_type == "Dropout" || n.op_type == "Identity" || n.op_type == "Cast") && one_output &&
+          n.inputs[0] == v) {
         v = n.outputs[0];
         continue;
       }
@@ -189,10 +203,11 @@ class BlockFinder {
       const Node& n = node(*r);
       if (n.op_type == "Transpose") {
         b.nodes.insert(*r);
+        b.moves.push_back(*r);
         v = n.outputs[0];
         continue;
       }
-      if (n.op_type != "Reshape" || n.inputs[0] != v) return false;
+      if (!two_input_reshape(n) || n.inputs[0] != v) return false;
       b.merge = *r;
       b.nodes.insert(*r);
       break;
@@ -213,7 +228,7 @@ class BlockFinder {
     for (;;) {
       b.values.insert(v);
       auto p = producer(v);
-      if (!p) return std::nullopt;
+      if (!p || !node(*p).has_input(0)) return std::nullopt;
       const Node& n = node(*p);
       if (auto in = through_scalar(n)) {
         b.nodes.insert(*p);
@@ -222,10 +237,11 @@ class BlockFinder {
       }
       if (!split && n.op_type == "Transpose") {
         b.nodes.insert(*p);
+        br.moves.insert(br.moves.begin(), *p);
         v = n.inputs[0];
         continue;
       }
-      if (!split && n.op_type == "Reshape") {
+      if (!split && two_input_reshape(n)) {
         br.split = *p;
         split = true;
         b.nodes.insert(*p);
@@ -247,7 +263,7 @@ class BlockFinder {
         v = n.inputs[1 - k];
         continue;
       }
-      if (!projection(n) || n.inputs[0].empty()) return std::nullopt;
+      if (!projection(n)) return std::nullopt;
       br.projection = *p;
       return br;
     }
@@ -262,10 +278,20 @@ class BlockFinder {
 struct Seen {
   std::array<std::map<std::string, Shape>, 2> shapes;
   std::array<std::map<std::string, Ints>, 2> ints;
+
+  const Shape* shape(size_t run, const std::string& name) const {
+    auto it = shapes[run].find(name);
+    return it == shapes[run].end() ? nullptr : &it->second;
+  }
+  const Ints* values(size_t run, const std::string& name) const {
+    auto it = ints[run].find(name);
+    return it == ints[run].end() ? nullptr : &it->second;
+  }
 };
 
-// Runs the model on zeros at each probe batch, keeping the shapes of `shaped` and the contents of
-// `counted` (int64 values: shapes, slice bounds).
+// Runs the model on zeros at each probe batch (every dimension the inputs leave open takes it),
+// keeping the shapes of `shaped` and the contents of `counted` where they are int64 (shapes, slice
+// bounds); a value the run does not keep is left out, and the block that wanted it stays whole.
 Result<Seen> probe(const Model& model, const std::set<std::string>& shaped,
                    const std::set<std::string>& counted) {
   ExecOptions options;
@@ -282,16 +308,13 @@ Result<Seen> probe(const Model& model, const std::set<std::string>& shaped,
       inputs.emplace_back(*dtype, shapes[i]);
     }
     SP_RETURN_IF_ERROR(ex->run(inputs).status());
-    for (const std::string& name : shaped) {
-      const Tensor* t = ex->value(name);
-      if (t == nullptr) return errorf("value '{}' was not kept", name);
-      seen.shapes[b][name] = t->shape();
-    }
+    for (const std::string& name : shaped)
+      if (const Tensor* t = ex->value(name)) seen.shapes[b][name] = t->shape();
     for (const std::string& name : counted) {
       auto init = model.initializers.find(name);
       const Tensor* t = init != model.initializers.end() ? &init->second : ex->value(name);
-      if (t == nullptr || t->dtype() != DType::i64) return errorf("value '{}' is not int64", name);
-      seen.ints[b][name] = Ints(t->i64_data(), t->i64_data() + t->numel());
+      if (t != nullptr && t->dtype() == DType::i64)
+        seen.ints[b][name] = Ints(t->i64_data(), t->i64_data() + t->numel());
     }
   }
   return seen;
@@ -314,42 +337,77 @@ void wanted(const Model& model, const Block& b, std::set<std::string>& shaped,
   }
 }
 
+// Where a value holds the heads and each head's channels: axes counted from the end (-1 the last).
+struct HeadAxes {
+  int64_t heads = -2, width = -1;
+  bool operator==(const HeadAxes&) const = default;
+};
+
+// The axes after a Transpose (its perm given); nullopt where the perm does not hold them.
+std::optional<HeadAxes> after_transpose(const Node& t, const HeadAxes& a) {
+  auto perm = t.attr_ints("perm", Ints{});
+  if (!perm.ok() || perm->empty()) return std::nullopt;
+  const int64_t rank = static_cast<int64_t>(perm->size());
+  auto moved = [&](int64_t from_end) -> std::optional<int64_t> {
+    auto it = std::find(perm->begin(), perm->end(), from_end + rank);
+    if (from_end + rank < 0 || it == perm->end()) return std::nullopt;
+    return (it - perm->begin()) - rank;
+  };
+  auto heads = moved(a.heads), width = moved(a.width);
+  if (!heads || !width) return std::nullopt;
+  return HeadAxes{*heads, *width};
+}
+
+// The axes after a chain of Transposes.
+std::optional<HeadAxes> after_transposes(const Model& model, const std::vector<size_t>& chain, HeadAxes a) {
+  for (size_t t : chain) {
+    auto next = after_transpose(model.nodes[t], a);
+    if (!next) return std::nullopt;
+    a = *next;
+  }
+  return a;
+}
+
 // A Reshape's new shape for other head counts: the output's dimensions that equal the input's at
 // the same position in both runs are copied (0), one other holds the heads (-1), and the last is
-// `last`. nullopt where the output is not like that or the new shape would not give it.
+// `last`; with `heads_before_last` (a split), the heads' dimension is the one before the last. nullopt
+// where the output is not like that or the new shape would not give it.
 std::optional<Ints> reshape_for_heads(const Seen& seen, const Node& reshape, int64_t in_last,
-                                      int64_t out_last) {
+                                      int64_t out_last, bool heads_before_last) {
   auto allow_zero = reshape.attr_int("allowzero", 0);
-  if (!allow_zero.ok() || *allow_zero != 0) return std::nullopt;
-  const Shape& in0 = seen.shapes[0].at(reshape.inputs[0]);
-  const Shape& out0 = seen.shapes[0].at(reshape.outputs[0]);
-  if (in0.empty() || out0.empty() || in0.back() != in_last || out0.back() != out_last) return std::nullopt;
-  Ints shape(out0.size(), -1);
+  const Shape* in0 = seen.shape(0, reshape.inputs[0]);
+  const Shape* out0 = seen.shape(0, reshape.outputs[0]);
+  if (!allow_zero.ok() || *allow_zero != 0 || !in0 || !out0 || in0->empty() || out0->empty() ||
+      in0->back() != in_last || out0->back() != out_last)
+    return std::nullopt;
+  Ints shape(out0->size(), -1);
   shape.back() = out_last;
   int heads_dims = 0;
-  for (size_t d = 0; d + 1 < out0.size(); ++d) {
-    bool copied = d < in0.size();
+  for (size_t d = 0; d + 1 < out0->size(); ++d) {
+    bool copied = true;
     for (size_t b = 0; b < 2 && copied; ++b) {
-      const Shape& in = seen.shapes[b].at(reshape.inputs[0]);
-      const Shape& out = seen.shapes[b].at(reshape.outputs[0]);
-      copied = d < in.size() && in.size() == in0.size() && out.size() == out0.size() && in[d] == out[d];
+      const Shape* in = seen.shape(b, reshape.inputs[0]);
+      const Shape* out = seen.shape(b, reshape.outputs[0]);
+      copied = in && out && d < in->size() && (*in)[d] == (*out)[d];
     }
     shape[d] = copied ? 0 : -1;
     heads_dims += copied ? 0 : 1;
   }
-  if (heads_dims > 1) return std::nullopt;
+  if (heads_dims > 1 || (heads_before_last && (shape.size() < 2 || shape[shape.size() - 2] != -1)))
+    return std::nullopt;
   for (size_t b = 0; b < 2; ++b) {  // the new shape must give what the old one gave
-    const Shape& in = seen.shapes[b].at(reshape.inputs[0]);
-    const Shape& out = seen.shapes[b].at(reshape.outputs[0]);
+    const Shape* in = seen.shape(b, reshape.inputs[0]);
+    const Shape* out = seen.shape(b, reshape.outputs[0]);
+    if (!in || !out) return std::nullopt;
     int64_t known = 1;
     Shape got(shape.size());
     for (size_t d = 0; d < shape.size(); ++d) {
-      got[d] = shape[d] == 0 ? in[d] : shape[d];
+      got[d] = shape[d] == 0 ? (*in)[d] : shape[d];
       if (shape[d] != -1) known *= got[d];
     }
     for (int64_t& d : got)
-      if (d == -1) d = known > 0 ? shape_numel(in) / known : -1;
-    if (got != out) return std::nullopt;
+      if (d == -1) d = known > 0 ? shape_numel(*in) / known : -1;
+    if (got != *out) return std::nullopt;
   }
   return shape;
 }
@@ -357,48 +415,77 @@ std::optional<Ints> reshape_for_heads(const Seen& seen, const Node& reshape, int
 // Which block of `channels` a Slice takes from its input's last axis, or nullopt where it takes
 // anything else.
 std::optional<int64_t> slice_segment(const Seen& seen, const Node& slice, int64_t channels) {
-  const Shape& in = seen.shapes[0].at(slice.inputs[0]);
-  auto ints = [&](size_t k) -> Ints {
-    return slice.has_input(k) ? seen.ints[0].at(slice.inputs[k]) : Ints{};
+  const Shape* in = seen.shape(0, slice.inputs[0]);
+  auto ints = [&](size_t k) -> std::optional<Ints> {
+    if (!slice.has_input(k)) return Ints{};
+    const Ints* v = seen.values(0, slice.inputs[k]);
+    return v ? std::optional<Ints>(*v) : std::nullopt;
   };
-  const Ints starts = ints(1), ends = ints(2), axes = ints(3), steps = ints(4);
-  const int64_t rank = static_cast<int64_t>(in.size());
-  if (rank == 0 || starts.size() != 1 || ends.size() != 1 ||
-      (!axes.empty() && axes != Ints{-1} && axes != Ints{rank - 1}) || (!steps.empty() && steps != Ints{1}) ||
-      (axes.empty() && rank != 1))
+  const auto starts = ints(1), ends = ints(2), axes = ints(3), steps = ints(4);
+  if (!in || in->empty() || !starts || !ends || !axes || !steps) return std::nullopt;
+  const int64_t rank = static_cast<int64_t>(in->size());
+  const bool on_last = *axes == Ints{-1} || *axes == Ints{rank - 1} || (axes->empty() && rank == 1);
+  if (starts->size() != 1 || ends->size() != 1 || !on_last || (!steps->empty() && *steps != Ints{1}))
     return std::nullopt;
-  const int64_t dim = in.back();
+  const int64_t dim = in->back();
   auto clamp = [&](int64_t i) { return std::clamp<int64_t>(i < 0 ? i + dim : i, 0, dim); };
-  const int64_t start = clamp(starts[0]), end = clamp(ends[0]);
+  const int64_t start = clamp(starts->front()), end = clamp(ends->front());
   if (end - start != channels || start % channels != 0) return std::nullopt;
   return start / channels;
+}
+
+// Whether the heads' axes meet as attention needs them: the query's and value's heads on one batch
+// axis with their channels last, the key's on the same axis with its channels before the last (it
+// is transposed); the mask 1 on that axis; the product with the value's heads, moved by the
+// Transposes after it, holds the heads just before their channels, as the merge joins them.
+std::string check_axes(const Model& model, const Seen& seen, const Block& b) {
+  const std::string moved = "its Transposes do not keep the heads on one batch axis";
+  std::array<std::optional<HeadAxes>, 3> at;
+  for (size_t k = 0; k < 3; ++k) at[k] = after_transposes(model, b.branch[k].moves, HeadAxes{});
+  if (!at[0] || !at[1] || !at[2]) return moved;
+  const int64_t heads = at[0]->heads;
+  if (heads > -3 || !(*at[0] == HeadAxes{heads, -1}) || !(*at[1] == HeadAxes{heads, -2}) ||
+      !(*at[2] == HeadAxes{heads, -1}))
+    return moved;
+  if (b.mask) {
+    const Shape* mask = seen.shape(0, model.nodes[*b.mask].inputs[b.mask_input]);
+    if (!mask) return "its mask's shape is unknown";
+    const int64_t rank = static_cast<int64_t>(mask->size());
+    if (rank + heads >= 0 && (*mask)[static_cast<size_t>(rank + heads)] != 1)
+      return "its mask varies by head";
+  }
+  auto joined = after_transposes(model, b.moves, HeadAxes{heads, -1});
+  if (!joined || !(*joined == HeadAxes{-2, -1}))
+    return "its heads do not reach the merge just before their channels";
+  return "";
 }
 
 // Learns a block's heads and its new shapes from the runs; empty, or why the block stays whole.
 std::string shape_block(const Model& model, const Seen& seen, Block& b) {
   const auto& nodes = model.nodes;
   const std::string not_followed = "its shapes are not those of heads parted and joined by Reshapes";
-  const Shape& q = seen.shapes[0].at(nodes[b.scores].inputs[0]);
-  const Shape& v = seen.shapes[0].at(nodes[b.mix].inputs[1]);
-  const Shape& joined = seen.shapes[0].at(nodes[b.merge].outputs[0]);
-  if (q.empty() || v.empty() || q.back() != v.back() || q.back() <= 0 || joined.empty() ||
-      joined.back() % q.back() != 0)
+  const Shape* q = seen.shape(0, nodes[b.scores].inputs[0]);
+  const Shape* v = seen.shape(0, nodes[b.mix].inputs[1]);
+  const Shape* joined = seen.shape(0, nodes[b.merge].outputs[0]);
+  const Shape* scores = seen.shape(0, nodes[b.softmax].inputs[0]);
+  if (!q || !v || !joined || !scores || q->empty() || v->empty() || joined->empty() ||
+      q->back() != v->back() || q->back() <= 0 || joined->back() % q->back() != 0)
     return not_followed;
-  b.width = q.back();
-  b.heads = joined.back() / b.width;
-  const int64_t channels = joined.back();
+  b.width = q->back();
+  b.heads = joined->back() / b.width;
+  const int64_t channels = joined->back();
   if (b.heads < 2) return "it has one head";
-  const Shape& scores = seen.shapes[0].at(nodes[b.softmax].inputs[0]);
   auto axis = nodes[b.softmax].attr_int("axis", model.opset >= 13 ? -1 : 1);
-  const int64_t rank = static_cast<int64_t>(scores.size());
+  const int64_t rank = static_cast<int64_t>(scores->size());
   if (!axis.ok() || (*axis != -1 && *axis != rank - 1)) return "its Softmax is not over the last axis";
-  if (b.mask) {
-    const Shape& mask = seen.shapes[0].at(nodes[*b.mask].inputs[b.mask_input]);
-    if (mask.size() > 2 && shape_numel(mask) != mask[mask.size() - 1] * mask[mask.size() - 2])
-      return "its mask varies by head";
-  }
+  if (std::string why = check_axes(model, seen, b); !why.empty()) return why;
   for (Branch& br : b.branch) {
-    auto split = reshape_for_heads(seen, nodes[br.split], channels, b.width);
+    const Node& p = nodes[br.projection];
+    const int64_t outputs = model.initializers.at(p.inputs[1]).dim(output_axis(p));
+    if (outputs != (br.slice ? 3 : 1) * channels)
+      return fmt::format("{} has {} outputs, not {} x {} heads of {}", p.describe(), outputs,
+                         br.slice ? 3 : 1, b.heads, b.width);
+    auto split = reshape_for_heads(seen, nodes[br.split], channels, b.width, true);
     if (!split) return not_followed;
     br.split_shape = *split;
     if (br.slice) {
@@ -407,7 +494,7 @@ std::string shape_block(const Model& model, const Seen& seen, Block& b) {
       br.segment = *segment;
     }
   }
-  auto merge = reshape_for_heads(seen, nodes[b.merge], b.width, channels);
+  auto merge = reshape_for_heads(seen, nodes[b.merge], b.width, channels, false);
   if (!merge) return not_followed;
   b.merge_shape = *merge;
   std::set<int64_t> segments;
@@ -440,7 +527,7 @@ std::vector<bool> live_nodes(const Model& model, const std::set<std::pair<size_t
                           [&](const std::string& o) { return needed.count(o); });
     if (!live[i]) continue;
     for (size_t k = 0; k < n.inputs.size(); ++k)
-      if (!ignored.count({i, k})) needed.insert(n.inputs[k]);
+      if (n.has_input(k) && !ignored.count({i, k})) needed.insert(n.inputs[k]);
   }
   return live;
 }
@@ -593,14 +680,14 @@ bool biases_fit(const Model& model, const Block& b) {
   return true;
 }
 
-// Drops the nodes that were live before the rewrite and are not now (the shape computations only
-// the replaced inputs read), and the initializers only they read.
-void drop_orphans(Model& model, const std::vector<bool>& live_before,
-                  const std::map<std::string, int>& read_before) {
+// Drops the nodes no graph output needs after the rewrite (the shape computations only the replaced
+// inputs read, and any that were unread before: they would see the new shapes), and the
+// initializers only they read.
+void drop_orphans(Model& model, const std::map<std::string, int>& read_before) {
   const std::vector<bool> live = live_nodes(model, {});
   std::vector<Node> kept;
   for (size_t i = 0; i < model.nodes.size(); ++i)
-    if (live[i] || !live_before[i]) kept.push_back(std::move(model.nodes[i]));
+    if (live[i]) kept.push_back(std::move(model.nodes[i]));
   model.nodes = std::move(kept);
   const std::map<std::string, int> readers = value_readers(model);
   for (auto it = model.initializers.begin(); it != model.initializers.end();)
@@ -617,6 +704,12 @@ Result<std::vector<ChannelGroup>> prune_attention_heads(
   std::set<std::string> shaped, counted;
   for (const Block& b : blocks) wanted(model, b, shaped, counted);
   Result<Seen> seen = probe(model, shaped, counted);
+  if (!seen.ok()) {
+    log(LogLevel::warn,
+        "{}: {} attention block(s) keep their heads: the model could not be run to learn its shapes: {}",
+        model.source, blocks.size(), seen.status().message());
+    return std::vector<ChannelGroup>{};
+  }
   const std::map<std::string, int> readers = value_readers(model);
   std::vector<ChannelGroup> report;
   std::vector<Ints> kept(blocks.size());
@@ -624,8 +717,7 @@ Result<std::vector<ChannelGroup>> prune_attention_heads(
     Block& b = blocks[i];
     ChannelGroup g;
     for (size_t p : projections(b)) g.producers.push_back(model.nodes[p].name);
-    b.kept_whole = seen.ok() ? shape_block(model, *seen, b)
-                             : "the model could not be run to learn its shapes: " + seen.status().message();
+    b.kept_whole = shape_block(model, *seen, b);
     if (b.kept_whole.empty() && !biases_fit(model, b))
       b.kept_whole = "a projection's bias is not one per output";
     if (b.kept_whole.empty()) b.kept_whole = outside_readers(model, b, readers);
@@ -651,7 +743,6 @@ Result<std::vector<ChannelGroup>> prune_attention_heads(
     g.kept_whole = b.kept_whole;
     report.push_back(std::move(g));
   }
-  const std::vector<bool> live_before = live_nodes(model, {});
   InitializerSlicer slicer(model);
   bool changed = false;
   for (size_t i = 0; i < blocks.size(); ++i) {
@@ -659,7 +750,7 @@ Result<std::vector<ChannelGroup>> prune_attention_heads(
     remove_heads(model, blocks[i], kept[i], slicer);
     changed = true;
   }
-  if (changed) drop_orphans(model, live_before, readers);
+  if (changed) drop_orphans(model, readers);
   SP_RETURN_IF_ERROR(model.validate().prefixed("after removing attention heads"));
   return report;
 }

@@ -23,16 +23,23 @@ namespace sparrow {
 // Transposes and a Reshape that joins the heads into channels, read by a MatMul or Gemm on a
 // constant weight (the output projection).
 //
+// The heads must stay on one batch axis of both products (Transposes followed by their perms), the
+// Softmax must not run over it, a mask must be 1 on it, and the merge must find them just before
+// their channels.
+//
 // Removing head h removes the query, key and value projections' rows of h and their bias entries,
 // and the output projection's columns of h: the model then computes what the original does with
 // h's value rows and bias entries zeroed. The Reshapes and Slices between the projections get
-// constant shapes and bounds for the heads kept (0 and -1 for the dimensions that follow the
-// batch), and the shape computations that only they read go. The shapes are learnt by running the
-// model at two batch sizes on zeros, so a block whose inputs cannot be made that way stays whole.
+// constant shapes and bounds for the heads kept (0 for the dimensions copied from their input, -1
+// for the one that holds the heads), and the nodes no output needs any more (the shape computations
+// only they read) go. The shapes are learnt by running the model on zeros with every open input
+// dimension 2, then 3; a model that cannot run so keeps every block whole (with a warning).
 //
 // A block stays whole, with the reason in its ChannelGroup, where a weight is shared with other
-// nodes, where a value between the projections is read by anything else, or where its rule says
-// so. Blocks are reported in graph order, with `head_width` set.
+// nodes, where a value between the projections is read by anything else, where its shapes or axes
+// are not those above, or where its rule says so. Blocks are reported in graph order, with
+// `head_width` set; `--channel-multiple` does not apply to them (a head is already a block of
+// channels).
 Result<std::vector<ChannelGroup>> prune_attention_heads(
     Model& model, const StructuredRule& rule, const std::map<std::string, StructuredRule>& per_layer);
 

@@ -83,7 +83,7 @@ Result<GroupRule> group_rule(const Model& model, const std::vector<size_t>& prod
     if (own && prunes(*own) && prunes(*layer) &&
         structured_rule_text(own->rule) != structured_rule_text(layer->rule))
       return errorf(
-          "layers '{}' ({}) and '{}' ({}) share their output channels (one channel group): give "
+          "layers '{}' ({}) and '{}' ({}) share their output channels or heads (one group): give "
           "them one structured rule",
           own->key, structured_rule_text(own->rule), layer->key, structured_rule_text(layer->rule));
     if (!own || !prunes(*layer)) own = layer;
@@ -111,7 +111,8 @@ void InitializerSlicer::slice(Node& n, size_t k, int axis, const std::vector<int
 
 void InitializerSlicer::set_ints(Node& n, size_t k, const std::vector<int64_t>& values) {
   const std::string name = claim_name(used_, n.name + "/input" + std::to_string(k));
-  drop(n, k);
+  if (n.inputs.size() <= k) n.inputs.resize(k + 1);
+  if (n.has_input(k)) drop(n, k);
   model_.initializers[name] = Tensor::i64({static_cast<int64_t>(values.size())}, values);
   ++readers_[name];
   n.inputs[k] = name;

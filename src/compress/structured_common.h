@@ -29,7 +29,7 @@ struct GroupRule {
   // Why the group stays whole because of a layer's own rule "none" (or its exclusion), else empty.
   std::string why_whole() const;
 };
-// The producers' own rule (by node or weight name, as other settings resolve), else `rule`. Where
+// The producers' own rule (by weight name over node name, as other settings resolve), else `rule`. Where
 // the producers' rules differ, none (an excluded layer's) wins; two different rules that both
 // prune are refused.
 Result<GroupRule> group_rule(const Model& model, const std::vector<size_t>& producers,
@@ -44,9 +44,10 @@ class InitializerSlicer {
 
   // Input k of `n` keeps the entries at `keep` along `axis`.
   void slice(Node& n, size_t k, int axis, const std::vector<int64_t>& keep);
-  // Input k of `n` becomes a new int64 initializer holding `values` (named after the node).
+  // Input k of `n` (added where the node has fewer inputs) becomes a new int64 initializer holding
+  // `values`, named after the node.
   void set_ints(Node& n, size_t k, const std::vector<int64_t>& values);
-  // Input k of `n` is no longer read.
+  // Input k of `n` is no longer read; an initializer that nothing reads any more goes.
   void drop(Node& n, size_t k);
 
  protected:

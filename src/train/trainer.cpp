@@ -5,11 +5,13 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -87,6 +89,200 @@ std::vector<int64_t> symmetric_pads(const Node& n) {
   return {pads[0], pads[1]};
 }
 
+// A node's inputs by position (initializers included).
+using Inputs = std::function<torch::Tensor(size_t)>;
+// One ONNX operator in torch operations; `opset` is the model's default-domain version.
+using TorchOp = torch::Tensor (*)(const Node& n, const Inputs& in, int64_t opset);
+
+std::vector<int64_t> values_of(const torch::Tensor& t) {
+  const torch::Tensor c = t.to(torch::kInt64).contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+}
+int64_t normalized(int64_t axis, int64_t rank) {
+  return axis < 0 ? axis + rank : axis;
+}
+// The axes of Unsqueeze, Squeeze or ReduceMean: input k where the node has it, else the attribute.
+std::vector<int64_t> axes_of(const Node& n, const Inputs& in, size_t k) {
+  return n.has_input(k) ? values_of(in(k)) : ints(n, "axes", {});
+}
+
+torch::Tensor gemm(const Node& n, const Inputs& in, int64_t) {
+  torch::Tensor a = int_attr(n, "transA", 0) ? in(0).t() : in(0);
+  torch::Tensor b = int_attr(n, "transB", 0) ? in(1).t() : in(1);
+  torch::Tensor y = torch::matmul(a, b) * float_attr(n, "alpha", 1.0f);
+  if (n.has_input(2)) y = y + in(2) * float_attr(n, "beta", 1.0f);
+  return y;
+}
+// ONNX divides integers with truncation (shape arithmetic); torch's `/` would give floats.
+torch::Tensor divide(const Node&, const Inputs& in, int64_t) {
+  const torch::Tensor a = in(0), b = in(1);
+  if (!a.is_floating_point() && !b.is_floating_point()) return torch::div(a, b, "trunc");
+  return a / b;
+}
+torch::Tensor flatten(const Node& n, const Inputs& in, int64_t) {
+  torch::Tensor x = in(0);
+  const int64_t axis = normalized(int_attr(n, "axis", 1), x.dim());
+  return x.reshape({axis == 0 ? 1 : x.flatten(0, axis - 1).size(0), -1});
+}
+torch::Tensor reshape(const Node&, const Inputs& in, int64_t) {
+  torch::Tensor x = in(0);
+  std::vector<int64_t> shape = values_of(in(1));
+  for (size_t i = 0; i < shape.size(); ++i)
+    if (shape[i] == 0) shape[i] = x.size(static_cast<int64_t>(i));
+  return x.reshape(shape);
+}
+torch::Tensor softmax(const Node& n, const Inputs& in, int64_t opset) {
+  const int64_t axis = int_attr(n, "axis", opset < 13 ? 1 : -1);
+  return n.op_type == "Softmax" ? torch::softmax(in(0), axis) : torch::log_softmax(in(0), axis);
+}
+torch::Tensor conv(const Node& n, const Inputs& in, int64_t) {
+  auto pads = symmetric_pads(n);
+  return torch::conv2d(in(0), in(1), n.has_input(2) ? in(2) : torch::Tensor(), ints(n, "strides", {1, 1}),
+                       pads, ints(n, "dilations", {1, 1}), int_attr(n, "group", 1));
+}
+torch::Tensor max_pool(const Node& n, const Inputs& in, int64_t) {
+  auto pads = symmetric_pads(n);
+  return torch::max_pool2d(in(0), ints(n, "kernel_shape", {}), ints(n, "strides", {1, 1}), pads,
+                           ints(n, "dilations", {1, 1}), int_attr(n, "ceil_mode", 0) != 0);
+}
+torch::Tensor average_pool(const Node& n, const Inputs& in, int64_t) {
+  auto pads = symmetric_pads(n);
+  return torch::avg_pool2d(in(0), ints(n, "kernel_shape", {}), ints(n, "strides", {1, 1}), pads,
+                           int_attr(n, "ceil_mode", 0) != 0, int_attr(n, "count_include_pad", 0) != 0);
+}
+torch::Tensor batch_norm(const Node& n, const Inputs& in, int64_t) {
+  return torch::batch_norm(in(0), in(1), in(2), in(3), in(4), false, 0.0, float_attr(n, "epsilon", 1e-5f),
+                           false);
+}
+torch::Tensor transpose(const Node& n, const Inputs& in, int64_t) {
+  torch::Tensor x = in(0);
+  std::vector<int64_t> reversed(static_cast<size_t>(x.dim()));
+  for (int64_t d = 0; d < x.dim(); ++d) reversed[static_cast<size_t>(d)] = x.dim() - 1 - d;
+  return x.permute(ints(n, "perm", reversed));
+}
+torch::Tensor shape(const Node& n, const Inputs& in, int64_t) {
+  if (n.attrs.count("start") || n.attrs.count("end"))
+    throw std::runtime_error(n.describe() + ": Shape with start or end is not supported for training");
+  return torch::tensor(in(0).sizes().vec(), torch::kInt64);
+}
+// x's entries at the indices along `axis`, the indices' shape in place of that axis.
+torch::Tensor gather(const Node& n, const Inputs& in, int64_t) {
+  torch::Tensor x = in(0), indices = in(1).to(torch::kInt64);
+  const int64_t axis = normalized(int_attr(n, "axis", 0), x.dim());
+  indices = torch::where(indices < 0, indices + x.size(axis), indices);
+  std::vector<int64_t> out(x.sizes().begin(), x.sizes().begin() + axis);
+  for (int64_t d : indices.sizes()) out.push_back(d);
+  out.insert(out.end(), x.sizes().begin() + axis + 1, x.sizes().end());
+  return x.index_select(axis, indices.flatten()).reshape(out);
+}
+torch::Tensor unsqueeze(const Node& n, const Inputs& in, int64_t) {
+  torch::Tensor x = in(0);
+  std::vector<int64_t> axes = axes_of(n, in, 1);
+  const int64_t rank = x.dim() + static_cast<int64_t>(axes.size());
+  for (int64_t& a : axes) a = normalized(a, rank);
+  std::sort(axes.begin(), axes.end());
+  for (int64_t a : axes) x = x.unsqueeze(a);
+  return x;
+}
+torch::Tensor squeeze(const Node& n, const Inputs& in, int64_t) {
+  torch::Tensor x = in(0);
+  std::vector<int64_t> axes = axes_of(n, in, 1);
+  if (axes.empty()) return x.squeeze();
+  for (int64_t& a : axes) a = normalized(a, x.dim());
+  std::sort(axes.rbegin(), axes.rend());
+  for (int64_t a : axes) x = x.squeeze(a);
+  return x;
+}
+torch::Tensor concat(const Node& n, const Inputs& in, int64_t) {
+  std::vector<torch::Tensor> parts;
+  for (size_t k = 0; k < n.inputs.size(); ++k) parts.push_back(in(k));
+  return torch::cat(parts, normalized(int_attr(n, "axis", 0), parts.at(0).dim()));
+}
+// Slice with positive steps (bounds clamped to the axis, as ONNX does).
+torch::Tensor slice(const Node& n, const Inputs& in, int64_t opset) {
+  torch::Tensor x = in(0);
+  std::vector<int64_t> starts, ends, axes, steps;
+  if (opset >= 10) {
+    starts = values_of(in(1)), ends = values_of(in(2));
+    if (n.has_input(3)) axes = values_of(in(3));
+    if (n.has_input(4)) steps = values_of(in(4));
+  } else {
+    starts = ints(n, "starts", {}), ends = ints(n, "ends", {}), axes = ints(n, "axes", {});
+  }
+  for (size_t i = axes.size(); i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+  if (ends.size() != starts.size() || axes.size() != starts.size() ||
+      (!steps.empty() && steps.size() != starts.size()))
+    throw std::runtime_error(n.describe() + ": Slice's starts, ends, axes and steps differ in length");
+  for (size_t i = 0; i < starts.size(); ++i) {
+    const int64_t axis = normalized(axes[i], x.dim()), dim = x.size(axis),
+                  step = steps.empty() ? 1 : steps[i];
+    if (step <= 0)
+      throw std::runtime_error(n.describe() + ": only positive Slice steps are supported for training");
+    auto clamp = [dim](int64_t v) { return std::clamp<int64_t>(v < 0 ? v + dim : v, 0, dim); };
+    x = x.slice(axis, clamp(starts[i]), clamp(ends[i]), step);
+  }
+  return x;
+}
+torch::Tensor cast(const Node& n, const Inputs& in, int64_t) {
+  static const std::map<int64_t, torch::ScalarType> types = {
+      {1, torch::kFloat32}, {6, torch::kInt32}, {7, torch::kInt64}, {9, torch::kBool}, {11, torch::kFloat64}};
+  auto it = types.find(int_attr(n, "to", 1));
+  if (it == types.end())
+    throw std::runtime_error(n.describe() + ": Cast to this type is not supported for training");
+  return in(0).to(it->second);
+}
+torch::Tensor reduce_mean(const Node& n, const Inputs& in, int64_t) {
+  torch::Tensor x = in(0);
+  std::vector<int64_t> axes = axes_of(n, in, 1);
+  if (axes.empty())
+    for (int64_t d = 0; d < x.dim(); ++d) axes.push_back(d);
+  return x.mean(axes, int_attr(n, "keepdims", 1) != 0);
+}
+
+// The operators training runs, by ONNX name.
+const std::map<std::string, TorchOp>& torch_ops() {
+  static const std::map<std::string, TorchOp> table = {
+      {"Gemm", gemm},
+      {"MatMul", [](const Node&, const Inputs& in, int64_t) { return torch::matmul(in(0), in(1)); }},
+      {"Add", [](const Node&, const Inputs& in, int64_t) { return in(0) + in(1); }},
+      {"Sub", [](const Node&, const Inputs& in, int64_t) { return in(0) - in(1); }},
+      {"Mul", [](const Node&, const Inputs& in, int64_t) { return in(0) * in(1); }},
+      {"Div", divide},
+      {"Pow", [](const Node&, const Inputs& in, int64_t) { return torch::pow(in(0), in(1)); }},
+      {"Sqrt", [](const Node&, const Inputs& in, int64_t) { return torch::sqrt(in(0)); }},
+      {"Erf", [](const Node&, const Inputs& in, int64_t) { return torch::erf(in(0)); }},
+      {"Relu", [](const Node&, const Inputs& in, int64_t) { return torch::relu(in(0)); }},
+      {"LeakyRelu", [](const Node& n, const Inputs& in,
+                       int64_t) { return torch::leaky_relu(in(0), float_attr(n, "alpha", 0.01f)); }},
+      {"Sigmoid", [](const Node&, const Inputs& in, int64_t) { return torch::sigmoid(in(0)); }},
+      {"Tanh", [](const Node&, const Inputs& in, int64_t) { return torch::tanh(in(0)); }},
+      {"Identity", [](const Node&, const Inputs& in, int64_t) { return in(0); }},
+      {"Dropout", [](const Node&, const Inputs& in, int64_t) { return in(0); }},
+      {"Flatten", flatten},
+      {"Reshape", reshape},
+      {"Softmax", softmax},
+      {"LogSoftmax", softmax},
+      {"Conv", conv},
+      {"MaxPool", max_pool},
+      {"AveragePool", average_pool},
+      {"GlobalAveragePool",
+       [](const Node&, const Inputs& in, int64_t) {
+         return torch::adaptive_avg_pool2d(in(0), {1, 1});
+       }},
+      {"BatchNormalization", batch_norm},
+      {"Transpose", transpose},
+      {"Shape", shape},
+      {"Gather", gather},
+      {"Unsqueeze", unsqueeze},
+      {"Squeeze", squeeze},
+      {"Concat", concat},
+      {"Slice", slice},
+      {"Cast", cast},
+      {"ReduceMean", reduce_mean},
+  };
+  return table;
+}
+
 // Runs the IR graph with torch operations. `weight` supplies every initializer (trainable ones as
 // parameters, derived ones such as codebook-shared weights as expressions).
 class GraphRunner {
@@ -101,71 +297,18 @@ class GraphRunner {
       auto it = v.find(name);
       return it != v.end() ? it->second : weight_(name);
     };
-    for (const Node& n : m_.nodes) v[n.outputs[0]] = run(n, get);
+    for (const Node& n : m_.nodes) {
+      auto op = n.domain.empty() ? torch_ops().find(n.op_type) : torch_ops().end();
+      if (op == torch_ops().end())
+        throw std::runtime_error(
+            fmt::format("{}: operator {} is not supported for training", n.describe(), n.op_type));
+      v[n.outputs[0]] = op->second(
+          n, [&](size_t k) { return get(n.inputs.at(k)); }, m_.opset);
+    }
     return v.at(m_.outputs.at(0).name);
   }
 
  private:
-  template <class Get>
-  torch::Tensor run(const Node& n, Get& get) {
-    const std::string& op = n.op_type;
-    auto in = [&](size_t i) { return get(n.inputs[i]); };
-    if (op == "Gemm") {
-      torch::Tensor a = int_attr(n, "transA", 0) ? in(0).t() : in(0);
-      torch::Tensor b = int_attr(n, "transB", 0) ? in(1).t() : in(1);
-      torch::Tensor y = torch::matmul(a, b) * float_attr(n, "alpha", 1.0f);
-      if (n.has_input(2)) y = y + in(2) * float_attr(n, "beta", 1.0f);
-      return y;
-    }
-    if (op == "MatMul") return torch::matmul(in(0), in(1));
-    if (op == "Add") return in(0) + in(1);
-    if (op == "Sub") return in(0) - in(1);
-    if (op == "Mul") return in(0) * in(1);
-    if (op == "Div") return in(0) / in(1);
-    if (op == "Relu") return torch::relu(in(0));
-    if (op == "LeakyRelu") return torch::leaky_relu(in(0), float_attr(n, "alpha", 0.01f));
-    if (op == "Sigmoid") return torch::sigmoid(in(0));
-    if (op == "Tanh") return torch::tanh(in(0));
-    if (op == "Identity" || op == "Dropout") return in(0);
-    if (op == "Flatten") {
-      torch::Tensor x = in(0);
-      int64_t axis = int_attr(n, "axis", 1);
-      if (axis < 0) axis += x.dim();
-      return x.reshape({axis == 0 ? 1 : x.flatten(0, axis - 1).size(0), -1});
-    }
-    if (op == "Reshape") {
-      torch::Tensor x = in(0), s = in(1).to(torch::kInt64);
-      std::vector<int64_t> shape(s.data_ptr<int64_t>(), s.data_ptr<int64_t>() + s.numel());
-      for (size_t i = 0; i < shape.size(); ++i)
-        if (shape[i] == 0) shape[i] = x.size(static_cast<int64_t>(i));
-      return x.reshape(shape);
-    }
-    if (op == "Softmax" || op == "LogSoftmax") {
-      int64_t axis = int_attr(n, "axis", m_.opset < 13 ? 1 : -1);
-      return op == "Softmax" ? torch::softmax(in(0), axis) : torch::log_softmax(in(0), axis);
-    }
-    if (op == "Conv") {
-      auto pads = symmetric_pads(n);
-      return torch::conv2d(in(0), in(1), n.has_input(2) ? in(2) : torch::Tensor(), ints(n, "strides", {1, 1}),
-                           pads, ints(n, "dilations", {1, 1}), int_attr(n, "group", 1));
-    }
-    if (op == "MaxPool") {
-      auto pads = symmetric_pads(n);
-      return torch::max_pool2d(in(0), ints(n, "kernel_shape", {}), ints(n, "strides", {1, 1}), pads,
-                               ints(n, "dilations", {1, 1}), int_attr(n, "ceil_mode", 0) != 0);
-    }
-    if (op == "AveragePool") {
-      auto pads = symmetric_pads(n);
-      return torch::avg_pool2d(in(0), ints(n, "kernel_shape", {}), ints(n, "strides", {1, 1}), pads,
-                               int_attr(n, "ceil_mode", 0) != 0, int_attr(n, "count_include_pad", 0) != 0);
-    }
-    if (op == "GlobalAveragePool") return torch::adaptive_avg_pool2d(in(0), {1, 1});
-    if (op == "BatchNormalization")
-      return torch::batch_norm(in(0), in(1), in(2), in(3), in(4), false, 0.0, float_attr(n, "epsilon", 1e-5f),
-                               false);
-    throw std::runtime_error(fmt::format("{}: operator {} is not supported for training", n.describe(), op));
-  }
-
   const Model& m_;
   std::function<torch::Tensor(const std::string&)> weight_;
 };

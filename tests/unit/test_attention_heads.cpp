@@ -264,19 +264,71 @@ TEST(AttentionHeads, BlocksThatCannotLoseHeadsSayWhy) {
        "varies by head"},
       {"Softmax over another axis", [](Model& m) { m.nodes[15].attrs["axis"] = int64_t{2}; },
        "not over the last axis"},
+      {"heads joined without moving them back beside their channels",
+       [](Model& m) {  // [N, 4, 5, 3] read as [N, 5, 12]: a valid Reshape that mixes heads and tokens
+         m.initializers["join"] = test::make_i64({3}, {0, kSeq, kChannels});
+         m.nodes[18].inputs[0] = "a0";
+         m.nodes.erase(m.nodes.begin() + 17);
+       },
+       "do not reach the merge"},
       {"the layer's own rule", [](Model&) {}, "rule none for 'k_mm'"},
   };
   for (const Case& c : cases) {
     Model m = separate_projections(20);
     c.change(m);
     const Model before = m;
-    const auto groups = prune(m, "l1=0.5", {{"k_mm", StructuredRule{StructuredRule::Norm::none, 0}}});
+    std::map<std::string, StructuredRule> per_layer;
+    if (std::string(c.what) == "the layer's own rule") per_layer["k_mm"] = {StructuredRule::Norm::none, 0};
+    const auto groups = prune(m, "l1=0.5", per_layer);
     const ChannelGroup* heads = heads_group(groups);
     ASSERT_NE(heads, nullptr) << c.what;
     EXPECT_EQ(heads->kept, kHeads) << c.what;
     EXPECT_NE(heads->kept_whole.find(c.why), std::string::npos) << c.what << ": " << heads->kept_whole;
     EXPECT_EQ(m.initializers.at("wv").shape(), before.initializers.at("wv").shape()) << c.what;
   }
+}
+
+// Query and key from one projection are not a block this pass follows: nothing changes.
+TEST(AttentionHeads, QueryAndKeyFromOneProjectionAreLeftAlone) {
+  Model m = separate_projections(21);
+  m.nodes[5].inputs[1] = "q0";  // k_add reads the query's projection
+  m.nodes.erase(m.nodes.begin() + 4);
+  m.initializers.erase("wk");
+  const Model before = m;
+  const auto groups = prune(m, "l1=0.5");
+  EXPECT_EQ(heads_group(groups), nullptr);
+  for (const auto& [name, t] : before.initializers)
+    EXPECT_EQ(m.initializers.at(name).shape(), t.shape()) << name;
+}
+
+// A mask given with the batch ([N, 1, 1, tokens], as BERT's exports take it) does not vary by head;
+// a [1, C] bias that the query and key share is copied where their slices would differ.
+TEST(AttentionHeads, ABatchMaskAndASharedBiasStillLoseHeads) {
+  Model original = separate_projections(22);
+  original.initializers.erase("mask");
+  original.inputs.push_back(ValueInfo{"mask", ElemType::f32, {-1, 1, 1, kSeq}, {"N", "", "", ""}, true});
+  original.initializers["bq"].reshape({1, kChannels});
+  original.nodes[5].inputs[0] = "bq";  // k_add
+  original.initializers.erase("bk");
+  for (const char* w : {"wq", "wk", "wv"}) zero_heads(original.initializers[w], {0, 3}, 1);
+  zero_heads(original.initializers["bq"], {0, 3}, 1);
+  zero_heads(original.initializers["bv"], {0, 3}, 0);
+  zero_heads(original.initializers["wo"], {0, 3}, 0);
+  Model pruned = original;
+  const auto groups = prune(pruned, "l1=0.5");
+  ASSERT_NE(heads_group(groups), nullptr);
+  EXPECT_EQ(heads_group(groups)->kept, 2) << heads_group(groups)->kept_whole;
+  EXPECT_EQ(pruned.initializers.at("bq").shape(), (Shape{1, 6}));
+  const std::vector<Tensor> inputs = {test::random_f32({2, kSeq, kEmbed}, 23),
+                                      test::random_f32({2, 1, 1, kSeq}, 24)};
+  auto run = [&](const Model& m) {
+    auto ex = Executor::create(m);
+    EXPECT_TRUE(ex.ok()) << ex.status().message();
+    auto y = (*ex)->run(inputs);
+    EXPECT_TRUE(y.ok()) << y.status().message();
+    return y.ok() ? *(*y)[0] : Tensor();
+  };
+  EXPECT_LT(test::max_relative_error(run(pruned), run(original)), 1e-5);
 }
 
 // PyTorch's nn.TransformerEncoder as exported (shapes computed from Shape nodes, the batch

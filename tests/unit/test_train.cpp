@@ -1,5 +1,6 @@
 // Training with LibTorch: the IR round trip, learning a separable task, masks through momentum,
 // and trained quantization.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -25,6 +26,7 @@
 #include "test_util.h"
 
 #include "api/compress.h"
+#include "sparrow/compress.h"
 #include "sparrow/dataset.h"
 #include "sparrow/format.h"
 #include "sparrow/onnx.h"
@@ -107,6 +109,41 @@ TEST(Train, LearnsASeparableTask) {
     correct += std::max_element(row, row + 10) - row == val.labels[i];
   }
   EXPECT_NEAR(static_cast<double>(correct) / val.size(), r->back().val_accuracy, 0.01);
+}
+
+// PyTorch's nn.TransformerEncoder as exported (shape arithmetic on Shape, Gather, Unsqueeze, Concat
+// and integer Div; Slices of a fused projection; LayerNorm spelled out in ReduceMean, Pow, Sqrt):
+// training computes what the engine does, and after its heads are removed it still learns.
+TEST(Train, APyTorchTransformerEncoderTrainsAsTheEngineRunsIt) {
+  const std::string path = std::string(SPARROW_CORPUS_DIR) + "/transformer_dead_heads_op13.onnx";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << "corpus model not generated (needs torch): " << path;
+  Model m = *load_onnx(path);
+  LabeledData data{test::random_f32({256, 6, 32}, 5), {}};
+  auto ex = Executor::create(m);
+  ASSERT_TRUE(ex.ok()) << ex.status().message();
+  auto out = (*ex)->run({&data.inputs, 1});
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  for (int64_t i = 0; i < data.size(); ++i) {
+    const float* row = (*out)[0]->f32_data() + i * 10;
+    data.labels.push_back(std::max_element(row, row + 10) - row);
+  }
+  TrainOptions still = quick(1);
+  still.lr = 1e-9;
+  Model same = m;
+  auto r = train_model(same, data, &data, still);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_GE(r->back().val_accuracy, 0.99) << "the trainer's forward pass agrees with the engine's";
+
+  Model pruned = m;
+  auto groups = prune_channels(pruned, StructuredRule{StructuredRule::Norm::l1, 0.5});
+  ASSERT_TRUE(groups.ok()) << groups.status().message();
+  ASSERT_TRUE(std::any_of(groups->begin(), groups->end(),
+                          [](const ChannelGroup& g) { return g.head_width > 0 && g.kept < g.channels; }));
+  TrainOptions learn = quick(4);
+  learn.lr = 0.02;
+  r = train_model(pruned, data, &data, learn);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_LT(r->back().loss, r->front().loss);
 }
 
 TEST(Train, SyntheticDigitsAreDeterministicAndLearnable) {
