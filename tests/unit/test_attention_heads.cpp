@@ -14,15 +14,6 @@ using Ints = std::vector<int64_t>;
 
 constexpr int64_t kSeq = 5, kHeads = 4, kWidth = 3, kChannels = kHeads * kWidth, kEmbed = 10;
 
-Tensor run_model(const Model& m, const Tensor& x) {
-  auto ex = Executor::create(m);
-  EXPECT_TRUE(ex.ok()) << ex.status().message();
-  if (!ex.ok()) return Tensor();
-  auto y = (*ex)->run({&x, 1});
-  EXPECT_TRUE(y.ok()) << y.status().message();
-  return y.ok() ? *(*y)[0] : Tensor();
-}
-
 // Zeroes the slices of `t` along `axis` that belong to `heads` (blocks of kWidth from `offset`).
 void zero_heads(Tensor& t, const Ints& heads, int axis, int64_t offset = 0) {
   const Shape& s = t.shape();
@@ -129,15 +120,6 @@ Model fused_projection(uint32_t seed) {
   return m;
 }
 
-std::vector<ChannelGroup> prune(Model& m, const std::string& rule,
-                                const std::map<std::string, StructuredRule>& per_layer = {}) {
-  auto r = parse_structured_rule(rule);
-  EXPECT_TRUE(r.ok()) << r.status().message();
-  auto groups = prune_channels(m, *r, per_layer);
-  EXPECT_TRUE(groups.ok()) << groups.status().message();
-  return groups.ok() ? *groups : std::vector<ChannelGroup>{};
-}
-
 const ChannelGroup* heads_group(const std::vector<ChannelGroup>& groups) {
   for (const ChannelGroup& g : groups)
     if (g.head_width > 0) return &g;
@@ -152,7 +134,7 @@ Ints removed_pair(const Model& original, const Tensor& x, const Tensor& pruned_y
       Model zeroed = original;
       zero_heads(zeroed.initializers["w_in"], {a, b}, 1, 0);  // the value's block comes first
       zero_heads(zeroed.initializers["b_in"], {a, b}, 0, 0);
-      if (test::max_relative_error(run_model(zeroed, x), pruned_y) < 1e-5) return {a, b};
+      if (test::max_relative_error(test::run_dense(zeroed, x), pruned_y) < 1e-5) return {a, b};
     }
   return {};
 }
@@ -163,7 +145,7 @@ TEST(AttentionHeads, HeadsThatCarryNothingGoAndTheOutputsStay) {
   for (const char* b : {"bq", "bk", "bv"}) zero_heads(original.initializers[b], {1, 3}, 0);
   zero_heads(original.initializers["wo"], {1, 3}, 0);
   Model pruned = original;
-  const auto groups = prune(pruned, "l1=0.5");
+  const auto groups = test::prune_structured(pruned, "l1=0.5");
   const ChannelGroup* heads = heads_group(groups);
   ASSERT_NE(heads, nullptr);
   EXPECT_EQ(heads->producers, (std::vector<std::string>{"q_mm", "k_mm", "v_mm"}));
@@ -177,7 +159,8 @@ TEST(AttentionHeads, HeadsThatCarryNothingGoAndTheOutputsStay) {
   EXPECT_EQ(pruned.initializers.at("wo").shape(), (Shape{6, kEmbed}));
   for (int64_t batch : {1, 3}) {
     const Tensor x = test::random_f32({batch, kSeq, kEmbed}, 40 + static_cast<uint32_t>(batch));
-    EXPECT_LT(test::max_relative_error(run_model(pruned, x), run_model(original, x)), 1e-5) << batch;
+    EXPECT_LT(test::max_relative_error(test::run_dense(pruned, x), test::run_dense(original, x)), 1e-5)
+        << batch;
   }
 }
 
@@ -193,11 +176,11 @@ TEST(AttentionHeads, EachPartOfAHeadCountsInItsScore) {
       zero_heads(original.initializers["wo"], {0, 2}, 0);
     }
     Model pruned = original;
-    const auto groups = prune(pruned, "l1=0.5");
+    const auto groups = test::prune_structured(pruned, "l1=0.5");
     ASSERT_NE(heads_group(groups), nullptr);
     EXPECT_EQ(heads_group(groups)->kept, 2);
     const Tensor x = test::random_f32({2, kSeq, kEmbed}, 45);
-    EXPECT_LT(test::max_relative_error(run_model(pruned, x), run_model(original, x)), 1e-5)
+    EXPECT_LT(test::max_relative_error(test::run_dense(pruned, x), test::run_dense(original, x)), 1e-5)
         << (value ? "value rows" : "output columns");
   }
 }
@@ -205,7 +188,7 @@ TEST(AttentionHeads, EachPartOfAHeadCountsInItsScore) {
 TEST(AttentionHeads, AFusedProjectionLosesTheSameHeadsInItsThreeBlocks) {
   const Model original = fused_projection(11);
   Model pruned = original;
-  const auto groups = prune(pruned, "l2=0.5");
+  const auto groups = test::prune_structured(pruned, "l2=0.5");
   const ChannelGroup* heads = heads_group(groups);
   ASSERT_NE(heads, nullptr);
   EXPECT_EQ(heads->producers, std::vector<std::string>{"in_proj"});
@@ -214,21 +197,21 @@ TEST(AttentionHeads, AFusedProjectionLosesTheSameHeadsInItsThreeBlocks) {
   EXPECT_EQ(pruned.initializers.at("w_in").shape(), (Shape{kEmbed, 18}));
   EXPECT_EQ(pruned.initializers.at("w_out").shape(), (Shape{kEmbed, 6}));
   const Tensor x = test::random_f32({kSeq, 2, kEmbed}, 50);
-  const Tensor y = run_model(pruned, x);
+  const Tensor y = test::run_dense(pruned, x);
   ASSERT_EQ(y.shape(), (Shape{kSeq * 2, kEmbed}));
   const Ints removed = removed_pair(original, x, y);
   ASSERT_EQ(removed.size(), 2u) << "no pair of heads with zeroed value rows gives the pruned outputs";
   Model zeroed = original;
   zero_heads(zeroed.initializers["w_in"], removed, 1, 0);
   zero_heads(zeroed.initializers["b_in"], removed, 0, 0);
-  EXPECT_GT(test::max_relative_error(run_model(zeroed, x), run_model(original, x)), 1e-3)
+  EXPECT_GT(test::max_relative_error(test::run_dense(zeroed, x), test::run_dense(original, x)), 1e-3)
       << "the removed heads carried something";
 }
 
 TEST(AttentionHeads, NothingRemovedLeavesTheModelAsItWas) {
   const Model original = fused_projection(12);
   Model same = original;
-  const auto groups = prune(same, "l1=0");
+  const auto groups = test::prune_structured(same, "l1=0");
   ASSERT_NE(heads_group(groups), nullptr);
   EXPECT_EQ(heads_group(groups)->kept, kHeads);
   EXPECT_EQ(same.nodes.size(), original.nodes.size());
@@ -279,7 +262,7 @@ TEST(AttentionHeads, BlocksThatCannotLoseHeadsSayWhy) {
     const Model before = m;
     std::map<std::string, StructuredRule> per_layer;
     if (std::string(c.what) == "the layer's own rule") per_layer["k_mm"] = {StructuredRule::Norm::none, 0};
-    const auto groups = prune(m, "l1=0.5", per_layer);
+    const auto groups = test::prune_structured(m, "l1=0.5", per_layer);
     const ChannelGroup* heads = heads_group(groups);
     ASSERT_NE(heads, nullptr) << c.what;
     EXPECT_EQ(heads->kept, kHeads) << c.what;
@@ -295,7 +278,7 @@ TEST(AttentionHeads, QueryAndKeyFromOneProjectionAreLeftAlone) {
   m.nodes.erase(m.nodes.begin() + 4);
   m.initializers.erase("wk");
   const Model before = m;
-  const auto groups = prune(m, "l1=0.5");
+  const auto groups = test::prune_structured(m, "l1=0.5");
   EXPECT_EQ(heads_group(groups), nullptr);
   for (const auto& [name, t] : before.initializers)
     EXPECT_EQ(m.initializers.at(name).shape(), t.shape()) << name;
@@ -315,7 +298,7 @@ TEST(AttentionHeads, ABatchMaskAndASharedBiasStillLoseHeads) {
   zero_heads(original.initializers["bv"], {0, 3}, 0);
   zero_heads(original.initializers["wo"], {0, 3}, 0);
   Model pruned = original;
-  const auto groups = prune(pruned, "l1=0.5");
+  const auto groups = test::prune_structured(pruned, "l1=0.5");
   ASSERT_NE(heads_group(groups), nullptr);
   EXPECT_EQ(heads_group(groups)->kept, 2) << heads_group(groups)->kept_whole;
   EXPECT_EQ(pruned.initializers.at("bq").shape(), (Shape{1, 6}));
@@ -344,8 +327,8 @@ TEST(AttentionHeads, PyTorchTransformerEncoderLosesItsDeadHeads) {
   ASSERT_TRUE(x.ok() && expected.ok());
   Model pruned = *model;
   const StructuredRule none{StructuredRule::Norm::none, 0};  // the feed-forward units are alive
-  const auto groups = prune(pruned, "l1=0.5",
-                            {{"/enc/layers.0/linear1/MatMul", none}, {"/enc/layers.1/linear1/MatMul", none}});
+  const auto groups = test::prune_structured(
+      pruned, "l1=0.5", {{"/enc/layers.0/linear1/MatMul", none}, {"/enc/layers.1/linear1/MatMul", none}});
   int blocks = 0;
   for (const ChannelGroup& g : groups) {
     if (g.head_width == 0) continue;
@@ -355,9 +338,9 @@ TEST(AttentionHeads, PyTorchTransformerEncoderLosesItsDeadHeads) {
   }
   EXPECT_EQ(blocks, 2);
   EXPECT_LT(pruned.nodes.size(), model->nodes.size()) << "the shape computations only the Reshapes read go";
-  EXPECT_LT(test::max_relative_error(run_model(pruned, *x), *expected), 1e-4);
+  EXPECT_LT(test::max_relative_error(test::run_dense(pruned, *x), *expected), 1e-4);
   const Tensor x1 = test::random_f32({1, x->dim(1), x->dim(2)}, 70);
-  EXPECT_LT(test::max_relative_error(run_model(pruned, x1), run_model(*model, x1)), 1e-4);
+  EXPECT_LT(test::max_relative_error(test::run_dense(pruned, x1), test::run_dense(*model, x1)), 1e-4);
 }
 
 // The CLI end to end: compress prints and records the heads, the file runs, and its dense export
@@ -384,7 +367,7 @@ TEST(AttentionHeads, CompressInspectAndExportShowTheSmallerBlocks) {
   auto x = read_npy(dir + "/transformer_dead_heads_op13.in0.npy");
   auto expected = read_npy(dir + "/transformer_dead_heads_op13.out0.npy");
   ASSERT_TRUE(x.ok() && expected.ok());
-  EXPECT_LT(test::max_relative_error(run_model(*exported, *x), *expected), 0.05) << "8-bit codes";
+  EXPECT_LT(test::max_relative_error(test::run_dense(*exported, *x), *expected), 0.05) << "8-bit codes";
 }
 
 }  // namespace

@@ -11,15 +11,6 @@ namespace {
 
 using Ints = std::vector<int64_t>;
 
-Tensor run_model(const Model& m, const Tensor& x) {
-  auto ex = Executor::create(m);
-  EXPECT_TRUE(ex.ok()) << ex.status().message();
-  if (!ex.ok()) return Tensor();
-  auto y = (*ex)->run({&x, 1});
-  EXPECT_TRUE(y.ok()) << y.status().message();
-  return y.ok() ? *(*y)[0] : Tensor();
-}
-
 // Zeroes the slices of `t` at `channels` along axis 0 (or along `axis`).
 void zero_channels(Tensor& t, const Ints& channels, int axis = 0) {
   const Shape& s = t.shape();
@@ -88,15 +79,6 @@ Model residual_net(bool dead) {
   return m;
 }
 
-std::vector<ChannelGroup> prune(Model& m, const std::string& rule,
-                                const std::map<std::string, StructuredRule>& per_layer = {}) {
-  auto r = parse_structured_rule(rule);
-  EXPECT_TRUE(r.ok()) << r.status().message();
-  auto groups = prune_channels(m, *r, per_layer);
-  EXPECT_TRUE(groups.ok()) << groups.status().message();
-  return groups.ok() ? *groups : std::vector<ChannelGroup>{};
-}
-
 TEST(Structured, RulesParseAndBadOnesAreNamed) {
   auto l2 = parse_structured_rule("l2=0.25");
   ASSERT_TRUE(l2.ok());
@@ -114,17 +96,17 @@ TEST(Structured, RulesParseAndBadOnesAreNamed) {
 TEST(Structured, NothingRemovedLeavesTheModelAsItWas) {
   const Model original = residual_net(false);
   Model same = original;
-  const auto groups = prune(same, "l1=0");
+  const auto groups = test::prune_structured(same, "l1=0");
   ASSERT_EQ(groups.size(), 5u);
   for (const auto& [name, t] : original.initializers)
     EXPECT_EQ(same.initializers.at(name).shape(), t.shape()) << name;
   const Tensor x = test::random_f32({2, 3, 8, 8}, 20);
-  EXPECT_EQ(test::max_relative_error(run_model(same, x), run_model(original, x)), 0.0);
+  EXPECT_EQ(test::max_relative_error(test::run_dense(same, x), test::run_dense(original, x)), 0.0);
 }
 
 TEST(Structured, GroupsFollowResidualsConcatAndFlatten) {
   Model m = residual_net(false);
-  const auto groups = prune(m, "l1=0.5");
+  const auto groups = test::prune_structured(m, "l1=0.5");
   ASSERT_EQ(groups.size(), 5u);
   EXPECT_EQ(groups[0].producers, std::vector<std::string>{"conv_a"});
   EXPECT_EQ(groups[1].producers, (std::vector<std::string>{"conv_b", "conv_c"}))
@@ -141,23 +123,23 @@ TEST(Structured, GroupsFollowResidualsConcatAndFlatten) {
                                             {"wm", {8, 10}},      {"bm", {10}}};
   for (const auto& [name, shape] : shapes) EXPECT_EQ(m.initializers.at(name).shape(), shape) << name;
   EXPECT_EQ(std::get<int64_t>(m.nodes[6].attrs.at("group")), 4);
-  const Tensor y = run_model(m, test::random_f32({3, 3, 8, 8}, 21));
+  const Tensor y = test::run_dense(m, test::random_f32({3, 3, 8, 8}, 21));
   EXPECT_EQ(y.shape(), (Shape{3, 10}));
 }
 
 TEST(Structured, RemovingChannelsThatCarryNothingKeepsTheOutputs) {
   const Model original = residual_net(true);
   Model pruned = original;
-  const auto groups = prune(pruned, "l1=0.5");
+  const auto groups = test::prune_structured(pruned, "l1=0.5");
   ASSERT_EQ(groups.size(), 5u);
   EXPECT_LT(pruned.parameter_count(), original.parameter_count() / 2);
   const Tensor x = test::random_f32({2, 3, 8, 8}, 22);
-  EXPECT_LT(test::max_relative_error(run_model(pruned, x), run_model(original, x)), 1e-5);
+  EXPECT_LT(test::max_relative_error(test::run_dense(pruned, x), test::run_dense(original, x)), 1e-5);
 }
 
 TEST(Structured, PerLayerRulesAndTheL2Norm) {
   Model m = residual_net(true);
-  const auto groups = prune(
+  const auto groups = test::prune_structured(
       m, "l2=0.5",
       {{"conv_c", StructuredRule{StructuredRule::Norm::none, 0}}, {"w1", *parse_structured_rule("l1=0.25")}});
   ASSERT_EQ(groups.size(), 5u);
@@ -165,7 +147,7 @@ TEST(Structured, PerLayerRulesAndTheL2Norm) {
   EXPECT_EQ(groups[1].kept, 8) << "a rule for one producer holds for its whole group";
   EXPECT_EQ(groups[3].kept, 12) << "by weight name";
   const Tensor x = test::random_f32({1, 3, 8, 8}, 23);
-  EXPECT_LT(test::max_relative_error(run_model(m, x), run_model(residual_net(true), x)), 1e-5);
+  EXPECT_LT(test::max_relative_error(test::run_dense(m, x), test::run_dense(residual_net(true), x)), 1e-5);
 }
 
 TEST(Structured, ChannelsThisPassCannotFollowAreKeptWhole) {
@@ -176,7 +158,7 @@ TEST(Structured, ChannelsThisPassCannotFollowAreKeptWhole) {
   // conv_a's weight is read by a second node (tied weights): neither may change its channels.
   m.nodes.push_back(Node{"twin", "Conv", "", {"x", "wa"}, {"t"}, {}});
   m.outputs.push_back(ValueInfo{"t"});
-  const auto groups = prune(m, "l1=0.5");
+  const auto groups = test::prune_structured(m, "l1=0.5");
   ASSERT_EQ(groups.size(), 6u);
   EXPECT_EQ(groups[0].producers, std::vector<std::string>{"conv_a"});
   EXPECT_EQ(groups[0].kept, 8);
@@ -191,7 +173,7 @@ TEST(Structured, ChannelsThisPassCannotFollowAreKeptWhole) {
   EXPECT_EQ(m.initializers.at("wa").shape(), (Shape{8, 3, 3, 3}));
   EXPECT_EQ(m.initializers.at("wb").shape(), (Shape{4, 8, 3, 3})) << "its input channels stay";
   const Tensor x = test::random_f32({1, 3, 8, 8}, 24);
-  EXPECT_EQ(run_model(m, x).shape(), (Shape{1, 10}));
+  EXPECT_EQ(test::run_dense(m, x).shape(), (Shape{1, 10}));
 }
 
 // x [N, 6] -> first (MatMul [6, 8] + an [8] bias constant, or Gemm with transB 0 and a [1, 8] bias)
@@ -225,14 +207,15 @@ TEST(Structured, WeightsStoredInputMajorAndPerChannelConstantsFollow) {
   for (bool gemm : {false, true}) {
     const Model original = hidden_layer_net(gemm);
     Model pruned = original;
-    const auto groups = prune(pruned, "l1=0.5");
+    const auto groups = test::prune_structured(pruned, "l1=0.5");
     ASSERT_EQ(groups.size(), 2u);
     EXPECT_EQ(groups[0].kept, 4) << gemm;
     EXPECT_EQ(pruned.initializers.at("w1").shape(), (Shape{6, 4}));
     EXPECT_EQ(pruned.initializers.at("b1").shape(), (gemm ? Shape{1, 4} : Shape{4}));
     EXPECT_EQ(pruned.initializers.at("w2").shape(), (Shape{4, 4}));
     const Tensor x = test::random_f32({3, 6}, 35);
-    EXPECT_LT(test::max_relative_error(run_model(pruned, x), run_model(original, x)), 1e-6) << gemm;
+    EXPECT_LT(test::max_relative_error(test::run_dense(pruned, x), test::run_dense(original, x)), 1e-6)
+        << gemm;
   }
 }
 
@@ -241,12 +224,12 @@ TEST(Structured, OnlyAReshapeToBatchByRestFlattens) {
     Model m = test::small_cnn();
     m.nodes[3] = Node{"flat", "Reshape", "", {"p", "shape"}, {"f"}, {}};
     m.initializers["shape"] = test::make_i64({2}, {first, -1});
-    const auto groups = prune(m, "l1=0.5");
+    const auto groups = test::prune_structured(m, "l1=0.5");
     ASSERT_EQ(groups.size(), 2u);
     EXPECT_EQ(groups[0].kept, first == 0 ? 2 : 4) << "[" << first << ", -1]";
     EXPECT_EQ(m.initializers.at("fw").shape(), (Shape{10, first == 0 ? 32 : 64}));
     if (first == 0) {
-      EXPECT_EQ(run_model(m, test::random_f32({2, 1, 8, 8}, 36)).shape(), (Shape{2, 10}));
+      EXPECT_EQ(test::run_dense(m, test::random_f32({2, 1, 8, 8}, 36)).shape(), (Shape{2, 10}));
     }
   }
 }
@@ -256,7 +239,7 @@ TEST(Structured, ASecondOutputKeepsTheChannelsWhole) {
   m.nodes.insert(m.nodes.begin() + 2, Node{"drop", "Dropout", "", {"r"}, {"rd", "mask"}, {}});
   m.nodes[3].inputs = {"rd"};
   m.outputs.push_back(ValueInfo{"mask"});
-  const auto groups = prune(m, "l1=0.5");
+  const auto groups = test::prune_structured(m, "l1=0.5");
   ASSERT_EQ(groups.size(), 2u);
   EXPECT_EQ(groups[0].kept, 4);
   EXPECT_NE(groups[0].kept_whole.find("node 'drop' (Dropout)"), std::string::npos) << groups[0].kept_whole;
@@ -268,15 +251,16 @@ TEST(Structured, ASharedBiasIsCopiedOnlyWhereItsSlicesDiffer) {
   m.nodes[3].inputs[2] = "ba";  // conv_b reads conv_a's bias, as exporters share equal tensors
   m.initializers.erase("bb");
   Model same = m;
-  prune(same, "l1=0");
+  test::prune_structured(same, "l1=0");
   EXPECT_EQ(same.initializers.size(), m.initializers.size()) << "nothing removed: nothing copied";
-  prune(m, "l1=0.5");  // the weights decide: conv_a keeps 0, 2, 3, 5; conv_b and conv_c 1, 4, 6, 7
+  test::prune_structured(
+      m, "l1=0.5");  // the weights decide: conv_a keeps 0, 2, 3, 5; conv_b and conv_c 1, 4, 6, 7
   ASSERT_NE(m.nodes[0].inputs[2], m.nodes[3].inputs[2]);
   const Tensor& a = m.initializers.at(m.nodes[0].inputs[2]);
   const Tensor& b = m.initializers.at(m.nodes[3].inputs[2]);
   EXPECT_EQ(std::vector<float>(a.f32_data(), a.f32_data() + a.numel()), (std::vector<float>{1, 3, 4, 6}));
   EXPECT_EQ(std::vector<float>(b.f32_data(), b.f32_data() + b.numel()), (std::vector<float>{2, 5, 7, 8}));
-  EXPECT_EQ(run_model(m, test::random_f32({1, 3, 8, 8}, 37)).shape(), (Shape{1, 10}));
+  EXPECT_EQ(test::run_dense(m, test::random_f32({1, 3, 8, 8}, 37)).shape(), (Shape{1, 10}));
 }
 
 TEST(Structured, AGroupTakesOneRuleAndAnExcludedLayerKeepsIt) {
@@ -307,7 +291,7 @@ TEST(Structured, KeptCountsRoundToAChannelMultiple) {
   EXPECT_EQ((*groups)[0].kept, 8) << "6 of 8 rounds to 8";
   EXPECT_EQ((*groups)[2].kept, 3) << "a group of no more than 4 channels keeps what the rule says";
   EXPECT_EQ((*groups)[3].kept, 12) << "11 of 16 rounds to 12";
-  EXPECT_EQ(run_model(m, test::random_f32({1, 3, 8, 8}, 38)).shape(), (Shape{1, 10}));
+  EXPECT_EQ(test::run_dense(m, test::random_f32({1, 3, 8, 8}, 38)).shape(), (Shape{1, 10}));
   Model down = residual_net(false);
   auto nine = prune_channels(down, *parse_structured_rule("l1=0.45"), {}, 4);
   ASSERT_TRUE(nine.ok());
@@ -381,10 +365,10 @@ TEST(Structured, LstmHiddenUnitsGoFromEveryGateAndWhatReadsThem) {
   const Tensor x = test::random_f32({5, 2, 6}, 64);
   const Model original = lstm_net(true);
   Model same = original;
-  prune(same, "l1=0");
-  EXPECT_EQ(test::max_relative_error(run_model(same, x), run_model(original, x)), 0.0);
+  test::prune_structured(same, "l1=0");
+  EXPECT_EQ(test::max_relative_error(test::run_dense(same, x), test::run_dense(original, x)), 0.0);
   Model pruned = original;
-  const auto groups = prune(pruned, "l1=0.5");
+  const auto groups = test::prune_structured(pruned, "l1=0.5");
   ASSERT_EQ(groups.size(), 3u);
   EXPECT_EQ(groups[0].producers, std::vector<std::string>{"l1"});
   EXPECT_EQ(groups[0].kept, 4);
@@ -400,25 +384,26 @@ TEST(Structured, LstmHiddenUnitsGoFromEveryGateAndWhatReadsThem) {
   EXPECT_EQ(init.at("wf").shape(), (Shape{3, 3}));
   EXPECT_EQ(pruned.nodes[2].inputs[5], "") << "the zeros initial_h is dropped: LSTM's default";
   EXPECT_EQ(std::get<int64_t>(pruned.nodes[2].attrs.at("hidden_size")), 4);
-  EXPECT_LT(test::max_relative_error(run_model(pruned, x), run_model(original, x)), 1e-5);
+  EXPECT_LT(test::max_relative_error(test::run_dense(pruned, x), test::run_dense(original, x)), 1e-5);
   // Without B (l2's), the rest slices the same.
   Model unbiased = lstm_net(true);
   unbiased.nodes[4].inputs[3] = "";
   unbiased.initializers.erase("l2_b");
   const Model unbiased_original = unbiased;
-  ASSERT_EQ(prune(unbiased, "l1=0.5").size(), 3u);
+  ASSERT_EQ(test::prune_structured(unbiased, "l1=0.5").size(), 3u);
   EXPECT_EQ(unbiased.initializers.at("l2_r").shape(), (Shape{1, 12, 3}));
-  EXPECT_LT(test::max_relative_error(run_model(unbiased, x), run_model(unbiased_original, x)), 1e-5);
+  EXPECT_LT(test::max_relative_error(test::run_dense(unbiased, x), test::run_dense(unbiased_original, x)),
+            1e-5);
   // An initial state built of ones is not followed: l1's units stay, l2's still go.
   Model ones = lstm_net(true);
   ones.nodes[0].attrs["value"] = test::make_f32({1}, {1.0f});
-  const auto kept = prune(ones, "l1=0.5");
+  const auto kept = test::prune_structured(ones, "l1=0.5");
   ASSERT_EQ(kept.size(), 3u);
   EXPECT_EQ(kept[0].kept, 8);
   EXPECT_NE(kept[0].kept_whole.find("node 'l1' (LSTM) starts from 'h0'"), std::string::npos)
       << kept[0].kept_whole;
   EXPECT_EQ(kept[1].kept, 3);
-  EXPECT_EQ(run_model(ones, x).shape(), (Shape{2, 3}));
+  EXPECT_EQ(test::run_dense(ones, x).shape(), (Shape{2, 3}));
   // The units axis squeezed or gathered is not followed: the units stay.
   for (const auto& [node, axis] : {std::pair<size_t, int64_t>{6, -1}, {3, -1}}) {
     Model m = lstm_net(false);
@@ -426,7 +411,7 @@ TEST(Structured, LstmHiddenUnitsGoFromEveryGateAndWhatReadsThem) {
       m.nodes[node].attrs["axis"] = axis;
     else
       m.initializers["minus_one"] = test::make_i64({1}, {axis}), m.nodes[node].inputs[1] = "minus_one";
-    const auto whole = prune(m, "l1=0.5");
+    const auto whole = test::prune_structured(m, "l1=0.5");
     ASSERT_GE(whole.size(), 2u);
     EXPECT_EQ(whole[node == 6 ? 1 : 0].kept, node == 6 ? 6 : 8) << m.nodes[node].describe();
   }
@@ -469,7 +454,7 @@ TEST(Structured, CompressRecordsTheGroupsAndRunsTheSmallerModel) {
   const Tensor x = test::random_f32({2, 3, 8, 8}, 25);
   auto y = (*ex)->run({&x, 1});
   ASSERT_TRUE(y.ok()) << y.status().message();
-  EXPECT_LT(test::max_relative_error(*(*y)[0], run_model(original, x)), 0.05) << "8-bit codes";
+  EXPECT_LT(test::max_relative_error(*(*y)[0], test::run_dense(original, x)), 0.05) << "8-bit codes";
 }
 
 }  // namespace

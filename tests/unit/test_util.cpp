@@ -99,6 +99,25 @@ SpwModel compressed_spw(const Model& model, double sparsity, BlockShape block, i
   return std::move(spw).value();
 }
 
+Tensor run_dense(const Model& m, const Tensor& x) {
+  auto ex = Executor::create(m);
+  EXPECT_TRUE(ex.ok()) << ex.status().message();
+  if (!ex.ok()) return Tensor();
+  auto y = (*ex)->run({&x, 1});
+  EXPECT_TRUE(y.ok()) << y.status().message();
+  return y.ok() ? *(*y)[0] : Tensor();
+}
+
+std::vector<ChannelGroup> prune_structured(Model& m, const std::string& rule,
+                                           const std::map<std::string, StructuredRule>& per_layer) {
+  auto r = parse_structured_rule(rule);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  if (!r.ok()) return {};
+  auto groups = prune_channels(m, *r, per_layer);
+  EXPECT_TRUE(groups.ok()) << groups.status().message();
+  return groups.ok() ? *groups : std::vector<ChannelGroup>{};
+}
+
 Model small_cnn(uint32_t seed) {
   Model m;
   m.source = "small_cnn";

@@ -1,6 +1,7 @@
 // Helpers shared by the unit tests.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,15 @@ ConstantShape initializer_shapes(const Model& m);
 // `model` compressed at `sparsity` with every layer kept compressed however small (no float
 // fallback: tests mean to run them on the engine), written as a .spw and read back.
 SpwModel compressed_spw(const Model& model, double sparsity, BlockShape block = {}, int partitions = 1);
+
+// The model's first output on the dense executor for one input (an empty tensor, and a test
+// failure, where it cannot run).
+Tensor run_dense(const Model& m, const Tensor& x);
+
+// Structured pruning of `m` under `rule` ("l1=0.5"...) and per-layer rules; the groups it reports
+// (none, and a test failure, where it fails).
+std::vector<ChannelGroup> prune_structured(Model& m, const std::string& rule,
+                                           const std::map<std::string, StructuredRule>& per_layer = {});
 
 // A small model: Conv -> Relu -> MaxPool -> Flatten -> Gemm, input [N, 1, 8, 8], 10 outputs.
 Model small_cnn(uint32_t seed = 7);
