@@ -115,17 +115,18 @@ struct SpwModel {
   Result<Model> to_dense_model() const;
 };
 
-// The .spw minor version written by default: 1.1 stores the graph in Sparrow's own encoding; 1.0
-// stored it as ONNX, which reading and writing then need the ONNX library for (sparrow/onnx.h).
-inline constexpr int kSpwVersionMinor = 1;
+// The .spw minor version written by default: 1.2 stores the graph in Sparrow's own encoding,
+// deflated; 1.1 stored that encoding as it is; 1.0 stored the graph as ONNX, which reading and
+// writing then need the ONNX library for (sparrow/onnx.h).
+inline constexpr int kSpwVersionMinor = 2;
 
 // Serializes to bytes (Huffman-codes each stream where that is smaller, when `huffman`), filling
-// model.storage, model.breakdown and model.file_bytes. `minor_version` 0 writes format 1.0, for
-// readers older than 1.1.
+// model.storage, model.breakdown and model.file_bytes. `minor_version` 1 or 0 writes format 1.1 or
+// 1.0, for older readers.
 Result<std::string> serialize_spw(SpwModel& model, bool huffman, int minor_version = kSpwVersionMinor);
 // serialize_spw, then an atomic write to `path`.
 Status write_spw(SpwModel& model, const std::string& path, bool huffman);
-// Reads and fully validates a .spw file (checksums, offsets, counts, codes), format 1.0 or 1.1.
+// Reads and fully validates a .spw file (checksums, offsets, counts, codes), format 1.0 to 1.2.
 Result<SpwModel> parse_spw(std::string_view bytes, const std::string& source);
 Result<SpwModel> read_spw(const std::string& path);
 

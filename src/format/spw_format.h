@@ -1,11 +1,11 @@
-// The .spw file format, version 1.1 (also documented in docs/format.md).
+// The .spw file format, version 1.2 (also documented in docs/format.md).
 //
 // All integers are little-endian; offsets count from the start of the file.
 //
 // File header, 64 bytes at offset 0 (SpwHeader):
 //    0 u8[4]  magic "SPRW"
 //    4 u16    version_major = 1 (readers reject other majors)
-//    6 u16    version_minor = 1 (0: GRPH is ONNX)
+//    6 u16    version_minor = 2 (1: GRPH is not deflated; 0: GRPH is ONNX)
 //    8 u32    section_count
 //   12 u32    table_crc          CRC-32 of the section table
 //   16 u64    file_bytes         size of the whole file
@@ -24,8 +24,9 @@
 // META: a UTF-8 JSON object (tool version, format version, options used, source model and its
 //       FNV-1a 64 hash).
 // GRPH: the graph (nodes, attributes, inputs, outputs, opset) without initializers, in Sparrow's
-//       own encoding (graph_section.h); in format 1.0 an ONNX ModelProto. Every tensor it reads
-//       is in DENS or WGHT.
+//       own encoding (graph_section.h): u64 encoded_bytes, then that encoding as one zlib stream
+//       (RFC 1950; deflated: names repeat along a graph); in format 1.1 the encoding itself; in
+//       format 1.0 an ONNX ModelProto. Every tensor it reads is in DENS or WGHT.
 // DENS: u64 count, then per tensor a DenseRecord (8 bytes: u32 name_bytes, u8 dtype 0=f32 1=i64,
 //       u8 rank, u16 reserved), u64 dims[rank], the name (padded to 8), the data (padded to 8).
 // WGHT: a WeightRecord (64 bytes, below), then
@@ -62,7 +63,7 @@ std::string codebook_problem(std::span<const float> codebook);
 
 inline constexpr char kMagic[4] = {'S', 'P', 'R', 'W'};
 inline constexpr uint16_t kVersionMajor = 1;
-inline constexpr uint16_t kVersionMinor = 1;  // the newest this build reads and writes
+inline constexpr uint16_t kVersionMinor = 2;  // the newest this build reads and writes
 inline constexpr uint64_t kSectionAlignment = 64;
 
 constexpr uint32_t fourcc(const char (&s)[5]) {

@@ -1,5 +1,7 @@
 // Reads and validates a .spw file (layout in spw_format.h). Every offset, length and count is
 // checked before it is used; checksums are verified before a section is parsed.
+#include <zlib.h>
+
 #include <cmath>
 #include <set>
 
@@ -31,6 +33,9 @@ Result<std::vector<spw::SectionEntry>> read_table(std::string_view file, uint16_
     return errorf("field version_major: file format {}.{}, this reader reads {}.x", h.version_major,
                   h.version_minor, spw::kVersionMajor);
   minor = h.version_minor;
+  if (minor > spw::kVersionMinor)
+    return errorf("field version_minor: file format {}.{} is newer than this reader reads ({}.{})",
+                  h.version_major, minor, spw::kVersionMajor, spw::kVersionMinor);
   if (h.file_bytes != file.size())
     return errorf("field file_bytes: header says {} bytes, the file has {} (truncated or extended?)",
                   h.file_bytes, file.size());
@@ -256,9 +261,38 @@ Result<CompressedTensor> read_weight(std::string_view bytes, TensorStorage& st) 
   return t;
 }
 
-// Format 1.0 stored the graph as ONNX, 1.1 and later in Sparrow's encoding.
+// Format 1.2's graph section inflated back into the encoding: its declared length (u64), then a
+// zlib stream that must hold exactly that many bytes.
+Result<std::string> inflated_graph(std::string_view section) {
+  constexpr uint64_t kMaxRatio = 1032;  // deflate's largest expansion on inflating
+  constexpr uint64_t kMaxEncodedBytes = uint64_t{1} << 30;
+  uint64_t size = 0;
+  if (section.size() < sizeof size)
+    return errorf("section 1 (GRPH): {} bytes, too short for its u64 encoded_bytes", section.size());
+  std::memcpy(&size, section.data(), sizeof size);
+  const uint64_t stream = section.size() - sizeof size;
+  if (size > kMaxRatio * stream || size > kMaxEncodedBytes)
+    return errorf("section 1 (GRPH): field encoded_bytes: {} bytes cannot come from a {}-byte zlib stream",
+                  size, stream);
+  std::string out(size, '\0');
+  uLongf got = static_cast<uLongf>(size);
+  const int rc =
+      uncompress(reinterpret_cast<Bytef*>(out.data()), &got,
+                 reinterpret_cast<const Bytef*>(section.data() + sizeof size), static_cast<uLong>(stream));
+  if (rc != Z_OK || got != size)
+    return errorf("section 1 (GRPH): the zlib stream is corrupt or does not hold encoded_bytes ({}) bytes",
+                  size);
+  return out;
+}
+
+// Format 1.0 stored the graph as ONNX, 1.1 in Sparrow's encoding, 1.2 in that encoding deflated.
 Result<Model> read_graph(std::string_view bytes, uint16_t minor) {
   if (minor >= 1) {
+    std::string encoding;
+    if (minor >= 2) {
+      SP_ASSIGN_OR_RETURN(encoding, inflated_graph(bytes));
+      bytes = encoding;
+    }
     auto g = spw::decode_graph(bytes);
     if (!g.ok()) return g.status().prefixed("section 1 (GRPH)");
     return g;

@@ -5,13 +5,13 @@
 
 #include "core/file.h"
 #include "core/finite.h"
-#include "sparrow/version.h"
 #include "format/bitstream.h"
 #include "format/graph_section.h"
 #include "format/huffman.h"
 #include "format/spw_account.h"
 #include "format/spw_format.h"
 #include "sparrow/format.h"
+#include "sparrow/version.h"
 
 namespace sparrow {
 
@@ -178,6 +178,20 @@ std::string dense_section(const Model& graph) {
   return std::move(w.str());
 }
 
+// Format 1.2's graph section: the encoding's length (u64), then the encoding as one zlib stream.
+Result<std::string> deflated(const std::string& encoded) {
+  uLongf bound = compressBound(static_cast<uLong>(encoded.size()));
+  std::string out(sizeof(uint64_t) + bound, '\0');
+  const uint64_t size = encoded.size();
+  std::memcpy(out.data(), &size, sizeof size);
+  if (compress2(reinterpret_cast<Bytef*>(out.data() + sizeof size), &bound,
+                reinterpret_cast<const Bytef*>(encoded.data()), static_cast<uLong>(encoded.size()),
+                Z_BEST_COMPRESSION) != Z_OK)
+    return errorf("the graph section could not be deflated");
+  out.resize(sizeof size + bound);
+  return out;
+}
+
 }  // namespace
 
 Result<std::string> serialize_spw(SpwModel& model, bool huffman, int minor_version) {
@@ -192,12 +206,15 @@ Result<std::string> serialize_spw(SpwModel& model, bool huffman, int minor_versi
     const auto& onnx = spw::onnx_graph_codec();
     if (!onnx.serialize) return errorf("writing .spw format 1.0 stores the graph as ONNX: link ONNX support");
     SP_ASSIGN_OR_RETURN(graph, onnx.serialize(graph_only));
-  } else if (minor_version == kSpwVersionMinor) {
+  } else if (minor_version == 1 || minor_version == 2) {
     graph_only.producer_name = "sparrow";  // as format 1.0's ONNX export stamps it
     graph_only.producer_version = SPARROW_VERSION;
     graph = spw::encode_graph(graph_only);
+    if (minor_version == 2) {
+      SP_ASSIGN_OR_RETURN(graph, deflated(graph));
+    }
   } else {
-    return errorf("cannot write .spw format 1.{}: this build writes 1.0 and 1.{}", minor_version,
+    return errorf("cannot write .spw format 1.{}: this build writes 1.0 to 1.{}", minor_version,
                   kSpwVersionMinor);
   }
   std::vector<std::pair<uint32_t, std::string>> sections;

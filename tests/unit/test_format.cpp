@@ -1,9 +1,11 @@
 // The relative-index encoding, Huffman coding and the .spw container.
+#include <cstring>
 #include <random>
 
 #include "format/bitstream.h"
 #include "format/graph_section.h"
 #include "format/huffman.h"
+#include "format/spw_format.h"
 #include "test_util.h"
 
 namespace sparrow {
@@ -138,6 +140,42 @@ SpwModel sample_spw(int partitions) {
   m.graph.initializers.erase("w");
   m.tensors = {fc, conv};
   return m;
+}
+
+// Section `index` of a .spw file's bytes (no checks: the file is one the writer made).
+std::string section_of(const std::string& file, size_t index) {
+  spw::SectionEntry e;
+  std::memcpy(&e, file.data() + sizeof(spw::SpwHeader) + index * sizeof e, sizeof e);
+  return file.substr(e.offset, e.bytes);
+}
+
+// The file with section `index` replaced by `bytes`: sections laid out again at 64-byte
+// boundaries, every checksum and offset right, so that only the section's content is wrong.
+std::string with_section(const std::string& file, size_t index, const std::string& bytes) {
+  spw::SpwHeader h;
+  std::memcpy(&h, file.data(), sizeof h);
+  std::vector<std::string> sections;
+  for (size_t i = 0; i < h.section_count; ++i) sections.push_back(i == index ? bytes : section_of(file, i));
+  std::vector<spw::SectionEntry> table;
+  uint64_t offset = sizeof h + sections.size() * sizeof(spw::SectionEntry);
+  for (size_t i = 0; i < sections.size(); ++i) {
+    spw::SectionEntry e;
+    std::memcpy(&e, file.data() + sizeof h + i * sizeof e, sizeof e);
+    offset = (offset + spw::kSectionAlignment - 1) / spw::kSectionAlignment * spw::kSectionAlignment;
+    table.push_back({e.kind, spw::crc32_of(sections[i]), offset, sections[i].size(), 0});
+    offset += sections[i].size();
+  }
+  h.file_bytes = offset;
+  h.table_crc = spw::crc32_of(std::string_view(reinterpret_cast<const char*>(table.data()),
+                                               table.size() * sizeof(spw::SectionEntry)));
+  h.header_crc = spw::crc32_of(std::string_view(reinterpret_cast<const char*>(&h), 60));
+  std::string out(reinterpret_cast<const char*>(&h), sizeof h);
+  out.append(reinterpret_cast<const char*>(table.data()), table.size() * sizeof(spw::SectionEntry));
+  for (size_t i = 0; i < sections.size(); ++i) {
+    out.resize(table[i].offset, '\0');
+    out += sections[i];
+  }
+  return out;
 }
 
 TEST(SpwFile, RoundTripGivesBackExactlyWhatWasWritten) {
@@ -320,19 +358,66 @@ TEST(GraphSection, RefusesUnsupportedOpsetsAndDomains) {
   EXPECT_NE(r.status().message().find("com.example.Relu"), std::string::npos) << r.status().message();
 }
 
-TEST(SpwFile, ReadsAndWritesFormat10WhoseGraphIsOnnx) {
+TEST(SpwFile, ReadsAndWritesFormats10And11AndTheDeflatedGraphOf12) {
   SpwModel m = sample_spw(1);
-  auto v10 = serialize_spw(m, true, 0);
+  auto v10 = serialize_spw(m, true, 0), v11 = serialize_spw(m, true, 1), v12 = serialize_spw(m, true);
   ASSERT_TRUE(v10.ok()) << v10.status().message();
+  ASSERT_TRUE(v11.ok() && v12.ok());
   EXPECT_EQ((*v10)[6], 0) << "minor version 0 in the header";
-  auto v11 = serialize_spw(m, true);
-  ASSERT_TRUE(v11.ok());
   EXPECT_EQ((*v11)[6], 1);
-  auto a = parse_spw(*v10, "v10.spw"), b = parse_spw(*v11, "v11.spw");
+  EXPECT_EQ((*v12)[6], 2) << "1.2 is written by default";
+  const std::string& plain = section_of(*v11, 1);
+  const std::string& deflated = section_of(*v12, 1);
+  uint64_t encoded = 0;
+  std::memcpy(&encoded, deflated.data(), sizeof encoded);
+  EXPECT_EQ(encoded, plain.size()) << "1.2's graph section declares the 1.1 encoding's length";
+  EXPECT_LT(deflated.size(), plain.size());
+  auto a = parse_spw(*v10, "v10.spw"), b = parse_spw(*v11, "v11.spw"), c = parse_spw(*v12, "v12.spw");
   ASSERT_TRUE(a.ok()) << a.status().message();
   ASSERT_TRUE(b.ok()) << b.status().message();
+  ASSERT_TRUE(c.ok()) << c.status().message();
   expect_same_graph(a->graph, b->graph);
-  EXPECT_FALSE(serialize_spw(m, true, 7).ok());
+  expect_same_graph(b->graph, c->graph);
+  EXPECT_FALSE(serialize_spw(m, true, 3).ok());
+}
+
+TEST(SpwFile, ADeflatedGraphThatDoesNotHoldWhatItDeclaresIsRefused) {
+  SpwModel m = sample_spw(2);
+  const std::string file = *serialize_spw(m, true);
+  const std::string graph = section_of(file, 1);
+  auto with_length = [&](uint64_t n) {
+    std::string g = graph;
+    std::memcpy(g.data(), &n, sizeof n);
+    return g;
+  };
+  std::string flipped = graph;
+  flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x55);
+  uint64_t declared = 0;
+  std::memcpy(&declared, graph.data(), sizeof declared);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {graph.substr(0, 5), "too short"},
+      {with_length(declared + 1), "does not hold encoded_bytes"},
+      {with_length(declared - 1), "does not hold encoded_bytes"},
+      {with_length(uint64_t{1} << 40), "cannot come from"},
+      {with_length(1032 * (graph.size() - 8) + 1), "cannot come from"},  // past deflate's largest ratio
+      {flipped, "GRPH"},
+      {graph.substr(0, graph.size() - 4), "does not hold encoded_bytes"},
+  };
+  for (const auto& [bytes, message] : cases) {
+    auto r = parse_spw(with_section(file, 1, bytes), "bad.spw");
+    ASSERT_FALSE(r.ok()) << message;
+    EXPECT_NE(r.status().message().find(message), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("section 1 (GRPH)"), std::string::npos) << r.status().message();
+  }
+  std::string newer = file;
+  newer[6] = 3;
+  spw::SpwHeader h;
+  std::memcpy(&h, newer.data(), sizeof h);
+  h.header_crc = spw::crc32_of(std::string_view(newer.data(), 60));
+  std::memcpy(newer.data(), &h, sizeof h);
+  auto r = parse_spw(newer, "newer.spw");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("newer than this reader"), std::string::npos) << r.status().message();
 }
 
 }  // namespace

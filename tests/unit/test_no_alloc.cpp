@@ -264,7 +264,7 @@ std::string spw_with_weight(const spw::WeightRecord& rec, const Shape& dims,
   spw::SpwHeader h{};
   std::memcpy(h.magic, spw::kMagic, 4);
   h.version_major = spw::kVersionMajor;
-  h.version_minor = spw::kVersionMinor;
+  h.version_minor = 1;  // the graph section as encode_graph writes it, not deflated
   h.section_count = static_cast<uint32_t>(sections.size());
   h.table_crc = spw::crc32_of(std::string_view(reinterpret_cast<const char*>(table.data()),
                                                table.size() * sizeof(spw::SectionEntry)));
