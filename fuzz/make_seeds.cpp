@@ -92,6 +92,11 @@ int make_seeds(const std::filesystem::path& dir) {
         write(dir / "spw" / (m.source + "_" + std::to_string(bits) + (huffman ? "_huffman" : "") + ".spw"),
               *spw);
       }
+      // Format 1.1 too: its graph section is the encoding itself, which mutations then reach
+      // (1.2's is behind zlib's own checksum).
+      auto v11 = serialize_spw(c->spw, true, 1);
+      if (!v11.ok()) return std::fprintf(stderr, "%s\n", v11.status().message().c_str()), 1;
+      write(dir / "spw" / (m.source + "_" + std::to_string(bits) + "_v11.spw"), *v11);
       write(dir / "recipe" / (m.source + "_" + std::to_string(bits) + ".json"), recipe_json(o).dump());
     }
   }

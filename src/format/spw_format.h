@@ -65,6 +65,10 @@ inline constexpr char kMagic[4] = {'S', 'P', 'R', 'W'};
 inline constexpr uint16_t kVersionMajor = 1;
 inline constexpr uint16_t kVersionMinor = 2;  // the newest this build reads and writes
 inline constexpr uint64_t kSectionAlignment = 64;
+// Format 1.2's graph section: the most bytes its encoding may declare, and the most it may declare
+// per byte of its zlib stream (more than deflate can expand).
+inline constexpr uint64_t kMaxGraphBytes = uint64_t{1} << 30;
+inline constexpr uint64_t kMaxInflateRatio = 1032;
 
 constexpr uint32_t fourcc(const char (&s)[5]) {
   return uint32_t(uint8_t(s[0])) | uint32_t(uint8_t(s[1])) << 8 | uint32_t(uint8_t(s[2])) << 16 |

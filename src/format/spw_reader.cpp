@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include "core/file.h"
@@ -261,27 +262,42 @@ Result<CompressedTensor> read_weight(std::string_view bytes, TensorStorage& st) 
   return t;
 }
 
-// Format 1.2's graph section inflated back into the encoding: its declared length (u64), then a
-// zlib stream that must hold exactly that many bytes.
+// Format 1.2's graph section inflated back into the encoding: its declared length (u64), then one
+// zlib stream that must hold exactly that many bytes and end where the section ends. The output
+// grows as the stream inflates, so a declared length costs no memory the stream does not back.
 Result<std::string> inflated_graph(std::string_view section) {
-  constexpr uint64_t kMaxRatio = 1032;  // deflate's largest expansion on inflating
-  constexpr uint64_t kMaxEncodedBytes = uint64_t{1} << 30;
   uint64_t size = 0;
   if (section.size() < sizeof size)
     return errorf("section 1 (GRPH): {} bytes, too short for its u64 encoded_bytes", section.size());
   std::memcpy(&size, section.data(), sizeof size);
-  const uint64_t stream = section.size() - sizeof size;
-  if (size > kMaxRatio * stream || size > kMaxEncodedBytes)
+  const std::string_view stream = section.substr(sizeof size);
+  if (size > spw::kMaxInflateRatio * stream.size() || size > spw::kMaxGraphBytes ||
+      stream.size() > std::numeric_limits<uInt>::max())
     return errorf("section 1 (GRPH): field encoded_bytes: {} bytes cannot come from a {}-byte zlib stream",
-                  size, stream);
-  std::string out(size, '\0');
-  uLongf got = static_cast<uLongf>(size);
-  const int rc =
-      uncompress(reinterpret_cast<Bytef*>(out.data()), &got,
-                 reinterpret_cast<const Bytef*>(section.data() + sizeof size), static_cast<uLong>(stream));
-  if (rc != Z_OK || got != size)
-    return errorf("section 1 (GRPH): the zlib stream is corrupt or does not hold encoded_bytes ({}) bytes",
-                  size);
+                  size, stream.size());
+  z_stream z{};
+  if (inflateInit(&z) != Z_OK) return errorf("section 1 (GRPH): zlib could not start inflating");
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(stream.data()));
+  z.avail_in = static_cast<uInt>(stream.size());
+  std::string out;
+  constexpr size_t kChunk = 64 << 10;
+  int rc = Z_OK;
+  while (rc == Z_OK && out.size() <= size) {
+    const size_t have = out.size();
+    out.resize(have + kChunk);
+    z.next_out = reinterpret_cast<Bytef*>(out.data() + have);
+    z.avail_out = static_cast<uInt>(kChunk);
+    rc = inflate(&z, Z_NO_FLUSH);
+    out.resize(have + kChunk - z.avail_out);
+    if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // the stream stopped short of its end
+  }
+  const bool whole = rc == Z_STREAM_END && z.avail_in == 0 && out.size() == size;
+  inflateEnd(&z);
+  if (!whole)
+    return errorf(
+        "section 1 (GRPH): the zlib stream is corrupt, has bytes after its end, or does not hold "
+        "encoded_bytes ({}) bytes",
+        size);
   return out;
 }
 

@@ -180,6 +180,9 @@ std::string dense_section(const Model& graph) {
 
 // Format 1.2's graph section: the encoding's length (u64), then the encoding as one zlib stream.
 Result<std::string> deflated(const std::string& encoded) {
+  if (encoded.size() > spw::kMaxGraphBytes)
+    return errorf("the graph encodes to {} bytes, more than the {} a reader accepts", encoded.size(),
+                  spw::kMaxGraphBytes);
   uLongf bound = compressBound(static_cast<uLong>(encoded.size()));
   std::string out(sizeof(uint64_t) + bound, '\0');
   const uint64_t size = encoded.size();

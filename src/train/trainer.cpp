@@ -124,16 +124,23 @@ torch::Tensor flatten(const Node& n, const Inputs& in, int64_t) {
   const int64_t axis = normalized(int_attr(n, "axis", 1), x.dim());
   return x.reshape({axis == 0 ? 1 : x.flatten(0, axis - 1).size(0), -1});
 }
-torch::Tensor reshape(const Node&, const Inputs& in, int64_t) {
+// A 0 copies the input's dimension unless allowzero is set (then it is a 0).
+torch::Tensor reshape(const Node& n, const Inputs& in, int64_t) {
   torch::Tensor x = in(0);
   std::vector<int64_t> shape = values_of(in(1));
-  for (size_t i = 0; i < shape.size(); ++i)
-    if (shape[i] == 0) shape[i] = x.size(static_cast<int64_t>(i));
+  if (int_attr(n, "allowzero", 0) == 0)
+    for (size_t i = 0; i < shape.size(); ++i)
+      if (shape[i] == 0) shape[i] = x.size(static_cast<int64_t>(i));
   return x.reshape(shape);
 }
+// From opset 13 over one axis; before, over all axes from `axis` on, flattened into one.
 torch::Tensor softmax(const Node& n, const Inputs& in, int64_t opset) {
-  const int64_t axis = int_attr(n, "axis", opset < 13 ? 1 : -1);
-  return n.op_type == "Softmax" ? torch::softmax(in(0), axis) : torch::log_softmax(in(0), axis);
+  torch::Tensor x = in(0);
+  const int64_t axis = normalized(int_attr(n, "axis", opset < 13 ? 1 : -1), x.dim());
+  const bool log = n.op_type == "LogSoftmax";
+  if (opset >= 13 || axis == x.dim() - 1) return log ? torch::log_softmax(x, axis) : torch::softmax(x, axis);
+  const torch::Tensor rows = x.flatten(axis);
+  return (log ? torch::log_softmax(rows, axis) : torch::softmax(rows, axis)).reshape(x.sizes());
 }
 torch::Tensor conv(const Node& n, const Inputs& in, int64_t) {
   auto pads = symmetric_pads(n);
@@ -181,6 +188,9 @@ torch::Tensor unsqueeze(const Node& n, const Inputs& in, int64_t) {
   const int64_t rank = x.dim() + static_cast<int64_t>(axes.size());
   for (int64_t& a : axes) a = normalized(a, rank);
   std::sort(axes.begin(), axes.end());
+  if (std::adjacent_find(axes.begin(), axes.end()) != axes.end() ||
+      (!axes.empty() && (axes[0] < 0 || axes.back() >= rank)))
+    throw std::runtime_error(n.describe() + ": Unsqueeze axes repeat or lie outside the output");
   for (int64_t a : axes) x = x.unsqueeze(a);
   return x;
 }
@@ -190,7 +200,11 @@ torch::Tensor squeeze(const Node& n, const Inputs& in, int64_t) {
   if (axes.empty()) return x.squeeze();
   for (int64_t& a : axes) a = normalized(a, x.dim());
   std::sort(axes.rbegin(), axes.rend());
-  for (int64_t a : axes) x = x.squeeze(a);
+  for (int64_t a : axes) {
+    if (a < 0 || a >= x.dim() || x.size(a) != 1)
+      throw std::runtime_error(n.describe() + ": Squeeze of an axis that is not 1 long");
+    x = x.squeeze(a);
+  }
   return x;
 }
 torch::Tensor concat(const Node& n, const Inputs& in, int64_t) {
@@ -209,7 +223,8 @@ torch::Tensor slice(const Node& n, const Inputs& in, int64_t opset) {
   } else {
     starts = ints(n, "starts", {}), ends = ints(n, "ends", {}), axes = ints(n, "axes", {});
   }
-  for (size_t i = axes.size(); i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+  if (axes.empty())
+    for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
   if (ends.size() != starts.size() || axes.size() != starts.size() ||
       (!steps.empty() && steps.size() != starts.size()))
     throw std::runtime_error(n.describe() + ": Slice's starts, ends, axes and steps differ in length");
@@ -223,10 +238,14 @@ torch::Tensor slice(const Node& n, const Inputs& in, int64_t opset) {
   }
   return x;
 }
+// As the engine computes: floating types in float32, integer types in int64.
 torch::Tensor cast(const Node& n, const Inputs& in, int64_t) {
-  static const std::map<int64_t, torch::ScalarType> types = {
-      {1, torch::kFloat32}, {6, torch::kInt32}, {7, torch::kInt64}, {9, torch::kBool}, {11, torch::kFloat64}};
-  auto it = types.find(int_attr(n, "to", 1));
+  static const std::map<int64_t, torch::ScalarType> types = {{1, torch::kFloat32},  {6, torch::kInt64},
+                                                             {7, torch::kInt64},    {9, torch::kBool},
+                                                             {10, torch::kFloat32}, {11, torch::kFloat32}};
+  auto to = n.attr_int("to");
+  if (!to.ok()) throw std::runtime_error(to.status().message());
+  auto it = types.find(*to);
   if (it == types.end())
     throw std::runtime_error(n.describe() + ": Cast to this type is not supported for training");
   return in(0).to(it->second);
@@ -239,6 +258,18 @@ torch::Tensor reduce_mean(const Node& n, const Inputs& in, int64_t) {
   return x.mean(axes, int_attr(n, "keepdims", 1) != 0);
 }
 
+// Over the axes from `axis` on, scaled and shifted (opset 17; PyTorch exports nn.LayerNorm so).
+torch::Tensor layer_norm(const Node& n, const Inputs& in, int64_t) {
+  torch::Tensor x = in(0);
+  const int64_t axis = normalized(int_attr(n, "axis", -1), x.dim());
+  const std::vector<int64_t> normalized_shape(x.sizes().begin() + axis, x.sizes().end());
+  auto per_element = [&](size_t k) {
+    return n.has_input(k) ? in(k).expand(normalized_shape) : torch::Tensor();
+  };
+  return torch::layer_norm(x, normalized_shape, per_element(1), per_element(2),
+                           float_attr(n, "epsilon", 1e-5f));
+}
+
 // The operators training runs, by ONNX name.
 const std::map<std::string, TorchOp>& torch_ops() {
   static const std::map<std::string, TorchOp> table = {
@@ -248,7 +279,10 @@ const std::map<std::string, TorchOp>& torch_ops() {
       {"Sub", [](const Node&, const Inputs& in, int64_t) { return in(0) - in(1); }},
       {"Mul", [](const Node&, const Inputs& in, int64_t) { return in(0) * in(1); }},
       {"Div", divide},
-      {"Pow", [](const Node&, const Inputs& in, int64_t) { return torch::pow(in(0), in(1)); }},
+      {"Pow",
+       [](const Node&, const Inputs& in, int64_t) {
+         return torch::pow(in(0), in(1)).to(in(0).scalar_type());  // the base's type, as ONNX
+       }},
       {"Sqrt", [](const Node&, const Inputs& in, int64_t) { return torch::sqrt(in(0)); }},
       {"Erf", [](const Node&, const Inputs& in, int64_t) { return torch::erf(in(0)); }},
       {"Relu", [](const Node&, const Inputs& in, int64_t) { return torch::relu(in(0)); }},
@@ -279,6 +313,7 @@ const std::map<std::string, TorchOp>& torch_ops() {
       {"Slice", slice},
       {"Cast", cast},
       {"ReduceMean", reduce_mean},
+      {"LayerNormalization", layer_norm},
   };
   return table;
 }

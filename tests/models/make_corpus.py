@@ -191,6 +191,7 @@ export_torch("misc_ops_op13", MiscOps(), [torch.randn(2, 4, 6, 6)], 13)
 export_torch("misc_ops_op11", MiscOps(), [torch.randn(2, 4, 6, 6)], 11)
 export_torch("batch_matmul_op13", BatchMatMul(), [torch.randn(2, 3, 5), torch.randn(2, 5, 4)], 13)
 export_torch("transformer_dead_heads_op13", TransformerDeadHeads(), [torch.randn(3, 6, 32)], 13)
+export_torch("transformer_dead_heads_op11", TransformerDeadHeads(), [torch.randn(3, 6, 32)], 11)
 export_torch("mlp_fixed_batch_op13", MLP(), [torch.randn(2, 784)], 13, dynamic=False)
 
 

@@ -317,30 +317,33 @@ TEST(AttentionHeads, ABatchMaskAndASharedBiasStillLoseHeads) {
 // PyTorch's nn.TransformerEncoder as exported (shapes computed from Shape nodes, the batch
 // dynamic), two of four heads in each layer dead: the pruned model gives PyTorch's outputs.
 TEST(AttentionHeads, PyTorchTransformerEncoderLosesItsDeadHeads) {
-  const std::string dir = SPARROW_CORPUS_DIR;
-  const std::string path = dir + "/transformer_dead_heads_op13.onnx";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "corpus model not generated (needs torch): " << path;
-  auto model = load_onnx(path);
-  ASSERT_TRUE(model.ok()) << model.status().message();
-  auto x = read_npy(dir + "/transformer_dead_heads_op13.in0.npy");
-  auto expected = read_npy(dir + "/transformer_dead_heads_op13.out0.npy");
-  ASSERT_TRUE(x.ok() && expected.ok());
-  Model pruned = *model;
-  const StructuredRule none{StructuredRule::Norm::none, 0};  // the feed-forward units are alive
-  const auto groups = test::prune_structured(
-      pruned, "l1=0.5", {{"/enc/layers.0/linear1/MatMul", none}, {"/enc/layers.1/linear1/MatMul", none}});
-  int blocks = 0;
-  for (const ChannelGroup& g : groups) {
-    if (g.head_width == 0) continue;
-    ++blocks;
-    EXPECT_EQ(g.channels, 4);
-    EXPECT_EQ(g.kept, 2) << g.kept_whole;
+  for (const std::string opset : {"op13", "op11"}) {
+    SCOPED_TRACE(opset);
+    const std::string dir = SPARROW_CORPUS_DIR;
+    const std::string path = dir + "/transformer_dead_heads_" + opset + ".onnx";
+    if (!std::filesystem::exists(path)) GTEST_SKIP() << "corpus model not generated (needs torch): " << path;
+    auto model = load_onnx(path);
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    auto x = read_npy(dir + "/transformer_dead_heads_" + opset + ".in0.npy");
+    auto expected = read_npy(dir + "/transformer_dead_heads_" + opset + ".out0.npy");
+    ASSERT_TRUE(x.ok() && expected.ok());
+    Model pruned = *model;
+    const StructuredRule none{StructuredRule::Norm::none, 0};  // the feed-forward units are alive
+    const auto groups = test::prune_structured(
+        pruned, "l1=0.5", {{"/enc/layers.0/linear1/MatMul", none}, {"/enc/layers.1/linear1/MatMul", none}});
+    int blocks = 0;
+    for (const ChannelGroup& g : groups) {
+      if (g.head_width == 0) continue;
+      ++blocks;
+      EXPECT_EQ(g.channels, 4);
+      EXPECT_EQ(g.kept, 2) << g.kept_whole;
+    }
+    EXPECT_EQ(blocks, 2);
+    EXPECT_LT(pruned.nodes.size(), model->nodes.size()) << "the shape computations only the Reshapes read go";
+    EXPECT_LT(test::max_relative_error(test::run_dense(pruned, *x), *expected), 1e-4);
+    const Tensor x1 = test::random_f32({1, x->dim(1), x->dim(2)}, 70);
+    EXPECT_LT(test::max_relative_error(test::run_dense(pruned, x1), test::run_dense(*model, x1)), 1e-4);
   }
-  EXPECT_EQ(blocks, 2);
-  EXPECT_LT(pruned.nodes.size(), model->nodes.size()) << "the shape computations only the Reshapes read go";
-  EXPECT_LT(test::max_relative_error(test::run_dense(pruned, *x), *expected), 1e-4);
-  const Tensor x1 = test::random_f32({1, x->dim(1), x->dim(2)}, 70);
-  EXPECT_LT(test::max_relative_error(test::run_dense(pruned, x1), test::run_dense(*model, x1)), 1e-4);
 }
 
 // The CLI end to end: compress prints and records the heads, the file runs, and its dense export

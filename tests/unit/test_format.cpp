@@ -402,6 +402,7 @@ TEST(SpwFile, ADeflatedGraphThatDoesNotHoldWhatItDeclaresIsRefused) {
       {with_length(1032 * (graph.size() - 8) + 1), "cannot come from"},  // past deflate's largest ratio
       {flipped, "GRPH"},
       {graph.substr(0, graph.size() - 4), "does not hold encoded_bytes"},
+      {graph + "x", "has bytes after its end"},
   };
   for (const auto& [bytes, message] : cases) {
     auto r = parse_spw(with_section(file, 1, bytes), "bad.spw");

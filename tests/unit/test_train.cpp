@@ -115,35 +115,84 @@ TEST(Train, LearnsASeparableTask) {
 // and integer Div; Slices of a fused projection; LayerNorm spelled out in ReduceMean, Pow, Sqrt):
 // training computes what the engine does, and after its heads are removed it still learns.
 TEST(Train, APyTorchTransformerEncoderTrainsAsTheEngineRunsIt) {
-  const std::string path = std::string(SPARROW_CORPUS_DIR) + "/transformer_dead_heads_op13.onnx";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "corpus model not generated (needs torch): " << path;
-  Model m = *load_onnx(path);
-  LabeledData data{test::random_f32({256, 6, 32}, 5), {}};
-  auto ex = Executor::create(m);
-  ASSERT_TRUE(ex.ok()) << ex.status().message();
-  auto out = (*ex)->run({&data.inputs, 1});
-  ASSERT_TRUE(out.ok()) << out.status().message();
-  for (int64_t i = 0; i < data.size(); ++i) {
-    const float* row = (*out)[0]->f32_data() + i * 10;
-    data.labels.push_back(std::max_element(row, row + 10) - row);
+  for (const char* opset : {"op13", "op11"}) {  // op11: Unsqueeze's axes and Softmax's axis differ
+    SCOPED_TRACE(opset);
+    const std::string path = std::string(SPARROW_CORPUS_DIR) + "/transformer_dead_heads_" + opset + ".onnx";
+    if (!std::filesystem::exists(path)) GTEST_SKIP() << "corpus model not generated (needs torch): " << path;
+    Model m = *load_onnx(path);
+    LabeledData data{test::random_f32({256, 6, 32}, 5), {}};
+    const Tensor y = test::run_dense(m, data.inputs);
+    for (int64_t i = 0; i < data.size(); ++i) {
+      const float* row = y.f32_data() + i * 10;
+      data.labels.push_back(std::max_element(row, row + 10) - row);
+    }
+    TrainOptions still = quick(1);
+    still.lr = 1e-9;
+    Model same = m;
+    auto r = train_model(same, data, &data, still);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_GE(r->back().val_accuracy, 0.99) << "the trainer's forward pass agrees with the engine's";
+
+    Model pruned = m;
+    auto groups = prune_channels(pruned, StructuredRule{StructuredRule::Norm::l1, 0.5});
+    ASSERT_TRUE(groups.ok()) << groups.status().message();
+    ASSERT_TRUE(std::any_of(groups->begin(), groups->end(),
+                            [](const ChannelGroup& g) { return g.head_width > 0 && g.kept < g.channels; }));
+    TrainOptions learn = quick(4);
+    learn.lr = 0.02;
+    r = train_model(pruned, data, &data, learn);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_LT(r->back().loss, r->front().loss);
   }
+}
+
+// Before opset 13 Softmax normalizes over all axes from `axis` on, flattened: the trainer's
+// forward pass must agree with the engine's on a rank-4 input with axis 1.
+TEST(Train, SoftmaxBeforeOpset13SpansTheAxesFromItsAxisOn) {
+  Model m;
+  m.opset = 11;
+  m.inputs = {ValueInfo{"x", ElemType::f32, {-1, 2, 3, 4}, {"N", "", "", ""}, true}};
+  m.outputs = {ValueInfo{"y"}};
+  m.initializers["w"] = test::random_f32({24, 10}, 3);
+  m.initializers["scale"] = test::make_f32({}, {40.0f});
+  m.nodes = {Node{"sm", "Softmax", "", {"x"}, {"p"}, {{"axis", int64_t{1}}}},
+             Node{"flat", "Flatten", "", {"p"}, {"f"}, {}}, Node{"big", "Mul", "", {"f", "scale"}, {"g"}, {}},
+             Node{"fc", "MatMul", "", {"g", "w"}, {"y"}, {}}};
+  LabeledData data{test::random_f32({200, 2, 3, 4}, 4), {}};
+  const Tensor y = test::run_dense(m, data.inputs);
+  for (int64_t i = 0; i < data.size(); ++i)
+    data.labels.push_back(std::max_element(y.f32_data() + i * 10, y.f32_data() + (i + 1) * 10) -
+                          (y.f32_data() + i * 10));
   TrainOptions still = quick(1);
   still.lr = 1e-9;
-  Model same = m;
-  auto r = train_model(same, data, &data, still);
+  auto r = train_model(m, data, &data, still);
   ASSERT_TRUE(r.ok()) << r.status().message();
-  EXPECT_GE(r->back().val_accuracy, 0.99) << "the trainer's forward pass agrees with the engine's";
+  EXPECT_GE(r->back().val_accuracy, 0.99);
+}
 
-  Model pruned = m;
-  auto groups = prune_channels(pruned, StructuredRule{StructuredRule::Norm::l1, 0.5});
-  ASSERT_TRUE(groups.ok()) << groups.status().message();
-  ASSERT_TRUE(std::any_of(groups->begin(), groups->end(),
-                          [](const ChannelGroup& g) { return g.head_width > 0 && g.kept < g.channels; }));
-  TrainOptions learn = quick(4);
-  learn.lr = 0.02;
-  r = train_model(pruned, data, &data, learn);
+TEST(Train, ChannelSensitivityScanTakesAttentionHeadsAsGroups) {
+  const std::string path = std::string(SPARROW_CORPUS_DIR) + "/transformer_dead_heads_op13.onnx";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << "corpus model not generated (needs torch): " << path;
+  const Model m = *load_onnx(path);
+  LabeledData val{test::random_f32({64, 6, 32}, 8), {}};
+  const Tensor y = test::run_dense(m, val.inputs);
+  for (int64_t i = 0; i < val.size(); ++i)
+    val.labels.push_back(std::max_element(y.f32_data() + i * 10, y.f32_data() + (i + 1) * 10) -
+                         (y.f32_data() + i * 10));
+  auto r = channel_sensitivity_scan(m, val, {0.5}, 0.0, 1, false);
   ASSERT_TRUE(r.ok()) << r.status().message();
-  EXPECT_LT(r->back().loss, r->front().loss);
+  int heads = 0;
+  for (const auto& g : r->groups) {
+    if (g.head_width == 0) continue;
+    ++heads;
+    EXPECT_EQ(g.channels, 4);
+    EXPECT_EQ(g.head_width, 8);
+    ASSERT_EQ(g.points.size(), 1u);
+    EXPECT_EQ(g.points[0].kept, 2);
+    EXPECT_DOUBLE_EQ(g.points[0].accuracy, 1.0) << g.producers.front();
+    EXPECT_DOUBLE_EQ(g.proposed_fraction, 0.5);
+  }
+  EXPECT_EQ(heads, 2);
 }
 
 TEST(Train, SyntheticDigitsAreDeterministicAndLearnable) {
