@@ -3,6 +3,7 @@
 // operator new to count allocations and record the largest.
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <new>
@@ -233,9 +234,11 @@ TEST(LoadPath, ASmallModelKeepsItsFastestLayoutsUnderTheBudgetFloor) {
 // ---- hostile .spw files: declared sizes are checked against the bytes present before allocating ----
 
 // A .spw whose only WGHT section is `weight` (a record, dims, name, codebook, entry counts, then
-// zero-filled streams of the sizes the record declares), with a valid header, table and checksums.
+// zero-filled streams of the sizes the record declares), with a valid header, table and checksums;
+// its graph section is `graph` under format 1.`minor` (by default an empty graph, not deflated).
 std::string spw_with_weight(const spw::WeightRecord& rec, const Shape& dims,
-                            const std::vector<uint64_t>& entries) {
+                            const std::vector<uint64_t>& entries,
+                            const std::string& graph = spw::encode_graph(Model{}), uint16_t minor = 1) {
   spw::ByteWriter w;
   w.put(rec);
   for (int64_t d : dims) w.put(static_cast<uint64_t>(d));
@@ -249,11 +252,8 @@ std::string spw_with_weight(const spw::WeightRecord& rec, const Shape& dims,
     w.str().append((bits + 7) / 8, '\0');
     w.pad_to(8);
   }
-  Model graph;
-  std::vector<std::pair<uint32_t, std::string>> sections = {{spw::kMeta, "{}"},
-                                                            {spw::kGraph, spw::encode_graph(graph)},
-                                                            {spw::kDense, std::string(8, '\0')},
-                                                            {spw::kWeight, w.str()}};
+  std::vector<std::pair<uint32_t, std::string>> sections = {
+      {spw::kMeta, "{}"}, {spw::kGraph, graph}, {spw::kDense, std::string(8, '\0')}, {spw::kWeight, w.str()}};
   uint64_t offset = sizeof(spw::SpwHeader) + sections.size() * sizeof(spw::SectionEntry);
   std::vector<spw::SectionEntry> table;
   for (const auto& [kind, bytes] : sections) {
@@ -264,7 +264,7 @@ std::string spw_with_weight(const spw::WeightRecord& rec, const Shape& dims,
   spw::SpwHeader h{};
   std::memcpy(h.magic, spw::kMagic, 4);
   h.version_major = spw::kVersionMajor;
-  h.version_minor = 1;  // the graph section as encode_graph writes it, not deflated
+  h.version_minor = minor;
   h.section_count = static_cast<uint32_t>(sections.size());
   h.table_crc = spw::crc32_of(std::string_view(reinterpret_cast<const char*>(table.data()),
                                                table.size() * sizeof(spw::SectionEntry)));
@@ -308,6 +308,18 @@ size_t largest_allocation_to_refuse(const std::string& bytes, const std::string&
 }
 
 constexpr size_t kSmallAllocation = size_t{16} << 20;
+
+// Format 1.2: a graph section declaring 1 GiB (within deflate's ratio of its 1 MiB stream) whose
+// stream is not zlib: refused on the stream's first bytes, the gigabyte never allocated.
+TEST(HostileSpw, ADeflatedGraphDeclaringAGigabyteIsRefusedWithoutAllocatingIt) {
+  std::string graph(sizeof(uint64_t), '\0');
+  const uint64_t declared = spw::kMaxGraphBytes;
+  std::memcpy(graph.data(), &declared, sizeof declared);
+  graph += std::string(size_t{1} << 20, '\x55');
+  ASSERT_LE(declared, spw::kMaxInflateRatio * (graph.size() - sizeof declared));
+  const std::string file = spw_with_weight(sparse_record(1, 1, 1), {1, 1}, {0}, graph, 2);
+  EXPECT_LT(largest_allocation_to_refuse(file, "GRPH"), kSmallAllocation);
+}
 
 TEST(HostileSpw, ZeroBitCountsForTwoBillionColumnsAreRefusedWithoutAllocating) {
   const uint64_t cols = uint64_t{1} << 31;
