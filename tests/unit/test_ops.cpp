@@ -812,20 +812,23 @@ std::vector<double> reference_lstm_h(const Tensor& x, const Tensor& w, const Ten
 // Dense weights at batch 1 (h R^T per step) and at batches of 4 and more (R times the transposed
 // states), on one and two threads.
 TEST(Lstm, DenseMatchesAPlainLoopAtEveryBatch) {
-  // Hidden 40: R is 160 x 40, enough work at batch 16 for the threads to split the product.
-  const int64_t seq = 3, in = 5, hid = 40, G = 4 * hid;
+  // Hidden 40: R is 160 x 40, enough work at batch 16 for the threads to split the product; hidden
+  // 128 (R 512 x 128) splits it at batch 1 too.
+  const int64_t seq = 3, in = 5;
   uint32_t seed = 40;
-  for (int64_t batch : {1, 3, 4, 7, 16})
-    for (int threads : {1, 2}) {
-      Tensor x = random_f32({seq, batch, in}, seed++), w = random_f32({1, G, in}, seed++);
-      Tensor r = random_f32({1, G, hid}, seed++), b = random_f32({1, 2 * G}, seed++);
-      auto out = run_op("LSTM", {{"hidden_size", hid}}, {x, w, r, b}, 13, 2, {}, threads);
-      ASSERT_TRUE(out.ok()) << out.status().message();
-      const std::vector<double> want = reference_lstm_h(x, w, r, b, hid);
-      for (size_t k = 0; k < want.size(); ++k)
-        ASSERT_NEAR((*out)[1].f32_data()[k], want[k], 1e-5)
-            << "batch " << batch << " threads " << threads << " at " << k;
-    }
+  for (int64_t hid : {40, 128})
+    for (int64_t batch : {1, 3, 4, 7, 16})
+      for (int threads : {1, 2}) {
+        const int64_t G = 4 * hid;
+        Tensor x = random_f32({seq, batch, in}, seed++), w = random_f32({1, G, in}, seed++);
+        Tensor r = random_f32({1, G, hid}, seed++), b = random_f32({1, 2 * G}, seed++);
+        auto out = run_op("LSTM", {{"hidden_size", hid}}, {x, w, r, b}, 13, 2, {}, threads);
+        ASSERT_TRUE(out.ok()) << out.status().message();
+        const std::vector<double> want = reference_lstm_h(x, w, r, b, hid);
+        for (size_t k = 0; k < want.size(); ++k)
+          ASSERT_NEAR((*out)[1].f32_data()[k], want[k], 1e-5)
+              << "hidden " << hid << " batch " << batch << " threads " << threads << " at " << k;
+      }
 }
 
 // Several samples step in the transposed layout unless sequence lengths (or peepholes) are given;

@@ -263,8 +263,8 @@ void LstmOp::input_products(const RunArgs& a, float* xw, float* extra) {
     transpose(a.pool, yt, G, n, xw);
   } else if (batch_first_) {
     for (int64_t t = 0; t < seq_; ++t)
-      sgemm(false, true, batch_, G, input_, 1.0f, x + t * input_, seq_ * input_, a.in[1]->f32_data(), input_,
-            0.0f, xw + t * batch_ * G, G);
+      sgemm_parallel(a.pool, false, true, batch_, G, input_, 1.0f, x + t * input_, seq_ * input_,
+                     a.in[1]->f32_data(), input_, 0.0f, xw + t * batch_ * G, G);
   } else {
     sgemm_parallel(a.pool, false, true, n, G, input_, 1.0f, x, input_, a.in[1]->f32_data(), input_, 0.0f, xw,
                    G);
@@ -275,7 +275,7 @@ void LstmOp::input_products(const RunArgs& a, float* xw, float* extra) {
 void LstmOp::recurrent_product(const RunArgs& a, const float* h, float* gates, float* extra) {
   const int64_t H = hidden_, G = 4 * H;
   if (!r_sparse_ && !dense_recurrent_transposed()) {
-    sgemm(false, true, batch_, G, H, 1.0f, h, H, a.in[2]->f32_data(), H, 1.0f, gates, G);
+    sgemm_parallel(a.pool, false, true, batch_, G, H, 1.0f, h, H, a.in[2]->f32_data(), H, 1.0f, gates, G);
     return;
   }
   if (r_sparse_ && batch_ == 1) {
