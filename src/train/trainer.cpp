@@ -44,22 +44,63 @@ void copy_back(const torch::Tensor& src, Tensor& dst) {
   std::memcpy(dst.raw(), c.data_ptr<float>(), dst.bytes());
 }
 
-// Names of the initializers the trainer updates: the fully connected and convolution weights of the
-// weight-role table, and their biases.
+// Inputs of the normalizations that are learnt: the per-channel scale and shift (BatchNormalization's
+// running mean and variance stay as they are: the trainer runs it in inference mode).
+const std::map<std::string, std::vector<size_t>>& normalization_parameters() {
+  static const std::map<std::string, std::vector<size_t>> table{
+      {"BatchNormalization", {1, 2}},
+      {"LayerNormalization", {1, 2}},
+  };
+  return table;
+}
+
+// Elementwise operators whose float operands of two or more values are learnt: the bias Add after
+// a MatMul, the scale Mul and shift Add of a normalization spelled out in primitives, and learnt
+// position embeddings. Scalars there (epsilon, 1/sqrt(d)) are constants of the architecture.
+bool elementwise_parameter_op(const std::string& op) {
+  return op == "Add" || op == "Mul";
+}
+
+bool all_finite(const Tensor& t) {
+  const float* v = t.f32_data();
+  return std::all_of(v, v + t.numel(), [](float x) { return std::isfinite(x); });
+}
+
+// Names of the initializers the trainer updates:
+// - the fully connected and convolution weights of the weight-role table, and their biases;
+// - the scale and shift of BatchNormalization and LayerNormalization;
+// - float Add and Mul operands of two or more finite values, except those of an Add whose sum goes
+//   into a Softmax (an additive attention mask, which training must not move).
 std::set<std::string> trainable(const Model& m) {
   std::set<std::string> names;
-  auto add = [&](const Node& n, int i) {
-    if (i >= 0 && n.has_input(static_cast<size_t>(i)) && m.initializers.count(n.inputs[i]) &&
-        m.initializers.at(n.inputs[i]).dtype() == DType::f32)
-      names.insert(n.inputs[i]);
+  auto is_float_initializer = [&](const Node& n, size_t i) {
+    return n.has_input(i) && m.initializers.count(n.inputs[i]) &&
+           m.initializers.at(n.inputs[i]).dtype() == DType::f32;
   };
+  auto add = [&](const Node& n, int i) {
+    if (i >= 0 && is_float_initializer(n, static_cast<size_t>(i))) names.insert(n.inputs[i]);
+  };
+  std::set<std::string> softmax_inputs;
   for (const auto& n : m.nodes)
+    if ((n.op_type == "Softmax" || n.op_type == "LogSoftmax") && !n.inputs.empty())
+      softmax_inputs.insert(n.inputs[0]);
+  for (const auto& n : m.nodes) {
     for (size_t i = 0; i < n.inputs.size(); ++i)
       if (const WeightRole* role = weight_role(n, i);
           role && (role->kind == WeightKind::fully_connected || role->kind == WeightKind::convolution)) {
         add(n, static_cast<int>(i));
         add(n, role->bias_input);
       }
+    if (auto it = normalization_parameters().find(n.op_type); it != normalization_parameters().end())
+      for (size_t i : it->second) add(n, static_cast<int>(i));
+    const bool masks_scores = n.op_type == "Add" && !n.outputs.empty() && softmax_inputs.count(n.outputs[0]);
+    if (elementwise_parameter_op(n.op_type) && !masks_scores)
+      for (size_t i = 0; i < n.inputs.size(); ++i)
+        if (is_float_initializer(n, i)) {
+          const Tensor& t = m.initializers.at(n.inputs[i]);
+          if (t.numel() >= 2 && all_finite(t)) names.insert(n.inputs[i]);
+        }
+  }
   return names;
 }
 

@@ -111,6 +111,69 @@ TEST(Train, LearnsASeparableTask) {
   EXPECT_NEAR(static_cast<double>(correct) / val.size(), r->back().val_accuracy, 0.01);
 }
 
+// A token model with every kind of learnt tensor besides the Gemm's: a position embedding (Add), a
+// MatMul and its bias Add, a per-channel scale (Mul), a LayerNormalization and a BatchNormalization;
+// and the constants that must stay: an additive attention mask before a Softmax, a scalar scale and
+// the normalization's running statistics.
+Model token_model_with_every_parameter_kind() {
+  Model m;
+  m.source = "tokens";
+  m.inputs.push_back(ValueInfo{"x", ElemType::f32, {-1, 4, 8}, {"N", "", ""}, true});
+  m.outputs.push_back(ValueInfo{"y"});
+  auto& init = m.initializers;
+  init["position"] = test::random_f32({4, 8}, 11);
+  init["proj.weight"] = test::random_f32({8, 8}, 12);
+  init["proj.bias"] = test::random_f32({8}, 13);
+  init["mask"] = test::make_f32({4, 4}, {0, -2, -2, -2, 0, 0, -2, -2, 0, 0, 0, -2, 0, 0, 0, 0});
+  init["gamma"] = test::random_f32({8}, 14);
+  init["half"] = test::make_f32({}, {0.5f});
+  init["ln.scale"] = test::random_f32({8}, 15);
+  init["ln.bias"] = test::random_f32({8}, 16);
+  init["bn.scale"] = test::random_f32({4}, 17);
+  init["bn.bias"] = test::random_f32({4}, 18);
+  init["bn.mean"] = test::random_f32({4}, 19);
+  init["bn.var"] = test::make_f32({4}, {1.0f, 2.0f, 0.5f, 1.5f});
+  init["fc.weight"] = test::random_f32({10, 32}, 20);
+  init["fc.bias"] = test::random_f32({10}, 21);
+  auto node = [&](std::string op, std::vector<std::string> in, std::string out,
+                  std::map<std::string, AttrValue> attrs = {}) {
+    m.nodes.push_back(Node{out, std::move(op), "", std::move(in), {out}, std::move(attrs)});
+  };
+  node("Add", {"x", "position"}, "placed");
+  node("MatMul", {"placed", "proj.weight"}, "projected");
+  node("Add", {"projected", "proj.bias"}, "biased");
+  node("Transpose", {"biased"}, "keys", {{"perm", std::vector<int64_t>{0, 2, 1}}});
+  node("MatMul", {"biased", "keys"}, "scores");
+  node("Add", {"scores", "mask"}, "masked");
+  node("Softmax", {"masked"}, "weights", {{"axis", int64_t{-1}}});
+  node("MatMul", {"weights", "biased"}, "attended");
+  node("Mul", {"attended", "gamma"}, "scaled");
+  node("Mul", {"scaled", "half"}, "halved");
+  node("LayerNormalization", {"halved", "ln.scale", "ln.bias"}, "normed", {{"axis", int64_t{-1}}});
+  node("BatchNormalization", {"normed", "bn.scale", "bn.bias", "bn.mean", "bn.var"}, "channels");
+  node("Flatten", {"channels"}, "flat");
+  node("Gemm", {"flat", "fc.weight", "fc.bias"}, "y", {{"transB", int64_t{1}}});
+  return m;
+}
+
+TEST(Train, EveryLearntTensorTrainsAndTheConstantsStay) {
+  const Model original = token_model_with_every_parameter_kind();
+  LabeledData data{test::random_f32({200, 4, 8}, 5), {}};
+  for (int64_t i = 0; i < data.size(); ++i) data.labels.push_back(i % 10);
+  Model m = original;
+  auto r = train_model(m, data, nullptr, quick(2));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  auto moved = [&](const std::string& name) {
+    const Tensor &a = original.initializers.at(name), &b = m.initializers.at(name);
+    return std::memcmp(a.raw(), b.raw(), a.bytes()) != 0;
+  };
+  for (const char* learnt : {"position", "proj.weight", "proj.bias", "gamma", "ln.scale", "ln.bias",
+                             "bn.scale", "bn.bias", "fc.weight", "fc.bias"})
+    EXPECT_TRUE(moved(learnt)) << learnt << " was not trained";
+  for (const char* constant : {"mask", "half", "bn.mean", "bn.var"})
+    EXPECT_FALSE(moved(constant)) << constant << " was trained";
+}
+
 // PyTorch's nn.TransformerEncoder as exported (shape arithmetic on Shape, Gather, Unsqueeze, Concat
 // and integer Div; Slices of a fused projection; LayerNorm spelled out in ReduceMean, Pow, Sqrt):
 // training computes what the engine does, and after its heads are removed it still learns.
