@@ -28,10 +28,13 @@ struct BlockShape {
 
 // Which non-zero counts load-balance-aware pruning makes equal over the row partitions.
 enum class BalanceScope : uint8_t {
-  unset,   // inherits (a layer's override from the global rule); unset everywhere: layer
-  layer,   // each partition's total over the layer ([ESE])
-  column,  // each column's: every input (the activation EIE broadcasts to all PEs) costs each
-           // partition the same number of weights, to one, wherever the active inputs fall
+  unset,    // inherits (a layer's override from the global rule); unset everywhere: layer
+  layer,    // each partition's total over the layer ([ESE])
+  column,   // each column's: every input (the activation EIE broadcasts to all PEs) costs each
+            // partition the same number of weights, to one, wherever the active inputs fall
+  entries,  // each column's relative-index entries (weights and fillers): every input costs each
+            // partition exactly the same cycles, the columns' counts rounded to whole multiples
+            // of the partitions
 };
 // "layer" or "column".
 Result<BalanceScope> parse_balance_scope(std::string_view text);
@@ -66,6 +69,8 @@ struct PruneRule {
   BlockShape block;
   // What `balance` makes equal (see BalanceScope and prune_layer).
   BalanceScope balance_scope = BalanceScope::unset;
+  // Bits of the relative index that scope entries counts fillers for (the file's index_bits).
+  int index_bits = 4;
 };
 
 // Largest side of a pruning block.
@@ -91,8 +96,12 @@ int64_t prune_weights(std::span<float> weights, const PruneRule& rule);
 // (the weights of it among the layer's kept count of largest |w|) is shared out over the
 // partitions, each at most all of its rows in the column; what does not divide evenly goes one
 // weight each to the partitions whose next |w| in the column is largest. The partitions' totals
-// then differ by what those extra weights add up to.
-// Within a partition (of a column), its largest |w| are kept.
+// then differ by what those extra weights add up to. Scope entries: each column gets the same
+// number E of relative-index entries (weights and the fillers of rule.index_bits gaps) in every
+// partition, E its count over the partitions rounded so that the layer's total follows the
+// counts (within about two partitions' weights overall); each partition keeps its largest |w| that
+// fit in E entries, a far row giving way to a nearer, smaller one where its fillers would not fit.
+// Within a partition (of a column), its largest |w| are kept (scope entries: those that fit).
 // Returns how many weights are zero afterwards.
 int64_t prune_layer(std::span<float> weights, const MatrixView& view, const PruneRule& rule);
 

@@ -275,10 +275,12 @@ Command add_compress(CLI::App& app, const GlobalOptions& global) {
                   "number of weights")
       ->check(CLI::Range(1, kMaxBalancePartitions));
   cmd->add_option("--balance-scope", a->balance_scope,
-                  "What --balance makes equal: layer (each partition's total, the default) or column (each "
+                  "What --balance makes equal: layer (each partition's total, the default), column (each "
                   "input's weights spread evenly over the partitions too, so every activation EIE "
-                  "broadcasts costs each PE the same)")
-      ->check(CLI::IsMember({"layer", "column"}));
+                  "broadcasts costs each PE the same, to one weight) or entries (each input's "
+                  "relative-index entries, fillers included, exactly equal over the partitions: its "
+                  "kept count rounded to a multiple of N)")
+      ->check(CLI::IsMember({"layer", "column", "entries"}));
   cmd->add_option("--block", a->block,
                   "Prune in blocks of ROWSxCOLS weights (output rows x inputs), e.g. 4x1: the engine runs "
                   "batches and convolutions four rows at a time");

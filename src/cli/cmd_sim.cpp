@@ -250,9 +250,10 @@ Command add_sim(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::Range(1, kMaxBalancePartitions))
       ->needs(eie);
   cmd->add_option("--balance-scope", a->balance_scope,
-                  "With --balance N: layer (each PE's total equal) or column (each input's weights spread "
-                  "evenly over the PEs too)")
-      ->check(CLI::IsMember({"layer", "column"}))
+                  "With --balance N: layer (each PE's total equal), column (each input's weights spread "
+                  "evenly over the PEs too) or entries (each input's entries, fillers included, equal "
+                  "on every PE)")
+      ->check(CLI::IsMember({"layer", "column", "entries"}))
       ->needs("--balance");
   auto* sweep = cmd->add_option("--sweep", a->sweep,
                                 "Sweep one parameter: fifo=1,2,4,... | pes=1,2,4,... | width=32,64,...")

@@ -164,6 +164,7 @@ LayerSettings resolve_layer_settings(const CompressOptions& o, const Compressibl
     s.exclude = s.exclude || it->second.exclude;
   }
   if (!s.bits) s.bits = l.conv ? o.conv_bits : o.fc_bits;
+  s.prune.index_bits = o.index_bits;  // the fillers balance_scope entries counts
   return s;
 }
 
@@ -261,7 +262,7 @@ bool balances_partitions(const LayerSettings& s) {
 }
 
 bool balances_by_column(const LayerSettings& s) {
-  return s.prune.balance_scope == BalanceScope::column;
+  return s.prune.balance_scope == BalanceScope::column || s.prune.balance_scope == BalanceScope::entries;
 }
 
 bool prunes_in_blocks(const LayerSettings& s) {
@@ -282,8 +283,8 @@ Status CompressOptions::validate() const {
   for (const auto& [name, s] : layers) SP_RETURN_IF_ERROR(check_settings(s, "layer '" + name + "'"));
   if (any_rule(balances_by_column) && !any_rule(balances_partitions))
     return errorf(
-        "balance_scope column says what balance makes equal: give a balance N >= 2 (globally or for a "
-        "layer)");
+        "balance_scope column or entries says what balance makes equal: give a balance N >= 2 (globally "
+        "or for a layer)");
   if (any_rule(prunes_in_blocks) && !any_rule(gives_pruning_target))
     return errorf("block shapes what is pruned: give a sparsity or quality (globally or for a layer)");
   if (conv_bits < 1 || conv_bits > 8 || fc_bits < 1 || fc_bits > 8)

@@ -1,7 +1,9 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <iterator>
 #include <numeric>
+#include <set>
 
 #include "sparrow/compress.h"
 
@@ -158,6 +160,98 @@ void keep_balanced_columns(std::span<float> w, const MatrixView& view, int parti
   }
 }
 
+// The entries one partition's slice of a column takes in a relative index of `index_bits` bits:
+// one per kept row, and a filler for every 2^index_bits zero rows a gap before a kept row holds.
+class SliceEntries {
+ public:
+  explicit SliceEntries(int index_bits) : span_(int64_t{1} << index_bits) {}
+  void clear() {
+    kept_.clear();
+    entries_ = 0;
+  }
+  // The entries with local row `row` kept too: one more or none when it falls between kept rows
+  // (it may split a gap that needed a filler), one more and the fillers of its own gap after them.
+  int64_t with(int64_t row) const {
+    const auto next = kept_.lower_bound(row);
+    const int64_t before = next == kept_.begin() ? -1 : *std::prev(next);
+    int64_t e = entries_ + 1 + fillers(row - before - 1);
+    if (next != kept_.end()) e += fillers(*next - row - 1) - fillers(*next - before - 1);
+    return e;
+  }
+  void add(int64_t row) {
+    entries_ = with(row);
+    kept_.insert(row);
+  }
+  int64_t entries() const { return entries_; }
+
+ private:
+  int64_t fillers(int64_t gap) const { return gap / span_; }
+  int64_t span_;
+  std::set<int64_t> kept_;
+  int64_t entries_ = 0;
+};
+
+// Keeps rows of one partition's slice of a column (`rows`: its non-zero rows, largest |w| first,
+// as matrix rows), in that order each row whose entries still fit, until the slice takes `entries`
+// entries. Returns which of `rows` are kept.
+std::vector<char> fill_slice(const std::vector<int64_t>& rows, int partitions, int64_t entries,
+                             SliceEntries& slice) {
+  std::vector<char> kept(rows.size(), 0);
+  slice.clear();
+  for (size_t k = 0; k < rows.size() && slice.entries() < entries; ++k) {
+    const int64_t local = rows[k] / partitions;
+    if (slice.with(local) > entries) continue;
+    slice.add(local);
+    kept[k] = 1;
+  }
+  return kept;
+}
+
+// Keeps about `kept` weights so that every partition's slice of a column takes the same number of
+// relative-index entries (the contract of prune_layer, scope entries).
+void keep_balanced_entries(std::span<float> w, const MatrixView& view, int partitions, int index_bits,
+                           int64_t kept) {
+  std::vector<int64_t> column_counts(static_cast<size_t>(view.cols), 0);
+  {
+    const std::vector<char> keep = top_k_mask(w, kept);
+    for (int64_t i = 0; i < std::ssize(w); ++i)
+      column_counts[static_cast<size_t>(view.transposed ? i / view.rows : i % view.cols)] +=
+          keep[static_cast<size_t>(i)] && w[static_cast<size_t>(i)] != 0.0f;
+  }
+  const int64_t fewest_rows = view.rows / partitions;
+  const auto parts = static_cast<size_t>(partitions);
+  std::vector<float> magnitude(static_cast<size_t>(view.rows));
+  std::vector<int64_t> rows;
+  SliceEntries slice(index_bits);
+  int64_t wanted = 0, given = 0;  // running totals of the columns' counts and of the weights kept
+  for (int64_t c = 0; c < view.cols; ++c) {
+    for (int64_t r = 0; r < view.rows; ++r) {
+      const float m = std::fabs(w[static_cast<size_t>(index_of(r, c, view))]);
+      magnitude[static_cast<size_t>(r)] = std::isnan(m) ? -1.0f : m;  // a NaN orders below every other
+    }
+    wanted += column_counts[static_cast<size_t>(c)];
+    // The column's entries per partition: its count over the partitions, rounded so that the
+    // weights kept so far follow the counts (a column rounded down lets a later one round up).
+    const int64_t entries =
+        std::clamp<int64_t>((wanted - given + partitions / 2) / partitions, 0, fewest_rows);
+    for (size_t p = 0; p < parts; ++p) {
+      rows.clear();
+      for (auto r = static_cast<int64_t>(p); r < view.rows; r += partitions)
+        if (magnitude[static_cast<size_t>(r)] != 0.0f) rows.push_back(r);
+      std::sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) {
+        const float ma = magnitude[static_cast<size_t>(a)], mb = magnitude[static_cast<size_t>(b)];
+        return ma > mb || (ma == mb && a < b);
+      });
+      const std::vector<char> keep = fill_slice(rows, partitions, entries, slice);
+      for (size_t k = 0; k < rows.size(); ++k)
+        if (keep[k])
+          ++given;
+        else
+          w[static_cast<size_t>(index_of(rows[k], c, view))] = 0.0f;
+    }
+  }
+}
+
 // Keeps `kept` weights, each partition's total its equal share (the contract of prune_layer,
 // scope layer).
 void keep_balanced_partitions(std::span<float> w, const MatrixView& view, int partitions, int64_t kept) {
@@ -180,11 +274,12 @@ void keep_balanced_partitions(std::span<float> w, const MatrixView& view, int pa
 Result<BalanceScope> parse_balance_scope(std::string_view text) {
   if (text == "layer") return BalanceScope::layer;
   if (text == "column") return BalanceScope::column;
-  return errorf("balance_scope '{}': expected layer or column", text);
+  if (text == "entries") return BalanceScope::entries;
+  return errorf("balance_scope '{}': expected layer, column or entries", text);
 }
 
 std::string_view balance_scope_text(BalanceScope scope) {
-  return scope == BalanceScope::column ? "column" : "layer";
+  return scope == BalanceScope::column ? "column" : scope == BalanceScope::entries ? "entries" : "layer";
 }
 
 Result<BlockShape> parse_block_shape(std::string_view text) {
@@ -226,6 +321,8 @@ int64_t prune_layer(std::span<float> w, const MatrixView& view, const PruneRule&
   const int64_t kept = weights_to_keep(w, rule);
   if (rule.balance_scope == BalanceScope::column)
     keep_balanced_columns(w, view, partitions, kept);
+  else if (rule.balance_scope == BalanceScope::entries)
+    keep_balanced_entries(w, view, partitions, rule.index_bits, kept);
   else
     keep_balanced_partitions(w, view, partitions, kept);
   return std::count(w.begin(), w.end(), 0.0f);

@@ -1,7 +1,7 @@
 // Compression recipes: CompressOptions as JSON, read from --recipe files and stored in the
 // metadata of every .spw file.
 //
-// {"sparsity": 0.9 | "quality": 1.2, "balance": 64, "balance_scope": "layer|column",
+// {"sparsity": 0.9 | "quality": 1.2, "balance": 64, "balance_scope": "layer|column|entries",
 //  "bits": 6 | {"conv": 8, "fc": 5}, "index_bits": 5,
 //  "init": "linear|density|random", "quantizer": "kmeans|uniform", "huffman": true,
 //  "partitions": 1, "seed": 1, "lowrank": "energy=0.9 | rank=64 | params=0.33",

@@ -9,14 +9,16 @@ namespace sparrow::sim {
 namespace {
 
 // Which weights of the spec's [out, in] matrix are kept (1) under magnitude pruning of Gaussian
-// weights to its density, balanced over `balance` row partitions in `scope`.
-std::vector<uint8_t> pruned_mask(const EieLayer& spec, int balance, BalanceScope scope,
+// weights to its density, balanced over `balance` row partitions in `scope` (scope entries counting
+// the fillers of an `index_bits` relative index).
+std::vector<uint8_t> pruned_mask(const EieLayer& spec, int balance, BalanceScope scope, int index_bits,
                                  std::minstd_rand& rng) {
   std::normal_distribution<float> gaussian;
   std::vector<float> w(static_cast<size_t>(spec.in * spec.out));
   for (float& v : w) v = gaussian(rng);
-  prune_layer(w, MatrixView{spec.out, spec.in, false},
-              PruneRule{1.0 - spec.weight_density, std::nullopt, balance, {}, scope});
+  PruneRule rule{1.0 - spec.weight_density, std::nullopt, balance, {}, scope};
+  rule.index_bits = index_bits;
+  prune_layer(w, MatrixView{spec.out, spec.in, false}, rule);
   std::vector<uint8_t> mask(w.size());
   for (size_t i = 0; i < w.size(); ++i) mask[i] = w[i] != 0.0f;
   return mask;
@@ -33,7 +35,7 @@ Result<SimLayer> synthetic_layer(const EieLayer& spec, const Config& config, uin
   for (int i = 1; i <= codes_used; ++i) codebook[i] = (u(rng) * 0.1f + 0.01f) * (i % 2 ? 1.0f : -1.0f);
   std::vector<uint8_t> codes(static_cast<size_t>(spec.in * spec.out), 0);
   if (balance >= 1) {
-    codes = pruned_mask(spec, balance, scope, rng);
+    codes = pruned_mask(spec, balance, scope, config.index_bits, rng);
     for (auto& c : codes)
       if (c) c = static_cast<uint8_t>(1 + rng() % codes_used);
   } else {

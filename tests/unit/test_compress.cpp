@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "compress/recipe.h"
+#include "sparrow/format.h"
 #include "test_util.h"
 
 namespace sparrow {
@@ -213,6 +214,60 @@ TEST(LoadBalance, ColumnScopeSpreadsEveryColumnsWeightsEvenlyOverThePartitions) 
   EXPECT_GT(column_scope, layer_scope + 0.03) << column_scope << " vs " << layer_scope;
 }
 
+// Scope entries: the relative index of every partition's slice of a column holds the same number
+// of entries, fillers included, so any set of active columns costs each partition the same.
+TEST(LoadBalance, EntriesScopeGivesEveryPartitionTheSameEntriesInEveryColumn) {
+  constexpr int64_t rows = 250, cols = 120;  // partitions of 32 and 31 rows
+  constexpr int partitions = 8;
+  const std::vector<float> w = uneven_rows_and_columns(rows, cols, 23);
+  const MatrixView view{rows, cols, false};
+  const int64_t kept = rows * cols - std::llround(rows * cols * 0.85);
+  for (int index_bits : {2, 3, 8}) {  // a filler every 4 or 8 zero rows; none
+    SCOPED_TRACE(index_bits);
+    auto pruned = w;
+    PruneRule rule{0.85, std::nullopt, partitions, {}, BalanceScope::entries};
+    rule.index_bits = index_bits;
+    const int64_t zeros = prune_layer(pruned, view, rule);
+    // Within half a partition's weights per column of the rounding plus the last column's fillers.
+    EXPECT_LE(std::abs(rows * cols - zeros - kept), 2 * partitions) << rows * cols - zeros << " vs " << kept;
+    std::vector<uint8_t> codes(pruned.size());
+    for (size_t i = 0; i < pruned.size(); ++i) codes[i] = pruned[i] != 0.0f;
+    const CompressedTensor t = encode_sparse(codes, view, partitions, index_bits);
+    int64_t fillers = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+      const uint32_t entries = t.partitions[0].col_counts[static_cast<size_t>(c)];
+      for (int p = 1; p < partitions; ++p)
+        ASSERT_EQ(t.partitions[static_cast<size_t>(p)].col_counts[static_cast<size_t>(c)], entries)
+            << "column " << c << ", partition " << p;
+    }
+    for (const auto& part : t.partitions) fillers += std::count(part.codes.begin(), part.codes.end(), 0);
+    if (index_bits == 8) {
+      EXPECT_EQ(fillers, 0);
+    } else {
+      EXPECT_GT(fillers, 0) << "the case the scope is for";
+    }
+    // Without fillers each partition keeps its own largest in each column, the column's count a
+    // multiple of the partitions; with them a far row may give way to a nearer, smaller one.
+    if (index_bits == 8)
+      for (int64_t c = 0; c < cols; ++c)
+        for (int p = 0; p < partitions; ++p) {
+          float smallest_kept = INFINITY, largest_pruned = 0.0f;
+          for (int64_t r = p; r < rows; r += partitions) {
+            const auto i = static_cast<size_t>(r * cols + c);
+            if (pruned[i] != 0.0f) {
+              smallest_kept = std::min(smallest_kept, std::fabs(w[i]));
+            } else {
+              largest_pruned = std::max(largest_pruned, std::fabs(w[i]));
+            }
+          }
+          ASSERT_LE(largest_pruned, smallest_kept) << "column " << c << ", partition " << p;
+        }
+  }
+  auto untouched = w;
+  EXPECT_EQ(prune_layer(untouched, view, PruneRule{std::nullopt, std::nullopt, 4, {}, BalanceScope::entries}),
+            0);
+}
+
 TEST(LoadBalance, ColumnScopeByThresholdTransposedAndOnFewRows) {
   const std::vector<float> w = uneven_rows_and_columns(12, 30, 22);
   std::vector<float> stored(w.size());  // a MatMul weight: [in, out]
@@ -327,7 +382,7 @@ TEST(LoadBalance, ScopeKeysInheritAndRoundTrip) {
   auto bad = apply_recipe(nlohmann::json::parse(R"({"balance_scope": "row"})"), o);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.message().find("'balance_scope'"), std::string::npos) << bad.message();
-  EXPECT_NE(bad.message().find("layer or column"), std::string::npos) << bad.message();
+  EXPECT_NE(bad.message().find("layer, column or entries"), std::string::npos) << bad.message();
   bad = apply_layer_override("d:balance_scope=rows", o);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.message().find("balance_scope 'rows'"), std::string::npos) << bad.message();
@@ -1650,10 +1705,31 @@ TEST_F(CompressCli, BalancedPruningIsRecordedAndInspected) {
     column_sum += column_scope;
   }
   EXPECT_GT(column_sum, layer_sum + 0.02);
+  // Balanced by entries over the file's own partitions, with 2-bit gaps (a filler every 4 zero rows):
+  // each partition's slice of every column holds as many entries, fillers included.
+  const std::string by_entries = dir_ + "/by_entries.spw";
+  ASSERT_EQ(
+      test::run_cli("-q compress " + dir_ + "/m.onnx -o " + by_entries +
+                    " --sparsity 0.75 --balance 2 --balance-scope entries --partitions 2 --index-bits 2 "
+                    "--min-weights 0 --encode-all")
+          .exit_code,
+      0);
+  auto entries_file = read_spw(by_entries);
+  ASSERT_TRUE(entries_file.ok()) << entries_file.status().message();
+  int64_t sparse_tensors = 0;
+  for (const CompressedTensor& t : entries_file->tensors) {
+    if (t.layout != WeightLayout::sparse) continue;
+    ++sparse_tensors;
+    ASSERT_EQ(t.partitions.size(), 2u);
+    EXPECT_EQ(t.partitions[0].col_counts, t.partitions[1].col_counts) << t.name;
+  }
+  EXPECT_GT(sparse_tensors, 0);
+  EXPECT_EQ(inspect_with_scope("entries")["metadata"]["options"]["balance_scope"], "entries");
   auto scope_alone =
       test::run_cli("compress " + dir_ + "/m.onnx -o " + spw + " --sparsity 0.5 --balance-scope column");
   EXPECT_EQ(scope_alone.exit_code, 1);
-  EXPECT_NE(scope_alone.output.find("balance_scope column says what balance makes equal"), std::string::npos)
+  EXPECT_NE(scope_alone.output.find("balance_scope column or entries says what balance makes equal"),
+            std::string::npos)
       << scope_alone.output;
 }
 
