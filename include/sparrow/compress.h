@@ -36,7 +36,7 @@ enum class BalanceScope : uint8_t {
             // partition exactly the same cycles, the columns' counts rounded to whole multiples
             // of the partitions
 };
-// "layer" or "column".
+// "layer", "column" or "entries".
 Result<BalanceScope> parse_balance_scope(std::string_view text);
 std::string_view balance_scope_text(BalanceScope scope);
 
@@ -99,8 +99,11 @@ int64_t prune_weights(std::span<float> weights, const PruneRule& rule);
 // then differ by what those extra weights add up to. Scope entries: each column gets the same
 // number E of relative-index entries (weights and the fillers of rule.index_bits gaps) in every
 // partition, E its count over the partitions rounded so that the layer's total follows the
-// counts (within about two partitions' weights overall); each partition keeps its largest |w| that
-// fit in E entries, a far row giving way to a nearer, smaller one where its fillers would not fit.
+// counts (within about two partitions' weights overall, unless columns ask for more than every
+// partition's rows); each partition keeps its largest non-zero |w| that fit in E entries, a far row
+// giving way to a nearer, smaller one where its fillers would not fit; where a partition cannot
+// make E entries (too few non-zero rows, as when pruning weights pruned before), the column's E is
+// what every partition can make. NaN weights are pruned.
 // Within a partition (of a column), its largest |w| are kept (scope entries: those that fit).
 // Returns how many weights are zero afterwards.
 int64_t prune_layer(std::span<float> weights, const MatrixView& view, const PruneRule& rule);

@@ -221,7 +221,8 @@ void keep_balanced_entries(std::span<float> w, const MatrixView& view, int parti
   const int64_t fewest_rows = view.rows / partitions;
   const auto parts = static_cast<size_t>(partitions);
   std::vector<float> magnitude(static_cast<size_t>(view.rows));
-  std::vector<int64_t> rows;
+  std::vector<std::vector<int64_t>> rows_by_magnitude(parts);  // of this column, per partition
+  std::vector<std::vector<char>> keep(parts);
   SliceEntries slice(index_bits);
   int64_t wanted = 0, given = 0;  // running totals of the columns' counts and of the weights kept
   for (int64_t c = 0; c < view.cols; ++c) {
@@ -232,23 +233,37 @@ void keep_balanced_entries(std::span<float> w, const MatrixView& view, int parti
     wanted += column_counts[static_cast<size_t>(c)];
     // The column's entries per partition: its count over the partitions, rounded so that the
     // weights kept so far follow the counts (a column rounded down lets a later one round up).
-    const int64_t entries =
-        std::clamp<int64_t>((wanted - given + partitions / 2) / partitions, 0, fewest_rows);
+    int64_t entries = std::clamp<int64_t>((wanted - given + partitions / 2) / partitions, 0, fewest_rows);
     for (size_t p = 0; p < parts; ++p) {
+      std::vector<int64_t>& rows = rows_by_magnitude[p];
       rows.clear();
       for (auto r = static_cast<int64_t>(p); r < view.rows; r += partitions)
-        if (magnitude[static_cast<size_t>(r)] != 0.0f) rows.push_back(r);
+        if (magnitude[static_cast<size_t>(r)] > 0.0f) rows.push_back(r);  // zeros and NaNs are not kept
       std::sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) {
         const float ma = magnitude[static_cast<size_t>(a)], mb = magnitude[static_cast<size_t>(b)];
         return ma > mb || (ma == mb && a < b);
       });
-      const std::vector<char> keep = fill_slice(rows, partitions, entries, slice);
-      for (size_t k = 0; k < rows.size(); ++k)
-        if (keep[k])
+    }
+    // A partition whose non-zero rows cannot make `entries` (weights pruned before, far rows whose
+    // fillers do not fit) sets the column's entries for all; 0 entries are always made.
+    for (bool equal = false; !equal;) {
+      equal = true;
+      for (size_t p = 0; p < parts; ++p) {
+        keep[p] = fill_slice(rows_by_magnitude[p], partitions, entries, slice);
+        if (slice.entries() < entries) {
+          entries = slice.entries();
+          equal = false;
+        }
+      }
+    }
+    for (size_t p = 0; p < parts; ++p)
+      for (size_t k = 0; k < rows_by_magnitude[p].size(); ++k)
+        if (keep[p][k])
           ++given;
         else
-          w[static_cast<size_t>(index_of(rows[k], c, view))] = 0.0f;
-    }
+          w[static_cast<size_t>(index_of(rows_by_magnitude[p][k], c, view))] = 0.0f;
+    for (int64_t r = 0; r < view.rows; ++r)  // NaNs are pruned
+      if (magnitude[static_cast<size_t>(r)] < 0.0f) w[static_cast<size_t>(index_of(r, c, view))] = 0.0f;
   }
 }
 

@@ -32,7 +32,7 @@ Result<BlockShape> block_shape(const json& j, const std::string& key) {
 
 // A balance scope given as text under `key`.
 Result<BalanceScope> balance_scope(const json& j, const std::string& key) {
-  if (!j.is_string()) return errorf("recipe key '{}': expected \"layer\" or \"column\"", key);
+  if (!j.is_string()) return errorf("recipe key '{}': expected \"layer\", \"column\" or \"entries\"", key);
   auto scope = parse_balance_scope(j.get<std::string>());
   if (!scope.ok()) return scope.status().prefixed("recipe key '" + key + "'");
   return scope;

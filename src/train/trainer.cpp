@@ -70,7 +70,9 @@ bool all_finite(const Tensor& t) {
 // - the fully connected and convolution weights of the weight-role table, and their biases;
 // - the scale and shift of BatchNormalization and LayerNormalization;
 // - float Add and Mul operands of two or more finite values, except those of an Add whose sum goes
-//   into a Softmax (an additive attention mask, which training must not move).
+//   straight into a Softmax (an additive attention mask, which training must not move), wherever
+//   else they are used. A mask reaching its Softmax through other nodes, or multiplied in, is not
+//   told apart from a learnt tensor.
 std::set<std::string> trainable(const Model& m) {
   std::set<std::string> names;
   auto is_float_initializer = [&](const Node& n, size_t i) {
@@ -80,10 +82,13 @@ std::set<std::string> trainable(const Model& m) {
   auto add = [&](const Node& n, int i) {
     if (i >= 0 && is_float_initializer(n, static_cast<size_t>(i))) names.insert(n.inputs[i]);
   };
-  std::set<std::string> softmax_inputs;
+  std::set<std::string> softmax_inputs, masks;
   for (const auto& n : m.nodes)
     if ((n.op_type == "Softmax" || n.op_type == "LogSoftmax") && !n.inputs.empty())
       softmax_inputs.insert(n.inputs[0]);
+  for (const auto& n : m.nodes)
+    if (n.op_type == "Add" && !n.outputs.empty() && softmax_inputs.count(n.outputs[0]))
+      masks.insert(n.inputs.begin(), n.inputs.end());
   for (const auto& n : m.nodes) {
     for (size_t i = 0; i < n.inputs.size(); ++i)
       if (const WeightRole* role = weight_role(n, i);
@@ -93,10 +98,9 @@ std::set<std::string> trainable(const Model& m) {
       }
     if (auto it = normalization_parameters().find(n.op_type); it != normalization_parameters().end())
       for (size_t i : it->second) add(n, static_cast<int>(i));
-    const bool masks_scores = n.op_type == "Add" && !n.outputs.empty() && softmax_inputs.count(n.outputs[0]);
-    if (elementwise_parameter_op(n.op_type) && !masks_scores)
+    if (elementwise_parameter_op(n.op_type))
       for (size_t i = 0; i < n.inputs.size(); ++i)
-        if (is_float_initializer(n, i)) {
+        if (is_float_initializer(n, i) && !masks.count(n.inputs[i])) {
           const Tensor& t = m.initializers.at(n.inputs[i]);
           if (t.numel() >= 2 && all_finite(t)) names.insert(n.inputs[i]);
         }

@@ -214,6 +214,23 @@ TEST(LoadBalance, ColumnScopeSpreadsEveryColumnsWeightsEvenlyOverThePartitions) 
   EXPECT_GT(column_scope, layer_scope + 0.03) << column_scope << " vs " << layer_scope;
 }
 
+// Expects every partition's slice of each column of row-major `w` to hold as many entries in the
+// relative index of `index_bits` bits, fillers included; returns the fillers.
+int64_t expect_equal_entries(const std::vector<float>& w, const MatrixView& view, int partitions,
+                             int index_bits) {
+  std::vector<uint8_t> codes(w.size());
+  for (size_t i = 0; i < w.size(); ++i) codes[i] = w[i] != 0.0f;
+  const CompressedTensor t = encode_sparse(codes, view, partitions, index_bits);
+  int64_t unequal = 0, fillers = 0;
+  for (int64_t c = 0; c < view.cols; ++c)
+    for (int p = 1; p < partitions; ++p)
+      unequal += t.partitions[static_cast<size_t>(p)].col_counts[static_cast<size_t>(c)] !=
+                 t.partitions[0].col_counts[static_cast<size_t>(c)];
+  EXPECT_EQ(unequal, 0) << "(column, partition) pairs whose entries differ from partition 0's";
+  for (const auto& part : t.partitions) fillers += std::count(part.codes.begin(), part.codes.end(), 0);
+  return fillers;
+}
+
 // Scope entries: the relative index of every partition's slice of a column holds the same number
 // of entries, fillers included, so any set of active columns costs each partition the same.
 TEST(LoadBalance, EntriesScopeGivesEveryPartitionTheSameEntriesInEveryColumn) {
@@ -230,17 +247,7 @@ TEST(LoadBalance, EntriesScopeGivesEveryPartitionTheSameEntriesInEveryColumn) {
     const int64_t zeros = prune_layer(pruned, view, rule);
     // Within half a partition's weights per column of the rounding plus the last column's fillers.
     EXPECT_LE(std::abs(rows * cols - zeros - kept), 2 * partitions) << rows * cols - zeros << " vs " << kept;
-    std::vector<uint8_t> codes(pruned.size());
-    for (size_t i = 0; i < pruned.size(); ++i) codes[i] = pruned[i] != 0.0f;
-    const CompressedTensor t = encode_sparse(codes, view, partitions, index_bits);
-    int64_t fillers = 0;
-    for (int64_t c = 0; c < cols; ++c) {
-      const uint32_t entries = t.partitions[0].col_counts[static_cast<size_t>(c)];
-      for (int p = 1; p < partitions; ++p)
-        ASSERT_EQ(t.partitions[static_cast<size_t>(p)].col_counts[static_cast<size_t>(c)], entries)
-            << "column " << c << ", partition " << p;
-    }
-    for (const auto& part : t.partitions) fillers += std::count(part.codes.begin(), part.codes.end(), 0);
+    const int64_t fillers = expect_equal_entries(pruned, view, partitions, index_bits);
     if (index_bits == 8) {
       EXPECT_EQ(fillers, 0);
     } else {
@@ -263,6 +270,31 @@ TEST(LoadBalance, EntriesScopeGivesEveryPartitionTheSameEntriesInEveryColumn) {
           ASSERT_LE(largest_pruned, smallest_kept) << "column " << c << ", partition " << p;
         }
   }
+  // Pruning what was pruned before (a retraining ramp, then the final pass) keeps them equal, and a
+  // transposed view ([in, out], as a MatMul stores its weight) prunes the same weights.
+  std::vector<float> stored(w.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      stored[static_cast<size_t>(c * rows + r)] = w[static_cast<size_t>(r * cols + c)];
+  for (int index_bits : {2, 4}) {
+    SCOPED_TRACE(index_bits);
+    auto ramp = w, ramp_stored = stored;
+    for (double sparsity : {0.5, 0.75, 0.85, 0.85}) {
+      PruneRule rule{sparsity, std::nullopt, partitions, {}, BalanceScope::entries};
+      rule.index_bits = index_bits;
+      prune_layer(ramp, view, rule);
+      prune_layer(ramp_stored, MatrixView{rows, cols, true}, rule);
+      expect_equal_entries(ramp, view, partitions, index_bits);
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        ASSERT_EQ(ramp_stored[static_cast<size_t>(c * rows + r)], ramp[static_cast<size_t>(r * cols + c)]);
+  }
+  // NaN weights are pruned, never kept in place of a number.
+  auto with_nan = w;
+  with_nan[5] = with_nan[cols + 7] = NAN;
+  prune_layer(with_nan, view, PruneRule{0.5, std::nullopt, partitions, {}, BalanceScope::entries});
+  EXPECT_EQ(std::count_if(with_nan.begin(), with_nan.end(), [](float v) { return std::isnan(v); }), 0);
   auto untouched = w;
   EXPECT_EQ(prune_layer(untouched, view, PruneRule{std::nullopt, std::nullopt, 4, {}, BalanceScope::entries}),
             0);

@@ -145,6 +145,7 @@ Model token_model_with_every_parameter_kind() {
   node("Transpose", {"biased"}, "keys", {{"perm", std::vector<int64_t>{0, 2, 1}}});
   node("MatMul", {"biased", "keys"}, "scores");
   node("Add", {"scores", "mask"}, "masked");
+  node("Add", {"scores", "mask"}, "unused_sum");  // the mask used again, not before a Softmax
   node("Softmax", {"masked"}, "weights", {{"axis", int64_t{-1}}});
   node("MatMul", {"weights", "biased"}, "attended");
   node("Mul", {"attended", "gamma"}, "scaled");
