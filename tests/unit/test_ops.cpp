@@ -323,23 +323,35 @@ TEST(Pool, AveragePoolPaddingCountsAsConfigured) {
 }
 
 // ---------------------------------------------------------------- Gemm / MatMul
+// Batches of 8 to 64 samples against B stored [N, K] run as B A^T, transposed back (with C added
+// or not); the others as A B^T. One and two threads (N large enough for them to split the rows).
 TEST(Gemm, TransposesAlphaBetaAndBroadcastBias) {
-  for (int64_t ta : {0, 1})
-    for (int64_t tb : {0, 1}) {
-      int64_t m = 3, k = 5, n = 4;
-      Tensor a = random_f32(ta ? Shape{k, m} : Shape{m, k}, 10 + ta);
-      Tensor b = random_f32(tb ? Shape{n, k} : Shape{k, n}, 20 + tb);
-      Tensor c = random_f32({n}, 30);
-      Tensor y = run1("Gemm", {{"transA", ta}, {"transB", tb}, {"alpha", 0.5f}, {"beta", 2.0f}}, {a, b, c});
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < n; ++j) {
-          double acc = 0;
-          for (int64_t p = 0; p < k; ++p)
-            acc += (ta ? a.f32_data()[p * m + i] : a.f32_data()[i * k + p]) *
-                   (tb ? b.f32_data()[j * k + p] : b.f32_data()[p * n + j]);
-          EXPECT_NEAR(y.f32_data()[i * n + j], 0.5 * acc + 2.0 * c.f32_data()[j], 1e-5);
-        }
-    }
+  for (int64_t m : {3, 8, 16, 64, 65})
+    for (int64_t ta : {0, 1})
+      for (int64_t tb : {0, 1})
+        for (bool with_c : {true, false})
+          for (int threads : {1, 2}) {
+            const int64_t k = 70, n = 300;
+            Tensor a = random_f32(ta ? Shape{k, m} : Shape{m, k}, static_cast<uint32_t>(10 + ta + m));
+            Tensor b = random_f32(tb ? Shape{n, k} : Shape{k, n}, static_cast<uint32_t>(20 + tb));
+            Tensor c = random_f32({n}, 30);
+            std::vector<Tensor> in{a, b};
+            if (with_c) in.push_back(c);
+            auto y = run_op("Gemm", {{"transA", ta}, {"transB", tb}, {"alpha", 0.5f}, {"beta", 2.0f}}, in, 13,
+                            1, {}, threads);
+            ASSERT_TRUE(y.ok()) << y.status().message();
+            for (int64_t i = 0; i < m; ++i)
+              for (int64_t j = 0; j < n; ++j) {
+                double acc = 0;
+                for (int64_t p = 0; p < k; ++p)
+                  acc += (ta ? a.f32_data()[p * m + i] : a.f32_data()[i * k + p]) *
+                         (tb ? b.f32_data()[j * k + p] : b.f32_data()[p * n + j]);
+                const double want = 0.5 * acc + (with_c ? 2.0 * c.f32_data()[j] : 0.0);
+                ASSERT_NEAR((*y)[0].f32_data()[i * n + j], want, 1e-4)
+                    << "m " << m << " transA " << ta << " transB " << tb << " C " << with_c << " threads "
+                    << threads << " at " << i << "," << j;
+              }
+          }
 }
 
 TEST(MatMul, VectorsAndBatchBroadcast) {

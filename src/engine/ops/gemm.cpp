@@ -1,6 +1,7 @@
 // Gemm (Y = alpha * A' B' + beta * C) and MatMul (numpy matmul with batch broadcasting), on oneDNN's sgemm.
 #include "engine/blas.h"
 #include "engine/op.h"
+#include "engine/ops/sparse_ops.h"
 
 namespace sparrow {
 
@@ -43,6 +44,15 @@ class GemmOp : public Op {
     out = {ValueDesc{DType::f32, {m_, n_}}};
     return {};
   }
+  // Batches of kWeightsFirstFromBatch to kWeightsFirstToBatch samples against B stored [N, K]
+  // (transB, as PyTorch's Linear is exported) run as Y^T = B A^T, B read as it is stored, then
+  // transposed back: oneDNN's sgemm packs a transposed B again at every call, which costs more
+  // than the transpose of the small Y (docs/engine.md, Dense products).
+  static constexpr int64_t kWeightsFirstFromBatch = 8, kWeightsFirstToBatch = 64;
+  bool weights_first() const {
+    return !trans_a_ && trans_b_ && m_ >= kWeightsFirstFromBatch && m_ <= kWeightsFirstToBatch;
+  }
+  size_t scratch_floats(int) const override { return weights_first() ? static_cast<size_t>(m_ * n_) : 0; }
   Status run(const RunArgs& a) override {
     float* y = a.out[0]->f32_data();
     float beta = 0.0f;
@@ -55,8 +65,18 @@ class GemmOp : public Op {
     }
     const Tensor& ta = *a.in[0];
     const Tensor& tb = *a.in[1];
-    sgemm_parallel(a.pool, trans_a_, trans_b_, m_, n_, k_, alpha_, ta.f32_data(), ta.dim(1), tb.f32_data(),
-                   tb.dim(1), beta, y, n_);
+    if (weights_first()) {
+      float* yt = a.scratch.data();
+      sgemm_parallel(a.pool, false, true, n_, m_, k_, alpha_, tb.f32_data(), k_, ta.f32_data(), k_, 0.0f, yt,
+                     m_);
+      if (has_c_)
+        transpose_add(a.pool, yt, n_, m_, y);
+      else
+        transpose(a.pool, yt, n_, m_, y);
+    } else {
+      sgemm_parallel(a.pool, trans_a_, trans_b_, m_, n_, k_, alpha_, ta.f32_data(), ta.dim(1), tb.f32_data(),
+                     tb.dim(1), beta, y, n_);
+    }
     activation_.apply(y, m_ * n_);
     return {};
   }
