@@ -196,6 +196,12 @@ int64_t samples_for_small_planes(int64_t batch, int threads, int64_t plane) {
   return batch;
 }
 
+int64_t samples_per_thread(int64_t batch, int threads) {
+  for (int64_t c = batch / std::max(threads, 1); c > 0; --c)
+    if (batch % c == 0) return c;
+  return batch;
+}
+
 bool chunks_gain(int64_t batch, int64_t activation_bytes_per_sample, int64_t constant_bytes) {
   return constant_bytes <= batch * activation_bytes_per_sample;
 }
@@ -236,6 +242,7 @@ bool BatchSplit::choose_chunk(int64_t batch, int threads, int64_t samples, const
     const int64_t per_sample = (*probe)->arena_bytes() / 2;
     chunk_ = std::max(sparrow::samples_per_chunk(batch, per_sample, chunk_cache_bytes()),
                       samples_for_small_planes(batch, threads, (*probe)->smallest_conv_plane()));
+    if (chunk_ == batch) chunk_ = samples_per_thread(batch, threads);
     if (batch / chunk_ < threads) return false;  // some threads would sit idle
     if (!chunks_gain(batch, per_sample, (*probe)->constant_bytes())) return false;
   }

@@ -51,6 +51,12 @@ inline constexpr int64_t kSmallConvPlane = 16;
 // `batch` from there. 1 when the planes are large enough (or there is no convolution).
 int64_t samples_for_small_planes(int64_t batch, int threads, int64_t plane);
 
+// The samples per chunk when the whole batch fits in the cache: the largest divisor of `batch` of at
+// most its share of one of `threads` threads, so that every thread runs whole chunks instead of
+// every layer waking the threads (`batch` itself for one thread or a batch smaller than the
+// threads).
+int64_t samples_per_thread(int64_t batch, int threads);
+
 // Whether running a batch as chunks can gain, by bytes moved: each chunk streams the plan's
 // constants (float32 weights) again, the whole batch spills its activations out of the cache once.
 // Chunks gain while the constants take no more than the whole batch's activations.

@@ -205,6 +205,19 @@ TEST(BatchSplit, ProfiledLayersReportTheWholeBatch) {
   }
 }
 
+TEST(BatchSplit, ABatchThatFitsTheCacheRunsAsOneChunkPerThread) {
+  EXPECT_EQ(samples_per_thread(16, 2), 8);
+  EXPECT_EQ(samples_per_thread(15, 2), 5);
+  EXPECT_EQ(samples_per_thread(16, 1), 16);
+  EXPECT_EQ(samples_per_thread(3, 4), 3) << "fewer samples than threads";
+  Model m = residual_cnn();
+  m.inputs[0].dims = {-1, 3, 8, 8};  // a few KB per sample: the whole batch fits
+  EXPECT_EQ(chunk_of(*executor(m, 1, 0), {16, 3, 8, 8}), 0) << "one thread: the whole batch";
+  if (std::thread::hardware_concurrency() >= 2) {
+    EXPECT_EQ(chunk_of(*executor(m, 2, 0), {16, 3, 8, 8}), 8) << "two threads: a chunk each";
+  }
+}
+
 TEST(BatchSplit, ConvolutionsSplitLargeBatchesByDefaultAndGraphsWithoutThemDoNot) {
   Model m = residual_cnn();
   m.inputs[0].dims = {-1, 3, 96, 96};
