@@ -31,8 +31,9 @@ struct ExecOptions {
   bool profile_layers = false;
   // A batch (axis 0 of every input) of a graph that computes each sample on its own may run as chunks
   // of samples, one plan per chunk's shapes: on several threads, each thread runs whole chunks.
-  // 0: for graphs with convolutions, chunks whose activations fit in a core's level-2 cache (no
-  // split when the whole batch fits, when there would be fewer chunks than threads, or when the
+  // 0: for graphs with convolutions, chunks whose activations fit in a core's level-2 cache (when
+  // the whole batch fits: whole on one thread, one chunk per thread on several where the batch
+  // divides evenly; no split when there would be fewer chunks than threads, or when the
   // float32 weights the plan reads outweigh the whole batch's activations: each chunk streams them
   // again); n > 0:
   // chunks of the batch's largest divisor up to n samples, for any such graph; -1: batches always

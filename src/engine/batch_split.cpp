@@ -197,8 +197,9 @@ int64_t samples_for_small_planes(int64_t batch, int threads, int64_t plane) {
 }
 
 int64_t samples_per_thread(int64_t batch, int threads) {
-  for (int64_t c = batch / std::max(threads, 1); c > 0; --c)
-    if (batch % c == 0) return c;
+  threads = std::max(threads, 1);
+  for (int64_t c = batch / threads; c > 0; --c)
+    if (batch % c == 0 && (batch / c) % threads == 0) return c;
   return batch;
 }
 
@@ -240,9 +241,11 @@ bool BatchSplit::choose_chunk(int64_t batch, int threads, int64_t samples, const
     chunk_ = sparrow::samples_per_chunk(batch, 1, samples);
   } else {
     const int64_t per_sample = (*probe)->arena_bytes() / 2;
-    chunk_ = std::max(sparrow::samples_per_chunk(batch, per_sample, chunk_cache_bytes()),
-                      samples_for_small_planes(batch, threads, (*probe)->smallest_conv_plane()));
-    if (chunk_ == batch) chunk_ = samples_per_thread(batch, threads);
+    const int64_t by_cache = sparrow::samples_per_chunk(batch, per_sample, chunk_cache_bytes()),
+                  by_planes = samples_for_small_planes(batch, threads, (*probe)->smallest_conv_plane());
+    chunk_ = std::max(by_cache, by_planes);
+    if (by_cache == batch && by_planes < batch)
+      chunk_ = std::max(samples_per_thread(batch, threads), by_planes);
     if (batch / chunk_ < threads) return false;  // some threads would sit idle
     if (!chunks_gain(batch, per_sample, (*probe)->constant_bytes())) return false;
   }

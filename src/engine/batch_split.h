@@ -51,10 +51,10 @@ inline constexpr int64_t kSmallConvPlane = 16;
 // `batch` from there. 1 when the planes are large enough (or there is no convolution).
 int64_t samples_for_small_planes(int64_t batch, int threads, int64_t plane);
 
-// The samples per chunk when the whole batch fits in the cache: the largest divisor of `batch` of at
-// most its share of one of `threads` threads, so that every thread runs whole chunks instead of
-// every layer waking the threads (`batch` itself for one thread or a batch smaller than the
-// threads).
+// The samples per chunk when the whole batch fits in the cache: the largest divisor of `batch` that
+// gives every one of `threads` threads the same number of chunks, so that each runs whole chunks
+// instead of every layer waking the threads; `batch` itself (no split) for one thread or where no
+// divisor shares the batch evenly (a batch smaller than the threads, 9 on 2).
 int64_t samples_per_thread(int64_t batch, int threads);
 
 // Whether running a batch as chunks can gain, by bytes moved: each chunk streams the plan's

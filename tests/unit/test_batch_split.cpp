@@ -207,8 +207,11 @@ TEST(BatchSplit, ProfiledLayersReportTheWholeBatch) {
 
 TEST(BatchSplit, ABatchThatFitsTheCacheRunsAsOneChunkPerThread) {
   EXPECT_EQ(samples_per_thread(16, 2), 8);
-  EXPECT_EQ(samples_per_thread(15, 2), 5);
+  EXPECT_EQ(samples_per_thread(12, 4), 3);
+  EXPECT_EQ(samples_per_thread(8, 4), 2);
   EXPECT_EQ(samples_per_thread(16, 1), 16);
+  EXPECT_EQ(samples_per_thread(9, 2), 9) << "no even share: whole";
+  EXPECT_EQ(samples_per_thread(7, 2), 7) << "no even share: whole";
   EXPECT_EQ(samples_per_thread(3, 4), 3) << "fewer samples than threads";
   Model m = residual_cnn();
   m.inputs[0].dims = {-1, 3, 8, 8};  // a few KB per sample: the whole batch fits

@@ -175,14 +175,11 @@ TEST(Engine, ConvolutionsOnFewPositionsRunEachAsOneSampleAndMatchDense) {
         EXPECT_NE(summary->layers[0].layouts, "csr") << what << ": the one-sample layouts";
         expect_same_outputs(p, {test::random_f32({images, g.c, g.h, g.w}, seed + 7)}, what);
       }
-      // Nine images of a 1x1 plane (9 positions) take the batched product (on one thread: two run
-      // them as chunks of three images, each thread its own, BatchSplit).
+      // Nine images of a 1x1 plane (9 positions) take the batched product.
       if (g.h * g.w == 1) {
         auto summary = p.sparse->summarize({{9, g.c, g.h, g.w}});
         ASSERT_TRUE(summary.ok());
-        if (threads == 1) {
-          EXPECT_NE(summary->layers[0].layouts.find("csr"), std::string::npos) << summary->layers[0].layouts;
-        }
+        EXPECT_NE(summary->layers[0].layouts.find("csr"), std::string::npos) << summary->layers[0].layouts;
         expect_same_outputs(p, {test::random_f32({9, g.c, g.h, g.w}, seed)}, "nine images");
       }
       seed += 10;
