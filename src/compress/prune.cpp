@@ -106,16 +106,31 @@ std::vector<int64_t> partition_rows(int64_t rows, int partitions) {
   return counts;
 }
 
+// How many of the layer's `kept` largest |w| lie in each column (zeros that top_k_mask keeps when
+// kept exceeds the non-zeros not counted).
+std::vector<int64_t> kept_per_column(std::span<const float> w, const MatrixView& view, int64_t kept) {
+  std::vector<int64_t> counts(static_cast<size_t>(view.cols), 0);
+  const std::vector<char> keep = top_k_mask(w, kept);
+  for (int64_t i = 0; i < std::ssize(w); ++i)
+    counts[static_cast<size_t>(view.transposed ? i / view.rows : i % view.cols)] +=
+        keep[static_cast<size_t>(i)] && w[static_cast<size_t>(i)] != 0.0f;
+  return counts;
+}
+
+// |w| of column c's rows into magnitude[0:rows]; a NaN as -1, so that it orders below every other
+// and sorts stay defined.
+void column_magnitudes(std::span<const float> w, const MatrixView& view, int64_t c,
+                       std::vector<float>& magnitude) {
+  for (int64_t r = 0; r < view.rows; ++r) {
+    const float m = std::fabs(w[static_cast<size_t>(index_of(r, c, view))]);
+    magnitude[static_cast<size_t>(r)] = std::isnan(m) ? -1.0f : m;
+  }
+}
+
 // Keeps `kept` weights, each column's share spread over the interleaved row partitions (the
 // contract of prune_layer, scope column).
 void keep_balanced_columns(std::span<float> w, const MatrixView& view, int partitions, int64_t kept) {
-  std::vector<int64_t> column_counts(static_cast<size_t>(view.cols), 0);
-  {
-    const std::vector<char> keep = top_k_mask(w, kept);  // zeros it keeps (kept > non-zeros) not counted
-    for (int64_t i = 0; i < std::ssize(w); ++i)
-      column_counts[static_cast<size_t>(view.transposed ? i / view.rows : i % view.cols)] +=
-          keep[static_cast<size_t>(i)] && w[static_cast<size_t>(i)] != 0.0f;
-  }
+  const std::vector<int64_t> column_counts = kept_per_column(w, view, kept);
   const std::vector<int64_t> capacity = partition_rows(view.rows, partitions);
   const auto parts = static_cast<size_t>(partitions);
   std::vector<int64_t> quota(parts);
@@ -123,10 +138,7 @@ void keep_balanced_columns(std::span<float> w, const MatrixView& view, int parti
   std::vector<std::vector<int64_t>> rows_by_magnitude(parts);    // of this column, per partition
   std::vector<float> magnitude(static_cast<size_t>(view.rows));  // of this column's weights
   for (int64_t c = 0; c < view.cols; ++c) {
-    for (int64_t r = 0; r < view.rows; ++r) {  // a NaN weight orders below every other, so sorts are defined
-      const float m = std::fabs(w[static_cast<size_t>(index_of(r, c, view))]);
-      magnitude[static_cast<size_t>(r)] = std::isnan(m) ? -1.0f : m;
-    }
+    column_magnitudes(w, view, c, magnitude);
     auto larger = [&](int64_t a, int64_t b) {  // the earlier row first among ties
       const float ma = magnitude[static_cast<size_t>(a)], mb = magnitude[static_cast<size_t>(b)];
       return ma > mb || (ma == mb && a < b);
@@ -211,13 +223,7 @@ std::vector<char> fill_slice(const std::vector<int64_t>& rows, int partitions, i
 // relative-index entries (the contract of prune_layer, scope entries).
 void keep_balanced_entries(std::span<float> w, const MatrixView& view, int partitions, int index_bits,
                            int64_t kept) {
-  std::vector<int64_t> column_counts(static_cast<size_t>(view.cols), 0);
-  {
-    const std::vector<char> keep = top_k_mask(w, kept);
-    for (int64_t i = 0; i < std::ssize(w); ++i)
-      column_counts[static_cast<size_t>(view.transposed ? i / view.rows : i % view.cols)] +=
-          keep[static_cast<size_t>(i)] && w[static_cast<size_t>(i)] != 0.0f;
-  }
+  const std::vector<int64_t> column_counts = kept_per_column(w, view, kept);
   const int64_t fewest_rows = view.rows / partitions;
   const auto parts = static_cast<size_t>(partitions);
   std::vector<float> magnitude(static_cast<size_t>(view.rows));
@@ -226,10 +232,7 @@ void keep_balanced_entries(std::span<float> w, const MatrixView& view, int parti
   SliceEntries slice(index_bits);
   int64_t wanted = 0, given = 0;  // running totals of the columns' counts and of the weights kept
   for (int64_t c = 0; c < view.cols; ++c) {
-    for (int64_t r = 0; r < view.rows; ++r) {
-      const float m = std::fabs(w[static_cast<size_t>(index_of(r, c, view))]);
-      magnitude[static_cast<size_t>(r)] = std::isnan(m) ? -1.0f : m;  // a NaN orders below every other
-    }
+    column_magnitudes(w, view, c, magnitude);
     wanted += column_counts[static_cast<size_t>(c)];
     // The column's entries per partition: its count over the partitions, rounded so that the
     // weights kept so far follow the counts (a column rounded down lets a later one round up).
