@@ -3,7 +3,9 @@
 #include <cmath>
 #include <iterator>
 #include <numeric>
+#include <queue>
 #include <set>
+#include <utility>
 
 #include "sparrow/compress.h"
 
@@ -219,55 +221,102 @@ std::vector<char> fill_slice(const std::vector<int64_t>& rows, int partitions, i
   return kept;
 }
 
-// Keeps about `kept` weights so that every partition's slice of a column takes the same number of
-// relative-index entries (the contract of prune_layer, scope entries).
-void keep_balanced_entries(std::span<float> w, const MatrixView& view, int partitions, int index_bits,
-                           int64_t kept) {
-  const std::vector<int64_t> column_counts = kept_per_column(w, view, kept);
-  const int64_t fewest_rows = view.rows / partitions;
-  const auto parts = static_cast<size_t>(partitions);
-  std::vector<float> magnitude(static_cast<size_t>(view.rows));
-  std::vector<std::vector<int64_t>> rows_by_magnitude(parts);  // of this column, per partition
-  std::vector<std::vector<char>> keep(parts);
-  SliceEntries slice(index_bits);
-  int64_t wanted = 0, given = 0;  // running totals of the columns' counts and of the weights kept
-  for (int64_t c = 0; c < view.cols; ++c) {
-    column_magnitudes(w, view, c, magnitude);
-    wanted += column_counts[static_cast<size_t>(c)];
-    // The column's entries per partition: its count over the partitions, rounded so that the
-    // weights kept so far follow the counts (a column rounded down lets a later one round up).
-    int64_t entries = std::clamp<int64_t>((wanted - given + partitions / 2) / partitions, 0, fewest_rows);
-    for (size_t p = 0; p < parts; ++p) {
-      std::vector<int64_t>& rows = rows_by_magnitude[p];
-      rows.clear();
-      for (auto r = static_cast<int64_t>(p); r < view.rows; r += partitions)
-        if (magnitude[static_cast<size_t>(r)] > 0.0f) rows.push_back(r);  // zeros and NaNs are not kept
-      std::sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) {
-        const float ma = magnitude[static_cast<size_t>(a)], mb = magnitude[static_cast<size_t>(b)];
-        return ma > mb || (ma == mb && a < b);
-      });
-    }
-    // A partition whose non-zero rows cannot make `entries` (weights pruned before, far rows whose
-    // fillers do not fit) sets the column's entries for all; 0 entries are always made.
-    for (bool equal = false; !equal;) {
-      equal = true;
-      for (size_t p = 0; p < parts; ++p) {
-        keep[p] = fill_slice(rows_by_magnitude[p], partitions, entries, slice);
-        if (slice.entries() < entries) {
-          entries = slice.entries();
-          equal = false;
-        }
+// One column's non-zero rows in each partition, largest |w| first (the earlier row among ties).
+void sort_column_rows(std::span<const float> w, const MatrixView& view, int64_t c, int partitions,
+                      std::vector<float>& magnitude, std::vector<std::vector<int64_t>>& rows_by_magnitude) {
+  column_magnitudes(w, view, c, magnitude);
+  for (size_t p = 0; p < rows_by_magnitude.size(); ++p) {
+    std::vector<int64_t>& rows = rows_by_magnitude[p];
+    rows.clear();
+    for (auto r = static_cast<int64_t>(p); r < view.rows; r += partitions)
+      if (magnitude[static_cast<size_t>(r)] > 0.0f) rows.push_back(r);  // zeros and NaNs are not kept
+    std::sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) {
+      const float ma = magnitude[static_cast<size_t>(a)], mb = magnitude[static_cast<size_t>(b)];
+      return ma > mb || (ma == mb && a < b);
+    });
+  }
+}
+
+// Fills every partition's slice of a column (`rows_by_magnitude`, as sort_column_rows leaves it)
+// to `entries` entries, or to fewer where a partition cannot make them (weights pruned before, far
+// rows whose fillers do not fit): then that partition's count sets the column's for all; 0
+// entries are always made. Returns the entries each slice takes; `keep` says which rows it keeps.
+int64_t fill_column(const std::vector<std::vector<int64_t>>& rows_by_magnitude, int partitions,
+                    int64_t entries, SliceEntries& slice, std::vector<std::vector<char>>& keep) {
+  for (bool equal = false; !equal;) {
+    equal = true;
+    for (size_t p = 0; p < rows_by_magnitude.size(); ++p) {
+      keep[p] = fill_slice(rows_by_magnitude[p], partitions, entries, slice);
+      if (slice.entries() < entries) {
+        entries = slice.entries();
+        equal = false;
       }
     }
+  }
+  return entries;
+}
+
+// What a column keeps when every partition's slice is filled to `entries` (fill_column).
+struct ColumnFill {
+  int64_t entries = -1;       // -1: not filled yet
+  std::vector<int64_t> rows;  // kept, as matrix rows
+};
+
+// Keeps about `kept` weights so that every partition's slice of a column takes the same number of
+// relative-index entries (the contract of prune_layer, scope entries). The entries go to the
+// columns by what magnitude pruning would keep in each: first every column its count's whole
+// multiples of the partitions, then one entry per slice at a time to the column furthest below its
+// count that can take one more (the earlier column among equals), while the layer is more than
+// half a unit below `kept`.
+void keep_balanced_entries(std::span<float> w, const MatrixView& view, int partitions, int index_bits,
+                           int64_t kept) {
+  const std::vector<int64_t> counts = kept_per_column(w, view, kept);
+  const int64_t most = view.rows / partitions;  // entries a slice of the fewest rows surely holds
+  const auto parts = static_cast<size_t>(partitions);
+  std::vector<float> magnitude(static_cast<size_t>(view.rows));
+  std::vector<std::vector<int64_t>> rows_by_magnitude(parts);
+  std::vector<std::vector<char>> keep(parts);
+  SliceEntries slice(index_bits);
+  auto fill_sorted = [&](int64_t entries) {  // the column sort_column_rows sorted last
+    ColumnFill filled{fill_column(rows_by_magnitude, partitions, entries, slice, keep), {}};
     for (size_t p = 0; p < parts; ++p)
       for (size_t k = 0; k < rows_by_magnitude[p].size(); ++k)
-        if (keep[p][k])
-          ++given;
-        else
-          w[static_cast<size_t>(index_of(rows_by_magnitude[p][k], c, view))] = 0.0f;
-    for (int64_t r = 0; r < view.rows; ++r)  // NaNs are pruned
-      if (magnitude[static_cast<size_t>(r)] < 0.0f) w[static_cast<size_t>(index_of(r, c, view))] = 0.0f;
+        if (keep[p][k]) filled.rows.push_back(rows_by_magnitude[p][k]);
+    return filled;
+  };
+  // Each column's fill now and, where it may take more, its fill at one entry more.
+  std::vector<ColumnFill> now(static_cast<size_t>(view.cols)), more(static_cast<size_t>(view.cols));
+  int64_t missing = kept;                                  // weights still to keep
+  std::priority_queue<std::pair<int64_t, int64_t>> below;  // (weights below the count, -column)
+  for (int64_t c = 0; c < view.cols; ++c) {
+    const auto i = static_cast<size_t>(c);
+    sort_column_rows(w, view, c, partitions, magnitude, rows_by_magnitude);
+    now[i] = fill_sorted(std::min(counts[i] / partitions, most));
+    missing -= std::ssize(now[i].rows);
+    if (now[i].entries < most) {
+      more[i] = fill_sorted(now[i].entries + 1);
+      below.push({counts[i] - std::ssize(now[i].rows), -c});
+    }
   }
+  while (2 * missing > partitions && !below.empty()) {
+    const int64_t c = -below.top().second;
+    const auto i = static_cast<size_t>(c);
+    below.pop();
+    if (more[i].entries < 0) {
+      sort_column_rows(w, view, c, partitions, magnitude, rows_by_magnitude);
+      more[i] = fill_sorted(now[i].entries + 1);
+    }
+    if (more[i].entries <= now[i].entries) continue;  // cannot take one more
+    missing -= std::ssize(more[i].rows) - std::ssize(now[i].rows);
+    now[i] = std::exchange(more[i], ColumnFill{});
+    if (now[i].entries < most) below.push({counts[i] - std::ssize(now[i].rows), -c});
+  }
+  std::vector<bool> kept_mask(w.size(), false);  // NaNs are never kept
+  for (int64_t c = 0; c < view.cols; ++c)
+    for (int64_t r : now[static_cast<size_t>(c)].rows)
+      kept_mask[static_cast<size_t>(index_of(r, c, view))] = true;
+  for (size_t i = 0; i < w.size(); ++i)
+    if (!kept_mask[i]) w[i] = 0.0f;
 }
 
 // Keeps `kept` weights, each partition's total its equal share (the contract of prune_layer,

@@ -253,8 +253,29 @@ TEST(LoadBalance, EntriesScopeGivesEveryPartitionTheSameEntriesInEveryColumn) {
     } else {
       EXPECT_GT(fillers, 0) << "the case the scope is for";
     }
-    // Without fillers each partition keeps its own largest in each column, the column's count a
-    // multiple of the partitions; with them a far row may give way to a nearer, smaller one.
+    // Without fillers each column keeps a multiple of the partitions within one of them of what
+    // pruning the layer as a whole keeps there, and a column that held more of the layer's largest
+    // weights never keeps fewer than one that held less.
+    if (index_bits == 8) {
+      auto whole = w;
+      prune_layer(whole, view, PruneRule{0.85, std::nullopt, 1});
+      const auto by_whole = column_partition_counts(whole, rows, cols, partitions);
+      const auto by_entries = column_partition_counts(pruned, rows, cols, partitions);
+      for (int64_t a = 0; a < cols; ++a) {
+        const int64_t count = sum(by_whole[static_cast<size_t>(a)]),
+                      kept_a = sum(by_entries[static_cast<size_t>(a)]);
+        EXPECT_EQ(kept_a % partitions, 0) << "column " << a;
+        EXPECT_LT(std::abs(kept_a - count), partitions)
+            << "column " << a << ": " << kept_a << " for " << count;
+        for (int64_t b = 0; b < cols; ++b) {
+          if (count > sum(by_whole[static_cast<size_t>(b)])) {
+            ASSERT_GE(kept_a, sum(by_entries[static_cast<size_t>(b)])) << "columns " << a << " and " << b;
+          }
+        }
+      }
+    }
+    // Without fillers each partition keeps its own largest in each column; with them a far row may
+    // give way to a nearer, smaller one.
     if (index_bits == 8)
       for (int64_t c = 0; c < cols; ++c)
         for (int p = 0; p < partitions; ++p) {
