@@ -129,6 +129,32 @@ void column_magnitudes(std::span<const float> w, const MatrixView& view, int64_t
   }
 }
 
+// Orders rows by |w| in `magnitude`, largest first (the earlier row among ties).
+auto larger_magnitude(const std::vector<float>& magnitude) {
+  return [&magnitude](int64_t a, int64_t b) {
+    const float ma = magnitude[static_cast<size_t>(a)], mb = magnitude[static_cast<size_t>(b)];
+    return ma > mb || (ma == mb && a < b);
+  };
+}
+
+// Which rows sort_column_rows lists: all, or those of non-zero numbers (the weights a slice can
+// keep; zeros and NaNs never are).
+enum class ColumnRows { all, nonzero };
+
+// Column c's rows in each partition, larger_magnitude first; its |w| left in `magnitude`.
+void sort_column_rows(std::span<const float> w, const MatrixView& view, int64_t c, int partitions,
+                      ColumnRows which, std::vector<float>& magnitude,
+                      std::vector<std::vector<int64_t>>& rows_by_magnitude) {
+  column_magnitudes(w, view, c, magnitude);
+  for (size_t p = 0; p < rows_by_magnitude.size(); ++p) {
+    std::vector<int64_t>& rows = rows_by_magnitude[p];
+    rows.clear();
+    for (auto r = static_cast<int64_t>(p); r < view.rows; r += partitions)
+      if (which == ColumnRows::all || magnitude[static_cast<size_t>(r)] > 0.0f) rows.push_back(r);
+    std::sort(rows.begin(), rows.end(), larger_magnitude(magnitude));
+  }
+}
+
 // Keeps `kept` weights, each column's share spread over the interleaved row partitions (the
 // contract of prune_layer, scope column).
 void keep_balanced_columns(std::span<float> w, const MatrixView& view, int partitions, int64_t kept) {
@@ -140,18 +166,10 @@ void keep_balanced_columns(std::span<float> w, const MatrixView& view, int parti
   std::vector<std::vector<int64_t>> rows_by_magnitude(parts);    // of this column, per partition
   std::vector<float> magnitude(static_cast<size_t>(view.rows));  // of this column's weights
   for (int64_t c = 0; c < view.cols; ++c) {
-    column_magnitudes(w, view, c, magnitude);
-    auto larger = [&](int64_t a, int64_t b) {  // the earlier row first among ties
-      const float ma = magnitude[static_cast<size_t>(a)], mb = magnitude[static_cast<size_t>(b)];
-      return ma > mb || (ma == mb && a < b);
-    };
+    sort_column_rows(w, view, c, partitions, ColumnRows::all, magnitude, rows_by_magnitude);
     int64_t count = column_counts[static_cast<size_t>(c)];
     const int64_t share = count / partitions;
     for (size_t p = 0; p < parts; ++p) {
-      std::vector<int64_t>& rows = rows_by_magnitude[p];
-      rows.clear();
-      for (auto r = static_cast<int64_t>(p); r < view.rows; r += partitions) rows.push_back(r);
-      std::sort(rows.begin(), rows.end(), larger);
       quota[p] = std::min(share, capacity[p]);
       count -= quota[p];
     }
@@ -161,8 +179,8 @@ void keep_balanced_columns(std::span<float> w, const MatrixView& view, int parti
     for (size_t p = 0; p < parts; ++p)
       if (quota[p] < capacity[p]) candidates.push_back(p);
     auto next_larger = [&](size_t p, size_t q) {
-      return larger(rows_by_magnitude[p][static_cast<size_t>(quota[p])],
-                    rows_by_magnitude[q][static_cast<size_t>(quota[q])]);
+      return larger_magnitude(magnitude)(rows_by_magnitude[p][static_cast<size_t>(quota[p])],
+                                         rows_by_magnitude[q][static_cast<size_t>(quota[q])]);
     };
     // count <= the column's rows, so at least `count` partitions have room
     count = std::min<int64_t>(count, std::ssize(candidates));
@@ -221,22 +239,6 @@ std::vector<char> fill_slice(const std::vector<int64_t>& rows, int partitions, i
   return kept;
 }
 
-// One column's non-zero rows in each partition, largest |w| first (the earlier row among ties).
-void sort_column_rows(std::span<const float> w, const MatrixView& view, int64_t c, int partitions,
-                      std::vector<float>& magnitude, std::vector<std::vector<int64_t>>& rows_by_magnitude) {
-  column_magnitudes(w, view, c, magnitude);
-  for (size_t p = 0; p < rows_by_magnitude.size(); ++p) {
-    std::vector<int64_t>& rows = rows_by_magnitude[p];
-    rows.clear();
-    for (auto r = static_cast<int64_t>(p); r < view.rows; r += partitions)
-      if (magnitude[static_cast<size_t>(r)] > 0.0f) rows.push_back(r);  // zeros and NaNs are not kept
-    std::sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) {
-      const float ma = magnitude[static_cast<size_t>(a)], mb = magnitude[static_cast<size_t>(b)];
-      return ma > mb || (ma == mb && a < b);
-    });
-  }
-}
-
 // Fills every partition's slice of a column (`rows_by_magnitude`, as sort_column_rows leaves it)
 // to `entries` entries, or to fewer where a partition cannot make them (weights pruned before, far
 // rows whose fillers do not fit): then that partition's count sets the column's for all; 0
@@ -290,7 +292,7 @@ void keep_balanced_entries(std::span<float> w, const MatrixView& view, int parti
   std::priority_queue<std::pair<int64_t, int64_t>> below;  // (weights below the count, -column)
   for (int64_t c = 0; c < view.cols; ++c) {
     const auto i = static_cast<size_t>(c);
-    sort_column_rows(w, view, c, partitions, magnitude, rows_by_magnitude);
+    sort_column_rows(w, view, c, partitions, ColumnRows::nonzero, magnitude, rows_by_magnitude);
     now[i] = fill_sorted(std::min(counts[i] / partitions, most));
     missing -= std::ssize(now[i].rows);
     if (now[i].entries < most) {
@@ -303,7 +305,7 @@ void keep_balanced_entries(std::span<float> w, const MatrixView& view, int parti
     const auto i = static_cast<size_t>(c);
     below.pop();
     if (more[i].entries < 0) {
-      sort_column_rows(w, view, c, partitions, magnitude, rows_by_magnitude);
+      sort_column_rows(w, view, c, partitions, ColumnRows::nonzero, magnitude, rows_by_magnitude);
       more[i] = fill_sorted(now[i].entries + 1);
     }
     if (more[i].entries <= now[i].entries) continue;  // cannot take one more
