@@ -98,9 +98,12 @@ int64_t prune_weights(std::span<float> weights, const PruneRule& rule);
 // weight each to the partitions whose next |w| in the column is largest. The partitions' totals
 // then differ by what those extra weights add up to. Scope entries: each column gets the same
 // number E of relative-index entries (weights and the fillers of rule.index_bits gaps) in every
-// partition, E its count over the partitions rounded so that the layer's total follows the
-// counts (within about two partitions' weights overall, unless columns ask for more than every
-// partition's rows); each partition keeps its largest non-zero |w| that fit in E entries, a far row
+// partition: first each column's count's whole multiples of the partitions, then, while the
+// layer is more than half a partition's weights below its count, the fewest entries more that
+// keep more weights (at most 8 beyond the whole multiples) to the column furthest below its own
+// count, unless that leaves the layer further from its count (so without fillers a column of a
+// larger count never keeps fewer, each within one partition's weights of its count, where its
+// partitions' rows allow); each partition keeps its largest non-zero |w| that fit in E entries, a far row
 // giving way to a nearer, smaller one where its fillers would not fit; where a partition cannot
 // make E entries (too few non-zero rows, as when pruning weights pruned before), the column's E is
 // what every partition can make. NaN weights are pruned.

@@ -4,8 +4,6 @@
 #include <iterator>
 #include <numeric>
 #include <queue>
-#include <set>
-#include <utility>
 
 #include "sparrow/compress.h"
 
@@ -119,15 +117,42 @@ std::vector<int64_t> kept_per_column(std::span<const float> w, const MatrixView&
   return counts;
 }
 
-// |w| of column c's rows into magnitude[0:rows]; a NaN as -1, so that it orders below every other
-// and sorts stay defined.
-void column_magnitudes(std::span<const float> w, const MatrixView& view, int64_t c,
-                       std::vector<float>& magnitude) {
-  for (int64_t r = 0; r < view.rows; ++r) {
-    const float m = std::fabs(w[static_cast<size_t>(index_of(r, c, view))]);
-    magnitude[static_cast<size_t>(r)] = std::isnan(m) ? -1.0f : m;
+// |w| of a layer's columns, each into magnitude[0:rows], a NaN as -1 so that it orders below every
+// other. A row-major matrix's column is strided, so its columns are read kColumnBlock neighbours
+// at a time (one cache line of each row); the values of a column are those of the layer when its
+// block was read.
+class ColumnMagnitudes {
+ public:
+  static constexpr int64_t kColumnBlock = 16;
+  ColumnMagnitudes(std::span<const float> w, const MatrixView& view) : w_(w), view_(view) {}
+  void read(int64_t c, std::vector<float>& magnitude) {
+    if (view_.transposed) {  // [cols, rows]: a column is contiguous
+      for (int64_t r = 0; r < view_.rows; ++r) magnitude[static_cast<size_t>(r)] = of(index_of(r, c, view_));
+      return;
+    }
+    if (c < first_ || c >= first_ + width_) load_block(c);
+    const float* column = block_.data() + (c - first_) * view_.rows;
+    std::copy(column, column + view_.rows, magnitude.begin());
   }
-}
+
+ private:
+  float of(int64_t i) const {
+    const float m = std::fabs(w_[static_cast<size_t>(i)]);
+    return std::isnan(m) ? -1.0f : m;
+  }
+  void load_block(int64_t c) {
+    first_ = c / kColumnBlock * kColumnBlock;
+    width_ = std::min(kColumnBlock, view_.cols - first_);
+    block_.resize(static_cast<size_t>(width_ * view_.rows));
+    for (int64_t r = 0; r < view_.rows; ++r)
+      for (int64_t j = 0; j < width_; ++j)
+        block_[static_cast<size_t>(j * view_.rows + r)] = of(r * view_.cols + first_ + j);
+  }
+  std::span<const float> w_;
+  MatrixView view_;
+  std::vector<float> block_;  // [width_][rows]
+  int64_t first_ = 0, width_ = 0;
+};
 
 // Orders rows by |w| in `magnitude`, largest first (the earlier row among ties).
 auto larger_magnitude(const std::vector<float>& magnitude) {
@@ -142,14 +167,14 @@ auto larger_magnitude(const std::vector<float>& magnitude) {
 enum class ColumnRows { all, nonzero };
 
 // Column c's rows in each partition, larger_magnitude first; its |w| left in `magnitude`.
-void sort_column_rows(std::span<const float> w, const MatrixView& view, int64_t c, int partitions,
-                      ColumnRows which, std::vector<float>& magnitude,
-                      std::vector<std::vector<int64_t>>& rows_by_magnitude) {
-  column_magnitudes(w, view, c, magnitude);
+void sort_column_rows(ColumnMagnitudes& columns, int64_t c, int partitions, ColumnRows which,
+                      std::vector<float>& magnitude, std::vector<std::vector<int64_t>>& rows_by_magnitude) {
+  columns.read(c, magnitude);
+  const auto rows_in = static_cast<int64_t>(magnitude.size());
   for (size_t p = 0; p < rows_by_magnitude.size(); ++p) {
     std::vector<int64_t>& rows = rows_by_magnitude[p];
     rows.clear();
-    for (auto r = static_cast<int64_t>(p); r < view.rows; r += partitions)
+    for (auto r = static_cast<int64_t>(p); r < rows_in; r += partitions)
       if (which == ColumnRows::all || magnitude[static_cast<size_t>(r)] > 0.0f) rows.push_back(r);
     std::sort(rows.begin(), rows.end(), larger_magnitude(magnitude));
   }
@@ -165,8 +190,9 @@ void keep_balanced_columns(std::span<float> w, const MatrixView& view, int parti
   std::vector<size_t> candidates;                                // partitions with room
   std::vector<std::vector<int64_t>> rows_by_magnitude(parts);    // of this column, per partition
   std::vector<float> magnitude(static_cast<size_t>(view.rows));  // of this column's weights
+  ColumnMagnitudes columns(w, view);                             // each column read before it is pruned
   for (int64_t c = 0; c < view.cols; ++c) {
-    sort_column_rows(w, view, c, partitions, ColumnRows::all, magnitude, rows_by_magnitude);
+    sort_column_rows(columns, c, partitions, ColumnRows::all, magnitude, rows_by_magnitude);
     int64_t count = column_counts[static_cast<size_t>(c)];
     const int64_t share = count / partitions;
     for (size_t p = 0; p < parts; ++p) {
@@ -204,7 +230,7 @@ class SliceEntries {
   // The entries with local row `row` kept too: one more or none when it falls between kept rows
   // (it may split a gap that needed a filler), one more and the fillers of its own gap after them.
   int64_t with(int64_t row) const {
-    const auto next = kept_.lower_bound(row);
+    const auto next = std::lower_bound(kept_.begin(), kept_.end(), row);
     const int64_t before = next == kept_.begin() ? -1 : *std::prev(next);
     int64_t e = entries_ + 1 + fillers(row - before - 1);
     if (next != kept_.end()) e += fillers(*next - row - 1) - fillers(*next - before - 1);
@@ -212,23 +238,23 @@ class SliceEntries {
   }
   void add(int64_t row) {
     entries_ = with(row);
-    kept_.insert(row);
+    kept_.insert(std::lower_bound(kept_.begin(), kept_.end(), row), row);
   }
   int64_t entries() const { return entries_; }
 
  private:
   int64_t fillers(int64_t gap) const { return gap / span_; }
   int64_t span_;
-  std::set<int64_t> kept_;
+  std::vector<int64_t> kept_;  // sorted (a slice keeps few rows: a vector beats a tree)
   int64_t entries_ = 0;
 };
 
 // Keeps rows of one partition's slice of a column (`rows`: its non-zero rows, largest |w| first,
 // as matrix rows), in that order each row whose entries still fit, until the slice takes `entries`
-// entries. Returns which of `rows` are kept.
-std::vector<char> fill_slice(const std::vector<int64_t>& rows, int partitions, int64_t entries,
-                             SliceEntries& slice) {
-  std::vector<char> kept(rows.size(), 0);
+// entries. `kept` says which of `rows` are kept.
+void fill_slice(const std::vector<int64_t>& rows, int partitions, int64_t entries, SliceEntries& slice,
+                std::vector<char>& kept) {
+  kept.assign(rows.size(), 0);
   slice.clear();
   for (size_t k = 0; k < rows.size() && slice.entries() < entries; ++k) {
     const int64_t local = rows[k] / partitions;
@@ -236,7 +262,6 @@ std::vector<char> fill_slice(const std::vector<int64_t>& rows, int partitions, i
     slice.add(local);
     kept[k] = 1;
   }
-  return kept;
 }
 
 // Fills every partition's slice of a column (`rows_by_magnitude`, as sort_column_rows leaves it)
@@ -248,7 +273,7 @@ int64_t fill_column(const std::vector<std::vector<int64_t>>& rows_by_magnitude, 
   for (bool equal = false; !equal;) {
     equal = true;
     for (size_t p = 0; p < rows_by_magnitude.size(); ++p) {
-      keep[p] = fill_slice(rows_by_magnitude[p], partitions, entries, slice);
+      fill_slice(rows_by_magnitude[p], partitions, entries, slice, keep[p]);
       if (slice.entries() < entries) {
         entries = slice.entries();
         equal = false;
@@ -258,67 +283,110 @@ int64_t fill_column(const std::vector<std::vector<int64_t>>& rows_by_magnitude, 
   return entries;
 }
 
-// What a column keeps when every partition's slice is filled to `entries` (fill_column).
-struct ColumnFill {
-  int64_t entries = -1;       // -1: not filled yet
-  std::vector<int64_t> rows;  // kept, as matrix rows
+// Entries per slice beyond its count's whole multiples of the partitions that the entries scope
+// may give a column (fillers, or weights pruned before, can make one more entry keep no more
+// weights and a later one more).
+constexpr int64_t kMostExtraEntries = 8;
+// How many fills that keep more weights each are weighed at a time (few columns take more than
+// two; a column that does is weighed further).
+constexpr int64_t kLevelsWeighed = 4;
+
+// The weights a column keeps when every partition's slice is filled (fill_column) to `first`,
+// first + 1, ... entries: the levels weighed so far.
+struct ColumnLevels {
+  int64_t first = 0;
+  std::vector<int64_t> weights;  // [entries - first]
+  bool complete = false;         // weighed up to the most entries the column may take
+  // The fewest entries above `level` that keep more weights, or -1 (none weighed).
+  int64_t next_above(int64_t level) const {
+    for (auto l = static_cast<size_t>(level) + 1; l < weights.size(); ++l)
+      if (weights[l] > weights[static_cast<size_t>(level)]) return static_cast<int64_t>(l);
+    return -1;
+  }
 };
 
 // Keeps about `kept` weights so that every partition's slice of a column takes the same number of
 // relative-index entries (the contract of prune_layer, scope entries). The entries go to the
 // columns by what magnitude pruning would keep in each: first every column its count's whole
-// multiples of the partitions, then one entry per slice at a time to the column furthest below its
-// count that can take one more (the earlier column among equals), while the layer is more than
-// half a unit below `kept`.
+// multiples of the partitions, then, while the layer is more than half a partition's weights below
+// `kept`, to the column furthest below its count (the earlier column among equals) the fewest
+// entries more that keep more weights in it (at most kMostExtraEntries in all), unless that would
+// leave the layer further from `kept`; until no column can keep more. Reads each column twice
+// (to weigh its fills, and to prune it) and a few again; holds a few counts per column.
 void keep_balanced_entries(std::span<float> w, const MatrixView& view, int partitions, int index_bits,
                            int64_t kept) {
   const std::vector<int64_t> counts = kept_per_column(w, view, kept);
-  const int64_t most = view.rows / partitions;  // entries a slice of the fewest rows surely holds
+  const int64_t most = view.rows / partitions;  // the entries a slice of the fewest rows can hold
   const auto parts = static_cast<size_t>(partitions);
   std::vector<float> magnitude(static_cast<size_t>(view.rows));
   std::vector<std::vector<int64_t>> rows_by_magnitude(parts);
   std::vector<std::vector<char>> keep(parts);
   SliceEntries slice(index_bits);
-  auto fill_sorted = [&](int64_t entries) {  // the column sort_column_rows sorted last
-    ColumnFill filled{fill_column(rows_by_magnitude, partitions, entries, slice, keep), {}};
-    for (size_t p = 0; p < parts; ++p)
-      for (size_t k = 0; k < rows_by_magnitude[p].size(); ++k)
-        if (keep[p][k]) filled.rows.push_back(rows_by_magnitude[p][k]);
-    return filled;
+  ColumnMagnitudes unpruned(w, view);  // read before the last pass prunes
+  auto sort_column = [&](ColumnMagnitudes& columns, int64_t c) {
+    sort_column_rows(columns, c, partitions, ColumnRows::nonzero, magnitude, rows_by_magnitude);
   };
-  // Each column's fill now and, where it may take more, its fill at one entry more.
-  std::vector<ColumnFill> now(static_cast<size_t>(view.cols)), more(static_cast<size_t>(view.cols));
-  int64_t missing = kept;                                  // weights still to keep
-  std::priority_queue<std::pair<int64_t, int64_t>> below;  // (weights below the count, -column)
-  for (int64_t c = 0; c < view.cols; ++c) {
-    const auto i = static_cast<size_t>(c);
-    sort_column_rows(w, view, c, partitions, ColumnRows::nonzero, magnitude, rows_by_magnitude);
-    now[i] = fill_sorted(std::min(counts[i] / partitions, most));
-    missing -= std::ssize(now[i].rows);
-    if (now[i].entries < most) {
-      more[i] = fill_sorted(now[i].entries + 1);
-      below.push({counts[i] - std::ssize(now[i].rows), -c});
+  auto fill = [&](int64_t entries) {  // the column sort_column sorted last; its weights kept
+    fill_column(rows_by_magnitude, partitions, entries, slice, keep);
+    int64_t weights = 0;
+    for (const std::vector<char>& k : keep) weights += std::count(k.begin(), k.end(), 1);
+    return weights;
+  };
+  // Weighs kLevelsWeighed more levels that keep more weights of the sorted column, or the rest.
+  auto weigh = [&](ColumnLevels& levels) {
+    const int64_t last = std::min(most, levels.first + kMostExtraEntries);
+    for (int64_t more = 0; !levels.complete && more < kLevelsWeighed;) {
+      levels.weights.push_back(fill(levels.first + std::ssize(levels.weights)));
+      const size_t n = levels.weights.size();
+      more += n > 1 && levels.weights[n - 1] > levels.weights[n - 2];
+      levels.complete = levels.first + std::ssize(levels.weights) > last;
     }
+  };
+  std::vector<ColumnLevels> columns(static_cast<size_t>(view.cols));
+  std::vector<int64_t> level(static_cast<size_t>(view.cols), 0);  // entries given beyond `first`
+  int64_t missing = kept;                                         // weights still to keep
+  std::priority_queue<std::pair<int64_t, int64_t>> below;         // (weights below the count, -column)
+  // Queues column c at its level if some level above keeps more weights, weighing more if needed.
+  auto queue = [&](int64_t c) {
+    ColumnLevels& levels = columns[static_cast<size_t>(c)];
+    const int64_t at = level[static_cast<size_t>(c)];
+    if (levels.next_above(at) < 0 && !levels.complete) {
+      sort_column(unpruned, c);
+      weigh(levels);
+    }
+    if (levels.next_above(at) >= 0)
+      below.push({counts[static_cast<size_t>(c)] - levels.weights[static_cast<size_t>(at)], -c});
+  };
+  for (int64_t c = 0; c < view.cols; ++c) {
+    ColumnLevels& levels = columns[static_cast<size_t>(c)];
+    levels.first = std::min(counts[static_cast<size_t>(c)] / partitions, most);
+    sort_column(unpruned, c);
+    weigh(levels);
+    missing -= levels.weights[0];
+    queue(c);
   }
   while (2 * missing > partitions && !below.empty()) {
     const int64_t c = -below.top().second;
-    const auto i = static_cast<size_t>(c);
     below.pop();
-    if (more[i].entries < 0) {
-      sort_column_rows(w, view, c, partitions, ColumnRows::nonzero, magnitude, rows_by_magnitude);
-      more[i] = fill_sorted(now[i].entries + 1);
-    }
-    if (more[i].entries <= now[i].entries) continue;  // cannot take one more
-    missing -= std::ssize(more[i].rows) - std::ssize(now[i].rows);
-    now[i] = std::exchange(more[i], ColumnFill{});
-    if (now[i].entries < most) below.push({counts[i] - std::ssize(now[i].rows), -c});
+    const ColumnLevels& levels = columns[static_cast<size_t>(c)];
+    int64_t& at = level[static_cast<size_t>(c)];
+    const int64_t next = levels.next_above(at);
+    const int64_t gain = levels.weights[static_cast<size_t>(next)] - levels.weights[static_cast<size_t>(at)];
+    if (gain >= 2 * missing) continue;  // it would leave the layer further from `kept`
+    missing -= gain;
+    at = next;
+    queue(c);
   }
-  std::vector<bool> kept_mask(w.size(), false);  // NaNs are never kept
-  for (int64_t c = 0; c < view.cols; ++c)
-    for (int64_t r : now[static_cast<size_t>(c)].rows)
-      kept_mask[static_cast<size_t>(index_of(r, c, view))] = true;
-  for (size_t i = 0; i < w.size(); ++i)
-    if (!kept_mask[i]) w[i] = 0.0f;
+  ColumnMagnitudes pruning(w, view);  // each column read before it is pruned
+  for (int64_t c = 0; c < view.cols; ++c) {
+    sort_column(pruning, c);
+    fill(columns[static_cast<size_t>(c)].first + level[static_cast<size_t>(c)]);
+    for (size_t p = 0; p < parts; ++p)
+      for (size_t k = 0; k < rows_by_magnitude[p].size(); ++k)
+        if (!keep[p][k]) w[static_cast<size_t>(index_of(rows_by_magnitude[p][k], c, view))] = 0.0f;
+    for (int64_t r = 0; r < view.rows; ++r)  // NaNs are pruned
+      if (magnitude[static_cast<size_t>(r)] < 0.0f) w[static_cast<size_t>(index_of(r, c, view))] = 0.0f;
+  }
 }
 
 // Keeps `kept` weights, each partition's total its equal share (the contract of prune_layer,
