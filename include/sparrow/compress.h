@@ -101,7 +101,7 @@ int64_t prune_weights(std::span<float> weights, const PruneRule& rule);
 // partition: first each column's count's whole multiples of the partitions, then, while the
 // layer is more than half a partition's weights below its count, the fewest entries more that
 // keep more weights (at most 8 beyond the whole multiples) to the column furthest below its own
-// count, unless that leaves the layer further from its count (so without fillers a column of a
+// count, unless that brings the layer no nearer to its count (so without fillers a column of a
 // larger count never keeps fewer, each within one partition's weights of its count, where its
 // partitions' rows allow); each partition keeps its largest non-zero |w| that fit in E entries, a far row
 // giving way to a nearer, smaller one where its fillers would not fit; where a partition cannot

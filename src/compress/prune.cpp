@@ -119,7 +119,7 @@ std::vector<int64_t> kept_per_column(std::span<const float> w, const MatrixView&
 
 // |w| of a layer's columns, each into magnitude[0:rows], a NaN as -1 so that it orders below every
 // other. A row-major matrix's column is strided, so its columns are read kColumnBlock neighbours
-// at a time (one cache line of each row); the values of a column are those of the layer when its
+// at a time (64 bytes of each row); the values of a column are those of the layer when its
 // block was read.
 class ColumnMagnitudes {
  public:
@@ -297,7 +297,8 @@ struct ColumnLevels {
   int64_t first = 0;
   std::vector<int64_t> weights;  // [entries - first]
   bool complete = false;         // weighed up to the most entries the column may take
-  // The fewest entries above `level` that keep more weights, or -1 (none weighed).
+  // The lowest level (entries beyond `first`) above `level` that keeps more weights, or -1 (none
+  // weighed).
   int64_t next_above(int64_t level) const {
     for (auto l = static_cast<size_t>(level) + 1; l < weights.size(); ++l)
       if (weights[l] > weights[static_cast<size_t>(level)]) return static_cast<int64_t>(l);
@@ -311,7 +312,7 @@ struct ColumnLevels {
 // multiples of the partitions, then, while the layer is more than half a partition's weights below
 // `kept`, to the column furthest below its count (the earlier column among equals) the fewest
 // entries more that keep more weights in it (at most kMostExtraEntries in all), unless that would
-// leave the layer further from `kept`; until no column can keep more. Reads each column twice
+// bring the layer no nearer to `kept`; until no column can keep more. Reads each column twice
 // (to weigh its fills, and to prune it) and a few again; holds a few counts per column.
 void keep_balanced_entries(std::span<float> w, const MatrixView& view, int partitions, int index_bits,
                            int64_t kept) {
@@ -346,14 +347,13 @@ void keep_balanced_entries(std::span<float> w, const MatrixView& view, int parti
   std::vector<int64_t> level(static_cast<size_t>(view.cols), 0);  // entries given beyond `first`
   int64_t missing = kept;                                         // weights still to keep
   std::priority_queue<std::pair<int64_t, int64_t>> below;         // (weights below the count, -column)
-  // Queues column c at its level if some level above keeps more weights, weighing more if needed.
-  auto queue = [&](int64_t c) {
+  // Queues column c at its level if some level above keeps more weights, weighing more if needed
+  // (`sorted`: c is the column sort_column sorted last).
+  auto queue = [&](int64_t c, bool sorted) {
     ColumnLevels& levels = columns[static_cast<size_t>(c)];
     const int64_t at = level[static_cast<size_t>(c)];
-    if (levels.next_above(at) < 0 && !levels.complete) {
-      sort_column(unpruned, c);
-      weigh(levels);
-    }
+    if (levels.next_above(at) < 0 && !levels.complete && !sorted) sort_column(unpruned, c);
+    while (levels.next_above(at) < 0 && !levels.complete) weigh(levels);
     if (levels.next_above(at) >= 0)
       below.push({counts[static_cast<size_t>(c)] - levels.weights[static_cast<size_t>(at)], -c});
   };
@@ -363,7 +363,7 @@ void keep_balanced_entries(std::span<float> w, const MatrixView& view, int parti
     sort_column(unpruned, c);
     weigh(levels);
     missing -= levels.weights[0];
-    queue(c);
+    queue(c, true);
   }
   while (2 * missing > partitions && !below.empty()) {
     const int64_t c = -below.top().second;
@@ -372,10 +372,10 @@ void keep_balanced_entries(std::span<float> w, const MatrixView& view, int parti
     int64_t& at = level[static_cast<size_t>(c)];
     const int64_t next = levels.next_above(at);
     const int64_t gain = levels.weights[static_cast<size_t>(next)] - levels.weights[static_cast<size_t>(at)];
-    if (gain >= 2 * missing) continue;  // it would leave the layer further from `kept`
+    if (gain >= 2 * missing) continue;  // it would bring the layer no nearer to `kept`
     missing -= gain;
     at = next;
-    queue(c);
+    queue(c, false);
   }
   ColumnMagnitudes pruning(w, view);  // each column read before it is pruned
   for (int64_t c = 0; c < view.cols; ++c) {
