@@ -292,11 +292,12 @@ constexpr int64_t kMostExtraEntries = 8;
 constexpr int64_t kLevelsWeighed = 4;
 
 // The weights a column keeps when every partition's slice is filled (fill_column) to `first`,
-// first + 1, ... entries: the levels weighed so far.
+// first + 1, ... entries: the levels weighed so far, and the level given.
 struct ColumnLevels {
   int64_t first = 0;
   std::vector<int64_t> weights;  // [entries - first]
   bool complete = false;         // weighed up to the most entries the column may take
+  int64_t at = 0;                // the level given
   // The lowest level (entries beyond `first`) above `level` that keeps more weights, or -1 (none
   // weighed).
   int64_t next_above(int64_t level) const {
@@ -344,18 +345,16 @@ void keep_balanced_entries(std::span<float> w, const MatrixView& view, int parti
     }
   };
   std::vector<ColumnLevels> columns(static_cast<size_t>(view.cols));
-  std::vector<int64_t> level(static_cast<size_t>(view.cols), 0);  // entries given beyond `first`
-  int64_t missing = kept;                                         // weights still to keep
-  std::priority_queue<std::pair<int64_t, int64_t>> below;         // (weights below the count, -column)
+  int64_t missing = kept;                                  // weights still to keep
+  std::priority_queue<std::pair<int64_t, int64_t>> below;  // (weights below the count, -column)
   // Queues column c at its level if some level above keeps more weights, weighing more if needed
   // (`sorted`: c is the column sort_column sorted last).
   auto queue = [&](int64_t c, bool sorted) {
     ColumnLevels& levels = columns[static_cast<size_t>(c)];
-    const int64_t at = level[static_cast<size_t>(c)];
-    if (levels.next_above(at) < 0 && !levels.complete && !sorted) sort_column(unpruned, c);
-    while (levels.next_above(at) < 0 && !levels.complete) weigh(levels);
-    if (levels.next_above(at) >= 0)
-      below.push({counts[static_cast<size_t>(c)] - levels.weights[static_cast<size_t>(at)], -c});
+    if (levels.next_above(levels.at) < 0 && !levels.complete && !sorted) sort_column(unpruned, c);
+    while (levels.next_above(levels.at) < 0 && !levels.complete) weigh(levels);
+    if (levels.next_above(levels.at) >= 0)
+      below.push({counts[static_cast<size_t>(c)] - levels.weights[static_cast<size_t>(levels.at)], -c});
   };
   for (int64_t c = 0; c < view.cols; ++c) {
     ColumnLevels& levels = columns[static_cast<size_t>(c)];
@@ -368,19 +367,19 @@ void keep_balanced_entries(std::span<float> w, const MatrixView& view, int parti
   while (2 * missing > partitions && !below.empty()) {
     const int64_t c = -below.top().second;
     below.pop();
-    const ColumnLevels& levels = columns[static_cast<size_t>(c)];
-    int64_t& at = level[static_cast<size_t>(c)];
-    const int64_t next = levels.next_above(at);
-    const int64_t gain = levels.weights[static_cast<size_t>(next)] - levels.weights[static_cast<size_t>(at)];
+    ColumnLevels& levels = columns[static_cast<size_t>(c)];
+    const int64_t next = levels.next_above(levels.at);
+    const int64_t gain =
+        levels.weights[static_cast<size_t>(next)] - levels.weights[static_cast<size_t>(levels.at)];
     if (gain >= 2 * missing) continue;  // it would bring the layer no nearer to `kept`
     missing -= gain;
-    at = next;
+    levels.at = next;
     queue(c, false);
   }
   ColumnMagnitudes pruning(w, view);  // each column read before it is pruned
   for (int64_t c = 0; c < view.cols; ++c) {
     sort_column(pruning, c);
-    fill(columns[static_cast<size_t>(c)].first + level[static_cast<size_t>(c)]);
+    fill(columns[static_cast<size_t>(c)].first + columns[static_cast<size_t>(c)].at);
     for (size_t p = 0; p < parts; ++p)
       for (size_t k = 0; k < rows_by_magnitude[p].size(); ++k)
         if (!keep[p][k]) w[static_cast<size_t>(index_of(rows_by_magnitude[p][k], c, view))] = 0.0f;
