@@ -315,78 +315,116 @@ struct ColumnLevels {
 // entries more that keep more weights in it (at most kMostExtraEntries in all), unless that would
 // bring the layer no nearer to `kept`; until no column can keep more. Reads each column twice
 // (to weigh its fills, and to prune it) and a few again; holds a few counts per column.
-void keep_balanced_entries(std::span<float> w, const MatrixView& view, int partitions, int index_bits,
-                           int64_t kept) {
-  const std::vector<int64_t> counts = kept_per_column(w, view, kept);
-  const int64_t most = view.rows / partitions;  // the entries a slice of the fewest rows can hold
-  const auto parts = static_cast<size_t>(partitions);
-  std::vector<float> magnitude(static_cast<size_t>(view.rows));
-  std::vector<std::vector<int64_t>> rows_by_magnitude(parts);
-  std::vector<std::vector<char>> keep(parts);
-  SliceEntries slice(index_bits);
-  ColumnMagnitudes unpruned(w, view);  // read before the last pass prunes
-  auto sort_column = [&](ColumnMagnitudes& columns, int64_t c) {
-    sort_column_rows(columns, c, partitions, ColumnRows::nonzero, magnitude, rows_by_magnitude);
-  };
-  auto fill = [&](int64_t entries) {  // the column sort_column sorted last; its weights kept
-    fill_column(rows_by_magnitude, partitions, entries, slice, keep);
+class EntriesBalance {
+ public:
+  EntriesBalance(std::span<float> w, const MatrixView& view, int partitions, int index_bits, int64_t kept)
+      : w_(w),
+        view_(view),
+        partitions_(partitions),
+        most_(view.rows / partitions),
+        counts_(kept_per_column(w, view, kept)),
+        missing_(kept),
+        magnitude_(static_cast<size_t>(view.rows)),
+        rows_by_magnitude_(static_cast<size_t>(partitions)),
+        keep_(static_cast<size_t>(partitions)),
+        slice_(index_bits),
+        unpruned_(w, view),
+        columns_(static_cast<size_t>(view.cols)) {}
+
+  void run() {
+    give_whole_multiples();
+    give_extra_entries();
+    prune();
+  }
+
+ private:
+  void sort_column(ColumnMagnitudes& columns, int64_t c) {
+    sort_column_rows(columns, c, partitions_, ColumnRows::nonzero, magnitude_, rows_by_magnitude_);
+  }
+  // The weights the column sort_column sorted last keeps at `entries` per slice (keep_ says which).
+  int64_t fill(int64_t entries) {
+    fill_column(rows_by_magnitude_, partitions_, entries, slice_, keep_);
     int64_t weights = 0;
-    for (const std::vector<char>& k : keep) weights += std::count(k.begin(), k.end(), 1);
+    for (const std::vector<char>& k : keep_) weights += std::count(k.begin(), k.end(), 1);
     return weights;
-  };
-  // Weighs kLevelsWeighed more levels that keep more weights of the sorted column, or the rest.
-  auto weigh = [&](ColumnLevels& levels) {
-    const int64_t last = std::min(most, levels.first + kMostExtraEntries);
+  }
+  // Weighs kLevelsWeighed more levels of the sorted column that keep more weights, or the rest.
+  void weigh(ColumnLevels& levels) {
+    const int64_t last = std::min(most_, levels.first + kMostExtraEntries);
     for (int64_t more = 0; !levels.complete && more < kLevelsWeighed;) {
       levels.weights.push_back(fill(levels.first + std::ssize(levels.weights)));
       const size_t n = levels.weights.size();
       more += n > 1 && levels.weights[n - 1] > levels.weights[n - 2];
       levels.complete = levels.first + std::ssize(levels.weights) > last;
     }
-  };
-  std::vector<ColumnLevels> columns(static_cast<size_t>(view.cols));
-  int64_t missing = kept;                                  // weights still to keep
-  std::priority_queue<std::pair<int64_t, int64_t>> below;  // (weights below the count, -column)
+  }
   // Queues column c at its level if some level above keeps more weights, weighing more if needed
   // (`sorted`: c is the column sort_column sorted last).
-  auto queue = [&](int64_t c, bool sorted) {
-    ColumnLevels& levels = columns[static_cast<size_t>(c)];
-    if (levels.next_above(levels.at) < 0 && !levels.complete && !sorted) sort_column(unpruned, c);
+  void queue(int64_t c, bool sorted) {
+    ColumnLevels& levels = columns_[static_cast<size_t>(c)];
+    if (levels.next_above(levels.at) < 0 && !levels.complete && !sorted) sort_column(unpruned_, c);
     while (levels.next_above(levels.at) < 0 && !levels.complete) weigh(levels);
     if (levels.next_above(levels.at) >= 0)
-      below.push({counts[static_cast<size_t>(c)] - levels.weights[static_cast<size_t>(levels.at)], -c});
-  };
-  for (int64_t c = 0; c < view.cols; ++c) {
-    ColumnLevels& levels = columns[static_cast<size_t>(c)];
-    levels.first = std::min(counts[static_cast<size_t>(c)] / partitions, most);
-    sort_column(unpruned, c);
-    weigh(levels);
-    missing -= levels.weights[0];
-    queue(c, true);
+      below_.push({counts_[static_cast<size_t>(c)] - levels.weights[static_cast<size_t>(levels.at)], -c});
   }
-  while (2 * missing > partitions && !below.empty()) {
-    const int64_t c = -below.top().second;
-    below.pop();
-    ColumnLevels& levels = columns[static_cast<size_t>(c)];
-    const int64_t next = levels.next_above(levels.at);
-    const int64_t gain =
-        levels.weights[static_cast<size_t>(next)] - levels.weights[static_cast<size_t>(levels.at)];
-    if (gain >= 2 * missing) continue;  // it would bring the layer no nearer to `kept`
-    missing -= gain;
-    levels.at = next;
-    queue(c, false);
+  // Every column its count's whole multiples of the partitions (as many entries as a slice of the
+  // fewest rows can hold at most).
+  void give_whole_multiples() {
+    for (int64_t c = 0; c < view_.cols; ++c) {
+      ColumnLevels& levels = columns_[static_cast<size_t>(c)];
+      levels.first = std::min(counts_[static_cast<size_t>(c)] / partitions_, most_);
+      sort_column(unpruned_, c);
+      weigh(levels);
+      missing_ -= levels.weights[0];
+      queue(c, true);
+    }
   }
-  ColumnMagnitudes pruning(w, view);  // each column read before it is pruned
-  for (int64_t c = 0; c < view.cols; ++c) {
-    sort_column(pruning, c);
-    fill(columns[static_cast<size_t>(c)].first + columns[static_cast<size_t>(c)].at);
-    for (size_t p = 0; p < parts; ++p)
-      for (size_t k = 0; k < rows_by_magnitude[p].size(); ++k)
-        if (!keep[p][k]) w[static_cast<size_t>(index_of(rows_by_magnitude[p][k], c, view))] = 0.0f;
-    for (int64_t r = 0; r < view.rows; ++r)  // NaNs are pruned
-      if (magnitude[static_cast<size_t>(r)] < 0.0f) w[static_cast<size_t>(index_of(r, c, view))] = 0.0f;
+  // The column furthest below its count the fewest entries more that keep more weights, while the
+  // layer is more than half a partition's weights below `kept` and some column can keep more.
+  void give_extra_entries() {
+    while (2 * missing_ > partitions_ && !below_.empty()) {
+      const int64_t c = -below_.top().second;
+      below_.pop();
+      ColumnLevels& levels = columns_[static_cast<size_t>(c)];
+      const int64_t next = levels.next_above(levels.at);
+      const int64_t gain =
+          levels.weights[static_cast<size_t>(next)] - levels.weights[static_cast<size_t>(levels.at)];
+      if (gain >= 2 * missing_) continue;  // it would bring the layer no nearer to `kept`
+      missing_ -= gain;
+      levels.at = next;
+      queue(c, false);
+    }
   }
-}
+  // Each column filled again at its level, and what its slices do not keep pruned (NaNs too).
+  void prune() {
+    ColumnMagnitudes pruning(w_, view_);  // each column read before it is pruned
+    for (int64_t c = 0; c < view_.cols; ++c) {
+      sort_column(pruning, c);
+      const ColumnLevels& levels = columns_[static_cast<size_t>(c)];
+      fill(levels.first + levels.at);
+      for (size_t p = 0; p < keep_.size(); ++p)
+        for (size_t k = 0; k < rows_by_magnitude_[p].size(); ++k)
+          if (!keep_[p][k]) zero(rows_by_magnitude_[p][k], c);
+      for (int64_t r = 0; r < view_.rows; ++r)
+        if (magnitude_[static_cast<size_t>(r)] < 0.0f) zero(r, c);
+    }
+  }
+  void zero(int64_t row, int64_t c) { w_[static_cast<size_t>(index_of(row, c, view_))] = 0.0f; }
+
+  std::span<float> w_;
+  MatrixView view_;
+  int partitions_;
+  int64_t most_;                                         // the entries a slice of the fewest rows can hold
+  std::vector<int64_t> counts_;                          // each column's count (kept_per_column)
+  int64_t missing_;                                      // weights still to keep
+  std::vector<float> magnitude_;                         // of the sorted column's weights
+  std::vector<std::vector<int64_t>> rows_by_magnitude_;  // of the sorted column, per partition
+  std::vector<std::vector<char>> keep_;                  // which of those its last fill keeps
+  SliceEntries slice_;
+  ColumnMagnitudes unpruned_;  // read before prune() prunes
+  std::vector<ColumnLevels> columns_;
+  std::priority_queue<std::pair<int64_t, int64_t>> below_;  // (weights below the count, -column)
+};
 
 // Keeps `kept` weights, each partition's total its equal share (the contract of prune_layer,
 // scope layer).
@@ -458,7 +496,7 @@ int64_t prune_layer(std::span<float> w, const MatrixView& view, const PruneRule&
   if (rule.balance_scope == BalanceScope::column)
     keep_balanced_columns(w, view, partitions, kept);
   else if (rule.balance_scope == BalanceScope::entries)
-    keep_balanced_entries(w, view, partitions, rule.index_bits, kept);
+    EntriesBalance(w, view, partitions, rule.index_bits, kept).run();
   else
     keep_balanced_partitions(w, view, partitions, kept);
   return std::count(w.begin(), w.end(), 0.0f);
