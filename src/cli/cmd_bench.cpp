@@ -169,7 +169,9 @@ Status time_model(const ModelBench& o, const ExecOptions& options, nlohmann::jso
   SP_ASSIGN_OR_RETURN(const std::vector<int> batches, batches_to_time(a->model(), o));
   for (int batch : batches) {
     SP_ASSIGN_OR_RETURN(Tensor x, bench_input(a->model(), o, batch));
+    const uint64_t stalls_before = a->stalls();
     SP_ASSIGN_OR_RETURN(RunTimes ts, time_runs(*a, x, o.repeats));
+    const uint64_t stalls = a->stalls() - stalls_before;
     SP_ASSIGN_OR_RETURN(RunTimes td, time_runs(*b, x, o.repeats));
     SP_ASSIGN_OR_RETURN(ModelSummary se, a->summarize({x.shape()}));
     nlohmann::json layers;
@@ -191,7 +193,8 @@ Status time_model(const ModelBench& o, const ExecOptions& options, nlohmann::jso
                     {"dense_runs", td.runs},
                     {"speedup", td.median / ts.median},
                     {"samples_per_chunk", se.samples_per_chunk},
-                    {"one_thread", se.one_thread}});
+                    {"one_thread", se.one_thread},
+                    {"stalls", stalls}});
     if (o.profile) rows.back()["layers"] = std::move(layers);
   }
   return {};
@@ -228,8 +231,15 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
                    : std::string("whole"));
   for (const auto& r : rows)
     if (r["one_thread"].get<bool>() && r["threads"].get<int>() > 1)
-      fmt::print("batch {}: too little work for threads to pay; the engine ran every layer on the calling thread\n",
-                 r["batch"].get<int>());
+      fmt::print(
+          "batch {}: too little work for threads to pay; the engine ran every layer on the calling thread\n",
+          r["batch"].get<int>());
+  for (const auto& r : rows)
+    if (r["stalls"].get<uint64_t>() > 0)
+      fmt::print(
+          "batch {}, {} threads: a worker was taken off its core {} times while timed (another process "
+          "on it); the engine ran on the calling thread alone for a while after each\n",
+          r["batch"].get<int>(), r["threads"].get<int>(), r["stalls"].get<uint64_t>());
   for (const auto& r : rows)
     if (r.contains("layers")) print_layer_times(r["layers"], r["batch"].get<int64_t>());
   return 0;

@@ -80,6 +80,13 @@ void ThreadPool::work(int thread) {
 }
 
 void ThreadPool::run(int64_t count, Call call, void* ctx, int blocks, Call prepare) {
+  ++regions_;
+  const auto start = StallGuard::Clock::now();
+  if (stall_guard_.runs_alone(start)) {
+    if (prepare) prepare(ctx, 0, 0);
+    for (int64_t i = 0; i < count; ++i) call(ctx, i, 0);
+    return;
+  }
   {
     std::lock_guard lock(mutex_);
     ++generation_;
@@ -99,10 +106,14 @@ void ThreadPool::run(int64_t count, Call call, void* ctx, int blocks, Call prepa
   }
   wake_.notify_all();
   work(0);
+  const auto own_done = StallGuard::Clock::now();
   // Short spin before blocking: parallel regions of a few hundred microseconds are common.
-  if (spin_until([&] { return finished_.load(std::memory_order_acquire) == count; })) return;
-  std::unique_lock lock(mutex_);
-  done_.wait(lock, [&] { return finished_.load(std::memory_order_acquire) == count; });
+  if (!spin_until([&] { return finished_.load(std::memory_order_acquire) == count; })) {
+    std::unique_lock lock(mutex_);
+    done_.wait(lock, [&] { return finished_.load(std::memory_order_acquire) == count; });
+  }
+  const auto end = StallGuard::Clock::now();
+  stall_guard_.record(own_done - start, end - own_done, end);
 }
 
 void ThreadPool::worker_loop(int thread) {

@@ -15,6 +15,39 @@
 
 namespace sparrow {
 
+// Whether a pool's next parallel region runs on the calling thread alone. A region in which the
+// caller, done with its own tasks, waited for the workers more than twice as long as it worked and
+// more than kStallSlack (a worker taken off its core in the middle of a task, as when another
+// process shares the core) is a stall; after one, regions run on the caller alone for a back-off
+// time, kFirstBackoff, doubled (up to kMostBackoff) for a stall that comes within a few back-off
+// times of the last one, and back to kFirstBackoff after a calm spell. A worker that is merely
+// slower, or a task longer than the others, waits the caller less than its own work: no stall.
+class StallGuard {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr Clock::duration kStallSlack = std::chrono::microseconds(500);
+  static constexpr Clock::duration kFirstBackoff = std::chrono::milliseconds(10);
+  static constexpr Clock::duration kMostBackoff = std::chrono::seconds(1);
+
+  bool runs_alone(Clock::time_point now) const { return now < alone_until_; }
+  // A region whose caller worked `own` on its tasks and then waited `waited`, ending at `now`.
+  void record(Clock::duration own, Clock::duration waited, Clock::time_point now) {
+    if (waited <= 2 * own + kStallSlack) return;
+    const bool recent = stalls_ > 0 && now - last_stall_ < 4 * backoff_;
+    backoff_ = recent ? std::min<Clock::duration>(2 * backoff_, kMostBackoff) : kFirstBackoff;
+    last_stall_ = now;
+    alone_until_ = now + backoff_;
+    ++stalls_;
+  }
+  uint64_t stalls() const { return stalls_; }
+
+ private:
+  Clock::time_point alone_until_{};
+  Clock::time_point last_stall_{};
+  Clock::duration backoff_ = kFirstBackoff;
+  uint64_t stalls_ = 0;
+};
+
 class ThreadPool {
  public:
   // `threads` is the total parallelism including the caller; values < 1 mean 1.
@@ -24,9 +57,11 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
-  // Parallel regions opened so far (a region runs its tasks on the workers too; work run inline on
-  // the caller, with one thread or one task, opens none).
-  uint64_t regions() const { return published_.load(std::memory_order_relaxed); }
+  // Parallel regions asked for so far: tasks handed to the workers too, or run by the caller alone
+  // while StallGuard says so. Work run inline because there is one thread or one task is none.
+  uint64_t regions() const { return regions_; }
+  // Regions after which the caller waited on a worker taken off its core (StallGuard).
+  uint64_t stalls() const { return stall_guard_.stalls(); }
 
   // How long an idle worker (and the caller waiting for the last task) spins before sleeping: long
   // enough to bridge the gap between one layer's parallel region and the next, so that waking a
@@ -157,6 +192,8 @@ class ThreadPool {
     uint64_t generation = 0;
   };
   std::vector<Prepared> prepared_;
+  uint64_t regions_ = 0;                // caller only
+  StallGuard stall_guard_;              // caller only
   std::atomic<int64_t> finished_{0};    // tasks of the current generation completed
   std::atomic<uint64_t> published_{0};  // generation_, readable without the lock for spinning
 };

@@ -49,6 +49,10 @@ int Executor::threads() const {
   return impl_->pool.size();
 }
 
+uint64_t Executor::stalls() const {
+  return impl_->pool.stalls();
+}
+
 namespace {
 
 // Every operator and attribute can be run, and every input type is computed with.
@@ -125,9 +129,9 @@ Result<Plan*> Executor::plan_for(const std::vector<Shape>& input_shapes) {
       return plans.back().get();
     }
   }
-  auto plan = Plan::build(model_, input_shapes, impl_->pool, impl_->options.memory_limit_bytes,
-                          impl_->weights.get(), impl_->options.sparse, impl_->options.keep_values,
-                          impl_->options.one_thread_below_work);
+  auto plan =
+      Plan::build(model_, input_shapes, impl_->pool, impl_->options.memory_limit_bytes, impl_->weights.get(),
+                  impl_->options.sparse, impl_->options.keep_values, impl_->options.one_thread_below_work);
   if (!plan.ok()) return plan.status().prefixed(model_.source);
   (*plan)->set_profiling(impl_->options.profile_layers);
   if (plans.size() == kMaxCachedPlans) plans.erase(plans.begin());

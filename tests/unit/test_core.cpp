@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include "core/file.h"
 #include "core/finite.h"
@@ -177,6 +178,72 @@ TEST(ThreadPool, BackToBackRegionsNeverMixTheirTasks) {
   for (auto& h : a) EXPECT_EQ(h.load(), 10000);
   for (auto& h : b) EXPECT_EQ(h.load(), 10000);
   for (auto& h : c) EXPECT_EQ(h.load(), 10000);
+}
+
+TEST(StallGuard, ACallerWaitingFarLongerThanItWorkedRunsAloneForABackOffThatGrowsWhileStallsRecur) {
+  using namespace std::chrono_literals;
+  using Clock = StallGuard::Clock;
+  const Clock::time_point t0 = Clock::now();
+  StallGuard guard;
+  EXPECT_FALSE(guard.runs_alone(t0));
+  // A slower worker or one longer task: the caller waits less than twice its own work and the slack.
+  guard.record(100us, 150us, t0);
+  guard.record(10ms, 20ms, t0);
+  guard.record(0us, StallGuard::kStallSlack, t0);
+  EXPECT_FALSE(guard.runs_alone(t0));
+  EXPECT_EQ(guard.stalls(), 0u);
+  // A worker taken off its core mid-task: alone for kFirstBackoff.
+  guard.record(50us, 3ms, t0);
+  EXPECT_EQ(guard.stalls(), 1u);
+  EXPECT_TRUE(guard.runs_alone(t0 + StallGuard::kFirstBackoff - 1us));
+  EXPECT_FALSE(guard.runs_alone(t0 + StallGuard::kFirstBackoff));
+  // Stalls again soon after: the back-off doubles each time, up to kMostBackoff.
+  Clock::time_point t = t0 + StallGuard::kFirstBackoff;
+  Clock::duration expected = StallGuard::kFirstBackoff;
+  for (int k = 0; k < 12; ++k) {
+    t += expected;  // the back-off just ran out; the next parallel region stalls at once
+    guard.record(50us, 3ms, t);
+    expected = std::min<Clock::duration>(2 * expected, StallGuard::kMostBackoff);
+    EXPECT_TRUE(guard.runs_alone(t + expected - 1us)) << k;
+    EXPECT_FALSE(guard.runs_alone(t + expected)) << k;
+  }
+  EXPECT_EQ(expected, StallGuard::kMostBackoff);
+  // After a calm spell (no stall for more than four back-offs) it starts again from kFirstBackoff.
+  t += 5 * StallGuard::kMostBackoff;
+  guard.record(50us, 3ms, t);
+  EXPECT_TRUE(guard.runs_alone(t + StallGuard::kFirstBackoff - 1us));
+  EXPECT_FALSE(guard.runs_alone(t + StallGuard::kFirstBackoff));
+}
+
+TEST(ThreadPool, AWorkerHeldUpMidTaskLeavesTheNextRegionsToTheCaller) {
+  // The worker sleeps in the middle of its task (as when taken off its core) while the caller has
+  // finished its own: one stall; a region right after runs every task on the caller, prepared once,
+  // and still counts as a region.
+  ThreadPool pool(2);
+  std::atomic<bool> worker_started{false};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  pool.parallel_tasks(2, [&](int64_t, int thread) {
+    if (thread == 1) {
+      worker_started = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    } else {
+      while (!worker_started && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    }
+  });
+  if (!worker_started) GTEST_SKIP() << "the worker never started a task within 10 s";
+  const auto stalled = std::chrono::steady_clock::now();
+  EXPECT_EQ(pool.stalls(), 1u);
+  const uint64_t regions = pool.regions();
+  std::vector<int> threads_seen(5, -1);
+  int prepared = 0;
+  pool.parallel_tasks_prepared(
+      5, [&](int) { ++prepared; },
+      [&](int64_t i, int thread) { threads_seen[static_cast<size_t>(i)] = thread; });
+  EXPECT_EQ(pool.regions(), regions + 1);
+  if (std::chrono::steady_clock::now() - stalled >= StallGuard::kFirstBackoff)
+    GTEST_SKIP() << "the next region started after the back-off";
+  EXPECT_EQ(threads_seen, std::vector<int>(5, 0));
+  EXPECT_EQ(prepared, 1);
 }
 
 TEST(SvgPlot, HistogramCountsEveryValueInRangeOnce) {
