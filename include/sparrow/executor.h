@@ -109,9 +109,9 @@ class Executor {
   // among its initializers.
   const Model& model() const { return model_; }
   int threads() const;
-  // Parallel regions so far after which the calling thread waited on a worker taken off its core
-  // (another process on it): the regions after each ran on the calling thread alone for a while
-  // (docs/engine.md, Parallelism).
+  // Parallel regions so far after which the calling thread had waited far longer on a worker than it
+  // had worked (as when another process takes the worker's core): the regions after each ran on the
+  // calling thread alone for a while (docs/engine.md, Parallelism). Readable from any thread.
   uint64_t stalls() const;
   // Weight bytes now (grows as plans for new input shapes build the layouts they run on).
   WeightMemory weight_memory() const;

@@ -169,9 +169,8 @@ Status time_model(const ModelBench& o, const ExecOptions& options, nlohmann::jso
   SP_ASSIGN_OR_RETURN(const std::vector<int> batches, batches_to_time(a->model(), o));
   for (int batch : batches) {
     SP_ASSIGN_OR_RETURN(Tensor x, bench_input(a->model(), o, batch));
-    const uint64_t stalls_before = a->stalls();
+    const uint64_t sparse_stalls = a->stalls(), dense_stalls = b->stalls();
     SP_ASSIGN_OR_RETURN(RunTimes ts, time_runs(*a, x, o.repeats));
-    const uint64_t stalls = a->stalls() - stalls_before;
     SP_ASSIGN_OR_RETURN(RunTimes td, time_runs(*b, x, o.repeats));
     SP_ASSIGN_OR_RETURN(ModelSummary se, a->summarize({x.shape()}));
     nlohmann::json layers;
@@ -194,7 +193,8 @@ Status time_model(const ModelBench& o, const ExecOptions& options, nlohmann::jso
                     {"speedup", td.median / ts.median},
                     {"samples_per_chunk", se.samples_per_chunk},
                     {"one_thread", se.one_thread},
-                    {"stalls", stalls}});
+                    {"sparrow_stalls", a->stalls() - sparse_stalls},
+                    {"dense_stalls", b->stalls() - dense_stalls}});
     if (o.profile) rows.back()["layers"] = std::move(layers);
   }
   return {};
@@ -234,12 +234,16 @@ int bench_model(const ModelBench& o, const GlobalOptions& global, bool json) {
       fmt::print(
           "batch {}: too little work for threads to pay; the engine ran every layer on the calling thread\n",
           r["batch"].get<int>());
-  for (const auto& r : rows)
-    if (r["stalls"].get<uint64_t>() > 0)
+  for (const auto& r : rows) {
+    const auto stalls = r["sparrow_stalls"].get<uint64_t>() + r["dense_stalls"].get<uint64_t>();
+    if (stalls > 0)
       fmt::print(
-          "batch {}, {} threads: a worker was taken off its core {} times while timed (another process "
-          "on it); the engine ran on the calling thread alone for a while after each\n",
-          r["batch"].get<int>(), r["threads"].get<int>(), r["stalls"].get<uint64_t>());
+          "batch {}, {} threads: a worker held up the calling thread {} times while timed (sparse engine {}, "
+          "dense {}; another process on its core?); the next regions ran on the calling thread alone for a "
+          "while after each\n",
+          r["batch"].get<int>(), r["threads"].get<int>(), stalls, r["sparrow_stalls"].get<uint64_t>(),
+          r["dense_stalls"].get<uint64_t>());
+  }
   for (const auto& r : rows)
     if (r.contains("layers")) print_layer_times(r["layers"], r["batch"].get<int64_t>());
   return 0;

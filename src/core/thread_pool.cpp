@@ -44,7 +44,8 @@ ThreadPool::~ThreadPool() {
   for (auto& w : workers_) w.join();
 }
 
-void ThreadPool::work_block(int b, int thread) {
+int64_t ThreadPool::work_block(int b, int thread) {
+  int64_t ran = 0;
   std::atomic<uint64_t>& ticket = tickets_[static_cast<size_t>(b)].value;
   for (;;) {
     uint64_t t = ticket.load(std::memory_order_acquire);
@@ -57,7 +58,7 @@ void ThreadPool::work_block(int b, int thread) {
     void* ctx = ctx_.load(std::memory_order_acquire);
     int64_t count = count_.load(std::memory_order_acquire);
     int blocks = blocks_.load(std::memory_order_acquire);
-    if (b >= blocks || index >= block_begin(b + 1, count, blocks)) return;
+    if (b >= blocks || index >= block_begin(b + 1, count, blocks)) return ran;
     // Succeeds only while the ticket is unchanged, so call/prepare/region/ctx/count are this
     // generation's.
     if (!ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
@@ -67,6 +68,7 @@ void ThreadPool::work_block(int b, int thread) {
       prepared = region;
     }
     call(ctx, index, thread);
+    ++ran;
     if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == count) {
       std::lock_guard lock(mutex_);
       done_.notify_one();
@@ -74,13 +76,15 @@ void ThreadPool::work_block(int b, int thread) {
   }
 }
 
-void ThreadPool::work(int thread) {
+int64_t ThreadPool::work(int thread) {
   // Its own block first, then what the others have left.
-  for (int k = 0; k < size(); ++k) work_block((thread + k) % size(), thread);
+  int64_t ran = 0;
+  for (int k = 0; k < size(); ++k) ran += work_block((thread + k) % size(), thread);
+  return ran;
 }
 
 void ThreadPool::run(int64_t count, Call call, void* ctx, int blocks, Call prepare) {
-  ++regions_;
+  regions_.store(regions_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   const auto start = StallGuard::Clock::now();
   if (stall_guard_.runs_alone(start)) {
     if (prepare) prepare(ctx, 0, 0);
@@ -105,7 +109,7 @@ void ThreadPool::run(int64_t count, Call call, void* ctx, int blocks, Call prepa
     published_.store(generation_, std::memory_order_release);
   }
   wake_.notify_all();
-  work(0);
+  const int64_t own_tasks = work(0);
   const auto own_done = StallGuard::Clock::now();
   // Short spin before blocking: parallel regions of a few hundred microseconds are common.
   if (!spin_until([&] { return finished_.load(std::memory_order_acquire) == count; })) {
@@ -113,7 +117,7 @@ void ThreadPool::run(int64_t count, Call call, void* ctx, int blocks, Call prepa
     done_.wait(lock, [&] { return finished_.load(std::memory_order_acquire) == count; });
   }
   const auto end = StallGuard::Clock::now();
-  stall_guard_.record(own_done - start, end - own_done, end);
+  if (own_tasks > 0) stall_guard_.record(own_done - start, end - own_done, end);
 }
 
 void ThreadPool::worker_loop(int thread) {

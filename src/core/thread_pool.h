@@ -16,12 +16,15 @@
 namespace sparrow {
 
 // Whether a pool's next parallel region runs on the calling thread alone. A region in which the
-// caller, done with its own tasks, waited for the workers more than twice as long as it worked and
-// more than kStallSlack (a worker taken off its core in the middle of a task, as when another
-// process shares the core) is a stall; after one, regions run on the caller alone for a back-off
-// time, kFirstBackoff, doubled (up to kMostBackoff) for a stall that comes within a few back-off
-// times of the last one, and back to kFirstBackoff after a calm spell. A worker that is merely
-// slower, or a task longer than the others, waits the caller less than its own work: no stall.
+// caller, done with its own tasks (at least one), waited for the workers longer than twice its own
+// work plus kStallSlack is a stall: a worker taken off its core in the middle of a task, as when
+// another process shares the core, holds the caller for the rest of that process's time slice
+// (milliseconds). After a stall, regions run on the caller alone for a back-off time,
+// kFirstBackoff, doubled (up to kMostBackoff) for a stall that comes within four back-off times of
+// the last one, and back to kFirstBackoff after a calm spell. A worker that is merely slower waits
+// the caller at most about one of its tasks; a region whose tasks are so uneven that the worker's
+// one task outlasts twice the caller's work by kStallSlack counts as a stall too (the engine cuts
+// its regions into tasks of about equal work).
 class StallGuard {
  public:
   using Clock = std::chrono::steady_clock;
@@ -33,19 +36,20 @@ class StallGuard {
   // A region whose caller worked `own` on its tasks and then waited `waited`, ending at `now`.
   void record(Clock::duration own, Clock::duration waited, Clock::time_point now) {
     if (waited <= 2 * own + kStallSlack) return;
-    const bool recent = stalls_ > 0 && now - last_stall_ < 4 * backoff_;
+    const bool recent = stalls() > 0 && now - last_stall_ < 4 * backoff_;
     backoff_ = recent ? std::min<Clock::duration>(2 * backoff_, kMostBackoff) : kFirstBackoff;
     last_stall_ = now;
     alone_until_ = now + backoff_;
-    ++stalls_;
+    stalls_.store(stalls_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
-  uint64_t stalls() const { return stalls_; }
+  // Readable from any thread; record() and runs_alone() are the caller's only.
+  uint64_t stalls() const { return stalls_.load(std::memory_order_relaxed); }
 
  private:
   Clock::time_point alone_until_{};
   Clock::time_point last_stall_{};
   Clock::duration backoff_ = kFirstBackoff;
-  uint64_t stalls_ = 0;
+  std::atomic<uint64_t> stalls_{0};
 };
 
 class ThreadPool {
@@ -58,8 +62,9 @@ class ThreadPool {
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
   // Parallel regions asked for so far: tasks handed to the workers too, or run by the caller alone
-  // while StallGuard says so. Work run inline because there is one thread or one task is none.
-  uint64_t regions() const { return regions_; }
+  // while StallGuard says so. Work that parallel_for runs inline (one thread or one task) and work
+  // on a pool of one thread is none. Readable from any thread.
+  uint64_t regions() const { return regions_.load(std::memory_order_relaxed); }
   // Regions after which the caller waited on a worker taken off its core (StallGuard).
   uint64_t stalls() const { return stall_guard_.stalls(); }
 
@@ -84,10 +89,10 @@ class ThreadPool {
   // Calls fn(i, thread) for every i in [0, count), where thread in [0, size()) names the thread
   // running the task (0 = the caller). Tasks are claimed one at a time. Thread t first runs the
   // t-th of size() contiguous blocks of tasks, so consecutive calls with the same count give each
-  // thread the same tasks as long as none is held up (and the data they write stays in its
-  // caches); a thread done with its block claims the remaining tasks of the others, so one slowed
-  // by something else on the machine simply runs fewer of them. Same rules as parallel_for, which
-  // claims its tasks the same way.
+  // thread the same tasks as long as none is held up and the stall guard lets the workers run
+  // (and the data they write stays in its caches); a thread done with its block claims the remaining tasks of
+  // the others, so one slowed by something else on the machine simply runs fewer of them. Same rules as
+  // parallel_for, which claims its tasks the same way.
   template <class F>
   void parallel_tasks(int64_t count, F&& fn) {
     tasks(count, fn, size());
@@ -154,8 +159,9 @@ class ThreadPool {
   // `prepare` (or null) is called by each thread before its first task of the region.
   void run(int64_t count, Call call, void* ctx, int blocks, Call prepare = nullptr);
   void worker_loop(int thread);
-  // Claims and runs tasks of the published generation until none are left, as `thread`.
-  void work(int thread);
+  // Claims and runs tasks of the published generation until none are left, as `thread`; returns
+  // how many it ran.
+  int64_t work(int thread);
 
   // Each thread's block has a ticket: (generation << kIndexBits) | its next task index. Threads
   // claim a task with a CAS on the whole ticket, so a worker that wakes late can never claim a task
@@ -168,8 +174,8 @@ class ThreadPool {
   };
   // First task of block b of `blocks` (b = blocks: the end of the last block).
   static int64_t block_begin(int b, int64_t count, int blocks) { return count * b / blocks; }
-  // Claims and runs the tasks left in block b, as `thread`.
-  void work_block(int b, int thread);
+  // Claims and runs the tasks left in block b, as `thread`; returns how many it ran.
+  int64_t work_block(int b, int thread);
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
@@ -192,10 +198,11 @@ class ThreadPool {
     uint64_t generation = 0;
   };
   std::vector<Prepared> prepared_;
-  uint64_t regions_ = 0;                // caller only
-  StallGuard stall_guard_;              // caller only
-  std::atomic<int64_t> finished_{0};    // tasks of the current generation completed
-  std::atomic<uint64_t> published_{0};  // generation_, readable without the lock for spinning
+  // Written by the caller only, on a line of their own (the workers write the atomics below).
+  alignas(64) std::atomic<uint64_t> regions_{0};
+  StallGuard stall_guard_;
+  alignas(64) std::atomic<int64_t> finished_{0};  // tasks of the current generation completed
+  std::atomic<uint64_t> published_{0};            // generation_, readable without the lock for spinning
 };
 
 }  // namespace sparrow

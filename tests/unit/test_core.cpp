@@ -198,7 +198,7 @@ TEST(StallGuard, ACallerWaitingFarLongerThanItWorkedRunsAloneForABackOffThatGrow
   EXPECT_TRUE(guard.runs_alone(t0 + StallGuard::kFirstBackoff - 1us));
   EXPECT_FALSE(guard.runs_alone(t0 + StallGuard::kFirstBackoff));
   // Stalls again soon after: the back-off doubles each time, up to kMostBackoff.
-  Clock::time_point t = t0 + StallGuard::kFirstBackoff;
+  Clock::time_point t = t0;
   Clock::duration expected = StallGuard::kFirstBackoff;
   for (int k = 0; k < 12; ++k) {
     t += expected;  // the back-off just ran out; the next parallel region stalls at once
@@ -208,8 +208,8 @@ TEST(StallGuard, ACallerWaitingFarLongerThanItWorkedRunsAloneForABackOffThatGrow
     EXPECT_FALSE(guard.runs_alone(t + expected)) << k;
   }
   EXPECT_EQ(expected, StallGuard::kMostBackoff);
-  // After a calm spell (no stall for more than four back-offs) it starts again from kFirstBackoff.
-  t += 5 * StallGuard::kMostBackoff;
+  // A stall four back-offs after the last is after a calm spell: it starts again from kFirstBackoff.
+  t += 4 * StallGuard::kMostBackoff;
   guard.record(50us, 3ms, t);
   EXPECT_TRUE(guard.runs_alone(t + StallGuard::kFirstBackoff - 1us));
   EXPECT_FALSE(guard.runs_alone(t + StallGuard::kFirstBackoff));
@@ -217,32 +217,41 @@ TEST(StallGuard, ACallerWaitingFarLongerThanItWorkedRunsAloneForABackOffThatGrow
 
 TEST(ThreadPool, AWorkerHeldUpMidTaskLeavesTheNextRegionsToTheCaller) {
   // The worker sleeps in the middle of its task (as when taken off its core) while the caller has
-  // finished its own: one stall; a region right after runs every task on the caller, prepared once,
-  // and still counts as a region.
+  // finished its own: one stall. A region right after runs every task on the caller, prepared once,
+  // and counts as a region; its tasks last long enough that the worker, spinning after its sleep,
+  // would otherwise take those of its block.
+  using Clock = StallGuard::Clock;
   ThreadPool pool(2);
   std::atomic<bool> worker_started{false};
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::atomic<Clock::rep> woke{0};  // when the worker's sleep ended
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
   pool.parallel_tasks(2, [&](int64_t, int thread) {
     if (thread == 1) {
       worker_started = true;
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      woke = Clock::now().time_since_epoch().count();
     } else {
-      while (!worker_started && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+      while (!worker_started && Clock::now() < deadline) std::this_thread::yield();
     }
   });
   if (!worker_started) GTEST_SKIP() << "the worker never started a task within 10 s";
-  const auto stalled = std::chrono::steady_clock::now();
   EXPECT_EQ(pool.stalls(), 1u);
   const uint64_t regions = pool.regions();
-  std::vector<int> threads_seen(5, -1);
+  std::vector<int> threads_seen(6, -1);
   int prepared = 0;
   pool.parallel_tasks_prepared(
-      5, [&](int) { ++prepared; },
-      [&](int64_t i, int thread) { threads_seen[static_cast<size_t>(i)] = thread; });
+      6, [&](int) { ++prepared; },
+      [&](int64_t i, int thread) {
+        threads_seen[static_cast<size_t>(i)] = thread;
+        const auto until = Clock::now() + std::chrono::microseconds(200);
+        while (Clock::now() < until) {
+        }
+      });
   EXPECT_EQ(pool.regions(), regions + 1);
-  if (std::chrono::steady_clock::now() - stalled >= StallGuard::kFirstBackoff)
-    GTEST_SKIP() << "the next region started after the back-off";
-  EXPECT_EQ(threads_seen, std::vector<int>(5, 0));
+  // The back-off runs from the end of the stalled region, after the worker woke.
+  if (Clock::now() - Clock::time_point(Clock::duration(woke.load())) >= StallGuard::kFirstBackoff)
+    GTEST_SKIP() << "the next region may have started after the back-off";
+  EXPECT_EQ(threads_seen, std::vector<int>(6, 0));
   EXPECT_EQ(prepared, 1);
 }
 
