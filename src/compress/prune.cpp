@@ -314,7 +314,8 @@ struct ColumnLevels {
 // `kept`, to the column furthest below its count (the earlier column among equals) the fewest
 // entries more that keep more weights in it (at most kMostExtraEntries in all), unless that would
 // bring the layer no nearer to `kept`; until no column can keep more. Reads each column twice
-// (to weigh its fills, and to prune it) and a few again; holds a few counts per column.
+// (to weigh its fills, and to prune it) and a few again; holds a few counts per column. One layer
+// per object: construct it, then run() once.
 class EntriesBalance {
  public:
   EntriesBalance(std::span<float> w, const MatrixView& view, int partitions, int index_bits, int64_t kept)
@@ -415,7 +416,7 @@ class EntriesBalance {
   MatrixView view_;
   int partitions_;
   int64_t most_;                                         // the entries a slice of the fewest rows can hold
-  std::vector<int64_t> counts_;                          // each column's count (kept_per_column)
+  const std::vector<int64_t> counts_;                    // each column's count (kept_per_column)
   int64_t missing_;                                      // weights still to keep
   std::vector<float> magnitude_;                         // of the sorted column's weights
   std::vector<std::vector<int64_t>> rows_by_magnitude_;  // of the sorted column, per partition
