@@ -17,7 +17,8 @@ rounds and ORT first in odd ones; the speedup over ORT is the median of the roun
 geometric means of the speedups over ONNX Runtime per batch and thread count. Usage:
   bench/compare_ort.py SPARROW --ort-modules DIR/node_modules [--corpus build/tests/corpus] [--work DIR]
                        [--models resnet18,lstm,...] [--batches 1,16] [--threads 1,2] [--repeats 21]
-                       [--rounds 3]
+                       [--rounds 3] [--json OUT.json] [--plot OUT.svg]
+--plot draws the speed-ups with bench/plot_compare.py (which also draws them from a saved --json).
 """
 import argparse
 import json
@@ -30,6 +31,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load_memory import make_model, measure  # noqa: E402
+from plot_compare import speedup_svg  # noqa: E402
+from ratio_plot import write_atomically  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUITE_NAMES = ["resnet18", "mobilenet_v2", "squeezenet1_1", "vgg11_bn_32", "transformer", "lstm", "lenet_300_100"]
@@ -132,6 +135,8 @@ def main():
                     help="Sparrow and ORT timed alternately this many times per case; ratios per round")
     ap.add_argument("--compress", default="--sparsity 0.9 --bits 4",
                     help="options of `sparrow compress` that make each .spw (e.g. add --block 4x1)")
+    ap.add_argument("--json", help="also write the result (the last line printed) to this file")
+    ap.add_argument("--plot", help="also draw the speed-ups over ONNX Runtime as this SVG")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     wanted = a.models.split(",") if a.models else None
@@ -151,7 +156,8 @@ def main():
     print(f"{'model':<14} {'batch':>5} {'thr':>3} {'spw us':>10} {'dense us':>10} {'ORT us':>10} "
           f"{'spw/ORT':>8} {'dense/ORT':>9}   spw/ORT over the rounds")
     print(f"compressed with: {a.compress}")
-    result = {"cpu": cpu_model(), "compress": a.compress, "models": {}}
+    result = {"cpu": cpu_model(), "compress": a.compress, "models": {},
+              "suite": [name for name in suite if name in models]}
     for name, (onnx_path, batch_axis) in models.items():
         spw = os.path.join(a.work, name + ".spw")
         subprocess.run([a.sparrow, "--quiet", "compress", onnx_path, "-o", spw] + a.compress.split(),
@@ -192,6 +198,11 @@ def main():
         result["models"][name] = entry
     print_geomeans(result)
     print(json.dumps(result))
+    if a.json:
+        write_atomically(a.json, json.dumps(result) + "\n")
+    if a.plot and result["models"]:
+        write_atomically(a.plot, speedup_svg(result))
+        print(f"wrote {a.plot}")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,21 @@
 One file: its tables. Several files (runs of the same benchmark): first a table of each run's
 geometric means and two-thread speedups with their medians, then the full tables of the median run
 (by the batch-1, one-thread geomean over the dense peer). The machine's noise moves single runs; the
-spread across runs shows by how much.
+spread across runs shows by how much. `--plot OUT.svg` draws that run's speed-ups per layer over the
+plain float32 sparse kernel and over oneDNN's dense product (bench/ratio_plot.py). Usage:
+  bench/summarize_eie.py RUN.json [RUN.json ...] [--plot OUT.svg]    (no file: one run on stdin)
 """
+import argparse
 import json
+import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ratio_plot import Panel, Row, Series, mean_row, ratio_bars_svg, write_atomically  # noqa: E402
+
+PLOT_SERIES = (Series("plain", "over the plain fp32 sparse kernel", "#1f5fa8"),
+               Series("dense", "over oneDNN's dense product", "#9bbce0"))
 
 SCALING_LAYERS = ["Alex-6", "Alex-7", "VGG-6", "VGG-7"]
 
@@ -97,17 +107,47 @@ def print_runs(runs):
     print()
 
 
+def plot_panels(r):
+    """A Panel per batch and thread count, a Row per layer (Sparrow's speed-up over each peer), then
+    their geometric mean."""
+    out = []
+    for batch, threads in sorted({(l["batch"], l["threads"]) for l in r["layers"]}):
+        rows = [Row(l["name"], {"plain": l["plain_us"] / l["sparrow_us"], "dense": l["dense_us"] / l["sparrow_us"]},
+                    {}, False)
+                for l in r["layers"] if (l["batch"], l["threads"]) == (batch, threads)]
+        peer = "plain: CSC loop skipping zero inputs" if batch == 1 else "plain: CSR product in column panels"
+        out.append(Panel(f"{config_name(batch, threads)} ({peer})",
+                         rows + [mean_row(f"geometric mean ({len(rows)})", rows, PLOT_SERIES)]))
+    return out
+
+
+def plot(r, path):
+    subtitle = (f"{r.get('machine', 'machine not recorded')}; weights: {r.get('weights', '?')}; sparse kernels: "
+                f"{r.get('isa', '?')}; medians of at least {r.get('repeats', '?')} runs")
+    write_atomically(path, ratio_bars_svg("Sparrow on the nine EIE layers against float32 peers (right of 1x: faster)",
+                                          subtitle, PLOT_SERIES, plot_panels(r),
+                                          "Sparrow's speed-up over the peer (log scale)"))
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def main():
-    runs = [json.load(open(p)) for p in sys.argv[1:]] or [json.load(sys.stdin)]
+    ap = argparse.ArgumentParser(description="Tables (and a plot) of `sparrow bench --eie --json` runs")
+    ap.add_argument("runs", nargs="*", help="JSON files of runs (none: one run on stdin)")
+    ap.add_argument("--plot", help="draw the (median) run's speed-ups as this SVG")
+    a = ap.parse_args()
+    runs = [json.load(open(p)) for p in a.runs] or [json.load(sys.stdin)]
     if len(runs) == 1:
         print_tables(runs[0])
-        return
-    print_runs(runs)
-    key = config_name(1, 1)
-    order = sorted(range(len(runs)), key=lambda i: runs[i]["geomean"][key]["speedup_vs_dense"])
-    median_run = order[len(order) // 2]
-    print(f"Tables of run {median_run + 1} (the median by the batch-1, one-thread geomean over the dense peer):\n")
-    print_tables(runs[median_run])
+        median_run = 0
+    else:
+        print_runs(runs)
+        key = config_name(1, 1)
+        order = sorted(range(len(runs)), key=lambda i: runs[i]["geomean"][key]["speedup_vs_dense"])
+        median_run = order[len(order) // 2]
+        print(f"Tables of run {median_run + 1} (the median by the batch-1, one-thread geomean over the dense peer):\n")
+        print_tables(runs[median_run])
+    if a.plot:
+        plot(runs[median_run], a.plot)
 
 
 if __name__ == "__main__":
