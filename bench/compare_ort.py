@@ -104,7 +104,11 @@ def summarize_rounds(rounds):
             "ort_min_us": min(o["min_us"] for _, o in rounds), "ort_max_us": max(o["max_us"] for _, o in rounds),
             "ort_load_us": statistics.median([o["load_us"] for _, o in rounds]),
             "spw_ratio": statistics.median(spw), "dense_ratio": statistics.median(dense),
-            "spw_ratio_rounds": spw, "dense_ratio_rounds": dense}
+            "spw_ratio_rounds": spw, "dense_ratio_rounds": dense,
+            # Regions after which Sparrow's caller waited on a worker taken off its core (its stall
+            # guard then ran the next regions on one thread), summed over the rounds' timed runs.
+            "sparrow_stalls": sum(s.get("sparrow_stalls", 0) for s, _ in rounds),
+            "dense_stalls": sum(s.get("dense_stalls", 0) for s, _ in rounds)}
 
 
 def print_geomeans(result):
@@ -186,7 +190,9 @@ def main():
                 spread = run["spw_ratio_rounds"]
                 print(f"{name:<14} {batch:>5} {threads:>3} {run['sparrow_us']:>10.1f} {run['dense_us']:>10.1f} "
                       f"{run['ort_us']:>10.1f} {run['spw_ratio']:>8.2f} {run['dense_ratio']:>9.2f}"
-                      f"   [{min(spread):.2f}, {max(spread):.2f}]", flush=True)
+                      f"   [{min(spread):.2f}, {max(spread):.2f}]"
+                      + (f"   stalls: {run['sparrow_stalls']} .spw, {run['dense_stalls']} dense"
+                         if run["sparrow_stalls"] or run["dense_stalls"] else ""), flush=True)
         sample = list(dims)
         sample[batch_axis] = 1
         x = write_sample(a.work, name, sample)
