@@ -206,9 +206,12 @@ def main():
     print(json.dumps(result))
     if a.json:
         write_atomically(a.json, json.dumps(result) + "\n")
-    if a.plot and result["models"]:
-        write_atomically(a.plot, speedup_svg(result))
-        print(f"wrote {a.plot}")
+    if a.plot:
+        if any(entry["runs"] for entry in result["models"].values()):
+            write_atomically(a.plot, speedup_svg(result))
+            print(f"wrote {a.plot}")
+        else:
+            print(f"no plot written to {a.plot}: no model was timed")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ that is a JSON object).
 import argparse
 import json
 import math
+import os
 import sys
 
-from ratio_plot import Panel, Row, Series, mean_row, ratio_bars_svg, write_atomically
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ratio_plot import Panel, Row, Series, mean_row, ratio_bars_svg, write_atomically  # noqa: E402
 
 SERIES = (Series("spw_ratio", ".spw on the sparse engine", "#1f5fa8"),
           Series("dense_ratio", "dense executor", "#9bbce0"))
@@ -41,15 +43,40 @@ def load_result(path):
             result = json.loads(lines[-1])
         except json.JSONDecodeError as e:
             raise ResultError(f"{path}: the last JSON line does not parse: {e}")
-    if not isinstance(result, dict) or not isinstance(result.get("models"), dict) or not result["models"]:
-        raise ResultError(f"{path}: no 'models' with runs in it")
-    for name, entry in result["models"].items():
-        for run in entry.get("runs", []):
-            for key in ("batch", "threads", *(s.key for s in SERIES)):
-                value = run.get(key)
-                if not isinstance(value, (int, float)) or value <= 0 or not math.isfinite(value):
-                    raise ResultError(f"{path}: model '{name}': run field '{key}' is {value!r}, not a positive number")
+    check_result(path, result)
     return result
+
+
+def is_positive(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)
+
+
+def check_result(path, result):
+    """Raises ResultError, naming the file, model, run and field, unless `result` has at least one
+    run and every run has whole positive batch and threads, positive finite ratios and, where it
+    has rounds, a list of positive finite ratios."""
+    if not isinstance(result, dict) or not isinstance(result.get("models"), dict):
+        raise ResultError(f"{path}: no 'models' object")
+    runs = 0
+    for name, entry in result["models"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("runs", []), list):
+            raise ResultError(f"{path}: model '{name}': not an object with a list of 'runs'")
+        for i, run in enumerate(entry.get("runs", [])):
+            where = f"{path}: model '{name}', run {i + 1}"
+            if not isinstance(run, dict):
+                raise ResultError(f"{where}: not an object")
+            for key in ("batch", "threads"):
+                if not isinstance(run.get(key), int) or isinstance(run.get(key), bool) or run[key] < 1:
+                    raise ResultError(f"{where}: field '{key}' is {run.get(key)!r}, not a whole number >= 1")
+            for s in SERIES:
+                if not is_positive(run.get(s.key)):
+                    raise ResultError(f"{where}: field '{s.key}' is {run.get(s.key)!r}, not a positive number")
+                rounds = run.get(ROUNDS[s.key])
+                if rounds is not None and (not isinstance(rounds, list) or not all(map(is_positive, rounds))):
+                    raise ResultError(f"{where}: field '{ROUNDS[s.key]}' is {rounds!r}, not a list of positive numbers")
+            runs += 1
+    if runs == 0:
+        raise ResultError(f"{path}: no model has runs")
 
 
 def panels(result):
@@ -69,12 +96,13 @@ def panels(result):
         means = [mean_row(f"geometric mean ({len(rows)})", rows, SERIES)]
         in_suite = [row for row in rows if row.label in suite]
         if in_suite and len(in_suite) < len(rows):
-            means.append(mean_row(f"model suite ({len(in_suite)})", in_suite, SERIES))
+            means.append(mean_row(f"suite geomean ({len(in_suite)})", in_suite, SERIES))
         out.append(Panel(f"batch {batch}, {threads} thread{'s' if threads != 1 else ''}", rows + means))
     return out
 
 
 def speedup_svg(result):
+    """The figure of a checked result (load_result)."""
     subtitle = (f"CPU: {result.get('cpu', 'not recorded')}; .spw made with: "
                 f"{result.get('compress', 'not recorded')}; bars: the median of the rounds' speed-ups")
     return ratio_bars_svg("Sparrow against ONNX Runtime on the original models (right of 1x: faster)", subtitle,
@@ -88,9 +116,14 @@ def main():
     ap.add_argument("-o", "--output", required=True, help="SVG to write")
     a = ap.parse_args()
     try:
-        write_atomically(a.output, speedup_svg(load_result(a.result)))
+        svg = speedup_svg(load_result(a.result))
     except ResultError as e:
         print(f"plot_compare.py: error: {e}", file=sys.stderr)
+        return 1
+    try:
+        write_atomically(a.output, svg)
+    except OSError as e:
+        print(f"plot_compare.py: error: {a.output}: {e.strerror}", file=sys.stderr)
         return 1
     print(f"wrote {a.output}")
     return 0

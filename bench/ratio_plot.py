@@ -18,6 +18,8 @@ TOP = 58
 PANEL_HEAD = 26
 AXIS_ROOM = 40
 MIN_WIDTH = 860  # room for the title, the subtitle and the legend
+MIN_TICK_GAP = 36  # pixels between tick labels
+LEGEND_CHAR = 7  # about the width of one character of the legend's 12 px text
 
 
 class Series(NamedTuple):
@@ -28,7 +30,7 @@ class Series(NamedTuple):
 
 class Row(NamedTuple):
     label: str
-    ratios: dict  # Series.key -> speed-up (> 0)
+    ratios: dict  # Series.key -> speed-up (> 0 and finite: the caller checks)
     spreads: dict  # Series.key -> (lowest, highest) around the ratio, where known
     summary: bool  # a geometric mean over rows, drawn in bold
 
@@ -56,6 +58,24 @@ def axis_range(panels):
     return lo, hi
 
 
+def tick_exponents(lo, hi, plot_w):
+    """The powers of two to label: every one, or every second, fourth... so that labels stay
+    MIN_TICK_GAP apart; always 1x."""
+    step = 1
+    while (hi - lo) / step * MIN_TICK_GAP > plot_w:
+        step *= 2
+    return [e for e in range(lo, hi + 1) if e % step == 0]
+
+
+def tick_label(exponent):
+    """2^e as '4x', '1x' or '1/8x'."""
+    return f"{2 ** exponent}x" if exponent >= 0 else f"1/{2 ** -exponent}x"
+
+
+def value_label(ratio):
+    return f"{ratio:.2f}x"
+
+
 def row_height(series):
     return len(series) * BAR + 8
 
@@ -72,11 +92,11 @@ def panel_svg(x0, y0, panel, series, lo, hi, axis_label):
     top = y0 + PANEL_HEAD
     parts = [f'<text x="{x0 + PANEL_WIDTH / 2:.1f}" y="{y0 + 16}" text-anchor="middle" font-weight="bold">'
              f'{escape(panel.heading)}</text>']
-    for e in range(lo, hi + 1):
+    for e in tick_exponents(lo, hi, plot_w):
         x = x_of(2.0 ** e)
         parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + height}" stroke="#ddd"/>')
         parts.append(f'<text x="{x:.1f}" y="{top + height + 16}" text-anchor="middle" font-size="11">'
-                     f'{2.0 ** e:g}x</text>')
+                     f'{tick_label(e)}</text>')
     one = x_of(1.0)
     for i, row in enumerate(panel.rows):
         y = top + i * row_height(series) + 4
@@ -93,19 +113,22 @@ def panel_svg(x0, y0, panel, series, lo, hi, axis_label):
 
 
 def bar_svg(row, s, y, one, x_of):
-    """One bar from the 1x line to its ratio, its range line, and its value beside the far end."""
+    """One bar from the 1x line to its ratio, its range line, and its value beside the far end (on
+    the side the printed value is on: '1.00x' for 0.999 stands right of the line)."""
     ratio = row.ratios[s.key]
     end = x_of(ratio)
     parts = [f'<rect x="{min(one, end):.1f}" y="{y}" width="{abs(end - one):.1f}" height="{BAR}" '
              f'fill="{s.colour}" data-ratio="{ratio:.4f}"><title>{escape(row.label)}, '
-             f'{escape(s.legend)}: {ratio:.2f}x</title></rect>']
+             f'{escape(s.legend)}: {value_label(ratio)}</title></rect>']
     low = high = end
     if s.key in row.spreads:
         low, high = (x_of(v) for v in row.spreads[s.key])
         parts.append(f'<line x1="{low:.1f}" y1="{y + BAR / 2}" x2="{high:.1f}" y2="{y + BAR / 2}" '
                      f'stroke="#222" stroke-width="1" class="range"/>')
-    anchor, at = ("start", max(end, high) + 3) if ratio >= 1 else ("end", min(end, low) - 3)
-    parts.append(f'<text x="{at:.1f}" y="{y + BAR - 1}" text-anchor="{anchor}" font-size="9">{ratio:.2f}x</text>')
+    faster = float(value_label(ratio)[:-1]) >= 1
+    anchor, at = ("start", max(end, high) + 3) if faster else ("end", min(end, low) - 3)
+    parts.append(f'<text x="{at:.1f}" y="{y + BAR - 1}" text-anchor="{anchor}" font-size="9">'
+                 f'{value_label(ratio)}</text>')
     return parts
 
 
@@ -129,7 +152,7 @@ def ratio_bars_svg(title, subtitle, series, panels, axis_label, range_legend=Non
     for s in series:
         legend.append(f'<rect x="{lx}" y="40" width="12" height="10" fill="{s.colour}"/>')
         legend.append(f'<text x="{lx + 17}" y="49" font-size="12">{escape(s.legend)}</text>')
-        lx += 230
+        lx += 40 + LEGEND_CHAR * len(s.legend)
     if range_legend:
         legend.append(f'<line x1="{lx}" y1="45" x2="{lx + 20}" y2="45" stroke="#222"/>')
         legend.append(f'<text x="{lx + 25}" y="49" font-size="12">{escape(range_legend)}</text>')
@@ -143,8 +166,16 @@ def ratio_bars_svg(title, subtitle, series, panels, axis_label, range_legend=Non
 
 
 def write_atomically(path, text):
-    """Writes to a temporary name beside `path`, then renames it into place."""
+    """Writes to a temporary name beside `path`, then renames it into place. On failure the
+    OSError propagates, `path` is as it was and the temporary file is gone."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -24,7 +24,7 @@ SCALING_LAYERS = ["Alex-6", "Alex-7", "VGG-6", "VGG-7"]
 
 
 def config_name(batch, threads):
-    return f"batch {batch}, {threads} thread{'s' if threads > 1 else ''}"
+    return f"batch {batch}, {threads} thread{'s' if threads != 1 else ''}"
 
 
 def two_thread_speedups(r):

@@ -79,10 +79,35 @@ class Bars(unittest.TestCase):
             self.assertAlmostEqual(got, want, places=3)
 
     def test_a_suite_among_other_models_gets_its_own_mean(self):
-        labels = {label for label, *_ in bars(plot_compare.speedup_svg(result(suite=["a", "b"])))}
-        self.assertIn("model suite (2)", labels)
+        found = bars(plot_compare.speedup_svg(result(suite=["a", "b"])))
+        suite = [ratio for label, series, _, _, ratio in found if label == "suite geomean (2)" and series == 0]
+        self.assertAlmostEqual(suite[0], 4.0, places=3)  # batch 1: .spw 2 and 8
+        self.assertAlmostEqual(suite[1], 0.5, places=3)  # batch 16: .spw 1 and 0.25
         labels = {label for label, *_ in bars(plot_compare.speedup_svg(result(suite=["a", "b", "c"])))}
-        self.assertNotIn("model suite (3)", labels)  # the suite is every model: one mean says it
+        self.assertNotIn("suite geomean (3)", labels)  # the suite is every model: one mean says it
+
+    def test_names_are_escaped_and_a_lone_panel_is_drawn(self):
+        r = result()
+        r["cpu"] = "A & B <x>"
+        r["models"] = {"m<1>&": {"runs": [run("m<1>&", 1, 1, 2.0, 0.5)]}}
+        root = ET.fromstring(plot_compare.speedup_svg(r))  # parses: the names were escaped
+        texts = [e.text for e in root.iter(SVG + "text")]
+        self.assertIn("m<1>&", texts)
+        self.assertTrue(any("A & B <x>" in t for t in texts))
+        self.assertEqual(len(bars(ET.tostring(root, encoding="unicode"))), 2 * 2)
+
+    def test_ticks_thin_out_on_a_wide_range_and_read_as_fractions_below_1x(self):
+        self.assertEqual(ratio_plot.tick_exponents(-1, 5, 270), [-1, 0, 1, 2, 3, 4, 5])
+        ticks = ratio_plot.tick_exponents(-12, 20, 270)
+        self.assertIn(0, ticks)
+        self.assertLessEqual(len(ticks), 270 // ratio_plot.MIN_TICK_GAP + 1)
+        self.assertEqual([ratio_plot.tick_label(e) for e in (-3, 0, 5)], ["1/8x", "1x", "32x"])
+
+    def test_a_ratio_printed_as_1_00x_stands_right_of_the_line(self):
+        svg = plot_compare.speedup_svg({"models": {"a": {"runs": [run("a", 1, 1, 0.999, 0.5)]}}})
+        root = ET.fromstring(svg)
+        label = next(e for e in root.iter(SVG + "text") if e.text == "1.00x")
+        self.assertEqual(label.get("text-anchor"), "start")
 
     def test_the_rounds_range_is_drawn_and_the_axis_covers_it(self):
         root = ET.fromstring(plot_compare.speedup_svg(result()))
@@ -106,8 +131,17 @@ class BadResults(unittest.TestCase):
     def test_refusals_name_the_file_and_the_field(self):
         bad = result()
         bad["models"]["b"]["runs"][1]["spw_ratio"] = -1
-        cases = {"no json here\n": "no JSON object", json.dumps({"models": {}}): "no 'models'",
-                 json.dumps(bad): "model 'b': run field 'spw_ratio' is -1"}
+        bad_rounds = result()
+        bad_rounds["models"]["a"]["runs"][0]["dense_ratio_rounds"] = [0.4, 0]
+        bad_batch = result()
+        bad_batch["models"]["c"]["runs"][0]["batch"] = True
+        cases = {"no json here\n": "no JSON object", json.dumps({"models": 3}): "no 'models' object",
+                 json.dumps({"models": {}}): "no model has runs",
+                 json.dumps({"models": {"a": {"runs": []}}}): "no model has runs",
+                 json.dumps({"models": {"a": 3}}): "model 'a': not an object",
+                 json.dumps(bad): "model 'b', run 2: field 'spw_ratio' is -1",
+                 json.dumps(bad_rounds): "model 'a', run 1: field 'dense_ratio_rounds' is [0.4, 0]",
+                 json.dumps(bad_batch): "model 'c', run 1: field 'batch' is True"}
         for text, message in cases.items():
             path = self.write(text)
             with self.assertRaises(plot_compare.ResultError) as e:
@@ -123,6 +157,27 @@ class BadResults(unittest.TestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("plot_compare.py: error: " + path, p.stderr)
         self.assertFalse(os.path.exists(out))
+
+    def test_a_failed_write_is_an_error_naming_the_output_and_leaves_no_temporary_file(self):
+        path = self.write(json.dumps(result()))
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "missing", "plot.svg")
+            p = subprocess.run([sys.executable, os.path.join(BENCH, "plot_compare.py"), path, "-o", out],
+                               capture_output=True, text=True)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn(f"plot_compare.py: error: {out}: ", p.stderr)
+            occupied = os.path.join(d, "dir.svg")
+            os.mkdir(occupied)  # renaming a file over a directory fails after the write
+            with self.assertRaises(OSError):
+                ratio_plot.write_atomically(occupied, "x")
+            self.assertEqual(os.listdir(d), ["dir.svg"])
+
+    def test_compare_ort_imports_and_offers_json_and_plot(self):
+        p = subprocess.run([sys.executable, os.path.join(BENCH, "compare_ort.py"), "--help"], capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("--json", p.stdout)
+        self.assertIn("--plot", p.stdout)
 
     def test_the_command_writes_the_svg(self):
         path = self.write(json.dumps(result()))
@@ -170,7 +225,26 @@ class EiePlot(unittest.TestCase):
                                capture_output=True, text=True)
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertIn("| L2 | csr | 50 | 100 | 200 | 400 | 2.00 | 4.00 | 8.00 |", p.stdout)
-            self.assertEqual(len(bars(open(out).read())), 2 * 2 * 3)  # two panels of two layers and a mean
+            with open(out) as f:
+                self.assertEqual(len(bars(f.read())), 2 * 2 * 3)  # two panels of two layers and a mean
+
+    def test_of_several_runs_the_median_one_is_drawn(self):
+        with tempfile.TemporaryDirectory() as d:
+            paths = []
+            for k, dense in enumerate([1.0, 3.0, 2.0]):  # by the batch-1 geomean over the dense peer
+                r = json.loads(json.dumps(self.RUN))
+                r["geomean"]["batch 1, 1 thread"]["speedup_vs_dense"] = dense
+                r["layers"][0]["plain_us"] = 100 * (k + 2)  # L1 at batch 1: 2x, 3x or 4x over plain
+                paths.append(os.path.join(d, f"run{k}.json"))
+                with open(paths[-1], "w") as f:
+                    json.dump(r, f)
+            out = os.path.join(d, "eie.svg")
+            p = subprocess.run([sys.executable, os.path.join(BENCH, "summarize_eie.py"), *paths, "--plot", out],
+                               capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("Tables of run 3", p.stdout)
+            with open(out) as f:
+                self.assertEqual(bars(f.read())[0][4], 4.0)  # the third run's L1
 
 
 if __name__ == "__main__":
