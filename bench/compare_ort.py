@@ -22,7 +22,6 @@ geometric means of the speedups over ONNX Runtime per batch and thread count. Us
 """
 import argparse
 import json
-import math
 import statistics
 import os
 import platform
@@ -32,7 +31,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load_memory import make_model, measure  # noqa: E402
 from plot_compare import speedup_svg  # noqa: E402
-from ratio_plot import write_atomically  # noqa: E402
+from ratio_plot import geomean, write_atomically  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUITE_NAMES = ["resnet18", "mobilenet_v2", "squeezenet1_1", "vgg11_bn_32", "transformer", "lstm", "lenet_300_100"]
@@ -116,8 +115,8 @@ def print_geomeans(result):
     runs = [r for m in result["models"].values() for r in m["runs"]]
     for batch, threads in sorted({(r["batch"], r["threads"]) for r in runs}):
         sel = [r for r in runs if r["batch"] == batch and r["threads"] == threads]
-        spw = math.exp(sum(math.log(r["spw_ratio"]) for r in sel) / len(sel))
-        dense = math.exp(sum(math.log(r["dense_ratio"]) for r in sel) / len(sel))
+        spw = geomean([r["spw_ratio"] for r in sel])
+        dense = geomean([r["dense_ratio"] for r in sel])
         low = min(sel, key=lambda r: r["spw_ratio"])
         print(f"  batch {batch:>3}, {threads} thread(s), {len(sel)} models: .spw {spw:.2f}x, dense executor "
               f"{dense:.2f}x; slowest .spw: {low['model']} {low['spw_ratio']:.2f}x")

@@ -130,12 +130,40 @@ def plot(r, path):
     print(f"wrote {path}", file=sys.stderr)
 
 
+LAYER_TIMES = ("sparrow_us", "plain_us", "dense_us", "eigen_us")
+
+
+def load_run(path, f):
+    """A `sparrow bench --eie --json` run, checked for what the tables and the plot read: SystemExit
+    with the file, layer and field named otherwise."""
+    try:
+        r = json.load(f)
+        if not isinstance(r.get("layers"), list) or not r["layers"] or not isinstance(r.get("geomean"), dict):
+            raise ValueError("no 'layers' list or no 'geomean' object")
+        for i, l in enumerate(r["layers"]):
+            for key in ("batch", "threads") + LAYER_TIMES:
+                value = l.get(key)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                    raise ValueError(f"layer {i + 1} ({l.get('name', '?')}): field '{key}' is {value!r}, "
+                                     "not a positive number")
+        return r
+    except (ValueError, AttributeError) as e:
+        sys.exit(f"summarize_eie.py: error: {path}: not a `sparrow bench --eie --json` run: {e}")
+
+
 def main():
     ap = argparse.ArgumentParser(description="Tables (and a plot) of `sparrow bench --eie --json` runs")
     ap.add_argument("runs", nargs="*", help="JSON files of runs (none: one run on stdin)")
     ap.add_argument("--plot", help="draw the (median) run's speed-ups as this SVG")
     a = ap.parse_args()
-    runs = [json.load(open(p)) for p in a.runs] or [json.load(sys.stdin)]
+    runs = []
+    for path in a.runs:
+        try:
+            with open(path) as f:
+                runs.append(load_run(path, f))
+        except OSError as e:
+            sys.exit(f"summarize_eie.py: error: {path}: {e.strerror}")
+    runs = runs or [load_run("standard input", sys.stdin)]
     if len(runs) == 1:
         print_tables(runs[0])
         median_run = 0
@@ -147,7 +175,10 @@ def main():
         print(f"Tables of run {median_run + 1} (the median by the batch-1, one-thread geomean over the dense peer):\n")
         print_tables(runs[median_run])
     if a.plot:
-        plot(runs[median_run], a.plot)
+        try:
+            plot(runs[median_run], a.plot)
+        except OSError as e:
+            sys.exit(f"summarize_eie.py: error: {a.plot}: {e.strerror}")
 
 
 if __name__ == "__main__":

@@ -228,6 +228,24 @@ class EiePlot(unittest.TestCase):
             with open(out) as f:
                 self.assertEqual(len(bars(f.read())), 2 * 2 * 3)  # two panels of two layers and a mean
 
+    def test_a_file_that_is_not_a_run_is_refused_naming_the_layer_and_field(self):
+        with tempfile.TemporaryDirectory() as d:
+            run = json.loads(json.dumps(self.RUN))
+            run["layers"][1]["plain_us"] = 0
+            cases = {"not json": "not a `sparrow bench --eie --json` run",
+                     json.dumps({"layers": [], "geomean": {}}): "no 'layers' list",
+                     json.dumps(run): "layer 2 (L2): field 'plain_us' is 0"}
+            for k, (text, message) in enumerate(cases.items()):
+                path, out = os.path.join(d, f"run{k}.json"), os.path.join(d, "eie.svg")
+                with open(path, "w") as f:
+                    f.write(text)
+                p = subprocess.run([sys.executable, os.path.join(BENCH, "summarize_eie.py"), path, "--plot", out],
+                                   capture_output=True, text=True)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn(f"summarize_eie.py: error: {path}: ", p.stderr)
+                self.assertIn(message, p.stderr)
+                self.assertFalse(os.path.exists(out))
+
     def test_of_several_runs_the_median_one_is_drawn(self):
         with tempfile.TemporaryDirectory() as d:
             paths = []
